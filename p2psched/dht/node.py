@@ -1,0 +1,289 @@
+"""The DHT node on trio: a UDP socket, a receive task and a timer task around `DhtProtocol`.
+
+Owns: the socket, the clock, and the callers waiting for answers.
+Promises: `open_dht_node` yields a running node and closes everything when its block ends;
+`serve` is the same as a service for `nursery.start`, reporting the running node. A call never
+waits longer than the RPC timeout, and a peer can make no call raise: bad input is dropped by
+the core and counted in `node.stats`.
+"""
+
+from __future__ import annotations
+
+import socket as _socket
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from p2psched.dht import messages as m
+from p2psched.dht.lookup import Answer, Lookup, Query, ValueLookup
+from p2psched.dht.protocol import (
+    Addr,
+    Answered,
+    DhtConfig,
+    DhtProtocol,
+    Event,
+    RefreshDue,
+    RepublishDue,
+    TimedOut,
+)
+from p2psched.dht.records import Record
+from p2psched.dht.routing import Contact, distance
+from p2psched.dht.traverse import Call, run_lookup
+from p2psched.identity import Identity
+
+
+@dataclass(slots=True)
+class _Waiter:
+    event: trio.Event
+    answer: m.Response | None = None
+    sender: Contact | None = None
+
+
+class DhtNode:
+    def __init__(
+        self, protocol: DhtProtocol, sock: _socket.socket, offset: float, nursery: trio.Nursery
+    ) -> None:
+        self.protocol = protocol
+        self._sock = sock
+        self._offset = offset
+        self._nursery = nursery
+        self._waiting: dict[int, _Waiter] = {}
+        self._wakeup = trio.Event()
+        self._timer_at = float("inf")  # the deadline the timer task sleeps until
+        host, port = sock.getsockname()[:2]
+        self.address: Addr = (host, port)
+
+    @property
+    def node_id(self) -> bytes:
+        return self.protocol.node_id
+
+    @property
+    def contact(self) -> Contact:
+        return Contact(self.node_id, *self.address, self.protocol.identity.public_key)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return dict(self.protocol.stats)
+
+    def now(self) -> float:
+        """Seconds since the epoch, advancing with trio's clock (so a fake clock drives it too)."""
+        return self._offset + trio.current_time()
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def call(self, to: Contact | Addr, request: m.Request) -> tuple[Contact, m.Response] | None:
+        """Send `request`; the answer and who gave it, or None if none came within the timeout."""
+        rid = self.protocol.request(to, request, self.now())
+        waiter = self._waiting[rid] = _Waiter(trio.Event())
+        if self.protocol.next_deadline() < self._timer_at:
+            self._wakeup.set()  # the timer task sleeps past this request's deadline
+        try:
+            self._flush()
+            await waiter.event.wait()
+        finally:
+            del self._waiting[rid]
+            if waiter.answer is None:
+                self.protocol.cancel(rid)
+        if waiter.answer is None or waiter.sender is None:
+            return None
+        return waiter.sender, waiter.answer
+
+    async def ping(self, to: Contact | Addr) -> Contact | None:
+        """The contact that answers at `to`, or None."""
+        got = await self.call(to, m.Ping())
+        return got[0] if got is not None and isinstance(got[1], m.Pong) else None
+
+    async def bootstrap(self, addrs: Iterable[Addr]) -> int:
+        """Join through the nodes at `addrs`: ping them, then look up our own id. Returns the
+        number of contacts in the routing table afterwards."""
+        async with trio.open_nursery() as nursery:
+            for addr in addrs:
+                nursery.start_soon(self.ping, addr)
+        await self.find_node(self.node_id)
+        return len(self.protocol.routing)
+
+    async def find_node(self, target: bytes) -> Lookup:
+        """The iterative lookup for the k nodes closest to `target` (`.closest()`, `.hops`)."""
+        cfg = self.protocol.config
+        seeds = self.protocol.routing.closest(target, cfg.k)
+        lookup = await run_lookup(
+            Lookup(target, seeds, k=cfg.k, alpha=cfg.alpha, own_id=self.node_id),
+            self._asker(target, values=False),
+        )
+        self.protocol.lookup_done(target, self.now())
+        return lookup
+
+    async def put(self, key: bytes, value: bytes, ttl: float = 3600.0, seq: int | None = None) -> int:
+        """Publish `value` under `key` as this node's record on the k closest nodes; it is
+        republished every half `ttl` until `unpublish`. Returns how many nodes accepted it."""
+        record = self.protocol.publish(key, value, ttl, self.now(), seq)
+        return await self._replicate(record)
+
+    def unpublish(self, key: bytes) -> None:
+        self.protocol.unpublish(key)
+
+    async def get(self, key: bytes, quorum: int | None = None) -> list[Record]:
+        """Every live record under `key`, newest version per publisher, signatures checked."""
+        cfg = self.protocol.config
+        now = self.now()
+        lookup = ValueLookup(
+            key,
+            self.protocol.routing.closest(key, cfg.k),
+            k=cfg.k,
+            alpha=cfg.alpha,
+            own_id=self.node_id,
+            quorum=quorum if quorum is not None else cfg.quorum,
+        )
+        lookup.merge(self.protocol.store.get(key, now))
+        await run_lookup(lookup, self._asker(key, values=True))
+        self.protocol.lookup_done(key, self.now())
+        now = self.now()
+        return sorted(
+            (r for r in lookup.records.values() if not r.expired(now)), key=lambda r: r.publisher_id
+        )
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _asker(self, target: bytes, *, values: bool) -> Call:
+        async def ask(query: Query) -> Answer | None:
+            request: m.Request = (
+                m.FindValue(target, query.cursor) if values else m.FindNode(target)
+            )
+            return await self._ask(query, request)
+
+        return ask
+
+    async def _ask(self, query: Query, request: m.Request) -> Answer | None:
+        got = await self.call(query.contact, request)
+        if got is None:
+            return None
+        match got[1]:
+            case m.Nodes(contacts):
+                return Answer(contacts)
+            case m.Values(records, next_cursor, contacts):
+                return Answer(contacts, records, next_cursor)
+        return None
+
+    async def _replicate(self, record: Record) -> int:
+        lookup = await self.find_node(record.key)
+        targets = lookup.closest()
+        stored = 0
+        k = self.protocol.config.k
+        if len(targets) < k or distance(self.node_id, record.key) < distance(
+            targets[-1].node_id, record.key
+        ):
+            stored += 1  # this node is among the k closest: `publish` kept it here already
+
+        async def store_at(contact: Contact) -> None:
+            nonlocal stored
+            got = await self.call(contact, m.Store(record))
+            if got is not None and isinstance(got[1], m.Stored) and got[1].ok:
+                stored += 1
+
+        async with trio.open_nursery() as nursery:
+            for contact in targets:
+                nursery.start_soon(store_at, contact)
+        return stored
+
+    def _flush(self) -> None:
+        # UDP sends on a non-blocking socket: a full send buffer drops the datagram, as the network
+        # may anyway, and the request's timeout covers it. No await, so no task switch per datagram.
+        for data, addr in self.protocol.take_outgoing():
+            try:
+                self._sock.sendto(data, addr)
+            except OSError:
+                self.protocol.stats["send_errors"] += 1
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            match event:
+                case Answered(rid, sender, message):
+                    waiter = self._waiting.get(rid)
+                    if waiter is not None:
+                        waiter.answer, waiter.sender = message, sender
+                        waiter.event.set()
+                case TimedOut(rid):
+                    waiter = self._waiting.get(rid)
+                    if waiter is not None:
+                        waiter.event.set()
+                case RefreshDue(target):
+                    self._nursery.start_soon(self.find_node, target)
+                case RepublishDue(record):
+                    self._nursery.start_soon(self._replicate, record)
+
+    async def _receive_loop(self) -> None:
+        size = self.protocol.config.max_datagram + 1  # one more byte: an oversized datagram shows
+        while True:
+            await trio.lowlevel.wait_readable(self._sock)
+            # Drain what is queued, but yield after a bounded batch so no node starves the others.
+            for _ in range(64):
+                try:
+                    data, addr = self._sock.recvfrom(size)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    self.protocol.stats["receive_errors"] += 1
+                    continue
+                self._dispatch(self.protocol.datagram_received(data, addr[:2], self.now()))
+                self._flush()
+            await trio.lowlevel.checkpoint()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            self._timer_at = self.protocol.next_deadline()
+            with trio.move_on_at(self._timer_at - self._offset):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            self._timer_at = float("inf")
+            self._dispatch(self.protocol.on_timer(self.now()))
+            self._flush()
+
+
+@asynccontextmanager
+async def open_dht_node(
+    identity: Identity,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    config: DhtConfig | None = None,
+) -> AsyncIterator[DhtNode]:
+    """A running DHT node bound to `host:port` (port 0: any free port); closed on exit."""
+    family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
+    sock = _socket.socket(family, _socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    try:
+        sock.bind((host, port))
+        offset = time.time() - trio.current_time()
+        protocol = DhtProtocol(identity, config, now=offset + trio.current_time())
+        async with trio.open_nursery() as nursery:
+            node = DhtNode(protocol, sock, offset, nursery)
+            nursery.start_soon(node._receive_loop)
+            nursery.start_soon(node._timer_loop)
+            try:
+                yield node
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        trio.lowlevel.notify_closing(sock)
+        sock.close()
+
+
+async def serve(
+    identity: Identity,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    bootstrap: Iterable[Addr] = (),
+    config: DhtConfig | None = None,
+    task_status: trio.TaskStatus[DhtNode] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a DHT node until cancelled; `nursery.start(serve, ...)` returns it once it has joined."""
+    async with open_dht_node(identity, host=host, port=port, config=config) as node:
+        addrs = list(bootstrap)
+        if addrs:
+            await node.bootstrap(addrs)
+        task_status.started(node)
+        await trio.sleep_forever()

@@ -1,0 +1,323 @@
+"""The DHT node's protocol core, sans-I/O: datagrams and `now` in; datagrams, events and the next
+deadline out. It never imports trio and never reads a clock.
+
+Owns: the routing table, the record store, this node's published records, requests in flight and
+their deadlines, and the drop counters.
+Promises: every datagram is authenticated before it has any effect; a peer's bad input is dropped
+and counted (a request that is well authenticated but malformed gets an `Error` naming the fault)
+and never raises out of `datagram_received`; only authenticated, non-client senders enter the
+routing table; only signature-checked records are stored or handed to callers.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+
+from p2psched.dht import messages as m
+from p2psched.dht.records import MAX_VALUE_BYTES, Record, RecordStore, StoreLimits
+from p2psched.dht.routing import Contact, RoutingTable
+from p2psched.identity import Identity
+from p2psched.wire.codec import DecodeError, decode, encode
+from p2psched.wire.envelope import FLAG_CLIENT, Authenticator, Rejected
+from p2psched.wire.schema import SchemaError
+
+Addr = tuple[str, int]
+# Envelope (version, flags, 128-byte cert, recipient, counter, 64-byte auth) and the body's own
+# header; a page of records is sized so that the whole datagram stays under the limit.
+ENVELOPE_OVERHEAD = 320
+_MAX_RECORD_WIRE = MAX_VALUE_BYTES + 200  # a record's own fields around its value
+
+
+@dataclass(frozen=True, slots=True)
+class DhtConfig:
+    k: int = 20
+    alpha: int = 3
+    rpc_timeout: float = 1.0
+    max_datagram: int = 8192
+    client: bool = False  # not reachable from outside: query and store, never be routed through
+    refresh_interval: float = 3600.0
+    maintenance_interval: float = 10.0
+    quorum: int = 3  # value lookups end once this many holders have answered in full
+    bucket_ip_limit: int | None = 2
+    table_ip_limit: int | None = 10
+    max_peers: int = 16384
+    freshness: float = 30.0
+    verified_cache: int = 4096
+    store: StoreLimits = field(default_factory=StoreLimits)
+
+    def __post_init__(self) -> None:
+        # A page must have room for the largest record, or paging could not make progress.
+        if self.max_datagram < ENVELOPE_OVERHEAD + _MAX_RECORD_WIRE:
+            raise ValueError(f"max_datagram must be at least {ENVELOPE_OVERHEAD + _MAX_RECORD_WIRE}")
+
+
+# -- events for the shell --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    rid: int
+    sender: Contact
+    message: m.Response
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    rid: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshDue:
+    """Run a lookup for `target` to refresh an idle bucket."""
+
+    target: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RepublishDue:
+    """Replicate `record` (re-signed with a new expiry) to the k closest nodes of its key."""
+
+    record: Record
+
+
+Event = Answered | TimedOut | RefreshDue | RepublishDue
+
+
+@dataclass(slots=True)
+class _Pending:
+    expected: bytes | None  # the node id we meant to reach; None when dialling an address
+    addr: Addr
+    deadline: float
+    check_for_routing: bool  # a ping-before-evict, answered to the routing table
+
+
+@dataclass(slots=True)
+class _Published:
+    value: bytes
+    ttl: float
+    seq: int
+    republish_at: float
+
+
+class DhtProtocol:
+    def __init__(
+        self, identity: Identity, config: DhtConfig | None = None, *, now: float, seed: int | None = None
+    ) -> None:
+        self.identity = identity
+        self.node_id = identity.node_id
+        self.config = cfg = config or DhtConfig()
+        self.auth = Authenticator(
+            identity, max_datagram=cfg.max_datagram, max_peers=cfg.max_peers, freshness=cfg.freshness
+        )
+        self.routing = RoutingTable(
+            identity.node_id,
+            k=cfg.k,
+            bucket_ip_limit=cfg.bucket_ip_limit,
+            table_ip_limit=cfg.table_ip_limit,
+            now=now,
+        )
+        self.store = RecordStore(cfg.store)
+        self.stats: Counter[str] = Counter()
+        self._rng = random.Random(seed)
+        self._next_rid = self._rng.getrandbits(63)
+        self._pending: dict[int, _Pending] = {}
+        self._deadlines: list[tuple[float, int]] = []
+        self._outgoing: list[tuple[bytes, Addr]] = []
+        self._published: dict[bytes, _Published] = {}
+        self._verified: OrderedDict[bytes, bool] = OrderedDict()
+        self._next_maintenance = now + cfg.maintenance_interval
+        self._flags = FLAG_CLIENT if cfg.client else 0
+
+    # -- the shell's side ------------------------------------------------------------------
+
+    def take_outgoing(self) -> list[tuple[bytes, Addr]]:
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def next_deadline(self) -> float:
+        while self._deadlines and self._deadlines[0][1] not in self._pending:
+            heapq.heappop(self._deadlines)
+        first = self._deadlines[0][0] if self._deadlines else float("inf")
+        return min(first, self._next_maintenance)
+
+    def request(self, to: Contact | Addr, message: m.Request, now: float) -> int:
+        """Queue `message` for `to`; its answer comes back as `Answered`, or `TimedOut`."""
+        return self._request(to, message, now, check_for_routing=False)
+
+    def cancel(self, rid: int) -> None:
+        """The caller lost interest (a finished lookup): a late answer is dropped quietly."""
+        self._pending.pop(rid, None)
+
+    def datagram_received(self, data: bytes, addr: Addr, now: float) -> list[Event]:
+        self.stats["datagrams_in"] += 1
+        try:
+            opened = self.auth.open(data, now)
+        except Rejected as e:
+            self.stats[f"dropped_{e.reason}"] += 1
+            return []
+        try:
+            body = decode(opened.body, self.config.max_datagram)
+        except DecodeError:
+            self.stats["dropped_malformed_body"] += 1
+            return []
+        sender = Contact(opened.sender_id, addr[0], addr[1], opened.sender_public_key)
+        try:
+            rid, msg = m.parse(body)
+        except SchemaError as e:
+            self.stats["dropped_schema"] += 1
+            rid = m.peek_request_id(body)
+            if rid is not None:
+                self._send(sender, m.Error(f"bad request: {e}"[: m.MAX_REASON]), rid, now)
+            return []
+        if not opened.flags & FLAG_CLIENT:
+            to_check = self.routing.observe(sender, now)
+            if to_check is not None:
+                self._request(to_check, m.Ping(), now, check_for_routing=True)
+        if msg.TYPE in m.REQUEST_TYPES:
+            self.stats["requests_in"] += 1
+            self._send(sender, self._answer(sender, msg, now), rid, now)  # type: ignore[arg-type]
+            return []
+        return self._on_response(sender, rid, msg, now)  # type: ignore[arg-type]
+
+    def on_timer(self, now: float) -> list[Event]:
+        events: list[Event] = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, rid = heapq.heappop(self._deadlines)
+            pending = self._pending.pop(rid, None)
+            if pending is None:
+                continue
+            self.stats["rpc_timeouts"] += 1
+            if pending.expected is not None:
+                if pending.check_for_routing:
+                    self.routing.ping_answered(pending.expected, False, now)
+                else:
+                    self.routing.failed(pending.expected, now)
+            if not pending.check_for_routing:
+                events.append(TimedOut(rid))
+        if now >= self._next_maintenance:
+            self._next_maintenance = now + self.config.maintenance_interval
+            self.stats["records_expired"] += self.store.expire(now)
+            for index in self.routing.buckets_to_refresh(now, self.config.refresh_interval):
+                target = self.routing.random_id_in_bucket(index, self._rng)
+                self.routing.touch(target, now)
+                events.append(RefreshDue(target))
+            for key, pub in self._published.items():
+                if pub.republish_at <= now:
+                    events.append(RepublishDue(self._sign(key, pub, now)))
+        return events
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def publish(self, key: bytes, value: bytes, ttl: float, now: float, seq: int | None = None) -> Record:
+        """Sign `value` under `key` as this node's record, keep it here if allowed, and remember
+        to re-sign and republish it every half `ttl` until `unpublish`."""
+        if len(value) > MAX_VALUE_BYTES:
+            raise ValueError(f"a record value is at most {MAX_VALUE_BYTES} bytes, not {len(value)}")
+        if not 0 < ttl <= self.config.store.max_ttl:
+            raise ValueError(f"ttl must be in (0, {self.config.store.max_ttl:.0f}] seconds")
+        # Milliseconds since the epoch: a restarted publisher still counts upwards.
+        pub = _Published(value, ttl, seq if seq is not None else int(now * 1000), 0.0)
+        self._published[key] = pub
+        return self._sign(key, pub, now)
+
+    def unpublish(self, key: bytes) -> None:
+        self._published.pop(key, None)
+
+    def lookup_done(self, target: bytes, now: float) -> None:
+        self.routing.touch(target, now)
+
+    def verified(self, record: Record) -> bool:
+        """Signature check with a bounded cache: a record fetched from several holders costs one."""
+        sig = record.signature
+        hit = self._verified.get(sig)
+        if hit is None:
+            hit = record.verify()
+            self._verified[sig] = hit
+            if len(self._verified) > self.config.verified_cache:
+                self._verified.popitem(last=False)
+        else:
+            self._verified.move_to_end(sig)
+        return hit
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _sign(self, key: bytes, pub: _Published, now: float) -> Record:
+        pub.republish_at = now + pub.ttl / 2
+        record = Record.create(
+            self.identity, key, pub.value, seq=pub.seq, expires_ms=int((now + pub.ttl) * 1000)
+        )
+        self.store.put(record, now)
+        return record
+
+    def _request(self, to: Contact | Addr, message: m.Request, now: float, *, check_for_routing: bool) -> int:
+        self._next_rid = (self._next_rid + 1) % (1 << 63)
+        rid = self._next_rid
+        if isinstance(to, Contact):
+            expected: bytes | None = to.node_id
+            addr, recipient = to.addr, to.public_key
+        else:
+            expected, addr, recipient = None, to, None
+        deadline = now + self.config.rpc_timeout
+        self._pending[rid] = _Pending(expected, addr, deadline, check_for_routing)
+        heapq.heappush(self._deadlines, (deadline, rid))
+        self._outgoing.append((self._seal(message, rid, recipient, now), addr))
+        self.stats["requests_out"] += 1
+        return rid
+
+    def _send(self, to: Contact, message: m.Message, rid: int, now: float) -> None:
+        self._outgoing.append((self._seal(message, rid, to.public_key, now), to.addr))
+
+    def _seal(self, message: m.Message, rid: int, recipient: bytes | None, now: float) -> bytes:
+        body = encode(m.to_wire(message, rid))
+        return self.auth.seal(body, recipient, now, self._flags)
+
+    def _answer(self, sender: Contact, msg: m.Request, now: float) -> m.Response:
+        k = self.config.k
+        match msg:
+            case m.Ping():
+                return m.Pong(sender.addr)
+            case m.FindNode(target):
+                return m.Nodes(self.routing.closest(target, k, exclude=sender.node_id))
+            case m.FindValue(key, cursor):
+                budget = self.config.max_datagram - ENVELOPE_OVERHEAD
+                records, next_cursor = self.store.page(key, cursor, budget, now)
+                # As in Kademlia, a holder answers with the value, and only a non-holder with
+                # closer contacts: the asker already has candidates enough to reach its quorum.
+                contacts = [] if records else self.routing.closest(key, k, exclude=sender.node_id)
+                return m.Values(records, next_cursor, contacts)
+            case m.Store(record):
+                reason = self.store.put(record, now)
+                self.stats["stores_accepted" if reason is None else "stores_refused"] += 1
+                return m.Stored(reason is None, reason or "")
+        raise AssertionError(msg)
+
+    def _on_response(self, sender: Contact, rid: int, msg: m.Response, now: float) -> list[Event]:
+        pending = self._pending.get(rid)
+        if pending is None:
+            self.stats["answers_unexpected"] += 1  # mostly late: the lookup was done
+            return []
+        if pending.expected is not None and pending.expected != sender.node_id:
+            self.stats["dropped_wrong_responder"] += 1
+            return []
+        del self._pending[rid]
+        self.stats["responses_in"] += 1
+        if pending.check_for_routing:
+            self.routing.ping_answered(sender.node_id, True, now)
+            return []
+        if isinstance(msg, m.Values):
+            good = [r for r in msg.records if self.verified(r)]
+            if len(good) != len(msg.records):
+                self.stats["dropped_bad_records"] += len(msg.records) - len(good)
+                msg = m.Values(good, msg.next_cursor, msg.contacts)
+        if isinstance(msg, m.Nodes | m.Values):
+            usable = [c for c in msg.contacts if c.port and c.node_id != self.node_id]
+            if len(usable) != len(msg.contacts):
+                msg = (
+                    m.Nodes(usable)
+                    if isinstance(msg, m.Nodes)
+                    else m.Values(msg.records, msg.next_cursor, usable)
+                )
+        return [Answered(rid, sender, msg)]

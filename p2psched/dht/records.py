@@ -1,0 +1,210 @@
+"""Signed DHT records and the multi-value store that keeps them.
+
+Owns: `Record` (one publisher's signed value under one key) and `RecordStore` (many records per key).
+Promises: the store only holds records whose signature checks against their publisher's key, that
+have not expired, and that are the newest (seq, expiry) seen from their publisher for that key; an
+older or equal version never replaces a newer one. Per-key, per-publisher and total caps bound
+memory. Sans-I/O: every call takes `now` (seconds since the epoch).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import heapq
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2psched.identity import Identity, node_id_of, verify
+from p2psched.wire import schema
+from p2psched.wire.codec import encode
+
+KEY_BYTES = 32
+MAX_VALUE_BYTES = 4096
+_RECORD_DOMAIN = b"p2psched/record/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    key: bytes
+    publisher: bytes  # the publisher's raw Ed25519 public key
+    seq: int
+    expires_ms: int  # milliseconds since the epoch
+    value: bytes
+    signature: bytes
+
+    @staticmethod
+    def signed_bytes(key: bytes, seq: int, expires_ms: int, value: bytes) -> bytes:
+        return b"".join(
+            (_RECORD_DOMAIN, key, seq.to_bytes(8, "big"), expires_ms.to_bytes(8, "big"), value)
+        )
+
+    @classmethod
+    def create(
+        cls, identity: Identity, key: bytes, value: bytes, *, seq: int, expires_ms: int
+    ) -> Record:
+        sig = identity.sign(cls.signed_bytes(key, seq, expires_ms, value))
+        return cls(key, identity.public_key, seq, expires_ms, value, sig)
+
+    @property
+    def publisher_id(self) -> bytes:
+        return node_id_of(self.publisher)
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return (self.seq, self.expires_ms)
+
+    def expired(self, now: float) -> bool:
+        return self.expires_ms <= now * 1000
+
+    def verify(self) -> bool:
+        return verify(
+            self.publisher,
+            self.signature,
+            self.signed_bytes(self.key, self.seq, self.expires_ms, self.value),
+        )
+
+    def to_wire(self) -> list[Any]:
+        return [self.key, self.publisher, self.seq, self.expires_ms, self.value, self.signature]
+
+    @classmethod
+    def from_wire(cls, v: list[Any]) -> Record:
+        """`v` must already have passed `WIRE_SCHEMA`."""
+        return cls(v[0], v[1], v[2], v[3], v[4], v[5])
+
+
+WIRE_SCHEMA = schema.tuple_of(
+    ("key", "publisher", "seq", "expires_ms", "value", "signature"),
+    (
+        schema.bin_exact(KEY_BYTES),
+        schema.bin_exact(32),
+        schema.uint(),
+        schema.uint(),
+        schema.bin_max(MAX_VALUE_BYTES),
+        schema.bin_exact(64),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLimits:
+    max_per_key: int = 512
+    max_per_publisher: int = 1024
+    max_records: int = 200_000
+    max_ttl: float = 24 * 3600.0
+
+
+@dataclass(slots=True)
+class _Slot:
+    """The records under one key, by publisher id, with publisher ids kept sorted for paging."""
+
+    by_publisher: dict[bytes, tuple[Record, int]] = field(default_factory=dict)
+    order: list[bytes] = field(default_factory=list)
+
+
+class RecordStore:
+    def __init__(self, limits: StoreLimits | None = None) -> None:
+        self.limits = limits or StoreLimits()
+        self._keys: dict[bytes, _Slot] = {}
+        self._per_publisher: Counter[bytes] = Counter()
+        self._count = 0
+        # (expires_ms, key, publisher id); entries for replaced records are skipped when popped.
+        self._expiry: list[tuple[int, bytes, bytes]] = []
+
+    def __len__(self) -> int:
+        return self._count
+
+    def put(self, record: Record, now: float) -> str | None:
+        """Store `record`; None when stored (or already held), else the reason it was refused."""
+        if record.expired(now):
+            return "expired"
+        if record.expires_ms > (now + self.limits.max_ttl) * 1000:
+            return f"expiry more than {self.limits.max_ttl:.0f}s ahead"
+        pid = record.publisher_id
+        slot = self._keys.get(record.key)
+        held = slot.by_publisher.get(pid) if slot is not None else None
+        if held is not None and not held[0].expired(now):
+            if record.version < held[0].version:
+                return "older than the stored version"
+            if record.version == held[0].version:
+                return None
+        elif held is None:
+            if slot is not None and len(slot.by_publisher) >= self.limits.max_per_key:
+                return "key full"
+            if self._per_publisher[pid] >= self.limits.max_per_publisher:
+                return "publisher over its record limit"
+            if self._count >= self.limits.max_records:
+                return "store full"
+        if not record.verify():
+            return "bad signature"
+        if slot is None:
+            slot = self._keys[record.key] = _Slot()
+        if held is None:
+            bisect.insort(slot.order, pid)
+            self._per_publisher[pid] += 1
+            self._count += 1
+        slot.by_publisher[pid] = (record, len(encode(record.to_wire())))
+        heapq.heappush(self._expiry, (record.expires_ms, record.key, pid))
+        if len(self._expiry) > 2 * self._count + 1024:
+            self._compact()
+        return None
+
+    def get(self, key: bytes, now: float) -> list[Record]:
+        slot = self._keys.get(key)
+        if slot is None:
+            return []
+        return [r for pid in slot.order if not (r := slot.by_publisher[pid][0]).expired(now)]
+
+    def page(
+        self, key: bytes, cursor: bytes | None, budget: int, now: float
+    ) -> tuple[list[Record], bytes | None]:
+        """Live records after publisher id `cursor` whose encoded size fits `budget` bytes.
+
+        Returns them and the cursor for the next page (None when this is the last one).
+        """
+        slot = self._keys.get(key)
+        if slot is None:
+            return [], None
+        start = 0 if cursor is None else bisect.bisect_right(slot.order, cursor)
+        out: list[Record] = []
+        used = 0
+        for pid in slot.order[start:]:
+            record, size = slot.by_publisher[pid]
+            if record.expired(now):
+                continue
+            if used + size > budget:
+                # Always make progress: an empty page would send the caller round in circles.
+                return out, (out[-1].publisher_id if out else None)
+            out.append(record)
+            used += size
+        return out, None
+
+    def expire(self, now: float) -> int:
+        """Drop every record that expired by `now`; returns how many."""
+        removed = 0
+        now_ms = now * 1000
+        while self._expiry and self._expiry[0][0] <= now_ms:
+            expires_ms, key, pid = heapq.heappop(self._expiry)
+            slot = self._keys.get(key)
+            held = slot.by_publisher.get(pid) if slot is not None else None
+            if slot is None or held is None or held[0].expires_ms != expires_ms:
+                continue  # replaced by a newer version since
+            del slot.by_publisher[pid]
+            slot.order.remove(pid)
+            if not slot.by_publisher:
+                del self._keys[key]
+            self._per_publisher[pid] -= 1
+            if not self._per_publisher[pid]:
+                del self._per_publisher[pid]
+            self._count -= 1
+            removed += 1
+        return removed
+
+    def _compact(self) -> None:
+        self._expiry = [
+            (r.expires_ms, key, pid)
+            for key, slot in self._keys.items()
+            for pid, (r, _) in slot.by_publisher.items()
+        ]
+        heapq.heapify(self._expiry)

@@ -1,0 +1,244 @@
+"""The Kademlia routing table: k-buckets by XOR distance, with ping-before-evict and eclipse limits.
+
+Owns: which contacts this node routes through, per bucket a replacement cache, per bucket and per
+table the count of contacts sharing one IP prefix.
+Promises: pure and synchronous. A full bucket never drops a live contact for a newcomer: the table
+asks its owner to ping the least recently seen one, and only a failed ping evicts it. No bucket
+holds more than `bucket_ip_limit` and no table more than `table_ip_limit` contacts from one /24
+(IPv4) or /48 (IPv6); loopback is exempt so a local swarm works. Memory is bounded by
+256 × (k + replacements) contacts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import random
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+
+from p2psched.identity import node_id_of
+
+ID_BITS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A node and where to reach it. The node id is the hash of the public key (`of` makes it
+    so), and the public key is what the pair key for authenticating datagrams is derived from."""
+
+    node_id: bytes
+    host: str
+    port: int
+    public_key: bytes
+
+    @classmethod
+    def of(cls, public_key: bytes, host: str, port: int) -> Contact:
+        return cls(node_id_of(public_key), host, port, public_key)
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def __repr__(self) -> str:
+        return f"Contact({self.node_id.hex()[:12]}, {self.host}:{self.port})"
+
+
+def as_int(node_id: bytes) -> int:
+    return int.from_bytes(node_id, "big")
+
+
+def distance(a: bytes, b: bytes) -> int:
+    return as_int(a) ^ as_int(b)
+
+
+def ip_prefix(host: str) -> str | None:
+    """The prefix that eclipse limits count by; None for loopback (exempt) and non-IP hosts."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if ip.is_loopback:
+        return None
+    bits = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+
+
+@dataclass(slots=True)
+class _Entry:
+    contact: Contact
+    int_id: int
+    prefix: str | None
+    last_seen: float
+    fails: int = 0
+
+
+@dataclass(slots=True)
+class _Bucket:
+    entries: OrderedDict[bytes, _Entry] = field(default_factory=OrderedDict)  # oldest first
+    replacements: OrderedDict[bytes, Contact] = field(default_factory=OrderedDict)
+    checking: bytes | None = None  # the entry we asked our owner to ping
+    last_lookup: float = 0.0
+    prefixes: Counter[str] = field(default_factory=Counter)
+
+
+class RoutingTable:
+    def __init__(
+        self,
+        own_id: bytes,
+        *,
+        k: int = 20,
+        replacements: int = 10,
+        bucket_ip_limit: int | None = 2,
+        table_ip_limit: int | None = 10,
+        max_fails: int = 2,
+        now: float = 0.0,
+    ) -> None:
+        self.own_id = own_id
+        self._own = as_int(own_id)
+        self.k = k
+        self.replacement_size = replacements
+        self.bucket_ip_limit = bucket_ip_limit
+        self.table_ip_limit = table_ip_limit
+        self.max_fails = max_fails
+        self._buckets = [_Bucket(last_lookup=now) for _ in range(ID_BITS)]
+        self._all: dict[bytes, _Entry] = {}
+        self._prefixes: Counter[str] = Counter()
+        self.refused_by_ip = 0
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __contains__(self, node_id: bytes) -> bool:
+        return node_id in self._all
+
+    def contacts(self) -> list[Contact]:
+        return [e.contact for e in self._all.values()]
+
+    def bucket_index(self, node_id: bytes) -> int:
+        return (self._own ^ as_int(node_id)).bit_length() - 1
+
+    def observe(self, contact: Contact, now: float) -> Contact | None:
+        """Note that `contact` proved itself alive just now.
+
+        Returns a contact the owner should ping (the least recently seen of a full bucket), or None.
+        """
+        if contact.node_id == self.own_id:
+            return None
+        bucket = self._buckets[self.bucket_index(contact.node_id)]
+        entry = bucket.entries.get(contact.node_id)
+        if entry is not None:
+            if entry.contact.addr == contact.addr:
+                entry.last_seen, entry.fails = now, 0
+                bucket.entries.move_to_end(contact.node_id)
+                return None
+            self._remove(bucket, contact.node_id)  # moved: re-admit under the new address's limits
+        prefix = ip_prefix(contact.host)
+        if not self._ip_allows(bucket, prefix):
+            self.refused_by_ip += 1
+            return None
+        if len(bucket.entries) < self.k:
+            self._add(bucket, contact, prefix, now)
+            return None
+        bucket.replacements.pop(contact.node_id, None)
+        bucket.replacements[contact.node_id] = contact
+        if len(bucket.replacements) > self.replacement_size:
+            bucket.replacements.popitem(last=False)
+        if bucket.checking is None:
+            oldest = next(iter(bucket.entries.values()))
+            bucket.checking = oldest.contact.node_id
+            return oldest.contact
+        return None
+
+    def ping_answered(self, node_id: bytes, alive: bool, now: float) -> None:
+        """The outcome of a ping `observe` asked for."""
+        bucket = self._buckets[self.bucket_index(node_id)]
+        if bucket.checking == node_id:
+            bucket.checking = None
+        if node_id not in bucket.entries:
+            return
+        if alive:
+            self.observe(bucket.entries[node_id].contact, now)
+        else:
+            self._remove(bucket, node_id)
+            self._promote(bucket, now)
+
+    def failed(self, node_id: bytes, now: float) -> None:
+        """An RPC to `node_id` went unanswered: after `max_fails` in a row, or at once if a
+        replacement is waiting, the contact leaves the table."""
+        bucket = self._buckets[self.bucket_index(node_id)]
+        entry = bucket.entries.get(node_id)
+        if entry is None:
+            bucket.replacements.pop(node_id, None)
+            return
+        entry.fails += 1
+        if entry.fails >= self.max_fails or bucket.replacements:
+            self._remove(bucket, node_id)
+            self._promote(bucket, now)
+
+    def closest(self, target: bytes, n: int, exclude: bytes | None = None) -> list[Contact]:
+        t = as_int(target)
+        best = heapq.nsmallest(
+            n + (exclude is not None), self._all.values(), key=lambda e: e.int_id ^ t
+        )
+        return [e.contact for e in best if e.contact.node_id != exclude][:n]
+
+    def touch(self, target: bytes, now: float) -> None:
+        """A lookup for `target` just completed: its bucket counts as refreshed."""
+        if target != self.own_id:
+            self._buckets[self.bucket_index(target)].last_lookup = now
+
+    def buckets_to_refresh(self, now: float, interval: float) -> list[int]:
+        """Indices of buckets not looked up in `interval`, from the nearest occupied one outward
+        (closer buckets are empty in any network of realistic size)."""
+        occupied = [i for i, b in enumerate(self._buckets) if b.entries]
+        if not occupied:
+            return []
+        return [
+            i
+            for i in range(occupied[0], ID_BITS)
+            if self._buckets[i].last_lookup <= now - interval
+        ]
+
+    def random_id_in_bucket(self, index: int, rng: random.Random) -> bytes:
+        """An id whose XOR distance from ours has its highest set bit at `index`."""
+        d = (1 << index) | rng.getrandbits(index) if index else 1
+        return (self._own ^ d).to_bytes(ID_BITS // 8, "big")
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _ip_allows(self, bucket: _Bucket, prefix: str | None) -> bool:
+        if prefix is None:
+            return True
+        if self.bucket_ip_limit is not None and bucket.prefixes[prefix] >= self.bucket_ip_limit:
+            return False
+        if self.table_ip_limit is not None and self._prefixes[prefix] >= self.table_ip_limit:
+            return False
+        return True
+
+    def _add(self, bucket: _Bucket, contact: Contact, prefix: str | None, now: float) -> None:
+        entry = _Entry(contact, as_int(contact.node_id), prefix, now)
+        bucket.entries[contact.node_id] = entry
+        self._all[contact.node_id] = entry
+        bucket.replacements.pop(contact.node_id, None)
+        if prefix is not None:
+            bucket.prefixes[prefix] += 1
+            self._prefixes[prefix] += 1
+
+    def _remove(self, bucket: _Bucket, node_id: bytes) -> None:
+        entry = bucket.entries.pop(node_id)
+        del self._all[node_id]
+        if entry.prefix is not None:
+            for counts in (bucket.prefixes, self._prefixes):
+                counts[entry.prefix] -= 1
+                if not counts[entry.prefix]:
+                    del counts[entry.prefix]
+
+    def _promote(self, bucket: _Bucket, now: float) -> None:
+        """Fill a freed place with the most recently seen replacement that the IP limits allow."""
+        while bucket.replacements and len(bucket.entries) < self.k:
+            node_id, contact = bucket.replacements.popitem(last=True)
+            prefix = ip_prefix(contact.host)
+            if self._ip_allows(bucket, prefix):
+                self._add(bucket, contact, prefix, now)
+                return
