@@ -222,18 +222,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _leaf(e: BaseException) -> BaseException:
+    """The one exception inside nested single-member groups (trio wraps what a nursery raises)."""
+    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
+        e = e.exceptions[0]
+    return e
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (UsageError, IdentityError) as e:
-        print(f"p2psched: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except OSError as e:
-        print(f"p2psched: error: {e.strerror or e} ({getattr(args, 'listen', '')})".rstrip(" ()"), file=sys.stderr)
-        sys.exit(1)
+    except BaseException as raised:
+        e = _leaf(raised)
+        if isinstance(e, (UsageError, IdentityError)):
+            print(f"p2psched: error: {e}", file=sys.stderr)
+            sys.exit(2)
+        if isinstance(e, KeyboardInterrupt):
+            print("stopped", file=sys.stderr)
+            sys.exit(0)  # Ctrl-C is how a node is meant to be stopped
+        if isinstance(e, OSError):  # the port is taken, the address is not ours, ...
+            print(f"p2psched: error: {e}", file=sys.stderr)
+            sys.exit(1)
+        raise
 
 
 if __name__ == "__main__":

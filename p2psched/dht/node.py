@@ -172,8 +172,9 @@ class DhtNode:
         targets = lookup.closest()
         stored = 0
         k = self.protocol.config.k
-        if len(targets) < k or distance(self.node_id, record.key) < distance(
-            targets[-1].node_id, record.key
+        if not self.protocol.config.client and (
+            len(targets) < k
+            or distance(self.node_id, record.key) < distance(targets[-1].node_id, record.key)
         ):
             stored += 1  # this node is among the k closest: `publish` kept it here already
 

@@ -1,0 +1,101 @@
+"""The trio shell: real UDP sockets on 127.0.0.1; timed behaviour on trio's fake clock."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+
+import trio
+
+from p2psched.dht import messages as m
+from p2psched.dht.node import open_dht_node, serve
+from p2psched.dht.protocol import DhtConfig
+from p2psched.dht.routing import Contact
+from p2psched.identity import Identity
+
+
+async def test_put_on_one_node_get_from_another() -> None:
+    async with open_dht_node(Identity.generate()) as a, open_dht_node(Identity.generate()) as b:
+        assert await b.bootstrap([a.address]) == 1
+        key = os.urandom(32)
+        assert await a.put(key, b"hello", ttl=60) == 2  # b, and a itself
+        (record,) = await b.get(key)
+        assert record.value == b"hello" and record.publisher_id == a.node_id
+        assert await b.get(os.urandom(32)) == []
+
+
+async def test_serve_reports_the_running_node(nursery: trio.Nursery) -> None:
+    first = await nursery.start(serve, Identity.generate())
+    second = await nursery.start(lambda **kw: serve(Identity.generate(), bootstrap=[first.address], **kw))
+    assert first.address[0] == "127.0.0.1" and first.address[1] > 0
+    assert first.node_id in second.protocol.routing
+    assert await second.ping(first.address) == first.contact
+
+
+async def test_an_unanswered_call_returns_none_after_exactly_the_timeout(autojump_clock: trio.abc.Clock) -> None:
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
+    silent.bind(("127.0.0.1", 0))
+    try:
+        async with open_dht_node(Identity.generate(), config=DhtConfig(rpc_timeout=2.5)) as a:
+            ghost = Contact.of(Identity.generate().public_key, *silent.getsockname())
+            t0 = trio.current_time()
+            assert await a.call(ghost, m.Ping()) is None
+            assert trio.current_time() - t0 == 2.5
+            assert a.stats["rpc_timeouts"] == 1
+            # A lookup through a dead seed ends after one timeout, with nothing found.
+            a.protocol.routing.observe(ghost, a.now())
+            t0 = trio.current_time()
+            lookup = await a.find_node(os.urandom(32))
+            assert lookup.closest() == [] and trio.current_time() - t0 == 2.5
+    finally:
+        silent.close()
+
+
+async def test_garbage_datagrams_are_counted_and_the_node_keeps_serving() -> None:
+    async with open_dht_node(Identity.generate()) as a, open_dht_node(Identity.generate()) as b:
+        rng = random.Random(3)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+            for i in range(200):
+                raw.sendto(rng.randbytes(rng.randrange(1, 1400)), a.address)
+                if i % 20 == 0:
+                    await trio.sleep(0.01)  # let it read: a full socket buffer would drop them
+            raw.sendto(b"\x00" * 9000, a.address)  # over the 8 KiB limit
+            await trio.sleep(0.1)
+        assert await b.ping(a.address) is not None
+        assert a.stats["dropped_oversized"] == 1
+        assert sum(v for k, v in a.stats.items() if k.startswith("dropped_")) == 201
+        assert len(a.protocol.routing) == 1  # only b
+
+
+async def test_records_expire_and_are_republished_on_the_fake_clock(autojump_clock: trio.abc.Clock) -> None:
+    cfg = DhtConfig(maintenance_interval=1.0)
+    async with open_dht_node(Identity.generate(), config=cfg) as a, open_dht_node(Identity.generate(), config=cfg) as b:
+        await b.bootstrap([a.address])
+        kept, dropped = os.urandom(32), os.urandom(32)
+        await a.put(kept, b"kept", ttl=10)
+        await a.put(dropped, b"dropped", ttl=10)
+        a.unpublish(dropped)
+        await trio.sleep(30)  # three TTLs: only a republished record can still be there
+        assert [r.value for r in await b.get(kept)] == [b"kept"]
+        (held,) = b.protocol.store.get(kept, b.now())
+        assert held.expires_ms / 1000 > b.now()
+        assert await b.get(dropped) == []
+        assert await a.get(dropped) == []
+        assert len(b.protocol.store) == 1  # the expired one was swept, not just hidden
+
+
+async def test_nodes_on_ipv6_loopback() -> None:
+    if not socket.has_ipv6:
+        return
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        return  # no IPv6 loopback on this machine: nothing to test here
+    async with open_dht_node(Identity.generate(), host="::1") as a, open_dht_node(Identity.generate(), host="::1") as b:
+        await b.bootstrap([a.address])
+        key = os.urandom(32)
+        await a.put(key, b"v6")
+        assert [r.value for r in await b.get(key)] == [b"v6"]

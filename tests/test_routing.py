@@ -1,0 +1,138 @@
+"""The routing table, pure: buckets, ping-before-evict, replacements, eclipse limits."""
+
+from __future__ import annotations
+
+import os
+import random
+
+from p2psched.dht.routing import Contact, RoutingTable, as_int, ip_prefix
+
+OWN = bytes(32)
+
+
+def contact_in_bucket(index: int, host: str = "127.0.0.1", port: int = 1) -> Contact:
+    """A contact whose id falls in bucket `index` of a table owned by the all-zero id; the
+    public key is random, so only the id is forced (tables never check the two agree)."""
+    d = (1 << index) | random.getrandbits(index) if index else 1
+    return Contact(d.to_bytes(32, "big"), host, port, os.urandom(32))
+
+
+def test_observe_adds_until_the_bucket_is_full_then_asks_for_a_ping() -> None:
+    t = RoutingTable(OWN, k=4)
+    cs = [contact_in_bucket(200) for _ in range(6)]
+    for c in cs[:4]:
+        assert t.observe(c, 1.0) is None
+    assert len(t) == 4
+    to_ping = t.observe(cs[4], 2.0)
+    assert to_ping == cs[0]  # the least recently seen
+    assert cs[4].node_id not in t
+    # while that ping is out, more newcomers only queue as replacements
+    assert t.observe(cs[5], 2.0) is None
+
+
+def test_a_live_contact_is_never_evicted_for_a_newcomer() -> None:
+    t = RoutingTable(OWN, k=2)
+    a, b, c = (contact_in_bucket(100) for _ in range(3))
+    t.observe(a, 1.0)
+    t.observe(b, 1.0)
+    assert t.observe(c, 2.0) == a
+    t.ping_answered(a.node_id, True, 3.0)
+    assert a.node_id in t and b.node_id in t and c.node_id not in t
+    # a now counts as most recently seen, so b is the next to be checked
+    d = contact_in_bucket(100)
+    assert t.observe(d, 4.0) == b
+
+
+def test_a_dead_contact_is_replaced_by_the_newest_replacement() -> None:
+    t = RoutingTable(OWN, k=2)
+    a, b, c, d = (contact_in_bucket(100) for _ in range(4))
+    for x in (a, b):
+        t.observe(x, 1.0)
+    assert t.observe(c, 2.0) == a
+    t.observe(d, 2.0)
+    t.ping_answered(a.node_id, False, 3.0)
+    assert a.node_id not in t
+    assert d.node_id in t  # the most recently seen replacement
+    assert len(t) == 2
+
+
+def test_failed_rpcs_remove_a_contact() -> None:
+    t = RoutingTable(OWN, k=20, max_fails=2)
+    a = contact_in_bucket(50)
+    t.observe(a, 1.0)
+    t.failed(a.node_id, 2.0)
+    assert a.node_id in t
+    t.failed(a.node_id, 3.0)
+    assert a.node_id not in t
+    # answering again resets the count
+    t.observe(a, 4.0)
+    t.failed(a.node_id, 5.0)
+    t.observe(a, 6.0)
+    t.failed(a.node_id, 7.0)
+    assert a.node_id in t
+
+
+def test_closest_matches_brute_force() -> None:
+    own = os.urandom(32)
+    t = RoutingTable(own, k=20)
+    cs = [Contact(os.urandom(32), "127.0.0.1", 1, os.urandom(32)) for _ in range(2000)]
+    for c in cs:
+        t.observe(c, 1.0)
+    held = t.contacts()
+    assert 20 <= len(held) < 2000  # far buckets filled up
+    for _ in range(20):
+        target = os.urandom(32)
+        want = sorted(held, key=lambda c: as_int(c.node_id) ^ as_int(target))[:20]
+        assert t.closest(target, 20) == want
+        assert want[0] not in t.closest(target, 20, exclude=want[0].node_id)
+
+
+def test_ip_prefix_limits_per_bucket_and_per_table() -> None:
+    t = RoutingTable(OWN, k=20, bucket_ip_limit=2, table_ip_limit=10)
+    # Many ids from one /24, all in one bucket: two get in.
+    for i in range(50):
+        t.observe(contact_in_bucket(255, host=f"203.0.113.{i}"), 1.0)
+    assert len(t) == 2
+    # Spread across buckets: the table stops at ten for the prefix.
+    for i in range(50):
+        t.observe(contact_in_bucket(200 + i % 50, host=f"203.0.113.{i}"), 1.0)
+    assert len(t) == 10
+    assert t.refused_by_ip >= 90
+    # Another prefix is unaffected, and loopback is exempt.
+    t.observe(contact_in_bucket(255, host="198.51.100.7"), 1.0)
+    for _ in range(30):
+        t.observe(contact_in_bucket(240, host="127.0.0.1"), 1.0)
+    assert len(t) == 10 + 1 + 20
+
+
+def test_prefix_counts_are_released_on_removal() -> None:
+    t = RoutingTable(OWN, k=20, bucket_ip_limit=2, table_ip_limit=10)
+    a, b = contact_in_bucket(255, host="203.0.113.1"), contact_in_bucket(255, host="203.0.113.2")
+    t.observe(a, 1.0)
+    t.observe(b, 1.0)
+    t.failed(a.node_id, 2.0)
+    t.failed(a.node_id, 2.0)
+    c = contact_in_bucket(255, host="203.0.113.3")
+    t.observe(c, 3.0)
+    assert c.node_id in t
+
+
+def test_ip_prefix() -> None:
+    assert ip_prefix("203.0.113.77") == "203.0.113.0/24"
+    assert ip_prefix("2001:db8:1:2::5") == "2001:db8:1::/48"
+    assert ip_prefix("127.0.0.1") is None
+    assert ip_prefix("::1") is None
+    assert ip_prefix("not-an-ip") is None
+
+
+def test_refresh_lists_idle_buckets_from_the_nearest_occupied_one() -> None:
+    t = RoutingTable(OWN, k=20, now=0.0)
+    t.observe(contact_in_bucket(250), 0.0)
+    assert t.buckets_to_refresh(100.0, 3600.0) == []
+    due = t.buckets_to_refresh(3600.0, 3600.0)
+    assert due == list(range(250, 256))
+    rng = random.Random(1)
+    target = t.random_id_in_bucket(252, rng)
+    assert t.bucket_index(target) == 252
+    t.touch(target, 3600.0)
+    assert 252 not in t.buckets_to_refresh(3601.0, 3600.0)

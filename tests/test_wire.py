@@ -1,0 +1,209 @@
+"""The codec, the schemas and authenticated datagrams, with hostile input."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2psched.identity import Identity
+from p2psched.wire import schema
+from p2psched.wire.codec import DecodeError, decode, encode
+from p2psched.wire.envelope import Authenticator, Rejected
+
+NOW = 1_800_000_000.0
+LIMIT = 8192
+
+
+def pair() -> tuple[Authenticator, Authenticator]:
+    return (
+        Authenticator(Identity.generate(), max_datagram=LIMIT),
+        Authenticator(Identity.generate(), max_datagram=LIMIT),
+    )
+
+
+def rejects(auth: Authenticator, data: bytes, reason: str, now: float = NOW) -> None:
+    with pytest.raises(Rejected) as e:
+        auth.open(data, now)
+    assert e.value.reason == reason
+
+
+# -- codec ---------------------------------------------------------------------------------------
+
+
+def test_codec_round_trip() -> None:
+    obj = [1, b"bytes", "text", {"k": [None, True, 2.5]}]
+    assert decode(encode(obj)) == obj
+
+
+def test_codec_refuses_oversized_trailing_ext_and_malformed() -> None:
+    with pytest.raises(DecodeError, match="exceeds"):
+        decode(encode(b"x" * 100), max_size=50)
+    with pytest.raises(DecodeError):
+        decode(encode(1) + encode(2))  # two objects
+    with pytest.raises(DecodeError):
+        decode(msgpack.packb(msgpack.ExtType(5, b"data")))
+    with pytest.raises(DecodeError):
+        decode(encode([1, 2, 3])[:-1])  # truncated
+    with pytest.raises(DecodeError):
+        decode(msgpack.packb({1: 2}))  # non-string map keys
+    # A header claiming a huge array in a tiny message does not make the unpacker allocate.
+    with pytest.raises(DecodeError):
+        decode(b"\xdd\xff\xff\xff\xff", max_size=64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_codec_raises_only_decode_error_on_random_bytes(data: bytes) -> None:
+    try:
+        decode(data, max_size=100)
+    except DecodeError:
+        pass
+
+
+def test_schema_names_the_field_at_fault() -> None:
+    check = schema.tuple_of(("id", "items"), (schema.bin_exact(4), schema.list_of(schema.uint(10), 3)))
+    assert check([b"abcd", [1, 2]], "msg") == [b"abcd", [1, 2]]
+    with pytest.raises(schema.SchemaError) as e:
+        check([b"abcd", [1, 11]], "msg")
+    assert e.value.path == "msg.items[1]"
+    with pytest.raises(schema.SchemaError, match="msg.id"):
+        check(["abcd", []], "msg")
+    with pytest.raises(schema.SchemaError, match="at most 3"):
+        check([b"abcd", [1, 2, 3, 4]], "msg")
+    with pytest.raises(schema.SchemaError):
+        check([b"abcd"], "msg")
+    with pytest.raises(schema.SchemaError):
+        schema.uint()(True, "flag")  # bool is not an int here
+
+
+# -- envelope ------------------------------------------------------------------------------------
+
+
+def test_mac_datagram_round_trip_names_the_sender() -> None:
+    a, b = pair()
+    opened = b.open(a.seal(b"hello", b.identity.public_key, NOW), NOW)
+    assert opened.body == b"hello"
+    assert opened.sender_id == a.identity.node_id
+    assert opened.sender_public_key == a.identity.public_key
+    # and back, with the same pair key
+    assert a.open(b.seal(b"hi", a.identity.public_key, NOW), NOW).body == b"hi"
+
+
+def test_first_contact_by_address_is_signed() -> None:
+    a, b = pair()
+    data = a.seal(b"hello", None, NOW)
+    assert len(msgpack.unpackb(data)[6]) == 64  # an Ed25519 signature, not a MAC
+    assert b.open(data, NOW).sender_id == a.identity.node_id
+
+
+def test_tampered_datagrams_are_rejected() -> None:
+    a, b = pair()
+    env = msgpack.unpackb(a.seal(b"hello", b.identity.public_key, NOW))
+    bad_body = list(env)
+    bad_body[5] = b"hellp"
+    rejects(b, msgpack.packb(bad_body), "bad_mac")
+    impostor = list(env)
+    impostor[2] = Identity.generate().public_key  # claims another sender
+    rejects(b, msgpack.packb(impostor), "bad_mac")
+    flags = list(env)
+    flags[1] = 1  # claims client mode after the fact
+    rejects(b, msgpack.packb(flags), "bad_mac")
+    signed = msgpack.unpackb(a.seal(b"hello", None, NOW))
+    signed[5] = b"other"
+    rejects(b, msgpack.packb(signed), "bad_signature")
+    stripped = list(env)
+    stripped[6] = b""
+    rejects(b, msgpack.packb(stripped), "unauthenticated")
+
+
+def test_a_datagram_for_another_node_does_not_open() -> None:
+    a, b = pair()
+    c = Authenticator(Identity.generate(), max_datagram=LIMIT)
+    rejects(c, a.seal(b"for b", b.identity.public_key, NOW), "bad_mac")
+
+
+def test_replays_are_rejected_and_reordering_within_the_window_is_not() -> None:
+    a, b = pair()
+    sealed = [a.seal(b"m%d" % i, b.identity.public_key, NOW) for i in range(10)]
+    for data in reversed(sealed):  # out of order, but inside the window
+        b.open(data, NOW)
+    for data in sealed:
+        rejects(b, data, "replayed")
+    assert b.rejected["replayed"] == 10
+
+
+def test_replay_window_slides() -> None:
+    a, b = pair()
+    first = a.seal(b"first", b.identity.public_key, NOW)
+    b.open(first, NOW)
+    for i in range(100):
+        b.open(a.seal(b"%d" % i, b.identity.public_key, NOW), NOW)
+    rejects(b, first, "replayed")
+
+
+def test_stale_and_future_datagrams_are_rejected() -> None:
+    a, b = pair()
+    rejects(b, a.seal(b"old", b.identity.public_key, NOW - 31), "stale")
+    rejects(b, a.seal(b"future", b.identity.public_key, NOW + 31), "stale")
+
+
+def test_oversized_malformed_and_self_sent_datagrams_are_rejected() -> None:
+    a, b = pair()
+    rejects(b, b"\x00" * (LIMIT + 1), "oversized")
+    rejects(b, b"\x93\x01\x02", "malformed")
+    rejects(b, encode([1, 0, b"short", True, 5, b"", b""]), "malformed")
+    rejects(b, encode([2, 0, a.identity.public_key, True, 5, b"", b""]), "malformed")  # version
+    rejects(b, b.seal(b"me", None, NOW), "from_self")
+    data = a.seal(b"hello", b.identity.public_key, NOW)
+    rejects(b, data[:-3], "malformed")
+
+
+def test_low_order_key_is_rejected() -> None:
+    _, b = pair()
+    # An Ed25519 encoding whose X25519 image is a low-order point gives no usable shared secret.
+    zero_u = (2**255 - 19 - 1).to_bytes(32, "little")  # y = -1 maps to u = 0
+    env = [1, 0, zero_u, True, int(NOW * 1e6), b"x", b"\x00" * 16]
+    rejects(b, encode(env), "bad_key")
+
+
+def test_peer_state_is_bounded_and_recent_windows_are_not_reopened() -> None:
+    b = Authenticator(Identity.generate(), max_datagram=LIMIT, max_peers=8, freshness=30)
+    senders = [Authenticator(Identity.generate(), max_datagram=LIMIT) for _ in range(9)]
+    for s in senders[:8]:
+        b.open(s.seal(b"x", b.identity.public_key, NOW), NOW)
+    assert b.peer_count == 8
+    rejects(b, senders[8].seal(b"x", b.identity.public_key, NOW), "peer_table_full")
+    # Once the oldest has been silent past the freshness window, a newcomer takes its place.
+    later = NOW + 31
+    for s in senders[1:8]:
+        b.open(s.seal(b"y", b.identity.public_key, later), later)
+    b.open(senders[8].seal(b"x", b.identity.public_key, later), later)
+    assert b.peer_count == 8
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_random_bytes_only_ever_raise_rejected(data: bytes) -> None:
+    _, b = pair_cached
+    try:
+        b.open(data, NOW)
+    except Rejected:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=400), st.integers(min_value=0, max_value=255))
+def test_any_single_byte_change_is_rejected(pos: int, value: int) -> None:
+    a, b = pair_cached
+    data = bytearray(a.seal(b"payload" * 10, b.identity.public_key, NOW))
+    pos %= len(data)
+    if data[pos] == value:
+        return
+    data[pos] = value
+    with pytest.raises(Rejected):
+        b.open(bytes(data), NOW)
+
+
+pair_cached = pair()
