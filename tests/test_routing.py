@@ -23,11 +23,13 @@ def test_observe_adds_until_the_bucket_is_full_then_asks_for_a_ping() -> None:
     for c in cs[:4]:
         assert t.observe(c, 1.0) is None
     assert len(t) == 4
-    to_ping = t.observe(cs[4], 2.0)
-    assert to_ping == cs[0]  # the least recently seen
+    # Everyone was heard from within the last minute: no ping, the newcomer waits.
+    assert t.observe(cs[4], 30.0) is None
+    to_ping = t.observe(cs[4], 61.0)
+    assert to_ping == cs[0]  # the least recently seen, silent for a minute
     assert cs[4].node_id not in t
     # while that ping is out, more newcomers only queue as replacements
-    assert t.observe(cs[5], 2.0) is None
+    assert t.observe(cs[5], 62.0) is None
 
 
 def test_a_live_contact_is_never_evicted_for_a_newcomer() -> None:
@@ -35,12 +37,12 @@ def test_a_live_contact_is_never_evicted_for_a_newcomer() -> None:
     a, b, c = (contact_in_bucket(100) for _ in range(3))
     t.observe(a, 1.0)
     t.observe(b, 1.0)
-    assert t.observe(c, 2.0) == a
-    t.ping_answered(a.node_id, True, 3.0)
+    assert t.observe(c, 100.0) == a
+    t.ping_answered(a.node_id, True, 101.0)
     assert a.node_id in t and b.node_id in t and c.node_id not in t
     # a now counts as most recently seen, so b is the next to be checked
     d = contact_in_bucket(100)
-    assert t.observe(d, 4.0) == b
+    assert t.observe(d, 102.0) == b
 
 
 def test_a_dead_contact_is_replaced_by_the_newest_replacement() -> None:
@@ -48,9 +50,9 @@ def test_a_dead_contact_is_replaced_by_the_newest_replacement() -> None:
     a, b, c, d = (contact_in_bucket(100) for _ in range(4))
     for x in (a, b):
         t.observe(x, 1.0)
-    assert t.observe(c, 2.0) == a
-    t.observe(d, 2.0)
-    t.ping_answered(a.node_id, False, 3.0)
+    assert t.observe(c, 100.0) == a
+    t.observe(d, 100.0)
+    t.ping_answered(a.node_id, False, 101.0)
     assert a.node_id not in t
     assert d.node_id in t  # the most recently seen replacement
     assert len(t) == 2
@@ -80,11 +82,19 @@ def test_closest_matches_brute_force() -> None:
         t.observe(c, 1.0)
     held = t.contacts()
     assert 20 <= len(held) < 2000  # far buckets filled up
-    for _ in range(20):
-        target = os.urandom(32)
+    near_own = [(as_int(own) ^ random.getrandbits(b)).to_bytes(32, "big") for b in (0, 3, 100, 240, 250)]
+    for target in [os.urandom(32) for _ in range(20)] + near_own + [own]:
         want = sorted(held, key=lambda c: as_int(c.node_id) ^ as_int(target))[:20]
         assert t.closest(target, 20) == want
+        assert t.closest(target, 3) == want[:3]
         assert want[0] not in t.closest(target, 20, exclude=want[0].node_id)
+    # Removals keep the bucket bookkeeping right.
+    for c in held[: len(held) // 2]:
+        t.failed(c.node_id, 2.0)
+        t.failed(c.node_id, 2.0)
+    held = t.contacts()
+    for target in [os.urandom(32) for _ in range(10)] + near_own:
+        assert t.closest(target, 20) == sorted(held, key=lambda c: as_int(c.node_id) ^ as_int(target))[:20]
 
 
 def test_ip_prefix_limits_per_bucket_and_per_table() -> None:

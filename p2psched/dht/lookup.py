@@ -64,7 +64,8 @@ class Lookup:
         self._t = as_int(target)
         self._own_id = own_id
         self._by_id: dict[bytes, _Candidate] = {}
-        self._order: list[tuple[int, bytes]] = []  # (distance, id), sorted
+        # (distance, id) of every candidate not known to have failed, nearest first.
+        self._order: list[tuple[int, bytes]] = []
         self.inflight = 0
         self.queries_sent = 0
         for c in seeds:
@@ -83,14 +84,8 @@ class Lookup:
 
     def _frontier(self) -> list[_Candidate]:
         """The k closest candidates not known to have failed."""
-        out: list[_Candidate] = []
-        for _, node_id in self._order:
-            cand = self._by_id[node_id]
-            if cand.state is not _State.FAILED:
-                out.append(cand)
-                if len(out) == self.k:
-                    break
-        return out
+        by_id = self._by_id
+        return [by_id[node_id] for _, node_id in self._order[: self.k]]
 
     @property
     def finished(self) -> bool:
@@ -117,6 +112,7 @@ class Lookup:
         cand = self._by_id[query.contact.node_id]
         if answer is None:
             cand.state = _State.FAILED
+            self._order.remove((cand.distance, cand.contact.node_id))
             return
         cand.state = _State.ANSWERED
         for c in answer.contacts:

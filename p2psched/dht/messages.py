@@ -66,9 +66,13 @@ class Store:
 
 @dataclass(frozen=True, slots=True)
 class Stored:
+    """The answer to a STORE: whether the record was kept (else why not), and the answering
+    node's closest contacts to the key, so that a STORE also serves as a lookup step."""
+
     TYPE = 8
     ok: bool
     reason: str
+    contacts: list[Contact]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,24 +93,34 @@ _host = schema.text(64)
 _port = schema.uint(65535)
 
 
+# The same contacts come back in answer after answer: building each once (its node id is a hash)
+# is worth a bounded memo. It holds only values derived from the wire, never trust.
+_seen_contacts: dict[tuple[bytes, str, int], Contact] = {}
+_SEEN_CONTACTS_MAX = 1 << 16
+
+
 def _contacts(v: Any, path: str) -> list[Contact]:
     """Checks and builds contacts in one pass: every FIND_NODE answer carries up to k of them."""
     if type(v) is not list or len(v) > MAX_CONTACTS:
         raise SchemaError(path, f"expected a list of at most {MAX_CONTACTS} contacts")
     out = []
     for i, c in enumerate(v):
-        if (
-            type(c) is not list
-            or len(c) != 3
-            or type(c[0]) is not bytes
-            or len(c[0]) != 32
-            or type(c[1]) is not str
-            or len(c[1]) > 64
-            or type(c[2]) is not int
-            or not 0 <= c[2] <= 65535
-        ):
+        if type(c) is not list or len(c) != 3:
             raise SchemaError(f"{path}[{i}]", "expected [public_key (32 bytes), host, port]")
-        out.append(Contact.of(c[0], c[1], c[2]))
+        pub, host, port = c
+        if type(pub) is not bytes or type(host) is not str or type(port) is not int:
+            raise SchemaError(f"{path}[{i}]", "expected [public_key (32 bytes), host, port]")
+        known = _seen_contacts.get((pub, host, port))  # a hit passed the checks below before
+        if known is not None:
+            out.append(known)
+            continue
+        if len(pub) != 32 or len(host) > 64 or not 0 <= port <= 65535:
+            raise SchemaError(f"{path}[{i}]", "expected [public_key (32 bytes), host, port]")
+        contact = Contact.of(pub, host, port)
+        if len(_seen_contacts) >= _SEEN_CONTACTS_MAX:
+            _seen_contacts.clear()
+        _seen_contacts[(pub, host, port)] = contact
+        out.append(contact)
     return out
 
 _records = schema.list_of(WIRE_SCHEMA, MAX_RECORDS_PER_PAGE)
@@ -134,8 +148,8 @@ def to_wire(msg: Message, rid: int) -> list[Any]:
             return head + [[r.to_wire() for r in records], next_cursor, contacts_to_wire(contacts)]
         case Store(record):
             return head + [record.to_wire()]
-        case Stored(ok, reason):
-            return head + [ok, reason]
+        case Stored(ok, reason, contacts):
+            return head + [ok, reason, contacts_to_wire(contacts)]
         case Error(reason):
             return head + [reason]
     raise TypeError(f"not a DHT message: {msg!r}")
@@ -178,8 +192,11 @@ _PARSERS: dict[int, _Parser] = {
         lambda v: Store(Record.from_wire(v[2])),
     ),
     Stored.TYPE: (
-        schema.tuple_of(("type", "rid", "ok", "reason"), (_rid, _rid, schema.boolean, _reason)),
-        lambda v: Stored(v[2], v[3]),
+        schema.tuple_of(
+            ("type", "rid", "ok", "reason", "contacts"),
+            (_rid, _rid, schema.boolean, _reason, _contacts),
+        ),
+        lambda v: Stored(v[2], v[3], v[4]),
     ),
     Error.TYPE: (
         schema.tuple_of(("type", "rid", "reason"), (_rid, _rid, _reason)),

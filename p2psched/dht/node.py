@@ -168,26 +168,56 @@ class DhtNode:
         return None
 
     async def _replicate(self, record: Record) -> int:
-        lookup = await self.find_node(record.key)
-        targets = lookup.closest()
-        stored = 0
-        k = self.protocol.config.k
-        if not self.protocol.config.client and (
-            len(targets) < k
-            or distance(self.node_id, record.key) < distance(targets[-1].node_id, record.key)
-        ):
-            stored += 1  # this node is among the k closest: `publish` kept it here already
+        """Store `record` on the k nodes closest to its key; returns how many nodes took it.
+
+        The lookup for those nodes and the stores are one pass: after a first round of plain
+        FIND_NODE (which leaves far-off seeds alone), each query is a STORE, whose answer also
+        carries closer contacts. Only final k-closest nodes that the first round reached get a
+        separate STORE afterwards. This halves a put's round trips; the price is a copy on the
+        few queried nodes that a closer one later pushed out of the k closest.
+        """
+        cfg = self.protocol.config
+        key = record.key
+        stored: set[bytes] = set()
+        sent = 0
+
+        async def ask(query: Query) -> Answer | None:
+            nonlocal sent
+            sent += 1
+            request: m.Request = m.FindNode(key) if sent <= cfg.alpha else m.Store(record)
+            got = await self.call(query.contact, request)
+            if got is None:
+                return None
+            match got[1]:
+                case m.Nodes(contacts):
+                    return Answer(contacts)
+                case m.Stored(ok, _, contacts):
+                    if ok:
+                        stored.add(query.contact.node_id)
+                    return Answer(contacts)
+            return None
+
+        seeds = self.protocol.routing.closest(key, cfg.k)
+        lookup = await run_lookup(
+            Lookup(key, seeds, k=cfg.k, alpha=cfg.alpha, own_id=self.node_id), ask
+        )
+        self.protocol.lookup_done(key, self.now())
+        closest = lookup.closest()
 
         async def store_at(contact: Contact) -> None:
-            nonlocal stored
             got = await self.call(contact, m.Store(record))
             if got is not None and isinstance(got[1], m.Stored) and got[1].ok:
-                stored += 1
+                stored.add(contact.node_id)
 
         async with trio.open_nursery() as nursery:
-            for contact in targets:
-                nursery.start_soon(store_at, contact)
-        return stored
+            for contact in closest:
+                if contact.node_id not in stored:
+                    nursery.start_soon(store_at, contact)
+        here = not cfg.client and (
+            len(closest) < cfg.k
+            or distance(self.node_id, key) < distance(closest[-1].node_id, key)
+        )  # this node is among the k closest: `publish` kept it here already
+        return len(stored) + here
 
     def _flush(self) -> None:
         # UDP sends on a non-blocking socket: a full send buffer drops the datagram, as the network

@@ -11,6 +11,7 @@ routing table; only signature-checked records are stored or handed to callers.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 from collections import Counter, OrderedDict
@@ -40,7 +41,7 @@ class DhtConfig:
     client: bool = False  # not reachable from outside: query and store, never be routed through
     refresh_interval: float = 3600.0
     maintenance_interval: float = 10.0
-    quorum: int = 3  # value lookups end once this many holders have answered in full
+    quorum: int = 1  # value lookups end once this many holders have answered in full
     bucket_ip_limit: int | None = 2
     table_ip_limit: int | None = 10
     max_peers: int = 16384
@@ -291,7 +292,8 @@ class DhtProtocol:
             case m.Store(record):
                 reason = self.store.put(record, now)
                 self.stats["stores_accepted" if reason is None else "stores_refused"] += 1
-                return m.Stored(reason is None, reason or "")
+                contacts = self.routing.closest(record.key, k, exclude=sender.node_id)
+                return m.Stored(reason is None, reason or "", contacts)
         raise AssertionError(msg)
 
     def _on_response(self, sender: Contact, rid: int, msg: m.Response, now: float) -> list[Event]:
@@ -312,12 +314,8 @@ class DhtProtocol:
             if len(good) != len(msg.records):
                 self.stats["dropped_bad_records"] += len(msg.records) - len(good)
                 msg = m.Values(good, msg.next_cursor, msg.contacts)
-        if isinstance(msg, m.Nodes | m.Values):
+        if isinstance(msg, m.Nodes | m.Values | m.Stored):
             usable = [c for c in msg.contacts if c.port and c.node_id != self.node_id]
             if len(usable) != len(msg.contacts):
-                msg = (
-                    m.Nodes(usable)
-                    if isinstance(msg, m.Nodes)
-                    else m.Values(msg.records, msg.next_cursor, usable)
-                )
+                msg = dataclasses.replace(msg, contacts=usable)
         return [Answered(rid, sender, msg)]

@@ -11,6 +11,8 @@ holds more than `bucket_ip_limit` and no table more than `table_ip_limit` contac
 
 from __future__ import annotations
 
+import bisect
+import functools
 import heapq
 import ipaddress
 import random
@@ -52,6 +54,7 @@ def distance(a: bytes, b: bytes) -> int:
     return as_int(a) ^ as_int(b)
 
 
+@functools.lru_cache(maxsize=4096)
 def ip_prefix(host: str) -> str | None:
     """The prefix that eclipse limits count by; None for loopback (exempt) and non-IP hosts."""
     try:
@@ -78,7 +81,6 @@ class _Bucket:
     entries: OrderedDict[bytes, _Entry] = field(default_factory=OrderedDict)  # oldest first
     replacements: OrderedDict[bytes, Contact] = field(default_factory=OrderedDict)
     checking: bytes | None = None  # the entry we asked our owner to ping
-    last_lookup: float = 0.0
     prefixes: Counter[str] = field(default_factory=Counter)
 
 
@@ -92,6 +94,7 @@ class RoutingTable:
         bucket_ip_limit: int | None = 2,
         table_ip_limit: int | None = 10,
         max_fails: int = 2,
+        recently_seen: float = 60.0,
         now: float = 0.0,
     ) -> None:
         self.own_id = own_id
@@ -101,8 +104,14 @@ class RoutingTable:
         self.bucket_ip_limit = bucket_ip_limit
         self.table_ip_limit = table_ip_limit
         self.max_fails = max_fails
-        self._buckets = [_Bucket(last_lookup=now) for _ in range(ID_BITS)]
+        self.recently_seen = recently_seen
+        # Buckets exist once something falls in them: in a network of N nodes only about
+        # log2(N) of the 256 ever do, and empty ones would cost most of a node's memory.
+        self._buckets: dict[int, _Bucket] = {}
+        self._last_lookup: dict[int, float] = {}
+        self._started = now
         self._all: dict[bytes, _Entry] = {}
+        self._occupied: list[int] = []  # indices of non-empty buckets, ascending
         self._prefixes: Counter[str] = Counter()
         self.refused_by_ip = 0
 
@@ -121,11 +130,12 @@ class RoutingTable:
     def observe(self, contact: Contact, now: float) -> Contact | None:
         """Note that `contact` proved itself alive just now.
 
-        Returns a contact the owner should ping (the least recently seen of a full bucket), or None.
+        Returns a contact the owner should ping (the least recently seen of a full bucket, if it
+        has been silent for `recently_seen` seconds), or None.
         """
         if contact.node_id == self.own_id:
             return None
-        bucket = self._buckets[self.bucket_index(contact.node_id)]
+        bucket = self._bucket(self.bucket_index(contact.node_id))
         entry = bucket.entries.get(contact.node_id)
         if entry is not None:
             if entry.contact.addr == contact.addr:
@@ -144,15 +154,18 @@ class RoutingTable:
         bucket.replacements[contact.node_id] = contact
         if len(bucket.replacements) > self.replacement_size:
             bucket.replacements.popitem(last=False)
-        if bucket.checking is None:
-            oldest = next(iter(bucket.entries.values()))
+        oldest = next(iter(bucket.entries.values()))
+        # A contact heard from within `recently_seen` is known to be alive: pinging it for every
+        # newcomer would only double the traffic of a busy node. The newcomer waits as a
+        # replacement, ready for when a contact fails.
+        if bucket.checking is None and oldest.last_seen <= now - self.recently_seen:
             bucket.checking = oldest.contact.node_id
             return oldest.contact
         return None
 
     def ping_answered(self, node_id: bytes, alive: bool, now: float) -> None:
         """The outcome of a ping `observe` asked for."""
-        bucket = self._buckets[self.bucket_index(node_id)]
+        bucket = self._bucket(self.bucket_index(node_id))
         if bucket.checking == node_id:
             bucket.checking = None
         if node_id not in bucket.entries:
@@ -166,7 +179,7 @@ class RoutingTable:
     def failed(self, node_id: bytes, now: float) -> None:
         """An RPC to `node_id` went unanswered: after `max_fails` in a row, or at once if a
         replacement is waiting, the contact leaves the table."""
-        bucket = self._buckets[self.bucket_index(node_id)]
+        bucket = self._bucket(self.bucket_index(node_id))
         entry = bucket.entries.get(node_id)
         if entry is None:
             bucket.replacements.pop(node_id, None)
@@ -177,27 +190,44 @@ class RoutingTable:
             self._promote(bucket, now)
 
     def closest(self, target: bytes, n: int, exclude: bytes | None = None) -> list[Contact]:
+        """The `n` contacts nearest `target`, nearest first.
+
+        Only a few buckets need looking at: with i the bucket `target` falls in, contacts in
+        bucket i are nearer to it than any in buckets below i, which are nearer than any in
+        buckets above i, each of those nearer than the next.
+        """
         t = as_int(target)
-        best = heapq.nsmallest(
-            n + (exclude is not None), self._all.values(), key=lambda e: e.int_id ^ t
-        )
+        i = (self._own ^ t).bit_length() - 1
+        want = n + (exclude is not None)
+        pool: list[_Entry] = []
+        if i in self._buckets:
+            pool += self._buckets[i].entries.values()
+        if len(pool) < want:
+            for j in self._occupied:  # ascending
+                if j < i:
+                    pool += self._buckets[j].entries.values()
+            for j in self._occupied:
+                if j > i:
+                    if len(pool) >= want:
+                        break
+                    pool += self._buckets[j].entries.values()
+        best = heapq.nsmallest(want, pool, key=lambda e: e.int_id ^ t)
         return [e.contact for e in best if e.contact.node_id != exclude][:n]
 
     def touch(self, target: bytes, now: float) -> None:
         """A lookup for `target` just completed: its bucket counts as refreshed."""
         if target != self.own_id:
-            self._buckets[self.bucket_index(target)].last_lookup = now
+            self._last_lookup[self.bucket_index(target)] = now
 
     def buckets_to_refresh(self, now: float, interval: float) -> list[int]:
         """Indices of buckets not looked up in `interval`, from the nearest occupied one outward
         (closer buckets are empty in any network of realistic size)."""
-        occupied = [i for i, b in enumerate(self._buckets) if b.entries]
-        if not occupied:
+        if not self._occupied:
             return []
         return [
             i
-            for i in range(occupied[0], ID_BITS)
-            if self._buckets[i].last_lookup <= now - interval
+            for i in range(self._occupied[0], ID_BITS)
+            if self._last_lookup.get(i, self._started) <= now - interval
         ]
 
     def random_id_in_bucket(self, index: int, rng: random.Random) -> bytes:
@@ -206,6 +236,12 @@ class RoutingTable:
         return (self._own ^ d).to_bytes(ID_BITS // 8, "big")
 
     # -- internals -------------------------------------------------------------------------
+
+    def _bucket(self, index: int) -> _Bucket:
+        bucket = self._buckets.get(index)
+        if bucket is None:
+            bucket = self._buckets[index] = _Bucket()
+        return bucket
 
     def _ip_allows(self, bucket: _Bucket, prefix: str | None) -> bool:
         if prefix is None:
@@ -218,6 +254,8 @@ class RoutingTable:
 
     def _add(self, bucket: _Bucket, contact: Contact, prefix: str | None, now: float) -> None:
         entry = _Entry(contact, as_int(contact.node_id), prefix, now)
+        if not bucket.entries:
+            bisect.insort(self._occupied, (entry.int_id ^ self._own).bit_length() - 1)
         bucket.entries[contact.node_id] = entry
         self._all[contact.node_id] = entry
         bucket.replacements.pop(contact.node_id, None)
@@ -228,6 +266,8 @@ class RoutingTable:
     def _remove(self, bucket: _Bucket, node_id: bytes) -> None:
         entry = bucket.entries.pop(node_id)
         del self._all[node_id]
+        if not bucket.entries:
+            self._occupied.remove((entry.int_id ^ self._own).bit_length() - 1)
         if entry.prefix is not None:
             for counts in (bucket.prefixes, self._prefixes):
                 counts[entry.prefix] -= 1

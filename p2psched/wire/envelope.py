@@ -23,9 +23,15 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from p2psched.identity import Identity, node_id_of, verify, x25519_public_of
-from p2psched.wire.codec import DecodeError, decode, encode
 
+# A datagram is a fixed header, the authenticator, then the MessagePack body:
+#   version (1) | flags (1) | kind (1) | sender public key (32) | counter (8) | auth | body
+# kind MAC: auth is a 16-byte MAC under the pair key (the recipient is named by the key);
+# kind SIGNED: auth is a 64-byte Ed25519 signature, for first contact by address.
 VERSION = 1
+KIND_SIGNED = 0
+KIND_MAC = 1
+HEADER_BYTES = 3 + 32 + 8
 MAC_BYTES = 16
 SIG_BYTES = 64
 FLAG_CLIENT = 1  # the sender is not reachable from outside: never put it in a routing table
@@ -112,16 +118,17 @@ class Authenticator:
     def seal(self, body: bytes, recipient: bytes | None, now: float, flags: int = 0) -> bytes:
         """Wrap `body` for the node with public key `recipient`, or (None) for whoever answers
         the address it is sent to."""
-        self._counter = max(self._counter + 1, int(now * 1_000_000))
+        self._counter = counter = max(self._counter + 1, int(now * 1_000_000))
         if recipient is not None:
-            data = _auth_data(flags, node_id_of(recipient), self._counter, body)
+            data = _auth_data(flags, node_id_of(recipient), counter, body)
             key = self.pair_key(recipient)
             auth = hashlib.blake2b(data, key=key, digest_size=MAC_BYTES).digest()
+            kind = KIND_MAC
         else:
-            auth = self.identity.sign(_auth_data(flags, _NO_RECIPIENT, self._counter, body))
-        return encode(
-            [VERSION, flags, self.identity.public_key, recipient is not None, self._counter, body, auth]
-        )
+            auth = self.identity.sign(_auth_data(flags, _NO_RECIPIENT, counter, body))
+            kind = KIND_SIGNED
+        header = bytes((VERSION, flags, kind)) + self.identity.public_key + counter.to_bytes(8, "big")
+        return b"".join((header, auth, body))
 
     def open(self, data: bytes, now: float) -> Opened:
         try:
@@ -133,40 +140,28 @@ class Authenticator:
     def _open(self, data: bytes, now: float) -> Opened:
         if len(data) > self.max_datagram:
             raise Rejected("oversized")
-        try:
-            env = decode(data, self.max_datagram)
-        except DecodeError:
-            raise Rejected("malformed") from None
-        if type(env) is not list or len(env) != 7 or env[0] != VERSION:
+        if len(data) < HEADER_BYTES + MAC_BYTES or data[0] != VERSION:
             raise Rejected("malformed")
-        _, flags, public_key, addressed, counter, body, auth = env
-        if (
-            type(flags) is not int
-            or not 0 <= flags < 256
-            or type(public_key) is not bytes
-            or len(public_key) != 32
-            or type(addressed) is not bool
-            or type(counter) is not int
-            or not 0 < counter < 1 << 64
-            or type(body) is not bytes
-            or type(auth) is not bytes
-        ):
+        flags, kind = data[1], data[2]
+        public_key = data[3:35]
+        counter = int.from_bytes(data[35:43], "big")
+        if kind == KIND_MAC:
+            auth, body = data[43 : 43 + MAC_BYTES], data[43 + MAC_BYTES :]
+        elif kind == KIND_SIGNED and len(data) >= HEADER_BYTES + SIG_BYTES:
+            auth, body = data[43 : 43 + SIG_BYTES], data[43 + SIG_BYTES :]
+        else:
             raise Rejected("malformed")
         if public_key == self.identity.public_key:
             raise Rejected("from_self")
         if abs(counter / 1_000_000 - now) > self.freshness:
             raise Rejected("stale")
-        if addressed:
+        if kind == KIND_MAC:
             # The MAC covers our node id: a datagram meant for another node does not verify here.
-            if len(auth) != MAC_BYTES:
-                raise Rejected("unauthenticated")
             data = _auth_data(flags, self.identity.node_id, counter, body)
             expected = hashlib.blake2b(data, key=self.pair_key(public_key), digest_size=MAC_BYTES)
             if expected.digest() != auth:
                 raise Rejected("bad_mac")
         else:
-            if len(auth) != SIG_BYTES:
-                raise Rejected("unauthenticated")
             if not verify(public_key, auth, _auth_data(flags, _NO_RECIPIENT, counter, body)):
                 raise Rejected("bad_signature")
         sender = node_id_of(public_key)
