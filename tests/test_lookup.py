@@ -66,7 +66,7 @@ def test_lookup_finds_the_true_k_closest_from_every_node() -> None:
         target = rng.randbytes(32)
         table = g.tables[start.node_id]
         lookup = Lookup(target, table.closest(target, K), k=K, alpha=3, own_id=start.node_id)
-        most = drive(lookup, lambda q: g.answer(start.node_id, q, target))
+        most = drive(lookup, lambda q, s=start, t=target: g.answer(s.node_id, q, t))
         assert lookup.finished
         assert [c.node_id for c in lookup.closest()] == g.truth(target, start.node_id)
         assert most <= 3
@@ -86,7 +86,7 @@ def test_lookup_routes_around_dead_nodes() -> None:
         for start, target in zip(starts, targets):
             table = g.tables[start.node_id]
             lookup = Lookup(target, table.closest(target, K), k=K, alpha=3, own_id=start.node_id)
-            drive(lookup, lambda q: g.answer(start.node_id, q, target))
+            drive(lookup, lambda q, s=start, t=target: g.answer(s.node_id, q, t))
             got = {c.node_id for c in lookup.closest()}
             assert got and not got & g.dead  # only nodes that answered
             hits += len(got & set(g.truth(target, start.node_id)))
@@ -115,7 +115,7 @@ def test_lookup_never_asks_itself_or_anyone_twice() -> None:
     start = g.contacts[0]
     target = os.urandom(32)
     lookup = Lookup(target, g.contacts, k=K, alpha=3, own_id=start.node_id)
-    drive(lookup, lambda q: g.answer(start.node_id, q, target))
+    drive(lookup, lambda q, s=start, t=target: g.answer(s.node_id, q, t))
     assert start.node_id not in g.asked
     assert len(g.asked) == len(set(g.asked))
 

@@ -101,7 +101,8 @@ def test_find_node_returns_the_closest_known_contacts() -> None:
 
 def test_store_then_find_value_returns_the_verified_record() -> None:
     link = Link()
-    a, b = link.add(A), link.add(B)
+    a = link.add(A)
+    link.add(B)
     key = os.urandom(32)
     record = a.publish(key, b"hello", 60.0, NOW)
     a.request(B, m.Store(record), NOW)
@@ -117,7 +118,8 @@ def test_store_then_find_value_returns_the_verified_record() -> None:
 
 def test_a_forged_record_is_refused_on_store_and_dropped_on_fetch() -> None:
     link = Link()
-    a, b = link.add(A), link.add(B)
+    a = link.add(A)
+    link.add(B)
     key = os.urandom(32)
     victim = Identity.generate()
     forged = Record(key, victim.public_key, 9, int((NOW + 60) * 1000), b"evil", a.identity.sign(b"x"))
@@ -319,7 +321,7 @@ def test_every_answer_fits_in_a_datagram() -> None:
     c = link.add(C)
     for req in (m.FindNode(key), m.FindValue(key), m.FindValue(os.urandom(32))):
         c.request(A, req, NOW)
-        for data, dst in c.take_outgoing():
+        for data, _ in c.take_outgoing():
             a.datagram_received(data, C, NOW)
         sizes += [len(data) for data, _ in a.take_outgoing()]
     assert max(sizes) <= a.config.max_datagram

@@ -100,6 +100,18 @@ def test_caps_per_key_per_publisher_in_total_and_on_ttl() -> None:
     assert len(store) == 5
 
 
+def test_bytes_held_are_capped_and_released() -> None:
+    store = RecordStore(StoreLimits(max_bytes=3000))
+    a, b, c = (Identity.generate() for _ in range(3))
+    assert store.put(rec(a, b"x" * 1000, ttl=10), NOW) is None
+    assert store.put(rec(b, b"x" * 1000), NOW) is None
+    assert store.put(rec(c, b"x" * 1000), NOW) == "store full"
+    assert store.put(rec(b, b"y" * 1000, seq=2), NOW) is None  # a same-size update fits
+    store.expire(NOW + 10)
+    assert store.bytes_held < 1500
+    assert store.put(rec(c, b"x" * 1000), NOW + 10) is None
+
+
 def test_paging_covers_every_record_once_within_the_budget() -> None:
     store = RecordStore()
     records = [rec(Identity.generate(), os.urandom(300)) for _ in range(40)]

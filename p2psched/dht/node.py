@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -31,7 +32,7 @@ from p2psched.dht.protocol import (
 )
 from p2psched.dht.records import Record
 from p2psched.dht.routing import Contact, distance
-from p2psched.dht.traverse import Call, run_lookup
+from p2psched.dht.traverse import Call, L, run_lookup
 from p2psched.identity import Identity
 
 
@@ -107,14 +108,11 @@ class DhtNode:
 
     async def find_node(self, target: bytes) -> Lookup:
         """The iterative lookup for the k nodes closest to `target` (`.closest()`, `.hops`)."""
-        cfg = self.protocol.config
-        seeds = self.protocol.routing.closest(target, cfg.k)
-        lookup = await run_lookup(
-            Lookup(target, seeds, k=cfg.k, alpha=cfg.alpha, own_id=self.node_id),
-            self._asker(target, values=False),
-        )
-        self.protocol.lookup_done(target, self.now())
-        return lookup
+
+        async def ask(query: Query) -> Answer | None:
+            return _answer_of(await self.call(query.contact, m.FindNode(target)))
+
+        return await self._traverse(Lookup(target, **self._lookup_args(target)), ask)
 
     async def put(self, key: bytes, value: bytes, ttl: float = 3600.0, seq: int | None = None) -> int:
         """Publish `value` under `key` as this node's record on the k closest nodes; it is
@@ -126,46 +124,36 @@ class DhtNode:
         self.protocol.unpublish(key)
 
     async def get(self, key: bytes, quorum: int | None = None) -> list[Record]:
-        """Every live record under `key`, newest version per publisher, signatures checked."""
-        cfg = self.protocol.config
-        now = self.now()
+        """Every live record under `key`, newest version per publisher, signatures checked.
+
+        The lookup ends once `quorum` holders (default: the config's, 1) have given all their
+        pages; pass a larger one to merge what several holders have."""
         lookup = ValueLookup(
             key,
-            self.protocol.routing.closest(key, cfg.k),
-            k=cfg.k,
-            alpha=cfg.alpha,
-            own_id=self.node_id,
-            quorum=quorum if quorum is not None else cfg.quorum,
+            **self._lookup_args(key),
+            quorum=quorum if quorum is not None else self.protocol.config.quorum,
         )
-        lookup.merge(self.protocol.store.get(key, now))
-        await run_lookup(lookup, self._asker(key, values=True))
-        self.protocol.lookup_done(key, self.now())
+        lookup.merge(self.protocol.store.get(key, self.now()))
+
+        async def ask(query: Query) -> Answer | None:
+            return _answer_of(await self.call(query.contact, m.FindValue(key, query.cursor)))
+
+        await self._traverse(lookup, ask)
         now = self.now()
-        return sorted(
-            (r for r in lookup.records.values() if not r.expired(now)), key=lambda r: r.publisher_id
-        )
+        live = (r for r in lookup.records.values() if not r.expired(now))
+        return sorted(live, key=lambda r: r.publisher_id)
 
     # -- internals -------------------------------------------------------------------------
 
-    def _asker(self, target: bytes, *, values: bool) -> Call:
-        async def ask(query: Query) -> Answer | None:
-            request: m.Request = (
-                m.FindValue(target, query.cursor) if values else m.FindNode(target)
-            )
-            return await self._ask(query, request)
+    def _lookup_args(self, target: bytes) -> dict[str, Any]:
+        cfg = self.protocol.config
+        seeds = self.protocol.routing.closest(target, cfg.k)
+        return {"seeds": seeds, "k": cfg.k, "alpha": cfg.alpha, "own_id": self.node_id}
 
-        return ask
-
-    async def _ask(self, query: Query, request: m.Request) -> Answer | None:
-        got = await self.call(query.contact, request)
-        if got is None:
-            return None
-        match got[1]:
-            case m.Nodes(contacts):
-                return Answer(contacts)
-            case m.Values(records, next_cursor, contacts):
-                return Answer(contacts, records, next_cursor)
-        return None
+    async def _traverse(self, lookup: L, ask: Call) -> L:
+        await run_lookup(lookup, ask)
+        self.protocol.lookup_done(lookup.target, self.now())
+        return lookup
 
     async def _replicate(self, record: Record) -> int:
         """Store `record` on the k nodes closest to its key; returns how many nodes took it.
@@ -186,22 +174,11 @@ class DhtNode:
             sent += 1
             request: m.Request = m.FindNode(key) if sent <= cfg.alpha else m.Store(record)
             got = await self.call(query.contact, request)
-            if got is None:
-                return None
-            match got[1]:
-                case m.Nodes(contacts):
-                    return Answer(contacts)
-                case m.Stored(ok, _, contacts):
-                    if ok:
-                        stored.add(query.contact.node_id)
-                    return Answer(contacts)
-            return None
+            if got is not None and isinstance(got[1], m.Stored) and got[1].ok:
+                stored.add(query.contact.node_id)
+            return _answer_of(got)
 
-        seeds = self.protocol.routing.closest(key, cfg.k)
-        lookup = await run_lookup(
-            Lookup(key, seeds, k=cfg.k, alpha=cfg.alpha, own_id=self.node_id), ask
-        )
-        self.protocol.lookup_done(key, self.now())
+        lookup = await self._traverse(Lookup(key, **self._lookup_args(key)), ask)
         closest = lookup.closest()
 
         async def store_at(contact: Contact) -> None:
@@ -271,6 +248,16 @@ class DhtNode:
             self._timer_at = float("inf")
             self._dispatch(self.protocol.on_timer(self.now()))
             self._flush()
+
+
+def _answer_of(got: tuple[Contact, m.Response] | None) -> Answer | None:
+    """What a lookup learns from an answer: contacts, and any page of records."""
+    match got:
+        case (_, m.Nodes(contacts) | m.Stored(contacts=contacts)):
+            return Answer(contacts)
+        case (_, m.Values(records, next_cursor, contacts)):
+            return Answer(contacts, records, next_cursor)
+    return None  # no answer, or an Error
 
 
 @asynccontextmanager

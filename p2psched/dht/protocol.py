@@ -169,9 +169,9 @@ class DhtProtocol:
             rid, msg = m.parse(body)
         except SchemaError as e:
             self.stats["dropped_schema"] += 1
-            rid = m.peek_request_id(body)
-            if rid is not None:
-                self._send(sender, m.Error(f"bad request: {e}"[: m.MAX_REASON]), rid, now)
+            bad_rid = m.peek_request_id(body)
+            if bad_rid is not None:
+                self._send(sender, m.Error(f"bad request: {e}"[: m.MAX_REASON]), bad_rid, now)
             return []
         if not opened.flags & FLAG_CLIENT:
             to_check = self.routing.observe(sender, now)

@@ -10,7 +10,6 @@ memory. Sans-I/O: every call takes `now` (seconds since the epoch).
 from __future__ import annotations
 
 import bisect
-import hashlib
 import heapq
 from collections import Counter
 from dataclasses import dataclass, field
@@ -92,6 +91,7 @@ class StoreLimits:
     max_per_key: int = 512
     max_per_publisher: int = 1024
     max_records: int = 200_000
+    max_bytes: int = 64 << 20  # encoded size of all records held
     max_ttl: float = 24 * 3600.0
 
 
@@ -109,11 +109,16 @@ class RecordStore:
         self._keys: dict[bytes, _Slot] = {}
         self._per_publisher: Counter[bytes] = Counter()
         self._count = 0
+        self._bytes = 0
         # (expires_ms, key, publisher id); entries for replaced records are skipped when popped.
         self._expiry: list[tuple[int, bytes, bytes]] = []
 
     def __len__(self) -> int:
         return self._count
+
+    @property
+    def bytes_held(self) -> int:
+        return self._bytes
 
     def put(self, record: Record, now: float) -> str | None:
         """Store `record`; None when stored (or already held), else the reason it was refused."""
@@ -136,6 +141,9 @@ class RecordStore:
                 return "publisher over its record limit"
             if self._count >= self.limits.max_records:
                 return "store full"
+        size = len(encode(record.to_wire()))
+        if self._bytes + size - (held[1] if held is not None else 0) > self.limits.max_bytes:
+            return "store full"
         if not record.verify():
             return "bad signature"
         if slot is None:
@@ -144,7 +152,10 @@ class RecordStore:
             bisect.insort(slot.order, pid)
             self._per_publisher[pid] += 1
             self._count += 1
-        slot.by_publisher[pid] = (record, len(encode(record.to_wire())))
+        else:
+            self._bytes -= held[1]
+        self._bytes += size
+        slot.by_publisher[pid] = (record, size)
         heapq.heappush(self._expiry, (record.expires_ms, record.key, pid))
         if len(self._expiry) > 2 * self._count + 1024:
             self._compact()
@@ -191,6 +202,7 @@ class RecordStore:
             if slot is None or held is None or held[0].expires_ms != expires_ms:
                 continue  # replaced by a newer version since
             del slot.by_publisher[pid]
+            self._bytes -= held[1]
             slot.order.remove(pid)
             if not slot.by_publisher:
                 del self._keys[key]

@@ -17,6 +17,7 @@ address whose node we do not know yet (bootstrap) is signed with Ed25519 instead
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
@@ -60,10 +61,11 @@ class Opened:
 
 @dataclass(slots=True)
 class _Window:
-    """Counters above `floor` that were already accepted from one peer."""
+    """Counters above `floor` that were already accepted from one peer: a flat array of 64-bit
+    counters (8 bytes each, not a set of int objects: there is one window per peer)."""
 
     last_seen: float
-    recent: set[int] = field(default_factory=set)
+    recent: array[int] = field(default_factory=lambda: array("Q"))
     floor: int = 0
 
 
@@ -170,10 +172,10 @@ class Authenticator:
             window = self._new_window(sender, now)
         if counter <= window.floor or counter in window.recent:
             raise Rejected("replayed")
-        window.recent.add(counter)
+        window.recent.append(counter)
         if len(window.recent) > REPLAY_WINDOW:
             window.floor = min(window.recent)
-            window.recent.discard(window.floor)
+            window.recent.remove(window.floor)
         window.last_seen = now
         self._windows.move_to_end(sender)
         return Opened(sender, public_key, flags, body)
