@@ -97,9 +97,10 @@ def test_lookup_routes_around_dead_nodes() -> None:
     assert recall() >= 0.85
     # Once tables have dropped the dead (as unanswered RPCs make them do), recall is exact.
     for table in g.tables.values():
-        for dead in g.dead:
-            table.failed(dead, 1.0)
-            table.failed(dead, 1.0)
+        for c in g.contacts:
+            if c.node_id in g.dead:
+                table.failed(c.node_id, c.addr, 1.0)
+                table.failed(c.node_id, c.addr, 1.0)
     assert recall() == 1.0
 
 

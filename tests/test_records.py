@@ -74,6 +74,22 @@ def test_expired_records_vanish_at_once_and_are_swept() -> None:
     assert store.put(rec(p, ttl=10), NOW + 11) == "expired"
 
 
+def test_an_older_version_stays_refused_after_the_newer_one_expired() -> None:
+    store = RecordStore(StoreLimits(max_ttl=3600))
+    p = Identity.generate()
+    old = rec(p, b"old", seq=1, ttl=3000)  # long-lived, and superseded...
+    new = rec(p, b"new", seq=2, ttl=10)  # ...by a short-lived newer one, which then lapses
+    assert store.put(new, NOW) is None
+    assert store.put(old, NOW + 5) == "older than the stored version"
+    assert store.put(old, NOW + 11) == "older than the stored version"  # expired, not yet swept
+    store.expire(NOW + 20)
+    assert store.put(old, NOW + 20) == "older than a version already seen"
+    assert store.get(KEY, NOW + 20) == []
+    assert store.put(rec(p, b"newer", seq=3, ttl=3000), NOW + 20) is None
+    store.expire(NOW + 3700)  # long after: the memory of versions is let go
+    assert len(store) == 0
+
+
 def test_replaced_versions_do_not_expire_the_newer_one() -> None:
     store = RecordStore()
     p = Identity.generate()

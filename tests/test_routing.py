@@ -62,16 +62,29 @@ def test_failed_rpcs_remove_a_contact() -> None:
     t = RoutingTable(OWN, k=20, max_fails=2)
     a = contact_in_bucket(50)
     t.observe(a, 1.0)
-    t.failed(a.node_id, 2.0)
+    t.failed(a.node_id, a.addr, 2.0)
     assert a.node_id in t
-    t.failed(a.node_id, 3.0)
+    t.failed(a.node_id, a.addr, 3.0)
     assert a.node_id not in t
     # answering again resets the count
     t.observe(a, 4.0)
-    t.failed(a.node_id, 5.0)
+    t.failed(a.node_id, a.addr, 5.0)
     t.observe(a, 6.0)
-    t.failed(a.node_id, 7.0)
+    t.failed(a.node_id, a.addr, 7.0)
     assert a.node_id in t
+    # Silence at an address someone else named for a's key says nothing about a.
+    for _ in range(5):
+        t.failed(a.node_id, ("203.0.113.9", 1), 8.0)
+    assert a.node_id in t
+
+
+def test_a_contact_heard_at_another_address_does_not_move() -> None:
+    t = RoutingTable(OWN, k=20)
+    a = contact_in_bucket(50, host="127.0.0.1", port=1000)
+    t.observe(a, 1.0)
+    relayed = Contact(a.node_id, "198.51.100.66", 4000, a.public_key)
+    t.observe(relayed, 2.0)
+    assert t.contacts() == [a]
 
 
 def test_closest_matches_brute_force() -> None:
@@ -90,8 +103,8 @@ def test_closest_matches_brute_force() -> None:
         assert want[0] not in t.closest(target, 20, exclude=want[0].node_id)
     # Removals keep the bucket bookkeeping right.
     for c in held[: len(held) // 2]:
-        t.failed(c.node_id, 2.0)
-        t.failed(c.node_id, 2.0)
+        t.failed(c.node_id, c.addr, 2.0)
+        t.failed(c.node_id, c.addr, 2.0)
     held = t.contacts()
     for target in [os.urandom(32) for _ in range(10)] + near_own:
         assert t.closest(target, 20) == sorted(held, key=lambda c: as_int(c.node_id) ^ as_int(target))[:20]
@@ -120,8 +133,8 @@ def test_prefix_counts_are_released_on_removal() -> None:
     a, b = contact_in_bucket(255, host="203.0.113.1"), contact_in_bucket(255, host="203.0.113.2")
     t.observe(a, 1.0)
     t.observe(b, 1.0)
-    t.failed(a.node_id, 2.0)
-    t.failed(a.node_id, 2.0)
+    t.failed(a.node_id, a.addr, 2.0)
+    t.failed(a.node_id, a.addr, 2.0)
     c = contact_in_bucket(255, host="203.0.113.3")
     t.observe(c, 3.0)
     assert c.node_id in t
@@ -130,6 +143,8 @@ def test_prefix_counts_are_released_on_removal() -> None:
 def test_ip_prefix() -> None:
     assert ip_prefix("203.0.113.77") == "203.0.113.0/24"
     assert ip_prefix("2001:db8:1:2::5") == "2001:db8:1::/48"
+    assert ip_prefix("::ffff:203.0.113.77") == "203.0.113.0/24"
+    assert ip_prefix("::ffff:127.0.0.1") is None
     assert ip_prefix("127.0.0.1") is None
     assert ip_prefix("::1") is None
     assert ip_prefix("not-an-ip") is None

@@ -73,6 +73,26 @@ async def test_swarm_of_200() -> None:
         await run_all([get_from(i, p0, key0) for i in range(N) if i != p0])
         assert misses == []
 
+        # 2b. One key, eight publishers (as workers share a capability key): every node's get
+        # returns all eight, at the default quorum.
+        shared = rng.randbytes(32)
+        ads = {nodes[i].node_id: b"ad %d" % i for i in rng.sample(range(N), 8)}
+        for node in nodes:
+            if node.node_id in ads:
+                await node.put(shared, ads[node.node_id], ttl=600)
+        incomplete = 0
+
+        def get_all(i: int):  # type: ignore[no-untyped-def]
+            async def job() -> None:
+                nonlocal incomplete
+                got = {r.publisher_id: r.value for r in await nodes[i].get(shared)}
+                incomplete += got != ads
+
+            return job
+
+        await run_all([get_all(i) for i in range(N)])
+        assert incomplete == 0
+
         # 3. Kill 20% of the nodes (publishers among them): lookups and gets still succeed.
         for m in rng.sample(swarm, N // 5):
             m.kill()

@@ -183,6 +183,30 @@ def test_peer_state_is_bounded_and_recent_windows_are_not_reopened() -> None:
     assert b.peer_count == 8
 
 
+def test_a_window_is_not_forgotten_while_a_fast_clock_keeps_its_datagrams_fresh() -> None:
+    """A sender 25 s ahead: its datagram is still fresh at T+40. Its window must not have been
+    dropped for a newcomer by then, or the datagram could be accepted twice."""
+    b = Authenticator(Identity.generate(), max_datagram=LIMIT, max_peers=1, freshness=30)
+    fast, other = (Authenticator(Identity.generate(), max_datagram=LIMIT) for _ in range(2))
+    data = fast.seal(b"once", b.identity.public_key, NOW + 25)
+    b.open(data, NOW)
+    rejects(b, other.seal(b"x", b.identity.public_key, NOW + 31), "peer_table_full", NOW + 31)
+    rejects(b, data, "replayed", NOW + 40)
+    # Once even the fast clock's counters are stale, the window may go.
+    b.open(other.seal(b"x", b.identity.public_key, NOW + 56), NOW + 56)
+    rejects(b, data, "stale", NOW + 56)
+
+
+def test_junk_does_not_push_genuine_keys_out_of_the_cache() -> None:
+    b = Authenticator(Identity.generate(), max_datagram=LIMIT, max_peers=4)
+    a = Authenticator(Identity.generate(), max_datagram=LIMIT)
+    b.open(a.seal(b"hi", b.identity.public_key, NOW), NOW)
+    for _ in range(20):
+        junk = bytes((1, 0, KIND_MAC)) + Identity.generate().public_key + int(NOW * 1e6).to_bytes(8, "big")
+        rejects(b, junk + bytes(16) + b"x", "bad_mac")
+    assert a.identity.public_key in b._keys
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_random_bytes_only_ever_raise_rejected(data: bytes) -> None:

@@ -57,10 +57,12 @@ class Lookup:
         k: int = 20,
         alpha: int = 3,
         own_id: bytes | None = None,
+        max_queries: int = 200,
     ) -> None:
         self.target = target
         self.k = k
         self.alpha = alpha
+        self.max_queries = max_queries
         self._t = as_int(target)
         self._own_id = own_id
         self._by_id: dict[bytes, _Candidate] = {}
@@ -89,6 +91,8 @@ class Lookup:
 
     @property
     def finished(self) -> bool:
+        if self.queries_sent >= self.max_queries and not self.inflight:
+            return True  # out of budget: what answered so far is the result
         return all(c.state is _State.ANSWERED for c in self._frontier())
 
     def next_queries(self) -> list[Query]:
@@ -97,7 +101,7 @@ class Lookup:
         if self.finished:
             return out
         for cand in self._frontier():
-            if self.inflight >= self.alpha:
+            if self.inflight >= self.alpha or self.queries_sent + len(out) >= self.max_queries:
                 break
             if cand.state is _State.NEW:
                 cand.state = _State.PENDING
@@ -150,16 +154,17 @@ class ValueLookup(Lookup):
         k: int = 20,
         alpha: int = 3,
         own_id: bytes | None = None,
-        quorum: int = 3,
-        max_pages: int = 64,
+        max_queries: int = 200,
+        quorum: int = 1,
+        max_pages: int = 16,
     ) -> None:
-        super().__init__(target, seeds, k=k, alpha=alpha, own_id=own_id)
+        super().__init__(target, seeds, k=k, alpha=alpha, own_id=own_id, max_queries=max_queries)
         self.quorum = quorum
-        self.max_pages = max_pages
+        self.max_pages = max_pages  # per holder
         self.records: dict[bytes, Record] = {}
         self.holders: list[Contact] = []  # nodes that gave all their pages
         self._pages: list[Query] = []  # further pages to ask for
-        self._pages_asked = 0
+        self._pages_asked: dict[bytes, int] = {}
         self._paging = 0  # outstanding page queries
 
     def merge(self, records: list[Record]) -> None:
@@ -196,8 +201,13 @@ class ValueLookup(Lookup):
         if answer is None or answer.records is None:
             return
         self.merge(answer.records)
-        if answer.next_cursor is not None and self._pages_asked < self.max_pages:
-            self._pages_asked += 1
+        if answer.next_cursor is None:
+            if answer.records:
+                self.holders.append(query.contact)
+            return
+        holder = query.contact.node_id
+        asked = self._pages_asked.get(holder, 0)
+        if asked < self.max_pages:
+            self._pages_asked[holder] = asked + 1
             self._pages.append(Query(query.contact, answer.next_cursor))
-        elif answer.records:
-            self.holders.append(query.contact)
+        # else: a holder with more pages than we take is not counted as one that gave all

@@ -6,6 +6,8 @@ body into one of the frozen dataclasses below or raises `SchemaError` naming the
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -66,13 +68,11 @@ class Store:
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """The answer to a STORE: whether the record was kept (else why not), and the answering
-    node's closest contacts to the key, so that a STORE also serves as a lookup step."""
+    """The answer to a STORE: whether the record was kept, else why not."""
 
     TYPE = 8
     ok: bool
     reason: str
-    contacts: list[Contact]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +99,19 @@ _seen_contacts: dict[tuple[bytes, str, int], Contact] = {}
 _SEEN_CONTACTS_MAX = 1 << 16
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_ip(host: str) -> bool:
+    """Contacts carry IP literals only: a name would make the node resolve it, blocking, and
+    would slip past the per-prefix limits."""
+    if len(host) > 64:
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _contacts(v: Any, path: str) -> list[Contact]:
     """Checks and builds contacts in one pass: every FIND_NODE answer carries up to k of them."""
     if type(v) is not list or len(v) > MAX_CONTACTS:
@@ -114,8 +127,8 @@ def _contacts(v: Any, path: str) -> list[Contact]:
         if known is not None:
             out.append(known)
             continue
-        if len(pub) != 32 or len(host) > 64 or not 0 <= port <= 65535:
-            raise SchemaError(f"{path}[{i}]", "expected [public_key (32 bytes), host, port]")
+        if len(pub) != 32 or not 0 < port <= 65535 or not _is_ip(host):
+            raise SchemaError(f"{path}[{i}]", "expected [public_key (32 bytes), IP address, port]")
         contact = Contact.of(pub, host, port)
         if len(_seen_contacts) >= _SEEN_CONTACTS_MAX:
             _seen_contacts.clear()
@@ -148,8 +161,8 @@ def to_wire(msg: Message, rid: int) -> list[Any]:
             return head + [[r.to_wire() for r in records], next_cursor, contacts_to_wire(contacts)]
         case Store(record):
             return head + [record.to_wire()]
-        case Stored(ok, reason, contacts):
-            return head + [ok, reason, contacts_to_wire(contacts)]
+        case Stored(ok, reason):
+            return head + [ok, reason]
         case Error(reason):
             return head + [reason]
     raise TypeError(f"not a DHT message: {msg!r}")
@@ -192,11 +205,8 @@ _PARSERS: dict[int, _Parser] = {
         lambda v: Store(Record.from_wire(v[2])),
     ),
     Stored.TYPE: (
-        schema.tuple_of(
-            ("type", "rid", "ok", "reason", "contacts"),
-            (_rid, _rid, schema.boolean, _reason, _contacts),
-        ),
-        lambda v: Stored(v[2], v[3], v[4]),
+        schema.tuple_of(("type", "rid", "ok", "reason"), (_rid, _rid, schema.boolean, _reason)),
+        lambda v: Stored(v[2], v[3]),
     ),
     Error.TYPE: (
         schema.tuple_of(("type", "rid", "reason"), (_rid, _rid, _reason)),

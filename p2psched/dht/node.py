@@ -132,6 +132,7 @@ class DhtNode:
             key,
             **self._lookup_args(key),
             quorum=quorum if quorum is not None else self.protocol.config.quorum,
+            max_pages=self.protocol.config.max_pages_per_holder,
         )
         lookup.merge(self.protocol.store.get(key, self.now()))
 
@@ -147,39 +148,32 @@ class DhtNode:
 
     def _lookup_args(self, target: bytes) -> dict[str, Any]:
         cfg = self.protocol.config
-        seeds = self.protocol.routing.closest(target, cfg.k)
-        return {"seeds": seeds, "k": cfg.k, "alpha": cfg.alpha, "own_id": self.node_id}
+        return {
+            "seeds": self.protocol.routing.closest(target, cfg.k),
+            "k": cfg.k,
+            "alpha": cfg.alpha,
+            "own_id": self.node_id,
+            "max_queries": cfg.max_lookup_queries,
+        }
 
     async def _traverse(self, lookup: L, ask: Call) -> L:
-        await run_lookup(lookup, ask)
+        # Peers could feed a lookup made-up ids that never answer: its queries are capped, and
+        # so is its time; what it found by then is its answer.
+        with trio.move_on_after(self.protocol.config.lookup_timeout):
+            await run_lookup(lookup, ask)
         self.protocol.lookup_done(lookup.target, self.now())
         return lookup
 
     async def _replicate(self, record: Record) -> int:
         """Store `record` on the k nodes closest to its key; returns how many nodes took it.
 
-        The lookup for those nodes and the stores are one pass: after a first round of plain
-        FIND_NODE (which leaves far-off seeds alone), each query is a STORE, whose answer also
-        carries closer contacts. Only final k-closest nodes that the first round reached get a
-        separate STORE afterwards. This halves a put's round trips; the price is a copy on the
-        few queried nodes that a closer one later pushed out of the k closest.
-        """
+        The lookup comes first and the stores follow, only to the nodes it found: storing along
+        the way saves round trips but leaves partial copies on nodes a closer one later pushed
+        out, and a get that meets one of those first would miss records."""
         cfg = self.protocol.config
         key = record.key
         stored: set[bytes] = set()
-        sent = 0
-
-        async def ask(query: Query) -> Answer | None:
-            nonlocal sent
-            sent += 1
-            request: m.Request = m.FindNode(key) if sent <= cfg.alpha else m.Store(record)
-            got = await self.call(query.contact, request)
-            if got is not None and isinstance(got[1], m.Stored) and got[1].ok:
-                stored.add(query.contact.node_id)
-            return _answer_of(got)
-
-        lookup = await self._traverse(Lookup(key, **self._lookup_args(key)), ask)
-        closest = lookup.closest()
+        closest = (await self.find_node(key)).closest()
 
         async def store_at(contact: Contact) -> None:
             got = await self.call(contact, m.Store(record))
@@ -188,13 +182,16 @@ class DhtNode:
 
         async with trio.open_nursery() as nursery:
             for contact in closest:
-                if contact.node_id not in stored:
-                    nursery.start_soon(store_at, contact)
-        here = not cfg.client and (
+                nursery.start_soon(store_at, contact)
+        if not cfg.client and (
             len(closest) < cfg.k
             or distance(self.node_id, key) < distance(closest[-1].node_id, key)
-        )  # this node is among the k closest: `publish` kept it here already
-        return len(stored) + here
+        ):
+            # This node is among the k closest itself. Anywhere else a copy here would only
+            # answer gets with a part of what the key holds.
+            if self.protocol.store.put(record, self.now()) is None:
+                stored.add(self.node_id)
+        return len(stored)
 
     def _flush(self) -> None:
         # UDP sends on a non-blocking socket: a full send buffer drops the datagram, as the network
@@ -253,7 +250,7 @@ class DhtNode:
 def _answer_of(got: tuple[Contact, m.Response] | None) -> Answer | None:
     """What a lookup learns from an answer: contacts, and any page of records."""
     match got:
-        case (_, m.Nodes(contacts) | m.Stored(contacts=contacts)):
+        case (_, m.Nodes(contacts)):
             return Answer(contacts)
         case (_, m.Values(records, next_cursor, contacts)):
             return Answer(contacts, records, next_cursor)

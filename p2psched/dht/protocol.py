@@ -26,9 +26,15 @@ from p2psched.wire.envelope import FLAG_CLIENT, Authenticator, Rejected
 from p2psched.wire.schema import SchemaError
 
 Addr = tuple[str, int]
-# Envelope (version, flags, 128-byte cert, recipient, counter, 64-byte auth) and the body's own
-# header; a page of records is sized so that the whole datagram stays under the limit.
-ENVELOPE_OVERHEAD = 320
+# Room kept for the datagram header (43 bytes), its authenticator (at most 64) and the body's
+# own header (type, request id, cursor), so that the whole datagram stays under its limit.
+ANSWER_OVERHEAD = 96
+# An answer to an address that has not yet proven it receives what is sent there (a spoofed
+# source, perhaps) may be at most this many times the request, or this floor: enough for a
+# FIND_NODE answer of k = 20 contacts, even IPv6 ones, so lookups lose nothing; small enough
+# that the node is a poor amplifier (at most ~16x for the smallest request).
+AMPLIFICATION_FACTOR = 3
+UNPROVEN_FLOOR = 1700
 _MAX_RECORD_WIRE = MAX_VALUE_BYTES + 200  # a record's own fields around its value
 
 
@@ -41,18 +47,21 @@ class DhtConfig:
     client: bool = False  # not reachable from outside: query and store, never be routed through
     refresh_interval: float = 3600.0
     maintenance_interval: float = 10.0
-    quorum: int = 1  # value lookups end once this many holders have answered in full
+    quorum: int = 2  # value lookups end once this many holders have answered in full
     bucket_ip_limit: int | None = 2
     table_ip_limit: int | None = 10
     max_peers: int = 16384
     freshness: float = 30.0
     verified_cache: int = 4096
+    max_lookup_queries: int = 200  # a lookup that would ask more is cut short
+    max_pages_per_holder: int = 16
+    lookup_timeout: float = 30.0
     store: StoreLimits = field(default_factory=StoreLimits)
 
     def __post_init__(self) -> None:
         # A page must have room for the largest record, or paging could not make progress.
-        if self.max_datagram < ENVELOPE_OVERHEAD + _MAX_RECORD_WIRE:
-            raise ValueError(f"max_datagram must be at least {ENVELOPE_OVERHEAD + _MAX_RECORD_WIRE}")
+        if self.max_datagram < ANSWER_OVERHEAD + _MAX_RECORD_WIRE:
+            raise ValueError(f"max_datagram must be at least {ANSWER_OVERHEAD + _MAX_RECORD_WIRE}")
 
 
 # -- events for the shell --------------------------------------------------------------------
@@ -87,12 +96,24 @@ class RepublishDue:
 Event = Answered | TimedOut | RefreshDue | RepublishDue
 
 
+def _fit(contacts: list[Contact], room: int) -> list[Contact]:
+    """As many of `contacts` (nearest first) as fit in `room` bytes on the wire."""
+    while contacts and len(encode(m.contacts_to_wire(contacts))) > room:
+        contacts = contacts[:-1]
+    return contacts
+
+
 @dataclass(slots=True)
 class _Pending:
     expected: bytes | None  # the node id we meant to reach; None when dialling an address
     addr: Addr
     deadline: float
-    check_for_routing: bool  # a ping-before-evict, answered to the routing table
+    # Pings the core sends for its routing table, answered to the table, not to a caller:
+    # "evict" checks the oldest of a full bucket, "admit" checks that a newcomer answers at
+    # the address its request came from before it may enter.
+    internal: str | None = None
+    # The caller lost interest; a late answer still proves the address and feeds the table.
+    cancelled: bool = False
 
 
 @dataclass(slots=True)
@@ -128,7 +149,10 @@ class DhtProtocol:
         self._deadlines: list[tuple[float, int]] = []
         self._outgoing: list[tuple[bytes, Addr]] = []
         self._published: dict[bytes, _Published] = {}
-        self._verified: OrderedDict[bytes, bool] = OrderedDict()
+        self._verified: OrderedDict[Record, bool] = OrderedDict()
+        # Addresses that answered a request of ours: they receive what is sent to them.
+        self._proven: OrderedDict[Addr, None] = OrderedDict()
+        self._admitting: set[bytes] = set()
         self._next_maintenance = now + cfg.maintenance_interval
         self._flags = FLAG_CLIENT if cfg.client else 0
 
@@ -146,11 +170,14 @@ class DhtProtocol:
 
     def request(self, to: Contact | Addr, message: m.Request, now: float) -> int:
         """Queue `message` for `to`; its answer comes back as `Answered`, or `TimedOut`."""
-        return self._request(to, message, now, check_for_routing=False)
+        return self._request(to, message, now)
 
     def cancel(self, rid: int) -> None:
-        """The caller lost interest (a finished lookup): a late answer is dropped quietly."""
-        self._pending.pop(rid, None)
+        """The caller lost interest (a finished lookup): no event will come for `rid`. A late
+        answer still counts for the routing table; silence does not count against the peer."""
+        pending = self._pending.get(rid)
+        if pending is not None:
+            pending.cancelled = True
 
     def datagram_received(self, data: bytes, addr: Addr, now: float) -> list[Event]:
         self.stats["datagrams_in"] += 1
@@ -173,15 +200,34 @@ class DhtProtocol:
             if bad_rid is not None:
                 self._send(sender, m.Error(f"bad request: {e}"[: m.MAX_REASON]), bad_rid, now)
             return []
-        if not opened.flags & FLAG_CLIENT:
-            to_check = self.routing.observe(sender, now)
-            if to_check is not None:
-                self._request(to_check, m.Ping(), now, check_for_routing=True)
         if msg.TYPE in m.REQUEST_TYPES:
             self.stats["requests_in"] += 1
-            self._send(sender, self._answer(sender, msg, now), rid, now)  # type: ignore[arg-type]
+            if opened.bound and not opened.flags & FLAG_CLIENT:
+                self._consider(sender, now)
+            budget = self.config.max_datagram
+            if addr not in self._proven:
+                budget = min(budget, max(AMPLIFICATION_FACTOR * len(data), UNPROVEN_FLOOR))
+            answer = self._answer(sender, msg, now, budget)  # type: ignore[arg-type]
+            self._send(sender, answer, rid, now)
             return []
-        return self._on_response(sender, rid, msg, now)  # type: ignore[arg-type]
+        return self._on_response(sender, rid, msg, opened.flags, now)  # type: ignore[arg-type]
+
+    def _consider(self, sender: Contact, now: float) -> None:
+        """A request from `sender`, made for us (so not relayed): refresh its entry, or check
+        that it answers at this address before it may enter (its source may be spoofed)."""
+        if sender.node_id in self.routing:
+            self.routing.observe(sender, now)  # only refreshes, and only at its own address
+        elif sender.addr in self._proven:
+            self._admit(sender, now)
+        elif sender.node_id not in self._admitting and self.routing.wants(sender):
+            if len(self._admitting) < self.config.k * 8:  # bounded, like everything a peer causes
+                self._admitting.add(sender.node_id)
+                self._request(sender, m.Ping(), now, internal="admit")
+
+    def _admit(self, contact: Contact, now: float) -> None:
+        to_check = self.routing.observe(contact, now)
+        if to_check is not None:
+            self._request(to_check, m.Ping(), now, internal="evict")
 
     def on_timer(self, now: float) -> list[Event]:
         events: list[Event] = []
@@ -190,13 +236,16 @@ class DhtProtocol:
             pending = self._pending.pop(rid, None)
             if pending is None:
                 continue
+            if pending.cancelled:
+                continue
             self.stats["rpc_timeouts"] += 1
             if pending.expected is not None:
-                if pending.check_for_routing:
+                self._admitting.discard(pending.expected)
+                if pending.internal == "evict":
                     self.routing.ping_answered(pending.expected, False, now)
                 else:
-                    self.routing.failed(pending.expected, now)
-            if not pending.check_for_routing:
+                    self.routing.failed(pending.expected, pending.addr, now)
+            if pending.internal is None:
                 events.append(TimedOut(rid))
         if now >= self._next_maintenance:
             self._next_maintenance = now + self.config.maintenance_interval
@@ -213,8 +262,8 @@ class DhtProtocol:
     # -- publishing ------------------------------------------------------------------------
 
     def publish(self, key: bytes, value: bytes, ttl: float, now: float, seq: int | None = None) -> Record:
-        """Sign `value` under `key` as this node's record, keep it here if allowed, and remember
-        to re-sign and republish it every half `ttl` until `unpublish`."""
+        """Sign `value` under `key` as this node's record, and remember to re-sign and republish
+        it every half `ttl` until `unpublish`. Where it is stored is the shell's replication."""
         if len(value) > MAX_VALUE_BYTES:
             raise ValueError(f"a record value is at most {MAX_VALUE_BYTES} bytes, not {len(value)}")
         if not 0 < ttl <= self.config.store.max_ttl:
@@ -231,29 +280,30 @@ class DhtProtocol:
         self.routing.touch(target, now)
 
     def verified(self, record: Record) -> bool:
-        """Signature check with a bounded cache: a record fetched from several holders costs one."""
-        sig = record.signature
-        hit = self._verified.get(sig)
+        """Signature check with a bounded cache: a record fetched from several holders costs one.
+        The cache is keyed by the whole record, never by its signature alone: a forgery that
+        reuses a genuine signature over other fields must miss it."""
+        hit = self._verified.get(record)
         if hit is None:
             hit = record.verify()
-            self._verified[sig] = hit
+            self._verified[record] = hit
             if len(self._verified) > self.config.verified_cache:
                 self._verified.popitem(last=False)
         else:
-            self._verified.move_to_end(sig)
+            self._verified.move_to_end(record)
         return hit
 
     # -- internals -------------------------------------------------------------------------
 
     def _sign(self, key: bytes, pub: _Published, now: float) -> Record:
         pub.republish_at = now + pub.ttl / 2
-        record = Record.create(
+        return Record.create(
             self.identity, key, pub.value, seq=pub.seq, expires_ms=int((now + pub.ttl) * 1000)
         )
-        self.store.put(record, now)
-        return record
 
-    def _request(self, to: Contact | Addr, message: m.Request, now: float, *, check_for_routing: bool) -> int:
+    def _request(
+        self, to: Contact | Addr, message: m.Request, now: float, *, internal: str | None = None
+    ) -> int:
         self._next_rid = (self._next_rid + 1) % (1 << 63)
         rid = self._next_rid
         if isinstance(to, Contact):
@@ -262,10 +312,15 @@ class DhtProtocol:
         else:
             expected, addr, recipient = None, to, None
         deadline = now + self.config.rpc_timeout
-        self._pending[rid] = _Pending(expected, addr, deadline, check_for_routing)
+        try:
+            self._outgoing.append((self._seal(message, rid, recipient, now), addr))
+            self.stats["requests_out"] += 1
+        except Rejected:
+            # A contact from a peer named a key no pair key can be made with: it fails at once.
+            self.stats["unusable_contacts"] += 1
+            deadline = now
+        self._pending[rid] = _Pending(expected, addr, deadline, internal)
         heapq.heappush(self._deadlines, (deadline, rid))
-        self._outgoing.append((self._seal(message, rid, recipient, now), addr))
-        self.stats["requests_out"] += 1
         return rid
 
     def _send(self, to: Contact, message: m.Message, rid: int, now: float) -> None:
@@ -275,46 +330,63 @@ class DhtProtocol:
         body = encode(m.to_wire(message, rid))
         return self.auth.seal(body, recipient, now, self._flags)
 
-    def _answer(self, sender: Contact, msg: m.Request, now: float) -> m.Response:
+    def _answer(self, sender: Contact, msg: m.Request, now: float, budget: int) -> m.Response:
+        """The answer to `msg`, in at most `budget` bytes on the wire."""
         k = self.config.k
+        room = budget - ANSWER_OVERHEAD
         match msg:
             case m.Ping():
                 return m.Pong(sender.addr)
             case m.FindNode(target):
-                return m.Nodes(self.routing.closest(target, k, exclude=sender.node_id))
+                contacts = self.routing.closest(target, k, exclude=sender.node_id)
+                return m.Nodes(_fit(contacts, room))
             case m.FindValue(key, cursor):
-                budget = self.config.max_datagram - ENVELOPE_OVERHEAD
-                records, next_cursor = self.store.page(key, cursor, budget, now)
+                # A page always holds at least one record, even one bigger than `room` for an
+                # unproven address (so at most one record's worth more than the bound above).
+                records, next_cursor = self.store.page(key, cursor, room, now)
                 # As in Kademlia, a holder answers with the value, and only a non-holder with
-                # closer contacts: the asker already has candidates enough to reach its quorum.
+                # closer contacts.
                 contacts = [] if records else self.routing.closest(key, k, exclude=sender.node_id)
-                return m.Values(records, next_cursor, contacts)
+                return m.Values(records, next_cursor, _fit(contacts, room))
             case m.Store(record):
                 reason = self.store.put(record, now)
                 self.stats["stores_accepted" if reason is None else "stores_refused"] += 1
-                contacts = self.routing.closest(record.key, k, exclude=sender.node_id)
-                return m.Stored(reason is None, reason or "", contacts)
+                return m.Stored(reason is None, reason or "")
         raise AssertionError(msg)
 
-    def _on_response(self, sender: Contact, rid: int, msg: m.Response, now: float) -> list[Event]:
+    def _on_response(
+        self, sender: Contact, rid: int, msg: m.Response, flags: int, now: float
+    ) -> list[Event]:
         pending = self._pending.get(rid)
         if pending is None:
-            self.stats["answers_unexpected"] += 1  # mostly late: the lookup was done
+            self.stats["answers_unexpected"] += 1
             return []
         if pending.expected is not None and pending.expected != sender.node_id:
             self.stats["dropped_wrong_responder"] += 1
             return []
         del self._pending[rid]
         self.stats["responses_in"] += 1
-        if pending.check_for_routing:
-            self.routing.ping_answered(sender.node_id, True, now)
+        if sender.addr == pending.addr:
+            # It answered a request id only the receiver of our datagram could know, from the
+            # address we sent to: that address is proven, and the node may enter the table.
+            self._proven[sender.addr] = None
+            self._proven.move_to_end(sender.addr)
+            if len(self._proven) > self.config.max_peers:
+                self._proven.popitem(last=False)
+            self._admitting.discard(sender.node_id)
+            if pending.internal == "evict":
+                self.routing.ping_answered(sender.node_id, True, now)
+            elif not flags & FLAG_CLIENT:
+                self._admit(sender, now)
+        if pending.internal is not None or pending.cancelled:
+            self.stats["answers_late"] += pending.cancelled
             return []
         if isinstance(msg, m.Values):
             good = [r for r in msg.records if self.verified(r)]
             if len(good) != len(msg.records):
                 self.stats["dropped_bad_records"] += len(msg.records) - len(good)
                 msg = m.Values(good, msg.next_cursor, msg.contacts)
-        if isinstance(msg, m.Nodes | m.Values | m.Stored):
+        if isinstance(msg, m.Nodes | m.Values):
             usable = [c for c in msg.contacts if c.port and c.node_id != self.node_id]
             if len(usable) != len(msg.contacts):
                 msg = dataclasses.replace(msg, contacts=usable)

@@ -3,7 +3,8 @@
 Owns: `Record` (one publisher's signed value under one key) and `RecordStore` (many records per key).
 Promises: the store only holds records whose signature checks against their publisher's key, that
 have not expired, and that are the newest (seq, expiry) seen from their publisher for that key; an
-older or equal version never replaces a newer one. Per-key, per-publisher and total caps bound
+older or equal version never replaces a newer one, not even after the newer one expired (its
+version is remembered for `max_ttl`, the longest any older one could still be valid). Per-key, per-publisher and total caps bound
 memory. Sans-I/O: every call takes `now` (seconds since the epoch).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +113,8 @@ class RecordStore:
         self._bytes = 0
         # (expires_ms, key, publisher id); entries for replaced records are skipped when popped.
         self._expiry: list[tuple[int, bytes, bytes]] = []
+        # (key, publisher id) -> (version of a record that expired, when to forget it), in order.
+        self._tombstones: OrderedDict[tuple[bytes, bytes], tuple[tuple[int, int], float]] = OrderedDict()
 
     def __len__(self) -> int:
         return self._count
@@ -129,12 +132,15 @@ class RecordStore:
         pid = record.publisher_id
         slot = self._keys.get(record.key)
         held = slot.by_publisher.get(pid) if slot is not None else None
-        if held is not None and not held[0].expired(now):
+        if held is not None:
             if record.version < held[0].version:
                 return "older than the stored version"
             if record.version == held[0].version:
                 return None
-        elif held is None:
+        else:
+            tomb = self._tombstones.get((record.key, pid))
+            if tomb is not None and record.version <= tomb[0]:
+                return "older than a version already seen"
             if slot is not None and len(slot.by_publisher) >= self.limits.max_per_key:
                 return "key full"
             if self._per_publisher[pid] >= self.limits.max_per_publisher:
@@ -170,7 +176,9 @@ class RecordStore:
     def page(
         self, key: bytes, cursor: bytes | None, budget: int, now: float
     ) -> tuple[list[Record], bytes | None]:
-        """Live records after publisher id `cursor` whose encoded size fits `budget` bytes.
+        """Live records after publisher id `cursor` whose encoded size fits `budget` bytes, or
+        the first of them alone if even that one does not fit: a page is never empty while
+        records remain, so paging always ends.
 
         Returns them and the cursor for the next page (None when this is the last one).
         """
@@ -184,9 +192,8 @@ class RecordStore:
             record, size = slot.by_publisher[pid]
             if record.expired(now):
                 continue
-            if used + size > budget:
-                # Always make progress: an empty page would send the caller round in circles.
-                return out, (out[-1].publisher_id if out else None)
+            if used + size > budget and out:
+                return out, out[-1].publisher_id
             out.append(record)
             used += size
         return out, None
@@ -203,6 +210,9 @@ class RecordStore:
                 continue  # replaced by a newer version since
             del slot.by_publisher[pid]
             self._bytes -= held[1]
+            self._tombstones[(key, pid)] = (held[0].version, now + self.limits.max_ttl)
+            if len(self._tombstones) > self.limits.max_records:
+                self._tombstones.popitem(last=False)
             slot.order.remove(pid)
             if not slot.by_publisher:
                 del self._keys[key]
@@ -211,6 +221,8 @@ class RecordStore:
                 del self._per_publisher[pid]
             self._count -= 1
             removed += 1
+        while self._tombstones and next(iter(self._tombstones.values()))[1] <= now:
+            self._tombstones.popitem(last=False)
         return removed
 
     def _compact(self) -> None:

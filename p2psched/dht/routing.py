@@ -61,6 +61,8 @@ def ip_prefix(host: str) -> str | None:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # an IPv4 peer seen on a dual-stack socket counts as IPv4
     if ip.is_loopback:
         return None
     bits = 24 if ip.version == 4 else 48
@@ -141,8 +143,10 @@ class RoutingTable:
             if entry.contact.addr == contact.addr:
                 entry.last_seen, entry.fails = now, 0
                 bucket.entries.move_to_end(contact.node_id)
-                return None
-            self._remove(bucket, contact.node_id)  # moved: re-admit under the new address's limits
+            # Heard at another address: the entry stays where it is. Anyone who relays a node's
+            # datagram could claim it moved; a node that really moved re-enters at its new
+            # address once the old one has failed.
+            return None
         prefix = ip_prefix(contact.host)
         if not self._ip_allows(bucket, prefix):
             self.refused_by_ip += 1
@@ -176,13 +180,26 @@ class RoutingTable:
             self._remove(bucket, node_id)
             self._promote(bucket, now)
 
-    def failed(self, node_id: bytes, now: float) -> None:
-        """An RPC to `node_id` went unanswered: after `max_fails` in a row, or at once if a
-        replacement is waiting, the contact leaves the table."""
+    def wants(self, contact: Contact) -> bool:
+        """Whether `observe` would take this contact in, now or as a replacement (the IP limits
+        allow it): only then is it worth checking that it answers at its address."""
+        if contact.node_id == self.own_id or contact.node_id in self._all:
+            return False
+        bucket = self._buckets.get(self.bucket_index(contact.node_id)) or _Bucket()
+        return self._ip_allows(bucket, ip_prefix(contact.host))
+
+    def failed(self, node_id: bytes, addr: tuple[str, int], now: float) -> None:
+        """An RPC to `node_id` at `addr` went unanswered: after `max_fails` in a row, or at once
+        if a replacement is waiting, the contact leaves the table. Silence at another address
+        than the entry's says nothing about the entry (anyone can name a key at a dead address).
+        """
         bucket = self._bucket(self.bucket_index(node_id))
         entry = bucket.entries.get(node_id)
         if entry is None:
-            bucket.replacements.pop(node_id, None)
+            if node_id in bucket.replacements and bucket.replacements[node_id].addr == addr:
+                del bucket.replacements[node_id]
+            return
+        if entry.contact.addr != addr:
             return
         entry.fails += 1
         if entry.fails >= self.max_fails or bucket.replacements:

@@ -57,6 +57,10 @@ class Opened:
     sender_public_key: bytes
     flags: int
     body: bytes
+    # True for a MAC under our pair key: made for this node, so nobody can replay it elsewhere.
+    # False for a signed first contact, which names no recipient: a third party may relay it to
+    # another node, so it proves who wrote it but not where that node is.
+    bound: bool
 
 
 @dataclass(slots=True)
@@ -67,6 +71,7 @@ class _Window:
     last_seen: float
     recent: array[int] = field(default_factory=lambda: array("Q"))
     floor: int = 0
+    highest: int = 0
 
 
 def _auth_data(flags: int, recipient: bytes, counter: int, body: bytes) -> bytes:
@@ -105,17 +110,31 @@ class Authenticator:
         if key is not None:
             self._keys.move_to_end(public_key)
             return key
+        key = self._derive(public_key)
+        self._remember(public_key, key)
+        return key
+
+    def usable(self, public_key: bytes) -> bool:
+        """Whether a pair key can be made with `public_key` (a contact from a peer may lie)."""
+        try:
+            self.pair_key(public_key)
+        except Rejected:
+            return False
+        return True
+
+    def _remember(self, public_key: bytes, key: bytes) -> None:
+        self._keys[public_key] = key
+        if len(self._keys) > self.max_peers:
+            self._keys.popitem(last=False)
+
+    def _derive(self, public_key: bytes) -> bytes:
         try:
             peer = X25519PublicKey.from_public_bytes(x25519_public_of(public_key))
             shared = self._static.exchange(peer)  # ValueError for a low-order point
         except ValueError:
             raise Rejected("bad_key") from None
         lo, hi = sorted((public_key, self.identity.public_key))
-        key = hashlib.blake2b(shared + lo + hi, digest_size=32, person=_KDF_PERSON).digest()
-        self._keys[public_key] = key
-        if len(self._keys) > self.max_peers:
-            self._keys.popitem(last=False)
-        return key
+        return hashlib.blake2b(shared + lo + hi, digest_size=32, person=_KDF_PERSON).digest()
 
     def seal(self, body: bytes, recipient: bytes | None, now: float, flags: int = 0) -> bytes:
         """Wrap `body` for the node with public key `recipient`, or (None) for whoever answers
@@ -160,9 +179,14 @@ class Authenticator:
         if kind == KIND_MAC:
             # The MAC covers our node id: a datagram meant for another node does not verify here.
             data = _auth_data(flags, self.identity.node_id, counter, body)
-            expected = hashlib.blake2b(data, key=self.pair_key(public_key), digest_size=MAC_BYTES)
-            if expected.digest() != auth:
+            key = self._keys.get(public_key)
+            fresh_key = key is None
+            if key is None:
+                key = self._derive(public_key)
+            if hashlib.blake2b(data, key=key, digest_size=MAC_BYTES).digest() != auth:
                 raise Rejected("bad_mac")
+            if fresh_key:  # only a genuine datagram may take a place in the key cache
+                self._remember(public_key, key)
         else:
             if not verify(public_key, auth, _auth_data(flags, _NO_RECIPIENT, counter, body)):
                 raise Rejected("bad_signature")
@@ -173,20 +197,23 @@ class Authenticator:
         if counter <= window.floor or counter in window.recent:
             raise Rejected("replayed")
         window.recent.append(counter)
+        window.highest = max(window.highest, counter)
         if len(window.recent) > REPLAY_WINDOW:
             window.floor = min(window.recent)
             window.recent.remove(window.floor)
         window.last_seen = now
         self._windows.move_to_end(sender)
-        return Opened(sender, public_key, flags, body)
+        return Opened(sender, public_key, flags, body, kind == KIND_MAC)
 
     def _new_window(self, sender: bytes, now: float) -> _Window:
         if len(self._windows) >= self.max_peers:
-            # Only a peer silent for longer than the freshness window may be forgotten: anything
-            # of theirs replayed later is stale anyway, so dropping their window is safe. If all
-            # are recent, the newcomer waits rather than reopening someone's replay window.
+            # A window may be forgotten only once everything it accepted is stale (its highest
+            # counter, which a sender's fast clock may have put ahead of ours, is more than the
+            # freshness window in the past): a replay of any of it is refused as stale anyway.
+            # If the least recently active peer's is not, the newcomer waits rather than reopen
+            # someone's replay window.
             oldest_id, oldest = next(iter(self._windows.items()))
-            if oldest.last_seen >= now - self.freshness:
+            if oldest.highest / 1_000_000 >= now - self.freshness:
                 raise Rejected("peer_table_full")
             del self._windows[oldest_id]
         window = self._windows[sender] = _Window(last_seen=now)
