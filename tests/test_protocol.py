@@ -102,7 +102,7 @@ def test_find_node_returns_the_closest_known_contacts() -> None:
     others = [link.add(("127.0.0.1", 200 + i)) for i in range(30)]
     for i in range(30):
         introduce(link, ("127.0.0.1", 200 + i), ("127.0.0.1", 100))
-    assert len(hub.routing) == 30
+    assert len(hub.routing) >= 20  # (a bucket's 21st newcomer is of no use yet, so not checked)
     asker = others[0]
     target = os.urandom(32)
     asker.request(link.contact(("127.0.0.1", 100)), m.FindNode(target), NOW)
@@ -184,9 +184,9 @@ def test_a_full_bucket_pings_its_oldest_and_keeps_it_if_it_answers() -> None:
     c = link.add(C, identity=ident)
     introduce(link, B, A)
     assert b.node_id in a.routing and a.stats["requests_out"] == 1  # b's admission check
-    introduce(link, C, A, NOW + 1)  # b was heard from a second ago: c waits as a replacement
-    assert a.stats["requests_out"] == 2  # c's admission check, and no check of b
-    introduce(link, C, A, NOW + 61)  # b has been silent a minute: a pings it, b answers
+    introduce(link, C, A, NOW + 1)  # b was heard from a second ago: c is of no use, no check
+    assert a.stats["requests_out"] == 1
+    introduce(link, C, A, NOW + 61)  # b silent a minute: a checks that c answers, then pings b
     assert b.node_id in a.routing and c.node_id not in a.routing
     assert a.stats["requests_out"] == 3
     # Now b is gone: the next check times out, and c takes b's place.
@@ -423,10 +423,9 @@ def test_answers_to_an_unproven_address_are_small() -> None:
         assert got_rid == rid
         if isinstance(message, m.Nodes):
             assert len(message.contacts) == 20
-    # The admission checks a sent to the spoofed address time out; then, from an address that
-    # answered a, the same request gets a full page.
-    a.on_timer(NOW + a.config.rpc_timeout)
-    introduce(link, C, A, NOW + 2)
+    # Once the address answered a request of a's, the same request gets a full page.
+    a.request(link.contact(C), m.Ping(), NOW + 2)
+    link.run(NOW + 2)
     attacker.request(link.contact(A), m.FindValue(key), NOW + 2)
     link.run(NOW + 2)
     (answer,) = link.answers(C)

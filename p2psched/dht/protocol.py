@@ -219,7 +219,7 @@ class DhtProtocol:
             self.routing.observe(sender, now)  # only refreshes, and only at its own address
         elif sender.addr in self._proven:
             self._admit(sender, now)
-        elif sender.node_id not in self._admitting and self.routing.wants(sender):
+        elif sender.node_id not in self._admitting and self.routing.wants(sender, now):
             if len(self._admitting) < self.config.k * 8:  # bounded, like everything a peer causes
                 self._admitting.add(sender.node_id)
                 self._request(sender, m.Ping(), now, internal="admit")

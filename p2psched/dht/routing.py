@@ -180,13 +180,19 @@ class RoutingTable:
             self._remove(bucket, node_id)
             self._promote(bucket, now)
 
-    def wants(self, contact: Contact) -> bool:
-        """Whether `observe` would take this contact in, now or as a replacement (the IP limits
-        allow it): only then is it worth checking that it answers at its address."""
+    def wants(self, contact: Contact, now: float) -> bool:
+        """Whether `observe` would do something with this contact now: add it (its bucket has
+        room), or check the bucket's oldest entry for it (silent for `recently_seen`), within
+        the IP limits. Only then is it worth checking that it answers at its address."""
         if contact.node_id == self.own_id or contact.node_id in self._all:
             return False
         bucket = self._buckets.get(self.bucket_index(contact.node_id)) or _Bucket()
-        return self._ip_allows(bucket, ip_prefix(contact.host))
+        if not self._ip_allows(bucket, ip_prefix(contact.host)):
+            return False
+        if len(bucket.entries) < self.k:
+            return True
+        oldest = next(iter(bucket.entries.values()))
+        return bucket.checking is None and oldest.last_seen <= now - self.recently_seen
 
     def failed(self, node_id: bytes, addr: tuple[str, int], now: float) -> None:
         """An RPC to `node_id` at `addr` went unanswered: after `max_fails` in a row, or at once
