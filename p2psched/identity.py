@@ -36,6 +36,19 @@ def node_id_of(public_key: bytes) -> bytes:
 
 
 _P25519 = 2**255 - 19
+# The y coordinates of the eight points of small order (libsodium's blocklist): a key there is
+# no one's. OpenSSL verifies degenerate signatures under such a key for any message, and X25519
+# with its image gives no secret. Both are refused, so such a key can neither sign nor MAC.
+_Y8 = 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7
+_SMALL_ORDER_Y = frozenset({0, 1, _P25519 - 1, _Y8, _P25519 - _Y8})
+
+
+def usable_public_key(public_key: bytes) -> bool:
+    """A 32-byte Ed25519 encoding that is canonical and not a point of small order."""
+    if len(public_key) != PUBLIC_KEY_BYTES:
+        return False
+    y = int.from_bytes(public_key, "little") & ((1 << 255) - 1)
+    return y < _P25519 and y not in _SMALL_ORDER_Y
 
 
 def x25519_public_of(public_key: bytes) -> bytes:
@@ -45,17 +58,15 @@ def x25519_public_of(public_key: bytes) -> bytes:
     Lets two nodes agree a key from nothing but each other's identity key. Raises ValueError for
     an encoding that is no point's.
     """
-    if len(public_key) != PUBLIC_KEY_BYTES:
-        raise ValueError("an Ed25519 public key is 32 bytes")
+    if not usable_public_key(public_key):
+        raise ValueError("not a usable Ed25519 public key (wrong size, non-canonical or small order)")
     y = int.from_bytes(public_key, "little") & ((1 << 255) - 1)
-    if y >= _P25519 or y == 1:
-        raise ValueError("not a usable Ed25519 public key")
     return ((1 + y) * pow(1 - y, -1, _P25519) % _P25519).to_bytes(32, "little")
 
 
 def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
     """True when `signature` is `public_key`'s signature of `message`; never raises on bad input."""
-    if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
+    if not usable_public_key(public_key) or len(signature) != SIGNATURE_BYTES:
         return False
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)

@@ -99,3 +99,17 @@ async def test_nodes_on_ipv6_loopback() -> None:
         key = os.urandom(32)
         await a.put(key, b"v6")
         assert [r.value for r in await b.get(key)] == [b"v6"]
+
+
+async def test_big_records_reach_a_first_time_asker() -> None:
+    """A holder sends an unproven address nothing bigger than the amplification bound: the first
+    page of 4 KiB records comes back empty, the holder checks the asker's address, and the
+    asker's next page request gets them."""
+    async with open_dht_node(Identity.generate()) as a, open_dht_node(Identity.generate()) as b:
+        await b.bootstrap([a.address])
+        key = os.urandom(32)
+        await a.put(key, os.urandom(4096))
+        async with open_dht_node(Identity.generate(), config=DhtConfig(client=True)) as c:
+            await c.bootstrap([a.address])
+            (record,) = await c.get(key, quorum=1)
+            assert len(record.value) == 4096

@@ -234,6 +234,8 @@ class DhtNode:
                     continue
                 self._dispatch(self.protocol.datagram_received(data, addr[:2], self.now()))
                 self._flush()
+            if self.protocol.next_deadline() < self._timer_at:
+                self._wakeup.set()  # the core sent a check of its own, with an earlier deadline
             await trio.lowlevel.checkpoint()
 
     async def _timer_loop(self) -> None:

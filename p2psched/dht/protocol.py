@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import random
+import secrets
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
@@ -22,13 +23,14 @@ from p2psched.dht.records import MAX_VALUE_BYTES, Record, RecordStore, StoreLimi
 from p2psched.dht.routing import Contact, RoutingTable
 from p2psched.identity import Identity
 from p2psched.wire.codec import DecodeError, decode, encode
-from p2psched.wire.envelope import FLAG_CLIENT, Authenticator, Rejected
+from p2psched.wire.envelope import FLAG_CLIENT, HEADER_BYTES, MAC_BYTES, Authenticator, Rejected
 from p2psched.wire.schema import SchemaError
 
 Addr = tuple[str, int]
-# Room kept for the datagram header (43 bytes), its authenticator (at most 64) and the body's
-# own header (type, request id, cursor), so that the whole datagram stays under its limit.
-ANSWER_OVERHEAD = 96
+# Room kept around a page of records for the datagram header (43 bytes), its MAC (16) and the
+# body's own header (type, request id, cursor); `_trim` then makes sure of the exact size.
+ANSWER_OVERHEAD = 128
+DATAGRAM_HEADER = HEADER_BYTES + MAC_BYTES  # what the envelope adds to an answer's body
 # An answer to an address that has not yet proven it receives what is sent there (a spoofed
 # source, perhaps) may be at most this many times the request, or this floor: enough for a
 # FIND_NODE answer of k = 20 contacts, even IPv6 ones, so lookups lose nothing; small enough
@@ -96,11 +98,19 @@ class RepublishDue:
 Event = Answered | TimedOut | RefreshDue | RepublishDue
 
 
-def _fit(contacts: list[Contact], room: int) -> list[Contact]:
-    """As many of `contacts` (nearest first) as fit in `room` bytes on the wire."""
-    while contacts and len(encode(m.contacts_to_wire(contacts))) > room:
-        contacts = contacts[:-1]
-    return contacts
+def _trim(answer: m.Response, rid: int, budget: int) -> m.Response:
+    """`answer`, less its last contacts or records until its datagram fits `budget` bytes."""
+    while len(encode(m.to_wire(answer, rid))) + DATAGRAM_HEADER > budget:
+        match answer:
+            case m.Nodes(contacts) if contacts:
+                answer = m.Nodes(contacts[:-1])
+            case m.Values(records, _, contacts) if contacts:
+                answer = dataclasses.replace(answer, contacts=contacts[:-1])
+            case m.Values(records, next_cursor, _) if len(records) > 1:
+                answer = m.Values(records[:-1], records[-2].publisher_id, [])
+            case _:
+                break  # nothing left to trim: the sizes above leave room for it
+    return answer
 
 
 @dataclass(slots=True)
@@ -144,14 +154,13 @@ class DhtProtocol:
         self.store = RecordStore(cfg.store)
         self.stats: Counter[str] = Counter()
         self._rng = random.Random(seed)
-        self._next_rid = self._rng.getrandbits(63)
         self._pending: dict[int, _Pending] = {}
         self._deadlines: list[tuple[float, int]] = []
         self._outgoing: list[tuple[bytes, Addr]] = []
         self._published: dict[bytes, _Published] = {}
         self._verified: OrderedDict[Record, bool] = OrderedDict()
         # Addresses that answered a request of ours: they receive what is sent to them.
-        self._proven: OrderedDict[Addr, None] = OrderedDict()
+        self._proven: OrderedDict[tuple[bytes, Addr], None] = OrderedDict()
         self._admitting: set[bytes] = set()
         self._next_maintenance = now + cfg.maintenance_interval
         self._flags = FLAG_CLIENT if cfg.client else 0
@@ -202,27 +211,32 @@ class DhtProtocol:
             return []
         if msg.TYPE in m.REQUEST_TYPES:
             self.stats["requests_in"] += 1
+            proven = (sender.node_id, sender.addr) in self._proven
             if opened.bound and not opened.flags & FLAG_CLIENT:
-                self._consider(sender, now)
+                self._consider(sender, proven, now)
             budget = self.config.max_datagram
-            if addr not in self._proven:
+            if not proven:
                 budget = min(budget, max(AMPLIFICATION_FACTOR * len(data), UNPROVEN_FLOOR))
-            answer = self._answer(sender, msg, now, budget)  # type: ignore[arg-type]
-            self._send(sender, answer, rid, now)
+            answer = self._answer(sender, msg, now, budget, proven)  # type: ignore[arg-type]
+            self._send(sender, _trim(answer, rid, budget), rid, now)
             return []
         return self._on_response(sender, rid, msg, opened.flags, now)  # type: ignore[arg-type]
 
-    def _consider(self, sender: Contact, now: float) -> None:
+    def _consider(self, sender: Contact, proven: bool, now: float) -> None:
         """A request from `sender`, made for us (so not relayed): refresh its entry, or check
         that it answers at this address before it may enter (its source may be spoofed)."""
         if sender.node_id in self.routing:
             self.routing.observe(sender, now)  # only refreshes, and only at its own address
-        elif sender.addr in self._proven:
+        elif proven:
             self._admit(sender, now)
-        elif sender.node_id not in self._admitting and self.routing.wants(sender, now):
-            if len(self._admitting) < self.config.k * 8:  # bounded, like everything a peer causes
-                self._admitting.add(sender.node_id)
-                self._request(sender, m.Ping(), now, internal="admit")
+        elif self.routing.wants(sender, now):
+            self._prove(sender, now)
+
+    def _prove(self, contact: Contact, now: float) -> None:
+        """Ping `contact` at its address: its answer proves it receives what is sent there."""
+        if contact.node_id not in self._admitting and len(self._admitting) < self.config.k * 8:
+            self._admitting.add(contact.node_id)  # bounded, like everything a peer causes
+            self._request(contact, m.Ping(), now, internal="admit")
 
     def _admit(self, contact: Contact, now: float) -> None:
         to_check = self.routing.observe(contact, now)
@@ -304,8 +318,11 @@ class DhtProtocol:
     def _request(
         self, to: Contact | Addr, message: m.Request, now: float, *, internal: str | None = None
     ) -> int:
-        self._next_rid = (self._next_rid + 1) % (1 << 63)
-        rid = self._next_rid
+        # Unpredictable, so that only whoever receives our datagram can answer it: an answer is
+        # what proves an address.
+        rid = secrets.randbits(63)
+        while rid in self._pending:
+            rid = secrets.randbits(63)
         if isinstance(to, Contact):
             expected: bytes | None = to.node_id
             addr, recipient = to.addr, to.public_key
@@ -324,14 +341,19 @@ class DhtProtocol:
         return rid
 
     def _send(self, to: Contact, message: m.Message, rid: int, now: float) -> None:
-        self._outgoing.append((self._seal(message, rid, to.public_key, now), to.addr))
+        try:
+            self._outgoing.append((self._seal(message, rid, to.public_key, now), to.addr))
+        except Rejected:  # a key no pair key can be made with: nothing can be said to it
+            self.stats["unusable_senders"] += 1
 
     def _seal(self, message: m.Message, rid: int, recipient: bytes | None, now: float) -> bytes:
         body = encode(m.to_wire(message, rid))
         return self.auth.seal(body, recipient, now, self._flags)
 
-    def _answer(self, sender: Contact, msg: m.Request, now: float, budget: int) -> m.Response:
-        """The answer to `msg`, in at most `budget` bytes on the wire."""
+    def _answer(
+        self, sender: Contact, msg: m.Request, now: float, budget: int, proven: bool
+    ) -> m.Response:
+        """The answer to `msg`, sized for `budget` bytes on the wire (`_trim` makes sure)."""
         k = self.config.k
         room = budget - ANSWER_OVERHEAD
         match msg:
@@ -339,15 +361,17 @@ class DhtProtocol:
                 return m.Pong(sender.addr)
             case m.FindNode(target):
                 contacts = self.routing.closest(target, k, exclude=sender.node_id)
-                return m.Nodes(_fit(contacts, room))
+                return m.Nodes(contacts)
             case m.FindValue(key, cursor):
-                # A page always holds at least one record, even one bigger than `room` for an
-                # unproven address (so at most one record's worth more than the bound above).
-                records, next_cursor = self.store.page(key, cursor, room, now)
+                records, next_cursor = self.store.page(key, cursor, room, now, must_fit=not proven)
+                if not records and next_cursor is not None:
+                    # Even one record is more than an unproven address may be sent: ask it to
+                    # prove itself; the asker comes back for the same page.
+                    self._prove(sender, now)
                 # As in Kademlia, a holder answers with the value, and only a non-holder with
                 # closer contacts.
                 contacts = [] if records else self.routing.closest(key, k, exclude=sender.node_id)
-                return m.Values(records, next_cursor, _fit(contacts, room))
+                return m.Values(records, next_cursor, contacts)
             case m.Store(record):
                 reason = self.store.put(record, now)
                 self.stats["stores_accepted" if reason is None else "stores_refused"] += 1
@@ -364,20 +388,29 @@ class DhtProtocol:
         if pending.expected is not None and pending.expected != sender.node_id:
             self.stats["dropped_wrong_responder"] += 1
             return []
-        del self._pending[rid]
-        self.stats["responses_in"] += 1
-        if sender.addr == pending.addr:
+        if sender.addr != pending.addr:
+            if pending.internal is not None:
+                # A routing check is answered from the address it went to, or not at all.
+                self.stats["dropped_wrong_address"] += 1
+                return []
+            # A reply from elsewhere (NAT rebinding, a multi-homed peer) still answers the
+            # caller, but proves no address and admits no one.
+            del self._pending[rid]
+            self._admitting.discard(sender.node_id)
+        else:
+            del self._pending[rid]
+            self._admitting.discard(sender.node_id)
             # It answered a request id only the receiver of our datagram could know, from the
             # address we sent to: that address is proven, and the node may enter the table.
-            self._proven[sender.addr] = None
-            self._proven.move_to_end(sender.addr)
+            self._proven[(sender.node_id, sender.addr)] = None
+            self._proven.move_to_end((sender.node_id, sender.addr))
             if len(self._proven) > self.config.max_peers:
                 self._proven.popitem(last=False)
-            self._admitting.discard(sender.node_id)
             if pending.internal == "evict":
                 self.routing.ping_answered(sender.node_id, True, now)
             elif not flags & FLAG_CLIENT:
                 self._admit(sender, now)
+        self.stats["responses_in"] += 1
         if pending.internal is not None or pending.cancelled:
             self.stats["answers_late"] += pending.cancelled
             return []

@@ -22,6 +22,7 @@ from p2psched.wire.codec import encode
 
 KEY_BYTES = 32
 MAX_VALUE_BYTES = 4096
+FIRST_PAGE = bytes(KEY_BYTES)  # a cursor before every publisher id
 _RECORD_DOMAIN = b"p2psched/record/1"
 
 
@@ -174,11 +175,12 @@ class RecordStore:
         return [r for pid in slot.order if not (r := slot.by_publisher[pid][0]).expired(now)]
 
     def page(
-        self, key: bytes, cursor: bytes | None, budget: int, now: float
+        self, key: bytes, cursor: bytes | None, budget: int, now: float, *, must_fit: bool = False
     ) -> tuple[list[Record], bytes | None]:
         """Live records after publisher id `cursor` whose encoded size fits `budget` bytes, or
         the first of them alone if even that one does not fit: a page is never empty while
-        records remain, so paging always ends.
+        records remain, so paging always ends. With `must_fit`, the budget is a hard limit:
+        a first record too big for it gives an empty page and the cursor to ask again with.
 
         Returns them and the cursor for the next page (None when this is the last one).
         """
@@ -194,6 +196,8 @@ class RecordStore:
                 continue
             if used + size > budget and out:
                 return out, out[-1].publisher_id
+            if used + size > budget and must_fit:
+                return [], cursor if cursor is not None else FIRST_PAGE
             out.append(record)
             used += size
         return out, None

@@ -17,6 +17,7 @@ address whose node we do not know yet (bootstrap) is signed with Ed25519 instead
 from __future__ import annotations
 
 import hashlib
+import os
 from array import array
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ _KDF_PERSON = b"p2psched-dgram1"  # BLAKE2b personalisation: at most 16 bytes
 _NO_RECIPIENT = bytes(32)
 # How many recent counters per peer are remembered: datagrams may arrive this far out of order.
 REPLAY_WINDOW = 64
+# Replay floors kept for peers whose windows were dropped (8 bytes each).
+FLOOR_SLOTS = 1024
 
 
 class Rejected(Exception):
@@ -98,6 +101,8 @@ class Authenticator:
         # Pair keys are a pure function of the two identities: any may be dropped and rederived.
         self._keys: OrderedDict[bytes, bytes] = OrderedDict()
         self._windows: OrderedDict[bytes, _Window] = OrderedDict()
+        self._floor_key = os.urandom(16)
+        self._floors = array("Q", bytes(8 * FLOOR_SLOTS))
         self._counter = 0
 
     @property
@@ -206,15 +211,19 @@ class Authenticator:
         return Opened(sender, public_key, flags, body, kind == KIND_MAC)
 
     def _new_window(self, sender: bytes, now: float) -> _Window:
+        slot = self._floor_slot(sender)
         if len(self._windows) >= self.max_peers:
-            # A window may be forgotten only once everything it accepted is stale (its highest
-            # counter, which a sender's fast clock may have put ahead of ours, is more than the
-            # freshness window in the past): a replay of any of it is refused as stale anyway.
-            # If the least recently active peer's is not, the newcomer waits rather than reopen
-            # someone's replay window.
-            oldest_id, oldest = next(iter(self._windows.items()))
-            if oldest.highest / 1_000_000 >= now - self.freshness:
-                raise Rejected("peer_table_full")
-            del self._windows[oldest_id]
-        window = self._windows[sender] = _Window(last_seen=now)
+            # The least recently active peer's window goes, but not what it protected: its
+            # highest counter is kept as a floor in a small table (by a keyed hash of the peer,
+            # so nobody can aim at another's slot), and a new window starts at its slot's floor.
+            # A replay of anything it accepted is then refused as replayed, and nobody can lock
+            # newcomers out by keeping the table full of fresh windows.
+            oldest_id, oldest = self._windows.popitem(last=False)
+            old_slot = self._floor_slot(oldest_id)
+            self._floors[old_slot] = max(self._floors[old_slot], oldest.highest)
+        window = self._windows[sender] = _Window(last_seen=now, floor=self._floors[slot])
         return window
+
+    def _floor_slot(self, sender: bytes) -> int:
+        digest = hashlib.blake2b(sender, key=self._floor_key, digest_size=4).digest()
+        return int.from_bytes(digest, "big") % FLOOR_SLOTS
