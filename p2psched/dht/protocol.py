@@ -28,7 +28,7 @@ from p2psched.wire.schema import SchemaError
 
 Addr = tuple[str, int]
 # Room kept around a page of records for the datagram header (43 bytes), its MAC (16) and the
-# body's own header (type, request id, cursor); `_trim` then makes sure of the exact size.
+# body's own header (type, request id, cursor); `_fitted_body` then makes sure of the exact size.
 ANSWER_OVERHEAD = 128
 DATAGRAM_HEADER = HEADER_BYTES + MAC_BYTES  # what the envelope adds to an answer's body
 # An answer to an address that has not yet proven it receives what is sent there (a spoofed
@@ -98,9 +98,10 @@ class RepublishDue:
 Event = Answered | TimedOut | RefreshDue | RepublishDue
 
 
-def _trim(answer: m.Response, rid: int, budget: int) -> m.Response:
-    """`answer`, less its last contacts or records until its datagram fits `budget` bytes."""
-    while len(encode(m.to_wire(answer, rid))) + DATAGRAM_HEADER > budget:
+def _fitted_body(answer: m.Response, rid: int, budget: int) -> bytes:
+    """The encoded `answer`, less its last contacts or records until its datagram fits
+    `budget` bytes."""
+    while len(body := encode(m.to_wire(answer, rid))) + DATAGRAM_HEADER > budget:
         match answer:
             case m.Nodes(contacts) if contacts:
                 answer = m.Nodes(contacts[:-1])
@@ -110,7 +111,7 @@ def _trim(answer: m.Response, rid: int, budget: int) -> m.Response:
                 answer = m.Values(records[:-1], records[-2].publisher_id, [])
             case _:
                 break  # nothing left to trim: the sizes above leave room for it
-    return answer
+    return body
 
 
 @dataclass(slots=True)
@@ -207,7 +208,8 @@ class DhtProtocol:
             self.stats["dropped_schema"] += 1
             bad_rid = m.peek_request_id(body)
             if bad_rid is not None:
-                self._send(sender, m.Error(f"bad request: {e}"[: m.MAX_REASON]), bad_rid, now)
+                error = m.Error(f"bad request: {e}"[: m.MAX_REASON])
+                self._send(sender, encode(m.to_wire(error, bad_rid)), now)
             return []
         if msg.TYPE in m.REQUEST_TYPES:
             self.stats["requests_in"] += 1
@@ -218,7 +220,7 @@ class DhtProtocol:
             if not proven:
                 budget = min(budget, max(AMPLIFICATION_FACTOR * len(data), UNPROVEN_FLOOR))
             answer = self._answer(sender, msg, now, budget, proven)  # type: ignore[arg-type]
-            self._send(sender, _trim(answer, rid, budget), rid, now)
+            self._send(sender, _fitted_body(answer, rid, budget), now)
             return []
         return self._on_response(sender, rid, msg, opened.flags, now)  # type: ignore[arg-type]
 
@@ -330,7 +332,8 @@ class DhtProtocol:
             expected, addr, recipient = None, to, None
         deadline = now + self.config.rpc_timeout
         try:
-            self._outgoing.append((self._seal(message, rid, recipient, now), addr))
+            body = encode(m.to_wire(message, rid))
+            self._outgoing.append((self.auth.seal(body, recipient, now, self._flags), addr))
             self.stats["requests_out"] += 1
         except Rejected:
             # A contact from a peer named a key no pair key can be made with: it fails at once.
@@ -340,20 +343,16 @@ class DhtProtocol:
         heapq.heappush(self._deadlines, (deadline, rid))
         return rid
 
-    def _send(self, to: Contact, message: m.Message, rid: int, now: float) -> None:
+    def _send(self, to: Contact, body: bytes, now: float) -> None:
         try:
-            self._outgoing.append((self._seal(message, rid, to.public_key, now), to.addr))
+            self._outgoing.append((self.auth.seal(body, to.public_key, now, self._flags), to.addr))
         except Rejected:  # a key no pair key can be made with: nothing can be said to it
             self.stats["unusable_senders"] += 1
-
-    def _seal(self, message: m.Message, rid: int, recipient: bytes | None, now: float) -> bytes:
-        body = encode(m.to_wire(message, rid))
-        return self.auth.seal(body, recipient, now, self._flags)
 
     def _answer(
         self, sender: Contact, msg: m.Request, now: float, budget: int, proven: bool
     ) -> m.Response:
-        """The answer to `msg`, sized for `budget` bytes on the wire (`_trim` makes sure)."""
+        """The answer to `msg`, sized for `budget` bytes on the wire (`_fitted_body` makes sure)."""
         k = self.config.k
         room = budget - ANSWER_OVERHEAD
         match msg:

@@ -43,7 +43,7 @@ _NO_RECIPIENT = bytes(32)
 # How many recent counters per peer are remembered: datagrams may arrive this far out of order.
 REPLAY_WINDOW = 64
 # Replay floors kept for peers whose windows were dropped (8 bytes each).
-FLOOR_SLOTS = 1024
+FLOOR_SLOTS = 256
 
 
 class Rejected(Exception):
