@@ -8,7 +8,8 @@ computed from all ids, and memory per node.
 
     python bench/dht.py [--nodes 200] [--ops 200]
 
-Ends with: dht N=<n> store_p50_ratio=<p2psched/kademlia> get_p50_ratio=<p2psched/kademlia> recall=<r>
+Ends with:
+dht N=<n> store_p50_ratio=<p2psched/kademlia> get_p50_ratio=<p2psched/kademlia> recall=<r>
 """
 
 from __future__ import annotations
@@ -144,7 +145,18 @@ def run_p2psched(n: int, ops: int, seed: int) -> dict[str, Any]:
 
 def child(impl: str, n: int, ops: int, seed: int) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", impl, "--nodes", str(n), "--ops", str(ops), "--seed", str(seed)],
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            impl,
+            "--nodes",
+            str(n),
+            "--ops",
+            str(ops),
+            "--seed",
+            str(seed),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -153,7 +165,9 @@ def child(impl: str, n: int, ops: int, seed: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--nodes", type=int, default=200)
     ap.add_argument("--ops", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
@@ -166,7 +180,10 @@ def main() -> None:
     kad = child("kademlia", a.nodes, a.ops, a.seed)
     ours = child("p2psched", a.nodes, a.ops, a.seed)
     ms = 1000.0
-    print(f"DHT benchmark: N={a.nodes} nodes on 127.0.0.1, {a.ops} stores and {a.ops} gets, one at a time")
+    print(
+        f"DHT benchmark: N={a.nodes} nodes on 127.0.0.1, "
+        f"{a.ops} stores and {a.ops} gets, one at a time"
+    )
     print(f"{'':26}{'p2psched':>14}{'kademlia':>14}{'ratio':>10}")
     rows = [
         ("swarm set-up (s)", ours["setup"], kad["setup"], 1.0),
@@ -182,11 +199,17 @@ def main() -> None:
     print(f"{'FIND_NODE recall':26}{ours['recall']:>14.4f}{'n/a':>14}")
     print(f"{'lookup hops (mean)':26}{ours['hops']:>14.2f}{'n/a':>14}")
     print(f"{'datagrams dropped':26}{ours['dropped']:>14}{'n/a':>14}")
-    print("p2psched authenticates every datagram (X25519 pair keys + BLAKE2b MAC, Ed25519 on first contact);")
+    print(
+        "p2psched authenticates every datagram (X25519 pair keys + BLAKE2b MAC, "
+        "Ed25519 on first contact);"
+    )
     print("kademlia authenticates nothing.")
     store_ratio = statistics.median(ours["store"]) / statistics.median(kad["store"])
     get_ratio = statistics.median(ours["get"]) / statistics.median(kad["get"])
-    print(f"dht N={a.nodes} store_p50_ratio={store_ratio:.3f} get_p50_ratio={get_ratio:.3f} recall={ours['recall']:.4f}")
+    print(
+        f"dht N={a.nodes} store_p50_ratio={store_ratio:.3f} "
+        f"get_p50_ratio={get_ratio:.3f} recall={ours['recall']:.4f}"
+    )
 
 
 if __name__ == "__main__":

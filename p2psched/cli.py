@@ -85,8 +85,13 @@ def cmd_dht_serve(args: argparse.Namespace) -> None:
         async with open_dht_node(identity, host=host, port=port, config=_config(args)) as node:
             await _joined_node(args, node)
             mode = "client" if args.client else "server"
-            print(f"dht node {node.node_id.hex()} listening on {node.address[0]}:{node.address[1]} ({mode})")
-            print(f"routing table: {len(node.protocol.routing)} contacts; Ctrl-C to stop", flush=True)
+            print(
+                f"dht node {node.node_id.hex()} listening on "
+                f"{node.address[0]}:{node.address[1]} ({mode})"
+            )
+            print(
+                f"routing table: {len(node.protocol.routing)} contacts; Ctrl-C to stop", flush=True
+            )
             await trio.sleep_forever()
 
     trio.run(main)
@@ -95,17 +100,24 @@ def cmd_dht_serve(args: argparse.Namespace) -> None:
 def cmd_dht_put(args: argparse.Namespace) -> None:
     value = args.value.encode()
     if len(value) > MAX_VALUE_BYTES:
-        raise UsageError(f"the value is {len(value)} bytes; a record holds at most {MAX_VALUE_BYTES}")
+        raise UsageError(
+            f"the value is {len(value)} bytes; a record holds at most {MAX_VALUE_BYTES}"
+        )
     max_ttl = DhtConfig().store.max_ttl
     if not 0 < args.ttl <= max_ttl:
         raise UsageError(f"--ttl {args.ttl:g}: choose between 1 and {max_ttl:.0f} seconds")
     identity = load_or_create_identity(_data_dir(args))
 
     async def main() -> None:
-        async with open_dht_node(identity, host=_bind_for(args), config=DhtConfig(client=True)) as node:
+        async with open_dht_node(
+            identity, host=_bind_for(args), config=DhtConfig(client=True)
+        ) as node:
             await _joined_node(args, node)
             stored = await node.put(key_of(args.key), value, ttl=args.ttl)
-            print(f"stored {args.key!r} on {stored} nodes (expires in {args.ttl:.0f}s unless republished)")
+            print(
+                f"stored {args.key!r} on {stored} nodes "
+                f"(expires in {args.ttl:.0f}s unless republished)"
+            )
 
     trio.run(main)
 
@@ -114,14 +126,19 @@ def cmd_dht_get(args: argparse.Namespace) -> None:
     identity = load_or_create_identity(_data_dir(args))
 
     async def main() -> None:
-        async with open_dht_node(identity, host=_bind_for(args), config=DhtConfig(client=True)) as node:
+        async with open_dht_node(
+            identity, host=_bind_for(args), config=DhtConfig(client=True)
+        ) as node:
             await _joined_node(args, node)
             records = await node.get(key_of(args.key))
             if not records:
                 print(f"no records under {args.key!r}")
             for r in records:
                 left = r.expires_ms / 1000 - node.now()
-                print(f"{r.publisher_id.hex()[:16]}  seq={r.seq}  expires_in={left:.0f}s  {r.value.decode(errors='replace')}")
+                print(
+                    f"{r.publisher_id.hex()[:16]}  seq={r.seq}  expires_in={left:.0f}s  "
+                    f"{r.value.decode(errors='replace')}"
+                )
 
     trio.run(main)
 
@@ -142,14 +159,17 @@ def cmd_demo(args: argparse.Namespace) -> None:
         raise UsageError(f"--nodes {n}: choose between 2 and 2000")
 
     async def main() -> None:
-        print(f"starting {n} DHT nodes on 127.0.0.1, each with its own Ed25519 identity and UDP port")
+        print(
+            f"starting {n} DHT nodes on 127.0.0.1, each with its own Ed25519 identity and UDP port"
+        )
         t0 = time.perf_counter()
         async with open_swarm(n) as swarm:
             nodes = [m.node for m in swarm]
             sizes = [len(x.protocol.routing) for x in nodes]
             print(
-                f"  joined through {nodes[0].address[0]}:{nodes[0].address[1]} in {time.perf_counter() - t0:.2f}s; "
-                f"routing tables hold {min(sizes)}..{max(sizes)} contacts (median {statistics.median(sizes):.0f})"
+                f"  joined through {nodes[0].address[0]}:{nodes[0].address[1]} "
+                f"in {time.perf_counter() - t0:.2f}s; routing tables hold "
+                f"{min(sizes)}..{max(sizes)} contacts (median {statistics.median(sizes):.0f})"
             )
             key = key_of("demo/greeting")
             stored = await nodes[1].put(key, b"hello from node 1", ttl=600)
@@ -162,7 +182,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
             ids = [x.node_id for x in nodes]
             target = os.urandom(32)
             lookup = await nodes[-1].find_node(target)
-            truth = sorted(ids[:-1], key=lambda i: as_int(i) ^ as_int(target))[: len(lookup.closest())]
+            truth = sorted(ids[:-1], key=lambda i: as_int(i) ^ as_int(target))[
+                : len(lookup.closest())
+            ]
             got = {c.node_id for c in lookup.closest()}
             print(
                 f"  a lookup for a random id found {len(got & set(truth))} of the true "
@@ -176,7 +198,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
             for x in alive:
                 records = await x.get(key)
                 ok += any(r.value == b"hello from node 1" for r in records)
-            print(f"  killed {len(victims)} nodes (the publisher too): {ok} of {len(alive)} survivors still find the record")
+            print(
+                f"  killed {len(victims)} nodes (the publisher too): "
+                f"{ok} of {len(alive)} survivors still find the record"
+            )
             dropped = sum(v for x in nodes for k, v in x.stats.items() if k.startswith("dropped_"))
             print(f"  datagrams dropped as unauthenticated, malformed or replayed: {dropped}")
         print("done")
@@ -201,19 +226,44 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("id", parents=[common], help="print this node's id")
     sp.set_defaults(func=cmd_id)
 
-    dht = sub.add_parser("dht", help="run or use a DHT node").add_subparsers(dest="dht_command", required=True)
+    dht = sub.add_parser("dht", help="run or use a DHT node").add_subparsers(
+        dest="dht_command", required=True
+    )
     sp = dht.add_parser("serve", parents=[common], help="run a DHT node until Ctrl-C")
-    sp.add_argument("--listen", default="0.0.0.0:4000", help="HOST:PORT to bind (default 0.0.0.0:4000)")
-    sp.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT", help="a node to join through (repeatable)")
-    sp.add_argument("--client", action="store_true", help="not reachable from outside: query and store, but stay out of routing tables")
+    sp.add_argument(
+        "--listen", default="0.0.0.0:4000", help="HOST:PORT to bind (default 0.0.0.0:4000)"
+    )
+    sp.add_argument(
+        "--bootstrap",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a node to join through (repeatable)",
+    )
+    sp.add_argument(
+        "--client",
+        action="store_true",
+        help="not reachable from outside: query and store, but stay out of routing tables",
+    )
     sp.set_defaults(func=cmd_dht_serve)
-    for name, func, help_ in (("put", cmd_dht_put, "store a signed record"), ("get", cmd_dht_get, "print the records under a key")):
+    for name, func, help_ in (
+        ("put", cmd_dht_put, "store a signed record"),
+        ("get", cmd_dht_get, "print the records under a key"),
+    ):
         sp = dht.add_parser(name, parents=[common], help=help_)
         sp.add_argument("key", help="any text; the DHT key is its SHA-256")
         if name == "put":
             sp.add_argument("value", help="the record's value (text, at most 4096 bytes)")
-            sp.add_argument("--ttl", type=float, default=3600.0, help="seconds until the record expires")
-        sp.add_argument("--bootstrap", action="append", required=True, metavar="HOST:PORT", help="a node to join through (repeatable)")
+            sp.add_argument(
+                "--ttl", type=float, default=3600.0, help="seconds until the record expires"
+            )
+        sp.add_argument(
+            "--bootstrap",
+            action="append",
+            required=True,
+            metavar="HOST:PORT",
+            help="a node to join through (repeatable)",
+        )
         sp.set_defaults(func=func)
 
     sp = sub.add_parser("demo", help="run a local swarm in this process and show what it does")

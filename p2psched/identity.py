@@ -59,7 +59,9 @@ def x25519_public_of(public_key: bytes) -> bytes:
     an encoding that is no point's.
     """
     if not usable_public_key(public_key):
-        raise ValueError("not a usable Ed25519 public key (wrong size, non-canonical or small order)")
+        raise ValueError(
+            "not a usable Ed25519 public key (wrong size, non-canonical or small order)"
+        )
     y = int.from_bytes(public_key, "little") & ((1 << 255) - 1)
     return ((1 + y) * pow(1 - y, -1, _P25519) % _P25519).to_bytes(32, "little")
 
@@ -146,7 +148,9 @@ def load_identity(data_dir: Path) -> Identity:
             "to create a new identity (peers will see a different node)."
         ) from None
     except OSError as e:
-        raise IdentityError(f"{path} cannot be read ({e.strerror}); check its permissions.") from None
+        raise IdentityError(
+            f"{path} cannot be read ({e.strerror}); check its permissions."
+        ) from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise IdentityError(
             f"{path} is readable by other users (mode {stat.S_IMODE(mode):o}); "

@@ -43,16 +43,43 @@ def test_missing_and_corrupt_keys_are_clear_errors(tmp_path: Path) -> None:
     assert "Traceback" not in missing.stderr
     run("init", "--data-dir", str(tmp_path / "b"), home=tmp_path)
     (tmp_path / "b" / "identity.key").write_bytes(b"p2psched-ed25519-v1\nnot hex\n")
-    corrupt = run("dht", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "b"), home=tmp_path)
-    assert corrupt.returncode == 2 and "corrupt" in corrupt.stderr and "Traceback" not in corrupt.stderr
+    corrupt = run(
+        "dht", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "b"), home=tmp_path
+    )
+    assert (
+        corrupt.returncode == 2
+        and "corrupt" in corrupt.stderr
+        and "Traceback" not in corrupt.stderr
+    )
 
 
 def test_bad_arguments_name_what_is_wrong(tmp_path: Path) -> None:
-    bad = run("dht", "serve", "--listen", "nonsense", "--data-dir", str(tmp_path / "c"), home=tmp_path)
+    bad = run(
+        "dht", "serve", "--listen", "nonsense", "--data-dir", str(tmp_path / "c"), home=tmp_path
+    )
     assert bad.returncode == 2 and "--listen 'nonsense' is not HOST:PORT" in bad.stderr
-    big = run("dht", "put", "k", "x" * 5000, "--bootstrap", "127.0.0.1:9", "--data-dir", str(tmp_path / "d"), home=tmp_path)
+    big = run(
+        "dht",
+        "put",
+        "k",
+        "x" * 5000,
+        "--bootstrap",
+        "127.0.0.1:9",
+        "--data-dir",
+        str(tmp_path / "d"),
+        home=tmp_path,
+    )
     assert big.returncode == 2 and "at most 4096" in big.stderr
-    nobody = run("dht", "get", "k", "--bootstrap", f"127.0.0.1:{free_udp_port()}", "--data-dir", str(tmp_path / "e"), home=tmp_path)
+    nobody = run(
+        "dht",
+        "get",
+        "k",
+        "--bootstrap",
+        f"127.0.0.1:{free_udp_port()}",
+        "--data-dir",
+        str(tmp_path / "e"),
+        home=tmp_path,
+    )
     assert nobody.returncode == 2 and "no bootstrap node answered" in nobody.stderr
 
 
@@ -69,7 +96,15 @@ def test_serve_put_get_across_processes(tmp_path: Path) -> None:
     port = free_udp_port()
     env = {**os.environ, "P2PSCHED_HOME": str(tmp_path / "home")}
     with subprocess.Popen(
-        [*EXE, "dht", "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "srv")],
+        [
+            *EXE,
+            "dht",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--data-dir",
+            str(tmp_path / "srv"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -79,10 +114,29 @@ def test_serve_put_get_across_processes(tmp_path: Path) -> None:
             assert server.stdout is not None
             first = server.stdout.readline()
             assert f"listening on 127.0.0.1:{port}" in first
-            put = run("dht", "put", "greeting", "hello there", "--bootstrap", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "p"), home=tmp_path)
+            put = run(
+                "dht",
+                "put",
+                "greeting",
+                "hello there",
+                "--bootstrap",
+                f"127.0.0.1:{port}",
+                "--data-dir",
+                str(tmp_path / "p"),
+                home=tmp_path,
+            )
             assert put.returncode == 0, put.stderr
             assert "stored 'greeting' on" in put.stdout
-            got = run("dht", "get", "greeting", "--bootstrap", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "g"), home=tmp_path)
+            got = run(
+                "dht",
+                "get",
+                "greeting",
+                "--bootstrap",
+                f"127.0.0.1:{port}",
+                "--data-dir",
+                str(tmp_path / "g"),
+                home=tmp_path,
+            )
             assert got.returncode == 0, got.stderr
             assert "hello there" in got.stdout
             publisher = run("id", "--data-dir", str(tmp_path / "p"), home=tmp_path).stdout.strip()

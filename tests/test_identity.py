@@ -55,7 +55,12 @@ def test_missing_key_file_is_an_error_naming_the_file_and_the_fix(tmp_path: Path
 
 def test_corrupt_key_files_are_errors_and_are_left_alone(tmp_path: Path) -> None:
     path = tmp_path / KEY_FILE_NAME
-    for content in (b"", b"garbage", b"p2psched-ed25519-v1\nzz", b"p2psched-ed25519-v1\n" + b"ab" * 31):
+    for content in (
+        b"",
+        b"garbage",
+        b"p2psched-ed25519-v1\nzz",
+        b"p2psched-ed25519-v1\n" + b"ab" * 31,
+    ):
         path.write_bytes(content)
         os.chmod(path, 0o600)
         with pytest.raises(IdentityError, match="corrupt|not a p2psched key file"):
@@ -84,7 +89,9 @@ def test_new_or_empty_data_dir_gets_an_identity(tmp_path: Path) -> None:
     assert load_or_create_identity(tmp_path / "empty").node_id != fresh.node_id
 
 
-def test_data_dir_defaults_to_p2psched_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_data_dir_defaults_to_p2psched_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("P2PSCHED_HOME", str(tmp_path / "h"))
     assert default_data_dir() == tmp_path / "h"
     monkeypatch.delenv("P2PSCHED_HOME")
@@ -98,7 +105,9 @@ def test_x25519_key_matches_the_identity_on_both_sides() -> None:
         a, b = Identity.generate(), Identity.generate()
         xa = X25519PrivateKey.from_private_bytes(a.x25519_private_bytes())
         xb = X25519PrivateKey.from_private_bytes(b.x25519_private_bytes())
-        raw = xa.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        raw = xa.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
         assert raw == x25519_public_of(a.public_key)
         ab = xa.exchange(X25519PublicKey.from_public_bytes(x25519_public_of(b.public_key)))
         ba = xb.exchange(X25519PublicKey.from_public_bytes(x25519_public_of(a.public_key)))

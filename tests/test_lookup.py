@@ -40,11 +40,13 @@ class Graph:
         return Answer(self.tables[query.contact.node_id].closest(target, K, exclude=asker))
 
     def truth(self, target: bytes, exclude: bytes) -> list[bytes]:
-        live = [c.node_id for c in self.contacts if c.node_id not in self.dead and c.node_id != exclude]
+        live = [
+            c.node_id for c in self.contacts if c.node_id not in self.dead and c.node_id != exclude
+        ]
         return sorted(live, key=lambda i: as_int(i) ^ as_int(target))[:K]
 
 
-def drive(lookup: Lookup, answer: "callable[[Query], Answer | None]") -> int:  # type: ignore[valid-type]
+def drive(lookup: Lookup, answer: callable[[Query], Answer | None]) -> int:  # type: ignore[valid-type]
     """Run a lookup synchronously, answering queries in the order sent; returns the highest
     number of queries that were outstanding at once."""
     outstanding: list[Query] = []
@@ -170,7 +172,9 @@ def test_value_lookup_stops_at_its_quorum() -> None:
     assert asked <= 3
 
 
-async def test_async_driver_times_out_dead_nodes_on_the_fake_clock(autojump_clock: trio.abc.Clock) -> None:
+async def test_async_driver_times_out_dead_nodes_on_the_fake_clock(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     """Dead nodes cost one RPC timeout each, in parallel, and never more than alpha calls run."""
     g = Graph(300)
     rng = random.Random(3)
@@ -203,7 +207,8 @@ async def test_async_driver_times_out_dead_nodes_on_the_fake_clock(autojump_cloc
     table = g.tables[start.node_id]
     t0 = trio.current_time()
     lookup = await run_lookup(
-        Lookup(target, table.closest(target, K), k=K, alpha=3, own_id=start.node_id), call_with_timeout
+        Lookup(target, table.closest(target, K), k=K, alpha=3, own_id=start.node_id),
+        call_with_timeout,
     )
     elapsed = trio.current_time() - t0
     got = {c.node_id for c in lookup.closest()}

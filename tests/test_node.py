@@ -27,13 +27,17 @@ async def test_put_on_one_node_get_from_another() -> None:
 
 async def test_serve_reports_the_running_node(nursery: trio.Nursery) -> None:
     first = await nursery.start(serve, Identity.generate())
-    second = await nursery.start(lambda **kw: serve(Identity.generate(), bootstrap=[first.address], **kw))
+    second = await nursery.start(
+        lambda **kw: serve(Identity.generate(), bootstrap=[first.address], **kw)
+    )
     assert first.address[0] == "127.0.0.1" and first.address[1] > 0
     assert first.node_id in second.protocol.routing
     assert await second.ping(first.address) == first.contact
 
 
-async def test_an_unanswered_call_returns_none_after_exactly_the_timeout(autojump_clock: trio.abc.Clock) -> None:
+async def test_an_unanswered_call_returns_none_after_exactly_the_timeout(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
     silent.bind(("127.0.0.1", 0))
     try:
@@ -68,9 +72,14 @@ async def test_garbage_datagrams_are_counted_and_the_node_keeps_serving() -> Non
         assert {c.node_id for c in a.protocol.routing.contacts()} <= {b.node_id}  # no garbage
 
 
-async def test_records_expire_and_are_republished_on_the_fake_clock(autojump_clock: trio.abc.Clock) -> None:
+async def test_records_expire_and_are_republished_on_the_fake_clock(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     cfg = DhtConfig(maintenance_interval=1.0)
-    async with open_dht_node(Identity.generate(), config=cfg) as a, open_dht_node(Identity.generate(), config=cfg) as b:
+    async with (
+        open_dht_node(Identity.generate(), config=cfg) as a,
+        open_dht_node(Identity.generate(), config=cfg) as b,
+    ):
         await b.bootstrap([a.address])
         kept, dropped = os.urandom(32), os.urandom(32)
         await a.put(kept, b"kept", ttl=10)
@@ -94,7 +103,10 @@ async def test_nodes_on_ipv6_loopback() -> None:
         probe.close()
     except OSError:
         return  # no IPv6 loopback on this machine: nothing to test here
-    async with open_dht_node(Identity.generate(), host="::1") as a, open_dht_node(Identity.generate(), host="::1") as b:
+    async with (
+        open_dht_node(Identity.generate(), host="::1") as a,
+        open_dht_node(Identity.generate(), host="::1") as b,
+    ):
         await b.bootstrap([a.address])
         key = os.urandom(32)
         await a.put(key, b"v6")

@@ -34,7 +34,12 @@ class Link:
         self.events: dict[tuple[str, int], list[Event]] = {}
         self.lost: list[tuple[bytes, tuple[str, int]]] = []
 
-    def add(self, addr: tuple[str, int], config: DhtConfig | None = None, identity: Identity | None = None) -> DhtProtocol:
+    def add(
+        self,
+        addr: tuple[str, int],
+        config: DhtConfig | None = None,
+        identity: Identity | None = None,
+    ) -> DhtProtocol:
         core = DhtProtocol(identity or Identity.generate(), config, now=NOW, seed=1)
         self.cores[addr] = core
         self.events[addr] = []
@@ -137,7 +142,9 @@ def test_a_forged_record_is_refused_on_store_and_dropped_on_fetch() -> None:
     link.add(B)
     key = os.urandom(32)
     victim = Identity.generate()
-    forged = Record(key, victim.public_key, 9, int((NOW + 60) * 1000), b"evil", a.identity.sign(b"x"))
+    forged = Record(
+        key, victim.public_key, 9, int((NOW + 60) * 1000), b"evil", a.identity.sign(b"x")
+    )
     a.request(B, m.Store(forged), NOW)
     link.run()
     (answer,) = link.answers(A)
@@ -293,7 +300,9 @@ def test_records_expire_republish_and_buckets_refresh_on_the_clock() -> None:
     a.on_timer(NOW + 16.0)
     assert len(a.store) == 0 and a.stats["records_expired"] == 1
     refresh = [e for e in a.on_timer(NOW + 100.0) if isinstance(e, RefreshDue)]
-    assert refresh and all(a.routing.bucket_index(e.target) >= a.routing.bucket_index(b.node_id) for e in refresh)
+    assert refresh and all(
+        a.routing.bucket_index(e.target) >= a.routing.bucket_index(b.node_id) for e in refresh
+    )
     assert not [e for e in a.on_timer(NOW + 101.0) if isinstance(e, RefreshDue)]
 
 
@@ -301,7 +310,12 @@ def test_find_value_answers_are_paged_under_the_datagram_limit() -> None:
     link = Link()
     a = link.add(A)
     key = os.urandom(32)
-    records = [Record.create(Identity.generate(), key, os.urandom(1000), seq=1, expires_ms=int((NOW + 60) * 1000)) for _ in range(30)]
+    records = [
+        Record.create(
+            Identity.generate(), key, os.urandom(1000), seq=1, expires_ms=int((NOW + 60) * 1000)
+        )
+        for _ in range(30)
+    ]
     for r in records:
         assert a.store.put(r, NOW) is None
     c = link.add(C)
@@ -326,10 +340,17 @@ def test_every_answer_fits_in_a_datagram() -> None:
     a = link.add(A)
     key = os.urandom(32)
     for _ in range(40):
-        r = Record.create(Identity.generate(), key, os.urandom(4096), seq=1, expires_ms=int((NOW + 60) * 1000))
+        r = Record.create(
+            Identity.generate(), key, os.urandom(4096), seq=1, expires_ms=int((NOW + 60) * 1000)
+        )
         a.store.put(r, NOW)
     for i in range(40):  # the longest IP literals, each in its own /48 so the table takes them
-        a.routing.observe(Contact.of(os.urandom(32), "2001:%x:aaaa:bbbb:cccc:dddd:eeee:ffff" % (0x1000 + i), 65535), NOW)
+        a.routing.observe(
+            Contact.of(
+                os.urandom(32), "2001:%x:aaaa:bbbb:cccc:dddd:eeee:ffff" % (0x1000 + i), 65535
+            ),
+            NOW,
+        )
     assert len(a.routing) >= 20
     c = link.add(C)
     a.request(link.contact(C), m.Ping(), NOW)  # c answers a: a proven address gets full answers
@@ -355,7 +376,9 @@ def test_a_forgery_reusing_a_genuine_signature_is_dropped_even_after_the_genuine
     key = os.urandom(32)
     publisher = Identity.generate()
     genuine = Record.create(publisher, key, b"real ad", seq=1, expires_ms=int((NOW + 60) * 1000))
-    forged = Record(key, publisher.public_key, 2**62, genuine.expires_ms, b"EVIL ad", genuine.signature)
+    forged = Record(
+        key, publisher.public_key, 2**62, genuine.expires_ms, b"EVIL ad", genuine.signature
+    )
     rid = c.request(link.contact(A), m.FindValue(key), NOW)
     c.take_outgoing()
     body = encode(m.to_wire(m.Values([genuine, forged], None, []), rid))
@@ -407,9 +430,19 @@ def test_answers_to_an_unproven_address_are_small() -> None:
     a = link.add(A)
     key = os.urandom(32)
     for _ in range(30):
-        a.store.put(Record.create(Identity.generate(), key, os.urandom(200), seq=1, expires_ms=int((NOW + 60) * 1000)), NOW)
+        a.store.put(
+            Record.create(
+                Identity.generate(), key, os.urandom(200), seq=1, expires_ms=int((NOW + 60) * 1000)
+            ),
+            NOW,
+        )
     for i in range(40):  # the longest IP literals, in distinct /48s so the table takes them
-        a.routing.observe(Contact.of(os.urandom(32), "2001:%x:aaaa:bbbb:cccc:dddd:eeee:ffff" % (0x1000 + i), 65535), NOW)
+        a.routing.observe(
+            Contact.of(
+                os.urandom(32), "2001:%x:aaaa:bbbb:cccc:dddd:eeee:ffff" % (0x1000 + i), 65535
+            ),
+            NOW,
+        )
     attacker = link.add(C)
     victim = ("198.51.100.7", 53)
     for request in (m.FindValue(key), m.FindNode(key)):
@@ -446,7 +479,9 @@ def test_an_answer_from_another_address_proves_nothing_and_leaks_nothing() -> No
         b.datagram_received(d, A, NOW)
     out = [d for d, _ in b.take_outgoing()]
     # (read without opening: opening would spend the datagram in a's replay window)
-    (pong,) = [d for d in out if isinstance(m.parse(msgpack.unpackb(d[HEADER_BYTES + 16 :]))[1], m.Pong)]
+    (pong,) = [
+        d for d in out if isinstance(m.parse(msgpack.unpackb(d[HEADER_BYTES + 16 :]))[1], m.Pong)
+    ]
     a.datagram_received(pong, ("127.0.0.1", 999), NOW)  # relayed from another port
     assert b.node_id not in a.routing and a.stats["dropped_wrong_address"] == 1
     # The check is still pending; when it times out, b may be checked again.

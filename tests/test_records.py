@@ -12,7 +12,9 @@ NOW = 1_800_000_000.0
 KEY = bytes(range(32))
 
 
-def rec(ident: Identity, value: bytes = b"v", *, seq: int = 1, ttl: float = 60.0, key: bytes = KEY) -> Record:
+def rec(
+    ident: Identity, value: bytes = b"v", *, seq: int = 1, ttl: float = 60.0, key: bytes = KEY
+) -> Record:
     return Record.create(ident, key, value, seq=seq, expires_ms=int((NOW + ttl) * 1000))
 
 
@@ -100,7 +102,9 @@ def test_replaced_versions_do_not_expire_the_newer_one() -> None:
 
 
 def test_caps_per_key_per_publisher_in_total_and_on_ttl() -> None:
-    store = RecordStore(StoreLimits(max_per_key=3, max_per_publisher=2, max_records=5, max_ttl=3600))
+    store = RecordStore(
+        StoreLimits(max_per_key=3, max_per_publisher=2, max_records=5, max_ttl=3600)
+    )
     pubs = [Identity.generate() for _ in range(4)]
     for p in pubs[:3]:
         assert store.put(rec(p), NOW) is None

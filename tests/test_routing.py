@@ -95,7 +95,9 @@ def test_closest_matches_brute_force() -> None:
         t.observe(c, 1.0)
     held = t.contacts()
     assert 20 <= len(held) < 2000  # far buckets filled up
-    near_own = [(as_int(own) ^ random.getrandbits(b)).to_bytes(32, "big") for b in (0, 3, 100, 240, 250)]
+    near_own = [
+        (as_int(own) ^ random.getrandbits(b)).to_bytes(32, "big") for b in (0, 3, 100, 240, 250)
+    ]
     for target in [os.urandom(32) for _ in range(20)] + near_own + [own]:
         want = sorted(held, key=lambda c: as_int(c.node_id) ^ as_int(target))[:20]
         assert t.closest(target, 20) == want
@@ -107,7 +109,10 @@ def test_closest_matches_brute_force() -> None:
         t.failed(c.node_id, c.addr, 2.0)
     held = t.contacts()
     for target in [os.urandom(32) for _ in range(10)] + near_own:
-        assert t.closest(target, 20) == sorted(held, key=lambda c: as_int(c.node_id) ^ as_int(target))[:20]
+        assert (
+            t.closest(target, 20)
+            == sorted(held, key=lambda c: as_int(c.node_id) ^ as_int(target))[:20]
+        )
 
 
 def test_ip_prefix_limits_per_bucket_and_per_table() -> None:

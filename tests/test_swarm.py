@@ -46,7 +46,10 @@ async def test_swarm_of_200() -> None:
                 nonlocal hits
                 target = rng.randbytes(32)
                 lookup = await member.node.find_node(target)
-                hits += len({c.node_id for c in lookup.closest()} & true_closest(swarm, target, member.node.node_id))
+                hits += len(
+                    {c.node_id for c in lookup.closest()}
+                    & true_closest(swarm, target, member.node.node_id)
+                )
 
             return job
 

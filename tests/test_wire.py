@@ -63,7 +63,9 @@ def test_codec_raises_only_decode_error_on_random_bytes(data: bytes) -> None:
 
 
 def test_schema_names_the_field_at_fault() -> None:
-    check = schema.tuple_of(("id", "items"), (schema.bin_exact(4), schema.list_of(schema.uint(10), 3)))
+    check = schema.tuple_of(
+        ("id", "items"), (schema.bin_exact(4), schema.list_of(schema.uint(10), 3))
+    )
     assert check([b"abcd", [1, 2]], "msg") == [b"abcd", [1, 2]]
     with pytest.raises(schema.SchemaError) as e:
         check([b"abcd", [1, 11]], "msg")
@@ -189,7 +191,11 @@ def test_small_order_keys_can_neither_sign_nor_mac() -> None:
     degenerate = b"\x01" + bytes(63)  # R = identity, S = 0
     header = bytes((1, 0, KIND_SIGNED)) + identity_point + int(NOW * 1e6).to_bytes(8, "big")
     rejects(b, header + degenerate + b"\x92\x01\x05", "bad_signature")
-    for y in (0, 2**255 - 19 - 1, 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7):
+    for y in (
+        0,
+        2**255 - 19 - 1,
+        0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7,
+    ):
         key = y.to_bytes(32, "little")
         header = bytes((1, 0, KIND_MAC)) + key + int(NOW * 1e6).to_bytes(8, "big")
         rejects(b, header + bytes(16) + b"x", "bad_key")
@@ -200,7 +206,11 @@ def test_junk_does_not_push_genuine_keys_out_of_the_cache() -> None:
     a = Authenticator(Identity.generate(), max_datagram=LIMIT)
     b.open(a.seal(b"hi", b.identity.public_key, NOW), NOW)
     for _ in range(20):
-        junk = bytes((1, 0, KIND_MAC)) + Identity.generate().public_key + int(NOW * 1e6).to_bytes(8, "big")
+        junk = (
+            bytes((1, 0, KIND_MAC))
+            + Identity.generate().public_key
+            + int(NOW * 1e6).to_bytes(8, "big")
+        )
         rejects(b, junk + bytes(16) + b"x", "bad_mac")
     assert a.identity.public_key in b._keys
 

@@ -136,6 +136,7 @@ def _contacts(v: Any, path: str) -> list[Contact]:
         out.append(contact)
     return out
 
+
 _records = schema.list_of(WIRE_SCHEMA, MAX_RECORDS_PER_PAGE)
 _reason = schema.text(MAX_REASON)
 

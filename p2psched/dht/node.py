@@ -75,7 +75,9 @@ class DhtNode:
 
     # -- calls -----------------------------------------------------------------------------
 
-    async def call(self, to: Contact | Addr, request: m.Request) -> tuple[Contact, m.Response] | None:
+    async def call(
+        self, to: Contact | Addr, request: m.Request
+    ) -> tuple[Contact, m.Response] | None:
         """Send `request`; the answer and who gave it, or None if none came within the timeout."""
         rid = self.protocol.request(to, request, self.now())
         waiter = self._waiting[rid] = _Waiter(trio.Event())
@@ -114,7 +116,9 @@ class DhtNode:
 
         return await self._traverse(Lookup(target, **self._lookup_args(target)), ask)
 
-    async def put(self, key: bytes, value: bytes, ttl: float = 3600.0, seq: int | None = None) -> int:
+    async def put(
+        self, key: bytes, value: bytes, ttl: float = 3600.0, seq: int | None = None
+    ) -> int:
         """Publish `value` under `key` as this node's record on the k closest nodes; it is
         republished every half `ttl` until `unpublish`. Returns how many nodes accepted it."""
         record = self.protocol.publish(key, value, ttl, self.now(), seq)
@@ -184,8 +188,7 @@ class DhtNode:
             for contact in closest:
                 nursery.start_soon(store_at, contact)
         if not cfg.client and (
-            len(closest) < cfg.k
-            or distance(self.node_id, key) < distance(closest[-1].node_id, key)
+            len(closest) < cfg.k or distance(self.node_id, key) < distance(closest[-1].node_id, key)
         ):
             # This node is among the k closest itself. Anywhere else a copy here would only
             # answer gets with a part of what the key holds.

@@ -105,9 +105,9 @@ def _fitted_body(answer: m.Response, rid: int, budget: int) -> bytes:
         match answer:
             case m.Nodes(contacts) if contacts:
                 answer = m.Nodes(contacts[:-1])
-            case m.Values(records, _, contacts) if contacts:
+            case m.Values(_, _, contacts) if contacts:
                 answer = dataclasses.replace(answer, contacts=contacts[:-1])
-            case m.Values(records, next_cursor, _) if len(records) > 1:
+            case m.Values(records, _, _) if len(records) > 1:
                 answer = m.Values(records[:-1], records[-2].publisher_id, [])
             case _:
                 break  # nothing left to trim: the sizes above leave room for it
@@ -137,13 +137,21 @@ class _Published:
 
 class DhtProtocol:
     def __init__(
-        self, identity: Identity, config: DhtConfig | None = None, *, now: float, seed: int | None = None
+        self,
+        identity: Identity,
+        config: DhtConfig | None = None,
+        *,
+        now: float,
+        seed: int | None = None,
     ) -> None:
         self.identity = identity
         self.node_id = identity.node_id
         self.config = cfg = config or DhtConfig()
         self.auth = Authenticator(
-            identity, max_datagram=cfg.max_datagram, max_peers=cfg.max_peers, freshness=cfg.freshness
+            identity,
+            max_datagram=cfg.max_datagram,
+            max_peers=cfg.max_peers,
+            freshness=cfg.freshness,
         )
         self.routing = RoutingTable(
             identity.node_id,
@@ -277,7 +285,9 @@ class DhtProtocol:
 
     # -- publishing ------------------------------------------------------------------------
 
-    def publish(self, key: bytes, value: bytes, ttl: float, now: float, seq: int | None = None) -> Record:
+    def publish(
+        self, key: bytes, value: bytes, ttl: float, now: float, seq: int | None = None
+    ) -> Record:
         """Sign `value` under `key` as this node's record, and remember to re-sign and republish
         it every half `ttl` until `unpublish`. Where it is stored is the shell's replication."""
         if len(value) > MAX_VALUE_BYTES:

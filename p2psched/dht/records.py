@@ -1,11 +1,12 @@
 """Signed DHT records and the multi-value store that keeps them.
 
-Owns: `Record` (one publisher's signed value under one key) and `RecordStore` (many records per key).
+Owns: `Record` (one publisher's signed value under one key) and `RecordStore` (many per key).
 Promises: the store only holds records whose signature checks against their publisher's key, that
 have not expired, and that are the newest (seq, expiry) seen from their publisher for that key; an
 older or equal version never replaces a newer one, not even after the newer one expired (its
-version is remembered for `max_ttl`, the longest any older one could still be valid). Per-key, per-publisher and total caps bound
-memory. Sans-I/O: every call takes `now` (seconds since the epoch).
+version is remembered for `max_ttl`, the longest any older one could still be valid). Per-key,
+per-publisher, byte and total caps bound memory. Sans-I/O: every call takes `now` (seconds
+since the epoch).
 """
 
 from __future__ import annotations
@@ -115,7 +116,9 @@ class RecordStore:
         # (expires_ms, key, publisher id); entries for replaced records are skipped when popped.
         self._expiry: list[tuple[int, bytes, bytes]] = []
         # (key, publisher id) -> (version of a record that expired, when to forget it), in order.
-        self._tombstones: OrderedDict[tuple[bytes, bytes], tuple[tuple[int, int], float]] = OrderedDict()
+        self._tombstones: OrderedDict[tuple[bytes, bytes], tuple[tuple[int, int], float]] = (
+            OrderedDict()
+        )
 
     def __len__(self) -> int:
         return self._count

@@ -153,7 +153,9 @@ class Authenticator:
         else:
             auth = self.identity.sign(_auth_data(flags, _NO_RECIPIENT, counter, body))
             kind = KIND_SIGNED
-        header = bytes((VERSION, flags, kind)) + self.identity.public_key + counter.to_bytes(8, "big")
+        header = (
+            bytes((VERSION, flags, kind)) + self.identity.public_key + counter.to_bytes(8, "big")
+        )
         return b"".join((header, auth, body))
 
     def open(self, data: bytes, now: float) -> Opened:
