@@ -114,29 +114,16 @@ def test_serve_put_get_across_processes(tmp_path: Path) -> None:
             assert server.stdout is not None
             first = server.stdout.readline()
             assert f"listening on 127.0.0.1:{port}" in first
-            put = run(
-                "dht",
-                "put",
-                "greeting",
-                "hello there",
-                "--bootstrap",
-                f"127.0.0.1:{port}",
-                "--data-dir",
-                str(tmp_path / "p"),
-                home=tmp_path,
-            )
+
+            def dht(*args: str, node: str) -> subprocess.CompletedProcess[str]:
+                seed = f"127.0.0.1:{port}"
+                data_dir = str(tmp_path / node)
+                return run("dht", *args, "--bootstrap", seed, "--data-dir", data_dir, home=tmp_path)
+
+            put = dht("put", "greeting", "hello there", node="p")
             assert put.returncode == 0, put.stderr
             assert "stored 'greeting' on" in put.stdout
-            got = run(
-                "dht",
-                "get",
-                "greeting",
-                "--bootstrap",
-                f"127.0.0.1:{port}",
-                "--data-dir",
-                str(tmp_path / "g"),
-                home=tmp_path,
-            )
+            got = dht("get", "greeting", node="g")
             assert got.returncode == 0, got.stderr
             assert "hello there" in got.stdout
             publisher = run("id", "--data-dir", str(tmp_path / "p"), home=tmp_path).stdout.strip()
