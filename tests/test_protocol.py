@@ -392,12 +392,15 @@ def test_hostile_contacts_in_an_answer_cannot_hurt_the_asker() -> None:
     a = link.add(A)
     c = link.add(C)
     low_order = (2**255 - 19 - 1).to_bytes(32, "little")  # maps to an X25519 point of order 1
-    for host in ("a\x00b", "evil.example", "x" * 70):
+    hostile = [(os.urandom(32), host) for host in ("a\x00b", "evil.example", "x" * 70)]
+    hostile.append((low_order, "127.0.0.1"))
+    for key, host in hostile:
         rid = c.request(link.contact(A), m.FindNode(os.urandom(32)), NOW)
         c.take_outgoing()
-        body = encode([m.Nodes.TYPE, rid, [[os.urandom(32), host, 4000]]])
+        body = encode([m.Nodes.TYPE, rid, [[key, host, 4000]]])
         assert c.datagram_received(a.auth.seal(body, c.identity.public_key, NOW), A, NOW) == []
-    assert c.stats["dropped_schema"] == 3  # names are refused: contacts carry IP literals
+    # Names are refused (contacts carry IP literals), and so are keys of no one.
+    assert c.stats["dropped_schema"] == 4
     # A key no pair key can be made with: asking it fails at once, with no exception.
     rid = c.request(Contact.of(low_order, "127.0.0.1", 9), m.Ping(), NOW)
     assert c.take_outgoing() == []

@@ -14,6 +14,7 @@ from typing import Any
 
 from p2psched.dht.records import KEY_BYTES, WIRE_SCHEMA, Record
 from p2psched.dht.routing import Contact
+from p2psched.identity import usable_public_key
 from p2psched.wire import schema
 from p2psched.wire.schema import SchemaError
 
@@ -127,7 +128,7 @@ def _contacts(v: Any, path: str) -> list[Contact]:
         if known is not None:
             out.append(known)
             continue
-        if len(pub) != 32 or not 0 < port <= 65535 or not _is_ip(host):
+        if not usable_public_key(pub) or not 0 < port <= 65535 or not _is_ip(host):
             raise SchemaError(f"{path}[{i}]", "expected [public_key (32 bytes), IP address, port]")
         contact = Contact.of(pub, host, port)
         if len(_seen_contacts) >= _SEEN_CONTACTS_MAX:

@@ -429,7 +429,7 @@ class DhtProtocol:
                 self.stats["dropped_bad_records"] += len(msg.records) - len(good)
                 msg = m.Values(good, msg.next_cursor, msg.contacts)
         if isinstance(msg, m.Nodes | m.Values):
-            usable = [c for c in msg.contacts if c.port and c.node_id != self.node_id]
+            usable = [c for c in msg.contacts if c.node_id != self.node_id]
             if len(usable) != len(msg.contacts):
                 msg = dataclasses.replace(msg, contacts=usable)
         return [Answered(rid, sender, msg)]

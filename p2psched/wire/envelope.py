@@ -119,14 +119,6 @@ class Authenticator:
         self._remember(public_key, key)
         return key
 
-    def usable(self, public_key: bytes) -> bool:
-        """Whether a pair key can be made with `public_key` (a contact from a peer may lie)."""
-        try:
-            self.pair_key(public_key)
-        except Rejected:
-            return False
-        return True
-
     def _remember(self, public_key: bytes, key: bytes) -> None:
         self._keys[public_key] = key
         if len(self._keys) > self.max_peers:
