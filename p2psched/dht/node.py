@@ -130,7 +130,7 @@ class DhtNode:
     async def get(self, key: bytes, quorum: int | None = None) -> list[Record]:
         """Every live record under `key`, newest version per publisher, signatures checked.
 
-        The lookup ends once `quorum` holders (default: the config's, 1) have given all their
+        The lookup ends once `quorum` holders (default: the config's, 2) have given all their
         pages; pass a larger one to merge what several holders have."""
         lookup = ValueLookup(
             key,

@@ -397,17 +397,14 @@ class DhtProtocol:
         if pending.expected is not None and pending.expected != sender.node_id:
             self.stats["dropped_wrong_responder"] += 1
             return []
-        if sender.addr != pending.addr:
-            if pending.internal is not None:
-                # A routing check is answered from the address it went to, or not at all.
-                self.stats["dropped_wrong_address"] += 1
-                return []
-            # A reply from elsewhere (NAT rebinding, a multi-homed peer) still answers the
-            # caller, but proves no address and admits no one.
-            del self._pending[rid]
-            self._admitting.discard(sender.node_id)
-        else:
-            del self._pending[rid]
+        if sender.addr != pending.addr and pending.internal is not None:
+            # A routing check is answered from the address it went to, or not at all.
+            self.stats["dropped_wrong_address"] += 1
+            return []
+        del self._pending[rid]
+        # A reply from elsewhere (NAT rebinding, a multi-homed peer) still answers the caller,
+        # but proves no address and admits no one.
+        if sender.addr == pending.addr:
             self._admitting.discard(sender.node_id)
             # It answered a request id only the receiver of our datagram could know, from the
             # address we sent to: that address is proven, and the node may enter the table.
