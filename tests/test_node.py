@@ -11,6 +11,7 @@ import trio
 from p2psched.dht import messages as m
 from p2psched.dht.node import open_dht_node, serve
 from p2psched.dht.protocol import DhtConfig
+from p2psched.dht.records import Record
 from p2psched.dht.routing import Contact
 from p2psched.identity import Identity
 
@@ -125,3 +126,21 @@ async def test_big_records_reach_a_first_time_asker() -> None:
             await c.bootstrap([a.address])
             (record,) = await c.get(key, quorum=1)
             assert len(record.value) == 4096
+
+
+async def test_a_client_gets_every_record_of_a_key_with_many() -> None:
+    """A client node is never proven by a ping (nobody takes it into a table); the page tokens
+    prove its address, so it still gets all 40 records, not the first few pages' worth."""
+    async with open_dht_node(Identity.generate()) as a, open_dht_node(Identity.generate()) as b:
+        await b.bootstrap([a.address])
+        key = os.urandom(32)
+        publishers = [Identity.generate() for _ in range(40)]
+        for p in publishers:
+            record = Record.create(
+                p, key, os.urandom(1000), seq=1, expires_ms=int((a.now() + 600) * 1000)
+            )
+            assert a.protocol.store.put(record, a.now()) is None
+        async with open_dht_node(Identity.generate(), config=DhtConfig(client=True)) as c:
+            await c.bootstrap([a.address])
+            got = await c.get(key, quorum=1)
+            assert {r.publisher_id for r in got} == {p.node_id for p in publishers}

@@ -517,3 +517,37 @@ def test_request_ids_are_unpredictable() -> None:
     assert len(set(rids)) == 50
     steps = {b - a_ for a_, b in zip(rids, rids[1:])}
     assert len(steps) > 40  # not a counter
+
+
+def test_a_page_token_proves_the_address_it_was_sent_to_and_no_other() -> None:
+    """An unproven asker gets a small page and a cursor with a token in it; handing the cursor
+    back from the same address proves the address (the next page is full size), from another
+    address it proves nothing."""
+    link = Link()
+    a = link.add(A)
+    key = os.urandom(32)
+    for _ in range(40):
+        r = Record.create(
+            Identity.generate(), key, os.urandom(1000), seq=1, expires_ms=int((NOW + 60) * 1000)
+        )
+        a.store.put(r, NOW)
+    c = link.add(C)
+    c.request(link.contact(A), m.FindValue(key), NOW)
+    link.run()
+    (first,) = link.answers(C)
+    assert isinstance(first.message, m.Values) and first.message.next_cursor is not None
+    assert len(first.message.records) == 1 and len(first.message.next_cursor) == 40
+    cursor = first.message.next_cursor
+    # From elsewhere, the token is worth nothing.
+    spoofer = ("127.0.0.1", 999)
+    c.request(link.contact(A), m.FindValue(key, cursor), NOW)
+    ((data, _),) = c.take_outgoing()
+    a.datagram_received(data, spoofer, NOW)
+    ((answer, _),) = [x for x in a.take_outgoing() if x[1] == spoofer]
+    assert len(answer) <= 1700
+    # From the address it was given to, the next page is full.
+    c.request(link.contact(A), m.FindValue(key, cursor), NOW + 1)
+    link.run(NOW + 1)
+    (second,) = link.answers(C)
+    assert isinstance(second.message, m.Values) and len(second.message.records) >= 5
+    assert second.message.records[0].publisher_id > first.message.records[0].publisher_id

@@ -171,6 +171,16 @@ def to_wire(msg: Message, rid: int) -> list[Any]:
 
 
 _rid = schema.uint()
+
+
+def _cursor(v: Any, path: str) -> Any:
+    """Where the next page starts: a publisher id, perhaps followed by an 8-byte address token
+    the holder gave (see `DhtProtocol`). Opaque to the asker, who hands it back."""
+    if type(v) is not bytes or len(v) not in (KEY_BYTES, KEY_BYTES + 8):
+        raise SchemaError(path, f"expected {KEY_BYTES} or {KEY_BYTES + 8} bytes")
+    return v
+
+
 _Parser = tuple[schema.Check, Callable[[list[Any]], Message]]
 _PARSERS: dict[int, _Parser] = {
     Ping.TYPE: (schema.tuple_of(("type", "rid"), (_rid, _rid)), lambda v: Ping()),
@@ -191,14 +201,14 @@ _PARSERS: dict[int, _Parser] = {
     ),
     FindValue.TYPE: (
         schema.tuple_of(
-            ("type", "rid", "key", "cursor"), (_rid, _rid, _node_id, schema.optional(_node_id))
+            ("type", "rid", "key", "cursor"), (_rid, _rid, _node_id, schema.optional(_cursor))
         ),
         lambda v: FindValue(v[2], v[3]),
     ),
     Values.TYPE: (
         schema.tuple_of(
             ("type", "rid", "records", "next_cursor", "contacts"),
-            (_rid, _rid, _records, schema.optional(_node_id), _contacts),
+            (_rid, _rid, _records, schema.optional(_cursor), _contacts),
         ),
         lambda v: Values([Record.from_wire(r) for r in v[2]], v[3], v[4]),
     ),

@@ -12,14 +12,17 @@ routing table; only signature-checked records are stored or handed to callers.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import heapq
+import hmac
+import os
 import random
 import secrets
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from p2psched.dht import messages as m
-from p2psched.dht.records import MAX_VALUE_BYTES, Record, RecordStore, StoreLimits
+from p2psched.dht.records import KEY_BYTES, MAX_VALUE_BYTES, Record, RecordStore, StoreLimits
 from p2psched.dht.routing import Contact, RoutingTable
 from p2psched.identity import Identity
 from p2psched.wire.codec import DecodeError, decode, encode
@@ -37,6 +40,7 @@ DATAGRAM_HEADER = HEADER_BYTES + MAC_BYTES  # what the envelope adds to an answe
 # that the node is a poor amplifier (at most ~16x for the smallest request).
 AMPLIFICATION_FACTOR = 3
 UNPROVEN_FLOOR = 1700
+TOKEN_EPOCH = 60.0  # seconds an address token stays good for (two epochs at most)
 _MAX_RECORD_WIRE = MAX_VALUE_BYTES + 200  # a record's own fields around its value
 
 
@@ -171,6 +175,7 @@ class DhtProtocol:
         # Addresses that answered a request of ours: they receive what is sent to them.
         self._proven: OrderedDict[tuple[bytes, Addr], None] = OrderedDict()
         self._admitting: set[bytes] = set()
+        self._token_key = os.urandom(16)
         self._next_maintenance = now + cfg.maintenance_interval
         self._flags = FLAG_CLIENT if cfg.client else 0
 
@@ -222,6 +227,8 @@ class DhtProtocol:
         if msg.TYPE in m.REQUEST_TYPES:
             self.stats["requests_in"] += 1
             proven = (sender.node_id, sender.addr) in self._proven
+            if not proven and isinstance(msg, m.FindValue) and msg.cursor is not None:
+                proven = self._token_proves(sender, msg.cursor[KEY_BYTES:], now)
             if opened.bound and not opened.flags & FLAG_CLIENT:
                 self._consider(sender, proven, now)
             budget = self.config.max_datagram
@@ -231,6 +238,28 @@ class DhtProtocol:
             self._send(sender, _fitted_body(answer, rid, budget), now)
             return []
         return self._on_response(sender, rid, msg, opened.flags, now)  # type: ignore[arg-type]
+
+    def _token(self, contact: Contact, epoch: float) -> bytes:
+        host, port = contact.addr
+        data = b"".join((contact.node_id, host.encode(), port.to_bytes(2, "big"), b"%d" % epoch))
+        return hashlib.blake2b(data, key=self._token_key, digest_size=8).digest()
+
+    def _token_proves(self, contact: Contact, token: bytes, now: float) -> bool:
+        """Whether `token` is one this node gave `contact` at its address (within two token
+        epochs); if so, the address is proven."""
+        epoch = now // TOKEN_EPOCH
+        if len(token) != 8 or not any(
+            hmac.compare_digest(token, self._token(contact, e)) for e in (epoch, epoch - 1)
+        ):
+            return False
+        self._mark_proven(contact)
+        return True
+
+    def _mark_proven(self, contact: Contact) -> None:
+        self._proven[(contact.node_id, contact.addr)] = None
+        self._proven.move_to_end((contact.node_id, contact.addr))
+        if len(self._proven) > self.config.max_peers:
+            self._proven.popitem(last=False)
 
     def _consider(self, sender: Contact, proven: bool, now: float) -> None:
         """A request from `sender`, made for us (so not relayed): refresh its entry, or check
@@ -372,11 +401,13 @@ class DhtProtocol:
                 contacts = self.routing.closest(target, k, exclude=sender.node_id)
                 return m.Nodes(contacts)
             case m.FindValue(key, cursor):
-                records, next_cursor = self.store.page(key, cursor, room, now, must_fit=not proven)
-                if not records and next_cursor is not None:
-                    # Even one record is more than an unproven address may be sent: ask it to
-                    # prove itself; the asker comes back for the same page.
-                    self._prove(sender, now)
+                start = cursor[:KEY_BYTES] if cursor is not None else None
+                records, next_cursor = self.store.page(key, start, room, now, must_fit=not proven)
+                if next_cursor is not None and not proven:
+                    # The rest is more than an unproven address may be sent at once. The cursor
+                    # carries a token only the receiver at this address can hand back, and a
+                    # request that does proves the address: the next page comes in full.
+                    next_cursor += self._token(sender, now // TOKEN_EPOCH)
                 # As in Kademlia, a holder answers with the value, and only a non-holder with
                 # closer contacts.
                 contacts = [] if records else self.routing.closest(key, k, exclude=sender.node_id)
@@ -408,10 +439,7 @@ class DhtProtocol:
             self._admitting.discard(sender.node_id)
             # It answered a request id only the receiver of our datagram could know, from the
             # address we sent to: that address is proven, and the node may enter the table.
-            self._proven[(sender.node_id, sender.addr)] = None
-            self._proven.move_to_end((sender.node_id, sender.addr))
-            if len(self._proven) > self.config.max_peers:
-                self._proven.popitem(last=False)
+            self._mark_proven(sender)
             if pending.internal == "evict":
                 self.routing.ping_answered(sender.node_id, True, now)
             elif not flags & FLAG_CLIENT:

@@ -91,11 +91,16 @@ class Authenticator:
         max_datagram: int,
         max_peers: int = 16384,
         freshness: float = 30.0,
+        ahead: float = 5.0,
     ) -> None:
         self.identity = identity
         self.max_datagram = max_datagram
         self.max_peers = max_peers
         self.freshness = freshness
+        # How far a sender's clock may run ahead of ours. Small: a window's highest counter
+        # becomes a replay floor when the window is dropped, and a floor far in the future would
+        # lock out whoever shares its slot until our clock caught up.
+        self.ahead = ahead
         self.rejected: Counter[str] = Counter()
         self._static = X25519PrivateKey.from_private_bytes(identity.x25519_private_bytes())
         # Pair keys are a pure function of the two identities: any may be dropped and rederived.
@@ -173,7 +178,8 @@ class Authenticator:
             raise Rejected("malformed")
         if public_key == self.identity.public_key:
             raise Rejected("from_self")
-        if abs(counter / 1_000_000 - now) > self.freshness:
+        sent = counter / 1_000_000
+        if sent < now - self.freshness or sent > now + self.ahead:
             raise Rejected("stale")
         if kind == KIND_MAC:
             # The MAC covers our node id: a datagram meant for another node does not verify here.
