@@ -467,6 +467,12 @@ def test_answers_to_an_unproven_address_are_small() -> None:
     link.run(NOW + 2)
     (answer,) = link.answers(C)
     assert isinstance(answer.message, m.Values) and len(answer.message.records) > 5
+    # A proof does not last for ever (addresses change hands): ten minutes on, small again.
+    later = NOW + 2 + 601
+    attacker.request(link.contact(A), m.FindValue(key), later)
+    link.run(later)
+    (answer,) = link.answers(C)
+    assert isinstance(answer.message, m.Values) and len(answer.message.records) <= 5
 
 
 def test_an_answer_from_another_address_proves_nothing_and_leaks_nothing() -> None:

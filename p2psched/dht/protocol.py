@@ -41,6 +41,7 @@ DATAGRAM_HEADER = HEADER_BYTES + MAC_BYTES  # what the envelope adds to an answe
 AMPLIFICATION_FACTOR = 3
 UNPROVEN_FLOOR = 1700
 TOKEN_EPOCH = 60.0  # seconds an address token stays good for (two epochs at most)
+PROOF_TTL = 600.0  # seconds a proven address stays proven without a new proof
 _MAX_RECORD_WIRE = MAX_VALUE_BYTES + 200  # a record's own fields around its value
 
 
@@ -173,7 +174,7 @@ class DhtProtocol:
         self._published: dict[bytes, _Published] = {}
         self._verified: OrderedDict[Record, bool] = OrderedDict()
         # Addresses that answered a request of ours: they receive what is sent to them.
-        self._proven: OrderedDict[tuple[bytes, Addr], None] = OrderedDict()
+        self._proven: OrderedDict[tuple[bytes, Addr], float] = OrderedDict()  # -> when
         self._admitting: set[bytes] = set()
         self._token_key = os.urandom(16)
         self._next_maintenance = now + cfg.maintenance_interval
@@ -226,7 +227,7 @@ class DhtProtocol:
             return []
         if msg.TYPE in m.REQUEST_TYPES:
             self.stats["requests_in"] += 1
-            proven = (sender.node_id, sender.addr) in self._proven
+            proven = self._is_proven(sender, now)
             if not proven and isinstance(msg, m.FindValue) and msg.cursor is not None:
                 proven = self._token_proves(sender, msg.cursor[KEY_BYTES:], now)
             if opened.bound and not opened.flags & FLAG_CLIENT:
@@ -241,7 +242,8 @@ class DhtProtocol:
 
     def _token(self, contact: Contact, epoch: float) -> bytes:
         host, port = contact.addr
-        data = b"".join((contact.node_id, host.encode(), port.to_bytes(2, "big"), b"%d" % epoch))
+        fixed = contact.node_id + port.to_bytes(2, "big") + int(epoch).to_bytes(8, "big")
+        data = fixed + host.encode()
         return hashlib.blake2b(data, key=self._token_key, digest_size=8).digest()
 
     def _token_proves(self, contact: Contact, token: bytes, now: float) -> bool:
@@ -252,11 +254,17 @@ class DhtProtocol:
             hmac.compare_digest(token, self._token(contact, e)) for e in (epoch, epoch - 1)
         ):
             return False
-        self._mark_proven(contact)
+        self._mark_proven(contact, now)
         return True
 
-    def _mark_proven(self, contact: Contact) -> None:
-        self._proven[(contact.node_id, contact.addr)] = None
+    def _is_proven(self, contact: Contact, now: float) -> bool:
+        """Whether this (node, address) answered us lately: a proof is good for `PROOF_TTL`
+        (addresses change hands), then the next exchange proves it again."""
+        proven_at = self._proven.get((contact.node_id, contact.addr))
+        return proven_at is not None and proven_at > now - PROOF_TTL
+
+    def _mark_proven(self, contact: Contact, now: float) -> None:
+        self._proven[(contact.node_id, contact.addr)] = now
         self._proven.move_to_end((contact.node_id, contact.addr))
         if len(self._proven) > self.config.max_peers:
             self._proven.popitem(last=False)
@@ -439,7 +447,7 @@ class DhtProtocol:
             self._admitting.discard(sender.node_id)
             # It answered a request id only the receiver of our datagram could know, from the
             # address we sent to: that address is proven, and the node may enter the table.
-            self._mark_proven(sender)
+            self._mark_proven(sender, now)
             if pending.internal == "evict":
                 self.routing.ping_answered(sender.node_id, True, now)
             elif not flags & FLAG_CLIENT:

@@ -179,8 +179,10 @@ class Authenticator:
         if public_key == self.identity.public_key:
             raise Rejected("from_self")
         sent = counter / 1_000_000
-        if sent < now - self.freshness or sent > now + self.ahead:
+        if sent < now - self.freshness:
             raise Rejected("stale")
+        if sent > now + self.ahead:
+            raise Rejected("ahead")  # the sender's clock runs fast (or ours slow): check NTP
         if kind == KIND_MAC:
             # The MAC covers our node id: a datagram meant for another node does not verify here.
             data = _auth_data(flags, self.identity.node_id, counter, body)
