@@ -24,3 +24,10 @@ def test_ruff_finds_nothing() -> None:
         text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_package_directory_is_a_regular_package() -> None:
+    """A folder of modules without __init__.py is left out of a (non-editable) install."""
+    for folder in (ROOT / "p2psched").rglob("*"):
+        if folder.is_dir() and any(folder.glob("*.py")):
+            assert (folder / "__init__.py").exists(), f"{folder} has no __init__.py"
