@@ -1,0 +1,147 @@
+"""Needs (what a task requires of a worker), whether a profile meets one, and capability keys.
+
+Owns: the need expression language (`gpu=A100,vram>=40,model=llama-3-8b`), `Need.matches`,
+`capability_keys` (the DHT keys a worker's ad is stored under) and `Need.search_keys` (the keys a
+scheduler reads to find the workers that may match).
+Promises: a bad expression raises `NeedError` naming the clause and what is allowed. Every
+profile that matches a need is stored under every key of that need's `search_keys()`, so
+searching those keys and filtering with `matches` finds exactly the matching workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from p2psched.resources.profile import Profile, gpu_family
+
+# One capability key would sit on the same k DHT nodes for every worker that has it; spread
+# over shards, each worker writes to one of them and a search reads them all.
+SHARDS = {"any": 16, "gpu": 8, "model": 8, "driver": 8}
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+    "=": operator.eq,
+}
+_Measure = Callable[[Profile], float]
+_NUMERIC: dict[str, tuple[_Measure, str]] = {
+    "vram": (lambda p: p.max_vram_gb, "GiB of memory on the worker's largest GPU"),
+    "gpus": (lambda p: float(len(p.gpus)), "number of GPUs"),
+    "ram": (lambda p: p.ram_gb, "GiB of RAM"),
+    "cpus": (lambda p: float(p.cpu_cores), "CPU cores"),
+    "disk": (lambda p: p.disk_gb, "GiB of free disk"),
+    "slots": (lambda p: float(p.free_slots), "free task slots"),
+    "max_price": (lambda p: p.min_price, "the worker's minimum price per task"),
+}
+_TEXT = ("gpu", "model", "loaded", "driver")
+_CLAUSE = re.compile(r"^\s*([a-z_][a-z0-9_.]*)\s*(>=|<=|=|>|<)\s*(.+?)\s*$")
+
+
+class NeedError(ValueError):
+    """A need expression that cannot be understood; the message names the clause and the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    field: str
+    op: str
+    value: str | float
+
+    def __str__(self) -> str:
+        value = f"{self.value:g}" if isinstance(self.value, float) else self.value
+        return f"{self.field}{self.op}{value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    clauses: tuple[Clause, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Need:
+        """`gpu=A100,vram>=40,ram>=16,model=llama-3-8b,driver=http,max_price<=0.02,label.region=eu`;
+        an empty text is the need any worker meets."""
+        clauses = []
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            found = _CLAUSE.match(part)
+            if found is None:
+                raise NeedError(f"{part!r} is not FIELD OP VALUE (for example vram>=40)")
+            name, op, raw = found.groups()
+            if name in _NUMERIC:
+                try:
+                    value: str | float = float(raw)
+                except ValueError:
+                    raise NeedError(
+                        f"{part!r}: {name} takes a number ({_NUMERIC[name][1]})"
+                    ) from None
+            elif name in _TEXT or name.startswith("label."):
+                if op != "=":
+                    raise NeedError(f"{part!r}: {name} can only be compared with '='")
+                value = raw
+            else:
+                known = ", ".join([*_TEXT, *_NUMERIC, "label.NAME"])
+                raise NeedError(f"{part!r}: unknown field {name!r}; known fields: {known}")
+            clauses.append(Clause(name, op, value))
+        return cls(tuple(clauses))
+
+    def __str__(self) -> str:
+        return ",".join(map(str, self.clauses)) or "(any worker)"
+
+    def matches(self, profile: Profile) -> bool:
+        return all(_holds(c, profile) for c in self.clauses)
+
+    def search_keys(self) -> tuple[str, list[bytes]]:
+        """The capability this need is looked up by, and its shard keys. The most selective
+        capability it names wins: a model, then a GPU family, then a driver, else any worker."""
+        for kind in ("model", "gpu", "driver"):
+            for c in self.clauses:
+                if c.field == kind or (kind == "model" and c.field == "loaded"):
+                    name = _capability_name(kind, str(c.value))
+                    return name, [_shard_key(name, s) for s in range(SHARDS[kind])]
+        return "any", [_shard_key("any", s) for s in range(SHARDS["any"])]
+
+
+def _holds(c: Clause, p: Profile) -> bool:
+    if c.field in _NUMERIC:
+        return _OPS[c.op](_NUMERIC[c.field][0](p), float(c.value))
+    value = str(c.value)
+    match c.field:
+        case "gpu":
+            return any(g.family == gpu_family(value) for g in p.gpus)
+        case "model":
+            return value in p.installed_models or value in p.loaded_models
+        case "loaded":
+            return value in p.loaded_models
+        case "driver":
+            return value in p.drivers
+    return p.label(c.field.removeprefix("label.")) == value
+
+
+def _capability_name(kind: str, value: str) -> str:
+    return f"{kind}:{gpu_family(value) if kind == 'gpu' else value}"
+
+
+def _shard_key(capability: str, shard: int) -> bytes:
+    return hashlib.sha256(f"p2psched/capability/1/{capability}/{shard}".encode()).digest()
+
+
+def capability_keys(profile: Profile, node_id: bytes) -> dict[str, bytes]:
+    """The DHT keys a worker's ad is stored under, by capability: any worker, each GPU family,
+    each installed or loaded model, each driver. A worker always writes to the same shard of
+    a capability (chosen by its node id), so a new ad replaces its old one there."""
+    names = ["any"]
+    names += sorted({_capability_name("gpu", g.model) for g in profile.gpus})
+    names += sorted(
+        {_capability_name("model", m) for m in (*profile.installed_models, *profile.loaded_models)}
+    )
+    names += sorted({_capability_name("driver", d) for d in profile.drivers})
+    keys = {}
+    for name in names:
+        shards = SHARDS[name.split(":", 1)[0]]
+        keys[name] = _shard_key(name, int.from_bytes(node_id[:4], "big") % shards)
+    return keys

@@ -1,0 +1,206 @@
+"""A worker's public resource profile and its wire form.
+
+Owns: `Profile` and `Gpu`, and the strict schema a profile from a peer is checked against.
+Promises: `Profile.from_wire(profile.to_wire()) == profile`; `from_wire` accepts nothing but a
+well-formed profile of this schema version, raising `SchemaError` naming the field; an encoded
+profile is at most `MAX_PROFILE_BYTES`, so it fits in one DHT record.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2psched.wire import schema
+from p2psched.wire.codec import encode
+from p2psched.wire.schema import SchemaError
+
+SCHEMA_VERSION = 1
+MAX_PROFILE_BYTES = 3072
+_NAME = 128
+_LIST = 64
+_VENDOR_WORDS = {"nvidia", "geforce", "tesla", "quadro", "amd", "radeon", "intel"}
+
+
+def gpu_family(model: str) -> str:
+    """The family a GPU model name belongs to, as needs and capability keys name it:
+    "NVIDIA A100-SXM4-40GB" and "A100" give "A100"; "NVIDIA GeForce RTX 4090" gives "RTX4090".
+    """
+    words = [w for w in re.split(r"[\s_]+", model.strip()) if w.lower() not in _VENDOR_WORDS]
+    for i, word in enumerate(words):
+        head = re.split(r"[-/]", word)[0]
+        if any(c.isdigit() for c in head):
+            if head.isdigit() and i > 0 and words[i - 1].isalpha():
+                head = words[i - 1] + head  # "RTX 4090"
+            return head.upper()
+    return "".join(words).upper()
+
+
+@dataclass(frozen=True, slots=True)
+class Gpu:
+    model: str
+    vram_gb: float
+    driver: str = ""
+
+    @property
+    def family(self) -> str:
+        return gpu_family(self.model)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    cpu_model: str
+    cpu_cores: int
+    ram_gb: float
+    disk_gb: float = 0.0
+    gpus: tuple[Gpu, ...] = ()
+    installed_models: tuple[str, ...] = ()
+    loaded_models: tuple[str, ...] = ()
+    download_mbps: float = 0.0
+    upload_mbps: float = 0.0
+    workload_cpu: float = 0.0  # fractions of capacity in use, 0..1
+    workload_gpu: float = 0.0
+    workload_ram: float = 0.0
+    min_price: float = 0.0  # per task, in the network's unit of money
+    drivers: tuple[str, ...] = ()
+    free_slots: int = 0
+    labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs: region, owner, ...
+    addresses: tuple[str, ...] = ()  # "host:port" where the worker can be reached
+    version: int = field(default=SCHEMA_VERSION)
+
+    @property
+    def max_vram_gb(self) -> float:
+        return max((g.vram_gb for g in self.gpus), default=0.0)
+
+    def label(self, key: str) -> str | None:
+        return dict(self.labels).get(key)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The public meta_info layout, with this project's additions after `min_cost`."""
+        return {
+            "_v": self.version,
+            "installed_models": list(self.installed_models),
+            "loaded_models": list(self.loaded_models),
+            "specifications": {
+                "GPU": [[g.model, g.vram_gb, g.driver] for g in self.gpus],
+                "CPU": [self.cpu_model, self.cpu_cores],
+                "RAM": self.ram_gb,
+                "disk": self.disk_gb,
+            },
+            "network": {"download": self.download_mbps, "upload": self.upload_mbps},
+            "workload": {
+                "CPU": self.workload_cpu,
+                "GPU": self.workload_gpu,
+                "RAM": self.workload_ram,
+            },
+            "min_cost": self.min_price,
+            "drivers": list(self.drivers),
+            "free_slots": self.free_slots,
+            "labels": dict(self.labels),
+            "addresses": list(self.addresses),
+        }
+
+    def encode(self) -> bytes:
+        data = encode(self.to_wire())
+        if len(data) > MAX_PROFILE_BYTES:
+            raise ValueError(
+                f"the profile takes {len(data)} bytes encoded, over the {MAX_PROFILE_BYTES}-byte "
+                "limit: advertise fewer models, labels or addresses"
+            )
+        return data
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Profile:
+        v = _PROFILE(obj, "profile")
+        spec = v["specifications"]
+        return cls(
+            version=v["_v"],
+            installed_models=tuple(v["installed_models"]),
+            loaded_models=tuple(v["loaded_models"]),
+            gpus=tuple(Gpu(g[0], g[1], g[2]) for g in spec["GPU"]),
+            cpu_model=spec["CPU"][0],
+            cpu_cores=spec["CPU"][1],
+            ram_gb=spec["RAM"],
+            disk_gb=spec["disk"],
+            download_mbps=v["network"]["download"],
+            upload_mbps=v["network"]["upload"],
+            workload_cpu=v["workload"]["CPU"],
+            workload_gpu=v["workload"]["GPU"],
+            workload_ram=v["workload"]["RAM"],
+            min_price=v["min_cost"],
+            drivers=tuple(v["drivers"]),
+            free_slots=v["free_slots"],
+            labels=tuple(sorted(v["labels"].items())),
+            addresses=tuple(v["addresses"]),
+        )
+
+
+def _number(minimum: float = 0.0, maximum: float = 1e12) -> schema.Check:
+    def check(v: Any, path: str) -> Any:
+        if type(v) not in (int, float) or not minimum <= v <= maximum or v != v:
+            raise SchemaError(path, f"expected a number in {minimum:g}..{maximum:g}")
+        return float(v)
+
+    return check
+
+
+def _fraction(v: Any, path: str) -> Any:
+    return _number(0.0, 1.0)(v, path)
+
+
+def _version(v: Any, path: str) -> Any:
+    if v != SCHEMA_VERSION or type(v) is not int:
+        raise SchemaError(path, f"expected schema version {SCHEMA_VERSION}")
+    return v
+
+
+def _mapping(fields: dict[str, schema.Check]) -> schema.Check:
+    """A map with exactly these keys (no unknown ones: a strict schema)."""
+
+    def check(v: Any, path: str) -> Any:
+        if type(v) is not dict or set(v) != set(fields):
+            raise SchemaError(path, f"expected a map with exactly {', '.join(sorted(fields))}")
+        return {k: c(v[k], f"{path}.{k}") for k, c in fields.items()}
+
+    return check
+
+
+def _labels(v: Any, path: str) -> Any:
+    if type(v) is not dict or len(v) > 16:
+        raise SchemaError(path, "expected a map of at most 16 labels")
+    for k, val in v.items():
+        schema.text(32)(k, f"{path}.{k}")
+        schema.text(_NAME)(val, f"{path}.{k}")
+    return v
+
+
+_name = schema.text(_NAME)
+_names = schema.list_of(_name, _LIST)
+_PROFILE = _mapping(
+    {
+        "_v": _version,
+        "installed_models": _names,
+        "loaded_models": _names,
+        "specifications": _mapping(
+            {
+                "GPU": schema.list_of(
+                    schema.tuple_of(
+                        ("model", "vram", "driver"), (_name, _number(0, 4096), schema.text(64))
+                    ),
+                    16,
+                ),
+                "CPU": schema.tuple_of(("model", "cores"), (_name, schema.uint(4096))),
+                "RAM": _number(0, 1 << 20),
+                "disk": _number(0, 1 << 30),
+            }
+        ),
+        "network": _mapping({"download": _number(), "upload": _number()}),
+        "workload": _mapping({"CPU": _fraction, "GPU": _fraction, "RAM": _fraction}),
+        "min_cost": _number(),
+        "drivers": schema.list_of(schema.text(32), 16),
+        "free_slots": schema.uint(1024),
+        "labels": _labels,
+        "addresses": schema.list_of(schema.text(80), 8),
+    }
+)
