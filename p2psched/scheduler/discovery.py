@@ -1,0 +1,93 @@
+"""Finding the workers that match a need: read the need's capability keys in the DHT, check
+each ad, apply the whole need.
+
+Owns: `WorkerAd` (an ad as read back) and `Discovery` (the search, and its cache).
+Promises: `find` answers exactly the live workers whose checked ads match the need: the DHT
+hands over only signed, unexpired, newest records; here withdrawn, malformed and oversized ads
+are dropped (and counted), and the need is applied to every profile. What was read is cached
+per capability for `cache_for` seconds (never past an ad's own expiry), so a similar need soon
+after costs no network round trip.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import trio
+
+from p2psched.dht.node import DhtNode
+from p2psched.dht.records import Record
+from p2psched.resources.need import Need
+from p2psched.resources.profile import MAX_PROFILE_BYTES, Profile
+from p2psched.wire.codec import DecodeError, decode
+from p2psched.wire.schema import SchemaError
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerAd:
+    node_id: bytes
+    profile: Profile
+    seq: int
+    expires: float  # seconds since the epoch
+
+    @classmethod
+    def from_record(cls, record: Record) -> WorkerAd | None:
+        """The ad a record carries; None for a withdrawal. Raises ValueError for a bad one."""
+        if not record.value:
+            return None
+        if len(record.value) > MAX_PROFILE_BYTES:
+            raise ValueError("oversized")
+        try:
+            profile = Profile.from_wire(decode(record.value, MAX_PROFILE_BYTES))
+        except (DecodeError, SchemaError) as e:
+            raise ValueError(f"malformed ({e})") from None
+        return cls(record.publisher_id, profile, record.seq, record.expires_ms / 1000)
+
+
+class Discovery:
+    def __init__(self, node: DhtNode, *, cache_for: float = 30.0, quorum: int = 2) -> None:
+        self.node = node
+        self.cache_for = cache_for
+        self.quorum = quorum
+        self.rejected: Counter[str] = Counter()
+        self._cache: dict[str, tuple[float, dict[bytes, WorkerAd | None]]] = {}
+
+    async def find(self, need: Need, *, fresh: bool = False) -> list[WorkerAd]:
+        """The live workers that match `need`, by node id."""
+        capability, keys = need.search_keys()
+        now = self.node.now()
+        cached = self._cache.get(capability)
+        if fresh or cached is None or cached[0] + self.cache_for <= now:
+            ads = await self._read(keys)
+            self._cache[capability] = (now, ads)
+        else:
+            ads = cached[1]
+        now = self.node.now()
+        found = [
+            a for a in ads.values() if a is not None and a.expires > now and need.matches(a.profile)
+        ]
+        return sorted(found, key=lambda a: a.node_id)
+
+    async def _read(self, keys: list[bytes]) -> dict[bytes, WorkerAd | None]:
+        """Every shard, in parallel; per worker, the newest ad (or its withdrawal)."""
+        records: list[Record] = []
+
+        async def get(key: bytes) -> None:
+            records.extend(await self.node.get(key, quorum=self.quorum))
+
+        async with trio.open_nursery() as nursery:
+            for key in keys:
+                nursery.start_soon(get, key)
+        newest: dict[bytes, Record] = {}
+        for r in records:
+            held = newest.get(r.publisher_id)
+            if held is None or r.version > held.version:
+                newest[r.publisher_id] = r
+        ads: dict[bytes, WorkerAd | None] = {}
+        for worker, r in newest.items():
+            try:
+                ads[worker] = WorkerAd.from_record(r)
+            except ValueError as e:
+                self.rejected[str(e).split(" ", 1)[0]] += 1
+        return ads

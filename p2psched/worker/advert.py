@@ -1,0 +1,86 @@
+"""A worker's ad in the DHT: its signed profile under each of its capability keys.
+
+Owns: publishing, updating and withdrawing this worker's ad.
+Promises: the ad is a DHT record signed by the worker's identity key, with a sequence number and
+an expiry of `ttl` (the DHT republishes it every half TTL). A changed profile is published at
+once, but at most once per `min_interval`; keys the new profile no longer has are withdrawn.
+Withdrawing stores an empty, newer record under every key, so it replaces the ad at once and
+outlives it; a worker that dies drops out when its ad expires.
+"""
+
+from __future__ import annotations
+
+import math
+
+import trio
+
+from p2psched.dht.node import DhtNode
+from p2psched.resources.need import capability_keys
+from p2psched.resources.profile import Profile
+
+AD_TTL = 120.0  # seconds; as Petals does, short, and republished every half of it
+WITHDRAWN = b""  # the value of a withdrawal record
+
+
+class Advert:
+    def __init__(
+        self, node: DhtNode, profile: Profile, *, ttl: float = AD_TTL, min_interval: float = 5.0
+    ) -> None:
+        self.node = node
+        self.profile = profile
+        self.ttl = ttl
+        self.min_interval = min_interval
+        self._keys: dict[str, bytes] = {}
+        self._last = -math.inf
+        self._lock = trio.Lock()
+
+    @property
+    def capabilities(self) -> list[str]:
+        return list(self._keys)
+
+    async def publish(self) -> dict[str, int]:
+        """Store the ad under every capability key; how many nodes took it, per capability."""
+        async with self._lock:
+            return await self._publish(self.profile)
+
+    async def update(self, profile: Profile) -> bool:
+        """Publish a changed profile now if the rate allows; False if it had to wait (the next
+        call, or the DHT's republish of the old one, carries on)."""
+        if profile == self.profile:
+            return True
+        async with self._lock:
+            wait = self._last + self.min_interval - trio.current_time()
+            if wait > 0:
+                await trio.sleep(wait)
+            await self._publish(profile)
+        return True
+
+    async def withdraw(self) -> None:
+        async with self._lock:
+            await self._withdraw(list(self._keys.values()))
+            self._keys = {}
+
+    async def _publish(self, profile: Profile) -> dict[str, int]:
+        value = profile.encode()
+        keys = capability_keys(profile, self.node.node_id)
+        stored: dict[str, int] = {}
+
+        async def put(name: str, key: bytes) -> None:
+            stored[name] = await self.node.put(key, value, ttl=self.ttl)
+
+        async with trio.open_nursery() as nursery:
+            for name, key in keys.items():
+                nursery.start_soon(put, name, key)
+        gone = [key for name, key in self._keys.items() if name not in keys]
+        await self._withdraw(gone)
+        self.profile, self._keys, self._last = profile, keys, trio.current_time()
+        return stored
+
+    async def _withdraw(self, keys: list[bytes]) -> None:
+        async def clear(key: bytes) -> None:
+            await self.node.put(key, WITHDRAWN, ttl=self.ttl)
+            self.node.unpublish(key)  # nothing to republish: it only has to outlive the ad
+
+        async with trio.open_nursery() as nursery:
+            for key in keys:
+                nursery.start_soon(clear, key)

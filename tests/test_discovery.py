@@ -1,0 +1,91 @@
+"""Workers advertise in a real DHT swarm on 127.0.0.1; needs are answered exactly."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import trio
+from test_resources import NEEDS, random_profile
+
+from p2psched.dht.swarm import open_swarm
+from p2psched.resources.need import Need, capability_keys
+from p2psched.resources.profile import MAX_PROFILE_BYTES, Profile
+from p2psched.scheduler.discovery import Discovery
+from p2psched.worker.advert import Advert
+
+
+async def test_a_swarm_of_100_workers_answers_each_need_exactly() -> None:
+    rng = random.Random(11)
+    async with open_swarm(110) as swarm:
+        workers = swarm[10:]
+        profiles = {m.node.node_id: random_profile(rng) for m in workers}
+        adverts = {m.node.node_id: Advert(m.node, profiles[m.node.node_id]) for m in workers}
+        limiter = trio.CapacityLimiter(10)
+
+        async def publish(advert: Advert) -> None:
+            async with limiter:
+                await advert.publish()
+
+        async with trio.open_nursery() as nursery:
+            for advert in adverts.values():
+                nursery.start_soon(publish, advert)
+        discovery = Discovery(swarm[0].node)
+        for text in NEEDS:
+            need = Need.parse(text)
+            truth = sorted(i for i, p in profiles.items() if need.matches(p))
+            assert [a.node_id for a in await discovery.find(need)] == truth, text
+        # The cache answers a similar need without the network.
+        sent = swarm[0].node.stats["requests_out"]
+        assert [a.node_id for a in await discovery.find(Need.parse("gpu=A100,ram>=64"))] == sorted(
+            i for i, p in profiles.items() if Need.parse("gpu=A100,ram>=64").matches(p)
+        )
+        assert swarm[0].node.stats["requests_out"] == sent
+
+        # A withdrawn ad disappears at once; a changed profile shows at once.
+        gone, changed = list(adverts)[:2]
+        await adverts[gone].withdraw()
+        new = Profile(
+            **{**{f: getattr(profiles[changed], f) for f in Profile.__slots__}, "ram_gb": 999.0}
+        )
+        await adverts[changed].update(new)
+        profiles.pop(gone)
+        profiles[changed] = new
+        for text in ("", "ram>=999"):
+            need = Need.parse(text)
+            truth = sorted(i for i, p in profiles.items() if need.matches(p))
+            assert [a.node_id for a in await discovery.find(need, fresh=True)] == truth
+
+
+async def test_an_oversized_or_malformed_ad_is_dropped(autojump_clock: trio.abc.Clock) -> None:
+    async with open_swarm(25) as swarm:
+        good = swarm[1].node
+        profile = random_profile(random.Random(3))
+        await Advert(good, profile).publish()
+        key = capability_keys(profile, good.node_id)["any"]
+        # Other nodes put junk under the same capability key (the shard of their own id may
+        # differ, so each puts under `key` directly, as a liar would).
+        await swarm[2].node.put(key, os.urandom(MAX_PROFILE_BYTES + 1))
+        await swarm[3].node.put(key, b"\x81\xa1x\x01")  # MessagePack, but no profile
+        discovery = Discovery(swarm[0].node)
+        found = await discovery.find(Need())
+        assert [a.node_id for a in found] == [good.node_id]
+        assert discovery.rejected["oversized"] == 1 and discovery.rejected["malformed"] == 1
+
+
+async def test_a_dead_workers_ad_expires_and_live_ones_stay(autojump_clock: trio.abc.Clock) -> None:
+    async with open_swarm(25) as swarm:
+        rng = random.Random(5)
+        alive, dead = swarm[1], swarm[2]
+        for member in (alive, dead):
+            await Advert(member.node, random_profile(rng)).publish()
+        discovery = Discovery(swarm[0].node, cache_for=0)
+        assert {a.node_id for a in await discovery.find(Need())} == {
+            alive.node.node_id,
+            dead.node.node_id,
+        }
+        dead.kill()  # no withdrawal: it just stops
+        await trio.sleep(60)
+        assert dead.node.node_id in {a.node_id for a in await discovery.find(Need())}  # not yet
+        await trio.sleep(61)  # past the 120 s TTL; the live one has republished meanwhile
+        assert [a.node_id for a in await discovery.find(Need())] == [alive.node.node_id]
