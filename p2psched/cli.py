@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import statistics
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -28,6 +30,12 @@ from p2psched.identity import (
     load_identity,
     load_or_create_identity,
 )
+from p2psched.resources.detect import detect
+from p2psched.resources.need import Need, NeedError
+from p2psched.resources.profile import Gpu
+from p2psched.scheduler.discovery import Discovery, WorkerAd
+from p2psched.worker.advert import Advert
+from p2psched.worker.config import ConfigError, WorkerConfig, load_config
 
 
 class UsageError(Exception):
@@ -209,6 +217,141 @@ def cmd_demo(args: argparse.Namespace) -> None:
     trio.run(main)
 
 
+# -- roles: gate, worker, and finding workers ------------------------------------------------------
+
+
+def _near(gate: tuple[str, int]) -> str:
+    """The interface to bind so as to reach `gate`: loopback for a local gate, else any."""
+    host = gate[0]
+    if host.startswith("127.") or host == "localhost":
+        return "127.0.0.1"
+    return "::" if ":" in host else "0.0.0.0"
+
+
+async def _join(node: DhtNode, gate: tuple[str, int], text: str) -> None:
+    if await node.bootstrap([gate]) == 0:
+        raise UsageError(f"the gate at {text} did not answer; check the address and that it runs")
+
+
+def cmd_gate(args: argparse.Namespace) -> None:
+    host, port = parse_hostport(args.listen, "--listen")
+    identity = load_or_create_identity(_data_dir(args))
+
+    async def main() -> None:
+        async with open_dht_node(identity, host=host, port=port) as node:
+            for other in args.bootstrap:  # other gates, if any
+                await _join(node, parse_hostport(other, "--bootstrap"), other)
+            print(f"gate {node.node_id.hex()} listening on {node.address[0]}:{node.address[1]}")
+            print(
+                "workers join with: p2psched worker join --gate HOST:PORT; Ctrl-C to stop",
+                flush=True,
+            )
+            await trio.sleep_forever()
+
+    trio.run(main)
+
+
+def cmd_worker_join(args: argparse.Namespace) -> None:
+    gate = parse_hostport(args.gate, "--gate")
+    config = load_config(Path(args.config)) if args.config else WorkerConfig()
+    host, port = parse_hostport(args.listen, "--listen") if args.listen else (_near(gate), 0)
+    data_dir = _data_dir(args)
+    identity = load_or_create_identity(data_dir)
+    max_ttl = DhtConfig().store.max_ttl
+    if not 2 <= args.ad_ttl <= max_ttl:
+        raise UsageError(f"--ad-ttl {args.ad_ttl:g}: choose between 2 and {max_ttl:.0f} seconds")
+
+    async def main() -> None:
+        async with open_dht_node(identity, host=host, port=port) as node:
+            await _join(node, gate, args.gate)
+            detected = detect(data_dir)
+            profile = config.profile(detected, addresses=(f"{node.address[0]}:{node.address[1]}",))
+            advert = Advert(node, profile, ttl=args.ad_ttl)
+            stored = await advert.publish()
+            print(f"worker {node.node_id.hex()} joined through {args.gate}")
+
+            def gpus(found: tuple[Gpu, ...]) -> str:
+                return ", ".join(f"{g.model} ({g.vram_gb:g} GiB)" for g in found) or "none"
+
+            print(
+                f"  detected: {detected.cpu_model}, {detected.cpu_cores} cores, "
+                f"{detected.ram_gb:g} GiB RAM, {detected.disk_gb:g} GiB free disk; "
+                f"GPUs: {gpus(detected.gpus)}"
+            )
+            for note in detected.notes:
+                print(f"  note: {note}")
+            if config.override:
+                print(f"  overridden by {args.config}: {', '.join(sorted(config.override))}")
+            print(
+                f"  advertised: GPUs {gpus(profile.gpus)}; {profile.cpu_cores} cores, "
+                f"{profile.ram_gb:g} GiB RAM; "
+                f"models {', '.join(profile.installed_models) or 'none'}; "
+                f"drivers {', '.join(profile.drivers)}; {profile.free_slots} slot(s) "
+                f"at {profile.min_price:g} or more per task"
+            )
+            places = ", ".join(f"{name} on {n} nodes" for name, n in stored.items())
+            print(f"  ad (TTL {args.ad_ttl:g}s) under {places}")
+            print("Ctrl-C to leave (the ad is withdrawn)", flush=True)
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(10):
+                    await advert.withdraw()
+                    print("ad withdrawn", flush=True)
+
+    trio.run(main)
+
+
+def _ad_json(ad: WorkerAd, now: float) -> dict[str, Any]:
+    p = ad.profile
+    return {
+        "node_id": ad.node_id.hex(),
+        "gpus": [{"model": g.model, "vram_gb": g.vram_gb, "driver": g.driver} for g in p.gpus],
+        "ram_gb": p.ram_gb,
+        "cpu": {"model": p.cpu_model, "cores": p.cpu_cores},
+        "disk_gb": p.disk_gb,
+        "models": list(p.installed_models),
+        "loaded_models": list(p.loaded_models),
+        "price": p.min_price,
+        "drivers": list(p.drivers),
+        "free_slots": p.free_slots,
+        "labels": dict(p.labels),
+        "addresses": list(p.addresses),
+        "expires_in": round(ad.expires - now, 1),
+    }
+
+
+def cmd_workers(args: argparse.Namespace) -> None:
+    gate = parse_hostport(args.gate, "--gate")
+    try:
+        need = Need.parse(args.need)
+    except NeedError as e:
+        raise UsageError(f"--need: {e}") from None
+    identity = load_or_create_identity(_data_dir(args))
+
+    async def main() -> None:
+        async with open_dht_node(identity, host=_near(gate), config=DhtConfig(client=True)) as node:
+            await _join(node, gate, args.gate)
+            ads = await Discovery(node).find(need)
+            now = node.now()
+            if args.json:
+                for ad in ads:
+                    print(json.dumps(_ad_json(ad, now)))
+                return
+            print(f"{len(ads)} worker(s) matching {need}")
+            head = ("NODE", "GPUS", "RAM", "CPUS", "PRICE", "SLOTS")
+            print("{:<16}  {:<24}  {:>6}  {:>4}  {:>7}  {:>5}  MODELS".format(*head))
+            for ad in ads:
+                p = ad.profile
+                gpus = ", ".join(f"{g.family} {g.vram_gb:g}G" for g in p.gpus) or "-"
+                print(
+                    f"{ad.node_id.hex()[:16]}  {gpus:<24}  {p.ram_gb:>6g}  {p.cpu_cores:>4}  "
+                    f"{p.min_price:>7g}  {p.free_slots:>5}  {', '.join(p.installed_models) or '-'}"
+                )
+
+    trio.run(main)
+
+
 # -- parsing -------------------------------------------------------------------------------------
 
 
@@ -266,6 +409,35 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sp.set_defaults(func=func)
 
+    sp = sub.add_parser(
+        "gate", parents=[common], help="run a gate: the node newcomers join through"
+    )
+    sp.add_argument(
+        "--listen", default="0.0.0.0:4000", help="HOST:PORT to bind (default 0.0.0.0:4000)"
+    )
+    sp.add_argument(
+        "--bootstrap", action="append", default=[], metavar="HOST:PORT", help="another gate"
+    )
+    sp.set_defaults(func=cmd_gate)
+
+    worker = sub.add_parser("worker", help="offer this machine's resources").add_subparsers(
+        dest="worker_command", required=True
+    )
+    sp = worker.add_parser("join", parents=[common], help="join through a gate and advertise")
+    sp.add_argument("--gate", required=True, metavar="HOST:PORT", help="the gate to join through")
+    sp.add_argument("--config", help="the worker's TOML config (prices, drivers, models, labels)")
+    sp.add_argument("--listen", metavar="HOST:PORT", help="where to bind (default: any free port)")
+    sp.add_argument(
+        "--ad-ttl", type=float, default=120.0, help="seconds the ad lives unless renewed"
+    )
+    sp.set_defaults(func=cmd_worker_join)
+
+    sp = sub.add_parser("workers", parents=[common], help="list the workers that match a need")
+    sp.add_argument("--gate", required=True, metavar="HOST:PORT", help="a gate of the network")
+    sp.add_argument("--need", default="", help="for example: gpu=A100,vram>=40,model=llama-3-8b")
+    sp.add_argument("--json", action="store_true", help="one JSON object per worker")
+    sp.set_defaults(func=cmd_workers)
+
     sp = sub.add_parser("demo", help="run a local swarm in this process and show what it does")
     sp.add_argument("--nodes", type=int, default=50, help="how many nodes (default 50)")
     sp.set_defaults(func=cmd_demo)
@@ -285,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.func(args)
     except BaseException as raised:
         e = _leaf(raised)
-        if isinstance(e, (UsageError, IdentityError)):
+        if isinstance(e, (UsageError, IdentityError, ConfigError)):
             print(f"p2psched: error: {e}", file=sys.stderr)
             sys.exit(2)
         if isinstance(e, KeyboardInterrupt):

@@ -190,7 +190,8 @@ class DhtProtocol:
         while self._deadlines and self._deadlines[0][1] not in self._pending:
             heapq.heappop(self._deadlines)
         first = self._deadlines[0][0] if self._deadlines else float("inf")
-        return min(first, self._next_maintenance)
+        republish = min((p.republish_at for p in self._published.values()), default=first)
+        return min(first, republish, self._next_maintenance)
 
     def request(self, to: Contact | Addr, message: m.Request, now: float) -> int:
         """Queue `message` for `to`; its answer comes back as `Answered`, or `TimedOut`."""
@@ -315,9 +316,10 @@ class DhtProtocol:
                 target = self.routing.random_id_in_bucket(index, self._rng)
                 self.routing.touch(target, now)
                 events.append(RefreshDue(target))
-            for key, pub in self._published.items():
-                if pub.republish_at <= now:
-                    events.append(RepublishDue(self._sign(key, pub, now)))
+        # On time, not at the next maintenance: a short TTL (a worker's ad) must not lapse first.
+        for key, pub in self._published.items():
+            if pub.republish_at <= now:
+                events.append(RepublishDue(self._sign(key, pub, now)))
         return events
 
     # -- publishing ------------------------------------------------------------------------

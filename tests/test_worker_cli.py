@@ -1,0 +1,200 @@
+"""Gate, workers and `p2psched workers` as separate processes on 127.0.0.1, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+
+from p2psched.worker.config import ConfigError, load_config
+
+EXE = [sys.executable, "-m", "p2psched.cli"]
+TTL = 6.0
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def process(*args: str, home: Path) -> Iterator[subprocess.Popen[str]]:
+    env = {**os.environ, "P2PSCHED_HOME": str(home)}
+    with subprocess.Popen(
+        [*EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as p:
+        try:
+            yield p
+        finally:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=10)
+
+
+def workers_json(gate: str, tmp: Path, need: str = "") -> list[dict[str, object]]:
+    out = subprocess.run(
+        [
+            *EXE,
+            "workers",
+            "--gate",
+            gate,
+            "--json",
+            "--need",
+            need,
+            "--data-dir",
+            str(tmp / "asker"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_a_gate_five_workers_and_a_listing(tmp_path: Path) -> None:
+    gate = f"127.0.0.1:{free_udp_port()}"
+    with ExitStack() as stack:
+        g = stack.enter_context(
+            process("gate", "--listen", gate, "--data-dir", str(tmp_path / "g"), home=tmp_path)
+        )
+        assert g.stdout is not None and "listening on" in g.stdout.readline()
+        workers = {}
+        for i in range(5):
+            config = tmp_path / f"w{i}.toml"
+            config.write_text(
+                f'[worker]\nslots = {i + 1}\nmin_price = 0.0{i}\nmodels = ["model-{i}"]\n'
+                f"[override]\nram_gb = {16 * (i + 1)}\n"
+                + (
+                    'gpus = [{ model = "NVIDIA A100-SXM4-40GB", vram_gb = 40 }]\n'
+                    if i % 2
+                    else ""
+                )
+            )
+            w = stack.enter_context(
+                process(
+                    "worker",
+                    "join",
+                    "--gate",
+                    gate,
+                    "--config",
+                    str(config),
+                    "--ad-ttl",
+                    str(TTL),
+                    "--data-dir",
+                    str(tmp_path / f"w{i}"),
+                    home=tmp_path,
+                )
+            )
+            assert w.stdout is not None
+            line = w.stdout.readline()
+            assert line.startswith("worker "), line + (w.stderr.read() if w.stderr else "")
+            workers[line.split()[1]] = w
+            for _ in range(4):  # the rest of what it prints about itself
+                w.stdout.readline()
+        listed = workers_json(gate, tmp_path)
+        assert {x["node_id"] for x in listed} == set(workers)
+        assert {"node_id", "gpus", "ram_gb", "models", "price"} <= set(listed[0])
+        a100 = workers_json(gate, tmp_path, "gpu=A100,ram>=32")
+        assert sorted(x["ram_gb"] for x in a100) == [32.0, 64.0]
+
+        # Ctrl-C: the worker withdraws its ad and exits cleanly; it is gone at once.
+        leaving, killed = list(workers)[:2]
+        workers[leaving].send_signal(signal.SIGINT)
+        assert workers[leaving].wait(timeout=15) == 0
+        assert leaving not in {x["node_id"] for x in workers_json(gate, tmp_path)}
+
+        # SIGKILL: no withdrawal; the ad lapses within one TTL.
+        workers[killed].kill()
+        deadline = time.monotonic() + TTL + 4
+        while killed in {x["node_id"] for x in workers_json(gate, tmp_path)}:
+            assert time.monotonic() < deadline, "a killed worker's ad outlived its TTL"
+            time.sleep(0.5)
+        remaining = {x["node_id"] for x in workers_json(gate, tmp_path)}
+        assert remaining == set(workers) - {leaving, killed}  # the others renew theirs
+
+
+def test_bad_config_and_need_are_clear_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[worker]\ndrivers = ["ftp"]\n')
+    out = subprocess.run(
+        [
+            *EXE,
+            "worker",
+            "join",
+            "--gate",
+            "127.0.0.1:9",
+            "--config",
+            str(bad),
+            "--data-dir",
+            str(tmp_path / "w"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "[worker] drivers: unknown driver 'ftp'" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = subprocess.run(
+        [
+            *EXE,
+            "workers",
+            "--gate",
+            "127.0.0.1:9",
+            "--need",
+            "vram>=lots",
+            "--data-dir",
+            str(tmp_path / "a"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "takes a number" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[worker\n", "not valid TOML"),
+        ("[workr]\n", "[workr]: unknown table"),
+        ("[worker]\nslot = 1\n", "[worker] slot: unknown field"),
+        ("[worker]\nslots = -1\n", "[worker] slots: must be a whole number"),
+        ("[worker]\nmin_price = -0.5\n", "[worker] min_price: must be a number >= 0"),
+        ('[worker]\nmodels = ["a"]\nloaded_models = ["b"]\n', "'b' is loaded but not among models"),
+        ('[override]\ngpus = [{ model = "X" }]\n', "[override] gpus[0].vram_gb"),
+    ],
+)
+def test_config_errors_name_the_file_field_and_reason(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(path) in str(e.value) and says in str(e.value)
+
+
+def test_a_good_config_overrides_detection(tmp_path: Path) -> None:
+    from p2psched.resources.detect import Detected
+
+    path = tmp_path / "worker.toml"
+    path.write_text(
+        '[worker]\nslots = 2\ndrivers = ["http"]\nmin_price = 0.02\nmodels = ["m"]\n'
+        'labels = { region = "eu" }\n[network]\ndownload_mbps = 900\n'
+        '[override]\ncpu_cores = 64\ngpus = [{ model = "NVIDIA H100 80GB HBM3", vram_gb = 80 }]\n'
+    )
+    config = load_config(path)
+    detected = Detected("CPU", 2, 8.0, 100.0, (), 0.1, 0.2)
+    p = config.profile(detected)
+    assert p.cpu_cores == 64 and p.ram_gb == 8.0 and p.gpus[0].family == "H100"
+    assert p.free_slots == 2 and p.drivers == ("http",) and p.label("region") == "eu"
+    assert p.download_mbps == 900.0
