@@ -35,6 +35,8 @@ from p2psched.dht.routing import Contact, distance
 from p2psched.dht.traverse import Call, L, run_lookup
 from p2psched.identity import Identity
 
+RECEIVE_BUFFER = 1 << 20
+
 
 @dataclass(slots=True)
 class _Waiter:
@@ -122,7 +124,7 @@ class DhtNode:
         """Publish `value` under `key` as this node's record on the k closest nodes; it is
         republished every half `ttl` until `unpublish`. Returns how many nodes accepted it."""
         record = self.protocol.publish(key, value, ttl, self.now(), seq)
-        return await self._replicate(record)
+        return await self.replicate(record)
 
     def unpublish(self, key: bytes) -> None:
         self.protocol.unpublish(key)
@@ -168,8 +170,9 @@ class DhtNode:
         self.protocol.lookup_done(lookup.target, self.now())
         return lookup
 
-    async def _replicate(self, record: Record) -> int:
-        """Store `record` on the k nodes closest to its key; returns how many nodes took it.
+    async def replicate(self, record: Record) -> int:
+        """Store `record` (this node's, or one its publisher signed elsewhere) on the k nodes
+        closest to its key; returns how many nodes took it. Not republished from here.
 
         The lookup comes first and the stores follow, only to the nodes it found: storing along
         the way saves round trips but leaves partial copies on nodes a closer one later pushed
@@ -220,7 +223,7 @@ class DhtNode:
                 case RefreshDue(target):
                     self._nursery.start_soon(self.find_node, target)
                 case RepublishDue(record):
-                    self._nursery.start_soon(self._replicate, record)
+                    self._nursery.start_soon(self.replicate, record)
 
     async def _receive_loop(self) -> None:
         size = self.protocol.config.max_datagram + 1  # one more byte: an oversized datagram shows
@@ -274,6 +277,9 @@ async def open_dht_node(
     family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
     sock = _socket.socket(family, _socket.SOCK_DGRAM)
     sock.setblocking(False)
+    # Answers to parallel lookups arrive in bursts; the default buffer (about 200 KB) drops
+    # some, which then cost an RPC timeout. The kernel caps this at net.core.rmem_max.
+    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, RECEIVE_BUFFER)
     try:
         sock.bind((host, port))
         offset = time.time() - trio.current_time()

@@ -46,8 +46,13 @@ class WorkerAd:
 
 
 class Discovery:
-    def __init__(self, node: DhtNode, *, cache_for: float = 30.0, quorum: int = 2) -> None:
+    def __init__(
+        self, node: DhtNode, *, cache_for: float = 30.0, quorum: int = 2, parallel: int = 8
+    ) -> None:
         self.node = node
+        # Shards read at once: each brings up to alpha pages of records at a time, and a burst
+        # larger than the socket's receive buffer would be dropped and wait out a timeout.
+        self._limiter = trio.CapacityLimiter(parallel)
         self.cache_for = cache_for
         self.quorum = quorum
         self.rejected: Counter[str] = Counter()
@@ -74,7 +79,8 @@ class Discovery:
         records: list[Record] = []
 
         async def get(key: bytes) -> None:
-            records.extend(await self.node.get(key, quorum=self.quorum))
+            async with self._limiter:
+                records.extend(await self.node.get(key, quorum=self.quorum))
 
         async with trio.open_nursery() as nursery:
             for key in keys:
