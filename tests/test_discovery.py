@@ -8,6 +8,8 @@ import random
 import trio
 from test_resources import NEEDS, random_profile
 
+from p2psched.dht import messages as m
+from p2psched.dht.records import Record
 from p2psched.dht.swarm import open_swarm
 from p2psched.resources.need import Need, capability_keys
 from p2psched.resources.profile import MAX_PROFILE_BYTES, Profile
@@ -89,3 +91,33 @@ async def test_a_dead_workers_ad_expires_and_live_ones_stay(autojump_clock: trio
         assert dead.node.node_id in {a.node_id for a in await discovery.find(Need())}  # not yet
         await trio.sleep(61)  # past the 120 s TTL; the live one has republished meanwhile
         assert [a.node_id for a in await discovery.find(Need())] == [alive.node.node_id]
+
+
+async def test_forged_and_stale_ads_are_refused(autojump_clock: trio.abc.Clock) -> None:
+    """An ad in a worker's name signed by another key, and a replay of a worker's older (validly
+    signed) ad, are refused by the nodes that would keep them: discovery sees the real, newest."""
+    async with open_swarm(25) as swarm:
+        worker, liar = swarm[1].node, swarm[2].node
+        rng = random.Random(9)
+        first = random_profile(rng)
+        advert = Advert(worker, first)
+        await advert.publish()
+        key = capability_keys(first, worker.node_id)["any"]
+        (old,) = [r for r in await swarm[0].node.get(key) if r.publisher_id == worker.node_id]
+        second = Profile(**{**{f: getattr(first, f) for f in Profile.__slots__}, "ram_gb": 512.0})
+        await advert.update(second)
+        cheap = Profile(**{**{f: getattr(first, f) for f in Profile.__slots__}, "min_price": 0.0})
+        forged = Record(
+            key,
+            old.publisher,
+            old.seq + 10**9,
+            old.expires_ms,
+            cheap.encode(),
+            liar.protocol.identity.sign(b"x"),
+        )
+        for record in (forged, old):
+            for contact in (await liar.find_node(key)).closest():
+                got = await liar.call(contact, m.Store(record))
+                assert got is not None and isinstance(got[1], m.Stored) and not got[1].ok
+        (ad,) = await Discovery(swarm[0].node).find(Need())
+        assert ad.node_id == worker.node_id and ad.profile == second

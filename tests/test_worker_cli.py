@@ -75,11 +75,7 @@ def test_a_gate_five_workers_and_a_listing(tmp_path: Path) -> None:
             config.write_text(
                 f'[worker]\nslots = {i + 1}\nmin_price = 0.0{i}\nmodels = ["model-{i}"]\n'
                 f"[override]\nram_gb = {16 * (i + 1)}\n"
-                + (
-                    'gpus = [{ model = "NVIDIA A100-SXM4-40GB", vram_gb = 40 }]\n'
-                    if i % 2
-                    else ""
-                )
+                + ('gpus = [{ model = "NVIDIA A100-SXM4-40GB", vram_gb = 40 }]\n' if i % 2 else "")
             )
             w = stack.enter_context(
                 process(
