@@ -71,6 +71,27 @@ class Link:
 A, B, C = ("127.0.0.1", 1), ("127.0.0.1", 2), ("127.0.0.1", 3)
 
 
+def hold_records(core: DhtProtocol, key: bytes, count: int, size: int) -> list[Record]:
+    """`count` records of `size`-byte values under `key`, each from its own publisher, held
+    by `core`."""
+    expires_ms = int((NOW + 60) * 1000)
+    records = [
+        Record.create(Identity.generate(), key, os.urandom(size), seq=1, expires_ms=expires_ms)
+        for _ in range(count)
+    ]
+    for r in records:
+        assert core.store.put(r, NOW) is None
+    return records
+
+
+def long_contacts(core: DhtProtocol, count: int) -> None:
+    """`count` contacts with the longest IP literals, each in its own /48 so the table takes
+    them."""
+    for i in range(count):
+        host = "2001:%x:aaaa:bbbb:cccc:dddd:eeee:ffff" % (0x1000 + i)
+        core.routing.observe(Contact.of(os.urandom(32), host, 65535), NOW)
+
+
 def introduce(link: Link, src: tuple[str, int], dst: tuple[str, int], now: float = NOW) -> None:
     """`src` sends `dst` a request made for it (a MAC, not a first-contact signature); `dst`
     checks that `src` answers at its address and takes it into its table."""
@@ -310,14 +331,7 @@ def test_find_value_answers_are_paged_under_the_datagram_limit() -> None:
     link = Link()
     a = link.add(A)
     key = os.urandom(32)
-    records = [
-        Record.create(
-            Identity.generate(), key, os.urandom(1000), seq=1, expires_ms=int((NOW + 60) * 1000)
-        )
-        for _ in range(30)
-    ]
-    for r in records:
-        assert a.store.put(r, NOW) is None
+    records = hold_records(a, key, 30, 1000)
     c = link.add(C)
     cursor: bytes | None = None
     got: list[Record] = []
@@ -339,18 +353,8 @@ def test_every_answer_fits_in_a_datagram() -> None:
     link = Link()
     a = link.add(A)
     key = os.urandom(32)
-    for _ in range(40):
-        r = Record.create(
-            Identity.generate(), key, os.urandom(4096), seq=1, expires_ms=int((NOW + 60) * 1000)
-        )
-        a.store.put(r, NOW)
-    for i in range(40):  # the longest IP literals, each in its own /48 so the table takes them
-        a.routing.observe(
-            Contact.of(
-                os.urandom(32), "2001:%x:aaaa:bbbb:cccc:dddd:eeee:ffff" % (0x1000 + i), 65535
-            ),
-            NOW,
-        )
+    hold_records(a, key, 40, 4096)
+    long_contacts(a, 40)
     assert len(a.routing) >= 20
     c = link.add(C)
     a.request(link.contact(C), m.Ping(), NOW)  # c answers a: a proven address gets full answers
@@ -432,20 +436,8 @@ def test_answers_to_an_unproven_address_are_small() -> None:
     link = Link()
     a = link.add(A)
     key = os.urandom(32)
-    for _ in range(30):
-        a.store.put(
-            Record.create(
-                Identity.generate(), key, os.urandom(200), seq=1, expires_ms=int((NOW + 60) * 1000)
-            ),
-            NOW,
-        )
-    for i in range(40):  # the longest IP literals, in distinct /48s so the table takes them
-        a.routing.observe(
-            Contact.of(
-                os.urandom(32), "2001:%x:aaaa:bbbb:cccc:dddd:eeee:ffff" % (0x1000 + i), 65535
-            ),
-            NOW,
-        )
+    hold_records(a, key, 30, 200)
+    long_contacts(a, 40)
     attacker = link.add(C)
     victim = ("198.51.100.7", 53)
     for request in (m.FindValue(key), m.FindNode(key)):
@@ -532,11 +524,7 @@ def test_a_page_token_proves_the_address_it_was_sent_to_and_no_other() -> None:
     link = Link()
     a = link.add(A)
     key = os.urandom(32)
-    for _ in range(40):
-        r = Record.create(
-            Identity.generate(), key, os.urandom(1000), seq=1, expires_ms=int((NOW + 60) * 1000)
-        )
-        a.store.put(r, NOW)
+    hold_records(a, key, 40, 1000)
     c = link.add(C)
     c.request(link.contact(A), m.FindValue(key), NOW)
     link.run()
