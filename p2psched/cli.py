@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import ipaddress
 import json
 import os
+import socket
 import statistics
 import sys
 import time
@@ -43,10 +45,31 @@ class UsageError(Exception):
 
 
 def parse_hostport(text: str, what: str) -> tuple[str, int]:
+    """HOST:PORT with HOST resolved to an IP address: peers answer from addresses, not names."""
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise UsageError(f"{what} {text!r} is not HOST:PORT (for example 127.0.0.1:4000)")
-    return host.strip("[]"), int(port)
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            host = str(socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)[0][4][0])
+        except OSError as e:
+            raise UsageError(f"{what} {text!r}: cannot resolve {host!r} ({e})") from None
+    return host, int(port)
+
+
+def _route_address(bound: tuple[str, int], toward: tuple[str, int]) -> str:
+    """HOST:PORT others can reach this node at: the bound address, or, for a wildcard bind,
+    this machine's address on the route to `toward` (no packet is sent to find it)."""
+    host, port = bound
+    if host in ("0.0.0.0", "::"):
+        family = socket.AF_INET6 if ":" in toward[0] else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(toward)
+            host = probe.getsockname()[0]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def key_of(text: str) -> bytes:
@@ -265,7 +288,7 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
         async with open_dht_node(identity, host=host, port=port) as node:
             await _join(node, gate, args.gate)
             detected = detect(data_dir)
-            profile = config.profile(detected, addresses=(f"{node.address[0]}:{node.address[1]}",))
+            profile = config.profile(detected, addresses=(_route_address(node.address, gate),))
             advert = Advert(node, profile, ttl=args.ad_ttl)
             stored = await advert.publish()
             print(f"worker {node.node_id.hex()} joined through {args.gate}")

@@ -115,9 +115,42 @@ async def test_forged_and_stale_ads_are_refused(autojump_clock: trio.abc.Clock) 
             cheap.encode(),
             liar.protocol.identity.sign(b"x"),
         )
-        for record in (forged, old):
-            for contact in (await liar.find_node(key)).closest():
-                got = await liar.call(contact, m.Store(record))
+        holders = {
+            m_.node.node_id
+            for m_ in swarm
+            if any(
+                r.publisher_id == worker.node_id
+                for r in m_.node.protocol.store.get(key, m_.node.now())
+            )
+        }
+        assert len(holders) >= 15
+        for contact in (await liar.find_node(key)).closest():
+            got = await liar.call(contact, m.Store(forged))  # refused by everyone
+            assert got is not None and isinstance(got[1], m.Stored) and not got[1].ok
+            if contact.node_id in holders:  # a node that never saw the ad may take the old one
+                got = await liar.call(contact, m.Store(old))
                 assert got is not None and isinstance(got[1], m.Stored) and not got[1].ok
         (ad,) = await Discovery(swarm[0].node).find(Need())
         assert ad.node_id == worker.node_id and ad.profile == second
+
+
+async def test_a_withdrawal_right_after_a_publish_wins(autojump_clock: trio.abc.Clock) -> None:
+    """Sequence numbers from the clock alone would tie within a millisecond, and a tie keeps
+    the ad: the withdrawal must still replace it."""
+    async with open_swarm(25) as swarm:
+        advert = Advert(swarm[1].node, random_profile(random.Random(2)))
+        await advert.publish()
+        await advert.withdraw()  # no time passes on the fake clock in between
+        assert await Discovery(swarm[0].node).find(Need(), fresh=True) == []
+
+
+async def test_the_cache_is_read_anew_once_an_ad_in_it_expires(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_swarm(25) as swarm:
+        worker = swarm[1].node
+        await Advert(worker, random_profile(random.Random(4)), ttl=20).publish()
+        discovery = Discovery(swarm[0].node, cache_for=30)
+        assert len(await discovery.find(Need())) == 1
+        await trio.sleep(21)  # the cached copy has expired; the worker has renewed its ad
+        assert [a.node_id for a in await discovery.find(Need())] == [worker.node_id]

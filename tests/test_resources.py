@@ -113,6 +113,10 @@ def test_gpu_families() -> None:
     assert gpu_family("NVIDIA GeForce RTX 4090") == gpu_family("RTX 4090") == "RTX4090"
     assert gpu_family("Tesla T4") == "T4"
     assert gpu_family("NVIDIA H100 80GB HBM3") == "H100"
+    assert gpu_family("RTX-4090") == gpu_family("rtx 4090") == "RTX4090"
+    assert gpu_family("NVIDIA RTX 6000 Ada Generation") == "RTX6000ADA"
+    assert gpu_family("Quadro RTX 6000") == "RTX6000"
+    assert gpu_family("NVIDIA GeForce RTX 3090 Ti") == "RTX3090TI" != gpu_family("RTX 3090")
 
 
 def profile(**kw: Any) -> Profile:
@@ -156,6 +160,8 @@ def test_profile_round_trips_through_the_wire_in_the_meta_info_layout() -> None:
         (lambda w: w["workload"].update(GPU=1.5), "profile.workload.GPU"),
         (lambda w: w.update(min_cost=-1), "profile.min_cost"),
         (lambda w: w.update(installed_models=["x" * 200]), "profile.installed_models[0]"),
+        (lambda w: w.update(loaded_models=["fake\nrow"]), "profile.loaded_models[0]"),
+        (lambda w: w["specifications"].update(RAM=float("nan")), "profile.specifications.RAM"),
     ],
 )
 def test_a_malformed_profile_is_refused_naming_the_field(change: Any, field: str) -> None:

@@ -100,6 +100,8 @@ def test_a_gate_five_workers_and_a_listing(tmp_path: Path) -> None:
                 w.stdout.readline()
         listed = workers_json(gate, tmp_path)
         assert {x["node_id"] for x in listed} == set(workers)
+        by_name = workers_json(gate.replace("127.0.0.1", "localhost"), tmp_path)
+        assert {x["node_id"] for x in by_name} == set(workers)  # a gate named, not numbered
         assert {"node_id", "gpus", "ram_gb", "models", "price"} <= set(listed[0])
         a100 = workers_json(gate, tmp_path, "gpu=A100,ram>=32")
         assert sorted(x["ram_gb"] for x in a100) == [32.0, 64.0]
@@ -166,9 +168,24 @@ def test_bad_config_and_need_are_clear_errors(tmp_path: Path) -> None:
         ("[workr]\n", "[workr]: unknown table"),
         ("[worker]\nslot = 1\n", "[worker] slot: unknown field"),
         ("[worker]\nslots = -1\n", "[worker] slots: must be a whole number"),
-        ("[worker]\nmin_price = -0.5\n", "[worker] min_price: must be a number >= 0"),
+        ("[worker]\nmin_price = -0.5\n", "[worker] min_price: must be a finite number >= 0"),
         ('[worker]\nmodels = ["a"]\nloaded_models = ["b"]\n', "'b' is loaded but not among models"),
         ('[override]\ngpus = [{ model = "X" }]\n', "[override] gpus[0].vram_gb"),
+        ("[override]\ngpus = 5\n", "[override] gpus: must be a list"),
+        ("[override]\nram_gb = nan\n", "must be a finite number"),
+        ("[worker]\nmin_price = inf\n", "must be a finite number"),
+        # Accepted field by field, refused as a whole: what every asker would throw away.
+        (
+            "[worker]\nlabels = { " + ", ".join(f"l{i} = 'x'" for i in range(17)) + " }\n",
+            "profile.labels",
+        ),
+        ("[override]\ncpu_cores = 5000\n", "profile.specifications.CPU.cores"),
+        (
+            "[worker]\nmodels = ["
+            + ", ".join(f"'model-{i}-{'x' * 100}'" for i in range(30))
+            + "]\n",
+            "over the 3072-byte limit",
+        ),
     ],
 )
 def test_config_errors_name_the_file_field_and_reason(tmp_path: Path, text: str, says: str) -> None:

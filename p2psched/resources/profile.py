@@ -21,18 +21,23 @@ MAX_PROFILE_BYTES = 3072
 _NAME = 128
 _LIST = 64
 _VENDOR_WORDS = {"nvidia", "geforce", "tesla", "quadro", "amd", "radeon", "intel"}
+_SUFFIXES = {"TI", "ADA", "SUPER"}
 
 
 def gpu_family(model: str) -> str:
     """The family a GPU model name belongs to, as needs and capability keys name it:
     "NVIDIA A100-SXM4-40GB" and "A100" give "A100"; "NVIDIA GeForce RTX 4090" gives "RTX4090".
     """
-    words = [w for w in re.split(r"[\s_]+", model.strip()) if w.lower() not in _VENDOR_WORDS]
+    words = [
+        w for w in re.split(r"[\s_/-]+", model.strip()) if w and w.lower() not in _VENDOR_WORDS
+    ]
     for i, word in enumerate(words):
-        head = re.split(r"[-/]", word)[0]
-        if any(c.isdigit() for c in head):
-            if head.isdigit() and i > 0 and words[i - 1].isalpha():
-                head = words[i - 1] + head  # "RTX 4090"
+        if any(c.isdigit() for c in word):
+            head = word
+            if word.isdigit() and i > 0 and words[i - 1].isalpha():
+                head = words[i - 1] + word  # "RTX 4090", "RTX-4090"
+            if i + 1 < len(words) and words[i + 1].upper() in _SUFFIXES:
+                head += words[i + 1]  # "RTX 3090 Ti", "RTX 6000 Ada": other cards
             return head.upper()
     return "".join(words).upper()
 
@@ -175,7 +180,14 @@ def _labels(v: Any, path: str) -> Any:
     return v
 
 
-_name = schema.text(_NAME)
+def _name(v: Any, path: str) -> Any:
+    """Text a peer sends that ends up on an operator's screen: no control characters."""
+    schema.text(_NAME)(v, path)
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in v):
+        raise SchemaError(path, "control characters are not allowed")
+    return v
+
+
 _names = schema.list_of(_name, _LIST)
 _PROFILE = _mapping(
     {

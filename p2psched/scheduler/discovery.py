@@ -6,7 +6,8 @@ Promises: `find` answers exactly the live workers whose checked ads match the ne
 hands over only signed, unexpired, newest records; here withdrawn, malformed and oversized ads
 are dropped (and counted), and the need is applied to every profile. What was read is cached
 per capability for `cache_for` seconds (never past an ad's own expiry), so a similar need soon
-after costs no network round trip.
+after costs no network round trip; a worker that withdrew within that time may still be listed
+from the cache (`fresh=True` reads anew).
 """
 
 from __future__ import annotations
@@ -63,9 +64,12 @@ class Discovery:
         capability, keys = need.search_keys()
         now = self.node.now()
         cached = self._cache.get(capability)
-        if fresh or cached is None or cached[0] + self.cache_for <= now:
+        if fresh or cached is None or cached[0] <= now:
             ads = await self._read(keys)
-            self._cache[capability] = (now, ads)
+            # Good until `cache_for` is up or its first ad expires, whichever comes first: an
+            # expired ad may well have been renewed since, and must be read again.
+            expiries = [a.expires for a in ads.values() if a is not None]
+            self._cache[capability] = (min([now + self.cache_for, *expiries]), ads)
         else:
             ads = cached[1]
         now = self.node.now()

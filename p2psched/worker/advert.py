@@ -32,6 +32,7 @@ class Advert:
         self.min_interval = min_interval
         self._keys: dict[str, bytes] = {}
         self._last = -math.inf
+        self._seq = 0
         self._lock = trio.Lock()
 
     @property
@@ -43,30 +44,36 @@ class Advert:
         async with self._lock:
             return await self._publish(self.profile)
 
-    async def update(self, profile: Profile) -> bool:
-        """Publish a changed profile now if the rate allows; False if it had to wait (the next
-        call, or the DHT's republish of the old one, carries on)."""
+    async def update(self, profile: Profile) -> None:
+        """Publish a changed profile: at once, or, if the last publish was less than
+        `min_interval` ago, as soon as that has passed."""
         if profile == self.profile:
-            return True
+            return
         async with self._lock:
             wait = self._last + self.min_interval - trio.current_time()
             if wait > 0:
                 await trio.sleep(wait)
             await self._publish(profile)
-        return True
 
     async def withdraw(self) -> None:
         async with self._lock:
             await self._withdraw(list(self._keys.values()))
             self._keys = {}
 
+    def _next_seq(self) -> int:
+        """Milliseconds since the epoch (so a restarted worker still counts up), and always
+        above the last: a withdrawal in the same millisecond as a publish must still win."""
+        self._seq = max(self._seq + 1, int(self.node.now() * 1000))
+        return self._seq
+
     async def _publish(self, profile: Profile) -> dict[str, int]:
         value = profile.encode()
         keys = capability_keys(profile, self.node.node_id)
         stored: dict[str, int] = {}
+        seq = self._next_seq()
 
         async def put(name: str, key: bytes) -> None:
-            stored[name] = await self.node.put(key, value, ttl=self.ttl)
+            stored[name] = await self.node.put(key, value, ttl=self.ttl, seq=seq)
 
         async with trio.open_nursery() as nursery:
             for name, key in keys.items():
@@ -77,8 +84,10 @@ class Advert:
         return stored
 
     async def _withdraw(self, keys: list[bytes]) -> None:
+        seq = self._next_seq()
+
         async def clear(key: bytes) -> None:
-            await self.node.put(key, WITHDRAWN, ttl=self.ttl)
+            await self.node.put(key, WITHDRAWN, ttl=self.ttl, seq=seq)
             self.node.unpublish(key)  # nothing to republish: it only has to outlive the ad
 
         async with trio.open_nursery() as nursery:

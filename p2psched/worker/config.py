@@ -27,6 +27,7 @@ worker starts; an absent field keeps its default or what was detected.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 
 from p2psched.resources.detect import Detected
 from p2psched.resources.profile import Gpu, Profile
+from p2psched.wire.codec import decode
 
 KNOWN_DRIVERS = ("http", "command", "echo")
 
@@ -101,8 +103,8 @@ def _table(path: Path, doc: dict[str, Any], name: str, allowed: set[str]) -> dic
 
 
 def _number(path: Path, where: str, v: Any, *, minimum: float = 0.0) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or v < minimum:
-        raise _fail(path, where, f"must be a number >= {minimum:g}, not {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int | float) or not minimum <= v < math.inf:
+        raise _fail(path, where, f"must be a finite number >= {minimum:g}, not {v!r}")
     return float(v)
 
 
@@ -167,6 +169,8 @@ def load_config(path: Path) -> WorkerConfig:
     for key in ("ram_gb", "disk_gb"):
         if key in o:
             _number(path, f"[override] {key}", o[key])
+    if not isinstance(o.get("gpus", []), list):
+        raise _fail(path, "[override] gpus", 'must be a list like [{ model = "...", vram_gb = N }]')
     for i, g in enumerate(o.get("gpus", [])):
         where = f"[override] gpus[{i}]"
         if (
@@ -176,7 +180,7 @@ def load_config(path: Path) -> WorkerConfig:
         ):
             raise _fail(path, where, 'must be { model = "...", vram_gb = N }')
         _number(path, f"{where}.vram_gb", g.get("vram_gb"))
-    return WorkerConfig(
+    config = WorkerConfig(
         slots=slots,
         drivers=drivers,
         min_price=_number(path, "[worker] min_price", w.get("min_price", 0.0)),
@@ -187,3 +191,11 @@ def load_config(path: Path) -> WorkerConfig:
         upload_mbps=_number(path, "[network] upload_mbps", n.get("upload_mbps", 0.0)),
         override=dict(o),
     )
+    # What the worker will advertise must be what every asker accepts: check it now, against
+    # the same schema and size limit, rather than be silently left out of every answer later.
+    sample = config.profile(Detected("CPU", 1, 1.0, 1.0, (), 0.0, 0.0), addresses=("0.0.0.0:0",))
+    try:
+        Profile.from_wire(decode(sample.encode()))
+    except ValueError as e:  # SchemaError, or the size limit
+        raise ConfigError(f"{path}: {e}") from None
+    return config
