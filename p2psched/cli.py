@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import signal
 import socket
 import statistics
 import sys
@@ -32,7 +33,7 @@ from p2psched.identity import (
     load_identity,
     load_or_create_identity,
 )
-from p2psched.resources.detect import detect
+from p2psched.resources.detect import Detected, detect
 from p2psched.resources.need import Need, NeedError
 from p2psched.resources.profile import Gpu
 from p2psched.scheduler.discovery import Discovery, WorkerAd
@@ -290,39 +291,53 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
             detected = detect(data_dir)
             profile = config.profile(detected, addresses=(_route_address(node.address, gate),))
             advert = Advert(node, profile, ttl=args.ad_ttl)
-            stored = await advert.publish()
-            print(f"worker {node.node_id.hex()} joined through {args.gate}")
-
-            def gpus(found: tuple[Gpu, ...]) -> str:
-                return ", ".join(f"{g.model} ({g.vram_gb:g} GiB)" for g in found) or "none"
-
-            print(
-                f"  detected: {detected.cpu_model}, {detected.cpu_cores} cores, "
-                f"{detected.ram_gb:g} GiB RAM, {detected.disk_gb:g} GiB free disk; "
-                f"GPUs: {gpus(detected.gpus)}"
-            )
-            for note in detected.notes:
-                print(f"  note: {note}")
-            if config.override:
-                print(f"  overridden by {args.config}: {', '.join(sorted(config.override))}")
-            print(
-                f"  advertised: GPUs {gpus(profile.gpus)}; {profile.cpu_cores} cores, "
-                f"{profile.ram_gb:g} GiB RAM; "
-                f"models {', '.join(profile.installed_models) or 'none'}; "
-                f"drivers {', '.join(profile.drivers)}; {profile.free_slots} slot(s) "
-                f"at {profile.min_price:g} or more per task"
-            )
-            places = ", ".join(f"{name} on {n} nodes" for name, n in stored.items())
-            print(f"  ad (TTL {args.ad_ttl:g}s) under {places}")
-            print("Ctrl-C to leave (the ad is withdrawn)", flush=True)
             try:
-                await trio.sleep_forever()
-            finally:
+                await _advertise(args, node, detected, config, advert)
+            finally:  # Ctrl-C or SIGTERM, even halfway through publishing
                 with trio.CancelScope(shield=True), trio.move_on_after(10):
                     await advert.withdraw()
                     print("ad withdrawn", flush=True)
 
     trio.run(main)
+
+
+async def _advertise(
+    args: argparse.Namespace,
+    node: DhtNode,
+    detected: Detected,
+    config: WorkerConfig,
+    advert: Advert,
+) -> None:
+    """Publish the ad, say what was detected and advertised, and wait for SIGTERM or Ctrl-C."""
+    with trio.open_signal_receiver(signal.SIGTERM) as terminate:
+        profile = advert.profile
+        stored = await advert.publish()
+        print(f"worker {node.node_id.hex()} joined through {args.gate}")
+
+        def gpus(found: tuple[Gpu, ...]) -> str:
+            return ", ".join(f"{g.model} ({g.vram_gb:g} GiB)" for g in found) or "none"
+
+        print(
+            f"  detected: {detected.cpu_model}, {detected.cpu_cores} cores, "
+            f"{detected.ram_gb:g} GiB RAM, {detected.disk_gb:g} GiB free disk; "
+            f"GPUs: {gpus(detected.gpus)}"
+        )
+        for note in detected.notes:
+            print(f"  note: {note}")
+        if config.override:
+            print(f"  overridden by {args.config}: {', '.join(sorted(config.override))}")
+        print(
+            f"  advertised: GPUs {gpus(profile.gpus)}; {profile.cpu_cores} cores, "
+            f"{profile.ram_gb:g} GiB RAM; "
+            f"models {', '.join(profile.installed_models) or 'none'}; "
+            f"drivers {', '.join(profile.drivers)}; {profile.free_slots} slot(s) "
+            f"at {profile.min_price:g} or more per task"
+        )
+        places = ", ".join(f"{name} on {n} nodes" for name, n in stored.items())
+        print(f"  ad (TTL {args.ad_ttl:g}s) under {places}")
+        print("Ctrl-C to leave (the ad is withdrawn)", flush=True)
+        async for _ in terminate:
+            return
 
 
 def _ad_json(ad: WorkerAd, now: float) -> dict[str, Any]:

@@ -107,10 +107,16 @@ def test_a_gate_five_workers_and_a_listing(tmp_path: Path) -> None:
         assert sorted(x["ram_gb"] for x in a100) == [32.0, 64.0]
 
         # Ctrl-C: the worker withdraws its ad and exits cleanly; it is gone at once.
-        leaving, killed = list(workers)[:2]
+        leaving, killed, stopped = list(workers)[:3]
         workers[leaving].send_signal(signal.SIGINT)
         assert workers[leaving].wait(timeout=15) == 0
         assert leaving not in {x["node_id"] for x in workers_json(gate, tmp_path)}
+        # SIGTERM (what service managers send) does the same.
+        workers[stopped].send_signal(signal.SIGTERM)
+        assert workers[stopped].wait(timeout=15) == 0
+        out = workers[stopped].stdout.read() if workers[stopped].stdout else ""
+        assert "ad withdrawn" in out
+        assert stopped not in {x["node_id"] for x in workers_json(gate, tmp_path)}
 
         # SIGKILL: no withdrawal; the ad lapses within one TTL.
         workers[killed].kill()
@@ -119,7 +125,7 @@ def test_a_gate_five_workers_and_a_listing(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "a killed worker's ad outlived its TTL"
             time.sleep(0.5)
         remaining = {x["node_id"] for x in workers_json(gate, tmp_path)}
-        assert remaining == set(workers) - {leaving, killed}  # the others renew theirs
+        assert remaining == set(workers) - {leaving, killed, stopped}  # the others renew theirs
 
 
 def test_bad_config_and_need_are_clear_errors(tmp_path: Path) -> None:

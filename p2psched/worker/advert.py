@@ -71,6 +71,7 @@ class Advert:
         keys = capability_keys(profile, self.node.node_id)
         stored: dict[str, int] = {}
         seq = self._next_seq()
+        previous, self._keys = self._keys, {**self._keys, **keys}  # a withdrawal now covers all
 
         async def put(name: str, key: bytes) -> None:
             stored[name] = await self.node.put(key, value, ttl=self.ttl, seq=seq)
@@ -78,9 +79,10 @@ class Advert:
         async with trio.open_nursery() as nursery:
             for name, key in keys.items():
                 nursery.start_soon(put, name, key)
-        gone = [key for name, key in self._keys.items() if name not in keys]
+        gone = [key for name, key in previous.items() if name not in keys]
         await self._withdraw(gone)
-        self.profile, self._keys, self._last = profile, keys, trio.current_time()
+        self._keys = keys
+        self.profile, self._last = profile, trio.current_time()
         return stored
 
     async def _withdraw(self, keys: list[bytes]) -> None:
