@@ -132,40 +132,31 @@ def test_a_gate_five_workers_and_a_listing(tmp_path: Path) -> None:
 
 
 def test_bad_config_and_need_are_clear_errors(tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*EXE, *args], capture_output=True, text=True, timeout=60)
+
     bad = tmp_path / "bad.toml"
     bad.write_text('[worker]\ndrivers = ["ftp"]\n')
-    out = subprocess.run(
-        [
-            *EXE,
-            "worker",
-            "join",
-            "--gate",
-            "127.0.0.1:9",
-            "--config",
-            str(bad),
-            "--data-dir",
-            str(tmp_path / "w"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    out = cli(
+        "worker",
+        "join",
+        "--gate",
+        "127.0.0.1:9",
+        "--config",
+        str(bad),
+        "--data-dir",
+        str(tmp_path / "w"),
     )
     assert out.returncode == 2 and "[worker] drivers: unknown driver 'ftp'" in out.stderr
     assert "Traceback" not in out.stderr
-    out = subprocess.run(
-        [
-            *EXE,
-            "workers",
-            "--gate",
-            "127.0.0.1:9",
-            "--need",
-            "vram>=lots",
-            "--data-dir",
-            str(tmp_path / "a"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    out = cli(
+        "workers",
+        "--gate",
+        "127.0.0.1:9",
+        "--need",
+        "vram>=lots",
+        "--data-dir",
+        str(tmp_path / "a"),
     )
     assert out.returncode == 2 and "takes a number" in out.stderr
 
