@@ -545,3 +545,20 @@ def test_a_page_token_proves_the_address_it_was_sent_to_and_no_other() -> None:
     (second,) = link.answers(C)
     assert isinstance(second.message, m.Values) and len(second.message.records) >= 5
     assert second.message.records[0].publisher_id > first.message.records[0].publisher_id
+
+
+def test_a_newcomer_closer_to_a_key_gets_its_records_at_once() -> None:
+    """Kademlia's hand-over: when a node admits a newcomer that is closer than itself to a key
+    it holds, it stores that key's records there (gets look at the closest nodes first)."""
+    link = Link()
+    a = link.add(A)
+    b_identity = Identity.generate()
+    # A key b is closer to than a is.
+    key = bytes(x ^ y for x, y in zip(b_identity.node_id, b"\x00" * 31 + b"\x01"))
+    (record,) = hold_records(a, key, 1, 100)
+    far = bytes(x ^ 0xFF for x in b_identity.node_id)  # a key a is closer to: not handed over
+    hold_records(a, far, 1, 100)
+    b = link.add(B, identity=b_identity)
+    introduce(link, B, A)  # a checks b's address, admits it, and hands over
+    assert b.store.get(key, NOW) == [record]
+    assert b.store.get(far, NOW) == []

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from p2psched.dht import messages as m
 from p2psched.dht.records import KEY_BYTES, MAX_VALUE_BYTES, Record, RecordStore, StoreLimits
-from p2psched.dht.routing import Contact, RoutingTable
+from p2psched.dht.routing import Contact, RoutingTable, as_int
 from p2psched.identity import Identity
 from p2psched.wire.codec import DecodeError, decode, encode
 from p2psched.wire.envelope import FLAG_CLIENT, HEADER_BYTES, MAC_BYTES, Authenticator, Rejected
@@ -42,6 +42,7 @@ AMPLIFICATION_FACTOR = 3
 UNPROVEN_FLOOR = 1700
 TOKEN_EPOCH = 60.0  # seconds an address token stays good for (two epochs at most)
 PROOF_TTL = 600.0  # seconds a proven address stays proven without a new proof
+MAX_HAND_OVER = 64  # records sent to one newcomer
 _MAX_RECORD_WIRE = MAX_VALUE_BYTES + 200  # a record's own fields around its value
 
 
@@ -287,9 +288,28 @@ class DhtProtocol:
             self._request(contact, m.Ping(), now, internal="admit")
 
     def _admit(self, contact: Contact, now: float) -> None:
+        new = contact.node_id not in self.routing
         to_check = self.routing.observe(contact, now)
         if to_check is not None:
             self._request(to_check, m.Ping(), now, internal="evict")
+        if new and contact.node_id in self.routing:
+            self._hand_over(contact, now)
+
+    def _hand_over(self, newcomer: Contact, now: float) -> None:
+        """Kademlia's hand-over: a node that just joined may now be among the closest to keys
+        this node holds, where gets will look first; it gets their records at once rather than
+        at their publishers' next republish. Bounded per newcomer."""
+        mine, theirs = as_int(self.node_id), as_int(newcomer.node_id)
+        sent = 0
+        for key in self.store.keys():
+            target = as_int(key)
+            if theirs ^ target >= mine ^ target:
+                continue  # no closer than this node: gets reach this node first anyway
+            for record in self.store.get(key, now):
+                if sent >= MAX_HAND_OVER:
+                    return
+                self._request(newcomer, m.Store(record), now, internal="hand_over")
+                sent += 1
 
     def on_timer(self, now: float) -> list[Event]:
         events: list[Event] = []

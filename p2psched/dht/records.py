@@ -123,6 +123,9 @@ class RecordStore:
     def __len__(self) -> int:
         return self._count
 
+    def keys(self) -> list[bytes]:
+        return list(self._keys)
+
     @property
     def bytes_held(self) -> int:
         return self._bytes
