@@ -99,14 +99,14 @@ def _config(args: argparse.Namespace) -> DhtConfig:
 
 
 async def _joined_node(args: argparse.Namespace, node: DhtNode) -> None:
-    seeds = [parse_hostport(b, "--bootstrap") for b in args.bootstrap]
-    if seeds:
-        known = await node.bootstrap(seeds)
-        if known == 0:
-            raise UsageError(
-                f"no bootstrap node answered at {', '.join(args.bootstrap)}; "
-                "check the addresses and that those nodes are running"
-            )
+    if args.bootstrap:
+        seeds = [parse_hostport(b, "--bootstrap") for b in args.bootstrap]
+        await _join(
+            node,
+            seeds,
+            f"no bootstrap node answered at {', '.join(args.bootstrap)}; "
+            "check the addresses and that those nodes are running",
+        )
 
 
 def cmd_dht_serve(args: argparse.Namespace) -> None:
@@ -176,11 +176,8 @@ def cmd_dht_get(args: argparse.Namespace) -> None:
 
 
 def _bind_for(args: argparse.Namespace) -> str:
-    """Bind a short-lived client on the same family and interface kind as its bootstrap node."""
-    host, _ = parse_hostport(args.bootstrap[0], "--bootstrap")
-    if host.startswith("127.") or host == "localhost":
-        return "127.0.0.1"
-    return "::" if ":" in host else "0.0.0.0"
+    """Bind a short-lived client where it can reach its (first) bootstrap node."""
+    return _near(parse_hostport(args.bootstrap[0], "--bootstrap"))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -244,17 +241,21 @@ def cmd_demo(args: argparse.Namespace) -> None:
 # -- roles: gate, worker, and finding workers ------------------------------------------------------
 
 
-def _near(gate: tuple[str, int]) -> str:
-    """The interface to bind so as to reach `gate`: loopback for a local gate, else any."""
-    host = gate[0]
-    if host.startswith("127.") or host == "localhost":
+def _near(peer: tuple[str, int]) -> str:
+    """The interface to bind so as to reach `peer` (an address, as parse_hostport gives):
+    loopback for a local one, else any."""
+    host = peer[0]
+    if host.startswith("127."):
         return "127.0.0.1"
     return "::" if ":" in host else "0.0.0.0"
 
 
-async def _join(node: DhtNode, gate: tuple[str, int], text: str) -> None:
-    if await node.bootstrap([gate]) == 0:
-        raise UsageError(f"the gate at {text} did not answer; check the address and that it runs")
+_GATE_SILENT = "the gate at {} did not answer; check the address and that it runs"
+
+
+async def _join(node: DhtNode, seeds: list[tuple[str, int]], failure: str) -> None:
+    if await node.bootstrap(seeds) == 0:
+        raise UsageError(failure)
 
 
 def cmd_gate(args: argparse.Namespace) -> None:
@@ -264,7 +265,9 @@ def cmd_gate(args: argparse.Namespace) -> None:
     async def main() -> None:
         async with open_dht_node(identity, host=host, port=port) as node:
             for other in args.bootstrap:  # other gates, if any
-                await _join(node, parse_hostport(other, "--bootstrap"), other)
+                await _join(
+                    node, [parse_hostport(other, "--bootstrap")], _GATE_SILENT.format(other)
+                )
             print(f"gate {node.node_id.hex()} listening on {node.address[0]}:{node.address[1]}")
             print(
                 "workers join with: p2psched worker join --gate HOST:PORT; Ctrl-C to stop",
@@ -287,7 +290,7 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
 
     async def main() -> None:
         async with open_dht_node(identity, host=host, port=port) as node:
-            await _join(node, gate, args.gate)
+            await _join(node, [gate], _GATE_SILENT.format(args.gate))
             detected = detect(data_dir)
             profile = config.profile(detected, addresses=(_route_address(node.address, gate),))
             advert = Advert(node, profile, ttl=args.ad_ttl)
@@ -369,7 +372,7 @@ def cmd_workers(args: argparse.Namespace) -> None:
 
     async def main() -> None:
         async with open_dht_node(identity, host=_near(gate), config=DhtConfig(client=True)) as node:
-            await _join(node, gate, args.gate)
+            await _join(node, [gate], _GATE_SILENT.format(args.gate))
             ads = await Discovery(node).find(need)
             now = node.now()
             if args.json:
