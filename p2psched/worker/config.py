@@ -37,7 +37,7 @@ from p2psched.resources.detect import Detected
 from p2psched.resources.profile import Gpu, Profile
 from p2psched.wire.codec import decode
 
-KNOWN_DRIVERS = ("http", "command", "echo")
+KNOWN_DRIVERS = ("sleep", "echo", "command", "http")
 
 
 class ConfigError(ValueError):
