@@ -141,34 +141,14 @@ class Profile:
         )
 
 
-def _number(minimum: float = 0.0, maximum: float = 1e12) -> schema.Check:
-    def check(v: Any, path: str) -> Any:
-        if type(v) not in (int, float) or not minimum <= v <= maximum or v != v:
-            raise SchemaError(path, f"expected a number in {minimum:g}..{maximum:g}")
-        return float(v)
-
-    return check
-
-
 def _fraction(v: Any, path: str) -> Any:
-    return _number(0.0, 1.0)(v, path)
+    return schema.number(0.0, 1.0)(v, path)
 
 
 def _version(v: Any, path: str) -> Any:
     if v != SCHEMA_VERSION or type(v) is not int:
         raise SchemaError(path, f"expected schema version {SCHEMA_VERSION}")
     return v
-
-
-def _mapping(fields: dict[str, schema.Check]) -> schema.Check:
-    """A map with exactly these keys (no unknown ones: a strict schema)."""
-
-    def check(v: Any, path: str) -> Any:
-        if type(v) is not dict or set(v) != set(fields):
-            raise SchemaError(path, f"expected a map with exactly {', '.join(sorted(fields))}")
-        return {k: c(v[k], f"{path}.{k}") for k, c in fields.items()}
-
-    return check
 
 
 def _labels(v: Any, path: str) -> Any:
@@ -189,27 +169,28 @@ def _name(v: Any, path: str) -> Any:
 
 
 _names = schema.list_of(_name, _LIST)
-_PROFILE = _mapping(
+_PROFILE = schema.mapping(
     {
         "_v": _version,
         "installed_models": _names,
         "loaded_models": _names,
-        "specifications": _mapping(
+        "specifications": schema.mapping(
             {
                 "GPU": schema.list_of(
                     schema.tuple_of(
-                        ("model", "vram", "driver"), (_name, _number(0, 4096), schema.text(64))
+                        ("model", "vram", "driver"),
+                        (_name, schema.number(0, 4096), schema.text(64)),
                     ),
                     16,
                 ),
                 "CPU": schema.tuple_of(("model", "cores"), (_name, schema.uint(4096))),
-                "RAM": _number(0, 1 << 20),
-                "disk": _number(0, 1 << 30),
+                "RAM": schema.number(0, 1 << 20),
+                "disk": schema.number(0, 1 << 30),
             }
         ),
-        "network": _mapping({"download": _number(), "upload": _number()}),
-        "workload": _mapping({"CPU": _fraction, "GPU": _fraction, "RAM": _fraction}),
-        "min_cost": _number(),
+        "network": schema.mapping({"download": schema.number(), "upload": schema.number()}),
+        "workload": schema.mapping({"CPU": _fraction, "GPU": _fraction, "RAM": _fraction}),
+        "min_cost": schema.number(),
         "drivers": schema.list_of(schema.text(32), 16),
         "free_slots": schema.uint(1024),
         "labels": _labels,

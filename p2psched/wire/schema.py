@@ -87,3 +87,25 @@ def tuple_of(names: Sequence[str], checks: Sequence[Check]) -> Check:
         return [c(item, f"{path}.{name}") for name, c, item in zip(names, checks, v)]
 
     return check
+
+
+def number(minimum: float = 0.0, maximum: float = 1e12) -> Check:
+    """A finite number in range, given back as a float."""
+
+    def check(v: Any, path: str) -> Any:
+        if type(v) not in (int, float) or not minimum <= v <= maximum or v != v:
+            raise SchemaError(path, f"expected a number in {minimum:g}..{maximum:g}")
+        return float(v)
+
+    return check
+
+
+def mapping(fields: dict[str, Check]) -> Check:
+    """A map with exactly these keys (no unknown ones: a strict schema)."""
+
+    def check(v: Any, path: str) -> Any:
+        if type(v) is not dict or set(v) != set(fields):
+            raise SchemaError(path, f"expected a map with exactly {', '.join(sorted(fields))}")
+        return {k: c(v[k], f"{path}.{k}") for k, c in fields.items()}
+
+    return check

@@ -1,0 +1,184 @@
+"""The secure channel's trio shell: a `SecureSession` over any trio byte stream (a TCP connection,
+or later a circuit through a gate), carrying MessagePack messages.
+
+Owns: the handshake's timeout, the one reader task per connection, the write lock, and the
+bounded inbox that gives backpressure (a full inbox stops the reader, so TCP stops the peer).
+Promises: `open_channel`/`accept_channel` yield only after the peer's identity is proven; a
+message that fails authentication or decoding ends the channel with `ChannelError`, and the
+next `receive` raises it; leaving the block closes the stream and stops the reader.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from p2psched.identity import Identity
+from p2psched.wire.codec import DecodeError, decode, encode
+from p2psched.wire.noise import MAX_FRAME, ChannelError, Peer, SecureSession
+
+HANDSHAKE_TIMEOUT = 10.0
+INBOX = 256  # messages read ahead of the consumer
+READ_SIZE = 1 << 16
+
+
+class ChannelClosed(ChannelError):
+    """The peer closed the connection (or it broke) and every message it sent was read."""
+
+
+class SecureChannel:
+    def __init__(self, stream: trio.abc.Stream, session: SecureSession, peer: Peer) -> None:
+        self._stream = stream
+        self._session = session
+        self.peer = peer
+        self._write_lock = trio.StrictFIFOLock()
+        self._inbox_send, self._inbox = trio.open_memory_channel[Any](INBOX)
+        self._error: ChannelError | None = None
+
+    async def send(self, message: Any) -> None:
+        """Send one message; raises `ChannelClosed` when the connection is gone."""
+        async with self._write_lock:
+            self._session.seal(encode(message))
+            try:
+                await self._stream.send_all(self._session.data_to_send())
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                raise ChannelClosed(f"connection to the peer is gone ({e})") from None
+
+    async def receive(self) -> Any:
+        """The next message; raises `ChannelClosed` at the end, or the `ChannelError` that
+        ended the channel."""
+        try:
+            return await self._inbox.receive()
+        except trio.EndOfChannel:
+            raise self._error or ChannelClosed("the peer closed the connection") from None
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        while True:
+            try:
+                yield await self.receive()
+            except ChannelClosed:
+                return
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def _read(self) -> None:
+        """The one reader: bytes → session → messages → inbox."""
+        async with self._inbox_send:
+            try:
+                while True:
+                    data = await self._stream.receive_some(READ_SIZE)
+                    if not data:
+                        return
+                    self._session.receive_data(data)
+                    for frame in self._session.frames():
+                        try:
+                            message = decode(frame, max_size=MAX_FRAME)
+                        except DecodeError as e:
+                            raise ChannelError(
+                                f"peer sent a message that is not valid: {e}"
+                            ) from None
+                        await self._inbox_send.send(message)
+            except ChannelError as e:
+                self._error = e
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+
+
+async def _handshake(stream: trio.abc.Stream, session: SecureSession, timeout: float) -> Peer:
+    with trio.move_on_after(timeout) as scope:
+        try:
+            while session.peer is None:
+                out = session.data_to_send()
+                if out:
+                    await stream.send_all(out)
+                data = await stream.receive_some(READ_SIZE)
+                if not data:
+                    raise ChannelClosed("the peer closed the connection during the handshake")
+                session.receive_data(data)
+            out = session.data_to_send()  # the initiator's last handshake message
+            if out:
+                await stream.send_all(out)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            raise ChannelClosed(f"the connection broke during the handshake ({e})") from None
+    if scope.cancelled_caught:
+        raise ChannelError(f"no handshake from the peer within {timeout:g} s")
+    assert session.peer is not None
+    return session.peer
+
+
+@asynccontextmanager
+async def secure_stream(
+    stream: trio.abc.Stream,
+    identity: Identity,
+    *,
+    initiator: bool,
+    expected_peer: bytes | None = None,
+    timeout: float = HANDSHAKE_TIMEOUT,
+) -> AsyncIterator[SecureChannel]:
+    """Run the handshake over `stream` and yield the channel; the stream is closed on exit."""
+    async with stream:
+        session = SecureSession(identity, initiator=initiator, expected_peer=expected_peer)
+        peer = await _handshake(stream, session, timeout)
+        channel = SecureChannel(stream, session, peer)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(channel._read)
+            try:
+                yield channel
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_channel(
+    host: str,
+    port: int,
+    identity: Identity,
+    *,
+    expected_peer: bytes,
+    timeout: float = HANDSHAKE_TIMEOUT,
+) -> AsyncIterator[SecureChannel]:
+    """Dial `host:port` and yield a channel to exactly the node `expected_peer`."""
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_tcp_stream(host, port)
+    except (OSError, trio.TooSlowError) as e:
+        raise ChannelClosed(f"cannot connect to {host}:{port} ({e or 'timed out'})") from None
+    async with secure_stream(
+        stream, identity, initiator=True, expected_peer=expected_peer, timeout=timeout
+    ) as channel:
+        yield channel
+
+
+async def serve_channels(
+    identity: Identity,
+    handler: Callable[[SecureChannel], Awaitable[None]],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    timeout: float = HANDSHAKE_TIMEOUT,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept TCP connections and run `handler` on each one's channel. A connection that fails
+    its handshake, or whose handler ends with a channel error, is closed and forgotten."""
+
+    async def one(stream: trio.SocketStream) -> None:
+        try:
+            async with secure_stream(stream, identity, initiator=False, timeout=timeout) as ch:
+                await handler(ch)
+        except ChannelError:
+            pass  # a stranger, a broken peer or a closed connection: nothing to keep
+
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, one, listeners)
+        task_status.started((bound[0], bound[1]))
+        await trio.sleep(math.inf)
