@@ -13,6 +13,15 @@ worker starts; an absent field keeps its default or what was detected.
     loaded_models = ["llama-3-8b"]  # of those, the ones in memory now
     labels = { region = "eu", owner = "ana" }
 
+    [drivers.command]               # only with "command" in [worker] drivers
+    allow = { wc = ["/usr/bin/wc", "-c"] }  # name a task asks for -> argv prefix, absolute path
+    max_output_bytes = 1048576      # stdout and stderr, each
+
+    [drivers.http]                  # only with "http" in [worker] drivers
+    endpoints = { "llama-3-8b" = "http://127.0.0.1:8000/v1/completions" }  # model -> URL; "*" any
+    timeout_s = 120
+    max_response_bytes = 4194304
+
     [network]
     download_mbps = 1000
     upload_mbps = 100
@@ -28,20 +37,45 @@ worker starts; an absent field keeps its default or what was detected.
 from __future__ import annotations
 
 import math
+import os
+import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from p2psched.resources.detect import Detected
 from p2psched.resources.profile import Gpu, Profile
 from p2psched.wire.codec import decode
 
 KNOWN_DRIVERS = ("sleep", "echo", "command", "http")
+CONFIGURABLE_DRIVERS = ("command", "http")
+ANY_MODEL = "*"  # the [drivers.http] endpoint for models not listed by name
+_PROGRAM_NAME = re.compile(r"[A-Za-z0-9._+-]{1,64}")
+_MAX_CAP_BYTES = 1 << 30  # the drivers hold what they cap in memory
 
 
 class ConfigError(ValueError):
     """A worker config the worker cannot start with; the message says where and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandDriverConfig:
+    """[drivers.command]: the programs a task may run, by name, and how much they may print."""
+
+    allow: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    max_output_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class HttpDriverConfig:
+    """[drivers.http]: where each model is served, and how long and large an answer may be."""
+
+    endpoints: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float = 120.0
+    max_response_bytes: int = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +89,8 @@ class WorkerConfig:
     download_mbps: float = 0.0
     upload_mbps: float = 0.0
     override: dict[str, Any] = field(default_factory=dict)
+    command_driver: CommandDriverConfig = field(default_factory=CommandDriverConfig)
+    http_driver: HttpDriverConfig = field(default_factory=HttpDriverConfig)
 
     def profile(self, detected: Detected, addresses: tuple[str, ...] = ()) -> Profile:
         """This worker's public profile: what was detected, with the overrides on top."""
@@ -89,7 +125,9 @@ def _fail(path: Path, where: str, why: str) -> ConfigError:
 
 
 def _table(path: Path, doc: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:
-    table = doc.get(name, {})
+    table = doc
+    for part in name.split("."):
+        table = table.get(part, {})
     if not isinstance(table, dict):
         raise _fail(path, f"[{name}]", "must be a table")
     unknown = set(table) - allowed
@@ -114,6 +152,107 @@ def _names(path: Path, where: str, v: Any) -> tuple[str, ...]:
     return tuple(v)
 
 
+def _byte_cap(path: Path, where: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= _MAX_CAP_BYTES:
+        raise _fail(path, where, f"must be a whole number of bytes, 1..{_MAX_CAP_BYTES}, not {v!r}")
+    return v
+
+
+def _command_driver(path: Path, c: dict[str, Any]) -> CommandDriverConfig:
+    allow = c.get("allow", {})
+    if not isinstance(allow, dict):
+        raise _fail(
+            path, "[drivers.command] allow", 'must be a table like { wc = ["/usr/bin/wc", "-c"] }'
+        )
+    programs: dict[str, tuple[str, ...]] = {}
+    for name, argv in allow.items():
+        where = f"[drivers.command] allow.{name}"
+        if not _PROGRAM_NAME.fullmatch(name):
+            raise _fail(path, where, "a program's name is 1-64 letters, digits, '.', '_', '+', '-'")
+        if (
+            not isinstance(argv, list)
+            or not argv
+            or not all(isinstance(a, str) and "\0" not in a for a in argv)
+        ):
+            raise _fail(path, where, f'must be a list like ["/usr/bin/wc", "-c"], not {argv!r}')
+        program = Path(argv[0])
+        # An absolute path: what runs must not depend on the PATH the worker was started with.
+        if not program.is_absolute():
+            raise _fail(path, where, f"{argv[0]!r} must be an absolute path, like /usr/bin/wc")
+        if not program.is_file():
+            raise _fail(path, where, f"{argv[0]} does not exist (or is not a file)")
+        if not os.access(program, os.X_OK):
+            raise _fail(path, where, f"{argv[0]} is not executable")
+        programs[name] = tuple(argv)
+    return CommandDriverConfig(
+        allow=programs,
+        max_output_bytes=_byte_cap(
+            path,
+            "[drivers.command] max_output_bytes",
+            c.get("max_output_bytes", CommandDriverConfig().max_output_bytes),
+        ),
+    )
+
+
+def _http_driver(path: Path, h: dict[str, Any]) -> HttpDriverConfig:
+    endpoints = h.get("endpoints", {})
+    if not isinstance(endpoints, dict):
+        raise _fail(
+            path,
+            "[drivers.http] endpoints",
+            'must be a table of model = URL, like { "llama-3-8b" = "http://127.0.0.1:8000/" }',
+        )
+    for model, url in endpoints.items():
+        where = f"[drivers.http] endpoints.{model}"
+        if not isinstance(url, str):
+            raise _fail(path, where, f"must be a URL, not {url!r}")
+        try:
+            parts = urlsplit(url)
+            _ = parts.port  # parsed lazily: a bad port must fail here, not on the first task
+        except ValueError as e:
+            raise _fail(path, where, f"{url!r} is not a URL ({e})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _fail(path, where, f"{url!r} must be an http:// or https:// URL with a host")
+    defaults = HttpDriverConfig()
+    timeout = _number(path, "[drivers.http] timeout_s", h.get("timeout_s", defaults.timeout_s))
+    if timeout == 0:
+        raise _fail(path, "[drivers.http] timeout_s", "must be more than 0 seconds")
+    return HttpDriverConfig(
+        endpoints=dict(endpoints),
+        timeout_s=timeout,
+        max_response_bytes=_byte_cap(
+            path,
+            "[drivers.http] max_response_bytes",
+            h.get("max_response_bytes", defaults.max_response_bytes),
+        ),
+    )
+
+
+def _driver_settings(
+    path: Path, doc: dict[str, Any], drivers: tuple[str, ...]
+) -> tuple[CommandDriverConfig, HttpDriverConfig]:
+    tables = doc.get("drivers", {})
+    if not isinstance(tables, dict):
+        raise _fail(path, "[drivers]", "must hold tables like [drivers.command]")
+    for name in sorted(tables):
+        where = f"[drivers.{name}]"
+        if name not in CONFIGURABLE_DRIVERS:
+            if name in KNOWN_DRIVERS:
+                raise _fail(path, where, f"the {name} driver has no settings; remove this table")
+            raise _fail(path, where, "unknown table; known: [drivers.command], [drivers.http]")
+        # Settings for a driver that is off are most likely a driver the operator meant to enable.
+        if name not in drivers:
+            raise _fail(
+                path,
+                where,
+                f"the {name} driver is not enabled; add {name!r} to [worker] drivers to "
+                "enable it, or remove this table",
+            )
+    command = _table(path, doc, "drivers.command", {"allow", "max_output_bytes"})
+    http = _table(path, doc, "drivers.http", {"endpoints", "timeout_s", "max_response_bytes"})
+    return _command_driver(path, command), _http_driver(path, http)
+
+
 def load_config(path: Path) -> WorkerConfig:
     try:
         doc = tomllib.loads(path.read_text())
@@ -125,10 +264,12 @@ def load_config(path: Path) -> WorkerConfig:
         raise ConfigError(f"{path}: cannot be read ({e})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    unknown = set(doc) - {"worker", "network", "override"}
+    unknown = set(doc) - {"worker", "network", "override", "drivers"}
     if unknown:
         raise _fail(
-            path, f"[{sorted(unknown)[0]}]", "unknown table; known: [worker], [network], [override]"
+            path,
+            f"[{sorted(unknown)[0]}]",
+            "unknown table; known: [worker], [drivers], [network], [override]",
         )
     w = _table(
         path, doc, "worker", {"slots", "drivers", "min_price", "models", "loaded_models", "labels"}
@@ -146,6 +287,7 @@ def load_config(path: Path) -> WorkerConfig:
             raise _fail(
                 path, "[worker] drivers", f"unknown driver {d!r}; known: {', '.join(KNOWN_DRIVERS)}"
             )
+    command_driver, http_driver = _driver_settings(path, doc, drivers)
     models = _names(path, "[worker] models", w.get("models", []))
     loaded = _names(path, "[worker] loaded_models", w.get("loaded_models", []))
     for m in loaded:
@@ -190,6 +332,8 @@ def load_config(path: Path) -> WorkerConfig:
         download_mbps=_number(path, "[network] download_mbps", n.get("download_mbps", 0.0)),
         upload_mbps=_number(path, "[network] upload_mbps", n.get("upload_mbps", 0.0)),
         override=dict(o),
+        command_driver=command_driver,
+        http_driver=http_driver,
     )
     # What the worker will advertise must be what every asker accepts: check it now, against
     # the same schema and size limit, rather than be silently left out of every answer later.

@@ -1,0 +1,404 @@
+"""The task drivers: what turns a committed task's input into its result on this worker.
+
+Promises: only drivers the operator enabled are made; each keeps to the task's time limit; every
+failure reaches the caller as a one-line `DriverError` (cancellation still propagates); a command
+runs allowlisted, without a shell, in the task's scratch directory, and is killed with its group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import trio
+
+from p2psched.worker.config import (
+    ANY_MODEL,
+    KNOWN_DRIVERS,
+    CommandDriverConfig,
+    HttpDriverConfig,
+    WorkerConfig,
+)
+
+_log = logging.getLogger(__name__)
+
+_MAX_REASON_CHARS = 400  # the scheduler shows a reason to a person; it is not a log
+_ERROR_BODY_CHARS = 200
+_SLEEP_REPORTS = 10  # at most this many progress reports per sleep, and at most one a second
+_READ_CHUNK = 1 << 16
+# A fixed PATH, not the worker's: a task's behaviour must not depend on how the worker was started.
+_COMMAND_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= _MAX_REASON_CHARS else line[: _MAX_REASON_CHARS - 3] + "..."
+
+
+class DriverError(Exception):
+    """A task the driver could not run; str(e) is the reason the scheduler sees (one line)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(_one_line(reason))
+
+
+@dataclass(frozen=True, slots=True)
+class DriverTask:
+    task_id: str
+    input: Any  # msgpack/JSON value
+    model: str | None  # the model the task asked for, if any
+    timeout_s: float
+    scratch: Path  # an empty directory created for this task by the caller, removed by the caller
+
+
+class Driver(Protocol):
+    name: str
+
+    async def run(self, task: DriverTask, progress: Callable[[float], None]) -> Any:
+        """The task's msgpack-able result; raises `DriverError`; keeps to `task.timeout_s`."""
+        ...
+
+
+def _leaves(e: BaseException) -> Iterator[BaseException]:
+    if isinstance(e, BaseExceptionGroup):
+        for inner in e.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield e
+
+
+async def _within_limits(name: str, timeout_s: float, run: Callable[[], Awaitable[Any]]) -> Any:
+    """`run()` under the task's deadline, with whatever it raises turned into a `DriverError`.
+
+    `trio.Cancelled` is a BaseException, so `except Exception` lets the caller's cancellation
+    through (alone or in a group), while the deadline's own cancellation ends here.
+    """
+    if not timeout_s > 0:  # also NaN
+        raise DriverError(f"timeout_s must be more than 0 seconds, not {timeout_s!r}")
+    try:
+        with trio.move_on_after(timeout_s):
+            return await run()
+    except DriverError:
+        raise
+    except Exception as e:
+        leaves = list(_leaves(e))
+        for leaf in leaves:
+            if isinstance(leaf, DriverError):
+                raise leaf from e
+        # Not a failure of the task but of this code: the operator gets the traceback.
+        _log.error("the %s driver failed unexpectedly", name, exc_info=e)
+        first = leaves[0]
+        raise DriverError(f"{name} driver failed: {type(first).__name__}: {first}") from e
+    raise DriverError(f"timed out after {timeout_s:g}s")
+
+
+def _check_fields(given: Any, required: dict[str, str], optional: dict[str, str]) -> None:
+    shape = ", ".join([*required, *(f"{k} (optional)" for k in optional)])
+    if not isinstance(given, Mapping):
+        raise DriverError(f"input must be a mapping with {shape}, not {type(given).__name__}")
+    for key in required:
+        if key not in given:
+            raise DriverError(f"input.{key} is missing; input takes {shape}")
+    for key in given:
+        if key not in required and key not in optional:
+            raise DriverError(f"input has an unknown field {str(key)[:64]!r}; it takes {shape}")
+
+
+class EchoDriver:
+    """Returns the input as it came: for trying the network without running anything."""
+
+    name = "echo"
+
+    async def run(self, task: DriverTask, progress: Callable[[float], None]) -> Any:
+        return task.input
+
+
+class SleepDriver:
+    """Waits `input.seconds` and says so: a task with a known duration, for tests and benchmarks."""
+
+    name = "sleep"
+
+    async def run(self, task: DriverTask, progress: Callable[[float], None]) -> Any:
+        _check_fields(task.input, {"seconds": "number"}, {})
+        seconds = task.input["seconds"]
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 <= seconds < math.inf
+        ):
+            raise DriverError(f"input.seconds must be a finite number >= 0, not {seconds!r}")
+
+        async def sleep() -> Any:
+            reports = max(1, min(_SLEEP_REPORTS, math.floor(seconds)))
+            start = trio.current_time()
+            for i in range(1, reports + 1):
+                # Deadlines from one start, so the reports do not add up their own delays.
+                await trio.sleep_until(start + seconds * i / reports)
+                progress(i / reports)
+            return {"slept": seconds}
+
+        return await _within_limits(self.name, task.timeout_s, sleep)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the whole group has already exited
+
+
+class _Output:
+    """One capped output stream of a process."""
+
+    def __init__(self, name: str, cap: int) -> None:
+        self.name = name
+        self.cap = cap
+        self.data = bytearray()
+        self.over = False
+
+    async def collect(self, stream: trio.abc.ReceiveStream, scope: trio.CancelScope) -> None:
+        while chunk := await stream.receive_some(_READ_CHUNK):
+            self.data += chunk
+            if len(self.data) > self.cap:
+                self.over = True
+                scope.cancel()  # stops the other readers; the process is killed on the way out
+                return
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+async def _feed(stream: trio.abc.SendStream, data: bytes) -> None:
+    try:
+        async with stream:
+            await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # it stopped reading and maybe exited; its exit code says how that went
+
+
+def _exit_reason(code: int) -> str:
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"was killed by signal {-code}"
+
+
+class CommandDriver:
+    """Runs a program the operator allowlisted by name, with the task's arguments and stdin."""
+
+    name = "command"
+
+    def __init__(self, config: CommandDriverConfig) -> None:
+        self._config = config
+
+    async def run(self, task: DriverTask, progress: Callable[[float], None]) -> Any:
+        _check_fields(task.input, {"program": "name"}, {"args": "list of text", "stdin": "text"})
+        program, args, stdin = (
+            task.input["program"],
+            task.input.get("args", []),
+            task.input.get("stdin"),
+        )
+        if not isinstance(program, str):
+            raise DriverError(f"input.program must be a name, not {program!r}")
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise DriverError("input.args must be a list of text")
+        if any("\0" in a for a in args):
+            raise DriverError("input.args must not contain NUL characters")
+        if stdin is not None and not isinstance(stdin, str):
+            raise DriverError("input.stdin must be text")
+        prefix = self._config.allow.get(program)
+        if prefix is None:
+            allowed = ", ".join(sorted(self._config.allow)) or "none"
+            raise DriverError(
+                f"program {program[:64]!r} is not allowed on this worker; allowed: {allowed}"
+            )
+        argv = [*prefix, *args]
+        data = None if stdin is None else stdin.encode("utf-8", errors="replace")
+
+        async def execute() -> Any:
+            return await self._execute(program, argv, data, task.scratch)
+
+        return await _within_limits(self.name, task.timeout_s, execute)
+
+    async def _execute(
+        self, program: str, argv: list[str], stdin: bytes | None, scratch: Path
+    ) -> dict[str, Any]:
+        env = {
+            "PATH": _COMMAND_PATH,
+            "HOME": str(scratch),
+            "TMPDIR": str(scratch),  # so its temporary files go where the caller cleans up
+            "LANG": "C.UTF-8",
+        }
+        try:
+            process = await trio.lowlevel.open_process(
+                argv,
+                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=scratch,
+                env=env,
+                # Its own process group: a kill then reaches whatever it started, too.
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise DriverError(f"cannot start {program!r}: {e.strerror or e}") from e
+        stdout = _Output("stdout", self._config.max_output_bytes)
+        stderr = _Output("stderr", self._config.max_output_bytes)
+        try:
+            async with trio.open_nursery() as nursery:
+                if process.stdin is not None and stdin is not None:
+                    nursery.start_soon(_feed, process.stdin, stdin)
+                assert process.stdout is not None and process.stderr is not None
+                nursery.start_soon(stdout.collect, process.stdout, nursery.cancel_scope)
+                nursery.start_soon(stderr.collect, process.stderr, nursery.cancel_scope)
+            for output in (stdout, stderr):
+                if output.over:
+                    raise DriverError(f"output over {output.cap} bytes on {output.name}")
+            code = await process.wait()
+        finally:
+            with trio.CancelScope(shield=True):
+                # Kills the program on a timeout, a cancel or output over the cap, and after a
+                # normal exit whatever it left running. The group id names no one else's
+                # processes: it is ours until the leader is reaped, and in use after that for as
+                # long as any member of the group lives.
+                _kill_group(process.pid)
+                process.kill()  # in case it moved itself out of its group
+                for pipe in (process.stdin, process.stdout, process.stderr):
+                    if pipe is not None:
+                        await pipe.aclose()
+                await process.wait()
+        if code != 0:
+            lines = [line for line in stderr.text().splitlines() if line.strip()]
+            last = f": {lines[-1].strip()}" if lines else ""
+            raise DriverError(f"{program!r} {_exit_reason(code)}{last}")
+        return {"exit_code": code, "stdout": stdout.text(), "stderr": stderr.text()}
+
+
+class HttpDriver:
+    """Posts the input as JSON to the endpoint serving the task's model; answers its JSON."""
+
+    name = "http"
+
+    def __init__(self, config: HttpDriverConfig) -> None:
+        self._config = config
+
+    def _endpoint(self, model: str | None) -> str:
+        endpoints = self._config.endpoints
+        url = endpoints.get(model) if model is not None else None
+        if url is None:
+            url = endpoints.get(ANY_MODEL)
+        if url is None:
+            served = ", ".join(sorted(m for m in endpoints if m != ANY_MODEL)) or "none"
+            asked = "a task without a model" if model is None else f"model {model[:64]!r}"
+            raise DriverError(f"this worker serves no endpoint for {asked}; models: {served}")
+        return url
+
+    async def run(self, task: DriverTask, progress: Callable[[float], None]) -> Any:
+        if not isinstance(task.input, Mapping):
+            raise DriverError(
+                f"input must be a mapping (the JSON body), not {type(task.input).__name__}"
+            )
+        url = self._endpoint(task.model)
+        try:
+            body = json.dumps(task.input, allow_nan=False).encode()
+        except (TypeError, ValueError) as e:
+            raise DriverError(f"input is not JSON: {e}") from e
+        timeout = min(task.timeout_s, self._config.timeout_s)
+
+        async def post() -> Any:
+            return await self._post(url, body)
+
+        return await _within_limits(self.name, timeout, post)
+
+    async def _post(self, url: str, body: bytes) -> Any:
+        cap = self._config.max_response_bytes
+        # One deadline for the whole exchange (set by the caller) rather than httpx's per-phase
+        # timeouts, which a server trickling its answer would never trip; and no proxy from the
+        # environment: the config alone says where requests go.
+        async with httpx.AsyncClient(timeout=None, trust_env=False) as client:
+            try:
+                async with client.stream(
+                    "POST",
+                    url,
+                    content=body,
+                    headers={
+                        "content-type": "application/json",
+                        "accept": "application/json",
+                        "accept-encoding": "identity",  # the cap counts what is held in memory
+                    },
+                ) as response:
+                    if not response.is_success:
+                        head, _ = await _read_capped(response, _ERROR_BODY_CHARS * 4)
+                        text = head.decode("utf-8", errors="replace")[:_ERROR_BODY_CHARS]
+                        raise DriverError(
+                            f"the model server answered HTTP {response.status_code}: {text}"
+                        )
+                    declared = response.headers.get("content-length", "")
+                    if declared.isdigit() and int(declared) > cap:
+                        raise DriverError(f"response over {cap} bytes")
+                    data, over = await _read_capped(response, cap)
+                    if over:
+                        raise DriverError(f"response over {cap} bytes")
+            except httpx.HTTPError as e:
+                # The details name the endpoint, which is the operator's to know, not the asker's.
+                _log.warning("http driver: no answer from %s: %s: %s", url, type(e).__name__, e)
+                raise DriverError(f"no answer from the model server ({type(e).__name__})") from e
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError):
+            return {"text": data.decode("utf-8", errors="replace")}
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
+    """Up to `cap` bytes of the body, and whether there was more."""
+    data = bytearray()
+    try:
+        async for chunk in response.aiter_bytes():
+            if len(data) > cap:
+                continue
+            data += chunk
+            if len(data) > cap:
+                # Close the connection and let the iteration fail on it rather than break out:
+                # that ends each async generator in httpx's and httpcore's stack, which a
+                # `break` would leave for the garbage collector (and trio's ResourceWarning).
+                await response.aclose()
+    except (httpx.HTTPError, httpx.StreamError):
+        if len(data) <= cap:
+            raise
+    return bytes(data[:cap]), len(data) > cap
+
+
+_MAKERS: dict[str, Callable[[WorkerConfig], Driver]] = {
+    "echo": lambda config: EchoDriver(),
+    "sleep": lambda config: SleepDriver(),
+    "command": lambda config: CommandDriver(config.command_driver),
+    "http": lambda config: HttpDriver(config.http_driver),
+}
+
+
+def make_drivers(config: WorkerConfig) -> dict[str, Driver]:
+    """The drivers the operator enabled, by name; a task naming any other gets `disabled_reason`."""
+    return {name: _MAKERS[name](config) for name in config.drivers}
+
+
+def disabled_reason(name: str, config: WorkerConfig) -> str | None:
+    """None if this worker runs driver `name`; else why not, in words for the task's owner."""
+    if name not in KNOWN_DRIVERS:
+        return f"unknown driver {name[:64]!r}; drivers: {', '.join(KNOWN_DRIVERS)}"
+    if name not in config.drivers:
+        return (
+            f"driver {name!r} is not enabled on this worker "
+            "(its operator enables drivers in [worker] drivers)"
+        )
+    return None
