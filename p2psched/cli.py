@@ -15,6 +15,7 @@ import signal
 import socket
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,10 @@ from typing import Any
 
 import trio
 
+from p2psched import devnet
+from p2psched.api.client import ApiCallError, ControlClient
+from p2psched.api.control import serve_api
+from p2psched.devnet import DevnetError
 from p2psched.dht.node import DhtNode, open_dht_node
 from p2psched.dht.protocol import DhtConfig
 from p2psched.dht.records import MAX_VALUE_BYTES
@@ -33,11 +38,12 @@ from p2psched.identity import (
     load_identity,
     load_or_create_identity,
 )
-from p2psched.resources.detect import Detected, detect
+from p2psched.node.node import JoinError, Node, WorkerRole, open_node
 from p2psched.resources.need import Need, NeedError
 from p2psched.resources.profile import Gpu
 from p2psched.scheduler.discovery import Discovery, WorkerAd
-from p2psched.worker.advert import Advert
+from p2psched.scheduler.jobspec import JobSpecError
+from p2psched.submit import SubmitError, run_submit
 from p2psched.worker.config import ConfigError, WorkerConfig, load_config
 
 
@@ -258,22 +264,59 @@ async def _join(node: DhtNode, seeds: list[tuple[str, int]], failure: str) -> No
         raise UsageError(failure)
 
 
+async def _serve_node(node: Node, headline: str, api_port: int) -> None:
+    """Serve the control API, say where everything is, and wait for SIGTERM or Ctrl-C."""
+    with trio.open_signal_receiver(signal.SIGTERM) as terminate:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(
+                lambda task_status: serve_api(node, port=api_port, task_status=task_status)
+            )
+            host, port = node.dht.address
+            print(headline.format(id=node.node_id.hex(), dht=_host_port(host, port)))
+            print(f"  control API {url} (token in {node.data_dir / 'api.token'})", flush=True)
+            async for _ in terminate:
+                nursery.cancel_scope.cancel()
+                return
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def cmd_gate(args: argparse.Namespace) -> None:
     host, port = parse_hostport(args.listen, "--listen")
-    identity = load_or_create_identity(_data_dir(args))
+    data_dir = _data_dir(args)
+    identity = load_or_create_identity(data_dir)
+    seeds = [parse_hostport(other, "--bootstrap") for other in args.bootstrap]
 
     async def main() -> None:
-        async with open_dht_node(identity, host=host, port=port) as node:
-            for other in args.bootstrap:  # other gates, if any
-                await _join(
-                    node, [parse_hostport(other, "--bootstrap")], _GATE_SILENT.format(other)
-                )
-            print(f"gate {node.node_id.hex()} listening on {node.address[0]}:{node.address[1]}")
-            print(
-                "workers join with: p2psched worker join --gate HOST:PORT; Ctrl-C to stop",
-                flush=True,
+        async with open_node(identity, data_dir, host=host, port=port, seeds=seeds, gate=True) as n:
+            await _serve_node(
+                n,
+                "gate {id} listening on {dht}\n"
+                "  workers join with: p2psched worker join --gate HOST:PORT; Ctrl-C to stop",
+                args.api_port,
             )
-            await trio.sleep_forever()
+
+    trio.run(main)
+
+
+def cmd_node(args: argparse.Namespace) -> None:
+    gate = parse_hostport(args.gate, "--gate")
+    host, port = parse_hostport(args.listen, "--listen") if args.listen else (_near(gate), 0)
+    data_dir = _data_dir(args)
+    identity = load_or_create_identity(data_dir)
+
+    async def main() -> None:
+        async with open_node(
+            identity, data_dir, host=host, port=port, seeds=[gate], dht_client=args.client
+        ) as n:
+            await _serve_node(
+                n,
+                "node {id} joined through " + args.gate + "; DHT on {dht}\n"
+                "  submit jobs to it with: p2psched submit JOB.yaml; Ctrl-C to stop",
+                args.api_port,
+            )
 
     trio.run(main)
 
@@ -287,60 +330,56 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
     max_ttl = DhtConfig().store.max_ttl
     if not 2 <= args.ad_ttl <= max_ttl:
         raise UsageError(f"--ad-ttl {args.ad_ttl:g}: choose between 2 and {max_ttl:.0f} seconds")
+    advertise = _route_address((host, 0), gate).rpartition(":")[0].strip("[]")
 
     async def main() -> None:
-        async with open_dht_node(identity, host=host, port=port) as node:
-            await _join(node, [gate], _GATE_SILENT.format(args.gate))
-            detected = detect(data_dir)
-            profile = config.profile(detected, addresses=(_route_address(node.address, gate),))
-            advert = Advert(node, profile, ttl=args.ad_ttl)
+        async with open_node(
+            identity,
+            data_dir,
+            host=host,
+            port=port,
+            seeds=[gate],
+            worker=config,
+            advertise_host=advertise,
+            ad_ttl=args.ad_ttl,
+        ) as node:
+            assert node.worker is not None
             try:
-                await _advertise(args, node, detected, config, advert)
-            finally:  # Ctrl-C or SIGTERM, even halfway through publishing
-                with trio.CancelScope(shield=True), trio.move_on_after(10):
-                    await advert.withdraw()
-                    print("ad withdrawn", flush=True)
+                _describe_worker(args, node.worker, config)
+                await _serve_node(
+                    node, "  DHT on {dht}; Ctrl-C to leave (the ad is withdrawn)", args.api_port
+                )
+            finally:
+                print("ad withdrawn", flush=True)
 
     trio.run(main)
 
 
-async def _advertise(
-    args: argparse.Namespace,
-    node: DhtNode,
-    detected: Detected,
-    config: WorkerConfig,
-    advert: Advert,
-) -> None:
-    """Publish the ad, say what was detected and advertised, and wait for SIGTERM or Ctrl-C."""
-    with trio.open_signal_receiver(signal.SIGTERM) as terminate:
-        profile = advert.profile
-        stored = await advert.publish()
-        print(f"worker {node.node_id.hex()} joined through {args.gate}")
+def _describe_worker(args: argparse.Namespace, worker: WorkerRole, config: WorkerConfig) -> None:
+    detected, profile = worker.detected, worker.advert.profile
+    print(f"worker {worker.service.identity.node_id.hex()} joined through {args.gate}")
 
-        def gpus(found: tuple[Gpu, ...]) -> str:
-            return ", ".join(f"{g.model} ({g.vram_gb:g} GiB)" for g in found) or "none"
+    def gpus(found: tuple[Gpu, ...]) -> str:
+        return ", ".join(f"{g.model} ({g.vram_gb:g} GiB)" for g in found) or "none"
 
-        print(
-            f"  detected: {detected.cpu_model}, {detected.cpu_cores} cores, "
-            f"{detected.ram_gb:g} GiB RAM, {detected.disk_gb:g} GiB free disk; "
-            f"GPUs: {gpus(detected.gpus)}"
-        )
-        for note in detected.notes:
-            print(f"  note: {note}")
-        if config.override:
-            print(f"  overridden by {args.config}: {', '.join(sorted(config.override))}")
-        print(
-            f"  advertised: GPUs {gpus(profile.gpus)}; {profile.cpu_cores} cores, "
-            f"{profile.ram_gb:g} GiB RAM; "
-            f"models {', '.join(profile.installed_models) or 'none'}; "
-            f"drivers {', '.join(profile.drivers)}; {profile.free_slots} slot(s) "
-            f"at {profile.min_price:g} or more per task"
-        )
-        places = ", ".join(f"{name} on {n} nodes" for name, n in stored.items())
-        print(f"  ad (TTL {args.ad_ttl:g}s) under {places}")
-        print("Ctrl-C to leave (the ad is withdrawn)", flush=True)
-        async for _ in terminate:
-            return
+    print(
+        f"  detected: {detected.cpu_model}, {detected.cpu_cores} cores, "
+        f"{detected.ram_gb:g} GiB RAM, {detected.disk_gb:g} GiB free disk; "
+        f"GPUs: {gpus(detected.gpus)}"
+    )
+    for note in detected.notes:
+        print(f"  note: {note}")
+    if config.override:
+        print(f"  overridden by {args.config}: {', '.join(sorted(config.override))}")
+    print(
+        f"  advertised: GPUs {gpus(profile.gpus)}; {profile.cpu_cores} cores, "
+        f"{profile.ram_gb:g} GiB RAM; "
+        f"models {', '.join(profile.installed_models) or 'none'}; "
+        f"drivers {', '.join(profile.drivers)}; {profile.free_slots} slot(s) "
+        f"at {profile.min_price:g} or more per task"
+    )
+    places = ", ".join(worker.advert.capabilities)
+    print(f"  ad (TTL {args.ad_ttl:g}s) under {places}; tasks on {worker.address}")
 
 
 def _ad_json(ad: WorkerAd, now: float) -> dict[str, Any]:
@@ -391,6 +430,119 @@ def cmd_workers(args: argparse.Namespace) -> None:
                 )
 
     trio.run(main)
+
+
+def _client(args: argparse.Namespace) -> ControlClient:
+    client = ControlClient.find(_data_dir(args))
+    if client is None:
+        raise UsageError(
+            f"no node runs on {_data_dir(args)}; start one (p2psched node --gate HOST:PORT, "
+            "or worker join) or pass the --data-dir of one that runs"
+        )
+    return client
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    gate = parse_hostport(args.gate, "--gate") if args.gate else None
+    code = run_submit(
+        Path(args.job),
+        _data_dir(args),
+        gate=gate,
+        results=Path(args.results),
+        as_json=args.json,
+        detach=args.detach,
+    )
+    sys.exit(code)
+
+
+def cmd_jobs(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        jobs = client.get("/v1/jobs")
+    if args.json:
+        print(json.dumps(jobs))
+        return
+    print(f"{'JOB':<28} {'STATE':<8} {'DONE':>11} {'FAILED':>6} {'SPENT':>9}")
+    for j in jobs:
+        done = f"{j['completed']}/{j['total']}"
+        print(f"{j['job']:<28} {j['state']:<8} {done:>11} {j['failed']:>6} {j['spent']:>9g}")
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        status = client.get(f"/v1/jobs/{args.job}")
+    if args.json:
+        print(json.dumps(status))
+        return
+    print(f"job {status['job']}: {status['state']}, {status['completed']}/{status['total']} done")
+    for state, n in sorted(status["counts"].items()):
+        print(f"  {state:<12} {n}")
+    print(
+        f"  spent {status['spent']:g}, committed {status['committed']:g}, "
+        f"{status['workers']} worker(s), {status['elapsed_s']:.1f}s"
+    )
+
+
+def cmd_tasks(args: argparse.Namespace) -> None:
+    params = {"state": args.state} if args.state else {}
+    with _client(args) as client:
+        tasks = client.get(f"/v1/jobs/{args.job}/tasks", **params)
+    if args.json:
+        print(json.dumps(tasks))
+        return
+    for t in tasks:
+        worker = (t["worker"] or "-")[:16]
+        print(f"{t['task']:<32} {t['state']:<12} {worker:<16} {t['error'] or ''}")
+
+
+def cmd_cancel(args: argparse.Namespace) -> None:
+    job, _, task = args.target.partition("/")
+    tasks = [args.target] if task else None
+    with _client(args) as client:
+        cancelled = client.post(f"/v1/jobs/{job}/cancel", {"tasks": tasks})["cancelled"]
+    print(f"cancelled {len(cancelled)} task(s)")
+
+
+def cmd_devnet_up(args: argparse.Namespace) -> None:
+    net = devnet.up(Path(args.dir), args.workers, drivers=args.driver or None)
+    print(f"devnet up from {net.folder}: gate on {net.gate}, {args.workers} worker(s)")
+    print(f"  submit with: p2psched submit examples/hello.yaml --gate {net.gate}")
+    print(f"  stop with:   p2psched devnet down --dir {args.dir}")
+
+
+def cmd_devnet_down(args: argparse.Namespace) -> None:
+    killed = devnet.down(Path(args.dir))
+    print("devnet down" + (f" ({', '.join(killed)} had to be killed)" if killed else ""))
+
+
+def _show_results(folder: Path, limit: int = 10) -> None:
+    files = sorted(folder.glob("*/[0-9]*[0-9].json"), key=lambda p: p.stat().st_mtime)[-limit:]
+    for path in sorted(files):
+        r = json.loads(path.read_text())
+        shown = json.dumps(r["output"]) if r["state"] == "completed" else r["error"]
+        print(f"  {r['name']:<24} {r['state']:<10} {shown[:80]}")
+
+
+def cmd_devnet_demo(args: argparse.Namespace) -> None:
+    job = Path(args.job) if args.job else devnet.example_job()
+    with tempfile.TemporaryDirectory(prefix="p2psched-devnet-") as tmp:
+        folder = Path(tmp)
+        print(f"starting a gate and {args.workers} workers on loopback…", flush=True)
+        net = devnet.up(folder, args.workers)
+        try:
+            print(f"submitting {job} through the gate at {net.gate}", flush=True)
+            code = run_submit(
+                job,
+                folder / "client",
+                gate=parse_hostport(net.gate, "gate"),
+                results=Path(args.results),
+                as_json=False,
+                detach=False,
+            )
+            _show_results(Path(args.results))
+        finally:
+            devnet.down(folder)
+            print("devnet stopped", flush=True)
+    sys.exit(code)
 
 
 # -- parsing -------------------------------------------------------------------------------------
@@ -459,7 +611,58 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--bootstrap", action="append", default=[], metavar="HOST:PORT", help="another gate"
     )
+    sp.add_argument("--api-port", type=int, default=0, help="control API port (default any)")
     sp.set_defaults(func=cmd_gate)
+
+    sp = sub.add_parser("node", parents=[common], help="run a node that schedules jobs")
+    sp.add_argument("--gate", required=True, metavar="HOST:PORT", help="the gate to join through")
+    sp.add_argument("--listen", metavar="HOST:PORT", help="where to bind (default: any free port)")
+    sp.add_argument("--client", action="store_true", help="DHT client mode (behind NAT)")
+    sp.add_argument("--api-port", type=int, default=0, help="control API port (default any)")
+    sp.set_defaults(func=cmd_node)
+
+    sp = sub.add_parser("submit", parents=[common], help="run a job (job.yaml) on the network")
+    sp.add_argument("job", help="the job spec, a YAML file (see examples/)")
+    sp.add_argument("--gate", metavar="HOST:PORT", help="join through this gate (no local node)")
+    sp.add_argument("--results", default="results", help="folder for results (default results)")
+    sp.add_argument("--json", action="store_true", help="print one JSON summary, no progress")
+    sp.add_argument(
+        "--detach", action="store_true", help="return once the tasks are committed (needs a node)"
+    )
+    sp.set_defaults(func=cmd_submit)
+
+    sp = sub.add_parser("jobs", parents=[common], help="the jobs of the running node")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_jobs)
+    sp = sub.add_parser("status", parents=[common], help="one job's progress")
+    sp.add_argument("job")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_status)
+    sp = sub.add_parser("tasks", parents=[common], help="one job's tasks")
+    sp.add_argument("job")
+    sp.add_argument("--state", help="only tasks in this state (e.g. failed)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_tasks)
+    sp = sub.add_parser("cancel", parents=[common], help="cancel a job (JOB) or a task (JOB/N)")
+    sp.add_argument("target", metavar="JOB|TASK")
+    sp.set_defaults(func=cmd_cancel)
+
+    net = sub.add_parser("devnet", help="a local network of processes").add_subparsers(
+        dest="devnet_command", required=True
+    )
+    sp = net.add_parser("up", help="start a gate and N workers on loopback")
+    sp.add_argument("--workers", type=int, default=3)
+    sp.add_argument("--dir", default=".devnet", help="where their data and logs go")
+    sp.add_argument("--driver", action="append", help="drivers the workers enable (repeat)")
+    sp.set_defaults(func=cmd_devnet_up)
+    sp = net.add_parser("down", help="stop the devnet")
+    sp.add_argument("--dir", default=".devnet")
+    sp.set_defaults(func=cmd_devnet_down)
+    sp = net.add_parser("demo", help="up, run examples/hello.yaml, show the results, down")
+    sp.add_argument("--workers", type=int, default=3)
+    sp.add_argument("--job", help="another job to run (default examples/hello.yaml)")
+    sp.add_argument("--results", default="results", help="folder for results (default results)")
+    sp.set_defaults(func=cmd_devnet_demo)
 
     worker = sub.add_parser("worker", help="offer this machine's resources").add_subparsers(
         dest="worker_command", required=True
@@ -471,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--ad-ttl", type=float, default=120.0, help="seconds the ad lives unless renewed"
     )
+    sp.add_argument("--api-port", type=int, default=0, help="control API port (default any)")
     sp.set_defaults(func=cmd_worker_join)
 
     sp = sub.add_parser("workers", parents=[common], help="list the workers that match a need")
@@ -498,7 +702,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.func(args)
     except BaseException as raised:
         e = _leaf(raised)
-        if isinstance(e, (UsageError, IdentityError, ConfigError)):
+        if isinstance(
+            e,
+            (
+                UsageError,
+                IdentityError,
+                ConfigError,
+                JobSpecError,
+                SubmitError,
+                DevnetError,
+                JoinError,
+                ApiCallError,
+            ),
+        ):
             print(f"p2psched: error: {e}", file=sys.stderr)
             sys.exit(2)
         if isinstance(e, KeyboardInterrupt):

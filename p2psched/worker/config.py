@@ -7,6 +7,7 @@ worker starts; an absent field keeps its default or what was detected.
 
     [worker]
     slots = 1                       # tasks it runs at once
+    queue = 4                       # tasks it accepts beyond those, so no slot waits on the network
     drivers = ["http"]              # drivers the operator enables
     min_price = 0.01                # per task
     models = ["llama-3-8b"]         # installed models it serves
@@ -81,6 +82,7 @@ class HttpDriverConfig:
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     slots: int = 1
+    queue_depth: int = 4
     drivers: tuple[str, ...] = ("echo",)
     min_price: float = 0.0
     models: tuple[str, ...] = ()
@@ -272,15 +274,20 @@ def load_config(path: Path) -> WorkerConfig:
             "unknown table; known: [worker], [drivers], [network], [override]",
         )
     w = _table(
-        path, doc, "worker", {"slots", "drivers", "min_price", "models", "loaded_models", "labels"}
+        path,
+        doc,
+        "worker",
+        {"slots", "queue", "drivers", "min_price", "models", "loaded_models", "labels"},
     )
     n = _table(path, doc, "network", {"download_mbps", "upload_mbps"})
     o = _table(path, doc, "override", {"cpu_model", "cpu_cores", "ram_gb", "disk_gb", "gpus"})
     slots = w.get("slots", 1)
-    if isinstance(slots, bool) or not isinstance(slots, int) or not 0 <= slots <= 1024:
-        raise _fail(
-            path, "[worker] slots", f"must be a whole number of tasks, 0..1024, not {slots!r}"
-        )
+    queue = w.get("queue", 4)
+    for key, v in (("slots", slots), ("queue", queue)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1024:
+            raise _fail(
+                path, f"[worker] {key}", f"must be a whole number of tasks, 0..1024, not {v!r}"
+            )
     drivers = _names(path, "[worker] drivers", w.get("drivers", ["echo"]))
     for d in drivers:
         if d not in KNOWN_DRIVERS:
@@ -324,6 +331,7 @@ def load_config(path: Path) -> WorkerConfig:
         _number(path, f"{where}.vram_gb", g.get("vram_gb"))
     config = WorkerConfig(
         slots=slots,
+        queue_depth=queue,
         drivers=drivers,
         min_price=_number(path, "[worker] min_price", w.get("min_price", 0.0)),
         models=models,

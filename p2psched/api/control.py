@@ -1,0 +1,230 @@
+"""The node's local control API: HTTP/JSON (FastAPI on Hypercorn's trio worker), bearer-token
+authenticated, bound to 127.0.0.1. The CLI's commands that act on a running node use it.
+
+Owns: the routes, the token check, and where a running node says it listens
+(`<data-dir>/api.json`, next to `<data-dir>/api.token`, both readable by the owner only).
+Promises: every error is a 4xx with `{"status": "error", "message": ...}` naming what was wrong;
+a request without the token gets 401 and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from p2psched.node.node import Node
+from p2psched.resources.need import Need, NeedError
+from p2psched.scheduler.jobs import SubmittedJob
+from p2psched.scheduler.jobspec import JobSpecError, parse_job
+
+TOKEN_FILE = "api.token"
+ENDPOINT_FILE = "api.json"
+
+
+class ApiError(HTTPException):
+    pass
+
+
+class JobSubmission(BaseModel):
+    spec: dict[str, Any] = Field(description="the job spec, as job.yaml holds it")
+    source: str = Field("<api>", description="where the spec came from, for error messages")
+
+
+class CancelRequest(BaseModel):
+    tasks: list[str] | None = Field(None, description="task ids; none or null: the whole job")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"status": "error", "message": message}, status_code=status)
+
+
+def api_token(data_dir: Path) -> str:
+    """This node's API token, created on first use (mode 0600)."""
+    path = data_dir / TOKEN_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return token
+
+
+def make_app(node: Node, token: str) -> FastAPI:
+    app = FastAPI(title="p2psched node control API", version="1")
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next: Any) -> Any:
+        if request.url.path not in ("/openapi.json", "/docs"):
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return _error(
+                    401, f"missing or wrong bearer token (it is in {node.data_dir / TOKEN_FILE})"
+                )
+        return await call_next(request)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
+        return _error(e.status_code, str(e.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    def job_of(job_id: str) -> SubmittedJob:
+        job = node.jobs.jobs.get(job_id)
+        if job is None:
+            raise ApiError(404, f"no job {job_id!r} on this node (see GET /v1/jobs)")
+        return job
+
+    @app.get("/v1/node")
+    async def node_info() -> dict[str, Any]:
+        host, port = node.dht.address
+        return {
+            "node_id": node.node_id.hex(),
+            "roles": list(node.roles),
+            "dht": f"{host}:{port}",
+            "channel": node.worker.address if node.worker else None,
+            "routing_table": len(node.dht.protocol.routing),
+            "jobs": len(node.jobs.jobs),
+        }
+
+    @app.post("/v1/jobs", status_code=201)
+    async def submit(body: JobSubmission) -> dict[str, Any]:
+        try:
+            parsed = parse_job(body.spec, source=body.source)
+        except JobSpecError as e:
+            raise ApiError(422, str(e)) from None
+        job = node.jobs.submit(parsed)
+        return {"job": job.job_id, "tasks": len(job.run.tasks)}
+
+    @app.get("/v1/jobs")
+    async def jobs() -> list[dict[str, Any]]:
+        now = node.dht.now()
+        return [job.status(now) for job in node.jobs.jobs.values()]
+
+    @app.get("/v1/jobs/{job_id}")
+    async def job_status(job_id: str) -> dict[str, Any]:
+        return job_of(job_id).status(node.dht.now())
+
+    @app.get("/v1/jobs/{job_id}/tasks")
+    async def tasks(job_id: str, state: str | None = None) -> list[dict[str, Any]]:
+        job = job_of(job_id)
+        known = {t.state.value for t in job.run.tasks.values()} | {
+            "unscheduled",
+            "queued",
+            "negotiating",
+            "scheduled",
+            "sent",
+            "running",
+            "completed",
+            "failed",
+            "aborted",
+            "timed_out",
+        }
+        if state is not None and state not in known:
+            raise ApiError(422, f"unknown state {state!r}; known: {', '.join(sorted(known))}")
+        return [
+            job.task_view(t)
+            for t in job.run.tasks.values()
+            if state is None or t.state.value == state
+        ]
+
+    @app.get("/v1/jobs/{job_id}/results")
+    async def results(job_id: str, after: int = 0) -> dict[str, Any]:
+        job = job_of(job_id)
+        if after < 0:
+            raise ApiError(422, "after must be >= 0")
+        settled = job.settled[after:]
+        return {"next": after + len(settled), "results": [job.result_view(t) for t in settled]}
+
+    @app.post("/v1/jobs/{job_id}/cancel")
+    async def cancel(job_id: str, body: CancelRequest) -> dict[str, Any]:
+        tasks = body.tasks
+        job = job_of(job_id)
+        unknown = [t for t in tasks or [] if t not in job.run.tasks]
+        if unknown:
+            raise ApiError(404, f"job {job_id} has no task {unknown[0]!r}")
+        return {"cancelled": node.jobs.cancel(job_id, tasks)}
+
+    @app.get("/v1/workers")
+    async def workers(need: str = "") -> list[dict[str, Any]]:
+        try:
+            parsed = Need.parse(need)
+        except NeedError as e:
+            raise ApiError(422, f"need: {e}") from None
+        ads = await node.discovery.find(parsed)
+        return [
+            {
+                "node_id": ad.node_id.hex(),
+                "addresses": list(ad.profile.addresses),
+                "gpus": [g.model for g in ad.profile.gpus],
+                "models": list(ad.profile.installed_models),
+                "drivers": list(ad.profile.drivers),
+                "free_slots": ad.profile.free_slots,
+                "min_price": ad.profile.min_price,
+            }
+            for ad in ads
+        ]
+
+    return app
+
+
+async def serve_api(
+    node: Node,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the control API; `task_status` gets its base URL. `<data-dir>/api.json` says where
+    it is for as long as it runs."""
+    token = api_token(node.data_dir)
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("p2psched.api")
+    async with _endpoint_file(node.data_dir) as announce:
+
+        async def started(task_status: trio.TaskStatus[list[str]]) -> None:
+            await serve(make_app(node, token), config, task_status=task_status)  # type: ignore[arg-type]
+
+        async with trio.open_nursery() as nursery:
+            urls: list[str] = await nursery.start(started)
+            announce({"url": urls[0], "pid": os.getpid(), "node_id": node.node_id.hex()})
+            task_status.started(urls[0])
+
+
+@asynccontextmanager
+async def _endpoint_file(data_dir: Path) -> AsyncIterator[Any]:
+    path = data_dir / ENDPOINT_FILE
+
+    def announce(info: dict[str, Any]) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(path)
+
+    try:
+        yield announce
+    finally:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,151 @@
+"""The node: one process's DHT node, its scheduler (the jobs it runs), and, when it offers its
+machine, its worker; plus the local control API the CLI talks to.
+
+Owns: composing those roles under one nursery, and the worker's ad staying true to its load.
+Promises: `open_node` yields once the node has joined through its seeds (or raises
+`JoinError`), its channel listener is bound and its ad published; leaving the block withdraws
+the ad (bounded in time) and stops everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import trio
+
+from p2psched.dht.node import DhtNode, open_dht_node
+from p2psched.dht.protocol import DhtConfig
+from p2psched.identity import Identity
+from p2psched.resources.detect import Detected, detect
+from p2psched.scheduler.discovery import Discovery
+from p2psched.scheduler.dispatch import DispatchConfig
+from p2psched.scheduler.jobs import JobBook
+from p2psched.scheduler.service import dht_finder
+from p2psched.worker.advert import AD_TTL, Advert
+from p2psched.worker.config import WorkerConfig
+from p2psched.worker.drivers import disabled_reason, make_drivers
+from p2psched.worker.manager import TaskManager
+from p2psched.worker.service import WorkerService
+
+Addr = tuple[str, int]
+
+
+class JoinError(Exception):
+    """None of the seeds answered; the message names them."""
+
+
+@dataclass(slots=True)
+class WorkerRole:
+    service: WorkerService
+    advert: Advert
+    detected: Detected
+    address: str
+
+
+@dataclass(slots=True)
+class Node:
+    identity: Identity
+    data_dir: Path
+    dht: DhtNode
+    discovery: Discovery
+    jobs: JobBook
+    roles: tuple[str, ...]
+    worker: WorkerRole | None = None
+
+    @property
+    def node_id(self) -> bytes:
+        return self.identity.node_id
+
+
+@asynccontextmanager
+async def open_node(
+    identity: Identity,
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    seeds: Sequence[Addr] = (),
+    advertise_host: str | None = None,
+    worker: WorkerConfig | None = None,
+    gate: bool = False,
+    dht_client: bool = False,
+    ad_ttl: float = AD_TTL,
+    dispatch: DispatchConfig | None = None,
+    detected: Detected | None = None,
+) -> AsyncIterator[Node]:
+    config = DhtConfig(client=dht_client)
+    async with open_dht_node(identity, host=host, port=port, config=config) as dht:
+        if seeds and await dht.bootstrap(seeds) == 0:
+            listed = ", ".join(f"{h}:{p}" for h, p in seeds)
+            raise JoinError(f"no seed answered ({listed}); check the address and that it runs")
+        async with trio.open_nursery() as nursery:
+            discovery = Discovery(dht)
+            jobs = JobBook(identity, dht_finder(discovery), nursery, config=dispatch, clock=dht.now)
+            roles = ("gate",) if gate else ()
+            node = Node(identity, data_dir, dht, discovery, jobs, roles + ("scheduler",))
+            if worker is not None:
+                node.worker = await _start_worker(
+                    node,
+                    worker,
+                    nursery,
+                    advertise_host or dht.address[0],
+                    ad_ttl,
+                    detected or detect(data_dir),
+                )
+                node.roles = ("worker", *node.roles)
+            try:
+                yield node
+            finally:
+                nursery.cancel_scope.cancel()
+                if node.worker is not None:
+                    with trio.CancelScope(shield=True), trio.move_on_after(10):
+                        await node.worker.advert.withdraw()
+
+
+async def _start_worker(
+    node: Node,
+    config: WorkerConfig,
+    nursery: trio.Nursery,
+    advertise_host: str,
+    ad_ttl: float,
+    detected: Detected,
+) -> WorkerRole:
+    manager = TaskManager(
+        node.identity,
+        slots=config.slots,
+        queue_depth=config.queue_depth,
+        price=config.min_price,
+        refusal=lambda driver: disabled_reason(driver, config),
+    )
+    service = WorkerService(node.identity, manager, make_drivers(config), clock=node.dht.now)
+    host, udp_port = node.dht.address
+    try:  # the same port number as the DHT's, for operators who open one port in a firewall
+        bound = await nursery.start(
+            lambda task_status: service.serve(host=host, port=udp_port, task_status=task_status)
+        )
+    except OSError:
+        bound = await nursery.start(
+            lambda task_status: service.serve(host=host, port=0, task_status=task_status)
+        )
+    address = _join_host_port(advertise_host, bound[1])
+    profile = config.profile(detected, addresses=(address,))
+    advert = Advert(node.dht, profile, ttl=ad_ttl)
+    await advert.publish()
+    nursery.start_soon(_keep_ad_current, advert, manager)
+    return WorkerRole(service, advert, detected, address)
+
+
+async def _keep_ad_current(advert: Advert, manager: TaskManager) -> None:
+    """Free slots change with every task; the ad follows (the Advert paces its updates)."""
+    while True:
+        await trio.sleep(advert.min_interval)
+        free = manager.free_slots
+        if free != advert.profile.free_slots:
+            await advert.update(replace(advert.profile, free_slots=free))
+
+
+def _join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,621 @@
+"""One job's run on its scheduler, sans-I/O: queue, quotes, commitments, dispatch, results,
+retries. It takes worker ads, channel events, messages and `now`, and gives back actions.
+
+Owns: each task's state (through `lifecycle`), which worker holds it, the job's budget, and the
+rules for putting a task back: a worker lost or silent, a lease that lapsed, a driver that
+failed, a receipt that did not verify, a timeout. Such a task goes back at the head of the queue
+with that worker excluded, until the job's retries are spent.
+Promises: a task is counted done once, and only with a receipt signed by the worker it was
+committed to, naming this scheduler, this job and this task, and hashing the output received;
+the job never commits more money than its budget; every task reaches a final state.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2psched.identity import Identity
+from p2psched.scheduler.discovery import WorkerAd
+from p2psched.scheduler.jobspec import TaskSpec
+from p2psched.scheduler.lifecycle import TaskState
+from p2psched.wire.codec import encode
+from p2psched.wire.deal import MAX_BATCH, Commitment, Quote, Receipt, result_hash
+
+S = TaskState
+IN_FLIGHT = (S.SCHEDULED, S.SENT, S.RUNNING)
+DECLINE_BACKOFF_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    worker: bytes
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    worker: bytes
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Drop the channel to this worker: it broke a rule (the reason says which)."""
+
+    worker: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A task reached a final state (write its result out, update the display)."""
+
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Discover:
+    """Look for (more) workers: some tasks have no candidate left."""
+
+
+Action = Connect | Send | Close | Settled | Discover
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchConfig:
+    quote_timeout_s: float = 5.0
+    quote_wait_s: float = 0.25  # how long the first answers wait for the other candidates'
+    lease_timeout_s: float = 10.0  # a commitment with no lease by then: back to the queue
+    silence_s: float = 5.0  # a worker holding tasks that says nothing this long is lost
+    timeout_grace_s: float = 10.0  # beyond a task's own timeout, which the worker enforces
+    no_worker_s: float = 30.0  # a task with no candidate this long fails
+    rediscover_s: float = 5.0
+    max_quotes: int = 32  # candidates asked at once
+    max_result_bytes: int = 8 << 20
+
+
+@dataclass(slots=True)
+class TaskRun:
+    spec: TaskSpec
+    state: TaskState = S.UNSCHEDULED
+    attempts: int = 0  # dispatches that ended in failure
+    excluded: set[bytes] = field(default_factory=set)
+    worker: bytes | None = None
+    price: float = 0.0
+    since: float = 0.0  # when it entered its state
+    retry: bool = False
+    error: str | None = None
+    output: Any = None
+    receipt: Receipt | None = None
+    progress: float = 0.0
+    stranded_since: float = math.nan  # when it last had no candidate
+    deadline: float = math.inf  # of its current state (lease or timeout), when it has one
+
+
+@dataclass(slots=True)
+class _Worker:
+    ad: WorkerAd
+    public_key: bytes | None = None
+    link: str = "none"  # none | connecting | up | down
+    rid: int | None = None  # outstanding quote request
+    asked_at: float = 0.0
+    quote: Quote | None = None
+    room: int = 0  # tasks it would still take under its quote
+    holding: set[str] = field(default_factory=set)
+    pending: dict[int, list[str]] = field(default_factory=dict)  # commit rid -> tasks
+    heard: float = 0.0
+    declined: str | None = None
+    ask_after: float = 0.0  # after a decline, when to ask again
+
+
+class JobRun:
+    def __init__(
+        self,
+        identity: Identity,
+        job: str,
+        tasks: Iterable[TaskSpec],
+        *,
+        mtr: float,
+        budget: float = math.inf,
+        now: float,
+        config: DispatchConfig | None = None,
+    ) -> None:
+        self.identity = identity
+        self.job = job
+        self.mtr = mtr
+        self.budget = budget
+        self.config = config or DispatchConfig()
+        self.tasks: dict[str, TaskRun] = {t.task_id: TaskRun(t) for t in tasks}
+        self.workers: dict[bytes, _Worker] = {}
+        self.spent = 0.0
+        self.held = 0.0
+        self._queue: list[tuple[int, int, int, str]] = []
+        self._queued = 0
+        self._shapes: Counter[tuple[str, str | None, str, float]] = Counter()  # queued, by kind
+        self._shape_spec: dict[tuple[str, str | None, str, float], TaskSpec] = {}
+        # (deadline, task id): an entry is stale once the task's own deadline moved on.
+        self._timers: list[tuple[float, str]] = []
+        self._next_sweep = now
+        self._rid = 0
+        self._out: list[Action] = []
+        self._last_discover = now
+        self.started = now
+        for run in self.tasks.values():
+            self._enqueue(run, now)
+
+    # -- what the shell reads -------------------------------------------------------------
+
+    def actions(self) -> list[Action]:
+        out, self._out = self._out, []
+        return out
+
+    @property
+    def done(self) -> bool:
+        return all(t.state.final for t in self.tasks.values())
+
+    def public_key_of(self, worker: bytes) -> bytes | None:
+        w = self.workers.get(worker)
+        return w.public_key if w is not None else None
+
+    def counts(self) -> Counter[str]:
+        return Counter(t.state.value for t in self.tasks.values())
+
+    def next_deadline(self) -> float:
+        c = self.config
+        asked = [w.asked_at for w in self.workers.values() if w.rid]
+        times = [t + c.quote_timeout_s for t in asked]
+        times += [min(asked) + c.quote_wait_s] if asked else []
+        times += [
+            w.heard + c.silence_s for w in self.workers.values() if w.holding and w.link == "up"
+        ]
+        times += [w.quote.valid_until for w in self.workers.values() if w.quote]
+        while self._timers and self.tasks[self._timers[0][1]].deadline != self._timers[0][0]:
+            heapq.heappop(self._timers)
+        if self._timers:
+            times.append(self._timers[0][0])
+        if self._queued:
+            times.append(self._next_sweep)
+            times += [w.ask_after for w in self.workers.values() if w.ask_after > 0]
+        return min(times, default=math.inf)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def add_workers(self, ads: Iterable[WorkerAd], now: float) -> None:
+        for ad in ads:
+            if ad.node_id == self.identity.node_id:
+                continue
+            w = self.workers.get(ad.node_id)
+            if w is None:
+                self.workers[ad.node_id] = _Worker(ad)
+            elif w.ad.seq < ad.seq:
+                w.ad = ad
+                if w.link == "down":  # a fresh ad: it may be back
+                    w.link = "none"
+        self._pump(now)
+
+    def connected(self, worker: bytes, public_key: bytes, now: float) -> None:
+        w = self.workers[worker]
+        w.public_key, w.link, w.heard = public_key, "up", now
+        self._pump(now)
+
+    def disconnected(self, worker: bytes, reason: str, now: float) -> None:
+        """The channel to `worker` could not be opened, or broke."""
+        w = self.workers.get(worker)
+        if w is None:
+            return
+        w.link, w.rid, w.quote, w.room = "down", None, None, 0
+        w.declined = reason
+        self._lose(w, f"worker lost: {reason}", now)
+        self._pump(now)
+
+    def receive(self, worker: bytes, message: dict[str, Any], now: float) -> None:
+        """A checked message (see `wire.deal.parse`) from a connected worker."""
+        w = self.workers.get(worker)
+        if w is None or w.link != "up":
+            return
+        w.heard = now
+        kind = message["t"]
+        if kind == "quote":
+            self._on_quote(w, message, now)
+        elif kind == "decline":
+            if message["rid"] == w.rid:
+                w.rid, w.declined, w.ask_after = None, message["reason"], now + DECLINE_BACKOFF_S
+        elif kind == "lease":
+            self._on_lease(w, message, now)
+        elif kind == "reject":
+            self._on_reject(w, message, now)
+        elif kind == "beat":
+            for tid in message["running"]:
+                t = self.tasks.get(tid)
+                if t is not None and t.worker == worker and t.state == S.SENT:
+                    self._move(t, S.RUNNING, now)
+            for tid, p in zip(message["running"], message["progress"]):
+                if tid in self.tasks and self.tasks[tid].worker == worker:
+                    self.tasks[tid].progress = p
+        elif kind == "result":
+            self._on_result(w, message, now)
+        else:
+            self._ban(w, f"sent a {kind!r} message, which workers do not send", now)
+        self._pump(now)
+
+    def cancel(self, task_ids: Iterable[str] | None, now: float) -> list[str]:
+        """Abort these tasks (all when None) wherever they are; returns those aborted."""
+        chosen = self.tasks if task_ids is None else {i: self.tasks[i] for i in task_ids}
+        aborted: dict[bytes, list[str]] = {}
+        done = []
+        for tid, t in chosen.items():
+            if t.state.final:
+                continue
+            if t.state in IN_FLIGHT and t.worker is not None:
+                aborted.setdefault(t.worker, []).append(tid)
+                self._release(t)
+            t.error = "cancelled"
+            self._move(t, S.ABORTED, now)
+            self._out.append(Settled(tid))
+            done.append(tid)
+        for worker, ids in aborted.items():
+            if self.workers[worker].link == "up":
+                self._out.append(Send(worker, {"t": "cancel", "tasks": ids}))
+        return done
+
+    def tick(self, now: float) -> None:
+        c = self.config
+        for w in self.workers.values():
+            if w.rid is not None and w.asked_at + c.quote_timeout_s <= now:
+                w.rid, w.declined = None, "did not answer a quote request in time"
+            if w.quote is not None and w.quote.valid_until <= now:
+                w.quote, w.room = None, 0
+            if w.holding and w.link == "up" and w.heard + c.silence_s <= now:
+                self._out.append(Close(w.ad.node_id, "heartbeat stopped"))
+                w.link = "down"
+                self._lose(w, f"heartbeat stopped: nothing heard for {c.silence_s:g} s", now)
+        while self._timers and self._timers[0][0] <= now:
+            deadline, tid = heapq.heappop(self._timers)
+            t = self.tasks[tid]
+            if t.deadline != deadline:
+                continue
+            if t.state == S.SCHEDULED:
+                self._back(t, "no lease from the worker in time", now, count=False)
+            elif t.state in (S.SENT, S.RUNNING):
+                self._back(t, f"timed out after {t.spec.timeout_s:g} s", now, final=S.TIMED_OUT)
+        if self._queued and self._next_sweep <= now:
+            self._next_sweep = now + 1.0
+            self._strand(now)
+        self._pump(now)
+
+    # -- message handlers -----------------------------------------------------------------
+
+    def _on_quote(self, w: _Worker, m: dict[str, Any], now: float) -> None:
+        q: Quote = m["quote"]
+        if m["rid"] != w.rid:
+            return
+        w.rid = None
+        assert w.public_key is not None
+        if not q.verify(w.public_key) or q.scheduler != self.identity.node_id or q.job != self.job:
+            self._ban(w, "sent a quote it did not sign, or one for someone else", now)
+            return
+        w.quote, w.room, w.declined = q, q.capacity, None
+
+    def _on_lease(self, w: _Worker, m: dict[str, Any], now: float) -> None:
+        ids = w.pending.pop(m["rid"], None)
+        if ids is None or set(m["tasks"]) != set(ids):
+            self._ban(w, "leased tasks that were not committed to it", now)
+            return
+        ready = [self.tasks[i] for i in ids if self.tasks[i].state == S.SCHEDULED]
+        for t in ready:
+            self._move(t, S.SENT, now)
+        if ready:
+            self._out.append(Send(w.ad.node_id, {"t": "run", "tasks": [_wire(t) for t in ready]}))
+
+    def _on_reject(self, w: _Worker, m: dict[str, Any], now: float) -> None:
+        ids = w.pending.pop(m["rid"], None) or []
+        w.quote, w.room, w.declined = None, 0, m["reason"]
+        for i in ids:
+            t = self.tasks[i]
+            if t.state == S.SCHEDULED and t.worker == w.ad.node_id:
+                self._back(t, f"commitment rejected: {m['reason']}", now, count=False)
+
+    def _on_result(self, w: _Worker, m: dict[str, Any], now: float) -> None:
+        worker = w.ad.node_id
+        t = self.tasks.get(m["task"])
+        if t is None or t.worker != worker or t.state not in (S.SENT, S.RUNNING):
+            if t is not None and t.state == S.COMPLETED and t.worker == worker:
+                self._out.append(Send(worker, {"t": "ack", "tasks": [m["task"]]}))
+            return  # a late answer for a task since placed elsewhere or cancelled
+        r: Receipt = m["receipt"]
+        problem = self._check_receipt(w, t, r, m)
+        if problem is not None:
+            self._ban(w, problem, now)
+            return
+        self._out.append(Send(worker, {"t": "ack", "tasks": [t.spec.task_id]}))
+        if m["error"] is not None:
+            self._back(t, m["error"], now)
+            return
+        self._release(t)
+        self.spent += r.price
+        t.output, t.receipt, t.error, t.progress = m["output"], r, None, 1.0
+        self._move(t, S.COMPLETED, now)
+        self._out.append(Settled(t.spec.task_id))
+
+    def _check_receipt(self, w: _Worker, t: TaskRun, r: Receipt, m: dict[str, Any]) -> str | None:
+        assert w.public_key is not None
+        if not r.verify(w.public_key):
+            return f"receipt for {t.spec.task_id} is not signed by the worker"
+        if (r.scheduler, r.job, r.task) != (self.identity.node_id, self.job, t.spec.task_id):
+            return f"receipt for {t.spec.task_id} names another scheduler, job or task"
+        if r.ok != (m["error"] is None):
+            return f"receipt for {t.spec.task_id} disagrees with the result about success"
+        if r.ok and len(encode(m["output"])) > self.config.max_result_bytes:
+            return f"result of {t.spec.task_id} is over {self.config.max_result_bytes} bytes"
+        if r.result_hash != result_hash(m["output"] if r.ok else None):
+            return f"receipt for {t.spec.task_id} does not hash the result sent"
+        if r.ok and r.price > t.price:
+            return f"receipt for {t.spec.task_id} charges {r.price:g}, committed {t.price:g}"
+        return None
+
+    # -- the engine -----------------------------------------------------------------------
+
+    def _pump(self, now: float) -> None:
+        """Ask for quotes where they are missing, then commit what the quotes allow."""
+        if not self._queued:
+            return
+        if self._quotes_settled(now):
+            self._commit_round(now)
+        if not self._queued:
+            return
+        asked = sum(1 for w in self.workers.values() if w.rid is not None)
+        for w in sorted(self.workers.values(), key=lambda w: w.ad.profile.min_price):
+            if asked >= self.config.max_quotes:
+                break
+            if w.rid is not None or w.quote is not None or w.link == "down" or now < w.ask_after:
+                continue
+            wanted = [
+                self._shape_spec[shape]
+                for shape, n in self._shapes.items()
+                if n > 0 and self._shape_spec[shape].need.matches(w.ad.profile)
+            ]
+            if not wanted:
+                continue
+            if w.link == "none":
+                w.link = "connecting"
+                self._out.append(Connect(w.ad.node_id, w.ad.profile.addresses))
+                asked += 1
+                continue
+            if w.link != "up":
+                continue
+            spec = wanted[0]
+            self._rid += 1
+            w.rid, w.asked_at, w.ask_after = self._rid, now, 0.0
+            asked += 1
+            self._out.append(
+                Send(
+                    w.ad.node_id,
+                    {
+                        "t": "quote?",
+                        "rid": self._rid,
+                        "job": self.job,
+                        "tasks": min(MAX_BATCH, self._queued),
+                        "driver": spec.driver,
+                        "model": _model(spec),
+                        "max_price": spec.max_price,
+                    },
+                )
+            )
+
+    def _quotes_settled(self, now: float) -> bool:
+        """Commit once the quotes asked for are in, or after a short wait for the slow ones:
+        committing on the first answer would hand the batch to whoever is nearest, not best."""
+        asked = [w.asked_at for w in self.workers.values() if w.rid is not None]
+        return not asked or min(asked) + self.config.quote_wait_s <= now
+
+    def _commit_round(self, now: float) -> None:
+        batches: dict[bytes, list[TaskRun]] = {}
+        while self._queue:
+            *_, tid = self._queue[0]
+            t = self.tasks[tid]
+            if t.state != S.QUEUED:
+                heapq.heappop(self._queue)
+                continue
+            best = self._best(t, now)
+            if best is None:
+                break  # the head waits for a quote; keep order rather than skip past it
+            heapq.heappop(self._queue)
+            assert best.quote is not None
+            best.room -= 1
+            t.worker, t.price = best.ad.node_id, best.quote.price
+            self.held += t.price
+            best.holding.add(tid)
+            self._move(t, S.NEGOTIATING, now)
+            batches.setdefault(best.ad.node_id, []).append(t)
+        for worker, runs in batches.items():
+            w = self.workers[worker]
+            assert w.quote is not None
+            self._rid += 1
+            commitment = Commitment(
+                scheduler=self.identity.node_id,
+                worker=worker,
+                job=self.job,
+                tasks=[t.spec.task_id for t in runs],
+                price=w.quote.price,
+                issued_at=now,
+            ).signed(self.identity)
+            w.pending[self._rid] = commitment.tasks
+            for t in runs:
+                self._move(t, S.SCHEDULED, now)
+            self._out.append(
+                Send(worker, {"t": "commit", "rid": self._rid, "commitment": commitment.to_wire()})
+            )
+
+    def _best(self, t: TaskRun, now: float) -> _Worker | None:
+        best, best_key = None, None
+        for w in self.workers.values():
+            q = w.quote
+            if q is None or w.room <= 0 or q.valid_until <= now or w.link != "up":
+                continue
+            if not self._eligible(t, w) or q.price > t.spec.max_price:
+                continue
+            if self.spent + self.held + q.price > self.budget:
+                continue
+            ahead = max(0, q.capacity - w.room)
+            expected = q.wait_mean + q.run_mean * (1 + ahead / max(1, q.capacity))
+            if math.isinf(self.mtr):
+                key = (expected, q.price)
+            else:
+                key = (q.price + self.mtr * expected, expected)
+            if best_key is None or key < best_key:
+                best, best_key = w, key
+        return best
+
+    def _eligible(self, t: TaskRun, w: _Worker) -> bool:
+        return w.ad.node_id not in t.excluded and t.spec.need.matches(w.ad.profile)
+
+    def _strand(self, now: float) -> None:
+        """Tasks no known worker can take: look for more workers, and fail them in the end."""
+        c = self.config
+        stranded = []
+        for t in self.tasks.values():
+            if t.state != S.QUEUED:
+                continue
+            if any(self._candidate(t, w) for w in self.workers.values()):
+                t.stranded_since = math.nan
+                continue
+            if math.isnan(t.stranded_since):
+                t.stranded_since = now
+            stranded.append(t)
+        if stranded and self._last_discover + c.rediscover_s <= now:
+            self._last_discover = now
+            self._out.append(Discover())
+        for t in stranded:
+            if t.stranded_since + c.no_worker_s <= now:
+                t.error = self._why_no_worker(t)
+                self._move(t, S.FAILED, now)
+                self._out.append(Settled(t.spec.task_id))
+
+    def _candidate(self, t: TaskRun, w: _Worker) -> bool:
+        """Whether `w` may still take `t`: it matches, is reachable, has not turned this job
+        down, and its price fits both the task's limit and what is left of the budget."""
+        price = w.quote.price if w.quote is not None else w.ad.profile.min_price
+        return (
+            self._eligible(t, w)
+            and w.link != "down"
+            and (w.declined is None or bool(w.holding))
+            and price <= t.spec.max_price
+            # money committed elsewhere comes back if those tasks fail: wait for them
+            and (self.held > 0 or self.spent + price <= self.budget)
+        )
+
+    def _why_no_worker(self, t: TaskRun) -> str:
+        if self.spent + self.held >= self.budget:
+            return f"the job's budget is spent ({self.spent:g} paid, {self.held:g} committed)"
+        if not self.workers:
+            return f"no worker found that meets {t.spec.need}"
+        reasons = Counter(
+            w.declined or "unreachable"
+            for w in self.workers.values()
+            if t.spec.need.matches(w.ad.profile)
+        )
+        tried = len(t.excluded)
+        if not reasons:
+            return f"none of the {len(self.workers)} workers found meets {t.spec.need}"
+        summary = "; ".join(f"{r} ({n})" for r, n in reasons.most_common(3))
+        return f"no worker would take it after {tried} tried: {summary}"
+
+    # -- task moves -----------------------------------------------------------------------
+
+    def _move(self, t: TaskRun, new: TaskState, now: float) -> None:
+        old, t.state, t.since = t.state, t.state.to(new), now
+        if (new == S.QUEUED) != (old == S.QUEUED):
+            shape = _shape(t.spec)
+            self._queued += 1 if new == S.QUEUED else -1
+            self._shapes[shape] += 1 if new == S.QUEUED else -1
+            self._shape_spec.setdefault(shape, t.spec)
+        if new == S.SCHEDULED:
+            self._timer(t, now + self.config.lease_timeout_s)
+        elif new == S.SENT:
+            self._timer(t, now + t.spec.timeout_s + self.config.timeout_grace_s)
+        elif new != S.RUNNING:  # running keeps the deadline it got when sent
+            t.deadline = math.inf
+
+    def _timer(self, t: TaskRun, deadline: float) -> None:
+        t.deadline = deadline
+        heapq.heappush(self._timers, (deadline, t.spec.task_id))
+
+    def _enqueue(self, t: TaskRun, now: float) -> None:
+        self._move(t, S.QUEUED, now)
+        # A task coming back from a failure goes ahead of every first try.
+        heapq.heappush(
+            self._queue, (0 if t.retry else 1, -t.spec.priority, t.spec.index, t.spec.task_id)
+        )
+
+    def _release(self, t: TaskRun) -> None:
+        if t.worker is not None:
+            self.held -= t.price
+            w = self.workers[t.worker]
+            w.holding.discard(t.spec.task_id)
+            w.room += 1 if w.quote is not None else 0
+            w.ask_after = 0.0  # it has room again
+
+    def _back(
+        self,
+        t: TaskRun,
+        reason: str,
+        now: float,
+        *,
+        count: bool = True,
+        final: TaskState = S.FAILED,
+    ) -> None:
+        """Put a task back in the queue, away from its worker, or end it out of retries."""
+        worker = t.worker
+        self._release(t)
+        t.error, t.worker, t.progress = reason, None, 0.0
+        if count:
+            t.attempts += 1
+            if worker is not None:
+                t.excluded.add(worker)
+        if t.attempts > t.spec.retries:
+            self._move(t, final, now)
+            self._out.append(Settled(t.spec.task_id))
+            return
+        t.retry = True
+        self._enqueue(t, now)
+
+    def _lose(self, w: _Worker, reason: str, now: float) -> None:
+        w.pending.clear()
+        for tid in list(w.holding):
+            t = self.tasks[tid]
+            self._back(t, reason, now, count=t.state in (S.SENT, S.RUNNING))
+        w.holding.clear()
+
+    def _ban(self, w: _Worker, reason: str, now: float) -> None:
+        """A worker that broke the protocol: drop it for this job, replay its tasks elsewhere."""
+        self._out.append(Close(w.ad.node_id, reason))
+        w.link, w.rid, w.quote, w.room, w.declined = "down", None, None, 0, reason
+        for tid in w.holding:
+            self.tasks[tid].excluded.add(w.ad.node_id)
+        self._lose(w, f"worker dropped: {reason}", now)
+
+
+def _shape(spec: TaskSpec) -> tuple[str, str | None, str, float]:
+    return (spec.driver, _model(spec), str(spec.need), spec.max_price)
+
+
+def _model(spec: TaskSpec) -> str | None:
+    for c in spec.need.clauses:
+        if c.field in ("model", "loaded"):
+            return str(c.value)
+    return None
+
+
+def _wire(t: TaskRun) -> dict[str, Any]:
+    return {
+        "id": t.spec.task_id,
+        "driver": t.spec.driver,
+        "model": _model(t.spec),
+        "input": t.spec.input,
+        "timeout": t.spec.timeout_s,
+    }

@@ -1,0 +1,164 @@
+"""The jobs a node schedules: submitting one (spec → tasks → a `JobRun` driven over the
+network), following it, cancelling it, and the JSON views the control API and the CLI show.
+
+Owns: job ids, the order in which tasks settled (so a client can fetch results as they come,
+each exactly once), and the rendering of results and receipts as JSON.
+Promises: a job is accepted whole or not at all (its spec was validated before); its status is
+always consistent with its tasks' states.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import trio
+
+from p2psched.identity import Identity
+from p2psched.scheduler.dispatch import DispatchConfig, JobRun, TaskRun
+from p2psched.scheduler.jobspec import JobSpec, derive_tasks, job_mtr
+from p2psched.scheduler.service import FindWorkers, JobDriver
+
+
+@dataclass(slots=True)
+class SubmittedJob:
+    job_id: str
+    spec: JobSpec
+    run: JobRun
+    driver: JobDriver
+    submitted_at: float
+    settled: list[str] = field(default_factory=list)  # task ids, in the order they settled
+    finished_at: float | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+    def status(self, now: float) -> dict[str, Any]:
+        counts = dict(self.run.counts())
+        total = len(self.run.tasks)
+        final = sum(n for s, n in counts.items() if s in _FINAL)
+        elapsed = (self.finished_at or now) - self.submitted_at
+        completed = counts.get("completed", 0)
+        eta = None
+        if completed and final < total:
+            eta = elapsed / final * (total - final) if final else None
+        return {
+            "job": self.job_id,
+            "name": self.spec.name,
+            "state": "done" if self.finished_at is not None else "running",
+            "total": total,
+            "counts": counts,
+            "completed": completed,
+            "failed": final - completed,
+            "running": sum(counts.get(s, 0) for s in ("sent", "running")),
+            "spent": self.run.spent,
+            "committed": self.run.held,
+            "budget": _json_number(self.run.budget),
+            "submitted_at": self.submitted_at,
+            "elapsed_s": elapsed,
+            "eta_s": eta,
+            "workers": len({t.worker for t in self.run.tasks.values() if t.worker}),
+        }
+
+    def task_view(self, t: TaskRun) -> dict[str, Any]:
+        return {
+            "task": t.spec.task_id,
+            "index": t.spec.index,
+            "name": t.spec.name,
+            "state": t.state.value,
+            "worker": t.worker.hex() if t.worker else None,
+            "attempts": t.attempts,
+            "error": t.error,
+            "progress": t.progress,
+        }
+
+    def result_view(self, task_id: str) -> dict[str, Any]:
+        t = self.run.tasks[task_id]
+        view = self.task_view(t)
+        view["output"] = to_json(t.output)
+        view["receipt"] = None
+        if t.receipt is not None:
+            key = self.run.public_key_of(t.receipt.worker)
+            view["receipt"] = {
+                **t.receipt.to_json(),
+                "worker_public_key": key.hex() if key else None,
+            }
+        return view
+
+
+_FINAL = ("completed", "failed", "aborted", "timed_out")
+
+
+class JobBook:
+    """The jobs this node has accepted, by id."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        find: FindWorkers,
+        nursery: trio.Nursery,
+        *,
+        config: DispatchConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity
+        self.find = find
+        self.nursery = nursery
+        self.config = config
+        self.clock = clock
+        self.jobs: dict[str, SubmittedJob] = {}
+
+    def submit(self, spec: JobSpec) -> SubmittedJob:
+        # Task ids travel to workers, which key them by scheduler: a job id unique on this
+        # node keeps a resubmitted job's tasks apart from the first run's.
+        job_id = f"{spec.name}-{secrets.token_hex(3)}"
+        tasks = [replace(t, task_id=f"{job_id}/{t.index}") for t in derive_tasks(spec)]
+        now = self.clock()
+        run = JobRun(
+            self.identity,
+            job_id,
+            tasks,
+            mtr=job_mtr(spec, now),
+            budget=spec.budget.total,
+            now=now,
+            config=self.config,
+        )
+        job: SubmittedJob
+
+        def settled(_: JobRun, task_id: str) -> None:
+            job.settled.append(task_id)
+
+        driver = JobDriver(run, self.find, on_settled=settled, clock=self.clock)
+        job = SubmittedJob(job_id, spec, run, driver, now)
+        self.jobs[job_id] = job
+
+        async def drive() -> None:
+            await driver()
+            job.finished_at = self.clock()
+            job.done.set()
+
+        self.nursery.start_soon(drive)
+        return job
+
+    def cancel(self, job_id: str, task_ids: list[str] | None = None) -> list[str]:
+        return self.jobs[job_id].driver.cancel(task_ids)
+
+
+def to_json(value: Any) -> Any:
+    """MessagePack values as JSON: bytes become {"base64": ...}; infinities become strings."""
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode()}
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, float):
+        return _json_number(value)
+    return value
+
+
+def _json_number(x: float) -> float | str:
+    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf" if x < 0 else "nan")

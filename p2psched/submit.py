@@ -1,0 +1,235 @@
+"""`p2psched submit`: hand a job to the node running on this data dir, or run an embedded
+scheduler node for as long as the job runs; show progress; write results and receipts.
+
+Owns: the submit command's flow, its progress display and summary, and the results folder
+(`<results>/<job>/<index>.json` and `<index>.receipt.json`, plus `summary.json`).
+Promises: a spec is validated before anything is sent; each result is written once; the exit
+status is 0 only if every task completed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from p2psched.api.client import ControlClient
+from p2psched.identity import load_or_create_identity
+from p2psched.node.node import open_node
+from p2psched.scheduler.jobspec import JobSpec, load_job
+
+POLL_S = 0.25
+
+
+class SubmitError(Exception):
+    """Something the user can fix; the message says what."""
+
+
+class ResultsFolder:
+    def __init__(self, root: Path, name: str) -> None:
+        self.path = root / _safe(name)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.written = 0
+
+    def write(self, result: dict[str, Any]) -> None:
+        stem = f"{result['index']:06d}"
+        receipt = result.pop("receipt", None)
+        (self.path / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+        if receipt is not None:
+            (self.path / f"{stem}.receipt.json").write_text(json.dumps(receipt, indent=1) + "\n")
+        self.written += 1
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "job"
+
+
+class Display:
+    """A live progress bar on a terminal; nothing on a pipe (the summary says it all)."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.console = Console(stderr=True)
+        self.live = not quiet and self.console.is_terminal
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} done"),
+            TextColumn("{task.fields[running]} running"),
+            TextColumn("{task.fields[failed]} failed"),
+            TextColumn("ETA {task.fields[eta]}"),
+            console=self.console,
+            disable=not self.live,
+        )
+        self.bar = self.progress.add_task("job", total=total, running=0, failed=0, eta="?")
+
+    @contextmanager
+    def shown(self) -> Iterator[Display]:
+        with self.progress:
+            yield self
+
+    def update(self, status: dict[str, Any]) -> None:
+        eta = status.get("eta_s")
+        self.progress.update(
+            self.bar,
+            description=status["job"],
+            completed=status["completed"],
+            running=status["running"],
+            failed=status["failed"],
+            eta="?" if eta is None else f"{eta:.0f}s",
+        )
+
+
+def summary_table(status: dict[str, Any], folder: Path) -> Table:
+    table = Table(title=f"job {status['job']}")
+    table.add_column("tasks")
+    table.add_column("completed")
+    table.add_column("failed")
+    table.add_column("workers")
+    table.add_column("spent")
+    table.add_column("time")
+    table.add_row(
+        str(status["total"]),
+        str(status["completed"]),
+        str(status["failed"]),
+        str(status["workers"]),
+        f"{status['spent']:g}",
+        f"{status['elapsed_s']:.2f}s",
+    )
+    table.caption = f"results in {folder}"
+    return table
+
+
+def run_submit(
+    job_path: Path,
+    data_dir: Path,
+    *,
+    gate: tuple[str, int] | None,
+    results: Path,
+    as_json: bool,
+    detach: bool,
+) -> int:
+    spec = load_job(job_path)
+    client = ControlClient.find(data_dir)
+    if detach and client is None:
+        raise SubmitError(
+            f"--detach needs a node running on {data_dir} (start one with `p2psched node "
+            "--gate HOST:PORT` or `p2psched worker join`), and none answers there"
+        )
+    if client is not None:
+        doc = yaml.safe_load(job_path.read_text())
+        with client:
+            return _remote(client, doc, spec, str(job_path), results, as_json, detach)
+    if gate is None:
+        raise SubmitError(
+            f"no node runs on {data_dir}: pass --gate HOST:PORT to run the job from here"
+        )
+    return _embedded(spec, data_dir, gate, results, as_json)
+
+
+def _finish(
+    status: dict[str, Any], folder: ResultsFolder, failures: list[dict[str, Any]], as_json: bool
+) -> int:
+    status = {**status, "results": str(folder.path), "failures": failures[:20]}
+    (folder.path / "summary.json").write_text(json.dumps(status, indent=1) + "\n")
+    if as_json:
+        print(json.dumps(status))
+    else:
+        console = Console()
+        console.print(summary_table(status, folder.path))
+        for f in failures[:10]:
+            console.print(f"  {f['task']} ({f['name']}): {f['state']}: {f['error']}")
+        if len(failures) > 10:
+            console.print(f"  … and {len(failures) - 10} more in {folder.path}/summary.json")
+    return 0 if status["completed"] == status["total"] else 1
+
+
+def _collect(
+    folder: ResultsFolder, failures: list[dict[str, Any]], results: list[dict[str, Any]]
+) -> None:
+    for r in results:
+        if r["state"] != "completed":
+            failures.append({k: r[k] for k in ("task", "name", "state", "error")})
+        folder.write(r)
+
+
+def _remote(
+    client: ControlClient,
+    doc: Any,
+    spec: JobSpec,
+    source: str,
+    results: Path,
+    as_json: bool,
+    detach: bool,
+) -> int:
+    answer = client.post("/v1/jobs", {"spec": doc, "source": source})
+    job_id = answer["job"]
+    if detach:
+        while True:
+            status = client.get(f"/v1/jobs/{job_id}")
+            waiting = sum(status["counts"].get(s, 0) for s in ("queued", "negotiating"))
+            if not waiting or status["state"] == "done":
+                break
+            time.sleep(POLL_S)
+        print(
+            json.dumps({"job": job_id, "tasks": answer["tasks"]})
+            if as_json
+            else f"job {job_id}: {answer['tasks']} tasks committed; follow it with "
+            f"`p2psched status {job_id}`"
+        )
+        return 0
+    folder = ResultsFolder(results, spec.name)
+    failures: list[dict[str, Any]] = []
+    after = 0
+    display = Display(answer["tasks"], as_json)
+    with display.shown():
+        while True:
+            status = client.get(f"/v1/jobs/{job_id}")
+            page = client.get(f"/v1/jobs/{job_id}/results", after=after)
+            after = page["next"]
+            _collect(folder, failures, page["results"])
+            display.update(status)
+            if status["state"] == "done" and after >= status["total"]:
+                break
+            time.sleep(POLL_S)
+    return _finish(status, folder, failures, as_json)
+
+
+def _embedded(
+    spec: JobSpec, data_dir: Path, gate: tuple[str, int], results: Path, as_json: bool
+) -> int:
+    identity = load_or_create_identity(data_dir)
+    folder = ResultsFolder(results, spec.name)
+    failures: list[dict[str, Any]] = []
+    outcome: dict[str, Any] = {}
+
+    async def main() -> None:
+        host = "127.0.0.1" if gate[0].startswith("127.") else "0.0.0.0"
+        async with open_node(identity, data_dir, host=host, seeds=[gate], dht_client=True) as node:
+            job = node.jobs.submit(spec)
+            display = Display(len(job.run.tasks), as_json)
+            written = 0
+            with display.shown():
+                while True:
+                    with trio.move_on_after(POLL_S):
+                        await job.done.wait()
+                    new = job.settled[written:]
+                    written += len(new)
+                    _collect(folder, failures, [job.result_view(t) for t in new])
+                    status = job.status(node.dht.now())
+                    display.update(status)
+                    if job.done.is_set() and written == len(job.settled):
+                        break
+            outcome.update(status)
+
+    trio.run(main)
+    return _finish(outcome, folder, failures, as_json)

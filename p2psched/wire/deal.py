@@ -1,0 +1,279 @@
+"""What a scheduler and a worker say to each other on their secure channel, and the three signed
+documents of a deal: the worker's `Quote`, the scheduler's `Commitment`, the worker's `Receipt`.
+
+Owns: the message schemas (one per message type, strict: unknown or missing fields are refused)
+and the signing rules (each document signs a domain tag plus the MessagePack of its fields, so a
+signature made for one kind of document never verifies as another).
+Promises: `parse` returns a message only if it is well-formed, else raises `SchemaError` naming
+the field; `verify()` is true only for a document signed by the key whose node id it names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import astuple, dataclass, fields
+from typing import Any, ClassVar
+
+from p2psched.identity import Identity, node_id_of, verify
+from p2psched.wire import schema
+from p2psched.wire.codec import encode
+from p2psched.wire.schema import SchemaError
+
+ID = schema.bin_exact(32)
+SIG = schema.bin_exact(64)
+MAX_BATCH = 4096  # tasks in one quote request, commitment or dispatch
+_TASK_ID = schema.text(128)
+_REASON = schema.text(300)
+
+
+def _price(v: Any, path: str) -> Any:
+    return schema.number(0.0, 1e15)(v, path)
+
+
+def _time(v: Any, path: str) -> Any:
+    return schema.number(0.0, 1e11)(v, path)
+
+
+@dataclass(frozen=True, slots=True)
+class _Signed:
+    """Fields in declaration order; the last one is the signature over all the others."""
+
+    TAG: ClassVar[bytes]
+    CHECKS: ClassVar[dict[str, schema.Check]]
+
+    def body(self) -> bytes:
+        return self.TAG + encode(list(astuple(self))[:-1])
+
+    def signer(self) -> bytes:
+        raise NotImplementedError
+
+    def verify(self, public_key: bytes) -> bool:
+        sig: bytes = astuple(self)[-1]
+        return node_id_of(public_key) == self.signer() and verify(public_key, sig, self.body())
+
+    def to_wire(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_wire(cls, obj: Any, path: str) -> Any:
+        return cls(**schema.mapping(cls.CHECKS)(obj, path))
+
+    def to_json(self) -> dict[str, Any]:
+        """For files people keep: bytes as hex."""
+        return {k: v.hex() if isinstance(v, bytes) else v for k, v in self.to_wire().items()}
+
+    @classmethod
+    def from_json(cls, doc: Any, path: str = "document") -> Any:
+        if not isinstance(doc, dict):
+            raise SchemaError(path, "expected a JSON object")
+        raw = dict(doc)
+        for name, check in cls.CHECKS.items():
+            if check in (ID, SIG) and isinstance(raw.get(name), str):
+                try:
+                    raw[name] = bytes.fromhex(raw[name])
+                except ValueError:
+                    raise SchemaError(f"{path}.{name}", "expected hex") from None
+        return cls.from_wire(raw, path)
+
+
+@dataclass(frozen=True, slots=True)
+class Quote(_Signed):
+    """A worker's offer for up to `capacity` tasks of one request, at `price` each."""
+
+    worker: bytes
+    scheduler: bytes
+    job: str
+    price: float
+    wait_mean: float  # seconds until a task of the batch would start
+    wait_err: float
+    run_mean: float  # seconds a task like this has taken here (0: no history)
+    capacity: int
+    valid_until: float
+    sig: bytes = b""
+
+    TAG = b"p2psched/quote/1"
+    CHECKS = {
+        "worker": ID,
+        "scheduler": ID,
+        "job": schema.text(64),
+        "price": _price,
+        "wait_mean": _time,
+        "wait_err": _time,
+        "run_mean": _time,
+        "capacity": schema.uint(MAX_BATCH),
+        "valid_until": _time,
+        "sig": SIG,
+    }
+
+    def signer(self) -> bytes:
+        return self.worker
+
+    def signed(self, identity: Identity) -> Quote:
+        signed: Quote = _sign(self, identity)
+        return signed
+
+
+@dataclass(frozen=True, slots=True)
+class Commitment(_Signed):
+    """A scheduler's promise to pay `price` per task for these tasks on this worker."""
+
+    scheduler: bytes
+    worker: bytes
+    job: str
+    tasks: list[str]
+    price: float
+    issued_at: float
+    sig: bytes = b""
+
+    TAG = b"p2psched/commitment/1"
+    CHECKS = {
+        "scheduler": ID,
+        "worker": ID,
+        "job": schema.text(64),
+        "tasks": schema.list_of(_TASK_ID, MAX_BATCH),
+        "price": _price,
+        "issued_at": _time,
+        "sig": SIG,
+    }
+
+    def signer(self) -> bytes:
+        return self.scheduler
+
+    def signed(self, identity: Identity) -> Commitment:
+        signed: Commitment = _sign(self, identity)
+        return signed
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt(_Signed):
+    """A worker's statement that it ran `task` for `scheduler`: what came out (its hash), how
+    long it took and what it costs. `ok` false: the task failed and costs nothing."""
+
+    worker: bytes
+    scheduler: bytes
+    job: str
+    task: str
+    ok: bool
+    result_hash: bytes
+    duration: float
+    price: float
+    finished_at: float
+    sig: bytes = b""
+
+    TAG = b"p2psched/receipt/1"
+    CHECKS = {
+        "worker": ID,
+        "scheduler": ID,
+        "job": schema.text(64),
+        "task": _TASK_ID,
+        "ok": schema.boolean,
+        "result_hash": ID,
+        "duration": _time,
+        "price": _price,
+        "finished_at": _time,
+        "sig": SIG,
+    }
+
+    def signer(self) -> bytes:
+        return self.worker
+
+    def signed(self, identity: Identity) -> Receipt:
+        signed: Receipt = _sign(self, identity)
+        return signed
+
+
+def _sign(doc: Any, identity: Identity) -> Any:
+    unsigned = type(doc)(*astuple(doc)[:-1], b"")
+    return type(doc)(*astuple(doc)[:-1], identity.sign(unsigned.body()))
+
+
+def result_hash(output: Any) -> bytes:
+    """What a receipt commits to: the SHA-256 of the result's MessagePack."""
+    return hashlib.sha256(encode(output)).digest()
+
+
+# -- channel messages ----------------------------------------------------------------------
+# Each is a map with "t" naming its type. Task inputs and outputs are any MessagePack value: the
+# channel's frame limit bounds them, and drivers check their own inputs.
+
+
+def _any(v: Any, path: str) -> Any:
+    return v
+
+
+def _finite_or_inf(v: Any, path: str) -> Any:
+    if type(v) not in (int, float) or v != v or v < 0:
+        raise SchemaError(path, "expected a number >= 0 (or infinity)")
+    return float(v)
+
+
+_TASK = schema.mapping(
+    {
+        "id": _TASK_ID,
+        "driver": schema.text(32),
+        "model": schema.optional(schema.text(128)),
+        "input": _any,
+        "timeout": schema.number(0.001, 7 * 86400),
+    }
+)
+
+MESSAGES: dict[str, schema.Check] = {
+    # scheduler → worker
+    "quote?": schema.mapping(
+        {
+            "t": _any,
+            "rid": schema.uint(),
+            "job": schema.text(64),
+            "tasks": schema.uint(MAX_BATCH),
+            "driver": schema.text(32),
+            "model": schema.optional(schema.text(128)),
+            "max_price": _finite_or_inf,
+        }
+    ),
+    "commit": schema.mapping(
+        {"t": _any, "rid": schema.uint(), "commitment": lambda v, p: Commitment.from_wire(v, p)}
+    ),
+    "run": schema.mapping({"t": _any, "tasks": schema.list_of(_TASK, MAX_BATCH)}),
+    "ack": schema.mapping({"t": _any, "tasks": schema.list_of(_TASK_ID, MAX_BATCH)}),
+    "cancel": schema.mapping({"t": _any, "tasks": schema.list_of(_TASK_ID, MAX_BATCH)}),
+    # worker → scheduler
+    "quote": schema.mapping(
+        {"t": _any, "rid": schema.uint(), "quote": lambda v, p: Quote.from_wire(v, p)}
+    ),
+    "decline": schema.mapping({"t": _any, "rid": schema.uint(), "reason": _REASON}),
+    "lease": schema.mapping(
+        {
+            "t": _any,
+            "rid": schema.uint(),
+            "tasks": schema.list_of(_TASK_ID, MAX_BATCH),
+            "expires": _time,
+        }
+    ),
+    "reject": schema.mapping({"t": _any, "rid": schema.uint(), "reason": _REASON}),
+    "beat": schema.mapping(
+        {
+            "t": _any,
+            "running": schema.list_of(_TASK_ID, MAX_BATCH),
+            "progress": schema.list_of(schema.number(0.0, 1.0), MAX_BATCH),
+        }
+    ),
+    "result": schema.mapping(
+        {
+            "t": _any,
+            "task": _TASK_ID,
+            "output": _any,
+            "error": schema.optional(_REASON),
+            "receipt": lambda v, p: Receipt.from_wire(v, p),
+        }
+    ),
+}
+
+
+def parse(message: Any) -> dict[str, Any]:
+    """A checked message (signed documents parsed into their classes), or `SchemaError`."""
+    kind = message.get("t") if type(message) is dict else None
+    check = MESSAGES.get(kind) if type(kind) is str else None
+    if check is None or kind is None:
+        raise SchemaError("t", f"unknown message type; known: {', '.join(MESSAGES)}")
+    parsed: dict[str, Any] = check(message, kind)
+    return parsed

@@ -1,0 +1,346 @@
+"""The worker's task manager, sans-I/O: quotes, leases, the local queue, slots, results and
+receipts. It takes messages from schedulers and `now`, and gives back actions for its shell.
+
+Owns: what this worker has promised (leases), holds (its queue) and runs (its slots), and the
+results it has not yet seen acknowledged.
+Promises: it never starts more tasks than it has slots; it runs a task only if the scheduler
+holds a lease for it and the task's driver is enabled; a lease not followed by a dispatch
+expires after `lease_s`; every result carries a `Receipt` signed by this worker, and is sent
+again when its scheduler reconnects, until acknowledged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2psched.identity import Identity
+from p2psched.wire.deal import Commitment, Quote, Receipt, result_hash
+from p2psched.wire.schema import SchemaError
+
+TaskKey = tuple[bytes, str]  # (scheduler's node id, task id): task ids are only unique per job
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    peer: bytes
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Run this task now on `task["driver"]`; report with `TaskManager.finished`."""
+
+    peer: bytes
+    task: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    peer: bytes
+    task_id: str
+
+
+Action = Send | Start | Abort
+
+
+@dataclass(slots=True)
+class _Lease:
+    job: str
+    price: float
+    expires: float
+
+
+@dataclass(slots=True)
+class _Held:
+    job: str
+    price: float
+    task: dict[str, Any]
+    started: float = math.nan
+    progress: float = 0.0
+
+
+@dataclass(slots=True)
+class _Peer:
+    public_key: bytes
+    connected: bool = True
+    next_beat: float = math.inf
+
+
+@dataclass(slots=True)
+class _RunTimes:
+    """Run times of one driver here, as an exponentially weighted mean and variance."""
+
+    mean: float = 0.0
+    var: float = 0.0
+    n: int = 0
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        w = max(0.1, 1.0 / self.n)
+        d = x - self.mean
+        self.mean += w * d
+        self.var = (1 - w) * (self.var + w * d * d)
+
+
+@dataclass(slots=True)
+class TaskManager:
+    identity: Identity
+    slots: int = 1
+    queue_depth: int = 4  # tasks accepted beyond the slots, so a slot never waits on the network
+    price: float = 0.0  # asked per task; also the least this worker takes
+    refusal: Callable[[str], str | None] = lambda driver: None  # why a driver cannot run here
+    lease_s: float = 10.0
+    heartbeat_s: float = 1.0
+    quote_valid_s: float = 10.0
+    keep_results_s: float = 600.0
+    _peers: dict[bytes, _Peer] = field(default_factory=dict)
+    _leases: dict[TaskKey, _Lease] = field(default_factory=dict)
+    _queue: deque[TaskKey] = field(default_factory=deque)
+    _held: dict[TaskKey, _Held] = field(default_factory=dict)  # queued or running
+    _running: set[TaskKey] = field(default_factory=set)
+    _unacked: dict[TaskKey, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    _run_times: dict[str, _RunTimes] = field(default_factory=dict)
+    _out: list[Action] = field(default_factory=list)
+    draining: bool = False
+
+    # -- what the shell reads -------------------------------------------------------------
+
+    def actions(self) -> list[Action]:
+        out, self._out = self._out, []
+        return out
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.slots - len(self._running))
+
+    @property
+    def capacity(self) -> int:
+        """Tasks this worker would lease now."""
+        return max(0, self.slots + self.queue_depth - len(self._leases) - len(self._held))
+
+    def next_deadline(self) -> float:
+        times = [lease.expires for lease in self._leases.values()]
+        times += [p.next_beat for p in self._peers.values() if p.connected]
+        times += [t + self.keep_results_s for t, _ in self._unacked.values()]
+        return min(times, default=math.inf)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def connected(self, peer: bytes, public_key: bytes, now: float) -> None:
+        self._peers[peer] = _Peer(public_key)
+        for (p, _), (_, message) in self._unacked.items():
+            if p == peer:  # finished while the scheduler was away
+                self._out.append(Send(peer, message))
+        self._schedule_beat(peer, now)
+
+    def disconnected(self, peer: bytes, now: float) -> None:
+        """The scheduler is gone: its leases and waiting tasks go (it will place them again
+        elsewhere); running ones finish, and their results wait for it to come back."""
+        if peer in self._peers:
+            self._peers[peer].connected = False
+        for key in [k for k in self._leases if k[0] == peer]:
+            del self._leases[key]
+        for key in [k for k in self._queue if k[0] == peer]:
+            self._queue.remove(key)
+            del self._held[key]
+
+    def receive(self, peer: bytes, message: dict[str, Any], now: float) -> None:
+        """A checked message (see `wire.deal.parse`) from a connected scheduler. Raises
+        `SchemaError` for a kind a worker does not take."""
+        handler = _HANDLERS.get(message["t"])
+        if handler is None:
+            raise SchemaError("t", f"a worker does not take {message['t']!r} messages")
+        handler(self, peer, message, now)
+
+    def progress(self, peer: bytes, task_id: str, fraction: float) -> None:
+        held = self._held.get((peer, task_id))
+        if held is not None:
+            held.progress = min(1.0, max(0.0, fraction))
+
+    def finished(
+        self, peer: bytes, task_id: str, output: Any, error: str | None, now: float
+    ) -> None:
+        """A started task ended: `error` None means it succeeded with `output`."""
+        key = (peer, task_id)
+        held = self._held.pop(key, None)
+        self._running.discard(key)
+        if held is None:  # cancelled while it ran
+            self._start_next(now)
+            return
+        duration = max(0.0, now - held.started)
+        if error is None:
+            self._run_times.setdefault(held.task["driver"], _RunTimes()).add(duration)
+        self._result(peer, held, output if error is None else None, error, duration, now)
+        self._start_next(now)
+
+    def tick(self, now: float) -> None:
+        for key in [k for k, lease in self._leases.items() if lease.expires <= now]:
+            del self._leases[key]
+        for key in [k for k, (t, _) in self._unacked.items() if t + self.keep_results_s <= now]:
+            del self._unacked[key]
+        for peer, state in self._peers.items():
+            if state.connected and state.next_beat <= now:
+                self._beat(peer)
+                self._schedule_beat(peer, now)
+
+    # -- handlers -------------------------------------------------------------------------
+
+    def _on_quote_request(self, peer: bytes, m: dict[str, Any], now: float) -> None:
+        reason = self._refuse(m["driver"], m["max_price"])
+        if reason is None and self.capacity == 0:
+            reason = f"too busy: {len(self._held)} tasks held and {self.slots} slots full"
+        if reason is not None:
+            self._out.append(Send(peer, {"t": "decline", "rid": m["rid"], "reason": reason}))
+            return
+        times = self._run_times.get(m["driver"], _RunTimes())
+        ahead = max(0, len(self._held) + len(self._leases) - self.slots + 1)
+        quote = Quote(
+            worker=self.identity.node_id,
+            scheduler=peer,
+            job=m["job"],
+            price=self.price,
+            wait_mean=ahead * times.mean / max(1, self.slots),
+            wait_err=math.sqrt(ahead * times.var) / max(1, self.slots),
+            run_mean=times.mean,
+            capacity=min(self.capacity, m["tasks"]),
+            valid_until=now + self.quote_valid_s,
+        ).signed(self.identity)
+        self._out.append(Send(peer, {"t": "quote", "rid": m["rid"], "quote": quote.to_wire()}))
+
+    def _on_commit(self, peer: bytes, m: dict[str, Any], now: float) -> None:
+        c: Commitment = m["commitment"]
+        reason = None
+        if not c.verify(self._peers[peer].public_key) or c.scheduler != peer:
+            reason = "the commitment is not signed by the scheduler on this channel"
+        elif c.worker != self.identity.node_id:
+            reason = "the commitment names another worker"
+        elif c.price < self.price:
+            reason = f"price {c.price:g} is below this worker's minimum {self.price:g}"
+        elif self.draining:
+            reason = "this worker is draining and takes no new tasks"
+        elif len(c.tasks) > self.capacity:
+            reason = f"state changed: room for {self.capacity} tasks now, not {len(c.tasks)}"
+        elif any((peer, t) in self._held or (peer, t) in self._leases for t in c.tasks):
+            reason = "some of these tasks are already leased or held here"
+        if reason is not None:
+            self._out.append(Send(peer, {"t": "reject", "rid": m["rid"], "reason": reason}))
+            return
+        expires = now + self.lease_s
+        for t in c.tasks:
+            self._leases[(peer, t)] = _Lease(c.job, c.price, expires)
+        self._out.append(
+            Send(peer, {"t": "lease", "rid": m["rid"], "tasks": c.tasks, "expires": expires})
+        )
+
+    def _on_run(self, peer: bytes, m: dict[str, Any], now: float) -> None:
+        for task in m["tasks"]:
+            key = (peer, task["id"])
+            lease = self._leases.pop(key, None)
+            reason = self._refuse(task["driver"], math.inf)
+            if lease is None:
+                reason = "no lease for this task here (it expired or was never granted)"
+            if reason is not None:
+                held = _Held(lease.job if lease else "", 0.0, task, started=now)
+                self._result(peer, held, None, reason, 0.0, now)
+                continue
+            assert lease is not None
+            self._held[key] = _Held(lease.job, lease.price, task)
+            self._queue.append(key)
+        self._start_next(now)
+
+    def _on_ack(self, peer: bytes, m: dict[str, Any], now: float) -> None:
+        for t in m["tasks"]:
+            self._unacked.pop((peer, t), None)
+
+    def _on_cancel(self, peer: bytes, m: dict[str, Any], now: float) -> None:
+        for t in m["tasks"]:
+            key = (peer, t)
+            self._leases.pop(key, None)
+            if key in self._held:
+                del self._held[key]
+                if key in self._running:
+                    self._running.discard(key)
+                    self._out.append(Abort(peer, t))
+                else:
+                    self._queue.remove(key)
+        self._start_next(now)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _refuse(self, driver: str, max_price: float) -> str | None:
+        reason = self.refusal(driver)
+        if reason is None and max_price < self.price:
+            reason = f"price below its minimum: asks {self.price:g}, offered at most {max_price:g}"
+        if reason is None and self.draining:
+            reason = "this worker is draining and takes no new tasks"
+        return reason
+
+    def _start_next(self, now: float) -> None:
+        while self._queue and len(self._running) < self.slots:
+            key = self._queue.popleft()
+            held = self._held[key]
+            held.started = now
+            self._running.add(key)
+            self._out.append(Start(key[0], held.task))
+
+    def _result(
+        self,
+        peer: bytes,
+        held: _Held,
+        output: Any,
+        error: str | None,
+        duration: float,
+        now: float,
+    ) -> None:
+        receipt = Receipt(
+            worker=self.identity.node_id,
+            scheduler=peer,
+            job=held.job,
+            task=held.task["id"],
+            ok=error is None,
+            result_hash=result_hash(output),
+            duration=duration,
+            price=held.price if error is None else 0.0,
+            finished_at=now,
+        ).signed(self.identity)
+        message = {
+            "t": "result",
+            "task": held.task["id"],
+            "output": output,
+            "error": error,
+            "receipt": receipt.to_wire(),
+        }
+        if error is None:
+            self._unacked[(peer, held.task["id"])] = (now, message)
+        if self._peers.get(peer, _Peer(b"", connected=False)).connected:
+            self._out.append(Send(peer, message))
+
+    def _beat(self, peer: bytes) -> None:
+        mine = [k for k in self._running if k[0] == peer]
+        if mine or any(k[0] == peer for k in self._held):
+            self._out.append(
+                Send(
+                    peer,
+                    {
+                        "t": "beat",
+                        "running": [k[1] for k in mine],
+                        "progress": [self._held[k].progress for k in mine],
+                    },
+                )
+            )
+
+    def _schedule_beat(self, peer: bytes, now: float) -> None:
+        self._peers[peer].next_beat = now + self.heartbeat_s
+
+
+_HANDLERS: dict[str, Callable[[TaskManager, bytes, dict[str, Any], float], None]] = {
+    "quote?": TaskManager._on_quote_request,
+    "commit": TaskManager._on_commit,
+    "run": TaskManager._on_run,
+    "ack": TaskManager._on_ack,
+    "cancel": TaskManager._on_cancel,
+}

@@ -1,0 +1,436 @@
+"""The scheduler's `JobRun` and the workers' `TaskManager`, joined by an in-memory link on a
+virtual clock: negotiation, dispatch, receipts, and every way a task goes back to the queue."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+
+from p2psched.identity import Identity
+from p2psched.resources.need import Need
+from p2psched.resources.profile import Profile
+from p2psched.scheduler.discovery import WorkerAd
+from p2psched.scheduler.dispatch import (
+    Close,
+    Connect,
+    DispatchConfig,
+    JobRun,
+    Send,
+    Settled,
+)
+from p2psched.scheduler.jobspec import TaskSpec
+from p2psched.scheduler.lifecycle import IllegalTransition, TaskState
+from p2psched.wire.codec import decode, encode
+from p2psched.wire.deal import Commitment, Receipt, parse
+from p2psched.worker import manager as wm
+
+S = TaskState
+
+
+def spec(
+    i: int,
+    *,
+    driver: str = "echo",
+    retries: int = 2,
+    timeout: float = 60.0,
+    max_price: float = math.inf,
+    need: str = "",
+) -> TaskSpec:
+    return TaskSpec(
+        task_id=f"job-{i:06d}",
+        index=i,
+        name=str(i),
+        driver=driver,
+        input={"n": i},
+        need=Need.parse(need),
+        timeout_s=timeout,
+        max_price=max_price,
+        retries=retries,
+        priority=5,
+    )
+
+
+def ad(identity: Identity, price: float = 0.0, drivers: tuple[str, ...] = ("echo",)) -> WorkerAd:
+    profile = Profile(
+        cpu_model="cpu",
+        cpu_cores=4,
+        ram_gb=8.0,
+        min_price=price,
+        drivers=drivers,
+        free_slots=1,
+        addresses=("127.0.0.1:1",),
+    )
+    return WorkerAd(identity.node_id, profile, seq=1, expires=1e12)
+
+
+@dataclass
+class Net:
+    """A scheduler and workers; messages cross through the codec and the schemas, in order;
+    tasks run instantly unless a test holds them."""
+
+    run: JobRun
+    workers: dict[bytes, wm.TaskManager]
+    now: float = 1000.0
+    up: set[bytes] = field(default_factory=set)
+    hold: bool = False  # started tasks wait for `finish`
+    started: list[tuple[bytes, bytes, dict[str, Any]]] = field(default_factory=list)
+    behave: dict[bytes, Any] = field(default_factory=dict)  # worker -> message rewriter
+    settled: list[str] = field(default_factory=list)
+    closed: list[tuple[bytes, str]] = field(default_factory=list)
+
+    def pump(self, rounds: int = 10_000) -> None:
+        for _ in range(rounds):
+            moved = False
+            for a in self.run.actions():
+                moved = True
+                if isinstance(a, Connect):
+                    if a.worker in self.workers:
+                        self.up.add(a.worker)
+                        self.workers[a.worker].connected(
+                            self.run.identity.node_id, self.run.identity.public_key, self.now
+                        )
+                        self.run.connected(a.worker, self._key(a.worker), self.now)
+                    else:
+                        self.run.disconnected(a.worker, "refused", self.now)
+                elif isinstance(a, Send):
+                    if a.worker in self.up:
+                        self.workers[a.worker].receive(
+                            self.run.identity.node_id, parse(decode(encode(a.message))), self.now
+                        )
+                elif isinstance(a, Close):
+                    self.closed.append((a.worker, a.reason))
+                    self.drop(a.worker, tell_scheduler=False)
+                elif isinstance(a, Settled):
+                    self.settled.append(a.task_id)
+            for wid, w in self.workers.items():
+                for b in w.actions():
+                    moved = True
+                    if isinstance(b, wm.Send) and wid in self.up:
+                        msg = b.message
+                        if wid in self.behave:
+                            msg = self.behave[wid](msg)
+                        self.run.receive(wid, parse(decode(encode(msg))), self.now)
+                    elif isinstance(b, wm.Start):
+                        if self.hold:
+                            self.started.append((wid, b.peer, b.task))
+                        else:
+                            w.finished(
+                                b.peer, b.task["id"], {"out": b.task["input"]}, None, self.now
+                            )
+            if not moved:
+                return
+        raise AssertionError("no quiescence")
+
+    def _key(self, worker: bytes) -> bytes:
+        return self.workers[worker].identity.public_key
+
+    def drop(self, worker: bytes, *, tell_scheduler: bool = True) -> None:
+        self.up.discard(worker)
+        self.workers[worker].disconnected(self.run.identity.node_id, self.now)
+        if tell_scheduler:
+            self.run.disconnected(worker, "connection reset", self.now)
+
+    def advance(self, seconds: float, step: float = 0.5) -> None:
+        end = self.now + seconds
+        while self.now < end:
+            self.now = min(end, self.now + step)
+            for w in self.workers.values():
+                w.tick(self.now)
+            self.run.tick(self.now)
+            self.pump()
+
+
+def make_net(
+    n_tasks: int,
+    n_workers: int,
+    *,
+    prices: list[float] | None = None,
+    budget: float = math.inf,
+    mtr: float = 0.0,
+    **task: Any,
+) -> Net:
+    sched = Identity.generate()
+    ids = [Identity.generate() for _ in range(n_workers)]
+    prices = prices or [0.0] * n_workers
+    workers = {
+        i.node_id: wm.TaskManager(i, slots=2, queue_depth=2, price=p) for i, p in zip(ids, prices)
+    }
+    run = JobRun(
+        sched, "job", [spec(k, **task) for k in range(n_tasks)], mtr=mtr, budget=budget, now=1000.0
+    )
+    net = Net(run, workers)
+    run.add_workers([ad(i, p) for i, p in zip(ids, prices)], net.now)
+    net.pump()
+    return net
+
+
+def receipts_verify(net: Net) -> None:
+    for t in net.run.tasks.values():
+        assert t.state == S.COMPLETED
+        r = t.receipt
+        assert r is not None and t.worker is not None
+        assert r.verify(net.workers[t.worker].identity.public_key)
+        assert r.task == t.spec.task_id
+
+
+def test_two_hundred_tasks_over_five_workers_complete_once_each() -> None:
+    net = make_net(200, 5)
+    assert net.run.done
+    assert sorted(net.settled) == sorted(net.run.tasks)  # every task settled exactly once
+    receipts_verify(net)
+    assert {t.worker for t in net.run.tasks.values()} == set(net.workers)
+    assert all(t.output == {"out": t.spec.input} for t in net.run.tasks.values())
+
+
+def test_mtr_zero_prefers_the_cheapest_worker() -> None:
+    net = make_net(4, 3, prices=[0.3, 0.1, 0.2])
+    cheapest = [w for w, m in net.workers.items() if m.price == 0.1][0]
+    assert [t.worker for t in net.run.tasks.values()] == [cheapest] * 4  # it had room for 4
+    assert net.run.spent == pytest.approx(0.4)
+
+
+def test_budget_is_never_exceeded() -> None:
+    net = make_net(10, 2, prices=[1.0, 1.0], budget=3.5)
+    assert net.run.spent <= 3.5
+    assert net.run.counts()["completed"] == 3
+    net.advance(40)  # nobody can be paid for the rest: they fail with the reason
+    assert net.run.done and net.run.counts()["failed"] == 7
+
+
+def test_price_above_the_task_budget_is_declined_with_the_reason() -> None:
+    net = make_net(1, 1, prices=[2.0], max_price=1.0)
+    net.advance(40)
+    t = net.run.tasks["job-000000"]
+    assert t.state == S.FAILED
+    assert "price below its minimum" in (t.error or "")
+
+
+def test_lost_worker_tasks_finish_elsewhere() -> None:
+    net = make_net(0, 0)
+    ids = [Identity.generate() for _ in range(3)]
+    net.workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1) for i in ids}
+    net.run = JobRun(net.run.identity, "job", [spec(k) for k in range(12)], mtr=0, now=net.now)
+    net.hold = True
+    net.run.add_workers([ad(i) for i in ids], net.now)
+    net.pump()
+    victim = net.started[0][0]
+    net.drop(victim)
+    net.pump()
+    net.hold = False
+    for _ in range(100):
+        if net.run.done:
+            break
+        held, net.started = net.started, []
+        for wid, peer, task in held:
+            if wid in net.up:
+                net.workers[wid].finished(peer, task["id"], "ok", None, net.now)
+        net.pump()
+        net.advance(1)
+    assert net.run.done and net.run.counts() == {"completed": 12}
+    assert sorted(net.settled) == sorted(net.run.tasks)
+    assert all(t.worker != victim for t in net.run.tasks.values())
+
+
+def test_silent_worker_is_given_up_after_its_heartbeat_stops() -> None:
+    net = make_net(0, 0)
+    a = Identity.generate()
+    net.workers = {a.node_id: wm.TaskManager(a, slots=1, queue_depth=0)}
+    net.run = JobRun(net.run.identity, "job", [spec(0)], mtr=0, now=net.now)
+    net.hold = True
+    net.run.add_workers([ad(a)], net.now)
+    net.pump()
+    assert net.run.tasks["job-000000"].state == S.SENT
+    net.advance(3)  # beats arrive: it is running
+    assert net.run.tasks["job-000000"].state == S.RUNNING
+    net.workers[a.node_id].heartbeat_s = math.inf  # it hangs
+    net.workers[a.node_id]._peers[net.run.identity.node_id].next_beat = math.inf
+    net.advance(6)
+    assert (a.node_id, "heartbeat stopped") in net.closed
+    t = net.run.tasks["job-000000"]
+    assert t.state == S.QUEUED and a.node_id in t.excluded and t.attempts == 1
+
+
+def commit(w: wm.TaskManager, sched: Identity, task_id: str, now: float) -> None:
+    c = Commitment(sched.node_id, w.identity.node_id, "job", [task_id], 0.0, now).signed(sched)
+    w.receive(sched.node_id, parse({"t": "commit", "rid": 1, "commitment": c.to_wire()}), now)
+
+
+def dispatch(w: wm.TaskManager, sched: Identity, task_id: str, now: float) -> None:
+    task = {"id": task_id, "driver": "echo", "model": None, "input": 1, "timeout": 5.0}
+    w.receive(sched.node_id, parse({"t": "run", "tasks": [task]}), now)
+
+
+def test_lease_expires_on_the_worker_without_a_dispatch() -> None:
+    w = wm.TaskManager(Identity.generate(), slots=1, queue_depth=0, lease_s=10)
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    commit(w, sched, "t1", 0.0)
+    assert w.capacity == 0
+    w.tick(9.9)
+    assert w.capacity == 0
+    w.tick(10.0)
+    assert w.capacity == 1  # the slot is free again
+    w.actions()
+    dispatch(w, sched, "t1", 11.0)
+    [result] = [a for a in w.actions() if isinstance(a, wm.Send)]
+    assert "no lease" in result.message["error"]
+
+
+def test_scheduler_requeues_when_no_lease_comes() -> None:
+    net = make_net(0, 0)
+    a = Identity.generate()
+    net.workers = {a.node_id: wm.TaskManager(a)}
+    net.run = JobRun(net.run.identity, "job", [spec(0)], mtr=0, now=net.now)
+    net.behave[a.node_id] = lambda m: {**m, "rid": 999} if m["t"] == "lease" else m
+    net.run.add_workers([ad(a)], net.now)
+    net.pump()  # the lease names a commitment never sent: the worker is dropped
+    assert net.closed and "not committed" in net.closed[0][1]
+    assert net.run.tasks["job-000000"].state == S.QUEUED
+
+
+def test_driver_failure_retries_elsewhere_then_fails_with_the_reason() -> None:
+    net = make_net(0, 0)
+    ids = [Identity.generate() for _ in range(3)]
+    net.workers = {i.node_id: wm.TaskManager(i) for i in ids}
+    net.run = JobRun(net.run.identity, "job", [spec(0, retries=1)], mtr=0, now=net.now)
+    net.hold = True
+    net.run.add_workers([ad(i) for i in ids], net.now)
+    net.pump()
+    for _ in range(2):
+        ((wid, peer, task),) = net.started
+        net.started = []
+        net.workers[wid].finished(peer, task["id"], None, "exit code 3: boom", net.now)
+        net.pump()
+    t = net.run.tasks["job-000000"]
+    assert t.state == S.FAILED and t.error == "exit code 3: boom" and len(t.excluded) == 2
+
+
+@pytest.mark.parametrize("forgery", ["signature", "other_key", "hash", "oversize", "price"])
+def test_forged_receipt_is_not_counted_and_the_task_runs_elsewhere(forgery: str) -> None:
+    net = make_net(0, 0)
+    liar, honest, stranger = Identity.generate(), Identity.generate(), Identity.generate()
+    net.workers = {
+        liar.node_id: wm.TaskManager(liar, price=0.5),
+        honest.node_id: wm.TaskManager(honest, price=0.9),
+    }
+    net.run = JobRun(
+        net.run.identity,
+        "job",
+        [spec(0)],
+        mtr=0,
+        now=net.now,
+        config=DispatchConfig(max_result_bytes=1000),
+    )
+
+    def forge(m: dict[str, Any]) -> dict[str, Any]:
+        if m["t"] != "result":
+            return m
+        r = Receipt.from_wire(m["receipt"], "r")
+        if forgery == "signature":
+            r = replace(r, sig=bytes(64))
+        elif forgery == "other_key":
+            r = replace(r, worker=stranger.node_id).signed(stranger)
+        elif forgery == "hash":
+            m = {**m, "output": "something else"}
+        elif forgery == "oversize":
+            out = "x" * 5000
+            from p2psched.wire.deal import result_hash
+
+            r = replace(r, result_hash=result_hash(out)).signed(liar)
+            m = {**m, "output": out}
+        elif forgery == "price":
+            r = replace(r, price=7.0).signed(liar)
+        return {**m, "receipt": r.to_wire()}
+
+    net.behave[liar.node_id] = forge
+    net.run.add_workers([ad(liar, 0.5), ad(honest, 0.9)], net.now)
+    net.pump()
+    t = net.run.tasks["job-000000"]
+    assert [w for w, _ in net.closed] == [liar.node_id]
+    assert t.state == S.COMPLETED and t.worker == honest.node_id
+    assert net.run.spent == pytest.approx(0.9)
+
+
+def test_cancel_queued_committed_and_running() -> None:
+    net = make_net(0, 0)
+    a = Identity.generate()
+    net.workers = {a.node_id: wm.TaskManager(a, slots=1, queue_depth=1)}
+    net.run = JobRun(net.run.identity, "job", [spec(k) for k in range(3)], mtr=0, now=net.now)
+    net.hold = True
+    net.run.add_workers([ad(a)], net.now)
+    net.pump()
+    states = {tid: t.state for tid, t in net.run.tasks.items()}
+    assert sorted(states.values()) == [S.QUEUED, S.SENT, S.SENT]
+    assert net.run.cancel(None, net.now) == sorted(states)
+    net.pump()
+    assert all(t.state == S.ABORTED for t in net.run.tasks.values())
+    assert net.workers[a.node_id].capacity == 2  # the worker let go of both
+
+
+def test_task_timeout_on_the_scheduler_side() -> None:
+    net = make_net(0, 0)
+    a = Identity.generate()
+    net.workers = {a.node_id: wm.TaskManager(a)}
+    net.run = JobRun(
+        net.run.identity,
+        "job",
+        [spec(0, timeout=5, retries=0)],
+        mtr=0,
+        now=net.now,
+        config=DispatchConfig(silence_s=1000),
+    )
+    net.hold = True
+    net.run.add_workers([ad(a)], net.now)
+    net.pump()
+    net.advance(14)
+    assert net.run.tasks["job-000000"].state == S.RUNNING
+    net.advance(2)
+    t = net.run.tasks["job-000000"]
+    assert t.state == S.TIMED_OUT and "timed out after 5 s" in (t.error or "")
+
+
+def test_results_wait_on_the_worker_until_acknowledged() -> None:
+    w = wm.TaskManager(Identity.generate())
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    commit(w, sched, "t1", 0.0)
+    dispatch(w, sched, "t1", 0.0)
+    w.disconnected(sched.node_id, 1.0)  # the scheduler went away while it ran
+    w.actions()
+    w.finished(sched.node_id, "t1", 42, None, 2.0)
+    assert not [a for a in w.actions() if isinstance(a, wm.Send)]
+    w.connected(sched.node_id, sched.public_key, 3.0)
+    [again] = [a for a in w.actions() if isinstance(a, wm.Send)]
+    assert again.message["task"] == "t1" and again.message["output"] == 42
+    w.receive(sched.node_id, parse({"t": "ack", "tasks": ["t1"]}), 4.0)
+    w.connected(sched.node_id, sched.public_key, 5.0)
+    assert not [a for a in w.actions() if isinstance(a, wm.Send)]
+
+
+def test_lifecycle_refuses_illegal_moves() -> None:
+    assert S.QUEUED.to(S.NEGOTIATING) == S.NEGOTIATING
+    for bad in [
+        (S.COMPLETED, S.QUEUED),
+        (S.QUEUED, S.COMPLETED),
+        (S.ABORTED, S.RUNNING),
+        (S.UNSCHEDULED, S.SENT),
+        (S.FAILED, S.QUEUED),
+    ]:
+        with pytest.raises(IllegalTransition, match=f"from {bad[0].value} to {bad[1].value}"):
+            bad[0].to(bad[1])
+    assert {s for s in S if s.final} == {S.COMPLETED, S.FAILED, S.ABORTED, S.TIMED_OUT}
+
+
+def test_messages_of_the_wrong_direction_are_refused() -> None:
+    w = wm.TaskManager(Identity.generate())
+    from p2psched.wire.schema import SchemaError
+
+    with pytest.raises(SchemaError, match="does not take 'decline'"):
+        w.receive(b"x" * 32, parse({"t": "decline", "rid": 1, "reason": "no"}), 0.0)
+    with pytest.raises(SchemaError, match="unknown message type"):
+        parse({"t": "steal"})
+    with pytest.raises(SchemaError, match="run.tasks"):
+        parse({"t": "run", "tasks": "all"})

@@ -1,0 +1,101 @@
+"""Jobs end to end in one process over real sockets: a gate, workers and a scheduler node on
+loopback, found through the DHT, dispatched over Noise channels."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2psched.identity import Identity
+from p2psched.node.node import Node, open_node
+from p2psched.resources.detect import Detected
+from p2psched.scheduler.jobspec import parse_job
+from p2psched.wire.deal import result_hash
+from p2psched.worker.config import WorkerConfig
+
+MACHINE = Detected("Test CPU", 4, 8.0, 100.0, (), 0.0, 0.0)
+
+
+@asynccontextmanager
+async def network(
+    tmp_path: Path, configs: list[WorkerConfig]
+) -> AsyncIterator[tuple[Node, list[Node]]]:
+    async with AsyncExitStack() as stack:
+        gate = await stack.enter_async_context(open_node(Identity.generate(), tmp_path / "gate"))
+        seeds = [gate.dht.address]
+        workers = [
+            await stack.enter_async_context(
+                open_node(
+                    Identity.generate(),
+                    tmp_path / f"w{i}",
+                    seeds=seeds,
+                    worker=config,
+                    detected=MACHINE,
+                )
+            )
+            for i, config in enumerate(configs)
+        ]
+        scheduler = await stack.enter_async_context(
+            open_node(Identity.generate(), tmp_path / "s", seeds=seeds, dht_client=True)
+        )
+        yield scheduler, workers
+
+
+def echo_job(n: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "e2e",
+        "driver": "echo",
+        "template": {"input": {"n": "{n}"}},
+        "matrix": {"n": list(range(n))},
+        **extra,
+    }
+
+
+async def test_two_hundred_tasks_over_five_workers(tmp_path: Path) -> None:
+    configs = [WorkerConfig(slots=2, drivers=("echo",)) for _ in range(5)]
+    async with network(tmp_path, configs) as (scheduler, workers):
+        job = scheduler.jobs.submit(parse_job(echo_job(200)))
+        with trio.fail_after(60):
+            await job.done.wait()
+        runs = job.run.tasks.values()
+        assert job.run.counts() == {"completed": 200}
+        assert sorted(job.settled) == sorted(job.run.tasks)  # each settled exactly once
+        keys = {w.node_id: w.identity.public_key for w in workers}
+        for t in runs:
+            assert t.output == {"n": t.spec.index}
+            r = t.receipt
+            assert r is not None and r.verify(keys[r.worker])
+            assert r.result_hash == result_hash(t.output) and r.task == t.spec.task_id
+        assert {t.worker for t in runs} == set(keys)  # the load spread over all five
+        done = [w.worker.service.completed for w in workers if w.worker]
+        assert sum(done) == 200  # nothing ran twice
+
+
+async def test_a_worker_without_the_driver_declines_and_others_run_it(tmp_path: Path) -> None:
+    configs = [WorkerConfig(drivers=("echo",)), WorkerConfig(drivers=("echo", "sleep"))]
+    async with network(tmp_path, configs) as (scheduler, workers):
+        spec = {"name": "naps", "driver": "sleep", "tasks": [{"input": {"seconds": 0}}] * 3}
+        job = scheduler.jobs.submit(parse_job(spec))
+        with trio.fail_after(60):
+            await job.done.wait()
+        assert job.run.counts() == {"completed": 3}
+        # only the worker that enables sleep advertises it, so only it was asked
+        assert {t.worker for t in job.run.tasks.values()} == {workers[1].node_id}
+
+
+async def test_job_nobody_can_run_fails_with_the_reason(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    configs = [WorkerConfig(drivers=("echo",), min_price=5.0)]
+    async with network(tmp_path, configs) as (scheduler, _):
+        spec = echo_job(2, budget={"max_price_per_task": 1.0})
+        job = scheduler.jobs.submit(parse_job(spec))
+        with trio.fail_after(300):
+            await job.done.wait()
+        assert job.run.counts() == {"failed": 2}
+        errors = {t.error for t in job.run.tasks.values()}
+        assert len(errors) == 1 and "meets" in next(iter(errors))  # max_price<=1 excludes it

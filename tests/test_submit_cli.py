@@ -1,0 +1,154 @@
+"""`p2psched submit` and `p2psched devnet` as a user runs them: separate processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from p2psched import devnet
+from p2psched.wire.deal import Receipt
+
+EXE = [sys.executable, "-m", "p2psched.cli"]
+
+
+def p2psched(*args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*EXE, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,  # type: ignore[call-overload]
+    )
+
+
+@pytest.fixture
+def net(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[devnet.Devnet]:
+    workers = getattr(request, "param", 5)
+    started = devnet.up(tmp_path / "net", workers)
+    try:
+        yield started
+    finally:
+        devnet.down(tmp_path / "net")
+        assert not any(devnet._exists(p) for p in started.pids.values())
+
+
+def write_job(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def load_receipt(path: Path) -> tuple[Receipt, bytes]:
+    doc = json.loads(path.read_text())
+    key = bytes.fromhex(doc.pop("worker_public_key"))
+    return Receipt.from_json(doc), key
+
+
+def test_two_hundred_tasks_through_the_cli(net: devnet.Devnet, tmp_path: Path) -> None:
+    job = write_job(
+        tmp_path / "job.yaml",
+        (
+            "name: many\n"
+            "driver: echo\n"
+            "template:\n  input: {n: '{n}', text: 'hello {n}'}\n"
+            f"matrix:\n  n: {list(range(200))}\n"
+        ),
+    )
+    out = p2psched(
+        "submit",
+        str(job),
+        "--gate",
+        net.gate,
+        "--json",
+        "--results",
+        str(tmp_path / "results"),
+        "--data-dir",
+        str(tmp_path / "me"),
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["completed"] == 200 and summary["total"] == 200 and summary["failed"] == 0
+    folder = tmp_path / "results" / "many"
+    results = sorted(folder.glob("[0-9]*[0-9].json"))
+    receipts = sorted(folder.glob("*.receipt.json"))
+    assert len(results) == 200 and len(receipts) == 200
+    workers = set()
+    for r_path, rc_path in zip(results, receipts):
+        result = json.loads(r_path.read_text())
+        assert result["state"] == "completed"
+        assert result["output"] == {"n": result["index"], "text": f"hello {result['index']}"}
+        receipt, key = load_receipt(rc_path)
+        assert receipt.verify(key) and receipt.task == result["task"]
+        workers.add(receipt.worker)
+    assert len(workers) == 5
+
+
+@pytest.mark.parametrize("net", [3], indirect=True)
+def test_worker_killed_mid_job(net: devnet.Devnet, tmp_path: Path) -> None:
+    job = write_job(
+        tmp_path / "naps.yaml",
+        (
+            "name: naps\n"
+            "driver: sleep\n"
+            "retries: 3\n"
+            "template:\n  input: {seconds: 0.3}\n"
+            f"matrix:\n  i: {list(range(40))}\n"
+        ),
+    )
+    results = tmp_path / "results"
+    submit = subprocess.Popen(
+        [
+            *EXE,
+            "submit",
+            str(job),
+            "--gate",
+            net.gate,
+            "--json",
+            "--results",
+            str(results),
+            "--data-dir",
+            str(tmp_path / "me"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        folder = results / "naps"
+        deadline = time.monotonic() + 60
+        while len(list(folder.glob("*.receipt.json"))) < 4:
+            assert time.monotonic() < deadline and submit.poll() is None, "no progress"
+            time.sleep(0.05)
+        os.kill(net.pids["worker-0"], signal.SIGKILL)
+        out, err = submit.communicate(timeout=120)
+    finally:
+        submit.kill()
+    assert submit.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["completed"] == 40 and summary["failed"] == 0
+    results_seen = [json.loads(p.read_text()) for p in folder.glob("[0-9]*[0-9].json")]
+    assert sorted(r["index"] for r in results_seen) == list(range(40))  # each exactly once
+    assert any(r["attempts"] > 0 for r in results_seen)  # some were lost with the worker
+
+
+def test_bad_spec_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    job = write_job(tmp_path / "bad.yaml", "name: x\ndriver: ftp\ntasks: [{input: 1}]\n")
+    # the gate address is not even listened on: validation comes first
+    out = p2psched("submit", str(job), "--gate", "127.0.0.1:9", "--data-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert str(job) in out.stderr and "driver" in out.stderr and "ftp" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_detach_needs_a_running_node(tmp_path: Path) -> None:
+    job = write_job(tmp_path / "ok.yaml", "name: x\ntasks: [{input: 1}]\n")
+    out = p2psched("submit", str(job), "--detach", "--data-dir", str(tmp_path / "none"))
+    assert out.returncode == 2 and "--detach needs a node running on" in out.stderr
