@@ -46,8 +46,12 @@ class Devnet:
     pids: dict[str, int]
 
 
-def worker_config(i: int, drivers: list[str]) -> str:
-    cpu, cores, ram, gpus, models, price, slots = PROFILES[i % len(PROFILES)]
+def worker_config(
+    i: int, drivers: list[str], slots: int | None = None, price: float | None = None
+) -> str:
+    cpu, cores, ram, gpus, models, base_price, base_slots = PROFILES[i % len(PROFILES)]
+    slots = base_slots if slots is None else slots
+    price = base_price * (1 + i // len(PROFILES) * 0.1) if price is None else price
     gpu_list = ", ".join(f'{{ model = "{m}", vram_gb = {v} }}' for m, v in gpus)
     listed = ", ".join(f'"{m}"' for m in models)
     return (
@@ -55,7 +59,7 @@ def worker_config(i: int, drivers: list[str]) -> str:
         "[worker]\n"
         f"slots = {slots}\n"
         f"drivers = [{', '.join(repr(d).replace(chr(39), chr(34)) for d in drivers)}]\n"
-        f"min_price = {price * (1 + i // len(PROFILES) * 0.1):.4f}\n"
+        f"min_price = {price:.4f}\n"
         f"models = [{listed}]\n"
         f"loaded_models = [{listed}]\n"
         f'labels = {{ devnet = "w{i}" }}\n'
@@ -104,8 +108,11 @@ def up(
     *,
     drivers: list[str] | None = None,
     gate_port: int = 0,
-    worker_args: list[str] | None = None,
+    slots: int | None = None,
+    price: float | None = None,
 ) -> Devnet:
+    """Start the gate and `workers` workers from `folder`. `slots` and `price`, when given,
+    replace the simulated machines' own (a benchmark wants them all alike)."""
     if (folder / STATE_FILE).exists() and _alive(_read(folder)):
         raise DevnetError(f"a devnet already runs from {folder}; `p2psched devnet down` first")
     folder.mkdir(parents=True, exist_ok=True)
@@ -122,7 +129,7 @@ def up(
         for i in range(workers):
             name = f"worker-{i}"
             config = folder / f"{name}.toml"
-            config.write_text(worker_config(i, drivers))
+            config.write_text(worker_config(i, drivers, slots, price))
             procs[name] = _spawn(
                 folder,
                 name,
@@ -135,7 +142,6 @@ def up(
                     str(config),
                     "--data-dir",
                     str(folder / name),
-                    *(worker_args or []),
                 ],
             )
         for name, proc in procs.items():

@@ -255,7 +255,11 @@ def test_silent_worker_is_given_up_after_its_heartbeat_stops() -> None:
 
 def commit(w: wm.TaskManager, sched: Identity, task_id: str, now: float) -> None:
     c = Commitment(sched.node_id, w.identity.node_id, "job", [task_id], 0.0, now).signed(sched)
-    w.receive(sched.node_id, parse({"t": "commit", "rid": 1, "commitment": c.to_wire()}), now)
+    w.receive(
+        sched.node_id,
+        parse({"t": "commit", "rid": 1, "commitment": c.to_wire(), "run": []}),
+        now,
+    )
 
 
 def dispatch(w: wm.TaskManager, sched: Identity, task_id: str, now: float) -> None:

@@ -136,6 +136,7 @@ class JobRun:
         self.held = 0.0
         self._queue: list[tuple[int, int, int, str]] = []
         self._queued = 0
+        self._final = 0  # tasks in a final state
         self._shapes: Counter[tuple[str, str | None, str, float]] = Counter()  # queued, by kind
         self._shape_spec: dict[tuple[str, str | None, str, float], TaskSpec] = {}
         # (deadline, task id): an entry is stale once the task's own deadline moved on.
@@ -156,7 +157,7 @@ class JobRun:
 
     @property
     def done(self) -> bool:
-        return all(t.state.final for t in self.tasks.values())
+        return self._final == len(self.tasks)
 
     def public_key_of(self, worker: bytes) -> bytes | None:
         w = self.workers.get(worker)
@@ -306,18 +307,14 @@ class JobRun:
         if ids is None or set(m["tasks"]) != set(ids):
             self._ban(w, "leased tasks that were not committed to it", now)
             return
-        ready = [self.tasks[i] for i in ids if self.tasks[i].state == S.SCHEDULED]
-        for t in ready:
-            self._move(t, S.SENT, now)
-        if ready:
-            self._out.append(Send(w.ad.node_id, {"t": "run", "tasks": [_wire(t) for t in ready]}))
+        # The tasks travelled with the commitment: the lease confirms they are in its queue.
 
     def _on_reject(self, w: _Worker, m: dict[str, Any], now: float) -> None:
         ids = w.pending.pop(m["rid"], None) or []
         w.quote, w.room, w.declined = None, 0, m["reason"]
         for i in ids:
             t = self.tasks[i]
-            if t.state == S.SCHEDULED and t.worker == w.ad.node_id:
+            if t.state in IN_FLIGHT and t.worker == w.ad.node_id:
                 self._back(t, f"commitment rejected: {m['reason']}", now, count=False)
 
     def _on_result(self, w: _Worker, m: dict[str, Any], now: float) -> None:
@@ -447,8 +444,19 @@ class JobRun:
             w.pending[self._rid] = commitment.tasks
             for t in runs:
                 self._move(t, S.SCHEDULED, now)
+                self._move(t, S.SENT, now)
+            # The tasks go with their commitment: the worker leases and queues them at once,
+            # or rejects them all; a separate dispatch would cost a round trip per batch.
             self._out.append(
-                Send(worker, {"t": "commit", "rid": self._rid, "commitment": commitment.to_wire()})
+                Send(
+                    worker,
+                    {
+                        "t": "commit",
+                        "rid": self._rid,
+                        "commitment": commitment.to_wire(),
+                        "run": [_wire(t) for t in runs],
+                    },
+                )
             )
 
     def _best(self, t: TaskRun, now: float) -> _Worker | None:
@@ -463,10 +471,12 @@ class JobRun:
                 continue
             ahead = max(0, q.capacity - w.room)
             expected = q.wait_mean + q.run_mean * (1 + ahead / max(1, q.capacity))
+            # Last, the tasks already placed there: among equals (a new worker's run time is
+            # unknown), the batch spreads instead of piling on whoever answered first.
             if math.isinf(self.mtr):
-                key = (expected, q.price)
+                key = (expected, q.price, ahead)
             else:
-                key = (q.price + self.mtr * expected, expected)
+                key = (q.price + self.mtr * expected, expected, ahead)
             if best_key is None or key < best_key:
                 best, best_key = w, key
         return best
@@ -529,6 +539,7 @@ class JobRun:
 
     def _move(self, t: TaskRun, new: TaskState, now: float) -> None:
         old, t.state, t.since = t.state, t.state.to(new), now
+        self._final += new.final
         if (new == S.QUEUED) != (old == S.QUEUED):
             shape = _shape(t.spec)
             self._queued += 1 if new == S.QUEUED else -1

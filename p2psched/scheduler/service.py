@@ -140,7 +140,13 @@ class JobDriver:
 
         async def writer() -> None:
             async for message in receive:
-                await channel.send(message)
+                batch = [message]
+                while True:  # whatever else is ready goes in the same write
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await channel.send_many(batch)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)

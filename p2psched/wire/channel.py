@@ -41,8 +41,13 @@ class SecureChannel:
 
     async def send(self, message: Any) -> None:
         """Send one message; raises `ChannelClosed` when the connection is gone."""
+        await self.send_many([message])
+
+    async def send_many(self, messages: list[Any]) -> None:
+        """Send these messages in order, in as few writes as the socket takes."""
         async with self._write_lock:
-            self._session.seal(encode(message))
+            for message in messages:
+                self._session.seal(encode(message))
             try:
                 await self._stream.send_all(self._session.data_to_send())
             except (trio.BrokenResourceError, trio.ClosedResourceError) as e:

@@ -11,7 +11,7 @@ the field; `verify()` is true only for a document signed by the key whose node i
 from __future__ import annotations
 
 import hashlib
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from p2psched.identity import Identity, node_id_of, verify
@@ -41,14 +41,18 @@ class _Signed:
     TAG: ClassVar[bytes]
     CHECKS: ClassVar[dict[str, schema.Check]]
 
+    def values(self) -> list[Any]:
+        """The fields in order, signature last (no deep copy, unlike `astuple`)."""
+        return [getattr(self, f.name) for f in fields(self)]
+
     def body(self) -> bytes:
-        return self.TAG + encode(list(astuple(self))[:-1])
+        return self.TAG + encode(self.values()[:-1])
 
     def signer(self) -> bytes:
         raise NotImplementedError
 
     def verify(self, public_key: bytes) -> bool:
-        sig: bytes = astuple(self)[-1]
+        sig: bytes = self.values()[-1]
         return node_id_of(public_key) == self.signer() and verify(public_key, sig, self.body())
 
     def to_wire(self) -> dict[str, Any]:
@@ -183,8 +187,8 @@ class Receipt(_Signed):
 
 
 def _sign(doc: Any, identity: Identity) -> Any:
-    unsigned = type(doc)(*astuple(doc)[:-1], b"")
-    return type(doc)(*astuple(doc)[:-1], identity.sign(unsigned.body()))
+    fields_ = doc.values()[:-1]
+    return type(doc)(*fields_, identity.sign(doc.body()))
 
 
 def result_hash(output: Any) -> bytes:
@@ -230,8 +234,15 @@ MESSAGES: dict[str, schema.Check] = {
             "max_price": _finite_or_inf,
         }
     ),
+    # `run`: the committed tasks themselves, dispatched with their commitment (may be empty:
+    # then a `run` message follows the lease)
     "commit": schema.mapping(
-        {"t": _any, "rid": schema.uint(), "commitment": lambda v, p: Commitment.from_wire(v, p)}
+        {
+            "t": _any,
+            "rid": schema.uint(),
+            "commitment": lambda v, p: Commitment.from_wire(v, p),
+            "run": schema.list_of(_TASK, MAX_BATCH),
+        }
     ),
     "run": schema.mapping({"t": _any, "tasks": schema.list_of(_TASK, MAX_BATCH)}),
     "ack": schema.mapping({"t": _any, "tasks": schema.list_of(_TASK_ID, MAX_BATCH)}),

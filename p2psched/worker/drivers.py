@@ -57,11 +57,13 @@ class DriverTask:
     input: Any  # msgpack/JSON value
     model: str | None  # the model the task asked for, if any
     timeout_s: float
-    scratch: Path  # an empty directory created for this task by the caller, removed by the caller
+    scratch: Path  # for a driver that `uses_scratch`: an empty directory the caller made for this
+    # task and removes afterwards; for the others, only the temporary folder
 
 
 class Driver(Protocol):
     name: str
+    uses_scratch: bool  # whether the task needs its scratch directory made (it costs a mkdir)
 
     async def run(self, task: DriverTask, progress: Callable[[float], None]) -> Any:
         """The task's msgpack-able result; raises `DriverError`; keeps to `task.timeout_s`."""
@@ -117,6 +119,7 @@ class EchoDriver:
     """Returns the input as it came: for trying the network without running anything."""
 
     name = "echo"
+    uses_scratch = False
 
     async def run(self, task: DriverTask, progress: Callable[[float], None]) -> Any:
         return task.input
@@ -126,6 +129,7 @@ class SleepDriver:
     """Waits `input.seconds` and says so: a task with a known duration, for tests and benchmarks."""
 
     name = "sleep"
+    uses_scratch = False
 
     async def run(self, task: DriverTask, progress: Callable[[float], None]) -> Any:
         _check_fields(task.input, {"seconds": "number"}, {})
@@ -198,6 +202,7 @@ class CommandDriver:
     """Runs a program the operator allowlisted by name, with the task's arguments and stdin."""
 
     name = "command"
+    uses_scratch = True
 
     def __init__(self, config: CommandDriverConfig) -> None:
         self._config = config
@@ -289,6 +294,7 @@ class HttpDriver:
     """Posts the input as JSON to the endpoint serving the task's model; answers its JSON."""
 
     name = "http"
+    uses_scratch = False
 
     def __init__(self, config: HttpDriverConfig) -> None:
         self._config = config

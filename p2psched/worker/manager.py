@@ -226,6 +226,8 @@ class TaskManager:
             reason = f"state changed: room for {self.capacity} tasks now, not {len(c.tasks)}"
         elif any((peer, t) in self._held or (peer, t) in self._leases for t in c.tasks):
             reason = "some of these tasks are already leased or held here"
+        elif not {t["id"] for t in m["run"]} <= set(c.tasks):
+            reason = "tasks sent with a commitment must be among the tasks it names"
         if reason is not None:
             self._out.append(Send(peer, {"t": "reject", "rid": m["rid"], "reason": reason}))
             return
@@ -235,6 +237,8 @@ class TaskManager:
         self._out.append(
             Send(peer, {"t": "lease", "rid": m["rid"], "tasks": c.tasks, "expires": expires})
         )
+        if m["run"]:
+            self._on_run(peer, {"t": "run", "tasks": m["run"]}, now)
 
     def _on_run(self, peer: bytes, m: dict[str, Any], now: float) -> None:
         for task in m["tasks"]:

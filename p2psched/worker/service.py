@@ -92,14 +92,10 @@ class WorkerService:
                 await self._flush()
 
     async def _flush(self, *, kick: bool = True) -> None:
+        outgoing: dict[bytes, list[dict[str, Any]]] = {}
         for action in self.manager.actions():
             if isinstance(action, Send):
-                channel = self._channels.get(action.peer)
-                if channel is not None:
-                    try:
-                        await channel.send(action.message)
-                    except ChannelError:
-                        pass  # its reader sees the same and cleans up
+                outgoing.setdefault(action.peer, []).append(action.message)
             elif isinstance(action, Start):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._run, action.peer, action.task)
@@ -107,6 +103,13 @@ class WorkerService:
                 scope = self._running.get((action.peer, action.task_id))
                 if scope is not None:
                     scope.cancel()
+        for peer, messages in outgoing.items():
+            channel = self._channels.get(peer)
+            if channel is not None:
+                try:
+                    await channel.send_many(messages)
+                except ChannelError:
+                    pass  # its reader sees the same and cleans up
         if kick:  # a deadline may have come closer: the timer loop looks again
             self._kick.set()
 
@@ -117,7 +120,9 @@ class WorkerService:
         driver = self.drivers.get(task["driver"])
         with trio.CancelScope() as scope:
             self._running[key] = scope
-            scratch = Path(tempfile.mkdtemp(prefix="task-", dir=self.scratch_root))
+            scratch = Path(self.scratch_root or tempfile.gettempdir())
+            if driver is not None and driver.uses_scratch:
+                scratch = Path(tempfile.mkdtemp(prefix="task-", dir=self.scratch_root))
             try:
                 if driver is None:
                     raise DriverError(f"driver {task['driver']!r} is not enabled on this worker")
@@ -129,7 +134,8 @@ class WorkerService:
                 error = str(e) or type(e).__name__
             finally:
                 del self._running[key]
-                shutil.rmtree(scratch, ignore_errors=True)
+                if driver is not None and driver.uses_scratch:
+                    shutil.rmtree(scratch, ignore_errors=True)
         if scope.cancelled_caught:
             error = "cancelled by its scheduler"
         if error is None:
