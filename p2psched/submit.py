@@ -29,6 +29,7 @@ from p2psched.node.node import open_node
 from p2psched.scheduler.jobspec import JobSpec, load_job
 
 POLL_S = 0.25
+DETACH_WAIT_S = 10.0
 
 
 class SubmitError(Exception):
@@ -174,18 +175,27 @@ def _remote(
     answer = client.post("/v1/jobs", {"spec": doc, "source": source})
     job_id = answer["job"]
     if detach:
+        # Committed means a worker took them. Tasks beyond what the workers can hold now stay
+        # queued on the node, which commits them as room appears; so wait for the first
+        # commitments (or a few seconds), not for all.
+        deadline = time.monotonic() + DETACH_WAIT_S
         while True:
             status = client.get(f"/v1/jobs/{job_id}")
-            waiting = sum(status["counts"].get(s, 0) for s in ("queued", "negotiating"))
-            if not waiting or status["state"] == "done":
+            counts = status["counts"]
+            queued = counts.get("queued", 0) + counts.get("negotiating", 0)
+            placed = status["total"] - queued
+            settled = (placed and not counts.get("negotiating")) or status["state"] == "done"
+            if settled or time.monotonic() > deadline:
                 break
             time.sleep(POLL_S)
-        print(
-            json.dumps({"job": job_id, "tasks": answer["tasks"]})
-            if as_json
-            else f"job {job_id}: {answer['tasks']} tasks committed; follow it with "
-            f"`p2psched status {job_id}`"
-        )
+        if as_json:
+            print(json.dumps({"job": job_id, "tasks": answer["tasks"], "queued": queued}))
+        else:
+            print(
+                f"job {job_id}: {placed} of {answer['tasks']} tasks committed"
+                + (f", {queued} queued on the node until workers have room" if queued else "")
+                + f"; follow it with `p2psched status {job_id}`"
+            )
         return 0
     folder = ResultsFolder(results, spec.name)
     failures: list[dict[str, Any]] = []

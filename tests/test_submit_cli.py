@@ -11,9 +11,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from p2psched import devnet
+from p2psched.api.client import ControlClient
 from p2psched.wire.deal import Receipt
 
 EXE = [sys.executable, "-m", "p2psched.cli"]
@@ -152,3 +154,101 @@ def test_detach_needs_a_running_node(tmp_path: Path) -> None:
     job = write_job(tmp_path / "ok.yaml", "name: x\ntasks: [{input: 1}]\n")
     out = p2psched("submit", str(job), "--detach", "--data-dir", str(tmp_path / "none"))
     assert out.returncode == 2 and "--detach needs a node running on" in out.stderr
+
+
+@pytest.fixture
+def node(net: devnet.Devnet, tmp_path: Path) -> Iterator[Path]:
+    """A plain node joined to the devnet, running its control API; yields its data dir."""
+    data = tmp_path / "node"
+    proc = subprocess.Popen(
+        [*EXE, "node", "--gate", net.gate, "--data-dir", str(data)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while (client := ControlClient.find(data)) is None:
+            assert proc.poll() is None and time.monotonic() < deadline, "the node did not start"
+            time.sleep(0.1)
+        client.close()
+        yield data
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0
+    assert ControlClient.find(data) is None  # it took its endpoint file away
+
+
+@pytest.mark.parametrize("net", [2], indirect=True)
+def test_a_running_node_takes_jobs_and_answers_status_commands(node: Path, tmp_path: Path) -> None:
+    job = write_job(
+        tmp_path / "naps.yaml",
+        (
+            "name: naps\ndriver: sleep\ntemplate:\n  input: {seconds: 0.05}\n"
+            f"matrix:\n  i: {list(range(12))}\n"
+        ),
+    )
+    out = p2psched("submit", str(job), "--detach", "--json", "--data-dir", str(node))
+    assert out.returncode == 0, out.stderr
+    job_id = json.loads(out.stdout)["job"]
+    assert job_id.startswith("naps-")
+    deadline = time.monotonic() + 60
+    while True:
+        status = json.loads(p2psched("status", job_id, "--json", "--data-dir", str(node)).stdout)
+        if status["state"] == "done":
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert status["completed"] == 12
+    listed = json.loads(p2psched("jobs", "--json", "--data-dir", str(node)).stdout)
+    assert [j["job"] for j in listed] == [job_id]
+    tasks = json.loads(
+        p2psched("tasks", job_id, "--state", "completed", "--json", "--data-dir", str(node)).stdout
+    )
+    assert len(tasks) == 12 and all(t["worker"] for t in tasks)
+    bad = p2psched("tasks", job_id, "--state", "finished", "--data-dir", str(node))
+    assert bad.returncode == 2 and "unknown state 'finished'" in bad.stderr
+    missing = p2psched("status", "nope", "--data-dir", str(node))
+    assert missing.returncode == 2 and "no job 'nope'" in missing.stderr
+
+    # without --detach, the results come back through the node
+    out = p2psched(
+        "submit", str(job), "--json", "--results", str(tmp_path / "r"), "--data-dir", str(node)
+    )
+    assert out.returncode == 0, out.stderr
+    assert len(list((tmp_path / "r" / "naps").glob("*.receipt.json"))) == 12
+
+
+@pytest.mark.parametrize("net", [1], indirect=True)
+def test_cancel_a_running_job(node: Path, tmp_path: Path) -> None:
+    job = write_job(
+        tmp_path / "long.yaml",
+        (
+            "name: long\ndriver: sleep\ntimeout: 10m\ntemplate:\n  input: {seconds: 300}\n"
+            f"matrix:\n  i: {list(range(8))}\n"
+        ),
+    )
+    job_id = json.loads(
+        p2psched("submit", str(job), "--detach", "--json", "--data-dir", str(node)).stdout
+    )["job"]
+    out = p2psched("cancel", f"{job_id}/7", "--data-dir", str(node))
+    assert out.returncode == 0 and "cancelled 1 task" in out.stdout
+    out = p2psched("cancel", job_id, "--data-dir", str(node))
+    assert out.returncode == 0 and "cancelled 7 task" in out.stdout
+    status = json.loads(p2psched("status", job_id, "--json", "--data-dir", str(node)).stdout)
+    assert status["counts"] == {"aborted": 8} and status["state"] == "done"
+
+
+@pytest.mark.parametrize("net", [1], indirect=True)
+def test_control_api_refuses_requests_without_the_token(node: Path) -> None:
+    url = json.loads((node / "api.json").read_text())["url"]
+    for headers in ({}, {"authorization": "Bearer wrong"}):
+        r = httpx.get(f"{url}/v1/jobs", headers=headers)
+        assert r.status_code == 401 and "api.token" in r.json()["message"]
+    token = (node / "api.token").read_text().strip()
+    r = httpx.post(
+        f"{url}/v1/jobs",
+        json={"spec": {"name": "x", "tasks": []}},
+        headers={"authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 422 and r.json()["status"] == "error" and "tasks" in r.json()["message"]
+    assert oct((node / "api.token").stat().st_mode & 0o777) == "0o600"
