@@ -142,6 +142,7 @@ class JobRun:
         # (deadline, task id): an entry is stale once the task's own deadline moved on.
         self._timers: list[tuple[float, str]] = []
         self._next_sweep = now
+        self._ticked = -math.inf  # when `tick` last ran
         self._rid = 0
         self._out: list[Action] = []
         self._last_discover = now
@@ -170,7 +171,9 @@ class JobRun:
         c = self.config
         asked = [w.asked_at for w in self.workers.values() if w.rid]
         times = [t + c.quote_timeout_s for t in asked]
-        times += [min(asked) + c.quote_wait_s] if asked else []
+        # Two deadlines only prompt a look at the quotes: once a tick has passed them, the
+        # look was taken, and repeating them would spin.
+        soft = [min(asked) + c.quote_wait_s] if asked else []
         times += [
             w.heard + c.silence_s for w in self.workers.values() if w.holding and w.link == "up"
         ]
@@ -181,7 +184,8 @@ class JobRun:
             times.append(self._timers[0][0])
         if self._queued:
             times.append(self._next_sweep)
-            times += [w.ask_after for w in self.workers.values() if w.ask_after > 0]
+            soft += [w.ask_after for w in self.workers.values()]
+        times += [t for t in soft if t > self._ticked]
         return min(times, default=math.inf)
 
     # -- events ---------------------------------------------------------------------------
@@ -266,6 +270,7 @@ class JobRun:
 
     def tick(self, now: float) -> None:
         c = self.config
+        self._ticked = now
         for w in self.workers.values():
             if w.rid is not None and w.asked_at + c.quote_timeout_s <= now:
                 w.rid, w.declined = None, "did not answer a quote request in time"
