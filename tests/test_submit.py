@@ -99,3 +99,16 @@ async def test_job_nobody_can_run_fails_with_the_reason(
         assert job.run.counts() == {"failed": 2}
         errors = {t.error for t in job.run.tasks.values()}
         assert len(errors) == 1 and "meets" in next(iter(errors))  # max_price<=1 excludes it
+
+
+async def test_two_jobs_share_one_worker_over_one_channel(tmp_path: Path) -> None:
+    async with network(tmp_path, [WorkerConfig(slots=2, drivers=("echo", "sleep"))]) as (s, ws):
+        naps = {"name": "naps", "driver": "sleep", "tasks": [{"input": {"seconds": 0.2}}] * 4}
+        a = s.jobs.submit(parse_job(naps))
+        b = s.jobs.submit(parse_job(echo_job(20)))
+        with trio.fail_after(60):
+            await a.done.wait()
+            await b.done.wait()
+        assert a.run.counts() == {"completed": 4} and b.run.counts() == {"completed": 20}
+        assert all(t.attempts == 0 for t in [*a.run.tasks.values(), *b.run.tasks.values()])
+        assert ws[0].worker is not None and ws[0].worker.service.completed == 24

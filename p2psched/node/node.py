@@ -23,7 +23,7 @@ from p2psched.resources.detect import Detected, detect
 from p2psched.scheduler.discovery import Discovery
 from p2psched.scheduler.dispatch import DispatchConfig
 from p2psched.scheduler.jobs import JobBook
-from p2psched.scheduler.service import dht_finder
+from p2psched.scheduler.service import Dispatcher, dht_finder
 from p2psched.worker.advert import AD_TTL, Advert
 from p2psched.worker.config import WorkerConfig
 from p2psched.worker.drivers import disabled_reason, make_drivers
@@ -83,7 +83,9 @@ async def open_node(
             raise JoinError(f"no seed answered ({listed}); check the address and that it runs")
         async with trio.open_nursery() as nursery:
             discovery = Discovery(dht)
-            jobs = JobBook(identity, dht_finder(discovery), nursery, config=dispatch, clock=dht.now)
+            dispatcher = Dispatcher(identity, dht_finder(discovery), clock=dht.now)
+            await nursery.start(dispatcher.serve)
+            jobs = JobBook(dispatcher, nursery, config=dispatch)
             roles = ("gate",) if gate else ()
             node = Node(identity, data_dir, dht, discovery, jobs, roles + ("scheduler",))
             if worker is not None:

@@ -13,9 +13,10 @@ the job never commits more money than its budget; every task reaches a final sta
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +125,7 @@ class JobRun:
         budget: float = math.inf,
         now: float,
         config: DispatchConfig | None = None,
+        rids: Iterator[int] | None = None,
     ) -> None:
         self.identity = identity
         self.job = job
@@ -143,7 +145,9 @@ class JobRun:
         self._timers: list[tuple[float, str]] = []
         self._next_sweep = now
         self._ticked = -math.inf  # when `tick` last ran
-        self._rid = 0
+        # Request ids: unique across the node's jobs when they share `rids`, since one channel
+        # to a worker carries them all and answers are routed back by id.
+        self._rids = rids if rids is not None else itertools.count(1)
         self._out: list[Action] = []
         self._last_discover = now
         self.started = now
@@ -391,15 +395,15 @@ class JobRun:
             if w.link != "up":
                 continue
             spec = wanted[0]
-            self._rid += 1
-            w.rid, w.asked_at, w.ask_after = self._rid, now, 0.0
+            rid = next(self._rids)
+            w.rid, w.asked_at, w.ask_after = rid, now, 0.0
             asked += 1
             self._out.append(
                 Send(
                     w.ad.node_id,
                     {
                         "t": "quote?",
-                        "rid": self._rid,
+                        "rid": rid,
                         "job": self.job,
                         "tasks": min(MAX_BATCH, self._queued),
                         "driver": spec.driver,
@@ -437,7 +441,7 @@ class JobRun:
         for worker, runs in batches.items():
             w = self.workers[worker]
             assert w.quote is not None
-            self._rid += 1
+            rid = next(self._rids)
             commitment = Commitment(
                 scheduler=self.identity.node_id,
                 worker=worker,
@@ -446,7 +450,7 @@ class JobRun:
                 price=w.quote.price,
                 issued_at=now,
             ).signed(self.identity)
-            w.pending[self._rid] = commitment.tasks
+            w.pending[rid] = commitment.tasks
             for t in runs:
                 self._move(t, S.SCHEDULED, now)
                 self._move(t, S.SENT, now)
@@ -457,7 +461,7 @@ class JobRun:
                     worker,
                     {
                         "t": "commit",
-                        "rid": self._rid,
+                        "rid": rid,
                         "commitment": commitment.to_wire(),
                         "run": [_wire(t) for t in runs],
                     },
@@ -614,6 +618,15 @@ class JobRun:
         for tid in w.holding:
             self.tasks[tid].excluded.add(w.ad.node_id)
         self._lose(w, f"worker dropped: {reason}", now)
+
+
+def task_id_for(job: str, index: int) -> str:
+    """Task ids name their job, so answers on a channel shared by jobs find their way."""
+    return f"{job}/{index}"
+
+
+def job_of(task_id: str) -> str:
+    return task_id.rpartition("/")[0]
 
 
 def _shape(spec: TaskSpec) -> tuple[str, str | None, str, float]:

@@ -12,17 +12,14 @@ from __future__ import annotations
 import base64
 import math
 import secrets
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
 
-from p2psched.identity import Identity
-from p2psched.scheduler.dispatch import DispatchConfig, JobRun, TaskRun
+from p2psched.scheduler.dispatch import DispatchConfig, JobRun, TaskRun, task_id_for
 from p2psched.scheduler.jobspec import JobSpec, derive_tasks, job_mtr
-from p2psched.scheduler.service import FindWorkers, JobDriver
+from p2psched.scheduler.service import Dispatcher
 
 
 @dataclass(slots=True)
@@ -30,7 +27,6 @@ class SubmittedJob:
     job_id: str
     spec: JobSpec
     run: JobRun
-    driver: JobDriver
     submitted_at: float
     settled: list[str] = field(default_factory=list)  # task ids, in the order they settled
     finished_at: float | None = None
@@ -97,54 +93,46 @@ class JobBook:
 
     def __init__(
         self,
-        identity: Identity,
-        find: FindWorkers,
+        dispatcher: Dispatcher,
         nursery: trio.Nursery,
         *,
         config: DispatchConfig | None = None,
-        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.identity = identity
-        self.find = find
+        self.dispatcher = dispatcher
         self.nursery = nursery
         self.config = config
-        self.clock = clock
         self.jobs: dict[str, SubmittedJob] = {}
 
     def submit(self, spec: JobSpec) -> SubmittedJob:
         # Task ids travel to workers, which key them by scheduler: a job id unique on this
         # node keeps a resubmitted job's tasks apart from the first run's.
         job_id = f"{spec.name}-{secrets.token_hex(3)}"
-        tasks = [replace(t, task_id=f"{job_id}/{t.index}") for t in derive_tasks(spec)]
-        now = self.clock()
+        tasks = [replace(t, task_id=task_id_for(job_id, t.index)) for t in derive_tasks(spec)]
+        now = self.dispatcher.clock()
         run = JobRun(
-            self.identity,
+            self.dispatcher.identity,
             job_id,
             tasks,
             mtr=job_mtr(spec, now),
             budget=spec.budget.total,
             now=now,
             config=self.config,
+            rids=self.dispatcher.rids,
         )
-        job: SubmittedJob
-
-        def settled(_: JobRun, task_id: str) -> None:
-            job.settled.append(task_id)
-
-        driver = JobDriver(run, self.find, on_settled=settled, clock=self.clock)
-        job = SubmittedJob(job_id, spec, run, driver, now)
+        job = SubmittedJob(job_id, spec, run, now)
         self.jobs[job_id] = job
+        dispatched = self.dispatcher.add(run, lambda _, task_id: job.settled.append(task_id))
 
-        async def drive() -> None:
-            await driver()
-            job.finished_at = self.clock()
+        async def finish() -> None:
+            await dispatched.wait()
+            job.finished_at = self.dispatcher.clock()
             job.done.set()
 
-        self.nursery.start_soon(drive)
+        self.nursery.start_soon(finish)
         return job
 
     def cancel(self, job_id: str, task_ids: list[str] | None = None) -> list[str]:
-        return self.jobs[job_id].driver.cancel(task_ids)
+        return self.dispatcher.cancel(job_id, task_ids)
 
 
 def to_json(value: Any) -> Any:

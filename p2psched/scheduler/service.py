@@ -1,31 +1,45 @@
-"""The scheduler's trio shell for one job: finds workers in the DHT, opens a secure channel to
-each worker the `JobRun` wants, carries messages both ways and keeps the job's timers.
+"""The scheduler's trio shell: drives all of a node's `JobRun`s over one secure channel per
+worker, finds workers in the DHT for them, and keeps their timers.
 
-Owns: the channels of this job (one per worker, each with its reader and its writer), the timer
-loop, and the hand-off of settled tasks to `on_settled`.
-Promises: `run_job` returns once every task is final (or the caller cancels it); a worker that
-breaks a rule is disconnected; an error on one channel touches no other.
+Owns: the links (a channel to a worker, its reader and its writer, shared by every job that
+uses that worker), routing each answer to its job (by request id, by the job a quote names, by
+the job a task id names), and the one timer loop.
+Promises: a job's `done` event is set once all its tasks are final; a worker that breaks a
+rule, or does not read what it is sent, is disconnected, and every job using it hears so; an
+error on one link touches no other.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
+from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.scheduler.discovery import Discovery, WorkerAd
-from p2psched.scheduler.dispatch import Close, Connect, Discover, JobRun, Send, Settled
-from p2psched.wire.channel import ChannelClosed, open_channel
+from p2psched.scheduler.dispatch import (
+    Close,
+    Connect,
+    Discover,
+    JobRun,
+    Send,
+    Settled,
+    job_of,
+)
+from p2psched.wire.channel import SecureChannel, open_channel
 from p2psched.wire.deal import parse
 from p2psched.wire.noise import ChannelError
 from p2psched.wire.schema import SchemaError
 
-Settle = Callable[[JobRun, str], Awaitable[None] | None]
+Settle = Callable[[JobRun, str], None]
 FindWorkers = Callable[[Need], Awaitable[list[WorkerAd]]]
+OUTBOX = 4096  # messages waiting for a worker's socket; more means it does not read
 
 
 def dht_finder(discovery: Discovery) -> FindWorkers:
@@ -35,108 +49,178 @@ def dht_finder(discovery: Discovery) -> FindWorkers:
     return find
 
 
-class JobDriver:
-    """Runs one `JobRun` to its end over real channels."""
+@dataclass(slots=True)
+class _Job:
+    run: JobRun
+    on_settled: Settle | None
+    done: trio.Event = field(default_factory=trio.Event)
+    discovering: bool = False
 
+
+@dataclass(slots=True)
+class _Link:
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    jobs: set[str] = field(default_factory=set)
+    outgoing: trio.MemorySendChannel[dict[str, Any]] | None = None
+    public_key: bytes | None = None
+    reason: str | None = None  # why it ended, when we ended it
+
+
+class Dispatcher:
     def __init__(
-        self,
-        run: JobRun,
-        find: FindWorkers,
-        *,
-        on_settled: Settle | None = None,
-        clock: Callable[[], float] = time.time,
+        self, identity: Identity, find: FindWorkers, *, clock: Callable[[], float] = time.time
     ) -> None:
-        self.run = run
+        self.identity = identity
         self.find = find
-        self.on_settled = on_settled
         self.clock = clock
-        self._outgoing: dict[bytes, trio.MemorySendChannel[dict[str, Any]]] = {}
-        self._scopes: dict[bytes, trio.CancelScope] = {}
+        self.rids = itertools.count(1)
+        self._jobs: dict[str, _Job] = {}
+        self._links: dict[bytes, _Link] = {}
+        self._rid_owner: dict[int, str] = {}
         self._kick = trio.Event()
-        self._discovering = False
         self._nursery: trio.Nursery | None = None
 
-    async def __call__(self) -> JobRun:
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(self._discover)
-            while not self.run.done:
-                wait = self.run.next_deadline() - self.clock()
-                with trio.move_on_after(max(0.0, wait) if math.isfinite(wait) else 3600):
+            task_status.started()
+            while True:
+                deadline = min(
+                    (j.run.next_deadline() for j in self._jobs.values()), default=math.inf
+                )
+                wait = deadline - self.clock()
+                with trio.move_on_after(
+                    max(0.0, min(wait, 3600.0)) if math.isfinite(wait) else 3600
+                ):
                     await self._kick.wait()
                 self._kick = trio.Event()
-                self.run.tick(self.clock())
-                await self._flush(kick=False)
-            nursery.cancel_scope.cancel()
-        return self.run
+                now = self.clock()
+                for job_id, job in list(self._jobs.items()):
+                    job.run.tick(now)
+                    self._flush(job_id, kick=False)
 
-    def cancel(self, task_ids: list[str] | None) -> list[str]:
-        aborted = self.run.cancel(task_ids, self.clock())
-        self._kick.set()
+    def add(self, run: JobRun, on_settled: Settle | None = None) -> trio.Event:
+        """Start running `run`; the event is set when all its tasks are final."""
+        job = _Job(run, on_settled)
+        self._jobs[run.job] = job
+        self._start_discovery(run.job)
+        self._flush(run.job)
+        return job.done
+
+    def cancel(self, job_id: str, task_ids: list[str] | None) -> list[str]:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return []
+        aborted = job.run.cancel(task_ids, self.clock())
+        self._flush(job_id)
         return aborted
 
-    async def _flush(self, *, kick: bool = True) -> None:
-        assert self._nursery is not None
-        for action in self.run.actions():
-            if isinstance(action, Send):
-                out = self._outgoing.get(action.worker)
-                if out is not None:
-                    out.send_nowait(action.message)
-            elif isinstance(action, Connect):
-                self._nursery.start_soon(self._connect, action.worker, action.addresses)
-            elif isinstance(action, Close):
-                scope = self._scopes.get(action.worker)
-                if scope is not None:
-                    scope.cancel()
-            elif isinstance(action, Settled):
-                if self.on_settled is not None:
-                    done = self.on_settled(self.run, action.task_id)
-                    if done is not None:
-                        await done
-            elif isinstance(action, Discover):
-                self._nursery.start_soon(self._discover)
-        if kick:
+    # -- actions --------------------------------------------------------------------------
+
+    def _flush(self, job_id: str, *, kick: bool = True) -> None:
+        """Carry out what a job's run asks for (which may make it ask for more)."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return
+        while actions := job.run.actions():
+            for action in actions:
+                if isinstance(action, Send):
+                    if "rid" in action.message:
+                        self._rid_owner[action.message["rid"]] = job_id
+                    self._send(action.worker, action.message)
+                elif isinstance(action, Connect):
+                    self._connect(job_id, action.worker, action.addresses)
+                elif isinstance(action, Close):
+                    self._close(action.worker, action.reason)
+                elif isinstance(action, Settled):
+                    if job.on_settled is not None:
+                        job.on_settled(job.run, action.task_id)
+                elif isinstance(action, Discover):
+                    self._start_discovery(job_id)
+        if job.run.done:
+            del self._jobs[job_id]
+            job.done.set()
+            for worker, link in list(self._links.items()):
+                link.jobs.discard(job_id)
+                if not link.jobs:
+                    self._close(worker, None)
+        if kick:  # its next deadline may have come closer: the timer loop looks again
             self._kick.set()
 
-    async def _discover(self) -> None:
-        if self._discovering:
+    def _send(self, worker: bytes, message: dict[str, Any]) -> None:
+        link = self._links.get(worker)
+        if link is None or link.outgoing is None:
             return
-        self._discovering = True
         try:
-            needs = {str(t.spec.need): t.spec.need for t in self.run.tasks.values()}
+            link.outgoing.send_nowait(message)
+        except trio.WouldBlock:
+            self._close(worker, f"it left {OUTBOX} messages unread")
+        except trio.BrokenResourceError:
+            pass  # the link is closing; its jobs hear so from `_link`
+
+    def _close(self, worker: bytes, reason: str | None) -> None:
+        link = self._links.get(worker)
+        if link is not None:
+            link.reason = link.reason or reason
+            link.scope.cancel()
+
+    def _connect(self, job_id: str, worker: bytes, addresses: tuple[str, ...]) -> None:
+        link = self._links.get(worker)
+        if link is None:
+            link = self._links[worker] = _Link()
+            assert self._nursery is not None
+            self._nursery.start_soon(self._link, worker, addresses, link)
+        link.jobs.add(job_id)
+        if link.public_key is not None:  # already up: this job joins it
+            self._jobs[job_id].run.connected(worker, link.public_key, self.clock())
+
+    def _start_discovery(self, job_id: str) -> None:
+        job = self._jobs.get(job_id)
+        if job is None or job.discovering or self._nursery is None:
+            return
+        job.discovering = True
+        self._nursery.start_soon(self._discover, job_id, job)
+
+    async def _discover(self, job_id: str, job: _Job) -> None:
+        try:
+            needs = {str(t.spec.need): t.spec.need for t in job.run.tasks.values()}
             for need in needs.values():
                 ads = await self.find(need)
-                self.run.add_workers(ads, self.clock())
-                await self._flush()
+                if job_id in self._jobs:
+                    job.run.add_workers(ads, self.clock())
+                    self._flush(job_id)
         finally:
-            self._discovering = False
+            job.discovering = False
 
-    async def _connect(self, worker: bytes, addresses: tuple[str, ...]) -> None:
+    # -- links ----------------------------------------------------------------------------
+
+    async def _link(self, worker: bytes, addresses: tuple[str, ...], link: _Link) -> None:
         reason = "it advertises no address"
-        with trio.CancelScope() as scope:
-            self._scopes[worker] = scope
+        with link.scope:
             for address in addresses:
                 host, _, port = address.rpartition(":")
                 try:
                     async with open_channel(
-                        host.strip("[]"), int(port), self.run.identity, expected_peer=worker
+                        host.strip("[]"), int(port), self.identity, expected_peer=worker
                     ) as channel:
-                        await self._session(worker, channel)
-                        reason = "the channel closed"
+                        reason = await self._session(worker, channel, link)
                         break
                 except (ChannelError, ValueError) as e:
                     reason = str(e)
-        if scope.cancelled_caught:
-            reason = "disconnected: it broke the protocol"
-        self._scopes.pop(worker, None)
-        self._outgoing.pop(worker, None)
-        if not self.run.done:
-            self.run.disconnected(worker, reason, self.clock())
-            await self._flush()
+        if link.reason is not None:
+            reason = link.reason
+        if self._links.get(worker) is link:
+            del self._links[worker]
+        now = self.clock()
+        for job_id in list(link.jobs):
+            job = self._jobs.get(job_id)
+            if job is not None:
+                job.run.disconnected(worker, reason, now)
+                self._flush(job_id)
 
-    async def _session(self, worker: bytes, channel: Any) -> None:
-        send, receive = trio.open_memory_channel[dict[str, Any]](math.inf)
-        self._outgoing[worker] = send
+    async def _session(self, worker: bytes, channel: SecureChannel, link: _Link) -> str:
+        send, receive = trio.open_memory_channel[dict[str, Any]](OUTBOX)
+        link.outgoing, link.public_key = send, channel.peer.public_key
 
         async def writer() -> None:
             async for message in receive:
@@ -150,20 +234,51 @@ class JobDriver:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)
-            self.run.connected(worker, channel.peer.public_key, self.clock())
-            await self._flush()
+            now = self.clock()
+            for job_id in list(link.jobs):
+                if job_id in self._jobs:
+                    self._jobs[job_id].run.connected(worker, channel.peer.public_key, now)
+                    self._flush(job_id)
             try:
                 while True:
-                    raw = await channel.receive()
                     try:
-                        message = parse(raw)
+                        message = parse(await channel.receive())
                     except SchemaError as e:
-                        self.run.disconnected(
-                            worker, f"sent a malformed message ({e})", self.clock()
-                        )
-                        break
-                    self.run.receive(worker, message, self.clock())
-                    await self._flush()
-            except ChannelClosed:
-                pass
-            nursery.cancel_scope.cancel()
+                        return f"sent a malformed message ({e})"
+                    if message["t"] == "error":
+                        return f"it refused the channel: {message['reason']}"
+                    self._route(worker, link, message)
+            except ChannelError as e:
+                return str(e)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    def _route(self, worker: bytes, link: _Link, m: dict[str, Any]) -> None:
+        now = self.clock()
+        kind = m["t"]
+        if kind == "beat":  # each job hears the worker, and about its own tasks
+            for job_id in list(link.jobs):
+                mine = [(t, p) for t, p in zip(m["running"], m["progress"]) if job_of(t) == job_id]
+                beat = {
+                    "t": "beat",
+                    "running": [t for t, _ in mine],
+                    "progress": [p for _, p in mine],
+                }
+                self._deliver(job_id, worker, beat, now)
+            return
+        if kind == "quote":
+            self._rid_owner.pop(m["rid"], None)
+            job_id = m["quote"].job
+        elif kind in ("decline", "lease", "reject"):
+            job_id = self._rid_owner.pop(m["rid"], "")
+        elif kind == "result":
+            job_id = job_of(m["task"])
+        else:  # a message only schedulers send: the job that hears it drops the worker
+            job_id = next(iter(link.jobs), "")
+        self._deliver(job_id, worker, m, now)
+
+    def _deliver(self, job_id: str, worker: bytes, m: dict[str, Any], now: float) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None:
+            job.run.receive(worker, m, now)
+            self._flush(job_id)

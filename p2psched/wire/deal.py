@@ -252,6 +252,8 @@ MESSAGES: dict[str, schema.Check] = {
         {"t": _any, "rid": schema.uint(), "quote": lambda v, p: Quote.from_wire(v, p)}
     ),
     "decline": schema.mapping({"t": _any, "rid": schema.uint(), "reason": _REASON}),
+    # the worker refuses the channel (a malformed message, say) and closes it
+    "error": schema.mapping({"t": _any, "reason": _REASON}),
     "lease": schema.mapping(
         {
             "t": _any,
