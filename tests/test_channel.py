@@ -173,3 +173,41 @@ async def test_receive_after_the_peer_leaves_raises_closed() -> None:
             assert await ch.receive() == "bye"
             with pytest.raises(ChannelClosed):
                 await ch.receive()
+
+
+async def test_a_frame_that_comes_with_the_last_handshake_message_is_delivered() -> None:
+    a, b = Identity.generate(), Identity.generate()
+    near, far = trio.testing.memory_stream_pair()
+    dialler = SecureSession(a, initiator=True, expected_peer=b.node_id)
+    async with trio.open_nursery() as nursery:
+
+        async def dial() -> None:
+            await far.send_all(dialler.data_to_send())
+            dialler.receive_data(await far.receive_some(65536))
+            dialler.seal(b"\x81\xa1t\xa5first")  # msgpack {"t": "first"}
+            await far.send_all(dialler.data_to_send())  # the last handshake message + a frame
+
+        nursery.start_soon(dial)
+        async with secure_stream(near, b, initiator=False) as ch:
+            with trio.fail_after(5):
+                assert await ch.receive() == {"t": "first"}
+
+
+async def test_inbox_is_bounded_in_bytes_while_nobody_reads() -> None:
+    from p2psched.wire.channel import INBOX_BYTES
+
+    a, b = Identity.generate(), Identity.generate()
+    near, far = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+
+        async def flood() -> None:
+            async with secure_stream(far, a, initiator=True, expected_peer=b.node_id) as ch:
+                for _ in range(40):  # 40 × 4 MiB = 160 MiB offered
+                    await ch.send(b"x" * (4 << 20))
+
+        nursery.start_soon(flood)
+        async with secure_stream(near, b, initiator=False) as ch:
+            await trio.sleep(1)  # let the reader take all it will
+            assert 0 < ch._buffered <= INBOX_BYTES
+            assert await ch.receive() == b"x" * (4 << 20)  # and reading resumes the flow
+            nursery.cancel_scope.cancel()

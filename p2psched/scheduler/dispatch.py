@@ -25,7 +25,16 @@ from p2psched.scheduler.discovery import WorkerAd
 from p2psched.scheduler.jobspec import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.wire.codec import encode
-from p2psched.wire.deal import MAX_BATCH, Commitment, Quote, Receipt, result_hash
+from p2psched.wire.deal import (
+    MAX_BATCH,
+    MAX_RESULT_BYTES,
+    MAX_RESULT_DEPTH,
+    Commitment,
+    Quote,
+    Receipt,
+    depth_over,
+    result_hash,
+)
 
 S = TaskState
 IN_FLIGHT = (S.SCHEDULED, S.SENT, S.RUNNING)
@@ -77,7 +86,7 @@ class DispatchConfig:
     no_worker_s: float = 30.0  # a task with no candidate this long fails
     rediscover_s: float = 5.0
     max_quotes: int = 32  # candidates asked at once
-    max_result_bytes: int = 8 << 20
+    max_result_bytes: int = MAX_RESULT_BYTES
 
 
 @dataclass(slots=True)
@@ -358,6 +367,8 @@ class JobRun:
             return f"receipt for {t.spec.task_id} disagrees with the result about success"
         if r.ok and len(encode(m["output"])) > self.config.max_result_bytes:
             return f"result of {t.spec.task_id} is over {self.config.max_result_bytes} bytes"
+        if r.ok and depth_over(m["output"], MAX_RESULT_DEPTH):
+            return f"result of {t.spec.task_id} nests deeper than {MAX_RESULT_DEPTH} levels"
         if r.result_hash != result_hash(m["output"] if r.ok else None):
             return f"receipt for {t.spec.task_id} does not hash the result sent"
         if r.ok and r.price > t.price:

@@ -23,6 +23,7 @@ from p2psched.wire.noise import MAX_FRAME, ChannelError, Peer, SecureSession
 
 HANDSHAKE_TIMEOUT = 10.0
 INBOX = 256  # messages read ahead of the consumer
+INBOX_BYTES = 32 << 20  # and their bytes, at most (one larger message still passes alone)
 READ_SIZE = 1 << 16
 
 
@@ -36,7 +37,9 @@ class SecureChannel:
         self._session = session
         self.peer = peer
         self._write_lock = trio.StrictFIFOLock()
-        self._inbox_send, self._inbox = trio.open_memory_channel[Any](INBOX)
+        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, int]](INBOX)
+        self._buffered = 0  # bytes of the messages in the inbox
+        self._drained = trio.Event()
         self._error: ChannelError | None = None
 
     async def send(self, message: Any) -> None:
@@ -57,9 +60,12 @@ class SecureChannel:
         """The next message; raises `ChannelClosed` at the end, or the `ChannelError` that
         ended the channel."""
         try:
-            return await self._inbox.receive()
+            message, size = await self._inbox.receive()
         except trio.EndOfChannel:
             raise self._error or ChannelClosed("the peer closed the connection") from None
+        self._buffered -= size
+        self._drained.set()
+        return message
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()
@@ -78,23 +84,30 @@ class SecureChannel:
         """The one reader: bytes → session → messages → inbox."""
         async with self._inbox_send:
             try:
+                await self._deliver()  # frames that came with the last handshake message
                 while True:
                     data = await self._stream.receive_some(READ_SIZE)
                     if not data:
                         return
                     self._session.receive_data(data)
-                    for frame in self._session.frames():
-                        try:
-                            message = decode(frame, max_size=MAX_FRAME)
-                        except DecodeError as e:
-                            raise ChannelError(
-                                f"peer sent a message that is not valid: {e}"
-                            ) from None
-                        await self._inbox_send.send(message)
+                    await self._deliver()
             except ChannelError as e:
                 self._error = e
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
+
+    async def _deliver(self) -> None:
+        for frame in self._session.frames():
+            try:
+                message = decode(frame, max_size=MAX_FRAME)
+            except DecodeError as e:
+                raise ChannelError(f"peer sent a message that is not valid: {e}") from None
+            # Bounded in bytes as well as in messages: 256 frames of 16 MiB would be 4 GiB.
+            while self._buffered and self._buffered + len(frame) > INBOX_BYTES:
+                self._drained = trio.Event()
+                await self._drained.wait()
+            self._buffered += len(frame)
+            await self._inbox_send.send((message, len(frame)))
 
 
 async def _handshake(stream: trio.abc.Stream, session: SecureSession, timeout: float) -> Peer:

@@ -22,7 +22,9 @@ from p2psched.wire.schema import SchemaError
 ID = schema.bin_exact(32)
 SIG = schema.bin_exact(64)
 MAX_BATCH = 4096  # tasks in one quote request, commitment or dispatch
-_TASK_ID = schema.text(128)
+MAX_RESULT_BYTES = 12 << 20  # a task's output, within the channel's 16 MiB frame
+MAX_RESULT_DEPTH = 64  # nesting of a task's output: JSON tools and the JSON files choke deeper
+_TASK_ID = schema.text(160)
 _REASON = schema.text(300)
 
 
@@ -99,7 +101,7 @@ class Quote(_Signed):
     CHECKS = {
         "worker": ID,
         "scheduler": ID,
-        "job": schema.text(64),
+        "job": schema.text(80),
         "price": _price,
         "wait_mean": _time,
         "wait_err": _time,
@@ -133,7 +135,7 @@ class Commitment(_Signed):
     CHECKS = {
         "scheduler": ID,
         "worker": ID,
-        "job": schema.text(64),
+        "job": schema.text(80),
         "tasks": schema.list_of(_TASK_ID, MAX_BATCH),
         "price": _price,
         "issued_at": _time,
@@ -168,7 +170,7 @@ class Receipt(_Signed):
     CHECKS = {
         "worker": ID,
         "scheduler": ID,
-        "job": schema.text(64),
+        "job": schema.text(80),
         "task": _TASK_ID,
         "ok": schema.boolean,
         "result_hash": ID,
@@ -189,6 +191,18 @@ class Receipt(_Signed):
 def _sign(doc: Any, identity: Identity) -> Any:
     fields_ = doc.values()[:-1]
     return type(doc)(*fields_, identity.sign(doc.body()))
+
+
+def depth_over(value: Any, limit: int) -> bool:
+    """Whether lists and maps nest deeper than `limit` in `value` (without recursing)."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict | list):
+            if depth >= limit:
+                return True
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return False
 
 
 def result_hash(output: Any) -> bytes:
@@ -227,7 +241,7 @@ MESSAGES: dict[str, schema.Check] = {
         {
             "t": _any,
             "rid": schema.uint(),
-            "job": schema.text(64),
+            "job": schema.text(80),
             "tasks": schema.uint(MAX_BATCH),
             "driver": schema.text(32),
             "model": schema.optional(schema.text(128)),

@@ -97,11 +97,13 @@ class TaskManager:
     heartbeat_s: float = 1.0
     quote_valid_s: float = 10.0
     keep_results_s: float = 600.0
+    max_unacked: int = 256  # results kept per scheduler until acknowledged
     _peers: dict[bytes, _Peer] = field(default_factory=dict)
     _leases: dict[TaskKey, _Lease] = field(default_factory=dict)
     _queue: deque[TaskKey] = field(default_factory=deque)
     _held: dict[TaskKey, _Held] = field(default_factory=dict)  # queued or running
     _running: set[TaskKey] = field(default_factory=set)
+    _aborting: set[TaskKey] = field(default_factory=set)  # cancelled, still stopping
     _unacked: dict[TaskKey, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     _run_times: dict[str, _RunTimes] = field(default_factory=dict)
     _out: list[Action] = field(default_factory=list)
@@ -147,6 +149,8 @@ class TaskManager:
         for key in [k for k in self._queue if k[0] == peer]:
             self._queue.remove(key)
             del self._held[key]
+        if not any(k[0] == peer for k in (*self._held, *self._unacked)):
+            self._peers.pop(peer, None)  # nothing to deliver to it later
 
     def receive(self, peer: bytes, message: dict[str, Any], now: float) -> None:
         """A checked message (see `wire.deal.parse`) from a connected scheduler. Raises
@@ -166,11 +170,12 @@ class TaskManager:
     ) -> None:
         """A started task ended: `error` None means it succeeded with `output`."""
         key = (peer, task_id)
-        held = self._held.pop(key, None)
-        self._running.discard(key)
-        if held is None:  # cancelled while it ran
+        if key in self._aborting:  # cancelled while it ran: nobody wants the result
+            self._aborting.discard(key)
             self._start_next(now)
             return
+        held = self._held.pop(key)
+        self._running.discard(key)
         duration = max(0.0, now - held.started)
         if error is None:
             self._run_times.setdefault(held.task["driver"], _RunTimes()).add(duration)
@@ -224,8 +229,11 @@ class TaskManager:
             reason = "this worker is draining and takes no new tasks"
         elif len(c.tasks) > self.capacity:
             reason = f"state changed: room for {self.capacity} tasks now, not {len(c.tasks)}"
-        elif any((peer, t) in self._held or (peer, t) in self._leases for t in c.tasks):
-            reason = "some of these tasks are already leased or held here"
+        elif any(
+            (peer, t) in self._held or (peer, t) in self._leases or (peer, t) in self._aborting
+            for t in c.tasks
+        ):
+            reason = "some of these tasks are already leased, held or still stopping here"
         elif not {t["id"] for t in m["run"]} <= set(c.tasks):
             reason = "tasks sent with a commitment must be among the tasks it names"
         if reason is not None:
@@ -268,6 +276,7 @@ class TaskManager:
                 del self._held[key]
                 if key in self._running:
                     self._running.discard(key)
+                    self._aborting.add(key)
                     self._out.append(Abort(peer, t))
                 else:
                     self._queue.remove(key)
@@ -319,9 +328,17 @@ class TaskManager:
             "receipt": receipt.to_wire(),
         }
         if error is None:
-            self._unacked[(peer, held.task["id"])] = (now, message)
+            self._keep(peer, held.task["id"], message, now)
         if self._peers.get(peer, _Peer(b"", connected=False)).connected:
             self._out.append(Send(peer, message))
+
+    def _keep(self, peer: bytes, task_id: str, message: dict[str, Any], now: float) -> None:
+        """Hold a result until its scheduler acknowledges it, within bounds: a scheduler that
+        never acknowledges loses its oldest results, not this worker its memory."""
+        self._unacked[(peer, task_id)] = (now, message)
+        mine = [k for k in self._unacked if k[0] == peer] if len(self._unacked) > 64 else []
+        for key in mine[: max(0, len(mine) - self.max_unacked)]:
+            del self._unacked[key]
 
     def _beat(self, peer: bytes) -> None:
         mine = [k for k in self._running if k[0] == peer]

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,20 @@ import trio
 
 from p2psched.identity import Identity
 from p2psched.wire.channel import SecureChannel, serve_channels
-from p2psched.wire.deal import parse
+from p2psched.wire.codec import encode
+from p2psched.wire.deal import MAX_RESULT_BYTES, MAX_RESULT_DEPTH, depth_over, parse
 from p2psched.wire.noise import ChannelError
 from p2psched.wire.schema import SchemaError
 from p2psched.worker.drivers import Driver, DriverError, DriverTask
 from p2psched.worker.manager import Abort, Send, Start, TaskManager
+
+OUTBOX = 4096  # messages waiting for a scheduler's socket; more means it does not read
+
+
+@dataclass(slots=True)
+class _Session:
+    outgoing: trio.MemorySendChannel[dict[str, Any]]
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
 class WorkerService:
@@ -44,7 +54,7 @@ class WorkerService:
         self.scratch_root = scratch_root
         self.clock = clock
         self.completed = 0
-        self._channels: dict[bytes, SecureChannel] = {}
+        self._sessions: dict[bytes, _Session] = {}
         self._running: dict[tuple[bytes, str], trio.CancelScope] = {}
         self._kick = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -68,34 +78,61 @@ class WorkerService:
 
     async def _session(self, channel: SecureChannel) -> None:
         peer = channel.peer.node_id
-        old = self._channels.get(peer)
+        old = self._sessions.get(peer)
         if old is not None:  # the scheduler reconnected: the newer channel wins
-            await old.aclose()
-        self._channels[peer] = channel
-        self.manager.connected(peer, channel.peer.public_key, self.clock())
-        await self._flush()
-        try:
-            while True:
-                try:
-                    message = parse(await channel.receive())
-                    self.manager.receive(peer, message, self.clock())
-                except SchemaError as e:
-                    await channel.send({"t": "error", "reason": str(e)})
-                    return
-                await self._flush()
-        except ChannelError:
-            pass
-        finally:
-            if self._channels.get(peer) is channel:
-                del self._channels[peer]
-                self.manager.disconnected(peer, self.clock())
-                await self._flush()
+            old.scope.cancel()
+        send, receive = trio.open_memory_channel[dict[str, Any]](OUTBOX)
+        session = _Session(send)
+        self._sessions[peer] = session
 
-    async def _flush(self, *, kick: bool = True) -> None:
-        outgoing: dict[bytes, list[dict[str, Any]]] = {}
+        async def writer() -> None:
+            async for message in receive:
+                batch = [message]
+                while True:  # whatever else is ready goes in the same write
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await channel.send_many(batch)
+
+        try:
+            with session.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(writer)
+                    self.manager.connected(peer, channel.peer.public_key, self.clock())
+                    self._flush()
+                    try:
+                        while True:
+                            message = parse(await channel.receive())
+                            self.manager.receive(peer, message, self.clock())
+                            self._flush()
+                    except SchemaError as e:
+                        send.close()
+                        with trio.move_on_after(5):  # say why, then hang up
+                            await channel.send({"t": "error", "reason": str(e)})
+                    except ChannelError:
+                        pass
+                    nursery.cancel_scope.cancel()
+        finally:
+            if self._sessions.get(peer) is session:
+                del self._sessions[peer]
+                self.manager.disconnected(peer, self.clock())
+                self._flush()
+
+    def _flush(self, *, kick: bool = True) -> None:
+        """Carry out the manager's actions; never waits on a peer's socket (a scheduler that
+        does not read is dropped, rather than stall the others and the timers)."""
         for action in self.manager.actions():
             if isinstance(action, Send):
-                outgoing.setdefault(action.peer, []).append(action.message)
+                session = self._sessions.get(action.peer)
+                if session is None:
+                    continue
+                try:
+                    session.outgoing.send_nowait(action.message)
+                except trio.WouldBlock:
+                    session.scope.cancel()  # it leaves OUTBOX messages unread
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # that session is ending
             elif isinstance(action, Start):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._run, action.peer, action.task)
@@ -103,13 +140,6 @@ class WorkerService:
                 scope = self._running.get((action.peer, action.task_id))
                 if scope is not None:
                     scope.cancel()
-        for peer, messages in outgoing.items():
-            channel = self._channels.get(peer)
-            if channel is not None:
-                try:
-                    await channel.send_many(messages)
-                except ChannelError:
-                    pass  # its reader sees the same and cleans up
         if kick:  # a deadline may have come closer: the timer loop looks again
             self._kick.set()
 
@@ -139,9 +169,13 @@ class WorkerService:
         if scope.cancelled_caught:
             error = "cancelled by its scheduler"
         if error is None:
+            error = _unsendable(output)
+        if error is None:
             self.completed += 1
-        self.manager.finished(peer, task["id"], output, error, self.clock())
-        await self._flush()
+        self.manager.finished(
+            peer, task["id"], output if error is None else None, error, self.clock()
+        )
+        self._flush()
 
     async def _timers(self) -> None:
         while True:
@@ -150,4 +184,18 @@ class WorkerService:
                 await self._kick.wait()
             self._kick = trio.Event()
             self.manager.tick(self.clock())
-            await self._flush(kick=False)
+            self._flush(kick=False)
+
+
+def _unsendable(output: Any) -> str | None:
+    """Why a driver's output cannot go back as a result (too big, too deep, not MessagePack),
+    or None: an honest worker reports that as the task's failure rather than send it."""
+    try:
+        size = len(encode(output))
+    except (OverflowError, TypeError, ValueError) as e:
+        return f"the result cannot be sent ({type(e).__name__}: {e})"[:300]
+    if size > MAX_RESULT_BYTES:
+        return f"the result is {size} bytes, over the {MAX_RESULT_BYTES}-byte limit"
+    if depth_over(output, MAX_RESULT_DEPTH):
+        return f"the result is nested deeper than {MAX_RESULT_DEPTH} levels"
+    return None
