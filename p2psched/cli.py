@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 
 from p2psched import devnet
@@ -720,6 +721,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if isinstance(e, KeyboardInterrupt):
             print("stopped", file=sys.stderr)
             sys.exit(0)  # Ctrl-C is how a node is meant to be stopped
+        if isinstance(e, httpx.HTTPError):  # the node went away while we talked to it
+            print(f"p2psched: error: the node stopped answering ({e})", file=sys.stderr)
+            sys.exit(1)
         if isinstance(e, OSError):  # the port is taken, the address is not ours, ...
             print(f"p2psched: error: {e}", file=sys.stderr)
             sys.exit(1)

@@ -9,6 +9,7 @@ stops what it started and raises `DevnetError` with the log to read; `down` leav
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -155,11 +156,17 @@ def up(
 
 
 def _read(folder: Path) -> Devnet:
+    path = folder / STATE_FILE
     try:
-        state: dict[str, Any] = json.loads((folder / STATE_FILE).read_text())
+        state: dict[str, Any] = json.loads(path.read_text())
+        return Devnet(folder, str(state["gate"]), {k: int(v) for k, v in state["pids"].items()})
     except FileNotFoundError:
         raise DevnetError(f"no devnet runs from {folder} (no {STATE_FILE} there)") from None
-    return Devnet(folder, state["gate"], {k: int(v) for k, v in state["pids"].items()})
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise DevnetError(
+            f"{path} is damaged; stop its processes by hand (see the .log files there), "
+            "then delete it"
+        ) from None
 
 
 def _alive(net: Devnet) -> bool:
@@ -167,32 +174,38 @@ def _alive(net: Devnet) -> bool:
 
 
 def _exists(pid: int) -> bool:
+    """Whether `pid` is still one of ours: a devnet node (a pid from an old state file may
+    have been reused by some other program, which must not be signalled)."""
     child = _CHILDREN.get(pid)
     if child is not None:
         return child.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    if not Path("/proc/self").exists():  # no procfs: trust the pid
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
         return True
-    return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"p2psched.cli" in cmdline
 
 
 def _stop(pids: dict[str, int], grace_s: float = 10.0) -> list[str]:
     """SIGTERM (workers withdraw their ads), then SIGKILL what is left after `grace_s`."""
     for pid in pids.values():
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        if _exists(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and any(_exists(p) for p in pids.values()):
         time.sleep(0.05)
     killed = []
     for name, pid in pids.items():
         if _exists(pid):
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
             killed.append(name)
     for pid in pids.values():
         child = _CHILDREN.pop(pid, None)

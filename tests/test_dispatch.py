@@ -433,8 +433,96 @@ def test_messages_of_the_wrong_direction_are_refused() -> None:
     from p2psched.wire.schema import SchemaError
 
     with pytest.raises(SchemaError, match="does not take 'decline'"):
-        w.receive(b"x" * 32, parse({"t": "decline", "rid": 1, "reason": "no"}), 0.0)
+        w.receive(b"x" * 32, parse({"t": "decline", "rid": 1, "reason": "no", "busy": False}), 0.0)
     with pytest.raises(SchemaError, match="unknown message type"):
         parse({"t": "steal"})
     with pytest.raises(SchemaError, match="run.tasks"):
         parse({"t": "run", "tasks": "all"})
+
+
+def test_a_task_no_worker_can_take_does_not_hold_up_the_others() -> None:
+    net = make_net(0, 0)
+    a = Identity.generate()
+    net.workers = {a.node_id: wm.TaskManager(a, slots=1, queue_depth=0)}
+    net.run = JobRun(
+        net.run.identity, "job", [spec(k, retries=3) for k in range(4)], mtr=0, now=net.now
+    )
+    net.run.tasks["job-000000"].excluded.add(a.node_id)  # as if it had failed there before
+    net.run.tasks["job-000000"].retry = True
+    net.run.add_workers([ad(a)], net.now)
+    net.pump()
+    net.advance(2)
+    counts = net.run.counts()
+    assert counts["completed"] == 3 and counts["queued"] == 1  # the others went past it
+
+
+def test_busy_workers_are_waited_for_not_given_up() -> None:
+    net = make_net(0, 0)
+    a = Identity.generate()
+    net.workers = {a.node_id: wm.TaskManager(a, slots=1, queue_depth=0)}
+    net.run = JobRun(net.run.identity, "job", [spec(0)], mtr=0, now=net.now)
+    other = Identity.generate()
+    w = net.workers[a.node_id]
+    w.connected(other.node_id, other.public_key, net.now)
+    commit(w, other, "theirs", net.now)  # another scheduler holds its only slot
+    dispatch(w, other, "theirs", net.now)
+    w.actions()
+    net.run.add_workers([ad(a)], net.now)
+    net.pump()
+    net.advance(60)  # twice the no-worker limit
+    assert net.run.tasks["job-000000"].state == S.QUEUED
+    w.finished(other.node_id, "theirs", "done", None, net.now)
+    w.actions()
+    net.advance(5)
+    assert net.run.tasks["job-000000"].state == S.COMPLETED
+
+
+def test_a_quote_expired_on_arrival_counts_as_a_decline() -> None:
+    net = make_net(0, 0)
+    a = Identity.generate()
+    net.workers = {a.node_id: wm.TaskManager(a, quote_valid_s=-1.0)}  # its clock is behind
+    net.run = JobRun(net.run.identity, "job", [spec(0)], mtr=0, now=net.now)
+    net.run.add_workers([ad(a)], net.now)
+    net.pump()
+    net.advance(40)
+    t = net.run.tasks["job-000000"]
+    assert t.state == S.FAILED and "expired" in (t.error or "")
+
+
+def test_timeout_tells_the_worker_to_stop() -> None:
+    net = make_net(0, 0)
+    a = Identity.generate()
+    net.workers = {a.node_id: wm.TaskManager(a)}
+    net.run = JobRun(
+        net.run.identity,
+        "job",
+        [spec(0, timeout=5, retries=0)],
+        mtr=0,
+        now=net.now,
+        config=DispatchConfig(silence_s=1000),
+    )
+    net.hold = True
+    net.run.add_workers([ad(a)], net.now)
+    net.pump()
+    assert net.workers[a.node_id].free_slots == 0
+    net.advance(20)
+    assert net.run.tasks["job-000000"].state == S.TIMED_OUT
+    assert net.workers[a.node_id].free_slots == 1  # the cancel reached it: it let go
+
+
+def test_a_cancelled_running_task_cannot_be_recommitted_until_it_stops() -> None:
+    w = wm.TaskManager(Identity.generate(), slots=1)
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    commit(w, sched, "t1", 0.0)
+    dispatch(w, sched, "t1", 0.0)
+    w.receive(sched.node_id, parse({"t": "cancel", "tasks": ["t1"]}), 1.0)
+    assert any(isinstance(a, wm.Abort) for a in w.actions())
+    commit(w, sched, "t1", 1.0)
+    [reject] = [a.message for a in w.actions() if isinstance(a, wm.Send)]
+    assert reject["t"] == "reject" and "still stopping" in reject["reason"]
+    w.finished(sched.node_id, "t1", None, "cancelled by its scheduler", 2.0)  # it stopped
+    assert not [a for a in w.actions() if isinstance(a, wm.Send)]  # nobody wants that
+    commit(w, sched, "t1", 3.0)
+    [lease] = [a.message for a in w.actions() if isinstance(a, wm.Send)]
+    assert lease["t"] == "lease"

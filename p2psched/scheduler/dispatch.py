@@ -39,6 +39,8 @@ from p2psched.wire.deal import (
 S = TaskState
 IN_FLIGHT = (S.SCHEDULED, S.SENT, S.RUNNING)
 DECLINE_BACKOFF_S = 2.0
+MAX_ASIDE = 64  # queued tasks passed over per commit round, at most
+QUEUE_ALLOWANCE = 5  # a sent task may take this many timeouts before it is seen running
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ Action = Connect | Send | Close | Settled | Discover
 class DispatchConfig:
     quote_timeout_s: float = 5.0
     quote_wait_s: float = 0.25  # how long the first answers wait for the other candidates'
+    max_quote_s: float = 30.0  # a quote is used at most this long, whatever it says
     lease_timeout_s: float = 10.0  # a commitment with no lease by then: back to the queue
     silence_s: float = 5.0  # a worker holding tasks that says nothing this long is lost
     timeout_grace_s: float = 10.0  # beyond a task's own timeout, which the worker enforces
@@ -115,12 +118,14 @@ class _Worker:
     rid: int | None = None  # outstanding quote request
     asked_at: float = 0.0
     quote: Quote | None = None
+    quote_until: float = 0.0  # when we stop using `quote`
     room: int = 0  # tasks it would still take under its quote
     holding: set[str] = field(default_factory=set)
     pending: dict[int, list[str]] = field(default_factory=dict)  # commit rid -> tasks
     heard: float = 0.0
     declined: str | None = None
     ask_after: float = 0.0  # after a decline, when to ask again
+    busy: bool = False  # its last answer was "too busy for now"
 
 
 class JobRun:
@@ -190,7 +195,7 @@ class JobRun:
         times += [
             w.heard + c.silence_s for w in self.workers.values() if w.holding and w.link == "up"
         ]
-        times += [w.quote.valid_until for w in self.workers.values() if w.quote]
+        times += [w.quote_until for w in self.workers.values() if w.quote]
         while self._timers and self.tasks[self._timers[0][1]].deadline != self._timers[0][0]:
             heapq.heappop(self._timers)
         if self._timers:
@@ -242,7 +247,10 @@ class JobRun:
             self._on_quote(w, message, now)
         elif kind == "decline":
             if message["rid"] == w.rid:
-                w.rid, w.declined, w.ask_after = None, message["reason"], now + DECLINE_BACKOFF_S
+                w.rid, w.ask_after = None, now + DECLINE_BACKOFF_S
+                # Busy is a "not now": the worker stays a candidate and is asked again.
+                w.declined = None if message["busy"] else message["reason"]
+                w.busy = message["busy"]
         elif kind == "lease":
             self._on_lease(w, message, now)
         elif kind == "reject":
@@ -287,7 +295,7 @@ class JobRun:
         for w in self.workers.values():
             if w.rid is not None and w.asked_at + c.quote_timeout_s <= now:
                 w.rid, w.declined = None, "did not answer a quote request in time"
-            if w.quote is not None and w.quote.valid_until <= now:
+            if w.quote is not None and w.quote_until <= now:
                 w.quote, w.room = None, 0
             if w.holding and w.link == "up" and w.heard + c.silence_s <= now:
                 self._out.append(Close(w.ad.node_id, "heartbeat stopped"))
@@ -301,6 +309,9 @@ class JobRun:
             if t.state == S.SCHEDULED:
                 self._back(t, "no lease from the worker in time", now, count=False)
             elif t.state in (S.SENT, S.RUNNING):
+                worker = t.worker
+                if worker is not None and self.workers[worker].link == "up":
+                    self._out.append(Send(worker, {"t": "cancel", "tasks": [tid]}))
                 self._back(t, f"timed out after {t.spec.timeout_s:g} s", now, final=S.TIMED_OUT)
         if self._queued and self._next_sweep <= now:
             self._next_sweep = now + 1.0
@@ -318,7 +329,16 @@ class JobRun:
         if not q.verify(w.public_key) or q.scheduler != self.identity.node_id or q.job != self.job:
             self._ban(w, "sent a quote it did not sign, or one for someone else", now)
             return
-        w.quote, w.room, w.declined = q, q.capacity, None
+        if q.capacity == 0 or q.valid_until <= now:
+            # Worth nothing now (or its clock is far behind ours): as good as a decline.
+            w.declined, w.ask_after = (
+                "its quote was empty or already expired",
+                now + DECLINE_BACKOFF_S,
+            )
+            return
+        w.quote, w.room, w.declined, w.busy = q, q.capacity, None, False
+        # Validity is judged by our clock, and never trusted for longer than a short while.
+        w.quote_until = min(q.valid_until, now + self.config.max_quote_s)
 
     def _on_lease(self, w: _Worker, m: dict[str, Any], now: float) -> None:
         ids = w.pending.pop(m["rid"], None)
@@ -340,7 +360,8 @@ class JobRun:
         t = self.tasks.get(m["task"])
         if t is None or t.worker != worker or t.state not in (S.SENT, S.RUNNING):
             if t is not None and t.state == S.COMPLETED and t.worker == worker:
-                self._out.append(Send(worker, {"t": "ack", "tasks": [m["task"]]}))
+                if t.receipt is not None and m["receipt"].sig == t.receipt.sig:
+                    self._out.append(Send(worker, {"t": "ack", "tasks": [m["task"]]}))
             return  # a late answer for a task since placed elsewhere or cancelled
         r: Receipt = m["receipt"]
         problem = self._check_receipt(w, t, r, m)
@@ -432,7 +453,10 @@ class JobRun:
 
     def _commit_round(self, now: float) -> None:
         batches: dict[bytes, list[TaskRun]] = {}
-        while self._queue:
+        # Tasks that no worker can take now (their only candidates are excluded, say) step
+        # aside for this round, so that they do not hold up the tasks behind them.
+        aside: list[tuple[int, int, int, str]] = []
+        while self._queue and len(aside) < MAX_ASIDE:
             *_, tid = self._queue[0]
             t = self.tasks[tid]
             if t.state != S.QUEUED:
@@ -440,7 +464,10 @@ class JobRun:
                 continue
             best = self._best(t, now)
             if best is None:
-                break  # the head waits for a quote; keep order rather than skip past it
+                if any(self._candidate(t, w) for w in self.workers.values()):
+                    break  # the head waits for a quote; keep order rather than skip past it
+                aside.append(heapq.heappop(self._queue))
+                continue
             heapq.heappop(self._queue)
             assert best.quote is not None
             best.room -= 1
@@ -449,6 +476,8 @@ class JobRun:
             best.holding.add(tid)
             self._move(t, S.NEGOTIATING, now)
             batches.setdefault(best.ad.node_id, []).append(t)
+        for entry in aside:
+            heapq.heappush(self._queue, entry)
         for worker, runs in batches.items():
             w = self.workers[worker]
             assert w.quote is not None
@@ -483,7 +512,7 @@ class JobRun:
         best, best_key = None, None
         for w in self.workers.values():
             q = w.quote
-            if q is None or w.room <= 0 or q.valid_until <= now or w.link != "up":
+            if q is None or w.room <= 0 or w.quote_until <= now or w.link != "up":
                 continue
             if not self._eligible(t, w) or q.price > t.spec.max_price:
                 continue
@@ -567,9 +596,11 @@ class JobRun:
             self._shape_spec.setdefault(shape, t.spec)
         if new == S.SCHEDULED:
             self._timer(t, now + self.config.lease_timeout_s)
-        elif new == S.SENT:
+        elif new == S.SENT:  # it may wait in the worker's short queue before it starts
+            self._timer(t, now + t.spec.timeout_s * QUEUE_ALLOWANCE + self.config.timeout_grace_s)
+        elif new == S.RUNNING:
             self._timer(t, now + t.spec.timeout_s + self.config.timeout_grace_s)
-        elif new != S.RUNNING:  # running keeps the deadline it got when sent
+        else:
             t.deadline = math.inf
 
     def _timer(self, t: TaskRun, deadline: float) -> None:

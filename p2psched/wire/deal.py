@@ -265,7 +265,10 @@ MESSAGES: dict[str, schema.Check] = {
     "quote": schema.mapping(
         {"t": _any, "rid": schema.uint(), "quote": lambda v, p: Quote.from_wire(v, p)}
     ),
-    "decline": schema.mapping({"t": _any, "rid": schema.uint(), "reason": _REASON}),
+    # busy: a "not now" (ask again later), as opposed to a "not this" (driver, price, ...)
+    "decline": schema.mapping(
+        {"t": _any, "rid": schema.uint(), "reason": _REASON, "busy": schema.boolean}
+    ),
     # the worker refuses the channel (a malformed message, say) and closes it
     "error": schema.mapping({"t": _any, "reason": _REASON}),
     "lease": schema.mapping(

@@ -50,12 +50,16 @@ from urllib.parse import urlsplit
 from p2psched.resources.detect import Detected
 from p2psched.resources.profile import Gpu, Profile
 from p2psched.wire.codec import decode
+from p2psched.wire.deal import MAX_RESULT_BYTES
 
 KNOWN_DRIVERS = ("sleep", "echo", "command", "http")
 CONFIGURABLE_DRIVERS = ("command", "http")
 ANY_MODEL = "*"  # the [drivers.http] endpoint for models not listed by name
 _PROGRAM_NAME = re.compile(r"[A-Za-z0-9._+-]{1,64}")
-_MAX_CAP_BYTES = 1 << 30  # the drivers hold what they cap in memory
+# A result travels back in one message of at most MAX_RESULT_BYTES: stdout and stderr
+# together, or a parsed HTTP answer, must fit.
+_MAX_OUTPUT_BYTES = MAX_RESULT_BYTES // 3
+_MAX_RESPONSE_BYTES = MAX_RESULT_BYTES * 2 // 3
 
 
 class ConfigError(ValueError):
@@ -154,9 +158,14 @@ def _names(path: Path, where: str, v: Any) -> tuple[str, ...]:
     return tuple(v)
 
 
-def _byte_cap(path: Path, where: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= _MAX_CAP_BYTES:
-        raise _fail(path, where, f"must be a whole number of bytes, 1..{_MAX_CAP_BYTES}, not {v!r}")
+def _byte_cap(path: Path, where: str, v: Any, most: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most:
+        raise _fail(
+            path,
+            where,
+            f"must be a whole number of bytes, 1..{most} (a result must fit one message), "
+            f"not {v!r}",
+        )
     return v
 
 
@@ -192,6 +201,7 @@ def _command_driver(path: Path, c: dict[str, Any]) -> CommandDriverConfig:
             path,
             "[drivers.command] max_output_bytes",
             c.get("max_output_bytes", CommandDriverConfig().max_output_bytes),
+            _MAX_OUTPUT_BYTES,
         ),
     )
 
@@ -226,6 +236,7 @@ def _http_driver(path: Path, h: dict[str, Any]) -> HttpDriverConfig:
             path,
             "[drivers.http] max_response_bytes",
             h.get("max_response_bytes", defaults.max_response_bytes),
+            _MAX_RESPONSE_BYTES,
         ),
     )
 
@@ -283,10 +294,12 @@ def load_config(path: Path) -> WorkerConfig:
     o = _table(path, doc, "override", {"cpu_model", "cpu_cores", "ram_gb", "disk_gb", "gpus"})
     slots = w.get("slots", 1)
     queue = w.get("queue", 4)
-    for key, v in (("slots", slots), ("queue", queue)):
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1024:
+    for key, v, least in (("slots", slots, 1), ("queue", queue, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or not least <= v <= 1024:
             raise _fail(
-                path, f"[worker] {key}", f"must be a whole number of tasks, 0..1024, not {v!r}"
+                path,
+                f"[worker] {key}",
+                f"must be a whole number of tasks, {least}..1024, not {v!r}",
             )
     drivers = _names(path, "[worker] drivers", w.get("drivers", ["echo"]))
     for d in drivers:

@@ -196,10 +196,13 @@ class TaskManager:
 
     def _on_quote_request(self, peer: bytes, m: dict[str, Any], now: float) -> None:
         reason = self._refuse(m["driver"], m["max_price"])
-        if reason is None and self.capacity == 0:
+        busy = reason is None and self.capacity == 0
+        if busy:
             reason = f"too busy: {len(self._held)} tasks held and {self.slots} slots full"
         if reason is not None:
-            self._out.append(Send(peer, {"t": "decline", "rid": m["rid"], "reason": reason}))
+            self._out.append(
+                Send(peer, {"t": "decline", "rid": m["rid"], "reason": reason, "busy": busy})
+            )
             return
         times = self._run_times.get(m["driver"], _RunTimes())
         ahead = max(0, len(self._held) + len(self._leases) - self.slots + 1)
