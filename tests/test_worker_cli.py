@@ -210,3 +210,19 @@ def test_a_good_config_overrides_detection(tmp_path: Path) -> None:
     assert p.cpu_cores == 64 and p.ram_gb == 8.0 and p.gpus[0].family == "H100"
     assert p.free_slots == 2 and p.drivers == ("http",) and p.label("region") == "eu"
     assert p.download_mbps == 900.0
+
+
+def test_slots_default_to_one_per_gpu(tmp_path: Path) -> None:
+    from p2psched.resources.detect import Detected
+
+    path = tmp_path / "worker.toml"
+    gpu = '{ model = "NVIDIA A100-SXM4-80GB", vram_gb = 80 }'
+    path.write_text(f"[override]\ngpus = [{gpu}, {gpu}, {gpu}]\n")
+    cpu_only = Detected("CPU", 2, 8.0, 100.0, (), 0.0, 0.0)
+    assert load_config(path).slot_count(cpu_only) == 3
+    assert load_config(path).profile(cpu_only).free_slots == 3
+    path.write_text('[worker]\ndrivers = ["echo"]\n')
+    assert load_config(path).slot_count(cpu_only) == 1  # no GPU: one at a time
+    path.write_text("[worker]\nslots = 0\n")
+    with pytest.raises(ConfigError, match=r"slots: must be a whole number of tasks, 1\.\.1024"):
+        load_config(path)

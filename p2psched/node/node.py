@@ -117,7 +117,7 @@ async def _start_worker(
 ) -> WorkerRole:
     manager = TaskManager(
         node.identity,
-        slots=config.slots,
+        slots=config.slot_count(detected),
         queue_depth=config.queue_depth,
         price=config.min_price,
         refusal=lambda driver: disabled_reason(driver, config),

@@ -6,7 +6,7 @@ Promises: a bad file raises `ConfigError` naming the file, the field and the rea
 worker starts; an absent field keeps its default or what was detected.
 
     [worker]
-    slots = 1                       # tasks it runs at once
+    slots = 1                       # tasks it runs at once (default: one per GPU, at least 1)
     queue = 4                       # tasks it accepts beyond those, so no slot waits on the network
     drivers = ["http"]              # drivers the operator enables
     min_price = 0.01                # per task
@@ -85,7 +85,7 @@ class HttpDriverConfig:
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
-    slots: int = 1
+    slots: int | None = None  # None: one per GPU (at least one)
     queue_depth: int = 4
     drivers: tuple[str, ...] = ("echo",)
     min_price: float = 0.0
@@ -98,14 +98,21 @@ class WorkerConfig:
     command_driver: CommandDriverConfig = field(default_factory=CommandDriverConfig)
     http_driver: HttpDriverConfig = field(default_factory=HttpDriverConfig)
 
+    def gpus(self, detected: Detected) -> tuple[Gpu, ...]:
+        if "gpus" not in self.override:
+            return detected.gpus
+        return tuple(
+            Gpu(g["model"], float(g["vram_gb"]), g.get("driver", "")) for g in self.override["gpus"]
+        )
+
+    def slot_count(self, detected: Detected) -> int:
+        """Tasks run at once: as configured, else one per GPU (a task has a GPU to itself)."""
+        return self.slots if self.slots is not None else max(1, len(self.gpus(detected)))
+
     def profile(self, detected: Detected, addresses: tuple[str, ...] = ()) -> Profile:
         """This worker's public profile: what was detected, with the overrides on top."""
         o = self.override
-        gpus = detected.gpus
-        if "gpus" in o:
-            gpus = tuple(
-                Gpu(g["model"], float(g["vram_gb"]), g.get("driver", "")) for g in o["gpus"]
-            )
+        gpus = self.gpus(detected)
         return Profile(
             cpu_model=o.get("cpu_model", detected.cpu_model),
             cpu_cores=o.get("cpu_cores", detected.cpu_cores),
@@ -120,7 +127,7 @@ class WorkerConfig:
             workload_ram=detected.workload_ram,
             min_price=self.min_price,
             drivers=self.drivers,
-            free_slots=self.slots,
+            free_slots=self.slot_count(detected),
             labels=self.labels,
             addresses=addresses,
         )
@@ -292,9 +299,11 @@ def load_config(path: Path) -> WorkerConfig:
     )
     n = _table(path, doc, "network", {"download_mbps", "upload_mbps"})
     o = _table(path, doc, "override", {"cpu_model", "cpu_cores", "ram_gb", "disk_gb", "gpus"})
-    slots = w.get("slots", 1)
+    slots = w.get("slots")
     queue = w.get("queue", 4)
     for key, v, least in (("slots", slots, 1), ("queue", queue, 0)):
+        if key == "slots" and v is None:
+            continue
         if isinstance(v, bool) or not isinstance(v, int) or not least <= v <= 1024:
             raise _fail(
                 path,
