@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from p2psched.identity import Identity
@@ -112,3 +113,30 @@ async def test_two_jobs_share_one_worker_over_one_channel(tmp_path: Path) -> Non
         assert a.run.counts() == {"completed": 4} and b.run.counts() == {"completed": 20}
         assert all(t.attempts == 0 for t in [*a.run.tasks.values(), *b.run.tasks.values()])
         assert ws[0].worker is not None and ws[0].worker.service.completed == 24
+
+
+async def test_a_bug_in_one_job_fails_that_job_not_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p2psched.scheduler.dispatch import JobRun
+
+    async with network(tmp_path, [WorkerConfig(drivers=("echo",))]) as (scheduler, _):
+        broken = scheduler.jobs.submit(parse_job(echo_job(3)))
+        real = JobRun.receive
+
+        def receive(self: JobRun, *args: Any) -> None:
+            if self is broken.run:
+                raise KeyError("a bug")
+            real(self, *args)
+
+        monkeypatch.setattr(JobRun, "receive", receive)
+        with trio.fail_after(60):
+            await broken.done.wait()
+        assert broken.run.counts() == {"failed": 3}
+        assert "internal error in the scheduler: KeyError('a bug')" in str(
+            next(iter(broken.run.tasks.values())).error
+        )
+        fine = scheduler.jobs.submit(parse_job(echo_job(3)))
+        with trio.fail_after(60):
+            await fine.done.wait()
+        assert fine.run.counts() == {"completed": 3}

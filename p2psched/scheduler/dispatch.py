@@ -289,6 +289,14 @@ class JobRun:
                 self._out.append(Send(worker, {"t": "cancel", "tasks": ids}))
         return done
 
+    def abandon(self, reason: str, now: float) -> None:
+        """End every task that is not final as failed (the job cannot go on)."""
+        for t in self.tasks.values():
+            if not t.state.final:
+                t.error = reason
+                self._move(t, S.FAILED, now)
+                self._out.append(Settled(t.spec.task_id))
+
     def tick(self, now: float) -> None:
         c = self.config
         self._ticked = now
@@ -537,10 +545,18 @@ class JobRun:
         """Tasks no known worker can take: look for more workers, and fail them in the end."""
         c = self.config
         stranded = []
+        # Tasks of one shape share their candidates but for the workers each excludes: one
+        # pass over the workers per shape, not per task.
+        by_shape: dict[tuple[str, str | None, str, float], list[bytes]] = {}
         for t in self.tasks.values():
             if t.state != S.QUEUED:
                 continue
-            if any(self._candidate(t, w) for w in self.workers.values()):
+            shape = _shape(t.spec)
+            if shape not in by_shape:
+                by_shape[shape] = [
+                    w.ad.node_id for w in self.workers.values() if self._candidate(t, w, True)
+                ]
+            if any(worker not in t.excluded for worker in by_shape[shape]):
                 t.stranded_since = math.nan
                 continue
             if math.isnan(t.stranded_since):
@@ -555,12 +571,13 @@ class JobRun:
                 self._move(t, S.FAILED, now)
                 self._out.append(Settled(t.spec.task_id))
 
-    def _candidate(self, t: TaskRun, w: _Worker) -> bool:
-        """Whether `w` may still take `t`: it matches, is reachable, has not turned this job
-        down, and its price fits both the task's limit and what is left of the budget."""
+    def _candidate(self, t: TaskRun, w: _Worker, for_any: bool = False) -> bool:
+        """Whether `w` may still take `t` (`for_any`: any task of its shape): it matches, is
+        reachable, has not turned this job down, and its price fits both the task's limit and
+        what is left of the budget."""
         price = w.quote.price if w.quote is not None else w.ad.profile.min_price
         return (
-            self._eligible(t, w)
+            (t.spec.need.matches(w.ad.profile) if for_any else self._eligible(t, w))
             and w.link != "down"
             and (w.declined is None or bool(w.holding))
             and price <= t.spec.max_price

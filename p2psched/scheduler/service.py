@@ -12,6 +12,7 @@ error on one link touches no other.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,7 @@ from p2psched.wire.schema import SchemaError
 
 Settle = Callable[[JobRun, str], None]
 FindWorkers = Callable[[Need], Awaitable[list[WorkerAd]]]
+log = logging.getLogger(__name__)
 OUTBOX = 4096  # messages waiting for a worker's socket; more means it does not read
 
 
@@ -96,7 +98,7 @@ class Dispatcher:
                 self._kick = trio.Event()
                 now = self.clock()
                 for job_id, job in list(self._jobs.items()):
-                    job.run.tick(now)
+                    self._guarded(job_id, job.run.tick, now)
                     self._flush(job_id, kick=False)
 
     def add(self, run: JobRun, on_settled: Settle | None = None) -> trio.Event:
@@ -172,7 +174,8 @@ class Dispatcher:
             self._nursery.start_soon(self._link, worker, addresses, link)
         link.jobs.add(job_id)
         if link.public_key is not None:  # already up: this job joins it
-            self._jobs[job_id].run.connected(worker, link.public_key, self.clock())
+            run = self._jobs[job_id].run
+            self._guarded(job_id, run.connected, worker, link.public_key, self.clock())
 
     def _start_discovery(self, job_id: str) -> None:
         job = self._jobs.get(job_id)
@@ -187,7 +190,7 @@ class Dispatcher:
             for need in needs.values():
                 ads = await self.find(need)
                 if job_id in self._jobs:
-                    job.run.add_workers(ads, self.clock())
+                    self._guarded(job_id, job.run.add_workers, ads, self.clock())
                     self._flush(job_id)
         finally:
             job.discovering = False
@@ -215,7 +218,7 @@ class Dispatcher:
         for job_id in list(link.jobs):
             job = self._jobs.get(job_id)
             if job is not None:
-                job.run.disconnected(worker, reason, now)
+                self._guarded(job_id, job.run.disconnected, worker, reason, now)
                 self._flush(job_id)
 
     async def _session(self, worker: bytes, channel: SecureChannel, link: _Link) -> str:
@@ -237,7 +240,8 @@ class Dispatcher:
             now = self.clock()
             for job_id in list(link.jobs):
                 if job_id in self._jobs:
-                    self._jobs[job_id].run.connected(worker, channel.peer.public_key, now)
+                    run = self._jobs[job_id].run
+                    self._guarded(job_id, run.connected, worker, channel.peer.public_key, now)
                     self._flush(job_id)
             try:
                 while True:
@@ -280,5 +284,16 @@ class Dispatcher:
     def _deliver(self, job_id: str, worker: bytes, m: dict[str, Any], now: float) -> None:
         job = self._jobs.get(job_id)
         if job is not None:
-            job.run.receive(worker, m, now)
+            self._guarded(job_id, job.run.receive, worker, m, now)
             self._flush(job_id)
+
+    def _guarded(self, job_id: str, step: Callable[..., None], *args: Any) -> None:
+        """Run one step of a job's core (`now` last); a bug there fails that job, not the
+        node."""
+        try:
+            step(*args)
+        except Exception as e:
+            log.exception("job %s failed inside the scheduler", job_id)
+            self._jobs[job_id].run.abandon(
+                f"internal error in the scheduler: {e!r}"[:300], args[-1]
+            )
