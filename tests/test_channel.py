@@ -211,3 +211,26 @@ async def test_inbox_is_bounded_in_bytes_while_nobody_reads() -> None:
             assert 0 < ch._buffered <= INBOX_BYTES
             assert await ch.receive() == b"x" * (4 << 20)  # and reading resumes the flow
             nursery.cancel_scope.cancel()
+
+
+async def test_outbox_writer_ends_quietly_when_the_connection_breaks() -> None:
+    from p2psched.wire.channel import Outbox
+
+    a, b = Identity.generate(), Identity.generate()
+    near, far = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+
+        async def other_side() -> None:
+            async with secure_stream(far, b, initiator=False):
+                pass  # and hang up at once
+
+        nursery.start_soon(other_side)
+        async with secure_stream(near, a, initiator=True, expected_peer=b.node_id) as ch:
+            outbox = Outbox(ch)
+            async with trio.open_nursery() as writers:
+                writers.start_soon(outbox.run)
+                with pytest.raises(ChannelClosed):
+                    while True:  # it broke: the writer stops, and the reader says so
+                        outbox.put("x" * 1000)
+                        await ch.receive()
+                writers.cancel_scope.cancel()

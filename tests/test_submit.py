@@ -140,3 +140,41 @@ async def test_a_bug_in_one_job_fails_that_job_not_the_node(
         with trio.fail_after(60):
             await fine.done.wait()
         assert fine.run.counts() == {"completed": 3}
+
+
+async def test_a_scheduler_that_does_not_read_is_dropped_and_others_are_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p2psched.wire import channel as channels
+    from p2psched.wire.deal import Commitment
+
+    monkeypatch.setattr(channels, "OUTBOX_BYTES", 4 << 20)  # so a test fills it quickly
+    async with network(tmp_path, [WorkerConfig(drivers=("echo",))]) as (scheduler, workers):
+        assert workers[0].worker is not None
+        host, port = workers[0].worker.address.rsplit(":", 1)
+        rogue = Identity.generate()
+        big = "x" * (256 << 10)
+        async with channels.open_channel(
+            host, int(port), rogue, expected_peer=workers[0].node_id
+        ) as channel:
+            channel.inbox_bytes = 1 << 20
+            with trio.move_on_after(30), pytest.raises(channels.ChannelClosed):
+                for rid in range(1, 2000):  # echo tasks with 256 KiB results it never reads
+                    task = {
+                        "id": f"t{rid}",
+                        "driver": "echo",
+                        "model": None,
+                        "input": big,
+                        "timeout": 60.0,
+                    }
+                    c = Commitment(
+                        rogue.node_id, workers[0].node_id, "j", [task["id"]], 0.0, 0.0
+                    ).signed(rogue)
+                    await channel.send(
+                        {"t": "commit", "rid": rid, "commitment": c.to_wire(), "run": [task]}
+                    )
+            assert rogue.node_id not in workers[0].worker.service._sessions  # dropped
+        job = scheduler.jobs.submit(parse_job(echo_job(10)))  # and the worker serves on
+        with trio.fail_after(60):
+            await job.done.wait()
+        assert job.run.counts() == {"completed": 10}

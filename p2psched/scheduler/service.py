@@ -33,7 +33,7 @@ from p2psched.scheduler.dispatch import (
     Settled,
     job_of,
 )
-from p2psched.wire.channel import SecureChannel, open_channel
+from p2psched.wire.channel import Outbox, SecureChannel, open_channel
 from p2psched.wire.deal import parse
 from p2psched.wire.noise import ChannelError
 from p2psched.wire.schema import SchemaError
@@ -41,7 +41,6 @@ from p2psched.wire.schema import SchemaError
 Settle = Callable[[JobRun, str], None]
 FindWorkers = Callable[[Need], Awaitable[list[WorkerAd]]]
 log = logging.getLogger(__name__)
-OUTBOX = 4096  # messages waiting for a worker's socket; more means it does not read
 
 
 def dht_finder(discovery: Discovery) -> FindWorkers:
@@ -63,7 +62,7 @@ class _Job:
 class _Link:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     jobs: set[str] = field(default_factory=set)
-    outgoing: trio.MemorySendChannel[dict[str, Any]] | None = None
+    outbox: Outbox | None = None
     public_key: bytes | None = None
     reason: str | None = None  # why it ended, when we ended it
 
@@ -151,14 +150,10 @@ class Dispatcher:
 
     def _send(self, worker: bytes, message: dict[str, Any]) -> None:
         link = self._links.get(worker)
-        if link is None or link.outgoing is None:
+        if link is None or link.outbox is None:
             return
-        try:
-            link.outgoing.send_nowait(message)
-        except trio.WouldBlock:
-            self._close(worker, f"it left {OUTBOX} messages unread")
-        except trio.BrokenResourceError:
-            pass  # the link is closing; its jobs hear so from `_link`
+        if not link.outbox.put(message):
+            self._close(worker, "it does not read what it is sent")
 
     def _close(self, worker: bytes, reason: str | None) -> None:
         link = self._links.get(worker)
@@ -222,21 +217,9 @@ class Dispatcher:
                 self._flush(job_id)
 
     async def _session(self, worker: bytes, channel: SecureChannel, link: _Link) -> str:
-        send, receive = trio.open_memory_channel[dict[str, Any]](OUTBOX)
-        link.outgoing, link.public_key = send, channel.peer.public_key
-
-        async def writer() -> None:
-            async for message in receive:
-                batch = [message]
-                while True:  # whatever else is ready goes in the same write
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                await channel.send_many(batch)
-
+        link.outbox, link.public_key = Outbox(channel), channel.peer.public_key
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(writer)
+            nursery.start_soon(link.outbox.run)
             now = self.clock()
             for job_id in list(link.jobs):
                 if job_id in self._jobs:

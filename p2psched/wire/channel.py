@@ -11,6 +11,7 @@ next `receive` raises it; leaving the block closes the stream and stops the read
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,6 +25,8 @@ from p2psched.wire.noise import MAX_FRAME, ChannelError, Peer, SecureSession
 HANDSHAKE_TIMEOUT = 10.0
 INBOX = 256  # messages read ahead of the consumer
 INBOX_BYTES = 32 << 20  # and their bytes, at most (one larger message still passes alone)
+OUTBOX = 4096  # messages waiting for the socket: more means the peer does not read
+OUTBOX_BYTES = 64 << 20
 READ_SIZE = 1 << 16
 
 
@@ -39,6 +42,7 @@ class SecureChannel:
         self._write_lock = trio.StrictFIFOLock()
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, int]](INBOX)
         self._buffered = 0  # bytes of the messages in the inbox
+        self.inbox_bytes = INBOX_BYTES
         self._drained = trio.Event()
         self._error: ChannelError | None = None
 
@@ -48,9 +52,13 @@ class SecureChannel:
 
     async def send_many(self, messages: list[Any]) -> None:
         """Send these messages in order, in as few writes as the socket takes."""
+        await self.send_encoded([encode(m) for m in messages])
+
+    async def send_encoded(self, frames: list[bytes]) -> None:
+        """Send messages already encoded with `codec.encode`."""
         async with self._write_lock:
-            for message in messages:
-                self._session.seal(encode(message))
+            for frame in frames:
+                self._session.seal(frame)
             try:
                 await self._stream.send_all(self._session.data_to_send())
             except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
@@ -103,11 +111,55 @@ class SecureChannel:
             except DecodeError as e:
                 raise ChannelError(f"peer sent a message that is not valid: {e}") from None
             # Bounded in bytes as well as in messages: 256 frames of 16 MiB would be 4 GiB.
-            while self._buffered and self._buffered + len(frame) > INBOX_BYTES:
+            while self._buffered and self._buffered + len(frame) > self.inbox_bytes:
                 self._drained = trio.Event()
                 await self._drained.wait()
             self._buffered += len(frame)
             await self._inbox_send.send((message, len(frame)))
+
+
+class Outbox:
+    """Messages waiting for a channel's socket, bounded in count and in bytes. `put` never
+    waits: a service must not stall on one peer's socket; a full outbox means the peer is not
+    reading, and `put` says so. `run` is the channel's writer."""
+
+    def __init__(self, channel: SecureChannel) -> None:
+        self.channel = channel
+        self.max_messages = OUTBOX
+        self.max_bytes = OUTBOX_BYTES
+        self._frames: deque[bytes] = deque()
+        self._bytes = 0
+        self._ready = trio.Event()
+
+    def put(self, message: Any) -> bool:
+        """Queue `message`; False (and nothing queued) when the outbox is full."""
+        frame = encode(message)
+        full = self._frames and (
+            len(self._frames) >= self.max_messages or self._bytes + len(frame) > self.max_bytes
+        )
+        if full:
+            return False
+        self._frames.append(frame)
+        self._bytes += len(frame)
+        self._ready.set()
+        return True
+
+    async def run(self) -> None:
+        """Write whatever is queued, all that is ready in one go, until cancelled."""
+        while True:
+            await self._ready.wait()
+            self._ready = trio.Event()
+            frames = list(self._frames)
+            self._frames.clear()
+            self._bytes = 0
+            if frames:
+                try:
+                    await self.channel.send_encoded(frames)
+                except ChannelError:
+                    # The connection broke: close it, so the reader ends too and whoever
+                    # reads the channel learns it at its next `receive`.
+                    await self.channel.aclose()
+                    return
 
 
 async def _handshake(stream: trio.abc.Stream, session: SecureSession, timeout: float) -> Peer:

@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from p2psched.identity import Identity
-from p2psched.wire.channel import SecureChannel, serve_channels
+from p2psched.wire.channel import Outbox, SecureChannel, serve_channels
 from p2psched.wire.codec import encode
 from p2psched.wire.deal import MAX_RESULT_BYTES, MAX_RESULT_DEPTH, depth_over, parse
 from p2psched.wire.noise import ChannelError
@@ -29,12 +29,10 @@ from p2psched.wire.schema import SchemaError
 from p2psched.worker.drivers import Driver, DriverError, DriverTask
 from p2psched.worker.manager import Abort, Send, Start, TaskManager
 
-OUTBOX = 4096  # messages waiting for a scheduler's socket; more means it does not read
-
 
 @dataclass(slots=True)
 class _Session:
-    outgoing: trio.MemorySendChannel[dict[str, Any]]
+    outbox: Outbox
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
@@ -81,24 +79,13 @@ class WorkerService:
         old = self._sessions.get(peer)
         if old is not None:  # the scheduler reconnected: the newer channel wins
             old.scope.cancel()
-        send, receive = trio.open_memory_channel[dict[str, Any]](OUTBOX)
-        session = _Session(send)
+        session = _Session(Outbox(channel))
         self._sessions[peer] = session
-
-        async def writer() -> None:
-            async for message in receive:
-                batch = [message]
-                while True:  # whatever else is ready goes in the same write
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                await channel.send_many(batch)
-
+        refusal = None
         try:
             with session.scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(writer)
+                    nursery.start_soon(session.outbox.run)
                     self.manager.connected(peer, channel.peer.public_key, self.clock())
                     self._flush()
                     try:
@@ -107,12 +94,13 @@ class WorkerService:
                             self.manager.receive(peer, message, self.clock())
                             self._flush()
                     except SchemaError as e:
-                        send.close()
-                        with trio.move_on_after(5):  # say why, then hang up
-                            await channel.send({"t": "error", "reason": str(e)})
+                        refusal = str(e)
                     except ChannelError:
                         pass
                     nursery.cancel_scope.cancel()
+                if refusal is not None:  # say why, then hang up
+                    with trio.move_on_after(5):
+                        await channel.send({"t": "error", "reason": refusal})
         finally:
             if self._sessions.get(peer) is session:
                 del self._sessions[peer]
@@ -125,14 +113,8 @@ class WorkerService:
         for action in self.manager.actions():
             if isinstance(action, Send):
                 session = self._sessions.get(action.peer)
-                if session is None:
-                    continue
-                try:
-                    session.outgoing.send_nowait(action.message)
-                except trio.WouldBlock:
-                    session.scope.cancel()  # it leaves OUTBOX messages unread
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass  # that session is ending
+                if session is not None and not session.outbox.put(action.message):
+                    session.scope.cancel()  # it does not read what it is sent
             elif isinstance(action, Start):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._run, action.peer, action.task)
