@@ -234,3 +234,19 @@ async def test_outbox_writer_ends_quietly_when_the_connection_breaks() -> None:
                         outbox.put("x" * 1000)
                         await ch.receive()
                 writers.cancel_scope.cancel()
+
+
+async def test_errors_raised_inside_the_block_come_out_as_they_were() -> None:
+    a, b = Identity.generate(), Identity.generate()
+    near, far = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+
+        async def other_side() -> None:
+            async with secure_stream(far, b, initiator=False) as ch:
+                await ch.receive()
+
+        nursery.start_soon(other_side)
+        with pytest.raises(ChannelClosed, match="inside"):  # not an ExceptionGroup
+            async with secure_stream(near, a, initiator=True, expected_peer=b.node_id):
+                raise ChannelClosed("inside")
+        nursery.cancel_scope.cancel()

@@ -10,6 +10,7 @@ next `receive` raises it; leaving the block closes the stream and stops the read
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ from p2psched.identity import Identity
 from p2psched.wire.codec import DecodeError, decode, encode
 from p2psched.wire.noise import MAX_FRAME, ChannelError, Peer, SecureSession
 
+log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 10.0
 INBOX = 256  # messages read ahead of the consumer
 INBOX_BYTES = 32 << 20  # and their bytes, at most (one larger message still passes alone)
@@ -198,12 +200,19 @@ async def secure_stream(
         session = SecureSession(identity, initiator=initiator, expected_peer=expected_peer)
         peer = await _handshake(stream, session, timeout)
         channel = SecureChannel(stream, session, peer)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(channel._read)
-            try:
-                yield channel
-            finally:
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(channel._read)
+                try:
+                    yield channel
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The reader never raises: what is in there came from the caller's block, and it
+            # gets it back as it raised it (an `except ChannelError` around us must work).
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 
 
 @asynccontextmanager
@@ -245,6 +254,8 @@ async def serve_channels(
                 await handler(ch)
         except ChannelError:
             pass  # a stranger, a broken peer or a closed connection: nothing to keep
+        except Exception:  # a bug in handling one peer must not take down the service
+            log.exception("dropped a connection after an error in its handler")
 
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()
