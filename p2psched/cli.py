@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import trio
@@ -39,7 +40,7 @@ from p2psched.identity import (
     load_identity,
     load_or_create_identity,
 )
-from p2psched.node.node import JoinError, Node, WorkerRole, open_node
+from p2psched.node.node import JoinError, Node, WorkerRole, bind_host_toward, open_node
 from p2psched.resources.need import Need, NeedError
 from p2psched.resources.profile import Gpu
 from p2psched.scheduler.discovery import Discovery, WorkerAd
@@ -249,12 +250,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _near(peer: tuple[str, int]) -> str:
-    """The interface to bind so as to reach `peer` (an address, as parse_hostport gives):
-    loopback for a local one, else any."""
-    host = peer[0]
-    if host.startswith("127."):
-        return "127.0.0.1"
-    return "::" if ":" in host else "0.0.0.0"
+    return bind_host_toward(peer[0])
 
 
 _GATE_SILENT = "the gate at {} did not answer; check the address and that it runs"
@@ -470,7 +466,7 @@ def cmd_jobs(args: argparse.Namespace) -> None:
 
 def cmd_status(args: argparse.Namespace) -> None:
     with _client(args) as client:
-        status = client.get(f"/v1/jobs/{args.job}")
+        status = client.get(f"/v1/jobs/{quote(args.job, safe='')}")
     if args.json:
         print(json.dumps(status))
         return
@@ -486,7 +482,7 @@ def cmd_status(args: argparse.Namespace) -> None:
 def cmd_tasks(args: argparse.Namespace) -> None:
     params = {"state": args.state} if args.state else {}
     with _client(args) as client:
-        tasks = client.get(f"/v1/jobs/{args.job}/tasks", **params)
+        tasks = client.get(f"/v1/jobs/{quote(args.job, safe='')}/tasks", **params)
     if args.json:
         print(json.dumps(tasks))
         return
@@ -496,11 +492,26 @@ def cmd_tasks(args: argparse.Namespace) -> None:
 
 
 def cmd_cancel(args: argparse.Namespace) -> None:
-    job, _, task = args.target.partition("/")
+    job, slash, task = args.target.partition("/")
+    if not job or (slash and not task):
+        raise UsageError(f"{args.target!r}: give a job (JOB) or one of its tasks (JOB/N)")
     tasks = [args.target] if task else None
     with _client(args) as client:
-        cancelled = client.post(f"/v1/jobs/{job}/cancel", {"tasks": tasks})["cancelled"]
+        path = f"/v1/jobs/{quote(job, safe='')}/cancel"
+        cancelled = client.post(path, {"tasks": tasks})["cancelled"]
     print(f"cancelled {len(cancelled)} task(s)")
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
+    return int(text)
+
+
+def _workers(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 200:
+        raise argparse.ArgumentTypeError(f"{text!r}: a devnet has 1..200 workers")
+    return int(text)
 
 
 def cmd_devnet_up(args: argparse.Namespace) -> None:
@@ -612,14 +623,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--bootstrap", action="append", default=[], metavar="HOST:PORT", help="another gate"
     )
-    sp.add_argument("--api-port", type=int, default=0, help="control API port (default any)")
+    sp.add_argument("--api-port", type=_port, default=0, help="control API port (default any)")
     sp.set_defaults(func=cmd_gate)
 
     sp = sub.add_parser("node", parents=[common], help="run a node that schedules jobs")
     sp.add_argument("--gate", required=True, metavar="HOST:PORT", help="the gate to join through")
     sp.add_argument("--listen", metavar="HOST:PORT", help="where to bind (default: any free port)")
     sp.add_argument("--client", action="store_true", help="DHT client mode (behind NAT)")
-    sp.add_argument("--api-port", type=int, default=0, help="control API port (default any)")
+    sp.add_argument("--api-port", type=_port, default=0, help="control API port (default any)")
     sp.set_defaults(func=cmd_node)
 
     sp = sub.add_parser("submit", parents=[common], help="run a job (job.yaml) on the network")
@@ -652,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="devnet_command", required=True
     )
     sp = net.add_parser("up", help="start a gate and N workers on loopback")
-    sp.add_argument("--workers", type=int, default=3)
+    sp.add_argument("--workers", type=_workers, default=3)
     sp.add_argument("--dir", default=".devnet", help="where their data and logs go")
     sp.add_argument("--driver", action="append", help="drivers the workers enable (repeat)")
     sp.set_defaults(func=cmd_devnet_up)
@@ -660,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dir", default=".devnet")
     sp.set_defaults(func=cmd_devnet_down)
     sp = net.add_parser("demo", help="up, run examples/hello.yaml, show the results, down")
-    sp.add_argument("--workers", type=int, default=3)
+    sp.add_argument("--workers", type=_workers, default=3)
     sp.add_argument("--job", help="another job to run (default examples/hello.yaml)")
     sp.add_argument("--results", default="results", help="folder for results (default results)")
     sp.set_defaults(func=cmd_devnet_demo)
@@ -675,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--ad-ttl", type=float, default=120.0, help="seconds the ad lives unless renewed"
     )
-    sp.add_argument("--api-port", type=int, default=0, help="control API port (default any)")
+    sp.add_argument("--api-port", type=_port, default=0, help="control API port (default any)")
     sp.set_defaults(func=cmd_worker_join)
 
     sp = sub.add_parser("workers", parents=[common], help="list the workers that match a need")
@@ -718,6 +729,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         ):
             print(f"p2psched: error: {e}", file=sys.stderr)
             sys.exit(2)
+        if isinstance(e, KeyboardInterrupt) and args.func in (cmd_submit, cmd_devnet_demo):
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)  # the job did not finish: a script must not carry on as if it had
         if isinstance(e, KeyboardInterrupt):
             print("stopped", file=sys.stderr)
             sys.exit(0)  # Ctrl-C is how a node is meant to be stopped

@@ -9,6 +9,7 @@ status is 0 only if every task completed.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import time
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import trio
 import yaml
@@ -25,7 +27,7 @@ from rich.table import Table
 
 from p2psched.api.client import ControlClient
 from p2psched.identity import load_or_create_identity
-from p2psched.node.node import open_node
+from p2psched.node.node import bind_host_toward, open_node
 from p2psched.scheduler.jobspec import JobSpec, load_job
 
 POLL_S = 0.25
@@ -49,6 +51,12 @@ class ResultsFolder:
         if receipt is not None:
             (self.path / f"{stem}.receipt.json").write_text(json.dumps(receipt, indent=1) + "\n")
         self.written += 1
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} has no JSON form")
 
 
 def _safe(name: str) -> str:
@@ -127,7 +135,8 @@ def run_submit(
             "--gate HOST:PORT` or `p2psched worker join`), and none answers there"
         )
     if client is not None:
-        doc = yaml.safe_load(job_path.read_text())
+        # As JSON for the API; YAML's own types (a deadline's timestamp) become ISO text.
+        doc = json.loads(json.dumps(yaml.safe_load(job_path.read_text()), default=_iso))
         with client:
             return _remote(client, doc, spec, str(job_path), results, as_json, detach)
     if gate is None:
@@ -148,7 +157,7 @@ def _finish(
         console = Console()
         console.print(summary_table(status, folder.path))
         for f in failures[:10]:
-            console.print(f"  {f['task']} ({f['name']}): {f['state']}: {f['error']}")
+            console.print(f"  {f['task']} ({f['name']}): {f['state']}: {f['error']}", markup=False)
         if len(failures) > 10:
             console.print(f"  … and {len(failures) - 10} more in {folder.path}/summary.json")
     return 0 if status["completed"] == status["total"] else 1
@@ -180,7 +189,7 @@ def _remote(
         # commitments (or a few seconds), not for all.
         deadline = time.monotonic() + DETACH_WAIT_S
         while True:
-            status = client.get(f"/v1/jobs/{job_id}")
+            status = client.get(f"/v1/jobs/{quote(job_id, safe='')}")
             counts = status["counts"]
             queued = counts.get("queued", 0) + counts.get("negotiating", 0)
             placed = status["total"] - queued
@@ -203,8 +212,8 @@ def _remote(
     display = Display(answer["tasks"], as_json)
     with display.shown():
         while True:
-            status = client.get(f"/v1/jobs/{job_id}")
-            page = client.get(f"/v1/jobs/{job_id}/results", after=after)
+            status = client.get(f"/v1/jobs/{quote(job_id, safe='')}")
+            page = client.get(f"/v1/jobs/{quote(job_id, safe='')}/results", after=after)
             after = page["next"]
             _collect(folder, failures, page["results"])
             display.update(status)
@@ -223,8 +232,9 @@ def _embedded(
     outcome: dict[str, Any] = {}
 
     async def main() -> None:
-        host = "127.0.0.1" if gate[0].startswith("127.") else "0.0.0.0"
-        async with open_node(identity, data_dir, host=host, seeds=[gate], dht_client=True) as node:
+        async with open_node(
+            identity, data_dir, host=bind_host_toward(gate[0]), seeds=[gate], dht_client=True
+        ) as node:
             job = node.jobs.submit(spec)
             display = Display(len(job.run.tasks), as_json)
             written = 0

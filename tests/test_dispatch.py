@@ -526,3 +526,53 @@ def test_a_cancelled_running_task_cannot_be_recommitted_until_it_stops() -> None
     commit(w, sched, "t1", 3.0)
     [lease] = [a.message for a in w.actions() if isinstance(a, wm.Send)]
     assert lease["t"] == "lease"
+
+
+def test_a_worker_that_keeps_rejecting_is_given_up() -> None:
+    net = make_net(0, 0)
+    a = Identity.generate()
+    net.workers = {a.node_id: wm.TaskManager(a)}
+    net.run = JobRun(net.run.identity, "job", [spec(0)], mtr=0, now=net.now)
+    commits = []
+
+    def reject(m: dict[str, Any]) -> dict[str, Any]:
+        if m["t"] != "lease":
+            return m
+        commits.append(m["rid"])
+        return {"t": "reject", "rid": m["rid"], "reason": "changed my mind"}
+
+    net.behave[a.node_id] = reject
+    net.run.add_workers([ad(a)], net.now)
+    net.pump()
+    net.advance(60)
+    t = net.run.tasks["job-000000"]
+    assert t.state == S.FAILED and "changed my mind" in (t.error or "")
+    assert len(commits) == 3  # not for ever
+
+
+def test_budget_edge_with_prices_that_do_not_add_up_exactly() -> None:
+    net = make_net(10, 1, prices=[0.1], budget=0.35)
+    net.advance(60)
+    assert net.run.done
+    assert net.run.counts() == {"completed": 3, "failed": 7}
+    failed = [t for t in net.run.tasks.values() if t.state == S.FAILED]
+    assert all("budget is spent" in (t.error or "") for t in failed)
+
+
+def test_a_banned_worker_stays_out_when_it_republishes() -> None:
+    net = make_net(0, 0)
+    liar, honest = Identity.generate(), Identity.generate()
+    net.workers = {
+        liar.node_id: wm.TaskManager(liar, price=0.1),
+        honest.node_id: wm.TaskManager(honest, price=0.5),
+    }
+    net.run = JobRun(net.run.identity, "job", [spec(k) for k in range(6)], mtr=0, now=net.now)
+    net.behave[liar.node_id] = lambda m: {**m, "output": "forged"} if m["t"] == "result" else m
+    net.run.add_workers([ad(liar, 0.1), ad(honest, 0.5)], net.now)
+    net.pump()
+    fresh = replace(ad(liar, 0.1), seq=2)  # its next ad
+    net.run.add_workers([fresh], net.now)
+    net.advance(10)
+    assert [w for w, _ in net.closed] == [liar.node_id]  # banned once, never again
+    assert net.run.counts() == {"completed": 6}
+    assert {t.worker for t in net.run.tasks.values()} == {honest.node_id}

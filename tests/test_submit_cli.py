@@ -252,3 +252,44 @@ def test_control_api_refuses_requests_without_the_token(node: Path) -> None:
     )
     assert r.status_code == 422 and r.json()["status"] == "error" and "tasks" in r.json()["message"]
     assert oct((node / "api.token").stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["cancel", "somejob/"], "give a job (JOB) or one of its tasks (JOB/N)"),
+        (["node", "--gate", "127.0.0.1:9", "--api-port", "70000"], "is not a port number"),
+        (["devnet", "up", "--workers", "0"], "a devnet has 1..200 workers"),
+        (["status", "../node"], "no node runs on"),
+    ],
+)
+def test_bad_command_lines_are_one_clear_line(tmp_path: Path, args: list[str], says: str) -> None:
+    out = (
+        p2psched(*args, "--data-dir", str(tmp_path))
+        if args[0] in ("cancel", "status")
+        else (p2psched(*args))
+    )
+    assert out.returncode == 2 and says in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_failure_reasons_are_printed_as_they_are(tmp_path: Path) -> None:
+    from p2psched.submit import ResultsFolder, _finish
+
+    status = {
+        "job": "j-1",
+        "total": 1,
+        "completed": 0,
+        "failed": 1,
+        "workers": 1,
+        "spent": 0.0,
+        "elapsed_s": 1.0,
+    }
+    failure = {
+        "task": "j-1/0",
+        "name": "0",
+        "state": "failed",
+        "error": "exited with code 1: cannot read [/data/in.png] [bold]",
+    }
+    code = _finish(status, ResultsFolder(tmp_path, "j"), [failure], as_json=False)
+    assert code == 1  # and no MarkupError on the way

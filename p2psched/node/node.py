@@ -149,5 +149,13 @@ async def _keep_ad_current(advert: Advert, manager: TaskManager) -> None:
             await advert.update(replace(advert.profile, free_slots=free))
 
 
+def bind_host_toward(peer_host: str) -> str:
+    """The interface to bind so as to reach a peer at `peer_host` (an IP address): loopback
+    for a local one, else any (of its family)."""
+    if peer_host.startswith("127."):
+        return "127.0.0.1"
+    return "::" if ":" in peer_host else "0.0.0.0"
+
+
 def _join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -39,7 +39,10 @@ from p2psched.wire.deal import (
 S = TaskState
 IN_FLIGHT = (S.SCHEDULED, S.SENT, S.RUNNING)
 DECLINE_BACKOFF_S = 2.0
-MAX_ASIDE = 64  # queued tasks passed over per commit round, at most
+MAX_ASIDE = 256  # queued tasks passed over per commit round, at most
+MAX_REJECTS = 3
+MONEY_EPSILON = 1e-9  # sums of prices drift in floating point; amounts closer are equal
+COMMIT_BYTES = 8 << 20  # task inputs sent with one commitment, at most (frames are 16 MiB)
 QUEUE_ALLOWANCE = 5  # a sent task may take this many timeouts before it is seen running
 
 
@@ -108,6 +111,7 @@ class TaskRun:
     progress: float = 0.0
     stranded_since: float = math.nan  # when it last had no candidate
     deadline: float = math.inf  # of its current state (lease or timeout), when it has one
+    input_bytes: int = 0  # its input, encoded
 
 
 @dataclass(slots=True)
@@ -126,6 +130,9 @@ class _Worker:
     declined: str | None = None
     ask_after: float = 0.0  # after a decline, when to ask again
     busy: bool = False  # its last answer was "too busy for now"
+    rejects: int = 0  # commitments it rejected
+    batch_bytes: int = 0  # inputs in the commitment being put together for it
+    banned: bool = False  # broke the protocol: never asked again by this job
 
 
 class JobRun:
@@ -146,7 +153,9 @@ class JobRun:
         self.mtr = mtr
         self.budget = budget
         self.config = config or DispatchConfig()
-        self.tasks: dict[str, TaskRun] = {t.task_id: TaskRun(t) for t in tasks}
+        self.tasks: dict[str, TaskRun] = {
+            t.task_id: TaskRun(t, input_bytes=len(encode(t.input))) for t in tasks
+        }
         self.workers: dict[bytes, _Worker] = {}
         self.spent = 0.0
         self.held = 0.0
@@ -217,7 +226,7 @@ class JobRun:
                 self.workers[ad.node_id] = _Worker(ad)
             elif w.ad.seq < ad.seq:
                 w.ad = ad
-                if w.link == "down":  # a fresh ad: it may be back
+                if w.link == "down" and not w.banned:  # a fresh ad: it may be back
                     w.link = "none"
         self._pump(now)
 
@@ -357,11 +366,15 @@ class JobRun:
 
     def _on_reject(self, w: _Worker, m: dict[str, Any], now: float) -> None:
         ids = w.pending.pop(m["rid"], None) or []
-        w.quote, w.room, w.declined = None, 0, m["reason"]
         for i in ids:
             t = self.tasks[i]
             if t.state in IN_FLIGHT and t.worker == w.ad.node_id:
                 self._back(t, f"commitment rejected: {m['reason']}", now, count=False)
+        w.quote, w.room, w.ask_after = None, 0, now + DECLINE_BACKOFF_S
+        w.rejects += 1
+        # A worker that keeps quoting and then rejecting is out for this job: otherwise the
+        # same commitment and its inputs would go back and forth for ever.
+        w.declined = m["reason"] if w.rejects >= MAX_REJECTS else None
 
     def _on_result(self, w: _Worker, m: dict[str, Any], now: float) -> None:
         worker = w.ad.node_id
@@ -420,6 +433,8 @@ class JobRun:
                 break
             if w.rid is not None or w.quote is not None or w.link == "down" or now < w.ask_after:
                 continue
+            if w.rejects >= MAX_REJECTS:
+                continue
             wanted = [
                 self._shape_spec[shape]
                 for shape, n in self._shapes.items()
@@ -464,16 +479,23 @@ class JobRun:
         # Tasks that no worker can take now (their only candidates are excluded, say) step
         # aside for this round, so that they do not hold up the tasks behind them.
         aside: list[tuple[int, int, int, str]] = []
-        while self._queue and len(aside) < MAX_ASIDE:
+        # A kind of task whose head waits for a quote or for room keeps its order, but does
+        # not hold up other kinds; once every kind waits, the round is over.
+        waiting: set[tuple[str, str | None, str, float]] = set()
+        kinds = {shape for shape, n in self._shapes.items() if n > 0}
+        while self._queue and len(aside) < MAX_ASIDE and not kinds <= waiting:
             *_, tid = self._queue[0]
             t = self.tasks[tid]
             if t.state != S.QUEUED:
                 heapq.heappop(self._queue)
                 continue
-            best = self._best(t, now)
+            shape = _shape(t.spec)
+            best = None if shape in waiting else self._best(t, now)
             if best is None:
-                if any(self._candidate(t, w) for w in self.workers.values()):
-                    break  # the head waits for a quote; keep order rather than skip past it
+                if shape not in waiting and any(
+                    self._candidate(t, w) for w in self.workers.values()
+                ):
+                    waiting.add(shape)
                 aside.append(heapq.heappop(self._queue))
                 continue
             heapq.heappop(self._queue)
@@ -481,11 +503,16 @@ class JobRun:
             best.room -= 1
             t.worker, t.price = best.ad.node_id, best.quote.price
             self.held += t.price
+            if not best.holding:  # silence is counted from when it holds something of ours
+                best.heard = now
             best.holding.add(tid)
+            best.batch_bytes += t.input_bytes
             self._move(t, S.NEGOTIATING, now)
             batches.setdefault(best.ad.node_id, []).append(t)
         for entry in aside:
             heapq.heappush(self._queue, entry)
+        for w in self.workers.values():
+            w.batch_bytes = 0
         for worker, runs in batches.items():
             w = self.workers[worker]
             assert w.quote is not None
@@ -522,9 +549,11 @@ class JobRun:
             q = w.quote
             if q is None or w.room <= 0 or w.quote_until <= now or w.link != "up":
                 continue
+            if w.batch_bytes and w.batch_bytes + t.input_bytes > COMMIT_BYTES:
+                continue  # this round's commitment to it is full: next round
             if not self._eligible(t, w) or q.price > t.spec.max_price:
                 continue
-            if self.spent + self.held + q.price > self.budget:
+            if self.spent + self.held + q.price > self.budget + MONEY_EPSILON:
                 continue
             ahead = max(0, q.capacity - w.room)
             expected = q.wait_mean + q.run_mean * (1 + ahead / max(1, q.capacity))
@@ -582,11 +611,12 @@ class JobRun:
             and (w.declined is None or bool(w.holding))
             and price <= t.spec.max_price
             # money committed elsewhere comes back if those tasks fail: wait for them
-            and (self.held > 0 or self.spent + price <= self.budget)
+            and (self.held > MONEY_EPSILON or self.spent + price <= self.budget + MONEY_EPSILON)
         )
 
     def _why_no_worker(self, t: TaskRun) -> str:
-        if self.spent + self.held >= self.budget:
+        cheapest = min((w.ad.profile.min_price for w in self.workers.values()), default=0.0)
+        if self.spent + self.held + cheapest > self.budget + MONEY_EPSILON:
             return f"the job's budget is spent ({self.spent:g} paid, {self.held:g} committed)"
         if not self.workers:
             return f"no worker found that meets {t.spec.need}"
@@ -634,6 +664,8 @@ class JobRun:
     def _release(self, t: TaskRun) -> None:
         if t.worker is not None:
             self.held -= t.price
+            if abs(self.held) < MONEY_EPSILON:
+                self.held = 0.0
             w = self.workers[t.worker]
             w.holding.discard(t.spec.task_id)
             w.room += 1 if w.quote is not None else 0
@@ -674,6 +706,7 @@ class JobRun:
         """A worker that broke the protocol: drop it for this job, replay its tasks elsewhere."""
         self._out.append(Close(w.ad.node_id, reason))
         w.link, w.rid, w.quote, w.room, w.declined = "down", None, None, 0, reason
+        w.banned = True
         for tid in w.holding:
             self.tasks[tid].excluded.add(w.ad.node_id)
         self._lose(w, f"worker dropped: {reason}", now)

@@ -106,7 +106,9 @@ class JobBook:
     def submit(self, spec: JobSpec) -> SubmittedJob:
         # Task ids travel to workers, which key them by scheduler: a job id unique on this
         # node keeps a resubmitted job's tasks apart from the first run's.
-        job_id = f"{spec.name}-{secrets.token_hex(3)}"
+        job_id = f"{spec.name}-{secrets.token_hex(4)}"
+        while job_id in self.jobs:
+            job_id = f"{spec.name}-{secrets.token_hex(4)}"
         tasks = [replace(t, task_id=task_id_for(job_id, t.index)) for t in derive_tasks(spec)]
         now = self.dispatcher.clock()
         run = JobRun(

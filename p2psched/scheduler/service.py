@@ -77,7 +77,7 @@ class Dispatcher:
         self.rids = itertools.count(1)
         self._jobs: dict[str, _Job] = {}
         self._links: dict[bytes, _Link] = {}
-        self._rid_owner: dict[int, str] = {}
+        self._rid_owner: dict[tuple[bytes, int], str] = {}  # (worker, rid) -> job
         self._kick = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -127,7 +127,7 @@ class Dispatcher:
             for action in actions:
                 if isinstance(action, Send):
                     if "rid" in action.message:
-                        self._rid_owner[action.message["rid"]] = job_id
+                        self._rid_owner[(action.worker, action.message["rid"])] = job_id
                     self._send(action.worker, action.message)
                 elif isinstance(action, Connect):
                     self._connect(job_id, action.worker, action.addresses)
@@ -141,10 +141,12 @@ class Dispatcher:
         if job.run.done:
             del self._jobs[job_id]
             job.done.set()
+            for key in [k for k, owner in self._rid_owner.items() if owner == job_id]:
+                del self._rid_owner[key]
             for worker, link in list(self._links.items()):
                 link.jobs.discard(job_id)
                 if not link.jobs:
-                    self._close(worker, None)
+                    self._close(worker, "no job needs it now")
         if kick:  # its next deadline may have come closer: the timer loop looks again
             self._kick.set()
 
@@ -155,8 +157,10 @@ class Dispatcher:
         if not link.outbox.put(message):
             self._close(worker, "it does not read what it is sent")
 
-    def _close(self, worker: bytes, reason: str | None) -> None:
-        link = self._links.get(worker)
+    def _close(self, worker: bytes, reason: str) -> None:
+        # Out of the table at once: a job that wants this worker from now on gets a new link,
+        # not one that is going away.
+        link = self._links.pop(worker, None)
         if link is not None:
             link.reason = link.reason or reason
             link.scope.cancel()
@@ -209,6 +213,8 @@ class Dispatcher:
             reason = link.reason
         if self._links.get(worker) is link:
             del self._links[worker]
+        for key in [k for k in self._rid_owner if k[0] == worker]:
+            del self._rid_owner[key]  # answers that can no longer come
         now = self.clock()
         for job_id in list(link.jobs):
             job = self._jobs.get(job_id)
@@ -254,10 +260,10 @@ class Dispatcher:
                 self._deliver(job_id, worker, beat, now)
             return
         if kind == "quote":
-            self._rid_owner.pop(m["rid"], None)
+            self._rid_owner.pop((worker, m["rid"]), None)
             job_id = m["quote"].job
         elif kind in ("decline", "lease", "reject"):
-            job_id = self._rid_owner.pop(m["rid"], "")
+            job_id = self._rid_owner.pop((worker, m["rid"]), "")
         elif kind == "result":
             job_id = job_of(m["task"])
         else:  # a message only schedulers send: the job that hears it drops the worker

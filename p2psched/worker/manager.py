@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2psched.identity import Identity
+from p2psched.wire.codec import encode
 from p2psched.wire.deal import Commitment, Quote, Receipt, result_hash
 from p2psched.wire.schema import SchemaError
 
@@ -98,13 +99,15 @@ class TaskManager:
     quote_valid_s: float = 10.0
     keep_results_s: float = 600.0
     max_unacked: int = 256  # results kept per scheduler until acknowledged
+    max_unacked_bytes: int = 256 << 20  # and by all of them together
+    _unacked_bytes: int = 0
     _peers: dict[bytes, _Peer] = field(default_factory=dict)
     _leases: dict[TaskKey, _Lease] = field(default_factory=dict)
     _queue: deque[TaskKey] = field(default_factory=deque)
     _held: dict[TaskKey, _Held] = field(default_factory=dict)  # queued or running
     _running: set[TaskKey] = field(default_factory=set)
     _aborting: set[TaskKey] = field(default_factory=set)  # cancelled, still stopping
-    _unacked: dict[TaskKey, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    _unacked: dict[TaskKey, tuple[float, dict[str, Any], int]] = field(default_factory=dict)
     _run_times: dict[str, _RunTimes] = field(default_factory=dict)
     _out: list[Action] = field(default_factory=list)
     draining: bool = False
@@ -127,14 +130,14 @@ class TaskManager:
     def next_deadline(self) -> float:
         times = [lease.expires for lease in self._leases.values()]
         times += [p.next_beat for p in self._peers.values() if p.connected]
-        times += [t + self.keep_results_s for t, _ in self._unacked.values()]
+        times += [t + self.keep_results_s for t, _, _ in self._unacked.values()]
         return min(times, default=math.inf)
 
     # -- events ---------------------------------------------------------------------------
 
     def connected(self, peer: bytes, public_key: bytes, now: float) -> None:
         self._peers[peer] = _Peer(public_key)
-        for (p, _), (_, message) in self._unacked.items():
+        for (p, _), (_, message, _) in self._unacked.items():
             if p == peer:  # finished while the scheduler was away
                 self._out.append(Send(peer, message))
         self._schedule_beat(peer, now)
@@ -185,8 +188,8 @@ class TaskManager:
     def tick(self, now: float) -> None:
         for key in [k for k, lease in self._leases.items() if lease.expires <= now]:
             del self._leases[key]
-        for key in [k for k, (t, _) in self._unacked.items() if t + self.keep_results_s <= now]:
-            del self._unacked[key]
+        for key in [k for k, (t, _, _) in self._unacked.items() if t + self.keep_results_s <= now]:
+            self._unacked_bytes -= self._unacked.pop(key)[2]
         for peer, state in self._peers.items():
             if state.connected and state.next_beat <= now:
                 self._beat(peer)
@@ -269,7 +272,9 @@ class TaskManager:
 
     def _on_ack(self, peer: bytes, m: dict[str, Any], now: float) -> None:
         for t in m["tasks"]:
-            self._unacked.pop((peer, t), None)
+            kept = self._unacked.pop((peer, t), None)
+            if kept is not None:
+                self._unacked_bytes -= kept[2]
 
     def _on_cancel(self, peer: bytes, m: dict[str, Any], now: float) -> None:
         for t in m["tasks"]:
@@ -338,10 +343,15 @@ class TaskManager:
     def _keep(self, peer: bytes, task_id: str, message: dict[str, Any], now: float) -> None:
         """Hold a result until its scheduler acknowledges it, within bounds: a scheduler that
         never acknowledges loses its oldest results, not this worker its memory."""
-        self._unacked[(peer, task_id)] = (now, message)
+        size = len(encode(message["output"]))
+        self._unacked[(peer, task_id)] = (now, message, size)
+        self._unacked_bytes += size
         mine = [k for k in self._unacked if k[0] == peer] if len(self._unacked) > 64 else []
         for key in mine[: max(0, len(mine) - self.max_unacked)]:
-            del self._unacked[key]
+            self._unacked_bytes -= self._unacked.pop(key)[2]
+        while self._unacked_bytes > self.max_unacked_bytes and len(self._unacked) > 1:
+            oldest = next(iter(self._unacked))  # across schedulers: identities are free
+            self._unacked_bytes -= self._unacked.pop(oldest)[2]
 
     def _beat(self, peer: bytes) -> None:
         mine = [k for k in self._running if k[0] == peer]

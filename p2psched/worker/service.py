@@ -9,6 +9,7 @@ a driver's failure becomes the task's error, never the worker's.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import tempfile
@@ -54,6 +55,7 @@ class WorkerService:
         self.completed = 0
         self._sessions: dict[bytes, _Session] = {}
         self._running: dict[tuple[bytes, str], trio.CancelScope] = {}
+        self._aborted: set[tuple[bytes, str]] = set()
         self._kick = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -99,7 +101,7 @@ class WorkerService:
                         pass
                     nursery.cancel_scope.cancel()
                 if refusal is not None:  # say why, then hang up
-                    with trio.move_on_after(5):
+                    with trio.move_on_after(5), contextlib.suppress(ChannelError):
                         await channel.send({"t": "error", "reason": refusal})
         finally:
             if self._sessions.get(peer) is session:
@@ -122,6 +124,8 @@ class WorkerService:
                 scope = self._running.get((action.peer, action.task_id))
                 if scope is not None:
                     scope.cancel()
+                else:  # started, but its trio task has not run yet
+                    self._aborted.add((action.peer, action.task_id))
         if kick:  # a deadline may have come closer: the timer loop looks again
             self._kick.set()
 
@@ -130,12 +134,20 @@ class WorkerService:
         output: Any = None
         error: str | None = None
         driver = self.drivers.get(task["driver"])
+        made = False
         with trio.CancelScope() as scope:
             self._running[key] = scope
+            if key in self._aborted:  # cancelled between the start and this task's first step
+                self._aborted.discard(key)
+                scope.cancel()
             scratch = Path(self.scratch_root or tempfile.gettempdir())
-            if driver is not None and driver.uses_scratch:
-                scratch = Path(tempfile.mkdtemp(prefix="task-", dir=self.scratch_root))
             try:
+                if driver is not None and driver.uses_scratch:
+                    try:
+                        scratch = Path(tempfile.mkdtemp(prefix="task-", dir=self.scratch_root))
+                    except OSError as e:
+                        raise DriverError(f"cannot make the task's scratch folder ({e})") from None
+                    made = True
                 if driver is None:
                     raise DriverError(f"driver {task['driver']!r} is not enabled on this worker")
                 output = await driver.run(
@@ -146,7 +158,7 @@ class WorkerService:
                 error = str(e) or type(e).__name__
             finally:
                 del self._running[key]
-                if driver is not None and driver.uses_scratch:
+                if made:
                     shutil.rmtree(scratch, ignore_errors=True)
         if scope.cancelled_caught:
             error = "cancelled by its scheduler"
