@@ -539,7 +539,7 @@ def test_a_worker_that_keeps_rejecting_is_given_up() -> None:
         if m["t"] != "lease":
             return m
         commits.append(m["rid"])
-        return {"t": "reject", "rid": m["rid"], "reason": "changed my mind"}
+        return {"t": "reject", "rid": m["rid"], "reason": "changed my mind", "busy": False}
 
     net.behave[a.node_id] = reject
     net.run.add_workers([ad(a)], net.now)

@@ -371,6 +371,8 @@ class JobRun:
             if t.state in IN_FLIGHT and t.worker == w.ad.node_id:
                 self._back(t, f"commitment rejected: {m['reason']}", now, count=False)
         w.quote, w.room, w.ask_after = None, 0, now + DECLINE_BACKOFF_S
+        if m["busy"]:  # its room went to someone else meanwhile: ask again in a while
+            return
         w.rejects += 1
         # A worker that keeps quoting and then rejecting is out for this job: otherwise the
         # same commitment and its inputs would go back and forth for ever.

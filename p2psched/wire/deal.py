@@ -279,7 +279,9 @@ MESSAGES: dict[str, schema.Check] = {
             "expires": _time,
         }
     ),
-    "reject": schema.mapping({"t": _any, "rid": schema.uint(), "reason": _REASON}),
+    "reject": schema.mapping(
+        {"t": _any, "rid": schema.uint(), "reason": _REASON, "busy": schema.boolean}
+    ),
     "beat": schema.mapping(
         {
             "t": _any,

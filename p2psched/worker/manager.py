@@ -225,6 +225,7 @@ class TaskManager:
     def _on_commit(self, peer: bytes, m: dict[str, Any], now: float) -> None:
         c: Commitment = m["commitment"]
         reason = None
+        busy = False
         if not c.verify(self._peers[peer].public_key) or c.scheduler != peer:
             reason = "the commitment is not signed by the scheduler on this channel"
         elif c.worker != self.identity.node_id:
@@ -235,6 +236,7 @@ class TaskManager:
             reason = "this worker is draining and takes no new tasks"
         elif len(c.tasks) > self.capacity:
             reason = f"state changed: room for {self.capacity} tasks now, not {len(c.tasks)}"
+            busy = True
         elif any(
             (peer, t) in self._held or (peer, t) in self._leases or (peer, t) in self._aborting
             for t in c.tasks
@@ -243,7 +245,9 @@ class TaskManager:
         elif not {t["id"] for t in m["run"]} <= set(c.tasks):
             reason = "tasks sent with a commitment must be among the tasks it names"
         if reason is not None:
-            self._out.append(Send(peer, {"t": "reject", "rid": m["rid"], "reason": reason}))
+            self._out.append(
+                Send(peer, {"t": "reject", "rid": m["rid"], "reason": reason, "busy": busy})
+            )
             return
         expires = now + self.lease_s
         for t in c.tasks:
