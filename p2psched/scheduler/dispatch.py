@@ -2,9 +2,10 @@
 retries. It takes worker ads, channel events, messages and `now`, and gives back actions.
 
 Owns: each task's state (through `lifecycle`), which worker holds it, the job's budget, and the
-rules for putting a task back: a worker lost or silent, a lease that lapsed, a driver that
+rules for putting a task back: a worker lost or silent, a commitment rejected, a driver that
 failed, a receipt that did not verify, a timeout. Such a task goes back at the head of the queue
-with that worker excluded, until the job's retries are spent.
+with that worker excluded (but for a rejection), until the job's retries are spent. Tasks travel
+with their commitment; the worker's lease confirms them.
 Promises: a task is counted done once, and only with a receipt signed by the worker it was
 committed to, naming this scheduler, this job and this task, and hashing the output received;
 the job never commits more money than its budget; every task reaches a final state.
@@ -86,7 +87,6 @@ class DispatchConfig:
     quote_timeout_s: float = 5.0
     quote_wait_s: float = 0.25  # how long the first answers wait for the other candidates'
     max_quote_s: float = 30.0  # a quote is used at most this long, whatever it says
-    lease_timeout_s: float = 10.0  # a commitment with no lease by then: back to the queue
     silence_s: float = 5.0  # a worker holding tasks that says nothing this long is lost
     timeout_grace_s: float = 10.0  # beyond a task's own timeout, which the worker enforces
     no_worker_s: float = 30.0  # a task with no candidate this long fails
@@ -323,9 +323,7 @@ class JobRun:
             t = self.tasks[tid]
             if t.deadline != deadline:
                 continue
-            if t.state == S.SCHEDULED:
-                self._back(t, "no lease from the worker in time", now, count=False)
-            elif t.state in (S.SENT, S.RUNNING):
+            if t.state in (S.SENT, S.RUNNING):
                 worker = t.worker
                 if worker is not None and self.workers[worker].link == "up":
                     self._out.append(Send(worker, {"t": "cancel", "tasks": [tid]}))
@@ -643,9 +641,7 @@ class JobRun:
             self._queued += 1 if new == S.QUEUED else -1
             self._shapes[shape] += 1 if new == S.QUEUED else -1
             self._shape_spec.setdefault(shape, t.spec)
-        if new == S.SCHEDULED:
-            self._timer(t, now + self.config.lease_timeout_s)
-        elif new == S.SENT:  # it may wait in the worker's short queue before it starts
+        if new == S.SENT:  # it may wait in the worker's short queue before it starts
             self._timer(t, now + t.spec.timeout_s * QUEUE_ALLOWANCE + self.config.timeout_grace_s)
         elif new == S.RUNNING:
             self._timer(t, now + t.spec.timeout_s + self.config.timeout_grace_s)
