@@ -374,7 +374,7 @@ def test_cancel_queued_committed_and_running() -> None:
     assert net.workers[a.node_id].capacity == 2  # the worker let go of both
 
 
-def test_task_timeout_on_the_scheduler_side() -> None:
+def test_task_timeout_on_the_scheduler_side_stops_it_on_the_worker() -> None:
     net = make_net(0, 0)
     a = Identity.generate()
     net.workers = {a.node_id: wm.TaskManager(a)}
@@ -389,11 +389,13 @@ def test_task_timeout_on_the_scheduler_side() -> None:
     net.hold = True
     net.run.add_workers([ad(a)], net.now)
     net.pump()
+    assert net.workers[a.node_id].free_slots == 0
     net.advance(14)
     assert net.run.tasks["job-000000"].state == S.RUNNING
     net.advance(2)
     t = net.run.tasks["job-000000"]
     assert t.state == S.TIMED_OUT and "timed out after 5 s" in (t.error or "")
+    assert net.workers[a.node_id].free_slots == 1  # the cancel reached it: it let go
 
 
 def test_results_wait_on_the_worker_until_acknowledged() -> None:
@@ -487,27 +489,6 @@ def test_a_quote_expired_on_arrival_counts_as_a_decline() -> None:
     net.advance(40)
     t = net.run.tasks["job-000000"]
     assert t.state == S.FAILED and "expired" in (t.error or "")
-
-
-def test_timeout_tells_the_worker_to_stop() -> None:
-    net = make_net(0, 0)
-    a = Identity.generate()
-    net.workers = {a.node_id: wm.TaskManager(a)}
-    net.run = JobRun(
-        net.run.identity,
-        "job",
-        [spec(0, timeout=5, retries=0)],
-        mtr=0,
-        now=net.now,
-        config=DispatchConfig(silence_s=1000),
-    )
-    net.hold = True
-    net.run.add_workers([ad(a)], net.now)
-    net.pump()
-    assert net.workers[a.node_id].free_slots == 0
-    net.advance(20)
-    assert net.run.tasks["job-000000"].state == S.TIMED_OUT
-    assert net.workers[a.node_id].free_slots == 1  # the cancel reached it: it let go
 
 
 def test_a_cancelled_running_task_cannot_be_recommitted_until_it_stops() -> None:

@@ -47,6 +47,17 @@ def write_job(path: Path, text: str) -> Path:
     return path
 
 
+def matrix_job(
+    folder: Path, name: str, driver: str, template: str, n: int, extra: str = ""
+) -> Path:
+    """A job of `n` tasks from one template (YAML flow text), in `folder/<name>.yaml`."""
+    return write_job(
+        folder / f"{name}.yaml",
+        f"name: {name}\ndriver: {driver}\n{extra}template:\n  input: {template}\n"
+        f"matrix:\n  i: {list(range(n))}\n",
+    )
+
+
 def load_receipt(path: Path) -> tuple[Receipt, bytes]:
     doc = json.loads(path.read_text())
     key = bytes.fromhex(doc.pop("worker_public_key"))
@@ -54,15 +65,7 @@ def load_receipt(path: Path) -> tuple[Receipt, bytes]:
 
 
 def test_two_hundred_tasks_through_the_cli(net: devnet.Devnet, tmp_path: Path) -> None:
-    job = write_job(
-        tmp_path / "job.yaml",
-        (
-            "name: many\n"
-            "driver: echo\n"
-            "template:\n  input: {n: '{n}', text: 'hello {n}'}\n"
-            f"matrix:\n  n: {list(range(200))}\n"
-        ),
-    )
+    job = matrix_job(tmp_path, "many", "echo", "{n: '{i}', text: 'hello {i}'}", 200)
     out = p2psched(
         "submit",
         str(job),
@@ -94,16 +97,7 @@ def test_two_hundred_tasks_through_the_cli(net: devnet.Devnet, tmp_path: Path) -
 
 @pytest.mark.parametrize("net", [3], indirect=True)
 def test_worker_killed_mid_job(net: devnet.Devnet, tmp_path: Path) -> None:
-    job = write_job(
-        tmp_path / "naps.yaml",
-        (
-            "name: naps\n"
-            "driver: sleep\n"
-            "retries: 3\n"
-            "template:\n  input: {seconds: 0.3}\n"
-            f"matrix:\n  i: {list(range(40))}\n"
-        ),
-    )
+    job = matrix_job(tmp_path, "naps", "sleep", "{seconds: 0.3}", 40, "retries: 3\n")
     results = tmp_path / "results"
     submit = subprocess.Popen(
         [
@@ -180,13 +174,7 @@ def node(net: devnet.Devnet, tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.parametrize("net", [2], indirect=True)
 def test_a_running_node_takes_jobs_and_answers_status_commands(node: Path, tmp_path: Path) -> None:
-    job = write_job(
-        tmp_path / "naps.yaml",
-        (
-            "name: naps\ndriver: sleep\ntemplate:\n  input: {seconds: 0.05}\n"
-            f"matrix:\n  i: {list(range(12))}\n"
-        ),
-    )
+    job = matrix_job(tmp_path, "naps", "sleep", "{seconds: 0.05}", 12)
     out = p2psched("submit", str(job), "--detach", "--json", "--data-dir", str(node))
     assert out.returncode == 0, out.stderr
     job_id = json.loads(out.stdout)["job"]
@@ -220,13 +208,7 @@ def test_a_running_node_takes_jobs_and_answers_status_commands(node: Path, tmp_p
 
 @pytest.mark.parametrize("net", [1], indirect=True)
 def test_cancel_a_running_job(node: Path, tmp_path: Path) -> None:
-    job = write_job(
-        tmp_path / "long.yaml",
-        (
-            "name: long\ndriver: sleep\ntimeout: 10m\ntemplate:\n  input: {seconds: 300}\n"
-            f"matrix:\n  i: {list(range(8))}\n"
-        ),
-    )
+    job = matrix_job(tmp_path, "long", "sleep", "{seconds: 300}", 8, "timeout: 10m\n")
     job_id = json.loads(
         p2psched("submit", str(job), "--detach", "--json", "--data-dir", str(node)).stdout
     )["job"]
