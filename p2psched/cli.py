@@ -44,7 +44,7 @@ from p2psched.node.node import JoinError, Node, WorkerRole, bind_host_toward, op
 from p2psched.resources.need import Need, NeedError
 from p2psched.resources.profile import Gpu
 from p2psched.scheduler.discovery import Discovery, WorkerAd
-from p2psched.scheduler.jobspec import JobSpecError
+from p2psched.scheduler.jobspec import JobSpecError, load_job
 from p2psched.submit import SubmitError, run_submit
 from p2psched.worker.config import ConfigError, WorkerConfig, load_config
 
@@ -527,8 +527,7 @@ def cmd_devnet_down(args: argparse.Namespace) -> None:
 
 
 def _show_results(folder: Path, limit: int = 10) -> None:
-    files = sorted(folder.glob("*/[0-9]*[0-9].json"), key=lambda p: p.stat().st_mtime)[-limit:]
-    for path in sorted(files):
+    for path in sorted(folder.glob("[0-9]*[0-9].json"))[:limit]:
         r = json.loads(path.read_text())
         shown = json.dumps(r["output"]) if r["state"] == "completed" else r["error"]
         print(f"  {r['name']:<24} {r['state']:<10} {shown[:80]}")
@@ -550,7 +549,7 @@ def cmd_devnet_demo(args: argparse.Namespace) -> None:
                 as_json=False,
                 detach=False,
             )
-            _show_results(Path(args.results))
+            _show_results(Path(args.results) / load_job(job).name)
         finally:
             devnet.down(folder)
             print("devnet stopped", flush=True)

@@ -115,7 +115,9 @@ def up(
     """Start the gate and `workers` workers from `folder`. `slots` and `price`, when given,
     replace the simulated machines' own (a benchmark wants them all alike)."""
     if (folder / STATE_FILE).exists() and _alive(_read(folder)):
-        raise DevnetError(f"a devnet already runs from {folder}; `p2psched devnet down` first")
+        raise DevnetError(
+            f"a devnet already runs from {folder}; `p2psched devnet down --dir {folder}` first"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     drivers = drivers or ["echo", "sleep"]
     procs: dict[str, subprocess.Popen[bytes]] = {}

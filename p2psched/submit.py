@@ -39,9 +39,14 @@ class SubmitError(Exception):
 
 
 class ResultsFolder:
+    """`<root>/<job name>/`: a rerun of a job replaces what its previous run wrote there."""
+
     def __init__(self, root: Path, name: str) -> None:
         self.path = root / _safe(name)
         self.path.mkdir(parents=True, exist_ok=True)
+        for old in (*self.path.glob("[0-9]*[0-9].json"), *self.path.glob("*.receipt.json")):
+            old.unlink()
+        (self.path / "summary.json").unlink(missing_ok=True)
         self.written = 0
 
     def write(self, result: dict[str, Any]) -> None:
@@ -227,15 +232,17 @@ def _embedded(
     spec: JobSpec, data_dir: Path, gate: tuple[str, int], results: Path, as_json: bool
 ) -> int:
     identity = load_or_create_identity(data_dir)
-    folder = ResultsFolder(results, spec.name)
     failures: list[dict[str, Any]] = []
     outcome: dict[str, Any] = {}
+    folders: list[ResultsFolder] = []
 
     async def main() -> None:
         async with open_node(
             identity, data_dir, host=bind_host_toward(gate[0]), seeds=[gate], dht_client=True
         ) as node:
             job = node.jobs.submit(spec)
+            folder = ResultsFolder(results, spec.name)  # only once the job is taken
+            folders.append(folder)
             display = Display(len(job.run.tasks), as_json)
             written = 0
             with display.shown():
@@ -252,4 +259,4 @@ def _embedded(
             outcome.update(status)
 
     trio.run(main)
-    return _finish(outcome, folder, failures, as_json)
+    return _finish(outcome, folders[0], failures, as_json)

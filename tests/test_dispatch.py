@@ -557,3 +557,69 @@ def test_a_banned_worker_stays_out_when_it_republishes() -> None:
     assert [w for w, _ in net.closed] == [liar.node_id]  # banned once, never again
     assert net.run.counts() == {"completed": 6}
     assert {t.worker for t in net.run.tasks.values()} == {honest.node_id}
+
+
+def test_a_worker_always_busy_on_commit_is_given_up_in_the_end() -> None:
+    net = make_net(0, 0)
+    a = Identity.generate()
+    net.workers = {a.node_id: wm.TaskManager(a)}
+    net.run = JobRun(net.run.identity, "job", [spec(0)], mtr=0, now=net.now)
+    net.behave[a.node_id] = lambda m: (
+        {"t": "reject", "rid": m["rid"], "reason": "state changed", "busy": True}
+        if m["t"] == "lease"
+        else m
+    )
+    net.run.add_workers([ad(a)], net.now)
+    net.pump()
+    net.advance(200, step=1.0)
+    assert net.run.done and net.run.tasks["job-000000"].state == S.FAILED
+
+
+def test_the_deadline_ends_the_job() -> None:
+    net = make_net(0, 0)
+    a = Identity.generate()
+    net.workers = {a.node_id: wm.TaskManager(a, slots=1, queue_depth=0)}
+    net.run = JobRun(
+        net.run.identity,
+        "job",
+        [spec(k) for k in range(3)],
+        mtr=0,
+        now=net.now,
+        deadline=net.now + 20,
+    )
+    net.hold = True
+    net.run.add_workers([ad(a)], net.now)
+    net.pump()
+    net.advance(19)
+    assert not net.run.done
+    net.advance(2)
+    assert net.run.done
+    assert sorted(t.state.value for t in net.run.tasks.values()) == [
+        "failed",
+        "failed",
+        "timed_out",
+    ]
+    assert all("deadline passed" in (t.error or "") for t in net.run.tasks.values())
+    assert net.workers[a.node_id].free_slots == 1  # told to stop
+
+
+def test_a_long_queue_of_one_waiting_kind_does_not_starve_another_kind() -> None:
+    net = make_net(0, 0)
+    busy, free = Identity.generate(), Identity.generate()
+    net.workers = {
+        busy.node_id: wm.TaskManager(busy, slots=1, queue_depth=0),
+        free.node_id: wm.TaskManager(free),
+    }
+    other = Identity.generate()
+    w = net.workers[busy.node_id]
+    w.connected(other.node_id, other.public_key, net.now)
+    commit(w, other, "theirs", net.now)  # its only slot belongs to another scheduler
+    dispatch(w, other, "theirs", net.now)
+    w.actions()
+    naps = [spec(k, driver="sleep", need="driver=sleep") for k in range(300)]
+    echo = [spec(300, need="driver=echo")]
+    net.run = JobRun(net.run.identity, "job", naps + echo, mtr=0, now=net.now)
+    net.run.add_workers([ad(busy, drivers=("sleep",)), ad(free, drivers=("echo",))], net.now)
+    net.pump()
+    net.advance(5)
+    assert net.run.tasks["job-000300"].state == S.COMPLETED

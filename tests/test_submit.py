@@ -179,3 +179,13 @@ async def test_a_scheduler_that_does_not_read_is_dropped_and_others_are_served(
         with trio.fail_after(60):
             await job.done.wait()
         assert job.run.counts() == {"completed": 10}
+
+
+async def test_a_deadline_already_past_is_refused(tmp_path: Path) -> None:
+    from p2psched.scheduler.jobspec import JobSpecError
+
+    async with network(tmp_path, [WorkerConfig(drivers=("echo",))]) as (scheduler, _):
+        late = echo_job(1, deadline="2001-01-01T00:00:00Z")
+        with pytest.raises(JobSpecError, match="deadline: .* already passed"):
+            scheduler.jobs.submit(parse_job(late))
+        assert scheduler.jobs.jobs == {}  # nothing half-submitted

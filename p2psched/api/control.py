@@ -112,10 +112,9 @@ def make_app(node: Node, token: str) -> FastAPI:
     @app.post("/v1/jobs", status_code=201)
     async def submit(body: JobSubmission) -> dict[str, Any]:
         try:
-            parsed = parse_job(body.spec, source=body.source)
+            job = node.jobs.submit(parse_job(body.spec, source=body.source))
         except JobSpecError as e:
             raise ApiError(422, str(e)) from None
-        job = node.jobs.submit(parsed)
         return {"job": job.job_id, "tasks": len(job.run.tasks)}
 
     @app.get("/v1/jobs")

@@ -40,8 +40,10 @@ from p2psched.wire.deal import (
 S = TaskState
 IN_FLIGHT = (S.SCHEDULED, S.SENT, S.RUNNING)
 DECLINE_BACKOFF_S = 2.0
-MAX_ASIDE = 256  # queued tasks passed over per commit round, at most
+MAX_ASIDE = 256  # tasks no worker can take, passed over per commit round, at most
+MAX_SCAN = 4096  # queue entries looked at per commit round, at most
 MAX_REJECTS = 3
+MAX_BUSY_REJECTS = 30  # a minute of backing off: then its quotes are not worth asking for
 MONEY_EPSILON = 1e-9  # sums of prices drift in floating point; amounts closer are equal
 COMMIT_BYTES = 8 << 20  # task inputs sent with one commitment, at most (frames are 16 MiB)
 QUEUE_ALLOWANCE = 5  # a sent task may take this many timeouts before it is seen running
@@ -131,6 +133,7 @@ class _Worker:
     ask_after: float = 0.0  # after a decline, when to ask again
     busy: bool = False  # its last answer was "too busy for now"
     rejects: int = 0  # commitments it rejected
+    busy_rejects: int = 0  # ... for want of room, which is allowed a while longer
     batch_bytes: int = 0  # inputs in the commitment being put together for it
     banned: bool = False  # broke the protocol: never asked again by this job
 
@@ -147,8 +150,10 @@ class JobRun:
         now: float,
         config: DispatchConfig | None = None,
         rids: Iterator[int] | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.identity = identity
+        self.deadline = deadline  # when every task must be done, if the job says
         self.job = job
         self.mtr = mtr
         self.budget = budget
@@ -209,6 +214,8 @@ class JobRun:
             heapq.heappop(self._timers)
         if self._timers:
             times.append(self._timers[0][0])
+        if self.deadline is not None and not self.done:
+            times.append(self.deadline)
         if self._queued:
             times.append(self._next_sweep)
             soft += [w.ask_after for w in self.workers.values()]
@@ -298,6 +305,22 @@ class JobRun:
                 self._out.append(Send(worker, {"t": "cancel", "tasks": ids}))
         return done
 
+    def _miss_deadline(self, now: float) -> None:
+        """Past the job's deadline nothing is worth running: stop it all, say why."""
+        on_workers: dict[bytes, list[str]] = {}
+        for t in self.tasks.values():
+            if t.state in IN_FLIGHT and t.worker is not None:
+                if self.workers[t.worker].link == "up":
+                    on_workers.setdefault(t.worker, []).append(t.spec.task_id)
+                self._release(t)
+        for worker, ids in on_workers.items():
+            self._out.append(Send(worker, {"t": "cancel", "tasks": ids}))
+        for t in self.tasks.values():
+            if not t.state.final:
+                t.error = "the job's deadline passed before it ran"
+                self._move(t, S.TIMED_OUT if t.state in (S.SENT, S.RUNNING) else S.FAILED, now)
+                self._out.append(Settled(t.spec.task_id))
+
     def abandon(self, reason: str, now: float) -> None:
         """End every task that is not final as failed (the job cannot go on)."""
         for t in self.tasks.values():
@@ -309,6 +332,8 @@ class JobRun:
     def tick(self, now: float) -> None:
         c = self.config
         self._ticked = now
+        if self.deadline is not None and self.deadline <= now and not self.done:
+            self._miss_deadline(now)
         for w in self.workers.values():
             if w.rid is not None and w.asked_at + c.quote_timeout_s <= now:
                 w.rid, w.declined = None, "did not answer a quote request in time"
@@ -370,6 +395,10 @@ class JobRun:
                 self._back(t, f"commitment rejected: {m['reason']}", now, count=False)
         w.quote, w.room, w.ask_after = None, 0, now + DECLINE_BACKOFF_S
         if m["busy"]:  # its room went to someone else meanwhile: ask again in a while
+            w.busy_rejects += 1
+            if w.busy_rejects >= MAX_BUSY_REJECTS:  # ... but not for ever
+                w.declined = m["reason"]
+                w.rejects = MAX_REJECTS
             return
         w.rejects += 1
         # A worker that keeps quoting and then rejecting is out for this job: otherwise the
@@ -483,7 +512,8 @@ class JobRun:
         # not hold up other kinds; once every kind waits, the round is over.
         waiting: set[tuple[str, str | None, str, float]] = set()
         kinds = {shape for shape, n in self._shapes.items() if n > 0}
-        while self._queue and len(aside) < MAX_ASIDE and not kinds <= waiting:
+        stuck = 0  # aside because no worker can take them (not merely waiting for one)
+        while self._queue and stuck < MAX_ASIDE and len(aside) < MAX_SCAN and not kinds <= waiting:
             *_, tid = self._queue[0]
             t = self.tasks[tid]
             if t.state != S.QUEUED:
@@ -492,10 +522,12 @@ class JobRun:
             shape = _shape(t.spec)
             best = None if shape in waiting else self._best(t, now)
             if best is None:
-                if shape not in waiting and any(
-                    self._candidate(t, w) for w in self.workers.values()
-                ):
+                if shape in waiting:
+                    pass
+                elif any(self._candidate(t, w) for w in self.workers.values()):
                     waiting.add(shape)
+                else:
+                    stuck += 1
                 aside.append(heapq.heappop(self._queue))
                 continue
             heapq.heappop(self._queue)

@@ -18,7 +18,7 @@ from typing import Any
 import trio
 
 from p2psched.scheduler.dispatch import DispatchConfig, JobRun, TaskRun, task_id_for
-from p2psched.scheduler.jobspec import JobSpec, derive_tasks, job_mtr
+from p2psched.scheduler.jobspec import JobSpec, JobSpecError, derive_tasks, job_deadline, job_mtr
 from p2psched.scheduler.service import Dispatcher
 
 
@@ -111,6 +111,14 @@ class JobBook:
             job_id = f"{spec.name}-{secrets.token_hex(4)}"
         tasks = [replace(t, task_id=task_id_for(job_id, t.index)) for t in derive_tasks(spec)]
         now = self.dispatcher.clock()
+        deadline = job_deadline(spec, now)
+        if deadline is not None and deadline <= now:
+            raise JobSpecError(
+                [
+                    f"{spec.name}: deadline: {spec.deadline}: already passed; give a later "
+                    "time or a duration (for example 30m)"
+                ]
+            )
         run = JobRun(
             self.dispatcher.identity,
             job_id,
@@ -120,6 +128,7 @@ class JobBook:
             now=now,
             config=self.config,
             rids=self.dispatcher.rids,
+            deadline=deadline,
         )
         job = SubmittedJob(job_id, spec, run, now)
         self.jobs[job_id] = job
