@@ -32,6 +32,7 @@ from p2psched.scheduler.jobspec import JobSpec, load_job
 
 POLL_S = 0.25
 DETACH_WAIT_S = 10.0
+RESULTS_PAGE = 1000  # the control API's default page of results
 
 
 class SubmitError(Exception):
@@ -224,7 +225,8 @@ def _remote(
             display.update(status)
             if status["state"] == "done" and after >= status["total"]:
                 break
-            time.sleep(POLL_S)
+            if len(page["results"]) < RESULTS_PAGE:  # caught up: wait for more to settle
+                time.sleep(POLL_S)
     return _finish(status, folder, failures, as_json)
 
 

@@ -150,11 +150,11 @@ def make_app(node: Node, token: str) -> FastAPI:
         ]
 
     @app.get("/v1/jobs/{job_id}/results")
-    async def results(job_id: str, after: int = 0) -> dict[str, Any]:
+    async def results(job_id: str, after: int = 0, limit: int = 1000) -> dict[str, Any]:
         job = job_of(job_id)
-        if after < 0:
-            raise ApiError(422, "after must be >= 0")
-        settled = job.settled[after:]
+        if after < 0 or not 1 <= limit <= 10_000:
+            raise ApiError(422, "after must be >= 0 and limit 1..10000")
+        settled = job.settled[after : after + limit]
         return {"next": after + len(settled), "results": [job.result_view(t) for t in settled]}
 
     @app.post("/v1/jobs/{job_id}/cancel")

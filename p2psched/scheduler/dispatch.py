@@ -307,6 +307,14 @@ class JobRun:
 
     def _miss_deadline(self, now: float) -> None:
         """Past the job's deadline nothing is worth running: stop it all, say why."""
+        self._end_all("the job's deadline passed before it ran", S.TIMED_OUT, now)
+
+    def abandon(self, reason: str, now: float) -> None:
+        """End every task that is not final as failed (the job cannot go on)."""
+        self._end_all(reason, S.FAILED, now)
+
+    def _end_all(self, reason: str, running_end: TaskState, now: float) -> None:
+        """End every task not yet final, with `reason`; workers stop what they run of them."""
         on_workers: dict[bytes, list[str]] = {}
         for t in self.tasks.values():
             if t.state in IN_FLIGHT and t.worker is not None:
@@ -317,16 +325,8 @@ class JobRun:
             self._out.append(Send(worker, {"t": "cancel", "tasks": ids}))
         for t in self.tasks.values():
             if not t.state.final:
-                t.error = "the job's deadline passed before it ran"
-                self._move(t, S.TIMED_OUT if t.state in (S.SENT, S.RUNNING) else S.FAILED, now)
-                self._out.append(Settled(t.spec.task_id))
-
-    def abandon(self, reason: str, now: float) -> None:
-        """End every task that is not final as failed (the job cannot go on)."""
-        for t in self.tasks.values():
-            if not t.state.final:
                 t.error = reason
-                self._move(t, S.FAILED, now)
+                self._move(t, running_end if t.state in (S.SENT, S.RUNNING) else S.FAILED, now)
                 self._out.append(Settled(t.spec.task_id))
 
     def tick(self, now: float) -> None:

@@ -56,7 +56,10 @@ class SubmittedJob:
             "submitted_at": self.submitted_at,
             "elapsed_s": elapsed,
             "eta_s": eta,
-            "workers": len({t.worker for t in self.run.tasks.values() if t.worker}),
+            "workers": len(
+                {t.receipt.worker if t.receipt else t.worker for t in self.run.tasks.values()}
+                - {None}
+            ),
         }
 
     def task_view(self, t: TaskRun) -> dict[str, Any]:
@@ -86,6 +89,7 @@ class SubmittedJob:
 
 
 _FINAL = ("completed", "failed", "aborted", "timed_out")
+KEEP_FINISHED = 100
 
 
 class JobBook:
@@ -132,6 +136,7 @@ class JobBook:
         )
         job = SubmittedJob(job_id, spec, run, now)
         self.jobs[job_id] = job
+        self._forget_old()
         dispatched = self.dispatcher.add(run, lambda _, task_id: job.settled.append(task_id))
 
         async def finish() -> None:
@@ -141,6 +146,12 @@ class JobBook:
 
         self.nursery.start_soon(finish)
         return job
+
+    def _forget_old(self) -> None:
+        """A node runs for months: it keeps the last KEEP_FINISHED finished jobs, not all."""
+        finished = [j for j in self.jobs.values() if j.finished_at is not None]
+        for job in sorted(finished, key=lambda j: j.finished_at or 0.0)[:-KEEP_FINISHED]:
+            del self.jobs[job.job_id]
 
     def cancel(self, job_id: str, task_ids: list[str] | None = None) -> list[str]:
         return self.dispatcher.cancel(job_id, task_ids)
