@@ -79,6 +79,7 @@ class Dispatcher:
         self._links: dict[bytes, _Link] = {}
         self._rid_owner: dict[tuple[bytes, int], str] = {}  # (worker, rid) -> job
         self._kick = trio.Event()
+        self._waking_at = -math.inf  # when the timer loop wakes by itself
         self._nursery: trio.Nursery | None = None
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -89,10 +90,8 @@ class Dispatcher:
                 deadline = min(
                     (j.run.next_deadline() for j in self._jobs.values()), default=math.inf
                 )
-                wait = deadline - self.clock()
-                with trio.move_on_after(
-                    max(0.0, min(wait, 3600.0)) if math.isfinite(wait) else 3600
-                ):
+                self._waking_at = min(deadline, self.clock() + 3600.0)
+                with trio.move_on_at(trio.current_time() + self._waking_at - self.clock()):
                     await self._kick.wait()
                 self._kick = trio.Event()
                 now = self.clock()
@@ -147,7 +146,9 @@ class Dispatcher:
                 link.jobs.discard(job_id)
                 if not link.jobs:
                     self._close(worker, "no job needs it now")
-        if kick:  # its next deadline may have come closer: the timer loop looks again
+        # The timer loop looks again only if this job's next deadline comes before the time it
+        # sleeps until: waking it for every message would tick every job for every message.
+        if kick and (job.run.done or job.run.next_deadline() < self._waking_at):
             self._kick.set()
 
     def _send(self, worker: bytes, message: dict[str, Any]) -> None:

@@ -57,6 +57,7 @@ class WorkerService:
         self._running: dict[tuple[bytes, str], trio.CancelScope] = {}
         self._aborted: set[tuple[bytes, str]] = set()
         self._kick = trio.Event()
+        self._waking_at = -math.inf  # when the timer loop wakes by itself
         self._nursery: trio.Nursery | None = None
 
     async def serve(
@@ -126,7 +127,9 @@ class WorkerService:
                     scope.cancel()
                 else:  # started, but its trio task has not run yet
                     self._aborted.add((action.peer, action.task_id))
-        if kick:  # a deadline may have come closer: the timer loop looks again
+        # The timer loop looks again only if a deadline now comes before the time it sleeps
+        # until: waking it for every message would cost a tick per message.
+        if kick and self.manager.next_deadline() < self._waking_at:
             self._kick.set()
 
     async def _run(self, peer: bytes, task: dict[str, Any]) -> None:
@@ -173,8 +176,8 @@ class WorkerService:
 
     async def _timers(self) -> None:
         while True:
-            wait = self.manager.next_deadline() - self.clock()
-            with trio.move_on_after(max(0.0, min(wait, 3600.0)) if math.isfinite(wait) else 3600):
+            self._waking_at = min(self.manager.next_deadline(), self.clock() + 3600.0)
+            with trio.move_on_at(trio.current_time() + self._waking_at - self.clock()):
                 await self._kick.wait()
             self._kick = trio.Event()
             self.manager.tick(self.clock())
