@@ -452,6 +452,16 @@ def cmd_submit(args: argparse.Namespace) -> None:
     sys.exit(code)
 
 
+def cmd_worker_drain(args: argparse.Namespace) -> None:
+    action = "drain" if args.worker_command == "drain" else "undrain"
+    with _client(args) as client:
+        answer = client.post(f"/v1/worker/{action}", {})
+    if answer["draining"]:
+        print(f"draining: takes no new tasks; {answer['held']} still held here")
+    else:
+        print("taking tasks again")
+
+
 def cmd_jobs(args: argparse.Namespace) -> None:
     with _client(args) as client:
         jobs = client.get("/v1/jobs")
@@ -687,6 +697,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--api-port", type=_port, default=0, help="control API port (default any)")
     sp.set_defaults(func=cmd_worker_join)
+    for name, help_ in (
+        ("drain", "take no new tasks, finish those held (the running worker on --data-dir)"),
+        ("undrain", "take tasks again"),
+    ):
+        sp = worker.add_parser(name, parents=[common], help=help_)
+        sp.set_defaults(func=cmd_worker_drain)
 
     sp = sub.add_parser("workers", parents=[common], help="list the workers that match a need")
     sp.add_argument("--gate", required=True, metavar="HOST:PORT", help="a gate of the network")

@@ -275,3 +275,35 @@ def test_failure_reasons_are_printed_as_they_are(tmp_path: Path) -> None:
     }
     code = _finish(status, ResultsFolder(tmp_path, "j"), [failure], as_json=False)
     assert code == 1  # and no MarkupError on the way
+
+
+@pytest.mark.parametrize("net", [2], indirect=True)
+def test_a_drained_worker_takes_no_new_tasks(net: devnet.Devnet, tmp_path: Path) -> None:
+    drained = net.folder / "worker-0"
+    out = p2psched("worker", "drain", "--data-dir", str(drained))
+    assert out.returncode == 0 and "draining" in out.stdout, out.stderr
+    job = matrix_job(tmp_path, "hi", "echo", "'{i}'", 10)
+    out = p2psched(
+        "submit",
+        str(job),
+        "--gate",
+        net.gate,
+        "--json",
+        "--results",
+        str(tmp_path / "r"),
+        "--data-dir",
+        str(tmp_path / "me"),
+    )
+    assert out.returncode == 0, out.stderr
+    drained_id = json.loads((drained / "api.json").read_text())["node_id"]
+    workers = {
+        load_receipt(p)[0].worker.hex() for p in (tmp_path / "r" / "hi").glob("*.receipt.json")
+    }
+    assert workers and drained_id not in workers
+    out = p2psched("worker", "undrain", "--data-dir", str(drained))
+    assert out.returncode == 0 and "taking tasks again" in out.stdout
+
+
+def test_drain_on_a_node_that_is_not_a_worker(node: Path) -> None:
+    out = p2psched("worker", "drain", "--data-dir", str(node))
+    assert out.returncode == 2 and "this node is not a worker" in out.stderr

@@ -166,6 +166,23 @@ def make_app(node: Node, token: str) -> FastAPI:
             raise ApiError(404, f"job {job_id} has no task {unknown[0]!r}")
         return {"cancelled": node.jobs.cancel(job_id, tasks)}
 
+    @app.post("/v1/worker/drain")
+    async def drain() -> dict[str, Any]:
+        return set_draining(True)
+
+    @app.post("/v1/worker/undrain")
+    async def undrain() -> dict[str, Any]:
+        return set_draining(False)
+
+    def set_draining(on: bool) -> dict[str, Any]:
+        """A draining worker finishes what it holds and takes nothing new (its quotes and
+        commitments are declined with that reason), for maintenance or a clean leave."""
+        if node.worker is None:
+            raise ApiError(409, "this node is not a worker (start it with `p2psched worker join`)")
+        manager = node.worker.service.manager
+        manager.draining = on
+        return {"draining": on, "held": manager.held}
+
     @app.get("/v1/workers")
     async def workers(need: str = "") -> list[dict[str, Any]]:
         try:

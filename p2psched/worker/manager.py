@@ -120,7 +120,13 @@ class TaskManager:
 
     @property
     def free_slots(self) -> int:
-        return max(0, self.slots - len(self._running))
+        """What the ad says: none while draining, so schedulers look elsewhere."""
+        return 0 if self.draining else max(0, self.slots - len(self._running))
+
+    @property
+    def held(self) -> int:
+        """Tasks leased, queued or running here."""
+        return len(self._leases) + len(self._held)
 
     @property
     def capacity(self) -> int:
