@@ -131,7 +131,6 @@ class _Worker:
     heard: float = 0.0
     declined: str | None = None
     ask_after: float = 0.0  # after a decline, when to ask again
-    busy: bool = False  # its last answer was "too busy for now"
     rejects: int = 0  # commitments it rejected
     busy_rejects: int = 0  # ... for want of room, which is allowed a while longer
     batch_bytes: int = 0  # inputs in the commitment being put together for it
@@ -266,7 +265,6 @@ class JobRun:
                 w.rid, w.ask_after = None, now + DECLINE_BACKOFF_S
                 # Busy is a "not now": the worker stays a candidate and is asked again.
                 w.declined = None if message["busy"] else message["reason"]
-                w.busy = message["busy"]
         elif kind == "lease":
             self._on_lease(w, message, now)
         elif kind == "reject":
@@ -376,7 +374,7 @@ class JobRun:
                 now + DECLINE_BACKOFF_S,
             )
             return
-        w.quote, w.room, w.declined, w.busy = q, q.capacity, None, False
+        w.quote, w.room, w.declined = q, q.capacity, None
         # Validity is judged by our clock, and never trusted for longer than a short while.
         w.quote_until = min(q.valid_until, now + self.config.max_quote_s)
 
