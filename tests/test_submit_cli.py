@@ -307,3 +307,15 @@ def test_a_drained_worker_takes_no_new_tasks(net: devnet.Devnet, tmp_path: Path)
 def test_drain_on_a_node_that_is_not_a_worker(node: Path) -> None:
     out = p2psched("worker", "drain", "--data-dir", str(node))
     assert out.returncode == 2 and "this node is not a worker" in out.stderr
+
+
+def test_a_timestamp_deadline_survives_the_trip_to_a_running_node() -> None:
+    import yaml
+
+    from p2psched.scheduler.jobspec import parse_job
+    from p2psched.submit import _iso
+
+    doc = yaml.safe_load("name: x\ndeadline: 2099-01-01T00:00:00Z\ntasks: [{input: 1}]\n")
+    sent = json.loads(json.dumps(doc, default=_iso))  # what submit posts to the control API
+    assert sent["deadline"].startswith("2099-01-01T00:00:00")
+    assert parse_job(sent).deadline == parse_job(doc).deadline
