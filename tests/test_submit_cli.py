@@ -58,6 +58,23 @@ def matrix_job(
     )
 
 
+def submit_json(
+    job: Path, gate: str, results: Path, data_dir: Path
+) -> subprocess.CompletedProcess[str]:
+    """`p2psched submit JOB --gate GATE --json` run as a user would, from its own data dir."""
+    return p2psched(
+        "submit",
+        str(job),
+        "--gate",
+        gate,
+        "--json",
+        "--results",
+        str(results),
+        "--data-dir",
+        str(data_dir),
+    )
+
+
 def load_receipt(path: Path) -> tuple[Receipt, bytes]:
     doc = json.loads(path.read_text())
     key = bytes.fromhex(doc.pop("worker_public_key"))
@@ -66,17 +83,7 @@ def load_receipt(path: Path) -> tuple[Receipt, bytes]:
 
 def test_two_hundred_tasks_through_the_cli(net: devnet.Devnet, tmp_path: Path) -> None:
     job = matrix_job(tmp_path, "many", "echo", "{n: '{i}', text: 'hello {i}'}", 200)
-    out = p2psched(
-        "submit",
-        str(job),
-        "--gate",
-        net.gate,
-        "--json",
-        "--results",
-        str(tmp_path / "results"),
-        "--data-dir",
-        str(tmp_path / "me"),
-    )
+    out = submit_json(job, net.gate, tmp_path / "results", tmp_path / "me")
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["completed"] == 200 and summary["total"] == 200 and summary["failed"] == 0
@@ -283,17 +290,7 @@ def test_a_drained_worker_takes_no_new_tasks(net: devnet.Devnet, tmp_path: Path)
     out = p2psched("worker", "drain", "--data-dir", str(drained))
     assert out.returncode == 0 and "draining" in out.stdout, out.stderr
     job = matrix_job(tmp_path, "hi", "echo", "'{i}'", 10)
-    out = p2psched(
-        "submit",
-        str(job),
-        "--gate",
-        net.gate,
-        "--json",
-        "--results",
-        str(tmp_path / "r"),
-        "--data-dir",
-        str(tmp_path / "me"),
-    )
+    out = submit_json(job, net.gate, tmp_path / "r", tmp_path / "me")
     assert out.returncode == 0, out.stderr
     drained_id = json.loads((drained / "api.json").read_text())["node_id"]
     workers = {
