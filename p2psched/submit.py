@@ -79,7 +79,7 @@ class Display:
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             TextColumn("{task.completed}/{task.total} done"),
-            TextColumn("{task.fields[running]} running"),
+            TextColumn("{task.fields[running]} on workers"),  # sent or running
             TextColumn("{task.fields[failed]} failed"),
             TextColumn("ETA {task.fields[eta]}"),
             console=self.console,
