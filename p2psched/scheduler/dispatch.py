@@ -285,53 +285,48 @@ class JobRun:
 
     def cancel(self, task_ids: Iterable[str] | None, now: float) -> list[str]:
         """Abort these tasks (all when None) wherever they are; returns those aborted."""
-        chosen = self.tasks if task_ids is None else {i: self.tasks[i] for i in task_ids}
-        aborted: dict[bytes, list[str]] = {}
-        done = []
-        for tid, t in chosen.items():
-            if t.state.final:
-                continue
-            if t.state in IN_FLIGHT and t.worker is not None:
-                aborted.setdefault(t.worker, []).append(tid)
-                self._release(t)
-            t.error = "cancelled"
-            self._move(t, S.ABORTED, now)
-            self._out.append(Settled(tid))
-            done.append(tid)
-        for worker, ids in aborted.items():
-            if self.workers[worker].link == "up":
-                self._out.append(Send(worker, {"t": "cancel", "tasks": ids}))
-        return done
-
-    def _miss_deadline(self, now: float) -> None:
-        """Past the job's deadline nothing is worth running: stop it all, say why."""
-        self._end_all("the job's deadline passed before it ran", S.TIMED_OUT, now)
+        chosen = self.tasks.values() if task_ids is None else [self.tasks[i] for i in task_ids]
+        return self._end(chosen, "cancelled", S.ABORTED, S.ABORTED, now)
 
     def abandon(self, reason: str, now: float) -> None:
         """End every task that is not final as failed (the job cannot go on)."""
-        self._end_all(reason, S.FAILED, now)
+        self._end(self.tasks.values(), reason, S.FAILED, S.FAILED, now)
 
-    def _end_all(self, reason: str, running_end: TaskState, now: float) -> None:
-        """End every task not yet final, with `reason`; workers stop what they run of them."""
-        on_workers: dict[bytes, list[str]] = {}
-        for t in self.tasks.values():
-            if t.state in IN_FLIGHT and t.worker is not None:
-                if self.workers[t.worker].link == "up":
-                    on_workers.setdefault(t.worker, []).append(t.spec.task_id)
-                self._release(t)
-        for worker, ids in on_workers.items():
+    def _end(
+        self,
+        tasks: Iterable[TaskRun],
+        reason: str,
+        on_worker: TaskState,
+        elsewhere: TaskState,
+        now: float,
+    ) -> list[str]:
+        """End these tasks, those not final yet, with `reason`: in `on_worker` if a worker
+        has them (it is told to stop), else in `elsewhere`. Returns the ids ended."""
+        ending = [t for t in tasks if not t.state.final]
+        self._stop_on_workers([t for t in ending if t.state in IN_FLIGHT])
+        for t in ending:
+            self._release(t)
+            t.error = reason
+            self._move(t, on_worker if t.state in (S.SENT, S.RUNNING) else elsewhere, now)
+            self._out.append(Settled(t.spec.task_id))
+        return [t.spec.task_id for t in ending]
+
+    def _stop_on_workers(self, tasks: Iterable[TaskRun]) -> None:
+        """Tell the workers holding these tasks to stop them (those we still talk to)."""
+        by_worker: dict[bytes, list[str]] = {}
+        for t in tasks:
+            if t.worker is not None and self.workers[t.worker].link == "up":
+                by_worker.setdefault(t.worker, []).append(t.spec.task_id)
+        for worker, ids in by_worker.items():
             self._out.append(Send(worker, {"t": "cancel", "tasks": ids}))
-        for t in self.tasks.values():
-            if not t.state.final:
-                t.error = reason
-                self._move(t, running_end if t.state in (S.SENT, S.RUNNING) else S.FAILED, now)
-                self._out.append(Settled(t.spec.task_id))
 
     def tick(self, now: float) -> None:
         c = self.config
         self._ticked = now
         if self.deadline is not None and self.deadline <= now and not self.done:
-            self._miss_deadline(now)
+            # Past the job's deadline nothing is worth running: stop it all, say why.
+            reason = "the job's deadline passed before it ran"
+            self._end(self.tasks.values(), reason, S.TIMED_OUT, S.FAILED, now)
         for w in self.workers.values():
             if w.rid is not None and w.asked_at + c.quote_timeout_s <= now:
                 w.rid, w.declined = None, "did not answer a quote request in time"
@@ -347,9 +342,7 @@ class JobRun:
             if t.deadline != deadline:
                 continue
             if t.state in (S.SENT, S.RUNNING):
-                worker = t.worker
-                if worker is not None and self.workers[worker].link == "up":
-                    self._out.append(Send(worker, {"t": "cancel", "tasks": [tid]}))
+                self._stop_on_workers([t])
                 self._back(t, f"timed out after {t.spec.timeout_s:g} s", now, final=S.TIMED_OUT)
         if self._queued and self._next_sweep <= now:
             self._next_sweep = now + 1.0
@@ -396,7 +389,6 @@ class JobRun:
             w.busy_rejects += 1
             if w.busy_rejects >= MAX_BUSY_REJECTS:  # ... but not for ever
                 w.declined = m["reason"]
-                w.rejects = MAX_REJECTS
             return
         w.rejects += 1
         # A worker that keeps quoting and then rejecting is out for this job: otherwise the
@@ -460,8 +452,8 @@ class JobRun:
                 break
             if w.rid is not None or w.quote is not None or w.link == "down" or now < w.ask_after:
                 continue
-            if w.rejects >= MAX_REJECTS:
-                continue
+            if w.rejects >= MAX_REJECTS or w.busy_rejects >= MAX_BUSY_REJECTS:
+                continue  # it took our commitments back too often
             wanted = [
                 self._shape_spec[shape]
                 for shape, n in self._shapes.items()
