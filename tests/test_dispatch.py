@@ -3,6 +3,7 @@ virtual clock: negotiation, dispatch, receipts, and every way a task goes back t
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -623,3 +624,26 @@ def test_a_long_queue_of_one_waiting_kind_does_not_starve_another_kind() -> None
     net.pump()
     net.advance(5)
     assert net.run.tasks["job-000300"].state == S.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("output", "says"),
+    [
+        (2**70, "cannot be sent (OverflowError"),
+        ("x" * (13 << 20), "over the 12582912-byte limit"),
+        (json.loads("[" * 70 + "]" * 70), "nested deeper than 64"),
+    ],
+)
+def test_an_output_that_cannot_go_back_fails_the_task_not_the_worker(
+    output: Any, says: str
+) -> None:
+    w = wm.TaskManager(Identity.generate())
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    commit(w, sched, "t1", 0.0)
+    dispatch(w, sched, "t1", 0.0)
+    w.actions()
+    assert w.finished(sched.node_id, "t1", output, None, 1.0) is False
+    [result] = [a.message for a in w.actions() if isinstance(a, wm.Send)]
+    assert says in result["error"] and result["output"] is None
+    assert Receipt.from_wire(result["receipt"], "r").ok is False

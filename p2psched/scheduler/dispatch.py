@@ -34,7 +34,7 @@ from p2psched.wire.deal import (
     Quote,
     Receipt,
     depth_over,
-    result_hash,
+    packed_hash,
 )
 
 S = TaskState
@@ -426,11 +426,12 @@ class JobRun:
             return f"receipt for {t.spec.task_id} names another scheduler, job or task"
         if r.ok != (m["error"] is None):
             return f"receipt for {t.spec.task_id} disagrees with the result about success"
-        if r.ok and len(encode(m["output"])) > self.config.max_result_bytes:
+        packed = encode(m["output"] if r.ok else None)  # once, for the size and the hash
+        if len(packed) > self.config.max_result_bytes:
             return f"result of {t.spec.task_id} is over {self.config.max_result_bytes} bytes"
         if r.ok and depth_over(m["output"], MAX_RESULT_DEPTH):
             return f"result of {t.spec.task_id} nests deeper than {MAX_RESULT_DEPTH} levels"
-        if r.result_hash != result_hash(m["output"] if r.ok else None):
+        if r.result_hash != packed_hash(packed):
             return f"receipt for {t.spec.task_id} does not hash the result sent"
         if r.ok and r.price > t.price:
             return f"receipt for {t.spec.task_id} charges {r.price:g}, committed {t.price:g}"

@@ -207,7 +207,26 @@ def depth_over(value: Any, limit: int) -> bool:
 
 def result_hash(output: Any) -> bytes:
     """What a receipt commits to: the SHA-256 of the result's MessagePack."""
-    return hashlib.sha256(encode(output)).digest()
+    return packed_hash(encode(output))
+
+
+def packed_hash(packed: bytes) -> bytes:
+    """`result_hash` of a result already encoded (so it is encoded once)."""
+    return hashlib.sha256(packed).digest()
+
+
+def unsendable(output: Any) -> tuple[bytes, str | None]:
+    """A result's MessagePack, and why it cannot go back as a result (too big, too deep, not
+    MessagePack), or None. An honest worker reports that as the task's failure."""
+    try:
+        packed = encode(output)
+    except (OverflowError, TypeError, ValueError) as e:
+        return b"", f"the result cannot be sent ({type(e).__name__}: {e})"[:300]
+    if len(packed) > MAX_RESULT_BYTES:
+        return packed, f"the result is {len(packed)} bytes, over the {MAX_RESULT_BYTES}-byte limit"
+    if depth_over(output, MAX_RESULT_DEPTH):
+        return packed, f"the result is nested deeper than {MAX_RESULT_DEPTH} levels"
+    return packed, None
 
 
 # -- channel messages ----------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 from p2psched.identity import Identity
 from p2psched.wire.codec import encode
-from p2psched.wire.deal import Commitment, Quote, Receipt, result_hash
+from p2psched.wire.deal import Commitment, Quote, Receipt, packed_hash, unsendable
 from p2psched.wire.schema import SchemaError
 
 TaskKey = tuple[bytes, str]  # (scheduler's node id, task id): task ids are only unique per job
@@ -176,20 +176,26 @@ class TaskManager:
 
     def finished(
         self, peer: bytes, task_id: str, output: Any, error: str | None, now: float
-    ) -> None:
-        """A started task ended: `error` None means it succeeded with `output`."""
+    ) -> bool:
+        """A started task ended: `error` None means it ran to `output`. True if that output
+        goes back as its result (it can be sent, and someone still wants it)."""
         key = (peer, task_id)
         if key in self._aborting:  # cancelled while it ran: nobody wants the result
             self._aborting.discard(key)
             self._start_next(now)
-            return
+            return False
         held = self._held.pop(key)
         self._running.discard(key)
         duration = max(0.0, now - held.started)
         if error is None:
+            packed, error = unsendable(output)
+        if error is None:
             self._run_times.setdefault(held.task["driver"], _RunTimes()).add(duration)
-        self._result(peer, held, output if error is None else None, error, duration, now)
+        else:
+            output, packed = None, encode(None)
+        self._result(peer, held, output, packed, error, duration, now)
         self._start_next(now)
+        return error is None
 
     def tick(self, now: float) -> None:
         for key in [k for k, lease in self._leases.items() if lease.expires <= now]:
@@ -273,7 +279,7 @@ class TaskManager:
                 reason = "no lease for this task here (it expired or was never granted)"
             if reason is not None:
                 held = _Held(lease.job if lease else "", 0.0, task, started=now)
-                self._result(peer, held, None, reason, 0.0, now)
+                self._result(peer, held, None, encode(None), reason, 0.0, now)
                 continue
             assert lease is not None
             self._held[key] = _Held(lease.job, lease.price, task)
@@ -323,17 +329,19 @@ class TaskManager:
         peer: bytes,
         held: _Held,
         output: Any,
+        packed: bytes,
         error: str | None,
         duration: float,
         now: float,
     ) -> None:
+        """Send (and keep, if it succeeded) a result: `packed` is `output` encoded."""
         receipt = Receipt(
             worker=self.identity.node_id,
             scheduler=peer,
             job=held.job,
             task=held.task["id"],
             ok=error is None,
-            result_hash=result_hash(output),
+            result_hash=packed_hash(packed),
             duration=duration,
             price=held.price if error is None else 0.0,
             finished_at=now,
@@ -346,14 +354,15 @@ class TaskManager:
             "receipt": receipt.to_wire(),
         }
         if error is None:
-            self._keep(peer, held.task["id"], message, now)
+            self._keep(peer, held.task["id"], message, len(packed), now)
         if self._peers.get(peer, _Peer(b"", connected=False)).connected:
             self._out.append(Send(peer, message))
 
-    def _keep(self, peer: bytes, task_id: str, message: dict[str, Any], now: float) -> None:
+    def _keep(
+        self, peer: bytes, task_id: str, message: dict[str, Any], size: int, now: float
+    ) -> None:
         """Hold a result until its scheduler acknowledges it, within bounds: a scheduler that
         never acknowledges loses its oldest results, not this worker its memory."""
-        size = len(encode(message["output"]))
         self._unacked[(peer, task_id)] = (now, message, size)
         self._unacked_bytes += size
         mine = [k for k in self._unacked if k[0] == peer] if len(self._unacked) > 64 else []

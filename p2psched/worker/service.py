@@ -23,8 +23,7 @@ import trio
 
 from p2psched.identity import Identity
 from p2psched.wire.channel import Outbox, SecureChannel, serve_channels
-from p2psched.wire.codec import encode
-from p2psched.wire.deal import MAX_RESULT_BYTES, MAX_RESULT_DEPTH, depth_over, parse
+from p2psched.wire.deal import parse
 from p2psched.wire.noise import ChannelError
 from p2psched.wire.schema import SchemaError
 from p2psched.worker.drivers import Driver, DriverError, DriverTask
@@ -165,13 +164,8 @@ class WorkerService:
                     shutil.rmtree(scratch, ignore_errors=True)
         if scope.cancelled_caught:
             error = "cancelled by its scheduler"
-        if error is None:
-            error = _unsendable(output)
-        if error is None:
+        if self.manager.finished(peer, task["id"], output, error, self.clock()):
             self.completed += 1
-        self.manager.finished(
-            peer, task["id"], output if error is None else None, error, self.clock()
-        )
         self._flush()
 
     async def _timers(self) -> None:
@@ -182,17 +176,3 @@ class WorkerService:
             self._kick = trio.Event()
             self.manager.tick(self.clock())
             self._flush(kick=False)
-
-
-def _unsendable(output: Any) -> str | None:
-    """Why a driver's output cannot go back as a result (too big, too deep, not MessagePack),
-    or None: an honest worker reports that as the task's failure rather than send it."""
-    try:
-        size = len(encode(output))
-    except (OverflowError, TypeError, ValueError) as e:
-        return f"the result cannot be sent ({type(e).__name__}: {e})"[:300]
-    if size > MAX_RESULT_BYTES:
-        return f"the result is {size} bytes, over the {MAX_RESULT_BYTES}-byte limit"
-    if depth_over(output, MAX_RESULT_DEPTH):
-        return f"the result is nested deeper than {MAX_RESULT_DEPTH} levels"
-    return None
