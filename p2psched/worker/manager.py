@@ -22,6 +22,7 @@ from p2psched.wire.codec import encode
 from p2psched.wire.deal import Commitment, Quote, Receipt, packed_hash, unsendable
 from p2psched.wire.schema import SchemaError
 
+DRAINING = "this worker is draining and takes no new tasks"
 TaskKey = tuple[bytes, str]  # (scheduler's node id, task id): task ids are only unique per job
 
 
@@ -245,7 +246,7 @@ class TaskManager:
         elif c.price < self.price:
             reason = f"price {c.price:g} is below this worker's minimum {self.price:g}"
         elif self.draining:
-            reason = "this worker is draining and takes no new tasks"
+            reason = DRAINING
         elif len(c.tasks) > self.capacity:
             reason = f"state changed: room for {self.capacity} tasks now, not {len(c.tasks)}"
             busy = True
@@ -313,7 +314,7 @@ class TaskManager:
         if reason is None and max_price < self.price:
             reason = f"price below its minimum: asks {self.price:g}, offered at most {max_price:g}"
         if reason is None and self.draining:
-            reason = "this worker is draining and takes no new tasks"
+            reason = DRAINING
         return reason
 
     def _start_next(self, now: float) -> None:
