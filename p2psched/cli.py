@@ -40,7 +40,14 @@ from p2psched.identity import (
     load_identity,
     load_or_create_identity,
 )
-from p2psched.node.node import JoinError, Node, WorkerRole, bind_host_toward, open_node
+from p2psched.node.node import (
+    JoinError,
+    Node,
+    WorkerRole,
+    bind_host_toward,
+    host_port,
+    open_node,
+)
 from p2psched.resources.need import Need, NeedError
 from p2psched.resources.profile import Gpu
 from p2psched.scheduler.discovery import Discovery, WorkerAd
@@ -69,16 +76,15 @@ def parse_hostport(text: str, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _route_address(bound: tuple[str, int], toward: tuple[str, int]) -> str:
-    """HOST:PORT others can reach this node at: the bound address, or, for a wildcard bind,
-    this machine's address on the route to `toward` (no packet is sent to find it)."""
-    host, port = bound
-    if host in ("0.0.0.0", "::"):
-        family = socket.AF_INET6 if ":" in toward[0] else socket.AF_INET
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.connect(toward)
-            host = probe.getsockname()[0]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def _route_host(bound_host: str, toward: tuple[str, int]) -> str:
+    """The host others can reach this node at: the bound one, or, for a wildcard bind, this
+    machine's address on the route to `toward` (no packet is sent to find it)."""
+    if bound_host not in ("0.0.0.0", "::"):
+        return bound_host
+    family = socket.AF_INET6 if ":" in toward[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect(toward)
+        return str(probe.getsockname()[0])
 
 
 def key_of(text: str) -> bytes:
@@ -269,15 +275,11 @@ async def _serve_node(node: Node, headline: str, api_port: int) -> None:
                 lambda task_status: serve_api(node, port=api_port, task_status=task_status)
             )
             host, port = node.dht.address
-            print(headline.format(id=node.node_id.hex(), dht=_host_port(host, port)))
+            print(headline.format(id=node.node_id.hex(), dht=host_port(host, port)))
             print(f"  control API {url} (token in {node.data_dir / 'api.token'})", flush=True)
             async for _ in terminate:
                 nursery.cancel_scope.cancel()
                 return
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def cmd_gate(args: argparse.Namespace) -> None:
@@ -327,7 +329,7 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
     max_ttl = DhtConfig().store.max_ttl
     if not 2 <= args.ad_ttl <= max_ttl:
         raise UsageError(f"--ad-ttl {args.ad_ttl:g}: choose between 2 and {max_ttl:.0f} seconds")
-    advertise = _route_address((host, 0), gate).rpartition(":")[0].strip("[]")
+    advertise = _route_host(host, gate)
 
     async def main() -> None:
         async with open_node(

@@ -28,7 +28,7 @@ from hypercorn.trio import serve
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from p2psched.node.node import Node
+from p2psched.node.node import Node, host_port
 from p2psched.resources.need import Need, NeedError
 from p2psched.scheduler.jobs import SubmittedJob
 from p2psched.scheduler.jobspec import JobSpecError, parse_job
@@ -103,7 +103,7 @@ def make_app(node: Node, token: str) -> FastAPI:
         return {
             "node_id": node.node_id.hex(),
             "roles": list(node.roles),
-            "dht": f"{host}:{port}",
+            "dht": host_port(host, port),
             "channel": node.worker.address if node.worker else None,
             "routing_table": len(node.dht.protocol.routing),
             "jobs": len(node.jobs.jobs),

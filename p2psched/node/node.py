@@ -132,7 +132,7 @@ async def _start_worker(
         bound = await nursery.start(
             lambda task_status: service.serve(host=host, port=0, task_status=task_status)
         )
-    address = _join_host_port(advertise_host, bound[1])
+    address = host_port(advertise_host, bound[1])
     profile = config.profile(detected, addresses=(address,))
     advert = Advert(node.dht, profile, ttl=ad_ttl)
     await advert.publish()
@@ -157,5 +157,6 @@ def bind_host_toward(peer_host: str) -> str:
     return "::" if ":" in peer_host else "0.0.0.0"
 
 
-def _join_host_port(host: str, port: int) -> str:
+def host_port(host: str, port: int) -> str:
+    """HOST:PORT as people and `parse_hostport` write it: an IPv6 host in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
