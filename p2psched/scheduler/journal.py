@@ -1,0 +1,89 @@
+"""What a node must not forget: the entries its cores hand the shell to make durable before
+anything they caused leaves the node (a commitment sent, a result acknowledged).
+
+Owns: the entry types. The scheduler's `JobRun` emits `JobOpened`, `Moved`, `Committed`,
+`Charged` and `JobFinished`; the worker's side emits `Accepted` and `Issued`. `store.Store`
+writes them to SQLite, one transaction per batch, and reads them back to resume.
+Promises: entries are plain values (no references into a live core), so a batch can be written
+after the step that made it; replaying a job's entries in order rebuilds its tasks' states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from p2psched.wire.deal import Commitment, Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class JobOpened:
+    """A job accepted by this node's scheduler: `spec` is the mapping it was parsed from."""
+
+    job: str
+    name: str
+    spec: dict[str, Any]
+    submitted_at: float
+    mtr: float  # math.inf allowed
+    budget: float  # math.inf allowed
+    deadline: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """A task changed state (see `lifecycle`), with why and where it now is."""
+
+    task: str
+    job: str
+    old: str
+    new: str
+    at: float
+    reason: str | None
+    worker: bytes | None  # who holds it now, if anyone
+    price: float  # committed for it, while a worker holds it
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """This scheduler signed `commitment` (money held for its tasks at its price each)."""
+
+    commitment: Commitment
+    worker_addresses: tuple[str, ...]  # where the worker was reached, to reach it again
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Charged:
+    """A verified receipt for a completed task: the money is spent, the result is kept."""
+
+    receipt: Receipt
+    worker_public_key: bytes
+    output: bytes  # the task's output, MessagePack-encoded (what the receipt hashes)
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobFinished:
+    job: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A worker leased tasks under `commitment`, signed by the scheduler with this key."""
+
+    commitment: Commitment
+    scheduler_public_key: bytes
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A worker signed this receipt (earned, if it is ok)."""
+
+    receipt: Receipt
+    at: float
+
+
+Entry = JobOpened | Moved | Committed | Charged | JobFinished | Accepted | Issued
