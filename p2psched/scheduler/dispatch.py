@@ -19,12 +19,15 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from p2psched.identity import Identity
 from p2psched.scheduler.discovery import WorkerAd
 from p2psched.scheduler.jobspec import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
+from p2psched.scheduler.queue import Entry, TaskQueue, latest_start
+from p2psched.scheduler.strategy import LATE_BINDING, PROBE_RATIO, Candidate, Chooser, Strategy
 from p2psched.wire.codec import encode
 from p2psched.wire.deal import (
     MAX_BATCH,
@@ -45,6 +48,7 @@ MAX_SCAN = 4096  # queue entries looked at per commit round, at most
 MAX_REJECTS = 3
 MAX_BUSY_REJECTS = 30  # a minute of backing off: then its quotes are not worth asking for
 MONEY_EPSILON = 1e-9  # sums of prices drift in floating point; amounts closer are equal
+MAX_PROBES = 4096  # late binding: places reserved by one job, at most
 COMMIT_BYTES = 8 << 20  # task inputs sent with one commitment, at most (frames are 16 MiB)
 QUEUE_ALLOWANCE = 5  # a sent task may take this many timeouts before it is seen running
 
@@ -114,6 +118,7 @@ class TaskRun:
     stranded_since: float = math.nan  # when it last had no candidate
     deadline: float = math.inf  # of its current state (lease or timeout), when it has one
     input_bytes: int = 0  # its input, encoded
+    due: float = math.inf  # its latest start, while queued
 
 
 @dataclass(slots=True)
@@ -135,6 +140,7 @@ class _Worker:
     busy_rejects: int = 0  # ... for want of room, which is allowed a while longer
     batch_bytes: int = 0  # inputs in the commitment being put together for it
     banned: bool = False  # broke the protocol: never asked again by this job
+    reserved: dict[int, int] = field(default_factory=dict)  # late binding: rid -> places
 
 
 class JobRun:
@@ -150,8 +156,11 @@ class JobRun:
         config: DispatchConfig | None = None,
         rids: Iterator[int] | None = None,
         deadline: float | None = None,
+        strategy: Strategy | None = None,
     ) -> None:
         self.identity = identity
+        # Shared by the node's jobs, so that switching it takes effect for all at once.
+        self.strategy = strategy or Strategy()
         self.deadline = deadline  # when every task must be done, if the job says
         self.job = job
         self.mtr = mtr
@@ -163,7 +172,7 @@ class JobRun:
         self.workers: dict[bytes, _Worker] = {}
         self.spent = 0.0
         self.held = 0.0
-        self._queue: list[tuple[int, int, int, str]] = []
+        self._queue = TaskQueue()
         self._queued = 0
         self._final = 0  # tasks in a final state
         self._shapes: Counter[tuple[str, str | None, str, float]] = Counter()  # queued, by kind
@@ -176,6 +185,7 @@ class JobRun:
         # to a worker carries them all and answers are routed back by id.
         self._rids = rids if rids is not None else itertools.count(1)
         self._out: list[Action] = []
+        self._reserved = 0  # late binding: places held in workers' queues, in all
         self._last_discover = now
         self.started = now
         for run in self.tasks.values():
@@ -248,6 +258,7 @@ class JobRun:
             return
         w.link, w.rid, w.quote, w.room = "down", None, None, 0
         w.declined = reason
+        self._forget_reservations(w)
         self._lose(w, f"worker lost: {reason}", now)
         self._pump(now)
 
@@ -261,10 +272,16 @@ class JobRun:
         if kind == "quote":
             self._on_quote(w, message, now)
         elif kind == "decline":
-            if message["rid"] == w.rid:
+            if message["rid"] in w.reserved:
+                self._reserved -= w.reserved.pop(message["rid"])
+                w.ask_after = now + DECLINE_BACKOFF_S
+                w.declined = None if message["busy"] else message["reason"]
+            elif message["rid"] == w.rid:
                 w.rid, w.ask_after = None, now + DECLINE_BACKOFF_S
                 # Busy is a "not now": the worker stays a candidate and is asked again.
                 w.declined = None if message["busy"] else message["reason"]
+        elif kind == "ready":
+            self._on_ready(w, message["rid"], now)
         elif kind == "lease":
             self._on_lease(w, message, now)
         elif kind == "reject":
@@ -286,7 +303,9 @@ class JobRun:
     def cancel(self, task_ids: Iterable[str] | None, now: float) -> list[str]:
         """Abort these tasks (all when None) wherever they are; returns those aborted."""
         chosen = self.tasks.values() if task_ids is None else [self.tasks[i] for i in task_ids]
-        return self._end(chosen, "cancelled", S.ABORTED, S.ABORTED, now)
+        ended = self._end(chosen, "cancelled", S.ABORTED, S.ABORTED, now)
+        self._queue.prune(lambda tid: self.tasks[tid].state == S.QUEUED)
+        return ended
 
     def abandon(self, reason: str, now: float) -> None:
         """End every task that is not final as failed (the job cannot go on)."""
@@ -440,8 +459,15 @@ class JobRun:
     # -- the engine -----------------------------------------------------------------------
 
     def _pump(self, now: float) -> None:
-        """Ask for quotes where they are missing, then commit what the quotes allow."""
+        """Ask for quotes where they are missing, then commit what the quotes allow (or, late
+        binding, reserve places in workers' queues)."""
+        late = self.strategy.name == LATE_BINDING
+        if self._reserved and (not late or not self._queued):
+            self._unreserve_all()  # switched away, or nothing left to bind them to
         if not self._queued:
+            return
+        if late:
+            self._reserve(now)
             return
         if self._quotes_settled(now):
             self._commit_round(now)
@@ -498,20 +524,28 @@ class JobRun:
         batches: dict[bytes, list[TaskRun]] = {}
         # Tasks that no worker can take now (their only candidates are excluded, say) step
         # aside for this round, so that they do not hold up the tasks behind them.
-        aside: list[tuple[int, int, int, str]] = []
+        aside: list[Entry] = []
         # A kind of task whose head waits for a quote or for room keeps its order, but does
         # not hold up other kinds; once every kind waits, the round is over.
         waiting: set[tuple[str, str | None, str, float]] = set()
         kinds = {shape for shape, n in self._shapes.items() if n > 0}
+        choosers: dict[tuple[str, str | None, str, float], Chooser] = {}
+        candidates: dict[bytes, Candidate] = {}  # this round's view of the workers with room
         stuck = 0  # aside because no worker can take them (not merely waiting for one)
-        while self._queue and stuck < MAX_ASIDE and len(aside) < MAX_SCAN and not kinds <= waiting:
-            *_, tid = self._queue[0]
+        queue = self._queue
+        while queue and stuck < MAX_ASIDE and len(aside) < MAX_SCAN and not kinds <= waiting:
+            tid = queue.head()[3]
             t = self.tasks[tid]
             if t.state != S.QUEUED:
-                heapq.heappop(self._queue)
+                queue.pop()
                 continue
             shape = _shape(t.spec)
-            best = None if shape in waiting else self._best(t, now)
+            best = None
+            if shape not in waiting:
+                chooser = choosers.get(shape)
+                if chooser is None:
+                    chooser = choosers[shape] = self._chooser(t.spec, candidates, now)
+                best = chooser.pick(partial(self._fits, t))
             if best is None:
                 if shape in waiting:
                     pass
@@ -519,76 +553,206 @@ class JobRun:
                     waiting.add(shape)
                 else:
                     stuck += 1
-                aside.append(heapq.heappop(self._queue))
+                aside.append(queue.pop())
                 continue
-            heapq.heappop(self._queue)
-            assert best.quote is not None
-            best.room -= 1
-            t.worker, t.price = best.ad.node_id, best.quote.price
-            self.held += t.price
-            if not best.holding:  # silence is counted from when it holds something of ours
-                best.heard = now
-            best.holding.add(tid)
-            best.batch_bytes += t.input_bytes
-            self._move(t, S.NEGOTIATING, now)
-            batches.setdefault(best.ad.node_id, []).append(t)
-        for entry in aside:
-            heapq.heappush(self._queue, entry)
+            queue.pop()
+            for other in choosers.values():  # a worker's room is shared by every kind
+                if best in other.candidates:
+                    other.took(best)
+            w = self.workers[best.key]
+            assert w.quote is not None
+            w.room -= 1
+            w.batch_bytes += t.input_bytes
+            self._assign(t, w, w.quote.price, now)
+            batches.setdefault(best.key, []).append(t)
+        queue.put_back(aside)
         for w in self.workers.values():
             w.batch_bytes = 0
         for worker, runs in batches.items():
             w = self.workers[worker]
             assert w.quote is not None
+            self._commit(w, runs, w.quote.price, now)
+
+    def _assign(self, t: TaskRun, w: _Worker, price: float, now: float) -> None:
+        """`t` goes to `w` at `price`: the money is held from now."""
+        t.worker, t.price = w.ad.node_id, price
+        self.held += price
+        if not w.holding:  # silence is counted from when it holds something of ours
+            w.heard = now
+        w.holding.add(t.spec.task_id)
+        self._move(t, S.NEGOTIATING, now)
+
+    def _commit(self, w: _Worker, runs: list[TaskRun], price: float, now: float) -> None:
+        rid = next(self._rids)
+        commitment = Commitment(
+            scheduler=self.identity.node_id,
+            worker=w.ad.node_id,
+            job=self.job,
+            tasks=[t.spec.task_id for t in runs],
+            price=price,
+            issued_at=now,
+        ).signed(self.identity)
+        w.pending[rid] = commitment.tasks
+        for t in runs:
+            self._move(t, S.SCHEDULED, now)
+            self._move(t, S.SENT, now)
+        # The tasks go with their commitment: the worker leases and queues them at once,
+        # or rejects them all; a separate dispatch would cost a round trip per batch.
+        self._out.append(
+            Send(
+                w.ad.node_id,
+                {
+                    "t": "commit",
+                    "rid": rid,
+                    "commitment": commitment.to_wire(),
+                    "run": [_wire(t) for t in runs],
+                },
+            )
+        )
+
+    # -- late binding ----------------------------------------------------------------------
+
+    def _reserve(self, now: float) -> None:
+        """Sparrow's batch sampling: keep PROBE_RATIO places reserved per queued task, in the
+        queues of workers picked at random among those that could take them."""
+        want = min(PROBE_RATIO * self._queued, MAX_PROBES) - self._reserved
+        if want <= 0:
+            return
+        specs = [self._shape_spec[shape] for shape, n in self._shapes.items() if n > 0]
+        picks: list[tuple[_Worker, TaskSpec]] = []
+        for w in self.workers.values():
+            if w.link == "down" or now < w.ask_after or w.declined is not None:
+                continue
+            if w.rejects >= MAX_REJECTS or w.busy_rejects >= MAX_BUSY_REJECTS:
+                continue
+            price = w.ad.profile.min_price
+            spec = next(
+                (s for s in specs if s.need.matches(w.ad.profile) and price <= s.max_price), None
+            )
+            if spec is None:
+                continue
+            if w.link == "none":
+                w.link = "connecting"
+                self._out.append(Connect(w.ad.node_id, w.ad.profile.addresses))
+            elif w.link == "up":
+                picks.append((w, spec))
+        self.strategy.rng.shuffle(picks)
+        for w, spec in picks:
+            # A place per slot, over as many workers as it takes: the point is to find the
+            # ones that free up first, not to queue deep anywhere.
+            room = max(1, len(w.ad.profile.gpus), w.ad.profile.free_slots)
+            n = min(want, room - sum(w.reserved.values()))
+            if n <= 0:
+                continue
             rid = next(self._rids)
-            commitment = Commitment(
-                scheduler=self.identity.node_id,
-                worker=worker,
-                job=self.job,
-                tasks=[t.spec.task_id for t in runs],
-                price=w.quote.price,
-                issued_at=now,
-            ).signed(self.identity)
-            w.pending[rid] = commitment.tasks
-            for t in runs:
-                self._move(t, S.SCHEDULED, now)
-                self._move(t, S.SENT, now)
-            # The tasks go with their commitment: the worker leases and queues them at once,
-            # or rejects them all; a separate dispatch would cost a round trip per batch.
+            w.reserved[rid] = n
+            self._reserved += n
+            want -= n
             self._out.append(
                 Send(
-                    worker,
+                    w.ad.node_id,
                     {
-                        "t": "commit",
+                        "t": "reserve",
                         "rid": rid,
-                        "commitment": commitment.to_wire(),
-                        "run": [_wire(t) for t in runs],
+                        "job": self.job,
+                        "tasks": n,
+                        "driver": spec.driver,
+                        "model": _model(spec),
+                        "max_price": spec.max_price,
                     },
                 )
             )
+            if want <= 0:
+                break
 
-    def _best(self, t: TaskRun, now: float) -> _Worker | None:
-        best, best_key = None, None
+    def _on_ready(self, w: _Worker, rid: int, now: float) -> None:
+        """A worker has a slot for one of our places: the task that is due first and that it
+        can take goes there now; if there is none, the places are given up."""
+        left = w.reserved.get(rid, 0)
+        if left:
+            self._reserved -= 1
+            if left > 1:
+                w.reserved[rid] = left - 1
+            else:
+                del w.reserved[rid]
+        t = self._due_for(w) if left else None
+        if t is None:
+            self._reserved -= w.reserved.pop(rid, 0)
+            self._out.append(Send(w.ad.node_id, {"t": "unreserve", "rid": rid}))
+            return
+        price = w.ad.profile.min_price
+        self._assign(t, w, price, now)
+        self._commit(w, [t], price, now)
+
+    def _due_for(self, w: _Worker) -> TaskRun | None:
+        """The queued task due first that `w` may take (taken off the queue), or None."""
+        queue, found = self._queue, None
+        aside: list[Entry] = []
+        price = w.ad.profile.min_price
+        while queue and len(aside) < MAX_SCAN:
+            t = self.tasks[queue.head()[3]]
+            if t.state != S.QUEUED:
+                queue.pop()
+                continue
+            if (
+                self._eligible(t, w)
+                and price <= t.spec.max_price
+                and self.spent + self.held + price <= self.budget + MONEY_EPSILON
+            ):
+                queue.pop()
+                found = t
+                break
+            aside.append(queue.pop())
+        queue.put_back(aside)
+        return found
+
+    def _unreserve_all(self) -> None:
+        for w in self.workers.values():
+            for rid in w.reserved:
+                self._out.append(Send(w.ad.node_id, {"t": "unreserve", "rid": rid}))
+            w.reserved.clear()
+        self._reserved = 0
+
+    def _forget_reservations(self, w: _Worker) -> None:
+        self._reserved -= sum(w.reserved.values())
+        w.reserved.clear()
+
+    def _chooser(self, spec: TaskSpec, candidates: dict[bytes, Candidate], now: float) -> Chooser:
+        """The strategy's chooser over the workers that could take tasks like `spec` now."""
+        eligible = []
         for w in self.workers.values():
             q = w.quote
             if q is None or w.room <= 0 or w.quote_until <= now or w.link != "up":
                 continue
-            if w.batch_bytes and w.batch_bytes + t.input_bytes > COMMIT_BYTES:
-                continue  # this round's commitment to it is full: next round
-            if not self._eligible(t, w) or q.price > t.spec.max_price:
+            if q.price > spec.max_price or not spec.need.matches(w.ad.profile):
                 continue
-            if self.spent + self.held + q.price > self.budget + MONEY_EPSILON:
-                continue
-            ahead = max(0, q.capacity - w.room)
-            expected = q.wait_mean + q.run_mean * (1 + ahead / max(1, q.capacity))
-            # Last, the tasks already placed there: among equals (a new worker's run time is
-            # unknown), the batch spreads instead of piling on whoever answered first.
-            if math.isinf(self.mtr):
-                key = (expected, q.price, ahead)
-            else:
-                key = (q.price + self.mtr * expected, expected, ahead)
-            if best_key is None or key < best_key:
-                best, best_key = w, key
-        return best
+            c = candidates.get(w.ad.node_id)
+            if c is None:
+                profile = w.ad.profile
+                c = candidates[w.ad.node_id] = Candidate(
+                    key=w.ad.node_id,
+                    price=q.price,
+                    wait=q.wait_mean,
+                    # A new worker's run time is unknown: a nominal second, so that a batch
+                    # spreads over equals instead of piling on whoever answered first.
+                    run=q.run_mean or 1.0,
+                    slots=max(1, len(profile.gpus), profile.free_slots),
+                    room=w.room,
+                    ahead=max(0, q.capacity - w.room),  # placed under this quote already
+                )
+            eligible.append(c)
+        return self.strategy.chooser(eligible, self.mtr)
+
+    def _fits(self, t: TaskRun, c: Candidate) -> bool:
+        """Whether this task may go to `c` now: not a worker it failed on, within what is
+        left of the budget, and within this round's commitment size."""
+        w = self.workers[c.key]
+        if w.batch_bytes and w.batch_bytes + t.input_bytes > COMMIT_BYTES:
+            return False  # this round's commitment to it is full: next round
+        return (
+            c.key not in t.excluded
+            and self.spent + self.held + c.price <= self.budget + MONEY_EPSILON
+        )
 
     def _eligible(self, t: TaskRun, w: _Worker) -> bool:
         return w.ad.node_id not in t.excluded and t.spec.need.matches(w.ad.profile)
@@ -677,10 +841,9 @@ class JobRun:
 
     def _enqueue(self, t: TaskRun, now: float) -> None:
         self._move(t, S.QUEUED, now)
-        # A task coming back from a failure goes ahead of every first try.
-        heapq.heappush(
-            self._queue, (0 if t.retry else 1, -t.spec.priority, t.spec.index, t.spec.task_id)
-        )
+        if not t.retry:  # a retry keeps its place in time: it is served first anyway
+            t.due = latest_start(now, t.spec.priority, t.spec.index, deadline=self.deadline)
+        self._queue.push(t.spec.task_id, t.due, t.spec.index, retry=t.retry)
 
     def _release(self, t: TaskRun) -> None:
         if t.worker is not None:
@@ -728,6 +891,7 @@ class JobRun:
         self._out.append(Close(w.ad.node_id, reason))
         w.link, w.rid, w.quote, w.room, w.declined = "down", None, None, 0, reason
         w.banned = True
+        self._forget_reservations(w)
         for tid in w.holding:
             self.tasks[tid].excluded.add(w.ad.node_id)
         self._lose(w, f"worker dropped: {reason}", now)

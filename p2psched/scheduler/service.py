@@ -265,6 +265,8 @@ class Dispatcher:
             job_id = m["quote"].job
         elif kind in ("decline", "lease", "reject"):
             job_id = self._rid_owner.pop((worker, m["rid"]), "")
+        elif kind == "ready":  # a reservation stands until given up: its owner stays
+            job_id = self._rid_owner.get((worker, m["rid"]), "")
         elif kind == "result":
             job_id = job_of(m["task"])
         else:  # a message only schedulers send: the job that hears it drops the worker

@@ -254,19 +254,22 @@ _TASK = schema.mapping(
     }
 )
 
+# A quote for up to `tasks` tasks of this kind, or (late binding) that many places queued.
+_ASK = schema.mapping(
+    {
+        "t": _any,
+        "rid": schema.uint(),
+        "job": schema.text(80),
+        "tasks": schema.uint(MAX_BATCH),
+        "driver": schema.text(32),
+        "model": schema.optional(schema.text(128)),
+        "max_price": _finite_or_inf,
+    }
+)
+
 MESSAGES: dict[str, schema.Check] = {
     # scheduler → worker
-    "quote?": schema.mapping(
-        {
-            "t": _any,
-            "rid": schema.uint(),
-            "job": schema.text(80),
-            "tasks": schema.uint(MAX_BATCH),
-            "driver": schema.text(32),
-            "model": schema.optional(schema.text(128)),
-            "max_price": _finite_or_inf,
-        }
-    ),
+    "quote?": _ASK,
     # `run`: the committed tasks themselves, dispatched with their commitment (may be empty:
     # then a `run` message follows the lease)
     "commit": schema.mapping(
@@ -277,6 +280,10 @@ MESSAGES: dict[str, schema.Check] = {
             "run": schema.list_of(_TASK, MAX_BATCH),
         }
     ),
+    # late binding (Sparrow): places in the worker's queue, each bound to a task only when
+    # the worker is ready to run one (`ready`), or given up (`unreserve`)
+    "reserve": _ASK,
+    "unreserve": schema.mapping({"t": _any, "rid": schema.uint()}),
     "run": schema.mapping({"t": _any, "tasks": schema.list_of(_TASK, MAX_BATCH)}),
     "ack": schema.mapping({"t": _any, "tasks": schema.list_of(_TASK_ID, MAX_BATCH)}),
     "cancel": schema.mapping({"t": _any, "tasks": schema.list_of(_TASK_ID, MAX_BATCH)}),
@@ -290,6 +297,9 @@ MESSAGES: dict[str, schema.Check] = {
     ),
     # the worker refuses the channel (a malformed message, say) and closes it
     "error": schema.mapping({"t": _any, "reason": _REASON}),
+    # a slot is free for one of the reservations `rid` made: a commitment for a task, or an
+    # unreserve, is the answer
+    "ready": schema.mapping({"t": _any, "rid": schema.uint()}),
     "lease": schema.mapping(
         {
             "t": _any,

@@ -24,6 +24,8 @@ from p2psched.wire.schema import SchemaError
 
 DRAINING = "this worker is draining and takes no new tasks"
 TaskKey = tuple[bytes, str]  # (scheduler's node id, task id): task ids are only unique per job
+ReservationKey = tuple[bytes, int]  # (scheduler's node id, its request id)
+MAX_RESERVED = 64  # late-binding places a scheduler may hold here, waiting for a slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,14 @@ class _Held:
     task: dict[str, Any]
     started: float = math.nan
     progress: float = 0.0
+
+
+@dataclass(slots=True)
+class _Reservation:
+    """Places in this worker's queue for tasks its scheduler has not bound yet (late
+    binding): when one reaches a free slot, the scheduler is asked for a task."""
+
+    count: int
 
 
 @dataclass(slots=True)
@@ -110,6 +120,10 @@ class TaskManager:
     _aborting: set[TaskKey] = field(default_factory=set)  # cancelled, still stopping
     _unacked: dict[TaskKey, tuple[float, dict[str, Any], int]] = field(default_factory=dict)
     _run_times: dict[str, _RunTimes] = field(default_factory=dict)
+    # Late binding: places reserved, in arrival order, and slots held for a scheduler that
+    # was told one is free and has not answered yet (until when).
+    _reserved: dict[ReservationKey, _Reservation] = field(default_factory=dict)
+    _pulling: dict[ReservationKey, list[float]] = field(default_factory=dict)
     _out: list[Action] = field(default_factory=list)
     draining: bool = False
 
@@ -122,7 +136,11 @@ class TaskManager:
     @property
     def free_slots(self) -> int:
         """What the ad says: none while draining, so schedulers look elsewhere."""
-        return 0 if self.draining else max(0, self.slots - len(self._running))
+        return 0 if self.draining else max(0, self.slots - self._busy_slots)
+
+    @property
+    def _busy_slots(self) -> int:
+        return len(self._running) + sum(len(p) for p in self._pulling.values())
 
     @property
     def held(self) -> int:
@@ -138,6 +156,7 @@ class TaskManager:
         times = [lease.expires for lease in self._leases.values()]
         times += [p.next_beat for p in self._peers.values() if p.connected]
         times += [t + self.keep_results_s for t, _, _ in self._unacked.values()]
+        times += [min(p) for p in self._pulling.values()]
         return min(times, default=math.inf)
 
     # -- events ---------------------------------------------------------------------------
@@ -159,6 +178,10 @@ class TaskManager:
         for key in [k for k in self._queue if k[0] == peer]:
             self._queue.remove(key)
             del self._held[key]
+        for rkey in [k for k in (*self._reserved, *self._pulling) if k[0] == peer]:
+            self._reserved.pop(rkey, None)
+            self._pulling.pop(rkey, None)
+        self._start_next(now)
         if not any(k[0] == peer for k in (*self._held, *self._unacked)):
             self._peers.pop(peer, None)  # nothing to deliver to it later
 
@@ -203,6 +226,12 @@ class TaskManager:
             del self._leases[key]
         for key in [k for k, (t, _, _) in self._unacked.items() if t + self.keep_results_s <= now]:
             self._unacked_bytes -= self._unacked.pop(key)[2]
+        for rkey, until in list(self._pulling.items()):  # the scheduler did not answer
+            if kept := [t for t in until if t > now]:
+                self._pulling[rkey] = kept
+            else:
+                del self._pulling[rkey]
+        self._start_next(now)
         for peer, state in self._peers.items():
             if state.connected and state.next_beat <= now:
                 self._beat(peer)
@@ -211,14 +240,8 @@ class TaskManager:
     # -- handlers -------------------------------------------------------------------------
 
     def _on_quote_request(self, peer: bytes, m: dict[str, Any], now: float) -> None:
-        reason = self._refuse(m["driver"], m["max_price"])
-        busy = reason is None and self.capacity == 0
-        if busy:
-            reason = f"too busy: {len(self._held)} tasks held and {self.slots} slots full"
-        if reason is not None:
-            self._out.append(
-                Send(peer, {"t": "decline", "rid": m["rid"], "reason": reason, "busy": busy})
-            )
+        busy = f"too busy: {len(self._held)} tasks held and {self.slots} slots full"
+        if self._declined(peer, m, busy if self.capacity == 0 else None):
             return
         times = self._run_times.get(m["driver"], _RunTimes())
         ahead = max(0, len(self._held) + len(self._leases) - self.slots + 1)
@@ -247,7 +270,7 @@ class TaskManager:
             reason = f"price {c.price:g} is below this worker's minimum {self.price:g}"
         elif self.draining:
             reason = DRAINING
-        elif len(c.tasks) > self.capacity:
+        elif len(c.tasks) > self.capacity + self._pulled(peer):
             reason = f"state changed: room for {self.capacity} tasks now, not {len(c.tasks)}"
             busy = True
         elif any(
@@ -263,6 +286,7 @@ class TaskManager:
             )
             return
         expires = now + self.lease_s
+        self._bind(peer, len(c.tasks))
         for t in c.tasks:
             self._leases[(peer, t)] = _Lease(c.job, c.price, expires)
         self._out.append(
@@ -307,7 +331,49 @@ class TaskManager:
                     self._queue.remove(key)
         self._start_next(now)
 
+    def _on_reserve(self, peer: bytes, m: dict[str, Any], now: float) -> None:
+        held = sum(r.count for k, r in self._reserved.items() if k[0] == peer)
+        busy = f"too many places reserved here: {held} of {MAX_RESERVED}"
+        if self._declined(peer, m, busy if held + m["tasks"] > MAX_RESERVED else None):
+            return
+        if m["tasks"]:
+            rkey = (peer, m["rid"])
+            r = self._reserved.setdefault(rkey, _Reservation(0))
+            r.count += m["tasks"]
+        self._start_next(now)
+
+    def _on_unreserve(self, peer: bytes, m: dict[str, Any], now: float) -> None:
+        self._reserved.pop((peer, m["rid"]), None)
+        self._pulling.pop((peer, m["rid"]), None)
+        self._start_next(now)
+
     # -- helpers --------------------------------------------------------------------------
+
+    def _declined(self, peer: bytes, m: dict[str, Any], busy: str | None) -> bool:
+        """Decline a request for a quote or for places, if this worker must: for good (the
+        driver, the price, draining), or for now (`busy`: why it is full). True if declined."""
+        reason = self._refuse(m["driver"], m["max_price"]) or busy
+        if reason is not None:
+            d = {"t": "decline", "rid": m["rid"], "reason": reason, "busy": reason is busy}
+            self._out.append(Send(peer, d))
+        return reason is not None
+
+    def _pulled(self, peer: bytes) -> int:
+        """Slots held for `peer`'s answer to a `ready`."""
+        return sum(len(p) for k, p in self._pulling.items() if k[0] == peer)
+
+    def _bind(self, peer: bytes, n: int) -> None:
+        """`n` tasks came from `peer`: they take the slots held for its answer first."""
+        for rkey in [k for k in self._pulling if k[0] == peer]:
+            if n <= 0:
+                return
+            until = self._pulling[rkey]
+            taken = min(n, len(until))
+            n -= taken
+            if taken == len(until):
+                del self._pulling[rkey]
+            else:
+                del until[:taken]
 
     def _refuse(self, driver: str, max_price: float) -> str | None:
         reason = self.refusal(driver)
@@ -318,12 +384,20 @@ class TaskManager:
         return reason
 
     def _start_next(self, now: float) -> None:
-        while self._queue and len(self._running) < self.slots:
+        while self._queue and self._busy_slots < self.slots:
             key = self._queue.popleft()
             held = self._held[key]
             held.started = now
             self._running.add(key)
             self._out.append(Start(key[0], held.task))
+        # Tasks sent are served first; then a free slot is offered to the oldest reservation.
+        while self._reserved and not self.draining and self._busy_slots < self.slots:
+            rkey, r = next(iter(self._reserved.items()))
+            r.count -= 1
+            if r.count <= 0:
+                del self._reserved[rkey]
+            self._pulling.setdefault(rkey, []).append(now + self.lease_s)
+            self._out.append(Send(rkey[0], {"t": "ready", "rid": rkey[1]}))
 
     def _result(
         self,
@@ -397,4 +471,6 @@ _HANDLERS: dict[str, Callable[[TaskManager, bytes, dict[str, Any], float], None]
     "run": TaskManager._on_run,
     "ack": TaskManager._on_ack,
     "cancel": TaskManager._on_cancel,
+    "reserve": TaskManager._on_reserve,
+    "unreserve": TaskManager._on_unreserve,
 }

@@ -1,0 +1,174 @@
+"""How a scheduler picks a worker for a task among those that can take it now: the strategies,
+each a choice over `Candidate`s, switchable while the node runs.
+
+Owns: the strategy names and their rules.
+- `cost` (default): least `price + MTR × expected time` (MTR = ∞: fastest, MTR = 0: cheapest),
+  a query on the lower envelope of the candidates' lines (`lichao.LowerEnvelope`), O(log N).
+- `shortest_queue`: least expected wait before the task would start; then the cheaper.
+- `round_robin`: the candidates in turn, by node id, the next after the last one used.
+- `weighted`: smooth weighted round robin (nginx's), weight = slots ÷ expected run time, so a
+  worker twice as fast gets twice the tasks, evenly interleaved.
+- `probabilistic`: a random pick, with probability proportional to that same weight.
+- `late_binding`: Sparrow's batch sampling with late binding. It is not a pick among quotes:
+  the job reserves places in d·m workers' queues for m tasks, and a task goes to whichever
+  worker asks for one first (see `dispatch`); the rest of the reservations are cancelled.
+Promises: a choice is always one of the candidates that `ok` accepts, or None when none does;
+the same inputs and seed give the same choices.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from p2psched.scheduler.lichao import Line, LowerEnvelope, brute_force_best
+
+COST = "cost"
+LATE_BINDING = "late_binding"
+STRATEGIES = (COST, "shortest_queue", "round_robin", "weighted", "probabilistic", LATE_BINDING)
+PROBE_RATIO = 2  # late binding: reservations per task (Sparrow's d)
+
+
+def check_strategy(name: str) -> str:
+    """`name` if it is a strategy, else ValueError naming the valid ones."""
+    if name not in STRATEGIES:
+        raise ValueError(
+            f"no scheduling strategy {name!r}; the strategies are: {', '.join(STRATEGIES)}"
+        )
+    return name
+
+
+@dataclass(slots=True, eq=False)
+class Candidate:
+    """A worker that would take tasks now, as the scheduler sees it this round."""
+
+    key: bytes  # its node id
+    price: float  # per task
+    wait: float  # expected seconds before a task sent now would start
+    run: float  # expected seconds a task runs there
+    slots: int  # tasks it runs at once (≥ 1)
+    room: int  # tasks it would still take under its quote
+    ahead: int = 0  # tasks placed on it this round, queued behind `wait`
+
+    @property
+    def start(self) -> float:
+        """Expected seconds until the next task placed there starts: each `slots` tasks
+        placed ahead of it push it back by one run time."""
+        return self.wait + self.run * (self.ahead // self.slots)
+
+    @property
+    def time(self) -> float:
+        """Expected seconds until the next task placed there is done."""
+        return self.start + self.run
+
+    @property
+    def weight(self) -> float:
+        return self.slots / max(self.run, 1e-3)
+
+
+Ok = Callable[[Candidate], bool]
+
+
+class Chooser:
+    """Choices among one set of candidates (one kind of task, one commit round). `took`
+    tells it a task was placed, so the next choice sees that worker's longer queue."""
+
+    def __init__(self, strategy: Strategy, candidates: Sequence[Candidate], mtr: float) -> None:
+        self.strategy = strategy
+        # Ordered, with O(1) membership: a worker's room is shared by the choosers of a round.
+        self.candidates: dict[Candidate, None] = dict.fromkeys(c for c in candidates if c.room > 0)
+        self.mtr = mtr
+        self._envelope: LowerEnvelope | None = None
+
+    def pick(self, ok: Ok) -> Candidate | None:
+        s = self.strategy
+        live = self.candidates
+        if s.name == COST:
+            c = self._cheapest(ok)
+        elif s.name == "shortest_queue":
+            c = min((c for c in live if ok(c)), key=lambda c: (c.start, c.price), default=None)
+        elif s.name == "probabilistic":
+            c = s.sample([c for c in live if ok(c)])
+        else:  # round_robin, weighted (late binding places tasks in turn where it binds)
+            c = s.next_in_turn(list(live), ok)
+        return c
+
+    def took(self, c: Candidate) -> None:
+        before = c.time
+        c.room -= 1
+        c.ahead += 1
+        env = self._envelope
+        if env is not None and (c.room <= 0 or c.time != before):
+            env.remove(c)
+            if c.room > 0:
+                env.add(Line(c.price, c.time, c))
+        if c.room <= 0:
+            del self.candidates[c]
+
+    def _cheapest(self, ok: Ok) -> Candidate | None:
+        if self._envelope is None:
+            self._envelope = LowerEnvelope(Line(c.price, c.time, c) for c in self.candidates)
+        line = self._envelope.best(self.mtr)
+        if line is None:
+            return None
+        c: Candidate = line.key  # type: ignore[assignment]
+        if ok(c):
+            return c
+        # The best is not for this task (it excludes that worker, or the budget is short):
+        # the same order over those that are, by a scan. Rare: retries and a budget's end.
+        best = brute_force_best(
+            (Line(c.price, c.time, c) for c in self.candidates if ok(c)), self.mtr
+        )
+        return None if best is None else best.key  # type: ignore[return-value]
+
+
+class Strategy:
+    """The node's current strategy, and the state the turn-taking ones keep between rounds."""
+
+    def __init__(self, name: str = COST, *, seed: int | None = None) -> None:
+        self.name = check_strategy(name)
+        self.rng = random.Random(seed)
+        self._last: bytes = b""  # round robin: the node id used last
+        self._current: dict[bytes, float] = {}  # weighted: each worker's running credit
+
+    def set(self, name: str) -> None:
+        self.name = check_strategy(name)
+
+    def chooser(self, candidates: Sequence[Candidate], mtr: float) -> Chooser:
+        return Chooser(self, candidates, mtr)
+
+    def next_in_turn(self, live: Sequence[Candidate], ok: Ok) -> Candidate | None:
+        usable = [c for c in live if ok(c)]
+        if not usable:
+            return None
+        if self.name == "weighted":
+            # Smooth weighted round robin: everyone earns its weight, the richest is picked
+            # and pays the total; over sum(weights) picks each gets its share, interleaved.
+            total = 0.0
+            best: Candidate | None = None
+            for c in usable:
+                credit = self._current.get(c.key, 0.0) + c.weight
+                self._current[c.key] = credit
+                total += c.weight
+                if best is None or credit > self._current[best.key]:
+                    best = c
+            assert best is not None
+            self._current[best.key] -= total
+            if len(self._current) > 4 * len(usable) + 1024:  # workers come and go
+                keep = {c.key for c in usable}
+                self._current = {k: v for k, v in self._current.items() if k in keep}
+            return best
+        after = [c for c in usable if c.key > self._last]
+        chosen = min(after or usable, key=lambda c: c.key)
+        self._last = chosen.key
+        return chosen
+
+    def sample(self, usable: Sequence[Candidate]) -> Candidate | None:
+        if not usable:
+            return None
+        weights = [c.weight for c in usable]
+        if not all(math.isfinite(w) for w in weights):
+            return self.rng.choice(list(usable))
+        return self.rng.choices(list(usable), weights=weights)[0]
