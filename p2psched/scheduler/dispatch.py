@@ -186,6 +186,7 @@ class JobRun:
         self._rids = rids if rids is not None else itertools.count(1)
         self._out: list[Action] = []
         self._reserved = 0  # late binding: places held in workers' queues, in all
+        self._by_price: list[_Worker] | None = None
         self._last_discover = now
         self.started = now
         for run in self.tasks.values():
@@ -240,10 +241,27 @@ class JobRun:
             w = self.workers.get(ad.node_id)
             if w is None:
                 self.workers[ad.node_id] = _Worker(ad)
+                self._by_price = None
             elif w.ad.seq < ad.seq:
                 w.ad = ad
+                self._by_price = None
                 if w.link == "down" and not w.banned:  # a fresh ad: it may be back
                     w.link = "none"
+        self._pump(now)
+
+    def add_tasks(self, tasks: Iterable[TaskSpec], now: float) -> None:
+        """More tasks for this job (a stream of work, submitted as it comes). Their ids must
+        be new to it: ValueError names the first that is not, and nothing is added."""
+        new = list(tasks)
+        ids = [t.task_id for t in new]
+        dup = next((i for i in ids if i in self.tasks), None)
+        if dup is None and len(set(ids)) < len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+        if dup is not None:
+            raise ValueError(f"task {dup!r} is already in job {self.job!r}")
+        for spec in new:
+            run = self.tasks[spec.task_id] = TaskRun(spec, input_bytes=len(encode(spec.input)))
+            self._enqueue(run, now)
         self._pump(now)
 
     def connected(self, worker: bytes, public_key: bytes, now: float) -> None:
@@ -474,7 +492,9 @@ class JobRun:
         if not self._queued:
             return
         asked = sum(1 for w in self.workers.values() if w.rid is not None)
-        for w in sorted(self.workers.values(), key=lambda w: w.ad.profile.min_price):
+        if self._by_price is None:  # cheapest first; sorted again only when workers change
+            self._by_price = sorted(self.workers.values(), key=lambda w: w.ad.profile.min_price)
+        for w in self._by_price:
             if asked >= self.config.max_quotes:
                 break
             if w.rid is not None or w.quote is not None or w.link == "down" or now < w.ask_after:
@@ -764,7 +784,8 @@ class JobRun:
         # Tasks of one shape share their candidates but for the workers each excludes: one
         # pass over the workers per shape, not per task.
         by_shape: dict[tuple[str, str | None, str, float], list[bytes]] = {}
-        for t in self.tasks.values():
+        for tid in set(self._queue.task_ids()):  # a task re-queued may have a stale entry too
+            t = self.tasks[tid]
             if t.state != S.QUEUED:
                 continue
             shape = _shape(t.spec)

@@ -66,6 +66,10 @@ class TaskQueue:
         for entry in entries:
             heapq.heappush(self._heap, entry)
 
+    def task_ids(self) -> list[str]:
+        """The task ids with entries, in no particular order (stale ones included)."""
+        return [e[3] for e in self._heap]
+
     def prune(self, queued: Callable[[str], bool]) -> None:
         """Drop the entries of tasks no longer queued (a cancel empties the queue at once)."""
         self._heap = [e for e in self._heap if queued(e[3])]
