@@ -199,3 +199,41 @@ def test_a_ready_for_places_given_up_is_answered_with_unreserve() -> None:
     net.run.receive(wid, {"t": "ready", "rid": 999_999}, net.now)
     out = [a for a in net.run.actions() if isinstance(a, Send)]
     assert out and out[-1].message == {"t": "unreserve", "rid": 999_999}
+
+
+def test_what_the_node_learned_of_a_worker_outweighs_its_claim() -> None:
+    from p2psched.scheduler.predictor import Predictor
+
+    sched = Identity.generate()
+    fast, slow = Identity.generate(), Identity.generate()
+    predictor = Predictor()
+    size = len(b"\x81\xa1n\x00")  # {"n": 0} encoded: the bucket the tasks fall in
+    for _ in range(20):  # both claim nothing; this node saw `slow` take 10x as long
+        predictor.observe(fast.node_id, None, size, wait_s=0.0, run_s=1.0, now=0.0)
+        predictor.observe(slow.node_id, None, size, wait_s=0.0, run_s=10.0, now=0.0)
+    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=3) for i in (slow, fast)}
+    run = JobRun(sched, "job", [spec(0)], mtr=math.inf, now=1000.0, predictor=predictor)
+    net = Net(run, workers)
+    run.add_workers([ad(slow), ad(fast)], net.now)
+    net.pump()
+    assert run.done and run.tasks["job-000000"].worker == fast.node_id
+
+
+def test_a_worker_that_keeps_failing_is_skipped() -> None:
+    from p2psched.scheduler.predictor import WorkerViews
+
+    views = WorkerViews()
+    sched = Identity.generate()
+    bad, good = Identity.generate(), Identity.generate()
+    for i in range(3):
+        views.failed(bad.node_id, f"old/{i}", "driver crashed", now=999.0)
+    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=3) for i in (bad, good)}
+    run = JobRun(sched, "job", [spec(k) for k in range(6)], mtr=0.0, now=1000.0, views=views)
+    net = Net(run, workers)
+    run.add_workers([ad(bad, price=0.0), ad(good, price=5.0)], net.now)  # bad is cheaper
+    for _ in range(10):
+        net.pump()
+        if run.done:
+            break
+        net.advance(1)
+    assert run.done and {t.worker for t in run.tasks.values()} == {good.node_id}

@@ -26,6 +26,7 @@ from p2psched.identity import Identity
 from p2psched.scheduler.discovery import WorkerAd
 from p2psched.scheduler.jobspec import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
+from p2psched.scheduler.predictor import Predictor, WorkerViews
 from p2psched.scheduler.queue import Entry, TaskQueue, latest_start
 from p2psched.scheduler.strategy import LATE_BINDING, PROBE_RATIO, Candidate, Chooser, Strategy
 from p2psched.wire.codec import encode
@@ -119,6 +120,7 @@ class TaskRun:
     deadline: float = math.inf  # of its current state (lease or timeout), when it has one
     input_bytes: int = 0  # its input, encoded
     due: float = math.inf  # its latest start, while queued
+    sent_at: float = 0.0  # when it last went to a worker
 
 
 @dataclass(slots=True)
@@ -141,6 +143,7 @@ class _Worker:
     batch_bytes: int = 0  # inputs in the commitment being put together for it
     banned: bool = False  # broke the protocol: never asked again by this job
     reserved: dict[int, int] = field(default_factory=dict)  # late binding: rid -> places
+    run_estimate: float = 1.0  # seconds a task of its quote's kind is expected to take there
 
 
 class JobRun:
@@ -157,10 +160,15 @@ class JobRun:
         rids: Iterator[int] | None = None,
         deadline: float | None = None,
         strategy: Strategy | None = None,
+        predictor: Predictor | None = None,
+        views: WorkerViews | None = None,
     ) -> None:
         self.identity = identity
-        # Shared by the node's jobs, so that switching it takes effect for all at once.
+        # Shared by the node's jobs: switching strategy takes effect for all at once, and what
+        # one job learns of a worker's speed and reliability serves the others.
         self.strategy = strategy or Strategy()
+        self.predictor = predictor or Predictor()
+        self.views = views or WorkerViews()
         self.deadline = deadline  # when every task must be done, if the job says
         self.job = job
         self.mtr = mtr
@@ -187,6 +195,12 @@ class JobRun:
         self._out: list[Action] = []
         self._reserved = 0  # late binding: places held in workers' queues, in all
         self._by_price: list[_Worker] | None = None
+        # Workers that would take tasks now, and per kind of task a chooser over those that
+        # serve it, kept current as quotes, room and links change (not rebuilt per round).
+        self._cands: dict[bytes, Candidate] = {}
+        self._choosers: dict[tuple[str, str | None, str, float], Chooser] = {}
+        self._choosing = self.strategy.name
+        self._asked: dict[bytes, TaskSpec] = {}  # worker -> the kind of task its quote is for
         self._last_discover = now
         self.started = now
         for run in self.tasks.values():
@@ -276,6 +290,7 @@ class JobRun:
             return
         w.link, w.rid, w.quote, w.room = "down", None, None, 0
         w.declined = reason
+        self._changed(w, now)
         self._forget_reservations(w)
         self._lose(w, f"worker lost: {reason}", now)
         self._pump(now)
@@ -369,6 +384,7 @@ class JobRun:
                 w.rid, w.declined = None, "did not answer a quote request in time"
             if w.quote is not None and w.quote_until <= now:
                 w.quote, w.room = None, 0
+                self._changed(w, now)
             if w.holding and w.link == "up" and w.heard + c.silence_s <= now:
                 self._out.append(Close(w.ad.node_id, "heartbeat stopped"))
                 w.link = "down"
@@ -380,7 +396,8 @@ class JobRun:
                 continue
             if t.state in (S.SENT, S.RUNNING):
                 self._stop_on_workers([t])
-                self._back(t, f"timed out after {t.spec.timeout_s:g} s", now, final=S.TIMED_OUT)
+                reason = f"timed out after {t.spec.timeout_s:g} s"
+                self._back(t, reason, now, final=S.TIMED_OUT, stalled=True)
         if self._queued and self._next_sweep <= now:
             self._next_sweep = now + 1.0
             self._strand(now)
@@ -407,6 +424,15 @@ class JobRun:
         w.quote, w.room, w.declined = q, q.capacity, None
         # Validity is judged by our clock, and never trusted for longer than a short while.
         w.quote_until = min(q.valid_until, now + self.config.max_quote_s)
+        # What it ran for us before outweighs what it says; a worker that fails or stalls
+        # looks slower by its penalty, so it ranks lower on time.
+        spec = self._asked.pop(w.ad.node_id, None)
+        if spec is not None:
+            estimate = self.predictor.estimate(
+                w.ad.node_id, _model(spec), len(encode(spec.input)), claimed_run=q.run_mean or None
+            )
+            w.run_estimate = estimate.run_mean * self.views.penalty(w.ad.node_id, now)
+        self._changed(w, now)
 
     def _on_lease(self, w: _Worker, m: dict[str, Any], now: float) -> None:
         ids = w.pending.pop(m["rid"], None)
@@ -422,6 +448,7 @@ class JobRun:
             if t.state in IN_FLIGHT and t.worker == w.ad.node_id:
                 self._back(t, f"commitment rejected: {m['reason']}", now, count=False)
         w.quote, w.room, w.ask_after = None, 0, now + DECLINE_BACKOFF_S
+        self._changed(w, now)
         if m["busy"]:  # its room went to someone else meanwhile: ask again in a while
             w.busy_rejects += 1
             if w.busy_rejects >= MAX_BUSY_REJECTS:  # ... but not for ever
@@ -451,6 +478,10 @@ class JobRun:
             return
         self._release(t)
         self.spent += r.price
+        model = _model(t.spec)
+        wait = max(0.0, now - t.sent_at - r.duration)  # on its queue, and on the way
+        self.predictor.observe(worker, model, t.input_bytes, wait_s=wait, run_s=r.duration, now=now)
+        self.views.succeeded(worker, model, r.duration, t.spec.task_id, now=now)
         t.output, t.receipt, t.error, t.progress = m["output"], r, None, 1.0
         self._move(t, S.COMPLETED, now)
         self._out.append(Settled(t.spec.task_id))
@@ -516,6 +547,7 @@ class JobRun:
             if w.link != "up":
                 continue
             spec = wanted[0]
+            self._asked[w.ad.node_id] = spec
             rid = next(self._rids)
             w.rid, w.asked_at, w.ask_after = rid, now, 0.0
             asked += 1
@@ -549,8 +581,6 @@ class JobRun:
         # not hold up other kinds; once every kind waits, the round is over.
         waiting: set[tuple[str, str | None, str, float]] = set()
         kinds = {shape for shape, n in self._shapes.items() if n > 0}
-        choosers: dict[tuple[str, str | None, str, float], Chooser] = {}
-        candidates: dict[bytes, Candidate] = {}  # this round's view of the workers with room
         stuck = 0  # aside because no worker can take them (not merely waiting for one)
         queue = self._queue
         while queue and stuck < MAX_ASIDE and len(aside) < MAX_SCAN and not kinds <= waiting:
@@ -562,10 +592,7 @@ class JobRun:
             shape = _shape(t.spec)
             best = None
             if shape not in waiting:
-                chooser = choosers.get(shape)
-                if chooser is None:
-                    chooser = choosers[shape] = self._chooser(t.spec, candidates, now)
-                best = chooser.pick(partial(self._fits, t))
+                best = self._chooser(shape, t.spec).pick(partial(self._fits, t))
             if best is None:
                 if shape in waiting:
                     pass
@@ -576,14 +603,12 @@ class JobRun:
                 aside.append(queue.pop())
                 continue
             queue.pop()
-            for other in choosers.values():  # a worker's room is shared by every kind
-                if best in other.candidates:
-                    other.took(best)
             w = self.workers[best.key]
             assert w.quote is not None
             w.room -= 1
             w.batch_bytes += t.input_bytes
             self._assign(t, w, w.quote.price, now)
+            self._changed(w, now)
             batches.setdefault(best.key, []).append(t)
         queue.put_back(aside)
         for w in self.workers.values():
@@ -737,31 +762,66 @@ class JobRun:
         self._reserved -= sum(w.reserved.values())
         w.reserved.clear()
 
-    def _chooser(self, spec: TaskSpec, candidates: dict[bytes, Candidate], now: float) -> Chooser:
-        """The strategy's chooser over the workers that could take tasks like `spec` now."""
-        eligible = []
-        for w in self.workers.values():
-            q = w.quote
-            if q is None or w.room <= 0 or w.quote_until <= now or w.link != "up":
-                continue
-            if q.price > spec.max_price or not spec.need.matches(w.ad.profile):
-                continue
-            c = candidates.get(w.ad.node_id)
-            if c is None:
-                profile = w.ad.profile
-                c = candidates[w.ad.node_id] = Candidate(
-                    key=w.ad.node_id,
-                    price=q.price,
-                    wait=q.wait_mean,
-                    # A new worker's run time is unknown: a nominal second, so that a batch
-                    # spreads over equals instead of piling on whoever answered first.
-                    run=q.run_mean or 1.0,
-                    slots=max(1, len(profile.gpus), profile.free_slots),
-                    room=w.room,
-                    ahead=max(0, q.capacity - w.room),  # placed under this quote already
-                )
-            eligible.append(c)
-        return self.strategy.chooser(eligible, self.mtr)
+    def _chooser(self, shape: tuple[str, str | None, str, float], spec: TaskSpec) -> Chooser:
+        """The chooser for tasks like `spec`, over the candidates that serve them."""
+        if self._choosing != self.strategy.name:  # switched while we run: choose anew
+            self._choosers.clear()
+            self._choosing = self.strategy.name
+        chooser = self._choosers.get(shape)
+        if chooser is None:
+            chooser = self._choosers[shape] = self.strategy.chooser([], self.mtr)
+            for c in self._cands.values():
+                if self._serves(spec, self.workers[c.key]):
+                    chooser.put(c)
+        return chooser
+
+    def _serves(self, spec: TaskSpec, w: _Worker) -> bool:
+        q = w.quote
+        return q is not None and q.price <= spec.max_price and spec.need.matches(w.ad.profile)
+
+    def _changed(self, w: _Worker, now: float) -> None:
+        """`w`'s quote, room or link changed: it becomes, stays or stops being a candidate.
+        `now` NaN: its quote's validity was checked already (it only got room back)."""
+        key = w.ad.node_id
+        c = self._cands.get(key)
+        q = w.quote
+        if (
+            q is None
+            or w.room <= 0
+            or w.link != "up"
+            or w.quote_until <= now
+            or (c is None and self.views.skipped(key, now if now == now else w.heard))
+        ):
+            if c is not None:
+                del self._cands[key]
+                for chooser in self._choosers.values():
+                    chooser.discard(c)
+            return
+        ahead = max(0, q.capacity - w.room)  # placed under this quote already
+        if c is None:
+            profile = w.ad.profile
+            c = self._cands[key] = Candidate(
+                key=key,
+                price=q.price,
+                wait=q.wait_mean,
+                run=w.run_estimate,
+                slots=max(1, len(profile.gpus), profile.free_slots),
+                room=w.room,
+                ahead=ahead,
+            )
+        else:
+            c.price, c.wait, c.run, c.room, c.ahead = (
+                q.price,
+                q.wait_mean,
+                w.run_estimate,
+                w.room,
+                ahead,
+            )
+        for shape, chooser in self._choosers.items():
+            if self._serves(self._shape_spec[shape], w):
+                chooser.put(c)
+            else:
+                chooser.discard(c)
 
     def _fits(self, t: TaskRun, c: Candidate) -> bool:
         """Whether this task may go to `c` now: not a worker it failed on, within what is
@@ -850,6 +910,7 @@ class JobRun:
             self._shapes[shape] += 1 if new == S.QUEUED else -1
             self._shape_spec.setdefault(shape, t.spec)
         if new == S.SENT:  # it may wait in the worker's short queue before it starts
+            t.sent_at = now
             self._timer(t, now + t.spec.timeout_s * QUEUE_ALLOWANCE + self.config.timeout_grace_s)
         elif new == S.RUNNING:
             self._timer(t, now + t.spec.timeout_s + self.config.timeout_grace_s)
@@ -874,6 +935,7 @@ class JobRun:
             w = self.workers[t.worker]
             w.holding.discard(t.spec.task_id)
             w.room += 1 if w.quote is not None else 0
+            self._changed(w, math.nan)
             w.ask_after = 0.0  # it has room again
 
     def _back(
@@ -884,8 +946,11 @@ class JobRun:
         *,
         count: bool = True,
         final: TaskState = S.FAILED,
+        stalled: bool = False,
     ) -> None:
-        """Put a task back in the queue, away from its worker, or end it out of retries."""
+        """Put a task back in the queue, away from its worker, or end it out of retries.
+        `count`: the worker failed it (else it never ran there); `stalled`: by going silent
+        or running out of time, which ranks a worker lower than an error does."""
         worker = t.worker
         self._release(t)
         t.error, t.worker, t.progress = reason, None, 0.0
@@ -893,6 +958,7 @@ class JobRun:
             t.attempts += 1
             if worker is not None:
                 t.excluded.add(worker)
+                self.views.failed(worker, t.spec.task_id, reason, now=now, stalled=stalled)
         if t.attempts > t.spec.retries:
             self._move(t, final, now)
             self._out.append(Settled(t.spec.task_id))
@@ -900,11 +966,12 @@ class JobRun:
         t.retry = True
         self._enqueue(t, now)
 
-    def _lose(self, w: _Worker, reason: str, now: float) -> None:
+    def _lose(self, w: _Worker, reason: str, now: float, *, stalled: bool = True) -> None:
         w.pending.clear()
         for tid in list(w.holding):
             t = self.tasks[tid]
-            self._back(t, reason, now, count=t.state in (S.SENT, S.RUNNING))
+            ran = t.state in (S.SENT, S.RUNNING)
+            self._back(t, reason, now, count=ran, stalled=stalled)
         w.holding.clear()
 
     def _ban(self, w: _Worker, reason: str, now: float) -> None:
@@ -912,10 +979,11 @@ class JobRun:
         self._out.append(Close(w.ad.node_id, reason))
         w.link, w.rid, w.quote, w.room, w.declined = "down", None, None, 0, reason
         w.banned = True
+        self._changed(w, now)
         self._forget_reservations(w)
         for tid in w.holding:
             self.tasks[tid].excluded.add(w.ad.node_id)
-        self._lose(w, f"worker dropped: {reason}", now)
+        self._lose(w, f"worker dropped: {reason}", now, stalled=False)
 
 
 def task_id_for(job: str, index: int) -> str:

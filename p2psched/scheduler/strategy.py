@@ -72,40 +72,48 @@ Ok = Callable[[Candidate], bool]
 
 
 class Chooser:
-    """Choices among one set of candidates (one kind of task, one commit round). `took`
-    tells it a task was placed, so the next choice sees that worker's longer queue."""
+    """Choices among one set of candidates (one kind of task), kept up to date as they change:
+    `put` a candidate whose quote, room or queue changed, `discard` one that can take no more.
+    For `cost` the envelope follows each change, so a choice stays O(log N)."""
 
-    def __init__(self, strategy: Strategy, candidates: Sequence[Candidate], mtr: float) -> None:
+    def __init__(self, strategy: Strategy, mtr: float) -> None:
         self.strategy = strategy
-        # Ordered, with O(1) membership: a worker's room is shared by the choosers of a round.
-        self.candidates: dict[Candidate, None] = dict.fromkeys(c for c in candidates if c.room > 0)
         self.mtr = mtr
+        # Ordered, with O(1) membership and removal.
+        self.candidates: dict[Candidate, None] = {}
         self._envelope: LowerEnvelope | None = None
+
+    def put(self, c: Candidate) -> None:
+        if c.room <= 0:
+            self.discard(c)
+            return
+        self.candidates[c] = None
+        if self._envelope is not None:
+            self._envelope.add(Line(c.price, c.time, c))  # replaces its old line
+
+    def discard(self, c: Candidate) -> None:
+        if c in self.candidates:
+            del self.candidates[c]
+            if self._envelope is not None:
+                self._envelope.remove(c)
+
+    def took(self, c: Candidate) -> None:
+        """A task was placed on `c` (for callers that keep no other record of it)."""
+        c.room -= 1
+        c.ahead += 1
+        self.put(c)
 
     def pick(self, ok: Ok) -> Candidate | None:
         s = self.strategy
         live = self.candidates
         if s.name == COST:
-            c = self._cheapest(ok)
-        elif s.name == "shortest_queue":
-            c = min((c for c in live if ok(c)), key=lambda c: (c.start, c.price), default=None)
-        elif s.name == "probabilistic":
-            c = s.sample([c for c in live if ok(c)])
-        else:  # round_robin, weighted (late binding places tasks in turn where it binds)
-            c = s.next_in_turn(list(live), ok)
-        return c
-
-    def took(self, c: Candidate) -> None:
-        before = c.time
-        c.room -= 1
-        c.ahead += 1
-        env = self._envelope
-        if env is not None and (c.room <= 0 or c.time != before):
-            env.remove(c)
-            if c.room > 0:
-                env.add(Line(c.price, c.time, c))
-        if c.room <= 0:
-            del self.candidates[c]
+            return self._cheapest(ok)
+        if s.name == "shortest_queue":
+            return min((c for c in live if ok(c)), key=lambda c: (c.start, c.price), default=None)
+        if s.name == "probabilistic":
+            return s.sample([c for c in live if ok(c)])
+        # round_robin, weighted (late binding places tasks in turn where it binds)
+        return s.next_in_turn(list(live), ok)
 
     def _cheapest(self, ok: Ok) -> Candidate | None:
         if self._envelope is None:
@@ -118,9 +126,8 @@ class Chooser:
             return c
         # The best is not for this task (it excludes that worker, or the budget is short):
         # the same order over those that are, by a scan. Rare: retries and a budget's end.
-        best = brute_force_best(
-            (Line(c.price, c.time, c) for c in self.candidates if ok(c)), self.mtr
-        )
+        lines = (Line(c.price, c.time, c) for c in self.candidates if ok(c))
+        best = brute_force_best(lines, self.mtr)
         return None if best is None else best.key  # type: ignore[return-value]
 
 
@@ -137,7 +144,10 @@ class Strategy:
         self.name = check_strategy(name)
 
     def chooser(self, candidates: Sequence[Candidate], mtr: float) -> Chooser:
-        return Chooser(self, candidates, mtr)
+        chooser = Chooser(self, mtr)
+        for c in candidates:
+            chooser.put(c)
+        return chooser
 
     def next_in_turn(self, live: Sequence[Candidate], ok: Ok) -> Candidate | None:
         usable = [c for c in live if ok(c)]
