@@ -514,6 +514,20 @@ def cmd_cancel(args: argparse.Namespace) -> None:
     print(f"cancelled {len(cancelled)} task(s)")
 
 
+def cmd_scheduler(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        if args.scheduler_command == "set":
+            client.post("/v1/scheduler/set", {"name": args.name})
+        elif args.scheduler_command == "predict-mode":
+            client.post("/v1/scheduler/predict_mode", {"mode": args.mode})
+        now = client.get("/v1/scheduler")
+    if args.json:
+        print(json.dumps(now))
+        return
+    print(f"strategy {now['strategy']} (of {', '.join(now['strategies'])})")
+    print(f"predict mode {now['predict_mode']} (of {', '.join(now['predict_modes'])})")
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
@@ -669,6 +683,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("cancel", parents=[common], help="cancel a job (JOB) or a task (JOB/N)")
     sp.add_argument("target", metavar="JOB|TASK")
     sp.set_defaults(func=cmd_cancel)
+
+    sched = sub.add_parser(
+        "scheduler", help="the running node's scheduling strategy and predictor"
+    ).add_subparsers(dest="scheduler_command", required=True)
+    sp = sched.add_parser("show", parents=[common], help="the strategy and predict mode in use")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_scheduler)
+    sp = sched.add_parser("set", parents=[common], help="switch the strategy, for every job")
+    sp.add_argument(
+        "name", help="cost, shortest_queue, round_robin, weighted, probabilistic or late_binding"
+    )
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_scheduler)
+    sp = sched.add_parser("predict-mode", parents=[common], help="switch the predictor's mode")
+    sp.add_argument("mode", help="default (learned) or lookup_table (frozen table)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_scheduler)
 
     net = sub.add_parser("devnet", help="a local network of processes").add_subparsers(
         dest="devnet_command", required=True

@@ -205,6 +205,17 @@ def test_a_running_node_takes_jobs_and_answers_status_commands(node: Path, tmp_p
     missing = p2psched("status", "nope", "--data-dir", str(node))
     assert missing.returncode == 2 and "no job 'nope'" in missing.stderr
 
+    # the strategy and the predictor switch while the node runs, for the jobs that follow
+    out = p2psched("scheduler", "set", "round_robin", "--json", "--data-dir", str(node))
+    assert out.returncode == 0 and json.loads(out.stdout)["strategy"] == "round_robin"
+    bad = p2psched("scheduler", "set", "fastest", "--data-dir", str(node))
+    assert bad.returncode == 2 and "no scheduling strategy 'fastest'" in bad.stderr
+    assert "late_binding" in bad.stderr  # it names the valid ones
+    out = p2psched("scheduler", "predict-mode", "lookup_table", "--data-dir", str(node))
+    assert out.returncode == 0 and "predict mode lookup_table" in out.stdout
+    bad = p2psched("scheduler", "predict-mode", "guess", "--data-dir", str(node))
+    assert bad.returncode == 2 and "lookup_table" in bad.stderr
+
     # without --detach, the results come back through the node
     out = p2psched(
         "submit", str(job), "--json", "--results", str(tmp_path / "r"), "--data-dir", str(node)

@@ -32,6 +32,8 @@ from p2psched.node.node import Node, host_port
 from p2psched.resources.need import Need, NeedError
 from p2psched.scheduler.jobs import SubmittedJob
 from p2psched.scheduler.jobspec import JobSpecError, parse_job
+from p2psched.scheduler.predictor import MODES
+from p2psched.scheduler.strategy import STRATEGIES
 
 TOKEN_FILE = "api.token"
 ENDPOINT_FILE = "api.json"
@@ -48,6 +50,14 @@ class JobSubmission(BaseModel):
 
 class CancelRequest(BaseModel):
     tasks: list[str] | None = Field(None, description="task ids; none or null: the whole job")
+
+
+class StrategyChoice(BaseModel):
+    name: str = Field(description=f"one of: {', '.join(STRATEGIES)}")
+
+
+class PredictMode(BaseModel):
+    mode: str = Field(description=f"one of: {', '.join(MODES)}")
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -165,6 +175,56 @@ def make_app(node: Node, token: str) -> FastAPI:
         if unknown:
             raise ApiError(404, f"job {job_id} has no task {unknown[0]!r}")
         return {"cancelled": node.jobs.cancel(job_id, tasks)}
+
+    @app.get("/v1/scheduler")
+    async def scheduler() -> dict[str, Any]:
+        d = node.jobs.dispatcher
+        return {
+            "strategy": d.strategy.name,
+            "strategies": list(STRATEGIES),
+            "predict_mode": d.predictor.mode,
+            "predict_modes": list(MODES),
+        }
+
+    @app.post("/v1/scheduler/set")
+    async def set_strategy(body: StrategyChoice) -> dict[str, Any]:
+        """Switch the scheduling strategy; it applies at once to every job of this node."""
+        try:
+            node.jobs.dispatcher.strategy.set(body.name)
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+        return {"status": "success", "message": "OK"}
+
+    @app.post("/v1/scheduler/predict_mode")
+    async def set_predict_mode(body: PredictMode) -> dict[str, Any]:
+        """`default` learns from what this node observes; `lookup_table` answers from a table
+        frozen from it (or loaded), fast and fixed."""
+        try:
+            node.jobs.dispatcher.predictor.set_mode(body.mode)
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+        return {"status": "success", "message": "OK"}
+
+    @app.get("/v1/queue/info")
+    async def queue_info(model_name: str = "") -> dict[str, Any]:
+        """Per worker this node knows: expected wait (mean and error, in milliseconds, as the
+        design documents give them) and run time for a model, from the predictor."""
+        d = node.jobs.dispatcher
+        queues = []
+        for worker in d.known_workers():
+            e = d.predictor.estimate(worker, model_name or None, 0)
+            queues.append(
+                {
+                    "model_name": model_name or None,
+                    "ti_uuid": worker.hex(),
+                    "waiting_time_expect": e.wait_mean * 1000.0,
+                    "waiting_time_error": e.wait_err * 1000.0,
+                    "run_time_expect": e.run_mean * 1000.0,
+                    "source": e.source,
+                    "view": d.views.view(worker, d.clock()) if worker in d.views else None,
+                }
+            )
+        return {"status": "success", "queues": queues}
 
     @app.post("/v1/worker/drain")
     async def drain() -> dict[str, Any]:

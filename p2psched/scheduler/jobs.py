@@ -133,6 +133,9 @@ class JobBook:
             config=self.config,
             rids=self.dispatcher.rids,
             deadline=deadline,
+            strategy=self.dispatcher.strategy,
+            predictor=self.dispatcher.predictor,
+            views=self.dispatcher.views,
         )
         job = SubmittedJob(job_id, spec, run, now)
         self.jobs[job_id] = job

@@ -33,6 +33,8 @@ from p2psched.scheduler.dispatch import (
     Settled,
     job_of,
 )
+from p2psched.scheduler.predictor import Predictor, WorkerViews
+from p2psched.scheduler.strategy import Strategy
 from p2psched.wire.channel import Outbox, SecureChannel, open_channel
 from p2psched.wire.deal import parse
 from p2psched.wire.noise import ChannelError
@@ -75,6 +77,10 @@ class Dispatcher:
         self.find = find
         self.clock = clock
         self.rids = itertools.count(1)
+        # The node's scheduling policy, shared by its jobs and switchable while they run.
+        self.strategy = Strategy()
+        self.predictor = Predictor()
+        self.views = WorkerViews()
         self._jobs: dict[str, _Job] = {}
         self._links: dict[bytes, _Link] = {}
         self._rid_owner: dict[tuple[bytes, int], str] = {}  # (worker, rid) -> job
@@ -106,6 +112,10 @@ class Dispatcher:
         self._start_discovery(run.job)
         self._flush(run.job)
         return job.done
+
+    def known_workers(self) -> list[bytes]:
+        """The workers this node's jobs know of (the running ones'), by node id."""
+        return list(dict.fromkeys(w for j in self._jobs.values() for w in j.run.workers))
 
     def cancel(self, job_id: str, task_ids: list[str] | None) -> list[str]:
         job = self._jobs.get(job_id)
