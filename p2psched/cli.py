@@ -27,7 +27,7 @@ import trio
 
 from p2psched import devnet
 from p2psched.api.client import ApiCallError, ControlClient
-from p2psched.api.control import serve_api
+from p2psched.api.control import ledger_view, serve_api
 from p2psched.devnet import DevnetError
 from p2psched.dht.node import DhtNode, open_dht_node
 from p2psched.dht.protocol import DhtConfig
@@ -41,6 +41,7 @@ from p2psched.identity import (
     load_or_create_identity,
 )
 from p2psched.node.node import (
+    STORE_FILE,
     JoinError,
     Node,
     WorkerRole,
@@ -52,6 +53,7 @@ from p2psched.resources.need import Need, NeedError
 from p2psched.resources.profile import Gpu
 from p2psched.scheduler.discovery import Discovery, WorkerAd
 from p2psched.scheduler.jobspec import JobSpecError, load_job
+from p2psched.scheduler.store import Store, StoreError
 from p2psched.submit import SubmitError, run_submit
 from p2psched.worker.config import ConfigError, WorkerConfig, load_config
 
@@ -289,7 +291,9 @@ def cmd_gate(args: argparse.Namespace) -> None:
     seeds = [parse_hostport(other, "--bootstrap") for other in args.bootstrap]
 
     async def main() -> None:
-        async with open_node(identity, data_dir, host=host, port=port, seeds=seeds, gate=True) as n:
+        async with open_node(
+            identity, data_dir, host=host, port=port, seeds=seeds, gate=True, resume=True
+        ) as n:
             await _serve_node(
                 n,
                 "gate {id} listening on {dht}\n"
@@ -308,7 +312,13 @@ def cmd_node(args: argparse.Namespace) -> None:
 
     async def main() -> None:
         async with open_node(
-            identity, data_dir, host=host, port=port, seeds=[gate], dht_client=args.client
+            identity,
+            data_dir,
+            host=host,
+            port=port,
+            seeds=[gate],
+            dht_client=args.client,
+            resume=True,
         ) as n:
             await _serve_node(
                 n,
@@ -341,6 +351,7 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
             worker=config,
             advertise_host=advertise,
             ad_ttl=args.ad_ttl,
+            resume=True,
         ) as node:
             assert node.worker is not None
             try:
@@ -528,6 +539,36 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
     print(f"predict mode {now['predict_mode']} (of {', '.join(now['predict_modes'])})")
 
 
+def cmd_ledger(args: argparse.Namespace) -> None:
+    client = ControlClient.find(_data_dir(args))
+    if client is not None:
+        with client:
+            view = client.get("/v1/ledger", verify=str(args.verify).lower())
+    else:  # no node runs there: read its store (SQLite lets a reader in beside a writer)
+        path = _data_dir(args) / STORE_FILE
+        if not path.exists():
+            raise UsageError(f"no ledger at {path}: no node has run with --data-dir {path.parent}")
+        with Store.open(path) as store:
+            view = ledger_view(store, args.verify)
+    if args.json:
+        print(json.dumps(view))
+    else:
+        print(f"{'JOB':<32} {'COMMITTED':>10} {'SPENT':>10} {'TASKS PAID':>10}")
+        for j in view["jobs"]:
+            print(f"{j['job']:<32} {j['committed']:>10g} {j['spent']:>10g} {j['tasks_paid']:>10}")
+        print(f"{'PEER':<32} {'SPENT':>10} {'EARNED':>10}")
+        for p in view["peers"]:
+            print(f"{p['peer'][:32]:<32} {p['spent']:>10g} {p['earned']:>10g}")
+        print(f"total spent {view['spent']:g}, earned {view['earned']:g}")
+    if args.verify:
+        problems = view["problems"]
+        for line in problems:
+            print(f"problem: {line}", file=sys.stderr)
+        print(f"verified every entry from its signature: {len(problems)} problem(s)")
+        if problems:
+            sys.exit(1)
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
@@ -684,6 +725,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("target", metavar="JOB|TASK")
     sp.set_defaults(func=cmd_cancel)
 
+    sp = sub.add_parser("ledger", parents=[common], help="spent and earned, per job and per peer")
+    sp.add_argument("--verify", action="store_true", help="re-check every entry's signature")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_ledger)
+
     sched = sub.add_parser(
         "scheduler", help="the running node's scheduling strategy and predictor"
     ).add_subparsers(dest="scheduler_command", required=True)
@@ -773,6 +819,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 DevnetError,
                 JoinError,
                 ApiCallError,
+                StoreError,
             ),
         ):
             print(f"p2psched: error: {e}", file=sys.stderr)

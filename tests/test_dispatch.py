@@ -410,11 +410,14 @@ def test_results_wait_on_the_worker_until_acknowledged() -> None:
     w.finished(sched.node_id, "t1", 42, None, 2.0)
     assert not [a for a in w.actions() if isinstance(a, wm.Send)]
     w.connected(sched.node_id, sched.public_key, 3.0)
-    [again] = [a for a in w.actions() if isinstance(a, wm.Send)]
-    assert again.message["task"] == "t1" and again.message["output"] == 42
+    again, beat = [a.message for a in w.actions() if isinstance(a, wm.Send)]
+    assert again["t"] == "result" and again["task"] == "t1" and again["output"] == 42
+    # then at once what it still runs for that scheduler (nothing): so one that restarted
+    # knows which of its tasks are gone
+    assert beat == {"t": "beat", "running": [], "progress": []}
     w.receive(sched.node_id, parse({"t": "ack", "tasks": ["t1"]}), 4.0)
     w.connected(sched.node_id, sched.public_key, 5.0)
-    assert not [a for a in w.actions() if isinstance(a, wm.Send)]
+    assert [a.message["t"] for a in w.actions() if isinstance(a, wm.Send)] == ["beat"]
 
 
 def test_lifecycle_refuses_illegal_moves() -> None:

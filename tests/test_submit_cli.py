@@ -31,17 +31,6 @@ def p2psched(*args: str, timeout: float = 120, **kw: object) -> subprocess.Compl
     )
 
 
-@pytest.fixture
-def net(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[devnet.Devnet]:
-    workers = getattr(request, "param", 5)
-    started = devnet.up(tmp_path / "net", workers)
-    try:
-        yield started
-    finally:
-        devnet.down(tmp_path / "net")
-        assert not any(devnet._exists(p) for p in started.pids.values())
-
-
 def write_job(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

@@ -33,6 +33,7 @@ from p2psched.resources.need import Need, NeedError
 from p2psched.scheduler.jobs import SubmittedJob
 from p2psched.scheduler.jobspec import JobSpecError, parse_job
 from p2psched.scheduler.predictor import MODES
+from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import STRATEGIES
 
 TOKEN_FILE = "api.token"
@@ -58,6 +59,13 @@ class StrategyChoice(BaseModel):
 
 class PredictMode(BaseModel):
     mode: str = Field(description=f"one of: {', '.join(MODES)}")
+
+
+def ledger_view(store: Store, verify: bool) -> dict[str, Any]:
+    view = store.ledger_summary()
+    if verify:
+        view["problems"] = store.verify_ledger()
+    return view
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -122,7 +130,7 @@ def make_app(node: Node, token: str) -> FastAPI:
     @app.post("/v1/jobs", status_code=201)
     async def submit(body: JobSubmission) -> dict[str, Any]:
         try:
-            job = node.jobs.submit(parse_job(body.spec, source=body.source))
+            job = node.jobs.submit(parse_job(body.spec, source=body.source), body.spec)
         except JobSpecError as e:
             raise ApiError(422, str(e)) from None
         return {"job": job.job_id, "tasks": len(job.run.tasks)}
@@ -225,6 +233,15 @@ def make_app(node: Node, token: str) -> FastAPI:
                 }
             )
         return {"status": "success", "queues": queues}
+
+    @app.get("/v1/ledger")
+    async def ledger(verify: bool = False) -> dict[str, Any]:
+        """Spent and earned, per job and per peer, from the signed commitments and receipts
+        this node keeps; `verify` re-checks every entry's signature."""
+        store = node.jobs.dispatcher.store
+        if store is None:
+            raise ApiError(409, "this node keeps no store")
+        return ledger_view(store, verify)
 
     @app.post("/v1/worker/drain")
     async def drain() -> dict[str, Any]:

@@ -9,6 +9,7 @@ the ad (bounded in time) and stops everything.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ from p2psched.scheduler.discovery import Discovery
 from p2psched.scheduler.dispatch import DispatchConfig
 from p2psched.scheduler.jobs import JobBook
 from p2psched.scheduler.service import Dispatcher, dht_finder
+from p2psched.scheduler.store import Store
 from p2psched.worker.advert import AD_TTL, Advert
 from p2psched.worker.config import WorkerConfig
 from p2psched.worker.drivers import disabled_reason, make_drivers
@@ -35,6 +37,10 @@ Addr = tuple[str, int]
 
 class JoinError(Exception):
     """None of the seeds answered; the message names them."""
+
+
+log = logging.getLogger(__name__)
+STORE_FILE = "state.db"  # jobs, tasks, transitions, results, the ledger (SQLite, WAL)
 
 
 @dataclass(slots=True)
@@ -75,36 +81,43 @@ async def open_node(
     ad_ttl: float = AD_TTL,
     dispatch: DispatchConfig | None = None,
     detected: Detected | None = None,
+    resume: bool = False,
 ) -> AsyncIterator[Node]:
+    """`resume`: take up the jobs this data dir's store has unfinished (a node restarted)."""
     config = DhtConfig(client=dht_client)
-    async with open_dht_node(identity, host=host, port=port, config=config) as dht:
-        if seeds and await dht.bootstrap(seeds) == 0:
-            listed = ", ".join(f"{h}:{p}" for h, p in seeds)
-            raise JoinError(f"no seed answered ({listed}); check the address and that it runs")
-        async with trio.open_nursery() as nursery:
-            discovery = Discovery(dht)
-            dispatcher = Dispatcher(identity, dht_finder(discovery), clock=dht.now)
-            await nursery.start(dispatcher.serve)
-            jobs = JobBook(dispatcher, nursery, config=dispatch)
-            roles = ("gate",) if gate else ()
-            node = Node(identity, data_dir, dht, discovery, jobs, roles + ("scheduler",))
-            if worker is not None:
-                node.worker = await _start_worker(
-                    node,
-                    worker,
-                    nursery,
-                    advertise_host or dht.address[0],
-                    ad_ttl,
-                    detected or detect(data_dir),
-                )
-                node.roles = ("worker", *node.roles)
-            try:
-                yield node
-            finally:
-                nursery.cancel_scope.cancel()
-                if node.worker is not None:
-                    with trio.CancelScope(shield=True), trio.move_on_after(10):
-                        await node.worker.advert.withdraw()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with Store.open(data_dir / STORE_FILE, own_public_key=identity.public_key) as store:
+        async with open_dht_node(identity, host=host, port=port, config=config) as dht:
+            if seeds and await dht.bootstrap(seeds) == 0:
+                listed = ", ".join(f"{h}:{p}" for h, p in seeds)
+                raise JoinError(f"no seed answered ({listed}); check the address and that it runs")
+            async with trio.open_nursery() as nursery:
+                discovery = Discovery(dht)
+                dispatcher = Dispatcher(identity, dht_finder(discovery), clock=dht.now, store=store)
+                await nursery.start(dispatcher.serve)
+                jobs = JobBook(dispatcher, nursery, config=dispatch)
+                if resume:
+                    for job in jobs.resume():
+                        log.info("resumed job %s (%d tasks)", job.job_id, len(job.run.tasks))
+                roles = ("gate",) if gate else ()
+                node = Node(identity, data_dir, dht, discovery, jobs, roles + ("scheduler",))
+                if worker is not None:
+                    node.worker = await _start_worker(
+                        node,
+                        worker,
+                        nursery,
+                        advertise_host or dht.address[0],
+                        ad_ttl,
+                        detected or detect(data_dir),
+                    )
+                    node.roles = ("worker", *node.roles)
+                try:
+                    yield node
+                finally:
+                    nursery.cancel_scope.cancel()
+                    if node.worker is not None:
+                        with trio.CancelScope(shield=True), trio.move_on_after(10):
+                            await node.worker.advert.withdraw()
 
 
 async def _start_worker(
@@ -121,8 +134,15 @@ async def _start_worker(
         queue_depth=config.queue_depth,
         price=config.min_price,
         refusal=lambda driver: disabled_reason(driver, config),
+        durable=True,
     )
-    service = WorkerService(node.identity, manager, make_drivers(config), clock=node.dht.now)
+    service = WorkerService(
+        node.identity,
+        manager,
+        make_drivers(config),
+        clock=node.dht.now,
+        record=node.jobs.dispatcher.record,
+    )
     host, udp_port = node.dht.address
     try:  # the same port number as the DHT's, for operators who open one port in a firewall
         bound = await nursery.start(

@@ -17,19 +17,23 @@ import heapq
 import itertools
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from p2psched.identity import Identity
+from p2psched.resources.profile import Profile
 from p2psched.scheduler.discovery import WorkerAd
 from p2psched.scheduler.jobspec import TaskSpec
+from p2psched.scheduler.journal import Charged, Committed, Moved
+from p2psched.scheduler.journal import Entry as JournalEntry
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.predictor import Predictor, WorkerViews
 from p2psched.scheduler.queue import Entry, TaskQueue, latest_start
+from p2psched.scheduler.store import StoredTask
 from p2psched.scheduler.strategy import LATE_BINDING, PROBE_RATIO, Candidate, Chooser, Strategy
-from p2psched.wire.codec import encode
+from p2psched.wire.codec import decode, encode
 from p2psched.wire.deal import (
     MAX_BATCH,
     MAX_RESULT_BYTES,
@@ -144,6 +148,7 @@ class _Worker:
     banned: bool = False  # broke the protocol: never asked again by this job
     reserved: dict[int, int] = field(default_factory=dict)  # late binding: rid -> places
     run_estimate: float = 1.0  # seconds a task of its quote's kind is expected to take there
+    restored: set[str] = field(default_factory=set)  # tasks it held before we restarted
 
 
 class JobRun:
@@ -162,6 +167,7 @@ class JobRun:
         strategy: Strategy | None = None,
         predictor: Predictor | None = None,
         views: WorkerViews | None = None,
+        durable: bool = False,
     ) -> None:
         self.identity = identity
         # Shared by the node's jobs: switching strategy takes effect for all at once, and what
@@ -193,6 +199,10 @@ class JobRun:
         # to a worker carries them all and answers are routed back by id.
         self._rids = rids if rids is not None else itertools.count(1)
         self._out: list[Action] = []
+        # What the shell must make durable before it carries out the actions of the same
+        # step: a commitment is on record before it is sent, a result before it is acked.
+        self.journal: list[JournalEntry] = []
+        self.durable = durable  # keep a journal at all (a node with a store does)
         self._reserved = 0  # late binding: places held in workers' queues, in all
         self._by_price: list[_Worker] | None = None
         # Workers that would take tasks now, and per kind of task a chooser over those that
@@ -263,6 +273,62 @@ class JobRun:
                     w.link = "none"
         self._pump(now)
 
+    def restore(
+        self,
+        tasks: Mapping[str, StoredTask],
+        addresses: Callable[[bytes], tuple[str, ...]],
+        now: float,
+    ) -> None:
+        """Pick up where this node left off before it stopped: `tasks` as the store has them.
+        Final tasks stay final (with their results and receipts): nothing done runs again.
+        Tasks a worker held are still its: we reconnect, and it delivers what it finished
+        meanwhile, or its first heartbeat shows it dropped them (then they are queued again,
+        with no attempt counted). The rest are queued. Loading a state is not a transition:
+        nothing here is journaled (it is on record already)."""
+        for tid, st in tasks.items():
+            t = self.tasks.get(tid)
+            state = TaskState(st.state)
+            if t is None or state in (S.UNSCHEDULED, S.QUEUED):
+                continue
+            t.attempts, t.error = st.attempts, st.error
+            if state.final:
+                self._load(t, state, st.since)
+                t.worker, t.price = st.worker, st.price
+                t.receipt = st.receipt
+                t.output = decode(st.output) if st.output is not None else None
+                if st.receipt is not None and st.receipt.ok:
+                    self.spent += st.receipt.price
+                    t.progress = 1.0
+                continue
+            if st.worker is None:
+                continue  # never sent: it stays queued
+            w = self.workers.get(st.worker)
+            if w is None:
+                # Known only from the store until discovery brings its ad (seq 0 loses).
+                profile = Profile(
+                    cpu_model="", cpu_cores=0, ram_gb=0.0, addresses=addresses(st.worker)
+                )
+                w = self.workers[st.worker] = _Worker(WorkerAd(st.worker, profile, 0, now + 3600))
+                self._by_price = None
+            self._load(t, S.SENT, now)
+            self._timer(t, now + t.spec.timeout_s * QUEUE_ALLOWANCE + self.config.timeout_grace_s)
+            t.worker, t.price, t.sent_at = st.worker, st.price, now
+            self.held += st.price
+            w.holding.add(tid)
+            w.restored.add(tid)
+        for w in self.workers.values():
+            if w.restored and w.link == "none":
+                w.link = "connecting"
+                self._out.append(Connect(w.ad.node_id, w.ad.profile.addresses))
+
+    def _load(self, t: TaskRun, state: TaskState, since: float) -> None:
+        """Put a queued task in `state` as restored (its queue entry goes stale)."""
+        assert t.state == S.QUEUED
+        self._queued -= 1
+        self._shapes[_shape(t.spec)] -= 1
+        t.state, t.since = state, since
+        self._final += state.final
+
     def add_tasks(self, tasks: Iterable[TaskSpec], now: float) -> None:
         """More tasks for this job (a stream of work, submitted as it comes). Their ids must
         be new to it: ValueError names the first that is not, and nothing is added."""
@@ -320,6 +386,16 @@ class JobRun:
         elif kind == "reject":
             self._on_reject(w, message, now)
         elif kind == "beat":
+            if w.restored:
+                # Its first heartbeat since we restarted: what it does not run, and did not
+                # deliver just before, it dropped when we went away.
+                gone = w.restored - set(message["running"])
+                w.restored = set()
+                for tid in gone:
+                    lost = self.tasks[tid]
+                    if lost.worker == worker and lost.state == S.SENT:
+                        reason = "dropped by its worker while this scheduler was down"
+                        self._back(lost, reason, now, count=False)
             for tid in message["running"]:
                 t = self.tasks.get(tid)
                 if t is not None and t.worker == worker and t.state == S.SENT:
@@ -468,7 +544,7 @@ class JobRun:
                     self._out.append(Send(worker, {"t": "ack", "tasks": [m["task"]]}))
             return  # a late answer for a task since placed elsewhere or cancelled
         r: Receipt = m["receipt"]
-        problem = self._check_receipt(w, t, r, m)
+        problem, packed = self._check_receipt(w, t, r, m)
         if problem is not None:
             self._ban(w, problem, now)
             return
@@ -478,6 +554,9 @@ class JobRun:
             return
         self._release(t)
         self.spent += r.price
+        assert w.public_key is not None
+        if self.durable:
+            self.journal.append(Charged(r, w.public_key, packed, now))
         model = _model(t.spec)
         wait = max(0.0, now - t.sent_at - r.duration)  # on its queue, and on the way
         self.predictor.observe(worker, model, t.input_bytes, wait_s=wait, run_s=r.duration, now=now)
@@ -486,24 +565,29 @@ class JobRun:
         self._move(t, S.COMPLETED, now)
         self._out.append(Settled(t.spec.task_id))
 
-    def _check_receipt(self, w: _Worker, t: TaskRun, r: Receipt, m: dict[str, Any]) -> str | None:
+    def _check_receipt(
+        self, w: _Worker, t: TaskRun, r: Receipt, m: dict[str, Any]
+    ) -> tuple[str | None, bytes]:
+        """What is wrong with this result and its receipt (None: nothing), and the output
+        encoded (once: for its size, its hash and the record)."""
         assert w.public_key is not None
         if not r.verify(w.public_key):
-            return f"receipt for {t.spec.task_id} is not signed by the worker"
+            return f"receipt for {t.spec.task_id} is not signed by the worker", b""
         if (r.scheduler, r.job, r.task) != (self.identity.node_id, self.job, t.spec.task_id):
-            return f"receipt for {t.spec.task_id} names another scheduler, job or task"
+            return f"receipt for {t.spec.task_id} names another scheduler, job or task", b""
         if r.ok != (m["error"] is None):
-            return f"receipt for {t.spec.task_id} disagrees with the result about success"
-        packed = encode(m["output"] if r.ok else None)  # once, for the size and the hash
+            return f"receipt for {t.spec.task_id} disagrees with the result about success", b""
+        packed = encode(m["output"] if r.ok else None)
+        problem = None
         if len(packed) > self.config.max_result_bytes:
-            return f"result of {t.spec.task_id} is over {self.config.max_result_bytes} bytes"
-        if r.ok and depth_over(m["output"], MAX_RESULT_DEPTH):
-            return f"result of {t.spec.task_id} nests deeper than {MAX_RESULT_DEPTH} levels"
-        if r.result_hash != packed_hash(packed):
-            return f"receipt for {t.spec.task_id} does not hash the result sent"
-        if r.ok and r.price > t.price:
-            return f"receipt for {t.spec.task_id} charges {r.price:g}, committed {t.price:g}"
-        return None
+            problem = f"result of {t.spec.task_id} is over {self.config.max_result_bytes} bytes"
+        elif r.ok and depth_over(m["output"], MAX_RESULT_DEPTH):
+            problem = f"result of {t.spec.task_id} nests deeper than {MAX_RESULT_DEPTH} levels"
+        elif r.result_hash != packed_hash(packed):
+            problem = f"receipt for {t.spec.task_id} does not hash the result sent"
+        elif r.ok and r.price > t.price:
+            problem = f"receipt for {t.spec.task_id} charges {r.price:g}, committed {t.price:g}"
+        return problem, packed
 
     # -- the engine -----------------------------------------------------------------------
 
@@ -638,6 +722,8 @@ class JobRun:
             issued_at=now,
         ).signed(self.identity)
         w.pending[rid] = commitment.tasks
+        if self.durable:
+            self.journal.append(Committed(commitment, w.ad.profile.addresses, now))
         for t in runs:
             self._move(t, S.SCHEDULED, now)
             self._move(t, S.SENT, now)
@@ -903,6 +989,20 @@ class JobRun:
 
     def _move(self, t: TaskRun, new: TaskState, now: float) -> None:
         old, t.state, t.since = t.state, t.state.to(new), now
+        if self.durable:
+            self.journal.append(
+                Moved(
+                    t.spec.task_id,
+                    self.job,
+                    old.value,
+                    new.value,
+                    now,
+                    t.error,
+                    t.worker,
+                    t.price if t.worker is not None else 0.0,
+                    t.attempts,
+                )
+            )
         self._final += new.final
         if (new == S.QUEUED) != (old == S.QUEUED):
             shape = _shape(t.spec)
@@ -970,7 +1070,7 @@ class JobRun:
         w.pending.clear()
         for tid in list(w.holding):
             t = self.tasks[tid]
-            ran = t.state in (S.SENT, S.RUNNING)
+            ran = t.state in (S.SENT, S.RUNNING) and tid not in w.restored
             self._back(t, reason, now, count=ran, stalled=stalled)
         w.holding.clear()
 

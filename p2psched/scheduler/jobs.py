@@ -10,15 +10,27 @@ always consistent with its tasks' states.
 from __future__ import annotations
 
 import base64
+import logging
 import math
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import trio
 
 from p2psched.scheduler.dispatch import DispatchConfig, JobRun, TaskRun, task_id_for
-from p2psched.scheduler.jobspec import JobSpec, JobSpecError, derive_tasks, job_deadline, job_mtr
+from p2psched.scheduler.jobspec import (
+    JobSpec,
+    JobSpecError,
+    TaskSpec,
+    derive_tasks,
+    job_deadline,
+    job_mtr,
+    parse_job,
+)
+from p2psched.scheduler.journal import JobFinished, JobOpened
 from p2psched.scheduler.service import Dispatcher
 
 
@@ -88,6 +100,7 @@ class SubmittedJob:
         return view
 
 
+log = logging.getLogger(__name__)
 _FINAL = ("completed", "failed", "aborted", "timed_out")
 KEEP_FINISHED = 100
 
@@ -107,11 +120,12 @@ class JobBook:
         self.config = config
         self.jobs: dict[str, SubmittedJob] = {}
 
-    def submit(self, spec: JobSpec) -> SubmittedJob:
+    def submit(self, spec: JobSpec, doc: dict[str, Any] | None = None) -> SubmittedJob:
+        """Accept a job: `doc` is the mapping `spec` was parsed from (kept, to resume it)."""
         # Task ids travel to workers, which key them by scheduler: a job id unique on this
         # node keeps a resubmitted job's tasks apart from the first run's.
         job_id = f"{spec.name}-{secrets.token_hex(4)}"
-        while job_id in self.jobs:
+        while job_id in self.jobs or self._stored(job_id):
             job_id = f"{spec.name}-{secrets.token_hex(4)}"
         tasks = [replace(t, task_id=task_id_for(job_id, t.index)) for t in derive_tasks(spec)]
         now = self.dispatcher.clock()
@@ -123,21 +137,75 @@ class JobBook:
                     "time or a duration (for example 30m)"
                 ]
             )
+        mtr = job_mtr(spec, now)
+        if doc is None:
+            doc = spec.model_dump(mode="python", by_alias=True, exclude_defaults=True)
+        opened = JobOpened(job_id, spec.name, doc, now, mtr, spec.budget.total, deadline)
+        self.dispatcher.record([opened])
+        return self._start(spec, opened, tasks)
+
+    def resume(self) -> list[SubmittedJob]:
+        """Take up the jobs the store has unfinished (this node stopped, or was killed)."""
+        store = self.dispatcher.store
+        resumed = []
+        for stored in store.unfinished_jobs() if store is not None else []:
+            try:
+                spec = parse_job(stored.spec, source=f"stored job {stored.job}")
+            except JobSpecError as e:
+                log.error("cannot resume job %s: %s", stored.job, e)
+                continue
+            tasks = [
+                replace(t, task_id=task_id_for(stored.job, t.index)) for t in derive_tasks(spec)
+            ]
+            opened = JobOpened(
+                stored.job,
+                stored.name,
+                stored.spec,
+                stored.submitted_at,
+                stored.mtr,
+                stored.budget,
+                stored.deadline,
+            )
+            assert store is not None
+            restore = partial(
+                JobRun.restore,
+                tasks=stored.tasks,
+                addresses=store.peer_addresses,
+                now=self.dispatcher.clock(),
+            )
+            resumed.append(self._start(spec, opened, tasks, restore))
+        return resumed
+
+    def _start(
+        self,
+        spec: JobSpec,
+        opened: JobOpened,
+        tasks: list[TaskSpec],
+        restore: Callable[[JobRun], None] | None = None,
+    ) -> SubmittedJob:
+        now = self.dispatcher.clock()
+        job_id = opened.job
         run = JobRun(
             self.dispatcher.identity,
             job_id,
             tasks,
-            mtr=job_mtr(spec, now),
-            budget=spec.budget.total,
+            mtr=opened.mtr,
+            budget=opened.budget,
             now=now,
             config=self.config,
             rids=self.dispatcher.rids,
-            deadline=deadline,
+            deadline=opened.deadline,
             strategy=self.dispatcher.strategy,
             predictor=self.dispatcher.predictor,
             views=self.dispatcher.views,
+            durable=self.dispatcher.store is not None,
         )
-        job = SubmittedJob(job_id, spec, run, now)
+        job = SubmittedJob(job_id, spec, run, opened.submitted_at)
+        if restore is not None:
+            run.journal.clear()  # the queueing of a restarted job's tasks is not news
+            restore(run)
+            done = [t for t in run.tasks.values() if t.state.final]
+            job.settled = [t.spec.task_id for t in sorted(done, key=lambda t: t.since)]
         self.jobs[job_id] = job
         self._forget_old()
         dispatched = self.dispatcher.add(run, lambda _, task_id: job.settled.append(task_id))
@@ -145,10 +213,15 @@ class JobBook:
         async def finish() -> None:
             await dispatched.wait()
             job.finished_at = self.dispatcher.clock()
+            self.dispatcher.record([JobFinished(job_id, job.finished_at)])
             job.done.set()
 
         self.nursery.start_soon(finish)
         return job
+
+    def _stored(self, job_id: str) -> bool:
+        store = self.dispatcher.store
+        return store is not None and store.has_job(job_id)
 
     def _forget_old(self) -> None:
         """A node runs for months: it keeps the last KEEP_FINISHED finished jobs, not all."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ from p2psched.scheduler.dispatch import (
     Settled,
     job_of,
 )
+from p2psched.scheduler.journal import Entry
 from p2psched.scheduler.predictor import Predictor, WorkerViews
+from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import Strategy
 from p2psched.wire.channel import Outbox, SecureChannel, open_channel
 from p2psched.wire.deal import parse
@@ -71,9 +74,15 @@ class _Link:
 
 class Dispatcher:
     def __init__(
-        self, identity: Identity, find: FindWorkers, *, clock: Callable[[], float] = time.time
+        self,
+        identity: Identity,
+        find: FindWorkers,
+        *,
+        clock: Callable[[], float] = time.time,
+        store: Store | None = None,
     ) -> None:
         self.identity = identity
+        self.store = store
         self.find = find
         self.clock = clock
         self.rids = itertools.count(1)
@@ -113,6 +122,16 @@ class Dispatcher:
         self._flush(run.job)
         return job.done
 
+    def record(self, entries: list[Entry]) -> None:
+        """Make `entries` durable (then empty the list), before what they caused goes out."""
+        if self.store is not None and entries:
+            try:
+                self.store.write(entries)
+            except (sqlite3.Error, ValueError):
+                # The node goes on (its jobs still run), but says loudly it cannot keep them.
+                log.exception("could not record %d entries in %s", len(entries), self.store.path)
+        entries.clear()
+
     def known_workers(self) -> list[bytes]:
         """The workers this node's jobs know of (the running ones'), by node id."""
         return list(dict.fromkeys(w for j in self._jobs.values() for w in j.run.workers))
@@ -133,6 +152,7 @@ class Dispatcher:
         if job is None:
             return
         while actions := job.run.actions():
+            self.record(job.run.journal)
             for action in actions:
                 if isinstance(action, Send):
                     if "rid" in action.message:
@@ -147,6 +167,7 @@ class Dispatcher:
                         job.on_settled(job.run, action.task_id)
                 elif isinstance(action, Discover):
                     self._start_discovery(job_id)
+        self.record(job.run.journal)  # moves that asked for no action (a task seen running)
         if job.run.done:
             del self._jobs[job_id]
             job.done.set()

@@ -439,6 +439,9 @@ class Store:
         ).fetchone()
         return float(row[0])
 
+    def has_job(self, job: str) -> bool:
+        return self._db.execute("SELECT 1 FROM jobs WHERE id = ?", (job,)).fetchone() is not None
+
     def peer_addresses(self, worker: bytes) -> tuple[str, ...]:
         """Where `worker` was last reached (empty if never)."""
         row = self._db.execute("SELECT addresses FROM peers WHERE worker = ?", (worker,)).fetchone()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2psched.identity import Identity
+from p2psched.scheduler.journal import Accepted, Entry, Issued
 from p2psched.wire.codec import encode
 from p2psched.wire.deal import Commitment, Quote, Receipt, packed_hash, unsendable
 from p2psched.wire.schema import SchemaError
@@ -126,6 +127,10 @@ class TaskManager:
     _pulling: dict[ReservationKey, list[float]] = field(default_factory=dict)
     _out: list[Action] = field(default_factory=list)
     draining: bool = False
+    # The deals it made, for the node's ledger (when `durable`): the shell records them
+    # before it sends what they answer (a lease, a result).
+    durable: bool = False
+    journal: list[Entry] = field(default_factory=list)
 
     # -- what the shell reads -------------------------------------------------------------
 
@@ -166,6 +171,9 @@ class TaskManager:
         for (p, _), (_, message, _) in self._unacked.items():
             if p == peer:  # finished while the scheduler was away
                 self._out.append(Send(peer, message))
+        # At once, even if empty: a scheduler that restarted learns from it which of the
+        # tasks it had sent here still run (the queued ones went when it went away).
+        self._beat(peer, always=True)
         self._schedule_beat(peer, now)
 
     def disconnected(self, peer: bytes, now: float) -> None:
@@ -286,6 +294,8 @@ class TaskManager:
             )
             return
         expires = now + self.lease_s
+        if self.durable:
+            self.journal.append(Accepted(c, self._peers[peer].public_key, now))
         self._bind(peer, len(c.tasks))
         for t in c.tasks:
             self._leases[(peer, t)] = _Lease(c.job, c.price, expires)
@@ -421,6 +431,8 @@ class TaskManager:
             price=held.price if error is None else 0.0,
             finished_at=now,
         ).signed(self.identity)
+        if self.durable:
+            self.journal.append(Issued(receipt, now))
         message = {
             "t": "result",
             "task": held.task["id"],
@@ -447,9 +459,9 @@ class TaskManager:
             oldest = next(iter(self._unacked))  # across schedulers: identities are free
             self._unacked_bytes -= self._unacked.pop(oldest)[2]
 
-    def _beat(self, peer: bytes) -> None:
+    def _beat(self, peer: bytes, *, always: bool = False) -> None:
         mine = [k for k in self._running if k[0] == peer]
-        if mine or any(k[0] == peer for k in self._held):
+        if always or mine or any(k[0] == peer for k in self._held):
             self._out.append(
                 Send(
                     peer,

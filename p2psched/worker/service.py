@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from p2psched.identity import Identity
+from p2psched.scheduler.journal import Entry
 from p2psched.wire.channel import Outbox, SecureChannel, serve_channels
 from p2psched.wire.deal import parse
 from p2psched.wire.noise import ChannelError
@@ -45,8 +46,10 @@ class WorkerService:
         *,
         scratch_root: Path | None = None,
         clock: Callable[[], float] = time.time,
+        record: Callable[[list[Entry]], None] | None = None,
     ) -> None:
         self.identity = identity
+        self.record = record  # makes the manager's journal durable (and empties it)
         self.manager = manager
         self.drivers = drivers
         self.scratch_root = scratch_root
@@ -112,7 +115,10 @@ class WorkerService:
     def _flush(self, *, kick: bool = True) -> None:
         """Carry out the manager's actions; never waits on a peer's socket (a scheduler that
         does not read is dropped, rather than stall the others and the timers)."""
-        for action in self.manager.actions():
+        actions = self.manager.actions()
+        if self.record is not None:
+            self.record(self.manager.journal)
+        for action in actions:
             if isinstance(action, Send):
                 session = self._sessions.get(action.peer)
                 if session is not None and not session.outbox.put(action.message):
