@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -237,3 +238,48 @@ def test_a_worker_that_keeps_failing_is_skipped() -> None:
             break
         net.advance(1)
     assert run.done and {t.worker for t in run.tasks.values()} == {good.node_id}
+
+
+def late_net(
+    n_tasks: int, *, slots: int = 1, price: float = 0.0, budget: float = math.inf, **task: object
+) -> Net:
+    sched, wid = Identity.generate(), Identity.generate()
+    workers = {wid.node_id: wm.TaskManager(wid, slots=slots, queue_depth=2, price=price)}
+    run = JobRun(
+        sched,
+        "job",
+        [spec(k, **task) for k in range(n_tasks)],  # type: ignore[arg-type]
+        mtr=1.0,
+        budget=budget,
+        now=1000.0,
+        strategy=Strategy("late_binding", seed=1),
+    )
+    net = Net(run, workers)
+    a = ad(wid, price)
+    run.add_workers([replace(a, profile=replace(a.profile, free_slots=slots))], net.now)
+    return net
+
+
+def test_late_binding_backs_off_a_worker_nothing_queued_may_use() -> None:
+    # The only worker failed the task once: it is excluded, and must not be offered places
+    # over and over (a loop with no time passing).
+    net = late_net(1, retries=3)
+    net.hold = True
+    net.pump()
+    w, peer, task = net.started[0]
+    net.workers[w].finished(peer, task["id"], None, "driver crashed", net.now)
+    net.pump(rounds=200)  # quiescent: raises if it loops
+    assert net.run.tasks["job-000000"].state == S.QUEUED
+    # Nor when the budget allows one task at a time on a worker with two slots.
+    net = late_net(2, slots=2, price=1.0, budget=1.0)
+    net.hold = True
+    net.pump(rounds=200)
+    assert net.run.counts() == {"sent": 1, "queued": 1}
+
+
+def test_late_binding_asks_a_big_worker_for_no_more_places_than_it_holds() -> None:
+    net = late_net(40, slots=100)
+    net.pump()
+    for _ in range(5):
+        net.advance(1)
+    assert net.run.done and net.run.counts() == {"completed": 40}

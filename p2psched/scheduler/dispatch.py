@@ -36,6 +36,7 @@ from p2psched.scheduler.strategy import LATE_BINDING, PROBE_RATIO, Candidate, Ch
 from p2psched.wire.codec import decode, encode
 from p2psched.wire.deal import (
     MAX_BATCH,
+    MAX_RESERVED,
     MAX_RESULT_BYTES,
     MAX_RESULT_DEPTH,
     Commitment,
@@ -287,10 +288,15 @@ class JobRun:
         nothing here is journaled (it is on record already)."""
         for tid, st in tasks.items():
             t = self.tasks.get(tid)
-            state = TaskState(st.state)
-            if t is None or state in (S.UNSCHEDULED, S.QUEUED):
+            if t is None:
                 continue
+            state = TaskState(st.state)
             t.attempts, t.error = st.attempts, st.error
+            if state in (S.UNSCHEDULED, S.QUEUED):
+                if st.attempts and not t.retry:  # a retry keeps its place on top
+                    t.retry = True
+                    self._queue.push(tid, t.due, t.spec.index, retry=True)
+                continue
             if state.final:
                 self._load(t, state, st.since)
                 t.worker, t.price = st.worker, st.price
@@ -757,6 +763,8 @@ class JobRun:
             if w.rejects >= MAX_REJECTS or w.busy_rejects >= MAX_BUSY_REJECTS:
                 continue
             price = w.ad.profile.min_price
+            if self.spent + self.held + price > self.budget + MONEY_EPSILON:
+                continue  # nothing it could be given now: a place there would come back empty
             spec = next(
                 (s for s in specs if s.need.matches(w.ad.profile) and price <= s.max_price), None
             )
@@ -771,7 +779,7 @@ class JobRun:
         for w, spec in picks:
             # A place per slot, over as many workers as it takes: the point is to find the
             # ones that free up first, not to queue deep anywhere.
-            room = max(1, len(w.ad.profile.gpus), w.ad.profile.free_slots)
+            room = min(MAX_RESERVED, max(1, len(w.ad.profile.gpus), w.ad.profile.free_slots))
             n = min(want, room - sum(w.reserved.values()))
             if n <= 0:
                 continue
@@ -810,6 +818,9 @@ class JobRun:
         if t is None:
             self._reserved -= w.reserved.pop(rid, 0)
             self._out.append(Send(w.ad.node_id, {"t": "unreserve", "rid": rid}))
+            # Nothing queued may go there now (tasks that failed there, or the budget):
+            # places there again at once would come back just as empty.
+            w.ask_after = now + DECLINE_BACKOFF_S
             return
         price = w.ad.profile.min_price
         self._assign(t, w, price, now)

@@ -155,7 +155,9 @@ class Dispatcher:
             self.record(job.run.journal)
             for action in actions:
                 if isinstance(action, Send):
-                    if "rid" in action.message:
+                    if action.message["t"] == "unreserve":  # no answer comes to a give-up
+                        self._rid_owner.pop((action.worker, action.message["rid"]), None)
+                    elif "rid" in action.message:
                         self._rid_owner[(action.worker, action.message["rid"])] = job_id
                     self._send(action.worker, action.message)
                 elif isinstance(action, Connect):

@@ -23,6 +23,7 @@ ID = schema.bin_exact(32)
 SIG = schema.bin_exact(64)
 MAX_BATCH = 4096  # tasks in one quote request, commitment or dispatch
 MAX_RESULT_BYTES = 12 << 20  # a task's output, within the channel's 16 MiB frame
+MAX_RESERVED = 64  # late-binding places one scheduler may hold on one worker
 MAX_RESULT_DEPTH = 64  # nesting of a task's output: JSON tools and the JSON files choke deeper
 _TASK_ID = schema.text(160)
 _REASON = schema.text(300)

@@ -20,13 +20,19 @@ from typing import Any
 from p2psched.identity import Identity
 from p2psched.scheduler.journal import Accepted, Entry, Issued
 from p2psched.wire.codec import encode
-from p2psched.wire.deal import Commitment, Quote, Receipt, packed_hash, unsendable
+from p2psched.wire.deal import (
+    MAX_RESERVED,
+    Commitment,
+    Quote,
+    Receipt,
+    packed_hash,
+    unsendable,
+)
 from p2psched.wire.schema import SchemaError
 
 DRAINING = "this worker is draining and takes no new tasks"
 TaskKey = tuple[bytes, str]  # (scheduler's node id, task id): task ids are only unique per job
 ReservationKey = tuple[bytes, int]  # (scheduler's node id, its request id)
-MAX_RESERVED = 64  # late-binding places a scheduler may hold here, waiting for a slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +173,12 @@ class TaskManager:
     # -- events ---------------------------------------------------------------------------
 
     def connected(self, peer: bytes, public_key: bytes, now: float) -> None:
+        known = self._peers.get(peer)
+        if known is not None and known.connected:
+            # A new channel while the old one seemed alive: the scheduler restarted (its host
+            # crashed, so no reset came). What it queued here is not its now: drop it, as its
+            # first heartbeat back tells it.
+            self.disconnected(peer, now)
         self._peers[peer] = _Peer(public_key)
         for (p, _), (_, message, _) in self._unacked.items():
             if p == peer:  # finished while the scheduler was away
