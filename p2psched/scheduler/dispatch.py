@@ -56,6 +56,9 @@ MAX_BUSY_REJECTS = 30  # a minute of backing off: then its quotes are not worth 
 MONEY_EPSILON = 1e-9  # sums of prices drift in floating point; amounts closer are equal
 MAX_PROBES = 4096  # late binding: places reserved by one job, at most
 COMMIT_BYTES = 8 << 20  # task inputs sent with one commitment, at most (frames are 16 MiB)
+REBALANCE_AFTER_S = 2.0  # a task sent this long ago and not seen running waits in a queue
+REBALANCE_GAIN = 0.5  # ... and moves if another worker would have it done in half the time
+MAX_MOVES = 64  # tasks moved per sweep, at most
 QUEUE_ALLOWANCE = 5  # a sent task may take this many timeouts before it is seen running
 
 
@@ -212,6 +215,11 @@ class JobRun:
         self._choosers: dict[tuple[str, str | None, str, float], Chooser] = {}
         self._choosing = self.strategy.name
         self._asked: dict[bytes, TaskSpec] = {}  # worker -> the kind of task its quote is for
+        # Kinds of task waiting in workers' queues, for which quotes are sought even with
+        # nothing queued here: a faster worker that turns up may take them (rebalancing).
+        self._seek: dict[tuple[str, str | None, str, float], TaskSpec] = {}
+        self._seeking = 0  # tasks waiting in workers' queues (as of the last sweep)
+        self._next_rebalance = now
         self._last_discover = now
         self.started = now
         for run in self.tasks.values():
@@ -483,6 +491,9 @@ class JobRun:
         if self._queued and self._next_sweep <= now:
             self._next_sweep = now + 1.0
             self._strand(now)
+        if self._next_rebalance <= now:
+            self._next_rebalance = now + 1.0
+            self._rebalance(now)
         self._pump(now)
 
     # -- message handlers -----------------------------------------------------------------
@@ -603,14 +614,14 @@ class JobRun:
         late = self.strategy.name == LATE_BINDING
         if self._reserved and (not late or not self._queued):
             self._unreserve_all()  # switched away, or nothing left to bind them to
-        if not self._queued:
+        if not self._queued and not self._seek:
             return
         if late:
             self._reserve(now)
             return
-        if self._quotes_settled(now):
+        if self._queued and self._quotes_settled(now):
             self._commit_round(now)
-        if not self._queued:
+        if not self._queued and not self._seek:
             return
         asked = sum(1 for w in self.workers.values() if w.rid is not None)
         if self._by_price is None:  # cheapest first; sorted again only when workers change
@@ -626,7 +637,7 @@ class JobRun:
                 self._shape_spec[shape]
                 for shape, n in self._shapes.items()
                 if n > 0 and self._shape_spec[shape].need.matches(w.ad.profile)
-            ]
+            ] + [spec for spec in self._seek.values() if spec.need.matches(w.ad.profile)]
             if not wanted:
                 continue
             if w.link == "none":
@@ -648,7 +659,7 @@ class JobRun:
                         "t": "quote?",
                         "rid": rid,
                         "job": self.job,
-                        "tasks": min(MAX_BATCH, self._queued),
+                        "tasks": min(MAX_BATCH, max(1, self._queued + self._seeking)),
                         "driver": spec.driver,
                         "model": _model(spec),
                         "max_price": spec.max_price,
@@ -686,7 +697,7 @@ class JobRun:
             if best is None:
                 if shape in waiting:
                     pass
-                elif any(self._candidate(t, w) for w in self.workers.values()):
+                elif any(self._candidate(t, w, now) for w in self.workers.values()):
                     waiting.add(shape)
                 else:
                     stuck += 1
@@ -746,6 +757,59 @@ class JobRun:
                 },
             )
         )
+
+    # -- rebalancing -----------------------------------------------------------------------
+
+    def _rebalance(self, now: float) -> None:
+        """Move tasks waiting in a slow worker's queue to a worker that would have them done
+        in clearly less time (and, but for MTR = ∞, for less money and time together).
+        Late binding needs none of this: its tasks wait here, not in a worker's queue."""
+        self._seek.clear()
+        self._seeking = 0
+        if self.strategy.name == LATE_BINDING:
+            return
+        moves = 0
+        for w in list(self.workers.values()):
+            waiting = [
+                self.tasks[tid]
+                for tid in w.holding
+                if self.tasks[tid].state == S.SENT
+                and self.tasks[tid].since + REBALANCE_AFTER_S <= now
+            ]
+            if not waiting or w.link != "up":
+                continue
+            waiting.sort(key=lambda t: t.since)
+            self._seeking += len(waiting)
+            slots = max(1, len(w.ad.profile.gpus), w.ad.profile.free_slots)
+            t = waiting[-1]  # sent last: it waits longest there
+            shape = _shape(t.spec)
+            self._seek.setdefault(shape, t.spec)
+            while waiting and moves < MAX_MOVES:
+                # When the last waiting there would be done: its turn, then its run.
+                there = (-(-len(waiting) // slots) + 1) * w.run_estimate
+                sooner = partial(self._sooner, t, w.ad.node_id, there)
+                if self._chooser(shape, t.spec).pick(sooner) is None:
+                    break
+                waiting.pop()
+                self._stop_on_workers([t])
+                self._back(t, "moved to a worker that would finish it sooner", now, count=False)
+                moves += 1
+                if waiting:
+                    t = waiting[-1]
+                    shape = _shape(t.spec)
+
+    def _sooner(self, t: TaskRun, worker: bytes, there: float, c: Candidate) -> bool:
+        """Whether `c` would have `t` done clearly sooner than `worker`, where it waits and
+        would be done in `there` seconds; at a finite MTR, also for a better score."""
+        if c.key == worker or not self._fits(t, c):
+            return False
+        # Its quote may predate tasks of ours placed there since: count those we know of,
+        # so that tasks never move back and forth between two equals.
+        ours = len(self.workers[c.key].holding)
+        done_by = max(c.time, (-(-(ours + 1) // c.slots)) * c.run + c.wait)
+        if done_by > REBALANCE_GAIN * there:
+            return False
+        return math.isinf(self.mtr) or c.price + self.mtr * done_by <= t.price + self.mtr * there
 
     # -- late binding ----------------------------------------------------------------------
 
@@ -948,7 +1012,9 @@ class JobRun:
             shape = _shape(t.spec)
             if shape not in by_shape:
                 by_shape[shape] = [
-                    w.ad.node_id for w in self.workers.values() if self._candidate(t, w, True)
+                    w.ad.node_id
+                    for w in self.workers.values()
+                    if self._candidate(t, w, now, for_any=True)
                 ]
             if any(worker not in t.excluded for worker in by_shape[shape]):
                 t.stranded_since = math.nan
@@ -961,32 +1027,36 @@ class JobRun:
             self._out.append(Discover())
         for t in stranded:
             if t.stranded_since + c.no_worker_s <= now:
-                t.error = self._why_no_worker(t)
+                t.error = self._why_no_worker(t, now)
                 self._move(t, S.FAILED, now)
                 self._out.append(Settled(t.spec.task_id))
 
-    def _candidate(self, t: TaskRun, w: _Worker, for_any: bool = False) -> bool:
+    def _candidate(self, t: TaskRun, w: _Worker, now: float, *, for_any: bool = False) -> bool:
         """Whether `w` may still take `t` (`for_any`: any task of its shape): it matches, is
-        reachable, has not turned this job down, and its price fits both the task's limit and
-        what is left of the budget."""
+        reachable, has not turned this job down nor been skipped for failing, and its price
+        fits both the task's limit and what is left of the budget."""
         price = w.quote.price if w.quote is not None else w.ad.profile.min_price
         return (
             (t.spec.need.matches(w.ad.profile) if for_any else self._eligible(t, w))
             and w.link != "down"
             and (w.declined is None or bool(w.holding))
+            and (bool(w.holding) or not self.views.skipped(w.ad.node_id, now))
             and price <= t.spec.max_price
             # money committed elsewhere comes back if those tasks fail: wait for them
             and (self.held > MONEY_EPSILON or self.spent + price <= self.budget + MONEY_EPSILON)
         )
 
-    def _why_no_worker(self, t: TaskRun) -> str:
+    def _why_no_worker(self, t: TaskRun, now: float) -> str:
         cheapest = min((w.ad.profile.min_price for w in self.workers.values()), default=0.0)
         if self.spent + self.held + cheapest > self.budget + MONEY_EPSILON:
             return f"the job's budget is spent ({self.spent:g} paid, {self.held:g} committed)"
         if not self.workers:
             return f"no worker found that meets {t.spec.need}"
+        skipped = "skipped for now: it kept failing or stalling"
         reasons = Counter(
-            w.declined or "unreachable"
+            w.declined
+            or (skipped if self.views.skipped(w.ad.node_id, now) else None)
+            or "unreachable"
             for w in self.workers.values()
             if t.spec.need.matches(w.ad.profile)
         )
