@@ -189,3 +189,28 @@ async def test_a_deadline_already_past_is_refused(tmp_path: Path) -> None:
         with pytest.raises(JobSpecError, match="deadline: .* already passed"):
             scheduler.jobs.submit(parse_job(late))
         assert scheduler.jobs.jobs == {}  # nothing half-submitted
+
+
+async def test_a_small_job_is_not_starved_by_a_large_one_on_the_same_node(tmp_path: Path) -> None:
+    configs = [WorkerConfig(slots=1, drivers=("sleep",)) for _ in range(2)]
+    async with network(tmp_path, configs) as (scheduler, _):
+
+        def naps(name: str, n: int) -> dict[str, Any]:
+            return {
+                "name": name,
+                "driver": "sleep",
+                "template": {"input": {"seconds": 0.1}},
+                "matrix": {"i": list(range(n))},
+            }
+
+        big = scheduler.jobs.submit(parse_job(naps("big", 80)))  # about 4 s on two slots
+        with trio.fail_after(60):
+            while big.run.counts().get("completed", 0) < 4:
+                await trio.sleep(0.05)
+            small = scheduler.jobs.submit(parse_job(naps("small", 4)))
+            await small.done.wait()
+            left = len(big.run.tasks) - big.run.counts().get("completed", 0)
+            await big.done.wait()
+        assert small.run.counts() == {"completed": 4} and big.run.counts() == {"completed": 80}
+        # The small job's tasks became due before most of the big one's: they went first.
+        assert left > 40, left  # without this rule: 0 (it waited for all of the big one)

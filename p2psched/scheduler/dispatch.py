@@ -155,6 +155,9 @@ class _Worker:
     restored: set[str] = field(default_factory=set)  # tasks it held before we restarted
 
 
+WorkerState = _Worker  # what a job knows of a worker, for the node's shell to pass around
+
+
 class JobRun:
     def __init__(
         self,
@@ -172,6 +175,7 @@ class JobRun:
         predictor: Predictor | None = None,
         views: WorkerViews | None = None,
         durable: bool = False,
+        rival: Callable[[str, _Worker], float] | None = None,
     ) -> None:
         self.identity = identity
         # Shared by the node's jobs: switching strategy takes effect for all at once, and what
@@ -207,6 +211,9 @@ class JobRun:
         # step: a commitment is on record before it is sent, a result before it is acked.
         self.journal: list[JournalEntry] = []
         self.durable = durable  # keep a journal at all (a node with a store does)
+        # When the node's other jobs have a task due on a worker (their earliest latest
+        # start, inf if none): a task of ours due later leaves that worker's room to them.
+        self.rival = rival
         self._reserved = 0  # late binding: places held in workers' queues, in all
         self._by_price: list[_Worker] | None = None
         # Workers that would take tasks now, and per kind of task a chooser over those that
@@ -993,7 +1000,20 @@ class JobRun:
         return (
             c.key not in t.excluded
             and self.spent + self.held + c.price <= self.budget + MONEY_EPSILON
+            and (self.rival is None or t.due <= self.rival(self.job, w))
         )
+
+    def due_on(self, w: _Worker) -> float:
+        """When the first task queued here that `w` could take must start (inf: none), for
+        the node's other jobs to leave it room. Looks at the head of the queue only."""
+        queue = self._queue
+        while queue:
+            t = self.tasks[queue.head()[3]]
+            if t.state == S.QUEUED:
+                ok = self._eligible(t, w) and w.ad.profile.min_price <= t.spec.max_price
+                return t.due if ok else math.inf
+            queue.pop()
+        return math.inf
 
     def _eligible(self, t: TaskRun, w: _Worker) -> bool:
         return w.ad.node_id not in t.excluded and t.spec.need.matches(w.ad.profile)

@@ -199,6 +199,7 @@ class JobBook:
             predictor=self.dispatcher.predictor,
             views=self.dispatcher.views,
             durable=self.dispatcher.store is not None,
+            rival=self.dispatcher.rival,
         )
         job = SubmittedJob(job_id, spec, run, opened.submitted_at)
         if restore is not None:

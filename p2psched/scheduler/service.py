@@ -32,6 +32,7 @@ from p2psched.scheduler.dispatch import (
     JobRun,
     Send,
     Settled,
+    WorkerState,
     job_of,
 )
 from p2psched.scheduler.journal import Entry
@@ -131,6 +132,17 @@ class Dispatcher:
                 # The node goes on (its jobs still run), but says loudly it cannot keep them.
                 log.exception("could not record %d entries in %s", len(entries), self.store.path)
         entries.clear()
+
+    def rival(self, job_id: str, worker: WorkerState) -> float:
+        """The earliest latest-start, among the node's jobs but `job_id`, of a task queued
+        that `worker` could take: one job does not fill a worker another job's earlier task
+        needs (a large job would otherwise starve a small one submitted after it)."""
+        if len(self._jobs) < 2:
+            return math.inf
+        return min(
+            (j.run.due_on(worker) for k, j in self._jobs.items() if k != job_id),
+            default=math.inf,
+        )
 
     def known_workers(self) -> list[bytes]:
         """The workers this node's jobs know of (the running ones'), by node id."""
