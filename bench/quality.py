@@ -1,0 +1,547 @@
+"""Scheduling quality: the real scheduler and worker cores on virtual time, against an oracle.
+
+    python bench/quality.py [--tasks 100000] [--workers 1000] [--strategies cost,...]
+                            [--mtr 1.0] [--seed 1] [--codec] [--no-lichao]
+
+What runs. One `JobRun` (the scheduler core, `p2psched.scheduler.dispatch`) and one `TaskManager`
+per worker (`p2psched.worker.manager`), with no sockets: their actions are carried by an event
+heap on a virtual clock. Every message goes through `wire.deal.parse` as on the wire (signed
+quotes, commitments and receipts are signed and verified for real); `--codec` also passes it
+through the msgpack codec round trip (off by default: it costs time and changes nothing the
+cores see). Messages take `LATENCY_S` (1 ms) each way; opening a channel is instant.
+
+Workers. `--workers` of them, one slot each, the worker's default queue depth. Speed v is
+log-uniform over [1, 10] (work units per second). Price per task is 0.01 × 10^(0.7·u + 0.3·u'),
+where v = 10^u and u' is an independent uniform: prices spread over 10× (0.01 .. 0.1) and rise
+loosely with speed (correlation ≈ 0.9), so the cheapest workers are mostly the slow ones.
+
+Tasks. `--tasks` of them, one long-lived job fed by `JobRun.add_tasks` as each task arrives
+(Poisson arrivals). A task's size is lognormal (σ = 0.3, mean 10 work units): its run time on a
+worker of speed v is size / v, so about 1 s to 10 s. The size is the noise: the scheduler never
+sees it (it learns each worker's mean run time from the worker's quotes, as in a real run); the
+oracle knows every size. The arrival rate is 80 % of capacity: 0.8 × Σ v / mean size.
+
+Clock. A tick every `TICK_S` (0.25 s) calls `JobRun.tick` and every worker's `tick` (heartbeats,
+lease and quote expiries), rather than running to each core's `next_deadline`, which scans every
+worker. Task timeouts are an hour, so nothing times out spuriously; the cores' own quote wait,
+quote expiry, silence and retry rules all run as they would on a node.
+
+Measured per strategy. Makespan, from the first arrival to the last completion. Queue wait of a
+task: from its arrival until its worker starts it (p50, p99). Total cost: `JobRun.spent`, the sum
+of the prices on verified receipts. Decisions per second: tasks placed (moved to negotiating, by
+`_assign`) per second of CPU inside `JobRun._commit_round` and `JobRun._on_ready` (late binding),
+the methods that place tasks; that includes signing the commitment for each batch (`_commit`),
+and the table also gives the rate without it. Core µs per task: all CPU inside `JobRun`'s entry
+points (add_tasks, receive, connected, tick, ...) per task: what one scheduler pays per task.
+Every task must complete exactly once, with a receipt: the run is refused (an exception) if not.
+
+The oracle. It knows every task's arrival and size and every worker's speed, and places each task
+at its arrival on the worker where it would finish first (greedy earliest finish time, over true
+run times and true queues, one slot per worker, no messages, no quotes): the standard list
+scheduling oracle. Makespan ratio = strategy makespan / oracle makespan.
+
+The cheapest feasible assignment. For a run of makespan H, feasible means: every task on one
+worker, every worker busy at most H in all (the window from the first arrival to H). The minimum
+cost over such assignments is bounded below by its linear relaxation (tasks may be split), and
+that relaxation is solved exactly by pouring the tasks, smallest first, into the workers,
+cheapest first, each holding H × v work units (the exchange argument is in `min_cost`). A real
+schedule must also respect arrival times, so this minimum is a lower bound on what any schedule
+finishing by H could pay: cost/min ≥ 1 always, and it overstates the gap, never hides it. The
+summary line's cost_over_min_at_mtr0 is the `cost` strategy run at MTR = 0, against the minimum
+at that run's own makespan.
+
+The `cost` strategy runs twice: at `--mtr` (default 1 money unit per second, where time
+dominates prices of 0.01 .. 0.1: the makespan run) and at MTR = 0 (the cost run). The other
+strategies do not read the MTR. best_makespan_over_oracle is the best ratio over all runs (the
+table says which). decisions_per_s in the summary is the `cost` strategy's at `--mtr`.
+
+Li-Chao: `bench/lichao.py`'s measurement (envelope query against the linear scan over the same
+candidates, every answer checked), at 10,000 and 100,000 candidates, taken before the
+simulations (printed after them).
+
+Ends with: quality best_makespan_over_oracle=<x> cost_over_min_at_mtr0=<y> decisions_per_s=<z>
+lichao_speedup_100k=<w>
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from p2psched.identity import Identity
+from p2psched.resources.need import Need
+from p2psched.resources.profile import Profile
+from p2psched.scheduler import dispatch as sd
+from p2psched.scheduler.discovery import WorkerAd
+from p2psched.scheduler.jobspec import TaskSpec
+from p2psched.scheduler.lichao import Line, LowerEnvelope
+from p2psched.scheduler.lifecycle import TaskState
+from p2psched.scheduler.strategy import STRATEGIES, Strategy
+from p2psched.wire.codec import decode, encode
+from p2psched.wire.deal import parse
+from p2psched.worker import manager as wm
+
+LATENCY_S = 0.001
+TICK_S = 0.25
+BATCH_S = 0.1
+TIMEOUT_S = 3600.0
+MEAN_SIZE = 10.0
+SIZE_SIGMA = 0.3
+LOAD = 0.8
+T0 = 1000.0  # virtual time of the first arrival
+JOB = "bench"
+
+# Event kinds, in the heap as (time, seq, kind, a, b).
+ARRIVE, TO_WORKER, TO_SCHED, FINISH, TICK, BATCH = range(6)
+
+
+@dataclass
+class Scenario:
+    speeds: list[float]
+    prices: list[float]
+    arrivals: list[float]
+    sizes: list[float]
+    identities: list[Identity]
+    scheduler: Identity
+
+    @classmethod
+    def make(cls, n_tasks: int, n_workers: int, seed: int) -> Scenario:
+        rng = random.Random(seed)
+        speeds, prices = [], []
+        for _ in range(n_workers):
+            u, u2 = rng.random(), rng.random()
+            speeds.append(10**u)
+            prices.append(0.01 * 10 ** (0.7 * u + 0.3 * u2))
+        mu = math.log(MEAN_SIZE) - SIZE_SIGMA**2 / 2  # so that the mean size is MEAN_SIZE
+        sizes = [rng.lognormvariate(mu, SIZE_SIGMA) for _ in range(n_tasks)]
+        rate = LOAD * sum(speeds) / (sum(sizes) / n_tasks)  # tasks per second
+        arrivals, t = [], T0
+        for i in range(n_tasks):
+            if i:
+                t += rng.expovariate(rate)
+            arrivals.append(t)
+        identities = [Identity.generate() for _ in range(n_workers)]
+        return cls(speeds, prices, arrivals, sizes, identities, Identity.generate())
+
+
+@dataclass
+class Result:
+    strategy: str
+    mtr: float | None
+    completed: int
+    makespan: float
+    waits: list[float]
+    cost: float
+    placed: int
+    decide_s: float
+    commit_s: float
+    core_s: float
+    wall_s: float
+    reruns: int
+    messages: int
+    closed: list[tuple[bytes, str]] = field(default_factory=list)
+
+
+def _spec(i: int) -> TaskSpec:
+    return TaskSpec(
+        task_id=sd.task_id_for(JOB, i),
+        index=i,
+        name=str(i),
+        driver="echo",
+        input=i,
+        need=Need.parse(""),
+        timeout_s=TIMEOUT_S,
+        max_price=math.inf,
+        retries=2,
+        priority=5,
+    )
+
+
+def _ad(identity: Identity, price: float) -> WorkerAd:
+    profile = Profile(
+        cpu_model="cpu",
+        cpu_cores=1,
+        ram_gb=8.0,
+        min_price=price,
+        drivers=("echo",),
+        free_slots=1,
+        addresses=("127.0.0.1:1",),
+    )
+    return WorkerAd(identity.node_id, profile, seq=1, expires=1e12)
+
+
+class _Timer:
+    """Wraps bound methods of one object with perf_counter accumulators."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def wrap(self, obj: Any, name: str, bucket: str) -> None:
+        method = getattr(obj, name)
+        self.seconds.setdefault(bucket, 0.0)
+        self.calls.setdefault(bucket, 0)
+        seconds, calls, clock = self.seconds, self.calls, time.perf_counter
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = clock()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                seconds[bucket] += clock() - start
+                calls[bucket] += 1
+
+        setattr(obj, name, timed)
+
+
+def simulate(
+    sc: Scenario, strategy: str, mtr: float, *, codec: bool, seed: int, batch_s: float
+) -> Result:
+    n = len(sc.arrivals)
+    wall = time.perf_counter()
+    me = sc.scheduler
+    index_of = {ident.node_id: k for k, ident in enumerate(sc.identities)}
+    workers = {
+        ident.node_id: wm.TaskManager(ident, slots=1, price=price)
+        for ident, price in zip(sc.identities, sc.prices)
+    }
+    run = sd.JobRun(me, JOB, [], mtr=mtr, now=T0 - 1.0, strategy=Strategy(strategy, seed=seed))
+    timer = _Timer()
+    for name in ("add_tasks", "add_workers", "connected", "disconnected", "receive", "tick"):
+        timer.wrap(run, name, "core")
+    timer.wrap(run, "_commit_round", "decide")
+    timer.wrap(run, "_on_ready", "decide")
+    timer.wrap(run, "_commit", "commit")
+    timer.wrap(run, "_assign", "assign")
+
+    heap: list[tuple[float, int, int, Any, Any]] = []
+    seq = 0
+
+    def push(t: float, kind: int, a: Any = None, b: Any = None) -> None:
+        nonlocal seq
+        seq += 1
+        heapq.heappush(heap, (t, seq, kind, a, b))
+
+    wire: Callable[[dict[str, Any]], dict[str, Any]]
+    if codec:
+
+        def wire(m: dict[str, Any]) -> dict[str, Any]:
+            return parse(decode(encode(m)))
+    else:
+        wire = parse
+
+    started = [math.nan] * n
+    finished = [math.nan] * n
+    starts = [0] * n
+    settled = [0] * n
+    closed: list[tuple[bytes, str]] = []
+    messages = 0
+
+    def task_index(task_id: str) -> int:
+        return int(task_id.rpartition("/")[2])
+
+    def drain_worker(wid: bytes, w: wm.TaskManager, now: float) -> None:
+        nonlocal messages
+        for b in w.actions():
+            if isinstance(b, wm.Send):
+                messages += 1
+                push(now + LATENCY_S, TO_SCHED, wid, wire(b.message))
+            elif isinstance(b, wm.Start):
+                i = task_index(b.task["id"])
+                started[i] = now
+                starts[i] += 1
+                push(now + sc.sizes[i] / sc.speeds[index_of[wid]], FINISH, wid, b.task)
+            # Abort: the task's FINISH event still comes, and `finished` drops it.
+
+    def drain(now: float) -> None:
+        nonlocal messages
+        while True:
+            acts = run.actions()
+            if not acts:
+                return
+            for a in acts:
+                if isinstance(a, sd.Send):
+                    messages += 1
+                    push(now + LATENCY_S, TO_WORKER, a.worker, wire(a.message))
+                elif isinstance(a, sd.Connect):
+                    w = workers[a.worker]
+                    w.connected(me.node_id, me.public_key, now)
+                    run.connected(a.worker, w.identity.public_key, now)
+                    drain_worker(a.worker, w, now)
+                elif isinstance(a, sd.Settled):
+                    i = task_index(a.task_id)
+                    settled[i] += 1
+                    t = run.tasks[a.task_id]
+                    if t.state != TaskState.COMPLETED:
+                        raise AssertionError(f"{a.task_id} ended {t.state.value}: {t.error}")
+                    finished[i] = now
+                elif isinstance(a, sd.Close):
+                    closed.append((a.worker, a.reason))
+                    workers[a.worker].disconnected(me.node_id, now)
+                # Discover: every worker is known from the start.
+
+    now = T0 - 1.0
+    run.add_workers([_ad(i, p) for i, p in zip(sc.identities, sc.prices)], now)
+    drain(now)
+    for i, t in enumerate(sc.arrivals):
+        push(t, ARRIVE, i)
+    push(T0, TICK)
+    arrived: list[TaskSpec] = []
+    if batch_s > 0:
+        push(T0, BATCH)
+    while heap:
+        now, _, kind, a, b = heapq.heappop(heap)
+        if kind == TO_SCHED:
+            run.receive(a, b, now)
+        elif kind == TO_WORKER:
+            w = workers[a]
+            w.receive(me.node_id, b, now)
+            drain_worker(a, w, now)
+        elif kind == FINISH:
+            w = workers[a]
+            w.finished(me.node_id, b["id"], b["input"], None, now)
+            drain_worker(a, w, now)
+        elif kind == ARRIVE:
+            if batch_s > 0:
+                arrived.append(_spec(a))
+            else:
+                run.add_tasks([_spec(a)], now)
+        elif kind == BATCH:
+            if arrived:
+                run.add_tasks(arrived, now)
+                arrived = []
+            if now < sc.arrivals[-1]:
+                push(now + batch_s, BATCH)
+        else:  # TICK
+            run.tick(now)
+            for wid, w in workers.items():
+                w.tick(now)
+                drain_worker(wid, w, now)
+            if not (run.done and len(run.tasks) == n):
+                push(now + TICK_S, TICK)
+        drain(now)
+
+    # Every task completed exactly once, with a receipt, and was paid for once.
+    bad = [i for i in range(n) if settled[i] != 1]
+    if bad or not run.done or len(run.tasks) != n:
+        raise AssertionError(f"{len(bad)} tasks not settled exactly once, e.g. {bad[:5]}")
+    for task in run.tasks.values():
+        if task.state != TaskState.COMPLETED or task.receipt is None:
+            raise AssertionError(f"{task.spec.task_id}: {task.state.value}")
+    paid = sum(task.receipt.price for task in run.tasks.values() if task.receipt is not None)
+    if not math.isclose(paid, run.spent, rel_tol=1e-9, abs_tol=1e-9):
+        raise AssertionError(f"spent {run.spent} but receipts say {paid}")
+    waits = sorted(s - a for s, a in zip(started, sc.arrivals))
+    return Result(
+        strategy=strategy,
+        mtr=mtr,
+        completed=sum(settled),
+        makespan=max(finished) - sc.arrivals[0],
+        waits=waits,
+        cost=run.spent,
+        placed=timer.calls["assign"],
+        decide_s=timer.seconds["decide"],
+        commit_s=timer.seconds["commit"],
+        core_s=timer.seconds["core"],
+        wall_s=time.perf_counter() - wall,
+        reruns=sum(starts) - n,
+        messages=messages,
+        closed=closed,
+    )
+
+
+def oracle(sc: Scenario) -> tuple[float, list[float]]:
+    """Greedy earliest finish time with true run times: (makespan, sorted queue waits).
+
+    A worker idle at a task's arrival would finish it at arrival + size / v: of those, the
+    fastest wins. A busy one, free at f, would finish it at f + size / v: a line in size, so the
+    best busy worker is a lower-envelope query (price = f, time = 1 / v, MTR = size)."""
+    idle = [(-v, k) for k, v in enumerate(sc.speeds)]  # fastest first
+    heapq.heapify(idle)
+    free_at = [-math.inf] * len(sc.speeds)
+    busy: list[tuple[float, int]] = []  # (free at, worker); stale once free_at moved on
+    envelope = LowerEnvelope()
+    waits, last = [], 0.0
+    for a, size in zip(sc.arrivals, sc.sizes):
+        while busy and busy[0][0] <= a:
+            f, k = heapq.heappop(busy)
+            if free_at[k] == f:
+                envelope.remove(k)
+                heapq.heappush(idle, (-sc.speeds[k], k))
+        best_idle = a + size / -idle[0][0] if idle else math.inf
+        line = envelope.best(size)
+        best_busy = line.price + size * line.time if line is not None else math.inf
+        if best_idle <= best_busy:
+            _, k = heapq.heappop(idle)
+            start, end = a, best_idle
+        else:
+            assert line is not None
+            k = int(line.key)  # type: ignore[call-overload]
+            start, end = line.price, best_busy
+        free_at[k] = end
+        envelope.add(Line(end, 1.0 / sc.speeds[k], k))  # replaces its line, if it had one
+        heapq.heappush(busy, (end, k))
+        waits.append(start - a)
+        last = max(last, end)
+    return last - sc.arrivals[0], sorted(waits)
+
+
+def min_cost(sc: Scenario, horizon: float) -> float:
+    """The least cost of putting every task on a worker with each worker busy at most
+    `horizon`, tasks divisible (the linear relaxation, a lower bound on the integral problem).
+
+    Optimal: pour the tasks, smallest first, into the workers, cheapest first, each holding
+    horizon × v work units. (1) If a cheaper worker had spare room while a dearer one held work,
+    moving that work over costs less. (2) If a cheaper worker c held a piece of a larger task L
+    while a dearer e held a piece of a smaller task s, swapping ε work units of each leaves both
+    loads as they are and changes the cost by ε (p_e - p_c)(1/size_L - 1/size_s) < 0. So an
+    optimum fills the cheapest workers first, with the smallest tasks: the pour."""
+    order = sorted(range(len(sc.speeds)), key=lambda k: sc.prices[k])
+    caps = [(sc.prices[k], horizon * sc.speeds[k]) for k in order]
+    cost, j, room = 0.0, 0, caps[0][1]
+    for size in sorted(sc.sizes):
+        left = size
+        while left > 1e-12:
+            if j >= len(caps):
+                raise ValueError("infeasible: the workers cannot do all this work by the horizon")
+            take = min(left, room)
+            cost += caps[j][0] * take / size
+            left -= take
+            room -= take
+            if room <= 1e-12:
+                j += 1
+                room = caps[j][1] if j < len(caps) else 0.0
+    return cost
+
+
+def pct(sorted_values: list[float], p: float) -> float:
+    k = min(len(sorted_values) - 1, max(0, math.ceil(p / 100 * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+def lichao_rows(seed: int) -> tuple[list[str], float]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import lichao  # bench/lichao.py
+
+    args = argparse.Namespace(queries=10_000, linear_queries=300, churn=2_000, seed=seed)
+    rng = random.Random(seed)
+    rows, speedup = [], 0.0
+    for n in (10_000, 100_000):
+        speedup, row = lichao.run(n, args, rng)
+        rows.append(row)
+    return rows, speedup
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", type=int, default=100_000)
+    ap.add_argument("--workers", type=int, default=1_000)
+    ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--mtr", type=float, default=1.0, help="the cost strategy's makespan run")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--codec", action="store_true", help="messages through the codec as well")
+    ap.add_argument("--no-lichao", action="store_true")
+    ap.add_argument(
+        "--batch-s",
+        type=float,
+        default=BATCH_S,
+        help="hand the tasks that arrived in this window to the scheduler at once (0: each alone)",
+    )
+    args = ap.parse_args()
+    strategies = [s for s in args.strategies.split(",") if s]
+    for s in strategies:
+        if s not in STRATEGIES:
+            raise SystemExit(f"no strategy {s!r}; the strategies are {', '.join(STRATEGIES)}")
+    t_start = time.perf_counter()
+
+    sc = Scenario.make(args.tasks, args.workers, args.seed)
+    span = sc.arrivals[-1] - sc.arrivals[0]
+    print(
+        f"scale: {args.tasks:,} tasks, {args.workers:,} workers (1 slot each), arrivals at "
+        f"{LOAD:.0%} of capacity over {span:.0f} s virtual; seed {args.seed}; "
+        f"codec round trip {'on' if args.codec else 'off'}"
+    )
+    # Li-Chao first, in a fresh process: after the simulations the scan's allocations pay for
+    # collecting a heap of long-lived objects, which would flatter the envelope.
+    rows, speedup = lichao_rows(args.seed) if not args.no_lichao else ([], math.nan)
+    o_makespan, o_waits = oracle(sc)
+
+    runs: list[tuple[str, float]] = [(s, args.mtr) for s in strategies]
+    if "cost" in strategies:
+        runs.insert(strategies.index("cost") + 1, ("cost", 0.0))
+    results = []
+    for name, mtr in runs:
+        r = simulate(sc, name, mtr, codec=args.codec, seed=args.seed, batch_s=args.batch_s)
+        results.append(r)
+        print(f"  ran {name} (MTR {mtr:g}) in {r.wall_s:.0f} s wall", file=sys.stderr)
+
+    head = (
+        f"{'strategy':<15} {'MTR':>4} {'done':>7} {'makespan':>9} {'/oracle':>8} "
+        f"{'wait p50':>9} {'wait p99':>9} {'cost':>9} {'/min':>6} {'dec/s':>8} "
+        f"{'dec/s -sig':>10} {'core µs/t':>9} {'reruns':>6} {'wall s':>7}"
+    )
+    print(head)
+    print(
+        f"{'oracle (EFT)':<15} {'':>4} {args.tasks:>7} {o_makespan:>9.1f} {1:>8.3f} "
+        f"{pct(o_waits, 50):>9.2f} {pct(o_waits, 99):>9.2f}"
+    )
+    for r in results:
+        mins = min_cost(sc, r.makespan)
+        rate = r.placed / r.decide_s if r.decide_s else math.inf
+        rate_nosig = r.placed / max(1e-12, r.decide_s - r.commit_s)
+        shown_mtr = f"{r.mtr:g}" if r.strategy == "cost" else "-"
+        print(
+            f"{r.strategy:<15} {shown_mtr:>4} {r.completed:>7} {r.makespan:>9.1f} "
+            f"{r.makespan / o_makespan:>8.3f} {pct(r.waits, 50):>9.2f} {pct(r.waits, 99):>9.2f} "
+            f"{r.cost:>9.2f} {r.cost / mins:>6.3f} {rate:>8,.0f} {rate_nosig:>10,.0f} "
+            f"{r.core_s / args.tasks * 1e6:>9.0f} {r.reruns:>6} {r.wall_s:>7.0f}"
+        )
+        if r.closed:
+            print(f"    {len(r.closed)} channels closed, e.g. {r.closed[0][1]}")
+    print(
+        "(makespan from the first arrival to the last completion; wait = start - arrival, s; "
+        "/min = cost over the cheapest assignment finishing by that run's makespan; dec/s = tasks "
+        "placed per CPU second in _commit_round/_on_ready, '-sig' without signing commitments)"
+    )
+
+    best = min(results, key=lambda r: r.makespan)
+    cost0 = next((r for r in results if r.strategy == "cost" and r.mtr == 0.0), None)
+    main_cost = next((r for r in results if r.strategy == "cost" and r.mtr == args.mtr), None)
+    label = f"{best.strategy} (MTR {best.mtr:g})" if best.strategy == "cost" else best.strategy
+    print(f"best makespan: {label}, {best.makespan / o_makespan:.3f} x the oracle's")
+    cost_ratio = math.nan
+    if cost0 is not None:
+        least = min_cost(sc, cost0.makespan)
+        cost_ratio = cost0.cost / least
+        print(
+            f"cost at MTR 0: paid {cost0.cost:.2f}; the cheapest assignment with every worker "
+            f"busy at most {cost0.makespan:.1f} s (that run's makespan) costs {least:.2f}"
+        )
+    rate = main_cost.placed / main_cost.decide_s if main_cost else math.nan
+    if main_cost is not None:
+        print(f"decisions_per_s below: the cost strategy at MTR {args.mtr:g}")
+    if not args.no_lichao:
+        print(
+            f"{'Li-Chao N':>9} {'build ms':>10} {'envelope µs':>12} {'linear µs':>12} "
+            f"{'speedup':>10} {'churn µs':>10}"
+        )
+        for row in rows:
+            print(f" {row}")
+    print(f"total {time.perf_counter() - t_start:.0f} s wall")
+    print(
+        f"quality best_makespan_over_oracle={best.makespan / o_makespan:.3f} "
+        f"cost_over_min_at_mtr0={cost_ratio:.3f} decisions_per_s={rate:.0f} "
+        f"lichao_speedup_100k={speedup:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
