@@ -91,7 +91,11 @@ tasks:
     )
     assert Need.parse(str(nap.need)) == nap.need  # shown needs read back as the same need
     assert (nap.timeout_s, nap.max_price, nap.retries, nap.priority) == (5400.0, 0.25, 2, 5)
-    assert (spec.mtr, spec.deadline, spec.budget.total) == (0.0, None, math.inf)
+    assert (spec.mtr, spec.deadline, spec.budget.total) == (
+        0.001,
+        None,
+        math.inf,
+    )  # the default MTR
 
 
 def test_a_template_over_a_matrix_makes_one_task_per_combination_first_parameter_slowest() -> None:

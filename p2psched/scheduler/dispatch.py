@@ -226,6 +226,9 @@ class JobRun:
         # nothing queued here: a faster worker that turns up may take them (rebalancing).
         self._seek: dict[tuple[str, str | None, str, float], TaskSpec] = {}
         self._seeking = 0  # tasks waiting in workers' queues (as of the last sweep)
+        # MTR 0, by kind of task: the least price among the workers that could take it (and
+        # who that is), cleared when a worker comes, goes, declines or is skipped.
+        self._floors: dict[tuple[str, str | None, str, float], tuple[float, bytes]] = {}
         self._next_rebalance = now
         self._last_discover = now
         self.started = now
@@ -282,9 +285,11 @@ class JobRun:
             if w is None:
                 self.workers[ad.node_id] = _Worker(ad)
                 self._by_price = None
+                self._floors.clear()
             elif w.ad.seq < ad.seq:
                 w.ad = ad
                 self._by_price = None
+                self._floors.clear()
                 if w.link == "down" and not w.banned:  # a fresh ad: it may be back
                     w.link = "none"
         self._pump(now)
@@ -331,6 +336,7 @@ class JobRun:
                 )
                 w = self.workers[st.worker] = _Worker(WorkerAd(st.worker, profile, 0, now + 3600))
                 self._by_price = None
+                self._floors.clear()
             self._load(t, S.SENT, now)
             self._timer(t, now + t.spec.timeout_s * QUEUE_ALLOWANCE + self.config.timeout_grace_s)
             t.worker, t.price, t.sent_at = st.worker, st.price, now
@@ -377,6 +383,7 @@ class JobRun:
             return
         w.link, w.rid, w.quote, w.room = "down", None, None, 0
         w.declined = reason
+        self._floors.clear()
         self._changed(w, now)
         self._forget_reservations(w)
         self._lose(w, f"worker lost: {reason}", now)
@@ -396,10 +403,12 @@ class JobRun:
                 self._reserved -= w.reserved.pop(message["rid"])
                 w.ask_after = now + DECLINE_BACKOFF_S
                 w.declined = None if message["busy"] else message["reason"]
+                self._floors.clear()
             elif message["rid"] == w.rid:
                 w.rid, w.ask_after = None, now + DECLINE_BACKOFF_S
                 # Busy is a "not now": the worker stays a candidate and is asked again.
                 w.declined = None if message["busy"] else message["reason"]
+                self._floors.clear()
         elif kind == "ready":
             self._on_ready(w, message["rid"], now)
         elif kind == "lease":
@@ -553,11 +562,13 @@ class JobRun:
             w.busy_rejects += 1
             if w.busy_rejects >= MAX_BUSY_REJECTS:  # ... but not for ever
                 w.declined = m["reason"]
+                self._floors.clear()
             return
         w.rejects += 1
         # A worker that keeps quoting and then rejecting is out for this job: otherwise the
         # same commitment and its inputs would go back and forth for ever.
         w.declined = m["reason"] if w.rejects >= MAX_REJECTS else None
+        self._floors.clear()
 
     def _on_result(self, w: _Worker, m: dict[str, Any], now: float) -> None:
         worker = w.ad.node_id
@@ -1001,7 +1012,25 @@ class JobRun:
             c.key not in t.excluded
             and self.spent + self.held + c.price <= self.budget + MONEY_EPSILON
             and (self.rival is None or t.due <= self.rival(self.job, w))
+            and (self.mtr != 0.0 or c.price <= self._floor(t) + MONEY_EPSILON)
         )
+
+    def _floor(self, t: TaskRun) -> float:
+        """At MTR 0 waiting costs nothing and the cheapest worker must be chosen: the least
+        price among the workers that could take `t` at all, busy or not (it waits for one)."""
+        shape = _shape(t.spec)
+        floor = self._floors.get(shape)
+        if floor is None or floor[1] in t.excluded:
+            now = self._ticked
+            prices = [
+                (w.ad.profile.min_price, w.ad.node_id)
+                for w in self.workers.values()
+                if not w.banned and self._candidate(t, w, now)
+            ]
+            floor = min(prices, default=(math.inf, b""))
+            if not t.excluded:
+                self._floors[shape] = floor
+        return floor[0]
 
     def due_on(self, w: _Worker) -> float:
         """When the first task queued here that `w` could take must start (inf: none), for
@@ -1160,6 +1189,7 @@ class JobRun:
             if worker is not None:
                 t.excluded.add(worker)
                 self.views.failed(worker, t.spec.task_id, reason, now=now, stalled=stalled)
+                self._floors.clear()
         if t.attempts > t.spec.retries:
             self._move(t, final, now)
             self._out.append(Settled(t.spec.task_id))
@@ -1180,6 +1210,7 @@ class JobRun:
         self._out.append(Close(w.ad.node_id, reason))
         w.link, w.rid, w.quote, w.room, w.declined = "down", None, None, 0, reason
         w.banned = True
+        self._floors.clear()
         self._changed(w, now)
         self._forget_reservations(w)
         for tid in w.holding:

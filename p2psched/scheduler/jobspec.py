@@ -36,6 +36,7 @@ from p2psched.wire.codec import MAX_MESSAGE_BYTES, encode
 from p2psched.worker.config import KNOWN_DRIVERS
 
 MAX_TASKS = 100_000
+DEFAULT_MTR = 0.001  # money per second of waiting, when a job gives neither mtr nor deadline
 MAX_PROBLEMS = 10  # listed in one error; past that the first ones are what to fix
 # An input travels inside one wire message together with its envelope.
 MAX_INPUT_BYTES = MAX_MESSAGE_BYTES // 2
@@ -248,7 +249,8 @@ class JobSpec(BaseModel):
         template: {input: {text: "size {size}", size: "{size}"}}   # ... or a template
         matrix: {size: [1, 2, 3]}   # over the cartesian product, the first parameter slowest
         budget: {max_price_per_task: 0.02, total: 5}   # default: no limit
-        mtr: 0.001                  # money one second of waiting is worth; inf: fastest
+        mtr: 0.001                  # money one second of waiting is worth (the default);
+                                    # 0: only the cheapest worker; inf: the fastest
         deadline: 2h                # or "2030-06-01T18:00:00Z"; instead of mtr
         retries: 2
         timeout: 10m                # per try of a task
@@ -267,7 +269,9 @@ class JobSpec(BaseModel):
     template: Template | None = None
     matrix: dict[str, list[Any]] | None = None
     budget: Budget = Budget()
-    mtr: Annotated[float, _amount("the fastest worker, whatever it costs")] = 0.0
+    # 0 means the cheapest worker only, however long the wait: too strict to be a default,
+    # so the default trades a thousandth of the money unit per second of waiting.
+    mtr: Annotated[float, _amount("the fastest worker, whatever it costs")] = DEFAULT_MTR
     deadline: Annotated[float | datetime | None, BeforeValidator(_deadline)] = None
     retries: int = Field(default=2, ge=0, le=100)
     timeout: _Duration = 600.0

@@ -3,7 +3,7 @@ each a choice over `Candidate`s, switchable while the node runs.
 
 Owns: the strategy names and their rules.
 - `cost` (default): least `price + MTR × expected time` (MTR = ∞: fastest, MTR = 0: cheapest),
-  a query on the lower envelope of the candidates' lines (`lichao.LowerEnvelope`), O(log N).
+  O(log N) a choice (see `Chooser`).
 - `shortest_queue`: least expected wait before the task would start; then the cheaper.
 - `round_robin`: the candidates in turn, by node id, the next after the last one used.
 - `weighted`: smooth weighted round robin (nginx's), weight = slots ÷ expected run time, so a
@@ -18,12 +18,11 @@ the same inputs and seed give the same choices.
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-from p2psched.scheduler.lichao import Line, LowerEnvelope, brute_force_best
 
 COST = "cost"
 LATE_BINDING = "late_binding"
@@ -74,28 +73,37 @@ Ok = Callable[[Candidate], bool]
 class Chooser:
     """Choices among one set of candidates (one kind of task), kept up to date as they change:
     `put` a candidate whose quote, room or queue changed, `discard` one that can take no more.
-    For `cost` the envelope follows each change, so a choice stays O(log N)."""
+
+    `cost` and `shortest_queue` rank by a key (`cost`: price + MTR × expected time, then
+    time, then price; MTR = ∞: time, then price), kept in a heap with lazy deletion: a change
+    is a push, a choice a look at the top, both O(log N). The MTR is the job's, fixed, so
+    this answers exactly what the lower envelope (`lichao.LowerEnvelope`) answers for that
+    MTR, at a heap's cost per change instead of an envelope's; the envelope is for queries
+    across MTRs. The others go over the candidates in turn or draw among them: O(N)."""
 
     def __init__(self, strategy: Strategy, mtr: float) -> None:
         self.strategy = strategy
         self.mtr = mtr
+        self.name = strategy.name  # what it was built for; a switch builds a new one
         # Ordered, with O(1) membership and removal.
-        self.candidates: dict[Candidate, None] = {}
-        self._envelope: LowerEnvelope | None = None
+        self.candidates: dict[Candidate, int] = {}  # -> version of its heap entry
+        self._heap: list[tuple[tuple[float, ...], int, int, Candidate]] = []
+        self._pushed = 0
 
     def put(self, c: Candidate) -> None:
         if c.room <= 0:
             self.discard(c)
             return
-        self.candidates[c] = None
-        if self._envelope is not None:
-            self._envelope.add(Line(c.price, c.time, c))  # replaces its old line
+        self._pushed += 1
+        self.candidates[c] = self._pushed
+        if self.name in _RANKED:
+            heapq.heappush(self._heap, (self._key(c), self._pushed, self._pushed, c))
+            if len(self._heap) > 4 * len(self.candidates) + 64:  # mostly stale: compact
+                self._heap = [e for e in self._heap if self.candidates.get(e[3]) == e[2]]
+                heapq.heapify(self._heap)
 
     def discard(self, c: Candidate) -> None:
-        if c in self.candidates:
-            del self.candidates[c]
-            if self._envelope is not None:
-                self._envelope.remove(c)
+        self.candidates.pop(c, None)  # its heap entries go stale
 
     def took(self, c: Candidate) -> None:
         """A task was placed on `c` (for callers that keep no other record of it)."""
@@ -106,29 +114,35 @@ class Chooser:
     def pick(self, ok: Ok) -> Candidate | None:
         s = self.strategy
         live = self.candidates
-        if s.name == COST:
-            return self._cheapest(ok)
-        if s.name == "shortest_queue":
-            return min((c for c in live if ok(c)), key=lambda c: (c.start, c.price), default=None)
-        if s.name == "probabilistic":
+        if self.name in _RANKED:
+            return self._best(ok)
+        if self.name == "probabilistic":
             return s.sample([c for c in live if ok(c)])
         # round_robin, weighted (late binding places tasks in turn where it binds)
         return s.next_in_turn(list(live), ok)
 
-    def _cheapest(self, ok: Ok) -> Candidate | None:
-        if self._envelope is None:
-            self._envelope = LowerEnvelope(Line(c.price, c.time, c) for c in self.candidates)
-        line = self._envelope.best(self.mtr)
-        if line is None:
+    def _key(self, c: Candidate) -> tuple[float, ...]:
+        if self.name == "shortest_queue":
+            return (c.start, c.price)
+        if math.isinf(self.mtr):
+            return (c.time, c.price)
+        return (c.price + self.mtr * c.time, c.time, c.price)
+
+    def _best(self, ok: Ok) -> Candidate | None:
+        heap, live = self._heap, self.candidates
+        while heap and live.get(heap[0][3]) != heap[0][2]:
+            heapq.heappop(heap)  # stale: changed or gone since
+        if not heap:
             return None
-        c: Candidate = line.key  # type: ignore[assignment]
+        c = heap[0][3]
         if ok(c):
             return c
         # The best is not for this task (it excludes that worker, or the budget is short):
         # the same order over those that are, by a scan. Rare: retries and a budget's end.
-        lines = (Line(c.price, c.time, c) for c in self.candidates if ok(c))
-        best = brute_force_best(lines, self.mtr)
-        return None if best is None else best.key  # type: ignore[return-value]
+        return min((c for c in live if ok(c)), key=lambda c: (self._key(c), live[c]), default=None)
+
+
+_RANKED = (COST, "shortest_queue")
 
 
 class Strategy:
