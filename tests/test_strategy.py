@@ -320,3 +320,21 @@ def test_tasks_waiting_on_a_slow_worker_move_when_a_fast_one_appears(mtr: float)
         net.advance(1)
     assert run.done and run.counts() == {"completed": 5}
     assert sorted(net.settled) == sorted(run.tasks)
+    # Only tasks that had not started moved: none started twice.
+    started = [task["id"] for _, _, task in net.started]
+    assert len(started) == len(set(started))
+
+
+def test_a_task_that_started_meanwhile_is_not_taken_back() -> None:
+    w = wm.TaskManager(Identity.generate(), slots=1, queue_depth=2)
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    from tests.test_dispatch import commit, dispatch
+
+    for tid in ("a", "b"):
+        commit(w, sched, tid, 0.0)
+        dispatch(w, sched, tid, 0.0)
+    w.actions()
+    w.receive(sched.node_id, {"t": "withdraw", "rid": 7, "tasks": ["a", "b"]}, 1.0)
+    (answer,) = [a.message for a in w.actions() if isinstance(a, wm.Send)]
+    assert answer == {"t": "withdrawn", "rid": 7, "tasks": ["b"]}  # "a" runs: it stays

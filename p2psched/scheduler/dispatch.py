@@ -129,6 +129,7 @@ class TaskRun:
     input_bytes: int = 0  # its input, encoded
     due: float = math.inf  # its latest start, while queued
     sent_at: float = 0.0  # when it last went to a worker
+    moving: bool = False  # asked back from its worker's queue, to go elsewhere
 
 
 @dataclass(slots=True)
@@ -153,6 +154,7 @@ class _Worker:
     reserved: dict[int, int] = field(default_factory=dict)  # late binding: rid -> places
     run_estimate: float = 1.0  # seconds a task of its quote's kind is expected to take there
     restored: set[str] = field(default_factory=set)  # tasks it held before we restarted
+    withdrawing: dict[int, list[str]] = field(default_factory=dict)  # rid -> tasks asked back
 
 
 WorkerState = _Worker  # what a job knows of a worker, for the node's shell to pass around
@@ -413,6 +415,15 @@ class JobRun:
             self._on_ready(w, message["rid"], now)
         elif kind == "lease":
             self._on_lease(w, message, now)
+        elif kind == "withdrawn":
+            asked = w.withdrawing.pop(message["rid"], [])
+            given = set(message["tasks"])
+            for tid in asked:
+                moved = self.tasks[tid]
+                moved.moving = False
+                if tid in given and moved.worker == worker and moved.state == S.SENT:
+                    reason = "moved to a worker that would finish it sooner"
+                    self._back(moved, reason, now, count=False)
         elif kind == "reject":
             self._on_reject(w, message, now)
         elif kind == "beat":
@@ -793,6 +804,7 @@ class JobRun:
                 for tid in w.holding
                 if self.tasks[tid].state == S.SENT
                 and self.tasks[tid].since + REBALANCE_AFTER_S <= now
+                and not self.tasks[tid].moving
             ]
             if not waiting or w.link != "up":
                 continue
@@ -802,6 +814,7 @@ class JobRun:
             t = waiting[-1]  # sent last: it waits longest there
             shape = _shape(t.spec)
             self._seek.setdefault(shape, t.spec)
+            asking: list[str] = []
             while waiting and moves < MAX_MOVES:
                 # When the last waiting there would be done: its turn, then its run.
                 there = (-(-len(waiting) // slots) + 1) * w.run_estimate
@@ -809,12 +822,17 @@ class JobRun:
                 if self._chooser(shape, t.spec).pick(sooner) is None:
                     break
                 waiting.pop()
-                self._stop_on_workers([t])
-                self._back(t, "moved to a worker that would finish it sooner", now, count=False)
+                t.moving = True
+                asking.append(t.spec.task_id)
                 moves += 1
                 if waiting:
                     t = waiting[-1]
                     shape = _shape(t.spec)
+            if asking:
+                # Only if it has not started them: one that did runs on, so none runs twice.
+                rid = next(self._rids)
+                w.withdrawing[rid] = asking
+                self._out.append(Send(w.ad.node_id, {"t": "withdraw", "rid": rid, "tasks": asking}))
 
     def _sooner(self, t: TaskRun, worker: bytes, there: float, c: Candidate) -> bool:
         """Whether `c` would have `t` done clearly sooner than `worker`, where it waits and
@@ -1158,6 +1176,7 @@ class JobRun:
         self._queue.push(t.spec.task_id, t.due, t.spec.index, retry=t.retry)
 
     def _release(self, t: TaskRun) -> None:
+        t.moving = False
         if t.worker is not None:
             self.held -= t.price
             if abs(self.held) < MONEY_EPSILON:

@@ -308,7 +308,7 @@ class Dispatcher:
         if kind == "quote":
             self._rid_owner.pop((worker, m["rid"]), None)
             job_id = m["quote"].job
-        elif kind in ("decline", "lease", "reject"):
+        elif kind in ("decline", "lease", "reject", "withdrawn"):
             job_id = self._rid_owner.pop((worker, m["rid"]), "")
         elif kind == "ready":  # a reservation stands until given up: its owner stays
             job_id = self._rid_owner.get((worker, m["rid"]), "")

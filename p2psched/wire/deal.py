@@ -285,6 +285,10 @@ MESSAGES: dict[str, schema.Check] = {
     # the worker is ready to run one (`ready`), or given up (`unreserve`)
     "reserve": _ASK,
     "unreserve": schema.mapping({"t": _any, "rid": schema.uint()}),
+    # take these back if they have not started (rebalancing); `withdrawn` names those taken
+    "withdraw": schema.mapping(
+        {"t": _any, "rid": schema.uint(), "tasks": schema.list_of(_TASK_ID, MAX_BATCH)}
+    ),
     "run": schema.mapping({"t": _any, "tasks": schema.list_of(_TASK, MAX_BATCH)}),
     "ack": schema.mapping({"t": _any, "tasks": schema.list_of(_TASK_ID, MAX_BATCH)}),
     "cancel": schema.mapping({"t": _any, "tasks": schema.list_of(_TASK_ID, MAX_BATCH)}),
@@ -301,6 +305,9 @@ MESSAGES: dict[str, schema.Check] = {
     # a slot is free for one of the reservations `rid` made: a commitment for a task, or an
     # unreserve, is the answer
     "ready": schema.mapping({"t": _any, "rid": schema.uint()}),
+    "withdrawn": schema.mapping(
+        {"t": _any, "rid": schema.uint(), "tasks": schema.list_of(_TASK_ID, MAX_BATCH)}
+    ),
     "lease": schema.mapping(
         {
             "t": _any,

@@ -364,6 +364,18 @@ class TaskManager:
             r.count += m["tasks"]
         self._start_next(now)
 
+    def _on_withdraw(self, peer: bytes, m: dict[str, Any], now: float) -> None:
+        """Give back the tasks named that wait in the queue (a started one runs on): the
+        scheduler places them elsewhere, so each runs once, here or there."""
+        taken = []
+        for t in m["tasks"]:
+            key = (peer, t)
+            if key in self._held and key not in self._running:
+                self._queue.remove(key)
+                del self._held[key]
+                taken.append(t)
+        self._out.append(Send(peer, {"t": "withdrawn", "rid": m["rid"], "tasks": taken}))
+
     def _on_unreserve(self, peer: bytes, m: dict[str, Any], now: float) -> None:
         self._reserved.pop((peer, m["rid"]), None)
         self._pulling.pop((peer, m["rid"]), None)
@@ -497,4 +509,5 @@ _HANDLERS: dict[str, Callable[[TaskManager, bytes, dict[str, Any], float], None]
     "cancel": TaskManager._on_cancel,
     "reserve": TaskManager._on_reserve,
     "unreserve": TaskManager._on_unreserve,
+    "withdraw": TaskManager._on_withdraw,
 }
