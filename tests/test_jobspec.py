@@ -230,8 +230,8 @@ def test_a_spec_is_frozen_and_checked_however_it_is_built() -> None:
     spec = parse_job({"name": "t", "tasks": [{"input": 1}]})
     with pytest.raises(ValidationError):
         spec.priority = 9
-    with pytest.raises(ValidationError, match="not both"):
-        JobSpec.model_validate({"name": "t", "mtr": 1, "deadline": 60, "tasks": [{"input": 1}]})
+    both = JobSpec.model_validate({"name": "t", "mtr": 0, "deadline": 60, "tasks": [{"input": 1}]})
+    assert job_mtr(both, now=0.0) == 0.0  # the cheapest that can finish by the deadline
 
 
 REFUSALS = {
@@ -302,11 +302,6 @@ REFUSALS = {
         "name: x\ndriver: command\ntasks: [{input: {program: wc, args: [-l, 5]}}]\n",
         "tasks[0].input.args[1]: 5",
         "must be text",
-    ),
-    "mtr and deadline": (
-        "name: x\nmtr: 0.1\ndeadline: 2h\ntasks: [{input: 1}]\n",
-        "mtr: 0.1",
-        "give mtr (what a second of waiting is worth) or deadline, not both",
     ),
     "a bad duration": (
         "name: x\ntimeout: 5 minutes\ntasks: [{input: 1}]\n",

@@ -338,3 +338,47 @@ def test_a_task_that_started_meanwhile_is_not_taken_back() -> None:
     w.receive(sched.node_id, {"t": "withdraw", "rid": 7, "tasks": ["a", "b"]}, 1.0)
     (answer,) = [a.message for a in w.actions() if isinstance(a, wm.Send)]
     assert answer == {"t": "withdrawn", "rid": 7, "tasks": ["b"]}  # "a" runs: it stays
+
+
+def test_mtr_zero_with_a_deadline_takes_the_cheapest_workers_that_make_it() -> None:
+    from p2psched.scheduler.predictor import Predictor
+
+    sched, cheap, fast = Identity.generate(), Identity.generate(), Identity.generate()
+    predictor = Predictor()
+    for _ in range(20):  # seen before: cheap takes 10 s a task, fast 1 s
+        predictor.observe(cheap.node_id, None, 4, wait_s=0.0, run_s=10.0, now=0.0)
+        predictor.observe(fast.node_id, None, 4, wait_s=0.0, run_s=1.0, now=0.0)
+    workers = {
+        cheap.node_id: wm.TaskManager(cheap, slots=1, queue_depth=4, price=1.0),
+        fast.node_id: wm.TaskManager(fast, slots=1, queue_depth=4, price=5.0),
+    }
+    run = JobRun(
+        sched,
+        "job",
+        [spec(k) for k in range(6)],
+        mtr=0.0,
+        now=1000.0,
+        deadline=1025.0,  # cheap can finish two by then (at 10 s and 20 s), not three
+        predictor=predictor,
+    )
+    net = Net(run, workers)
+    net.hold = True
+    run.add_workers([ad(cheap, 1.0), ad(fast, 5.0)], net.now)
+    net.pump()
+    placed = Counter(t.worker for t in run.tasks.values())
+    assert placed == {cheap.node_id: 2, fast.node_id: 4}
+
+
+def test_mtr_zero_without_a_deadline_waits_for_the_cheapest() -> None:
+    sched, cheap, dear = Identity.generate(), Identity.generate(), Identity.generate()
+    workers = {
+        cheap.node_id: wm.TaskManager(cheap, slots=1, queue_depth=1, price=1.0),
+        dear.node_id: wm.TaskManager(dear, slots=4, queue_depth=4, price=1.5),
+    }
+    run = JobRun(sched, "job", [spec(k) for k in range(6)], mtr=0.0, now=1000.0)
+    net = Net(run, workers)
+    net.hold = True
+    run.add_workers([ad(cheap, 1.0), ad(dear, 1.5)], net.now)
+    net.pump()
+    # Two fit on the cheap one now; the others wait for it rather than pay 1.5.
+    assert Counter(t.worker for t in run.tasks.values()) == {cheap.node_id: 2, None: 4}

@@ -231,6 +231,7 @@ class JobRun:
         # MTR 0, by kind of task: the least price among the workers that could take it (and
         # who that is), cleared when a worker comes, goes, declines or is skipped.
         self._floors: dict[tuple[str, str | None, str, float], tuple[float, bytes]] = {}
+        self._now = now  # of the commit round under way
         self._next_rebalance = now
         self._last_discover = now
         self.started = now
@@ -703,6 +704,7 @@ class JobRun:
         return not asked or min(asked) + self.config.quote_wait_s <= now
 
     def _commit_round(self, now: float) -> None:
+        self._now = now
         batches: dict[bytes, list[TaskRun]] = {}
         # Tasks that no worker can take now (their only candidates are excluded, say) step
         # aside for this round, so that they do not hold up the tasks behind them.
@@ -722,7 +724,11 @@ class JobRun:
             shape = _shape(t.spec)
             best = None
             if shape not in waiting:
-                best = self._chooser(shape, t.spec).pick(partial(self._fits, t))
+                chooser = self._chooser(shape, t.spec)
+                best = chooser.pick(partial(self._fits, t))
+                if best is None and self._in_time_only:
+                    # No worker is expected to make the deadline: the one that comes closest.
+                    best = chooser.fastest(partial(self._fits, t, in_time=False))
             if best is None:
                 if shape in waiting:
                     pass
@@ -795,6 +801,7 @@ class JobRun:
         Late binding needs none of this: its tasks wait here, not in a worker's queue."""
         self._seek.clear()
         self._seeking = 0
+        self._now = now
         if self.strategy.name == LATE_BINDING:
             return
         moves = 0
@@ -1020,9 +1027,17 @@ class JobRun:
             else:
                 chooser.discard(c)
 
-    def _fits(self, t: TaskRun, c: Candidate) -> bool:
+    @property
+    def _in_time_only(self) -> bool:
+        """A job with both a deadline and a finite MTR scores only the workers expected to
+        finish in time (MTR 0: the cheapest of those)."""
+        return self.deadline is not None and not math.isinf(self.mtr)
+
+    def _fits(self, t: TaskRun, c: Candidate, *, in_time: bool = True) -> bool:
         """Whether this task may go to `c` now: not a worker it failed on, within what is
-        left of the budget, and within this round's commitment size."""
+        left of the budget and this round's commitment size, after tasks of the node's other
+        jobs due first, in time for the deadline (`in_time`, if that is the job's rule), and
+        at MTR 0 without one, only the cheapest worker."""
         w = self.workers[c.key]
         if w.batch_bytes and w.batch_bytes + t.input_bytes > COMMIT_BYTES:
             return False  # this round's commitment to it is full: next round
@@ -1030,7 +1045,17 @@ class JobRun:
             c.key not in t.excluded
             and self.spent + self.held + c.price <= self.budget + MONEY_EPSILON
             and (self.rival is None or t.due <= self.rival(self.job, w))
-            and (self.mtr != 0.0 or c.price <= self._floor(t) + MONEY_EPSILON)
+            and (
+                self.deadline is None
+                or not in_time
+                or math.isinf(self.mtr)
+                or self._now + c.time <= self.deadline
+            )
+            and (
+                self.mtr != 0.0
+                or self.deadline is not None
+                or c.price <= self._floor(t) + MONEY_EPSILON
+            )
         )
 
     def _floor(self, t: TaskRun) -> float:

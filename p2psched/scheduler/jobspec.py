@@ -251,7 +251,8 @@ class JobSpec(BaseModel):
         budget: {max_price_per_task: 0.02, total: 5}   # default: no limit
         mtr: 0.001                  # money one second of waiting is worth (the default);
                                     # 0: only the cheapest worker; inf: the fastest
-        deadline: 2h                # or "2030-06-01T18:00:00Z"; instead of mtr
+        deadline: 2h                # or "2030-06-01T18:00:00Z"; with mtr: the workers
+                                    # expected to finish in time, scored by it
         retries: 2
         timeout: 10m                # per try of a task
         priority: 5                 # 0..9, 9 most urgent
@@ -398,11 +399,14 @@ def derive_tasks(spec: JobSpec) -> list[TaskSpec]:
 
 
 def job_mtr(spec: JobSpec, now: float) -> float:
-    """The money–time ratio the job's tasks are scored with. A deadline job gets infinity
-    (the fastest worker): its owner priced no trade of money for time, only a time to meet,
-    and the budget still bounds what it pays. `now` is where a later policy that relaxes
-    towards cheaper workers while the deadline is far would read the clock."""
-    return math.inf if spec.deadline is not None else spec.mtr
+    """The money–time ratio the job's tasks are scored with. A deadline job that gives no
+    MTR gets infinity (the fastest worker): its owner priced no trade of money for time, only
+    a time to meet, and the budget still bounds what it pays. With both, the MTR scores among
+    the workers expected to finish in time (mtr: 0 and a deadline: the cheapest that make
+    it). `now` is where a policy that relaxes as the deadline nears would read the clock."""
+    if spec.deadline is not None and "mtr" not in spec.model_fields_set:
+        return math.inf
+    return spec.mtr
 
 
 def job_deadline(spec: JobSpec, submitted_at: float) -> float | None:
@@ -561,9 +565,6 @@ def _problems(spec: JobSpec) -> list[_Problem]:
         found = _list_problems(spec) if spec.tasks is not None else _template_problems(spec)
     if not found:
         found = _task_problems(spec)
-    if "mtr" in spec.model_fields_set and spec.deadline is not None:
-        reason = "give mtr (what a second of waiting is worth) or deadline, not both"
-        found.insert(0, _Problem(("mtr",), _shown(spec.mtr), reason))
     return found
 
 

@@ -121,6 +121,13 @@ class Chooser:
         # round_robin, weighted (late binding places tasks in turn where it binds)
         return s.next_in_turn(list(live), ok)
 
+    def fastest(self, ok: Ok) -> Candidate | None:
+        """The candidate `ok` accepts that would have a task done first (then the cheaper):
+        a scan, for when no one can meet a deadline."""
+        return min(
+            (c for c in self.candidates if ok(c)), key=lambda c: (c.time, c.price), default=None
+        )
+
     def _key(self, c: Candidate) -> tuple[float, ...]:
         if self.name == "shortest_queue":
             return (c.start, c.price)
