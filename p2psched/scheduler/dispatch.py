@@ -58,7 +58,8 @@ MAX_PROBES = 4096  # late binding: places reserved by one job, at most
 COMMIT_BYTES = 8 << 20  # task inputs sent with one commitment, at most (frames are 16 MiB)
 REBALANCE_AFTER_S = 2.0  # a task sent this long ago and not seen running waits in a queue
 REBALANCE_GAIN = 0.5  # ... and moves if another worker would have it done in half the time
-MAX_MOVES = 64  # tasks moved per sweep, at most
+MAX_MOVES = 64
+DEADLINE_MARGIN = 1.5  # a worker makes a deadline if it would with its expected time x this  # tasks moved per sweep, at most
 QUEUE_ALLOWANCE = 5  # a sent task may take this many timeouts before it is seen running
 
 
@@ -1049,7 +1050,8 @@ class JobRun:
                 self.deadline is None
                 or not in_time
                 or math.isinf(self.mtr)
-                or self._now + c.time <= self.deadline
+                # with a margin: the estimate is a mean, and a task late is a task lost
+                or self._now + DEADLINE_MARGIN * c.time <= self.deadline
             )
             and (
                 self.mtr != 0.0
