@@ -358,7 +358,9 @@ def test_mtr_zero_with_a_deadline_takes_the_cheapest_workers_that_make_it() -> N
         [spec(k) for k in range(6)],
         mtr=0.0,
         now=1000.0,
-        deadline=1025.0,  # cheap can finish two by then (at 10 s and 20 s), not three
+        # cheap would finish two by then (at 10 s and 20 s, 30 s with the 1.5 margin), not a
+        # third (30 s, 45 s with the margin)
+        deadline=1031.0,
         predictor=predictor,
     )
     net = Net(run, workers)

@@ -58,8 +58,8 @@ MAX_PROBES = 4096  # late binding: places reserved by one job, at most
 COMMIT_BYTES = 8 << 20  # task inputs sent with one commitment, at most (frames are 16 MiB)
 REBALANCE_AFTER_S = 2.0  # a task sent this long ago and not seen running waits in a queue
 REBALANCE_GAIN = 0.5  # ... and moves if another worker would have it done in half the time
-MAX_MOVES = 64
-DEADLINE_MARGIN = 1.5  # a worker makes a deadline if it would with its expected time x this  # tasks moved per sweep, at most
+MAX_MOVES = 64  # tasks moved per sweep, at most
+DEADLINE_MARGIN = 1.5  # a worker makes a deadline if it would with its expected time x this
 QUEUE_ALLOWANCE = 5  # a sent task may take this many timeouts before it is seen running
 
 
@@ -233,6 +233,7 @@ class JobRun:
         # who that is), cleared when a worker comes, goes, declines or is skipped.
         self._floors: dict[tuple[str, str | None, str, float], tuple[float, bytes]] = {}
         self._now = now  # of the commit round under way
+        self._granted: dict[bytes, int] = {}  # rebalancing: tasks sent each worker's way
         self._next_rebalance = now
         self._last_discover = now
         self.started = now
@@ -387,6 +388,7 @@ class JobRun:
             return
         w.link, w.rid, w.quote, w.room = "down", None, None, 0
         w.declined = reason
+        w.withdrawing.clear()  # no answer will come
         self._floors.clear()
         self._changed(w, now)
         self._forget_reservations(w)
@@ -806,6 +808,7 @@ class JobRun:
         if self.strategy.name == LATE_BINDING:
             return
         moves = 0
+        self._granted = {}
         for w in list(self.workers.values()):
             waiting = [
                 self.tasks[tid]
@@ -827,8 +830,10 @@ class JobRun:
                 # When the last waiting there would be done: its turn, then its run.
                 there = (-(-len(waiting) // slots) + 1) * w.run_estimate
                 sooner = partial(self._sooner, t, w.ad.node_id, there)
-                if self._chooser(shape, t.spec).pick(sooner) is None:
+                to = self._chooser(shape, t.spec).pick(sooner)
+                if to is None:
                     break
+                self._granted[to.key] = self._granted.get(to.key, 0) + 1
                 waiting.pop()
                 t.moving = True
                 asking.append(t.spec.task_id)
@@ -845,8 +850,8 @@ class JobRun:
     def _sooner(self, t: TaskRun, worker: bytes, there: float, c: Candidate) -> bool:
         """Whether `c` would have `t` done clearly sooner than `worker`, where it waits and
         would be done in `there` seconds; at a finite MTR, also for a better score."""
-        if c.key == worker or not self._fits(t, c):
-            return False
+        if c.key == worker or not self._fits(t, c) or self._granted.get(c.key, 0) >= c.room:
+            return False  # (no more moved its way than it has room for)
         # Its quote may predate tasks of ours placed there since: count those we know of,
         # so that tasks never move back and forth between two equals.
         ours = len(self.workers[c.key].holding)
