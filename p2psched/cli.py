@@ -514,6 +514,23 @@ def cmd_tasks(args: argparse.Namespace) -> None:
         print(f"{t['task']:<32} {t['state']:<12} {worker:<16} {t['error'] or ''}")
 
 
+def cmd_history(args: argparse.Namespace) -> None:
+    job, _, index = args.task.rpartition("/")
+    if not job or not index.isdigit():
+        raise UsageError(f"{args.task!r}: give a task as JOB/N (see p2psched tasks JOB)")
+    with _client(args) as client:
+        view = client.get(f"/v1/jobs/{quote(job, safe='')}/tasks/{index}/history")
+    if args.json:
+        print(json.dumps(view))
+        return
+    print(f"{view['task']}: {view['state']}")
+    for m in view["transitions"]:
+        when = (
+            time.strftime("%H:%M:%S", time.localtime(m["at"])) + f".{int(m['at'] % 1 * 1000):03d}"
+        )
+        print(f"  {when}  {m['from']:>11} -> {m['to']:<11} {m['reason'] or ''}")
+
+
 def cmd_cancel(args: argparse.Namespace) -> None:
     job, slash, task = args.target.partition("/")
     if not job or (slash and not task):
@@ -721,6 +738,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--state", help="only tasks in this state (e.g. failed)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_tasks)
+    sp = sub.add_parser("history", parents=[common], help="a task's transitions, with why")
+    sp.add_argument("task", metavar="JOB/N")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_history)
     sp = sub.add_parser("cancel", parents=[common], help="cancel a job (JOB) or a task (JOB/N)")
     sp.add_argument("target", metavar="JOB|TASK")
     sp.set_defaults(func=cmd_cancel)

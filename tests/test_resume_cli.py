@@ -96,6 +96,16 @@ def test_a_scheduler_killed_mid_job_resumes_it(net: devnet.Devnet, tmp_path: Pat
         issued = Counter(t for w in net.folder.glob("worker-*/") for t in receipts_issued(w))
         assert issued == {f"{job_id}/{i}": 1 for i in range(n)}
 
+        # Every transition is on record, with its time, across both lives of the node.
+        out = p2psched("history", f"{job_id}/0", "--json", "--data-dir", str(data))
+        assert out.returncode == 0, out.stderr
+        moves = json.loads(out.stdout)["transitions"]
+        assert (moves[0]["from"], moves[0]["to"]) == ("unscheduled", "queued")
+        assert moves[-1]["to"] == "completed"
+        assert [m["at"] for m in moves] == sorted(m["at"] for m in moves)
+        bad = p2psched("history", f"{job_id}/99", "--data-dir", str(data))
+        assert bad.returncode == 2 and "has no task 99" in bad.stderr
+
         # The scheduler paid for each task once, and every entry verifies.
         out = p2psched("ledger", "--verify", "--json", "--data-dir", str(data))
         assert out.returncode == 0, out.stderr

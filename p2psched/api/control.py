@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException
 
 from p2psched.node.node import Node, host_port
 from p2psched.resources.need import Need, NeedError
+from p2psched.scheduler.dispatch import task_id_for
 from p2psched.scheduler.jobs import SubmittedJob
 from p2psched.scheduler.jobspec import JobSpecError, parse_job
 from p2psched.scheduler.predictor import MODES
@@ -143,6 +144,17 @@ def make_app(node: Node, token: str) -> FastAPI:
     @app.get("/v1/jobs/{job_id}")
     async def job_status(job_id: str) -> dict[str, Any]:
         return job_of(job_id).status(node.dht.now())
+
+    @app.get("/v1/jobs/{job_id}/tasks/{index}/history")
+    async def task_history(job_id: str, index: int) -> dict[str, Any]:
+        """A task's every state transition, with its time and reason, from the node's store."""
+        job = job_of(job_id)
+        task = task_id_for(job_id, index)
+        if task not in job.run.tasks:
+            raise ApiError(404, f"job {job_id} has no task {index} (it has {len(job.run.tasks)})")
+        store = node.jobs.dispatcher.store
+        moves = store.transitions(job_id, task) if store is not None else []
+        return {"task": task, "state": job.run.tasks[task].state.value, "transitions": moves}
 
     @app.get("/v1/jobs/{job_id}/tasks")
     async def tasks(job_id: str, state: str | None = None) -> list[dict[str, Any]]:

@@ -439,6 +439,14 @@ class Store:
         ).fetchone()
         return float(row[0])
 
+    def transitions(self, job: str, task: str) -> list[dict[str, Any]]:
+        """A task's every move, oldest first: from, to, when, why."""
+        rows = self._db.execute(
+            "SELECT old, new, at, reason FROM transitions WHERE job = ? AND task = ? ORDER BY seq",
+            (job, task),
+        )
+        return [{"from": r[0], "to": r[1], "at": r[2], "reason": r[3]} for r in rows]
+
     def has_job(self, job: str) -> bool:
         return self._db.execute("SELECT 1 FROM jobs WHERE id = ?", (job,)).fetchone() is not None
 
