@@ -384,3 +384,22 @@ def test_mtr_zero_without_a_deadline_waits_for_the_cheapest() -> None:
     net.pump()
     # Two fit on the cheap one now; the others wait for it rather than pay 1.5.
     assert Counter(t.worker for t in run.tasks.values()) == {cheap.node_id: 2, None: 4}
+
+
+def test_mtr_zero_stops_waiting_for_a_cheapest_worker_that_stopped_answering() -> None:
+    sched, silent, ok = Identity.generate(), Identity.generate(), Identity.generate()
+    workers = {
+        silent.node_id: wm.TaskManager(silent, price=0.1),
+        ok.node_id: wm.TaskManager(ok, price=0.5),
+    }
+    run = JobRun(sched, "job", [spec(k) for k in range(3)], mtr=0.0, now=1000.0)
+    net = Net(run, workers)
+    # The cheap one is connected but never answers a quote request.
+    net.behave[silent.node_id] = lambda m: (
+        {"t": "beat", "running": [], "progress": []} if m["t"] == "quote" else m
+    )
+    run.add_workers([ad(silent, 0.1), ad(ok, 0.5)], net.now)
+    net.pump()
+    net.advance(30, step=1.0)
+    assert run.done and run.counts() == {"completed": 3}
+    assert {t.worker for t in run.tasks.values()} == {ok.node_id}

@@ -1070,17 +1070,30 @@ class JobRun:
         price among the workers that could take `t` at all, busy or not (it waits for one)."""
         shape = _shape(t.spec)
         floor = self._floors.get(shape)
-        if floor is None or floor[1] in t.excluded:
-            now = self._ticked
+        now = self._ticked
+        if floor is not None:  # still one that could take it? (it may have stopped answering)
+            w = self.workers.get(floor[1])
+            if w is None or not self._could_take(t, w, now):
+                floor = None
+        if floor is None:
             prices = [
                 (w.ad.profile.min_price, w.ad.node_id)
                 for w in self.workers.values()
-                if not w.banned and self._candidate(t, w, now)
+                if self._could_take(t, w, now)
             ]
             floor = min(prices, default=(math.inf, b""))
             if not t.excluded:
                 self._floors[shape] = floor
         return floor[0]
+
+    def _could_take(self, t: TaskRun, w: _Worker, now: float) -> bool:
+        """A candidate for `t` that we still ask: not banned, not given up for rejecting."""
+        return (
+            not w.banned
+            and w.rejects < MAX_REJECTS
+            and w.busy_rejects < MAX_BUSY_REJECTS
+            and self._candidate(t, w, now)
+        )
 
     def due_on(self, w: _Worker) -> float:
         """When the first task queued here that `w` could take must start (inf: none), for
@@ -1089,7 +1102,19 @@ class JobRun:
         while queue:
             t = self.tasks[queue.head()[3]]
             if t.state == S.QUEUED:
-                ok = self._eligible(t, w) and w.ad.profile.min_price <= t.spec.max_price
+                # Only if it would go there: a task that waits for a cheaper worker (MTR 0),
+                # or for money, claims nothing, or it would hold the other jobs up for ever.
+                price = w.quote.price if w.quote is not None else w.ad.profile.min_price
+                ok = (
+                    self._eligible(t, w)
+                    and price <= t.spec.max_price
+                    and self.spent + self.held + price <= self.budget + MONEY_EPSILON
+                    and (
+                        self.mtr != 0.0
+                        or self.deadline is not None
+                        or price <= self._floor(t) + MONEY_EPSILON
+                    )
+                )
                 return t.due if ok else math.inf
             queue.pop()
         return math.inf
