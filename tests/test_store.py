@@ -488,3 +488,15 @@ def test_a_job_opened_again_keeps_what_was_stored(store: Store) -> None:
     store.write([JobOpened("a-1", "renamed", {}, 9.0, 1.0, 1.0, None)])
     [job] = store.unfinished_jobs()
     assert (job.name, job.submitted_at, list(job.tasks)) == ("a", 1000.0, ["a-1-000000"])
+
+
+def test_a_spec_with_a_timestamp_is_kept_and_reads_back_as_the_same_job(store: Store) -> None:
+    import yaml
+
+    from p2psched.scheduler.jobspec import parse_job
+
+    doc = yaml.safe_load("name: x\ndeadline: 2030-06-01T18:00:00Z\ntasks: [{input: 1}]\n")
+    store.write([JobOpened("x-1", "x", doc, 1.0, 0.001, math.inf, 1.9e9)])
+    (job,) = store.unfinished_jobs()
+    assert job.spec["deadline"] == "2030-06-01T18:00:00+00:00"  # YAML's datetime, as ISO text
+    assert parse_job(job.spec) == parse_job(doc)

@@ -128,7 +128,7 @@ class Dispatcher:
         if self.store is not None and entries:
             try:
                 self.store.write(entries)
-            except (sqlite3.Error, ValueError):
+            except (sqlite3.Error, ValueError, TypeError):
                 # The node goes on (its jobs still run), but says loudly it cannot keep them.
                 log.exception("could not record %d entries in %s", len(entries), self.store.path)
         entries.clear()

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -188,6 +189,14 @@ class JobListing:
     counts: dict[str, int]  # tasks by state
 
 
+def _json_value(v: Any) -> Any:
+    """What YAML reads that JSON has no type for: dates and times, as ISO 8601 text (which
+    the job spec takes back the same way: a deadline given as a timestamp, say)."""
+    if isinstance(v, datetime | date):
+        return v.isoformat()
+    raise TypeError(f"a job spec value of type {type(v).__name__} cannot be stored: {v!r}")
+
+
 def _limit_in(v: float) -> float | None:
     return None if math.isinf(v) else v
 
@@ -321,7 +330,7 @@ class Store:
                     (
                         e.job,
                         e.name,
-                        json.dumps(e.spec),
+                        json.dumps(e.spec, default=_json_value),
                         e.submitted_at,
                         _limit_in(e.mtr),
                         _limit_in(e.budget),
