@@ -403,3 +403,21 @@ def test_mtr_zero_stops_waiting_for_a_cheapest_worker_that_stopped_answering() -
     net.advance(30, step=1.0)
     assert run.done and run.counts() == {"completed": 3}
     assert {t.worker for t in run.tasks.values()} == {ok.node_id}
+
+
+def test_a_job_uses_the_nodes_predictor_and_views_even_while_they_are_empty() -> None:
+    from p2psched.scheduler.predictor import Predictor, WorkerViews
+
+    predictor, views, strategy = Predictor(), WorkerViews(), Strategy()
+    assert len(predictor) == 0 and len(views) == 0  # empty: falsy, but still the node's
+    run = JobRun(
+        Identity.generate(),
+        "job",
+        [spec(0)],
+        mtr=1.0,
+        now=0.0,
+        strategy=strategy,
+        predictor=predictor,
+        views=views,
+    )
+    assert run.predictor is predictor and run.views is views and run.strategy is strategy

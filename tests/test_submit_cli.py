@@ -194,6 +194,14 @@ def test_a_running_node_takes_jobs_and_answers_status_commands(node: Path, tmp_p
     missing = p2psched("status", "nope", "--data-dir", str(node))
     assert missing.returncode == 2 and "no job 'nope'" in missing.stderr
 
+    # what the node learned of the workers that ran it: expected wait and run time each
+    with ControlClient.find(node) as client:  # type: ignore[union-attr]
+        info = client.get("/v1/queue/info")
+    assert info["status"] == "success" and len(info["queues"]) == 2
+    for q in info["queues"]:
+        assert q["source"] == "worker" and q["run_time_expect"] > 0  # observed, any model
+        assert q["view"]["succeeded_tasks"] > 0
+
     # the strategy and the predictor switch while the node runs, for the jobs that follow
     out = p2psched("scheduler", "set", "round_robin", "--json", "--data-dir", str(node))
     assert out.returncode == 0 and json.loads(out.stdout)["strategy"] == "round_robin"

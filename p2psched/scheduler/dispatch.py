@@ -183,9 +183,10 @@ class JobRun:
         self.identity = identity
         # Shared by the node's jobs: switching strategy takes effect for all at once, and what
         # one job learns of a worker's speed and reliability serves the others.
-        self.strategy = strategy or Strategy()
-        self.predictor = predictor or Predictor()
-        self.views = views or WorkerViews()
+        # (`is None`, not `or`: an empty predictor or record has a length of 0, and is falsy)
+        self.strategy = Strategy() if strategy is None else strategy
+        self.predictor = Predictor() if predictor is None else predictor
+        self.views = WorkerViews() if views is None else views
         self.deadline = deadline  # when every task must be done, if the job says
         self.job = job
         self.mtr = mtr

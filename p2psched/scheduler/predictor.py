@@ -467,6 +467,10 @@ class WorkerViews:
     def __contains__(self, worker: object) -> bool:
         return worker in self._views
 
+    def workers(self) -> list[bytes]:
+        """The workers this node has a record of, least recently seen first."""
+        return list(self._views)
+
     def _touch(self, worker: bytes) -> WorkerView:
         v = self._views.get(worker)
         if v is None:

@@ -145,8 +145,10 @@ class Dispatcher:
         )
 
     def known_workers(self) -> list[bytes]:
-        """The workers this node's jobs know of (the running ones'), by node id."""
-        return list(dict.fromkeys(w for j in self._jobs.values() for w in j.run.workers))
+        """The workers this node knows of: those its running jobs found, and those it has a
+        record of from earlier jobs."""
+        running = (w for j in self._jobs.values() for w in j.run.workers)
+        return list(dict.fromkeys([*running, *self.views.workers()]))
 
     def cancel(self, job_id: str, task_ids: list[str] | None) -> list[str]:
         job = self._jobs.get(job_id)
