@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -209,18 +209,18 @@ def make_app(node: Node, token: str) -> FastAPI:
     @app.post("/v1/scheduler/set")
     async def set_strategy(body: StrategyChoice) -> dict[str, Any]:
         """Switch the scheduling strategy; it applies at once to every job of this node."""
-        try:
-            node.jobs.dispatcher.strategy.set(body.name)
-        except ValueError as e:
-            raise ApiError(400, str(e)) from None
-        return {"status": "success", "message": "OK"}
+        return switched(node.jobs.dispatcher.strategy.set, body.name)
 
     @app.post("/v1/scheduler/predict_mode")
     async def set_predict_mode(body: PredictMode) -> dict[str, Any]:
         """`default` learns from what this node observes; `lookup_table` answers from a table
         frozen from it (or loaded), fast and fixed."""
+        return switched(node.jobs.dispatcher.predictor.set_mode, body.mode)
+
+    def switched(switch: Callable[[str], None], name: str) -> dict[str, Any]:
+        """The design documents' answer to a switch: success and OK, or a 400 saying why."""
         try:
-            node.jobs.dispatcher.predictor.set_mode(body.mode)
+            switch(name)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         return {"status": "success", "message": "OK"}

@@ -344,8 +344,8 @@ class JobRun:
                 self._by_price = None
                 self._floors.clear()
             self._load(t, S.SENT, now)
-            self._timer(t, now + t.spec.timeout_s * QUEUE_ALLOWANCE + self.config.timeout_grace_s)
-            t.worker, t.price, t.sent_at = st.worker, st.price, now
+            self._sent(t, now)
+            t.worker, t.price = st.worker, st.price
             self.held += st.price
             w.holding.add(tid)
             w.restored.add(tid)
@@ -405,14 +405,14 @@ class JobRun:
         kind = message["t"]
         if kind == "quote":
             self._on_quote(w, message, now)
-        elif kind == "decline":
-            if message["rid"] in w.reserved:
-                self._reserved -= w.reserved.pop(message["rid"])
+        elif kind == "decline":  # a quote request, or (late binding) places asked for
+            rid = message["rid"]
+            if rid in w.reserved or rid == w.rid:
+                if rid in w.reserved:
+                    self._reserved -= w.reserved.pop(rid)
+                else:
+                    w.rid = None
                 w.ask_after = now + DECLINE_BACKOFF_S
-                w.declined = None if message["busy"] else message["reason"]
-                self._floors.clear()
-            elif message["rid"] == w.rid:
-                w.rid, w.ask_after = None, now + DECLINE_BACKOFF_S
                 # Busy is a "not now": the worker stays a candidate and is asked again.
                 w.declined = None if message["busy"] else message["reason"]
                 self._floors.clear()
@@ -822,7 +822,7 @@ class JobRun:
                 continue
             waiting.sort(key=lambda t: t.since)
             self._seeking += len(waiting)
-            slots = max(1, len(w.ad.profile.gpus), w.ad.profile.free_slots)
+            slots = _slots(w.ad.profile)
             t = waiting[-1]  # sent last: it waits longest there
             shape = _shape(t.spec)
             self._seek.setdefault(shape, t.spec)
@@ -877,7 +877,7 @@ class JobRun:
             if w.rejects >= MAX_REJECTS or w.busy_rejects >= MAX_BUSY_REJECTS:
                 continue
             price = w.ad.profile.min_price
-            if self.spent + self.held + price > self.budget + MONEY_EPSILON:
+            if not self._affordable(price):
                 continue  # nothing it could be given now: a place there would come back empty
             spec = next(
                 (s for s in specs if s.need.matches(w.ad.profile) and price <= s.max_price), None
@@ -893,7 +893,7 @@ class JobRun:
         for w, spec in picks:
             # A place per slot, over as many workers as it takes: the point is to find the
             # ones that free up first, not to queue deep anywhere.
-            room = min(MAX_RESERVED, max(1, len(w.ad.profile.gpus), w.ad.profile.free_slots))
+            room = min(MAX_RESERVED, _slots(w.ad.profile))
             n = min(want, room - sum(w.reserved.values()))
             if n <= 0:
                 continue
@@ -950,11 +950,7 @@ class JobRun:
             if t.state != S.QUEUED:
                 queue.pop()
                 continue
-            if (
-                self._eligible(t, w)
-                and price <= t.spec.max_price
-                and self.spent + self.held + price <= self.budget + MONEY_EPSILON
-            ):
+            if self._eligible(t, w) and price <= t.spec.max_price and self._affordable(price):
                 queue.pop()
                 found = t
                 break
@@ -1016,7 +1012,7 @@ class JobRun:
                 price=q.price,
                 wait=q.wait_mean,
                 run=w.run_estimate,
-                slots=max(1, len(profile.gpus), profile.free_slots),
+                slots=_slots(profile),
                 room=w.room,
                 ahead=ahead,
             )
@@ -1034,6 +1030,10 @@ class JobRun:
             else:
                 chooser.discard(c)
 
+    def _affordable(self, price: float) -> bool:
+        """Whether one more task at `price` stays within the budget, with what is held."""
+        return self.spent + self.held + price <= self.budget + MONEY_EPSILON
+
     @property
     def _in_time_only(self) -> bool:
         """A job with both a deadline and a finite MTR scores only the workers expected to
@@ -1050,7 +1050,7 @@ class JobRun:
             return False  # this round's commitment to it is full: next round
         return (
             c.key not in t.excluded
-            and self.spent + self.held + c.price <= self.budget + MONEY_EPSILON
+            and self._affordable(c.price)
             and (self.rival is None or t.due <= self.rival(self.job, w))
             and (
                 self.deadline is None
@@ -1109,7 +1109,7 @@ class JobRun:
                 ok = (
                     self._eligible(t, w)
                     and price <= t.spec.max_price
-                    and self.spent + self.held + price <= self.budget + MONEY_EPSILON
+                    and self._affordable(price)
                     and (
                         self.mtr != 0.0
                         or self.deadline is not None
@@ -1173,7 +1173,7 @@ class JobRun:
 
     def _why_no_worker(self, t: TaskRun, now: float) -> str:
         cheapest = min((w.ad.profile.min_price for w in self.workers.values()), default=0.0)
-        if self.spent + self.held + cheapest > self.budget + MONEY_EPSILON:
+        if not self._affordable(cheapest):
             return f"the job's budget is spent ({self.spent:g} paid, {self.held:g} committed)"
         if not self.workers:
             return f"no worker found that meets {t.spec.need}"
@@ -1215,13 +1215,18 @@ class JobRun:
             self._queued += 1 if new == S.QUEUED else -1
             self._shapes[shape] += 1 if new == S.QUEUED else -1
             self._shape_spec.setdefault(shape, t.spec)
-        if new == S.SENT:  # it may wait in the worker's short queue before it starts
-            t.sent_at = now
-            self._timer(t, now + t.spec.timeout_s * QUEUE_ALLOWANCE + self.config.timeout_grace_s)
+        if new == S.SENT:
+            self._sent(t, now)
         elif new == S.RUNNING:
             self._timer(t, now + t.spec.timeout_s + self.config.timeout_grace_s)
         else:
             t.deadline = math.inf
+
+    def _sent(self, t: TaskRun, now: float) -> None:
+        """`t` is on a worker from `now`: it may wait in that worker's short queue before it
+        starts, so it gets QUEUE_ALLOWANCE timeouts to be seen running."""
+        t.sent_at = now
+        self._timer(t, now + t.spec.timeout_s * QUEUE_ALLOWANCE + self.config.timeout_grace_s)
 
     def _timer(self, t: TaskRun, deadline: float) -> None:
         t.deadline = deadline
@@ -1302,6 +1307,11 @@ def task_id_for(job: str, index: int) -> str:
 
 def job_of(task_id: str) -> str:
     return task_id.rpartition("/")[0]
+
+
+def _slots(profile: Profile) -> int:
+    """Tasks a worker runs at once, as far as its ad tells: one per GPU, or its free slots."""
+    return max(1, len(profile.gpus), profile.free_slots)
 
 
 def _shape(spec: TaskSpec) -> tuple[str, str | None, str, float]:
