@@ -19,7 +19,7 @@ import os
 import random
 import secrets
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from p2psched.dht import messages as m
 from p2psched.dht.records import KEY_BYTES, MAX_VALUE_BYTES, Record, RecordStore, StoreLimits
@@ -180,6 +180,12 @@ class DhtProtocol:
         self._token_key = os.urandom(16)
         self._next_maintenance = now + cfg.maintenance_interval
         self._flags = FLAG_CLIENT if cfg.client else 0
+
+    def set_client(self, client: bool) -> None:
+        """Become a DHT client (or a server again), as this node learns whether it can be
+        reached from outside: from the next message on, peers see it so."""
+        self.config = replace(self.config, client=client)
+        self._flags = FLAG_CLIENT if client else 0
 
     # -- the shell's side ------------------------------------------------------------------
 

@@ -12,13 +12,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
 from p2psched.dht.node import DhtNode, open_dht_node
 from p2psched.dht.protocol import DhtConfig
+from p2psched.gate.client import RelayClient, RelayError, check_reachability
+from p2psched.gate.relay import RelayLimits
+from p2psched.gate.service import Gate
 from p2psched.identity import Identity
 from p2psched.resources.detect import Detected, detect
 from p2psched.scheduler.discovery import Discovery
@@ -41,6 +44,7 @@ class JoinError(Exception):
 
 log = logging.getLogger(__name__)
 STORE_FILE = "state.db"  # jobs, tasks, transitions, results, the ledger (SQLite, WAL)
+REACHABILITY = ("auto", "public", "private")
 
 
 @dataclass(slots=True)
@@ -49,6 +53,9 @@ class WorkerRole:
     advert: Advert
     detected: Detected
     address: str
+    reachability: str  # "public": schedulers dial it; "private": only through a gate
+    why: str  # how it came to know that
+    relay: RelayClient | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +67,7 @@ class Node:
     jobs: JobBook
     roles: tuple[str, ...]
     worker: WorkerRole | None = None
+    gate: Gate | None = None
 
     @property
     def node_id(self) -> bytes:
@@ -82,8 +90,16 @@ async def open_node(
     dispatch: DispatchConfig | None = None,
     detected: Detected | None = None,
     resume: bool = False,
+    reachability: str = "auto",
+    relay_limits: RelayLimits | None = None,
 ) -> AsyncIterator[Node]:
-    """`resume`: take up the jobs this data dir's store has unfinished (a node restarted)."""
+    """`resume`: take up the jobs this data dir's store has unfinished (a node restarted).
+    `gate`: also relay for workers behind NAT, on TCP at the DHT's port number.
+    `reachability` (of a worker): "auto" asks a gate among the seeds to dial it back,
+    "public" and "private" say so without asking; a private worker listens nowhere, runs the
+    DHT as a client, and takes its channels through a relay reservation on a seed gate."""
+    if reachability not in REACHABILITY:
+        raise ValueError(f"reachability {reachability!r}: choose one of {', '.join(REACHABILITY)}")
     config = DhtConfig(client=dht_client)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with Store.open(data_dir / STORE_FILE, own_public_key=identity.public_key) as store:
@@ -101,6 +117,8 @@ async def open_node(
                         log.info("resumed job %s (%d tasks)", job.job_id, len(job.run.tasks))
                 roles = ("gate",) if gate else ()
                 node = Node(identity, data_dir, dht, discovery, jobs, roles + ("scheduler",))
+                if gate:
+                    node.gate = await _start_gate(identity, dht, nursery, relay_limits)
                 if worker is not None:
                     node.worker = await _start_worker(
                         node,
@@ -109,6 +127,8 @@ async def open_node(
                         advertise_host or dht.address[0],
                         ad_ttl,
                         detected or detect(data_dir),
+                        list(seeds),
+                        reachability,
                     )
                     node.roles = ("worker", *node.roles)
                 try:
@@ -120,6 +140,23 @@ async def open_node(
                             await node.worker.advert.withdraw()
 
 
+async def _start_gate(
+    identity: Identity, dht: DhtNode, nursery: trio.Nursery, limits: RelayLimits | None
+) -> Gate:
+    gate = Gate(identity, limits)
+    host, port = dht.address
+    try:
+        await nursery.start(
+            lambda task_status: gate.serve(host=host, port=port, task_status=task_status)
+        )
+    except OSError as e:
+        raise JoinError(
+            f"cannot open the relay on TCP {host_port(host, port)} ({e.strerror or e}); the gate "
+            "needs that port free (the same number as its DHT's UDP port)"
+        ) from None
+    return gate
+
+
 async def _start_worker(
     node: Node,
     config: WorkerConfig,
@@ -127,6 +164,8 @@ async def _start_worker(
     advertise_host: str,
     ad_ttl: float,
     detected: Detected,
+    gates: list[Addr],
+    reachability: str,
 ) -> WorkerRole:
     manager = TaskManager(
         node.identity,
@@ -144,20 +183,53 @@ async def _start_worker(
         record=node.jobs.dispatcher.record,
     )
     host, udp_port = node.dht.address
+    listen = reachability != "private"
     try:  # the same port number as the DHT's, for operators who open one port in a firewall
         bound = await nursery.start(
-            lambda task_status: service.serve(host=host, port=udp_port, task_status=task_status)
+            lambda task_status: service.serve(
+                host=host, port=udp_port, listen=listen, task_status=task_status
+            )
         )
     except OSError:
         bound = await nursery.start(
             lambda task_status: service.serve(host=host, port=0, task_status=task_status)
         )
-    address = host_port(advertise_host, bound[1])
+    address = host_port(advertise_host, bound[1]) if bound is not None else ""
+    why = "as configured"
+    if reachability == "auto":
+        reachability, why = "public", "no gate to ask: taken as reachable"
+        assert bound is not None
+        check = await check_reachability(gates, node.identity, bound[1]) if gates else None
+        if check is not None and check.reachable:
+            address, why = check.seen, f"the gate at {check.gate} dialed it back at {check.seen}"
+        elif check is not None:
+            reachability = "private"
+            why = f"the gate at {check.gate} could not dial it back at {check.seen}: {check.reason}"
+        elif gates:
+            why = "no gate answered the reachability check: taken as reachable"
+    relay = None
+    if reachability == "private":
+        if not gates:
+            raise JoinError("a worker that cannot be reached needs a gate to relay for it")
+        node.dht.protocol.set_client(True)  # out of others' routing tables: they cannot reach it
+        relay = RelayClient(node.identity, gates, service.handle)
+        try:
+            address = await nursery.start(relay.serve)
+        except RelayError as e:
+            raise JoinError(str(e)) from None
     profile = config.profile(detected, addresses=(address,))
     advert = Advert(node.dht, profile, ttl=ad_ttl)
     await advert.publish()
+    if relay is not None:
+
+        async def moved(address: str) -> None:
+            role.address = address
+            await advert.amend(addresses=(address,))
+
+        relay.on_address = moved
     nursery.start_soon(_keep_ad_current, advert, manager)
-    return WorkerRole(service, advert, detected, address)
+    role = WorkerRole(service, advert, detected, address, reachability, why, relay)
+    return role
 
 
 async def _keep_ad_current(advert: Advert, manager: TaskManager) -> None:
@@ -166,7 +238,7 @@ async def _keep_ad_current(advert: Advert, manager: TaskManager) -> None:
         await trio.sleep(advert.min_interval)
         free = manager.free_slots
         if free != advert.profile.free_slots:
-            await advert.update(replace(advert.profile, free_slots=free))
+            await advert.amend(free_slots=free)
 
 
 def bind_host_toward(peer_host: str) -> str:

@@ -71,7 +71,9 @@ class Profile:
     drivers: tuple[str, ...] = ()
     free_slots: int = 0
     labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs: region, owner, ...
-    addresses: tuple[str, ...] = ()  # "host:port" where the worker can be reached
+    # Where the worker can be reached: "HOST:PORT", or "GATE_HOST:PORT/relay/<its id>"
+    # through a gate's circuit (`wire.hop`).
+    addresses: tuple[str, ...] = ()
     version: int = field(default=SCHEMA_VERSION)
 
     @property
@@ -194,6 +196,6 @@ _PROFILE = schema.mapping(
         "drivers": schema.list_of(schema.text(32), 16),
         "free_slots": schema.uint(1024),
         "labels": _labels,
-        "addresses": schema.list_of(schema.text(80), 8),
+        "addresses": schema.list_of(schema.text(120), 8),  # a relay address is ~90
     }
 )

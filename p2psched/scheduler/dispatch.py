@@ -107,6 +107,10 @@ class DispatchConfig:
     timeout_grace_s: float = 10.0  # beyond a task's own timeout, which the worker enforces
     no_worker_s: float = 30.0  # a task with no candidate this long fails
     rediscover_s: float = 5.0
+    # A worker reached through a gate whose link broke: most likely the gate went, not the
+    # worker, which moves to another gate and says so in a new ad. Its tasks stay its for
+    # this long (they run on, and it keeps their results for us) before they go elsewhere.
+    regain_s: float = 60.0
     max_quotes: int = 32  # candidates asked at once
     max_result_bytes: int = MAX_RESULT_BYTES
 
@@ -155,6 +159,7 @@ class _Worker:
     reserved: dict[int, int] = field(default_factory=dict)  # late binding: rid -> places
     run_estimate: float = 1.0  # seconds a task of its quote's kind is expected to take there
     restored: set[str] = field(default_factory=set)  # tasks it held before we restarted
+    regain_by: float = math.inf  # a relayed link broke: its tasks wait for it till then
     withdrawing: dict[int, list[str]] = field(default_factory=dict)  # rid -> tasks asked back
 
 
@@ -269,6 +274,9 @@ class JobRun:
             w.heard + c.silence_s for w in self.workers.values() if w.holding and w.link == "up"
         ]
         times += [w.quote_until for w in self.workers.values() if w.quote]
+        regaining = [w.regain_by for w in self.workers.values() if w.regain_by < math.inf]
+        if regaining:
+            times += [min(regaining), self._last_discover + c.rediscover_s]
         while self._timers and self.tasks[self._timers[0][1]].deadline != self._timers[0][0]:
             heapq.heappop(self._timers)
         if self._timers:
@@ -298,6 +306,9 @@ class JobRun:
                 self._floors.clear()
                 if w.link == "down" and not w.banned:  # a fresh ad: it may be back
                     w.link = "none"
+                if w.regain_by < math.inf and w.link == "none":  # back, through another gate
+                    w.link = "connecting"
+                    self._out.append(Connect(w.ad.node_id, w.ad.profile.addresses))
         self._pump(now)
 
     def restore(
@@ -380,10 +391,14 @@ class JobRun:
     def connected(self, worker: bytes, public_key: bytes, now: float) -> None:
         w = self.workers[worker]
         w.public_key, w.link, w.heard = public_key, "up", now
+        w.regain_by = math.inf  # its first heartbeat tells which of its tasks it still has
         self._pump(now)
 
-    def disconnected(self, worker: bytes, reason: str, now: float) -> None:
-        """The channel to `worker` could not be opened, or broke."""
+    def disconnected(
+        self, worker: bytes, reason: str, now: float, *, relayed: bool = False
+    ) -> None:
+        """The channel to `worker` could not be opened, or broke (`relayed`: a channel through
+        a gate's circuit, which was up)."""
         w = self.workers.get(worker)
         if w is None:
             return
@@ -393,7 +408,16 @@ class JobRun:
         self._floors.clear()
         self._changed(w, now)
         self._forget_reservations(w)
-        self._lose(w, f"worker lost: {reason}", now)
+        regaining = w.regain_by < math.inf
+        if w.holding and not w.banned and (relayed or regaining):
+            if not regaining:  # its tasks wait: the next fresh ad brings it back
+                w.regain_by = now + self.config.regain_s
+                w.restored |= w.holding
+            if self._last_discover + self.config.rediscover_s <= now:
+                self._last_discover = now
+                self._out.append(Discover())
+        else:
+            self._lose(w, f"worker lost: {reason}", now)
         self._pump(now)
 
     def receive(self, worker: bytes, message: dict[str, Any], now: float) -> None:
@@ -511,6 +535,14 @@ class JobRun:
                 self._out.append(Close(w.ad.node_id, "heartbeat stopped"))
                 w.link = "down"
                 self._lose(w, f"heartbeat stopped: nothing heard for {c.silence_s:g} s", now)
+            if w.regain_by <= now:
+                w.regain_by = math.inf
+                w.restored -= w.holding  # they were sent and ran, as far as we know: count them
+                reason = f"its gate went away and it did not come back within {c.regain_s:g} s"
+                self._lose(w, reason, now)
+            elif w.regain_by < math.inf and self._last_discover + c.rediscover_s <= now:
+                self._last_discover = now
+                self._out.append(Discover())
         while self._timers and self._timers[0][0] <= now:
             deadline, tid = heapq.heappop(self._timers)
             t = self.tasks[tid]

@@ -11,6 +11,7 @@ error on one link touches no other.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -22,6 +23,7 @@ from typing import Any
 
 import trio
 
+from p2psched.gate.client import open_worker_channel
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.scheduler.discovery import Discovery, WorkerAd
@@ -39,8 +41,9 @@ from p2psched.scheduler.journal import Entry
 from p2psched.scheduler.predictor import Predictor, WorkerViews
 from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import Strategy
-from p2psched.wire.channel import Outbox, SecureChannel, open_channel
+from p2psched.wire.channel import Outbox, SecureChannel
 from p2psched.wire.deal import parse
+from p2psched.wire.hop import parse_relay_address
 from p2psched.wire.noise import ChannelError
 from p2psched.wire.schema import SchemaError
 
@@ -246,13 +249,14 @@ class Dispatcher:
 
     async def _link(self, worker: bytes, addresses: tuple[str, ...], link: _Link) -> None:
         reason = "it advertises no address"
+        relayed = False  # the channel was up, through a gate
         with link.scope:
             for address in addresses:
-                host, _, port = address.rpartition(":")
                 try:
-                    async with open_channel(
-                        host.strip("[]"), int(port), self.identity, expected_peer=worker
+                    async with open_worker_channel(
+                        address, self.identity, expected_peer=worker
                     ) as channel:
+                        relayed = parse_relay_address(address) is not None
                         reason = await self._session(worker, channel, link)
                         break
                 except (ChannelError, ValueError) as e:
@@ -267,7 +271,8 @@ class Dispatcher:
         for job_id in list(link.jobs):
             job = self._jobs.get(job_id)
             if job is not None:
-                self._guarded(job_id, job.run.disconnected, worker, reason, now)
+                step = functools.partial(job.run.disconnected, relayed=relayed)
+                self._guarded(job_id, step, worker, reason, now)
                 self._flush(job_id)
 
     async def _session(self, worker: bytes, channel: SecureChannel, link: _Link) -> str:

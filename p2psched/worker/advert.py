@@ -11,6 +11,9 @@ outlives it; a worker that dies drops out when its ad expires.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 import trio
 
@@ -47,13 +50,23 @@ class Advert:
     async def update(self, profile: Profile) -> None:
         """Publish a changed profile: at once, or, if the last publish was less than
         `min_interval` ago, as soon as that has passed."""
-        if profile == self.profile:
-            return
+        if profile != self.profile:
+            await self._paced(lambda _: profile)
+
+    async def amend(self, **changes: Any) -> None:
+        """Publish the current profile with these fields changed (paced as `update` is).
+        Changes made from several tasks at once (free slots, a new relay address) all land:
+        each applies to the profile as it is when its turn comes."""
+        await self._paced(lambda current: replace(current, **changes))
+
+    async def _paced(self, change: Callable[[Profile], Profile]) -> None:
         async with self._lock:
             wait = self._last + self.min_interval - trio.current_time()
             if wait > 0:
                 await trio.sleep(wait)
-            await self._publish(profile)
+            profile = change(self.profile)
+            if profile != self.profile:
+                await self._publish(profile)
 
     async def withdraw(self) -> None:
         async with self._lock:

@@ -67,19 +67,26 @@ class WorkerService:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+        listen: bool = True,
+        task_status: trio.TaskStatus[tuple[str, int] | None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        """Run the timers, and accept channels on `host:port` (the address bound is what
+        starting reports), or, with `listen` False, none: then channels come only through
+        `handle` (a worker behind NAT takes them up from its gate)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._timers)
-            bound = await nursery.start(
-                lambda task_status: serve_channels(
-                    self.identity, self._session, host=host, port=port, task_status=task_status
+            bound = None
+            if listen:
+                bound = await nursery.start(
+                    lambda task_status: serve_channels(
+                        self.identity, self.handle, host=host, port=port, task_status=task_status
+                    )
                 )
-            )
             task_status.started(bound)
 
-    async def _session(self, channel: SecureChannel) -> None:
+    async def handle(self, channel: SecureChannel) -> None:
+        """Serve one scheduler's channel, however it reached us, until it ends."""
         peer = channel.peer.node_id
         old = self._sessions.get(peer)
         if old is not None:  # the scheduler reconnected: the newer channel wins

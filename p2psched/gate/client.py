@@ -1,0 +1,281 @@
+"""The side of the relay that other nodes run: a worker asking a gate whether it can be reached
+from outside, a worker behind NAT keeping a reservation on a gate and taking up the circuits
+schedulers open to it, and a scheduler dialing a worker at any advertised address.
+
+Owns: the control channel to the gate a worker holds its reservation on, its refreshes, moving
+to the next gate when that one is lost, and one task per circuit taken up.
+Promises: `RelayClient.serve` reports started only once a gate holds a reservation (else raises
+`RelayError` with every gate's reason); after that it never gives up: it moves to another gate
+when its gate refuses, goes silent or closes, and says the new address through `on_address`.
+Circuits already up keep running when the control channel is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from p2psched.identity import Identity
+from p2psched.wire.channel import (
+    HANDSHAKE_TIMEOUT,
+    ChannelClosed,
+    SecureChannel,
+    open_channel,
+    secure_stream,
+)
+from p2psched.wire.hop import (
+    connect_request,
+    parse_control,
+    parse_relay_address,
+    read_frame,
+    relay_address,
+    split_host_port,
+    write_frame,
+)
+from p2psched.wire.noise import ChannelError
+from p2psched.wire.schema import SchemaError
+
+log = logging.getLogger(__name__)
+Addr = tuple[str, int]
+Handler = Callable[[SecureChannel], Awaitable[None]]
+ANSWER_SECONDS = 15.0  # for a gate to answer a reservation or a dial-back
+CIRCUIT_SECONDS = 25.0  # for a gate to give us a circuit (it waits up to 10 s on the worker)
+RETRY_SECONDS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # between rounds over every gate
+
+
+class RelayError(Exception):
+    """No gate would relay for this worker; the message has each gate's reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reachability:
+    reachable: bool
+    seen: str  # the address the gate dialed: what the outside sees of this node
+    reason: str
+    gate: str
+
+
+def gate_text(gate: Addr) -> str:
+    host, port = gate
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _open_stream(gate: Addr, timeout: float) -> tuple[trio.SocketStream, dict[str, Any]]:
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_tcp_stream(*gate)
+    except (OSError, trio.TooSlowError) as e:
+        reason = f"cannot connect to the gate at {gate_text(gate)} ({e or 'timed out'})"
+        raise ChannelClosed(reason) from None
+    try:
+        with trio.fail_after(timeout):
+            hello = await read_frame(stream, "hello")
+    except BaseException as e:
+        await stream.aclose()
+        if isinstance(e, trio.TooSlowError):
+            raise ChannelError(f"the gate at {gate_text(gate)} did not say hello") from None
+        raise
+    return stream, hello
+
+
+@asynccontextmanager
+async def open_control(
+    gate: Addr, identity: Identity, timeout: float = HANDSHAKE_TIMEOUT
+) -> AsyncIterator[SecureChannel]:
+    """A secure control channel to the gate at `gate` (its identity is the one its hello gave)."""
+    stream, hello = await _open_stream(gate, timeout)
+    try:
+        await write_frame(stream, {"t": "control"})
+    except BaseException:
+        await stream.aclose()
+        raise
+    async with secure_stream(
+        stream, identity, initiator=True, expected_peer=hello["gate"], timeout=timeout
+    ) as channel:
+        yield channel
+
+
+async def _ask(channel: SecureChannel, message: dict[str, Any], *answers: str) -> dict[str, Any]:
+    await channel.send(message)
+    with trio.move_on_after(ANSWER_SECONDS):
+        while True:
+            got = parse_control(await channel.receive(), *answers, "incoming")
+            if got["t"] != "incoming":  # (a circuit for a reservation we no longer hold)
+                return got
+    raise ChannelError(f"the gate did not answer {message['t']!r} within {ANSWER_SECONDS:g} s")
+
+
+async def check_reachability(
+    gates: Sequence[Addr], identity: Identity, port: int
+) -> Reachability | None:
+    """Ask the gates, in order, to dial this node back on `port`: the first answer. None when
+    no gate answered (then nobody knows)."""
+    for gate in gates:
+        try:
+            async with open_control(gate, identity) as channel:
+                got = await _ask(
+                    channel, {"t": "dialback", "port": port}, "reachability", "refused"
+                )
+        except (ChannelError, SchemaError) as e:
+            log.info("reachability check through %s failed: %s", gate_text(gate), e)
+            continue
+        if got["t"] == "refused":
+            log.info("gate %s would not dial back: %s", gate_text(gate), got["reason"])
+            continue
+        return Reachability(got["reachable"], got["seen"], got["reason"], gate_text(gate))
+    return None
+
+
+@asynccontextmanager
+async def open_worker_channel(
+    address: str, identity: Identity, *, expected_peer: bytes, timeout: float = HANDSHAKE_TIMEOUT
+) -> AsyncIterator[SecureChannel]:
+    """A secure channel to the worker `expected_peer` at one of its advertised addresses:
+    "HOST:PORT" directly, or through a gate's circuit ("HOST:PORT/relay/<id>"). ValueError
+    for an address that is neither; `ChannelError` when it cannot be opened."""
+    relayed = parse_relay_address(address)
+    if relayed is None:
+        host, port = split_host_port(address)
+        async with open_channel(host, port, identity, expected_peer=expected_peer) as channel:
+            yield channel
+        return
+    gate, worker = relayed
+    if worker != expected_peer:
+        raise ValueError(f"relay address {address!r} names another worker")
+    stream, hello = await _open_stream(split_host_port(gate), timeout)
+    try:
+        await write_frame(stream, connect_request(identity, hello, worker))
+        with trio.fail_after(CIRCUIT_SECONDS):
+            await read_frame(stream, "ok")
+    except BaseException as e:
+        await stream.aclose()
+        if isinstance(e, trio.TooSlowError):
+            raise ChannelError(f"the gate at {gate} gave no circuit in time") from None
+        raise
+    async with secure_stream(
+        stream, identity, initiator=True, expected_peer=worker, timeout=timeout
+    ) as channel:
+        yield channel
+
+
+class RelayClient:
+    """A worker's reservation on one of its gates, and the circuits it takes up."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        gates: Sequence[Addr],
+        handle: Handler,
+        on_address: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        if not gates:
+            raise ValueError("a relayed worker needs at least one gate")
+        self.identity = identity
+        self.gates = list(gates)
+        self.handle = handle
+        self.on_address = on_address
+        self.address: str | None = None  # the relay address now advertised
+        self.reasons: dict[str, str] = {}  # why each gate last failed us
+        self.moves = 0  # times the reservation moved to another gate
+        self._nursery: trio.Nursery | None = None
+
+    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        retries = iter(RETRY_SECONDS)
+        after = -1  # the index of the gate last lost: the next round starts past it
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            while True:
+                for i in [*range(after + 1, len(self.gates)), *range(after + 1)]:
+                    gate = self.gates[i]
+                    held = False
+                    try:
+                        async with open_control(gate, self.identity) as channel:
+                            got = await _ask(channel, {"t": "reserve"}, "reserved", "refused")
+                            if got["t"] == "refused":
+                                self.reasons[gate_text(gate)] = got["reason"]
+                                continue
+                            held = True
+                            if self.address is not None:
+                                self.moves += 1
+                            self.address = relay_address(gate_text(gate), self.identity.node_id)
+                            log.info("relay reservation on %s: %s", gate_text(gate), self.address)
+                            if self.on_address is not None:
+                                await self.on_address(self.address)
+                            if not started:
+                                started = True
+                                task_status.started(self.address)
+                            retries = iter(RETRY_SECONDS)
+                            reason = await self._hold(gate, channel, got["ttl"])
+                    except (ChannelError, SchemaError) as e:
+                        reason = str(e)
+                    self.reasons[gate_text(gate)] = reason
+                    if held:
+                        log.warning("lost the relay reservation on %s: %s", gate_text(gate), reason)
+                        after = i
+                        break
+                else:
+                    if not started:
+                        why = "; ".join(f"{g}: {r}" for g, r in self.reasons.items())
+                        raise RelayError(f"no gate would relay for this worker ({why})")
+                    await trio.sleep(next(retries, RETRY_SECONDS[-1]))
+
+    async def _hold(self, gate: Addr, channel: SecureChannel, ttl: float) -> str:
+        """Keep the reservation (refreshed every third of its TTL) and take up circuits, until
+        the gate refuses, goes silent or closes; returns why."""
+        answered = trio.Event()
+        answered.set()
+        lost = ""
+        async with trio.open_nursery() as nursery:
+
+            async def refresh() -> None:
+                nonlocal answered, lost
+                while True:
+                    await trio.sleep(ttl / 3)
+                    answered = trio.Event()
+                    await channel.send({"t": "reserve"})
+                    with trio.move_on_after(ANSWER_SECONDS):
+                        await answered.wait()
+                        continue
+                    lost = f"the gate did not answer a refresh within {ANSWER_SECONDS:g} s"
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(refresh)
+            try:
+                while True:
+                    got = parse_control(await channel.receive(), "reserved", "refused", "incoming")
+                    if got["t"] == "reserved":
+                        answered.set()
+                    elif got["t"] == "refused":
+                        return f"the gate ended the reservation: {got['reason']}"
+                    else:
+                        assert self._nursery is not None  # circuits outlive this channel
+                        self._nursery.start_soon(self._take, gate, got["token"])
+            except ChannelError as e:
+                return lost or str(e)
+            finally:
+                nursery.cancel_scope.cancel()
+        return lost
+
+    async def _take(self, gate: Addr, token: bytes) -> None:
+        try:
+            stream, _ = await _open_stream(gate, HANDSHAKE_TIMEOUT)
+            try:
+                await write_frame(stream, {"t": "accept", "token": token})
+                with trio.fail_after(HANDSHAKE_TIMEOUT):
+                    await read_frame(stream, "ok")
+            except BaseException:
+                await stream.aclose()
+                raise
+            async with secure_stream(stream, self.identity, initiator=False) as channel:
+                await self.handle(channel)
+        except (ChannelError, trio.TooSlowError) as e:
+            log.debug("circuit through %s ended: %s", gate_text(gate), e)
+        except Exception:  # a bug in handling one peer must not take down the worker
+            log.exception("dropped a relayed connection after an error in its handler")

@@ -1,0 +1,302 @@
+"""The gate's relay service, the trio shell around `gate.relay.Relay`: one TCP port (the same
+number as the gate's DHT port) where nodes keep their control channel, ask to be dialed back,
+and where schedulers open circuits to workers behind NAT (the protocol: `wire.hop`).
+
+Owns: the listener, each connection's task, the workers' control channels, the dial-backs, the
+byte pumps of each circuit, and the timer that ends what the core says has expired.
+Promises: a caller over a limit, or one that breaks the protocol, gets a refusal with the reason
+and is hung up on; nothing it did reaches another connection. A circuit forwards bytes as they
+come, unread (they are the two ends' Noise session), until either end closes or a limit ends it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from p2psched.gate.relay import Circuit, Refusal, Relay, RelayLimits
+from p2psched.identity import Identity
+from p2psched.wire.channel import Outbox, open_channel, secure_stream
+from p2psched.wire.hop import (
+    NONCE_BYTES,
+    HopError,
+    connect_signer,
+    parse_control,
+    read_frame,
+    write_frame,
+)
+from p2psched.wire.noise import ChannelError
+from p2psched.wire.schema import SchemaError
+
+log = logging.getLogger(__name__)
+OPENING_SECONDS = 10.0  # to say what a connection is for, after the gate's hello
+MAX_OPENING = 256  # connections that have not said yet: more are closed at once
+DIALBACK_SECONDS = 5.0
+MAX_DIALBACKS = 32  # dial-backs in flight at once
+PUMP_READ = 1 << 16
+
+
+@dataclass(slots=True)
+class _Control:
+    conn: int
+    peer: bytes
+    ip: str
+    outbox: Outbox
+    scope: trio.CancelScope
+    dialing: bool = False
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A circuit between its request and its end: the worker's stream, once it took it up."""
+
+    taken: trio.Event = field(default_factory=trio.Event)
+    done: trio.Event = field(default_factory=trio.Event)
+    stream: trio.abc.Stream | None = None
+    reason: str = ""
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+class Gate:
+    def __init__(self, identity: Identity, limits: RelayLimits | None = None) -> None:
+        self.identity = identity
+        self.relay = Relay(limits or RelayLimits())
+        self.address: tuple[str, int] | None = None
+        self._controls: dict[int, _Control] = {}
+        self._waiting: dict[int, _Waiting] = {}
+        self._conns = itertools.count(1)
+        self._opening = 0
+        self._dialbacks = 0
+        self._kick = trio.Event()
+
+    async def serve(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound = listeners[0].socket.getsockname()
+        self.address = (bound[0], bound[1])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.serve_listeners, self._one, listeners)
+            nursery.start_soon(self._timers)
+            task_status.started(self.address)
+
+    def status(self) -> dict[str, Any]:
+        host, port = self.address or ("", 0)
+        return {"relay": f"{host}:{port}", **self.relay.status(trio.current_time())}
+
+    # -- one connection ---------------------------------------------------------------------
+
+    async def _one(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            if self._opening >= MAX_OPENING:
+                self.relay.counters["connections_shed"] += 1
+                return
+            self._opening += 1
+            ip, port = stream.socket.getpeername()[:2]
+            nonce = os.urandom(NONCE_BYTES)
+            request = None
+            try:
+                hello = {"t": "hello", "gate": self.identity.node_id, "nonce": nonce}
+                with trio.move_on_after(OPENING_SECONDS):
+                    await write_frame(stream, {**hello, "seen": _host_port(ip, port)})
+                    request = await read_frame(stream, "control", "connect", "accept")
+            except HopError as e:
+                await _refuse(stream, str(e))
+                return
+            finally:
+                self._opening -= 1
+            try:
+                if request is None:
+                    return  # it said nothing in time
+                if request["t"] == "control":
+                    await self._control(stream, ip)
+                elif request["t"] == "connect":
+                    await self._connect(stream, ip, request, nonce)
+                else:
+                    await self._accept(stream, request["token"])
+            except HopError as e:
+                log.debug("relay connection from %s ended: %s", ip, e)
+
+    async def _control(self, stream: trio.SocketStream, ip: str) -> None:
+        conn = next(self._conns)
+        try:
+            async with secure_stream(stream, self.identity, initiator=False) as channel:
+                control = _Control(
+                    conn, channel.peer.node_id, ip, Outbox(channel), trio.CancelScope()
+                )
+                self._controls[conn] = control
+                with control.scope:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(control.outbox.run)
+                        try:
+                            while True:  # until the channel ends (ChannelError)
+                                raw = await channel.receive()
+                                message = parse_control(raw, "reserve", "dialback")
+                                if message["t"] == "reserve":
+                                    self._reserve(control)
+                                else:
+                                    self._dialback(nursery, control, message["port"])
+                        except SchemaError as e:  # say why, then hang up
+                            refusal = {"t": "refused", "reason": str(e)[:300]}
+                            with trio.move_on_after(2), contextlib.suppress(ChannelError):
+                                await channel.send(refusal)
+                        except ChannelError:
+                            pass  # it closed, or broke: its reservation ends below
+                        nursery.cancel_scope.cancel()
+        except ChannelError:
+            pass
+        finally:
+            self._controls.pop(conn, None)
+            for cid in self.relay.release(conn):
+                self._ended(cid, "the worker's control connection to the gate closed")
+
+    def _reserve(self, control: _Control) -> None:
+        got = self.relay.reserve(control.conn, control.peer, control.ip, trio.current_time())
+        if isinstance(got, Refusal):
+            control.outbox.put({"t": "refused", "reason": got.reason})
+            return
+        control.outbox.put({"t": "reserved", "ttl": self.relay.limits.reservation_ttl})
+        self._kick.set()
+
+    def _dialback(self, nursery: trio.Nursery, control: _Control, port: int) -> None:
+        """Dial the caller back at the address it came from, on `port`: only that address,
+        so a gate cannot be made to probe someone else's machine."""
+        if control.dialing or self._dialbacks >= MAX_DIALBACKS:
+            reason = "a dial-back is already under way; wait for its answer"
+            control.outbox.put({"t": "refused", "reason": reason})
+            return
+        control.dialing = True
+        self._dialbacks += 1
+
+        async def dial() -> None:
+            reachable, reason = False, ""
+            try:
+                async with open_channel(
+                    control.ip,
+                    port,
+                    self.identity,
+                    expected_peer=control.peer,
+                    timeout=DIALBACK_SECONDS,
+                ):
+                    reachable, reason = True, "the gate reached it and it proved its identity"
+            except ChannelError as e:
+                reason = str(e)[:300]
+            finally:
+                control.dialing = False
+                self._dialbacks -= 1
+            self.relay.counters[
+                "dialbacks_reachable" if reachable else "dialbacks_unreachable"
+            ] += 1
+            seen = _host_port(control.ip, port)
+            control.outbox.put(
+                {"t": "reachability", "reachable": reachable, "seen": seen, "reason": reason}
+            )
+
+        nursery.start_soon(dial)
+
+    async def _connect(
+        self, stream: trio.SocketStream, ip: str, request: dict[str, Any], nonce: bytes
+    ) -> None:
+        src = connect_signer(request, self.identity.node_id, nonce)
+        if src is None:
+            await _refuse(stream, "the connect request's signature does not verify")
+            return
+        got = self.relay.request(src, ip, request["to"], trio.current_time())
+        if isinstance(got, Refusal):
+            await _refuse(stream, got.reason)
+            return
+        circuit: Circuit = got
+        waiting = self._waiting[circuit.cid] = _Waiting()
+        try:
+            control = self._controls.get(circuit.conn)
+            notice = {"t": "incoming", "token": circuit.token, "peer": src}
+            if control is not None and not control.outbox.put(notice):
+                control.scope.cancel()  # it does not read its control channel
+            self._kick.set()
+            await waiting.taken.wait()
+            if waiting.stream is None:
+                await _refuse(stream, waiting.reason)
+                return
+            with waiting.scope:
+                await write_frame(waiting.stream, {"t": "ok"})
+                await write_frame(stream, {"t": "ok"})
+                await self._splice(stream, waiting.stream, circuit.cid, waiting.scope)
+        finally:
+            self.relay.close(circuit.cid)
+            del self._waiting[circuit.cid]
+            waiting.done.set()
+
+    async def _accept(self, stream: trio.SocketStream, token: bytes) -> None:
+        got = self.relay.accept(token, trio.current_time())
+        waiting = None if isinstance(got, Refusal) else self._waiting.get(got.cid)
+        if waiting is None:
+            await _refuse(stream, got.reason if isinstance(got, Refusal) else "circuit is gone")
+            return
+        waiting.stream = stream
+        waiting.taken.set()
+        self._kick.set()  # its deadline is the circuit's now
+        await waiting.done.wait()  # the connect side pumps; this stream stays open till then
+
+    async def _splice(
+        self, a: trio.abc.Stream, b: trio.abc.Stream, cid: int, scope: trio.CancelScope
+    ) -> None:
+        async def pump(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                while True:
+                    data = await src.receive_some(PUMP_READ)
+                    if not data:
+                        break
+                    wait = self.relay.carry(cid, len(data), trio.current_time())
+                    if isinstance(wait, Refusal):
+                        log.info("relay circuit %d closed: %s", cid, wait.reason)
+                        break
+                    if wait > 0:
+                        await trio.sleep(wait)
+                    await dst.send_all(data)
+            scope.cancel()  # either way ends: the circuit ends
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump, a, b)
+            nursery.start_soon(pump, b, a)
+
+    def _ended(self, cid: int, reason: str) -> None:
+        waiting = self._waiting.get(cid)
+        if waiting is None:
+            return
+        if waiting.stream is None:
+            waiting.reason = reason
+            waiting.taken.set()
+        else:
+            waiting.scope.cancel()
+
+    async def _timers(self) -> None:
+        while True:
+            with trio.move_on_at(self.relay.next_deadline()):
+                await self._kick.wait()
+            self._kick = trio.Event()
+            for ended in self.relay.expire(trio.current_time()):
+                if ended.kind == "reservation":
+                    control = self._controls.get(ended.key)
+                    if control is not None:
+                        control.scope.cancel()
+                else:
+                    self._ended(ended.key, ended.reason)
+
+
+async def _refuse(stream: trio.abc.Stream, reason: str) -> None:
+    with trio.move_on_after(2), contextlib.suppress(HopError):
+        await write_frame(stream, {"t": "refused", "reason": reason[:300]})
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
