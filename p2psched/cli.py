@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from p2psched.dht.node import DhtNode, open_dht_node
 from p2psched.dht.protocol import DhtConfig
 from p2psched.dht.records import MAX_VALUE_BYTES
 from p2psched.dht.routing import as_int
+from p2psched.gate.relay import RelayLimits
 from p2psched.identity import (
     IdentityError,
     create_identity,
@@ -285,28 +287,75 @@ async def _serve_node(node: Node, headline: str, api_port: int) -> None:
 
 
 def cmd_gate(args: argparse.Namespace) -> None:
+    if args.action == "status":
+        _gate_status(args)
+        return
     host, port = parse_hostport(args.listen, "--listen")
     data_dir = _data_dir(args)
     identity = load_or_create_identity(data_dir)
     seeds = [parse_hostport(other, "--bootstrap") for other in args.bootstrap]
+    limits = _relay_limits(Path(args.config)) if args.config else None
 
     async def main() -> None:
         async with open_node(
-            identity, data_dir, host=host, port=port, seeds=seeds, gate=True, resume=True
+            identity,
+            data_dir,
+            host=host,
+            port=port,
+            seeds=seeds,
+            gate=True,
+            resume=True,
+            relay_limits=limits,
         ) as n:
             await _serve_node(
                 n,
-                "gate {id} listening on {dht}\n"
-                "  workers join with: p2psched worker join --gate HOST:PORT; Ctrl-C to stop",
+                "gate {id} listening on {dht} (DHT on UDP, relay on TCP)\n"
+                "  workers join with: p2psched worker join --gate HOST:PORT; Ctrl-C to stop\n"
+                "  its relay: p2psched gate status",
                 args.api_port,
             )
 
     trio.run(main)
 
 
+def _relay_limits(path: Path) -> RelayLimits:
+    """The [relay] table of a gate's TOML config."""
+    try:
+        table = tomllib.loads(path.read_text()).get("relay", {})
+        if not isinstance(table, dict):
+            raise ValueError("[relay] must be a table")
+        return RelayLimits.from_mapping(table)
+    except OSError as e:
+        raise UsageError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+    except (tomllib.TOMLDecodeError, ValueError, TypeError) as e:
+        raise UsageError(f"--config {path}: {e}") from None
+
+
+def _gate_status(args: argparse.Namespace) -> None:
+    status = _view(args, "/v1/gate")
+    if status is None:
+        return
+    counters = status["counters"]
+    print(f"relay on {status['relay']} (TCP)")
+    print(f"reservations: {len(status['reservations'])}")
+    for r in status["reservations"]:
+        print(
+            f"  {r['peer']}  from {r['ip']}, for {r['since']:g}s, expires in {r['expires_in']:g}s"
+        )
+    print(f"circuits: {len(status['circuits'])}")
+    for c in status["circuits"]:
+        state = "up" if c["up"] else "waiting for the worker"
+        print(
+            f"  #{c['id']} {c['from'][:16]}… → {c['to'][:16]}…  {state}, "
+            f"{c['open_for']:g}s, {c['bytes']} bytes"
+        )
+    names = sorted(counters)
+    print("counters: " + (", ".join(f"{k}={counters[k]}" for k in names) or "none yet"))
+
+
 def cmd_node(args: argparse.Namespace) -> None:
-    gate = parse_hostport(args.gate, "--gate")
-    host, port = parse_hostport(args.listen, "--listen") if args.listen else (_near(gate), 0)
+    gates = [parse_hostport(g, "--gate") for g in args.gate]
+    host, port = parse_hostport(args.listen, "--listen") if args.listen else (_near(gates[0]), 0)
     data_dir = _data_dir(args)
     identity = load_or_create_identity(data_dir)
 
@@ -316,13 +365,13 @@ def cmd_node(args: argparse.Namespace) -> None:
             data_dir,
             host=host,
             port=port,
-            seeds=[gate],
+            seeds=gates,
             dht_client=args.client,
             resume=True,
         ) as n:
             await _serve_node(
                 n,
-                "node {id} joined through " + args.gate + "; DHT on {dht}\n"
+                "node {id} joined through " + ", ".join(args.gate) + "; DHT on {dht}\n"
                 "  submit jobs to it with: p2psched submit JOB.yaml; Ctrl-C to stop",
                 args.api_port,
             )
@@ -331,15 +380,15 @@ def cmd_node(args: argparse.Namespace) -> None:
 
 
 def cmd_worker_join(args: argparse.Namespace) -> None:
-    gate = parse_hostport(args.gate, "--gate")
+    gates = [parse_hostport(g, "--gate") for g in args.gate]
     config = load_config(Path(args.config)) if args.config else WorkerConfig()
-    host, port = parse_hostport(args.listen, "--listen") if args.listen else (_near(gate), 0)
+    host, port = parse_hostport(args.listen, "--listen") if args.listen else (_near(gates[0]), 0)
     data_dir = _data_dir(args)
     identity = load_or_create_identity(data_dir)
     max_ttl = DhtConfig().store.max_ttl
     if not 2 <= args.ad_ttl <= max_ttl:
         raise UsageError(f"--ad-ttl {args.ad_ttl:g}: choose between 2 and {max_ttl:.0f} seconds")
-    advertise = _route_host(host, gate)
+    advertise = _route_host(host, gates[0])
 
     async def main() -> None:
         async with open_node(
@@ -347,11 +396,12 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
             data_dir,
             host=host,
             port=port,
-            seeds=[gate],
+            seeds=gates,
             worker=config,
             advertise_host=advertise,
             ad_ttl=args.ad_ttl,
             resume=True,
+            reachability=args.reachability,
         ) as node:
             assert node.worker is not None
             try:
@@ -367,7 +417,10 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
 
 def _describe_worker(args: argparse.Namespace, worker: WorkerRole, config: WorkerConfig) -> None:
     detected, profile = worker.detected, worker.advert.profile
-    print(f"worker {worker.service.identity.node_id.hex()} joined through {args.gate}")
+    print(f"worker {worker.service.identity.node_id.hex()} joined through {', '.join(args.gate)}")
+    print(f"  reachability: {worker.reachability} ({worker.why})")
+    if worker.relay is not None:
+        print("  schedulers reach it through its gate's relay; it accepts no inbound connection")
 
     def gpus(found: tuple[Gpu, ...]) -> str:
         return ", ".join(f"{g.model} ({g.vram_gb:g} GiB)" for g in found) or "none"
@@ -442,6 +495,17 @@ def cmd_workers(args: argparse.Namespace) -> None:
     trio.run(main)
 
 
+def _view(args: argparse.Namespace, path: str, **params: Any) -> Any:
+    """GET `path` from the running node's API: printed as JSON (and None returned) with
+    --json, else returned for the command to show."""
+    with _client(args) as client:
+        got = client.get(path, **params)
+    if args.json:
+        print(json.dumps(got))
+        return None
+    return got
+
+
 def _client(args: argparse.Namespace) -> ControlClient:
     client = ControlClient.find(_data_dir(args))
     if client is None:
@@ -476,10 +540,8 @@ def cmd_worker_drain(args: argparse.Namespace) -> None:
 
 
 def cmd_jobs(args: argparse.Namespace) -> None:
-    with _client(args) as client:
-        jobs = client.get("/v1/jobs")
-    if args.json:
-        print(json.dumps(jobs))
+    jobs = _view(args, "/v1/jobs")
+    if jobs is None:
         return
     print(f"{'JOB':<28} {'STATE':<8} {'DONE':>11} {'FAILED':>6} {'SPENT':>9}")
     for j in jobs:
@@ -488,10 +550,8 @@ def cmd_jobs(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    with _client(args) as client:
-        status = client.get(f"/v1/jobs/{quote(args.job, safe='')}")
-    if args.json:
-        print(json.dumps(status))
+    status = _view(args, f"/v1/jobs/{quote(args.job, safe='')}")
+    if status is None:
         return
     print(f"job {status['job']}: {status['state']}, {status['completed']}/{status['total']} done")
     for state, n in sorted(status["counts"].items()):
@@ -504,10 +564,8 @@ def cmd_status(args: argparse.Namespace) -> None:
 
 def cmd_tasks(args: argparse.Namespace) -> None:
     params = {"state": args.state} if args.state else {}
-    with _client(args) as client:
-        tasks = client.get(f"/v1/jobs/{quote(args.job, safe='')}/tasks", **params)
-    if args.json:
-        print(json.dumps(tasks))
+    tasks = _view(args, f"/v1/jobs/{quote(args.job, safe='')}/tasks", **params)
+    if tasks is None:
         return
     for t in tasks:
         worker = (t["worker"] or "-")[:16]
@@ -518,10 +576,8 @@ def cmd_history(args: argparse.Namespace) -> None:
     job, _, index = args.task.rpartition("/")
     if not job or not index.isdigit():
         raise UsageError(f"{args.task!r}: give a task as JOB/N (see p2psched tasks JOB)")
-    with _client(args) as client:
-        view = client.get(f"/v1/jobs/{quote(job, safe='')}/tasks/{index}/history")
-    if args.json:
-        print(json.dumps(view))
+    view = _view(args, f"/v1/jobs/{quote(job, safe='')}/tasks/{index}/history")
+    if view is None:
         return
     print(f"{view['task']}: {view['state']}")
     for m in view["transitions"]:
@@ -706,11 +762,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--bootstrap", action="append", default=[], metavar="HOST:PORT", help="another gate"
     )
+    sp.add_argument(
+        "--config", help="TOML with a [relay] table of limits (see README: Running a gate)"
+    )
     sp.add_argument("--api-port", type=_port, default=0, help="control API port (default any)")
+    sp.add_argument(
+        "action", nargs="?", choices=["status"], help="status: the running gate's relay"
+    )
+    sp.add_argument("--json", action="store_true", help="status as JSON")
     sp.set_defaults(func=cmd_gate)
 
     sp = sub.add_parser("node", parents=[common], help="run a node that schedules jobs")
-    sp.add_argument("--gate", required=True, metavar="HOST:PORT", help="the gate to join through")
+    sp.add_argument(
+        "--gate",
+        required=True,
+        action="append",
+        metavar="HOST:PORT",
+        help="a gate to join through (repeatable)",
+    )
     sp.add_argument("--listen", metavar="HOST:PORT", help="where to bind (default: any free port)")
     sp.add_argument("--client", action="store_true", help="DHT client mode (behind NAT)")
     sp.add_argument("--api-port", type=_port, default=0, help="control API port (default any)")
@@ -789,7 +858,21 @@ def build_parser() -> argparse.ArgumentParser:
         dest="worker_command", required=True
     )
     sp = worker.add_parser("join", parents=[common], help="join through a gate and advertise")
-    sp.add_argument("--gate", required=True, metavar="HOST:PORT", help="the gate to join through")
+    sp.add_argument(
+        "--gate",
+        required=True,
+        action="append",
+        metavar="HOST:PORT",
+        help="a gate to join through, and to relay for it if it cannot be reached (repeatable: "
+        "it moves to the next when one goes away)",
+    )
+    sp.add_argument(
+        "--reachability",
+        choices=["auto", "public", "private"],
+        default="auto",
+        help="auto (default): ask a gate to dial it back; private: behind NAT, take tasks "
+        "through a gate's relay; public: schedulers can dial it",
+    )
     sp.add_argument("--config", help="the worker's TOML config (prices, drivers, models, labels)")
     sp.add_argument("--listen", metavar="HOST:PORT", help="where to bind (default: any free port)")
     sp.add_argument(

@@ -124,9 +124,19 @@ def make_app(node: Node, token: str) -> FastAPI:
             "roles": list(node.roles),
             "dht": host_port(host, port),
             "channel": node.worker.address if node.worker else None,
+            "reachability": node.worker.reachability if node.worker else None,
+            "reachability_why": node.worker.why if node.worker else None,
+            "relay_moves": node.worker.relay.moves if node.worker and node.worker.relay else 0,
             "routing_table": len(node.dht.protocol.routing),
             "jobs": len(node.jobs.jobs),
         }
+
+    @app.get("/v1/gate")
+    async def gate_status() -> dict[str, Any]:
+        """The gate's relay: its address, reservations, circuits, counters and limits."""
+        if node.gate is None:
+            raise HTTPException(404, "this node is not a gate (start one with p2psched gate)")
+        return node.gate.status()
 
     @app.post("/v1/jobs", status_code=201)
     async def submit(body: JobSubmission) -> dict[str, Any]:

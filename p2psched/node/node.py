@@ -227,6 +227,8 @@ async def _start_worker(
             await advert.amend(addresses=(address,))
 
         relay.on_address = moved
+        if relay.address is not None and relay.address != address:  # it moved meanwhile
+            nursery.start_soon(moved, relay.address)
     nursery.start_soon(_keep_ad_current, advert, manager)
     role = WorkerRole(service, advert, detected, address, reachability, why, relay)
     return role
