@@ -423,3 +423,54 @@ async def test_when_its_gate_dies_a_worker_moves_to_another_and_running_tasks_fi
             assert g1.gate is not None
             assert g1.gate.status()["counters"]["circuits_opened"] == 2
         nursery.cancel_scope.cancel()
+
+
+async def test_a_reservation_not_refreshed_expires_and_a_refreshed_one_stays(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    silent, kept = Identity.generate(), Identity.generate()
+
+    async def serve_worker(channel: SecureChannel) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        gate = Gate(Identity.generate(), RelayLimits(reservation_ttl=60.0))
+        address = await nursery.start(gate.serve)
+        await nursery.start(RelayClient(kept, [address], serve_worker).serve)
+        async with open_control(address, silent) as channel:
+            await channel.send({"t": "reserve"})
+            assert (await channel.receive())["t"] == "reserved"
+            await trio.sleep(300)  # five TTLs: one never refreshed, the other every 20 s
+            with pytest.raises(ChannelError):
+                await channel.receive()  # the gate hung up on the silent one
+        assert [r["peer"] for r in gate.status()["reservations"]] == [kept.node_id.hex()]
+        assert gate.relay.counters["reservations_expired"] == 1
+        assert gate.relay.counters["reservations_refreshed"] >= 14
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_circuit_past_its_time_limit_is_closed_and_the_scheduler_can_redial(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    scheduler, worker = Identity.generate(), Identity.generate()
+
+    async def serve_worker(channel: SecureChannel) -> None:
+        async for message in channel:
+            await channel.send(message)
+
+    async with trio.open_nursery() as nursery:
+        gate = Gate(Identity.generate(), RelayLimits(circuit_seconds=600.0))
+        address = await nursery.start(gate.serve)
+        relayed = await nursery.start(RelayClient(worker, [address], serve_worker).serve)
+        async with open_worker_channel(relayed, scheduler, expected_peer=worker.node_id) as ch:
+            await ch.send({"t": "ping"})
+            assert await ch.receive() == {"t": "ping"}
+            await trio.sleep(601)
+            with pytest.raises(ChannelError):
+                await ch.send({"t": "ping"})
+                await ch.receive()
+        async with open_worker_channel(relayed, scheduler, expected_peer=worker.node_id) as ch:
+            await ch.send({"t": "again"})
+            assert await ch.receive() == {"t": "again"}
+        assert gate.relay.counters["circuits_closed"] == 1
+        nursery.cancel_scope.cancel()
