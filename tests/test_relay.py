@@ -6,6 +6,7 @@ moves to another and its tasks still finish."""
 from __future__ import annotations
 
 import contextlib
+import struct
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -14,11 +15,12 @@ from typing import Any
 import pytest
 import trio
 
+from p2psched.gate import service
 from p2psched.gate.client import RelayClient, check_reachability, open_control, open_worker_channel
 from p2psched.gate.relay import Bandwidth, Refusal, Relay, RelayLimits
 from p2psched.gate.service import Gate
 from p2psched.identity import Identity
-from p2psched.node.node import Node, open_node
+from p2psched.node.node import JoinError, Node, open_node
 from p2psched.scheduler.jobspec import parse_job
 from p2psched.wire.channel import SecureChannel
 from p2psched.wire.hop import parse_relay_address, relay_address
@@ -370,9 +372,7 @@ async def test_a_malformed_control_message_is_refused_and_the_gate_goes_on(tmp_p
         await stream.send_all(b"\xff\xff" + b"x" * 10)
         assert b"refused" in await stream.receive_some(1024)
         await stream.aclose()
-        async with open_control(address, me) as channel:  # still serving
-            await channel.send({"t": "reserve"})
-            assert (await channel.receive())["t"] == "reserved"
+        await assert_reserves(address, me)  # still serving
         nursery.cancel_scope.cancel()
 
 
@@ -474,3 +474,186 @@ async def test_a_circuit_past_its_time_limit_is_closed_and_the_scheduler_can_red
             assert await ch.receive() == {"t": "again"}
         assert gate.relay.counters["circuits_closed"] == 1
         nursery.cancel_scope.cancel()
+
+
+# -- hostile peers: the gate goes on, and one address cannot shut out another --------------
+
+
+async def test_connections_reset_at_once_do_not_stop_the_gate(tmp_path: Path) -> None:
+    me = Identity.generate()
+    async with trio.open_nursery() as nursery:
+        gate = Gate(Identity.generate())
+        address = await nursery.start(gate.serve)
+        for _ in range(200):  # connect, then reset (RST) before the gate looks at the peer
+            sock = trio.socket.socket()
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await sock.connect(address)
+            sock.close()
+        await trio.sleep(0.2)
+        await assert_reserves(address, me)
+        nursery.cancel_scope.cancel()
+
+
+async def test_silent_connections_from_one_address_do_not_shut_out_another(
+    tmp_path: Path,
+) -> None:
+    me = Identity.generate()
+    async with trio.open_nursery() as nursery:
+        gate = Gate(Identity.generate())
+        address = await nursery.start(gate.serve)
+        silent = [
+            await trio.open_tcp_stream(*address, local_address="127.0.0.2")
+            for _ in range(service.MAX_OPENING_PER_IP + 4)
+        ]
+        await trio.sleep(0.2)
+        assert gate._opening["127.0.0.2"] == service.MAX_OPENING_PER_IP  # the rest were shed
+        assert gate.relay.counters["connections_shed"] == 4
+        await assert_reserves(address, me)  # from 127.0.0.1: served
+        for stream in silent:
+            await stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_control_channel_without_a_reservation_is_closed_when_idle(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    me = Identity.generate()
+    async with gate_at() as (gate, address):
+        async with open_control(address, me) as idle, open_control(address, me) as holder:
+            await holder.send({"t": "reserve"})
+            assert (await holder.receive())["t"] == "reserved"
+            refused = await idle.receive()  # after 30 s of nothing
+            assert refused["t"] == "refused" and "idle" in refused["reason"]
+            with pytest.raises(ChannelError):
+                await idle.receive()
+            await holder.send({"t": "reserve"})  # the one with a reservation stays
+            assert (await holder.receive())["t"] == "reserved"
+
+
+def test_one_address_cannot_take_every_circuit_under_many_ids() -> None:
+    relay = Relay(RelayLimits(circuits=100, circuits_per_ip=3))
+    w = b"w" * 32
+    relay.reserve(1, w, "10.0.0.9", 0.0)
+    for i in range(3):  # a fresh id each time: the per-peer limit alone would not stop it
+        assert not isinstance(relay.request(bytes([i]) * 32, "10.0.0.66", w, 0.0), Refusal)
+    sybil = relay.request(b"x" * 32, "10.0.0.66", w, 0.0)
+    assert isinstance(sybil, Refusal) and "from your address 10.0.0.66" in sybil.reason
+    assert not isinstance(relay.request(b"h" * 32, "10.0.0.1", w, 0.0), Refusal)
+
+
+@asynccontextmanager
+async def gate_at(
+    limits: RelayLimits | None = None,
+) -> AsyncIterator[tuple[Gate, tuple[str, int]]]:
+    """A gate's relay on loopback, stopped on leaving."""
+    async with trio.open_nursery() as nursery:
+        gate = Gate(Identity.generate(), limits)
+        yield gate, await nursery.start(gate.serve)
+        nursery.cancel_scope.cancel()
+
+
+async def assert_reserves(address: tuple[str, int], me: Identity) -> None:
+    """The gate at `address` gives `me` a reservation: it serves."""
+    async with open_control(address, me) as channel:
+        await channel.send({"t": "reserve"})
+        assert (await channel.receive())["t"] == "reserved"
+
+
+def leaves(group: BaseException) -> list[BaseException]:
+    if isinstance(group, BaseExceptionGroup):
+        return [leaf for e in group.exceptions for leaf in leaves(e)]
+    return [group]
+
+
+class Chatty(Gate):
+    """A gate that answers a reservation with a message no worker knows (a newer version, a
+    bug, or malice)."""
+
+    def _reserve(self, control: Any) -> None:
+        super()._reserve(control)
+        control.outbox.put({"t": "notice", "text": "hello from the future"})
+
+
+async def test_a_gate_that_says_something_unknown_is_left_for_the_next(tmp_path: Path) -> None:
+    worker = Identity.generate()
+
+    async def serve_worker(channel: SecureChannel) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        odd = await nursery.start(Chatty(Identity.generate()).serve)
+        good_gate = Gate(Identity.generate())
+        good = await nursery.start(good_gate.serve)
+        client = RelayClient(worker, [odd, good], serve_worker)
+        first = await nursery.start(client.serve)
+        assert first.startswith(f"127.0.0.1:{odd[1]}/relay/")
+        with trio.fail_after(20):
+            while client.moves == 0:
+                await trio.sleep(0.05)
+        assert client.address == relay_address(f"127.0.0.1:{good[1]}", worker.node_id)
+        assert "does not understand" in client.reasons[f"127.0.0.1:{odd[1]}"]
+        assert len(good_gate.status()["reservations"]) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_worker_no_gate_will_relay_for_is_told_why(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        full = await stack.enter_async_context(
+            open_node(
+                Identity.generate(),
+                tmp_path / "g",
+                gate=True,
+                relay_limits=RelayLimits(reservations=1),
+            )
+        )
+        await private_workers(stack, tmp_path, [full.dht.address], 1)  # takes the one place
+        said: list[str] = []
+        try:
+            async with open_node(
+                Identity.generate(),
+                tmp_path / "late",
+                seeds=[full.dht.address],
+                worker=ECHO,
+                detected=MACHINE,
+                reachability="private",
+            ):
+                pass
+        except* JoinError as group:  # (from inside the node's nurseries)
+            said = [str(e) for e in leaves(group)]
+        assert len(said) == 1 and "no gate would relay" in said[0], said
+        assert "limit of 1 reservations" in said[0]
+
+
+async def test_a_worker_whose_tcp_port_is_taken_listens_on_another(tmp_path: Path) -> None:
+    blocker = trio.socket.socket()
+    await blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]  # taken on TCP; free on UDP for the DHT
+    async with open_node(
+        Identity.generate(),
+        tmp_path / "w",
+        port=port,
+        worker=ECHO,
+        detected=MACHINE,
+        reachability="public",
+    ) as node:
+        assert node.dht.address[1] == port
+        assert node.worker is not None and not node.worker.address.endswith(f":{port}")
+    blocker.close()
+
+
+async def test_dial_backs_are_shared_by_address_and_a_busy_gate_means_the_relay(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    me = Identity.generate()
+    async with gate_at() as (gate, address):
+        listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+        port = listener.socket.getsockname()[1]  # listens, so the gate reaches it, but no Noise
+        gate._dialbacks["127.0.0.2"] = service.MAX_DIALBACKS_PER_IP  # another address's share
+        check = await check_reachability([address], me, port)
+        assert check is not None and check.seen == f"127.0.0.1:{port}"  # it was checked
+        gate._dialbacks["127.0.0.1"] = service.MAX_DIALBACKS_PER_IP  # now ours is taken
+        check = await check_reachability([address], me, port)
+        assert check is not None and not check.reachable and check.seen == ""
+        assert "no gate would check it" in check.reason and "busy" in check.reason
+        await listener.aclose()

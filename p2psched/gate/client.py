@@ -46,6 +46,8 @@ Handler = Callable[[SecureChannel], Awaitable[None]]
 ANSWER_SECONDS = 15.0  # for a gate to answer a reservation or a dial-back
 CIRCUIT_SECONDS = 25.0  # for a gate to give us a circuit (it waits up to 10 s on the worker)
 RETRY_SECONDS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # between rounds over every gate
+STEADY_SECONDS = 60.0  # a reservation held this long was no flap: the next move is at once
+DIALBACK_ROUNDS = 3  # asking gates that were busy with dial-backs again
 
 
 class RelayError(Exception):
@@ -83,17 +85,29 @@ async def _open_stream(gate: Addr, timeout: float) -> tuple[trio.SocketStream, d
     return stream, hello
 
 
+async def _request(
+    stream: trio.SocketStream, frame: dict[str, Any], timeout: float, what: str
+) -> None:
+    """Send the gate `frame` and wait for its `ok`. Anything else closes the stream and raises
+    a `ChannelError` saying why (a `HopError` with the gate's reason, if it refused)."""
+    try:
+        await write_frame(stream, frame)
+        with trio.fail_after(timeout):
+            await read_frame(stream, "ok")
+    except BaseException as e:
+        await stream.aclose()
+        if isinstance(e, trio.TooSlowError):
+            raise ChannelError(f"the gate gave no answer for {what} within {timeout:g} s") from None
+        raise
+
+
 @asynccontextmanager
 async def open_control(
     gate: Addr, identity: Identity, timeout: float = HANDSHAKE_TIMEOUT
 ) -> AsyncIterator[SecureChannel]:
     """A secure control channel to the gate at `gate` (its identity is the one its hello gave)."""
     stream, hello = await _open_stream(gate, timeout)
-    try:
-        await write_frame(stream, {"t": "control"})
-    except BaseException:
-        await stream.aclose()
-        raise
+    await _request(stream, {"t": "control"}, timeout, "a control channel")
     async with secure_stream(
         stream, identity, initiator=True, expected_peer=hello["gate"], timeout=timeout
     ) as channel:
@@ -113,21 +127,33 @@ async def _ask(channel: SecureChannel, message: dict[str, Any], *answers: str) -
 async def check_reachability(
     gates: Sequence[Addr], identity: Identity, port: int
 ) -> Reachability | None:
-    """Ask the gates, in order, to dial this node back on `port`: the first answer. None when
-    no gate answered (then nobody knows)."""
-    for gate in gates:
-        try:
-            async with open_control(gate, identity) as channel:
-                got = await _ask(
-                    channel, {"t": "dialback", "port": port}, "reachability", "refused"
-                )
-        except (ChannelError, SchemaError) as e:
-            log.info("reachability check through %s failed: %s", gate_text(gate), e)
-            continue
-        if got["t"] == "refused":
-            log.info("gate %s would not dial back: %s", gate_text(gate), got["reason"])
-            continue
-        return Reachability(got["reachable"], got["seen"], got["reason"], gate_text(gate))
+    """Ask the gates, in order, to dial this node back on `port`: the first answer. Gates
+    busy with others' dial-backs are asked again a little later. When gates answered but none
+    would check, unreachable (with no `seen`): a relay works either way, a direct address only
+    if it is right. None when no gate answered at all."""
+    refusals: list[str] = []
+    for attempt in range(DIALBACK_ROUNDS):
+        busy = False
+        for gate in gates:
+            try:
+                async with open_control(gate, identity) as channel:
+                    ask = {"t": "dialback", "port": port}
+                    got = await _ask(channel, ask, "reachability", "refused")
+            except (ChannelError, SchemaError) as e:
+                log.info("reachability check through %s failed: %s", gate_text(gate), e)
+                continue
+            if got["t"] == "refused":
+                log.info("gate %s would not dial back: %s", gate_text(gate), got["reason"])
+                busy = busy or got["reason"].startswith("busy")
+                refusals.append(f"{gate_text(gate)}: {got['reason']}")
+                continue
+            return Reachability(got["reachable"], got["seen"], got["reason"], gate_text(gate))
+        if not busy:
+            break
+        await trio.sleep(2.0 * (attempt + 1))
+    if refusals:
+        reason = f"no gate would check it ({refusals[-1]})"
+        return Reachability(False, "", reason, refusals[-1].split(": ", 1)[0])
     return None
 
 
@@ -148,15 +174,7 @@ async def open_worker_channel(
     if worker != expected_peer:
         raise ValueError(f"relay address {address!r} names another worker")
     stream, hello = await _open_stream(split_host_port(gate), timeout)
-    try:
-        await write_frame(stream, connect_request(identity, hello, worker))
-        with trio.fail_after(CIRCUIT_SECONDS):
-            await read_frame(stream, "ok")
-    except BaseException as e:
-        await stream.aclose()
-        if isinstance(e, trio.TooSlowError):
-            raise ChannelError(f"the gate at {gate} gave no circuit in time") from None
-        raise
+    await _request(stream, connect_request(identity, hello, worker), CIRCUIT_SECONDS, "a circuit")
     async with secure_stream(
         stream, identity, initiator=True, expected_peer=worker, timeout=timeout
     ) as channel:
@@ -185,49 +203,60 @@ class RelayClient:
         self._nursery: trio.Nursery | None = None
 
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            failure = await self._keep(task_status)
+            nursery.cancel_scope.cancel()
+        raise RelayError(failure)  # out here, as itself (not inside a nursery's group)
+
+    async def _keep(self, task_status: trio.TaskStatus[str]) -> str:
+        """Hold a reservation on one gate after another, forever, once one gate took it;
+        until then, the reasons why none would."""
         started = False
         retries = iter(RETRY_SECONDS)
         after = -1  # the index of the gate last lost: the next round starts past it
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            while True:
-                for i in [*range(after + 1, len(self.gates)), *range(after + 1)]:
-                    gate = self.gates[i]
-                    held = False
-                    try:
-                        async with open_control(gate, self.identity) as channel:
-                            got = await _ask(channel, {"t": "reserve"}, "reserved", "refused")
-                            if got["t"] == "refused":
-                                self.reasons[gate_text(gate)] = got["reason"]
-                                continue
-                            held = True
-                            if self.address is not None:
-                                self.moves += 1
-                            self.address = relay_address(gate_text(gate), self.identity.node_id)
-                            log.info("relay reservation on %s: %s", gate_text(gate), self.address)
-                            if self.on_address is not None:
-                                await self.on_address(self.address)
-                            if not started:
-                                started = True
-                                task_status.started(self.address)
-                            retries = iter(RETRY_SECONDS)
-                            reason = await self._hold(gate, channel, got["ttl"])
-                    except (ChannelError, SchemaError) as e:
-                        reason = str(e)
-                    self.reasons[gate_text(gate)] = reason
-                    if held:
-                        log.warning("lost the relay reservation on %s: %s", gate_text(gate), reason)
-                        after = i
-                        break
-                else:
-                    if not started:
-                        why = "; ".join(f"{g}: {r}" for g, r in self.reasons.items())
-                        raise RelayError(f"no gate would relay for this worker ({why})")
-                    await trio.sleep(next(retries, RETRY_SECONDS[-1]))
+        while True:
+            for i in [*range(after + 1, len(self.gates)), *range(after + 1)]:
+                gate = self.gates[i]
+                since = None
+                try:
+                    async with open_control(gate, self.identity) as channel:
+                        got = await _ask(channel, {"t": "reserve"}, "reserved", "refused")
+                        if got["t"] == "refused":
+                            self.reasons[gate_text(gate)] = got["reason"]
+                            continue
+                        since = trio.current_time()
+                        if self.address is not None:
+                            self.moves += 1
+                        self.address = relay_address(gate_text(gate), self.identity.node_id)
+                        log.info("relay reservation on %s: %s", gate_text(gate), self.address)
+                        if self.on_address is not None:  # not waited for: circuits come now
+                            assert self._nursery is not None
+                            self._nursery.start_soon(self.on_address, self.address)
+                        if not started:
+                            started = True
+                            task_status.started(self.address)
+                        reason = await self._hold(gate, channel, got["ttl"])
+                except (ChannelError, SchemaError) as e:
+                    reason = str(e)
+                self.reasons[gate_text(gate)] = reason
+                if since is not None:
+                    log.warning("lost the relay reservation on %s: %s", gate_text(gate), reason)
+                    after = i
+                    if trio.current_time() - since >= STEADY_SECONDS:
+                        retries = iter(RETRY_SECONDS)  # it held a while: move on at once
+                    else:  # a gate that takes us and drops us: not in a tight loop
+                        await trio.sleep(next(retries, RETRY_SECONDS[-1]))
+                    break
+            else:
+                if not started:
+                    why = "; ".join(f"{g}: {r}" for g, r in self.reasons.items())
+                    return f"no gate would relay for this worker ({why})"
+                await trio.sleep(next(retries, RETRY_SECONDS[-1]))
 
     async def _hold(self, gate: Addr, channel: SecureChannel, ttl: float) -> str:
         """Keep the reservation (refreshed every third of its TTL) and take up circuits, until
-        the gate refuses, goes silent or closes; returns why."""
+        the gate refuses, goes silent, closes or breaks the protocol; returns why."""
         answered = trio.Event()
         answered.set()
         lost = ""
@@ -238,13 +267,17 @@ class RelayClient:
                 while True:
                     await trio.sleep(ttl / 3)
                     answered = trio.Event()
-                    await channel.send({"t": "reserve"})
+                    try:
+                        await channel.send({"t": "reserve"})
+                    except ChannelError as e:
+                        lost = str(e)
+                        break
                     with trio.move_on_after(ANSWER_SECONDS):
                         await answered.wait()
                         continue
                     lost = f"the gate did not answer a refresh within {ANSWER_SECONDS:g} s"
-                    nursery.cancel_scope.cancel()
-                    return
+                    break
+                nursery.cancel_scope.cancel()
 
             nursery.start_soon(refresh)
             try:
@@ -259,6 +292,8 @@ class RelayClient:
                         self._nursery.start_soon(self._take, gate, got["token"])
             except ChannelError as e:
                 return lost or str(e)
+            except SchemaError as e:
+                return f"the gate sent a message this worker does not understand ({e})"
             finally:
                 nursery.cancel_scope.cancel()
         return lost
@@ -266,13 +301,7 @@ class RelayClient:
     async def _take(self, gate: Addr, token: bytes) -> None:
         try:
             stream, _ = await _open_stream(gate, HANDSHAKE_TIMEOUT)
-            try:
-                await write_frame(stream, {"t": "accept", "token": token})
-                with trio.fail_after(HANDSHAKE_TIMEOUT):
-                    await read_frame(stream, "ok")
-            except BaseException:
-                await stream.aclose()
-                raise
+            await _request(stream, {"t": "accept", "token": token}, HANDSHAKE_TIMEOUT, "a circuit")
             async with secure_stream(stream, self.identity, initiator=False) as channel:
                 await self.handle(channel)
         except (ChannelError, trio.TooSlowError) as e:

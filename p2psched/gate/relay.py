@@ -34,6 +34,7 @@ class RelayLimits:
     reservation_ttl: float = 120.0  # seconds; a reservation not refreshed in time ends
     circuits: int = 4096  # open at once, through this gate
     circuits_per_peer: int = 16  # opened by one peer (a scheduler), to any workers
+    circuits_per_ip: int = 64  # opened from one address (ids cost nothing to make)
     circuit_bytes: int = 1 << 30  # both ways together; then the circuit is closed
     circuit_seconds: float = 3600.0  # then the circuit is closed (the scheduler redials)
     bandwidth: float = 125e6  # bytes per second through the relay, all circuits (1 Gbit/s)
@@ -137,7 +138,7 @@ class Relay:
             self.counters["reservations_refreshed"] += 1
             return held
         mine = sum(1 for r in self._reservations.values() if r.peer == peer)
-        same_ip = sum(1 for r in self._reservations.values() if _subnet(r.ip) == _subnet(ip))
+        same_ip = sum(1 for r in self._reservations.values() if subnet(r.ip) == subnet(ip))
         refusal = None
         if len(self._reservations) >= lim.reservations:
             refusal = (
@@ -171,6 +172,10 @@ class Relay:
             self.close(cid)
         return ended
 
+    def holds(self, conn: int) -> bool:
+        """Whether the control connection `conn` holds a reservation."""
+        return conn in self._reservations
+
     def holder(self, peer: bytes) -> Reservation | None:
         """The peer's newest reservation (where its circuits are announced)."""
         held = [r for r in self._reservations.values() if r.peer == peer]
@@ -184,6 +189,7 @@ class Relay:
         lim = self.limits
         target = self.holder(dst)
         opened = sum(1 for c in self._circuits.values() if c.src == src)
+        from_ip = sum(1 for c in self._circuits.values() if subnet(c.src_ip) == subnet(src_ip))
         refusal = None
         if target is None:
             refusal = f"worker {dst.hex()[:16]}… holds no reservation on this gate"
@@ -193,6 +199,11 @@ class Relay:
             refusal = (
                 f"this peer has {opened} circuits open through this gate (the limit); "
                 "close one before opening another"
+            )
+        elif from_ip >= lim.circuits_per_ip:
+            refusal = (
+                f"{from_ip} circuits are open from your address {src_ip} (the limit per "
+                "address); close one before opening another"
             )
         if refusal is not None or target is None:
             self.counters["circuits_refused"] += 1
@@ -299,7 +310,7 @@ class Relay:
         }
 
 
-def _subnet(ip: str) -> str:
+def subnet(ip: str) -> str:
     """The unit the per-address limit counts: the address for IPv4 (a home router's one),
     the /64 for IPv6 (a home gets a whole prefix)."""
     try:

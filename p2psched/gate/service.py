@@ -14,15 +14,17 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
-from p2psched.gate.relay import Circuit, Refusal, Relay, RelayLimits
+from p2psched.gate.relay import Circuit, Refusal, Relay, RelayLimits, subnet
 from p2psched.identity import Identity
-from p2psched.wire.channel import Outbox, open_channel, secure_stream
+from p2psched.wire.channel import Outbox, SecureChannel, open_channel, secure_stream
 from p2psched.wire.hop import (
     NONCE_BYTES,
     HopError,
@@ -35,10 +37,17 @@ from p2psched.wire.noise import ChannelError
 from p2psched.wire.schema import SchemaError
 
 log = logging.getLogger(__name__)
+# What one address may hold of the gate, beside the relay's own limits: each is shared by
+# everyone too, so one host's share is kept well below the whole.
 OPENING_SECONDS = 10.0  # to say what a connection is for, after the gate's hello
 MAX_OPENING = 256  # connections that have not said yet: more are closed at once
+MAX_OPENING_PER_IP = 16
+MAX_CONTROLS = 8192  # control channels open at once
+MAX_CONTROLS_PER_IP = 32
+CONTROL_IDLE_SECONDS = 30.0  # a control channel that holds no reservation is closed after
 DIALBACK_SECONDS = 5.0
 MAX_DIALBACKS = 32  # dial-backs in flight at once
+MAX_DIALBACKS_PER_IP = 2
 PUMP_READ = 1 << 18  # bytes per read: fewer, larger steps cost the gate less CPU per byte
 
 
@@ -71,8 +80,9 @@ class Gate:
         self._controls: dict[int, _Control] = {}
         self._waiting: dict[int, _Waiting] = {}
         self._conns = itertools.count(1)
-        self._opening = 0
-        self._dialbacks = 0
+        self._opening: Counter[str] = Counter()  # per address: connections not yet said
+        self._dialbacks: Counter[str] = Counter()  # per address: dial-backs in flight
+        self._control_ips: Counter[str] = Counter()  # per address: control channels
         self._kick = trio.Event()
 
     async def serve(
@@ -98,38 +108,60 @@ class Gate:
 
     async def _one(self, stream: trio.SocketStream) -> None:
         async with stream:
-            if self._opening >= MAX_OPENING:
-                self.relay.counters["connections_shed"] += 1
-                return
-            self._opening += 1
+            try:
+                await self._serve_one(stream)
+            except Exception:  # one peer's trouble must not end the listener (nor the gate)
+                log.exception("relay connection dropped after an unexpected error")
+
+    async def _serve_one(self, stream: trio.SocketStream) -> None:
+        try:
             ip, port = stream.socket.getpeername()[:2]
-            nonce = os.urandom(NONCE_BYTES)
-            request = None
-            try:
-                hello = {"t": "hello", "gate": self.identity.node_id, "nonce": nonce}
-                with trio.move_on_after(OPENING_SECONDS):
-                    await write_frame(stream, {**hello, "seen": _host_port(ip, port)})
-                    request = await read_frame(stream, "control", "connect", "accept")
-            except HopError as e:
-                await _refuse(stream, str(e))
-                return
-            finally:
-                self._opening -= 1
-            try:
-                if request is None:
-                    return  # it said nothing in time
-                if request["t"] == "control":
-                    await self._control(stream, ip)
-                elif request["t"] == "connect":
-                    await self._connect(stream, ip, request, nonce)
-                else:
-                    await self._accept(stream, request["token"])
-            except HopError as e:
-                log.debug("relay connection from %s ended: %s", ip, e)
+        except OSError:
+            return  # it reset the connection before we looked
+        net = subnet(ip)
+        if self._opening.total() >= MAX_OPENING or self._opening[net] >= MAX_OPENING_PER_IP:
+            self.relay.counters["connections_shed"] += 1
+            return
+        self._opening[net] += 1
+        nonce = os.urandom(NONCE_BYTES)
+        request = None
+        try:
+            hello = {"t": "hello", "gate": self.identity.node_id, "nonce": nonce}
+            with trio.move_on_after(OPENING_SECONDS):
+                await write_frame(stream, {**hello, "seen": _host_port(ip, port)})
+                request = await read_frame(stream, "control", "connect", "accept")
+        except HopError as e:
+            await _refuse(stream, str(e))
+            return
+        finally:
+            self._opening[net] -= 1
+            if not self._opening[net]:
+                del self._opening[net]
+        try:
+            if request is None:
+                return  # it said nothing in time
+            if request["t"] == "control":
+                await self._control(stream, ip)
+            elif request["t"] == "connect":
+                await self._connect(stream, ip, request, nonce)
+            else:
+                await self._accept(stream, request["token"])
+        except HopError as e:
+            log.debug("relay connection from %s ended: %s", ip, e)
 
     async def _control(self, stream: trio.SocketStream, ip: str) -> None:
+        net = subnet(ip)
+        if (
+            self._control_ips.total() >= MAX_CONTROLS
+            or self._control_ips[net] >= MAX_CONTROLS_PER_IP
+        ):
+            self.relay.counters["connections_shed"] += 1
+            await _refuse(stream, f"too many control connections from {ip}; close some first")
+            return
         conn = next(self._conns)
+        self._control_ips[net] += 1  # from before its handshake: those count too
         try:
+            await write_frame(stream, {"t": "ok"})
             async with secure_stream(stream, self.identity, initiator=False) as channel:
                 control = _Control(
                     conn, channel.peer.node_id, ip, Outbox(channel), trio.CancelScope()
@@ -138,27 +170,45 @@ class Gate:
                 with control.scope:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(control.outbox.run)
-                        try:
-                            while True:  # until the channel ends (ChannelError)
-                                raw = await channel.receive()
-                                message = parse_control(raw, "reserve", "dialback")
-                                if message["t"] == "reserve":
-                                    self._reserve(control)
-                                else:
-                                    self._dialback(nursery, control, message["port"])
-                        except SchemaError as e:  # say why, then hang up
-                            refusal = {"t": "refused", "reason": str(e)[:300]}
-                            with trio.move_on_after(2), contextlib.suppress(ChannelError):
-                                await channel.send(refusal)
-                        except ChannelError:
-                            pass  # it closed, or broke: its reservation ends below
+                        await self._control_loop(nursery, control, channel)
                         nursery.cancel_scope.cancel()
         except ChannelError:
             pass
         finally:
+            self._control_ips[net] -= 1
+            if not self._control_ips[net]:
+                del self._control_ips[net]
             self._controls.pop(conn, None)
             for cid in self.relay.release(conn):
                 self._ended(cid, "the worker's control connection to the gate closed")
+
+    async def _control_loop(
+        self, nursery: trio.Nursery, control: _Control, channel: SecureChannel
+    ) -> None:
+        """Serve a control channel's requests until it ends, breaks a rule (it is told why),
+        or stays idle without a reservation (a held slot of ours with no use)."""
+        refusal = None
+        try:
+            while True:
+                idle = not self.relay.holds(control.conn) and not control.dialing
+                with trio.move_on_after(CONTROL_IDLE_SECONDS if idle else math.inf) as wait:
+                    raw = await channel.receive()
+                if wait.cancelled_caught:
+                    if self.relay.holds(control.conn) or control.dialing:
+                        continue
+                    refusal = f"idle for {CONTROL_IDLE_SECONDS:g} s without a reservation"
+                    break
+                message = parse_control(raw, "reserve", "dialback")
+                if message["t"] == "reserve":
+                    self._reserve(control)
+                else:
+                    self._dialback(nursery, control, message["port"])
+        except SchemaError as e:
+            refusal = str(e)
+        except ChannelError:
+            return  # it closed, or broke: its reservation ends with it
+        with trio.move_on_after(2), contextlib.suppress(ChannelError):  # say why, then hang up
+            await channel.send({"t": "refused", "reason": refusal[:300]})
 
     def _reserve(self, control: _Control) -> None:
         got = self.relay.reserve(control.conn, control.peer, control.ip, trio.current_time())
@@ -171,12 +221,20 @@ class Gate:
     def _dialback(self, nursery: trio.Nursery, control: _Control, port: int) -> None:
         """Dial the caller back at the address it came from, on `port`: only that address,
         so a gate cannot be made to probe someone else's machine."""
-        if control.dialing or self._dialbacks >= MAX_DIALBACKS:
-            reason = "a dial-back is already under way; wait for its answer"
+        net = subnet(control.ip)
+        if control.dialing:
+            reason = "a dial-back is already under way on this channel; wait for its answer"
+        elif (
+            self._dialbacks.total() >= MAX_DIALBACKS or self._dialbacks[net] >= MAX_DIALBACKS_PER_IP
+        ):
+            reason = "busy: the gate is dialing back as many as it will; retry in a few seconds"
+        else:
+            reason = ""
+        if reason:
             control.outbox.put({"t": "refused", "reason": reason})
             return
         control.dialing = True
-        self._dialbacks += 1
+        self._dialbacks[net] += 1
 
         async def dial() -> None:
             reachable, reason = False, ""
@@ -193,7 +251,9 @@ class Gate:
                 reason = str(e)[:300]
             finally:
                 control.dialing = False
-                self._dialbacks -= 1
+                self._dialbacks[net] -= 1
+                if not self._dialbacks[net]:
+                    del self._dialbacks[net]
             self.relay.counters[
                 "dialbacks_reachable" if reachable else "dialbacks_unreachable"
             ] += 1

@@ -205,6 +205,8 @@ async def _start_worker(
         elif check is not None:
             reachability = "private"
             why = f"the gate at {check.gate} could not dial it back at {check.seen}: {check.reason}"
+            if not check.seen:  # none would try: the relay works whether it could or not
+                why = f"{check.reason}; it takes tasks through a relay, which works either way"
         elif gates:
             why = "no gate answered the reachability check: taken as reachable"
     relay = None
@@ -215,7 +217,7 @@ async def _start_worker(
         relay = RelayClient(node.identity, gates, service.handle)
         try:
             address = await nursery.start(relay.serve)
-        except RelayError as e:
+        except RelayError as e:  # (raised before it started: as itself, not in a group)
             raise JoinError(str(e)) from None
     profile = config.profile(detected, addresses=(address,))
     advert = Advert(node.dht, profile, ttl=ad_ttl)

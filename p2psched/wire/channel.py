@@ -242,11 +242,13 @@ async def serve_channels(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
+    listeners: list[trio.SocketListener] | None = None,
     timeout: float = HANDSHAKE_TIMEOUT,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept TCP connections and run `handler` on each one's channel. A connection that fails
-    its handshake, or whose handler ends with a channel error, is closed and forgotten."""
+    """Accept TCP connections (on `listeners`, or on new ones at `host:port`) and run
+    `handler` on each one's channel. A connection that fails its handshake, or whose handler
+    ends with a channel error, is closed and forgotten."""
 
     async def one(stream: trio.SocketStream) -> None:
         try:
@@ -257,7 +259,8 @@ async def serve_channels(
         except Exception:  # a bug in handling one peer must not take down the service
             log.exception("dropped a connection after an error in its handler")
 
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    if listeners is None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.serve_listeners, one, listeners)

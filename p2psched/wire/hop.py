@@ -4,8 +4,9 @@ worker behind NAT advertises.
 Every connection to a gate's relay port starts in the clear with short framed messages (a
 2-byte length, then MessagePack): the gate's `hello` (a fresh nonce, and the address it sees
 the caller at), then the caller's one request:
-- `control`: a node's channel to the gate. Both run the Noise handshake on it, and the secure
-  channel carries `reserve`, `dialback` and the gate's `incoming` notices (schemas below).
+- `control`: a node's channel to the gate. The gate answers `ok` (or refuses), then both run
+  the Noise handshake on it, and the secure channel carries `reserve`, `dialback` and the
+  gate's `incoming` notices (schemas below).
 - `connect`: a scheduler asks for a circuit to a worker that holds a reservation. It signs the
   gate's nonce, so the gate knows which peer opens circuits (limits are per peer) and a
   recorded request cannot be replayed. Once the worker's side is there, the gate answers `ok`

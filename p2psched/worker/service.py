@@ -72,15 +72,17 @@ class WorkerService:
     ) -> None:
         """Run the timers, and accept channels on `host:port` (the address bound is what
         starting reports), or, with `listen` False, none: then channels come only through
-        `handle` (a worker behind NAT takes them up from its gate)."""
+        `handle` (a worker behind NAT takes them up from its gate). A port that cannot be bound
+        raises `OSError` as such (the caller may try another)."""
+        listeners = await trio.open_tcp_listeners(port, host=host) if listen else None
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._timers)
             bound = None
-            if listen:
+            if listeners is not None:
                 bound = await nursery.start(
                     lambda task_status: serve_channels(
-                        self.identity, self.handle, host=host, port=port, task_status=task_status
+                        self.identity, self.handle, listeners=listeners, task_status=task_status
                     )
                 )
             task_status.started(bound)
