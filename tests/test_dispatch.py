@@ -81,6 +81,10 @@ class Net:
     behave: dict[bytes, Any] = field(default_factory=dict)  # worker -> message rewriter
     settled: list[str] = field(default_factory=list)
     closed: list[tuple[bytes, str]] = field(default_factory=list)
+    relayed: set[bytes] = field(default_factory=set)  # workers reached through a gate
+    refuse: set[bytes] = field(default_factory=set)  # workers a dial does not reach now
+    stall: set[bytes] = field(default_factory=set)  # ... nor fail yet: it hangs
+    dials: list[bytes] = field(default_factory=list)  # every Connect, in order
 
     def pump(self, rounds: int = 10_000) -> None:
         for _ in range(rounds):
@@ -88,14 +92,10 @@ class Net:
             for a in self.run.actions():
                 moved = True
                 if isinstance(a, Connect):
-                    if a.worker in self.workers:
-                        self.up.add(a.worker)
-                        self.workers[a.worker].connected(
-                            self.run.identity.node_id, self.run.identity.public_key, self.now
-                        )
-                        self.run.connected(a.worker, self._key(a.worker), self.now)
-                    else:
-                        self.run.disconnected(a.worker, "refused", self.now)
+                    self.dials.append(a.worker)
+                    if a.worker in self.stall:
+                        continue  # the test ends the dial with `dialed`
+                    self.dialed(a.worker, a.worker in self.workers and a.worker not in self.refuse)
                 elif isinstance(a, Send):
                     if a.worker in self.up:
                         self.workers[a.worker].receive(
@@ -125,6 +125,17 @@ class Net:
                 return
         raise AssertionError("no quiescence")
 
+    def dialed(self, worker: bytes, ok: bool) -> None:
+        """A dial to `worker` ends: the channel is up, or it failed."""
+        if ok:
+            self.up.add(worker)
+            self.workers[worker].connected(
+                self.run.identity.node_id, self.run.identity.public_key, self.now
+            )
+            self.run.connected(worker, self._key(worker), self.now, relayed=worker in self.relayed)
+        else:
+            self.run.disconnected(worker, "refused", self.now)
+
     def _key(self, worker: bytes) -> bytes:
         return self.workers[worker].identity.public_key
 
@@ -132,7 +143,8 @@ class Net:
         self.up.discard(worker)
         self.workers[worker].disconnected(self.run.identity.node_id, self.now)
         if tell_scheduler:
-            self.run.disconnected(worker, "connection reset", self.now)
+            relayed = worker in self.relayed
+            self.run.disconnected(worker, "connection reset", self.now, relayed=relayed)
 
     def advance(self, seconds: float, step: float = 0.5) -> None:
         end = self.now + seconds

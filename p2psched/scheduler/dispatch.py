@@ -160,6 +160,8 @@ class _Worker:
     run_estimate: float = 1.0  # seconds a task of its quote's kind is expected to take there
     restored: set[str] = field(default_factory=set)  # tasks it held before we restarted
     regain_by: float = math.inf  # a relayed link broke: its tasks wait for it till then
+    redial_at: float = math.inf  # ... and while its link is down, we dial it again then
+    relayed: bool = False  # its link (when up) goes through a gate's circuit
     withdrawing: dict[int, list[str]] = field(default_factory=dict)  # rid -> tasks asked back
 
 
@@ -274,9 +276,12 @@ class JobRun:
             w.heard + c.silence_s for w in self.workers.values() if w.holding and w.link == "up"
         ]
         times += [w.quote_until for w in self.workers.values() if w.quote]
-        regaining = [w.regain_by for w in self.workers.values() if w.regain_by < math.inf]
+        regaining = [w for w in self.workers.values() if w.regain_by < math.inf]
         if regaining:
-            times += [min(regaining), self._last_discover + c.rediscover_s]
+            times.append(self._last_discover + c.rediscover_s)
+            # Not while a dial is under way: that regain ends when the dial does.
+            times += [w.regain_by for w in regaining if w.link != "connecting"]
+            times += [w.redial_at for w in regaining if w.link == "down"]
         while self._timers and self.tasks[self._timers[0][1]].deadline != self._timers[0][0]:
             heapq.heappop(self._timers)
         if self._timers:
@@ -307,8 +312,10 @@ class JobRun:
                 if w.link == "down" and not w.banned:  # a fresh ad: it may be back
                     w.link = "none"
                 if w.regain_by < math.inf and w.link == "none":  # back, through another gate
-                    w.link = "connecting"
+                    w.link, w.redial_at = "connecting", math.inf
                     self._out.append(Connect(w.ad.node_id, w.ad.profile.addresses))
+                elif w.regain_by < math.inf and w.link == "connecting":
+                    w.redial_at = now  # (to its old address): if that fails, the new one at once
         self._pump(now)
 
     def restore(
@@ -388,10 +395,13 @@ class JobRun:
             self._enqueue(run, now)
         self._pump(now)
 
-    def connected(self, worker: bytes, public_key: bytes, now: float) -> None:
+    def connected(
+        self, worker: bytes, public_key: bytes, now: float, *, relayed: bool = False
+    ) -> None:
+        """The channel to `worker` is up (`relayed`: through a gate's circuit)."""
         w = self.workers[worker]
-        w.public_key, w.link, w.heard = public_key, "up", now
-        w.regain_by = math.inf  # its first heartbeat tells which of its tasks it still has
+        w.public_key, w.link, w.heard, w.relayed = public_key, "up", now, relayed
+        w.regain_by = w.redial_at = math.inf  # its first heartbeat tells what it still has
         self._pump(now)
 
     def disconnected(
@@ -402,23 +412,50 @@ class JobRun:
         w = self.workers.get(worker)
         if w is None:
             return
+        self._link_lost(w, reason, f"worker lost: {reason}", now, relayed=relayed)
+        self._pump(now)
+
+    def _link_lost(self, w: _Worker, reason: str, lost: str, now: float, *, relayed: bool) -> None:
+        """The link to `w` is down (it broke, could not be opened, or went silent and was
+        closed). A relayed one that broke, or one being regained, keeps its tasks for a while
+        (see `_regain`); otherwise its tasks go back to the queue, `lost` saying why."""
         w.link, w.rid, w.quote, w.room = "down", None, None, 0
         w.declined = reason
-        w.withdrawing.clear()  # no answer will come
+        for asked in w.withdrawing.values():  # no answer will come: they may move again
+            for tid in asked:
+                self.tasks[tid].moving = False
+        w.withdrawing.clear()
         self._floors.clear()
         self._changed(w, now)
         self._forget_reservations(w)
-        regaining = w.regain_by < math.inf
-        if w.holding and not w.banned and (relayed or regaining):
-            if not regaining:  # its tasks wait: the next fresh ad brings it back
-                w.regain_by = now + self.config.regain_s
-                w.restored |= w.holding
-            if self._last_discover + self.config.rediscover_s <= now:
-                self._last_discover = now
-                self._out.append(Discover())
+        if w.holding and not w.banned and (relayed or w.regain_by < math.inf):
+            self._regain(w, now)
         else:
-            self._lose(w, f"worker lost: {reason}", now)
-        self._pump(now)
+            self._lose(w, lost, now)
+
+    def _regain(self, w: _Worker, now: float) -> None:
+        """A relayed link to `w` broke: most likely its gate went, not the worker, which runs
+        on and keeps our results. What it was sent stays its until `regain_by`; meanwhile we
+        dial it again (its fresh ad's address, or the same one: the gate may have closed only
+        the circuit, or come back), and its first heartbeat then reconciles."""
+        c = self.config
+        if w.regain_by == math.inf:
+            w.regain_by = now + c.regain_s
+            # Answers to commitments in flight will not come; what it never got goes back
+            # now (it did not run there: no attempt is counted).
+            w.pending.clear()
+            for tid in list(w.holding):
+                t = self.tasks[tid]
+                if t.state not in (S.SENT, S.RUNNING):
+                    self._back(t, "its link broke before the task was sent", now, count=False)
+            w.restored |= w.holding
+            if not w.holding:
+                w.regain_by = math.inf
+                return
+        w.redial_at = min(w.redial_at, now + c.rediscover_s)
+        if self._last_discover + c.rediscover_s <= now:
+            self._last_discover = now
+            self._out.append(Discover())
 
     def receive(self, worker: bytes, message: dict[str, Any], now: float) -> None:
         """A checked message (see `wire.deal.parse`) from a connected worker."""
@@ -463,8 +500,10 @@ class JobRun:
                 w.restored = set()
                 for tid in gone:
                     lost = self.tasks[tid]
-                    if lost.worker == worker and lost.state == S.SENT:
-                        reason = "dropped by its worker while this scheduler was down"
+                    # (RUNNING too: after a regain it may have been seen running before; a
+                    # result it sent on reconnecting, before this beat, completed it already)
+                    if lost.worker == worker and lost.state in (S.SENT, S.RUNNING):
+                        reason = "dropped by its worker while our link to it was down"
                         self._back(lost, reason, now, count=False)
             for tid in message["running"]:
                 t = self.tasks.get(tid)
@@ -532,15 +571,24 @@ class JobRun:
                 w.quote, w.room = None, 0
                 self._changed(w, now)
             if w.holding and w.link == "up" and w.heard + c.silence_s <= now:
+                # Through a gate, silence most likely means the gate's host vanished (no
+                # FIN or RST crosses): that is regained like a circuit that broke.
                 self._out.append(Close(w.ad.node_id, "heartbeat stopped"))
-                w.link = "down"
-                self._lose(w, f"heartbeat stopped: nothing heard for {c.silence_s:g} s", now)
-            if w.regain_by <= now:
-                w.regain_by = math.inf
+                lost = f"heartbeat stopped: nothing heard for {c.silence_s:g} s"
+                self._link_lost(w, "heartbeat stopped", lost, now, relayed=w.relayed)
+            if w.regain_by == math.inf:
+                continue
+            if w.regain_by <= now and w.link != "connecting":  # a dial under way may end it
+                w.regain_by = w.redial_at = math.inf
                 w.restored -= w.holding  # they were sent and ran, as far as we know: count them
                 reason = f"its gate went away and it did not come back within {c.regain_s:g} s"
                 self._lose(w, reason, now)
-            elif w.regain_by < math.inf and self._last_discover + c.rediscover_s <= now:
+                continue
+            if w.link == "down" and w.redial_at <= now:
+                # Its ad may never change: the gate came back, or closed just that circuit.
+                w.link, w.redial_at = "connecting", math.inf
+                self._out.append(Connect(w.ad.node_id, w.ad.profile.addresses))
+            if self._last_discover + c.rediscover_s <= now:
                 self._last_discover = now
                 self._out.append(Discover())
         while self._timers and self._timers[0][0] <= now:
@@ -1278,6 +1326,8 @@ class JobRun:
                 self.held = 0.0
             w = self.workers[t.worker]
             w.holding.discard(t.spec.task_id)
+            if not w.holding and w.regain_by < math.inf:  # nothing left to wait for
+                w.regain_by = w.redial_at = math.inf
             w.room += 1 if w.quote is not None else 0
             self._changed(w, math.nan)
             w.ask_after = 0.0  # it has room again

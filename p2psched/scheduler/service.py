@@ -74,6 +74,7 @@ class _Link:
     outbox: Outbox | None = None
     public_key: bytes | None = None
     reason: str | None = None  # why it ended, when we ended it
+    relayed: bool = False  # its channel goes through a gate's circuit
 
 
 class Dispatcher:
@@ -225,7 +226,8 @@ class Dispatcher:
         link.jobs.add(job_id)
         if link.public_key is not None:  # already up: this job joins it
             run = self._jobs[job_id].run
-            self._guarded(job_id, run.connected, worker, link.public_key, self.clock())
+            step = functools.partial(run.connected, relayed=link.relayed)
+            self._guarded(job_id, step, worker, link.public_key, self.clock())
 
     def _start_discovery(self, job_id: str) -> None:
         job = self._jobs.get(job_id)
@@ -249,14 +251,14 @@ class Dispatcher:
 
     async def _link(self, worker: bytes, addresses: tuple[str, ...], link: _Link) -> None:
         reason = "it advertises no address"
-        relayed = False  # the channel was up, through a gate
         with link.scope:
             for address in addresses:
                 try:
                     async with open_worker_channel(
                         address, self.identity, expected_peer=worker
                     ) as channel:
-                        relayed = parse_relay_address(address) is not None
+                        # (set once a channel is up: a dial that failed leaves it False)
+                        link.relayed = parse_relay_address(address) is not None
                         reason = await self._session(worker, channel, link)
                         break
                 except (ChannelError, ValueError) as e:
@@ -271,7 +273,7 @@ class Dispatcher:
         for job_id in list(link.jobs):
             job = self._jobs.get(job_id)
             if job is not None:
-                step = functools.partial(job.run.disconnected, relayed=relayed)
+                step = functools.partial(job.run.disconnected, relayed=link.relayed)
                 self._guarded(job_id, step, worker, reason, now)
                 self._flush(job_id)
 
@@ -283,7 +285,8 @@ class Dispatcher:
             for job_id in list(link.jobs):
                 if job_id in self._jobs:
                     run = self._jobs[job_id].run
-                    self._guarded(job_id, run.connected, worker, channel.peer.public_key, now)
+                    step = functools.partial(run.connected, relayed=link.relayed)
+                    self._guarded(job_id, step, worker, channel.peer.public_key, now)
                     self._flush(job_id)
             try:
                 while True:
