@@ -26,7 +26,7 @@ from urllib.parse import quote
 import httpx
 import trio
 
-from p2psched import devnet
+from p2psched import devnet, top
 from p2psched.api.client import ApiCallError, ControlClient
 from p2psched.api.control import ledger_view, serve_api
 from p2psched.devnet import DevnetError
@@ -271,12 +271,30 @@ async def _join(node: DhtNode, seeds: list[tuple[str, int]], failure: str) -> No
         raise UsageError(failure)
 
 
-async def _serve_node(node: Node, headline: str, api_port: int) -> None:
+def _api_bind(args: argparse.Namespace) -> tuple[str, int]:
+    """Where the control API listens: loopback unless the operator says otherwise, twice."""
+    host = args.api_host
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        raise UsageError(f"--api-host {host!r} is not an IP address") from None
+    if not loopback and not args.api_remote:
+        raise UsageError(
+            f"--api-host {host} would open the control API beyond this machine; add "
+            "--api-remote if that is meant (every request still needs the token in "
+            f"{_data_dir(args) / 'api.token'})"
+        )
+    return host.strip("[]"), args.api_port
+
+
+async def _serve_node(node: Node, headline: str, api: tuple[str, int]) -> None:
     """Serve the control API, say where everything is, and wait for SIGTERM or Ctrl-C."""
     with trio.open_signal_receiver(signal.SIGTERM) as terminate:
         async with trio.open_nursery() as nursery:
             url = await nursery.start(
-                lambda task_status: serve_api(node, port=api_port, task_status=task_status)
+                lambda task_status: serve_api(
+                    node, host=api[0], port=api[1], task_status=task_status
+                )
             )
             host, port = node.dht.address
             print(headline.format(id=node.node_id.hex(), dht=host_port(host, port)))
@@ -290,6 +308,7 @@ def cmd_gate(args: argparse.Namespace) -> None:
     if args.action == "status":
         _gate_status(args)
         return
+    api = _api_bind(args)
     host, port = parse_hostport(args.listen, "--listen")
     data_dir = _data_dir(args)
     identity = load_or_create_identity(data_dir)
@@ -312,7 +331,7 @@ def cmd_gate(args: argparse.Namespace) -> None:
                 "gate {id} listening on {dht} (DHT on UDP, relay on TCP)\n"
                 "  workers join with: p2psched worker join --gate HOST:PORT; Ctrl-C to stop\n"
                 "  its relay: p2psched gate status",
-                args.api_port,
+                api,
             )
 
     trio.run(main)
@@ -354,6 +373,7 @@ def _gate_status(args: argparse.Namespace) -> None:
 
 
 def cmd_node(args: argparse.Namespace) -> None:
+    api = _api_bind(args)
     gates = [parse_hostport(g, "--gate") for g in args.gate]
     host, port = parse_hostport(args.listen, "--listen") if args.listen else (_near(gates[0]), 0)
     data_dir = _data_dir(args)
@@ -373,13 +393,14 @@ def cmd_node(args: argparse.Namespace) -> None:
                 n,
                 "node {id} joined through " + ", ".join(args.gate) + "; DHT on {dht}\n"
                 "  submit jobs to it with: p2psched submit JOB.yaml; Ctrl-C to stop",
-                args.api_port,
+                api,
             )
 
     trio.run(main)
 
 
 def cmd_worker_join(args: argparse.Namespace) -> None:
+    api = _api_bind(args)
     gates = [parse_hostport(g, "--gate") for g in args.gate]
     config = load_config(Path(args.config)) if args.config else WorkerConfig()
     host, port = parse_hostport(args.listen, "--listen") if args.listen else (_near(gates[0]), 0)
@@ -407,7 +428,7 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
             try:
                 _describe_worker(args, node.worker, config)
                 await _serve_node(
-                    node, "  DHT on {dht}; Ctrl-C to leave (the ad is withdrawn)", args.api_port
+                    node, "  DHT on {dht}; Ctrl-C to leave (the ad is withdrawn)", api
                 )
             finally:
                 print("ad withdrawn", flush=True)
@@ -537,6 +558,32 @@ def cmd_worker_drain(args: argparse.Namespace) -> None:
         print(f"draining: takes no new tasks; {answer['held']} still held here")
     else:
         print("taking tasks again")
+
+
+def cmd_peers(args: argparse.Namespace) -> None:
+    answer = _view(args, "/v1/peers")
+    if answer is None:
+        return
+    print(f"{'NODE':<66} {'ADDRESS':<24} {'SEEN':>8} {'FAILS':>5}")
+    for p in answer["peers"]:
+        seen = f"{p['last_seen_s']:g}s ago"
+        print(f"{p['node_id']:<66} {p['address']:<24} {seen:>8} {p['failures']:>5}")
+    print(f"{len(answer['peers'])} peers in the routing table")
+
+
+def cmd_top(args: argparse.Namespace) -> None:
+    if args.interval <= 0:
+        raise UsageError(f"--interval {args.interval:g}: give a number of seconds above 0")
+    with _client(args) as client:
+        top.run(client, interval=args.interval, once=args.once)
+
+
+def cmd_ui(args: argparse.Namespace) -> None:
+    """The dashboard's address, with the token in the fragment (browsers never send it)."""
+    with _client(args) as client:
+        url = client.url
+    token = (_data_dir(args) / "api.token").read_text().strip()
+    print(f"{url}/ui#token={token}")
 
 
 def cmd_jobs(args: argparse.Namespace) -> None:
@@ -699,6 +746,18 @@ def cmd_devnet_demo(args: argparse.Namespace) -> None:
 # -- parsing -------------------------------------------------------------------------------------
 
 
+def _api_options(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--api-port", type=_port, default=0, help="control API port (default any)")
+    sp.add_argument(
+        "--api-host", default="127.0.0.1", help="control API address (default 127.0.0.1)"
+    )
+    sp.add_argument(
+        "--api-remote",
+        action="store_true",
+        help="allow --api-host to be other than loopback (requests still need the token)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -765,7 +824,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--config", help="TOML with a [relay] table of limits (see README: Running a gate)"
     )
-    sp.add_argument("--api-port", type=_port, default=0, help="control API port (default any)")
+    _api_options(sp)
     sp.add_argument(
         "action", nargs="?", choices=["status"], help="status: the running gate's relay"
     )
@@ -782,7 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--listen", metavar="HOST:PORT", help="where to bind (default: any free port)")
     sp.add_argument("--client", action="store_true", help="DHT client mode (behind NAT)")
-    sp.add_argument("--api-port", type=_port, default=0, help="control API port (default any)")
+    _api_options(sp)
     sp.set_defaults(func=cmd_node)
 
     sp = sub.add_parser("submit", parents=[common], help="run a job (job.yaml) on the network")
@@ -795,6 +854,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.set_defaults(func=cmd_submit)
 
+    sp = sub.add_parser("peers", parents=[common], help="the DHT peers of the running node")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_peers)
+    sp = sub.add_parser("top", parents=[common], help="the running node at a glance, refreshed")
+    sp.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    sp.add_argument("--once", action="store_true", help="draw once and exit")
+    sp.set_defaults(func=cmd_top)
+    sp = sub.add_parser("ui", parents=[common], help="the web dashboard's address (with token)")
+    sp.set_defaults(func=cmd_ui)
     sp = sub.add_parser("jobs", parents=[common], help="the jobs of the running node")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_jobs)
@@ -878,7 +946,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--ad-ttl", type=float, default=120.0, help="seconds the ad lives unless renewed"
     )
-    sp.add_argument("--api-port", type=_port, default=0, help="control API port (default any)")
+    _api_options(sp)
     sp.set_defaults(func=cmd_worker_join)
     for name, help_ in (
         ("drain", "take no new tasks, finish those held (the running worker on --data-dir)"),

@@ -31,8 +31,8 @@ from starlette.exceptions import HTTPException
 from p2psched.node.node import Node, host_port
 from p2psched.resources.need import Need, NeedError
 from p2psched.scheduler.dispatch import task_id_for
-from p2psched.scheduler.jobs import SubmittedJob
-from p2psched.scheduler.jobspec import JobSpecError, parse_job
+from p2psched.scheduler.jobs import SubmittedJob, to_json
+from p2psched.scheduler.jobspec import JobSpecError, derive_tasks, parse_job
 from p2psched.scheduler.predictor import MODES
 from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import STRATEGIES
@@ -60,6 +60,26 @@ class StrategyChoice(BaseModel):
 
 class PredictMode(BaseModel):
     mode: str = Field(description=f"one of: {', '.join(MODES)}")
+
+
+class QueueSubmission(BaseModel):
+    """The design documents' task submission: one task for a model, placed by the node."""
+
+    model_name: str = Field(
+        min_length=1, max_length=128, description="a model some worker serves (its ad lists it)"
+    )
+    task_input: dict[str, Any] = Field(
+        default_factory=dict, description="what the worker's driver is given"
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="about the task, for the predictor; accepted, not used yet (it predicts from "
+        "the model and the input's size)",
+    )
+    driver: str = Field("http", max_length=32, description="the driver that runs it: http, echo…")
+    wait_s: float = Field(
+        5.0, ge=0.0, le=60.0, description="how long to wait for the task to be placed"
+    )
 
 
 def ledger_view(store: Store, verify: bool) -> dict[str, Any]:
@@ -242,6 +262,8 @@ def make_app(node: Node, token: str) -> FastAPI:
         d = node.jobs.dispatcher
         queues = []
         for worker in d.known_workers():
+            if model_name and not serves(worker, model_name):
+                continue
             e = d.predictor.estimate(worker, model_name or None, 0)
             queues.append(
                 {
@@ -255,6 +277,15 @@ def make_app(node: Node, token: str) -> FastAPI:
                 }
             )
         return {"status": "success", "queues": queues}
+
+    def serves(worker: bytes, model: str) -> bool:
+        """Whether its latest ad lists `model`, or this node saw it run that model."""
+        d = node.jobs.dispatcher
+        ad = d.ads.get(worker)
+        if ad is not None and model in ad.profile.installed_models:
+            return True
+        view = d.views.view(worker) if worker in d.views else {}
+        return any(m["model"] == model for m in view.get("performance", {}).get("models", []))
 
     @app.get("/v1/ledger")
     async def ledger(verify: bool = False) -> dict[str, Any]:
@@ -281,6 +312,110 @@ def make_app(node: Node, token: str) -> FastAPI:
         manager = node.worker.service.manager
         manager.draining = on
         return {"draining": on, "held": manager.held}
+
+    @app.post("/v1/queue/submit")
+    async def queue_submit(body: QueueSubmission) -> dict[str, Any]:
+        """Submit one task for a model (the design documents' `/queue/submit`): the node
+        places it as it places a job's. Answers once a worker was chosen, or `wait_s` passed
+        (then `scheduled_ti` is empty and `task/query` tells more later)."""
+        spec = {
+            "name": f"queue-{body.model_name}",
+            "driver": body.driver,
+            "resources": {"model": body.model_name},
+            "tasks": [{"input": body.task_input}],
+        }
+        try:
+            parsed = parse_job(spec, source="queue/submit")
+        except JobSpecError as e:
+            raise ApiError(422, str(e)) from None
+        need = derive_tasks(parsed)[0].need
+        if not await node.discovery.find(need):
+            raise ApiError(
+                404, f"no worker in the network serves model {body.model_name!r} ({need})"
+            )
+        job = node.jobs.submit(parsed, spec)
+        task = next(iter(job.run.tasks.values()))
+        with trio.move_on_after(body.wait_s):
+            while task.worker is None and not task.state.final:
+                await trio.sleep(0.05)
+        worker = task.worker or (task.receipt.worker if task.receipt else None)
+        return {
+            "status": "success",
+            "task_id": task.spec.task_id,
+            "scheduled_ti": worker.hex() if worker else "",
+            "task_status": task.state.value,
+        }
+
+    @app.get("/v1/task/query")
+    async def task_query(task_id: str) -> dict[str, Any]:
+        """A task's state, worker, submit time and result (the design documents'
+        `/task/query`); the result is the output once completed, the error once failed."""
+        job = node.jobs.jobs.get(task_id.rpartition("/")[0])
+        t = job.run.tasks.get(task_id) if job is not None else None
+        if job is None or t is None:
+            raise ApiError(404, f"no task {task_id!r} on this node (a task id is JOB/N)")
+        worker = t.worker or (t.receipt.worker if t.receipt else None)
+        result = to_json(t.output) if t.state.value == "completed" else t.error
+        return {
+            "status": "success",
+            "task_id": task_id,
+            "task_status": t.state.value,
+            "scheduled_ti": worker.hex() if worker else "",
+            "submit_time": job.submitted_at,
+            "result": result,
+        }
+
+    @app.get("/v1/failures")
+    async def failures(limit: int = 50) -> dict[str, Any]:
+        """The latest failures, newest first: each try that failed on a worker (with the
+        worker and why), and tasks of this node's jobs that ended failed."""
+        if not 1 <= limit <= 1000:
+            raise ApiError(422, "limit must be 1..1000")
+        d = node.jobs.dispatcher
+        tried: list[dict[str, Any]] = [
+            {
+                "job": last.task.rpartition("/")[0],
+                "task": last.task,
+                "worker": worker.hex(),
+                "reason": last.reason,
+                "outcome": last.outcome,
+                "at": last.at,
+            }
+            for worker, last in d.views.recent_failures
+        ]
+        ended: list[dict[str, Any]] = [
+            {
+                "job": job.job_id,
+                "task": t.spec.task_id,
+                "worker": t.worker.hex() if t.worker else None,
+                "reason": t.error,
+                "outcome": t.state.value,
+                "at": t.since,
+            }
+            for job in node.jobs.jobs.values()
+            for t in job.run.tasks.values()
+            if t.state.value in ("failed", "timed_out")
+        ]
+        latest = sorted(tried + ended, key=lambda f: -f["at"])[:limit]
+        return {"status": "success", "failures": latest}
+
+    @app.get("/v1/peers")
+    async def peers() -> dict[str, Any]:
+        """The DHT nodes in this node's routing table: id, address, last heard from."""
+        now = node.dht.now()
+        seen = node.dht.protocol.routing.seen()
+        return {
+            "status": "success",
+            "peers": [
+                {
+                    "node_id": c.node_id.hex(),
+                    "address": host_port(c.host, c.port),
+                    "last_seen_s": round(max(0.0, now - last), 1),
+                    "failures": fails,
+                }
+                for c, last, fails in sorted(seen, key=lambda x: -x[1])
+            ],
+        }
 
     @app.get("/v1/workers")
     async def workers(need: str = "") -> list[dict[str, Any]]:

@@ -126,6 +126,10 @@ class RoutingTable:
     def contacts(self) -> list[Contact]:
         return [e.contact for e in self._all.values()]
 
+    def seen(self) -> list[tuple[Contact, float, int]]:
+        """Every contact with when it was last heard from and its failures in a row."""
+        return [(e.contact, e.last_seen, e.fails) for e in self._all.values()]
+
     def bucket_index(self, node_id: bytes) -> int:
         return (self._own ^ as_int(node_id)).bit_length() - 1
 

@@ -13,7 +13,7 @@ current; memory stays within `max_keys` learned statistics and `max_workers` rec
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -429,6 +429,7 @@ RATE_ALPHA = 0.2  # about the last ten outcomes count
 STALL_WEIGHT = 2.0  # a stall costs a timeout on top of the retry, so it ranks a worker lower
 MAX_MODELS = 64  # per worker
 MAX_REASON = 300
+RECENT_FAILURES = 200  # failures kept for the node's watchers (API, dashboard)
 
 
 class WorkerViews:
@@ -460,6 +461,8 @@ class WorkerViews:
         self.trip_after = trip_after
         self.rate_half_life = rate_half_life
         self._views: OrderedDict[bytes, WorkerView] = OrderedDict()  # least recently seen first
+        # The latest failures on any worker, newest last, for whoever watches the node.
+        self.recent_failures: deque[tuple[bytes, LastTask]] = deque(maxlen=RECENT_FAILURES)
 
     def __len__(self) -> int:
         return len(self._views)
@@ -523,6 +526,7 @@ class WorkerViews:
         v.consecutive_bad += 1
         self._record(v, failed=True, stalled=stalled, now=now)
         v.last_task = LastTask(task, now, "stalled" if stalled else "failed", reason[:MAX_REASON])
+        self.recent_failures.append((worker, v.last_task))
         bad_rate = v.fail_rate + v.stall_rate
         if (
             v.skip_until is not None  # open or half-open: this was its chance

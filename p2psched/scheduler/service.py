@@ -95,6 +95,7 @@ class Dispatcher:
         self.strategy = Strategy()
         self.predictor = Predictor()
         self.views = WorkerViews()
+        self.ads: dict[bytes, WorkerAd] = {}  # the latest ad found of each worker, for watchers
         self._jobs: dict[str, _Job] = {}
         self._links: dict[bytes, _Link] = {}
         self._rid_owner: dict[tuple[bytes, int], str] = {}  # (worker, rid) -> job
@@ -241,6 +242,9 @@ class Dispatcher:
             needs = {str(t.spec.need): t.spec.need for t in job.run.tasks.values()}
             for need in needs.values():
                 ads = await self.find(need)
+                for ad in ads:
+                    if ad.node_id not in self.ads or self.ads[ad.node_id].seq < ad.seq:
+                        self.ads[ad.node_id] = ad
                 if job_id in self._jobs:
                     self._guarded(job_id, job.run.add_workers, ads, self.clock())
                     self._flush(job_id)
