@@ -1,0 +1,60 @@
+"""The operator's commands against a running devnet: top, peers, ui, and where the control API
+may listen."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from p2psched import devnet
+from tests.test_submit_cli import p2psched
+
+
+@pytest.mark.parametrize("net", [2], indirect=True)
+def test_top_peers_and_ui_show_the_running_node(net: devnet.Devnet, tmp_path: Path) -> None:
+    gate = str(net.folder / "gate")
+    job = tmp_path / "hello.yaml"
+    job.write_text("name: hello\ndriver: echo\ntasks:\n  - input: 1\n  - input: 2\n")
+    done = p2psched("submit", str(job), "--data-dir", gate, "--json", "--results", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    job_id = json.loads(done.stdout)["job"]
+
+    top = p2psched("top", "--once", "--data-dir", gate)
+    assert top.returncode == 0, top.stderr
+    assert "roles gate, scheduler" in top.stdout and job_id[:8] in top.stdout
+    assert "2/2" in top.stdout  # its progress
+    workers = [
+        json.loads((net.folder / f"worker-{i}" / "api.json").read_text())["node_id"]
+        for i in range(2)
+    ]
+    assert any(w[:16] in top.stdout for w in workers)  # those the job used, with its figures
+    assert "relay 127.0.0.1:" in top.stdout and "recent failures" in top.stdout
+
+    peers = p2psched("peers", "--data-dir", gate)
+    assert peers.returncode == 0 and "peers in the routing table" in peers.stdout
+    assert all(w in peers.stdout for w in workers)
+    listed = json.loads(p2psched("peers", "--json", "--data-dir", gate).stdout)["peers"]
+    assert {p["node_id"] for p in listed} >= set(workers)
+
+    ui = p2psched("ui", "--data-dir", gate)
+    token = (net.folder / "gate" / "api.token").read_text().strip()
+    assert ui.returncode == 0 and ui.stdout.strip().endswith(f"/ui#token={token}")
+
+
+def test_top_refuses_a_bad_interval_and_a_missing_node(tmp_path: Path) -> None:
+    out = p2psched("top", "--interval", "0", "--data-dir", str(tmp_path))
+    assert out.returncode == 2 and "--interval 0" in out.stderr
+    out = p2psched("top", "--once", "--data-dir", str(tmp_path))
+    assert out.returncode != 0 and "no node runs on" in out.stderr
+
+
+def test_the_control_api_leaves_loopback_only_when_told_twice(tmp_path: Path) -> None:
+    out = p2psched(
+        "gate", "--listen", "127.0.0.1:0", "--api-host", "0.0.0.0", "--data-dir", str(tmp_path)
+    )
+    assert out.returncode == 2
+    assert "--api-remote" in out.stderr and "api.token" in out.stderr
+    out = p2psched("gate", "--api-host", "not-an-ip", "--data-dir", str(tmp_path))
+    assert out.returncode == 2 and "not an IP address" in out.stderr
