@@ -28,6 +28,7 @@ from hypercorn.trio import serve
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from p2psched.api import ui
 from p2psched.node.node import Node, host_port
 from p2psched.resources.need import Need, NeedError
 from p2psched.scheduler.dispatch import task_id_for
@@ -109,10 +110,11 @@ def api_token(data_dir: Path) -> str:
 
 def make_app(node: Node, token: str) -> FastAPI:
     app = FastAPI(title="p2psched node control API", version="1")
+    app.include_router(ui.router)
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Any:
-        if request.url.path not in ("/openapi.json", "/docs"):
+        if request.url.path not in ("/openapi.json", "/docs") and not ui.serves(request.url.path):
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return _error(
