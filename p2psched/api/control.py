@@ -398,6 +398,8 @@ def make_app(node: Node, token: str) -> FastAPI:
             for t in job.run.tasks.values()
             if t.state.value in ("failed", "timed_out")
         ]
+        on_record = {f["task"] for f in tried}  # its last try failed there: listed once
+        ended = [f for f in ended if f["task"] not in on_record]
         latest = sorted(tried + ended, key=lambda f: -f["at"])[:limit]
         return {"status": "success", "failures": latest}
 
