@@ -515,13 +515,9 @@ function drawKpis() {
   byId("kpis").replaceChildren(
     kpi("workers", count(seen.workers.length), "", `${count(free)} free slots`),
     kpi("jobs running", count(running.length), "", `${count(jobs.length)} in all`),
-    // `running` in a job's status counts what its workers hold: started, or in their queues.
-    kpi(
-      "tasks running",
-      count(sum((j) => j.counts?.running ?? 0)),
-      "",
-      `${count(sum((j) => j.counts?.sent ?? 0))} more on workers' queues`,
-    ),
+    // `running` in a job's status counts what its workers hold, started or in their queues:
+    // the scheduler learns a task started only from the worker's next heartbeat.
+    kpi("tasks on workers", count(sum((j) => j.running))),
     kpi("tasks queued", count(running.reduce((s, j) => s + queued(j), 0))),
     kpi("tasks completed", count(sum((j) => j.completed))),
     kpi("tasks failed", count(failed), failed ? "bad" : ""),
