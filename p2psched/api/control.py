@@ -28,6 +28,7 @@ from hypercorn.trio import serve
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from p2psched.api import metrics
 from p2psched.node.node import Node, host_port
 from p2psched.resources.need import Need, NeedError
 from p2psched.scheduler.dispatch import task_id_for
@@ -89,6 +90,7 @@ def api_token(data_dir: Path) -> str:
 
 def make_app(node: Node, token: str) -> FastAPI:
     app = FastAPI(title="p2psched node control API", version="1")
+    metrics.install(app, node)
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Any:
