@@ -26,7 +26,7 @@ from urllib.parse import quote
 import httpx
 import trio
 
-from p2psched import devnet, top
+from p2psched import devnet, logs, top
 from p2psched.api.client import ApiCallError, ControlClient
 from p2psched.api.control import ledger_view, serve_api
 from p2psched.devnet import DevnetError
@@ -764,6 +764,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         help="this node's directory (identity key, state); default $P2PSCHED_HOME or ~/.p2psched",
     )
+    common.add_argument(
+        "--log-level",
+        choices=logs.LEVELS,
+        default="warning",
+        help="log events (to stderr) at this level and above (default warning)",
+    )
+    common.add_argument(
+        "--log-json",
+        action="store_true",
+        help="log events as JSON lines (ts, level, logger, event, node, job, task, error)",
+    )
     p = argparse.ArgumentParser(prog="p2psched", description="A peer-to-peer compute scheduler.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -976,6 +987,7 @@ def _leaf(e: BaseException) -> BaseException:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    logs.configure(getattr(args, "log_level", "warning"), getattr(args, "log_json", False))
     try:
         args.func(args)
     except BaseException as raised:

@@ -28,7 +28,7 @@ from hypercorn.trio import serve
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from p2psched.api import ui
+from p2psched.api import metrics, ui
 from p2psched.node.node import Node, host_port
 from p2psched.resources.need import Need, NeedError
 from p2psched.scheduler.dispatch import task_id_for
@@ -111,6 +111,7 @@ def api_token(data_dir: Path) -> str:
 def make_app(node: Node, token: str) -> FastAPI:
     app = FastAPI(title="p2psched node control API", version="1")
     app.include_router(ui.router)
+    metrics.install(app, node)
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Any:

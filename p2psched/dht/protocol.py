@@ -2,7 +2,8 @@
 deadline out. It never imports trio and never reads a clock.
 
 Owns: the routing table, the record store, this node's published records, requests in flight and
-their deadlines, and the drop counters.
+their deadlines, and what it counts: drops (`stats`), RPCs by type and outcome, and the round
+trip of every answered request (plain numbers, read by the node's metrics).
 Promises: every datagram is authenticated before it has any effect; a peer's bad input is dropped
 and counted (a request that is well authenticated but malformed gets an `Error` naming the fault)
 and never raises out of `datagram_received`; only authenticated, non-client senders enter the
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from p2psched.dht import messages as m
 from p2psched.dht.records import KEY_BYTES, MAX_VALUE_BYTES, Record, RecordStore, StoreLimits
 from p2psched.dht.routing import Contact, RoutingTable, as_int
+from p2psched.histogram import ROUND_TRIP_BUCKETS, Histogram
 from p2psched.identity import Identity
 from p2psched.wire.codec import DecodeError, decode, encode
 from p2psched.wire.envelope import FLAG_CLIENT, HEADER_BYTES, MAC_BYTES, Authenticator, Rejected
@@ -44,6 +46,12 @@ TOKEN_EPOCH = 60.0  # seconds an address token stays good for (two epochs at mos
 PROOF_TTL = 600.0  # seconds a proven address stays proven without a new proof
 MAX_HAND_OVER = 64  # records sent to one newcomer
 _MAX_RECORD_WIRE = MAX_VALUE_BYTES + 200  # a record's own fields around its value
+RPC_NAMES: dict[int, str] = {
+    m.Ping.TYPE: "ping",
+    m.FindNode.TYPE: "find_node",
+    m.FindValue.TYPE: "find_value",
+    m.Store.TYPE: "store",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +133,8 @@ class _Pending:
     expected: bytes | None  # the node id we meant to reach; None when dialling an address
     addr: Addr
     deadline: float
+    kind: str  # the request's RPC name, for the counters
+    sent: float  # when it went out: its answer's round trip is measured from here
     # Pings the core sends for its routing table, answered to the table, not to a caller:
     # "evict" checks the oldest of a full bucket, "admit" checks that a newcomer answers at
     # the address its request came from before it may enter.
@@ -168,6 +178,12 @@ class DhtProtocol:
         )
         self.store = RecordStore(cfg.store)
         self.stats: Counter[str] = Counter()
+        # Requests this node sent, by (RPC name, outcome: answered | error | timed_out |
+        # abandoned), counted once each as they leave the table of requests in flight; and
+        # requests it answered, by (RPC name, outcome: answered | stored | refused).
+        self.rpcs_sent: Counter[tuple[str, str]] = Counter()
+        self.rpcs_received: Counter[tuple[str, str]] = Counter()
+        self.round_trips = {name: Histogram(ROUND_TRIP_BUCKETS) for name in RPC_NAMES.values()}
         self._rng = random.Random(seed)
         self._pending: dict[int, _Pending] = {}
         self._deadlines: list[tuple[float, int]] = []
@@ -230,6 +246,7 @@ class DhtProtocol:
             self.stats["dropped_schema"] += 1
             bad_rid = m.peek_request_id(body)
             if bad_rid is not None:
+                self.rpcs_received[("unknown", "malformed")] += 1
                 error = m.Error(f"bad request: {e}"[: m.MAX_REASON])
                 self._send(sender, encode(m.to_wire(error, bad_rid)), now)
             return []
@@ -244,6 +261,10 @@ class DhtProtocol:
             if not proven:
                 budget = min(budget, max(AMPLIFICATION_FACTOR * len(data), UNPROVEN_FLOOR))
             answer = self._answer(sender, msg, now, budget, proven)  # type: ignore[arg-type]
+            outcome = "answered"
+            if isinstance(answer, m.Stored):
+                outcome = "stored" if answer.ok else "refused"
+            self.rpcs_received[(RPC_NAMES[msg.TYPE], outcome)] += 1
             self._send(sender, _fitted_body(answer, rid, budget), now)
             return []
         return self._on_response(sender, rid, msg, opened.flags, now)  # type: ignore[arg-type]
@@ -325,8 +346,10 @@ class DhtProtocol:
             if pending is None:
                 continue
             if pending.cancelled:
+                self.rpcs_sent[(pending.kind, "abandoned")] += 1
                 continue
             self.stats["rpc_timeouts"] += 1
+            self.rpcs_sent[(pending.kind, "timed_out")] += 1
             if pending.expected is not None:
                 self._admitting.discard(pending.expected)
                 if pending.internal == "evict":
@@ -414,7 +437,9 @@ class DhtProtocol:
             # A contact from a peer named a key no pair key can be made with: it fails at once.
             self.stats["unusable_contacts"] += 1
             deadline = now
-        self._pending[rid] = _Pending(expected, addr, deadline, internal)
+        self._pending[rid] = _Pending(
+            expected, addr, deadline, RPC_NAMES[message.TYPE], now, internal
+        )
         heapq.heappush(self._deadlines, (deadline, rid))
         return rid
 
@@ -469,6 +494,8 @@ class DhtProtocol:
             self.stats["dropped_wrong_address"] += 1
             return []
         del self._pending[rid]
+        self.rpcs_sent[(pending.kind, "error" if isinstance(msg, m.Error) else "answered")] += 1
+        self.round_trips[pending.kind].observe(max(0.0, now - pending.sent))
         # A reply from elsewhere (NAT rebinding, a multi-homed peer) still answers the caller,
         # but proves no address and admits no one.
         if sender.addr == pending.addr:

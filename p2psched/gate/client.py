@@ -226,10 +226,17 @@ class RelayClient:
                             self.reasons[gate_text(gate)] = got["reason"]
                             continue
                         since = trio.current_time()
-                        if self.address is not None:
+                        moved_from = self.address
+                        if moved_from is not None:
                             self.moves += 1
                         self.address = relay_address(gate_text(gate), self.identity.node_id)
-                        log.info("relay reservation on %s: %s", gate_text(gate), self.address)
+                        log.info(
+                            "relay reservation %s %s: %s",
+                            "moved to" if moved_from is not None else "on",
+                            gate_text(gate),
+                            self.address,
+                            extra={"gate": gate_text(gate), "moves": self.moves},
+                        )
                         if self.on_address is not None:  # not waited for: circuits come now
                             assert self._nursery is not None
                             self._nursery.start_soon(self.on_address, self.address)
@@ -241,7 +248,12 @@ class RelayClient:
                     reason = str(e)
                 self.reasons[gate_text(gate)] = reason
                 if since is not None:
-                    log.warning("lost the relay reservation on %s: %s", gate_text(gate), reason)
+                    log.warning(
+                        "lost the relay reservation on %s: %s",
+                        gate_text(gate),
+                        reason,
+                        extra={"gate": gate_text(gate)},
+                    )
                     after = i
                     if trio.current_time() - since >= STEADY_SECONDS:
                         retries = iter(RETRY_SECONDS)  # it held a while: move on at once
@@ -305,6 +317,11 @@ class RelayClient:
             async with secure_stream(stream, self.identity, initiator=False) as channel:
                 await self.handle(channel)
         except (ChannelError, trio.TooSlowError) as e:
-            log.debug("circuit through %s ended: %s", gate_text(gate), e)
+            log.debug(
+                "circuit through %s ended: %s", gate_text(gate), e, extra={"gate": gate_text(gate)}
+            )
         except Exception:  # a bug in handling one peer must not take down the worker
-            log.exception("dropped a relayed connection after an error in its handler")
+            log.exception(
+                "dropped a relayed connection after an error in its handler",
+                extra={"gate": gate_text(gate)},
+            )

@@ -283,6 +283,16 @@ class Relay:
     def circuit(self, cid: int) -> Circuit | None:
         return self._circuits.get(cid)
 
+    @property
+    def reservations_held(self) -> int:
+        return len(self._reservations)
+
+    @property
+    def circuits_open(self) -> tuple[int, int]:
+        """Circuits up, and circuits waiting for their worker to take them up."""
+        up = sum(1 for c in self._circuits.values() if c.up)
+        return up, len(self._circuits) - up
+
     def status(self, now: float) -> dict[str, Any]:
         return {
             "reservations": [

@@ -147,7 +147,7 @@ class Gate:
             else:
                 await self._accept(stream, request["token"])
         except HopError as e:
-            log.debug("relay connection from %s ended: %s", ip, e)
+            log.debug("relay connection from %s ended: %s", ip, e, extra={"ip": ip})
 
     async def _control(self, stream: trio.SocketStream, ip: str) -> None:
         net = subnet(ip)
@@ -159,13 +159,13 @@ class Gate:
             await _refuse(stream, f"too many control connections from {ip}; close some first")
             return
         conn = next(self._conns)
+        peer = b""
         self._control_ips[net] += 1  # from before its handshake: those count too
         try:
             await write_frame(stream, {"t": "ok"})
             async with secure_stream(stream, self.identity, initiator=False) as channel:
-                control = _Control(
-                    conn, channel.peer.node_id, ip, Outbox(channel), trio.CancelScope()
-                )
+                peer = channel.peer.node_id
+                control = _Control(conn, peer, ip, Outbox(channel), trio.CancelScope())
                 self._controls[conn] = control
                 with control.scope:
                     async with trio.open_nursery() as nursery:
@@ -179,6 +179,12 @@ class Gate:
             if not self._control_ips[net]:
                 del self._control_ips[net]
             self._controls.pop(conn, None)
+            if self.relay.holds(conn):
+                log.info(
+                    "relay reservation of %s ended: its control connection closed",
+                    _short(peer),
+                    extra={"worker": peer.hex() if peer else None, "ip": ip},
+                )
             for cid in self.relay.release(conn):
                 self._ended(cid, "the worker's control connection to the gate closed")
 
@@ -211,10 +217,19 @@ class Gate:
             await channel.send({"t": "refused", "reason": refusal[:300]})
 
     def _reserve(self, control: _Control) -> None:
+        new = not self.relay.holds(control.conn)
         got = self.relay.reserve(control.conn, control.peer, control.ip, trio.current_time())
+        who = {"worker": control.peer.hex(), "ip": control.ip}
         if isinstance(got, Refusal):
+            log.info(
+                "refused a relay reservation to %s: %s", _short(control.peer), got.reason, extra=who
+            )
             control.outbox.put({"t": "refused", "reason": got.reason})
             return
+        if new:
+            log.info(
+                "relay reservation for %s from %s", _short(control.peer), control.ip, extra=who
+            )
         control.outbox.put({"t": "reserved", "ttl": self.relay.limits.reservation_ttl})
         self._kick.set()
 
@@ -318,7 +333,9 @@ class Gate:
                         break
                     wait = self.relay.carry(cid, len(data), trio.current_time())
                     if isinstance(wait, Refusal):
-                        log.info("relay circuit %d closed: %s", cid, wait.reason)
+                        log.info(
+                            "relay circuit %d closed: %s", cid, wait.reason, extra={"circuit": cid}
+                        )
                         break
                     if wait > 0:
                         await trio.sleep(wait)
@@ -348,6 +365,12 @@ class Gate:
                 if ended.kind == "reservation":
                     control = self._controls.get(ended.key)
                     if control is not None:
+                        log.info(
+                            "relay reservation of %s ended: %s",
+                            _short(control.peer),
+                            ended.reason,
+                            extra={"worker": control.peer.hex(), "ip": control.ip},
+                        )
                         control.scope.cancel()
                 else:
                     self._ended(ended.key, ended.reason)
@@ -356,6 +379,10 @@ class Gate:
 async def _refuse(stream: trio.abc.Stream, reason: str) -> None:
     with trio.move_on_after(2), contextlib.suppress(HopError):
         await write_frame(stream, {"t": "refused", "reason": reason[:300]})
+
+
+def _short(node_id: bytes) -> str:
+    return node_id.hex()[:16] if node_id else "a peer not yet identified"
 
 
 def _host_port(host: str, port: int) -> str:

@@ -23,6 +23,7 @@ from p2psched.gate.client import RelayClient, RelayError, check_reachability
 from p2psched.gate.relay import RelayLimits
 from p2psched.gate.service import Gate
 from p2psched.identity import Identity
+from p2psched.logs import naming_node
 from p2psched.resources.detect import Detected, detect
 from p2psched.scheduler.discovery import Discovery
 from p2psched.scheduler.dispatch import DispatchConfig
@@ -102,7 +103,11 @@ async def open_node(
         raise ValueError(f"reachability {reachability!r}: choose one of {', '.join(REACHABILITY)}")
     config = DhtConfig(client=dht_client)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with Store.open(data_dir / STORE_FILE, own_public_key=identity.public_key) as store:
+    # (every task the node starts inherits its id, for its log events)
+    with (
+        naming_node(identity.node_id),
+        Store.open(data_dir / STORE_FILE, own_public_key=identity.public_key) as store,
+    ):
         async with open_dht_node(identity, host=host, port=port, config=config) as dht:
             if seeds and await dht.bootstrap(seeds) == 0:
                 listed = ", ".join(f"{h}:{p}" for h, p in seeds)
@@ -114,7 +119,12 @@ async def open_node(
                 jobs = JobBook(dispatcher, nursery, config=dispatch)
                 if resume:
                     for job in jobs.resume():
-                        log.info("resumed job %s (%d tasks)", job.job_id, len(job.run.tasks))
+                        log.info(
+                            "resumed job %s (%d tasks)",
+                            job.job_id,
+                            len(job.run.tasks),
+                            extra={"job": job.job_id},
+                        )
                 roles = ("gate",) if gate else ()
                 node = Node(identity, data_dir, dht, discovery, jobs, roles + ("scheduler",))
                 if gate:
@@ -131,6 +141,12 @@ async def open_node(
                         reachability,
                     )
                     node.roles = ("worker", *node.roles)
+                log.info(
+                    "node up: %s; DHT on %s",
+                    ", ".join(node.roles),
+                    host_port(*dht.address),
+                    extra={"dht_client": dht_client},
+                )
                 try:
                     yield node
                 finally:

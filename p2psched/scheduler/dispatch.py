@@ -6,6 +6,8 @@ rules for putting a task back: a worker lost or silent, a commitment rejected, a
 failed, a receipt that did not verify, a timeout. Such a task goes back at the head of the queue
 with that worker excluded (but for a rejection), until the job's retries are spent. Tasks travel
 with their commitment; the worker's lease confirms them.
+It also counts, in plain numbers the node's metrics read (`DispatchStats`, shared by a node's
+jobs): negotiation steps, task outcomes, and how long tasks waited queued.
 Promises: a task is counted done once, and only with a receipt signed by the worker it was
 committed to, naming this scheduler, this job and this task, and hashing the output received;
 the job never commits more money than its budget; every task reaches a final state.
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from p2psched.histogram import QUEUE_WAIT_BUCKETS, Histogram
 from p2psched.identity import Identity
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.discovery import WorkerAd
@@ -116,6 +119,20 @@ class DispatchConfig:
 
 
 @dataclass(slots=True)
+class DispatchStats:
+    """What a node's jobs did, summed over them (they share one): plain numbers for its metrics."""
+
+    # Messages of the deal by kind, both ways (asked, quote, decline, commit, lease, reject,
+    # reserve, ready, withdraw, withdrawn), and quote requests left unanswered (no_answer).
+    negotiation: Counter[str] = field(default_factory=Counter)
+    # Final states reached (completed, failed, timed_out, aborted), and retried: a task put
+    # back in the queue after a worker had it.
+    outcomes: Counter[str] = field(default_factory=Counter)
+    # Seconds from entering the queue to being handed to a worker.
+    queue_wait: Histogram = field(default_factory=lambda: Histogram(QUEUE_WAIT_BUCKETS))
+
+
+@dataclass(slots=True)
 class TaskRun:
     spec: TaskSpec
     state: TaskState = S.UNSCHEDULED
@@ -166,6 +183,7 @@ class _Worker:
 
 
 WorkerState = _Worker  # what a job knows of a worker, for the node's shell to pass around
+_NEGOTIATION = frozenset({"quote", "decline", "ready", "lease", "reject", "withdrawn"})
 
 
 class JobRun:
@@ -186,8 +204,10 @@ class JobRun:
         views: WorkerViews | None = None,
         durable: bool = False,
         rival: Callable[[str, _Worker], float] | None = None,
+        stats: DispatchStats | None = None,
     ) -> None:
         self.identity = identity
+        self.stats = DispatchStats() if stats is None else stats
         # Shared by the node's jobs: switching strategy takes effect for all at once, and what
         # one job learns of a worker's speed and reliability serves the others.
         # (`is None`, not `or`: an empty predictor or record has a length of 0, and is falsy)
@@ -464,6 +484,8 @@ class JobRun:
             return
         w.heard = now
         kind = message["t"]
+        if kind in _NEGOTIATION:
+            self.stats.negotiation[kind] += 1
         if kind == "quote":
             self._on_quote(w, message, now)
         elif kind == "decline":  # a quote request, or (late binding) places asked for
@@ -567,6 +589,7 @@ class JobRun:
         for w in self.workers.values():
             if w.rid is not None and w.asked_at + c.quote_timeout_s <= now:
                 w.rid, w.declined = None, "did not answer a quote request in time"
+                self.stats.negotiation["no_answer"] += 1
             if w.quote is not None and w.quote_until <= now:
                 w.quote, w.room = None, 0
                 self._changed(w, now)
@@ -766,6 +789,7 @@ class JobRun:
             rid = next(self._rids)
             w.rid, w.asked_at, w.ask_after = rid, now, 0.0
             asked += 1
+            self.stats.negotiation["asked"] += 1
             self._out.append(
                 Send(
                     w.ad.node_id,
@@ -863,6 +887,7 @@ class JobRun:
         for t in runs:
             self._move(t, S.SCHEDULED, now)
             self._move(t, S.SENT, now)
+        self.stats.negotiation["commit"] += 1
         # The tasks go with their commitment: the worker leases and queues them at once,
         # or rejects them all; a separate dispatch would cost a round trip per batch.
         self._out.append(
@@ -926,6 +951,7 @@ class JobRun:
                 # Only if it has not started them: one that did runs on, so none runs twice.
                 rid = next(self._rids)
                 w.withdrawing[rid] = asking
+                self.stats.negotiation["withdraw"] += 1
                 self._out.append(Send(w.ad.node_id, {"t": "withdraw", "rid": rid, "tasks": asking}))
 
     def _sooner(self, t: TaskRun, worker: bytes, there: float, c: Candidate) -> bool:
@@ -980,6 +1006,7 @@ class JobRun:
             rid = next(self._rids)
             w.reserved[rid] = n
             self._reserved += n
+            self.stats.negotiation["reserve"] += 1
             want -= n
             self._out.append(
                 Send(
@@ -1274,7 +1301,12 @@ class JobRun:
     # -- task moves -----------------------------------------------------------------------
 
     def _move(self, t: TaskRun, new: TaskState, now: float) -> None:
+        queued_since = t.since
         old, t.state, t.since = t.state, t.state.to(new), now
+        if new.final:
+            self.stats.outcomes[new.value] += 1
+        elif old == S.QUEUED and new == S.NEGOTIATING:
+            self.stats.queue_wait.observe(now - queued_since)
         if self.durable:
             self.journal.append(
                 Moved(
@@ -1359,6 +1391,7 @@ class JobRun:
             self._out.append(Settled(t.spec.task_id))
             return
         t.retry = True
+        self.stats.outcomes["retried"] += 1
         self._enqueue(t, now)
 
     def _lose(self, w: _Worker, reason: str, now: float, *, stalled: bool = True) -> None:

@@ -142,7 +142,9 @@ class JobBook:
             doc = spec.model_dump(mode="python", by_alias=True, exclude_defaults=True)
         opened = JobOpened(job_id, spec.name, doc, now, mtr, spec.budget.total, deadline)
         self.dispatcher.record([opened])
-        return self._start(spec, opened, tasks)
+        job = self._start(spec, opened, tasks)
+        log.info("job %s submitted: %d tasks", job_id, len(job.run.tasks), extra={"job": job_id})
+        return job
 
     def resume(self) -> list[SubmittedJob]:
         """Take up the jobs the store has unfinished (this node stopped, or was killed)."""
@@ -152,7 +154,7 @@ class JobBook:
             try:
                 spec = parse_job(stored.spec, source=f"stored job {stored.job}")
             except JobSpecError as e:
-                log.error("cannot resume job %s: %s", stored.job, e)
+                log.error("cannot resume job %s: %s", stored.job, e, extra={"job": stored.job})
                 continue
             tasks = [
                 replace(t, task_id=task_id_for(stored.job, t.index)) for t in derive_tasks(spec)
@@ -200,6 +202,7 @@ class JobBook:
             views=self.dispatcher.views,
             durable=self.dispatcher.store is not None,
             rival=self.dispatcher.rival,
+            stats=self.dispatcher.stats,
         )
         job = SubmittedJob(job_id, spec, run, opened.submitted_at)
         if restore is not None:
@@ -216,6 +219,7 @@ class JobBook:
             job.finished_at = self.dispatcher.clock()
             self.dispatcher.record([JobFinished(job_id, job.finished_at)])
             job.done.set()
+            _log_finished(job)
 
         self.nursery.start_soon(finish)
         return job
@@ -232,6 +236,20 @@ class JobBook:
 
     def cancel(self, job_id: str, task_ids: list[str] | None = None) -> list[str]:
         return self.dispatcher.cancel(job_id, task_ids)
+
+
+def _log_finished(job: SubmittedJob) -> None:
+    counts = job.run.counts()
+    failed = [t for t in job.run.tasks.values() if t.state.final and t.state.value != "completed"]
+    first = f"; first failure: {failed[0].spec.task_id}: {failed[0].error}" if failed else ""
+    log.info(
+        "job %s finished in %.1f s: %s%s",
+        job.job_id,
+        (job.finished_at or job.submitted_at) - job.submitted_at,
+        ", ".join(f"{n} {state}" for state, n in sorted(counts.items())),
+        first,
+        extra={"job": job.job_id, "counts": dict(counts), "spent": job.run.spent},
+    )
 
 
 def to_json(value: Any) -> Any:

@@ -31,6 +31,7 @@ from p2psched.scheduler.dispatch import (
     Close,
     Connect,
     Discover,
+    DispatchStats,
     JobRun,
     Send,
     Settled,
@@ -50,6 +51,7 @@ from p2psched.wire.schema import SchemaError
 Settle = Callable[[JobRun, str], None]
 FindWorkers = Callable[[Need], Awaitable[list[WorkerAd]]]
 log = logging.getLogger(__name__)
+_UNNEEDED = "no job needs it now"
 
 
 def dht_finder(discovery: Discovery) -> FindWorkers:
@@ -96,6 +98,7 @@ class Dispatcher:
         self.predictor = Predictor()
         self.views = WorkerViews()
         self.ads: dict[bytes, WorkerAd] = {}  # the latest ad found of each worker, for watchers
+        self.stats = DispatchStats()  # summed over the node's jobs, for its metrics
         self._jobs: dict[str, _Job] = {}
         self._links: dict[bytes, _Link] = {}
         self._rid_owner: dict[tuple[bytes, int], str] = {}  # (worker, rid) -> job
@@ -149,6 +152,11 @@ class Dispatcher:
             default=math.inf,
         )
 
+    @property
+    def connected_workers(self) -> int:
+        """Workers this node has a channel up to now."""
+        return sum(1 for link in self._links.values() if link.public_key is not None)
+
     def known_workers(self) -> list[bytes]:
         """The workers this node knows of: those its running jobs found, and those it has a
         record of from earlier jobs."""
@@ -184,6 +192,7 @@ class Dispatcher:
                 elif isinstance(action, Close):
                     self._close(action.worker, action.reason)
                 elif isinstance(action, Settled):
+                    _log_settled(job.run, action.task_id)
                     if job.on_settled is not None:
                         job.on_settled(job.run, action.task_id)
                 elif isinstance(action, Discover):
@@ -197,7 +206,7 @@ class Dispatcher:
             for worker, link in list(self._links.items()):
                 link.jobs.discard(job_id)
                 if not link.jobs:
-                    self._close(worker, "no job needs it now")
+                    self._close(worker, _UNNEEDED)
         # The timer loop looks again only if this job's next deadline comes before the time it
         # sleeps until: waking it for every message would tick every job for every message.
         if kick and (job.run.done or job.run.next_deadline() < self._waking_at):
@@ -263,12 +272,27 @@ class Dispatcher:
                     ) as channel:
                         # (set once a channel is up: a dial that failed leaves it False)
                         link.relayed = parse_relay_address(address) is not None
+                        log.info(
+                            "connected to worker %s%s",
+                            worker.hex()[:16],
+                            " through a gate's relay" if link.relayed else "",
+                            extra={"worker": worker.hex(), "address": address},
+                        )
                         reason = await self._session(worker, channel, link)
                         break
                 except (ChannelError, ValueError) as e:
                     reason = str(e)
         if link.reason is not None:
             reason = link.reason
+        # A link closed because no job needs it is routine; any other end is news.
+        log.log(
+            logging.DEBUG if link.reason == _UNNEEDED else logging.INFO,
+            "worker %s %s: %s",
+            worker.hex()[:16],
+            "lost" if link.public_key is not None else "not reached",
+            reason,
+            extra={"worker": worker.hex(), "jobs": sorted(link.jobs)},
+        )
         if self._links.get(worker) is link:
             del self._links[worker]
         for key in [k for k in self._rid_owner if k[0] == worker]:
@@ -344,7 +368,26 @@ class Dispatcher:
         try:
             step(*args)
         except Exception as e:
-            log.exception("job %s failed inside the scheduler", job_id)
+            log.exception("job %s failed inside the scheduler", job_id, extra={"job": job_id})
             self._jobs[job_id].run.abandon(
                 f"internal error in the scheduler: {e!r}"[:300], args[-1]
             )
+
+
+def _log_settled(run: JobRun, task_id: str) -> None:
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    t = run.tasks[task_id]
+    worker = t.receipt.worker if t.receipt is not None else t.worker
+    log.debug(
+        "task %s %s%s",
+        task_id,
+        t.state.value,
+        f": {t.error}" if t.error else "",
+        extra={
+            "job": run.job,
+            "task": task_id,
+            "worker": worker.hex() if worker is not None else None,
+            "attempts": t.attempts,
+        },
+    )

@@ -1,8 +1,9 @@
 """The worker's task manager, sans-I/O: quotes, leases, the local queue, slots, results and
 receipts. It takes messages from schedulers and `now`, and gives back actions for its shell.
 
-Owns: what this worker has promised (leases), holds (its queue) and runs (its slots), and the
-results it has not yet seen acknowledged.
+Owns: what this worker has promised (leases), holds (its queue) and runs (its slots), the
+results it has not yet seen acknowledged, and its drivers' run times (plain histograms, which
+the node's metrics read).
 Promises: it never starts more tasks than it has slots; it runs a task only if the scheduler
 holds a lease for it and the task's driver is enabled; a lease not followed by a dispatch
 expires after `lease_s`; every result carries a `Receipt` signed by this worker, and is sent
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from p2psched.histogram import RUN_TIME_BUCKETS, Histogram
 from p2psched.identity import Identity
 from p2psched.scheduler.journal import Accepted, Entry, Issued
 from p2psched.wire.codec import encode
@@ -127,6 +129,8 @@ class TaskManager:
     _aborting: set[TaskKey] = field(default_factory=set)  # cancelled, still stopping
     _unacked: dict[TaskKey, tuple[float, dict[str, Any], int]] = field(default_factory=dict)
     _run_times: dict[str, _RunTimes] = field(default_factory=dict)
+    # Seconds each driver took per task run here (ended by itself, with or without an error).
+    run_seconds: dict[str, Histogram] = field(default_factory=dict)
     # Late binding: places reserved, in arrival order, and slots held for a scheduler that
     # was told one is free and has not answered yet (until when).
     _reserved: dict[ReservationKey, _Reservation] = field(default_factory=dict)
@@ -152,6 +156,16 @@ class TaskManager:
     @property
     def _busy_slots(self) -> int:
         return len(self._running) + sum(len(p) for p in self._pulling.values())
+
+    @property
+    def running(self) -> int:
+        """Tasks running now, one per busy slot."""
+        return len(self._running)
+
+    @property
+    def unacked(self) -> tuple[int, int]:
+        """Results kept until their scheduler acknowledges them: how many, and their bytes."""
+        return len(self._unacked), self._unacked_bytes
 
     @property
     def held(self) -> int:
@@ -231,10 +245,14 @@ class TaskManager:
         held = self._held.pop(key)
         self._running.discard(key)
         duration = max(0.0, now - held.started)
+        driver = held.task["driver"]
+        if driver not in self.run_seconds:
+            self.run_seconds[driver] = Histogram(RUN_TIME_BUCKETS)
+        self.run_seconds[driver].observe(duration)
         if error is None:
             packed, error = unsendable(output)
         if error is None:
-            self._run_times.setdefault(held.task["driver"], _RunTimes()).add(duration)
+            self._run_times.setdefault(driver, _RunTimes()).add(duration)
         else:
             output, packed = None, encode(None)
         self._result(peer, held, output, packed, error, duration, now)

@@ -10,6 +10,7 @@ a driver's failure becomes the task's error, never the worker's.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import shutil
 import tempfile
@@ -22,6 +23,8 @@ from typing import Any
 import trio
 
 from p2psched.identity import Identity
+from p2psched.logs import naming_task
+from p2psched.scheduler.dispatch import job_of
 from p2psched.scheduler.journal import Entry
 from p2psched.wire.channel import Outbox, SecureChannel, serve_channels
 from p2psched.wire.deal import parse
@@ -29,6 +32,8 @@ from p2psched.wire.noise import ChannelError
 from p2psched.wire.schema import SchemaError
 from p2psched.worker.drivers import Driver, DriverError, DriverTask
 from p2psched.worker.manager import Abort, Send, Start, TaskManager
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -96,6 +101,7 @@ class WorkerService:
         session = _Session(Outbox(channel))
         self._sessions[peer] = session
         refusal = None
+        log.info("scheduler %s connected", peer.hex()[:16], extra={"scheduler": peer.hex()})
         try:
             with session.scope:
                 async with trio.open_nursery() as nursery:
@@ -116,6 +122,12 @@ class WorkerService:
                     with trio.move_on_after(5), contextlib.suppress(ChannelError):
                         await channel.send({"t": "error", "reason": refusal})
         finally:
+            log.info(
+                "scheduler %s disconnected%s",
+                peer.hex()[:16],
+                f": it broke the protocol ({refusal})" if refusal is not None else "",
+                extra={"scheduler": peer.hex()},
+            )
             if self._sessions.get(peer) is session:
                 del self._sessions[peer]
                 self.manager.disconnected(peer, self.clock())
@@ -147,6 +159,10 @@ class WorkerService:
             self._kick.set()
 
     async def _run(self, peer: bytes, task: dict[str, Any]) -> None:
+        with naming_task(job_of(task["id"]), task["id"]):
+            await self._run_task(peer, task)
+
+    async def _run_task(self, peer: bytes, task: dict[str, Any]) -> None:
         key = (peer, task["id"])
         output: Any = None
         error: str | None = None
@@ -179,6 +195,13 @@ class WorkerService:
                     shutil.rmtree(scratch, ignore_errors=True)
         if scope.cancelled_caught:
             error = "cancelled by its scheduler"
+        log.debug(
+            "task %s ran on the %s driver: %s",
+            task["id"],
+            task["driver"],
+            "ok" if error is None else error,
+            extra={"scheduler": peer.hex()},
+        )
         if self.manager.finished(peer, task["id"], output, error, self.clock()):
             self.completed += 1
         self._flush()

@@ -1,0 +1,341 @@
+"""The node's Prometheus metrics: `GET /metrics` on its control API (behind the API's bearer
+token), in the text exposition format, all named `p2psched_*`.
+
+Owns: a `CollectorRegistry` per installed app (never the process-wide one: a process may run
+several nodes), and the mapping from the node's own plain numbers (the DHT core's counters and
+round trips, the jobs' `DispatchStats`, the relay's counters, the task manager's run times) to
+metric families.
+Promises: every value is read from the node's state when scraped, on the trio thread (the route
+is async), so a scrape sees one moment and costs nothing in between; label values come from
+fixed sets in the code, but for `worker` on the predicted-wait gauge, at most `MAX_WORKERS`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator
+
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from p2psched.gate.relay import Relay
+from p2psched.histogram import Histogram
+from p2psched.node.node import Node, WorkerRole
+from p2psched.scheduler.lifecycle import TaskState
+
+MAX_WORKERS = 200  # per-worker series; the workers of running jobs come first
+_RESERVATIONS = ("made", "refreshed", "refused", "expired")
+_CIRCUITS = ("requested", "opened", "refused", "closed", "unanswered")
+_DIALBACKS = ("reachable", "unreachable")
+_NEGOTIATION = (
+    "asked",
+    "quote",
+    "decline",
+    "no_answer",
+    "commit",
+    "lease",
+    "reject",
+    "reserve",
+    "ready",
+    "withdraw",
+    "withdrawn",
+)
+_OUTCOMES = ("completed", "failed", "timed_out", "aborted", "retried")
+
+
+def install(app: FastAPI, node: Node) -> None:
+    """Serve `node`'s metrics at `GET /metrics` on `app`, from a registry of its own."""
+    registry = CollectorRegistry()
+    registry.register(NodeCollector(node))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["metrics"])
+    async def metrics() -> Response:
+        """This node's metrics, in Prometheus's text format (scrape with the API's token)."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class NodeCollector:
+    """Reads one node's state into metric families, each time it is scraped."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.node
+        info = GaugeMetricFamily(
+            "p2psched_node_info", "This node: its id and roles (always 1)", labels=["node", "roles"]
+        )
+        info.add_metric([node.node_id.hex(), ",".join(node.roles)], 1)
+        yield info
+        yield from _scheduler(node)
+        yield from _dht(node)
+        if node.gate is not None:
+            yield from _relay(node.gate.relay)
+        if node.worker is not None:
+            yield from _worker(node.worker)
+
+
+def _scheduler(node: Node) -> Iterator[Metric]:
+    jobs = list(node.jobs.jobs.values())
+    running = [j for j in jobs if j.finished_at is None]
+    by_state = GaugeMetricFamily(
+        "p2psched_jobs", "Jobs this node keeps, by state", labels=["state"]
+    )
+    by_state.add_metric(["running"], len(running))
+    by_state.add_metric(["done"], len(jobs) - len(running))
+    yield by_state
+
+    counts: Counter[str] = Counter()
+    for job in running:
+        counts.update(job.run.counts())
+    tasks = GaugeMetricFamily(
+        "p2psched_tasks", "Tasks of this node's running jobs, by state", labels=["state"]
+    )
+    for state in TaskState:
+        tasks.add_metric([state.value], counts[state.value])
+    yield tasks
+    yield GaugeMetricFamily(
+        "p2psched_queue_depth",
+        "Tasks of this node's running jobs queued, waiting for a worker",
+        value=counts[TaskState.QUEUED.value],
+    )
+    d = node.jobs.dispatcher
+    yield _histogram(
+        "p2psched_queue_wait_seconds",
+        "Seconds tasks waited queued before they went to a worker",
+        {(): d.stats.queue_wait},
+    )
+    yield _counter(
+        "p2psched_negotiations",
+        "Steps of the deal with workers, by outcome: quotes asked and given, declines, "
+        "unanswered asks, commitments, leases, rejections, late-binding places and moves",
+        "outcome",
+        d.stats.negotiation,
+        _NEGOTIATION,
+    )
+    yield _counter(
+        "p2psched_task_outcomes",
+        "Tasks that reached a final state, by state, and tasks retried after a worker had them",
+        "outcome",
+        d.stats.outcomes,
+        _OUTCOMES,
+    )
+    yield GaugeMetricFamily(
+        "p2psched_workers_connected",
+        "Workers this node's scheduler has a channel open to",
+        value=d.connected_workers,
+    )
+    waits = GaugeMetricFamily(
+        "p2psched_worker_predicted_wait_seconds",
+        f"Predicted queue wait per worker known to this node (at most {MAX_WORKERS} workers)",
+        labels=["worker"],
+    )
+    for worker in d.known_workers()[:MAX_WORKERS]:
+        mean = d.predictor.estimate(worker, None, 0).wait_mean
+        if math.isfinite(mean):
+            waits.add_metric([worker.hex()[:16]], mean)
+    yield waits
+
+
+def _dht(node: Node) -> Iterator[Metric]:
+    p = node.dht.protocol
+    sent = CounterMetricFamily(
+        "p2psched_dht_rpcs_sent",
+        "DHT requests this node sent, by type and outcome (answered, error, timed_out, "
+        "abandoned: its caller stopped waiting and no answer came)",
+        labels=["type", "outcome"],
+    )
+    for (kind, outcome), n in sorted(p.rpcs_sent.items()):
+        sent.add_metric([kind, outcome], n)
+    yield sent
+    received = CounterMetricFamily(
+        "p2psched_dht_rpcs_received",
+        "DHT requests this node answered, by type and outcome (answered, stored, refused, "
+        "malformed)",
+        labels=["type", "outcome"],
+    )
+    for (kind, outcome), n in sorted(p.rpcs_received.items()):
+        received.add_metric([kind, outcome], n)
+    yield received
+    yield _histogram(
+        "p2psched_dht_rpc_round_trip_seconds",
+        "Round trip of DHT requests answered, by type",
+        {(kind,): h for kind, h in p.round_trips.items()},
+        ["type"],
+    )
+    dropped = CounterMetricFamily(
+        "p2psched_dht_dropped",
+        "DHT datagrams dropped, by reason (unauthenticated, replayed, malformed, ...)",
+        labels=["reason"],
+    )
+    events = CounterMetricFamily(
+        "p2psched_dht_events",
+        "Other things the DHT core counts (datagrams in, stores accepted, records expired, "
+        "send errors, late answers, ...)",
+        labels=["event"],
+    )
+    for key, n in sorted(p.stats.items()):
+        if key.startswith("dropped_"):
+            dropped.add_metric([key.removeprefix("dropped_")], n)
+        else:
+            events.add_metric([key], n)
+    yield dropped
+    yield events
+    yield GaugeMetricFamily(
+        "p2psched_dht_routing_table_contacts",
+        "Contacts in this node's routing table",
+        value=len(p.routing),
+    )
+    yield GaugeMetricFamily(
+        "p2psched_dht_records_stored", "DHT records this node holds for others", value=len(p.store)
+    )
+    yield GaugeMetricFamily(
+        "p2psched_dht_record_bytes_stored",
+        "Bytes of the DHT records this node holds",
+        value=p.store.bytes_held,
+    )
+
+
+def _relay(relay: Relay) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "p2psched_relay_reservations",
+        "Relay reservations this gate holds for workers",
+        value=relay.reservations_held,
+    )
+    up, pending = relay.circuits_open
+    circuits = GaugeMetricFamily(
+        "p2psched_relay_circuits",
+        "Circuits through this gate: up, or waiting for their worker",
+        labels=["state"],
+    )
+    circuits.add_metric(["up"], up)
+    circuits.add_metric(["pending"], pending)
+    yield circuits
+    c = relay.counters
+    yield _counter(
+        "p2psched_relay_reservation_events",
+        "Relay reservations by what became of a request: made, refreshed, refused, expired",
+        "outcome",
+        _prefixed(c, "reservations_"),
+        _RESERVATIONS,
+    )
+    yield _counter(
+        "p2psched_relay_circuit_events",
+        "Relay circuits by event: requested, opened (taken up by the worker), refused, closed, "
+        "unanswered (the worker never took it up)",
+        "outcome",
+        _prefixed(c, "circuits_"),
+        _CIRCUITS,
+    )
+    yield _counter(
+        "p2psched_relay_dialbacks",
+        "Reachability checks: the gate dialed a node back and reached it, or not",
+        "outcome",
+        _prefixed(c, "dialbacks_"),
+        _DIALBACKS,
+    )
+    yield CounterMetricFamily(
+        "p2psched_relay_bytes", "Bytes relayed, both ways", value=c["bytes_relayed"]
+    )
+    yield CounterMetricFamily(
+        "p2psched_relay_connections_shed",
+        "Connections the gate closed at once: over its per-address or total limits",
+        value=c["connections_shed"],
+    )
+
+
+def _worker(role: WorkerRole) -> Iterator[Metric]:
+    manager = role.service.manager
+    yield GaugeMetricFamily(
+        "p2psched_worker_slots", "Tasks this worker runs at once", value=manager.slots
+    )
+    yield GaugeMetricFamily(
+        "p2psched_worker_slots_free",
+        "Slots free now (0 while draining)",
+        value=manager.free_slots,
+    )
+    yield GaugeMetricFamily(
+        "p2psched_worker_tasks_running", "Tasks running on this worker", value=manager.running
+    )
+    yield GaugeMetricFamily(
+        "p2psched_worker_tasks_held",
+        "Tasks leased, queued or running on this worker",
+        value=manager.held,
+    )
+    count, size = manager.unacked
+    yield GaugeMetricFamily(
+        "p2psched_worker_results_unacked",
+        "Results kept until their scheduler acknowledges them",
+        value=count,
+    )
+    yield GaugeMetricFamily(
+        "p2psched_worker_results_unacked_bytes", "Bytes of those results", value=size
+    )
+    yield GaugeMetricFamily(
+        "p2psched_worker_draining", "1 while the worker drains", value=int(manager.draining)
+    )
+    yield CounterMetricFamily(
+        "p2psched_worker_tasks_completed",
+        "Tasks this worker ran to a result it sent back",
+        value=role.service.completed,
+    )
+    yield _histogram(
+        "p2psched_worker_driver_run_seconds",
+        "Seconds a task's run took, by driver",
+        {(driver,): h for driver, h in sorted(manager.run_seconds.items())},
+        ["driver"],
+    )
+    if role.relay is not None:
+        yield CounterMetricFamily(
+            "p2psched_worker_relay_moves",
+            "Times this worker's relay reservation moved to another gate",
+            value=role.relay.moves,
+        )
+
+
+def _counter(
+    name: str, doc: str, label: str, counts: Counter[str], known: Iterable[str]
+) -> CounterMetricFamily:
+    """A counter by `label`: every known value (0 if not seen yet, so that a dashboard has the
+    series from the start), and any other value the core counted."""
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for value in dict.fromkeys([*known, *sorted(counts)]):
+        family.add_metric([value], counts[value])
+    return family
+
+
+def _prefixed(counts: Counter[str], prefix: str) -> Counter[str]:
+    return Counter({k.removeprefix(prefix): n for k, n in counts.items() if k.startswith(prefix)})
+
+
+def _histogram(
+    name: str,
+    doc: str,
+    series: dict[tuple[str, ...], Histogram],
+    labels: list[str] | None = None,
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=labels or [])
+    for values, h in series.items():
+        buckets = [
+            ("+Inf" if bound == math.inf else repr(bound), float(n)) for bound, n in h.cumulative()
+        ]
+        family.add_metric(list(values), buckets, h.sum)
+    return family

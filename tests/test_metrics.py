@@ -1,0 +1,164 @@
+"""Metrics: what the sans-I/O cores count (on a hand-driven clock), and `/metrics` scraped over
+real HTTP from running nodes after a real job through a gate's relay."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from p2psched.api.control import api_token, serve_api
+from p2psched.dht import messages as m
+from p2psched.histogram import Histogram
+from p2psched.identity import Identity
+from p2psched.node.node import Node
+from p2psched.scheduler.dispatch import JobRun
+from p2psched.scheduler.jobspec import parse_job
+from p2psched.worker import manager as wm
+from tests.test_dispatch import Net, ad, spec
+from tests.test_protocol import NOW, Link
+from tests.test_relay import relayed_network
+from tests.test_submit import echo_job
+
+# -- the cores' plain numbers --------------------------------------------------------------
+
+
+def test_a_histogram_counts_a_value_on_a_bound_in_that_bound() -> None:
+    h = Histogram((0.1, 1.0))
+    for x in (0.05, 0.1, 0.5, 1.0, 7.0, math.nan):
+        h.observe(x)
+    assert h.cumulative() == [(0.1, 2), (1.0, 4), (math.inf, 5)]  # NaN is not a duration
+    assert h.count == 5 and h.sum == pytest.approx(8.65)
+    with pytest.raises(ValueError, match="increasing"):
+        Histogram((1.0, 0.5))
+
+
+def test_the_dht_core_counts_rpcs_by_outcome_and_times_each_answer() -> None:
+    link = Link()
+    a, b = link.add(("127.0.0.1", 1)), link.add(("127.0.0.1", 2))
+    a.request(link.contact(("127.0.0.1", 2)), m.Ping(), NOW)
+    link.run(NOW + 0.02)  # answered 20 ms after it went out
+    assert b.rpcs_received[("ping", "answered")] >= 1
+    # (`b`'s ping checking `a`'s address reaches `a` before `b`'s answer, so `a` checks `b`'s
+    # likewise: a ping sent and answered at the same instant, 0 s)
+    rtt = a.round_trips["ping"]
+    assert rtt.count == a.rpcs_sent[("ping", "answered")] == 2
+    assert rtt.sum == pytest.approx(0.02, abs=1e-6)
+
+    a.request(("127.0.0.1", 9), m.FindNode(b.node_id), NOW)  # nobody there
+    link.run(NOW)
+    a.on_timer(NOW + a.config.rpc_timeout)
+    assert a.rpcs_sent[("find_node", "timed_out")] == 1
+    assert a.round_trips["find_node"].count == 0  # only answers are timed
+
+
+def test_a_jobs_stats_count_the_deal_the_outcomes_and_the_queue_wait() -> None:
+    sched, workers = Identity.generate(), [Identity.generate() for _ in range(2)]
+    run = JobRun(sched, "job", [spec(0, retries=1), spec(1, retries=1)], mtr=0, now=1000.0)
+    net = Net(run, {w.node_id: wm.TaskManager(w, slots=2) for w in workers}, now=1003.0)
+    net.hold = True
+    run.add_workers([ad(w) for w in workers], net.now)  # found 3 s after it was queued
+    net.pump()
+    assert run.stats.queue_wait.count == 2 and run.stats.queue_wait.sum == pytest.approx(6.0)
+    net.now += 2.5
+    for wid, peer, task in net.started:  # the first fails (and is retried), the second runs
+        error = "boom" if task["id"] == "job-000000" else None
+        net.workers[wid].finished(peer, task["id"], "out", error, net.now)
+    net.started = []
+    net.pump()
+    assert run.stats.outcomes == {"completed": 1, "retried": 1}
+    ((wid, peer, task),) = net.started
+    net.workers[wid].finished(peer, task["id"], None, "boom again", net.now)
+    net.pump()
+    assert run.done and run.stats.outcomes == {"completed": 1, "retried": 1, "failed": 1}
+    deal = run.stats.negotiation
+    assert deal["asked"] >= 1 and deal["quote"] >= 1
+    assert deal["commit"] == deal["lease"] >= 2  # each commitment leased
+    ran = [h for w in net.workers.values() for h in w.run_seconds.values()]
+    assert sum(h.count for h in ran) == 3 and sum(h.sum for h in ran) == pytest.approx(5.0)
+
+
+# -- /metrics over HTTP, from running nodes --------------------------------------------------
+
+
+@asynccontextmanager
+async def scraper(node: Node) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of `node`'s control API, sending its token."""
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(partial(serve_api, node))
+        headers = {"authorization": f"Bearer {api_token(node.data_dir)}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers) as http:
+            yield http
+        nursery.cancel_scope.cancel()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an exposition, by (name, sorted labels)."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def total(got: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> float:
+    return sum(v for (n, _), v in got.items() if n == name)
+
+
+async def scrape(node: Node) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with scraper(node) as http:
+        r = await http.get("/metrics")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        return samples(r.text)
+
+
+async def test_metrics_of_a_scheduler_a_worker_and_a_gate_after_a_job(tmp_path: Path) -> None:
+    async with relayed_network(tmp_path, workers=2) as (scheduler, workers, (gate,)):
+        job = scheduler.jobs.submit(parse_job(echo_job(30)))
+        with trio.fail_after(60):
+            await job.done.wait()
+
+        s = await scrape(scheduler)
+        assert s[("p2psched_task_outcomes_total", (("outcome", "completed"),))] == 30
+        assert s[("p2psched_jobs", (("state", "done"),))] == 1
+        assert s[("p2psched_queue_depth", ())] == 0
+        assert s[("p2psched_queue_wait_seconds_count", ())] == 30
+        assert s[("p2psched_negotiations_total", (("outcome", "commit"),))] >= 1
+        assert total(s, "p2psched_dht_rpcs_sent_total") > 0
+        assert total(s, "p2psched_dht_rpc_round_trip_seconds_count") > 0
+        assert s[("p2psched_dht_routing_table_contacts", ())] >= 1
+        me = (("node", scheduler.node_id.hex()), ("roles", "scheduler"))
+        assert s[("p2psched_node_info", me)] == 1
+        assert total(s, "process_cpu_seconds_total") > 0
+        assert not any(n.startswith("p2psched_relay_") for n, _ in s)  # not a gate
+
+        g = await scrape(gate)
+        assert g[("p2psched_relay_reservations", ())] == 2
+        made = g[("p2psched_relay_reservation_events_total", (("outcome", "made"),))]
+        opened = g[("p2psched_relay_circuit_events_total", (("outcome", "opened"),))]
+        assert made == 2 and opened == 2  # a circuit per worker, carrying all its tasks
+        assert g[("p2psched_relay_bytes_total", ())] > 0
+        assert total(g, "p2psched_dht_rpcs_received_total") > 0
+
+        ran = 0.0
+        for w in workers:
+            got = await scrape(w)
+            ran += got[("p2psched_worker_driver_run_seconds_count", (("driver", "echo"),))]
+            assert got[("p2psched_worker_tasks_running", ())] == 0
+            assert got[("p2psched_worker_slots_free", ())] == 2
+        assert ran == 30  # every task ran once, on one of them
+
+
+async def test_metrics_without_the_token_are_refused(tmp_path: Path) -> None:
+    async with relayed_network(tmp_path, workers=0) as (_, _, (gate,)), scraper(gate) as http:
+        r = await http.get("/metrics", headers={"authorization": "Bearer wrong"})
+        assert r.status_code == 401 and "api.token" in r.json()["message"]
+        r = await http.get("/openapi.json")
+        assert "/metrics" in r.json()["paths"]  # documented, like every route
