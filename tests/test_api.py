@@ -179,6 +179,12 @@ def test_every_endpoint_answers_through_a_real_http_client(apis: tuple[Api, Api]
     gate.refused(409, "POST", "/v1/worker/drain", body={})
     gate.refused(409, "POST", "/v1/worker/undrain", body={})
 
+    # Prometheus' view: text exposition, behind the same token.
+    scraped = gate.call("GET", "/metrics")
+    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+    assert 'p2psched_task_outcomes_total{outcome="completed"}' in scraped.text
+    assert "p2psched_dht_routing_table_contacts" in scraped.text
+
     missed = openapi_routes(gate) - TESTED
     assert not missed, f"routes without a test here: {sorted(missed)}"
 
