@@ -583,6 +583,8 @@ def cmd_ui(args: argparse.Namespace) -> None:
     with _client(args) as client:
         url = client.url
     token = (_data_dir(args) / "api.token").read_text().strip()
+    for wildcard in ("//0.0.0.0:", "//[::]:"):  # bound to all: a browser here uses loopback
+        url = url.replace(wildcard, "//127.0.0.1:" if "." in wildcard else "//[::1]:")
     print(f"{url}/ui#token={token}")
 
 

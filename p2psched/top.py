@@ -47,6 +47,11 @@ def snapshot(client: ControlClient) -> dict[str, Any]:
     return out
 
 
+def _plain(value: Any) -> Text:
+    """A cell as the text it is: what peers sent (a failure's reason) is never rich markup."""
+    return Text("" if value is None else str(value))
+
+
 def _bar(done: int, failed: int, total: int, width: int = 24) -> Text:
     total = max(total, 1)
     ok = round(width * done / total)
@@ -78,17 +83,17 @@ def render(snap: dict[str, Any]) -> Group:
     for j in listed[:JOBS_SHOWN]:
         eta = j.get("eta_s")
         jobs.add_row(
-            j["job"],
-            j["state"],
+            _plain(j["job"]),
+            _plain(j["state"]),
             _bar(j["completed"], j["failed"], j["total"]),
-            f"{j['completed']}/{j['total']}",
-            str(j["failed"]),
-            str(j["running"]),
-            f"{j['spent']:g}",
-            "" if eta is None else f"{eta:.0f}s",
+            _plain(f"{j['completed']}/{j['total']}"),
+            _plain(j["failed"]),
+            _plain(j["running"]),
+            _plain(f"{j['spent']:g}"),
+            _plain("" if eta is None else f"{eta:.0f}s"),
         )
     if not listed:
-        jobs.add_row("(no jobs on this node)", "", "", "", "", "", "", "")
+        jobs.add_row(_plain("(no jobs on this node)"), *[_plain("")] * 7)
     parts.append(jobs)
 
     workers = Table(title="workers this node knows (predicted)", title_justify="left", expand=True)
@@ -97,14 +102,14 @@ def render(snap: dict[str, Any]) -> Group:
     for q in (snap.get("queues") or {}).get("queues", []):
         view = q.get("view") or {}
         workers.add_row(
-            q["ti_uuid"][:16],
-            f"{q['waiting_time_expect']:.0f}",
-            f"{q['waiting_time_error']:.0f}",
-            f"{q['run_time_expect']:.0f}",
-            str(view.get("succeeded_tasks", "")),
-            str(view.get("failed_tasks", "")),
-            str(view.get("state", "")),
-            str(q.get("source", "")),
+            _plain(q["ti_uuid"][:16]),
+            _plain(f"{q['waiting_time_expect']:.0f}"),
+            _plain(f"{q['waiting_time_error']:.0f}"),
+            _plain(f"{q['run_time_expect']:.0f}"),
+            _plain(view.get("succeeded_tasks", "")),
+            _plain(view.get("failed_tasks", "")),
+            _plain(view.get("state", "")),
+            _plain(q.get("source", "")),
         )
     parts.append(workers)
 
@@ -124,7 +129,9 @@ def render(snap: dict[str, Any]) -> Group:
         fails.add_column(col, overflow="fold" if col == "reason" else "ellipsis")
     for f in (snap.get("failures") or {}).get("failures", []):
         when = time.strftime("%H:%M:%S", time.localtime(f["at"])) if f["at"] > 1e9 else ""
-        fails.add_row(when, f["task"], (f["worker"] or "")[:16], f["reason"] or "")
+        fails.add_row(
+            _plain(when), _plain(f["task"]), _plain((f["worker"] or "")[:16]), _plain(f["reason"])
+        )
     parts.append(fails)
     for error in snap["errors"]:
         parts.append(Text(f"! {error}", style="red"))

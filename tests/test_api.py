@@ -145,6 +145,9 @@ def test_every_endpoint_answers_through_a_real_http_client(apis: tuple[Api, Api]
     assert query["submit_time"] > 1e9
     gate.refused(404, "GET", "/v1/task/query", task_id="nope/0")
     gate.refused(404, "POST", "/v1/queue/submit", body={"model_name": "gpt-9", "driver": "echo"})
+    for odd in ("meta-llama/Llama-3-8B", "llama3:8b", "Qwen2.5 7B", "m" * 128):
+        said = gate.refused(404, "POST", "/v1/queue/submit", body={"model_name": odd})
+        assert "no worker in the network serves model" in said  # the name itself is fine
     by_model = gate.ok("GET", "/v1/queue/info", model_name=model)["queues"]
     assert [q["ti_uuid"] for q in by_model] == [placed["scheduled_ti"]]  # only who serves it
 

@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -34,9 +35,10 @@ from p2psched.resources.need import Need, NeedError
 from p2psched.scheduler.dispatch import task_id_for
 from p2psched.scheduler.jobs import SubmittedJob, to_json
 from p2psched.scheduler.jobspec import JobSpecError, derive_tasks, parse_job
-from p2psched.scheduler.predictor import MODES
+from p2psched.scheduler.predictor import MAX_REASON, MODES
 from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import STRATEGIES
+from p2psched.wire.codec import decode
 
 TOKEN_FILE = "api.token"
 ENDPOINT_FILE = "api.json"
@@ -98,14 +100,21 @@ def api_token(data_dir: Path) -> str:
     """This node's API token, created on first use (mode 0600)."""
     path = data_dir / TOKEN_FILE
     try:
-        return path.read_text().strip()
+        token = path.read_text().strip()
+        if len(token) >= 32:
+            path.chmod(0o600)  # (a copy may have loosened it)
+            return token
     except FileNotFoundError:
         data_dir.mkdir(parents=True, exist_ok=True)
-        token = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-        return token
+    # None yet, or one too short to be ours (a write cut short): a new one, all at once.
+    token = secrets.token_urlsafe(32)
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    tmp.replace(path)
+    return token
 
 
 def make_app(node: Node, token: str) -> FastAPI:
@@ -115,12 +124,13 @@ def make_app(node: Node, token: str) -> FastAPI:
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Any:
-        if request.url.path not in ("/openapi.json", "/docs") and not ui.serves(request.url.path):
+        # The path routing will use (the scope's), never one rebuilt from the Host header.
+        path = request.scope["path"]
+        if path not in ("/openapi.json", "/docs") and not ui.serves(path):
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return _error(
-                    401, f"missing or wrong bearer token (it is in {node.data_dir / TOKEN_FILE})"
-                )
+                # No path in the answer: it may go to another machine (--api-remote).
+                return _error(401, f"missing or wrong bearer token (the node's {TOKEN_FILE})")
         return await call_next(request)
 
     @app.exception_handler(HTTPException)
@@ -285,8 +295,8 @@ def make_app(node: Node, token: str) -> FastAPI:
         """Whether its latest ad lists `model`, or this node saw it run that model."""
         d = node.jobs.dispatcher
         ad = d.ads.get(worker)
-        if ad is not None and model in ad.profile.installed_models:
-            return True
+        if ad is not None and ad.expires > node.dht.now():
+            return model in ad.profile.installed_models
         view = d.views.view(worker) if worker in d.views else {}
         return any(m["model"] == model for m in view.get("performance", {}).get("models", []))
 
@@ -322,7 +332,7 @@ def make_app(node: Node, token: str) -> FastAPI:
         places it as it places a job's. Answers once a worker was chosen, or `wait_s` passed
         (then `scheduled_ti` is empty and `task/query` tells more later)."""
         spec = {
-            "name": f"queue-{body.model_name}",
+            "name": "queue-" + re.sub(r"[^A-Za-z0-9._-]+", "-", body.model_name)[:48],
             "driver": body.driver,
             "resources": {"model": body.model_name},
             "tasks": [{"input": body.task_input}],
@@ -353,18 +363,28 @@ def make_app(node: Node, token: str) -> FastAPI:
     async def task_query(task_id: str) -> dict[str, Any]:
         """A task's state, worker, submit time and result (the design documents'
         `/task/query`); the result is the output once completed, the error once failed."""
-        job = node.jobs.jobs.get(task_id.rpartition("/")[0])
+        job_id = task_id.rpartition("/")[0]
+        job = node.jobs.jobs.get(job_id)
         t = job.run.tasks.get(task_id) if job is not None else None
-        if job is None or t is None:
-            raise ApiError(404, f"no task {task_id!r} on this node (a task id is JOB/N)")
-        worker = t.worker or (t.receipt.worker if t.receipt else None)
-        result = to_json(t.output) if t.state.value == "completed" else t.error
+        if job is not None and t is not None:
+            worker = t.worker or (t.receipt.worker if t.receipt else None)
+            state, submitted = t.state.value, job.submitted_at
+            result = to_json(t.output) if state == "completed" else t.error
+        else:  # a job no longer kept in memory: its record
+            store = node.jobs.dispatcher.store
+            found = store.task(job_id, task_id) if store is not None else None
+            if found is None:
+                raise ApiError(404, f"no task {task_id!r} on this node (a task id is JOB/N)")
+            submitted, stored = found
+            worker, state = stored.worker, stored.state
+            output = decode(stored.output) if stored.output is not None else None
+            result = to_json(output) if state == "completed" else stored.error
         return {
             "status": "success",
             "task_id": task_id,
-            "task_status": t.state.value,
+            "task_status": state,
             "scheduled_ti": worker.hex() if worker else "",
-            "submit_time": job.submitted_at,
+            "submit_time": submitted,
             "result": result,
         }
 
@@ -386,21 +406,23 @@ def make_app(node: Node, token: str) -> FastAPI:
             }
             for worker, last in d.views.recent_failures
         ]
-        ended: list[dict[str, Any]] = [
-            {
-                "job": job.job_id,
-                "task": t.spec.task_id,
-                "worker": t.worker.hex() if t.worker else None,
-                "reason": t.error,
-                "outcome": t.state.value,
-                "at": t.since,
-            }
-            for job in node.jobs.jobs.values()
-            for t in job.run.tasks.values()
-            if t.state.value in ("failed", "timed_out")
-        ]
-        on_record = {f["task"] for f in tried}  # its last try failed there: listed once
-        ended = [f for f in ended if f["task"] not in on_record]
+        last_try = {f["task"]: f["reason"] for f in tried}  # (newest last: the last try's)
+        ended: list[dict[str, Any]] = []
+        for job_id, task_id, at in d.ended_failures:
+            job = node.jobs.jobs.get(job_id)
+            t = job.run.tasks.get(task_id) if job is not None else None
+            if t is None or last_try.get(task_id) == (t.error or "")[:MAX_REASON]:
+                continue  # gone from memory, or the same failure as its last try: listed once
+            ended.append(
+                {
+                    "job": job_id,
+                    "task": task_id,
+                    "worker": t.worker.hex() if t.worker else None,
+                    "reason": t.error,
+                    "outcome": t.state.value,
+                    "at": at,
+                }
+            )
         latest = sorted(tried + ended, key=lambda f: -f["at"])[:limit]
         return {"status": "success", "failures": latest}
 

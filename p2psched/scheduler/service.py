@@ -17,6 +17,7 @@ import logging
 import math
 import sqlite3
 import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +40,7 @@ from p2psched.scheduler.dispatch import (
     job_of,
 )
 from p2psched.scheduler.journal import Entry
-from p2psched.scheduler.predictor import Predictor, WorkerViews
+from p2psched.scheduler.predictor import RECENT_FAILURES, Predictor, WorkerViews
 from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import Strategy
 from p2psched.wire.channel import Outbox, SecureChannel
@@ -51,6 +52,7 @@ from p2psched.wire.schema import SchemaError
 Settle = Callable[[JobRun, str], None]
 FindWorkers = Callable[[Need], Awaitable[list[WorkerAd]]]
 log = logging.getLogger(__name__)
+MAX_ADS_KEPT = 10_000  # workers' ads kept for watchers, the least recently refreshed dropped
 _UNNEEDED = "no job needs it now"
 
 
@@ -97,7 +99,10 @@ class Dispatcher:
         self.strategy = Strategy()
         self.predictor = Predictor()
         self.views = WorkerViews()
-        self.ads: dict[bytes, WorkerAd] = {}  # the latest ad found of each worker, for watchers
+        # For whoever watches the node (API, dashboard): the latest ad found of each worker,
+        # and the latest tasks that ended failed (job, task, when), both bounded.
+        self.ads: OrderedDict[bytes, WorkerAd] = OrderedDict()
+        self.ended_failures: deque[tuple[str, str, float]] = deque(maxlen=RECENT_FAILURES)
         self.stats = DispatchStats()  # summed over the node's jobs, for its metrics
         self._jobs: dict[str, _Job] = {}
         self._links: dict[bytes, _Link] = {}
@@ -193,6 +198,9 @@ class Dispatcher:
                     self._close(action.worker, action.reason)
                 elif isinstance(action, Settled):
                     _log_settled(job.run, action.task_id)
+                    ended = job.run.tasks[action.task_id]
+                    if ended.state.value in ("failed", "timed_out"):
+                        self.ended_failures.append((job_id, ended.spec.task_id, ended.since))
                     if job.on_settled is not None:
                         job.on_settled(job.run, action.task_id)
                 elif isinstance(action, Discover):
@@ -254,6 +262,9 @@ class Dispatcher:
                 for ad in ads:
                     if ad.node_id not in self.ads or self.ads[ad.node_id].seq < ad.seq:
                         self.ads[ad.node_id] = ad
+                        self.ads.move_to_end(ad.node_id)
+                while len(self.ads) > MAX_ADS_KEPT:
+                    self.ads.popitem(last=False)
                 if job_id in self._jobs:
                     self._guarded(job_id, job.run.add_workers, ads, self.clock())
                     self._flush(job_id)

@@ -439,6 +439,21 @@ class Store:
             )
         return list(jobs.values())
 
+    def task(self, job: str, task: str) -> tuple[float, StoredTask] | None:
+        """(its job's submission time, the task as stored, with its result if any); None
+        if the store never had it. For tasks of jobs no longer kept in memory."""
+        row = self._db.execute(
+            "SELECT j.submitted_at, t.state, t.worker, t.price, t.attempts, t.error, t.since, "
+            "r.output FROM tasks t JOIN jobs j ON j.id = t.job "
+            "LEFT JOIN results r ON r.job = t.job AND r.task = t.id "
+            "WHERE t.job = ? AND t.id = ?",
+            (job, task),
+        ).fetchone()
+        if row is None:
+            return None
+        stored = StoredTask(task, row[1], row[2], row[3], row[4], row[5], row[6], output=row[7])
+        return row[0], stored
+
     def spent(self, job: str) -> float:
         """What this node has paid for `job`: its ok receipts."""
         row = self._db.execute(
