@@ -707,6 +707,7 @@ def cmd_devnet_up(args: argparse.Namespace) -> None:
     net = devnet.up(Path(args.dir), args.workers, drivers=args.driver or None)
     print(f"devnet up from {net.folder}: gate on {net.gate}, {args.workers} worker(s)")
     print(f"  submit with: p2psched submit examples/hello.yaml --gate {net.gate}")
+    print(f"  watch with:  p2psched top --data-dir {net.folder / 'gate'}   (or: ui, for a browser)")
     print(f"  stop with:   p2psched devnet down --dir {args.dir}")
 
 
