@@ -53,7 +53,7 @@ from p2psched.node.node import (
 )
 from p2psched.resources.need import Need, NeedError
 from p2psched.resources.profile import Gpu
-from p2psched.scheduler.discovery import Discovery, WorkerAd
+from p2psched.scheduler.discovery import Discovery, ad_json
 from p2psched.scheduler.jobspec import JobSpecError, load_job
 from p2psched.scheduler.store import Store, StoreError
 from p2psched.submit import SubmitError, run_submit
@@ -466,54 +466,41 @@ def _describe_worker(args: argparse.Namespace, worker: WorkerRole, config: Worke
     print(f"  ad (TTL {args.ad_ttl:g}s) under {places}; tasks on {worker.address}")
 
 
-def _ad_json(ad: WorkerAd, now: float) -> dict[str, Any]:
-    p = ad.profile
-    return {
-        "node_id": ad.node_id.hex(),
-        "gpus": [{"model": g.model, "vram_gb": g.vram_gb, "driver": g.driver} for g in p.gpus],
-        "ram_gb": p.ram_gb,
-        "cpu": {"model": p.cpu_model, "cores": p.cpu_cores},
-        "disk_gb": p.disk_gb,
-        "models": list(p.installed_models),
-        "loaded_models": list(p.loaded_models),
-        "price": p.min_price,
-        "drivers": list(p.drivers),
-        "free_slots": p.free_slots,
-        "labels": dict(p.labels),
-        "addresses": list(p.addresses),
-        "expires_in": round(ad.expires - now, 1),
-    }
-
-
 def cmd_workers(args: argparse.Namespace) -> None:
-    gate = parse_hostport(args.gate, "--gate")
     try:
         need = Need.parse(args.need)
     except NeedError as e:
         raise UsageError(f"--need: {e}") from None
+    if args.gate is None:  # ask the node running on --data-dir
+        with _client(args) as client:
+            _show_workers(args, need, client.get("/v1/workers", need=args.need))
+        return
+    gate = parse_hostport(args.gate, "--gate")
     identity = load_or_create_identity(_data_dir(args))
 
     async def main() -> None:
         async with open_dht_node(identity, host=_near(gate), config=DhtConfig(client=True)) as node:
             await _join(node, [gate], _GATE_SILENT.format(args.gate))
             ads = await Discovery(node).find(need)
-            now = node.now()
-            if args.json:
-                for ad in ads:
-                    print(json.dumps(_ad_json(ad, now)))
-                return
-            print(f"{len(ads)} worker(s) matching {need}")
-            head = ("NODE", "GPUS", "RAM", "CPUS", "PRICE", "SLOTS")
-            print("{:<16}  {:<24}  {:>6}  {:>4}  {:>7}  {:>5}  MODELS".format(*head))
-            for ad in ads:
-                p = ad.profile
-                gpus = ", ".join(f"{g.family} {g.vram_gb:g}G" for g in p.gpus) or "-"
-                print(
-                    f"{ad.node_id.hex()[:16]}  {gpus:<24}  {p.ram_gb:>6g}  {p.cpu_cores:>4}  "
-                    f"{p.min_price:>7g}  {p.free_slots:>5}  {', '.join(p.installed_models) or '-'}"
-                )
+            _show_workers(args, need, [ad_json(ad, node.now()) for ad in ads])
 
     trio.run(main)
+
+
+def _show_workers(args: argparse.Namespace, need: Need, ads: list[dict[str, Any]]) -> None:
+    if args.json:
+        for ad in ads:
+            print(json.dumps(ad))
+        return
+    print(f"{len(ads)} worker(s) matching {need}")
+    head = ("NODE", "GPUS", "RAM", "CPUS", "PRICE", "SLOTS")
+    print("{:<16}  {:<24}  {:>6}  {:>4}  {:>7}  {:>5}  MODELS".format(*head))
+    for ad in ads:
+        gpus = ", ".join(f"{g['family']} {g['vram_gb']:g}G" for g in ad["gpus"]) or "-"
+        print(
+            f"{ad['node_id'][:16]}  {gpus:<24}  {ad['ram_gb']:>6g}  {ad['cpu']['cores']:>4}  "
+            f"{ad['price']:>7g}  {ad['free_slots']:>5}  {', '.join(ad['models']) or '-'}"
+        )
 
 
 def _view(args: argparse.Namespace, path: str, **params: Any) -> Any:
@@ -970,7 +957,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=cmd_worker_drain)
 
     sp = sub.add_parser("workers", parents=[common], help="list the workers that match a need")
-    sp.add_argument("--gate", required=True, metavar="HOST:PORT", help="a gate of the network")
+    sp.add_argument(
+        "--gate",
+        metavar="HOST:PORT",
+        help="a gate of the network (default: ask the node running on --data-dir)",
+    )
     sp.add_argument("--need", default="", help="for example: gpu=A100,vram>=40,model=llama-3-8b")
     sp.add_argument("--json", action="store_true", help="one JSON object per worker")
     sp.set_defaults(func=cmd_workers)

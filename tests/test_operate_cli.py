@@ -38,6 +38,18 @@ def test_top_peers_and_ui_show_the_running_node(net: devnet.Devnet, tmp_path: Pa
     listed = json.loads(p2psched("peers", "--json", "--data-dir", gate).stdout)["peers"]
     assert {p["node_id"] for p in listed} >= set(workers)
 
+    # `workers` asks the running node when no --gate is given: the same shape as through one.
+    asked = p2psched("workers", "--json", "--need", "driver=echo", "--data-dir", gate)
+    assert asked.returncode == 0, asked.stderr
+    ads = [json.loads(line) for line in asked.stdout.splitlines()]
+    assert {a["node_id"] for a in ads} == set(workers)
+    assert all({"gpus", "ram_gb", "price", "addresses", "expires_in"} <= set(a) for a in ads)
+    via_gate = p2psched("workers", "--json", "--need", "driver=echo", "--gate", net.gate,
+                        "--data-dir", str(tmp_path / "asker"))  # fmt: skip
+    assert {json.loads(line)["node_id"] for line in via_gate.stdout.splitlines()} == set(workers)
+    table = p2psched("workers", "--data-dir", gate)
+    assert "2 worker(s) matching" in table.stdout and "MODELS" in table.stdout
+
     ui = p2psched("ui", "--data-dir", gate)
     token = (net.folder / "gate" / "api.token").read_text().strip()
     assert ui.returncode == 0 and ui.stdout.strip().endswith(f"/ui#token={token}")

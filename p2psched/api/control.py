@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException
 from p2psched.api import metrics, ui
 from p2psched.node.node import Node, host_port
 from p2psched.resources.need import Need, NeedError
+from p2psched.scheduler.discovery import ad_json
 from p2psched.scheduler.dispatch import task_id_for
 from p2psched.scheduler.jobs import SubmittedJob, to_json
 from p2psched.scheduler.jobspec import JobSpecError, derive_tasks, parse_job
@@ -451,18 +452,8 @@ def make_app(node: Node, token: str) -> FastAPI:
         except NeedError as e:
             raise ApiError(422, f"need: {e}") from None
         ads = await node.discovery.find(parsed)
-        return [
-            {
-                "node_id": ad.node_id.hex(),
-                "addresses": list(ad.profile.addresses),
-                "gpus": [g.model for g in ad.profile.gpus],
-                "models": list(ad.profile.installed_models),
-                "drivers": list(ad.profile.drivers),
-                "free_slots": ad.profile.free_slots,
-                "min_price": ad.profile.min_price,
-            }
-            for ad in ads
-        ]
+        now = node.dht.now()
+        return [ad_json(ad, now) for ad in ads]
 
     return app
 

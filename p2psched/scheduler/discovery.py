@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -23,6 +24,30 @@ from p2psched.resources.need import Need
 from p2psched.resources.profile import MAX_PROFILE_BYTES, Profile
 from p2psched.wire.codec import DecodeError, decode
 from p2psched.wire.schema import SchemaError
+
+
+def ad_json(ad: WorkerAd, now: float) -> dict[str, Any]:
+    """An ad as JSON, the one shape the CLI and the API show."""
+    p = ad.profile
+    gpus = [
+        {"model": g.model, "family": g.family, "vram_gb": g.vram_gb, "driver": g.driver}
+        for g in p.gpus
+    ]
+    return {
+        "node_id": ad.node_id.hex(),
+        "gpus": gpus,
+        "ram_gb": p.ram_gb,
+        "cpu": {"model": p.cpu_model, "cores": p.cpu_cores},
+        "disk_gb": p.disk_gb,
+        "models": list(p.installed_models),
+        "loaded_models": list(p.loaded_models),
+        "price": p.min_price,
+        "drivers": list(p.drivers),
+        "free_slots": p.free_slots,
+        "labels": dict(p.labels),
+        "addresses": list(p.addresses),
+        "expires_in": round(ad.expires - now, 1),
+    }
 
 
 @dataclass(frozen=True, slots=True)
