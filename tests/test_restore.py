@@ -104,3 +104,40 @@ def test_restart_keeps_the_done_and_takes_back_what_the_worker_dropped() -> None
     assert sorted(net.settled) == sorted(run.tasks)
     starts = Counter(task["id"] for _, _, task in net.started)
     assert all(n == 1 for n in starts.values()), starts
+
+
+def test_a_relayed_worker_a_restarted_scheduler_cannot_dial_is_waited_for_not_lost() -> None:
+    """Its gate may have changed while we were down: the stored relay address fails, and its
+    fresh ad (another gate) brings it back, its tasks still its."""
+    from p2psched.resources.profile import Profile
+    from p2psched.scheduler.discovery import WorkerAd
+    from p2psched.scheduler.dispatch import Connect
+    from p2psched.wire.address import relay_address
+
+    sched, worker = Identity.generate(), Identity.generate()
+    old = relay_address("10.0.0.1:4001", worker.node_id)
+    stored = {
+        "job-000000": StoredTask("job-000000", "sent", worker.node_id, 0.0, 0, None, 0.0),
+        "job-000001": StoredTask("job-000001", "queued", None, 0.0, 0, None, 0.0),
+    }
+    run = JobRun(sched, "job", [spec(0), spec(1)], mtr=0.0, now=100.0)
+    run.restore(stored, lambda w: (old,), 100.0)
+    assert [a.addresses for a in run.actions() if isinstance(a, Connect)] == [(old,)]
+    run.disconnected(worker.node_id, "cannot connect to the gate at 10.0.0.1:4001", 101.0)
+    t = run.tasks["job-000000"]
+    assert t.state == S.SENT and t.worker == worker.node_id  # not lost: waited for
+    new = relay_address("10.0.0.2:4001", worker.node_id)
+    profile = Profile(cpu_model="x", cpu_cores=1, ram_gb=1.0, drivers=("echo",), addresses=(new,))
+    run.add_workers([WorkerAd(worker.node_id, profile, seq=5, expires=1e12)], 103.0)
+    assert any(isinstance(a, Connect) and a.addresses == (new,) for a in run.actions())
+
+
+def test_a_direct_worker_a_restarted_scheduler_cannot_dial_has_its_tasks_placed_again() -> None:
+    sched, worker = Identity.generate(), Identity.generate()
+    stored = {"job-000000": StoredTask("job-000000", "sent", worker.node_id, 0.0, 0, None, 0.0)}
+    run = JobRun(sched, "job", [spec(0)], mtr=0.0, now=100.0)
+    run.restore(stored, lambda w: ("10.0.0.9:5000",), 100.0)
+    run.actions()
+    run.disconnected(worker.node_id, "connection refused", 101.0)
+    t = run.tasks["job-000000"]
+    assert t.state == S.QUEUED and t.attempts == 0  # it never ran there, as far as we know

@@ -21,6 +21,7 @@ from typing import Any
 import trio
 
 from p2psched.identity import Identity
+from p2psched.wire.address import parse_relay_address, relay_address, split_host_port
 from p2psched.wire.channel import (
     HANDSHAKE_TIMEOUT,
     ChannelClosed,
@@ -28,15 +29,7 @@ from p2psched.wire.channel import (
     open_channel,
     secure_stream,
 )
-from p2psched.wire.hop import (
-    connect_request,
-    parse_control,
-    parse_relay_address,
-    read_frame,
-    relay_address,
-    split_host_port,
-    write_frame,
-)
+from p2psched.wire.hop import connect_request, parse_control, read_frame, write_frame
 from p2psched.wire.noise import ChannelError
 from p2psched.wire.schema import SchemaError
 

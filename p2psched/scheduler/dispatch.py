@@ -36,6 +36,7 @@ from p2psched.scheduler.predictor import Predictor, WorkerViews
 from p2psched.scheduler.queue import Entry, TaskQueue, latest_start
 from p2psched.scheduler.store import StoredTask
 from p2psched.scheduler.strategy import LATE_BINDING, PROBE_RATIO, Candidate, Chooser, Strategy
+from p2psched.wire.address import is_relayed
 from p2psched.wire.codec import decode, encode
 from p2psched.wire.deal import (
     MAX_BATCH,
@@ -389,6 +390,10 @@ class JobRun:
             w.restored.add(tid)
         for w in self.workers.values():
             if w.restored and w.link == "none":
+                if any(is_relayed(a) for a in w.ad.profile.addresses):
+                    # Reached through a gate: while we were down it may have moved to another,
+                    # so a failed dial waits for its fresh ad, as a broken relayed link does.
+                    w.regain_by = now + self.config.regain_s
                 w.link = "connecting"
                 self._out.append(Connect(w.ad.node_id, w.ad.profile.addresses))
 

@@ -43,9 +43,9 @@ from p2psched.scheduler.journal import Entry
 from p2psched.scheduler.predictor import RECENT_FAILURES, Predictor, WorkerViews
 from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import Strategy
+from p2psched.wire.address import is_relayed
 from p2psched.wire.channel import Outbox, SecureChannel
 from p2psched.wire.deal import parse
-from p2psched.wire.hop import parse_relay_address
 from p2psched.wire.noise import ChannelError
 from p2psched.wire.schema import SchemaError
 
@@ -282,7 +282,7 @@ class Dispatcher:
                         address, self.identity, expected_peer=worker
                     ) as channel:
                         # (set once a channel is up: a dial that failed leaves it False)
-                        link.relayed = parse_relay_address(address) is not None
+                        link.relayed = is_relayed(address)
                         log.info(
                             "connected to worker %s%s",
                             worker.hex()[:16],

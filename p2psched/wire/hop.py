@@ -15,7 +15,8 @@ the caller at), then the caller's one request:
 - `accept`: the worker's side of a circuit, naming the token an `incoming` notice gave it.
 A refusal is a `refused` frame with the reason, then the gate hangs up.
 
-Owns: the framing and the schemas of these messages, the `connect` signature, relay addresses.
+Owns: the framing and the schemas of these messages, and the `connect` signature (relay
+addresses are `wire.address`'s).
 Promises: `read_frame` reads exactly one frame and never a byte past it (what follows is the
 circuit's own stream); a malformed frame raises `HopError` naming what was wrong.
 """
@@ -34,7 +35,6 @@ from p2psched.wire.schema import SchemaError
 
 MAX_HOP_FRAME = 1024
 NONCE_BYTES = 16
-RELAY_MARK = "/relay/"
 _CONNECT_DOMAIN = b"p2psched/relay-connect/v1"
 _ID = schema.bin_exact(32)
 _REASON = schema.text(300)
@@ -143,31 +143,3 @@ def connect_signer(request: dict[str, Any], gate: bytes, nonce: bytes) -> bytes 
 
 def _connect_body(gate: bytes, nonce: bytes, to: bytes) -> bytes:
     return _CONNECT_DOMAIN + gate + nonce + to
-
-
-def relay_address(gate: str, worker: bytes) -> str:
-    """How a worker reached through the gate at `gate` ("HOST:PORT") is advertised."""
-    return f"{gate}{RELAY_MARK}{worker.hex()}"
-
-
-def parse_relay_address(address: str) -> tuple[str, bytes] | None:
-    """(gate "HOST:PORT", worker id) of a relay address; None for a direct "HOST:PORT".
-    ValueError when it claims to be one and is not."""
-    gate, mark, worker = address.partition(RELAY_MARK)
-    if not mark:
-        return None
-    try:
-        node_id = bytes.fromhex(worker)
-    except ValueError:
-        node_id = b""
-    if len(node_id) != 32 or not gate:
-        raise ValueError(f"relay address {address!r} is not HOST:PORT{RELAY_MARK}<64 hex digits>")
-    return gate, node_id
-
-
-def split_host_port(address: str) -> tuple[str, int]:
-    """("host", port) of "HOST:PORT" or "[v6]:PORT"; ValueError naming the address if not."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"address {address!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
