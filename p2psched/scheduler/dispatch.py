@@ -530,8 +530,12 @@ class JobRun:
                     # (RUNNING too: after a regain it may have been seen running before; a
                     # result it sent on reconnecting, before this beat, completed it already)
                     if lost.worker == worker and lost.state in (S.SENT, S.RUNNING):
+                        # One it had only queued did not run there. One seen running, gone
+                        # now, was lost mid-run (it restarted, maybe because of that task):
+                        # that counts, as a direct worker's crash does, so a task that
+                        # crashes its worker cannot loop there forever.
                         reason = "dropped by its worker while our link to it was down"
-                        self._back(lost, reason, now, count=False)
+                        self._back(lost, reason, now, count=lost.state == S.RUNNING)
             for tid in message["running"]:
                 t = self.tasks.get(tid)
                 if t is not None and t.worker == worker and t.state == S.SENT:
