@@ -124,6 +124,16 @@ def test_relay_addresses() -> None:
 # -- one process, real sockets --------------------------------------------------------------
 
 
+@asynccontextmanager
+async def gate_at(gate: Gate | None = None) -> AsyncIterator[tuple[Gate, tuple[str, int]]]:
+    """`gate` (by default one with the default limits) serving on loopback, stopped on
+    leaving."""
+    gate = gate or Gate(Identity.generate())
+    async with trio.open_nursery() as nursery:
+        yield gate, await nursery.start(gate.serve)
+        nursery.cancel_scope.cancel()
+
+
 async def private_workers(
     stack: AsyncExitStack, tmp_path: Path, seeds: list[tuple[str, int]], n: int
 ) -> list[Node]:
@@ -216,9 +226,7 @@ async def test_a_worker_that_can_be_dialed_back_stays_direct(tmp_path: Path) -> 
 
 async def test_a_port_nobody_answers_on_is_reported_unreachable(tmp_path: Path) -> None:
     me = Identity.generate()
-    async with trio.open_nursery() as nursery:
-        gate = Gate(Identity.generate())
-        address = await nursery.start(gate.serve)
+    async with gate_at() as (gate, address):
         closed = trio.socket.socket()
         await closed.bind(("127.0.0.1", 0))  # bound, not listening: the dial is refused
         port = closed.getsockname()[1]
@@ -226,7 +234,6 @@ async def test_a_port_nobody_answers_on_is_reported_unreachable(tmp_path: Path) 
         closed.close()
         assert check is not None and not check.reachable
         assert check.seen == f"127.0.0.1:{port}" and "cannot connect" in check.reason
-        nursery.cancel_scope.cancel()
 
 
 class Tamper(Gate):
@@ -261,9 +268,10 @@ async def test_a_gate_that_alters_a_frame_breaks_the_channel(tmp_path: Path) -> 
         await channel.send({"t": "result", "ok": True})
         await trio.sleep(5)
 
-    async with trio.open_nursery() as nursery:
-        gate = Tamper(Identity.generate())
-        host, port = await nursery.start(gate.serve)
+    async with (
+        gate_at(Tamper(Identity.generate())) as (gate, (host, port)),
+        trio.open_nursery() as nursery,
+    ):
         client = RelayClient(worker, [(host, port)], serve_worker)
         address = await nursery.start(client.serve)
         with trio.fail_after(20), pytest.raises(ChannelError, match="authenticat|decrypt|MAC|tag"):
@@ -299,9 +307,10 @@ async def test_a_reader_gate_sees_no_plaintext(tmp_path: Path) -> None:
         message = await channel.receive()
         await channel.send({"t": "echo", "input": message["input"]})
 
-    async with trio.open_nursery() as nursery:
-        gate = Recorder(Identity.generate())
-        host, port = await nursery.start(gate.serve)
+    async with (
+        gate_at(Recorder(Identity.generate())) as (gate, (host, port)),
+        trio.open_nursery() as nursery,
+    ):
         address = await nursery.start(RelayClient(worker, [(host, port)], serve_worker).serve)
         with trio.fail_after(20):
             async with open_worker_channel(address, scheduler, expected_peer=worker.node_id) as ch:
@@ -319,9 +328,13 @@ async def test_a_scheduler_over_its_circuit_limit_is_refused_and_another_is_not(
     async def serve_worker(channel: SecureChannel) -> None:
         await trio.sleep(60)
 
-    async with trio.open_nursery() as nursery:
-        gate = Gate(Identity.generate(), RelayLimits(circuits_per_peer=2))
-        host, port = await nursery.start(gate.serve)
+    async with (
+        gate_at(Gate(Identity.generate(), RelayLimits(circuits_per_peer=2))) as (
+            gate,
+            (host, port),
+        ),
+        trio.open_nursery() as nursery,
+    ):
         address = await nursery.start(RelayClient(worker, [(host, port)], serve_worker).serve)
         async with AsyncExitStack() as held:
             for _ in range(2):
@@ -342,9 +355,10 @@ async def test_a_worker_over_its_reservation_limit_is_refused_and_another_is_not
     tmp_path: Path,
 ) -> None:
     one, other = Identity.generate(), Identity.generate()
-    async with trio.open_nursery() as nursery:
-        gate = Gate(Identity.generate(), RelayLimits(reservations_per_peer=1))
-        address = await nursery.start(gate.serve)
+    async with gate_at(Gate(Identity.generate(), RelayLimits(reservations_per_peer=1))) as (
+        gate,
+        address,
+    ):
         async with open_control(address, one) as first:
             await first.send({"t": "reserve"})
             assert (await first.receive())["t"] == "reserved"
@@ -355,14 +369,11 @@ async def test_a_worker_over_its_reservation_limit_is_refused_and_another_is_not
             async with open_control(address, other) as third:
                 await third.send({"t": "reserve"})
                 assert (await third.receive())["t"] == "reserved"
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_malformed_control_message_is_refused_and_the_gate_goes_on(tmp_path: Path) -> None:
     me = Identity.generate()
-    async with trio.open_nursery() as nursery:
-        gate = Gate(Identity.generate())
-        address = await nursery.start(gate.serve)
+    async with gate_at() as (gate, address):
         async with open_control(address, me) as channel:
             await channel.send({"t": "reserve", "extra": 1})
             refused = await channel.receive()
@@ -373,7 +384,6 @@ async def test_a_malformed_control_message_is_refused_and_the_gate_goes_on(tmp_p
         assert b"refused" in await stream.receive_some(1024)
         await stream.aclose()
         await assert_reserves(address, me)  # still serving
-        nursery.cancel_scope.cancel()
 
 
 async def test_when_its_gate_dies_a_worker_moves_to_another_and_running_tasks_finish(
@@ -433,9 +443,10 @@ async def test_a_reservation_not_refreshed_expires_and_a_refreshed_one_stays(
     async def serve_worker(channel: SecureChannel) -> None:
         await trio.sleep_forever()
 
-    async with trio.open_nursery() as nursery:
-        gate = Gate(Identity.generate(), RelayLimits(reservation_ttl=60.0))
-        address = await nursery.start(gate.serve)
+    async with (
+        gate_at(Gate(Identity.generate(), RelayLimits(reservation_ttl=60.0))) as (gate, address),
+        trio.open_nursery() as nursery,
+    ):
         await nursery.start(RelayClient(kept, [address], serve_worker).serve)
         async with open_control(address, silent) as channel:
             await channel.send({"t": "reserve"})
@@ -458,9 +469,10 @@ async def test_a_circuit_past_its_time_limit_is_closed_and_the_scheduler_can_red
         async for message in channel:
             await channel.send(message)
 
-    async with trio.open_nursery() as nursery:
-        gate = Gate(Identity.generate(), RelayLimits(circuit_seconds=600.0))
-        address = await nursery.start(gate.serve)
+    async with (
+        gate_at(Gate(Identity.generate(), RelayLimits(circuit_seconds=600.0))) as (gate, address),
+        trio.open_nursery() as nursery,
+    ):
         relayed = await nursery.start(RelayClient(worker, [address], serve_worker).serve)
         async with open_worker_channel(relayed, scheduler, expected_peer=worker.node_id) as ch:
             await ch.send({"t": "ping"})
@@ -481,9 +493,7 @@ async def test_a_circuit_past_its_time_limit_is_closed_and_the_scheduler_can_red
 
 async def test_connections_reset_at_once_do_not_stop_the_gate(tmp_path: Path) -> None:
     me = Identity.generate()
-    async with trio.open_nursery() as nursery:
-        gate = Gate(Identity.generate())
-        address = await nursery.start(gate.serve)
+    async with gate_at() as (gate, address):
         for _ in range(200):  # connect, then reset (RST) before the gate looks at the peer
             sock = trio.socket.socket()
             sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -491,16 +501,13 @@ async def test_connections_reset_at_once_do_not_stop_the_gate(tmp_path: Path) ->
             sock.close()
         await trio.sleep(0.2)
         await assert_reserves(address, me)
-        nursery.cancel_scope.cancel()
 
 
 async def test_silent_connections_from_one_address_do_not_shut_out_another(
     tmp_path: Path,
 ) -> None:
     me = Identity.generate()
-    async with trio.open_nursery() as nursery:
-        gate = Gate(Identity.generate())
-        address = await nursery.start(gate.serve)
+    async with gate_at() as (gate, address):
         silent = [
             await trio.open_tcp_stream(*address, local_address="127.0.0.2")
             for _ in range(service.MAX_OPENING_PER_IP + 4)
@@ -511,7 +518,6 @@ async def test_silent_connections_from_one_address_do_not_shut_out_another(
         await assert_reserves(address, me)  # from 127.0.0.1: served
         for stream in silent:
             await stream.aclose()
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_control_channel_without_a_reservation_is_closed_when_idle(
@@ -539,17 +545,6 @@ def test_one_address_cannot_take_every_circuit_under_many_ids() -> None:
     sybil = relay.request(b"x" * 32, "10.0.0.66", w, 0.0)
     assert isinstance(sybil, Refusal) and "from your address 10.0.0.66" in sybil.reason
     assert not isinstance(relay.request(b"h" * 32, "10.0.0.1", w, 0.0), Refusal)
-
-
-@asynccontextmanager
-async def gate_at(
-    limits: RelayLimits | None = None,
-) -> AsyncIterator[tuple[Gate, tuple[str, int]]]:
-    """A gate's relay on loopback, stopped on leaving."""
-    async with trio.open_nursery() as nursery:
-        gate = Gate(Identity.generate(), limits)
-        yield gate, await nursery.start(gate.serve)
-        nursery.cancel_scope.cancel()
 
 
 async def assert_reserves(address: tuple[str, int], me: Identity) -> None:
