@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse, Response
@@ -157,48 +157,39 @@ def _scheduler(node: Node) -> Iterator[Metric]:
 
 def _dht(node: Node) -> Iterator[Metric]:
     p = node.dht.protocol
-    sent = CounterMetricFamily(
+    yield _by_labels(
         "p2psched_dht_rpcs_sent",
         "DHT requests this node sent, by type and outcome (answered, error, timed_out, "
         "abandoned: its caller stopped waiting and no answer came)",
-        labels=["type", "outcome"],
+        ["type", "outcome"],
+        dict(sorted(p.rpcs_sent.items())),
     )
-    for (kind, outcome), n in sorted(p.rpcs_sent.items()):
-        sent.add_metric([kind, outcome], n)
-    yield sent
-    received = CounterMetricFamily(
+    yield _by_labels(
         "p2psched_dht_rpcs_received",
         "DHT requests this node answered, by type and outcome (answered, stored, refused, "
         "malformed)",
-        labels=["type", "outcome"],
+        ["type", "outcome"],
+        dict(sorted(p.rpcs_received.items())),
     )
-    for (kind, outcome), n in sorted(p.rpcs_received.items()):
-        received.add_metric([kind, outcome], n)
-    yield received
     yield _histogram(
         "p2psched_dht_rpc_round_trip_seconds",
         "Round trip of DHT requests answered, by type",
         {(kind,): h for kind, h in p.round_trips.items()},
         ["type"],
     )
-    dropped = CounterMetricFamily(
+    yield _counter(
         "p2psched_dht_dropped",
         "DHT datagrams dropped, by reason (unauthenticated, replayed, malformed, ...)",
-        labels=["reason"],
+        "reason",
+        _prefixed(p.stats, "dropped_"),
     )
-    events = CounterMetricFamily(
+    yield _counter(
         "p2psched_dht_events",
         "Other things the DHT core counts (datagrams in, stores accepted, records expired, "
         "send errors, late answers, ...)",
-        labels=["event"],
+        "event",
+        Counter({k: n for k, n in p.stats.items() if not k.startswith("dropped_")}),
     )
-    for key, n in sorted(p.stats.items()):
-        if key.startswith("dropped_"):
-            dropped.add_metric([key.removeprefix("dropped_")], n)
-        else:
-            events.add_metric([key], n)
-    yield dropped
-    yield events
     yield GaugeMetricFamily(
         "p2psched_dht_routing_table_contacts",
         "Contacts in this node's routing table",
@@ -312,13 +303,22 @@ def _worker(role: WorkerRole) -> Iterator[Metric]:
 
 
 def _counter(
-    name: str, doc: str, label: str, counts: Counter[str], known: Iterable[str]
+    name: str, doc: str, label: str, counts: Counter[str], known: Iterable[str] = ()
 ) -> CounterMetricFamily:
     """A counter by `label`: every known value (0 if not seen yet, so that a dashboard has the
     series from the start), and any other value the core counted."""
-    family = CounterMetricFamily(name, doc, labels=[label])
-    for value in dict.fromkeys([*known, *sorted(counts)]):
-        family.add_metric([value], counts[value])
+    values = dict.fromkeys([*known, *sorted(counts)])
+    return _by_labels(name, doc, [label], {(value,): counts[value] for value in values})
+
+
+def _by_labels(
+    name: str, doc: str, labels: list[str], counts: Mapping[tuple[str, ...], int]
+) -> CounterMetricFamily:
+    """A counter with a series per key of `counts` (its label values, in the order of
+    `labels`), in the order of `counts`."""
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for values, n in counts.items():
+        family.add_metric(list(values), n)
     return family
 
 
