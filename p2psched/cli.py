@@ -48,7 +48,6 @@ from p2psched.node.node import (
     Node,
     WorkerRole,
     bind_host_toward,
-    host_port,
     open_node,
 )
 from p2psched.resources.need import Need, NeedError
@@ -57,6 +56,7 @@ from p2psched.scheduler.discovery import Discovery, ad_json
 from p2psched.scheduler.jobspec import JobSpecError, load_job
 from p2psched.scheduler.store import Store, StoreError
 from p2psched.submit import SubmitError, run_submit
+from p2psched.wire.address import host_port
 from p2psched.worker.config import ConfigError, WorkerConfig, load_config
 
 

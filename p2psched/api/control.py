@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from p2psched.api import metrics, ui
-from p2psched.node.node import Node, host_port
+from p2psched.node.node import Node
 from p2psched.resources.need import Need, NeedError
 from p2psched.scheduler.discovery import ad_json
 from p2psched.scheduler.dispatch import task_id_for
@@ -39,6 +39,7 @@ from p2psched.scheduler.jobspec import JobSpecError, derive_tasks, parse_job
 from p2psched.scheduler.predictor import MAX_REASON, MODES
 from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import STRATEGIES
+from p2psched.wire.address import host_port
 from p2psched.wire.codec import decode
 
 TOKEN_FILE = "api.token"

@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from p2psched.identity import Identity
-from p2psched.wire.address import parse_relay_address, relay_address, split_host_port
+from p2psched.wire.address import host_port, parse_relay_address, relay_address, split_host_port
 from p2psched.wire.channel import (
     HANDSHAKE_TIMEOUT,
     ChannelClosed,
@@ -55,17 +55,12 @@ class Reachability:
     gate: str
 
 
-def gate_text(gate: Addr) -> str:
-    host, port = gate
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 async def _open_stream(gate: Addr, timeout: float) -> tuple[trio.SocketStream, dict[str, Any]]:
     try:
         with trio.fail_after(timeout):
             stream = await trio.open_tcp_stream(*gate)
     except (OSError, trio.TooSlowError) as e:
-        reason = f"cannot connect to the gate at {gate_text(gate)} ({e or 'timed out'})"
+        reason = f"cannot connect to the gate at {host_port(*gate)} ({e or 'timed out'})"
         raise ChannelClosed(reason) from None
     try:
         with trio.fail_after(timeout):
@@ -73,7 +68,7 @@ async def _open_stream(gate: Addr, timeout: float) -> tuple[trio.SocketStream, d
     except BaseException as e:
         await stream.aclose()
         if isinstance(e, trio.TooSlowError):
-            raise ChannelError(f"the gate at {gate_text(gate)} did not say hello") from None
+            raise ChannelError(f"the gate at {host_port(*gate)} did not say hello") from None
         raise
     return stream, hello
 
@@ -133,14 +128,14 @@ async def check_reachability(
                     ask = {"t": "dialback", "port": port}
                     got = await _ask(channel, ask, "reachability", "refused")
             except (ChannelError, SchemaError) as e:
-                log.info("reachability check through %s failed: %s", gate_text(gate), e)
+                log.info("reachability check through %s failed: %s", host_port(*gate), e)
                 continue
             if got["t"] == "refused":
-                log.info("gate %s would not dial back: %s", gate_text(gate), got["reason"])
+                log.info("gate %s would not dial back: %s", host_port(*gate), got["reason"])
                 busy = busy or got["reason"].startswith("busy")
-                refusals.append(f"{gate_text(gate)}: {got['reason']}")
+                refusals.append(f"{host_port(*gate)}: {got['reason']}")
                 continue
-            return Reachability(got["reachable"], got["seen"], got["reason"], gate_text(gate))
+            return Reachability(got["reachable"], got["seen"], got["reason"], host_port(*gate))
         if not busy:
             break
         await trio.sleep(2.0 * (attempt + 1))
@@ -211,24 +206,25 @@ class RelayClient:
         while True:
             for i in [*range(after + 1, len(self.gates)), *range(after + 1)]:
                 gate = self.gates[i]
+                name = host_port(*gate)
                 since = None
                 try:
                     async with open_control(gate, self.identity) as channel:
                         got = await _ask(channel, {"t": "reserve"}, "reserved", "refused")
                         if got["t"] == "refused":
-                            self.reasons[gate_text(gate)] = got["reason"]
+                            self.reasons[name] = got["reason"]
                             continue
                         since = trio.current_time()
                         moved_from = self.address
                         if moved_from is not None:
                             self.moves += 1
-                        self.address = relay_address(gate_text(gate), self.identity.node_id)
+                        self.address = relay_address(name, self.identity.node_id)
                         log.info(
                             "relay reservation %s %s: %s",
                             "moved to" if moved_from is not None else "on",
-                            gate_text(gate),
+                            name,
                             self.address,
-                            extra={"gate": gate_text(gate), "moves": self.moves},
+                            extra={"gate": name, "moves": self.moves},
                         )
                         if self.on_address is not None:  # not waited for: circuits come now
                             assert self._nursery is not None
@@ -239,13 +235,13 @@ class RelayClient:
                         reason = await self._hold(gate, channel, got["ttl"])
                 except (ChannelError, SchemaError) as e:
                     reason = str(e)
-                self.reasons[gate_text(gate)] = reason
+                self.reasons[name] = reason
                 if since is not None:
                     log.warning(
                         "lost the relay reservation on %s: %s",
-                        gate_text(gate),
+                        name,
                         reason,
-                        extra={"gate": gate_text(gate)},
+                        extra={"gate": name},
                     )
                     after = i
                     if trio.current_time() - since >= STEADY_SECONDS:
@@ -311,10 +307,13 @@ class RelayClient:
                 await self.handle(channel)
         except (ChannelError, trio.TooSlowError) as e:
             log.debug(
-                "circuit through %s ended: %s", gate_text(gate), e, extra={"gate": gate_text(gate)}
+                "circuit through %s ended: %s",
+                host_port(*gate),
+                e,
+                extra={"gate": host_port(*gate)},
             )
         except Exception:  # a bug in handling one peer must not take down the worker
             log.exception(
                 "dropped a relayed connection after an error in its handler",
-                extra={"gate": gate_text(gate)},
+                extra={"gate": host_port(*gate)},
             )

@@ -24,6 +24,7 @@ import trio
 
 from p2psched.gate.relay import Circuit, Refusal, Relay, RelayLimits, subnet
 from p2psched.identity import Identity
+from p2psched.wire.address import host_port
 from p2psched.wire.channel import Outbox, SecureChannel, open_channel, secure_stream
 from p2psched.wire.hop import (
     NONCE_BYTES,
@@ -128,7 +129,7 @@ class Gate:
         try:
             hello = {"t": "hello", "gate": self.identity.node_id, "nonce": nonce}
             with trio.move_on_after(OPENING_SECONDS):
-                await write_frame(stream, {**hello, "seen": _host_port(ip, port)})
+                await write_frame(stream, {**hello, "seen": host_port(ip, port)})
                 request = await read_frame(stream, "control", "connect", "accept")
         except HopError as e:
             await _refuse(stream, str(e))
@@ -272,7 +273,7 @@ class Gate:
             self.relay.counters[
                 "dialbacks_reachable" if reachable else "dialbacks_unreachable"
             ] += 1
-            seen = _host_port(control.ip, port)
+            seen = host_port(control.ip, port)
             control.outbox.put(
                 {"t": "reachability", "reachable": reachable, "seen": seen, "reason": reason}
             )
@@ -383,7 +384,3 @@ async def _refuse(stream: trio.abc.Stream, reason: str) -> None:
 
 def _short(node_id: bytes) -> str:
     return node_id.hex()[:16] if node_id else "a peer not yet identified"
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -30,6 +30,7 @@ from p2psched.scheduler.dispatch import DispatchConfig
 from p2psched.scheduler.jobs import JobBook
 from p2psched.scheduler.service import Dispatcher, dht_finder
 from p2psched.scheduler.store import Store
+from p2psched.wire.address import host_port
 from p2psched.worker.advert import AD_TTL, Advert
 from p2psched.worker.config import WorkerConfig
 from p2psched.worker.drivers import disabled_reason, make_drivers
@@ -267,8 +268,3 @@ def bind_host_toward(peer_host: str) -> str:
     if peer_host.startswith("127."):
         return "127.0.0.1"
     return "::" if ":" in peer_host else "0.0.0.0"
-
-
-def host_port(host: str, port: int) -> str:
-    """HOST:PORT as people and `parse_hostport` write it: an IPv6 host in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,7 +1,7 @@
 """Where a worker can be reached, as its ad says: "HOST:PORT" directly, or
 "GATE_HOST:PORT/relay/<its node id>" through a gate's circuit (`wire.hop`).
 
-Owns: writing and reading those addresses.
+Owns: writing and reading those addresses (and HOST:PORT itself).
 Promises: no I/O and no trio, so the sans-I/O cores can read them; a malformed address raises
 ValueError naming it.
 """
@@ -9,6 +9,11 @@ ValueError naming it.
 from __future__ import annotations
 
 RELAY_MARK = "/relay/"
+
+
+def host_port(host: str, port: int) -> str:
+    """HOST:PORT as people and `cli.parse_hostport` write it: an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def relay_address(gate: str, worker: bytes) -> str:
