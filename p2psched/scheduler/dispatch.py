@@ -333,8 +333,7 @@ class JobRun:
                 if w.link == "down" and not w.banned:  # a fresh ad: it may be back
                     w.link = "none"
                 if w.regain_by < math.inf and w.link == "none":  # back, through another gate
-                    w.link, w.redial_at = "connecting", math.inf
-                    self._out.append(Connect(w.ad.node_id, w.ad.profile.addresses))
+                    self._dial(w)
                 elif w.regain_by < math.inf and w.link == "connecting":
                     w.redial_at = now  # (to its old address): if that fails, the new one at once
         self._pump(now)
@@ -394,8 +393,7 @@ class JobRun:
                     # Reached through a gate: while we were down it may have moved to another,
                     # so a failed dial waits for its fresh ad, as a broken relayed link does.
                     w.regain_by = now + self.config.regain_s
-                w.link = "connecting"
-                self._out.append(Connect(w.ad.node_id, w.ad.profile.addresses))
+                self._dial(w)
 
     def _load(self, t: TaskRun, state: TaskState, since: float) -> None:
         """Put a queued task in `state` as restored (its queue entry goes stale)."""
@@ -478,9 +476,7 @@ class JobRun:
                 w.regain_by = math.inf
                 return
         w.redial_at = min(w.redial_at, now + c.rediscover_s)
-        if self._last_discover + c.rediscover_s <= now:
-            self._last_discover = now
-            self._out.append(Discover())
+        self._rediscover(now)
 
     def receive(self, worker: bytes, message: dict[str, Any], now: float) -> None:
         """A checked message (see `wire.deal.parse`) from a connected worker."""
@@ -618,11 +614,8 @@ class JobRun:
                 continue
             if w.link == "down" and w.redial_at <= now:
                 # Its ad may never change: the gate came back, or closed just that circuit.
-                w.link, w.redial_at = "connecting", math.inf
-                self._out.append(Connect(w.ad.node_id, w.ad.profile.addresses))
-            if self._last_discover + c.rediscover_s <= now:
-                self._last_discover = now
-                self._out.append(Discover())
+                self._dial(w)
+            self._rediscover(now)
         while self._timers and self._timers[0][0] <= now:
             deadline, tid = heapq.heappop(self._timers)
             t = self.tasks[tid]
@@ -787,8 +780,7 @@ class JobRun:
             if not wanted:
                 continue
             if w.link == "none":
-                w.link = "connecting"
-                self._out.append(Connect(w.ad.node_id, w.ad.profile.addresses))
+                self._dial(w)
                 asked += 1
                 continue
             if w.link != "up":
@@ -1000,8 +992,7 @@ class JobRun:
             if spec is None:
                 continue
             if w.link == "none":
-                w.link = "connecting"
-                self._out.append(Connect(w.ad.node_id, w.ad.profile.addresses))
+                self._dial(w)
             elif w.link == "up":
                 picks.append((w, spec))
         self.strategy.rng.shuffle(picks)
@@ -1263,9 +1254,8 @@ class JobRun:
             if math.isnan(t.stranded_since):
                 t.stranded_since = now
             stranded.append(t)
-        if stranded and self._last_discover + c.rediscover_s <= now:
-            self._last_discover = now
-            self._out.append(Discover())
+        if stranded:
+            self._rediscover(now)
         for t in stranded:
             if t.stranded_since + c.no_worker_s <= now:
                 t.error = self._why_no_worker(t, now)
@@ -1306,6 +1296,17 @@ class JobRun:
             return f"none of the {len(self.workers)} workers found meets {t.spec.need}"
         summary = "; ".join(f"{r} ({n})" for r, n in reasons.most_common(3))
         return f"no worker would take it after {tried} tried: {summary}"
+
+    def _dial(self, w: _Worker) -> None:
+        """Open a link to `w` at the addresses its ad gives (a redial due is then moot)."""
+        w.link, w.redial_at = "connecting", math.inf
+        self._out.append(Connect(w.ad.node_id, w.ad.profile.addresses))
+
+    def _rediscover(self, now: float) -> None:
+        """Ask the DHT for workers again, at most once every `rediscover_s`."""
+        if self._last_discover + self.config.rediscover_s <= now:
+            self._last_discover = now
+            self._out.append(Discover())
 
     # -- task moves -----------------------------------------------------------------------
 
