@@ -54,10 +54,14 @@ class WorkerRole:
     service: WorkerService
     advert: Advert
     detected: Detected
-    address: str
     reachability: str  # "public": schedulers dial it; "private": only through a gate
     why: str  # how it came to know that
     relay: RelayClient | None = None
+
+    @property
+    def address(self) -> str:
+        """Where schedulers reach it, as its ad says (a relay address once it moved gates)."""
+        return self.advert.profile.addresses[0]
 
 
 @dataclass(slots=True)
@@ -242,15 +246,13 @@ async def _start_worker(
     if relay is not None:
 
         async def moved(address: str) -> None:
-            role.address = address
             await advert.amend(addresses=(address,))
 
         relay.on_address = moved
         if relay.address is not None and relay.address != address:  # it moved meanwhile
             nursery.start_soon(moved, relay.address)
     nursery.start_soon(_keep_ad_current, advert, manager)
-    role = WorkerRole(service, advert, detected, address, reachability, why, relay)
-    return role
+    return WorkerRole(service, advert, detected, reachability, why, relay)
 
 
 async def _keep_ad_current(advert: Advert, manager: TaskManager) -> None:
