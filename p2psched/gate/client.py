@@ -62,30 +62,32 @@ async def _open_stream(gate: Addr, timeout: float) -> tuple[trio.SocketStream, d
     except (OSError, trio.TooSlowError) as e:
         reason = f"cannot connect to the gate at {host_port(*gate)} ({e or 'timed out'})"
         raise ChannelClosed(reason) from None
-    try:
-        with trio.fail_after(timeout):
-            hello = await read_frame(stream, "hello")
-    except BaseException as e:
-        await stream.aclose()
-        if isinstance(e, trio.TooSlowError):
-            raise ChannelError(f"the gate at {host_port(*gate)} did not say hello") from None
-        raise
+    hello = await _expect(stream, "hello", timeout, f"the gate at {host_port(*gate)}")
     return stream, hello
 
 
 async def _request(
     stream: trio.SocketStream, frame: dict[str, Any], timeout: float, what: str
 ) -> None:
-    """Send the gate `frame` and wait for its `ok`. Anything else closes the stream and raises
-    a `ChannelError` saying why (a `HopError` with the gate's reason, if it refused)."""
+    """Send the gate `frame` and wait for its `ok` (see `_expect`)."""
     try:
         await write_frame(stream, frame)
+    except BaseException:
+        await stream.aclose()
+        raise
+    await _expect(stream, "ok", timeout, f"the gate, asked for {what},")
+
+
+async def _expect(stream: trio.SocketStream, kind: str, timeout: float, who: str) -> dict[str, Any]:
+    """The gate's next frame, of `kind`. Anything else closes the stream and raises a
+    `ChannelError` saying why (a `HopError` with the gate's reason, if it refused)."""
+    try:
         with trio.fail_after(timeout):
-            await read_frame(stream, "ok")
+            return await read_frame(stream, kind)
     except BaseException as e:
         await stream.aclose()
         if isinstance(e, trio.TooSlowError):
-            raise ChannelError(f"the gate gave no answer for {what} within {timeout:g} s") from None
+            raise ChannelError(f"{who} sent no {kind!r} within {timeout:g} s") from None
         raise
 
 
