@@ -135,9 +135,7 @@ class Gate:
             await _refuse(stream, str(e))
             return
         finally:
-            self._opening[net] -= 1
-            if not self._opening[net]:
-                del self._opening[net]
+            _give_back(self._opening, net)
         try:
             if request is None:
                 return  # it said nothing in time
@@ -176,9 +174,7 @@ class Gate:
         except ChannelError:
             pass
         finally:
-            self._control_ips[net] -= 1
-            if not self._control_ips[net]:
-                del self._control_ips[net]
+            _give_back(self._control_ips, net)
             self._controls.pop(conn, None)
             if self.relay.holds(conn):
                 log.info(
@@ -267,9 +263,7 @@ class Gate:
                 reason = str(e)[:300]
             finally:
                 control.dialing = False
-                self._dialbacks[net] -= 1
-                if not self._dialbacks[net]:
-                    del self._dialbacks[net]
+                _give_back(self._dialbacks, net)
             self.relay.counters[
                 "dialbacks_reachable" if reachable else "dialbacks_unreachable"
             ] += 1
@@ -375,6 +369,13 @@ class Gate:
                         control.scope.cancel()
                 else:
                     self._ended(ended.key, ended.reason)
+
+
+def _give_back(held: Counter[str], net: str) -> None:
+    """One less held by `net`; an address that holds none leaves no entry behind."""
+    held[net] -= 1
+    if not held[net]:
+        del held[net]
 
 
 async def _refuse(stream: trio.abc.Stream, reason: str) -> None:
