@@ -353,7 +353,7 @@ def make_app(node: Node, token: str) -> FastAPI:
         with trio.move_on_after(body.wait_s):
             while task.worker is None and not task.state.final:
                 await trio.sleep(0.05)
-        worker = task.worker or (task.receipt.worker if task.receipt else None)
+        worker = task.placed_on
         return {
             "status": "success",
             "task_id": task.spec.task_id,
@@ -369,7 +369,7 @@ def make_app(node: Node, token: str) -> FastAPI:
         job = node.jobs.jobs.get(job_id)
         t = job.run.tasks.get(task_id) if job is not None else None
         if job is not None and t is not None:
-            worker = t.worker or (t.receipt.worker if t.receipt else None)
+            worker = t.placed_on
             state, submitted = t.state.value, job.submitted_at
             result = to_json(t.output) if state == "completed" else t.error
         else:  # a job no longer kept in memory: its record

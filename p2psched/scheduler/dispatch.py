@@ -154,6 +154,11 @@ class TaskRun:
     sent_at: float = 0.0  # when it last went to a worker
     moving: bool = False  # asked back from its worker's queue, to go elsewhere
 
+    @property
+    def placed_on(self) -> bytes | None:
+        """The worker that ran it (its receipt's), or that holds it now; None if neither."""
+        return self.receipt.worker if self.receipt is not None else self.worker
+
 
 @dataclass(slots=True)
 class _Worker:

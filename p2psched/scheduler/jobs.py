@@ -68,10 +68,7 @@ class SubmittedJob:
             "submitted_at": self.submitted_at,
             "elapsed_s": elapsed,
             "eta_s": eta,
-            "workers": len(
-                {t.receipt.worker if t.receipt else t.worker for t in self.run.tasks.values()}
-                - {None}
-            ),
+            "workers": len({t.placed_on for t in self.run.tasks.values()} - {None}),
         }
 
     def task_view(self, t: TaskRun) -> dict[str, Any]:
