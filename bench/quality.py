@@ -3,7 +3,7 @@
     python bench/quality.py [--tasks 100000] [--workers 1000] [--strategies cost,...]
                             [--mtr 1.0] [--seed 1] [--codec] [--no-lichao]
 
-What runs. One `JobRun` (the scheduler core, `p2psched.scheduler.dispatch`) and one `TaskManager`
+What runs. One `JobRun` (the scheduler core, `p2psched.scheduler.run`) and one `TaskManager`
 per worker (`p2psched.worker.manager`), with no sockets: their actions are carried by an event
 heap on a virtual clock. Every message goes through `wire.deal.parse` as on the wire (signed
 quotes, commitments and receipts are signed and verified for real); `--codec` also passes it

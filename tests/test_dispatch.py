@@ -14,7 +14,9 @@ from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.discovery import WorkerAd
-from p2psched.scheduler.dispatch import (
+from p2psched.scheduler.jobspec import TaskSpec
+from p2psched.scheduler.lifecycle import IllegalTransition, TaskState
+from p2psched.scheduler.run import (
     Close,
     Connect,
     DispatchConfig,
@@ -22,8 +24,6 @@ from p2psched.scheduler.dispatch import (
     Send,
     Settled,
 )
-from p2psched.scheduler.jobspec import TaskSpec
-from p2psched.scheduler.lifecycle import IllegalTransition, TaskState
 from p2psched.wire.codec import decode, encode
 from p2psched.wire.deal import Commitment, Receipt, parse
 from p2psched.worker import manager as wm

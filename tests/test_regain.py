@@ -19,8 +19,8 @@ from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.discovery import WorkerAd
-from p2psched.scheduler.dispatch import JobRun, TaskRun, task_id_for
 from p2psched.scheduler.lifecycle import TaskState
+from p2psched.scheduler.run import JobRun, TaskRun, task_id_for
 from p2psched.scheduler.service import Dispatcher
 from p2psched.wire.codec import decode, encode
 from p2psched.wire.deal import parse

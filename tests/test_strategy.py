@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 
 from p2psched.identity import Identity
-from p2psched.scheduler.dispatch import JobRun, Send
 from p2psched.scheduler.lifecycle import TaskState
+from p2psched.scheduler.run import JobRun, Send
 from p2psched.scheduler.strategy import STRATEGIES, Candidate, Strategy, check_strategy
 from p2psched.worker import manager as wm
 from tests.test_dispatch import Net, ad, receipts_verify, spec

@@ -28,7 +28,9 @@ from p2psched.gate.client import open_worker_channel
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.scheduler.discovery import Discovery, WorkerAd
-from p2psched.scheduler.dispatch import (
+from p2psched.scheduler.journal import Entry
+from p2psched.scheduler.predictor import RECENT_FAILURES, Predictor, WorkerViews
+from p2psched.scheduler.run import (
     Close,
     Connect,
     Discover,
@@ -39,8 +41,6 @@ from p2psched.scheduler.dispatch import (
     WorkerState,
     job_of,
 )
-from p2psched.scheduler.journal import Entry
-from p2psched.scheduler.predictor import RECENT_FAILURES, Predictor, WorkerViews
 from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import Strategy
 from p2psched.wire.address import is_relayed

@@ -24,8 +24,8 @@ import trio
 
 from p2psched.identity import Identity
 from p2psched.logs import naming_task
-from p2psched.scheduler.dispatch import job_of
 from p2psched.scheduler.journal import Entry
+from p2psched.scheduler.run import job_of
 from p2psched.wire.channel import Outbox, SecureChannel, serve_channels
 from p2psched.wire.deal import parse
 from p2psched.wire.noise import ChannelError
