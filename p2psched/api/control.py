@@ -326,7 +326,7 @@ def make_app(node: Node, token: str) -> FastAPI:
             raise ApiError(409, "this node is not a worker (start it with `p2psched worker join`)")
         manager = node.worker.service.manager
         manager.draining = on
-        return {"draining": on, "held": manager.held}
+        return {"draining": on, "held": manager.tasks_held}
 
     @app.post("/v1/queue/submit")
     async def queue_submit(body: QueueSubmission) -> dict[str, Any]:

@@ -4,19 +4,14 @@ that a task ended, look for more workers."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from p2psched.wire.messages import Send
 
 
 @dataclass(frozen=True, slots=True)
 class Connect:
     worker: bytes
     addresses: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    worker: bytes
-    message: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,3 +35,4 @@ class Discover:
 
 
 Action = Connect | Send | Close | Settled | Discover
+__all__ = ["Action", "Close", "Connect", "Discover", "Send", "Settled"]

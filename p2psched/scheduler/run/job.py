@@ -42,9 +42,20 @@ from p2psched.scheduler.store import StoredTask
 from p2psched.scheduler.strategy import LATE_BINDING, Strategy
 from p2psched.wire.address import is_relayed
 from p2psched.wire.codec import decode, encode
+from p2psched.wire.messages import (
+    Beat,
+    Decline,
+    Lease,
+    Message,
+    QuoteReply,
+    Ready,
+    Reject,
+    Result,
+    Withdrawn,
+    kind,
+)
 
 S = TaskState
-_NEGOTIATION = frozenset({"quote", "decline", "ready", "lease", "reject", "withdrawn"})
 
 
 class JobRun(LateBinding, Rebalancing, Reports):
@@ -318,19 +329,18 @@ class JobRun(LateBinding, Rebalancing, Reports):
         w.redial_at = min(w.redial_at, now + c.rediscover_s)
         self._rediscover(now)
 
-    def receive(self, worker: bytes, message: dict[str, Any], now: float) -> None:
-        """A checked message (see `wire.deal.parse`) from a connected worker."""
+    def receive(self, worker: bytes, message: Message, now: float) -> None:
+        """A checked message (see `wire.messages.parse`) from a connected worker."""
         w = self.workers.get(worker)
         if w is None or w.link != Link.UP:
             return
         w.heard = now
-        kind = message["t"]
-        if kind in _NEGOTIATION:
-            self.stats.negotiation[kind] += 1
-        handler = _HANDLERS.get(kind)
+        handler = _HANDLERS.get(type(message))
         if handler is None:
-            self._ban(w, f"sent a {kind!r} message, which workers do not send", now)
+            self._ban(w, f"sent a {kind(message)!r} message, which workers do not send", now)
         else:
+            if type(message) in _NEGOTIATION:
+                self.stats.negotiation[kind(message)] += 1
             handler(self, w, message, now)
         self._pump(now)
 
@@ -411,14 +421,17 @@ class JobRun(LateBinding, Rebalancing, Reports):
         self._ask_quotes(now)
 
 
-_Handler = Callable[[JobRun, WorkerState, dict[str, Any], float], None]
-_HANDLERS: dict[str, _Handler] = {
-    "quote": JobRun._on_quote,
-    "decline": JobRun._on_decline,
-    "ready": JobRun._on_ready,
-    "lease": JobRun._on_lease,
-    "withdrawn": JobRun._on_withdrawn,
-    "reject": JobRun._on_reject,
-    "beat": JobRun._on_beat,
-    "result": JobRun._on_result,
+# What a worker may say, and who in the run hears it. (Each handler takes its own type of
+# message: the table is what pairs them, so it is typed loosely.)
+_HANDLERS: dict[type[Message], Callable[[JobRun, WorkerState, Any, float], None]] = {
+    QuoteReply: JobRun._on_quote,
+    Decline: JobRun._on_decline,
+    Ready: JobRun._on_ready,
+    Lease: JobRun._on_lease,
+    Withdrawn: JobRun._on_withdrawn,
+    Reject: JobRun._on_reject,
+    Beat: JobRun._on_beat,
+    Result: JobRun._on_result,
 }
+# Steps of the deal, counted for the node's metrics by their names on the wire.
+_NEGOTIATION = frozenset({QuoteReply, Decline, Ready, Lease, Reject, Withdrawn})

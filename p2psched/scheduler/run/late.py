@@ -8,8 +8,6 @@ worker no more than its slots; a place that comes up when nothing may go there i
 
 from __future__ import annotations
 
-from typing import Any
-
 from p2psched.scheduler.jobspec import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.queue import Entry
@@ -27,6 +25,7 @@ from p2psched.scheduler.run.tasks import TaskRun, model_of, slots_of
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.scheduler.strategy import PROBE_RATIO
 from p2psched.wire.deal import MAX_RESERVED
+from p2psched.wire.messages import Ready, Reserve, Unreserve
 
 S = TaskState
 
@@ -70,14 +69,15 @@ class LateBinding(Negotiation):
             self._reserved += n
             self.stats.negotiation["reserve"] += 1
             want -= n
-            self._out.append(Send(w.ad.node_id, _reserve_message(rid, self.job, n, spec)))
+            reserve = Reserve(rid, self.job, n, spec.driver, model_of(spec), spec.max_price)
+            self._out.append(Send(w.ad.node_id, reserve))
             if want <= 0:
                 break
 
-    def _on_ready(self, w: WorkerState, m: dict[str, Any], now: float) -> None:
+    def _on_ready(self, w: WorkerState, m: Ready, now: float) -> None:
         """A worker has a slot for one of our places: the task that is due first and that it
         can take goes there now; if there is none, the places are given up."""
-        rid = m["rid"]
+        rid = m.rid
         left = w.reserved.get(rid, 0)
         if left:
             self._reserved -= 1
@@ -88,7 +88,7 @@ class LateBinding(Negotiation):
         t = self._due_for(w) if left else None
         if t is None:
             self._reserved -= w.reserved.pop(rid, 0)
-            self._out.append(Send(w.ad.node_id, {"t": "unreserve", "rid": rid}))
+            self._out.append(Send(w.ad.node_id, Unreserve(rid)))
             # Nothing queued may go there now (tasks that failed there, or the budget):
             # places there again at once would come back just as empty.
             w.ask_after = now + DECLINE_BACKOFF_S
@@ -118,18 +118,6 @@ class LateBinding(Negotiation):
     def _unreserve_all(self) -> None:
         for w in self.workers.values():
             for rid in w.reserved:
-                self._out.append(Send(w.ad.node_id, {"t": "unreserve", "rid": rid}))
+                self._out.append(Send(w.ad.node_id, Unreserve(rid)))
             w.reserved.clear()
         self._reserved = 0
-
-
-def _reserve_message(rid: int, job: str, n: int, spec: TaskSpec) -> dict[str, Any]:
-    return {
-        "t": "reserve",
-        "rid": rid,
-        "job": job,
-        "tasks": n,
-        "driver": spec.driver,
-        "model": model_of(spec),
-        "max_price": spec.max_price,
-    }

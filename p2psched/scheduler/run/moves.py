@@ -22,6 +22,7 @@ from p2psched.scheduler.run.config import QUEUE_ALLOWANCE
 from p2psched.scheduler.run.links import Link
 from p2psched.scheduler.run.tasks import Shape, TaskRun, shape_of
 from p2psched.scheduler.run.workers import WorkerState
+from p2psched.wire.messages import Cancel
 
 S = TaskState
 IN_FLIGHT = (S.SCHEDULED, S.SENT, S.RUNNING)
@@ -193,7 +194,7 @@ class TaskMoves(Candidates):
             if t.worker is not None and self.workers[t.worker].link == Link.UP:
                 by_worker.setdefault(t.worker, []).append(t.spec.task_id)
         for worker, ids in by_worker.items():
-            self._out.append(Send(worker, {"t": "cancel", "tasks": ids}))
+            self._out.append(Send(worker, Cancel(ids)))
 
     def _strand(self, now: float) -> None:
         """Tasks no known worker can take: look for more workers, and fail them in the end."""

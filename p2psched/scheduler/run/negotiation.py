@@ -11,7 +11,6 @@ committed, or keeps rejecting, is dropped.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 from p2psched.scheduler.journal import Committed
 from p2psched.scheduler.lifecycle import TaskState
@@ -29,7 +28,8 @@ from p2psched.scheduler.run.moves import IN_FLIGHT, TaskMoves
 from p2psched.scheduler.run.tasks import Shape, TaskRun, model_of, shape_of, wire_task
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.wire.codec import encode
-from p2psched.wire.deal import MAX_BATCH, Commitment, Quote
+from p2psched.wire.deal import MAX_BATCH, Commitment
+from p2psched.wire.messages import Commit, Decline, Lease, QuoteReply, QuoteRequest, Reject
 
 S = TaskState
 
@@ -69,20 +69,9 @@ class Negotiation(TaskMoves):
             w.rid, w.asked_at, w.ask_after = rid, now, 0.0
             asked += 1
             self.stats.negotiation["asked"] += 1
-            self._out.append(
-                Send(
-                    w.ad.node_id,
-                    {
-                        "t": "quote?",
-                        "rid": rid,
-                        "job": self.job,
-                        "tasks": min(MAX_BATCH, max(1, self._queued + self._seeking)),
-                        "driver": spec.driver,
-                        "model": model_of(spec),
-                        "max_price": spec.max_price,
-                    },
-                )
-            )
+            n = min(MAX_BATCH, max(1, self._queued + self._seeking))
+            ask = QuoteRequest(rid, self.job, n, spec.driver, model_of(spec), spec.max_price)
+            self._out.append(Send(w.ad.node_id, ask))
 
     def _quotes_settled(self, now: float) -> bool:
         """Commit once the quotes asked for are in, or after a short wait for the slow ones:
@@ -169,23 +158,13 @@ class Negotiation(TaskMoves):
         self.stats.negotiation["commit"] += 1
         # The tasks go with their commitment: the worker leases and queues them at once,
         # or rejects them all; a separate dispatch would cost a round trip per batch.
-        self._out.append(
-            Send(
-                w.ad.node_id,
-                {
-                    "t": "commit",
-                    "rid": rid,
-                    "commitment": commitment.to_wire(),
-                    "run": [wire_task(t) for t in runs],
-                },
-            )
-        )
+        self._out.append(Send(w.ad.node_id, Commit(rid, commitment, [wire_task(t) for t in runs])))
 
     # -- answers ---------------------------------------------------------------------------
 
-    def _on_quote(self, w: WorkerState, m: dict[str, Any], now: float) -> None:
-        q: Quote = m["quote"]
-        if m["rid"] != w.rid:
+    def _on_quote(self, w: WorkerState, m: QuoteReply, now: float) -> None:
+        q = m.quote
+        if m.rid != w.rid:
             return
         w.rid = None
         assert w.public_key is not None
@@ -215,9 +194,9 @@ class Negotiation(TaskMoves):
             w.run_estimate = estimate.run_mean * self.views.penalty(w.ad.node_id, now)
         self._changed(w, now)
 
-    def _on_decline(self, w: WorkerState, m: dict[str, Any], now: float) -> None:
+    def _on_decline(self, w: WorkerState, m: Decline, now: float) -> None:
         """A quote request declined, or (late binding) places asked for."""
-        rid = m["rid"]
+        rid = m.rid
         if rid in w.reserved or rid == w.rid:
             if rid in w.reserved:
                 self._reserved -= w.reserved.pop(rid)
@@ -225,32 +204,32 @@ class Negotiation(TaskMoves):
                 w.rid = None
             w.ask_after = now + DECLINE_BACKOFF_S
             # Busy is a "not now": the worker stays a candidate and is asked again.
-            w.declined = None if m["busy"] else m["reason"]
+            w.declined = None if m.busy else m.reason
             self._floors.clear()
 
-    def _on_lease(self, w: WorkerState, m: dict[str, Any], now: float) -> None:
-        ids = w.pending.pop(m["rid"], None)
-        if ids is None or set(m["tasks"]) != set(ids):
+    def _on_lease(self, w: WorkerState, m: Lease, now: float) -> None:
+        ids = w.pending.pop(m.rid, None)
+        if ids is None or set(m.tasks) != set(ids):
             self._ban(w, "leased tasks that were not committed to it", now)
             return
         # The tasks travelled with the commitment: the lease confirms they are in its queue.
 
-    def _on_reject(self, w: WorkerState, m: dict[str, Any], now: float) -> None:
-        ids = w.pending.pop(m["rid"], None) or []
+    def _on_reject(self, w: WorkerState, m: Reject, now: float) -> None:
+        ids = w.pending.pop(m.rid, None) or []
         for i in ids:
             t = self.tasks[i]
             if t.state in IN_FLIGHT and t.worker == w.ad.node_id:
-                self._back(t, f"commitment rejected: {m['reason']}", now, count=False)
+                self._back(t, f"commitment rejected: {m.reason}", now, count=False)
         w.quote, w.room, w.ask_after = None, 0, now + DECLINE_BACKOFF_S
         self._changed(w, now)
-        if m["busy"]:  # its room went to someone else meanwhile: ask again in a while
+        if m.busy:  # its room went to someone else meanwhile: ask again in a while
             w.busy_rejects += 1
             if w.busy_rejects >= MAX_BUSY_REJECTS:  # ... but not for ever
-                w.declined = m["reason"]
+                w.declined = m.reason
                 self._floors.clear()
             return
         w.rejects += 1
         # A worker that keeps quoting and then rejecting is out for this job: otherwise the
         # same commitment and its inputs would go back and forth for ever.
-        w.declined = m["reason"] if w.rejects >= MAX_REJECTS else None
+        w.declined = m.reason if w.rejects >= MAX_REJECTS else None
         self._floors.clear()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any
 
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run.actions import Send
@@ -21,6 +20,7 @@ from p2psched.scheduler.run.moves import TaskMoves
 from p2psched.scheduler.run.tasks import TaskRun, shape_of, slots_of
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.scheduler.strategy import LATE_BINDING, Candidate
+from p2psched.wire.messages import Withdraw, Withdrawn
 
 S = TaskState
 
@@ -54,7 +54,7 @@ class Rebalancing(TaskMoves):
                 rid = next(self._rids)
                 w.withdrawing[rid] = asking
                 self.stats.negotiation["withdraw"] += 1
-                self._out.append(Send(w.ad.node_id, {"t": "withdraw", "rid": rid, "tasks": asking}))
+                self._out.append(Send(w.ad.node_id, Withdraw(rid, asking)))
 
     def _movable(self, w: WorkerState, waiting: list[TaskRun], most: int) -> list[str]:
         """Of the tasks `waiting` on `w` (oldest first), those that would be done clearly
@@ -93,11 +93,11 @@ class Rebalancing(TaskMoves):
             return False
         return math.isinf(self.mtr) or c.price + self.mtr * done_by <= t.price + self.mtr * there
 
-    def _on_withdrawn(self, w: WorkerState, m: dict[str, Any], now: float) -> None:
+    def _on_withdrawn(self, w: WorkerState, m: Withdrawn, now: float) -> None:
         """The tasks it gave back (those it had not started) go back to the queue, no try
         counted; the others it asked for run on there."""
-        asked = w.withdrawing.pop(m["rid"], [])
-        given = set(m["tasks"])
+        asked = w.withdrawing.pop(m.rid, [])
+        given = set(m.tasks)
         for tid in asked:
             moved = self.tasks[tid]
             moved.moving = False

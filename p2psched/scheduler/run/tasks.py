@@ -12,6 +12,7 @@ from p2psched.resources.profile import Profile
 from p2psched.scheduler.jobspec import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.wire.deal import Receipt
+from p2psched.wire.messages import Task, raw
 
 Shape = tuple[str, str | None, str, float]  # driver, model, need, max price
 
@@ -71,11 +72,6 @@ def model_of(spec: TaskSpec) -> str | None:
     return None
 
 
-def wire_task(t: TaskRun) -> dict[str, Any]:
-    return {
-        "id": t.spec.task_id,
-        "driver": t.spec.driver,
-        "model": model_of(t.spec),
-        "input": t.spec.input,
-        "timeout": t.spec.timeout_s,
-    }
+def wire_task(t: TaskRun) -> Task:
+    spec = t.spec
+    return Task(spec.task_id, spec.driver, model_of(spec), raw(spec.input), spec.timeout_s)
