@@ -3,12 +3,13 @@
     python bench/quality.py [--tasks 100000] [--workers 1000] [--strategies cost,...]
                             [--mtr 1.0] [--seed 1] [--codec] [--no-lichao]
 
-What runs. One `JobRun` (the scheduler core, `p2psched.scheduler.dispatch`) and one `TaskManager`
+What runs. One `JobRun` (the scheduler core, `p2psched.scheduler.run`) and one `TaskManager`
 per worker (`p2psched.worker.manager`), with no sockets: their actions are carried by an event
-heap on a virtual clock. Every message goes through `wire.deal.parse` as on the wire (signed
-quotes, commitments and receipts are signed and verified for real); `--codec` also passes it
-through the msgpack codec round trip (off by default: it costs time and changes nothing the
-cores see). Messages take `LATENCY_S` (1 ms) each way; opening a channel is instant.
+heap on a virtual clock. Messages are the cores' typed messages (`wire.messages`); signed
+quotes, commitments and receipts are signed and verified for real. `--codec` also passes each
+through its wire form, as on a channel: encoded, then `wire.messages.parse` (off by default: it
+costs time and changes nothing the cores see). Messages take `LATENCY_S` (1 ms) each way;
+opening a channel is instant.
 
 Workers. `--workers` of them, one slot each, the worker's default queue depth. Speed v is
 log-uniform over [1, 10] (work units per second). Price per task is 0.01 × 10^(0.7·u + 0.3·u'),
@@ -86,14 +87,14 @@ from typing import Any
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
-from p2psched.scheduler import dispatch as sd
+from p2psched.scheduler import run as sd
 from p2psched.scheduler.discovery import WorkerAd
 from p2psched.scheduler.jobspec import TaskSpec
 from p2psched.scheduler.lichao import Line, LowerEnvelope
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.strategy import STRATEGIES, Strategy
-from p2psched.wire.codec import decode, encode
-from p2psched.wire.deal import parse
+from p2psched.wire.codec import decode
+from p2psched.wire.messages import Message, Send, encode, parse
 from p2psched.worker import manager as wm
 
 LATENCY_S = 0.001
@@ -255,13 +256,15 @@ def simulate(
         seq += 1
         heapq.heappush(heap, (t, seq, kind, a, b))
 
-    wire: Callable[[dict[str, Any]], dict[str, Any]]
+    wire: Callable[[Message], Message]
     if codec:
 
-        def wire(m: dict[str, Any]) -> dict[str, Any]:
-            return parse(decode(encode(m)))
+        def wire(m: Message) -> Message:
+            return parse(encode(m))
     else:
-        wire = parse
+
+        def wire(m: Message) -> Message:
+            return m
 
     started = [math.nan] * n
     finished = [math.nan] * n
@@ -277,11 +280,11 @@ def simulate(
     def drain_worker(wid: bytes, w: wm.TaskManager, now: float) -> None:
         nonlocal messages
         for b in w.actions():
-            if isinstance(b, wm.Send):
+            if isinstance(b, Send):
                 messages += 1
                 push(now + LATENCY_S, TO_SCHED, wid, wire(b.message))
             elif isinstance(b, wm.Start):
-                i = task_index(b.task["id"])
+                i = task_index(b.task.id)
                 started[i] = now
                 starts[i] += 1
                 push(now + sc.sizes[i] / sc.speeds[index_of[wid]], FINISH, wid, b.task)
@@ -294,9 +297,9 @@ def simulate(
             if not acts:
                 return
             for a in acts:
-                if isinstance(a, sd.Send):
+                if isinstance(a, Send):
                     messages += 1
-                    push(now + LATENCY_S, TO_WORKER, a.worker, wire(a.message))
+                    push(now + LATENCY_S, TO_WORKER, a.peer, wire(a.message))
                 elif isinstance(a, sd.Connect):
                     w = workers[a.worker]
                     w.connected(me.node_id, me.public_key, now)
@@ -336,7 +339,7 @@ def simulate(
             drain_worker(a, w, now)
         elif kind == FINISH:
             w = workers[a]
-            w.finished(me.node_id, b["id"], b["input"], None, now)
+            w.finished(me.node_id, b.id, decode(bytes(b.input)), None, now)
             drain_worker(a, w, now)
         elif kind == ARRIVE:
             if batch_s > 0:

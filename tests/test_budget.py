@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2psched.identity import Identity
-from p2psched.scheduler.dispatch import MONEY_EPSILON, JobRun
+from p2psched.scheduler.run import MONEY_EPSILON, JobRun
 from p2psched.scheduler.strategy import STRATEGIES, Strategy
 from p2psched.worker import manager as wm
 from tests.test_dispatch import Net, ad, spec

@@ -9,12 +9,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+from msgspec.structs import replace as restruct
 
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.discovery import WorkerAd
-from p2psched.scheduler.dispatch import (
+from p2psched.scheduler.jobspec import TaskSpec
+from p2psched.scheduler.lifecycle import IllegalTransition, TaskState
+from p2psched.scheduler.run import (
     Close,
     Connect,
     DispatchConfig,
@@ -22,13 +25,23 @@ from p2psched.scheduler.dispatch import (
     Send,
     Settled,
 )
-from p2psched.scheduler.jobspec import TaskSpec
-from p2psched.scheduler.lifecycle import IllegalTransition, TaskState
+from p2psched.wire import messages
 from p2psched.wire.codec import decode, encode
-from p2psched.wire.deal import Commitment, Receipt, parse
+from p2psched.wire.deal import Commitment, Receipt
+from p2psched.wire.messages import Message, parse
 from p2psched.worker import manager as wm
 
 S = TaskState
+
+
+def wire(message: dict[str, Any]) -> Message:
+    """A message as it arrives from the wire: `message` encoded, then parsed."""
+    return parse(encode(message))
+
+
+def on_wire(message: Any) -> Any:
+    """What a message (or a task in one) looks like on the wire, decoded."""
+    return decode(messages.encode(message))
 
 
 def spec(
@@ -97,9 +110,9 @@ class Net:
                         continue  # the test ends the dial with `dialed`
                     self.dialed(a.worker, a.worker in self.workers and a.worker not in self.refuse)
                 elif isinstance(a, Send):
-                    if a.worker in self.up:
-                        self.workers[a.worker].receive(
-                            self.run.identity.node_id, parse(decode(encode(a.message))), self.now
+                    if a.peer in self.up:
+                        self.workers[a.peer].receive(
+                            self.run.identity.node_id, parse(messages.encode(a.message)), self.now
                         )
                 elif isinstance(a, Close):
                     self.closed.append((a.worker, a.reason))
@@ -109,18 +122,17 @@ class Net:
             for wid, w in self.workers.items():
                 for b in w.actions():
                     moved = True
-                    if isinstance(b, wm.Send) and wid in self.up:
-                        msg = b.message
-                        if wid in self.behave:
-                            msg = self.behave[wid](msg)
-                        self.run.receive(wid, parse(decode(encode(msg))), self.now)
+                    if isinstance(b, Send) and wid in self.up:
+                        frame = messages.encode(b.message)
+                        if wid in self.behave:  # it says what it likes, on the wire
+                            frame = encode(self.behave[wid](decode(frame)))
+                        self.run.receive(wid, parse(frame), self.now)
                     elif isinstance(b, wm.Start):
+                        task = on_wire(b.task)
                         if self.hold:
-                            self.started.append((wid, b.peer, b.task))
+                            self.started.append((wid, b.peer, task))
                         else:
-                            w.finished(
-                                b.peer, b.task["id"], {"out": b.task["input"]}, None, self.now
-                            )
+                            w.finished(b.peer, task["id"], {"out": task["input"]}, None, self.now)
             if not moved:
                 return
         raise AssertionError("no quiescence")
@@ -270,14 +282,14 @@ def commit(w: wm.TaskManager, sched: Identity, task_id: str, now: float) -> None
     c = Commitment(sched.node_id, w.identity.node_id, "job", [task_id], 0.0, now).signed(sched)
     w.receive(
         sched.node_id,
-        parse({"t": "commit", "rid": 1, "commitment": c.to_wire(), "run": []}),
+        wire({"t": "commit", "rid": 1, "commitment": c.to_wire(), "run": []}),
         now,
     )
 
 
 def dispatch(w: wm.TaskManager, sched: Identity, task_id: str, now: float) -> None:
     task = {"id": task_id, "driver": "echo", "model": None, "input": 1, "timeout": 5.0}
-    w.receive(sched.node_id, parse({"t": "run", "tasks": [task]}), now)
+    w.receive(sched.node_id, wire({"t": "run", "tasks": [task]}), now)
 
 
 def test_lease_expires_on_the_worker_without_a_dispatch() -> None:
@@ -292,8 +304,8 @@ def test_lease_expires_on_the_worker_without_a_dispatch() -> None:
     assert w.capacity == 1  # the slot is free again
     w.actions()
     dispatch(w, sched, "t1", 11.0)
-    [result] = [a for a in w.actions() if isinstance(a, wm.Send)]
-    assert "no lease" in result.message["error"]
+    [result] = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
+    assert "no lease" in result["error"]
 
 
 def test_scheduler_requeues_when_no_lease_comes() -> None:
@@ -347,19 +359,19 @@ def test_forged_receipt_is_not_counted_and_the_task_runs_elsewhere(forgery: str)
             return m
         r = Receipt.from_wire(m["receipt"], "r")
         if forgery == "signature":
-            r = replace(r, sig=bytes(64))
+            r = restruct(r, sig=bytes(64))
         elif forgery == "other_key":
-            r = replace(r, worker=stranger.node_id).signed(stranger)
+            r = restruct(r, worker=stranger.node_id).signed(stranger)
         elif forgery == "hash":
             m = {**m, "output": "something else"}
         elif forgery == "oversize":
             out = "x" * 5000
             from p2psched.wire.deal import result_hash
 
-            r = replace(r, result_hash=result_hash(out)).signed(liar)
+            r = restruct(r, result_hash=result_hash(out)).signed(liar)
             m = {**m, "output": out}
         elif forgery == "price":
-            r = replace(r, price=7.0).signed(liar)
+            r = restruct(r, price=7.0).signed(liar)
         return {**m, "receipt": r.to_wire()}
 
     net.behave[liar.node_id] = forge
@@ -420,16 +432,16 @@ def test_results_wait_on_the_worker_until_acknowledged() -> None:
     w.disconnected(sched.node_id, 1.0)  # the scheduler went away while it ran
     w.actions()
     w.finished(sched.node_id, "t1", 42, None, 2.0)
-    assert not [a for a in w.actions() if isinstance(a, wm.Send)]
+    assert not [a for a in w.actions() if isinstance(a, Send)]
     w.connected(sched.node_id, sched.public_key, 3.0)
-    again, beat = [a.message for a in w.actions() if isinstance(a, wm.Send)]
+    again, beat = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
     assert again["t"] == "result" and again["task"] == "t1" and again["output"] == 42
     # then at once what it still runs for that scheduler (nothing): so one that restarted
     # knows which of its tasks are gone
     assert beat == {"t": "beat", "running": [], "progress": []}
-    w.receive(sched.node_id, parse({"t": "ack", "tasks": ["t1"]}), 4.0)
+    w.receive(sched.node_id, wire({"t": "ack", "tasks": ["t1"]}), 4.0)
     w.connected(sched.node_id, sched.public_key, 5.0)
-    assert [a.message["t"] for a in w.actions() if isinstance(a, wm.Send)] == ["beat"]
+    assert [on_wire(a.message)["t"] for a in w.actions() if isinstance(a, Send)] == ["beat"]
 
 
 def test_lifecycle_refuses_illegal_moves() -> None:
@@ -451,11 +463,11 @@ def test_messages_of_the_wrong_direction_are_refused() -> None:
     from p2psched.wire.schema import SchemaError
 
     with pytest.raises(SchemaError, match="does not take 'decline'"):
-        w.receive(b"x" * 32, parse({"t": "decline", "rid": 1, "reason": "no", "busy": False}), 0.0)
+        w.receive(b"x" * 32, wire({"t": "decline", "rid": 1, "reason": "no", "busy": False}), 0.0)
     with pytest.raises(SchemaError, match="unknown message type"):
-        parse({"t": "steal"})
+        wire({"t": "steal"})
     with pytest.raises(SchemaError, match="run.tasks"):
-        parse({"t": "run", "tasks": "all"})
+        wire({"t": "run", "tasks": "all"})
 
 
 def test_a_task_no_worker_can_take_does_not_hold_up_the_others() -> None:
@@ -513,15 +525,15 @@ def test_a_cancelled_running_task_cannot_be_recommitted_until_it_stops() -> None
     w.connected(sched.node_id, sched.public_key, 0.0)
     commit(w, sched, "t1", 0.0)
     dispatch(w, sched, "t1", 0.0)
-    w.receive(sched.node_id, parse({"t": "cancel", "tasks": ["t1"]}), 1.0)
+    w.receive(sched.node_id, wire({"t": "cancel", "tasks": ["t1"]}), 1.0)
     assert any(isinstance(a, wm.Abort) for a in w.actions())
     commit(w, sched, "t1", 1.0)
-    [reject] = [a.message for a in w.actions() if isinstance(a, wm.Send)]
+    [reject] = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
     assert reject["t"] == "reject" and "still stopping" in reject["reason"]
     w.finished(sched.node_id, "t1", None, "cancelled by its scheduler", 2.0)  # it stopped
-    assert not [a for a in w.actions() if isinstance(a, wm.Send)]  # nobody wants that
+    assert not [a for a in w.actions() if isinstance(a, Send)]  # nobody wants that
     commit(w, sched, "t1", 3.0)
-    [lease] = [a.message for a in w.actions() if isinstance(a, wm.Send)]
+    [lease] = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
     assert lease["t"] == "lease"
 
 
@@ -659,6 +671,6 @@ def test_an_output_that_cannot_go_back_fails_the_task_not_the_worker(
     dispatch(w, sched, "t1", 0.0)
     w.actions()
     assert w.finished(sched.node_id, "t1", output, None, 1.0) is False
-    [result] = [a.message for a in w.actions() if isinstance(a, wm.Send)]
+    [result] = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
     assert says in result["error"] and result["output"] is None
     assert Receipt.from_wire(result["receipt"], "r").ok is False

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from p2psched.identity import Identity
-from p2psched.scheduler.dispatch import JobRun
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.queue import TaskQueue, latest_start, max_wait_s
+from p2psched.scheduler.run import JobRun
 from p2psched.worker import manager as wm
 from tests.test_dispatch import Net, ad, spec
 

@@ -19,11 +19,10 @@ from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.discovery import WorkerAd
-from p2psched.scheduler.dispatch import JobRun, TaskRun, task_id_for
 from p2psched.scheduler.lifecycle import TaskState
+from p2psched.scheduler.run import JobRun, TaskRun, task_id_for
 from p2psched.scheduler.service import Dispatcher
-from p2psched.wire.codec import decode, encode
-from p2psched.wire.deal import parse
+from p2psched.wire.messages import Send, encode, parse
 from p2psched.worker import manager as wm
 from p2psched.worker.drivers import SleepDriver
 from p2psched.worker.service import WorkerService
@@ -220,8 +219,8 @@ def test_on_a_break_what_the_worker_never_got_goes_back_and_nothing_is_asked_bac
     [(_, peer, _)] = net.started
     manager.finished(peer, first.spec.task_id, "ok", None, net.now)
     for b in manager.actions():
-        if isinstance(b, wm.Send):
-            net.run.receive(a, parse(decode(encode(b.message))), net.now)
+        if isinstance(b, Send):
+            net.run.receive(a, parse(encode(b.message)), net.now)
     assert first.state == S.COMPLETED and second.state == S.SENT and w.pending
     net.run.actions()  # never delivered
     # (A task assigned but not yet sent, and one being asked back: the core passes through

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 from p2psched.identity import Identity
-from p2psched.scheduler.dispatch import JobRun
 from p2psched.scheduler.lifecycle import TaskState
+from p2psched.scheduler.run import JobRun
 from p2psched.scheduler.store import StoredTask
 from p2psched.worker import manager as wm
 from tests.test_dispatch import Net, ad, make_net, spec
@@ -111,7 +111,7 @@ def test_a_relayed_worker_a_restarted_scheduler_cannot_dial_is_waited_for_not_lo
     fresh ad (another gate) brings it back, its tasks still its."""
     from p2psched.resources.profile import Profile
     from p2psched.scheduler.discovery import WorkerAd
-    from p2psched.scheduler.dispatch import Connect
+    from p2psched.scheduler.run import Connect
     from p2psched.wire.address import relay_address
 
     sched, worker = Identity.generate(), Identity.generate()

@@ -10,11 +10,11 @@ from dataclasses import replace
 import pytest
 
 from p2psched.identity import Identity
-from p2psched.scheduler.dispatch import JobRun, Send
 from p2psched.scheduler.lifecycle import TaskState
+from p2psched.scheduler.run import JobRun, Send
 from p2psched.scheduler.strategy import STRATEGIES, Candidate, Strategy, check_strategy
 from p2psched.worker import manager as wm
-from tests.test_dispatch import Net, ad, receipts_verify, spec
+from tests.test_dispatch import Net, ad, on_wire, receipts_verify, spec, wire
 
 S = TaskState
 
@@ -197,9 +197,9 @@ def test_a_ready_for_places_given_up_is_answered_with_unreserve() -> None:
     net.pump()
     assert net.run.done
     wid = next(iter(net.workers))
-    net.run.receive(wid, {"t": "ready", "rid": 999_999}, net.now)
+    net.run.receive(wid, wire({"t": "ready", "rid": 999_999}), net.now)
     out = [a for a in net.run.actions() if isinstance(a, Send)]
-    assert out and out[-1].message == {"t": "unreserve", "rid": 999_999}
+    assert out and on_wire(out[-1].message) == {"t": "unreserve", "rid": 999_999}
 
 
 def test_what_the_node_learned_of_a_worker_outweighs_its_claim() -> None:
@@ -335,8 +335,8 @@ def test_a_task_that_started_meanwhile_is_not_taken_back() -> None:
         commit(w, sched, tid, 0.0)
         dispatch(w, sched, tid, 0.0)
     w.actions()
-    w.receive(sched.node_id, {"t": "withdraw", "rid": 7, "tasks": ["a", "b"]}, 1.0)
-    (answer,) = [a.message for a in w.actions() if isinstance(a, wm.Send)]
+    w.receive(sched.node_id, wire({"t": "withdraw", "rid": 7, "tasks": ["a", "b"]}), 1.0)
+    (answer,) = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
     assert answer == {"t": "withdrawn", "rid": 7, "tasks": ["b"]}  # "a" runs: it stays
 
 

@@ -119,7 +119,7 @@ async def test_two_jobs_share_one_worker_over_one_channel(tmp_path: Path) -> Non
 async def test_a_bug_in_one_job_fails_that_job_not_the_node(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from p2psched.scheduler.dispatch import JobRun
+    from p2psched.scheduler.run import JobRun
 
     async with network(tmp_path, [WorkerConfig(drivers=("echo",))]) as (scheduler, _):
         broken = scheduler.jobs.submit(parse_job(echo_job(3)))

@@ -33,10 +33,10 @@ from p2psched.api import metrics, ui
 from p2psched.node.node import Node
 from p2psched.resources.need import Need, NeedError
 from p2psched.scheduler.discovery import ad_json
-from p2psched.scheduler.dispatch import task_id_for
 from p2psched.scheduler.jobs import SubmittedJob, to_json
 from p2psched.scheduler.jobspec import JobSpecError, derive_tasks, parse_job
 from p2psched.scheduler.predictor import MAX_REASON, MODES
+from p2psched.scheduler.run import task_id_for
 from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import STRATEGIES
 from p2psched.wire.address import host_port
@@ -326,7 +326,7 @@ def make_app(node: Node, token: str) -> FastAPI:
             raise ApiError(409, "this node is not a worker (start it with `p2psched worker join`)")
         manager = node.worker.service.manager
         manager.draining = on
-        return {"draining": on, "held": manager.held}
+        return {"draining": on, "held": manager.tasks_held}
 
     @app.post("/v1/queue/submit")
     async def queue_submit(body: QueueSubmission) -> dict[str, Any]:

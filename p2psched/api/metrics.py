@@ -269,7 +269,7 @@ def _worker(role: WorkerRole) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "p2psched_worker_tasks_held",
         "Tasks leased, queued or running on this worker",
-        value=manager.held,
+        value=manager.tasks_held,
     )
     count, size = manager.unacked
     yield GaugeMetricFamily(

@@ -26,8 +26,8 @@ from p2psched.identity import Identity
 from p2psched.logs import naming_node
 from p2psched.resources.detect import Detected, detect
 from p2psched.scheduler.discovery import Discovery
-from p2psched.scheduler.dispatch import DispatchConfig
 from p2psched.scheduler.jobs import JobBook
+from p2psched.scheduler.run import DispatchConfig
 from p2psched.scheduler.service import Dispatcher, dht_finder
 from p2psched.scheduler.store import Store
 from p2psched.wire.address import host_port

@@ -20,7 +20,6 @@ from typing import Any
 
 import trio
 
-from p2psched.scheduler.dispatch import DispatchConfig, JobRun, TaskRun, task_id_for
 from p2psched.scheduler.jobspec import (
     JobSpec,
     JobSpecError,
@@ -31,6 +30,7 @@ from p2psched.scheduler.jobspec import (
     parse_job,
 )
 from p2psched.scheduler.journal import JobFinished, JobOpened
+from p2psched.scheduler.run import DispatchConfig, JobRun, TaskRun, task_id_for
 from p2psched.scheduler.service import Dispatcher
 
 

@@ -28,7 +28,9 @@ from p2psched.gate.client import open_worker_channel
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.scheduler.discovery import Discovery, WorkerAd
-from p2psched.scheduler.dispatch import (
+from p2psched.scheduler.journal import Entry
+from p2psched.scheduler.predictor import RECENT_FAILURES, Predictor, WorkerViews
+from p2psched.scheduler.run import (
     Close,
     Connect,
     Discover,
@@ -39,13 +41,30 @@ from p2psched.scheduler.dispatch import (
     WorkerState,
     job_of,
 )
-from p2psched.scheduler.journal import Entry
-from p2psched.scheduler.predictor import RECENT_FAILURES, Predictor, WorkerViews
 from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import Strategy
 from p2psched.wire.address import is_relayed
 from p2psched.wire.channel import Outbox, SecureChannel
-from p2psched.wire.deal import parse
+from p2psched.wire.codec import DecodeError
+from p2psched.wire.messages import (
+    Beat,
+    Commit,
+    Decline,
+    Lease,
+    Message,
+    QuoteReply,
+    QuoteRequest,
+    Ready,
+    Refusal,
+    Reject,
+    Reserve,
+    Result,
+    Unreserve,
+    Withdraw,
+    Withdrawn,
+    encode,
+    parse,
+)
 from p2psched.wire.noise import ChannelError
 from p2psched.wire.schema import SchemaError
 
@@ -54,6 +73,8 @@ FindWorkers = Callable[[Need], Awaitable[list[WorkerAd]]]
 log = logging.getLogger(__name__)
 MAX_ADS_KEPT = 10_000  # workers' ads kept for watchers, the least recently refreshed dropped
 _UNNEEDED = "no job needs it now"
+# Requests a worker answers by their request id: the answer goes to the job that asked.
+_ANSWERED = (QuoteRequest, Commit, Reserve, Withdraw)
 
 
 def dht_finder(discovery: Discovery) -> FindWorkers:
@@ -187,11 +208,12 @@ class Dispatcher:
             self.record(job.run.journal)
             for action in actions:
                 if isinstance(action, Send):
-                    if action.message["t"] == "unreserve":  # no answer comes to a give-up
-                        self._rid_owner.pop((action.worker, action.message["rid"]), None)
-                    elif "rid" in action.message:
-                        self._rid_owner[(action.worker, action.message["rid"])] = job_id
-                    self._send(action.worker, action.message)
+                    sent = action.message
+                    if isinstance(sent, Unreserve):  # no answer comes to a give-up
+                        self._rid_owner.pop((action.peer, sent.rid), None)
+                    elif isinstance(sent, _ANSWERED):
+                        self._rid_owner[(action.peer, sent.rid)] = job_id
+                    self._send(action.peer, sent)
                 elif isinstance(action, Connect):
                     self._connect(job_id, action.worker, action.addresses)
                 elif isinstance(action, Close):
@@ -220,11 +242,11 @@ class Dispatcher:
         if kick and (job.run.done or job.run.next_deadline() < self._waking_at):
             self._kick.set()
 
-    def _send(self, worker: bytes, message: dict[str, Any]) -> None:
+    def _send(self, worker: bytes, message: Message) -> None:
         link = self._links.get(worker)
         if link is None or link.outbox is None:
             return
-        if not link.outbox.put(message):
+        if not link.outbox.put_frame(encode(message)):
             self._close(worker, "it does not read what it is sent")
 
     def _close(self, worker: bytes, reason: str) -> None:
@@ -330,44 +352,44 @@ class Dispatcher:
             try:
                 while True:
                     try:
-                        message = parse(await channel.receive())
+                        message = parse(await channel.receive_frame())
                     except SchemaError as e:
                         return f"sent a malformed message ({e})"
-                    if message["t"] == "error":
-                        return f"it refused the channel: {message['reason']}"
+                    except DecodeError as e:
+                        return f"peer sent a message that is not valid: {e}"
+                    if isinstance(message, Refusal):
+                        return f"it refused the channel: {message.reason}"
                     self._route(worker, link, message)
             except ChannelError as e:
                 return str(e)
             finally:
                 nursery.cancel_scope.cancel()
 
-    def _route(self, worker: bytes, link: _Link, m: dict[str, Any]) -> None:
+    def _route(self, worker: bytes, link: _Link, m: Message) -> None:
+        """Hand a worker's message to the job it is for: by the job its quote or task
+        names, by the request it answers, or (a heartbeat) to each job, about its tasks."""
         now = self.clock()
-        kind = m["t"]
-        if kind == "beat":  # each job hears the worker, and about its own tasks
-            for job_id in list(link.jobs):
-                mine = [(t, p) for t, p in zip(m["running"], m["progress"]) if job_of(t) == job_id]
-                beat = {
-                    "t": "beat",
-                    "running": [t for t, _ in mine],
-                    "progress": [p for _, p in mine],
-                }
-                self._deliver(job_id, worker, beat, now)
-            return
-        if kind == "quote":
-            self._rid_owner.pop((worker, m["rid"]), None)
-            job_id = m["quote"].job
-        elif kind in ("decline", "lease", "reject", "withdrawn"):
-            job_id = self._rid_owner.pop((worker, m["rid"]), "")
-        elif kind == "ready":  # a reservation stands until given up: its owner stays
-            job_id = self._rid_owner.get((worker, m["rid"]), "")
-        elif kind == "result":
-            job_id = job_of(m["task"])
-        else:  # a message only schedulers send: the job that hears it drops the worker
-            job_id = next(iter(link.jobs), "")
+        match m:
+            case Beat():
+                for job_id in list(link.jobs):
+                    mine = [(t, p) for t, p in zip(m.running, m.progress) if job_of(t) == job_id]
+                    beat = Beat([t for t, _ in mine], [p for _, p in mine])
+                    self._deliver(job_id, worker, beat, now)
+                return
+            case QuoteReply():
+                self._rid_owner.pop((worker, m.rid), None)
+                job_id = m.quote.job
+            case Decline() | Lease() | Reject() | Withdrawn():
+                job_id = self._rid_owner.pop((worker, m.rid), "")
+            case Ready():  # a reservation stands until given up: its owner stays
+                job_id = self._rid_owner.get((worker, m.rid), "")
+            case Result():
+                job_id = job_of(m.task)
+            case _:  # a message only schedulers send: the job that hears it drops the worker
+                job_id = next(iter(link.jobs), "")
         self._deliver(job_id, worker, m, now)
 
-    def _deliver(self, job_id: str, worker: bytes, m: dict[str, Any], now: float) -> None:
+    def _deliver(self, job_id: str, worker: bytes, m: Message, now: float) -> None:
         job = self._jobs.get(job_id)
         if job is not None:
             self._guarded(job_id, job.run.receive, worker, m, now)

@@ -4,8 +4,10 @@ or later a circuit through a gate), carrying MessagePack messages.
 Owns: the handshake's timeout, the one reader task per connection, the write lock, and the
 bounded inbox that gives backpressure (a full inbox stops the reader, so TCP stops the peer).
 Promises: `open_channel`/`accept_channel` yield only after the peer's identity is proven; a
-message that fails authentication or decoding ends the channel with `ChannelError`, and the
-next `receive` raises it; leaving the block closes the stream and stops the reader.
+frame that fails authentication ends the channel with `ChannelError`, and the next `receive`
+raises it; one that is not MessagePack makes its `receive` raise `ChannelError` (frames wait
+as bytes, so a reader of typed messages decodes each once, to its type: `receive_frame`);
+leaving the block closes the stream and stops the reader.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class SecureChannel:
         self._session = session
         self.peer = peer
         self._write_lock = trio.StrictFIFOLock()
-        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, int]](INBOX)
+        self._inbox_send, self._inbox = trio.open_memory_channel[bytes](INBOX)
         self._buffered = 0  # bytes of the messages in the inbox
         self.inbox_bytes = INBOX_BYTES
         self._drained = trio.Event()
@@ -57,7 +59,7 @@ class SecureChannel:
         await self.send_encoded([encode(m) for m in messages])
 
     async def send_encoded(self, frames: list[bytes]) -> None:
-        """Send messages already encoded with `codec.encode`."""
+        """Send messages already encoded (MessagePack)."""
         async with self._write_lock:
             for frame in frames:
                 self._session.seal(frame)
@@ -67,15 +69,24 @@ class SecureChannel:
                 raise ChannelClosed(f"connection to the peer is gone ({e})") from None
 
     async def receive(self) -> Any:
-        """The next message; raises `ChannelClosed` at the end, or the `ChannelError` that
-        ended the channel."""
+        """The next message, decoded; raises `ChannelClosed` at the end, or the
+        `ChannelError` that ended the channel (a frame that is not MessagePack ends it)."""
+        frame = await self.receive_frame()
         try:
-            message, size = await self._inbox.receive()
+            return decode(frame, max_size=MAX_FRAME)
+        except DecodeError as e:
+            raise ChannelError(f"peer sent a message that is not valid: {e}") from None
+
+    async def receive_frame(self) -> bytes:
+        """The next message as it came (for a reader that decodes it to a type itself);
+        raises as `receive` does."""
+        try:
+            frame: bytes = await self._inbox.receive()
         except trio.EndOfChannel:
             raise self._error or ChannelClosed("the peer closed the connection") from None
-        self._buffered -= size
+        self._buffered -= len(frame)
         self._drained.set()
-        return message
+        return frame
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()
@@ -108,16 +119,14 @@ class SecureChannel:
 
     async def _deliver(self) -> None:
         for frame in self._session.frames():
-            try:
-                message = decode(frame, max_size=MAX_FRAME)
-            except DecodeError as e:
-                raise ChannelError(f"peer sent a message that is not valid: {e}") from None
             # Bounded in bytes as well as in messages: 256 frames of 16 MiB would be 4 GiB.
+            # Frames wait as bytes: the reader decodes each to the type it expects, which
+            # costs far less memory than a generic decode of a hostile frame would.
             while self._buffered and self._buffered + len(frame) > self.inbox_bytes:
                 self._drained = trio.Event()
                 await self._drained.wait()
             self._buffered += len(frame)
-            await self._inbox_send.send((message, len(frame)))
+            await self._inbox_send.send(frame)
 
 
 class Outbox:
@@ -135,7 +144,10 @@ class Outbox:
 
     def put(self, message: Any) -> bool:
         """Queue `message`; False (and nothing queued) when the outbox is full."""
-        frame = encode(message)
+        return self.put_frame(encode(message))
+
+    def put_frame(self, frame: bytes) -> bool:
+        """Queue a message already encoded; False (and nothing queued) when full."""
         full = self._frames and (
             len(self._frames) >= self.max_messages or self._bytes + len(frame) > self.max_bytes
         )

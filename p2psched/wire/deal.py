@@ -1,52 +1,55 @@
-"""What a scheduler and a worker say to each other on their secure channel, and the three signed
-documents of a deal: the worker's `Quote`, the scheduler's `Commitment`, the worker's `Receipt`.
+"""The three signed documents of a deal between a scheduler and a worker: the worker's `Quote`,
+the scheduler's `Commitment`, the worker's `Receipt`; the limits the deal's messages share; and
+how a result is hashed. The messages that carry them are in `wire.messages`.
 
-Owns: the message schemas (one per message type, strict: unknown or missing fields are refused)
-and the signing rules (each document signs a domain tag plus the MessagePack of its fields, so a
-signature made for one kind of document never verifies as another).
-Promises: `parse` returns a message only if it is well-formed, else raises `SchemaError` naming
-the field; `verify()` is true only for a document signed by the key whose node id it names.
+Owns: the documents' fields and their bounds, and the signing rules (each document signs a
+domain tag plus the MessagePack of its fields, so a signature made for one kind of document
+never verifies as another).
+Promises: `from_wire` and `from_packed` return a document only if it is well-formed, else raise
+`SchemaError` naming the field; `verify()` is true only for a document signed by the key whose
+node id it names.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar
+
+import msgspec
 
 from p2psched.identity import Identity, node_id_of, verify
-from p2psched.wire import schema
-from p2psched.wire.codec import encode
+from p2psched.wire.codec import DecodeError, encode
 from p2psched.wire.schema import SchemaError
 
-ID = schema.bin_exact(32)
-SIG = schema.bin_exact(64)
 MAX_BATCH = 4096  # tasks in one quote request, commitment or dispatch
 MAX_RESULT_BYTES = 12 << 20  # a task's output, within the channel's 16 MiB frame
 MAX_RESERVED = 64  # late-binding places one scheduler may hold on one worker
 MAX_RESULT_DEPTH = 64  # nesting of a task's output: JSON tools and the JSON files choke deeper
-_TASK_ID = schema.text(160)
-_REASON = schema.text(300)
+
+# The bounds of the deal's fields, as types: msgspec checks them while it decodes.
+NodeId = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+Hash = NodeId
+Signature = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
+JobId = Annotated[str, msgspec.Meta(max_length=80)]
+TaskId = Annotated[str, msgspec.Meta(max_length=160)]
+TaskIds = Annotated[list[TaskId], msgspec.Meta(max_length=MAX_BATCH)]
+Price = Annotated[float, msgspec.Meta(ge=0.0, le=1e15)]
+Time = Annotated[float, msgspec.Meta(ge=0.0, le=1e11)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_BATCH)]
+
+_D = TypeVar("_D", bound="_Signed")
 
 
-def _price(v: Any, path: str) -> Any:
-    return schema.number(0.0, 1e15)(v, path)
-
-
-def _time(v: Any, path: str) -> Any:
-    return schema.number(0.0, 1e11)(v, path)
-
-
-@dataclass(frozen=True, slots=True)
-class _Signed:
-    """Fields in declaration order; the last one is the signature over all the others."""
+class _Signed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Fields in declaration order; the last one is the signature over all the others. A
+    document is made unsigned (`sig` empty) and then `signed`; on the wire it must carry its
+    signature (`wire.messages` refuses one without)."""
 
     TAG: ClassVar[bytes]
-    CHECKS: ClassVar[dict[str, schema.Check]]
 
     def values(self) -> list[Any]:
-        """The fields in order, signature last (no deep copy, unlike `astuple`)."""
-        return [getattr(self, f.name) for f in fields(self)]
+        """The fields in order, signature last."""
+        return [getattr(self, name) for name in self.__struct_fields__]
 
     def body(self) -> bytes:
         return self.TAG + encode(self.values()[:-1])
@@ -58,24 +61,45 @@ class _Signed:
         sig: bytes = self.values()[-1]
         return node_id_of(public_key) == self.signer() and verify(public_key, sig, self.body())
 
+    def signed(self: _D, identity: Identity) -> _D:
+        return msgspec.structs.replace(self, sig=identity.sign(self.body()))
+
     def to_wire(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in self.__struct_fields__}
 
     @classmethod
-    def from_wire(cls, obj: Any, path: str) -> Any:
-        return cls(**schema.mapping(cls.CHECKS)(obj, path))
+    def from_packed(cls: type[_D], packed: bytes, path: str) -> _D:
+        """A document from its MessagePack (as `to_wire` gives it, encoded)."""
+        try:
+            doc = msgspec.msgpack.decode(packed, type=cls)
+        except msgspec.ValidationError as e:
+            raise schema_error(e, path) from None
+        except msgspec.DecodeError as e:
+            raise DecodeError(f"malformed MessagePack ({e})") from None
+        if len(doc.values()[-1]) == 0:
+            raise SchemaError(f"{path}.sig", "the document is not signed")
+        return doc
+
+    @classmethod
+    def from_wire(cls: type[_D], obj: Any, path: str) -> _D:
+        """A document from its decoded form (a map, as `to_wire` gives it)."""
+        try:
+            packed = encode(obj)
+        except (OverflowError, TypeError, ValueError):
+            raise SchemaError(path, "expected a map of MessagePack values") from None
+        return cls.from_packed(packed, path)
 
     def to_json(self) -> dict[str, Any]:
         """For files people keep: bytes as hex."""
         return {k: v.hex() if isinstance(v, bytes) else v for k, v in self.to_wire().items()}
 
     @classmethod
-    def from_json(cls, doc: Any, path: str = "document") -> Any:
+    def from_json(cls: type[_D], doc: Any, path: str = "document") -> _D:
         if not isinstance(doc, dict):
             raise SchemaError(path, "expected a JSON object")
         raw = dict(doc)
-        for name, check in cls.CHECKS.items():
-            if check in (ID, SIG) and isinstance(raw.get(name), str):
+        for name in cls.__struct_fields__:
+            if name in _BINARY and isinstance(raw.get(name), str):
                 try:
                     raw[name] = bytes.fromhex(raw[name])
                 except ValueError:
@@ -83,115 +107,75 @@ class _Signed:
         return cls.from_wire(raw, path)
 
 
-@dataclass(frozen=True, slots=True)
-class Quote(_Signed):
+_BINARY = frozenset({"worker", "scheduler", "result_hash", "sig"})
+
+
+class Quote(_Signed, frozen=True, forbid_unknown_fields=True):
     """A worker's offer for up to `capacity` tasks of one request, at `price` each."""
 
-    worker: bytes
-    scheduler: bytes
-    job: str
-    price: float
-    wait_mean: float  # seconds until a task of the batch would start
-    wait_err: float
-    run_mean: float  # seconds a task like this has taken here (0: no history)
-    capacity: int
-    valid_until: float
-    sig: bytes = b""
+    worker: NodeId
+    scheduler: NodeId
+    job: JobId
+    price: Price
+    wait_mean: Time  # seconds until a task of the batch would start
+    wait_err: Time
+    run_mean: Time  # seconds a task like this has taken here (0: no history)
+    capacity: Count
+    valid_until: Time
+    sig: Signature = b""
 
     TAG = b"p2psched/quote/1"
-    CHECKS = {
-        "worker": ID,
-        "scheduler": ID,
-        "job": schema.text(80),
-        "price": _price,
-        "wait_mean": _time,
-        "wait_err": _time,
-        "run_mean": _time,
-        "capacity": schema.uint(MAX_BATCH),
-        "valid_until": _time,
-        "sig": SIG,
-    }
 
     def signer(self) -> bytes:
         return self.worker
 
-    def signed(self, identity: Identity) -> Quote:
-        signed: Quote = _sign(self, identity)
-        return signed
 
-
-@dataclass(frozen=True, slots=True)
-class Commitment(_Signed):
+class Commitment(_Signed, frozen=True, forbid_unknown_fields=True):
     """A scheduler's promise to pay `price` per task for these tasks on this worker."""
 
-    scheduler: bytes
-    worker: bytes
-    job: str
-    tasks: list[str]
-    price: float
-    issued_at: float
-    sig: bytes = b""
+    scheduler: NodeId
+    worker: NodeId
+    job: JobId
+    tasks: TaskIds
+    price: Price
+    issued_at: Time
+    sig: Signature = b""
 
     TAG = b"p2psched/commitment/1"
-    CHECKS = {
-        "scheduler": ID,
-        "worker": ID,
-        "job": schema.text(80),
-        "tasks": schema.list_of(_TASK_ID, MAX_BATCH),
-        "price": _price,
-        "issued_at": _time,
-        "sig": SIG,
-    }
 
     def signer(self) -> bytes:
         return self.scheduler
 
-    def signed(self, identity: Identity) -> Commitment:
-        signed: Commitment = _sign(self, identity)
-        return signed
 
-
-@dataclass(frozen=True, slots=True)
-class Receipt(_Signed):
+class Receipt(_Signed, frozen=True, forbid_unknown_fields=True):
     """A worker's statement that it ran `task` for `scheduler`: what came out (its hash), how
     long it took and what it costs. `ok` false: the task failed and costs nothing."""
 
-    worker: bytes
-    scheduler: bytes
-    job: str
-    task: str
+    worker: NodeId
+    scheduler: NodeId
+    job: JobId
+    task: TaskId
     ok: bool
-    result_hash: bytes
-    duration: float
-    price: float
-    finished_at: float
-    sig: bytes = b""
+    result_hash: Hash
+    duration: Time
+    price: Price
+    finished_at: Time
+    sig: Signature = b""
 
     TAG = b"p2psched/receipt/1"
-    CHECKS = {
-        "worker": ID,
-        "scheduler": ID,
-        "job": schema.text(80),
-        "task": _TASK_ID,
-        "ok": schema.boolean,
-        "result_hash": ID,
-        "duration": _time,
-        "price": _price,
-        "finished_at": _time,
-        "sig": SIG,
-    }
 
     def signer(self) -> bytes:
         return self.worker
 
-    def signed(self, identity: Identity) -> Receipt:
-        signed: Receipt = _sign(self, identity)
-        return signed
 
-
-def _sign(doc: Any, identity: Identity) -> Any:
-    fields_ = doc.values()[:-1]
-    return type(doc)(*fields_, identity.sign(doc.body()))
+def schema_error(e: msgspec.ValidationError, path: str) -> SchemaError:
+    """msgspec's account of a value that does not fit its type, as a `SchemaError` whose
+    path starts at `path` (msgspec says `$.run[0].id`; we say `commit.run[0].id`)."""
+    text = str(e)
+    reason, _, where = text.rpartition(" - at `$")
+    if not _:
+        return SchemaError(path, text)
+    return SchemaError(path + where.rstrip("`"), reason)
 
 
 def depth_over(value: Any, limit: int) -> bool:
@@ -228,121 +212,3 @@ def unsendable(output: Any) -> tuple[bytes, str | None]:
     if depth_over(output, MAX_RESULT_DEPTH):
         return packed, f"the result is nested deeper than {MAX_RESULT_DEPTH} levels"
     return packed, None
-
-
-# -- channel messages ----------------------------------------------------------------------
-# Each is a map with "t" naming its type. Task inputs and outputs are any MessagePack value: the
-# channel's frame limit bounds them, and drivers check their own inputs.
-
-
-def _any(v: Any, path: str) -> Any:
-    return v
-
-
-def _finite_or_inf(v: Any, path: str) -> Any:
-    if type(v) not in (int, float) or v != v or v < 0:
-        raise SchemaError(path, "expected a number >= 0 (or infinity)")
-    return float(v)
-
-
-_TASK = schema.mapping(
-    {
-        "id": _TASK_ID,
-        "driver": schema.text(32),
-        "model": schema.optional(schema.text(128)),
-        "input": _any,
-        "timeout": schema.number(0.001, 7 * 86400),
-    }
-)
-
-# A quote for up to `tasks` tasks of this kind, or (late binding) that many places queued.
-_ASK = schema.mapping(
-    {
-        "t": _any,
-        "rid": schema.uint(),
-        "job": schema.text(80),
-        "tasks": schema.uint(MAX_BATCH),
-        "driver": schema.text(32),
-        "model": schema.optional(schema.text(128)),
-        "max_price": _finite_or_inf,
-    }
-)
-
-MESSAGES: dict[str, schema.Check] = {
-    # scheduler → worker
-    "quote?": _ASK,
-    # `run`: the committed tasks themselves, dispatched with their commitment (may be empty:
-    # then a `run` message follows the lease)
-    "commit": schema.mapping(
-        {
-            "t": _any,
-            "rid": schema.uint(),
-            "commitment": lambda v, p: Commitment.from_wire(v, p),
-            "run": schema.list_of(_TASK, MAX_BATCH),
-        }
-    ),
-    # late binding (Sparrow): places in the worker's queue, each bound to a task only when
-    # the worker is ready to run one (`ready`), or given up (`unreserve`)
-    "reserve": _ASK,
-    "unreserve": schema.mapping({"t": _any, "rid": schema.uint()}),
-    # take these back if they have not started (rebalancing); `withdrawn` names those taken
-    "withdraw": schema.mapping(
-        {"t": _any, "rid": schema.uint(), "tasks": schema.list_of(_TASK_ID, MAX_BATCH)}
-    ),
-    "run": schema.mapping({"t": _any, "tasks": schema.list_of(_TASK, MAX_BATCH)}),
-    "ack": schema.mapping({"t": _any, "tasks": schema.list_of(_TASK_ID, MAX_BATCH)}),
-    "cancel": schema.mapping({"t": _any, "tasks": schema.list_of(_TASK_ID, MAX_BATCH)}),
-    # worker → scheduler
-    "quote": schema.mapping(
-        {"t": _any, "rid": schema.uint(), "quote": lambda v, p: Quote.from_wire(v, p)}
-    ),
-    # busy: a "not now" (ask again later), as opposed to a "not this" (driver, price, ...)
-    "decline": schema.mapping(
-        {"t": _any, "rid": schema.uint(), "reason": _REASON, "busy": schema.boolean}
-    ),
-    # the worker refuses the channel (a malformed message, say) and closes it
-    "error": schema.mapping({"t": _any, "reason": _REASON}),
-    # a slot is free for one of the reservations `rid` made: a commitment for a task, or an
-    # unreserve, is the answer
-    "ready": schema.mapping({"t": _any, "rid": schema.uint()}),
-    "withdrawn": schema.mapping(
-        {"t": _any, "rid": schema.uint(), "tasks": schema.list_of(_TASK_ID, MAX_BATCH)}
-    ),
-    "lease": schema.mapping(
-        {
-            "t": _any,
-            "rid": schema.uint(),
-            "tasks": schema.list_of(_TASK_ID, MAX_BATCH),
-            "expires": _time,
-        }
-    ),
-    "reject": schema.mapping(
-        {"t": _any, "rid": schema.uint(), "reason": _REASON, "busy": schema.boolean}
-    ),
-    "beat": schema.mapping(
-        {
-            "t": _any,
-            "running": schema.list_of(_TASK_ID, MAX_BATCH),
-            "progress": schema.list_of(schema.number(0.0, 1.0), MAX_BATCH),
-        }
-    ),
-    "result": schema.mapping(
-        {
-            "t": _any,
-            "task": _TASK_ID,
-            "output": _any,
-            "error": schema.optional(_REASON),
-            "receipt": lambda v, p: Receipt.from_wire(v, p),
-        }
-    ),
-}
-
-
-def parse(message: Any) -> dict[str, Any]:
-    """A checked message (signed documents parsed into their classes), or `SchemaError`."""
-    kind = message.get("t") if type(message) is dict else None
-    check = MESSAGES.get(kind) if type(kind) is str else None
-    if check is None or kind is None:
-        raise SchemaError("t", f"unknown message type; known: {', '.join(MESSAGES)}")
-    parsed: dict[str, Any] = check(message, kind)
-    return parsed

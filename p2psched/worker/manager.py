@@ -18,17 +18,34 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from p2psched.histogram import RUN_TIME_BUCKETS, Histogram
 from p2psched.identity import Identity
 from p2psched.scheduler.journal import Accepted, Entry, Issued
 from p2psched.wire.codec import encode
-from p2psched.wire.deal import (
-    MAX_RESERVED,
-    Commitment,
-    Quote,
-    Receipt,
-    packed_hash,
-    unsendable,
+from p2psched.wire.deal import MAX_RESERVED, Quote, Receipt, packed_hash, unsendable
+from p2psched.wire.messages import (
+    Ack,
+    Beat,
+    Cancel,
+    Commit,
+    Decline,
+    Lease,
+    Message,
+    QuoteReply,
+    QuoteRequest,
+    Ready,
+    Reject,
+    Reserve,
+    Result,
+    Run,
+    Send,
+    Task,
+    Unreserve,
+    Withdraw,
+    Withdrawn,
+    kind,
 )
 from p2psched.wire.schema import SchemaError
 
@@ -38,17 +55,11 @@ ReservationKey = tuple[bytes, int]  # (scheduler's node id, its request id)
 
 
 @dataclass(frozen=True, slots=True)
-class Send:
-    peer: bytes
-    message: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
 class Start:
-    """Run this task now on `task["driver"]`; report with `TaskManager.finished`."""
+    """Run this task now on `task.driver`; report with `TaskManager.finished`."""
 
     peer: bytes
-    task: dict[str, Any]
+    task: Task
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +82,7 @@ class _Lease:
 class _Held:
     job: str
     price: float
-    task: dict[str, Any]
+    task: Task
     started: float = math.nan
     progress: float = 0.0
 
@@ -127,7 +138,7 @@ class TaskManager:
     _held: dict[TaskKey, _Held] = field(default_factory=dict)  # queued or running
     _running: set[TaskKey] = field(default_factory=set)
     _aborting: set[TaskKey] = field(default_factory=set)  # cancelled, still stopping
-    _unacked: dict[TaskKey, tuple[float, dict[str, Any], int]] = field(default_factory=dict)
+    _unacked: dict[TaskKey, tuple[float, Result, int]] = field(default_factory=dict)
     _run_times: dict[str, _RunTimes] = field(default_factory=dict)
     # Seconds each driver took per task run here (ended by itself, with or without an error).
     run_seconds: dict[str, Histogram] = field(default_factory=dict)
@@ -168,7 +179,7 @@ class TaskManager:
         return len(self._unacked), self._unacked_bytes
 
     @property
-    def held(self) -> int:
+    def tasks_held(self) -> int:
         """Tasks leased, queued or running here."""
         return len(self._leases) + len(self._held)
 
@@ -219,12 +230,12 @@ class TaskManager:
         if not any(k[0] == peer for k in (*self._held, *self._unacked)):
             self._peers.pop(peer, None)  # nothing to deliver to it later
 
-    def receive(self, peer: bytes, message: dict[str, Any], now: float) -> None:
-        """A checked message (see `wire.deal.parse`) from a connected scheduler. Raises
+    def receive(self, peer: bytes, message: Message, now: float) -> None:
+        """A checked message (see `wire.messages.parse`) from a connected scheduler. Raises
         `SchemaError` for a kind a worker does not take."""
-        handler = _HANDLERS.get(message["t"])
+        handler = _HANDLERS.get(type(message))
         if handler is None:
-            raise SchemaError("t", f"a worker does not take {message['t']!r} messages")
+            raise SchemaError("t", f"a worker does not take {kind(message)!r} messages")
         handler(self, peer, message, now)
 
     def progress(self, peer: bytes, task_id: str, fraction: float) -> None:
@@ -245,7 +256,7 @@ class TaskManager:
         held = self._held.pop(key)
         self._running.discard(key)
         duration = max(0.0, now - held.started)
-        driver = held.task["driver"]
+        driver = held.task.driver
         if driver not in self.run_seconds:
             self.run_seconds[driver] = Histogram(RUN_TIME_BUCKETS)
         self.run_seconds[driver].observe(duration)
@@ -254,8 +265,8 @@ class TaskManager:
         if error is None:
             self._run_times.setdefault(driver, _RunTimes()).add(duration)
         else:
-            output, packed = None, encode(None)
-        self._result(peer, held, output, packed, error, duration, now)
+            packed = encode(None)
+        self._result(peer, held, packed, error, duration, now)
         self._start_next(now)
         return error is None
 
@@ -277,27 +288,27 @@ class TaskManager:
 
     # -- handlers -------------------------------------------------------------------------
 
-    def _on_quote_request(self, peer: bytes, m: dict[str, Any], now: float) -> None:
+    def _on_quote_request(self, peer: bytes, m: QuoteRequest, now: float) -> None:
         busy = f"too busy: {len(self._held)} tasks held and {self.slots} slots full"
         if self._declined(peer, m, busy if self.capacity == 0 else None):
             return
-        times = self._run_times.get(m["driver"], _RunTimes())
+        times = self._run_times.get(m.driver, _RunTimes())
         ahead = max(0, len(self._held) + len(self._leases) - self.slots + 1)
         quote = Quote(
             worker=self.identity.node_id,
             scheduler=peer,
-            job=m["job"],
+            job=m.job,
             price=self.price,
             wait_mean=ahead * times.mean / max(1, self.slots),
             wait_err=math.sqrt(ahead * times.var) / max(1, self.slots),
             run_mean=times.mean,
-            capacity=min(self.capacity, m["tasks"]),
+            capacity=min(self.capacity, m.tasks),
             valid_until=now + self.quote_valid_s,
         ).signed(self.identity)
-        self._out.append(Send(peer, {"t": "quote", "rid": m["rid"], "quote": quote.to_wire()}))
+        self._out.append(Send(peer, QuoteReply(m.rid, quote)))
 
-    def _on_commit(self, peer: bytes, m: dict[str, Any], now: float) -> None:
-        c: Commitment = m["commitment"]
+    def _on_commit(self, peer: bytes, m: Commit, now: float) -> None:
+        c = m.commitment
         reason = None
         busy = False
         if not c.verify(self._peers[peer].public_key) or c.scheduler != peer:
@@ -316,12 +327,10 @@ class TaskManager:
             for t in c.tasks
         ):
             reason = "some of these tasks are already leased, held or still stopping here"
-        elif not {t["id"] for t in m["run"]} <= set(c.tasks):
+        elif not {t.id for t in m.run} <= set(c.tasks):
             reason = "tasks sent with a commitment must be among the tasks it names"
         if reason is not None:
-            self._out.append(
-                Send(peer, {"t": "reject", "rid": m["rid"], "reason": reason, "busy": busy})
-            )
+            self._out.append(Send(peer, Reject(m.rid, reason, busy)))
             return
         expires = now + self.lease_s
         if self.durable:
@@ -329,36 +338,34 @@ class TaskManager:
         self._bind(peer, len(c.tasks))
         for t in c.tasks:
             self._leases[(peer, t)] = _Lease(c.job, c.price, expires)
-        self._out.append(
-            Send(peer, {"t": "lease", "rid": m["rid"], "tasks": c.tasks, "expires": expires})
-        )
-        if m["run"]:
-            self._on_run(peer, {"t": "run", "tasks": m["run"]}, now)
+        self._out.append(Send(peer, Lease(m.rid, c.tasks, expires)))
+        if m.run:
+            self._on_run(peer, Run(m.run), now)
 
-    def _on_run(self, peer: bytes, m: dict[str, Any], now: float) -> None:
-        for task in m["tasks"]:
-            key = (peer, task["id"])
+    def _on_run(self, peer: bytes, m: Run, now: float) -> None:
+        for task in m.tasks:
+            key = (peer, task.id)
             lease = self._leases.pop(key, None)
-            reason = self._refuse(task["driver"], math.inf)
+            reason = self._refuse(task.driver, math.inf)
             if lease is None:
                 reason = "no lease for this task here (it expired or was never granted)"
             if reason is not None:
                 held = _Held(lease.job if lease else "", 0.0, task, started=now)
-                self._result(peer, held, None, encode(None), reason, 0.0, now)
+                self._result(peer, held, encode(None), reason, 0.0, now)
                 continue
             assert lease is not None
             self._held[key] = _Held(lease.job, lease.price, task)
             self._queue.append(key)
         self._start_next(now)
 
-    def _on_ack(self, peer: bytes, m: dict[str, Any], now: float) -> None:
-        for t in m["tasks"]:
+    def _on_ack(self, peer: bytes, m: Ack, now: float) -> None:
+        for t in m.tasks:
             kept = self._unacked.pop((peer, t), None)
             if kept is not None:
                 self._unacked_bytes -= kept[2]
 
-    def _on_cancel(self, peer: bytes, m: dict[str, Any], now: float) -> None:
-        for t in m["tasks"]:
+    def _on_cancel(self, peer: bytes, m: Cancel, now: float) -> None:
+        for t in m.tasks:
             key = (peer, t)
             self._leases.pop(key, None)
             if key in self._held:
@@ -371,43 +378,42 @@ class TaskManager:
                     self._queue.remove(key)
         self._start_next(now)
 
-    def _on_reserve(self, peer: bytes, m: dict[str, Any], now: float) -> None:
+    def _on_reserve(self, peer: bytes, m: Reserve, now: float) -> None:
         held = sum(r.count for k, r in self._reserved.items() if k[0] == peer)
         busy = f"too many places reserved here: {held} of {MAX_RESERVED}"
-        if self._declined(peer, m, busy if held + m["tasks"] > MAX_RESERVED else None):
+        if self._declined(peer, m, busy if held + m.tasks > MAX_RESERVED else None):
             return
-        if m["tasks"]:
-            rkey = (peer, m["rid"])
+        if m.tasks:
+            rkey = (peer, m.rid)
             r = self._reserved.setdefault(rkey, _Reservation(0))
-            r.count += m["tasks"]
+            r.count += m.tasks
         self._start_next(now)
 
-    def _on_withdraw(self, peer: bytes, m: dict[str, Any], now: float) -> None:
+    def _on_withdraw(self, peer: bytes, m: Withdraw, now: float) -> None:
         """Give back the tasks named that wait in the queue (a started one runs on): the
         scheduler places them elsewhere, so each runs once, here or there."""
         taken = []
-        for t in m["tasks"]:
+        for t in m.tasks:
             key = (peer, t)
             if key in self._held and key not in self._running:
                 self._queue.remove(key)
                 del self._held[key]
                 taken.append(t)
-        self._out.append(Send(peer, {"t": "withdrawn", "rid": m["rid"], "tasks": taken}))
+        self._out.append(Send(peer, Withdrawn(m.rid, taken)))
 
-    def _on_unreserve(self, peer: bytes, m: dict[str, Any], now: float) -> None:
-        self._reserved.pop((peer, m["rid"]), None)
-        self._pulling.pop((peer, m["rid"]), None)
+    def _on_unreserve(self, peer: bytes, m: Unreserve, now: float) -> None:
+        self._reserved.pop((peer, m.rid), None)
+        self._pulling.pop((peer, m.rid), None)
         self._start_next(now)
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _declined(self, peer: bytes, m: dict[str, Any], busy: str | None) -> bool:
+    def _declined(self, peer: bytes, m: QuoteRequest | Reserve, busy: str | None) -> bool:
         """Decline a request for a quote or for places, if this worker must: for good (the
         driver, the price, draining), or for now (`busy`: why it is full). True if declined."""
-        reason = self._refuse(m["driver"], m["max_price"]) or busy
+        reason = self._refuse(m.driver, m.max_price) or busy
         if reason is not None:
-            d = {"t": "decline", "rid": m["rid"], "reason": reason, "busy": reason is busy}
-            self._out.append(Send(peer, d))
+            self._out.append(Send(peer, Decline(m.rid, reason, reason is busy)))
         return reason is not None
 
     def _pulled(self, peer: bytes) -> int:
@@ -449,24 +455,24 @@ class TaskManager:
             if r.count <= 0:
                 del self._reserved[rkey]
             self._pulling.setdefault(rkey, []).append(now + self.lease_s)
-            self._out.append(Send(rkey[0], {"t": "ready", "rid": rkey[1]}))
+            self._out.append(Send(rkey[0], Ready(rkey[1])))
 
     def _result(
         self,
         peer: bytes,
         held: _Held,
-        output: Any,
         packed: bytes,
         error: str | None,
         duration: float,
         now: float,
     ) -> None:
-        """Send (and keep, if it succeeded) a result: `packed` is `output` encoded."""
+        """Send (and keep, if it succeeded) a result: `packed` is its output, encoded (None
+        encoded, on an error)."""
         receipt = Receipt(
             worker=self.identity.node_id,
             scheduler=peer,
             job=held.job,
-            task=held.task["id"],
+            task=held.task.id,
             ok=error is None,
             result_hash=packed_hash(packed),
             duration=duration,
@@ -475,21 +481,14 @@ class TaskManager:
         ).signed(self.identity)
         if self.durable:
             self.journal.append(Issued(receipt, now))
-        message = {
-            "t": "result",
-            "task": held.task["id"],
-            "output": output,
-            "error": error,
-            "receipt": receipt.to_wire(),
-        }
+        # The output goes as it was hashed: the bytes the receipt names.
+        message = Result(held.task.id, msgspec.Raw(packed), error, receipt)
         if error is None:
-            self._keep(peer, held.task["id"], message, len(packed), now)
+            self._keep(peer, held.task.id, message, len(packed), now)
         if self._peers.get(peer, _Peer(b"", connected=False)).connected:
             self._out.append(Send(peer, message))
 
-    def _keep(
-        self, peer: bytes, task_id: str, message: dict[str, Any], size: int, now: float
-    ) -> None:
+    def _keep(self, peer: bytes, task_id: str, message: Result, size: int, now: float) -> None:
         """Hold a result until its scheduler acknowledges it, within bounds: a scheduler that
         never acknowledges loses its oldest results, not this worker its memory."""
         self._unacked[(peer, task_id)] = (now, message, size)
@@ -504,28 +503,22 @@ class TaskManager:
     def _beat(self, peer: bytes, *, always: bool = False) -> None:
         mine = [k for k in self._running if k[0] == peer]
         if always or mine or any(k[0] == peer for k in self._held):
-            self._out.append(
-                Send(
-                    peer,
-                    {
-                        "t": "beat",
-                        "running": [k[1] for k in mine],
-                        "progress": [self._held[k].progress for k in mine],
-                    },
-                )
-            )
+            beat = Beat([k[1] for k in mine], [self._held[k].progress for k in mine])
+            self._out.append(Send(peer, beat))
 
     def _schedule_beat(self, peer: bytes, now: float) -> None:
         self._peers[peer].next_beat = now + self.heartbeat_s
 
 
-_HANDLERS: dict[str, Callable[[TaskManager, bytes, dict[str, Any], float], None]] = {
-    "quote?": TaskManager._on_quote_request,
-    "commit": TaskManager._on_commit,
-    "run": TaskManager._on_run,
-    "ack": TaskManager._on_ack,
-    "cancel": TaskManager._on_cancel,
-    "reserve": TaskManager._on_reserve,
-    "unreserve": TaskManager._on_unreserve,
-    "withdraw": TaskManager._on_withdraw,
+# What a scheduler may say, and who hears it. (Each handler takes its own type of message:
+# the table is what pairs them, so it is typed loosely.)
+_HANDLERS: dict[type[Message], Callable[[TaskManager, bytes, Any, float], None]] = {
+    QuoteRequest: TaskManager._on_quote_request,
+    Commit: TaskManager._on_commit,
+    Run: TaskManager._on_run,
+    Ack: TaskManager._on_ack,
+    Cancel: TaskManager._on_cancel,
+    Reserve: TaskManager._on_reserve,
+    Unreserve: TaskManager._on_unreserve,
+    Withdraw: TaskManager._on_withdraw,
 }

@@ -24,14 +24,15 @@ import trio
 
 from p2psched.identity import Identity
 from p2psched.logs import naming_task
-from p2psched.scheduler.dispatch import job_of
 from p2psched.scheduler.journal import Entry
+from p2psched.scheduler.run import job_of
 from p2psched.wire.channel import Outbox, SecureChannel, serve_channels
-from p2psched.wire.deal import parse
-from p2psched.wire.noise import ChannelError
+from p2psched.wire.codec import DecodeError
+from p2psched.wire.messages import Refusal, Send, Task, encode, parse, unpack
+from p2psched.wire.noise import MAX_FRAME, ChannelError
 from p2psched.wire.schema import SchemaError
 from p2psched.worker.drivers import Driver, DriverError, DriverTask
-from p2psched.worker.manager import Abort, Send, Start, TaskManager
+from p2psched.worker.manager import Abort, Start, TaskManager
 
 log = logging.getLogger(__name__)
 
@@ -110,17 +111,17 @@ class WorkerService:
                     self._flush()
                     try:
                         while True:
-                            message = parse(await channel.receive())
+                            message = parse(await channel.receive_frame())
                             self.manager.receive(peer, message, self.clock())
                             self._flush()
                     except SchemaError as e:
                         refusal = str(e)
-                    except ChannelError:
+                    except (ChannelError, DecodeError):
                         pass
                     nursery.cancel_scope.cancel()
                 if refusal is not None:  # say why, then hang up
                     with trio.move_on_after(5), contextlib.suppress(ChannelError):
-                        await channel.send({"t": "error", "reason": refusal})
+                        await channel.send_encoded([encode(Refusal(refusal))])
         finally:
             log.info(
                 "scheduler %s disconnected%s",
@@ -142,7 +143,7 @@ class WorkerService:
         for action in actions:
             if isinstance(action, Send):
                 session = self._sessions.get(action.peer)
-                if session is not None and not session.outbox.put(action.message):
+                if session is not None and not session.outbox.put_frame(encode(action.message)):
                     session.scope.cancel()  # it does not read what it is sent
             elif isinstance(action, Start):
                 assert self._nursery is not None
@@ -158,15 +159,15 @@ class WorkerService:
         if kick and self.manager.next_deadline() < self._waking_at:
             self._kick.set()
 
-    async def _run(self, peer: bytes, task: dict[str, Any]) -> None:
-        with naming_task(job_of(task["id"]), task["id"]):
+    async def _run(self, peer: bytes, task: Task) -> None:
+        with naming_task(job_of(task.id), task.id):
             await self._run_task(peer, task)
 
-    async def _run_task(self, peer: bytes, task: dict[str, Any]) -> None:
-        key = (peer, task["id"])
+    async def _run_task(self, peer: bytes, task: Task) -> None:
+        key = (peer, task.id)
         output: Any = None
         error: str | None = None
-        driver = self.drivers.get(task["driver"])
+        driver = self.drivers.get(task.driver)
         made = False
         with trio.CancelScope() as scope:
             self._running[key] = scope
@@ -182,10 +183,14 @@ class WorkerService:
                         raise DriverError(f"cannot make the task's scratch folder ({e})") from None
                     made = True
                 if driver is None:
-                    raise DriverError(f"driver {task['driver']!r} is not enabled on this worker")
+                    raise DriverError(f"driver {task.driver!r} is not enabled on this worker")
+                try:
+                    value = unpack(task.input, MAX_FRAME)
+                except DecodeError as e:
+                    raise DriverError(f"the task's input is not valid MessagePack ({e})") from None
                 output = await driver.run(
-                    DriverTask(task["id"], task["input"], task["model"], task["timeout"], scratch),
-                    lambda f: self.manager.progress(peer, task["id"], f),
+                    DriverTask(task.id, value, task.model, task.timeout, scratch),
+                    lambda f: self.manager.progress(peer, task.id, f),
                 )
             except DriverError as e:
                 error = str(e) or type(e).__name__
@@ -197,12 +202,12 @@ class WorkerService:
             error = "cancelled by its scheduler"
         log.debug(
             "task %s ran on the %s driver: %s",
-            task["id"],
-            task["driver"],
+            task.id,
+            task.driver,
             "ok" if error is None else error,
             extra={"scheduler": peer.hex()},
         )
-        if self.manager.finished(peer, task["id"], output, error, self.clock()):
+        if self.manager.finished(peer, task.id, output, error, self.clock()):
             self.completed += 1
         self._flush()
 

@@ -1,0 +1,38 @@
+"""What a job's run asks its shell to do: dial a worker, send it a message, drop it, record
+that a task ended, look for more workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from p2psched.wire.messages import Send
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    worker: bytes
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Drop the channel to this worker: it broke a rule (the reason says which)."""
+
+    worker: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A task reached a final state (write its result out, update the display)."""
+
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Discover:
+    """Look for (more) workers: some tasks have no candidate left."""
+
+
+Action = Connect | Send | Close | Settled | Discover
+__all__ = ["Action", "Close", "Connect", "Discover", "Send", "Settled"]

@@ -1,0 +1,192 @@
+"""Which workers may take which tasks now: the candidate index (a chooser per kind of task
+over the workers whose quotes serve it, kept current as quotes, room and links change), and
+the rules a task and a worker must both meet (need, exclusions, price, budget, deadline, the
+node's other jobs, and at MTR 0 the cheapest worker only).
+"""
+
+from __future__ import annotations
+
+import math
+
+from p2psched.scheduler.jobspec import TaskSpec
+from p2psched.scheduler.lifecycle import TaskState
+from p2psched.scheduler.run.base import RunBase
+from p2psched.scheduler.run.budget import MONEY_EPSILON
+from p2psched.scheduler.run.config import (
+    COMMIT_BYTES,
+    DEADLINE_MARGIN,
+    MAX_BUSY_REJECTS,
+    MAX_REJECTS,
+)
+from p2psched.scheduler.run.links import Link
+from p2psched.scheduler.run.tasks import Shape, TaskRun, shape_of, slots_of
+from p2psched.scheduler.run.workers import WorkerState
+from p2psched.scheduler.strategy import Candidate, Chooser
+
+S = TaskState
+
+
+class Candidates(RunBase):
+    def _chooser(self, shape: Shape, spec: TaskSpec) -> Chooser:
+        """The chooser for tasks like `spec`, over the candidates that serve them."""
+        if self._choosing != self.strategy.name:  # switched while we run: choose anew
+            self._choosers.clear()
+            self._choosing = self.strategy.name
+        chooser = self._choosers.get(shape)
+        if chooser is None:
+            chooser = self._choosers[shape] = self.strategy.chooser([], self.mtr)
+            for c in self._cands.values():
+                if self._serves(spec, self.workers[c.key]):
+                    chooser.put(c)
+        return chooser
+
+    def _serves(self, spec: TaskSpec, w: WorkerState) -> bool:
+        q = w.quote
+        return q is not None and q.price <= spec.max_price and spec.need.matches(w.ad.profile)
+
+    def _changed(self, w: WorkerState, now: float) -> None:
+        """`w`'s quote, room or link changed: it becomes, stays or stops being a candidate.
+        `now` NaN: its quote's validity was checked already (it only got room back)."""
+        key = w.ad.node_id
+        c = self._cands.get(key)
+        q = w.quote
+        if (
+            q is None
+            or w.room <= 0
+            or w.link != Link.UP
+            or w.quote_until <= now
+            or (c is None and self.views.skipped(key, now if now == now else w.heard))
+        ):
+            if c is not None:
+                del self._cands[key]
+                for chooser in self._choosers.values():
+                    chooser.discard(c)
+            return
+        ahead = max(0, q.capacity - w.room)  # placed under this quote already
+        if c is None:
+            c = self._cands[key] = Candidate(
+                key=key,
+                price=q.price,
+                wait=q.wait_mean,
+                run=w.run_estimate,
+                slots=slots_of(w.ad.profile),
+                room=w.room,
+                ahead=ahead,
+            )
+        else:
+            c.price, c.wait, c.run, c.room, c.ahead = (
+                q.price,
+                q.wait_mean,
+                w.run_estimate,
+                w.room,
+                ahead,
+            )
+        for shape, chooser in self._choosers.items():
+            if self._serves(self._shape_spec[shape], w):
+                chooser.put(c)
+            else:
+                chooser.discard(c)
+
+    def _affordable(self, price: float) -> bool:
+        return self.money.affordable(price)
+
+    @property
+    def _in_time_only(self) -> bool:
+        """A job with both a deadline and a finite MTR scores only the workers expected to
+        finish in time (MTR 0: the cheapest of those)."""
+        return self.deadline is not None and not math.isinf(self.mtr)
+
+    def _fits(self, t: TaskRun, c: Candidate, *, in_time: bool = True) -> bool:
+        """Whether this task may go to `c` now: not a worker it failed on, within what is
+        left of the budget and this round's commitment size, after tasks of the node's other
+        jobs due first, in time for the deadline (`in_time`, if that is the job's rule), and
+        at MTR 0 without one, only the cheapest worker."""
+        w = self.workers[c.key]
+        if w.batch_bytes and w.batch_bytes + t.input_bytes > COMMIT_BYTES:
+            return False  # this round's commitment to it is full: next round
+        return (
+            c.key not in t.excluded
+            and self._affordable(c.price)
+            and (self.rival is None or t.due <= self.rival(self.job, w))
+            and (
+                self.deadline is None
+                or not in_time
+                or math.isinf(self.mtr)
+                # with a margin: the estimate is a mean, and a task late is a task lost
+                or self._now + DEADLINE_MARGIN * c.time <= self.deadline
+            )
+            and self._cheap_enough(t, c.price)
+        )
+
+    def _cheap_enough(self, t: TaskRun, price: float) -> bool:
+        """At MTR 0 without a deadline, only the cheapest worker that could take `t`."""
+        return (
+            self.mtr != 0.0 or self.deadline is not None or price <= self._floor(t) + MONEY_EPSILON
+        )
+
+    def _floor(self, t: TaskRun) -> float:
+        """At MTR 0 waiting costs nothing and the cheapest worker must be chosen: the least
+        price among the workers that could take `t` at all, busy or not (it waits for one)."""
+        shape = shape_of(t.spec)
+        floor = self._floors.get(shape)
+        now = self._ticked
+        if floor is not None:  # still one that could take it? (it may have stopped answering)
+            w = self.workers.get(floor[1])
+            if w is None or not self._could_take(t, w, now):
+                floor = None
+        if floor is None:
+            prices = [
+                (w.ad.profile.min_price, w.ad.node_id)
+                for w in self.workers.values()
+                if self._could_take(t, w, now)
+            ]
+            floor = min(prices, default=(math.inf, b""))
+            if not t.excluded:
+                self._floors[shape] = floor
+        return floor[0]
+
+    def _could_take(self, t: TaskRun, w: WorkerState, now: float) -> bool:
+        """A candidate for `t` that we still ask: not banned, not given up for rejecting."""
+        return (
+            not w.banned
+            and w.rejects < MAX_REJECTS
+            and w.busy_rejects < MAX_BUSY_REJECTS
+            and self._candidate(t, w, now)
+        )
+
+    def due_on(self, w: WorkerState) -> float:
+        """When the first task queued here that `w` could take must start (inf: none), for
+        the node's other jobs to leave it room. Looks at the head of the queue only."""
+        queue = self._queue
+        while queue:
+            t = self.tasks[queue.head()[3]]
+            if t.state == S.QUEUED:
+                # Only if it would go there: a task that waits for a cheaper worker (MTR 0),
+                # or for money, claims nothing, or it would hold the other jobs up for ever.
+                price = w.quote.price if w.quote is not None else w.ad.profile.min_price
+                ok = (
+                    self._eligible(t, w)
+                    and price <= t.spec.max_price
+                    and self._affordable(price)
+                    and self._cheap_enough(t, price)
+                )
+                return t.due if ok else math.inf
+            queue.pop()
+        return math.inf
+
+    def _eligible(self, t: TaskRun, w: WorkerState) -> bool:
+        return w.ad.node_id not in t.excluded and t.spec.need.matches(w.ad.profile)
+
+    def _candidate(self, t: TaskRun, w: WorkerState, now: float, *, for_any: bool = False) -> bool:
+        """Whether `w` may still take `t` (`for_any`: any task of its shape): it matches, is
+        reachable, has not turned this job down nor been skipped for failing, and its price
+        fits both the task's limit and what is left of the budget."""
+        price = w.quote.price if w.quote is not None else w.ad.profile.min_price
+        return (
+            (t.spec.need.matches(w.ad.profile) if for_any else self._eligible(t, w))
+            and w.link != Link.DOWN
+            and (w.declined is None or bool(w.holding))
+            and (bool(w.holding) or not self.views.skipped(w.ad.node_id, now))
+            and price <= t.spec.max_price
+            and self.money.may_come(price)
+        )

@@ -1,0 +1,39 @@
+"""The knobs of a job's run: timeouts an operator may set (`DispatchConfig`), and the fixed
+limits and ratios the run's parts share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from p2psched.wire.deal import MAX_RESULT_BYTES
+
+DECLINE_BACKOFF_S = 2.0
+MAX_ASIDE = 256  # tasks no worker can take, passed over per commit round, at most
+MAX_SCAN = 4096  # queue entries looked at per commit round, at most
+MAX_REJECTS = 3
+MAX_BUSY_REJECTS = 30  # a minute of backing off: then its quotes are not worth asking for
+MAX_PROBES = 4096  # late binding: places reserved by one job, at most
+COMMIT_BYTES = 8 << 20  # task inputs sent with one commitment, at most (frames are 16 MiB)
+REBALANCE_AFTER_S = 2.0  # a task sent this long ago and not seen running waits in a queue
+REBALANCE_GAIN = 0.5  # ... and moves if another worker would have it done in half the time
+MAX_MOVES = 64  # tasks moved per sweep, at most
+DEADLINE_MARGIN = 1.5  # a worker makes a deadline if it would with its expected time x this
+QUEUE_ALLOWANCE = 5  # a sent task may take this many timeouts before it is seen running
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchConfig:
+    quote_timeout_s: float = 5.0
+    quote_wait_s: float = 0.25  # how long the first answers wait for the other candidates'
+    max_quote_s: float = 30.0  # a quote is used at most this long, whatever it says
+    silence_s: float = 5.0  # a worker holding tasks that says nothing this long is lost
+    timeout_grace_s: float = 10.0  # beyond a task's own timeout, which the worker enforces
+    no_worker_s: float = 30.0  # a task with no candidate this long fails
+    rediscover_s: float = 5.0
+    # A worker reached through a gate whose link broke: most likely the gate went, not the
+    # worker, which moves to another gate and says so in a new ad. Its tasks stay its for
+    # this long (they run on, and it keeps their results for us) before they go elsewhere.
+    regain_s: float = 60.0
+    max_quotes: int = 32  # candidates asked at once
+    max_result_bytes: int = MAX_RESULT_BYTES

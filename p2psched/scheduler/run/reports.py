@@ -1,0 +1,84 @@
+"""What workers report about the tasks they hold: heartbeats (which run, how far along, and,
+after a restart or a regain, which they dropped) and results with their receipts.
+
+Promises: a task completes once, only with a result whose receipt passes `check_receipt`,
+and is then paid and acknowledged; a result that fails the check drops the worker; a
+repeated result of a completed task is acknowledged again, and changes nothing.
+"""
+
+from __future__ import annotations
+
+from p2psched.scheduler.journal import Charged
+from p2psched.scheduler.lifecycle import TaskState
+from p2psched.scheduler.run.actions import Send, Settled
+from p2psched.scheduler.run.moves import TaskMoves
+from p2psched.scheduler.run.receipts import check_receipt
+from p2psched.scheduler.run.tasks import model_of
+from p2psched.scheduler.run.workers import WorkerState
+from p2psched.wire.messages import Ack, Beat, Result
+
+S = TaskState
+
+
+class Reports(TaskMoves):
+    def _on_beat(self, w: WorkerState, m: Beat, now: float) -> None:
+        worker = w.ad.node_id
+        if w.restored:
+            # Its first heartbeat since we restarted: what it does not run, and did not
+            # deliver just before, it dropped when we went away.
+            gone = w.restored - set(m.running)
+            w.restored = set()
+            for tid in gone:
+                lost = self.tasks[tid]
+                # (RUNNING too: after a regain it may have been seen running before; a
+                # result it sent on reconnecting, before this beat, completed it already)
+                if lost.worker == worker and lost.state in (S.SENT, S.RUNNING):
+                    # One it had only queued did not run there. One seen running, gone
+                    # now, was lost mid-run (it restarted, maybe because of that task):
+                    # that counts, as a direct worker's crash does, so a task that
+                    # crashes its worker cannot loop there forever.
+                    reason = "dropped by its worker while our link to it was down"
+                    self._back(lost, reason, now, count=lost.state == S.RUNNING)
+        for tid in m.running:
+            t = self.tasks.get(tid)
+            if t is not None and t.worker == worker and t.state == S.SENT:
+                self._move(t, S.RUNNING, now)
+        for tid, p in zip(m.running, m.progress):
+            if tid in self.tasks and self.tasks[tid].worker == worker:
+                self.tasks[tid].progress = p
+
+    def _on_result(self, w: WorkerState, m: Result, now: float) -> None:
+        worker = w.ad.node_id
+        t = self.tasks.get(m.task)
+        if t is None or t.worker != worker or t.state not in (S.SENT, S.RUNNING):
+            if t is not None and t.state == S.COMPLETED and t.worker == worker:
+                if t.receipt is not None and m.receipt.sig == t.receipt.sig:
+                    self._out.append(Send(worker, Ack([m.task])))
+            return  # a late answer for a task since placed elsewhere or cancelled
+        r = m.receipt
+        assert w.public_key is not None
+        problem, packed, output = check_receipt(
+            m,
+            w.public_key,
+            (self.identity.node_id, self.job, t.spec.task_id),
+            committed=t.price,
+            max_bytes=self.config.max_result_bytes,
+        )
+        if problem is not None:
+            self._ban(w, problem, now)
+            return
+        self._out.append(Send(worker, Ack([t.spec.task_id])))
+        if m.error is not None:
+            self._back(t, m.error, now)
+            return
+        self._release(t)
+        self.money.pay(r.price)
+        if self.durable:
+            self.journal.append(Charged(r, w.public_key, packed, now))
+        model = model_of(t.spec)
+        wait = max(0.0, now - t.sent_at - r.duration)  # on its queue, and on the way
+        self.predictor.observe(worker, model, t.input_bytes, wait_s=wait, run_s=r.duration, now=now)
+        self.views.succeeded(worker, model, r.duration, t.spec.task_id, now=now)
+        t.output, t.receipt, t.error, t.progress = output, r, None, 1.0
+        self._move(t, S.COMPLETED, now)
+        self._out.append(Settled(t.spec.task_id))

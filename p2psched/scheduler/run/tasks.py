@@ -1,0 +1,77 @@
+"""One task on its scheduler (`TaskRun`), and what the run's parts read off a task's spec: its
+kind (`Shape`: tasks of one kind share their candidates), its model, its form on the wire.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2psched.resources.profile import Profile
+from p2psched.scheduler.jobspec import TaskSpec
+from p2psched.scheduler.lifecycle import TaskState
+from p2psched.wire.deal import Receipt
+from p2psched.wire.messages import Task, raw
+
+Shape = tuple[str, str | None, str, float]  # driver, model, need, max price
+
+
+@dataclass(slots=True)
+class TaskRun:
+    """A task as its scheduler runs it: its state in the lifecycle, the worker that holds it
+    and at what price, its tries, and, once final, its output and receipt."""
+
+    spec: TaskSpec
+    state: TaskState = TaskState.UNSCHEDULED
+    attempts: int = 0  # dispatches that ended in failure
+    excluded: set[bytes] = field(default_factory=set)
+    worker: bytes | None = None
+    price: float = 0.0
+    since: float = 0.0  # when it entered its state
+    retry: bool = False
+    error: str | None = None
+    output: Any = None
+    receipt: Receipt | None = None
+    progress: float = 0.0
+    stranded_since: float = math.nan  # when it last had no candidate
+    deadline: float = math.inf  # of its current state (lease or timeout), when it has one
+    input_bytes: int = 0  # its input, encoded
+    due: float = math.inf  # its latest start, while queued
+    sent_at: float = 0.0  # when it last went to a worker
+    moving: bool = False  # asked back from its worker's queue, to go elsewhere
+
+    @property
+    def placed_on(self) -> bytes | None:
+        """The worker that ran it (its receipt's), or that holds it now; None if neither."""
+        return self.receipt.worker if self.receipt is not None else self.worker
+
+
+def task_id_for(job: str, index: int) -> str:
+    """Task ids name their job, so answers on a channel shared by jobs find their way."""
+    return f"{job}/{index}"
+
+
+def job_of(task_id: str) -> str:
+    return task_id.rpartition("/")[0]
+
+
+def slots_of(profile: Profile) -> int:
+    """Tasks a worker runs at once, as far as its ad tells: one per GPU, or its free slots."""
+    return max(1, len(profile.gpus), profile.free_slots)
+
+
+def shape_of(spec: TaskSpec) -> Shape:
+    return (spec.driver, model_of(spec), str(spec.need), spec.max_price)
+
+
+def model_of(spec: TaskSpec) -> str | None:
+    for c in spec.need.clauses:
+        if c.field in ("model", "loaded"):
+            return str(c.value)
+    return None
+
+
+def wire_task(t: TaskRun) -> Task:
+    spec = t.spec
+    return Task(spec.task_id, spec.driver, model_of(spec), raw(spec.input), spec.timeout_s)

@@ -1,0 +1,267 @@
+"""What a scheduler and a worker say to each other on their secure channel: one typed message
+per kind, tagged on the wire by its `t` field (the MessagePack maps the channel always
+carried), with its bounds in its types. Task inputs and outputs travel as `msgspec.Raw`: they
+are checked and decoded by whoever uses them, not on the way in.
+
+Owns: the message types, their one strict `parse` and their one `encode`, and `Send`, the
+action both cores give their shells to send one.
+Promises: `parse` returns a message only if it is one of these kinds, with exactly its fields,
+each within its bounds, and with its documents signed (a signature's validity is the core's
+to check); otherwise it raises `SchemaError` naming the field, or `DecodeError` for bytes that
+are not MessagePack at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+
+from p2psched.wire.codec import DecodeError, decode
+from p2psched.wire.deal import (
+    MAX_BATCH,
+    Commitment,
+    Count,
+    JobId,
+    Quote,
+    Receipt,
+    TaskId,
+    TaskIds,
+    Time,
+    schema_error,
+)
+from p2psched.wire.schema import SchemaError
+
+RequestId = Annotated[int, msgspec.Meta(ge=0)]
+Reason = Annotated[str, msgspec.Meta(max_length=300)]
+Driver = Annotated[str, msgspec.Meta(max_length=32)]
+Model = Annotated[str, msgspec.Meta(max_length=128)] | None
+MaxPrice = Annotated[float, msgspec.Meta(ge=0.0)]  # infinity allowed: no limit
+Fraction = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+TimeoutS = Annotated[float, msgspec.Meta(ge=0.001, le=7 * 86400)]
+
+
+class _Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="t"):
+    pass
+
+
+class Task(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A task as a worker gets it: its input is any MessagePack value, which its driver
+    checks (the channel's frame limit bounds it)."""
+
+    id: TaskId
+    driver: Driver
+    model: Model
+    input: msgspec.Raw
+    timeout: TimeoutS
+
+
+# -- scheduler -> worker -------------------------------------------------------------------
+
+
+class QuoteRequest(_Message, frozen=True, tag="quote?"):
+    """A quote for up to `tasks` tasks of this kind, please."""
+
+    rid: RequestId
+    job: JobId
+    tasks: Count
+    driver: Driver
+    model: Model
+    max_price: MaxPrice
+
+
+class Commit(_Message, frozen=True, tag="commit"):
+    """A signed commitment, with the committed tasks themselves (`run`; may be empty: then a
+    `Run` follows the lease)."""
+
+    rid: RequestId
+    commitment: Commitment
+    run: Annotated[list[Task], msgspec.Meta(max_length=MAX_BATCH)]
+
+
+class Reserve(_Message, frozen=True, tag="reserve"):
+    """Late binding (Sparrow): `tasks` places in the worker's queue, each bound to a task only
+    when the worker is ready to run one (`Ready`), or given up (`Unreserve`)."""
+
+    rid: RequestId
+    job: JobId
+    tasks: Count
+    driver: Driver
+    model: Model
+    max_price: MaxPrice
+
+
+class Unreserve(_Message, frozen=True, tag="unreserve"):
+    rid: RequestId
+
+
+class Withdraw(_Message, frozen=True, tag="withdraw"):
+    """Give these back if they have not started (rebalancing); `Withdrawn` names those given."""
+
+    rid: RequestId
+    tasks: TaskIds
+
+
+class Run(_Message, frozen=True, tag="run"):
+    tasks: Annotated[list[Task], msgspec.Meta(max_length=MAX_BATCH)]
+
+
+class Ack(_Message, frozen=True, tag="ack"):
+    """These results arrived: the worker may forget them."""
+
+    tasks: TaskIds
+
+
+class Cancel(_Message, frozen=True, tag="cancel"):
+    tasks: TaskIds
+
+
+# -- worker -> scheduler -------------------------------------------------------------------
+
+
+class QuoteReply(_Message, frozen=True, tag="quote"):
+    rid: RequestId
+    quote: Quote
+
+
+class Decline(_Message, frozen=True, tag="decline"):
+    """No quote (or no places): `busy` is a "not now" (ask again later), as opposed to a "not
+    this" (driver, price, draining)."""
+
+    rid: RequestId
+    reason: Reason
+    busy: bool
+
+
+class Refusal(_Message, frozen=True, tag="error"):
+    """The worker refuses the channel (a malformed message, say) and closes it."""
+
+    reason: Reason
+
+
+class Ready(_Message, frozen=True, tag="ready"):
+    """A slot is free for one of the places `rid` reserved: a commitment for a task, or an
+    unreserve, is the answer."""
+
+    rid: RequestId
+
+
+class Withdrawn(_Message, frozen=True, tag="withdrawn"):
+    rid: RequestId
+    tasks: TaskIds
+
+
+class Lease(_Message, frozen=True, tag="lease"):
+    rid: RequestId
+    tasks: TaskIds
+    expires: Time
+
+
+class Reject(_Message, frozen=True, tag="reject"):
+    rid: RequestId
+    reason: Reason
+    busy: bool
+
+
+class Beat(_Message, frozen=True, tag="beat"):
+    """The heartbeat: the tasks of this scheduler's that run here, and how far each is."""
+
+    running: TaskIds
+    progress: Annotated[list[Fraction], msgspec.Meta(max_length=MAX_BATCH)]
+
+
+class Result(_Message, frozen=True, tag="result"):
+    """A task ended: its output (None on error) and the worker's signed receipt for it."""
+
+    task: TaskId
+    output: msgspec.Raw
+    error: Reason | None
+    receipt: Receipt
+
+
+SchedulerMessage = QuoteRequest | Commit | Reserve | Unreserve | Withdraw | Run | Ack | Cancel
+WorkerMessage = QuoteReply | Decline | Refusal | Ready | Withdrawn | Lease | Reject | Beat | Result
+Message = SchedulerMessage | WorkerMessage
+
+_KINDS: dict[str, type[_Message]] = {
+    str(cls.__struct_config__.tag): cls
+    for cls in (*SchedulerMessage.__args__, *WorkerMessage.__args__)
+}
+_decoder = msgspec.msgpack.Decoder(Message)
+_encoder = msgspec.msgpack.Encoder()
+
+
+class _Kind(msgspec.Struct):
+    t: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send `message` to `peer` (a worker, from a scheduler's core; a scheduler, from a
+    worker's)."""
+
+    peer: bytes
+    message: Message
+
+
+def kind(message: Message) -> str:
+    """The message's tag on the wire (`quote?`, `commit`, ...)."""
+    return str(message.__struct_config__.tag)
+
+
+def parse(frame: bytes) -> Message:
+    """One checked message from one frame."""
+    try:
+        message = _decoder.decode(frame)
+    except msgspec.ValidationError as e:
+        raise _named(frame, e) from None
+    except msgspec.DecodeError as e:
+        raise DecodeError(f"malformed MessagePack ({e})") from None
+    document = _document(message)
+    if document is not None and not document.sig:
+        raise SchemaError(f"{kind(message)}.{_DOCUMENTS[type(message)]}.sig", "not signed")
+    return message
+
+
+def encode(message: Message) -> bytes:
+    return _encoder.encode(message)
+
+
+def raw(value: Any) -> msgspec.Raw:
+    """`value` as a Raw field (its MessagePack)."""
+    return msgspec.Raw(_encoder.encode(value))
+
+
+def unpack(field: msgspec.Raw, max_size: int) -> Any:
+    """A Raw field's value, decoded within the codec's bounds (`DecodeError` otherwise)."""
+    return decode(bytes(field), max_size=max_size)
+
+
+_DOCUMENTS: dict[type[_Message], str] = {
+    QuoteReply: "quote",
+    Commit: "commitment",
+    Result: "receipt",
+}
+
+
+def _document(message: Message) -> Quote | Commitment | Receipt | None:
+    match message:
+        case QuoteReply(quote=q):
+            return q
+        case Commit(commitment=c):
+            return c
+        case Result(receipt=r):
+            return r
+    return None
+
+
+def _named(frame: bytes, e: msgspec.ValidationError) -> SchemaError:
+    """The error, with its path starting at the message's kind, as the schemas always said."""
+    try:
+        tag = msgspec.msgpack.decode(frame, type=_Kind).t
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        tag = None
+    if not isinstance(tag, str) or tag not in _KINDS:
+        return SchemaError("t", f"unknown message type; known: {', '.join(_KINDS)}")
+    return schema_error(e, tag)
