@@ -19,11 +19,11 @@ from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.discovery import WorkerAd
-from p2psched.scheduler.dispatch import JobRun, TaskRun, task_id_for
+from p2psched.scheduler.dispatch import JobRun, TaskRun
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.service import Dispatcher
 from p2psched.wire.codec import decode, encode
-from p2psched.wire.deal import parse
+from p2psched.wire.deal import parse, task_id_for
 from p2psched.worker import manager as wm
 from p2psched.worker.drivers import SleepDriver
 from p2psched.worker.service import WorkerService

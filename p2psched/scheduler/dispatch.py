@@ -29,13 +29,13 @@ from p2psched.identity import Identity
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.discovery import WorkerAd
 from p2psched.scheduler.jobspec import TaskSpec
-from p2psched.scheduler.journal import Charged, Committed, Moved
-from p2psched.scheduler.journal import Entry as JournalEntry
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.predictor import Predictor, WorkerViews
 from p2psched.scheduler.queue import Entry, TaskQueue, latest_start
-from p2psched.scheduler.store import StoredTask
 from p2psched.scheduler.strategy import LATE_BINDING, PROBE_RATIO, Candidate, Chooser, Strategy
+from p2psched.store import StoredTask
+from p2psched.store.journal import Charged, Committed, Moved
+from p2psched.store.journal import Entry as JournalEntry
 from p2psched.wire.address import is_relayed
 from p2psched.wire.codec import decode, encode
 from p2psched.wire.deal import (
@@ -49,6 +49,8 @@ from p2psched.wire.deal import (
     depth_over,
     packed_hash,
 )
+from p2psched.wire.deal import job_of as job_of
+from p2psched.wire.deal import task_id_for as task_id_for
 
 S = TaskState
 IN_FLIGHT = (S.SCHEDULED, S.SENT, S.RUNNING)
@@ -1428,15 +1430,6 @@ class JobRun:
         for tid in w.holding:
             self.tasks[tid].excluded.add(w.ad.node_id)
         self._lose(w, f"worker dropped: {reason}", now, stalled=False)
-
-
-def task_id_for(job: str, index: int) -> str:
-    """Task ids name their job, so answers on a channel shared by jobs find their way."""
-    return f"{job}/{index}"
-
-
-def job_of(task_id: str) -> str:
-    return task_id.rpartition("/")[0]
 
 
 def _slots(profile: Profile) -> int:

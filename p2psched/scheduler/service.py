@@ -15,7 +15,6 @@ import functools
 import itertools
 import logging
 import math
-import sqlite3
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -37,15 +36,14 @@ from p2psched.scheduler.dispatch import (
     Send,
     Settled,
     WorkerState,
-    job_of,
 )
-from p2psched.scheduler.journal import Entry
 from p2psched.scheduler.predictor import RECENT_FAILURES, Predictor, WorkerViews
-from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import Strategy
+from p2psched.store import Store
+from p2psched.store.journal import Entry
 from p2psched.wire.address import is_relayed
 from p2psched.wire.channel import Outbox, SecureChannel
-from p2psched.wire.deal import parse
+from p2psched.wire.deal import job_of, parse
 from p2psched.wire.noise import ChannelError
 from p2psched.wire.schema import SchemaError
 
@@ -138,12 +136,8 @@ class Dispatcher:
 
     def record(self, entries: list[Entry]) -> None:
         """Make `entries` durable (then empty the list), before what they caused goes out."""
-        if self.store is not None and entries:
-            try:
-                self.store.write(entries)
-            except (sqlite3.Error, ValueError, TypeError):
-                # The node goes on (its jobs still run), but says loudly it cannot keep them.
-                log.exception("could not record %d entries in %s", len(entries), self.store.path)
+        if self.store is not None:
+            self.store.record(entries)
         entries.clear()
 
     def rival(self, job_id: str, worker: WorkerState) -> float:

@@ -1,9 +1,9 @@
 """What a scheduler and a worker say to each other on their secure channel, and the three signed
 documents of a deal: the worker's `Quote`, the scheduler's `Commitment`, the worker's `Receipt`.
 
-Owns: the message schemas (one per message type, strict: unknown or missing fields are refused)
-and the signing rules (each document signs a domain tag plus the MessagePack of its fields, so a
-signature made for one kind of document never verifies as another).
+Owns: the message schemas (one per message type, strict: unknown or missing fields are refused),
+the signing rules (each document signs a domain tag plus the MessagePack of its fields, so a
+signature made for one kind of document never verifies as another), and the form of a task id.
 Promises: `parse` returns a message only if it is well-formed, else raises `SchemaError` naming
 the field; `verify()` is true only for a document signed by the key whose node id it names.
 """
@@ -27,6 +27,16 @@ MAX_RESERVED = 64  # late-binding places one scheduler may hold on one worker
 MAX_RESULT_DEPTH = 64  # nesting of a task's output: JSON tools and the JSON files choke deeper
 _TASK_ID = schema.text(160)
 _REASON = schema.text(300)
+
+
+def task_id_for(job: str, index: int) -> str:
+    """Task ids name their job, so answers on a channel shared by jobs find their way."""
+    return f"{job}/{index}"
+
+
+def job_of(task_id: str) -> str:
+    """The job a task id names (see `task_id_for`)."""
+    return task_id.rpartition("/")[0]
 
 
 def _price(v: Any, path: str) -> Any:

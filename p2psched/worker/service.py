@@ -24,10 +24,9 @@ import trio
 
 from p2psched.identity import Identity
 from p2psched.logs import naming_task
-from p2psched.scheduler.dispatch import job_of
-from p2psched.scheduler.journal import Entry
+from p2psched.store.journal import Entry
 from p2psched.wire.channel import Outbox, SecureChannel, serve_channels
-from p2psched.wire.deal import parse
+from p2psched.wire.deal import job_of, parse
 from p2psched.wire.noise import ChannelError
 from p2psched.wire.schema import SchemaError
 from p2psched.worker.drivers import Driver, DriverError, DriverTask
