@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from p2psched.identity import Identity
-from p2psched.scheduler.journal import Charged, Committed, Entry, JobOpened, Moved
-from p2psched.scheduler.store import Store
+from p2psched.store import Store
+from p2psched.store.journal import Charged, Committed, Entry, JobOpened, Moved
 from p2psched.wire.codec import encode
 from p2psched.wire.deal import Commitment, Receipt, packed_hash
 

@@ -7,7 +7,7 @@ from collections import Counter
 from p2psched.identity import Identity
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import JobRun
-from p2psched.scheduler.store import StoredTask
+from p2psched.store import StoredTask
 from p2psched.worker import manager as wm
 from tests.test_dispatch import Net, ad, make_net, spec
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from p2psched.identity import Identity
-from p2psched.scheduler.journal import (
+from p2psched.store import Store, StoreError, schema
+from p2psched.store.journal import (
     Accepted,
     Charged,
     Committed,
@@ -27,7 +28,7 @@ from p2psched.scheduler.journal import (
     JobOpened,
     Moved,
 )
-from p2psched.scheduler.store import Store, StoreError
+from p2psched.store.schema import SCHEMA_VERSION
 from p2psched.wire.codec import encode
 from p2psched.wire.deal import Commitment, Receipt, packed_hash
 
@@ -424,12 +425,130 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         Store.open(path)
 
 
+def header(path: Path) -> tuple[int, int]:
+    """(application_id, user_version) of the SQLite file at `path`."""
+    db = sqlite3.connect(path)
+    try:
+        return (
+            db.execute("PRAGMA application_id").fetchone()[0],
+            db.execute("PRAGMA user_version").fetchone()[0],
+        )
+    finally:
+        db.close()
+
+
+def test_a_newer_schema_is_refused_naming_the_file_and_both_versions(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    Store.open(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StoreError) as e:
+        Store.open(path)
+    assert str(path) in str(e.value)
+    assert f"store schema {SCHEMA_VERSION + 1}; this one reads up to {SCHEMA_VERSION}" in str(
+        e.value
+    )
+    assert header(path) == (schema.APPLICATION_ID, SCHEMA_VERSION + 1)  # left as it was
+
+
+def test_a_new_store_is_created_at_the_latest_schema(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    Store.open(path).close()
+    assert header(path) == (schema.APPLICATION_ID, SCHEMA_VERSION)
+
+
+def test_an_empty_database_is_version_0_and_migrated_to_the_latest(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    db = sqlite3.connect(path)
+    db.execute("VACUUM")  # writes the header: a real, empty SQLite database
+    db.close()
+    assert header(path) == (0, 0) and path.stat().st_size > 0
+    with Store.open(path, own_public_key=ME.public_key) as store:
+        store.write([opened("a-1")])
+    assert header(path) == (schema.APPLICATION_ID, SCHEMA_VERSION)
+    with Store.open(path, own_public_key=ME.public_key) as store:
+        assert [j.job for j in store.unfinished_jobs()] == ["a-1"]
+
+
+def _owners(path: Path) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT id, owner FROM jobs ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def test_an_older_store_is_migrated_in_order_and_keeps_its_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "node.db"
+    with Store.open(path, own_public_key=ME.public_key) as store:
+        store.write([opened("a-1"), opened("b-1")])
+        _honest_ledger(store)
+    # The code grows two schema versions: each migration sees the one before it done.
+    add_owner = schema.sql_script(
+        "ALTER TABLE jobs ADD COLUMN owner TEXT; -- who submitted it; NULL: this node\n"
+        "UPDATE jobs SET owner = 'me';"
+    )
+    monkeypatch.setattr(
+        schema,
+        "MIGRATIONS",
+        (
+            *schema.MIGRATIONS,
+            add_owner,
+            schema.sql_script("UPDATE jobs SET owner = owner || ' (' || id || ')'"),
+        ),
+    )
+    with Store.open(path, own_public_key=ME.public_key) as store:
+        assert [j.job for j in store.unfinished_jobs()] == ["a-1", "b-1"]
+        assert store.spent("a-1") == 0.5 and store.verify_ledger() == []
+    assert header(path) == (schema.APPLICATION_ID, SCHEMA_VERSION + 2)
+    assert _owners(path) == [("a-1", "me (a-1)"), ("b-1", "me (b-1)")]
+    Store.open(path).close()  # at the latest version: nothing runs again
+    assert _owners(path) == [("a-1", "me (a-1)"), ("b-1", "me (b-1)")]
+
+
+def test_a_failed_migration_leaves_the_store_at_its_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "node.db"
+    with Store.open(path) as store:
+        store.write([opened("a-1")])
+    broken = schema.sql_script("ALTER TABLE jobs ADD COLUMN owner TEXT; SELECT * FROM no_such;")
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, broken))
+    with pytest.raises(StoreError) as e:
+        Store.open(path)
+    assert str(path) in str(e.value)
+    assert f"from store schema {SCHEMA_VERSION} to {SCHEMA_VERSION + 1}" in str(e.value)
+    assert "no such table: no_such" in str(e.value)
+    assert header(path) == (schema.APPLICATION_ID, SCHEMA_VERSION)
+    monkeypatch.undo()
+    with Store.open(path) as store:  # all of it rolled back: the column too
+        assert [j.job for j in store.unfinished_jobs()] == ["a-1"]
+        with pytest.raises(sqlite3.OperationalError, match="no such column"):
+            sql(store, "SELECT owner FROM jobs")
+
+
+def test_a_migration_another_process_ran_meanwhile_is_not_run_again(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    Store.open(path).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        # What a second process does when it read version 0 before the first migrated the file.
+        schema._migrate(db, path, 0)
+        assert db.execute("SELECT COUNT(*) FROM jobs").fetchone() == (0,)
+    finally:
+        db.close()
+    assert header(path) == (schema.APPLICATION_ID, SCHEMA_VERSION)
+
+
 _WRITER = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from p2psched.scheduler.journal import JobOpened, Moved
-    from p2psched.scheduler.store import Store
+    from p2psched.store import Store
+    from p2psched.store.journal import JobOpened, Moved
 
     store = Store.open(Path(sys.argv[1]))
     store.write([JobOpened("k-1", "k", {}, 1.0, 1.0, 1.0, None)])

@@ -36,11 +36,11 @@ from p2psched.scheduler.discovery import ad_json
 from p2psched.scheduler.jobs import SubmittedJob, to_json
 from p2psched.scheduler.jobspec import JobSpecError, derive_tasks, parse_job
 from p2psched.scheduler.predictor import MAX_REASON, MODES
-from p2psched.scheduler.run import task_id_for
-from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import STRATEGIES
+from p2psched.store import Store
 from p2psched.wire.address import host_port
 from p2psched.wire.codec import decode
+from p2psched.wire.deal import task_id_for
 
 TOKEN_FILE = "api.token"
 ENDPOINT_FILE = "api.json"

@@ -1,7 +1,8 @@
 """The node: one process's DHT node, its scheduler (the jobs it runs), and, when it offers its
 machine, its worker; plus the local control API the CLI talks to.
 
-Owns: composing those roles under one nursery, and the worker's ad staying true to its load.
+Owns: composing those roles under one nursery, the store it hands both (each writes its journal
+through it), and the worker's ad staying true to its load.
 Promises: `open_node` yields once the node has joined through its seeds (or raises
 `JoinError`), its channel listener is bound and its ad published; leaving the block withdraws
 the ad (bounded in time) and stops everything.
@@ -29,7 +30,7 @@ from p2psched.scheduler.discovery import Discovery
 from p2psched.scheduler.jobs import JobBook
 from p2psched.scheduler.run import DispatchConfig
 from p2psched.scheduler.service import Dispatcher, dht_finder
-from p2psched.scheduler.store import Store
+from p2psched.store import Store
 from p2psched.wire.address import host_port
 from p2psched.worker.advert import AD_TTL, Advert
 from p2psched.worker.config import WorkerConfig
@@ -71,6 +72,7 @@ class Node:
     dht: DhtNode
     discovery: Discovery
     jobs: JobBook
+    store: Store  # the node's durable state, which both roles write
     roles: tuple[str, ...]
     worker: WorkerRole | None = None
     gate: Gate | None = None
@@ -131,7 +133,7 @@ async def open_node(
                             extra={"job": job.job_id},
                         )
                 roles = ("gate",) if gate else ()
-                node = Node(identity, data_dir, dht, discovery, jobs, roles + ("scheduler",))
+                node = Node(identity, data_dir, dht, discovery, jobs, store, roles + ("scheduler",))
                 if gate:
                     node.gate = await _start_gate(identity, dht, nursery, relay_limits)
                 if worker is not None:
@@ -201,7 +203,7 @@ async def _start_worker(
         manager,
         make_drivers(config),
         clock=node.dht.now,
-        record=node.jobs.dispatcher.record,
+        record=node.store.record,
     )
     host, udp_port = node.dht.address
     listen = reachability != "private"

@@ -29,9 +29,10 @@ from p2psched.scheduler.jobspec import (
     job_mtr,
     parse_job,
 )
-from p2psched.scheduler.journal import JobFinished, JobOpened
-from p2psched.scheduler.run import DispatchConfig, JobRun, TaskRun, task_id_for
+from p2psched.scheduler.run import DispatchConfig, JobRun, TaskRun
 from p2psched.scheduler.service import Dispatcher
+from p2psched.store.journal import JobFinished, JobOpened
+from p2psched.wire.deal import task_id_for
 
 
 @dataclass(slots=True)

@@ -15,7 +15,6 @@ import functools
 import itertools
 import logging
 import math
-import sqlite3
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -28,7 +27,6 @@ from p2psched.gate.client import open_worker_channel
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.scheduler.discovery import Discovery, WorkerAd
-from p2psched.scheduler.journal import Entry
 from p2psched.scheduler.predictor import RECENT_FAILURES, Predictor, WorkerViews
 from p2psched.scheduler.run import (
     Close,
@@ -39,13 +37,14 @@ from p2psched.scheduler.run import (
     Send,
     Settled,
     WorkerState,
-    job_of,
 )
-from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import Strategy
+from p2psched.store import Store
+from p2psched.store.journal import Entry
 from p2psched.wire.address import is_relayed
 from p2psched.wire.channel import Outbox, SecureChannel
 from p2psched.wire.codec import DecodeError
+from p2psched.wire.deal import job_of
 from p2psched.wire.messages import (
     Beat,
     Commit,
@@ -159,12 +158,8 @@ class Dispatcher:
 
     def record(self, entries: list[Entry]) -> None:
         """Make `entries` durable (then empty the list), before what they caused goes out."""
-        if self.store is not None and entries:
-            try:
-                self.store.write(entries)
-            except (sqlite3.Error, ValueError, TypeError):
-                # The node goes on (its jobs still run), but says loudly it cannot keep them.
-                log.exception("could not record %d entries in %s", len(entries), self.store.path)
+        if self.store is not None:
+            self.store.record(entries)
         entries.clear()
 
     def rival(self, job_id: str, worker: WorkerState) -> float:

@@ -2,9 +2,9 @@
 the scheduler's `Commitment`, the worker's `Receipt`; the limits the deal's messages share; and
 how a result is hashed. The messages that carry them are in `wire.messages`.
 
-Owns: the documents' fields and their bounds, and the signing rules (each document signs a
-domain tag plus the MessagePack of its fields, so a signature made for one kind of document
-never verifies as another).
+Owns: the documents' fields and their bounds, the signing rules (each document signs a domain
+tag plus the MessagePack of its fields, so a signature made for one kind of document never
+verifies as another), and the form of a task id.
 Promises: `from_wire` and `from_packed` return a document only if it is well-formed, else raise
 `SchemaError` naming the field; `verify()` is true only for a document signed by the key whose
 node id it names.
@@ -38,6 +38,16 @@ Time = Annotated[float, msgspec.Meta(ge=0.0, le=1e11)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_BATCH)]
 
 _D = TypeVar("_D", bound="_Signed")
+
+
+def task_id_for(job: str, index: int) -> str:
+    """Task ids name their job, so answers on a channel shared by jobs find their way."""
+    return f"{job}/{index}"
+
+
+def job_of(task_id: str) -> str:
+    """The job a task id names (see `task_id_for`)."""
+    return task_id.rpartition("/")[0]
 
 
 class _Signed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -22,7 +22,7 @@ import msgspec
 
 from p2psched.histogram import RUN_TIME_BUCKETS, Histogram
 from p2psched.identity import Identity
-from p2psched.scheduler.journal import Accepted, Entry, Issued
+from p2psched.store.journal import Accepted, Entry, Issued
 from p2psched.wire.codec import encode
 from p2psched.wire.deal import MAX_RESERVED, Quote, Receipt, packed_hash, unsendable
 from p2psched.wire.messages import (

@@ -24,10 +24,10 @@ import trio
 
 from p2psched.identity import Identity
 from p2psched.logs import naming_task
-from p2psched.scheduler.journal import Entry
-from p2psched.scheduler.run import job_of
+from p2psched.store.journal import Entry
 from p2psched.wire.channel import Outbox, SecureChannel, serve_channels
 from p2psched.wire.codec import DecodeError
+from p2psched.wire.deal import job_of
 from p2psched.wire.messages import Refusal, Send, Task, encode, parse, unpack
 from p2psched.wire.noise import MAX_FRAME, ChannelError
 from p2psched.wire.schema import SchemaError

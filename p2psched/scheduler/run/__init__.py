@@ -17,9 +17,9 @@ from p2psched.scheduler.run.job import JobRun as JobRun
 from p2psched.scheduler.run.links import Link as Link
 from p2psched.scheduler.run.stats import DispatchStats as DispatchStats
 from p2psched.scheduler.run.tasks import TaskRun as TaskRun
-from p2psched.scheduler.run.tasks import job_of as job_of
-from p2psched.scheduler.run.tasks import task_id_for as task_id_for
 from p2psched.scheduler.run.workers import WorkerState as WorkerState
+from p2psched.wire.deal import job_of as job_of
+from p2psched.wire.deal import task_id_for as task_id_for
 
 __all__ = [
     "MONEY_EPSILON",

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 
 from p2psched.identity import Identity
 from p2psched.scheduler.jobspec import TaskSpec
-from p2psched.scheduler.journal import Entry as JournalEntry
 from p2psched.scheduler.predictor import Predictor, WorkerViews
 from p2psched.scheduler.queue import TaskQueue
 from p2psched.scheduler.run.actions import Action, Connect, Discover
@@ -23,6 +22,7 @@ from p2psched.scheduler.run.stats import DispatchStats
 from p2psched.scheduler.run.tasks import Shape, TaskRun
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.scheduler.strategy import Candidate, Chooser, Strategy
+from p2psched.store.journal import Entry as JournalEntry
 
 
 class RunBase:

@@ -38,8 +38,8 @@ from p2psched.scheduler.run.reports import Reports
 from p2psched.scheduler.run.stats import DispatchStats
 from p2psched.scheduler.run.tasks import TaskRun
 from p2psched.scheduler.run.workers import WorkerState
-from p2psched.scheduler.store import StoredTask
 from p2psched.scheduler.strategy import LATE_BINDING, Strategy
+from p2psched.store import StoredTask
 from p2psched.wire.address import is_relayed
 from p2psched.wire.codec import decode, encode
 from p2psched.wire.messages import (

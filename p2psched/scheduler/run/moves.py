@@ -13,7 +13,6 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 
-from p2psched.scheduler.journal import Moved
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.queue import latest_start
 from p2psched.scheduler.run.actions import Close, Send, Settled
@@ -22,6 +21,7 @@ from p2psched.scheduler.run.config import QUEUE_ALLOWANCE
 from p2psched.scheduler.run.links import Link
 from p2psched.scheduler.run.tasks import Shape, TaskRun, shape_of
 from p2psched.scheduler.run.workers import WorkerState
+from p2psched.store.journal import Moved
 from p2psched.wire.messages import Cancel
 
 S = TaskState

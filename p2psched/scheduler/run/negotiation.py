@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from functools import partial
 
-from p2psched.scheduler.journal import Committed
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.queue import Entry
 from p2psched.scheduler.run.actions import Send
@@ -27,6 +26,7 @@ from p2psched.scheduler.run.links import Link
 from p2psched.scheduler.run.moves import IN_FLIGHT, TaskMoves
 from p2psched.scheduler.run.tasks import Shape, TaskRun, model_of, shape_of, wire_task
 from p2psched.scheduler.run.workers import WorkerState
+from p2psched.store.journal import Committed
 from p2psched.wire.codec import encode
 from p2psched.wire.deal import MAX_BATCH, Commitment
 from p2psched.wire.messages import Commit, Decline, Lease, QuoteReply, QuoteRequest, Reject

@@ -8,13 +8,13 @@ repeated result of a completed task is acknowledged again, and changes nothing.
 
 from __future__ import annotations
 
-from p2psched.scheduler.journal import Charged
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run.actions import Send, Settled
 from p2psched.scheduler.run.moves import TaskMoves
 from p2psched.scheduler.run.receipts import check_receipt
 from p2psched.scheduler.run.tasks import model_of
 from p2psched.scheduler.run.workers import WorkerState
+from p2psched.store.journal import Charged
 from p2psched.wire.messages import Ack, Beat, Result
 
 S = TaskState

@@ -47,15 +47,6 @@ class TaskRun:
         return self.receipt.worker if self.receipt is not None else self.worker
 
 
-def task_id_for(job: str, index: int) -> str:
-    """Task ids name their job, so answers on a channel shared by jobs find their way."""
-    return f"{job}/{index}"
-
-
-def job_of(task_id: str) -> str:
-    return task_id.rpartition("/")[0]
-
-
 def slots_of(profile: Profile) -> int:
     """Tasks a worker runs at once, as far as its ad tells: one per GPU, or its free slots."""
     return max(1, len(profile.gpus), profile.free_slots)

@@ -1,9 +1,10 @@
 """What a node must not forget: the entries its cores hand the shell to make durable before
 anything they caused leaves the node (a commitment sent, a result acknowledged).
 
-Owns: the entry types. The scheduler's `JobRun` emits `JobOpened`, `Moved`, `Committed`,
-`Charged` and `JobFinished`; the worker's side emits `Accepted` and `Issued`. `store.Store`
-writes them to SQLite, one transaction per batch, and reads them back to resume.
+Owns: the entry types. On the scheduler's side the job book (`scheduler.jobs`) emits
+`JobOpened` and `JobFinished`, and each `JobRun` emits `Moved`, `Committed` and `Charged`; the
+worker's `TaskManager` emits `Accepted` and `Issued`. `Store.record` writes a batch of them in
+one transaction; `Store`'s reads give back what a restarted scheduler resumes.
 Promises: entries are plain values (no references into a live core), so a batch can be written
 after the step that made it; replaying a job's entries in order rebuilds its tasks' states.
 """

@@ -1,0 +1,192 @@
+"""Journal entries turned into rows, and the rows into one batch of SQL.
+
+Owns: which table each entry type lands in and with what columns, the order tables are written
+in (jobs first, finished jobs last), and why SQLite refused a batch, told in the journal's terms.
+Promises: a task's row takes only its last move in a batch (one upsert per task, not per move);
+an empty address list never erases addresses that worked; nothing here commits: the caller
+holds the transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from p2psched.store.journal import (
+    Accepted,
+    Charged,
+    Committed,
+    Entry,
+    Issued,
+    JobFinished,
+    JobOpened,
+    Moved,
+)
+from p2psched.store.schema import json_value, limit_in
+from p2psched.wire.codec import encode
+from p2psched.wire.deal import Commitment, Receipt
+
+_INSERT_JOB = (
+    "INSERT INTO jobs (id, name, spec, submitted_at, mtr, budget, deadline) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+_INSERT_TRANSITION = (
+    "INSERT INTO transitions (task, job, old, new, at, reason) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_TASK = (
+    "INSERT INTO tasks (id, job, state, worker, price, attempts, error, since) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job, id) DO UPDATE SET "
+    "state = excluded.state, worker = excluded.worker, price = excluded.price, "
+    "attempts = excluded.attempts, error = excluded.error, since = excluded.since"
+)
+_INSERT_LEDGER = (
+    "INSERT INTO ledger (role, kind, job, task, peer, amount, ok, document, signer_public_key, at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# An empty address list (a worker reached some other way) never erases addresses that worked.
+_UPSERT_PEER = (
+    "INSERT INTO peers (worker, addresses, last_seen) VALUES (?, ?, ?) "
+    "ON CONFLICT (worker) DO UPDATE SET addresses = excluded.addresses, "
+    "last_seen = excluded.last_seen WHERE excluded.last_seen >= peers.last_seen"
+)
+_INSERT_RESULT = (
+    "INSERT INTO results (job, task, output, receipt, worker_public_key) VALUES (?, ?, ?, ?, ?)"
+)
+_FINISH_JOB = "UPDATE jobs SET finished_at = ? WHERE id = ?"
+
+Row = tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class Batch:
+    """A batch of entries as rows, table by table."""
+
+    jobs: list[Row] = field(default_factory=list)
+    transitions: list[Row] = field(default_factory=list)
+    tasks: dict[tuple[str, str], Row] = field(default_factory=dict)  # (job, task) -> its row
+    ledger: list[Row] = field(default_factory=list)
+    peers: list[Row] = field(default_factory=list)
+    results: list[Row] = field(default_factory=list)
+    finished: list[Row] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        # peers come only with a ledger row (a commitment), tasks only with a transition.
+        return bool(self.jobs or self.transitions or self.ledger or self.results or self.finished)
+
+    def add(self, e: Entry) -> None:
+        # Moved is most of the traffic: tested first.
+        if type(e) is Moved:
+            self.transitions.append((e.task, e.job, e.old, e.new, e.at, e.reason))
+            self.tasks[e.job, e.task] = (
+                e.task, e.job, e.new, e.worker, e.price, e.attempts, e.reason, e.at
+            )  # fmt: skip
+        elif type(e) is Charged:
+            r = e.receipt
+            document = encode(r.to_wire())
+            self.results.append((r.job, r.task, e.output, document, e.worker_public_key))
+            self.ledger.append(
+                _receipt_row("paid", r, r.worker, document, e.worker_public_key, e.at)
+            )
+        elif type(e) is Committed:
+            c = e.commitment
+            self.ledger.append(_commitment_row("paid", c, c.worker, None, e.at))
+            if e.worker_addresses:
+                self.peers.append((c.worker, json.dumps(list(e.worker_addresses)), e.at))
+        elif type(e) is JobOpened:
+            self.jobs.append(
+                (
+                    e.job,
+                    e.name,
+                    json.dumps(e.spec, default=json_value),
+                    e.submitted_at,
+                    limit_in(e.mtr),
+                    limit_in(e.budget),
+                    e.deadline,
+                )
+            )
+        elif type(e) is JobFinished:
+            self.finished.append((e.at, e.job))
+        elif type(e) is Accepted:
+            c = e.commitment
+            self.ledger.append(
+                _commitment_row("earned", c, c.scheduler, e.scheduler_public_key, e.at)
+            )
+        elif type(e) is Issued:
+            r = e.receipt
+            self.ledger.append(_receipt_row("earned", r, r.scheduler, None, None, e.at))
+        else:
+            raise TypeError(f"not a journal entry: {e!r}")
+
+    def apply(self, db: sqlite3.Connection) -> None:
+        """Write the rows, jobs first and finished jobs last, so a batch may open a job and
+        move its tasks. Raises sqlite3.IntegrityError for an entry that names an unknown job."""
+        if self.jobs:
+            db.executemany(_INSERT_JOB, self.jobs)
+        if self.transitions:
+            db.executemany(_INSERT_TRANSITION, self.transitions)
+            db.executemany(_UPSERT_TASK, self.tasks.values())
+        if self.results:
+            db.executemany(_INSERT_RESULT, self.results)
+        if self.ledger:
+            db.executemany(_INSERT_LEDGER, self.ledger)
+        if self.peers:
+            db.executemany(_UPSERT_PEER, self.peers)
+        if self.finished:
+            if db.executemany(_FINISH_JOB, self.finished).rowcount != len(self.finished):
+                raise sqlite3.IntegrityError("JobFinished for an unknown job")
+
+    def refusal(self, db: sqlite3.Connection, path: Path, error: sqlite3.IntegrityError) -> str:
+        """Why the batch was refused, found after the rollback (the happy path pays nothing)."""
+        named = (
+            {t[1] for t in self.transitions}
+            | {r[0] for r in self.results}
+            | {f[1] for f in self.finished}
+        )
+        known = {row[0] for row in db.execute("SELECT id FROM jobs")}
+        unknown = sorted(named - known - {j[0] for j in self.jobs})
+        if unknown:
+            return (
+                f"batch not written to {path}: its entries name jobs with no JobOpened "
+                f"before them: {', '.join(unknown)}"
+            )
+        charged = Counter((r[0], r[1]) for r in self.results)
+        twice = {k for k, n in charged.items() if n > 1} | {
+            (row[0], row[1])
+            for row in db.execute("SELECT job, task FROM results")
+            if (row[0], row[1]) in charged
+        }
+        if twice:
+            return f"batch not written to {path}: a task's result is charged twice: " + (
+                ", ".join(sorted(f"{job}/{task}" for job, task in twice))
+            )
+        return f"batch not written to {path}: {error}"
+
+
+def batch_of(entries: Iterable[Entry]) -> Batch:
+    batch = Batch()
+    for e in entries:
+        batch.add(e)
+    return batch
+
+
+def _commitment_row(
+    role: str, c: Commitment, peer: bytes, signer_key: bytes | None, at: float
+) -> Row:
+    return (
+        role, "commitment", c.job, None, peer, c.price * len(c.tasks), None,
+        encode(c.to_wire()), signer_key, at,
+    )  # fmt: skip
+
+
+def _receipt_row(
+    role: str, r: Receipt, peer: bytes, document: bytes | None, signer_key: bytes | None, at: float
+) -> Row:
+    return (
+        role, "receipt", r.job, r.task, peer, r.price if r.ok else 0.0, r.ok,
+        document if document is not None else encode(r.to_wire()), signer_key, at,
+    )  # fmt: skip
