@@ -13,7 +13,7 @@ from functools import partial
 
 import trio
 
-from p2psched.gate.client import RelayClient
+from p2psched.gate.client import RelayClient, open_worker_channel
 from p2psched.gate.service import Gate
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
@@ -332,7 +332,7 @@ async def test_a_gate_gone_silent_under_a_running_task_is_regained_through_the_s
         async def find(need: Need) -> list[WorkerAd]:
             return [worker_ad]
 
-        dispatcher = Dispatcher(scheduler, find, clock=trio.current_time)
+        dispatcher = Dispatcher(scheduler, find, open_worker_channel, clock=trio.current_time)
         await nursery.start(dispatcher.serve)
         nap = spec(0, driver="sleep", timeout=600.0)  # (the shell routes by the job in task ids)
         nap = replace(nap, task_id=task_id_for("job", 0), input={"seconds": 30})

@@ -20,7 +20,7 @@ import trio
 
 from p2psched.dht.node import DhtNode, open_dht_node
 from p2psched.dht.protocol import DhtConfig
-from p2psched.gate.client import RelayClient, RelayError, check_reachability
+from p2psched.gate.client import RelayClient, RelayError, check_reachability, open_worker_channel
 from p2psched.gate.relay import RelayLimits
 from p2psched.gate.service import Gate
 from p2psched.identity import Identity
@@ -121,7 +121,9 @@ async def open_node(
                 raise JoinError(f"no seed answered ({listed}); check the address and that it runs")
             async with trio.open_nursery() as nursery:
                 discovery = Discovery(dht)
-                dispatcher = Dispatcher(identity, dht_finder(discovery), clock=dht.now, store=store)
+                dispatcher = Dispatcher(
+                    identity, dht_finder(discovery), open_worker_channel, clock=dht.now, store=store
+                )
                 await nursery.start(dispatcher.serve)
                 jobs = JobBook(dispatcher, nursery, config=dispatch)
                 if resume:

@@ -18,12 +18,12 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
-from p2psched.gate.client import open_worker_channel
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.scheduler.discovery import Discovery, WorkerAd
@@ -69,6 +69,17 @@ from p2psched.wire.schema import SchemaError
 
 Settle = Callable[[JobRun, str], None]
 FindWorkers = Callable[[Need], Awaitable[list[WorkerAd]]]
+
+
+class Dial(Protocol):
+    """Opens a secure channel to the worker `expected_peer` at one of its addresses, directly
+    or through a gate (the node passes the gate client's: the scheduler knows no gates)."""
+
+    def __call__(
+        self, address: str, identity: Identity, *, expected_peer: bytes
+    ) -> AbstractAsyncContextManager[SecureChannel]: ...
+
+
 log = logging.getLogger(__name__)
 MAX_ADS_KEPT = 10_000  # workers' ads kept for watchers, the least recently refreshed dropped
 _UNNEEDED = "no job needs it now"
@@ -102,10 +113,15 @@ class _Link:
 
 
 class Dispatcher:
+    """The scheduler role of a node: runs its jobs (`add`) over one link per worker shared by
+    all of them, finds workers for them in the DHT, records what they journal before it acts
+    on it, and ticks them on one timer loop. Serve it with `nursery.start(dispatcher.serve)`."""
+
     def __init__(
         self,
         identity: Identity,
         find: FindWorkers,
+        dial: Dial,
         *,
         clock: Callable[[], float] = time.time,
         store: Store | None = None,
@@ -113,6 +129,7 @@ class Dispatcher:
         self.identity = identity
         self.store = store
         self.find = find
+        self.dial = dial
         self.clock = clock
         self.rids = itertools.count(1)
         # The node's scheduling policy, shared by its jobs and switchable while they run.
@@ -295,9 +312,7 @@ class Dispatcher:
         with link.scope:
             for address in addresses:
                 try:
-                    async with open_worker_channel(
-                        address, self.identity, expected_peer=worker
-                    ) as channel:
+                    async with self.dial(address, self.identity, expected_peer=worker) as channel:
                         # (set once a channel is up: a dial that failed leaves it False)
                         link.relayed = is_relayed(address)
                         log.info(

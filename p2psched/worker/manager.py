@@ -120,6 +120,10 @@ class _RunTimes:
 
 @dataclass(slots=True)
 class TaskManager:
+    """The worker role's core: what it promised (leases), holds (its queue) and runs (its
+    slots) for each scheduler, and the results it keeps until they are acknowledged. Messages
+    and `now` go in (`receive`, `tick`, `finished`); `actions()` gives what to send or start."""
+
     identity: Identity
     slots: int = 1
     queue_depth: int = 4  # tasks accepted beyond the slots, so a slot never waits on the network
