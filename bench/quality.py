@@ -88,7 +88,7 @@ from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
 from p2psched.scheduler import run as sd
-from p2psched.scheduler.discovery import WorkerAd
+from p2psched.scheduler.ads import WorkerAd
 from p2psched.scheduler.jobspec import TaskSpec
 from p2psched.scheduler.lichao import Line, LowerEnvelope
 from p2psched.scheduler.lifecycle import TaskState

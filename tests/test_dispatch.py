@@ -14,7 +14,7 @@ from msgspec.structs import replace as restruct
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
-from p2psched.scheduler.discovery import WorkerAd
+from p2psched.scheduler.ads import WorkerAd
 from p2psched.scheduler.jobspec import TaskSpec
 from p2psched.scheduler.lifecycle import IllegalTransition, TaskState
 from p2psched.scheduler.run import (

@@ -18,7 +18,7 @@ from p2psched.gate.service import Gate
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
-from p2psched.scheduler.discovery import WorkerAd
+from p2psched.scheduler.ads import WorkerAd
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import JobRun, TaskRun, task_id_for
 from p2psched.scheduler.service import Dispatcher

@@ -110,7 +110,7 @@ def test_a_relayed_worker_a_restarted_scheduler_cannot_dial_is_waited_for_not_lo
     """Its gate may have changed while we were down: the stored relay address fails, and its
     fresh ad (another gate) brings it back, its tasks still its."""
     from p2psched.resources.profile import Profile
-    from p2psched.scheduler.discovery import WorkerAd
+    from p2psched.scheduler.ads import WorkerAd
     from p2psched.scheduler.run import Connect
     from p2psched.wire.address import relay_address
 

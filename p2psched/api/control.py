@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException
 from p2psched.api import metrics, ui
 from p2psched.node.node import Node
 from p2psched.resources.need import Need, NeedError
-from p2psched.scheduler.discovery import ad_json
+from p2psched.scheduler.ads import ad_json
 from p2psched.scheduler.jobs import SubmittedJob, to_json
 from p2psched.scheduler.jobspec import JobSpecError, derive_tasks, parse_job
 from p2psched.scheduler.predictor import MAX_REASON, MODES

@@ -29,7 +29,8 @@ from p2psched.wire.channel import (
     open_channel,
     secure_stream,
 )
-from p2psched.wire.hop import connect_request, parse_control, read_frame, write_frame
+from p2psched.wire.hop import connect_request, parse_control
+from p2psched.wire.hop_stream import read_frame, write_frame
 from p2psched.wire.noise import ChannelError
 from p2psched.wire.schema import SchemaError
 

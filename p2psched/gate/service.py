@@ -31,9 +31,8 @@ from p2psched.wire.hop import (
     HopError,
     connect_signer,
     parse_control,
-    read_frame,
-    write_frame,
 )
+from p2psched.wire.hop_stream import read_frame, write_frame
 from p2psched.wire.noise import ChannelError
 from p2psched.wire.schema import SchemaError
 

@@ -1,7 +1,7 @@
 """Finding the workers that match a need: read the need's capability keys in the DHT, check
 each ad, apply the whole need.
 
-Owns: `WorkerAd` (an ad as read back) and `Discovery` (the search, and its cache).
+Owns: `Discovery` (the search, and its cache); an ad as read back is `scheduler.ads`'s.
 Promises: `find` answers exactly the live workers whose checked ads match the need: the DHT
 hands over only signed, unexpired, newest records; here withdrawn, malformed and oversized ads
 are dropped (and counted), and the need is applied to every profile. What was read is cached
@@ -13,62 +13,13 @@ from the cache (`fresh=True` reads anew).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any
 
 import trio
 
 from p2psched.dht.node import DhtNode
 from p2psched.dht.records import Record
 from p2psched.resources.need import Need
-from p2psched.resources.profile import MAX_PROFILE_BYTES, Profile
-from p2psched.wire.codec import DecodeError, decode
-from p2psched.wire.schema import SchemaError
-
-
-def ad_json(ad: WorkerAd, now: float) -> dict[str, Any]:
-    """An ad as JSON, the one shape the CLI and the API show."""
-    p = ad.profile
-    gpus = [
-        {"model": g.model, "family": g.family, "vram_gb": g.vram_gb, "driver": g.driver}
-        for g in p.gpus
-    ]
-    return {
-        "node_id": ad.node_id.hex(),
-        "gpus": gpus,
-        "ram_gb": p.ram_gb,
-        "cpu": {"model": p.cpu_model, "cores": p.cpu_cores},
-        "disk_gb": p.disk_gb,
-        "models": list(p.installed_models),
-        "loaded_models": list(p.loaded_models),
-        "price": p.min_price,
-        "drivers": list(p.drivers),
-        "free_slots": p.free_slots,
-        "labels": dict(p.labels),
-        "addresses": list(p.addresses),
-        "expires_in": round(ad.expires - now, 1),
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerAd:
-    node_id: bytes
-    profile: Profile
-    seq: int
-    expires: float  # seconds since the epoch
-
-    @classmethod
-    def from_record(cls, record: Record) -> WorkerAd | None:
-        """The ad a record carries; None for a withdrawal. Raises ValueError for a bad one."""
-        if not record.value:
-            return None
-        if len(record.value) > MAX_PROFILE_BYTES:
-            raise ValueError("oversized")
-        try:
-            profile = Profile.from_wire(decode(record.value, MAX_PROFILE_BYTES))
-        except (DecodeError, SchemaError) as e:
-            raise ValueError(f"malformed ({e})") from None
-        return cls(record.publisher_id, profile, record.seq, record.expires_ms / 1000)
+from p2psched.scheduler.ads import WorkerAd
 
 
 class Discovery:

@@ -26,7 +26,8 @@ import trio
 
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
-from p2psched.scheduler.discovery import Discovery, WorkerAd
+from p2psched.scheduler.ads import WorkerAd
+from p2psched.scheduler.discovery import Discovery
 from p2psched.scheduler.predictor import RECENT_FAILURES, Predictor, WorkerViews
 from p2psched.scheduler.run import (
     Close,

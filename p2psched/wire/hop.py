@@ -16,16 +16,13 @@ the caller at), then the caller's one request:
 A refusal is a `refused` frame with the reason, then the gate hangs up.
 
 Owns: the framing and the schemas of these messages, and the `connect` signature (relay
-addresses are `wire.address`'s).
-Promises: `read_frame` reads exactly one frame and never a byte past it (what follows is the
-circuit's own stream); a malformed frame raises `HopError` naming what was wrong.
+addresses are `wire.address`'s); sans-I/O (the streams are `wire.hop_stream`'s).
+Promises: a malformed frame raises `HopError` naming what was wrong.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-import trio
 
 from p2psched.identity import Identity, node_id_of, verify
 from p2psched.wire import schema
@@ -91,42 +88,24 @@ def parse_control(message: Any, *allowed: str) -> dict[str, Any]:
     return checked
 
 
-async def write_frame(stream: trio.abc.Stream, message: dict[str, Any]) -> None:
+def frame(message: dict[str, Any]) -> bytes:
+    """One opening message, framed: a 2-byte length, then its MessagePack."""
     body = encode(message)
     assert len(body) <= MAX_HOP_FRAME, message["t"]
-    try:
-        await stream.send_all(len(body).to_bytes(2, "big") + body)
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
-        raise HopError(f"the connection broke ({e})") from None
+    return len(body).to_bytes(2, "big") + body
 
 
-async def read_frame(stream: trio.abc.Stream, *allowed: str) -> dict[str, Any]:
-    """The next frame, one of the `allowed` kinds. A `refused` frame, when not allowed, raises
-    `HopError` with the gate's reason."""
-    size = int.from_bytes(await _read_exactly(stream, 2), "big")
-    if size > MAX_HOP_FRAME:
-        raise HopError(f"relay frame of {size} bytes is over the {MAX_HOP_FRAME}-byte limit")
+def parse_opening(body: bytes, *allowed: str) -> dict[str, Any]:
+    """A checked opening message (a frame's body) of one of the `allowed` kinds, or of
+    `refused`, which raises `HopError` with the gate's reason unless it is allowed."""
     try:
         kinds = (*allowed, "refused")
-        message: dict[str, Any] = _check(_OPENING, decode(await _read_exactly(stream, size)), kinds)
+        message: dict[str, Any] = _check(_OPENING, decode(body), kinds)
     except (DecodeError, SchemaError) as e:
         raise HopError(f"malformed relay message ({e})") from None
     if message["t"] == "refused" and "refused" not in allowed:
         raise HopError(f"the gate refused: {message['reason']}")
     return message
-
-
-async def _read_exactly(stream: trio.abc.Stream, n: int) -> bytes:
-    data = b""
-    try:
-        while len(data) < n:
-            more = await stream.receive_some(n - len(data))
-            if not more:
-                raise HopError("the other end closed the connection")
-            data += more
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
-        raise HopError(f"the connection broke ({e})") from None
-    return data
 
 
 def connect_request(identity: Identity, hello: dict[str, Any], to: bytes) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from p2psched.identity import Identity
 from p2psched.resources.profile import Profile
-from p2psched.scheduler.discovery import WorkerAd
+from p2psched.scheduler.ads import WorkerAd
 from p2psched.scheduler.jobspec import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.predictor import Predictor, WorkerViews

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from p2psched.scheduler.discovery import WorkerAd
+from p2psched.scheduler.ads import WorkerAd
 from p2psched.scheduler.run.links import Link
 from p2psched.wire.deal import Quote
 

@@ -1,0 +1,61 @@
+"""A worker's ad as a scheduler reads it back from the DHT (`WorkerAd`), and the one JSON shape
+in which the CLI, the API and the dashboard show it. Sans-I/O: the run's core holds ads.
+
+Promises: `WorkerAd.from_record` gives an ad only for a well-formed profile within its size
+limit (None for a withdrawal), else raises ValueError saying why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from p2psched.dht.records import Record
+from p2psched.resources.profile import MAX_PROFILE_BYTES, Profile
+from p2psched.wire.codec import DecodeError, decode
+from p2psched.wire.schema import SchemaError
+
+
+def ad_json(ad: WorkerAd, now: float) -> dict[str, Any]:
+    """An ad as JSON, the one shape the CLI and the API show."""
+    p = ad.profile
+    gpus = [
+        {"model": g.model, "family": g.family, "vram_gb": g.vram_gb, "driver": g.driver}
+        for g in p.gpus
+    ]
+    return {
+        "node_id": ad.node_id.hex(),
+        "gpus": gpus,
+        "ram_gb": p.ram_gb,
+        "cpu": {"model": p.cpu_model, "cores": p.cpu_cores},
+        "disk_gb": p.disk_gb,
+        "models": list(p.installed_models),
+        "loaded_models": list(p.loaded_models),
+        "price": p.min_price,
+        "drivers": list(p.drivers),
+        "free_slots": p.free_slots,
+        "labels": dict(p.labels),
+        "addresses": list(p.addresses),
+        "expires_in": round(ad.expires - now, 1),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerAd:
+    node_id: bytes
+    profile: Profile
+    seq: int
+    expires: float  # seconds since the epoch
+
+    @classmethod
+    def from_record(cls, record: Record) -> WorkerAd | None:
+        """The ad a record carries; None for a withdrawal. Raises ValueError for a bad one."""
+        if not record.value:
+            return None
+        if len(record.value) > MAX_PROFILE_BYTES:
+            raise ValueError("oversized")
+        try:
+            profile = Profile.from_wire(decode(record.value, MAX_PROFILE_BYTES))
+        except (DecodeError, SchemaError) as e:
+            raise ValueError(f"malformed ({e})") from None
+        return cls(record.publisher_id, profile, record.seq, record.expires_ms / 1000)
