@@ -67,7 +67,7 @@ _MAX_OUTPUT_BYTES = MAX_RESULT_BYTES // 3
 _MAX_RESPONSE_BYTES = MAX_RESULT_BYTES * 2 // 3
 _REFUSED = "worker_config"  # the pydantic error type of our own checks
 # The wording of pydantic's own refusals, where a table's types refuse before our checks run.
-_REASONS = {"model_type": "must be a table", "string_type": "must be text", "missing": "required"}
+_REASONS = {"model_type": "must be a table", "string_type": "must be text"}
 
 
 class ConfigError(ValueError):
