@@ -17,7 +17,6 @@ import statistics
 import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -340,15 +339,12 @@ def cmd_gate(args: argparse.Namespace) -> None:
 
 def _relay_limits(path: Path) -> RelayLimits:
     """The [relay] table of a gate's TOML config."""
+    from p2psched.gate.config import GateConfigError, load_relay_limits
+
     try:
-        table = tomllib.loads(path.read_text()).get("relay", {})
-        if not isinstance(table, dict):
-            raise ValueError("[relay] must be a table")
-        return RelayLimits.from_mapping(table)
-    except OSError as e:
-        raise UsageError(f"--config {path}: cannot read it ({e.strerror or e})") from None
-    except (tomllib.TOMLDecodeError, ValueError, TypeError) as e:
-        raise UsageError(f"--config {path}: {e}") from None
+        return load_relay_limits(path)
+    except GateConfigError as e:
+        raise UsageError(f"--config {e}") from None
 
 
 def _gate_status(args: argparse.Namespace) -> None:

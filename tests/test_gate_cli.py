@@ -43,6 +43,8 @@ def test_gate_status_of_a_node_that_is_not_a_gate_says_so(net: devnet.Devnet) ->
         ("circuits_per_pear = 3", "unknown relay limit 'circuits_per_pear'"),
         ("bandwidth = -1", "bandwidth: -1 is not a positive number"),
         ("bandwidth = 'fast'", "bandwidth: 'fast' is not a positive number"),
+        ("reservations = true", "relay limit reservations: True is not a positive whole number"),
+        ("circuits = 8\n[rleay]\ncircuits = 9", "[rleay]: unknown table; known: [relay]"),
     ],
 )
 def test_a_bad_limits_file_is_refused_before_the_gate_starts(

@@ -17,6 +17,7 @@ import trio
 
 from p2psched.gate import service
 from p2psched.gate.client import RelayClient, check_reachability, open_control, open_worker_channel
+from p2psched.gate.config import GateConfigError, check_gate_config
 from p2psched.gate.relay import Bandwidth, Refusal, Relay, RelayLimits
 from p2psched.gate.service import Gate
 from p2psched.identity import Identity
@@ -108,8 +109,25 @@ def test_limits_are_checked() -> None:
     with pytest.raises(ValueError, match="circuits_per_peer"):
         RelayLimits(circuits_per_peer=0)
     with pytest.raises(ValueError, match="unknown relay limit 'circuits_per_pear'"):
-        RelayLimits.from_mapping({"circuits_per_pear": 3})
-    assert RelayLimits.from_mapping({"bandwidth": 1e6}).bandwidth == 1e6
+        check_gate_config({"relay": {"circuits_per_pear": 3}})
+    assert check_gate_config({"relay": {"bandwidth": 1e6}}).relay.bandwidth == 1e6
+
+
+@pytest.mark.parametrize(
+    ("doc", "said"),
+    [
+        # TOML's true is a bool, and a bool is an int in Python: it must not count as 1.
+        ({"relay": {"reservations": True}}, "relay limit reservations: True is not a positive"),
+        ({"relay": {"circuit_seconds": False}}, "relay limit circuit_seconds: False is not a"),
+        # A misspelled table would leave every limit at its default without a word.
+        ({"rleay": {"reservations": 4}}, "[rleay]: unknown table; known: [relay]"),
+        ({"relay": 5}, "[relay] must be a table"),
+    ],
+)
+def test_a_gate_config_refuses_what_it_would_misread(doc: dict[str, Any], said: str) -> None:
+    with pytest.raises(GateConfigError) as e:
+        check_gate_config(doc)
+    assert said in str(e.value)
 
 
 def test_relay_addresses() -> None:

@@ -15,47 +15,38 @@ import ipaddress
 import math
 import os
 from collections import Counter
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from p2psched.wire.hop import NONCE_BYTES
 
+# A limit is a positive number as written: `true` is not 1, and a count is whole.
+_Count = Annotated[int, Field(gt=0)]
+_Amount = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
-@dataclass(frozen=True, slots=True)
-class RelayLimits:
+
+class RelayLimits(BaseModel):
     """What a gate lets its relay use. libp2p's circuit relay v2 defaults are the reference
     (2 min and 128 KiB per circuit, 16 circuits per peer, 4 reservations per peer, 8 per IP),
     but a circuit here carries a scheduler's whole session with a worker, tasks of megabytes
-    included, so a circuit may live an hour and carry a GiB."""
+    included, so a circuit may live an hour and carry a GiB. Also the [relay] table of a gate's
+    config (`gate.config`): strict, and an unknown limit is refused rather than ignored."""
 
-    reservations: int = 1024  # held at once, by all peers
-    reservations_per_peer: int = 2  # two: a worker reconnecting while its old one lingers
-    reservations_per_ip: int = 8  # a home's address: a few machines behind one router
-    reservation_ttl: float = 120.0  # seconds; a reservation not refreshed in time ends
-    circuits: int = 4096  # open at once, through this gate
-    circuits_per_peer: int = 16  # opened by one peer (a scheduler), to any workers
-    circuits_per_ip: int = 64  # opened from one address (ids cost nothing to make)
-    circuit_bytes: int = 1 << 30  # both ways together; then the circuit is closed
-    circuit_seconds: float = 3600.0  # then the circuit is closed (the scheduler redials)
-    bandwidth: float = 125e6  # bytes per second through the relay, all circuits (1 Gbit/s)
-    answer_seconds: float = 10.0  # a worker has this long to take up a circuit asked of it
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-                raise ValueError(f"relay limit {f.name}: {value!r} is not a positive number")
-
-    @classmethod
-    def from_mapping(cls, given: dict[str, Any]) -> RelayLimits:
-        """Limits from a config table; ValueError names an unknown or bad key."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(given) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown relay limit {unknown[0]!r}; known: {', '.join(sorted(known))}"
-            )
-        return cls(**given)
+    reservations: _Count = 1024  # held at once, by all peers
+    reservations_per_peer: _Count = 2  # two: a worker reconnecting while its old one lingers
+    reservations_per_ip: _Count = 8  # a home's address: a few machines behind one router
+    reservation_ttl: _Amount = 120.0  # seconds; a reservation not refreshed in time ends
+    circuits: _Count = 4096  # open at once, through this gate
+    circuits_per_peer: _Count = 16  # opened by one peer (a scheduler), to any workers
+    circuits_per_ip: _Count = 64  # opened from one address (ids cost nothing to make)
+    circuit_bytes: _Count = 1 << 30  # both ways together; then the circuit is closed
+    circuit_seconds: _Amount = 3600.0  # then the circuit is closed (the scheduler redials)
+    bandwidth: _Amount = 125e6  # bytes per second through the relay, all circuits (1 Gbit/s)
+    answer_seconds: _Amount = 10.0  # a worker has this long to take up a circuit asked of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +307,7 @@ class Relay:
                 for c in self._circuits.values()
             ],
             "counters": dict(self.counters),
-            "limits": {f.name: getattr(self.limits, f.name) for f in fields(self.limits)},
+            "limits": self.limits.model_dump(),
         }
 
 

@@ -1,7 +1,9 @@
 """The worker config file (TOML, `--config`): prices, drivers, models, labels, slots, and
 overrides of what detection found.
 
-Owns: reading and checking the file, and merging it with detection into a `Profile`.
+Owns: the file's tables as strict pydantic models (a `true` is no number; an unknown table or
+field is refused), their checks in the operator's words, and merging the file with detection
+into a `Profile`.
 Promises: a bad file raises `ConfigError` naming the file, the field and the reason, before the
 worker starts; an absent field keeps its default or what was detected.
 
@@ -44,8 +46,11 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from p2psched.resources.detect import Detected
 from p2psched.resources.profile import Gpu, Profile
@@ -60,31 +65,173 @@ _PROGRAM_NAME = re.compile(r"[A-Za-z0-9._+-]{1,64}")
 # together, or a parsed HTTP answer, must fit.
 _MAX_OUTPUT_BYTES = MAX_RESULT_BYTES // 3
 _MAX_RESPONSE_BYTES = MAX_RESULT_BYTES * 2 // 3
+_REFUSED = "worker_config"  # the pydantic error type of our own checks
+# The wording of pydantic's own refusals, where a table's types refuse before our checks run.
+_REASONS = {"model_type": "must be a table", "string_type": "must be text"}
 
 
 class ConfigError(ValueError):
     """A worker config the worker cannot start with; the message says where and why."""
 
 
-@dataclass(frozen=True, slots=True)
-class CommandDriverConfig:
+# -- checks of single values, each refusing in the operator's words ----------------------------
+
+
+def _refuse(reason: str, *at: str | int) -> PydanticCustomError:
+    # The reason goes in as context, not as the template: a reason may quote braces. `at` is
+    # where below the value checked the problem lies (an entry of a table, a model's field).
+    return PydanticCustomError(_REFUSED, "{reason}", {"reason": reason, "at": at})
+
+
+def _finite(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < math.inf:
+        raise _refuse(f"must be a finite number >= 0, not {v!r}")
+    return float(v)
+
+
+def _tasks(least: int) -> BeforeValidator:
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not least <= v <= 1024:
+            raise _refuse(f"must be a whole number of tasks, {least}..1024, not {v!r}")
+        return v
+
+    return BeforeValidator(check)
+
+
+def _byte_cap(most: int) -> BeforeValidator:
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most:
+            raise _refuse(
+                f"must be a whole number of bytes, 1..{most} (a result must fit one message), "
+                f"not {v!r}"
+            )
+        return v
+
+    return BeforeValidator(check)
+
+
+def _names(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) and 0 < len(x) <= 128 for x in v):
+        raise _refuse(f"must be a list of names, not {v!r}")
+    return tuple(v)
+
+
+def _drivers(v: Any) -> tuple[str, ...]:
+    names = _names(v)
+    for d in names:
+        if d not in KNOWN_DRIVERS:
+            raise _refuse(f"unknown driver {d!r}; known: {', '.join(KNOWN_DRIVERS)}")
+    return names
+
+
+def _labels(v: Any) -> Any:
+    if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
+        raise _refuse('must be a table of text values, like { region = "eu" }')
+    return v
+
+
+def _cores(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise _refuse(f"must be a whole number >= 1, not {v!r}")
+    return v
+
+
+def _gpu_list(v: Any) -> Any:
+    if not isinstance(v, list):
+        raise _refuse('must be a list like [{ model = "...", vram_gb = N }]')
+    return v
+
+
+def _timeout(v: Any) -> float:
+    seconds = _finite(v)
+    if seconds == 0:
+        raise _refuse("must be more than 0 seconds")
+    return seconds
+
+
+def _allowlist(v: Any) -> dict[str, tuple[str, ...]]:
+    if not isinstance(v, dict):
+        raise _refuse('must be a table like { wc = ["/usr/bin/wc", "-c"] }')
+    for name, argv in v.items():
+        _check_program(name, argv)
+    return {name: tuple(argv) for name, argv in v.items()}
+
+
+def _check_program(name: str, argv: Any) -> None:
+    if not _PROGRAM_NAME.fullmatch(name):
+        raise _refuse("a program's name is 1-64 letters, digits, '.', '_', '+', '-'", name)
+    # A tuple is what code that builds a config passes; the file gives a list.
+    if (
+        not isinstance(argv, list | tuple)
+        or not argv
+        or not all(isinstance(a, str) and "\0" not in a for a in argv)
+    ):
+        raise _refuse(f'must be a list like ["/usr/bin/wc", "-c"], not {argv!r}', name)
+    program = Path(argv[0])
+    # An absolute path: what runs must not depend on the PATH the worker was started with.
+    if not program.is_absolute():
+        raise _refuse(f"{argv[0]!r} must be an absolute path, like /usr/bin/wc", name)
+    if not program.is_file():
+        raise _refuse(f"{argv[0]} does not exist (or is not a file)", name)
+    if not os.access(program, os.X_OK):
+        raise _refuse(f"{argv[0]} is not executable", name)
+
+
+def _endpoints(v: Any) -> Any:
+    if not isinstance(v, dict):
+        raise _refuse(
+            'must be a table of model = URL, like { "llama-3-8b" = "http://127.0.0.1:8000/" }'
+        )
+    for model, url in v.items():
+        if not isinstance(url, str):
+            raise _refuse(f"must be a URL, not {url!r}", model)
+        try:
+            parts = urlsplit(url)
+            _ = parts.port  # parsed lazily: a bad port must fail here, not on the first task
+        except ValueError as e:
+            raise _refuse(f"{url!r} is not a URL ({e})", model) from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _refuse(f"{url!r} must be an http:// or https:// URL with a host", model)
+    return v
+
+
+_Amount = Annotated[float, BeforeValidator(_finite)]
+_Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
+# A table of the file: its values as written (strict: `true` is not 1), no unknown field.
+_TABLE = ConfigDict(frozen=True, strict=True, extra="forbid")
+
+
+# -- the driver settings, which the drivers take as they are -----------------------------------
+
+
+class CommandDriverConfig(BaseModel):
     """[drivers.command]: the programs a task may run, by name, and how much they may print."""
 
-    allow: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    max_output_bytes: int = 1 << 20
+    model_config = _TABLE
+
+    allow: Annotated[Mapping[str, tuple[str, ...]], BeforeValidator(_allowlist)] = Field(
+        default_factory=dict
+    )
+    max_output_bytes: Annotated[int, _byte_cap(_MAX_OUTPUT_BYTES)] = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class HttpDriverConfig:
+class HttpDriverConfig(BaseModel):
     """[drivers.http]: where each model is served, and how long and large an answer may be."""
 
-    endpoints: Mapping[str, str] = field(default_factory=dict)
-    timeout_s: float = 120.0
-    max_response_bytes: int = 4 << 20
+    model_config = _TABLE
+
+    endpoints: Annotated[Mapping[str, str], BeforeValidator(_endpoints)] = Field(
+        default_factory=dict
+    )
+    timeout_s: Annotated[float, BeforeValidator(_timeout)] = 120.0
+    max_response_bytes: Annotated[int, _byte_cap(_MAX_RESPONSE_BYTES)] = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
+    """A worker's settings, checked: what its file said (`load_config`), else the defaults.
+    The driver settings are the file's tables as they are; the rest is flattened for the roles."""
+
     slots: int | None = None  # None: one per GPU (at least one)
     queue_depth: int = 4
     drivers: tuple[str, ...] = ("echo",)
@@ -133,147 +280,107 @@ class WorkerConfig:
         )
 
 
-def _fail(path: Path, where: str, why: str) -> ConfigError:
-    return ConfigError(f"{path}: {where}: {why}")
+# -- the file's tables --------------------------------------------------------------------------
 
 
-def _table(path: Path, doc: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:
-    table = doc
-    for part in name.split("."):
-        table = table.get(part, {})
-    if not isinstance(table, dict):
-        raise _fail(path, f"[{name}]", "must be a table")
-    unknown = set(table) - allowed
-    if unknown:
-        raise _fail(
-            path,
-            f"[{name}] {sorted(unknown)[0]}",
-            f"unknown field; known: {', '.join(sorted(allowed))}",
-        )
-    return table
+class _WorkerTable(BaseModel):
+    model_config = _TABLE
+
+    slots: Annotated[int, _tasks(1)] | None = None
+    queue: Annotated[int, _tasks(0)] = 4
+    drivers: Annotated[tuple[str, ...], BeforeValidator(_drivers)] = ("echo",)
+    min_price: _Amount = 0.0
+    models: _Names = ()
+    loaded_models: _Names = ()
+    labels: Annotated[dict[str, str], BeforeValidator(_labels)] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _loaded_are_installed(self) -> _WorkerTable:
+        for m in self.loaded_models:
+            if m not in self.models:
+                raise _refuse(f"{m!r} is loaded but not among models", "loaded_models")
+        return self
 
 
-def _number(path: Path, where: str, v: Any, *, minimum: float = 0.0) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not minimum <= v < math.inf:
-        raise _fail(path, where, f"must be a finite number >= {minimum:g}, not {v!r}")
-    return float(v)
+class _NetworkTable(BaseModel):
+    model_config = _TABLE
+
+    download_mbps: _Amount = 0.0
+    upload_mbps: _Amount = 0.0
 
 
-def _names(path: Path, where: str, v: Any) -> tuple[str, ...]:
-    if not isinstance(v, list) or not all(isinstance(x, str) and 0 < len(x) <= 128 for x in v):
-        raise _fail(path, where, f"must be a list of names, not {v!r}")
-    return tuple(v)
+class _Gpu(BaseModel):
+    model_config = _TABLE
 
+    model: str
+    vram_gb: _Amount
+    driver: str = ""
 
-def _byte_cap(path: Path, where: str, v: Any, most: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most:
-        raise _fail(
-            path,
-            where,
-            f"must be a whole number of bytes, 1..{most} (a result must fit one message), "
-            f"not {v!r}",
-        )
-    return v
-
-
-def _command_driver(path: Path, c: dict[str, Any]) -> CommandDriverConfig:
-    allow = c.get("allow", {})
-    if not isinstance(allow, dict):
-        raise _fail(
-            path, "[drivers.command] allow", 'must be a table like { wc = ["/usr/bin/wc", "-c"] }'
-        )
-    programs: dict[str, tuple[str, ...]] = {}
-    for name, argv in allow.items():
-        where = f"[drivers.command] allow.{name}"
-        if not _PROGRAM_NAME.fullmatch(name):
-            raise _fail(path, where, "a program's name is 1-64 letters, digits, '.', '_', '+', '-'")
+    @model_validator(mode="before")
+    @classmethod
+    def _shape(cls, g: Any) -> Any:
         if (
-            not isinstance(argv, list)
-            or not argv
-            or not all(isinstance(a, str) and "\0" not in a for a in argv)
+            not isinstance(g, dict)
+            or not isinstance(g.get("model"), str)
+            or set(g) - set(cls.model_fields)
         ):
-            raise _fail(path, where, f'must be a list like ["/usr/bin/wc", "-c"], not {argv!r}')
-        program = Path(argv[0])
-        # An absolute path: what runs must not depend on the PATH the worker was started with.
-        if not program.is_absolute():
-            raise _fail(path, where, f"{argv[0]!r} must be an absolute path, like /usr/bin/wc")
-        if not program.is_file():
-            raise _fail(path, where, f"{argv[0]} does not exist (or is not a file)")
-        if not os.access(program, os.X_OK):
-            raise _fail(path, where, f"{argv[0]} is not executable")
-        programs[name] = tuple(argv)
-    return CommandDriverConfig(
-        allow=programs,
-        max_output_bytes=_byte_cap(
-            path,
-            "[drivers.command] max_output_bytes",
-            c.get("max_output_bytes", CommandDriverConfig().max_output_bytes),
-            _MAX_OUTPUT_BYTES,
-        ),
-    )
+            raise _refuse('must be { model = "...", vram_gb = N }')
+        if "vram_gb" not in g:
+            raise _refuse("must be a finite number >= 0, not None", "vram_gb")
+        return g
 
 
-def _http_driver(path: Path, h: dict[str, Any]) -> HttpDriverConfig:
-    endpoints = h.get("endpoints", {})
-    if not isinstance(endpoints, dict):
-        raise _fail(
-            path,
-            "[drivers.http] endpoints",
-            'must be a table of model = URL, like { "llama-3-8b" = "http://127.0.0.1:8000/" }',
-        )
-    for model, url in endpoints.items():
-        where = f"[drivers.http] endpoints.{model}"
-        if not isinstance(url, str):
-            raise _fail(path, where, f"must be a URL, not {url!r}")
-        try:
-            parts = urlsplit(url)
-            _ = parts.port  # parsed lazily: a bad port must fail here, not on the first task
-        except ValueError as e:
-            raise _fail(path, where, f"{url!r} is not a URL ({e})") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise _fail(path, where, f"{url!r} must be an http:// or https:// URL with a host")
-    defaults = HttpDriverConfig()
-    timeout = _number(path, "[drivers.http] timeout_s", h.get("timeout_s", defaults.timeout_s))
-    if timeout == 0:
-        raise _fail(path, "[drivers.http] timeout_s", "must be more than 0 seconds")
-    return HttpDriverConfig(
-        endpoints=dict(endpoints),
-        timeout_s=timeout,
-        max_response_bytes=_byte_cap(
-            path,
-            "[drivers.http] max_response_bytes",
-            h.get("max_response_bytes", defaults.max_response_bytes),
-            _MAX_RESPONSE_BYTES,
-        ),
-    )
+class _OverrideTable(BaseModel):
+    model_config = _TABLE
+
+    cpu_model: str | None = None
+    cpu_cores: Annotated[int, BeforeValidator(_cores)] | None = None
+    ram_gb: _Amount | None = None
+    disk_gb: _Amount | None = None
+    gpus: Annotated[list[_Gpu], BeforeValidator(_gpu_list)] | None = None
 
 
-def _driver_settings(
-    path: Path, doc: dict[str, Any], drivers: tuple[str, ...]
-) -> tuple[CommandDriverConfig, HttpDriverConfig]:
-    tables = doc.get("drivers", {})
-    if not isinstance(tables, dict):
-        raise _fail(path, "[drivers]", "must hold tables like [drivers.command]")
-    for name in sorted(tables):
-        where = f"[drivers.{name}]"
-        if name not in CONFIGURABLE_DRIVERS:
-            if name in KNOWN_DRIVERS:
-                raise _fail(path, where, f"the {name} driver has no settings; remove this table")
-            raise _fail(path, where, "unknown table; known: [drivers.command], [drivers.http]")
+class _DriverTables(BaseModel):
+    model_config = _TABLE
+
+    command: CommandDriverConfig = CommandDriverConfig()
+    http: HttpDriverConfig = HttpDriverConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _settings_only(cls, tables: Any) -> Any:
+        if not isinstance(tables, dict):
+            raise _refuse("must hold tables like [drivers.command]")
+        for name in sorted(tables):
+            if name in KNOWN_DRIVERS and name not in CONFIGURABLE_DRIVERS:
+                raise _refuse(f"the {name} driver has no settings; remove this table", name)
+        return tables
+
+
+class _WorkerFile(BaseModel):
+    model_config = _TABLE
+
+    worker: _WorkerTable = _WorkerTable()
+    drivers: _DriverTables = _DriverTables()
+    network: _NetworkTable = _NetworkTable()
+    override: _OverrideTable = _OverrideTable()
+
+    @model_validator(mode="after")
+    def _settings_are_for_enabled_drivers(self) -> _WorkerFile:
         # Settings for a driver that is off are most likely a driver the operator meant to enable.
-        if name not in drivers:
-            raise _fail(
-                path,
-                where,
-                f"the {name} driver is not enabled; add {name!r} to [worker] drivers to "
-                "enable it, or remove this table",
-            )
-    command = _table(path, doc, "drivers.command", {"allow", "max_output_bytes"})
-    http = _table(path, doc, "drivers.http", {"endpoints", "timeout_s", "max_response_bytes"})
-    return _command_driver(path, command), _http_driver(path, http)
+        for name in sorted(self.drivers.model_fields_set):
+            if name not in self.worker.drivers:
+                raise _refuse(
+                    f"the {name} driver is not enabled; add {name!r} to [worker] drivers to "
+                    "enable it, or remove this table",
+                    "drivers",
+                    name,
+                )
+        return self
 
 
 def load_config(path: Path) -> WorkerConfig:
+    """The worker config at `path`, checked; `ConfigError` names the field and the reason."""
     try:
         doc = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -284,86 +391,24 @@ def load_config(path: Path) -> WorkerConfig:
         raise ConfigError(f"{path}: cannot be read ({e})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    unknown = set(doc) - {"worker", "network", "override", "drivers"}
-    if unknown:
-        raise _fail(
-            path,
-            f"[{sorted(unknown)[0]}]",
-            "unknown table; known: [worker], [drivers], [network], [override]",
-        )
-    w = _table(
-        path,
-        doc,
-        "worker",
-        {"slots", "queue", "drivers", "min_price", "models", "loaded_models", "labels"},
-    )
-    n = _table(path, doc, "network", {"download_mbps", "upload_mbps"})
-    o = _table(path, doc, "override", {"cpu_model", "cpu_cores", "ram_gb", "disk_gb", "gpus"})
-    slots = w.get("slots")
-    queue = w.get("queue", 4)
-    for key, v, least in (("slots", slots, 1), ("queue", queue, 0)):
-        if key == "slots" and v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, int) or not least <= v <= 1024:
-            raise _fail(
-                path,
-                f"[worker] {key}",
-                f"must be a whole number of tasks, {least}..1024, not {v!r}",
-            )
-    drivers = _names(path, "[worker] drivers", w.get("drivers", ["echo"]))
-    for d in drivers:
-        if d not in KNOWN_DRIVERS:
-            raise _fail(
-                path, "[worker] drivers", f"unknown driver {d!r}; known: {', '.join(KNOWN_DRIVERS)}"
-            )
-    command_driver, http_driver = _driver_settings(path, doc, drivers)
-    models = _names(path, "[worker] models", w.get("models", []))
-    loaded = _names(path, "[worker] loaded_models", w.get("loaded_models", []))
-    for m in loaded:
-        if m not in models:
-            raise _fail(path, "[worker] loaded_models", f"{m!r} is loaded but not among models")
-    labels = w.get("labels", {})
-    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-        raise _fail(
-            path, "[worker] labels", 'must be a table of text values, like { region = "eu" }'
-        )
-    if "cpu_cores" in o and (
-        isinstance(o["cpu_cores"], bool)
-        or not isinstance(o["cpu_cores"], int)
-        or o["cpu_cores"] < 1
-    ):
-        raise _fail(
-            path, "[override] cpu_cores", f"must be a whole number >= 1, not {o['cpu_cores']!r}"
-        )
-    if "cpu_model" in o and not isinstance(o["cpu_model"], str):
-        raise _fail(path, "[override] cpu_model", "must be text")
-    for key in ("ram_gb", "disk_gb"):
-        if key in o:
-            _number(path, f"[override] {key}", o[key])
-    if not isinstance(o.get("gpus", []), list):
-        raise _fail(path, "[override] gpus", 'must be a list like [{ model = "...", vram_gb = N }]')
-    for i, g in enumerate(o.get("gpus", [])):
-        where = f"[override] gpus[{i}]"
-        if (
-            not isinstance(g, dict)
-            or not isinstance(g.get("model"), str)
-            or set(g) - {"model", "vram_gb", "driver"}
-        ):
-            raise _fail(path, where, 'must be { model = "...", vram_gb = N }')
-        _number(path, f"{where}.vram_gb", g.get("vram_gb"))
+    try:
+        file = _WorkerFile.model_validate(doc)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {_said(_first(e))}") from None
+    w = file.worker
     config = WorkerConfig(
-        slots=slots,
-        queue_depth=queue,
-        drivers=drivers,
-        min_price=_number(path, "[worker] min_price", w.get("min_price", 0.0)),
-        models=models,
-        loaded_models=loaded,
-        labels=tuple(sorted(labels.items())),
-        download_mbps=_number(path, "[network] download_mbps", n.get("download_mbps", 0.0)),
-        upload_mbps=_number(path, "[network] upload_mbps", n.get("upload_mbps", 0.0)),
-        override=dict(o),
-        command_driver=command_driver,
-        http_driver=http_driver,
+        slots=w.slots,
+        queue_depth=w.queue,
+        drivers=w.drivers,
+        min_price=w.min_price,
+        models=w.models,
+        loaded_models=w.loaded_models,
+        labels=tuple(sorted(w.labels.items())),
+        download_mbps=file.network.download_mbps,
+        upload_mbps=file.network.upload_mbps,
+        override=file.override.model_dump(exclude_unset=True),
+        command_driver=file.drivers.command,
+        http_driver=file.drivers.http,
     )
     # What the worker will advertise must be what every asker accepts: check it now, against
     # the same schema and size limit, rather than be silently left out of every answer later.
@@ -373,3 +418,68 @@ def load_config(path: Path) -> WorkerConfig:
     except ValueError as e:  # SchemaError, or the size limit
         raise ConfigError(f"{path}: {e}") from None
     return config
+
+
+# -- pydantic's errors in the file's terms -----------------------------------------------------
+
+
+def _first(e: ValidationError) -> ErrorDetails:
+    """The one error shown: a name the file misspelled before any value (its value's check may
+    be moot once the name is right)."""
+    errors = e.errors()
+    return next((err for err in errors if err["type"] == "extra_forbidden"), errors[0])
+
+
+def _said(err: ErrorDetails) -> str:
+    """One error as the file shows it: "[drivers.http] endpoints.m: reason"."""
+    ctx = err.get("ctx") or {}
+    table, keys, model = _place((*err["loc"], *ctx.get("at", ())))
+    where = f"[{'.'.join(table)}]" + (f" {_key_path(keys)}" if keys else "")
+    if err["type"] == _REFUSED:
+        reason = ctx["reason"]
+    elif err["type"] == "extra_forbidden" and keys:
+        reason = f"unknown field; known: {', '.join(sorted(model.model_fields))}"
+    elif err["type"] == "extra_forbidden":
+        parent = table[:-1]
+        known = (f"[{'.'.join((*parent, name))}]" for name in model.model_fields)
+        reason = f"unknown table; known: {', '.join(known)}"
+    else:
+        reason = _REASONS.get(err["type"], err["msg"].replace("Input should be", "must be", 1))
+    return f"{where}: {reason}"
+
+
+def _place(
+    loc: tuple[str | int, ...],
+) -> tuple[tuple[str, ...], tuple[str | int, ...], type[BaseModel]]:
+    """Where `loc` is in the file: its table, the key path within it, and the model of that
+    table (for a table the file may not have: the model of the table that would hold it)."""
+    model: type[BaseModel] = _WorkerFile
+    table: tuple[str, ...] = ()
+    for i, part in enumerate(loc):
+        if not _holds_tables(model):
+            return table, loc[i:], model
+        table += (str(part),)
+        known = model.model_fields.get(str(part))
+        inner = _table_model(known.annotation) if known is not None else None
+        if inner is None:
+            return table, loc[i + 1 :], model
+        model = inner
+    return table, (), model
+
+
+def _table_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _holds_tables(model: type[BaseModel]) -> bool:
+    """A table whose every field is a table: a name in it is a table's, like [drivers.http]."""
+    return all(_table_model(f.annotation) is not None for f in model.model_fields.values())
+
+
+def _key_path(keys: tuple[str | int, ...]) -> str:
+    path = ""
+    for k in keys:
+        path += f"[{k}]" if isinstance(k, int) else f".{k}" if path else k
+    return path
