@@ -22,7 +22,7 @@ S = TaskState
 def cand(
     name: str, price: float, run: float, *, wait: float = 0.0, slots: int = 1, room: int = 8
 ) -> Candidate:
-    return Candidate(key=name.encode(), price=price, wait=wait, run=run, slots=slots, room=room)
+    return Candidate(worker=name.encode(), price=price, wait=wait, run=run, slots=slots, room=room)
 
 
 def picks(strategy: Strategy, candidates: list[Candidate], n: int, mtr: float = 1.0) -> list[str]:
@@ -33,7 +33,7 @@ def picks(strategy: Strategy, candidates: list[Candidate], n: int, mtr: float = 
         if c is None:
             break
         chooser.took(c)
-        out.append(c.key.decode())
+        out.append(c.worker.decode())
     return out
 
 
@@ -68,8 +68,8 @@ def test_cost_weighs_money_against_time_by_the_mtr() -> None:
 def test_cost_skips_a_winner_the_task_may_not_use() -> None:
     cs = [cand("best", 1.0, 1.0), cand("next", 2.0, 1.0), cand("last", 3.0, 1.0)]
     chooser = Strategy("cost").chooser(cs, 0.0)
-    c = chooser.pick(lambda c: c.key != b"best")  # say, the task failed there before
-    assert c is not None and c.key == b"next"
+    c = chooser.pick(lambda c: c.worker != b"best")  # say, the task failed there before
+    assert c is not None and c.worker == b"next"
 
 
 def test_shortest_queue_takes_the_least_expected_wait() -> None:

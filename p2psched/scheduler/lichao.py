@@ -4,6 +4,11 @@ Owns: `Line` (a candidate whose cost is price + MTR × time), `LowerEnvelope` (t
 up to date as candidates come and go) and `brute_force_best` (the linear scan it must agree with).
 Promises: for every MTR m in [0, ∞], `envelope.best(m) == brute_force_best(envelope, m)`.
 
+Where it is used: for answers across MTRs (the best worker for any MTR at once), as
+bench/quality.py measures it. A running job does not use it: its MTR is fixed, so its
+`strategy.Chooser` keeps the candidates in a heap keyed by that MTR's score, which answers the
+same question at a heap's cost per change.
+
 The winner at m is the first line under one total order: the smaller cost, computed exactly (the
 float inputs taken as the rationals they are, never a rounded sum), then the smaller time, then
 the smaller price, then the line added first (its position in the iterable, for the scan). So

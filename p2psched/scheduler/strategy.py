@@ -3,7 +3,8 @@ each a choice over `Candidate`s, switchable while the node runs.
 
 Owns: the strategy names and their rules.
 - `cost` (default): least `price + MTR × expected time` (MTR = ∞: fastest, MTR = 0: cheapest),
-  O(log N) a choice (see `Chooser`).
+  O(log N) a choice from a heap keyed by that score (see `Chooser`: a job's MTR is fixed, so
+  the heap answers what the Li-Chao envelope of `lichao` would, at a heap's cost per change).
 - `shortest_queue`: least expected wait before the task would start; then the cheaper.
 - `round_robin`: the candidates in turn, by node id, the next after the last one used.
 - `weighted`: smooth weighted round robin (nginx's), weight = slots ÷ expected run time, so a
@@ -11,7 +12,7 @@ Owns: the strategy names and their rules.
 - `probabilistic`: a random pick, with probability proportional to that same weight.
 - `late_binding`: Sparrow's batch sampling with late binding. It is not a pick among quotes:
   the job reserves places in d·m workers' queues for m tasks, and a task goes to whichever
-  worker asks for one first (see `dispatch`); the rest of the reservations are cancelled.
+  worker asks for one first (see `run.late`); the rest of the reservations are cancelled.
 Promises: a choice is always one of the candidates that `ok` accepts, or None when none does;
 the same inputs and seed give the same choices.
 """
@@ -43,7 +44,7 @@ def check_strategy(name: str) -> str:
 class Candidate:
     """A worker that would take tasks now, as the scheduler sees it this round."""
 
-    key: bytes  # its node id
+    worker: bytes  # its node id
     price: float  # per task
     wait: float  # expected seconds before a task sent now would start
     run: float  # expected seconds a task runs there
@@ -180,20 +181,20 @@ class Strategy:
             total = 0.0
             best: Candidate | None = None
             for c in usable:
-                credit = self._current.get(c.key, 0.0) + c.weight
-                self._current[c.key] = credit
+                credit = self._current.get(c.worker, 0.0) + c.weight
+                self._current[c.worker] = credit
                 total += c.weight
-                if best is None or credit > self._current[best.key]:
+                if best is None or credit > self._current[best.worker]:
                     best = c
             assert best is not None
-            self._current[best.key] -= total
+            self._current[best.worker] -= total
             if len(self._current) > 4 * len(usable) + 1024:  # workers come and go
-                keep = {c.key for c in usable}
+                keep = {c.worker for c in usable}
                 self._current = {k: v for k, v in self._current.items() if k in keep}
             return best
-        after = [c for c in usable if c.key > self._last]
-        chosen = min(after or usable, key=lambda c: c.key)
-        self._last = chosen.key
+        after = [c for c in usable if c.worker > self._last]
+        chosen = min(after or usable, key=lambda c: c.worker)
+        self._last = chosen.worker
         return chosen
 
     def sample(self, usable: Sequence[Candidate]) -> Candidate | None:

@@ -1,4 +1,8 @@
-"""What crosses the network: the MessagePack codec, strict schemas, and authenticated datagrams."""
+"""What crosses the network: the MessagePack codec (`codec`) and strict schemas (`schema`);
+the DHT's authenticated datagrams (`envelope`); the Noise channel between nodes (`noise`, and
+its trio shell `channel`); the deal between a scheduler and a worker, its signed documents
+(`deal`) and its typed messages (`messages`); the relay's opening frames (`hop`, `hop_stream`);
+and addresses (`address`)."""
 
 from __future__ import annotations
 

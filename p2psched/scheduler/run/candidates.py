@@ -36,7 +36,7 @@ class Candidates(RunBase):
         if chooser is None:
             chooser = self._choosers[shape] = self.strategy.chooser([], self.mtr)
             for c in self._cands.values():
-                if self._serves(spec, self.workers[c.key]):
+                if self._serves(spec, self.workers[c.worker]):
                     chooser.put(c)
         return chooser
 
@@ -65,7 +65,7 @@ class Candidates(RunBase):
         ahead = max(0, q.capacity - w.room)  # placed under this quote already
         if c is None:
             c = self._cands[key] = Candidate(
-                key=key,
+                worker=key,
                 price=q.price,
                 wait=q.wait_mean,
                 run=w.run_estimate,
@@ -101,11 +101,11 @@ class Candidates(RunBase):
         left of the budget and this round's commitment size, after tasks of the node's other
         jobs due first, in time for the deadline (`in_time`, if that is the job's rule), and
         at MTR 0 without one, only the cheapest worker."""
-        w = self.workers[c.key]
+        w = self.workers[c.worker]
         if w.batch_bytes and w.batch_bytes + t.input_bytes > COMMIT_BYTES:
             return False  # this round's commitment to it is full: next round
         return (
-            c.key not in t.excluded
+            c.worker not in t.excluded
             and self._affordable(c.price)
             and (self.rival is None or t.due <= self.rival(self.job, w))
             and (

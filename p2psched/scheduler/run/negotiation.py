@@ -115,13 +115,13 @@ class Negotiation(TaskMoves):
                 aside.append(queue.pop())
                 continue
             queue.pop()
-            w = self.workers[best.key]
+            w = self.workers[best.worker]
             assert w.quote is not None
             w.room -= 1
             w.batch_bytes += t.input_bytes
             self._assign(t, w, w.quote.price, now)
             self._changed(w, now)
-            batches.setdefault(best.key, []).append(t)
+            batches.setdefault(best.worker, []).append(t)
         queue.put_back(aside)
         for w in self.workers.values():
             w.batch_bytes = 0

@@ -71,7 +71,7 @@ class Rebalancing(TaskMoves):
             to = self._chooser(shape, t.spec).pick(sooner)
             if to is None:
                 break
-            self._granted[to.key] = self._granted.get(to.key, 0) + 1
+            self._granted[to.worker] = self._granted.get(to.worker, 0) + 1
             waiting.pop()
             t.moving = True
             asking.append(t.spec.task_id)
@@ -83,11 +83,11 @@ class Rebalancing(TaskMoves):
     def _sooner(self, t: TaskRun, worker: bytes, there: float, c: Candidate) -> bool:
         """Whether `c` would have `t` done clearly sooner than `worker`, where it waits and
         would be done in `there` seconds; at a finite MTR, also for a better score."""
-        if c.key == worker or not self._fits(t, c) or self._granted.get(c.key, 0) >= c.room:
+        if c.worker == worker or not self._fits(t, c) or self._granted.get(c.worker, 0) >= c.room:
             return False  # (no more moved its way than it has room for)
         # Its quote may predate tasks of ours placed there since: count those we know of,
         # so that tasks never move back and forth between two equals.
-        ours = len(self.workers[c.key].holding)
+        ours = len(self.workers[c.worker].holding)
         done_by = max(c.time, (-(-(ours + 1) // c.slots)) * c.run + c.wait)
         if done_by > REBALANCE_GAIN * there:
             return False
