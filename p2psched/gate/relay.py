@@ -106,6 +106,10 @@ class Bandwidth:
 
 @dataclass(slots=True)
 class Relay:
+    """The gate's relay as its shell asks it: may this worker reserve, may this scheduler open
+    a circuit to it, how many bytes may pass now, what has expired. Answers are decisions or
+    `Refusal`s; the state is reservations, circuits and the shared bandwidth bucket."""
+
     limits: RelayLimits = field(default_factory=RelayLimits)
     counters: Counter[str] = field(default_factory=Counter)
     _reservations: dict[int, Reservation] = field(default_factory=dict)  # conn -> reservation

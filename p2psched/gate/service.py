@@ -73,6 +73,10 @@ class _Waiting:
 
 
 class Gate:
+    """The gate role's relay service on one TCP port: workers' control channels and their
+    reservations, dial-backs for the reachability check, and circuits spliced between a
+    scheduler and a worker behind NAT. Serve it with `nursery.start(gate.serve, ...)`."""
+
     def __init__(self, identity: Identity, limits: RelayLimits | None = None) -> None:
         self.identity = identity
         self.relay = Relay(limits or RelayLimits())
