@@ -53,8 +53,12 @@ def gate(tmp_path: Path, *flags: str) -> tuple[str, str]:
     ) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         first = proc.stdout.readline()  # "gate <id> listening on ..."
-        while "control API" not in proc.stdout.readline():
-            pass
+        # (Line by line until the API is up; a gate that exits ends the loop at end of file.)
+        for line in proc.stdout:
+            if "control API" in line:
+                break
+        else:
+            pytest.fail(f"the gate exited before its API was up: {proc.stderr.read()}")
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err

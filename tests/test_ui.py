@@ -51,8 +51,8 @@ def browser() -> Iterator[Browser]:
             launched = playwright.chromium.launch(
                 executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=WAIT_MS
             )
-        except Error as e:
-            pytest.skip(f"Chromium at {CHROMIUM} cannot be launched: {e}")
+        except Error as e:  # installed, so it must work: a skip would hide a broken browser
+            pytest.fail(f"Chromium at {CHROMIUM} is installed but cannot be launched: {e}")
         try:
             yield launched
         finally:
