@@ -22,7 +22,7 @@ from p2psched.scheduler.dispatch import (
     Send,
     Settled,
 )
-from p2psched.scheduler.jobspec import TaskSpec
+from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.lifecycle import IllegalTransition, TaskState
 from p2psched.wire.codec import decode, encode
 from p2psched.wire.deal import Commitment, Receipt, parse

@@ -34,8 +34,8 @@ from p2psched.node.node import Node
 from p2psched.resources.need import Need, NeedError
 from p2psched.scheduler.discovery import ad_json
 from p2psched.scheduler.dispatch import task_id_for
+from p2psched.scheduler.job import JobSpecError, derive_tasks, parse_job
 from p2psched.scheduler.jobs import SubmittedJob, to_json
-from p2psched.scheduler.jobspec import JobSpecError, derive_tasks, parse_job
 from p2psched.scheduler.predictor import MAX_REASON, MODES
 from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import STRATEGIES

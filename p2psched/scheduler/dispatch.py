@@ -28,7 +28,7 @@ from p2psched.histogram import QUEUE_WAIT_BUCKETS, Histogram
 from p2psched.identity import Identity
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.discovery import WorkerAd
-from p2psched.scheduler.jobspec import TaskSpec
+from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.journal import Charged, Committed, Moved
 from p2psched.scheduler.journal import Entry as JournalEntry
 from p2psched.scheduler.lifecycle import TaskState

@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from p2psched.scheduler.dispatch import DispatchConfig, JobRun, TaskRun, task_id_for
-from p2psched.scheduler.jobspec import (
+from p2psched.scheduler.job import (
     JobSpec,
     JobSpecError,
     TaskSpec,
