@@ -36,9 +36,10 @@ from p2psched.scheduler.discovery import ad_json
 from p2psched.scheduler.dispatch import task_id_for
 from p2psched.scheduler.job import JobSpecError, derive_tasks, parse_job
 from p2psched.scheduler.jobs import SubmittedJob, to_json
-from p2psched.scheduler.predictor import MAX_REASON, MODES
+from p2psched.scheduler.predictor import MODES
 from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import STRATEGIES
+from p2psched.scheduler.worker_views import MAX_REASON
 from p2psched.wire.address import host_port
 from p2psched.wire.codec import decode
 

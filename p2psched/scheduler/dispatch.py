@@ -32,10 +32,11 @@ from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.journal import Charged, Committed, Moved
 from p2psched.scheduler.journal import Entry as JournalEntry
 from p2psched.scheduler.lifecycle import TaskState
-from p2psched.scheduler.predictor import Predictor, WorkerViews
+from p2psched.scheduler.predictor import Predictor
 from p2psched.scheduler.queue import Entry, TaskQueue, latest_start
 from p2psched.scheduler.store import StoredTask
 from p2psched.scheduler.strategy import LATE_BINDING, PROBE_RATIO, Candidate, Chooser, Strategy
+from p2psched.scheduler.worker_views import WorkerViews
 from p2psched.wire.address import is_relayed
 from p2psched.wire.codec import decode, encode
 from p2psched.wire.deal import (

@@ -40,9 +40,10 @@ from p2psched.scheduler.dispatch import (
     job_of,
 )
 from p2psched.scheduler.journal import Entry
-from p2psched.scheduler.predictor import RECENT_FAILURES, Predictor, WorkerViews
+from p2psched.scheduler.predictor import Predictor
 from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import Strategy
+from p2psched.scheduler.worker_views import RECENT_FAILURES, WorkerViews
 from p2psched.wire.address import is_relayed
 from p2psched.wire.channel import Outbox, SecureChannel
 from p2psched.wire.deal import parse
