@@ -3,8 +3,8 @@ deadline out. It never imports trio and never reads a clock.
 
 Owns: the routing table, the record store, this node's `Publisher` (whose republishing it reports
 when due; the records themselves are `publish.py`'s), requests in flight and their deadlines, and
-what it counts: drops (`stats`), RPCs by type and outcome, and the round
-trip of every answered request (plain numbers, read by the node's metrics).
+what it counts: drops (`stats`), RPCs by type and outcome, and the round trip of every answered
+request (plain numbers, read by the node's metrics).
 Promises: every datagram is authenticated before it has any effect; a peer's bad input is dropped
 and counted (a request that is well authenticated but malformed gets an `Error` naming the fault)
 and never raises out of `datagram_received`; only authenticated, non-client senders enter the
