@@ -89,7 +89,7 @@ from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
 from p2psched.scheduler import run as sd
 from p2psched.scheduler.ads import WorkerAd
-from p2psched.scheduler.jobspec import TaskSpec
+from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.lichao import Line, LowerEnvelope
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.strategy import STRATEGIES, Strategy

@@ -44,7 +44,7 @@ import trio
 
 from p2psched.identity import Identity
 from p2psched.node.node import open_node
-from p2psched.scheduler.jobspec import parse_job
+from p2psched.scheduler.job import parse_job
 
 EXE = [sys.executable, "-m", "p2psched.cli"]
 PAYLOAD = 256 * 1024

@@ -53,7 +53,7 @@ from p2psched.resources.need import Need, NeedError
 from p2psched.resources.profile import Gpu
 from p2psched.scheduler.ads import ad_json
 from p2psched.scheduler.discovery import Discovery
-from p2psched.scheduler.jobspec import JobSpecError, load_job
+from p2psched.scheduler.job import JobSpecError, load_job
 from p2psched.store import Store, StoreError
 from p2psched.submit import SubmitError, run_submit
 from p2psched.wire.address import host_port

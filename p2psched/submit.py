@@ -28,7 +28,7 @@ from rich.table import Table
 from p2psched.api.client import ControlClient
 from p2psched.identity import load_or_create_identity
 from p2psched.node.node import bind_host_toward, open_node
-from p2psched.scheduler.jobspec import JobSpec, load_job
+from p2psched.scheduler.job import JobSpec, load_job
 
 POLL_S = 0.25
 DETACH_WAIT_S = 10.0

@@ -15,7 +15,7 @@ from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.ads import WorkerAd
-from p2psched.scheduler.jobspec import TaskSpec
+from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.lifecycle import IllegalTransition, TaskState
 from p2psched.scheduler.run import (
     Close,

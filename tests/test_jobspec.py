@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from p2psched.resources.need import Clause, Need
 from p2psched.resources.profile import Gpu, Profile
-from p2psched.scheduler.jobspec import (
+from p2psched.scheduler.job import (
     MAX_TASKS,
     JobSpec,
     JobSpecError,

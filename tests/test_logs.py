@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from p2psched import logs
-from p2psched.scheduler.jobspec import parse_job
+from p2psched.scheduler.job import parse_job
 from p2psched.worker.config import WorkerConfig
 from tests.test_submit import echo_job, network
 

@@ -19,7 +19,7 @@ from p2psched.dht import messages as m
 from p2psched.histogram import Histogram
 from p2psched.identity import Identity
 from p2psched.node.node import Node
-from p2psched.scheduler.jobspec import parse_job
+from p2psched.scheduler.job import parse_job
 from p2psched.scheduler.run import JobRun
 from p2psched.worker import manager as wm
 from tests.test_dispatch import Net, ad, spec

@@ -11,13 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2psched.scheduler.predictor import (
-    Estimate,
-    LookupTable,
-    Predictor,
-    WorkerViews,
-    size_bucket,
-)
+from p2psched.scheduler.estimate import Estimate, size_bucket
+from p2psched.scheduler.lookup_table import LookupTable
+from p2psched.scheduler.predictor import Predictor
+from p2psched.scheduler.worker_views import WorkerViews
 from p2psched.wire.schema import SchemaError
 
 A = b"\xaa" * 32

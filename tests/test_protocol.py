@@ -145,7 +145,7 @@ def test_store_then_find_value_returns_the_verified_record() -> None:
     a = link.add(A)
     link.add(B)
     key = os.urandom(32)
-    record = a.publish(key, b"hello", 60.0, NOW)
+    record = a.publisher.publish(key, b"hello", 60.0, NOW)
     a.request(B, m.Store(record), NOW)
     link.run()
     (stored,) = link.answers(A)
@@ -308,14 +308,14 @@ def test_records_expire_republish_and_buckets_refresh_on_the_clock() -> None:
     a, b = link.add(A, cfg), link.add(B)
     introduce(link, B, A)
     key = os.urandom(32)
-    a.store.put(a.publish(key, b"mine", 10.0, NOW), NOW)
+    a.store.put(a.publisher.publish(key, b"mine", 10.0, NOW), NOW)
     assert len(a.store.get(key, NOW)) == 1
     events = a.on_timer(NOW + 4.0)
     assert not [e for e in events if isinstance(e, RepublishDue)]
     events = a.on_timer(NOW + 5.0)
     (due,) = [e for e in events if isinstance(e, RepublishDue)]
     assert due.record.key == key and due.record.expires_ms == int((NOW + 15.0) * 1000)
-    a.unpublish(key)
+    a.publisher.unpublish(key)
     assert not [e for e in a.on_timer(NOW + 11.0) if isinstance(e, RepublishDue)]
     assert a.store.get(key, NOW + 15.0) == []
     a.on_timer(NOW + 16.0)

@@ -22,7 +22,7 @@ from p2psched.gate.relay import Bandwidth, Refusal, Relay, RelayLimits
 from p2psched.gate.service import Gate
 from p2psched.identity import Identity
 from p2psched.node.node import JoinError, Node, open_node
-from p2psched.scheduler.jobspec import parse_job
+from p2psched.scheduler.job import parse_job
 from p2psched.wire.address import parse_relay_address, relay_address
 from p2psched.wire.channel import SecureChannel
 from p2psched.wire.noise import ChannelError

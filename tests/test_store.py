@@ -612,7 +612,7 @@ def test_a_job_opened_again_keeps_what_was_stored(store: Store) -> None:
 def test_a_spec_with_a_timestamp_is_kept_and_reads_back_as_the_same_job(store: Store) -> None:
     import yaml
 
-    from p2psched.scheduler.jobspec import parse_job
+    from p2psched.scheduler.job import parse_job
 
     doc = yaml.safe_load("name: x\ndeadline: 2030-06-01T18:00:00Z\ntasks: [{input: 1}]\n")
     store.write([JobOpened("x-1", "x", doc, 1.0, 0.001, math.inf, 1.9e9)])

@@ -221,7 +221,7 @@ def test_what_the_node_learned_of_a_worker_outweighs_its_claim() -> None:
 
 
 def test_a_worker_that_keeps_failing_is_skipped() -> None:
-    from p2psched.scheduler.predictor import WorkerViews
+    from p2psched.scheduler.worker_views import WorkerViews
 
     views = WorkerViews()
     sched = Identity.generate()
@@ -406,7 +406,8 @@ def test_mtr_zero_stops_waiting_for_a_cheapest_worker_that_stopped_answering() -
 
 
 def test_a_job_uses_the_nodes_predictor_and_views_even_while_they_are_empty() -> None:
-    from p2psched.scheduler.predictor import Predictor, WorkerViews
+    from p2psched.scheduler.predictor import Predictor
+    from p2psched.scheduler.worker_views import WorkerViews
 
     predictor, views, strategy = Predictor(), WorkerViews(), Strategy()
     assert len(predictor) == 0 and len(views) == 0  # empty: falsy, but still the node's

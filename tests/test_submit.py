@@ -14,7 +14,7 @@ import trio
 from p2psched.identity import Identity
 from p2psched.node.node import Node, open_node
 from p2psched.resources.detect import Detected
-from p2psched.scheduler.jobspec import parse_job
+from p2psched.scheduler.job import parse_job
 from p2psched.wire.deal import result_hash
 from p2psched.worker.config import WorkerConfig
 
@@ -182,7 +182,7 @@ async def test_a_scheduler_that_does_not_read_is_dropped_and_others_are_served(
 
 
 async def test_a_deadline_already_past_is_refused(tmp_path: Path) -> None:
-    from p2psched.scheduler.jobspec import JobSpecError
+    from p2psched.scheduler.job import JobSpecError
 
     async with network(tmp_path, [WorkerConfig(drivers=("echo",))]) as (scheduler, _):
         late = echo_job(1, deadline="2001-01-01T00:00:00Z")

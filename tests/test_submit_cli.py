@@ -317,7 +317,7 @@ def test_drain_on_a_node_that_is_not_a_worker(node: Path) -> None:
 def test_a_timestamp_deadline_survives_the_trip_to_a_running_node() -> None:
     import yaml
 
-    from p2psched.scheduler.jobspec import parse_job
+    from p2psched.scheduler.job import parse_job
     from p2psched.submit import _iso
 
     doc = yaml.safe_load("name: x\ndeadline: 2099-01-01T00:00:00Z\ntasks: [{input: 1}]\n")

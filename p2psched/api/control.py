@@ -33,10 +33,11 @@ from p2psched.api import metrics, ui
 from p2psched.node.node import Node
 from p2psched.resources.need import Need, NeedError
 from p2psched.scheduler.ads import ad_json
+from p2psched.scheduler.job import JobSpecError, derive_tasks, parse_job
 from p2psched.scheduler.jobs import SubmittedJob, to_json
-from p2psched.scheduler.jobspec import JobSpecError, derive_tasks, parse_job
-from p2psched.scheduler.predictor import MAX_REASON, MODES
+from p2psched.scheduler.predictor import MODES
 from p2psched.scheduler.strategy import STRATEGIES
+from p2psched.scheduler.worker_views import MAX_REASON
 from p2psched.store import Store
 from p2psched.wire.address import host_port
 from p2psched.wire.codec import decode

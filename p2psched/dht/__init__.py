@@ -1,8 +1,9 @@
 """The Kademlia DHT: signed multi-value records over authenticated UDP.
 
 Run a node with `open_dht_node(identity)` (or `nursery.start(serve, identity, ...)`), then
-`put`, `get` and `find_node` on it. The protocol core (`DhtProtocol`) is sans-I/O; the routing
-table, the lookup and the record store are pure and usable on their own.
+`put`, `get` and `find_node` on it. The protocol core (`DhtProtocol`) and this node's
+publishing (`Publisher`, in `publish.py`) are sans-I/O; the routing table, the lookup and the
+record store are pure and usable on their own.
 """
 
 from __future__ import annotations

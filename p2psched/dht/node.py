@@ -123,11 +123,11 @@ class DhtNode:
     ) -> int:
         """Publish `value` under `key` as this node's record on the k closest nodes; it is
         republished every half `ttl` until `unpublish`. Returns how many nodes accepted it."""
-        record = self.protocol.publish(key, value, ttl, self.now(), seq)
+        record = self.protocol.publisher.publish(key, value, ttl, self.now(), seq)
         return await self.replicate(record)
 
     def unpublish(self, key: bytes) -> None:
-        self.protocol.unpublish(key)
+        self.protocol.publisher.unpublish(key)
 
     async def get(self, key: bytes, quorum: int | None = None) -> list[Record]:
         """Every live record under `key`, newest version per publisher, signatures checked.

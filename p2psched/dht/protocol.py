@@ -1,9 +1,10 @@
 """The DHT node's protocol core, sans-I/O: datagrams and `now` in; datagrams, events and the next
 deadline out. It never imports trio and never reads a clock.
 
-Owns: the routing table, the record store, this node's published records, requests in flight and
-their deadlines, and what it counts: drops (`stats`), RPCs by type and outcome, and the round
-trip of every answered request (plain numbers, read by the node's metrics).
+Owns: the routing table, the record store, this node's `Publisher` (whose republishing it reports
+when due; the records themselves are `publish.py`'s), requests in flight and their deadlines, and
+what it counts: drops (`stats`), RPCs by type and outcome, and the round trip of every answered
+request (plain numbers, read by the node's metrics).
 Promises: every datagram is authenticated before it has any effect; a peer's bad input is dropped
 and counted (a request that is well authenticated but malformed gets an `Error` naming the fault)
 and never raises out of `datagram_received`; only authenticated, non-client senders enter the
@@ -23,6 +24,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, replace
 
 from p2psched.dht import messages as m
+from p2psched.dht.publish import Publisher
 from p2psched.dht.records import KEY_BYTES, MAX_VALUE_BYTES, Record, RecordStore, StoreLimits
 from p2psched.dht.routing import Contact, RoutingTable, as_int
 from p2psched.histogram import ROUND_TRIP_BUCKETS, Histogram
@@ -143,15 +145,14 @@ class _Pending:
     cancelled: bool = False
 
 
-@dataclass(slots=True)
-class _Published:
-    value: bytes
-    ttl: float
-    seq: int
-    republish_at: float
-
-
 class DhtProtocol:
+    """The RPC core of one DHT node. It authenticates every datagram, answers PING, FIND_NODE,
+    FIND_VALUE and STORE from its routing table and record store, sends this node's requests
+    and matches their answers (or times them out), proves a peer's address before it answers
+    it in full or lets it into the table, and counts all of it. It owns the routing table, the
+    record store, the requests in flight and this node's `Publisher`; lookups, replication and
+    the clock are the shell's, which feeds it datagrams and `now` and acts on its events."""
+
     def __init__(
         self,
         identity: Identity,
@@ -188,7 +189,7 @@ class DhtProtocol:
         self._pending: dict[int, _Pending] = {}
         self._deadlines: list[tuple[float, int]] = []
         self._outgoing: list[tuple[bytes, Addr]] = []
-        self._published: dict[bytes, _Published] = {}
+        self.publisher = Publisher(identity, max_ttl=cfg.store.max_ttl)
         self._verified: OrderedDict[Record, bool] = OrderedDict()
         # Addresses that answered a request of ours: they receive what is sent to them.
         self._proven: OrderedDict[tuple[bytes, Addr], float] = OrderedDict()  # -> when
@@ -213,8 +214,7 @@ class DhtProtocol:
         while self._deadlines and self._deadlines[0][1] not in self._pending:
             heapq.heappop(self._deadlines)
         first = self._deadlines[0][0] if self._deadlines else float("inf")
-        republish = min((p.republish_at for p in self._published.values()), default=first)
-        return min(first, republish, self._next_maintenance)
+        return min(first, self.publisher.next_due(), self._next_maintenance)
 
     def request(self, to: Contact | Addr, message: m.Request, now: float) -> int:
         """Queue `message` for `to`; its answer comes back as `Answered`, or `TimedOut`."""
@@ -366,29 +366,10 @@ class DhtProtocol:
                 self.routing.touch(target, now)
                 events.append(RefreshDue(target))
         # On time, not at the next maintenance: a short TTL (a worker's ad) must not lapse first.
-        for key, pub in self._published.items():
-            if pub.republish_at <= now:
-                events.append(RepublishDue(self._sign(key, pub, now)))
+        events += [RepublishDue(record) for record in self.publisher.due(now)]
         return events
 
-    # -- publishing ------------------------------------------------------------------------
-
-    def publish(
-        self, key: bytes, value: bytes, ttl: float, now: float, seq: int | None = None
-    ) -> Record:
-        """Sign `value` under `key` as this node's record, and remember to re-sign and republish
-        it every half `ttl` until `unpublish`. Where it is stored is the shell's replication."""
-        if len(value) > MAX_VALUE_BYTES:
-            raise ValueError(f"a record value is at most {MAX_VALUE_BYTES} bytes, not {len(value)}")
-        if not 0 < ttl <= self.config.store.max_ttl:
-            raise ValueError(f"ttl must be in (0, {self.config.store.max_ttl:.0f}] seconds")
-        # Milliseconds since the epoch: a restarted publisher still counts upwards.
-        pub = _Published(value, ttl, seq if seq is not None else int(now * 1000), 0.0)
-        self._published[key] = pub
-        return self._sign(key, pub, now)
-
-    def unpublish(self, key: bytes) -> None:
-        self._published.pop(key, None)
+    # -- records and lookups ---------------------------------------------------------------
 
     def lookup_done(self, target: bytes, now: float) -> None:
         self.routing.touch(target, now)
@@ -408,12 +389,6 @@ class DhtProtocol:
         return hit
 
     # -- internals -------------------------------------------------------------------------
-
-    def _sign(self, key: bytes, pub: _Published, now: float) -> Record:
-        pub.republish_at = now + pub.ttl / 2
-        return Record.create(
-            self.identity, key, pub.value, seq=pub.seq, expires_ms=int((now + pub.ttl) * 1000)
-        )
 
     def _request(
         self, to: Contact | Addr, message: m.Request, now: float, *, internal: str | None = None

@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from p2psched.scheduler.jobspec import (
+from p2psched.scheduler.job import (
     JobSpec,
     JobSpecError,
     TaskSpec,

@@ -28,7 +28,7 @@ from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.scheduler.ads import WorkerAd
 from p2psched.scheduler.discovery import Discovery
-from p2psched.scheduler.predictor import RECENT_FAILURES, Predictor, WorkerViews
+from p2psched.scheduler.predictor import Predictor
 from p2psched.scheduler.run import (
     Close,
     Connect,
@@ -40,6 +40,7 @@ from p2psched.scheduler.run import (
     WorkerState,
 )
 from p2psched.scheduler.strategy import Strategy
+from p2psched.scheduler.worker_views import RECENT_FAILURES, WorkerViews
 from p2psched.store import Store
 from p2psched.store.journal import Entry
 from p2psched.wire.address import is_relayed

@@ -53,11 +53,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from p2psched.resources.detect import Detected
+from p2psched.resources.driver_inputs import KNOWN_DRIVERS as KNOWN_DRIVERS
 from p2psched.resources.profile import Gpu, Profile
 from p2psched.wire.codec import decode
 from p2psched.wire.deal import MAX_RESULT_BYTES
 
-KNOWN_DRIVERS = ("sleep", "echo", "command", "http")
 CONFIGURABLE_DRIVERS = ("command", "http")
 ANY_MODEL = "*"  # the [drivers.http] endpoint for models not listed by name
 _PROGRAM_NAME = re.compile(r"[A-Za-z0-9._+-]{1,64}")

@@ -1,8 +1,10 @@
 """The task drivers: what turns a committed task's input into its result on this worker.
 
-Promises: only drivers the operator enabled are made; each keeps to the task's time limit; every
-failure reaches the caller as a one-line `DriverError` (cancellation still propagates); a command
-runs allowlisted, without a shell, in the task's scratch directory, and is killed with its group.
+Promises: only drivers the operator enabled are made; each checks its input by the rules the job
+spec checks it by (`resources.driver_inputs`) before it runs anything, and keeps to the task's time
+limit; every failure reaches the caller as a one-line `DriverError` (cancellation still
+propagates); a command runs allowlisted, without a shell, in the task's scratch directory, and is
+killed with its group.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import os
 import signal
 import subprocess
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,9 +23,9 @@ from typing import Any, Protocol
 import httpx
 import trio
 
+from p2psched.resources.driver_inputs import KNOWN_DRIVERS, input_refusal
 from p2psched.worker.config import (
     ANY_MODEL,
-    KNOWN_DRIVERS,
     CommandDriverConfig,
     HttpDriverConfig,
     WorkerConfig,
@@ -103,16 +105,10 @@ async def _within_limits(name: str, timeout_s: float, run: Callable[[], Awaitabl
     raise DriverError(f"timed out after {timeout_s:g}s")
 
 
-def _check_fields(given: Any, required: dict[str, str], optional: dict[str, str]) -> None:
-    shape = ", ".join([*required, *(f"{k} (optional)" for k in optional)])
-    if not isinstance(given, Mapping):
-        raise DriverError(f"input must be a mapping with {shape}, not {type(given).__name__}")
-    for key in required:
-        if key not in given:
-            raise DriverError(f"input.{key} is missing; input takes {shape}")
-    for key in given:
-        if key not in required and key not in optional:
-            raise DriverError(f"input has an unknown field {str(key)[:64]!r}; it takes {shape}")
+def _check_input(driver: str, value: Any) -> None:
+    reason = input_refusal(driver, value)
+    if reason is not None:
+        raise DriverError(reason)
 
 
 class EchoDriver:
@@ -132,14 +128,8 @@ class SleepDriver:
     uses_scratch = False
 
     async def run(self, task: DriverTask, progress: Callable[[float], None]) -> Any:
-        _check_fields(task.input, {"seconds": "number"}, {})
+        _check_input(self.name, task.input)
         seconds = task.input["seconds"]
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not 0 <= seconds < math.inf
-        ):
-            raise DriverError(f"input.seconds must be a finite number >= 0, not {seconds!r}")
 
         async def sleep() -> Any:
             reports = max(1, min(_SLEEP_REPORTS, math.floor(seconds)))
@@ -208,20 +198,10 @@ class CommandDriver:
         self._config = config
 
     async def run(self, task: DriverTask, progress: Callable[[float], None]) -> Any:
-        _check_fields(task.input, {"program": "name"}, {"args": "list of text", "stdin": "text"})
-        program, args, stdin = (
-            task.input["program"],
-            task.input.get("args", []),
-            task.input.get("stdin"),
-        )
-        if not isinstance(program, str):
-            raise DriverError(f"input.program must be a name, not {program!r}")
-        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-            raise DriverError("input.args must be a list of text")
-        if any("\0" in a for a in args):
-            raise DriverError("input.args must not contain NUL characters")
-        if stdin is not None and not isinstance(stdin, str):
-            raise DriverError("input.stdin must be text")
+        _check_input(self.name, task.input)
+        program: str = task.input["program"]
+        args: list[str] = task.input.get("args", [])
+        stdin: str | None = task.input.get("stdin")
         prefix = self._config.allow.get(program)
         if prefix is None:
             allowed = ", ".join(sorted(self._config.allow)) or "none"
@@ -311,10 +291,7 @@ class HttpDriver:
         return url
 
     async def run(self, task: DriverTask, progress: Callable[[float], None]) -> Any:
-        if not isinstance(task.input, Mapping):
-            raise DriverError(
-                f"input must be a mapping (the JSON body), not {type(task.input).__name__}"
-            )
+        _check_input(self.name, task.input)
         url = self._endpoint(task.model)
         try:
             body = json.dumps(task.input, allow_nan=False).encode()

@@ -11,8 +11,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 from p2psched.identity import Identity
-from p2psched.scheduler.jobspec import TaskSpec
-from p2psched.scheduler.predictor import Predictor, WorkerViews
+from p2psched.scheduler.job import TaskSpec
+from p2psched.scheduler.predictor import Predictor
 from p2psched.scheduler.queue import TaskQueue
 from p2psched.scheduler.run.actions import Action, Connect, Discover
 from p2psched.scheduler.run.budget import Budget
@@ -22,6 +22,7 @@ from p2psched.scheduler.run.stats import DispatchStats
 from p2psched.scheduler.run.tasks import Shape, TaskRun
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.scheduler.strategy import Candidate, Chooser, Strategy
+from p2psched.scheduler.worker_views import WorkerViews
 from p2psched.store.journal import Entry as JournalEntry
 
 

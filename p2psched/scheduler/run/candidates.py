@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from p2psched.scheduler.jobspec import TaskSpec
+from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run.base import RunBase
 from p2psched.scheduler.run.budget import MONEY_EPSILON

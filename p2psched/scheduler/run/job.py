@@ -24,9 +24,9 @@ from typing import Any
 from p2psched.identity import Identity
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.ads import WorkerAd
-from p2psched.scheduler.jobspec import TaskSpec
+from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
-from p2psched.scheduler.predictor import Predictor, WorkerViews
+from p2psched.scheduler.predictor import Predictor
 from p2psched.scheduler.queue import TaskQueue
 from p2psched.scheduler.run.actions import Action, Close
 from p2psched.scheduler.run.budget import Budget
@@ -39,6 +39,7 @@ from p2psched.scheduler.run.stats import DispatchStats
 from p2psched.scheduler.run.tasks import TaskRun
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.scheduler.strategy import LATE_BINDING, Strategy
+from p2psched.scheduler.worker_views import WorkerViews
 from p2psched.store import StoredTask
 from p2psched.wire.address import is_relayed
 from p2psched.wire.codec import decode, encode

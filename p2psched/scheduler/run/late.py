@@ -8,7 +8,7 @@ worker no more than its slots; a place that comes up when nothing may go there i
 
 from __future__ import annotations
 
-from p2psched.scheduler.jobspec import TaskSpec
+from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.queue import Entry
 from p2psched.scheduler.run.actions import Send

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2psched.resources.profile import Profile
-from p2psched.scheduler.jobspec import TaskSpec
+from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.wire.deal import Receipt
 from p2psched.wire.messages import Task, raw
