@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse, Response
@@ -55,6 +56,14 @@ _NEGOTIATION = (
     "withdrawn",
 )
 _OUTCOMES = ("completed", "failed", "timed_out", "aborted", "retried")
+# Its answer is text, its refusal JSON (as the API's other routes give it): said by hand, as
+# FastAPI would describe a refusal in the route's own media type.
+_REFUSED: dict[int | str, dict[str, Any]] = {
+    401: {
+        "description": "a missing or wrong bearer token",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorAnswer"}}},
+    }
+}
 
 
 def install(app: FastAPI, node: NodeFacade) -> None:
@@ -65,7 +74,7 @@ def install(app: FastAPI, node: NodeFacade) -> None:
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
 
-    @app.get("/metrics", response_class=PlainTextResponse, tags=["metrics"])
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["metrics"], responses=_REFUSED)
     async def metrics() -> Response:
         """This node's metrics, in Prometheus's text format (scrape with the API's token)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
