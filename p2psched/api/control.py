@@ -1,7 +1,7 @@
 """The node's local control API: HTTP/JSON (FastAPI on Hypercorn's trio worker), bearer-token
 authenticated, bound to 127.0.0.1. The CLI's commands that act on a running node use it.
 
-Owns: the routes (each reads or drives the node through its façade, `node.status`, and answers
+Owns: the routes (each reads or drives the node through its façade, `NodeFacade`, and answers
 with a model that `/openapi.json` describes), the token check, and where a running node says it
 listens (`<data-dir>/api.json`, next to `<data-dir>/api.token`, both readable by the owner only).
 Promises: every error is a 4xx with `{"status": "error", "message": ...}` naming what was wrong;
@@ -96,8 +96,8 @@ def api_token(data_dir: Path) -> str:
 def make_app(node: Node, token: str) -> FastAPI:
     app = FastAPI(title="p2psched node control API", version="1")
     app.include_router(ui.router)
-    status = NodeFacade(node)
-    metrics.install(app, status)
+    facade = NodeFacade(node)
+    metrics.install(app, facade)
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Any:
@@ -126,87 +126,87 @@ def make_app(node: Node, token: str) -> FastAPI:
 
     @app.get("/v1/node", responses=refusals())
     async def node_info() -> NodeInfo:
-        return status.info()
+        return facade.info()
 
     @app.get("/v1/gate", responses=refusals(404))
     async def gate_status() -> GateStatus:
         """The gate's relay: its address, reservations, circuits, counters and limits."""
-        return status.gate()
+        return facade.gate()
 
     @app.post("/v1/jobs", status_code=201, responses=refusals(422))
     async def submit(body: JobSubmission) -> JobAccepted:
-        return status.submit(body.spec, body.source)
+        return facade.submit(body.spec, body.source)
 
     @app.get("/v1/jobs", responses=refusals())
     async def jobs() -> list[JobStatus]:
-        return status.jobs()
+        return facade.jobs()
 
     @app.get("/v1/jobs/{job_id}", responses=refusals(404, 422))
     async def job_status(job_id: str) -> JobStatus:
-        return status.job(job_id)
+        return facade.job(job_id)
 
     @app.get("/v1/jobs/{job_id}/tasks/{index}/history", responses=refusals(404, 422))
     async def task_history(job_id: str, index: int) -> TaskHistory:
         """A task's every state transition, with its time and reason, from the node's store."""
-        return status.task_history(job_id, index)
+        return facade.task_history(job_id, index)
 
     @app.get("/v1/jobs/{job_id}/tasks", responses=refusals(404, 422))
     async def tasks(job_id: str, state: str | None = None) -> list[TaskView]:
-        return status.tasks(job_id, state)
+        return facade.tasks(job_id, state)
 
     @app.get("/v1/jobs/{job_id}/results", responses=refusals(404, 422))
     async def results(job_id: str, after: int = 0, limit: int = 1000) -> ResultsPage:
-        return status.results(job_id, after, limit)
+        return facade.results(job_id, after, limit)
 
     @app.post("/v1/jobs/{job_id}/cancel", responses=refusals(404, 422))
     async def cancel(job_id: str, body: CancelRequest) -> Cancelled:
-        return Cancelled(cancelled=status.cancel(job_id, body.tasks))
+        return Cancelled(cancelled=facade.cancel(job_id, body.tasks))
 
     @app.get("/v1/scheduler", responses=refusals())
     async def scheduler() -> SchedulerSettings:
-        return status.scheduler()
+        return facade.scheduler()
 
     @app.post("/v1/scheduler/set", responses=refusals(400, 422))
     async def set_strategy(body: StrategyChoice) -> Switched:
         """Switch the scheduling strategy; it applies at once to every job of this node."""
-        status.switch_strategy(body.name)
+        facade.switch_strategy(body.name)
         return Switched()
 
     @app.post("/v1/scheduler/predict_mode", responses=refusals(400, 422))
     async def set_predict_mode(body: PredictMode) -> Switched:
         """`default` learns from what this node observes; `lookup_table` answers from a table
         frozen from it (or loaded), fast and fixed."""
-        status.switch_predictor(body.mode)
+        facade.switch_predictor(body.mode)
         return Switched()
 
     @app.get("/v1/queue/info", responses=refusals(422))
     async def queue_info(model_name: str = "") -> QueueInfo:
         """Per worker this node knows: expected wait (mean and error, in milliseconds, as the
         design documents give them) and run time for a model, from the predictor."""
-        return QueueInfo(queues=[QueueEntry.of(w) for w in status.queue(model_name or None)])
+        return QueueInfo(queues=[QueueEntry.of(w) for w in facade.queue(model_name or None)])
 
     @app.get("/v1/ledger", responses=refusals(409, 422))
     async def ledger(verify: bool = False) -> Ledger:
         """Spent and earned, per job and per peer, from the signed commitments and receipts
         this node keeps; `verify` re-checks every entry's signature."""
-        return status.ledger(verify)
+        return facade.ledger(verify)
 
     @app.post("/v1/worker/drain", responses=refusals(409))
     async def drain() -> DrainState:
         """A draining worker finishes what it holds and takes nothing new (its quotes and
         commitments are declined with that reason), for maintenance or a clean leave."""
-        return status.drain(True)
+        return facade.drain(True)
 
     @app.post("/v1/worker/undrain", responses=refusals(409))
     async def undrain() -> DrainState:
-        return status.drain(False)
+        return facade.drain(False)
 
     @app.post("/v1/queue/submit", responses=refusals(404, 422))
     async def queue_submit(body: QueueSubmission) -> QueuePlacement:
         """Submit one task for a model (the design documents' `/queue/submit`): the node
         places it as it places a job's. Answers once a worker was chosen, or `wait_s` passed
         (then `scheduled_ti` is empty and `task/query` tells more later)."""
-        placed = await status.submit_task(
+        placed = await facade.submit_task(
             body.model_name, body.task_input, body.driver, body.wait_s
         )
         return QueuePlacement.of(placed)
@@ -215,22 +215,22 @@ def make_app(node: Node, token: str) -> FastAPI:
     async def task_query(task_id: str) -> TaskQuery:
         """A task's state, worker, submit time and result (the design documents'
         `/task/query`); the result is the output once completed, the error once failed."""
-        return TaskQuery.of(status.task(task_id))
+        return TaskQuery.of(facade.task(task_id))
 
     @app.get("/v1/failures", responses=refusals(422))
     async def failures(limit: int = 50) -> FailureList:
         """The latest failures, newest first: each try that failed on a worker (with the
         worker and why), and tasks of this node's jobs that ended failed."""
-        return FailureList(failures=status.failures(limit))
+        return FailureList(failures=facade.failures(limit))
 
     @app.get("/v1/peers", responses=refusals())
     async def peers() -> PeerList:
         """The DHT nodes in this node's routing table: id, address, last heard from."""
-        return PeerList(peers=status.peers())
+        return PeerList(peers=facade.peers())
 
     @app.get("/v1/workers", responses=refusals(422))
     async def workers(need: str = "") -> list[WorkerAdView]:
-        return await status.workers(need)
+        return await facade.workers(need)
 
     return app
 
