@@ -271,7 +271,7 @@ def _worker(worker: WorkerCounters) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "p2psched_worker_tasks_held",
         "Tasks leased, queued or running on this worker",
-        value=worker.held,
+        value=worker.tasks_held,
     )
     yield GaugeMetricFamily(
         "p2psched_worker_results_unacked",

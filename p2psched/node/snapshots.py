@@ -327,7 +327,7 @@ class WorkerCounters:
     slots: int
     free_slots: int
     running: int
-    held: int
+    tasks_held: int  # leased, queued or running
     unacked: int
     unacked_bytes: int
     draining: bool

@@ -331,7 +331,7 @@ class NodeFacade:
             slots=manager.slots,
             free_slots=manager.free_slots,
             running=manager.running,
-            held=manager.held,
+            tasks_held=manager.held,
             unacked=unacked,
             unacked_bytes=unacked_bytes,
             draining=manager.draining,
