@@ -41,6 +41,10 @@ class Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.sum += value
 
+    def copy(self) -> Histogram:
+        """A copy that later observations leave as it is (a snapshot's)."""
+        return Histogram(self.bounds, list(self.counts), self.sum)
+
     @property
     def count(self) -> int:
         return sum(self.counts)

@@ -1,6 +1,7 @@
 """The control API in one process, over real loopback sockets: what needs the node's insides to
-set up (a job no longer kept in memory, a forged Host header, a cut-short token file), and the
-terminal view's drawing of what peers sent."""
+set up (a job no longer kept in memory, a forged Host header, a cut-short token file), that its
+OpenAPI document describes every answer (errors too), and the terminal view's drawing of what
+peers sent."""
 
 from __future__ import annotations
 
@@ -43,6 +44,25 @@ async def test_a_forged_host_header_does_not_skip_the_token(tmp_path: Path) -> N
                 assert r.status_code in (400, 401), (host, r.status_code)
                 if r.status_code == 401:
                     assert str(scheduler.data_dir) not in r.text  # no path given away
+
+
+async def test_the_openapi_document_describes_every_answer(tmp_path: Path) -> None:
+    async with relayed_network(tmp_path, workers=0) as (scheduler, _, _):
+        async with scraper(scheduler) as http:
+            schema = (await http.get("/openapi.json")).json()
+    error = {"$ref": "#/components/schemas/ErrorAnswer"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for status, answer in operation["responses"].items():
+                where = (method, path, status)
+                if status.startswith("2") and path == "/metrics":
+                    assert set(answer["content"]) == {"text/plain"}, where
+                elif status.startswith("2"):  # a model of its own, or a list of one
+                    described = answer["content"]["application/json"]["schema"]
+                    assert "$ref" in described or "$ref" in described["items"], where
+                else:
+                    assert answer["content"]["application/json"]["schema"] == error, where
+            assert "401" in operation["responses"], (method, path)
 
 
 def test_a_token_file_cut_short_is_replaced_and_kept_private(tmp_path: Path) -> None:

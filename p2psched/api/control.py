@@ -1,8 +1,9 @@
 """The node's local control API: HTTP/JSON (FastAPI on Hypercorn's trio worker), bearer-token
 authenticated, bound to 127.0.0.1. The CLI's commands that act on a running node use it.
 
-Owns: the routes, the token check, and where a running node says it listens
-(`<data-dir>/api.json`, next to `<data-dir>/api.token`, both readable by the owner only).
+Owns: the routes (each reads or drives the node through its façade, `NodeFacade`, and answers
+with a model that `/openapi.json` describes), the token check, and where a running node says it
+listens (`<data-dir>/api.json`, next to `<data-dir>/api.token`, both readable by the owner only).
 Promises: every error is a 4xx with `{"status": "error", "message": ...}` naming what was wrong;
 a request without the token gets 401 and changes nothing.
 """
@@ -13,9 +14,8 @@ import hmac
 import json
 import logging
 import os
-import re
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,73 +26,46 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from hypercorn.config import Config
 from hypercorn.trio import serve
-from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from p2psched.api import metrics, ui
+from p2psched.api.bodies import (
+    Cancelled,
+    CancelRequest,
+    FailureList,
+    JobSubmission,
+    PeerList,
+    PredictMode,
+    QueueEntry,
+    QueueInfo,
+    QueuePlacement,
+    QueueSubmission,
+    StrategyChoice,
+    Switched,
+    TaskQuery,
+    refusals,
+)
 from p2psched.node.node import Node
-from p2psched.resources.need import Need, NeedError
-from p2psched.scheduler.ads import ad_json
-from p2psched.scheduler.job import JobSpecError, derive_tasks, parse_job
-from p2psched.scheduler.jobs import SubmittedJob, to_json
-from p2psched.scheduler.predictor import MODES
-from p2psched.scheduler.strategy import STRATEGIES
-from p2psched.scheduler.worker_views import MAX_REASON
-from p2psched.store import Store
-from p2psched.wire.address import host_port
-from p2psched.wire.codec import decode
-from p2psched.wire.deal import task_id_for
+from p2psched.node.snapshots import (
+    DrainState,
+    GateStatus,
+    JobAccepted,
+    JobStatus,
+    Ledger,
+    NodeInfo,
+    ResultsPage,
+    SchedulerSettings,
+    TaskHistory,
+    TaskView,
+    WorkerAdView,
+)
+from p2psched.node.status import Invalid, NodeFacade, NotFound, Refusal, Unavailable, UnknownChoice
+from p2psched.node.status import ledger_view as ledger_view  # (the CLI's offline `ledger` shows it)
 
 TOKEN_FILE = "api.token"
 ENDPOINT_FILE = "api.json"
-
-
-class ApiError(HTTPException):
-    pass
-
-
-class JobSubmission(BaseModel):
-    spec: dict[str, Any] = Field(description="the job spec, as job.yaml holds it")
-    source: str = Field("<api>", description="where the spec came from, for error messages")
-
-
-class CancelRequest(BaseModel):
-    tasks: list[str] | None = Field(None, description="task ids; none or null: the whole job")
-
-
-class StrategyChoice(BaseModel):
-    name: str = Field(description=f"one of: {', '.join(STRATEGIES)}")
-
-
-class PredictMode(BaseModel):
-    mode: str = Field(description=f"one of: {', '.join(MODES)}")
-
-
-class QueueSubmission(BaseModel):
-    """The design documents' task submission: one task for a model, placed by the node."""
-
-    model_name: str = Field(
-        min_length=1, max_length=128, description="a model some worker serves (its ad lists it)"
-    )
-    task_input: dict[str, Any] = Field(
-        default_factory=dict, description="what the worker's driver is given"
-    )
-    metadata: dict[str, Any] = Field(
-        default_factory=dict,
-        description="about the task, for the predictor; accepted, not used yet (it predicts from "
-        "the model and the input's size)",
-    )
-    driver: str = Field("http", max_length=32, description="the driver that runs it: http, echo…")
-    wait_s: float = Field(
-        5.0, ge=0.0, le=60.0, description="how long to wait for the task to be placed"
-    )
-
-
-def ledger_view(store: Store, verify: bool) -> dict[str, Any]:
-    view = store.ledger_summary()
-    if verify:
-        view["problems"] = store.verify_ledger()
-    return view
+# How the API answers each refusal of the node's façade.
+_REFUSED = {NotFound: 404, Invalid: 422, Unavailable: 409, UnknownChoice: 400}
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -123,7 +96,8 @@ def api_token(data_dir: Path) -> str:
 def make_app(node: Node, token: str) -> FastAPI:
     app = FastAPI(title="p2psched node control API", version="1")
     app.include_router(ui.router)
-    metrics.install(app, node)
+    facade = NodeFacade(node)
+    metrics.install(app, facade)
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Any:
@@ -140,322 +114,123 @@ def make_app(node: Node, token: str) -> FastAPI:
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
         return _error(e.status_code, str(e.detail))
 
+    @app.exception_handler(Refusal)
+    async def refused(request: Request, e: Refusal) -> JSONResponse:
+        return _error(_REFUSED.get(type(e), 400), str(e))
+
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ()))
         return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
 
-    def job_of(job_id: str) -> SubmittedJob:
-        job = node.jobs.jobs.get(job_id)
-        if job is None:
-            raise ApiError(404, f"no job {job_id!r} on this node (see GET /v1/jobs)")
-        return job
+    @app.get("/v1/node", responses=refusals())
+    async def node_info() -> NodeInfo:
+        return facade.info()
 
-    @app.get("/v1/node")
-    async def node_info() -> dict[str, Any]:
-        host, port = node.dht.address
-        return {
-            "node_id": node.node_id.hex(),
-            "roles": list(node.roles),
-            "dht": host_port(host, port),
-            "channel": node.worker.address if node.worker else None,
-            "reachability": node.worker.reachability if node.worker else None,
-            "reachability_why": node.worker.why if node.worker else None,
-            "relay_moves": node.worker.relay.moves if node.worker and node.worker.relay else 0,
-            "routing_table": len(node.dht.protocol.routing),
-            "jobs": len(node.jobs.jobs),
-        }
-
-    @app.get("/v1/gate")
-    async def gate_status() -> dict[str, Any]:
+    @app.get("/v1/gate", responses=refusals(404))
+    async def gate_status() -> GateStatus:
         """The gate's relay: its address, reservations, circuits, counters and limits."""
-        if node.gate is None:
-            raise HTTPException(404, "this node is not a gate (start one with p2psched gate)")
-        return node.gate.status()
+        return facade.gate()
 
-    @app.post("/v1/jobs", status_code=201)
-    async def submit(body: JobSubmission) -> dict[str, Any]:
-        try:
-            job = node.jobs.submit(parse_job(body.spec, source=body.source), body.spec)
-        except JobSpecError as e:
-            raise ApiError(422, str(e)) from None
-        return {"job": job.job_id, "tasks": len(job.run.tasks)}
+    @app.post("/v1/jobs", status_code=201, responses=refusals(422))
+    async def submit(body: JobSubmission) -> JobAccepted:
+        return facade.submit(body.spec, body.source)
 
-    @app.get("/v1/jobs")
-    async def jobs() -> list[dict[str, Any]]:
-        now = node.dht.now()
-        return [job.status(now) for job in node.jobs.jobs.values()]
+    @app.get("/v1/jobs", responses=refusals())
+    async def jobs() -> list[JobStatus]:
+        return facade.jobs()
 
-    @app.get("/v1/jobs/{job_id}")
-    async def job_status(job_id: str) -> dict[str, Any]:
-        return job_of(job_id).status(node.dht.now())
+    @app.get("/v1/jobs/{job_id}", responses=refusals(404, 422))
+    async def job_status(job_id: str) -> JobStatus:
+        return facade.job(job_id)
 
-    @app.get("/v1/jobs/{job_id}/tasks/{index}/history")
-    async def task_history(job_id: str, index: int) -> dict[str, Any]:
+    @app.get("/v1/jobs/{job_id}/tasks/{index}/history", responses=refusals(404, 422))
+    async def task_history(job_id: str, index: int) -> TaskHistory:
         """A task's every state transition, with its time and reason, from the node's store."""
-        job = job_of(job_id)
-        task = task_id_for(job_id, index)
-        if task not in job.run.tasks:
-            raise ApiError(404, f"job {job_id} has no task {index} (it has {len(job.run.tasks)})")
-        store = node.jobs.dispatcher.store
-        moves = store.transitions(job_id, task) if store is not None else []
-        return {"task": task, "state": job.run.tasks[task].state.value, "transitions": moves}
+        return facade.task_history(job_id, index)
 
-    @app.get("/v1/jobs/{job_id}/tasks")
-    async def tasks(job_id: str, state: str | None = None) -> list[dict[str, Any]]:
-        job = job_of(job_id)
-        known = {t.state.value for t in job.run.tasks.values()} | {
-            "unscheduled",
-            "queued",
-            "negotiating",
-            "scheduled",
-            "sent",
-            "running",
-            "completed",
-            "failed",
-            "aborted",
-            "timed_out",
-        }
-        if state is not None and state not in known:
-            raise ApiError(422, f"unknown state {state!r}; known: {', '.join(sorted(known))}")
-        return [
-            job.task_view(t)
-            for t in job.run.tasks.values()
-            if state is None or t.state.value == state
-        ]
+    @app.get("/v1/jobs/{job_id}/tasks", responses=refusals(404, 422))
+    async def tasks(job_id: str, state: str | None = None) -> list[TaskView]:
+        return facade.tasks(job_id, state)
 
-    @app.get("/v1/jobs/{job_id}/results")
-    async def results(job_id: str, after: int = 0, limit: int = 1000) -> dict[str, Any]:
-        job = job_of(job_id)
-        if after < 0 or not 1 <= limit <= 10_000:
-            raise ApiError(422, "after must be >= 0 and limit 1..10000")
-        settled = job.settled[after : after + limit]
-        return {"next": after + len(settled), "results": [job.result_view(t) for t in settled]}
+    @app.get("/v1/jobs/{job_id}/results", responses=refusals(404, 422))
+    async def results(job_id: str, after: int = 0, limit: int = 1000) -> ResultsPage:
+        return facade.results(job_id, after, limit)
 
-    @app.post("/v1/jobs/{job_id}/cancel")
-    async def cancel(job_id: str, body: CancelRequest) -> dict[str, Any]:
-        tasks = body.tasks
-        job = job_of(job_id)
-        unknown = [t for t in tasks or [] if t not in job.run.tasks]
-        if unknown:
-            raise ApiError(404, f"job {job_id} has no task {unknown[0]!r}")
-        return {"cancelled": node.jobs.cancel(job_id, tasks)}
+    @app.post("/v1/jobs/{job_id}/cancel", responses=refusals(404, 422))
+    async def cancel(job_id: str, body: CancelRequest) -> Cancelled:
+        return Cancelled(cancelled=facade.cancel(job_id, body.tasks))
 
-    @app.get("/v1/scheduler")
-    async def scheduler() -> dict[str, Any]:
-        d = node.jobs.dispatcher
-        return {
-            "strategy": d.strategy.name,
-            "strategies": list(STRATEGIES),
-            "predict_mode": d.predictor.mode,
-            "predict_modes": list(MODES),
-        }
+    @app.get("/v1/scheduler", responses=refusals())
+    async def scheduler() -> SchedulerSettings:
+        return facade.scheduler()
 
-    @app.post("/v1/scheduler/set")
-    async def set_strategy(body: StrategyChoice) -> dict[str, Any]:
+    @app.post("/v1/scheduler/set", responses=refusals(400, 422))
+    async def set_strategy(body: StrategyChoice) -> Switched:
         """Switch the scheduling strategy; it applies at once to every job of this node."""
-        return switched(node.jobs.dispatcher.strategy.set, body.name)
+        facade.switch_strategy(body.name)
+        return Switched()
 
-    @app.post("/v1/scheduler/predict_mode")
-    async def set_predict_mode(body: PredictMode) -> dict[str, Any]:
+    @app.post("/v1/scheduler/predict_mode", responses=refusals(400, 422))
+    async def set_predict_mode(body: PredictMode) -> Switched:
         """`default` learns from what this node observes; `lookup_table` answers from a table
         frozen from it (or loaded), fast and fixed."""
-        return switched(node.jobs.dispatcher.predictor.set_mode, body.mode)
+        facade.switch_predictor(body.mode)
+        return Switched()
 
-    def switched(switch: Callable[[str], None], name: str) -> dict[str, Any]:
-        """The design documents' answer to a switch: success and OK, or a 400 saying why."""
-        try:
-            switch(name)
-        except ValueError as e:
-            raise ApiError(400, str(e)) from None
-        return {"status": "success", "message": "OK"}
-
-    @app.get("/v1/queue/info")
-    async def queue_info(model_name: str = "") -> dict[str, Any]:
+    @app.get("/v1/queue/info", responses=refusals(422))
+    async def queue_info(model_name: str = "") -> QueueInfo:
         """Per worker this node knows: expected wait (mean and error, in milliseconds, as the
         design documents give them) and run time for a model, from the predictor."""
-        d = node.jobs.dispatcher
-        queues = []
-        for worker in d.known_workers():
-            if model_name and not serves(worker, model_name):
-                continue
-            e = d.predictor.estimate(worker, model_name or None, 0)
-            queues.append(
-                {
-                    "model_name": model_name or None,
-                    "ti_uuid": worker.hex(),
-                    "waiting_time_expect": e.wait_mean * 1000.0,
-                    "waiting_time_error": e.wait_err * 1000.0,
-                    "run_time_expect": e.run_mean * 1000.0,
-                    "source": e.source,
-                    "view": d.views.view(worker, d.clock()) if worker in d.views else None,
-                }
-            )
-        return {"status": "success", "queues": queues}
+        return QueueInfo(queues=[QueueEntry.of(w) for w in facade.queue(model_name or None)])
 
-    def serves(worker: bytes, model: str) -> bool:
-        """Whether its latest ad lists `model`, or this node saw it run that model."""
-        d = node.jobs.dispatcher
-        ad = d.ads.get(worker)
-        if ad is not None and ad.expires > node.dht.now():
-            return model in ad.profile.installed_models
-        view = d.views.view(worker) if worker in d.views else {}
-        return any(m["model"] == model for m in view.get("performance", {}).get("models", []))
-
-    @app.get("/v1/ledger")
-    async def ledger(verify: bool = False) -> dict[str, Any]:
+    @app.get("/v1/ledger", responses=refusals(409, 422))
+    async def ledger(verify: bool = False) -> Ledger:
         """Spent and earned, per job and per peer, from the signed commitments and receipts
         this node keeps; `verify` re-checks every entry's signature."""
-        store = node.jobs.dispatcher.store
-        if store is None:
-            raise ApiError(409, "this node keeps no store")
-        return ledger_view(store, verify)
+        return facade.ledger(verify)
 
-    @app.post("/v1/worker/drain")
-    async def drain() -> dict[str, Any]:
-        return set_draining(True)
-
-    @app.post("/v1/worker/undrain")
-    async def undrain() -> dict[str, Any]:
-        return set_draining(False)
-
-    def set_draining(on: bool) -> dict[str, Any]:
+    @app.post("/v1/worker/drain", responses=refusals(409))
+    async def drain() -> DrainState:
         """A draining worker finishes what it holds and takes nothing new (its quotes and
         commitments are declined with that reason), for maintenance or a clean leave."""
-        if node.worker is None:
-            raise ApiError(409, "this node is not a worker (start it with `p2psched worker join`)")
-        manager = node.worker.service.manager
-        manager.draining = on
-        return {"draining": on, "held": manager.tasks_held}
+        return facade.drain(True)
 
-    @app.post("/v1/queue/submit")
-    async def queue_submit(body: QueueSubmission) -> dict[str, Any]:
+    @app.post("/v1/worker/undrain", responses=refusals(409))
+    async def undrain() -> DrainState:
+        return facade.drain(False)
+
+    @app.post("/v1/queue/submit", responses=refusals(404, 422))
+    async def queue_submit(body: QueueSubmission) -> QueuePlacement:
         """Submit one task for a model (the design documents' `/queue/submit`): the node
         places it as it places a job's. Answers once a worker was chosen, or `wait_s` passed
         (then `scheduled_ti` is empty and `task/query` tells more later)."""
-        spec = {
-            "name": "queue-" + re.sub(r"[^A-Za-z0-9._-]+", "-", body.model_name)[:48],
-            "driver": body.driver,
-            "resources": {"model": body.model_name},
-            "tasks": [{"input": body.task_input}],
-        }
-        try:
-            parsed = parse_job(spec, source="queue/submit")
-        except JobSpecError as e:
-            raise ApiError(422, str(e)) from None
-        need = derive_tasks(parsed)[0].need
-        if not await node.discovery.find(need):
-            raise ApiError(
-                404, f"no worker in the network serves model {body.model_name!r} ({need})"
-            )
-        job = node.jobs.submit(parsed, spec)
-        task = next(iter(job.run.tasks.values()))
-        with trio.move_on_after(body.wait_s):
-            while task.worker is None and not task.state.final:
-                await trio.sleep(0.05)
-        worker = task.placed_on
-        return {
-            "status": "success",
-            "task_id": task.spec.task_id,
-            "scheduled_ti": worker.hex() if worker else "",
-            "task_status": task.state.value,
-        }
+        placed = await facade.submit_task(
+            body.model_name, body.task_input, body.driver, body.wait_s
+        )
+        return QueuePlacement.of(placed)
 
-    @app.get("/v1/task/query")
-    async def task_query(task_id: str) -> dict[str, Any]:
+    @app.get("/v1/task/query", responses=refusals(404, 422))
+    async def task_query(task_id: str) -> TaskQuery:
         """A task's state, worker, submit time and result (the design documents'
         `/task/query`); the result is the output once completed, the error once failed."""
-        job_id = task_id.rpartition("/")[0]
-        job = node.jobs.jobs.get(job_id)
-        t = job.run.tasks.get(task_id) if job is not None else None
-        if job is not None and t is not None:
-            worker = t.placed_on
-            state, submitted = t.state.value, job.submitted_at
-            result = to_json(t.output) if state == "completed" else t.error
-        else:  # a job no longer kept in memory: its record
-            store = node.jobs.dispatcher.store
-            found = store.task(job_id, task_id) if store is not None else None
-            if found is None:
-                raise ApiError(404, f"no task {task_id!r} on this node (a task id is JOB/N)")
-            submitted, stored = found
-            worker, state = stored.worker, stored.state
-            output = decode(stored.output) if stored.output is not None else None
-            result = to_json(output) if state == "completed" else stored.error
-        return {
-            "status": "success",
-            "task_id": task_id,
-            "task_status": state,
-            "scheduled_ti": worker.hex() if worker else "",
-            "submit_time": submitted,
-            "result": result,
-        }
+        return TaskQuery.of(facade.task(task_id))
 
-    @app.get("/v1/failures")
-    async def failures(limit: int = 50) -> dict[str, Any]:
+    @app.get("/v1/failures", responses=refusals(422))
+    async def failures(limit: int = 50) -> FailureList:
         """The latest failures, newest first: each try that failed on a worker (with the
         worker and why), and tasks of this node's jobs that ended failed."""
-        if not 1 <= limit <= 1000:
-            raise ApiError(422, "limit must be 1..1000")
-        d = node.jobs.dispatcher
-        tried: list[dict[str, Any]] = [
-            {
-                "job": last.task.rpartition("/")[0],
-                "task": last.task,
-                "worker": worker.hex(),
-                "reason": last.reason,
-                "outcome": last.outcome,
-                "at": last.at,
-            }
-            for worker, last in d.views.recent_failures
-        ]
-        last_try = {f["task"]: f["reason"] for f in tried}  # (newest last: the last try's)
-        ended: list[dict[str, Any]] = []
-        for job_id, task_id, at in d.ended_failures:
-            job = node.jobs.jobs.get(job_id)
-            t = job.run.tasks.get(task_id) if job is not None else None
-            if t is None or last_try.get(task_id) == (t.error or "")[:MAX_REASON]:
-                continue  # gone from memory, or the same failure as its last try: listed once
-            ended.append(
-                {
-                    "job": job_id,
-                    "task": task_id,
-                    "worker": t.worker.hex() if t.worker else None,
-                    "reason": t.error,
-                    "outcome": t.state.value,
-                    "at": at,
-                }
-            )
-        latest = sorted(tried + ended, key=lambda f: -f["at"])[:limit]
-        return {"status": "success", "failures": latest}
+        return FailureList(failures=facade.failures(limit))
 
-    @app.get("/v1/peers")
-    async def peers() -> dict[str, Any]:
+    @app.get("/v1/peers", responses=refusals())
+    async def peers() -> PeerList:
         """The DHT nodes in this node's routing table: id, address, last heard from."""
-        now = node.dht.now()
-        seen = node.dht.protocol.routing.seen()
-        return {
-            "status": "success",
-            "peers": [
-                {
-                    "node_id": c.node_id.hex(),
-                    "address": host_port(c.host, c.port),
-                    "last_seen_s": round(max(0.0, now - last), 1),
-                    "failures": fails,
-                }
-                for c, last, fails in sorted(seen, key=lambda x: -x[1])
-            ],
-        }
+        return PeerList(peers=facade.peers())
 
-    @app.get("/v1/workers")
-    async def workers(need: str = "") -> list[dict[str, Any]]:
-        try:
-            parsed = Need.parse(need)
-        except NeedError as e:
-            raise ApiError(422, f"need: {e}") from None
-        ads = await node.discovery.find(parsed)
-        now = node.dht.now()
-        return [ad_json(ad, now) for ad in ads]
+    @app.get("/v1/workers", responses=refusals(422))
+    async def workers(need: str = "") -> list[WorkerAdView]:
+        return await facade.workers(need)
 
     return app
 

@@ -2,10 +2,10 @@
 token), in the text exposition format, all named `p2psched_*`.
 
 Owns: a `CollectorRegistry` per installed app (never the process-wide one: a process may run
-several nodes), and the mapping from the node's own plain numbers (the DHT core's counters and
-round trips, the jobs' `DispatchStats`, the relay's counters, the task manager's run times) to
-metric families.
-Promises: every value is read from the node's state when scraped, on the trio thread (the route
+several nodes), and the mapping from the node's own plain numbers, as its façade's counters
+give them (the DHT core's counters and round trips, the jobs' stats, the relay's counters, the
+task manager's run times), to metric families.
+Promises: every value is read through the façade when scraped, on the trio thread (the route
 is async), so a scrape sees one moment and costs nothing in between; label values come from
 fixed sets in the code, but for `worker` on the predicted-wait gauge, at most `MAX_WORKERS`.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse, Response
@@ -33,10 +34,9 @@ from prometheus_client.core import (
     Metric,
 )
 
-from p2psched.gate.relay import Relay
 from p2psched.histogram import Histogram
-from p2psched.node.node import Node, WorkerRole
-from p2psched.scheduler.lifecycle import TaskState
+from p2psched.node.snapshots import DhtCounters, RelayCounters, WorkerCounters
+from p2psched.node.status import NodeFacade
 
 MAX_WORKERS = 200  # per-worker series; the workers of running jobs come first
 _RESERVATIONS = ("made", "refreshed", "refused", "expired")
@@ -56,9 +56,17 @@ _NEGOTIATION = (
     "withdrawn",
 )
 _OUTCOMES = ("completed", "failed", "timed_out", "aborted", "retried")
+# Its answer is text, its refusal JSON (as the API's other routes give it): said by hand, as
+# FastAPI would describe a refusal in the route's own media type.
+_REFUSED: dict[int | str, dict[str, Any]] = {
+    401: {
+        "description": "a missing or wrong bearer token",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorAnswer"}}},
+    }
+}
 
 
-def install(app: FastAPI, node: Node) -> None:
+def install(app: FastAPI, node: NodeFacade) -> None:
     """Serve `node`'s metrics at `GET /metrics` on `app`, from a registry of its own."""
     registry = CollectorRegistry()
     registry.register(NodeCollector(node))
@@ -66,7 +74,7 @@ def install(app: FastAPI, node: Node) -> None:
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
 
-    @app.get("/metrics", response_class=PlainTextResponse, tags=["metrics"])
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["metrics"], responses=_REFUSED)
     async def metrics() -> Response:
         """This node's metrics, in Prometheus's text format (scrape with the API's token)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -75,88 +83,84 @@ def install(app: FastAPI, node: Node) -> None:
 class NodeCollector:
     """Reads one node's state into metric families, each time it is scraped."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeFacade) -> None:
         self.node = node
 
     def collect(self) -> Iterator[Metric]:
         node = self.node
+        me = node.info()
         info = GaugeMetricFamily(
             "p2psched_node_info", "This node: its id and roles (always 1)", labels=["node", "roles"]
         )
-        info.add_metric([node.node_id.hex(), ",".join(node.roles)], 1)
+        info.add_metric([me.node_id, ",".join(me.roles)], 1)
         yield info
         yield from _scheduler(node)
-        yield from _dht(node)
-        if node.gate is not None:
-            yield from _relay(node.gate.relay)
-        if node.worker is not None:
-            yield from _worker(node.worker)
+        yield from _dht(node.dht_counters())
+        relay = node.relay_counters()
+        if relay is not None:
+            yield from _relay(relay)
+        worker = node.worker_counters()
+        if worker is not None:
+            yield from _worker(worker)
 
 
-def _scheduler(node: Node) -> Iterator[Metric]:
-    jobs = list(node.jobs.jobs.values())
-    running = [j for j in jobs if j.finished_at is None]
+def _scheduler(node: NodeFacade) -> Iterator[Metric]:
+    c = node.scheduler_counters()
     by_state = GaugeMetricFamily(
         "p2psched_jobs", "Jobs this node keeps, by state", labels=["state"]
     )
-    by_state.add_metric(["running"], len(running))
-    by_state.add_metric(["done"], len(jobs) - len(running))
+    by_state.add_metric(["running"], c.jobs_running)
+    by_state.add_metric(["done"], c.jobs_done)
     yield by_state
 
-    counts: Counter[str] = Counter()
-    for job in running:
-        counts.update(job.run.counts())
     tasks = GaugeMetricFamily(
         "p2psched_tasks", "Tasks of this node's running jobs, by state", labels=["state"]
     )
-    for state in TaskState:
-        tasks.add_metric([state.value], counts[state.value])
+    for state, n in c.tasks.items():
+        tasks.add_metric([state], n)
     yield tasks
     yield GaugeMetricFamily(
         "p2psched_queue_depth",
         "Tasks of this node's running jobs queued, waiting for a worker",
-        value=counts[TaskState.QUEUED.value],
+        value=c.tasks["queued"],
     )
-    d = node.jobs.dispatcher
     yield _histogram(
         "p2psched_queue_wait_seconds",
         "Seconds tasks waited queued before they went to a worker",
-        {(): d.stats.queue_wait},
+        {(): c.queue_wait},
     )
     yield _counter(
         "p2psched_negotiations",
         "Steps of the deal with workers, by outcome: quotes asked and given, declines, "
         "unanswered asks, commitments, leases, rejections, late-binding places and moves",
         "outcome",
-        d.stats.negotiation,
+        c.negotiation,
         _NEGOTIATION,
     )
     yield _counter(
         "p2psched_task_outcomes",
         "Tasks that reached a final state, by state, and tasks retried after a worker had them",
         "outcome",
-        d.stats.outcomes,
+        c.outcomes,
         _OUTCOMES,
     )
     yield GaugeMetricFamily(
         "p2psched_workers_connected",
         "Workers this node's scheduler has a channel open to",
-        value=d.connected_workers,
+        value=c.workers_connected,
     )
     waits = GaugeMetricFamily(
         "p2psched_worker_predicted_wait_seconds",
         f"Predicted queue wait per worker known to this node (at most {MAX_WORKERS} workers)",
         labels=["worker"],
     )
-    for worker in d.known_workers()[:MAX_WORKERS]:
-        mean = d.predictor.estimate(worker, None, 0).wait_mean
-        if math.isfinite(mean):
-            waits.add_metric([worker.hex()[:16]], mean)
+    for wait in node.queue(limit=MAX_WORKERS):
+        if math.isfinite(wait.wait_mean):
+            waits.add_metric([wait.worker.hex()[:16]], wait.wait_mean)
     yield waits
 
 
-def _dht(node: Node) -> Iterator[Metric]:
-    p = node.dht.protocol
+def _dht(p: DhtCounters) -> Iterator[Metric]:
     yield _by_labels(
         "p2psched_dht_rpcs_sent",
         "DHT requests this node sent, by type and outcome (answered, error, timed_out, "
@@ -181,46 +185,45 @@ def _dht(node: Node) -> Iterator[Metric]:
         "p2psched_dht_dropped",
         "DHT datagrams dropped, by reason (unauthenticated, replayed, malformed, ...)",
         "reason",
-        _prefixed(p.stats, "dropped_"),
+        _prefixed(p.events, "dropped_"),
     )
     yield _counter(
         "p2psched_dht_events",
         "Other things the DHT core counts (datagrams in, stores accepted, records expired, "
         "send errors, late answers, ...)",
         "event",
-        Counter({k: n for k, n in p.stats.items() if not k.startswith("dropped_")}),
+        Counter({k: n for k, n in p.events.items() if not k.startswith("dropped_")}),
     )
     yield GaugeMetricFamily(
         "p2psched_dht_routing_table_contacts",
         "Contacts in this node's routing table",
-        value=len(p.routing),
+        value=p.routing_contacts,
     )
     yield GaugeMetricFamily(
-        "p2psched_dht_records_stored", "DHT records this node holds for others", value=len(p.store)
+        "p2psched_dht_records_stored", "DHT records this node holds for others", value=p.records
     )
     yield GaugeMetricFamily(
         "p2psched_dht_record_bytes_stored",
         "Bytes of the DHT records this node holds",
-        value=p.store.bytes_held,
+        value=p.record_bytes,
     )
 
 
-def _relay(relay: Relay) -> Iterator[Metric]:
+def _relay(relay: RelayCounters) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "p2psched_relay_reservations",
         "Relay reservations this gate holds for workers",
-        value=relay.reservations_held,
+        value=relay.reservations,
     )
-    up, pending = relay.circuits_open
     circuits = GaugeMetricFamily(
         "p2psched_relay_circuits",
         "Circuits through this gate: up, or waiting for their worker",
         labels=["state"],
     )
-    circuits.add_metric(["up"], up)
-    circuits.add_metric(["pending"], pending)
+    circuits.add_metric(["up"], relay.circuits_up)
+    circuits.add_metric(["pending"], relay.circuits_pending)
     yield circuits
-    c = relay.counters
+    c = relay.events
     yield _counter(
         "p2psched_relay_reservation_events",
         "Relay reservations by what became of a request: made, refreshed, refused, expired",
@@ -244,71 +247,71 @@ def _relay(relay: Relay) -> Iterator[Metric]:
         _DIALBACKS,
     )
     yield CounterMetricFamily(
-        "p2psched_relay_bytes", "Bytes relayed, both ways", value=c["bytes_relayed"]
+        "p2psched_relay_bytes", "Bytes relayed, both ways", value=c.get("bytes_relayed", 0)
     )
     yield CounterMetricFamily(
         "p2psched_relay_connections_shed",
         "Connections the gate closed at once: over its per-address or total limits",
-        value=c["connections_shed"],
+        value=c.get("connections_shed", 0),
     )
 
 
-def _worker(role: WorkerRole) -> Iterator[Metric]:
-    manager = role.service.manager
+def _worker(worker: WorkerCounters) -> Iterator[Metric]:
     yield GaugeMetricFamily(
-        "p2psched_worker_slots", "Tasks this worker runs at once", value=manager.slots
+        "p2psched_worker_slots", "Tasks this worker runs at once", value=worker.slots
     )
     yield GaugeMetricFamily(
         "p2psched_worker_slots_free",
         "Slots free now (0 while draining)",
-        value=manager.free_slots,
+        value=worker.free_slots,
     )
     yield GaugeMetricFamily(
-        "p2psched_worker_tasks_running", "Tasks running on this worker", value=manager.running
+        "p2psched_worker_tasks_running", "Tasks running on this worker", value=worker.running
     )
     yield GaugeMetricFamily(
         "p2psched_worker_tasks_held",
         "Tasks leased, queued or running on this worker",
-        value=manager.tasks_held,
+        value=worker.tasks_held,
     )
-    count, size = manager.unacked
     yield GaugeMetricFamily(
         "p2psched_worker_results_unacked",
         "Results kept until their scheduler acknowledges them",
-        value=count,
+        value=worker.unacked,
     )
     yield GaugeMetricFamily(
-        "p2psched_worker_results_unacked_bytes", "Bytes of those results", value=size
+        "p2psched_worker_results_unacked_bytes",
+        "Bytes of those results",
+        value=worker.unacked_bytes,
     )
     yield GaugeMetricFamily(
-        "p2psched_worker_draining", "1 while the worker drains", value=int(manager.draining)
+        "p2psched_worker_draining", "1 while the worker drains", value=int(worker.draining)
     )
     yield CounterMetricFamily(
         "p2psched_worker_tasks_completed",
         "Tasks this worker ran to a result it sent back",
-        value=role.service.completed,
+        value=worker.completed,
     )
     yield _histogram(
         "p2psched_worker_driver_run_seconds",
         "Seconds a task's run took, by driver",
-        {(driver,): h for driver, h in sorted(manager.run_seconds.items())},
+        {(driver,): h for driver, h in sorted(worker.run_seconds.items())},
         ["driver"],
     )
-    if role.relay is not None:
+    if worker.relay_moves is not None:
         yield CounterMetricFamily(
             "p2psched_worker_relay_moves",
             "Times this worker's relay reservation moved to another gate",
-            value=role.relay.moves,
+            value=worker.relay_moves,
         )
 
 
 def _counter(
-    name: str, doc: str, label: str, counts: Counter[str], known: Iterable[str] = ()
+    name: str, doc: str, label: str, counts: Mapping[str, int], known: Iterable[str] = ()
 ) -> CounterMetricFamily:
     """A counter by `label`: every known value (0 if not seen yet, so that a dashboard has the
     series from the start), and any other value the core counted."""
     values = dict.fromkeys([*known, *sorted(counts)])
-    return _by_labels(name, doc, [label], {(value,): counts[value] for value in values})
+    return _by_labels(name, doc, [label], {(value,): counts.get(value, 0) for value in values})
 
 
 def _by_labels(
@@ -322,7 +325,7 @@ def _by_labels(
     return family
 
 
-def _prefixed(counts: Counter[str], prefix: str) -> Counter[str]:
+def _prefixed(counts: Mapping[str, int], prefix: str) -> Counter[str]:
     return Counter({k.removeprefix(prefix): n for k, n in counts.items() if k.startswith(prefix)})
 
 

@@ -201,6 +201,11 @@ class TaskManager:
 
     # -- events ---------------------------------------------------------------------------
 
+    def drain(self, on: bool) -> None:
+        """While draining, it takes no new tasks (it declines and rejects, and its ad shows no
+        free slot); what it holds runs to the end."""
+        self.draining = on
+
     def connected(self, peer: bytes, public_key: bytes, now: float) -> None:
         known = self._peers.get(peer)
         if known is not None and known.connected:

@@ -1,0 +1,168 @@
+"""The control API's own bodies: the requests it takes, the error it answers with, and the answers
+in the design documents' shapes (`ti_uuid`, `scheduled_ti`, milliseconds), made here, at the
+API's edge, from the node's snapshots (which say `worker` and seconds).
+
+Promises: every answer the API gives is one of these or a `node.snapshots` model, so
+`/openapi.json` describes it; `refusals` documents the errors a route can answer with.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from p2psched.node.snapshots import Failure, Peer, TaskRecord, WorkerRecord, WorkerWait
+from p2psched.node.status import PREDICT_MODES, STRATEGIES
+
+# -- requests ------------------------------------------------------------------------------
+
+
+class JobSubmission(BaseModel):
+    spec: dict[str, Any] = Field(description="the job spec, as job.yaml holds it")
+    source: str = Field("<api>", description="where the spec came from, for error messages")
+
+
+class CancelRequest(BaseModel):
+    tasks: list[str] | None = Field(None, description="task ids; none or null: the whole job")
+
+
+class StrategyChoice(BaseModel):
+    name: str = Field(description=f"one of: {', '.join(STRATEGIES)}")
+
+
+class PredictMode(BaseModel):
+    mode: str = Field(description=f"one of: {', '.join(PREDICT_MODES)}")
+
+
+class QueueSubmission(BaseModel):
+    """The design documents' task submission: one task for a model, placed by the node."""
+
+    model_name: str = Field(
+        min_length=1, max_length=128, description="a model some worker serves (its ad lists it)"
+    )
+    task_input: dict[str, Any] = Field(
+        default_factory=dict, description="what the worker's driver is given"
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="about the task, for the predictor; accepted, not used yet (it predicts from "
+        "the model and the input's size)",
+    )
+    driver: str = Field("http", max_length=32, description="the driver that runs it: http, echo…")
+    wait_s: float = Field(
+        5.0, ge=0.0, le=60.0, description="how long to wait for the task to be placed"
+    )
+
+
+# -- answers -------------------------------------------------------------------------------
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ErrorAnswer(Answer):
+    status: Literal["error"] = "error"
+    message: str = Field(description="what was wrong, and what to do")
+
+
+class Switched(Answer):
+    """The design documents' answer to a switch of strategy or predictor mode."""
+
+    status: Literal["success"] = "success"
+    message: Literal["OK"] = "OK"
+
+
+class Cancelled(Answer):
+    cancelled: list[str] = Field(description="the tasks aborted (those not final yet)")
+
+
+class QueueEntry(Answer):
+    """A worker's expected wait and run time for a model, as the design documents give them."""
+
+    model_name: str | None
+    ti_uuid: str = Field(description="the worker's node id")
+    waiting_time_expect: float = Field(description="milliseconds")
+    waiting_time_error: float = Field(description="milliseconds")
+    run_time_expect: float = Field(description="milliseconds")
+    source: str = Field(description="what the prediction rests on: observed, claimed, ...")
+    view: WorkerRecord | None = Field(description="this node's record of the worker, if any")
+
+    @classmethod
+    def of(cls, wait: WorkerWait) -> QueueEntry:
+        return cls(
+            model_name=wait.model,
+            ti_uuid=wait.worker.hex(),
+            waiting_time_expect=wait.wait_mean * 1000.0,
+            waiting_time_error=wait.wait_err * 1000.0,
+            run_time_expect=wait.run_mean * 1000.0,
+            source=wait.source,
+            view=wait.record,
+        )
+
+
+class QueueInfo(Answer):
+    status: Literal["success"] = "success"
+    queues: list[QueueEntry]
+
+
+class QueuePlacement(Answer):
+    status: Literal["success"] = "success"
+    task_id: str
+    scheduled_ti: str = Field(description="the chosen worker's node id; empty: none yet")
+    task_status: str
+
+    @classmethod
+    def of(cls, task: TaskRecord) -> QueuePlacement:
+        return cls(task_id=task.task, scheduled_ti=_hex(task.worker), task_status=task.state)
+
+
+class TaskQuery(Answer):
+    status: Literal["success"] = "success"
+    task_id: str
+    task_status: str
+    scheduled_ti: str = Field(description="its worker's node id; empty: none yet")
+    submit_time: float
+    result: Any = Field(description="the output once completed, the error once failed")
+
+    @classmethod
+    def of(cls, task: TaskRecord) -> TaskQuery:
+        return cls(
+            task_id=task.task,
+            task_status=task.state,
+            scheduled_ti=_hex(task.worker),
+            submit_time=task.submitted_at,
+            result=task.result,
+        )
+
+
+class FailureList(Answer):
+    status: Literal["success"] = "success"
+    failures: list[Failure]
+
+
+class PeerList(Answer):
+    status: Literal["success"] = "success"
+    peers: list[Peer]
+
+
+def _hex(worker: bytes | None) -> str:
+    return worker.hex() if worker else ""
+
+
+_REFUSALS = {
+    400: "not one of the choices there are",
+    401: "a missing or wrong bearer token",
+    404: "no such job, task or role on this node",
+    409: "this node cannot do that (it is no worker, or keeps no store)",
+    422: "the request is invalid",
+}
+
+
+def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI description of a route's error answers: 401 and `statuses`."""
+    return {
+        status: {"model": ErrorAnswer, "description": _REFUSALS[status]}
+        for status in sorted({401, *statuses})
+    }

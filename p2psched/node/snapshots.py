@@ -1,0 +1,336 @@
+"""What a reader of a running node sees: plain, frozen snapshots of its state, taken by the
+node's façade (`node.status.NodeFacade`) and shown as they are by the control API, its
+dashboard and the CLI.
+
+Promises: a snapshot is a copy taken at one moment; nothing in it changes afterwards, and
+nothing in it reaches back into the node. A JSON snapshot (a pydantic model) names exactly the
+fields the control API answers with, ids in hex, and refuses a field it does not describe, so
+that `/openapi.json` stays true to the answers. The counters the metrics read are dataclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from p2psched.gate.relay import RelayLimits
+from p2psched.histogram import Histogram
+
+
+class Snapshot(BaseModel):
+    # `forbid`: a view that grows a field fails loudly until its model describes it.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# -- the node and its gate -------------------------------------------------------------------
+
+
+class NodeInfo(Snapshot):
+    node_id: str
+    roles: tuple[str, ...] = Field(description="worker, gate, scheduler: what this node runs")
+    dht: str = Field(description="HOST:PORT of its DHT (UDP)")
+    channel: str | None = Field(description="where schedulers reach its worker; null: no worker")
+    reachability: str | None = Field(description="public or private: how schedulers reach it")
+    reachability_why: str | None
+    relay_moves: int = Field(description="times its worker's relay reservation changed gates")
+    routing_table: int = Field(description="contacts in its DHT routing table")
+    jobs: int = Field(description="jobs it keeps in memory")
+
+
+class Reservation(Snapshot):
+    peer: str
+    ip: str
+    since: float = Field(description="seconds it has been held")
+    expires_in: float
+
+
+class Circuit(Snapshot):
+    id: int
+    from_: str = Field(alias="from", description="the node that asked for it")
+    to: str = Field(description="the worker it reaches")
+    up: bool = Field(description="false while waiting for the worker to take it up")
+    open_for: float
+    bytes: int = Field(description="carried, both ways")
+
+
+class GateStatus(Snapshot):
+    relay: str = Field(description="HOST:PORT of the relay (TCP)")
+    reservations: tuple[Reservation, ...]
+    circuits: tuple[Circuit, ...]
+    counters: dict[str, int]
+    limits: RelayLimits
+
+
+# -- jobs and their tasks -------------------------------------------------------------------
+
+
+class JobAccepted(Snapshot):
+    job: str
+    tasks: int
+
+
+class JobStatus(Snapshot):
+    job: str
+    name: str
+    state: Literal["running", "done"]
+    total: int
+    counts: dict[str, int] = Field(description="tasks by state")
+    completed: int
+    failed: int = Field(description="tasks that ended otherwise than completed")
+    running: int = Field(description="tasks sent to or running on a worker")
+    spent: float
+    committed: float = Field(description="money held for tasks committed to workers")
+    budget: float | str = Field(description='a number, or "inf" for no limit')
+    submitted_at: float
+    elapsed_s: float
+    eta_s: float | None
+    workers: int = Field(description="workers its tasks ran or are placed on")
+
+
+class TaskView(Snapshot):
+    task: str
+    index: int
+    name: str
+    state: str
+    worker: str | None
+    attempts: int
+    error: str | None
+    progress: float
+
+
+class ReceiptView(Snapshot):
+    """The worker's signed receipt, bytes in hex, with the key that checks its signature."""
+
+    worker: str
+    scheduler: str
+    job: str
+    task: str
+    ok: bool
+    result_hash: str
+    duration: float
+    price: float
+    finished_at: float
+    sig: str
+    worker_public_key: str | None
+
+
+class TaskResult(TaskView):
+    output: Any = Field(description="the task's output as JSON (bytes as {base64: ...})")
+    receipt: ReceiptView | None
+
+
+class ResultsPage(Snapshot):
+    next: int = Field(description="`after` for the next page")
+    results: tuple[TaskResult, ...]
+
+
+class Transition(Snapshot):
+    from_: str = Field(alias="from")
+    to: str
+    at: float
+    reason: str | None
+
+
+class TaskHistory(Snapshot):
+    task: str
+    state: str
+    transitions: tuple[Transition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """One task as the design documents' task queries show it: where it went and how it
+    ended; `result` is its output (as JSON) once completed, its error once failed."""
+
+    task: str
+    state: str
+    worker: bytes | None
+    submitted_at: float
+    result: Any
+
+
+class Failure(Snapshot):
+    job: str
+    task: str
+    worker: str | None
+    reason: str | None
+    outcome: str = Field(description="failed, stalled, timed_out, ...")
+    at: float
+
+
+# -- the scheduler's policy and what it knows of workers -----------------------------------
+
+
+class SchedulerSettings(Snapshot):
+    strategy: str
+    strategies: tuple[str, ...]
+    predict_mode: str
+    predict_modes: tuple[str, ...]
+
+
+class LastTask(Snapshot):
+    task: str
+    at: float
+    outcome: Literal["ok", "failed", "stalled"]
+    reason: str | None
+
+
+class ModelRuns(Snapshot):
+    model: str | None
+    count: int
+    mean_run: float
+
+
+class Performance(Snapshot):
+    models: tuple[ModelRuns, ...]
+
+
+class WorkerRecord(Snapshot):
+    """This node's own record of a worker: its outcomes, run times and circuit breaker."""
+
+    worker: str
+    succeeded_tasks: int
+    failed_tasks: int
+    stalls: int
+    consecutive_failures: int
+    last_task: LastTask | None
+    performance: Performance
+    skipped_until: float | None
+    state: Literal["closed", "open", "half-open"]
+    penalty: float = Field(description=">= 1: how much worse it ranks for its record")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerWait:
+    """What the predictor expects of a worker for a model (None: any), in seconds."""
+
+    worker: bytes
+    model: str | None
+    wait_mean: float
+    wait_err: float
+    run_mean: float
+    source: str
+    record: WorkerRecord | None
+
+
+class Gpu(Snapshot):
+    model: str
+    family: str
+    vram_gb: float
+    driver: str
+
+
+class Cpu(Snapshot):
+    model: str
+    cores: int
+
+
+class WorkerAdView(Snapshot):
+    """A worker's ad, as found in the DHT."""
+
+    node_id: str
+    gpus: tuple[Gpu, ...]
+    ram_gb: float
+    cpu: Cpu
+    disk_gb: float
+    models: tuple[str, ...]
+    loaded_models: tuple[str, ...]
+    price: float
+    drivers: tuple[str, ...]
+    free_slots: int
+    labels: dict[str, str]
+    addresses: tuple[str, ...]
+    expires_in: float
+
+
+class Peer(Snapshot):
+    node_id: str
+    address: str
+    last_seen_s: float
+    failures: int = Field(description="unanswered requests in a row")
+
+
+# -- the ledger ------------------------------------------------------------------------------
+
+
+class LedgerJob(Snapshot):
+    job: str
+    committed: float
+    spent: float
+    tasks_paid: int
+
+
+class LedgerPeer(Snapshot):
+    peer: str
+    spent: float = Field(description="this node paid them")
+    earned: float = Field(description="they paid this node")
+
+
+class Ledger(Snapshot):
+    jobs: tuple[LedgerJob, ...]
+    peers: tuple[LedgerPeer, ...]
+    spent: float
+    earned: float
+    problems: tuple[str, ...] | None = Field(
+        None,
+        exclude_if=lambda problems: problems is None,
+        description="only when verified: every problem found; empty when all is well",
+    )
+
+
+# -- the worker ------------------------------------------------------------------------------
+
+
+class DrainState(Snapshot):
+    draining: bool
+    held: int = Field(description="tasks it still holds (leased, queued or running)")
+
+
+# -- counters, for the metrics ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerCounters:
+    jobs_running: int
+    jobs_done: int
+    tasks: Mapping[str, int]  # of the running jobs, by state
+    queue_wait: Histogram
+    negotiation: Mapping[str, int]  # steps of the deal, by outcome
+    outcomes: Mapping[str, int]  # final states reached, and retried
+    workers_connected: int
+
+
+@dataclass(frozen=True, slots=True)
+class DhtCounters:
+    rpcs_sent: Mapping[tuple[str, str], int]  # (type, outcome)
+    rpcs_received: Mapping[tuple[str, str], int]
+    round_trips: Mapping[str, Histogram]  # by type
+    events: Mapping[str, int]  # the core's counters: dropped_<reason>, datagrams_in, ...
+    routing_contacts: int
+    records: int
+    record_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class RelayCounters:
+    reservations: int
+    circuits_up: int
+    circuits_pending: int
+    events: Mapping[str, int]  # reservations_<outcome>, circuits_<event>, bytes_relayed, ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerCounters:
+    slots: int
+    free_slots: int
+    running: int
+    tasks_held: int  # leased, queued or running
+    unacked: int
+    unacked_bytes: int
+    draining: bool
+    completed: int
+    run_seconds: Mapping[str, Histogram]  # by driver
+    relay_moves: int | None  # None: it takes no relay

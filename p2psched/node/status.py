@@ -1,0 +1,425 @@
+"""The node's façade: all that its readers (the control API, its metrics and dashboard, the CLI)
+see of a running node and may ask of it, as snapshots (`node.snapshots`) and commands.
+
+Owns: where each snapshot is read from among the node's roles (DHT, scheduler, worker, gate),
+and the refusals a command can meet, each a `Refusal` whose message says why and what to do.
+Promises: a reader needs nothing of the node's insides; a snapshot is read on the trio thread
+in one go, so it shows one moment; a refused command has changed nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+import trio
+
+from p2psched.node.node import Node
+from p2psched.node.snapshots import (
+    DhtCounters,
+    DrainState,
+    Failure,
+    GateStatus,
+    JobAccepted,
+    JobStatus,
+    Ledger,
+    NodeInfo,
+    Peer,
+    RelayCounters,
+    ResultsPage,
+    SchedulerCounters,
+    SchedulerSettings,
+    TaskHistory,
+    TaskRecord,
+    TaskResult,
+    TaskView,
+    WorkerAdView,
+    WorkerCounters,
+    WorkerRecord,
+    WorkerWait,
+)
+from p2psched.resources.need import Need, NeedError
+from p2psched.scheduler.ads import ad_json
+from p2psched.scheduler.job import JobSpecError, derive_tasks, parse_job
+from p2psched.scheduler.jobs import SubmittedJob, to_json
+from p2psched.scheduler.lifecycle import TaskState
+from p2psched.scheduler.predictor import MODES as PREDICT_MODES
+from p2psched.scheduler.run import TaskRun
+from p2psched.scheduler.strategy import STRATEGIES
+from p2psched.scheduler.worker_views import MAX_REASON
+from p2psched.store import Store
+from p2psched.wire.address import host_port
+from p2psched.wire.codec import decode
+from p2psched.wire.deal import task_id_for
+
+# STRATEGIES and PREDICT_MODES are re-exported: what a reader may choose among, for its help.
+__all__ = [
+    "PREDICT_MODES",
+    "STRATEGIES",
+    "Invalid",
+    "NodeFacade",
+    "NotFound",
+    "Refusal",
+    "Unavailable",
+    "UnknownChoice",
+    "ledger_view",
+]
+
+RESULTS_PAGE_MAX = 10_000
+FAILURES_MAX = 1000
+
+
+class Refusal(Exception):
+    """The node will not do what was asked; the message says why, to whoever asked."""
+
+
+class NotFound(Refusal):
+    """No such job, task or role on this node, or no worker in the network for it."""
+
+
+class Invalid(Refusal):
+    """The request is wrong in itself: a job spec, a need, a task state, a page's bounds."""
+
+
+class Unavailable(Refusal):
+    """This node cannot do that: it is not a worker, or it keeps no store."""
+
+
+class UnknownChoice(Refusal):
+    """Not one of the scheduling strategies or predictor modes there are."""
+
+
+def ledger_view(store: Store, verify: bool) -> dict[str, Any]:
+    """A store's ledger summary; with `verify`, every entry re-checked (its `problems`)."""
+    view = store.ledger_summary()
+    if verify:
+        view["problems"] = store.verify_ledger()
+    return view
+
+
+class NodeFacade:
+    """One running node as its readers see it (snapshots) and may drive it (commands)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    # -- the node, its peers and its gate ----------------------------------------------------
+
+    def info(self) -> NodeInfo:
+        node, worker = self._node, self._node.worker
+        return NodeInfo(
+            node_id=node.node_id.hex(),
+            roles=node.roles,
+            dht=host_port(*node.dht.address),
+            channel=worker.address if worker else None,
+            reachability=worker.reachability if worker else None,
+            reachability_why=worker.why if worker else None,
+            relay_moves=worker.relay.moves if worker and worker.relay else 0,
+            routing_table=len(node.dht.protocol.routing),
+            jobs=len(node.jobs.jobs),
+        )
+
+    def peers(self) -> list[Peer]:
+        """The DHT nodes in its routing table, the most recently heard from first."""
+        now = self._node.dht.now()
+        seen = self._node.dht.protocol.routing.seen()
+        return [
+            Peer(
+                node_id=c.node_id.hex(),
+                address=host_port(c.host, c.port),
+                last_seen_s=round(max(0.0, now - last), 1),
+                failures=fails,
+            )
+            for c, last, fails in sorted(seen, key=lambda x: -x[1])
+        ]
+
+    def gate(self) -> GateStatus:
+        if self._node.gate is None:
+            raise NotFound("this node is not a gate (start one with p2psched gate)")
+        return GateStatus.model_validate(self._node.gate.status())
+
+    # -- jobs and tasks ------------------------------------------------------------------------
+
+    def jobs(self) -> list[JobStatus]:
+        now = self._node.dht.now()
+        return [JobStatus.model_validate(job.status(now)) for job in self._node.jobs.jobs.values()]
+
+    def job(self, job_id: str) -> JobStatus:
+        return JobStatus.model_validate(self._job(job_id).status(self._node.dht.now()))
+
+    def tasks(self, job_id: str, state: str | None = None) -> list[TaskView]:
+        """A job's tasks, or those of them in `state`."""
+        job = self._job(job_id)
+        known = sorted(s.value for s in TaskState)
+        if state is not None and state not in known:
+            raise Invalid(f"unknown state {state!r}; known: {', '.join(known)}")
+        return [
+            TaskView.model_validate(job.task_view(t))
+            for t in job.run.tasks.values()
+            if state is None or t.state.value == state
+        ]
+
+    def task_history(self, job_id: str, index: int) -> TaskHistory:
+        """A task's every state transition, with its time and reason, from the node's store."""
+        job = self._job(job_id)
+        task = task_id_for(job_id, index)
+        t = job.run.tasks.get(task)
+        if t is None:
+            raise NotFound(f"job {job_id} has no task {index} (it has {len(job.run.tasks)})")
+        moves = self._node.store.transitions(job_id, task)
+        return TaskHistory.model_validate(
+            {"task": task, "state": t.state.value, "transitions": moves}
+        )
+
+    def results(self, job_id: str, after: int = 0, limit: int = 1000) -> ResultsPage:
+        """A job's settled tasks in the order they settled, from the `after`-th on."""
+        job = self._job(job_id)
+        if after < 0 or not 1 <= limit <= RESULTS_PAGE_MAX:
+            raise Invalid(f"after must be >= 0 and limit 1..{RESULTS_PAGE_MAX}")
+        settled = job.settled[after : after + limit]
+        return ResultsPage(
+            next=after + len(settled),
+            results=tuple(TaskResult.model_validate(job.result_view(t)) for t in settled),
+        )
+
+    def task(self, task_id: str) -> TaskRecord:
+        """A task (`JOB/N`) of a job in memory, or else as the store keeps it."""
+        job_id = task_id.rpartition("/")[0]
+        job = self._node.jobs.jobs.get(job_id)
+        t = job.run.tasks.get(task_id) if job is not None else None
+        if job is not None and t is not None:
+            state = t.state.value
+            result = to_json(t.output) if state == "completed" else t.error
+            return TaskRecord(task_id, state, t.placed_on, job.submitted_at, result)
+        found = self._node.store.task(job_id, task_id)
+        if found is None:
+            raise NotFound(f"no task {task_id!r} on this node (a task id is JOB/N)")
+        submitted, stored = found
+        output = decode(stored.output) if stored.output is not None else None
+        result = to_json(output) if stored.state == "completed" else stored.error
+        return TaskRecord(task_id, stored.state, stored.worker, submitted, result)
+
+    def failures(self, limit: int = 50) -> list[Failure]:
+        """The latest failures, newest first: each try that failed on a worker (with the
+        worker and why), and tasks of this node's jobs that ended failed."""
+        if not 1 <= limit <= FAILURES_MAX:
+            raise Invalid(f"limit must be 1..{FAILURES_MAX}")
+        d = self._node.jobs.dispatcher
+        tried = [
+            Failure(
+                job=last.task.rpartition("/")[0],
+                task=last.task,
+                worker=worker.hex(),
+                reason=last.reason,
+                outcome=last.outcome,
+                at=last.at,
+            )
+            for worker, last in d.views.recent_failures
+        ]
+        last_try = {f.task: f.reason for f in tried}  # (newest last: the last try's)
+        ended = []
+        for job_id, task_id, at in d.ended_failures:
+            t = self._task_run(job_id, task_id)
+            if t is None or last_try.get(task_id) == (t.error or "")[:MAX_REASON]:
+                continue  # gone from memory, or the same failure as its last try: listed once
+            ended.append(
+                Failure(
+                    job=job_id,
+                    task=task_id,
+                    worker=t.worker.hex() if t.worker else None,
+                    reason=t.error,
+                    outcome=t.state.value,
+                    at=at,
+                )
+            )
+        return sorted(tried + ended, key=lambda f: -f.at)[:limit]
+
+    def ledger(self, verify: bool = False) -> Ledger:
+        """Spent and earned, per job and per peer, from the signed commitments and receipts
+        this node keeps; `verify` re-checks every entry's signature."""
+        return Ledger.model_validate(ledger_view(self._node.store, verify))
+
+    # -- the scheduler and the workers it knows -------------------------------------------------
+
+    def scheduler(self) -> SchedulerSettings:
+        d = self._node.jobs.dispatcher
+        return SchedulerSettings(
+            strategy=d.strategy.name,
+            strategies=STRATEGIES,
+            predict_mode=d.predictor.mode,
+            predict_modes=PREDICT_MODES,
+        )
+
+    def queue(self, model: str | None = None, limit: int | None = None) -> list[WorkerWait]:
+        """Per worker this node knows (the first `limit`), what the predictor expects of it for
+        `model`; with a model, only the workers that serve it."""
+        d = self._node.jobs.dispatcher
+        now = d.clock()
+        waits = []
+        for worker in d.known_workers()[:limit]:
+            record = self._record(worker, now)
+            if model and not self._serves(worker, model, record, now):
+                continue
+            e = d.predictor.estimate(worker, model, 0)
+            waits.append(
+                WorkerWait(worker, model, e.wait_mean, e.wait_err, e.run_mean, e.source, record)
+            )
+        return waits
+
+    async def workers(self, need: str = "") -> list[WorkerAdView]:
+        """The ads of the live workers that match `need` (as `Need.parse` reads it)."""
+        try:
+            parsed = Need.parse(need)
+        except NeedError as e:
+            raise Invalid(f"need: {e}") from None
+        ads = await self._node.discovery.find(parsed)
+        now = self._node.dht.now()
+        return [WorkerAdView.model_validate(ad_json(ad, now)) for ad in ads]
+
+    # -- counters, for the metrics ---------------------------------------------------------------
+
+    def scheduler_counters(self) -> SchedulerCounters:
+        jobs = list(self._node.jobs.jobs.values())
+        running = [j for j in jobs if j.finished_at is None]
+        counts: Counter[str] = Counter()
+        for job in running:
+            counts.update(job.run.counts())
+        d = self._node.jobs.dispatcher
+        return SchedulerCounters(
+            jobs_running=len(running),
+            jobs_done=len(jobs) - len(running),
+            tasks={state.value: counts[state.value] for state in TaskState},
+            queue_wait=d.stats.queue_wait.copy(),
+            negotiation=Counter(d.stats.negotiation),
+            outcomes=Counter(d.stats.outcomes),
+            workers_connected=d.connected_workers,
+        )
+
+    def dht_counters(self) -> DhtCounters:
+        p = self._node.dht.protocol
+        return DhtCounters(
+            rpcs_sent=Counter(p.rpcs_sent),
+            rpcs_received=Counter(p.rpcs_received),
+            round_trips={kind: h.copy() for kind, h in p.round_trips.items()},
+            events=Counter(p.stats),
+            routing_contacts=len(p.routing),
+            records=len(p.store),
+            record_bytes=p.store.bytes_held,
+        )
+
+    def relay_counters(self) -> RelayCounters | None:
+        """None: this node is not a gate."""
+        if self._node.gate is None:
+            return None
+        relay = self._node.gate.relay
+        up, pending = relay.circuits_open
+        return RelayCounters(relay.reservations_held, up, pending, Counter(relay.counters))
+
+    def worker_counters(self) -> WorkerCounters | None:
+        """None: this node is not a worker."""
+        role = self._node.worker
+        if role is None:
+            return None
+        manager = role.service.manager
+        unacked, unacked_bytes = manager.unacked
+        return WorkerCounters(
+            slots=manager.slots,
+            free_slots=manager.free_slots,
+            running=manager.running,
+            tasks_held=manager.tasks_held,
+            unacked=unacked,
+            unacked_bytes=unacked_bytes,
+            draining=manager.draining,
+            completed=role.service.completed,
+            run_seconds={driver: h.copy() for driver, h in manager.run_seconds.items()},
+            relay_moves=role.relay.moves if role.relay is not None else None,
+        )
+
+    # -- commands ----------------------------------------------------------------------------------
+
+    def submit(self, spec: dict[str, Any], source: str = "<api>") -> JobAccepted:
+        """Accept a job from its spec (as job.yaml holds it); `source` names it in errors."""
+        try:
+            job = self._node.jobs.submit(parse_job(spec, source=source), spec)
+        except JobSpecError as e:
+            raise Invalid(str(e)) from None
+        return JobAccepted(job=job.job_id, tasks=len(job.run.tasks))
+
+    async def submit_task(
+        self, model: str, task_input: dict[str, Any], driver: str, wait_s: float
+    ) -> TaskRecord:
+        """Submit one task for `model` (the design documents' queue submission), placed as a
+        job's are; answers once a worker was chosen, or `wait_s` passed (then with none)."""
+        spec = {
+            "name": "queue-" + re.sub(r"[^A-Za-z0-9._-]+", "-", model)[:48],
+            "driver": driver,
+            "resources": {"model": model},
+            "tasks": [{"input": task_input}],
+        }
+        try:
+            parsed = parse_job(spec, source="queue/submit")
+        except JobSpecError as e:
+            raise Invalid(str(e)) from None
+        need = derive_tasks(parsed)[0].need
+        if not await self._node.discovery.find(need):
+            raise NotFound(f"no worker in the network serves model {model!r} ({need})")
+        job = self._node.jobs.submit(parsed, spec)
+        task = next(iter(job.run.tasks.values()))
+        with trio.move_on_after(wait_s):
+            while task.worker is None and not task.state.final:
+                await trio.sleep(0.05)
+        return self.task(task.spec.task_id)
+
+    def cancel(self, job_id: str, tasks: list[str] | None = None) -> list[str]:
+        """Cancel a job's tasks (None: all of them); the ids of those it aborted."""
+        job = self._job(job_id)
+        unknown = [t for t in tasks or [] if t not in job.run.tasks]
+        if unknown:
+            raise NotFound(f"job {job_id} has no task {unknown[0]!r}")
+        return self._node.jobs.cancel(job_id, tasks)
+
+    def switch_strategy(self, name: str) -> None:
+        """It applies at once to every job of this node."""
+        try:
+            self._node.jobs.dispatcher.strategy.set(name)
+        except ValueError as e:
+            raise UnknownChoice(str(e)) from None
+
+    def switch_predictor(self, mode: str) -> None:
+        try:
+            self._node.jobs.dispatcher.predictor.set_mode(mode)
+        except ValueError as e:
+            raise UnknownChoice(str(e)) from None
+
+    def drain(self, on: bool = True) -> DrainState:
+        """A draining worker finishes what it holds and takes nothing new (its quotes and
+        commitments are declined with that reason), for maintenance or a clean leave."""
+        if self._node.worker is None:
+            raise Unavailable("this node is not a worker (start it with `p2psched worker join`)")
+        manager = self._node.worker.service.manager
+        manager.drain(on)
+        return DrainState(draining=on, held=manager.tasks_held)
+
+    # -- where things are ------------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> SubmittedJob:
+        job = self._node.jobs.jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r} on this node (see GET /v1/jobs)")
+        return job
+
+    def _task_run(self, job_id: str, task_id: str) -> TaskRun | None:
+        job = self._node.jobs.jobs.get(job_id)
+        return job.run.tasks.get(task_id) if job is not None else None
+
+    def _record(self, worker: bytes, now: float) -> WorkerRecord | None:
+        views = self._node.jobs.dispatcher.views
+        return WorkerRecord.model_validate(views.view(worker, now)) if worker in views else None
+
+    def _serves(self, worker: bytes, model: str, record: WorkerRecord | None, now: float) -> bool:
+        """Whether its latest ad lists `model`, or this node saw it run that model."""
+        ad = self._node.jobs.dispatcher.ads.get(worker)
+        if ad is not None and ad.expires > now:
+            return model in ad.profile.installed_models
+        return record is not None and any(m.model == model for m in record.performance.models)
