@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from hypercorn.config import Config
@@ -98,6 +98,15 @@ def make_app(node: Node, token: str) -> FastAPI:
     app.include_router(ui.router)
     facade = NodeFacade(node)
     metrics.install(app, facade)
+    _guard(app, token)
+    for routes in (_job_routes, _operator_routes, _design_document_routes):
+        app.include_router(routes(facade))
+    return app
+
+
+def _guard(app: FastAPI, token: str) -> None:
+    """The bearer token on every route but the documentation and the page; errors as
+    `{status, message}`."""
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Any:
@@ -124,84 +133,113 @@ def make_app(node: Node, token: str) -> FastAPI:
         where = ".".join(str(x) for x in first.get("loc", ()))
         return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
 
-    @app.get("/v1/node", responses=refusals())
+
+def _job_routes(facade: NodeFacade) -> APIRouter:
+    """The node, its gate, and its jobs: submit, follow, cancel."""
+    router = APIRouter()
+
+    @router.get("/v1/node", responses=refusals())
     async def node_info() -> NodeInfo:
         return facade.info()
 
-    @app.get("/v1/gate", responses=refusals(404))
+    @router.get("/v1/gate", responses=refusals(404))
     async def gate_status() -> GateStatus:
         """The gate's relay: its address, reservations, circuits, counters and limits."""
         return facade.gate()
 
-    @app.post("/v1/jobs", status_code=201, responses=refusals(422))
+    @router.post("/v1/jobs", status_code=201, responses=refusals(422))
     async def submit(body: JobSubmission) -> JobAccepted:
         return facade.submit(body.spec, body.source)
 
-    @app.get("/v1/jobs", responses=refusals())
+    @router.get("/v1/jobs", responses=refusals())
     async def jobs() -> list[JobStatus]:
         return facade.jobs()
 
-    @app.get("/v1/jobs/{job_id}", responses=refusals(404, 422))
+    @router.get("/v1/jobs/{job_id}", responses=refusals(404, 422))
     async def job_status(job_id: str) -> JobStatus:
         return facade.job(job_id)
 
-    @app.get("/v1/jobs/{job_id}/tasks/{index}/history", responses=refusals(404, 422))
+    @router.get("/v1/jobs/{job_id}/tasks/{index}/history", responses=refusals(404, 422))
     async def task_history(job_id: str, index: int) -> TaskHistory:
         """A task's every state transition, with its time and reason, from the node's store."""
         return facade.task_history(job_id, index)
 
-    @app.get("/v1/jobs/{job_id}/tasks", responses=refusals(404, 422))
+    @router.get("/v1/jobs/{job_id}/tasks", responses=refusals(404, 422))
     async def tasks(job_id: str, state: str | None = None) -> list[TaskView]:
         return facade.tasks(job_id, state)
 
-    @app.get("/v1/jobs/{job_id}/results", responses=refusals(404, 422))
+    @router.get("/v1/jobs/{job_id}/results", responses=refusals(404, 422))
     async def results(job_id: str, after: int = 0, limit: int = 1000) -> ResultsPage:
         return facade.results(job_id, after, limit)
 
-    @app.post("/v1/jobs/{job_id}/cancel", responses=refusals(404, 422))
+    @router.post("/v1/jobs/{job_id}/cancel", responses=refusals(404, 422))
     async def cancel(job_id: str, body: CancelRequest) -> Cancelled:
         return Cancelled(cancelled=facade.cancel(job_id, body.tasks))
 
-    @app.get("/v1/scheduler", responses=refusals())
+    return router
+
+
+def _operator_routes(facade: NodeFacade) -> APIRouter:
+    """What an operator switches and reads: strategy, predictor, ledger, draining, failures,
+    peers and workers."""
+    router = APIRouter()
+
+    @router.get("/v1/scheduler", responses=refusals())
     async def scheduler() -> SchedulerSettings:
         return facade.scheduler()
 
-    @app.post("/v1/scheduler/set", responses=refusals(400, 422))
+    @router.post("/v1/scheduler/set", responses=refusals(400, 422))
     async def set_strategy(body: StrategyChoice) -> Switched:
         """Switch the scheduling strategy; it applies at once to every job of this node."""
         facade.switch_strategy(body.name)
         return Switched()
 
-    @app.post("/v1/scheduler/predict_mode", responses=refusals(400, 422))
+    @router.post("/v1/scheduler/predict_mode", responses=refusals(400, 422))
     async def set_predict_mode(body: PredictMode) -> Switched:
         """`default` learns from what this node observes; `lookup_table` answers from a table
         frozen from it (or loaded), fast and fixed."""
         facade.switch_predictor(body.mode)
         return Switched()
 
-    @app.get("/v1/queue/info", responses=refusals(422))
-    async def queue_info(model_name: str = "") -> QueueInfo:
-        """Per worker this node knows: expected wait (mean and error, in milliseconds, as the
-        design documents give them) and run time for a model, from the predictor."""
-        return QueueInfo(queues=[QueueEntry.of(w) for w in facade.queue(model_name or None)])
-
-    @app.get("/v1/ledger", responses=refusals(409, 422))
+    @router.get("/v1/ledger", responses=refusals(409, 422))
     async def ledger(verify: bool = False) -> Ledger:
         """Spent and earned, per job and per peer, from the signed commitments and receipts
         this node keeps; `verify` re-checks every entry's signature."""
         return facade.ledger(verify)
 
-    @app.post("/v1/worker/drain", responses=refusals(409))
+    @router.post("/v1/worker/drain", responses=refusals(409))
     async def drain() -> DrainState:
         """A draining worker finishes what it holds and takes nothing new (its quotes and
         commitments are declined with that reason), for maintenance or a clean leave."""
         return facade.drain(True)
 
-    @app.post("/v1/worker/undrain", responses=refusals(409))
+    @router.post("/v1/worker/undrain", responses=refusals(409))
     async def undrain() -> DrainState:
         return facade.drain(False)
 
-    @app.post("/v1/queue/submit", responses=refusals(404, 422))
+    @router.get("/v1/failures", responses=refusals(422))
+    async def failures(limit: int = 50) -> FailureList:
+        """The latest failures, newest first: each try that failed on a worker (with the
+        worker and why), and tasks of this node's jobs that ended failed."""
+        return FailureList(failures=facade.failures(limit))
+
+    @router.get("/v1/peers", responses=refusals())
+    async def peers() -> PeerList:
+        """The DHT nodes in this node's routing table: id, address, last heard from."""
+        return PeerList(peers=facade.peers())
+
+    @router.get("/v1/workers", responses=refusals(422))
+    async def workers(need: str = "") -> list[WorkerAdView]:
+        return await facade.workers(need)
+
+    return router
+
+
+def _design_document_routes(facade: NodeFacade) -> APIRouter:
+    """The design documents' task submission, task query and queue info, under /v1."""
+    router = APIRouter()
+
+    @router.post("/v1/queue/submit", responses=refusals(404, 422))
     async def queue_submit(body: QueueSubmission) -> QueuePlacement:
         """Submit one task for a model (the design documents' `/queue/submit`): the node
         places it as it places a job's. Answers once a worker was chosen, or `wait_s` passed
@@ -211,28 +249,19 @@ def make_app(node: Node, token: str) -> FastAPI:
         )
         return QueuePlacement.of(placed)
 
-    @app.get("/v1/task/query", responses=refusals(404, 422))
+    @router.get("/v1/queue/info", responses=refusals(422))
+    async def queue_info(model_name: str = "") -> QueueInfo:
+        """Per worker this node knows: expected wait (mean and error, in milliseconds, as the
+        design documents give them) and run time for a model, from the predictor."""
+        return QueueInfo(queues=[QueueEntry.of(w) for w in facade.queue(model_name or None)])
+
+    @router.get("/v1/task/query", responses=refusals(404, 422))
     async def task_query(task_id: str) -> TaskQuery:
         """A task's state, worker, submit time and result (the design documents'
         `/task/query`); the result is the output once completed, the error once failed."""
         return TaskQuery.of(facade.task(task_id))
 
-    @app.get("/v1/failures", responses=refusals(422))
-    async def failures(limit: int = 50) -> FailureList:
-        """The latest failures, newest first: each try that failed on a worker (with the
-        worker and why), and tasks of this node's jobs that ended failed."""
-        return FailureList(failures=facade.failures(limit))
-
-    @app.get("/v1/peers", responses=refusals())
-    async def peers() -> PeerList:
-        """The DHT nodes in this node's routing table: id, address, last heard from."""
-        return PeerList(peers=facade.peers())
-
-    @app.get("/v1/workers", responses=refusals(422))
-    async def workers(need: str = "") -> list[WorkerAdView]:
-        return await facade.workers(need)
-
-    return app
+    return router
 
 
 async def serve_api(
