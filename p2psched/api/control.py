@@ -30,6 +30,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from p2psched.api import metrics, ui
+from p2psched.api.endpoint import ENDPOINT_FILE as ENDPOINT_FILE
+from p2psched.api.endpoint import TOKEN_FILE as TOKEN_FILE
 from p2psched.node.node import Node
 from p2psched.resources.need import Need, NeedError
 from p2psched.scheduler.discovery import ad_json
@@ -41,9 +43,6 @@ from p2psched.scheduler.store import Store
 from p2psched.scheduler.strategy import STRATEGIES
 from p2psched.wire.address import host_port
 from p2psched.wire.codec import decode
-
-TOKEN_FILE = "api.token"
-ENDPOINT_FILE = "api.json"
 
 
 class ApiError(HTTPException):
