@@ -40,7 +40,19 @@ async def serve_node(node: Node, headline: str, api: tuple[str, int]) -> None:
                 return
 
 
-def describe_worker(args: argparse.Namespace, node: Node, config: WorkerConfig) -> None:
+async def serve_worker(
+    args: argparse.Namespace, node: Node, config: WorkerConfig, api: tuple[str, int]
+) -> None:
+    """Say what the worker that joined found and advertises, then serve as `serve_node` does;
+    its ad is withdrawn as the node closes."""
+    try:
+        _describe_worker(args, node, config)
+        await serve_node(node, "  DHT on {dht}; Ctrl-C to leave (the ad is withdrawn)", api)
+    finally:
+        print("ad withdrawn", flush=True)
+
+
+def _describe_worker(args: argparse.Namespace, node: Node, config: WorkerConfig) -> None:
     """What a worker that joined found on this machine, what it advertises, and where."""
     worker = node.worker
     assert worker is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import socket
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,8 +22,16 @@ from p2psched.cli.dht import near
 from p2psched.cli.show import client, view
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from contextlib import AbstractAsyncContextManager
+
     from p2psched.cli.args import Subcommands
     from p2psched.gate.relay import RelayLimits
+    from p2psched.identity import Identity
+    from p2psched.node.node import Node
+
+    OpenNode = Callable[[Identity, Path], AbstractAsyncContextManager[Node]]
+    ServeNode = Callable[[Node], Awaitable[None]]
 
 
 def cmd_init(args: argparse.Namespace) -> None:
@@ -65,43 +74,43 @@ def _route_host(bound_host: str, toward: tuple[str, int]) -> str:
         return str(probe.getsockname()[0])
 
 
+def _run(args: argparse.Namespace, opened: OpenNode, serve: ServeNode) -> None:
+    """Run this machine's node until SIGTERM or Ctrl-C: `opened` opens it in its roles (it is
+    `open_node` with the role's keywords), `serve` serves its control API and says where."""
+    import trio
+
+    from p2psched.identity import load_or_create_identity
+
+    folder = data_dir(args)
+    identity = load_or_create_identity(folder)
+
+    async def main() -> None:
+        async with opened(identity, folder) as node:
+            await serve(node)
+
+    trio.run(main)
+
+
 def cmd_gate(args: argparse.Namespace) -> None:
     if args.action == "status":
         _gate_status(args)
         return
-    import trio
-
     from p2psched.cli.local_node import serve_node
-    from p2psched.identity import load_or_create_identity
     from p2psched.node.node import open_node
 
     api = _api_bind(args)
     host, port = parse_hostport(args.listen, "--listen")
-    folder = data_dir(args)
-    identity = load_or_create_identity(folder)
     seeds = [parse_hostport(other, "--bootstrap") for other in args.bootstrap]
     limits = _relay_limits(Path(args.config)) if args.config else None
-
-    async def main() -> None:
-        async with open_node(
-            identity,
-            folder,
-            host=host,
-            port=port,
-            seeds=seeds,
-            gate=True,
-            resume=True,
-            relay_limits=limits,
-        ) as n:
-            await serve_node(
-                n,
-                "gate {id} listening on {dht} (DHT on UDP, relay on TCP)\n"
-                "  workers join with: p2psched worker join --gate HOST:PORT; Ctrl-C to stop\n"
-                "  its relay: p2psched gate status",
-                api,
-            )
-
-    trio.run(main)
+    headline = (
+        "gate {id} listening on {dht} (DHT on UDP, relay on TCP)\n"
+        "  workers join with: p2psched worker join --gate HOST:PORT; Ctrl-C to stop\n"
+        "  its relay: p2psched gate status"
+    )
+    opened = partial(
+        open_node, host=host, port=port, seeds=seeds, gate=True, resume=True, relay_limits=limits
+    )
+    _run(args, opened, lambda node: serve_node(node, headline, api))
 
 
 def _relay_limits(path: Path) -> RelayLimits:
@@ -144,44 +153,25 @@ def _gate_status(args: argparse.Namespace) -> None:
 
 
 def cmd_node(args: argparse.Namespace) -> None:
-    import trio
-
     from p2psched.cli.local_node import serve_node
-    from p2psched.identity import load_or_create_identity
     from p2psched.node.node import open_node
 
     api = _api_bind(args)
     gates = [parse_hostport(g, "--gate") for g in args.gate]
     host, port = parse_hostport(args.listen, "--listen") if args.listen else (near(gates[0]), 0)
-    folder = data_dir(args)
-    identity = load_or_create_identity(folder)
-
-    async def main() -> None:
-        async with open_node(
-            identity,
-            folder,
-            host=host,
-            port=port,
-            seeds=gates,
-            dht_client=args.client,
-            resume=True,
-        ) as n:
-            await serve_node(
-                n,
-                "node {id} joined through " + ", ".join(args.gate) + "; DHT on {dht}\n"
-                "  submit jobs to it with: p2psched submit JOB.yaml; Ctrl-C to stop",
-                api,
-            )
-
-    trio.run(main)
+    headline = (
+        "node {id} joined through " + ", ".join(args.gate) + "; DHT on {dht}\n"
+        "  submit jobs to it with: p2psched submit JOB.yaml; Ctrl-C to stop"
+    )
+    opened = partial(
+        open_node, host=host, port=port, seeds=gates, dht_client=args.client, resume=True
+    )
+    _run(args, opened, lambda node: serve_node(node, headline, api))
 
 
 def cmd_worker_join(args: argparse.Namespace) -> None:
-    import trio
-
-    from p2psched.cli.local_node import describe_worker, serve_node
+    from p2psched.cli.local_node import serve_worker
     from p2psched.dht.protocol import DhtConfig
-    from p2psched.identity import load_or_create_identity
     from p2psched.node.node import open_node
     from p2psched.worker.config import WorkerConfig, load_config
 
@@ -189,33 +179,21 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
     gates = [parse_hostport(g, "--gate") for g in args.gate]
     config = load_config(Path(args.config)) if args.config else WorkerConfig()
     host, port = parse_hostport(args.listen, "--listen") if args.listen else (near(gates[0]), 0)
-    folder = data_dir(args)
-    identity = load_or_create_identity(folder)
     max_ttl = DhtConfig().store.max_ttl
     if not 2 <= args.ad_ttl <= max_ttl:
         raise UsageError(f"--ad-ttl {args.ad_ttl:g}: choose between 2 and {max_ttl:.0f} seconds")
-    advertise = _route_host(host, gates[0])
-
-    async def main() -> None:
-        async with open_node(
-            identity,
-            folder,
-            host=host,
-            port=port,
-            seeds=gates,
-            worker=config,
-            advertise_host=advertise,
-            ad_ttl=args.ad_ttl,
-            resume=True,
-            reachability=args.reachability,
-        ) as node:
-            try:
-                describe_worker(args, node, config)
-                await serve_node(node, "  DHT on {dht}; Ctrl-C to leave (the ad is withdrawn)", api)
-            finally:
-                print("ad withdrawn", flush=True)
-
-    trio.run(main)
+    opened = partial(
+        open_node,
+        host=host,
+        port=port,
+        seeds=gates,
+        worker=config,
+        advertise_host=_route_host(host, gates[0]),
+        ad_ttl=args.ad_ttl,
+        resume=True,
+        reachability=args.reachability,
+    )
+    _run(args, opened, lambda node: serve_worker(args, node, config, api))
 
 
 def cmd_worker_drain(args: argparse.Namespace) -> None:
