@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,6 +56,8 @@ def _show_results(folder: Path) -> None:
 
 
 def cmd_devnet_demo(args: argparse.Namespace) -> None:
+    import tempfile
+
     from p2psched import devnet
     from p2psched.cli.submit import run_submit
     from p2psched.scheduler.jobspec import load_job

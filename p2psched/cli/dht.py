@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import statistics
 import time
 from typing import TYPE_CHECKING
 
@@ -143,6 +142,8 @@ def cmd_dht_get(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    import statistics
+
     import trio
 
     from p2psched.dht.routing import as_int
