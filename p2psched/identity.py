@@ -18,6 +18,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from p2psched.home import default_data_dir as default_data_dir
+
 NODE_ID_BYTES = 32
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -110,12 +112,6 @@ class Identity:
             serialization.PrivateFormat.Raw,
             serialization.NoEncryption(),
         )
-
-
-def default_data_dir() -> Path:
-    """`$P2PSCHED_HOME` if set, else `~/.p2psched`."""
-    env = os.environ.get("P2PSCHED_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".p2psched"
 
 
 def create_identity(data_dir: Path) -> Identity:

@@ -12,8 +12,9 @@ from pathlib import Path
 import trio
 from rich.console import Console
 
-from p2psched import top
-from p2psched.api.control import TOKEN_FILE, api_token
+from p2psched.api.control import api_token
+from p2psched.api.endpoint import TOKEN_FILE
+from p2psched.cli import top
 from p2psched.scheduler.job import parse_job
 from tests.test_metrics import scraper
 from tests.test_relay import relayed_network

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,76 @@ def test_serve_put_get_across_processes(tmp_path: Path) -> None:
                 server.kill()
                 pytest.fail("the node did not stop on Ctrl-C")
         assert server.returncode == 0
+
+
+# What `--help`, and a command that only asks a running node, must not wait for.
+HEAVY = ("trio", "fastapi", "hypercorn", "pydantic", "yaml", "cryptography",
+         "p2psched.node", "p2psched.api.control", "p2psched.dht", "p2psched.scheduler")  # fmt: skip
+
+
+def imported_by(*args: str, home: Path) -> set[str]:
+    """The modules `p2psched ARGS` imports, as `python -X importtime` lists them."""
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "p2psched.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "P2PSCHED_HOME": str(home)},
+    )
+    return {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if "|" in line}
+
+
+def heavy(modules: set[str], but: str = "") -> set[str]:
+    return {m for m in modules if m.startswith(HEAVY) and not (but and m.startswith(but))}
+
+
+def test_help_imports_no_command_machinery(tmp_path: Path) -> None:
+    """Building every command's parser imports none of trio, the node, the API server, the DHT:
+    each command imports what it needs when it runs."""
+    modules = imported_by("--help", home=tmp_path)
+    assert "p2psched.cli.app" in modules and heavy(modules) == set()
+
+
+def test_the_commands_that_ask_a_node_import_no_node_machinery(tmp_path: Path) -> None:
+    """`jobs`, `workers --json`, ... talk to the node over HTTP: they import its client, not
+    the node, nor the API server (trio alone comes along: httpcore imports it when it can)."""
+    gate = tmp_path / "gate"
+    argv = [*EXE, "gate", "--listen", "127.0.0.1:0", "--data-dir", str(gate)]
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        try:
+            deadline = time.monotonic() + 60
+            while not (gate / "api.json").exists():
+                assert proc.poll() is None and time.monotonic() < deadline, "no gate"
+                time.sleep(0.1)
+            for command in (["jobs"], ["workers", "--json"], ["status", "j"], ["peers"]):
+                modules = imported_by(*command, "--data-dir", str(gate), home=tmp_path)
+                assert "httpcore" in modules, command  # it did ask the node
+                assert heavy(modules, but="trio") == set(), command
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def test_every_error_a_user_can_cause_names_a_real_exception_class() -> None:
+    """The app finds these classes by module and name: one that moved would go unrecognised,
+    and its message would come out as a traceback."""
+    import importlib
+
+    from p2psched.cli.app import NODE_WENT_AWAY, USER_ERRORS
+
+    for module, name in (*USER_ERRORS, *NODE_WENT_AWAY):
+        found = getattr(importlib.import_module(module), name)
+        assert isinstance(found, type) and issubclass(found, Exception), (module, name)
+
+
+def test_a_table_on_a_pipe_keeps_each_row_whole_and_its_text_as_sent(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from p2psched.cli.show import print_table
+
+    reason = "exited with code 1: cannot read [/data/in.png] [bold]" + " and more" * 20
+    print_table(("TASK", "ERROR"), [("j-1/0", reason), ("j-1/1", None)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["TASK", "ERROR"]
+    assert lines[2].startswith("j-1/0") and lines[2].endswith(reason)  # not wrapped, not markup
+    assert lines[3] == "j-1/1"  # an empty cell leaves no trailing blanks

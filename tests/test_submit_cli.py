@@ -271,7 +271,7 @@ def test_bad_command_lines_are_one_clear_line(tmp_path: Path, args: list[str], s
 
 
 def test_failure_reasons_are_printed_as_they_are(tmp_path: Path) -> None:
-    from p2psched.submit import ResultsFolder, _finish
+    from p2psched.cli.submit import ResultsFolder, _finish
 
     status = {
         "job": "j-1",
@@ -317,8 +317,8 @@ def test_drain_on_a_node_that_is_not_a_worker(node: Path) -> None:
 def test_a_timestamp_deadline_survives_the_trip_to_a_running_node() -> None:
     import yaml
 
+    from p2psched.cli.submit import _iso
     from p2psched.scheduler.job import parse_job
-    from p2psched.submit import _iso
 
     doc = yaml.safe_load("name: x\ndeadline: 2099-01-01T00:00:00Z\ntasks: [{input: 1}]\n")
     sent = json.loads(json.dumps(doc, default=_iso))  # what submit posts to the control API

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from p2psched.api.control import ENDPOINT_FILE, TOKEN_FILE
+from p2psched.api.endpoint import ENDPOINT_FILE, TOKEN_FILE
 
 
 class ApiCallError(Exception):

@@ -45,6 +45,8 @@ from p2psched.api.bodies import (
     TaskQuery,
     refusals,
 )
+from p2psched.api.endpoint import ENDPOINT_FILE as ENDPOINT_FILE
+from p2psched.api.endpoint import TOKEN_FILE as TOKEN_FILE
 from p2psched.node.node import Node
 from p2psched.node.snapshots import (
     DrainState,
@@ -60,10 +62,7 @@ from p2psched.node.snapshots import (
     WorkerAdView,
 )
 from p2psched.node.status import Invalid, NodeFacade, NotFound, Refusal, Unavailable, UnknownChoice
-from p2psched.node.status import ledger_view as ledger_view  # (the CLI's offline `ledger` shows it)
 
-TOKEN_FILE = "api.token"
-ENDPOINT_FILE = "api.json"
 # How the API answers each refusal of the node's façade.
 _REFUSED = {NotFound: 404, Invalid: 422, Unavailable: 409, UnknownChoice: 400}
 

@@ -16,19 +16,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import trio
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from p2psched.api.client import ControlClient
-from p2psched.identity import load_or_create_identity
-from p2psched.node.node import bind_host_toward, open_node
-from p2psched.scheduler.job import JobSpec, load_job
+from p2psched.scheduler.job import load_job
+
+if TYPE_CHECKING:
+    from p2psched.scheduler.job import JobSpec
 
 POLL_S = 0.25
 DETACH_WAIT_S = 10.0
@@ -233,6 +233,12 @@ def _remote(
 def _embedded(
     spec: JobSpec, data_dir: Path, gate: tuple[str, int], results: Path, as_json: bool
 ) -> int:
+    """Run the job from a node started here for as long as the job runs."""
+    import trio
+
+    from p2psched.identity import load_or_create_identity
+    from p2psched.node.node import bind_host_toward, open_node
+
     identity = load_or_create_identity(data_dir)
     failures: list[dict[str, Any]] = []
     outcome: dict[str, Any] = {}

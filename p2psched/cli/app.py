@@ -1,0 +1,93 @@
+"""`p2psched`: the parser, assembled from the groups of commands (each registers its own), and
+the run of the chosen command, which turns a mistake the user can fix into one line on stderr
+with exit status 2.
+
+Promises: building the parser imports none of the commands' machinery (trio, the node, the
+API, the DHT): a command imports what it needs when it runs, so `--help` and the commands that
+only ask a running node start at once (tests/test_cli.py checks which modules get imported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from p2psched import logs
+from p2psched.cli import devnet, dht, jobs, operate, roles
+from p2psched.cli.args import common_options
+
+GROUPS = (roles, jobs, operate, dht, devnet)
+
+# The errors a user causes and can fix, named by the module that defines each. A command imports
+# those modules only when it runs, and an error of a class whose module was never imported cannot
+# have been raised: so the check looks the classes up in sys.modules rather than importing them.
+USER_ERRORS = (
+    ("p2psched.cli.args", "UsageError"),
+    ("p2psched.identity", "IdentityError"),
+    ("p2psched.worker.config", "ConfigError"),
+    ("p2psched.scheduler.job.problems", "JobSpecError"),
+    ("p2psched.cli.submit", "SubmitError"),
+    ("p2psched.devnet", "DevnetError"),
+    ("p2psched.node.node", "JoinError"),
+    ("p2psched.api.client", "ApiCallError"),
+    ("p2psched.store.schema", "StoreError"),
+)
+NODE_WENT_AWAY = (("httpx", "HTTPError"),)  # while we talked to it
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="p2psched", description="A peer-to-peer compute scheduler.")
+    sub = p.add_subparsers(dest="command", required=True)
+    common = common_options()
+    for group in GROUPS:
+        group.register(sub, common)
+    return p
+
+
+def _leaf(e: BaseException) -> BaseException:
+    """The one exception inside nested single-member groups (trio wraps what a nursery raises)."""
+    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
+        e = e.exceptions[0]
+    return e
+
+
+def _is_one_of(e: BaseException, classes: Sequence[tuple[str, str]]) -> bool:
+    return any(
+        isinstance(e, getattr(sys.modules[module], name))
+        for module, name in classes
+        if module in sys.modules
+    )
+
+
+def _exit_status(e: BaseException, args: argparse.Namespace) -> int | None:
+    """Say what went wrong on stderr and give the exit status, for what a user can meet; None
+    for a fault in the program, which keeps its traceback."""
+    if _is_one_of(e, USER_ERRORS):
+        print(f"p2psched: error: {e}", file=sys.stderr)
+        return 2
+    if isinstance(e, KeyboardInterrupt) and getattr(args, "runs_a_job", False):
+        print("interrupted", file=sys.stderr)
+        return 130  # the job did not finish: a script must not carry on as if it had
+    if isinstance(e, KeyboardInterrupt):
+        print("stopped", file=sys.stderr)
+        return 0  # Ctrl-C is how a node is meant to be stopped
+    if _is_one_of(e, NODE_WENT_AWAY):
+        print(f"p2psched: error: the node stopped answering ({e})", file=sys.stderr)
+        return 1
+    if isinstance(e, OSError):  # the port is taken, the address is not ours, ...
+        print(f"p2psched: error: {e}", file=sys.stderr)
+        return 1
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logs.configure(getattr(args, "log_level", "warning"), getattr(args, "log_json", False))
+    try:
+        args.func(args)
+    except BaseException as raised:
+        status = _exit_status(_leaf(raised), args)
+        if status is None:
+            raise
+        sys.exit(status)

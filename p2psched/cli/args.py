@@ -1,0 +1,88 @@
+"""What every group of commands shares on the command line: the options common to them all, the
+HOST:PORT and port arguments, the data dir, and `UsageError`, which a command raises for a
+mistake in how it was called (the app prints its message as one line and exits with status 2).
+
+Cheap to import: every parser is built from it, and `--help` must not wait for trio or the node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+from p2psched import logs
+from p2psched.home import default_data_dir
+
+if TYPE_CHECKING:
+    Subcommands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+class UsageError(Exception):
+    """A mistake on the command line; the message says what and how to fix it."""
+
+
+def parse_hostport(text: str, what: str) -> tuple[str, int]:
+    """HOST:PORT with HOST resolved to an IP address: peers answer from addresses, not names."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"{what} {text!r} is not HOST:PORT (for example 127.0.0.1:4000)")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            host = str(socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)[0][4][0])
+        except OSError as e:
+            raise UsageError(f"{what} {text!r}: cannot resolve {host!r} ({e})") from None
+    return host, int(port)
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP or UDP port, 0 for any free one."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
+    return int(text)
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    """The node's directory the command acts on: --data-dir, else the default one."""
+    return Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+
+
+def common_options() -> argparse.ArgumentParser:
+    """The parent parser of every command that acts on a node: its data dir and its logs."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        help="this node's directory (identity key, state); default $P2PSCHED_HOME or ~/.p2psched",
+    )
+    common.add_argument(
+        "--log-level",
+        choices=logs.LEVELS,
+        default="warning",
+        help="log events (to stderr) at this level and above (default warning)",
+    )
+    common.add_argument(
+        "--log-json",
+        action="store_true",
+        help="log events as JSON lines (ts, level, logger, event, node, job, task, error)",
+    )
+    return common
+
+
+def api_options(sp: argparse.ArgumentParser) -> None:
+    """Where a node the command runs serves its control API."""
+    sp.add_argument(
+        "--api-port", type=port_number, default=0, help="control API port (default any)"
+    )
+    sp.add_argument(
+        "--api-host", default="127.0.0.1", help="control API address (default 127.0.0.1)"
+    )
+    sp.add_argument(
+        "--api-remote",
+        action="store_true",
+        help="allow --api-host to be other than loopback (requests still need the token)",
+    )

@@ -1,0 +1,191 @@
+"""The commands about jobs: `submit` one, and, against the node running on --data-dir, list
+them (`jobs`), follow one (`status`, `tasks`, `history`), `cancel` one, and read the `ledger`
+(from the node's store when no node runs there).
+
+Promises: --json prints the node's answer as it is; a job or task named wrongly on the command
+line is refused before the node is asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from p2psched.cli.args import UsageError, data_dir, parse_hostport
+from p2psched.cli.show import client, print_table, view
+
+if TYPE_CHECKING:
+    from p2psched.cli.args import Subcommands
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    from p2psched.cli.submit import run_submit
+
+    gate = parse_hostport(args.gate, "--gate") if args.gate else None
+    code = run_submit(
+        Path(args.job),
+        data_dir(args),
+        gate=gate,
+        results=Path(args.results),
+        as_json=args.json,
+        detach=args.detach,
+    )
+    sys.exit(code)
+
+
+def cmd_jobs(args: argparse.Namespace) -> None:
+    jobs = view(args, "/v1/jobs")
+    if jobs is None:
+        return
+    print_table(
+        ("JOB", "STATE", "DONE", "FAILED", "SPENT"),
+        (
+            (j["job"], j["state"], f"{j['completed']}/{j['total']}", j["failed"], f"{j['spent']:g}")
+            for j in jobs
+        ),
+        right={"DONE", "FAILED", "SPENT"},
+    )
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    status = view(args, f"/v1/jobs/{quote(args.job, safe='')}")
+    if status is None:
+        return
+    print(f"job {status['job']}: {status['state']}, {status['completed']}/{status['total']} done")
+    print_table(("STATE", "TASKS"), sorted(status["counts"].items()), right={"TASKS"})
+    print(
+        f"spent {status['spent']:g}, committed {status['committed']:g}, "
+        f"{status['workers']} worker(s), {status['elapsed_s']:.1f}s"
+    )
+
+
+def cmd_tasks(args: argparse.Namespace) -> None:
+    params = {"state": args.state} if args.state else {}
+    tasks = view(args, f"/v1/jobs/{quote(args.job, safe='')}/tasks", **params)
+    if tasks is None:
+        return
+    print_table(
+        ("TASK", "STATE", "WORKER", "ERROR"),
+        ((t["task"], t["state"], (t["worker"] or "-")[:16], t["error"] or "") for t in tasks),
+    )
+
+
+def cmd_history(args: argparse.Namespace) -> None:
+    job, _, index = args.task.rpartition("/")
+    if not job or not index.isdigit():
+        raise UsageError(f"{args.task!r}: give a task as JOB/N (see p2psched tasks JOB)")
+    history = view(args, f"/v1/jobs/{quote(job, safe='')}/tasks/{index}/history")
+    if history is None:
+        return
+    print(f"{history['task']}: {history['state']}")
+    print_table(
+        ("AT", "FROM", "TO", "WHY"),
+        ((_clock(m["at"]), m["from"], m["to"], m["reason"] or "") for m in history["transitions"]),
+    )
+
+
+def _clock(at: float) -> str:
+    """A moment as the local time of day, to the millisecond."""
+    return time.strftime("%H:%M:%S", time.localtime(at)) + f".{int(at % 1 * 1000):03d}"
+
+
+def cmd_cancel(args: argparse.Namespace) -> None:
+    job, slash, task = args.target.partition("/")
+    if not job or (slash and not task):
+        raise UsageError(f"{args.target!r}: give a job (JOB) or one of its tasks (JOB/N)")
+    tasks = [args.target] if task else None
+    with client(args) as node:
+        path = f"/v1/jobs/{quote(job, safe='')}/cancel"
+        cancelled = node.post(path, {"tasks": tasks})["cancelled"]
+    print(f"cancelled {len(cancelled)} task(s)")
+
+
+def cmd_ledger(args: argparse.Namespace) -> None:
+    ledger = _ledger(args)
+    if args.json:
+        print(json.dumps(ledger))
+    else:
+        print_table(
+            ("JOB", "COMMITTED", "SPENT", "TASKS PAID"),
+            (
+                (j["job"], f"{j['committed']:g}", f"{j['spent']:g}", j["tasks_paid"])
+                for j in ledger["jobs"]
+            ),
+            right={"COMMITTED", "SPENT", "TASKS PAID"},
+        )
+        print_table(
+            ("PEER", "SPENT", "EARNED"),
+            ((p["peer"][:32], f"{p['spent']:g}", f"{p['earned']:g}") for p in ledger["peers"]),
+            right={"SPENT", "EARNED"},
+        )
+        print(f"total spent {ledger['spent']:g}, earned {ledger['earned']:g}")
+    if args.verify:
+        problems = ledger["problems"]
+        for line in problems:
+            print(f"problem: {line}", file=sys.stderr)
+        print(f"verified every entry from its signature: {len(problems)} problem(s)")
+        if problems:
+            sys.exit(1)
+
+
+def _ledger(args: argparse.Namespace) -> dict[str, Any]:
+    """The ledger from the node running on --data-dir, else read from its store (SQLite lets
+    a reader in beside a writer)."""
+    from p2psched.api.client import ControlClient
+
+    found = ControlClient.find(data_dir(args))
+    if found is not None:
+        with found:
+            got: dict[str, Any] = found.get("/v1/ledger", verify=str(args.verify).lower())
+            return got
+    from p2psched.node.node import STORE_FILE
+    from p2psched.node.status import ledger_view
+    from p2psched.store import Store
+
+    path = data_dir(args) / STORE_FILE
+    if not path.exists():
+        raise UsageError(f"no ledger at {path}: no node has run with --data-dir {path.parent}")
+    with Store.open(path) as store:
+        return ledger_view(store, args.verify)
+
+
+def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
+    sp = sub.add_parser("submit", parents=[common], help="run a job (job.yaml) on the network")
+    sp.add_argument("job", help="the job spec, a YAML file (see examples/)")
+    sp.add_argument("--gate", metavar="HOST:PORT", help="join through this gate (no local node)")
+    sp.add_argument("--results", default="results", help="folder for results (default results)")
+    sp.add_argument("--json", action="store_true", help="print one JSON summary, no progress")
+    sp.add_argument(
+        "--detach", action="store_true", help="return once the tasks are committed (needs a node)"
+    )
+    sp.set_defaults(func=cmd_submit, runs_a_job=True)
+
+    sp = sub.add_parser("jobs", parents=[common], help="the jobs of the running node")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_jobs)
+    sp = sub.add_parser("status", parents=[common], help="one job's progress")
+    sp.add_argument("job")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_status)
+    sp = sub.add_parser("tasks", parents=[common], help="one job's tasks")
+    sp.add_argument("job")
+    sp.add_argument("--state", help="only tasks in this state (e.g. failed)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_tasks)
+    sp = sub.add_parser("history", parents=[common], help="a task's transitions, with why")
+    sp.add_argument("task", metavar="JOB/N")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_history)
+    sp = sub.add_parser("cancel", parents=[common], help="cancel a job (JOB) or a task (JOB/N)")
+    sp.add_argument("target", metavar="JOB|TASK")
+    sp.set_defaults(func=cmd_cancel)
+
+    sp = sub.add_parser("ledger", parents=[common], help="spent and earned, per job and per peer")
+    sp.add_argument("--verify", action="store_true", help="re-check every entry's signature")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_ledger)

@@ -1,0 +1,172 @@
+"""The operator's commands against the node running on --data-dir: `top`, `ui`, `peers`,
+`scheduler show|set|predict-mode`; and `workers`, which asks that node, or the network itself
+through a gate, which workers match a need.
+
+Promises: --json prints what the node (or the DHT) answered, one document (one line per worker
+for `workers`); a need that does not parse is refused before anything is asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING, Any
+
+from p2psched.api.endpoint import TOKEN_FILE
+from p2psched.cli.args import UsageError, data_dir, parse_hostport
+from p2psched.cli.dht import GATE_SILENT, join, near
+from p2psched.cli.show import client, print_table, view
+
+if TYPE_CHECKING:
+    from p2psched.cli.args import Subcommands
+    from p2psched.resources.need import Need
+
+
+def cmd_peers(args: argparse.Namespace) -> None:
+    answer = view(args, "/v1/peers")
+    if answer is None:
+        return
+    print_table(
+        ("NODE", "ADDRESS", "SEEN", "FAILS"),
+        (
+            (p["node_id"], p["address"], f"{p['last_seen_s']:g}s ago", p["failures"])
+            for p in answer["peers"]
+        ),
+        right={"SEEN", "FAILS"},
+    )
+    print(f"{len(answer['peers'])} peers in the routing table")
+
+
+def cmd_top(args: argparse.Namespace) -> None:
+    from p2psched.cli import top
+
+    if args.interval <= 0:
+        raise UsageError(f"--interval {args.interval:g}: give a number of seconds above 0")
+    with client(args) as node:
+        top.run(node, interval=args.interval, once=args.once)
+
+
+def cmd_ui(args: argparse.Namespace) -> None:
+    """The dashboard's address, with the token in the fragment (browsers never send it)."""
+    with client(args) as node:
+        url = node.url
+    token = (data_dir(args) / TOKEN_FILE).read_text().strip()
+    for wildcard in ("//0.0.0.0:", "//[::]:"):  # bound to all: a browser here uses loopback
+        url = url.replace(wildcard, "//127.0.0.1:" if "." in wildcard else "//[::1]:")
+    print(f"{url}/ui#token={token}")
+
+
+def cmd_scheduler(args: argparse.Namespace) -> None:
+    with client(args) as node:
+        if args.scheduler_command == "set":
+            node.post("/v1/scheduler/set", {"name": args.name})
+        elif args.scheduler_command == "predict-mode":
+            node.post("/v1/scheduler/predict_mode", {"mode": args.mode})
+        now = node.get("/v1/scheduler")
+    if args.json:
+        print(json.dumps(now))
+        return
+    print(f"strategy {now['strategy']} (of {', '.join(now['strategies'])})")
+    print(f"predict mode {now['predict_mode']} (of {', '.join(now['predict_modes'])})")
+
+
+def cmd_workers(args: argparse.Namespace) -> None:
+    from p2psched.resources.need import Need, NeedError
+
+    try:
+        need = Need.parse(args.need)
+    except NeedError as e:
+        raise UsageError(f"--need: {e}") from None
+    if args.gate is None:  # ask the node running on --data-dir
+        with client(args) as node:
+            _show_workers(args, str(need), node.get("/v1/workers", need=args.need))
+        return
+    ads = _workers_through_gate(args, need)
+    _show_workers(args, str(need), ads)
+
+
+def _workers_through_gate(args: argparse.Namespace, need: Need) -> list[dict[str, Any]]:
+    """Ask the DHT itself, as a short-lived client joined through --gate."""
+    import trio
+
+    from p2psched.dht.node import open_dht_node
+    from p2psched.dht.protocol import DhtConfig
+    from p2psched.identity import load_or_create_identity
+    from p2psched.scheduler.ads import ad_json
+    from p2psched.scheduler.discovery import Discovery
+
+    gate = parse_hostport(args.gate, "--gate")
+    identity = load_or_create_identity(data_dir(args))
+    found: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        async with open_dht_node(identity, host=near(gate), config=DhtConfig(client=True)) as node:
+            await join(node, [gate], GATE_SILENT.format(args.gate))
+            ads = await Discovery(node).find(need)
+            found.extend(ad_json(ad, node.now()) for ad in ads)
+
+    trio.run(main)
+    return found
+
+
+def _show_workers(args: argparse.Namespace, need: str, ads: list[dict[str, Any]]) -> None:
+    if args.json:
+        for ad in ads:
+            print(json.dumps(ad))
+        return
+    print(f"{len(ads)} worker(s) matching {need}")
+    print_table(
+        ("NODE", "GPUS", "RAM", "CPUS", "PRICE", "SLOTS", "MODELS"),
+        (
+            (
+                ad["node_id"][:16],
+                ", ".join(f"{g['family']} {g['vram_gb']:g}G" for g in ad["gpus"]) or "-",
+                f"{ad['ram_gb']:g}",
+                ad["cpu"]["cores"],
+                f"{ad['price']:g}",
+                ad["free_slots"],
+                ", ".join(ad["models"]) or "-",
+            )
+            for ad in ads
+        ),
+        right={"RAM", "CPUS", "PRICE", "SLOTS"},
+    )
+
+
+def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
+    sp = sub.add_parser("top", parents=[common], help="the running node at a glance, refreshed")
+    sp.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    sp.add_argument("--once", action="store_true", help="draw once and exit")
+    sp.set_defaults(func=cmd_top)
+    sp = sub.add_parser("ui", parents=[common], help="the web dashboard's address (with token)")
+    sp.set_defaults(func=cmd_ui)
+    sp = sub.add_parser("peers", parents=[common], help="the DHT peers of the running node")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_peers)
+
+    sched = sub.add_parser(
+        "scheduler", help="the running node's scheduling strategy and predictor"
+    ).add_subparsers(dest="scheduler_command", required=True)
+    sp = sched.add_parser("show", parents=[common], help="the strategy and predict mode in use")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_scheduler)
+    sp = sched.add_parser("set", parents=[common], help="switch the strategy, for every job")
+    sp.add_argument(
+        "name", help="cost, shortest_queue, round_robin, weighted, probabilistic or late_binding"
+    )
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_scheduler)
+    sp = sched.add_parser("predict-mode", parents=[common], help="switch the predictor's mode")
+    sp.add_argument("mode", help="default (learned) or lookup_table (frozen table)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_scheduler)
+
+    sp = sub.add_parser("workers", parents=[common], help="list the workers that match a need")
+    sp.add_argument(
+        "--gate",
+        metavar="HOST:PORT",
+        help="a gate of the network (default: ask the node running on --data-dir)",
+    )
+    sp.add_argument("--need", default="", help="for example: gpu=A100,vram>=40,model=llama-3-8b")
+    sp.add_argument("--json", action="store_true", help="one JSON object per worker")
+    sp.set_defaults(func=cmd_workers)

@@ -1,0 +1,277 @@
+"""The commands that run a node in one of its roles, until SIGTERM or Ctrl-C: `gate`, `node`,
+`worker join`; and those that set a node up or steer its role: `init`, `id`, `gate status`,
+`worker drain|undrain`.
+
+Promises: every argument is checked (addresses, the gate's limits file, the worker's config,
+where the control API may listen) before the node starts; the control API stays on loopback
+unless the operator asks twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from p2psched.api.endpoint import TOKEN_FILE
+from p2psched.cli.args import UsageError, api_options, data_dir, parse_hostport
+from p2psched.cli.dht import near
+from p2psched.cli.show import client, view
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from contextlib import AbstractAsyncContextManager
+
+    from p2psched.cli.args import Subcommands
+    from p2psched.gate.relay import RelayLimits
+    from p2psched.identity import Identity
+    from p2psched.node.node import Node
+
+    OpenNode = Callable[[Identity, Path], AbstractAsyncContextManager[Node]]
+    ServeNode = Callable[[Node], Awaitable[None]]
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    from p2psched.identity import create_identity
+
+    identity = create_identity(data_dir(args))
+    print(f"created identity {identity.node_id.hex()} in {data_dir(args)}")
+
+
+def cmd_id(args: argparse.Namespace) -> None:
+    from p2psched.identity import load_identity
+
+    print(load_identity(data_dir(args)).node_id.hex())
+
+
+def _api_bind(args: argparse.Namespace) -> tuple[str, int]:
+    """Where the control API listens: loopback unless the operator says otherwise, twice."""
+    host = args.api_host
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        raise UsageError(f"--api-host {host!r} is not an IP address") from None
+    if not loopback and not args.api_remote:
+        raise UsageError(
+            f"--api-host {host} would open the control API beyond this machine; add "
+            "--api-remote if that is meant (every request still needs the token in "
+            f"{data_dir(args) / TOKEN_FILE})"
+        )
+    return host.strip("[]"), args.api_port
+
+
+def _route_host(bound_host: str, toward: tuple[str, int]) -> str:
+    """The host others can reach this node at: the bound one, or, for a wildcard bind, this
+    machine's address on the route to `toward` (no packet is sent to find it)."""
+    if bound_host not in ("0.0.0.0", "::"):
+        return bound_host
+    family = socket.AF_INET6 if ":" in toward[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect(toward)
+        return str(probe.getsockname()[0])
+
+
+def _run(args: argparse.Namespace, opened: OpenNode, serve: ServeNode) -> None:
+    """Run this machine's node until SIGTERM or Ctrl-C: `opened` opens it in its roles (it is
+    `open_node` with the role's keywords), `serve` serves its control API and says where."""
+    import trio
+
+    from p2psched.identity import load_or_create_identity
+
+    folder = data_dir(args)
+    identity = load_or_create_identity(folder)
+
+    async def main() -> None:
+        async with opened(identity, folder) as node:
+            await serve(node)
+
+    trio.run(main)
+
+
+def cmd_gate(args: argparse.Namespace) -> None:
+    if args.action == "status":
+        _gate_status(args)
+        return
+    from p2psched.cli.local_node import serve_node
+    from p2psched.node.node import open_node
+
+    api = _api_bind(args)
+    host, port = parse_hostport(args.listen, "--listen")
+    seeds = [parse_hostport(other, "--bootstrap") for other in args.bootstrap]
+    limits = _relay_limits(Path(args.config)) if args.config else None
+    headline = (
+        "gate {id} listening on {dht} (DHT on UDP, relay on TCP)\n"
+        "  workers join with: p2psched worker join --gate HOST:PORT; Ctrl-C to stop\n"
+        "  its relay: p2psched gate status"
+    )
+    opened = partial(
+        open_node, host=host, port=port, seeds=seeds, gate=True, resume=True, relay_limits=limits
+    )
+    _run(args, opened, lambda node: serve_node(node, headline, api))
+
+
+def _relay_limits(path: Path) -> RelayLimits:
+    """The [relay] table of a gate's TOML config."""
+    from p2psched.gate.config import GateConfigError, load_relay_limits
+
+    try:
+        return load_relay_limits(path)
+    except GateConfigError as e:
+        raise UsageError(f"--config {e}") from None
+
+
+def _gate_status(args: argparse.Namespace) -> None:
+    status = view(args, "/v1/gate")
+    if status is None:
+        return
+    counters = status["counters"]
+    print(f"relay on {status['relay']} (TCP)")
+    print(f"reservations: {len(status['reservations'])}")
+    for r in status["reservations"]:
+        print(
+            f"  {r['peer']}  from {r['ip']}, for {r['since']:g}s, expires in {r['expires_in']:g}s"
+        )
+    print(f"circuits: {len(status['circuits'])}")
+    for c in status["circuits"]:
+        state = "up" if c["up"] else "waiting for the worker"
+        print(
+            f"  #{c['id']} {c['from'][:16]}… → {c['to'][:16]}…  {state}, "
+            f"{c['open_for']:g}s, {c['bytes']} bytes"
+        )
+    names = sorted(counters)
+    print("counters: " + (", ".join(f"{k}={counters[k]}" for k in names) or "none yet"))
+
+
+def cmd_node(args: argparse.Namespace) -> None:
+    from p2psched.cli.local_node import serve_node
+    from p2psched.node.node import open_node
+
+    api = _api_bind(args)
+    gates = [parse_hostport(g, "--gate") for g in args.gate]
+    host, port = parse_hostport(args.listen, "--listen") if args.listen else (near(gates[0]), 0)
+    headline = (
+        "node {id} joined through " + ", ".join(args.gate) + "; DHT on {dht}\n"
+        "  submit jobs to it with: p2psched submit JOB.yaml; Ctrl-C to stop"
+    )
+    opened = partial(
+        open_node, host=host, port=port, seeds=gates, dht_client=args.client, resume=True
+    )
+    _run(args, opened, lambda node: serve_node(node, headline, api))
+
+
+def cmd_worker_join(args: argparse.Namespace) -> None:
+    from p2psched.cli.local_node import serve_worker
+    from p2psched.dht.protocol import DhtConfig
+    from p2psched.node.node import open_node
+    from p2psched.worker.config import WorkerConfig, load_config
+
+    api = _api_bind(args)
+    gates = [parse_hostport(g, "--gate") for g in args.gate]
+    config = load_config(Path(args.config)) if args.config else WorkerConfig()
+    host, port = parse_hostport(args.listen, "--listen") if args.listen else (near(gates[0]), 0)
+    max_ttl = DhtConfig().store.max_ttl
+    if not 2 <= args.ad_ttl <= max_ttl:
+        raise UsageError(f"--ad-ttl {args.ad_ttl:g}: choose between 2 and {max_ttl:.0f} seconds")
+    opened = partial(
+        open_node,
+        host=host,
+        port=port,
+        seeds=gates,
+        worker=config,
+        advertise_host=_route_host(host, gates[0]),
+        ad_ttl=args.ad_ttl,
+        resume=True,
+        reachability=args.reachability,
+    )
+    _run(args, opened, lambda node: serve_worker(args, node, config, api))
+
+
+def cmd_worker_drain(args: argparse.Namespace) -> None:
+    action = "drain" if args.worker_command == "drain" else "undrain"
+    with client(args) as node:
+        answer = node.post(f"/v1/worker/{action}", {})
+    if answer["draining"]:
+        print(f"draining: takes no new tasks; {answer['held']} still held here")
+    else:
+        print("taking tasks again")
+
+
+def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
+    sp = sub.add_parser("init", parents=[common], help="create this node's identity")
+    sp.set_defaults(func=cmd_init)
+    sp = sub.add_parser("id", parents=[common], help="print this node's id")
+    sp.set_defaults(func=cmd_id)
+    _register_gate(sub, common)
+
+    sp = sub.add_parser("node", parents=[common], help="run a node that schedules jobs")
+    sp.add_argument(
+        "--gate",
+        required=True,
+        action="append",
+        metavar="HOST:PORT",
+        help="a gate to join through (repeatable)",
+    )
+    sp.add_argument("--listen", metavar="HOST:PORT", help="where to bind (default: any free port)")
+    sp.add_argument("--client", action="store_true", help="DHT client mode (behind NAT)")
+    api_options(sp)
+    sp.set_defaults(func=cmd_node)
+    _register_worker(sub, common)
+
+
+def _register_gate(sub: Subcommands, common: argparse.ArgumentParser) -> None:
+    sp = sub.add_parser(
+        "gate", parents=[common], help="run a gate: the node newcomers join through"
+    )
+    sp.add_argument(
+        "--listen", default="0.0.0.0:4000", help="HOST:PORT to bind (default 0.0.0.0:4000)"
+    )
+    sp.add_argument(
+        "--bootstrap", action="append", default=[], metavar="HOST:PORT", help="another gate"
+    )
+    sp.add_argument(
+        "--config", help="TOML with a [relay] table of limits (see README: Running a gate)"
+    )
+    api_options(sp)
+    sp.add_argument(
+        "action", nargs="?", choices=["status"], help="status: the running gate's relay"
+    )
+    sp.add_argument("--json", action="store_true", help="status as JSON")
+    sp.set_defaults(func=cmd_gate)
+
+
+def _register_worker(sub: Subcommands, common: argparse.ArgumentParser) -> None:
+    worker = sub.add_parser("worker", help="offer this machine's resources").add_subparsers(
+        dest="worker_command", required=True
+    )
+    sp = worker.add_parser("join", parents=[common], help="join through a gate and advertise")
+    sp.add_argument(
+        "--gate",
+        required=True,
+        action="append",
+        metavar="HOST:PORT",
+        help="a gate to join through, and to relay for it if it cannot be reached (repeatable: "
+        "it moves to the next when one goes away)",
+    )
+    sp.add_argument(
+        "--reachability",
+        choices=["auto", "public", "private"],
+        default="auto",
+        help="auto (default): ask a gate to dial it back; private: behind NAT, take tasks "
+        "through a gate's relay; public: schedulers can dial it",
+    )
+    sp.add_argument("--config", help="the worker's TOML config (prices, drivers, models, labels)")
+    sp.add_argument("--listen", metavar="HOST:PORT", help="where to bind (default: any free port)")
+    sp.add_argument(
+        "--ad-ttl", type=float, default=120.0, help="seconds the ad lives unless renewed"
+    )
+    api_options(sp)
+    sp.set_defaults(func=cmd_worker_join)
+    for name, help_ in (
+        ("drain", "take no new tasks, finish those held (the running worker on --data-dir)"),
+        ("undrain", "take tasks again"),
+    ):
+        sp = worker.add_parser(name, parents=[common], help=help_)
+        sp.set_defaults(func=cmd_worker_drain)
