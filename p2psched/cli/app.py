@@ -33,7 +33,7 @@ USER_ERRORS = (
     ("p2psched.api.client", "ApiCallError"),
     ("p2psched.store.schema", "StoreError"),
 )
-NODE_WENT_AWAY = (("httpx", "HTTPError"),)  # while we talked to it
+NODE_WENT_AWAY = (("p2psched.api.client", "NodeUnreachable"),)  # while we talked to it
 
 
 def build_parser() -> argparse.ArgumentParser:

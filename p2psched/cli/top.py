@@ -11,13 +11,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from p2psched.api.client import ApiCallError, ControlClient
+from p2psched.api.client import ApiCallError, ControlClient, NodeUnreachable
 
 JOBS_SHOWN = 12
 FAILURES_SHOWN = 8
@@ -36,13 +35,13 @@ def snapshot(client: ControlClient) -> dict[str, Any]:
     for name, (path, params) in parts.items():
         try:
             out[name] = client.get(path, **params)
-        except (ApiCallError, httpx.HTTPError) as e:
+        except (ApiCallError, NodeUnreachable) as e:
             out[name] = None
             out["errors"].append(f"{path}: {e}")
     if out["node"] and "gate" in out["node"].get("roles", []):
         try:
             out["gate"] = client.get("/v1/gate")
-        except (ApiCallError, httpx.HTTPError) as e:
+        except (ApiCallError, NodeUnreachable) as e:
             out["errors"].append(f"/v1/gate: {e}")
     return out
 
