@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -18,6 +19,9 @@ from urllib.parse import urlencode, urlsplit
 from p2psched.api.endpoint import ENDPOINT_FILE, TOKEN_FILE
 
 MAX_ANSWER_BYTES = 64 << 20  # more than any answer of the API; a bound all the same
+# The node's server closes a connection idle for 5 s; one idle for less may still be closing
+# as we send on it, which a GET survives by asking once more on a new connection.
+IDLE_S = 2.0
 
 
 class ApiCallError(Exception):
@@ -37,6 +41,7 @@ class ControlClient:
         self._prefix = parts.path.rstrip("/")
         self._headers = {"authorization": f"Bearer {token}", "accept": "application/json"}
         self._http = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+        self._used_at = -float("inf")  # when the connection last carried an answer
 
     @classmethod
     def find(cls, data_dir: Path) -> ControlClient | None:
@@ -73,15 +78,15 @@ class ControlClient:
         headers = dict(self._headers)
         if body is not None:
             headers["content-type"] = "application/json"
+        if time.monotonic() - self._used_at > IDLE_S:
+            self._http.close()  # the server may have closed it: a new one (costs no round trip)
+        reused = self._http.sock is not None
         try:
-            self._http.request(method, self._prefix + path, body=body, headers=headers)
-            response = self._http.getresponse()
-            data = response.read(MAX_ANSWER_BYTES + 1)
-        except (OSError, http.client.HTTPException) as e:
-            self._http.close()  # the next call opens a new connection
-            raise NodeUnreachable(f"{self.url}: {e or type(e).__name__}") from None
-        if len(data) > MAX_ANSWER_BYTES or not response.isclosed() and response.will_close:
-            self._http.close()
+            response, data = self._exchange(method, path, body, headers)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if not (reused and method == "GET"):
+                raise NodeUnreachable(f"{self.url}: the node closed the connection") from None
+            response, data = self._exchange(method, path, body, headers)
         try:
             answer = json.loads(data)
         except ValueError:
@@ -90,6 +95,26 @@ class ControlClient:
             message = answer.get("message") if isinstance(answer, dict) else None
             raise ApiCallError(message or f"HTTP {response.status}")
         return answer
+
+    def _exchange(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """One request and its answer; a connection the server closed first raises as such
+        (the caller may ask again), any other failure as `NodeUnreachable`."""
+        try:
+            self._http.request(method, self._prefix + path, body=body, headers=headers)
+            response = self._http.getresponse()
+            data = response.read(MAX_ANSWER_BYTES + 1)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            self._http.close()
+            raise
+        except (OSError, http.client.HTTPException) as e:
+            self._http.close()  # the next call opens a new connection
+            raise NodeUnreachable(f"{self.url}: {e or type(e).__name__}") from None
+        if len(data) > MAX_ANSWER_BYTES or response.will_close:
+            self._http.close()
+        self._used_at = time.monotonic()
+        return response, data
 
 
 def _text(value: Any) -> str:

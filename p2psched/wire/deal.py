@@ -13,6 +13,7 @@ node id it names.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Annotated, Any, ClassVar, TypeVar
 
 import msgspec
@@ -86,6 +87,8 @@ class _Signed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise schema_error(e, path) from None
         except msgspec.DecodeError as e:
             raise DecodeError(f"malformed MessagePack ({e})") from None
+        except RecursionError:
+            raise DecodeError("malformed MessagePack (nested too deep)") from None
         if len(doc.values()[-1]) == 0:
             raise SchemaError(f"{path}.sig", "the document is not signed")
         return doc
@@ -180,12 +183,27 @@ class Receipt(_Signed, frozen=True, forbid_unknown_fields=True):
 
 def schema_error(e: msgspec.ValidationError, path: str) -> SchemaError:
     """msgspec's account of a value that does not fit its type, as a `SchemaError` whose
-    path starts at `path` (msgspec says `$.run[0].id`; we say `commit.run[0].id`)."""
+    path starts at `path` (msgspec says `$.run[0].id`; we say `commit.run[0].id`). What the
+    sender chose (an unknown field's name, a key deep in a path) is cut short and quoted: the
+    error goes into tasks' errors, the store and the logs."""
     text = str(e)
-    reason, _, where = text.rpartition(" - at `$")
-    if not _:
-        return SchemaError(path, text)
-    return SchemaError(path + where.rstrip("`"), reason)
+    reason, at, where = text.rpartition(" - at `$")
+    if not at:
+        reason, where = text, ""
+    reason = _UNKNOWN.sub(lambda m: f"unknown field {_quoted(m.group(1))}", reason)
+    return SchemaError(_quoted(path + where.rstrip("`"), quotes=False), _quoted(reason, False))
+
+
+_UNKNOWN = re.compile(r"unknown field `(.*)`", re.S)
+MAX_ECHO = 40  # characters of what a peer sent that an error may repeat
+
+
+def _quoted(text: str, quotes: bool = True, limit: int = MAX_ECHO) -> str:
+    """`text` on one line and at most about `limit` characters (more for our own wording)."""
+    limit = limit if quotes else 4 * limit
+    shown = text if len(text) <= limit else text[:limit] + "…"
+    one_line = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in shown)
+    return f"`{one_line}`" if quotes else one_line
 
 
 def depth_over(value: Any, limit: int) -> bool:

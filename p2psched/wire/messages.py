@@ -34,7 +34,8 @@ from p2psched.wire.deal import (
 from p2psched.wire.schema import SchemaError
 
 RequestId = Annotated[int, msgspec.Meta(ge=0)]
-Reason = Annotated[str, msgspec.Meta(max_length=300)]
+MAX_REASON = 300  # characters of a reason a peer gives (a decline, a rejection, a refusal)
+Reason = Annotated[str, msgspec.Meta(max_length=MAX_REASON)]
 Driver = Annotated[str, msgspec.Meta(max_length=32)]
 Model = Annotated[str, msgspec.Meta(max_length=128)] | None
 MaxPrice = Annotated[float, msgspec.Meta(ge=0.0)]  # infinity allowed: no limit
@@ -218,6 +219,10 @@ def parse(frame: bytes) -> Message:
         raise _named(frame, e) from None
     except msgspec.DecodeError as e:
         raise DecodeError(f"malformed MessagePack ({e})") from None
+    except RecursionError:
+        # msgspec recurses to skip a value it does not keep (a Raw field, an unknown one):
+        # a frame nested a few thousand deep is malformed, not a reason to stop the node.
+        raise DecodeError("malformed MessagePack (nested too deep)") from None
     document = _document(message)
     if document is not None and not document.sig:
         raise SchemaError(f"{kind(message)}.{_DOCUMENTS[type(message)]}.sig", "not signed")
@@ -260,7 +265,7 @@ def _named(frame: bytes, e: msgspec.ValidationError) -> SchemaError:
     """The error, with its path starting at the message's kind, as the schemas always said."""
     try:
         tag = msgspec.msgpack.decode(frame, type=_Kind).t
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         tag = None
     if not isinstance(tag, str) or tag not in _KINDS:
         return SchemaError("t", f"unknown message type; known: {', '.join(_KINDS)}")

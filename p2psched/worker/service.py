@@ -28,7 +28,7 @@ from p2psched.store.journal import Entry
 from p2psched.wire.channel import Outbox, SecureChannel, serve_channels
 from p2psched.wire.codec import DecodeError
 from p2psched.wire.deal import job_of
-from p2psched.wire.messages import Refusal, Send, Task, encode, parse, unpack
+from p2psched.wire.messages import MAX_REASON, Refusal, Send, Task, encode, parse, unpack
 from p2psched.wire.noise import MAX_FRAME, ChannelError
 from p2psched.wire.schema import SchemaError
 from p2psched.worker.drivers import Driver, DriverError, DriverTask
@@ -121,7 +121,7 @@ class WorkerService:
                     nursery.cancel_scope.cancel()
                 if refusal is not None:  # say why, then hang up
                     with trio.move_on_after(5), contextlib.suppress(ChannelError):
-                        await channel.send_encoded([encode(Refusal(refusal))])
+                        await channel.send_encoded([encode(Refusal(refusal[:MAX_REASON]))])
         finally:
             log.info(
                 "scheduler %s disconnected%s",

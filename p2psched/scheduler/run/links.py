@@ -25,12 +25,16 @@ class Link(StrEnum):
 
 
 L = Link
-# DOWN -> DOWN: a link closed for silence or a ban also ends on the shell's side, which then
-# says so (`disconnected`) once more. UP -> UP: a new channel replaced one that seemed alive
-# (the old one ended without a word reaching us).
+# The shell's channel events race the run's own view of a link, so a link may come up from
+# any state: a new channel replaced one that seemed alive (UP -> UP), or the end of a link
+# the run had already closed was reported after the run dialled again, and the new channel
+# is up (DOWN or NONE -> UP). DOWN -> DOWN: a link closed for silence or a ban also ends on
+# the shell's side, which then says so (`disconnected`) once more. What the table holds: a
+# dial starts only from a link that is not up (or being dialled), and only a link that is
+# down can be forgotten (NONE) on a fresh ad.
 _MOVES: dict[Link, frozenset[Link]] = {
-    L.NONE: frozenset({L.CONNECTING, L.DOWN}),
+    L.NONE: frozenset({L.CONNECTING, L.UP, L.DOWN}),
     L.CONNECTING: frozenset({L.UP, L.DOWN}),
     L.UP: frozenset({L.UP, L.DOWN}),
-    L.DOWN: frozenset({L.NONE, L.CONNECTING, L.DOWN}),
+    L.DOWN: frozenset({L.NONE, L.CONNECTING, L.UP, L.DOWN}),
 }

@@ -1,0 +1,72 @@
+"""The CLI's API client against a server that closes kept-alive connections, as the node's
+does after 5 s idle: a GET asked on a connection the server closed is asked again on a new
+one; a POST is not (it may have been taken), and says the node closed the connection."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from p2psched.api.client import ControlClient, NodeUnreachable
+
+# Answers each connection's first request (keeping it alive, by its headers), then closes it
+# without a word, as a server does to a connection it found idle.
+SERVER = r"""
+import json, socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+print(s.getsockname()[1], flush=True)
+calls = 0
+while True:
+    c, _ = s.accept()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = c.recv(65536)
+        if not more:
+            break
+        data += more
+    if data:
+        calls += 1
+        body = json.dumps({"calls": calls}).encode()
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        c.sendall(head + b"content-length: %d\r\n\r\n" % len(body) + body)
+    c.close()
+"""
+
+
+@pytest.fixture
+def closing_server() -> Iterator[str]:
+    with subprocess.Popen(
+        [sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.kill()
+
+
+def test_a_get_on_a_connection_the_server_closed_is_asked_again(closing_server: str) -> None:
+    with ControlClient(closing_server, "token") as client:
+        assert client.get("/v1/node") == {"calls": 1}
+        assert client.get("/v1/node") == {"calls": 2}  # on a new connection
+        assert client.get("/v1/jobs", state="queued") == {"calls": 3}
+
+
+def test_a_post_is_not_sent_twice(closing_server: str) -> None:
+    with ControlClient(closing_server, "token") as client:
+        assert client.get("/v1/node") == {"calls": 1}
+        with pytest.raises(NodeUnreachable, match="closed the connection"):
+            client.post("/v1/jobs", {"spec": {}})
+        assert client.get("/v1/node") == {"calls": 2}  # the POST reached no handler
+
+
+def test_a_node_that_is_gone_is_unreachable() -> None:
+    with ControlClient("http://127.0.0.1:9", "token", timeout=5) as client:
+        with pytest.raises(NodeUnreachable):
+            client.get("/v1/node")

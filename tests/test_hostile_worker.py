@@ -1,0 +1,95 @@
+"""A worker that sends the scheduler what no honest worker sends, over a real channel: the
+scheduler's node drops that worker, says why in a few bounded words, and goes on serving."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import msgpack
+import trio
+
+from p2psched.gate.client import open_worker_channel
+from p2psched.identity import Identity
+from p2psched.resources.need import Need
+from p2psched.resources.profile import Profile
+from p2psched.scheduler.ads import WorkerAd
+from p2psched.scheduler.lifecycle import TaskState
+from p2psched.scheduler.run import JobRun, Link, task_id_for
+from p2psched.scheduler.service import Dispatcher
+from p2psched.wire.channel import SecureChannel, serve_channels
+from tests.test_dispatch import spec
+
+DEEP = b"\x91" * 5000 + b"\xc0"  # a list in a list ... 5,000 deep: msgpack and msgspec recurse
+
+
+def nested_result() -> bytes:
+    """A result whose output nests 5,000 deep (the old decoder refused more than 1,024)."""
+    head = msgpack.packb({"t": "result", "task": "job/0"})
+    rest = msgpack.packb({"error": None, "receipt": {}})
+    return b"\x85" + head[1:] + msgpack.packb("output") + DEEP + rest[1:]
+
+
+def long_unknown_field() -> bytes:
+    """A heartbeat with one more field, whose name is a megabyte and forges a log line."""
+    name = "x" * (1 << 20) + "\n2026-12-07 INFO all is well"
+    return msgpack.packb({"t": "beat", "running": [], "progress": [], name: 1})
+
+
+async def drop_on(frame: bytes) -> tuple[str, bool]:
+    """What the job says of a worker that sent `frame`, and whether the node still serves
+    (a second job on it is accepted and cancelled cleanly)."""
+    scheduler, rogue = Identity.generate(), Identity.generate()
+
+    async def hostile(channel: SecureChannel) -> None:
+        await channel.send_encoded([frame])
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(serve_channels, rogue, hostile)
+        profile = Profile(
+            cpu_model="cpu",
+            cpu_cores=4,
+            ram_gb=8.0,
+            drivers=("echo",),
+            free_slots=1,
+            addresses=(f"{host}:{port}",),
+        )
+        ad = WorkerAd(rogue.node_id, profile, seq=1, expires=1e12)
+
+        async def find(need: Need) -> list[WorkerAd]:
+            return [ad]
+
+        dispatcher = Dispatcher(scheduler, find, open_worker_channel)
+        await nursery.start(dispatcher.serve)
+        task = replace(spec(0), task_id=task_id_for("job", 0))
+        run = JobRun(scheduler, "job", [task], mtr=0, now=trio.current_time(), rids=dispatcher.rids)
+        dispatcher.add(run)
+        with trio.fail_after(20):
+            while (w := run.workers.get(rogue.node_id)) is None or w.link != Link.DOWN:
+                await trio.sleep(0.01)
+        reason = w.declined or ""
+        # The node goes on: another job is taken, and ends when cancelled.
+        other = replace(spec(0), task_id=task_id_for("other", 0))
+        second = JobRun(scheduler, "other", [other], mtr=0, now=trio.current_time())
+        done = dispatcher.add(second)
+        aborted = dispatcher.cancel("other", None)
+        with trio.fail_after(10):
+            await done.wait()
+        serving = aborted == [other.task_id] and second.tasks[other.task_id].state == (
+            TaskState.ABORTED
+        )
+        nursery.cancel_scope.cancel()
+    return reason, serving
+
+
+async def test_a_result_nested_thousands_deep_drops_the_worker_not_the_node() -> None:
+    reason, serving = await drop_on(nested_result())
+    assert "nested too deep" in reason
+    assert serving
+
+
+async def test_a_field_name_chosen_by_the_worker_is_not_echoed_at_length() -> None:
+    reason, serving = await drop_on(long_unknown_field())
+    assert "unknown field" in reason and "\n" not in reason
+    assert len(reason) < 300, len(reason)
+    assert serving

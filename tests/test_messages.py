@@ -1,0 +1,85 @@
+"""The deal's typed messages (`wire.messages`): the wire form the channel always carried (maps
+tagged by `t`), one strict parse, and errors that neither crash a node nor repeat at length
+what a peer chose to send."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from p2psched.identity import Identity
+from p2psched.wire.codec import DecodeError, decode
+from p2psched.wire.deal import Commitment, Quote, Receipt, result_hash
+from p2psched.wire.messages import encode as encode_message
+from p2psched.wire.messages import parse
+from p2psched.wire.schema import SchemaError
+
+A, B = Identity.generate(), Identity.generate()
+TASK = {"id": "j/0", "driver": "echo", "model": None, "input": {"n": [1, 2.5, "x"]}, "timeout": 5.0}
+
+
+def maps() -> list[dict]:
+    """One message of every kind, as maps (the form both old and new peers put on the wire)."""
+    quote = Quote(A.node_id, B.node_id, "j", 0.5, 1.0, 0.1, 2.0, 3, 100.0).signed(A)
+    commitment = Commitment(B.node_id, A.node_id, "j", ["j/0"], 0.5, 1.0).signed(B)
+    receipt = Receipt(A.node_id, B.node_id, "j", "j/0", True, result_hash(7), 1.0, 0.5, 2.0)
+    signed = receipt.signed(A).to_wire()
+    ask = {"rid": 1, "job": "j", "tasks": 2, "driver": "echo", "model": "m", "max_price": 1.5}
+    return [
+        {"t": "quote?", **ask},
+        {"t": "reserve", **ask, "max_price": float("inf")},
+        {"t": "commit", "rid": 2, "commitment": commitment.to_wire(), "run": [TASK]},
+        {"t": "unreserve", "rid": 3},
+        {"t": "withdraw", "rid": 4, "tasks": ["j/0"]},
+        {"t": "run", "tasks": [TASK]},
+        {"t": "ack", "tasks": ["j/0"]},
+        {"t": "cancel", "tasks": []},
+        {"t": "quote", "rid": 1, "quote": quote.to_wire()},
+        {"t": "decline", "rid": 1, "reason": "busy", "busy": True},
+        {"t": "error", "reason": "no"},
+        {"t": "ready", "rid": 3},
+        {"t": "withdrawn", "rid": 4, "tasks": []},
+        {"t": "lease", "rid": 2, "tasks": ["j/0"], "expires": 9.0},
+        {"t": "reject", "rid": 2, "reason": "full", "busy": True},
+        {"t": "beat", "running": ["j/0"], "progress": [0.5]},
+        {
+            "t": "result",
+            "task": "j/0",
+            "output": 7,
+            "error": None,
+            "receipt": receipt.signed(A).to_wire(),
+        },
+    ]
+
+
+@pytest.mark.parametrize("message", maps(), ids=lambda m: m["t"])
+def test_every_kind_keeps_the_wire_form_both_ways(message: dict) -> None:
+    parsed = parse(msgpack.packb(message, use_bin_type=True))
+    assert decode(encode_message(parsed)) == message
+
+
+def test_a_document_on_the_wire_must_be_signed() -> None:
+    unsigned = Quote(A.node_id, B.node_id, "j", 0.5, 1.0, 0.1, 2.0, 3, 100.0).to_wire()
+    del unsigned["sig"]
+    with pytest.raises(SchemaError, match="quote.quote.sig"):
+        parse(msgpack.packb({"t": "quote", "rid": 1, "quote": unsigned}))
+
+
+def test_a_frame_nested_thousands_deep_is_malformed_wherever_it_nests() -> None:
+    deep = b"\x91" * 5000 + b"\xc0"
+    result = msgpack.packb({"t": "result", "task": "j/0"})
+    rest = msgpack.packb({"error": None, "receipt": {}})
+    in_output = b"\x85" + result[1:] + msgpack.packb("output") + deep + rest[1:]
+    with pytest.raises(DecodeError, match="nested too deep"):
+        parse(in_output)
+    unknown_kind = b"\x82" + msgpack.packb("t") + msgpack.packb("x") + msgpack.packb("y") + deep
+    with pytest.raises(SchemaError, match="unknown message type"):
+        parse(unknown_kind)
+
+
+def test_what_a_peer_named_is_repeated_short_and_on_one_line() -> None:
+    name = "x" * 100_000 + "\nINFO forged"
+    with pytest.raises(SchemaError) as e:
+        parse(msgpack.packb({"t": "ack", "tasks": [], name: 1}))
+    assert "unknown field" in str(e.value) and "\n" not in str(e.value)
+    assert len(str(e.value)) < 120
