@@ -42,13 +42,7 @@ def maps() -> list[dict]:
         {"t": "lease", "rid": 2, "tasks": ["j/0"], "expires": 9.0},
         {"t": "reject", "rid": 2, "reason": "full", "busy": True},
         {"t": "beat", "running": ["j/0"], "progress": [0.5]},
-        {
-            "t": "result",
-            "task": "j/0",
-            "output": 7,
-            "error": None,
-            "receipt": receipt.signed(A).to_wire(),
-        },
+        {"t": "result", "task": "j/0", "output": 7, "error": None, "receipt": signed},
     ]
 
 
