@@ -16,9 +16,8 @@ from p2psched.api.control import api_token
 from p2psched.api.endpoint import TOKEN_FILE
 from p2psched.cli import top
 from p2psched.scheduler.job import parse_job
-from tests.test_metrics import scraper
-from tests.test_relay import relayed_network
-from tests.test_submit import echo_job
+from tests.harness.metrics import scraper
+from tests.harness.network import echo_job, relayed_network
 
 
 async def test_a_task_of_a_job_no_longer_in_memory_is_answered_from_the_store(

@@ -14,7 +14,7 @@ from p2psched.identity import Identity
 from p2psched.scheduler.run import MONEY_EPSILON, JobRun
 from p2psched.scheduler.strategy import STRATEGIES, Strategy
 from p2psched.worker import manager as wm
-from tests.test_dispatch import Net, ad, spec
+from tests.harness.net import Net, ad, spec
 
 IDS = [Identity.generate() for _ in range(8)]  # signing keys are slow to make: shared
 SCHED = Identity.generate()

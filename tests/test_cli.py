@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,38 +12,27 @@ from pathlib import Path
 
 import pytest
 
-EXE = [sys.executable, "-m", "p2psched.cli"]
-
-
-def run(*args: str, home: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "P2PSCHED_HOME": str(home / "default-home")}
-    return subprocess.run([*EXE, *args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.harness.processes import EXE, free_udp_port, run_at_home
 
 
 def test_init_then_id(tmp_path: Path) -> None:
-    made = run("init", "--data-dir", str(tmp_path / "a"), home=tmp_path)
+    made = run_at_home("init", "--data-dir", str(tmp_path / "a"), home=tmp_path)
     assert made.returncode == 0
     node_id = re.search(r"identity ([0-9a-f]{64})", made.stdout).group(1)  # type: ignore[union-attr]
-    shown = run("id", "--data-dir", str(tmp_path / "a"), home=tmp_path)
+    shown = run_at_home("id", "--data-dir", str(tmp_path / "a"), home=tmp_path)
     assert shown.stdout.strip() == node_id
-    again = run("init", "--data-dir", str(tmp_path / "a"), home=tmp_path)
+    again = run_at_home("init", "--data-dir", str(tmp_path / "a"), home=tmp_path)
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
 def test_missing_and_corrupt_keys_are_clear_errors(tmp_path: Path) -> None:
-    missing = run("id", "--data-dir", str(tmp_path / "nowhere"), home=tmp_path)
+    missing = run_at_home("id", "--data-dir", str(tmp_path / "nowhere"), home=tmp_path)
     assert missing.returncode == 2
     assert "identity.key is missing" in missing.stderr and "p2psched init" in missing.stderr
     assert "Traceback" not in missing.stderr
-    run("init", "--data-dir", str(tmp_path / "b"), home=tmp_path)
+    run_at_home("init", "--data-dir", str(tmp_path / "b"), home=tmp_path)
     (tmp_path / "b" / "identity.key").write_bytes(b"p2psched-ed25519-v1\nnot hex\n")
-    corrupt = run(
+    corrupt = run_at_home(
         "dht", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "b"), home=tmp_path
     )
     assert (
@@ -55,11 +43,11 @@ def test_missing_and_corrupt_keys_are_clear_errors(tmp_path: Path) -> None:
 
 
 def test_bad_arguments_name_what_is_wrong(tmp_path: Path) -> None:
-    bad = run(
+    bad = run_at_home(
         "dht", "serve", "--listen", "nonsense", "--data-dir", str(tmp_path / "c"), home=tmp_path
     )
     assert bad.returncode == 2 and "--listen 'nonsense' is not HOST:PORT" in bad.stderr
-    big = run(
+    big = run_at_home(
         "dht",
         "put",
         "k",
@@ -71,7 +59,7 @@ def test_bad_arguments_name_what_is_wrong(tmp_path: Path) -> None:
         home=tmp_path,
     )
     assert big.returncode == 2 and "at most 4096" in big.stderr
-    nobody = run(
+    nobody = run_at_home(
         "dht",
         "get",
         "k",
@@ -85,7 +73,7 @@ def test_bad_arguments_name_what_is_wrong(tmp_path: Path) -> None:
 
 
 def test_demo_prints_what_it_did(tmp_path: Path) -> None:
-    out = run("demo", "--nodes", "30", home=tmp_path, timeout=120)
+    out = run_at_home("demo", "--nodes", "30", home=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "30 of 30 nodes found it" in out.stdout
     assert re.search(r"found 20 of the true 20 closest nodes", out.stdout)
@@ -119,7 +107,9 @@ def test_serve_put_get_across_processes(tmp_path: Path) -> None:
             def dht(*args: str, node: str) -> subprocess.CompletedProcess[str]:
                 seed = f"127.0.0.1:{port}"
                 data_dir = str(tmp_path / node)
-                return run("dht", *args, "--bootstrap", seed, "--data-dir", data_dir, home=tmp_path)
+                return run_at_home(
+                    "dht", *args, "--bootstrap", seed, "--data-dir", data_dir, home=tmp_path
+                )
 
             put = dht("put", "greeting", "hello there", node="p")
             assert put.returncode == 0, put.stderr
@@ -127,7 +117,9 @@ def test_serve_put_get_across_processes(tmp_path: Path) -> None:
             got = dht("get", "greeting", node="g")
             assert got.returncode == 0, got.stderr
             assert "hello there" in got.stdout
-            publisher = run("id", "--data-dir", str(tmp_path / "p"), home=tmp_path).stdout.strip()
+            publisher = run_at_home(
+                "id", "--data-dir", str(tmp_path / "p"), home=tmp_path
+            ).stdout.strip()
             assert got.stdout.startswith(publisher[:16])
         finally:
             server.send_signal(signal.SIGINT)

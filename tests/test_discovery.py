@@ -6,7 +6,6 @@ import os
 import random
 
 import trio
-from test_resources import NEEDS, random_profile
 
 from p2psched.dht import messages as m
 from p2psched.dht.records import Record
@@ -15,6 +14,7 @@ from p2psched.resources.need import Need, capability_keys
 from p2psched.resources.profile import MAX_PROFILE_BYTES, Profile
 from p2psched.scheduler.discovery import Discovery
 from p2psched.worker.advert import Advert
+from tests.harness.profiles import NEEDS, random_profile
 
 
 async def test_a_swarm_of_100_workers_answers_each_need_exactly() -> None:

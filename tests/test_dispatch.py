@@ -5,200 +5,20 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from msgspec.structs import replace as restruct
 
 from p2psched.identity import Identity
-from p2psched.resources.need import Need
-from p2psched.resources.profile import Profile
-from p2psched.scheduler.ads import WorkerAd
-from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.lifecycle import IllegalTransition, TaskState
-from p2psched.scheduler.run import (
-    Close,
-    Connect,
-    DispatchConfig,
-    JobRun,
-    Send,
-    Settled,
-)
-from p2psched.wire import messages
-from p2psched.wire.codec import decode, encode
-from p2psched.wire.deal import Commitment, Receipt
-from p2psched.wire.messages import Message, parse
+from p2psched.scheduler.run import DispatchConfig, JobRun, Send
+from p2psched.wire.deal import Receipt
 from p2psched.worker import manager as wm
+from tests.harness.net import ad, commit, dispatch, make_net, on_wire, receipts_verify, spec, wire
 
 S = TaskState
-
-
-def wire(message: dict[str, Any]) -> Message:
-    """A message as it arrives from the wire: `message` encoded, then parsed."""
-    return parse(encode(message))
-
-
-def on_wire(message: Any) -> Any:
-    """What a message (or a task in one) looks like on the wire, decoded."""
-    return decode(messages.encode(message))
-
-
-def spec(
-    i: int,
-    *,
-    driver: str = "echo",
-    retries: int = 2,
-    timeout: float = 60.0,
-    max_price: float = math.inf,
-    need: str = "",
-) -> TaskSpec:
-    return TaskSpec(
-        task_id=f"job-{i:06d}",
-        index=i,
-        name=str(i),
-        driver=driver,
-        input={"n": i},
-        need=Need.parse(need),
-        timeout_s=timeout,
-        max_price=max_price,
-        retries=retries,
-        priority=5,
-    )
-
-
-def ad(identity: Identity, price: float = 0.0, drivers: tuple[str, ...] = ("echo",)) -> WorkerAd:
-    profile = Profile(
-        cpu_model="cpu",
-        cpu_cores=4,
-        ram_gb=8.0,
-        min_price=price,
-        drivers=drivers,
-        free_slots=1,
-        addresses=("127.0.0.1:1",),
-    )
-    return WorkerAd(identity.node_id, profile, seq=1, expires=1e12)
-
-
-@dataclass
-class Net:
-    """A scheduler and workers; messages cross through the codec and the schemas, in order;
-    tasks run instantly unless a test holds them."""
-
-    run: JobRun
-    workers: dict[bytes, wm.TaskManager]
-    now: float = 1000.0
-    up: set[bytes] = field(default_factory=set)
-    hold: bool = False  # started tasks wait for `finish`
-    started: list[tuple[bytes, bytes, dict[str, Any]]] = field(default_factory=list)
-    behave: dict[bytes, Any] = field(default_factory=dict)  # worker -> message rewriter
-    settled: list[str] = field(default_factory=list)
-    closed: list[tuple[bytes, str]] = field(default_factory=list)
-    relayed: set[bytes] = field(default_factory=set)  # workers reached through a gate
-    refuse: set[bytes] = field(default_factory=set)  # workers a dial does not reach now
-    stall: set[bytes] = field(default_factory=set)  # ... nor fail yet: it hangs
-    dials: list[bytes] = field(default_factory=list)  # every Connect, in order
-
-    def pump(self, rounds: int = 10_000) -> None:
-        for _ in range(rounds):
-            moved = False
-            for a in self.run.actions():
-                moved = True
-                if isinstance(a, Connect):
-                    self.dials.append(a.worker)
-                    if a.worker in self.stall:
-                        continue  # the test ends the dial with `dialed`
-                    self.dialed(a.worker, a.worker in self.workers and a.worker not in self.refuse)
-                elif isinstance(a, Send):
-                    if a.peer in self.up:
-                        self.workers[a.peer].receive(
-                            self.run.identity.node_id, parse(messages.encode(a.message)), self.now
-                        )
-                elif isinstance(a, Close):
-                    self.closed.append((a.worker, a.reason))
-                    self.drop(a.worker, tell_scheduler=False)
-                elif isinstance(a, Settled):
-                    self.settled.append(a.task_id)
-            for wid, w in self.workers.items():
-                for b in w.actions():
-                    moved = True
-                    if isinstance(b, Send) and wid in self.up:
-                        frame = messages.encode(b.message)
-                        if wid in self.behave:  # it says what it likes, on the wire
-                            frame = encode(self.behave[wid](decode(frame)))
-                        self.run.receive(wid, parse(frame), self.now)
-                    elif isinstance(b, wm.Start):
-                        task = on_wire(b.task)
-                        if self.hold:
-                            self.started.append((wid, b.peer, task))
-                        else:
-                            w.finished(b.peer, task["id"], {"out": task["input"]}, None, self.now)
-            if not moved:
-                return
-        raise AssertionError("no quiescence")
-
-    def dialed(self, worker: bytes, ok: bool) -> None:
-        """A dial to `worker` ends: the channel is up, or it failed."""
-        if ok:
-            self.up.add(worker)
-            self.workers[worker].connected(
-                self.run.identity.node_id, self.run.identity.public_key, self.now
-            )
-            self.run.connected(worker, self._key(worker), self.now, relayed=worker in self.relayed)
-        else:
-            self.run.disconnected(worker, "refused", self.now)
-
-    def _key(self, worker: bytes) -> bytes:
-        return self.workers[worker].identity.public_key
-
-    def drop(self, worker: bytes, *, tell_scheduler: bool = True) -> None:
-        self.up.discard(worker)
-        self.workers[worker].disconnected(self.run.identity.node_id, self.now)
-        if tell_scheduler:
-            relayed = worker in self.relayed
-            self.run.disconnected(worker, "connection reset", self.now, relayed=relayed)
-
-    def advance(self, seconds: float, step: float = 0.5) -> None:
-        end = self.now + seconds
-        while self.now < end:
-            self.now = min(end, self.now + step)
-            for w in self.workers.values():
-                w.tick(self.now)
-            self.run.tick(self.now)
-            self.pump()
-
-
-def make_net(
-    n_tasks: int,
-    n_workers: int,
-    *,
-    prices: list[float] | None = None,
-    budget: float = math.inf,
-    mtr: float = 0.0,
-    **task: Any,
-) -> Net:
-    sched = Identity.generate()
-    ids = [Identity.generate() for _ in range(n_workers)]
-    prices = prices or [0.0] * n_workers
-    workers = {
-        i.node_id: wm.TaskManager(i, slots=2, queue_depth=2, price=p) for i, p in zip(ids, prices)
-    }
-    run = JobRun(
-        sched, "job", [spec(k, **task) for k in range(n_tasks)], mtr=mtr, budget=budget, now=1000.0
-    )
-    net = Net(run, workers)
-    run.add_workers([ad(i, p) for i, p in zip(ids, prices)], net.now)
-    net.pump()
-    return net
-
-
-def receipts_verify(net: Net) -> None:
-    for t in net.run.tasks.values():
-        assert t.state == S.COMPLETED
-        r = t.receipt
-        assert r is not None and t.worker is not None
-        assert r.verify(net.workers[t.worker].identity.public_key)
-        assert r.task == t.spec.task_id
 
 
 def test_two_hundred_tasks_over_five_workers_complete_once_each() -> None:
@@ -276,20 +96,6 @@ def test_silent_worker_is_given_up_after_its_heartbeat_stops() -> None:
     assert (a.node_id, "heartbeat stopped") in net.closed
     t = net.run.tasks["job-000000"]
     assert t.state == S.QUEUED and a.node_id in t.excluded and t.attempts == 1
-
-
-def commit(w: wm.TaskManager, sched: Identity, task_id: str, now: float) -> None:
-    c = Commitment(sched.node_id, w.identity.node_id, "job", [task_id], 0.0, now).signed(sched)
-    w.receive(
-        sched.node_id,
-        wire({"t": "commit", "rid": 1, "commitment": c.to_wire(), "run": []}),
-        now,
-    )
-
-
-def dispatch(w: wm.TaskManager, sched: Identity, task_id: str, now: float) -> None:
-    task = {"id": task_id, "driver": "echo", "model": None, "input": 1, "timeout": 5.0}
-    w.receive(sched.node_id, wire({"t": "run", "tasks": [task]}), now)
 
 
 def test_lease_expires_on_the_worker_without_a_dispatch() -> None:

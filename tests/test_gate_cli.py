@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from p2psched import devnet
-from tests.test_submit_cli import p2psched
+from tests.harness.processes import p2psched
 
 
 @pytest.mark.parametrize("net", [2], indirect=True)

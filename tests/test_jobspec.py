@@ -22,25 +22,7 @@ from p2psched.scheduler.job import (
     load_job,
     parse_job,
 )
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def job_file(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "job.yaml"
-    path.write_text(text)
-    return path
-
-
-def refusal(tmp_path: Path, text: str) -> list[str]:
-    """The lines of the error a job file is refused with."""
-    path = job_file(tmp_path, text)
-    with pytest.raises(JobSpecError) as caught:
-        load_job(path)
-    lines = str(caught.value).splitlines()
-    assert lines == list(caught.value.lines)
-    assert all(line.startswith(f"{path}: ") for line in lines), lines
-    return lines
+from tests.harness.jobspec import EXAMPLES, job_file, refusal
 
 
 def test_a_list_job_derives_its_tasks_with_the_job_defaults_laid_under_each(

@@ -4,17 +4,12 @@ real HTTP from running nodes after a real job through a gate's relay."""
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from p2psched.api.control import api_token, serve_api
 from p2psched.dht import messages as m
 from p2psched.histogram import Histogram
 from p2psched.identity import Identity
@@ -22,10 +17,10 @@ from p2psched.node.node import Node
 from p2psched.scheduler.job import parse_job
 from p2psched.scheduler.run import JobRun
 from p2psched.worker import manager as wm
-from tests.test_dispatch import Net, ad, spec
-from tests.test_protocol import NOW, Link
-from tests.test_relay import relayed_network
-from tests.test_submit import echo_job
+from tests.harness.dht import NOW, Link
+from tests.harness.metrics import scraper
+from tests.harness.net import Net, ad, spec
+from tests.harness.network import echo_job, relayed_network
 
 # -- the cores' plain numbers --------------------------------------------------------------
 
@@ -83,20 +78,6 @@ def test_a_jobs_stats_count_the_deal_the_outcomes_and_the_queue_wait() -> None:
     assert deal["commit"] == deal["lease"] >= 2  # each commitment leased
     ran = [h for w in net.workers.values() for h in w.run_seconds.values()]
     assert sum(h.count for h in ran) == 3 and sum(h.sum for h in ran) == pytest.approx(5.0)
-
-
-# -- /metrics over HTTP, from running nodes --------------------------------------------------
-
-
-@asynccontextmanager
-async def scraper(node: Node) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client of `node`'s control API, sending its token."""
-    async with trio.open_nursery() as nursery:
-        url = await nursery.start(partial(serve_api, node))
-        headers = {"authorization": f"Bearer {api_token(node.data_dir)}"}
-        async with httpx.AsyncClient(base_url=url, headers=headers) as http:
-            yield http
-        nursery.cancel_scope.cancel()
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

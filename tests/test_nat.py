@@ -1,5 +1,5 @@
 """Workers behind a NAT router take work through a relay gate: real network namespaces (see
-tests/netns.py), real processes, as a user runs them. Needs root; skipped with the reason
+tests/harness/netns.py), real processes, as a user runs them. Needs root; skipped with the reason
 otherwise."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,12 +15,18 @@ from typing import Any
 
 import pytest
 
-from tests import netns
-from tests.netns import NatTopology, Proc, check_in, connect_from, nat_topology, tcp_listener
-from tests.test_resume_cli import receipts_issued
+from tests.harness import netns
+from tests.harness.netns import (
+    NatTopology,
+    Proc,
+    check_in,
+    connect_from,
+    nat_topology,
+    tcp_listener,
+)
+from tests.harness.processes import EXE, receipts_issued
 
 ROOT = Path(__file__).resolve().parent.parent
-EXE = [sys.executable, "-m", "p2psched.cli"]
 
 
 def _skip_unless_namespaces() -> None:

@@ -10,7 +10,7 @@ from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.queue import TaskQueue, latest_start, max_wait_s
 from p2psched.scheduler.run import JobRun
 from p2psched.worker import manager as wm
-from tests.test_dispatch import Net, ad, spec
+from tests.harness.net import Net, ad, spec
 
 S = TaskState
 

@@ -20,13 +20,13 @@ from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.ads import WorkerAd
 from p2psched.scheduler.lifecycle import TaskState
-from p2psched.scheduler.run import JobRun, TaskRun, task_id_for
+from p2psched.scheduler.run import JobRun, task_id_for
 from p2psched.scheduler.service import Dispatcher
 from p2psched.wire.messages import Send, encode, parse
 from p2psched.worker import manager as wm
 from p2psched.worker.drivers import SleepDriver
 from p2psched.worker.service import WorkerService
-from tests.test_dispatch import Net, ad, spec
+from tests.harness.net import Net, ad, nobody_at_fault, spec
 
 S = TaskState
 
@@ -79,10 +79,6 @@ def finish(net: Net, task_id: str) -> None:
 
 def started(net: Net) -> Counter[str]:
     return Counter(task["id"] for _, _, task in net.started)
-
-
-def nobody_at_fault(t: TaskRun) -> bool:
-    return t.attempts == 0 and not t.excluded
 
 
 def test_a_worker_whose_ad_does_not_change_is_dialed_again_at_the_same_address() -> None:

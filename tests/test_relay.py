@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,7 @@ from p2psched.scheduler.job import parse_job
 from p2psched.wire.address import parse_relay_address, relay_address
 from p2psched.wire.channel import SecureChannel
 from p2psched.wire.noise import ChannelError
-from p2psched.worker.config import WorkerConfig
-from tests.test_submit import MACHINE, echo_job
-
-ECHO = WorkerConfig(slots=2, drivers=("echo", "sleep"))
+from tests.harness.network import ECHO, MACHINE, echo_job, gate_at, private_workers, relayed_network
 
 # -- the core's limits, sans I/O ------------------------------------------------------------
 
@@ -137,63 +133,6 @@ def test_relay_addresses() -> None:
     assert parse_relay_address("10.77.0.1:4001") is None
     with pytest.raises(ValueError, match="64 hex digits"):
         parse_relay_address("10.77.0.1:4001/relay/zz")
-
-
-# -- one process, real sockets --------------------------------------------------------------
-
-
-@asynccontextmanager
-async def gate_at(gate: Gate | None = None) -> AsyncIterator[tuple[Gate, tuple[str, int]]]:
-    """`gate` (by default one with the default limits) serving on loopback, stopped on
-    leaving."""
-    gate = gate or Gate(Identity.generate())
-    async with trio.open_nursery() as nursery:
-        yield gate, await nursery.start(gate.serve)
-        nursery.cancel_scope.cancel()
-
-
-async def private_workers(
-    stack: AsyncExitStack, tmp_path: Path, seeds: list[tuple[str, int]], n: int
-) -> list[Node]:
-    """`n` workers that listen nowhere: they take channels only through their gates."""
-    return [
-        await stack.enter_async_context(
-            open_node(
-                Identity.generate(),
-                tmp_path / f"w{i}",
-                seeds=seeds,
-                worker=ECHO,
-                detected=MACHINE,
-                reachability="private",
-                ad_ttl=20.0,
-            )
-        )
-        for i in range(n)
-    ]
-
-
-@asynccontextmanager
-async def relayed_network(
-    tmp_path: Path, workers: int, gates: int = 1, **gate_kw: object
-) -> AsyncIterator[tuple[Node, list[Node], list[Node]]]:
-    """Gates, private workers (they listen nowhere) and a scheduler, on loopback."""
-    async with AsyncExitStack() as stack:
-        gate_nodes: list[Node] = []
-        for i in range(gates):
-            seeds = [g.dht.address for g in gate_nodes]
-            gate_nodes.append(
-                await stack.enter_async_context(
-                    open_node(
-                        Identity.generate(), tmp_path / f"g{i}", seeds=seeds, gate=True, **gate_kw
-                    )  # type: ignore[arg-type]
-                )
-            )
-        seeds = [g.dht.address for g in gate_nodes]
-        worker_nodes = await private_workers(stack, tmp_path, seeds, workers)
-        scheduler = await stack.enter_async_context(
-            open_node(Identity.generate(), tmp_path / "s", seeds=seeds, dht_client=True)
-        )
-        yield scheduler, worker_nodes, gate_nodes
 
 
 async def test_workers_that_accept_no_connection_complete_tasks_through_a_gate(

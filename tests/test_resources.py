@@ -16,6 +16,7 @@ from p2psched.resources.need import Need, NeedError, capability_keys
 from p2psched.resources.profile import MAX_PROFILE_BYTES, Gpu, Profile, gpu_family
 from p2psched.wire.codec import decode
 from p2psched.wire.schema import SchemaError
+from tests.harness.profiles import NEEDS, profile, random_profile
 
 DATA = Path(__file__).parent / "data"
 
@@ -119,11 +120,6 @@ def test_gpu_families() -> None:
     assert gpu_family("NVIDIA GeForce RTX 3090 Ti") == "RTX3090TI" != gpu_family("RTX 3090")
 
 
-def profile(**kw: Any) -> Profile:
-    base: dict[str, Any] = {"cpu_model": "Test CPU", "cpu_cores": 8, "ram_gb": 32.0}
-    return Profile(**(base | kw))
-
-
 def test_profile_round_trips_through_the_wire_in_the_meta_info_layout() -> None:
     p = profile(
         gpus=(Gpu("NVIDIA A100-SXM4-40GB", 40.0, "550.54.15"),),
@@ -195,47 +191,6 @@ def test_need_parsing_and_its_errors() -> None:
     ]:
         with pytest.raises(NeedError, match=says):
             Need.parse(bad)
-
-
-def random_profile(rng: random.Random) -> Profile:
-    gpu_models = [
-        "NVIDIA A100-SXM4-40GB",
-        "NVIDIA H100 80GB HBM3",
-        "NVIDIA GeForce RTX 4090",
-        "Tesla T4",
-    ]
-    vram = {
-        "NVIDIA A100-SXM4-40GB": 40.0,
-        "NVIDIA H100 80GB HBM3": 80.0,
-        "NVIDIA GeForce RTX 4090": 24.0,
-        "Tesla T4": 16.0,
-    }
-    models = ["llama-3-8b", "llama-3-70b", "sdxl", "whisper"]
-    gpus = tuple(Gpu(m, vram[m], "550") for m in rng.sample(gpu_models, rng.randrange(0, 3)))
-    installed = tuple(rng.sample(models, rng.randrange(0, 4)))
-    return profile(
-        gpus=gpus,
-        ram_gb=float(rng.choice([8, 16, 32, 64, 128])),
-        installed_models=installed,
-        loaded_models=tuple(m for m in installed if rng.random() < 0.5),
-        drivers=tuple(rng.sample(["http", "command", "echo"], rng.randrange(1, 3))),
-        min_price=rng.choice([0.0, 0.01, 0.02, 0.05]),
-        free_slots=rng.randrange(0, 3),
-        labels=(("region", rng.choice(["eu", "us"])),),
-    )
-
-
-NEEDS = [
-    "",
-    "gpu=A100",
-    "gpu=RTX 4090,vram>=24",
-    "vram>=40",
-    "ram>=64,driver=http",
-    "model=llama-3-8b,max_price<=0.02",
-    "loaded=sdxl",
-    "gpus>=2,label.region=eu",
-    "driver=command,slots>=1",
-]
 
 
 def test_every_matching_worker_is_stored_under_its_needs_search_keys() -> None:

@@ -9,7 +9,7 @@ from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import JobRun
 from p2psched.store import StoredTask
 from p2psched.worker import manager as wm
-from tests.test_dispatch import Net, ad, make_net, spec
+from tests.harness.net import Net, ad, make_net, spec
 
 S = TaskState
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -17,7 +16,7 @@ import pytest
 
 from p2psched import devnet
 from p2psched.api.client import ControlClient
-from tests.test_submit_cli import EXE, matrix_job, p2psched
+from tests.harness.processes import EXE, matrix_job, p2psched, receipts_issued
 
 
 def start_node(gate: str, data: Path) -> subprocess.Popen[bytes]:
@@ -47,15 +46,6 @@ def status(job: str, data: Path) -> dict:
     out = p2psched("status", job, "--json", "--data-dir", str(data))
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
-
-
-def receipts_issued(worker_dir: Path) -> list[str]:
-    """The tasks a worker signed a successful receipt for, from its own ledger."""
-    with sqlite3.connect(worker_dir / "state.db") as db:
-        rows = db.execute(
-            "SELECT task FROM ledger WHERE role = 'earned' AND kind = 'receipt' AND ok = 1"
-        ).fetchall()
-    return [r[0] for r in rows]
 
 
 @pytest.mark.parametrize("net", [2], indirect=True)

@@ -16,124 +16,27 @@ from typing import Any
 
 import pytest
 
-from p2psched.identity import Identity
 from p2psched.store import Store, StoreError, schema
-from p2psched.store.journal import (
-    Accepted,
-    Charged,
-    Committed,
-    Entry,
-    Issued,
-    JobFinished,
-    JobOpened,
-    Moved,
-)
+from p2psched.store.journal import Accepted, Committed, Issued, JobFinished, JobOpened
 from p2psched.store.schema import SCHEMA_VERSION
 from p2psched.wire.codec import encode
-from p2psched.wire.deal import Commitment, Receipt, packed_hash
+from p2psched.wire.deal import packed_hash
+from tests.harness.store import (
+    ME,
+    OTHER_WORKER,
+    SCHEDULER,
+    WORKER,
+    charged,
+    commitment,
+    honest_ledger,
+    moved,
+    opened,
+    receipt,
+    run_to_completion,
+    sql,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-ME = Identity.generate()  # this node: schedules its own jobs and works for others
-WORKER = Identity.generate()
-OTHER_WORKER = Identity.generate()
-SCHEDULER = Identity.generate()  # another node's scheduler, for whom this node works
-
-
-def opened(job: str, mtr: float = 60.0, budget: float = 100.0) -> JobOpened:
-    return JobOpened(
-        job=job,
-        name=job.split("-")[0],
-        spec={"name": job.split("-")[0], "driver": "echo", "items": [1, 2, 3]},
-        submitted_at=1000.0,
-        mtr=mtr,
-        budget=budget,
-        deadline=5000.0,
-    )
-
-
-def moved(
-    job: str,
-    task: str,
-    old: str,
-    new: str,
-    at: float,
-    *,
-    reason: str | None = None,
-    worker: bytes | None = None,
-    price: float = 0.0,
-    attempts: int = 0,
-) -> Moved:
-    return Moved(task, job, old, new, at, reason, worker, price, attempts)
-
-
-def commitment(
-    job: str, tasks: list[str], price: float, worker: Identity = WORKER, scheduler: Identity = ME
-) -> Commitment:
-    return Commitment(
-        scheduler=scheduler.node_id,
-        worker=worker.node_id,
-        job=job,
-        tasks=tasks,
-        price=price,
-        issued_at=1001.0,
-    ).signed(scheduler)
-
-
-def receipt(
-    job: str,
-    task: str,
-    price: float,
-    output: bytes,
-    ok: bool = True,
-    worker: Identity = WORKER,
-    scheduler: Identity = ME,
-) -> Receipt:
-    return Receipt(
-        worker=worker.node_id,
-        scheduler=scheduler.node_id,
-        job=job,
-        task=task,
-        ok=ok,
-        result_hash=packed_hash(output),
-        duration=2.5,
-        price=price,
-        finished_at=1010.0,
-    ).signed(worker)
-
-
-def charged(
-    job: str, task: str, price: float, value: object, *, ok: bool = True, worker: Identity = WORKER
-) -> Charged:
-    output = encode(value)
-    return Charged(
-        receipt=receipt(job, task, price, output, ok=ok, worker=worker),
-        worker_public_key=worker.public_key,
-        output=output,
-        at=1010.0,
-    )
-
-
-def run_to_completion(job: str, task: str, price: float, value: object) -> list[Entry]:
-    """The entries of one task queued, committed, sent and completed."""
-    w = WORKER.node_id
-    return [
-        moved(job, task, "unscheduled", "queued", 1000.0),
-        moved(job, task, "queued", "negotiating", 1000.5),
-        Committed(commitment(job, [task], price), ("10.0.0.7:4000",), at=1001.0),
-        moved(job, task, "negotiating", "scheduled", 1001.0, worker=w, price=price, attempts=1),
-        moved(job, task, "scheduled", "sent", 1001.1, worker=w, price=price, attempts=1),
-        charged(job, task, price, value),
-        moved(job, task, "sent", "completed", 1010.0, worker=w, price=price, attempts=1),
-    ]
-
-
-def sql(store: Store, statement: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-    """Run SQL on the store's file from outside, as someone editing it would."""
-    db = sqlite3.connect(store.path, isolation_level=None)
-    try:
-        return db.execute(statement, params).fetchall()
-    finally:
-        db.close()
 
 
 @pytest.fixture
@@ -261,13 +164,9 @@ def test_ledger_summary_adds_up_by_job_and_by_peer_for_both_roles(store: Store) 
     assert store.verify_ledger() == []
 
 
-def _honest_ledger(store: Store) -> None:
-    store.write(run_to_completion("a-1", "a-1-000000", 0.5, [1]))
-
-
 def test_verify_ledger_names_the_entry_whose_document_was_altered(store: Store) -> None:
     store.write([opened("a-1")])
-    _honest_ledger(store)
+    honest_ledger(store)
     assert store.verify_ledger() == []
     [(seq, doc)] = sql(store, "SELECT seq, document FROM ledger WHERE kind = 'receipt'")
     # Flip one byte of the signature (the document's last bytes): still parses, must not verify.
@@ -281,7 +180,7 @@ def test_verify_ledger_names_the_entry_whose_document_was_altered(store: Store) 
 
 def test_verify_ledger_names_the_entry_whose_signer_key_was_swapped(store: Store) -> None:
     store.write([opened("a-1")])
-    _honest_ledger(store)
+    honest_ledger(store)
     sql(
         store,
         "UPDATE ledger SET signer_public_key = ? WHERE kind = 'receipt'",
@@ -297,7 +196,7 @@ def test_verify_ledger_catches_columns_that_disagree_with_the_signed_document(
     store: Store,
 ) -> None:
     store.write([opened("a-1")])
-    _honest_ledger(store)
+    honest_ledger(store)
     [(seq,)] = sql(store, "SELECT seq FROM ledger WHERE kind = 'commitment'")
     sql(store, "UPDATE ledger SET amount = 99 WHERE seq = ?", (seq,))
 
@@ -378,7 +277,7 @@ def test_a_reopened_store_keeps_its_data_and_its_file_mode(tmp_path: Path) -> No
     path = tmp_path / "node.db"
     with Store.open(path, own_public_key=ME.public_key) as store:
         store.write([opened("a-1")])
-        _honest_ledger(store)
+        honest_ledger(store)
         # SQLite's write-ahead log holds the same data: it must be as private as the store.
         assert stat.S_IMODE(Path(f"{path}-wal").stat().st_mode) == 0o600
     with Store.open(path, own_public_key=ME.public_key) as store:
@@ -485,7 +384,7 @@ def test_an_older_store_is_migrated_in_order_and_keeps_its_data(
     path = tmp_path / "node.db"
     with Store.open(path, own_public_key=ME.public_key) as store:
         store.write([opened("a-1"), opened("b-1")])
-        _honest_ledger(store)
+        honest_ledger(store)
     # The code grows two schema versions: each migration sees the one before it done.
     add_owner = schema.sql_script(
         "ALTER TABLE jobs ADD COLUMN owner TEXT; -- who submitted it; NULL: this node\n"

@@ -14,7 +14,17 @@ from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import JobRun, Send
 from p2psched.scheduler.strategy import STRATEGIES, Candidate, Strategy, check_strategy
 from p2psched.worker import manager as wm
-from tests.test_dispatch import Net, ad, on_wire, receipts_verify, spec, wire
+from tests.harness.net import (
+    Net,
+    ad,
+    commit,
+    dispatch,
+    net_with,
+    on_wire,
+    receipts_verify,
+    spec,
+    wire,
+)
 
 S = TaskState
 
@@ -109,26 +119,6 @@ def test_no_candidate_the_task_accepts_gives_none() -> None:
     for name in STRATEGIES:
         chooser = Strategy(name, seed=1).chooser([cand("a", 1, 1), cand("b", 1, 1)], 1.0)
         assert chooser.pick(lambda c: False) is None
-
-
-# -- whole jobs between the real cores -------------------------------------------------------
-
-
-def net_with(strategy: str, n_tasks: int, n_workers: int, *, slots: int = 2) -> Net:
-    sched = Identity.generate()
-    ids = [Identity.generate() for _ in range(n_workers)]
-    workers = {i.node_id: wm.TaskManager(i, slots=slots, queue_depth=2) for i in ids}
-    run = JobRun(
-        sched,
-        "job",
-        [spec(k) for k in range(n_tasks)],
-        mtr=1.0,
-        now=1000.0,
-        strategy=Strategy(strategy, seed=3),
-    )
-    net = Net(run, workers)
-    run.add_workers([ad(i) for i in ids], net.now)
-    return net
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
@@ -329,8 +319,6 @@ def test_a_task_that_started_meanwhile_is_not_taken_back() -> None:
     w = wm.TaskManager(Identity.generate(), slots=1, queue_depth=2)
     sched = Identity.generate()
     w.connected(sched.node_id, sched.public_key, 0.0)
-    from tests.test_dispatch import commit, dispatch
-
     for tid in ("a", "b"):
         commit(w, sched, tid, 0.0)
         dispatch(w, sched, tid, 0.0)

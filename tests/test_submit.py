@@ -3,8 +3,6 @@ loopback, found through the DHT, dispatched over Noise channels."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,48 +10,10 @@ import pytest
 import trio
 
 from p2psched.identity import Identity
-from p2psched.node.node import Node, open_node
-from p2psched.resources.detect import Detected
 from p2psched.scheduler.job import parse_job
 from p2psched.wire.deal import result_hash
 from p2psched.worker.config import WorkerConfig
-
-MACHINE = Detected("Test CPU", 4, 8.0, 100.0, (), 0.0, 0.0)
-
-
-@asynccontextmanager
-async def network(
-    tmp_path: Path, configs: list[WorkerConfig]
-) -> AsyncIterator[tuple[Node, list[Node]]]:
-    async with AsyncExitStack() as stack:
-        gate = await stack.enter_async_context(open_node(Identity.generate(), tmp_path / "gate"))
-        seeds = [gate.dht.address]
-        workers = [
-            await stack.enter_async_context(
-                open_node(
-                    Identity.generate(),
-                    tmp_path / f"w{i}",
-                    seeds=seeds,
-                    worker=config,
-                    detected=MACHINE,
-                )
-            )
-            for i, config in enumerate(configs)
-        ]
-        scheduler = await stack.enter_async_context(
-            open_node(Identity.generate(), tmp_path / "s", seeds=seeds, dht_client=True)
-        )
-        yield scheduler, workers
-
-
-def echo_job(n: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": "e2e",
-        "driver": "echo",
-        "template": {"input": {"n": "{n}"}},
-        "matrix": {"n": list(range(n))},
-        **extra,
-    }
+from tests.harness.network import echo_job, network
 
 
 async def test_two_hundred_tasks_over_five_workers(tmp_path: Path) -> None:

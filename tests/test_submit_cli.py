@@ -6,9 +6,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,58 +14,7 @@ import pytest
 
 from p2psched import devnet
 from p2psched.api.client import ControlClient
-from p2psched.wire.deal import Receipt
-
-EXE = [sys.executable, "-m", "p2psched.cli"]
-
-
-def p2psched(*args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*EXE, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **kw,  # type: ignore[call-overload]
-    )
-
-
-def write_job(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
-
-
-def matrix_job(
-    folder: Path, name: str, driver: str, template: str, n: int, extra: str = ""
-) -> Path:
-    """A job of `n` tasks from one template (YAML flow text), in `folder/<name>.yaml`."""
-    return write_job(
-        folder / f"{name}.yaml",
-        f"name: {name}\ndriver: {driver}\n{extra}template:\n  input: {template}\n"
-        f"matrix:\n  i: {list(range(n))}\n",
-    )
-
-
-def submit_json(
-    job: Path, gate: str, results: Path, data_dir: Path
-) -> subprocess.CompletedProcess[str]:
-    """`p2psched submit JOB --gate GATE --json` run as a user would, from its own data dir."""
-    return p2psched(
-        "submit",
-        str(job),
-        "--gate",
-        gate,
-        "--json",
-        "--results",
-        str(results),
-        "--data-dir",
-        str(data_dir),
-    )
-
-
-def load_receipt(path: Path) -> tuple[Receipt, bytes]:
-    doc = json.loads(path.read_text())
-    key = bytes.fromhex(doc.pop("worker_public_key"))
-    return Receipt.from_json(doc), key
+from tests.harness.processes import EXE, load_receipt, matrix_job, p2psched, submit_json, write_job
 
 
 def test_two_hundred_tasks_through_the_cli(net: devnet.Devnet, tmp_path: Path) -> None:
@@ -144,28 +91,6 @@ def test_detach_needs_a_running_node(tmp_path: Path) -> None:
     job = write_job(tmp_path / "ok.yaml", "name: x\ntasks: [{input: 1}]\n")
     out = p2psched("submit", str(job), "--detach", "--data-dir", str(tmp_path / "none"))
     assert out.returncode == 2 and "--detach needs a node running on" in out.stderr
-
-
-@pytest.fixture
-def node(net: devnet.Devnet, tmp_path: Path) -> Iterator[Path]:
-    """A plain node joined to the devnet, running its control API; yields its data dir."""
-    data = tmp_path / "node"
-    proc = subprocess.Popen(
-        [*EXE, "node", "--gate", net.gate, "--data-dir", str(data)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while (client := ControlClient.find(data)) is None:
-            assert proc.poll() is None and time.monotonic() < deadline, "the node did not start"
-            time.sleep(0.1)
-        client.close()
-        yield data
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=20) == 0
-    assert ControlClient.find(data) is None  # it took its endpoint file away
 
 
 @pytest.mark.parametrize("net", [2], indirect=True)

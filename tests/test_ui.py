@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from p2psched import devnet
+from tests.harness.devnet import running_devnet
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -66,12 +67,8 @@ def ui_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devnet.Devnet]:
     """A devnet of 3 workers that also enable the command driver, allowing no program: a
     command task fails on the worker with a reason, which the page must show."""
     folder = tmp_path_factory.mktemp("ui") / "net"
-    started = devnet.up(folder, 3, drivers=["echo", "sleep", "command"])
-    try:
+    with running_devnet(folder, 3, drivers=["echo", "sleep", "command"]) as started:
         yield started
-    finally:
-        devnet.down(folder)
-        assert not any(devnet._exists(p) for p in started.pids.values())
 
 
 def api_of(net: devnet.Devnet) -> tuple[str, str]:

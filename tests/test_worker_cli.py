@@ -3,42 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from p2psched.worker.config import ConfigError, load_config
+from tests.harness.processes import EXE, free_udp_port, process
 
-EXE = [sys.executable, "-m", "p2psched.cli"]
 TTL = 6.0
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def process(*args: str, home: Path) -> Iterator[subprocess.Popen[str]]:
-    env = {**os.environ, "P2PSCHED_HOME": str(home)}
-    with subprocess.Popen(
-        [*EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    ) as p:
-        try:
-            yield p
-        finally:
-            if p.poll() is None:
-                p.kill()
-            p.wait(timeout=10)
 
 
 def workers_json(gate: str, tmp: Path, need: str = "") -> list[dict[str, object]]:
