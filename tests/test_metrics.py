@@ -12,14 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from p2psched.dht import messages as m
 from p2psched.histogram import Histogram
-from p2psched.identity import Identity
 from p2psched.node.node import Node
 from p2psched.scheduler.job import parse_job
-from p2psched.scheduler.run import JobRun
-from p2psched.worker import manager as wm
 from tests.harness.dht import NOW, Link
 from tests.harness.metrics import scraper
-from tests.harness.net import Net, ad, spec
 from tests.harness.network import echo_job, relayed_network
 
 # -- the cores' plain numbers --------------------------------------------------------------
@@ -52,32 +48,6 @@ def test_the_dht_core_counts_rpcs_by_outcome_and_times_each_answer() -> None:
     a.on_timer(NOW + a.config.rpc_timeout)
     assert a.rpcs_sent[("find_node", "timed_out")] == 1
     assert a.round_trips["find_node"].count == 0  # only answers are timed
-
-
-def test_a_jobs_stats_count_the_deal_the_outcomes_and_the_queue_wait() -> None:
-    sched, workers = Identity.generate(), [Identity.generate() for _ in range(2)]
-    run = JobRun(sched, "job", [spec(0, retries=1), spec(1, retries=1)], mtr=0, now=1000.0)
-    net = Net(run, {w.node_id: wm.TaskManager(w, slots=2) for w in workers}, now=1003.0)
-    net.hold = True
-    run.add_workers([ad(w) for w in workers], net.now)  # found 3 s after it was queued
-    net.pump()
-    assert run.stats.queue_wait.count == 2 and run.stats.queue_wait.sum == pytest.approx(6.0)
-    net.now += 2.5
-    for wid, peer, task in net.started:  # the first fails (and is retried), the second runs
-        error = "boom" if task["id"] == "job-000000" else None
-        net.workers[wid].finished(peer, task["id"], "out", error, net.now)
-    net.started = []
-    net.pump()
-    assert run.stats.outcomes == {"completed": 1, "retried": 1}
-    ((wid, peer, task),) = net.started
-    net.workers[wid].finished(peer, task["id"], None, "boom again", net.now)
-    net.pump()
-    assert run.done and run.stats.outcomes == {"completed": 1, "retried": 1, "failed": 1}
-    deal = run.stats.negotiation
-    assert deal["asked"] >= 1 and deal["quote"] >= 1
-    assert deal["commit"] == deal["lease"] >= 2  # each commitment leased
-    ran = [h for w in net.workers.values() for h in w.run_seconds.values()]
-    assert sum(h.count for h in ran) == 3 and sum(h.sum for h in ran) == pytest.approx(5.0)
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

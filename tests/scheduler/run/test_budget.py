@@ -1,6 +1,7 @@
-"""The budget is never exceeded: whatever the prices, the failures and the strategy, money spent
-plus money held never goes over the job's budget, at every step, with many workers quoting and
-taking commitments at once; held money returns to zero when nothing is in flight."""
+"""The budget is never exceeded: whatever the prices, the failures and the strategy, money
+spent plus money held never goes over the job's budget, at every step, with many workers
+quoting and taking commitments at once; held money returns to zero when nothing is in
+flight; and what no one can be paid for fails, saying so."""
 
 from __future__ import annotations
 
@@ -11,10 +12,31 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2psched.identity import Identity
+from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import MONEY_EPSILON, JobRun
 from p2psched.scheduler.strategy import STRATEGIES, Strategy
 from p2psched.worker import manager as wm
-from tests.harness.net import Net, ad, spec
+from tests.harness.net import Net, ad, make_net, spec
+
+S = TaskState
+
+
+def test_budget_is_never_exceeded() -> None:
+    net = make_net(10, 2, prices=[1.0, 1.0], budget=3.5)
+    assert net.run.spent <= 3.5
+    assert net.run.counts()["completed"] == 3
+    net.advance(40)  # nobody can be paid for the rest: they fail with the reason
+    assert net.run.done and net.run.counts()["failed"] == 7
+
+
+def test_budget_edge_with_prices_that_do_not_add_up_exactly() -> None:
+    net = make_net(10, 1, prices=[0.1], budget=0.35)
+    net.advance(60)
+    assert net.run.done
+    assert net.run.counts() == {"completed": 3, "failed": 7}
+    failed = [t for t in net.run.tasks.values() if t.state == S.FAILED]
+    assert all("budget is spent" in (t.error or "") for t in failed)
+
 
 IDS = [Identity.generate() for _ in range(8)]  # signing keys are slow to make: shared
 SCHED = Identity.generate()
