@@ -9,9 +9,6 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import pytest
-
-from p2psched.worker.config import ConfigError, load_config
 from tests.harness.processes import EXE, free_udp_port, process
 
 TTL = 6.0
@@ -134,74 +131,3 @@ def test_bad_config_and_need_are_clear_errors(tmp_path: Path) -> None:
         str(tmp_path / "a"),
     )
     assert out.returncode == 2 and "takes a number" in out.stderr
-
-
-@pytest.mark.parametrize(
-    ("text", "says"),
-    [
-        ("[worker\n", "not valid TOML"),
-        ("[workr]\n", "[workr]: unknown table"),
-        ("[worker]\nslot = 1\n", "[worker] slot: unknown field"),
-        ("[network]\nupload = 5\n", "[network] upload: unknown field"),
-        ("[override]\nram = 5\n", "[override] ram: unknown field"),
-        ("[worker]\nqueue = true\n", "[worker] queue: must be a whole number of tasks, 0..1024"),
-        ("[worker]\nslots = -1\n", "[worker] slots: must be a whole number"),
-        ("[worker]\nmin_price = -0.5\n", "[worker] min_price: must be a finite number >= 0"),
-        ('[worker]\nmodels = ["a"]\nloaded_models = ["b"]\n', "'b' is loaded but not among models"),
-        ('[override]\ngpus = [{ model = "X" }]\n', "[override] gpus[0].vram_gb"),
-        ("[override]\ngpus = 5\n", "[override] gpus: must be a list"),
-        ("[override]\nram_gb = nan\n", "must be a finite number"),
-        ("[worker]\nmin_price = inf\n", "must be a finite number"),
-        # Accepted field by field, refused as a whole: what every asker would throw away.
-        (
-            "[worker]\nlabels = { " + ", ".join(f"l{i} = 'x'" for i in range(17)) + " }\n",
-            "profile.labels",
-        ),
-        ("[override]\ncpu_cores = 5000\n", "profile.specifications.CPU.cores"),
-        (
-            "[worker]\nmodels = ["
-            + ", ".join(f"'model-{i}-{'x' * 100}'" for i in range(30))
-            + "]\n",
-            "over the 3072-byte limit",
-        ),
-    ],
-)
-def test_config_errors_name_the_file_field_and_reason(tmp_path: Path, text: str, says: str) -> None:
-    path = tmp_path / "worker.toml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as e:
-        load_config(path)
-    assert str(path) in str(e.value) and says in str(e.value)
-
-
-def test_a_good_config_overrides_detection(tmp_path: Path) -> None:
-    from p2psched.resources.detect import Detected
-
-    path = tmp_path / "worker.toml"
-    path.write_text(
-        '[worker]\nslots = 2\ndrivers = ["http"]\nmin_price = 0.02\nmodels = ["m"]\n'
-        'labels = { region = "eu" }\n[network]\ndownload_mbps = 900\n'
-        '[override]\ncpu_cores = 64\ngpus = [{ model = "NVIDIA H100 80GB HBM3", vram_gb = 80 }]\n'
-    )
-    config = load_config(path)
-    detected = Detected("CPU", 2, 8.0, 100.0, (), 0.1, 0.2)
-    p = config.profile(detected)
-    assert p.cpu_cores == 64 and p.ram_gb == 8.0 and p.gpus[0].family == "H100"
-    assert p.free_slots == 2 and p.drivers == ("http",) and p.label("region") == "eu"
-    assert p.download_mbps == 900.0
-
-
-def test_slots_default_to_one_per_gpu(tmp_path: Path) -> None:
-    from p2psched.resources.detect import Detected
-
-    path = tmp_path / "worker.toml"
-    gpu = '{ model = "NVIDIA A100-SXM4-80GB", vram_gb = 80 }'
-    path.write_text(f"[override]\ngpus = [{gpu}, {gpu}, {gpu}]\n")
-    cpu_only = Detected("CPU", 2, 8.0, 100.0, (), 0.0, 0.0)
-    assert load_config(path).slot_count(cpu_only) == 3
-    assert load_config(path).profile(cpu_only).free_slots == 3
-    path.write_text('[worker]\ndrivers = ["echo"]\n')
-    assert load_config(path).slot_count(cpu_only) == 1  # no GPU: one at a time
-    path.write_text("[worker]\nslots = 0\n")
-    with pytest.raises(ConfigError, match=r"slots: must be a whole number of tasks, 1\.\.1024"):
-        load_config(path)

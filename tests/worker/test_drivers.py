@@ -1,5 +1,5 @@
 """The task drivers: echo, sleep (fake clock), command (real processes), http (a real local
-server), which drivers exist on a worker, and their [drivers] config."""
+server), which drivers exist on a worker, and drivers made from a worker's config."""
 
 from __future__ import annotations
 
@@ -14,13 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from p2psched.worker.config import (
-    CommandDriverConfig,
-    ConfigError,
-    HttpDriverConfig,
-    WorkerConfig,
-    load_config,
-)
+from p2psched.worker.config import CommandDriverConfig, HttpDriverConfig, WorkerConfig, load_config
 from p2psched.worker.drivers import (
     CommandDriver,
     DriverError,
@@ -545,106 +539,3 @@ async def test_a_config_with_driver_settings_makes_working_drivers(tmp_path: Pat
         make_task({"program": "wc", "stdin": "abc"}, tmp_path), ignore
     )
     assert result["stdout"].strip() == "3"
-
-
-def test_driver_settings_have_defaults(tmp_path: Path) -> None:
-    path = tmp_path / "worker.toml"
-    path.write_text('[worker]\ndrivers = ["command", "http"]\n')
-    config = load_config(path)
-    assert config.command_driver == CommandDriverConfig(allow={}, max_output_bytes=1 << 20)
-    assert config.http_driver == HttpDriverConfig(
-        endpoints={}, timeout_s=120.0, max_response_bytes=4 << 20
-    )
-
-
-def _not_executable(tmp: Path) -> str:
-    path = tmp / "data.txt"
-    path.write_text("")
-    path.chmod(0o644)
-    return str(path)
-
-
-@pytest.mark.parametrize(
-    ("text", "says"),
-    [
-        (
-            '[drivers.command]\nallow = { wc = ["/usr/bin/wc"] }\n',
-            "[drivers.command]: the command driver is not enabled; add 'command' to [worker] "
-            "drivers to enable it",
-        ),
-        (
-            '[worker]\ndrivers = ["command"]\n[drivers.http]\nendpoints = {}\n',
-            "[drivers.http]: the http driver is not enabled; add 'http' to [worker] drivers",
-        ),
-        ('[worker]\ndrivers = ["echo"]\n[drivers.echo]\n', "[drivers.echo]: the echo driver has"),
-        ("[drivers.ftp]\n", "[drivers.ftp]: unknown table; known: [drivers.command]"),
-        ("drivers = 5\n", "[drivers]: must hold tables"),
-        (
-            '[worker]\ndrivers = ["command"]\n[drivers.command]\n'
-            'allow = { x = ["/no/such/prog"] }\n',
-            "[drivers.command] allow.x: /no/such/prog does not exist",
-        ),
-        (
-            '[worker]\ndrivers = ["command"]\n[drivers.command]\nallow = { x = ["wc", "-c"] }\n',
-            "[drivers.command] allow.x: 'wc' must be an absolute path",
-        ),
-        (
-            '[worker]\ndrivers = ["command"]\n[drivers.command]\nallow = { x = ["{tmp}"] }\n',
-            "[drivers.command] allow.x: {tmp} is not executable",
-        ),
-        (
-            '[worker]\ndrivers = ["command"]\n[drivers.command]\nallow = { x = [] }\n',
-            "[drivers.command] allow.x: must be a list like",
-        ),
-        (
-            '[worker]\ndrivers = ["command"]\n[drivers.command]\n'
-            'allow = { "a b" = ["/bin/echo"] }\n',
-            "[drivers.command] allow.a b: a program's name is",
-        ),
-        (
-            '[worker]\ndrivers = ["command"]\n[drivers.command]\nallow = ["/bin/echo"]\n',
-            "[drivers.command] allow: must be a table",
-        ),
-        (
-            '[worker]\ndrivers = ["command"]\n[drivers.command]\nmax_output_bytes = 0\n',
-            "[drivers.command] max_output_bytes: must be a whole number of bytes",
-        ),
-        (
-            '[worker]\ndrivers = ["http"]\n[drivers.http]\nendpoints = { m = "ftp://host/x" }\n',
-            "[drivers.http] endpoints.m: 'ftp://host/x' must be an http:// or https:// URL",
-        ),
-        (
-            '[worker]\ndrivers = ["http"]\n[drivers.http]\nendpoints = { m = "http:///x" }\n',
-            "must be an http:// or https:// URL with a host",
-        ),
-        (
-            '[worker]\ndrivers = ["http"]\n[drivers.http]\nendpoints = { m = "http://h:99999/" }\n',
-            "[drivers.http] endpoints.m: 'http://h:99999/' is not a URL",
-        ),
-        (
-            '[worker]\ndrivers = ["http"]\n[drivers.http]\nendpoints = { m = 8000 }\n',
-            "[drivers.http] endpoints.m: must be a URL",
-        ),
-        (
-            '[worker]\ndrivers = ["http"]\n[drivers.http]\ntimeout_s = 0\n',
-            "[drivers.http] timeout_s: must be more than 0 seconds",
-        ),
-        (
-            '[worker]\ndrivers = ["http"]\n[drivers.http]\ntimeout = 5\n',
-            "[drivers.http] timeout: unknown field",
-        ),
-        (
-            '[worker]\ndrivers = ["http"]\n[drivers.http]\nmax_response_bytes = 1.5\n',
-            "[drivers.http] max_response_bytes: must be a whole number of bytes",
-        ),
-    ],
-)
-def test_driver_config_errors_name_the_file_field_and_reason(
-    tmp_path: Path, text: str, says: str
-) -> None:
-    tmp = _not_executable(tmp_path)
-    path = tmp_path / "worker.toml"
-    path.write_text(text.replace("{tmp}", tmp))
-    with pytest.raises(ConfigError) as e:
-        load_config(path)
-    assert str(path) in str(e.value) and says.replace("{tmp}", tmp) in str(e.value)
