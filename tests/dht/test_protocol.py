@@ -6,6 +6,7 @@ import os
 import random
 
 import msgpack
+import pytest
 
 from p2psched.dht import messages as m
 from p2psched.dht.protocol import (
@@ -509,3 +510,22 @@ def test_a_newcomer_closer_to_a_key_gets_its_records_at_once() -> None:
     introduce(link, B, A)  # a checks b's address, admits it, and hands over
     assert b.store.get(key, NOW) == [record]
     assert b.store.get(far, NOW) == []
+
+
+def test_the_dht_core_counts_rpcs_by_outcome_and_times_each_answer() -> None:
+    link = Link()
+    a, b = link.add(("127.0.0.1", 1)), link.add(("127.0.0.1", 2))
+    a.request(link.contact(("127.0.0.1", 2)), m.Ping(), NOW)
+    link.run(NOW + 0.02)  # answered 20 ms after it went out
+    assert b.rpcs_received[("ping", "answered")] >= 1
+    # (`b`'s ping checking `a`'s address reaches `a` before `b`'s answer, so `a` checks `b`'s
+    # likewise: a ping sent and answered at the same instant, 0 s)
+    rtt = a.round_trips["ping"]
+    assert rtt.count == a.rpcs_sent[("ping", "answered")] == 2
+    assert rtt.sum == pytest.approx(0.02, abs=1e-6)
+
+    a.request(("127.0.0.1", 9), m.FindNode(b.node_id), NOW)  # nobody there
+    link.run(NOW)
+    a.on_timer(NOW + a.config.rpc_timeout)
+    assert a.rpcs_sent[("find_node", "timed_out")] == 1
+    assert a.round_trips["find_node"].count == 0  # only answers are timed
