@@ -126,15 +126,6 @@ def test_a_gate_config_refuses_what_it_would_misread(doc: dict[str, Any], said: 
     assert said in str(e.value)
 
 
-def test_relay_addresses() -> None:
-    w = Identity.generate().node_id
-    address = relay_address("10.77.0.1:4001", w)
-    assert parse_relay_address(address) == ("10.77.0.1:4001", w)
-    assert parse_relay_address("10.77.0.1:4001") is None
-    with pytest.raises(ValueError, match="64 hex digits"):
-        parse_relay_address("10.77.0.1:4001/relay/zz")
-
-
 async def test_workers_that_accept_no_connection_complete_tasks_through_a_gate(
     tmp_path: Path,
 ) -> None:
