@@ -9,7 +9,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from p2psched import devnet
@@ -158,22 +157,6 @@ def test_cancel_a_running_job(node: Path, tmp_path: Path) -> None:
     assert out.returncode == 0 and "cancelled 7 task" in out.stdout
     status = json.loads(p2psched("status", job_id, "--json", "--data-dir", str(node)).stdout)
     assert status["counts"] == {"aborted": 8} and status["state"] == "done"
-
-
-@pytest.mark.parametrize("net", [1], indirect=True)
-def test_control_api_refuses_requests_without_the_token(node: Path) -> None:
-    url = json.loads((node / "api.json").read_text())["url"]
-    for headers in ({}, {"authorization": "Bearer wrong"}):
-        r = httpx.get(f"{url}/v1/jobs", headers=headers)
-        assert r.status_code == 401 and "api.token" in r.json()["message"]
-    token = (node / "api.token").read_text().strip()
-    r = httpx.post(
-        f"{url}/v1/jobs",
-        json={"spec": {"name": "x", "tasks": []}},
-        headers={"authorization": f"Bearer {token}"},
-    )
-    assert r.status_code == 422 and r.json()["status"] == "error" and "tasks" in r.json()["message"]
-    assert oct((node / "api.token").stat().st_mode & 0o777) == "0o600"
 
 
 @pytest.mark.parametrize(

@@ -251,3 +251,19 @@ def test_a_schema_driven_fuzz_run_finds_no_server_error(
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
     assert " passed" in run.stdout and "failed" not in run.stdout.split("SUMMARY")[-1]
+
+
+@pytest.mark.parametrize("net", [1], indirect=True)
+def test_control_api_refuses_requests_without_the_token(node: Path) -> None:
+    url = json.loads((node / "api.json").read_text())["url"]
+    for headers in ({}, {"authorization": "Bearer wrong"}):
+        r = httpx.get(f"{url}/v1/jobs", headers=headers)
+        assert r.status_code == 401 and "api.token" in r.json()["message"]
+    token = (node / "api.token").read_text().strip()
+    r = httpx.post(
+        f"{url}/v1/jobs",
+        json={"spec": {"name": "x", "tasks": []}},
+        headers={"authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 422 and r.json()["status"] == "error" and "tasks" in r.json()["message"]
+    assert oct((node / "api.token").stat().st_mode & 0o777) == "0o600"

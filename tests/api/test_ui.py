@@ -31,7 +31,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ARTIFACTS = Path(__file__).parent / "artifacts"
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 WAIT_MS = 30_000  # every wait on the page is bounded by this
 NAPS = 16  # tasks of 2 s on 5 slots: about 8 s, so the page sees several counts on its way
 # Peer-supplied text that would run script if the page used it as HTML.
