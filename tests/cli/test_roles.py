@@ -1,15 +1,97 @@
-"""Gate, workers and `p2psched workers` as separate processes on 127.0.0.1, as a user runs them."""
+"""The commands that run a node in a role or set it up, as a user runs them: `init` and
+`id`; `gate` with its status, its limits file and where its API may listen; `worker join`
+with `p2psched workers` listing what joined; `worker drain|undrain`."""
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from tests.harness.processes import EXE, free_udp_port, process
+import pytest
+
+from p2psched import devnet
+from tests.harness.processes import (
+    EXE,
+    free_udp_port,
+    load_receipt,
+    matrix_job,
+    p2psched,
+    process,
+    run_at_home,
+    submit_json,
+)
+
+
+def test_init_then_id(tmp_path: Path) -> None:
+    made = run_at_home("init", "--data-dir", str(tmp_path / "a"), home=tmp_path)
+    assert made.returncode == 0
+    node_id = re.search(r"identity ([0-9a-f]{64})", made.stdout).group(1)  # type: ignore[union-attr]
+    shown = run_at_home("id", "--data-dir", str(tmp_path / "a"), home=tmp_path)
+    assert shown.stdout.strip() == node_id
+    again = run_at_home("init", "--data-dir", str(tmp_path / "a"), home=tmp_path)
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+@pytest.mark.parametrize("net", [2], indirect=True)
+def test_gate_status_shows_the_relay_and_what_it_did(net: devnet.Devnet) -> None:
+    out = p2psched("gate", "status", "--data-dir", str(net.folder / "gate"))
+    assert out.returncode == 0, out.stderr
+    host, port = net.gate.rsplit(":", 1)
+    assert f"relay on {host}:{port} (TCP)" in out.stdout  # the DHT's port number, on TCP
+    assert "reservations: 0" in out.stdout and "circuits: 0" in out.stdout
+    # Both workers asked to be dialed back, were reached, and so take tasks directly.
+    assert "dialbacks_reachable=2" in out.stdout, out.stdout
+    status = json.loads(
+        p2psched("gate", "status", "--json", "--data-dir", str(net.folder / "gate")).stdout
+    )
+    assert status["counters"]["dialbacks_reachable"] == 2
+    assert status["limits"]["circuits_per_peer"] == 16
+    for log in sorted(net.folder.glob("worker-*.log")):
+        assert "reachability: public (the gate at" in log.read_text()
+
+
+@pytest.mark.parametrize("net", [1], indirect=True)
+def test_gate_status_of_a_node_that_is_not_a_gate_says_so(net: devnet.Devnet) -> None:
+    out = p2psched("gate", "status", "--data-dir", str(net.folder / "worker-0"))
+    assert out.returncode != 0
+    assert "this node is not a gate" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("table", "said"),
+    [
+        ("circuits_per_pear = 3", "unknown relay limit 'circuits_per_pear'"),
+        ("bandwidth = -1", "bandwidth: -1 is not a positive number"),
+        ("bandwidth = 'fast'", "bandwidth: 'fast' is not a positive number"),
+        ("reservations = true", "relay limit reservations: True is not a positive whole number"),
+        ("circuits = 8\n[rleay]\ncircuits = 9", "[rleay]: unknown table; known: [relay]"),
+    ],
+)
+def test_a_bad_limits_file_is_refused_before_the_gate_starts(
+    tmp_path: Path, table: str, said: str
+) -> None:
+    config = tmp_path / "gate.toml"
+    config.write_text(f"[relay]\n{table}\n")
+    folder = str(tmp_path / "g")
+    out = p2psched("gate", "--listen", "127.0.0.1:0", "--config", str(config), "--data-dir", folder)
+    assert out.returncode == 2
+    assert said in out.stderr and str(config) in out.stderr
+
+
+def test_the_control_api_leaves_loopback_only_when_told_twice(tmp_path: Path) -> None:
+    out = p2psched(
+        "gate", "--listen", "127.0.0.1:0", "--api-host", "0.0.0.0", "--data-dir", str(tmp_path)
+    )
+    assert out.returncode == 2
+    assert "--api-remote" in out.stderr and "api.token" in out.stderr
+    out = p2psched("gate", "--api-host", "not-an-ip", "--data-dir", str(tmp_path))
+    assert out.returncode == 2 and "not an IP address" in out.stderr
+
 
 TTL = 6.0
 
@@ -131,3 +213,25 @@ def test_bad_config_and_need_are_clear_errors(tmp_path: Path) -> None:
         str(tmp_path / "a"),
     )
     assert out.returncode == 2 and "takes a number" in out.stderr
+
+
+@pytest.mark.parametrize("net", [2], indirect=True)
+def test_a_drained_worker_takes_no_new_tasks(net: devnet.Devnet, tmp_path: Path) -> None:
+    drained = net.folder / "worker-0"
+    out = p2psched("worker", "drain", "--data-dir", str(drained))
+    assert out.returncode == 0 and "draining" in out.stdout, out.stderr
+    job = matrix_job(tmp_path, "hi", "echo", "'{i}'", 10)
+    out = submit_json(job, net.gate, tmp_path / "r", tmp_path / "me")
+    assert out.returncode == 0, out.stderr
+    drained_id = json.loads((drained / "api.json").read_text())["node_id"]
+    workers = {
+        load_receipt(p)[0].worker.hex() for p in (tmp_path / "r" / "hi").glob("*.receipt.json")
+    }
+    assert workers and drained_id not in workers
+    out = p2psched("worker", "undrain", "--data-dir", str(drained))
+    assert out.returncode == 0 and "taking tasks again" in out.stdout
+
+
+def test_drain_on_a_node_that_is_not_a_worker(node: Path) -> None:
+    out = p2psched("worker", "drain", "--data-dir", str(node))
+    assert out.returncode == 2 and "this node is not a worker" in out.stderr

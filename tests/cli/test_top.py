@@ -1,13 +1,20 @@
-"""The control API in one process, over real loopback sockets: what needs the node's insides to
-set up (a job no longer kept in memory, a forged Host header, a cut-short token file), that its
-OpenAPI document describes every answer (errors too), and the terminal view's drawing of what
-peers sent."""
+"""`p2psched top`: its refusals, and its drawing of what peers sent as text, not markup."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from rich.console import Console
 
 from p2psched.cli import top
+from tests.harness.processes import p2psched
+
+
+def test_top_refuses_a_bad_interval_and_a_missing_node(tmp_path: Path) -> None:
+    out = p2psched("top", "--interval", "0", "--data-dir", str(tmp_path))
+    assert out.returncode == 2 and "--interval 0" in out.stderr
+    out = p2psched("top", "--once", "--data-dir", str(tmp_path))
+    assert out.returncode != 0 and "no node runs on" in out.stderr
 
 
 def test_top_draws_what_peers_sent_as_text_not_markup() -> None:
