@@ -1,7 +1,6 @@
-"""Regaining a worker reached through a gate whose link broke: its tasks stay its for
-`regain_s` while we dial it again, and its first heartbeat back reconciles. Between the real
-cores on a virtual clock (the `Net` of test_dispatch), advanced as the shells do, from one
-`next_deadline` to the next; and once through the shells and a real gate on trio's clock."""
+"""Regaining a worker through the shells and a real gate on trio's fake clock: the gate goes
+silent under a running task, the scheduler's Dispatcher dials the same relay address again,
+and the task finishes once, with no attempt counted."""
 
 from __future__ import annotations
 
@@ -27,9 +26,6 @@ from p2psched.worker.service import WorkerService
 from tests.harness.net import nobody_at_fault, spec
 
 S = TaskState
-
-
-# -- through the shells and a real gate, on trio's fake clock ---------------------------------
 
 
 class Freezer(Gate):

@@ -26,7 +26,7 @@ from tests.harness.netns import (
 )
 from tests.harness.processes import EXE, receipts_issued
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _skip_unless_namespaces() -> None:

@@ -1,5 +1,4 @@
-"""Metrics: what the sans-I/O cores count (on a hand-driven clock), and `/metrics` scraped over
-real HTTP from running nodes after a real job through a gate's relay."""
+"""Fixed-bucket histograms: a value on a bound counts in that bound."""
 
 from __future__ import annotations
 
@@ -8,8 +7,6 @@ import math
 import pytest
 
 from p2psched.histogram import Histogram
-
-# -- the cores' plain numbers --------------------------------------------------------------
 
 
 def test_a_histogram_counts_a_value_on_a_bound_in_that_bound() -> None:

@@ -1,7 +1,7 @@
-"""The gate's relay in one process, over real loopback sockets: workers that accept no inbound
-connection take and finish tasks through a gate; a gate that reads or alters what it carries
-breaks the channel; limits refuse the peer over them and nobody else; a worker whose gate dies
-moves to another and its tasks still finish."""
+"""Workers behind gates in one process, over real loopback sockets: workers that accept no
+inbound connection take and finish tasks through a gate; one that can be dialed back stays
+direct; a worker whose gate dies moves to another and its tasks still finish; one no gate
+will relay for is told why."""
 
 from __future__ import annotations
 
