@@ -1,4 +1,4 @@
-"""Fixtures shared by the test modules that run p2psched as separate processes."""
+"""The fixtures tests across tests/ share, registered here; what they do lives in tests.harness."""
 
 from __future__ import annotations
 
@@ -8,15 +8,19 @@ from pathlib import Path
 import pytest
 
 from p2psched import devnet
+from tests.harness.devnet import running_devnet
+from tests.harness.processes import running_node
 
 
 @pytest.fixture
 def net(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[devnet.Devnet]:
     """A devnet (a gate and `param` workers, 5 by default) for one test, stopped after it."""
-    workers = getattr(request, "param", 5)
-    started = devnet.up(tmp_path / "net", workers)
-    try:
+    with running_devnet(tmp_path / "net", getattr(request, "param", 5)) as started:
         yield started
-    finally:
-        devnet.down(tmp_path / "net")
-        assert not any(devnet._exists(p) for p in started.pids.values())
+
+
+@pytest.fixture
+def node(net: devnet.Devnet, tmp_path: Path) -> Iterator[Path]:
+    """A plain node joined to the devnet, running its control API; yields its data dir."""
+    with running_node(net.gate, tmp_path / "node") as data:
+        yield data

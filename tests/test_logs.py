@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,9 +19,8 @@ import trio
 from p2psched import logs
 from p2psched.scheduler.job import parse_job
 from p2psched.worker.config import WorkerConfig
-from tests.test_submit import echo_job, network
-
-EXE = [sys.executable, "-m", "p2psched.cli"]
+from tests.harness.network import echo_job, network
+from tests.harness.processes import EXE
 
 
 @pytest.fixture

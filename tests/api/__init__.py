@@ -1,0 +1,1 @@
+"""Tests of `p2psched.api`, a module each."""

@@ -1,0 +1,269 @@
+"""The control API as a client sees it: every endpoint through a real HTTP client against
+running nodes (a devnet's processes), the token required by all of them, and a schema-driven
+fuzz run (schemathesis against /openapi.json) that finds no server error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from p2psched import devnet
+
+TESTED: set[tuple[str, str]] = set()  # (method, path template) each test exercised
+
+
+class Api:
+    """A real HTTP client for one node, noting which routes it called."""
+
+    def __init__(self, data_dir: Path) -> None:
+        info = json.loads((data_dir / "api.json").read_text())
+        self.url = info["url"]
+        self.token = (data_dir / "api.token").read_text().strip()
+        self.http = httpx.Client(
+            base_url=self.url, headers={"authorization": f"Bearer {self.token}"}, timeout=90
+        )
+
+    def call(
+        self, method: str, template: str, *, body: Any = None, **params: Any
+    ) -> httpx.Response:
+        TESTED.add((method, template))
+        path = template.format(**params.pop("path", {}))
+        return self.http.request(method, path, json=body, params=params or None)
+
+    def ok(self, method: str, template: str, **kw: Any) -> Any:
+        r = self.call(method, template, **kw)
+        assert r.status_code < 300, (template, r.status_code, r.text)
+        return r.json()
+
+    def refused(self, status: int, method: str, template: str, **kw: Any) -> str:
+        r = self.call(method, template, **kw)
+        assert r.status_code == status, (template, r.status_code, r.text)
+        answer = r.json()
+        assert answer["status"] == "error" and answer["message"], answer
+        return str(answer["message"])
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g}s"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def apis(net: devnet.Devnet) -> Iterator[tuple[Api, Api]]:
+    gate, worker = Api(net.folder / "gate"), Api(net.folder / "worker-0")
+    yield gate, worker
+    gate.http.close()
+    worker.http.close()
+
+
+def openapi_routes(api: Api) -> set[tuple[str, str]]:
+    schema = api.http.get("/openapi.json").json()
+    return {(m.upper(), path) for path, ops in schema["paths"].items() for m in ops}
+
+
+@pytest.mark.parametrize("net", [2], indirect=True)
+def test_every_endpoint_answers_through_a_real_http_client(apis: tuple[Api, Api]) -> None:
+    gate, worker = apis
+    node = gate.ok("GET", "/v1/node")
+    assert set(node["roles"]) >= {"gate", "scheduler"} and node["routing_table"] >= 2
+    assert gate.ok("GET", "/v1/gate")["relay"].endswith(node["dht"].rsplit(":", 1)[1])
+    assert "not a gate" in worker.refused(404, "GET", "/v1/gate")
+    peers = gate.ok("GET", "/v1/peers")["peers"]
+    assert len(peers) >= 2 and all(len(p["node_id"]) == 64 and ":" in p["address"] for p in peers)
+
+    # A job, from submission to results and each task's history.
+    spec = {
+        "name": "api",
+        "driver": "echo",
+        "template": {"input": "{i}"},
+        "matrix": {"i": [1, 2, 3]},
+    }
+    job = gate.ok("POST", "/v1/jobs", body={"spec": spec})["job"]
+    assert "name" in gate.refused(422, "POST", "/v1/jobs", body={"spec": {"name": 3}})
+    assert "driver" in gate.refused(422, "POST", "/v1/jobs", body={"spec": {"driver": "x"}})
+    at = {"job_id": job}
+    wait_for(lambda: gate.ok("GET", "/v1/jobs/{job_id}", path=at)["state"] == "done", "the job")
+    assert job in [j["job"] for j in gate.ok("GET", "/v1/jobs")]
+    tasks = gate.ok("GET", "/v1/jobs/{job_id}/tasks", path=at, state="completed")
+    assert len(tasks) == 3 and all(t["worker"] for t in tasks)
+    gate.refused(422, "GET", "/v1/jobs/{job_id}/tasks", path=at, state="bogus")
+    gate.refused(404, "GET", "/v1/jobs/{job_id}", path={"job_id": "no-such-job"})
+    results = gate.ok("GET", "/v1/jobs/{job_id}/results", path=at)["results"]
+    assert sorted(r["output"] for r in results) == [1, 2, 3]  # a lone placeholder: the value
+    gate.refused(422, "GET", "/v1/jobs/{job_id}/results", path=at, limit=0)
+    history = gate.ok("GET", "/v1/jobs/{job_id}/tasks/{index}/history", path={**at, "index": 0})
+    assert [m["to"] for m in history["transitions"]][-1] == "completed"
+    gate.refused(404, "GET", "/v1/jobs/{job_id}/tasks/{index}/history", path={**at, "index": 9})
+
+    # Cancel a job of slow tasks.
+    naps = {"name": "naps", "driver": "sleep", "tasks": [{"input": {"seconds": 30}}] * 2}
+    slow = gate.ok("POST", "/v1/jobs", body={"spec": naps})["job"]
+    cancelled = gate.ok("POST", "/v1/jobs/{job_id}/cancel", path={"job_id": slow}, body={})
+    assert len(cancelled["cancelled"]) == 2
+    gate.refused(
+        404, "POST", "/v1/jobs/{job_id}/cancel", path={"job_id": slow}, body={"tasks": ["x/9"]}
+    )
+
+    # The design documents' scheduler API: strategy, predict mode, queue, submit, query.
+    assert gate.ok("GET", "/v1/scheduler")["strategy"] == "cost"
+    answer = gate.ok("POST", "/v1/scheduler/set", body={"name": "shortest_queue"})
+    assert answer == {"status": "success", "message": "OK"}
+    assert "round_robin" in gate.refused(400, "POST", "/v1/scheduler/set", body={"name": "x"})
+    gate.refused(422, "POST", "/v1/scheduler/set", body={"nom": "cost"})
+    assert gate.ok("POST", "/v1/scheduler/predict_mode", body={"mode": "lookup_table"}) == answer
+    gate.refused(400, "POST", "/v1/scheduler/predict_mode", body={"mode": "psychic"})
+    gate.ok("POST", "/v1/scheduler/predict_mode", body={"mode": "default"})
+    gate.ok("POST", "/v1/scheduler/set", body={"name": "cost"})
+    queues = gate.ok("GET", "/v1/queue/info")["queues"]
+    assert queues and all(q["waiting_time_expect"] >= 0 for q in queues)
+    model = "llama-3-8b"  # what devnet's first worker serves
+    placed = gate.ok(
+        "POST",
+        "/v1/queue/submit",
+        body={"model_name": model, "driver": "echo", "task_input": {"prompt": "hi"}},
+    )
+    assert placed["status"] == "success" and len(placed["scheduled_ti"]) == 64
+    wait_for(
+        lambda: (
+            gate.ok("GET", "/v1/task/query", task_id=placed["task_id"])["task_status"]
+            == "completed"
+        ),
+        "the queued task",
+    )
+    query = gate.ok("GET", "/v1/task/query", task_id=placed["task_id"])
+    assert query["result"] == {"prompt": "hi"} and query["scheduled_ti"] == placed["scheduled_ti"]
+    assert query["submit_time"] > 1e9
+    gate.refused(404, "GET", "/v1/task/query", task_id="nope/0")
+    gate.refused(404, "POST", "/v1/queue/submit", body={"model_name": "gpt-9", "driver": "echo"})
+    for odd in ("meta-llama/Llama-3-8B", "llama3:8b", "Qwen2.5 7B", "m" * 128):
+        said = gate.refused(404, "POST", "/v1/queue/submit", body={"model_name": odd})
+        assert "no worker in the network serves model" in said  # the name itself is fine
+    by_model = gate.ok("GET", "/v1/queue/info", model_name=model)["queues"]
+    assert [q["ti_uuid"] for q in by_model] == [placed["scheduled_ti"]]  # only who serves it
+
+    # A job whose deadline passes while its task runs: the failure shows, with its worker.
+    late = {
+        "name": "late",
+        "driver": "sleep",
+        "deadline": "1s",
+        "tasks": [{"input": {"seconds": 8}}],
+    }
+    gate.ok("POST", "/v1/jobs", body={"spec": late})
+
+    def failed() -> bool:
+        found = gate.ok("GET", "/v1/failures", limit=10)["failures"]
+        return any(
+            f["task"].startswith("late-") and f["worker"] and "deadline" in f["reason"]
+            for f in found
+        )
+
+    wait_for(failed, "the late task's failure")
+    gate.refused(422, "GET", "/v1/failures", limit=0)
+
+    ledger = gate.ok("GET", "/v1/ledger", verify=True)
+    assert ledger["problems"] == [] and any(j["job"] == job for j in ledger["jobs"])
+    workers = gate.ok("GET", "/v1/workers", need="driver=echo")
+    assert len(workers) == 2
+    assert "need" in gate.refused(422, "GET", "/v1/workers", need="gpu~A100")
+
+    # A worker's own drain and undrain; a node that is no worker says so.
+    assert worker.ok("POST", "/v1/worker/drain", body={})["draining"] is True
+    assert worker.ok("POST", "/v1/worker/undrain", body={})["draining"] is False
+    gate.refused(409, "POST", "/v1/worker/drain", body={})
+    gate.refused(409, "POST", "/v1/worker/undrain", body={})
+
+    # Prometheus' view: text exposition, behind the same token.
+    scraped = gate.call("GET", "/metrics")
+    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+    assert 'p2psched_task_outcomes_total{outcome="completed"}' in scraped.text
+    assert "p2psched_dht_routing_table_contacts" in scraped.text
+
+    missed = openapi_routes(gate) - TESTED
+    assert not missed, f"routes without a test here: {sorted(missed)}"
+
+
+@pytest.mark.parametrize("net", [1], indirect=True)
+def test_requests_without_the_token_are_refused(apis: tuple[Api, Api]) -> None:
+    gate, _ = apis
+    before = gate.ok("GET", "/v1/scheduler")["strategy"]
+    for method, template in sorted(openapi_routes(gate)):
+        path = template.replace("{job_id}", "x").replace("{index}", "0")
+        for headers in (
+            {},
+            {"authorization": "Bearer not-the-token"},
+            {"authorization": gate.token},
+        ):
+            r = httpx.request(method, gate.url + path, headers=headers, json={"name": "weighted"})
+            assert r.status_code == 401, (method, path, headers, r.status_code)
+            assert "api.token" in r.json()["message"]
+    assert gate.ok("GET", "/v1/scheduler")["strategy"] == before  # nothing changed
+    assert httpx.get(gate.url + "/openapi.json").status_code == 200  # the schema is public
+
+
+@pytest.mark.parametrize("net", [2], indirect=True)
+def test_a_schema_driven_fuzz_run_finds_no_server_error(
+    apis: tuple[Api, Api], tmp_path: Path
+) -> None:
+    gate, _ = apis
+    spec = {"name": "fuzz", "driver": "echo", "tasks": [{"input": 1}, {"input": 2}]}
+    job = gate.ok("POST", "/v1/jobs", body={"spec": spec})["job"]
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(  # real ids, so the fuzzing reaches past the 404s
+        f'[parameters]\njob_id = "{job}"\ntask_id = "{job}/0"\nindex = 0\n'
+    )
+    run = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "--config-file",
+            str(config),
+            "run",
+            f"{gate.url}/openapi.json",
+            "-H",
+            f"Authorization: Bearer {gate.token}",
+            "--checks",
+            "not_a_server_error,response_schema_conformance,content_type_conformance",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            "25",
+            "--seed",
+            "7",
+            "--request-timeout",
+            "90",
+            "--no-shrink",
+            "--workers",
+            "1",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=480,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and "failed" not in run.stdout.split("SUMMARY")[-1]
+
+
+@pytest.mark.parametrize("net", [1], indirect=True)
+def test_control_api_refuses_requests_without_the_token(node: Path) -> None:
+    url = json.loads((node / "api.json").read_text())["url"]
+    for headers in ({}, {"authorization": "Bearer wrong"}):
+        r = httpx.get(f"{url}/v1/jobs", headers=headers)
+        assert r.status_code == 401 and "api.token" in r.json()["message"]
+    token = (node / "api.token").read_text().strip()
+    r = httpx.post(
+        f"{url}/v1/jobs",
+        json={"spec": {"name": "x", "tasks": []}},
+        headers={"authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 422 and r.json()["status"] == "error" and "tasks" in r.json()["message"]
+    assert oct((node / "api.token").stat().st_mode & 0o777) == "0o600"

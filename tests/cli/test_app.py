@@ -1,0 +1,111 @@
+"""The command line as a whole, run as a user would: a mistake the user can fix is one
+clear line on stderr, never a traceback; `--help` and the commands that only ask a running
+node import none of the node's machinery."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness.processes import EXE, p2psched, run_at_home
+
+
+def test_missing_and_corrupt_keys_are_clear_errors(tmp_path: Path) -> None:
+    missing = run_at_home("id", "--data-dir", str(tmp_path / "nowhere"), home=tmp_path)
+    assert missing.returncode == 2
+    assert "identity.key is missing" in missing.stderr and "p2psched init" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    run_at_home("init", "--data-dir", str(tmp_path / "b"), home=tmp_path)
+    (tmp_path / "b" / "identity.key").write_bytes(b"p2psched-ed25519-v1\nnot hex\n")
+    corrupt = run_at_home(
+        "dht", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "b"), home=tmp_path
+    )
+    assert (
+        corrupt.returncode == 2
+        and "corrupt" in corrupt.stderr
+        and "Traceback" not in corrupt.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["cancel", "somejob/"], "give a job (JOB) or one of its tasks (JOB/N)"),
+        (["node", "--gate", "127.0.0.1:9", "--api-port", "70000"], "is not a port number"),
+        (["devnet", "up", "--workers", "0"], "a devnet has 1..200 workers"),
+        (["status", "../node"], "no node runs on"),
+    ],
+)
+def test_bad_command_lines_are_one_clear_line(tmp_path: Path, args: list[str], says: str) -> None:
+    out = (
+        p2psched(*args, "--data-dir", str(tmp_path))
+        if args[0] in ("cancel", "status")
+        else (p2psched(*args))
+    )
+    assert out.returncode == 2 and says in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+# What `--help`, and a command that only asks a running node, must not wait for.
+HEAVY = ("trio", "fastapi", "hypercorn", "pydantic", "yaml", "cryptography", "httpx", "httpcore",
+         "p2psched.node", "p2psched.api.control", "p2psched.dht", "p2psched.scheduler")  # fmt: skip
+
+
+def imported_by(*args: str, home: Path) -> set[str]:
+    """The modules `p2psched ARGS` imports, as `python -X importtime` lists them."""
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "p2psched.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "P2PSCHED_HOME": str(home)},
+    )
+    return {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if "|" in line}
+
+
+def heavy(modules: set[str]) -> set[str]:
+    return {m for m in modules if m.startswith(HEAVY)}
+
+
+def test_help_imports_no_command_machinery(tmp_path: Path) -> None:
+    """Building every command's parser imports none of trio, the node, the API server, the DHT:
+    each command imports what it needs when it runs."""
+    modules = imported_by("--help", home=tmp_path)
+    assert "p2psched.cli.app" in modules and heavy(modules) == set()
+
+
+def test_the_commands_that_ask_a_node_import_no_node_machinery(tmp_path: Path) -> None:
+    """`jobs`, `workers --json`, ... talk to the node over HTTP: they import its client (on
+    the standard library's http.client), not the node, nor the API server, nor trio."""
+    gate = tmp_path / "gate"
+    argv = [*EXE, "gate", "--listen", "127.0.0.1:0", "--data-dir", str(gate)]
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        try:
+            deadline = time.monotonic() + 60
+            while not (gate / "api.json").exists():
+                assert proc.poll() is None and time.monotonic() < deadline, "no gate"
+                time.sleep(0.1)
+            for command in (["jobs"], ["workers", "--json"], ["status", "j"], ["peers"]):
+                modules = imported_by(*command, "--data-dir", str(gate), home=tmp_path)
+                assert "http.client" in modules, command  # it did ask the node
+                assert heavy(modules) == set(), command
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def test_every_error_a_user_can_cause_names_a_real_exception_class() -> None:
+    """The app finds these classes by module and name: one that moved would go unrecognised,
+    and its message would come out as a traceback."""
+    import importlib
+
+    from p2psched.cli.app import NODE_WENT_AWAY, USER_ERRORS
+
+    for module, name in (*USER_ERRORS, *NODE_WENT_AWAY):
+        found = getattr(importlib.import_module(module), name)
+        assert isinstance(found, type) and issubclass(found, Exception), (module, name)

@@ -1,0 +1,80 @@
+"""The commands about jobs against a running node: `submit --detach`, `status`, `jobs`,
+`tasks`, `cancel`, and the scheduler switches the jobs that follow obey."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from p2psched.api.client import ControlClient
+from tests.harness.processes import matrix_job, p2psched
+
+
+@pytest.mark.parametrize("net", [2], indirect=True)
+def test_a_running_node_takes_jobs_and_answers_status_commands(node: Path, tmp_path: Path) -> None:
+    job = matrix_job(tmp_path, "naps", "sleep", "{seconds: 0.05}", 12)
+    out = p2psched("submit", str(job), "--detach", "--json", "--data-dir", str(node))
+    assert out.returncode == 0, out.stderr
+    job_id = json.loads(out.stdout)["job"]
+    assert job_id.startswith("naps-")
+    deadline = time.monotonic() + 60
+    while True:
+        status = json.loads(p2psched("status", job_id, "--json", "--data-dir", str(node)).stdout)
+        if status["state"] == "done":
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert status["completed"] == 12
+    listed = json.loads(p2psched("jobs", "--json", "--data-dir", str(node)).stdout)
+    assert [j["job"] for j in listed] == [job_id]
+    tasks = json.loads(
+        p2psched("tasks", job_id, "--state", "completed", "--json", "--data-dir", str(node)).stdout
+    )
+    assert len(tasks) == 12 and all(t["worker"] for t in tasks)
+    bad = p2psched("tasks", job_id, "--state", "finished", "--data-dir", str(node))
+    assert bad.returncode == 2 and "unknown state 'finished'" in bad.stderr
+    missing = p2psched("status", "nope", "--data-dir", str(node))
+    assert missing.returncode == 2 and "no job 'nope'" in missing.stderr
+
+    # what the node learned of the workers that ran it: expected wait and run time each
+    with ControlClient.find(node) as client:  # type: ignore[union-attr]
+        info = client.get("/v1/queue/info")
+    assert info["status"] == "success" and len(info["queues"]) == 2
+    for q in info["queues"]:
+        assert q["source"] == "worker" and q["run_time_expect"] > 0  # observed, any model
+        assert q["view"]["succeeded_tasks"] > 0
+
+    # the strategy and the predictor switch while the node runs, for the jobs that follow
+    out = p2psched("scheduler", "set", "round_robin", "--json", "--data-dir", str(node))
+    assert out.returncode == 0 and json.loads(out.stdout)["strategy"] == "round_robin"
+    bad = p2psched("scheduler", "set", "fastest", "--data-dir", str(node))
+    assert bad.returncode == 2 and "no scheduling strategy 'fastest'" in bad.stderr
+    assert "late_binding" in bad.stderr  # it names the valid ones
+    out = p2psched("scheduler", "predict-mode", "lookup_table", "--data-dir", str(node))
+    assert out.returncode == 0 and "predict mode lookup_table" in out.stdout
+    bad = p2psched("scheduler", "predict-mode", "guess", "--data-dir", str(node))
+    assert bad.returncode == 2 and "lookup_table" in bad.stderr
+
+    # without --detach, the results come back through the node
+    out = p2psched(
+        "submit", str(job), "--json", "--results", str(tmp_path / "r"), "--data-dir", str(node)
+    )
+    assert out.returncode == 0, out.stderr
+    assert len(list((tmp_path / "r" / "naps").glob("*.receipt.json"))) == 12
+
+
+@pytest.mark.parametrize("net", [1], indirect=True)
+def test_cancel_a_running_job(node: Path, tmp_path: Path) -> None:
+    job = matrix_job(tmp_path, "long", "sleep", "{seconds: 300}", 8, "timeout: 10m\n")
+    job_id = json.loads(
+        p2psched("submit", str(job), "--detach", "--json", "--data-dir", str(node)).stdout
+    )["job"]
+    out = p2psched("cancel", f"{job_id}/7", "--data-dir", str(node))
+    assert out.returncode == 0 and "cancelled 1 task" in out.stdout
+    out = p2psched("cancel", job_id, "--data-dir", str(node))
+    assert out.returncode == 0 and "cancelled 7 task" in out.stdout
+    status = json.loads(p2psched("status", job_id, "--json", "--data-dir", str(node)).stdout)
+    assert status["counts"] == {"aborted": 8} and status["state"] == "done"

@@ -1,0 +1,127 @@
+"""`p2psched submit` as a user runs it, against a devnet's processes on loopback: results and
+receipts written, a worker killed mid-job, a bad spec refused before anything is sent, and
+failures printed as they are."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from p2psched import devnet
+from tests.harness.processes import EXE, load_receipt, matrix_job, p2psched, submit_json, write_job
+
+
+def test_two_hundred_tasks_through_the_cli(net: devnet.Devnet, tmp_path: Path) -> None:
+    job = matrix_job(tmp_path, "many", "echo", "{n: '{i}', text: 'hello {i}'}", 200)
+    out = submit_json(job, net.gate, tmp_path / "results", tmp_path / "me")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["completed"] == 200 and summary["total"] == 200 and summary["failed"] == 0
+    folder = tmp_path / "results" / "many"
+    results = sorted(folder.glob("[0-9]*[0-9].json"))
+    receipts = sorted(folder.glob("*.receipt.json"))
+    assert len(results) == 200 and len(receipts) == 200
+    workers = set()
+    for r_path, rc_path in zip(results, receipts):
+        result = json.loads(r_path.read_text())
+        assert result["state"] == "completed"
+        assert result["output"] == {"n": result["index"], "text": f"hello {result['index']}"}
+        receipt, key = load_receipt(rc_path)
+        assert receipt.verify(key) and receipt.task == result["task"]
+        workers.add(receipt.worker)
+    assert len(workers) == 5
+
+
+@pytest.mark.parametrize("net", [3], indirect=True)
+def test_worker_killed_mid_job(net: devnet.Devnet, tmp_path: Path) -> None:
+    job = matrix_job(tmp_path, "naps", "sleep", "{seconds: 0.3}", 40, "retries: 3\n")
+    results = tmp_path / "results"
+    submit = subprocess.Popen(
+        [
+            *EXE,
+            "submit",
+            str(job),
+            "--gate",
+            net.gate,
+            "--json",
+            "--results",
+            str(results),
+            "--data-dir",
+            str(tmp_path / "me"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        folder = results / "naps"
+        deadline = time.monotonic() + 60
+        while len(list(folder.glob("*.receipt.json"))) < 4:
+            assert time.monotonic() < deadline and submit.poll() is None, "no progress"
+            time.sleep(0.05)
+        os.kill(net.pids["worker-0"], signal.SIGKILL)
+        out, err = submit.communicate(timeout=120)
+    finally:
+        submit.kill()
+    assert submit.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["completed"] == 40 and summary["failed"] == 0
+    results_seen = [json.loads(p.read_text()) for p in folder.glob("[0-9]*[0-9].json")]
+    assert sorted(r["index"] for r in results_seen) == list(range(40))  # each exactly once
+    assert any(r["attempts"] > 0 for r in results_seen)  # some were lost with the worker
+
+
+def test_bad_spec_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    job = write_job(tmp_path / "bad.yaml", "name: x\ndriver: ftp\ntasks: [{input: 1}]\n")
+    # the gate address is not even listened on: validation comes first
+    out = p2psched("submit", str(job), "--gate", "127.0.0.1:9", "--data-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert str(job) in out.stderr and "driver" in out.stderr and "ftp" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_detach_needs_a_running_node(tmp_path: Path) -> None:
+    job = write_job(tmp_path / "ok.yaml", "name: x\ntasks: [{input: 1}]\n")
+    out = p2psched("submit", str(job), "--detach", "--data-dir", str(tmp_path / "none"))
+    assert out.returncode == 2 and "--detach needs a node running on" in out.stderr
+
+
+def test_failure_reasons_are_printed_as_they_are(tmp_path: Path) -> None:
+    from p2psched.cli.submit import ResultsFolder, _finish
+
+    status = {
+        "job": "j-1",
+        "total": 1,
+        "completed": 0,
+        "failed": 1,
+        "workers": 1,
+        "spent": 0.0,
+        "elapsed_s": 1.0,
+    }
+    failure = {
+        "task": "j-1/0",
+        "name": "0",
+        "state": "failed",
+        "error": "exited with code 1: cannot read [/data/in.png] [bold]",
+    }
+    code = _finish(status, ResultsFolder(tmp_path, "j"), [failure], as_json=False)
+    assert code == 1  # and no MarkupError on the way
+
+
+def test_a_timestamp_deadline_survives_the_trip_to_a_running_node() -> None:
+    import yaml
+
+    from p2psched.cli.submit import _iso
+    from p2psched.scheduler.job import parse_job
+
+    doc = yaml.safe_load("name: x\ndeadline: 2099-01-01T00:00:00Z\ntasks: [{input: 1}]\n")
+    sent = json.loads(json.dumps(doc, default=_iso))  # what submit posts to the control API
+    assert sent["deadline"].startswith("2099-01-01T00:00:00")
+    assert parse_job(sent).deadline == parse_job(doc).deadline

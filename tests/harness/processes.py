@@ -1,0 +1,134 @@
+"""p2psched as a user runs it: the CLI as a child process (`p2psched`, `run_at_home`), the
+processes a test keeps running (`process`, `running_node`), the job files it submits and
+the results, receipts and ledgers it reads back."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from p2psched.api.client import ControlClient
+from p2psched.wire.deal import Receipt
+
+EXE = [sys.executable, "-m", "p2psched.cli"]
+
+
+def p2psched(*args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
+    """`p2psched ARGS` run to its end, as a user would; its output captured as text."""
+    return subprocess.run(
+        [*EXE, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,  # type: ignore[call-overload]
+    )
+
+
+def run_at_home(*args: str, home: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`p2psched ARGS` run to its end with its default home (P2PSCHED_HOME) under `home`,
+    so it never reads or writes the user's own."""
+    env = {**os.environ, "P2PSCHED_HOME": str(home / "default-home")}
+    return subprocess.run([*EXE, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that nobody listens on (just now)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def process(*args: str, home: Path) -> Iterator[subprocess.Popen[str]]:
+    """`p2psched ARGS` running, with P2PSCHED_HOME at `home` and its output on pipes; killed
+    on leaving if it has not ended."""
+    env = {**os.environ, "P2PSCHED_HOME": str(home)}
+    with subprocess.Popen(
+        [*EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as p:
+        try:
+            yield p
+        finally:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=10)
+
+
+@contextmanager
+def running_node(gate: str, data: Path) -> Iterator[Path]:
+    """A plain node joined to the network at `gate`, running its control API on the data dir
+    `data`, until leaving; then it must stop cleanly and take its endpoint file away."""
+    proc = subprocess.Popen(
+        [*EXE, "node", "--gate", gate, "--data-dir", str(data)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while (client := ControlClient.find(data)) is None:
+            assert proc.poll() is None and time.monotonic() < deadline, "the node did not start"
+            time.sleep(0.1)
+        client.close()
+        yield data
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0
+    assert ControlClient.find(data) is None  # it took its endpoint file away
+
+
+def write_job(path: Path, text: str) -> Path:
+    """`text` written to `path`, which is returned."""
+    path.write_text(text)
+    return path
+
+
+def matrix_job(
+    folder: Path, name: str, driver: str, template: str, n: int, extra: str = ""
+) -> Path:
+    """A job of `n` tasks from one template (YAML flow text), in `folder/<name>.yaml`."""
+    return write_job(
+        folder / f"{name}.yaml",
+        f"name: {name}\ndriver: {driver}\n{extra}template:\n  input: {template}\n"
+        f"matrix:\n  i: {list(range(n))}\n",
+    )
+
+
+def submit_json(
+    job: Path, gate: str, results: Path, data_dir: Path
+) -> subprocess.CompletedProcess[str]:
+    """`p2psched submit JOB --gate GATE --json` run as a user would, from its own data dir."""
+    return p2psched(
+        "submit",
+        str(job),
+        "--gate",
+        gate,
+        "--json",
+        "--results",
+        str(results),
+        "--data-dir",
+        str(data_dir),
+    )
+
+
+def load_receipt(path: Path) -> tuple[Receipt, bytes]:
+    """A receipt file as `submit` writes it: the receipt, and its worker's public key."""
+    doc = json.loads(path.read_text())
+    key = bytes.fromhex(doc.pop("worker_public_key"))
+    return Receipt.from_json(doc), key
+
+
+def receipts_issued(worker_dir: Path) -> list[str]:
+    """The tasks a worker signed a successful receipt for, from its own ledger."""
+    with sqlite3.connect(worker_dir / "state.db") as db:
+        rows = db.execute(
+            "SELECT task FROM ledger WHERE role = 'earned' AND kind = 'receipt' AND ok = 1"
+        ).fetchall()
+    return [r[0] for r in rows]

@@ -1,0 +1,1 @@
+"""Tests of `p2psched.scheduler.job`, a module each."""

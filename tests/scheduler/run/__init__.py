@@ -1,0 +1,1 @@
+"""Tests of `p2psched.scheduler.run`, a module each."""

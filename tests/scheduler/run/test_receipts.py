@@ -1,0 +1,64 @@
+"""The check a result must pass before its task counts as done and its worker is paid: a
+forged receipt of each kind is not counted, and the task runs elsewhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from msgspec.structs import replace as restruct
+
+from p2psched.identity import Identity
+from p2psched.scheduler.lifecycle import TaskState
+from p2psched.scheduler.run import DispatchConfig, JobRun
+from p2psched.wire.deal import Receipt
+from p2psched.worker import manager as wm
+from tests.harness.net import ad, make_net, spec
+
+S = TaskState
+
+
+@pytest.mark.parametrize("forgery", ["signature", "other_key", "hash", "oversize", "price"])
+def test_forged_receipt_is_not_counted_and_the_task_runs_elsewhere(forgery: str) -> None:
+    net = make_net(0, 0)
+    liar, honest, stranger = Identity.generate(), Identity.generate(), Identity.generate()
+    net.workers = {
+        liar.node_id: wm.TaskManager(liar, price=0.5),
+        honest.node_id: wm.TaskManager(honest, price=0.9),
+    }
+    net.run = JobRun(
+        net.run.identity,
+        "job",
+        [spec(0)],
+        mtr=0,
+        now=net.now,
+        config=DispatchConfig(max_result_bytes=1000),
+    )
+
+    def forge(m: dict[str, Any]) -> dict[str, Any]:
+        if m["t"] != "result":
+            return m
+        r = Receipt.from_wire(m["receipt"], "r")
+        if forgery == "signature":
+            r = restruct(r, sig=bytes(64))
+        elif forgery == "other_key":
+            r = restruct(r, worker=stranger.node_id).signed(stranger)
+        elif forgery == "hash":
+            m = {**m, "output": "something else"}
+        elif forgery == "oversize":
+            out = "x" * 5000
+            from p2psched.wire.deal import result_hash
+
+            r = restruct(r, result_hash=result_hash(out)).signed(liar)
+            m = {**m, "output": out}
+        elif forgery == "price":
+            r = restruct(r, price=7.0).signed(liar)
+        return {**m, "receipt": r.to_wire()}
+
+    net.behave[liar.node_id] = forge
+    net.run.add_workers([ad(liar, 0.5), ad(honest, 0.9)], net.now)
+    net.pump()
+    t = net.run.tasks["job-000000"]
+    assert [w for w, _ in net.closed] == [liar.node_id]
+    assert t.state == S.COMPLETED and t.worker == honest.node_id
+    assert net.run.spent == pytest.approx(0.9)

@@ -1,0 +1,156 @@
+"""Workers advertise in a real DHT swarm on 127.0.0.1; needs are answered exactly."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import trio
+
+from p2psched.dht import messages as m
+from p2psched.dht.records import Record
+from p2psched.dht.swarm import open_swarm
+from p2psched.resources.need import Need, capability_keys
+from p2psched.resources.profile import MAX_PROFILE_BYTES, Profile
+from p2psched.scheduler.discovery import Discovery
+from p2psched.worker.advert import Advert
+from tests.harness.profiles import NEEDS, random_profile
+
+
+async def test_a_swarm_of_100_workers_answers_each_need_exactly() -> None:
+    rng = random.Random(11)
+    async with open_swarm(110) as swarm:
+        workers = swarm[10:]
+        profiles = {m.node.node_id: random_profile(rng) for m in workers}
+        adverts = {m.node.node_id: Advert(m.node, profiles[m.node.node_id]) for m in workers}
+        limiter = trio.CapacityLimiter(10)
+
+        async def publish(advert: Advert) -> None:
+            async with limiter:
+                await advert.publish()
+
+        async with trio.open_nursery() as nursery:
+            for advert in adverts.values():
+                nursery.start_soon(publish, advert)
+        discovery = Discovery(swarm[0].node)
+        for text in NEEDS:
+            need = Need.parse(text)
+            truth = sorted(i for i, p in profiles.items() if need.matches(p))
+            assert [a.node_id for a in await discovery.find(need)] == truth, text
+        # The cache answers a similar need without the network.
+        sent = swarm[0].node.stats["requests_out"]
+        assert [a.node_id for a in await discovery.find(Need.parse("gpu=A100,ram>=64"))] == sorted(
+            i for i, p in profiles.items() if Need.parse("gpu=A100,ram>=64").matches(p)
+        )
+        assert swarm[0].node.stats["requests_out"] == sent
+
+        # A withdrawn ad disappears at once; a changed profile shows at once.
+        gone, changed = list(adverts)[:2]
+        await adverts[gone].withdraw()
+        new = Profile(
+            **{**{f: getattr(profiles[changed], f) for f in Profile.__slots__}, "ram_gb": 999.0}
+        )
+        await adverts[changed].update(new)
+        profiles.pop(gone)
+        profiles[changed] = new
+        for text in ("", "ram>=999"):
+            need = Need.parse(text)
+            truth = sorted(i for i, p in profiles.items() if need.matches(p))
+            assert [a.node_id for a in await discovery.find(need, fresh=True)] == truth
+
+
+async def test_an_oversized_or_malformed_ad_is_dropped(autojump_clock: trio.abc.Clock) -> None:
+    async with open_swarm(25) as swarm:
+        good = swarm[1].node
+        profile = random_profile(random.Random(3))
+        await Advert(good, profile).publish()
+        key = capability_keys(profile, good.node_id)["any"]
+        # Other nodes put junk under the same capability key (the shard of their own id may
+        # differ, so each puts under `key` directly, as a liar would).
+        await swarm[2].node.put(key, os.urandom(MAX_PROFILE_BYTES + 1))
+        await swarm[3].node.put(key, b"\x81\xa1x\x01")  # MessagePack, but no profile
+        discovery = Discovery(swarm[0].node)
+        found = await discovery.find(Need())
+        assert [a.node_id for a in found] == [good.node_id]
+        assert discovery.rejected["oversized"] == 1 and discovery.rejected["malformed"] == 1
+
+
+async def test_a_dead_workers_ad_expires_and_live_ones_stay(autojump_clock: trio.abc.Clock) -> None:
+    async with open_swarm(25) as swarm:
+        rng = random.Random(5)
+        alive, dead = swarm[1], swarm[2]
+        for member in (alive, dead):
+            await Advert(member.node, random_profile(rng)).publish()
+        discovery = Discovery(swarm[0].node, cache_for=0)
+        assert {a.node_id for a in await discovery.find(Need())} == {
+            alive.node.node_id,
+            dead.node.node_id,
+        }
+        dead.kill()  # no withdrawal: it just stops
+        await trio.sleep(60)
+        assert dead.node.node_id in {a.node_id for a in await discovery.find(Need())}  # not yet
+        await trio.sleep(61)  # past the 120 s TTL; the live one has republished meanwhile
+        assert [a.node_id for a in await discovery.find(Need())] == [alive.node.node_id]
+
+
+async def test_forged_and_stale_ads_are_refused(autojump_clock: trio.abc.Clock) -> None:
+    """An ad in a worker's name signed by another key, and a replay of a worker's older (validly
+    signed) ad, are refused by the nodes that would keep them: discovery sees the real, newest."""
+    async with open_swarm(25) as swarm:
+        worker, liar = swarm[1].node, swarm[2].node
+        rng = random.Random(9)
+        first = random_profile(rng)
+        advert = Advert(worker, first)
+        await advert.publish()
+        key = capability_keys(first, worker.node_id)["any"]
+        (old,) = [r for r in await swarm[0].node.get(key) if r.publisher_id == worker.node_id]
+        second = Profile(**{**{f: getattr(first, f) for f in Profile.__slots__}, "ram_gb": 512.0})
+        await advert.update(second)
+        cheap = Profile(**{**{f: getattr(first, f) for f in Profile.__slots__}, "min_price": 0.0})
+        forged = Record(
+            key,
+            old.publisher,
+            old.seq + 10**9,
+            old.expires_ms,
+            cheap.encode(),
+            liar.protocol.identity.sign(b"x"),
+        )
+        holders = {
+            m_.node.node_id
+            for m_ in swarm
+            if any(
+                r.publisher_id == worker.node_id
+                for r in m_.node.protocol.store.get(key, m_.node.now())
+            )
+        }
+        assert len(holders) >= 15
+        for contact in (await liar.find_node(key)).closest():
+            got = await liar.call(contact, m.Store(forged))  # refused by everyone
+            assert got is not None and isinstance(got[1], m.Stored) and not got[1].ok
+            if contact.node_id in holders:  # a node that never saw the ad may take the old one
+                got = await liar.call(contact, m.Store(old))
+                assert got is not None and isinstance(got[1], m.Stored) and not got[1].ok
+        (ad,) = await Discovery(swarm[0].node).find(Need())
+        assert ad.node_id == worker.node_id and ad.profile == second
+
+
+async def test_a_withdrawal_right_after_a_publish_wins(autojump_clock: trio.abc.Clock) -> None:
+    """Sequence numbers from the clock alone would tie within a millisecond, and a tie keeps
+    the ad: the withdrawal must still replace it."""
+    async with open_swarm(25) as swarm:
+        advert = Advert(swarm[1].node, random_profile(random.Random(2)))
+        await advert.publish()
+        await advert.withdraw()  # no time passes on the fake clock in between
+        assert await Discovery(swarm[0].node).find(Need(), fresh=True) == []
+
+
+async def test_the_cache_is_read_anew_once_an_ad_in_it_expires(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_swarm(25) as swarm:
+        worker = swarm[1].node
+        await Advert(worker, random_profile(random.Random(4)), ttl=20).publish()
+        discovery = Discovery(swarm[0].node, cache_for=30)
+        assert len(await discovery.find(Need())) == 1
+        await trio.sleep(21)  # the cached copy has expired; the worker has renewed its ad
+        assert [a.node_id for a in await discovery.find(Need())] == [worker.node_id]

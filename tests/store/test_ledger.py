@@ -1,0 +1,127 @@
+"""The ledger's views: sums by job and by peer for both roles, and its verification, which
+names each entry someone altered, from the signatures alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from p2psched.store import Store
+from p2psched.store.journal import Accepted, Committed, Issued
+from p2psched.wire.codec import encode
+from tests.harness.store import (
+    ME,
+    OTHER_WORKER,
+    SCHEDULER,
+    WORKER,
+    charged,
+    commitment,
+    honest_ledger,
+    opened,
+    receipt,
+    sql,
+)
+
+
+def test_ledger_summary_adds_up_by_job_and_by_peer_for_both_roles(store: Store) -> None:
+    out = encode("ok")
+    store.write(
+        [
+            opened("a-1"),
+            opened("b-1"),
+            Committed(commitment("a-1", ["t0", "t1"], 2.0), ("w:1",), 1.0),
+            Committed(commitment("b-1", ["t0"], 3.0, worker=OTHER_WORKER), ("o:1",), 1.0),
+            charged("a-1", "t0", 2.0, "r0"),
+            charged("a-1", "t1", 2.0, None, ok=False),  # failed: costs nothing
+            charged("b-1", "t0", 3.0, "r", worker=OTHER_WORKER),
+            # This node working for SCHEDULER: it accepted two tasks and issued one ok receipt.
+            Accepted(
+                commitment("x-9", ["x0", "x1"], 1.5, worker=ME, scheduler=SCHEDULER),
+                SCHEDULER.public_key,
+                1.0,
+            ),
+            Issued(receipt("x-9", "x0", 1.5, out, worker=ME, scheduler=SCHEDULER), 2.0),
+            Issued(receipt("x-9", "x1", 1.5, out, ok=False, worker=ME, scheduler=SCHEDULER), 2.0),
+        ]
+    )
+
+    summary = store.ledger_summary()
+    assert summary["jobs"] == [
+        {"job": "a-1", "committed": 4.0, "spent": 2.0, "tasks_paid": 1},
+        {"job": "b-1", "committed": 3.0, "spent": 3.0, "tasks_paid": 1},
+    ]
+    peers = {p["peer"]: (p["spent"], p["earned"]) for p in summary["peers"]}
+    assert peers == {
+        WORKER.node_id.hex(): (2.0, 0.0),
+        OTHER_WORKER.node_id.hex(): (3.0, 0.0),
+        SCHEDULER.node_id.hex(): (0.0, 1.5),
+    }
+    assert (summary["spent"], summary["earned"]) == (5.0, 1.5)
+    assert (store.spent("a-1"), store.spent("b-1"), store.spent("x-9")) == (2.0, 3.0, 0.0)
+    assert store.verify_ledger() == []
+
+
+def test_verify_ledger_names_the_entry_whose_document_was_altered(store: Store) -> None:
+    store.write([opened("a-1")])
+    honest_ledger(store)
+    assert store.verify_ledger() == []
+    [(seq, doc)] = sql(store, "SELECT seq, document FROM ledger WHERE kind = 'receipt'")
+    # Flip one byte of the signature (the document's last bytes): still parses, must not verify.
+    tampered = doc[:-1] + bytes([doc[-1] ^ 1])
+    sql(store, "UPDATE ledger SET document = ? WHERE seq = ?", (tampered, seq))
+
+    assert store.verify_ledger() == [
+        f"ledger entry {seq} (paid receipt, job 'a-1'): the signature does not verify"
+    ]
+
+
+def test_verify_ledger_names_the_entry_whose_signer_key_was_swapped(store: Store) -> None:
+    store.write([opened("a-1")])
+    honest_ledger(store)
+    sql(
+        store,
+        "UPDATE ledger SET signer_public_key = ? WHERE kind = 'receipt'",
+        (OTHER_WORKER.public_key,),
+    )
+
+    [problem] = store.verify_ledger()
+    assert "(paid receipt, job 'a-1')" in problem
+    assert "the signer's key is not the key of the id it names" in problem
+
+
+def test_verify_ledger_catches_columns_that_disagree_with_the_signed_document(
+    store: Store,
+) -> None:
+    store.write([opened("a-1")])
+    honest_ledger(store)
+    [(seq,)] = sql(store, "SELECT seq FROM ledger WHERE kind = 'commitment'")
+    sql(store, "UPDATE ledger SET amount = 99 WHERE seq = ?", (seq,))
+
+    assert store.verify_ledger() == [
+        f"ledger entry {seq} (paid commitment, job 'a-1'): "
+        "stored columns differ from the signed document: amount"
+    ]
+
+
+def test_verify_ledger_catches_a_receipt_over_its_commitment(store: Store) -> None:
+    store.write(
+        [
+            opened("a-1"),
+            Committed(commitment("a-1", ["t0"], 1.0), (), 1.0),
+            charged("a-1", "t0", 1.25, "r"),  # the worker signed more than was committed
+            charged("a-1", "t9", 1.0, "r"),  # no commitment names t9
+        ]
+    )
+
+    problems = store.verify_ledger()
+    assert len(problems) == 2
+    assert "charges 1.25 for task 't0', over the 1.0 committed" in problems[0]
+    assert "no commitment names task 't9'" in problems[1]
+
+
+def test_an_own_signed_entry_cannot_be_checked_without_the_own_key(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "node.db") as store:
+        store.write([opened("a-1"), Committed(commitment("a-1", ["t0"], 1.0), (), 1.0)])
+        [problem] = store.verify_ledger()
+    assert "no public key to check the signature with" in problem
+    with Store.open(tmp_path / "node.db", own_public_key=ME.public_key) as store:
+        assert store.verify_ledger() == []

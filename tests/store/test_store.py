@@ -1,0 +1,207 @@
+"""The node's SQLite store: a job read back as it was written (states, results, receipts),
+jobs listed and resumed, its owner and file mode kept, and every batch written before a
+real SIGKILL still there after it."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from p2psched.store import Store, StoreError
+from p2psched.store.journal import JobFinished, JobOpened
+from p2psched.wire.codec import encode
+from p2psched.wire.deal import packed_hash
+from tests.harness.store import ME, WORKER, honest_ledger, moved, opened, run_to_completion, sql
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_job_comes_back_with_its_task_states_result_and_receipt(store: Store) -> None:
+    store.write([opened("sum-1")])
+    store.write(run_to_completion("sum-1", "sum-1-000000", 0.5, {"sum": 6}))
+    store.write(
+        [
+            moved("sum-1", "sum-1-000001", "unscheduled", "queued", 1000.0),
+            moved("sum-1", "sum-1-000001", "queued", "failed", 1003.0, reason="no worker fits"),
+        ]
+    )
+
+    [job] = store.unfinished_jobs()
+    assert (job.job, job.name, job.submitted_at, job.mtr, job.budget, job.deadline) == (
+        "sum-1",
+        "sum",
+        1000.0,
+        60.0,
+        100.0,
+        5000.0,
+    )
+    assert job.spec == {"name": "sum", "driver": "echo", "items": [1, 2, 3]}
+    done, failed = job.tasks["sum-1-000000"], job.tasks["sum-1-000001"]
+    assert (done.state, done.worker, done.price, done.attempts, done.since) == (
+        "completed",
+        WORKER.node_id,
+        0.5,
+        1,
+        1010.0,
+    )
+    assert done.output == encode({"sum": 6})
+    assert done.receipt is not None and done.receipt.verify(WORKER.public_key)
+    assert done.receipt.task == "sum-1-000000" and done.receipt.price == 0.5
+    assert done.worker_public_key == WORKER.public_key
+    assert (failed.state, failed.error, failed.worker, failed.output, failed.receipt) == (
+        "failed",
+        "no worker fits",
+        None,
+        None,
+        None,
+    )
+    assert store.spent("sum-1") == 0.5
+    assert store.peer_addresses(WORKER.node_id) == ("10.0.0.7:4000",)
+    history = sql(
+        store, "SELECT old, new FROM transitions WHERE task = 'sum-1-000000' ORDER BY seq"
+    )
+    assert [new for _, new in history] == [
+        "queued",
+        "negotiating",
+        "scheduled",
+        "sent",
+        "completed",
+    ]
+
+
+def test_unlimited_mtr_and_budget_come_back_as_infinity(store: Store) -> None:
+    store.write([opened("free-1", mtr=math.inf, budget=math.inf)])
+    store.write([JobOpened("nodl-1", "nodl", {}, 1.0, mtr=3.0, budget=math.inf, deadline=None)])
+
+    jobs = {j.job: j for j in store.unfinished_jobs()}
+    assert jobs["free-1"].mtr == math.inf and jobs["free-1"].budget == math.inf
+    assert (jobs["nodl-1"].mtr, jobs["nodl-1"].budget, jobs["nodl-1"].deadline) == (
+        3.0,
+        math.inf,
+        None,
+    )
+
+
+def test_finished_jobs_are_not_resumed_but_are_listed(store: Store) -> None:
+    store.write(
+        [opened("a-1"), opened("b-1"), moved("a-1", "a-1-000000", "unscheduled", "queued", 1)]
+    )
+    store.write(
+        [moved("b-1", "b-1-000000", "unscheduled", "aborted", 2), JobFinished("b-1", at=2000.0)]
+    )
+
+    assert [j.job for j in store.unfinished_jobs()] == ["a-1"]
+    listing = {j.job: j for j in store.jobs()}
+    assert listing["a-1"].finished_at is None and listing["a-1"].counts == {"queued": 1}
+    assert listing["b-1"].finished_at == 2000.0 and listing["b-1"].counts == {"aborted": 1}
+    assert len(store.jobs(limit=1)) == 1
+
+
+def test_a_12_mib_result_round_trips(store: Store) -> None:
+    big = os.urandom(12 << 20)
+    store.write([opened("big-1")])
+    store.write(run_to_completion("big-1", "big-1-000000", 1.0, big))
+    [job] = store.unfinished_jobs()
+    task = job.tasks["big-1-000000"]
+    assert task.output == encode(big)
+    assert task.receipt is not None and task.receipt.result_hash == packed_hash(encode(big))
+
+
+def test_a_reopened_store_keeps_its_data_and_its_file_mode(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    with Store.open(path, own_public_key=ME.public_key) as store:
+        store.write([opened("a-1")])
+        honest_ledger(store)
+        # SQLite's write-ahead log holds the same data: it must be as private as the store.
+        assert stat.S_IMODE(Path(f"{path}-wal").stat().st_mode) == 0o600
+    with Store.open(path, own_public_key=ME.public_key) as store:
+        [job] = store.unfinished_jobs()
+        assert job.tasks["a-1-000000"].state == "completed"
+        assert store.spent("a-1") == 0.5
+        assert store.verify_ledger() == []
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_store_refuses_another_identity(tmp_path: Path) -> None:
+    Store.open(tmp_path / "node.db", own_public_key=ME.public_key).close()
+    with pytest.raises(StoreError, match="belongs to the node whose id is " + ME.node_id.hex()):
+        Store.open(tmp_path / "node.db", own_public_key=WORKER.public_key)
+
+
+_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from p2psched.store import Store
+    from p2psched.store.journal import JobOpened, Moved
+
+    store = Store.open(Path(sys.argv[1]))
+    store.write([JobOpened("k-1", "k", {}, 1.0, 1.0, 1.0, None)])
+    batch = 0
+    while True:
+        store.write(
+            [Moved(f"k-1-{batch:06d}-{i}", "k-1", "unscheduled", "queued", batch, None, None, 0, 0)
+             for i in range(50)]
+        )
+        print(batch, flush=True)
+        batch += 1
+        if batch == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def _writer(path: Path, stop_after: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path), str(stop_after)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_every_batch_written_before_a_sigkill_survives_it(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    child = _writer(path, stop_after=20)
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    assert out.split() == [str(b) for b in range(20)]
+
+    with Store.open(path) as store:
+        [job] = store.unfinished_jobs()
+    assert len(job.tasks) == 20 * 50
+
+
+def test_a_kill_in_the_middle_of_writing_leaves_whole_batches(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    child = _writer(path, stop_after=-1)  # writes until killed
+    assert child.stdout is not None
+    for _ in range(30):
+        reported = int(child.stdout.readline())
+    os.kill(child.pid, signal.SIGKILL)
+    child.communicate(timeout=60)
+
+    with Store.open(path) as store:
+        [job] = store.unfinished_jobs()
+    # Every batch reported committed is there; any later one is all there or not at all.
+    assert len(job.tasks) % 50 == 0 and len(job.tasks) >= (reported + 1) * 50
+
+
+def test_a_spec_with_a_timestamp_is_kept_and_reads_back_as_the_same_job(store: Store) -> None:
+    import yaml
+
+    from p2psched.scheduler.job import parse_job
+
+    doc = yaml.safe_load("name: x\ndeadline: 2030-06-01T18:00:00Z\ntasks: [{input: 1}]\n")
+    store.write([JobOpened("x-1", "x", doc, 1.0, 0.001, math.inf, 1.9e9)])
+    (job,) = store.unfinished_jobs()
+    assert job.spec["deadline"] == "2030-06-01T18:00:00+00:00"  # YAML's datetime, as ISO text
+    assert parse_job(job.spec) == parse_job(doc)

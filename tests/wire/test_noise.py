@@ -1,0 +1,98 @@
+"""The secure channel's protocol core, sans I/O: a Noise XX handshake bound to node
+identities, then encrypted frames; what a tampering, replaying or forging peer gets."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2psched.identity import Identity
+from p2psched.wire.noise import ChannelError, SecureSession
+
+
+def _pair(a: Identity, b: Identity, **kw: object) -> tuple[SecureSession, SecureSession]:
+    """Two sessions with the handshake run between them."""
+    i = SecureSession(a, initiator=True, expected_peer=b.node_id, **kw)  # type: ignore[arg-type]
+    r = SecureSession(b, initiator=False, **kw)  # type: ignore[arg-type]
+    r.receive_data(i.data_to_send())
+    i.receive_data(r.data_to_send())
+    r.receive_data(i.data_to_send())
+    return i, r
+
+
+def test_handshake_proves_both_identities() -> None:
+    a, b = Identity.generate(), Identity.generate()
+    i, r = _pair(a, b)
+    assert i.peer is not None and i.peer.node_id == b.node_id
+    assert r.peer is not None and r.peer.node_id == a.node_id and r.peer.public_key == a.public_key
+
+
+def test_frames_cross_in_order_and_large_ones_are_split() -> None:
+    i, r = _pair(Identity.generate(), Identity.generate())
+    big = bytes(range(256)) * 1000  # 256 KB: several Noise messages
+    i.seal(b"one")
+    i.seal(big)
+    i.seal(b"")
+    wire = i.data_to_send()
+    for k in range(0, len(wire), 999):  # the transport may cut anywhere
+        r.receive_data(wire[k : k + 999])
+    assert r.frames() == [b"one", big, b""]
+
+
+def test_dialler_refuses_a_node_other_than_the_one_it_asked_for() -> None:
+    a, b, c = Identity.generate(), Identity.generate(), Identity.generate()
+    i = SecureSession(a, initiator=True, expected_peer=c.node_id)
+    r = SecureSession(b, initiator=False)
+    r.receive_data(i.data_to_send())
+    with pytest.raises(ChannelError, match="not .* that was asked for"):
+        i.receive_data(r.data_to_send())
+    assert i.peer is None
+
+
+def test_altered_byte_ends_the_session() -> None:
+    i, r = _pair(Identity.generate(), Identity.generate())
+    i.seal(b"pay 1 unit")
+    wire = bytearray(i.data_to_send())
+    wire[-3] ^= 1
+    with pytest.raises(ChannelError, match="failed authentication"):
+        r.receive_data(bytes(wire))
+    assert r.frames() == []
+
+
+def test_replayed_message_fails() -> None:
+    i, r = _pair(Identity.generate(), Identity.generate())
+    i.seal(b"run task 7")
+    wire = i.data_to_send()
+    r.receive_data(wire)
+    assert r.frames() == [b"run task 7"]
+    with pytest.raises(ChannelError, match="failed authentication"):
+        r.receive_data(wire)
+
+
+def test_identity_signature_must_cover_the_noise_key() -> None:
+    """A responder that presents someone else's identity payload cannot make it fit its own
+    Noise static key."""
+    a, b, mallory = Identity.generate(), Identity.generate(), Identity.generate()
+    honest = SecureSession(b, initiator=False)
+    forger = SecureSession(mallory, initiator=False)
+    forger._payload = honest._payload  # type: ignore[method-assign]  # b's signed key, not its own
+    i = SecureSession(a, initiator=True, expected_peer=b.node_id)
+    forger.receive_data(i.data_to_send())
+    with pytest.raises(ChannelError, match="did not sign its Noise static key"):
+        i.receive_data(forger.data_to_send())
+
+
+def test_frame_over_the_limit_is_refused_both_ways() -> None:
+    i, r = _pair(Identity.generate(), Identity.generate(), max_frame=1000)
+    with pytest.raises(ChannelError, match="over the 1000-byte limit"):
+        i.seal(b"x" * 1001)
+    big_sender, small_receiver = _pair(Identity.generate(), Identity.generate())
+    small_receiver._max_frame = 1000
+    big_sender.seal(b"x" * 5000)
+    with pytest.raises(ChannelError, match="5000 bytes, over the 1000-byte limit"):
+        small_receiver.receive_data(big_sender.data_to_send())
+
+
+def test_garbage_instead_of_a_handshake() -> None:
+    r = SecureSession(Identity.generate(), initiator=False)
+    with pytest.raises(ChannelError, match="handshake failed"):
+        r.receive_data(b"\x00\x05GET /")

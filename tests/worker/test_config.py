@@ -1,0 +1,184 @@
+"""The worker's config file: every error names the file, the field and the reason; a good
+file overrides what detection found; slots and driver settings have their defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from p2psched.worker.config import CommandDriverConfig, ConfigError, HttpDriverConfig, load_config
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[worker\n", "not valid TOML"),
+        ("[workr]\n", "[workr]: unknown table"),
+        ("[worker]\nslot = 1\n", "[worker] slot: unknown field"),
+        ("[network]\nupload = 5\n", "[network] upload: unknown field"),
+        ("[override]\nram = 5\n", "[override] ram: unknown field"),
+        ("[worker]\nqueue = true\n", "[worker] queue: must be a whole number of tasks, 0..1024"),
+        ("[worker]\nslots = -1\n", "[worker] slots: must be a whole number"),
+        ("[worker]\nmin_price = -0.5\n", "[worker] min_price: must be a finite number >= 0"),
+        ('[worker]\nmodels = ["a"]\nloaded_models = ["b"]\n', "'b' is loaded but not among models"),
+        ('[override]\ngpus = [{ model = "X" }]\n', "[override] gpus[0].vram_gb"),
+        ("[override]\ngpus = 5\n", "[override] gpus: must be a list"),
+        ("[override]\nram_gb = nan\n", "must be a finite number"),
+        ("[worker]\nmin_price = inf\n", "must be a finite number"),
+        # Accepted field by field, refused as a whole: what every asker would throw away.
+        (
+            "[worker]\nlabels = { " + ", ".join(f"l{i} = 'x'" for i in range(17)) + " }\n",
+            "profile.labels",
+        ),
+        ("[override]\ncpu_cores = 5000\n", "profile.specifications.CPU.cores"),
+        (
+            "[worker]\nmodels = ["
+            + ", ".join(f"'model-{i}-{'x' * 100}'" for i in range(30))
+            + "]\n",
+            "over the 3072-byte limit",
+        ),
+    ],
+)
+def test_config_errors_name_the_file_field_and_reason(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(path) in str(e.value) and says in str(e.value)
+
+
+def test_a_good_config_overrides_detection(tmp_path: Path) -> None:
+    from p2psched.resources.detect import Detected
+
+    path = tmp_path / "worker.toml"
+    path.write_text(
+        '[worker]\nslots = 2\ndrivers = ["http"]\nmin_price = 0.02\nmodels = ["m"]\n'
+        'labels = { region = "eu" }\n[network]\ndownload_mbps = 900\n'
+        '[override]\ncpu_cores = 64\ngpus = [{ model = "NVIDIA H100 80GB HBM3", vram_gb = 80 }]\n'
+    )
+    config = load_config(path)
+    detected = Detected("CPU", 2, 8.0, 100.0, (), 0.1, 0.2)
+    p = config.profile(detected)
+    assert p.cpu_cores == 64 and p.ram_gb == 8.0 and p.gpus[0].family == "H100"
+    assert p.free_slots == 2 and p.drivers == ("http",) and p.label("region") == "eu"
+    assert p.download_mbps == 900.0
+
+
+def test_slots_default_to_one_per_gpu(tmp_path: Path) -> None:
+    from p2psched.resources.detect import Detected
+
+    path = tmp_path / "worker.toml"
+    gpu = '{ model = "NVIDIA A100-SXM4-80GB", vram_gb = 80 }'
+    path.write_text(f"[override]\ngpus = [{gpu}, {gpu}, {gpu}]\n")
+    cpu_only = Detected("CPU", 2, 8.0, 100.0, (), 0.0, 0.0)
+    assert load_config(path).slot_count(cpu_only) == 3
+    assert load_config(path).profile(cpu_only).free_slots == 3
+    path.write_text('[worker]\ndrivers = ["echo"]\n')
+    assert load_config(path).slot_count(cpu_only) == 1  # no GPU: one at a time
+    path.write_text("[worker]\nslots = 0\n")
+    with pytest.raises(ConfigError, match=r"slots: must be a whole number of tasks, 1\.\.1024"):
+        load_config(path)
+
+
+def test_driver_settings_have_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text('[worker]\ndrivers = ["command", "http"]\n')
+    config = load_config(path)
+    assert config.command_driver == CommandDriverConfig(allow={}, max_output_bytes=1 << 20)
+    assert config.http_driver == HttpDriverConfig(
+        endpoints={}, timeout_s=120.0, max_response_bytes=4 << 20
+    )
+
+
+def _not_executable(tmp: Path) -> str:
+    path = tmp / "data.txt"
+    path.write_text("")
+    path.chmod(0o644)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            '[drivers.command]\nallow = { wc = ["/usr/bin/wc"] }\n',
+            "[drivers.command]: the command driver is not enabled; add 'command' to [worker] "
+            "drivers to enable it",
+        ),
+        (
+            '[worker]\ndrivers = ["command"]\n[drivers.http]\nendpoints = {}\n',
+            "[drivers.http]: the http driver is not enabled; add 'http' to [worker] drivers",
+        ),
+        ('[worker]\ndrivers = ["echo"]\n[drivers.echo]\n', "[drivers.echo]: the echo driver has"),
+        ("[drivers.ftp]\n", "[drivers.ftp]: unknown table; known: [drivers.command]"),
+        ("drivers = 5\n", "[drivers]: must hold tables"),
+        (
+            '[worker]\ndrivers = ["command"]\n[drivers.command]\n'
+            'allow = { x = ["/no/such/prog"] }\n',
+            "[drivers.command] allow.x: /no/such/prog does not exist",
+        ),
+        (
+            '[worker]\ndrivers = ["command"]\n[drivers.command]\nallow = { x = ["wc", "-c"] }\n',
+            "[drivers.command] allow.x: 'wc' must be an absolute path",
+        ),
+        (
+            '[worker]\ndrivers = ["command"]\n[drivers.command]\nallow = { x = ["{tmp}"] }\n',
+            "[drivers.command] allow.x: {tmp} is not executable",
+        ),
+        (
+            '[worker]\ndrivers = ["command"]\n[drivers.command]\nallow = { x = [] }\n',
+            "[drivers.command] allow.x: must be a list like",
+        ),
+        (
+            '[worker]\ndrivers = ["command"]\n[drivers.command]\n'
+            'allow = { "a b" = ["/bin/echo"] }\n',
+            "[drivers.command] allow.a b: a program's name is",
+        ),
+        (
+            '[worker]\ndrivers = ["command"]\n[drivers.command]\nallow = ["/bin/echo"]\n',
+            "[drivers.command] allow: must be a table",
+        ),
+        (
+            '[worker]\ndrivers = ["command"]\n[drivers.command]\nmax_output_bytes = 0\n',
+            "[drivers.command] max_output_bytes: must be a whole number of bytes",
+        ),
+        (
+            '[worker]\ndrivers = ["http"]\n[drivers.http]\nendpoints = { m = "ftp://host/x" }\n',
+            "[drivers.http] endpoints.m: 'ftp://host/x' must be an http:// or https:// URL",
+        ),
+        (
+            '[worker]\ndrivers = ["http"]\n[drivers.http]\nendpoints = { m = "http:///x" }\n',
+            "must be an http:// or https:// URL with a host",
+        ),
+        (
+            '[worker]\ndrivers = ["http"]\n[drivers.http]\nendpoints = { m = "http://h:99999/" }\n',
+            "[drivers.http] endpoints.m: 'http://h:99999/' is not a URL",
+        ),
+        (
+            '[worker]\ndrivers = ["http"]\n[drivers.http]\nendpoints = { m = 8000 }\n',
+            "[drivers.http] endpoints.m: must be a URL",
+        ),
+        (
+            '[worker]\ndrivers = ["http"]\n[drivers.http]\ntimeout_s = 0\n',
+            "[drivers.http] timeout_s: must be more than 0 seconds",
+        ),
+        (
+            '[worker]\ndrivers = ["http"]\n[drivers.http]\ntimeout = 5\n',
+            "[drivers.http] timeout: unknown field",
+        ),
+        (
+            '[worker]\ndrivers = ["http"]\n[drivers.http]\nmax_response_bytes = 1.5\n',
+            "[drivers.http] max_response_bytes: must be a whole number of bytes",
+        ),
+    ],
+)
+def test_driver_config_errors_name_the_file_field_and_reason(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    tmp = _not_executable(tmp_path)
+    path = tmp_path / "worker.toml"
+    path.write_text(text.replace("{tmp}", tmp))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(path) in str(e.value) and says.replace("{tmp}", tmp) in str(e.value)

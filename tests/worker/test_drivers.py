@@ -1,0 +1,541 @@
+"""The task drivers: echo, sleep (fake clock), command (real processes), http (a real local
+server), which drivers exist on a worker, and drivers made from a worker's config."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from p2psched.worker.config import CommandDriverConfig, HttpDriverConfig, WorkerConfig, load_config
+from p2psched.worker.drivers import (
+    CommandDriver,
+    DriverError,
+    DriverTask,
+    EchoDriver,
+    HttpDriver,
+    SleepDriver,
+    disabled_reason,
+    make_drivers,
+)
+
+PYTHON = "/usr/bin/python3"
+ALLOW = {"echo": ("/bin/echo",), "py": (PYTHON, "-c"), "wc": ("/usr/bin/wc", "-c")}
+
+
+def make_task(
+    input: Any, scratch: Path, *, timeout_s: float = 30.0, model: str | None = None
+) -> DriverTask:
+    return DriverTask("t1", input, model, timeout_s, scratch)
+
+
+def ignore(fraction: float) -> None:
+    pass
+
+
+def command(max_output_bytes: int = 1 << 20) -> CommandDriver:
+    return CommandDriver(CommandDriverConfig(allow=ALLOW, max_output_bytes=max_output_bytes))
+
+
+def alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for its parent to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+async def wait_gone(pid: int) -> bool:
+    with trio.move_on_after(5):  # SIGKILL is delivered asynchronously; this is a bound, not a test
+        while alive(pid):
+            await trio.sleep(0.01)
+    return not alive(pid)
+
+
+# A program that starts a child, writes both pids where the test can find them, and waits.
+SPAWNS_AND_WAITS = (
+    "import os, subprocess, time\n"
+    "child = subprocess.Popen(['sleep', '30'])\n"
+    "open('pids.tmp', 'w').write(f'{os.getpid()} {child.pid}')\n"
+    "os.rename('pids.tmp', 'pids')\n"
+    "time.sleep(30)\n"
+)
+
+
+# --- echo and sleep ---
+
+
+async def test_echo_returns_the_input_unchanged(tmp_path: Path) -> None:
+    value = {"a": [1, 2.5, "x", None, b"\x00"], "b": {"c": True}}
+    assert await EchoDriver().run(make_task(value, tmp_path), ignore) == value
+
+
+async def test_sleep_takes_its_time_and_reports_progress(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    seen: list[tuple[float, float]] = []
+    start = trio.current_time()
+    result = await SleepDriver().run(
+        make_task({"seconds": 100}, tmp_path, timeout_s=1000),
+        lambda f: seen.append((f, trio.current_time() - start)),
+    )
+    assert result == {"slept": 100}
+    assert trio.current_time() - start == pytest.approx(100)
+    assert [f for f, _ in seen] == pytest.approx([i / 10 for i in range(1, 11)])
+    assert [t for _, t in seen] == pytest.approx([10.0 * i for i in range(1, 11)])
+
+
+async def test_a_short_sleep_reports_once_at_the_end(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    seen: list[float] = []
+    assert await SleepDriver().run(make_task({"seconds": 0.25}, tmp_path), seen.append) == {
+        "slept": 0.25
+    }
+    assert seen == [1.0]
+
+
+async def test_sleep_past_the_time_limit_times_out(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    start = trio.current_time()
+    with pytest.raises(DriverError, match=r"^timed out after 10s$"):
+        await SleepDriver().run(make_task({"seconds": 100}, tmp_path, timeout_s=10), ignore)
+    assert trio.current_time() - start == pytest.approx(10)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        (5, "input must be a mapping with seconds"),
+        ({}, "input.seconds is missing"),
+        ({"seconds": 1, "minutes": 2}, "unknown field 'minutes'"),
+        ({"seconds": -1}, "finite number >= 0"),
+        ({"seconds": "1"}, "finite number >= 0"),
+        ({"seconds": True}, "finite number >= 0"),
+        ({"seconds": float("inf")}, "finite number >= 0"),
+    ],
+)
+async def test_sleep_refuses_bad_input(tmp_path: Path, value: Any, says: str) -> None:
+    with pytest.raises(DriverError, match=says):
+        await SleepDriver().run(make_task(value, tmp_path), ignore)
+
+
+async def test_a_cancelled_task_is_cancelled_not_failed(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.move_on_after(5) as scope:
+        await SleepDriver().run(make_task({"seconds": 100}, tmp_path), ignore)
+    assert scope.cancelled_caught
+
+
+async def test_an_unexpected_exception_becomes_a_one_line_driver_error(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(fraction: float) -> None:
+        raise RuntimeError("first line\nsecond line")
+
+    with pytest.raises(DriverError) as e:
+        await SleepDriver().run(make_task({"seconds": 1}, tmp_path), broken)
+    assert str(e.value) == "sleep driver failed: RuntimeError: first line second line"
+    # The operator gets the traceback of what is a bug, not the task's fault.
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert record.exc_info is not None
+
+
+async def test_a_time_limit_that_is_not_positive_is_refused(tmp_path: Path) -> None:
+    for timeout in (0.0, -1.0, float("nan")):
+        with pytest.raises(DriverError, match="timeout_s must be more than 0"):
+            await SleepDriver().run(make_task({"seconds": 1}, tmp_path, timeout_s=timeout), ignore)
+
+
+# --- command: real processes ---
+
+
+async def test_command_runs_an_allowlisted_program(tmp_path: Path) -> None:
+    result = await command().run(
+        make_task({"program": "echo", "args": ["hello", "world"]}, tmp_path), ignore
+    )
+    assert result == {"exit_code": 0, "stdout": "hello world\n", "stderr": ""}
+
+
+async def test_command_feeds_stdin(tmp_path: Path) -> None:
+    result = await command().run(make_task({"program": "wc", "stdin": "héllo"}, tmp_path), ignore)
+    assert result["stdout"].strip() == "6"  # bytes of UTF-8, counted by /usr/bin/wc -c
+
+
+async def test_command_stdin_it_does_not_read_is_no_error(tmp_path: Path) -> None:
+    # More than a pipe holds: writing it fails once the program exits without reading it.
+    task = make_task({"program": "py", "args": ["pass"], "stdin": "x" * (1 << 20)}, tmp_path)
+    assert (await command().run(task, ignore))["exit_code"] == 0
+
+
+async def test_command_arguments_reach_the_program_literally(tmp_path: Path) -> None:
+    (tmp_path / "victim").write_text("still here")
+    args = ["$(id)", "; rm victim", "`whoami`", "*", "a && b", "|cat", "$HOME", "'\"", "x\ny"]
+    result = await command().run(make_task({"program": "echo", "args": args}, tmp_path), ignore)
+    assert result["stdout"] == " ".join(args) + "\n"
+    assert (tmp_path / "victim").read_text() == "still here"
+
+
+async def test_command_runs_in_the_scratch_directory_with_a_minimal_environment(
+    tmp_path: Path,
+) -> None:
+    code = "import os, json; print(json.dumps({'cwd': os.getcwd(), 'env': dict(os.environ)}))"
+    result = await command().run(make_task({"program": "py", "args": [code]}, tmp_path), ignore)
+    seen = json.loads(result["stdout"])
+    assert Path(seen["cwd"]).resolve() == tmp_path.resolve()
+    assert set(seen["env"]) == {"PATH", "HOME", "TMPDIR", "LANG"}
+    assert seen["env"]["HOME"] == seen["env"]["TMPDIR"] == str(tmp_path)
+
+
+async def test_command_refuses_a_program_that_is_not_allowlisted(tmp_path: Path) -> None:
+    with pytest.raises(DriverError) as e:
+        await command().run(make_task({"program": "sh", "args": ["-c", "id"]}, tmp_path), ignore)
+    assert str(e.value) == "program 'sh' is not allowed on this worker; allowed: echo, py, wc"
+    with pytest.raises(DriverError, match="allowed: none"):
+        await CommandDriver(CommandDriverConfig()).run(
+            make_task({"program": "echo"}, tmp_path), ignore
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ({"args": []}, "input.program is missing"),
+        ({"program": "/bin/echo"}, "'/bin/echo' is not allowed"),
+        ({"program": 3}, "input.program must be a name"),
+        ({"program": "echo", "args": "hi"}, "input.args must be a list of text"),
+        ({"program": "echo", "args": [1]}, "input.args must be a list of text"),
+        ({"program": "echo", "args": ["a\0b"]}, "NUL"),
+        ({"program": "echo", "stdin": b"x"}, "input.stdin must be text"),
+        ({"program": "echo", "env": {}}, "unknown field 'env'"),
+    ],
+)
+async def test_command_refuses_bad_input(tmp_path: Path, value: Any, says: str) -> None:
+    with pytest.raises(DriverError, match=says):
+        await command().run(make_task(value, tmp_path), ignore)
+
+
+async def test_a_non_zero_exit_is_a_failure_with_the_last_line_of_stderr(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "print('some output')\n"
+        "print('warming up', file=sys.stderr)\n"
+        "print('ValueError: bad shape', file=sys.stderr)\n"
+        "sys.exit(3)\n"
+    )
+    with pytest.raises(DriverError) as e:
+        await command().run(make_task({"program": "py", "args": [code]}, tmp_path), ignore)
+    assert str(e.value) == "'py' exited with code 3: ValueError: bad shape"
+
+
+async def test_a_program_killed_by_a_signal_says_which(tmp_path: Path) -> None:
+    code = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"
+    with pytest.raises(DriverError, match=r"^'py' was killed by SIGTERM$"):
+        await command().run(make_task({"program": "py", "args": [code]}, tmp_path), ignore)
+
+
+async def test_command_output_is_decoded_with_replacement(tmp_path: Path) -> None:
+    code = "import sys; sys.stdout.buffer.write(b'ok \\xff')"
+    result = await command().run(make_task({"program": "py", "args": [code]}, tmp_path), ignore)
+    assert result["stdout"] == "ok \ufffd"
+
+
+async def test_command_past_its_time_limit_is_killed_with_what_it_started(tmp_path: Path) -> None:
+    task = make_task({"program": "py", "args": [SPAWNS_AND_WAITS]}, tmp_path, timeout_s=2.0)
+    with pytest.raises(DriverError, match=r"^timed out after 2s$"):
+        await command().run(task, ignore)
+    pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
+    for pid in pids:
+        assert await wait_gone(pid), f"process {pid} outlived its task"
+
+
+async def test_a_cancelled_command_is_killed_with_what_it_started(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            command().run,
+            make_task({"program": "py", "args": [SPAWNS_AND_WAITS]}, tmp_path),
+            ignore,
+        )
+        with trio.fail_after(20):
+            while not (tmp_path / "pids").exists():
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
+    for pid in pids:
+        assert await wait_gone(pid), f"process {pid} outlived its task"
+
+
+async def test_a_command_may_print_up_to_its_limit(tmp_path: Path) -> None:
+    code = "import sys; sys.stdout.write('x' * 1000); sys.stderr.write('y' * 1000)"
+    result = await command(max_output_bytes=1000).run(
+        make_task({"program": "py", "args": [code]}, tmp_path), ignore
+    )
+    assert result["stdout"] == "x" * 1000 and result["stderr"] == "y" * 1000
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+async def test_a_command_printing_past_its_limit_is_stopped(tmp_path: Path, stream: str) -> None:
+    code = f"import sys\nwhile True: sys.{stream}.write('x' * 1000)\n"
+    with pytest.raises(DriverError, match=rf"^output over 1000 bytes on {stream}$"):
+        await command(max_output_bytes=1000).run(
+            make_task({"program": "py", "args": [code]}, tmp_path), ignore
+        )
+
+
+async def test_an_allowlisted_program_that_went_away_cannot_start(tmp_path: Path) -> None:
+    program = tmp_path / "tool"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    driver = CommandDriver(CommandDriverConfig(allow={"tool": (str(program),)}))
+    program.unlink()
+    with pytest.raises(DriverError, match="cannot start 'tool'"):
+        await driver.run(make_task({"program": "tool"}, tmp_path), ignore)
+
+
+# --- http: a real server on 127.0.0.1 ---
+
+Request = tuple[str, dict[str, str], bytes]  # request line, headers, body
+
+
+def http_response(status: int, body: bytes, *, content_length: bool = True) -> bytes:
+    head = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    if content_length:
+        head += f"Content-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+Answer = bytes | Callable[[trio.SocketStream], Awaitable[None]] | None
+
+
+async def serve_http(nursery: trio.Nursery, answer: Answer) -> tuple[str, list[Request]]:
+    """An HTTP server: its base URL, and the requests it received.
+
+    It sends `answer` (bytes), or lets `answer` (a function) write to the connection, or with
+    `answer` None reads the request and never answers."""
+    seen: list[Request] = []
+
+    async def handle(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        line, *fields = head.decode().split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, v in (f.split(":", 1) for f in fields)}
+        while len(body) < int(headers.get("content-length", "0")):
+            body += await stream.receive_some(65536)
+        seen.append((line, headers, body))
+        try:
+            if answer is None:
+                await trio.sleep_forever()
+            elif isinstance(answer, bytes):
+                await stream.send_all(answer)
+            else:
+                await answer(stream)
+        except trio.BrokenResourceError:
+            pass  # the client hung up before the whole answer went out, as a size cap does
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    return f"http://127.0.0.1:{port}", seen
+
+
+def http(endpoints: dict[str, str], **settings: Any) -> HttpDriver:
+    return HttpDriver(HttpDriverConfig(endpoints=endpoints, **settings))
+
+
+async def test_http_posts_the_input_and_returns_the_parsed_answer(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    answer = {"choices": [{"text": "Hello!"}], "usage": {"total_tokens": 7}}
+    base, seen = await serve_http(nursery, http_response(200, json.dumps(answer).encode()))
+    driver = http({"llama-3-8b": f"{base}/v1/completions", "other": "http://127.0.0.1:9/"})
+    body = {"prompt": "Say hello", "max_tokens": 5, "stop": ["\n"]}
+    result = await driver.run(make_task(body, tmp_path, model="llama-3-8b"), ignore)
+    assert result == answer
+    [(line, headers, posted)] = seen
+    assert line == "POST /v1/completions HTTP/1.1"
+    assert headers["content-type"] == "application/json"
+    assert json.loads(posted) == body
+
+
+@pytest.mark.parametrize("model", ["mistral-7b", None])
+async def test_http_a_catch_all_endpoint_serves_other_models(
+    tmp_path: Path, nursery: trio.Nursery, model: str | None
+) -> None:
+    base, seen = await serve_http(nursery, http_response(200, b"[1, 2]"))
+    driver = http({"llama-3-8b": "http://127.0.0.1:9/", "*": f"{base}/any"})
+    assert await driver.run(make_task({}, tmp_path, model=model), ignore) == [1, 2]
+    assert seen[0][0] == "POST /any HTTP/1.1"
+
+
+async def test_http_an_answer_that_is_not_json_comes_back_as_text(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    base, _ = await serve_http(nursery, http_response(200, b"plain words"))
+    result = await http({"m": base}).run(make_task({}, tmp_path, model="m"), ignore)
+    assert result == {"text": "plain words"}
+
+
+async def test_http_an_error_status_fails_with_the_start_of_the_body(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    base, _ = await serve_http(nursery, http_response(500, b"boom: " + b"e" * 300_000))
+    with pytest.raises(DriverError) as e:
+        await http({"m": base}).run(make_task({}, tmp_path, model="m"), ignore)
+    reason = str(e.value)
+    assert reason.startswith("the model server answered HTTP 500: boom: eee")
+    assert len(reason) == len("the model server answered HTTP 500: ") + 200
+
+
+@pytest.mark.parametrize("content_length", [True, False])
+async def test_http_an_answer_over_the_limit_fails(
+    tmp_path: Path, nursery: trio.Nursery, content_length: bool
+) -> None:
+    big = json.dumps({"text": "x" * 300_000}).encode()
+    base, _ = await serve_http(nursery, http_response(200, big, content_length=content_length))
+    with pytest.raises(DriverError, match=r"^response over 1000 bytes$"):
+        await http({"m": base}, max_response_bytes=1000).run(
+            make_task({}, tmp_path, model="m"), ignore
+        )
+
+
+async def test_http_an_endless_answer_is_cut_at_the_limit(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    async def endless(stream: trio.SocketStream) -> None:
+        await stream.send_all(http_response(200, b"", content_length=False))
+        while True:
+            await stream.send_all(b"x" * 4096)
+
+    base, _ = await serve_http(nursery, endless)
+    with pytest.raises(DriverError, match=r"^response over 100000 bytes$"):
+        await http({"m": base}, max_response_bytes=100_000).run(
+            make_task({}, tmp_path, model="m"), ignore
+        )
+
+
+async def test_http_an_unknown_model_is_refused_naming_the_served_ones(tmp_path: Path) -> None:
+    driver = http({"llama-3-8b": "http://127.0.0.1:9/", "sdxl": "http://127.0.0.1:9/"})
+    with pytest.raises(DriverError) as e:
+        await driver.run(make_task({}, tmp_path, model="gpt-5"), ignore)
+    assert str(e.value) == (
+        "this worker serves no endpoint for model 'gpt-5'; models: llama-3-8b, sdxl"
+    )
+    with pytest.raises(DriverError, match="no endpoint for a task without a model"):
+        await driver.run(make_task({}, tmp_path), ignore)
+
+
+async def test_http_an_unreachable_server_fails_without_naming_where_it_is(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nothing listens on once this closes
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    with pytest.raises(DriverError) as e:
+        await http({"m": url}).run(make_task({}, tmp_path, model="m"), ignore)
+    assert str(e.value) == "no answer from the model server (ConnectError)"
+
+
+@pytest.mark.parametrize(
+    ("task_timeout", "config_timeout", "says"), [(5, 120, "5s"), (60, 3, "3s")]
+)
+async def test_http_keeps_to_the_shorter_time_limit(
+    tmp_path: Path,
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    task_timeout: float,
+    config_timeout: float,
+    says: str,
+) -> None:
+    base, seen = await serve_http(nursery, None)
+    driver = http({"m": base}, timeout_s=config_timeout)
+    with pytest.raises(DriverError, match=rf"^timed out after {says}$"):
+        await driver.run(make_task({}, tmp_path, model="m", timeout_s=task_timeout), ignore)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ([1, 2], "input must be a mapping"),
+        ({"x": b"bytes"}, "input is not JSON"),
+        ({"x": float("nan")}, "input is not JSON"),
+    ],
+)
+async def test_http_refuses_input_it_cannot_post(tmp_path: Path, value: Any, says: str) -> None:
+    with pytest.raises(DriverError, match=says):
+        await http({"*": "http://127.0.0.1:9/"}).run(make_task(value, tmp_path), ignore)
+
+
+# --- which drivers a worker has ---
+
+
+def test_make_drivers_makes_only_the_enabled_ones() -> None:
+    assert set(make_drivers(WorkerConfig(drivers=("echo", "sleep")))) == {"echo", "sleep"}
+    assert make_drivers(WorkerConfig(drivers=())) == {}
+    every = make_drivers(WorkerConfig(drivers=("sleep", "echo", "command", "http")))
+    assert {name: d.name for name, d in every.items()} == {
+        "sleep": "sleep",
+        "echo": "echo",
+        "command": "command",
+        "http": "http",
+    }
+
+
+def test_disabled_reason_says_why_a_driver_cannot_run_here() -> None:
+    config = WorkerConfig(drivers=("echo",))
+    assert disabled_reason("echo", config) is None
+    assert disabled_reason("command", config) == (
+        "driver 'command' is not enabled on this worker "
+        "(its operator enables drivers in [worker] drivers)"
+    )
+    assert disabled_reason("ftp", config) == (
+        "unknown driver 'ftp'; drivers: sleep, echo, command, http"
+    )
+
+
+# --- [drivers] in the worker config ---
+
+
+async def test_a_config_with_driver_settings_makes_working_drivers(tmp_path: Path) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text(
+        '[worker]\ndrivers = ["echo", "command", "http"]\n'
+        "[drivers.command]\n"
+        'allow = { wc = ["/usr/bin/wc", "-c"], py = ["/usr/bin/python3", "-c"] }\n'
+        "max_output_bytes = 5000\n"
+        "[drivers.http]\n"
+        'endpoints = { "llama-3-8b" = "http://127.0.0.1:8000/v1/completions", '
+        '"*" = "https://models.example/v1" }\n'
+        "timeout_s = 30\n"
+    )
+    config = load_config(path)
+    assert config.command_driver == CommandDriverConfig(
+        allow={"wc": ("/usr/bin/wc", "-c"), "py": ("/usr/bin/python3", "-c")},
+        max_output_bytes=5000,
+    )
+    assert config.http_driver == HttpDriverConfig(
+        endpoints={
+            "llama-3-8b": "http://127.0.0.1:8000/v1/completions",
+            "*": "https://models.example/v1",
+        },
+        timeout_s=30.0,
+        max_response_bytes=4 << 20,
+    )
+    drivers = make_drivers(config)
+    assert set(drivers) == {"echo", "command", "http"}
+    result = await drivers["command"].run(
+        make_task({"program": "wc", "stdin": "abc"}, tmp_path), ignore
+    )
+    assert result["stdout"].strip() == "3"

@@ -1,0 +1,119 @@
+"""The worker's task manager on its own, fed messages as a scheduler sends them: leases
+that expire, results kept until acknowledged, cancels and withdrawals, messages of the
+wrong direction, and outputs that cannot go back."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from p2psched.identity import Identity
+from p2psched.wire.deal import Receipt
+from p2psched.wire.messages import Send
+from p2psched.worker import manager as wm
+from tests.harness.net import commit, dispatch, on_wire, wire
+
+
+def test_lease_expires_on_the_worker_without_a_dispatch() -> None:
+    w = wm.TaskManager(Identity.generate(), slots=1, queue_depth=0, lease_s=10)
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    commit(w, sched, "t1", 0.0)
+    assert w.capacity == 0
+    w.tick(9.9)
+    assert w.capacity == 0
+    w.tick(10.0)
+    assert w.capacity == 1  # the slot is free again
+    w.actions()
+    dispatch(w, sched, "t1", 11.0)
+    [result] = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
+    assert "no lease" in result["error"]
+
+
+def test_results_wait_on_the_worker_until_acknowledged() -> None:
+    w = wm.TaskManager(Identity.generate())
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    commit(w, sched, "t1", 0.0)
+    dispatch(w, sched, "t1", 0.0)
+    w.disconnected(sched.node_id, 1.0)  # the scheduler went away while it ran
+    w.actions()
+    w.finished(sched.node_id, "t1", 42, None, 2.0)
+    assert not [a for a in w.actions() if isinstance(a, Send)]
+    w.connected(sched.node_id, sched.public_key, 3.0)
+    again, beat = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
+    assert again["t"] == "result" and again["task"] == "t1" and again["output"] == 42
+    # then at once what it still runs for that scheduler (nothing): so one that restarted
+    # knows which of its tasks are gone
+    assert beat == {"t": "beat", "running": [], "progress": []}
+    w.receive(sched.node_id, wire({"t": "ack", "tasks": ["t1"]}), 4.0)
+    w.connected(sched.node_id, sched.public_key, 5.0)
+    assert [on_wire(a.message)["t"] for a in w.actions() if isinstance(a, Send)] == ["beat"]
+
+
+def test_messages_of_the_wrong_direction_are_refused() -> None:
+    w = wm.TaskManager(Identity.generate())
+    from p2psched.wire.schema import SchemaError
+
+    with pytest.raises(SchemaError, match="does not take 'decline'"):
+        w.receive(b"x" * 32, wire({"t": "decline", "rid": 1, "reason": "no", "busy": False}), 0.0)
+    with pytest.raises(SchemaError, match="unknown message type"):
+        wire({"t": "steal"})
+    with pytest.raises(SchemaError, match="run.tasks"):
+        wire({"t": "run", "tasks": "all"})
+
+
+def test_a_cancelled_running_task_cannot_be_recommitted_until_it_stops() -> None:
+    w = wm.TaskManager(Identity.generate(), slots=1)
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    commit(w, sched, "t1", 0.0)
+    dispatch(w, sched, "t1", 0.0)
+    w.receive(sched.node_id, wire({"t": "cancel", "tasks": ["t1"]}), 1.0)
+    assert any(isinstance(a, wm.Abort) for a in w.actions())
+    commit(w, sched, "t1", 1.0)
+    [reject] = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
+    assert reject["t"] == "reject" and "still stopping" in reject["reason"]
+    w.finished(sched.node_id, "t1", None, "cancelled by its scheduler", 2.0)  # it stopped
+    assert not [a for a in w.actions() if isinstance(a, Send)]  # nobody wants that
+    commit(w, sched, "t1", 3.0)
+    [lease] = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
+    assert lease["t"] == "lease"
+
+
+def test_a_task_that_started_meanwhile_is_not_taken_back() -> None:
+    w = wm.TaskManager(Identity.generate(), slots=1, queue_depth=2)
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    for tid in ("a", "b"):
+        commit(w, sched, tid, 0.0)
+        dispatch(w, sched, tid, 0.0)
+    w.actions()
+    w.receive(sched.node_id, wire({"t": "withdraw", "rid": 7, "tasks": ["a", "b"]}), 1.0)
+    (answer,) = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
+    assert answer == {"t": "withdrawn", "rid": 7, "tasks": ["b"]}  # "a" runs: it stays
+
+
+@pytest.mark.parametrize(
+    ("output", "says"),
+    [
+        (2**70, "cannot be sent (OverflowError"),
+        ("x" * (13 << 20), "over the 12582912-byte limit"),
+        (json.loads("[" * 70 + "]" * 70), "nested deeper than 64"),
+    ],
+)
+def test_an_output_that_cannot_go_back_fails_the_task_not_the_worker(
+    output: Any, says: str
+) -> None:
+    w = wm.TaskManager(Identity.generate())
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    commit(w, sched, "t1", 0.0)
+    dispatch(w, sched, "t1", 0.0)
+    w.actions()
+    assert w.finished(sched.node_id, "t1", output, None, 1.0) is False
+    [result] = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
+    assert says in result["error"] and result["output"] is None
+    assert Receipt.from_wire(result["receipt"], "r").ok is False
