@@ -9,7 +9,7 @@ import pytest
 
 from p2psched.scheduler.lifecycle import IllegalTransition, TaskState
 from p2psched.scheduler.run import Close, Link
-from tests.test_dispatch import ad, make_net, spec
+from tests.harness.net import ad, make_net, spec
 
 
 def test_the_end_of_a_closed_link_reported_after_a_redial_does_not_stop_the_job() -> None:

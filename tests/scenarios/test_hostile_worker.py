@@ -17,7 +17,7 @@ from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import JobRun, Link, task_id_for
 from p2psched.scheduler.service import Dispatcher
 from p2psched.wire.channel import SecureChannel, serve_channels
-from tests.test_dispatch import spec
+from tests.harness.net import spec
 
 DEEP = b"\x91" * 5000 + b"\xc0"  # a list in a list ... 5,000 deep: msgpack and msgspec recurse
 
