@@ -61,8 +61,8 @@ class Task(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 # -- scheduler -> worker -------------------------------------------------------------------
 
 
-class QuoteRequest(_Message, frozen=True, tag="quote?"):
-    """A quote for up to `tasks` tasks of this kind, please."""
+class _Ask(_Message, frozen=True):
+    """Up to `tasks` tasks of one kind (driver, model, price limit) for `job`."""
 
     rid: RequestId
     job: JobId
@@ -70,6 +70,10 @@ class QuoteRequest(_Message, frozen=True, tag="quote?"):
     driver: Driver
     model: Model
     max_price: MaxPrice
+
+
+class QuoteRequest(_Ask, frozen=True, tag="quote?"):
+    """A quote for up to `tasks` tasks of this kind, please."""
 
 
 class Commit(_Message, frozen=True, tag="commit"):
@@ -81,16 +85,9 @@ class Commit(_Message, frozen=True, tag="commit"):
     run: Annotated[list[Task], msgspec.Meta(max_length=MAX_BATCH)]
 
 
-class Reserve(_Message, frozen=True, tag="reserve"):
+class Reserve(_Ask, frozen=True, tag="reserve"):
     """Late binding (Sparrow): `tasks` places in the worker's queue, each bound to a task only
     when the worker is ready to run one (`Ready`), or given up (`Unreserve`)."""
-
-    rid: RequestId
-    job: JobId
-    tasks: Count
-    driver: Driver
-    model: Model
-    max_price: MaxPrice
 
 
 class Unreserve(_Message, frozen=True, tag="unreserve"):
