@@ -17,7 +17,7 @@ from p2psched.scheduler.queue import TaskQueue
 from p2psched.scheduler.run.actions import Action, Connect, Discover
 from p2psched.scheduler.run.budget import Budget
 from p2psched.scheduler.run.config import DispatchConfig
-from p2psched.scheduler.run.links import Link
+from p2psched.scheduler.run.links import CONNECTING
 from p2psched.scheduler.run.stats import DispatchStats
 from p2psched.scheduler.run.tasks import Shape, TaskRun
 from p2psched.scheduler.run.workers import WorkerState
@@ -96,7 +96,7 @@ class RunBase:
 
     def _dial(self, w: WorkerState) -> None:
         """Open a link to `w` at the addresses its ad gives (a redial due is then moot)."""
-        w.relink(Link.CONNECTING)
+        w.relink(CONNECTING)
         w.redial_at = float("inf")
         self._out.append(Connect(w.ad.node_id, w.ad.profile.addresses))
 

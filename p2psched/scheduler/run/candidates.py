@@ -18,7 +18,7 @@ from p2psched.scheduler.run.config import (
     MAX_BUSY_REJECTS,
     MAX_REJECTS,
 )
-from p2psched.scheduler.run.links import Link
+from p2psched.scheduler.run.links import DOWN, UP
 from p2psched.scheduler.run.tasks import Shape, TaskRun, shape_of, slots_of
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.scheduler.strategy import Candidate, Chooser
@@ -53,7 +53,7 @@ class Candidates(RunBase):
         if (
             q is None
             or w.room <= 0
-            or w.link != Link.UP
+            or w.link != UP
             or w.quote_until <= now
             or (c is None and self.views.skipped(key, now if now == now else w.heard))
         ):
@@ -87,9 +87,6 @@ class Candidates(RunBase):
             else:
                 chooser.discard(c)
 
-    def _affordable(self, price: float) -> bool:
-        return self.money.affordable(price)
-
     @property
     def _in_time_only(self) -> bool:
         """A job with both a deadline and a finite MTR scores only the workers expected to
@@ -106,7 +103,7 @@ class Candidates(RunBase):
             return False  # this round's commitment to it is full: next round
         return (
             c.worker not in t.excluded
-            and self._affordable(c.price)
+            and self.money.affordable(c.price)
             and (self.rival is None or t.due <= self.rival(self.job, w))
             and (
                 self.deadline is None
@@ -115,14 +112,13 @@ class Candidates(RunBase):
                 # with a margin: the estimate is a mean, and a task late is a task lost
                 or self._now + DEADLINE_MARGIN * c.time <= self.deadline
             )
-            and self._cheap_enough(t, c.price)
+            # (tested here, not in a helper: this runs for every candidate of every pick)
+            and (self.mtr != 0.0 or self.deadline is not None or self._at_floor(t, c.price))
         )
 
-    def _cheap_enough(self, t: TaskRun, price: float) -> bool:
-        """At MTR 0 without a deadline, only the cheapest worker that could take `t`."""
-        return (
-            self.mtr != 0.0 or self.deadline is not None or price <= self._floor(t) + MONEY_EPSILON
-        )
+    def _at_floor(self, t: TaskRun, price: float) -> bool:
+        """At MTR 0 without a deadline only the cheapest worker that could take `t` may."""
+        return price <= self._floor(t) + MONEY_EPSILON
 
     def _floor(self, t: TaskRun) -> float:
         """At MTR 0 waiting costs nothing and the cheapest worker must be chosen: the least
@@ -167,8 +163,8 @@ class Candidates(RunBase):
                 ok = (
                     self._eligible(t, w)
                     and price <= t.spec.max_price
-                    and self._affordable(price)
-                    and self._cheap_enough(t, price)
+                    and self.money.affordable(price)
+                    and (self.mtr != 0.0 or self.deadline is not None or self._at_floor(t, price))
                 )
                 return t.due if ok else math.inf
             queue.pop()
@@ -184,7 +180,7 @@ class Candidates(RunBase):
         price = w.quote.price if w.quote is not None else w.ad.profile.min_price
         return (
             (t.spec.need.matches(w.ad.profile) if for_any else self._eligible(t, w))
-            and w.link != Link.DOWN
+            and w.link != DOWN
             and (w.declined is None or bool(w.holding))
             and (bool(w.holding) or not self.views.skipped(w.ad.node_id, now))
             and price <= t.spec.max_price

@@ -32,7 +32,7 @@ from p2psched.scheduler.run.actions import Action, Close
 from p2psched.scheduler.run.budget import Budget
 from p2psched.scheduler.run.config import DispatchConfig
 from p2psched.scheduler.run.late import LateBinding
-from p2psched.scheduler.run.links import Link
+from p2psched.scheduler.run.links import CONNECTING, DOWN, NONE, UP
 from p2psched.scheduler.run.rebalance import Rebalancing
 from p2psched.scheduler.run.reports import Reports
 from p2psched.scheduler.run.stats import DispatchStats
@@ -145,15 +145,15 @@ class JobRun(LateBinding, Rebalancing, Reports):
         # look was taken, and repeating them would spin.
         soft = [min(asked) + c.quote_wait_s] if asked else []
         times += [
-            w.heard + c.silence_s for w in self.workers.values() if w.holding and w.link == Link.UP
+            w.heard + c.silence_s for w in self.workers.values() if w.holding and w.link == UP
         ]
         times += [w.quote_until for w in self.workers.values() if w.quote]
         regaining = [w for w in self.workers.values() if w.regain_by < math.inf]
         if regaining:
             times.append(self._last_discover + c.rediscover_s)
             # Not while a dial is under way: that regain ends when the dial does.
-            times += [w.regain_by for w in regaining if w.link != Link.CONNECTING]
-            times += [w.redial_at for w in regaining if w.link == Link.DOWN]
+            times += [w.regain_by for w in regaining if w.link != CONNECTING]
+            times += [w.redial_at for w in regaining if w.link == DOWN]
         times.append(self._next_timer())
         if self.deadline is not None and not self.done:
             times.append(self.deadline)
@@ -178,11 +178,11 @@ class JobRun(LateBinding, Rebalancing, Reports):
                 w.ad = ad
                 self._by_price = None
                 self._floors.clear()
-                if w.link == Link.DOWN and not w.banned:  # a fresh ad: it may be back
-                    w.relink(Link.NONE)
-                if w.regain_by < math.inf and w.link == Link.NONE:  # back, through another gate
+                if w.link == DOWN and not w.banned:  # a fresh ad: it may be back
+                    w.relink(NONE)
+                if w.regain_by < math.inf and w.link == NONE:  # back, through another gate
                     self._dial(w)
-                elif w.regain_by < math.inf and w.link == Link.CONNECTING:
+                elif w.regain_by < math.inf and w.link == CONNECTING:
                     w.redial_at = now  # (to its old address): if that fails, the new one at once
         self._pump(now)
 
@@ -213,7 +213,7 @@ class JobRun(LateBinding, Rebalancing, Reports):
             elif st.worker is not None:  # (one never sent stays queued)
                 self._restore_held(t, st, addresses, now)
         for w in self.workers.values():
-            if w.restored and w.link == Link.NONE:
+            if w.restored and w.link == NONE:
                 if any(is_relayed(a) for a in w.ad.profile.addresses):
                     # Reached through a gate: while we were down it may have moved to another,
                     # so a failed dial waits for its fresh ad, as a broken relayed link does.
@@ -271,7 +271,7 @@ class JobRun(LateBinding, Rebalancing, Reports):
     ) -> None:
         """The channel to `worker` is up (`relayed`: through a gate's circuit)."""
         w = self.workers[worker]
-        w.relink(Link.UP)
+        w.relink(UP)
         w.public_key, w.heard, w.relayed = public_key, now, relayed
         w.regain_by = w.redial_at = math.inf  # its first heartbeat tells what it still has
         self._pump(now)
@@ -293,7 +293,7 @@ class JobRun(LateBinding, Rebalancing, Reports):
         """The link to `w` is down (it broke, could not be opened, or went silent and was
         closed). A relayed one that broke, or one being regained, keeps its tasks for a while
         (see `_regain`); otherwise its tasks go back to the queue, `lost` saying why."""
-        w.relink(Link.DOWN)
+        w.relink(DOWN)
         w.rid, w.quote, w.room = None, None, 0
         w.declined = reason
         for asked in w.withdrawing.values():  # no answer will come: they may move again
@@ -333,7 +333,7 @@ class JobRun(LateBinding, Rebalancing, Reports):
     def receive(self, worker: bytes, message: Message, now: float) -> None:
         """A checked message (see `wire.messages.parse`) from a connected worker."""
         w = self.workers.get(worker)
-        if w is None or w.link != Link.UP:
+        if w is None or w.link != UP:
             return
         w.heard = now
         handler = _HANDLERS.get(type(message))
@@ -383,7 +383,7 @@ class JobRun(LateBinding, Rebalancing, Reports):
         if w.quote is not None and w.quote_until <= now:
             w.quote, w.room = None, 0
             self._changed(w, now)
-        if w.holding and w.link == Link.UP and w.heard + c.silence_s <= now:
+        if w.holding and w.link == UP and w.heard + c.silence_s <= now:
             # Through a gate, silence most likely means the gate's host vanished (no
             # FIN or RST crosses): that is regained like a circuit that broke.
             self._out.append(Close(w.ad.node_id, "heartbeat stopped"))
@@ -391,13 +391,13 @@ class JobRun(LateBinding, Rebalancing, Reports):
             self._link_lost(w, "heartbeat stopped", lost, now, relayed=w.relayed)
         if w.regain_by == math.inf:
             return
-        if w.regain_by <= now and w.link != Link.CONNECTING:  # a dial under way may end it
+        if w.regain_by <= now and w.link != CONNECTING:  # a dial under way may end it
             w.regain_by = w.redial_at = math.inf
             w.restored -= w.holding  # they were sent and ran, as far as we know: count them
             reason = f"its gate went away and it did not come back within {c.regain_s:g} s"
             self._lose(w, reason, now)
             return
-        if w.link == Link.DOWN and w.redial_at <= now:
+        if w.link == DOWN and w.redial_at <= now:
             # Its ad may never change: the gate came back, or closed just that circuit.
             self._dial(w)
         self._rediscover(now)

@@ -19,7 +19,7 @@ from p2psched.scheduler.run.config import (
     MAX_REJECTS,
     MAX_SCAN,
 )
-from p2psched.scheduler.run.links import Link
+from p2psched.scheduler.run.links import DOWN, NONE, UP
 from p2psched.scheduler.run.negotiation import Negotiation
 from p2psched.scheduler.run.tasks import TaskRun, model_of, slots_of
 from p2psched.scheduler.run.workers import WorkerState
@@ -40,21 +40,21 @@ class LateBinding(Negotiation):
         specs = [self._shape_spec[shape] for shape, n in self._shapes.items() if n > 0]
         picks: list[tuple[WorkerState, TaskSpec]] = []
         for w in self.workers.values():
-            if w.link == Link.DOWN or now < w.ask_after or w.declined is not None:
+            if w.link == DOWN or now < w.ask_after or w.declined is not None:
                 continue
             if w.rejects >= MAX_REJECTS or w.busy_rejects >= MAX_BUSY_REJECTS:
                 continue
             price = w.ad.profile.min_price
-            if not self._affordable(price):
+            if not self.money.affordable(price):
                 continue  # nothing it could be given now: a place there would come back empty
             spec = next(
                 (s for s in specs if s.need.matches(w.ad.profile) and price <= s.max_price), None
             )
             if spec is None:
                 continue
-            if w.link == Link.NONE:
+            if w.link == NONE:
                 self._dial(w)
-            elif w.link == Link.UP:
+            elif w.link == UP:
                 picks.append((w, spec))
         self.strategy.rng.shuffle(picks)
         for w, spec in picks:
@@ -107,7 +107,7 @@ class LateBinding(Negotiation):
             if t.state != S.QUEUED:
                 queue.pop()
                 continue
-            if self._eligible(t, w) and price <= t.spec.max_price and self._affordable(price):
+            if self._eligible(t, w) and price <= t.spec.max_price and self.money.affordable(price):
                 queue.pop()
                 found = t
                 break

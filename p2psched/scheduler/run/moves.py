@@ -18,7 +18,7 @@ from p2psched.scheduler.queue import latest_start
 from p2psched.scheduler.run.actions import Close, Send, Settled
 from p2psched.scheduler.run.candidates import Candidates
 from p2psched.scheduler.run.config import QUEUE_ALLOWANCE
-from p2psched.scheduler.run.links import Link
+from p2psched.scheduler.run.links import DOWN, UP
 from p2psched.scheduler.run.tasks import Shape, TaskRun, shape_of
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.store.journal import Moved
@@ -158,7 +158,7 @@ class TaskMoves(Candidates):
     def _ban(self, w: WorkerState, reason: str, now: float) -> None:
         """A worker that broke the protocol: drop it for this job, replay its tasks elsewhere."""
         self._out.append(Close(w.ad.node_id, reason))
-        w.relink(Link.DOWN)
+        w.relink(DOWN)
         w.rid, w.quote, w.room, w.declined = None, None, 0, reason
         w.banned = True
         self._floors.clear()
@@ -191,7 +191,7 @@ class TaskMoves(Candidates):
         """Tell the workers holding these tasks to stop them (those we still talk to)."""
         by_worker: dict[bytes, list[str]] = {}
         for t in tasks:
-            if t.worker is not None and self.workers[t.worker].link == Link.UP:
+            if t.worker is not None and self.workers[t.worker].link == UP:
                 by_worker.setdefault(t.worker, []).append(t.spec.task_id)
         for worker, ids in by_worker.items():
             self._out.append(Send(worker, Cancel(ids)))
@@ -229,7 +229,7 @@ class TaskMoves(Candidates):
 
     def _why_no_worker(self, t: TaskRun, now: float) -> str:
         cheapest = min((w.ad.profile.min_price for w in self.workers.values()), default=0.0)
-        if not self._affordable(cheapest):
+        if not self.money.affordable(cheapest):
             return f"the job's budget is spent ({self.spent:g} paid, {self.held:g} committed)"
         if not self.workers:
             return f"no worker found that meets {t.spec.need}"

@@ -22,7 +22,7 @@ from p2psched.scheduler.run.config import (
     MAX_REJECTS,
     MAX_SCAN,
 )
-from p2psched.scheduler.run.links import Link
+from p2psched.scheduler.run.links import DOWN, NONE, UP
 from p2psched.scheduler.run.moves import IN_FLIGHT, TaskMoves
 from p2psched.scheduler.run.tasks import Shape, TaskRun, model_of, shape_of, wire_task
 from p2psched.scheduler.run.workers import WorkerState
@@ -44,7 +44,7 @@ class Negotiation(TaskMoves):
         for w in self._by_price:
             if asked >= self.config.max_quotes:
                 break
-            if w.rid is not None or w.quote is not None or w.link == Link.DOWN:
+            if w.rid is not None or w.quote is not None or w.link == DOWN:
                 continue
             if now < w.ask_after:
                 continue
@@ -57,11 +57,11 @@ class Negotiation(TaskMoves):
             ] + [spec for spec in self._seek.values() if spec.need.matches(w.ad.profile)]
             if not wanted:
                 continue
-            if w.link == Link.NONE:
+            if w.link == NONE:
                 self._dial(w)
                 asked += 1
                 continue
-            if w.link != Link.UP:
+            if w.link != UP:
                 continue
             spec = wanted[0]
             self._asked[w.ad.node_id] = spec

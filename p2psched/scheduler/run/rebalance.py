@@ -15,7 +15,7 @@ from functools import partial
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run.actions import Send
 from p2psched.scheduler.run.config import MAX_MOVES, REBALANCE_AFTER_S, REBALANCE_GAIN
-from p2psched.scheduler.run.links import Link
+from p2psched.scheduler.run.links import UP
 from p2psched.scheduler.run.moves import TaskMoves
 from p2psched.scheduler.run.tasks import TaskRun, shape_of, slots_of
 from p2psched.scheduler.run.workers import WorkerState
@@ -43,7 +43,7 @@ class Rebalancing(TaskMoves):
                 and self.tasks[tid].since + REBALANCE_AFTER_S <= now
                 and not self.tasks[tid].moving
             ]
-            if not waiting or w.link != Link.UP:
+            if not waiting or w.link != UP:
                 continue
             waiting.sort(key=lambda t: t.since)
             self._seeking += len(waiting)

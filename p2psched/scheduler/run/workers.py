@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from p2psched.scheduler.ads import WorkerAd
-from p2psched.scheduler.run.links import Link
+from p2psched.scheduler.run.links import NONE, Link
 from p2psched.wire.deal import Quote
 
 
@@ -15,7 +15,7 @@ from p2psched.wire.deal import Quote
 class WorkerState:
     ad: WorkerAd
     public_key: bytes | None = None
-    link: Link = Link.NONE
+    link: Link = NONE
     rid: int | None = None  # outstanding quote request
     asked_at: float = 0.0
     quote: Quote | None = None
