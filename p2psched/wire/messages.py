@@ -220,9 +220,9 @@ def parse(frame: bytes) -> Message:
         # msgspec recurses to skip a value it does not keep (a Raw field, an unknown one):
         # a frame nested a few thousand deep is malformed, not a reason to stop the node.
         raise DecodeError("malformed MessagePack (nested too deep)") from None
-    document = _document(message)
-    if document is not None and not document.sig:
-        raise SchemaError(f"{kind(message)}.{_DOCUMENTS[type(message)]}.sig", "not signed")
+    field = _DOCUMENTS.get(type(message))
+    if field is not None and not getattr(message, field).sig:
+        raise SchemaError(f"{kind(message)}.{field}.sig", "not signed")
     return message
 
 
@@ -240,22 +240,12 @@ def unpack(field: msgspec.Raw, max_size: int) -> Any:
     return decode(bytes(field), max_size=max_size)
 
 
+# The messages that carry a signed document, and the field that holds it.
 _DOCUMENTS: dict[type[_Message], str] = {
     QuoteReply: "quote",
     Commit: "commitment",
     Result: "receipt",
 }
-
-
-def _document(message: Message) -> Quote | Commitment | Receipt | None:
-    match message:
-        case QuoteReply(quote=q):
-            return q
-        case Commit(commitment=c):
-            return c
-        case Result(receipt=r):
-            return r
-    return None
 
 
 def _named(frame: bytes, e: msgspec.ValidationError) -> SchemaError:
