@@ -85,6 +85,7 @@ class Dial(Protocol):
 log = logging.getLogger(__name__)
 MAX_ADS_KEPT = 10_000  # workers' ads kept for watchers, the least recently refreshed dropped
 _UNNEEDED = "no job needs it now"
+FLUSH_S = 5.0  # a link no job needs any more closes once its last messages are out, or then
 # Requests a worker answers by their request id: the answer goes to the job that asked.
 _ANSWERED = (QuoteRequest, Commit, Reserve, Withdraw)
 
@@ -250,7 +251,7 @@ class Dispatcher:
             for worker, link in list(self._links.items()):
                 link.jobs.discard(job_id)
                 if not link.jobs:
-                    self._close(worker, _UNNEEDED)
+                    self._close(worker, _UNNEEDED, when_written=True)
         # The timer loop looks again only if this job's next deadline comes before the time it
         # sleeps until: waking it for every message would tick every job for every message.
         if kick and (job.run.done or job.run.next_deadline() < self._waking_at):
@@ -263,12 +264,19 @@ class Dispatcher:
         if not link.outbox.put_frame(encode(message)):
             self._close(worker, "it does not read what it is sent")
 
-    def _close(self, worker: bytes, reason: str) -> None:
+    def _close(self, worker: bytes, reason: str, *, when_written: bool = False) -> None:
+        """Drop the link to `worker`; `when_written`: once what was queued for it has gone
+        out (a job that ends says why to its workers: a cancel must reach them, or they run
+        the cancelled tasks to the end and earn for them), or after `FLUSH_S` at most."""
         # Out of the table at once: a job that wants this worker from now on gets a new link,
         # not one that is going away.
         link = self._links.pop(worker, None)
-        if link is not None:
-            link.reason = link.reason or reason
+        if link is None:
+            return
+        link.reason = link.reason or reason
+        if when_written and link.outbox is not None and self._nursery is not None:
+            self._nursery.start_soon(_close_when_written, link)
+        else:
             link.scope.cancel()
 
     def _connect(self, job_id: str, worker: bytes, addresses: tuple[str, ...]) -> None:
@@ -417,6 +425,13 @@ class Dispatcher:
             self._jobs[job_id].run.abandon(
                 f"internal error in the scheduler: {e!r}"[:300], args[-1]
             )
+
+
+async def _close_when_written(link: _Link) -> None:
+    assert link.outbox is not None
+    with trio.move_on_after(FLUSH_S):
+        await link.outbox.written()
+    link.scope.cancel()
 
 
 def _log_settled(run: JobRun, task_id: str) -> None:

@@ -141,6 +141,8 @@ class Outbox:
         self._frames: deque[bytes] = deque()
         self._bytes = 0
         self._ready = trio.Event()
+        self._written = trio.Event()  # set while nothing waits to be written
+        self._written.set()
 
     def put(self, message: Any) -> bool:
         """Queue `message`; False (and nothing queued) when the outbox is full."""
@@ -156,7 +158,13 @@ class Outbox:
         self._frames.append(frame)
         self._bytes += len(frame)
         self._ready.set()
+        if self._written.is_set():
+            self._written = trio.Event()
         return True
+
+    async def written(self) -> None:
+        """Return once everything queued so far is written (or the connection broke)."""
+        await self._written.wait()
 
     async def run(self) -> None:
         """Write whatever is queued, all that is ready in one go, until cancelled."""
@@ -172,8 +180,11 @@ class Outbox:
                 except ChannelError:
                     # The connection broke: close it, so the reader ends too and whoever
                     # reads the channel learns it at its next `receive`.
+                    self._written.set()
                     await self.channel.aclose()
                     return
+            if not self._frames:
+                self._written.set()
 
 
 async def _handshake(stream: trio.abc.Stream, session: SecureSession, timeout: float) -> Peer:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from p2psched import devnet
 from p2psched.api.client import ControlClient
-from tests.harness.processes import matrix_job, p2psched
+from tests.harness.processes import matrix_job, p2psched, receipts_issued
 
 
 @pytest.mark.parametrize("net", [2], indirect=True)
@@ -78,3 +79,36 @@ def test_cancel_a_running_job(node: Path, tmp_path: Path) -> None:
     assert out.returncode == 0 and "cancelled 7 task" in out.stdout
     status = json.loads(p2psched("status", job_id, "--json", "--data-dir", str(node)).stdout)
     assert status["counts"] == {"aborted": 8} and status["state"] == "done"
+
+
+@pytest.mark.parametrize("net", [2], indirect=True)
+def test_a_cancel_stops_the_work_on_the_workers_and_the_ledgers_agree(
+    net: devnet.Devnet, node: Path, tmp_path: Path
+) -> None:
+    """Tasks cancelled while they run stop on their workers: no worker earns for a task the
+    scheduler did not pay, and what each side recorded adds up to the same."""
+    job = matrix_job(tmp_path, "naps", "sleep", "{seconds: 2.0}", 8, "timeout: 1m\n")
+    job_id = json.loads(
+        p2psched("submit", str(job), "--detach", "--json", "--data-dir", str(node)).stdout
+    )["job"]
+    deadline = time.monotonic() + 60
+    while (s := status_of(job_id, node))["counts"].get("running", 0) == 0:
+        assert time.monotonic() < deadline, s
+        time.sleep(0.1)
+    out = p2psched("cancel", job_id, "--data-dir", str(node))
+    assert out.returncode == 0, out.stderr
+    time.sleep(3.0)  # longer than the naps: a task not stopped would have finished by now
+    ledger = json.loads(p2psched("ledger", "--json", "--data-dir", str(node)).stdout)
+    (row,) = [j for j in ledger["jobs"] if j["job"] == job_id]
+    earned = [t for w in net.folder.glob("worker-*/") for t in receipts_issued(w)]
+    paid = [t["task"] for t in tasks_of(job_id, node) if t["state"] == "completed"]
+    assert sorted(earned) == sorted(paid)
+    assert row["tasks_paid"] == len(paid)
+
+
+def status_of(job_id: str, node: Path) -> dict:
+    return json.loads(p2psched("status", job_id, "--json", "--data-dir", str(node)).stdout)
+
+
+def tasks_of(job_id: str, node: Path) -> list[dict]:
+    return json.loads(p2psched("tasks", job_id, "--json", "--data-dir", str(node)).stdout)

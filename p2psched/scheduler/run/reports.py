@@ -15,6 +15,7 @@ from p2psched.scheduler.run.receipts import check_receipt
 from p2psched.scheduler.run.tasks import model_of
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.store.journal import Charged
+from p2psched.wire.deal import Receipt
 from p2psched.wire.messages import Ack, Beat, Result
 
 S = TaskState
@@ -50,11 +51,17 @@ class Reports(TaskMoves):
     def _on_result(self, w: WorkerState, m: Result, now: float) -> None:
         worker = w.ad.node_id
         t = self.tasks.get(m.task)
-        if t is None or t.worker != worker or t.state not in (S.SENT, S.RUNNING):
-            if t is not None and t.state == S.COMPLETED and t.worker == worker:
-                if t.receipt is not None and m.receipt.sig == t.receipt.sig:
-                    self._out.append(Send(worker, Ack([m.task])))
-            return  # a late answer for a task since placed elsewhere or cancelled
+        if t is None or t.worker != worker:
+            return  # a late answer for a task since placed elsewhere
+        if t.state == S.COMPLETED:
+            if t.receipt is not None and m.receipt.sig == t.receipt.sig:
+                self._out.append(Send(worker, Ack([m.task])))  # it did not hear our ack
+            return
+        # Cancelled while it ran there, and done before the cancel reached it: the signed
+        # commitment stands, so a good receipt for it is paid, as the worker records it.
+        late = t.state == S.ABORTED and t.receipt is None
+        if t.state not in (S.SENT, S.RUNNING) and not late:
+            return
         r = m.receipt
         assert w.public_key is not None
         problem, packed, output = check_receipt(
@@ -69,12 +76,15 @@ class Reports(TaskMoves):
             return
         self._out.append(Send(worker, Ack([t.spec.task_id])))
         if m.error is not None:
-            self._back(t, m.error, now)
+            if not late:
+                self._back(t, m.error, now)
+            return
+        if late:
+            self._charge(w, r, packed, now)
+            t.receipt = r
             return
         self._release(t)
-        self.money.pay(r.price)
-        if self.durable:
-            self.journal.append(Charged(r, w.public_key, packed, now))
+        self._charge(w, r, packed, now)
         model = model_of(t.spec)
         wait = max(0.0, now - t.sent_at - r.duration)  # on its queue, and on the way
         self.predictor.observe(worker, model, t.input_bytes, wait_s=wait, run_s=r.duration, now=now)
@@ -82,3 +92,10 @@ class Reports(TaskMoves):
         t.output, t.receipt, t.error, t.progress = output, r, None, 1.0
         self._move(t, S.COMPLETED, now)
         self._out.append(Settled(t.spec.task_id))
+
+    def _charge(self, w: WorkerState, r: Receipt, packed: bytes, now: float) -> None:
+        """Pay what `r` charges, and record it (with the result, as it came)."""
+        self.money.pay(r.price)
+        if self.durable:
+            assert w.public_key is not None
+            self.journal.append(Charged(r, w.public_key, packed, now))

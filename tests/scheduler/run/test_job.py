@@ -208,3 +208,29 @@ def test_a_job_uses_the_nodes_predictor_and_views_even_while_they_are_empty() ->
         views=views,
     )
     assert run.predictor is predictor and run.views is views and run.strategy is strategy
+
+
+def test_a_task_done_before_its_cancel_reached_the_worker_is_paid_as_the_worker_records() -> None:
+    """Cancelled while it ran, it finished before the cancel arrived: the worker signed a
+    receipt for it and records the money earned; the scheduler pays it too (the commitment
+    stands), so the two ledgers agree. The task stays aborted."""
+    from p2psched.store.journal import Charged
+    from p2psched.wire.messages import Ack, Send, encode, parse
+
+    net = make_net(0, 1, prices=[0.25])
+    net.run.durable = True
+    net.hold = True
+    net.run.add_tasks([spec(0)], net.now)
+    net.pump()
+    [(wid, peer, task)] = net.started
+    worker = net.workers[wid]
+    worker.finished(peer, task["id"], "done", None, net.now)  # its result is on its way ...
+    result = next(a.message for a in worker.actions() if isinstance(a, Send))
+    net.run.cancel(None, net.now)  # ... as the cancel goes out
+    net.run.actions()
+    net.run.receive(wid, parse(encode(result)), net.now)
+    t = net.run.tasks[task["id"]]
+    assert t.state == TaskState.ABORTED and t.receipt is not None
+    assert net.run.spent == 0.25
+    assert any(isinstance(e, Charged) for e in net.run.journal)
+    assert any(isinstance(a, Send) and isinstance(a.message, Ack) for a in net.run.actions())
