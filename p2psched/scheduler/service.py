@@ -65,6 +65,7 @@ from p2psched.wire.messages import (
     Withdrawn,
     encode,
     parse,
+    result_task,
 )
 from p2psched.wire.noise import ChannelError
 from p2psched.wire.schema import SchemaError
@@ -371,10 +372,15 @@ class Dispatcher:
                     self._flush(job_id)
             try:
                 while True:
+                    frame = await channel.receive_frame()
                     try:
-                        message = parse(await channel.receive_frame())
+                        message = parse(frame)
                     except SchemaError as e:
-                        return f"sent a malformed message ({e})"
+                        task = result_task(frame)
+                        if task is None:
+                            return f"sent a malformed message ({e})"
+                        self._refused_result(worker, task, str(e))
+                        continue
                     except DecodeError as e:
                         return f"peer sent a message that is not valid: {e}"
                     if isinstance(message, Refusal):
@@ -408,6 +414,15 @@ class Dispatcher:
             case _:  # a message only schedulers send: the job that hears it drops the worker
                 job_id = next(iter(link.jobs), "")
         self._deliver(job_id, worker, m, now)
+
+    def _refused_result(self, worker: bytes, task_id: str, reason: str) -> None:
+        """A result for `task_id` that did not parse: that task fails there, the link stays."""
+        job_id = job_of(task_id)
+        job = self._jobs.get(job_id)
+        if job is not None:
+            step = functools.partial(job.run.refuse_result, task_id=task_id, reason=reason)
+            self._guarded(job_id, step, worker, self.clock())
+            self._flush(job_id)
 
     def _deliver(self, job_id: str, worker: bytes, m: Message, now: float) -> None:
         job = self._jobs.get(job_id)

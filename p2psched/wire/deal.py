@@ -32,7 +32,8 @@ NodeId = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 Hash = NodeId
 Signature = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
 JobId = Annotated[str, msgspec.Meta(max_length=80)]
-TaskId = Annotated[str, msgspec.Meta(max_length=160)]
+MAX_TASK_ID = 160  # characters of a task id
+TaskId = Annotated[str, msgspec.Meta(max_length=MAX_TASK_ID)]
 TaskIds = Annotated[list[TaskId], msgspec.Meta(max_length=MAX_BATCH)]
 Price = Annotated[float, msgspec.Meta(ge=0.0, le=1e15)]
 Time = Annotated[float, msgspec.Meta(ge=0.0, le=1e11)]

@@ -21,6 +21,7 @@ import msgspec
 from p2psched.wire.codec import DecodeError, decode
 from p2psched.wire.deal import (
     MAX_BATCH,
+    MAX_TASK_ID,
     Commitment,
     Count,
     JobId,
@@ -194,6 +195,11 @@ class _Kind(msgspec.Struct):
     t: Any = None
 
 
+class _ResultHead(msgspec.Struct):
+    t: Any = None
+    task: Any = None
+
+
 @dataclass(frozen=True, slots=True)
 class Send:
     """Send `message` to `peer` (a worker, from a scheduler's core; a scheduler, from a
@@ -224,6 +230,20 @@ def parse(frame: bytes) -> Message:
     if field is not None and not getattr(message, field).sig:
         raise SchemaError(f"{kind(message)}.{field}.sig", "not signed")
     return message
+
+
+def result_task(frame: bytes) -> str | None:
+    """The task a result names, read leniently from a frame `parse` refused (None if it is
+    not a result, or names no task well): one bad field in a result fails that task, not the
+    channel and every task on it."""
+    try:
+        head = msgspec.msgpack.decode(frame, type=_ResultHead)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return None
+    task = head.task
+    if head.t != "result" or not isinstance(task, str) or not 0 < len(task) <= MAX_TASK_ID:
+        return None
+    return task
 
 
 def encode(message: Message) -> bytes:

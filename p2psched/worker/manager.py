@@ -26,6 +26,7 @@ from p2psched.store.journal import Accepted, Entry, Issued
 from p2psched.wire.codec import encode
 from p2psched.wire.deal import MAX_RESERVED, Quote, Receipt, packed_hash, unsendable
 from p2psched.wire.messages import (
+    MAX_REASON,
     Ack,
     Beat,
     Cancel,
@@ -339,7 +340,7 @@ class TaskManager:
         elif not {t.id for t in m.run} <= set(c.tasks):
             reason = "tasks sent with a commitment must be among the tasks it names"
         if reason is not None:
-            self._out.append(Send(peer, Reject(m.rid, reason, busy)))
+            self._out.append(Send(peer, Reject(m.rid, said(reason), busy)))
             return
         expires = now + self.lease_s
         if self.durable:
@@ -422,7 +423,7 @@ class TaskManager:
         driver, the price, draining), or for now (`busy`: why it is full). True if declined."""
         reason = self._refuse(m.driver, m.max_price) or busy
         if reason is not None:
-            self._out.append(Send(peer, Decline(m.rid, reason, reason is busy)))
+            self._out.append(Send(peer, Decline(m.rid, said(reason), reason is busy)))
         return reason is not None
 
     def _pulled(self, peer: bytes) -> int:
@@ -491,7 +492,9 @@ class TaskManager:
         if self.durable:
             self.journal.append(Issued(receipt, now))
         # The output goes as it was hashed: the bytes the receipt names.
-        message = Result(held.task.id, msgspec.Raw(packed), error, receipt)
+        message = Result(
+            held.task.id, msgspec.Raw(packed), error if error is None else said(error), receipt
+        )
         if error is None:
             self._keep(peer, held.task.id, message, len(packed), now)
         if self._peers.get(peer, _Peer(b"", connected=False)).connected:
@@ -531,3 +534,9 @@ _HANDLERS: dict[type[Message], Callable[[TaskManager, bytes, Any, float], None]]
     Unreserve: TaskManager._on_unreserve,
     Withdraw: TaskManager._on_withdraw,
 }
+
+
+def said(reason: str) -> str:
+    """A reason as it may go on the wire: at most `MAX_REASON` characters (a longer one would
+    make the whole message malformed, and its scheduler drop the link and every task on it)."""
+    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."

@@ -3,9 +3,12 @@ scheduler's node drops that worker, says why in a few bounded words, and goes on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import msgpack
+import pytest
 import trio
 
 from p2psched.gate.client import open_worker_channel
@@ -17,6 +20,9 @@ from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import JobRun, Link, task_id_for
 from p2psched.scheduler.service import Dispatcher
 from p2psched.wire.channel import SecureChannel, serve_channels
+from p2psched.worker.drivers import DriverError, DriverTask, EchoDriver
+from p2psched.worker.manager import TaskManager
+from p2psched.worker.service import WorkerService
 from tests.harness.net import spec
 
 DEEP = b"\x91" * 5000 + b"\xc0"  # a list in a list ... 5,000 deep: msgpack and msgspec recurse
@@ -93,3 +99,55 @@ async def test_a_field_name_chosen_by_the_worker_is_not_echoed_at_length() -> No
     assert "unknown field" in reason and "\n" not in reason
     assert len(reason) < 300, len(reason)
     assert serving
+
+
+async def test_one_malformed_result_fails_that_task_and_no_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker that puts a reason longer than the wire allows into one result (as workers
+    before the cut at the source did): that task fails there; the link stays, and the
+    worker's other task completes."""
+    from p2psched.worker import manager as manager_module
+
+    monkeypatch.setattr(manager_module, "said", lambda reason: reason)  # no cut: 400 chars
+
+    class Failing:
+        name = "fail"
+        uses_scratch = False
+
+        async def run(self, task: DriverTask, progress: Callable[[float], None]) -> Any:
+            raise DriverError("exit code 1: " + "x" * 380)
+
+    scheduler, worker = Identity.generate(), Identity.generate()
+    manager = TaskManager(worker, slots=2)
+    service = WorkerService(worker, manager, {"fail": Failing(), "echo": EchoDriver()})
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(service.serve)
+        profile = Profile(
+            cpu_model="cpu",
+            cpu_cores=4,
+            ram_gb=8.0,
+            drivers=("echo", "fail"),
+            free_slots=2,
+            addresses=(f"{host}:{port}",),
+        )
+        ad = WorkerAd(worker.node_id, profile, seq=1, expires=1e12)
+
+        async def find(need: Need) -> list[WorkerAd]:
+            return [ad]
+
+        dispatcher = Dispatcher(scheduler, find, open_worker_channel)
+        await nursery.start(dispatcher.serve)
+        bad = replace(spec(0, driver="fail", retries=0), task_id=task_id_for("job", 0))
+        good = replace(spec(1), task_id=task_id_for("job", 1))
+        run = JobRun(
+            scheduler, "job", [bad, good], mtr=0, now=trio.current_time(), rids=dispatcher.rids
+        )
+        done = dispatcher.add(run)
+        with trio.fail_after(30):
+            await done.wait()
+        assert run.tasks[bad.task_id].state == TaskState.FAILED
+        assert "malformed result" in (run.tasks[bad.task_id].error or "")
+        assert run.tasks[good.task_id].state == TaskState.COMPLETED
+        assert not run.workers[worker.node_id].banned
+        nursery.cancel_scope.cancel()

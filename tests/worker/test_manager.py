@@ -117,3 +117,21 @@ def test_an_output_that_cannot_go_back_fails_the_task_not_the_worker(
     [result] = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
     assert says in result["error"] and result["output"] is None
     assert Receipt.from_wire(result["receipt"], "r").ok is False
+
+
+def test_a_long_failure_reason_is_cut_at_the_source_so_the_result_stays_well_formed() -> None:
+    """A driver's reason may be longer than the wire allows: the worker cuts it, so its
+    scheduler gets a result it can read (a malformed one would cost it the whole link)."""
+    from p2psched.wire.messages import encode, parse
+
+    w = wm.TaskManager(Identity.generate())
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    commit(w, sched, "t1", 0.0)
+    dispatch(w, sched, "t1", 0.0)
+    w.actions()
+    w.finished(sched.node_id, "t1", None, "exit code 1: " + "x" * 400, 1.0)
+    [result] = [a.message for a in w.actions() if isinstance(a, Send)]
+    parsed = parse(encode(result))  # what the scheduler reads: no SchemaError
+    assert on_wire(parsed)["error"].startswith("exit code 1: xxx")
+    assert len(on_wire(parsed)["error"]) == 300

@@ -44,6 +44,7 @@ from p2psched.store import StoredTask
 from p2psched.wire.address import is_relayed
 from p2psched.wire.codec import decode, encode
 from p2psched.wire.messages import (
+    Ack,
     Beat,
     Decline,
     Lease,
@@ -52,6 +53,7 @@ from p2psched.wire.messages import (
     Ready,
     Reject,
     Result,
+    Send,
     Withdrawn,
     kind,
 )
@@ -343,6 +345,18 @@ class JobRun(LateBinding, Rebalancing, Reports):
             if type(message) in _NEGOTIATION:
                 self.stats.negotiation[kind(message)] += 1
             handler(self, w, message, now)
+        self._pump(now)
+
+    def refuse_result(self, worker: bytes, now: float, *, task_id: str, reason: str) -> None:
+        """A result from `worker` for `task_id` that was not well-formed (`reason` says how):
+        the task fails there (a try counted, that worker excluded), as if its driver had
+        failed; the worker's other tasks go on."""
+        t = self.tasks.get(task_id)
+        w = self.workers.get(worker)
+        if t is None or w is None or t.worker != worker or t.state not in (S.SENT, S.RUNNING):
+            return
+        self._out.append(Send(worker, Ack([task_id])))  # it need not send that one again
+        self._back(t, f"its worker sent a malformed result ({reason})", now)
         self._pump(now)
 
     def cancel(self, task_ids: Iterable[str] | None, now: float) -> list[str]:
