@@ -202,6 +202,10 @@ def test_requests_without_the_token_are_refused(apis: tuple[Api, Api]) -> None:
             {},
             {"authorization": "Bearer not-the-token"},
             {"authorization": gate.token},
+            # The token is compared whole: neither a prefix of it nor more than it will do.
+            {"authorization": f"Bearer {gate.token[:-1]}"},
+            {"authorization": f"Bearer {gate.token}x"},
+            {"authorization": "Bearer"},
         ):
             r = httpx.request(method, gate.url + path, headers=headers, json={"name": "weighted"})
             assert r.status_code == 401, (method, path, headers, r.status_code)

@@ -135,3 +135,38 @@ def test_a_long_failure_reason_is_cut_at_the_source_so_the_result_stays_well_for
     parsed = parse(encode(result))  # what the scheduler reads: no SchemaError
     assert on_wire(parsed)["error"].startswith("exit code 1: xxx")
     assert len(on_wire(parsed)["error"]) == 300
+
+
+@pytest.mark.parametrize(
+    ("forgery", "reason"),
+    [
+        ("signed_by_another", "not signed by the scheduler on this channel"),
+        ("for_another_scheduler", "not signed by the scheduler on this channel"),
+        ("for_another_worker", "names another worker"),
+    ],
+)
+def test_a_commitment_that_does_not_bind_this_scheduler_and_worker_is_rejected(
+    forgery: str, reason: str
+) -> None:
+    """Only a commitment signed by the scheduler on this channel, naming it and this worker,
+    buys a lease here: any other could be charged to someone who never signed it."""
+    from p2psched.wire.deal import Commitment
+
+    w = wm.TaskManager(Identity.generate())
+    sched, other = Identity.generate(), Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    w.actions()
+    scheduler, worker, signer = sched.node_id, w.identity.node_id, sched
+    if forgery == "signed_by_another":
+        signer = other
+    elif forgery == "for_another_scheduler":
+        scheduler, signer = other.node_id, other  # well signed, by someone else
+    else:
+        worker = other.node_id
+    c = Commitment(scheduler, worker, "job", ["t1"], 0.0, 0.0).signed(signer)
+    w.receive(
+        sched.node_id, wire({"t": "commit", "rid": 1, "commitment": c.to_wire(), "run": []}), 0.0
+    )
+    [answer] = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
+    assert answer["t"] == "reject" and reason in answer["reason"]
+    assert w.tasks_held == 0

@@ -18,7 +18,22 @@ from tests.harness.net import ad, make_net, spec
 S = TaskState
 
 
-@pytest.mark.parametrize("forgery", ["signature", "other_key", "hash", "oversize", "price"])
+FORGERIES = [
+    "signature",
+    "other_key",
+    "hash",
+    "oversize",
+    "price",
+    # Each of these passes every check but one:
+    "signer_id",  # names another worker, signed by this one's key (the id-to-key binding)
+    "scheduler",  # a good receipt, for another scheduler
+    "job",  # ... for another job
+    "task",  # ... for another task
+    "ok_flag",  # "not ok" with no error: a failed task's receipt charging a fortune
+]
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
 def test_forged_receipt_is_not_counted_and_the_task_runs_elsewhere(forgery: str) -> None:
     net = make_net(0, 0)
     liar, honest, stranger = Identity.generate(), Identity.generate(), Identity.generate()
@@ -53,6 +68,20 @@ def test_forged_receipt_is_not_counted_and_the_task_runs_elsewhere(forgery: str)
             m = {**m, "output": out}
         elif forgery == "price":
             r = restruct(r, price=7.0).signed(liar)
+        elif forgery == "signer_id":
+            r = restruct(r, worker=stranger.node_id).signed(liar)
+        elif forgery == "scheduler":
+            r = restruct(r, scheduler=stranger.node_id).signed(liar)
+        elif forgery == "job":
+            r = restruct(r, job="another-job").signed(liar)
+        elif forgery == "task":
+            r = restruct(r, task="job/99").signed(liar)
+        elif forgery == "ok_flag":
+            from p2psched.wire.deal import result_hash
+
+            nothing = result_hash(None)
+            r = restruct(r, ok=False, price=1000.0, result_hash=nothing).signed(liar)
+            m = {**m, "output": None, "error": None}
         return {**m, "receipt": r.to_wire()}
 
     net.behave[liar.node_id] = forge
