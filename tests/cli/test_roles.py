@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from p2psched import devnet
+from p2psched.api.client import ControlClient
 from tests.harness.processes import (
     EXE,
     free_udp_port,
@@ -235,3 +236,26 @@ def test_a_drained_worker_takes_no_new_tasks(net: devnet.Devnet, tmp_path: Path)
 def test_drain_on_a_node_that_is_not_a_worker(node: Path) -> None:
     out = p2psched("worker", "drain", "--data-dir", str(node))
     assert out.returncode == 2 and "this node is not a worker" in out.stderr
+
+
+def test_a_valid_limits_file_is_what_the_running_gate_applies(tmp_path: Path) -> None:
+    """The limits a gate runs with (its relay's own, as `gate status` reads them from the
+    running relay) are the file's where it sets them, the defaults elsewhere."""
+    config = tmp_path / "gate.toml"
+    config.write_text(
+        "[relay]\ncircuits_per_peer = 3\nreservations_per_peer = 1\nbandwidth = 5e6\n"
+    )
+    data = tmp_path / "g"
+    args = ("gate", "--listen", "127.0.0.1:0", "--config", str(config), "--data-dir", str(data))
+    with process(*args, home=tmp_path) as proc:
+        deadline = time.monotonic() + 60
+        while (client := ControlClient.find(data)) is None:
+            assert proc.poll() is None and time.monotonic() < deadline, "the gate did not start"
+            time.sleep(0.1)
+        client.close()
+        out = p2psched("gate", "status", "--json", "--data-dir", str(data))
+    assert out.returncode == 0, out.stderr
+    limits = json.loads(out.stdout)["limits"]
+    assert limits["circuits_per_peer"] == 3 and limits["reservations_per_peer"] == 1
+    assert limits["bandwidth"] == 5e6
+    assert limits["circuits"] == 4096  # not in the file: the default

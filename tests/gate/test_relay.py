@@ -88,3 +88,19 @@ def test_one_address_cannot_take_every_circuit_under_many_ids() -> None:
     sybil = relay.request(b"x" * 32, "10.0.0.66", w, 0.0)
     assert isinstance(sybil, Refusal) and "from your address 10.0.0.66" in sybil.reason
     assert not isinstance(relay.request(b"h" * 32, "10.0.0.1", w, 0.0), Refusal)
+
+
+def test_the_gate_wide_circuit_cap_refuses_everyone_once_reached() -> None:
+    """Peers each within their own limits, from addresses each within theirs, still cannot
+    open more circuits through the gate than it allows in all."""
+    relay = Relay(RelayLimits(circuits=3, circuits_per_peer=16, circuits_per_ip=16))
+    w = b"w" * 32
+    relay.reserve(1, w, "10.0.0.9", 0.0)
+    opened = [relay.request(bytes([i]) * 32, f"10.0.{i}.1", w, 0.0) for i in range(3)]
+    assert not any(isinstance(c, Refusal) for c in opened)
+    fourth = relay.request(b"z" * 32, "10.0.9.1", w, 0.0)
+    assert isinstance(fourth, Refusal) and "limit of 3 circuits open" in fourth.reason
+    first = opened[0]
+    assert not isinstance(first, Refusal)
+    relay.close(first.cid)  # room again
+    assert not isinstance(relay.request(b"z" * 32, "10.0.9.1", w, 0.0), Refusal)
