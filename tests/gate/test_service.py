@@ -225,6 +225,33 @@ async def test_a_circuit_past_its_time_limit_is_closed_and_the_scheduler_can_red
         nursery.cancel_scope.cancel()
 
 
+async def test_the_running_gate_holds_its_circuits_to_its_bandwidth(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The relay's bandwidth is what its shell lets through: 1 MB echoed through a gate
+    allowed 100 kB/s takes (virtual) seconds, not the instant it takes on loopback."""
+    scheduler, worker = Identity.generate(), Identity.generate()
+
+    async def serve_worker(channel: SecureChannel) -> None:
+        async for message in channel:
+            await channel.send(message)
+
+    payload = b"x" * (1 << 20)
+    async with (
+        gate_at(Gate(Identity.generate(), RelayLimits(bandwidth=100e3))) as (gate, address),
+        trio.open_nursery() as nursery,
+    ):
+        relayed = await nursery.start(RelayClient(worker, [address], serve_worker).serve)
+        async with open_worker_channel(relayed, scheduler, expected_peer=worker.node_id) as ch:
+            start = trio.current_time()
+            await ch.send({"t": "bulk", "data": payload})
+            assert (await ch.receive())["data"] == payload
+            took = trio.current_time() - start
+        # 2 MB through the relay (there and back) at 100 kB/s: about 20 s, less its burst.
+        assert took >= 10.0, took
+        nursery.cancel_scope.cancel()
+
+
 # -- hostile peers: the gate goes on, and one address cannot shut out another --------------
 
 
