@@ -101,6 +101,7 @@ class _Peer:
     public_key: bytes
     connected: bool = True
     next_beat: float = math.inf
+    gone_at: float = math.inf  # when its channel went, while it is gone
 
 
 @dataclass(slots=True)
@@ -134,6 +135,11 @@ class TaskManager:
     heartbeat_s: float = 1.0
     quote_valid_s: float = 10.0
     keep_results_s: float = 600.0
+    # A scheduler gone this long has its running tasks stopped: it may never come back, and
+    # they would hold slots others could use (their results, if any, are still kept for it).
+    # Twice a scheduler's regain window (60 s, `DispatchConfig.regain_s`): one that lost us
+    # with a gate keeps its tasks while it finds us again, a slow dial included.
+    scheduler_grace_s: float = 120.0
     max_unacked: int = 256  # results kept per scheduler until acknowledged
     max_unacked_bytes: int = 256 << 20  # and by all of them together
     _unacked_bytes: int = 0
@@ -198,7 +204,15 @@ class TaskManager:
         times += [p.next_beat for p in self._peers.values() if p.connected]
         times += [t + self.keep_results_s for t, _, _ in self._unacked.values()]
         times += [min(p) for p in self._pulling.values()]
+        times += [self._grace_end(peer) for peer in self._gone_running()]
         return min(times, default=math.inf)
+
+    def _gone_running(self) -> set[bytes]:
+        """Schedulers gone while tasks of theirs run here."""
+        return {p for p, _ in self._running if not self._peers[p].connected}
+
+    def _grace_end(self, peer: bytes) -> float:
+        return self._peers[peer].gone_at + self.scheduler_grace_s
 
     # -- events ---------------------------------------------------------------------------
 
@@ -225,9 +239,11 @@ class TaskManager:
 
     def disconnected(self, peer: bytes, now: float) -> None:
         """The scheduler is gone: its leases and waiting tasks go (it will place them again
-        elsewhere); running ones finish, and their results wait for it to come back."""
+        elsewhere); running ones run on for `scheduler_grace_s`, and their results wait for
+        it to come back; if it is not back by then, they are stopped."""
         if peer in self._peers:
             self._peers[peer].connected = False
+            self._peers[peer].gone_at = now
         for key in [k for k in self._leases if k[0] == peer]:
             del self._leases[key]
         for key in [k for k in self._queue if k[0] == peer]:
@@ -290,6 +306,9 @@ class TaskManager:
                 self._pulling[rkey] = kept
             else:
                 del self._pulling[rkey]
+        for peer in self._gone_running():
+            if self._grace_end(peer) <= now:
+                self._stop(peer, [t for p, t in self._running if p == peer])
         self._start_next(now)
         for peer, state in self._peers.items():
             if state.connected and state.next_beat <= now:
@@ -375,7 +394,12 @@ class TaskManager:
                 self._unacked_bytes -= kept[2]
 
     def _on_cancel(self, peer: bytes, m: Cancel, now: float) -> None:
-        for t in m.tasks:
+        self._stop(peer, m.tasks)
+        self._start_next(now)
+
+    def _stop(self, peer: bytes, task_ids: list[str]) -> None:
+        """Drop these tasks of `peer`'s: leased, queued or running (those are aborted)."""
+        for t in task_ids:
             key = (peer, t)
             self._leases.pop(key, None)
             if key in self._held:
@@ -386,7 +410,6 @@ class TaskManager:
                     self._out.append(Abort(peer, t))
                 else:
                     self._queue.remove(key)
-        self._start_next(now)
 
     def _on_reserve(self, peer: bytes, m: Reserve, now: float) -> None:
         held = sum(r.count for k, r in self._reserved.items() if k[0] == peer)

@@ -170,3 +170,35 @@ def test_a_commitment_that_does_not_bind_this_scheduler_and_worker_is_rejected(
     [answer] = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
     assert answer["t"] == "reject" and reason in answer["reason"]
     assert w.tasks_held == 0
+
+
+def test_tasks_of_a_scheduler_gone_past_its_grace_are_stopped() -> None:
+    """A scheduler that went away may never come back: its running tasks run on for the
+    grace period (it may reconnect), then stop, and free their slots for others."""
+    w = wm.TaskManager(Identity.generate(), slots=1, scheduler_grace_s=60.0)
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    commit(w, sched, "t1", 0.0)
+    dispatch(w, sched, "t1", 0.0)
+    assert any(isinstance(a, wm.Start) for a in w.actions())
+    w.disconnected(sched.node_id, 1.0)
+    assert w.next_deadline() == 61.0
+    w.tick(60.9)
+    assert not any(isinstance(a, wm.Abort) for a in w.actions()) and w.running == 1
+    w.tick(61.0)
+    assert [a.task_id for a in w.actions() if isinstance(a, wm.Abort)] == ["t1"]
+    assert w.running == 0 and w.free_slots == 1
+    assert not w.finished(sched.node_id, "t1", "late", None, 62.0)  # nobody wants it now
+
+
+def test_a_scheduler_back_within_its_grace_keeps_its_running_tasks() -> None:
+    w = wm.TaskManager(Identity.generate(), slots=1, scheduler_grace_s=60.0)
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    commit(w, sched, "t1", 0.0)
+    dispatch(w, sched, "t1", 0.0)
+    w.disconnected(sched.node_id, 1.0)
+    w.connected(sched.node_id, sched.public_key, 30.0)
+    w.actions()
+    w.tick(100.0)
+    assert not any(isinstance(a, wm.Abort) for a in w.actions()) and w.running == 1
