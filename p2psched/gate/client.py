@@ -13,6 +13,7 @@ Circuits already up keep running when the control channel is lost.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -40,6 +41,12 @@ Handler = Callable[[SecureChannel], Awaitable[None]]
 ANSWER_SECONDS = 15.0  # for a gate to answer a reservation or a dial-back
 CIRCUIT_SECONDS = 25.0  # for a gate to give us a circuit (it waits up to 10 s on the worker)
 RETRY_SECONDS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # between rounds over every gate
+
+
+def jittered(delay: float) -> float:
+    """`delay` spread over half to one and a half times itself: workers that lost the same gate
+    at the same instant (it restarted) then come back spread out, not all in one burst."""
+    return delay * random.uniform(0.5, 1.5)
 STEADY_SECONDS = 60.0  # a reservation held this long was no flap: the next move is at once
 DIALBACK_ROUNDS = 3  # asking gates that were busy with dial-backs again
 
@@ -250,13 +257,13 @@ class RelayClient:
                     if trio.current_time() - since >= STEADY_SECONDS:
                         retries = iter(RETRY_SECONDS)  # it held a while: move on at once
                     else:  # a gate that takes us and drops us: not in a tight loop
-                        await trio.sleep(next(retries, RETRY_SECONDS[-1]))
+                        await trio.sleep(jittered(next(retries, RETRY_SECONDS[-1])))
                     break
             else:
                 if not started:
                     why = "; ".join(f"{g}: {r}" for g, r in self.reasons.items())
                     return f"no gate would relay for this worker ({why})"
-                await trio.sleep(next(retries, RETRY_SECONDS[-1]))
+                await trio.sleep(jittered(next(retries, RETRY_SECONDS[-1])))
 
     async def _hold(self, gate: Addr, channel: SecureChannel, ttl: float) -> str:
         """Keep the reservation (refreshed every third of its TTL) and take up circuits, until

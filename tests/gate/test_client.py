@@ -58,3 +58,12 @@ async def test_a_gate_that_says_something_unknown_is_left_for_the_next(tmp_path:
         assert "does not understand" in client.reasons[f"127.0.0.1:{odd[1]}"]
         assert len(good_gate.status()["reservations"]) == 1
         nursery.cancel_scope.cancel()
+
+
+def test_reconnection_delays_are_spread_so_workers_do_not_return_in_one_burst() -> None:
+    from p2psched.gate.client import jittered
+
+    delays = [jittered(4.0) for _ in range(1000)]
+    assert 2.0 <= min(delays) and max(delays) <= 6.0
+    assert len({round(d, 3) for d in delays}) > 500  # not one instant, nor a few
+    assert max(delays) - min(delays) > 3.0
