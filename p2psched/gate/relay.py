@@ -317,11 +317,11 @@ class Relay:
 
 def subnet(ip: str) -> str:
     """The unit the per-address limit counts: the address for IPv4 (a home router's one),
-    the /64 for IPv6 (a home gets a whole prefix)."""
+    the /56 for IPv6 (a home is often given a /56, and may use any address in it)."""
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
         return ip
     if addr.version == 6:
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+        return str(ipaddress.ip_network(f"{ip}/56", strict=False))
     return ip

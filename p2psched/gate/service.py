@@ -16,7 +16,7 @@ import itertools
 import logging
 import math
 import os
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +39,8 @@ from p2psched.wire.schema import SchemaError
 log = logging.getLogger(__name__)
 # What one address may hold of the gate, beside the relay's own limits: each is shared by
 # everyone too, so one host's share is kept well below the whole.
-OPENING_SECONDS = 10.0  # to say what a connection is for, after the gate's hello
-MAX_OPENING = 256  # connections that have not said yet: more are closed at once
+OPENING_SECONDS = 2.0  # to say what a connection is for, after the gate's hello
+MAX_OPENING = 256  # connections that have not said yet: past it, the oldest is closed
 MAX_OPENING_PER_IP = 16
 MAX_CONTROLS = 8192  # control channels open at once
 MAX_CONTROLS_PER_IP = 32
@@ -85,6 +85,10 @@ class Gate:
         self._waiting: dict[int, _Waiting] = {}
         self._conns = itertools.count(1)
         self._opening: Counter[str] = Counter()  # per address: connections not yet said
+        # The same connections, oldest first, each with the scope that ends it: when there
+        # are too many, the oldest goes, not the newcomer (idle sockets cannot lock it out).
+        self._openings: OrderedDict[int, tuple[str, trio.CancelScope]] = OrderedDict()
+        self._opened = itertools.count()
         self._dialbacks: Counter[str] = Counter()  # per address: dial-backs in flight
         self._control_ips: Counter[str] = Counter()  # per address: control channels
         self._kick = trio.Event()
@@ -123,22 +127,27 @@ class Gate:
         except OSError:
             return  # it reset the connection before we looked
         net = subnet(ip)
-        if self._opening.total() >= MAX_OPENING or self._opening[net] >= MAX_OPENING_PER_IP:
-            self.relay.counters["connections_shed"] += 1
-            return
+        if self._opening[net] >= MAX_OPENING_PER_IP:
+            self._shed_oldest(net)
+        elif self._opening.total() >= MAX_OPENING:
+            self._shed_oldest(None)
+        key = next(self._opened)
+        scope = trio.CancelScope(deadline=trio.current_time() + OPENING_SECONDS)
+        self._openings[key] = (net, scope)
         self._opening[net] += 1
         nonce = os.urandom(NONCE_BYTES)
         request = None
         try:
             hello = {"t": "hello", "gate": self.identity.node_id, "nonce": nonce}
-            with trio.move_on_after(OPENING_SECONDS):
+            with scope:
                 await write_frame(stream, {**hello, "seen": host_port(ip, port)})
                 request = await read_frame(stream, "control", "connect", "accept")
         except HopError as e:
             await _refuse(stream, str(e))
             return
         finally:
-            _give_back(self._opening, net)
+            if self._openings.pop(key, None) is not None:  # (else it was shed, and counted)
+                _give_back(self._opening, net)
         try:
             if request is None:
                 return  # it said nothing in time
@@ -150,6 +159,17 @@ class Gate:
                 await self._accept(stream, request["token"])
         except HopError as e:
             log.debug("relay connection from %s ended: %s", ip, e, extra={"ip": ip})
+
+    def _shed_oldest(self, net: str | None) -> None:
+        """End the oldest connection that has not said what it is for (from `net`, or from
+        anywhere), to make room for a newer one."""
+        key = next((k for k, (n, _) in self._openings.items() if net is None or n == net), None)
+        if key is None:
+            return
+        shed_net, scope = self._openings.pop(key)
+        _give_back(self._opening, shed_net)
+        scope.cancel()
+        self.relay.counters["connections_shed"] += 1
 
     async def _control(self, stream: trio.SocketStream, ip: str) -> None:
         net = subnet(ip)

@@ -284,6 +284,40 @@ async def test_silent_connections_from_one_address_do_not_shut_out_another(
             await stream.aclose()
 
 
+async def test_idle_sockets_cannot_lock_a_newcomer_out_of_its_own_address() -> None:
+    """With its address's queue of connections that have not yet spoken full of idle ones,
+    a newcomer from the same address is served: the oldest idle one goes, not the newcomer."""
+    me = Identity.generate()
+    async with gate_at() as (gate, address):
+        idle = [await trio.open_tcp_stream(*address) for _ in range(service.MAX_OPENING_PER_IP)]
+        await trio.sleep(0.2)
+        assert gate._opening["127.0.0.1"] == service.MAX_OPENING_PER_IP
+        await assert_reserves(address, me)  # from 127.0.0.1 too: served
+        assert gate.relay.counters["connections_shed"] == 1
+        for stream in idle:
+            await stream.aclose()
+
+
+async def test_connections_that_say_nothing_are_closed_after_two_seconds(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with gate_at() as (gate, address):
+        stream = await trio.open_tcp_stream(*address)
+        await trio.sleep(1.9)
+        assert gate._opening["127.0.0.1"] == 1
+        await trio.sleep(0.2)
+        assert gate._opening["127.0.0.1"] == 0  # it was closed, and is not counted
+        await stream.aclose()
+
+
+def test_an_ipv6_home_prefix_counts_as_one_address() -> None:
+    from p2psched.gate.relay import subnet
+
+    assert subnet("2001:db8:1:ff00::1") == subnet("2001:db8:1:ffaa::2")  # one /56
+    assert subnet("2001:db8:1:ff00::1") != subnet("2001:db8:1:100::1")
+    assert subnet("192.0.2.1") != subnet("192.0.2.2")
+
+
 async def test_a_control_channel_without_a_reservation_is_closed_when_idle(
     autojump_clock: trio.abc.Clock,
 ) -> None:
