@@ -16,7 +16,7 @@ import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -105,6 +105,35 @@ class Bandwidth:
 
 
 @dataclass(slots=True)
+class FairShare:
+    """The relay's bandwidth, shared fairly among the addresses (IPv4, or IPv6 /56) whose
+    circuits carry bytes: each has its own bucket at `cap` over the number of addresses
+    active in the last `ACTIVE_S` seconds, so one greedy peer, however many circuits it
+    opens, slows only itself, and the buckets together never pass the cap for long."""
+
+    cap: float
+    burst: float
+    _buckets: dict[str, Bandwidth] = field(default_factory=dict)
+    _heard: dict[str, float] = field(default_factory=dict)  # address -> when it last sent
+
+    ACTIVE_S: ClassVar[float] = 1.0
+
+    def take(self, key: str, n: int, now: float) -> float:
+        """`key` sends `n` bytes: seconds it waits first."""
+        self._heard[key] = now
+        for gone in [k for k, t in self._heard.items() if now - t > self.ACTIVE_S]:
+            del self._heard[gone]
+            self._buckets.pop(gone, None)
+        rate = self.cap / len(self._heard)
+        burst = min(self.burst / len(self._heard), rate)  # the gate's burst, shared too
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = Bandwidth(rate, burst, level=burst, at=now)
+        bucket.rate, bucket.burst = rate, burst
+        return bucket.take(n, now)
+
+
+@dataclass(slots=True)
 class Relay:
     """The gate's relay as its shell asks it: may this worker reserve, may this scheduler open
     a circuit to it, how many bytes may pass now, what has expired. Answers are decisions or
@@ -116,11 +145,11 @@ class Relay:
     _circuits: dict[int, Circuit] = field(default_factory=dict)
     _by_token: dict[bytes, int] = field(default_factory=dict)
     _next_cid: int = 1
-    _bucket: Bandwidth | None = None
+    _share: FairShare | None = None
 
     def __post_init__(self) -> None:
         rate = self.limits.bandwidth
-        self._bucket = Bandwidth(rate, burst=max(rate / 10, 1 << 20), level=max(rate / 10, 1 << 20))
+        self._share = FairShare(rate, burst=max(rate / 10, 1 << 20))
 
     # -- reservations -----------------------------------------------------------------------
 
@@ -232,8 +261,8 @@ class Relay:
             return Refusal(f"the circuit carried its limit of {self.limits.circuit_bytes} bytes")
         c.carried += n
         self.counters["bytes_relayed"] += n
-        assert self._bucket is not None
-        return self._bucket.take(n, now)
+        assert self._share is not None
+        return self._share.take(subnet(c.src_ip), n, now)
 
     def close(self, cid: int) -> Circuit | None:
         c = self._circuits.pop(cid, None)

@@ -104,3 +104,35 @@ def test_the_gate_wide_circuit_cap_refuses_everyone_once_reached() -> None:
     assert not isinstance(first, Refusal)
     relay.close(first.cid)  # room again
     assert not isinstance(relay.request(b"z" * 32, "10.0.9.1", w, 0.0), Refusal)
+
+
+def test_one_greedy_peer_cannot_take_the_whole_relay() -> None:
+    """A greedy peer pushing on four circuits and a modest one pushing on one, from two
+    addresses, for ten (virtual) seconds: the modest peer gets at least 40 % of the cap."""
+    cap = 1e6
+    relay = Relay(RelayLimits(bandwidth=cap))
+    w = b"w" * 32
+    relay.reserve(1, w, "10.0.0.9", 0.0)
+    greedy = [relay.request(b"g" * 32, "10.0.0.66", w, 0.0) for _ in range(4)]
+    modest = relay.request(b"m" * 32, "10.0.0.7", w, 0.0)
+    pumps = {}
+    for c in [*greedy, modest]:
+        assert not isinstance(c, Refusal)
+        relay.accept(c.token, 0.0)
+        pumps[c.cid] = 0.0  # when it may send next
+    sent = {cid: 0 for cid in pumps}
+    chunk = 1 << 16
+    while True:
+        cid, ready = min(pumps.items(), key=lambda p: p[1])
+        if ready >= 10.0:
+            break
+        wait = relay.carry(cid, chunk, ready)
+        assert not isinstance(wait, Refusal)
+        pumps[cid] = ready + wait  # each pump sends, after its wait, then asks again
+        if ready + wait < 10.0:
+            sent[cid] += chunk
+    assert not isinstance(modest, Refusal)
+    assert sent[modest.cid] / 10.0 >= 0.4 * cap, sent
+    # ... and all together stay within the cap, but for the bursts each address starts with
+    # (the gate's 1 MiB, shared among the addresses active when each came).
+    assert sum(sent.values()) <= 10.0 * cap + 1.5 * (1 << 20) + 4 * chunk, sent
