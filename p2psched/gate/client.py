@@ -30,7 +30,7 @@ from p2psched.wire.channel import (
     open_channel,
     secure_stream,
 )
-from p2psched.wire.hop import connect_request, parse_control
+from p2psched.wire.hop import MAX_CONTROL_FRAME, connect_request, parse_control
 from p2psched.wire.hop_stream import read_frame, write_frame
 from p2psched.wire.noise import ChannelError
 from p2psched.wire.schema import SchemaError
@@ -107,7 +107,12 @@ async def open_control(
     stream, hello = await _open_stream(gate, timeout)
     await _request(stream, {"t": "control"}, timeout, "a control channel")
     async with secure_stream(
-        stream, identity, initiator=True, expected_peer=hello["gate"], timeout=timeout
+        stream,
+        identity,
+        initiator=True,
+        expected_peer=hello["gate"],
+        timeout=timeout,
+        max_frame=MAX_CONTROL_FRAME,
     ) as channel:
         yield channel
 

@@ -27,6 +27,7 @@ from p2psched.identity import Identity
 from p2psched.wire.address import host_port
 from p2psched.wire.channel import Outbox, SecureChannel, open_channel, secure_stream
 from p2psched.wire.hop import (
+    MAX_CONTROL_FRAME,
     NONCE_BYTES,
     HopError,
     connect_signer,
@@ -185,7 +186,9 @@ class Gate:
         self._control_ips[net] += 1  # from before its handshake: those count too
         try:
             await write_frame(stream, {"t": "ok"})
-            async with secure_stream(stream, self.identity, initiator=False) as channel:
+            async with secure_stream(
+                stream, self.identity, initiator=False, max_frame=MAX_CONTROL_FRAME
+            ) as channel:
                 peer = channel.peer.node_id
                 control = _Control(conn, peer, ip, Outbox(channel), trio.CancelScope())
                 self._controls[conn] = control

@@ -217,10 +217,15 @@ async def secure_stream(
     initiator: bool,
     expected_peer: bytes | None = None,
     timeout: float = HANDSHAKE_TIMEOUT,
+    max_frame: int = MAX_FRAME,
 ) -> AsyncIterator[SecureChannel]:
-    """Run the handshake over `stream` and yield the channel; the stream is closed on exit."""
+    """Run the handshake over `stream` and yield the channel; the stream is closed on exit.
+    `max_frame`: the largest message this end takes (a channel whose messages are all small
+    says so, and a peer cannot make it buffer 16 MiB)."""
     async with stream:
-        session = SecureSession(identity, initiator=initiator, expected_peer=expected_peer)
+        session = SecureSession(
+            identity, initiator=initiator, expected_peer=expected_peer, max_frame=max_frame
+        )
         peer = await _handshake(stream, session, timeout)
         channel = SecureChannel(stream, session, peer)
         try:

@@ -1,8 +1,10 @@
 """The MessagePack codec every peer message goes through.
 
 Promises: `decode` never returns more than one object, never accepts input longer than its
-`max_size`, never builds extension types or non-string map keys, and signals every failure as
-`DecodeError` (with a short reason) rather than whatever msgpack happened to raise.
+`max_size`, never builds extension types or non-string map keys, never builds more than
+`MAX_CONTAINERS` maps and lists (past a small size) nor one of more than `MAX_ITEMS`, and
+signals every failure as `DecodeError` (with a short reason) rather than whatever msgpack
+happened to raise.
 """
 
 from __future__ import annotations
@@ -30,21 +32,44 @@ def _refuse_ext(code: int, data: bytes) -> Any:
 def decode(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> Any:
     if len(data) > max_size:
         raise DecodeError(f"message of {len(data)} bytes exceeds the {max_size}-byte limit")
+    # Bounded in what it builds, not only in bytes: one byte is an empty map, which Python
+    # holds in 64, so 16 MiB of them would take a gigabyte. Past SMALL_BYTES, maps and lists
+    # are counted as they are built and the decoding stops past MAX_CONTAINERS of them; and
+    # no container may say it holds more than MAX_ITEMS (the unpacker allocates for that).
+    budget = _Budget() if len(data) > SMALL_BYTES else None
+    hook = budget.count if budget is not None else None
+    items = min(len(data), MAX_ITEMS)
     try:
-        # Every container length is bounded by the input size, so a tiny datagram cannot claim
-        # a billion-element array and make the unpacker allocate for it.
         return msgpack.unpackb(
             data,
             raw=False,
             strict_map_key=True,
             ext_hook=_refuse_ext,
+            object_hook=hook,
+            list_hook=hook,
             max_bin_len=max_size,
             max_str_len=max_size,
-            max_array_len=max_size,
-            max_map_len=max_size,
+            max_array_len=items,
+            max_map_len=items,
             max_ext_len=0,
         )
     except DecodeError:
         raise
     except Exception as e:  # msgpack raises a zoo of types for malformed input
         raise DecodeError(f"malformed MessagePack ({type(e).__name__})") from None
+
+
+SMALL_BYTES = 64 << 10  # a message this small builds at most a few MB, whatever it holds
+MAX_CONTAINERS = 1 << 18  # maps and lists in one message: ~17 MB of them at the most
+MAX_ITEMS = 1 << 22  # in one map or list: 32 MB of pointers at the most
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.left = MAX_CONTAINERS
+
+    def count(self, container: Any) -> Any:
+        self.left -= 1
+        if self.left < 0:
+            raise DecodeError(f"message holds more than {MAX_CONTAINERS} maps and lists")
+        return container

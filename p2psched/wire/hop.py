@@ -31,6 +31,9 @@ from p2psched.wire.noise import ChannelError
 from p2psched.wire.schema import SchemaError
 
 MAX_HOP_FRAME = 1024
+# A control-channel message is a few hundred bytes at most (its largest, a reachability answer,
+# holds a reason of 300 characters and an address): one far larger is an attack, not a message.
+MAX_CONTROL_FRAME = 4096
 NONCE_BYTES = 16
 _CONNECT_DOMAIN = b"p2psched/relay-connect/v1"
 _ID = schema.bin_exact(32)
