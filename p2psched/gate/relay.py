@@ -11,7 +11,6 @@ changes nothing else; every reservation, pending circuit and circuit has a deadl
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
 from collections import Counter
@@ -20,6 +19,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from p2psched.wire.address import subnet
 from p2psched.wire.hop import NONCE_BYTES
 
 # A limit is a positive number as written: `true` is not 1, and a count is whole.
@@ -342,15 +342,3 @@ class Relay:
             "counters": dict(self.counters),
             "limits": self.limits.model_dump(),
         }
-
-
-def subnet(ip: str) -> str:
-    """The unit the per-address limit counts: the address for IPv4 (a home router's one),
-    the /56 for IPv6 (a home is often given a /56, and may use any address in it)."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    if addr.version == 6:
-        return str(ipaddress.ip_network(f"{ip}/56", strict=False))
-    return ip

@@ -22,9 +22,9 @@ from typing import Any
 
 import trio
 
-from p2psched.gate.relay import Circuit, Refusal, Relay, RelayLimits, subnet
+from p2psched.gate.relay import Circuit, Refusal, Relay, RelayLimits
 from p2psched.identity import Identity
-from p2psched.wire.address import host_port
+from p2psched.wire.address import host_port, subnet
 from p2psched.wire.channel import Outbox, SecureChannel, open_channel, secure_stream
 from p2psched.wire.hop import (
     MAX_CONTROL_FRAME,

@@ -8,6 +8,8 @@ ValueError naming it.
 
 from __future__ import annotations
 
+import ipaddress
+
 RELAY_MARK = "/relay/"
 
 
@@ -47,3 +49,15 @@ def split_host_port(address: str) -> tuple[str, int]:
 def is_relayed(address: str) -> bool:
     """Whether `address` reaches its worker through a gate (well-formed or not)."""
     return RELAY_MARK in address
+
+
+def subnet(ip: str) -> str:
+    """The unit the per-address limit counts: the address for IPv4 (a home router's one),
+    the /56 for IPv6 (a home is often given a /56, and may use any address in it)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if addr.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/56", strict=False))
+    return ip

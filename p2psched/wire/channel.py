@@ -12,9 +12,10 @@ leaving the block closes the stream and stops the reader.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
-from collections import deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import trio
 
 from p2psched.identity import Identity
+from p2psched.wire.address import subnet
 from p2psched.wire.codec import DecodeError, decode, encode
 from p2psched.wire.noise import MAX_FRAME, ChannelError, Peer, SecureSession
 
@@ -264,6 +266,70 @@ async def open_channel(
         yield channel
 
 
+MAX_HANDSHAKES = 128  # connections still in their handshake, in all
+MAX_HANDSHAKES_PER_IP = 8  # ... from one address (IPv4, or IPv6 /56)
+MAX_CHANNELS_PER_IP = 64  # open channels from one address
+
+
+class Doorkeeper:
+    """Who is let in on a listener: at most so many handshakes at once, in all and per
+    address (when full, the oldest handshake is dropped, not the newcomer, so sockets left
+    idle cannot lock anyone out), and at most so many open channels per address."""
+
+    def __init__(self) -> None:
+        self._handshakes: OrderedDict[int, tuple[str, trio.CancelScope]] = OrderedDict()
+        self._per_ip: Counter[str] = Counter()  # handshakes in flight, per address
+        self._open: Counter[str] = Counter()  # channels open, per address
+        self._ids = itertools.count()
+        self.shed = 0
+
+    @property
+    def handshakes(self) -> int:
+        """Handshakes in flight now."""
+        return len(self._handshakes)
+
+    def handshake(self, net: str) -> tuple[int, trio.CancelScope]:
+        """A handshake from `net` begins (one older may be dropped to make room for it)."""
+        if self._per_ip[net] >= MAX_HANDSHAKES_PER_IP:
+            self._shed(net)
+        elif len(self._handshakes) >= MAX_HANDSHAKES:
+            self._shed(None)
+        key, scope = next(self._ids), trio.CancelScope()
+        self._handshakes[key] = (net, scope)
+        self._per_ip[net] += 1
+        return key, scope
+
+    def handshake_done(self, key: int) -> None:
+        entry = self._handshakes.pop(key, None)
+        if entry is not None:
+            _less(self._per_ip, entry[0])
+
+    def admit(self, net: str) -> bool:
+        """A channel from `net` is up: whether it may stay (its address has room)."""
+        if self._open[net] >= MAX_CHANNELS_PER_IP:
+            self.shed += 1
+            return False
+        self._open[net] += 1
+        return True
+
+    def leave(self, net: str) -> None:
+        _less(self._open, net)
+
+    def _shed(self, net: str | None) -> None:
+        key = next((k for k, (n, _) in self._handshakes.items() if net in (None, n)), None)
+        if key is not None:
+            shed_net, scope = self._handshakes.pop(key)
+            _less(self._per_ip, shed_net)
+            scope.cancel()
+            self.shed += 1
+
+
+def _less(counts: Counter[str], key: str) -> None:
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]
+
+
 async def serve_channels(
     identity: Identity,
     handler: Callable[[SecureChannel], Awaitable[None]],
@@ -272,20 +338,38 @@ async def serve_channels(
     port: int = 0,
     listeners: list[trio.SocketListener] | None = None,
     timeout: float = HANDSHAKE_TIMEOUT,
+    doorkeeper: Doorkeeper | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept TCP connections (on `listeners`, or on new ones at `host:port`) and run
-    `handler` on each one's channel. A connection that fails its handshake, or whose handler
-    ends with a channel error, is closed and forgotten."""
+    `handler` on each one's channel, within the `doorkeeper`'s limits. A connection that fails
+    its handshake, or whose handler ends with a channel error, is closed and forgotten."""
+    door = doorkeeper or Doorkeeper()
 
     async def one(stream: trio.SocketStream) -> None:
         try:
-            async with secure_stream(stream, identity, initiator=False, timeout=timeout) as ch:
-                await handler(ch)
+            net = subnet(stream.socket.getpeername()[0])
+        except OSError:
+            return  # it reset the connection before we looked
+        key, scope = door.handshake(net)
+        admitted = False
+        try:
+            # The door may cancel `scope` only while the handshake lasts (it forgets the key
+            # once it is done).
+            with scope:
+                async with secure_stream(stream, identity, initiator=False, timeout=timeout) as ch:
+                    door.handshake_done(key)
+                    admitted = door.admit(net)
+                    if admitted:
+                        await handler(ch)
         except ChannelError:
             pass  # a stranger, a broken peer or a closed connection: nothing to keep
         except Exception:  # a bug in handling one peer must not take down the service
             log.exception("dropped a connection after an error in its handler")
+        finally:
+            door.handshake_done(key)
+            if admitted:
+                door.leave(net)
 
     if listeners is None:
         listeners = await trio.open_tcp_listeners(port, host=host)

@@ -311,7 +311,7 @@ async def test_connections_that_say_nothing_are_closed_after_two_seconds(
 
 
 def test_an_ipv6_home_prefix_counts_as_one_address() -> None:
-    from p2psched.gate.relay import subnet
+    from p2psched.wire.address import subnet
 
     assert subnet("2001:db8:1:ff00::1") == subnet("2001:db8:1:ffaa::2")  # one /56
     assert subnet("2001:db8:1:ff00::1") != subnet("2001:db8:1:100::1")
