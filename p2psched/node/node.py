@@ -11,6 +11,7 @@ the ad (bounded in time) and stops everything.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -115,6 +116,8 @@ async def open_node(
         naming_node(identity.node_id),
         Store.open(data_dir / STORE_FILE, own_public_key=identity.public_key) as store,
     ):
+        if gate and port == 0:  # its relay takes the same number on TCP: pick one free there
+            port = _free_tcp_port(host)
         async with open_dht_node(identity, host=host, port=port, config=config) as dht:
             if seeds and await dht.bootstrap(seeds) == 0:
                 listed = ", ".join(f"{h}:{p}" for h, p in seeds)
@@ -274,3 +277,14 @@ def bind_host_toward(peer_host: str) -> str:
     if peer_host.startswith("127."):
         return "127.0.0.1"
     return "::" if ":" in peer_host else "0.0.0.0"
+
+
+def _free_tcp_port(host: str) -> int:
+    """A port number free on TCP at `host` now. A gate asked for any port takes this one for
+    its DHT (UDP) and then its relay (TCP): a UDP port the system picks may be in use on TCP
+    (any outgoing connection holds one), and the relay then cannot open."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+    return port
