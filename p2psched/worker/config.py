@@ -227,6 +227,14 @@ def _no_allowlist(v: Any) -> None:
     )
 
 
+def _option(v: Any) -> str:
+    if not isinstance(v, str) or not 1 < len(v) <= 64 or not v.startswith("-") or "\0" in v:
+        raise _refuse(
+            f'must be an option of 2-64 characters starting with "-", like "-l", not {v!r}'
+        )
+    return v
+
+
 _PROGRAM_EXAMPLE = (
     'argv = ["/usr/bin/wc"], params = { lines = { type = "flag", arg = "-l" }, '
     'file = { type = "file" } }'
@@ -241,7 +249,7 @@ class CommandParam(BaseModel):
     model_config = _TABLE
 
     type: Literal["flag", "integer", "string", "file"]
-    arg: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^-[^\x00]*$")] | None = None
+    arg: Annotated[str, BeforeValidator(_option)] | None = None
     min: int = 0
     max: int = 2**31 - 1
     max_length: Annotated[int, Field(ge=1, le=4096)] = 256

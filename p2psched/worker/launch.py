@@ -34,7 +34,10 @@ def main(argv: list[str]) -> None:
         os.setuid(uid)
     for limit, value in zip(_LIMITS, numbers[:5], strict=True):
         resource.setrlimit(limit, (value, value))
-    os.execv(argv[8], argv[8:])
+    try:
+        os.execv(argv[8], argv[8:])
+    except OSError as e:
+        sys.exit(f"cannot start {argv[8]}: {e.strerror}")
 
 
 if __name__ == "__main__":
