@@ -42,6 +42,7 @@ _MAX_REASON_CHARS = 400  # the scheduler shows a reason to a person; it is not a
 _ERROR_BODY_CHARS = 200
 _SLEEP_REPORTS = 10  # at most this many progress reports per sleep, and at most one a second
 _READ_CHUNK = 1 << 16
+_SANDBOX_END_S = 10.0  # a bound on waiting for a sandbox's processes to be gone
 
 
 def _one_line(text: str) -> str:
@@ -224,9 +225,11 @@ class CommandDriver:
     async def _execute(
         self, program: str, argv: list[str], stdin: bytes | None, scratch: Path
     ) -> dict[str, Any]:
+        info_read, info_write = os.pipe()
         try:
             process = await trio.lowlevel.open_process(
-                sandbox.command_line(self._config, scratch, argv),
+                sandbox.command_line(self._config, scratch, argv, info_write),
+                pass_fds=(info_write,),
                 stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -237,7 +240,10 @@ class CommandDriver:
                 start_new_session=True,
             )
         except OSError as e:
+            os.close(info_read)
             raise DriverError(f"cannot start {program!r}: {e.strerror or e}") from e
+        finally:
+            os.close(info_write)
         stdout = _Output("stdout", self._config.max_output_bytes)
         stderr = _Output("stderr", self._config.max_output_bytes)
         try:
@@ -263,6 +269,7 @@ class CommandDriver:
                     if pipe is not None:
                         await pipe.aclose()
                 await process.wait()
+                await _sandbox_ended(info_read)
         if code != 0:
             raise DriverError(f"{program!r} {self._failure(code, stderr.text())}")
         shown = stderr.text() if self._config.stderr else ""
@@ -283,6 +290,22 @@ class CommandDriver:
         if lines and not self._config.stderr:
             _log.info("command driver: a task's program failed; its stderr ended: %s", lines[-1])
         return f"{reason}: {lines[-1].strip()}" if lines and self._config.stderr else reason
+
+
+async def _sandbox_ended(info: int) -> None:
+    """Wait until the sandbox's processes are gone (the kernel kills them once bwrap is, but not
+    at once): until then they still count against the task user's process limit."""
+    try:
+        os.set_blocking(info, False)
+        try:
+            pid = sandbox.sandbox_pid(os.read(info, 4096))
+        except BlockingIOError:
+            pid = None
+    finally:
+        os.close(info)
+    with trio.move_on_after(_SANDBOX_END_S):
+        while pid is not None and not sandbox.ended(pid):
+            await trio.sleep(0.01)
 
 
 def _write_files(scratch: Path, files: dict[str, str]) -> None:

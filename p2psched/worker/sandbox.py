@@ -11,6 +11,7 @@ worker refuses to start) when bwrap is missing or cannot make its namespaces.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pwd
@@ -72,9 +73,12 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap", path="/usr/bin:/bin:/usr/local/bin:/usr/sbin")
 
 
-def command_line(config: CommandDriverConfig, scratch: Path, argv: list[str]) -> list[str]:
+def command_line(
+    config: CommandDriverConfig, scratch: Path, argv: list[str], info_fd: int | None = None
+) -> list[str]:
     """What to start for `argv` (its files relative to the scratch directory): the launcher with
-    the limits, then the sandbox, then the program."""
+    the limits, then the sandbox, then the program. bwrap writes its sandbox's first process
+    (`child-pid`, as JSON) to `info_fd`: once that is gone, every process of the task is."""
     lim = config.limits
     uid, gid = task_user()
     launcher = [
@@ -87,7 +91,8 @@ def command_line(config: CommandDriverConfig, scratch: Path, argv: list[str]) ->
     bwrap = bwrap_path()
     if bwrap is None:
         raise SandboxError(f"bwrap is not installed: {_FIX_MISSING}")
-    return [*launcher, bwrap, *_bwrap_options(config, scratch), "--", *argv]
+    info = [] if info_fd is None else ["--info-fd", str(info_fd)]
+    return [*launcher, bwrap, *info, *_bwrap_options(config, scratch), "--", *argv]
 
 
 def _bwrap_options(config: CommandDriverConfig, scratch: Path) -> list[str]:
@@ -110,6 +115,26 @@ def _bwrap_options(config: CommandDriverConfig, scratch: Path) -> list[str]:
     if config.network:
         options.append("--share-net")
     return options
+
+
+def sandbox_pid(info: bytes) -> int | None:
+    """The host pid of the sandbox's first process, from what bwrap wrote to its info fd."""
+    try:
+        pid = json.loads(info)["child-pid"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return pid if isinstance(pid, int) and pid > 0 else None
+
+
+def ended(pid: int) -> bool:
+    """Whether a sandbox's first process has ended. It is the init of the sandbox's PID
+    namespace: the kernel kills the rest of the namespace and waits for them before it becomes
+    a zombie, so "ended" means every process of the task is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 def environment(scratch: Path) -> dict[str, str]:
