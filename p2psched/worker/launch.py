@@ -33,7 +33,8 @@ def main(argv: list[str]) -> None:
         os.setgid(gid)
         os.setuid(uid)
     for limit, value in zip(_LIMITS, numbers[:5], strict=True):
-        resource.setrlimit(limit, (value, value))
+        # CPU: SIGXCPU at the limit (which the driver reports as such), SIGKILL a second later.
+        resource.setrlimit(limit, (value, value + 1 if limit == resource.RLIMIT_CPU else value))
     try:
         os.execv(argv[8], argv[8:])
     except OSError as e:

@@ -221,3 +221,36 @@ async def test_with_network_allowed_the_connection_goes_through(scratches: list[
         assert "'exit_code': 0" in said
         connection, _ = listener.accept()
         connection.close()
+
+
+async def test_a_task_gets_no_more_processes_than_its_limit(scratches: list[Path]) -> None:
+    code = (
+        "import subprocess\n"
+        "started = []\n"
+        "for _ in range(40):\n"
+        "    try:\n"
+        "        started.append(subprocess.Popen(['sleep', '5']))\n"
+        "    except OSError:\n"
+        "        break\n"
+        "print(len(started))\n"
+        "for p in started:\n"
+        "    p.kill()\n"
+    )
+    said = await run(driver(limits={"processes": 16}), scratches, script(code))
+    started = int(said.split("'stdout': '")[1].split("\\n")[0])
+    assert 0 < started < 16
+
+
+async def test_a_task_spinning_past_its_cpu_seconds_is_stopped_with_its_reason(
+    scratches: list[Path],
+) -> None:
+    d = driver(limits={"cpu_s": 1})
+    said = await run(d, scratches, script("while True:\n    pass\n"), timeout_s=20.0)
+    assert said == "DriverError: 'py' went over its CPU time limit (1 s)"
+    await assert_still_serving(d, scratches)
+
+
+async def test_a_task_gets_no_more_open_files_than_its_limit(scratches: list[Path]) -> None:
+    code = "files = [open('f', 'w') for _ in range(100)]\n"
+    said = await run(driver(limits={"open_files": 32}), scratches, script(code))
+    assert "OSError: [Errno 24] Too many open files" in said
