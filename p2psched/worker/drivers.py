@@ -10,6 +10,7 @@ limits (`worker.sandbox`), and is killed with all it started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -42,7 +43,7 @@ _MAX_REASON_CHARS = 400  # the scheduler shows a reason to a person; it is not a
 _ERROR_BODY_CHARS = 200
 _SLEEP_REPORTS = 10  # at most this many progress reports per sleep, and at most one a second
 _READ_CHUNK = 1 << 16
-_SANDBOX_END_S = 10.0  # a bound on waiting for a sandbox's processes to be gone
+_SANDBOX_END_S = 10.0  # a bound on waiting for bwrap to end once its sandbox's init is killed
 
 
 def _one_line(text: str) -> str:
@@ -225,28 +226,32 @@ class CommandDriver:
     async def _execute(
         self, program: str, argv: list[str], stdin: bytes | None, scratch: Path
     ) -> dict[str, Any]:
-        info_read, info_write = os.pipe()
+        # bwrap says on this pipe which process is its sandbox's init (unsandboxed, no pipe: the
+        # program would hold it open).
+        info_read, info_write = os.pipe() if self._config.sandbox != "none" else (-1, -1)
         try:
             process = await trio.lowlevel.open_process(
                 sandbox.command_line(self._config, scratch, argv, info_write),
-                pass_fds=(info_write,),
+                pass_fds=(info_write,) if info_write >= 0 else (),
                 stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=scratch,
                 env=sandbox.environment(scratch),
                 # Its own process group: a kill then reaches whatever it started, too (in the
-                # sandbox, bwrap's PID namespace and --die-with-parent do that).
+                # sandbox, its PID namespace does).
                 start_new_session=True,
             )
         except OSError as e:
-            os.close(info_read)
             raise DriverError(f"cannot start {program!r}: {e.strerror or e}") from e
         finally:
-            os.close(info_write)
+            if info_write >= 0:
+                os.close(info_write)
         stdout = _Output("stdout", self._config.max_output_bytes)
         stderr = _Output("stderr", self._config.max_output_bytes)
+        init: int | None = None
         try:
+            init = await _sandbox_init(info_read)
             async with trio.open_nursery() as nursery:
                 if process.stdin is not None and stdin is not None:
                     nursery.start_soon(_feed, process.stdin, stdin)
@@ -259,17 +264,9 @@ class CommandDriver:
             code = await process.wait()
         finally:
             with trio.CancelScope(shield=True):
-                # Kills the program on a timeout, a cancel or output over the cap, and after a
-                # normal exit whatever it left running. The group id names no one else's
-                # processes: it is ours until the leader is reaped, and in use after that for as
-                # long as any member of the group lives.
-                _kill_group(process.pid)
-                process.kill()  # in case it moved itself out of its group
-                for pipe in (process.stdin, process.stdout, process.stderr):
-                    if pipe is not None:
-                        await pipe.aclose()
-                await process.wait()
-                await _sandbox_ended(info_read)
+                await _stop(process, init)
+                if info_read >= 0:
+                    os.close(info_read)
         if code != 0:
             raise DriverError(f"{program!r} {self._failure(code, stderr.text())}")
         shown = stderr.text() if self._config.stderr else ""
@@ -292,20 +289,46 @@ class CommandDriver:
         return f"{reason}: {lines[-1].strip()}" if lines and self._config.stderr else reason
 
 
-async def _sandbox_ended(info: int) -> None:
-    """Wait until the sandbox's processes are gone (the kernel kills them once bwrap is, but not
-    at once): until then they still count against the task user's process limit."""
-    try:
-        os.set_blocking(info, False)
-        try:
-            pid = sandbox.sandbox_pid(os.read(info, 4096))
-        except BlockingIOError:
-            pid = None
-    finally:
-        os.close(info)
-    with trio.move_on_after(_SANDBOX_END_S):
-        while pid is not None and not sandbox.ended(pid):
-            await trio.sleep(0.01)
+async def _sandbox_init(info: int) -> int | None:
+    """The host pid of the sandbox's init, once bwrap has said it (None unsandboxed, or if bwrap
+    ended first)."""
+    if info < 0:
+        return None
+    said = b""
+    while chunk := await _read_some(info):
+        said += chunk
+        if said.rstrip().endswith(b"}"):
+            break
+    return sandbox.sandbox_pid(said)
+
+
+async def _read_some(fd: int) -> bytes:
+    await trio.lowlevel.wait_readable(fd)
+    return os.read(fd, 4096)
+
+
+async def _stop(process: trio.Process, init: int | None) -> None:
+    """Kill the program on a timeout, a cancel or output over the cap, and after a normal exit
+    whatever it left running; return once all of it is gone.
+
+    In the sandbox the init of its PID namespace goes first: the kernel kills the rest of the
+    namespace with it, and bwrap, its parent, reaps it and exits. Killing bwrap first would
+    leave that init to the host's init to reap, a zombie that counts against the task user's
+    process limit meanwhile. The group id names no one else's processes: it is ours until the
+    leader is reaped, and in use after that for as long as any member of the group lives.
+    """
+    if init is not None and process.returncode is None:
+        # bwrap is alive, so its child's pid is still its child's (reaped or not).
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(init, signal.SIGKILL)
+        with trio.move_on_after(_SANDBOX_END_S):
+            await process.wait()
+    _kill_group(process.pid)
+    process.kill()  # in case it moved itself out of its group
+    for pipe in (process.stdin, process.stdout, process.stderr):
+        if pipe is not None:
+            await pipe.aclose()
+    await process.wait()
 
 
 def _write_files(scratch: Path, files: dict[str, str]) -> None:

@@ -77,22 +77,23 @@ def command_line(
     config: CommandDriverConfig, scratch: Path, argv: list[str], info_fd: int | None = None
 ) -> list[str]:
     """What to start for `argv` (its files relative to the scratch directory): the launcher with
-    the limits, then the sandbox, then the program. bwrap writes its sandbox's first process
-    (`child-pid`, as JSON) to `info_fd`: once that is gone, every process of the task is."""
+    the limits, then the sandbox, then the program. bwrap writes its sandbox's init
+    (`child-pid`, as JSON) to `info_fd` (-1: not asked); once that is gone, so is every
+    process of the task."""
     lim = config.limits
     uid, gid = task_user()
     launcher = [
         sys.executable, "-I", "-S", launch.__file__,
         str(lim.cpu_s), str(lim.memory_mb << 20), str(lim.processes),
-        str(lim.file_size_mb << 20), str(lim.open_files), str(uid), str(gid), "--",
+        str(lim.file_size_mb << 20), str(lim.open_files), str(uid), str(gid),
     ]  # fmt: skip
     if config.sandbox == "none":
-        return [*launcher, *argv]
+        return [*launcher, "exec", "--", *argv]
     bwrap = bwrap_path()
     if bwrap is None:
         raise SandboxError(f"bwrap is not installed: {_FIX_MISSING}")
-    info = [] if info_fd is None else ["--info-fd", str(info_fd)]
-    return [*launcher, bwrap, *info, *_bwrap_options(config, scratch), "--", *argv]
+    info = [] if info_fd is None or info_fd < 0 else ["--info-fd", str(info_fd)]
+    return [*launcher, "reap", "--", bwrap, *info, *_bwrap_options(config, scratch), "--", *argv]
 
 
 def _bwrap_options(config: CommandDriverConfig, scratch: Path) -> list[str]:
@@ -118,23 +119,12 @@ def _bwrap_options(config: CommandDriverConfig, scratch: Path) -> list[str]:
 
 
 def sandbox_pid(info: bytes) -> int | None:
-    """The host pid of the sandbox's first process, from what bwrap wrote to its info fd."""
+    """The host pid of the sandbox's init, from what bwrap wrote to its info fd."""
     try:
         pid = json.loads(info)["child-pid"]
     except (ValueError, KeyError, TypeError):
         return None
     return pid if isinstance(pid, int) and pid > 0 else None
-
-
-def ended(pid: int) -> bool:
-    """Whether a sandbox's first process has ended. It is the init of the sandbox's PID
-    namespace: the kernel kills the rest of the namespace and waits for them before it becomes
-    a zombie, so "ended" means every process of the task is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 def environment(scratch: Path) -> dict[str, str]:
