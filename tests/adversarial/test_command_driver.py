@@ -254,3 +254,15 @@ async def test_a_task_gets_no_more_open_files_than_its_limit(scratches: list[Pat
     code = "files = [open('f', 'w') for _ in range(100)]\n"
     said = await run(driver(limits={"open_files": 32}), scratches, script(code))
     assert "OSError: [Errno 24] Too many open files" in said
+
+
+async def test_tasks_leave_nothing_behind_to_count_against_the_next(scratches: list[Path]) -> None:
+    """bwrap, its sandbox's init and the program are three processes: under a limit of four,
+    one process left behind by each task (a zombie nobody reaped) would fail the next."""
+    d = driver(limits={"processes": 4})
+    for _ in range(5):
+        await assert_still_serving(d, scratches)
+    said = await run(d, scratches, script("import time\ntime.sleep(30)\n"), timeout_s=1.0)
+    assert said == "DriverError: timed out after 1s"
+    for _ in range(3):
+        await assert_still_serving(d, scratches)
