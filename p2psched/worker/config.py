@@ -254,6 +254,12 @@ class CommandParam(BaseModel):
     max: int = 2**31 - 1
     max_length: Annotated[int, Field(ge=1, le=4096)] = 256
 
+    @model_validator(mode="after")
+    def _range(self) -> CommandParam:
+        if self.min > self.max:
+            raise _refuse(f"min ({self.min}) is more than max ({self.max})", "min")
+        return self
+
     def rule(self) -> ParamRule:
         return ParamRule(self.type, self.arg, self.min, self.max, self.max_length)
 

@@ -299,7 +299,7 @@ async def _sandbox_init(info: int) -> int | None:
         said += chunk
         if said.rstrip().endswith(b"}"):
             break
-    return sandbox.sandbox_pid(said)
+    return sandbox.init_pid(said)
 
 
 async def _read_some(fd: int) -> bytes:

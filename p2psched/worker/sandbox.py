@@ -5,8 +5,10 @@ Promises: in the sandbox the system is read-only (/usr, /lib*, /bin, /sbin and a
 /etc), the task's scratch directory is its only writable place and its cwd (`/task`), /tmp is
 empty, nothing else of the host exists (the worker's data dir and home are not there), every
 namespace is new (the network too, unless `network = true`), the environment is a fixed minimal
-one, and the sandbox dies with the worker. `check` raises `SandboxError` (a `ConfigError`: the
-worker refuses to start) when bwrap is missing or cannot make its namespaces.
+one, and the sandbox dies with the worker. A task's processes run under its limits (CPU
+seconds, address space, processes, file size, open files), as `nobody` when the worker is root.
+`check` raises `SandboxError` (a `ConfigError`: the worker refuses to start) when bwrap is
+missing or cannot make its namespaces.
 """
 
 from __future__ import annotations
@@ -74,12 +76,12 @@ def bwrap_path() -> str | None:
 
 
 def command_line(
-    config: CommandDriverConfig, scratch: Path, argv: list[str], info_fd: int | None = None
+    config: CommandDriverConfig, scratch: Path, argv: list[str], info_fd: int = -1
 ) -> list[str]:
     """What to start for `argv` (its files relative to the scratch directory): the launcher with
     the limits, then the sandbox, then the program. bwrap writes its sandbox's init
-    (`child-pid`, as JSON) to `info_fd` (-1: not asked); once that is gone, so is every
-    process of the task."""
+    (`child-pid`, as JSON) to `info_fd` (-1: not asked); killing that init kills every process
+    of the task, and the launcher ends once all of them are reaped."""
     lim = config.limits
     uid, gid = task_user()
     launcher = [
@@ -92,7 +94,7 @@ def command_line(
     bwrap = bwrap_path()
     if bwrap is None:
         raise SandboxError(f"bwrap is not installed: {_FIX_MISSING}")
-    info = [] if info_fd is None or info_fd < 0 else ["--info-fd", str(info_fd)]
+    info = ["--info-fd", str(info_fd)] if info_fd >= 0 else []
     return [*launcher, "reap", "--", bwrap, *info, *_bwrap_options(config, scratch), "--", *argv]
 
 
@@ -118,7 +120,7 @@ def _bwrap_options(config: CommandDriverConfig, scratch: Path) -> list[str]:
     return options
 
 
-def sandbox_pid(info: bytes) -> int | None:
+def init_pid(info: bytes) -> int | None:
     """The host pid of the sandbox's init, from what bwrap wrote to its info fd."""
     try:
         pid = json.loads(info)["child-pid"]
