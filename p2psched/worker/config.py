@@ -52,6 +52,7 @@ import math
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -532,7 +533,8 @@ def _said(err: ErrorDetails) -> str:
     if err["type"] == _REFUSED:
         reason = ctx["reason"]
     elif err["type"] == "extra_forbidden" and keys:
-        reason = f"unknown field; known: {', '.join(sorted(model.model_fields))}"
+        holder = _model_within(model, keys[:-1])
+        reason = f"unknown field; known: {', '.join(sorted(holder.model_fields))}"
     elif err["type"] == "extra_forbidden":
         parent = table[:-1]
         known = (f"[{'.'.join((*parent, name))}]" for name in model.model_fields)
@@ -559,6 +561,23 @@ def _place(
             return table, loc[i + 1 :], model
         model = inner
     return table, (), model
+
+
+def _model_within(model: type[BaseModel], keys: tuple[str | int, ...]) -> type[BaseModel]:
+    """The model of the value at `keys` inside a table: through fields that are models, and
+    through the entries of a mapping of them (like [drivers.command] programs.wc.params.n)."""
+    inner = model
+    for key in keys:
+        if issubclass(inner, BaseModel) and str(key) in inner.model_fields:
+            annotation = inner.model_fields[str(key)].annotation
+        else:  # a key of a mapping: its values' model
+            annotation = inner
+        args = typing.get_args(annotation)
+        found = _table_model(args[-1] if args else annotation)
+        if found is None:
+            return model
+        inner = found
+    return inner
 
 
 def _table_model(annotation: Any) -> type[BaseModel] | None:

@@ -175,6 +175,22 @@ def _not_executable(tmp: Path) -> str:
             "[drivers.command] limits.cpu_s: ",
         ),
         (
+            '[worker]\ndrivers = ["command"]\n[drivers.command.programs.x]\n'
+            'argv = ["/bin/echo"]\nparams.n = { type = "string", foo = 1 }\n',
+            "[drivers.command] programs.x.params.n.foo: unknown field; known: arg, max, "
+            "max_length, min, type",
+        ),
+        (
+            '[worker]\ndrivers = ["command"]\n[drivers.command.programs.x]\n'
+            'argv = ["/bin/echo"]\nparam.n = { type = "string" }\n',
+            "[drivers.command] programs.x.param: unknown field; known: argv, params",
+        ),
+        (
+            '[worker]\ndrivers = ["command"]\n[drivers.command.programs.x]\n'
+            'argv = ["/bin/echo"]\nparams.n = { type = "integer", min = 5, max = 1 }\n',
+            "[drivers.command] programs.x.params.n.min: min (5) is more than max (1)",
+        ),
+        (
             '[worker]\ndrivers = ["command"]\n[drivers.command]\nmax_output_bytes = 0\n',
             "[drivers.command] max_output_bytes: must be a whole number of bytes",
         ),
