@@ -147,6 +147,14 @@ def check(config: CommandDriverConfig) -> None:
             f"the command driver needs bubblewrap (bwrap) and it is not installed: {_FIX_MISSING}, "
             f"{_NO_SANDBOX}"
         )
+    for name, program in config.programs.items():
+        real = os.path.realpath(program.argv[0])
+        if not any(real.startswith(f"{root}/") for root in _SYSTEM):
+            raise SandboxError(
+                f"[drivers.command] programs.{name}: {program.argv[0]} is outside what the sandbox "
+                f"shows of this machine ({', '.join(_SYSTEM[:4])}, /lib*): install it under "
+                "/usr/local"
+            )
     problem = _probe(config.network)
     if problem is not None:
         raise SandboxError(

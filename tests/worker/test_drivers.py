@@ -396,6 +396,17 @@ def test_where_bwrap_cannot_make_namespaces_the_driver_refuses_to_start(
         CommandDriver(CommandDriverConfig())
 
 
+def test_a_program_the_sandbox_does_not_show_is_refused_at_start(scratch: Path) -> None:
+    program = scratch / "tool"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    config = CommandDriverConfig(programs={"tool": {"argv": [str(program)]}})
+    with pytest.raises(
+        sandbox.SandboxError, match=r"programs.tool: .* is outside what the sandbox"
+    ):
+        CommandDriver(config)
+
+
 async def test_sandbox_none_runs_unconfined_and_warns_on_every_start(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, scratch: Path
 ) -> None:
