@@ -229,6 +229,7 @@ class CommandDriver:
         # bwrap says on this pipe which process is its sandbox's init (unsandboxed, no pipe: the
         # program would hold it open).
         info_read, info_write = os.pipe() if self._config.sandbox != "none" else (-1, -1)
+        started = False
         try:
             process = await trio.lowlevel.open_process(
                 sandbox.command_line(self._config, scratch, argv, info_write),
@@ -242,11 +243,13 @@ class CommandDriver:
                 # sandbox, its PID namespace does).
                 start_new_session=True,
             )
+            started = True
         except OSError as e:
             raise DriverError(f"cannot start {program!r}: {e.strerror or e}") from e
         finally:
-            if info_write >= 0:
-                os.close(info_write)
+            _close(info_write)  # bwrap's to hold now
+            if not started:
+                _close(info_read)
         stdout = _Output("stdout", self._config.max_output_bytes)
         stderr = _Output("stderr", self._config.max_output_bytes)
         init: int | None = None
@@ -265,8 +268,7 @@ class CommandDriver:
         finally:
             with trio.CancelScope(shield=True):
                 await _stop(process, init)
-                if info_read >= 0:
-                    os.close(info_read)
+                _close(info_read)
         if code != 0:
             raise DriverError(f"{program!r} {self._failure(code, stderr.text())}")
         shown = stderr.text() if self._config.stderr else ""
@@ -287,6 +289,12 @@ class CommandDriver:
         if lines and not self._config.stderr:
             _log.info("command driver: a task's program failed; its stderr ended: %s", lines[-1])
         return f"{reason}: {lines[-1].strip()}" if lines and self._config.stderr else reason
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            os.close(fd)
 
 
 async def _sandbox_init(info: int) -> int | None:
