@@ -171,6 +171,10 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
     api = _api_bind(args)
     gates = [parse_hostport(g, "--gate") for g in args.gate]
     config = load_config(Path(args.config)) if args.config else WorkerConfig()
+    if "command" in config.drivers and config.command_driver.sandbox != "none":
+        from p2psched.worker.sandbox import check
+
+        check(config.command_driver)  # before joining: a worker that cannot sandbox never joins
     host, port = parse_hostport(args.listen, "--listen") if args.listen else (near(gates[0]), 0)
     max_ttl = DhtConfig().store.max_ttl
     if not 2 <= args.ad_ttl <= max_ttl:

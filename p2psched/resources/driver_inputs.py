@@ -6,14 +6,18 @@ Promises: `input_problems` is empty exactly when the driver takes the input as i
 (what only the worker knows aside: which programs it allows, which models it serves); each
 problem says where in the input it is, what is there and why it is refused. `input_refusal`
 words the first one as a worker's driver refuses its task: the field and what it must be.
+A command's input never carries free arguments: it names a program and gives values to the
+parameters its worker declares (`ParamRule`, checked by `param_refusal`), with data as files in
+the task's scratch directory (`scratch_name_refusal`) or on stdin.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import reprlib
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 KNOWN_DRIVERS = ("sleep", "echo", "command", "http")
 
@@ -47,14 +51,15 @@ _FIELDS: dict[str, dict[str, _Field]] = {
     "sleep": {"seconds": _Field(True, "a finite number >= 0")},
     "command": {
         "program": _Field(True, "a name"),
-        "args": _Field(False, "a list of text without NUL characters"),
+        "params": _Field(False, "a mapping of parameter name to a value (text, number, true)"),
+        "files": _Field(False, "a mapping of file name to its text"),
         "stdin": _Field(False, "text"),
     },
 }
 # What a driver's input is, as a job writes it.
 _WRITTEN = {
     "sleep": "{seconds: N}",
-    "command": "{program: NAME, args: [TEXT, ...], stdin: TEXT}",
+    "command": "{program: NAME, params: {NAME: VALUE}, files: {NAME: TEXT}, stdin: TEXT}",
     "http": "a mapping: the JSON body it posts to the model's endpoint",
 }
 
@@ -76,7 +81,11 @@ def input_problems(driver: str, value: Any, *, max_sleep_s: float = math.inf) ->
     if fields is None:
         return []
     unknown = f"unknown field; the {driver} driver takes {', '.join(fields)}"
-    found = [InputProblem((k,), v, unknown) for k, v in value.items() if k not in fields]
+    found = [
+        InputProblem((k,), v, _FREE_ARGS if (driver, k) == ("command", "args") else unknown)
+        for k, v in value.items()
+        if k not in fields
+    ]
     if driver == "sleep":
         found += _sleep_problems(value, max_sleep_s)
     else:
@@ -96,6 +105,8 @@ def input_refusal(driver: str, value: Any) -> str | None:
     name, fields = at[0], _FIELDS[driver]
     if found is MISSING:
         return f"input.{name} is missing; input takes {_takes(driver)}"
+    if (driver, name) == ("command", "args"):
+        return f"input.args: {_FREE_ARGS}"
     if name not in fields:
         return f"input has an unknown field {str(name)[:64]!r}; it takes {_takes(driver)}"
     # A field's own value is worth showing; an item of a list is shown by the job spec alone.
@@ -120,19 +131,84 @@ def _command_problems(value: dict[Any, Any]) -> list[InputProblem]:
         reason = "required: a program the worker allows, by name"
         found.append(InputProblem(("program",), MISSING, reason))
     elif not isinstance(program, str) or not 0 < len(program) <= 128:
-        reason = "must be the name of a program the worker allows ([drivers.command] allow)"
+        reason = "must be the name of a program the worker allows ([drivers.command.programs])"
         found.append(InputProblem(("program",), program, reason))
-    args = value.get("args", [])
-    if not isinstance(args, list):
-        found.append(InputProblem(("args",), args, "must be a list of text"))
+    params = value.get("params", {})
+    if not isinstance(params, dict) or len(params) > MAX_ITEMS:
+        reason = f"must be a mapping of at most {MAX_ITEMS} parameters"
+        found.append(InputProblem(("params",), params, reason))
     else:
-        for i, arg in enumerate(args):
-            if not isinstance(arg, str):
-                # Likeliest cause: an argument that is exactly "{param}" over numbers.
-                reason = 'must be text: quote it, or write it inside text ("--n={n}")'
-                found.append(InputProblem(("args", i), arg, reason))
-            elif "\0" in arg:
-                found.append(InputProblem(("args", i), arg, "must not contain NUL characters"))
+        for name, v in params.items():
+            if not isinstance(name, str) or not _PARAM_NAME.fullmatch(name):
+                found.append(InputProblem(("params",), name, "a parameter's name is 1-64 letters"))
+            elif isinstance(v, float) or not isinstance(v, str | int):
+                reason = "must be text, a whole number, or true/false"
+                found.append(InputProblem(("params", name), v, reason))
+    files = value.get("files", {})
+    if not isinstance(files, dict) or len(files) > MAX_ITEMS:
+        reason = f"must be a mapping of at most {MAX_ITEMS} file names to their text"
+        found.append(InputProblem(("files",), files, reason))
+    else:
+        for name, text in files.items():
+            refusal = scratch_name_refusal(name)
+            if refusal is not None:
+                found.append(InputProblem(("files",), name, refusal))
+            elif not isinstance(text, str):
+                found.append(InputProblem(("files", name), text, "must be text"))
     if "stdin" in value and not isinstance(value["stdin"], str):
         found.append(InputProblem(("stdin",), value["stdin"], "must be text"))
     return found
+
+
+# -- the parameters a worker declares for a program, and the values a task gives them ----------
+
+MAX_ITEMS = 64  # parameters, or files, in one task's input
+_PARAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+# A file of the task's scratch directory, by its bare name: no folder, nothing hidden, no option.
+_SCRATCH_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_FREE_ARGS = (
+    "free arguments are not taken: give the program's named parameters in params "
+    "(its worker's operator declares them in [drivers.command.programs]), and its data in "
+    "files or stdin"
+)
+
+ParamType = Literal["flag", "integer", "string", "file"]
+
+
+@dataclass(frozen=True, slots=True)
+class ParamRule:
+    """One parameter a worker's operator declares for a program: its type and bounds, and the
+    option written before its value (`arg`), or none for a positional one (after `--`)."""
+
+    type: ParamType
+    arg: str | None = None
+    min: int = 0
+    max: int = 2**31 - 1
+    max_length: int = 256
+
+
+def scratch_name_refusal(name: Any) -> str | None:
+    """None if `name` names a file directly inside a task's scratch directory; else why not."""
+    if isinstance(name, str) and _SCRATCH_NAME.fullmatch(name):
+        return None
+    return (
+        "must be a file name inside the task's scratch directory: 1-128 letters, digits, "
+        "'.', '_', '-', not starting with '.' or '-', without '/'"
+    )
+
+
+def param_refusal(rule: ParamRule, value: Any) -> str | None:
+    """None if `value` is of `rule`'s type and within its bounds; else what it must be."""
+    if rule.type == "flag":
+        return None if isinstance(value, bool) else "must be true or false"
+    if rule.type == "integer":
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be a whole number, {rule.min}..{rule.max}"
+        return None if rule.min <= value <= rule.max else f"must be {rule.min}..{rule.max}"
+    if rule.type == "file":
+        return scratch_name_refusal(value)
+    if not isinstance(value, str) or not 0 < len(value) <= rule.max_length:
+        return f"must be text of 1..{rule.max_length} characters"
+    if value.startswith("-") or "\0" in value:
+        return "must not start with '-' or hold a NUL character"
+    return None

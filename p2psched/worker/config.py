@@ -17,8 +17,17 @@ worker starts; an absent field keeps its default or what was detected.
     labels = { region = "eu", owner = "ana" }
 
     [drivers.command]               # only with "command" in [worker] drivers
-    allow = { wc = ["/usr/bin/wc", "-c"] }  # name a task asks for -> argv prefix, absolute path
+    sandbox = "bwrap"               # or "none": unconfined, warned about on every start
+    network = false                 # true: the sandbox shares the worker's network
+    stderr = false                  # stdout comes back; stderr too only with true
+    limits = { cpu_s = 60, memory_mb = 1024, processes = 64, file_size_mb = 256, open_files = 256 }
     max_output_bytes = 1048576      # stdout and stderr, each
+
+    [drivers.command.programs.wc]   # the name a task asks for: a fixed argv, typed parameters
+    argv = ["/usr/bin/wc"]
+    params.lines = { type = "flag", arg = "-l" }
+    params.file = { type = "file" } # a file of the task's scratch dir, after `--`
+    # other types: { type = "integer", min = 1, max = 9 }, { type = "string", max_length = 64 }
 
     [drivers.http]                  # only with "http" in [worker] drivers
     endpoints = { "llama-3-8b" = "http://127.0.0.1:8000/v1/completions" }  # model -> URL; "*" any
@@ -43,10 +52,11 @@ import math
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -54,6 +64,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from p2psched.resources.detect import Detected
 from p2psched.resources.driver_inputs import KNOWN_DRIVERS as KNOWN_DRIVERS
+from p2psched.resources.driver_inputs import ParamRule
 from p2psched.resources.profile import Gpu, Profile
 from p2psched.wire.codec import decode
 from p2psched.wire.deal import MAX_RESULT_BYTES
@@ -149,34 +160,6 @@ def _timeout(v: Any) -> float:
     return seconds
 
 
-def _allowlist(v: Any) -> dict[str, tuple[str, ...]]:
-    if not isinstance(v, dict):
-        raise _refuse('must be a table like { wc = ["/usr/bin/wc", "-c"] }')
-    for name, argv in v.items():
-        _check_program(name, argv)
-    return {name: tuple(argv) for name, argv in v.items()}
-
-
-def _check_program(name: str, argv: Any) -> None:
-    if not _PROGRAM_NAME.fullmatch(name):
-        raise _refuse("a program's name is 1-64 letters, digits, '.', '_', '+', '-'", name)
-    # A tuple is what code that builds a config passes; the file gives a list.
-    if (
-        not isinstance(argv, list | tuple)
-        or not argv
-        or not all(isinstance(a, str) and "\0" not in a for a in argv)
-    ):
-        raise _refuse(f'must be a list like ["/usr/bin/wc", "-c"], not {argv!r}', name)
-    program = Path(argv[0])
-    # An absolute path: what runs must not depend on the PATH the worker was started with.
-    if not program.is_absolute():
-        raise _refuse(f"{argv[0]!r} must be an absolute path, like /usr/bin/wc", name)
-    if not program.is_file():
-        raise _refuse(f"{argv[0]} does not exist (or is not a file)", name)
-    if not os.access(program, os.X_OK):
-        raise _refuse(f"{argv[0]} is not executable", name)
-
-
 def _endpoints(v: Any) -> Any:
     if not isinstance(v, dict):
         raise _refuse(
@@ -204,14 +187,126 @@ _TABLE = ConfigDict(frozen=True, strict=True, extra="forbid")
 # -- the driver settings, which the drivers take as they are -----------------------------------
 
 
-class CommandDriverConfig(BaseModel):
-    """[drivers.command]: the programs a task may run, by name, and how much they may print."""
+def _program(name: str, v: Any) -> Any:
+    if not _PROGRAM_NAME.fullmatch(name):
+        raise _refuse("a program's name is 1-64 letters, digits, '.', '_', '+', '-'", name)
+    if isinstance(v, CommandProgram):  # from code that builds a config
+        v = v.model_dump()
+    if not isinstance(v, dict):
+        raise _refuse(f"must be a table like {_PROGRAM_EXAMPLE}", name)
+    argv = v.get("argv")
+    # A tuple is what code that builds a config passes; the file gives a list.
+    if (
+        not isinstance(argv, list | tuple)
+        or not argv
+        or not all(isinstance(a, str) and "\0" not in a for a in argv)
+    ):
+        raise _refuse(f'must be a list like ["/usr/bin/wc"], not {argv!r}', name, "argv")
+    program = Path(argv[0])
+    # An absolute path: what runs must not depend on the PATH the worker was started with.
+    if not program.is_absolute():
+        raise _refuse(f"{argv[0]!r} must be an absolute path, like /usr/bin/wc", name, "argv")
+    if not program.is_file():
+        raise _refuse(f"{argv[0]} does not exist (or is not a file)", name, "argv")
+    if not os.access(program, os.X_OK):
+        raise _refuse(f"{argv[0]} is not executable", name, "argv")
+    return {**v, "argv": tuple(argv)}
+
+
+def _programs(v: Any) -> Any:
+    if not isinstance(v, dict):
+        raise _refuse(f"must hold tables like [drivers.command.programs.wc]: {_PROGRAM_EXAMPLE}")
+    return {name: _program(name, program) for name, program in v.items()}
+
+
+def _no_allowlist(v: Any) -> None:
+    raise _refuse(
+        "free arguments are no longer run (a task could pass any option to the program); "
+        "declare each program with its typed parameters instead, like "
+        f"[drivers.command.programs.wc] {_PROGRAM_EXAMPLE}; task inputs then give "
+        "{program: wc, params: {lines: true, file: in.txt}, files: {in.txt: ...}}"
+    )
+
+
+def _option(v: Any) -> str:
+    if not isinstance(v, str) or not 1 < len(v) <= 64 or not v.startswith("-") or "\0" in v:
+        raise _refuse(
+            f'must be an option of 2-64 characters starting with "-", like "-l", not {v!r}'
+        )
+    return v
+
+
+_PROGRAM_EXAMPLE = (
+    'argv = ["/usr/bin/wc"], params = { lines = { type = "flag", arg = "-l" }, '
+    'file = { type = "file" } }'
+)
+
+
+class CommandParam(BaseModel):
+    """A parameter of a program: a flag, a whole number in a range, text of bounded length that
+    cannot start with '-', or a file of the task's scratch directory. With `arg` it is written
+    as an option (`arg`, then its value; a flag alone); without, after `--`."""
 
     model_config = _TABLE
 
-    allow: Annotated[Mapping[str, tuple[str, ...]], BeforeValidator(_allowlist)] = Field(
+    type: Literal["flag", "integer", "string", "file"]
+    arg: Annotated[str, BeforeValidator(_option)] | None = None
+    min: int = 0
+    max: int = 2**31 - 1
+    max_length: Annotated[int, Field(ge=1, le=4096)] = 256
+
+    @model_validator(mode="after")
+    def _range(self) -> CommandParam:
+        if self.min > self.max:
+            raise _refuse(f"min ({self.min}) is more than max ({self.max})", "min")
+        return self
+
+    def rule(self) -> ParamRule:
+        return ParamRule(self.type, self.arg, self.min, self.max, self.max_length)
+
+
+class CommandProgram(BaseModel):
+    """[drivers.command.programs.NAME]: its fixed argv and the parameters a task may give it."""
+
+    model_config = _TABLE
+
+    argv: tuple[str, ...]
+    params: Mapping[str, CommandParam] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _flags_are_options(self) -> CommandProgram:
+        for name, param in self.params.items():
+            if param.type == "flag" and param.arg is None:
+                raise _refuse('a flag needs its option, like arg = "-l"', "params", name, "arg")
+        return self
+
+
+class CommandLimits(BaseModel):
+    """[drivers.command] limits: what one task's processes may use (set with setrlimit)."""
+
+    model_config = _TABLE
+
+    cpu_s: Annotated[int, Field(ge=1)] = 60
+    memory_mb: Annotated[int, Field(ge=16)] = 1024  # address space, per process
+    processes: Annotated[int, Field(ge=2)] = 64  # of the user the tasks run as
+    file_size_mb: Annotated[int, Field(ge=1)] = 256
+    open_files: Annotated[int, Field(ge=16)] = 256
+
+
+class CommandDriverConfig(BaseModel):
+    """[drivers.command]: the programs a task may run, by name, with their typed parameters; the
+    sandbox they run in and its limits; and what of their output comes back."""
+
+    model_config = _TABLE
+
+    programs: Annotated[Mapping[str, CommandProgram], BeforeValidator(_programs)] = Field(
         default_factory=dict
     )
+    allow: Annotated[None, BeforeValidator(_no_allowlist)] = None
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    network: bool = False
+    stderr: bool = False  # stdout comes back; stderr only when the operator says so
+    limits: CommandLimits = CommandLimits()
     max_output_bytes: Annotated[int, _byte_cap(_MAX_OUTPUT_BYTES)] = 1 << 20
 
 
@@ -438,7 +533,8 @@ def _said(err: ErrorDetails) -> str:
     if err["type"] == _REFUSED:
         reason = ctx["reason"]
     elif err["type"] == "extra_forbidden" and keys:
-        reason = f"unknown field; known: {', '.join(sorted(model.model_fields))}"
+        holder = _model_within(model, keys[:-1])
+        reason = f"unknown field; known: {', '.join(sorted(holder.model_fields))}"
     elif err["type"] == "extra_forbidden":
         parent = table[:-1]
         known = (f"[{'.'.join((*parent, name))}]" for name in model.model_fields)
@@ -465,6 +561,23 @@ def _place(
             return table, loc[i + 1 :], model
         model = inner
     return table, (), model
+
+
+def _model_within(model: type[BaseModel], keys: tuple[str | int, ...]) -> type[BaseModel]:
+    """The model of the value at `keys` inside a table: through fields that are models, and
+    through the entries of a mapping of them (like [drivers.command] programs.wc.params.n)."""
+    inner = model
+    for key in keys:
+        if issubclass(inner, BaseModel) and str(key) in inner.model_fields:
+            annotation = inner.model_fields[str(key)].annotation
+        else:  # a key of a mapping: its values' model
+            annotation = inner
+        args = typing.get_args(annotation)
+        found = _table_model(args[-1] if args else annotation)
+        if found is None:
+            return model
+        inner = found
+    return inner
 
 
 def _table_model(annotation: Any) -> type[BaseModel] | None:

@@ -3,17 +3,21 @@
 Promises: only drivers the operator enabled are made; each checks its input by the rules the job
 spec checks it by (`resources.driver_inputs`) before it runs anything, and keeps to the task's time
 limit; every failure reaches the caller as a one-line `DriverError` (cancellation still
-propagates); a command runs allowlisted, without a shell, in the task's scratch directory, and is
-killed with its group.
+propagates); a command runs only as its worker declared it (a fixed argv and typed parameters,
+never free arguments), without a shell, sandboxed in the task's scratch directory under resource
+limits (`worker.sandbox`), and is killed with all it started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import reprlib
 import signal
+import stat
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -23,10 +27,12 @@ from typing import Any, Protocol
 import httpx
 import trio
 
-from p2psched.resources.driver_inputs import KNOWN_DRIVERS, input_refusal
+from p2psched.resources.driver_inputs import KNOWN_DRIVERS, input_refusal, param_refusal
+from p2psched.worker import sandbox
 from p2psched.worker.config import (
     ANY_MODEL,
     CommandDriverConfig,
+    CommandProgram,
     HttpDriverConfig,
     WorkerConfig,
 )
@@ -37,8 +43,7 @@ _MAX_REASON_CHARS = 400  # the scheduler shows a reason to a person; it is not a
 _ERROR_BODY_CHARS = 200
 _SLEEP_REPORTS = 10  # at most this many progress reports per sleep, and at most one a second
 _READ_CHUNK = 1 << 16
-# A fixed PATH, not the worker's: a task's behaviour must not depend on how the worker was started.
-_COMMAND_PATH = "/usr/local/bin:/usr/bin:/bin"
+_SANDBOX_END_S = 10.0  # a bound on waiting for bwrap to end once its sandbox's init is killed
 
 
 def _one_line(text: str) -> str:
@@ -189,58 +194,67 @@ def _exit_reason(code: int) -> str:
 
 
 class CommandDriver:
-    """Runs a program the operator allowlisted by name, with the task's arguments and stdin."""
+    """Runs a program the operator declared by name, with the typed parameters it declared, the
+    task's files in its scratch directory and its stdin, in the sandbox (`worker.sandbox`)."""
 
     name = "command"
     uses_scratch = True
 
     def __init__(self, config: CommandDriverConfig) -> None:
+        sandbox.check(config)  # the worker refuses to start rather than run tasks unconfined
         self._config = config
 
     async def run(self, task: DriverTask, progress: Callable[[float], None]) -> Any:
         _check_input(self.name, task.input)
-        program: str = task.input["program"]
-        args: list[str] = task.input.get("args", [])
-        stdin: str | None = task.input.get("stdin")
-        prefix = self._config.allow.get(program)
-        if prefix is None:
-            allowed = ", ".join(sorted(self._config.allow)) or "none"
+        name: str = task.input["program"]
+        program = self._config.programs.get(name)
+        if program is None:
+            allowed = ", ".join(sorted(self._config.programs)) or "none"
             raise DriverError(
-                f"program {program[:64]!r} is not allowed on this worker; allowed: {allowed}"
+                f"program {name[:64]!r} is not allowed on this worker; allowed: {allowed}"
             )
-        argv = [*prefix, *args]
+        _write_files(task.scratch, task.input.get("files", {}))
+        argv = [*program.argv, *_parameters(program, task.input.get("params", {}), task.scratch)]
+        stdin: str | None = task.input.get("stdin")
         data = None if stdin is None else stdin.encode("utf-8", errors="replace")
 
         async def execute() -> Any:
-            return await self._execute(program, argv, data, task.scratch)
+            return await self._execute(name, argv, data, task.scratch)
 
         return await _within_limits(self.name, task.timeout_s, execute)
 
     async def _execute(
         self, program: str, argv: list[str], stdin: bytes | None, scratch: Path
     ) -> dict[str, Any]:
-        env = {
-            "PATH": _COMMAND_PATH,
-            "HOME": str(scratch),
-            "TMPDIR": str(scratch),  # so its temporary files go where the caller cleans up
-            "LANG": "C.UTF-8",
-        }
+        # bwrap says on this pipe which process is its sandbox's init (unsandboxed, no pipe: the
+        # program would hold it open).
+        info_read, info_write = os.pipe() if self._config.sandbox != "none" else (-1, -1)
+        started = False
         try:
             process = await trio.lowlevel.open_process(
-                argv,
+                sandbox.command_line(self._config, scratch, argv, info_write),
+                pass_fds=(info_write,) if info_write >= 0 else (),
                 stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=scratch,
-                env=env,
-                # Its own process group: a kill then reaches whatever it started, too.
+                env=sandbox.environment(scratch),
+                # Its own process group: a kill then reaches whatever it started, too (in the
+                # sandbox, its PID namespace does).
                 start_new_session=True,
             )
+            started = True
         except OSError as e:
             raise DriverError(f"cannot start {program!r}: {e.strerror or e}") from e
+        finally:
+            _close(info_write)  # bwrap's to hold now
+            if not started:
+                _close(info_read)
         stdout = _Output("stdout", self._config.max_output_bytes)
         stderr = _Output("stderr", self._config.max_output_bytes)
+        init: int | None = None
         try:
+            init = await _sandbox_init(info_read)
             async with trio.open_nursery() as nursery:
                 if process.stdin is not None and stdin is not None:
                     nursery.start_soon(_feed, process.stdin, stdin)
@@ -253,21 +267,128 @@ class CommandDriver:
             code = await process.wait()
         finally:
             with trio.CancelScope(shield=True):
-                # Kills the program on a timeout, a cancel or output over the cap, and after a
-                # normal exit whatever it left running. The group id names no one else's
-                # processes: it is ours until the leader is reaped, and in use after that for as
-                # long as any member of the group lives.
-                _kill_group(process.pid)
-                process.kill()  # in case it moved itself out of its group
-                for pipe in (process.stdin, process.stdout, process.stderr):
-                    if pipe is not None:
-                        await pipe.aclose()
-                await process.wait()
+                await _stop(process, init)
+                _close(info_read)
         if code != 0:
-            lines = [line for line in stderr.text().splitlines() if line.strip()]
-            last = f": {lines[-1].strip()}" if lines else ""
-            raise DriverError(f"{program!r} {_exit_reason(code)}{last}")
-        return {"exit_code": code, "stdout": stdout.text(), "stderr": stderr.text()}
+            raise DriverError(f"{program!r} {self._failure(code, stderr.text())}")
+        shown = stderr.text() if self._config.stderr else ""
+        return {"exit_code": code, "stdout": stdout.text(), "stderr": shown}
+
+    def _failure(self, code: int, stderr: str) -> str:
+        """Why a program failed, in words: its exit, the limit it hit, and (only if the operator
+        lets stderr out) the last line it wrote there."""
+        limits = self._config.limits
+        signals = {
+            signal.SIGXCPU: f"went over its CPU time limit ({limits.cpu_s} s)",
+            signal.SIGXFSZ: f"went over its file size limit ({limits.file_size_mb} MiB)",
+        }
+        # A shell, or bwrap's init, reports a child killed by signal N as exit status 128 + N.
+        signum = -code if code < 0 else code - 128 if 128 < code < 160 else 0
+        reason = next((said for s, said in signals.items() if s == signum), _exit_reason(code))
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        if lines and not self._config.stderr:
+            _log.info("command driver: a task's program failed; its stderr ended: %s", lines[-1])
+        return f"{reason}: {lines[-1].strip()}" if lines and self._config.stderr else reason
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            os.close(fd)
+
+
+async def _sandbox_init(info: int) -> int | None:
+    """The host pid of the sandbox's init, once bwrap has said it (None unsandboxed, or if bwrap
+    ended first)."""
+    if info < 0:
+        return None
+    said = b""
+    while chunk := await _read_some(info):
+        said += chunk
+        if said.rstrip().endswith(b"}"):
+            break
+    return sandbox.init_pid(said)
+
+
+async def _read_some(fd: int) -> bytes:
+    await trio.lowlevel.wait_readable(fd)
+    return os.read(fd, 4096)
+
+
+async def _stop(process: trio.Process, init: int | None) -> None:
+    """Kill the program on a timeout, a cancel or output over the cap, and after a normal exit
+    whatever it left running; return once all of it is gone.
+
+    In the sandbox the init of its PID namespace goes first: the kernel kills the rest of the
+    namespace with it, and bwrap, its parent, reaps it and exits. Killing bwrap first would
+    leave that init to the host's init to reap, a zombie that counts against the task user's
+    process limit meanwhile. The group id names no one else's processes: it is ours until the
+    leader is reaped, and in use after that for as long as any member of the group lives.
+    """
+    if init is not None and process.returncode is None:
+        # bwrap is alive, so its child's pid is still its child's (reaped or not).
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(init, signal.SIGKILL)
+        with trio.move_on_after(_SANDBOX_END_S):
+            await process.wait()
+    _kill_group(process.pid)
+    process.kill()  # in case it moved itself out of its group
+    for pipe in (process.stdin, process.stdout, process.stderr):
+        if pipe is not None:
+            await pipe.aclose()
+    await process.wait()
+
+
+def _write_files(scratch: Path, files: dict[str, str]) -> None:
+    """The task's input files, each new in its scratch directory (never through a link)."""
+    for name, text in files.items():
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        try:
+            fd = os.open(scratch / name, flags, 0o644)
+        except OSError as e:
+            raise DriverError(f"cannot write input file {name!r}: {e.strerror or e}") from e
+        with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as f:
+            f.write(text)
+    user = sandbox.task_user()
+    if user[0] >= 0:  # a root worker hands the task's folder to the user the task runs as
+        for path in (scratch, *(scratch / name for name in files)):
+            os.chown(path, *user, follow_symlinks=False)
+
+
+def _parameters(program: CommandProgram, given: dict[str, Any], scratch: Path) -> list[str]:
+    """The argv after the program's own: options as declared, then `--` and the positional
+    values; a parameter the program does not declare, or a value not of its type, is refused."""
+    for name in given:
+        if name not in program.params:
+            known = ", ".join(program.params) or "none"
+            raise DriverError(f"params.{name[:64]}: unknown parameter; this program takes: {known}")
+    options: list[str] = []
+    positional: list[str] = []
+    for name, param in program.params.items():
+        if name not in given:
+            continue
+        value = given[name]
+        refusal = param_refusal(param.rule(), value)
+        if refusal is None and param.type == "file":
+            refusal = _scratch_file_refusal(scratch, value)
+        if refusal is not None:
+            raise DriverError(f"params.{name}: {refusal}, not {reprlib.repr(value)}")
+        if param.type == "flag":
+            options += [param.arg] if value and param.arg else []
+        elif param.arg is not None:
+            options += [param.arg, str(value)]
+        else:
+            positional.append(str(value))
+    return [*options, "--", *positional] if positional else options
+
+
+def _scratch_file_refusal(scratch: Path, name: str) -> str | None:
+    try:
+        found = os.lstat(scratch / name)
+    except OSError:
+        return "must name a file the task sent (input.files)"
+    # A link could point anywhere: only a plain file that is the scratch directory's own.
+    return None if stat.S_ISREG(found.st_mode) else "must name a plain file, not a link or folder"
 
 
 class HttpDriver:

@@ -85,7 +85,16 @@ def test_driver_settings_have_defaults(tmp_path: Path) -> None:
     path = tmp_path / "worker.toml"
     path.write_text('[worker]\ndrivers = ["command", "http"]\n')
     config = load_config(path)
-    assert config.command_driver == CommandDriverConfig(allow={}, max_output_bytes=1 << 20)
+    command = config.command_driver
+    assert command == CommandDriverConfig(programs={}, max_output_bytes=1 << 20)
+    assert (command.sandbox, command.network, command.stderr) == ("bwrap", False, False)
+    assert command.limits.model_dump() == {
+        "cpu_s": 60,
+        "memory_mb": 1024,
+        "processes": 64,
+        "file_size_mb": 256,
+        "open_files": 256,
+    }
     assert config.http_driver == HttpDriverConfig(
         endpoints={}, timeout_s=120.0, max_response_bytes=4 << 20
     )
@@ -102,7 +111,7 @@ def _not_executable(tmp: Path) -> str:
     ("text", "says"),
     [
         (
-            '[drivers.command]\nallow = { wc = ["/usr/bin/wc"] }\n',
+            "[drivers.command]\nstderr = true\n",
             "[drivers.command]: the command driver is not enabled; add 'command' to [worker] "
             "drivers to enable it",
         ),
@@ -114,30 +123,72 @@ def _not_executable(tmp: Path) -> str:
         ("[drivers.ftp]\n", "[drivers.ftp]: unknown table; known: [drivers.command]"),
         ("drivers = 5\n", "[drivers]: must hold tables"),
         (
+            '[worker]\ndrivers = ["command"]\n[drivers.command.programs.x]\n'
+            'argv = ["/no/such/prog"]\n',
+            "[drivers.command] programs.x.argv: /no/such/prog does not exist",
+        ),
+        (
+            '[worker]\ndrivers = ["command"]\n[drivers.command.programs.x]\nargv = ["wc", "-c"]\n',
+            "[drivers.command] programs.x.argv: 'wc' must be an absolute path",
+        ),
+        (
+            '[worker]\ndrivers = ["command"]\n[drivers.command.programs.x]\nargv = ["{tmp}"]\n',
+            "[drivers.command] programs.x.argv: {tmp} is not executable",
+        ),
+        (
+            '[worker]\ndrivers = ["command"]\n[drivers.command.programs.x]\nargv = []\n',
+            "[drivers.command] programs.x.argv: must be a list like",
+        ),
+        (
+            '[worker]\ndrivers = ["command"]\n[drivers.command.programs."a b"]\n'
+            'argv = ["/bin/echo"]\n',
+            "[drivers.command] programs.a b: a program's name is",
+        ),
+        (
+            '[worker]\ndrivers = ["command"]\n[drivers.command.programs.x]\n'
+            'argv = ["/bin/echo"]\nparams.n = { type = "number" }\n',
+            "[drivers.command] programs.x.params.n.type: must be 'flag', 'integer', 'string'",
+        ),
+        (
+            '[worker]\ndrivers = ["command"]\n[drivers.command.programs.x]\n'
+            'argv = ["/bin/echo"]\nparams.n = { type = "flag" }\n',
+            "[drivers.command] programs.x.params.n.arg: a flag needs its option",
+        ),
+        (
+            '[worker]\ndrivers = ["command"]\n[drivers.command.programs.x]\n'
+            'argv = ["/bin/echo"]\nparams.n = { type = "string", arg = "x" }\n',
+            "[drivers.command] programs.x.params.n.arg: ",
+        ),
+        (
             '[worker]\ndrivers = ["command"]\n[drivers.command]\n'
-            'allow = { x = ["/no/such/prog"] }\n',
-            "[drivers.command] allow.x: /no/such/prog does not exist",
+            'allow = { wc = ["/usr/bin/wc"] }\n',
+            "[drivers.command] allow: free arguments are no longer run (a task could pass any "
+            "option to the program); declare each program with its typed parameters instead, "
+            'like [drivers.command.programs.wc] argv = ["/usr/bin/wc"], params = ',
         ),
         (
-            '[worker]\ndrivers = ["command"]\n[drivers.command]\nallow = { x = ["wc", "-c"] }\n',
-            "[drivers.command] allow.x: 'wc' must be an absolute path",
+            '[worker]\ndrivers = ["command"]\n[drivers.command]\nsandbox = "docker"\n',
+            "[drivers.command] sandbox: must be 'bwrap' or 'none'",
         ),
         (
-            '[worker]\ndrivers = ["command"]\n[drivers.command]\nallow = { x = ["{tmp}"] }\n',
-            "[drivers.command] allow.x: {tmp} is not executable",
+            '[worker]\ndrivers = ["command"]\n[drivers.command]\nlimits = { cpu_s = 0 }\n',
+            "[drivers.command] limits.cpu_s: ",
         ),
         (
-            '[worker]\ndrivers = ["command"]\n[drivers.command]\nallow = { x = [] }\n',
-            "[drivers.command] allow.x: must be a list like",
+            '[worker]\ndrivers = ["command"]\n[drivers.command.programs.x]\n'
+            'argv = ["/bin/echo"]\nparams.n = { type = "string", foo = 1 }\n',
+            "[drivers.command] programs.x.params.n.foo: unknown field; known: arg, max, "
+            "max_length, min, type",
         ),
         (
-            '[worker]\ndrivers = ["command"]\n[drivers.command]\n'
-            'allow = { "a b" = ["/bin/echo"] }\n',
-            "[drivers.command] allow.a b: a program's name is",
+            '[worker]\ndrivers = ["command"]\n[drivers.command.programs.x]\n'
+            'argv = ["/bin/echo"]\nparam.n = { type = "string" }\n',
+            "[drivers.command] programs.x.param: unknown field; known: argv, params",
         ),
         (
-            '[worker]\ndrivers = ["command"]\n[drivers.command]\nallow = ["/bin/echo"]\n',
-            "[drivers.command] allow: must be a table",
+            '[worker]\ndrivers = ["command"]\n[drivers.command.programs.x]\n'
+            'argv = ["/bin/echo"]\nparams.n = { type = "integer", min = 5, max = 1 }\n',
+            "[drivers.command] programs.x.params.n.min: min (5) is more than max (1)",
         ),
         (
             '[worker]\ndrivers = ["command"]\n[drivers.command]\nmax_output_bytes = 0\n',

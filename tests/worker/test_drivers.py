@@ -6,14 +6,17 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shutil
 import socket
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from p2psched.worker import sandbox
 from p2psched.worker.config import CommandDriverConfig, HttpDriverConfig, WorkerConfig, load_config
 from p2psched.worker.drivers import (
     CommandDriver,
@@ -27,7 +30,35 @@ from p2psched.worker.drivers import (
 )
 
 PYTHON = "/usr/bin/python3"
-ALLOW = {"echo": ("/bin/echo",), "py": (PYTHON, "-c"), "wc": ("/usr/bin/wc", "-c")}
+PROGRAMS: dict[str, Any] = {
+    "echo": {
+        "argv": ["/bin/echo"],
+        "params": {
+            "count": {"type": "integer", "arg": "--count", "min": 1, "max": 9},
+            "first": {"type": "string", "max_length": 16},
+            "second": {"type": "string"},
+        },
+    },
+    "wc": {
+        "argv": ["/usr/bin/wc"],
+        "params": {"bytes": {"type": "flag", "arg": "-c"}, "file": {"type": "file"}},
+    },
+    "py": {"argv": [PYTHON], "params": {"script": {"type": "file"}}},
+}
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A task's scratch directory as the worker makes it: new, under /tmp (a root worker's
+    tasks run as nobody, who must reach it; pytest's tmp_path is root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="task-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def py(script: str, **more: Any) -> dict[str, Any]:
+    """A command task running `script` with python3, sent as its input file."""
+    return {"program": "py", "params": {"script": "s.py"}, "files": {"s.py": script}, **more}
 
 
 def make_task(
@@ -40,8 +71,10 @@ def ignore(fraction: float) -> None:
     pass
 
 
-def command(max_output_bytes: int = 1 << 20) -> CommandDriver:
-    return CommandDriver(CommandDriverConfig(allow=ALLOW, max_output_bytes=max_output_bytes))
+def command(max_output_bytes: int = 1 << 20, **settings: Any) -> CommandDriver:
+    return CommandDriver(
+        CommandDriverConfig(programs=PROGRAMS, max_output_bytes=max_output_bytes, **settings)
+    )
 
 
 def alive(pid: int) -> bool:
@@ -53,21 +86,27 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
-async def wait_gone(pid: int) -> bool:
-    with trio.move_on_after(5):  # SIGKILL is delivered asynchronously; this is a bound, not a test
-        while alive(pid):
-            await trio.sleep(0.01)
-    return not alive(pid)
-
-
 # A program that starts a child, writes both pids where the test can find them, and waits.
 SPAWNS_AND_WAITS = (
     "import os, subprocess, time\n"
-    "child = subprocess.Popen(['sleep', '30'])\n"
-    "open('pids.tmp', 'w').write(f'{os.getpid()} {child.pid}')\n"
-    "os.rename('pids.tmp', 'pids')\n"
+    "child = subprocess.Popen(['sleep', '30.25'])\n"
+    "open('started', 'w').close()\n"
     "time.sleep(30)\n"
 )
+
+
+def sandboxed_sleepers() -> list[int]:
+    """Host pids of the `sleep 30.25` that SPAWNS_AND_WAITS starts (its pid in the sandbox's
+    namespace means nothing here)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and alive(int(entry.name)):
+                if (entry / "cmdline").read_bytes() == b"sleep\x0030.25\x00":
+                    found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
 
 
 # --- echo and sleep ---
@@ -157,149 +196,227 @@ async def test_a_time_limit_that_is_not_positive_is_refused(tmp_path: Path) -> N
             await SleepDriver().run(make_task({"seconds": 1}, tmp_path, timeout_s=timeout), ignore)
 
 
-# --- command: real processes ---
+# --- command: real processes, in the sandbox ---
 
 
-async def test_command_runs_an_allowlisted_program(tmp_path: Path) -> None:
-    result = await command().run(
-        make_task({"program": "echo", "args": ["hello", "world"]}, tmp_path), ignore
-    )
-    assert result == {"exit_code": 0, "stdout": "hello world\n", "stderr": ""}
+async def test_command_runs_a_declared_program_with_its_parameters(scratch: Path) -> None:
+    task = {"program": "wc", "params": {"bytes": True}, "stdin": "héllo"}
+    result = await command().run(make_task(task, scratch), ignore)
+    assert result == {"exit_code": 0, "stdout": "6\n", "stderr": ""}  # bytes of UTF-8
 
 
-async def test_command_feeds_stdin(tmp_path: Path) -> None:
-    result = await command().run(make_task({"program": "wc", "stdin": "héllo"}, tmp_path), ignore)
-    assert result["stdout"].strip() == "6"  # bytes of UTF-8, counted by /usr/bin/wc -c
+async def test_options_come_first_then_dash_dash_and_the_positional_values(scratch: Path) -> None:
+    params = {"second": "b", "count": 3, "first": "a"}
+    result = await command().run(make_task({"program": "echo", "params": params}, scratch), ignore)
+    assert result["stdout"] == "--count 3 -- a b\n"  # in the order the operator declared them
 
 
-async def test_command_stdin_it_does_not_read_is_no_error(tmp_path: Path) -> None:
+async def test_command_reads_the_files_the_task_sent(scratch: Path) -> None:
+    task = {"program": "wc", "params": {"file": "in.txt"}, "files": {"in.txt": "one two\n"}}
+    result = await command().run(make_task(task, scratch), ignore)
+    assert result["stdout"].split() == ["1", "2", "8", "in.txt"]
+
+
+async def test_command_stdin_it_does_not_read_is_no_error(scratch: Path) -> None:
     # More than a pipe holds: writing it fails once the program exits without reading it.
-    task = make_task({"program": "py", "args": ["pass"], "stdin": "x" * (1 << 20)}, tmp_path)
+    task = make_task(py("pass", stdin="x" * (1 << 20)), scratch)
     assert (await command().run(task, ignore))["exit_code"] == 0
 
 
-async def test_command_arguments_reach_the_program_literally(tmp_path: Path) -> None:
-    (tmp_path / "victim").write_text("still here")
-    args = ["$(id)", "; rm victim", "`whoami`", "*", "a && b", "|cat", "$HOME", "'\"", "x\ny"]
-    result = await command().run(make_task({"program": "echo", "args": args}, tmp_path), ignore)
-    assert result["stdout"] == " ".join(args) + "\n"
-    assert (tmp_path / "victim").read_text() == "still here"
+async def test_parameter_values_reach_the_program_literally(scratch: Path) -> None:
+    (scratch / "victim").write_text("still here")
+    params = {"first": "$(id);rm victim", "second": "`whoami` * | $HOME '\" x\ny"}
+    result = await command().run(make_task({"program": "echo", "params": params}, scratch), ignore)
+    assert result["stdout"] == f"-- {params['first']} {params['second']}\n"
+    assert (scratch / "victim").read_text() == "still here"
 
 
-async def test_command_runs_in_the_scratch_directory_with_a_minimal_environment(
-    tmp_path: Path,
-) -> None:
+async def test_command_runs_in_its_sandbox_with_a_minimal_environment(scratch: Path) -> None:
     code = "import os, json; print(json.dumps({'cwd': os.getcwd(), 'env': dict(os.environ)}))"
-    result = await command().run(make_task({"program": "py", "args": [code]}, tmp_path), ignore)
+    result = await command().run(make_task(py(code), scratch), ignore)
     seen = json.loads(result["stdout"])
-    assert Path(seen["cwd"]).resolve() == tmp_path.resolve()
-    assert set(seen["env"]) == {"PATH", "HOME", "TMPDIR", "LANG"}
-    assert seen["env"]["HOME"] == seen["env"]["TMPDIR"] == str(tmp_path)
+    assert seen["cwd"] == "/task"
+    assert set(seen["env"]) - {"PWD"} == {"PATH", "HOME", "TMPDIR", "LANG"}
+    assert seen["env"]["HOME"] == "/task"
 
 
-async def test_command_refuses_a_program_that_is_not_allowlisted(tmp_path: Path) -> None:
+async def test_command_refuses_a_program_that_is_not_declared(scratch: Path) -> None:
     with pytest.raises(DriverError) as e:
-        await command().run(make_task({"program": "sh", "args": ["-c", "id"]}, tmp_path), ignore)
+        await command().run(make_task({"program": "sh"}, scratch), ignore)
     assert str(e.value) == "program 'sh' is not allowed on this worker; allowed: echo, py, wc"
     with pytest.raises(DriverError, match="allowed: none"):
         await CommandDriver(CommandDriverConfig()).run(
-            make_task({"program": "echo"}, tmp_path), ignore
+            make_task({"program": "echo"}, scratch), ignore
         )
 
 
 @pytest.mark.parametrize(
     ("value", "says"),
     [
-        ({"args": []}, "input.program is missing"),
+        ({}, "input.program is missing"),
         ({"program": "/bin/echo"}, "'/bin/echo' is not allowed"),
         ({"program": 3}, "input.program must be a name"),
-        ({"program": "echo", "args": "hi"}, "input.args must be a list of text"),
-        ({"program": "echo", "args": [1]}, "input.args must be a list of text"),
-        ({"program": "echo", "args": ["a\0b"]}, "NUL"),
+        ({"program": "echo", "args": ["-l"]}, "input.args: free arguments are not taken"),
+        ({"program": "echo", "params": ["a"]}, "input.params must be a mapping"),
+        ({"program": "echo", "params": {"first": 1.5}}, "input.params must be"),
+        ({"program": "echo", "params": {"third": "x"}}, r"params.third: unknown parameter; "),
+        ({"program": "echo", "params": {"count": 10}}, r"params.count: must be 1..9, not 10"),
+        ({"program": "echo", "params": {"count": "3"}}, r"params.count: must be a whole number"),
+        ({"program": "echo", "params": {"first": "-n"}}, r"params.first: must not start with '-'"),
+        ({"program": "echo", "params": {"first": "x" * 17}}, r"params.first: must be text of"),
+        ({"program": "wc", "params": {"bytes": "yes"}}, r"params.bytes: must be true or false"),
+        ({"program": "wc", "params": {"file": "gone"}}, r"params.file: must name a file the task"),
+        ({"program": "wc", "params": {"file": "../x"}}, r"params.file: must be a file name inside"),
+        ({"program": "wc", "files": {"/etc/passwd": "x"}}, r"input.files must be"),
         ({"program": "echo", "stdin": b"x"}, "input.stdin must be text"),
         ({"program": "echo", "env": {}}, "unknown field 'env'"),
     ],
 )
-async def test_command_refuses_bad_input(tmp_path: Path, value: Any, says: str) -> None:
+async def test_command_refuses_bad_input(scratch: Path, value: Any, says: str) -> None:
     with pytest.raises(DriverError, match=says):
-        await command().run(make_task(value, tmp_path), ignore)
+        await command().run(make_task(value, scratch), ignore)
 
 
-async def test_a_non_zero_exit_is_a_failure_with_the_last_line_of_stderr(tmp_path: Path) -> None:
-    code = (
-        "import sys\n"
-        "print('some output')\n"
-        "print('warming up', file=sys.stderr)\n"
-        "print('ValueError: bad shape', file=sys.stderr)\n"
-        "sys.exit(3)\n"
-    )
+async def test_a_file_parameter_must_not_be_a_link(scratch: Path) -> None:
+    (scratch / "in.txt").symlink_to("/etc/hostname")
+    with pytest.raises(DriverError, match="params.file: must name a plain file, not a link"):
+        await command().run(
+            make_task({"program": "wc", "params": {"file": "in.txt"}}, scratch), ignore
+        )
+
+
+FAILS = (
+    "import sys\n"
+    "print('some output')\n"
+    "print('warming up', file=sys.stderr)\n"
+    "print('ValueError: bad shape', file=sys.stderr)\n"
+    "sys.exit(3)\n"
+)
+
+
+async def test_a_non_zero_exit_is_a_failure_without_stderr_by_default(scratch: Path) -> None:
     with pytest.raises(DriverError) as e:
-        await command().run(make_task({"program": "py", "args": [code]}, tmp_path), ignore)
+        await command().run(make_task(py(FAILS), scratch), ignore)
+    assert str(e.value) == "'py' exited with code 3"
+
+
+async def test_with_stderr_on_a_failure_says_its_last_line(scratch: Path) -> None:
+    with pytest.raises(DriverError) as e:
+        await command(stderr=True).run(make_task(py(FAILS), scratch), ignore)
     assert str(e.value) == "'py' exited with code 3: ValueError: bad shape"
 
 
-async def test_a_program_killed_by_a_signal_says_which(tmp_path: Path) -> None:
+async def test_stderr_comes_back_only_when_the_operator_says_so(scratch: Path) -> None:
+    code = "import sys; print('out'); print('err', file=sys.stderr)"
+    hidden = await command().run(make_task(py(code), scratch), ignore)
+    (scratch / "s.py").unlink()
+    shown = await command(stderr=True).run(make_task(py(code), scratch), ignore)
+    assert (hidden["stdout"], hidden["stderr"]) == ("out\n", "")
+    assert (shown["stdout"], shown["stderr"]) == ("out\n", "err\n")
+
+
+async def test_a_program_killed_by_a_signal_says_which(scratch: Path) -> None:
     code = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"
-    with pytest.raises(DriverError, match=r"^'py' was killed by SIGTERM$"):
-        await command().run(make_task({"program": "py", "args": [code]}, tmp_path), ignore)
+    with pytest.raises(DriverError, match=r"^'py' (was killed by SIGTERM|exited with code 143)$"):
+        await command().run(make_task(py(code), scratch), ignore)
 
 
-async def test_command_output_is_decoded_with_replacement(tmp_path: Path) -> None:
+async def test_command_output_is_decoded_with_replacement(scratch: Path) -> None:
     code = "import sys; sys.stdout.buffer.write(b'ok \\xff')"
-    result = await command().run(make_task({"program": "py", "args": [code]}, tmp_path), ignore)
+    result = await command().run(make_task(py(code), scratch), ignore)
     assert result["stdout"] == "ok \ufffd"
 
 
-async def test_command_past_its_time_limit_is_killed_with_what_it_started(tmp_path: Path) -> None:
-    task = make_task({"program": "py", "args": [SPAWNS_AND_WAITS]}, tmp_path, timeout_s=2.0)
-    with pytest.raises(DriverError, match=r"^timed out after 2s$"):
+async def test_command_past_its_time_limit_is_killed_with_what_it_started(scratch: Path) -> None:
+    task = make_task(py(SPAWNS_AND_WAITS), scratch, timeout_s=3.0)
+    with pytest.raises(DriverError, match=r"^timed out after 3s$"):
         await command().run(task, ignore)
-    pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
-    for pid in pids:
-        assert await wait_gone(pid), f"process {pid} outlived its task"
+    assert (scratch / "started").exists()
+    with trio.move_on_after(5):  # SIGKILL is delivered asynchronously; a bound, not a test
+        while sandboxed_sleepers():
+            await trio.sleep(0.01)
+    assert sandboxed_sleepers() == []
 
 
-async def test_a_cancelled_command_is_killed_with_what_it_started(tmp_path: Path) -> None:
+async def test_a_cancelled_command_is_killed_with_what_it_started(scratch: Path) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            command().run,
-            make_task({"program": "py", "args": [SPAWNS_AND_WAITS]}, tmp_path),
-            ignore,
-        )
+        nursery.start_soon(command().run, make_task(py(SPAWNS_AND_WAITS), scratch), ignore)
         with trio.fail_after(20):
-            while not (tmp_path / "pids").exists():
+            while not (scratch / "started").exists():
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
-    pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
-    for pid in pids:
-        assert await wait_gone(pid), f"process {pid} outlived its task"
+    with trio.move_on_after(5):
+        while sandboxed_sleepers():
+            await trio.sleep(0.01)
+    assert sandboxed_sleepers() == []
 
 
-async def test_a_command_may_print_up_to_its_limit(tmp_path: Path) -> None:
+async def test_a_command_may_print_up_to_its_limit(scratch: Path) -> None:
     code = "import sys; sys.stdout.write('x' * 1000); sys.stderr.write('y' * 1000)"
-    result = await command(max_output_bytes=1000).run(
-        make_task({"program": "py", "args": [code]}, tmp_path), ignore
+    result = await command(max_output_bytes=1000, stderr=True).run(
+        make_task(py(code), scratch), ignore
     )
     assert result["stdout"] == "x" * 1000 and result["stderr"] == "y" * 1000
 
 
 @pytest.mark.parametrize("stream", ["stdout", "stderr"])
-async def test_a_command_printing_past_its_limit_is_stopped(tmp_path: Path, stream: str) -> None:
+async def test_a_command_printing_past_its_limit_is_stopped(scratch: Path, stream: str) -> None:
     code = f"import sys\nwhile True: sys.{stream}.write('x' * 1000)\n"
     with pytest.raises(DriverError, match=rf"^output over 1000 bytes on {stream}$"):
-        await command(max_output_bytes=1000).run(
-            make_task({"program": "py", "args": [code]}, tmp_path), ignore
-        )
+        await command(max_output_bytes=1000).run(make_task(py(code), scratch), ignore)
 
 
-async def test_an_allowlisted_program_that_went_away_cannot_start(tmp_path: Path) -> None:
-    program = tmp_path / "tool"
+async def test_a_declared_program_that_went_away_cannot_start(scratch: Path) -> None:
+    program = scratch / "tool"
     program.write_text("#!/bin/sh\n")
     program.chmod(0o755)
-    driver = CommandDriver(CommandDriverConfig(allow={"tool": (str(program),)}))
+    config = CommandDriverConfig(programs={"tool": {"argv": [str(program)]}}, sandbox="none")
+    driver = CommandDriver(config)
     program.unlink()
-    with pytest.raises(DriverError, match="cannot start 'tool'"):
-        await driver.run(make_task({"program": "tool"}, tmp_path), ignore)
+    with pytest.raises(DriverError, match="'tool' exited with code 1"):
+        await driver.run(make_task({"program": "tool"}, scratch), ignore)
+
+
+# --- the sandbox: a worker that cannot build one refuses to start ---
+
+
+def test_without_bwrap_the_command_driver_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)
+    with pytest.raises(
+        sandbox.SandboxError, match=r"apt-get install bubblewrap.*sandbox = \"none\""
+    ):
+        CommandDriver(CommandDriverConfig())
+
+
+def test_where_bwrap_cannot_make_namespaces_the_driver_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sandbox, "_probe", lambda network: "No permissions to create new namespace")
+    with pytest.raises(sandbox.SandboxError, match=r"No permissions.*unprivileged_userns_clone"):
+        CommandDriver(CommandDriverConfig())
+
+
+def test_a_program_the_sandbox_does_not_show_is_refused_at_start(scratch: Path) -> None:
+    program = scratch / "tool"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    config = CommandDriverConfig(programs={"tool": {"argv": [str(program)]}})
+    with pytest.raises(
+        sandbox.SandboxError, match=r"programs.tool: .* is outside what the sandbox"
+    ):
+        CommandDriver(config)
+
+
+async def test_sandbox_none_runs_unconfined_and_warns_on_every_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, scratch: Path
+) -> None:
+    monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)
+    for _ in range(2):
+        driver = command(sandbox="none")
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and "WITHOUT a sandbox" in warnings[0].getMessage()
+    result = await driver.run(make_task({"program": "wc", "stdin": "abc"}, scratch), ignore)
+    assert result["stdout"].split() == ["0", "1", "3"]  # unconfined, but it ran
 
 
 # --- http: a real server on 127.0.0.1 ---
@@ -508,13 +625,17 @@ def test_disabled_reason_says_why_a_driver_cannot_run_here() -> None:
 # --- [drivers] in the worker config ---
 
 
-async def test_a_config_with_driver_settings_makes_working_drivers(tmp_path: Path) -> None:
+async def test_a_config_with_driver_settings_makes_working_drivers(
+    tmp_path: Path, scratch: Path
+) -> None:
     path = tmp_path / "worker.toml"
     path.write_text(
         '[worker]\ndrivers = ["echo", "command", "http"]\n'
         "[drivers.command]\n"
-        'allow = { wc = ["/usr/bin/wc", "-c"], py = ["/usr/bin/python3", "-c"] }\n'
         "max_output_bytes = 5000\n"
+        "[drivers.command.programs.wc]\n"
+        'argv = ["/usr/bin/wc", "-c"]\n'
+        'params.file = { type = "file" }\n'
         "[drivers.http]\n"
         'endpoints = { "llama-3-8b" = "http://127.0.0.1:8000/v1/completions", '
         '"*" = "https://models.example/v1" }\n'
@@ -522,7 +643,7 @@ async def test_a_config_with_driver_settings_makes_working_drivers(tmp_path: Pat
     )
     config = load_config(path)
     assert config.command_driver == CommandDriverConfig(
-        allow={"wc": ("/usr/bin/wc", "-c"), "py": ("/usr/bin/python3", "-c")},
+        programs={"wc": {"argv": ["/usr/bin/wc", "-c"], "params": {"file": {"type": "file"}}}},
         max_output_bytes=5000,
     )
     assert config.http_driver == HttpDriverConfig(
@@ -536,6 +657,6 @@ async def test_a_config_with_driver_settings_makes_working_drivers(tmp_path: Pat
     drivers = make_drivers(config)
     assert set(drivers) == {"echo", "command", "http"}
     result = await drivers["command"].run(
-        make_task({"program": "wc", "stdin": "abc"}, tmp_path), ignore
+        make_task({"program": "wc", "stdin": "abc"}, scratch), ignore
     )
     assert result["stdout"].strip() == "3"

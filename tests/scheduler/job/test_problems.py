@@ -74,10 +74,20 @@ REFUSALS = {
         "template.input.seconds: -2",
         "must be a number of seconds, 0..86400 (in task 1: s=-2)",
     ),
-    "a command argument that is a number": (
+    "a command with free arguments": (
         "name: x\ndriver: command\ntasks: [{input: {program: wc, args: [-l, 5]}}]\n",
-        "tasks[0].input.args[1]: 5",
-        "must be text",
+        "tasks[0].input.args: ['-l', 5]",
+        "free arguments are not taken: give the program's named parameters in params",
+    ),
+    "a command parameter that is a list": (
+        "name: x\ndriver: command\ntasks: [{input: {program: wc, params: {n: [5]}}}]\n",
+        "tasks[0].input.params.n: [5]",
+        "must be text, a whole number, or true/false",
+    ),
+    "a command input file outside its scratch directory": (
+        "name: x\ndriver: command\ntasks: [{input: {program: wc, files: {../x: a}}}]\n",
+        "tasks[0].input.files: '../x'",
+        "must be a file name inside the task's scratch directory",
     ),
     "a bad duration": (
         "name: x\ntimeout: 5 minutes\ntasks: [{input: 1}]\n",

@@ -1,0 +1,182 @@
+"""Where a command runs: the argv that starts a task's program under its resource limits
+(`launch.py`) inside a bubblewrap sandbox, and the check that a worker can build one.
+
+Promises: in the sandbox the system is read-only (/usr, /lib*, /bin, /sbin and a few files of
+/etc), the task's scratch directory is its only writable place and its cwd (`/task`), /tmp is
+empty, nothing else of the host exists (the worker's data dir and home are not there), every
+namespace is new (the network too, unless `network = true`), the environment is a fixed minimal
+one, and the sandbox dies with the worker. A task's processes run under its limits (CPU
+seconds, address space, processes, file size, open files), as `nobody` when the worker is root.
+`check` raises `SandboxError` (a `ConfigError`: the worker refuses to start) when bwrap is
+missing or cannot make its namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from functools import cache
+from pathlib import Path
+
+from p2psched.worker import launch
+from p2psched.worker.config import CommandDriverConfig, ConfigError
+
+_log = logging.getLogger(__name__)
+
+TASK_DIR = "/task"  # where the scratch directory is, seen from inside the sandbox
+# A fixed PATH, not the worker's: a task's behaviour must not depend on how the worker was started.
+PATH = "/usr/local/bin:/usr/bin:/bin"
+_SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# What programs read of /etc (the loader, alternatives, names of users, time zone, locale); the
+# network's files only with the network.
+_ETC = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "localtime",
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "locale.alias",
+)
+_ETC_NETWORK = ("resolv.conf", "hosts", "ssl", "ca-certificates", "gai.conf")
+_FIX_MISSING = "install bubblewrap (apt-get install bubblewrap)"
+_FIX_NAMESPACES = (
+    "let it create namespaces (sysctl -w kernel.unprivileged_userns_clone=1, "
+    "user.max_user_namespaces > 0, and on Ubuntu kernel.apparmor_restrict_unprivileged_userns=0; "
+    "or in a container, run it with user namespaces allowed)"
+)
+_NO_SANDBOX = 'or set sandbox = "none" in [drivers.command] to run tasks unconfined (unsafe)'
+
+
+class SandboxError(ConfigError):
+    """The worker cannot sandbox commands; the message says how to fix that."""
+
+
+def task_user() -> tuple[int, int]:
+    """Who a task runs as: a root worker hands it to `nobody` (-1: the worker's own user)."""
+    if os.geteuid() != 0:
+        return -1, -1
+    try:
+        entry = pwd.getpwnam("nobody")
+        return entry.pw_uid, entry.pw_gid
+    except KeyError:
+        return 65534, 65534
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap", path="/usr/bin:/bin:/usr/local/bin:/usr/sbin")
+
+
+def command_line(
+    config: CommandDriverConfig, scratch: Path, argv: list[str], info_fd: int = -1
+) -> list[str]:
+    """What to start for `argv` (its files relative to the scratch directory): the launcher with
+    the limits, then the sandbox, then the program. bwrap writes its sandbox's init
+    (`child-pid`, as JSON) to `info_fd` (-1: not asked); killing that init kills every process
+    of the task, and the launcher ends once all of them are reaped."""
+    lim = config.limits
+    uid, gid = task_user()
+    launcher = [
+        sys.executable, "-I", "-S", launch.__file__,
+        str(lim.cpu_s), str(lim.memory_mb << 20), str(lim.processes),
+        str(lim.file_size_mb << 20), str(lim.open_files), str(uid), str(gid),
+    ]  # fmt: skip
+    if config.sandbox == "none":
+        return [*launcher, "exec", "--", *argv]
+    bwrap = bwrap_path()
+    if bwrap is None:
+        raise SandboxError(f"bwrap is not installed: {_FIX_MISSING}")
+    info = ["--info-fd", str(info_fd)] if info_fd >= 0 else []
+    return [*launcher, "reap", "--", bwrap, *info, *_bwrap_options(config, scratch), "--", *argv]
+
+
+def _bwrap_options(config: CommandDriverConfig, scratch: Path) -> list[str]:
+    options: list[str] = []
+    for path in _SYSTEM:
+        if os.path.islink(path):
+            options += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            options += ["--ro-bind", path, path]
+    etc = _ETC + (_ETC_NETWORK if config.network else ())
+    for name in etc:
+        options += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    options += [
+        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+        "--bind", str(scratch), TASK_DIR, "--chdir", TASK_DIR,
+        "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        "--clearenv", "--setenv", "PATH", PATH, "--setenv", "HOME", TASK_DIR,
+        "--setenv", "TMPDIR", "/tmp", "--setenv", "LANG", "C.UTF-8",
+    ]  # fmt: skip
+    if config.network:
+        options.append("--share-net")
+    return options
+
+
+def init_pid(info: bytes) -> int | None:
+    """The host pid of the sandbox's init, from what bwrap wrote to its info fd."""
+    try:
+        pid = json.loads(info)["child-pid"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return pid if isinstance(pid, int) and pid > 0 else None
+
+
+def environment(scratch: Path) -> dict[str, str]:
+    """The environment of an unsandboxed command (in the sandbox, bwrap sets its own)."""
+    return {"PATH": PATH, "HOME": str(scratch), "TMPDIR": str(scratch), "LANG": "C.UTF-8"}
+
+
+def check(config: CommandDriverConfig) -> None:
+    """Refuse to run commands unsandboxed unless the operator said so (then warn, every start)."""
+    if config.sandbox == "none":
+        _log.warning(
+            'the command driver runs tasks WITHOUT a sandbox ([drivers.command] sandbox = "none"):'
+            " a task can read and change whatever this worker's user can"
+        )
+        return
+    if bwrap_path() is None:
+        raise SandboxError(
+            f"the command driver needs bubblewrap (bwrap) and it is not installed: {_FIX_MISSING}, "
+            f"{_NO_SANDBOX}"
+        )
+    for name, program in config.programs.items():
+        real = os.path.realpath(program.argv[0])
+        if not any(real.startswith(f"{root}/") for root in _SYSTEM):
+            raise SandboxError(
+                f"[drivers.command] programs.{name}: {program.argv[0]} is outside what the sandbox "
+                f"shows of this machine ({', '.join(_SYSTEM[:4])}, /lib*): install it under "
+                "/usr/local"
+            )
+    problem = _probe(config.network)
+    if problem is not None:
+        raise SandboxError(
+            f"bwrap cannot build the command driver's sandbox here ({problem}): "
+            f"{_FIX_NAMESPACES}, {_NO_SANDBOX}"
+        )
+
+
+@cache
+def _probe(network: bool) -> str | None:
+    """None if a sandbox like a task's starts here; else bwrap's own words (once per process)."""
+    config = CommandDriverConfig(network=network)
+    with tempfile.TemporaryDirectory(prefix="p2psched-probe-") as scratch:
+        uid, gid = task_user()
+        if uid >= 0:
+            os.chown(scratch, uid, gid)
+        argv = command_line(config, Path(scratch), ["/bin/true"])
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return str(e)
+    if done.returncode == 0:
+        return None
+    said = done.stderr.decode(errors="replace").strip().splitlines()
+    return said[-1] if said else f"exit status {done.returncode}"
