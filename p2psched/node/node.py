@@ -130,13 +130,7 @@ async def open_node(
                 await nursery.start(dispatcher.serve)
                 jobs = JobBook(dispatcher, nursery, config=dispatch)
                 if resume:
-                    for job in jobs.resume():
-                        log.info(
-                            "resumed job %s (%d tasks)",
-                            job.job_id,
-                            len(job.run.tasks),
-                            extra={"job": job.job_id},
-                        )
+                    _resume(jobs)
                 roles = ("gate",) if gate else ()
                 node = Node(identity, data_dir, dht, discovery, jobs, store, roles + ("scheduler",))
                 if gate:
@@ -288,3 +282,11 @@ def _free_tcp_port(host: str) -> int:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def _resume(jobs: JobBook) -> None:
+    """Take up the jobs the store has unfinished, and say so."""
+    for job in jobs.resume():
+        log.info(
+            "resumed job %s (%d tasks)", job.job_id, len(job.run.tasks), extra={"job": job.job_id}
+        )
