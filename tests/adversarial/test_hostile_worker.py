@@ -41,6 +41,33 @@ def long_unknown_field() -> bytes:
     return msgpack.packb({"t": "beat", "running": [], "progress": [], name: 1})
 
 
+async def scheduling(
+    nursery: trio.Nursery,
+    scheduler: Identity,
+    worker: Identity,
+    address: tuple[str, int],
+    drivers: tuple[str, ...],
+) -> Dispatcher:
+    """A Dispatcher for `scheduler`, serving in `nursery`, whose DHT finds just `worker`, at
+    `address`, with these drivers and two slots."""
+    profile = Profile(
+        cpu_model="cpu",
+        cpu_cores=4,
+        ram_gb=8.0,
+        drivers=drivers,
+        free_slots=2,
+        addresses=(f"{address[0]}:{address[1]}",),
+    )
+    ad = WorkerAd(worker.node_id, profile, seq=1, expires=1e12)
+
+    async def find(need: Need) -> list[WorkerAd]:
+        return [ad]
+
+    dispatcher = Dispatcher(scheduler, find, open_worker_channel)
+    await nursery.start(dispatcher.serve)
+    return dispatcher
+
+
 async def drop_on(frame: bytes) -> tuple[str, bool]:
     """What the job says of a worker that sent `frame`, and whether the node still serves
     (a second job on it is accepted and cancelled cleanly)."""
@@ -51,22 +78,8 @@ async def drop_on(frame: bytes) -> tuple[str, bool]:
         await trio.sleep_forever()
 
     async with trio.open_nursery() as nursery:
-        host, port = await nursery.start(serve_channels, rogue, hostile)
-        profile = Profile(
-            cpu_model="cpu",
-            cpu_cores=4,
-            ram_gb=8.0,
-            drivers=("echo",),
-            free_slots=1,
-            addresses=(f"{host}:{port}",),
-        )
-        ad = WorkerAd(rogue.node_id, profile, seq=1, expires=1e12)
-
-        async def find(need: Need) -> list[WorkerAd]:
-            return [ad]
-
-        dispatcher = Dispatcher(scheduler, find, open_worker_channel)
-        await nursery.start(dispatcher.serve)
+        address = await nursery.start(serve_channels, rogue, hostile)
+        dispatcher = await scheduling(nursery, scheduler, rogue, address, ("echo",))
         task = replace(spec(0), task_id=task_id_for("job", 0))
         run = JobRun(scheduler, "job", [task], mtr=0, now=trio.current_time(), rids=dispatcher.rids)
         dispatcher.add(run)
@@ -122,22 +135,8 @@ async def test_one_malformed_result_fails_that_task_and_no_other(
     manager = TaskManager(worker, slots=2)
     service = WorkerService(worker, manager, {"fail": Failing(), "echo": EchoDriver()})
     async with trio.open_nursery() as nursery:
-        host, port = await nursery.start(service.serve)
-        profile = Profile(
-            cpu_model="cpu",
-            cpu_cores=4,
-            ram_gb=8.0,
-            drivers=("echo", "fail"),
-            free_slots=2,
-            addresses=(f"{host}:{port}",),
-        )
-        ad = WorkerAd(worker.node_id, profile, seq=1, expires=1e12)
-
-        async def find(need: Need) -> list[WorkerAd]:
-            return [ad]
-
-        dispatcher = Dispatcher(scheduler, find, open_worker_channel)
-        await nursery.start(dispatcher.serve)
+        address = await nursery.start(service.serve)
+        dispatcher = await scheduling(nursery, scheduler, worker, address, ("echo", "fail"))
         bad = replace(spec(0, driver="fail", retries=0), task_id=task_id_for("job", 0))
         good = replace(spec(1), task_id=task_id_for("job", 1))
         run = JobRun(

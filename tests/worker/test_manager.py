@@ -16,6 +16,18 @@ from p2psched.worker import manager as wm
 from tests.harness.net import commit, dispatch, on_wire, wire
 
 
+def running_t1(**manager: Any) -> tuple[wm.TaskManager, Identity]:
+    """A worker (`manager` its settings) running task "t1" for a scheduler, whose earlier
+    actions are read; and that scheduler."""
+    w = wm.TaskManager(Identity.generate(), **manager)
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    commit(w, sched, "t1", 0.0)
+    dispatch(w, sched, "t1", 0.0)
+    w.actions()
+    return w, sched
+
+
 def test_lease_expires_on_the_worker_without_a_dispatch() -> None:
     w = wm.TaskManager(Identity.generate(), slots=1, queue_depth=0, lease_s=10)
     sched = Identity.generate()
@@ -107,12 +119,7 @@ def test_a_task_that_started_meanwhile_is_not_taken_back() -> None:
 def test_an_output_that_cannot_go_back_fails_the_task_not_the_worker(
     output: Any, says: str
 ) -> None:
-    w = wm.TaskManager(Identity.generate())
-    sched = Identity.generate()
-    w.connected(sched.node_id, sched.public_key, 0.0)
-    commit(w, sched, "t1", 0.0)
-    dispatch(w, sched, "t1", 0.0)
-    w.actions()
+    w, sched = running_t1()
     assert w.finished(sched.node_id, "t1", output, None, 1.0) is False
     [result] = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
     assert says in result["error"] and result["output"] is None
@@ -124,12 +131,7 @@ def test_a_long_failure_reason_is_cut_at_the_source_so_the_result_stays_well_for
     scheduler gets a result it can read (a malformed one would cost it the whole link)."""
     from p2psched.wire.messages import encode, parse
 
-    w = wm.TaskManager(Identity.generate())
-    sched = Identity.generate()
-    w.connected(sched.node_id, sched.public_key, 0.0)
-    commit(w, sched, "t1", 0.0)
-    dispatch(w, sched, "t1", 0.0)
-    w.actions()
+    w, sched = running_t1()
     w.finished(sched.node_id, "t1", None, "exit code 1: " + "x" * 400, 1.0)
     [result] = [a.message for a in w.actions() if isinstance(a, Send)]
     parsed = parse(encode(result))  # what the scheduler reads: no SchemaError
@@ -175,12 +177,8 @@ def test_a_commitment_that_does_not_bind_this_scheduler_and_worker_is_rejected(
 def test_tasks_of_a_scheduler_gone_past_its_grace_are_stopped() -> None:
     """A scheduler that went away may never come back: its running tasks run on for the
     grace period (it may reconnect), then stop, and free their slots for others."""
-    w = wm.TaskManager(Identity.generate(), slots=1, scheduler_grace_s=60.0)
-    sched = Identity.generate()
-    w.connected(sched.node_id, sched.public_key, 0.0)
-    commit(w, sched, "t1", 0.0)
-    dispatch(w, sched, "t1", 0.0)
-    assert any(isinstance(a, wm.Start) for a in w.actions())
+    w, sched = running_t1(slots=1, scheduler_grace_s=60.0)
+    assert w.running == 1
     w.disconnected(sched.node_id, 1.0)
     assert w.next_deadline() == 61.0
     w.tick(60.9)
@@ -192,11 +190,7 @@ def test_tasks_of_a_scheduler_gone_past_its_grace_are_stopped() -> None:
 
 
 def test_a_scheduler_back_within_its_grace_keeps_its_running_tasks() -> None:
-    w = wm.TaskManager(Identity.generate(), slots=1, scheduler_grace_s=60.0)
-    sched = Identity.generate()
-    w.connected(sched.node_id, sched.public_key, 0.0)
-    commit(w, sched, "t1", 0.0)
-    dispatch(w, sched, "t1", 0.0)
+    w, sched = running_t1(slots=1, scheduler_grace_s=60.0)
     w.disconnected(sched.node_id, 1.0)
     w.connected(sched.node_id, sched.public_key, 30.0)
     w.actions()
