@@ -45,8 +45,7 @@ from p2psched.api.bodies import (
     TaskQuery,
     refusals,
 )
-from p2psched.api.endpoint import ENDPOINT_FILE as ENDPOINT_FILE
-from p2psched.api.endpoint import TOKEN_FILE as TOKEN_FILE
+from p2psched.api.endpoint import ENDPOINT_FILE, TOKEN_FILE
 from p2psched.node.node import Node
 from p2psched.node.snapshots import (
     DrainState,

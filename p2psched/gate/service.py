@@ -16,7 +16,7 @@ import itertools
 import logging
 import math
 import os
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,14 @@ import trio
 from p2psched.gate.relay import Circuit, Refusal, Relay, RelayLimits
 from p2psched.identity import Identity
 from p2psched.wire.address import host_port, subnet
-from p2psched.wire.channel import Outbox, SecureChannel, open_channel, secure_stream
+from p2psched.wire.channel import (
+    Doorkeeper,
+    Outbox,
+    SecureChannel,
+    open_channel,
+    release,
+    secure_stream,
+)
 from p2psched.wire.hop import (
     MAX_CONTROL_FRAME,
     NONCE_BYTES,
@@ -85,11 +92,15 @@ class Gate:
         self._controls: dict[int, _Control] = {}
         self._waiting: dict[int, _Waiting] = {}
         self._conns = itertools.count(1)
-        self._opening: Counter[str] = Counter()  # per address: connections not yet said
-        # The same connections, oldest first, each with the scope that ends it: when there
-        # are too many, the oldest goes, not the newcomer (idle sockets cannot lock it out).
-        self._openings: OrderedDict[int, tuple[str, trio.CancelScope]] = OrderedDict()
-        self._opened = itertools.count()
+        # Connections that have not said what they are for: when there are too many, the
+        # oldest goes, not the newcomer (idle sockets cannot lock it out).
+        self._openings = Doorkeeper(
+            waiting=MAX_OPENING,
+            waiting_per_ip=MAX_OPENING_PER_IP,
+            timeout=OPENING_SECONDS,
+            on_shed=self._count_shed,
+        )
+        self._opening = self._openings.waiting_per_ip  # per address, for the status
         self._dialbacks: Counter[str] = Counter()  # per address: dial-backs in flight
         self._control_ips: Counter[str] = Counter()  # per address: control channels
         self._kick = trio.Event()
@@ -128,14 +139,7 @@ class Gate:
         except OSError:
             return  # it reset the connection before we looked
         net = subnet(ip)
-        if self._opening[net] >= MAX_OPENING_PER_IP:
-            self._shed_oldest(net)
-        elif self._opening.total() >= MAX_OPENING:
-            self._shed_oldest(None)
-        key = next(self._opened)
-        scope = trio.CancelScope(deadline=trio.current_time() + OPENING_SECONDS)
-        self._openings[key] = (net, scope)
-        self._opening[net] += 1
+        key, scope = self._openings.handshake(net)
         nonce = os.urandom(NONCE_BYTES)
         request = None
         try:
@@ -147,8 +151,7 @@ class Gate:
             await _refuse(stream, str(e))
             return
         finally:
-            if self._openings.pop(key, None) is not None:  # (else it was shed, and counted)
-                _give_back(self._opening, net)
+            self._openings.handshake_done(key)
         try:
             if request is None:
                 return  # it said nothing in time
@@ -161,15 +164,7 @@ class Gate:
         except HopError as e:
             log.debug("relay connection from %s ended: %s", ip, e, extra={"ip": ip})
 
-    def _shed_oldest(self, net: str | None) -> None:
-        """End the oldest connection that has not said what it is for (from `net`, or from
-        anywhere), to make room for a newer one."""
-        key = next((k for k, (n, _) in self._openings.items() if net is None or n == net), None)
-        if key is None:
-            return
-        shed_net, scope = self._openings.pop(key)
-        _give_back(self._opening, shed_net)
-        scope.cancel()
+    def _count_shed(self) -> None:
         self.relay.counters["connections_shed"] += 1
 
     async def _control(self, stream: trio.SocketStream, ip: str) -> None:
@@ -200,7 +195,7 @@ class Gate:
         except ChannelError:
             pass
         finally:
-            _give_back(self._control_ips, net)
+            release(self._control_ips, net)
             self._controls.pop(conn, None)
             if self.relay.holds(conn):
                 log.info(
@@ -289,7 +284,7 @@ class Gate:
                 reason = str(e)[:300]
             finally:
                 control.dialing = False
-                _give_back(self._dialbacks, net)
+                release(self._dialbacks, net)
             self.relay.counters[
                 "dialbacks_reachable" if reachable else "dialbacks_unreachable"
             ] += 1
@@ -395,13 +390,6 @@ class Gate:
                         control.scope.cancel()
                 else:
                     self._ended(ended.key, ended.reason)
-
-
-def _give_back(held: Counter[str], net: str) -> None:
-    """One less held by `net`; an address that holds none leaves no entry behind."""
-    held[net] -= 1
-    if not held[net]:
-        del held[net]
 
 
 async def _refuse(stream: trio.abc.Stream, reason: str) -> None:

@@ -272,37 +272,51 @@ MAX_CHANNELS_PER_IP = 64  # open channels from one address
 
 
 class Doorkeeper:
-    """Who is let in on a listener: at most so many handshakes at once, in all and per
-    address (when full, the oldest handshake is dropped, not the newcomer, so sockets left
-    idle cannot lock anyone out), and at most so many open channels per address."""
+    """Who is let in on a listener: at most so many connections at once that have not yet
+    said who they are (a handshake) or what they are for (a gate's opening), in all and per
+    address; when full, the oldest is dropped, not the newcomer, so sockets left idle cannot
+    lock anyone out. And at most so many open channels per address."""
 
-    def __init__(self) -> None:
-        self._handshakes: OrderedDict[int, tuple[str, trio.CancelScope]] = OrderedDict()
-        self._per_ip: Counter[str] = Counter()  # handshakes in flight, per address
+    def __init__(
+        self,
+        *,
+        waiting: int = MAX_HANDSHAKES,
+        waiting_per_ip: int = MAX_HANDSHAKES_PER_IP,
+        timeout: float = math.inf,
+        on_shed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.max_waiting, self.max_waiting_per_ip = waiting, waiting_per_ip
+        self.timeout = timeout  # how long one may wait, from its arrival
+        self.on_shed = on_shed  # called for each connection dropped to make room
+        self._waiting: OrderedDict[int, tuple[str, trio.CancelScope]] = OrderedDict()
+        self.waiting_per_ip: Counter[str] = Counter()
         self._open: Counter[str] = Counter()  # channels open, per address
         self._ids = itertools.count()
         self.shed = 0
 
     @property
     def handshakes(self) -> int:
-        """Handshakes in flight now."""
-        return len(self._handshakes)
+        """Connections waiting now (in their handshake, or to say what they are for)."""
+        return len(self._waiting)
 
     def handshake(self, net: str) -> tuple[int, trio.CancelScope]:
-        """A handshake from `net` begins (one older may be dropped to make room for it)."""
-        if self._per_ip[net] >= MAX_HANDSHAKES_PER_IP:
+        """A connection from `net` begins to wait (one older may be dropped to make room):
+        its key, and the scope that ends it if it waits too long or is dropped."""
+        if self.waiting_per_ip[net] >= self.max_waiting_per_ip:
             self._shed(net)
-        elif len(self._handshakes) >= MAX_HANDSHAKES:
+        elif len(self._waiting) >= self.max_waiting:
             self._shed(None)
-        key, scope = next(self._ids), trio.CancelScope()
-        self._handshakes[key] = (net, scope)
-        self._per_ip[net] += 1
+        key = next(self._ids)
+        scope = trio.CancelScope(deadline=trio.current_time() + self.timeout)
+        self._waiting[key] = (net, scope)
+        self.waiting_per_ip[net] += 1
         return key, scope
 
     def handshake_done(self, key: int) -> None:
-        entry = self._handshakes.pop(key, None)
+        """It no longer waits (it said, it went, or it was dropped: then this does nothing)."""
+        entry = self._waiting.pop(key, None)
         if entry is not None:
-            _less(self._per_ip, entry[0])
+            release(self.waiting_per_ip, entry[0])
 
     def admit(self, net: str) -> bool:
         """A channel from `net` is up: whether it may stay (its address has room)."""
@@ -313,18 +327,20 @@ class Doorkeeper:
         return True
 
     def leave(self, net: str) -> None:
-        _less(self._open, net)
+        release(self._open, net)
 
     def _shed(self, net: str | None) -> None:
-        key = next((k for k, (n, _) in self._handshakes.items() if net in (None, n)), None)
+        key = next((k for k, (n, _) in self._waiting.items() if net in (None, n)), None)
         if key is not None:
-            shed_net, scope = self._handshakes.pop(key)
-            _less(self._per_ip, shed_net)
+            shed_net, scope = self._waiting.pop(key)
+            release(self.waiting_per_ip, shed_net)
             scope.cancel()
             self.shed += 1
+            self.on_shed()
 
 
-def _less(counts: Counter[str], key: str) -> None:
+def release(counts: Counter[str], key: str) -> None:
+    """One less held by `key`; a key that holds none leaves no entry behind."""
     counts[key] -= 1
     if counts[key] <= 0:
         del counts[key]

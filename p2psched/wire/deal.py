@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, ClassVar, TypeVar
 
 import msgspec
@@ -83,13 +85,10 @@ class _Signed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def from_packed(cls: type[_D], packed: bytes, path: str) -> _D:
         """A document from its MessagePack (as `to_wire` gives it, encoded)."""
         try:
-            doc = msgspec.msgpack.decode(packed, type=cls)
+            with unreadable_as_decode_error():
+                doc = msgspec.msgpack.decode(packed, type=cls)
         except msgspec.ValidationError as e:
             raise schema_error(e, path) from None
-        except msgspec.DecodeError as e:
-            raise DecodeError(f"malformed MessagePack ({e})") from None
-        except RecursionError:
-            raise DecodeError("malformed MessagePack (nested too deep)") from None
         if len(doc.values()[-1]) == 0:
             raise SchemaError(f"{path}.sig", "the document is not signed")
         return doc
@@ -180,6 +179,20 @@ class Receipt(_Signed, frozen=True, forbid_unknown_fields=True):
 
     def signer(self) -> bytes:
         return self.worker
+
+
+@contextmanager
+def unreadable_as_decode_error() -> Iterator[None]:
+    """Bytes msgspec cannot read at all (malformed, or nested deeper than it recurses to skip
+    a value) as our `DecodeError`; a value that does not fit its type passes through."""
+    try:
+        yield
+    except msgspec.ValidationError:
+        raise
+    except msgspec.DecodeError as e:
+        raise DecodeError(f"malformed MessagePack ({e})") from None
+    except RecursionError:  # a frame nested thousands deep: malformed, not a crash
+        raise DecodeError("malformed MessagePack (nested too deep)") from None
 
 
 def schema_error(e: msgspec.ValidationError, path: str) -> SchemaError:

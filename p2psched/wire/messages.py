@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from p2psched.wire.codec import DecodeError, decode
+from p2psched.wire.codec import decode
 from p2psched.wire.deal import (
     MAX_BATCH,
     MAX_TASK_ID,
@@ -31,6 +31,7 @@ from p2psched.wire.deal import (
     TaskIds,
     Time,
     schema_error,
+    unreadable_as_decode_error,
 )
 from p2psched.wire.schema import SchemaError
 
@@ -217,15 +218,10 @@ def kind(message: Message) -> str:
 def parse(frame: bytes) -> Message:
     """One checked message from one frame."""
     try:
-        message = _decoder.decode(frame)
+        with unreadable_as_decode_error():
+            message = _decoder.decode(frame)
     except msgspec.ValidationError as e:
         raise _named(frame, e) from None
-    except msgspec.DecodeError as e:
-        raise DecodeError(f"malformed MessagePack ({e})") from None
-    except RecursionError:
-        # msgspec recurses to skip a value it does not keep (a Raw field, an unknown one):
-        # a frame nested a few thousand deep is malformed, not a reason to stop the node.
-        raise DecodeError("malformed MessagePack (nested too deep)") from None
     field = _DOCUMENTS.get(type(message))
     if field is not None and not getattr(message, field).sig:
         raise SchemaError(f"{kind(message)}.{field}.sig", "not signed")
