@@ -139,13 +139,12 @@ class Attacker:
             else:
                 nursery.start_soon(self._greedy, nursery)
 
-    async def _again(self, name: str, attack: Callable[..., Awaitable[None]], *args: Any) -> None:
-        """`attack` over and over; an answer that ends it (a refusal, a hang-up) is counted."""
+    async def _again(self, name: str, attack: Callable[..., Awaitable[str]], *args: Any) -> None:
+        """`attack` over and over, counting how each ended: as it says, or cut off."""
         pause = {"bomb": BOMB_PAUSE_S, "greedy": 1.0}.get(name.split()[0], 0.0)
         while True:
             try:
-                await attack(*args)
-                self.counts[f"{name}: went through"] += 1
+                self.counts[f"{name}: {await attack(*args)}"] += 1
             except (ChannelError, HopError, OSError, trio.BrokenResourceError) as e:
                 self.counts[f"{name}: cut off ({type(e).__name__})"] += 1
             await trio.sleep(pause)
@@ -162,35 +161,37 @@ class Attacker:
         ) as channel:
             yield channel
 
-    async def _send_bomb(self, channel: SecureChannel, bomb: bytes) -> None:
+    async def _send_bomb(self, channel: SecureChannel, bomb: bytes) -> str:
         await channel.send_encoded([bomb])
         with trio.move_on_after(10):
             await channel.receive()  # the target's answer, or its hang-up (raises)
+            return "sent, answered"
+        return "sent, no answer in 10 s"
 
-    async def _bomb_gate(self, bomb: bytes, source: str) -> None:
+    async def _bomb_gate(self, bomb: bytes, source: str) -> str:
         async with self._control(source, BOMB) as channel:
-            await self._send_bomb(channel, bomb)
+            return await self._send_bomb(channel, bomb)
 
-    async def _bomb_direct(self, bomb: bytes, target: Addr, source: str) -> None:
+    async def _bomb_direct(self, bomb: bytes, target: Addr, source: str) -> str:
         stream = await trio.open_tcp_stream(*target, local_address=source)
         async with secure_stream(stream, self.me, initiator=True, max_frame=BOMB) as channel:
-            await self._send_bomb(channel, bomb)
+            return await self._send_bomb(channel, bomb)
 
-    async def _bomb_relayed(self, bomb: bytes, address: str, source: str) -> None:
+    async def _bomb_relayed(self, bomb: bytes, address: str, source: str) -> str:
         worker = bytes.fromhex(address.rsplit("/", 1)[1])
         async with open_worker_channel(
             address, self.me, expected_peer=worker, local_address=source
         ) as channel:
-            await self._send_bomb(channel, bomb)
+            return await self._send_bomb(channel, bomb)
 
-    async def _handshake_gate(self, source: str) -> None:
+    async def _handshake_gate(self, source: str) -> str:
         async with self._control(source, 4096):
-            pass
+            return "done"
 
-    async def _handshake_direct(self, target: Addr, source: str) -> None:
+    async def _handshake_direct(self, target: Addr, source: str) -> str:
         stream = await trio.open_tcp_stream(*target, local_address=source)
         async with secure_stream(stream, self.me, initiator=True):
-            pass
+            return "done"
 
     async def _idle(self, target: Addr, source: str) -> None:
         """A socket that says nothing, opened again a while after the target closes it."""
@@ -212,7 +213,7 @@ class Attacker:
             nursery.start_soon(self._greedy_push, sender)
         await self._again("greedy reservation", self._greedy_reserve, nursery)
 
-    async def _greedy_reserve(self, nursery: trio.Nursery) -> None:
+    async def _greedy_reserve(self, nursery: trio.Nursery) -> str:
         async with self._control("127.0.0.60", 4096) as control:
             await control.send({"t": "reserve"})
             while True:
