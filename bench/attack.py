@@ -423,9 +423,9 @@ def report(quiet: Outcome, attacked: Outcome, counts: dict[str, float]) -> None:
     for name, n in sorted(counts.items()):
         print(f"  {name:<48} {n:>12,}")
     print()
-    head = f"{'run':<13} {'makespan s':>10} {'tasks done':>11} {'relayed':>8} {'gate MB':>8}"
+    print(f"{'':<13} {'':>10} {'tasks':>11} {'on':>8} {'MB via':>8}   peak RSS (VmHWM) growth, MB")
+    head = f"{'run':<13} {'makespan s':>10} {'done':>11} {'relayed':>8} {'the gate':>8}"
     print(head + "".join(f" {node:>10}" for node in NODES))
-    print(f"{'':<13} {'':>10} {'':>11} {'tasks':>8} {'relayed':>8}  peak RSS (VmHWM) growth, MB")
     for name, o in (("quiet", quiet), ("under attack", attacked)):
         print(
             f"{name:<13} {o.makespan:>10.2f} {f'{o.done}/{o.total}':>11} {o.on_relayed:>8} "
