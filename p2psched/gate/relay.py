@@ -111,9 +111,9 @@ class FairShare:
     /56) whose circuits carry bytes, then among the peers (node ids) of each address. A peer
     active in the last `ACTIVE_S` seconds has its own bucket at `cap` over the active
     addresses, over its address's active peers. So one greedy peer, however many circuits it
-    opens, slows only itself, even behind the same address as a modest one; ids cost nothing
-    to make, and however many one address uses, together they get one address's share; and
-    the buckets together never pass the cap for long."""
+    opens, slows only itself, even behind the same address as a modest one; ids are cheap,
+    and however many one address uses, together they get one address's share; and the
+    buckets together never pass the cap for long."""
 
     cap: float
     burst: float

@@ -130,15 +130,6 @@ def pumped(relay: Relay, circuits: list[Circuit | Refusal], seconds: float) -> d
             sent[cid] += CHUNK
 
 
-def greedy_and_modest(greedy_ip: str, modest_ip: str) -> tuple[Relay, list[Circuit | Refusal]]:
-    """A greedy peer with four circuits and a modest one with one (the last), to one worker."""
-    relay = Relay(RelayLimits(bandwidth=CAP))
-    w = b"w" * 32
-    relay.reserve(1, w, "10.0.0.9", 0.0)
-    greedy = [relay.request(b"g" * 32, greedy_ip, w, 0.0) for _ in range(4)]
-    return relay, [*greedy, relay.request(b"m" * 32, modest_ip, w, 0.0)]
-
-
 @pytest.mark.parametrize(
     "modest_ip", ["10.0.0.7", "10.0.0.66"], ids=["another address", "the same address"]
 )
@@ -146,9 +137,12 @@ def test_one_greedy_peer_cannot_take_the_whole_relay(modest_ip: str) -> None:
     """A greedy peer pushing on four circuits from 10.0.0.66 and a modest one pushing on one,
     for ten (virtual) seconds: the modest peer gets at least 40 % of the cap, from another
     address or behind the same one (a home's router)."""
-    relay, circuits = greedy_and_modest("10.0.0.66", modest_ip)
-    sent = pumped(relay, circuits, 10.0)
-    modest = circuits[-1]
+    relay = Relay(RelayLimits(bandwidth=CAP))
+    w = b"w" * 32
+    relay.reserve(1, w, "10.0.0.9", 0.0)
+    greedy = [relay.request(b"g" * 32, "10.0.0.66", w, 0.0) for _ in range(4)]
+    modest = relay.request(b"m" * 32, modest_ip, w, 0.0)
+    sent = pumped(relay, [*greedy, modest], 10.0)
     assert not isinstance(modest, Refusal)
     assert sent[modest.cid] / 10.0 >= 0.4 * CAP, sent
     # ... and all together stay within the cap, but for the bursts each peer starts with
@@ -157,7 +151,7 @@ def test_one_greedy_peer_cannot_take_the_whole_relay(modest_ip: str) -> None:
 
 
 def test_many_ids_behind_one_address_get_one_addresss_share() -> None:
-    """Eight peers (ids cost nothing to make) from one address, and one peer from another:
+    """Eight peers (ids are cheap) from one address, and one peer from another:
     the one gets at least 40 % of the cap, as it would against a single peer."""
     relay = Relay(RelayLimits(bandwidth=CAP))
     w = b"w" * 32
