@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +85,26 @@ class Proc:
         self._out.close()
 
 
+@dataclass
+class Network:
+    gate: str  # the gate's HOST:PORT
+    procs: dict[str, Proc]  # "gate" and each worker's label
+    tasks_on: dict[str, str]  # each worker's label -> where it takes tasks, as advertised
+
+
 @contextmanager
-def network(folder: Path) -> Iterator[str]:
-    """The gate and the four workers; yields the gate's HOST:PORT."""
-    procs: list[Proc] = []
+def network(
+    folder: Path,
+    workers: dict[str, tuple[str, int, int]] = WORKERS,
+    drivers: tuple[str, ...] = ("echo",),
+    relay: str = "bandwidth = 10e9",
+) -> Iterator[Network]:
+    """The gate (its `[relay]` table: `relay`) and `workers` (label -> (reachability, slots,
+    queue)), each its own process; stops them all on leaving."""
+    procs: dict[str, Proc] = {}
     try:
         config = folder / "gate.toml"
-        config.write_text("[relay]\nbandwidth = 10e9\n")
+        config.write_text(f"[relay]\n{relay}\n")
         gate = Proc(
             [
                 *EXE,
@@ -104,12 +118,13 @@ def network(folder: Path) -> Iterator[str]:
             ],
             folder / "gate.log",
         )
-        procs.append(gate)
-        address = gate.wait_for(r"listening on (\S+)").group(1)
-        for label, (reach, slots, queue) in WORKERS.items():
+        procs["gate"] = gate
+        net = Network(gate.wait_for(r"listening on (\S+)").group(1), procs, {})
+        listed = ", ".join(f'"{d}"' for d in drivers)
+        for label, (reach, slots, queue) in workers.items():
             toml = folder / f"{label}.toml"
             toml.write_text(
-                f'[worker]\nslots = {slots}\nqueue = {queue}\ndrivers = ["echo"]\n'
+                f"[worker]\nslots = {slots}\nqueue = {queue}\ndrivers = [{listed}]\n"
                 f'labels = {{ role = "{label}" }}\n'
             )
             w = Proc(
@@ -118,7 +133,7 @@ def network(folder: Path) -> Iterator[str]:
                     "worker",
                     "join",
                     "--gate",
-                    address,
+                    net.gate,
                     "--reachability",
                     reach,
                     "--config",
@@ -128,12 +143,13 @@ def network(folder: Path) -> Iterator[str]:
                 ],
                 folder / f"{label}.log",
             )
-            procs.append(w)
+            procs[label] = w
             tasks_on = w.wait_for(r"tasks on (\S+)").group(1)
             assert ("/relay/" in tasks_on) == (reach == "private"), (label, tasks_on)
-        yield address
+            net.tasks_on[label] = tasks_on
+        yield net
     finally:
-        for p in reversed(procs):
+        for p in reversed(procs.values()):
             p.stop()
 
 
@@ -198,7 +214,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
-        with network(Path(tmp)) as gate:
+        with network(Path(tmp)) as net:
+            gate = net.gate
             print(f"gate {gate}; 4 workers (2 direct, 2 behind the relay); {args.rounds} rounds")
             got = trio.run(run_rounds, gate, args.rounds, args.rtt_tasks, args.bulk_tasks)
     med = {k: statistics.median(v) for k, v in got.items()}

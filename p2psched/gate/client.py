@@ -41,14 +41,14 @@ Handler = Callable[[SecureChannel], Awaitable[None]]
 ANSWER_SECONDS = 15.0  # for a gate to answer a reservation or a dial-back
 CIRCUIT_SECONDS = 25.0  # for a gate to give us a circuit (it waits up to 10 s on the worker)
 RETRY_SECONDS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # between rounds over every gate
+STEADY_SECONDS = 60.0  # a reservation held this long was no flap: the next move is at once
+DIALBACK_ROUNDS = 3  # asking gates that were busy with dial-backs again
 
 
 def jittered(delay: float) -> float:
     """`delay` spread over half to one and a half times itself: workers that lost the same gate
     at the same instant (it restarted) then come back spread out, not all in one burst."""
     return delay * random.uniform(0.5, 1.5)
-STEADY_SECONDS = 60.0  # a reservation held this long was no flap: the next move is at once
-DIALBACK_ROUNDS = 3  # asking gates that were busy with dial-backs again
 
 
 class RelayError(Exception):
@@ -63,10 +63,12 @@ class Reachability:
     gate: str
 
 
-async def _open_stream(gate: Addr, timeout: float) -> tuple[trio.SocketStream, dict[str, Any]]:
+async def _open_stream(
+    gate: Addr, timeout: float, local_address: str | None = None
+) -> tuple[trio.SocketStream, dict[str, Any]]:
     try:
         with trio.fail_after(timeout):
-            stream = await trio.open_tcp_stream(*gate)
+            stream = await trio.open_tcp_stream(*gate, local_address=local_address)
     except (OSError, trio.TooSlowError) as e:
         reason = f"cannot connect to the gate at {host_port(*gate)} ({e or 'timed out'})"
         raise ChannelClosed(reason) from None
@@ -162,21 +164,29 @@ async def check_reachability(
 
 @asynccontextmanager
 async def open_worker_channel(
-    address: str, identity: Identity, *, expected_peer: bytes, timeout: float = HANDSHAKE_TIMEOUT
+    address: str,
+    identity: Identity,
+    *,
+    expected_peer: bytes,
+    timeout: float = HANDSHAKE_TIMEOUT,
+    local_address: str | None = None,
 ) -> AsyncIterator[SecureChannel]:
     """A secure channel to the worker `expected_peer` at one of its advertised addresses:
-    "HOST:PORT" directly, or through a gate's circuit ("HOST:PORT/relay/<id>"). ValueError
-    for an address that is neither; `ChannelError` when it cannot be opened."""
+    "HOST:PORT" directly, or through a gate's circuit ("HOST:PORT/relay/<id>"), dialed from
+    `local_address` if given (a host with several). ValueError for an address that is
+    neither; `ChannelError` when it cannot be opened."""
     relayed = parse_relay_address(address)
     if relayed is None:
         host, port = split_host_port(address)
-        async with open_channel(host, port, identity, expected_peer=expected_peer) as channel:
+        async with open_channel(
+            host, port, identity, expected_peer=expected_peer, local_address=local_address
+        ) as channel:
             yield channel
         return
     gate, worker = relayed
     if worker != expected_peer:
         raise ValueError(f"relay address {address!r} names another worker")
-    stream, hello = await _open_stream(split_host_port(gate), timeout)
+    stream, hello = await _open_stream(split_host_port(gate), timeout, local_address)
     await _request(stream, connect_request(identity, hello, worker), CIRCUIT_SECONDS, "a circuit")
     async with secure_stream(
         stream, identity, initiator=True, expected_peer=worker, timeout=timeout

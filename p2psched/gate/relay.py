@@ -3,7 +3,8 @@ and the limits the operator set. The trio shell (`gate.service`) owns the socket
 core before it does anything; every method takes `now`.
 
 Owns: reservations (per worker, with an expiry that a refresh pushes back), circuits from
-request to close, the bandwidth bucket shared by all circuits, and the relay's counters.
+request to close, the bandwidth shared fairly by address and by peer (`FairShare`), and the
+relay's counters.
 Promises: a request over a limit gets a `Refusal` that names the limit and what to do, and
 changes nothing else; every reservation, pending circuit and circuit has a deadline, and
 `expire` ends those past it (`next_deadline` says when to call it).
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
@@ -106,26 +107,41 @@ class Bandwidth:
 
 @dataclass(slots=True)
 class FairShare:
-    """The relay's bandwidth, shared fairly among the addresses (IPv4, or IPv6 /56) whose
-    circuits carry bytes: each has its own bucket at `cap` over the number of addresses
-    active in the last `ACTIVE_S` seconds, so one greedy peer, however many circuits it
-    opens, slows only itself, and the buckets together never pass the cap for long."""
+    """The relay's bandwidth, shared fairly in two steps: among the addresses (IPv4, or IPv6
+    /56) whose circuits carry bytes, then among the peers (node ids) of each address. A peer
+    active in the last `ACTIVE_S` seconds has its own bucket at `cap` over the active
+    addresses, over its address's active peers. So one greedy peer, however many circuits it
+    opens, slows only itself, even behind the same address as a modest one; ids are cheap,
+    and however many one address uses, together they get one address's share; and the
+    buckets together never pass the cap for long."""
 
     cap: float
     burst: float
-    _buckets: dict[str, Bandwidth] = field(default_factory=dict)
-    _heard: dict[str, float] = field(default_factory=dict)  # address -> when it last sent
+    _buckets: dict[tuple[str, bytes], Bandwidth] = field(default_factory=dict)
+    # (address, peer) -> when it last sent, the least recent first
+    _heard: OrderedDict[tuple[str, bytes], float] = field(default_factory=OrderedDict)
+    _peers: Counter[str] = field(default_factory=Counter)  # active peers, per address
 
     ACTIVE_S: ClassVar[float] = 1.0
 
-    def take(self, key: str, n: int, now: float) -> float:
-        """`key` sends `n` bytes: seconds it waits first."""
+    def take(self, address: str, peer: bytes, n: int, now: float) -> float:
+        """`peer`, from `address`, sends `n` bytes: seconds it waits first."""
+        key = (address, peer)
+        if self._heard.pop(key, None) is None:
+            self._peers[address] += 1
         self._heard[key] = now
-        for gone in [k for k, t in self._heard.items() if now - t > self.ACTIVE_S]:
+        while True:  # those gone quiet leave their share to the others (`key` is not gone)
+            gone, heard = next(iter(self._heard.items()))
+            if heard >= now - self.ACTIVE_S:
+                break
             del self._heard[gone]
             self._buckets.pop(gone, None)
-        rate = self.cap / len(self._heard)
-        burst = min(self.burst / len(self._heard), rate)  # the gate's burst, shared too
+            self._peers[gone[0]] -= 1
+            if not self._peers[gone[0]]:
+                del self._peers[gone[0]]
+        part = 1 / (len(self._peers) * self._peers[address])
+        rate = self.cap * part
+        burst = min(self.burst * part, rate)  # the gate's burst, shared too
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = Bandwidth(rate, burst, level=burst, at=now)
@@ -137,7 +153,7 @@ class FairShare:
 class Relay:
     """The gate's relay as its shell asks it: may this worker reserve, may this scheduler open
     a circuit to it, how many bytes may pass now, what has expired. Answers are decisions or
-    `Refusal`s; the state is reservations, circuits and the shared bandwidth bucket."""
+    `Refusal`s; the state is reservations, circuits and the bandwidth's fair share."""
 
     limits: RelayLimits = field(default_factory=RelayLimits)
     counters: Counter[str] = field(default_factory=Counter)
@@ -262,7 +278,7 @@ class Relay:
         c.carried += n
         self.counters["bytes_relayed"] += n
         assert self._share is not None
-        return self._share.take(subnet(c.src_ip), n, now)
+        return self._share.take(subnet(c.src_ip), c.src, n, now)
 
     def close(self, cid: int) -> Circuit | None:
         c = self._circuits.pop(cid, None)

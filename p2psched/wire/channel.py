@@ -253,11 +253,13 @@ async def open_channel(
     *,
     expected_peer: bytes,
     timeout: float = HANDSHAKE_TIMEOUT,
+    local_address: str | None = None,
 ) -> AsyncIterator[SecureChannel]:
-    """Dial `host:port` and yield a channel to exactly the node `expected_peer`."""
+    """Dial `host:port` (from `local_address`, if given) and yield a channel to exactly the
+    node `expected_peer`."""
     try:
         with trio.fail_after(timeout):
-            stream = await trio.open_tcp_stream(host, port)
+            stream = await trio.open_tcp_stream(host, port, local_address=local_address)
     except (OSError, trio.TooSlowError) as e:
         raise ChannelClosed(f"cannot connect to {host}:{port} ({e or 'timed out'})") from None
     async with secure_stream(
