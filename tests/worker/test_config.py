@@ -119,7 +119,19 @@ def _not_executable(tmp: Path) -> str:
             '[worker]\ndrivers = ["command"]\n[drivers.http]\nendpoints = {}\n',
             "[drivers.http]: the http driver is not enabled; add 'http' to [worker] drivers",
         ),
-        ('[worker]\ndrivers = ["echo"]\n[drivers.echo]\n', "[drivers.echo]: the echo driver has"),
+        (
+            '[worker]\ndrivers = ["echo"]\n[drivers.echo]\nmax_timeout_s = 0\n',
+            "[drivers.echo] max_timeout_s: must be more than 0 seconds",
+        ),
+        (
+            '[worker]\ndrivers = ["echo"]\n[drivers.echo]\nmax_input_bytes = 524289\n',
+            "[drivers.echo] max_input_bytes: must be a whole number of bytes, 1..524288 (a "
+            "task's input must fit one message)",
+        ),
+        (
+            '[worker]\ndrivers = ["echo"]\n[drivers.sleep]\nmax_timeout_s = 5\n',
+            "[drivers.sleep]: the sleep driver is not enabled",
+        ),
         ("[drivers.ftp]\n", "[drivers.ftp]: unknown table; known: [drivers.command]"),
         ("drivers = 5\n", "[drivers]: must hold tables"),
         (
