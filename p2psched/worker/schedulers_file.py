@@ -1,6 +1,7 @@
 """The operator's schedulers file ([schedulers] file), followed while the worker runs: read
-again whenever it changes (its modification time, size or inode), and what it says handed to
-the task manager, with the config's own lists, as its `SchedulerPolicy`.
+again whenever it changes (its modification time, size or inode; checked every second), and
+what it says handed to the task manager, with the config's own lists, as its
+`SchedulerPolicy`.
 
 Promises: a line not understood is logged with its number and left out; a file that cannot be
 read is logged, and the lists last read stay in force; nothing in the file stops the worker.
@@ -9,6 +10,7 @@ read is logged, and the lists last read stay in force; nothing in the file stops
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from p2psched.worker.policy import SchedulerPolicy, read_listing
 log = logging.getLogger(__name__)
 
 CHECK_EVERY_S = 1.0  # how soon an edit takes effect
+RACY_NS = 2_000_000_000
 
 
 async def follow_schedulers_file(
@@ -31,16 +34,24 @@ async def follow_schedulers_file(
     """Apply `inline` with what `path` lists, now (before starting reports) and after each
     change to the file, until cancelled."""
     seen: tuple[int, int, int] | None = None
+    text: str | None = None
+    racy = False
     trouble: str | None = None  # what was last logged of a file that cannot be read
     while True:
         try:
-            stat = await trio.Path(path).stat()
+            # A small local file: read in place (a thread each second would cost more).
+            stat = path.stat()
             stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-            if stamp != seen:
+            if stamp != seen or racy:
                 # (bytes that are not UTF-8 spoil their own line, which is then left out)
-                text = await trio.Path(path).read_text(errors="replace")
+                now_text = path.read_text(errors="replace")
+                # A file changed again within its clock's granularity keeps its stamp: one
+                # modified this recently is read again next time, as git does ("racy git").
+                racy = time.time_ns() - stat.st_mtime_ns < RACY_NS
                 seen, trouble = stamp, None
-                _apply(path, text, inline, apply)
+                if now_text != text:
+                    text = now_text
+                    _apply(path, text, inline, apply)
         except OSError as e:
             if str(e) != trouble:
                 trouble = str(e)
