@@ -203,6 +203,8 @@ class Negotiation(TaskMoves):
                 now + DECLINE_BACKOFF_S,
             )
             return
+        if q.price != w.price:  # (a quote may ask more than the ad, by the job's priority)
+            self._floors.clear()
         w.quote, w.room, w.declined = q, q.capacity, None
         # Validity is judged by our clock, and never trusted for longer than a short while.
         w.quote_until = min(q.valid_until, now + self.config.max_quote_s)
