@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,31 +30,9 @@ from p2psched.wire.messages import (
     Result,
     parse,
 )
-from tests.harness.processes import free_udp_port, process
+from tests.harness.processes import gate_and_worker
 
 QUOTE = {"t": "quote?", "job": "job", "tasks": 1, "driver": "echo", "model": None}
-
-
-@contextmanager
-def running_worker(tmp_path: Path, config: str) -> Iterator[tuple[str, bytes, Any]]:
-    """A gate and a worker on `config` (TOML), each its own process on loopback; yields the
-    worker's address for tasks, its node id and its process."""
-    gate = f"127.0.0.1:{free_udp_port()}"
-    (tmp_path / "worker.toml").write_text(config)
-    with ExitStack() as stack:
-        g = stack.enter_context(
-            process("gate", "--listen", gate, "--data-dir", str(tmp_path / "g"), home=tmp_path)
-        )
-        assert g.stdout is not None and "listening on" in g.stdout.readline()
-        args = ("worker", "join", "--gate", gate, "--config", str(tmp_path / "worker.toml"))
-        w = stack.enter_context(process(*args, "--data-dir", str(tmp_path / "w"), home=tmp_path))
-        assert w.stdout is not None
-        lines = [w.stdout.readline() for _ in range(6)]
-        assert lines[0].startswith("worker "), "".join(lines) + (
-            w.stderr.read() if w.stderr else ""
-        )
-        address = next(line for line in lines if "tasks on " in line).rsplit("tasks on ", 1)[1]
-        yield address.strip(), bytes.fromhex(lines[0].split()[1]), w
 
 
 class Scripted:
@@ -109,7 +87,7 @@ async def test_a_driver_caps_are_held_at_the_quote_the_commitment_and_the_task(
     config = (
         '[worker]\ndrivers = ["echo"]\n[drivers.echo]\nmax_timeout_s = 60\nmax_input_bytes = 1000\n'
     )
-    with running_worker(tmp_path, config) as (address, worker, proc):
+    with gate_and_worker(tmp_path, config) as (_, address, worker, proc):
         async with scripted(address, worker, Identity.generate()) as liar:
             declined = await liar.ask(timeout=604800.0)
             assert "timeout 604800 s is over this worker's max_timeout_s 60 for driver echo" in (
@@ -153,7 +131,7 @@ async def test_schedulers_are_served_as_the_config_and_its_file_say_while_it_is_
         f'[schedulers]\nallow = ["{hexes[honest]}", "{hexes[denied]}"]\n'
         f'deny = ["{hexes[denied]}"]\nfile = "schedulers.txt"\n'
     )
-    with running_worker(tmp_path, config) as (address, worker, proc):
+    with gate_and_worker(tmp_path, config) as (_, address, worker, proc):
         async with (
             scripted(address, worker, honest) as h,
             scripted(address, worker, denied) as d,
