@@ -16,7 +16,7 @@ from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import JobRun
 from p2psched.worker import manager as wm
 from p2psched.worker.policy import DriverCaps, PriorityPrices, Terms
-from tests.harness.net import ad, commit, dispatch, make_net, spec
+from tests.harness.net import Net, ad, commit, dispatch, make_net, spec
 
 S = TaskState
 
@@ -140,12 +140,9 @@ def test_a_task_over_a_workers_caps_is_declined_in_its_quote_and_fails_naming_th
     assert net.run.stats.negotiation["commit"] == 0  # refused at the quote: nothing was sent
 
 
-@pytest.mark.parametrize("mtr", [0.0, 0.001])
-def test_the_jobs_priority_travels_in_the_quote_request_and_the_worker_prices_by_it(
-    mtr: float,
-) -> None:
-    """A worker whose ad shows its low band's price quotes its high band to an urgent job:
-    the job takes the cheaper of the quotes (at MTR 0 too, where only the cheapest may)."""
+def urgent_job_and_two_workers(n_tasks: int, mtr: float) -> tuple[Net, Identity, Identity]:
+    """A job of `n_tasks` tasks at priority 9, and two workers (not yet found): one asking
+    0.5 at its low band and 4.0 at its high one, one asking 1.5 whatever the priority."""
     net = make_net(0, 0)
     banded, plain = Identity.generate(), Identity.generate()
     prices = PriorityPrices(low=0.5, normal=1.0, high=4.0)
@@ -153,8 +150,18 @@ def test_the_jobs_priority_travels_in_the_quote_request_and_the_worker_prices_by
         banded.node_id: wm.TaskManager(banded, price=1.0, terms=Terms(prices=prices)),
         plain.node_id: wm.TaskManager(plain, price=1.5),
     }
-    urgent = [replace(spec(i), priority=9) for i in range(4)]
+    urgent = [replace(spec(i), priority=9) for i in range(n_tasks)]
     net.run = JobRun(net.run.identity, "job", urgent, mtr=mtr, now=net.now)
+    return net, banded, plain
+
+
+@pytest.mark.parametrize("mtr", [0.0, 0.001])
+def test_the_jobs_priority_travels_in_the_quote_request_and_the_worker_prices_by_it(
+    mtr: float,
+) -> None:
+    """A worker whose ad shows its low band's price quotes its high band to an urgent job:
+    the job takes the cheaper of the quotes (at MTR 0 too, where only the cheapest may)."""
+    net, banded, plain = urgent_job_and_two_workers(4, mtr)
     net.run.add_workers([ad(banded, price=0.5), ad(plain, price=1.5)], net.now)
     net.pump()
     net.advance(5)
@@ -169,15 +176,7 @@ def test_at_mtr_0_a_quote_above_the_ad_leaves_the_cheapest_place_to_the_next_wor
     """The worker whose ad is cheapest is reached late (its dial hangs), so the others wait
     for it, the cheapest (MTR 0); its quote then asks more than its ad (the job is urgent):
     the cheapest is the other worker now, and the tasks go there."""
-    net = make_net(0, 0)
-    banded, plain = Identity.generate(), Identity.generate()
-    prices = PriorityPrices(low=0.5, normal=1.0, high=4.0)
-    net.workers = {
-        banded.node_id: wm.TaskManager(banded, price=1.0, terms=Terms(prices=prices)),
-        plain.node_id: wm.TaskManager(plain, price=1.5),
-    }
-    urgent = [replace(spec(i), priority=9) for i in range(2)]
-    net.run = JobRun(net.run.identity, "job", urgent, mtr=0.0, now=net.now)
+    net, banded, plain = urgent_job_and_two_workers(2, 0.0)
     net.stall.add(banded.node_id)
     net.run.add_workers([ad(banded, price=0.5), ad(plain, price=1.5)], net.now)
     net.pump()
