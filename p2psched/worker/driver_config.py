@@ -22,7 +22,7 @@ from p2psched.resources.driver_inputs import ParamRule
 from p2psched.wire.deal import MAX_INPUT_BYTES, MAX_RESULT_BYTES
 from p2psched.wire.messages import MAX_TASK_TIMEOUT_S
 from p2psched.worker.config_values import TABLE, byte_cap, refuse, seconds
-from p2psched.worker.policy import DriverCaps
+from p2psched.worker.policy import DEFAULT_MAX_TIMEOUT_S, DriverCaps
 
 ANY_MODEL = "*"  # the [drivers.http] endpoint for models not listed by name
 _PROGRAM_NAME = re.compile(r"[A-Za-z0-9._+-]{1,64}")
@@ -31,7 +31,6 @@ _PROGRAM_NAME = re.compile(r"[A-Za-z0-9._+-]{1,64}")
 _MAX_OUTPUT_BYTES = MAX_RESULT_BYTES // 3
 _MAX_RESPONSE_BYTES = MAX_RESULT_BYTES * 2 // 3
 _FITS_RESULT = "a result must fit one message"
-DEFAULT_MAX_TIMEOUT_S = 3600.0
 
 
 def _endpoints(v: Any) -> Any:

@@ -21,6 +21,7 @@ from p2psched.wire.deal import MAX_INPUT_BYTES
 from p2psched.wire.messages import Task
 
 HOUR_S = 3600.0
+DEFAULT_MAX_TIMEOUT_S = 3600.0  # a task's, unless its driver's table says otherwise
 # Priorities (0..9, 9 most urgent, as a job names them) fall in three bands, each priced
 # by its own multiplier: the job's default (5) is normal.
 BANDS = (("low", range(0, 4)), ("normal", range(4, 7)), ("high", range(7, 10)))
@@ -47,7 +48,7 @@ class DriverCaps:
     """The most a task may ask of one driver here ([drivers.NAME] max_timeout_s and
     max_input_bytes): over either, it is refused, and never started."""
 
-    max_timeout_s: float = 3600.0
+    max_timeout_s: float = DEFAULT_MAX_TIMEOUT_S
     max_input_bytes: int = MAX_INPUT_BYTES
 
     def refusal(self, driver: str, timeout: float | None, input_bytes: int | None) -> str | None:
@@ -172,27 +173,39 @@ class SchedulerPolicy:
 
 
 @dataclass(slots=True)
-class Spending:
-    """What each scheduler was charged here (its receipts' prices) over the last hour."""
+class _Charges:
+    items: deque[tuple[float, float]] = field(default_factory=deque)  # (when, amount)
+    total: float = 0.0
 
-    _charges: dict[bytes, deque[tuple[float, float]]] = field(default_factory=dict)
+
+@dataclass(slots=True)
+class Spending:
+    """What each scheduler was charged here (its receipts' prices) over the last hour: a
+    running sum, so a busy scheduler's many charges cost nothing to ask about."""
+
+    _charges: dict[bytes, _Charges] = field(default_factory=dict)
 
     def charge(self, peer: bytes, amount: float, now: float) -> None:
         if amount > 0:
-            self._charges.setdefault(peer, deque()).append((now, amount))
+            charges = self._charges.setdefault(peer, _Charges())
+            charges.items.append((now, amount))
+            charges.total += amount
 
     def spent(self, peer: bytes, now: float) -> float:
         charges = self._charges.get(peer)
         if charges is None:
             return 0.0
-        while charges and charges[0][0] <= now - HOUR_S:
-            charges.popleft()
-        return sum(amount for _, amount in charges)
+        while charges.items and charges.items[0][0] <= now - HOUR_S:
+            charges.total -= charges.items.popleft()[1]
+        if not charges.items:
+            charges.total = 0.0  # (what the subtractions leave of floats' rounding)
+        return charges.total
 
     def forget_old(self, now: float) -> None:
         """Drop charges older than an hour (and the schedulers left with none)."""
         for peer in list(self._charges):
-            if self.spent(peer, now) == 0.0 and not self._charges[peer]:
+            self.spent(peer, now)
+            if not self._charges[peer].items:
                 del self._charges[peer]
 
 
