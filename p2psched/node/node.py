@@ -37,6 +37,8 @@ from p2psched.worker.advert import AD_TTL, Advert
 from p2psched.worker.config import WorkerConfig
 from p2psched.worker.drivers import disabled_reason, make_drivers
 from p2psched.worker.manager import TaskManager
+from p2psched.worker.policy import SchedulerPolicy, Terms
+from p2psched.worker.schedulers_file import follow_schedulers_file
 from p2psched.worker.service import WorkerService
 
 Addr = tuple[str, int]
@@ -189,14 +191,15 @@ async def _start_worker(
     gates: list[Addr],
     reachability: str,
 ) -> WorkerRole:
-    manager = TaskManager(
-        node.identity,
-        slots=config.slot_count(detected),
-        queue_depth=config.queue_depth,
-        price=config.min_price,
-        refusal=lambda driver: disabled_reason(driver, config),
-        durable=True,
-    )
+    manager = _task_manager(node.identity, config, detected)
+    if config.schedulers_file is not None:
+
+        def apply(policy: SchedulerPolicy) -> None:
+            manager.terms.policy = policy
+
+        await nursery.start(
+            follow_schedulers_file, config.schedulers_file, config.schedulers, apply
+        )
     service = WorkerService(
         node.identity,
         manager,
@@ -254,6 +257,20 @@ async def _start_worker(
             nursery.start_soon(moved, relay.address)
     nursery.start_soon(_keep_ad_current, advert, manager)
     return WorkerRole(service, advert, detected, reachability, why, relay)
+
+
+def _task_manager(identity: Identity, config: WorkerConfig, detected: Detected) -> TaskManager:
+    """The worker's core, on the terms its config sets."""
+    return TaskManager(
+        identity,
+        slots=config.slot_count(detected),
+        queue_depth=config.queue_depth,
+        price=config.min_price,
+        refusal=lambda driver: disabled_reason(driver, config),
+        terms=Terms(config.driver_caps(), config.priority_prices, config.schedulers),
+        scheduler_grace_s=config.scheduler_grace_s,
+        durable=True,
+    )
 
 
 async def _keep_ad_current(advert: Advert, manager: TaskManager) -> None:

@@ -21,11 +21,13 @@ from typing import Annotated, Any, ClassVar, TypeVar
 import msgspec
 
 from p2psched.identity import Identity, node_id_of, verify
-from p2psched.wire.codec import DecodeError, encode
+from p2psched.wire.codec import MAX_MESSAGE_BYTES, DecodeError, encode
 from p2psched.wire.schema import SchemaError
 
 MAX_BATCH = 4096  # tasks in one quote request, commitment or dispatch
 MAX_RESULT_BYTES = 12 << 20  # a task's output, within the channel's 16 MiB frame
+# A task's input, encoded: it travels inside one message together with its envelope.
+MAX_INPUT_BYTES = MAX_MESSAGE_BYTES // 2
 MAX_RESERVED = 64  # late-binding places one scheduler may hold on one worker
 MAX_RESULT_DEPTH = 64  # nesting of a task's output: JSON tools and the JSON files choke deeper
 

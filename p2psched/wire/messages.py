@@ -42,7 +42,13 @@ Driver = Annotated[str, msgspec.Meta(max_length=32)]
 Model = Annotated[str, msgspec.Meta(max_length=128)] | None
 MaxPrice = Annotated[float, msgspec.Meta(ge=0.0)]  # infinity allowed: no limit
 Fraction = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
-TimeoutS = Annotated[float, msgspec.Meta(ge=0.001, le=7 * 86400)]
+MAX_TASK_TIMEOUT_S = 7 * 86400.0
+TimeoutS = Annotated[float, msgspec.Meta(ge=0.001, le=MAX_TASK_TIMEOUT_S)]
+MAX_PRIORITY = 9  # a job's priority: 0..9, 9 most urgent
+DEFAULT_PRIORITY = 5
+Priority = Annotated[int, msgspec.Meta(ge=0, le=MAX_PRIORITY)]
+# Any size: the worker judges it against its own cap.
+InputBytes = Annotated[int, msgspec.Meta(ge=0, le=1 << 40)]
 
 
 class _Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="t"):
@@ -63,8 +69,11 @@ class Task(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 # -- scheduler -> worker -------------------------------------------------------------------
 
 
-class _Ask(_Message, frozen=True):
-    """Up to `tasks` tasks of one kind (driver, model, price limit) for `job`."""
+class _Ask(_Message, frozen=True, omit_defaults=True):
+    """Up to `tasks` tasks of one kind (driver, model, price limit) for `job`, of its
+    `priority`; the longest `timeout` and the largest input (`input_bytes`, encoded) among
+    them, when the scheduler says. (A field at its default is left off the wire: a request
+    at the default priority, saying nothing of timeouts and inputs, is today's.)"""
 
     rid: RequestId
     job: JobId
@@ -72,6 +81,9 @@ class _Ask(_Message, frozen=True):
     driver: Driver
     model: Model
     max_price: MaxPrice
+    priority: Priority = DEFAULT_PRIORITY
+    timeout: TimeoutS | None = None
+    input_bytes: InputBytes | None = None
 
 
 class QuoteRequest(_Ask, frozen=True, tag="quote?"):

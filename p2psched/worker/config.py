@@ -1,9 +1,9 @@
-"""The worker config file (TOML, `--config`): prices, drivers, models, labels, slots, and
-overrides of what detection found.
+"""The worker config file (TOML, `--config`): prices, drivers, models, labels, slots, who may
+use the worker and how much, and overrides of what detection found.
 
 Owns: the file's tables as strict pydantic models (a `true` is no number; an unknown table or
-field is refused), their checks in the operator's words, and merging the file with detection
-into a `Profile`.
+field is refused; the `[drivers.NAME]` tables are in `driver_config`), their checks in the
+operator's words, and merging the file with detection into a `Profile`.
 Promises: a bad file raises `ConfigError` naming the file, the field and the reason, before the
 worker starts; an absent field keeps its default or what was detected.
 
@@ -11,12 +11,32 @@ worker starts; an absent field keeps its default or what was detected.
     slots = 1                       # tasks it runs at once (default: one per GPU, at least 1)
     queue = 4                       # tasks it accepts beyond those, so no slot waits on the network
     drivers = ["http"]              # drivers the operator enables
-    min_price = 0.01                # per task
+    min_price = 0.01                # per task (of normal priority)
+    # The price per band of the job's priority (0..9): low 0-3, normal 4-6 (the default 5),
+    # high 7-9, as multiples of min_price (default 1.0 each). Priority is the scheduler's say:
+    # any scheduler may ask at the cheapest band, and the ad shows that band's price.
+    priority_multipliers = { low = 0.8, normal = 1.0, high = 1.5 }
+    scheduler_grace_s = 60          # a scheduler gone this long has its running tasks stopped
     models = ["llama-3-8b"]         # installed models it serves
     loaded_models = ["llama-3-8b"]  # of those, the ones in memory now
     labels = { region = "eu", owner = "ana" }
 
-    [drivers.command]               # only with "command" in [worker] drivers
+    [schedulers]                    # who may use this worker, and how much (default: anyone, any)
+    allow = ["<node id>", ...]      # given: only these (and the file's "allow" lines) are served
+    deny = ["<node id>", ...]       # never these (deny wins over allow); ids are 64 hex digits
+    serve = "allowed"               # or "anyone": the default unless allow is given
+    file = "schedulers.txt"         # more: "allow <id>" / "deny <id>" lines (# comments), read
+                                    # again when it changes; a bad line is logged and left out
+                                    # (a path relative to this file's folder)
+    slots = 4                       # tasks one scheduler may hold here at once (leased, queued,
+                                    # running)
+    spend_per_hour = 1.0            # what one scheduler may be charged here per rolling hour
+
+    [drivers.echo]                  # any enabled driver's table caps what a task asks of it:
+    max_timeout_s = 3600            # a longer timeout is refused (in its quote, and when sent)
+    max_input_bytes = 524288        # a larger input too (default: what the wire carries)
+
+    [drivers.command]               # only with "command" in [worker] drivers; and the caps
     sandbox = "bwrap"               # or "none": unconfined, warned about on every start
     network = false                 # true: the sandbox shares the worker's network
     stderr = false                  # stdout comes back; stderr too only with true
@@ -49,34 +69,30 @@ worker starts; an absent field keeps its default or what was detected.
 from __future__ import annotations
 
 import math
-import os
-import re
 import tomllib
 import typing
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from p2psched.resources.detect import Detected
 from p2psched.resources.driver_inputs import KNOWN_DRIVERS as KNOWN_DRIVERS
-from p2psched.resources.driver_inputs import ParamRule
 from p2psched.resources.profile import Gpu, Profile
 from p2psched.wire.codec import decode
-from p2psched.wire.deal import MAX_RESULT_BYTES
+from p2psched.worker.config_values import REFUSED, TABLE, finite, refuse, seconds
+from p2psched.worker.driver_config import ANY_MODEL as ANY_MODEL
+from p2psched.worker.driver_config import CommandDriverConfig as CommandDriverConfig
+from p2psched.worker.driver_config import CommandLimits as CommandLimits
+from p2psched.worker.driver_config import CommandParam as CommandParam
+from p2psched.worker.driver_config import CommandProgram as CommandProgram
+from p2psched.worker.driver_config import DriverTable as DriverTable
+from p2psched.worker.driver_config import HttpDriverConfig as HttpDriverConfig
+from p2psched.worker.policy import DriverCaps, PriorityPrices, SchedulerPolicy, node_id_of_hex
 
-CONFIGURABLE_DRIVERS = ("command", "http")
-ANY_MODEL = "*"  # the [drivers.http] endpoint for models not listed by name
-_PROGRAM_NAME = re.compile(r"[A-Za-z0-9._+-]{1,64}")
-# A result travels back in one message of at most MAX_RESULT_BYTES: stdout and stderr
-# together, or a parsed HTTP answer, must fit.
-_MAX_OUTPUT_BYTES = MAX_RESULT_BYTES // 3
-_MAX_RESPONSE_BYTES = MAX_RESULT_BYTES * 2 // 3
-_REFUSED = "worker_config"  # the pydantic error type of our own checks
+MAX_GRACE_S = 86400.0  # a scheduler gone a day is gone
 # The wording of pydantic's own refusals, where a table's types refuse before our checks run.
 _REASONS = {"model_type": "must be a table", "string_type": "must be text"}
 
@@ -88,34 +104,10 @@ class ConfigError(ValueError):
 # -- checks of single values, each refusing in the operator's words ----------------------------
 
 
-def _refuse(reason: str, *at: str | int) -> PydanticCustomError:
-    # The reason goes in as context, not as the template: a reason may quote braces. `at` is
-    # where below the value checked the problem lies (an entry of a table, a model's field).
-    return PydanticCustomError(_REFUSED, "{reason}", {"reason": reason, "at": at})
-
-
-def _finite(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < math.inf:
-        raise _refuse(f"must be a finite number >= 0, not {v!r}")
-    return float(v)
-
-
 def _tasks(least: int) -> BeforeValidator:
     def check(v: Any) -> int:
         if isinstance(v, bool) or not isinstance(v, int) or not least <= v <= 1024:
-            raise _refuse(f"must be a whole number of tasks, {least}..1024, not {v!r}")
-        return v
-
-    return BeforeValidator(check)
-
-
-def _byte_cap(most: int) -> BeforeValidator:
-    def check(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most:
-            raise _refuse(
-                f"must be a whole number of bytes, 1..{most} (a result must fit one message), "
-                f"not {v!r}"
-            )
+            raise refuse(f"must be a whole number of tasks, {least}..1024, not {v!r}")
         return v
 
     return BeforeValidator(check)
@@ -123,7 +115,7 @@ def _byte_cap(most: int) -> BeforeValidator:
 
 def _names(v: Any) -> tuple[str, ...]:
     if not isinstance(v, list) or not all(isinstance(x, str) and 0 < len(x) <= 128 for x in v):
-        raise _refuse(f"must be a list of names, not {v!r}")
+        raise refuse(f"must be a list of names, not {v!r}")
     return tuple(v)
 
 
@@ -131,195 +123,50 @@ def _drivers(v: Any) -> tuple[str, ...]:
     names = _names(v)
     for d in names:
         if d not in KNOWN_DRIVERS:
-            raise _refuse(f"unknown driver {d!r}; known: {', '.join(KNOWN_DRIVERS)}")
+            raise refuse(f"unknown driver {d!r}; known: {', '.join(KNOWN_DRIVERS)}")
     return names
 
 
 def _labels(v: Any) -> Any:
     if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
-        raise _refuse('must be a table of text values, like { region = "eu" }')
+        raise refuse('must be a table of text values, like { region = "eu" }')
     return v
 
 
 def _cores(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise _refuse(f"must be a whole number >= 1, not {v!r}")
+        raise refuse(f"must be a whole number >= 1, not {v!r}")
     return v
 
 
 def _gpu_list(v: Any) -> Any:
     if not isinstance(v, list):
-        raise _refuse('must be a list like [{ model = "...", vram_gb = N }]')
+        raise refuse('must be a list like [{ model = "...", vram_gb = N }]')
     return v
 
 
-def _timeout(v: Any) -> float:
-    seconds = _finite(v)
-    if seconds == 0:
-        raise _refuse("must be more than 0 seconds")
-    return seconds
+def _multiplier(v: Any) -> float:
+    if finite(v) == 0:
+        raise refuse("must be more than 0 (a multiple of min_price)")
+    return float(v)
 
 
-def _endpoints(v: Any) -> Any:
-    if not isinstance(v, dict):
-        raise _refuse(
-            'must be a table of model = URL, like { "llama-3-8b" = "http://127.0.0.1:8000/" }'
-        )
-    for model, url in v.items():
-        if not isinstance(url, str):
-            raise _refuse(f"must be a URL, not {url!r}", model)
-        try:
-            parts = urlsplit(url)
-            _ = parts.port  # parsed lazily: a bad port must fail here, not on the first task
-        except ValueError as e:
-            raise _refuse(f"{url!r} is not a URL ({e})", model) from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise _refuse(f"{url!r} must be an http:// or https:// URL with a host", model)
-    return v
+def _node_ids(v: Any) -> frozenset[bytes]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise refuse('must be a list of node ids, like ["3fa2...", ...] (64 hex digits each)')
+    ids = set()
+    for i, text in enumerate(v):
+        node_id = node_id_of_hex(text)
+        if node_id is None:
+            raise refuse(f"{text[:80]!r} is not a node id (64 hex digits)", i)
+        ids.add(node_id)
+    return frozenset(ids)
 
 
-_Amount = Annotated[float, BeforeValidator(_finite)]
+_Amount = Annotated[float, BeforeValidator(finite)]
 _Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
-# A table of the file: its values as written (strict: `true` is not 1), no unknown field.
-_TABLE = ConfigDict(frozen=True, strict=True, extra="forbid")
-
-
-# -- the driver settings, which the drivers take as they are -----------------------------------
-
-
-def _program(name: str, v: Any) -> Any:
-    if not _PROGRAM_NAME.fullmatch(name):
-        raise _refuse("a program's name is 1-64 letters, digits, '.', '_', '+', '-'", name)
-    if isinstance(v, CommandProgram):  # from code that builds a config
-        v = v.model_dump()
-    if not isinstance(v, dict):
-        raise _refuse(f"must be a table like {_PROGRAM_EXAMPLE}", name)
-    argv = v.get("argv")
-    # A tuple is what code that builds a config passes; the file gives a list.
-    if (
-        not isinstance(argv, list | tuple)
-        or not argv
-        or not all(isinstance(a, str) and "\0" not in a for a in argv)
-    ):
-        raise _refuse(f'must be a list like ["/usr/bin/wc"], not {argv!r}', name, "argv")
-    program = Path(argv[0])
-    # An absolute path: what runs must not depend on the PATH the worker was started with.
-    if not program.is_absolute():
-        raise _refuse(f"{argv[0]!r} must be an absolute path, like /usr/bin/wc", name, "argv")
-    if not program.is_file():
-        raise _refuse(f"{argv[0]} does not exist (or is not a file)", name, "argv")
-    if not os.access(program, os.X_OK):
-        raise _refuse(f"{argv[0]} is not executable", name, "argv")
-    return {**v, "argv": tuple(argv)}
-
-
-def _programs(v: Any) -> Any:
-    if not isinstance(v, dict):
-        raise _refuse(f"must hold tables like [drivers.command.programs.wc]: {_PROGRAM_EXAMPLE}")
-    return {name: _program(name, program) for name, program in v.items()}
-
-
-def _no_allowlist(v: Any) -> None:
-    raise _refuse(
-        "free arguments are no longer run (a task could pass any option to the program); "
-        "declare each program with its typed parameters instead, like "
-        f"[drivers.command.programs.wc] {_PROGRAM_EXAMPLE}; task inputs then give "
-        "{program: wc, params: {lines: true, file: in.txt}, files: {in.txt: ...}}"
-    )
-
-
-def _option(v: Any) -> str:
-    if not isinstance(v, str) or not 1 < len(v) <= 64 or not v.startswith("-") or "\0" in v:
-        raise _refuse(
-            f'must be an option of 2-64 characters starting with "-", like "-l", not {v!r}'
-        )
-    return v
-
-
-_PROGRAM_EXAMPLE = (
-    'argv = ["/usr/bin/wc"], params = { lines = { type = "flag", arg = "-l" }, '
-    'file = { type = "file" } }'
-)
-
-
-class CommandParam(BaseModel):
-    """A parameter of a program: a flag, a whole number in a range, text of bounded length that
-    cannot start with '-', or a file of the task's scratch directory. With `arg` it is written
-    as an option (`arg`, then its value; a flag alone); without, after `--`."""
-
-    model_config = _TABLE
-
-    type: Literal["flag", "integer", "string", "file"]
-    arg: Annotated[str, BeforeValidator(_option)] | None = None
-    min: int = 0
-    max: int = 2**31 - 1
-    max_length: Annotated[int, Field(ge=1, le=4096)] = 256
-
-    @model_validator(mode="after")
-    def _range(self) -> CommandParam:
-        if self.min > self.max:
-            raise _refuse(f"min ({self.min}) is more than max ({self.max})", "min")
-        return self
-
-    def rule(self) -> ParamRule:
-        return ParamRule(self.type, self.arg, self.min, self.max, self.max_length)
-
-
-class CommandProgram(BaseModel):
-    """[drivers.command.programs.NAME]: its fixed argv and the parameters a task may give it."""
-
-    model_config = _TABLE
-
-    argv: tuple[str, ...]
-    params: Mapping[str, CommandParam] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _flags_are_options(self) -> CommandProgram:
-        for name, param in self.params.items():
-            if param.type == "flag" and param.arg is None:
-                raise _refuse('a flag needs its option, like arg = "-l"', "params", name, "arg")
-        return self
-
-
-class CommandLimits(BaseModel):
-    """[drivers.command] limits: what one task's processes may use (set with setrlimit)."""
-
-    model_config = _TABLE
-
-    cpu_s: Annotated[int, Field(ge=1)] = 60
-    memory_mb: Annotated[int, Field(ge=16)] = 1024  # address space, per process
-    processes: Annotated[int, Field(ge=2)] = 64  # of the user the tasks run as
-    file_size_mb: Annotated[int, Field(ge=1)] = 256
-    open_files: Annotated[int, Field(ge=16)] = 256
-
-
-class CommandDriverConfig(BaseModel):
-    """[drivers.command]: the programs a task may run, by name, with their typed parameters; the
-    sandbox they run in and its limits; and what of their output comes back."""
-
-    model_config = _TABLE
-
-    programs: Annotated[Mapping[str, CommandProgram], BeforeValidator(_programs)] = Field(
-        default_factory=dict
-    )
-    allow: Annotated[None, BeforeValidator(_no_allowlist)] = None
-    sandbox: Literal["bwrap", "none"] = "bwrap"
-    network: bool = False
-    stderr: bool = False  # stdout comes back; stderr only when the operator says so
-    limits: CommandLimits = CommandLimits()
-    max_output_bytes: Annotated[int, _byte_cap(_MAX_OUTPUT_BYTES)] = 1 << 20
-
-
-class HttpDriverConfig(BaseModel):
-    """[drivers.http]: where each model is served, and how long and large an answer may be."""
-
-    model_config = _TABLE
-
-    endpoints: Annotated[Mapping[str, str], BeforeValidator(_endpoints)] = Field(
-        default_factory=dict
-    )
-    timeout_s: Annotated[float, BeforeValidator(_timeout)] = 120.0
-    max_response_bytes: Annotated[int, _byte_cap(_MAX_RESPONSE_BYTES)] = 4 << 20
+_NodeIds = Annotated[frozenset[bytes], BeforeValidator(_node_ids)]
+_Multiplier = Annotated[float, BeforeValidator(_multiplier)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,8 +184,19 @@ class WorkerConfig:
     download_mbps: float = 0.0
     upload_mbps: float = 0.0
     override: dict[str, Any] = field(default_factory=dict)
+    scheduler_grace_s: float = 60.0
+    priority_prices: PriorityPrices = PriorityPrices()
+    schedulers: SchedulerPolicy = SchedulerPolicy()  # as the file says inline
+    schedulers_file: Path | None = None  # and what this file lists, read while it runs
+    echo_driver: DriverTable = field(default_factory=DriverTable)
+    sleep_driver: DriverTable = field(default_factory=DriverTable)
     command_driver: CommandDriverConfig = field(default_factory=CommandDriverConfig)
     http_driver: HttpDriverConfig = field(default_factory=HttpDriverConfig)
+
+    def driver_caps(self) -> dict[str, DriverCaps]:
+        """Each driver's caps on a task: its table's, or the defaults."""
+        tables = (self.echo_driver, self.sleep_driver, self.command_driver, self.http_driver)
+        return {name: t.caps() for name, t in zip(("echo", "sleep", "command", "http"), tables)}
 
     def gpus(self, detected: Detected) -> tuple[Gpu, ...]:
         if "gpus" not in self.override:
@@ -367,7 +225,8 @@ class WorkerConfig:
             upload_mbps=self.upload_mbps,
             workload_cpu=detected.workload_cpu,
             workload_ram=detected.workload_ram,
-            min_price=self.min_price,
+            # The least it takes: any scheduler may ask at the cheapest priority band.
+            min_price=self.min_price * self.priority_prices.lowest,
             drivers=self.drivers,
             free_slots=self.slot_count(detected),
             labels=self.labels,
@@ -378,13 +237,23 @@ class WorkerConfig:
 # -- the file's tables --------------------------------------------------------------------------
 
 
+class _Multipliers(BaseModel):
+    model_config = TABLE
+
+    low: _Multiplier = 1.0
+    normal: _Multiplier = 1.0
+    high: _Multiplier = 1.0
+
+
 class _WorkerTable(BaseModel):
-    model_config = _TABLE
+    model_config = TABLE
 
     slots: Annotated[int, _tasks(1)] | None = None
     queue: Annotated[int, _tasks(0)] = 4
     drivers: Annotated[tuple[str, ...], BeforeValidator(_drivers)] = ("echo",)
     min_price: _Amount = 0.0
+    priority_multipliers: _Multipliers = _Multipliers()
+    scheduler_grace_s: Annotated[float, seconds(MAX_GRACE_S)] = 60.0
     models: _Names = ()
     loaded_models: _Names = ()
     labels: Annotated[dict[str, str], BeforeValidator(_labels)] = Field(default_factory=dict)
@@ -393,19 +262,19 @@ class _WorkerTable(BaseModel):
     def _loaded_are_installed(self) -> _WorkerTable:
         for m in self.loaded_models:
             if m not in self.models:
-                raise _refuse(f"{m!r} is loaded but not among models", "loaded_models")
+                raise refuse(f"{m!r} is loaded but not among models", "loaded_models")
         return self
 
 
 class _NetworkTable(BaseModel):
-    model_config = _TABLE
+    model_config = TABLE
 
     download_mbps: _Amount = 0.0
     upload_mbps: _Amount = 0.0
 
 
 class _Gpu(BaseModel):
-    model_config = _TABLE
+    model_config = TABLE
 
     model: str
     vram_gb: _Amount
@@ -419,14 +288,14 @@ class _Gpu(BaseModel):
             or not isinstance(g.get("model"), str)
             or set(g) - set(cls.model_fields)
         ):
-            raise _refuse('must be { model = "...", vram_gb = N }')
+            raise refuse('must be { model = "...", vram_gb = N }')
         if "vram_gb" not in g:
-            raise _refuse("must be a finite number >= 0, not None", "vram_gb")
+            raise refuse("must be a finite number >= 0, not None", "vram_gb")
         return g
 
 
 class _OverrideTable(BaseModel):
-    model_config = _TABLE
+    model_config = TABLE
 
     cpu_model: str | None = None
     cpu_cores: Annotated[int, BeforeValidator(_cores)] | None = None
@@ -435,27 +304,59 @@ class _OverrideTable(BaseModel):
     gpus: Annotated[list[_Gpu], BeforeValidator(_gpu_list)] | None = None
 
 
+class _SchedulersTable(BaseModel):
+    model_config = TABLE
+
+    allow: _NodeIds | None = None
+    deny: _NodeIds = frozenset()
+    serve: Literal["anyone", "allowed"] | None = None
+    file: str | None = None
+    slots: Annotated[int, _tasks(1)] | None = None
+    spend_per_hour: _Amount | None = None
+
+    @model_validator(mode="after")
+    def _serve_agrees(self) -> _SchedulersTable:
+        if self.serve == "anyone" and self.allow is not None:
+            raise refuse(
+                'allow lists the schedulers to serve, but serve = "anyone" serves them all; '
+                "remove one of the two",
+                "serve",
+            )
+        return self
+
+    def policy(self) -> SchedulerPolicy:
+        only_allowed = self.serve == "allowed" or (self.serve is None and self.allow is not None)
+        spend = self.spend_per_hour
+        return SchedulerPolicy(
+            only_allowed,
+            self.allow or frozenset(),
+            self.deny,
+            self.slots,
+            math.inf if spend is None else spend,
+        )
+
+
 class _DriverTables(BaseModel):
-    model_config = _TABLE
+    model_config = TABLE
 
     command: CommandDriverConfig = CommandDriverConfig()
     http: HttpDriverConfig = HttpDriverConfig()
+    echo: DriverTable = DriverTable()
+    sleep: DriverTable = DriverTable()
 
     @model_validator(mode="before")
     @classmethod
-    def _settings_only(cls, tables: Any) -> Any:
+    def _tables(cls, tables: Any) -> Any:
         if not isinstance(tables, dict):
-            raise _refuse("must hold tables like [drivers.command]")
-        for name in sorted(tables):
-            if name in KNOWN_DRIVERS and name not in CONFIGURABLE_DRIVERS:
-                raise _refuse(f"the {name} driver has no settings; remove this table", name)
+            raise refuse("must hold tables like [drivers.command]")
         return tables
 
 
 class _WorkerFile(BaseModel):
-    model_config = _TABLE
+    model_config = TABLE
 
     worker: _WorkerTable = _WorkerTable()
+    schedulers: _SchedulersTable = _SchedulersTable()
     drivers: _DriverTables = _DriverTables()
     network: _NetworkTable = _NetworkTable()
     override: _OverrideTable = _OverrideTable()
@@ -465,7 +366,7 @@ class _WorkerFile(BaseModel):
         # Settings for a driver that is off are most likely a driver the operator meant to enable.
         for name in sorted(self.drivers.model_fields_set):
             if name not in self.worker.drivers:
-                raise _refuse(
+                raise refuse(
                     f"the {name} driver is not enabled; add {name!r} to [worker] drivers to "
                     "enable it, or remove this table",
                     "drivers",
@@ -502,6 +403,12 @@ def load_config(path: Path) -> WorkerConfig:
         download_mbps=file.network.download_mbps,
         upload_mbps=file.network.upload_mbps,
         override=file.override.model_dump(exclude_unset=True),
+        scheduler_grace_s=w.scheduler_grace_s,
+        priority_prices=PriorityPrices(**w.priority_multipliers.model_dump()),
+        schedulers=file.schedulers.policy(),
+        schedulers_file=_schedulers_file(path, file.schedulers.file),
+        echo_driver=file.drivers.echo,
+        sleep_driver=file.drivers.sleep,
         command_driver=file.drivers.command,
         http_driver=file.drivers.http,
     )
@@ -513,6 +420,19 @@ def load_config(path: Path) -> WorkerConfig:
     except ValueError as e:  # SchemaError, or the size limit
         raise ConfigError(f"{path}: {e}") from None
     return config
+
+
+def _schedulers_file(config: Path, name: str | None) -> Path | None:
+    """[schedulers] file, found from the config's folder: it must be there, and readable, when
+    the worker starts (a name mistyped would leave its lists out unseen)."""
+    if name is None:
+        return None
+    path = config.parent / name
+    try:
+        path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{config}: [schedulers] file: cannot read {path} ({e})") from None
+    return path
 
 
 # -- pydantic's errors in the file's terms -----------------------------------------------------
@@ -530,7 +450,7 @@ def _said(err: ErrorDetails) -> str:
     ctx = err.get("ctx") or {}
     table, keys, model = _place((*err["loc"], *ctx.get("at", ())))
     where = f"[{'.'.join(table)}]" + (f" {_key_path(keys)}" if keys else "")
-    if err["type"] == _REFUSED:
+    if err["type"] == REFUSED:
         reason = ctx["reason"]
     elif err["type"] == "extra_forbidden" and keys:
         holder = _model_within(model, keys[:-1])

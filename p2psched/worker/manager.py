@@ -5,9 +5,10 @@ Owns: what this worker has promised (leases), holds (its queue) and runs (its sl
 results it has not yet seen acknowledged, and its drivers' run times (plain histograms, which
 the node's metrics read).
 Promises: it never starts more tasks than it has slots; it runs a task only if the scheduler
-holds a lease for it and the task's driver is enabled; a lease not followed by a dispatch
-expires after `lease_s`; every result carries a `Receipt` signed by this worker, and is sent
-again when its scheduler reconnects, until acknowledged.
+holds a lease for it, the task's driver is enabled, and the task is within its driver's caps
+(timeout, input size) and the operator's `SchedulerPolicy` (who, how many, how much); a lease
+not followed by a dispatch expires after `lease_s`; every result carries a `Receipt` signed
+by this worker, and is sent again when its scheduler reconnects, until acknowledged.
 """
 
 from __future__ import annotations
@@ -42,82 +43,21 @@ from p2psched.wire.messages import (
     Result,
     Run,
     Send,
-    Task,
     Unreserve,
     Withdraw,
     Withdrawn,
     kind,
 )
 from p2psched.wire.schema import SchemaError
+from p2psched.worker.holdings import Abort as Abort
+from p2psched.worker.holdings import Action as Action
+from p2psched.worker.holdings import Held, Leased, Reservation, RunTimes, Scheduler
+from p2psched.worker.holdings import Start as Start
+from p2psched.worker.policy import Standing, Terms
 
 DRAINING = "this worker is draining and takes no new tasks"
 TaskKey = tuple[bytes, str]  # (scheduler's node id, task id): task ids are only unique per job
 ReservationKey = tuple[bytes, int]  # (scheduler's node id, its request id)
-
-
-@dataclass(frozen=True, slots=True)
-class Start:
-    """Run this task now on `task.driver`; report with `TaskManager.finished`."""
-
-    peer: bytes
-    task: Task
-
-
-@dataclass(frozen=True, slots=True)
-class Abort:
-    peer: bytes
-    task_id: str
-
-
-Action = Send | Start | Abort
-
-
-@dataclass(slots=True)
-class _Lease:
-    job: str
-    price: float
-    expires: float
-
-
-@dataclass(slots=True)
-class _Held:
-    job: str
-    price: float
-    task: Task
-    started: float = math.nan
-    progress: float = 0.0
-
-
-@dataclass(slots=True)
-class _Reservation:
-    """Places in this worker's queue for tasks its scheduler has not bound yet (late
-    binding): when one reaches a free slot, the scheduler is asked for a task."""
-
-    count: int
-
-
-@dataclass(slots=True)
-class _Peer:
-    public_key: bytes
-    connected: bool = True
-    next_beat: float = math.inf
-    gone_at: float = math.inf  # when its channel went, while it is gone
-
-
-@dataclass(slots=True)
-class _RunTimes:
-    """Run times of one driver here, as an exponentially weighted mean and variance."""
-
-    mean: float = 0.0
-    var: float = 0.0
-    n: int = 0
-
-    def add(self, x: float) -> None:
-        self.n += 1
-        w = max(0.1, 1.0 / self.n)
-        d = x - self.mean
-        self.mean += w * d
-        self.var = (1 - w) * (self.var + w * d * d)
 
 
 @dataclass(slots=True)
@@ -129,33 +69,34 @@ class TaskManager:
     identity: Identity
     slots: int = 1
     queue_depth: int = 4  # tasks accepted beyond the slots, so a slot never waits on the network
-    price: float = 0.0  # asked per task; also the least this worker takes
+    price: float = 0.0  # asked per task of normal priority (the others: `terms.prices`)
     refusal: Callable[[str], str | None] = lambda driver: None  # why a driver cannot run here
+    terms: Terms = field(default_factory=Terms)  # caps, prices by priority, who and how much
     lease_s: float = 10.0
     heartbeat_s: float = 1.0
     quote_valid_s: float = 10.0
     keep_results_s: float = 600.0
     # A scheduler gone this long has its running tasks stopped: it may never come back, and
     # they would hold slots others could use (their results, if any, are still kept for it).
-    # Twice a scheduler's regain window (60 s, `DispatchConfig.regain_s`): one that lost us
-    # with a gate keeps its tasks while it finds us again, a slow dial included.
-    scheduler_grace_s: float = 120.0
+    # Longer than a scheduler's regain window (45 s, `DispatchConfig.regain_s`): one that
+    # lost us with a gate finds its tasks still running here when it dials us again.
+    scheduler_grace_s: float = 60.0
     max_unacked: int = 256  # results kept per scheduler until acknowledged
     max_unacked_bytes: int = 256 << 20  # and by all of them together
     _unacked_bytes: int = 0
-    _peers: dict[bytes, _Peer] = field(default_factory=dict)
-    _leases: dict[TaskKey, _Lease] = field(default_factory=dict)
+    _peers: dict[bytes, Scheduler] = field(default_factory=dict)
+    _leases: dict[TaskKey, Leased] = field(default_factory=dict)
     _queue: deque[TaskKey] = field(default_factory=deque)
-    _held: dict[TaskKey, _Held] = field(default_factory=dict)  # queued or running
+    _held: dict[TaskKey, Held] = field(default_factory=dict)  # queued or running
     _running: set[TaskKey] = field(default_factory=set)
     _aborting: set[TaskKey] = field(default_factory=set)  # cancelled, still stopping
     _unacked: dict[TaskKey, tuple[float, Result, int]] = field(default_factory=dict)
-    _run_times: dict[str, _RunTimes] = field(default_factory=dict)
+    _run_times: dict[str, RunTimes] = field(default_factory=dict)
     # Seconds each driver took per task run here (ended by itself, with or without an error).
     run_seconds: dict[str, Histogram] = field(default_factory=dict)
     # Late binding: places reserved, in arrival order, and slots held for a scheduler that
     # was told one is free and has not answered yet (until when).
-    _reserved: dict[ReservationKey, _Reservation] = field(default_factory=dict)
+    _reserved: dict[ReservationKey, Reservation] = field(default_factory=dict)
     _pulling: dict[ReservationKey, list[float]] = field(default_factory=dict)
     _out: list[Action] = field(default_factory=list)
     draining: bool = False
@@ -228,7 +169,7 @@ class TaskManager:
             # crashed, so no reset came). What it queued here is not its now: drop it, as its
             # first heartbeat back tells it.
             self.disconnected(peer, now)
-        self._peers[peer] = _Peer(public_key)
+        self._peers[peer] = Scheduler(public_key)
         for (p, _), (_, message, _) in self._unacked.items():
             if p == peer:  # finished while the scheduler was away
                 self._out.append(Send(peer, message))
@@ -289,7 +230,7 @@ class TaskManager:
         if error is None:
             packed, error = unsendable(output)
         if error is None:
-            self._run_times.setdefault(driver, _RunTimes()).add(duration)
+            self._run_times.setdefault(driver, RunTimes()).add(duration)
         else:
             packed = encode(None)
         self._result(peer, held, packed, error, duration, now)
@@ -309,6 +250,7 @@ class TaskManager:
         for peer in self._gone_running():
             if self._grace_end(peer) <= now:
                 self._stop(peer, [t for p, t in self._running if p == peer])
+        self.terms.spending.forget_old(now)
         self._start_next(now)
         for peer, state in self._peers.items():
             if state.connected and state.next_beat <= now:
@@ -318,20 +260,25 @@ class TaskManager:
     # -- handlers -------------------------------------------------------------------------
 
     def _on_quote_request(self, peer: bytes, m: QuoteRequest, now: float) -> None:
-        busy = f"too busy: {len(self._held)} tasks held and {self.slots} slots full"
-        if self._declined(peer, m, busy if self.capacity == 0 else None):
+        price = self.price * self.terms.prices.multiplier(m.priority)
+        busy = self.terms.over(peer, 1, self._standing(peer), price, now)
+        if busy is None and self.capacity == 0:
+            busy = f"too busy: {len(self._held)} tasks held and {self.slots} slots full"
+        if self._declined(peer, m, price, busy):
             return
-        times = self._run_times.get(m.driver, _RunTimes())
+        times = self._run_times.get(m.driver, RunTimes())
         ahead = max(0, len(self._held) + len(self._leases) - self.slots + 1)
         quote = Quote(
             worker=self.identity.node_id,
             scheduler=peer,
             job=m.job,
-            price=self.price,
+            price=price,
             wait_mean=ahead * times.mean / max(1, self.slots),
             wait_err=math.sqrt(ahead * times.var) / max(1, self.slots),
             run_mean=times.mean,
-            capacity=min(self.capacity, m.tasks),
+            capacity=int(
+                min(self.capacity, m.tasks, self.terms.room(peer, self._standing(peer), price, now))
+            ),
             valid_until=now + self.quote_valid_s,
         ).signed(self.identity)
         self._out.append(Send(peer, QuoteReply(m.rid, quote)))
@@ -340,17 +287,25 @@ class TaskManager:
         c = m.commitment
         reason = None
         busy = False
+        least = self.price * self.terms.prices.lowest  # any scheduler may ask at the cheapest
         if not c.verify(self._peers[peer].public_key) or c.scheduler != peer:
             reason = "the commitment is not signed by the scheduler on this channel"
         elif c.worker != self.identity.node_id:
             reason = "the commitment names another worker"
-        elif c.price < self.price:
-            reason = f"price {c.price:g} is below this worker's minimum {self.price:g}"
+        elif (refused := self.terms.policy.refusal(peer)) is not None:
+            reason = refused
+        elif c.price < least:
+            reason = f"price {c.price:g} is below this worker's minimum {least:g}"
         elif self.draining:
             reason = DRAINING
         elif len(c.tasks) > self.capacity + self._pulled(peer):
             reason = f"state changed: room for {self.capacity} tasks now, not {len(c.tasks)}"
             busy = True
+        # (its tasks take the slots held for its answer: those are not counted twice)
+        elif limited := self.terms.over(
+            peer, len(c.tasks), self._standing(peer, pulled=False), c.price, now
+        ):
+            reason, busy = limited, True
         elif any(
             (peer, t) in self._held or (peer, t) in self._leases or (peer, t) in self._aborting
             for t in c.tasks
@@ -358,6 +313,8 @@ class TaskManager:
             reason = "some of these tasks are already leased, held or still stopping here"
         elif not {t.id for t in m.run} <= set(c.tasks):
             reason = "tasks sent with a commitment must be among the tasks it names"
+        else:
+            reason = self.terms.over_caps(m.run)
         if reason is not None:
             self._out.append(Send(peer, Reject(m.rid, said(reason), busy)))
             return
@@ -366,7 +323,7 @@ class TaskManager:
             self.journal.append(Accepted(c, self._peers[peer].public_key, now))
         self._bind(peer, len(c.tasks))
         for t in c.tasks:
-            self._leases[(peer, t)] = _Lease(c.job, c.price, expires)
+            self._leases[(peer, t)] = Leased(c.job, c.price, expires)
         self._out.append(Send(peer, Lease(m.rid, c.tasks, expires)))
         if m.run:
             self._on_run(peer, Run(m.run), now)
@@ -375,15 +332,16 @@ class TaskManager:
         for task in m.tasks:
             key = (peer, task.id)
             lease = self._leases.pop(key, None)
-            reason = self._refuse(task.driver, math.inf)
+            # Checked again, whatever its quote request said: a scheduler may lie there.
+            reason = self._refuse(peer, task.driver, math.inf, 0.0) or self.terms.over_caps([task])
             if lease is None:
                 reason = "no lease for this task here (it expired or was never granted)"
             if reason is not None:
-                held = _Held(lease.job if lease else "", 0.0, task, started=now)
+                held = Held(lease.job if lease else "", 0.0, task, started=now)
                 self._result(peer, held, encode(None), reason, 0.0, now)
                 continue
             assert lease is not None
-            self._held[key] = _Held(lease.job, lease.price, task)
+            self._held[key] = Held(lease.job, lease.price, task)
             self._queue.append(key)
         self._start_next(now)
 
@@ -413,12 +371,15 @@ class TaskManager:
 
     def _on_reserve(self, peer: bytes, m: Reserve, now: float) -> None:
         held = sum(r.count for k, r in self._reserved.items() if k[0] == peer)
-        busy = f"too many places reserved here: {held} of {MAX_RESERVED}"
-        if self._declined(peer, m, busy if held + m.tasks > MAX_RESERVED else None):
+        price = self.price * self.terms.prices.multiplier(m.priority)
+        busy = self.terms.over(peer, 1, self._standing(peer), price, now)
+        if busy is None and held + m.tasks > MAX_RESERVED:
+            busy = f"too many places reserved here: {held} of {MAX_RESERVED}"
+        if self._declined(peer, m, price, busy):
             return
         if m.tasks:
             rkey = (peer, m.rid)
-            r = self._reserved.setdefault(rkey, _Reservation(0))
+            r = self._reserved.setdefault(rkey, Reservation(0))
             r.count += m.tasks
         self._start_next(now)
 
@@ -441,10 +402,14 @@ class TaskManager:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _declined(self, peer: bytes, m: QuoteRequest | Reserve, busy: str | None) -> bool:
-        """Decline a request for a quote or for places, if this worker must: for good (the
-        driver, the price, draining), or for now (`busy`: why it is full). True if declined."""
-        reason = self._refuse(m.driver, m.max_price) or busy
+    def _declined(
+        self, peer: bytes, m: QuoteRequest | Reserve, price: float, busy: str | None
+    ) -> bool:
+        """Decline a request for a quote or for places at `price`, if this worker must: for
+        good (the scheduler, the driver, its caps, the price, draining), or for now (`busy`:
+        why it or the scheduler's share of it is full). True if declined."""
+        caps = self.terms.caps_of(m.driver).refusal(m.driver, m.timeout, m.input_bytes)
+        reason = self._refuse(peer, m.driver, m.max_price, price) or caps or busy
         if reason is not None:
             self._out.append(Send(peer, Decline(m.rid, said(reason), reason is busy)))
         return reason is not None
@@ -466,13 +431,25 @@ class TaskManager:
             else:
                 del until[:taken]
 
-    def _refuse(self, driver: str, max_price: float) -> str | None:
-        reason = self.refusal(driver)
-        if reason is None and max_price < self.price:
-            reason = f"price below its minimum: asks {self.price:g}, offered at most {max_price:g}"
+    def _refuse(self, peer: bytes, driver: str, max_price: float, price: float) -> str | None:
+        reason = self.refusal(driver) or self.terms.policy.refusal(peer)
+        if reason is None and max_price < price:
+            reason = f"price below its minimum: asks {price:g}, offered at most {max_price:g}"
         if reason is None and self.draining:
             reason = DRAINING
         return reason
+
+    def _standing(self, peer: bytes, *, pulled: bool = True) -> Standing:
+        """What `peer` holds here, as its limits measure it: tasks leased, queued or running
+        (and with `pulled`, the slots held for its answer), and what those tasks are worth."""
+
+        def standing() -> tuple[int, float]:
+            leased = [lease.price for (p, _), lease in self._leases.items() if p == peer]
+            held = [h.price for (p, _), h in self._held.items() if p == peer]
+            pulls = self._pulled(peer) if pulled else 0
+            return len(leased) + len(held) + pulls, sum(leased) + sum(held)
+
+        return standing
 
     def _start_next(self, now: float) -> None:
         while self._queue and self._busy_slots < self.slots:
@@ -481,9 +458,22 @@ class TaskManager:
             held.started = now
             self._running.add(key)
             self._out.append(Start(key[0], held.task))
-        # Tasks sent are served first; then a free slot is offered to the oldest reservation.
+        # Tasks sent are served first; then a free slot is offered to the oldest reservation
+        # whose scheduler may take one more task.
+        least = self.price * self.terms.prices.lowest
         while self._reserved and not self.draining and self._busy_slots < self.slots:
-            rkey, r = next(iter(self._reserved.items()))
+            rkey = next(
+                (
+                    k
+                    for k in self._reserved
+                    if not self.terms.policy.refusal(k[0])
+                    and not self.terms.over(k[0], 1, self._standing(k[0]), least, now)
+                ),
+                None,
+            )
+            if rkey is None:
+                return
+            r = self._reserved[rkey]
             r.count -= 1
             if r.count <= 0:
                 del self._reserved[rkey]
@@ -493,7 +483,7 @@ class TaskManager:
     def _result(
         self,
         peer: bytes,
-        held: _Held,
+        held: Held,
         packed: bytes,
         error: str | None,
         duration: float,
@@ -520,7 +510,8 @@ class TaskManager:
         )
         if error is None:
             self._keep(peer, held.task.id, message, len(packed), now)
-        if self._peers.get(peer, _Peer(b"", connected=False)).connected:
+            self.terms.spending.charge(peer, held.price, now)
+        if self._peers.get(peer, Scheduler(b"", connected=False)).connected:
             self._out.append(Send(peer, message))
 
     def _keep(self, peer: bytes, task_id: str, message: Result, size: int, now: float) -> None:

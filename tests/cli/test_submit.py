@@ -1,6 +1,6 @@
 """`p2psched submit` as a user runs it, against a devnet's processes on loopback: results and
-receipts written, a worker killed mid-job, a bad spec refused before anything is sent, and
-failures printed as they are."""
+receipts written, a worker killed mid-job, a bad spec refused before anything is sent,
+failures printed as they are, and a job from a scheduler the worker's operator denies."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from p2psched import devnet
-from tests.harness.processes import EXE, load_receipt, matrix_job, p2psched, submit_json, write_job
+from tests.harness.processes import (
+    EXE,
+    gate_and_worker,
+    load_receipt,
+    matrix_job,
+    p2psched,
+    submit_json,
+    write_job,
+)
 
 
 def test_two_hundred_tasks_through_the_cli(net: devnet.Devnet, tmp_path: Path) -> None:
@@ -125,3 +133,21 @@ def test_a_timestamp_deadline_survives_the_trip_to_a_running_node() -> None:
     sent = json.loads(json.dumps(doc, default=_iso))  # what submit posts to the control API
     assert sent["deadline"].startswith("2099-01-01T00:00:00")
     assert parse_job(sent).deadline == parse_job(doc).deadline
+
+
+def test_a_job_from_a_scheduler_the_worker_denies_fails_saying_so(tmp_path: Path) -> None:
+    """The only worker's operator denies this scheduler: `submit` ends with the job failed,
+    and the reason is the worker's refusal (after the 30 s a task waits for a worker)."""
+    me = tmp_path / "me"
+    out = p2psched("init", "--data-dir", str(me))
+    assert out.returncode == 0, out.stderr
+    my_id = p2psched("id", "--data-dir", str(me)).stdout.strip()
+    config = f'[worker]\ndrivers = ["echo"]\n[schedulers]\ndeny = ["{my_id}"]\n'
+    with gate_and_worker(tmp_path, config) as (gate, _, _, _):
+        job = matrix_job(tmp_path, "turned-away", "echo", "'{i}'", 2)
+        out = submit_json(job, gate, tmp_path / "results", me)
+    assert out.returncode == 1, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["failed"] == 2 and summary["completed"] == 0
+    refusal = f"this worker does not serve scheduler {my_id[:16]}…: denied by its operator"
+    assert all(refusal in f["error"] for f in summary["failures"]), summary["failures"]

@@ -1,6 +1,6 @@
 """p2psched as a user runs it: the CLI as a child process (`p2psched`, `run_at_home`), the
-processes a test keeps running (`process`, `running_node`), the job files it submits and
-the results, receipts and ledgers it reads back."""
+processes a test keeps running (`process`, `gate_and_worker`, `running_node`), the job files
+it submits and the results, receipts and ledgers it reads back."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from p2psched.api.client import ControlClient
@@ -60,6 +60,29 @@ def process(*args: str, home: Path) -> Iterator[subprocess.Popen[str]]:
             if p.poll() is None:
                 p.kill()
             p.wait(timeout=10)
+
+
+@contextmanager
+def gate_and_worker(
+    folder: Path, config: str
+) -> Iterator[tuple[str, str, bytes, subprocess.Popen[str]]]:
+    """A gate and a worker (`p2psched worker join`) on `config` (TOML, written to
+    `folder/worker.toml`), each its own process on loopback, killed on leaving; yields the
+    gate's address, the worker's address for tasks, its node id and its process."""
+    gate = f"127.0.0.1:{free_udp_port()}"
+    (folder / "worker.toml").write_text(config)
+    with ExitStack() as stack:
+        g = stack.enter_context(
+            process("gate", "--listen", gate, "--data-dir", str(folder / "g"), home=folder)
+        )
+        assert g.stdout is not None and "listening on" in g.stdout.readline()
+        args = ("worker", "join", "--gate", gate, "--config", str(folder / "worker.toml"))
+        w = stack.enter_context(process(*args, "--data-dir", str(folder / "w"), home=folder))
+        assert w.stdout is not None and w.stderr is not None
+        lines = [w.stdout.readline() for _ in range(6)]  # what it says of itself as it joins
+        assert lines[0].startswith("worker "), "".join(lines) + w.stderr.read()
+        address = next(line for line in lines if "tasks on " in line).rsplit("tasks on ", 1)[1]
+        yield gate, address.strip(), bytes.fromhex(lines[0].split()[1]), w
 
 
 @contextmanager

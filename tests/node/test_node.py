@@ -1,5 +1,5 @@
 """The node as one process composes it: a worker whose TCP port is taken listens on
-another."""
+another; a worker's config sets the terms its core serves on."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import trio
 
 from p2psched.identity import Identity
 from p2psched.node.node import open_node
-from tests.harness.network import ECHO, MACHINE
+from p2psched.scheduler.job import parse_job
+from p2psched.worker.config import load_config
+from tests.harness.network import ECHO, MACHINE, network
 
 
 async def test_a_worker_whose_tcp_port_is_taken_listens_on_another(tmp_path: Path) -> None:
@@ -28,3 +30,34 @@ async def test_a_worker_whose_tcp_port_is_taken_listens_on_another(tmp_path: Pat
         assert node.dht.address[1] == port
         assert node.worker is not None and not node.worker.address.endswith(f":{port}")
     blocker.close()
+
+
+async def test_the_grace_a_worker_gives_a_gone_scheduler_is_its_configs(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """[worker] scheduler_grace_s, read from the file: a scheduler that goes away with a task
+    running finds it stopped that long after, and the slot free for others."""
+    config = tmp_path / "worker.toml"
+    config.write_text('[worker]\ndrivers = ["sleep"]\nslots = 1\nscheduler_grace_s = 5\n')
+    spec = {
+        "name": "nap",
+        "driver": "sleep",
+        "timeout": 600,
+        "tasks": [{"input": {"seconds": 500}}],
+    }
+    async with network(tmp_path, [load_config(config)]) as (_, [worker]):
+        assert worker.worker is not None
+        manager = worker.worker.service.manager
+        async with open_node(
+            Identity.generate(), tmp_path / "s2", seeds=[worker.dht.address], dht_client=True
+        ) as scheduler:
+            job = scheduler.jobs.submit(parse_job(spec))
+            with trio.fail_after(60):
+                while manager.running == 0:
+                    await trio.sleep(0.1)
+        gone = trio.current_time()  # its channels closed as it left
+        assert not job.done.is_set() and manager.running == 1
+        await trio.sleep_until(gone + 4)
+        assert manager.running == 1  # within the grace: it may come back
+        await trio.sleep_until(gone + 6)
+        assert manager.running == 0 and manager.free_slots == 1

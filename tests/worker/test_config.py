@@ -119,7 +119,19 @@ def _not_executable(tmp: Path) -> str:
             '[worker]\ndrivers = ["command"]\n[drivers.http]\nendpoints = {}\n',
             "[drivers.http]: the http driver is not enabled; add 'http' to [worker] drivers",
         ),
-        ('[worker]\ndrivers = ["echo"]\n[drivers.echo]\n', "[drivers.echo]: the echo driver has"),
+        (
+            '[worker]\ndrivers = ["echo"]\n[drivers.echo]\nmax_timeout_s = 0\n',
+            "[drivers.echo] max_timeout_s: must be more than 0 seconds",
+        ),
+        (
+            '[worker]\ndrivers = ["echo"]\n[drivers.echo]\nmax_input_bytes = 524289\n',
+            "[drivers.echo] max_input_bytes: must be a whole number of bytes, 1..524288 (a "
+            "task's input must fit one message)",
+        ),
+        (
+            '[worker]\ndrivers = ["echo"]\n[drivers.sleep]\nmax_timeout_s = 5\n',
+            "[drivers.sleep]: the sleep driver is not enabled",
+        ),
         ("[drivers.ftp]\n", "[drivers.ftp]: unknown table; known: [drivers.command]"),
         ("drivers = 5\n", "[drivers]: must hold tables"),
         (
@@ -233,3 +245,97 @@ def test_driver_config_errors_name_the_file_field_and_reason(
     with pytest.raises(ConfigError) as e:
         load_config(path)
     assert str(path) in str(e.value) and says.replace("{tmp}", tmp) in str(e.value)
+
+
+ID_A, ID_B = "ab" * 32, "cd" * 32
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[worker]\nscheduler_grace_s = 0\n", "[worker] scheduler_grace_s: must be more than 0"),
+        (
+            "[worker]\npriority_multipliers = { low = 0 }\n",
+            "[worker] priority_multipliers.low: must be more than 0 (a multiple of min_price)",
+        ),
+        (
+            "[worker]\npriority_multipliers = { urgent = 2.0 }\n",
+            "[worker] priority_multipliers.urgent: unknown field; known: high, low, normal",
+        ),
+        (
+            '[schedulers]\nallow = ["abc"]\n',
+            "[schedulers] allow[0]: 'abc' is not a node id (64 hex digits)",
+        ),
+        (
+            f'[schedulers]\ndeny = ["{ID_A}", "{"zz" * 32}"]\n',
+            f"[schedulers] deny[1]: '{'zz' * 32}' is not a node id",
+        ),
+        ('[schedulers]\ndeny = "all"\n', "[schedulers] deny: must be a list of node ids"),
+        (
+            f'[schedulers]\nallow = ["{ID_A}"]\nserve = "anyone"\n',
+            '[schedulers] serve: allow lists the schedulers to serve, but serve = "anyone"',
+        ),
+        ('[schedulers]\nserve = "friends"\n', "[schedulers] serve: must be 'anyone' or 'allowed'"),
+        (
+            "[schedulers]\nslots = 0\n",
+            "[schedulers] slots: must be a whole number of tasks, 1..1024",
+        ),
+        ("[schedulers]\nspend_per_hour = -1\n", "[schedulers] spend_per_hour: must be a finite"),
+        (
+            '[schedulers]\nfile = "nowhere.txt"\n',
+            "[schedulers] file: cannot read {dir}/nowhere.txt",
+        ),
+        ("[schedulers]\nallw = []\n", "[schedulers] allw: unknown field; known: allow, deny,"),
+    ],
+)
+def test_policy_settings_errors_name_the_file_field_and_reason(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(path) in str(e.value) and says.replace("{dir}", str(tmp_path)) in str(e.value)
+
+
+def test_policy_settings_become_the_workers_terms(tmp_path: Path) -> None:
+    from p2psched.resources.detect import Detected
+    from p2psched.worker.policy import DriverCaps, PriorityPrices
+
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "schedulers.txt").write_text(f"deny {ID_B}\n")
+    path = tmp_path / "worker.toml"
+    path.write_text(
+        '[worker]\ndrivers = ["echo", "command"]\nmin_price = 0.1\nscheduler_grace_s = 30\n'
+        "priority_multipliers = { low = 0.5, high = 2.0 }\n"
+        f'[schedulers]\nallow = ["{ID_A}"]\ndeny = ["{ID_B}"]\nfile = "lists/schedulers.txt"\n'
+        "slots = 3\nspend_per_hour = 2.5\n"
+        "[drivers.echo]\nmax_timeout_s = 60\n"
+        "[drivers.command]\nmax_input_bytes = 4096\n"
+    )
+    config = load_config(path)
+    assert config.scheduler_grace_s == 30.0
+    assert config.priority_prices == PriorityPrices(low=0.5, normal=1.0, high=2.0)
+    policy = config.schedulers
+    assert policy.only_allowed and policy.allow == {bytes.fromhex(ID_A)}
+    assert policy.deny == {bytes.fromhex(ID_B)} and policy.slots == 3
+    assert policy.spend_per_hour == 2.5
+    assert config.schedulers_file == tmp_path / "lists" / "schedulers.txt"
+    caps = config.driver_caps()
+    assert caps["echo"] == DriverCaps(60.0, 512 << 10)
+    assert caps["command"] == DriverCaps(3600.0, 4096) and caps["sleep"] == DriverCaps()
+    # The ad shows the least a task costs here: any scheduler may ask at the low band.
+    detected = Detected("CPU", 2, 8.0, 100.0, (), 0.0, 0.0)
+    assert config.profile(detected).min_price == 0.05
+
+
+def test_without_policy_settings_anyone_is_served_on_the_default_caps(tmp_path: Path) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text(f'[schedulers]\ndeny = ["{ID_B}"]\nserve = "anyone"\n')
+    config = load_config(path)
+    assert not config.schedulers.only_allowed and config.schedulers.slots is None
+    assert config.schedulers.spend_per_hour == float("inf")
+    assert config.scheduler_grace_s == 60.0 and config.schedulers_file is None
+    assert {c.max_timeout_s for c in config.driver_caps().values()} == {3600.0}
+    path.write_text('[schedulers]\nserve = "allowed"\n')  # the file, or nobody
+    assert load_config(path).schedulers.only_allowed

@@ -1,6 +1,7 @@
 """The worker's task manager on its own, fed messages as a scheduler sends them: leases
 that expire, results kept until acknowledged, cancels and withdrawals, messages of the
-wrong direction, and outputs that cannot go back."""
+wrong direction, outputs that cannot go back, and the terms it serves on (drivers' caps,
+who may use it, each scheduler's slots and spend, prices by priority)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 import pytest
 
 from p2psched.identity import Identity
-from p2psched.wire.deal import Receipt
+from p2psched.wire.deal import MAX_INPUT_BYTES, Commitment, Receipt
 from p2psched.wire.messages import Send
 from p2psched.worker import manager as wm
+from p2psched.worker.policy import DriverCaps, PriorityPrices, SchedulerPolicy, Terms
 from tests.harness.net import commit, dispatch, on_wire, wire
 
 
@@ -196,3 +198,193 @@ def test_a_scheduler_back_within_its_grace_keeps_its_running_tasks() -> None:
     w.actions()
     w.tick(100.0)
     assert not any(isinstance(a, wm.Abort) for a in w.actions()) and w.running == 1
+
+
+# -- the terms it serves on: caps, who, how much, at what price -------------------------------
+
+
+def asked(w: wm.TaskManager, sched: Identity, now: float = 0.0, **fields: Any) -> dict[str, Any]:
+    """`sched` asks `w` for a quote for four echo tasks (`fields` added to, or replacing, what
+    its request says); the answer as it goes on the wire (after what went before it)."""
+    request = {"t": "quote?", "rid": 9, "job": "job", "tasks": 4, "driver": "echo"}
+    w.receive(sched.node_id, wire({**request, "model": None, "max_price": 1e9, **fields}), now)
+    [answer] = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)][-1:]
+    return dict(answer)
+
+
+def committed(
+    w: wm.TaskManager,
+    sched: Identity,
+    ids: list[str],
+    now: float = 0.0,
+    *,
+    price: float = 0.0,
+    run: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """`sched` commits `ids` to `w` at `price`, with the tasks `run`; the answer on the wire
+    (a lease or a rejection)."""
+    c = Commitment(sched.node_id, w.identity.node_id, "job", ids, price, now).signed(sched)
+    message = {"t": "commit", "rid": 1, "commitment": c.to_wire(), "run": run or []}
+    w.receive(sched.node_id, wire(message), now)
+    answers = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
+    return dict(answers[0])
+
+
+def task(task_id: str, *, timeout: float = 5.0, size: int = 1) -> dict[str, Any]:
+    return {"id": task_id, "driver": "echo", "model": None, "input": "x" * size, "timeout": timeout}
+
+
+def serving(terms: Terms | None = None, **manager: Any) -> tuple[wm.TaskManager, Identity]:
+    """A worker on `terms`, and a scheduler connected to it (its first beat read)."""
+    w = wm.TaskManager(Identity.generate(), terms=terms or Terms(), **manager)
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    w.actions()
+    return w, sched
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        (
+            {"timeout": 604800.0},
+            "timeout 604800 s is over this worker's max_timeout_s 3600 for driver echo",
+        ),
+        ({"input_bytes": 2001}, "input of 2001 bytes is over this worker's max_input_bytes 2000"),
+        ({"timeout": 3600.0, "input_bytes": 2000}, None),
+        ({}, None),  # a scheduler that does not say: refused when it sends the tasks
+    ],
+)
+def test_a_quote_request_over_a_drivers_caps_is_declined_naming_the_cap(
+    fields: dict[str, Any], says: str | None
+) -> None:
+    w, sched = serving(Terms(caps={"echo": DriverCaps(3600.0, 2000)}))
+    answer = asked(w, sched, **fields)
+    if says is None:
+        assert answer["t"] == "quote"
+    else:
+        assert answer["t"] == "decline" and says in answer["reason"] and not answer["busy"]
+
+
+def test_caps_hold_by_default_and_again_when_the_tasks_come_whatever_was_asked() -> None:
+    """The defaults cap a timeout at an hour. A scheduler may say one thing when it asks and
+    send another: a commitment whose tasks are over the caps is rejected, and a task sent
+    over them fails with the cap as its reason; neither is started."""
+    w, sched = serving()
+    assert "max_timeout_s 3600 for driver echo" in asked(w, sched, timeout=7 * 86400.0)["reason"]
+    assert asked(w, sched, timeout=60.0, input_bytes=10)["t"] == "quote"
+    reject = committed(w, sched, ["t1"], run=[task("t1", timeout=7200.0)])
+    assert reject["t"] == "reject" and not reject["busy"]
+    assert "task t1: timeout 7200 s is over this worker's max_timeout_s 3600" in reject["reason"]
+    assert w.tasks_held == 0
+    assert committed(w, sched, ["t2", "t3"])["t"] == "lease"
+    big = task("t3", size=MAX_INPUT_BYTES)  # (its encoding is a few bytes more)
+    w.receive(sched.node_id, wire({"t": "run", "tasks": [task("t2", timeout=7200.0), big]}), 1.0)
+    actions = w.actions()
+    assert not any(isinstance(a, wm.Start) for a in actions)
+    errors = [on_wire(a.message)["error"] for a in actions if isinstance(a, Send)]
+    assert "task t2: timeout 7200 s is over this worker's max_timeout_s 3600" in errors[0]
+    assert f"over this worker's max_input_bytes {MAX_INPUT_BYTES} for driver echo" in errors[1]
+
+
+def test_a_denied_or_unlisted_scheduler_is_refused_at_every_step() -> None:
+    w, sched = serving()
+    other = Identity.generate()
+    w.connected(other.node_id, other.public_key, 0.0)
+    w.actions()
+    assert committed(w, sched, ["t1"])["t"] == "lease"  # before its operator said no
+    w.terms.policy = SchedulerPolicy(deny=frozenset({sched.node_id}))
+    denied = f"does not serve scheduler {sched.node_id.hex()[:16]}…: denied by its operator"
+    answer = asked(w, sched)
+    assert answer["t"] == "decline" and denied in answer["reason"] and not answer["busy"]
+    assert denied in committed(w, sched, ["t2"])["reason"]
+    dispatch(w, sched, "t1", 1.0)  # leased before: it is still not run
+    actions = w.actions()
+    assert not any(isinstance(a, wm.Start) for a in actions)
+    assert [denied in on_wire(a.message)["error"] for a in actions if isinstance(a, Send)] == [True]
+    assert asked(w, other)["t"] == "quote"
+    w.terms.policy = SchedulerPolicy(only_allowed=True, allow=frozenset({sched.node_id}))
+    assert asked(w, sched)["t"] == "quote"
+    assert "not among those its operator allows" in asked(w, other)["reason"]
+
+
+def test_a_scheduler_holds_at_most_its_slots() -> None:
+    w, sched = serving(Terms(policy=SchedulerPolicy(slots=2)), slots=4)
+    other = Identity.generate()
+    w.connected(other.node_id, other.public_key, 0.0)
+    w.actions()
+    assert asked(w, sched)["quote"]["capacity"] == 2
+    assert committed(w, sched, ["t1"])["t"] == "lease"
+    assert asked(w, sched)["quote"]["capacity"] == 1
+    reject = committed(w, sched, ["t2", "t3"])
+    holds = f"scheduler {sched.node_id.hex()[:16]}… holds 1 of its 2 slots on this worker"
+    assert reject["t"] == "reject" and reject["busy"] and holds in reject["reason"]
+    assert committed(w, sched, ["t2"])["t"] == "lease"
+    answer = asked(w, sched)
+    assert answer["t"] == "decline" and answer["busy"]
+    assert "holds 2 of its 2 slots on this worker" in answer["reason"]
+    assert asked(w, other)["quote"]["capacity"] == 2  # another scheduler's share is its own
+    dispatch(w, sched, "t1", 1.0)
+    w.finished(sched.node_id, "t1", "done", None, 2.0)
+    assert asked(w, sched)["quote"]["capacity"] == 1
+
+
+def test_a_scheduler_is_charged_at_most_its_spend_per_rolling_hour() -> None:
+    w, sched = serving(Terms(policy=SchedulerPolicy(spend_per_hour=1.0)), price=0.3, slots=4)
+    assert asked(w, sched, 10.0)["quote"]["capacity"] == 3  # 0.9 of 1.0
+    assert committed(w, sched, ["t1", "t2"], 10.0, price=0.3)["t"] == "lease"
+    assert asked(w, sched, 10.0)["quote"]["capacity"] == 1  # 0.6 committed
+    reject = committed(w, sched, ["t3", "t4"], 10.0, price=0.3)
+    assert reject["t"] == "reject" and reject["busy"]
+    assert "spent 0 (and 0.6 committed) of its 1 per hour on this worker" in reject["reason"]
+    for t in ("t1", "t2"):
+        dispatch(w, sched, t, 10.0)
+        w.finished(sched.node_id, t, "done", None, 20.0)
+    assert asked(w, sched, 20.0)["quote"]["capacity"] == 1  # charged 0.6 now
+    assert committed(w, sched, ["t3"], 20.0, price=0.3)["t"] == "lease"
+    dispatch(w, sched, "t3", 20.0)
+    w.finished(sched.node_id, "t3", "done", None, 30.0)
+    answer = asked(w, sched, 30.0)
+    assert answer["t"] == "decline" and answer["busy"]
+    assert "spent 0.9 of its 1 per hour on this worker" in answer["reason"]
+    assert asked(w, sched, 3619.0)["t"] == "decline"
+    assert asked(w, sched, 3620.0)["quote"]["capacity"] == 2  # the first two are an hour old
+
+
+def test_a_scheduler_at_its_slots_is_offered_no_free_slot_for_its_places() -> None:
+    """Late binding: a free slot goes to the oldest reservation whose scheduler may take one
+    more task, not to one that would have to be turned away."""
+    w, sched = serving(Terms(policy=SchedulerPolicy(slots=1)), slots=3)
+    reserve = {"t": "reserve", "rid": 5, "job": "job", "tasks": 3, "driver": "echo"}
+    w.receive(sched.node_id, wire({**reserve, "model": None, "max_price": 1e9}), 0.0)
+    readies = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
+    assert readies == [{"t": "ready", "rid": 5}]  # one slot, not three
+    w.receive(sched.node_id, wire({**reserve, "rid": 6, "model": None, "max_price": 1e9}), 0.0)
+    [answer] = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
+    assert answer["t"] == "decline" and answer["busy"]
+    assert "holds 1 of its 1 slots on this worker" in answer["reason"]  # the slot held for it
+
+
+@pytest.mark.parametrize(("priority", "price"), [(None, 1.0), (1, 0.8), (5, 1.0), (9, 1.5)])
+def test_the_quote_is_priced_by_the_jobs_priority_band(priority: int | None, price: float) -> None:
+    prices = PriorityPrices(low=0.8, normal=1.0, high=1.5)
+    w, sched = serving(Terms(prices=prices), price=1.0)
+    fields = {} if priority is None else {"priority": priority}
+    assert asked(w, sched, **fields)["quote"]["price"] == price
+    too_little = asked(w, sched, **fields, max_price=price - 0.01)
+    assert too_little["t"] == "decline" and f"asks {price:g}" in too_little["reason"]
+
+
+def test_a_commitment_is_taken_at_the_cheapest_bands_price_and_no_less() -> None:
+    """Priority is the scheduler's word: any may ask at the low band, so its price is the
+    least a commitment may pay (what the ad shows)."""
+    w, sched = serving(Terms(prices=PriorityPrices(low=0.8, high=1.5)), price=1.0)
+    assert committed(w, sched, ["t1"], price=0.8)["t"] == "lease"
+    reject = committed(w, sched, ["t2"], price=0.79)
+    assert "price 0.79 is below this worker's minimum 0.8" in reject["reason"]
+
+
+def test_the_grace_a_gone_scheduler_gets_is_a_minute_by_default() -> None:
+    w, sched = running_t1(slots=1)
+    w.disconnected(sched.node_id, 1.0)
+    assert w.next_deadline() == 61.0

@@ -16,14 +16,13 @@ from p2psched.resources.driver_inputs import MISSING, input_problems
 from p2psched.scheduler.job.derive import expanded
 from p2psched.scheduler.job.problems import MAX_PROBLEMS, NAME, NOT_GIVEN, Loc, Problem, shown
 from p2psched.scheduler.job.templates import KeyClash, placeholders
-from p2psched.wire.codec import MAX_MESSAGE_BYTES, encode
+from p2psched.wire.codec import encode
+from p2psched.wire.deal import MAX_INPUT_BYTES
 
 if TYPE_CHECKING:
     from p2psched.scheduler.job.models import JobSpec
 
 MAX_TASKS = 100_000
-# An input travels inside one wire message together with its envelope.
-MAX_INPUT_BYTES = MAX_MESSAGE_BYTES // 2
 # All inputs of a job together: the scheduler keeps them in memory and in its store.
 MAX_JOB_INPUT_BYTES = 256 << 20
 MAX_SLEEP_S = 86_400.0  # a longer sleep in a job is a mistake; a worker would run it

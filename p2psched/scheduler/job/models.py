@@ -25,6 +25,7 @@ from p2psched.resources.driver_inputs import KNOWN_DRIVERS
 from p2psched.resources.profile import gpu_family
 from p2psched.scheduler.job.checks import job_problems
 from p2psched.scheduler.job.problems import refuse, refuse_all
+from p2psched.wire.messages import DEFAULT_PRIORITY, MAX_PRIORITY
 
 DEFAULT_MTR = 0.001  # money per second of waiting, when a job gives neither mtr nor deadline
 MAX_DURATION_S = 365 * 86_400.0
@@ -213,7 +214,7 @@ class JobSpec(BaseModel):
     deadline: Annotated[float | datetime | None, BeforeValidator(_deadline)] = None
     retries: int = Field(default=2, ge=0, le=100)
     timeout: _Duration = 600.0
-    priority: int = Field(default=5, ge=0, le=9)
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=MAX_PRIORITY)
 
     @model_validator(mode="after")
     def _whole_job(self) -> JobSpec:

@@ -53,6 +53,7 @@ class RunBase:
     _final: int  # tasks in a final state
     _shapes: Counter[Shape]  # queued, by kind
     _shape_spec: dict[Shape, TaskSpec]
+    _shape_input: dict[Shape, int]  # the largest input (encoded) of a kind queued so far
     _timers: list[tuple[float, str]]  # (deadline, task id): stale once the task's moved on
     _next_sweep: float
     _ticked: float  # when `tick` last ran

@@ -132,7 +132,7 @@ class Candidates(RunBase):
                 floor = None
         if floor is None:
             prices = [
-                (w.ad.profile.min_price, w.ad.node_id)
+                (w.price, w.ad.node_id)
                 for w in self.workers.values()
                 if self._could_take(t, w, now)
             ]
@@ -159,7 +159,7 @@ class Candidates(RunBase):
             if t.state == S.QUEUED:
                 # Only if it would go there: a task that waits for a cheaper worker (MTR 0),
                 # or for money, claims nothing, or it would hold the other jobs up for ever.
-                price = w.quote.price if w.quote is not None else w.ad.profile.min_price
+                price = w.price
                 ok = (
                     self._eligible(t, w)
                     and price <= t.spec.max_price
@@ -177,7 +177,7 @@ class Candidates(RunBase):
         """Whether `w` may still take `t` (`for_any`: any task of its shape): it matches, is
         reachable, has not turned this job down nor been skipped for failing, and its price
         fits both the task's limit and what is left of the budget."""
-        price = w.quote.price if w.quote is not None else w.ad.profile.min_price
+        price = w.price
         return (
             (t.spec.need.matches(w.ad.profile) if for_any else self._eligible(t, w))
             and w.link != DOWN

@@ -34,6 +34,8 @@ class DispatchConfig:
     # A worker reached through a gate whose link broke: most likely the gate went, not the
     # worker, which moves to another gate and says so in a new ad. Its tasks stay its for
     # this long (they run on, and it keeps their results for us) before they go elsewhere.
-    regain_s: float = 60.0
+    # Shorter than the grace a worker gives a scheduler gone (60 s by default, [worker]
+    # scheduler_grace_s), after which it stops that scheduler's tasks.
+    regain_s: float = 45.0
     max_quotes: int = 32  # candidates asked at once
     max_result_bytes: int = MAX_RESULT_BYTES

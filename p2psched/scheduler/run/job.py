@@ -103,7 +103,7 @@ class JobRun(LateBinding, Rebalancing, Reports):
         self._queue = TaskQueue()
         self._queued = self._final = 0
         self._shapes = Counter()
-        self._shape_spec = {}
+        self._shape_spec, self._shape_input = {}, {}
         self._timers = []
         self._next_sweep = now
         self._ticked = -math.inf

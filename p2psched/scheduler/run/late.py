@@ -21,7 +21,7 @@ from p2psched.scheduler.run.config import (
 )
 from p2psched.scheduler.run.links import DOWN, NONE, UP
 from p2psched.scheduler.run.negotiation import Negotiation
-from p2psched.scheduler.run.tasks import TaskRun, model_of, slots_of
+from p2psched.scheduler.run.tasks import TaskRun, slots_of
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.scheduler.strategy import PROBE_RATIO
 from p2psched.wire.deal import MAX_RESERVED
@@ -69,8 +69,7 @@ class LateBinding(Negotiation):
             self._reserved += n
             self.stats.negotiation["reserve"] += 1
             want -= n
-            reserve = Reserve(rid, self.job, n, spec.driver, model_of(spec), spec.max_price)
-            self._out.append(Send(w.ad.node_id, reserve))
+            self._out.append(Send(w.ad.node_id, self._ask(Reserve, rid, n, spec)))
             if want <= 0:
                 break
 

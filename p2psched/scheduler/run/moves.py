@@ -56,6 +56,8 @@ class TaskMoves(Candidates):
             self._queued += 1 if new == S.QUEUED else -1
             self._shapes[shape] += 1 if new == S.QUEUED else -1
             self._shape_spec.setdefault(shape, t.spec)
+            if t.input_bytes > self._shape_input.get(shape, 0):
+                self._shape_input[shape] = t.input_bytes
         if new == S.SENT:
             self._sent(t, now)
         elif new == S.RUNNING:

@@ -11,7 +11,9 @@ committed, or keeps rejecting, is dropped.
 from __future__ import annotations
 
 from functools import partial
+from typing import TypeVar
 
+from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.queue import Entry
 from p2psched.scheduler.run.actions import Send
@@ -29,9 +31,18 @@ from p2psched.scheduler.run.workers import WorkerState
 from p2psched.store.journal import Committed
 from p2psched.wire.codec import encode
 from p2psched.wire.deal import MAX_BATCH, Commitment
-from p2psched.wire.messages import Commit, Decline, Lease, QuoteReply, QuoteRequest, Reject
+from p2psched.wire.messages import (
+    Commit,
+    Decline,
+    Lease,
+    QuoteReply,
+    QuoteRequest,
+    Reject,
+    Reserve,
+)
 
 S = TaskState
+_A = TypeVar("_A", QuoteRequest, Reserve)
 
 
 class Negotiation(TaskMoves):
@@ -70,8 +81,22 @@ class Negotiation(TaskMoves):
             asked += 1
             self.stats.negotiation["asked"] += 1
             n = min(MAX_BATCH, max(1, self._queued + self._seeking))
-            ask = QuoteRequest(rid, self.job, n, spec.driver, model_of(spec), spec.max_price)
-            self._out.append(Send(w.ad.node_id, ask))
+            self._out.append(Send(w.ad.node_id, self._ask(QuoteRequest, rid, n, spec)))
+
+    def _ask(self, kind: type[_A], rid: int, n: int, spec: TaskSpec) -> _A:
+        """A request for a quote or for places: for `n` tasks of `spec`'s kind, saying their
+        priority, timeout and largest input, which the worker may refuse or price by."""
+        return kind(
+            rid,
+            self.job,
+            n,
+            spec.driver,
+            model_of(spec),
+            spec.max_price,
+            priority=spec.priority,
+            timeout=spec.timeout_s,
+            input_bytes=self._shape_input.get(shape_of(spec)),
+        )
 
     def _quotes_settled(self, now: float) -> bool:
         """Commit once the quotes asked for are in, or after a short wait for the slow ones:
@@ -178,6 +203,8 @@ class Negotiation(TaskMoves):
                 now + DECLINE_BACKOFF_S,
             )
             return
+        if q.price != w.price:  # (a quote may ask more than the ad, by the job's priority)
+            self._floors.clear()
         w.quote, w.room, w.declined = q, q.capacity, None
         # Validity is judged by our clock, and never trusted for longer than a short while.
         w.quote_until = min(q.valid_until, now + self.config.max_quote_s)

@@ -42,5 +42,11 @@ class WorkerState:
     def node_id(self) -> bytes:
         return self.ad.node_id
 
+    @property
+    def price(self) -> float:
+        """What it asks of a task: its quote's price, else its ad's (the least it takes; a
+        quote may ask more, by the job's priority)."""
+        return self.quote.price if self.quote is not None else self.ad.profile.min_price
+
     def relink(self, new: Link) -> None:
         self.link = self.link.to(new)
