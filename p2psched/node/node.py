@@ -33,6 +33,7 @@ from p2psched.scheduler.run import DispatchConfig
 from p2psched.scheduler.service import Dispatcher, dht_finder
 from p2psched.store import Store
 from p2psched.wire.address import host_port
+from p2psched.wire.deal import MAX_OPENING_MESSAGE
 from p2psched.worker.advert import AD_TTL, Advert
 from p2psched.worker.config import WorkerConfig
 from p2psched.worker.drivers import disabled_reason, make_drivers
@@ -125,7 +126,12 @@ async def open_node(
             async with trio.open_nursery() as nursery:
                 discovery = Discovery(dht)
                 dispatcher = Dispatcher(
-                    identity, dht_finder(discovery), open_worker_channel, clock=dht.now, store=store
+                    identity,
+                    dht_finder(discovery),
+                    open_worker_channel,
+                    clock=dht.now,
+                    store=store,
+                    max_result_bytes=(dispatch or DispatchConfig()).max_result_bytes,
                 )
                 await nursery.start(dispatcher.serve)
                 jobs = JobBook(dispatcher, nursery, config=dispatch)
@@ -203,6 +209,7 @@ async def _start_worker(
         make_drivers(config),
         clock=node.dht.now,
         record=node.store.record,
+        max_message_bytes=config.max_message_bytes,
     )
     host, udp_port = node.dht.address
     listen = reachability != "private"
@@ -236,7 +243,8 @@ async def _start_worker(
         if not gates:
             raise JoinError("a worker that cannot be reached needs a gate to relay for it")
         node.dht.protocol.set_client(True)  # out of others' routing tables: they cannot reach it
-        relay = RelayClient(node.identity, gates, service.handle)
+        # A scheduler that opens a circuit is a stranger until it says what it is.
+        relay = RelayClient(node.identity, gates, service.handle, max_frame=MAX_OPENING_MESSAGE)
         try:
             address = await nursery.start(relay.serve)
         except RelayError as e:  # (raised before it started: as itself, not in a group)

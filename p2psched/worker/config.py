@@ -10,6 +10,7 @@ worker starts; an absent field keeps its default or what was detected.
     [worker]
     slots = 1                       # tasks it runs at once (default: one per GPU, at least 1)
     queue = 4                       # tasks it accepts beyond those, so no slot waits on the network
+    max_message_bytes = 10485760    # from a scheduler that has said what it is: 64 KiB..10 MiB
     drivers = ["http"]              # drivers the operator enables
     min_price = 0.01                # per task
     models = ["llama-3-8b"]         # installed models it serves
@@ -67,7 +68,7 @@ from p2psched.resources.driver_inputs import KNOWN_DRIVERS as KNOWN_DRIVERS
 from p2psched.resources.driver_inputs import ParamRule
 from p2psched.resources.profile import Gpu, Profile
 from p2psched.wire.codec import decode
-from p2psched.wire.deal import MAX_RESULT_BYTES
+from p2psched.wire.deal import MAX_COMMIT_MESSAGE, MAX_RESULT_BYTES
 
 CONFIGURABLE_DRIVERS = ("command", "http")
 ANY_MODEL = "*"  # the [drivers.http] endpoint for models not listed by name
@@ -329,6 +330,7 @@ class WorkerConfig:
 
     slots: int | None = None  # None: one per GPU (at least one)
     queue_depth: int = 4
+    max_message_bytes: int = MAX_COMMIT_MESSAGE  # from a scheduler that said what it is
     drivers: tuple[str, ...] = ("echo",)
     min_price: float = 0.0
     models: tuple[str, ...] = ()
@@ -383,6 +385,7 @@ class _WorkerTable(BaseModel):
 
     slots: Annotated[int, _tasks(1)] | None = None
     queue: Annotated[int, _tasks(0)] = 4
+    max_message_bytes: int = Field(default=MAX_COMMIT_MESSAGE, ge=64 << 10, le=MAX_COMMIT_MESSAGE)
     drivers: Annotated[tuple[str, ...], BeforeValidator(_drivers)] = ("echo",)
     min_price: _Amount = 0.0
     models: _Names = ()
@@ -479,9 +482,7 @@ def load_config(path: Path) -> WorkerConfig:
     try:
         doc = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: no such file; pass the path of the worker's TOML config"
-        ) from None
+        raise ConfigError(f"{path}: no such file; pass the path of a worker's config") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot be read ({e})") from None
     except tomllib.TOMLDecodeError as e:
@@ -494,6 +495,7 @@ def load_config(path: Path) -> WorkerConfig:
     config = WorkerConfig(
         slots=w.slots,
         queue_depth=w.queue,
+        max_message_bytes=w.max_message_bytes,
         drivers=w.drivers,
         min_price=w.min_price,
         models=w.models,

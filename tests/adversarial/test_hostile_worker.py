@@ -20,6 +20,8 @@ from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import JobRun, Link, task_id_for
 from p2psched.scheduler.service import Dispatcher
 from p2psched.wire.channel import SecureChannel, serve_channels
+from p2psched.wire.deal import Quote
+from p2psched.wire.messages import Commit, QuoteReply, QuoteRequest, encode, parse
 from p2psched.worker.drivers import DriverError, DriverTask, EchoDriver
 from p2psched.worker.manager import TaskManager
 from p2psched.worker.service import WorkerService
@@ -68,12 +70,28 @@ async def scheduling(
     return dispatcher
 
 
+async def take_commitment(channel: SecureChannel, rogue: Identity) -> Commit:
+    """Deal as a worker does on `channel`: quote for what is asked, until committed to. The
+    scheduler then takes results from it (it takes a few KiB from a worker that has not yet
+    said what it is)."""
+    while True:
+        m = parse(await channel.receive_frame())
+        if isinstance(m, Commit):
+            return m
+        if isinstance(m, QuoteRequest):
+            quote = Quote(
+                rogue.node_id, channel.peer.node_id, m.job, 0.0, 0.0, 0.0, 0.0, m.tasks, 1e10
+            )
+            await channel.send_encoded([encode(QuoteReply(m.rid, quote.signed(rogue)))])
+
+
 async def drop_on(frame: bytes) -> tuple[str, bool]:
-    """What the job says of a worker that sent `frame`, and whether the node still serves
-    (a second job on it is accepted and cancelled cleanly)."""
+    """What the job says of a worker that sent `frame` once committed to, and whether the
+    node still serves (a second job on it is accepted and cancelled cleanly)."""
     scheduler, rogue = Identity.generate(), Identity.generate()
 
     async def hostile(channel: SecureChannel) -> None:
+        await take_commitment(channel, rogue)
         await channel.send_encoded([frame])
         await trio.sleep_forever()
 

@@ -14,7 +14,6 @@ MAX_SCAN = 4096  # queue entries looked at per commit round, at most
 MAX_REJECTS = 3
 MAX_BUSY_REJECTS = 30  # a minute of backing off: then its quotes are not worth asking for
 MAX_PROBES = 4096  # late binding: places reserved by one job, at most
-COMMIT_BYTES = 8 << 20  # task inputs sent with one commitment, at most (frames are 16 MiB)
 REBALANCE_AFTER_S = 2.0  # a task sent this long ago and not seen running waits in a queue
 REBALANCE_GAIN = 0.5  # ... and moves if another worker would have it done in half the time
 MAX_MOVES = 64  # tasks moved per sweep, at most

@@ -136,6 +136,12 @@ class JobRun(LateBinding, Rebalancing, Reports):
         w = self.workers.get(worker)
         return w.public_key if w is not None else None
 
+    def dealt_with(self, worker: bytes) -> bool:
+        """Whether `worker` said what it is to this job before (on a channel that was up), or
+        holds tasks of it (it leased them before we restarted): its results may come first."""
+        w = self.workers.get(worker)
+        return w is not None and (w.public_key is not None or bool(w.holding))
+
     def counts(self) -> Counter[str]:
         return Counter(t.state.value for t in self.tasks.values())
 
