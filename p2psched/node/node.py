@@ -111,11 +111,16 @@ async def open_node(
     if reachability not in REACHABILITY:
         raise ValueError(f"reachability {reachability!r}: choose one of {', '.join(REACHABILITY)}")
     config = DhtConfig(client=dht_client)
+    dispatch = dispatch or DispatchConfig()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # (every task the node starts inherits its id, for its log events)
     with (
         naming_node(identity.node_id),
-        Store.open(data_dir / STORE_FILE, own_public_key=identity.public_key) as store,
+        Store.open(
+            data_dir / STORE_FILE,
+            own_public_key=identity.public_key,
+            spool_over=dispatch.spool_result_bytes,
+        ) as store,
     ):
         if gate and port == 0:  # its relay takes the same number on TCP: pick one free there
             port = _free_tcp_port(host)
@@ -131,7 +136,7 @@ async def open_node(
                     open_worker_channel,
                     clock=dht.now,
                     store=store,
-                    max_result_bytes=(dispatch or DispatchConfig()).max_result_bytes,
+                    max_result_bytes=dispatch.max_result_bytes,
                 )
                 await nursery.start(dispatcher.serve)
                 jobs = JobBook(dispatcher, nursery, config=dispatch)

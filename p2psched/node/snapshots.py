@@ -119,6 +119,10 @@ class ReceiptView(Snapshot):
 
 class TaskResult(TaskView):
     output: Any = Field(description="the task's output as JSON (bytes as {base64: ...})")
+    output_spooled: bool = Field(
+        description="the output is too large to show here (`output` is null): "
+        "GET /v1/jobs/{job}/tasks/{index}/output has it, as MessagePack"
+    )
     receipt: ReceiptView | None
 
 

@@ -1,11 +1,17 @@
-"""The knobs of a job's run: timeouts an operator may set (`DispatchConfig`), and the fixed
-limits and ratios the run's parts share.
+"""The knobs of a job's run: timeouts and sizes an operator may set (`DispatchConfig`, which a
+node takes as `open_node(dispatch=...)`), and the fixed limits and ratios the run's parts share.
+
+    max_result_bytes = 12582912     # a task's output, at most: larger ones fail the worker that
+                                    # sent it; the node's links to workers take results this large
+    spool_result_bytes = 1048576    # an output larger is kept in a file of the node's data dir
+                                    # (outputs/<its SHA-256>), not in memory nor in the store's file
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from p2psched.store.store import SPOOL_RESULT_BYTES
 from p2psched.wire.deal import MAX_RESULT_BYTES
 
 DECLINE_BACKOFF_S = 2.0
@@ -36,3 +42,4 @@ class DispatchConfig:
     regain_s: float = 60.0
     max_quotes: int = 32  # candidates asked at once
     max_result_bytes: int = MAX_RESULT_BYTES
+    spool_result_bytes: int = SPOOL_RESULT_BYTES
