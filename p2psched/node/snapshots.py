@@ -338,3 +338,4 @@ class WorkerCounters:
     completed: int
     run_seconds: Mapping[str, Histogram]  # by driver
     relay_moves: int | None  # None: it takes no relay
+    connections_shed: int  # dropped at its listener: too many from one address, or in all

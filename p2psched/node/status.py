@@ -349,6 +349,7 @@ class NodeFacade:
             completed=role.service.completed,
             run_seconds={driver: h.copy() for driver, h in manager.run_seconds.items()},
             relay_moves=role.relay.moves if role.relay is not None else None,
+            connections_shed=role.service.doorkeeper.shed,
         )
 
     # -- commands ----------------------------------------------------------------------------------

@@ -252,7 +252,7 @@ def result_hash(output: Any) -> bytes:
     return packed_hash(encode(output))
 
 
-def packed_hash(packed: bytes) -> bytes:
+def packed_hash(packed: bytes | memoryview) -> bytes:
     """`result_hash` of a result already encoded (so it is encoded once)."""
     return hashlib.sha256(packed).digest()
 

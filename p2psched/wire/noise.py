@@ -215,5 +215,11 @@ class SecureSession:
                 )
             if len(self._partial) < 4 + n:
                 return
-            self._frames.append(bytes(self._partial[4 : 4 + n]))
-            del self._partial[: 4 + n]
+            # One copy of the frame, not two (a slice of a bytearray is one already); and the
+            # buffer a large frame grew is let go, not kept for the channel's life.
+            with memoryview(self._partial) as whole:
+                self._frames.append(bytes(whole[4 : 4 + n]))
+            if len(self._partial) == 4 + n:
+                self._partial = bytearray()
+            else:
+                del self._partial[: 4 + n]

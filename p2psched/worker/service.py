@@ -2,7 +2,7 @@
 `TaskManager`, runs the tasks it starts on their drivers, and keeps its timers.
 
 Owns: one reader per scheduler channel, one trio task per running task (each in its own
-scratch directory, removed afterwards), and the timer loop.
+scratch directory, removed afterwards), the timer loop, and the doorkeeper of its listener.
 Promises: a malformed message ends that scheduler's channel with the reason, and nothing else;
 a driver's failure becomes the task's error, never the worker's; a channel takes messages of
 a few KiB until its scheduler has sent one deal message (or is one this worker holds tasks or
@@ -27,7 +27,7 @@ import trio
 from p2psched.identity import Identity
 from p2psched.logs import naming_task
 from p2psched.store.journal import Entry
-from p2psched.wire.channel import Outbox, SecureChannel, serve_channels
+from p2psched.wire.channel import Doorkeeper, Outbox, SecureChannel, serve_channels
 from p2psched.wire.codec import DecodeError
 from p2psched.wire.deal import MAX_COMMIT_MESSAGE, MAX_OPENING_MESSAGE, job_of
 from p2psched.wire.messages import MAX_REASON, Refusal, Send, Task, encode, parse, unpack
@@ -61,6 +61,8 @@ class WorkerService:
         # The largest message a scheduler may send once it said what it is: a commitment
         # with its tasks (their inputs are decoded within it too).
         self.max_message_bytes = max_message_bytes
+        # Who may connect: handshakes in all and per address, channels per address.
+        self.doorkeeper = Doorkeeper()
         self.record = record  # makes the manager's journal durable (and empties it)
         self.manager = manager
         self.drivers = drivers
@@ -97,6 +99,7 @@ class WorkerService:
                         self.identity,
                         self.handle,
                         listeners=listeners,
+                        doorkeeper=self.doorkeeper,
                         max_frame=MAX_OPENING_MESSAGE,
                         task_status=task_status,
                     )

@@ -20,11 +20,10 @@ from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import JobRun, Link, task_id_for
 from p2psched.scheduler.service import Dispatcher
 from p2psched.wire.channel import SecureChannel, serve_channels
-from p2psched.wire.deal import Quote
-from p2psched.wire.messages import Commit, QuoteReply, QuoteRequest, encode, parse
 from p2psched.worker.drivers import DriverError, DriverTask, EchoDriver
 from p2psched.worker.manager import TaskManager
 from p2psched.worker.service import WorkerService
+from tests.harness.hostile import take_commitment
 from tests.harness.net import spec
 
 DEEP = b"\x91" * 5000 + b"\xc0"  # a list in a list ... 5,000 deep: msgpack and msgspec recurse
@@ -68,21 +67,6 @@ async def scheduling(
     dispatcher = Dispatcher(scheduler, find, open_worker_channel)
     await nursery.start(dispatcher.serve)
     return dispatcher
-
-
-async def take_commitment(channel: SecureChannel, rogue: Identity) -> Commit:
-    """Deal as a worker does on `channel`: quote for what is asked, until committed to. The
-    scheduler then takes results from it (it takes a few KiB from a worker that has not yet
-    said what it is)."""
-    while True:
-        m = parse(await channel.receive_frame())
-        if isinstance(m, Commit):
-            return m
-        if isinstance(m, QuoteRequest):
-            quote = Quote(
-                rogue.node_id, channel.peer.node_id, m.job, 0.0, 0.0, 0.0, 0.0, m.tasks, 1e10
-            )
-            await channel.send_encoded([encode(QuoteReply(m.rid, quote.signed(rogue)))])
 
 
 async def drop_on(frame: bytes) -> tuple[str, bool]:
