@@ -7,15 +7,18 @@ connection after connection to a worker is shed while an honest scheduler is ser
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 import trio
@@ -23,7 +26,13 @@ import trio
 from p2psched.api.client import ControlClient
 from p2psched.gate.client import open_worker_channel
 from p2psched.identity import Identity
-from p2psched.wire.channel import SecureChannel
+from p2psched.wire.address import split_host_port
+from p2psched.wire.channel import (
+    MAX_CHANNELS_PER_IP,
+    MAX_HANDSHAKES_PER_IP,
+    SecureChannel,
+    secure_stream,
+)
 from p2psched.wire.deal import (
     MAX_COMMIT_MESSAGE,
     MAX_RESULT_BYTES,
@@ -255,3 +264,117 @@ async def test_a_hostile_workers_frames_keep_a_scheduler_within_64_mb(tmp_path: 
         assert next(frames, None) is None  # it was dialled for each
         assert growth[1] < HELD_MB
         assert growth[2] < GROWTH_MB
+
+
+# -- results over the spool size: in files, not in the scheduler's memory -----------------------
+
+
+class _Model(http.server.BaseHTTPRequestHandler):
+    """A model server whose every answer is 3 MB: the prompt, then that many x's."""
+
+    def do_POST(self) -> None:
+        asked = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        answer = json.dumps({"text": asked["prompt"] + " " + "x" * ANSWER_BYTES}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+ANSWER_BYTES = 3_000_000
+
+
+@contextmanager
+def model_server() -> Iterator[str]:
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Model) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/"
+        finally:
+            server.shutdown()
+            thread.join()
+
+
+async def test_results_over_the_spool_size_go_to_files_not_the_schedulers_memory(
+    tmp_path: Path,
+) -> None:
+    """Thirty results of 3 MB each (90 MB): the scheduler keeps each in a file of its data
+    dir as it arrives, its peak memory grows by far less than they weigh, and the user's
+    results folder has every one of them whole."""
+    n = 30
+    job = tmp_path / "big.yaml"
+    job.write_text(
+        "name: big\ndriver: http\ntemplate:\n  input: {prompt: 'task {i}'}\n"
+        f"matrix:\n  i: {list(range(n))}\n"
+    )
+    with model_server() as url:
+        config = (
+            '[worker]\nslots = 4\ndrivers = ["http"]\n'
+            f'[drivers.http]\nendpoints = {{ "*" = "{url}" }}\n'
+        )
+        with (
+            gate_at(tmp_path / "gate") as gate,
+            worker_of(gate, tmp_path / "worker", config=config),
+            running("node", "--gate", gate, data=tmp_path / "scheduler") as (proc, _),
+        ):
+            before = peak_mb(proc.pid)
+            with trio.fail_after(180):
+                done = await trio.run_process(
+                    [*EXE, "submit", str(job), "--json", "--results", str(tmp_path / "results"),
+                     "--data-dir", str(tmp_path / "scheduler")],
+                    capture_stdout=True, capture_stderr=True, check=False,
+                )  # fmt: skip
+            growth = peak_mb(proc.pid) - before
+    print(f"scheduler, {n} results of 3 MB: +{growth:.1f} MB")
+    assert json.loads(done.stdout)["completed"] == n, done.stderr[-2000:]
+    assert growth < GROWTH_MB
+    for i in range(n):
+        result = json.loads((tmp_path / "results" / "big" / f"{i:06d}.json").read_text())
+        text = result["output"]["text"]
+        assert text.startswith(f"task {i} ") and len(text) == len(f"task {i} ") + ANSWER_BYTES
+    assert len(list((tmp_path / "scheduler" / "outputs").iterdir())) == n
+
+
+# -- connections: one address cannot crowd out the schedulers a worker serves ------------------
+
+
+def worker_metric(data: Path, name: str) -> float:
+    """A counter of a node's metrics, read as Prometheus would (behind its token)."""
+    url = json.loads((data / "api.json").read_text())["url"]
+    token = (data / "api.token").read_text().strip()
+    text = httpx.get(f"{url}/metrics", headers={"authorization": f"Bearer {token}"}).text
+    found = re.search(rf"^{name}(?:_total)? (\S+)$", text, re.M)
+    assert found is not None, name
+    return float(found.group(1))
+
+
+async def test_one_address_opening_many_connections_is_shed_and_an_honest_scheduler_served(
+    tmp_path: Path,
+) -> None:
+    """From one address, strangers leave 100 connections idle in their handshake and open 70
+    channels: the worker keeps 8 of the first (dropping the oldest as each comes) and 64 of
+    the others; a scheduler from another address is served all the while."""
+    stranger = "127.0.0.2"  # loopback has many addresses: the honest scheduler uses 127.0.0.1
+    with (
+        gate_at(tmp_path / "gate") as gate,
+        worker_of(gate, tmp_path / "worker") as (_, worker, address),
+    ):
+        host, port = split_host_port(address)
+        async with AsyncExitStack() as held:
+            for _ in range(100):
+                stream = await trio.open_tcp_stream(host, port, local_address=stranger)
+                await held.enter_async_context(stream)
+            for _ in range(70):
+                stream = await trio.open_tcp_stream(host, port, local_address=stranger)
+                await held.enter_async_context(
+                    secure_stream(stream, Identity.generate(), initiator=True, expected_peer=worker)
+                )
+            await honest_job(gate, tmp_path / "honest")
+        shed = worker_metric(tmp_path / "worker", "p2psched_worker_connections_shed")
+    print(f"worker: {shed:g} connections shed")
+    assert shed >= (100 - MAX_HANDSHAKES_PER_IP) + (70 - MAX_CHANNELS_PER_IP), shed
