@@ -174,20 +174,21 @@ def _collect(
     folder: ResultsFolder,
     failures: list[dict[str, Any]],
     results: list[dict[str, Any]],
-    spooled: Callable[[str], Any],
+    fetch: Callable[[str], Any] | None = None,
 ) -> None:
-    """Write `results`; `spooled(task_id)` gives an output a result only names."""
+    """Write `results`; `fetch(task_id)` gives an output a result only names."""
     for r in results:
         if r["state"] != "completed":
             failures.append({k: r[k] for k in ("task", "name", "state", "error")})
         if r.pop("output_spooled", False):
-            r["output"] = spooled(r["task"])
+            assert fetch is not None  # (results asked for whole have theirs)
+            r["output"] = fetch(r["task"])
         folder.write(r)
 
 
 def _fetched(client: ControlClient, job_id: str) -> Callable[[str], Any]:
     """A task's output read from the node's API, as JSON."""
-    from p2psched.scheduler.jobs import to_json
+    from p2psched.node.status import to_json
     from p2psched.wire.codec import decode
     from p2psched.wire.noise import MAX_FRAME
 
@@ -259,7 +260,6 @@ def _embedded(
 
     from p2psched.identity import load_or_create_identity
     from p2psched.node.node import bind_host_toward, open_node
-    from p2psched.scheduler.jobs import to_json
 
     identity = load_or_create_identity(data_dir)
     failures: list[dict[str, Any]] = []
@@ -281,8 +281,8 @@ def _embedded(
                         await job.done.wait()
                     new = job.settled[written:]
                     written += len(new)
-                    views = [job.result_view(t) for t in new]
-                    _collect(folder, failures, views, lambda t: to_json(job.output(t)))
+                    views = [job.result_view(t, whole=True) for t in new]
+                    _collect(folder, failures, views)
                     status = job.status(node.dht.now())
                     display.update(status)
                     if job.done.is_set() and written == len(job.settled):

@@ -129,17 +129,7 @@ async def open_node(
                 listed = ", ".join(f"{h}:{p}" for h, p in seeds)
                 raise JoinError(f"no seed answered ({listed}); check the address and that it runs")
             async with trio.open_nursery() as nursery:
-                discovery = Discovery(dht)
-                dispatcher = Dispatcher(
-                    identity,
-                    dht_finder(discovery),
-                    open_worker_channel,
-                    clock=dht.now,
-                    store=store,
-                    max_result_bytes=dispatch.max_result_bytes,
-                )
-                await nursery.start(dispatcher.serve)
-                jobs = JobBook(dispatcher, nursery, config=dispatch)
+                discovery, jobs = await _start_scheduler(identity, dht, store, nursery, dispatch)
                 if resume:
                     _resume(jobs)
                 roles = ("gate",) if gate else ()
@@ -171,6 +161,23 @@ async def open_node(
                     if node.worker is not None:
                         with trio.CancelScope(shield=True), trio.move_on_after(10):
                             await node.worker.advert.withdraw()
+
+
+async def _start_scheduler(
+    identity: Identity, dht: DhtNode, store: Store, nursery: trio.Nursery, config: DispatchConfig
+) -> tuple[Discovery, JobBook]:
+    """The scheduler role, serving in `nursery`: how it finds workers, and its jobs."""
+    discovery = Discovery(dht)
+    dispatcher = Dispatcher(
+        identity,
+        dht_finder(discovery),
+        open_worker_channel,
+        clock=dht.now,
+        store=store,
+        max_result_bytes=config.max_result_bytes,
+    )
+    await nursery.start(dispatcher.serve)
+    return discovery, JobBook(dispatcher, nursery, config=config)
 
 
 async def _start_gate(

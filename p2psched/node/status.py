@@ -54,7 +54,8 @@ from p2psched.wire.address import host_port
 from p2psched.wire.codec import encode
 from p2psched.wire.deal import task_id_for
 
-# STRATEGIES and PREDICT_MODES are re-exported: what a reader may choose among, for its help.
+# STRATEGIES and PREDICT_MODES are re-exported: what a reader may choose among, for its help;
+# and to_json: how a reader shows an output it fetched (`task_output`) as the API shows others.
 __all__ = [
     "PREDICT_MODES",
     "STRATEGIES",
@@ -65,6 +66,7 @@ __all__ = [
     "Unavailable",
     "UnknownChoice",
     "ledger_view",
+    "to_json",
 ]
 
 RESULTS_PAGE_MAX = 10_000

@@ -90,13 +90,13 @@ class SubmittedJob:
             "progress": t.progress,
         }
 
-    def result_view(self, task_id: str) -> dict[str, Any]:
+    def result_view(self, task_id: str, *, whole: bool = False) -> dict[str, Any]:
         """A settled task with its output, unless that is kept in the store (too large to
-        show here): then `output_spooled`, and `output(task_id)` reads it."""
+        show in a page of them) and not asked for `whole`: then `output_spooled`."""
         t = self.run.tasks[task_id]
         view = self.task_view(t)
-        spooled = t.output is Spooled.IN_STORE
-        view["output"] = None if spooled else to_json(t.output)
+        spooled = t.output is Spooled.IN_STORE and not whole
+        view["output"] = None if spooled else to_json(self.output(task_id))
         view["output_spooled"] = spooled
         view["receipt"] = None
         if t.receipt is not None:

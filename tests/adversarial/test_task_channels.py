@@ -8,6 +8,7 @@ connection after connection to a worker is shed while an honest scheduler is ser
 from __future__ import annotations
 
 import http.server
+import itertools
 import json
 import re
 import subprocess
@@ -305,13 +306,15 @@ async def test_results_over_the_spool_size_go_to_files_not_the_schedulers_memory
 ) -> None:
     """Thirty results of 3 MB each (90 MB): the scheduler keeps each in a file of its data
     dir as it arrives, its peak memory grows by far less than they weigh, and the user's
-    results folder has every one of them whole."""
+    results folder has every one of them whole, whether `submit` asked a node for them or
+    ran the job itself."""
     n = 30
     job = tmp_path / "big.yaml"
     job.write_text(
         "name: big\ndriver: http\ntemplate:\n  input: {prompt: 'task {i}'}\n"
         f"matrix:\n  i: {list(range(n))}\n"
     )
+    submit = [*EXE, "submit", str(job), "--json", "--results"]
     with model_server() as url:
         config = (
             '[worker]\nslots = 4\ndrivers = ["http"]\n'
@@ -324,20 +327,27 @@ async def test_results_over_the_spool_size_go_to_files_not_the_schedulers_memory
         ):
             before = peak_mb(proc.pid)
             with trio.fail_after(180):
-                done = await trio.run_process(
-                    [*EXE, "submit", str(job), "--json", "--results", str(tmp_path / "results"),
-                     "--data-dir", str(tmp_path / "scheduler")],
+                asked = await trio.run_process(
+                    [*submit, str(tmp_path / "asked"), "--data-dir", str(tmp_path / "scheduler")],
                     capture_stdout=True, capture_stderr=True, check=False,
                 )  # fmt: skip
             growth = peak_mb(proc.pid) - before
+            with trio.fail_after(180):
+                ran = await trio.run_process(
+                    [*submit, str(tmp_path / "ran"), "--gate", gate,
+                     "--data-dir", str(tmp_path / "submit")],
+                    capture_stdout=True, capture_stderr=True, check=False,
+                )  # fmt: skip
     print(f"scheduler, {n} results of 3 MB: +{growth:.1f} MB")
-    assert json.loads(done.stdout)["completed"] == n, done.stderr[-2000:]
+    for done in (asked, ran):
+        assert json.loads(done.stdout)["completed"] == n, done.stderr[-2000:]
     assert growth < GROWTH_MB
-    for i in range(n):
-        result = json.loads((tmp_path / "results" / "big" / f"{i:06d}.json").read_text())
+    for i, folder in itertools.product(range(n), ("asked", "ran")):
+        result = json.loads((tmp_path / folder / "big" / f"{i:06d}.json").read_text())
         text = result["output"]["text"]
         assert text.startswith(f"task {i} ") and len(text) == len(f"task {i} ") + ANSWER_BYTES
-    assert len(list((tmp_path / "scheduler" / "outputs").iterdir())) == n
+    for data in ("scheduler", "submit"):
+        assert len(list((tmp_path / data / "outputs").iterdir())) == n
 
 
 # -- connections: one address cannot crowd out the schedulers a worker serves ------------------
