@@ -7,18 +7,19 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import msgspec
 import trio
 
 from p2psched.dht.node import open_dht_node
 from p2psched.identity import Identity
-from p2psched.resources.profile import Profile
 from p2psched.wire.address import host_port, split_host_port
 from p2psched.wire.channel import SecureChannel, serve_channels
 from p2psched.wire.deal import Quote, Receipt, packed_hash
 from p2psched.wire.messages import Commit, QuoteReply, QuoteRequest, Result, encode, parse
 from p2psched.worker.advert import Advert
+from tests.harness.net import ad
 
 
 async def take_commitment(channel: SecureChannel, rogue: Identity) -> Commit:
@@ -58,9 +59,9 @@ def result_of(commit: Commit, rogue: Identity, output: bytes) -> bytes:
 async def advertised(
     gate: str, handle: Callable[[SecureChannel, Identity], Awaitable[None]]
 ) -> AsyncIterator[Identity]:
-    """A worker of the echo driver, free, joined to the DHT through `gate` with a signed ad
-    like any other's, whose channels `handle` serves (with its identity): it is what it
-    says to schedulers that find it. Yields its identity."""
+    """A worker of the echo driver, free (`harness.net.ad`), joined to the DHT through `gate`
+    with a signed ad like any other's, whose channels `handle` serves (with its identity):
+    it is what it says to schedulers that find it. Yields its identity."""
     rogue = Identity.generate()
     async with trio.open_nursery() as nursery:
 
@@ -70,14 +71,7 @@ async def advertised(
         host, port = await nursery.start(serve_channels, rogue, serve)
         async with open_dht_node(rogue) as dht:
             assert await dht.bootstrap([split_host_port(gate)]) > 0
-            profile = Profile(
-                cpu_model="cpu",
-                cpu_cores=4,
-                ram_gb=8.0,
-                drivers=("echo",),
-                free_slots=2,
-                addresses=(host_port(host, port),),
-            )
+            profile = replace(ad(rogue).profile, addresses=(host_port(host, port),))
             await Advert(dht, profile).publish()
             yield rogue
         nursery.cancel_scope.cancel()
