@@ -328,7 +328,8 @@ class Dispatcher:
             for address in addresses:
                 # A worker new to the link's jobs is a stranger until it sends a message; one
                 # that dealt with them before may send a result first (one it owes them).
-                dealt = any(self._jobs[j].run.dealt_with(worker) for j in link.jobs & {*self._jobs})
+                jobs = (self._jobs[j].run for j in link.jobs & self._jobs.keys())
+                dealt = any(run.dealt_with(worker) for run in jobs)
                 opening = self.max_message_bytes if dealt else MAX_OPENING_MESSAGE
                 try:
                     async with self.dial(
