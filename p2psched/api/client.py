@@ -62,6 +62,10 @@ class ControlClient:
         query = urlencode({k: _text(v) for k, v in params.items() if v is not None})
         return self._call("GET", f"{path}?{query}" if query else path, None)
 
+    def get_bytes(self, path: str) -> bytes:
+        """The body of an answer that is not JSON (a task's output, in MessagePack)."""
+        return self._call("GET", path, None, raw=True)  # type: ignore[no-any-return]
+
     def post(self, path: str, body: Any) -> Any:
         return self._call("POST", path, json.dumps(body).encode())
 
@@ -74,7 +78,7 @@ class ControlClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, body: bytes | None) -> Any:
+    def _call(self, method: str, path: str, body: bytes | None, *, raw: bool = False) -> Any:
         headers = dict(self._headers)
         if body is not None:
             headers["content-type"] = "application/json"
@@ -87,6 +91,8 @@ class ControlClient:
             if not (reused and method == "GET"):
                 raise NodeUnreachable(f"{self.url}: the node closed the connection") from None
             response, data = self._exchange(method, path, body, headers)
+        if raw and response.status < 400:
+            return data
         try:
             answer = json.loads(data)
         except ValueError:

@@ -23,7 +23,7 @@ from typing import Any
 import trio
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.exceptions import HTTPException
@@ -64,6 +64,15 @@ from p2psched.node.status import Invalid, NodeFacade, NotFound, Refusal, Unavail
 
 # How the API answers each refusal of the node's façade.
 _REFUSED = {NotFound: 404, Invalid: 422, Unavailable: 409, UnknownChoice: 400}
+
+
+MSGPACK = "application/msgpack"
+_OUTPUT: dict[int | str, dict[str, Any]] = {  # a task's output: as it came, not as JSON
+    200: {
+        "description": "the output, as MessagePack",
+        "content": {MSGPACK: {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -161,6 +170,19 @@ def _job_routes(facade: NodeFacade) -> APIRouter:
     async def task_history(job_id: str, index: int) -> TaskHistory:
         """A task's every state transition, with its time and reason, from the node's store."""
         return facade.task_history(job_id, index)
+
+    @router.get(
+        "/v1/jobs/{job_id}/tasks/{index}/output",
+        responses={**_OUTPUT, **refusals(404, 422)},
+        response_class=Response,
+    )
+    async def task_output(job_id: str, index: int) -> Response:
+        """A completed task's output as MessagePack, as its receipt hashes it (SHA-256): one
+        too large to show in a page of results is read from here, from its file."""
+        kept = facade.task_output(job_id, index)
+        if isinstance(kept, Path):
+            return FileResponse(kept, media_type=MSGPACK)
+        return Response(kept, media_type=MSGPACK)
 
     @router.get("/v1/jobs/{job_id}/tasks", responses=refusals(404, 422))
     async def tasks(job_id: str, state: str | None = None) -> list[TaskView]:

@@ -291,6 +291,12 @@ def _worker(worker: WorkerCounters) -> Iterator[Metric]:
         "Tasks this worker ran to a result it sent back",
         value=worker.completed,
     )
+    yield CounterMetricFamily(
+        "p2psched_worker_connections_shed",
+        "Connections its listener dropped: the oldest in their handshake when too many were "
+        "(from one address, or in all), and channels over the number one address may hold",
+        value=worker.connections_shed,
+    )
     yield _histogram(
         "p2psched_worker_driver_run_seconds",
         "Seconds a task's run took, by driver",

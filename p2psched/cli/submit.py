@@ -3,8 +3,9 @@ scheduler node for as long as the job runs; show progress; write results and rec
 
 Owns: the submit command's flow, its progress display and summary, and the results folder
 (`<results>/<job>/<index>.json` and `<index>.receipt.json`, plus `summary.json`).
-Promises: a spec is validated before anything is sent; each result is written once; the exit
-status is 0 only if every task completed.
+Promises: a spec is validated before anything is sent; each result is written once, whole (an
+output the node keeps in a file, being too large to show in a page, is fetched on its own);
+the exit status is 0 only if every task completed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import datetime
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -170,12 +171,33 @@ def _finish(
 
 
 def _collect(
-    folder: ResultsFolder, failures: list[dict[str, Any]], results: list[dict[str, Any]]
+    folder: ResultsFolder,
+    failures: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    fetch: Callable[[str], Any] | None = None,
 ) -> None:
+    """Write `results`; `fetch(task_id)` gives an output a result only names."""
     for r in results:
         if r["state"] != "completed":
             failures.append({k: r[k] for k in ("task", "name", "state", "error")})
+        if r.pop("output_spooled", False):
+            assert fetch is not None  # (results asked for whole have theirs)
+            r["output"] = fetch(r["task"])
         folder.write(r)
+
+
+def _fetched(client: ControlClient, job_id: str) -> Callable[[str], Any]:
+    """A task's output read from the node's API, as JSON."""
+    from p2psched.node.status import to_json
+    from p2psched.wire.codec import decode
+    from p2psched.wire.noise import MAX_FRAME
+
+    def fetch(task_id: str) -> Any:
+        index = task_id.rpartition("/")[2]
+        packed = client.get_bytes(f"/v1/jobs/{quote(job_id, safe='')}/tasks/{index}/output")
+        return to_json(decode(packed, MAX_FRAME))
+
+    return fetch
 
 
 def _remote(
@@ -221,7 +243,7 @@ def _remote(
             status = client.get(f"/v1/jobs/{quote(job_id, safe='')}")
             page = client.get(f"/v1/jobs/{quote(job_id, safe='')}/results", after=after)
             after = page["next"]
-            _collect(folder, failures, page["results"])
+            _collect(folder, failures, page["results"], _fetched(client, job_id))
             display.update(status)
             if status["state"] == "done" and after >= status["total"]:
                 break
@@ -259,7 +281,8 @@ def _embedded(
                         await job.done.wait()
                     new = job.settled[written:]
                     written += len(new)
-                    _collect(folder, failures, [job.result_view(t) for t in new])
+                    views = [job.result_view(t, whole=True) for t in new]
+                    _collect(folder, failures, views)
                     status = job.status(node.dht.now())
                     display.update(status)
                     if job.done.is_set() and written == len(job.settled):

@@ -32,7 +32,7 @@ from p2psched.wire.channel import (
 )
 from p2psched.wire.hop import MAX_CONTROL_FRAME, connect_request, parse_control
 from p2psched.wire.hop_stream import read_frame, write_frame
-from p2psched.wire.noise import ChannelError
+from p2psched.wire.noise import MAX_FRAME, ChannelError
 from p2psched.wire.schema import SchemaError
 
 log = logging.getLogger(__name__)
@@ -170,16 +170,23 @@ async def open_worker_channel(
     expected_peer: bytes,
     timeout: float = HANDSHAKE_TIMEOUT,
     local_address: str | None = None,
+    max_frame: int = MAX_FRAME,
 ) -> AsyncIterator[SecureChannel]:
     """A secure channel to the worker `expected_peer` at one of its advertised addresses:
     "HOST:PORT" directly, or through a gate's circuit ("HOST:PORT/relay/<id>"), dialed from
-    `local_address` if given (a host with several). ValueError for an address that is
-    neither; `ChannelError` when it cannot be opened."""
+    `local_address` if given (a host with several), taking messages of up to `max_frame` bytes
+    from it (until `set_max_frame`). ValueError for an address that is neither; `ChannelError`
+    when it cannot be opened."""
     relayed = parse_relay_address(address)
     if relayed is None:
         host, port = split_host_port(address)
         async with open_channel(
-            host, port, identity, expected_peer=expected_peer, local_address=local_address
+            host,
+            port,
+            identity,
+            expected_peer=expected_peer,
+            local_address=local_address,
+            max_frame=max_frame,
         ) as channel:
             yield channel
         return
@@ -189,7 +196,12 @@ async def open_worker_channel(
     stream, hello = await _open_stream(split_host_port(gate), timeout, local_address)
     await _request(stream, connect_request(identity, hello, worker), CIRCUIT_SECONDS, "a circuit")
     async with secure_stream(
-        stream, identity, initiator=True, expected_peer=worker, timeout=timeout
+        stream,
+        identity,
+        initiator=True,
+        expected_peer=worker,
+        timeout=timeout,
+        max_frame=max_frame,
     ) as channel:
         yield channel
 
@@ -203,12 +215,15 @@ class RelayClient:
         gates: Sequence[Addr],
         handle: Handler,
         on_address: Callable[[str], Awaitable[None]] | None = None,
+        *,
+        max_frame: int = MAX_FRAME,
     ) -> None:
         if not gates:
             raise ValueError("a relayed worker needs at least one gate")
         self.identity = identity
         self.gates = list(gates)
         self.handle = handle
+        self.max_frame = max_frame  # what a circuit's channel takes until `handle` says more
         self.on_address = on_address
         self.address: str | None = None  # the relay address now advertised
         self.reasons: dict[str, str] = {}  # why each gate last failed us
@@ -328,7 +343,9 @@ class RelayClient:
         try:
             stream, _ = await _open_stream(gate, HANDSHAKE_TIMEOUT)
             await _request(stream, {"t": "accept", "token": token}, HANDSHAKE_TIMEOUT, "a circuit")
-            async with secure_stream(stream, self.identity, initiator=False) as channel:
+            async with secure_stream(
+                stream, self.identity, initiator=False, max_frame=self.max_frame
+            ) as channel:
                 await self.handle(channel)
         except (ChannelError, trio.TooSlowError) as e:
             log.debug(

@@ -33,6 +33,7 @@ from p2psched.scheduler.run import DispatchConfig
 from p2psched.scheduler.service import Dispatcher, dht_finder
 from p2psched.store import Store
 from p2psched.wire.address import host_port
+from p2psched.wire.deal import MAX_OPENING_MESSAGE
 from p2psched.worker.advert import AD_TTL, Advert
 from p2psched.worker.config import WorkerConfig
 from p2psched.worker.drivers import disabled_reason, make_drivers
@@ -112,11 +113,16 @@ async def open_node(
     if reachability not in REACHABILITY:
         raise ValueError(f"reachability {reachability!r}: choose one of {', '.join(REACHABILITY)}")
     config = DhtConfig(client=dht_client)
+    dispatch = dispatch or DispatchConfig()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # (every task the node starts inherits its id, for its log events)
     with (
         naming_node(identity.node_id),
-        Store.open(data_dir / STORE_FILE, own_public_key=identity.public_key) as store,
+        Store.open(
+            data_dir / STORE_FILE,
+            own_public_key=identity.public_key,
+            spool_over=dispatch.spool_result_bytes,
+        ) as store,
     ):
         if gate and port == 0:  # its relay takes the same number on TCP: pick one free there
             port = _free_tcp_port(host)
@@ -125,12 +131,7 @@ async def open_node(
                 listed = ", ".join(f"{h}:{p}" for h, p in seeds)
                 raise JoinError(f"no seed answered ({listed}); check the address and that it runs")
             async with trio.open_nursery() as nursery:
-                discovery = Discovery(dht)
-                dispatcher = Dispatcher(
-                    identity, dht_finder(discovery), open_worker_channel, clock=dht.now, store=store
-                )
-                await nursery.start(dispatcher.serve)
-                jobs = JobBook(dispatcher, nursery, config=dispatch)
+                discovery, jobs = await _start_scheduler(identity, dht, store, nursery, dispatch)
                 if resume:
                     _resume(jobs)
                 roles = ("gate",) if gate else ()
@@ -162,6 +163,23 @@ async def open_node(
                     if node.worker is not None:
                         with trio.CancelScope(shield=True), trio.move_on_after(10):
                             await node.worker.advert.withdraw()
+
+
+async def _start_scheduler(
+    identity: Identity, dht: DhtNode, store: Store, nursery: trio.Nursery, config: DispatchConfig
+) -> tuple[Discovery, JobBook]:
+    """The scheduler role, serving in `nursery`: how it finds workers, and its jobs."""
+    discovery = Discovery(dht)
+    dispatcher = Dispatcher(
+        identity,
+        dht_finder(discovery),
+        open_worker_channel,
+        clock=dht.now,
+        store=store,
+        max_result_bytes=config.max_result_bytes,
+    )
+    await nursery.start(dispatcher.serve)
+    return discovery, JobBook(dispatcher, nursery, config=config)
 
 
 async def _start_gate(
@@ -206,6 +224,7 @@ async def _start_worker(
         make_drivers(config),
         clock=node.dht.now,
         record=node.store.record,
+        max_message_bytes=config.max_message_bytes,
     )
     host, udp_port = node.dht.address
     listen = reachability != "private"
@@ -239,7 +258,8 @@ async def _start_worker(
         if not gates:
             raise JoinError("a worker that cannot be reached needs a gate to relay for it")
         node.dht.protocol.set_client(True)  # out of others' routing tables: they cannot reach it
-        relay = RelayClient(node.identity, gates, service.handle)
+        # A scheduler that opens a circuit is a stranger until it says what it is.
+        relay = RelayClient(node.identity, gates, service.handle, max_frame=MAX_OPENING_MESSAGE)
         try:
             address = await nursery.start(relay.serve)
         except RelayError as e:  # (raised before it started: as itself, not in a group)

@@ -119,6 +119,10 @@ class ReceiptView(Snapshot):
 
 class TaskResult(TaskView):
     output: Any = Field(description="the task's output as JSON (bytes as {base64: ...})")
+    output_spooled: bool = Field(
+        description="the output is too large to show here (`output` is null): "
+        "GET /v1/jobs/{job}/tasks/{index}/output has it, as MessagePack"
+    )
     receipt: ReceiptView | None
 
 
@@ -334,3 +338,4 @@ class WorkerCounters:
     completed: int
     run_seconds: Mapping[str, Histogram]  # by driver
     relay_moves: int | None  # None: it takes no relay
+    connections_shed: int  # dropped at its listener: too many from one address, or in all

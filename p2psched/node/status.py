@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -42,7 +43,7 @@ from p2psched.node.snapshots import (
 from p2psched.resources.need import Need, NeedError
 from p2psched.scheduler.ads import ad_json
 from p2psched.scheduler.job import JobSpecError, derive_tasks, parse_job
-from p2psched.scheduler.jobs import SubmittedJob, to_json
+from p2psched.scheduler.jobs import SubmittedJob, stored_output, to_json
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.predictor import MODES as PREDICT_MODES
 from p2psched.scheduler.run import TaskRun
@@ -50,10 +51,11 @@ from p2psched.scheduler.strategy import STRATEGIES
 from p2psched.scheduler.worker_views import MAX_REASON
 from p2psched.store import Store
 from p2psched.wire.address import host_port
-from p2psched.wire.codec import decode
+from p2psched.wire.codec import encode
 from p2psched.wire.deal import task_id_for
 
-# STRATEGIES and PREDICT_MODES are re-exported: what a reader may choose among, for its help.
+# STRATEGIES and PREDICT_MODES are re-exported: what a reader may choose among, for its help;
+# and to_json: how a reader shows an output it fetched (`task_output`) as the API shows others.
 __all__ = [
     "PREDICT_MODES",
     "STRATEGIES",
@@ -64,9 +66,11 @@ __all__ = [
     "Unavailable",
     "UnknownChoice",
     "ledger_view",
+    "to_json",
 ]
 
 RESULTS_PAGE_MAX = 10_000
+RESULTS_PAGE_BYTES = 8 << 20  # of outputs on one page, about (one larger comes alone)
 FAILURES_MAX = 1000
 
 
@@ -177,11 +181,24 @@ class NodeFacade:
         job = self._job(job_id)
         if after < 0 or not 1 <= limit <= RESULTS_PAGE_MAX:
             raise Invalid(f"after must be >= 0 and limit 1..{RESULTS_PAGE_MAX}")
-        settled = job.settled[after : after + limit]
-        return ResultsPage(
-            next=after + len(settled),
-            results=tuple(TaskResult.model_validate(job.result_view(t)) for t in settled),
-        )
+        page: list[TaskResult] = []
+        size = 0  # of the outputs on the page, as MessagePack (JSON takes about as much)
+        for task_id in job.settled[after : after + limit]:
+            if page and size > RESULTS_PAGE_BYTES:
+                break
+            view = job.result_view(task_id)
+            page.append(TaskResult.model_validate(view))
+            if not view["output_spooled"]:
+                size += len(encode(job.run.tasks[task_id].output))
+        return ResultsPage(next=after + len(page), results=tuple(page))
+
+    def task_output(self, job_id: str, index: int) -> bytes | Path:
+        """A completed task's output as its receipt hashes it (MessagePack): the bytes, or
+        the file that holds them."""
+        kept = self._node.store.stored_output(job_id, task_id_for(job_id, index))
+        if kept is None:
+            raise NotFound(f"task {index} of job {job_id!r} has no output on this node")
+        return kept
 
     def task(self, task_id: str) -> TaskRecord:
         """A task (`JOB/N`) of a job in memory, or else as the store keeps it."""
@@ -190,13 +207,13 @@ class NodeFacade:
         t = job.run.tasks.get(task_id) if job is not None else None
         if job is not None and t is not None:
             state = t.state.value
-            result = to_json(t.output) if state == "completed" else t.error
+            result = to_json(job.output(task_id)) if state == "completed" else t.error
             return TaskRecord(task_id, state, t.placed_on, job.submitted_at, result)
         found = self._node.store.task(job_id, task_id)
         if found is None:
             raise NotFound(f"no task {task_id!r} on this node (a task id is JOB/N)")
         submitted, stored = found
-        output = decode(stored.output) if stored.output is not None else None
+        output = stored_output(self._node.store, job_id, task_id)
         result = to_json(output) if stored.state == "completed" else stored.error
         return TaskRecord(task_id, stored.state, stored.worker, submitted, result)
 
@@ -334,6 +351,7 @@ class NodeFacade:
             completed=role.service.completed,
             run_seconds={driver: h.copy() for driver, h in manager.run_seconds.items()},
             relay_moves=role.relay.moves if role.relay is not None else None,
+            connections_shed=role.service.doorkeeper.shed,
         )
 
     # -- commands ----------------------------------------------------------------------------------

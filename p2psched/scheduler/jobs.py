@@ -4,7 +4,8 @@ network), following it, cancelling it, and the JSON views the control API and th
 Owns: job ids, the order in which tasks settled (so a client can fetch results as they come,
 each exactly once), and the rendering of results and receipts as JSON.
 Promises: a job is accepted whole or not at all (its spec was validated before); its status is
-always consistent with its tasks' states.
+always consistent with its tasks' states; an output too large to keep in memory is read from
+the store only when asked for, one at a time (a results view names it instead).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -29,10 +31,13 @@ from p2psched.scheduler.job import (
     job_mtr,
     parse_job,
 )
-from p2psched.scheduler.run import DispatchConfig, JobRun, TaskRun
+from p2psched.scheduler.run import DispatchConfig, JobRun, Spooled, TaskRun
 from p2psched.scheduler.service import Dispatcher
+from p2psched.store import Store
 from p2psched.store.journal import JobFinished, JobOpened
+from p2psched.wire.codec import decode
 from p2psched.wire.deal import task_id_for
+from p2psched.wire.noise import MAX_FRAME
 
 
 @dataclass(slots=True)
@@ -44,6 +49,7 @@ class SubmittedJob:
     settled: list[str] = field(default_factory=list)  # task ids, in the order they settled
     finished_at: float | None = None
     done: trio.Event = field(default_factory=trio.Event)
+    store: Store | None = None  # where outputs too large to keep in memory are
 
     def status(self, now: float) -> dict[str, Any]:
         counts = dict(self.run.counts())
@@ -84,10 +90,14 @@ class SubmittedJob:
             "progress": t.progress,
         }
 
-    def result_view(self, task_id: str) -> dict[str, Any]:
+    def result_view(self, task_id: str, *, whole: bool = False) -> dict[str, Any]:
+        """A settled task with its output, unless that is kept in the store (too large to
+        show in a page of them) and not asked for `whole`: then `output_spooled`."""
         t = self.run.tasks[task_id]
         view = self.task_view(t)
-        view["output"] = to_json(t.output)
+        spooled = t.output is Spooled.IN_STORE and not whole
+        view["output"] = None if spooled else to_json(self.output(task_id))
+        view["output_spooled"] = spooled
         view["receipt"] = None
         if t.receipt is not None:
             key = self.run.public_key_of(t.receipt.worker)
@@ -96,6 +106,22 @@ class SubmittedJob:
                 "worker_public_key": key.hex() if key else None,
             }
         return view
+
+    def output(self, task_id: str) -> Any:
+        """A task's output (None if it has none), from the store if it is kept there."""
+        output = self.run.tasks[task_id].output
+        if output is not Spooled.IN_STORE:
+            return output
+        assert self.store is not None  # (a run without one keeps every output)
+        return stored_output(self.store, self.job_id, task_id)
+
+
+def stored_output(store: Store, job: str, task: str) -> Any:
+    """A task's output as the store keeps it (in its file or in its row); None if none."""
+    kept = store.stored_output(job, task)
+    if isinstance(kept, Path):
+        kept = kept.read_bytes()
+    return None if kept is None else decode(kept, MAX_FRAME)
 
 
 log = logging.getLogger(__name__)
@@ -202,7 +228,7 @@ class JobBook:
             rival=self.dispatcher.rival,
             stats=self.dispatcher.stats,
         )
-        job = SubmittedJob(job_id, spec, run, opened.submitted_at)
+        job = SubmittedJob(job_id, spec, run, opened.submitted_at, store=self.dispatcher.store)
         if restore is not None:
             run.journal.clear()  # the queueing of a restarted job's tasks is not news
             restore(run)

@@ -6,7 +6,8 @@ uses that worker), routing each answer to its job (by request id, by the job a q
 the job a task id names), and the one timer loop.
 Promises: a job's `done` event is set once all its tasks are final; a worker that breaks a
 rule, or does not read what it is sent, is disconnected, and every job using it hears so; an
-error on one link touches no other.
+error on one link touches no other; a link takes messages of a few KiB until its worker has
+sent one (or has dealt with a job of the link before), then results of `max_result_bytes`.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from p2psched.store.journal import Entry
 from p2psched.wire.address import is_relayed
 from p2psched.wire.channel import Outbox, SecureChannel
 from p2psched.wire.codec import DecodeError
-from p2psched.wire.deal import job_of
+from p2psched.wire.deal import MAX_OPENING_MESSAGE, MAX_RESULT_BYTES, job_of, max_result_message
 from p2psched.wire.messages import (
     Beat,
     Commit,
@@ -79,7 +80,7 @@ class Dial(Protocol):
     or through a gate (the node passes the gate client's: the scheduler knows no gates)."""
 
     def __call__(
-        self, address: str, identity: Identity, *, expected_peer: bytes
+        self, address: str, identity: Identity, *, expected_peer: bytes, max_frame: int
     ) -> AbstractAsyncContextManager[SecureChannel]: ...
 
 
@@ -129,8 +130,11 @@ class Dispatcher:
         *,
         clock: Callable[[], float] = time.time,
         store: Store | None = None,
+        max_result_bytes: int = MAX_RESULT_BYTES,
     ) -> None:
         self.identity = identity
+        # What a worker may send once it said what it is: a result, of the node's jobs' limit.
+        self.max_message_bytes = max_result_message(max_result_bytes)
         self.store = store
         self.find = find
         self.dial = dial
@@ -322,8 +326,15 @@ class Dispatcher:
         reason = "it advertises no address"
         with link.scope:
             for address in addresses:
+                # A worker new to the link's jobs is a stranger until it sends a message; one
+                # that dealt with them before may send a result first (one it owes them).
+                jobs = (self._jobs[j].run for j in link.jobs & self._jobs.keys())
+                dealt = any(run.dealt_with(worker) for run in jobs)
+                opening = self.max_message_bytes if dealt else MAX_OPENING_MESSAGE
                 try:
-                    async with self.dial(address, self.identity, expected_peer=worker) as channel:
+                    async with self.dial(
+                        address, self.identity, expected_peer=worker, max_frame=opening
+                    ) as channel:
                         # (set once a channel is up: a dial that failed leaves it False)
                         link.relayed = is_relayed(address)
                         log.info(
@@ -383,6 +394,7 @@ class Dispatcher:
                         continue
                     except DecodeError as e:
                         return f"peer sent a message that is not valid: {e}"
+                    channel.set_max_frame(self.max_message_bytes)  # it said what it is
                     if isinstance(message, Refusal):
                         return f"it refused the channel: {message.reason}"
                     self._route(worker, link, message)

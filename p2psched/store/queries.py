@@ -4,7 +4,8 @@ jobs, tasks and their history.
 Owns: the records a read returns (`StoredJob`, `StoredTask`, `JobListing`) and the queries
 behind them, as `StoreReads`, which `Store` is made of.
 Promises: reads never write; limits come back as `math.inf` when unlimited, receipts as the
-signed documents they were stored as.
+signed documents they were stored as; a result kept in a file is never read into memory by
+a query of many (it comes back as its file's name: `stored_output` reads one).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from p2psched.store.schema import document, limit_out
@@ -28,9 +30,10 @@ class StoredTask:
     error: str | None
     since: float
     # Set once the task's result is in (it completed and its receipt verified):
-    output: bytes | None = None  # MessagePack, as the receipt hashes it
+    output: bytes | None = None  # MessagePack, as the receipt hashes it (empty: in its file)
     receipt: Receipt | None = None
     worker_public_key: bytes | None = None
+    output_file: str | None = None  # in the store's outputs folder, when too large for its row
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,7 @@ class StoreReads:
     """The read side of `Store`, over its connection."""
 
     _db: sqlite3.Connection
+    outputs: Path  # the folder of the results too large for the file
 
     def unfinished_jobs(self) -> list[StoredJob]:
         """The jobs to resume, oldest first, with every task's state and any results."""
@@ -77,7 +81,7 @@ class StoreReads:
             )
         for row in self._db.execute(
             "SELECT t.job, t.id, t.state, t.worker, t.price, t.attempts, t.error, t.since, "
-            "r.output, r.receipt, r.worker_public_key "
+            "r.output, r.receipt, r.worker_public_key, r.output_file "
             "FROM tasks t JOIN jobs j ON j.id = t.job "
             "LEFT JOIN results r ON r.job = t.job AND r.task = t.id "
             "WHERE j.finished_at IS NULL"
@@ -94,6 +98,7 @@ class StoreReads:
                 output=row[8],
                 receipt=receipt,
                 worker_public_key=row[10],
+                output_file=row[11],
             )
         return list(jobs.values())
 
@@ -102,15 +107,28 @@ class StoreReads:
         if the store never had it. For tasks of jobs no longer kept in memory."""
         row = self._db.execute(
             "SELECT j.submitted_at, t.state, t.worker, t.price, t.attempts, t.error, t.since, "
-            "r.output FROM tasks t JOIN jobs j ON j.id = t.job "
+            "r.output, r.output_file FROM tasks t JOIN jobs j ON j.id = t.job "
             "LEFT JOIN results r ON r.job = t.job AND r.task = t.id "
             "WHERE t.job = ? AND t.id = ?",
             (job, task),
         ).fetchone()
         if row is None:
             return None
-        stored = StoredTask(task, row[1], row[2], row[3], row[4], row[5], row[6], output=row[7])
+        stored = StoredTask(
+            task, row[1], row[2], row[3], row[4], row[5], row[6], output=row[7], output_file=row[8]
+        )
         return row[0], stored
+
+    def stored_output(self, job: str, task: str) -> bytes | Path | None:
+        """A task's output as its receipt hashes it (MessagePack): the bytes, or the file
+        that holds them when they were too large for the store; None if it has no result."""
+        row = self._db.execute(
+            "SELECT output, output_file FROM results WHERE job = ? AND task = ?", (job, task)
+        ).fetchone()
+        if row is None:
+            return None
+        output: bytes = row[0]
+        return output if row[1] is None else self.outputs / row[1]
 
     def spent(self, job: str) -> float:
         """What this node has paid for `job`: its ok receipts."""

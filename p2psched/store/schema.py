@@ -129,9 +129,13 @@ CREATE TABLE ledger (
 CREATE INDEX ledger_by_job ON ledger (job, role, kind);
 """
 
+# Version 2: a result too large to keep in its row (see `Store`'s `spool_over`) is kept in a
+# file of the store's outputs folder, named here; its row's `output` is then empty.
+_SCHEMA_V2 = "ALTER TABLE results ADD COLUMN output_file TEXT"
+
 # Append to change the schema; never edit a migration that has shipped: stores out there
 # are at its version already.
-MIGRATIONS: tuple[Migration, ...] = (sql_script(_SCHEMA_V1),)
+MIGRATIONS: tuple[Migration, ...] = (sql_script(_SCHEMA_V1), sql_script(_SCHEMA_V2))
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

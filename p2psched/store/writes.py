@@ -1,10 +1,13 @@
 """Journal entries turned into rows, and the rows into one batch of SQL.
 
 Owns: which table each entry type lands in and with what columns, the order tables are written
-in (jobs first, finished jobs last), and why SQLite refused a batch, told in the journal's terms.
+in (jobs first, finished jobs last), which results are too large for their row (`spooled`), and
+why SQLite refused a batch, told in the journal's terms.
 Promises: a task's row takes only its last move in a batch (one upsert per task, not per move);
-an empty address list never erases addresses that worked; nothing here commits: the caller
-holds the transaction.
+an empty address list never erases addresses that worked; a result over `spool_over` bytes is
+named in its row by the file it goes to (its SHA-256, as its receipt says) and left out of
+it; nothing here commits or writes files: the caller holds the transaction, and writes
+`spooled` before it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from p2psched.store.journal import (
 )
 from p2psched.store.schema import json_value, limit_in
 from p2psched.wire.codec import encode
-from p2psched.wire.deal import Commitment, Receipt
+from p2psched.wire.deal import Commitment, Receipt, packed_hash
 
 _INSERT_JOB = (
     "INSERT INTO jobs (id, name, spec, submitted_at, mtr, budget, deadline) "
@@ -55,7 +58,8 @@ _UPSERT_PEER = (
     "last_seen = excluded.last_seen WHERE excluded.last_seen >= peers.last_seen"
 )
 _INSERT_RESULT = (
-    "INSERT INTO results (job, task, output, receipt, worker_public_key) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO results (job, task, output, receipt, worker_public_key, output_file) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
 )
 _FINISH_JOB = "UPDATE jobs SET finished_at = ? WHERE id = ?"
 
@@ -64,8 +68,9 @@ Row = tuple[Any, ...]
 
 @dataclass(slots=True)
 class Batch:
-    """A batch of entries as rows, table by table."""
+    """A batch of entries as rows, table by table; and the results kept in files instead."""
 
+    spool_over: int  # bytes of a result kept in its row, at most
     jobs: list[Row] = field(default_factory=list)
     transitions: list[Row] = field(default_factory=list)
     tasks: dict[tuple[str, str], Row] = field(default_factory=dict)  # (job, task) -> its row
@@ -73,6 +78,7 @@ class Batch:
     peers: list[Row] = field(default_factory=list)
     results: list[Row] = field(default_factory=list)
     finished: list[Row] = field(default_factory=list)
+    spooled: dict[str, bytes] = field(default_factory=dict)  # file name -> the output
 
     def __bool__(self) -> bool:
         # peers come only with a ledger row (a commitment), tasks only with a transition.
@@ -88,7 +94,11 @@ class Batch:
         elif type(e) is Charged:
             r = e.receipt
             document = encode(r.to_wire())
-            self.results.append((r.job, r.task, e.output, document, e.worker_public_key))
+            output, name = e.output, None
+            if len(output) > self.spool_over:
+                name = packed_hash(output).hex()  # as its receipt says; one file per output
+                self.spooled[name], output = output, b""
+            self.results.append((r.job, r.task, output, document, e.worker_public_key, name))
             self.ledger.append(
                 _receipt_row("paid", r, r.worker, document, e.worker_public_key, e.at)
             )
@@ -167,8 +177,8 @@ class Batch:
         return f"batch not written to {path}: {error}"
 
 
-def batch_of(entries: Iterable[Entry]) -> Batch:
-    batch = Batch()
+def batch_of(entries: Iterable[Entry], spool_over: int) -> Batch:
+    batch = Batch(spool_over)
     for e in entries:
         batch.add(e)
     return batch

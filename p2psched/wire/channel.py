@@ -52,6 +52,10 @@ class SecureChannel:
         self._drained = trio.Event()
         self._error: ChannelError | None = None
 
+    def set_max_frame(self, max_frame: int) -> None:
+        """Take messages of up to `max_frame` bytes from now on (its peer said what it is)."""
+        self._session.set_max_frame(max_frame)
+
     async def send(self, message: Any) -> None:
         """Send one message; raises `ChannelClosed` when the connection is gone."""
         await self.send_many([message])
@@ -222,8 +226,8 @@ async def secure_stream(
     max_frame: int = MAX_FRAME,
 ) -> AsyncIterator[SecureChannel]:
     """Run the handshake over `stream` and yield the channel; the stream is closed on exit.
-    `max_frame`: the largest message this end takes (a channel whose messages are all small
-    says so, and a peer cannot make it buffer 16 MiB)."""
+    `max_frame`: the largest message this end takes, until `SecureChannel.set_max_frame` (a
+    channel whose messages are all small says so, and a peer cannot make it buffer 16 MiB)."""
     async with stream:
         session = SecureSession(
             identity, initiator=initiator, expected_peer=expected_peer, max_frame=max_frame
@@ -254,16 +258,23 @@ async def open_channel(
     expected_peer: bytes,
     timeout: float = HANDSHAKE_TIMEOUT,
     local_address: str | None = None,
+    max_frame: int = MAX_FRAME,
 ) -> AsyncIterator[SecureChannel]:
     """Dial `host:port` (from `local_address`, if given) and yield a channel to exactly the
-    node `expected_peer`."""
+    node `expected_peer`, which may send messages of up to `max_frame` bytes (see
+    `secure_stream`)."""
     try:
         with trio.fail_after(timeout):
             stream = await trio.open_tcp_stream(host, port, local_address=local_address)
     except (OSError, trio.TooSlowError) as e:
         raise ChannelClosed(f"cannot connect to {host}:{port} ({e or 'timed out'})") from None
     async with secure_stream(
-        stream, identity, initiator=True, expected_peer=expected_peer, timeout=timeout
+        stream,
+        identity,
+        initiator=True,
+        expected_peer=expected_peer,
+        timeout=timeout,
+        max_frame=max_frame,
     ) as channel:
         yield channel
 
@@ -357,11 +368,13 @@ async def serve_channels(
     listeners: list[trio.SocketListener] | None = None,
     timeout: float = HANDSHAKE_TIMEOUT,
     doorkeeper: Doorkeeper | None = None,
+    max_frame: int = MAX_FRAME,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept TCP connections (on `listeners`, or on new ones at `host:port`) and run
-    `handler` on each one's channel, within the `doorkeeper`'s limits. A connection that fails
-    its handshake, or whose handler ends with a channel error, is closed and forgotten."""
+    `handler` on each one's channel, within the `doorkeeper`'s limits; each channel takes
+    messages of up to `max_frame` bytes until its handler says otherwise. A connection that
+    fails its handshake, or whose handler ends with a channel error, is closed and forgotten."""
     door = doorkeeper or Doorkeeper()
 
     async def one(stream: trio.SocketStream) -> None:
@@ -375,7 +388,9 @@ async def serve_channels(
             # The door may cancel `scope` only while the handshake lasts (it forgets the key
             # once it is done).
             with scope:
-                async with secure_stream(stream, identity, initiator=False, timeout=timeout) as ch:
+                async with secure_stream(
+                    stream, identity, initiator=False, timeout=timeout, max_frame=max_frame
+                ) as ch:
                     door.handshake_done(key)
                     admitted = door.admit(net)
                     if admitted:

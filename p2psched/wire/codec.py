@@ -29,7 +29,7 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise DecodeError(f"extension type {code} is not allowed")
 
 
-def decode(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> Any:
+def decode(data: bytes | memoryview, max_size: int = MAX_MESSAGE_BYTES) -> Any:
     if len(data) > max_size:
         raise DecodeError(f"message of {len(data)} bytes exceeds the {max_size}-byte limit")
     # Bounded in what it builds, not only in bytes: one byte is an empty map, which Python

@@ -43,6 +43,21 @@ Price = Annotated[float, msgspec.Meta(ge=0.0, le=1e15)]
 Time = Annotated[float, msgspec.Meta(ge=0.0, le=1e11)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_BATCH)]
 
+# How large a deal's messages may be, by phase: until the other side has sent one deal message
+# (a quote request, a heartbeat), each side takes `MAX_OPENING_MESSAGE`; then a worker takes a
+# commitment with its tasks, a scheduler a result. A stranger cannot make a node hold 16 MiB.
+MAX_OPENING_MESSAGE = 4 << 10
+COMMIT_BYTES = 8 << 20  # task inputs sent with one commitment, at most
+COMMIT_ENVELOPE = 2 << 20  # what MAX_BATCH tasks add around their inputs (ids, drivers, models)
+MAX_COMMIT_MESSAGE = COMMIT_BYTES + COMMIT_ENVELOPE  # the largest an honest scheduler sends
+RESULT_ENVELOPE = 4 << 10  # what a result adds around its output (its receipt, its error)
+
+
+def max_result_message(max_result_bytes: int) -> int:
+    """The largest message a scheduler that takes outputs of `max_result_bytes` receives."""
+    return max_result_bytes + RESULT_ENVELOPE
+
+
 _D = TypeVar("_D", bound="_Signed")
 
 
@@ -239,7 +254,7 @@ def result_hash(output: Any) -> bytes:
     return packed_hash(encode(output))
 
 
-def packed_hash(packed: bytes) -> bytes:
+def packed_hash(packed: bytes | memoryview) -> bytes:
     """`result_hash` of a result already encoded (so it is encoded once)."""
     return hashlib.sha256(packed).digest()
 

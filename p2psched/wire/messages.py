@@ -264,8 +264,9 @@ def raw(value: Any) -> msgspec.Raw:
 
 
 def unpack(field: msgspec.Raw, max_size: int) -> Any:
-    """A Raw field's value, decoded within the codec's bounds (`DecodeError` otherwise)."""
-    return decode(bytes(field), max_size=max_size)
+    """A Raw field's value, decoded within the codec's bounds (`DecodeError` otherwise),
+    from the message's own bytes (no copy of them)."""
+    return decode(memoryview(field), max_size=max_size)
 
 
 # The messages that carry a signed document, and the field that holds it.

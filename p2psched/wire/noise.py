@@ -7,7 +7,10 @@ peer check, and framing.
 Promises: `peer` is set only once the other side has proven it holds the identity key it named;
 a dialler that named the node it expected gets `ChannelError` unless it is exactly that node;
 every frame is authenticated (an altered or replayed byte fails decryption and ends the
-session); no frame larger than `max_frame` is ever buffered.
+session); no frame larger than `max_frame` is ever buffered, nor a handshake message larger
+than `MAX_HANDSHAKE_MESSAGE`: each is refused at its length, before its bytes. The limit on
+frames received may be raised once the peer has said what it is (`set_max_frame`): a stranger
+gets a few KiB; the limit on frames sent is the protocol's, `MAX_FRAME`.
 """
 
 from __future__ import annotations
@@ -31,13 +34,20 @@ STATIC_KEY_CONTEXT = b"p2psched-noise-static-key:"
 NOISE_MAX = 65535  # a Noise message, tag included, by the spec
 TAG = 16
 CHUNK = NOISE_MAX - TAG
-MAX_FRAME = 16 << 20  # a task's input or result; drivers cap their output below this
+MAX_FRAME = 16 << 20  # the largest frame anyone sends: a task's input or result at the most
+# Ours are under 300 bytes (a key, a signature and Noise's own); a Noise message may be 64 KiB.
+MAX_HANDSHAKE_MESSAGE = 1024
 
 _HANDSHAKE_PAYLOAD = schema.mapping({"key": schema.bin_exact(32), "sig": schema.bin_exact(64)})
 
 
 class ChannelError(Exception):
     """The session cannot go on; the message says why (shown to whoever opened it)."""
+
+
+class FrameTooLarge(ChannelError):
+    """The peer began a frame over this end's limit (the session cannot go on, but may still
+    send: to say why)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +71,7 @@ class SecureSession:
         self._identity = identity
         self._initiator = initiator
         self._expected = expected_peer
-        self._max_frame = max_frame
+        self._max_frame = max_frame  # of frames received (see `set_max_frame`)
         static = X25519PrivateKey.generate()
         self._static_public = static.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -105,6 +115,11 @@ class SecureSession:
         self._inbox += data
         while len(self._inbox) >= 2:
             (n,) = struct.unpack_from(">H", self._inbox)
+            if self.peer is None and n > MAX_HANDSHAKE_MESSAGE:
+                raise ChannelError(
+                    f"handshake message of {n} bytes, over the {MAX_HANDSHAKE_MESSAGE}-byte "
+                    "limit: not a p2psched node"
+                )
             if len(self._inbox) < 2 + n:
                 return
             message = bytes(self._inbox[2 : 2 + n])
@@ -119,14 +134,17 @@ class SecureSession:
         out, self._frames = self._frames, []
         return out
 
+    def set_max_frame(self, max_frame: int) -> None:
+        """From now on take frames of up to `max_frame` bytes (a frame whose length has
+        already been read was held to the limit then)."""
+        self._max_frame = max_frame
+
     def seal(self, frame: bytes) -> None:
         """Queue one frame for sending (see `data_to_send`)."""
         if self.peer is None:
             raise RuntimeError("the handshake has not finished")
-        if len(frame) > self._max_frame:
-            raise ChannelError(
-                f"frame of {len(frame)} bytes is over the {self._max_frame}-byte limit"
-            )
+        if len(frame) > MAX_FRAME:
+            raise ChannelError(f"frame of {len(frame)} bytes is over the {MAX_FRAME}-byte limit")
         plain = struct.pack(">I", len(frame)) + frame
         for i in range(0, len(plain), CHUNK):
             self._push(self._noise.encrypt(plain[i : i + CHUNK]))
@@ -192,10 +210,16 @@ class SecureSession:
         while len(self._partial) >= 4:
             (n,) = struct.unpack_from(">I", self._partial)
             if n > self._max_frame:
-                raise ChannelError(
-                    f"peer sent a frame of {n} bytes, over the {self._max_frame}-byte limit"
+                raise FrameTooLarge(
+                    f"peer sent a message of {n} bytes, over the {self._max_frame}-byte limit"
                 )
             if len(self._partial) < 4 + n:
                 return
-            self._frames.append(bytes(self._partial[4 : 4 + n]))
-            del self._partial[: 4 + n]
+            # One copy of the frame, not two (a slice of a bytearray is one already); and the
+            # buffer a large frame grew is let go, not kept for the channel's life.
+            with memoryview(self._partial) as whole:
+                self._frames.append(bytes(whole[4 : 4 + n]))
+            if len(self._partial) == 4 + n:
+                self._partial = bytearray()
+            else:
+                del self._partial[: 4 + n]

@@ -10,6 +10,7 @@ worker starts; an absent field keeps its default or what was detected.
     [worker]
     slots = 1                       # tasks it runs at once (default: one per GPU, at least 1)
     queue = 4                       # tasks it accepts beyond those, so no slot waits on the network
+    max_message_bytes = 10485760    # from a scheduler that has said what it is: 64 KiB..10 MiB
     drivers = ["http"]              # drivers the operator enables
     min_price = 0.01                # per task (of normal priority)
     # The price per band of the job's priority (0..9): low 0-3, normal 4-6 (the default 5),
@@ -82,6 +83,7 @@ from p2psched.resources.detect import Detected
 from p2psched.resources.driver_inputs import KNOWN_DRIVERS as KNOWN_DRIVERS
 from p2psched.resources.profile import Gpu, Profile
 from p2psched.wire.codec import decode
+from p2psched.wire.deal import MAX_COMMIT_MESSAGE
 from p2psched.worker.config_values import REFUSED, TABLE, finite, refuse, seconds
 from p2psched.worker.driver_config import ANY_MODEL as ANY_MODEL
 from p2psched.worker.driver_config import CommandDriverConfig as CommandDriverConfig
@@ -176,6 +178,7 @@ class WorkerConfig:
 
     slots: int | None = None  # None: one per GPU (at least one)
     queue_depth: int = 4
+    max_message_bytes: int = MAX_COMMIT_MESSAGE  # from a scheduler that said what it is
     drivers: tuple[str, ...] = ("echo",)
     min_price: float = 0.0
     models: tuple[str, ...] = ()
@@ -250,6 +253,7 @@ class _WorkerTable(BaseModel):
 
     slots: Annotated[int, _tasks(1)] | None = None
     queue: Annotated[int, _tasks(0)] = 4
+    max_message_bytes: int = Field(default=MAX_COMMIT_MESSAGE, ge=64 << 10, le=MAX_COMMIT_MESSAGE)
     drivers: Annotated[tuple[str, ...], BeforeValidator(_drivers)] = ("echo",)
     min_price: _Amount = 0.0
     priority_multipliers: _Multipliers = _Multipliers()
@@ -380,9 +384,7 @@ def load_config(path: Path) -> WorkerConfig:
     try:
         doc = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: no such file; pass the path of the worker's TOML config"
-        ) from None
+        raise ConfigError(f"{path}: no such file; pass the path of a worker's config") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot be read ({e})") from None
     except tomllib.TOMLDecodeError as e:
@@ -395,6 +397,7 @@ def load_config(path: Path) -> WorkerConfig:
     config = WorkerConfig(
         slots=w.slots,
         queue_depth=w.queue,
+        max_message_bytes=w.max_message_bytes,
         drivers=w.drivers,
         min_price=w.min_price,
         models=w.models,

@@ -194,8 +194,12 @@ class TaskManager:
             self._reserved.pop(rkey, None)
             self._pulling.pop(rkey, None)
         self._start_next(now)
-        if not any(k[0] == peer for k in (*self._held, *self._unacked)):
+        if not self.holds_for(peer):
             self._peers.pop(peer, None)  # nothing to deliver to it later
+
+    def holds_for(self, peer: bytes) -> bool:
+        """Whether this worker holds tasks of `peer`'s, or results it has not acknowledged."""
+        return any(k[0] == peer for k in (*self._held, *self._unacked))
 
     def receive(self, peer: bytes, message: Message, now: float) -> None:
         """A checked message (see `wire.messages.parse`) from a connected scheduler. Raises

@@ -2,9 +2,11 @@
 `TaskManager`, runs the tasks it starts on their drivers, and keeps its timers.
 
 Owns: one reader per scheduler channel, one trio task per running task (each in its own
-scratch directory, removed afterwards), and the timer loop.
+scratch directory, removed afterwards), the timer loop, and the doorkeeper of its listener.
 Promises: a malformed message ends that scheduler's channel with the reason, and nothing else;
-a driver's failure becomes the task's error, never the worker's.
+a driver's failure becomes the task's error, never the worker's; a channel takes messages of
+a few KiB until its scheduler has sent one deal message (or is one this worker holds tasks or
+results for), then of up to `max_message_bytes`, and one over its limit is refused unread.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ import trio
 from p2psched.identity import Identity
 from p2psched.logs import naming_task
 from p2psched.store.journal import Entry
-from p2psched.wire.channel import Outbox, SecureChannel, serve_channels
+from p2psched.wire.channel import Doorkeeper, Outbox, SecureChannel, serve_channels
 from p2psched.wire.codec import DecodeError
-from p2psched.wire.deal import job_of
+from p2psched.wire.deal import MAX_COMMIT_MESSAGE, MAX_OPENING_MESSAGE, job_of
 from p2psched.wire.messages import MAX_REASON, Refusal, Send, Task, encode, parse, unpack
-from p2psched.wire.noise import MAX_FRAME, ChannelError
+from p2psched.wire.noise import ChannelError, FrameTooLarge
 from p2psched.wire.schema import SchemaError
 from p2psched.worker.drivers import Driver, DriverError, DriverTask
 from p2psched.worker.manager import Abort, Start, TaskManager
@@ -53,8 +55,14 @@ class WorkerService:
         scratch_root: Path | None = None,
         clock: Callable[[], float] = time.time,
         record: Callable[[list[Entry]], None] | None = None,
+        max_message_bytes: int = MAX_COMMIT_MESSAGE,
     ) -> None:
         self.identity = identity
+        # The largest message a scheduler may send once it said what it is: a commitment
+        # with its tasks (their inputs are decoded within it too).
+        self.max_message_bytes = max_message_bytes
+        # Who may connect: handshakes in all and per address, channels per address.
+        self.doorkeeper = Doorkeeper()
         self.record = record  # makes the manager's journal durable (and empties it)
         self.manager = manager
         self.drivers = drivers
@@ -88,14 +96,24 @@ class WorkerService:
             if listeners is not None:
                 bound = await nursery.start(
                     lambda task_status: serve_channels(
-                        self.identity, self.handle, listeners=listeners, task_status=task_status
+                        self.identity,
+                        self.handle,
+                        listeners=listeners,
+                        doorkeeper=self.doorkeeper,
+                        max_frame=MAX_OPENING_MESSAGE,
+                        task_status=task_status,
                     )
                 )
             task_status.started(bound)
 
     async def handle(self, channel: SecureChannel) -> None:
-        """Serve one scheduler's channel, however it reached us, until it ends."""
+        """Serve one scheduler's channel, however it reached us, until it ends. It came
+        taking `MAX_OPENING_MESSAGE` (a stranger's): more once the scheduler said what it is."""
         peer = channel.peer.node_id
+        # One it holds anything for said so on an earlier channel. (Set before anything
+        # waits: the channel's reader has not yet read past the handshake.)
+        if self.manager.holds_for(peer):
+            channel.set_max_frame(self.max_message_bytes)
         old = self._sessions.get(peer)
         if old is not None:  # the scheduler reconnected: the newer channel wins
             old.scope.cancel()
@@ -112,9 +130,10 @@ class WorkerService:
                     try:
                         while True:
                             message = parse(await channel.receive_frame())
+                            channel.set_max_frame(self.max_message_bytes)  # it said
                             self.manager.receive(peer, message, self.clock())
                             self._flush()
-                    except SchemaError as e:
+                    except (SchemaError, FrameTooLarge) as e:
                         refusal = str(e)
                     except (ChannelError, DecodeError):
                         pass
@@ -185,7 +204,7 @@ class WorkerService:
                 if driver is None:
                     raise DriverError(f"driver {task.driver!r} is not enabled on this worker")
                 try:
-                    value = unpack(task.input, MAX_FRAME)
+                    value = unpack(task.input, self.max_message_bytes)
                 except DecodeError as e:
                     raise DriverError(f"the task's input is not valid MessagePack ({e})") from None
                 output = await driver.run(

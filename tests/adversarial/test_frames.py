@@ -15,18 +15,8 @@ from p2psched.identity import Identity
 from p2psched.wire.channel import secure_stream
 from p2psched.wire.hop_stream import read_frame, write_frame
 from p2psched.wire.noise import ChannelError
+from tests.harness.memory import BOMB, GROWTH_MB, empty_maps, peak_mb
 from tests.harness.processes import EXE
-
-GROWTH_MB = 64
-BOMB = 16 << 20  # the largest frame any channel takes
-
-
-def peak_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
 
 # Decodes each shape of bomb in turn, in a fresh process, and prints its peak growth.
 DECODER = r"""
@@ -86,8 +76,7 @@ async def test_a_16_mib_frame_on_a_gates_control_channel_is_refused_in_kilobytes
                 stream, attacker, initiator=True, expected_peer=hello["gate"], max_frame=BOMB
             ) as channel:
                 try:
-                    n = BOMB - 64
-                    await channel.send_encoded([b"\xdd" + n.to_bytes(4, "big") + b"\x80" * n])
+                    await channel.send_encoded([empty_maps(BOMB - 64)])
                     await channel.receive()
                 except ChannelError:
                     refused = True

@@ -23,6 +23,7 @@ from p2psched.wire.channel import SecureChannel, serve_channels
 from p2psched.worker.drivers import DriverError, DriverTask, EchoDriver
 from p2psched.worker.manager import TaskManager
 from p2psched.worker.service import WorkerService
+from tests.harness.hostile import take_commitment
 from tests.harness.net import spec
 
 DEEP = b"\x91" * 5000 + b"\xc0"  # a list in a list ... 5,000 deep: msgpack and msgspec recurse
@@ -69,11 +70,12 @@ async def scheduling(
 
 
 async def drop_on(frame: bytes) -> tuple[str, bool]:
-    """What the job says of a worker that sent `frame`, and whether the node still serves
-    (a second job on it is accepted and cancelled cleanly)."""
+    """What the job says of a worker that sent `frame` once committed to, and whether the
+    node still serves (a second job on it is accepted and cancelled cleanly)."""
     scheduler, rogue = Identity.generate(), Identity.generate()
 
     async def hostile(channel: SecureChannel) -> None:
+        await take_commitment(channel, rogue)
         await channel.send_encoded([frame])
         await trio.sleep_forever()
 

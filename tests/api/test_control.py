@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgpack
 import pytest
 
 from p2psched import devnet
@@ -104,6 +105,10 @@ def test_every_endpoint_answers_through_a_real_http_client(apis: tuple[Api, Api]
     history = gate.ok("GET", "/v1/jobs/{job_id}/tasks/{index}/history", path={**at, "index": 0})
     assert [m["to"] for m in history["transitions"]][-1] == "completed"
     gate.refused(404, "GET", "/v1/jobs/{job_id}/tasks/{index}/history", path={**at, "index": 9})
+    output = gate.call("GET", "/v1/jobs/{job_id}/tasks/{index}/output", path={**at, "index": 1})
+    assert output.headers["content-type"] == "application/msgpack"
+    assert output.content == msgpack.packb(2)  # as its receipt hashes it
+    gate.refused(404, "GET", "/v1/jobs/{job_id}/tasks/{index}/output", path={**at, "index": 9})
 
     # Cancel a job of slow tasks.
     naps = {"name": "naps", "driver": "sleep", "tasks": [{"input": {"seconds": 30}}] * 2}

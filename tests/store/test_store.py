@@ -105,14 +105,26 @@ def test_finished_jobs_are_not_resumed_but_are_listed(store: Store) -> None:
     assert len(store.jobs(limit=1)) == 1
 
 
-def test_a_12_mib_result_round_trips(store: Store) -> None:
-    big = os.urandom(12 << 20)
+def test_a_12_mib_result_is_kept_in_a_file_named_by_its_hash(store: Store) -> None:
+    """A result over the spool size stays out of the store's file (a resumed job would read
+    every row into memory) and goes whole into one of its own, which its row names."""
+    data = os.urandom(12 << 20)
+    big, small = encode(data), {"sum": 6}
     store.write([opened("big-1")])
-    store.write(run_to_completion("big-1", "big-1-000000", 1.0, big))
+    store.write(run_to_completion("big-1", "big-1-000000", 1.0, data))
+    store.write(run_to_completion("big-1", "big-1-000001", 1.0, small))
     [job] = store.unfinished_jobs()
     task = job.tasks["big-1-000000"]
-    assert task.output == encode(big)
-    assert task.receipt is not None and task.receipt.result_hash == packed_hash(encode(big))
+    assert task.receipt is not None and task.receipt.result_hash == packed_hash(big)
+    assert task.output == b"" and task.output_file == packed_hash(big).hex()
+    kept = store.stored_output("big-1", "big-1-000000")
+    assert kept == store.outputs / packed_hash(big).hex() and kept.read_bytes() == big
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert sql(store, "SELECT MAX(LENGTH(output)) FROM results") == [(len(encode(small)),)]
+    # One under the spool size stays in its row.
+    assert job.tasks["big-1-000001"].output == encode(small)
+    assert store.stored_output("big-1", "big-1-000001") == encode(small)
+    assert [p.name for p in store.outputs.iterdir()] == [packed_hash(big).hex()]
 
 
 def test_a_reopened_store_keeps_its_data_and_its_file_mode(tmp_path: Path) -> None:

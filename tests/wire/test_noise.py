@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from p2psched.identity import Identity
-from p2psched.wire.noise import ChannelError, SecureSession
+from p2psched.wire.noise import (
+    MAX_FRAME,
+    MAX_HANDSHAKE_MESSAGE,
+    NOISE_MAX,
+    ChannelError,
+    FrameTooLarge,
+    SecureSession,
+)
 
 
 def _pair(a: Identity, b: Identity, **kw: object) -> tuple[SecureSession, SecureSession]:
@@ -81,15 +88,37 @@ def test_identity_signature_must_cover_the_noise_key() -> None:
         i.receive_data(forger.data_to_send())
 
 
-def test_frame_over_the_limit_is_refused_both_ways() -> None:
-    i, r = _pair(Identity.generate(), Identity.generate(), max_frame=1000)
-    with pytest.raises(ChannelError, match="over the 1000-byte limit"):
-        i.seal(b"x" * 1001)
-    big_sender, small_receiver = _pair(Identity.generate(), Identity.generate())
-    small_receiver._max_frame = 1000
-    big_sender.seal(b"x" * 5000)
-    with pytest.raises(ChannelError, match="5000 bytes, over the 1000-byte limit"):
-        small_receiver.receive_data(big_sender.data_to_send())
+def test_a_frame_over_the_receivers_limit_is_refused_at_its_length() -> None:
+    sender, receiver = _pair(Identity.generate(), Identity.generate(), max_frame=1000)
+    sender.seal(b"x" * 500_000)  # a sender may send up to the protocol's limit, not the peer's
+    wire = sender.data_to_send()
+    # Refused once its length is read: with the first Noise message of it, of eight.
+    with pytest.raises(FrameTooLarge, match="500000 bytes, over the 1000-byte limit"):
+        receiver.receive_data(wire[: 2 + NOISE_MAX])
+    with pytest.raises(ChannelError, match="over the 16777216-byte limit"):
+        sender.seal(bytes(MAX_FRAME + 1))
+
+
+def test_the_limit_raised_once_the_peer_said_what_it_is() -> None:
+    sender, receiver = _pair(Identity.generate(), Identity.generate(), max_frame=1000)
+    sender.seal(b"hello")
+    receiver.receive_data(sender.data_to_send())
+    assert receiver.frames() == [b"hello"]
+    receiver.set_max_frame(10_000)
+    sender.seal(b"x" * 5000)
+    receiver.receive_data(sender.data_to_send())
+    assert receiver.frames() == [b"x" * 5000]
+
+
+def test_a_handshake_message_is_refused_at_its_length_when_over_a_handshakes_size() -> None:
+    """A stranger cannot make a node wait for 64 KiB before its handshake fails: the length
+    alone, two bytes, refuses it."""
+    responder = SecureSession(Identity.generate(), initiator=False)
+    with pytest.raises(ChannelError, match="handshake message of 65535 bytes"):
+        responder.receive_data(b"\xff\xff" + b"\x00" * 10)
+    initiator = SecureSession(Identity.generate(), initiator=True)
+    with pytest.raises(ChannelError, match=f"over the {MAX_HANDSHAKE_MESSAGE}-byte limit"):
+        initiator.receive_data((MAX_HANDSHAKE_MESSAGE + 1).to_bytes(2, "big"))
 
 
 def test_garbage_instead_of_a_handshake() -> None:

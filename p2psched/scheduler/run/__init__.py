@@ -16,6 +16,7 @@ from p2psched.scheduler.run.config import DispatchConfig as DispatchConfig
 from p2psched.scheduler.run.job import JobRun as JobRun
 from p2psched.scheduler.run.links import Link as Link
 from p2psched.scheduler.run.stats import DispatchStats as DispatchStats
+from p2psched.scheduler.run.tasks import Spooled as Spooled
 from p2psched.scheduler.run.tasks import TaskRun as TaskRun
 from p2psched.scheduler.run.workers import WorkerState as WorkerState
 from p2psched.wire.deal import job_of as job_of
@@ -33,6 +34,7 @@ __all__ = [
     "Link",
     "Send",
     "Settled",
+    "Spooled",
     "TaskRun",
     "WorkerState",
     "job_of",

@@ -13,7 +13,6 @@ from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run.base import RunBase
 from p2psched.scheduler.run.budget import MONEY_EPSILON
 from p2psched.scheduler.run.config import (
-    COMMIT_BYTES,
     DEADLINE_MARGIN,
     MAX_BUSY_REJECTS,
     MAX_REJECTS,
@@ -22,6 +21,7 @@ from p2psched.scheduler.run.links import DOWN, UP
 from p2psched.scheduler.run.tasks import Shape, TaskRun, shape_of, slots_of
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.scheduler.strategy import Candidate, Chooser
+from p2psched.wire.deal import COMMIT_BYTES
 
 S = TaskState
 

@@ -1,11 +1,17 @@
-"""The knobs of a job's run: timeouts an operator may set (`DispatchConfig`), and the fixed
-limits and ratios the run's parts share.
+"""The knobs of a job's run: timeouts and sizes an operator may set (`DispatchConfig`, which a
+node takes as `open_node(dispatch=...)`), and the fixed limits and ratios the run's parts share.
+
+    max_result_bytes = 12582912     # a task's output, at most: larger ones fail the worker that
+                                    # sent it; the node's links to workers take results this large
+    spool_result_bytes = 1048576    # an output larger is kept in a file of the node's data dir
+                                    # (outputs/<its SHA-256>), not in memory nor in the store's file
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from p2psched.store.store import SPOOL_RESULT_BYTES
 from p2psched.wire.deal import MAX_RESULT_BYTES
 
 DECLINE_BACKOFF_S = 2.0
@@ -14,7 +20,6 @@ MAX_SCAN = 4096  # queue entries looked at per commit round, at most
 MAX_REJECTS = 3
 MAX_BUSY_REJECTS = 30  # a minute of backing off: then its quotes are not worth asking for
 MAX_PROBES = 4096  # late binding: places reserved by one job, at most
-COMMIT_BYTES = 8 << 20  # task inputs sent with one commitment, at most (frames are 16 MiB)
 REBALANCE_AFTER_S = 2.0  # a task sent this long ago and not seen running waits in a queue
 REBALANCE_GAIN = 0.5  # ... and moves if another worker would have it done in half the time
 MAX_MOVES = 64  # tasks moved per sweep, at most
@@ -39,3 +44,4 @@ class DispatchConfig:
     regain_s: float = 45.0
     max_quotes: int = 32  # candidates asked at once
     max_result_bytes: int = MAX_RESULT_BYTES
+    spool_result_bytes: int = SPOOL_RESULT_BYTES

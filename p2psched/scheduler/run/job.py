@@ -36,7 +36,7 @@ from p2psched.scheduler.run.links import CONNECTING, DOWN, NONE, UP
 from p2psched.scheduler.run.rebalance import Rebalancing
 from p2psched.scheduler.run.reports import Reports
 from p2psched.scheduler.run.stats import DispatchStats
-from p2psched.scheduler.run.tasks import TaskRun
+from p2psched.scheduler.run.tasks import Spooled, TaskRun
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.scheduler.strategy import LATE_BINDING, Strategy
 from p2psched.scheduler.worker_views import WorkerViews
@@ -136,6 +136,12 @@ class JobRun(LateBinding, Rebalancing, Reports):
         w = self.workers.get(worker)
         return w.public_key if w is not None else None
 
+    def dealt_with(self, worker: bytes) -> bool:
+        """Whether `worker` said what it is to this job before (on a channel that was up), or
+        holds tasks of it (it leased them before we restarted): its results may come first."""
+        w = self.workers.get(worker)
+        return w is not None and (w.public_key is not None or bool(w.holding))
+
     def counts(self) -> Counter[str]:
         return Counter(t.state.value for t in self.tasks.values())
 
@@ -226,7 +232,10 @@ class JobRun(LateBinding, Rebalancing, Reports):
         self._load(t, state, st.since)
         t.worker, t.price = st.worker, st.price
         t.receipt = st.receipt
-        t.output = decode(st.output) if st.output is not None else None
+        if st.output_file is not None:
+            t.output = Spooled.IN_STORE
+        elif st.output is not None:
+            t.output = decode(st.output, self.config.max_result_bytes)
         if st.receipt is not None and st.receipt.ok:
             self.money.pay(st.receipt.price)
             t.progress = 1.0

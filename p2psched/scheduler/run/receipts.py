@@ -24,7 +24,8 @@ def check_receipt(
     max_bytes: int,
 ) -> tuple[str | None, bytes, Any]:
     """What is wrong with this result and its receipt (None: nothing), the output as it came
-    (for the record), and its value. `expected`: (scheduler, job, task)."""
+    (for the record; empty when something is wrong), and its value. `expected`: (scheduler,
+    job, task)."""
     r: Receipt = m.receipt
     task = expected[2]
     if not r.verify(public_key):
@@ -33,19 +34,20 @@ def check_receipt(
         return f"receipt for {task} names another scheduler, job or task", b"", None
     if r.ok != (m.error is None):
         return f"receipt for {task} disagrees with the result about success", b"", None
-    # A failed task's output is nothing, whatever came: its receipt hashes nothing.
-    packed = bytes(m.output) if r.ok else encode(None)
-    if len(packed) > max_bytes:
-        return f"result of {task} is over {max_bytes} bytes", packed, None
+    # A failed task's output is nothing, whatever came: its receipt hashes nothing. What came
+    # is read where it lies in the message, and copied out only once it is worth keeping.
+    came = memoryview(m.output if r.ok else encode(None))
+    if len(came) > max_bytes:
+        return f"result of {task} is over {max_bytes} bytes", b"", None
     try:
         output = unpack(m.output, max_bytes) if r.ok else None
     except DecodeError as e:
-        return f"result of {task} is not valid MessagePack ({e})", packed, None
+        return f"result of {task} is not valid MessagePack ({e})", b"", None
     problem = None
     if r.ok and depth_over(output, MAX_RESULT_DEPTH):
         problem = f"result of {task} nests deeper than {MAX_RESULT_DEPTH} levels"
-    elif r.result_hash != packed_hash(packed):
+    elif r.result_hash != packed_hash(came):
         problem = f"receipt for {task} does not hash the result sent"
     elif r.ok and r.price > committed:
         problem = f"receipt for {task} charges {r.price:g}, committed {committed:g}"
-    return problem, packed, output
+    return problem, bytes(came) if problem is None else b"", output

@@ -3,7 +3,8 @@ after a restart or a regain, which they dropped) and results with their receipts
 
 Promises: a task completes once, only with a result whose receipt passes `check_receipt`,
 and is then paid and acknowledged; a result that fails the check drops the worker; a
-repeated result of a completed task is acknowledged again, and changes nothing.
+repeated result of a completed task is acknowledged again, and changes nothing; an output
+over `spool_result_bytes` is not kept in memory by a durable run (its store keeps it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run.actions import Send, Settled
 from p2psched.scheduler.run.moves import TaskMoves
 from p2psched.scheduler.run.receipts import check_receipt
-from p2psched.scheduler.run.tasks import model_of
+from p2psched.scheduler.run.tasks import Spooled, model_of
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.store.journal import Charged
 from p2psched.wire.deal import Receipt
@@ -89,6 +90,8 @@ class Reports(TaskMoves):
         wait = max(0.0, now - t.sent_at - r.duration)  # on its queue, and on the way
         self.predictor.observe(worker, model, t.input_bytes, wait_s=wait, run_s=r.duration, now=now)
         self.views.succeeded(worker, model, r.duration, t.spec.task_id, now=now)
+        if self.durable and len(packed) > self.config.spool_result_bytes:
+            output = Spooled.IN_STORE  # `_charge` handed it to the store
         t.output, t.receipt, t.error, t.progress = output, r, None, 1.0
         self._move(t, S.COMPLETED, now)
         self._out.append(Settled(t.spec.task_id))

@@ -4,6 +4,7 @@ kind (`Shape`: tasks of one kind share their candidates), its model, its form on
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,13 @@ from p2psched.wire.deal import Receipt
 from p2psched.wire.messages import Task, raw
 
 Shape = tuple[str, str | None, str, float]  # driver, model, need, max price
+
+
+class Spooled(enum.Enum):
+    """A task's output, when it is too large to keep in memory (`DispatchConfig`'s
+    `spool_result_bytes`): the node's store has it."""
+
+    IN_STORE = "kept in the node's store"
 
 
 @dataclass(slots=True)
@@ -31,7 +39,7 @@ class TaskRun:
     since: float = 0.0  # when it entered its state
     retry: bool = False
     error: str | None = None
-    output: Any = None
+    output: Any = None  # its value, or `Spooled.IN_STORE`
     receipt: Receipt | None = None
     progress: float = 0.0
     stranded_since: float = math.nan  # when it last had no candidate

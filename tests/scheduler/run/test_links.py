@@ -7,8 +7,10 @@ from dataclasses import replace
 
 import pytest
 
+from p2psched.identity import Identity
 from p2psched.scheduler.lifecycle import IllegalTransition, TaskState
-from p2psched.scheduler.run import Close, Link
+from p2psched.scheduler.run import Close, JobRun, Link
+from p2psched.store import StoredTask
 from tests.harness.net import ad, make_net, spec
 
 
@@ -46,3 +48,20 @@ def test_a_move_the_table_does_not_list_is_a_bug_and_raises() -> None:
         Link.CONNECTING.to(Link.NONE)
     with pytest.raises(IllegalTransition, match="from up to connecting"):
         Link.UP.to(Link.CONNECTING)
+
+
+def test_a_worker_has_dealt_with_a_job_once_its_link_was_up_or_it_holds_tasks() -> None:
+    """What a scheduler's link takes before the worker speaks follows this: a stranger says
+    what it is first; a worker that dealt with the job may open with a result it owes."""
+    net = make_net(1, 1)
+    [w] = net.workers
+    assert net.run.dealt_with(w)  # its link was up: it quoted, and ran the task
+    stranger = Identity.generate()
+    net.run.add_workers([ad(stranger)], net.now)
+    assert net.run.workers[stranger.node_id].link != Link.UP  # (a worker it knows of)
+    assert not net.run.dealt_with(stranger.node_id)
+    restored = JobRun(net.run.identity, "job", [spec(0)], mtr=0, now=net.now, durable=True)
+    held = StoredTask("job-000000", "running", stranger.node_id, 0.0, 0, None, net.now)
+    restored.restore({"job-000000": held}, lambda w: ("127.0.0.1:1",), net.now)
+    assert restored.dealt_with(stranger.node_id)  # it held the task before we restarted
+    assert not restored.dealt_with(w)

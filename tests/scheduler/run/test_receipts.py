@@ -3,6 +3,7 @@ forged receipt of each kind is not counted, and the task runs elsewhere."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -10,7 +11,9 @@ from msgspec.structs import replace as restruct
 
 from p2psched.identity import Identity
 from p2psched.scheduler.lifecycle import TaskState
-from p2psched.scheduler.run import DispatchConfig, JobRun
+from p2psched.scheduler.run import DispatchConfig, JobRun, Spooled
+from p2psched.store.journal import Charged
+from p2psched.wire.codec import decode, encode
 from p2psched.wire.deal import Receipt
 from p2psched.worker import manager as wm
 from tests.harness.net import ad, make_net, spec
@@ -91,3 +94,26 @@ def test_forged_receipt_is_not_counted_and_the_task_runs_elsewhere(forgery: str)
     assert [w for w, _ in net.closed] == [liar.node_id]
     assert t.state == S.COMPLETED and t.worker == honest.node_id
     assert net.run.spent == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_an_output_over_the_spool_size_is_handed_to_the_store_not_kept(durable: bool) -> None:
+    """A durable run keeps no output over `spool_result_bytes` in memory: its `Charged`
+    entry takes it to the store. A run with no store keeps every output."""
+    net = make_net(0, 1)
+    config = DispatchConfig(spool_result_bytes=len(encode({"out": {"n": 0}})) - 1)
+    tasks = [spec(0), replace(spec(1), input=0)]  # outputs {"out": {"n": 0}} and {"out": 0}
+    net.run = JobRun(
+        net.run.identity, "job", tasks, mtr=0, now=net.now, config=config, durable=durable
+    )
+    [worker] = net.workers
+    net.run.add_workers([ad(net.workers[worker].identity)], net.now)
+    net.pump()
+    big, small = (net.run.tasks[t.task_id] for t in tasks)
+    assert big.state == small.state == S.COMPLETED
+    assert big.output == (Spooled.IN_STORE if durable else {"out": {"n": 0}})
+    assert small.output == {"out": 0}
+    charged = [e for e in net.run.journal if isinstance(e, Charged)]
+    assert [decode(e.output) for e in charged] == (
+        [{"out": {"n": 0}}, {"out": 0}] if durable else []
+    )

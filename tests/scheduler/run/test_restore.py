@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 from p2psched.identity import Identity
 from p2psched.scheduler.lifecycle import TaskState
-from p2psched.scheduler.run import JobRun
+from p2psched.scheduler.run import JobRun, Spooled
 from p2psched.store import StoredTask
 from p2psched.worker import manager as wm
 from tests.harness.net import Net, ad, make_net, spec
@@ -35,9 +36,12 @@ def snapshot(run: JobRun) -> dict[str, StoredTask]:
     }
 
 
-def restarted(net: Net, n: int, **task: object) -> JobRun:
-    """The same scheduler, a new process: the job rebuilt from its spec and its store."""
-    stored = snapshot(net.run)
+def restarted(
+    net: Net, n: int, stored: dict[str, StoredTask] | None = None, **task: object
+) -> JobRun:
+    """The same scheduler, a new process: the job rebuilt from its spec and its store (as
+    `stored`, or as the run left it)."""
+    stored = stored or snapshot(net.run)
     run = JobRun(
         net.run.identity,
         "job",
@@ -141,3 +145,14 @@ def test_a_direct_worker_a_restarted_scheduler_cannot_dial_has_its_tasks_placed_
     run.disconnected(worker.node_id, "connection refused", 101.0)
     t = run.tasks["job-000000"]
     assert t.state == S.QUEUED and t.attempts == 0  # it never ran there, as far as we know
+
+
+def test_an_output_the_store_keeps_in_a_file_is_not_read_back_on_a_restart() -> None:
+    net = make_net(2, 1)
+    assert net.run.counts() == {"completed": 2}
+    stored = snapshot(net.run)
+    stored["job-000001"] = replace(stored["job-000001"], output=b"", output_file="ab" * 32)
+    run = restarted(net, 2, stored=stored)
+    assert run.tasks["job-000000"].output == {"out": {"n": 0}}
+    assert run.tasks["job-000001"].output is Spooled.IN_STORE
+    assert run.done and run.counts() == {"completed": 2}
