@@ -35,7 +35,8 @@ from p2psched.wire.channel import (
     secure_stream,
 )
 from p2psched.wire.deal import (
-    MAX_COMMIT_MESSAGE,
+    COMMIT_BYTES,
+    MAX_INPUT_BYTES,
     MAX_RESULT_BYTES,
     Commitment,
     max_result_message,
@@ -143,24 +144,33 @@ async def as_stranger(
     return heard
 
 
-async def commit_as_stranger(address: str, worker: bytes, task_input: bytes) -> dict[str, Any]:
-    """Deal with `worker` as a fresh identity does (a quote, then a signed commitment), for one
-    echo task whose input is `task_input` (MessagePack): the result it sends back."""
+async def commit_as_stranger(
+    address: str, worker: bytes, task_inputs: list[bytes]
+) -> list[dict[str, Any]]:
+    """Deal with `worker` as a fresh identity does (a quote, then one signed commitment), for
+    one echo task per input of `task_inputs` (MessagePack): the results it sends back."""
     me = Identity.generate()
     with trio.fail_after(60):
         async with open_worker_channel(address, me, expected_peer=worker) as channel:
             await channel.send_encoded([encode(QuoteRequest(1, "job", 1, "echo", None, 1.0))])
             while (quote := await channel.receive())["t"] != "quote":
                 pass
-            task = task_id_for("job", 0)
+            tasks = [task_id_for("job", n) for n in range(len(task_inputs))]
             commitment = Commitment(
-                me.node_id, worker, "job", [task], quote["quote"]["price"], time.time()
+                me.node_id, worker, "job", tasks, quote["quote"]["price"], time.time()
             ).signed(me)
-            run = [Task(task, "echo", None, msgspec.Raw(task_input), 60.0)]
+            run = [
+                Task(task, "echo", None, msgspec.Raw(task_input), 60.0)
+                for task, task_input in zip(tasks, task_inputs, strict=True)
+            ]
             await channel.send_encoded([encode(Commit(2, commitment, run))])
-            while (result := await channel.receive())["t"] != "result":
-                pass
-            return dict(result)
+            results: list[dict[str, Any]] = []
+            while len(results) < len(run):
+                heard = await channel.receive()
+                assert heard["t"] in ("result", "lease", "ready", "beat"), heard
+                if heard["t"] == "result":
+                    results.append(dict(heard))
+            return results
 
 
 # -- a worker's channels: its own listener, and its gate's relay --------------------------------
@@ -187,6 +197,9 @@ async def test_a_strangers_first_message_of_16_mib_is_refused_at_its_length(
         await honest_job(gate, tmp_path / "honest")
 
 
+ROOMY = "[worker]\nqueue = 16\n"
+
+
 @pytest.mark.parametrize("reachability", REACH)
 async def test_frames_at_a_workers_limit_keep_it_within_64_mb(
     tmp_path: Path, reachability: str
@@ -198,19 +211,21 @@ async def test_frames_at_a_workers_limit_keep_it_within_64_mb(
     asked = encode(QuoteRequest(1, "job", 1, "echo", None, 1.0))
     with (
         gate_at(tmp_path / "gate") as gate,
-        worker_of(gate, tmp_path / "worker", reachability) as (proc, worker, address),
+        # Room for a commitment's worth of tasks (16 inputs of 512 KiB) at once.
+        worker_of(gate, tmp_path / "worker", reachability, config=ROOMY) as (proc, worker, address),
     ):
         before = peak_mb(proc.pid)
         await as_stranger(address, worker, [empty_maps(BOMB - 64)], first=asked)
         refused = peak_mb(proc.pid) - before
-        result = await commit_as_stranger(
-            address, worker, small_lists(MAX_COMMIT_MESSAGE - (64 << 10))
-        )
+        # A commitment's worth of inputs: each at the most a task's input may be, of small lists.
+        inputs = [small_lists(MAX_INPUT_BYTES - 64)] * (COMMIT_BYTES // MAX_INPUT_BYTES)
+        results = await commit_as_stranger(address, worker, inputs)
         growth = peak_mb(proc.pid) - before
         print(f"{reachability} worker: 16 MiB after a quote +{refused:.1f} MB, "
               f"a commitment of small lists +{growth:.1f} MB")  # fmt: skip
         assert refused < HELD_MB
-        assert "not valid MessagePack" in result["error"], result["error"]
+        for result in results:
+            assert "not valid MessagePack" in result["error"], result["error"]
         assert growth < GROWTH_MB
         await honest_job(gate, tmp_path / "honest")
 
