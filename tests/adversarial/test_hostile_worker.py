@@ -3,7 +3,7 @@ scheduler's node drops that worker, says why in a few bounded words, and goes on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -69,6 +69,22 @@ async def scheduling(
     return dispatcher
 
 
+async def dealing_with(
+    nursery: trio.Nursery,
+    scheduler: Identity,
+    rogue: Identity,
+    hostile: Callable[[SecureChannel], Awaitable[None]],
+) -> tuple[Dispatcher, JobRun]:
+    """`scheduler`'s Dispatcher, with a job of one echo task added, and `rogue` serving its
+    channels with `hostile`: the only worker it finds."""
+    address = await nursery.start(serve_channels, rogue, hostile)
+    dispatcher = await scheduling(nursery, scheduler, rogue, address, ("echo",))
+    task = replace(spec(0), task_id=task_id_for("job", 0))
+    run = JobRun(scheduler, "job", [task], mtr=0, now=trio.current_time(), rids=dispatcher.rids)
+    dispatcher.add(run)
+    return dispatcher, run
+
+
 async def drop_on(frame: bytes) -> tuple[str, bool]:
     """What the job says of a worker that sent `frame` once committed to, and whether the
     node still serves (a second job on it is accepted and cancelled cleanly)."""
@@ -80,11 +96,7 @@ async def drop_on(frame: bytes) -> tuple[str, bool]:
         await trio.sleep_forever()
 
     async with trio.open_nursery() as nursery:
-        address = await nursery.start(serve_channels, rogue, hostile)
-        dispatcher = await scheduling(nursery, scheduler, rogue, address, ("echo",))
-        task = replace(spec(0), task_id=task_id_for("job", 0))
-        run = JobRun(scheduler, "job", [task], mtr=0, now=trio.current_time(), rids=dispatcher.rids)
-        dispatcher.add(run)
+        dispatcher, run = await dealing_with(nursery, scheduler, rogue, hostile)
         with trio.fail_after(20):
             while (w := run.workers.get(rogue.node_id)) is None or w.link != Link.DOWN:
                 await trio.sleep(0.01)
@@ -168,11 +180,7 @@ async def test_a_result_held_half_sent_draws_on_the_schedulers_budget() -> None:
         await trio.sleep_forever()
 
     async with trio.open_nursery() as nursery:
-        address = await nursery.start(serve_channels, rogue, hostile)
-        dispatcher = await scheduling(nursery, scheduler, rogue, address, ("echo",))
-        task = replace(spec(0), task_id=task_id_for("job", 0))
-        run = JobRun(scheduler, "job", [task], mtr=0, now=trio.current_time(), rids=dispatcher.rids)
-        dispatcher.add(run)
+        dispatcher, run = await dealing_with(nursery, scheduler, rogue, hostile)
         with trio.fail_after(20):
             while dispatcher.frame_budget.held < size:
                 await trio.sleep(0.01)
