@@ -177,6 +177,7 @@ async def _start_scheduler(
         clock=dht.now,
         store=store,
         max_result_bytes=config.max_result_bytes,
+        receive_budget_bytes=config.receive_budget_bytes,
     )
     await nursery.start(dispatcher.serve)
     return discovery, JobBook(dispatcher, nursery, config=config)
@@ -225,6 +226,7 @@ async def _start_worker(
         clock=node.dht.now,
         record=node.store.record,
         max_message_bytes=config.max_message_bytes,
+        receive_budget_bytes=config.receive_budget_bytes,
     )
     host, udp_port = node.dht.address
     listen = reachability != "private"

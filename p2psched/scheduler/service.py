@@ -48,6 +48,7 @@ from p2psched.wire.address import is_relayed
 from p2psched.wire.channel import Outbox, SecureChannel
 from p2psched.wire.codec import DecodeError
 from p2psched.wire.deal import MAX_OPENING_MESSAGE, MAX_RESULT_BYTES, job_of, max_result_message
+from p2psched.wire.frame_budget import FrameBudget
 from p2psched.wire.messages import (
     Beat,
     Commit,
@@ -131,10 +132,13 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         store: Store | None = None,
         max_result_bytes: int = MAX_RESULT_BYTES,
+        receive_budget_bytes: int = 2 * max_result_message(MAX_RESULT_BYTES),
     ) -> None:
         self.identity = identity
         # What a worker may send once it said what it is: a result, of the node's jobs' limit.
         self.max_message_bytes = max_result_message(max_result_bytes)
+        # ... and what all links may be receiving at once, of messages that large.
+        self.frame_budget = FrameBudget(max(receive_budget_bytes, self.max_message_bytes))
         self.store = store
         self.find = find
         self.dial = dial
@@ -335,6 +339,8 @@ class Dispatcher:
                     async with self.dial(
                         address, self.identity, expected_peer=worker, max_frame=opening
                     ) as channel:
+                        if dealt:  # (before its reader reads on: it has not run yet)
+                            channel.set_max_frame(opening, self.frame_budget)
                         # (set once a channel is up: a dial that failed leaves it False)
                         link.relayed = is_relayed(address)
                         log.info(
@@ -394,7 +400,7 @@ class Dispatcher:
                         continue
                     except DecodeError as e:
                         return f"peer sent a message that is not valid: {e}"
-                    channel.set_max_frame(self.max_message_bytes)  # it said what it is
+                    channel.set_max_frame(self.max_message_bytes, self.frame_budget)  # it said
                     if isinstance(message, Refusal):
                         return f"it refused the channel: {message.reason}"
                     self._route(worker, link, message)

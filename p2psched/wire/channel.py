@@ -25,6 +25,7 @@ import trio
 from p2psched.identity import Identity
 from p2psched.wire.address import subnet
 from p2psched.wire.codec import DecodeError, decode, encode
+from p2psched.wire.frame_budget import FrameBudget
 from p2psched.wire.noise import MAX_FRAME, ChannelError, Peer, SecureSession
 
 log = logging.getLogger(__name__)
@@ -46,15 +47,21 @@ class SecureChannel:
         self._session = session
         self.peer = peer
         self._write_lock = trio.StrictFIFOLock()
-        self._inbox_send, self._inbox = trio.open_memory_channel[bytes](INBOX)
+        # Each message with the room it holds in the budget until its reader takes it.
+        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[bytes, int]](INBOX)
         self._buffered = 0  # bytes of the messages in the inbox
+        self._budget: FrameBudget | None = None
+        self._holding = 0  # room held for the message being received
+        self._due = math.inf  # when that message must have come in whole
         self.inbox_bytes = INBOX_BYTES
         self._drained = trio.Event()
         self._error: ChannelError | None = None
 
-    def set_max_frame(self, max_frame: int) -> None:
-        """Take messages of up to `max_frame` bytes from now on (its peer said what it is)."""
+    def set_max_frame(self, max_frame: int, budget: FrameBudget | None = None) -> None:
+        """Take messages of up to `max_frame` bytes from now on (its peer said what it is),
+        those over `budget.small` only with room in `budget`, shared by the node's channels."""
         self._session.set_max_frame(max_frame)
+        self._budget = budget
 
     async def send(self, message: Any) -> None:
         """Send one message; raises `ChannelClosed` when the connection is gone."""
@@ -87,9 +94,12 @@ class SecureChannel:
         """The next message as it came (for a reader that decodes it to a type itself);
         raises as `receive` does."""
         try:
-            frame: bytes = await self._inbox.receive()
+            frame, held = await self._inbox.receive()
         except trio.EndOfChannel:
             raise self._error or ChannelClosed("the peer closed the connection") from None
+        if held:
+            assert self._budget is not None
+            self._budget.give_back(held)
         self._buffered -= len(frame)
         self._drained.set()
         return frame
@@ -113,15 +123,46 @@ class SecureChannel:
             try:
                 await self._deliver()  # frames that came with the last handshake message
                 while True:
-                    data = await self._stream.receive_some(READ_SIZE)
+                    data = None
+                    with trio.move_on_at(self._due):  # only while room is held for a message
+                        data = await self._stream.receive_some(READ_SIZE)
+                    if data is None:
+                        raise ChannelError(
+                            f"a message of {self._session.incoming()} bytes came slower than "
+                            f"{self._budget.min_rate if self._budget else 0:.0f} bytes a second"
+                        )
                     if not data:
                         return
                     self._session.receive_data(data)
                     await self._deliver()
+                    await self._make_room()
             except ChannelError as e:
                 self._error = e
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
+            finally:
+                if self._budget is not None:  # a message it will not finish
+                    self._budget.give_back(self._holding)
+                    self._holding = 0
+
+    async def _make_room(self) -> None:
+        """Before reading on into a large message, room for it in the node's budget."""
+        n = self._session.incoming()
+        if self._budget is None or self._holding or n <= self._budget.small:
+            return
+        self._holding = await self._budget.take(n)
+        self._due = self._budget.deadline(n)
+
+    def _release(self) -> None:
+        """Give back the room of messages never taken (the channel is closing)."""
+        if self._budget is None:
+            return
+        while True:
+            try:
+                _, held = self._inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            self._budget.give_back(held)
 
     async def _deliver(self) -> None:
         for frame in self._session.frames():
@@ -132,7 +173,9 @@ class SecureChannel:
                 self._drained = trio.Event()
                 await self._drained.wait()
             self._buffered += len(frame)
-            await self._inbox_send.send(frame)
+            # The message the room was held for is the first to come whole.
+            held, self._holding, self._due = self._holding, 0, math.inf
+            await self._inbox_send.send((frame, held))
 
 
 class Outbox:
@@ -247,6 +290,8 @@ async def secure_stream(
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
+        finally:
+            channel._release()
 
 
 @asynccontextmanager

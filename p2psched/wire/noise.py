@@ -134,6 +134,13 @@ class SecureSession:
         out, self._frames = self._frames, []
         return out
 
+    def incoming(self) -> int:
+        """The size of the frame being received, once its length has come (0 when none)."""
+        if len(self._partial) < 4:
+            return 0
+        (n,) = struct.unpack_from(">I", self._partial)
+        return int(n)
+
     def set_max_frame(self, max_frame: int) -> None:
         """From now on take frames of up to `max_frame` bytes (a frame whose length has
         already been read was held to the limit then)."""

@@ -11,6 +11,8 @@ worker starts; an absent field keeps its default or what was detected.
     slots = 1                       # tasks it runs at once (default: one per GPU, at least 1)
     queue = 4                       # tasks it accepts beyond those, so no slot waits on the network
     max_message_bytes = 10485760    # from a scheduler that has said what it is: 64 KiB..10 MiB
+    receive_budget_bytes = 20971520 # messages over 64 KiB all schedulers' channels may be
+                                    # receiving at once (at least max_message_bytes)
     drivers = ["http"]              # drivers the operator enables
     min_price = 0.01                # per task (of normal priority)
     # The price per band of the job's priority (0..9): low 0-3, normal 4-6 (the default 5),
@@ -179,6 +181,7 @@ class WorkerConfig:
     slots: int | None = None  # None: one per GPU (at least one)
     queue_depth: int = 4
     max_message_bytes: int = MAX_COMMIT_MESSAGE  # from a scheduler that said what it is
+    receive_budget_bytes: int = 2 * MAX_COMMIT_MESSAGE  # ... by all of them at once
     drivers: tuple[str, ...] = ("echo",)
     min_price: float = 0.0
     models: tuple[str, ...] = ()
@@ -254,6 +257,7 @@ class _WorkerTable(BaseModel):
     slots: Annotated[int, _tasks(1)] | None = None
     queue: Annotated[int, _tasks(0)] = 4
     max_message_bytes: int = Field(default=MAX_COMMIT_MESSAGE, ge=64 << 10, le=MAX_COMMIT_MESSAGE)
+    receive_budget_bytes: int = Field(default=2 * MAX_COMMIT_MESSAGE, ge=64 << 10, le=1 << 30)
     drivers: Annotated[tuple[str, ...], BeforeValidator(_drivers)] = ("echo",)
     min_price: _Amount = 0.0
     priority_multipliers: _Multipliers = _Multipliers()
@@ -398,6 +402,7 @@ def load_config(path: Path) -> WorkerConfig:
         slots=w.slots,
         queue_depth=w.queue,
         max_message_bytes=w.max_message_bytes,
+        receive_budget_bytes=w.receive_budget_bytes,
         drivers=w.drivers,
         min_price=w.min_price,
         models=w.models,

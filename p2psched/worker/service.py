@@ -30,6 +30,7 @@ from p2psched.store.journal import Entry
 from p2psched.wire.channel import Doorkeeper, Outbox, SecureChannel, serve_channels
 from p2psched.wire.codec import DecodeError
 from p2psched.wire.deal import MAX_COMMIT_MESSAGE, MAX_OPENING_MESSAGE, job_of
+from p2psched.wire.frame_budget import FrameBudget
 from p2psched.wire.messages import MAX_REASON, Refusal, Send, Task, encode, parse, unpack
 from p2psched.wire.noise import ChannelError, FrameTooLarge
 from p2psched.wire.schema import SchemaError
@@ -56,11 +57,14 @@ class WorkerService:
         clock: Callable[[], float] = time.time,
         record: Callable[[list[Entry]], None] | None = None,
         max_message_bytes: int = MAX_COMMIT_MESSAGE,
+        receive_budget_bytes: int = 2 * MAX_COMMIT_MESSAGE,
     ) -> None:
         self.identity = identity
         # The largest message a scheduler may send once it said what it is: a commitment
         # with its tasks (their inputs are decoded within it too).
         self.max_message_bytes = max_message_bytes
+        # ... and what all their channels may be receiving at once, of messages that large.
+        self.frame_budget = FrameBudget(max(receive_budget_bytes, max_message_bytes))
         # Who may connect: handshakes in all and per address, channels per address.
         self.doorkeeper = Doorkeeper()
         self.record = record  # makes the manager's journal durable (and empties it)
@@ -113,7 +117,7 @@ class WorkerService:
         # One it holds anything for said so on an earlier channel. (Set before anything
         # waits: the channel's reader has not yet read past the handshake.)
         if self.manager.holds_for(peer):
-            channel.set_max_frame(self.max_message_bytes)
+            channel.set_max_frame(self.max_message_bytes, self.frame_budget)
         old = self._sessions.get(peer)
         if old is not None:  # the scheduler reconnected: the newer channel wins
             old.scope.cancel()
@@ -130,7 +134,7 @@ class WorkerService:
                     try:
                         while True:
                             message = parse(await channel.receive_frame())
-                            channel.set_max_frame(self.max_message_bytes)  # it said
+                            channel.set_max_frame(self.max_message_bytes, self.frame_budget)
                             self.manager.receive(peer, message, self.clock())
                             self._flush()
                     except (SchemaError, FrameTooLarge) as e:

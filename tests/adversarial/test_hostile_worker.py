@@ -3,7 +3,7 @@ scheduler's node drops that worker, says why in a few bounded words, and goes on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -69,6 +69,22 @@ async def scheduling(
     return dispatcher
 
 
+async def dealing_with(
+    nursery: trio.Nursery,
+    scheduler: Identity,
+    rogue: Identity,
+    hostile: Callable[[SecureChannel], Awaitable[None]],
+) -> tuple[Dispatcher, JobRun]:
+    """`scheduler`'s Dispatcher, with a job of one echo task added, and `rogue` serving its
+    channels with `hostile`: the only worker it finds."""
+    address = await nursery.start(serve_channels, rogue, hostile)
+    dispatcher = await scheduling(nursery, scheduler, rogue, address, ("echo",))
+    task = replace(spec(0), task_id=task_id_for("job", 0))
+    run = JobRun(scheduler, "job", [task], mtr=0, now=trio.current_time(), rids=dispatcher.rids)
+    dispatcher.add(run)
+    return dispatcher, run
+
+
 async def drop_on(frame: bytes) -> tuple[str, bool]:
     """What the job says of a worker that sent `frame` once committed to, and whether the
     node still serves (a second job on it is accepted and cancelled cleanly)."""
@@ -80,11 +96,7 @@ async def drop_on(frame: bytes) -> tuple[str, bool]:
         await trio.sleep_forever()
 
     async with trio.open_nursery() as nursery:
-        address = await nursery.start(serve_channels, rogue, hostile)
-        dispatcher = await scheduling(nursery, scheduler, rogue, address, ("echo",))
-        task = replace(spec(0), task_id=task_id_for("job", 0))
-        run = JobRun(scheduler, "job", [task], mtr=0, now=trio.current_time(), rids=dispatcher.rids)
-        dispatcher.add(run)
+        dispatcher, run = await dealing_with(nursery, scheduler, rogue, hostile)
         with trio.fail_after(20):
             while (w := run.workers.get(rogue.node_id)) is None or w.link != Link.DOWN:
                 await trio.sleep(0.01)
@@ -152,3 +164,25 @@ async def test_one_malformed_result_fails_that_task_and_no_other(
         assert run.tasks[good.task_id].state == TaskState.COMPLETED
         assert not run.workers[worker.node_id].banned
         nursery.cancel_scope.cancel()
+
+
+async def test_a_result_held_half_sent_draws_on_the_schedulers_budget() -> None:
+    """A worker committed to sends all but the end of a 2 MiB result and holds it there: the
+    link reads it only with room in the node's budget of large messages, so many such workers
+    cannot make the scheduler hold one result each."""
+    scheduler, rogue = Identity.generate(), Identity.generate()
+    size = 2 << 20
+
+    async def hostile(channel: SecureChannel) -> None:
+        await take_commitment(channel, rogue)
+        channel._session.seal(b"\xc6" + (size - 5).to_bytes(4, "big") + bytes(size - 5))
+        await channel._stream.send_all(channel._session.data_to_send()[:-1000])
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        dispatcher, run = await dealing_with(nursery, scheduler, rogue, hostile)
+        with trio.fail_after(20):
+            while dispatcher.frame_budget.held < size:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert dispatcher.frame_budget.held == 0  # given back when the link closed

@@ -36,6 +36,7 @@ from p2psched.wire.channel import (
 )
 from p2psched.wire.deal import (
     COMMIT_BYTES,
+    MAX_COMMIT_MESSAGE,
     MAX_INPUT_BYTES,
     MAX_RESULT_BYTES,
     Commitment,
@@ -228,6 +229,53 @@ async def test_frames_at_a_workers_limit_keep_it_within_64_mb(
             assert "not valid MessagePack" in result["error"], result["error"]
         assert growth < GROWTH_MB
         await honest_job(gate, tmp_path / "honest")
+
+
+async def hold_a_message(
+    address: str, worker: bytes, size: int, holding: trio.Event, release: trio.Event
+) -> None:
+    """As a fresh identity: ask for a quote (so the worker takes `size`-byte messages), then
+    send all but the end of one message that large, and hold it there until `release`."""
+    with trio.fail_after(120):
+        async with open_worker_channel(
+            address, Identity.generate(), expected_peer=worker
+        ) as channel:
+            await channel.send_encoded([encode(QuoteRequest(1, "job", 1, "echo", None, 1.0))])
+            while (await channel.receive())["t"] == "beat":
+                pass
+            session = channel._session  # a hostile peer writes what it likes to the socket
+            session.seal(b"\xc6" + (size - 5).to_bytes(4, "big") + bytes(size - 5))
+            sealed = session.data_to_send()
+            with trio.move_on_after(5):  # the worker may stop reading: then TCP stops us
+                await channel._stream.send_all(sealed[:-1000])
+            holding.set()
+            await release.wait()
+
+
+async def test_strangers_holding_large_messages_keep_a_worker_within_64_mb(
+    tmp_path: Path,
+) -> None:
+    """Twelve strangers each ask for a quote, then send all but the end of a message at the
+    worker's limit (10 MiB) and hold it: the worker reads large messages only within its
+    node-wide budget (20 MiB), so they cost it far less than their 120 MiB, and it serves an
+    honest scheduler meanwhile."""
+    size = MAX_COMMIT_MESSAGE - (64 << 10)
+    with (
+        gate_at(tmp_path / "gate") as gate,
+        worker_of(gate, tmp_path / "worker") as (proc, worker, address),
+    ):
+        before = peak_mb(proc.pid)
+        release = trio.Event()
+        async with trio.open_nursery() as nursery:
+            for _ in range(12):  # one after another: a listener takes 8 handshakes per address
+                holding = trio.Event()
+                nursery.start_soon(hold_a_message, address, worker, size, holding, release)
+                await holding.wait()
+            await honest_job(gate, tmp_path / "honest")
+            growth = peak_mb(proc.pid) - before
+            release.set()
+        print(f"worker, 12 strangers holding 10 MiB messages: +{growth:.1f} MB")
+        assert growth < GROWTH_MB
 
 
 # -- a scheduler's links: to a worker it found, which turns out hostile ---------------------------

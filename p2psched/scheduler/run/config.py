@@ -5,6 +5,8 @@ node takes as `open_node(dispatch=...)`), and the fixed limits and ratios the ru
                                     # sent it; the node's links to workers take results this large
     spool_result_bytes = 1048576    # an output larger is kept in a file of the node's data dir
                                     # (outputs/<its SHA-256>), not in memory nor in the store's file
+    receive_budget_bytes = 25174016 # results over 64 KiB all links may be receiving at once (at
+                                    # least one result); a link waits its turn, reading nothing
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from p2psched.store.store import SPOOL_RESULT_BYTES
-from p2psched.wire.deal import MAX_RESULT_BYTES
+from p2psched.wire.deal import MAX_RESULT_BYTES, max_result_message
 
 DECLINE_BACKOFF_S = 2.0
 MAX_ASIDE = 256  # tasks no worker can take, passed over per commit round, at most
@@ -45,3 +47,4 @@ class DispatchConfig:
     max_quotes: int = 32  # candidates asked at once
     max_result_bytes: int = MAX_RESULT_BYTES
     spool_result_bytes: int = SPOOL_RESULT_BYTES
+    receive_budget_bytes: int = 2 * max_result_message(MAX_RESULT_BYTES)
