@@ -4,7 +4,8 @@ for a log pipeline, carrying the node, job and task an event concerns.
 Owns: the handler on the root logger (one, replaced when configured again), the formats, and
 the context variables: `current_node`, which a node sets for the trio tasks it starts, and
 `current_task`, which a worker sets for the trio task that runs one of its tasks.
-Promises: a JSON line always parses and has `ts` (ISO 8601, UTC), `level`, `logger` and `event`;
+Promises: a text event is one line (what is not printable in it, a peer's words included, is
+escaped); a JSON line always parses and has `ts` (ISO 8601, UTC), `level`, `logger` and `event`;
 `node`, `job` and `task` when they apply (from `extra={...}`, else the node from the context);
 `error` when an exception is attached (`traceback` with it). Other `extra` fields come along.
 Libraries' own logs stay at warning and above, whatever the level chosen for p2psched's.
@@ -123,12 +124,21 @@ class TextFormatter(logging.Formatter):
         context = {k: v for k, v in fields(record).items() if k in _FIRST}
         if "node" in context:
             context["node"] = str(context.pop("node"))[:8]  # last: the least read
-        line = f"{when} {record.levelname:<7} {where}: {record.getMessage()}"
+        line = f"{when} {record.levelname:<7} {where}: {one_line(record.getMessage())}"
         for name, value in context.items():
-            line += f"  {name}={value}"
+            line += f"  {name}={one_line(str(value))}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+def one_line(text: str) -> str:
+    """`text` with what is not printable (line breaks, terminal escapes) written as escapes:
+    what a peer said (a refusal, a task id) is logged on the event's own line, and never
+    starts another nor drives the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]

@@ -130,3 +130,20 @@ def test_text_is_one_short_line_with_the_ids(
     )
     with pytest.raises(ValueError, match="choose one of debug, info, warning, error"):
         logs.configure("loud")
+
+
+def test_text_a_peer_wrote_stays_on_its_line_and_sends_no_escapes(
+    configured: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker's refusal, a scheduler's task id: a peer's text (up to 300 characters of
+    anything) must not forge a log line of its own nor drive the operator's terminal."""
+    logs.configure("info")
+    forged = "bye\n12:00:00.000 ERROR   node: the api token is 0000\x1b[2J\r"
+    with logs.naming_task("j", "j/1\nERROR forged"):
+        logging.getLogger("p2psched.scheduler.service").info("worker lost: %s", forged)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "\x1b" not in line and "\r" not in line
+    assert line.endswith(
+        "worker lost: bye\\n12:00:00.000 ERROR   node: the api token is 0000\\x1b[2J\\r"
+        "  job=j  task=j/1\\nERROR forged"
+    )

@@ -287,7 +287,9 @@ class CommandDriver:
         reason = next((said for s, said in signals.items() if s == signum), _exit_reason(code))
         lines = [line for line in stderr.splitlines() if line.strip()]
         if lines and not self._config.stderr:
-            _log.info("command driver: a task's program failed; its stderr ended: %s", lines[-1])
+            # (a line of it, as a reason would show it: the task wrote it, up to the output cap)
+            said = _one_line(lines[-1])
+            _log.info("command driver: a task's program failed; its stderr ended: %s", said)
         return f"{reason}: {lines[-1].strip()}" if lines and self._config.stderr else reason
 
 

@@ -6,7 +6,8 @@ scratch directory, removed afterwards), the timer loop, and the doorkeeper of it
 Promises: a malformed message ends that scheduler's channel with the reason, and nothing else;
 a driver's failure becomes the task's error, never the worker's; a channel takes messages of
 a few KiB until its scheduler has sent one deal message (or is one this worker holds tasks or
-results for), then of up to `max_message_bytes`, and one over its limit is refused unread.
+results for), then of up to `max_message_bytes` unless its operator refuses that scheduler,
+and one over its limit is refused unread.
 """
 
 from __future__ import annotations
@@ -134,7 +135,10 @@ class WorkerService:
                     try:
                         while True:
                             message = parse(await channel.receive_frame())
-                            channel.set_max_frame(self.max_message_bytes, self.frame_budget)
+                            # It said what it is; but one its operator refuses is declined
+                            # whatever it sends, and keeps a stranger's limit.
+                            if self.manager.terms.policy.refusal(peer) is None:
+                                channel.set_max_frame(self.max_message_bytes, self.frame_budget)
                             self.manager.receive(peer, message, self.clock())
                             self._flush()
                     except (SchemaError, FrameTooLarge) as e:

@@ -306,6 +306,19 @@ async def test_with_stderr_on_a_failure_says_its_last_line(scratch: Path) -> Non
     assert str(e.value) == "'py' exited with code 3: ValueError: bad shape"
 
 
+async def test_a_failed_programs_hidden_stderr_is_logged_within_a_reason_s_length(
+    scratch: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The task writes its stderr, up to the output cap: the operator's log gets a line of it,
+    not a megabyte per failed task."""
+    code = "import sys; sys.stderr.write('x' * 500_000); sys.exit(1)"
+    caplog.set_level(logging.INFO, logger="p2psched.worker.drivers")
+    with pytest.raises(DriverError, match="exited with code 1$"):
+        await command().run(make_task(py(code), scratch), ignore)
+    [said] = [r.getMessage() for r in caplog.records if "stderr ended" in r.getMessage()]
+    assert "xxx" in said and len(said) < 600
+
+
 async def test_stderr_comes_back_only_when_the_operator_says_so(scratch: Path) -> None:
     code = "import sys; print('out'); print('err', file=sys.stderr)"
     hidden = await command().run(make_task(py(code), scratch), ignore)

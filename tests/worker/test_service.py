@@ -17,6 +17,7 @@ from p2psched.wire.messages import Ack, Commit, QuoteRequest, Task, encode, raw
 from p2psched.wire.noise import ChannelError
 from p2psched.worker.drivers import EchoDriver
 from p2psched.worker.manager import TaskManager
+from p2psched.worker.policy import SchedulerPolicy, Terms
 from p2psched.worker.service import WorkerService
 
 ASK = encode(QuoteRequest(1, "job", 1, "echo", None, 1.0))
@@ -25,9 +26,10 @@ BIG_ACK = encode(Ack([f"job/{i}" for i in range(MAX_OPENING_MESSAGE // 6)]))
 
 
 @asynccontextmanager
-async def serving() -> AsyncIterator[tuple[Identity, tuple[str, int]]]:
+async def serving(terms: Terms | None = None) -> AsyncIterator[tuple[Identity, tuple[str, int]]]:
     worker = Identity.generate()
-    service = WorkerService(worker, TaskManager(worker, slots=1), {"echo": EchoDriver()})
+    manager = TaskManager(worker, slots=1, terms=terms or Terms())
+    service = WorkerService(worker, manager, {"echo": EchoDriver()})
     async with trio.open_nursery() as nursery:
         address = await nursery.start(service.serve)
         yield worker, address
@@ -89,3 +91,22 @@ async def test_a_scheduler_it_owes_a_result_may_open_with_more() -> None:
             assert [(m["t"], m.get("task")) for m in heard] == [("result", task), ("beat", None)]
             await ch.send_encoded([BIG_ACK, ASK])
             assert [m["t"] for m in await heard_until(ch, "quote")] == ["quote"]
+
+
+async def test_a_scheduler_its_operator_refuses_never_gets_more_than_a_few_kib() -> None:
+    """Asking for a quote says what a peer is, but a scheduler the operator denies (or does
+    not allow) is declined whatever it says: its channel stays at a stranger's limit, so it
+    cannot make the worker buffer a commitment's worth of bytes it would refuse anyway."""
+    denied, outsider = Identity.generate(), Identity.generate()
+    for policy, who in (
+        (SchedulerPolicy(deny=frozenset({denied.node_id})), denied),
+        (SchedulerPolicy(only_allowed=True), outsider),
+    ):
+        async with serving(Terms(policy=policy)) as (worker, (host, port)):
+            async with open_channel(host, port, who, expected_peer=worker.node_id) as ch:
+                await ch.send_encoded([ASK])
+                assert (await heard_until(ch, "decline"))[-1]["t"] == "decline"
+                await ch.send_encoded([BIG_ACK])
+                heard = await heard_until(ch, "error")
+            assert heard and heard[-1]["t"] == "error", heard
+            assert f"over the {MAX_OPENING_MESSAGE}-byte limit" in heard[-1]["reason"]
