@@ -43,7 +43,8 @@ worker starts; an absent field keeps its default or what was detected.
     sandbox = "bwrap"               # or "none": unconfined, warned about on every start
     network = false                 # true: the sandbox shares the worker's network
     stderr = false                  # stdout comes back; stderr too only with true
-    limits = { cpu_s = 60, memory_mb = 1024, processes = 64, file_size_mb = 256, open_files = 256 }
+    limits = { cpu_s = 60, memory_mb = 1024, processes = 64, file_size_mb = 256, open_files = 256,
+              disk_mb = 256 }  # all a task writes, in its /task and its /tmp each (tmpfs)
     max_output_bytes = 1048576      # stdout and stderr, each
 
     [drivers.command.programs.wc]   # the name a task asks for: a fixed argv, typed parameters

@@ -170,6 +170,8 @@ class CommandLimits(BaseModel):
     memory_mb: Annotated[int, Field(ge=16)] = 1024  # address space, per process
     processes: Annotated[int, Field(ge=2)] = 64  # of the user the tasks run as
     file_size_mb: Annotated[int, Field(ge=1)] = 256
+    # All a task writes, in its /task and its /tmp each: they are memory (tmpfs), not the disk.
+    disk_mb: Annotated[int, Field(ge=1)] = 256
     open_files: Annotated[int, Field(ge=16)] = 256
 
 

@@ -2,11 +2,13 @@
 (`launch.py`) inside a bubblewrap sandbox, and the check that a worker can build one.
 
 Promises: in the sandbox the system is read-only (/usr, /lib*, /bin, /sbin and a few files of
-/etc), the task's scratch directory is its only writable place and its cwd (`/task`), /tmp is
-empty, nothing else of the host exists (the worker's data dir and home are not there), every
-namespace is new (the network too, unless `network = true`), the environment is a fixed minimal
-one, and the sandbox dies with the worker. A task's processes run under its limits (CPU
-seconds, address space, processes, file size, open files), as `nobody` when the worker is root.
+/etc), its input files are in its cwd (`/task`, read-only), /task and /tmp are its only
+writable places, each a tmpfs of `disk_mb` (so what a task writes is bounded in all, not only
+per file, and leaves nothing on the host's disk), nothing else of the host exists (the
+worker's data dir and home are not there), every namespace is new (the network too, unless
+`network = true`), the environment is a fixed minimal one, and the sandbox dies with the
+worker. A task's processes run under its limits (CPU seconds, address space, processes, file
+size, open files), as `nobody` when the worker is root.
 `check` raises `SandboxError` (a `ConfigError`: the worker refuses to start) when bwrap is
 missing or cannot make its namespaces.
 """
@@ -108,9 +110,13 @@ def _bwrap_options(config: CommandDriverConfig, scratch: Path) -> list[str]:
     etc = _ETC + (_ETC_NETWORK if config.network else ())
     for name in etc:
         options += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    size = _sized(config.limits.disk_mb << 20)
+    options += [*size, "--tmpfs", "/tmp", *size, "--tmpfs", TASK_DIR]
+    for entry in sorted(os.scandir(scratch), key=lambda e: e.name):  # the task's input files
+        if entry.is_file(follow_symlinks=False):
+            options += ["--ro-bind", entry.path, f"{TASK_DIR}/{entry.name}"]
     options += [
-        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-        "--bind", str(scratch), TASK_DIR, "--chdir", TASK_DIR,
+        "--proc", "/proc", "--dev", "/dev", "--chdir", TASK_DIR,
         "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
         "--clearenv", "--setenv", "PATH", PATH, "--setenv", "HOME", TASK_DIR,
         "--setenv", "TMPDIR", "/tmp", "--setenv", "LANG", "C.UTF-8",
@@ -118,6 +124,22 @@ def _bwrap_options(config: CommandDriverConfig, scratch: Path) -> list[str]:
     if config.network:
         options.append("--share-net")
     return options
+
+
+@cache
+def _sized(size: int) -> list[str]:
+    """bwrap's words for a tmpfs of `size` bytes; none where bwrap is too old to say it (before
+    0.8: its tmpfs is then bounded by the kernel's default, half the memory, and said so)."""
+    said = subprocess.run(
+        [bwrap_path() or "bwrap", "--help"], capture_output=True, text=True, check=False
+    )
+    if "--size" in said.stdout + said.stderr:
+        return ["--size", str(size)]
+    _log.warning(
+        "bwrap here cannot size a tmpfs (bubblewrap 0.8 or later can): a task's /task and /tmp "
+        "are bounded per file only (file_size_mb), not in all (disk_mb)"
+    )
+    return []
 
 
 def init_pid(info: bytes) -> int | None:

@@ -191,7 +191,23 @@ async def test_a_1_gb_file_fails_with_its_reason(scratches: list[Path]) -> None:
     )
     said = await run(d, scratches, script(code))
     assert said.startswith("DriverError: 'py' exited with code 1: OSError: [Errno 27] File too")
-    assert (scratches[-1] / "big").stat().st_size <= 16 << 20
+    await assert_still_serving(d, scratches)
+
+
+@pytest.mark.parametrize("where", ["/task", "/tmp"])
+async def test_many_files_fill_no_more_than_the_tasks_disk(
+    scratches: list[Path], where: str
+) -> None:
+    """64 files of 8 MiB, each under the file size limit, in the task's cwd or its /tmp: the
+    writes stop at `disk_mb`, the task fails with its reason, and nothing is left behind."""
+    d = driver(limits={"file_size_mb": 16, "disk_mb": 32})
+    code = (
+        f"for n in range(64):\n    with open('{where}/f%d' % n, 'wb') as f:\n"
+        "        f.write(bytes(8 << 20))\n"
+    )
+    said = await run(d, scratches, script(code))
+    assert said.startswith("DriverError: 'py' exited with code 1: OSError: [Errno 28] No space")
+    assert sum(p.stat().st_size for p in scratches[-1].iterdir()) < 1 << 20  # the script only
     await assert_still_serving(d, scratches)
 
 

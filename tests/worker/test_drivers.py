@@ -88,10 +88,7 @@ def alive(pid: int) -> bool:
 
 # A program that starts a child, writes both pids where the test can find them, and waits.
 SPAWNS_AND_WAITS = (
-    "import os, subprocess, time\n"
-    "child = subprocess.Popen(['sleep', '30.25'])\n"
-    "open('started', 'w').close()\n"
-    "time.sleep(30)\n"
+    "import os, subprocess, time\nchild = subprocess.Popen(['sleep', '30.25'])\ntime.sleep(30)\n"
 )
 
 
@@ -342,9 +339,19 @@ async def test_command_output_is_decoded_with_replacement(scratch: Path) -> None
 
 async def test_command_past_its_time_limit_is_killed_with_what_it_started(scratch: Path) -> None:
     task = make_task(py(SPAWNS_AND_WAITS), scratch, timeout_s=3.0)
-    with pytest.raises(DriverError, match=r"^timed out after 3s$"):
-        await command().run(task, ignore)
-    assert (scratch / "started").exists()
+    started: list[int] = []
+
+    async def watch() -> None:  # (what it writes stays in its sandbox: its child is seen here)
+        while not started:
+            started.extend(sandboxed_sleepers())
+            await trio.sleep(0.01)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        with pytest.raises(DriverError, match=r"^timed out after 3s$"):
+            await command().run(task, ignore)
+        nursery.cancel_scope.cancel()
+    assert started
     with trio.move_on_after(5):  # SIGKILL is delivered asynchronously; a bound, not a test
         while sandboxed_sleepers():
             await trio.sleep(0.01)
@@ -355,7 +362,7 @@ async def test_a_cancelled_command_is_killed_with_what_it_started(scratch: Path)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(command().run, make_task(py(SPAWNS_AND_WAITS), scratch), ignore)
         with trio.fail_after(20):
-            while not (scratch / "started").exists():
+            while not sandboxed_sleepers():
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
     with trio.move_on_after(5):
