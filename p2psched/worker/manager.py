@@ -251,6 +251,10 @@ class TaskManager:
                 self._pulling[rkey] = kept
             else:
                 del self._pulling[rkey]
+            if len(kept) < len(until):
+                # A scheduler that lets a `ready` go unanswered is not taking its places:
+                # they go, or 64 of them would hold each free slot for `lease_s` in turn.
+                self._reserved.pop(rkey, None)
         for peer in self._gone_running():
             if self._grace_end(peer) <= now:
                 self._stop(peer, [t for p, t in self._running if p == peer])

@@ -94,6 +94,7 @@ def test_driver_settings_have_defaults(tmp_path: Path) -> None:
         "processes": 64,
         "file_size_mb": 256,
         "open_files": 256,
+        "disk_mb": 256,
     }
     assert config.http_driver == HttpDriverConfig(
         endpoints={}, timeout_s=120.0, max_response_bytes=4 << 20

@@ -12,7 +12,7 @@ import pytest
 
 from p2psched.identity import Identity
 from p2psched.wire.deal import MAX_INPUT_BYTES, Commitment, Receipt
-from p2psched.wire.messages import Send
+from p2psched.wire.messages import Ready, Send
 from p2psched.worker import manager as wm
 from p2psched.worker.policy import DriverCaps, PriorityPrices, SchedulerPolicy, Terms
 from tests.harness.net import commit, dispatch, on_wire, wire
@@ -363,6 +363,36 @@ def test_a_scheduler_at_its_slots_is_offered_no_free_slot_for_its_places() -> No
     [answer] = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
     assert answer["t"] == "decline" and answer["busy"]
     assert "holds 1 of its 1 slots on this worker" in answer["reason"]  # the slot held for it
+
+
+def test_places_reserved_and_left_unanswered_do_not_hold_the_slots() -> None:
+    """A stranger reserves 64 places and never answers a `ready`: once one went unanswered
+    for `lease_s`, the rest of its reservation is dropped, so a scheduler that reserved after
+    it gets the free slots, not the 63 others' turns first."""
+    w, hoarder = serving(slots=2)
+    honest = connected(w)
+    w.receive(hoarder.node_id, wire({**RESERVE, "rid": 1, "tasks": 64}), 0.0)
+    assert readies(w) == [hoarder.node_id, hoarder.node_id]
+    w.receive(honest.node_id, wire({**RESERVE, "rid": 2, "tasks": 2}), 1.0)
+    assert readies(w) == []
+    w.tick(w.lease_s + 1)
+    assert readies(w) == [honest.node_id, honest.node_id]
+
+
+RESERVE = {"t": "reserve", "job": "job", "driver": "echo", "model": None, "max_price": 1e9}
+
+
+def connected(w: wm.TaskManager) -> Identity:
+    """One more scheduler connected to `w` (its first beat read)."""
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    w.actions()
+    return sched
+
+
+def readies(w: wm.TaskManager) -> list[bytes]:
+    """To whom `w` said a slot is free, in order, since last asked."""
+    return [a.peer for a in w.actions() if isinstance(a, Send) and isinstance(a.message, Ready)]
 
 
 @pytest.mark.parametrize(("priority", "price"), [(None, 1.0), (1, 0.8), (5, 1.0), (9, 1.5)])
