@@ -470,9 +470,8 @@ class DhtProtocol:
                 contacts = [] if records else self.routing.closest(key, k, exclude=sender.node_id)
                 return m.Values(records, next_cursor, contacts)
             case m.Store(record):
-                if not id_has_work(sender.node_id, self.config.id_bits):
-                    reason = "the sender's node id shows no work (id puzzle)"
-                else:
+                reason: str | None = "the sender's node id shows no work (id puzzle)"
+                if id_has_work(sender.node_id, self.config.id_bits):
                     reason = self.store.put(record, now, sender.host)
                 self.stats["stores_accepted" if reason is None else "stores_refused"] += 1
                 return m.Stored(reason is None, reason or "")

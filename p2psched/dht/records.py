@@ -129,7 +129,8 @@ def _oldest_of_largest(groups: Mapping[str, OrderedDict[_T, None]]) -> _T | None
     """The fair rule that makes room: the source with the most entries loses its oldest."""
     if not groups:
         return None
-    return next(iter(max(groups.values(), key=len)))
+    largest: OrderedDict[_T, None] = max(groups.values(), key=lambda group: len(group))
+    return next(iter(largest))
 
 
 class RecordStore:

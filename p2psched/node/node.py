@@ -27,6 +27,7 @@ from p2psched.gate.service import Gate
 from p2psched.identity import Identity
 from p2psched.logs import naming_node
 from p2psched.resources.detect import Detected, detect
+from p2psched.resources.need import AD_TTL
 from p2psched.scheduler.ads import check_ad_record
 from p2psched.scheduler.discovery import Discovery
 from p2psched.scheduler.jobs import JobBook
@@ -35,7 +36,7 @@ from p2psched.scheduler.service import Dispatcher, dht_finder
 from p2psched.store import Store
 from p2psched.wire.address import host_port
 from p2psched.wire.deal import MAX_OPENING_MESSAGE
-from p2psched.worker.advert import AD_TTL, Advert
+from p2psched.worker.advert import Advert
 from p2psched.worker.config import WorkerConfig
 from p2psched.worker.drivers import disabled_reason, make_drivers
 from p2psched.worker.manager import TaskManager

@@ -69,7 +69,8 @@ def prefix(host: str, v4_bits: int, v6_bits: int) -> str | None:
 def subnet(ip: str) -> str:
     """The unit the per-address limit counts: the address for IPv4 (a home router's one),
     the /56 for IPv6 (a home is often given a /56, and may use any address in it)."""
-    return prefix(ip, 32, 56) or ip
+    net = prefix(ip, 32, 56)
+    return ip if net is None else net.removesuffix("/32")
 
 
 def range_kind(host: str) -> str:
