@@ -89,11 +89,11 @@ async def test_free_identities_and_values_that_are_no_ad_are_not_stored(tmp_path
             free = Identity.generate(0)
             while id_has_work(free.node_id, 1):  # an id that shows no work at all
                 free = Identity.generate(0)
-            lazy = await stack.enter_async_context(
-                open_dht_node(free, host=ATTACKER_HOST, config=DhtConfig(client=True))
-            )
+            lazy = await stack.enter_async_context(open_dht_node(free, host=ATTACKER_HOST))
             await lazy.bootstrap([gate.dht.address])
+            await lazy.ping(gate.dht.address)  # a server: the gate would check and admit it
             assert free.node_id not in gate.dht.protocol.routing
+            assert gate.dht.protocol.stats["ids_without_work"] > 0
             holder = Contact.of(gate.identity.public_key, *gate.dht.address)
             good = sybil_ad(capability_keys(profile(), Identity.generate().node_id)["any"])
             got = await lazy.call(holder, m.Store(good))
