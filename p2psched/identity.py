@@ -2,8 +2,13 @@
 
 Owns: creating, loading and checking the key file in the node's data directory.
 Promises: the node id is SHA-256 of the raw public key, so nobody can claim an id they hold no key
-for; the key file is written with mode 0600; a missing, unreadable or corrupt key file raises
-`IdentityError` naming the file and the fix, and is never silently replaced by a new identity.
+for; an id costs work (S/Kademlia's static puzzle: SHA-256 of the id starts with `id_bits` zero
+bits, a network parameter), so identities are not free; the key file is written with mode 0600;
+a missing, unreadable, corrupt or too cheap key file raises `IdentityError` naming the file and
+the fix, and is never silently replaced by a new identity.
+
+The network's `id_bits` is `DEFAULT_ID_BITS` unless the environment variable `P2PSCHED_ID_BITS`
+says otherwise; every node of one network must agree on it. Devnets and tests use a small one.
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ NODE_ID_BYTES = 32
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 KEY_FILE_NAME = "identity.key"
+# About a second of one core per identity: one try (a key pair and two hashes) takes about 30 µs
+# here, and 2**15 of them are needed on average.
+DEFAULT_ID_BITS = 15
+ID_BITS_ENV = "P2PSCHED_ID_BITS"
 # The file holds a short header so a wrong file (or a truncated one) is recognised as such.
 _KEY_FILE_MAGIC = b"p2psched-ed25519-v1\n"
 
@@ -35,6 +44,22 @@ class IdentityError(Exception):
 def node_id_of(public_key: bytes) -> bytes:
     """The node id that belongs to a raw 32-byte Ed25519 public key."""
     return hashlib.sha256(public_key).digest()
+
+
+def network_id_bits() -> int:
+    """The work an id must show on this network: `P2PSCHED_ID_BITS`, else `DEFAULT_ID_BITS`."""
+    raw = os.environ.get(ID_BITS_ENV, "")
+    if not raw:
+        return DEFAULT_ID_BITS
+    if not raw.isdigit() or int(raw) > 32:
+        raise IdentityError(f"{ID_BITS_ENV}={raw!r}: give a number of bits from 0 to 32")
+    return int(raw)
+
+
+def id_has_work(node_id: bytes, bits: int) -> bool:
+    """Whether `node_id` solves the static puzzle: SHA-256 of it starts with `bits` zero bits.
+    Checking costs one hash; finding one costs about 2**bits key pairs."""
+    return int.from_bytes(hashlib.sha256(node_id).digest()[:4], "big") >> (32 - bits) == 0
 
 
 _P25519 = 2**255 - 19
@@ -88,8 +113,15 @@ class Identity:
     node_id: bytes
 
     @classmethod
-    def generate(cls) -> Identity:
-        return cls.from_private_key(Ed25519PrivateKey.generate())
+    def generate(cls, id_bits: int | None = None) -> Identity:
+        """A new key pair whose id solves the puzzle at `id_bits` (the network's by default)."""
+        bits = network_id_bits() if id_bits is None else id_bits
+        # 2**(bits + 6) tries fail with probability e**-64: never, but the loop is bounded.
+        for _ in range(1 << (bits + 6)):
+            identity = cls.from_private_key(Ed25519PrivateKey.generate())
+            if id_has_work(identity.node_id, bits):
+                return identity
+        raise AssertionError("no key pair solved the id puzzle")
 
     @classmethod
     def from_private_key(cls, key: Ed25519PrivateKey) -> Identity:
@@ -167,7 +199,15 @@ def load_identity(data_dir: Path) -> Identity:
             f"{path} is corrupt (the key is not 32 hex-encoded bytes); restore it from a backup, "
             "or move it away and run `p2psched init` to create a new identity."
         ) from None
-    return Identity.from_private_key(key)
+    identity = Identity.from_private_key(key)
+    if not id_has_work(identity.node_id, bits := network_id_bits()):
+        raise IdentityError(
+            f"{path} holds an identity made without the work this network asks of an id "
+            f"({bits} bits: made before ids cost work, or for a devnet); peers would not take "
+            f"it. Move the file away and run `p2psched init --data-dir {data_dir}` for a new "
+            "identity (peers will see a different node)."
+        )
+    return identity
 
 
 def load_or_create_identity(data_dir: Path) -> Identity:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from p2psched import devnet
-from tests.harness.devnet import running_devnet
-from tests.harness.processes import running_node
+# Identities at test difficulty, here and in every node process a test starts (they inherit it).
+os.environ.setdefault("P2PSCHED_ID_BITS", "4")
+
+from p2psched import devnet  # noqa: E402
+from tests.harness.devnet import running_devnet  # noqa: E402
+from tests.harness.processes import running_node  # noqa: E402
 
 
 @pytest.fixture

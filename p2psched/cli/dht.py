@@ -63,13 +63,16 @@ def cmd_dht_serve(args: argparse.Namespace) -> None:
     from p2psched.dht.node import open_dht_node
     from p2psched.dht.protocol import DhtConfig
     from p2psched.identity import load_or_create_identity
+    from p2psched.scheduler.ads import check_ad_record
 
     host, port = parse_hostport(args.listen, "--listen")
     identity = load_or_create_identity(data_dir(args))
 
     async def main() -> None:
         config = DhtConfig(client=args.client)
-        async with open_dht_node(identity, host=host, port=port, config=config) as node:
+        async with open_dht_node(
+            identity, host=host, port=port, config=config, validate=check_ad_record
+        ) as node:
             await _join_bootstrap(args, node)
             mode = "client" if args.client else "server"
             print(

@@ -164,7 +164,6 @@ def cmd_node(args: argparse.Namespace) -> None:
 
 def cmd_worker_join(args: argparse.Namespace) -> None:
     from p2psched.cli.local_node import serve_worker
-    from p2psched.dht.protocol import DhtConfig
     from p2psched.node.node import open_node
     from p2psched.worker.config import WorkerConfig, load_config
 
@@ -176,7 +175,8 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
 
         check(config.command_driver)  # before joining: a worker that cannot sandbox never joins
     host, port = parse_hostport(args.listen, "--listen") if args.listen else (near(gates[0]), 0)
-    max_ttl = DhtConfig().store.max_ttl
+    from p2psched.resources.need import MAX_AD_LIFETIME as max_ttl  # holders grant no more
+
     if not 2 <= args.ad_ttl <= max_ttl:
         raise UsageError(f"--ad-ttl {args.ad_ttl:g}: choose between 2 and {max_ttl:.0f} seconds")
     opened = partial(

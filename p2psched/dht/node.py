@@ -30,7 +30,7 @@ from p2psched.dht.protocol import (
     RepublishDue,
     TimedOut,
 )
-from p2psched.dht.records import Record
+from p2psched.dht.records import Record, Validator
 from p2psched.dht.routing import Contact, distance
 from p2psched.dht.traverse import Call, L, run_lookup
 from p2psched.identity import Identity
@@ -272,8 +272,10 @@ async def open_dht_node(
     host: str = "127.0.0.1",
     port: int = 0,
     config: DhtConfig | None = None,
+    validate: Validator | None = None,
 ) -> AsyncIterator[DhtNode]:
-    """A running DHT node bound to `host:port` (port 0: any free port); closed on exit."""
+    """A running DHT node bound to `host:port` (port 0: any free port); closed on exit.
+    `validate`: the rules its record store applies to values the caller knows (worker ads)."""
     family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
     sock = _socket.socket(family, _socket.SOCK_DGRAM)
     sock.setblocking(False)
@@ -283,7 +285,9 @@ async def open_dht_node(
     try:
         sock.bind((host, port))
         offset = time.time() - trio.current_time()
-        protocol = DhtProtocol(identity, config, now=offset + trio.current_time())
+        protocol = DhtProtocol(
+            identity, config, now=offset + trio.current_time(), validate=validate
+        )
         async with trio.open_nursery() as nursery:
             node = DhtNode(protocol, sock, offset, nursery)
             nursery.start_soon(node._receive_loop)

@@ -25,10 +25,17 @@ from dataclasses import dataclass, field, replace
 
 from p2psched.dht import messages as m
 from p2psched.dht.publish import Publisher
-from p2psched.dht.records import KEY_BYTES, MAX_VALUE_BYTES, Record, RecordStore, StoreLimits
+from p2psched.dht.records import (
+    KEY_BYTES,
+    MAX_VALUE_BYTES,
+    Record,
+    RecordStore,
+    StoreLimits,
+    Validator,
+)
 from p2psched.dht.routing import Contact, RoutingTable, as_int
 from p2psched.histogram import ROUND_TRIP_BUCKETS, Histogram
-from p2psched.identity import Identity
+from p2psched.identity import Identity, id_has_work, network_id_bits
 from p2psched.wire.codec import DecodeError, decode, encode
 from p2psched.wire.envelope import FLAG_CLIENT, HEADER_BYTES, MAC_BYTES, Authenticator, Rejected
 from p2psched.wire.schema import SchemaError
@@ -75,6 +82,8 @@ class DhtConfig:
     max_pages_per_holder: int = 16
     lookup_timeout: float = 30.0
     store: StoreLimits = field(default_factory=StoreLimits)
+    # The work a peer's id must show (identity.id_has_work) to enter the table or store here.
+    id_bits: int = field(default_factory=network_id_bits)
 
     def __post_init__(self) -> None:
         # A page must have room for the largest record, or paging could not make progress.
@@ -160,6 +169,7 @@ class DhtProtocol:
         *,
         now: float,
         seed: int | None = None,
+        validate: Validator | None = None,
     ) -> None:
         self.identity = identity
         self.node_id = identity.node_id
@@ -177,7 +187,7 @@ class DhtProtocol:
             table_ip_limit=cfg.table_ip_limit,
             now=now,
         )
-        self.store = RecordStore(cfg.store)
+        self.store = RecordStore(cfg.store, validate)
         self.stats: Counter[str] = Counter()
         # Requests this node sent, by (RPC name, outcome: answered | error | timed_out |
         # abandoned), counted once each as they leave the table of requests in flight; and
@@ -301,6 +311,8 @@ class DhtProtocol:
     def _consider(self, sender: Contact, proven: bool, now: float) -> None:
         """A request from `sender`, made for us (so not relayed): refresh its entry, or check
         that it answers at this address before it may enter (its source may be spoofed)."""
+        if not self._has_work(sender):
+            return
         if sender.node_id in self.routing:
             self.routing.observe(sender, now)  # only refreshes, and only at its own address
         elif proven:
@@ -314,7 +326,16 @@ class DhtProtocol:
             self._admitting.add(contact.node_id)  # bounded, like everything a peer causes
             self._request(contact, m.Ping(), now, internal="admit")
 
+    def _has_work(self, contact: Contact) -> bool:
+        """Whether `contact`'s id solves the puzzle: a free identity never enters the table."""
+        if id_has_work(contact.node_id, self.config.id_bits):
+            return True
+        self.stats["ids_without_work"] += 1
+        return False
+
     def _admit(self, contact: Contact, now: float) -> None:
+        if not self._has_work(contact):
+            return
         new = contact.node_id not in self.routing
         to_check = self.routing.observe(contact, now)
         if to_check is not None:
@@ -449,7 +470,9 @@ class DhtProtocol:
                 contacts = [] if records else self.routing.closest(key, k, exclude=sender.node_id)
                 return m.Values(records, next_cursor, contacts)
             case m.Store(record):
-                reason = self.store.put(record, now)
+                reason: str | None = "the sender's node id shows no work (id puzzle)"
+                if id_has_work(sender.node_id, self.config.id_bits):
+                    reason = self.store.put(record, now, sender.host)
                 self.stats["stores_accepted" if reason is None else "stores_refused"] += 1
                 return m.Stored(reason is None, reason or "")
         raise AssertionError(msg)
@@ -492,7 +515,11 @@ class DhtProtocol:
                 self.stats["dropped_bad_records"] += len(msg.records) - len(good)
                 msg = m.Values(good, msg.next_cursor, msg.contacts)
         if isinstance(msg, m.Nodes | m.Values):
-            usable = [c for c in msg.contacts if c.node_id != self.node_id]
+            usable = [
+                c
+                for c in msg.contacts
+                if c.node_id != self.node_id and id_has_work(c.node_id, self.config.id_bits)
+            ]
             if len(usable) != len(msg.contacts):
                 msg = dataclasses.replace(msg, contacts=usable)
         return [Answered(rid, sender, msg)]

@@ -5,8 +5,10 @@ Promises: the store only holds records whose signature checks against their publ
 have not expired, and that are the newest (seq, expiry) seen from their publisher for that key; an
 older or equal version never replaces a newer one, not even after the newer one expired (its
 version is remembered for `max_ttl`, the longest any older one could still be valid). Per-key,
-per-publisher, byte and total caps bound memory. Sans-I/O: every call takes `now` (seconds
-since the epoch).
+per-publisher, byte and total caps bound memory; a full key or store makes room by one fair rule
+(the source network, /24 or /48, holding the most loses its oldest record), so throwaway
+identities from a few networks cannot lock others out. Values the node layer knows (worker ads)
+pass its injected `Validator`. Sans-I/O: every call takes `now` (seconds since the epoch).
 """
 
 from __future__ import annotations
@@ -14,17 +16,20 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from p2psched.identity import Identity, node_id_of, verify
 from p2psched.wire import schema
+from p2psched.wire.address import prefix
 from p2psched.wire.codec import encode
 
 KEY_BYTES = 32
 MAX_VALUE_BYTES = 4096
 FIRST_PAGE = bytes(KEY_BYTES)  # a cursor before every publisher id
 _RECORD_DOMAIN = b"p2psched/record/1"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +94,17 @@ WIRE_SCHEMA = schema.tuple_of(
 )
 
 
+# Why a record is not to be held, given who sent it (their host; None for this node's own) and
+# `now`; None when it may be. The node layer injects the rules for values it knows (worker ads).
+Validator = Callable[[Record, str | None, float], str | None]
+LOCAL = "local"  # the source prefix of this node's own records
+
+
 @dataclass(frozen=True, slots=True)
 class StoreLimits:
     max_per_key: int = 512
-    max_per_publisher: int = 1024
+    max_per_prefix_per_key: int = 64  # records one source network (/24, /48) holds under a key
+    max_per_publisher: int = 128  # a worker's ad needs a handful of keys, not a thousand
     max_records: int = 200_000
     max_bytes: int = 64 << 20  # encoded size of all records held
     max_ttl: float = 24 * 3600.0
@@ -100,17 +112,38 @@ class StoreLimits:
 
 @dataclass(slots=True)
 class _Slot:
-    """The records under one key, by publisher id, with publisher ids kept sorted for paging."""
+    """The records under one key, by publisher id, with publisher ids kept sorted for paging,
+    and by source prefix, oldest first."""
 
-    by_publisher: dict[bytes, tuple[Record, int]] = field(default_factory=dict)
+    by_publisher: dict[bytes, tuple[Record, int, str]] = field(default_factory=dict)
     order: list[bytes] = field(default_factory=list)
+    by_prefix: dict[str, OrderedDict[bytes, None]] = field(default_factory=dict)
+
+
+def source_prefix(host: str | None) -> str:
+    """The network a per-source limit counts a sender by: its /24 (IPv4) or /48 (IPv6)."""
+    return LOCAL if host is None else prefix(host, 24, 48) or host
+
+
+def _oldest_of_largest(groups: Mapping[str, OrderedDict[_T, None]]) -> _T | None:
+    """The fair rule that makes room: the source with the most entries loses its oldest."""
+    if not groups:
+        return None
+    largest: OrderedDict[_T, None] = max(groups.values(), key=lambda group: len(group))
+    return next(iter(largest))
 
 
 class RecordStore:
-    def __init__(self, limits: StoreLimits | None = None) -> None:
+    def __init__(
+        self, limits: StoreLimits | None = None, validate: Validator | None = None
+    ) -> None:
         self.limits = limits or StoreLimits()
+        self.validate = validate
         self._keys: dict[bytes, _Slot] = {}
         self._per_publisher: Counter[bytes] = Counter()
+        # Every record held, by source prefix, oldest first: whom a full store takes room from.
+        self._by_prefix: dict[str, OrderedDict[tuple[bytes, bytes], None]] = {}
+        self.evicted = 0
         self._count = 0
         self._bytes = 0
         # (expires_ms, key, publisher id); entries for replaced records are skipped when popped.
@@ -130,8 +163,11 @@ class RecordStore:
     def bytes_held(self) -> int:
         return self._bytes
 
-    def put(self, record: Record, now: float) -> str | None:
-        """Store `record`; None when stored (or already held), else the reason it was refused."""
+    def put(self, record: Record, now: float, source: str | None = None) -> str | None:
+        """Store `record`, sent by host `source` (None: this node's own); None when stored (or
+        already held), else the reason it was refused. A full key or store makes room by the
+        fair rule (the source prefix holding the most loses its oldest), so a newcomer from
+        another network is never refused for want of room."""
         if record.expired(now):
             return "expired"
         if record.expires_ms > (now + self.limits.max_ttl) * 1000:
@@ -148,31 +184,75 @@ class RecordStore:
             tomb = self._tombstones.get((record.key, pid))
             if tomb is not None and record.version <= tomb[0]:
                 return "older than a version already seen"
-            if slot is not None and len(slot.by_publisher) >= self.limits.max_per_key:
-                return "key full"
             if self._per_publisher[pid] >= self.limits.max_per_publisher:
                 return "publisher over its record limit"
-            if self._count >= self.limits.max_records:
-                return "store full"
-        size = len(encode(record.to_wire()))
-        if self._bytes + size - (held[1] if held is not None else 0) > self.limits.max_bytes:
-            return "store full"
         if not record.verify():
             return "bad signature"
+        if self.validate is not None and (reason := self.validate(record, source, now)):
+            return reason
+        if held is not None:
+            self._remove(record.key, pid, None)
+        src = source_prefix(source)
+        size = len(encode(record.to_wire()))
+        self._make_room_in_key(record.key, src, now)
+        while self._count >= self.limits.max_records or self._bytes + size > self.limits.max_bytes:
+            victim = _oldest_of_largest(self._by_prefix)
+            if victim is None:
+                return "store full"
+            self._remove(*victim, now)
+            self.evicted += 1
+        self._add(record, size, src)
+        return None
+
+    def _make_room_in_key(self, key: bytes, src: str, now: float) -> None:
+        slot = self._keys.get(key)
+        if slot is None:
+            return
+        mine = slot.by_prefix.get(src)
+        if mine is not None and len(mine) >= self.limits.max_per_prefix_per_key:
+            victim = next(iter(mine))  # a network over its share of a key displaces its own
+        elif len(slot.by_publisher) >= self.limits.max_per_key:
+            victim = _oldest_of_largest(slot.by_prefix)  # type: ignore[assignment]
+        else:
+            return
+        self._remove(key, victim, now)
+        self.evicted += 1
+
+    def _add(self, record: Record, size: int, src: str) -> None:
+        pid = record.publisher_id
+        slot = self._keys.get(record.key)
         if slot is None:
             slot = self._keys[record.key] = _Slot()
-        if held is None:
-            bisect.insort(slot.order, pid)
-            self._per_publisher[pid] += 1
-            self._count += 1
-        else:
-            self._bytes -= held[1]
+        bisect.insort(slot.order, pid)
+        slot.by_publisher[pid] = (record, size, src)
+        slot.by_prefix.setdefault(src, OrderedDict())[pid] = None
+        self._by_prefix.setdefault(src, OrderedDict())[(record.key, pid)] = None
+        self._per_publisher[pid] += 1
+        self._count += 1
         self._bytes += size
-        slot.by_publisher[pid] = (record, size)
         heapq.heappush(self._expiry, (record.expires_ms, record.key, pid))
         if len(self._expiry) > 2 * self._count + 1024:
             self._compact()
-        return None
+
+    def _remove(self, key: bytes, pid: bytes, now: float | None) -> None:
+        """Drop a held record; with `now` (it expired or was evicted, not replaced), remember
+        its version so that no older one can take its place."""
+        slot = self._keys[key]
+        record, size, src = slot.by_publisher.pop(pid)
+        slot.order.remove(pid)
+        _discard(slot.by_prefix, src, pid)
+        _discard(self._by_prefix, src, (key, pid))
+        if not slot.by_publisher:
+            del self._keys[key]
+        self._per_publisher[pid] -= 1
+        if not self._per_publisher[pid]:
+            del self._per_publisher[pid]
+        self._count -= 1
+        self._bytes -= size
+        if now is not None:
+            self._tombstones[(key, pid)] = (record.version, now + self.limits.max_ttl)
+            if len(self._tombstones) > self.limits.max_records:
+                self._tombstones.popitem(last=False)
 
     def get(self, key: bytes, now: float) -> list[Record]:
         slot = self._keys.get(key)
@@ -197,7 +277,7 @@ class RecordStore:
         out: list[Record] = []
         used = 0
         for pid in slot.order[start:]:
-            record, size = slot.by_publisher[pid]
+            record, size, _ = slot.by_publisher[pid]
             if record.expired(now):
                 continue
             if used + size > budget and out:
@@ -216,20 +296,9 @@ class RecordStore:
             expires_ms, key, pid = heapq.heappop(self._expiry)
             slot = self._keys.get(key)
             held = slot.by_publisher.get(pid) if slot is not None else None
-            if slot is None or held is None or held[0].expires_ms != expires_ms:
-                continue  # replaced by a newer version since
-            del slot.by_publisher[pid]
-            self._bytes -= held[1]
-            self._tombstones[(key, pid)] = (held[0].version, now + self.limits.max_ttl)
-            if len(self._tombstones) > self.limits.max_records:
-                self._tombstones.popitem(last=False)
-            slot.order.remove(pid)
-            if not slot.by_publisher:
-                del self._keys[key]
-            self._per_publisher[pid] -= 1
-            if not self._per_publisher[pid]:
-                del self._per_publisher[pid]
-            self._count -= 1
+            if held is None or held[0].expires_ms != expires_ms:
+                continue  # replaced by a newer version since, or evicted
+            self._remove(key, pid, now)
             removed += 1
         while self._tombstones and next(iter(self._tombstones.values()))[1] <= now:
             self._tombstones.popitem(last=False)
@@ -239,6 +308,13 @@ class RecordStore:
         self._expiry = [
             (r.expires_ms, key, pid)
             for key, slot in self._keys.items()
-            for pid, (r, _) in slot.by_publisher.items()
+            for pid, (r, _, _) in slot.by_publisher.items()
         ]
         heapq.heapify(self._expiry)
+
+
+def _discard(groups: dict[str, OrderedDict[_T, None]], src: str, item: _T) -> None:
+    group = groups[src]
+    del group[item]
+    if not group:
+        del groups[src]

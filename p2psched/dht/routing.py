@@ -14,12 +14,12 @@ from __future__ import annotations
 import bisect
 import functools
 import heapq
-import ipaddress
 import random
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from p2psched.identity import node_id_of
+from p2psched.wire.address import prefix, range_kind
 
 ID_BITS = 256
 
@@ -57,16 +57,9 @@ def distance(a: bytes, b: bytes) -> int:
 @functools.lru_cache(maxsize=4096)
 def ip_prefix(host: str) -> str | None:
     """The prefix that eclipse limits count by; None for loopback (exempt) and non-IP hosts."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
+    if range_kind(host) == "loopback":
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # an IPv4 peer seen on a dual-stack socket counts as IPv4
-    if ip.is_loopback:
-        return None
-    bits = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+    return prefix(host, 24, 48)
 
 
 @dataclass(slots=True)

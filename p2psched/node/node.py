@@ -27,6 +27,8 @@ from p2psched.gate.service import Gate
 from p2psched.identity import Identity
 from p2psched.logs import naming_node
 from p2psched.resources.detect import Detected, detect
+from p2psched.resources.need import AD_TTL
+from p2psched.scheduler.ads import check_ad_record
 from p2psched.scheduler.discovery import Discovery
 from p2psched.scheduler.jobs import JobBook
 from p2psched.scheduler.run import DispatchConfig
@@ -34,7 +36,7 @@ from p2psched.scheduler.service import Dispatcher, dht_finder
 from p2psched.store import Store
 from p2psched.wire.address import host_port
 from p2psched.wire.deal import MAX_OPENING_MESSAGE
-from p2psched.worker.advert import AD_TTL, Advert
+from p2psched.worker.advert import Advert
 from p2psched.worker.config import WorkerConfig
 from p2psched.worker.drivers import disabled_reason, make_drivers
 from p2psched.worker.manager import TaskManager
@@ -126,7 +128,9 @@ async def open_node(
     ):
         if gate and port == 0:  # its relay takes the same number on TCP: pick one free there
             port = _free_tcp_port(host)
-        async with open_dht_node(identity, host=host, port=port, config=config) as dht:
+        async with open_dht_node(
+            identity, host=host, port=port, config=config, validate=check_ad_record
+        ) as dht:
             if seeds and await dht.bootstrap(seeds) == 0:
                 listed = ", ".join(f"{h}:{p}" for h, p in seeds)
                 raise JoinError(f"no seed answered ({listed}); check the address and that it runs")

@@ -1,8 +1,9 @@
 """Needs (what a task requires of a worker), whether a profile meets one, and capability keys.
 
 Owns: the need expression language (`gpu=A100,vram>=40,model=llama-3-8b`), `Need.matches`,
-`capability_keys` (the DHT keys a worker's ad is stored under) and `Need.search_keys` (the keys a
-scheduler reads to find the workers that may match).
+`capability_keys` (the DHT keys a worker's ad is stored under, which `is_ad_key` recognises, and
+which shard of each a worker's ad lands in) and `Need.search_keys` (the keys a scheduler reads
+to find the workers that may match); an ad's TTL and the longest lifetime a holder grants one.
 Promises: a bad expression raises `NeedError` naming the clause and what is allowed. Every
 profile that matches a need is stored under every key of that need's `search_keys()`, so
 searching those keys and filtering with `matches` finds exactly the matching workers.
@@ -21,6 +22,11 @@ from p2psched.resources.profile import Profile, gpu_family
 # One capability key would sit on the same k DHT nodes for every worker that has it; spread
 # over shards, each worker writes to one of them and a search reads them all.
 SHARDS = {"any": 16, "gpu": 8, "model": 8, "driver": 8}
+# An ad key ends in this mark (its first 28 bytes, which place it in the DHT, are a hash), so a
+# holder knows a value stored there must be a worker's ad, and checks it as one.
+AD_KEY_MARK = b"\xadad2"
+AD_TTL = 120.0  # seconds; as Petals does, short, and republished every half of it
+MAX_AD_LIFETIME = 4 * AD_TTL  # the longest expiry a holder grants a record under an ad key
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -127,21 +133,30 @@ def _capability_name(kind: str, value: str) -> str:
 
 
 def _shard_key(capability: str, shard: int) -> bytes:
-    return hashlib.sha256(f"p2psched/capability/1/{capability}/{shard}".encode()).digest()
+    digest = hashlib.sha256(f"p2psched/capability/2/{capability}/{shard}".encode()).digest()
+    return digest[: 32 - len(AD_KEY_MARK)] + AD_KEY_MARK
+
+
+def is_ad_key(key: bytes) -> bool:
+    """Whether `key` is a capability key, under which only worker ads may be stored."""
+    return key.endswith(AD_KEY_MARK)
+
+
+def _shard_of(capability: str, node_id: bytes) -> int:
+    """A worker's shard of a capability: a hash of its id with the capability's name, so no
+    worker picks its shard but by making new identities, each of which costs the id puzzle."""
+    digest = hashlib.sha256(b"p2psched/shard/1/" + capability.encode() + b"/" + node_id).digest()
+    return int.from_bytes(digest[:4], "big") % SHARDS[capability.split(":", 1)[0]]
 
 
 def capability_keys(profile: Profile, node_id: bytes) -> dict[str, bytes]:
     """The DHT keys a worker's ad is stored under, by capability: any worker, each GPU family,
     each installed or loaded model, each driver. A worker always writes to the same shard of
-    a capability (chosen by its node id), so a new ad replaces its old one there."""
+    a capability (`_shard_of` its node id), so a new ad replaces its old one there."""
     names = ["any"]
     names += sorted({_capability_name("gpu", g.model) for g in profile.gpus})
     names += sorted(
         {_capability_name("model", m) for m in (*profile.installed_models, *profile.loaded_models)}
     )
     names += sorted({_capability_name("driver", d) for d in profile.drivers})
-    keys = {}
-    for name in names:
-        shards = SHARDS[name.split(":", 1)[0]]
-        keys[name] = _shard_key(name, int.from_bytes(node_id[:4], "big") % shards)
-    return keys
+    return {name: _shard_key(name, _shard_of(name, node_id)) for name in names}

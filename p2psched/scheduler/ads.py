@@ -2,7 +2,11 @@
 in which the CLI, the API and the dashboard show it. Sans-I/O: the run's core holds ads.
 
 Promises: `WorkerAd.from_record` gives an ad only for a well-formed profile within its size
-limit (None for a withdrawal), else raises ValueError saying why.
+limit, stored under a key its publisher's profile is really published under, whose addresses are
+IP literals or relay addresses (None for a withdrawal), else raises ValueError saying why.
+`check_ad_record` is the same check as a DHT holder makes it (the node injects it into its
+record store): plus a lifetime of at most `MAX_AD_LIFETIME`, and private addresses only from a
+publisher seen in the same kind of range.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2psched.dht.records import Record
+from p2psched.resources.need import MAX_AD_LIFETIME, capability_keys, is_ad_key
 from p2psched.resources.profile import MAX_PROFILE_BYTES, Profile
+from p2psched.wire.address import ad_address_problem
 from p2psched.wire.codec import DecodeError, decode
 from p2psched.wire.schema import SchemaError
 
@@ -58,4 +64,27 @@ class WorkerAd:
             profile = Profile.from_wire(decode(record.value, MAX_PROFILE_BYTES))
         except (DecodeError, SchemaError) as e:
             raise ValueError(f"malformed ({e})") from None
+        if record.key not in capability_keys(profile, record.publisher_id).values():
+            raise ValueError("misplaced: not a key this profile is published under")
+        for address in profile.addresses:
+            if (problem := ad_address_problem(address, None)) is not None:
+                raise ValueError(f"address: {problem}")
         return cls(record.publisher_id, profile, record.seq, record.expires_ms / 1000)
+
+
+def check_ad_record(record: Record, source: str | None, now: float) -> str | None:
+    """Why a DHT holder must not store `record`, sent from host `source` (None: its own), if it
+    is under an ad key; None when it may (and for every other key)."""
+    if not is_ad_key(record.key):
+        return None
+    if record.expires_ms > (now + MAX_AD_LIFETIME) * 1000:
+        return f"an ad's expiry is at most {MAX_AD_LIFETIME:.0f}s ahead"
+    try:
+        ad = WorkerAd.from_record(record)
+    except ValueError as e:
+        return f"not a worker's ad: {e}"[:200]
+    if ad is not None and source is not None:
+        for address in ad.profile.addresses:
+            if (problem := ad_address_problem(address, source)) is not None:
+                return problem[:200]
+    return None

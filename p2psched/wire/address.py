@@ -1,9 +1,11 @@
 """Where a worker can be reached, as its ad says: "HOST:PORT" directly, or
-"GATE_HOST:PORT/relay/<its node id>" through a gate's circuit (`wire.hop`).
+"GATE_HOST:PORT/relay/<its node id>" through a gate's circuit (`wire.hop`); and what an IP
+address says of where it is (its network at a given width, its kind of range).
 
-Owns: writing and reading those addresses (and HOST:PORT itself).
+Owns: writing and reading those addresses (and HOST:PORT itself), the network prefixes that
+per-source limits count by, and which ad addresses a node may keep.
 Promises: no I/O and no trio, so the sans-I/O cores can read them; a malformed address raises
-ValueError naming it.
+ValueError naming it; an ad address is an IP literal, never a host name.
 """
 
 from __future__ import annotations
@@ -51,13 +53,58 @@ def is_relayed(address: str) -> bool:
     return RELAY_MARK in address
 
 
+def prefix(host: str, v4_bits: int, v6_bits: int) -> str | None:
+    """The network `host` is in, `v4_bits` wide for IPv4 and `v6_bits` for IPv6 (an IPv4 peer
+    seen on a dual-stack socket counts as IPv4); None for a host that is no IP literal."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    bits = v4_bits if ip.version == 4 else v6_bits
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+
+
 def subnet(ip: str) -> str:
     """The unit the per-address limit counts: the address for IPv4 (a home router's one),
     the /56 for IPv6 (a home is often given a /56, and may use any address in it)."""
+    net = prefix(ip, 32, 56)
+    return ip if net is None else net.removesuffix("/32")
+
+
+def range_kind(host: str) -> str:
+    """ "loopback", "private" (RFC 1918, link-local, unique-local, CGNAT) or "public" for an IP
+    literal; "name" for anything else."""
     try:
-        addr = ipaddress.ip_address(ip)
+        ip = ipaddress.ip_address(host)
     except ValueError:
-        return ip
-    if addr.version == 6:
-        return str(ipaddress.ip_network(f"{ip}/56", strict=False))
-    return ip
+        return "name"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    return "private" if ip.is_private or ip in _CGNAT else "public"
+
+
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+
+
+def ad_address_problem(address: str, seen_from: str | None) -> str | None:
+    """Why a node seeing an ad's publisher at host `seen_from` must not keep `address` from it
+    (None: it may). An address is an IP literal or a relay address through one, never a host
+    name (an ad would have a node resolve and dial any name); a loopback or private one is kept
+    only by a node that sees the publisher in the same kind of range (a devnet, a lab's LAN), so
+    an ad cannot have an internet node dial into someone's private network. `seen_from` None
+    checks the form only (the publisher checking its own ad)."""
+    try:
+        relayed = parse_relay_address(address)
+        host, _ = split_host_port(relayed[0] if relayed is not None else address)
+    except ValueError as e:
+        return str(e)
+    kind = range_kind(host)
+    if kind == "name":
+        return f"address {address!r} names a host: an ad carries IP addresses only"
+    if seen_from is not None and kind != "public" and range_kind(seen_from) != kind:
+        return f"address {address!r} is {kind}, and its publisher is not seen from one"
+    return None

@@ -18,10 +18,10 @@ from typing import Any
 import trio
 
 from p2psched.dht.node import DhtNode
-from p2psched.resources.need import capability_keys
+from p2psched.resources.need import AD_TTL, capability_keys
 from p2psched.resources.profile import Profile
+from p2psched.wire.address import ad_address_problem
 
-AD_TTL = 120.0  # seconds; as Petals does, short, and republished every half of it
 WITHDRAWN = b""  # the value of a withdrawal record
 
 
@@ -80,6 +80,9 @@ class Advert:
         return self._seq
 
     async def _publish(self, profile: Profile) -> dict[str, int]:
+        bad = [p for a in profile.addresses if (p := ad_address_problem(a, None)) is not None]
+        if bad:  # holders and schedulers would refuse it: say so here, where it can be fixed
+            raise ValueError(f"this worker's ad cannot be published: {'; '.join(bad)}")
         value = profile.encode()
         keys = capability_keys(profile, self.node.node_id)
         stored: dict[str, int] = {}

@@ -45,7 +45,7 @@ def long_contacts(core: DhtProtocol, count: int) -> None:
     them."""
     for i in range(count):
         host = "2001:%x:aaaa:bbbb:cccc:dddd:eeee:ffff" % (0x1000 + i)
-        core.routing.observe(Contact.of(os.urandom(32), host, 65535), NOW)
+        core.routing.observe(Contact.of(Identity.generate().public_key, host, 65535), NOW)
 
 
 def test_ping_by_address_then_both_tables_know_each_other() -> None:

@@ -107,29 +107,92 @@ def test_caps_per_key_per_publisher_in_total_and_on_ttl() -> None:
     )
     pubs = [Identity.generate() for _ in range(4)]
     for p in pubs[:3]:
-        assert store.put(rec(p), NOW) is None
-    assert store.put(rec(pubs[3]), NOW) == "key full"
+        assert store.put(rec(p), NOW, "203.0.113.1") is None
+    # A full key makes room: the oldest of the network holding the most goes.
+    assert store.put(rec(pubs[3]), NOW, "198.51.100.1") is None
+    assert {r.publisher_id for r in store.get(KEY, NOW)} == {p.node_id for p in pubs[1:]}
     # An existing publisher may still update its record in a full key.
-    assert store.put(rec(pubs[0], seq=2), NOW) is None
-    p = pubs[0]
+    assert store.put(rec(pubs[1], seq=2), NOW, "203.0.113.1") is None
+    p = pubs[1]
     assert store.put(rec(p, key=b"k" * 32), NOW) is None
     assert store.put(rec(p, key=b"j" * 32), NOW) == "publisher over its record limit"
-    assert store.put(rec(pubs[1], key=b"k" * 32), NOW) is None
-    assert store.put(rec(pubs[2], key=b"k" * 32), NOW) == "store full"
-    assert store.put(rec(pubs[3], key=b"z" * 32, ttl=7200), NOW) == "expiry more than 3600s ahead"
+    assert store.put(rec(pubs[2], key=b"k" * 32), NOW) is None
     assert len(store) == 5
+    assert store.put(rec(pubs[3], key=b"k" * 32), NOW) is None  # a full store makes room too
+    assert len(store) == 5
+    assert store.put(rec(pubs[3], key=b"z" * 32, ttl=7200), NOW) == "expiry more than 3600s ahead"
 
 
 def test_bytes_held_are_capped_and_released() -> None:
     store = RecordStore(StoreLimits(max_bytes=3000))
     a, b, c = (Identity.generate() for _ in range(3))
-    assert store.put(rec(a, b"x" * 1000, ttl=10), NOW) is None
-    assert store.put(rec(b, b"x" * 1000), NOW) is None
-    assert store.put(rec(c, b"x" * 1000), NOW) == "store full"
-    assert store.put(rec(b, b"y" * 1000, seq=2), NOW) is None  # a same-size update fits
-    store.expire(NOW + 10)
-    assert store.bytes_held < 1500
-    assert store.put(rec(c, b"x" * 1000), NOW + 10) is None
+    assert store.put(rec(a, b"x" * 1000, ttl=10), NOW, "203.0.113.1") is None
+    assert store.put(rec(b, b"x" * 1000), NOW, "203.0.113.2") is None
+    assert store.put(rec(b, b"y" * 1000, seq=2), NOW, "203.0.113.2") is None  # fits in place
+    assert store.bytes_held < 3000
+    # Full: the newcomer's room comes from the network holding the most, oldest first.
+    assert store.put(rec(c, b"x" * 1000), NOW, "198.51.100.7") is None
+    assert {r.publisher_id for r in store.get(KEY, NOW)} == {b.node_id, c.node_id}
+    assert store.bytes_held < 3000
+    store.expire(NOW + 61)
+    assert store.bytes_held == 0
+
+
+def test_a_full_key_takes_a_new_network_at_the_cost_of_the_largest() -> None:
+    """512 throwaway identities from one /24 fill a key; a worker from elsewhere still gets in
+    and stays, while the flooding network only displaces its own records."""
+    store = RecordStore(StoreLimits(max_per_key=16, max_per_prefix_per_key=64))
+    for _ in range(40):
+        assert store.put(rec(Identity.generate()), NOW, "203.0.113.9") is None
+    assert len(store.get(KEY, NOW)) == 16
+    real = Identity.generate()
+    assert store.put(rec(real), NOW, "198.51.100.20") is None
+    for _ in range(40):
+        assert store.put(rec(Identity.generate()), NOW + 1, "203.0.113.77") is None
+    held = store.get(KEY, NOW + 1)
+    assert real.node_id in {r.publisher_id for r in held}
+    assert len(held) == 16
+
+
+def test_one_network_holds_at_most_its_share_of_a_key() -> None:
+    store = RecordStore(StoreLimits(max_per_prefix_per_key=4))
+    first = Identity.generate()
+    assert store.put(rec(first), NOW, "2001:db8:1:2::5") is None
+    for _ in range(6):
+        assert store.put(rec(Identity.generate()), NOW, "2001:db8:1:ff::9") is None  # one /48
+    held = store.get(KEY, NOW)
+    assert len(held) == 4
+    assert first.node_id not in {r.publisher_id for r in held}
+
+
+def test_a_store_filled_by_a_few_networks_takes_newcomers() -> None:
+    """The issue's store-wide attack at a small scale: throwaway identities fill the store
+    with large records under random keys; a real ad still goes in, and theirs make room."""
+    store = RecordStore(StoreLimits(max_bytes=64 * 5000))
+    for i in range(4):
+        attacker = Identity.generate()
+        for _ in range(40):
+            r = rec(attacker, os.urandom(4000), key=os.urandom(32))
+            store.put(r, NOW, f"203.0.11{i}.1")
+    assert store.bytes_held > 60 * 4000
+    ad = rec(Identity.generate(), b"a worker's ad")
+    assert store.put(ad, NOW, "198.51.100.20") is None
+    assert store.get(KEY, NOW) == [ad]
+
+
+def test_the_validator_sees_the_record_and_its_sender() -> None:
+    seen: list[tuple[Record, str | None]] = []
+
+    def validate(record: Record, source: str | None, now: float) -> str | None:
+        seen.append((record, source))
+        return "not an ad" if record.value == b"bad" else None
+
+    store = RecordStore(validate=validate)
+    p = Identity.generate()
+    assert store.put(rec(p, b"bad"), NOW, "203.0.113.1") == "not an ad"
+    assert store.put(rec(p, b"good"), NOW, "203.0.113.1") is None
+    assert [s for _, s in seen] == ["203.0.113.1", "203.0.113.1"]
+    assert len(store) == 1
 
 
 def test_paging_covers_every_record_once_within_the_budget() -> None:
