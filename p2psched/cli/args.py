@@ -17,6 +17,8 @@ from p2psched import logs
 from p2psched.home import default_data_dir
 
 if TYPE_CHECKING:
+    from p2psched.dht.routing import TrustedNetworks
+
     Subcommands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
@@ -71,6 +73,35 @@ def common_options() -> argparse.ArgumentParser:
         help="log events as JSON lines (ts, level, logger, event, node, job, task, error)",
     )
     return common
+
+
+def trust_options(sp: argparse.ArgumentParser) -> None:
+    """Which peers the DHT's routing table spares from its per-/24 limits (README: A lab on
+    one subnet), for a command that runs a DHT node."""
+    sp.add_argument(
+        "--trusted-net",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="spare DHT peers in this network from the per-/24 limits, as LAN peers are "
+        "(repeatable; for example 100.64.0.0/10 for a Tailscale tailnet)",
+    )
+    sp.add_argument(
+        "--cap-lan",
+        action="store_true",
+        help="hold DHT peers on a LAN (10/8, 172.16/12, 192.168/16, link-local, fc00::/7) to "
+        "the per-/24 limits as internet ones are: for a LAN shared with strangers",
+    )
+
+
+def trusted_networks(args: argparse.Namespace) -> TrustedNetworks:
+    """The `TrustedNetworks` that `trust_options` asked for."""
+    from p2psched.dht.routing import TrustedNetworks
+
+    try:
+        return TrustedNetworks.parse(args.trusted_net, lan=not args.cap_lan)
+    except ValueError as e:
+        raise UsageError(f"--trusted-net: {e}") from None
 
 
 def api_options(sp: argparse.ArgumentParser) -> None:
