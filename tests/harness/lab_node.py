@@ -31,9 +31,8 @@ def probe_report(node: DhtNode, records: int) -> dict[str, int]:
         "records": records,
         "routing": len(routing),
         "refused_by_ip": routing.refused_by_ip,
-        "queries": sum(sent.values()),
+        "value_queries": sum(n for (name, _), n in sent.items() if name == "find_value"),
         "timed_out": sum(n for (_, outcome), n in sent.items() if outcome == "timed_out"),
-        **{f"{name}_{outcome}": n for (name, outcome), n in sent.items()},
     }
 
 
