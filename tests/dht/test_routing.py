@@ -183,9 +183,9 @@ def test_a_lab_on_one_private_slash_24_is_not_capped(subnet: str) -> None:
     assert t.refused_by_ip == 0
 
 
-@pytest.mark.parametrize("prefix", ["fd12:3456:789a", "fe80::"])
-def test_unique_local_and_link_local_ipv6_are_not_capped(prefix: str) -> None:
-    hosts = [f"{prefix}:1::{i:x}" if "::" not in prefix else f"fe80::{i:x}" for i in range(1, 61)]
+@pytest.mark.parametrize("net", ["fd12:3456:789a:1::", "fe80::"])  # unique-local, link-local
+def test_unique_local_and_link_local_ipv6_are_not_capped(net: str) -> None:
+    hosts = [f"{net}{i:x}" for i in range(1, 61)]  # all in one /48
     t = RoutingTable(OWN, k=20, bucket_ip_limit=2, table_ip_limit=10)
     assert fill(t, hosts) == 60
 

@@ -5,6 +5,8 @@ their number. Needs root; skipped with the reason otherwise. The time itself: be
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,11 +27,15 @@ START_S = 45.0
 LAB_NODE = [sys.executable, "-m", "tests.harness.lab_node"]
 
 
-@pytest.fixture
-def lan() -> Iterator[Lan]:
+def _skip_unless_namespaces() -> None:
     reason = netns.can_make_namespaces()
     if reason is not None:
         pytest.skip(reason)
+
+
+@pytest.fixture
+def lan() -> Iterator[Lan]:
+    _skip_unless_namespaces()
     with lan_topology(MEMBERS + 1) as built:  # the last host is the fresh node's
         yield built
 
@@ -79,3 +85,34 @@ def test_a_lab_on_one_private_slash_24_finds_all_of_itself(lan: Lan) -> None:
     # Under the old rule a fresh node holds at most 10 of them.
     limit = DhtConfig().table_ip_limit
     assert limit is not None and capped["routing"] <= limit and capped["refused_by_ip"] > 0, capped
+
+
+# A UDP datagram from one host to another's echo port is refused (ICMP), which proves the path.
+REACH = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.connect((sys.argv[1], 9))
+s.send(b"x")
+try:
+    s.recv(1)
+except ConnectionRefusedError:
+    print("reached")
+except OSError as e:
+    print(type(e).__name__, e)
+"""
+
+
+def test_the_lan_is_gone_afterwards_even_after_a_failure() -> None:
+    _skip_unless_namespaces()
+    with pytest.raises(RuntimeError, match="in the middle"):
+        with lan_topology(3) as failed:
+            names = failed.namespaces
+            left_running = netns.run_in(failed.hosts[1], ["sleep", "600"])
+            reached = check_in(failed.hosts[2], [sys.executable, "-c", REACH, failed.ips[1]])
+            assert reached.stdout.strip() == "reached"  # one switch joins the hosts
+            raise RuntimeError("in the middle")
+    assert left_running.wait(timeout=10) == -signal.SIGKILL
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert not [ns for ns in names if ns in out.stdout.split()], out.stdout
