@@ -1,6 +1,8 @@
 """What every group of commands shares on the command line: the options common to them all, the
 HOST:PORT and port arguments, the data dir, and `UsageError`, which a command raises for a
 mistake in how it was called (the app prints its message as one line and exits with status 2).
+Every command that runs a DHT node takes `--trusted-net CIDR` (repeatable) and `--cap-lan`:
+which peers the routing table spares from its per-/24 limits (default: loopback and LANs).
 
 Cheap to import: every parser is built from it, and `--help` must not wait for trio or the node.
 """
