@@ -1,6 +1,8 @@
 """What every group of commands shares on the command line: the options common to them all, the
 HOST:PORT and port arguments, the data dir, and `UsageError`, which a command raises for a
 mistake in how it was called (the app prints its message as one line and exits with status 2).
+Every command that runs a DHT node takes `--trusted-net CIDR` (repeatable) and `--cap-lan`:
+which peers the routing table spares from its per-/24 limits (default: loopback and LANs).
 
 Cheap to import: every parser is built from it, and `--help` must not wait for trio or the node.
 """
@@ -17,6 +19,8 @@ from p2psched import logs
 from p2psched.home import default_data_dir
 
 if TYPE_CHECKING:
+    from p2psched.dht.routing import TrustedNetworks
+
     Subcommands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
@@ -71,6 +75,35 @@ def common_options() -> argparse.ArgumentParser:
         help="log events as JSON lines (ts, level, logger, event, node, job, task, error)",
     )
     return common
+
+
+def trust_options(sp: argparse.ArgumentParser) -> None:
+    """Which peers the DHT's routing table spares from its per-/24 limits (README: A lab on
+    one subnet), for a command that runs a DHT node."""
+    sp.add_argument(
+        "--trusted-net",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="spare DHT peers in this network from the per-/24 limits, as LAN peers are "
+        "(repeatable; for example 100.64.0.0/10 for a Tailscale tailnet)",
+    )
+    sp.add_argument(
+        "--cap-lan",
+        action="store_true",
+        help="hold DHT peers on a LAN (10/8, 172.16/12, 192.168/16, link-local, fc00::/7) to "
+        "the per-/24 limits as internet ones are: for a LAN shared with strangers",
+    )
+
+
+def trusted_networks(args: argparse.Namespace) -> TrustedNetworks:
+    """The `TrustedNetworks` that `trust_options` asked for."""
+    from p2psched.dht.routing import TrustedNetworks
+
+    try:
+        return TrustedNetworks.parse(args.trusted_net, lan=not args.cap_lan)
+    except ValueError as e:
+        raise UsageError(f"--trusted-net: {e}") from None
 
 
 def api_options(sp: argparse.ArgumentParser) -> None:

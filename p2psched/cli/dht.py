@@ -14,7 +14,13 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from p2psched.cli.args import UsageError, data_dir, parse_hostport
+from p2psched.cli.args import (
+    UsageError,
+    data_dir,
+    parse_hostport,
+    trust_options,
+    trusted_networks,
+)
 
 if TYPE_CHECKING:
     from p2psched.cli.args import Subcommands
@@ -69,7 +75,7 @@ def cmd_dht_serve(args: argparse.Namespace) -> None:
     identity = load_or_create_identity(data_dir(args))
 
     async def main() -> None:
-        config = DhtConfig(client=args.client)
+        config = DhtConfig(client=args.client, trusted=trusted_networks(args))
         async with open_dht_node(
             identity, host=host, port=port, config=config, validate=check_ad_record
         ) as node:
@@ -106,7 +112,7 @@ def cmd_dht_put(args: argparse.Namespace) -> None:
     identity = load_or_create_identity(data_dir(args))
 
     async def main() -> None:
-        config = DhtConfig(client=True)
+        config = DhtConfig(client=True, trusted=trusted_networks(args))
         async with open_dht_node(identity, host=_bind_for(args), config=config) as node:
             await _join_bootstrap(args, node)
             stored = await node.put(key_of(args.key), value, ttl=args.ttl)
@@ -128,7 +134,7 @@ def cmd_dht_get(args: argparse.Namespace) -> None:
     identity = load_or_create_identity(data_dir(args))
 
     async def main() -> None:
-        config = DhtConfig(client=True)
+        config = DhtConfig(client=True, trusted=trusted_networks(args))
         async with open_dht_node(identity, host=_bind_for(args), config=config) as node:
             await _join_bootstrap(args, node)
             records = await node.get(key_of(args.key))
@@ -227,6 +233,7 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="not reachable from outside: query and store, but stay out of routing tables",
     )
+    trust_options(sp)
     sp.set_defaults(func=cmd_dht_serve)
     for name, func, help_ in (
         ("put", cmd_dht_put, "store a signed record"),
@@ -246,6 +253,7 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
             metavar="HOST:PORT",
             help="a node to join through (repeatable)",
         )
+        trust_options(sp)
         sp.set_defaults(func=func)
 
     sp = sub.add_parser("demo", help="run a local swarm in this process and show what it does")

@@ -13,7 +13,13 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from p2psched.api.endpoint import TOKEN_FILE
-from p2psched.cli.args import UsageError, data_dir, parse_hostport
+from p2psched.cli.args import (
+    UsageError,
+    data_dir,
+    parse_hostport,
+    trust_options,
+    trusted_networks,
+)
 from p2psched.cli.dht import GATE_SILENT, join, near
 from p2psched.cli.show import client, print_table, view
 
@@ -99,8 +105,10 @@ def _workers_through_gate(args: argparse.Namespace, need: Need) -> list[dict[str
     identity = load_or_create_identity(data_dir(args))
     found: list[dict[str, Any]] = []
 
+    config = DhtConfig(client=True, trusted=trusted_networks(args))
+
     async def main() -> None:
-        async with open_dht_node(identity, host=near(gate), config=DhtConfig(client=True)) as node:
+        async with open_dht_node(identity, host=near(gate), config=config) as node:
             await join(node, [gate], GATE_SILENT.format(args.gate))
             ads = await Discovery(node).find(need)
             found.extend(ad_json(ad, node.now()) for ad in ads)
@@ -169,4 +177,5 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     )
     sp.add_argument("--need", default="", help="for example: gpu=A100,vram>=40,model=llama-3-8b")
     sp.add_argument("--json", action="store_true", help="one JSON object per worker")
+    trust_options(sp)
     sp.set_defaults(func=cmd_workers)

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from p2psched.api.endpoint import TOKEN_FILE
-from p2psched.cli.args import UsageError, api_options, data_dir, parse_hostport
+from p2psched.cli.args import (
+    UsageError,
+    api_options,
+    data_dir,
+    parse_hostport,
+    trust_options,
+    trusted_networks,
+)
 from p2psched.cli.dht import near
 from p2psched.cli.show import client, view
 
@@ -108,7 +115,14 @@ def cmd_gate(args: argparse.Namespace) -> None:
         "  its relay: p2psched gate status"
     )
     opened = partial(
-        open_node, host=host, port=port, seeds=seeds, gate=True, resume=True, relay_limits=limits
+        open_node,
+        host=host,
+        port=port,
+        seeds=seeds,
+        gate=True,
+        resume=True,
+        relay_limits=limits,
+        trusted=trusted_networks(args),
     )
     _run(args, opened, lambda node: serve_node(node, headline, api))
 
@@ -157,7 +171,13 @@ def cmd_node(args: argparse.Namespace) -> None:
         "  submit jobs to it with: p2psched submit JOB.yaml; Ctrl-C to stop"
     )
     opened = partial(
-        open_node, host=host, port=port, seeds=gates, dht_client=args.client, resume=True
+        open_node,
+        host=host,
+        port=port,
+        seeds=gates,
+        dht_client=args.client,
+        resume=True,
+        trusted=trusted_networks(args),
     )
     _run(args, opened, lambda node: serve_node(node, headline, api))
 
@@ -189,6 +209,7 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
         ad_ttl=args.ad_ttl,
         resume=True,
         reachability=args.reachability,
+        trusted=trusted_networks(args),
     )
     _run(args, opened, lambda node: serve_worker(args, node, config, api))
 
@@ -220,6 +241,7 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     )
     sp.add_argument("--listen", metavar="HOST:PORT", help="where to bind (default: any free port)")
     sp.add_argument("--client", action="store_true", help="DHT client mode (behind NAT)")
+    trust_options(sp)
     api_options(sp)
     sp.set_defaults(func=cmd_node)
     _register_worker(sub, common)
@@ -238,6 +260,7 @@ def _register_gate(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     sp.add_argument(
         "--config", help="TOML with a [relay] table of limits (see README: Running a gate)"
     )
+    trust_options(sp)
     api_options(sp)
     sp.add_argument(
         "action", nargs="?", choices=["status"], help="status: the running gate's relay"
@@ -271,6 +294,7 @@ def _register_worker(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     sp.add_argument(
         "--ad-ttl", type=float, default=120.0, help="seconds the ad lives unless renewed"
     )
+    trust_options(sp)
     api_options(sp)
     sp.set_defaults(func=cmd_worker_join)
     for name, help_ in (

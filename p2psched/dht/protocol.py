@@ -33,7 +33,7 @@ from p2psched.dht.records import (
     StoreLimits,
     Validator,
 )
-from p2psched.dht.routing import Contact, RoutingTable, as_int
+from p2psched.dht.routing import Contact, RoutingTable, TrustedNetworks, as_int
 from p2psched.histogram import ROUND_TRIP_BUCKETS, Histogram
 from p2psched.identity import Identity, id_has_work, network_id_bits
 from p2psched.wire.codec import DecodeError, decode, encode
@@ -75,6 +75,7 @@ class DhtConfig:
     quorum: int = 2  # value lookups end once this many holders have answered in full
     bucket_ip_limit: int | None = 2
     table_ip_limit: int | None = 10
+    trusted: TrustedNetworks = TrustedNetworks()  # spared the two limits above: LANs and these
     max_peers: int = 16384
     freshness: float = 30.0
     verified_cache: int = 4096
@@ -185,6 +186,7 @@ class DhtProtocol:
             k=cfg.k,
             bucket_ip_limit=cfg.bucket_ip_limit,
             table_ip_limit=cfg.table_ip_limit,
+            trusted=cfg.trusted,
             now=now,
         )
         self.store = RecordStore(cfg.store, validate)

@@ -5,8 +5,9 @@ table the count of contacts sharing one IP prefix.
 Promises: pure and synchronous. A full bucket never drops a live contact for a newcomer: the table
 asks its owner to ping the least recently seen one, and only a failed ping evicts it. No bucket
 holds more than `bucket_ip_limit` and no table more than `table_ip_limit` contacts from one /24
-(IPv4) or /48 (IPv6); loopback is exempt so a local swarm works. Memory is bounded by
-256 × (k + replacements) contacts.
+(IPv4) or /48 (IPv6) of the public internet; loopback, LAN addresses (`is_lan`) and the networks
+an operator trusts (`TrustedNetworks`) are exempt, so a local swarm and a lab on one private /24
+work at any size. Memory is bounded by 256 × (k + replacements) contacts.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import bisect
 import functools
 import heapq
+import ipaddress
 import random
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from p2psched.identity import node_id_of
-from p2psched.wire.address import prefix, range_kind
+from p2psched.wire.address import ip_of, prefix, range_kind
 
 ID_BITS = 256
 
@@ -54,12 +57,78 @@ def distance(a: bytes, b: bytes) -> int:
     return as_int(a) ^ as_int(b)
 
 
+IpNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Addresses one organisation hands out on its own links, as go-ethereum's `AddrIsLAN` counts
+# them: the RFC 1918 private ranges, link-local, and IPv6 unique-local (RFC 4193). A stranger
+# on the internet cannot be heard from at one of these. Not CGNAT's 100.64.0.0/10 (RFC 6598):
+# a carrier shares it among subscribers who do not trust each other; an operator whose overlay
+# uses it (Tailscale does) names it in `TrustedNetworks`.
+LAN_NETWORKS: tuple[IpNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16")
+    + ("fc00::/7", "fe80::/10")
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(host: str) -> IpAddress | None:
+    """`host` as an IP address, without its zone (fe80::1%eth0: the zone is no part of it)."""
+    return ip_of(host.partition("%")[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def is_lan(host: str) -> bool:
+    """Whether `host` is a loopback or LAN address (`LAN_NETWORKS`): per-prefix limits that
+    exist against strangers on the internet need not count it."""
+    ip = _address(host)
+    return ip is not None and (ip.is_loopback or any(ip in net for net in LAN_NETWORKS))
+
+
 @functools.lru_cache(maxsize=4096)
 def ip_prefix(host: str) -> str | None:
     """The prefix that eclipse limits count by; None for loopback (exempt) and non-IP hosts."""
     if range_kind(host) == "loopback":
         return None
     return prefix(host, 24, 48)
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedNetworks:
+    """The peers exempt from per-prefix limits: loopback always; LAN addresses unless `lan` is
+    off (a LAN shared with strangers, a campus network); and the `networks` an operator names
+    (`--trusted-net`). Every other address keeps the limits of its /24 or /48."""
+
+    lan: bool = True
+    networks: tuple[IpNetwork, ...] = ()
+
+    @classmethod
+    def parse(cls, names: list[str] | tuple[str, ...], *, lan: bool = True) -> TrustedNetworks:
+        """From CIDR texts such as "100.64.0.0/10"; `ValueError` names the one that is not."""
+        networks = []
+        for name in names:
+            try:
+                networks.append(ipaddress.ip_network(name.strip(), strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"trusted network {name!r} is not an IP network (for example 100.64.0.0/10)"
+                ) from None
+        return cls(lan, tuple(networks))
+
+    def trusts(self, host: str) -> bool:
+        """Whether per-prefix limits (of the routing table, of request rates) spare `host`."""
+        ip = _address(host)
+        if ip is None:
+            return False
+        if ip.is_loopback or (self.lan and is_lan(host)):
+            return True
+        return any(ip in net for net in self.networks)
+
+    def capped_prefix(self, host: str) -> str | None:
+        """The prefix per-prefix limits count `host` under; None when they do not apply."""
+        prefix = ip_prefix(host)
+        return None if prefix is None or self.trusts(host) else prefix
 
 
 @dataclass(slots=True)
@@ -90,6 +159,7 @@ class RoutingTable:
         table_ip_limit: int | None = 10,
         max_fails: int = 2,
         recently_seen: float = 60.0,
+        trusted: TrustedNetworks = TrustedNetworks(),
         now: float = 0.0,
     ) -> None:
         self.own_id = own_id
@@ -98,6 +168,7 @@ class RoutingTable:
         self.replacement_size = replacements
         self.bucket_ip_limit = bucket_ip_limit
         self.table_ip_limit = table_ip_limit
+        self.trusted = trusted
         self.max_fails = max_fails
         self.recently_seen = recently_seen
         # Buckets exist once something falls in them: in a network of N nodes only about
@@ -144,7 +215,7 @@ class RoutingTable:
             # datagram could claim it moved; a node that really moved re-enters at its new
             # address once the old one has failed.
             return None
-        prefix = ip_prefix(contact.host)
+        prefix = self.trusted.capped_prefix(contact.host)
         if not self._ip_allows(bucket, prefix):
             self.refused_by_ip += 1
             return None
@@ -184,7 +255,7 @@ class RoutingTable:
         if contact.node_id == self.own_id or contact.node_id in self._all:
             return False
         bucket = self._buckets.get(self.bucket_index(contact.node_id)) or _Bucket()
-        if not self._ip_allows(bucket, ip_prefix(contact.host)):
+        if not self._ip_allows(bucket, self.trusted.capped_prefix(contact.host)):
             return False
         if len(bucket.entries) < self.k:
             return True
@@ -298,7 +369,7 @@ class RoutingTable:
         """Fill a freed place with the most recently seen replacement that the IP limits allow."""
         while bucket.replacements and len(bucket.entries) < self.k:
             node_id, contact = bucket.replacements.popitem(last=True)
-            prefix = ip_prefix(contact.host)
+            prefix = self.trusted.capped_prefix(contact.host)
             if self._ip_allows(bucket, prefix):
                 self._add(bucket, contact, prefix, now)
                 return

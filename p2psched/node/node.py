@@ -21,6 +21,7 @@ import trio
 
 from p2psched.dht.node import DhtNode, open_dht_node
 from p2psched.dht.protocol import DhtConfig
+from p2psched.dht.routing import TrustedNetworks
 from p2psched.gate.client import RelayClient, RelayError, check_reachability, open_worker_channel
 from p2psched.gate.relay import RelayLimits
 from p2psched.gate.service import Gate
@@ -100,6 +101,7 @@ async def open_node(
     worker: WorkerConfig | None = None,
     gate: bool = False,
     dht_client: bool = False,
+    trusted: TrustedNetworks | None = None,
     ad_ttl: float = AD_TTL,
     dispatch: DispatchConfig | None = None,
     detected: Detected | None = None,
@@ -109,12 +111,13 @@ async def open_node(
 ) -> AsyncIterator[Node]:
     """`resume`: take up the jobs this data dir's store has unfinished (a node restarted).
     `gate`: also relay for workers behind NAT, on TCP at the DHT's port number.
+    `trusted`: the peers the DHT's per-/24 limits spare (LANs by default).
     `reachability` (of a worker): "auto" asks a gate among the seeds to dial it back,
     "public" and "private" say so without asking; a private worker listens nowhere, runs the
     DHT as a client, and takes its channels through a relay reservation on a seed gate."""
     if reachability not in REACHABILITY:
         raise ValueError(f"reachability {reachability!r}: choose one of {', '.join(REACHABILITY)}")
-    config = DhtConfig(client=dht_client)
+    config = DhtConfig(client=dht_client, trusted=trusted or TrustedNetworks())
     dispatch = dispatch or DispatchConfig()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # (every task the node starts inherits its id, for its log events)

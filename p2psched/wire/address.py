@@ -53,15 +53,24 @@ def is_relayed(address: str) -> bool:
     return RELAY_MARK in address
 
 
-def prefix(host: str, v4_bits: int, v6_bits: int) -> str | None:
-    """The network `host` is in, `v4_bits` wide for IPv4 and `v6_bits` for IPv6 (an IPv4 peer
-    seen on a dual-stack socket counts as IPv4); None for a host that is no IP literal."""
+def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """`host` as an IP address (an IPv4 peer seen on a dual-stack socket, IPv4-mapped, as
+    IPv4); None for a host that is no IP literal."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+        return ip.ipv4_mapped
+    return ip
+
+
+def prefix(host: str, v4_bits: int, v6_bits: int) -> str | None:
+    """The network `host` is in, `v4_bits` wide for IPv4 and `v6_bits` for IPv6 (an IPv4 peer
+    seen on a dual-stack socket counts as IPv4); None for a host that is no IP literal."""
+    ip = ip_of(host)
+    if ip is None:
+        return None
     bits = v4_bits if ip.version == 4 else v6_bits
     return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
 
@@ -76,12 +85,9 @@ def subnet(ip: str) -> str:
 def range_kind(host: str) -> str:
     """ "loopback", "private" (RFC 1918, link-local, unique-local, CGNAT) or "public" for an IP
     literal; "name" for anything else."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
+    ip = ip_of(host)
+    if ip is None:
         return "name"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     if ip.is_loopback:
         return "loopback"
     return "private" if ip.is_private or ip in _CGNAT else "public"

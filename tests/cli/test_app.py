@@ -8,10 +8,14 @@ import os
 import subprocess
 import sys
 import time
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
 
+from p2psched.cli.app import build_parser
+from p2psched.cli.args import trusted_networks
+from p2psched.dht.routing import TrustedNetworks
 from tests.harness.processes import EXE, p2psched, run_at_home
 
 
@@ -39,6 +43,10 @@ def test_missing_and_corrupt_keys_are_clear_errors(tmp_path: Path) -> None:
         (["node", "--gate", "127.0.0.1:9", "--api-port", "70000"], "is not a port number"),
         (["devnet", "up", "--workers", "0"], "a devnet has 1..200 workers"),
         (["status", "../node"], "no node runs on"),
+        (
+            ["workers", "--gate", "127.0.0.1:9", "--trusted-net", "lab"],
+            "--trusted-net: trusted network 'lab' is not an IP network",
+        ),
     ],
 )
 def test_bad_command_lines_are_one_clear_line(tmp_path: Path, args: list[str], says: str) -> None:
@@ -49,6 +57,23 @@ def test_bad_command_lines_are_one_clear_line(tmp_path: Path, args: list[str], s
     )
     assert out.returncode == 2 and says in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["gate"],
+        ["node", "--gate", "127.0.0.1:9"],
+        ["worker", "join", "--gate", "127.0.0.1:9"],
+        ["workers", "--gate", "127.0.0.1:9"],
+        ["dht", "serve"],
+        ["dht", "get", "k", "--bootstrap", "127.0.0.1:9"],
+    ],
+)
+def test_every_command_that_runs_a_dht_node_takes_the_trust_options(command: list[str]) -> None:
+    args = build_parser().parse_args([*command, "--trusted-net", "100.64.0.0/10", "--cap-lan"])
+    assert trusted_networks(args) == TrustedNetworks(False, (ip_network("100.64.0.0/10"),))
+    assert trusted_networks(build_parser().parse_args(command)) == TrustedNetworks()
 
 
 # What `--help`, and a command that only asks a running node, must not wait for.

@@ -5,7 +5,16 @@ from __future__ import annotations
 import os
 import random
 
-from p2psched.dht.routing import Contact, RoutingTable, as_int, ip_prefix
+import pytest
+
+from p2psched.dht.routing import (
+    Contact,
+    RoutingTable,
+    TrustedNetworks,
+    as_int,
+    ip_prefix,
+    is_lan,
+)
 
 OWN = bytes(32)
 
@@ -153,6 +162,84 @@ def test_ip_prefix() -> None:
     assert ip_prefix("127.0.0.1") is None
     assert ip_prefix("::1") is None
     assert ip_prefix("not-an-ip") is None
+
+
+def fill(t: RoutingTable, hosts: list[str]) -> int:
+    """Offer the table one contact at each host, spread over buckets 200-255 (a few per
+    bucket, as a swarm's contacts fall); how many it took."""
+    before = len(t)
+    for i, host in enumerate(hosts):
+        t.observe(contact_in_bucket(200 + i % 56, host=host), 1.0)
+    return len(t) - before
+
+
+LAN_SUBNETS = ["10.9.8", "172.20.1", "192.168.1", "169.254.3"]
+
+
+@pytest.mark.parametrize("subnet", LAN_SUBNETS)
+def test_a_lab_on_one_private_slash_24_is_not_capped(subnet: str) -> None:
+    t = RoutingTable(OWN, k=20, bucket_ip_limit=2, table_ip_limit=10)
+    assert fill(t, [f"{subnet}.{i}" for i in range(1, 201)]) == 200
+    assert t.refused_by_ip == 0
+
+
+@pytest.mark.parametrize("net", ["fd12:3456:789a:1::", "fe80::"])  # unique-local, link-local
+def test_unique_local_and_link_local_ipv6_are_not_capped(net: str) -> None:
+    hosts = [f"{net}{i:x}" for i in range(1, 61)]  # all in one /48
+    t = RoutingTable(OWN, k=20, bucket_ip_limit=2, table_ip_limit=10)
+    assert fill(t, hosts) == 60
+
+
+@pytest.mark.parametrize(
+    "subnet",
+    # public space, CGNAT (shared among a carrier's strangers), and ranges Python calls private
+    # that are not a LAN (documentation, benchmarking): all keep the caps
+    ["203.0.113", "8.8.4", "100.64.0", "198.18.0", "192.0.0"],
+)
+def test_a_public_slash_24_keeps_its_cap(subnet: str) -> None:
+    t = RoutingTable(OWN, k=20, bucket_ip_limit=2, table_ip_limit=10)
+    assert fill(t, [f"{subnet}.{i}" for i in range(1, 201)]) == 10
+    assert t.refused_by_ip == 190
+
+
+def test_a_public_slash_48_keeps_its_cap() -> None:
+    t = RoutingTable(OWN, k=20, bucket_ip_limit=2, table_ip_limit=10)
+    assert fill(t, [f"2001:db8:1:{i:x}::1" for i in range(1, 61)]) == 10
+
+
+def test_without_the_lan_exemption_a_lab_is_capped_as_before() -> None:
+    trusted = TrustedNetworks(lan=False)
+    t = RoutingTable(OWN, k=20, bucket_ip_limit=2, table_ip_limit=10, trusted=trusted)
+    assert fill(t, [f"10.9.8.{i}" for i in range(1, 201)]) == 10
+    assert fill(t, ["127.0.0.1"] * 30) == 30  # loopback stays exempt: a local swarm works
+
+
+def test_networks_an_operator_trusts_are_not_capped_and_others_are() -> None:
+    trusted = TrustedNetworks.parse(["100.64.0.0/10", " 2001:db8:ff::/48 "])
+    t = RoutingTable(OWN, k=20, bucket_ip_limit=2, table_ip_limit=10, trusted=trusted)
+    assert fill(t, [f"100.101.7.{i}" for i in range(1, 101)]) == 100
+    assert fill(t, [f"2001:db8:ff::{i:x}" for i in range(1, 41)]) == 40
+    assert fill(t, [f"100.128.0.{i}" for i in range(1, 101)]) == 10  # outside 100.64/10
+    assert fill(t, [f"203.0.113.{i}" for i in range(1, 101)]) == 10
+
+
+def test_a_bad_trusted_network_is_named() -> None:
+    with pytest.raises(ValueError, match="'10.0.0.0/33' is not an IP network"):
+        TrustedNetworks.parse(["10.0.0.0/33"])
+
+
+def test_is_lan_and_trusts() -> None:
+    for host in ("10.1.2.3", "172.31.255.1", "192.168.0.9", "169.254.1.1", "fd00::1"):
+        assert is_lan(host), host
+    for host in ("fe80::1", "fe80::1%eth0", "::ffff:192.168.0.9", "127.0.0.1", "::1"):
+        assert is_lan(host), host
+    for host in ("172.32.0.1", "100.64.0.1", "8.8.8.8", "2001:db8::1", "name.example", ""):
+        assert not is_lan(host), host
+    assert TrustedNetworks().trusts("10.0.0.1")
+    assert not TrustedNetworks(lan=False).trusts("10.0.0.1")
+    assert TrustedNetworks(lan=False).trusts("127.0.0.1")
+    assert not TrustedNetworks().trusts("not-an-ip")
+    assert TrustedNetworks.parse(["100.64.0.0/10"]).trusts("::ffff:100.64.0.1")
 
 
 def test_refresh_lists_idle_buckets_from_the_nearest_occupied_one() -> None:

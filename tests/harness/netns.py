@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -65,13 +65,15 @@ def tool(name: str) -> str | None:
     return shutil.which(name, path=path)
 
 
-def _run(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT_S, **kw: Any) -> str:
-    """Run a topology command; its stdout, or `NetnsError` with the command and stderr."""
+def run_checked(
+    argv: Sequence[str], timeout: float = COMMAND_TIMEOUT_S, input: str | None = None
+) -> str:
+    """Run a topology command (`input` on its stdin: an `ip -batch -` script); its stdout, or
+    `NetnsError` with the command and stderr."""
     shown = " ".join(argv)
+    stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
     try:
-        out = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-        )
+        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, **stdin)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise NetnsError(f"`{shown}` failed: {e}") from None
     if out.returncode != 0:
@@ -90,17 +92,17 @@ def can_make_namespaces() -> str | None:
         return "the `iptables` command is not installed (apt-get install iptables)"
     probe = f"p2psched-probe-{os.getpid()}"
     try:
-        _run([ip, "netns", "add", probe])
+        run_checked([ip, "netns", "add", probe])
     except NetnsError as e:
         return f"cannot create a network namespace: {e}"
     try:
-        _run([ip, "netns", "del", probe])
+        run_checked([ip, "netns", "del", probe])
     except NetnsError as e:
         return f"cannot delete a network namespace: {e}"
     return None
 
 
-def _ip() -> str:
+def ip_command() -> str:
     ip = tool("ip")
     if ip is None:
         raise NetnsError("the `ip` command (iproute2) is not installed")
@@ -110,7 +112,7 @@ def _ip() -> str:
 def run_in(ns: str, argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
     """Start `argv` inside namespace `ns` (`ip netns exec` replaces itself with it, so the
     process's pid is the command's own)."""
-    return subprocess.Popen([_ip(), "netns", "exec", ns, *argv], **popen)
+    return subprocess.Popen([ip_command(), "netns", "exec", ns, *argv], **popen)
 
 
 def check_in(
@@ -125,7 +127,7 @@ def check_in(
     a nonzero exit raises `NetnsError` with the command and its stderr. A timeout raises
     `subprocess.TimeoutExpired` (the command is killed)."""
     out = subprocess.run(
-        [_ip(), "netns", "exec", ns, *argv],
+        [ip_command(), "netns", "exec", ns, *argv],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -169,30 +171,31 @@ class NatTopology:
         check_in(self.rtr, [iptables, "-F", "FORWARD"])
 
 
-def _unused_id(ip: str) -> str:
-    taken = set(_run([ip, "netns", "list"]).split())
+def unused_suffix(ip: str, names: Callable[[str], Iterable[str]]) -> str:
+    """A suffix, carrying this process's pid, for which none of `names(suffix)` is taken."""
+    taken = set(run_checked([ip, "netns", "list"]).split())
     while True:
         suffix = f"{os.getpid()}x{next(_counter)}"
-        if not {f"pub-{suffix}", f"rtr-{suffix}", f"priv-{suffix}"} & taken:
+        if not set(names(suffix)) & taken:
             return suffix
 
 
 def _build(t: NatTopology, ip: str, iptables: str) -> None:
     for ns in t.namespaces:
-        _run([ip, "netns", "add", ns])
+        run_checked([ip, "netns", "add", ns])
     # Each veth pair is made with both ends already in their namespaces: none is ever left
     # in the root namespace, whatever fails after.
     for (end, ns), (peer, peer_ns) in (
         ((t.pub_if, t.pub), (t.rtr_public_if, t.rtr)),
         ((t.rtr_private_if, t.rtr), (t.priv_if, t.priv)),
     ):
-        _run(
+        run_checked(
             [ip, "link", "add", end, "netns", ns, "type", "veth"]
             + ["peer", "name", peer, "netns", peer_ns]
         )
 
     def in_ns(ns: str, *argv: str) -> None:
-        _run([ip, "netns", "exec", ns, *argv])
+        run_checked([ip, "netns", "exec", ns, *argv])
 
     in_ns(t.pub, ip, "link", "set", "lo", "up")
     in_ns(t.pub, ip, "addr", "add", f"{t.pub_ip}/24", "dev", t.pub_if)
@@ -210,7 +213,7 @@ def _build(t: NatTopology, ip: str, iptables: str) -> None:
         in_ns(t.rtr, sysctl, "-w", "net.ipv4.ip_forward=1")
     else:  # procps missing: the same knob, written directly (per namespace)
         in_ns(t.rtr, sys.executable, "-c", "open('/proc/sys/net/ipv4/ip_forward','w').write('1')")
-    forwarding = _run([ip, "netns", "exec", t.rtr, "cat", "/proc/sys/net/ipv4/ip_forward"])
+    forwarding = run_checked([ip, "netns", "exec", t.rtr, "cat", "/proc/sys/net/ipv4/ip_forward"])
     if forwarding.strip() != "1":
         raise NetnsError(f"ip_forward in {t.rtr} reads {forwarding.strip()!r} after setting it")
     rules = [
@@ -249,7 +252,7 @@ def _kill_inside(ip: str, ns: str) -> None:
     """SIGKILL whatever still runs in `ns` (only what was started in it), so that deleting
     the namespace frees it."""
     try:
-        pids = _run([ip, "netns", "pids", ns]).split()
+        pids = run_checked([ip, "netns", "pids", ns]).split()
     except NetnsError:
         return  # the namespace was never made
     for pid in pids:
@@ -263,11 +266,11 @@ def _kill_inside(ip: str, ns: str) -> None:
 def nat_topology() -> Iterator[NatTopology]:
     """Create pub, rtr and priv (see the module docstring), yield their names, and remove them
     on the way out, whatever happened."""
-    ip = _ip()
+    ip = ip_command()
     iptables = tool("iptables")
     if iptables is None:
         raise NetnsError("the `iptables` command is not installed")
-    suffix = _unused_id(ip)
+    suffix = unused_suffix(ip, lambda x: (f"pub-{x}", f"rtr-{x}", f"priv-{x}"))
     t = NatTopology(
         id=suffix,
         pub=f"pub-{suffix}",
@@ -282,22 +285,28 @@ def nat_topology() -> Iterator[NatTopology]:
         _build(t, ip, iptables)
         yield t
     finally:
-        problems = []
+        remove_namespaces(ip, t.namespaces)
+
+
+def remove_namespaces(ip: str, namespaces: Iterable[str]) -> None:
+    """Kill what runs in each of `namespaces` and delete it (those that exist); on the way out
+    of a `finally`, so a failure to remove raises only when nothing else is raising."""
+    problems = []
+    try:
+        existing = set(run_checked([ip, "netns", "list"]).split())
+    except NetnsError as e:
+        problems.append(str(e))
+        existing = set(namespaces)
+    for ns in namespaces:
+        if ns not in existing:
+            continue
+        _kill_inside(ip, ns)
         try:
-            existing = set(_run([ip, "netns", "list"]).split())
+            run_checked([ip, "netns", "del", ns])
         except NetnsError as e:
             problems.append(str(e))
-            existing = set(t.namespaces)
-        for ns in t.namespaces:
-            if ns not in existing:
-                continue
-            _kill_inside(ip, ns)
-            try:
-                _run([ip, "netns", "del", ns])
-            except NetnsError as e:
-                problems.append(str(e))
-        if problems and sys.exc_info()[0] is None:
-            raise NetnsError("; ".join(problems))
+    if problems and sys.exc_info()[0] is None:
+        raise NetnsError("; ".join(problems))
 
 
 class Proc:
