@@ -49,7 +49,10 @@ def test_missing_and_corrupt_keys_are_clear_errors(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_bad_command_lines_are_one_clear_line(tmp_path: Path, args: list[str], says: str) -> None:
+def test_bad_command_lines_are_one_clear_line(
+    tmp_path: Path, args: list[str], says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("P2PSCHED_HOME", str(tmp_path / "home"))  # never the user's own
     out = (
         p2psched(*args, "--data-dir", str(tmp_path))
         if args[0] in ("cancel", "status")
