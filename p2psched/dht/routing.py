@@ -57,13 +57,26 @@ def distance(a: bytes, b: bytes) -> int:
 @functools.lru_cache(maxsize=4096)
 def ip_prefix(host: str) -> str | None:
     """The prefix that eclipse limits count by; None for loopback (exempt) and non-IP hosts."""
+    return _prefix(host, exempt_loopback=True)
+
+
+def source_prefix(host: str) -> str:
+    """The prefix that flood limits count by, loopback included (a devnet stays far below
+    them); a host that is not an IP literal counts as itself."""
+    return _prefix(host, exempt_loopback=False) or host
+
+
+@functools.lru_cache(maxsize=4096)
+def _prefix(host: str, *, exempt_loopback: bool) -> str | None:
+    """The /24 (IPv4) or /48 (IPv6) of `host`; None for a non-IP host, and for loopback if
+    `exempt_loopback`. Cached: a flood asks for the same few prefixes again and again."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # an IPv4 peer seen on a dual-stack socket counts as IPv4
-    if ip.is_loopback:
+    if exempt_loopback and ip.is_loopback:
         return None
     bits = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
