@@ -21,7 +21,7 @@ from p2psched.dht.records import Record, StoreLimits
 from p2psched.dht.routing import Contact
 from p2psched.identity import Identity
 from p2psched.wire.codec import encode
-from p2psched.wire.envelope import HEADER_BYTES, KIND_MAC, KIND_SIGNED
+from p2psched.wire.envelope import KIND_MAC, KIND_SIGNED
 from tests.harness.dht import NOW, Link, introduce
 
 A, B, C = ("127.0.0.1", 1), ("127.0.0.1", 2), ("127.0.0.1", 3)
