@@ -12,20 +12,12 @@ from p2psched.dht import messages as m
 from p2psched.dht.flood import PrefixRate
 from p2psched.dht.protocol import DhtConfig
 from p2psched.dht.routing import source_prefix
-from p2psched.wire.envelope import HEADER_BYTES, KIND_MAC, MAC_BYTES, VERSION
-from tests.harness.dht import NOW, Link, introduce
+from p2psched.wire.envelope import HEADER_BYTES, MAC_BYTES
+from tests.harness.dht import NOW, Link, forged_first_contact, introduce
 
 NODE = ("127.0.0.1", 1)
 FLOOD = 50_000
 SECONDS = 10.0  # the flood's length on the fake clock: 5,000 forged datagrams a second
-
-
-def forged_first_contact(now: float) -> bytes:
-    """What a flood costs the attacker least to send and the node most to open: a MAC under
-    a public key never seen before (an X25519 agreement to check it), and a made-up MAC."""
-    counter = int(now * 1_000_000).to_bytes(8, "big")
-    head = bytes((VERSION, 0, KIND_MAC)) + os.urandom(32) + counter
-    return head + os.urandom(MAC_BYTES) + msgpack.packb([m.Ping.TYPE, 1, bytes(m.PING_PAD)])
 
 
 def costly_opens(stats: dict[str, int]) -> int:
