@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 
-import msgpack
-
 from p2psched.dht import messages as m
 from p2psched.dht.protocol import Answered, DhtConfig, DhtProtocol, Event
 from p2psched.dht.routing import Contact
 from p2psched.identity import Identity
+from p2psched.wire.codec import encode
 from p2psched.wire.envelope import KIND_MAC, MAC_BYTES, VERSION
 
 NOW = 1_800_000_000.0
@@ -71,4 +70,4 @@ def forged_first_contact(now: float) -> bytes:
     public key never seen before (an X25519 agreement to check it), and a made-up MAC."""
     counter = int(now * 1_000_000).to_bytes(8, "big")
     head = bytes((VERSION, 0, KIND_MAC)) + os.urandom(32) + counter
-    return head + os.urandom(MAC_BYTES) + msgpack.packb([m.Ping.TYPE, 1, bytes(m.PING_PAD)])
+    return head + os.urandom(MAC_BYTES) + encode([m.Ping.TYPE, 1, bytes(m.PING_PAD)])
