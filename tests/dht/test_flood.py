@@ -10,12 +10,13 @@ import msgpack
 
 from p2psched.dht import messages as m
 from p2psched.dht.flood import PrefixRate
-from p2psched.dht.protocol import DhtConfig
+from p2psched.dht.protocol import Answered, DhtConfig
 from p2psched.dht.routing import source_prefix
+from p2psched.wire.codec import encode
 from p2psched.wire.envelope import HEADER_BYTES, MAC_BYTES
 from tests.harness.dht import NOW, Link, forged_first_contact, introduce
 
-NODE = ("127.0.0.1", 1)
+NODE, B = ("127.0.0.1", 1), ("127.0.0.1", 2)
 FLOOD = 50_000
 SECONDS = 10.0  # the flood's length on the fake clock: 5,000 forged datagrams a second
 
@@ -96,3 +97,42 @@ def test_strangers_are_never_pinged_and_get_no_more_bytes_than_they_sent() -> No
         assert isinstance(m.parse(body)[1], m.Retry)
     assert node.stats["requests_out"] == 0
     assert received <= sent
+
+
+def test_a_retry_counts_only_from_the_address_asked_and_only_once() -> None:
+    """A `Retry` relayed from elsewhere makes no one send again; a second `Retry` for the same
+    request is its answer, not a loop."""
+    link = Link()
+    a, b = link.add(NODE), link.add(("127.0.0.1", 2))
+    elsewhere = ("127.0.0.1", 999)
+    a.request(link.contact(("127.0.0.1", 2)), m.FindNode(os.urandom(32)), NOW)
+    ((request, _),) = a.take_outgoing()
+    b.datagram_received(request, NODE, NOW)
+    ((retry, _),) = b.take_outgoing()
+    a.datagram_received(retry, elsewhere, NOW)
+    assert a.take_outgoing() == [] and a.stats["retries"] == 0
+
+    rid = a.request(link.contact(("127.0.0.1", 2)), m.FindNode(os.urandom(32)), NOW)
+    ((request, _),) = a.take_outgoing()
+    b.datagram_received(request, NODE, NOW)
+    ((retry, _),) = b.take_outgoing()
+    a.datagram_received(retry, ("127.0.0.1", 2), NOW)
+    ((again, _),) = a.take_outgoing()  # with the cookie
+    b.datagram_received(again, elsewhere, NOW)  # from elsewhere the cookie is refused
+    ((second, _),) = b.take_outgoing()
+    events = a.datagram_received(second, ("127.0.0.1", 2), NOW)
+    assert a.take_outgoing() == [] and a.stats["retries"] == 1
+    assert [(e.rid, type(e.message)) for e in events if isinstance(e, Answered)] == [(rid, m.Retry)]
+
+
+def test_only_a_request_may_carry_a_cookie_and_only_of_its_length() -> None:
+    link = Link()
+    a, b = link.add(NODE), link.add(B)
+    wrapped = m.with_cookie(m.to_wire(m.Pong(NODE), 5), bytes(m.COOKIE_BYTES))
+    a.datagram_received(
+        b.auth.seal(encode(wrapped), a.identity.public_key, NOW), ("127.0.0.1", 2), NOW
+    )
+    assert a.stats["dropped_schema"] == 1 and a.stats["answers_unexpected"] == 0
+    short = m.with_cookie(m.to_wire(m.Ping(), 6), b"abc")  # a cookie is COOKIE_BYTES long
+    a.datagram_received(b.auth.seal(encode(short), a.identity.public_key, NOW), B, NOW)
+    assert a.stats["dropped_schema"] == 2
