@@ -87,8 +87,8 @@ class DhtConfig:
     lookup_timeout: float = 30.0
     store: StoreLimits = field(default_factory=StoreLimits)
     # First contacts (an X25519 agreement or an Ed25519 check each, ~100 us) served per second
-    # from one /24 or /48, after a burst; and from everywhere. A devnet of a few hundred nodes
-    # on one host stays below them; 50,000 forged ones a second cost a core a few percent.
+    # from one /24 or /48, after a burst; and from everywhere: at most ~10% of a core. A devnet
+    # of a few hundred nodes on one host stays below them.
     stranger_rate: float = 64.0
     stranger_burst: float = 512.0
     stranger_total_rate: float = 1000.0
@@ -200,7 +200,9 @@ class DhtProtocol:
         self.stats: Counter[str] = Counter()
         # Requests this node sent, by (RPC name, outcome: answered | error | timed_out |
         # abandoned), counted once each as they leave the table of requests in flight; and
-        # requests it answered, by (RPC name, outcome: answered | stored | refused).
+        # requests it answered, by (RPC name, outcome: answered | stored | refused | retry, a
+        # cookie in place of an answer too large for an unproven address | dropped, when even
+        # that would be).
         self.rpcs_sent: Counter[tuple[str, str]] = Counter()
         self.rpcs_received: Counter[tuple[str, str]] = Counter()
         self.round_trips = {name: Histogram(ROUND_TRIP_BUCKETS) for name in RPC_NAMES.values()}
@@ -537,8 +539,9 @@ class DhtProtocol:
             self.stats["dropped_wrong_address"] += 1
             return []
         if isinstance(msg, m.Retry) and not pending.retried and sender.addr == pending.addr:
-            # The address we sent to asks us to prove ours: again, with its cookie. (From
-            # elsewhere, a Retry would make us send to an address of someone else's choosing.)
+            # The address we sent to asks us to prove ours: again, with its cookie, once. (Like
+            # any answer, it proves something only from the address asked; a second Retry is
+            # the answer, so two nodes cannot keep each other retrying.)
             pending.retried = True
             self._cookies[pending.addr] = msg.cookie
             self._cookies.move_to_end(pending.addr)

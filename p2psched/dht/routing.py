@@ -60,16 +60,17 @@ def ip_prefix(host: str) -> str | None:
     return _prefix(host, exempt_loopback=True)
 
 
+@functools.lru_cache(maxsize=4096)
 def source_prefix(host: str) -> str:
     """The prefix that flood limits count by, loopback included (a devnet stays far below
-    them); a host that is not an IP literal counts as itself."""
+    them); a host that is not an IP literal counts as itself. Cached: a flood comes from the
+    same few prefixes again and again."""
     return _prefix(host, exempt_loopback=False) or host
 
 
-@functools.lru_cache(maxsize=4096)
 def _prefix(host: str, *, exempt_loopback: bool) -> str | None:
     """The /24 (IPv4) or /48 (IPv6) of `host`; None for a non-IP host, and for loopback if
-    `exempt_loopback`. Cached: a flood asks for the same few prefixes again and again."""
+    `exempt_loopback`."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
