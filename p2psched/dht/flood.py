@@ -1,14 +1,46 @@
 """What a flood of strangers may cost a DHT node: a rate per source prefix, and in total, of the
-costly work a first contact asks for (an X25519 agreement or an Ed25519 check).
+costly work a first contact asks for (an X25519 agreement or an Ed25519 check); and the cookies
+an address proves itself with before it is sent more than it sent.
 
-Owns: the token buckets, one per prefix (bounded: the least recently used goes) and one overall.
-Promises: sans-I/O (`now` is passed in); `allow` is O(1) and never raises.
+Owns: the token buckets, one per prefix (bounded: the least recently used goes) and one overall;
+the cookies' secret key.
+Promises: sans-I/O (`now` is passed in); `allow` is O(1) and never raises; a cookie keeps no
+state per address, and is good for two epochs, only for the node id and address it was made for.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
+
+COOKIE_BYTES = 8
+COOKIE_EPOCH = 60.0  # seconds a cookie stays good for (two epochs at most)
+
+
+class Cookies:
+    """As QUIC's Retry and DNS cookies: a keyed BLAKE2b of the node id, the address and the
+    epoch, so checking one needs no state but the key."""
+
+    def __init__(self) -> None:
+        self._key = os.urandom(16)
+
+    def make(self, node_id: bytes, addr: tuple[str, int], now: float) -> bytes:
+        return self._of(node_id, addr, now // COOKIE_EPOCH)
+
+    def check(self, cookie: bytes, node_id: bytes, addr: tuple[str, int], now: float) -> bool:
+        """Whether `cookie` was made for `node_id` at `addr` in this epoch or the last."""
+        epoch = now // COOKIE_EPOCH
+        return any(
+            hmac.compare_digest(cookie, self._of(node_id, addr, e)) for e in (epoch, epoch - 1)
+        )
+
+    def _of(self, node_id: bytes, addr: tuple[str, int], epoch: float) -> bytes:
+        host, port = addr
+        data = node_id + port.to_bytes(2, "big") + int(epoch).to_bytes(8, "big") + host.encode()
+        return hashlib.blake2b(data, key=self._key, digest_size=COOKIE_BYTES).digest()
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from p2psched.dht.flood import COOKIE_BYTES
 from p2psched.dht.records import KEY_BYTES, WIRE_SCHEMA, Record
 from p2psched.dht.routing import Contact
 from p2psched.identity import usable_public_key
@@ -23,7 +24,6 @@ from p2psched.wire.schema import SchemaError
 MAX_CONTACTS = 32
 MAX_RECORDS_PER_PAGE = 256
 MAX_REASON = 200
-COOKIE_BYTES = 8
 COOKIED = 11  # the type of a request wrapped with a cookie
 # A ping is padded so that a `Retry` fits in its size: an address that has not proven itself
 # gets no more bytes than it sent, and a ping that could not even be answered with a cookie

@@ -23,17 +23,14 @@ does not slow the peers a node already knows.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import heapq
-import hmac
-import os
 import random
 import secrets
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, replace
 
 from p2psched.dht import messages as m
-from p2psched.dht.flood import PrefixRate
+from p2psched.dht.flood import Cookies, PrefixRate
 from p2psched.dht.publish import Publisher
 from p2psched.dht.records import MAX_VALUE_BYTES, Record, RecordStore, StoreLimits
 from p2psched.dht.routing import Contact, RoutingTable, as_int, source_prefix
@@ -55,7 +52,6 @@ Addr = tuple[str, int]
 # body's own header (type, request id, cursor); `_fitted_body` then makes sure of the exact size.
 ANSWER_OVERHEAD = 128
 DATAGRAM_HEADER = HEADER_BYTES + MAC_BYTES  # what the envelope adds to an answer's body
-COOKIE_EPOCH = 60.0  # seconds a cookie stays good for (two epochs at most)
 PROOF_TTL = 600.0  # seconds a proven address stays proven without a new proof
 MAX_HAND_OVER = 64  # records sent to one newcomer
 _MAX_RECORD_WIRE = MAX_VALUE_BYTES + 200  # a record's own fields around its value
@@ -214,9 +210,9 @@ class DhtProtocol:
         self._verified: OrderedDict[Record, bool] = OrderedDict()
         # Addresses that answered a request of ours: they receive what is sent to them.
         self._proven: OrderedDict[tuple[bytes, Addr], float] = OrderedDict()  # -> when
-        self._cookie_key = os.urandom(16)
+        self._cookies = Cookies()  # what this node gives unproven addresses
         # Cookies other nodes gave this one, handed back with every request to their address.
-        self._cookies: OrderedDict[Addr, bytes] = OrderedDict()
+        self._cookies_held: OrderedDict[Addr, bytes] = OrderedDict()
         self._strangers = PrefixRate(
             cfg.stranger_rate,
             cfg.stranger_burst,
@@ -304,14 +300,16 @@ class DhtProtocol:
         self.stats["requests_in"] += 1
         proven = self._is_proven(sender, now)
         if not proven and cookie is not None:
-            proven = self._cookie_proves(sender, cookie, now)
+            proven = self._cookies.check(cookie, sender.node_id, sender.addr, now)
             self.stats["cookies_good" if proven else "cookies_refused"] += 1
+            if proven:
+                self._mark_proven(sender, now)
         wanted = False
         if opened.bound and not opened.flags & FLAG_CLIENT:
             wanted = self._consider(sender, proven, now)
         if wanted:
             # A newcomer the table would take: it enters once it hands the cookie back.
-            answer: m.Response = m.Retry(self._cookie(sender, now // COOKIE_EPOCH))
+            answer: m.Response = m.Retry(self._cookies.make(sender.node_id, sender.addr, now))
         else:
             answer = self._answer(sender, msg, now)
         sent = self._reply(sender, rid, answer, proven, size, now)
@@ -333,30 +331,13 @@ class DhtProtocol:
         if proven:
             self._send(to, _fitted_body(answer, rid, self.config.max_datagram), now)
             return answer
-        for reply in (answer, m.Retry(self._cookie(to, now // COOKIE_EPOCH))):
+        for reply in (answer, m.Retry(self._cookies.make(to.node_id, to.addr, now))):
             body = encode(m.to_wire(reply, rid))
             if len(body) + DATAGRAM_HEADER <= size:
                 self._send(to, body, now)
                 return reply
         self.stats["unanswered_unproven"] += 1
         return None
-
-    def _cookie(self, contact: Contact, epoch: float) -> bytes:
-        host, port = contact.addr
-        fixed = contact.node_id + port.to_bytes(2, "big") + int(epoch).to_bytes(8, "big")
-        data = fixed + host.encode()
-        return hashlib.blake2b(data, key=self._cookie_key, digest_size=m.COOKIE_BYTES).digest()
-
-    def _cookie_proves(self, contact: Contact, cookie: bytes, now: float) -> bool:
-        """Whether `cookie` is one this node gave `contact` at its address (within two cookie
-        epochs); if so, the address is proven."""
-        epoch = now // COOKIE_EPOCH
-        if not any(
-            hmac.compare_digest(cookie, self._cookie(contact, e)) for e in (epoch, epoch - 1)
-        ):
-            return False
-        self._mark_proven(contact, now)
-        return True
 
     def _is_proven(self, contact: Contact, now: float) -> bool:
         """Whether this (node, address) answered us lately: a proof is good for `PROOF_TTL`
@@ -485,7 +466,7 @@ class DhtProtocol:
         """Seal and queue a request, handing back the cookie `addr` gave, if any; False if no
         pair key can be made with `recipient`."""
         wire = m.to_wire(message, rid)
-        cookie = self._cookies.get(addr)
+        cookie = self._cookies_held.get(addr)
         if cookie is not None:
             wire = m.with_cookie(wire, cookie)
         try:
@@ -543,10 +524,10 @@ class DhtProtocol:
             # any answer, it proves something only from the address asked; a second Retry is
             # the answer, so two nodes cannot keep each other retrying.)
             pending.retried = True
-            self._cookies[pending.addr] = msg.cookie
-            self._cookies.move_to_end(pending.addr)
-            if len(self._cookies) > self.config.max_peers:
-                self._cookies.popitem(last=False)
+            self._cookies_held[pending.addr] = msg.cookie
+            self._cookies_held.move_to_end(pending.addr)
+            if len(self._cookies_held) > self.config.max_peers:
+                self._cookies_held.popitem(last=False)
             self.stats["retries"] += 1
             self._send_request(pending.message, rid, sender.public_key, pending.addr, now)
             return []
