@@ -2,6 +2,8 @@
 
 Every message body is a MessagePack array `[type, request_id, *fields]`. `parse` turns a decoded
 body into one of the frozen dataclasses below or raises `SchemaError` naming the field at fault.
+A request may come wrapped as `[COOKIED, cookie, request]`, handing back the cookie a `Retry`
+gave (`with_cookie`, `split_cookie`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from p2psched.dht.flood import COOKIE_BYTES
 from p2psched.dht.records import KEY_BYTES, WIRE_SCHEMA, Record
 from p2psched.dht.routing import Contact
 from p2psched.identity import usable_public_key
@@ -21,6 +24,11 @@ from p2psched.wire.schema import SchemaError
 MAX_CONTACTS = 32
 MAX_RECORDS_PER_PAGE = 256
 MAX_REASON = 200
+COOKIED = 11  # the type of a request wrapped with a cookie
+# A ping is padded so that a `Retry` fits in its size: an address that has not proven itself
+# gets no more bytes than it sent, and a ping that could not even be answered with a cookie
+# would leave its sender no way to prove itself.
+PING_PAD = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +85,16 @@ class Stored:
 
 
 @dataclass(frozen=True, slots=True)
+class Retry:
+    """The answer to a request from an address that has not proven it receives what is sent
+    there, when the real answer would be larger than the request: send it again with `cookie`
+    (as QUIC's Retry and DNS cookies do)."""
+
+    TYPE = 10
+    cookie: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     """The answer to a request this node could not take; `reason` says why, for the peer."""
 
@@ -85,7 +103,7 @@ class Error:
 
 
 Request = Ping | FindNode | FindValue | Store
-Response = Pong | Nodes | Values | Stored | Error
+Response = Pong | Nodes | Values | Stored | Retry | Error
 Message = Request | Response
 REQUEST_TYPES = frozenset({Ping.TYPE, FindNode.TYPE, FindValue.TYPE, Store.TYPE})
 
@@ -150,7 +168,7 @@ def to_wire(msg: Message, rid: int) -> list[Any]:
     head: list[Any] = [msg.TYPE, rid]
     match msg:
         case Ping():
-            return head
+            return head + [bytes(PING_PAD)]
         case Pong(observed):
             return head + [list(observed)]
         case FindNode(target):
@@ -165,6 +183,8 @@ def to_wire(msg: Message, rid: int) -> list[Any]:
             return head + [record.to_wire()]
         case Stored(ok, reason):
             return head + [ok, reason]
+        case Retry(cookie):
+            return head + [cookie]
         case Error(reason):
             return head + [reason]
     raise TypeError(f"not a DHT message: {msg!r}")
@@ -173,17 +193,12 @@ def to_wire(msg: Message, rid: int) -> list[Any]:
 _rid = schema.uint()
 
 
-def _cursor(v: Any, path: str) -> Any:
-    """Where the next page starts: a publisher id, perhaps followed by an 8-byte address token
-    the holder gave (see `DhtProtocol`). Opaque to the asker, who hands it back."""
-    if type(v) is not bytes or len(v) not in (KEY_BYTES, KEY_BYTES + 8):
-        raise SchemaError(path, f"expected {KEY_BYTES} or {KEY_BYTES + 8} bytes")
-    return v
-
-
 _Parser = tuple[schema.Check, Callable[[list[Any]], Message]]
 _PARSERS: dict[int, _Parser] = {
-    Ping.TYPE: (schema.tuple_of(("type", "rid"), (_rid, _rid)), lambda v: Ping()),
+    Ping.TYPE: (
+        schema.tuple_of(("type", "rid", "pad"), (_rid, _rid, schema.bin_exact(PING_PAD))),
+        lambda v: Ping(),
+    ),
     Pong.TYPE: (
         schema.tuple_of(
             ("type", "rid", "observed"),
@@ -201,14 +216,14 @@ _PARSERS: dict[int, _Parser] = {
     ),
     FindValue.TYPE: (
         schema.tuple_of(
-            ("type", "rid", "key", "cursor"), (_rid, _rid, _node_id, schema.optional(_cursor))
+            ("type", "rid", "key", "cursor"), (_rid, _rid, _node_id, schema.optional(_node_id))
         ),
         lambda v: FindValue(v[2], v[3]),
     ),
     Values.TYPE: (
         schema.tuple_of(
             ("type", "rid", "records", "next_cursor", "contacts"),
-            (_rid, _rid, _records, schema.optional(_cursor), _contacts),
+            (_rid, _rid, _records, schema.optional(_node_id), _contacts),
         ),
         lambda v: Values([Record.from_wire(r) for r in v[2]], v[3], v[4]),
     ),
@@ -220,11 +235,29 @@ _PARSERS: dict[int, _Parser] = {
         schema.tuple_of(("type", "rid", "ok", "reason"), (_rid, _rid, schema.boolean, _reason)),
         lambda v: Stored(v[2], v[3]),
     ),
+    Retry.TYPE: (
+        schema.tuple_of(("type", "rid", "cookie"), (_rid, _rid, schema.bin_exact(COOKIE_BYTES))),
+        lambda v: Retry(v[2]),
+    ),
     Error.TYPE: (
         schema.tuple_of(("type", "rid", "reason"), (_rid, _rid, _reason)),
         lambda v: Error(v[2]),
     ),
 }
+
+
+def with_cookie(wire: list[Any], cookie: bytes) -> list[Any]:
+    """A request's wire form, wrapped to hand back `cookie`."""
+    return [COOKIED, cookie, wire]
+
+
+def split_cookie(body: Any) -> tuple[Any, bytes | None]:
+    """(the request inside, its cookie) of a wrapped body; (body, None) of any other. A wrapper
+    whose cookie is not `COOKIE_BYTES` long raises SchemaError."""
+    if type(body) is not list or len(body) != 3 or body[0] != COOKIED:
+        return body, None
+    cookie = schema.bin_exact(COOKIE_BYTES)(body[1], "body.cookie")
+    return body[2], cookie
 
 
 def peek_request_id(body: Any) -> int | None:

@@ -9,35 +9,42 @@ Promises: every datagram is authenticated before it has any effect; a peer's bad
 and counted (a request that is well authenticated but malformed gets an `Error` naming the fault)
 and never raises out of `datagram_received`; only authenticated, non-client senders enter the
 routing table; only signature-checked records are stored or handed to callers.
+
+Floods (knobs in `DhtConfig`): an address that has not proven it receives what is sent there
+(by answering a request of ours, or by handing back a cookie) gets at most as many bytes as it
+sent: the answer if it fits, else a `Retry` with a cookie (a keyed hash of its node id, address
+and the time epoch: nothing is kept per stranger), and it is never pinged. The costly work of a
+first contact (an X25519 agreement or an Ed25519 check) is rate-limited per source prefix (/24,
+/48) and in total (`stranger_rate`, `stranger_burst`, `stranger_total_rate`,
+`stranger_total_burst`); peers whose pair key is cached skip the limit, so a flood of strangers
+does not slow the peers a node already knows.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import heapq
-import hmac
-import os
 import random
 import secrets
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, replace
 
 from p2psched.dht import messages as m
+from p2psched.dht.flood import Cookies, PrefixRate
 from p2psched.dht.publish import Publisher
-from p2psched.dht.records import (
-    KEY_BYTES,
-    MAX_VALUE_BYTES,
-    Record,
-    RecordStore,
-    StoreLimits,
-    Validator,
-)
-from p2psched.dht.routing import Contact, RoutingTable, TrustedNetworks, as_int
+from p2psched.dht.records import MAX_VALUE_BYTES, Record, RecordStore, StoreLimits, Validator
+from p2psched.dht.routing import Contact, RoutingTable, TrustedNetworks, as_int, source_prefix
 from p2psched.histogram import ROUND_TRIP_BUCKETS, Histogram
 from p2psched.identity import Identity, id_has_work, network_id_bits
 from p2psched.wire.codec import DecodeError, decode, encode
-from p2psched.wire.envelope import FLAG_CLIENT, HEADER_BYTES, MAC_BYTES, Authenticator, Rejected
+from p2psched.wire.envelope import (
+    FLAG_CLIENT,
+    HEADER_BYTES,
+    MAC_BYTES,
+    Authenticator,
+    Opened,
+    Rejected,
+)
 from p2psched.wire.schema import SchemaError
 
 Addr = tuple[str, int]
@@ -45,13 +52,6 @@ Addr = tuple[str, int]
 # body's own header (type, request id, cursor); `_fitted_body` then makes sure of the exact size.
 ANSWER_OVERHEAD = 128
 DATAGRAM_HEADER = HEADER_BYTES + MAC_BYTES  # what the envelope adds to an answer's body
-# An answer to an address that has not yet proven it receives what is sent there (a spoofed
-# source, perhaps) may be at most this many times the request, or this floor: enough for a
-# FIND_NODE answer of k = 20 contacts, even IPv6 ones, so lookups lose nothing; small enough
-# that the node is a poor amplifier (at most ~16x for the smallest request).
-AMPLIFICATION_FACTOR = 3
-UNPROVEN_FLOOR = 1700
-TOKEN_EPOCH = 60.0  # seconds an address token stays good for (two epochs at most)
 PROOF_TTL = 600.0  # seconds a proven address stays proven without a new proof
 MAX_HAND_OVER = 64  # records sent to one newcomer
 _MAX_RECORD_WIRE = MAX_VALUE_BYTES + 200  # a record's own fields around its value
@@ -85,6 +85,13 @@ class DhtConfig:
     store: StoreLimits = field(default_factory=StoreLimits)
     # The work a peer's id must show (identity.id_has_work) to enter the table or store here.
     id_bits: int = field(default_factory=network_id_bits)
+    # First contacts (an X25519 agreement or an Ed25519 check each, ~100 us) served per second
+    # from one /24 or /48, after a burst; and from everywhere: at most ~10% of a core. A devnet
+    # of a few hundred nodes on one host stays below them.
+    stranger_rate: float = 64.0
+    stranger_burst: float = 512.0
+    stranger_total_rate: float = 1000.0
+    stranger_total_burst: float = 4096.0
 
     def __post_init__(self) -> None:
         # A page must have room for the largest record, or paging could not make progress.
@@ -147,12 +154,13 @@ class _Pending:
     deadline: float
     kind: str  # the request's RPC name, for the counters
     sent: float  # when it went out: its answer's round trip is measured from here
-    # Pings the core sends for its routing table, answered to the table, not to a caller:
-    # "evict" checks the oldest of a full bucket, "admit" checks that a newcomer answers at
-    # the address its request came from before it may enter.
+    message: m.Request  # sent again, with a cookie, when the answer is a `Retry`
+    # Requests the core sends for its routing table and store, answered to them, not to a
+    # caller: "evict" pings the oldest of a full bucket, "hand_over" stores at a newcomer.
     internal: str | None = None
     # The caller lost interest; a late answer still proves the address and feeds the table.
     cancelled: bool = False
+    retried: bool = False  # sent again once with a cookie: a second `Retry` is its answer
 
 
 class DhtProtocol:
@@ -193,7 +201,9 @@ class DhtProtocol:
         self.stats: Counter[str] = Counter()
         # Requests this node sent, by (RPC name, outcome: answered | error | timed_out |
         # abandoned), counted once each as they leave the table of requests in flight; and
-        # requests it answered, by (RPC name, outcome: answered | stored | refused).
+        # requests it answered, by (RPC name, outcome: answered | stored | refused | retry, a
+        # cookie in place of an answer too large for an unproven address | dropped, when even
+        # that would be).
         self.rpcs_sent: Counter[tuple[str, str]] = Counter()
         self.rpcs_received: Counter[tuple[str, str]] = Counter()
         self.round_trips = {name: Histogram(ROUND_TRIP_BUCKETS) for name in RPC_NAMES.values()}
@@ -205,8 +215,15 @@ class DhtProtocol:
         self._verified: OrderedDict[Record, bool] = OrderedDict()
         # Addresses that answered a request of ours: they receive what is sent to them.
         self._proven: OrderedDict[tuple[bytes, Addr], float] = OrderedDict()  # -> when
-        self._admitting: set[bytes] = set()
-        self._token_key = os.urandom(16)
+        self._cookies = Cookies()  # what this node gives unproven addresses
+        # Cookies other nodes gave this one, handed back with every request to their address.
+        self._cookies_held: OrderedDict[Addr, bytes] = OrderedDict()
+        self._strangers = PrefixRate(
+            cfg.stranger_rate,
+            cfg.stranger_burst,
+            cfg.stranger_total_rate,
+            cfg.stranger_total_burst,
+        )
         self._next_maintenance = now + cfg.maintenance_interval
         self._flags = FLAG_CLIENT if cfg.client else 0
 
@@ -241,6 +258,9 @@ class DhtProtocol:
 
     def datagram_received(self, data: bytes, addr: Addr, now: float) -> list[Event]:
         self.stats["datagrams_in"] += 1
+        if self.auth.is_stranger(data) and not self._strangers.allow(source_prefix(addr[0]), now):
+            self.stats["dropped_stranger_rate"] += 1
+            return []
         try:
             opened = self.auth.open(data, now)
         except Rejected as e:
@@ -253,50 +273,76 @@ class DhtProtocol:
             return []
         sender = Contact(opened.sender_id, addr[0], addr[1], opened.sender_public_key)
         try:
+            body, cookie = m.split_cookie(body)
             rid, msg = m.parse(body)
+            if cookie is not None and msg.TYPE not in m.REQUEST_TYPES:
+                raise SchemaError("body", "only a request may carry a cookie")
         except SchemaError as e:
             self.stats["dropped_schema"] += 1
             bad_rid = m.peek_request_id(body)
             if bad_rid is not None:
                 self.rpcs_received[("unknown", "malformed")] += 1
                 error = m.Error(f"bad request: {e}"[: m.MAX_REASON])
-                self._send(sender, encode(m.to_wire(error, bad_rid)), now)
+                self._reply(sender, bad_rid, error, self._is_proven(sender, now), len(data), now)
             return []
         if msg.TYPE in m.REQUEST_TYPES:
-            self.stats["requests_in"] += 1
-            proven = self._is_proven(sender, now)
-            if not proven and isinstance(msg, m.FindValue) and msg.cursor is not None:
-                proven = self._token_proves(sender, msg.cursor[KEY_BYTES:], now)
-            if opened.bound and not opened.flags & FLAG_CLIENT:
-                self._consider(sender, proven, now)
-            budget = self.config.max_datagram
-            if not proven:
-                budget = min(budget, max(AMPLIFICATION_FACTOR * len(data), UNPROVEN_FLOOR))
-            answer = self._answer(sender, msg, now, budget, proven)  # type: ignore[arg-type]
-            outcome = "answered"
-            if isinstance(answer, m.Stored):
-                outcome = "stored" if answer.ok else "refused"
-            self.rpcs_received[(RPC_NAMES[msg.TYPE], outcome)] += 1
-            self._send(sender, _fitted_body(answer, rid, budget), now)
+            self._on_request(sender, rid, msg, cookie, opened, len(data), now)  # type: ignore[arg-type]
             return []
         return self._on_response(sender, rid, msg, opened.flags, now)  # type: ignore[arg-type]
 
-    def _token(self, contact: Contact, epoch: float) -> bytes:
-        host, port = contact.addr
-        fixed = contact.node_id + port.to_bytes(2, "big") + int(epoch).to_bytes(8, "big")
-        data = fixed + host.encode()
-        return hashlib.blake2b(data, key=self._token_key, digest_size=8).digest()
+    def _on_request(
+        self,
+        sender: Contact,
+        rid: int,
+        msg: m.Request,
+        cookie: bytes | None,
+        opened: Opened,
+        size: int,
+        now: float,
+    ) -> None:
+        """Answer `msg`, a `size`-byte datagram: in full to a proven address, else with at most
+        `size` bytes (the answer, or a `Retry`)."""
+        self.stats["requests_in"] += 1
+        proven = self._is_proven(sender, now)
+        if not proven and cookie is not None:
+            proven = self._cookies.check(cookie, sender.node_id, sender.addr, now)
+            self.stats["cookies_good" if proven else "cookies_refused"] += 1
+            if proven:
+                self._mark_proven(sender, now)
+        wanted = False
+        if opened.bound and not opened.flags & FLAG_CLIENT:
+            wanted = self._consider(sender, proven, now)
+        if wanted:
+            # A newcomer the table would take: it enters once it hands the cookie back.
+            answer: m.Response = m.Retry(self._cookies.make(sender.node_id, sender.addr, now))
+        else:
+            answer = self._answer(sender, msg, now)
+        sent = self._reply(sender, rid, answer, proven, size, now)
+        outcome = "answered"
+        if isinstance(sent, m.Retry):
+            outcome = "retry"
+        elif isinstance(sent, m.Stored):
+            outcome = "stored" if sent.ok else "refused"
+        elif sent is None:
+            outcome = "dropped"
+        self.rpcs_received[(RPC_NAMES[msg.TYPE], outcome)] += 1
 
-    def _token_proves(self, contact: Contact, token: bytes, now: float) -> bool:
-        """Whether `token` is one this node gave `contact` at its address (within two token
-        epochs); if so, the address is proven."""
-        epoch = now // TOKEN_EPOCH
-        if len(token) != 8 or not any(
-            hmac.compare_digest(token, self._token(contact, e)) for e in (epoch, epoch - 1)
-        ):
-            return False
-        self._mark_proven(contact, now)
-        return True
+    def _reply(
+        self, to: Contact, rid: int, answer: m.Response, proven: bool, size: int, now: float
+    ) -> m.Response | None:
+        """Send `answer` to `to`: fitted to a datagram if `proven`; else only if it fits in
+        `size` bytes (what came from there), or a `Retry` in its place, or nothing if even that
+        does not fit. Returns what was sent."""
+        if proven:
+            self._send(to, _fitted_body(answer, rid, self.config.max_datagram), now)
+            return answer
+        for reply in (answer, m.Retry(self._cookies.make(to.node_id, to.addr, now))):
+            body = encode(m.to_wire(reply, rid))
+            if len(body) + DATAGRAM_HEADER <= size:
+                self._send(to, body, now)
+                return reply
+        self.stats["unanswered_unproven"] += 1
+        return None
 
     def _is_proven(self, contact: Contact, now: float) -> bool:
         """Whether this (node, address) answered us lately: a proof is good for `PROOF_TTL`
@@ -310,23 +356,19 @@ class DhtProtocol:
         if len(self._proven) > self.config.max_peers:
             self._proven.popitem(last=False)
 
-    def _consider(self, sender: Contact, proven: bool, now: float) -> None:
-        """A request from `sender`, made for us (so not relayed): refresh its entry, or check
-        that it answers at this address before it may enter (its source may be spoofed)."""
+    def _consider(self, sender: Contact, proven: bool, now: float) -> bool:
+        """A request from `sender`, made for us (so not relayed): refresh its entry, or admit it
+        if its address is proven. Whether it is a newcomer the table wants whose address is not
+        proven yet (its source may be spoofed): it is asked for a cookie, never pinged."""
         if not self._has_work(sender):
-            return
+            return False
         if sender.node_id in self.routing:
             self.routing.observe(sender, now)  # only refreshes, and only at its own address
         elif proven:
             self._admit(sender, now)
-        elif self.routing.wants(sender, now):
-            self._prove(sender, now)
-
-    def _prove(self, contact: Contact, now: float) -> None:
-        """Ping `contact` at its address: its answer proves it receives what is sent there."""
-        if contact.node_id not in self._admitting and len(self._admitting) < self.config.k * 8:
-            self._admitting.add(contact.node_id)  # bounded, like everything a peer causes
-            self._request(contact, m.Ping(), now, internal="admit")
+        else:
+            return self.routing.wants(sender, now)
+        return False
 
     def _has_work(self, contact: Contact) -> bool:
         """Whether `contact`'s id solves the puzzle: a free identity never enters the table."""
@@ -374,7 +416,6 @@ class DhtProtocol:
             self.stats["rpc_timeouts"] += 1
             self.rpcs_sent[(pending.kind, "timed_out")] += 1
             if pending.expected is not None:
-                self._admitting.discard(pending.expected)
                 if pending.internal == "evict":
                     self.routing.ping_answered(pending.expected, False, now)
                 else:
@@ -427,19 +468,30 @@ class DhtProtocol:
         else:
             expected, addr, recipient = None, to, None
         deadline = now + self.config.rpc_timeout
-        try:
-            body = encode(m.to_wire(message, rid))
-            self._outgoing.append((self.auth.seal(body, recipient, now, self._flags), addr))
-            self.stats["requests_out"] += 1
-        except Rejected:
-            # A contact from a peer named a key no pair key can be made with: it fails at once.
-            self.stats["unusable_contacts"] += 1
-            deadline = now
+        if not self._send_request(message, rid, recipient, addr, now):
+            deadline = now  # a contact from a peer named a key no pair key can be made with
         self._pending[rid] = _Pending(
-            expected, addr, deadline, RPC_NAMES[message.TYPE], now, internal
+            expected, addr, deadline, RPC_NAMES[message.TYPE], now, message, internal
         )
         heapq.heappush(self._deadlines, (deadline, rid))
         return rid
+
+    def _send_request(
+        self, message: m.Request, rid: int, recipient: bytes | None, addr: Addr, now: float
+    ) -> bool:
+        """Seal and queue a request, handing back the cookie `addr` gave, if any; False if no
+        pair key can be made with `recipient`."""
+        wire = m.to_wire(message, rid)
+        cookie = self._cookies_held.get(addr)
+        if cookie is not None:
+            wire = m.with_cookie(wire, cookie)
+        try:
+            self._outgoing.append((self.auth.seal(encode(wire), recipient, now, self._flags), addr))
+        except Rejected:
+            self.stats["unusable_contacts"] += 1
+            return False
+        self.stats["requests_out"] += 1
+        return True
 
     def _send(self, to: Contact, body: bytes, now: float) -> None:
         try:
@@ -447,12 +499,10 @@ class DhtProtocol:
         except Rejected:  # a key no pair key can be made with: nothing can be said to it
             self.stats["unusable_senders"] += 1
 
-    def _answer(
-        self, sender: Contact, msg: m.Request, now: float, budget: int, proven: bool
-    ) -> m.Response:
-        """The answer to `msg`, sized for `budget` bytes on the wire (`_fitted_body` makes sure)."""
+    def _answer(self, sender: Contact, msg: m.Request, now: float) -> m.Response:
+        """The answer to `msg`, sized for a datagram (`_fitted_body` makes sure)."""
         k = self.config.k
-        room = budget - ANSWER_OVERHEAD
+        room = self.config.max_datagram - ANSWER_OVERHEAD
         match msg:
             case m.Ping():
                 return m.Pong(sender.addr)
@@ -460,13 +510,7 @@ class DhtProtocol:
                 contacts = self.routing.closest(target, k, exclude=sender.node_id)
                 return m.Nodes(contacts)
             case m.FindValue(key, cursor):
-                start = cursor[:KEY_BYTES] if cursor is not None else None
-                records, next_cursor = self.store.page(key, start, room, now, must_fit=not proven)
-                if next_cursor is not None and not proven:
-                    # The rest is more than an unproven address may be sent at once. The cursor
-                    # carries a token only the receiver at this address can hand back, and a
-                    # request that does proves the address: the next page comes in full.
-                    next_cursor += self._token(sender, now // TOKEN_EPOCH)
+                records, next_cursor = self.store.page(key, cursor, room, now)
                 # As in Kademlia, a holder answers with the value, and only a non-holder with
                 # closer contacts.
                 contacts = [] if records else self.routing.closest(key, k, exclude=sender.node_id)
@@ -493,13 +537,24 @@ class DhtProtocol:
             # A routing check is answered from the address it went to, or not at all.
             self.stats["dropped_wrong_address"] += 1
             return []
+        if isinstance(msg, m.Retry) and not pending.retried and sender.addr == pending.addr:
+            # The address we sent to asks us to prove ours: again, with its cookie, once. (Like
+            # any answer, it proves something only from the address asked; a second Retry is
+            # the answer, so two nodes cannot keep each other retrying.)
+            pending.retried = True
+            self._cookies_held[pending.addr] = msg.cookie
+            self._cookies_held.move_to_end(pending.addr)
+            if len(self._cookies_held) > self.config.max_peers:
+                self._cookies_held.popitem(last=False)
+            self.stats["retries"] += 1
+            self._send_request(pending.message, rid, sender.public_key, pending.addr, now)
+            return []
         del self._pending[rid]
         self.rpcs_sent[(pending.kind, "error" if isinstance(msg, m.Error) else "answered")] += 1
         self.round_trips[pending.kind].observe(max(0.0, now - pending.sent))
         # A reply from elsewhere (NAT rebinding, a multi-homed peer) still answers the caller,
         # but proves no address and admits no one.
         if sender.addr == pending.addr:
-            self._admitting.discard(sender.node_id)
             # It answered a request id only the receiver of our datagram could know, from the
             # address we sent to: that address is proven, and the node may enter the table.
             self._mark_proven(sender, now)

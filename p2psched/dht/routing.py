@@ -94,6 +94,14 @@ def ip_prefix(host: str) -> str | None:
     return prefix(host, 24, 48)
 
 
+@functools.lru_cache(maxsize=4096)
+def source_prefix(host: str) -> str:
+    """The prefix that flood limits count by, loopback included (a devnet stays far below
+    them); a host that is not an IP literal counts as itself. Cached: a flood comes from the
+    same few prefixes again and again."""
+    return prefix(host, 24, 48) or host
+
+
 @dataclass(frozen=True, slots=True)
 class TrustedNetworks:
     """The peers exempt from per-prefix limits: loopback always; LAN addresses unless `lan` is

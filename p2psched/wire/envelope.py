@@ -155,6 +155,12 @@ class Authenticator:
         )
         return b"".join((header, auth, body))
 
+    def is_stranger(self, data: bytes) -> bool:
+        """Whether opening `data` would cost an X25519 agreement or an Ed25519 check: signed, or
+        under a key with no pair key cached. What a flood of forged first contacts costs; a
+        known peer's datagram costs a MAC."""
+        return len(data) >= HEADER_BYTES and (data[2] != KIND_MAC or data[3:35] not in self._keys)
+
     def open(self, data: bytes, now: float) -> Opened:
         try:
             return self._open(data, now)

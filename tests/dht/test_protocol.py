@@ -21,7 +21,7 @@ from p2psched.dht.records import Record, StoreLimits
 from p2psched.dht.routing import Contact
 from p2psched.identity import Identity
 from p2psched.wire.codec import encode
-from p2psched.wire.envelope import HEADER_BYTES, KIND_MAC, KIND_SIGNED
+from p2psched.wire.envelope import KIND_MAC, KIND_SIGNED
 from tests.harness.dht import NOW, Link, introduce
 
 A, B, C = ("127.0.0.1", 1), ("127.0.0.1", 2), ("127.0.0.1", 3)
@@ -59,15 +59,16 @@ def test_ping_by_address_then_both_tables_know_each_other() -> None:
     # b answered from the address a sent to: a knows b is there. a's signed first datagram names
     # no recipient (anyone could have relayed it to b), so b does not take a into its table yet.
     assert b.node_id in a.routing and a.node_id not in b.routing
-    # The second exchange uses the pair key (a MAC), not a signature; b then checks that a
-    # answers at its address before it enters.
+    # The second exchange uses the pair key (a MAC), not a signature; b then asks a to hand
+    # back a cookie from its address before it enters, and sends no request of its own.
     a.request(link.contact(B), m.Ping(), NOW)
     ((data, _),) = a.take_outgoing()
     assert data[2] == KIND_MAC
     b.datagram_received(data, A, NOW)
     link.run()
     assert a.node_id in b.routing
-    assert b.stats["requests_out"] == 1  # the admission check
+    assert a.stats["retries"] == 1 and b.stats["cookies_good"] == 1
+    assert b.stats["requests_out"] == 0
 
 
 def test_find_node_returns_the_closest_known_contacts() -> None:
@@ -158,13 +159,13 @@ def test_a_full_bucket_pings_its_oldest_and_keeps_it_if_it_answers() -> None:
         ids[index] = ident
     b = link.add(B, identity=ids[index])
     c = link.add(C, identity=ident)
-    introduce(link, B, A)
-    assert b.node_id in a.routing and a.stats["requests_out"] == 1  # b's admission check
+    introduce(link, B, A)  # b proves its address with a cookie: a sends nothing of its own
+    assert b.node_id in a.routing and a.stats["requests_out"] == 0
     introduce(link, C, A, NOW + 1)  # b was heard from a second ago: c is of no use, no check
-    assert a.stats["requests_out"] == 1
-    introduce(link, C, A, NOW + 61)  # b silent a minute: a checks that c answers, then pings b
+    assert a.stats["requests_out"] == 0 and c.stats["retries"] == 0
+    introduce(link, C, A, NOW + 61)  # b silent a minute: c proves its address, a pings b
     assert b.node_id in a.routing and c.node_id not in a.routing
-    assert a.stats["requests_out"] == 3
+    assert a.stats["requests_out"] == 1 and c.stats["retries"] == 1
     # Now b is gone: the next check times out, and c takes b's place.
     del link.cores[B]
     introduce(link, C, A, NOW + 200)
@@ -204,6 +205,7 @@ def test_hostile_datagrams_are_dropped_counted_and_the_node_keeps_serving() -> N
 def test_a_malformed_but_authenticated_request_gets_an_error_naming_the_field() -> None:
     link = Link()
     a, b = link.add(A), link.add(B)
+    introduce(link, B, A)  # (to an unproven address, an Error longer than the request is not sent)
     bad = encode([m.FindNode.TYPE, 5, b"too short"])
     a.datagram_received(b.auth.seal(bad, a.identity.public_key, NOW), B, NOW)
     ((data, dst),) = a.take_outgoing()
@@ -377,10 +379,10 @@ def test_a_relayed_first_contact_neither_enters_nor_moves_a_table_entry() -> Non
     assert [c.addr for c in victim.routing.contacts() if c.node_id == newcomer.node_id] == [A]
 
 
-def test_answers_to_an_unproven_address_are_small() -> None:
-    """A request with a spoofed source gets the victim an answer at most three times its size
-    (or 1700 bytes, room for k contacts): the node is a poor amplifier, and a lookup's first
-    contact still learns k contacts. Once the address answered us, full size."""
+def test_answers_to_an_unproven_address_are_no_larger_than_the_request() -> None:
+    """A request with a spoofed source gets the victim no more bytes than it sent: a `Retry`
+    with a cookie in place of the answer, and no ping. Once the address answered us, or handed
+    the cookie back, full size; a proof does not last for ever."""
     link = Link()
     a = link.add(A)
     key = os.urandom(32)
@@ -388,18 +390,14 @@ def test_answers_to_an_unproven_address_are_small() -> None:
     long_contacts(a, 40)
     attacker = link.add(C)
     victim = ("198.51.100.7", 53)
-    for request in (m.FindValue(key), m.FindNode(key)):
+    for request in (m.FindValue(key), m.FindNode(key), m.Ping()):
         rid = attacker.request(link.contact(A), request, NOW)
         ((data, _),) = attacker.take_outgoing()
         a.datagram_received(data, victim, NOW)
-        sent = [d for d, dst in a.take_outgoing() if dst == victim]
-        # The answer, and at most one small admission check (a Ping, once per sender).
-        answer = max(sent, key=len)
-        assert len(answer) <= max(3 * len(data), 1700) and sum(map(len, sent)) - len(answer) < 100
+        ((answer, dst),) = a.take_outgoing()
+        assert dst == victim and len(answer) <= len(data)
         got_rid, message = m.parse(msgpack.unpackb(attacker.auth.open(answer, NOW).body))
-        assert got_rid == rid
-        if isinstance(message, m.Nodes):
-            assert len(message.contacts) == 20
+        assert got_rid == rid and isinstance(message, m.Retry)
     # Once the address answered a request of a's, the same request gets a full page.
     a.request(link.contact(C), m.Ping(), NOW + 2)
     link.run(NOW + 2)
@@ -407,36 +405,41 @@ def test_answers_to_an_unproven_address_are_small() -> None:
     link.run(NOW + 2)
     (answer,) = link.answers(C)
     assert isinstance(answer.message, m.Values) and len(answer.message.records) > 5
-    # A proof does not last for ever (addresses change hands): ten minutes on, small again.
+    assert attacker.stats["retries"] == 0
+    # Ten minutes on, the address proves itself again, with a cookie: one more round trip.
     later = NOW + 2 + 601
-    attacker.request(link.contact(A), m.FindValue(key), later)
+    attacker.request(link.contact(A), m.FindNode(key), later)
     link.run(later)
     (answer,) = link.answers(C)
-    assert isinstance(answer.message, m.Values) and len(answer.message.records) <= 5
+    assert isinstance(answer.message, m.Nodes) and len(answer.message.contacts) == 20
+    assert attacker.stats["retries"] == 1 and a.stats["cookies_good"] == 1
 
 
 def test_an_answer_from_another_address_proves_nothing_and_leaks_nothing() -> None:
     link = Link()
     a, b = link.add(A), link.add(B)
-    # b's request makes a check b's address; the answer comes back from elsewhere.
-    b.request(link.contact(A), m.Ping(), NOW)
-    ((data, _),) = b.take_outgoing()
-    a.datagram_received(data, B, NOW)
-    check = [d for d, dst in a.take_outgoing() if dst == B]
-    assert len(check) == 2  # the Pong, and the admission ping
-    for d in check:
-        b.datagram_received(d, A, NOW)
-    out = [d for d, _ in b.take_outgoing()]
-    # (read without opening: opening would spend the datagram in a's replay window)
-    (pong,) = [
-        d for d in out if isinstance(m.parse(msgpack.unpackb(d[HEADER_BYTES + 16 :]))[1], m.Pong)
-    ]
-    a.datagram_received(pong, ("127.0.0.1", 999), NOW)  # relayed from another port
-    assert b.node_id not in a.routing and a.stats["dropped_wrong_address"] == 1
-    # The check is still pending; when it times out, b may be checked again.
-    a.on_timer(NOW + a.config.rpc_timeout)
-    introduce(link, B, A, NOW + 2)
-    assert b.node_id in a.routing
+    # a's request to b's address is answered from elsewhere.
+    a.request(link.contact(B), m.Ping(), NOW)
+    ((data, _),) = a.take_outgoing()
+    b.datagram_received(data, A, NOW)
+    ((retry, _),) = b.take_outgoing()  # b asks a for a cookie; a sends again with it
+    a.datagram_received(retry, B, NOW)
+    ((again, _),) = a.take_outgoing()
+    b.datagram_received(again, A, NOW)
+    assert a.node_id in b.routing  # the cookie came back from a's address
+    ((pong, _),) = b.take_outgoing()
+    events = a.datagram_received(pong, ("127.0.0.1", 999), NOW)  # relayed from another port
+    # It answers the caller but proves nothing: b stays out of a's table.
+    assert [type(e.message) for e in events if isinstance(e, Answered)] == [m.Pong]
+    assert b.node_id not in a.routing
+    # A cookie is good only from the address it was given to.
+    spoofer = ("127.0.0.1", 998)
+    a.request(link.contact(B), m.FindNode(os.urandom(32)), NOW)
+    ((data, _),) = a.take_outgoing()  # (it carries b's cookie for a's address)
+    b.datagram_received(data, spoofer, NOW)
+    assert b.stats["cookies_refused"] == 1
+    ((answer, dst),) = b.take_outgoing()
+    assert dst == spoofer and len(answer) <= len(data)
 
 
 def test_a_proven_address_is_proven_for_its_node_only() -> None:
@@ -465,34 +468,21 @@ def test_request_ids_are_unpredictable() -> None:
     assert len(steps) > 40  # not a counter
 
 
-def test_a_page_token_proves_the_address_it_was_sent_to_and_no_other() -> None:
-    """An unproven asker gets a small page and a cursor with a token in it; handing the cursor
-    back from the same address proves the address (the next page is full size), from another
-    address it proves nothing."""
+def test_a_cookie_is_good_for_two_epochs_and_a_stale_one_costs_one_retry() -> None:
+    """Cookies are stateless for the node that gives them (a keyed hash of the address and the
+    epoch): the asker hands its cookie back with every request; once it is stale, the answer is
+    a new `Retry`, and the request goes again once with the new cookie."""
     link = Link()
     a = link.add(A)
-    key = os.urandom(32)
-    hold_records(a, key, 40, 1000)
-    c = link.add(C)
-    c.request(link.contact(A), m.FindValue(key), NOW)
-    link.run()
-    (first,) = link.answers(C)
-    assert isinstance(first.message, m.Values) and first.message.next_cursor is not None
-    assert len(first.message.records) == 1 and len(first.message.next_cursor) == 40
-    cursor = first.message.next_cursor
-    # From elsewhere, the token is worth nothing.
-    spoofer = ("127.0.0.1", 999)
-    c.request(link.contact(A), m.FindValue(key, cursor), NOW)
-    ((data, _),) = c.take_outgoing()
-    a.datagram_received(data, spoofer, NOW)
-    ((answer, _),) = [x for x in a.take_outgoing() if x[1] == spoofer]
-    assert len(answer) <= 1700
-    # From the address it was given to, the next page is full.
-    c.request(link.contact(A), m.FindValue(key, cursor), NOW + 1)
-    link.run(NOW + 1)
-    (second,) = link.answers(C)
-    assert isinstance(second.message, m.Values) and len(second.message.records) >= 5
-    assert second.message.records[0].publisher_id > first.message.records[0].publisher_id
+    long_contacts(a, 40)
+    c = link.add(C, DhtConfig(client=True))  # (a client: a never takes it into its table)
+    for at, retries in ((NOW, 1), (NOW + 1, 1), (NOW + 700, 2)):
+        c.request(link.contact(A), m.FindNode(os.urandom(32)), at)
+        link.run(at)
+        (got,) = link.answers(C)
+        assert isinstance(got.message, m.Nodes) and len(got.message.contacts) == 20
+        assert c.stats["retries"] == retries
+    assert a.stats["cookies_refused"] == 1  # the stale one
 
 
 def test_a_newcomer_closer_to_a_key_gets_its_records_at_once() -> None:
@@ -517,11 +507,11 @@ def test_the_dht_core_counts_rpcs_by_outcome_and_times_each_answer() -> None:
     a, b = link.add(("127.0.0.1", 1)), link.add(("127.0.0.1", 2))
     a.request(link.contact(("127.0.0.1", 2)), m.Ping(), NOW)
     link.run(NOW + 0.02)  # answered 20 ms after it went out
-    assert b.rpcs_received[("ping", "answered")] >= 1
-    # (`b`'s ping checking `a`'s address reaches `a` before `b`'s answer, so `a` checks `b`'s
-    # likewise: a ping sent and answered at the same instant, 0 s)
+    # (b asks a for a cookie first; a's ping goes again with it: one call, one round trip)
+    assert b.rpcs_received[("ping", "retry")] == 1
+    assert b.rpcs_received[("ping", "answered")] == 1
     rtt = a.round_trips["ping"]
-    assert rtt.count == a.rpcs_sent[("ping", "answered")] == 2
+    assert rtt.count == a.rpcs_sent[("ping", "answered")] == 1
     assert rtt.sum == pytest.approx(0.02, abs=1e-6)
 
     a.request(("127.0.0.1", 9), m.FindNode(b.node_id), NOW)  # nobody there

@@ -3,10 +3,14 @@ hand."""
 
 from __future__ import annotations
 
+import os
+
 from p2psched.dht import messages as m
 from p2psched.dht.protocol import Answered, DhtConfig, DhtProtocol, Event
 from p2psched.dht.routing import Contact
 from p2psched.identity import Identity
+from p2psched.wire.codec import encode
+from p2psched.wire.envelope import KIND_MAC, MAC_BYTES, VERSION
 
 NOW = 1_800_000_000.0
 
@@ -54,8 +58,16 @@ class Link:
 
 
 def introduce(link: Link, src: tuple[str, int], dst: tuple[str, int], now: float = NOW) -> None:
-    """`src` sends `dst` a request made for it (a MAC, not a first-contact signature); `dst`
-    checks that `src` answers at its address and takes it into its table."""
+    """`src` sends `dst` a request made for it (a MAC, not a first-contact signature); `src`
+    proves its address with the cookie `dst` gives it, and `dst` takes it into its table."""
     link.cores[src].request(link.contact(dst), m.Ping(), now)
     link.run(now)
     link.answers(src)
+
+
+def forged_first_contact(now: float) -> bytes:
+    """What a flood costs the attacker least to send and a node most to open: a MAC under a
+    public key never seen before (an X25519 agreement to check it), and a made-up MAC."""
+    counter = int(now * 1_000_000).to_bytes(8, "big")
+    head = bytes((VERSION, 0, KIND_MAC)) + os.urandom(32) + counter
+    return head + os.urandom(MAC_BYTES) + encode([m.Ping.TYPE, 1, bytes(m.PING_PAD)])
