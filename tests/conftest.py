@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from p2psched import devnet
+from tests.harness.browser import chromium
 from tests.harness.devnet import running_devnet
 from tests.harness.processes import running_node
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 @pytest.fixture
@@ -24,3 +29,10 @@ def node(net: devnet.Devnet, tmp_path: Path) -> Iterator[Path]:
     """A plain node joined to the devnet, running its control API; yields its data dir."""
     with running_node(net.gate, tmp_path / "node") as data:
         yield data
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """A headless Chromium for the tests of one module."""
+    with chromium() as launched:
+        yield launched

@@ -29,7 +29,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.exceptions import HTTPException
 
-from p2psched.api import metrics, ui
+from p2psched.api import docs, metrics, ui
 from p2psched.api.bodies import (
     Cancelled,
     CancelRequest,
@@ -106,8 +106,10 @@ def api_token(data_dir: Path) -> str:
 
 
 def make_app(node: Node, token: str) -> FastAPI:
-    app = FastAPI(title="p2psched node control API", version="1")
+    # (FastAPI's own /docs would load Swagger UI from a CDN)
+    app = FastAPI(title="p2psched node control API", version="1", docs_url=None, redoc_url=None)
     app.include_router(ui.router)
+    app.include_router(docs.router)
     facade = NodeFacade(node)
     metrics.install(app, facade)
     _guard(app, token)
@@ -124,7 +126,8 @@ def _guard(app: FastAPI, token: str) -> None:
     async def authenticate(request: Request, call_next: Any) -> Any:
         # The path routing will use (the scope's), never one rebuilt from the Host header.
         path = request.scope["path"]
-        if path not in ("/openapi.json", "/docs", PROOF_PATH) and not ui.serves(path):
+        public = path in ("/openapi.json", PROOF_PATH) or ui.serves(path) or docs.serves(path)
+        if not public:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 # No path in the answer: it may go to another machine (--api-remote).

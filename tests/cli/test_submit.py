@@ -1,6 +1,7 @@
 """`p2psched submit` as a user runs it, against a devnet's processes on loopback: results and
-receipts written (for their owner's eyes only), a worker killed mid-job, a bad spec refused before anything is sent,
-failures printed as they are, and a job from a scheduler the worker's operator denies."""
+receipts written (for their owner's eyes only), a worker killed mid-job, a bad spec refused
+before anything is sent, failures printed as they are, and a job from a scheduler the worker's
+operator denies."""
 
 from __future__ import annotations
 
