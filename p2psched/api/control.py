@@ -17,7 +17,6 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,7 @@ from p2psched.api.endpoint import (
     PROOF_PATH,
     SOCKET_FILE,
     TOKEN_FILE,
+    ApiTls,
     proof,
     socket_path,
 )
@@ -305,14 +305,6 @@ def _design_document_routes(facade: NodeFacade) -> APIRouter:
         return TaskQuery.of(facade.task(task_id))
 
     return router
-
-
-@dataclass(frozen=True)
-class ApiTls:
-    """The certificate (PEM, its chain after it) and private key `--api-remote` serves with."""
-
-    cert: Path
-    key: Path
 
 
 async def serve_api(

@@ -12,6 +12,7 @@ import hmac
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 TOKEN_FILE = "api.token"  # the bearer token, readable by the owner only
@@ -24,6 +25,14 @@ NONCE_BYTES = 32
 _PROOF_CONTEXT = b"p2psched control API proof v1\x00"
 # sun_path holds 108 bytes; a longer socket path is reached through the directory's descriptor.
 _SUN_PATH_MAX = 107
+
+
+@dataclass(frozen=True)
+class ApiTls:
+    """The certificate (PEM, its chain after it) and private key the TCP API serves TLS with."""
+
+    cert: Path
+    key: Path
 
 
 def proof(token: str, nonce: str) -> str:
