@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from p2psched.api.client import ControlClient, NodeUnreachable
 from p2psched.home import private_dir
-from tests.harness.processes import EXE, p2psched
+from tests.harness.processes import p2psched, running
 
 NOBODY = 65534
 # The stranger needs the standard library alone, from a Python any user may run (this venv's
@@ -94,17 +93,10 @@ def heard(proc: subprocess.Popen[str]) -> list[bytes]:
 def killed_node(tmp_path: Path) -> Path:
     """The data dir of a gate that was SIGKILLed: its api.json still names its API's port."""
     data = tmp_path / "node"
-    with subprocess.Popen(
-        [*EXE, "gate", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    ) as gate:
-        deadline = time.monotonic() + 60
-        while not (data / "api.json").exists():
-            assert gate.poll() is None and time.monotonic() < deadline, "the gate did not start"
-            time.sleep(0.1)
+    with running("gate", "--listen", "127.0.0.1:0", data=data) as (gate, _):
         assert p2psched("gate", "status", "--data-dir", str(data)).returncode == 0
         gate.send_signal(signal.SIGKILL)
+        gate.wait(timeout=20)
     return data
 
 

@@ -5,7 +5,6 @@ host (it used to load Swagger UI from a CDN)."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -13,7 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from tests.harness.browser import WAIT_MS
-from tests.harness.processes import EXE
+from tests.harness.processes import running
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -23,31 +22,18 @@ def test_docs_load_nothing_from_outside_the_node(browser: Browser, tmp_path: Pat
     from playwright.sync_api import expect
 
     data = tmp_path / "gate"
-    with subprocess.Popen(
-        [*EXE, "gate", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as gate:
-        try:
-            assert gate.stdout is not None
-            for line in gate.stdout:  # (bounded: the gate's first lines, then its API's)
-                if "control API" in line:
-                    break
-            url = json.loads((data / "api.json").read_text())["url"]
-            assert "cdn" not in httpx.get(f"{url}/docs").text
-            context = browser.new_context()
-            context.set_default_timeout(WAIT_MS)
-            asked: list[str] = []
-            context.on("request", lambda request: asked.append(request.url))
-            page = context.new_page()
-            page.goto(f"{url}/docs")
-            expect(page.locator(".swagger-ui .info .title")).to_contain_text(
-                "control API", timeout=WAIT_MS
-            )
-            expect(page.locator(".opblock-summary-path").first).to_be_visible(timeout=WAIT_MS)
-            context.close()
-        finally:
-            gate.kill()
+    with running("gate", "--listen", "127.0.0.1:0", data=data):
+        url = json.loads((data / "api.json").read_text())["url"]
+        assert "cdn" not in httpx.get(f"{url}/docs").text
+        context = browser.new_context()
+        context.set_default_timeout(WAIT_MS)
+        asked: list[str] = []
+        context.on("request", lambda request: asked.append(request.url))
+        page = context.new_page()
+        page.goto(f"{url}/docs")
+        title = page.locator(".swagger-ui .info .title")
+        expect(title).to_contain_text("control API", timeout=WAIT_MS)
+        expect(page.locator(".opblock-summary-path").first).to_be_visible(timeout=WAIT_MS)
+        context.close()
     node = urlsplit(url).netloc
     assert asked and {urlsplit(u).netloc for u in asked if not u.startswith("data:")} == {node}

@@ -8,8 +8,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -20,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from p2psched.api.client import ControlClient, NodeUnreachable
-from tests.harness.processes import EXE, p2psched
+from tests.harness.processes import p2psched, running
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
@@ -59,29 +57,18 @@ def test_the_remote_api_serves_tls_that_the_client_verifies(tmp_path: Path) -> N
     cert, key = self_signed(tmp_path)
     data = tmp_path / "gate"
     tls = ["--api-remote", "--api-tls-cert", str(cert), "--api-tls-key", str(key)]
-    with subprocess.Popen(
-        [*EXE, "gate", "--listen", "127.0.0.1:0", "--data-dir", str(data), *tls],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    ) as gate:
-        try:
-            deadline = time.monotonic() + 60
-            while not (data / "api.json").exists():
-                assert gate.poll() is None and time.monotonic() < deadline, "no gate"
-                time.sleep(0.1)
-            url = json.loads((data / "api.json").read_text())["url"]
-            token = (data / "api.token").read_text().strip()
-            assert url.startswith("https://127.0.0.1:")
-            with ControlClient(url, token, cafile=cert) as client:
-                assert client.get("/v1/gate")["relay"]
-            with ControlClient(url, token) as client:  # the system's authorities only
-                with pytest.raises(NodeUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
-                    client.get("/v1/node")
-            with pytest.raises(httpx.HTTPError):
-                httpx.get(url.replace("https:", "http:") + "/v1/node", timeout=10)
-            assert p2psched("gate", "status", "--data-dir", str(data)).returncode == 0
-        finally:
-            gate.kill()
+    with running("gate", "--listen", "127.0.0.1:0", *tls, data=data):
+        url = json.loads((data / "api.json").read_text())["url"]
+        token = (data / "api.token").read_text().strip()
+        assert url.startswith("https://127.0.0.1:")
+        with ControlClient(url, token, cafile=cert) as client:
+            assert client.get("/v1/gate")["relay"]
+        with ControlClient(url, token) as client:  # the system's authorities only
+            with pytest.raises(NodeUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
+                client.get("/v1/node")
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url.replace("https:", "http:") + "/v1/node", timeout=10)
+        assert p2psched("gate", "status", "--data-dir", str(data)).returncode == 0
 
 
 def test_plain_http_beyond_loopback_is_refused(tmp_path: Path) -> None:
