@@ -31,7 +31,7 @@ def private_dir(path: Path) -> Path:
     usual mode), or, if it is ours and looser, tightened to 0700 with a warning."""
     path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
     st = path.stat()
-    if st.st_mode & 0o077 and st.st_uid == os.getuid():
+    if st.st_mode & 0o077 and st.st_uid == os.geteuid():
         # Another local user could read what an older version or a umask left readable.
         _log.warning(
             "%s was mode %o: tightened to 0700 (other local users could read its files)",

@@ -63,7 +63,8 @@ class _UnixConnection(http.client.HTTPConnection):
             with socket_path(self.data_dir) as path:
                 sock.connect(path)
             _, uid, _ = struct.unpack(
-                "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+                "iII",
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("iII")),
             )
             if uid != os.geteuid():  # (a socket another user could plant in a loose directory)
                 raise NodeUnreachable(
@@ -180,8 +181,8 @@ class ControlClient:
         return self._exchange(method, path, body, headers)
 
     def _prove(self) -> None:
-        """Open a connection and have the server on it prove it holds the token, unasked for
-        it; the request that follows goes on the same connection."""
+        """Open a connection and have the server on it prove it holds the token before it is
+        sent; the request that follows goes on the same connection."""
         nonce = secrets.token_hex(NONCE_BYTES)
         response, data = self._exchange("GET", f"{PROOF_PATH}?nonce={nonce}", None, {})
         try:

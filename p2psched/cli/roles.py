@@ -66,8 +66,8 @@ def _api_bind(args: argparse.Namespace) -> ApiListen:
     tls = _api_tls(args)
     if not loopback and tls is None:
         raise UsageError(
-            f"--api-remote serves TLS: pass --api-tls-cert and --api-tls-key, or keep the API "
-            f"on loopback and reach it through SSH (ssh -L PORT:127.0.0.1:PORT {host})"
+            "--api-remote serves TLS: pass --api-tls-cert and --api-tls-key, or keep the API "
+            "on loopback and reach it through SSH (ssh -L PORT:127.0.0.1:PORT THIS-HOST)"
         )
     return host.strip("[]"), args.api_port, tls
 
