@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from p2psched.home import default_data_dir as default_data_dir
+from p2psched.home import private_dir
 
 NODE_ID_BYTES = 32
 PUBLIC_KEY_BYTES = 32
@@ -154,7 +155,7 @@ def create_identity(data_dir: Path) -> Identity:
             f"{path} already exists: refusing to replace this node's identity. "
             "Use another --data-dir for a new node."
         )
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     identity = Identity.generate()
     # O_EXCL + mode 0600 at creation: the secret is never readable by others, not even briefly.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

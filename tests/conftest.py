@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,8 +13,12 @@ import pytest
 os.environ.setdefault("P2PSCHED_ID_BITS", "4")
 
 from p2psched import devnet  # noqa: E402
+from tests.harness.browser import chromium  # noqa: E402
 from tests.harness.devnet import running_devnet  # noqa: E402
 from tests.harness.processes import running_node  # noqa: E402
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 @pytest.fixture
@@ -28,3 +33,10 @@ def node(net: devnet.Devnet, tmp_path: Path) -> Iterator[Path]:
     """A plain node joined to the devnet, running its control API; yields its data dir."""
     with running_node(net.gate, tmp_path / "node") as data:
         yield data
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """A headless Chromium for the tests of one module."""
+    with chromium() as launched:
+        yield launched

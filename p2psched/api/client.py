@@ -1,22 +1,39 @@
 """The CLI's side of the control API: find the node running on a data dir and call it.
 
-Plain HTTP/1.1 on one kept-alive connection, from the standard library: the API listens on
-loopback, and a status command should not pay a tenth of a second to import an HTTP stack.
-Promises: `ControlClient.find` answers None when no node runs there (no endpoint file, or it
-does not answer), never a stale one; a refused call raises `ApiCallError` with the node's own
-message; a node that cannot be reached, or stops answering, raises `NodeUnreachable`.
+Plain HTTP/1.1 on one kept-alive connection, from the standard library: a status command should
+not pay a tenth of a second to import an HTTP stack. `find` speaks over the node's Unix socket
+in its data dir, never over TCP, whose port a dead node's `api.json` may still name.
+Promises: the token goes only to a Unix socket whose server runs as this user, or to a TCP
+server that first proved it holds the token (`endpoint.proof`), on each new connection;
+`ControlClient.find` answers None when no node runs there (no endpoint file, or it does not
+answer), never a stale one; a refused call raises `ApiCallError` with the node's own message; a
+node that cannot be reached, or stops answering, or fails its proof raises `NodeUnreachable`.
 """
 
 from __future__ import annotations
 
+import hmac
 import http.client
 import json
+import os
+import secrets
+import socket
+import ssl
+import struct
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from p2psched.api.endpoint import ENDPOINT_FILE, TOKEN_FILE
+from p2psched.api.endpoint import (
+    ENDPOINT_FILE,
+    NONCE_BYTES,
+    PROOF_PATH,
+    SOCKET_FILE,
+    TOKEN_FILE,
+    proof,
+    socket_path,
+)
 
 MAX_ANSWER_BYTES = 64 << 20  # more than any answer of the API; a bound all the same
 # The node's server closes a connection idle for 5 s; one idle for less may still be closing
@@ -32,15 +49,66 @@ class NodeUnreachable(OSError):
     """The node's API could not be reached, or broke off an answer."""
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over a data dir's `api.sock`, to a server that runs as this user."""
+
+    def __init__(self, data_dir: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.data_dir = data_dir
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            with socket_path(self.data_dir) as path:
+                sock.connect(path)
+            _, uid, _ = struct.unpack(
+                "iII",
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("iII")),
+            )
+            if uid != os.geteuid():  # (a socket another user could plant in a loose directory)
+                raise NodeUnreachable(
+                    f"{self.data_dir / SOCKET_FILE} is served by uid {uid}, not by this user"
+                )
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 class ControlClient:
-    def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
+    """A node's API at `url` (http, or https verified against `cafile`, else the system's
+    authorities), or, with `data_dir`, on that data dir's Unix socket."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        timeout: float = 30.0,
+        *,
+        data_dir: Path | None = None,
+        cafile: Path | None = None,
+    ) -> None:
         parts = urlsplit(url)
-        if parts.scheme != "http" or parts.hostname is None:
+        if parts.scheme not in ("http", "https") or parts.hostname is None:
             raise ValueError(f"not a control API address: {url!r}")
         self.url = url
+        self._token = token
         self._prefix = parts.path.rstrip("/")
         self._headers = {"authorization": f"Bearer {token}", "accept": "application/json"}
-        self._http = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+        self._http: http.client.HTTPConnection
+        if data_dir is not None:
+            self._http = _UnixConnection(data_dir, timeout)
+        elif parts.scheme == "https":
+            context = ssl.create_default_context(cafile=cafile)
+            self._http = http.client.HTTPSConnection(
+                parts.hostname, parts.port or 443, timeout=timeout, context=context
+            )
+        else:
+            self._http = http.client.HTTPConnection(
+                parts.hostname, parts.port or 80, timeout=timeout
+            )
+        self._proving = data_dir is None  # a TCP server proves itself before it hears the token
         self._used_at = -float("inf")  # when the connection last carried an answer
 
     @classmethod
@@ -48,8 +116,10 @@ class ControlClient:
         try:
             info = json.loads((data_dir / ENDPOINT_FILE).read_text())
             token = (data_dir / TOKEN_FILE).read_text().strip()
-            client = cls(str(info["url"]), token)
-        except (OSError, ValueError, KeyError, TypeError):
+            # An older node has no socket: its TCP port then, which must prove itself first.
+            local = data_dir if info.get("socket") == SOCKET_FILE else None
+            client = cls(str(info["url"]), token, data_dir=local)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
         try:
             client.get("/v1/node")
@@ -86,11 +156,11 @@ class ControlClient:
             self._http.close()  # the server may have closed it: a new one (costs no round trip)
         reused = self._http.sock is not None
         try:
-            response, data = self._exchange(method, path, body, headers)
+            response, data = self._proven_exchange(method, path, body, headers)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
             if not (reused and method == "GET"):
                 raise NodeUnreachable(f"{self.url}: the node closed the connection") from None
-            response, data = self._exchange(method, path, body, headers)
+            response, data = self._proven_exchange(method, path, body, headers)
         if raw and response.status < 400:
             return data
         try:
@@ -101,6 +171,35 @@ class ControlClient:
             message = answer.get("message") if isinstance(answer, dict) else None
             raise ApiCallError(message or f"HTTP {response.status}")
         return answer
+
+    def _proven_exchange(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """`_exchange`, on a connection whose TCP server proved itself if it is a new one."""
+        if self._http.sock is None and self._proving:
+            self._prove()
+        return self._exchange(method, path, body, headers)
+
+    def _prove(self) -> None:
+        """Open a connection and have the server on it prove it holds the token before it is
+        sent; the request that follows goes on the same connection."""
+        nonce = secrets.token_hex(NONCE_BYTES)
+        response, data = self._exchange("GET", f"{PROOF_PATH}?nonce={nonce}", None, {})
+        try:
+            given = json.loads(data)["proof"]
+        except (ValueError, KeyError, TypeError):
+            given = None
+        if (
+            response.status != 200
+            or not isinstance(given, str)
+            or not hmac.compare_digest(given, proof(self._token, nonce))
+            or self._http.sock is None
+        ):
+            self._http.close()
+            raise NodeUnreachable(
+                f"{self.url} did not prove it holds this node's token (HTTP {response.status}): "
+                "not the node, or another; the token was not sent"
+            )
 
     def _exchange(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]

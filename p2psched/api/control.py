@@ -28,7 +28,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.exceptions import HTTPException
 
-from p2psched.api import metrics, ui
+from p2psched.api import docs, metrics, ui
 from p2psched.api.bodies import (
     Cancelled,
     CancelRequest,
@@ -45,7 +45,17 @@ from p2psched.api.bodies import (
     TaskQuery,
     refusals,
 )
-from p2psched.api.endpoint import ENDPOINT_FILE, TOKEN_FILE
+from p2psched.api.endpoint import (
+    ENDPOINT_FILE,
+    NONCE_BYTES,
+    PROOF_PATH,
+    SOCKET_FILE,
+    TOKEN_FILE,
+    ApiTls,
+    proof,
+    socket_path,
+)
+from p2psched.home import private_dir, write_private
 from p2psched.node.node import Node
 from p2psched.node.snapshots import (
     DrainState,
@@ -81,28 +91,25 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def api_token(data_dir: Path) -> str:
     """This node's API token, created on first use (mode 0600)."""
-    path = data_dir / TOKEN_FILE
+    path = private_dir(data_dir) / TOKEN_FILE
     try:
         token = path.read_text().strip()
         if len(token) >= 32:
             path.chmod(0o600)  # (a copy may have loosened it)
             return token
     except FileNotFoundError:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        pass
     # None yet, or one too short to be ours (a write cut short): a new one, all at once.
     token = secrets.token_urlsafe(32)
-    tmp = path.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    tmp.replace(path)
+    write_private(path, (token + "\n").encode())
     return token
 
 
 def make_app(node: Node, token: str) -> FastAPI:
-    app = FastAPI(title="p2psched node control API", version="1")
+    # (FastAPI's own /docs would load Swagger UI from a CDN)
+    app = FastAPI(title="p2psched node control API", version="1", docs_url=None, redoc_url=None)
     app.include_router(ui.router)
+    app.include_router(docs.router)
     facade = NodeFacade(node)
     metrics.install(app, facade)
     _guard(app, token)
@@ -119,12 +126,20 @@ def _guard(app: FastAPI, token: str) -> None:
     async def authenticate(request: Request, call_next: Any) -> Any:
         # The path routing will use (the scope's), never one rebuilt from the Host header.
         path = request.scope["path"]
-        if path not in ("/openapi.json", "/docs") and not ui.serves(path):
+        public = path in ("/openapi.json", PROOF_PATH) or ui.serves(path) or docs.serves(path)
+        if not public:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 # No path in the answer: it may go to another machine (--api-remote).
                 return _error(401, f"missing or wrong bearer token (the node's {TOKEN_FILE})")
         return await call_next(request)
+
+    @app.get(PROOF_PATH, include_in_schema=False)
+    async def prove(nonce: str) -> dict[str, str]:
+        """That this server holds the token, for a client about to send it over TCP."""
+        if not 2 * NONCE_BYTES <= len(nonce) <= 4 * NONCE_BYTES or not _is_hex(nonce):
+            raise HTTPException(422, f"nonce: {NONCE_BYTES} to {2 * NONCE_BYTES} bytes in hex")
+        return {"proof": proof(token, nonce)}
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
@@ -139,6 +154,14 @@ def _guard(app: FastAPI, token: str) -> None:
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ()))
         return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _job_routes(facade: NodeFacade) -> APIRouter:
@@ -289,24 +312,36 @@ async def serve_api(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
+    tls: ApiTls | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the control API; `task_status` gets its base URL. `<data-dir>/api.json` says where
-    it is for as long as it runs."""
+    """Serve the control API on TCP (TLS if `tls`) and on `<data-dir>/api.sock` (mode 0600, in
+    a 0700 directory: the owner's alone, for the CLI); `task_status` gets the TCP base URL.
+    `<data-dir>/api.json` says where it is for as long as it runs."""
     token = api_token(node.data_dir)
     config = Config()
-    config.bind = [f"{host}:{port}"]
+    config.umask = 0o177  # the socket is created 0600
+    if tls is not None:
+        config.certfile, config.keyfile = str(tls.cert), str(tls.key)
     config.accesslog = None
     config.errorlog = logging.getLogger("p2psched.api")
-    async with _endpoint_file(node.data_dir) as announce:
+    with socket_path(node.data_dir) as unix:
+        # Hypercorn serves TLS on `bind` and plain HTTP on `insecure_bind` when it has a key.
+        if tls is None:
+            config.bind = [f"{host}:{port}", f"unix:{unix}"]
+        else:
+            config.bind, config.insecure_bind = [f"{host}:{port}"], [f"unix:{unix}"]
+        async with _endpoint_file(node.data_dir) as announce:
 
-        async def started(task_status: trio.TaskStatus[list[str]]) -> None:
-            await serve(make_app(node, token), config, task_status=task_status)  # type: ignore[arg-type]
+            async def started(task_status: trio.TaskStatus[list[str]]) -> None:
+                await serve(make_app(node, token), config, task_status=task_status)  # type: ignore[arg-type]
 
-        async with trio.open_nursery() as nursery:
-            urls: list[str] = await nursery.start(started)
-            announce({"url": urls[0], "pid": os.getpid(), "node_id": node.node_id.hex()})
-            task_status.started(urls[0])
+            async with trio.open_nursery() as nursery:
+                urls: list[str] = await nursery.start(started)
+                url = next(u for u in urls if u.startswith(("http://", "https://")))
+                info = {"url": url, "socket": SOCKET_FILE, "pid": os.getpid()}
+                announce({**info, "node_id": node.node_id.hex()})
+                task_status.started(url)
 
 
 @asynccontextmanager
@@ -314,11 +349,10 @@ async def _endpoint_file(data_dir: Path) -> AsyncIterator[Any]:
     path = data_dir / ENDPOINT_FILE
 
     def announce(info: dict[str, Any]) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info))
-        tmp.replace(path)
+        write_private(path, json.dumps(info).encode())
 
     try:
         yield announce
     finally:
         path.unlink(missing_ok=True)
+        (data_dir / SOCKET_FILE).unlink(missing_ok=True)

@@ -117,5 +117,12 @@ def api_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument(
         "--api-remote",
         action="store_true",
-        help="allow --api-host to be other than loopback (requests still need the token)",
+        help="allow --api-host to be other than loopback, over TLS (--api-tls-cert and "
+        "--api-tls-key); requests still need the token",
     )
+    sp.add_argument(
+        "--api-tls-cert",
+        metavar="PEM",
+        help="the control API's TLS certificate (its chain after it)",
+    )
+    sp.add_argument("--api-tls-key", metavar="PEM", help="the private key of --api-tls-cert")

@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING
 from p2psched.api.endpoint import TOKEN_FILE
 
 if TYPE_CHECKING:
+    from p2psched.api.endpoint import ApiTls
     from p2psched.node.node import Node
     from p2psched.resources.profile import Gpu
     from p2psched.worker.config import WorkerConfig
 
+    ApiListen = tuple[str, int, ApiTls | None]  # the control API's host, port and TLS
 
-async def serve_node(node: Node, headline: str, api: tuple[str, int]) -> None:
+
+async def serve_node(node: Node, headline: str, api: ApiListen) -> None:
     """Serve the control API, say where everything is, and wait for SIGTERM or Ctrl-C."""
     import signal
 
@@ -29,7 +32,7 @@ async def serve_node(node: Node, headline: str, api: tuple[str, int]) -> None:
         async with trio.open_nursery() as nursery:
             url = await nursery.start(
                 lambda task_status: serve_api(
-                    node, host=api[0], port=api[1], task_status=task_status
+                    node, host=api[0], port=api[1], tls=api[2], task_status=task_status
                 )
             )
             host, port = node.dht.address
@@ -41,7 +44,7 @@ async def serve_node(node: Node, headline: str, api: tuple[str, int]) -> None:
 
 
 async def serve_worker(
-    args: argparse.Namespace, node: Node, config: WorkerConfig, api: tuple[str, int]
+    args: argparse.Namespace, node: Node, config: WorkerConfig, api: ApiListen
 ) -> None:
     """Say what the worker that joined found and advertises, then serve as `serve_node` does;
     its ad is withdrawn as the node closes."""

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from contextlib import AbstractAsyncContextManager
 
+    from p2psched.api.endpoint import ApiTls
     from p2psched.cli.args import Subcommands
+    from p2psched.cli.local_node import ApiListen
     from p2psched.gate.relay import RelayLimits
     from p2psched.identity import Identity
     from p2psched.node.node import Node
@@ -54,8 +56,9 @@ def cmd_id(args: argparse.Namespace) -> None:
     print(load_identity(data_dir(args)).node_id.hex())
 
 
-def _api_bind(args: argparse.Namespace) -> tuple[str, int]:
-    """Where the control API listens: loopback unless the operator says otherwise, twice."""
+def _api_bind(args: argparse.Namespace) -> ApiListen:
+    """Where the control API listens: loopback unless the operator says otherwise, twice, and
+    then over TLS only."""
     host = args.api_host
     try:
         loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -67,7 +70,34 @@ def _api_bind(args: argparse.Namespace) -> tuple[str, int]:
             "--api-remote if that is meant (every request still needs the token in "
             f"{data_dir(args) / TOKEN_FILE})"
         )
-    return host.strip("[]"), args.api_port
+    tls = _api_tls(args)
+    if not loopback and tls is None:
+        raise UsageError(
+            "--api-remote serves TLS: pass --api-tls-cert and --api-tls-key, or keep the API "
+            "on loopback and reach it through SSH (ssh -L PORT:127.0.0.1:PORT THIS-HOST)"
+        )
+    return host.strip("[]"), args.api_port, tls
+
+
+def _api_tls(args: argparse.Namespace) -> ApiTls | None:
+    """The certificate and key of --api-tls-cert/--api-tls-key, checked to load together."""
+    import ssl
+
+    from p2psched.api.endpoint import ApiTls
+
+    if args.api_tls_cert is None and args.api_tls_key is None:
+        return None
+    if args.api_tls_cert is None or args.api_tls_key is None:
+        raise UsageError("--api-tls-cert and --api-tls-key go together")
+    tls = ApiTls(Path(args.api_tls_cert), Path(args.api_tls_key))
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls.cert, tls.key)
+    except (OSError, ssl.SSLError) as e:
+        raise UsageError(
+            f"--api-tls-cert {tls.cert} with --api-tls-key {tls.key}: {e.strerror or e} "
+            "(a PEM certificate and the PEM private key it was made for)"
+        ) from None
+    return tls
 
 
 def _route_host(bound_host: str, toward: tuple[str, int]) -> str:

@@ -26,6 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from p2psched.api.client import ControlClient
+from p2psched.home import private_dir, write_private
 from p2psched.scheduler.job import load_job
 
 if TYPE_CHECKING:
@@ -44,8 +45,7 @@ class ResultsFolder:
     """`<root>/<job name>/`: a rerun of a job replaces what its previous run wrote there."""
 
     def __init__(self, root: Path, name: str) -> None:
-        self.path = root / _safe(name)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = private_dir(root / _safe(name))
         for old in (*self.path.glob("[0-9]*[0-9].json"), *self.path.glob("*.receipt.json")):
             old.unlink()
         (self.path / "summary.json").unlink(missing_ok=True)
@@ -54,10 +54,14 @@ class ResultsFolder:
     def write(self, result: dict[str, Any]) -> None:
         stem = f"{result['index']:06d}"
         receipt = result.pop("receipt", None)
-        (self.path / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+        write_private(self.path / f"{stem}.json", _document(result))
         if receipt is not None:
-            (self.path / f"{stem}.receipt.json").write_text(json.dumps(receipt, indent=1) + "\n")
+            write_private(self.path / f"{stem}.receipt.json", _document(receipt))
         self.written += 1
+
+
+def _document(value: Any) -> bytes:
+    return (json.dumps(value, indent=1) + "\n").encode()
 
 
 def _iso(value: Any) -> str:
@@ -157,7 +161,7 @@ def _finish(
     status: dict[str, Any], folder: ResultsFolder, failures: list[dict[str, Any]], as_json: bool
 ) -> int:
     status = {**status, "results": str(folder.path), "failures": failures[:20]}
-    (folder.path / "summary.json").write_text(json.dumps(status, indent=1) + "\n")
+    write_private(folder.path / "summary.json", _document(status))
     if as_json:
         print(json.dumps(status))
     else:

@@ -25,6 +25,7 @@ from p2psched.dht.routing import TrustedNetworks
 from p2psched.gate.client import RelayClient, RelayError, check_reachability, open_worker_channel
 from p2psched.gate.relay import RelayLimits
 from p2psched.gate.service import Gate
+from p2psched.home import private_dir
 from p2psched.identity import Identity
 from p2psched.logs import naming_node
 from p2psched.resources.detect import Detected, detect
@@ -119,7 +120,7 @@ async def open_node(
         raise ValueError(f"reachability {reachability!r}: choose one of {', '.join(REACHABILITY)}")
     config = DhtConfig(client=dht_client, trusted=trusted or TrustedNetworks())
     dispatch = dispatch or DispatchConfig()
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(data_dir)
     # (every task the node starts inherits its id, for its log events)
     with (
         naming_node(identity.node_id),

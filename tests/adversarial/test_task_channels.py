@@ -47,34 +47,10 @@ from p2psched.wire.messages import Commit, QuoteRequest, Task, encode
 from p2psched.wire.noise import ChannelError
 from tests.harness.hostile import advertised, result_of, take_commitment
 from tests.harness.memory import BOMB, GROWTH_MB, empty_maps, peak_mb, small_lists
-from tests.harness.processes import EXE
+from tests.harness.processes import EXE, running
 
 HELD_MB = 8  # a frame refused at its length was never held: far less than its 16 MiB
 REACH = ["public", "private"]  # a worker's own listener; a gate's relay to a worker behind NAT
-
-
-@contextmanager
-def running(*args: str, data: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """`p2psched ARGS --data-dir DATA`, once it says where its control API is: the process
-    and what it said until then; stopped on leaving."""
-    with subprocess.Popen(
-        [*EXE, *args, "--data-dir", str(data)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            said = ""
-            for line in proc.stdout:
-                said += line
-                if "control API" in line:
-                    break
-            assert "control API" in said, f"p2psched {args[0]} did not start: {said}"
-            yield proc, said
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
 
 
 @contextmanager

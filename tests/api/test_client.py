@@ -1,21 +1,28 @@
 """The CLI's API client against a server that closes kept-alive connections, as the node's
 does after 5 s idle: a GET asked on a connection the server closed is asked again on a new
-one; a POST is not (it may have been taken), and says the node closed the connection."""
+one, which the server proves itself on again; a POST is not (it may have been taken), and
+says the node closed the connection."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from p2psched.api.client import ControlClient, NodeUnreachable
 
-# Answers each connection's first request (keeping it alive, by its headers), then closes it
-# without a word, as a server does to a connection it found idle.
+ROOT = Path(__file__).parents[2]  # (the server imports p2psched, as installed or from here)
+
+# Proves it holds the token "token" on each connection, answers the connection's first other
+# request (keeping it alive, by its headers), then closes it without a word, as a server does
+# to a connection it found idle.
 SERVER = r"""
 import json, socket, sys
+from urllib.parse import parse_qs, urlsplit
+from p2psched.api.endpoint import proof
 s = socket.socket()
 s.bind(("127.0.0.1", 0))
 s.listen()
@@ -24,16 +31,26 @@ calls = 0
 while True:
     c, _ = s.accept()
     data = b""
-    while b"\r\n\r\n" not in data:
-        more = c.recv(65536)
-        if not more:
+    while True:
+        while b"\r\n\r\n" not in data:
+            more = c.recv(65536)
+            if not more:
+                break
+            data += more
+        if b"\r\n\r\n" not in data:
             break
-        data += more
-    if data:
-        calls += 1
-        body = json.dumps({"calls": calls}).encode()
+        head, data = data.split(b"\r\n\r\n", 1)
+        target = urlsplit(head.split(b" ")[1].decode())
+        if target.path == "/v1/proof":
+            answer = {"proof": proof("token", parse_qs(target.query)["nonce"][0])}
+        else:
+            calls += 1
+            answer = {"calls": calls}
+        body = json.dumps(answer).encode()
         head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
         c.sendall(head + b"content-length: %d\r\n\r\n" % len(body) + body)
+        if target.path != "/v1/proof":
+            break
     c.close()
 """
 
@@ -41,7 +58,7 @@ while True:
 @pytest.fixture
 def closing_server() -> Iterator[str]:
     with subprocess.Popen(
-        [sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True, cwd=ROOT
     ) as proc:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
@@ -70,3 +87,11 @@ def test_a_node_that_is_gone_is_unreachable() -> None:
     with ControlClient("http://127.0.0.1:9", "token", timeout=5) as client:
         with pytest.raises(NodeUnreachable):
             client.get("/v1/node")
+
+
+def test_a_server_that_cannot_prove_it_holds_the_token_never_hears_it(closing_server: str) -> None:
+    with ControlClient(closing_server, "another token") as client:
+        with pytest.raises(NodeUnreachable, match="did not prove"):
+            client.get("/v1/node")
+    with ControlClient(closing_server, "token") as client:
+        assert client.get("/v1/node") == {"calls": 1}  # the refused one reached no handler

@@ -15,51 +15,16 @@ import httpx
 import pytest
 
 from p2psched import devnet
+from tests.harness.browser import WAIT_MS
 from tests.harness.devnet import running_devnet
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(__file__).parents[1] / "artifacts"
-WAIT_MS = 30_000  # every wait on the page is bounded by this
 NAPS = 16  # tasks of 2 s on 5 slots: about 8 s, so the page sees several counts on its way
 # Peer-supplied text that would run script if the page used it as HTML.
 HOSTILE = '<img src=x onerror="document.body.dataset.injected=1">'
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does, as root)")
-    try:
-        from playwright.sync_api import Error, sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed: pip install -e '.[dev]'")
-    playwright = sync_playwright().start()
-    try:
-        try:
-            launched = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=WAIT_MS
-            )
-        except Error as e:  # installed, so it must work: a skip would hide a broken browser
-            pytest.fail(f"Chromium at {CHROMIUM} is installed but cannot be launched: {e}")
-        try:
-            yield launched
-        finally:
-            launched.close()
-    finally:
-        playwright.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """`p2psched submit` as a user runs it, against a devnet's processes on loopback: results and
-receipts written, a worker killed mid-job, a bad spec refused before anything is sent,
-failures printed as they are, and a job from a scheduler the worker's operator denies."""
+receipts written (for their owner's eyes only), a worker killed mid-job, a bad spec refused
+before anything is sent, failures printed as they are, and a job from a scheduler the worker's
+operator denies."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ def test_two_hundred_tasks_through_the_cli(net: devnet.Devnet, tmp_path: Path) -
     results = sorted(folder.glob("[0-9]*[0-9].json"))
     receipts = sorted(folder.glob("*.receipt.json"))
     assert len(results) == 200 and len(receipts) == 200
+    # Another user of the machine reads none of them.
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o600}
     workers = set()
     for r_path, rc_path in zip(results, receipts):
         result = json.loads(r_path.read_text())

@@ -63,6 +63,30 @@ def process(*args: str, home: Path) -> Iterator[subprocess.Popen[str]]:
 
 
 @contextmanager
+def running(*args: str, data: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`p2psched ARGS --data-dir DATA`, once it says where its control API is: the process
+    and what it said until then; stopped on leaving."""
+    with subprocess.Popen(
+        [*EXE, *args, "--data-dir", str(data)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            said = ""
+            for line in proc.stdout:
+                said += line
+                if "control API" in line:
+                    break
+            assert "control API" in said, f"p2psched {args[0]} did not start: {said}"
+            yield proc, said
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+@contextmanager
 def gate_and_worker(
     folder: Path, config: str
 ) -> Iterator[tuple[str, str, bytes, subprocess.Popen[str]]]:
