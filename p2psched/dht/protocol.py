@@ -312,8 +312,11 @@ class DhtProtocol:
         wanted = False
         if opened.bound and not opened.flags & FLAG_CLIENT:
             wanted = self._consider(sender, proven, now)
-        if wanted:
-            # A newcomer the table would take: it enters once it hands the cookie back.
+        if wanted or (isinstance(msg, m.Store) and not proven):
+            # A newcomer the table would take: it enters once it hands the cookie back. A Store
+            # counts against its source's prefix and is judged by its source's kind of range:
+            # it is kept only from an address that proved itself (a MAC needs no round trip, so
+            # a source address proves nothing until then).
             answer: m.Response = m.Retry(self._cookies.make(sender.node_id, sender.addr, now))
         else:
             answer = self._answer(sender, msg, now)
