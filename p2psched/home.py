@@ -2,8 +2,9 @@
 anything private is written there.
 
 Promises: a data directory this code makes is mode 0700, and one it finds looser (a group or
-others may enter it) and owns is tightened to 0700, with a warning; files written through
-`write_private` are mode 0600 from their first byte, and replace the old one all at once.
+others may enter it) is tightened to 0700, with a warning; one another user owns is refused
+(PermissionError); files written through `write_private` are mode 0600 from their first byte,
+and replace the old one all at once.
 Apart from `identity` (which imports `cryptography`) so that a command finds the directory of
 the node it asks without paying for keys it never loads.
 """
@@ -28,10 +29,17 @@ def default_data_dir() -> Path:
 
 def private_dir(path: Path) -> Path:
     """`path` as a directory only its owner may enter: made 0700 (its missing parents with the
-    usual mode), or, if it is ours and looser, tightened to 0700 with a warning."""
+    usual mode), or, if it is looser, tightened to 0700 with a warning; PermissionError if it
+    is another user's."""
     path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
     st = path.stat()
-    if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+    if st.st_uid != os.geteuid():
+        # Its owner could swap or read what we write there (a path another user made first).
+        raise PermissionError(
+            f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}): "
+            "its owner could read or replace this node's files; use a directory of your own"
+        )
+    if st.st_mode & 0o077:
         # Another local user could read what an older version or a umask left readable.
         _log.warning(
             "%s was mode %o: tightened to 0700 (other local users could read its files)",

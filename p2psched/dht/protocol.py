@@ -8,7 +8,8 @@ request (plain numbers, read by the node's metrics).
 Promises: every datagram is authenticated before it has any effect; a peer's bad input is dropped
 and counted (a request that is well authenticated but malformed gets an `Error` naming the fault)
 and never raises out of `datagram_received`; only authenticated, non-client senders enter the
-routing table; only signature-checked records are stored or handed to callers.
+routing table; only signature-checked records whose publisher's id shows the work
+(`DhtConfig.id_bits`) are stored or handed to callers.
 
 Floods (knobs in `DhtConfig`): an address that has not proven it receives what is sent there
 (by answering a request of ours, or by handing back a cookie) gets at most as many bytes as it
@@ -312,8 +313,11 @@ class DhtProtocol:
         wanted = False
         if opened.bound and not opened.flags & FLAG_CLIENT:
             wanted = self._consider(sender, proven, now)
-        if wanted:
-            # A newcomer the table would take: it enters once it hands the cookie back.
+        if wanted or (isinstance(msg, m.Store) and not proven):
+            # A newcomer the table would take: it enters once it hands the cookie back. A Store
+            # counts against its source's prefix and is judged by its source's kind of range:
+            # it is kept only from an address that proved itself (a MAC needs no round trip, so
+            # a source address proves nothing until then).
             answer: m.Response = m.Retry(self._cookies.make(sender.node_id, sender.addr, now))
         else:
             answer = self._answer(sender, msg, now)
@@ -517,7 +521,10 @@ class DhtProtocol:
                 return m.Values(records, next_cursor, contacts)
             case m.Store(record):
                 reason: str | None = "the sender's node id shows no work (id puzzle)"
-                if id_has_work(sender.node_id, self.config.id_bits):
+                if not id_has_work(record.publisher_id, self.config.id_bits):
+                    # Else one id that did the work stores for any number of free ones.
+                    reason = "the publisher's node id shows no work (id puzzle)"
+                elif id_has_work(sender.node_id, self.config.id_bits):
                     reason = self.store.put(record, now, sender.host)
                 self.stats["stores_accepted" if reason is None else "stores_refused"] += 1
                 return m.Stored(reason is None, reason or "")
@@ -567,7 +574,10 @@ class DhtProtocol:
             self.stats["answers_late"] += pending.cancelled
             return []
         if isinstance(msg, m.Values):
-            good = [r for r in msg.records if self.verified(r)]
+            bits = self.config.id_bits
+            good = [
+                r for r in msg.records if id_has_work(r.publisher_id, bits) and self.verified(r)
+            ]
             if len(good) != len(msg.records):
                 self.stats["dropped_bad_records"] += len(msg.records) - len(good)
                 msg = m.Values(good, msg.next_cursor, msg.contacts)

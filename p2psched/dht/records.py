@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from p2psched.dht.routing import is_lan
 from p2psched.identity import Identity, node_id_of, verify
 from p2psched.wire import schema
 from p2psched.wire.address import prefix
@@ -121,8 +122,14 @@ class _Slot:
 
 
 def source_prefix(host: str | None) -> str:
-    """The network a per-source limit counts a sender by: its /24 (IPv4) or /48 (IPv6)."""
-    return LOCAL if host is None else prefix(host, 24, 48) or host
+    """The network a per-source limit counts a sender by: its /24 (IPv4) or /48 (IPv6) on the
+    internet; on a LAN or loopback, the host itself (a lab's machines share one private /24:
+    each of them is one source, not one more entry of a single one)."""
+    if host is None:
+        return LOCAL
+    if is_lan(host):
+        return prefix(host, 32, 128) or host
+    return prefix(host, 24, 48) or host
 
 
 def _oldest_of_largest(groups: Mapping[str, OrderedDict[_T, None]]) -> _T | None:

@@ -2,8 +2,9 @@
 in which the CLI, the API and the dashboard show it. Sans-I/O: the run's core holds ads.
 
 Promises: `WorkerAd.from_record` gives an ad only for a well-formed profile within its size
-limit, stored under a key its publisher's profile is really published under, whose addresses are
-IP literals or relay addresses (None for a withdrawal), else raises ValueError saying why.
+limit, from a publisher whose id shows the network's work (the id puzzle), stored under a key
+its publisher's profile is really published under, whose addresses are IP literals or relay
+addresses (None for a withdrawal), else raises ValueError saying why.
 `check_ad_record` is the same check as a DHT holder makes it (the node injects it into its
 record store): plus a lifetime of at most `MAX_AD_LIFETIME`, and private addresses only from a
 publisher seen in the same kind of range.
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2psched.dht.records import Record
+from p2psched.identity import id_has_work, network_id_bits
 from p2psched.resources.need import MAX_AD_LIFETIME, capability_keys, is_ad_key
 from p2psched.resources.profile import MAX_PROFILE_BYTES, Profile
 from p2psched.wire.address import ad_address_problem
@@ -56,6 +58,9 @@ class WorkerAd:
     @classmethod
     def from_record(cls, record: Record) -> WorkerAd | None:
         """The ad a record carries; None for a withdrawal. Raises ValueError for a bad one."""
+        if not id_has_work(record.publisher_id, network_id_bits()):
+            # The shard an ad lands in is a hash of its publisher's id: free ids would grind it.
+            raise ValueError("publisher's id shows no work (id puzzle)")
         if not record.value:
             return None
         if len(record.value) > MAX_PROFILE_BYTES:

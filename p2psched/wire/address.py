@@ -83,17 +83,27 @@ def subnet(ip: str) -> str:
 
 
 def range_kind(host: str) -> str:
-    """ "loopback", "private" (RFC 1918, link-local, unique-local, CGNAT) or "public" for an IP
-    literal; "name" for anything else."""
+    """ "loopback", "private" (RFC 1918, link-local, unique-local, CGNAT), "unroutable"
+    (multicast, unspecified, reserved) or "public" for an IP literal; "name" for anything else.
+    An IPv6 address that carries an IPv4 one (6to4, NAT64) is of the kind of the IPv4 one: it
+    reaches it."""
     ip = ip_of(host)
     if ip is None:
         return "name"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.sixtofour is not None:
+            ip = ip.sixtofour
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     if ip.is_loopback:
         return "loopback"
+    if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+        return "unroutable"
     return "private" if ip.is_private or ip in _CGNAT else "public"
 
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 def ad_address_problem(address: str, seen_from: str | None) -> str | None:
@@ -111,6 +121,8 @@ def ad_address_problem(address: str, seen_from: str | None) -> str | None:
     kind = range_kind(host)
     if kind == "name":
         return f"address {address!r} names a host: an ad carries IP addresses only"
+    if kind == "unroutable":
+        return f"address {address!r} is no one's (multicast, unspecified or reserved)"
     if seen_from is not None and kind != "public" and range_kind(seen_from) != kind:
         return f"address {address!r} is {kind}, and its publisher is not seen from one"
     return None

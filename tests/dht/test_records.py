@@ -165,6 +165,18 @@ def test_one_network_holds_at_most_its_share_of_a_key() -> None:
     assert first.node_id not in {r.publisher_id for r in held}
 
 
+def test_a_labs_machines_on_one_private_24_are_each_a_source() -> None:
+    """A lab's workers share one private /24: each host counts as its own source, so all of
+    them are kept under a key where one public /24 holds at most its share."""
+    store = RecordStore(StoreLimits(max_per_prefix_per_key=4))
+    for n in range(1, 11):
+        assert store.put(rec(Identity.generate()), NOW, f"10.1.2.{n}") is None
+    assert len(store.get(KEY, NOW)) == 10
+    for n in range(1, 11):
+        store.put(rec(Identity.generate(), key=bytes(31) + b"\x01"), NOW, f"198.51.100.{n}")
+    assert len(store.get(bytes(31) + b"\x01", NOW)) == 4
+
+
 def test_a_store_filled_by_a_few_networks_takes_newcomers() -> None:
     """The issue's store-wide attack at a small scale: throwaway identities fill the store
     with large records under random keys; a real ad still goes in, and theirs make room."""

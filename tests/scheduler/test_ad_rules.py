@@ -53,6 +53,14 @@ def test_a_workers_shard_depends_on_its_id_and_the_capability() -> None:
         ("192.168.1.20:7000", "192.168.1.9", True),
         ("127.0.0.1:7000", "127.0.0.1", True),
         ("127.0.0.1:7000", None, True),
+        # IPv6 that reaches a private or loopback IPv4 address is that address's kind
+        ("[2002:a00:1::1]:7000", "1.1.1.1", False),  # 6to4 of 10.0.0.1
+        ("[64:ff9b::7f00:1]:7000", "1.1.1.1", False),  # NAT64 of 127.0.0.1
+        ("[64:ff9b::909:909]:7000", "1.1.1.1", True),  # NAT64 of 9.9.9.9
+        # no one's
+        ("224.0.0.1:7000", None, False),
+        ("0.0.0.0:7000", None, False),
+        ("[ff02::1]:7000", None, False),
     ],
 )
 def test_which_ad_addresses_a_node_keeps(address: str, seen_from: str | None, kept: bool) -> None:
