@@ -172,6 +172,25 @@ def test_value_lookup_stops_at_its_quorum() -> None:
     assert asked <= 3
 
 
+def test_a_looking_node_that_holds_the_key_is_one_holder_of_its_quorum() -> None:
+    key = os.urandom(32)
+    rec = _records(key, 1)
+    holders = [Contact(os.urandom(32), "127.0.0.1", i, os.urandom(32)) for i in range(10)]
+    own = Contact(os.urandom(32), "127.0.0.1", 99, os.urandom(32))
+    for held, expected in (([], 2), (rec, 1)):
+        lookup = ValueLookup(key, holders, k=K, alpha=1, quorum=2)
+        lookup.held_here(own, held)
+        asked = 0
+
+        def answer(q: Query) -> Answer:
+            nonlocal asked
+            asked += 1
+            return Answer([], rec, None)
+
+        drive(lookup, answer)
+        assert lookup.finished and asked == expected
+
+
 async def test_async_driver_times_out_dead_nodes_on_the_fake_clock(
     autojump_clock: trio.abc.Clock,
 ) -> None:
