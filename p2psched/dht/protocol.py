@@ -538,11 +538,14 @@ class DhtProtocol:
             # It answered a request id only the receiver of our datagram could know, from the
             # address we sent to: that address is proven, and the node may enter the table.
             self._proofs.mark_proven(sender, now)
-            if cookie is not None and self._proofs.held(pending.addr) != cookie:
+            if cookie is not None:
                 # Its table wants us once our address is proven: hand the cookie back at once,
-                # off the caller's path (a ping); and with every request after.
+                # off the caller's path (a ping), and with every request after. Once per request
+                # of ours: a cookie offered again in answer to that ping (refused: the node
+                # changed its key, or lies) waits for our next request.
                 self._proofs.hold(pending.addr, cookie)
-                self._request(sender, m.Ping(), now, internal="prove")
+                if pending.internal != "prove":
+                    self._request(sender, m.Ping(), now, internal="prove")
             if pending.internal == "evict":
                 self.routing.ping_answered(sender.node_id, True, now)
             elif not flags & FLAG_CLIENT:

@@ -9,6 +9,7 @@ import msgpack
 import pytest
 
 from p2psched.dht import messages as m
+from p2psched.dht.proof import AddressProofs
 from p2psched.dht.protocol import (
     Answered,
     DhtConfig,
@@ -514,3 +515,22 @@ def test_the_dht_core_counts_rpcs_by_outcome_and_times_each_answer() -> None:
     a.on_timer(NOW + a.config.rpc_timeout)
     assert a.rpcs_sent[("find_node", "timed_out")] == 1
     assert a.round_trips["find_node"].count == 0  # only answers are timed
+
+
+def test_a_cookie_offered_again_in_answer_to_the_ping_that_handed_one_back_waits() -> None:
+    """A cookie handed back and refused (the other node changed its key, or lies) and offered
+    again is not handed back by another ping: one ping per request of ours, never a loop."""
+    link = Link()
+    a, b = link.add(A), link.add(B)
+    a.request(link.contact(B), m.Ping(), NOW)
+    ((data, _),) = a.take_outgoing()
+    b.datagram_received(data, A, NOW)
+    ((pong, _),) = b.take_outgoing()  # with a cookie: b's table wants a
+    b._proofs = AddressProofs(b.config.max_peers)  # b forgets the key it made the cookie with
+    a.datagram_received(pong, B, NOW)
+    link.run()
+    assert b.stats["cookies_refused"] == 1 and b.stats["cookies_good"] == 0
+    assert a.stats["requests_out"] == 2 and a.node_id not in b.routing
+    a.request(link.contact(B), m.FindNode(os.urandom(32)), NOW)  # the next request hands it back
+    link.run()
+    assert b.stats["cookies_good"] == 1 and a.node_id in b.routing
