@@ -6,10 +6,18 @@ those keys from other random nodes, one at a time. p2psched authenticates every 
 reference does not) and also reports lookup hops, recall of FIND_NODE against the ground truth
 computed from all ids, and memory per node.
 
-    python bench/dht.py [--nodes 200] [--ops 200]
+It then measures what a request costs the node that serves it: one node in a process of its own,
+`--clients` nodes in this process that each first contact it (so that the burst is of warm,
+authenticated requests: a MAC each way, as between nodes that know each other), then a burst of
+`--requests` FIND_NODEs from each, all at once; the serving process's CPU time
+(`time.process_time`) over the burst gives the requests it serves per CPU second, against one
+kademlia node serving kademlia clients the same way.
+
+    python bench/dht.py [--nodes 200] [--ops 200] [--clients 50] [--requests 40]
 
 Ends with:
 dht N=<n> store_p50_ratio=<p2psched/kademlia> get_p50_ratio=<p2psched/kademlia> recall=<r>
+    served_per_cpu_s=<p2psched>/<kademlia>
 """
 
 from __future__ import annotations
@@ -147,6 +155,152 @@ def run_p2psched(n: int, ops: int, seed: int) -> dict[str, Any]:
     return trio.run(main)
 
 
+# -- what serving a request costs: one serving process, clients here ----------------------------
+
+
+def serve(impl: str) -> None:
+    """Serve on 127.0.0.1 until stdin closes; print the address (and node id), then this
+    process's CPU seconds each time a line comes in on stdin."""
+    import trio
+
+    def report(x: dict[str, Any]) -> None:
+        print(json.dumps(x), flush=True)
+
+    if impl == "kademlia":
+        import asyncio
+
+        from kademlia.network import Server
+
+        async def kademlia_main() -> None:
+            server = Server()
+            await server.listen(0, interface="127.0.0.1")
+            port = server.transport.get_extra_info("sockname")[1]
+            report({"port": port, "id": server.node.id.hex()})
+            loop = asyncio.get_running_loop()
+            while await loop.run_in_executor(None, sys.stdin.readline):
+                report({"cpu": time.process_time()})
+            server.stop()
+
+        asyncio.run(kademlia_main())
+        return
+
+    from p2psched.dht.node import open_dht_node
+    from p2psched.identity import Identity
+
+    async def p2psched_main() -> None:
+        async with open_dht_node(Identity.generate(), host="127.0.0.1") as node:
+            report({"port": node.address[1], "id": node.node_id.hex()})
+            lines = trio.wrap_file(sys.stdin)
+            while await lines.readline():
+                report({"cpu": time.process_time()})
+
+    trio.run(p2psched_main)
+
+
+def serving_cost(impl: str, clients: int, requests: int) -> dict[str, float]:
+    """Requests the serving process answered in the burst, and the CPU seconds it spent."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", impl],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    hello = json.loads(proc.stdout.readline())
+
+    def cpu() -> float:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("mark\n")
+        proc.stdin.flush()
+        return float(json.loads(proc.stdout.readline())["cpu"])
+
+    burst = burst_kademlia if impl == "kademlia" else burst_p2psched
+    try:
+        answered, used = burst(hello["port"], bytes.fromhex(hello["id"]), clients, requests, cpu)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    return {"answered": answered, "cpu": used}
+
+
+def burst_p2psched(
+    port: int, node_id: bytes, clients: int, requests: int, cpu: Any
+) -> tuple[int, float]:
+    import contextlib
+
+    import trio
+
+    from p2psched.dht import messages as m
+    from p2psched.dht.node import open_dht_node
+    from p2psched.identity import Identity
+
+    async def main() -> tuple[int, float]:
+        answered = 0
+        async with contextlib.AsyncExitStack() as stack:
+            nodes = [
+                await stack.enter_async_context(
+                    open_dht_node(Identity.generate(), host="127.0.0.1")
+                )
+                for _ in range(clients)
+            ]
+            server = [await node.ping(("127.0.0.1", port)) for node in nodes]
+            for node, contact in zip(nodes, server):  # warm: the cookie is handed back
+                assert contact is not None and contact.node_id == node_id
+                await node.call(contact, m.Ping())
+
+            async def ask(node: Any, contact: Any) -> None:
+                nonlocal answered
+                for _ in range(requests):
+                    got = await node.call(contact, m.FindNode(os.urandom(32)))
+                    answered += got is not None and isinstance(got[1], m.Nodes)
+
+            before = cpu()
+            async with trio.open_nursery() as nursery:
+                for node, contact in zip(nodes, server):
+                    nursery.start_soon(ask, node, contact)
+            return answered, cpu() - before
+
+    return trio.run(main)
+
+
+def burst_kademlia(
+    port: int, node_id: bytes, clients: int, requests: int, cpu: Any
+) -> tuple[int, float]:
+    import asyncio
+    import logging
+
+    from kademlia.network import Server
+    from kademlia.node import Node
+
+    logging.getLogger("kademlia").setLevel(logging.CRITICAL)
+    logging.getLogger("rpcudp").setLevel(logging.CRITICAL)
+
+    async def main() -> tuple[int, float]:
+        answered = 0
+        servers = []
+        for _ in range(clients):
+            s = Server()
+            await s.listen(0, interface="127.0.0.1")
+            await s.bootstrap([("127.0.0.1", port)])
+            servers.append(s)
+        target = Node(node_id, "127.0.0.1", port)
+
+        async def ask(s: Server) -> None:
+            nonlocal answered
+            for _ in range(requests):
+                ok, _ = await s.protocol.call_find_node(target, Node(os.urandom(20)))
+                answered += bool(ok)
+
+        before = cpu()
+        await asyncio.gather(*(ask(s) for s in servers))
+        used = cpu() - before
+        for s in servers:
+            s.stop()
+        return answered, used
+
+    return asyncio.run(main())
+
+
 def child(impl: str, n: int, ops: int, seed: int) -> dict[str, Any]:
     out = subprocess.run(
         [
@@ -175,14 +329,22 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=200)
     ap.add_argument("--ops", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--requests", type=int, default=40, help="FIND_NODEs from each client")
     ap.add_argument("--child", choices=["kademlia", "p2psched"], help=argparse.SUPPRESS)
+    ap.add_argument("--serve", choices=["kademlia", "p2psched"], help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.serve:
+        serve(a.serve)
+        return
     if a.child:
         run = run_kademlia if a.child == "kademlia" else run_p2psched
         print(json.dumps(run(a.nodes, a.ops, a.seed)))
         return
     kad = child("kademlia", a.nodes, a.ops, a.seed)
     ours = child("p2psched", a.nodes, a.ops, a.seed)
+    kad_cost = serving_cost("kademlia", a.clients, a.requests)
+    our_cost = serving_cost("p2psched", a.clients, a.requests)
     ms = 1000.0
     print(
         f"DHT benchmark: N={a.nodes} nodes on 127.0.0.1, "
@@ -199,6 +361,10 @@ def main() -> None:
     ]
     for name, x, y, scale in rows:
         print(f"{name:26}{x * scale:>14.2f}{y * scale:>14.2f}{x / y:>10.2f}")
+    served = our_cost["answered"] / our_cost["cpu"]
+    kad_served = kad_cost["answered"] / kad_cost["cpu"]
+    ratio = served / kad_served
+    print(f"{'requests served / CPU s':26}{served:>14.0f}{kad_served:>14.0f}{ratio:>10.2f}")
     print(f"{'gets that found the value':26}{ours['found']:>14}{kad['found']:>14}")
     print(f"{'FIND_NODE recall':26}{ours['recall']:>14.4f}{'n/a':>14}")
     print(f"{'lookup hops (mean)':26}{ours['hops']:>14.2f}{'n/a':>14}")
@@ -212,7 +378,8 @@ def main() -> None:
     get_ratio = statistics.median(ours["get"]) / statistics.median(kad["get"])
     print(
         f"dht N={a.nodes} store_p50_ratio={store_ratio:.3f} "
-        f"get_p50_ratio={get_ratio:.3f} recall={ours['recall']:.4f}"
+        f"get_p50_ratio={get_ratio:.3f} recall={ours['recall']:.4f} "
+        f"served_per_cpu_s={served:.0f}/{kad_served:.0f}"
     )
 
 

@@ -7,8 +7,9 @@ bits, a network parameter), so identities are not free; the key file is written 
 a missing, unreadable, corrupt or too cheap key file raises `IdentityError` naming the file and
 the fix, and is never silently replaced by a new identity.
 
-The network's `id_bits` is `DEFAULT_ID_BITS` unless the environment variable `P2PSCHED_ID_BITS`
-says otherwise; every node of one network must agree on it. Devnets and tests use a small one.
+The network's `id_bits` is `DEFAULT_ID_BITS` unless the command line's `--id-bits` or else the
+environment variable `P2PSCHED_ID_BITS` says otherwise (`use_network_id_bits`); every node of one
+network must agree on it. Devnets and tests use a small one.
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ def network_id_bits() -> int:
     if not raw.isdigit() or int(raw) > 32:
         raise IdentityError(f"{ID_BITS_ENV}={raw!r}: give a number of bits from 0 to 32")
     return int(raw)
+
+
+def use_network_id_bits(bits: int) -> None:
+    """Make `bits` this network's id_bits for this process and every node process it starts
+    (they inherit `P2PSCHED_ID_BITS`): what `--id-bits` does."""
+    if not 0 <= bits <= 32:
+        raise IdentityError(f"id_bits {bits}: give a number of bits from 0 to 32")
+    os.environ[ID_BITS_ENV] = str(bits)
 
 
 def id_has_work(node_id: bytes, bits: int) -> bool:
@@ -205,8 +214,8 @@ def load_identity(data_dir: Path) -> Identity:
         raise IdentityError(
             f"{path} holds an identity made without the work this network asks of an id "
             f"({bits} bits: made before ids cost work, or for a devnet); peers would not take "
-            f"it. Move the file away and run `p2psched init --data-dir {data_dir}` for a new "
-            "identity (peers will see a different node)."
+            f"it. Move the file away and run `p2psched init --data-dir {data_dir} "
+            f"--id-bits {bits}` for a new identity (peers will see a different node)."
         )
     return identity
 

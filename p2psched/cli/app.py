@@ -84,6 +84,10 @@ def _exit_status(e: BaseException, args: argparse.Namespace) -> int | None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logs.configure(getattr(args, "log_level", "warning"), getattr(args, "log_json", False))
+    if getattr(args, "id_bits", None) is not None:
+        from p2psched.identity import use_network_id_bits
+
+        use_network_id_bits(args.id_bits)  # before anything makes, loads or checks an id
     try:
         args.func(args)
     except BaseException as raised:

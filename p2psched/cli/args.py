@@ -2,7 +2,9 @@
 HOST:PORT and port arguments, the data dir, and `UsageError`, which a command raises for a
 mistake in how it was called (the app prints its message as one line and exits with status 2).
 Every command that runs a DHT node takes `--trusted-net CIDR` (repeatable) and `--cap-lan`:
-which peers the routing table spares from its per-/24 limits (default: loopback and LANs).
+which peers the routing table spares from its per-/24 limits (default: loopback and LANs). Every
+command that acts on a node takes `--id-bits N`: the work a node id must show on its network
+(default `P2PSCHED_ID_BITS`, else 15; `identity.py`).
 
 Cheap to import: every parser is built from it, and `--help` must not wait for trio or the node.
 """
@@ -56,12 +58,26 @@ def data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
 
 
+def id_bits(text: str) -> int:
+    """An argparse type: a network's id_bits."""
+    if not text.isdigit() or int(text) > 32:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bits (0..32)")
+    return int(text)
+
+
 def common_options() -> argparse.ArgumentParser:
     """The parent parser of every command that acts on a node: its data dir and its logs."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--data-dir",
         help="this node's directory (identity key, state); default $P2PSCHED_HOME or ~/.p2psched",
+    )
+    common.add_argument(
+        "--id-bits",
+        type=id_bits,
+        metavar="N",
+        help="the work a node id must show on this network, the same for all its nodes: "
+        "SHA-256 of the id starts with N zero bits (0..32; default $P2PSCHED_ID_BITS, else 15)",
     )
     common.add_argument(
         "--log-level",

@@ -177,6 +177,13 @@ class ValueLookup(Lookup):
             if held is None or r.version > held.version:
                 self.records[pid] = r
 
+    def held_here(self, own: Contact, records: list[Record]) -> None:
+        """The records the looking node holds itself: merged, and if there are any, it counts
+        as one holder (as Kademlia's get answers from its own store): one query fewer."""
+        self.merge(records)
+        if records:
+            self.holders.append(own)
+
     @property
     def finished(self) -> bool:
         if self._pages or self._paging:

@@ -2,8 +2,10 @@
 
 Every message body is a MessagePack array `[type, request_id, *fields]`. `parse` turns a decoded
 body into one of the frozen dataclasses below or raises `SchemaError` naming the field at fault.
-A request may come wrapped as `[COOKIED, cookie, request]`, handing back the cookie a `Retry`
-gave (`with_cookie`, `split_cookie`).
+A request may come wrapped as `[COOKIED, cookie, request]`, handing back the cookie a `Retry` or
+an answer gave; an answer to an address that has not proven itself comes wrapped so, offering
+one (`with_cookie`, `split_cookie`). A first request may come padded, `[PADDED, zeros, request]`,
+so that its answer fits in as many bytes as it took (`padded`).
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ from p2psched.dht.records import KEY_BYTES, WIRE_SCHEMA, Record
 from p2psched.dht.routing import Contact
 from p2psched.identity import usable_public_key
 from p2psched.wire import schema
+from p2psched.wire.codec import encode
 from p2psched.wire.schema import SchemaError
 
 MAX_CONTACTS = 32
 MAX_RECORDS_PER_PAGE = 256
 MAX_REASON = 200
-COOKIED = 11  # the type of a request wrapped with a cookie
-# A ping is padded so that a `Retry` fits in its size: an address that has not proven itself
-# gets no more bytes than it sent, and a ping that could not even be answered with a cookie
-# would leave its sender no way to prove itself.
-PING_PAD = 12
+COOKIED = 11  # the type of a message wrapped with a cookie
+PADDED = 12  # the type of a request wrapped with padding
+_PAD_WRAPPER = 6  # what `padded` adds around the request besides the zeros: array, type, bin head
+# A ping is padded so that a `Pong` with a cookie (IPv6 address included) fits in its size: an
+# address that has not proven itself gets no more bytes than it sent, and a ping that could not
+# even be answered with a cookie would leave its sender no way to prove itself.
+PING_PAD = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,11 +256,22 @@ def with_cookie(wire: list[Any], cookie: bytes) -> list[Any]:
     return [COOKIED, cookie, wire]
 
 
+def padded(wire: list[Any], size: int) -> list[Any]:
+    """A request's wire form, padded with zeros to encode to `size` bytes (or to a few more
+    than itself, if it is larger)."""
+    return [PADDED, bytes(max(0, size - len(encode(wire)) - _PAD_WRAPPER)), wire]
+
+
 def split_cookie(body: Any) -> tuple[Any, bytes | None]:
-    """(the request inside, its cookie) of a wrapped body; (body, None) of any other. A wrapper
-    whose cookie is not `COOKIE_BYTES` long raises SchemaError."""
-    if type(body) is not list or len(body) != 3 or body[0] != COOKIED:
+    """(the message inside, its cookie) of a wrapped body, (the request inside, None) of a
+    padded one; (body, None) of any other. A wrapper whose cookie is not `COOKIE_BYTES` long, or
+    whose padding is not bytes, raises SchemaError."""
+    if type(body) is not list or len(body) != 3 or body[0] not in (COOKIED, PADDED):
         return body, None
+    if body[0] == PADDED:
+        if type(body[1]) is not bytes:
+            raise SchemaError("body.padding", "expected bytes")
+        return body[2], None
     cookie = schema.bin_exact(COOKIE_BYTES)(body[1], "body.cookie")
     return body[2], cookie
 

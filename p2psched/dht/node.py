@@ -140,7 +140,7 @@ class DhtNode:
             quorum=quorum if quorum is not None else self.protocol.config.quorum,
             max_pages=self.protocol.config.max_pages_per_holder,
         )
-        lookup.merge(self.protocol.store.get(key, self.now()))
+        lookup.held_here(self.contact, self.protocol.store.get(key, self.now()))
 
         async def ask(query: Query) -> Answer | None:
             return _answer_of(await self.call(query.contact, m.FindValue(key, query.cursor)))

@@ -13,8 +13,10 @@ routing table; only signature-checked records whose publisher's id shows the wor
 
 Floods (knobs in `DhtConfig`): an address that has not proven it receives what is sent there
 (by answering a request of ours, or by handing back a cookie) gets at most as many bytes as it
-sent: the answer if it fits, else a `Retry` with a cookie (a keyed hash of its node id, address
-and the time epoch: nothing is kept per stranger), and it is never pinged. The costly work of a
+sent: the answer if it fits (a first request is padded so that it does, `replies.py`), else a
+`Retry` with a cookie (a keyed hash of its node id, address and the time epoch: nothing is kept
+per stranger), and it is never pinged. A newcomer the table wants is offered the cookie with
+its answer and hands it back at once (`proof.py`); it enters then. The costly work of a
 first contact (an X25519 agreement or an Ed25519 check) is rate-limited per source prefix (/24,
 /48) and in total (`stranger_rate`, `stranger_burst`, `stranger_total_rate`,
 `stranger_total_burst`); peers whose pair key is cached skip the limit, so a flood of strangers
@@ -31,17 +33,17 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, replace
 
 from p2psched.dht import messages as m
-from p2psched.dht.flood import Cookies, PrefixRate
+from p2psched.dht.flood import PrefixRate
+from p2psched.dht.proof import AddressProofs
 from p2psched.dht.publish import Publisher
 from p2psched.dht.records import MAX_VALUE_BYTES, Record, RecordStore, StoreLimits, Validator
+from p2psched.dht.replies import first_contact_body, fitted_body, unproven_reply
 from p2psched.dht.routing import Contact, RoutingTable, TrustedNetworks, as_int, source_prefix
 from p2psched.histogram import ROUND_TRIP_BUCKETS, Histogram
 from p2psched.identity import Identity, id_has_work, network_id_bits
 from p2psched.wire.codec import DecodeError, decode, encode
 from p2psched.wire.envelope import (
     FLAG_CLIENT,
-    HEADER_BYTES,
-    MAC_BYTES,
     Authenticator,
     Opened,
     Rejected,
@@ -50,10 +52,8 @@ from p2psched.wire.schema import SchemaError
 
 Addr = tuple[str, int]
 # Room kept around a page of records for the datagram header (43 bytes), its MAC (16) and the
-# body's own header (type, request id, cursor); `_fitted_body` then makes sure of the exact size.
+# body's own header (type, request id, cursor); `fitted_body` then makes sure of the exact size.
 ANSWER_OVERHEAD = 128
-DATAGRAM_HEADER = HEADER_BYTES + MAC_BYTES  # what the envelope adds to an answer's body
-PROOF_TTL = 600.0  # seconds a proven address stays proven without a new proof
 MAX_HAND_OVER = 64  # records sent to one newcomer
 _MAX_RECORD_WIRE = MAX_VALUE_BYTES + 200  # a record's own fields around its value
 RPC_NAMES: dict[int, str] = {
@@ -132,22 +132,6 @@ class RepublishDue:
 Event = Answered | TimedOut | RefreshDue | RepublishDue
 
 
-def _fitted_body(answer: m.Response, rid: int, budget: int) -> bytes:
-    """The encoded `answer`, less its last contacts or records until its datagram fits
-    `budget` bytes."""
-    while len(body := encode(m.to_wire(answer, rid))) + DATAGRAM_HEADER > budget:
-        match answer:
-            case m.Nodes(contacts) if contacts:
-                answer = m.Nodes(contacts[:-1])
-            case m.Values(_, _, contacts) if contacts:
-                answer = dataclasses.replace(answer, contacts=contacts[:-1])
-            case m.Values(records, _, _) if len(records) > 1:
-                answer = m.Values(records[:-1], records[-2].publisher_id, [])
-            case _:
-                break  # nothing left to trim: the sizes above leave room for it
-    return body
-
-
 @dataclass(slots=True)
 class _Pending:
     expected: bytes | None  # the node id we meant to reach; None when dialling an address
@@ -214,11 +198,7 @@ class DhtProtocol:
         self._outgoing: list[tuple[bytes, Addr]] = []
         self.publisher = Publisher(identity, max_ttl=cfg.store.max_ttl)
         self._verified: OrderedDict[Record, bool] = OrderedDict()
-        # Addresses that answered a request of ours: they receive what is sent to them.
-        self._proven: OrderedDict[tuple[bytes, Addr], float] = OrderedDict()  # -> when
-        self._cookies = Cookies()  # what this node gives unproven addresses
-        # Cookies other nodes gave this one, handed back with every request to their address.
-        self._cookies_held: OrderedDict[Addr, bytes] = OrderedDict()
+        self._proofs = AddressProofs(cfg.max_peers)
         self._strangers = PrefixRate(
             cfg.stranger_rate,
             cfg.stranger_burst,
@@ -276,20 +256,20 @@ class DhtProtocol:
         try:
             body, cookie = m.split_cookie(body)
             rid, msg = m.parse(body)
-            if cookie is not None and msg.TYPE not in m.REQUEST_TYPES:
-                raise SchemaError("body", "only a request may carry a cookie")
         except SchemaError as e:
             self.stats["dropped_schema"] += 1
             bad_rid = m.peek_request_id(body)
             if bad_rid is not None:
                 self.rpcs_received[("unknown", "malformed")] += 1
                 error = m.Error(f"bad request: {e}"[: m.MAX_REASON])
-                self._reply(sender, bad_rid, error, self._is_proven(sender, now), len(data), now)
+                self._reply(
+                    sender, bad_rid, error, self._proofs.is_proven(sender, now), len(data), now
+                )
             return []
         if msg.TYPE in m.REQUEST_TYPES:
             self._on_request(sender, rid, msg, cookie, opened, len(data), now)  # type: ignore[arg-type]
             return []
-        return self._on_response(sender, rid, msg, opened.flags, now)  # type: ignore[arg-type]
+        return self._on_response(sender, rid, msg, opened.flags, cookie, now)  # type: ignore[arg-type]
 
     def _on_request(
         self,
@@ -304,24 +284,23 @@ class DhtProtocol:
         """Answer `msg`, a `size`-byte datagram: in full to a proven address, else with at most
         `size` bytes (the answer, or a `Retry`)."""
         self.stats["requests_in"] += 1
-        proven = self._is_proven(sender, now)
+        proven = self._proofs.is_proven(sender, now)
         if not proven and cookie is not None:
-            proven = self._cookies.check(cookie, sender.node_id, sender.addr, now)
+            proven = self._proofs.cookie_good(cookie, sender, now)
             self.stats["cookies_good" if proven else "cookies_refused"] += 1
             if proven:
-                self._mark_proven(sender, now)
+                self._proofs.mark_proven(sender, now)
         wanted = False
         if opened.bound and not opened.flags & FLAG_CLIENT:
             wanted = self._consider(sender, proven, now)
-        if wanted or (isinstance(msg, m.Store) and not proven):
-            # A newcomer the table would take: it enters once it hands the cookie back. A Store
-            # counts against its source's prefix and is judged by its source's kind of range:
-            # it is kept only from an address that proved itself (a MAC needs no round trip, so
-            # a source address proves nothing until then).
-            answer: m.Response = m.Retry(self._cookies.make(sender.node_id, sender.addr, now))
+        if isinstance(msg, m.Store) and not proven:
+            # A Store counts against its source's prefix and is judged by its source's kind of
+            # range: it is kept only from an address that proved itself (a MAC needs no round
+            # trip, so a source address proves nothing until then).
+            answer: m.Response = m.Retry(self._proofs.cookie_for(sender, now))
         else:
             answer = self._answer(sender, msg, now)
-        sent = self._reply(sender, rid, answer, proven, size, now)
+        sent = self._reply(sender, rid, answer, proven, size, now, offer_cookie=wanted)
         outcome = "answered"
         if isinstance(sent, m.Retry):
             outcome = "retry"
@@ -332,38 +311,37 @@ class DhtProtocol:
         self.rpcs_received[(RPC_NAMES[msg.TYPE], outcome)] += 1
 
     def _reply(
-        self, to: Contact, rid: int, answer: m.Response, proven: bool, size: int, now: float
+        self,
+        to: Contact,
+        rid: int,
+        answer: m.Response,
+        proven: bool,
+        size: int,
+        now: float,
+        *,
+        offer_cookie: bool = False,
     ) -> m.Response | None:
         """Send `answer` to `to`: fitted to a datagram if `proven`; else only if it fits in
-        `size` bytes (what came from there), or a `Retry` in its place, or nothing if even that
-        does not fit. Returns what was sent."""
+        `size` bytes (what came from there), and with `offer_cookie` (a newcomer the table
+        wants) carrying a cookie for `to` to hand back at once, from its address, to enter; or a
+        `Retry` with the cookie in its place, or nothing if even that does not fit. Returns what
+        was sent. (Senders pad a first request so that its answer fits.)"""
         if proven:
-            self._send(to, _fitted_body(answer, rid, self.config.max_datagram), now)
+            self._send(to, fitted_body(answer, rid, self.config.max_datagram), now)
             return answer
-        for reply in (answer, m.Retry(self._cookies.make(to.node_id, to.addr, now))):
-            body = encode(m.to_wire(reply, rid))
-            if len(body) + DATAGRAM_HEADER <= size:
-                self._send(to, body, now)
-                return reply
-        self.stats["unanswered_unproven"] += 1
-        return None
-
-    def _is_proven(self, contact: Contact, now: float) -> bool:
-        """Whether this (node, address) answered us lately: a proof is good for `PROOF_TTL`
-        (addresses change hands), then the next exchange proves it again."""
-        proven_at = self._proven.get((contact.node_id, contact.addr))
-        return proven_at is not None and proven_at > now - PROOF_TTL
-
-    def _mark_proven(self, contact: Contact, now: float) -> None:
-        self._proven[(contact.node_id, contact.addr)] = now
-        self._proven.move_to_end((contact.node_id, contact.addr))
-        if len(self._proven) > self.config.max_peers:
-            self._proven.popitem(last=False)
+        cookie = self._proofs.cookie_for(to, now)
+        reply = unproven_reply(answer, rid, cookie, size, offer_cookie=offer_cookie)
+        if reply is None:
+            self.stats["unanswered_unproven"] += 1
+            return None
+        self._send(to, reply[0], now)
+        return reply[1]
 
     def _consider(self, sender: Contact, proven: bool, now: float) -> bool:
         """A request from `sender`, made for us (so not relayed): refresh its entry, or admit it
         if its address is proven. Whether it is a newcomer the table wants whose address is not
-        proven yet (its source may be spoofed): it is asked for a cookie, never pinged."""
+        proven yet (its source may be spoofed): it is offered a cookie, never pinged, and
+        enters when it hands the cookie back."""
         if not self._has_work(sender):
             return False
         if sender.node_id in self.routing:
@@ -486,9 +464,11 @@ class DhtProtocol:
         """Seal and queue a request, handing back the cookie `addr` gave, if any; False if no
         pair key can be made with `recipient`."""
         wire = m.to_wire(message, rid)
-        cookie = self._cookies_held.get(addr)
+        cookie = self._proofs.held(addr)
         if cookie is not None:
             wire = m.with_cookie(wire, cookie)
+        elif isinstance(message, m.FindNode | m.FindValue):
+            wire = m.padded(wire, first_contact_body(self.config.k, self.config.max_datagram))
         try:
             self._outgoing.append((self.auth.seal(encode(wire), recipient, now, self._flags), addr))
         except Rejected:
@@ -504,7 +484,7 @@ class DhtProtocol:
             self.stats["unusable_senders"] += 1
 
     def _answer(self, sender: Contact, msg: m.Request, now: float) -> m.Response:
-        """The answer to `msg`, sized for a datagram (`_fitted_body` makes sure)."""
+        """The answer to `msg`, sized for a datagram (`fitted_body` makes sure)."""
         k = self.config.k
         room = self.config.max_datagram - ANSWER_OVERHEAD
         match msg:
@@ -531,7 +511,13 @@ class DhtProtocol:
         raise AssertionError(msg)
 
     def _on_response(
-        self, sender: Contact, rid: int, msg: m.Response, flags: int, now: float
+        self,
+        sender: Contact,
+        rid: int,
+        msg: m.Response,
+        flags: int,
+        cookie: bytes | None,
+        now: float,
     ) -> list[Event]:
         pending = self._pending.get(rid)
         if pending is None:
@@ -549,10 +535,7 @@ class DhtProtocol:
             # any answer, it proves something only from the address asked; a second Retry is
             # the answer, so two nodes cannot keep each other retrying.)
             pending.retried = True
-            self._cookies_held[pending.addr] = msg.cookie
-            self._cookies_held.move_to_end(pending.addr)
-            if len(self._cookies_held) > self.config.max_peers:
-                self._cookies_held.popitem(last=False)
+            self._proofs.hold(pending.addr, msg.cookie)
             self.stats["retries"] += 1
             self._send_request(pending.message, rid, sender.public_key, pending.addr, now)
             return []
@@ -564,7 +547,15 @@ class DhtProtocol:
         if sender.addr == pending.addr:
             # It answered a request id only the receiver of our datagram could know, from the
             # address we sent to: that address is proven, and the node may enter the table.
-            self._mark_proven(sender, now)
+            self._proofs.mark_proven(sender, now)
+            if cookie is not None:
+                # Its table wants us once our address is proven: hand the cookie back at once,
+                # off the caller's path (a ping), and with every request after. Once per request
+                # of ours: a cookie offered again in answer to that ping (refused: the node
+                # changed its key, or lies) waits for our next request.
+                self._proofs.hold(pending.addr, cookie)
+                if pending.internal != "prove":
+                    self._request(sender, m.Ping(), now, internal="prove")
             if pending.internal == "evict":
                 self.routing.ping_answered(sender.node_id, True, now)
             elif not flags & FLAG_CLIENT:

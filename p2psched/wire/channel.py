@@ -26,7 +26,7 @@ from p2psched.identity import Identity
 from p2psched.wire.address import subnet
 from p2psched.wire.codec import DecodeError, decode, encode
 from p2psched.wire.frame_budget import FrameBudget
-from p2psched.wire.noise import MAX_FRAME, ChannelError, Peer, SecureSession
+from p2psched.wire.noise import MAX_FRAME, ChannelError, IdWithoutWork, Peer, SecureSession
 
 log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 10.0
@@ -246,7 +246,12 @@ async def _handshake(stream: trio.abc.Stream, session: SecureSession, timeout: f
                 data = await stream.receive_some(READ_SIZE)
                 if not data:
                     raise ChannelClosed("the peer closed the connection during the handshake")
-                session.receive_data(data)
+                try:
+                    session.receive_data(data)
+                except IdWithoutWork:
+                    if out := session.data_to_send():  # why it is refused, for the dialler
+                        await stream.send_all(out)
+                    raise
             out = session.data_to_send()  # the initiator's last handshake message
             if out:
                 await stream.send_all(out)

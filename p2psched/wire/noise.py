@@ -4,13 +4,15 @@ then length-prefixed, encrypted application frames. Sans-I/O: bytes in, bytes an
 Owns: the handshake (through the `noiseprotocol` package, as libp2p-noise does it: a fresh X25519
 static key per session, signed by the node's identity key inside the handshake payload), the
 peer check, and framing.
-Promises: `peer` is set only once the other side has proven it holds the identity key it named;
-a dialler that named the node it expected gets `ChannelError` unless it is exactly that node;
-every frame is authenticated (an altered or replayed byte fails decryption and ends the
-session); no frame larger than `max_frame` is ever buffered, nor a handshake message larger
-than `MAX_HANDSHAKE_MESSAGE`: each is refused at its length, before its bytes. The limit on
-frames received may be raised once the peer has said what it is (`set_max_frame`): a stranger
-gets a few KiB; the limit on frames sent is the protocol's, `MAX_FRAME`.
+Promises: `peer` is set only once the other side has proven it holds the identity key it named, and
+that key's node id shows the network's work (`identity.id_has_work` at `id_bits`: one hash, so a
+worker's per-peer limits cannot be escaped with identities that cost nothing); a dialler that named
+the node it expected gets `ChannelError` unless it is exactly that node; every frame is
+authenticated (an altered or replayed byte fails decryption and ends the session); no frame larger
+than `max_frame` is ever buffered, nor a handshake message larger than `MAX_HANDSHAKE_MESSAGE`: each
+is refused at its length, before its bytes. The limit on frames received may be raised once the peer
+has said what it is (`set_max_frame`): a stranger gets a few KiB; the limit on frames sent is the
+protocol's, `MAX_FRAME`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from noise.connection import Keypair, NoiseConnection
 
-from p2psched.identity import Identity, node_id_of, usable_public_key, verify
+from p2psched.identity import (
+    Identity,
+    id_has_work,
+    network_id_bits,
+    node_id_of,
+    usable_public_key,
+    verify,
+)
 from p2psched.wire import schema
 from p2psched.wire.codec import DecodeError, decode, encode
 
@@ -43,6 +52,12 @@ _HANDSHAKE_PAYLOAD = schema.mapping({"key": schema.bin_exact(32), "sig": schema.
 
 class ChannelError(Exception):
     """The session cannot go on; the message says why (shown to whoever opened it)."""
+
+
+class IdWithoutWork(ChannelError):
+    """The peer's node id shows no work at this network's `id_bits`. A responder that refuses
+    its dialler so has queued one frame saying why, `{"t": "error", "reason": ...}` (the shape of
+    a worker's refusal), for the shell to send before it closes."""
 
 
 class FrameTooLarge(ChannelError):
@@ -67,8 +82,11 @@ class SecureSession:
         initiator: bool,
         expected_peer: bytes | None = None,
         max_frame: int = MAX_FRAME,
+        id_bits: int | None = None,
     ) -> None:
         self._identity = identity
+        # The work a peer's id must show: the network's (`network_id_bits`) unless given.
+        self._id_bits = network_id_bits() if id_bits is None else id_bits
         self._initiator = initiator
         self._expected = expected_peer
         self._max_frame = max_frame  # of frames received (see `set_max_frame`)
@@ -150,6 +168,9 @@ class SecureSession:
         """Queue one frame for sending (see `data_to_send`)."""
         if self.peer is None:
             raise RuntimeError("the handshake has not finished")
+        self._seal(frame)
+
+    def _seal(self, frame: bytes) -> None:
         if len(frame) > MAX_FRAME:
             raise ChannelError(f"frame of {len(frame)} bytes is over the {MAX_FRAME}-byte limit")
         plain = struct.pack(">I", len(frame)) + frame
@@ -178,7 +199,12 @@ class SecureSession:
         if self._step == 1:  # responder got "-> e": answer "<- e, ee, s, es" with our identity
             self._write_handshake(self._payload())
             return
-        self.peer = self._check_identity(payload)
+        try:
+            self.peer = self._check_identity(payload)
+        except IdWithoutWork as e:
+            if not self._initiator:  # our keys are set: the dialler may read why it was refused
+                self._seal(encode({"t": "error", "reason": str(e)}))
+            raise
         if self._step == 2:  # initiator got the responder's identity: send ours, done
             self._write_handshake(self._payload())
 
@@ -194,6 +220,12 @@ class SecureSession:
         ):
             raise ChannelError("peer's identity key did not sign its Noise static key")
         peer = Peer(node_id_of(key), key)
+        if not id_has_work(peer.node_id, self._id_bits):
+            raise IdWithoutWork(
+                f"peer {peer.node_id.hex()[:16]}…'s node id shows no work at this network's "
+                f"id_bits={self._id_bits} (its identity was made for another network, or for "
+                "free): it must be made with the network's id_bits"
+            )
         if self._expected is not None and peer.node_id != self._expected:
             raise ChannelError(
                 f"the node at that address is {peer.node_id.hex()[:16]}…, "

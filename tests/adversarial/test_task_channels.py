@@ -45,7 +45,7 @@ from p2psched.wire.deal import (
 )
 from p2psched.wire.messages import Commit, QuoteRequest, Task, encode
 from p2psched.wire.noise import ChannelError
-from tests.harness.hostile import advertised, result_of, take_commitment
+from tests.harness.hostile import advertised, free_identity, result_of, take_commitment
 from tests.harness.memory import BOMB, GROWTH_MB, empty_maps, peak_mb, small_lists
 from tests.harness.processes import EXE, running
 
@@ -99,15 +99,21 @@ async def honest_job(gate: str, folder: Path, tasks: int = 2) -> dict[str, Any]:
 
 
 async def as_stranger(
-    address: str, worker: bytes, frames: list[bytes], *, first: bytes | None = None
+    address: str,
+    worker: bytes,
+    frames: list[bytes],
+    *,
+    first: bytes | None = None,
+    identity: Identity | None = None,
 ) -> list[Any]:
-    """Open a channel to `worker` as a fresh identity; say `first`, if given, and wait for its
-    answer; then send `frames`. What the worker said, until it hung up."""
+    """Open a channel to `worker` as `identity` (a fresh one by default); say `first`, if
+    given, and wait for its answer; then send `frames`. What the worker said, until it hung
+    up."""
     heard: list[Any] = []
     with trio.fail_after(60):
         try:
             async with open_worker_channel(
-                address, Identity.generate(), expected_peer=worker
+                address, identity or Identity.generate(), expected_peer=worker
             ) as channel:
                 if first is not None:
                     await channel.send_encoded([first])
@@ -171,6 +177,27 @@ async def test_a_strangers_first_message_of_16_mib_is_refused_at_its_length(
         growth = peak_mb(proc.pid) - before
         print(f"{reachability} worker, 3 strangers' 16 MiB first messages: +{growth:.1f} MB")
         assert growth < HELD_MB
+        await honest_job(gate, tmp_path / "honest")
+
+
+@pytest.mark.parametrize("reachability", REACH)
+async def test_a_scheduler_whose_id_cost_nothing_is_refused_with_the_reason(
+    tmp_path: Path, reachability: str
+) -> None:
+    """Identities made for free (their ids fail the network's id puzzle, one hash to check)
+    would let one scheduler escape a worker's per-scheduler limits: the worker refuses each at
+    the handshake, saying why, and quotes nothing; then it serves an honest scheduler."""
+    asked = encode(QuoteRequest(1, "job", 1, "echo", None, 1.0))
+    with (
+        gate_at(tmp_path / "gate") as gate,
+        worker_of(gate, tmp_path / "worker", reachability) as (_, worker, address),
+    ):
+        for _ in range(3):
+            heard = await as_stranger(
+                address, worker, [asked], first=asked, identity=free_identity()
+            )
+            assert [h["t"] for h in heard] == ["error"], heard
+            assert "shows no work at this network's id_bits=4" in heard[0]["reason"]
         await honest_job(gate, tmp_path / "honest")
 
 

@@ -16,6 +16,7 @@ import pytest
 from p2psched.cli.app import build_parser
 from p2psched.cli.args import trusted_networks
 from p2psched.dht.routing import TrustedNetworks
+from p2psched.identity import id_has_work
 from tests.harness.processes import EXE, p2psched, run_at_home
 
 
@@ -34,6 +35,25 @@ def test_missing_and_corrupt_keys_are_clear_errors(tmp_path: Path) -> None:
         and "corrupt" in corrupt.stderr
         and "Traceback" not in corrupt.stderr
     )
+
+
+def test_id_bits_on_the_command_line_is_the_work_ids_make_and_must_show(tmp_path: Path) -> None:
+    """`--id-bits` over `P2PSCHED_ID_BITS` (4 in the tests): `init` makes an id with that much
+    work; a command run with more refuses it, naming the bits and the fix; out of range is a
+    usage error that names the option."""
+    data = str(tmp_path / "a")
+    assert run_at_home("init", "--id-bits", "12", "--data-dir", data, home=tmp_path).returncode == 0
+    shown = run_at_home("id", "--data-dir", data, home=tmp_path)
+    assert id_has_work(bytes.fromhex(shown.stdout.strip()), 12)
+    refused = run_at_home("id", "--id-bits", "24", "--data-dir", data, home=tmp_path)
+    assert (
+        refused.returncode == 2
+        and "(24 bits" in refused.stderr
+        and "--id-bits 24" in refused.stderr
+    )
+    assert "Traceback" not in refused.stderr
+    wrong = run_at_home("init", "--id-bits", "33", "--data-dir", data, home=tmp_path)
+    assert wrong.returncode == 2 and "--id-bits: '33' is not a number of bits" in wrong.stderr
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from p2psched.dht.protocol import Answered, DhtConfig
 from p2psched.dht.routing import source_prefix
 from p2psched.wire.codec import encode
 from p2psched.wire.envelope import HEADER_BYTES, MAC_BYTES
-from tests.harness.dht import NOW, Link, forged_first_contact, introduce
+from tests.harness.dht import NOW, Link, forged_first_contact, hold_records, introduce
 
 NODE, B = ("127.0.0.1", 1), ("127.0.0.1", 2)
 FLOOD = 50_000
@@ -75,8 +75,9 @@ def test_a_flood_of_forged_first_contacts_from_one_slash_24_is_capped_and_known_
 
 
 def test_strangers_are_never_pinged_and_get_no_more_bytes_than_they_sent() -> None:
-    """300 real identities on one /24 ask a node with a full table of contacts: each gets a
-    `Retry` no larger than its request; the node sends no request of its own to any of them."""
+    """300 real identities on one /24 ask a node with a full table of contacts: each gets an
+    answer (its first request was padded for it) no larger than its request; the node sends no
+    request of its own to any of them."""
     link = Link()
     node = link.add(NODE)
     for i in range(30):
@@ -94,25 +95,27 @@ def test_strangers_are_never_pinged_and_get_no_more_bytes_than_they_sent() -> No
         received += sum(len(d) for d, _ in out)
         assert len(out) == 1 and len(out[0][0]) <= len(data)
         body = msgpack.unpackb(out[0][0][HEADER_BYTES + MAC_BYTES :])
-        assert isinstance(m.parse(body)[1], m.Retry)
+        assert isinstance(m.parse(m.split_cookie(body)[0])[1], m.Nodes)
     assert node.stats["requests_out"] == 0
     assert received <= sent
 
 
 def test_a_retry_counts_only_from_the_address_asked_and_only_once() -> None:
     """A `Retry` relayed from elsewhere makes no one send again; a second `Retry` for the same
-    request is its answer, not a loop."""
+    request is its answer, not a loop. (b holds more records than fit in a padded request.)"""
     link = Link()
     a, b = link.add(NODE), link.add(("127.0.0.1", 2))
+    key = os.urandom(32)
+    hold_records(b, key, 30, 200)
     elsewhere = ("127.0.0.1", 999)
-    a.request(link.contact(("127.0.0.1", 2)), m.FindNode(os.urandom(32)), NOW)
+    a.request(link.contact(("127.0.0.1", 2)), m.FindValue(key), NOW)
     ((request, _),) = a.take_outgoing()
     b.datagram_received(request, NODE, NOW)
     ((retry, _),) = b.take_outgoing()
     a.datagram_received(retry, elsewhere, NOW)
     assert a.take_outgoing() == [] and a.stats["retries"] == 0
 
-    rid = a.request(link.contact(("127.0.0.1", 2)), m.FindNode(os.urandom(32)), NOW)
+    rid = a.request(link.contact(("127.0.0.1", 2)), m.FindValue(key), NOW)
     ((request, _),) = a.take_outgoing()
     b.datagram_received(request, NODE, NOW)
     ((retry, _),) = b.take_outgoing()
@@ -125,14 +128,14 @@ def test_a_retry_counts_only_from_the_address_asked_and_only_once() -> None:
     assert [(e.rid, type(e.message)) for e in events if isinstance(e, Answered)] == [(rid, m.Retry)]
 
 
-def test_only_a_request_may_carry_a_cookie_and_only_of_its_length() -> None:
+def test_a_cookie_is_taken_only_with_an_answer_asked_for_and_only_of_its_length() -> None:
     link = Link()
     a, b = link.add(NODE), link.add(B)
     wrapped = m.with_cookie(m.to_wire(m.Pong(NODE), 5), bytes(m.COOKIE_BYTES))
-    a.datagram_received(
-        b.auth.seal(encode(wrapped), a.identity.public_key, NOW), ("127.0.0.1", 2), NOW
-    )
-    assert a.stats["dropped_schema"] == 1 and a.stats["answers_unexpected"] == 0
+    a.datagram_received(b.auth.seal(encode(wrapped), a.identity.public_key, NOW), B, NOW)
+    assert a.stats["answers_unexpected"] == 1 and a.take_outgoing() == []  # kept, handed back: no
     short = m.with_cookie(m.to_wire(m.Ping(), 6), b"abc")  # a cookie is COOKIE_BYTES long
     a.datagram_received(b.auth.seal(encode(short), a.identity.public_key, NOW), B, NOW)
+    not_padding = [m.PADDED, "zeros", m.to_wire(m.Ping(), 7)]
+    a.datagram_received(b.auth.seal(encode(not_padding), a.identity.public_key, NOW), B, NOW)
     assert a.stats["dropped_schema"] == 2

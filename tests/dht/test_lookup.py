@@ -155,11 +155,15 @@ def test_value_lookup_pages_through_a_holder_and_keeps_the_newest_versions() -> 
     assert holder in lookup.holders and stale_holder in lookup.holders
 
 
-def test_value_lookup_stops_at_its_quorum() -> None:
+def _asked_until_done(alpha: int, held_here: bool) -> int:
+    """A quorum-2 lookup among 10 holders of one record (the looking node one too, if
+    `held_here`): how many queries it sent until it was done."""
     key = os.urandom(32)
     rec = _records(key, 1)
     holders = [Contact(os.urandom(32), "127.0.0.1", i, os.urandom(32)) for i in range(10)]
-    lookup = ValueLookup(key, holders, k=K, alpha=3, quorum=2)
+    lookup = ValueLookup(key, holders, k=K, alpha=alpha, quorum=2)
+    own = Contact(os.urandom(32), "127.0.0.1", 99, os.urandom(32))
+    lookup.held_here(own, rec if held_here else [])
     asked = 0
 
     def answer(q: Query) -> Answer:
@@ -169,7 +173,16 @@ def test_value_lookup_stops_at_its_quorum() -> None:
 
     drive(lookup, answer)
     assert lookup.finished and len(lookup.holders) == 2
-    assert asked <= 3
+    return asked
+
+
+def test_value_lookup_stops_at_its_quorum() -> None:
+    assert _asked_until_done(alpha=3, held_here=False) <= 3
+
+
+def test_a_looking_node_that_holds_the_key_is_one_holder_of_its_quorum() -> None:
+    assert _asked_until_done(alpha=1, held_here=False) == 2
+    assert _asked_until_done(alpha=1, held_here=True) == 1
 
 
 async def test_async_driver_times_out_dead_nodes_on_the_fake_clock(

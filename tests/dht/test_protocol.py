@@ -9,6 +9,7 @@ import msgpack
 import pytest
 
 from p2psched.dht import messages as m
+from p2psched.dht.proof import AddressProofs
 from p2psched.dht.protocol import (
     Answered,
     DhtConfig,
@@ -22,22 +23,9 @@ from p2psched.dht.routing import Contact
 from p2psched.identity import Identity
 from p2psched.wire.codec import encode
 from p2psched.wire.envelope import KIND_MAC, KIND_SIGNED
-from tests.harness.dht import NOW, Link, introduce
+from tests.harness.dht import NOW, Link, hold_records, introduce
 
 A, B, C = ("127.0.0.1", 1), ("127.0.0.1", 2), ("127.0.0.1", 3)
-
-
-def hold_records(core: DhtProtocol, key: bytes, count: int, size: int) -> list[Record]:
-    """`count` records of `size`-byte values under `key`, each from its own publisher, held
-    by `core`."""
-    expires_ms = int((NOW + 60) * 1000)
-    records = [
-        Record.create(Identity.generate(), key, os.urandom(size), seq=1, expires_ms=expires_ms)
-        for _ in range(count)
-    ]
-    for r in records:
-        assert core.store.put(r, NOW) is None
-    return records
 
 
 def long_contacts(core: DhtProtocol, count: int) -> None:
@@ -59,15 +47,16 @@ def test_ping_by_address_then_both_tables_know_each_other() -> None:
     # b answered from the address a sent to: a knows b is there. a's signed first datagram names
     # no recipient (anyone could have relayed it to b), so b does not take a into its table yet.
     assert b.node_id in a.routing and a.node_id not in b.routing
-    # The second exchange uses the pair key (a MAC), not a signature; b then asks a to hand
-    # back a cookie from its address before it enters, and sends no request of its own.
+    # The second exchange uses the pair key (a MAC), not a signature; b's pong offers a cookie,
+    # which a hands back at once from its address (a ping of its own) to enter b's table; b
+    # sends no request of its own.
     a.request(link.contact(B), m.Ping(), NOW)
     ((data, _),) = a.take_outgoing()
     assert data[2] == KIND_MAC
     b.datagram_received(data, A, NOW)
     link.run()
     assert a.node_id in b.routing
-    assert a.stats["retries"] == 1 and b.stats["cookies_good"] == 1
+    assert a.stats["retries"] == 0 and b.stats["cookies_good"] == 1
     assert b.stats["requests_out"] == 0
 
 
@@ -162,10 +151,10 @@ def test_a_full_bucket_pings_its_oldest_and_keeps_it_if_it_answers() -> None:
     introduce(link, B, A)  # b proves its address with a cookie: a sends nothing of its own
     assert b.node_id in a.routing and a.stats["requests_out"] == 0
     introduce(link, C, A, NOW + 1)  # b was heard from a second ago: c is of no use, no check
-    assert a.stats["requests_out"] == 0 and c.stats["retries"] == 0
+    assert a.stats["requests_out"] == 0 and a.stats["cookies_good"] == 1  # (b's)
     introduce(link, C, A, NOW + 61)  # b silent a minute: c proves its address, a pings b
     assert b.node_id in a.routing and c.node_id not in a.routing
-    assert a.stats["requests_out"] == 1 and c.stats["retries"] == 1
+    assert a.stats["requests_out"] == 1 and a.stats["cookies_good"] == 2
     # Now b is gone: the next check times out, and c takes b's place.
     del link.cores[B]
     introduce(link, C, A, NOW + 200)
@@ -380,24 +369,30 @@ def test_a_relayed_first_contact_neither_enters_nor_moves_a_table_entry() -> Non
 
 
 def test_answers_to_an_unproven_address_are_no_larger_than_the_request() -> None:
-    """A request with a spoofed source gets the victim no more bytes than it sent: a `Retry`
-    with a cookie in place of the answer, and no ping. Once the address answered us, or handed
-    the cookie back, full size; a proof does not last for ever."""
+    """A request with a spoofed source gets the victim no more bytes than it sent: the answer
+    if it fits (a first FIND_NODE is padded so that it does), else a `Retry` with a cookie in
+    its place, and no ping. Once the address answered us, or handed the cookie back, full size;
+    a proof does not last for ever."""
     link = Link()
     a = link.add(A)
     key = os.urandom(32)
-    hold_records(a, key, 30, 200)
+    hold_records(a, key, 30, 200, ttl=3600)
     long_contacts(a, 40)
     attacker = link.add(C)
     victim = ("198.51.100.7", 53)
-    for request in (m.FindValue(key), m.FindNode(key), m.Ping()):
+    for request, kind in (
+        (m.FindValue(key), m.Retry),
+        (m.FindNode(key), m.Nodes),
+        (m.Ping(), m.Pong),
+    ):
         rid = attacker.request(link.contact(A), request, NOW)
         ((data, _),) = attacker.take_outgoing()
         a.datagram_received(data, victim, NOW)
         ((answer, dst),) = a.take_outgoing()
         assert dst == victim and len(answer) <= len(data)
-        got_rid, message = m.parse(msgpack.unpackb(attacker.auth.open(answer, NOW).body))
-        assert got_rid == rid and isinstance(message, m.Retry)
+        body = m.split_cookie(msgpack.unpackb(attacker.auth.open(answer, NOW).body))[0]
+        got_rid, message = m.parse(body)
+        assert got_rid == rid and isinstance(message, kind)
     # Once the address answered a request of a's, the same request gets a full page.
     a.request(link.contact(C), m.Ping(), NOW + 2)
     link.run(NOW + 2)
@@ -406,32 +401,30 @@ def test_answers_to_an_unproven_address_are_no_larger_than_the_request() -> None
     (answer,) = link.answers(C)
     assert isinstance(answer.message, m.Values) and len(answer.message.records) > 5
     assert attacker.stats["retries"] == 0
-    # Ten minutes on, the address proves itself again, with a cookie: one more round trip.
+    # Ten minutes on, the address must prove itself again, with a cookie: one more round trip.
     later = NOW + 2 + 601
-    attacker.request(link.contact(A), m.FindNode(key), later)
+    attacker.request(link.contact(A), m.FindValue(key), later)
     link.run(later)
     (answer,) = link.answers(C)
-    assert isinstance(answer.message, m.Nodes) and len(answer.message.contacts) == 20
+    assert isinstance(answer.message, m.Values) and len(answer.message.records) > 5
     assert attacker.stats["retries"] == 1 and a.stats["cookies_good"] == 1
 
 
 def test_an_answer_from_another_address_proves_nothing_and_leaks_nothing() -> None:
     link = Link()
     a, b = link.add(A), link.add(B)
-    # a's request to b's address is answered from elsewhere.
+    # a's request to b's address is answered (with a cookie offered) from elsewhere.
     a.request(link.contact(B), m.Ping(), NOW)
     ((data, _),) = a.take_outgoing()
     b.datagram_received(data, A, NOW)
-    ((retry, _),) = b.take_outgoing()  # b asks a for a cookie; a sends again with it
-    a.datagram_received(retry, B, NOW)
-    ((again, _),) = a.take_outgoing()
-    b.datagram_received(again, A, NOW)
-    assert a.node_id in b.routing  # the cookie came back from a's address
     ((pong, _),) = b.take_outgoing()
     events = a.datagram_received(pong, ("127.0.0.1", 999), NOW)  # relayed from another port
-    # It answers the caller but proves nothing: b stays out of a's table.
+    # It answers the caller but proves nothing: b stays out of a's table, the cookie unused.
     assert [type(e.message) for e in events if isinstance(e, Answered)] == [m.Pong]
-    assert b.node_id not in a.routing
+    assert b.node_id not in a.routing and a.take_outgoing() == []
+    a.request(link.contact(B), m.Ping(), NOW)
+    link.run()  # from b's address: a hands the cookie back, and enters b's table
+    assert a.node_id in b.routing and b.node_id in a.routing
     # A cookie is good only from the address it was given to.
     spoofer = ("127.0.0.1", 998)
     a.request(link.contact(B), m.FindNode(os.urandom(32)), NOW)
@@ -475,12 +468,14 @@ def test_a_cookie_is_good_for_two_epochs_and_a_stale_one_costs_one_retry() -> No
     link = Link()
     a = link.add(A)
     long_contacts(a, 40)
+    key = os.urandom(32)
+    hold_records(a, key, 30, 200, ttl=3600)  # (more than a padded request has room for)
     c = link.add(C, DhtConfig(client=True))  # (a client: a never takes it into its table)
     for at, retries in ((NOW, 1), (NOW + 1, 1), (NOW + 700, 2)):
-        c.request(link.contact(A), m.FindNode(os.urandom(32)), at)
+        c.request(link.contact(A), m.FindValue(key), at)
         link.run(at)
         (got,) = link.answers(C)
-        assert isinstance(got.message, m.Nodes) and len(got.message.contacts) == 20
+        assert isinstance(got.message, m.Values) and len(got.message.records) > 5
         assert c.stats["retries"] == retries
     assert a.stats["cookies_refused"] == 1  # the stale one
 
@@ -507,11 +502,12 @@ def test_the_dht_core_counts_rpcs_by_outcome_and_times_each_answer() -> None:
     a, b = link.add(("127.0.0.1", 1)), link.add(("127.0.0.1", 2))
     a.request(link.contact(("127.0.0.1", 2)), m.Ping(), NOW)
     link.run(NOW + 0.02)  # answered 20 ms after it went out
-    # (b asks a for a cookie first; a's ping goes again with it: one call, one round trip)
-    assert b.rpcs_received[("ping", "retry")] == 1
-    assert b.rpcs_received[("ping", "answered")] == 1
+    # (b's pong offers a cookie; a hands it back at once with a ping of its own, answered
+    # in no time on this link)
+    assert b.rpcs_received[("ping", "retry")] == 0
+    assert b.rpcs_received[("ping", "answered")] == 2
     rtt = a.round_trips["ping"]
-    assert rtt.count == a.rpcs_sent[("ping", "answered")] == 1
+    assert rtt.count == a.rpcs_sent[("ping", "answered")] == 2
     assert rtt.sum == pytest.approx(0.02, abs=1e-6)
 
     a.request(("127.0.0.1", 9), m.FindNode(b.node_id), NOW)  # nobody there
@@ -519,3 +515,22 @@ def test_the_dht_core_counts_rpcs_by_outcome_and_times_each_answer() -> None:
     a.on_timer(NOW + a.config.rpc_timeout)
     assert a.rpcs_sent[("find_node", "timed_out")] == 1
     assert a.round_trips["find_node"].count == 0  # only answers are timed
+
+
+def test_a_cookie_offered_again_in_answer_to_the_ping_that_handed_one_back_waits() -> None:
+    """A cookie handed back and refused (the other node changed its key, or lies) and offered
+    again is not handed back by another ping: one ping per request of ours, never a loop."""
+    link = Link()
+    a, b = link.add(A), link.add(B)
+    a.request(link.contact(B), m.Ping(), NOW)
+    ((data, _),) = a.take_outgoing()
+    b.datagram_received(data, A, NOW)
+    ((pong, _),) = b.take_outgoing()  # with a cookie: b's table wants a
+    b._proofs = AddressProofs(b.config.max_peers)  # b forgets the key it made the cookie with
+    a.datagram_received(pong, B, NOW)
+    link.run()
+    assert b.stats["cookies_refused"] == 1 and b.stats["cookies_good"] == 0
+    assert a.stats["requests_out"] == 2 and a.node_id not in b.routing
+    a.request(link.contact(B), m.FindNode(os.urandom(32)), NOW)  # the next request hands it back
+    link.run()
+    assert b.stats["cookies_good"] == 1 and a.node_id in b.routing

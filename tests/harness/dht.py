@@ -7,6 +7,7 @@ import os
 
 from p2psched.dht import messages as m
 from p2psched.dht.protocol import Answered, DhtConfig, DhtProtocol, Event
+from p2psched.dht.records import Record
 from p2psched.dht.routing import Contact
 from p2psched.identity import Identity
 from p2psched.wire.codec import encode
@@ -55,6 +56,21 @@ class Link:
         got = [e for e in self.events[addr] if isinstance(e, Answered)]
         self.events[addr] = [e for e in self.events[addr] if not isinstance(e, Answered)]
         return got
+
+
+def hold_records(
+    core: DhtProtocol, key: bytes, count: int, size: int, ttl: float = 60.0
+) -> list[Record]:
+    """`count` records of `size`-byte values under `key`, each from its own publisher, held
+    by `core` for `ttl` seconds from `NOW`."""
+    expires_ms = int((NOW + ttl) * 1000)
+    records = [
+        Record.create(Identity.generate(), key, os.urandom(size), seq=1, expires_ms=expires_ms)
+        for _ in range(count)
+    ]
+    for r in records:
+        assert core.store.put(r, NOW) is None
+    return records
 
 
 def introduce(link: Link, src: tuple[str, int], dst: tuple[str, int], now: float = NOW) -> None:

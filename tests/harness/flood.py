@@ -86,7 +86,7 @@ def attack_requests(target: Contact, now: float) -> list[bytes]:
 
 def body_of(datagram: bytes) -> m.Message:
     auth = MAC_BYTES if datagram[2] == KIND_MAC else SIG_BYTES
-    return m.parse(msgpack.unpackb(datagram[HEADER_BYTES + auth :]))[1]
+    return m.parse(m.split_cookie(msgpack.unpackb(datagram[HEADER_BYTES + auth :]))[0])[1]
 
 
 def flood(target: tuple[str, int], count: int, per_second: int) -> None:

@@ -6,14 +6,17 @@ from __future__ import annotations
 import pytest
 
 from p2psched.identity import Identity
+from p2psched.wire.codec import decode
 from p2psched.wire.noise import (
     MAX_FRAME,
     MAX_HANDSHAKE_MESSAGE,
     NOISE_MAX,
     ChannelError,
     FrameTooLarge,
+    IdWithoutWork,
     SecureSession,
 )
+from tests.harness.hostile import free_identity
 
 
 def _pair(a: Identity, b: Identity, **kw: object) -> tuple[SecureSession, SecureSession]:
@@ -125,3 +128,26 @@ def test_garbage_instead_of_a_handshake() -> None:
     r = SecureSession(Identity.generate(), initiator=False)
     with pytest.raises(ChannelError, match="handshake failed"):
         r.receive_data(b"\x00\x05GET /")
+
+
+def test_a_peer_whose_id_shows_no_work_is_refused_either_way_and_a_dialler_told_why() -> None:
+    """An identity that cost nothing (S/Kademlia's puzzle unsolved at the network's id_bits)
+    opens no channel, and no dialler talks to one; a refused dialler reads the reason."""
+    free, real = free_identity(), Identity.generate()
+    i = SecureSession(free, initiator=True, expected_peer=real.node_id)
+    r = SecureSession(real, initiator=False)
+    r.receive_data(i.data_to_send())
+    i.receive_data(r.data_to_send())
+    with pytest.raises(IdWithoutWork, match="shows no work at this network's id_bits=4"):
+        r.receive_data(i.data_to_send())
+    assert r.peer is None
+    i.receive_data(r.data_to_send())
+    (why,) = i.frames()
+    assert decode(why)["t"] == "error" and "shows no work" in decode(why)["reason"]
+
+    i = SecureSession(real, initiator=True, expected_peer=free.node_id)
+    r = SecureSession(free, initiator=False)
+    r.receive_data(i.data_to_send())
+    with pytest.raises(IdWithoutWork, match="shows no work"):
+        i.receive_data(r.data_to_send())
+    assert i.peer is None and i.data_to_send() == b""
