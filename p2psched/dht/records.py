@@ -6,7 +6,8 @@ have not expired, and that are the newest (seq, expiry) seen from their publishe
 older or equal version never replaces a newer one, not even after the newer one expired (its
 version is remembered for `max_ttl`, the longest any older one could still be valid). Per-key,
 per-publisher, byte and total caps bound memory; a full key or store makes room by one fair rule
-(the source network, /24 or /48, holding the most loses its oldest record), so throwaway
+(the source network, /24 or /48, holding the most records, or bytes when bytes ran out,
+loses its oldest record), so throwaway
 identities from a few networks cannot lock others out. Values the node layer knows (worker ads)
 pass its injected `Validator`. Sans-I/O: every call takes `now` (seconds since the epoch).
 """
@@ -132,12 +133,15 @@ def source_prefix(host: str | None) -> str:
     return prefix(host, 24, 48) or host
 
 
-def _oldest_of_largest(groups: Mapping[str, OrderedDict[_T, None]]) -> _T | None:
-    """The fair rule that makes room: the source with the most entries loses its oldest."""
+def _oldest_of_largest(
+    groups: Mapping[str, OrderedDict[_T, None]], weights: Mapping[str, int] | None = None
+) -> _T | None:
+    """The fair rule that makes room: the source with the most entries (or, given `weights`,
+    the most of those: bytes) loses its oldest."""
     if not groups:
         return None
-    largest: OrderedDict[_T, None] = max(groups.values(), key=lambda group: len(group))
-    return next(iter(largest))
+    largest = max(groups, key=lambda src: len(groups[src]) if weights is None else weights[src])
+    return next(iter(groups[largest]))
 
 
 class RecordStore:
@@ -150,6 +154,7 @@ class RecordStore:
         self._per_publisher: Counter[bytes] = Counter()
         # Every record held, by source prefix, oldest first: whom a full store takes room from.
         self._by_prefix: dict[str, OrderedDict[tuple[bytes, bytes], None]] = {}
+        self._prefix_bytes: Counter[str] = Counter()  # encoded bytes held, per source
         self.evicted = 0
         self._count = 0
         self._bytes = 0
@@ -203,7 +208,10 @@ class RecordStore:
         size = len(encode(record.to_wire()))
         self._make_room_in_key(record.key, src, now)
         while self._count >= self.limits.max_records or self._bytes + size > self.limits.max_bytes:
-            victim = _oldest_of_largest(self._by_prefix)
+            # Full by count: the source with the most records pays; by bytes: the one holding
+            # the most bytes (a few 4 KiB records must not outweigh many small honest ones).
+            by_bytes = self._count < self.limits.max_records
+            victim = _oldest_of_largest(self._by_prefix, self._prefix_bytes if by_bytes else None)
             if victim is None:
                 return "store full"
             self._remove(*victim, now)
@@ -234,6 +242,7 @@ class RecordStore:
         slot.by_publisher[pid] = (record, size, src)
         slot.by_prefix.setdefault(src, OrderedDict())[pid] = None
         self._by_prefix.setdefault(src, OrderedDict())[(record.key, pid)] = None
+        self._prefix_bytes[src] += size
         self._per_publisher[pid] += 1
         self._count += 1
         self._bytes += size
@@ -249,6 +258,9 @@ class RecordStore:
         slot.order.remove(pid)
         _discard(slot.by_prefix, src, pid)
         _discard(self._by_prefix, src, (key, pid))
+        self._prefix_bytes[src] -= size
+        if not self._prefix_bytes[src]:
+            del self._prefix_bytes[src]
         if not slot.by_publisher:
             del self._keys[key]
         self._per_publisher[pid] -= 1

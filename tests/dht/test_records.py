@@ -192,6 +192,25 @@ def test_a_store_filled_by_a_few_networks_takes_newcomers() -> None:
     assert store.get(KEY, NOW) == [ad]
 
 
+def test_a_store_full_of_bytes_makes_room_at_the_source_holding_the_most_bytes() -> None:
+    """A few large records from one network, many small honest ones from another: when the
+    bytes run out, the network holding the most bytes pays, not the one with the most
+    records."""
+    store = RecordStore(StoreLimits(max_bytes=40 * 4200))
+    attacker = Identity.generate()
+    for _ in range(30):
+        assert (
+            store.put(rec(attacker, os.urandom(4000), key=os.urandom(32)), NOW, "203.0.113.1")
+            is None
+        )
+    honest = [rec(Identity.generate(), b"ad", key=os.urandom(32)) for _ in range(60)]
+    for r in honest:
+        assert store.put(r, NOW, "198.51.100.20") is None
+    for _ in range(20):  # a third network's large records need room
+        store.put(rec(Identity.generate(), os.urandom(4000), key=os.urandom(32)), NOW, "192.0.2.1")
+    assert all(store.get(r.key, NOW) == [r] for r in honest)
+
+
 def test_the_validator_sees_the_record_and_its_sender() -> None:
     seen: list[tuple[Record, str | None]] = []
 
