@@ -8,7 +8,8 @@ version is remembered for `max_ttl`, the longest any older one could still be va
 per-publisher, byte and total caps bound memory; a full key or store makes room by one fair rule
 (the source network, /24 or /48, holding the most records, or bytes when bytes ran out, loses
 its oldest record), so throwaway identities from a few networks cannot lock others out. Values
-the node layer knows (worker ads) pass its injected `Validator`. Sans-I/O: every call takes `now` (seconds since the epoch).
+the node layer knows (worker ads) pass its injected `Validator`. Sans-I/O: every call takes
+`now` (seconds since the epoch).
 """
 
 from __future__ import annotations
