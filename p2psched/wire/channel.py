@@ -126,10 +126,11 @@ class SecureChannel:
                     data = None
                     with trio.move_on_at(self._due):  # only while room is held for a message
                         data = await self._stream.receive_some(READ_SIZE)
-                    if data is None:
+                    if data is None:  # (a deadline is set only with room held in a budget)
+                        assert self._budget is not None
                         raise ChannelError(
                             f"a message of {self._session.incoming()} bytes came slower than "
-                            f"{self._budget.min_rate if self._budget else 0:.0f} bytes a second"
+                            f"{self._budget.min_rate:.0f} bytes a second"
                         )
                     if not data:
                         return
