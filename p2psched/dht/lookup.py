@@ -100,8 +100,9 @@ class Lookup:
         out: list[Query] = []
         if self.finished:
             return out
+        width = self._width()
         for cand in self._frontier():
-            if self.inflight >= self.alpha or self.queries_sent + len(out) >= self.max_queries:
+            if self.inflight >= width or self.queries_sent + len(out) >= self.max_queries:
                 break
             if cand.state is _State.NEW:
                 cand.state = _State.PENDING
@@ -109,6 +110,10 @@ class Lookup:
                 out.append(Query(cand.contact))
         self.queries_sent += len(out)
         return out
+
+    def _width(self) -> int:
+        """How many queries may be outstanding now."""
+        return self.alpha
 
     def on_answer(self, query: Query, answer: Answer | None) -> None:
         """Record `answer` to `query` (None: it failed or timed out)."""
@@ -189,6 +194,14 @@ class ValueLookup(Lookup):
         if self._pages or self._paging:
             return False
         return len(self.holders) >= self.quorum or super().finished
+
+    def _width(self) -> int:
+        # Once a holder has answered, the ones near it likely hold the key too: no more
+        # outstanding than holders still missing, not `alpha` (each query too many costs its
+        # answerer and us a datagram and is cancelled when the quorum is met).
+        if self.holders:
+            return max(1, min(self.alpha, self.quorum - len(self.holders)))
+        return self.alpha
 
     def next_queries(self) -> list[Query]:
         out: list[Query] = []

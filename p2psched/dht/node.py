@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import socket as _socket
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -32,15 +33,34 @@ from p2psched.dht.protocol import (
 )
 from p2psched.dht.records import Record, Validator
 from p2psched.dht.routing import Contact, distance
-from p2psched.dht.traverse import Call, L, run_lookup
+from p2psched.dht.traverse import L
 from p2psched.identity import Identity
 
 RECEIVE_BUFFER = 1 << 20
 
 
+class _Wake:
+    """An event a task can wait on again and again: one per call, or one for all the queries of
+    a lookup."""
+
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+
+    def set(self) -> None:
+        self.event.set()
+
+    async def wait(self) -> None:
+        await self.event.wait()
+        self.event = trio.Event()
+
+
 @dataclass(slots=True)
 class _Waiter:
-    event: trio.Event
+    wake: _Wake
+    query: Query | None = None  # the lookup query this request asks, if any
+    done: bool = False  # answered, or timed out
     answer: m.Response | None = None
     sender: Contact | None = None
 
@@ -78,16 +98,15 @@ class DhtNode:
     # -- calls -----------------------------------------------------------------------------
 
     async def call(
-        self, to: Contact | Addr, request: m.Request
+        self, to: Contact | Addr, request: m.Request, *, announce: bool = False
     ) -> tuple[Contact, m.Response] | None:
-        """Send `request`; the answer and who gave it, or None if none came within the timeout."""
-        rid = self.protocol.request(to, request, self.now())
-        waiter = self._waiting[rid] = _Waiter(trio.Event())
-        if self.protocol.next_deadline() < self._timer_at:
-            self._wakeup.set()  # the timer task sleeps past this request's deadline
+        """Send `request`; the answer and who gave it, or None if none came within the timeout.
+        `announce`: this node wants into the answerer's table now (`DhtProtocol.request`)."""
+        rid = self.protocol.request(to, request, self.now(), announce=announce)
+        waiter = self._waiting[rid] = _Waiter(_Wake())
         try:
-            self._flush()
-            await waiter.event.wait()
+            self._sent()
+            await waiter.wake.wait()
         finally:
             del self._waiting[rid]
             if waiter.answer is None:
@@ -107,16 +126,15 @@ class DhtNode:
         async with trio.open_nursery() as nursery:
             for addr in addrs:
                 nursery.start_soon(self.ping, addr)
-        await self.find_node(self.node_id)
+        await self.find_node(self.node_id, announce=True)
         return len(self.protocol.routing)
 
-    async def find_node(self, target: bytes) -> Lookup:
-        """The iterative lookup for the k nodes closest to `target` (`.closest()`, `.hops`)."""
+    async def find_node(self, target: bytes, *, announce: bool = False) -> Lookup:
+        """The iterative lookup for the k nodes closest to `target` (`.closest()`, `.hops`).
+        `announce` (a join, a refresh): the nodes it asks take this one into their tables now."""
 
-        async def ask(query: Query) -> Answer | None:
-            return _answer_of(await self.call(query.contact, m.FindNode(target)))
-
-        return await self._traverse(Lookup(target, **self._lookup_args(target)), ask)
+        lookup = Lookup(target, **self._lookup_args(target))
+        return await self._traverse(lookup, lambda _: m.FindNode(target), announce=announce)
 
     async def put(
         self, key: bytes, value: bytes, ttl: float = 3600.0, seq: int | None = None
@@ -142,10 +160,7 @@ class DhtNode:
         )
         lookup.held_here(self.contact, self.protocol.store.get(key, self.now()))
 
-        async def ask(query: Query) -> Answer | None:
-            return _answer_of(await self.call(query.contact, m.FindValue(key, query.cursor)))
-
-        await self._traverse(lookup, ask)
+        await self._traverse(lookup, lambda query: m.FindValue(key, query.cursor))
         now = self.now()
         live = (r for r in lookup.records.values() if not r.expired(now))
         return sorted(live, key=lambda r: r.publisher_id)
@@ -162,11 +177,44 @@ class DhtNode:
             "max_queries": cfg.max_lookup_queries,
         }
 
-    async def _traverse(self, lookup: L, ask: Call) -> L:
-        # Peers could feed a lookup made-up ids that never answer: its queries are capped, and
-        # so is its time; what it found by then is its answer.
-        with trio.move_on_after(self.protocol.config.lookup_timeout):
-            await run_lookup(lookup, ask)
+    async def _traverse(
+        self, lookup: L, request_for: Callable[[Query], m.Request], *, announce: bool = False
+    ) -> L:
+        """Drive `lookup`: its queries go out as requests, at most `alpha` at a time, and it
+        takes their answers as they come; once it is finished the requests still out are
+        cancelled, so one slow or dead peer never holds it up. (`traverse.run_lookup` does the
+        same with a task per query for any async call; here one task waits for all, which is a
+        good part of a query's cost on this node.)"""
+        wake = _Wake()
+        out: dict[int, _Waiter] = {}
+
+        def ask(queries: list[Query]) -> None:
+            now = self.now()
+            for query in queries:
+                rid = self.protocol.request(
+                    query.contact, request_for(query), now, announce=announce
+                )
+                out[rid] = self._waiting[rid] = _Waiter(wake, query)
+            if queries:
+                self._sent()
+
+        try:
+            # Peers could feed a lookup made-up ids that never answer: its queries are capped,
+            # and so is its time; what it found by then is its answer.
+            with trio.move_on_after(self.protocol.config.lookup_timeout):
+                ask(lookup.next_queries())
+                while lookup.inflight and not lookup.finished:
+                    await wake.wait()
+                    for rid in [rid for rid, waiter in out.items() if waiter.done]:
+                        waiter = out.pop(rid)
+                        del self._waiting[rid]
+                        assert waiter.query is not None
+                        lookup.on_answer(waiter.query, _answer_of(waiter.answer))
+                    ask(lookup.next_queries())
+        finally:
+            for rid in out:
+                del self._waiting[rid]
+                self.protocol.cancel(rid)
         self.protocol.lookup_done(lookup.target, self.now())
         return lookup
 
@@ -199,6 +247,12 @@ class DhtNode:
                 stored.add(self.node_id)
         return len(stored)
 
+    def _sent(self) -> None:
+        """Requests were queued: send them, and wake the timer if it sleeps past their deadline."""
+        if self.protocol.next_deadline() < self._timer_at:
+            self._wakeup.set()
+        self._flush()
+
     def _flush(self) -> None:
         # UDP sends on a non-blocking socket: a full send buffer drops the datagram, as the network
         # may anyway, and the request's timeout covers it. No await, so no task switch per datagram.
@@ -214,14 +268,15 @@ class DhtNode:
                 case Answered(rid, sender, message):
                     waiter = self._waiting.get(rid)
                     if waiter is not None:
-                        waiter.answer, waiter.sender = message, sender
-                        waiter.event.set()
+                        waiter.answer, waiter.sender, waiter.done = message, sender, True
+                        waiter.wake.set()
                 case TimedOut(rid):
                     waiter = self._waiting.get(rid)
                     if waiter is not None:
-                        waiter.event.set()
+                        waiter.done = True
+                        waiter.wake.set()
                 case RefreshDue(target):
-                    self._nursery.start_soon(self.find_node, target)
+                    self._nursery.start_soon(partial(self.find_node, target, announce=True))
                 case RepublishDue(record):
                     self._nursery.start_soon(self.replicate, record)
 
@@ -255,12 +310,12 @@ class DhtNode:
             self._flush()
 
 
-def _answer_of(got: tuple[Contact, m.Response] | None) -> Answer | None:
+def _answer_of(message: m.Response | None) -> Answer | None:
     """What a lookup learns from an answer: contacts, and any page of records."""
-    match got:
-        case (_, m.Nodes(contacts)):
+    match message:
+        case m.Nodes(contacts):
             return Answer(contacts)
-        case (_, m.Values(records, next_cursor, contacts)):
+        case m.Values(records, next_cursor, contacts):
             return Answer(contacts, records, next_cursor)
     return None  # no answer, or an Error
 

@@ -11,16 +11,18 @@ and never raises out of `datagram_received`; only authenticated, non-client send
 routing table; only signature-checked records whose publisher's id shows the work
 (`DhtConfig.id_bits`) are stored or handed to callers.
 
-Floods (knobs in `DhtConfig`): an address that has not proven it receives what is sent there
-(by answering a request of ours, or by handing back a cookie) gets at most as many bytes as it
-sent: the answer if it fits (a first request is padded so that it does, `replies.py`), else a
-`Retry` with a cookie (a keyed hash of its node id, address and the time epoch: nothing is kept
-per stranger), and it is never pinged. A newcomer the table wants is offered the cookie with
-its answer and hands it back at once (`proof.py`); it enters then. The costly work of a
-first contact (an X25519 agreement or an Ed25519 check) is rate-limited per source prefix (/24,
-/48) and in total (`stranger_rate`, `stranger_burst`, `stranger_total_rate`,
-`stranger_total_burst`); peers whose pair key is cached skip the limit, so a flood of strangers
-does not slow the peers a node already knows.
+Floods (knobs in `DhtConfig`): an address that has not proven it receives what is sent there (by
+answering a request of ours, or by handing back a cookie) gets at most as many bytes as it sent:
+the answer if it fits (a first request is padded so that it does, `replies.py`), else a `Retry`
+with a cookie (a keyed hash of its node id, address and the time epoch: nothing is kept per
+stranger), and it is never pinged. A newcomer the table wants is offered the cookie with its answer
+and hands it back with its next request there; it enters then. Only a lookup that announces a node
+(its join, a bucket's refresh) hands cookies back at once, with a ping each: a store's or a get's
+would cost a datagram each way for a table entry nothing waits for. The costly work of a first
+contact (an X25519 agreement or an Ed25519 check) is rate-limited per source prefix (/24, /48) and
+in total (`stranger_rate`, `stranger_burst`, `stranger_total_rate`, `stranger_total_burst`); peers
+whose pair key is cached skip the limit, so a flood of strangers does not slow the peers a node
+already knows.
 """
 
 from __future__ import annotations
@@ -146,6 +148,7 @@ class _Pending:
     # The caller lost interest; a late answer still proves the address and feeds the table.
     cancelled: bool = False
     retried: bool = False  # sent again once with a cookie: a second `Retry` is its answer
+    announce: bool = False  # a cookie offered in answer is handed back at once (`request`)
 
 
 class DhtProtocol:
@@ -226,9 +229,14 @@ class DhtProtocol:
         first = self._deadlines[0][0] if self._deadlines else float("inf")
         return min(first, self.publisher.next_due(), self._next_maintenance)
 
-    def request(self, to: Contact | Addr, message: m.Request, now: float) -> int:
-        """Queue `message` for `to`; its answer comes back as `Answered`, or `TimedOut`."""
-        return self._request(to, message, now)
+    def request(
+        self, to: Contact | Addr, message: m.Request, now: float, *, announce: bool = False
+    ) -> int:
+        """Queue `message` for `to`; its answer comes back as `Answered`, or `TimedOut`. With
+        `announce` (a join, a refresh), a cookie the answer offers is handed back at once."""
+        rid = self._request(to, message, now)
+        self._pending[rid].announce = announce
+        return rid
 
     def cancel(self, rid: int) -> None:
         """The caller lost interest (a finished lookup): no event will come for `rid`. A late
@@ -549,12 +557,13 @@ class DhtProtocol:
             # address we sent to: that address is proven, and the node may enter the table.
             self._proofs.mark_proven(sender, now)
             if cookie is not None:
-                # Its table wants us once our address is proven: hand the cookie back at once,
-                # off the caller's path (a ping), and with every request after. Once per request
-                # of ours: a cookie offered again in answer to that ping (refused: the node
-                # changed its key, or lies) waits for our next request.
+                # Its table wants us once our address is proven: the cookie rides on every
+                # request of ours there, and a lookup that announces us hands it back at once,
+                # off the caller's path (a ping). Once per request of ours: a cookie offered
+                # again in answer to that ping (refused: the node changed its key, or lies)
+                # waits for our next request.
                 self._proofs.hold(pending.addr, cookie)
-                if pending.internal != "prove":
+                if pending.announce:
                     self._request(sender, m.Ping(), now, internal="prove")
             if pending.internal == "evict":
                 self.routing.ping_answered(sender.node_id, True, now)

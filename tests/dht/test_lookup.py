@@ -180,6 +180,18 @@ def test_value_lookup_stops_at_its_quorum() -> None:
     assert _asked_until_done(alpha=3, held_here=False) <= 3
 
 
+def test_once_a_holder_answered_a_value_lookup_asks_only_what_its_quorum_still_needs() -> None:
+    """Three queries out among holders: the first answer is a holder, so the quorum of two
+    needs one more, and two are still out; no fourth query goes (it would only be cancelled)."""
+    key = os.urandom(32)
+    rec = _records(key, 1)
+    holders = [Contact(os.urandom(32), "127.0.0.1", i, os.urandom(32)) for i in range(10)]
+    lookup = ValueLookup(key, holders, k=K, alpha=3, quorum=2)
+    most = drive(lookup, lambda q: Answer([], rec, None))
+    assert lookup.finished and len(lookup.holders) == 2
+    assert most == 3 and lookup.queries_sent == 3
+
+
 def test_a_looking_node_that_holds_the_key_is_one_holder_of_its_quorum() -> None:
     assert _asked_until_done(alpha=1, held_here=False) == 2
     assert _asked_until_done(alpha=1, held_here=True) == 1

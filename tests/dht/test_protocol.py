@@ -48,9 +48,9 @@ def test_ping_by_address_then_both_tables_know_each_other() -> None:
     # no recipient (anyone could have relayed it to b), so b does not take a into its table yet.
     assert b.node_id in a.routing and a.node_id not in b.routing
     # The second exchange uses the pair key (a MAC), not a signature; b's pong offers a cookie,
-    # which a hands back at once from its address (a ping of its own) to enter b's table; b
-    # sends no request of its own.
-    a.request(link.contact(B), m.Ping(), NOW)
+    # which a, announcing itself (as a join does), hands back at once from its address (a ping
+    # of its own) to enter b's table; b sends no request of its own.
+    a.request(link.contact(B), m.Ping(), NOW, announce=True)
     ((data, _),) = a.take_outgoing()
     assert data[2] == KIND_MAC
     b.datagram_received(data, A, NOW)
@@ -58,6 +58,23 @@ def test_ping_by_address_then_both_tables_know_each_other() -> None:
     assert a.node_id in b.routing
     assert a.stats["retries"] == 0 and b.stats["cookies_good"] == 1
     assert b.stats["requests_out"] == 0
+
+
+def test_a_cookie_not_announced_rides_on_the_next_request() -> None:
+    """A store's or a get's lookup spends no ping on a table entry: the cookie it was offered
+    goes back with its next request there, which lets it in."""
+    link = Link()
+    a, b = link.add(A), link.add(B)
+    a.request(B, m.Ping(), NOW)
+    link.run()
+    a.request(link.contact(B), m.Ping(), NOW)
+    link.run()
+    assert a.node_id not in b.routing  # offered a cookie, which is held, not pinged back
+    assert a.stats["requests_out"] == 2 and b.stats["cookies_good"] == 0
+    a.request(link.contact(B), m.FindNode(os.urandom(32)), NOW)
+    link.run()
+    assert b.stats["cookies_good"] == 1 and a.node_id in b.routing
+    assert a.stats["requests_out"] == 3
 
 
 def test_find_node_returns_the_closest_known_contacts() -> None:
@@ -215,7 +232,7 @@ def test_a_flood_of_ids_from_one_prefix_stays_bounded() -> None:
     for addr in flood:
         link.add(addr)
     for addr in flood:
-        link.cores[addr].request(link.contact(A), m.Ping(), NOW)
+        link.cores[addr].request(link.contact(A), m.Ping(), NOW, announce=True)
     link.run()
     flooders = [c for c in a.routing.contacts() if c.host.startswith("203.0.113.")]
     assert 0 < len(flooders) <= 10  # the table-wide cap for one /24
@@ -422,7 +439,7 @@ def test_an_answer_from_another_address_proves_nothing_and_leaks_nothing() -> No
     # It answers the caller but proves nothing: b stays out of a's table, the cookie unused.
     assert [type(e.message) for e in events if isinstance(e, Answered)] == [m.Pong]
     assert b.node_id not in a.routing and a.take_outgoing() == []
-    a.request(link.contact(B), m.Ping(), NOW)
+    a.request(link.contact(B), m.Ping(), NOW, announce=True)
     link.run()  # from b's address: a hands the cookie back, and enters b's table
     assert a.node_id in b.routing and b.node_id in a.routing
     # A cookie is good only from the address it was given to.
@@ -500,9 +517,10 @@ def test_a_newcomer_closer_to_a_key_gets_its_records_at_once() -> None:
 def test_the_dht_core_counts_rpcs_by_outcome_and_times_each_answer() -> None:
     link = Link()
     a, b = link.add(("127.0.0.1", 1)), link.add(("127.0.0.1", 2))
-    a.request(link.contact(("127.0.0.1", 2)), m.Ping(), NOW)
+    a.request(link.contact(("127.0.0.1", 2)), m.Ping(), NOW, announce=True)
     link.run(NOW + 0.02)  # answered 20 ms after it went out
-    # (b's pong offers a cookie; a hands it back at once with a ping of its own, answered
+    # (b's pong offers a cookie; a, announcing, hands it back at once with a ping of its own,
+    # answered
     # in no time on this link)
     assert b.rpcs_received[("ping", "retry")] == 0
     assert b.rpcs_received[("ping", "answered")] == 2
@@ -522,7 +540,7 @@ def test_a_cookie_offered_again_in_answer_to_the_ping_that_handed_one_back_waits
     again is not handed back by another ping: one ping per request of ours, never a loop."""
     link = Link()
     a, b = link.add(A), link.add(B)
-    a.request(link.contact(B), m.Ping(), NOW)
+    a.request(link.contact(B), m.Ping(), NOW, announce=True)
     ((data, _),) = a.take_outgoing()
     b.datagram_received(data, A, NOW)
     ((pong, _),) = b.take_outgoing()  # with a cookie: b's table wants a

@@ -75,8 +75,9 @@ def hold_records(
 
 def introduce(link: Link, src: tuple[str, int], dst: tuple[str, int], now: float = NOW) -> None:
     """`src` sends `dst` a request made for it (a MAC, not a first-contact signature); `src`
-    proves its address with the cookie `dst` gives it, and `dst` takes it into its table."""
-    link.cores[src].request(link.contact(dst), m.Ping(), now)
+    announces itself, so it proves its address with the cookie `dst` gives it at once, and `dst`
+    takes it into its table."""
+    link.cores[src].request(link.contact(dst), m.Ping(), now, announce=True)
     link.run(now)
     link.answers(src)
 
