@@ -35,6 +35,7 @@ from p2psched.dht.records import Record, Validator
 from p2psched.dht.routing import Contact, distance
 from p2psched.dht.traverse import L
 from p2psched.identity import Identity
+from p2psched.wire.address import range_kind
 
 RECEIVE_BUFFER = 1 << 20
 
@@ -86,6 +87,11 @@ class DhtNode:
     @property
     def contact(self) -> Contact:
         return Contact(self.node_id, *self.address, self.protocol.identity.public_key)
+
+    def kinds_seen(self) -> set[str]:
+        """The kinds of range (`wire.address.range_kind`) this node's routing table sees peers
+        in: "loopback" on a devnet, "private" on a lab's LAN, "public" on the internet."""
+        return {range_kind(c.host) for c in self.protocol.routing.contacts()}
 
     @property
     def stats(self) -> dict[str, int]:

@@ -2,16 +2,20 @@
 each ad, apply the whole need.
 
 Owns: `Discovery` (the search, and its cache); an ad as read back is `scheduler.ads`'s.
-Promises: `find` answers exactly the live workers whose checked ads match the need: the DHT
-hands over only signed, unexpired, newest records; here withdrawn, malformed and oversized ads
-are dropped (and counted), and the need is applied to every profile. What was read is cached
-per capability for `cache_for` seconds (never past an ad's own expiry), so a similar need soon
-after costs no network round trip; a worker that withdrew within that time may still be listed
-from the cache (`fresh=True` reads anew).
+Promises: `find` answers exactly the live workers whose checked ads match the need: the DHT hands
+over only signed, unexpired, newest records; here withdrawn, malformed and oversized ads are
+dropped (and counted), and the need is applied to every profile. An ad's loopback or private
+addresses are kept only where this node sees peers in that kind of range (a devnet, a lab's LAN):
+the holders that checked them against the publisher may lie, and an internet node must not dial
+into someone's private network because an ad said so; an ad left with no address is dropped. What
+was read is cached per capability for `cache_for` seconds (never past an ad's own expiry), so a
+similar need soon after costs no network round trip; a worker that withdrew within that time may
+still be listed from the cache (`fresh=True` reads anew).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import trio
@@ -20,6 +24,7 @@ from p2psched.dht.node import DhtNode
 from p2psched.dht.records import Record
 from p2psched.resources.need import Need
 from p2psched.scheduler.ads import WorkerAd
+from p2psched.wire.address import address_kind
 
 
 class Discovery:
@@ -71,9 +76,26 @@ class Discovery:
             if held is None or r.version > held.version:
                 newest[r.publisher_id] = r
         ads: dict[bytes, WorkerAd | None] = {}
+        kinds = {"public", *self.node.kinds_seen()}
         for worker, r in newest.items():
             try:
-                ads[worker] = WorkerAd.from_record(r)
+                ad = WorkerAd.from_record(r)
             except ValueError as e:
                 self.rejected[str(e).split(" ", 1)[0]] += 1
+                continue
+            if ad is None:
+                ads[worker] = None  # withdrawn
+            elif (reachable := self._reachable(ad, kinds)) is not None:
+                ads[worker] = reachable
         return ads
+
+    def _reachable(self, ad: WorkerAd, kinds: set[str]) -> WorkerAd | None:
+        """`ad` with only its addresses in `kinds` of range; None if none is left."""
+        addresses = ad.profile.addresses
+        keep = tuple(a for a in addresses if address_kind(a) in kinds)
+        if len(keep) == len(addresses):
+            return ad
+        self.rejected["unreachable_address"] += len(addresses) - len(keep)
+        if not keep:
+            return None
+        return dataclasses.replace(ad, profile=dataclasses.replace(ad.profile, addresses=keep))

@@ -106,6 +106,13 @@ _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
+def address_kind(address: str) -> str:
+    """The `range_kind` of the host an ad address is dialled at: its own, or its gate's for a
+    relay address. ValueError naming a malformed one."""
+    relayed = parse_relay_address(address)
+    return range_kind(split_host_port(relayed[0] if relayed is not None else address)[0])
+
+
 def ad_address_problem(address: str, seen_from: str | None) -> str | None:
     """Why a node seeing an ad's publisher at host `seen_from` must not keep `address` from it
     (None: it may). An address is an IP literal or a relay address through one, never a host
@@ -114,11 +121,9 @@ def ad_address_problem(address: str, seen_from: str | None) -> str | None:
     an ad cannot have an internet node dial into someone's private network. `seen_from` None
     checks the form only (the publisher checking its own ad)."""
     try:
-        relayed = parse_relay_address(address)
-        host, _ = split_host_port(relayed[0] if relayed is not None else address)
+        kind = address_kind(address)
     except ValueError as e:
         return str(e)
-    kind = range_kind(host)
     if kind == "name":
         return f"address {address!r} names a host: an ad carries IP addresses only"
     if kind == "unroutable":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 
@@ -154,3 +155,28 @@ async def test_the_cache_is_read_anew_once_an_ad_in_it_expires(
         assert len(await discovery.find(Need())) == 1
         await trio.sleep(21)  # the cached copy has expired; the worker has renewed its ad
         assert [a.node_id for a in await discovery.find(Need())] == [worker.node_id]
+
+
+async def test_private_ad_addresses_are_kept_only_where_such_peers_are_seen(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Holders here keep any ad (a swarm has no ad validator: as a lying holder would): a
+    scheduler that sees only loopback peers dials no private address an ad names, direct or
+    through a gate, and an ad left with no address is not listed."""
+    async with open_swarm(25) as swarm:
+        rng = random.Random(21)
+        mixed, lan_only = swarm[1].node, swarm[2].node
+        relayed = f"10.0.0.9:4000/relay/{lan_only.node_id.hex()}"
+        profiles = {
+            mixed: ("10.1.2.3:4000", "127.0.0.1:4001", "93.184.216.34:4000"),
+            lan_only: ("192.168.1.20:4000", relayed),
+        }
+        for node, addresses in profiles.items():
+            profile = dataclasses.replace(random_profile(rng), addresses=addresses)
+            await Advert(node, profile).publish()
+        discovery = Discovery(swarm[0].node)
+        assert swarm[0].node.kinds_seen() == {"loopback"}
+        (ad,) = await discovery.find(Need())
+        assert ad.node_id == mixed.node_id
+        assert ad.profile.addresses == ("127.0.0.1:4001", "93.184.216.34:4000")
+        assert discovery.rejected["unreachable_address"] == 3
