@@ -196,7 +196,6 @@ class ControlClient:
         )
         if response.status != 401 or fresh:
             return response, data
-        self._http.close()
         self._open_session()
         return self._exchange(method, path, body, self._signed(method, path, body, headers))
 

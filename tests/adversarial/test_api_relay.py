@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from p2psched.api import client as client_module
 from p2psched.api.client import ControlClient
 from tests.harness.processes import running
 
@@ -172,3 +173,31 @@ def test_a_relaying_listener_sees_no_token_and_can_ask_nothing_itself(
         assert status == 401, what
     with ControlClient(url, token) as client:
         assert client.get("/v1/scheduler")["strategy"] == "shortest_queue"  # unmoved
+
+
+def test_a_client_whose_session_was_crowded_out_opens_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Strangers on the host may open sessions until the store drops a client's: that costs the
+    # client one more round trip, on the same connection, and its call goes through once.
+    monkeypatch.setattr(client_module, "IDLE_S", 600.0)  # (the connection is kept, however slow)
+    data = tmp_path / "gate"
+    with running("gate", "--listen", "127.0.0.1:0", "--api-sessions", "1", data=data):
+        url = json.loads((data / "api.json").read_text())["url"]
+        token = (data / "api.token").read_text().strip()
+        with relay_to(url) as relay, ControlClient(relay.url, token) as client:
+            assert client.post("/v1/scheduler/set", {"name": "round_robin"})
+            with ControlClient(url, token) as stranger:  # another session: the first's is gone
+                assert stranger.get("/v1/node")["node_id"]
+            assert client.post("/v1/scheduler/set", {"name": "cost"})
+            assert client.get("/v1/scheduler")["strategy"] == "cost"
+    asked = [r.split(b" ", 2)[1] for r in requests_in(bytes(relay.sent[0]))]
+    assert len(relay.sent) == 1
+    assert [a.split(b"?")[0] for a in asked] == [
+        b"/v1/session",
+        b"/v1/scheduler/set",
+        b"/v1/scheduler/set",  # refused: its session was dropped
+        b"/v1/session",
+        b"/v1/scheduler/set",
+        b"/v1/scheduler",
+    ]
