@@ -27,7 +27,7 @@ SOCKET_FILE = "api.sock"  # the API on a Unix socket, which the CLI uses: the ow
 SESSION_PATH = "/v1/session"
 NONCE_BYTES = 32
 MAC_SCHEME = "p2psched-mac"
-_SESSION_CONTEXT = b"p2psched control API session v2\x00"
+_SESSION_CONTEXT = b"p2psched control API session\x00"
 _SERVER_CONTEXT = b"p2psched control API server\x00"
 _REQUEST_CONTEXT = b"p2psched control API request\x00"
 # sun_path holds 108 bytes; a longer socket path is reached through the directory's descriptor.
