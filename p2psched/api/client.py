@@ -3,8 +3,10 @@
 Plain HTTP/1.1 on one kept-alive connection, from the standard library: a status command should
 not pay a tenth of a second to import an HTTP stack. `find` speaks over the node's Unix socket
 in its data dir, never over TCP, whose port a dead node's `api.json` may still name.
-Promises: the token goes only to a Unix socket whose server runs as this user, or to a TCP
-server that first proved it holds the token (`endpoint.proof`), on each new connection;
+Promises: the token goes only to a Unix socket whose server runs as this user, never over TCP
+(plain or TLS): there each new connection opens a signed session, whose server must prove it
+holds the token, and each request carries a MAC instead (`endpoint.py`), so a listener relaying
+the bytes can neither learn the token nor make or replay a request of its own;
 `ControlClient.find` answers None when no node runs there (no endpoint file, or it does not
 answer), never a stale one; a refused call raises `ApiCallError` with the node's own message; a
 node that cannot be reached, or stops answering, or fails its proof raises `NodeUnreachable`.
@@ -28,10 +30,13 @@ from urllib.parse import urlencode, urlsplit
 from p2psched.api.endpoint import (
     ENDPOINT_FILE,
     NONCE_BYTES,
-    PROOF_PATH,
+    SESSION_PATH,
     SOCKET_FILE,
     TOKEN_FILE,
-    proof,
+    request_mac,
+    server_proof,
+    session_key,
+    signed_authorization,
     socket_path,
 )
 
@@ -95,9 +100,10 @@ class ControlClient:
         self.url = url
         self._token = token
         self._prefix = parts.path.rstrip("/")
-        self._headers = {"authorization": f"Bearer {token}", "accept": "application/json"}
+        self._headers = {"accept": "application/json"}
         self._http: http.client.HTTPConnection
         if data_dir is not None:
+            self._headers["authorization"] = f"Bearer {token}"  # (to this user's server only)
             self._http = _UnixConnection(data_dir, timeout)
         elif parts.scheme == "https":
             context = ssl.create_default_context(cafile=cafile)
@@ -108,7 +114,9 @@ class ControlClient:
             self._http = http.client.HTTPConnection(
                 parts.hostname, parts.port or 80, timeout=timeout
             )
-        self._proving = data_dir is None  # a TCP server proves itself before it hears the token
+        self._signing = data_dir is None  # over TCP a request is signed, never the token sent
+        self._session: tuple[str, bytes] = ("", b"")  # the connection's session: id and key
+        self._counter = 0  # the last request's of the session
         self._used_at = -float("inf")  # when the connection last carried an answer
 
     @classmethod
@@ -175,31 +183,55 @@ class ControlClient:
     def _proven_exchange(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> tuple[http.client.HTTPResponse, bytes]:
-        """`_exchange`, on a connection whose TCP server proved itself if it is a new one."""
-        if self._http.sock is None and self._proving:
-            self._prove()
-        return self._exchange(method, path, body, headers)
+        """`_exchange`, signed over TCP in the connection's session (opened first on a new
+        connection); a session the server no longer holds (it forgot it, idle or crowded out)
+        is opened anew once: a refused request reached no handler, so even a POST goes again."""
+        if not self._signing:
+            return self._exchange(method, path, body, headers)
+        fresh = self._http.sock is None
+        if fresh:
+            self._open_session()
+        response, data = self._exchange(
+            method, path, body, self._signed(method, path, body, headers)
+        )
+        if response.status != 401 or fresh:
+            return response, data
+        self._open_session()
+        return self._exchange(method, path, body, self._signed(method, path, body, headers))
 
-    def _prove(self) -> None:
-        """Open a connection and have the server on it prove it holds the token before it is
-        sent; the request that follows goes on the same connection."""
-        nonce = secrets.token_hex(NONCE_BYTES)
-        response, data = self._exchange("GET", f"{PROOF_PATH}?nonce={nonce}", None, {})
+    def _open_session(self) -> None:
+        """Open a connection and a session on it, whose server proves it holds the token (the
+        token itself never crosses); the requests that follow go on the same connection."""
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        response, data = self._exchange("GET", f"{SESSION_PATH}?nonce={nonce.hex()}", None, {})
         try:
-            given = json.loads(data)["proof"]
-        except (ValueError, KeyError, TypeError):
-            given = None
+            answer = json.loads(data)
+            session, given = answer["session"], answer["proof"]
+            key = session_key(self._token, nonce, bytes.fromhex(session))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            session, given, key = "", None, b""
         if (
             response.status != 200
             or not isinstance(given, str)
-            or not hmac.compare_digest(given, proof(self._token, nonce))
+            or not hmac.compare_digest(given, server_proof(key))
             or self._http.sock is None
         ):
             self._http.close()
             raise NodeUnreachable(
                 f"{self.url} did not prove it holds this node's token (HTTP {response.status}): "
-                "not the node, or another; the token was not sent"
+                "not the node, or another; nothing was asked of it"
             )
+        self._session, self._counter = (session, key), 0
+
+    def _signed(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> dict[str, str]:
+        """`headers` with the next request's signature in the connection's session."""
+        self._counter += 1
+        session, key = self._session
+        target = (self._prefix + path).encode()
+        mac = request_mac(key, self._counter, method, target, body or b"")
+        return {**headers, "authorization": signed_authorization(session, self._counter, mac)}
 
     def _exchange(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]

@@ -1,11 +1,14 @@
-"""The node's local control API: HTTP/JSON (FastAPI on Hypercorn's trio worker), bearer-token
-authenticated, bound to 127.0.0.1. The CLI's commands that act on a running node use it.
+"""The node's local control API: HTTP/JSON (FastAPI on Hypercorn's trio worker), bound to
+127.0.0.1 and its Unix socket. The CLI's commands that act on a running node use it.
 
 Owns: the routes (each reads or drives the node through its façade, `NodeFacade`, and answers
 with a model that `/openapi.json` describes), the token check, and where a running node says it
 listens (`<data-dir>/api.json`, next to `<data-dir>/api.token`, both readable by the owner only).
+A request shows the token one of two ways: as `Authorization: Bearer <token>` (the Unix socket,
+the dashboard in a browser, curl, Prometheus: their user points them at their node), or signed
+in a session (`sessions.py`), as the CLI's client does over TCP, never sending the token there.
 Promises: every error is a 4xx with `{"status": "error", "message": ...}` naming what was wrong;
-a request without the token gets 401 and changes nothing.
+a request with neither gets 401 and changes nothing.
 """
 
 from __future__ import annotations
@@ -47,14 +50,15 @@ from p2psched.api.bodies import (
 )
 from p2psched.api.endpoint import (
     ENDPOINT_FILE,
+    MAC_SCHEME,
     NONCE_BYTES,
-    PROOF_PATH,
+    SESSION_PATH,
     SOCKET_FILE,
     TOKEN_FILE,
     ApiTls,
-    proof,
     socket_path,
 )
+from p2psched.api.sessions import Claim, SessionLimits, SignedSessions
 from p2psched.home import private_dir, write_private
 from p2psched.node.node import Node
 from p2psched.node.snapshots import (
@@ -105,41 +109,47 @@ def api_token(data_dir: Path) -> str:
     return token
 
 
-def make_app(node: Node, token: str) -> FastAPI:
+def make_app(node: Node, token: str, limits: SessionLimits | None = None) -> FastAPI:
     # (FastAPI's own /docs would load Swagger UI from a CDN)
     app = FastAPI(title="p2psched node control API", version="1", docs_url=None, redoc_url=None)
     app.include_router(ui.router)
     app.include_router(docs.router)
     facade = NodeFacade(node)
     metrics.install(app, facade)
-    _guard(app, token)
+    _guard(app, token, SignedSessions(token, limits))
     for routes in (_job_routes, _operator_routes, _design_document_routes):
         app.include_router(routes(facade))
     return app
 
 
-def _guard(app: FastAPI, token: str) -> None:
-    """The bearer token on every route but the documentation and the page; errors as
-    `{status, message}`."""
+def _guard(app: FastAPI, token: str, sessions: SignedSessions) -> None:
+    """The token, as a bearer or by a signed session, on every route but the documentation,
+    the page and a session's opening; errors as `{status, message}`."""
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Any:
         # The path routing will use (the scope's), never one rebuilt from the Host header.
         path = request.scope["path"]
-        public = path in ("/openapi.json", PROOF_PATH) or ui.serves(path) or docs.serves(path)
+        public = path in ("/openapi.json", SESSION_PATH) or ui.serves(path) or docs.serves(path)
         if not public:
             given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            if given.startswith(MAC_SCHEME + " "):
+                refusal = await _signed(sessions, request, given)
+                if refusal is not None:
+                    return _error(401, f"signed request refused: {refusal}")
+            elif not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 # No path in the answer: it may go to another machine (--api-remote).
                 return _error(401, f"missing or wrong bearer token (the node's {TOKEN_FILE})")
         return await call_next(request)
 
-    @app.get(PROOF_PATH, include_in_schema=False)
-    async def prove(nonce: str) -> dict[str, str]:
-        """That this server holds the token, for a client about to send it over TCP."""
-        if not 2 * NONCE_BYTES <= len(nonce) <= 4 * NONCE_BYTES or not _is_hex(nonce):
-            raise HTTPException(422, f"nonce: {NONCE_BYTES} to {2 * NONCE_BYTES} bytes in hex")
-        return {"proof": proof(token, nonce)}
+    @app.get(SESSION_PATH, include_in_schema=False)
+    async def open_session(nonce: str) -> dict[str, str]:
+        """A signed session for a client that sent `nonce`, and proof that this server holds
+        the token: what the CLI's client asks first on each TCP connection."""
+        if len(nonce) != 2 * NONCE_BYTES or not _is_hex(nonce):
+            raise HTTPException(422, f"nonce: {NONCE_BYTES} bytes in hex")
+        opened = sessions.open(bytes.fromhex(nonce), trio.current_time())
+        return {"session": opened.session, "proof": opened.proof}
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
@@ -154,6 +164,20 @@ def _guard(app: FastAPI, token: str) -> None:
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ()))
         return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+
+async def _signed(sessions: SignedSessions, request: Request, authorization: str) -> str | None:
+    """Why a signed request is refused, or None: its body is read only once its session and
+    counter hold (a stranger's upload is not buffered first)."""
+    now = trio.current_time()
+    claim = sessions.claim(authorization, now)
+    if not isinstance(claim, Claim):
+        return claim
+    scope = request.scope
+    target = scope.get("raw_path") or scope["path"].encode()
+    if scope["query_string"]:
+        target += b"?" + scope["query_string"]
+    return sessions.admit(claim, request.method, target, await request.body(), now)
 
 
 def _is_hex(text: str) -> bool:
@@ -313,11 +337,13 @@ async def serve_api(
     host: str = "127.0.0.1",
     port: int = 0,
     tls: ApiTls | None = None,
+    sessions: SessionLimits | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the control API on TCP (TLS if `tls`) and on `<data-dir>/api.sock` (mode 0600, in
     a 0700 directory: the owner's alone, for the CLI); `task_status` gets the TCP base URL.
-    `<data-dir>/api.json` says where it is for as long as it runs."""
+    `sessions` bounds the signed sessions TCP clients open. `<data-dir>/api.json` says where it
+    is for as long as it runs."""
     token = api_token(node.data_dir)
     config = Config()
     config.umask = 0o177  # the socket is created 0600
@@ -334,7 +360,7 @@ async def serve_api(
         async with _endpoint_file(node.data_dir) as announce:
 
             async def started(task_status: trio.TaskStatus[list[str]]) -> None:
-                await serve(make_app(node, token), config, task_status=task_status)  # type: ignore[arg-type]
+                await serve(make_app(node, token, sessions), config, task_status=task_status)  # type: ignore[arg-type]
 
             async with trio.open_nursery() as nursery:
                 urls: list[str] = await nursery.start(started)

@@ -1,5 +1,6 @@
-"""Where a running node's control API is found, and how a client knows it found the node:
-the files it keeps in its data dir, and the proof a server gives that it holds the token.
+"""Where a running node's control API is found, and how a client and the node prove to each other
+over TCP that both hold the token without either sending it: the files a node keeps in its data
+dir, the session key both derive from two nonces, and the MAC that signs each request.
 
 Apart from the API itself so that a client finds a node without importing the server: FastAPI,
 Hypercorn and the node cost a command most of a second to import.
@@ -18,11 +19,17 @@ from pathlib import Path
 TOKEN_FILE = "api.token"  # the bearer token, readable by the owner only
 ENDPOINT_FILE = "api.json"  # the URL and pid, there while the node runs
 SOCKET_FILE = "api.sock"  # the API on a Unix socket, which the CLI uses: the owner's only
-# Answers HMAC(token, nonce) to anyone: what a client asks of a TCP server before it sends the
-# token there, since a port a dead node named may now be anyone's.
-PROOF_PATH = "/v1/proof"
+# A TCP client opens a session: it sends a fresh nonce, the server answers one of its own and
+# proves it derived the session key from both and the token; every request then carries
+# `authorization: p2psched-mac session=<server nonce>, counter=<n>, mac=<hex>`, a MAC under that
+# key over the counter, method, target and body's hash. The token never crosses TCP, so a
+# listener relaying the bytes learns nothing it can sign another request with.
+SESSION_PATH = "/v1/session"
 NONCE_BYTES = 32
-_PROOF_CONTEXT = b"p2psched control API proof v1\x00"
+MAC_SCHEME = "p2psched-mac"
+_SESSION_CONTEXT = b"p2psched control API session\x00"
+_SERVER_CONTEXT = b"p2psched control API server\x00"
+_REQUEST_CONTEXT = b"p2psched control API request\x00"
 # sun_path holds 108 bytes; a longer socket path is reached through the directory's descriptor.
 _SUN_PATH_MAX = 107
 
@@ -35,9 +42,35 @@ class ApiTls:
     key: Path
 
 
-def proof(token: str, nonce: str) -> str:
-    """What a server holding `token` answers to `nonce` (hex); bound to this use alone."""
-    return hmac.new(token.encode(), _PROOF_CONTEXT + nonce.encode(), hashlib.sha256).hexdigest()
+def session_key(token: str, client_nonce: bytes, server_nonce: bytes) -> bytes:
+    """The key a session's requests are signed with: only a holder of `token` derives it."""
+    material = _SESSION_CONTEXT + client_nonce + server_nonce
+    return hmac.new(token.encode(), material, hashlib.sha256).digest()
+
+
+def server_proof(key: bytes) -> str:
+    """What the server answers a session's opening with, to show it derived `key` (hex)."""
+    return hmac.new(key, _SERVER_CONTEXT, hashlib.sha256).hexdigest()
+
+
+def request_mac(key: bytes, counter: int, method: str, target: bytes, body: bytes) -> str:
+    """The MAC of one request of a session (hex): `target` is the path and query as sent, so
+    neither the request's method, its target, its body nor its place in the session can
+    change without the MAC."""
+    signed = b"\n".join(
+        (
+            _REQUEST_CONTEXT + counter.to_bytes(8, "big"),
+            method.upper().encode(),
+            target,
+            hashlib.sha256(body).digest(),
+        )
+    )
+    return hmac.new(key, signed, hashlib.sha256).hexdigest()
+
+
+def signed_authorization(session: str, counter: int, mac: str) -> str:
+    """The `authorization` header of a signed request."""
+    return f"{MAC_SCHEME} session={session}, counter={counter}, mac={mac}"
 
 
 @contextmanager

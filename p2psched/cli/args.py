@@ -53,6 +53,24 @@ def port_number(text: str) -> int:
     return int(text)
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number above zero."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above zero")
+    return int(text)
+
+
+def positive(text: str) -> float:
+    """An argparse type: a number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number above zero")
+    return value
+
+
 def data_dir(args: argparse.Namespace) -> Path:
     """The node's directory the command acts on: --data-dir, else the default one."""
     return Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
@@ -142,3 +160,18 @@ def api_options(sp: argparse.ArgumentParser) -> None:
         help="the control API's TLS certificate (its chain after it)",
     )
     sp.add_argument("--api-tls-key", metavar="PEM", help="the private key of --api-tls-cert")
+    sp.add_argument(
+        "--api-sessions",
+        type=count,
+        default=1024,
+        metavar="N",
+        help="signed TCP sessions the API holds at once, the least recently used dropped "
+        "(default 1024)",
+    )
+    sp.add_argument(
+        "--api-session-idle",
+        type=positive,
+        default=60.0,
+        metavar="S",
+        help="seconds a signed TCP session lives unused (default 60)",
+    )

@@ -12,11 +12,13 @@ from p2psched.api.endpoint import TOKEN_FILE
 
 if TYPE_CHECKING:
     from p2psched.api.endpoint import ApiTls
+    from p2psched.api.sessions import SessionLimits
     from p2psched.node.node import Node
     from p2psched.resources.profile import Gpu
     from p2psched.worker.config import WorkerConfig
 
-    ApiListen = tuple[str, int, ApiTls | None]  # the control API's host, port and TLS
+    # The control API's host, port, TLS and bounds on signed sessions.
+    ApiListen = tuple[str, int, ApiTls | None, SessionLimits]
 
 
 async def serve_node(node: Node, headline: str, api: ApiListen) -> None:
@@ -32,7 +34,12 @@ async def serve_node(node: Node, headline: str, api: ApiListen) -> None:
         async with trio.open_nursery() as nursery:
             url = await nursery.start(
                 lambda task_status: serve_api(
-                    node, host=api[0], port=api[1], tls=api[2], task_status=task_status
+                    node,
+                    host=api[0],
+                    port=api[1],
+                    tls=api[2],
+                    sessions=api[3],
+                    task_status=task_status,
                 )
             )
             host, port = node.dht.address

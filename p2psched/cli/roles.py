@@ -76,7 +76,10 @@ def _api_bind(args: argparse.Namespace) -> ApiListen:
             "--api-remote serves TLS: pass --api-tls-cert and --api-tls-key, or keep the API "
             "on loopback and reach it through SSH (ssh -L PORT:127.0.0.1:PORT THIS-HOST)"
         )
-    return host.strip("[]"), args.api_port, tls
+    from p2psched.api.sessions import SessionLimits
+
+    sessions = SessionLimits(most=args.api_sessions, idle_s=args.api_session_idle)
+    return host.strip("[]"), args.api_port, tls, sessions
 
 
 def _api_tls(args: argparse.Namespace) -> ApiTls | None:

@@ -111,7 +111,8 @@ def test_a_stale_port_taken_by_another_user_hears_nothing(killed_node: Path) -> 
         assert run.returncode != 0 and "no node runs" in run.stderr
         # The CLI dials the Unix socket, which is gone with the node: not the port at all.
         assert heard(other) == []
-    # A node too old to have a socket: its TCP port, which must prove it holds the token first.
+    # A node too old to have a socket: its TCP port, which must prove it holds the token first
+    # (and would never be sent it: the requests that follow are signed).
     info = json.loads((killed_node / "api.json").read_text())
     del info["socket"]
     (killed_node / "api.json").write_text(json.dumps(info))
@@ -119,7 +120,7 @@ def test_a_stale_port_taken_by_another_user_hears_nothing(killed_node: Path) -> 
         run = p2psched("gate", "status", "--data-dir", str(killed_node), timeout=60)
         assert run.returncode != 0 and "no node runs" in run.stderr
         asked = heard(other)
-        assert len(asked) == 1 and asked[0].startswith(b"GET /v1/proof?nonce=")
+        assert len(asked) == 1 and asked[0].startswith(b"GET /v1/session?nonce=")
         assert token not in asked[0] and b"authorization" not in asked[0].lower()
 
 

@@ -1,7 +1,7 @@
 """The CLI's API client against a server that closes kept-alive connections, as the node's
 does after 5 s idle: a GET asked on a connection the server closed is asked again on a new
-one, which the server proves itself on again; a POST is not (it may have been taken), and
-says the node closed the connection."""
+one, in a new session whose server proves itself again; a POST is not (it may have been
+taken), and says the node closed the connection."""
 
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ from p2psched.api.client import ControlClient, NodeUnreachable
 
 ROOT = Path(__file__).parents[2]  # (the server imports p2psched, as installed or from here)
 
-# Proves it holds the token "token" on each connection, answers the connection's first other
-# request (keeping it alive, by its headers), then closes it without a word, as a server does
-# to a connection it found idle.
+# Opens a session holding the token "token" on each connection, answers the connection's first
+# other request if it is signed in it (keeping it alive, by its headers), then closes it
+# without a word, as a server does to a connection it found idle.
 SERVER = r"""
-import json, socket, sys
+import json, socket, sys, time
 from urllib.parse import parse_qs, urlsplit
-from p2psched.api.endpoint import proof
+from p2psched.api.sessions import SignedSessions
+sessions = SignedSessions("token")
 s = socket.socket()
 s.bind(("127.0.0.1", 0))
 s.listen()
@@ -40,16 +41,28 @@ while True:
         if b"\r\n\r\n" not in data:
             break
         head, data = data.split(b"\r\n\r\n", 1)
-        target = urlsplit(head.split(b" ")[1].decode())
-        if target.path == "/v1/proof":
-            answer = {"proof": proof("token", parse_qs(target.query)["nonce"][0])}
+        lines = head.decode().split("\r\n")
+        method, raw_target = lines[0].split(" ")[:2]
+        target = urlsplit(raw_target)
+        fields = dict(line.split(": ", 1) for line in lines[1:])
+        status = b"200 OK"
+        if target.path == "/v1/session":
+            nonce = bytes.fromhex(parse_qs(target.query)["nonce"][0])
+            opened = sessions.open(nonce, time.monotonic())
+            answer = {"session": opened.session, "proof": opened.proof}
         else:
-            calls += 1
-            answer = {"calls": calls}
+            claim = sessions.claim(fields.get("authorization", ""), time.monotonic())
+            refused = claim if isinstance(claim, str) else sessions.admit(
+                claim, method, raw_target.encode(), b"", time.monotonic())
+            if refused is None:
+                calls += 1
+                answer = {"calls": calls}
+            else:
+                status, answer = b"401 Unauthorized", {"message": refused}
         body = json.dumps(answer).encode()
-        head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        head = b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
         c.sendall(head + b"content-length: %d\r\n\r\n" % len(body) + body)
-        if target.path != "/v1/proof":
+        if target.path != "/v1/session":
             break
     c.close()
 """
