@@ -9,9 +9,8 @@ per-publisher, byte and total caps bound memory; a full key or store makes room 
 (the wider network, /16 or /32, holding the most records, or bytes when bytes ran out, gives up
 a record of its source network, /24 or /48, holding the most: that source's oldest; a tie goes
 against the network and the source seen last), so throwaway identities from a few networks, or
-from many /48s of one /32, cannot lock others out. Values
-the node layer knows (worker ads) pass its injected `Validator`. Sans-I/O: every call takes
-`now` (seconds since the epoch).
+from many /48s of one /32, cannot lock others out. Values the node layer knows (worker ads) pass
+its injected `Validator`. Sans-I/O: every call takes `now` (seconds since the epoch).
 """
 
 from __future__ import annotations
