@@ -7,9 +7,10 @@ bits, a network parameter), so identities are not free; the key file is written 
 a missing, unreadable, corrupt or too cheap key file raises `IdentityError` naming the file and
 the fix, and is never silently replaced by a new identity.
 
-The network's `id_bits` is `DEFAULT_ID_BITS` unless the command line's `--id-bits` or else the
-environment variable `P2PSCHED_ID_BITS` says otherwise (`use_network_id_bits`); every node of one
-network must agree on it. Devnets and tests use a small one.
+The network's `id_bits` is `DEFAULT_ID_BITS` unless the command line's `--id-bits`, else the
+config file's `[dht] id_bits`, else the environment variable `P2PSCHED_ID_BITS` says otherwise
+(`use_network_id_bits`); every node of one network must agree on it. Devnets and tests use a
+small one.
 """
 
 from __future__ import annotations

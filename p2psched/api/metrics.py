@@ -149,6 +149,12 @@ def _scheduler(node: NodeFacade) -> Iterator[Metric]:
         "Workers this node's scheduler has a channel open to",
         value=c.workers_connected,
     )
+    yield CounterMetricFamily(
+        "p2psched_frame_budget_waits",
+        "Times a channel of this node's scheduler waited for room in its budget of large "
+        "messages being received at once, reading nothing meanwhile",
+        value=c.frame_budget_waits,
+    )
     waits = GaugeMetricFamily(
         "p2psched_worker_predicted_wait_seconds",
         f"Predicted queue wait per worker known to this node (at most {MAX_WORKERS} workers)",
@@ -296,6 +302,12 @@ def _worker(worker: WorkerCounters) -> Iterator[Metric]:
         "Connections its listener dropped: the oldest in their handshake when too many were "
         "(from one address, or in all), and channels over the number one address may hold",
         value=worker.connections_shed,
+    )
+    yield CounterMetricFamily(
+        "p2psched_worker_frame_budget_waits",
+        "Times a channel waited for room in this worker's budget of large messages being "
+        "received at once ([worker] receive_budget_bytes), reading nothing meanwhile",
+        value=worker.frame_budget_waits,
     )
     yield _histogram(
         "p2psched_worker_driver_run_seconds",

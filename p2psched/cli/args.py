@@ -4,7 +4,8 @@ mistake in how it was called (the app prints its message as one line and exits w
 Every command that runs a DHT node takes `--trusted-net CIDR` (repeatable) and `--cap-lan`:
 which peers the routing table spares from its per-/24 limits (default: loopback and LANs). Every
 command that acts on a node takes `--id-bits N`: the work a node id must show on its network
-(default `P2PSCHED_ID_BITS`, else 15; `identity.py`).
+(default: a gate's or worker's config file's `[dht] id_bits`, else `P2PSCHED_ID_BITS`, else
+15; `identity.py`).
 
 Cheap to import: every parser is built from it, and `--help` must not wait for trio or the node.
 """
@@ -95,7 +96,8 @@ def common_options() -> argparse.ArgumentParser:
         type=id_bits,
         metavar="N",
         help="the work a node id must show on this network, the same for all its nodes: "
-        "SHA-256 of the id starts with N zero bits (0..32; default $P2PSCHED_ID_BITS, else 15)",
+        "SHA-256 of the id starts with N zero bits (0..32; default: the --config file's [dht] "
+        "id_bits, else $P2PSCHED_ID_BITS, else 15)",
     )
     common.add_argument(
         "--log-level",

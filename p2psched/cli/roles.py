@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from p2psched.api.endpoint import ApiTls
     from p2psched.cli.args import Subcommands
     from p2psched.cli.local_node import ApiListen
-    from p2psched.gate.relay import RelayLimits
+    from p2psched.dht.config_file import DhtSettings
+    from p2psched.gate.config import GateConfig
     from p2psched.identity import Identity
     from p2psched.node.node import Node
 
@@ -141,7 +142,8 @@ def cmd_gate(args: argparse.Namespace) -> None:
     api = _api_bind(args)
     host, port = parse_hostport(args.listen, "--listen")
     seeds = [parse_hostport(other, "--bootstrap") for other in args.bootstrap]
-    limits = _relay_limits(Path(args.config)) if args.config else None
+    config = _gate_config(Path(args.config) if args.config else None)
+    _use_id_bits(args, config.dht)
     headline = (
         "gate {id} listening on {dht} (DHT on UDP, relay on TCP)\n"
         "  workers join with: p2psched worker join --gate HOST:PORT; Ctrl-C to stop\n"
@@ -154,20 +156,32 @@ def cmd_gate(args: argparse.Namespace) -> None:
         seeds=seeds,
         gate=True,
         resume=True,
-        relay_limits=limits,
+        relay_limits=config.relay,
+        dht_settings=config.dht,
         trusted=trusted_networks(args),
     )
     _run(args, opened, lambda node: serve_node(node, headline, api))
 
 
-def _relay_limits(path: Path) -> RelayLimits:
-    """The [relay] table of a gate's TOML config."""
-    from p2psched.gate.config import GateConfigError, load_relay_limits
+def _gate_config(path: Path | None) -> GateConfig:
+    """A gate's TOML config: its [relay] and [dht] tables (the defaults without one)."""
+    from p2psched.gate.config import GateConfig, GateConfigError, load_gate_config
 
+    if path is None:
+        return GateConfig()
     try:
-        return load_relay_limits(path)
+        return load_gate_config(path)
     except GateConfigError as e:
         raise UsageError(f"--config {e}") from None
+
+
+def _use_id_bits(args: argparse.Namespace, dht: DhtSettings) -> None:
+    """The config file's [dht] id_bits as this network's, unless --id-bits gave one (it wins
+    over the file, which wins over $P2PSCHED_ID_BITS); before the identity is made or loaded."""
+    from p2psched.identity import use_network_id_bits
+
+    if args.id_bits is None and dht.id_bits is not None:
+        use_network_id_bits(dht.id_bits)
 
 
 def _gate_status(args: argparse.Namespace) -> None:
@@ -223,6 +237,7 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
     api = _api_bind(args)
     gates = [parse_hostport(g, "--gate") for g in args.gate]
     config = load_config(Path(args.config)) if args.config else WorkerConfig()
+    _use_id_bits(args, config.dht)
     if "command" in config.drivers and config.command_driver.sandbox != "none":
         from p2psched.worker.sandbox import check
 
@@ -242,6 +257,7 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
         ad_ttl=args.ad_ttl,
         resume=True,
         reachability=args.reachability,
+        dht_settings=config.dht,
         trusted=trusted_networks(args),
     )
     _run(args, opened, lambda node: serve_worker(args, node, config, api))
@@ -291,7 +307,8 @@ def _register_gate(sub: Subcommands, common: argparse.ArgumentParser) -> None:
         "--bootstrap", action="append", default=[], metavar="HOST:PORT", help="another gate"
     )
     sp.add_argument(
-        "--config", help="TOML with a [relay] table of limits (see README: Running a gate)"
+        "--config",
+        help="TOML with [relay] and [dht] tables of limits (see README: Running a gate)",
     )
     trust_options(sp)
     api_options(sp)

@@ -6,19 +6,22 @@ have not expired, and that are the newest (seq, expiry) seen from their publishe
 older or equal version never replaces a newer one, not even after the newer one expired (its
 version is remembered for `max_ttl`, the longest any older one could still be valid). Per-key,
 per-publisher, byte and total caps bound memory; a full key or store makes room by one fair rule
-(the source network, /24 or /48, holding the most records, or bytes when bytes ran out, loses
-its oldest record), so throwaway identities from a few networks cannot lock others out. Values
-the node layer knows (worker ads) pass its injected `Validator`. Sans-I/O: every call takes
-`now` (seconds since the epoch).
+(the wider network, /16 or /32, holding the most records, or bytes when bytes ran out, gives up
+a record of its source network, /24 or /48, holding the most: that source's oldest; a tie goes
+against the network and the source seen last), so throwaway identities from a few networks, or
+from many /48s of one /32, cannot lock others out. Values the node layer knows (worker ads) pass
+its injected `Validator`. Sans-I/O: every call takes `now` (seconds since the epoch).
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
+import ipaddress
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from p2psched.dht.routing import is_lan
@@ -133,14 +136,38 @@ def source_prefix(host: str | None) -> str:
     return prefix(host, 24, 48) or host
 
 
+@lru_cache(maxsize=65536)
+def wider_network(src: str) -> str:
+    """The network a source prefix is weighed in first when room is made: its /16 (IPv4) or
+    /32 (IPv6, one ISP's allocation: 65,536 /48s, which its holder gets for nothing); a LAN
+    host, and this node, stay themselves."""
+    try:
+        net = ipaddress.ip_network(src)
+    except ValueError:
+        return src  # LOCAL, or a host that is no IP literal
+    if net.prefixlen == net.max_prefixlen:
+        return src
+    return str(net.supernet(new_prefix=16 if net.version == 4 else 32))
+
+
 def _oldest_of_largest(
-    groups: Mapping[str, OrderedDict[_T, None]], weights: Mapping[str, int] | None = None
+    groups: dict[str, OrderedDict[_T, None]], weights: Mapping[str, int] | None = None
 ) -> _T | None:
-    """The fair rule that makes room: the source with the most entries (or, given `weights`,
-    the most of those: bytes) loses its oldest."""
+    """The fair rule that makes room: the wider network with the most entries (or, given
+    `weights`, the most of those: bytes), then its source with the most, loses that source's
+    oldest. Ties go against the one seen last (`groups` is in order of first entry), so
+    sources that arrive in numbers cannot push out those that were there before them."""
     if not groups:
         return None
-    largest = max(groups, key=lambda src: len(groups[src]) if weights is None else weights[src])
+
+    def weight(src: str) -> int:
+        return len(groups[src]) if weights is None else weights[src]
+
+    by_network: Counter[str] = Counter()
+    for src in groups:
+        by_network[wider_network(src)] += weight(src)
+    network = max(reversed(by_network), key=by_network.__getitem__)
+    largest = max((s for s in reversed(groups) if wider_network(s) == network), key=weight)
     return next(iter(groups[largest]))
 
 

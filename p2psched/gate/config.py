@@ -1,4 +1,5 @@
-"""A gate's config file (TOML, `p2psched gate --config`): the limits of its relay.
+"""A gate's config file (TOML, `p2psched gate --config`): the limits of its relay, and of its
+DHT node (the [dht] table, `p2psched/dht/config_file.py`, where its fields are listed).
 
 Owns: reading the file and checking it against `GateConfig`, in the operator's words.
 Promises: a bad file raises `GateConfigError` naming the file, the table or limit and the
@@ -10,6 +11,11 @@ misspelled one would leave the default in force without a word).
     circuits_per_peer = 16
     circuit_seconds = 3600.0    # numbers > 0: reservation_ttl, circuit_seconds, bandwidth,
     bandwidth = 125e6           # answer_seconds
+
+    [dht]                       # as every node's: id_bits, stranger_rate, ...
+    id_bits = 15
+    [dht.store]                 # the records it holds for others: max_per_publisher, ...
+    max_per_publisher = 128
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails
 
+from p2psched.dht.config_file import DhtSettings, describe
 from p2psched.gate.relay import RelayLimits
 
 
@@ -33,10 +40,11 @@ class GateConfig(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
     relay: RelayLimits = RelayLimits()
+    dht: DhtSettings = DhtSettings()
 
 
-def load_relay_limits(path: Path) -> RelayLimits:
-    """The [relay] limits of the gate config at `path` (the defaults where it says nothing)."""
+def load_gate_config(path: Path) -> GateConfig:
+    """The gate config at `path`, checked (the defaults where it says nothing)."""
     try:
         doc = tomllib.loads(path.read_text())
     except OSError as e:
@@ -44,7 +52,7 @@ def load_relay_limits(path: Path) -> RelayLimits:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise GateConfigError(f"{path}: {e}") from None
     try:
-        return check_gate_config(doc).relay
+        return check_gate_config(doc)
     except GateConfigError as e:
         raise GateConfigError(f"{path}: {e}") from None
 
@@ -62,9 +70,11 @@ def check_gate_config(doc: Mapping[str, Any]) -> GateConfig:
 
 def _said(err: ErrorDetails) -> str:
     loc, kind = err["loc"], err["type"]
+    if len(loc) == 1 and kind == "extra_forbidden":
+        return f"[{loc[0]}]: unknown table; known: [relay], [dht]"
+    if loc[0] == "dht":
+        return describe({**err, "loc": loc[1:]})
     if len(loc) == 1:
-        if kind == "extra_forbidden":
-            return f"[{loc[0]}]: unknown table; known: [relay]"
         return "[relay] must be a table"
     name = str(loc[1])
     if kind == "extra_forbidden":

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import trio
 
+from p2psched.dht.config_file import DhtSettings
 from p2psched.dht.node import DhtNode, open_dht_node
-from p2psched.dht.protocol import DhtConfig
 from p2psched.dht.routing import TrustedNetworks
 from p2psched.gate.client import RelayClient, RelayError, check_reachability, open_worker_channel
 from p2psched.gate.relay import RelayLimits
@@ -109,16 +109,18 @@ async def open_node(
     resume: bool = False,
     reachability: str = "auto",
     relay_limits: RelayLimits | None = None,
+    dht_settings: DhtSettings | None = None,
 ) -> AsyncIterator[Node]:
     """`resume`: take up the jobs this data dir's store has unfinished (a node restarted).
     `gate`: also relay for workers behind NAT, on TCP at the DHT's port number.
     `trusted`: the peers the DHT's per-/24 limits spare (LANs by default).
+    `dht_settings`: the DHT's limits from the operator's config file (its [dht] table).
     `reachability` (of a worker): "auto" asks a gate among the seeds to dial it back,
     "public" and "private" say so without asking; a private worker listens nowhere, runs the
     DHT as a client, and takes its channels through a relay reservation on a seed gate."""
     if reachability not in REACHABILITY:
         raise ValueError(f"reachability {reachability!r}: choose one of {', '.join(REACHABILITY)}")
-    config = DhtConfig(client=dht_client, trusted=trusted or TrustedNetworks())
+    config = (dht_settings or DhtSettings()).dht_config(client=dht_client, trusted=trusted)
     dispatch = dispatch or DispatchConfig()
     private_dir(data_dir)
     # (every task the node starts inherits its id, for its log events)
@@ -135,9 +137,7 @@ async def open_node(
         async with open_dht_node(
             identity, host=host, port=port, config=config, validate=check_ad_record
         ) as dht:
-            if seeds and await dht.bootstrap(seeds) == 0:
-                listed = ", ".join(f"{h}:{p}" for h, p in seeds)
-                raise JoinError(f"no seed answered ({listed}); check the address and that it runs")
+            await _join(dht, seeds)
             async with trio.open_nursery() as nursery:
                 discovery, jobs = await _start_scheduler(identity, dht, store, nursery, dispatch)
                 if resume:
@@ -171,6 +171,14 @@ async def open_node(
                     if node.worker is not None:
                         with trio.CancelScope(shield=True), trio.move_on_after(10):
                             await node.worker.advert.withdraw()
+
+
+async def _join(dht: DhtNode, seeds: Sequence[Addr]) -> None:
+    """Join the network through `seeds` (none: this node starts one); `JoinError` names them
+    when none answered."""
+    if seeds and await dht.bootstrap(seeds) == 0:
+        listed = ", ".join(f"{h}:{p}" for h, p in seeds)
+        raise JoinError(f"no seed answered ({listed}); check the address and that it runs")
 
 
 async def _start_scheduler(

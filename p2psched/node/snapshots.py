@@ -305,6 +305,7 @@ class SchedulerCounters:
     negotiation: Mapping[str, int]  # steps of the deal, by outcome
     outcomes: Mapping[str, int]  # final states reached, and retried
     workers_connected: int
+    frame_budget_waits: int  # times a channel waited for room to read a large message
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,3 +340,4 @@ class WorkerCounters:
     run_seconds: Mapping[str, Histogram]  # by driver
     relay_moves: int | None  # None: it takes no relay
     connections_shed: int  # dropped at its listener: too many from one address, or in all
+    frame_budget_waits: int  # times a channel waited for room to read a large message

@@ -311,6 +311,7 @@ class NodeFacade:
             negotiation=Counter(d.stats.negotiation),
             outcomes=Counter(d.stats.outcomes),
             workers_connected=d.connected_workers,
+            frame_budget_waits=d.frame_budget.waits,
         )
 
     def dht_counters(self) -> DhtCounters:
@@ -352,6 +353,7 @@ class NodeFacade:
             run_seconds={driver: h.copy() for driver, h in manager.run_seconds.items()},
             relay_moves=role.relay.moves if role.relay is not None else None,
             connections_shed=role.service.doorkeeper.shed,
+            frame_budget_waits=role.service.frame_budget.waits,
         )
 
     # -- commands ----------------------------------------------------------------------------------

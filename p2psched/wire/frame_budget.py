@@ -36,7 +36,7 @@ class FrameBudget:
         self.min_rate = min_rate
         self.grace = grace
         self.held = 0
-        self.waits = 0  # times a channel waited for room (not yet among the node's metrics)
+        self.waits = 0  # times a channel waited for room (a counter among the node's metrics)
         self._queue: deque[tuple[int, trio.Event]] = deque()
 
     async def take(self, n: int) -> int:

@@ -68,6 +68,10 @@ worker starts; an absent field keeps its default or what was detected.
     ram_gb = 512
     disk_gb = 2000
     gpus = [{ model = "NVIDIA A100-SXM4-80GB", vram_gb = 80 }]
+
+    [dht]                           # this node's DHT limits, as a gate's (id_bits, stranger_rate,
+    id_bits = 15                    # ...; [dht.store] max_per_publisher, ...): listed in
+                                    # p2psched/dht/config_file.py
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
+from p2psched.dht.config_file import DhtSettings, describe
 from p2psched.resources.detect import Detected
 from p2psched.resources.driver_inputs import KNOWN_DRIVERS as KNOWN_DRIVERS
 from p2psched.resources.profile import Gpu, Profile
@@ -199,6 +204,7 @@ class WorkerConfig:
     sleep_driver: DriverTable = field(default_factory=DriverTable)
     command_driver: CommandDriverConfig = field(default_factory=CommandDriverConfig)
     http_driver: HttpDriverConfig = field(default_factory=HttpDriverConfig)
+    dht: DhtSettings = field(default_factory=DhtSettings)  # the node's, which the worker runs
 
     def driver_caps(self) -> dict[str, DriverCaps]:
         """Each driver's caps on a task: its table's, or the defaults."""
@@ -369,6 +375,7 @@ class _WorkerFile(BaseModel):
     drivers: _DriverTables = _DriverTables()
     network: _NetworkTable = _NetworkTable()
     override: _OverrideTable = _OverrideTable()
+    dht: DhtSettings = DhtSettings()
 
     @model_validator(mode="after")
     def _settings_are_for_enabled_drivers(self) -> _WorkerFile:
@@ -420,6 +427,7 @@ def load_config(path: Path) -> WorkerConfig:
         sleep_driver=file.drivers.sleep,
         command_driver=file.drivers.command,
         http_driver=file.drivers.http,
+        dht=file.dht,
     )
     # What the worker will advertise must be what every asker accepts: check it now, against
     # the same schema and size limit, rather than be silently left out of every answer later.
@@ -456,6 +464,8 @@ def _first(e: ValidationError) -> ErrorDetails:
 
 def _said(err: ErrorDetails) -> str:
     """One error as the file shows it: "[drivers.http] endpoints.m: reason"."""
+    if err["loc"][:1] == ("dht",):  # the node's table, said as a gate's config says it
+        return describe({**err, "loc": err["loc"][1:]})
     ctx = err.get("ctx") or {}
     table, keys, model = _place((*err["loc"], *ctx.get("at", ())))
     where = f"[{'.'.join(table)}]" + (f" {_key_path(keys)}" if keys else "")

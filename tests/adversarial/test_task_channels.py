@@ -257,13 +257,24 @@ async def hold_a_message(
             await release.wait()
 
 
+def frame_budget_waits(worker_dir: Path) -> float:
+    """What the running worker's `/metrics` (over its control API) say of its budget's waits."""
+    client = ControlClient.find(worker_dir)
+    assert client is not None
+    with client:
+        text = client.get_bytes("/metrics").decode()
+    found = re.search(r"^p2psched_worker_frame_budget_waits_total (\S+)$", text, re.MULTILINE)
+    assert found is not None, text
+    return float(found.group(1))
+
+
 async def test_strangers_holding_large_messages_keep_a_worker_within_64_mb(
     tmp_path: Path,
 ) -> None:
     """Twelve strangers each ask for a quote, then send all but the end of a message at the
     worker's limit (10 MiB) and hold it: the worker reads large messages only within its
     node-wide budget (20 MiB), so they cost it far less than their 120 MiB, and it serves an
-    honest scheduler meanwhile."""
+    honest scheduler meanwhile; its metrics count the channels that waited for room."""
     size = MAX_COMMIT_MESSAGE - (64 << 10)
     with (
         gate_at(tmp_path / "gate") as gate,
@@ -278,9 +289,11 @@ async def test_strangers_holding_large_messages_keep_a_worker_within_64_mb(
                 await holding.wait()
             await honest_job(gate, tmp_path / "honest")
             growth = peak_mb(proc.pid) - before
+            waits = frame_budget_waits(tmp_path / "worker")
             release.set()
-        print(f"worker, 12 strangers holding 10 MiB messages: +{growth:.1f} MB")
+        print(f"worker, 12 strangers holding 10 MiB messages: +{growth:.1f} MB, {waits} waits")
         assert growth < GROWTH_MB
+        assert waits >= 10  # all but the two it had room for
 
 
 # -- a scheduler's links: to a worker it found, which turns out hostile ---------------------------

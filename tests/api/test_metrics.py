@@ -49,6 +49,7 @@ async def test_metrics_of_a_scheduler_a_worker_and_a_gate_after_a_job(tmp_path: 
         assert total(s, "p2psched_dht_rpcs_sent_total") > 0
         assert total(s, "p2psched_dht_rpc_round_trip_seconds_count") > 0
         assert s[("p2psched_dht_routing_table_contacts", ())] >= 1
+        assert s[("p2psched_frame_budget_waits_total", ())] == 0  # no message over 64 KiB
         me = (("node", scheduler.node_id.hex()), ("roles", "scheduler"))
         assert s[("p2psched_node_info", me)] == 1
         assert total(s, "process_cpu_seconds_total") > 0
@@ -68,6 +69,7 @@ async def test_metrics_of_a_scheduler_a_worker_and_a_gate_after_a_job(tmp_path: 
             ran += got[("p2psched_worker_driver_run_seconds_count", (("driver", "echo"),))]
             assert got[("p2psched_worker_tasks_running", ())] == 0
             assert got[("p2psched_worker_slots_free", ())] == 2
+            assert got[("p2psched_worker_frame_budget_waits_total", ())] == 0
         assert ran == 30  # every task ran once, on one of them
 
 

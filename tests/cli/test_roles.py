@@ -4,6 +4,7 @@ with `p2psched workers` listing what joined; `worker drain|undrain`."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import signal
@@ -16,6 +17,9 @@ import pytest
 
 from p2psched import devnet
 from p2psched.api.client import ControlClient
+from p2psched.cli.roles import _use_id_bits
+from p2psched.dht.config_file import DhtSettings
+from p2psched.identity import ID_BITS_ENV, network_id_bits
 from tests.harness.processes import (
     EXE,
     free_udp_port,
@@ -259,3 +263,17 @@ def test_a_valid_limits_file_is_what_the_running_gate_applies(tmp_path: Path) ->
     assert limits["circuits_per_peer"] == 3 and limits["reservations_per_peer"] == 1
     assert limits["bandwidth"] == 5e6
     assert limits["circuits"] == 4096  # not in the file: the default
+
+
+@pytest.mark.parametrize(
+    ("command_line", "file", "env", "wins"),
+    [(7, 9, "5", 7), (None, 9, "5", 9), (None, None, "5", 5)],
+)
+def test_id_bits_from_the_command_line_then_the_file_then_the_environment(
+    monkeypatch: pytest.MonkeyPatch, command_line: int | None, file: int | None, env: str, wins: int
+) -> None:
+    monkeypatch.setenv(ID_BITS_ENV, env)
+    if command_line is not None:  # what `main` does with --id-bits, before any command runs
+        monkeypatch.setenv(ID_BITS_ENV, str(command_line))
+    _use_id_bits(argparse.Namespace(id_bits=command_line), DhtSettings(id_bits=file))
+    assert network_id_bits() == wins

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import os
 
-from p2psched.dht.records import MAX_VALUE_BYTES, Record, RecordStore, StoreLimits
+from p2psched.dht.records import (
+    MAX_VALUE_BYTES,
+    Record,
+    RecordStore,
+    StoreLimits,
+    source_prefix,
+    wider_network,
+)
 from p2psched.identity import Identity
 from p2psched.wire.codec import encode
 
@@ -154,6 +161,34 @@ def test_a_full_key_takes_a_new_network_at_the_cost_of_the_largest() -> None:
     assert len(held) == 16
 
 
+def test_many_48s_of_one_32_do_not_push_out_the_ads_of_other_networks() -> None:
+    """512 stores from 512 /48s inside one IPv6 /32 (its holder gets 65,536 for nothing), each
+    a source with one record like the honest ones: they are weighed together, so the key
+    makes room among them and the ads from elsewhere stay, those there before the flood and
+    one that came after it (a tie among single sources would go against that newest one)."""
+    store = RecordStore()
+    honest = [rec(Identity.generate(0)) for _ in range(4)]
+    hosts = ("198.51.100.20", "192.0.2.7", "2001:db8:77:1::5", "203.0.113.9")
+    for r, host in zip(honest[:3], hosts, strict=False):
+        assert store.put(r, NOW, host) is None
+    for n in range(512 + 64):
+        if n == 512:
+            assert store.put(honest[3], NOW, hosts[3]) is None
+        assert store.put(rec(Identity.generate(0)), NOW, f"2a0f:5:{n:x}::1") is None
+    held = {r.publisher_id for r in store.get(KEY, NOW)}
+    assert len(held) == store.limits.max_per_key
+    assert {r.publisher_id for r in honest} <= held
+
+
+def test_a_tie_goes_against_the_network_seen_last() -> None:
+    store = RecordStore(StoreLimits(max_per_key=2))
+    first, second = rec(Identity.generate()), rec(Identity.generate())
+    assert store.put(first, NOW, "198.51.100.20") is None
+    assert store.put(second, NOW, "203.0.113.5") is None
+    assert store.put(rec(Identity.generate()), NOW, "192.0.2.7") is None
+    assert first.publisher_id in {r.publisher_id for r in store.get(KEY, NOW)}
+
+
 def test_one_network_holds_at_most_its_share_of_a_key() -> None:
     store = RecordStore(StoreLimits(max_per_prefix_per_key=4))
     first = Identity.generate()
@@ -175,6 +210,10 @@ def test_a_labs_machines_on_one_private_24_are_each_a_source() -> None:
     for n in range(1, 11):
         store.put(rec(Identity.generate(), key=bytes(31) + b"\x01"), NOW, f"198.51.100.{n}")
     assert len(store.get(bytes(31) + b"\x01", NOW)) == 4
+    # ... and each is weighed on its own when room is made, not as one of its /16
+    assert wider_network(source_prefix("10.1.2.3")) == "10.1.2.3/32"
+    assert wider_network(source_prefix("198.51.100.3")) == "198.51.0.0/16"
+    assert wider_network(source_prefix("2001:db8:1:2::5")) == "2001:db8::/32"
 
 
 def test_a_store_filled_by_a_few_networks_takes_newcomers() -> None:
