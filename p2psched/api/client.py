@@ -30,11 +30,13 @@ from urllib.parse import urlencode, urlsplit
 from p2psched.api.endpoint import (
     ENDPOINT_FILE,
     NONCE_BYTES,
+    SESSION_GONE_HEADER,
     SESSION_PATH,
     SOCKET_FILE,
     TOKEN_FILE,
     request_mac,
     server_proof,
+    session_gone_proof,
     session_key,
     signed_authorization,
     socket_path,
@@ -185,16 +187,16 @@ class ControlClient:
     ) -> tuple[http.client.HTTPResponse, bytes]:
         """`_exchange`, signed over TCP in the connection's session (opened first on a new
         connection); a session the server no longer holds (it forgot it, idle or crowded out)
-        is opened anew once: a refused request reached no handler, so even a POST goes again."""
+        is opened anew once, if the node proves the refusal its own: such a request reached no
+        handler, so even a POST goes again, while a relay's forged 401 cannot have it run twice."""
         if not self._signing:
             return self._exchange(method, path, body, headers)
         fresh = self._http.sock is None
         if fresh:
             self._open_session()
-        response, data = self._exchange(
-            method, path, body, self._signed(method, path, body, headers)
-        )
-        if response.status != 401 or fresh:
+        signed = self._signed(method, path, body, headers)
+        response, data = self._exchange(method, path, body, signed)
+        if response.status != 401 or fresh or not self._session_gone(response, signed):
             return response, data
         self._open_session()
         return self._exchange(method, path, body, self._signed(method, path, body, headers))
@@ -222,6 +224,12 @@ class ControlClient:
                 "not the node, or another; nothing was asked of it"
             )
         self._session, self._counter = (session, key), 0
+
+    def _session_gone(self, response: http.client.HTTPResponse, signed: dict[str, str]) -> bool:
+        """Whether the node itself refused the request signed in `signed` for its session."""
+        given = response.getheader(SESSION_GONE_HEADER) or ""
+        expected = session_gone_proof(self._token, signed["authorization"])
+        return hmac.compare_digest(given.encode(), expected.encode())
 
     def _signed(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]

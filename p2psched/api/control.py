@@ -52,13 +52,15 @@ from p2psched.api.endpoint import (
     ENDPOINT_FILE,
     MAC_SCHEME,
     NONCE_BYTES,
+    SESSION_GONE_HEADER,
     SESSION_PATH,
     SOCKET_FILE,
     TOKEN_FILE,
     ApiTls,
+    session_gone_proof,
     socket_path,
 )
-from p2psched.api.sessions import Claim, SessionLimits, SignedSessions
+from p2psched.api.sessions import UNKNOWN_SESSION, Claim, SessionLimits, SignedSessions
 from p2psched.home import private_dir, write_private
 from p2psched.node.node import Node
 from p2psched.node.snapshots import (
@@ -136,7 +138,10 @@ def _guard(app: FastAPI, token: str, sessions: SignedSessions) -> None:
             if given.startswith(MAC_SCHEME + " "):
                 refusal = await _signed(sessions, request, given)
                 if refusal is not None:
-                    return _error(401, f"signed request refused: {refusal}")
+                    answer = _error(401, f"signed request refused: {refusal}")
+                    if refusal == UNKNOWN_SESSION:  # (proved ours: the client may ask again)
+                        answer.headers[SESSION_GONE_HEADER] = session_gone_proof(token, given)
+                    return answer
             elif not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 # No path in the answer: it may go to another machine (--api-remote).
                 return _error(401, f"missing or wrong bearer token (the node's {TOKEN_FILE})")

@@ -30,6 +30,10 @@ MAC_SCHEME = "p2psched-mac"
 _SESSION_CONTEXT = b"p2psched control API session\x00"
 _SERVER_CONTEXT = b"p2psched control API server\x00"
 _REQUEST_CONTEXT = b"p2psched control API request\x00"
+_GONE_CONTEXT = b"p2psched control API session gone\x00"
+# On a 401 for a session it no longer holds, the node's proof that it refused that very request
+# (`session_gone_proof`): only then may a client sign it again, in a new session.
+SESSION_GONE_HEADER = "p2psched-session-gone"
 # sun_path holds 108 bytes; a longer socket path is reached through the directory's descriptor.
 _SUN_PATH_MAX = 107
 
@@ -66,6 +70,14 @@ def request_mac(key: bytes, counter: int, method: str, target: bytes, body: byte
         )
     )
     return hmac.new(key, signed, hashlib.sha256).hexdigest()
+
+
+def session_gone_proof(token: str, authorization: str) -> str:
+    """What the node answers a signed request whose session it no longer holds, bound to that
+    request's `authorization` header (hex): a relay cannot forge it, so it cannot make a client
+    that ran a request through it sign the request again and the node run it twice."""
+    material = _GONE_CONTEXT + authorization.encode()
+    return hmac.new(token.encode(), material, hashlib.sha256).hexdigest()
 
 
 def signed_authorization(session: str, counter: int, mac: str) -> str:

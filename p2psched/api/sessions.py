@@ -1,7 +1,9 @@
 """The server's side of the control API's signed TCP sessions (sans-I/O: every call takes `now`).
 
-Owns: the sessions opened (a bounded store, each dropped after `idle_s` unused, the least
-recently used first when full), and the check of a signed request's `authorization` header.
+Owns: the sessions opened (a bounded store, each dropped after `idle_s` unused; when full, the
+least recently opened of those no request was admitted in goes first, which is all a stranger
+can open, so strangers crowd out no session a client signs in), and the check of a signed
+request's `authorization` header.
 Promises: a request is admitted only with a session this store opened and still holds, a
 counter above every one the session admitted (so each request counts once: no replay), and a
 MAC under the session's key over its counter, method, target and body, compared in constant
@@ -28,13 +30,17 @@ _HEADER = re.compile(
     rf"{MAC_SCHEME} session=(?P<session>[0-9a-f]{{{2 * NONCE_BYTES}}}), "
     r"counter=(?P<counter>[0-9]{1,19}), mac=(?P<mac>[0-9a-f]{64})"
 )
+# The refusal the node proves it made (`endpoint.session_gone_proof`): the request reached no
+# handler, so the client may sign it again in a new session.
+UNKNOWN_SESSION = "unknown or expired session: open a new one"
 
 
 @dataclass(frozen=True)
 class SessionLimits:
     """How many sessions the server holds at once, and how long one lives unused (seconds).
     A client opens one per connection and drops a connection idle for 2 s, so a minute is
-    plenty; a store filled by a stranger costs a real client one more round trip, not access."""
+    plenty; strangers filling the store drop only sessions no request was signed in yet (a
+    client's just opened one costs it one more round trip), never one in use."""
 
     most: int = 1024
     idle_s: float = 60.0
@@ -71,20 +77,22 @@ class SignedSessions:
     def __init__(self, token: str, limits: SessionLimits | None = None) -> None:
         self._token = token
         self.limits = limits or SessionLimits()
-        self._open: OrderedDict[str, _Session] = OrderedDict()  # least recently used first
+        # Least recently used first: those no request was admitted in yet, and the others.
+        self._fresh: OrderedDict[str, _Session] = OrderedDict()
+        self._used: OrderedDict[str, _Session] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._open)
+        return len(self._fresh) + len(self._used)
 
     def open(self, client_nonce: bytes, now: float) -> Opened:
         """A new session for a client that sent `client_nonce`."""
         self._expire(now)
-        while len(self._open) >= self.limits.most:
-            self._open.popitem(last=False)
+        while len(self) >= self.limits.most:
+            (self._fresh or self._used).popitem(last=False)
         server_nonce = secrets.token_bytes(NONCE_BYTES)
         key = session_key(self._token, client_nonce, server_nonce)
         session = server_nonce.hex()
-        self._open[session] = _Session(key, 0, now + self.limits.idle_s)
+        self._fresh[session] = _Session(key, 0, now + self.limits.idle_s)
         return Opened(session, server_proof(key))
 
     def claim(self, authorization: str, now: float) -> Claim | str:
@@ -93,33 +101,45 @@ class SignedSessions:
         if found is None:
             return f"not a signed request ({MAC_SCHEME} session=..., counter=..., mac=...)"
         self._expire(now)
-        held = self._open.get(found["session"])
+        held = self._held(found["session"])
         if held is None:
-            return "unknown or expired session: open a new one"
+            return UNKNOWN_SESSION
         counter = int(found["counter"])
         if counter <= held.counter:
-            return f"request counter {counter} was already used in this session (a replay)"
+            return _replay(counter)
         return Claim(found["session"], counter, found["mac"])
 
     def admit(
         self, claim: Claim, method: str, target: bytes, body: bytes, now: float
     ) -> str | None:
         """None if `claim`'s MAC signs this request, which then counts as used; else why not."""
-        held = self._open.get(claim.session)
-        if held is None or claim.counter <= held.counter:  # (another request came in between)
-            return "unknown session, or a replay"
+        held = self._held(claim.session)  # (another request may have come in between)
+        if held is None:
+            return UNKNOWN_SESSION
+        if claim.counter <= held.counter:
+            return _replay(claim.counter)
         expected = request_mac(held.key, claim.counter, method, target, body)
         if not compare_digest(expected, claim.mac):
             return "the request's MAC does not match its method, path or body"
         held.counter = claim.counter
         held.expires = now + self.limits.idle_s
-        self._open.move_to_end(claim.session)
+        self._fresh.pop(claim.session, None)
+        self._used.pop(claim.session, None)
+        self._used[claim.session] = held  # (the most recently used)
         return None
 
+    def _held(self, session: str) -> _Session | None:
+        return self._fresh.get(session) or self._used.get(session)
+
     def _expire(self, now: float) -> None:
-        """Drop sessions unused for `idle_s`: the least recently used come first."""
-        while self._open:
-            session, held = next(iter(self._open.items()))
-            if held.expires > now:
-                return
-            del self._open[session]
+        """Drop sessions unused for `idle_s`: in each store the least recently used come first."""
+        for store in (self._fresh, self._used):
+            while store:
+                session, held = next(iter(store.items()))
+                if held.expires > now:
+                    break
+                del store[session]
+
+
+def _replay(counter: int) -> str:
+    return f"request counter {counter} was already used in this session (a replay)"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from p2psched.api import client as client_module
-from p2psched.api.client import ControlClient
+from p2psched.api.client import ApiCallError, ControlClient
 from tests.harness.processes import running
 
 IDLE_S = 30.0  # no relayed connection stays quiet this long in a test
@@ -114,11 +114,7 @@ def send_raw(url: str, request: bytes) -> tuple[int, bytes]:
     host, port = url.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=IDLE_S) as conn:
         conn.sendall(request)
-        answer = b""
-        while b"\r\n\r\n" not in answer or len(split_message(answer)[1]) < split_message(answer)[2]:
-            more = conn.recv(65536)
-            assert more, "the node closed the connection before its whole answer"
-            answer += more
+        answer = read_message(conn, bytearray())
     head, body, _ = split_message(answer)
     return int(head.split(b" ", 2)[1]), body
 
@@ -201,3 +197,72 @@ def test_a_client_whose_session_was_crowded_out_opens_another(
         b"/v1/scheduler/set",
         b"/v1/scheduler",
     ]
+
+
+def read_message(conn: socket.socket, buffered: bytearray) -> bytes:
+    """The next whole HTTP message (head and Content-Length body) on `conn`, past `buffered`."""
+    while (
+        b"\r\n\r\n" not in buffered
+        or len(split_message(bytes(buffered))[1]) < (split_message(bytes(buffered))[2])
+    ):
+        more = conn.recv(65536)
+        assert more, "the other end closed the connection before a whole message"
+        buffered += more
+    head, rest, length = split_message(bytes(buffered))
+    del buffered[:]
+    buffered += rest[length:]
+    return head + b"\r\n\r\n" + rest[:length]
+
+
+FORGED_401 = json.dumps(
+    {"status": "error", "message": "signed request refused: unknown or expired session"}
+).encode()
+
+
+def forge_session_gone(client: socket.socket, node_url: str, answered: list[bytes]) -> None:
+    """A relay that passes the client's requests to the node one by one, but answers the first
+    POST on a connection already used with a 401 of its own, after the node ran it; `answered`
+    gets each request line with the node's own status."""
+    host, port = node_url.removeprefix("http://").rsplit(":", 1)
+    with client, socket.create_connection((host, int(port)), timeout=IDLE_S) as node:
+        client.settimeout(IDLE_S)
+        from_client, from_node = bytearray(), bytearray()
+        forged = False
+        for n in range(8):  # (a handful of requests: the test's)
+            try:
+                request = read_message(client, from_client)
+            except (AssertionError, OSError):
+                return  # the client is done
+            node.sendall(request)
+            answer = read_message(node, from_node)
+            line = request.split(b"\r\n", 1)[0]
+            answered.append(line + b" -> " + answer.split(b" ", 2)[1])
+            if n > 0 and line.startswith(b"POST ") and not forged:
+                forged = True
+                answer = b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\n"
+                answer += b"content-length: %d\r\n\r\n%s" % (len(FORGED_401), FORGED_401)
+            client.sendall(answer)
+
+
+def test_a_relay_cannot_have_the_client_send_a_request_twice_by_forging_a_refusal(
+    node: tuple[str, str],
+) -> None:
+    # The node ran the POST; the relay tells the client its session was gone. A client that
+    # believed it would sign the POST again, in a new session, and the node would run it twice.
+    url, token = node
+    listener = socket.create_server(("127.0.0.1", 0))
+    answered: list[bytes] = []
+    with listener:
+        with ControlClient(f"http://127.0.0.1:{listener.getsockname()[1]}", token) as client:
+            relaying = threading.Thread(
+                target=lambda: forge_session_gone(listener.accept()[0], url, answered),
+                daemon=True,
+            )
+            relaying.start()
+            assert client.get("/v1/node")["node_id"]
+            with pytest.raises(ApiCallError, match="unknown or expired session"):
+                client.post("/v1/scheduler/set", {"name": "cost"})
+            client.close()
+            relaying.join(IDLE_S)
+    ran = [a for a in answered if a.startswith(b"POST /v1/scheduler/set ")]
+    assert ran == [b"POST /v1/scheduler/set HTTP/1.1 -> 200"]

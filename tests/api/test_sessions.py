@@ -158,3 +158,14 @@ def test_a_header_not_of_a_signed_request_is_refused_by_name(header: str) -> Non
     Client(sessions)
     refused = ask(sessions, header)
     assert refused is not None and "not a signed request" in refused
+
+
+def test_strangers_filling_the_store_drop_no_session_a_request_was_signed_in() -> None:
+    # A stranger can open sessions but sign in none: the ones it opens go before a client's.
+    sessions = SignedSessions(TOKEN, SessionLimits(most=4))
+    client = Client(sessions)
+    assert ask(sessions, client.sign("GET", b"/v1/node")) is None
+    for _ in range(50):
+        Client(sessions, token="not the token")
+    assert len(sessions) == 4
+    assert ask(sessions, client.sign("GET", b"/v1/node")) is None
