@@ -171,6 +171,7 @@ class ValueLookup(Lookup):
         self._pages: list[Query] = []  # further pages to ask for
         self._pages_asked: dict[bytes, int] = {}
         self._paging = 0  # outstanding page queries
+        self._failed = False  # a query went unanswered
 
     def merge(self, records: list[Record]) -> None:
         """Keep, per publisher, the newest version among `records` and those already held."""
@@ -198,8 +199,11 @@ class ValueLookup(Lookup):
     def _width(self) -> int:
         # Once a holder has answered, the ones near it likely hold the key too: no more
         # outstanding than holders still missing, not `alpha` (each query too many costs its
-        # answerer and us a datagram and is cancelled when the quorum is met).
-        if self.holders:
+        # answerer and us a datagram and is cancelled when the quorum is met). Unless a query
+        # failed: peers near the key that do not answer (gone, or made up by a peer that fed
+        # them to us) would then cost a timeout each, one after another, and past the lookup's
+        # time the get would hold only what the first holder gave.
+        if self.holders and not self._failed:
             return max(1, min(self.alpha, self.quorum - len(self.holders)))
         return self.alpha
 
@@ -218,6 +222,7 @@ class ValueLookup(Lookup):
             self.inflight -= 1
         else:
             super().on_answer(query, answer)
+        self._failed |= answer is None
         if answer is None or answer.records is None:
             return
         self.merge(answer.records)

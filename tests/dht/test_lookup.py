@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 
+import pytest
 import trio
 
 from p2psched.dht.lookup import Answer, Lookup, Query, ValueLookup
@@ -244,3 +246,47 @@ async def test_async_driver_times_out_dead_nodes_on_the_fake_clock(
     assert dead_asked >= 2
     assert 1.0 <= elapsed < dead_asked * 1.0
     assert running == 0  # nothing left running after the lookup returned
+
+
+def _rounds_until_done(lookup: Lookup, answer: Callable[[Query], Answer | None]) -> int:
+    """Drive `lookup` in rounds, every query out answered (or failed) at once: as queries to
+    dead peers all time out together, a round costs one request timeout. How many it took."""
+    for rounds in range(1000):
+        out = lookup.next_queries()
+        if lookup.finished or not out:
+            return rounds
+        for query in out:
+            lookup.on_answer(query, answer(query))
+    raise AssertionError("the lookup never ended")
+
+
+@pytest.mark.parametrize("held_here", [True, False])
+def test_dead_peers_nearest_a_key_cost_a_value_lookup_no_more_than_alpha_at_a_time(
+    held_here: bool,
+) -> None:
+    # Peers nearest the key that never answer (gone, or made up by a peer that fed them to the
+    # lookup) each cost a request timeout. Once a holder answered (the looking node itself, or
+    # a fast one that also feeds the dead) a quorum of two needs one more; asking one at a time
+    # would take a timeout per dead peer, and past `lookup_timeout` the get returns only what
+    # the first holder gave.
+    key = os.urandom(32)
+    rec = _records(key, 1)
+    dead = [
+        Contact(key[:-2] + i.to_bytes(2, "big"), "127.0.0.1", i, os.urandom(32))
+        for i in range(1, 13)
+    ]
+    holders = [Contact(os.urandom(32), "127.0.0.1", 100 + i, os.urandom(32)) for i in range(3)]
+    near = Contact(key, "127.0.0.1", 99, os.urandom(32))  # the nearest: a holder
+    lookup = ValueLookup(key, [*dead, *holders, *([] if held_here else [near])], k=K, quorum=2)
+    lookup.held_here(
+        Contact(os.urandom(32), "127.0.0.1", 1, os.urandom(32)), rec if held_here else []
+    )
+
+    def answer(query: Query) -> Answer | None:
+        if query.contact in dead:
+            return None
+        return Answer(dead if query.contact == near else [], rec, None)
+
+    rounds = _rounds_until_done(lookup, answer)
+    assert len(lookup.holders) >= 2
+    assert rounds <= 1 + 12 // 3 + 1  # a round to find a failure, the dead by alpha, a holder
