@@ -19,10 +19,10 @@ import bisect
 import heapq
 import ipaddress
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from p2psched.dht.routing import is_lan
 from p2psched.identity import Identity, node_id_of, verify
@@ -122,7 +122,7 @@ class _Slot:
 
     by_publisher: dict[bytes, tuple[Record, int, str]] = field(default_factory=dict)
     order: list[bytes] = field(default_factory=list)
-    by_prefix: dict[str, OrderedDict[bytes, None]] = field(default_factory=dict)
+    by_prefix: _Sources[bytes] = field(default_factory=lambda: _Sources[bytes]())
 
 
 def source_prefix(host: str | None) -> str:
@@ -150,25 +150,63 @@ def wider_network(src: str) -> str:
     return str(net.supernet(new_prefix=16 if net.version == 4 else 32))
 
 
-def _oldest_of_largest(
-    groups: dict[str, OrderedDict[_T, None]], weights: Mapping[str, int] | None = None
-) -> _T | None:
-    """The fair rule that makes room: the wider network with the most entries (or, given
-    `weights`, the most of those: bytes), then its source with the most, loses that source's
-    oldest. Ties go against the one seen last (`groups` is in order of first entry), so
-    sources that arrive in numbers cannot push out those that were there before them."""
-    if not groups:
-        return None
+class _Sources(Generic[_T]):
+    """Items (held records) by source network, /24 or /48, oldest first, with the bytes each
+    source holds, and the sources by wider network: what the fair rule weighs, kept up as items
+    come and go, so that making room neither parses nor sums every source again."""
 
-    def weight(src: str) -> int:
-        return len(groups[src]) if weights is None else weights[src]
+    def __init__(self) -> None:
+        self.items: dict[str, OrderedDict[_T, None]] = {}  # in order of first entry
+        self.bytes: Counter[str] = Counter()
+        self._network: dict[str, str] = {}  # each source's wider network
+        self._networks: dict[str, dict[str, None]] = {}  # their sources, in order of first entry
+        self._network_items: Counter[str] = Counter()
+        self._network_bytes: Counter[str] = Counter()
 
-    by_network: Counter[str] = Counter()
-    for src in groups:
-        by_network[wider_network(src)] += weight(src)
-    network = max(reversed(by_network), key=by_network.__getitem__)
-    largest = max((s for s in reversed(groups) if wider_network(s) == network), key=weight)
-    return next(iter(groups[largest]))
+    def add(self, src: str, item: _T, size: int) -> None:
+        group = self.items.get(src)
+        if group is None:
+            group = self.items[src] = OrderedDict()
+            network = self._network[src] = wider_network(src)
+            self._networks.setdefault(network, {})[src] = None
+        group[item] = None
+        network = self._network[src]
+        self.bytes[src] += size
+        self._network_items[network] += 1
+        self._network_bytes[network] += size
+
+    def discard(self, src: str, item: _T, size: int) -> None:
+        group = self.items[src]
+        del group[item]
+        network = self._network[src]
+        for counter, key, amount in (
+            (self.bytes, src, size),
+            (self._network_items, network, 1),
+            (self._network_bytes, network, size),
+        ):
+            counter[key] -= amount
+            if not counter[key]:
+                del counter[key]
+        if not group:
+            del self.items[src], self._network[src], self._networks[network][src]
+            if not self._networks[network]:
+                del self._networks[network]
+
+    def oldest_of_largest(self, by_bytes: bool = False) -> _T | None:
+        """The fair rule that makes room: the wider network with the most items (`by_bytes`:
+        the most bytes), then its source with the most, loses that source's oldest. Ties go
+        against the one seen last, so sources that arrive in numbers cannot push out those
+        that were there before them."""
+        if not self.items:
+            return None
+        weights = self._network_bytes if by_bytes else self._network_items
+        network = max(reversed(self._networks), key=weights.__getitem__)
+
+        def weight(src: str) -> int:
+            return self.bytes[src] if by_bytes else len(self.items[src])
+
+        largest = max(reversed(self._networks[network]), key=weight)
+        return next(iter(self.items[largest]))
 
 
 class RecordStore:
@@ -180,8 +218,7 @@ class RecordStore:
         self._keys: dict[bytes, _Slot] = {}
         self._per_publisher: Counter[bytes] = Counter()
         # Every record held, by source prefix, oldest first: whom a full store takes room from.
-        self._by_prefix: dict[str, OrderedDict[tuple[bytes, bytes], None]] = {}
-        self._prefix_bytes: Counter[str] = Counter()  # encoded bytes held, per source
+        self._by_prefix: _Sources[tuple[bytes, bytes]] = _Sources()
         self.evicted = 0
         self._count = 0
         self._bytes = 0
@@ -238,7 +275,7 @@ class RecordStore:
             # Full by count: the source with the most records pays; by bytes: the one holding
             # the most bytes (a few 4 KiB records must not outweigh many small honest ones).
             by_bytes = self._count < self.limits.max_records
-            victim = _oldest_of_largest(self._by_prefix, self._prefix_bytes if by_bytes else None)
+            victim = self._by_prefix.oldest_of_largest(by_bytes)
             if victim is None:
                 return "store full"
             self._remove(*victim, now)
@@ -250,11 +287,11 @@ class RecordStore:
         slot = self._keys.get(key)
         if slot is None:
             return
-        mine = slot.by_prefix.get(src)
+        mine = slot.by_prefix.items.get(src)
         if mine is not None and len(mine) >= self.limits.max_per_prefix_per_key:
             victim = next(iter(mine))  # a network over its share of a key displaces its own
         elif len(slot.by_publisher) >= self.limits.max_per_key:
-            victim = _oldest_of_largest(slot.by_prefix)  # type: ignore[assignment]
+            victim = slot.by_prefix.oldest_of_largest()  # type: ignore[assignment]
         else:
             return
         self._remove(key, victim, now)
@@ -267,9 +304,8 @@ class RecordStore:
             slot = self._keys[record.key] = _Slot()
         bisect.insort(slot.order, pid)
         slot.by_publisher[pid] = (record, size, src)
-        slot.by_prefix.setdefault(src, OrderedDict())[pid] = None
-        self._by_prefix.setdefault(src, OrderedDict())[(record.key, pid)] = None
-        self._prefix_bytes[src] += size
+        slot.by_prefix.add(src, pid, size)
+        self._by_prefix.add(src, (record.key, pid), size)
         self._per_publisher[pid] += 1
         self._count += 1
         self._bytes += size
@@ -283,11 +319,8 @@ class RecordStore:
         slot = self._keys[key]
         record, size, src = slot.by_publisher.pop(pid)
         slot.order.remove(pid)
-        _discard(slot.by_prefix, src, pid)
-        _discard(self._by_prefix, src, (key, pid))
-        self._prefix_bytes[src] -= size
-        if not self._prefix_bytes[src]:
-            del self._prefix_bytes[src]
+        slot.by_prefix.discard(src, pid, size)
+        self._by_prefix.discard(src, (key, pid), size)
         if not slot.by_publisher:
             del self._keys[key]
         self._per_publisher[pid] -= 1
@@ -357,10 +390,3 @@ class RecordStore:
             for pid, (r, _, _) in slot.by_publisher.items()
         ]
         heapq.heapify(self._expiry)
-
-
-def _discard(groups: dict[str, OrderedDict[_T, None]], src: str, item: _T) -> None:
-    group = groups[src]
-    del group[item]
-    if not group:
-        del groups[src]

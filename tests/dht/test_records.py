@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
+from p2psched.dht import records as records_module
 from p2psched.dht.records import (
     MAX_VALUE_BYTES,
     Record,
@@ -288,3 +291,26 @@ def test_largest_value_fits_and_record_wire_round_trips() -> None:
     r = rec(Identity.generate(), b"x" * MAX_VALUE_BYTES)
     assert Record.from_wire(r.to_wire()) == r
     assert r.verify()
+
+
+def test_making_room_in_a_full_store_weighs_no_source_anew(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past 65,536 sources (one IPv6 /32's /48s) the cache of wider networks missed on every
+    source, and a full store parsed each source's network twice per record it took in: about
+    a second of the node's time per store at 100,000. Each source's network is found once,
+    when it first enters; making room looks it up."""
+    store = RecordStore(StoreLimits(max_records=300))
+    for n in range(300):
+        assert (
+            store.put(rec(Identity.generate(), key=os.urandom(32)), NOW, f"2a0f:5:{n:x}::1") is None
+        )
+    weighed: list[str] = []
+
+    def counted(src: str) -> str:
+        weighed.append(src)
+        return wider_network(src)
+
+    monkeypatch.setattr(records_module, "wider_network", counted)
+    for n in range(5):
+        assert store.put(rec(Identity.generate()), NOW, f"198.51.{n}.20") is None
+        assert len(store) == 300
+    assert len(weighed) <= 2 * 5  # each newcomer's own, once in the store and once in its key
