@@ -77,6 +77,7 @@ class DhtNode:
         self._waiting: dict[int, _Waiter] = {}
         self._wakeup = trio.Event()
         self._timer_at = float("inf")  # the deadline the timer task sleeps until
+        self._announced = trio.Event()  # set when no cookie is being handed back (`bootstrap`)
         host, port = sock.getsockname()[:2]
         self.address: Addr = (host, port)
 
@@ -133,6 +134,12 @@ class DhtNode:
             for addr in addrs:
                 nursery.start_soon(self.ping, addr)
         await self.find_node(self.node_id, announce=True)
+        # The nodes it asked take it into their tables once it hands back the cookies they
+        # offered (a ping each): joined means those pings were answered, or timed out.
+        if self.protocol.announcing():
+            if self._announced.is_set():
+                self._announced = trio.Event()
+            await self._announced.wait()
         return len(self.protocol.routing)
 
     async def find_node(self, target: bytes, *, announce: bool = False) -> Lookup:
@@ -301,6 +308,7 @@ class DhtNode:
                     continue
                 self._dispatch(self.protocol.datagram_received(data, addr[:2], self.now()))
                 self._flush()
+            self._check_announced()
             if self.protocol.next_deadline() < self._timer_at:
                 self._wakeup.set()  # the core sent a check of its own, with an earlier deadline
             await trio.lowlevel.checkpoint()
@@ -314,6 +322,11 @@ class DhtNode:
             self._timer_at = float("inf")
             self._dispatch(self.protocol.on_timer(self.now()))
             self._flush()
+            self._check_announced()
+
+    def _check_announced(self) -> None:
+        if not self._announced.is_set() and not self.protocol.announcing():
+            self._announced.set()
 
 
 def _answer_of(message: m.Response | None) -> Answer | None:

@@ -238,6 +238,11 @@ class DhtProtocol:
         self._pending[rid].announce = announce
         return rid
 
+    def announcing(self) -> bool:
+        """Whether a cookie is being handed back (a ping that is neither answered nor timed
+        out yet): a join waits for them."""
+        return any(p.internal == "prove" for p in self._pending.values())
+
     def cancel(self, rid: int) -> None:
         """The caller lost interest (a finished lookup): no event will come for `rid`. A late
         answer still counts for the routing table; silence does not count against the peer."""

@@ -20,6 +20,8 @@ from p2psched.identity import Identity
 async def test_put_on_one_node_get_from_another() -> None:
     async with open_dht_node(Identity.generate()) as a, open_dht_node(Identity.generate()) as b:
         assert await b.bootstrap([a.address]) == 1
+        # Joined means announced: b handed back a's cookie, and a took it into its table.
+        assert b.node_id in a.protocol.routing and not b.protocol.announcing()
         key = os.urandom(32)
         assert await a.put(key, b"hello", ttl=60) == 2  # b, and a itself
         (record,) = await b.get(key)
