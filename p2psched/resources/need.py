@@ -166,7 +166,7 @@ def nearest_misses(need: Need, profiles: list[Profile], *, most: int = 3) -> str
     if not profiles:
         return "no worker found" if searched == "any" else f"no worker advertises {searched}"
     groups: dict[tuple[str, ...], list[Profile]] = {}
-    for p in sorted(profiles, key=lambda p: len(need.misses(p))):
+    for p in sorted(profiles, key=lambda p: (len(need.misses(p)), p.min_price)):
         failing = tuple(c.field for c in need.clauses if not _holds(c, p))
         if failing:
             groups.setdefault(failing, []).append(p)
