@@ -39,7 +39,7 @@ def _hints(text: str) -> dict[str, str]:
 def devnet_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
     home = tmp_path_factory.mktemp("newcomer")
     shutil.copytree(EXAMPLES, home / "examples")
-    up = _run("p2psched devnet up --workers 5", home)
+    up = _run("p2psched devnet up", home)
     assert up.returncode == 0, up.stderr
     hints = _hints(up.stdout)
     try:
@@ -91,7 +91,7 @@ def test_a_job_no_worker_can_take_says_why_at_once(
     # Waited for to the end, the task fails with the nearest misses.
     cheap = _run(hints["submit"].replace("examples/hello.yaml", "cheap.yaml") + " --json", home)
     assert cheap.returncode == 1
-    assert "5 workers have driver=command but the nearest asks 0.0005 > max_price 0.0001" in (
+    assert "3 workers have driver=command but the nearest asks 0.0005 > max_price 0.0001" in (
         cheap.stderr
     )
     failure = json.loads(cheap.stdout)["failures"][0]
