@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import shlex
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
@@ -75,6 +76,14 @@ def positive(text: str) -> float:
 def data_dir(args: argparse.Namespace) -> Path:
     """The node's directory the command acts on: --data-dir, else the default one."""
     return Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+
+
+def hint(command: str, data_dir: Path | None) -> str:
+    """`p2psched COMMAND` as a hint to print: with the `--data-dir` it needs unless that is
+    the default one, so that it works when copied as printed."""
+    if data_dir is None or data_dir.expanduser().resolve() == default_data_dir().resolve():
+        return f"p2psched {command}"
+    return f"p2psched {command} --data-dir {shlex.quote(str(data_dir))}"
 
 
 def id_bits(text: str) -> int:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from p2psched.cli.args import parse_hostport
+from p2psched.cli.args import hint, parse_hostport
 from p2psched.cli.show import print_table
+from p2psched.devnet import DRIVERS
 
 if TYPE_CHECKING:
     from p2psched.cli.args import Subcommands
@@ -32,10 +34,17 @@ def cmd_devnet_up(args: argparse.Namespace) -> None:
     from p2psched import devnet
 
     net = devnet.up(Path(args.dir), args.workers, drivers=args.driver or None)
+    gate = net.folder / "gate"
     print(f"devnet up from {net.folder}: gate on {net.gate}, {args.workers} worker(s)")
-    print(f"  submit with: p2psched submit examples/hello.yaml --gate {net.gate}")
-    print(f"  watch with:  p2psched top --data-dir {net.folder / 'gate'}   (or: ui, for a browser)")
-    print(f"  stop with:   p2psched devnet down --dir {args.dir}")
+    print(f"  submit with: {hint('submit examples/hello.yaml', gate)}   (any of examples/)")
+    print(f"  watch with:  {hint('top', gate)}   (or: ui, for a browser)")
+    print(f"  stop with:   p2psched devnet down --dir {shlex.quote(args.dir)}")
+
+
+def cmd_devnet_serve_model(args: argparse.Namespace) -> None:
+    from p2psched.devnet_model import serve
+
+    serve(Path(args.port_file), args.port)
 
 
 def cmd_devnet_down(args: argparse.Namespace) -> None:
@@ -91,8 +100,20 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     sp = net.add_parser("up", help="start a gate and N workers on loopback")
     sp.add_argument("--workers", type=_workers, default=3)
     sp.add_argument("--dir", default=".devnet", help="where their data and logs go")
-    sp.add_argument("--driver", action="append", help="drivers the workers enable (repeat)")
+    sp.add_argument(
+        "--driver",
+        action="append",
+        help="drivers the workers enable (repeat; default: "
+        + ", ".join(DRIVERS)
+        + ", what examples/ needs)",
+    )
     sp.set_defaults(func=cmd_devnet_up)
+    sp = net.add_parser(
+        "serve-model", help="the devnet's OpenAI-compatible test endpoint (`up` starts it)"
+    )
+    sp.add_argument("--port-file", required=True, help="where to write the port it listens on")
+    sp.add_argument("--port", type=int, default=0, help="on 127.0.0.1 (default: any free one)")
+    sp.set_defaults(func=cmd_devnet_serve_model)
     sp = net.add_parser("down", help="stop the devnet")
     sp.add_argument("--dir", default=".devnet")
     sp.set_defaults(func=cmd_devnet_down)

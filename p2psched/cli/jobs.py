@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from p2psched.cli.args import UsageError, data_dir, parse_hostport
+from p2psched.cli.args import UsageError, data_dir, hint, parse_hostport
 from p2psched.cli.show import client, print_table, view
 
 if TYPE_CHECKING:
@@ -62,6 +62,8 @@ def cmd_status(args: argparse.Namespace) -> None:
         f"spent {status['spent']:g}, committed {status['committed']:g}, "
         f"{status['workers']} worker(s), {status['elapsed_s']:.1f}s"
     )
+    for u in status.get("unmatched", []):
+        print(f"no worker found meets {u['need']} ({u['tasks']} tasks wait): {u['why']}")
 
 
 def cmd_tasks(args: argparse.Namespace) -> None:
@@ -78,7 +80,9 @@ def cmd_tasks(args: argparse.Namespace) -> None:
 def cmd_history(args: argparse.Namespace) -> None:
     job, _, index = args.task.rpartition("/")
     if not job or not index.isdigit():
-        raise UsageError(f"{args.task!r}: give a task as JOB/N (see p2psched tasks JOB)")
+        raise UsageError(
+            f"{args.task!r}: give a task as JOB/N (see {hint('tasks JOB', data_dir(args))})"
+        )
     history = view(args, f"/v1/jobs/{quote(job, safe='')}/tasks/{index}/history")
     if history is None:
         return

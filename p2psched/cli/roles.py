@@ -21,6 +21,7 @@ from p2psched.cli.args import (
     UsageError,
     api_options,
     data_dir,
+    hint,
     parse_hostport,
     trust_options,
     trusted_networks,
@@ -147,7 +148,7 @@ def cmd_gate(args: argparse.Namespace) -> None:
     headline = (
         "gate {id} listening on {dht} (DHT on UDP, relay on TCP)\n"
         "  workers join with: p2psched worker join --gate HOST:PORT; Ctrl-C to stop\n"
-        "  its relay: p2psched gate status"
+        f"  its relay: {_braced(hint('gate status', data_dir(args)))}"
     )
     opened = partial(
         open_node,
@@ -161,6 +162,11 @@ def cmd_gate(args: argparse.Namespace) -> None:
         trusted=trusted_networks(args),
     )
     _run(args, opened, lambda node: serve_node(node, headline, api))
+
+
+def _braced(text: str) -> str:
+    """`text` kept as it is through the headline's `str.format` (a path may hold braces)."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _gate_config(path: Path | None) -> GateConfig:
@@ -215,7 +221,8 @@ def cmd_node(args: argparse.Namespace) -> None:
     host, port = parse_hostport(args.listen, "--listen") if args.listen else (near(gates[0]), 0)
     headline = (
         "node {id} joined through " + ", ".join(args.gate) + "; DHT on {dht}\n"
-        "  submit jobs to it with: p2psched submit JOB.yaml; Ctrl-C to stop"
+        f"  submit jobs to it with: {_braced(hint('submit JOB.yaml', data_dir(args)))}; "
+        "Ctrl-C to stop"
     )
     opened = partial(
         open_node,

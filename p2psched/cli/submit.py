@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from p2psched.api.client import ControlClient
+from p2psched.cli.args import hint
 from p2psched.home import private_dir, write_private
 from p2psched.scheduler.job import load_job
 
@@ -149,7 +151,7 @@ def run_submit(
         # As JSON for the API; YAML's own types (a deadline's timestamp) become ISO text.
         doc = json.loads(json.dumps(yaml.safe_load(job_path.read_text()), default=_iso))
         with client:
-            return _remote(client, doc, spec, str(job_path), results, as_json, detach)
+            return _remote(client, doc, spec, str(job_path), results, as_json, detach, data_dir)
     if gate is None:
         raise SubmitError(
             f"no node runs on {data_dir}: pass --gate HOST:PORT to run the job from here"
@@ -172,6 +174,19 @@ def _finish(
         if len(failures) > 10:
             console.print(f"  … and {len(failures) - 10} more in {folder.path}/summary.json")
     return 0 if status["completed"] == status["total"] else 1
+
+
+def _say_unmatched(unmatched: list[dict[str, Any]], said: set[str]) -> None:
+    """Say once per need, as soon as the node knows, that no worker found meets it, and
+    the nearest misses: the tasks wait for one to appear, then fail."""
+    for u in unmatched:
+        if u["need"] not in said:
+            said.add(u["need"])
+            print(
+                f"no worker found meets {u['need']} ({u['tasks']} tasks wait for one): {u['why']}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _collect(
@@ -212,6 +227,7 @@ def _remote(
     results: Path,
     as_json: bool,
     detach: bool,
+    data_dir: Path,
 ) -> int:
     answer = client.post("/v1/jobs", {"spec": doc, "source": source})
     job_id = answer["job"]
@@ -226,20 +242,37 @@ def _remote(
             queued = counts.get("queued", 0) + counts.get("negotiating", 0)
             placed = status["total"] - queued
             settled = (placed and not counts.get("negotiating")) or status["state"] == "done"
-            if settled or time.monotonic() > deadline:
+            if settled or status.get("unmatched") or time.monotonic() > deadline:
                 break
             time.sleep(POLL_S)
+        unmatched = status.get("unmatched", [])
         if as_json:
-            print(json.dumps({"job": job_id, "tasks": answer["tasks"], "queued": queued}))
+            print(
+                json.dumps(
+                    {
+                        "job": job_id,
+                        "tasks": answer["tasks"],
+                        "queued": queued,
+                        "unmatched": unmatched,
+                    }
+                )
+            )
         else:
+            waiting = (
+                "until a worker that meets their need appears"
+                if unmatched
+                else ("until workers have room")
+            )
             print(
                 f"job {job_id}: {placed} of {answer['tasks']} tasks committed"
-                + (f", {queued} queued on the node until workers have room" if queued else "")
-                + f"; follow it with `p2psched status {job_id}`"
+                + (f", {queued} queued on the node {waiting}" if queued else "")
+                + f"; follow it with `{hint(f'status {job_id}', data_dir)}`"
             )
+            _say_unmatched(unmatched, set())
         return 0
     folder = ResultsFolder(results, spec.name)
     failures: list[dict[str, Any]] = []
+    said: set[str] = set()
     after = 0
     display = Display(answer["tasks"], as_json)
     with display.shown():
@@ -249,6 +282,7 @@ def _remote(
             after = page["next"]
             _collect(folder, failures, page["results"], _fetched(client, job_id))
             display.update(status)
+            _say_unmatched(status.get("unmatched", []), said)
             if status["state"] == "done" and after >= status["total"]:
                 break
             if len(page["results"]) < RESULTS_PAGE:  # caught up: wait for more to settle
@@ -269,6 +303,7 @@ def _embedded(
     failures: list[dict[str, Any]] = []
     outcome: dict[str, Any] = {}
     folders: list[ResultsFolder] = []
+    said: set[str] = set()
 
     async def main() -> None:
         async with open_node(
@@ -289,6 +324,7 @@ def _embedded(
                     _collect(folder, failures, views)
                     status = job.status(node.dht.now())
                     display.update(status)
+                    _say_unmatched(status["unmatched"], said)
                     if job.done.is_set() and written == len(job.settled):
                         break
             outcome.update(status)

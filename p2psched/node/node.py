@@ -194,6 +194,7 @@ async def _start_scheduler(
         store=store,
         max_result_bytes=config.max_result_bytes,
         receive_budget_bytes=config.receive_budget_bytes,
+        explain=discovery.explain,
     )
     await nursery.start(dispatcher.serve)
     return discovery, JobBook(dispatcher, nursery, config=config)

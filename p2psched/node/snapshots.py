@@ -72,6 +72,12 @@ class JobAccepted(Snapshot):
     tasks: int
 
 
+class Unmatched(Snapshot):
+    need: str
+    tasks: int = Field(description="its tasks still queued")
+    why: str = Field(description="the nearest misses: which clause each worker found fails")
+
+
 class JobStatus(Snapshot):
     job: str
     name: str
@@ -88,6 +94,10 @@ class JobStatus(Snapshot):
     elapsed_s: float
     eta_s: float | None
     workers: int = Field(description="workers its tasks ran or are placed on")
+    unmatched: list[Unmatched] = Field(
+        default_factory=list,
+        description="needs of queued tasks that the last look for workers found none for",
+    )
 
 
 class TaskView(Snapshot):

@@ -1,6 +1,7 @@
 """Needs (what a task requires of a worker), whether a profile meets one, and capability keys.
 
-Owns: the need expression language (`gpu=A100,vram>=40,model=llama-3-8b`), `Need.matches`,
+Owns: the need expression language (`gpu=A100,vram>=40,model=llama-3-8b`), `Need.matches`
+and why a profile misses one (`Need.misses`, `nearest_misses`: which clause fails, by how much),
 `capability_keys` (the DHT keys a worker's ad is stored under, which `is_ad_key` recognises, and
 which shard of each a worker's ad lands in) and `Need.search_keys` (the keys a scheduler reads
 to find the workers that may match); an ad's TTL and the longest lifetime a holder grants one.
@@ -101,6 +102,15 @@ class Need:
     def matches(self, profile: Profile) -> bool:
         return all(_holds(c, profile) for c in self.clauses)
 
+    def misses(self, profile: Profile) -> list[str]:
+        """Why `profile` does not meet this need: each clause it fails, and by how much
+        ("asks 0.01 > max_price 0.001"); empty if it matches."""
+        return [_miss(c, profile) for c in self.clauses if not _holds(c, profile)]
+
+    def searched(self) -> str:
+        """The capability `search_keys` looks up, as a clause: "driver=command"."""
+        return self.search_keys()[0].replace(":", "=", 1)
+
     def search_keys(self) -> tuple[str, list[bytes]]:
         """The capability this need is looked up by, and its shard keys. The most selective
         capability it names wins: a model, then a GPU family, then a driver, else any worker."""
@@ -126,6 +136,50 @@ def _holds(c: Clause, p: Profile) -> bool:
         case "driver":
             return value in p.drivers
     return p.label(c.field.removeprefix("label.")) == value
+
+
+def _miss(c: Clause, p: Profile) -> str:
+    if c.field == "max_price":
+        return f"asks {p.min_price:g} > max_price {float(c.value):g}"
+    if c.field in _NUMERIC:
+        has = _NUMERIC[c.field][0](p)
+        gap = abs(has - float(c.value))
+        side = "short" if c.op in (">=", ">") else "over" if c.op in ("<=", "<") else "off"
+        return f"has {c.field}={has:g}, not {c}" + (f" ({gap:g} {side})" if gap else "")
+    match c.field:
+        case "gpu":
+            has_gpus = ", ".join(g.family for g in p.gpus) or "no GPU"
+            return f"has {has_gpus}, not gpu={c.value}"
+        case "model" | "loaded":
+            return f"has no {c}"
+        case "driver":
+            return f"does not enable {c}"
+    has_label = p.label(c.field.removeprefix("label."))
+    return f"has no {c.field}" if has_label is None else f"has {c.field}={has_label}, not {c}"
+
+
+def nearest_misses(need: Need, profiles: list[Profile], *, most: int = 3) -> str:
+    """Why none of `profiles` (the workers found under `need.searched()`) meets `need`,
+    nearest first: "1 worker has driver=command but asks 0.01 > max_price 0.001", or "no
+    worker advertises gpu=H100" when none was found at all."""
+    searched = need.searched()
+    if not profiles:
+        return "no worker found" if searched == "any" else f"no worker advertises {searched}"
+    groups: dict[tuple[str, ...], list[Profile]] = {}
+    for p in sorted(profiles, key=lambda p: (len(need.misses(p)), p.min_price)):
+        failing = tuple(c.field for c in need.clauses if not _holds(c, p))
+        if failing:
+            groups.setdefault(failing, []).append(p)
+    said = []
+    for members in list(groups.values())[:most]:
+        n = len(members)
+        has = "found" if searched == "any" else f"{'has' if n == 1 else 'have'} {searched}"
+        nearest = "; ".join(need.misses(members[0]))
+        but = "but" if n == 1 else "but the nearest"
+        said.append(f"{n} worker{'s' if n > 1 else ''} {has} {but} {nearest}")
+    if len(groups) > most:
+        said.append(f"{sum(map(len, list(groups.values())[most:]))} more miss in other ways")
+    return ", ".join(said)
 
 
 def _capability_name(kind: str, value: str) -> str:

@@ -10,7 +10,8 @@ the holders that checked them against the publisher may lie, and an internet nod
 into someone's private network because an ad said so; an ad left with no address is dropped. What
 was read is cached per capability for `cache_for` seconds (never past an ad's own expiry), so a
 similar need soon after costs no network round trip; a worker that withdrew within that time may
-still be listed from the cache (`fresh=True` reads anew).
+still be listed from the cache (`fresh=True` reads anew). `explain` says why a need found no
+worker, from the workers read under its capability that miss it (the nearest misses).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import trio
 
 from p2psched.dht.node import DhtNode
 from p2psched.dht.records import Record
-from p2psched.resources.need import Need
+from p2psched.resources.need import Need, nearest_misses
 from p2psched.scheduler.ads import WorkerAd
 from p2psched.wire.address import address_kind
 
@@ -58,6 +59,14 @@ class Discovery:
             a for a in ads.values() if a is not None and a.expires > now and need.matches(a.profile)
         ]
         return sorted(found, key=lambda a: a.node_id)
+
+    def explain(self, need: Need) -> str:
+        """Why `find(need)` found no worker, from what it read last: the live workers under
+        the need's capability and the clauses each fails."""
+        cached = self._cache.get(need.search_keys()[0])
+        now = self.node.now()
+        ads = cached[1].values() if cached is not None else ()
+        return nearest_misses(need, [a.profile for a in ads if a is not None and a.expires > now])
 
     async def _read(self, keys: list[bytes]) -> dict[bytes, WorkerAd | None]:
         """Every shard, in parallel; per worker, the newest ad (or its withdrawal)."""

@@ -76,6 +76,7 @@ class SubmittedJob:
             "elapsed_s": elapsed,
             "eta_s": eta,
             "workers": len({t.placed_on for t in self.run.tasks.values()} - {None}),
+            "unmatched": self.run.unmatched_report(),
         }
 
     def task_view(self, t: TaskRun) -> dict[str, Any]:

@@ -74,6 +74,7 @@ from p2psched.wire.schema import SchemaError
 
 Settle = Callable[[JobRun, str], None]
 FindWorkers = Callable[[Need], Awaitable[list[WorkerAd]]]
+ExplainMisses = Callable[[Need], str]  # why the last `FindWorkers` found none for a need
 
 
 class Dial(Protocol):
@@ -133,8 +134,10 @@ class Dispatcher:
         store: Store | None = None,
         max_result_bytes: int = MAX_RESULT_BYTES,
         receive_budget_bytes: int = 2 * max_result_message(MAX_RESULT_BYTES),
+        explain: ExplainMisses = lambda need: f"no worker found that meets {need}",
     ) -> None:
         self.identity = identity
+        self.explain = explain
         # What a worker may send once it said what it is: a result, of the node's jobs' limit.
         self.max_message_bytes = max_result_message(max_result_bytes)
         # ... and what all links may be receiving at once, of messages that large.
@@ -319,6 +322,8 @@ class Dispatcher:
                 while len(self.ads) > MAX_ADS_KEPT:
                     self.ads.popitem(last=False)
                 if job_id in self._jobs:
+                    if not ads:
+                        job.run.no_worker_found(need, self.explain(need))
                     self._guarded(job_id, job.run.add_workers, ads, self.clock())
                     self._flush(job_id)
         finally:

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 from p2psched.identity import Identity
+from p2psched.resources.need import Need
 from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.predictor import Predictor
 from p2psched.scheduler.queue import TaskQueue
@@ -47,6 +48,9 @@ class RunBase:
     # start, inf if none): a task of ours due later leaves that worker's room to them.
     rival: Callable[[str, WorkerState], float] | None
     started: float
+    # Needs the last look in the DHT found no worker for, and why (the nearest misses):
+    # said at once in the job's status, and in the error its tasks fail with.
+    unmatched: dict[Need, str]
     # -- the queue (task moves keep these in step) --
     _queue: TaskQueue
     _queued: int

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from p2psched.identity import Identity
+from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.ads import WorkerAd
 from p2psched.scheduler.job import TaskSpec
@@ -100,6 +101,7 @@ class JobRun(LateBinding, Rebalancing, Reports):
         self.config = config or DispatchConfig()
         self.tasks = {t.task_id: TaskRun(t, input_bytes=len(encode(t.input))) for t in tasks}
         self.workers = {}
+        self.unmatched = {}
         self._queue = TaskQueue()
         self._queued = self._final = 0
         self._shapes = Counter()
@@ -145,6 +147,15 @@ class JobRun(LateBinding, Rebalancing, Reports):
     def counts(self) -> Counter[str]:
         return Counter(t.state.value for t in self.tasks.values())
 
+    def unmatched_report(self) -> list[dict[str, Any]]:
+        """Per need no worker was found for: its tasks still queued, and why none matched."""
+        queued = Counter(t.spec.need for t in self.tasks.values() if t.state == S.QUEUED)
+        return [
+            {"need": str(need), "tasks": queued[need], "why": why}
+            for need, why in self.unmatched.items()
+            if queued[need]
+        ]
+
     def next_deadline(self) -> float:
         c = self.config
         asked = [w.asked_at for w in self.workers.values() if w.rid]
@@ -174,6 +185,7 @@ class JobRun(LateBinding, Rebalancing, Reports):
     # -- events ---------------------------------------------------------------------------
 
     def add_workers(self, ads: Iterable[WorkerAd], now: float) -> None:
+        ads = list(ads)
         for ad in ads:
             if ad.node_id == self.identity.node_id:
                 continue
@@ -192,7 +204,15 @@ class JobRun(LateBinding, Rebalancing, Reports):
                     self._dial(w)
                 elif w.regain_by < math.inf and w.link == CONNECTING:
                     w.redial_at = now  # (to its old address): if that fails, the new one at once
+        for need in [n for n in self.unmatched if any(n.matches(a.profile) for a in ads)]:
+            del self.unmatched[need]
         self._pump(now)
+
+    def no_worker_found(self, need: Need, why: str) -> None:
+        """A look in the DHT found no worker that meets `need`; `why` names the nearest
+        misses. Said in the status at once; a worker found later that meets it clears it."""
+        if not any(need.matches(w.ad.profile) for w in self.workers.values()):
+            self.unmatched[need] = why
 
     def restore(
         self,

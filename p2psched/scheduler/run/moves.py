@@ -233,6 +233,8 @@ class TaskMoves(Candidates):
         cheapest = min((w.ad.profile.min_price for w in self.workers.values()), default=0.0)
         if not self.money.affordable(cheapest):
             return f"the job's budget is spent ({self.spent:g} paid, {self.held:g} committed)"
+        if t.spec.need in self.unmatched:
+            return f"no worker found that meets {t.spec.need}: {self.unmatched[t.spec.need]}"
         if not self.workers:
             return f"no worker found that meets {t.spec.need}"
         skipped = "skipped for now: it kept failing or stalling"

@@ -1,0 +1,111 @@
+"""The devnet's test model server: a small OpenAI-compatible endpoint on loopback that answers
+`/v1/completions` and `/v1/chat/completions` deterministically, so the http driver's examples
+run on a devnet with no model installed.
+
+Owns: the server (`serve`, run by `p2psched devnet serve-model` as a process of its own) and
+its answers (`answer`). Promises: the same request gets the same answer; a body over
+`MAX_BODY_BYTES`, not JSON, or on another path is refused with OpenAI's error shape; it listens
+on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+MAX_BODY_BYTES = 1 << 20
+MAX_WORDS = 16  # words of the prompt an answer repeats, at most
+MODEL_NAME = "devnet-test-model"
+
+
+class RequestError(ValueError):
+    """A request the server refuses; the message says why."""
+
+
+def _prompt(path: str, body: dict[str, Any]) -> str:
+    if path == "/v1/completions":
+        prompt = body.get("prompt", "")
+        return " ".join(map(str, prompt)) if isinstance(prompt, list) else str(prompt)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("'messages' must be a non-empty list")
+    last = messages[-1]
+    return str(last.get("content", "")) if isinstance(last, dict) else str(last)
+
+
+def answer(path: str, body: Any) -> dict[str, Any]:
+    """What the server answers a POST of `body` (decoded JSON) to `path`: the prompt's first
+    words (at most `max_tokens` of them), in the shape OpenAI's API gives."""
+    if path not in ("/v1/completions", "/v1/chat/completions"):
+        raise RequestError(f"no such endpoint {path!r}: /v1/completions, /v1/chat/completions")
+    if not isinstance(body, dict):
+        raise RequestError("the body must be a JSON object")
+    limit = body.get("max_tokens", MAX_WORDS)
+    limit = limit if isinstance(limit, int) and limit > 0 else MAX_WORDS
+    words = _prompt(path, body).split()[: min(limit, MAX_WORDS)]
+    text = "echo: " + " ".join(words)
+    model = str(body.get("model", MODEL_NAME))
+    digest = hashlib.sha256(json.dumps([path, body], sort_keys=True).encode()).hexdigest()[:24]
+    usage = {"prompt_tokens": len(words), "completion_tokens": len(words) + 1}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    if path == "/v1/completions":
+        choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": None}
+        kind, prefix = "text_completion", "cmpl-"
+    else:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}}
+        kind, prefix = "chat.completion", "chatcmpl-"
+    choice["finish_reason"] = "stop"
+    return {
+        "id": prefix + digest,
+        "object": kind,
+        "created": 0,
+        "model": model,
+        "choices": [choice],
+        "usage": usage,
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
+        try:
+            length = int(self.headers.get("content-length") or "0")
+            if not 0 <= length <= MAX_BODY_BYTES:
+                raise RequestError(f"the body must be at most {MAX_BODY_BYTES} bytes")
+            try:
+                body = json.loads(self.rfile.read(length))
+            except (ValueError, RecursionError):
+                raise RequestError("the body is not JSON") from None
+            self._send(200, answer(self.path, body))
+        except RequestError as e:
+            self._send(404 if "no such endpoint" in str(e) else 400, _error(str(e)))
+        except ValueError:
+            self._send(400, _error("bad content-length"))
+
+    def _send(self, status: int, doc: dict[str, Any]) -> None:
+        data = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+        pass  # one line per request would fill the devnet's log
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "invalid_request_error"}}
+
+
+def serve(port_file: Path, port: int = 0) -> None:
+    """Listen on 127.0.0.1:`port` (0: any free one), write the port to `port_file` once
+    listening (whole, by a rename), and serve until killed."""
+    with ThreadingHTTPServer(("127.0.0.1", port), _Handler) as server:
+        partial = port_file.with_suffix(".partial")
+        partial.write_text(json.dumps({"port": server.server_address[1]}))
+        os.replace(partial, port_file)
+        server.serve_forever()

@@ -1,0 +1,66 @@
+"""The devnet's test model server as its own process on loopback: OpenAI's shapes, the same
+answer to the same request, and a clear refusal of what it does not take."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from p2psched.devnet_model import MAX_BODY_BYTES
+from tests.harness.processes import EXE
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    port_file = tmp_path / "port.json"
+    with subprocess.Popen([*EXE, "devnet", "serve-model", "--port-file", str(port_file)]) as p:
+        try:
+            for _ in range(600):
+                if port_file.exists() or p.poll() is not None:
+                    break
+                time.sleep(0.05)
+            yield f"http://127.0.0.1:{json.loads(port_file.read_text())['port']}"
+        finally:
+            p.kill()
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_completions_and_chat_answer_in_openais_shape_deterministically(server: str) -> None:
+    body = json.dumps({"model": "llama-3-8b", "prompt": "one two three", "max_tokens": 2})
+    status, first = _post(server + "/v1/completions", body.encode())
+    assert status == 200 and first["object"] == "text_completion"
+    assert first["choices"] == [
+        {"index": 0, "text": "echo: one two", "logprobs": None, "finish_reason": "stop"}
+    ]
+    assert first["model"] == "llama-3-8b"
+    assert _post(server + "/v1/completions", body.encode()) == (200, first)
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi there"}]}
+    status, answer = _post(server + "/v1/chat/completions", json.dumps(chat).encode())
+    assert status == 200 and answer["object"] == "chat.completion"
+    assert answer["choices"][0]["message"] == {"role": "assistant", "content": "echo: hi there"}  # type: ignore[index]
+
+
+def test_what_it_does_not_take_is_refused_with_a_reason(server: str) -> None:
+    status, answer = _post(server + "/v1/completions", b"{not json")
+    assert status == 400 and "not JSON" in answer["error"]["message"]  # type: ignore[index]
+    status, answer = _post(server + "/v1/completions", b" " * (MAX_BODY_BYTES + 1))
+    assert status == 400 and "at most" in answer["error"]["message"]  # type: ignore[index]
+    status, answer = _post(server + "/v1/chat/completions", b'{"messages": []}')
+    assert status == 400 and "messages" in answer["error"]["message"]  # type: ignore[index]
+    status, answer = _post(server + "/v1/embeddings", b"{}")
+    assert status == 404 and "no such endpoint" in answer["error"]["message"]  # type: ignore[index]
