@@ -19,9 +19,7 @@ from tests.harness.processes import matrix_job, p2psched
 def files_of(folder: Path) -> dict[str, dict]:
     """Each result and receipt `folder` holds, by file name (the summary, which tells when it
     was written, left out)."""
-    return {
-        p.name: json.loads(p.read_text()) for p in folder.iterdir() if p.name != "summary.json"
-    }
+    return {p.name: json.loads(p.read_text()) for p in folder.iterdir() if p.name != "summary.json"}
 
 
 def says(text: str, words: str) -> bool:
@@ -31,9 +29,10 @@ def says(text: str, words: str) -> bool:
 
 def wait_done(job_id: str, node: Path) -> None:
     deadline = time.monotonic() + 60
-    while json.loads(p2psched("status", job_id, "--json", "--data-dir", str(node)).stdout)[
-        "state"
-    ] != "done":
+    while (
+        json.loads(p2psched("status", job_id, "--json", "--data-dir", str(node)).stdout)["state"]
+        != "done"
+    ):
         assert time.monotonic() < deadline, f"{job_id} did not finish"
         time.sleep(0.2)
 
@@ -50,7 +49,9 @@ def detached(job: Path, node: Path) -> str:
 def test_results_of_a_detached_job_are_the_files_submit_writes(node: Path, tmp_path: Path) -> None:
     job = matrix_job(tmp_path, "echoes", "echo", "{n: '{i}'}", 6)
     followed = tmp_path / "followed"
-    out = p2psched("submit", str(job), "--json", "--results", str(followed), "--data-dir", str(node))
+    out = p2psched(
+        "submit", str(job), "--json", "--results", str(followed), "--data-dir", str(node)
+    )
     assert out.returncode == 0, out.stderr
     first = json.loads(out.stdout)["job"]
 
