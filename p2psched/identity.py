@@ -231,3 +231,11 @@ def load_or_create_identity(data_dir: Path) -> Identity:
         if not data_dir.exists() or not any(data_dir.iterdir()):
             return create_identity(data_dir)
     return load_identity(data_dir)
+
+
+def identity_for_a_look(data_dir: Path) -> Identity:
+    """The identity in `data_dir` if it holds one, else a new one kept nowhere: a command that
+    only looks (a DHT get, a search for workers) leaves no data directory behind."""
+    if (data_dir / KEY_FILE_NAME).exists():
+        return load_identity(data_dir)
+    return Identity.generate()

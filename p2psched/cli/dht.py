@@ -129,9 +129,9 @@ def cmd_dht_get(args: argparse.Namespace) -> None:
 
     from p2psched.dht.node import open_dht_node
     from p2psched.dht.protocol import DhtConfig
-    from p2psched.identity import load_or_create_identity
+    from p2psched.identity import identity_for_a_look
 
-    identity = load_or_create_identity(data_dir(args))
+    identity = identity_for_a_look(data_dir(args))
 
     async def main() -> None:
         config = DhtConfig(client=True, trusted=trusted_networks(args))

@@ -1,6 +1,6 @@
 """The commands about jobs: `submit` one, and, against the node running on --data-dir, list
-them (`jobs`), follow one (`status`, `tasks`, `history`), `cancel` one, and read the `ledger`
-(from the node's store when no node runs there).
+them (`jobs`), follow one (`status`, `tasks`, `history`), fetch its `results`, `cancel` one, and
+read the `ledger` (from the node's store when no node runs there).
 
 Promises: --json prints the node's answer as it is; a job or task named wrongly on the command
 line is refused before the node is asked.
@@ -34,7 +34,16 @@ def cmd_submit(args: argparse.Namespace) -> None:
         results=Path(args.results),
         as_json=args.json,
         detach=args.detach,
+        keep_state=args.data_dir is not None,
     )
+    sys.exit(code)
+
+
+def cmd_results(args: argparse.Namespace) -> None:
+    from p2psched.cli.results import run_results
+
+    with client(args) as node:
+        code = run_results(node, data_dir(args), args.job, Path(args.out), args.json)
     sys.exit(code)
 
 
@@ -161,13 +170,31 @@ def _ledger(args: argparse.Namespace) -> dict[str, Any]:
 def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     sp = sub.add_parser("submit", parents=[common], help="run a job (job.yaml) on the network")
     sp.add_argument("job", help="the job spec, a YAML file (see examples/)")
-    sp.add_argument("--gate", metavar="HOST:PORT", help="join through this gate (no local node)")
+    sp.add_argument(
+        "--gate",
+        metavar="HOST:PORT",
+        help="with no node running on --data-dir: run one here through this gate for as long as "
+        "the job runs (its state in a temporary directory, removed after, unless --data-dir)",
+    )
     sp.add_argument("--results", default="results", help="folder for results (default results)")
     sp.add_argument("--json", action="store_true", help="print one JSON summary, no progress")
     sp.add_argument(
         "--detach", action="store_true", help="return once the tasks are committed (needs a node)"
     )
     sp.set_defaults(func=cmd_submit, runs_a_job=True)
+
+    sp = sub.add_parser(
+        "results",
+        parents=[common],
+        help="fetch a job's results and receipts from the running node, as submit writes them",
+        description="Write a job's results and receipts from the node running on --data-dir "
+        "into OUT/NAME/ (OUT/NAME-2/ if another job of that name wrote there), as submit does: "
+        "for a job submitted with --detach. Example: p2psched results naps-1a2b3c4d --out results",
+    )
+    sp.add_argument("job", help="the job's id (see p2psched jobs)")
+    sp.add_argument("--out", default="results", help="folder for results (default results)")
+    sp.add_argument("--json", action="store_true", help="print one JSON summary")
+    sp.set_defaults(func=cmd_results)
 
     sp = sub.add_parser("jobs", parents=[common], help="the jobs of the running node")
     sp.add_argument("--json", action="store_true")

@@ -97,12 +97,12 @@ def _workers_through_gate(args: argparse.Namespace, need: Need) -> list[dict[str
 
     from p2psched.dht.node import open_dht_node
     from p2psched.dht.protocol import DhtConfig
-    from p2psched.identity import load_or_create_identity
+    from p2psched.identity import identity_for_a_look
     from p2psched.scheduler.ads import ad_json
     from p2psched.scheduler.discovery import Discovery
 
     gate = parse_hostport(args.gate, "--gate")
-    identity = load_or_create_identity(data_dir(args))
+    identity = identity_for_a_look(data_dir(args))
     found: list[dict[str, Any]] = []
 
     config = DhtConfig(client=True, trusted=trusted_networks(args))

@@ -245,6 +245,9 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
     gates = [parse_hostport(g, "--gate") for g in args.gate]
     config = load_config(Path(args.config)) if args.config else WorkerConfig()
     _use_id_bits(args, config.dht)
+    from p2psched.worker.coverage import warn_of_gaps
+
+    warn_of_gaps(config)  # what it would advertise and fail: said before it joins
     if "command" in config.drivers and config.command_driver.sandbox != "none":
         from p2psched.worker.sandbox import check
 

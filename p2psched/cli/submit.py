@@ -2,7 +2,8 @@
 scheduler node for as long as the job runs; show progress; write results and receipts.
 
 Owns: the submit command's flow, its progress display and summary, and the results folder
-(`<results>/<job>/<index>.json` and `<index>.receipt.json`, plus `summary.json`).
+(`<results>/<job>/<index>.json` and `<index>.receipt.json`, plus `summary.json`; a job whose
+name ran before gets `<job>-2/`, `<job>-3/`, ...: nothing an earlier run wrote is replaced).
 Promises: a spec is validated before anything is sent; each result is written once, whole (an
 output the node keeps in a file, being too large to show in a page, is fetched on its own);
 the exit status is 0 only if every task completed.
@@ -14,6 +15,7 @@ import datetime
 import json
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 POLL_S = 0.25
 DETACH_WAIT_S = 10.0
 RESULTS_PAGE = 1000  # the control API's default page of results
+FOLDERS_PER_NAME = 1000  # <name>/ .. <name>-1000/: bounds the search for a free one
 
 
 class SubmitError(Exception):
@@ -44,13 +47,23 @@ class SubmitError(Exception):
 
 
 class ResultsFolder:
-    """`<root>/<job name>/`: a rerun of a job replaces what its previous run wrote there."""
+    """`<root>/<job name>/`, or if another job wrote there, the first free `<name>-2/`,
+    `<name>-3/`, ...: a rerun of a job never overwrites what an earlier run wrote. A folder
+    whose summary names `job` is that job's own, and is written again (`p2psched results`
+    fetching a job twice)."""
 
-    def __init__(self, root: Path, name: str) -> None:
-        self.path = private_dir(root / _safe(name))
-        for old in (*self.path.glob("[0-9]*[0-9].json"), *self.path.glob("*.receipt.json")):
-            old.unlink()
-        (self.path / "summary.json").unlink(missing_ok=True)
+    def __init__(self, root: Path, name: str, job: str | None = None) -> None:
+        stem = _safe(name)
+        for n in range(1, FOLDERS_PER_NAME + 1):
+            path = root / (stem if n == 1 else f"{stem}-{n}")
+            if not path.exists() or not any(path.iterdir()) or _written_for(path, job):
+                break
+        else:
+            raise SubmitError(
+                f"{root} already holds {FOLDERS_PER_NAME} folders of jobs named {name!r}: "
+                "move some away, or pass another --results folder"
+            )
+        self.path = private_dir(path)
         self.written = 0
 
     def write(self, result: dict[str, Any]) -> None:
@@ -60,6 +73,16 @@ class ResultsFolder:
         if receipt is not None:
             write_private(self.path / f"{stem}.receipt.json", _document(receipt))
         self.written += 1
+
+
+def _written_for(folder: Path, job: str | None) -> bool:
+    """Whether `folder` holds the results of `job` (its summary says so)."""
+    if job is None:
+        return False
+    try:
+        return bool(json.loads((folder / "summary.json").read_text()).get("job") == job)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _document(value: Any) -> bytes:
@@ -139,7 +162,11 @@ def run_submit(
     results: Path,
     as_json: bool,
     detach: bool,
+    keep_state: bool = True,
 ) -> int:
+    """Submit the job at `job_path`; the exit status. A node run here for the job keeps its
+    state (identity, store) in `data_dir` if `keep_state`, else in a temporary directory,
+    removed when the job ends."""
     spec = load_job(job_path)
     client = ControlClient.find(data_dir)
     if detach and client is None:
@@ -156,7 +183,16 @@ def run_submit(
         raise SubmitError(
             f"no node runs on {data_dir}: pass --gate HOST:PORT to run the job from here"
         )
-    return _embedded(spec, data_dir, gate, results, as_json)
+    if keep_state:
+        return _embedded(spec, data_dir, gate, results, as_json)
+    with tempfile.TemporaryDirectory(prefix="p2psched-submit-") as state:
+        code = _embedded(spec, Path(state), gate, results, as_json)
+    print(
+        f"(the node run for this job kept its state in {state}, now removed; pass --data-dir "
+        "DIR to keep it: its identity, ledger and the job's record)",
+        file=sys.stderr,
+    )
+    return code
 
 
 def _finish(
