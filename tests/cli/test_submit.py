@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 
 from p2psched import devnet
+from p2psched.api.client import ControlClient
 from tests.harness.processes import (
     EXE,
     gate_and_worker,
     load_receipt,
     matrix_job,
     p2psched,
+    running_node,
     submit_json,
     write_job,
 )
@@ -155,3 +157,35 @@ def test_a_job_from_a_scheduler_the_worker_denies_fails_saying_so(tmp_path: Path
     assert summary["failed"] == 2 and summary["completed"] == 0
     refusal = f"this worker does not serve scheduler {my_id[:16]}…: denied by its operator"
     assert all(refusal in f["error"] for f in summary["failures"]), summary["failures"]
+
+
+def test_a_task_its_worker_failed_ends_with_the_workers_reason(tmp_path: Path) -> None:
+    """The only worker has the http driver but no endpoint for the job's model: the task ends
+    (after the 30 s it waits for another worker) with that worker's reason, and how many
+    workers failed it so, in the summary, the results, `tasks` and the API alike."""
+    config = (
+        '[worker]\ndrivers = ["http"]\nmodels = ["llama-3-8b"]\n'
+        '[drivers.http]\nendpoints = { "other-model" = "http://127.0.0.1:9/v1/completions" }\n'
+    )
+    job = write_job(
+        tmp_path / "llm.yaml",
+        "name: llm\ndriver: http\nresources: {model: llama-3-8b}\ntasks: [{input: {prompt: hi}}]\n",
+    )
+    reason = "this worker serves no endpoint for model 'llama-3-8b'"
+    me = tmp_path / "me"
+    with gate_and_worker(tmp_path, config) as (gate, _, _, _), running_node(gate, me):
+        out = p2psched(
+            "submit", str(job), "--json", "--results", str(tmp_path / "r"), "--data-dir", str(me)
+        )
+        assert out.returncode == 1, out.stderr
+        summary = json.loads(out.stdout)
+        (failure,) = summary["failures"]
+        assert reason in failure["error"] and "(1 worker failed it so)" in failure["error"]
+        assert "kept failing" not in failure["error"]
+        (result,) = [json.loads(p.read_text()) for p in (tmp_path / "r" / "llm").glob("0*.json")]
+        assert result["error"] == failure["error"]
+        listed = p2psched("tasks", summary["job"], "--json", "--data-dir", str(me))
+        assert json.loads(listed.stdout)[0]["error"] == failure["error"]
+        with ControlClient.find(me) as client:  # type: ignore[union-attr]
+            (task,) = client.get(f"/v1/jobs/{summary['job']}/tasks")
+    assert task["error"] == failure["error"], task
