@@ -4,7 +4,7 @@ machine, its worker; plus the local control API the CLI talks to.
 Owns: composing those roles under one nursery, the store it hands both (each writes its journal
 through it), and the worker's ad staying true to its load.
 Promises: `open_node` yields once the node has joined through its seeds (or raises
-`JoinError`), its channel listener is bound and its ad published; leaving the block withdraws
+`JoinError`; `DataDirInUse` if another process runs a node in its data dir), its channel listener is bound and its ad published; leaving the block withdraws
 the ad (bounded in time) and stops everything.
 """
 
@@ -25,7 +25,7 @@ from p2psched.dht.routing import TrustedNetworks
 from p2psched.gate.client import RelayClient, RelayError, check_reachability, open_worker_channel
 from p2psched.gate.relay import RelayLimits
 from p2psched.gate.service import Gate
-from p2psched.home import private_dir
+from p2psched.home import running_in
 from p2psched.identity import Identity
 from p2psched.logs import naming_node
 from p2psched.resources.detect import Detected, detect
@@ -120,9 +120,10 @@ async def open_node(
         raise ValueError(f"reachability {reachability!r}: choose one of {', '.join(REACHABILITY)}")
     config = DhtConfig(client=dht_client, trusted=trusted or TrustedNetworks())
     dispatch = dispatch or DispatchConfig()
-    private_dir(data_dir)
+    runs = ("worker",) * (worker is not None) + ("gate",) * gate + ("scheduler",)
     # (every task the node starts inherits its id, for its log events)
     with (
+        running_in(data_dir, "a node: " + ", ".join(runs)),
         naming_node(identity.node_id),
         Store.open(
             data_dir / STORE_FILE,
