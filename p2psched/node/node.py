@@ -4,8 +4,9 @@ machine, its worker; plus the local control API the CLI talks to.
 Owns: composing those roles under one nursery, the store it hands both (each writes its journal
 through it), and the worker's ad staying true to its load.
 Promises: `open_node` yields once the node has joined through its seeds (or raises
-`JoinError`; `DataDirInUse` if another process runs a node in its data dir), its channel listener is bound and its ad published; leaving the block withdraws
-the ad (bounded in time) and stops everything.
+`JoinError`; `DataDirInUse` if another process runs a node in its data dir), its channel
+listener is bound and its ad published; leaving the block withdraws the ad (bounded in time)
+and stops everything.
 """
 
 from __future__ import annotations
