@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -189,3 +190,55 @@ def test_a_task_its_worker_failed_ends_with_the_workers_reason(tmp_path: Path) -
         with ControlClient.find(me) as client:  # type: ignore[union-attr]
             (task,) = client.get(f"/v1/jobs/{summary['job']}/tasks")
     assert task["error"] == failure["error"], task
+
+
+def _running_on(worker_dir: Path) -> float:
+    """Tasks the worker runs now, as its metrics say."""
+    with ControlClient.find(worker_dir) as client:  # type: ignore[union-attr]
+        metrics = client.get_bytes("/metrics").decode()
+    (line,) = [x for x in metrics.splitlines() if x.startswith("p2psched_worker_tasks_running ")]
+    return float(line.split()[1])
+
+
+@pytest.mark.parametrize("net", [1], indirect=True)
+def test_ctrl_c_cancels_the_job_and_keeps_what_came_back(
+    net: devnet.Devnet, tmp_path: Path
+) -> None:
+    """Ctrl-C on `submit`: the job is cancelled (the task stops on its worker), the result
+    that came back and a summary saying so are written, the exit status is 130, and a node
+    started later on the data dir does not take the job up again."""
+    job = write_job(
+        tmp_path / "naps.yaml",
+        "name: naps\ndriver: sleep\ntimeout: 10m\nretries: 0\n"
+        "tasks:\n  - {input: {seconds: 0.05}}\n  - {input: {seconds: 300}}\n",
+    )
+    me, results, worker_dir = tmp_path / "me", tmp_path / "results", net.folder / "worker-0"
+    args = ("submit", str(job), "--gate", net.gate, "--results", str(results))
+    with subprocess.Popen(
+        [*EXE, *args, "--data-dir", str(me)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as submit:
+        deadline = time.monotonic() + 60
+        while not (results / "naps" / "000000.json").exists() or _running_on(worker_dir) < 1:
+            assert time.monotonic() < deadline and submit.poll() is None, "no progress"
+            time.sleep(0.1)
+        submit.send_signal(signal.SIGINT)
+        out, err = submit.communicate(timeout=60)
+    said = out.decode()
+    assert submit.returncode == 130, said + err.decode()
+    assert "interrupted: job naps-" in said and "cancelled" in said, said
+    assert f"1 of 2 task(s) had completed: what came back is in {results / 'naps'}" in said
+    folder = results / "naps"
+    quick, slow = (json.loads((folder / f"00000{i}.json").read_text()) for i in (0, 1))
+    assert quick["state"] == "completed" and slow["state"] == "aborted"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["completed"] == 1
+    with sqlite3.connect(me / "state.db") as db:
+        ((_, finished_at),) = db.execute("SELECT id, finished_at FROM jobs").fetchall()
+        states = dict(db.execute("SELECT id, state FROM tasks").fetchall())
+    assert finished_at is not None and sorted(states.values()) == ["aborted", "completed"]
+    deadline = time.monotonic() + 30
+    while _running_on(worker_dir) > 0:  # the cancel reached the worker: the nap stopped
+        assert time.monotonic() < deadline, "the cancelled task still runs on its worker"
+        time.sleep(0.1)
+    with running_node(net.gate, me):  # a node on the data dir takes up no job
+        assert json.loads(p2psched("jobs", "--json", "--data-dir", str(me)).stdout) == []
