@@ -334,8 +334,14 @@ def _free_tcp_port(host: str) -> int:
 
 
 def _resume(jobs: JobBook) -> None:
-    """Take up the jobs the store has unfinished, and say so."""
+    """Take up the jobs the store has unfinished, and say so (a warning: it is work done
+    that no one asked for just now, and its owner may have meant it to stop)."""
     for job in jobs.resume():
-        log.info(
-            "resumed job %s (%d tasks)", job.job_id, len(job.run.tasks), extra={"job": job.job_id}
+        log.warning(
+            "resumed job %s (%d tasks), unfinished when the last node on this data dir "
+            "stopped; `p2psched cancel %s` stops it",
+            job.job_id,
+            len(job.run.tasks),
+            job.job_id,
+            extra={"job": job.job_id},
         )

@@ -88,6 +88,11 @@ class JobStatus(Snapshot):
     elapsed_s: float
     eta_s: float | None
     workers: int = Field(description="workers its tasks ran or are placed on")
+    resumed_at: float | None = Field(
+        default=None,
+        description="when a node started on its data dir took it up again, unfinished; "
+        "null if it has run since it was submitted",
+    )
 
 
 class TaskView(Snapshot):

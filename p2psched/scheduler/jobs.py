@@ -50,6 +50,7 @@ class SubmittedJob:
     finished_at: float | None = None
     done: trio.Event = field(default_factory=trio.Event)
     store: Store | None = None  # where outputs too large to keep in memory are
+    resumed_at: float | None = None  # a node restarted on the data dir took it up then
 
     def status(self, now: float) -> dict[str, Any]:
         counts = dict(self.run.counts())
@@ -76,6 +77,7 @@ class SubmittedJob:
             "elapsed_s": elapsed,
             "eta_s": eta,
             "workers": len({t.placed_on for t in self.run.tasks.values()} - {None}),
+            "resumed_at": self.resumed_at,
         }
 
     def task_view(self, t: TaskRun) -> dict[str, Any]:
@@ -230,6 +232,7 @@ class JobBook:
         )
         job = SubmittedJob(job_id, spec, run, opened.submitted_at, store=self.dispatcher.store)
         if restore is not None:
+            job.resumed_at = now
             run.journal.clear()  # the queueing of a restarted job's tasks is not news
             restore(run)
             done = [t for t in run.tasks.values() if t.state.final]

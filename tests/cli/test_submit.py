@@ -217,12 +217,15 @@ def test_ctrl_c_cancels_the_job_and_keeps_what_came_back(
     with subprocess.Popen(
         [*EXE, *args, "--data-dir", str(me)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as submit:
-        deadline = time.monotonic() + 60
-        while not (results / "naps" / "000000.json").exists() or _running_on(worker_dir) < 1:
-            assert time.monotonic() < deadline and submit.poll() is None, "no progress"
-            time.sleep(0.1)
-        submit.send_signal(signal.SIGINT)
-        out, err = submit.communicate(timeout=60)
+        try:
+            deadline = time.monotonic() + 60
+            while not (results / "naps" / "000000.json").exists() or _running_on(worker_dir) < 1:
+                assert time.monotonic() < deadline and submit.poll() is None, "no progress"
+                time.sleep(0.1)
+            submit.send_signal(signal.SIGINT)
+            out, err = submit.communicate(timeout=60)
+        finally:
+            submit.kill()
     said = out.decode()
     assert submit.returncode == 130, said + err.decode()
     assert "interrupted: job naps-" in said and "cancelled" in said, said
