@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -201,22 +202,29 @@ def _running_on(worker_dir: Path) -> float:
 
 
 @pytest.mark.parametrize("net", [1], indirect=True)
+@pytest.mark.parametrize("through", ["embedded node", "running node"])
 def test_ctrl_c_cancels_the_job_and_keeps_what_came_back(
-    net: devnet.Devnet, tmp_path: Path
+    net: devnet.Devnet, tmp_path: Path, through: str
 ) -> None:
-    """Ctrl-C on `submit`: the job is cancelled (the task stops on its worker), the result
-    that came back and a summary saying so are written, the exit status is 130, and a node
-    started later on the data dir does not take the job up again."""
+    """Ctrl-C on `submit` (of its own node, or of a node running on its data dir): the job is
+    cancelled (the task stops on its worker), the result that came back and a summary saying
+    so are written, the exit status is 130, and a node started later on the data dir does not
+    take the job up again."""
     job = write_job(
         tmp_path / "naps.yaml",
         "name: naps\ndriver: sleep\ntimeout: 10m\nretries: 0\n"
         "tasks:\n  - {input: {seconds: 0.05}}\n  - {input: {seconds: 300}}\n",
     )
     me, results, worker_dir = tmp_path / "me", tmp_path / "results", net.folder / "worker-0"
-    args = ("submit", str(job), "--gate", net.gate, "--results", str(results))
-    with subprocess.Popen(
-        [*EXE, *args, "--data-dir", str(me)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as submit:
+    args = ["submit", str(job), "--results", str(results), "--data-dir", str(me)]
+    with ExitStack() as stack:
+        if through == "running node":
+            stack.enter_context(running_node(net.gate, me))
+        else:
+            args += ["--gate", net.gate]
+        submit = stack.enter_context(
+            subprocess.Popen([*EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        )
         try:
             deadline = time.monotonic() + 60
             while not (results / "naps" / "000000.json").exists() or _running_on(worker_dir) < 1:
