@@ -38,7 +38,7 @@ def test_a_second_process_on_a_data_dir_is_refused_and_leaves_the_first_alone(
             submit,
         ):
             assert second.returncode == 2, second.stdout + second.stderr
-            assert f"is in use by pid {first.pid} (a node: worker, scheduler)" in second.stderr
+            assert f"is in use by pid {first.pid} (a worker)" in second.stderr
             assert "Traceback" not in second.stderr
         # The first one still serves: the CLI finds it, and its ad was not withdrawn.
         assert first.poll() is None

@@ -33,7 +33,6 @@ from p2psched.scheduler.job import load_job
 
 if TYPE_CHECKING:
     from p2psched.scheduler.job import JobSpec
-    from p2psched.scheduler.jobs import SubmittedJob
 
 POLL_S = 0.25
 DETACH_WAIT_S = 10.0
@@ -338,32 +337,19 @@ def _embedded(
             with trio.open_signal_receiver(signal.SIGINT) as ctrl_c, display.shown():
                 async with trio.open_nursery() as watching:
                     watching.start_soon(cancel_on_ctrl_c)
-                    outcome.update(await _settle(job, folder, failures, display, node.dht.now))
+                    written = 0
+                    while True:
+                        with trio.move_on_after(POLL_S):
+                            await job.done.wait()
+                        new = job.settled[written:]
+                        written += len(new)
+                        _collect(folder, failures, [job.result_view(t, whole=True) for t in new])
+                        outcome.update(job.status(node.dht.now()))
+                        display.update(outcome)
+                        if job.done.is_set() and written == len(job.settled):
+                            break
                     watching.cancel_scope.cancel()
             await node.jobs.dispatcher.links_flushed()  # the cancels reach the workers
 
     trio.run(main)
     return _finish(outcome, folders[0], failures, as_json, interrupted=bool(interrupted))
-
-
-async def _settle(
-    job: SubmittedJob,
-    folder: ResultsFolder,
-    failures: list[dict[str, Any]],
-    display: Display,
-    now: Callable[[], float],
-) -> dict[str, Any]:
-    """Write a job's results as they settle, until it is done; its last status."""
-    import trio
-
-    written = 0
-    while True:
-        with trio.move_on_after(POLL_S):
-            await job.done.wait()
-        new = job.settled[written:]
-        written += len(new)
-        _collect(folder, failures, [job.result_view(t, whole=True) for t in new])
-        status = job.status(now())
-        display.update(status)
-        if job.done.is_set() and written == len(job.settled):
-            return status

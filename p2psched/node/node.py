@@ -121,10 +121,9 @@ async def open_node(
         raise ValueError(f"reachability {reachability!r}: choose one of {', '.join(REACHABILITY)}")
     config = DhtConfig(client=dht_client, trusted=trusted or TrustedNetworks())
     dispatch = dispatch or DispatchConfig()
-    runs = ("worker",) * (worker is not None) + ("gate",) * gate + ("scheduler",)
     # (every task the node starts inherits its id, for its log events)
     with (
-        running_in(data_dir, "a node: " + ", ".join(runs)),
+        running_in(data_dir, "a worker" if worker else "a gate" if gate else "a node"),
         naming_node(identity.node_id),
         Store.open(
             data_dir / STORE_FILE,
