@@ -30,7 +30,8 @@ def test_a_second_process_on_a_data_dir_is_refused_and_leaves_the_first_alone(
         join = ("worker", "join", "--gate", gate, "--config", str(tmp_path / "worker.toml"))
         job = write_job(tmp_path / "j.yaml", "name: j\ntasks: [{input: 1}]\n")
         (home / "api.json").rename(home / "api.json.away")  # so that submit runs its own node
-        submit = p2psched("submit", str(job), "--gate", gate, "--data-dir", str(home))
+        results = ("--results", str(tmp_path / "results"))
+        submit = p2psched("submit", str(job), "--gate", gate, *results, "--data-dir", str(home))
         (home / "api.json.away").rename(home / "api.json")
         for second in (
             p2psched(*join, "--data-dir", str(home), timeout=60),
