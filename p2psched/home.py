@@ -4,21 +4,31 @@ anything private is written there.
 Promises: a data directory this code makes is mode 0700, and one it finds looser (a group or
 others may enter it) is tightened to 0700, with a warning; one another user owns is refused
 (PermissionError); files written through `write_private` are mode 0600 from their first byte,
-and replace the old one all at once.
+and replace the old one all at once; a data directory is run in by one process at a time
+(`running_in` holds an flock on `node.lock` in it for as long as that process runs a node
+there, and the kernel lets go of it when the process dies, however it dies).
 Apart from `identity` (which imports `cryptography`) so that a command finds the directory of
 the node it asks without paying for keys it never loads.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _log = logging.getLogger("p2psched.home")
 
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
+LOCK_FILE = "node.lock"  # flocked by the process that runs a node here; holds its pid
+
+
+class DataDirInUse(Exception):
+    """Another running process runs a node in this data directory; the message names it."""
 
 
 def default_data_dir() -> Path:
@@ -59,3 +69,30 @@ def write_private(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     tmp.replace(path)
+
+
+@contextmanager
+def running_in(data_dir: Path, role: str) -> Iterator[None]:
+    """Hold `data_dir` for this process while it runs a node (`role` says which) there, or
+    raise DataDirInUse naming the process that holds it. Two processes on one directory would
+    each take the other's files for their own: delete its `api.json`, withdraw its ad."""
+    path = private_dir(data_dir) / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise DataDirInUse(
+            f"{data_dir} is in use by {holder}: stop that one first (Ctrl-C, or "
+            "`kill -TERM PID`), ask it through its control API (`--data-dir` with a command "
+            "such as `p2psched status`), or give this one a --data-dir of its own"
+        ) from None
+    try:
+        # (the file stays: unlinking it on exit would let a third process lock a new one
+        # while a second still waits on the old)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} ({role})\n".encode())
+        yield
+    finally:
+        os.close(fd)

@@ -32,6 +32,7 @@ USER_ERRORS = (
     ("p2psched.node.node", "JoinError"),
     ("p2psched.api.client", "ApiCallError"),
     ("p2psched.store.schema", "StoreError"),
+    ("p2psched.home", "DataDirInUse"),
 )
 NODE_WENT_AWAY = (("p2psched.api.client", "NodeUnreachable"),)  # while we talked to it
 

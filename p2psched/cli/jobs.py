@@ -54,7 +54,13 @@ def cmd_jobs(args: argparse.Namespace) -> None:
     print_table(
         ("JOB", "STATE", "DONE", "FAILED", "SPENT"),
         (
-            (j["job"], j["state"], f"{j['completed']}/{j['total']}", j["failed"], f"{j['spent']:g}")
+            (
+                j["job"],
+                j["state"] + (" (resumed)" if j.get("resumed_at") is not None else ""),
+                f"{j['completed']}/{j['total']}",
+                j["failed"],
+                f"{j['spent']:g}",
+            )
             for j in jobs
         ),
         right={"DONE", "FAILED", "SPENT"},

@@ -6,7 +6,9 @@ Owns: the submit command's flow, its progress display and summary, and the resul
 name ran before gets `<job>-2/`, `<job>-3/`, ...: nothing an earlier run wrote is replaced).
 Promises: a spec is validated before anything is sent; each result is written once, whole (an
 output the node keeps in a file, being too large to show in a page, is fetched on its own);
-the exit status is 0 only if every task completed.
+the exit status is 0 only if every task completed. Ctrl-C cancels the job (its workers are
+told to stop, as by `p2psched cancel`), writes what came back and a summary that says so, and
+exits with INTERRUPTED; `--detach` is how a job is left running.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ POLL_S = 0.25
 DETACH_WAIT_S = 10.0
 RESULTS_PAGE = 1000  # the control API's default page of results
 FOLDERS_PER_NAME = 1000  # <name>/ .. <name>-1000/: bounds the search for a free one
+INTERRUPTED = 130  # the shell's status for Ctrl-C: the job did not finish
 
 
 class SubmitError(Exception):
@@ -196,19 +199,34 @@ def run_submit(
 
 
 def _finish(
-    status: dict[str, Any], folder: ResultsFolder, failures: list[dict[str, Any]], as_json: bool
+    status: dict[str, Any],
+    folder: ResultsFolder,
+    failures: list[dict[str, Any]],
+    as_json: bool,
+    *,
+    interrupted: bool = False,
 ) -> int:
     status = {**status, "results": str(folder.path), "failures": failures[:20]}
+    if interrupted:
+        status["interrupted"] = True
     write_private(folder.path / "summary.json", _document(status))
     if as_json:
         print(json.dumps(status))
     else:
         console = Console()
+        if interrupted:
+            print(
+                f"interrupted: job {status['job']} cancelled (its workers were told to stop); "
+                f"{status['completed']} of {status['total']} task(s) had completed: what came "
+                f"back is in {folder.path}"
+            )
         console.print(summary_table(status, folder.path))
         for f in failures[:10]:
             console.print(f"  {f['task']} ({f['name']}): {f['state']}: {f['error']}", markup=False)
         if len(failures) > 10:
             console.print(f"  … and {len(failures) - 10} more in {folder.path}/summary.json")
+    if interrupted:
+        return INTERRUPTED
     return 0 if status["completed"] == status["total"] else 1
 
 
@@ -308,28 +326,58 @@ def _remote(
         return 0
     folder = ResultsFolder(results, spec.name)
     failures: list[dict[str, Any]] = []
-    said: set[str] = set()
-    after = 0
     display = Display(answer["tasks"], as_json)
-    with display.shown():
+    follow = _Following(client, job_id, folder, failures)
+    try:
+        with display.shown():
+            status = follow.until_done(display)
+    except KeyboardInterrupt:
+        # Ctrl-C: cancel the job on the node, then take in what settled (the cancel ends
+        # every task at once, so the job is done by the next look).
+        client.post(f"/v1/jobs/{quote(job_id, safe='')}/cancel", {"tasks": None})
+        status = follow.until_done(None)
+        return _finish(status, folder, failures, as_json, interrupted=True)
+    return _finish(status, folder, failures, as_json)
+
+
+class _Following:
+    """A job on a node, followed through its API: its results written as they settle."""
+
+    def __init__(
+        self,
+        client: ControlClient,
+        job_id: str,
+        folder: ResultsFolder,
+        failures: list[dict[str, Any]],
+    ) -> None:
+        self.client, self.folder, self.failures = client, folder, failures
+        self.path = f"/v1/jobs/{quote(job_id, safe='')}"
+        self.fetch = _fetched(client, job_id)
+        self.after = 0
+        self.said: set[str] = set()  # needs already said to have no worker
+
+    def until_done(self, display: Display | None) -> dict[str, Any]:
+        """Write results until the job is done and all its results are in; its last status."""
         while True:
-            status = client.get(f"/v1/jobs/{quote(job_id, safe='')}")
-            page = client.get(f"/v1/jobs/{quote(job_id, safe='')}/results", after=after)
-            after = page["next"]
-            _collect(folder, failures, page["results"], _fetched(client, job_id))
-            display.update(status)
-            _say_unmatched(status.get("unmatched", []), said)
-            if status["state"] == "done" and after >= status["total"]:
-                break
+            status: dict[str, Any] = self.client.get(self.path)
+            page = self.client.get(f"{self.path}/results", after=self.after)
+            self.after = page["next"]
+            _collect(self.folder, self.failures, page["results"], self.fetch)
+            if display is not None:
+                display.update(status)
+                _say_unmatched(status.get("unmatched", []), self.said)
+            if status["state"] == "done" and self.after >= status["total"]:
+                return status
             if len(page["results"]) < RESULTS_PAGE:  # caught up: wait for more to settle
                 time.sleep(POLL_S)
-    return _finish(status, folder, failures, as_json)
 
 
 def _embedded(
     spec: JobSpec, data_dir: Path, gate: tuple[str, int], results: Path, as_json: bool
 ) -> int:
     """Run the job from a node started here for as long as the job runs."""
+    import signal
+
     import trio
 
     from p2psched.identity import load_or_create_identity
@@ -339,6 +387,7 @@ def _embedded(
     failures: list[dict[str, Any]] = []
     outcome: dict[str, Any] = {}
     folders: list[ResultsFolder] = []
+    interrupted: list[bool] = []
     said: set[str] = set()
 
     async def main() -> None:
@@ -349,21 +398,30 @@ def _embedded(
             folder = ResultsFolder(results, spec.name)  # only once the job is taken
             folders.append(folder)
             display = Display(len(job.run.tasks), as_json)
-            written = 0
-            with display.shown():
-                while True:
-                    with trio.move_on_after(POLL_S):
-                        await job.done.wait()
-                    new = job.settled[written:]
-                    written += len(new)
-                    views = [job.result_view(t, whole=True) for t in new]
-                    _collect(folder, failures, views)
-                    status = job.status(node.dht.now())
-                    display.update(status)
-                    _say_unmatched(status["unmatched"], said)
-                    if job.done.is_set() and written == len(job.settled):
-                        break
-            outcome.update(status)
+
+            async def cancel_on_ctrl_c() -> None:
+                async for _ in ctrl_c:
+                    interrupted.append(True)
+                    node.jobs.cancel(job.job_id)  # ends every task now: the loop ends too
+                    return
+
+            with trio.open_signal_receiver(signal.SIGINT) as ctrl_c, display.shown():
+                async with trio.open_nursery() as watching:
+                    watching.start_soon(cancel_on_ctrl_c)
+                    written = 0
+                    while True:
+                        with trio.move_on_after(POLL_S):
+                            await job.done.wait()
+                        new = job.settled[written:]
+                        written += len(new)
+                        _collect(folder, failures, [job.result_view(t, whole=True) for t in new])
+                        outcome.update(job.status(node.dht.now()))
+                        display.update(outcome)
+                        _say_unmatched(outcome["unmatched"], said)
+                        if job.done.is_set() and written == len(job.settled):
+                            break
+                    watching.cancel_scope.cancel()
+            await node.jobs.dispatcher.links_flushed()  # the cancels reach the workers
 
     trio.run(main)
-    return _finish(outcome, folders[0], failures, as_json)
+    return _finish(outcome, folders[0], failures, as_json, interrupted=bool(interrupted))

@@ -4,8 +4,9 @@ machine, its worker; plus the local control API the CLI talks to.
 Owns: composing those roles under one nursery, the store it hands both (each writes its journal
 through it), and the worker's ad staying true to its load.
 Promises: `open_node` yields once the node has joined through its seeds (or raises
-`JoinError`), its channel listener is bound and its ad published; leaving the block withdraws
-the ad (bounded in time) and stops everything.
+`JoinError`; `DataDirInUse` if another process runs a node in its data dir), its channel
+listener is bound and its ad published; leaving the block withdraws the ad (bounded in time)
+and stops everything.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from p2psched.dht.routing import TrustedNetworks
 from p2psched.gate.client import RelayClient, RelayError, check_reachability, open_worker_channel
 from p2psched.gate.relay import RelayLimits
 from p2psched.gate.service import Gate
-from p2psched.home import private_dir
+from p2psched.home import running_in
 from p2psched.identity import Identity
 from p2psched.logs import naming_node
 from p2psched.resources.detect import Detected, detect
@@ -122,9 +123,9 @@ async def open_node(
         raise ValueError(f"reachability {reachability!r}: choose one of {', '.join(REACHABILITY)}")
     config = (dht_settings or DhtSettings()).dht_config(client=dht_client, trusted=trusted)
     dispatch = dispatch or DispatchConfig()
-    private_dir(data_dir)
     # (every task the node starts inherits its id, for its log events)
     with (
+        running_in(data_dir, "a worker" if worker else "a gate" if gate else "a node"),
         naming_node(identity.node_id),
         Store.open(
             data_dir / STORE_FILE,
@@ -341,8 +342,14 @@ def _free_tcp_port(host: str) -> int:
 
 
 def _resume(jobs: JobBook) -> None:
-    """Take up the jobs the store has unfinished, and say so."""
+    """Take up the jobs the store has unfinished, and say so (a warning: it is work done
+    that no one asked for just now, and its owner may have meant it to stop)."""
     for job in jobs.resume():
-        log.info(
-            "resumed job %s (%d tasks)", job.job_id, len(job.run.tasks), extra={"job": job.job_id}
+        log.warning(
+            "resumed job %s (%d tasks), unfinished when the last node on this data dir "
+            "stopped; `p2psched cancel %s` stops it",
+            job.job_id,
+            len(job.run.tasks),
+            job.job_id,
+            extra={"job": job.job_id},
         )

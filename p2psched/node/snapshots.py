@@ -98,6 +98,11 @@ class JobStatus(Snapshot):
         default_factory=list,
         description="needs of queued tasks that the last look for workers found none for",
     )
+    resumed_at: float | None = Field(
+        default=None,
+        description="when a node started on its data dir took it up again, unfinished; "
+        "null if it has run since it was submitted",
+    )
 
 
 class TaskView(Snapshot):

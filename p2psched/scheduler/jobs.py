@@ -50,6 +50,7 @@ class SubmittedJob:
     finished_at: float | None = None
     done: trio.Event = field(default_factory=trio.Event)
     store: Store | None = None  # where outputs too large to keep in memory are
+    resumed_at: float | None = None  # a node restarted on the data dir took it up then
 
     def status(self, now: float) -> dict[str, Any]:
         counts = dict(self.run.counts())
@@ -77,6 +78,7 @@ class SubmittedJob:
             "eta_s": eta,
             "workers": len({t.placed_on for t in self.run.tasks.values()} - {None}),
             "unmatched": self.run.unmatched_report(),
+            "resumed_at": self.resumed_at,
         }
 
     def task_view(self, t: TaskRun) -> dict[str, Any]:
@@ -231,6 +233,7 @@ class JobBook:
         )
         job = SubmittedJob(job_id, spec, run, opened.submitted_at, store=self.dispatcher.store)
         if restore is not None:
+            job.resumed_at = now
             run.journal.clear()  # the queueing of a restarted job's tasks is not news
             restore(run)
             done = [t for t in run.tasks.values() if t.state.final]

@@ -162,6 +162,7 @@ class Dispatcher:
         self._kick = trio.Event()
         self._waking_at = -math.inf  # when the timer loop wakes by itself
         self._nursery: trio.Nursery | None = None
+        self._closing: list[_Link] = []  # links going once what was queued for them is out
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -287,9 +288,25 @@ class Dispatcher:
             return
         link.reason = link.reason or reason
         if when_written and link.outbox is not None and self._nursery is not None:
-            self._nursery.start_soon(_close_when_written, link)
+            self._closing.append(link)
+            self._nursery.start_soon(self._close_when_written, link)
         else:
             link.scope.cancel()
+
+    async def _close_when_written(self, link: _Link) -> None:
+        assert link.outbox is not None
+        with trio.move_on_after(FLUSH_S):
+            await link.outbox.written()
+        link.scope.cancel()
+        self._closing.remove(link)
+
+    async def links_flushed(self) -> None:
+        """Return once the links closing have written what was queued for them (FLUSH_S at
+        most each): a process that leaves after a cancel waits here, so the cancel goes."""
+        for link in list(self._closing):
+            assert link.outbox is not None
+            with trio.move_on_after(FLUSH_S):
+                await link.outbox.written()
 
     def _connect(self, job_id: str, worker: bytes, addresses: tuple[str, ...]) -> None:
         link = self._links.get(worker)
@@ -463,13 +480,6 @@ class Dispatcher:
             self._jobs[job_id].run.abandon(
                 f"internal error in the scheduler: {e!r}"[:300], args[-1]
             )
-
-
-async def _close_when_written(link: _Link) -> None:
-    assert link.outbox is not None
-    with trio.move_on_after(FLUSH_S):
-        await link.outbox.written()
-    link.scope.cancel()
 
 
 def _log_settled(run: JobRun, task_id: str) -> None:

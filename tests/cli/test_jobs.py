@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from p2psched import devnet
 from p2psched.api.client import ControlClient
-from tests.harness.processes import matrix_job, p2psched, receipts_issued
+from tests.harness.processes import EXE, matrix_job, p2psched, receipts_issued
 
 
 @pytest.mark.parametrize("net", [2], indirect=True)
@@ -112,3 +115,60 @@ def status_of(job_id: str, node: Path) -> dict:
 
 def tasks_of(job_id: str, node: Path) -> list[dict]:
     return json.loads(p2psched("tasks", job_id, "--json", "--data-dir", str(node)).stdout)
+
+
+@pytest.mark.parametrize("net", [1], indirect=True)
+def test_a_job_taken_up_again_says_so_in_the_log_and_in_jobs(
+    net: devnet.Devnet, tmp_path: Path
+) -> None:
+    """A submit killed outright leaves its job unfinished in the data dir's store; the next
+    node started there resumes it, and says so: a warning in its log, and `jobs`."""
+    job = matrix_job(tmp_path, "long", "sleep", "{seconds: 300}", 2, "timeout: 10m\n")
+    me = tmp_path / "me"
+    submit = ("submit", str(job), "--gate", net.gate, "--results", str(tmp_path / "r"))
+    with subprocess.Popen([*EXE, *submit, "--data-dir", str(me)], **QUIET) as first:
+        try:
+            deadline = time.monotonic() + 60
+            while not (rows := _jobs_stored(me)):
+                assert time.monotonic() < deadline and first.poll() is None, "no job stored"
+                time.sleep(0.1)
+        finally:
+            first.kill()
+    (job_id,) = rows
+    log = tmp_path / "node.log"
+    with (
+        log.open("w") as err,
+        subprocess.Popen(
+            [*EXE, "node", "--gate", net.gate, "--data-dir", str(me)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        ) as node,
+    ):
+        try:
+            deadline = time.monotonic() + 60
+            while (client := ControlClient.find(me)) is None:
+                assert time.monotonic() < deadline and node.poll() is None, "no node"
+                time.sleep(0.1)
+            client.close()
+            table = p2psched("jobs", "--data-dir", str(me)).stdout
+            (listed,) = json.loads(p2psched("jobs", "--json", "--data-dir", str(me)).stdout)
+            p2psched("cancel", job_id, "--data-dir", str(me))
+        finally:
+            node.terminate()
+    assert table.splitlines()[2].split()[:3] == [job_id, "running", "(resumed)"], table
+    assert listed["job"] == job_id and listed["resumed_at"] is not None
+    said = log.read_text()
+    assert f"resumed job {job_id} (2 tasks)" in said and f"p2psched cancel {job_id}" in said
+
+
+QUIET: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+
+
+def _jobs_stored(data: Path) -> list[str]:
+    if not (data / "state.db").exists():
+        return []
+    try:
+        with sqlite3.connect(data / "state.db") as db:
+            return [r[0] for r in db.execute("SELECT id FROM jobs")]
+    except sqlite3.OperationalError:  # its schema is not made yet
+        return []

@@ -8,19 +8,23 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from p2psched import devnet
+from p2psched.api.client import ControlClient
 from tests.harness.processes import (
     EXE,
     gate_and_worker,
     load_receipt,
     matrix_job,
     p2psched,
+    running_node,
     submit_json,
     write_job,
 )
@@ -155,3 +159,97 @@ def test_a_job_from_a_scheduler_the_worker_denies_fails_saying_so(tmp_path: Path
     assert summary["failed"] == 2 and summary["completed"] == 0
     refusal = f"this worker does not serve scheduler {my_id[:16]}…: denied by its operator"
     assert all(refusal in f["error"] for f in summary["failures"]), summary["failures"]
+
+
+def test_a_task_its_worker_failed_ends_with_the_workers_reason(tmp_path: Path) -> None:
+    """The only worker has the http driver but no endpoint for the job's model: the task ends
+    (after the 30 s it waits for another worker) with that worker's reason, and how many
+    workers failed it so, in the summary, the results, `tasks` and the API alike."""
+    config = (
+        '[worker]\ndrivers = ["http"]\nmodels = ["llama-3-8b"]\n'
+        '[drivers.http]\nendpoints = { "other-model" = "http://127.0.0.1:9/v1/completions" }\n'
+    )
+    job = write_job(
+        tmp_path / "llm.yaml",
+        "name: llm\ndriver: http\nresources: {model: llama-3-8b}\ntasks: [{input: {prompt: hi}}]\n",
+    )
+    reason = "this worker serves no endpoint for model 'llama-3-8b'"
+    me = tmp_path / "me"
+    with gate_and_worker(tmp_path, config) as (gate, _, _, _), running_node(gate, me):
+        out = p2psched(
+            "submit", str(job), "--json", "--results", str(tmp_path / "r"), "--data-dir", str(me)
+        )
+        assert out.returncode == 1, out.stderr
+        summary = json.loads(out.stdout)
+        (failure,) = summary["failures"]
+        assert reason in failure["error"] and "(1 worker failed it so)" in failure["error"]
+        assert "kept failing" not in failure["error"]
+        (result,) = [json.loads(p.read_text()) for p in (tmp_path / "r" / "llm").glob("0*.json")]
+        assert result["error"] == failure["error"]
+        listed = p2psched("tasks", summary["job"], "--json", "--data-dir", str(me))
+        assert json.loads(listed.stdout)[0]["error"] == failure["error"]
+        with ControlClient.find(me) as client:  # type: ignore[union-attr]
+            (task,) = client.get(f"/v1/jobs/{summary['job']}/tasks")
+    assert task["error"] == failure["error"], task
+
+
+def _running_on(worker_dir: Path) -> float:
+    """Tasks the worker runs now, as its metrics say."""
+    with ControlClient.find(worker_dir) as client:  # type: ignore[union-attr]
+        metrics = client.get_bytes("/metrics").decode()
+    (line,) = [x for x in metrics.splitlines() if x.startswith("p2psched_worker_tasks_running ")]
+    return float(line.split()[1])
+
+
+@pytest.mark.parametrize("net", [1], indirect=True)
+@pytest.mark.parametrize("through", ["embedded node", "running node"])
+def test_ctrl_c_cancels_the_job_and_keeps_what_came_back(
+    net: devnet.Devnet, tmp_path: Path, through: str
+) -> None:
+    """Ctrl-C on `submit` (of its own node, or of a node running on its data dir): the job is
+    cancelled (the task stops on its worker), the result that came back and a summary saying
+    so are written, the exit status is 130, and a node started later on the data dir does not
+    take the job up again."""
+    job = write_job(
+        tmp_path / "naps.yaml",
+        "name: naps\ndriver: sleep\ntimeout: 10m\nretries: 0\n"
+        "tasks:\n  - {input: {seconds: 0.05}}\n  - {input: {seconds: 300}}\n",
+    )
+    me, results, worker_dir = tmp_path / "me", tmp_path / "results", net.folder / "worker-0"
+    args = ["submit", str(job), "--results", str(results), "--data-dir", str(me)]
+    with ExitStack() as stack:
+        if through == "running node":
+            stack.enter_context(running_node(net.gate, me))
+        else:
+            args += ["--gate", net.gate]
+        submit = stack.enter_context(
+            subprocess.Popen([*EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not (results / "naps" / "000000.json").exists() or _running_on(worker_dir) < 1:
+                assert time.monotonic() < deadline and submit.poll() is None, "no progress"
+                time.sleep(0.1)
+            submit.send_signal(signal.SIGINT)
+            out, err = submit.communicate(timeout=60)
+        finally:
+            submit.kill()
+    said = out.decode()
+    assert submit.returncode == 130, said + err.decode()
+    assert "interrupted: job naps-" in said and "cancelled" in said, said
+    assert f"1 of 2 task(s) had completed: what came back is in {results / 'naps'}" in said
+    folder = results / "naps"
+    quick, slow = (json.loads((folder / f"00000{i}.json").read_text()) for i in (0, 1))
+    assert quick["state"] == "completed" and slow["state"] == "aborted"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["completed"] == 1
+    with sqlite3.connect(me / "state.db") as db:
+        ((_, finished_at),) = db.execute("SELECT id, finished_at FROM jobs").fetchall()
+        states = dict(db.execute("SELECT id, state FROM tasks").fetchall())
+    assert finished_at is not None and sorted(states.values()) == ["aborted", "completed"]
+    deadline = time.monotonic() + 30
+    while _running_on(worker_dir) > 0:  # the cancel reached the worker: the nap stopped
+        assert time.monotonic() < deadline, "the cancelled task still runs on its worker"
+        time.sleep(0.1)
+    with running_node(net.gate, me):  # a node on the data dir takes up no job
+        assert json.loads(p2psched("jobs", "--json", "--data-dir", str(me)).stdout) == []

@@ -139,9 +139,11 @@ class TaskMoves(Candidates):
             t.attempts += 1
             if worker is not None:
                 t.excluded.add(worker)
+                t.failed_by_worker(reason)
                 self.views.failed(worker, t.spec.task_id, reason, now=now, stalled=stalled)
                 self._floors.clear()
         if t.attempts > t.spec.retries:
+            t.error = t.why_workers_failed if count and worker is not None else reason
             self._move(t, final, now)
             self._out.append(Settled(t.spec.task_id))
             return
@@ -238,15 +240,19 @@ class TaskMoves(Candidates):
         if not self.workers:
             return f"no worker found that meets {t.spec.need}"
         skipped = "skipped for now: it kept failing or stalling"
+        # (those that failed it are told of by their own reason, below)
         reasons = Counter(
             w.declined
             or (skipped if self.views.skipped(w.ad.node_id, now) else None)
             or "unreachable"
             for w in self.workers.values()
-            if t.spec.need.matches(w.ad.profile)
+            if t.spec.need.matches(w.ad.profile) and w.ad.node_id not in t.excluded
         )
-        tried = len(t.excluded)
-        if not reasons:
-            return f"none of the {len(self.workers)} workers found meets {t.spec.need}"
         summary = "; ".join(f"{r} ({n})" for r, n in reasons.most_common(3))
-        return f"no worker would take it after {tried} tried: {summary}"
+        if t.why_workers_failed is not None:
+            others = f"no other worker would take it: {summary}" if reasons else "no other worker"
+            return f"{t.why_workers_failed}; {others}"
+        tried = len(t.excluded)
+        if not reasons and not tried:
+            return f"none of the {len(self.workers)} workers found meets {t.spec.need}"
+        return f"no worker would take it after {tried} tried: {summary or 'none left'}"

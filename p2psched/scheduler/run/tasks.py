@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,22 @@ class TaskRun:
     due: float = math.inf  # its latest start, while queued
     sent_at: float = 0.0  # when it last went to a worker
     moving: bool = False  # asked back from its worker's queue, to go elsewhere
+    # Why workers failed it, the last first: a task that ends because no worker is left to
+    # try ends with the reason its workers gave, not only with why the others declined.
+    last_failure: str | None = None
+    failed_with: Counter[str] = field(default_factory=Counter)  # reason -> workers
+
+    def failed_by_worker(self, reason: str) -> None:
+        self.last_failure = reason
+        self.failed_with[reason] += 1
+
+    @property
+    def why_workers_failed(self) -> str | None:
+        """The last worker's reason, and how many failed it so; None if none did."""
+        if self.last_failure is None:
+            return None
+        n = self.failed_with[self.last_failure]
+        return f"{self.last_failure} ({n} worker{'s' * (n > 1)} failed it so)"
 
     @property
     def placed_on(self) -> bytes | None:

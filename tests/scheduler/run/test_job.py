@@ -85,7 +85,29 @@ def test_driver_failure_retries_elsewhere_then_fails_with_the_reason() -> None:
         net.workers[wid].finished(peer, task["id"], None, "exit code 3: boom", net.now)
         net.pump()
     t = net.run.tasks["job-000000"]
-    assert t.state == S.FAILED and t.error == "exit code 3: boom" and len(t.excluded) == 2
+    assert t.state == S.FAILED and len(t.excluded) == 2
+    assert t.error == "exit code 3: boom (2 workers failed it so)"
+
+
+def test_a_task_its_only_worker_failed_ends_with_that_workers_reason() -> None:
+    """Retries left but no other worker: once no worker comes along, the task ends with the
+    reason its worker gave, not only with "it kept failing" (which is what made it skipped)."""
+    net = make_net(0, 0)
+    a = Identity.generate()
+    net.workers = {a.node_id: wm.TaskManager(a)}
+    config = DispatchConfig(no_worker_s=30)
+    net.run = JobRun(net.run.identity, "job", [spec(0)], mtr=0, now=net.now, config=config)
+    net.hold = True
+    net.run.add_workers([ad(a)], net.now)
+    net.pump()
+    ((_, peer, task),) = net.started
+    reason = "this worker serves no endpoint for model 'llama-3-8b'; models: none"
+    net.workers[a.node_id].finished(peer, task["id"], None, reason, net.now)
+    net.pump()
+    net.advance(40)
+    t = net.run.tasks["job-000000"]
+    assert t.state == S.FAILED
+    assert t.error == f"{reason} (1 worker failed it so); no other worker"
 
 
 def test_cancel_queued_committed_and_running() -> None:
