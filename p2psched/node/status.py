@@ -238,7 +238,7 @@ class NodeFacade:
         ended = []
         for job_id, task_id, at in d.ended_failures:
             t = self._task_run(job_id, task_id)
-            if t is None or last_try.get(task_id) == (t.error or "")[:MAX_REASON]:
+            if t is None or _repeats(last_try.get(task_id), t.error):
                 continue  # gone from memory, or the same failure as its last try: listed once
             ended.append(
                 Failure(
@@ -443,3 +443,11 @@ class NodeFacade:
         if ad is not None and ad.expires > now:
             return model in ad.profile.installed_models
         return record is not None and any(m.model == model for m in record.performance.models)
+
+
+def _repeats(last_try: str | None, error: str | None) -> bool:
+    """Whether a task's final error only repeats its last try's reason (the task ends with the
+    last worker's reason, and how many failed it so: see `TaskRun.why_workers_failed`)."""
+    if last_try is None or error is None:
+        return False
+    return error[:MAX_REASON].startswith(last_try)
