@@ -37,7 +37,7 @@ def batches(job: str, tasks: int, batch: int) -> list[list[Entry]]:
         ids = [f"{job}-{i:06d}" for i in range(start, min(start + batch, tasks))]
         for old, new in zip(STATES, STATES[1:]):
             w = WORKER.node_id if new in ("scheduled", "sent", "completed") else None
-            step: list[Entry] = [Moved(t, job, old, new, 2.0, None, w, 0.01, 1) for t in ids]
+            step: list[Entry] = [Moved(t, job, old, new, 2.0, None, w, 0.01, 1, None) for t in ids]
             if new == "scheduled":
                 commitment = Commitment(
                     SCHEDULER.node_id, WORKER.node_id, job, ids, 0.01, 1.0

@@ -165,16 +165,23 @@ class NodeFacade:
         ]
 
     def task_history(self, job_id: str, index: int) -> TaskHistory:
-        """A task's every state transition, with its time and reason, from the node's store."""
-        job = self._job(job_id)
+        """A task's every state transition, with its time and reason, from the node's store:
+        of a job in memory, or of one the store keeps (run before this node restarted)."""
         task = task_id_for(job_id, index)
-        t = job.run.tasks.get(task)
-        if t is None:
-            raise NotFound(f"job {job_id} has no task {index} (it has {len(job.run.tasks)})")
+        job = self._node.jobs.jobs.get(job_id)
+        if job is not None:
+            t = job.run.tasks.get(task)
+            if t is None:
+                raise NotFound(f"job {job_id} has no task {index} (it has {len(job.run.tasks)})")
+            state = t.state.value
+        elif (found := self._node.store.task(job_id, task)) is not None:
+            state = found[1].state
+        elif self._node.store.has_job(job_id):
+            raise NotFound(f"job {job_id} has no task {index}")
+        else:
+            raise NotFound(f"no job {job_id!r} on this node (see GET /v1/jobs)")
         moves = self._node.store.transitions(job_id, task)
-        return TaskHistory.model_validate(
-            {"task": task, "state": t.state.value, "transitions": moves}
-        )
+        return TaskHistory.model_validate({"task": task, "state": state, "transitions": moves})
 
     def results(self, job_id: str, after: int = 0, limit: int = 1000) -> ResultsPage:
         """A job's settled tasks in the order they settled, from the `after`-th on."""

@@ -32,7 +32,8 @@ class JobOpened:
 
 @dataclass(frozen=True, slots=True)
 class Moved:
-    """A task changed state (see `lifecycle`), with why and where it now is."""
+    """A task changed state (see `lifecycle`), with why and where it now is: `reason` is this
+    move's own, `error` the task's (what it last failed with, kept while it is retried)."""
 
     task: str
     job: str
@@ -43,6 +44,7 @@ class Moved:
     worker: bytes | None  # who holds it now, if anyone
     price: float  # committed for it, while a worker holds it
     attempts: int
+    error: str | None
 
 
 @dataclass(frozen=True, slots=True)

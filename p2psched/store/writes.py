@@ -89,7 +89,7 @@ class Batch:
         if type(e) is Moved:
             self.transitions.append((e.task, e.job, e.old, e.new, e.at, e.reason))
             self.tasks[e.job, e.task] = (
-                e.task, e.job, e.new, e.worker, e.price, e.attempts, e.reason, e.at
+                e.task, e.job, e.new, e.worker, e.price, e.attempts, e.error, e.at
             )  # fmt: skip
         elif type(e) is Charged:
             r = e.receipt

@@ -42,9 +42,11 @@ def moved(
     worker: bytes | None = None,
     price: float = 0.0,
     attempts: int = 0,
+    error: str | None = None,
 ) -> Moved:
-    """Task `task` of `job` moving from state `old` to `new` at `at`."""
-    return Moved(task, job, old, new, at, reason, worker, price, attempts)
+    """Task `task` of `job` moving from state `old` to `new` at `at` (`reason`: why it moved;
+    `error`: what the task last failed with)."""
+    return Moved(task, job, old, new, at, reason, worker, price, attempts, error)
 
 
 def commitment(

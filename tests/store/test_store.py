@@ -30,7 +30,15 @@ def test_a_job_comes_back_with_its_task_states_result_and_receipt(store: Store) 
     store.write(
         [
             moved("sum-1", "sum-1-000001", "unscheduled", "queued", 1000.0),
-            moved("sum-1", "sum-1-000001", "queued", "failed", 1003.0, reason="no worker fits"),
+            moved(
+                "sum-1",
+                "sum-1-000001",
+                "queued",
+                "failed",
+                1003.0,
+                reason="no worker fits",
+                error="no worker fits",
+            ),
         ]
     )
 
@@ -160,7 +168,8 @@ _WRITER = textwrap.dedent(
     batch = 0
     while True:
         store.write(
-            [Moved(f"k-1-{batch:06d}-{i}", "k-1", "unscheduled", "queued", batch, None, None, 0, 0)
+            [Moved(f"k-1-{batch:06d}-{i}", "k-1", "unscheduled", "queued", batch,
+                   None, None, 0, 0, None)
              for i in range(50)]
         )
         print(batch, flush=True)

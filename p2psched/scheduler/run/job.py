@@ -122,7 +122,7 @@ class JobRun(LateBinding, Rebalancing, Reports):
         self._granted = {}
         self._next_rebalance = self._last_discover = self.started = now
         for run in self.tasks.values():
-            self._enqueue(run, now)
+            self._enqueue(run, now, "submitted")
 
     # -- what the shell reads -------------------------------------------------------------
 
@@ -294,7 +294,7 @@ class JobRun(LateBinding, Rebalancing, Reports):
             raise ValueError(f"task {dup!r} is already in job {self.job!r}")
         for spec in new:
             run = self.tasks[spec.task_id] = TaskRun(spec, input_bytes=len(encode(spec.input)))
-            self._enqueue(run, now)
+            self._enqueue(run, now, "added to the running job")
         self._pump(now)
 
     def connected(

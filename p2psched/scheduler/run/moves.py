@@ -1,7 +1,8 @@
 """How a job's tasks move: into the queue and out of it, onto workers and back, to a final
 state; the timers of the tasks on workers; a worker lost or banned; tasks no worker can take.
 
-Promises: every move goes through `lifecycle` and, when the run is durable, is journaled; a
+Promises: every move goes through `lifecycle` and, when the run is durable, is journaled with
+its own reason (a task's history says why each move happened, not only why it last failed); a
 task put back after a worker failed it excludes that worker and counts a try, until its
 retries are spent; money held for a task is given back when it leaves its worker.
 """
@@ -19,7 +20,7 @@ from p2psched.scheduler.run.actions import Close, Send, Settled
 from p2psched.scheduler.run.candidates import Candidates
 from p2psched.scheduler.run.config import QUEUE_ALLOWANCE
 from p2psched.scheduler.run.links import DOWN, UP
-from p2psched.scheduler.run.tasks import Shape, TaskRun, shape_of
+from p2psched.scheduler.run.tasks import Shape, TaskRun, shape_of, worker_name
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.store.journal import Moved
 from p2psched.wire.messages import Cancel
@@ -29,7 +30,8 @@ IN_FLIGHT = (S.SCHEDULED, S.SENT, S.RUNNING)
 
 
 class TaskMoves(Candidates):
-    def _move(self, t: TaskRun, new: TaskState, now: float) -> None:
+    def _move(self, t: TaskRun, new: TaskState, now: float, why: str) -> None:
+        """`t` goes to `new` at `now`; `why` is this move's reason, as its history shows it."""
         queued_since = t.since
         old, t.state, t.since = t.state, t.state.to(new), now
         if new.final:
@@ -44,10 +46,11 @@ class TaskMoves(Candidates):
                     old.value,
                     new.value,
                     now,
-                    t.error,
+                    why,
                     t.worker,
                     t.price if t.worker is not None else 0.0,
                     t.attempts,
+                    t.error,
                 )
             )
         self._final += new.final
@@ -93,8 +96,8 @@ class TaskMoves(Candidates):
                 reason = f"timed out after {t.spec.timeout_s:g} s"
                 self._back(t, reason, now, final=S.TIMED_OUT, stalled=True)
 
-    def _enqueue(self, t: TaskRun, now: float) -> None:
-        self._move(t, S.QUEUED, now)
+    def _enqueue(self, t: TaskRun, now: float, why: str) -> None:
+        self._move(t, S.QUEUED, now, why)
         if not t.retry:  # a retry keeps its place in time: it is served first anyway
             t.due = latest_start(now, t.spec.priority, t.spec.index, deadline=self.deadline)
         self._queue.push(t.spec.task_id, t.due, t.spec.index, retry=t.retry)
@@ -142,14 +145,23 @@ class TaskMoves(Candidates):
                 t.failed_by_worker(reason)
                 self.views.failed(worker, t.spec.task_id, reason, now=now, stalled=stalled)
                 self._floors.clear()
+        failed_it = f"{worker_name(worker)} failed it" if count and worker is not None else None
         if t.attempts > t.spec.retries:
             t.error = t.why_workers_failed if count and worker is not None else reason
-            self._move(t, final, now)
+            last = f"the last of {t.attempts} tries" if t.attempts > 1 else "its only try"
+            why = f"{failed_it}, {last}: {reason}" if failed_it else f"{reason} ({last})"
+            self._move(t, final, now, why)
             self._out.append(Settled(t.spec.task_id))
             return
         t.retry = True
         self.stats.outcomes["retried"] += 1
-        self._enqueue(t, now)
+        if failed_it:
+            why = f"put back after {failed_it}: {reason}"
+        elif worker is not None:
+            why = f"put back from {worker_name(worker)}: {reason}"
+        else:
+            why = f"put back: {reason}"
+        self._enqueue(t, now, why)
 
     def _lose(self, w: WorkerState, reason: str, now: float, *, stalled: bool = True) -> None:
         w.pending.clear()
@@ -187,7 +199,8 @@ class TaskMoves(Candidates):
         for t in ending:
             self._release(t)
             t.error = reason
-            self._move(t, on_worker if t.state in (S.SENT, S.RUNNING) else elsewhere, now)
+            why = reason if t.worker is None else f"{reason} (it was on {worker_name(t.worker)})"
+            self._move(t, on_worker if t.state in (S.SENT, S.RUNNING) else elsewhere, now, why)
             self._out.append(Settled(t.spec.task_id))
         return [t.spec.task_id for t in ending]
 
@@ -228,7 +241,7 @@ class TaskMoves(Candidates):
         for t in stranded:
             if t.stranded_since + self.config.no_worker_s <= now:
                 t.error = self._why_no_worker(t, now)
-                self._move(t, S.FAILED, now)
+                self._move(t, S.FAILED, now, t.error)
                 self._out.append(Settled(t.spec.task_id))
 
     def _why_no_worker(self, t: TaskRun, now: float) -> str:

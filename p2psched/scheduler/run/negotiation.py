@@ -26,7 +26,14 @@ from p2psched.scheduler.run.config import (
 )
 from p2psched.scheduler.run.links import DOWN, NONE, UP
 from p2psched.scheduler.run.moves import IN_FLIGHT, TaskMoves
-from p2psched.scheduler.run.tasks import Shape, TaskRun, model_of, shape_of, wire_task
+from p2psched.scheduler.run.tasks import (
+    Shape,
+    TaskRun,
+    model_of,
+    shape_of,
+    wire_task,
+    worker_name,
+)
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.store.journal import Committed
 from p2psched.wire.codec import encode
@@ -162,7 +169,8 @@ class Negotiation(TaskMoves):
         if not w.holding:  # silence is counted from when it holds something of ours
             w.heard = now
         w.holding.add(t.spec.task_id)
-        self._move(t, S.NEGOTIATING, now)
+        why = f"chose {worker_name(w.ad.node_id)} at {price:g} ({self.strategy.name} strategy)"
+        self._move(t, S.NEGOTIATING, now, why)
 
     def _commit(self, w: WorkerState, runs: list[TaskRun], price: float, now: float) -> None:
         rid = next(self._rids)
@@ -177,9 +185,11 @@ class Negotiation(TaskMoves):
         w.pending[rid] = commitment.tasks
         if self.durable:
             self.journal.append(Committed(commitment, w.ad.profile.addresses, now))
+        placed = f"committed to {worker_name(w.ad.node_id)} at {price:g}"
+        sent = f"sent to {worker_name(w.ad.node_id)} with its commitment"
         for t in runs:
-            self._move(t, S.SCHEDULED, now)
-            self._move(t, S.SENT, now)
+            self._move(t, S.SCHEDULED, now, placed)
+            self._move(t, S.SENT, now, sent)
         self.stats.negotiation["commit"] += 1
         # The tasks go with their commitment: the worker leases and queues them at once,
         # or rejects them all; a separate dispatch would cost a round trip per batch.

@@ -13,7 +13,7 @@ from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run.actions import Send, Settled
 from p2psched.scheduler.run.moves import TaskMoves
 from p2psched.scheduler.run.receipts import check_receipt
-from p2psched.scheduler.run.tasks import Spooled, model_of
+from p2psched.scheduler.run.tasks import Spooled, model_of, worker_name
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.store.journal import Charged
 from p2psched.wire.deal import Receipt
@@ -44,7 +44,7 @@ class Reports(TaskMoves):
         for tid in m.running:
             t = self.tasks.get(tid)
             if t is not None and t.worker == worker and t.state == S.SENT:
-                self._move(t, S.RUNNING, now)
+                self._move(t, S.RUNNING, now, f"{worker_name(worker)} started it")
         for tid, p in zip(m.running, m.progress):
             if tid in self.tasks and self.tasks[tid].worker == worker:
                 self.tasks[tid].progress = p
@@ -93,7 +93,8 @@ class Reports(TaskMoves):
         if self.durable and len(packed) > self.config.spool_result_bytes:
             output = Spooled.IN_STORE  # `_charge` handed it to the store
         t.output, t.receipt, t.error, t.progress = output, r, None, 1.0
-        self._move(t, S.COMPLETED, now)
+        ran = f"{worker_name(worker)} ran it in {r.duration:.3g} s"
+        self._move(t, S.COMPLETED, now, f"{ran}; its receipt verified, {r.price:g} paid")
         self._out.append(Settled(t.spec.task_id))
 
     def _charge(self, w: WorkerState, r: Receipt, packed: bytes, now: float) -> None:

@@ -72,6 +72,11 @@ class TaskRun:
         return self.receipt.worker if self.receipt is not None else self.worker
 
 
+def worker_name(worker: bytes) -> str:
+    """A worker as a task's history names it: as `p2psched tasks` shows its id."""
+    return f"worker {worker.hex()[:16]}"
+
+
 def slots_of(profile: Profile) -> int:
     """Tasks a worker runs at once, as far as its ad tells: one per GPU, or its free slots."""
     return max(1, len(profile.gpus), profile.free_slots)
