@@ -312,12 +312,12 @@ def run_job(client: ControlClient, doc: dict[str, Any]) -> dict[str, Any]:
     with its tasks."""
     job = quote(client.post("/v1/jobs", {"spec": doc, "source": "bench/attack.py"})["job"])
     deadline = time.monotonic() + JOB_LIMIT_S
-    while (status := client.get(f"/v1/jobs/{job}"))["state"] != "done":
+    while (status := client.get(f"/v1/jobs/{job}"))["state"] == "running":
         if time.monotonic() > deadline:
             client.post(f"/v1/jobs/{job}/cancel", {"tasks": None})
             deadline = float("inf")
         time.sleep(0.2)
-    status["tasks"] = client.get(f"/v1/jobs/{job}/tasks")
+    status["tasks"] = client.get(f"/v1/jobs/{job}/tasks")["tasks"]
     return dict(status)
 
 

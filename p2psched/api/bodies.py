@@ -3,7 +3,8 @@ in the design documents' shapes (`ti_uuid`, `scheduled_ti`, milliseconds), made 
 API's edge, from the node's snapshots (which say `worker` and seconds).
 
 Promises: every answer the API gives is one of these or a `node.snapshots` model, so
-`/openapi.json` describes it; `refusals` documents the errors a route can answer with.
+`/openapi.json` describes it; an answer is always an object, a list inside it under its name
+(`{"jobs": [...]}`), never a bare list; `refusals` documents the errors a route can answer with.
 """
 
 from __future__ import annotations
@@ -12,7 +13,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from p2psched.node.snapshots import Failure, Peer, TaskRecord, WorkerRecord, WorkerWait
+from p2psched.node.snapshots import (
+    Failure,
+    JobStatus,
+    Peer,
+    TaskRecord,
+    TaskView,
+    WorkerAdView,
+    WorkerRecord,
+    WorkerWait,
+)
 from p2psched.node.status import PREDICT_MODES, STRATEGIES
 
 # -- requests ------------------------------------------------------------------------------
@@ -137,13 +147,29 @@ class TaskQuery(Answer):
         )
 
 
-class FailureList(Answer):
+class Listing(Answer):
+    """A list answered: inside an object, under the name of what it lists."""
+
     status: Literal["success"] = "success"
+
+
+class JobList(Listing):
+    jobs: list[JobStatus]
+
+
+class TaskList(Listing):
+    tasks: list[TaskView]
+
+
+class WorkerList(Listing):
+    workers: list[WorkerAdView]
+
+
+class FailureList(Listing):
     failures: list[Failure]
 
 
-class PeerList(Answer):
-    status: Literal["success"] = "success"
+class PeerList(Listing):
     peers: list[Peer]
 
 

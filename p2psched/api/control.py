@@ -36,6 +36,7 @@ from p2psched.api.bodies import (
     Cancelled,
     CancelRequest,
     FailureList,
+    JobList,
     JobSubmission,
     PeerList,
     PredictMode,
@@ -45,7 +46,9 @@ from p2psched.api.bodies import (
     QueueSubmission,
     StrategyChoice,
     Switched,
+    TaskList,
     TaskQuery,
+    WorkerList,
     refusals,
 )
 from p2psched.api.endpoint import (
@@ -73,8 +76,6 @@ from p2psched.node.snapshots import (
     ResultsPage,
     SchedulerSettings,
     TaskHistory,
-    TaskView,
-    WorkerAdView,
 )
 from p2psched.node.status import Invalid, NodeFacade, NotFound, Refusal, Unavailable, UnknownChoice
 
@@ -211,8 +212,8 @@ def _job_routes(facade: NodeFacade) -> APIRouter:
         return facade.submit(body.spec, body.source)
 
     @router.get("/v1/jobs", responses=refusals())
-    async def jobs() -> list[JobStatus]:
-        return facade.jobs()
+    async def jobs() -> JobList:
+        return JobList(jobs=facade.jobs())
 
     @router.get("/v1/jobs/{job_id}", responses=refusals(404, 422))
     async def job_status(job_id: str) -> JobStatus:
@@ -237,8 +238,8 @@ def _job_routes(facade: NodeFacade) -> APIRouter:
         return Response(kept, media_type=MSGPACK)
 
     @router.get("/v1/jobs/{job_id}/tasks", responses=refusals(404, 422))
-    async def tasks(job_id: str, state: str | None = None) -> list[TaskView]:
-        return facade.tasks(job_id, state)
+    async def tasks(job_id: str, state: str | None = None) -> TaskList:
+        return TaskList(tasks=facade.tasks(job_id, state))
 
     @router.get("/v1/jobs/{job_id}/results", responses=refusals(404, 422))
     async def results(job_id: str, after: int = 0, limit: int = 1000) -> ResultsPage:
@@ -301,8 +302,10 @@ def _operator_routes(facade: NodeFacade) -> APIRouter:
         return PeerList(peers=facade.peers())
 
     @router.get("/v1/workers", responses=refusals(422))
-    async def workers(need: str = "") -> list[WorkerAdView]:
-        return await facade.workers(need)
+    async def workers(need: str = "") -> WorkerList:
+        """The ads of the live workers that match `need` (`gpu=A100,ram>=32`, as `p2psched
+        workers --need` takes it; empty: every worker)."""
+        return WorkerList(workers=await facade.workers(need))
 
     return router
 

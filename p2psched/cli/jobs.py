@@ -48,8 +48,8 @@ def cmd_results(args: argparse.Namespace) -> None:
 
 
 def cmd_jobs(args: argparse.Namespace) -> None:
-    jobs = view(args, "/v1/jobs")
-    if jobs is None:
+    listed = view(args, "/v1/jobs")
+    if listed is None:
         return
     print_table(
         ("JOB", "STATE", "DONE", "FAILED", "SPENT"),
@@ -61,7 +61,7 @@ def cmd_jobs(args: argparse.Namespace) -> None:
                 j["failed"],
                 f"{j['spent']:g}",
             )
-            for j in jobs
+            for j in listed["jobs"]
         ),
         right={"DONE", "FAILED", "SPENT"},
     )
@@ -83,12 +83,15 @@ def cmd_status(args: argparse.Namespace) -> None:
 
 def cmd_tasks(args: argparse.Namespace) -> None:
     params = {"state": args.state} if args.state else {}
-    tasks = view(args, f"/v1/jobs/{quote(args.job, safe='')}/tasks", **params)
-    if tasks is None:
+    listed = view(args, f"/v1/jobs/{quote(args.job, safe='')}/tasks", **params)
+    if listed is None:
         return
     print_table(
         ("TASK", "STATE", "WORKER", "ERROR"),
-        ((t["task"], t["state"], (t["worker"] or "-")[:16], t["error"] or "") for t in tasks),
+        (
+            (t["task"], t["state"], (t["worker"] or "-")[:16], t["error"] or "")
+            for t in listed["tasks"]
+        ),
     )
 
 

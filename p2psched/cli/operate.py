@@ -85,7 +85,7 @@ def cmd_workers(args: argparse.Namespace) -> None:
         raise UsageError(f"--need: {e}") from None
     if args.gate is None:  # ask the node running on --data-dir
         with client(args) as node:
-            _show_workers(args, str(need), node.get("/v1/workers", need=args.need))
+            _show_workers(args, str(need), node.get("/v1/workers", need=args.need)["workers"])
         return
     ads = _workers_through_gate(args, need)
     _show_workers(args, str(need), ads)

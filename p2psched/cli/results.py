@@ -34,7 +34,7 @@ def run_results(
         after = page["next"]
         _collect(folder, failures, page["results"], fetch)
     code = _finish(status, folder, failures, as_json)
-    if status["state"] != "done" and not as_json:
+    if status["state"] == "running" and not as_json:
         print(
             f"job {job_id} is still running: {after} of {status['total']} task(s) settled so "
             f"far; fetch the rest later with `p2psched results {job_id} --data-dir {data_dir}`"

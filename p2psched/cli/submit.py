@@ -295,7 +295,7 @@ def _remote(
             counts = status["counts"]
             queued = counts.get("queued", 0) + counts.get("negotiating", 0)
             placed = status["total"] - queued
-            settled = (placed and not counts.get("negotiating")) or status["state"] == "done"
+            settled = (placed and not counts.get("negotiating")) or status["state"] != "running"
             if settled or status.get("unmatched") or time.monotonic() > deadline:
                 break
             time.sleep(POLL_S)
@@ -366,7 +366,7 @@ class _Following:
             if display is not None:
                 display.update(status)
                 _say_unmatched(status.get("unmatched", []), self.said)
-            if status["state"] == "done" and self.after >= status["total"]:
+            if status["state"] != "running" and self.after >= status["total"]:
                 return status
             if len(page["results"]) < RESULTS_PAGE:  # caught up: wait for more to settle
                 time.sleep(POLL_S)

@@ -78,7 +78,9 @@ def render(snap: dict[str, Any]) -> Group:
                          ("done", "right"), ("failed", "right"), ("running", "right"),
                          ("spent", "right"), ("eta", "right")):  # fmt: skip
         jobs.add_column(col, justify=justify)  # type: ignore[arg-type]
-    listed = sorted(snap.get("jobs") or [], key=lambda j: -j.get("submitted_at", 0))
+    listed = sorted(
+        (snap.get("jobs") or {}).get("jobs", []), key=lambda j: -j.get("submitted_at", 0)
+    )
     for j in listed[:JOBS_SHOWN]:
         eta = j.get("eta_s")
         jobs.add_row(

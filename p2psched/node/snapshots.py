@@ -81,7 +81,11 @@ class Unmatched(Snapshot):
 class JobStatus(Snapshot):
     job: str
     name: str
-    state: Literal["running", "done"]
+    state: Literal["running", "completed", "failed", "cancelled"] = Field(
+        description="running until its every task is final; then cancelled if its owner "
+        "cancelled any of them, failed if any other ended otherwise than completed, else "
+        "completed"
+    )
     total: int
     counts: dict[str, int] = Field(description="tasks by state")
     completed: int

@@ -64,7 +64,7 @@ class SubmittedJob:
         return {
             "job": self.job_id,
             "name": self.spec.name,
-            "state": "done" if self.finished_at is not None else "running",
+            "state": self._state(counts, total),
             "total": total,
             "counts": counts,
             "completed": completed,
@@ -80,6 +80,15 @@ class SubmittedJob:
             "unmatched": self.run.unmatched_report(),
             "resumed_at": self.resumed_at,
         }
+
+    def _state(self, counts: dict[str, int], total: int) -> str:
+        """Running until its every task is final; then cancelled if its owner cancelled any
+        of them, failed if any other ended otherwise than completed, else completed."""
+        if self.finished_at is None:
+            return "running"
+        if counts.get("aborted"):
+            return "cancelled"
+        return "completed" if counts.get("completed", 0) == total else "failed"
 
     def task_view(self, t: TaskRun) -> dict[str, Any]:
         return {

@@ -304,7 +304,7 @@ def run_job(client: ControlClient, name: str) -> dict[str, Any]:
     spec = {"name": name, "driver": "echo", "tasks": [{"input": {"n": 1}}]}
     job = client.post("/v1/jobs", {"spec": spec})["job"]
     deadline = time.monotonic() + 90
-    while (status := client.get(f"/v1/jobs/{job}"))["state"] != "done":
+    while (status := client.get(f"/v1/jobs/{job}"))["state"] == "running":
         assert time.monotonic() < deadline, status
         time.sleep(0.1)
     return dict(status)

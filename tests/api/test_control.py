@@ -42,7 +42,9 @@ class Api:
     def ok(self, method: str, template: str, **kw: Any) -> Any:
         r = self.call(method, template, **kw)
         assert r.status_code < 300, (template, r.status_code, r.text)
-        return r.json()
+        answer = r.json()
+        assert isinstance(answer, dict), (template, "answered a bare list, not an object")
+        return answer
 
     def refused(self, status: int, method: str, template: str, **kw: Any) -> str:
         r = self.call(method, template, **kw)
@@ -93,9 +95,11 @@ def test_every_endpoint_answers_through_a_real_http_client(apis: tuple[Api, Api]
     assert "name" in gate.refused(422, "POST", "/v1/jobs", body={"spec": {"name": 3}})
     assert "driver" in gate.refused(422, "POST", "/v1/jobs", body={"spec": {"driver": "x"}})
     at = {"job_id": job}
-    wait_for(lambda: gate.ok("GET", "/v1/jobs/{job_id}", path=at)["state"] == "done", "the job")
-    assert job in [j["job"] for j in gate.ok("GET", "/v1/jobs")]
-    tasks = gate.ok("GET", "/v1/jobs/{job_id}/tasks", path=at, state="completed")
+    wait_for(
+        lambda: gate.ok("GET", "/v1/jobs/{job_id}", path=at)["state"] == "completed", "the job"
+    )
+    assert job in [j["job"] for j in gate.ok("GET", "/v1/jobs")["jobs"]]
+    tasks = gate.ok("GET", "/v1/jobs/{job_id}/tasks", path=at, state="completed")["tasks"]
     assert len(tasks) == 3 and all(t["worker"] for t in tasks)
     gate.refused(422, "GET", "/v1/jobs/{job_id}/tasks", path=at, state="bogus")
     gate.refused(404, "GET", "/v1/jobs/{job_id}", path={"job_id": "no-such-job"})
@@ -115,6 +119,11 @@ def test_every_endpoint_answers_through_a_real_http_client(apis: tuple[Api, Api]
     slow = gate.ok("POST", "/v1/jobs", body={"spec": naps})["job"]
     cancelled = gate.ok("POST", "/v1/jobs/{job_id}/cancel", path={"job_id": slow}, body={})
     assert len(cancelled["cancelled"]) == 2
+    wait_for(
+        lambda: gate.ok("GET", "/v1/jobs/{job_id}", path={"job_id": slow})["state"] != "running",
+        "the cancelled job",
+    )
+    assert gate.ok("GET", "/v1/jobs/{job_id}", path={"job_id": slow})["state"] == "cancelled"
     gate.refused(
         404, "POST", "/v1/jobs/{job_id}/cancel", path={"job_id": slow}, body={"tasks": ["x/9"]}
     )
@@ -177,7 +186,7 @@ def test_every_endpoint_answers_through_a_real_http_client(apis: tuple[Api, Api]
 
     ledger = gate.ok("GET", "/v1/ledger", verify=True)
     assert ledger["problems"] == [] and any(j["job"] == job for j in ledger["jobs"])
-    workers = gate.ok("GET", "/v1/workers", need="driver=echo")
+    workers = gate.ok("GET", "/v1/workers", need="driver=echo")["workers"]
     assert len(workers) == 2
     assert "need" in gate.refused(422, "GET", "/v1/workers", need="gpu~A100")
 
@@ -195,6 +204,20 @@ def test_every_endpoint_answers_through_a_real_http_client(apis: tuple[Api, Api]
 
     missed = openapi_routes(gate) - TESTED
     assert not missed, f"routes without a test here: {sorted(missed)}"
+    assert bare_lists(gate) == [], "every answer is an object, a list under its name"
+
+
+def bare_lists(api: Api) -> list[str]:
+    """The routes whose answer `/openapi.json` describes as a bare JSON list."""
+    schema = api.http.get("/openapi.json").json()
+    return [
+        f"{m.upper()} {path}"
+        for path, ops in schema["paths"].items()
+        for m, op in ops.items()
+        for answer in op["responses"].values()
+        if answer.get("content", {}).get("application/json", {}).get("schema", {}).get("type")
+        == "array"
+    ]
 
 
 @pytest.mark.parametrize("net", [1], indirect=True)

@@ -1,12 +1,14 @@
 """The dashboard at /ui in a real headless browser (Debian's Chromium, driven by Playwright)
 against a devnet running a job: the workers, the job's progress advancing to completed, a
-failure with its reason (as text, not HTML), the stale mark when the API stops answering, and
-the how-to without a token. Screenshots go to tests/artifacts/ for a person to look at."""
+failure with its reason (as text, not HTML), the stale mark when the API stops answering, a
+cancelled job said to be cancelled, and the how-to without a token. Screenshots go to
+tests/artifacts/ for a person to look at."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,6 +156,37 @@ def test_the_dashboard_shows_workers_progress_and_failures(
         page.screenshot(path=ARTIFACTS / "ui-stale.png")
         page.unroute("**/v1/**")
         expect(freshness).to_contain_text("live", timeout=10_000)
+        assert errors == []
+    finally:
+        page.context.close()
+
+
+def test_a_cancelled_job_says_cancelled(browser: Browser, ui_net: devnet.Devnet) -> None:
+    """A job cancelled after one of its tasks completed is cancelled, as the CLI says it:
+    neither completed nor failed."""
+    from playwright.sync_api import expect
+
+    url, token = api_of(ui_net)
+    auth = {"authorization": f"Bearer {token}"}
+    naps = [{"input": {"seconds": 0.05}}] + [{"input": {"seconds": 300}}] * 3
+    job = submit(url, token, {"name": "halt", "driver": "sleep", "timeout": "10m", "tasks": naps})
+
+    def status() -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(f"{url}/v1/jobs/{job}", headers=auth).json()
+        return answer
+
+    deadline = time.monotonic() + 60
+    while status()["completed"] < 1:
+        assert time.monotonic() < deadline, status()
+        time.sleep(0.1)
+    r = httpx.post(f"{url}/v1/jobs/{job}/cancel", json={}, headers=auth)
+    assert r.status_code == 200 and len(r.json()["cancelled"]) == 3, r.text
+    page, errors = open_page(browser, f"{url}/ui#token={token}")
+    try:
+        row = page.locator(f'tr[data-job="{job}"]')
+        expect(row.locator("td.state")).to_have_text("cancelled")
+        expect(row.locator("td.completed")).to_have_text("1")
+        assert status()["state"] == "cancelled"
         assert errors == []
     finally:
         page.context.close()

@@ -1,9 +1,10 @@
 """The commands about jobs against a running node: `submit --detach`, `status`, `jobs`,
-`tasks`, `cancel`, and the scheduler switches the jobs that follow obey."""
+`tasks`, `history`, `cancel`, and the scheduler switches the jobs that follow obey."""
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import time
@@ -14,7 +15,14 @@ import pytest
 
 from p2psched import devnet
 from p2psched.api.client import ControlClient
-from tests.harness.processes import EXE, matrix_job, p2psched, receipts_issued
+from tests.harness.processes import (
+    EXE,
+    matrix_job,
+    p2psched,
+    receipts_issued,
+    running_node,
+    write_job,
+)
 
 
 @pytest.mark.parametrize("net", [2], indirect=True)
@@ -27,17 +35,29 @@ def test_a_running_node_takes_jobs_and_answers_status_commands(node: Path, tmp_p
     deadline = time.monotonic() + 60
     while True:
         status = json.loads(p2psched("status", job_id, "--json", "--data-dir", str(node)).stdout)
-        if status["state"] == "done":
+        if status["state"] != "running":
             break
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    assert status["completed"] == 12
-    listed = json.loads(p2psched("jobs", "--json", "--data-dir", str(node)).stdout)
+    assert status["completed"] == 12 and status["state"] == "completed"
+    listed = json.loads(p2psched("jobs", "--json", "--data-dir", str(node)).stdout)["jobs"]
     assert [j["job"] for j in listed] == [job_id]
     tasks = json.loads(
         p2psched("tasks", job_id, "--state", "completed", "--json", "--data-dir", str(node)).stdout
-    )
+    )["tasks"]
     assert len(tasks) == 12 and all(t["worker"] for t in tasks)
+    # the tables: a header row, each header over its column
+    jobs = p2psched("jobs", "--data-dir", str(node)).stdout.splitlines()
+    row = columns(jobs[0], jobs[2])
+    assert [row.get(c) for c in ("JOB", "STATE", "DONE", "FAILED")] == [
+        job_id, "completed", "12/12", "0"
+    ]  # fmt: skip
+    table = p2psched("tasks", job_id, "--data-dir", str(node)).stdout.splitlines()
+    assert table[0].split() == ["TASK", "STATE", "WORKER", "ERROR"] and len(table) == 2 + 12
+    for row in table[2:]:
+        cells = columns(table[0], row)
+        assert cells["TASK"].startswith(f"{job_id}/") and cells["STATE"] == "completed", row
+        assert len(cells["WORKER"]) == 16 and cells["ERROR"] == "", row
     bad = p2psched("tasks", job_id, "--state", "finished", "--data-dir", str(node))
     assert bad.returncode == 2 and "unknown state 'finished'" in bad.stderr
     missing = p2psched("status", "nope", "--data-dir", str(node))
@@ -72,16 +92,38 @@ def test_a_running_node_takes_jobs_and_answers_status_commands(node: Path, tmp_p
 
 @pytest.mark.parametrize("net", [1], indirect=True)
 def test_cancel_a_running_job(node: Path, tmp_path: Path) -> None:
-    job = matrix_job(tmp_path, "long", "sleep", "{seconds: 300}", 8, "timeout: 10m\n")
+    """A job cancelled says so, in `status` and in `jobs`, though some of its tasks completed;
+    each task's history says why it ended."""
+    job = write_job(
+        tmp_path / "long.yaml",
+        "name: long\ndriver: sleep\ntimeout: 10m\ntasks:\n  - input: {seconds: 0.05}\n"
+        + "  - input: {seconds: 300}\n" * 7,
+    )
     job_id = json.loads(
         p2psched("submit", str(job), "--detach", "--json", "--data-dir", str(node)).stdout
     )["job"]
+    deadline = time.monotonic() + 60
+    while (s := status_of(job_id, node))["completed"] < 1:
+        assert time.monotonic() < deadline, s
+        time.sleep(0.1)
     out = p2psched("cancel", f"{job_id}/7", "--data-dir", str(node))
     assert out.returncode == 0 and "cancelled 1 task" in out.stdout
     out = p2psched("cancel", job_id, "--data-dir", str(node))
-    assert out.returncode == 0 and "cancelled 7 task" in out.stdout
-    status = json.loads(p2psched("status", job_id, "--json", "--data-dir", str(node)).stdout)
-    assert status["counts"] == {"aborted": 8} and status["state"] == "done"
+    assert out.returncode == 0 and "cancelled 6 task" in out.stdout
+    while (status := status_of(job_id, node))["state"] == "running":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    assert status["counts"] == {"completed": 1, "aborted": 7}
+    assert status["state"] == "cancelled"
+    said = p2psched("status", job_id, "--data-dir", str(node)).stdout
+    assert said.startswith(f"job {job_id}: cancelled, 1/8 done"), said
+    table = p2psched("jobs", "--data-dir", str(node)).stdout.splitlines()
+    assert columns(table[0], table[2])["STATE"] == "cancelled", table
+    history = json.loads(
+        p2psched("history", f"{job_id}/3", "--json", "--data-dir", str(node)).stdout
+    )
+    last = history["transitions"][-1]
+    assert last["to"] == "aborted" and last["reason"].startswith("cancelled"), last
 
 
 @pytest.mark.parametrize("net", [2], indirect=True)
@@ -109,12 +151,91 @@ def test_a_cancel_stops_the_work_on_the_workers_and_the_ledgers_agree(
     assert row["tasks_paid"] == len(paid)
 
 
+def columns(header: str, row: str) -> dict[str, str]:
+    """A table row's cells under their headers: a cell starts where its header starts (text)
+    or ends where it ends (numbers); one that does neither is not under it, and left out."""
+    cells: dict[str, str] = {}
+    for m in re.finditer(r"\S+", header):
+        name, start, end = m.group(), m.start(), m.end()
+        if row[start : start + 1].strip() and row[start - 1 : start] in ("", " "):
+            cells[name] = re.match(r"\S+(?: \S+)*", row[start:]).group()  # type: ignore[union-attr]
+        elif row[end - 1 : end].strip() and row[end : end + 1] in ("", " "):
+            cells[name] = row[:end].split()[-1]
+        elif not row[start:end].strip():
+            cells[name] = ""
+    return cells
+
+
+@pytest.mark.parametrize("net", [2], indirect=True)
+def test_history_gives_each_transition_its_own_reason_also_after_a_restart(
+    net: devnet.Devnet, tmp_path: Path
+) -> None:
+    """A task that one worker fails and another fails again: its history says why each move
+    happened (submitted, which worker was chosen and at what price, which failed it and with
+    what), not one reason repeated; read again after its node restarted, it is the same."""
+    bad = write_job(
+        tmp_path / "bad.yaml",
+        "name: bad\ndriver: command\nretries: 1\ntasks:\n  - input: {program: nope}\n",
+    )
+    good = write_job(tmp_path / "good.yaml", "name: good\ndriver: echo\ntasks:\n  - input: 1\n")
+    data = tmp_path / "me"
+    with running_node(net.gate, data):
+        ids = [
+            json.loads(
+                p2psched("submit", str(job), "--detach", "--json", "--data-dir", str(data)).stdout
+            )["job"]
+            for job in (bad, good)
+        ]
+        deadline = time.monotonic() + 60
+        while any((s := status_of(j, data))["state"] == "running" for j in ids):
+            assert time.monotonic() < deadline, s
+            time.sleep(0.1)
+        before = {j: history_of(j, data) for j in ids}
+        table = p2psched("history", f"{ids[0]}/0", "--data-dir", str(data)).stdout.splitlines()
+    with running_node(net.gate, data):  # the jobs are finished: the store alone has them now
+        after = {j: history_of(j, data) for j in ids}
+    assert after == before
+
+    moves = before[ids[0]]["transitions"]
+    steps = [(m["from"], m["to"]) for m in moves]
+    assert steps[0] == ("unscheduled", "queued") and steps[-1] == ("sent", "failed"), steps
+    reasons = [m["reason"] for m in moves]
+    assert reasons[0] == "submitted" and all(reasons), reasons
+    assert all(a != b for a, b in zip(reasons, reasons[1:])), reasons  # none repeats the last
+    refused = "program 'nope' is not allowed on this worker"
+    back = moves[steps.index(("sent", "queued"))]["reason"]
+    first = re.fullmatch(rf"put back after worker ([0-9a-f]{{16}}) failed it: {refused}.*", back)
+    final = re.fullmatch(
+        rf"worker ([0-9a-f]{{16}}) failed it, the last of 2 tries: {refused}.*", reasons[-1]
+    )
+    assert first and final and first[1] != final[1], reasons
+    for worker in (first[1], final[1]):
+        assert re.search(
+            rf"^chose worker {worker} at \S+ \(cost strategy\)$", "\n".join(reasons), re.M
+        )
+        assert f"committed to worker {worker} at " in "\n".join(reasons)
+    # the table shows each move's reason in its WHY column
+    assert table[1].split() == ["AT", "FROM", "TO", "WHY"], table
+    assert [columns(table[1], row)["WHY"] for row in table[3:]] == reasons, table
+
+    (done,) = [m for m in before[ids[1]]["transitions"] if m["to"] == "completed"]
+    assert re.fullmatch(
+        r"worker [0-9a-f]{16} ran it in \S+ s; its receipt verified, \S+ paid", done["reason"]
+    ), done
+
+
+def history_of(job_id: str, node: Path) -> dict:
+    out = p2psched("history", f"{job_id}/0", "--json", "--data-dir", str(node))
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
 def status_of(job_id: str, node: Path) -> dict:
     return json.loads(p2psched("status", job_id, "--json", "--data-dir", str(node)).stdout)
 
 
 def tasks_of(job_id: str, node: Path) -> list[dict]:
-    return json.loads(p2psched("tasks", job_id, "--json", "--data-dir", str(node)).stdout)
+    return json.loads(p2psched("tasks", job_id, "--json", "--data-dir", str(node)).stdout)["tasks"]
 
 
 @pytest.mark.parametrize("net", [1], indirect=True)
@@ -151,7 +272,7 @@ def test_a_job_taken_up_again_says_so_in_the_log_and_in_jobs(
                 time.sleep(0.1)
             client.close()
             table = p2psched("jobs", "--data-dir", str(me)).stdout
-            (listed,) = json.loads(p2psched("jobs", "--json", "--data-dir", str(me)).stdout)
+            (listed,) = json.loads(p2psched("jobs", "--json", "--data-dir", str(me)).stdout)["jobs"]
             p2psched("cancel", job_id, "--data-dir", str(me))
         finally:
             node.terminate()

@@ -31,7 +31,7 @@ def wait_done(job_id: str, node: Path) -> None:
     deadline = time.monotonic() + 60
     while (
         json.loads(p2psched("status", job_id, "--json", "--data-dir", str(node)).stdout)["state"]
-        != "done"
+        == "running"
     ):
         assert time.monotonic() < deadline, f"{job_id} did not finish"
         time.sleep(0.2)

@@ -187,9 +187,9 @@ def test_a_task_its_worker_failed_ends_with_the_workers_reason(tmp_path: Path) -
         (result,) = [json.loads(p.read_text()) for p in (tmp_path / "r" / "llm").glob("0*.json")]
         assert result["error"] == failure["error"]
         listed = p2psched("tasks", summary["job"], "--json", "--data-dir", str(me))
-        assert json.loads(listed.stdout)[0]["error"] == failure["error"]
+        assert json.loads(listed.stdout)["tasks"][0]["error"] == failure["error"]
         with ControlClient.find(me) as client:  # type: ignore[union-attr]
-            (task,) = client.get(f"/v1/jobs/{summary['job']}/tasks")
+            (task,) = client.get(f"/v1/jobs/{summary['job']}/tasks")["tasks"]
     assert task["error"] == failure["error"], task
 
 
@@ -252,4 +252,5 @@ def test_ctrl_c_cancels_the_job_and_keeps_what_came_back(
         assert time.monotonic() < deadline, "the cancelled task still runs on its worker"
         time.sleep(0.1)
     with running_node(net.gate, me):  # a node on the data dir takes up no job
-        assert json.loads(p2psched("jobs", "--json", "--data-dir", str(me)).stdout) == []
+        listed = json.loads(p2psched("jobs", "--json", "--data-dir", str(me)).stdout)
+        assert listed == {"status": "success", "jobs": []}

@@ -23,7 +23,7 @@ def test_top_draws_what_peers_sent_as_text_not_markup() -> None:
         "at": 1.8e9,
         "errors": [],
         "node": {"node_id": "ab" * 32, "roles": ["scheduler"], "dht": "127.0.0.1:1"},
-        "jobs": [],
+        "jobs": {"jobs": []},
         "queues": {"queues": []},
         "failures": {
             "failures": [

@@ -72,10 +72,11 @@ def test_a_scheduler_killed_mid_job_resumes_it(net: devnet.Devnet, tmp_path: Pat
         s = status(job_id, data)
         assert s["completed"] >= before  # what was done is still done, read back from disk
         deadline = time.monotonic() + 120
-        while (s := status(job_id, data))["state"] != "done":
+        while (s := status(job_id, data))["state"] == "running":
             assert time.monotonic() < deadline, s
             time.sleep(0.2)
-        tasks = json.loads(p2psched("tasks", job_id, "--json", "--data-dir", str(data)).stdout)
+        out = p2psched("tasks", job_id, "--json", "--data-dir", str(data))
+        tasks = json.loads(out.stdout)["tasks"]
         errors = Counter((t["state"], t["error"]) for t in tasks)
         assert s["completed"] == n and s["failed"] == 0, errors
         assert sorted(t["task"] for t in tasks) == sorted(f"{job_id}/{i}" for i in range(n))

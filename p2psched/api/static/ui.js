@@ -195,6 +195,8 @@ async function refresh(token) {
 
 function take(name, body) {
   if (name === "queue") seen.queue = body.queues ?? [];
+  else if (name === "jobs") seen.jobs = body.jobs ?? [];
+  else if (name === "workers") seen.workers = body.workers ?? [];
   else if (name === "failures") {
     offered.failures = true;
     seen.failures = body.failures ?? [];
@@ -225,7 +227,7 @@ async function failuresFromTasks(token) {
             token,
           );
           if (status !== 200) return; // asked again next time
-          tasks.push(...body);
+          tasks.push(...(body.tasks ?? []));
         } catch (e) {
           if (e instanceof Refused) throw e;
           return;
@@ -279,13 +281,13 @@ function drawNode() {
   byId("node").replaceChildren(...parts);
 }
 
-function jobLabel(j) {
-  if (j.state === "running") return ["running", "info"];
-  const c = j.counts ?? {};
-  if (j.failed === 0) return ["completed", "good"];
-  if ((c.aborted ?? 0) === j.total) return ["cancelled", "muted-badge"];
-  if (j.completed === 0) return ["failed", "bad"];
-  return ["partly failed", "warn"];
+// A job's state as the node says it (the CLI shows the same word); a failed job that
+// completed some of its tasks is marked less loudly than one that completed none.
+const JOB_BADGES = { running: "info", completed: "good", cancelled: "muted-badge" };
+
+function jobBadge(j) {
+  if (j.state === "failed") return j.completed > 0 ? "warn" : "bad";
+  return JOB_BADGES[j.state] ?? "";
 }
 
 function progressBar(j) {
@@ -321,12 +323,12 @@ function drawJobs() {
   const running = jobs.filter((j) => j.state === "running");
   const shown = [...running, ...jobs.slice(running.length, running.length + SETTLED_JOBS_SHOWN)];
   const rows = shown.map((j) => {
-    const [label, cls] = jobLabel(j);
+    const settled = j.state === "completed" || j.state === "cancelled";
     return el(
       "tr",
-      { "data-job": j.job, class: cls === "good" || label === "cancelled" ? "settled" : "" },
+      { "data-job": j.job, class: settled ? "settled" : "" },
       td(el("span", { class: "mono strong" }, j.job), "nowrap", clock(j.submitted_at)),
-      td(el("span", { class: `badge ${cls}` }, label), "state"),
+      td(el("span", { class: `badge ${jobBadge(j)}` }, j.state), "state"),
       td(progressBar(j), "progress-col"),
       num(count(j.completed), "completed"),
       num(count(j.failed), j.failed ? "failed bad-text" : "failed"),
