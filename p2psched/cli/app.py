@@ -4,7 +4,8 @@ with exit status 2.
 
 Promises: building the parser imports none of the commands' machinery (trio, the node, the
 API, the DHT): a command imports what it needs when it runs, so `--help` and the commands that
-only ask a running node start at once (tests/test_cli.py checks which modules get imported).
+only ask a running node start at once (tests/cli/test_app.py checks which modules get
+imported).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 
 from p2psched import logs
 from p2psched.cli import devnet, dht, jobs, operate, roles
-from p2psched.cli.args import common_options
+from p2psched.cli.args import HelpFormatter, common_options
 
 GROUPS = (roles, jobs, operate, dht, devnet)
 
@@ -37,9 +38,43 @@ USER_ERRORS = (
 NODE_WENT_AWAY = (("p2psched.api.client", "NodeUnreachable"),)  # while we talked to it
 
 
+def version() -> str:
+    """This installation's version: the package's metadata, else the source's own."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("p2psched")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        import p2psched
+
+        return str(getattr(p2psched, "__version__", "unknown"))
+
+
+class _Version(argparse.Action):
+    """`--version`: the version is looked up only when asked for (see the module's promise)."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"p2psched {version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="p2psched", description="A peer-to-peer compute scheduler.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(
+        prog="p2psched",
+        description="A peer-to-peer compute scheduler. (README: Quick start)",
+        epilog="examples (a devnet: a gate and workers on this machine):\n"
+        "  p2psched devnet up --dir .devnet\n"
+        "  p2psched submit examples/hello.yaml --data-dir .devnet/gate\n"
+        "  p2psched devnet down --dir .devnet\n"
+        "Each command's help: p2psched COMMAND --help",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("--version", action=_Version, help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = common_options()
     for group in GROUPS:
         group.register(sub, common)

@@ -5,7 +5,9 @@ Every command that runs a DHT node takes `--trusted-net CIDR` (repeatable) and `
 which peers the routing table spares from its per-/24 limits (default: loopback and LANs). Every
 command that acts on a node takes `--id-bits N`: the work a node id must show on its network
 (default: a gate's or worker's config file's `[dht] id_bits`, else `P2PSCHED_ID_BITS`, else
-15; `identity.py`).
+15; `identity.py`). Every command is added with `add_command`: a one-line summary, and
+examples that work as written against `p2psched devnet up --dir .devnet`; `HelpFormatter`
+shows each option's default.
 
 Cheap to import: every parser is built from it, and `--help` must not wait for trio or the node.
 """
@@ -16,6 +18,7 @@ import argparse
 import ipaddress
 import shlex
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -30,6 +33,53 @@ if TYPE_CHECKING:
 
 class UsageError(Exception):
     """A mistake on the command line; the message says what and how to fix it."""
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """A description's lines wrapped one by one and an indented line (an example) kept as
+    written; each option's default said after its help, unless the help already says it or
+    there is none worth saying (no value, off, empty)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        fill = super()._fill_text  # (not in the generator: there super() has no class)
+        return "\n".join(
+            line if not line or line.startswith(" ") else fill(line, width, indent)
+            for line in text.splitlines()
+        )
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        said = action.help or ""
+        default = action.default
+        nothing = default is None or default is argparse.SUPPRESS or default is False
+        if "default" in said or nothing or default in ("", []):
+            return said
+        shown = "%(default)g" if isinstance(default, float) else "%(default)s"
+        return f"{said} (default: {shown})"
+
+
+def add_command(
+    sub: Subcommands,
+    name: str,
+    summary: str,
+    examples: Sequence[str],
+    *,
+    parents: Sequence[argparse.ArgumentParser] = (),
+    more: str = "",
+    where: str = "",
+) -> argparse.ArgumentParser:
+    """Command `name`: `summary` is its line in its parent's list and the first of its own
+    help, `more` what its help says next; its help ends with `examples`, command lines that
+    work as written against `p2psched devnet up --dir .devnet`, and `where` says where a part
+    of them comes from (the id of a job, ...)."""
+    heading = ("examples" if len(examples) > 1 else "example") + (f" ({where})" if where else "")
+    return sub.add_parser(
+        name,
+        parents=list(parents),
+        help=summary,
+        description=summary[0].upper() + summary[1:] + "." + (f"\n{more}" if more else ""),
+        epilog=heading + ":" + "".join(f"\n  {example}" for example in examples),
+        formatter_class=HelpFormatter,
+    )
 
 
 def parse_hostport(text: str, what: str) -> tuple[str, int]:
@@ -98,7 +148,8 @@ def common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--data-dir",
-        help="this node's directory (identity key, state); default $P2PSCHED_HOME or ~/.p2psched",
+        help="this node's directory: its identity key and state (default: $P2PSCHED_HOME, "
+        "else ~/.p2psched)",
     )
     common.add_argument(
         "--id-bits",
@@ -112,7 +163,7 @@ def common_options() -> argparse.ArgumentParser:
         "--log-level",
         choices=logs.LEVELS,
         default="warning",
-        help="log events (to stderr) at this level and above (default warning)",
+        help="log events (to stderr) at this level and above",
     )
     common.add_argument(
         "--log-json",
@@ -130,8 +181,9 @@ def trust_options(sp: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="CIDR",
-        help="spare DHT peers in this network from the per-/24 limits, as LAN peers are "
-        "(repeatable; for example 100.64.0.0/10 for a Tailscale tailnet)",
+        help="spare DHT peers in this network from the per-/24 limits, as LAN peers are; "
+        "repeatable; for example 100.64.0.0/10 for a Tailscale tailnet (README: A lab on one "
+        "subnet)",
     )
     sp.add_argument(
         "--cap-lan",
@@ -154,11 +206,12 @@ def trusted_networks(args: argparse.Namespace) -> TrustedNetworks:
 def api_options(sp: argparse.ArgumentParser) -> None:
     """Where a node the command runs serves its control API."""
     sp.add_argument(
-        "--api-port", type=port_number, default=0, help="control API port (default any)"
+        "--api-port",
+        type=port_number,
+        default=0,
+        help="control API port (default: 0, any free one)",
     )
-    sp.add_argument(
-        "--api-host", default="127.0.0.1", help="control API address (default 127.0.0.1)"
-    )
+    sp.add_argument("--api-host", default="127.0.0.1", help="control API address")
     sp.add_argument(
         "--api-remote",
         action="store_true",
@@ -176,13 +229,12 @@ def api_options(sp: argparse.ArgumentParser) -> None:
         type=count,
         default=1024,
         metavar="N",
-        help="signed TCP sessions the API holds at once, the least recently used dropped "
-        "(default 1024)",
+        help="signed TCP sessions the API holds at once, the least recently used dropped",
     )
     sp.add_argument(
         "--api-session-idle",
         type=positive,
         default=60.0,
         metavar="S",
-        help="seconds a signed TCP session lives unused (default 60)",
+        help="seconds a signed TCP session lives unused",
     )

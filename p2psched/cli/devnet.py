@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from p2psched.cli.args import hint, parse_hostport
+from p2psched.cli.args import add_command, hint, parse_hostport
 from p2psched.cli.show import print_table
 from p2psched.devnet import DRIVERS
 
@@ -94,11 +94,22 @@ def cmd_devnet_demo(args: argparse.Namespace) -> None:
 
 
 def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
-    net = sub.add_parser("devnet", help="a local network of processes").add_subparsers(
-        dest="devnet_command", required=True
+    net = add_command(
+        sub,
+        "devnet",
+        "a gate and workers as processes on this machine, to try p2psched: up, down, demo",
+        ["p2psched devnet up --dir .devnet"],
+        more="(README: A devnet)",
+    ).add_subparsers(dest="devnet_command", required=True)
+    sp = add_command(
+        net,
+        "up",
+        "start a gate and N workers on loopback, and return",
+        ["p2psched devnet up --dir .devnet --workers 5"],
+        more="Their data dirs are DIR/gate, DIR/worker-0, ...; submit to DIR/gate. "
+        "(README: A devnet)",
     )
-    sp = net.add_parser("up", help="start a gate and N workers on loopback")
-    sp.add_argument("--workers", type=_workers, default=3)
+    sp.add_argument("--workers", type=_workers, default=3, help="how many workers, 1..200")
     sp.add_argument("--dir", default=".devnet", help="where their data and logs go")
     sp.add_argument(
         "--driver",
@@ -108,17 +119,30 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
         + ", what examples/ needs)",
     )
     sp.set_defaults(func=cmd_devnet_up)
-    sp = net.add_parser(
-        "serve-model", help="the devnet's OpenAI-compatible test endpoint (`up` starts it)"
+    sp = add_command(
+        net,
+        "serve-model",
+        "the devnet's OpenAI-compatible test endpoint (`up` starts it)",
+        ["p2psched devnet serve-model --port-file .devnet/my-model.json"],
     )
     sp.add_argument("--port-file", required=True, help="where to write the port it listens on")
-    sp.add_argument("--port", type=int, default=0, help="on 127.0.0.1 (default: any free one)")
+    sp.add_argument("--port", type=int, default=0, help="on 127.0.0.1 (default: 0, any free one)")
     sp.set_defaults(func=cmd_devnet_serve_model)
-    sp = net.add_parser("down", help="stop the devnet")
-    sp.add_argument("--dir", default=".devnet")
+    sp = add_command(
+        net,
+        "down",
+        "stop the devnet's processes",
+        ["p2psched devnet down --dir .devnet"],
+    )
+    sp.add_argument("--dir", default=".devnet", help="the devnet's folder, as up was given")
     sp.set_defaults(func=cmd_devnet_down)
-    sp = net.add_parser("demo", help="up, run examples/hello.yaml, show the results, down")
-    sp.add_argument("--workers", type=_workers, default=3)
-    sp.add_argument("--job", help="another job to run (default examples/hello.yaml)")
-    sp.add_argument("--results", default="results", help="folder for results (default results)")
+    sp = add_command(
+        net,
+        "demo",
+        "up in a temporary folder, run a job (examples/hello.yaml), show the results, down",
+        ["p2psched devnet demo --workers 2"],
+    )
+    sp.add_argument("--workers", type=_workers, default=3, help="how many workers, 1..200")
+    sp.add_argument("--job", help="another job to run (default: examples/hello.yaml)")
+    sp.add_argument("--results", default="results", help="folder for results")
     sp.set_defaults(func=cmd_devnet_demo, runs_a_job=True)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from p2psched.cli.args import (
     UsageError,
+    add_command,
     data_dir,
     parse_hostport,
     trust_options,
@@ -213,14 +214,27 @@ def cmd_demo(args: argparse.Namespace) -> None:
     trio.run(main)
 
 
+# The examples' own DHT node, on a port other than the gate examples' (cli/roles.py).
+DHT_EXAMPLE = "p2psched dht serve --listen 127.0.0.1:4100 --data-dir .devnet/my-dht"
+
+
 def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
-    dht = sub.add_parser("dht", help="run or use a DHT node").add_subparsers(
-        dest="dht_command", required=True
+    dht = add_command(
+        sub,
+        "dht",
+        "run a bare DHT node, or store and read its signed records: serve, put, get",
+        [DHT_EXAMPLE, "p2psched dht get greeting --bootstrap 127.0.0.1:4100"],
+        more="(README: The DHT)",
+    ).add_subparsers(dest="dht_command", required=True)
+    sp = add_command(
+        dht,
+        "serve",
+        "run a DHT node until Ctrl-C",
+        [DHT_EXAMPLE],
+        parents=[common],
+        more="(README: The DHT)",
     )
-    sp = dht.add_parser("serve", parents=[common], help="run a DHT node until Ctrl-C")
-    sp.add_argument(
-        "--listen", default="0.0.0.0:4000", help="HOST:PORT to bind (default 0.0.0.0:4000)"
-    )
+    sp.add_argument("--listen", default="0.0.0.0:4000", help="HOST:PORT to bind")
     sp.add_argument(
         "--bootstrap",
         action="append",
@@ -235,11 +249,29 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     )
     trust_options(sp)
     sp.set_defaults(func=cmd_dht_serve)
-    for name, func, help_ in (
-        ("put", cmd_dht_put, "store a signed record"),
-        ("get", cmd_dht_get, "print the records under a key"),
+    for name, func, summary, example in (
+        (
+            "put",
+            cmd_dht_put,
+            "store a signed record",
+            "p2psched dht put greeting hello --bootstrap 127.0.0.1:4100 "
+            "--data-dir .devnet/my-client",
+        ),
+        (
+            "get",
+            cmd_dht_get,
+            "print the records under a key",
+            "p2psched dht get greeting --bootstrap 127.0.0.1:4100",
+        ),
     ):
-        sp = dht.add_parser(name, parents=[common], help=help_)
+        sp = add_command(
+            dht,
+            name,
+            summary,
+            [DHT_EXAMPLE, example],
+            parents=[common],
+            where="a DHT node, and a short-lived client that joins through it",
+        )
         sp.add_argument("key", help="any text; the DHT key is its SHA-256")
         if name == "put":
             sp.add_argument("value", help="the record's value (text, at most 4096 bytes)")
@@ -256,6 +288,12 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
         trust_options(sp)
         sp.set_defaults(func=func)
 
-    sp = sub.add_parser("demo", help="run a local swarm in this process and show what it does")
-    sp.add_argument("--nodes", type=int, default=50, help="how many nodes (default 50)")
+    sp = add_command(
+        sub,
+        "demo",
+        "run a local swarm of DHT nodes in this process and show what it does",
+        ["p2psched demo --nodes 20"],
+        more="(README: The DHT)",
+    )
+    sp.add_argument("--nodes", type=int, default=50, help="how many nodes")
     sp.set_defaults(func=cmd_demo)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from p2psched.cli.args import UsageError, data_dir, hint, parse_hostport
+from p2psched.cli.args import UsageError, add_command, data_dir, hint, parse_hostport
 from p2psched.cli.show import client, print_table, view
 
 if TYPE_CHECKING:
@@ -176,8 +176,25 @@ def _ledger(args: argparse.Namespace) -> dict[str, Any]:
         return ledger_view(store, args.verify)
 
 
+# A job's id as examples give it: a real one is its name and 8 hex digits of its own.
+JOB = "hello-1a2b3c4d"
+WHERE_JOB = f"{JOB} stands for a job's id, as `p2psched jobs --data-dir .devnet/gate` lists it"
+AS_JSON = "print the node's answer as JSON"
+
+
 def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
-    sp = sub.add_parser("submit", parents=[common], help="run a job (job.yaml) on the network")
+    sp = add_command(
+        sub,
+        "submit",
+        "run a job (a YAML file) on the network and write its results",
+        [
+            "p2psched submit examples/hello.yaml --data-dir .devnet/gate",
+            "p2psched submit examples/sleep.yaml --data-dir .devnet/gate --detach",
+        ],
+        parents=[common],
+        more="The node running on --data-dir runs it; with none there, --gate runs one here "
+        "for as long as the job runs. Ctrl-C cancels the job. (README: Running jobs)",
+    )
     sp.add_argument("job", help="the job spec, a YAML file (see examples/)")
     sp.add_argument(
         "--gate",
@@ -185,47 +202,95 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
         help="with no node running on --data-dir: run one here through this gate for as long as "
         "the job runs (its state in a temporary directory, removed after, unless --data-dir)",
     )
-    sp.add_argument("--results", default="results", help="folder for results (default results)")
+    sp.add_argument("--results", default="results", help="folder for results")
     sp.add_argument("--json", action="store_true", help="print one JSON summary, no progress")
     sp.add_argument(
         "--detach", action="store_true", help="return once the tasks are committed (needs a node)"
     )
     sp.set_defaults(func=cmd_submit, runs_a_job=True)
 
-    sp = sub.add_parser(
+    sp = add_command(
+        sub,
         "results",
+        "fetch a job's results and receipts from the running node, as submit writes them",
+        [f"p2psched results {JOB} --data-dir .devnet/gate"],
         parents=[common],
-        help="fetch a job's results and receipts from the running node, as submit writes them",
-        description="Write a job's results and receipts from the node running on --data-dir "
-        "into OUT/NAME/ (OUT/NAME-2/ if another job of that name wrote there), as submit does: "
-        "for a job submitted with --detach. Example: p2psched results naps-1a2b3c4d --out results",
+        more="They go to OUT/NAME/ (OUT/NAME-2/ if another job of that name wrote there): for "
+        "a job submitted with --detach.",
+        where=WHERE_JOB,
     )
     sp.add_argument("job", help="the job's id (see p2psched jobs)")
-    sp.add_argument("--out", default="results", help="folder for results (default results)")
+    sp.add_argument("--out", default="results", help="folder for results")
     sp.add_argument("--json", action="store_true", help="print one JSON summary")
     sp.set_defaults(func=cmd_results)
+    _register_following(sub, common)
 
-    sp = sub.add_parser("jobs", parents=[common], help="the jobs of the running node")
-    sp.add_argument("--json", action="store_true")
+
+def _register_following(sub: Subcommands, common: argparse.ArgumentParser) -> None:
+    """The commands that follow a job on the running node, and its ledger."""
+    sp = add_command(
+        sub,
+        "jobs",
+        "list the jobs of the node running on --data-dir",
+        ["p2psched jobs --data-dir .devnet/gate"],
+        parents=[common],
+    )
+    sp.add_argument("--json", action="store_true", help=AS_JSON)
     sp.set_defaults(func=cmd_jobs)
-    sp = sub.add_parser("status", parents=[common], help="one job's progress")
-    sp.add_argument("job")
-    sp.add_argument("--json", action="store_true")
+    sp = add_command(
+        sub,
+        "status",
+        "one job's progress",
+        [f"p2psched status {JOB} --data-dir .devnet/gate"],
+        parents=[common],
+        where=WHERE_JOB,
+    )
+    sp.add_argument("job", help="the job's id (see p2psched jobs)")
+    sp.add_argument("--json", action="store_true", help=AS_JSON)
     sp.set_defaults(func=cmd_status)
-    sp = sub.add_parser("tasks", parents=[common], help="one job's tasks")
-    sp.add_argument("job")
+    sp = add_command(
+        sub,
+        "tasks",
+        "one job's tasks: each one's state, worker and error",
+        [f"p2psched tasks {JOB} --state failed --data-dir .devnet/gate"],
+        parents=[common],
+        where=WHERE_JOB,
+    )
+    sp.add_argument("job", help="the job's id (see p2psched jobs)")
     sp.add_argument("--state", help="only tasks in this state (e.g. failed)")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help=AS_JSON)
     sp.set_defaults(func=cmd_tasks)
-    sp = sub.add_parser("history", parents=[common], help="a task's transitions, with why")
-    sp.add_argument("task", metavar="JOB/N")
-    sp.add_argument("--json", action="store_true")
+    sp = add_command(
+        sub,
+        "history",
+        "a task's transitions, each with why",
+        [f"p2psched history {JOB}/0 --data-dir .devnet/gate"],
+        parents=[common],
+        where=WHERE_JOB + "; its tasks are numbered from 0",
+    )
+    sp.add_argument("task", metavar="JOB/N", help="the task: its job's id and its number")
+    sp.add_argument("--json", action="store_true", help=AS_JSON)
     sp.set_defaults(func=cmd_history)
-    sp = sub.add_parser("cancel", parents=[common], help="cancel a job (JOB) or a task (JOB/N)")
-    sp.add_argument("target", metavar="JOB|TASK")
+    sp = add_command(
+        sub,
+        "cancel",
+        "cancel a job (JOB) or one of its tasks (JOB/N)",
+        [f"p2psched cancel {JOB} --data-dir .devnet/gate"],
+        parents=[common],
+        where=WHERE_JOB,
+    )
+    sp.add_argument("target", metavar="JOB|TASK", help="a job's id, or JOB/N for one task")
     sp.set_defaults(func=cmd_cancel)
 
-    sp = sub.add_parser("ledger", parents=[common], help="spent and earned, per job and per peer")
+    sp = add_command(
+        sub,
+        "ledger",
+        "money spent and earned, per job and per peer",
+        ["p2psched ledger --verify --data-dir .devnet/gate"],
+        parents=[common],
+        more="From the node running on --data-dir, else from its store. (README: Scheduling: "
+        "strategies, predictor, durable state, ledger)",
+    )
     sp.add_argument("--verify", action="store_true", help="re-check every entry's signature")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="print the ledger as JSON")
     sp.set_defaults(func=cmd_ledger)

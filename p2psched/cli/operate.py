@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from p2psched.api.endpoint import TOKEN_FILE
 from p2psched.cli.args import (
     UsageError,
+    add_command,
     data_dir,
     parse_hostport,
     trust_options,
@@ -142,40 +143,99 @@ def _show_workers(args: argparse.Namespace, need: str, ads: list[dict[str, Any]]
 
 
 def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
-    sp = sub.add_parser("top", parents=[common], help="the running node at a glance, refreshed")
+    sp = add_command(
+        sub,
+        "top",
+        "the running node at a glance, refreshed",
+        ["p2psched top --data-dir .devnet/gate"],
+        parents=[common],
+        more="(README: Operating a node: API, dashboard, top, metrics and logs)",
+    )
     sp.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     sp.add_argument("--once", action="store_true", help="draw once and exit")
     sp.set_defaults(func=cmd_top)
-    sp = sub.add_parser("ui", parents=[common], help="the web dashboard's address (with token)")
-    sp.set_defaults(func=cmd_ui)
-    sp = sub.add_parser("peers", parents=[common], help="the DHT peers of the running node")
-    sp.add_argument("--json", action="store_true")
-    sp.set_defaults(func=cmd_peers)
-
-    sched = sub.add_parser(
-        "scheduler", help="the running node's scheduling strategy and predictor"
-    ).add_subparsers(dest="scheduler_command", required=True)
-    sp = sched.add_parser("show", parents=[common], help="the strategy and predict mode in use")
-    sp.add_argument("--json", action="store_true")
-    sp.set_defaults(func=cmd_scheduler)
-    sp = sched.add_parser("set", parents=[common], help="switch the strategy, for every job")
-    sp.add_argument(
-        "name", help="cost, shortest_queue, round_robin, weighted, probabilistic or late_binding"
+    sp = add_command(
+        sub,
+        "ui",
+        "print the web dashboard's address (with its token) for a browser",
+        ["p2psched ui --data-dir .devnet/gate"],
+        parents=[common],
+        more="(README: Operating a node: API, dashboard, top, metrics and logs)",
     )
-    sp.add_argument("--json", action="store_true")
-    sp.set_defaults(func=cmd_scheduler)
-    sp = sched.add_parser("predict-mode", parents=[common], help="switch the predictor's mode")
-    sp.add_argument("mode", help="default (learned) or lookup_table (frozen table)")
-    sp.add_argument("--json", action="store_true")
-    sp.set_defaults(func=cmd_scheduler)
+    sp.set_defaults(func=cmd_ui)
+    sp = add_command(
+        sub,
+        "peers",
+        "the DHT peers of the running node",
+        ["p2psched peers --data-dir .devnet/gate"],
+        parents=[common],
+    )
+    sp.add_argument("--json", action="store_true", help="print the node's answer as JSON")
+    sp.set_defaults(func=cmd_peers)
+    _register_scheduler(sub, common)
 
-    sp = sub.add_parser("workers", parents=[common], help="list the workers that match a need")
+    sp = add_command(
+        sub,
+        "workers",
+        "list the workers that match a need",
+        ["p2psched workers --need 'gpu=A100,vram>=40' --data-dir .devnet/gate"],
+        parents=[common],
+        more="Asks the node running on --data-dir, or with --gate the network itself.",
+    )
     sp.add_argument(
         "--gate",
         metavar="HOST:PORT",
         help="a gate of the network (default: ask the node running on --data-dir)",
     )
-    sp.add_argument("--need", default="", help="for example: gpu=A100,vram>=40,model=llama-3-8b")
+    sp.add_argument(
+        "--need",
+        default="",
+        help="for example: gpu=A100,vram>=40,model=llama-3-8b (default: any worker)",
+    )
     sp.add_argument("--json", action="store_true", help="one JSON object per worker")
     trust_options(sp)
     sp.set_defaults(func=cmd_workers)
+
+
+def _register_scheduler(sub: Subcommands, common: argparse.ArgumentParser) -> None:
+    about = "(README: Scheduling: strategies, predictor, durable state, ledger)"
+    sched = add_command(
+        sub,
+        "scheduler",
+        "the running node's scheduling strategy and predictor: show, set, predict-mode",
+        ["p2psched scheduler show --data-dir .devnet/gate"],
+        more=about,
+    ).add_subparsers(dest="scheduler_command", required=True)
+    sp = add_command(
+        sched,
+        "show",
+        "the strategy and predict mode in use",
+        ["p2psched scheduler show --data-dir .devnet/gate"],
+        parents=[common],
+    )
+    sp.add_argument("--json", action="store_true", help="print the node's answer as JSON")
+    sp.set_defaults(func=cmd_scheduler)
+    sp = add_command(
+        sched,
+        "set",
+        "switch the strategy, for every job",
+        ["p2psched scheduler set shortest_queue --data-dir .devnet/gate"],
+        parents=[common],
+        more=about,
+    )
+    sp.add_argument(
+        "name", help="cost, shortest_queue, round_robin, weighted, probabilistic or late_binding"
+    )
+    sp.add_argument("--json", action="store_true", help="print the node's answer as JSON")
+    sp.set_defaults(func=cmd_scheduler)
+    sp = add_command(
+        sched,
+        "predict-mode",
+        "switch the predictor's mode",
+        ["p2psched scheduler predict-mode lookup_table --data-dir .devnet/gate"],
+        parents=[common],
+        more=about,
+    )
+    sp.add_argument("mode", help="default (learned) or lookup_table (frozen table)")
+    sp.add_argument("--json", action="store_true", help="print the node's answer as JSON")
+    sp.set_defaults(func=cmd_scheduler)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from p2psched.api.endpoint import TOKEN_FILE
 from p2psched.cli.args import (
     UsageError,
+    add_command,
     api_options,
     data_dir,
     hint,
@@ -283,14 +284,39 @@ def cmd_worker_drain(args: argparse.Namespace) -> None:
         print("taking tasks again")
 
 
+# The examples' own gate, on a port other than the DHT examples' (cli/dht.py).
+GATE_EXAMPLE = "p2psched gate --listen 127.0.0.1:4000 --data-dir .devnet/my-gate"
+
+
 def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
-    sp = sub.add_parser("init", parents=[common], help="create this node's identity")
+    sp = add_command(
+        sub,
+        "init",
+        "create this node's identity (an Ed25519 key) in its data dir",
+        ["p2psched init --data-dir .devnet/my-node"],
+        parents=[common],
+    )
     sp.set_defaults(func=cmd_init)
-    sp = sub.add_parser("id", parents=[common], help="print this node's id")
+    sp = add_command(
+        sub,
+        "id",
+        "print this node's id",
+        ["p2psched id --data-dir .devnet/gate"],
+        parents=[common],
+        more="(README: Identity)",
+    )
     sp.set_defaults(func=cmd_id)
     _register_gate(sub, common)
 
-    sp = sub.add_parser("node", parents=[common], help="run a node that schedules jobs")
+    sp = add_command(
+        sub,
+        "node",
+        "run a node that schedules jobs, until Ctrl-C",
+        [GATE_EXAMPLE, "p2psched node --gate 127.0.0.1:4000 --data-dir .devnet/my-node"],
+        parents=[common],
+        more="Submit jobs to it with its --data-dir. (README: Running jobs)",
+        where="a gate, and a node that joins through it",
+    )
     sp.add_argument(
         "--gate",
         required=True,
@@ -307,33 +333,59 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
 
 
 def _register_gate(sub: Subcommands, common: argparse.ArgumentParser) -> None:
-    sp = sub.add_parser(
-        "gate", parents=[common], help="run a gate: the node newcomers join through"
+    sp = add_command(
+        sub,
+        "gate",
+        "run a gate, the node newcomers join through, until Ctrl-C; or show its relay (status)",
+        [GATE_EXAMPLE, "p2psched gate status --data-dir .devnet/gate"],
+        parents=[common],
+        more="(README: Running a gate)",
     )
+    sp.add_argument("--listen", default="0.0.0.0:4000", help="HOST:PORT to bind")
     sp.add_argument(
-        "--listen", default="0.0.0.0:4000", help="HOST:PORT to bind (default 0.0.0.0:4000)"
-    )
-    sp.add_argument(
-        "--bootstrap", action="append", default=[], metavar="HOST:PORT", help="another gate"
+        "--bootstrap",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="another gate to join (repeatable)",
     )
     sp.add_argument(
         "--config",
-        help="TOML with [relay] and [dht] tables of limits (see README: Running a gate)",
+        help="TOML with [relay] and [dht] tables of limits (README: Running a gate)",
     )
     trust_options(sp)
     api_options(sp)
     sp.add_argument(
-        "action", nargs="?", choices=["status"], help="status: the running gate's relay"
+        "action",
+        nargs="?",
+        choices=["status"],
+        help="status: the relay of the gate running on --data-dir",
     )
-    sp.add_argument("--json", action="store_true", help="status as JSON")
+    sp.add_argument("--json", action="store_true", help="with status: print it as JSON")
     sp.set_defaults(func=cmd_gate)
 
 
 def _register_worker(sub: Subcommands, common: argparse.ArgumentParser) -> None:
-    worker = sub.add_parser("worker", help="offer this machine's resources").add_subparsers(
-        dest="worker_command", required=True
+    worker = add_command(
+        sub,
+        "worker",
+        "offer this machine's resources: join a network, drain, undrain",
+        [
+            GATE_EXAMPLE,
+            "p2psched worker join --gate 127.0.0.1:4000 --data-dir .devnet/my-worker",
+            "p2psched worker drain --data-dir .devnet/worker-0",
+        ],
+        more="(README: Running a worker)",
+    ).add_subparsers(dest="worker_command", required=True)
+    sp = add_command(
+        worker,
+        "join",
+        "join a network through a gate and advertise this machine, until Ctrl-C",
+        [GATE_EXAMPLE, "p2psched worker join --gate 127.0.0.1:4000 --data-dir .devnet/my-worker"],
+        parents=[common],
+        more="(README: Running a worker)",
+        where="a gate, and a worker that joins through it",
     )
-    sp = worker.add_parser("join", parents=[common], help="join through a gate and advertise")
     sp.add_argument(
         "--gate",
         required=True,
@@ -349,7 +401,10 @@ def _register_worker(sub: Subcommands, common: argparse.ArgumentParser) -> None:
         help="auto (default): ask a gate to dial it back; private: behind NAT, take tasks "
         "through a gate's relay; public: schedulers can dial it",
     )
-    sp.add_argument("--config", help="the worker's TOML config (prices, drivers, models, labels)")
+    sp.add_argument(
+        "--config",
+        help="the worker's TOML config: prices, drivers, models, labels (README: Running a worker)",
+    )
     sp.add_argument("--listen", metavar="HOST:PORT", help="where to bind (default: any free port)")
     sp.add_argument(
         "--ad-ttl", type=float, default=120.0, help="seconds the ad lives unless renewed"
@@ -357,9 +412,15 @@ def _register_worker(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     trust_options(sp)
     api_options(sp)
     sp.set_defaults(func=cmd_worker_join)
-    for name, help_ in (
-        ("drain", "take no new tasks, finish those held (the running worker on --data-dir)"),
-        ("undrain", "take tasks again"),
+    for name, summary in (
+        ("drain", "take no new tasks and finish those held (the worker running on --data-dir)"),
+        ("undrain", "take tasks again (the worker running on --data-dir)"),
     ):
-        sp = worker.add_parser(name, parents=[common], help=help_)
+        sp = add_command(
+            worker,
+            name,
+            summary,
+            [f"p2psched worker {name} --data-dir .devnet/worker-0"],
+            parents=[common],
+        )
         sp.set_defaults(func=cmd_worker_drain)
