@@ -43,7 +43,7 @@ def cmd_results(args: argparse.Namespace) -> None:
     from p2psched.cli.results import run_results
 
     with client(args) as node:
-        code = run_results(node, data_dir(args), args.job, Path(args.out), args.json)
+        code = run_results(node, data_dir(args), args.job, Path(args.out), args.json, args.wait)
     sys.exit(code)
 
 
@@ -213,7 +213,10 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
         sub,
         "results",
         "fetch a job's results and receipts from the running node, as submit writes them",
-        [f"p2psched results {JOB} --data-dir .devnet/gate"],
+        [
+            f"p2psched results {JOB} --data-dir .devnet/gate",
+            f"p2psched results {JOB} --data-dir .devnet/gate --wait --out ./mine",
+        ],
         parents=[common],
         more="They go to OUT/NAME/ (OUT/NAME-2/ if another job of that name wrote there): for "
         "a job submitted with --detach.",
@@ -221,6 +224,12 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     )
     sp.add_argument("job", help="the job's id (see p2psched jobs)")
     sp.add_argument("--out", default="results", help="folder for results")
+    sp.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the job to end, writing results as they settle (Ctrl-C stops the "
+        "wait, not the job)",
+    )
     sp.add_argument("--json", action="store_true", help="print one JSON summary")
     sp.set_defaults(func=cmd_results)
     _register_following(sub, common)

@@ -356,6 +356,18 @@ class _Following:
         self.after = 0
         self.said: set[str] = set()  # needs already said to have no worker
 
+    def caught_up(self) -> dict[str, Any]:
+        """Write every result settled so far; the job's status from before the pages (so that
+        a job it says has ended has all its results written)."""
+        status: dict[str, Any] = self.client.get(self.path)
+        for _ in range(status["total"] + 1):  # each page but the last brings one result or more
+            page = self.client.get(f"{self.path}/results", after=self.after)
+            self.after = page["next"]
+            _collect(self.folder, self.failures, page["results"], self.fetch)
+            if len(page["results"]) < RESULTS_PAGE:
+                break
+        return status
+
     def until_done(self, display: Display | None) -> dict[str, Any]:
         """Write results until the job is done and all its results are in; its last status."""
         while True:

@@ -130,3 +130,25 @@ def test_commands_that_only_look_leave_no_home_behind(net: devnet.Devnet, tmp_pa
     assert "now removed; pass --data-dir" in out.stderr
     assert says(out.stdout, "results in results/hello")
     assert len(list((home / "results" / "hello").glob("*.receipt.json"))) == 2
+
+
+@pytest.mark.parametrize("net", [2], indirect=True)
+def test_results_wait_for_a_running_job_to_end(node: Path, tmp_path: Path) -> None:
+    job = matrix_job(tmp_path, "naps", "sleep", "{seconds: 1}", 4)
+    out = p2psched("submit", str(job), "--detach", "--json", "--data-dir", str(node))
+    assert out.returncode == 0, out.stderr
+    job_id = json.loads(out.stdout)["job"]
+
+    # At once: what has settled (nothing yet: each task sleeps 1 s), and the job said running.
+    early = p2psched("results", job_id, "--out", str(tmp_path / "early"), "--data-dir", str(node))
+    assert early.returncode != 0
+    assert says(early.stdout, f"job {job_id} is still running") and "--wait" in early.stdout
+
+    waited = p2psched(
+        "results", job_id, "--wait", "--out", str(tmp_path / "late"), "--data-dir", str(node)
+    )
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert "still running" not in waited.stdout
+    summary = json.loads((tmp_path / "late" / "naps" / "summary.json").read_text())
+    assert summary["completed"] == 4
+    assert len(files_of(tmp_path / "late" / "naps")) == 8  # 4 results, 4 receipts
