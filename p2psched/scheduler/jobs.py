@@ -31,6 +31,7 @@ from p2psched.scheduler.job import (
     job_mtr,
     parse_job,
 )
+from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import DispatchConfig, JobRun, Spooled, TaskRun
 from p2psched.scheduler.service import Dispatcher
 from p2psched.store import Store
@@ -109,7 +110,7 @@ class SubmittedJob:
         return stored_output(self.store, self.job_id, task_id)
 
 
-FINAL = ("completed", "failed", "aborted", "timed_out")  # the states a task never leaves
+FINAL = tuple(s.value for s in TaskState if s.final)  # the states a task never leaves
 
 
 def tally_of(counts: Mapping[str, int], total: int, finished: bool) -> dict[str, Any]:
