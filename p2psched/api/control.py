@@ -77,7 +77,15 @@ from p2psched.node.snapshots import (
     SchedulerSettings,
     TaskHistory,
 )
-from p2psched.node.status import Invalid, NodeFacade, NotFound, Refusal, Unavailable, UnknownChoice
+from p2psched.node.status import (
+    JOBS_SHOWN,
+    Invalid,
+    NodeFacade,
+    NotFound,
+    Refusal,
+    Unavailable,
+    UnknownChoice,
+)
 
 # How the API answers each refusal of the node's façade.
 _REFUSED = {NotFound: 404, Invalid: 422, Unavailable: 409, UnknownChoice: 400}
@@ -211,9 +219,11 @@ def _job_routes(facade: NodeFacade) -> APIRouter:
     async def submit(body: JobSubmission) -> JobAccepted:
         return facade.submit(body.spec, body.source)
 
-    @router.get("/v1/jobs", responses=refusals())
-    async def jobs() -> JobList:
-        return JobList(jobs=facade.jobs())
+    @router.get("/v1/jobs", responses=refusals(422))
+    async def jobs(limit: int = JOBS_SHOWN) -> JobList:
+        """Its running jobs, and the newest others up to `limit` in all (those it ran before
+        it restarted too, from its store), newest first."""
+        return JobList(jobs=facade.jobs(limit))
 
     @router.get("/v1/jobs/{job_id}", responses=refusals(404, 422))
     async def job_status(job_id: str) -> JobStatus:

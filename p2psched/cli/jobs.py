@@ -48,7 +48,7 @@ def cmd_results(args: argparse.Namespace) -> None:
 
 
 def cmd_jobs(args: argparse.Namespace) -> None:
-    listed = view(args, "/v1/jobs")
+    listed = view(args, "/v1/jobs", limit=args.limit)
     if listed is None:
         return
     print_table(
@@ -65,6 +65,8 @@ def cmd_jobs(args: argparse.Namespace) -> None:
         ),
         right={"DONE", "FAILED", "SPENT"},
     )
+    if len(listed["jobs"]) >= args.limit:
+        print(f"(the newest {args.limit}: --limit N for more)")
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -241,8 +243,20 @@ def _register_following(sub: Subcommands, common: argparse.ArgumentParser) -> No
         sub,
         "jobs",
         "list the jobs of the node running on --data-dir",
-        ["p2psched jobs --data-dir .devnet/gate"],
+        [
+            "p2psched jobs --data-dir .devnet/gate",
+            "p2psched jobs --limit 500 --data-dir .devnet/gate",
+        ],
         parents=[common],
+        more="Its running jobs, and the newest others (those it ran before it restarted too), "
+        "newest first.",
+    )
+    sp.add_argument(
+        "--limit",
+        type=int,
+        default=100,
+        help="list at most this many, up to 1000 (default: %(default)s; running ones are "
+        "always listed)",
     )
     sp.add_argument("--json", action="store_true", help=AS_JSON)
     sp.set_defaults(func=cmd_jobs)

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 
 async def serve_node(node: Node, headline: str, api: ApiListen) -> None:
-    """Serve the control API, say where everything is, and wait for SIGTERM or Ctrl-C."""
+    """Serve the control API, say where everything is (`headline`, a format string of the
+    node's `id`, its DHT's address `dht` and `port`), and wait for SIGTERM or Ctrl-C."""
     import signal
 
     import trio
@@ -43,7 +44,7 @@ async def serve_node(node: Node, headline: str, api: ApiListen) -> None:
                 )
             )
             host, port = node.dht.address
-            print(headline.format(id=node.node_id.hex(), dht=host_port(host, port)))
+            print(headline.format(id=node.node_id.hex(), dht=host_port(host, port), port=port))
             print(f"  control API {url} (token in {node.data_dir / TOKEN_FILE})", flush=True)
             async for _ in terminate:
                 nursery.cancel_scope.cancel()

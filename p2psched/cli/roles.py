@@ -29,6 +29,8 @@ from p2psched.cli.args import (
 )
 from p2psched.cli.dht import near
 from p2psched.cli.show import client, view
+from p2psched.home import default_data_dir
+from p2psched.wire.address import host_port
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -147,8 +149,8 @@ def cmd_gate(args: argparse.Namespace) -> None:
     config = _gate_config(Path(args.config) if args.config else None)
     _use_id_bits(args, config.dht)
     headline = (
-        "gate {id} listening on {dht} (DHT on UDP, relay on TCP)\n"
-        "  workers join with: p2psched worker join --gate HOST:PORT; Ctrl-C to stop\n"
+        "gate {id} listening on {dht} (DHT on UDP, relay on TCP); Ctrl-C to stop\n"
+        f"  workers join with: {_join_command(host, data_dir(args))}\n"
         f"  its relay: {_braced(hint('gate status', data_dir(args)))}"
     )
     opened = partial(
@@ -163,6 +165,36 @@ def cmd_gate(args: argparse.Namespace) -> None:
         trusted=trusted_networks(args),
     )
     _run(args, opened, lambda node: serve_node(node, headline, api))
+
+
+# Where a wildcard-bound gate asks its route to, to learn its own address (documentation
+# ranges, RFC 5737 and 3849: a UDP socket's connect sends nothing).
+_PROBES = {"0.0.0.0": ("192.0.2.1", 9), "::": ("2001:db8::1", 9)}
+
+
+def _join_command(bound_host: str, gate_dir: Path) -> str:
+    """`p2psched worker join --gate ADDRESS:{port}` (a format string: the port is filled in
+    once bound) that works as printed: at the address workers reach this gate at, with a note
+    where that is a guess; with a data dir other than the gate's when the gate has the default
+    one (a worker on this machine cannot share it, and one elsewhere loses nothing by it)."""
+    host, note = bound_host, ""
+    if bound_host in _PROBES:
+        try:
+            host = _route_host(bound_host, _PROBES[bound_host])
+            note = (
+                f" ({host}: this machine's address on its default route; if workers reach "
+                "it at another, give them that)"
+            )
+        except OSError:  # no route out: only its user knows the address
+            host, note = "HOST", " (HOST: this machine's address, as workers reach it)"
+    elif ipaddress.ip_address(bound_host).is_loopback:
+        note = " (on this machine only: the gate listens on loopback)"
+    default = default_data_dir()
+    own = default.with_name(default.name + "-worker")
+    shared = gate_dir.expanduser().resolve() == default.resolve()
+    command = _braced(hint("worker join", own if shared else None))
+    address = host_port(host, 0).rpartition(":")[0]  # (an IPv6 host in its brackets)
+    return f"{command} --gate {address}:{{port}}{_braced(note)}"
 
 
 def _braced(text: str) -> str:

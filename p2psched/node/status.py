@@ -45,6 +45,7 @@ from p2psched.scheduler.ads import ad_json
 from p2psched.scheduler.job import JobSpecError, derive_tasks, parse_job
 from p2psched.scheduler.jobs import SubmittedJob, stored_output, to_json
 from p2psched.scheduler.lifecycle import TaskState
+from p2psched.scheduler.past_jobs import PastTasks, past_status
 from p2psched.scheduler.predictor import MODES as PREDICT_MODES
 from p2psched.scheduler.run import TaskRun
 from p2psched.scheduler.strategy import STRATEGIES
@@ -69,6 +70,8 @@ __all__ = [
     "to_json",
 ]
 
+JOBS_SHOWN = 100  # jobs listed unless asked for more
+JOBS_MAX = 1000
 RESULTS_PAGE_MAX = 10_000
 RESULTS_PAGE_BYTES = 8 << 20  # of outputs on one page, about (one larger comes alone)
 FAILURES_MAX = 1000
@@ -145,19 +148,41 @@ class NodeFacade:
 
     # -- jobs and tasks ------------------------------------------------------------------------
 
-    def jobs(self) -> list[JobStatus]:
+    def jobs(self, limit: int = JOBS_SHOWN) -> list[JobStatus]:
+        """Its running jobs, and the newest others (those run before it restarted too) up to
+        `limit` in all: newest first."""
+        if not 1 <= limit <= JOBS_MAX:
+            raise Invalid(f"limit must be 1..{JOBS_MAX}")
         now = self._node.dht.now()
-        return [JobStatus.model_validate(job.status(now)) for job in self._node.jobs.jobs.values()]
+        live = self._node.jobs.jobs
+        shown = {job.job_id: job.status(now) for job in live.values() if job.finished_at is None}
+        for kept in self._node.store.jobs(limit):
+            if len(shown) >= limit:
+                break
+            if kept.job not in shown:
+                job = live.get(kept.job)
+                shown[kept.job] = job.status(now) if job else past_status(kept, now)
+        newest = sorted(shown.values(), key=lambda j: (-j["submitted_at"], j["job"]))
+        return [JobStatus.model_validate(j) for j in newest]
 
     def job(self, job_id: str) -> JobStatus:
-        return JobStatus.model_validate(self._job(job_id).status(self._node.dht.now()))
+        now = self._node.dht.now()
+        job = self._node.jobs.jobs.get(job_id)
+        if job is not None:
+            return JobStatus.model_validate(job.status(now))
+        kept = self._node.store.job(job_id)
+        if kept is None:
+            raise _no_job(job_id)
+        return JobStatus.model_validate(past_status(kept, now))
 
     def tasks(self, job_id: str, state: str | None = None) -> list[TaskView]:
         """A job's tasks, or those of them in `state`."""
-        job = self._job(job_id)
         known = sorted(s.value for s in TaskState)
         if state is not None and state not in known:
             raise Invalid(f"unknown state {state!r}; known: {', '.join(known)}")
+        job = self._node.jobs.jobs.get(job_id)
+        if job is None:
+            return [TaskView.model_validate(t) for t in self._past(job_id).tasks(state)]
         return [
             TaskView.model_validate(job.task_view(t))
             for t in job.run.tasks.values()
@@ -179,16 +204,20 @@ class NodeFacade:
         elif self._node.store.has_job(job_id):
             raise NotFound(f"job {job_id} has no task {index}")
         else:
-            raise NotFound(f"no job {job_id!r} on this node (see GET /v1/jobs)")
+            raise _no_job(job_id)
         moves = self._node.store.transitions(job_id, task)
         return TaskHistory.model_validate({"task": task, "state": state, "transitions": moves})
 
     def results(self, job_id: str, after: int = 0, limit: int = 1000) -> ResultsPage:
         """A job's settled tasks in the order they settled, from the `after`-th on."""
-        job = self._job(job_id)
         if after < 0 or not 1 <= limit <= RESULTS_PAGE_MAX:
             raise Invalid(f"after must be >= 0 and limit 1..{RESULTS_PAGE_MAX}")
-        page: list[TaskResult] = []
+        job = self._node.jobs.jobs.get(job_id)
+        if job is None:
+            views = self._past(job_id).settled(after, limit, RESULTS_PAGE_BYTES)
+            page = [TaskResult.model_validate(view) for view in views]
+            return ResultsPage(next=after + len(page), results=tuple(page))
+        page = []
         size = 0  # of the outputs on the page, as MessagePack (JSON takes about as much)
         for task_id in job.settled[after : after + limit]:
             if page and size > RESULTS_PAGE_BYTES:
@@ -400,7 +429,15 @@ class NodeFacade:
 
     def cancel(self, job_id: str, tasks: list[str] | None = None) -> list[str]:
         """Cancel a job's tasks (None: all of them); the ids of those it aborted."""
-        job = self._job(job_id)
+        store = self._node.store
+        job = self._node.jobs.jobs.get(job_id)
+        if job is None and store.has_job(job_id):  # it ran before this node restarted
+            unknown = [t for t in tasks or [] if store.task(job_id, t) is None]
+            if unknown:
+                raise NotFound(f"job {job_id} has no task {unknown[0]!r}")
+            return []  # nothing of it runs: as for a job that ended
+        if job is None:
+            raise _no_job(job_id)
         unknown = [t for t in tasks or [] if t not in job.run.tasks]
         if unknown:
             raise NotFound(f"job {job_id} has no task {unknown[0]!r}")
@@ -433,8 +470,15 @@ class NodeFacade:
     def _job(self, job_id: str) -> SubmittedJob:
         job = self._node.jobs.jobs.get(job_id)
         if job is None:
-            raise NotFound(f"no job {job_id!r} on this node (see GET /v1/jobs)")
+            raise _no_job(job_id)
         return job
+
+    def _past(self, job_id: str) -> PastTasks:
+        """The tasks of a job only the store keeps."""
+        spec = self._node.store.job_spec(job_id)
+        if spec is None:
+            raise _no_job(job_id)
+        return PastTasks(self._node.store, job_id, spec)
 
     def _task_run(self, job_id: str, task_id: str) -> TaskRun | None:
         job = self._node.jobs.jobs.get(job_id)
@@ -450,6 +494,10 @@ class NodeFacade:
         if ad is not None and ad.expires > now:
             return model in ad.profile.installed_models
         return record is not None and any(m.model == model for m in record.performance.models)
+
+
+def _no_job(job_id: str) -> NotFound:
+    return NotFound(f"no job {job_id!r} on this node (see GET /v1/jobs)")
 
 
 def _repeats(last_try: str | None, error: str | None) -> bool:

@@ -14,7 +14,7 @@ import base64
 import logging
 import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -31,12 +31,13 @@ from p2psched.scheduler.job import (
     job_mtr,
     parse_job,
 )
+from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import DispatchConfig, JobRun, Spooled, TaskRun
 from p2psched.scheduler.service import Dispatcher
 from p2psched.store import Store
-from p2psched.store.journal import JobFinished, JobOpened
+from p2psched.store.journal import JobFinished, JobOpened, JobResumed
 from p2psched.wire.codec import decode
-from p2psched.wire.deal import task_id_for
+from p2psched.wire.deal import Receipt, task_id_for
 from p2psched.wire.noise import MAX_FRAME
 
 
@@ -53,26 +54,20 @@ class SubmittedJob:
     resumed_at: float | None = None  # a node restarted on the data dir took it up then
 
     def status(self, now: float) -> dict[str, Any]:
-        counts = dict(self.run.counts())
         total = len(self.run.tasks)
-        final = sum(n for s, n in counts.items() if s in _FINAL)
+        tally = tally_of(self.run.counts(), total, self.finished_at is not None)
+        final = tally["completed"] + tally["failed"]
         elapsed = (self.finished_at or now) - self.submitted_at
-        completed = counts.get("completed", 0)
         eta = None
-        if completed and final < total:
-            eta = elapsed / final * (total - final) if final else None
+        if tally["completed"] and final < total:
+            eta = elapsed / final * (total - final)
         return {
             "job": self.job_id,
             "name": self.spec.name,
-            "state": self._state(counts, total),
-            "total": total,
-            "counts": counts,
-            "completed": completed,
-            "failed": final - completed,
-            "running": sum(counts.get(s, 0) for s in ("sent", "running")),
+            **tally,
             "spent": self.run.spent,
             "committed": self.run.held,
-            "budget": _json_number(self.run.budget),
+            "budget": json_number(self.run.budget),
             "submitted_at": self.submitted_at,
             "elapsed_s": elapsed,
             "eta_s": eta,
@@ -80,15 +75,6 @@ class SubmittedJob:
             "unmatched": self.run.unmatched_report(),
             "resumed_at": self.resumed_at,
         }
-
-    def _state(self, counts: dict[str, int], total: int) -> str:
-        """Running until its every task is final; then cancelled if its owner cancelled any
-        of them, failed if any other ended otherwise than completed, else completed."""
-        if self.finished_at is None:
-            return "running"
-        if counts.get("aborted"):
-            return "cancelled"
-        return "completed" if counts.get("completed", 0) == total else "failed"
 
     def task_view(self, t: TaskRun) -> dict[str, Any]:
         return {
@@ -112,11 +98,7 @@ class SubmittedJob:
         view["output_spooled"] = spooled
         view["receipt"] = None
         if t.receipt is not None:
-            key = self.run.public_key_of(t.receipt.worker)
-            view["receipt"] = {
-                **t.receipt.to_json(),
-                "worker_public_key": key.hex() if key else None,
-            }
+            view["receipt"] = receipt_view(t.receipt, self.run.public_key_of(t.receipt.worker))
         return view
 
     def output(self, task_id: str) -> Any:
@@ -128,6 +110,37 @@ class SubmittedJob:
         return stored_output(self.store, self.job_id, task_id)
 
 
+FINAL = tuple(s.value for s in TaskState if s.final)  # the states a task never leaves
+
+
+def tally_of(counts: Mapping[str, int], total: int, finished: bool) -> dict[str, Any]:
+    """What a job's status says of its tasks' states: its own state (running until its
+    every task is final; then cancelled if its owner cancelled any of them, failed if any
+    other ended otherwise than completed, else completed) and its tasks counted."""
+    completed = counts.get("completed", 0)
+    final = sum(n for s, n in counts.items() if s in FINAL)
+    if not finished:
+        state = "running"
+    elif counts.get("aborted"):
+        state = "cancelled"
+    else:
+        state = "completed" if completed == total else "failed"
+    return {
+        "state": state,
+        "total": total,
+        "counts": dict(counts),
+        "completed": completed,
+        "failed": final - completed,
+        "running": sum(counts.get(s, 0) for s in ("sent", "running")),
+    }
+
+
+def receipt_view(receipt: Receipt, worker_public_key: bytes | None) -> dict[str, Any]:
+    """A worker's signed receipt as JSON, with the key that checks its signature."""
+    key = worker_public_key.hex() if worker_public_key else None
+    return {**receipt.to_json(), "worker_public_key": key}
+
+
 def stored_output(store: Store, job: str, task: str) -> Any:
     """A task's output as the store keeps it (in its file or in its row); None if none."""
     kept = store.stored_output(job, task)
@@ -137,7 +150,6 @@ def stored_output(store: Store, job: str, task: str) -> Any:
 
 
 log = logging.getLogger(__name__)
-_FINAL = ("completed", "failed", "aborted", "timed_out")
 KEEP_FINISHED = 100
 
 
@@ -243,6 +255,7 @@ class JobBook:
         job = SubmittedJob(job_id, spec, run, opened.submitted_at, store=self.dispatcher.store)
         if restore is not None:
             job.resumed_at = now
+            self.dispatcher.record([JobResumed(job_id, now)])  # (its status says so, after too)
             run.journal.clear()  # the queueing of a restarted job's tasks is not news
             restore(run)
             done = [t for t in run.tasks.values() if t.state.final]
@@ -298,9 +311,9 @@ def to_json(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [to_json(v) for v in value]
     if isinstance(value, float):
-        return _json_number(value)
+        return json_number(value)
     return value
 
 
-def _json_number(x: float) -> float | str:
+def json_number(x: float) -> float | str:
     return x if math.isfinite(x) else ("inf" if x > 0 else "-inf" if x < 0 else "nan")

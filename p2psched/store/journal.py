@@ -2,9 +2,9 @@
 anything they caused leaves the node (a commitment sent, a result acknowledged).
 
 Owns: the entry types. On the scheduler's side the job book (`scheduler.jobs`) emits
-`JobOpened` and `JobFinished`, and each `JobRun` emits `Moved`, `Committed` and `Charged`; the
-worker's `TaskManager` emits `Accepted` and `Issued`. `Store.record` writes a batch of them in
-one transaction; `Store`'s reads give back what a restarted scheduler resumes.
+`JobOpened`, `JobResumed` and `JobFinished`, and each `JobRun` emits `Moved`, `Committed` and
+`Charged`; the worker's `TaskManager` emits `Accepted` and `Issued`. `Store.record` writes a
+batch of them in one transaction; `Store`'s reads give back what a restarted scheduler resumes.
 Promises: entries are plain values (no references into a live core), so a batch can be written
 after the step that made it; replaying a job's entries in order rebuilds its tasks' states.
 """
@@ -67,6 +67,14 @@ class Charged:
 
 
 @dataclass(frozen=True, slots=True)
+class JobResumed:
+    """A node started on the data dir took the job up again, unfinished."""
+
+    job: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class JobFinished:
     job: str
     at: float
@@ -89,4 +97,4 @@ class Issued:
     at: float
 
 
-Entry = JobOpened | Moved | Committed | Charged | JobFinished | Accepted | Issued
+Entry = JobOpened | JobResumed | Moved | Committed | Charged | JobFinished | Accepted | Issued

@@ -1,17 +1,20 @@
 """Reading a store back: what a restarted scheduler resumes, and what the node's API shows of
-jobs, tasks and their history.
+jobs, tasks and their history (of the jobs it no longer keeps in memory, all it shows).
 
 Owns: the records a read returns (`StoredJob`, `StoredTask`, `JobListing`) and the queries
 behind them, as `StoreReads`, which `Store` is made of.
 Promises: reads never write; limits come back as `math.inf` when unlimited, receipts as the
 signed documents they were stored as; a result kept in a file is never read into memory by
-a query of many (it comes back as its file's name: `stored_output` reads one).
+a query of many (it comes back as its file's name: `stored_output` reads one); a job's tasks
+come in the order they were first recorded (for a job's own tasks, by their index), and a
+listing of jobs reads only the jobs it lists (newest first), however many the store keeps.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,11 +53,42 @@ class StoredJob:
 
 @dataclass(frozen=True, slots=True)
 class JobListing:
+    """A job as a listing shows it: its row, and its tasks and payments counted."""
+
     job: str
     name: str
     submitted_at: float
     finished_at: float | None
     counts: dict[str, int]  # tasks by state
+    budget: float  # math.inf when unlimited
+    resumed_at: float | None  # when a restarted node took it up again; None: it never was
+    spent: float  # its ok receipts
+    workers: int  # that its tasks ran on, or are placed on
+
+
+# The columns of a task row and its result, joined as `t` and `r`, as `_stored_task` reads them.
+_TASK_COLUMNS = (
+    "t.id, t.state, t.worker, t.price, t.attempts, t.error, t.since, "
+    "r.output, r.receipt, r.worker_public_key, r.output_file"
+)
+_TASK_FROM = "tasks t LEFT JOIN results r ON r.job = t.job AND r.task = t.id"
+
+
+def _stored_task(row: tuple[Any, ...]) -> StoredTask:
+    receipt = None if row[8] is None else document(Receipt, row[8])
+    return StoredTask(
+        task=row[0],
+        state=row[1],
+        worker=row[2],
+        price=row[3],
+        attempts=row[4],
+        error=row[5],
+        since=row[6],
+        output=row[7],
+        receipt=receipt,
+        worker_public_key=row[9],
+        output_file=row[10],
+    )
 
 
 class StoreReads:
@@ -80,26 +114,10 @@ class StoreReads:
                 deadline=row[6],
             )
         for row in self._db.execute(
-            "SELECT t.job, t.id, t.state, t.worker, t.price, t.attempts, t.error, t.since, "
-            "r.output, r.receipt, r.worker_public_key, r.output_file "
-            "FROM tasks t JOIN jobs j ON j.id = t.job "
-            "LEFT JOIN results r ON r.job = t.job AND r.task = t.id "
+            f"SELECT t.job, {_TASK_COLUMNS} FROM {_TASK_FROM} JOIN jobs j ON j.id = t.job "
             "WHERE j.finished_at IS NULL"
         ):
-            receipt = None if row[9] is None else document(Receipt, row[9])
-            jobs[row[0]].tasks[row[1]] = StoredTask(
-                task=row[1],
-                state=row[2],
-                worker=row[3],
-                price=row[4],
-                attempts=row[5],
-                error=row[6],
-                since=row[7],
-                output=row[8],
-                receipt=receipt,
-                worker_public_key=row[10],
-                output_file=row[11],
-            )
+            jobs[row[0]].tasks[row[1]] = _stored_task(row[1:])
         return list(jobs.values())
 
     def task(self, job: str, task: str) -> tuple[float, StoredTask] | None:
@@ -156,18 +174,96 @@ class StoreReads:
         return () if row is None else tuple(json.loads(row[0]))
 
     def jobs(self, limit: int = 100) -> list[JobListing]:
-        """The `limit` most recently submitted jobs, newest first, with task counts by state."""
-        listing = [
-            JobListing(job=r[0], name=r[1], submitted_at=r[2], finished_at=r[3], counts={})
-            for r in self._db.execute(
-                "SELECT id, name, submitted_at, finished_at FROM jobs "
-                "ORDER BY submitted_at DESC, id LIMIT ?",
-                (limit,),
+        """The `limit` most recently submitted jobs, newest first."""
+        return self._listings("SELECT id FROM jobs ORDER BY submitted_at DESC, id LIMIT ?", limit)
+
+    def job(self, job: str) -> JobListing | None:
+        """One job as `jobs` lists it; None if the store never had it."""
+        found = self._listings("SELECT ?", job)
+        return found[0] if found else None
+
+    def _listings(self, ids: str, arg: object) -> list[JobListing]:
+        """The jobs whose ids the query `ids` (of one parameter, `arg`) selects, newest first:
+        each query below reads the rows of those jobs only (through their indexes)."""
+        db = self._db
+        rows = db.execute(
+            "SELECT id, name, submitted_at, finished_at, budget, resumed_at FROM jobs "
+            f"WHERE id IN ({ids}) ORDER BY submitted_at DESC, id",
+            (arg,),
+        ).fetchall()
+        counts: dict[str, dict[str, int]] = {r[0]: {} for r in rows}
+        for job, state, n in db.execute(
+            f"SELECT job, state, COUNT(*) FROM tasks WHERE job IN ({ids}) GROUP BY job, state",
+            (arg,),
+        ):
+            counts[job][state] = n
+        workers = dict(
+            db.execute(
+                "SELECT job, COUNT(DISTINCT worker) FROM tasks "
+                f"WHERE job IN ({ids}) AND worker IS NOT NULL GROUP BY job",
+                (arg,),
+            ).fetchall()
+        )
+        spent = dict(
+            db.execute(
+                "SELECT job, TOTAL(amount) FROM ledger WHERE job IN "
+                f"({ids}) AND role = 'paid' AND kind = 'receipt' AND ok GROUP BY job",
+                (arg,),
+            ).fetchall()
+        )
+        return [
+            JobListing(
+                job=r[0],
+                name=r[1],
+                submitted_at=r[2],
+                finished_at=r[3],
+                counts=counts[r[0]],
+                budget=limit_out(r[4]),
+                resumed_at=r[5],
+                spent=float(spent.get(r[0], 0.0)),
+                workers=workers.get(r[0], 0),
+            )
+            for r in rows
+        ]
+
+    def job_spec(self, job: str) -> dict[str, Any] | None:
+        """The mapping the job was submitted as; None if the store never had it."""
+        row = self._db.execute("SELECT spec FROM jobs WHERE id = ?", (job,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def job_tasks(self, job: str, state: str | None = None) -> list[StoredTask]:
+        """A job's tasks (those in `state`, if given), in the order they were first recorded,
+        without their outputs (`output` is None: see `settled_tasks`)."""
+        where, args = (
+            ("t.job = ?", (job,)) if state is None else ("t.job = ? AND t.state = ?", (job, state))
+        )
+        return [
+            _stored_task((*row, None, None, None, None))
+            for row in self._db.execute(
+                "SELECT t.id, t.state, t.worker, t.price, t.attempts, t.error, t.since "
+                f"FROM tasks t WHERE {where} ORDER BY t.rowid",
+                args,
             )
         ]
-        for entry in listing:
-            for state, n in self._db.execute(
-                "SELECT state, COUNT(*) FROM tasks WHERE job = ? GROUP BY state", (entry.job,)
-            ):
-                entry.counts[state] = n
-        return listing
+
+    def settled_tasks(
+        self, job: str, final: Collection[str], after: int, limit: int, max_bytes: int
+    ) -> list[StoredTask]:
+        """A job's tasks in `final` states, in the order they settled, with their results:
+        from the `after`-th, at most `limit`, and no more once the outputs read (those kept
+        in their rows) pass `max_bytes` (the first is read whatever its size)."""
+        marks = ", ".join("?" * len(final))
+        rows = self._db.execute(
+            f"SELECT {_TASK_COLUMNS} FROM {_TASK_FROM} WHERE t.job = ? AND t.state IN ({marks}) "
+            "ORDER BY t.since, t.rowid LIMIT ? OFFSET ?",
+            (job, *final, limit, after),
+        )
+        page: list[StoredTask] = []
+        size = 0
+        for row in rows:  # one at a time: the rows past the page are never read
+            if page and size > max_bytes:
+                break
+            page.append(_stored_task(row))
+            size += len(row[7] or b"")
+        rows.close()
+        return page

@@ -133,9 +133,21 @@ CREATE INDEX ledger_by_job ON ledger (job, role, kind);
 # file of the store's outputs folder, named here; its row's `output` is then empty.
 _SCHEMA_V2 = "ALTER TABLE results ADD COLUMN output_file TEXT"
 
+# Version 3: what the node shows of jobs it no longer keeps in memory (run before it restarted,
+# or forgotten to bound its memory) comes from here: when a restarted node took a job up again
+# (NULL: it ran in one go), and the newest jobs found without reading them all.
+_SCHEMA_V3 = """
+ALTER TABLE jobs ADD COLUMN resumed_at REAL;
+CREATE INDEX jobs_by_submission ON jobs (submitted_at);
+"""
+
 # Append to change the schema; never edit a migration that has shipped: stores out there
 # are at its version already.
-MIGRATIONS: tuple[Migration, ...] = (sql_script(_SCHEMA_V1), sql_script(_SCHEMA_V2))
+MIGRATIONS: tuple[Migration, ...] = (
+    sql_script(_SCHEMA_V1),
+    sql_script(_SCHEMA_V2),
+    sql_script(_SCHEMA_V3),
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

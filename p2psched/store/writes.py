@@ -28,6 +28,7 @@ from p2psched.store.journal import (
     Issued,
     JobFinished,
     JobOpened,
+    JobResumed,
     Moved,
 )
 from p2psched.store.schema import json_value, limit_in
@@ -62,6 +63,7 @@ _INSERT_RESULT = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 _FINISH_JOB = "UPDATE jobs SET finished_at = ? WHERE id = ?"
+_RESUME_JOB = "UPDATE jobs SET resumed_at = ? WHERE id = ?"
 
 Row = tuple[Any, ...]
 
@@ -77,12 +79,20 @@ class Batch:
     ledger: list[Row] = field(default_factory=list)
     peers: list[Row] = field(default_factory=list)
     results: list[Row] = field(default_factory=list)
+    resumed: list[Row] = field(default_factory=list)
     finished: list[Row] = field(default_factory=list)
     spooled: dict[str, bytes] = field(default_factory=dict)  # file name -> the output
 
     def __bool__(self) -> bool:
         # peers come only with a ledger row (a commitment), tasks only with a transition.
-        return bool(self.jobs or self.transitions or self.ledger or self.results or self.finished)
+        return bool(
+            self.jobs
+            or self.transitions
+            or self.ledger
+            or self.results
+            or self.resumed
+            or self.finished
+        )
 
     def add(self, e: Entry) -> None:
         # Moved is most of the traffic: tested first.
@@ -121,6 +131,8 @@ class Batch:
             )
         elif type(e) is JobFinished:
             self.finished.append((e.at, e.job))
+        elif type(e) is JobResumed:
+            self.resumed.append((e.at, e.job))
         elif type(e) is Accepted:
             c = e.commitment
             self.ledger.append(
@@ -146,6 +158,9 @@ class Batch:
             db.executemany(_INSERT_LEDGER, self.ledger)
         if self.peers:
             db.executemany(_UPSERT_PEER, self.peers)
+        if self.resumed:
+            if db.executemany(_RESUME_JOB, self.resumed).rowcount != len(self.resumed):
+                raise sqlite3.IntegrityError("JobResumed for an unknown job")
         if self.finished:
             if db.executemany(_FINISH_JOB, self.finished).rowcount != len(self.finished):
                 raise sqlite3.IntegrityError("JobFinished for an unknown job")
@@ -156,6 +171,7 @@ class Batch:
             {t[1] for t in self.transitions}
             | {r[0] for r in self.results}
             | {f[1] for f in self.finished}
+            | {r[1] for r in self.resumed}
         )
         known = {row[0] for row in db.execute("SELECT id FROM jobs")}
         unknown = sorted(named - known - {j[0] for j in self.jobs})

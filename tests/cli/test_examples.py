@@ -10,6 +10,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,7 +55,9 @@ def test_every_example_runs_on_the_devnet(devnet_up: tuple[Path, dict[str, str]]
     home, hints = devnet_up
     assert hints["submit"] == "p2psched submit examples/hello.yaml --data-dir .devnet/gate"
     for example in sorted((home / "examples").glob("*.yaml")):
-        line = hints["submit"].replace("examples/hello.yaml", f"examples/{example.name}")
+        # Each as its own comment says to submit it: the devnet's form, which works as printed.
+        (line,) = re.findall(r"^#\s+(p2psched submit .+)$", example.read_text(), re.M)
+        assert line == hints["submit"].replace("hello.yaml", example.name), example.name
         done = _run(line + " --json", home)
         assert done.returncode == 0, (example.name, done.stdout, done.stderr)
         summary = json.loads(done.stdout)
@@ -108,6 +111,15 @@ def test_the_hints_a_gate_and_a_node_print_work_as_printed(
     assert relay is not None, said
     status = _run(relay.group(1), home)
     assert status.returncode == 0 and "relay on" in status.stdout, status.stderr
+    join = re.search(r"workers join with: (p2psched worker join \S+ \S+)", said)
+    assert join is not None, said
+    argv = shlex.split(join.group(1))[1:]  # (a worker on this machine needs a data dir)
+    with running(*argv, data=home / "my worker") as (_, joined):
+        (worker,) = re.findall(r"^worker ([0-9a-f]+) joined through", joined, re.M)
+        deadline = time.monotonic() + 30
+        while worker not in _run("p2psched workers --data-dir .devnet/gate --json", home).stdout:
+            assert time.monotonic() < deadline, "the worker that joined as printed is not listed"
+            time.sleep(0.5)
     gate = json.loads((home / ".devnet" / "devnet.json").read_text())["gate"]
     with running("node", "--gate", gate, data=home / "my node") as (_, headline):
         submit = re.search(r"submit jobs to it with: (p2psched .+?);", headline)

@@ -280,6 +280,14 @@ def test_a_job_taken_up_again_says_so_in_the_log_and_in_jobs(
     assert listed["job"] == job_id and listed["resumed_at"] is not None
     said = log.read_text()
     assert f"resumed job {job_id} (2 tasks)" in said and f"p2psched cancel {job_id}" in said
+    # Ended, and read by the next node from the store alone: still said to have been resumed.
+    with running_node(net.gate, me):
+        deadline = time.monotonic() + 30
+        while (status := status_of(job_id, me))["state"] == "running":
+            assert time.monotonic() < deadline, status
+            time.sleep(0.1)
+        table = p2psched("jobs", "--data-dir", str(me)).stdout
+    assert table.splitlines()[2].split()[:3] == [job_id, "cancelled", "(resumed)"], table
 
 
 QUIET: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
@@ -293,3 +301,97 @@ def _jobs_stored(data: Path) -> list[str]:
             return [r[0] for r in db.execute("SELECT id FROM jobs")]
     except sqlite3.OperationalError:  # its schema is not made yet
         return []
+
+
+@pytest.mark.parametrize("net", [2], indirect=True)
+def test_jobs_that_ended_read_the_same_after_their_node_restarted(
+    net: devnet.Devnet, tmp_path: Path
+) -> None:
+    """A job completed, one whose task failed (with the worker's reason), one cancelled: once
+    the node that ran them stopped and a new one started on its data dir, `jobs`, `status`,
+    `tasks` and `results` show them as they did before (from the store: the new node never
+    ran them), and `jobs --limit` lists the newest."""
+    jobs = {
+        "good": write_job(tmp_path / "good.yaml", "name: good\ndriver: echo\ntasks:\n"
+                          + "  - input: {n: 1}\n  - input: {n: 2}\n  - input: {n: 3}\n"),
+        "bad": write_job(tmp_path / "bad.yaml", "name: bad\ndriver: command\nretries: 0\n"
+                         "tasks:\n  - input: {program: nope}\n"),
+        "long": matrix_job(tmp_path, "long", "sleep", "{seconds: 300}", 2, "timeout: 10m\n"),
+    }  # fmt: skip
+    data = tmp_path / "me"
+    with running_node(net.gate, data):
+        ids = {name: _submitted(job, data) for name, job in jobs.items()}
+        assert p2psched("cancel", ids["long"], "--data-dir", str(data)).returncode == 0
+        deadline = time.monotonic() + 60
+        while any((s := status_of(j, data))["state"] == "running" for j in ids.values()):
+            assert time.monotonic() < deadline, s
+            time.sleep(0.1)
+        before = _as_shown(ids.values(), data, tmp_path / "before")
+    with running_node(net.gate, data):
+        after = _as_shown(ids.values(), data, tmp_path / "after")
+        newest = json.loads(_cli("jobs", "--limit", "1", "--json", data))["jobs"]
+        table = _cli("jobs", "--limit", "1", data)
+
+    states = {j["job"]: j["state"] for j in json.loads(before["jobs --json"])["jobs"]}
+    assert states == {ids["good"]: "completed", ids["bad"]: "failed", ids["long"]: "cancelled"}
+    good = json.loads(before[f"status {ids['good']}"])
+    assert (good["completed"], good["total"]) == (3, 3)
+    assert good["spent"] > 0 and good["workers"] >= 1
+    (failed,) = json.loads(before[f"tasks {ids['bad']}"])["tasks"]
+    refused = "program 'nope' is not allowed on this worker"
+    assert failed["state"] == "failed" and refused in failed["error"], failed
+    assert "(1 worker failed it so)" in failed["error"], failed
+    code, summary = before[f"results {ids['bad']}"]
+    assert code == 1 and json.loads(summary)["failures"][0]["error"] == failed["error"]
+    assert json.loads(before[f"status {ids['long']}"])["counts"] == {"aborted": 2}
+    assert after == before
+    assert [j["job"] for j in newest] == [ids["long"]]
+    assert ids["long"] in table and ids["good"] not in table and "--limit N for more" in table
+
+
+def _submitted(job: Path, data: Path) -> str:
+    out = p2psched("submit", str(job), "--detach", "--json", "--data-dir", str(data))
+    assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout)["job"])
+
+
+def _cli(*args: Any) -> str:
+    """`p2psched ARGS --data-dir DATA` (DATA last in `args`) run, which must succeed."""
+    *command, data = args
+    out = p2psched(*command, "--data-dir", str(data))
+    assert out.returncode == 0, (command, out.stderr)
+    return out.stdout
+
+
+def _as_shown(ids: Any, data: Path, out: Path) -> dict[str, Any]:
+    """What `jobs`, `status`, `tasks` and `results` say of jobs that ended, as JSON and as
+    tables, and the results folders `results` writes (under `out`)."""
+    shown: dict[str, Any] = {"jobs --json": _cli("jobs", "--json", data)}
+    shown["jobs"] = _cli("jobs", data)
+    for job in ids:
+        shown[f"status {job}"] = _cli("status", job, "--json", data)
+        shown[f"status {job} (text)"] = _cli("status", job, data)
+        shown[f"tasks {job}"] = _comparable(_cli("tasks", job, "--json", data))
+        shown[f"tasks {job} (text)"] = _cli("tasks", job, data)
+        fetched = p2psched("results", job, "--out", str(out), "--json", "--data-dir", str(data))
+        assert fetched.returncode in (0, 1), fetched.stderr  # (1: not every task completed)
+        summary = json.loads(fetched.stdout)
+        assert summary.pop("results").startswith(str(out))
+        shown[f"results {job}"] = (fetched.returncode, json.dumps(summary))
+        shown[f"results {job} (files)"] = {
+            f.relative_to(out).as_posix(): _comparable(f.read_text())
+            for f in out.rglob("*.json")
+            if f.relative_to(out).parts[0] == summary["name"]
+        }
+    return shown
+
+
+def _comparable(text: str) -> str:
+    """JSON with the progress of tasks that did not complete taken out (a worker's reports
+    of how far a task it stopped had got are not kept), and where results went."""
+    doc = json.loads(text)
+    doc.pop("results", None)
+    for t in doc.get("tasks", [doc]):
+        if isinstance(t, dict) and t.get("state") not in (None, "completed"):
+            t.pop("progress", None)
+    return json.dumps(doc, sort_keys=True)

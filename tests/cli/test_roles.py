@@ -5,8 +5,10 @@ with `p2psched workers` listing what joined; `worker drain|undrain`."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import re
+import shlex
 import signal
 import subprocess
 import time
@@ -17,7 +19,8 @@ import pytest
 
 from p2psched import devnet
 from p2psched.api.client import ControlClient
-from p2psched.cli.roles import _use_id_bits
+from p2psched.cli import roles
+from p2psched.cli.roles import _join_command, _use_id_bits
 from p2psched.dht.config_file import DhtSettings
 from p2psched.identity import ID_BITS_ENV, network_id_bits
 from tests.harness.processes import (
@@ -129,6 +132,10 @@ def test_a_gate_five_workers_and_a_listing(tmp_path: Path) -> None:
             process("gate", "--listen", gate, "--data-dir", str(tmp_path / "g"), home=tmp_path)
         )
         assert g.stdout is not None and "listening on" in g.stdout.readline()
+        # The gate says how workers join it: a command that works as printed.
+        said = g.stdout.readline()
+        join = re.fullmatch(r"  workers join with: (p2psched worker join [^(]+?) \(.*\)\n", said)
+        assert join is not None and join[1] == f"p2psched worker join --gate {gate}", said
         workers = {}
         for i in range(5):
             config = tmp_path / f"w{i}.toml"
@@ -139,10 +146,7 @@ def test_a_gate_five_workers_and_a_listing(tmp_path: Path) -> None:
             )
             w = stack.enter_context(
                 process(
-                    "worker",
-                    "join",
-                    "--gate",
-                    gate,
+                    *shlex.split(join[1])[1:],  # (as the gate said)
                     "--config",
                     str(config),
                     "--ad-ttl",
@@ -277,3 +281,40 @@ def test_id_bits_from_the_command_line_then_the_file_then_the_environment(
         monkeypatch.setenv(ID_BITS_ENV, str(command_line))
     _use_id_bits(argparse.Namespace(id_bits=command_line), DhtSettings(id_bits=file))
     assert network_id_bits() == wins
+
+
+def test_a_gate_says_where_workers_join_it_as_a_command_that_works_as_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The address workers reach it at (a wildcard bind names this machine's address, or
+    says that HOST is to be replaced), and a data dir of the worker's own when the gate has
+    the default one (two nodes cannot share one)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("P2PSCHED_HOME", str(home))
+    ours = tmp_path / "gate"
+    assert _join_command("127.0.0.1", ours).format(port=4000) == (
+        "p2psched worker join --gate 127.0.0.1:4000 "
+        "(on this machine only: the gate listens on loopback)"
+    )
+    assert _join_command("10.1.2.3", ours).format(port=4000) == (
+        "p2psched worker join --gate 10.1.2.3:4000"
+    )
+    assert _join_command("fd00::7", ours).format(port=4000) == (
+        "p2psched worker join --gate [fd00::7]:4000"
+    )
+    shared = _join_command("10.1.2.3", home).format(port=4000)
+    assert shared == f"p2psched worker join --data-dir {tmp_path}/home-worker --gate 10.1.2.3:4000"
+    # Bound to any address: the one on its default route, if it has one.
+    wild = _join_command("0.0.0.0", ours).format(port=4000)
+    named = re.fullmatch(r"p2psched worker join --gate (\S+):4000 \((\S+): .*\)", wild)
+    assert named is not None and named[1] == named[2], wild
+    assert named[1] == "HOST" or ipaddress.ip_address(named[1]).version == 4, wild
+    assert named[1] != "0.0.0.0"
+
+    def no_route(bound: str, toward: tuple[str, int]) -> str:
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(roles, "_route_host", no_route)
+    assert _join_command("::", ours).format(port=4000) == (
+        "p2psched worker join --gate HOST:4000 (HOST: this machine's address, as workers reach it)"
+    )

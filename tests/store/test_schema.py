@@ -161,3 +161,22 @@ def test_a_migration_another_process_ran_meanwhile_is_not_run_again(tmp_path: Pa
     finally:
         db.close()
     assert header(path) == (schema.APPLICATION_ID, SCHEMA_VERSION)
+
+
+def test_a_store_of_schema_2_keeps_its_jobs_and_lists_them_after_migrating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 3 adds when a job was resumed, and an index to list the newest jobs: a store
+    written before it lists its jobs as they were, resumed never."""
+    path = tmp_path / "node.db"
+    with monkeypatch.context() as v2:
+        v2.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
+        with Store.open(path, own_public_key=ME.public_key) as store:
+            store.write([opened("a-1")])
+            honest_ledger(store)
+    assert header(path) == (schema.APPLICATION_ID, 2)
+    with Store.open(path, own_public_key=ME.public_key) as store:
+        (listed,) = store.jobs()
+        assert (listed.job, listed.counts, listed.spent) == ("a-1", {"completed": 1}, 0.5)
+        assert listed.resumed_at is None
+    assert header(path) == (schema.APPLICATION_ID, 3)

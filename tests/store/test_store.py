@@ -16,10 +16,20 @@ from pathlib import Path
 import pytest
 
 from p2psched.store import Store, StoreError
-from p2psched.store.journal import JobFinished, JobOpened
+from p2psched.store.journal import JobFinished, JobOpened, JobResumed
 from p2psched.wire.codec import encode
 from p2psched.wire.deal import packed_hash
-from tests.harness.store import ME, WORKER, honest_ledger, moved, opened, run_to_completion, sql
+from tests.harness.store import (
+    ME,
+    OTHER_WORKER,
+    WORKER,
+    charged,
+    honest_ledger,
+    moved,
+    opened,
+    run_to_completion,
+    sql,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,6 +121,92 @@ def test_finished_jobs_are_not_resumed_but_are_listed(store: Store) -> None:
     assert listing["a-1"].finished_at is None and listing["a-1"].counts == {"queued": 1}
     assert listing["b-1"].finished_at == 2000.0 and listing["b-1"].counts == {"aborted": 1}
     assert len(store.jobs(limit=1)) == 1
+
+
+def test_a_listed_job_has_what_its_status_shows_spent_workers_and_resumption(
+    store: Store,
+) -> None:
+    """What a node shows of a job it no longer keeps in memory: its budget, what it paid
+    (ok receipts only), how many workers its tasks ran on, and when it was taken up again."""
+    store.write([opened("a-1", budget=math.inf), opened("b-1")])
+    store.write(run_to_completion("a-1", "a-1/0", 0.5, 1))
+    store.write(
+        run_to_completion("a-1", "a-1/1", 0.25, 2)[:-2]
+        + [
+            charged("a-1", "a-1/1", 0.25, 2, worker=OTHER_WORKER),
+            moved("a-1", "a-1/1", "sent", "completed", 1011, worker=OTHER_WORKER.node_id),
+        ]
+    )
+    store.write(run_to_completion("a-1", "a-1/2", 0.5, 3)[:-2])  # sent, then failed unpaid
+    store.write(
+        [
+            charged("a-1", "a-1/2", 0.5, None, ok=False),
+            moved("a-1", "a-1/2", "sent", "failed", 1012, error="it broke (1 worker failed it so)"),
+            JobResumed("a-1", at=1005.0),
+            JobFinished("a-1", at=1020.0),
+        ]
+    )
+
+    job = store.job("a-1")
+    assert job is not None
+    assert (job.name, job.budget, job.finished_at, job.resumed_at) == (
+        "a",
+        math.inf,
+        1020.0,
+        1005.0,
+    )
+    assert job.counts == {"completed": 2, "failed": 1}
+    assert job.spent == 0.75 and job.workers == 2
+    other = store.job("b-1")
+    assert other is not None and (other.spent, other.workers, other.resumed_at) == (0.0, 0, None)
+    assert other.budget == 100.0 and other.counts == {}
+    assert store.job("c-1") is None
+    assert store.job_spec("a-1") == opened("a-1").spec and store.job_spec("c-1") is None
+
+
+def test_jobs_lists_the_newest_first_however_many_there_are(store: Store) -> None:
+    store.write([JobOpened(f"j-{i}", "j", {}, float(i), 1.0, 1.0, None) for i in range(10_000)])
+    store.write([moved("j-9998", "j-9998/0", "unscheduled", "queued", 1)])
+    listed = store.jobs(limit=3)
+    assert [j.job for j in listed] == ["j-9999", "j-9998", "j-9997"]
+    assert [j.counts for j in listed] == [{}, {"queued": 1}, {}]
+    # Found through the index, not by sorting every job.
+    plan = " ".join(
+        str(row)
+        for row in sql(
+            store, "EXPLAIN QUERY PLAN SELECT id FROM jobs ORDER BY submitted_at DESC, id LIMIT 3"
+        )
+    )
+    assert "jobs_by_submission" in plan, plan
+
+
+def test_a_jobs_tasks_come_by_index_and_its_settled_ones_as_they_settled(store: Store) -> None:
+    """A job's tasks in the order they were queued (their index); the settled ones in the
+    order they settled, with their results, a page at a time, a page bounded in bytes."""
+    store.write([opened("a-1")])
+    store.write([moved("a-1", f"a-1/{i}", "unscheduled", "queued", 1000) for i in range(12)])
+    store.write(run_to_completion("a-1", "a-1/10", 0.5, "x" * 600)[1:])
+    w = WORKER.node_id
+    later = moved("a-1", "a-1/2", "sent", "completed", 1015.0, worker=w, price=0.5, attempts=1)
+    store.write(run_to_completion("a-1", "a-1/2", 0.5, "y" * 600)[1:-1] + [later])
+    store.write([moved("a-1", "a-1/7", "queued", "failed", 1020, error="no worker fits")])
+
+    assert [t.task for t in store.job_tasks("a-1")] == [f"a-1/{i}" for i in range(12)]
+    assert [t.task for t in store.job_tasks("a-1", "completed")] == ["a-1/2", "a-1/10"]
+    (failed,) = store.job_tasks("a-1", "failed")
+    assert (failed.error, failed.output) == ("no worker fits", None)
+    final = ("completed", "failed")
+    assert [t.task for t in store.settled_tasks("a-1", final, 0, 10, 10_000)] == [
+        "a-1/10", "a-1/2", "a-1/7"
+    ]  # fmt: skip
+    first, second = store.settled_tasks("a-1", final, 0, 10, 10_000)[:2]
+    assert first.output == encode("x" * 600) and first.receipt is not None
+    assert first.worker_public_key == WORKER.public_key
+    # A page stops once its outputs pass the bound; the first comes whatever its size.
+    assert [t.task for t in store.settled_tasks("a-1", final, 0, 10, 500)] == ["a-1/10"]
+    assert [t.task for t in store.settled_tasks("a-1", final, 1, 10, 500)] == ["a-1/2"]
+    assert [t.task for t in store.settled_tasks("a-1", final, 2, 10, 500)] == ["a-1/7"]
+    assert store.settled_tasks("a-1", final, 3, 10, 500) == []
 
 
 def test_a_12_mib_result_is_kept_in_a_file_named_by_its_hash(store: Store) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from p2psched.store import Store
-from p2psched.store.journal import Committed, JobOpened
+from p2psched.store.journal import Committed, JobOpened, JobResumed
 from tests.harness.store import OTHER_WORKER, WORKER, charged, commitment, moved, opened
 
 
@@ -24,6 +24,17 @@ def test_an_entry_for_a_job_never_opened_refuses_the_whole_batch(store: Store) -
     assert store.unfinished_jobs()[0].tasks == {}
     store.write([moved("a-1", "a-1-000000", "unscheduled", "queued", 1.0)])
     assert store.unfinished_jobs()[0].tasks["a-1-000000"].state == "queued"
+
+
+def test_a_job_resumed_that_was_never_opened_refuses_the_batch(store: Store) -> None:
+    store.write([opened("a-1")])
+    with pytest.raises(ValueError, match="name jobs with no JobOpened before them: ghost-1"):
+        store.write([JobResumed("a-1", 5.0), JobResumed("ghost-1", 5.0)])
+    listed = store.job("a-1")
+    assert listed is not None and listed.resumed_at is None
+    store.write([JobResumed("a-1", 5.0)])
+    listed = store.job("a-1")
+    assert listed is not None and listed.resumed_at == 5.0
 
 
 def test_a_result_charged_twice_refuses_the_batch(store: Store) -> None:
