@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import sqlite3
 import subprocess
 import time
@@ -20,6 +21,7 @@ from tests.harness.processes import (
     matrix_job,
     p2psched,
     receipts_issued,
+    run_at_home,
     running_node,
     write_job,
 )
@@ -273,9 +275,14 @@ def test_a_job_taken_up_again_says_so_in_the_log_and_in_jobs(
             client.close()
             table = p2psched("jobs", "--data-dir", str(me)).stdout
             (listed,) = json.loads(p2psched("jobs", "--json", "--data-dir", str(me)).stdout)["jobs"]
-            p2psched("cancel", job_id, "--data-dir", str(me))
+            # The warning's hint, run as printed (from a home of its own): it stops the job.
+            (hint,) = re.findall(r"`(p2psched cancel [^`]*)`", log.read_text())
+            cancelled = run_at_home(*shlex.split(hint)[1:], home=tmp_path)
+            stopped = json.loads(p2psched("status", job_id, "--json", "--data-dir", str(me)).stdout)
         finally:
             node.terminate()
+    assert cancelled.returncode == 0, (hint, cancelled.stderr)
+    assert stopped["state"] == "cancelled", stopped
     assert table.splitlines()[2].split()[:3] == [job_id, "running", "(resumed)"], table
     assert listed["job"] == job_id and listed["resumed_at"] is not None
     said = log.read_text()
