@@ -277,3 +277,14 @@ def test_id_bits_from_the_command_line_then_the_file_then_the_environment(
         monkeypatch.setenv(ID_BITS_ENV, str(command_line))
     _use_id_bits(argparse.Namespace(id_bits=command_line), DhtSettings(id_bits=file))
     assert network_id_bits() == wins
+
+
+def test_a_gate_says_how_workers_join_it_with_its_own_address(tmp_path: Path) -> None:
+    """The gate's headline hint for workers works when copied: it names the address the gate
+    listens on, not a placeholder."""
+    gate = f"127.0.0.1:{free_udp_port()}"
+    with process("gate", "--listen", gate, "--data-dir", str(tmp_path / "g"), home=tmp_path) as g:
+        assert g.stdout is not None and "listening on" in g.stdout.readline()
+        said = g.stdout.readline()
+    (hint,) = re.findall(r"workers join with: (p2psched worker join [^;]*)", said)
+    assert f"--gate {gate}" in hint, said
