@@ -64,6 +64,8 @@ def test_a_running_node_takes_jobs_and_answers_status_commands(node: Path, tmp_p
     assert bad.returncode == 2 and "unknown state 'finished'" in bad.stderr
     missing = p2psched("status", "nope", "--data-dir", str(node))
     assert missing.returncode == 2 and "no job 'nope'" in missing.stderr
+    # what it points to is a command that lists the jobs there, not an API route
+    assert f"p2psched jobs --data-dir {node}" in missing.stderr, missing.stderr
 
     # what the node learned of the workers that ran it: expected wait and run time each
     with ControlClient.find(node) as client:  # type: ignore[union-attr]
