@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.processes import EXE, free_udp_port, run_at_home
+from p2psched import devnet
+from tests.harness.processes import EXE, free_udp_port, p2psched, run_at_home
 
 
 def test_bad_arguments_name_what_is_wrong(tmp_path: Path) -> None:
@@ -101,3 +102,17 @@ def test_serve_put_get_across_processes(tmp_path: Path) -> None:
                 server.kill()
                 pytest.fail("the node did not stop on Ctrl-C")
         assert server.returncode == 0
+
+
+@pytest.mark.parametrize("net", [1], indirect=True)
+def test_dht_serve_on_a_data_dir_a_node_runs_in_is_refused(net: devnet.Devnet) -> None:
+    """`dht serve` runs a node too: on the data dir of a running gate it would be a second node
+    with the gate's identity; it is refused, naming the process that holds the data dir."""
+    held = net.folder / "gate"
+    try:
+        run = p2psched(
+            "dht", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(held), timeout=20
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"dht serve ran on {held}, which the gate holds")
+    assert run.returncode == 2 and "in use by" in run.stderr, run.stderr

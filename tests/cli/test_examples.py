@@ -129,3 +129,14 @@ def test_the_hints_a_gate_and_a_node_print_work_as_printed(
         done = _run(line + " --json", home)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["completed"] == 6
+
+
+def test_each_example_shows_a_submit_that_works_when_copied() -> None:
+    """An example's comment shows how to submit it; a bare `p2psched submit examples/X.yaml`
+    fails when copied (no node runs on the default data dir, and no gate is named), so each one
+    shown names where it goes: `--data-dir` (a devnet's gate) or `--gate`."""
+    for example in sorted(EXAMPLES.glob("*.yaml")):
+        shown = re.findall(r"^#\s+(p2psched submit .*)$", example.read_text(), re.M)
+        assert shown, f"{example.name} shows no submit command"
+        for line in shown:
+            assert "--data-dir" in line or "--gate" in line, f"{example.name}: {line}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import sqlite3
 import subprocess
 import time
@@ -20,6 +21,7 @@ from tests.harness.processes import (
     matrix_job,
     p2psched,
     receipts_issued,
+    run_at_home,
     running_node,
     write_job,
 )
@@ -62,6 +64,8 @@ def test_a_running_node_takes_jobs_and_answers_status_commands(node: Path, tmp_p
     assert bad.returncode == 2 and "unknown state 'finished'" in bad.stderr
     missing = p2psched("status", "nope", "--data-dir", str(node))
     assert missing.returncode == 2 and "no job 'nope'" in missing.stderr
+    # what it points to is a command that lists the jobs there, not an API route
+    assert f"p2psched jobs --data-dir {node}" in missing.stderr, missing.stderr
 
     # what the node learned of the workers that ran it: expected wait and run time each
     with ControlClient.find(node) as client:  # type: ignore[union-attr]
@@ -273,9 +277,14 @@ def test_a_job_taken_up_again_says_so_in_the_log_and_in_jobs(
             client.close()
             table = p2psched("jobs", "--data-dir", str(me)).stdout
             (listed,) = json.loads(p2psched("jobs", "--json", "--data-dir", str(me)).stdout)["jobs"]
-            p2psched("cancel", job_id, "--data-dir", str(me))
+            # The warning's hint, run as printed (from a home of its own): it stops the job.
+            (hint,) = re.findall(r"`(p2psched cancel [^`]*)`", log.read_text())
+            cancelled = run_at_home(*shlex.split(hint)[1:], home=tmp_path)
+            stopped = json.loads(p2psched("status", job_id, "--json", "--data-dir", str(me)).stdout)
         finally:
             node.terminate()
+    assert cancelled.returncode == 0, (hint, cancelled.stderr)
+    assert stopped["state"] == "cancelled", stopped
     assert table.splitlines()[2].split()[:3] == [job_id, "running", "(resumed)"], table
     assert listed["job"] == job_id and listed["resumed_at"] is not None
     said = log.read_text()

@@ -13,7 +13,7 @@ import pytest
 
 from p2psched import devnet
 from p2psched.cli.submit import FOLDERS_PER_NAME, ResultsFolder, SubmitError
-from tests.harness.processes import matrix_job, p2psched
+from tests.harness.processes import matrix_job, p2psched, running_node
 
 
 def files_of(folder: Path) -> dict[str, dict]:
@@ -152,3 +152,24 @@ def test_results_wait_for_a_running_job_to_end(node: Path, tmp_path: Path) -> No
     summary = json.loads((tmp_path / "late" / "naps" / "summary.json").read_text())
     assert summary["completed"] == 4
     assert len(files_of(tmp_path / "late" / "naps")) == 8  # 4 results, 4 receipts
+
+
+@pytest.mark.parametrize("net", [1], indirect=True)
+def test_a_finished_job_is_still_listed_and_fetched_after_its_node_restarts(
+    net: devnet.Devnet, tmp_path: Path
+) -> None:
+    """A detached job that finished before its node stopped stays in the data dir's store;
+    the next node there still lists it (`jobs`), says its state (`status`) and hands out its
+    results (`results`), as `history` already does for its tasks."""
+    me = tmp_path / "me"
+    job = matrix_job(tmp_path, "echoes", "echo", "{n: '{i}'}", 2)
+    with running_node(net.gate, me):
+        job_id = detached(job, me)
+    with running_node(net.gate, me):
+        listed = json.loads(p2psched("jobs", "--json", "--data-dir", str(me)).stdout)["jobs"]
+        status = p2psched("status", job_id, "--data-dir", str(me))
+        fetched = p2psched("results", job_id, "--out", str(tmp_path / "r"), "--data-dir", str(me))
+    assert job_id in [j["job"] for j in listed], listed
+    assert status.returncode == 0 and "completed" in status.stdout, status.stderr
+    assert fetched.returncode == 0, fetched.stderr
+    assert len(files_of(tmp_path / "r" / "echoes")) == 4  # two results, two receipts

@@ -318,3 +318,14 @@ def test_a_gate_says_where_workers_join_it_as_a_command_that_works_as_printed(
     assert _join_command("::", ours).format(port=4000) == (
         "p2psched worker join --gate HOST:4000 (HOST: this machine's address, as workers reach it)"
     )
+
+
+def test_a_gate_says_how_workers_join_it_with_its_own_address(tmp_path: Path) -> None:
+    """The gate's headline hint for workers works when copied: it names the address the gate
+    listens on, not a placeholder."""
+    gate = f"127.0.0.1:{free_udp_port()}"
+    with process("gate", "--listen", gate, "--data-dir", str(tmp_path / "g"), home=tmp_path) as g:
+        assert g.stdout is not None and "listening on" in g.stdout.readline()
+        said = g.stdout.readline()
+    (hint,) = re.findall(r"workers join with: (p2psched worker join [^;]*)", said)
+    assert f"--gate {gate}" in hint, said

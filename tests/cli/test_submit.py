@@ -254,3 +254,33 @@ def test_ctrl_c_cancels_the_job_and_keeps_what_came_back(
     with running_node(net.gate, me):  # a node on the data dir takes up no job
         listed = json.loads(p2psched("jobs", "--json", "--data-dir", str(me)).stdout)
         assert listed == {"status": "success", "jobs": []}
+
+
+@pytest.mark.parametrize("net", [1], indirect=True)
+def test_a_data_dir_a_submit_holds_refuses_others_with_advice_that_works(
+    net: devnet.Devnet, tmp_path: Path
+) -> None:
+    """A `submit` that runs its job from a node of its own on --data-dir holds that data dir;
+    a second command there is refused, and what the refusal advises works: it names no control
+    API to ask unless one answers there."""
+    job = matrix_job(tmp_path, "long", "sleep", "{seconds: 300}", 1, "timeout: 10m\n")
+    me = tmp_path / "me"
+    argv = [*EXE, "submit", str(job), "--gate", net.gate, "--data-dir", str(me)]
+    with subprocess.Popen(
+        [*argv, "--results", str(tmp_path / "r")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as first:
+        try:
+            deadline = time.monotonic() + 60
+            while not (me / "node.lock").exists() or not (me / "state.db").exists():
+                assert time.monotonic() < deadline and first.poll() is None, "no node started"
+                time.sleep(0.1)
+            second = p2psched("submit", str(job), "--gate", net.gate, "--data-dir", str(me))
+            asked = p2psched("jobs", "--data-dir", str(me))
+        finally:
+            first.send_signal(signal.SIGINT)
+            first.wait(timeout=60)
+    assert second.returncode != 0 and "in use by" in second.stderr, second.stderr
+    if "control API" in second.stderr:
+        assert asked.returncode == 0, (second.stderr, asked.stderr)
