@@ -154,6 +154,10 @@ def _guard(app: FastAPI, token: str, sessions: SignedSessions) -> None:
             elif not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 # No path in the answer: it may go to another machine (--api-remote).
                 return _error(401, f"missing or wrong bearer token (the node's {TOKEN_FILE})")
+            # Read before answering, also by routes that take no body: an answer sent before
+            # the body came makes Hypercorn close the connection, and the client's write of
+            # the body then fails (a broken pipe), though the request was carried out.
+            await request.body()
         return await call_next(request)
 
     @app.get(SESSION_PATH, include_in_schema=False)
