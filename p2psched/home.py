@@ -16,6 +16,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,11 +85,7 @@ def running_in(data_dir: Path, role: str) -> Iterator[None]:
     except BlockingIOError:
         holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
         os.close(fd)
-        raise DataDirInUse(
-            f"{data_dir} is in use by {holder}: stop that one first (Ctrl-C, or "
-            "`kill -TERM PID`), ask it through its control API (`--data-dir` with a command "
-            "such as `p2psched status`), or give this one a --data-dir of its own"
-        ) from None
+        raise DataDirInUse(_in_use(data_dir, holder)) from None
     try:
         # (the file stays: unlinking it on exit would let a third process lock a new one
         # while a second still waits on the old)
@@ -96,3 +94,22 @@ def running_in(data_dir: Path, role: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _in_use(data_dir: Path, holder: str) -> str:
+    """Why a second process may not run a node on `data_dir`, and what to do instead: each
+    piece of advice one that works as printed (a control API is named only if one answers
+    there: a `submit`'s own node serves none)."""
+    pid = re.match(r"pid (\d+)", holder)
+    stop = f"`kill -TERM {pid[1]}`" if pid else "`kill -TERM` its pid"
+    where = shlex.quote(str(data_dir))
+    # (the API's `api.json`: there for as long as a control API serves on the data dir)
+    ask = (
+        f"ask it through its control API (`p2psched jobs --data-dir {where}`), "
+        if (data_dir / "api.json").exists()
+        else ""
+    )
+    return (
+        f"{data_dir} is in use by {holder}: stop that one first (Ctrl-C, or {stop}), {ask}"
+        "or give this one a --data-dir of its own"
+    )

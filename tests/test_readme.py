@@ -292,3 +292,29 @@ def test_the_quick_start_demo_runs(tmp_path: Path) -> None:
     assert not left, f"processes left running after the demo: {left}"
     summary = json.loads((home / "results" / "hello" / "summary.json").read_text())
     assert summary["completed"] == summary["total"] == 6
+
+
+def toml_blocks(text: str) -> list[str]:
+    """The README's ```toml blocks, in order."""
+    return re.findall(r"^```toml\n(.*?)^```$", text, flags=re.M | re.S)
+
+
+def test_every_config_block_loads_as_copied(tmp_path: Path) -> None:
+    """Each TOML block is a file its reader takes as it stands: a worker's config (`[worker]`,
+    its `[dht]`), a gate's (`[relay]`, `[dht]`); no placeholder a copy would be refused for."""
+    from p2psched.gate.config import load_gate_config
+    from p2psched.worker.config import load_config
+
+    blocks = toml_blocks(README.read_text())
+    assert len(blocks) >= 4, "the README's config examples went missing"
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"block-{i}.toml"
+        path.write_text(block)
+        first = re.search(r"^\[([^\]]+)\]", block, flags=re.M)
+        assert first is not None, block
+        if first[1] == "worker":
+            load_config(path)
+        elif first[1] in ("relay", "dht"):
+            load_gate_config(path)
+        else:
+            raise AssertionError(f"a config block of no known reader: [{first[1]}]")

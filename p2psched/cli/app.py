@@ -96,11 +96,41 @@ def _is_one_of(e: BaseException, classes: Sequence[tuple[str, str]]) -> bool:
     )
 
 
+def _stdout_gone() -> bool:
+    """Whether stdout's reader has gone (its pipe says so: POLLERR); if so, stdout is pointed
+    at /dev/null, so that Python's flush at exit does not fail the same way again."""
+    import os
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):
+        return False
+    watch = select.poll()
+    watch.register(fd, select.POLLOUT)
+    if not any(events & (select.POLLERR | select.POLLHUP) for _, events in watch.poll(0)):
+        return False
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return True
+
+
+def _what_next(e: BaseException, args: argparse.Namespace) -> str:
+    """A command that helps after a node's refusal, when one does: a job it does not know
+    points to the jobs it knows (as a command that works when copied)."""
+    if not str(e).startswith("no job ") or not hasattr(args, "data_dir"):
+        return ""
+    from p2psched.cli.args import data_dir, hint
+
+    return f"; its jobs: {hint('jobs', data_dir(args))}"
+
+
 def _exit_status(e: BaseException, args: argparse.Namespace) -> int | None:
     """Say what went wrong on stderr and give the exit status, for what a user can meet; None
     for a fault in the program, which keeps its traceback."""
+    if isinstance(e, BrokenPipeError) and _stdout_gone():
+        return 141  # as a shell tells a program SIGPIPE ended (`| head` read what it wanted)
     if _is_one_of(e, USER_ERRORS):
-        print(f"p2psched: error: {e}", file=sys.stderr)
+        print(f"p2psched: error: {e}{_what_next(e, args)}", file=sys.stderr)
         return 2
     if isinstance(e, KeyboardInterrupt) and getattr(args, "runs_a_job", False):
         print("interrupted", file=sys.stderr)
@@ -126,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         use_network_id_bits(args.id_bits)  # before anything makes, loads or checks an id
     try:
         args.func(args)
+        sys.stdout.flush()  # (a reader gone is met here, where it is told as such, not at exit)
     except BaseException as raised:
         status = _exit_status(_leaf(raised), args)
         if status is None:

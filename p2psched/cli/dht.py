@@ -69,11 +69,11 @@ def cmd_dht_serve(args: argparse.Namespace) -> None:
 
     from p2psched.dht.node import open_dht_node
     from p2psched.dht.protocol import DhtConfig
+    from p2psched.home import running_in
     from p2psched.identity import load_or_create_identity
     from p2psched.scheduler.ads import check_ad_record
 
     host, port = parse_hostport(args.listen, "--listen")
-    identity = load_or_create_identity(data_dir(args))
 
     async def main() -> None:
         config = DhtConfig(client=args.client, trusted=trusted_networks(args))
@@ -91,7 +91,10 @@ def cmd_dht_serve(args: argparse.Namespace) -> None:
             )
             await trio.sleep_forever()
 
-    trio.run(main)
+    # Held as any node holds its data dir: two nodes with one id would each be the other.
+    with running_in(data_dir(args), "a DHT node"):
+        identity = load_or_create_identity(data_dir(args))
+        trio.run(main)
 
 
 def cmd_dht_put(args: argparse.Namespace) -> None:

@@ -236,8 +236,9 @@ def _say_unmatched(unmatched: list[dict[str, Any]], said: set[str]) -> None:
     for u in unmatched:
         if u["need"] not in said:
             said.add(u["need"])
+            waiting = "1 task waits" if u["tasks"] == 1 else f"{u['tasks']} tasks wait"
             print(
-                f"no worker found meets {u['need']} ({u['tasks']} tasks wait for one): {u['why']}",
+                f"no worker found meets {u['need']} ({waiting} for one): {u['why']}",
                 file=sys.stderr,
                 flush=True,
             )

@@ -12,6 +12,7 @@ and stops everything.
 from __future__ import annotations
 
 import logging
+import shlex
 import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -142,7 +143,7 @@ async def open_node(
             async with trio.open_nursery() as nursery:
                 discovery, jobs = await _start_scheduler(identity, dht, store, nursery, dispatch)
                 if resume:
-                    _resume(jobs)
+                    _resume(jobs, data_dir)
                 roles = ("gate",) if gate else ()
                 node = Node(identity, data_dir, dht, discovery, jobs, store, roles + ("scheduler",))
                 if gate:
@@ -341,15 +342,16 @@ def _free_tcp_port(host: str) -> int:
     return port
 
 
-def _resume(jobs: JobBook) -> None:
+def _resume(jobs: JobBook, data_dir: Path) -> None:
     """Take up the jobs the store has unfinished, and say so (a warning: it is work done
     that no one asked for just now, and its owner may have meant it to stop)."""
     for job in jobs.resume():
         log.warning(
             "resumed job %s (%d tasks), unfinished when the last node on this data dir "
-            "stopped; `p2psched cancel %s` stops it",
+            "stopped; `p2psched cancel %s --data-dir %s` stops it",
             job.job_id,
             len(job.run.tasks),
             job.job_id,
+            shlex.quote(str(data_dir)),
             extra={"job": job.job_id},
         )

@@ -497,7 +497,7 @@ class NodeFacade:
 
 
 def _no_job(job_id: str) -> NotFound:
-    return NotFound(f"no job {job_id!r} on this node (see GET /v1/jobs)")
+    return NotFound(f"no job {job_id!r} on this node")
 
 
 def _repeats(last_try: str | None, error: str | None) -> bool:

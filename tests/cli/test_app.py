@@ -157,3 +157,22 @@ def test_every_error_a_user_can_cause_names_a_real_exception_class() -> None:
     for module, name in (*USER_ERRORS, *NODE_WENT_AWAY):
         found = getattr(importlib.import_module(module), name)
         assert isinstance(found, type) and issubclass(found, Exception), (module, name)
+
+
+def test_a_reader_that_stops_early_is_no_error(tmp_path: Path) -> None:
+    """`p2psched ... | head -1`: when the reader of stdout has gone, the command stops as a
+    program SIGPIPE ended would (141), with nothing said on stderr."""
+    me = tmp_path / "me"
+    assert p2psched("init", "--data-dir", str(me)).returncode == 0
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    with os.fdopen(write, "wb") as stdout:
+        run = subprocess.run(
+            [*EXE, "id", "--data-dir", str(me)],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert run.returncode == 141, run.stderr
+    assert run.stderr == "", run.stderr
