@@ -92,8 +92,8 @@ def cmd_dht_serve(args: argparse.Namespace) -> None:
             await trio.sleep_forever()
 
     # Held as any node holds its data dir: two nodes with one id would each be the other.
+    identity = load_or_create_identity(data_dir(args))  # (first: a new dir is then empty)
     with running_in(data_dir(args), "a DHT node"):
-        identity = load_or_create_identity(data_dir(args))
         trio.run(main)
 
 

@@ -134,12 +134,12 @@ def test_commands_that_only_look_leave_no_home_behind(net: devnet.Devnet, tmp_pa
 
 @pytest.mark.parametrize("net", [2], indirect=True)
 def test_results_wait_for_a_running_job_to_end(node: Path, tmp_path: Path) -> None:
-    job = matrix_job(tmp_path, "naps", "sleep", "{seconds: 1}", 4)
+    job = matrix_job(tmp_path, "naps", "sleep", "{seconds: 6}", 2)  # one a worker, at once
     out = p2psched("submit", str(job), "--detach", "--json", "--data-dir", str(node))
     assert out.returncode == 0, out.stderr
     job_id = json.loads(out.stdout)["job"]
 
-    # At once: what has settled (nothing yet: each task sleeps 1 s), and the job said running.
+    # At once: what has settled (nothing yet: each task sleeps 6 s), and the job said running.
     early = p2psched("results", job_id, "--out", str(tmp_path / "early"), "--data-dir", str(node))
     assert early.returncode != 0
     assert says(early.stdout, f"job {job_id} is still running") and "--wait" in early.stdout
@@ -150,8 +150,8 @@ def test_results_wait_for_a_running_job_to_end(node: Path, tmp_path: Path) -> No
     assert waited.returncode == 0, waited.stdout + waited.stderr
     assert "still running" not in waited.stdout
     summary = json.loads((tmp_path / "late" / "naps" / "summary.json").read_text())
-    assert summary["completed"] == 4
-    assert len(files_of(tmp_path / "late" / "naps")) == 8  # 4 results, 4 receipts
+    assert summary["completed"] == 2
+    assert len(files_of(tmp_path / "late" / "naps")) == 4  # 2 results, 2 receipts
 
 
 @pytest.mark.parametrize("net", [1], indirect=True)
