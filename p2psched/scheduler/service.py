@@ -3,7 +3,7 @@ worker, finds workers in the DHT for them, and keeps their timers.
 
 Owns: the links (a channel to a worker, its reader and its writer, shared by every job that
 uses that worker), routing each answer to its job (by request id, by the job a quote names, by
-the job a task id names), and the one timer loop.
+the job a task id names), the watchers of tasks' partial results, and the one timer loop.
 Promises: a job's `done` event is set once all its tasks are final; a worker that breaks a
 rule, or does not read what it is sent, is disconnected, and every job using it hears so; an
 error on one link touches no other; a link takes messages of a few KiB until its worker has
@@ -18,8 +18,8 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ from p2psched.scheduler.run import (
     JobRun,
     Send,
     Settled,
+    Streamed,
     WorkerState,
 )
 from p2psched.scheduler.strategy import Strategy
@@ -55,6 +56,7 @@ from p2psched.wire.messages import (
     Decline,
     Lease,
     Message,
+    Partial,
     QuoteReply,
     QuoteRequest,
     Ready,
@@ -163,6 +165,7 @@ class Dispatcher:
         self._waking_at = -math.inf  # when the timer loop wakes by itself
         self._nursery: trio.Nursery | None = None
         self._closing: list[_Link] = []  # links going once what was queued for them is out
+        self._watchers: dict[str, Callable[[Any], None]] = {}  # task id -> where parts go
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -205,6 +208,18 @@ class Dispatcher:
             (j.run.due_on(worker) for k, j in self._jobs.items() if k != job_id),
             default=math.inf,
         )
+
+    @contextmanager
+    def watch(self, task_id: str, on_partial: Callable[[Any], None]) -> Iterator[None]:
+        """Hand `on_partial` each partial result of `task_id` that its run passes on (a
+        streamed answer's chunks), until the block ends. One watcher per task: a second
+        replaces the first. (`on_partial` is called on the trio thread, and must not wait.)"""
+        self._watchers[task_id] = on_partial
+        try:
+            yield
+        finally:
+            if self._watchers.get(task_id) is on_partial:
+                del self._watchers[task_id]
 
     @property
     def connected_workers(self) -> int:
@@ -253,6 +268,10 @@ class Dispatcher:
                         self.ended_failures.append((job_id, ended.spec.task_id, ended.since))
                     if job.on_settled is not None:
                         job.on_settled(job.run, action.task_id)
+                elif isinstance(action, Streamed):
+                    watcher = self._watchers.get(action.task_id)
+                    if watcher is not None:
+                        watcher(action.output)
                 elif isinstance(action, Discover):
                     self._start_discovery(job_id)
         self.record(job.run.journal)  # moves that asked for no action (a task seen running)
@@ -449,7 +468,7 @@ class Dispatcher:
                 job_id = self._rid_owner.pop((worker, m.rid), "")
             case Ready():  # a reservation stands until given up: its owner stays
                 job_id = self._rid_owner.get((worker, m.rid), "")
-            case Result():
+            case Result() | Partial():
                 job_id = job_of(m.task)
             case _:  # a message only schedulers send: the job that hears it drops the worker
                 job_id = next(iter(link.jobs), "")
