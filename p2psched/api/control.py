@@ -31,7 +31,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.exceptions import HTTPException
 
-from p2psched.api import docs, metrics, ui
+from p2psched.api import docs, metrics, openai, ui
 from p2psched.api.bodies import (
     Cancelled,
     CancelRequest,
@@ -119,6 +119,7 @@ def make_app(node: Node, token: str, limits: SessionLimits | None = None) -> Fas
     app.include_router(docs.router)
     facade = NodeFacade(node)
     metrics.install(app, facade)
+    openai.install(app, facade)
     _guard(app, token, SignedSessions(token, limits))
     for routes in (_job_routes, _operator_routes, _design_document_routes):
         app.include_router(routes(facade))
@@ -145,7 +146,10 @@ def _guard(app: FastAPI, token: str, sessions: SignedSessions) -> None:
                     return answer
             elif not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 # No path in the answer: it may go to another machine (--api-remote).
-                return _error(401, f"missing or wrong bearer token (the node's {TOKEN_FILE})")
+                said = f"missing or wrong bearer token (the node's {TOKEN_FILE})"
+                if openai.serves(path):  # (an OpenAI client's API key is the token)
+                    return openai.error(401, said, "invalid_request_error", "invalid_api_key")
+                return _error(401, said)
         return await call_next(request)
 
     @app.get(SESSION_PATH, include_in_schema=False)

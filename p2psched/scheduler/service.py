@@ -165,7 +165,8 @@ class Dispatcher:
         self._waking_at = -math.inf  # when the timer loop wakes by itself
         self._nursery: trio.Nursery | None = None
         self._closing: list[_Link] = []  # links going once what was queued for them is out
-        self._watchers: dict[str, Callable[[Any], None]] = {}  # task id -> where parts go
+        # task id -> where its partial results go, and what to call once it is final
+        self._watchers: dict[str, tuple[Callable[[Any], None], Callable[[], None]]] = {}
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -210,15 +211,19 @@ class Dispatcher:
         )
 
     @contextmanager
-    def watch(self, task_id: str, on_partial: Callable[[Any], None]) -> Iterator[None]:
-        """Hand `on_partial` each partial result of `task_id` that its run passes on (a
-        streamed answer's chunks), until the block ends. One watcher per task: a second
-        replaces the first. (`on_partial` is called on the trio thread, and must not wait.)"""
-        self._watchers[task_id] = on_partial
+    def watch(
+        self, task_id: str, on_partial: Callable[[Any], None], on_final: Callable[[], None]
+    ) -> Iterator[None]:
+        """Hand `on_partial` each partial result of `task_id` its run passes on (a streamed
+        answer's chunks), then call `on_final` once the task is final, until the block ends.
+        One watcher per task: a second replaces the first. (Both are called on the trio
+        thread, and must not wait.)"""
+        watcher = (on_partial, on_final)
+        self._watchers[task_id] = watcher
         try:
             yield
         finally:
-            if self._watchers.get(task_id) is on_partial:
+            if self._watchers.get(task_id) is watcher:
                 del self._watchers[task_id]
 
     @property
@@ -268,10 +273,11 @@ class Dispatcher:
                         self.ended_failures.append((job_id, ended.spec.task_id, ended.since))
                     if job.on_settled is not None:
                         job.on_settled(job.run, action.task_id)
+                    if (watcher := self._watchers.get(action.task_id)) is not None:
+                        watcher[1]()
                 elif isinstance(action, Streamed):
-                    watcher = self._watchers.get(action.task_id)
-                    if watcher is not None:
-                        watcher(action.output)
+                    if (watcher := self._watchers.get(action.task_id)) is not None:
+                        watcher[0](action.output)
                 elif isinstance(action, Discover):
                     self._start_discovery(job_id)
         self.record(job.run.journal)  # moves that asked for no action (a task seen running)
