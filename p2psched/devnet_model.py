@@ -99,8 +99,10 @@ def chunks(path: str, body: Any) -> list[dict[str, Any]]:
 
 class _Handler(BaseHTTPRequestHandler):
     # Keep-alive, as the model servers it stands in for: a plain answer has its length, a
-    # stream comes chunked.
+    # stream comes chunked. Each write goes out at once: a body held back by Nagle's algorithm
+    # until the client's delayed ACK of the head would add 40 ms to every answer.
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
     def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
         try:
