@@ -433,9 +433,12 @@ class NodeFacade:
             parsed = parse_job(spec, source="model task")
         except JobSpecError as e:
             raise Invalid(str(e)) from None
+        # Workers the discovery cache holds for it, if any: a request saves the DHT's round
+        # trips (the job looks there itself once they cannot take it).
+        found = await self._node.discovery.find(derive_tasks(parsed)[0].need)
         # (unbounded here: the caps on a task's partial results bound it)
         send, receive = trio.open_memory_channel[Any](math.inf)
-        job = self._node.jobs.submit(parsed, spec)
+        job = self._node.jobs.submit(parsed, spec, found=found)
         task_id = next(iter(job.run.tasks))
         with self._node.jobs.dispatcher.watch(task_id, send.send_nowait, send.close):
             try:

@@ -2,8 +2,9 @@
 worker, finds workers in the DHT for them, and keeps their timers.
 
 Owns: the links (a channel to a worker, its reader and its writer, shared by every job that
-uses that worker), routing each answer to its job (by request id, by the job a quote names, by
-the job a task id names), the watchers of tasks' partial results, and the one timer loop.
+uses that worker, and kept `LINGER_S` after the last of them for the next), routing each
+answer to its job (by request id, by the job a quote names, by the job a task id names), the
+watchers of tasks' partial results, and the one timer loop.
 Promises: a job's `done` event is set once all its tasks are final; a worker that breaks a
 rule, or does not read what it is sent, is disconnected, and every job using it hears so; an
 error on one link touches no other; a link takes messages of a few KiB until its worker has
@@ -92,6 +93,9 @@ log = logging.getLogger(__name__)
 MAX_ADS_KEPT = 10_000  # workers' ads kept for watchers, the least recently refreshed dropped
 _UNNEEDED = "no job needs it now"
 FLUSH_S = 5.0  # a link no job needs any more closes once its last messages are out, or then
+# ... after staying open this long for the next job (one of a stream of small ones, such as the
+# OpenAI gateway's requests, would otherwise pay a TCP and Noise handshake each)
+LINGER_S = 10.0
 # Requests a worker answers by their request id: the answer goes to the job that asked.
 _ANSWERED = (QuoteRequest, Commit, Reserve, Withdraw)
 
@@ -119,6 +123,8 @@ class _Link:
     public_key: bytes | None = None
     reason: str | None = None  # why it ended, when we ended it
     relayed: bool = False  # its channel goes through a gate's circuit
+    idle_since: float | None = None  # when its last job ended, while no job needs it
+    lingering: bool = False  # a task waits to close it once it has been idle `LINGER_S`
 
 
 class Dispatcher:
@@ -185,11 +191,23 @@ class Dispatcher:
                     self._guarded(job_id, job.run.tick, now)
                     self._flush(job_id, kick=False)
 
-    def add(self, run: JobRun, on_settled: Settle | None = None) -> trio.Event:
-        """Start running `run`; the event is set when all its tasks are final."""
+    def add(
+        self,
+        run: JobRun,
+        on_settled: Settle | None = None,
+        *,
+        found: list[WorkerAd] | None = None,
+    ) -> trio.Event:
+        """Start running `run`; the event is set when all its tasks are final. `found`: the
+        workers its submitter just found for it (a discovery cache's): it starts on those,
+        and looks in the DHT only once they cannot take its tasks (a round trip or more of
+        the DHT saved, for a job of one small task)."""
         job = _Job(run, on_settled)
         self._jobs[run.job] = job
-        self._start_discovery(run.job)
+        if found:
+            self._guarded(run.job, run.add_workers, found, self.clock())
+        else:
+            self._start_discovery(run.job)
         self._flush(run.job)
         return job.done
 
@@ -288,8 +306,11 @@ class Dispatcher:
                 del self._rid_owner[key]
             for worker, link in list(self._links.items()):
                 link.jobs.discard(job_id)
-                if not link.jobs:
-                    self._close(worker, _UNNEEDED, when_written=True)
+                if not link.jobs and link.idle_since is None:
+                    link.idle_since = trio.current_time()
+                    if not link.lingering and self._nursery is not None:
+                        link.lingering = True
+                        self._nursery.start_soon(self._close_when_idle, worker, link)
         # The timer loop looks again only if this job's next deadline comes before the time it
         # sleeps until: waking it for every message would tick every job for every message.
         if kick and (job.run.done or job.run.next_deadline() < self._waking_at):
@@ -318,6 +339,18 @@ class Dispatcher:
         else:
             link.scope.cancel()
 
+    async def _close_when_idle(self, worker: bytes, link: _Link) -> None:
+        """Close `link` once no job has needed it for `LINGER_S` (a job that joins it in the
+        meantime keeps it)."""
+        try:
+            while link.idle_since is not None and self._links.get(worker) is link:
+                if link.idle_since + LINGER_S <= trio.current_time():
+                    self._close(worker, _UNNEEDED, when_written=True)
+                    return
+                await trio.sleep_until(link.idle_since + LINGER_S)
+        finally:
+            link.lingering = False
+
     async def _close_when_written(self, link: _Link) -> None:
         assert link.outbox is not None
         with trio.move_on_after(FLUSH_S):
@@ -326,9 +359,11 @@ class Dispatcher:
         self._closing.remove(link)
 
     async def links_flushed(self) -> None:
-        """Return once the links closing have written what was queued for them (FLUSH_S at
-        most each): a process that leaves after a cancel waits here, so the cancel goes."""
-        for link in list(self._closing):
+        """Return once the links closing, or open with no job, have written what was queued
+        for them (FLUSH_S at most each): a process that leaves after a cancel waits here, so
+        the cancel goes."""
+        idle = [link for link in self._links.values() if not link.jobs and link.outbox]
+        for link in [*self._closing, *idle]:
             assert link.outbox is not None
             with trio.move_on_after(FLUSH_S):
                 await link.outbox.written()
@@ -340,6 +375,7 @@ class Dispatcher:
             assert self._nursery is not None
             self._nursery.start_soon(self._link, worker, addresses, link)
         link.jobs.add(job_id)
+        link.idle_since = None
         if link.public_key is not None:  # already up: this job joins it
             run = self._jobs[job_id].run
             step = functools.partial(run.connected, relayed=link.relayed)
