@@ -325,6 +325,7 @@ class SchedulerCounters:
     outcomes: Mapping[str, int]  # final states reached, and retried
     workers_connected: int
     frame_budget_waits: int  # times a channel waited for room to read a large message
+    partials: Mapping[str, int]  # partial results passed on, refused
 
 
 @dataclass(frozen=True, slots=True)

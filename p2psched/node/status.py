@@ -324,6 +324,7 @@ class NodeFacade:
             outcomes=Counter(d.stats.outcomes),
             workers_connected=d.connected_workers,
             frame_budget_waits=d.frame_budget.waits,
+            partials=Counter(d.stats.partials),
         )
 
     def dht_counters(self) -> DhtCounters:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -16,7 +18,7 @@ import pytest
 from p2psched.api.openai import MAX_REQUEST_BYTES
 from p2psched.wire.codec import encode
 from tests.harness.devnet import running_devnet
-from tests.harness.processes import running_node
+from tests.harness.processes import gate_and_worker, running_node
 
 MODEL = "llama-3-8b"  # the first devnet worker's (and the first one's only)
 ASK = [{"role": "user", "content": "tell me about peer to peer scheduling"}]
@@ -86,6 +88,11 @@ def test_the_streamed_answer_is_one_task_whose_receipt_covers_every_chunk(
     ]
     digest = hashlib.sha256(encode(result["output"])).hexdigest()
     assert result["receipt"]["result_hash"] == digest and result["receipt"]["ok"]
+    with httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}) as api:
+        metrics = api.get("/metrics").text
+    series = 'p2psched_partial_results_total{outcome="passed"}'
+    [passed] = [line for line in metrics.splitlines() if line.startswith(series)]
+    assert float(passed.split()[-1]) >= len(chunks)  # (and those of the other streams)
 
 
 def test_an_unknown_model_is_not_found_naming_the_known_ones(client: openai.OpenAI) -> None:
@@ -115,3 +122,30 @@ def test_a_bad_body_is_refused_naming_the_field(
     big = {"model": MODEL, "prompt": "x" * MAX_REQUEST_BYTES}
     r = httpx.post(f"{url}/v1/completions", json=big, headers={"authorization": f"Bearer {token}"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+def test_a_stream_whose_model_server_fails_ends_with_an_error_in_openais_shape(
+    tmp_path: Path,
+) -> None:
+    """A worker whose endpoint answers nothing: the stream is not tried elsewhere (its client
+    may have seen part of it), and ends with the worker's reason, which the client raises."""
+    config = (
+        '[worker]\ndrivers = ["http"]\nmodels = ["dead-model"]\n'
+        '[drivers.http]\nendpoints = { "dead-model" = "http://127.0.0.1:9/v1" }\n'
+    )
+    with gate_and_worker(tmp_path, config):
+        endpoint = tmp_path / "g" / "api.json"
+        deadline = time.monotonic() + 30
+        while not endpoint.exists():
+            assert time.monotonic() < deadline, "the gate's API did not start"
+            time.sleep(0.1)
+        url = json.loads(endpoint.read_text())["url"]
+        key = (tmp_path / "g" / "api.token").read_text().strip()
+        with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=60) as c:
+            while "dead-model" not in [m.id for m in c.models.list()]:
+                assert time.monotonic() < deadline, "the worker's ad did not show"
+                time.sleep(0.2)
+            with pytest.raises(openai.APIError) as e:
+                list(c.chat.completions.create(model="dead-model", messages=ASK, stream=True))  # type: ignore[arg-type]
+    assert isinstance(e.value.body, dict) and e.value.body["code"] == "worker_failed"
+    assert "no answer from the model server" in e.value.message
