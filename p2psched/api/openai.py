@@ -28,7 +28,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from p2psched.node.snapshots import TaskOutcome
-from p2psched.node.status import NodeFacade
+from p2psched.node.status import NodeFacade, Refusal
 
 PATHS = ("/v1/models", "/v1/chat/completions", "/v1/completions")
 MAX_REQUEST_BYTES = 1 << 20  # a request's body: prompts and messages, not files
@@ -45,13 +45,11 @@ class GatewayError(Exception):
         self, status: int, message: str, kind: str, code: str | None, param: str | None = None
     ) -> None:
         super().__init__(message)
-        self.status, self.message, self.kind, self.code, self.param = (
-            status,
-            message,
-            kind,
-            code,
-            param,
-        )
+        self.status = status
+        self.message = message
+        self.kind = kind  # OpenAI's `type`
+        self.code = code
+        self.param = param
 
     def doc(self) -> dict[str, Any]:
         return {
@@ -176,15 +174,18 @@ async def _answer(facade: NodeFacade, body: dict[str, Any]) -> JSONResponse | St
         events = _stream(facade, body)
         return StreamingResponse(events, media_type="text/event-stream", headers=_SSE)
     with trio.move_on_after(TIMEOUT_S):
-        async with facade.model_task(
-            body["model"], body, timeout_s=TIMEOUT_S, retries=PLAIN_RETRIES
-        ) as (parts, task_id):
-            async for _ in parts:
-                pass  # (a plain request asks for no parts: its answer is the whole)
-            outcome = facade.model_task_outcome(task_id)
-        if outcome.state == "completed":
-            return JSONResponse(outcome.output)
-        raise _failed(outcome)
+        try:
+            async with facade.model_task(
+                body["model"], body, timeout_s=TIMEOUT_S, retries=PLAIN_RETRIES
+            ) as (parts, outcome):
+                async for _ in parts:
+                    pass  # (a plain request asks for no parts: its answer is the whole)
+                ended = outcome()
+        except Refusal as e:
+            raise _bad(str(e)) from None
+        if ended.state == "completed":
+            return JSONResponse(ended.output)
+        raise _failed(ended)
     raise _timed_out()
 
 
@@ -194,20 +195,23 @@ async def _stream(facade: NodeFacade, body: dict[str, Any]) -> AsyncIterator[byt
     (No cancel scope spans a `yield`: the server may leave this generator suspended there.)"""
     deadline = trio.current_time() + TIMEOUT_S
     problem: GatewayError | None = _timed_out()
-    async with facade.model_task(
-        body["model"], body, timeout_s=TIMEOUT_S, retries=STREAM_RETRIES
-    ) as (parts, task_id):
-        while True:
-            with trio.move_on_at(deadline) as waited:
-                try:
-                    part = await parts.receive()
-                except trio.EndOfChannel:
-                    outcome = facade.model_task_outcome(task_id)
-                    problem = None if outcome.state == "completed" else _failed(outcome)
+    try:
+        async with facade.model_task(
+            body["model"], body, timeout_s=TIMEOUT_S, retries=STREAM_RETRIES
+        ) as (parts, outcome):
+            while True:
+                with trio.move_on_at(deadline) as waited:
+                    try:
+                        part = await parts.receive()
+                    except trio.EndOfChannel:
+                        ended = outcome()
+                        problem = None if ended.state == "completed" else _failed(ended)
+                        break
+                if waited.cancelled_caught:
                     break
-            if waited.cancelled_caught:
-                break
-            yield _event(part)
+                yield _event(part)
+    except Refusal as e:
+        problem = _bad(str(e))
     if problem is not None:
         yield _event(problem.doc())
     yield b"data: [DONE]\n\n"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -416,11 +416,11 @@ class NodeFacade:
     @asynccontextmanager
     async def model_task(
         self, model: str, task_input: dict[str, Any], *, timeout_s: float, retries: int
-    ) -> AsyncIterator[tuple[trio.MemoryReceiveChannel[Any], str]]:
+    ) -> AsyncIterator[tuple[trio.MemoryReceiveChannel[Any], Callable[[], TaskOutcome]]]:
         """Run `task_input` as a one-task job on a worker whose http driver serves `model`,
         placed as a job's tasks are. Yields the task's partial results as they come (a
-        streamed answer's chunks; the channel ends once the task is final) and its id (for
-        `model_task_outcome`). A task not final when the block ends is cancelled: its asker
+        streamed answer's chunks; the channel ends once the task is final), and what tells
+        how it ended (or stands). A task not final when the block ends is cancelled: its asker
         is gone."""
         spec = {
             "name": "model-" + re.sub(r"[^A-Za-z0-9._-]+", "-", model)[:48],
@@ -441,19 +441,18 @@ class NodeFacade:
         send, receive = trio.open_memory_channel[Any](math.inf)
         job = self._node.jobs.submit(parsed, spec, found=found)
         task_id = next(iter(job.run.tasks))
+        t = job.run.tasks[task_id]
+
+        def outcome() -> TaskOutcome:
+            output = to_json(job.output(task_id)) if t.state == TaskState.COMPLETED else None
+            return TaskOutcome(task_id, t.state.value, output, t.error, t.attempts)
+
         with self._node.jobs.dispatcher.watch(task_id, send.send_nowait, send.close):
             try:
-                yield receive, task_id
+                yield receive, outcome
             finally:
-                if not job.run.tasks[task_id].state.final:
+                if not t.state.final:
                     self._node.jobs.cancel(job.job_id, None)
-
-    def model_task_outcome(self, task_id: str) -> TaskOutcome:
-        """How the task of a `model_task` ended (or stands)."""
-        job = self._job(task_id.rpartition("/")[0])
-        t = job.run.tasks[task_id]
-        output = to_json(job.output(task_id)) if t.state == TaskState.COMPLETED else None
-        return TaskOutcome(task_id, t.state.value, output, t.error, t.attempts)
 
     def cancel(self, job_id: str, tasks: list[str] | None = None) -> list[str]:
         """Cancel a job's tasks (None: all of them); the ids of those it aborted."""
