@@ -1,11 +1,12 @@
 """The devnet's test model server: a small OpenAI-compatible endpoint on loopback that answers
-`/v1/completions` and `/v1/chat/completions` deterministically, so the http driver's examples
-run on a devnet with no model installed.
+`/v1/completions` and `/v1/chat/completions` deterministically, plain or streamed (`stream:
+true`: server-sent events, a chunk a word, then `data: [DONE]`), so the http driver's examples
+and the node's OpenAI gateway run on a devnet with no model installed.
 
 Owns: the server (`serve`, run by `p2psched devnet serve-model` as a process of its own) and
-its answers (`answer`). Promises: the same request gets the same answer; a body over
-`MAX_BODY_BYTES`, not JSON, or on another path is refused with OpenAI's error shape; it listens
-on 127.0.0.1 only.
+its answers (`answer`, `chunks`). Promises: the same request gets the same answer; a stream's
+chunks put together say what the plain answer says; a body over `MAX_BODY_BYTES`, not JSON,
+or on another path is refused with OpenAI's error shape; it listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -69,7 +70,40 @@ def answer(path: str, body: Any) -> dict[str, Any]:
     }
 
 
+def chunks(path: str, body: Any) -> list[dict[str, Any]]:
+    """What the server streams for `body` (with `stream: true`): the answer's text a word a
+    chunk (a chat's first chunk names the role), then a chunk that says why it stopped, in
+    the shapes OpenAI streams."""
+    whole = answer(path, body)
+    choice = whole["choices"][0]
+    chat = path == "/v1/chat/completions"
+    text = choice["message"]["content"] if chat else choice["text"]
+    words = text.split(" ")
+    pieces = [words[0], *(" " + w for w in words[1:])]
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    head = {"id": whole["id"], "object": kind, "created": 0, "model": whole["model"]}
+
+    def chunk(delta: dict[str, Any] | str, finish: str | None) -> dict[str, Any]:
+        if chat:
+            said: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        else:
+            said = {"index": 0, "text": delta, "logprobs": None, "finish_reason": finish}
+        return {**head, "choices": [said]}
+
+    if chat:
+        out = [chunk({"role": "assistant", "content": ""}, None)]
+        out += [chunk({"content": p}, None) for p in pieces]
+        return [*out, chunk({}, "stop")]
+    return [*(chunk(p, None) for p in pieces), chunk("", "stop")]
+
+
 class _Handler(BaseHTTPRequestHandler):
+    # Keep-alive, as the model servers it stands in for: a plain answer has its length, a
+    # stream comes chunked. Each write goes out at once: a body held back by Nagle's algorithm
+    # until the client's delayed ACK of the head would add 40 ms to every answer.
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
     def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
         try:
             length = int(self.headers.get("content-length") or "0")
@@ -79,10 +113,15 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.loads(self.rfile.read(length))
             except (ValueError, RecursionError):
                 raise RequestError("the body is not JSON") from None
-            self._send(200, answer(self.path, body))
+            if isinstance(body, dict) and body.get("stream") is True:
+                self._stream(chunks(self.path, body))
+            else:
+                self._send(200, answer(self.path, body))
         except RequestError as e:
+            self.close_connection = True  # (its body may not have been read)
             self._send(404 if "no such endpoint" in str(e) else 400, _error(str(e)))
         except ValueError:
+            self.close_connection = True
             self._send(400, _error("bad content-length"))
 
     def _send(self, status: int, doc: dict[str, Any]) -> None:
@@ -92,6 +131,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def _stream(self, events: list[dict[str, Any]]) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for event in [*(json.dumps(e) for e in events), "[DONE]"]:
+            data = f"data: {event}\n\n".encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
         pass  # one line per request would fill the devnet's log

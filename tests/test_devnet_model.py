@@ -8,8 +8,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,3 +65,39 @@ def test_what_it_does_not_take_is_refused_with_a_reason(server: str) -> None:
     assert status == 400 and "messages" in answer["error"]["message"]  # type: ignore[index]
     status, answer = _post(server + "/v1/embeddings", b"{}")
     assert status == 404 and "no such endpoint" in answer["error"]["message"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "text_of"),
+    [
+        (
+            "/v1/chat/completions",
+            {"model": "m", "messages": [{"role": "user", "content": "say three words"}]},
+            lambda c: c["choices"][0]["delta"].get("content", ""),
+        ),
+        (
+            "/v1/completions",
+            {"model": "m", "prompt": "say three words"},
+            lambda c: c["choices"][0]["text"],
+        ),
+    ],
+)
+def test_a_stream_comes_as_server_sent_events_that_add_up_to_the_plain_answer(
+    server: str, path: str, body: dict[str, Any], text_of: Callable[[Any], str]
+) -> None:
+    _, plain = _post(server + path, json.dumps(body).encode())
+    request = urllib.request.Request(
+        server + path,
+        data=json.dumps({**body, "stream": True}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.headers["content-type"] == "text/event-stream"
+        lines = answer.read().decode().split("\n\n")
+    assert lines[-2:] == ["data: [DONE]", ""]
+    events = [json.loads(line.removeprefix("data: ")) for line in lines[:-2]]
+    assert len(events) > 3  # a word a chunk
+    plain_choice = plain["choices"][0]  # type: ignore[index]
+    said = plain_choice["message"]["content"] if "message" in plain_choice else plain_choice["text"]
+    assert "".join(text_of(e) for e in events) == said == "echo: say three words"
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"

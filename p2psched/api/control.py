@@ -31,7 +31,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.exceptions import HTTPException
 
-from p2psched.api import docs, metrics, ui
+from p2psched.api import docs, metrics, openai, ui
 from p2psched.api.bodies import (
     Cancelled,
     CancelRequest,
@@ -87,6 +87,8 @@ from p2psched.node.status import (
     UnknownChoice,
 )
 
+_READ_AHEAD_BYTES = 64 << 10  # a body read before the route runs, at most
+
 # How the API answers each refusal of the node's façade.
 _REFUSED = {NotFound: 404, Invalid: 422, Unavailable: 409, UnknownChoice: 400}
 
@@ -127,6 +129,7 @@ def make_app(node: Node, token: str, limits: SessionLimits | None = None) -> Fas
     app.include_router(docs.router)
     facade = NodeFacade(node)
     metrics.install(app, facade)
+    openai.install(app, facade)
     _guard(app, token, SignedSessions(token, limits))
     for routes in (_job_routes, _operator_routes, _design_document_routes):
         app.include_router(routes(facade))
@@ -153,11 +156,17 @@ def _guard(app: FastAPI, token: str, sessions: SignedSessions) -> None:
                     return answer
             elif not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 # No path in the answer: it may go to another machine (--api-remote).
-                return _error(401, f"missing or wrong bearer token (the node's {TOKEN_FILE})")
-            # Read before answering, also by routes that take no body: an answer sent before
-            # the body came makes Hypercorn close the connection, and the client's write of
-            # the body then fails (a broken pipe), though the request was carried out.
-            await request.body()
+                said = f"missing or wrong bearer token (the node's {TOKEN_FILE})"
+                if openai.serves(path):  # (an OpenAI client's API key is the token)
+                    return openai.error(401, said, "invalid_request_error", "invalid_api_key")
+                return _error(401, said)
+            # A small body is read before answering, also by routes that take none: an answer
+            # sent before it came makes Hypercorn close the connection, and the client's write
+            # of the body then fails (a broken pipe), though the request was carried out.
+            # (A larger one is for a route that reads it, within its own limit.)
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) <= _READ_AHEAD_BYTES:
+                await request.body()
         return await call_next(request)
 
     @app.get(SESSION_PATH, include_in_schema=False)

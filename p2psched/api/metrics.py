@@ -56,6 +56,7 @@ _NEGOTIATION = (
     "withdrawn",
 )
 _OUTCOMES = ("completed", "failed", "timed_out", "aborted", "retried")
+_PARTIALS = ("passed", "refused")
 # Its answer is text, its refusal JSON (as the API's other routes give it): said by hand, as
 # FastAPI would describe a refusal in the route's own media type.
 _REFUSED: dict[int | str, dict[str, Any]] = {
@@ -143,6 +144,14 @@ def _scheduler(node: NodeFacade) -> Iterator[Metric]:
         "outcome",
         c.outcomes,
         _OUTCOMES,
+    )
+    yield _counter(
+        "p2psched_partial_results",
+        "Partial results (a streamed answer's chunks) workers sent, passed on to their task's "
+        "watcher or refused (not the worker's task, or over the task's caps)",
+        "outcome",
+        c.partials,
+        _PARTIALS,
     )
     yield GaugeMetricFamily(
         "p2psched_workers_connected",

@@ -325,6 +325,7 @@ class SchedulerCounters:
     outcomes: Mapping[str, int]  # final states reached, and retried
     workers_connected: int
     frame_budget_waits: int  # times a channel waited for room to read a large message
+    partials: Mapping[str, int]  # partial results passed on, refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,3 +361,26 @@ class WorkerCounters:
     relay_moves: int | None  # None: it takes no relay
     connections_shed: int  # dropped at its listener: too many from one address, or in all
     frame_budget_waits: int  # times a channel waited for room to read a large message
+
+
+# -- model tasks (the OpenAI-compatible gateway) ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    """A model that workers with the http driver advertise, and how many of them."""
+
+    model: str
+    workers: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutcome:
+    """How a one-task job for a model ended: its final state, its output (as JSON) once
+    completed, else its error; `tries`: the workers that failed it (0: none took it)."""
+
+    task: str
+    state: str
+    output: Any
+    error: str | None
+    tries: int

@@ -9,8 +9,11 @@ in one go, so it shows one moment; a refused command has changed nothing.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,9 @@ from p2psched.node.snapshots import (
     ResultsPage,
     SchedulerCounters,
     SchedulerSettings,
+    ServedModel,
     TaskHistory,
+    TaskOutcome,
     TaskRecord,
     TaskResult,
     TaskView,
@@ -348,6 +353,7 @@ class NodeFacade:
             outcomes=Counter(d.stats.outcomes),
             workers_connected=d.connected_workers,
             frame_budget_waits=d.frame_budget.waits,
+            partials=Counter(d.stats.partials),
         )
 
     def dht_counters(self) -> DhtCounters:
@@ -426,6 +432,56 @@ class NodeFacade:
             while task.worker is None and not task.state.final:
                 await trio.sleep(0.05)
         return self.task(task.spec.task_id)
+
+    async def served_models(self) -> list[ServedModel]:
+        """The models the live workers with the http driver advertise (installed or loaded),
+        by name, each with how many of them serve it."""
+        ads = await self._node.discovery.find(Need.parse("driver=http"))
+        served: Counter[str] = Counter()
+        for ad in ads:
+            served.update(set(ad.profile.installed_models) | set(ad.profile.loaded_models))
+        return [ServedModel(model, n) for model, n in sorted(served.items())]
+
+    @asynccontextmanager
+    async def model_task(
+        self, model: str, task_input: dict[str, Any], *, timeout_s: float, retries: int
+    ) -> AsyncIterator[tuple[trio.MemoryReceiveChannel[Any], Callable[[], TaskOutcome]]]:
+        """Run `task_input` as a one-task job on a worker whose http driver serves `model`,
+        placed as a job's tasks are. Yields the task's partial results as they come (a
+        streamed answer's chunks; the channel ends once the task is final), and what tells
+        how it ended (or stands). A task not final when the block ends is cancelled: its asker
+        is gone."""
+        spec = {
+            "name": "model-" + re.sub(r"[^A-Za-z0-9._-]+", "-", model)[:48],
+            "driver": "http",
+            "resources": {"model": model},
+            "tasks": [{"input": task_input}],
+            "timeout": timeout_s,
+            "retries": retries,
+        }
+        try:
+            parsed = parse_job(spec, source="model task")
+        except JobSpecError as e:
+            raise Invalid(str(e)) from None
+        # Workers the discovery cache holds for it, if any: a request saves the DHT's round
+        # trips (the job looks there itself once they cannot take it).
+        found = await self._node.discovery.find(derive_tasks(parsed)[0].need)
+        # (unbounded here: the caps on a task's partial results bound it)
+        send, receive = trio.open_memory_channel[Any](math.inf)
+        job = self._node.jobs.submit(parsed, spec, found=found)
+        task_id = next(iter(job.run.tasks))
+        t = job.run.tasks[task_id]
+
+        def outcome() -> TaskOutcome:
+            output = to_json(job.output(task_id)) if t.state == TaskState.COMPLETED else None
+            return TaskOutcome(task_id, t.state.value, output, t.error, t.attempts)
+
+        with self._node.jobs.dispatcher.watch(task_id, send.send_nowait, send.close):
+            try:
+                yield receive, outcome
+            finally:
+                if not t.state.final:
+                    self._node.jobs.cancel(job.job_id, None)
 
     def cancel(self, job_id: str, tasks: list[str] | None = None) -> list[str]:
         """Cancel a job's tasks (None: all of them); the ids of those it aborted."""

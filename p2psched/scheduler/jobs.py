@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 
+from p2psched.scheduler.ads import WorkerAd
 from p2psched.scheduler.job import (
     JobSpec,
     JobSpecError,
@@ -168,8 +169,15 @@ class JobBook:
         self.config = config
         self.jobs: dict[str, SubmittedJob] = {}
 
-    def submit(self, spec: JobSpec, doc: dict[str, Any] | None = None) -> SubmittedJob:
-        """Accept a job: `doc` is the mapping `spec` was parsed from (kept, to resume it)."""
+    def submit(
+        self,
+        spec: JobSpec,
+        doc: dict[str, Any] | None = None,
+        *,
+        found: list[WorkerAd] | None = None,
+    ) -> SubmittedJob:
+        """Accept a job: `doc` is the mapping `spec` was parsed from (kept, to resume it);
+        `found`, workers just found for it (see `Dispatcher.add`)."""
         # Task ids travel to workers, which key them by scheduler: a job id unique on this
         # node keeps a resubmitted job's tasks apart from the first run's.
         job_id = f"{spec.name}-{secrets.token_hex(4)}"
@@ -190,7 +198,7 @@ class JobBook:
             doc = spec.model_dump(mode="python", by_alias=True, exclude_defaults=True)
         opened = JobOpened(job_id, spec.name, doc, now, mtr, spec.budget.total, deadline)
         self.dispatcher.record([opened])
-        job = self._start(spec, opened, tasks)
+        job = self._start(spec, opened, tasks, found=found)
         log.info("job %s submitted: %d tasks", job_id, len(job.run.tasks), extra={"job": job_id})
         return job
 
@@ -232,6 +240,8 @@ class JobBook:
         opened: JobOpened,
         tasks: list[TaskSpec],
         restore: Callable[[JobRun], None] | None = None,
+        *,
+        found: list[WorkerAd] | None = None,
     ) -> SubmittedJob:
         now = self.dispatcher.clock()
         job_id = opened.job
@@ -262,7 +272,9 @@ class JobBook:
             job.settled = [t.spec.task_id for t in sorted(done, key=lambda t: t.since)]
         self.jobs[job_id] = job
         self._forget_old()
-        dispatched = self.dispatcher.add(run, lambda _, task_id: job.settled.append(task_id))
+        dispatched = self.dispatcher.add(
+            run, lambda _, task_id: job.settled.append(task_id), found=found
+        )
 
         async def finish() -> None:
             await dispatched.wait()

@@ -2,8 +2,9 @@
 worker, finds workers in the DHT for them, and keeps their timers.
 
 Owns: the links (a channel to a worker, its reader and its writer, shared by every job that
-uses that worker), routing each answer to its job (by request id, by the job a quote names, by
-the job a task id names), and the one timer loop.
+uses that worker, and kept `LINGER_S` after the last of them for the next), routing each
+answer to its job (by request id, by the job a quote names, by the job a task id names), the
+watchers of tasks' partial results, and the one timer loop.
 Promises: a job's `done` event is set once all its tasks are final; a worker that breaks a
 rule, or does not read what it is sent, is disconnected, and every job using it hears so; an
 error on one link touches no other; a link takes messages of a few KiB until its worker has
@@ -18,8 +19,8 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,6 +39,7 @@ from p2psched.scheduler.run import (
     JobRun,
     Send,
     Settled,
+    Streamed,
     WorkerState,
 )
 from p2psched.scheduler.strategy import Strategy
@@ -55,6 +57,7 @@ from p2psched.wire.messages import (
     Decline,
     Lease,
     Message,
+    Partial,
     QuoteReply,
     QuoteRequest,
     Ready,
@@ -90,6 +93,9 @@ log = logging.getLogger(__name__)
 MAX_ADS_KEPT = 10_000  # workers' ads kept for watchers, the least recently refreshed dropped
 _UNNEEDED = "no job needs it now"
 FLUSH_S = 5.0  # a link no job needs any more closes once its last messages are out, or then
+# ... after staying open this long for the next job (one of a stream of small ones, such as the
+# OpenAI gateway's requests, would otherwise pay a TCP and Noise handshake each)
+LINGER_S = 10.0
 # Requests a worker answers by their request id: the answer goes to the job that asked.
 _ANSWERED = (QuoteRequest, Commit, Reserve, Withdraw)
 
@@ -117,6 +123,8 @@ class _Link:
     public_key: bytes | None = None
     reason: str | None = None  # why it ended, when we ended it
     relayed: bool = False  # its channel goes through a gate's circuit
+    idle_since: float | None = None  # when its last job ended, while no job needs it
+    lingering: bool = False  # a task waits to close it once it has been idle `LINGER_S`
 
 
 class Dispatcher:
@@ -163,6 +171,8 @@ class Dispatcher:
         self._waking_at = -math.inf  # when the timer loop wakes by itself
         self._nursery: trio.Nursery | None = None
         self._closing: list[_Link] = []  # links going once what was queued for them is out
+        # task id -> where its partial results go, and what to call once it is final
+        self._watchers: dict[str, tuple[Callable[[Any], None], Callable[[], None]]] = {}
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -181,11 +191,23 @@ class Dispatcher:
                     self._guarded(job_id, job.run.tick, now)
                     self._flush(job_id, kick=False)
 
-    def add(self, run: JobRun, on_settled: Settle | None = None) -> trio.Event:
-        """Start running `run`; the event is set when all its tasks are final."""
+    def add(
+        self,
+        run: JobRun,
+        on_settled: Settle | None = None,
+        *,
+        found: list[WorkerAd] | None = None,
+    ) -> trio.Event:
+        """Start running `run`; the event is set when all its tasks are final. `found`: the
+        workers its submitter just found for it (a discovery cache's): it starts on those,
+        and looks in the DHT only once they cannot take its tasks (a round trip or more of
+        the DHT saved, for a job of one small task)."""
         job = _Job(run, on_settled)
         self._jobs[run.job] = job
-        self._start_discovery(run.job)
+        if found:
+            self._guarded(run.job, run.add_workers, found, self.clock())
+        else:
+            self._start_discovery(run.job)
         self._flush(run.job)
         return job.done
 
@@ -205,6 +227,22 @@ class Dispatcher:
             (j.run.due_on(worker) for k, j in self._jobs.items() if k != job_id),
             default=math.inf,
         )
+
+    @contextmanager
+    def watch(
+        self, task_id: str, on_partial: Callable[[Any], None], on_final: Callable[[], None]
+    ) -> Iterator[None]:
+        """Hand `on_partial` each partial result of `task_id` its run passes on (a streamed
+        answer's chunks), then call `on_final` once the task is final, until the block ends.
+        One watcher per task: a second replaces the first. (Both are called on the trio
+        thread, and must not wait.)"""
+        watcher = (on_partial, on_final)
+        self._watchers[task_id] = watcher
+        try:
+            yield
+        finally:
+            if self._watchers.get(task_id) is watcher:
+                del self._watchers[task_id]
 
     @property
     def connected_workers(self) -> int:
@@ -253,6 +291,11 @@ class Dispatcher:
                         self.ended_failures.append((job_id, ended.spec.task_id, ended.since))
                     if job.on_settled is not None:
                         job.on_settled(job.run, action.task_id)
+                    if (watcher := self._watchers.get(action.task_id)) is not None:
+                        watcher[1]()
+                elif isinstance(action, Streamed):
+                    if (watcher := self._watchers.get(action.task_id)) is not None:
+                        watcher[0](action.output)
                 elif isinstance(action, Discover):
                     self._start_discovery(job_id)
         self.record(job.run.journal)  # moves that asked for no action (a task seen running)
@@ -263,8 +306,11 @@ class Dispatcher:
                 del self._rid_owner[key]
             for worker, link in list(self._links.items()):
                 link.jobs.discard(job_id)
-                if not link.jobs:
-                    self._close(worker, _UNNEEDED, when_written=True)
+                if not link.jobs and link.idle_since is None:
+                    link.idle_since = trio.current_time()
+                    if not link.lingering and self._nursery is not None:
+                        link.lingering = True
+                        self._nursery.start_soon(self._close_when_idle, worker, link)
         # The timer loop looks again only if this job's next deadline comes before the time it
         # sleeps until: waking it for every message would tick every job for every message.
         if kick and (job.run.done or job.run.next_deadline() < self._waking_at):
@@ -293,6 +339,18 @@ class Dispatcher:
         else:
             link.scope.cancel()
 
+    async def _close_when_idle(self, worker: bytes, link: _Link) -> None:
+        """Close `link` once no job has needed it for `LINGER_S` (a job that joins it in the
+        meantime keeps it)."""
+        try:
+            while link.idle_since is not None and self._links.get(worker) is link:
+                if link.idle_since + LINGER_S <= trio.current_time():
+                    self._close(worker, _UNNEEDED, when_written=True)
+                    return
+                await trio.sleep_until(link.idle_since + LINGER_S)
+        finally:
+            link.lingering = False
+
     async def _close_when_written(self, link: _Link) -> None:
         assert link.outbox is not None
         with trio.move_on_after(FLUSH_S):
@@ -301,9 +359,11 @@ class Dispatcher:
         self._closing.remove(link)
 
     async def links_flushed(self) -> None:
-        """Return once the links closing have written what was queued for them (FLUSH_S at
-        most each): a process that leaves after a cancel waits here, so the cancel goes."""
-        for link in list(self._closing):
+        """Return once the links closing, or open with no job, have written what was queued
+        for them (FLUSH_S at most each): a process that leaves after a cancel waits here, so
+        the cancel goes."""
+        idle = [link for link in self._links.values() if not link.jobs and link.outbox]
+        for link in [*self._closing, *idle]:
             assert link.outbox is not None
             with trio.move_on_after(FLUSH_S):
                 await link.outbox.written()
@@ -315,6 +375,7 @@ class Dispatcher:
             assert self._nursery is not None
             self._nursery.start_soon(self._link, worker, addresses, link)
         link.jobs.add(job_id)
+        link.idle_since = None
         if link.public_key is not None:  # already up: this job joins it
             run = self._jobs[job_id].run
             step = functools.partial(run.connected, relayed=link.relayed)
@@ -449,7 +510,7 @@ class Dispatcher:
                 job_id = self._rid_owner.pop((worker, m.rid), "")
             case Ready():  # a reservation stands until given up: its owner stays
                 job_id = self._rid_owner.get((worker, m.rid), "")
-            case Result():
+            case Result() | Partial():
                 job_id = job_of(m.task)
             case _:  # a message only schedulers send: the job that hears it drops the worker
                 job_id = next(iter(link.jobs), "")

@@ -183,6 +183,16 @@ class Beat(_Message, frozen=True, tag="beat"):
     progress: Annotated[list[Fraction], msgspec.Meta(max_length=MAX_BATCH)]
 
 
+class Partial(_Message, frozen=True, tag="partial"):
+    """Part of a running task's output, as its driver produced it (a streamed answer's chunk):
+    sent at once, never again, and not signed; the task's `Result` carries its whole output,
+    and its receipt covers that. A scheduler takes a bounded number and size of them per task
+    (`DispatchConfig.max_partials`, `max_partial_bytes`), only for a task the worker holds."""
+
+    task: TaskId
+    output: msgspec.Raw
+
+
 class Result(_Message, frozen=True, tag="result"):
     """A task ended: its output (None on error) and the worker's signed receipt for it."""
 
@@ -193,7 +203,9 @@ class Result(_Message, frozen=True, tag="result"):
 
 
 SchedulerMessage = QuoteRequest | Commit | Reserve | Unreserve | Withdraw | Run | Ack | Cancel
-WorkerMessage = QuoteReply | Decline | Refusal | Ready | Withdrawn | Lease | Reject | Beat | Result
+WorkerMessage = (
+    QuoteReply | Decline | Refusal | Ready | Withdrawn | Lease | Reject | Beat | Partial | Result
+)
 Message = SchedulerMessage | WorkerMessage
 
 _KINDS: dict[str, type[_Message]] = {

@@ -19,7 +19,7 @@ import reprlib
 import signal
 import stat
 import subprocess
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,6 +36,7 @@ from p2psched.worker.config import (
     HttpDriverConfig,
     WorkerConfig,
 )
+from p2psched.worker.model_http import origin, parsed, read_capped, read_events, request_url
 
 _log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ class DriverTask:
     timeout_s: float
     scratch: Path  # for a driver that `uses_scratch`: an empty directory the caller made for this
     # task and removes afterwards; for the others, only the temporary folder
+    # Where parts of the output go as the driver produces them (a streamed answer's chunks),
+    # ahead of the whole, which `run` returns.
+    partial: Callable[[Any], None] = lambda output: None
 
 
 class Driver(Protocol):
@@ -394,13 +398,42 @@ def _scratch_file_refusal(scratch: Path, name: str) -> str | None:
 
 
 class HttpDriver:
-    """Posts the input as JSON to the endpoint serving the task's model; answers its JSON."""
+    """Posts the input as JSON to the endpoint serving the task's model; answers its JSON.
+
+    It keeps one HTTP client per endpoint (per scheme, host and port: models one server serves
+    share it) open while the worker runs (`open`), so a task pays no client's setup and reuses
+    its connections. An endpoint on an OpenAI-compatible server (vLLM, llama.cpp's server,
+    Ollama: its base URL, ending in /v1, or either of its completions URLs) takes a body with
+    `messages` at chat/completions and any other at completions (`request_url`). An input
+    with `stream: true` is posted for server-sent events: each event's JSON goes to the
+    scheduler as a partial result as it arrives, and the task's result is the list of them
+    all (what the receipt covers), the server's `[DONE]` left out.
+    """
 
     name = "http"
     uses_scratch = False
 
     def __init__(self, config: HttpDriverConfig) -> None:
         self._config = config
+        self._clients: dict[str, httpx.AsyncClient] | None = None
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[None]:
+        """Its clients, open until the block ends; `run` needs them."""
+        async with contextlib.AsyncExitStack() as stack:
+            clients: dict[str, httpx.AsyncClient] = {}
+            for url in self._config.endpoints.values():
+                if origin(url) not in clients:
+                    # One deadline for the whole exchange (set by `run`) rather than httpx's
+                    # per-phase timeouts, which a server trickling its answer would never trip;
+                    # and no proxy from the environment: the config alone says where requests go.
+                    client = httpx.AsyncClient(timeout=None, trust_env=False)
+                    clients[origin(url)] = await stack.enter_async_context(client)
+            self._clients = clients
+            try:
+                yield
+            finally:
+                self._clients = None
 
     def _endpoint(self, model: str | None) -> str:
         endpoints = self._config.endpoints
@@ -415,74 +448,62 @@ class HttpDriver:
 
     async def run(self, task: DriverTask, progress: Callable[[float], None]) -> Any:
         _check_input(self.name, task.input)
-        url = self._endpoint(task.model)
+        if self._clients is None:
+            raise RuntimeError("the http driver runs tasks only while it is open (`open`)")
+        endpoint = self._endpoint(task.model)
+        client = self._clients[origin(endpoint)]
+        url = request_url(endpoint, task.input)
         try:
             body = json.dumps(task.input, allow_nan=False).encode()
         except (TypeError, ValueError) as e:
             raise DriverError(f"input is not JSON: {e}") from e
         timeout = min(task.timeout_s, self._config.timeout_s)
+        stream = task.input.get("stream") is True
 
         async def post() -> Any:
-            return await self._post(url, body)
+            return await self._post(client, url, body, task.partial if stream else None)
 
         return await _within_limits(self.name, timeout, post)
 
-    async def _post(self, url: str, body: bytes) -> Any:
+    async def _post(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        body: bytes,
+        partial: Callable[[Any], None] | None,
+    ) -> Any:
+        """The answer to one POST; with `partial`, read as server-sent events, each handed to
+        `partial` as it comes, and the list of them answered."""
         cap = self._config.max_response_bytes
-        # One deadline for the whole exchange (set by the caller) rather than httpx's per-phase
-        # timeouts, which a server trickling its answer would never trip; and no proxy from the
-        # environment: the config alone says where requests go.
-        async with httpx.AsyncClient(timeout=None, trust_env=False) as client:
-            try:
-                async with client.stream(
-                    "POST",
-                    url,
-                    content=body,
-                    headers={
-                        "content-type": "application/json",
-                        "accept": "application/json",
-                        "accept-encoding": "identity",  # the cap counts what is held in memory
-                    },
-                ) as response:
-                    if not response.is_success:
-                        head, _ = await _read_capped(response, _ERROR_BODY_CHARS * 4)
-                        text = head.decode("utf-8", errors="replace")[:_ERROR_BODY_CHARS]
-                        raise DriverError(
-                            f"the model server answered HTTP {response.status_code}: {text}"
-                        )
-                    declared = response.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > cap:
-                        raise DriverError(f"response over {cap} bytes")
-                    data, over = await _read_capped(response, cap)
-                    if over:
-                        raise DriverError(f"response over {cap} bytes")
-            except httpx.HTTPError as e:
-                # The details name the endpoint, which is the operator's to know, not the asker's.
-                _log.warning("http driver: no answer from %s: %s: %s", url, type(e).__name__, e)
-                raise DriverError(f"no answer from the model server ({type(e).__name__})") from e
+        headers = {
+            "content-type": "application/json",
+            "accept": "application/json" if partial is None else "text/event-stream",
+            "accept-encoding": "identity",  # the cap counts what is held in memory
+        }
         try:
-            return json.loads(data)
-        except (ValueError, RecursionError):
-            return {"text": data.decode("utf-8", errors="replace")}
-
-
-async def _read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
-    """Up to `cap` bytes of the body, and whether there was more."""
-    data = bytearray()
-    try:
-        async for chunk in response.aiter_bytes():
-            if len(data) > cap:
-                continue
-            data += chunk
-            if len(data) > cap:
-                # Close the connection and let the iteration fail on it rather than break out:
-                # that ends each async generator in httpx's and httpcore's stack, which a
-                # `break` would leave for the garbage collector (and trio's ResourceWarning).
-                await response.aclose()
-    except (httpx.HTTPError, httpx.StreamError):
-        if len(data) <= cap:
-            raise
-    return bytes(data[:cap]), len(data) > cap
+            async with client.stream("POST", url, content=body, headers=headers) as response:
+                if not response.is_success:
+                    head, _ = await read_capped(response, _ERROR_BODY_CHARS * 4)
+                    text = head.decode("utf-8", errors="replace")[:_ERROR_BODY_CHARS]
+                    raise DriverError(
+                        f"the model server answered HTTP {response.status_code}: {text}"
+                    )
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > cap:
+                    raise DriverError(f"response over {cap} bytes")
+                answer: Any
+                if partial is not None:
+                    answer, over = await read_events(response, cap, partial)
+                else:
+                    data, over = await read_capped(response, cap)
+                    answer = parsed(data)
+                if over:
+                    raise DriverError(f"response over {cap} bytes")
+        except httpx.HTTPError as e:
+            # The details name the endpoint, which is the operator's to know, not the asker's.
+            _log.warning("http driver: no answer from %s: %s: %s", url, type(e).__name__, e)
+            raise DriverError(f"no answer from the model server ({type(e).__name__})") from e
+        return answer
 
 
 _MAKERS: dict[str, Callable[[WorkerConfig], Driver]] = {
@@ -491,6 +512,17 @@ _MAKERS: dict[str, Callable[[WorkerConfig], Driver]] = {
     "command": lambda config: CommandDriver(config.command_driver),
     "http": lambda config: HttpDriver(config.http_driver),
 }
+
+
+@contextlib.asynccontextmanager
+async def open_drivers(drivers: Mapping[str, Driver]) -> AsyncIterator[None]:
+    """What the drivers keep open while their worker runs (the http driver's clients), open
+    until the block ends."""
+    async with contextlib.AsyncExitStack() as stack:
+        for driver in drivers.values():
+            if isinstance(driver, HttpDriver):
+                await stack.enter_async_context(driver.open())
+        yield
 
 
 def make_drivers(config: WorkerConfig) -> dict[str, Driver]:

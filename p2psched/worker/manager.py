@@ -35,6 +35,7 @@ from p2psched.wire.messages import (
     Decline,
     Lease,
     Message,
+    Partial,
     QuoteReply,
     QuoteRequest,
     Ready,
@@ -213,6 +214,18 @@ class TaskManager:
         held = self._held.get((peer, task_id))
         if held is not None:
             held.progress = min(1.0, max(0.0, fraction))
+
+    def partial(self, peer: bytes, task_id: str, output: Any) -> None:
+        """A running task's driver produced part of its output (a streamed answer's chunk):
+        it goes to the scheduler at once, if it is connected, and is not kept (the result
+        carries the whole output, which the receipt covers). One that cannot be sent is left
+        out: the result will say what was wrong with the whole."""
+        scheduler = self._peers.get(peer)
+        if (peer, task_id) not in self._running or scheduler is None:
+            return  # cancelled, or stopping
+        packed, problem = unsendable(output)
+        if problem is None and scheduler.connected:
+            self._out.append(Send(peer, Partial(task_id, msgspec.Raw(packed))))
 
     def finished(
         self, peer: bytes, task_id: str, output: Any, error: str | None, now: float

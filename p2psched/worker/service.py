@@ -2,7 +2,8 @@
 `TaskManager`, runs the tasks it starts on their drivers, and keeps its timers.
 
 Owns: one reader per scheduler channel, one trio task per running task (each in its own
-scratch directory, removed afterwards), the timer loop, and the doorkeeper of its listener.
+scratch directory, removed afterwards), what its drivers keep open while it serves (the http
+driver's clients), the timer loop, and the doorkeeper of its listener.
 Promises: a malformed message ends that scheduler's channel with the reason, and nothing else;
 a driver's failure becomes the task's error, never the worker's; a channel takes messages of
 a few KiB until its scheduler has sent one deal message (or is one this worker holds tasks or
@@ -35,7 +36,7 @@ from p2psched.wire.frame_budget import FrameBudget
 from p2psched.wire.messages import MAX_REASON, Refusal, Send, Task, encode, parse, unpack
 from p2psched.wire.noise import ChannelError, FrameTooLarge
 from p2psched.wire.schema import SchemaError
-from p2psched.worker.drivers import Driver, DriverError, DriverTask
+from p2psched.worker.drivers import Driver, DriverError, DriverTask, open_drivers
 from p2psched.worker.manager import Abort, Start, TaskManager
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class WorkerService:
         `handle` (a worker behind NAT takes them up from its gate). A port that cannot be bound
         raises `OSError` as such (the caller may try another)."""
         listeners = await trio.open_tcp_listeners(port, host=host) if listen else None
-        async with trio.open_nursery() as nursery:
+        async with open_drivers(self.drivers), trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._timers)
             bound = None
@@ -216,7 +217,14 @@ class WorkerService:
                 except DecodeError as e:
                     raise DriverError(f"the task's input is not valid MessagePack ({e})") from None
                 output = await driver.run(
-                    DriverTask(task.id, value, task.model, task.timeout, scratch),
+                    DriverTask(
+                        task.id,
+                        value,
+                        task.model,
+                        task.timeout,
+                        scratch,
+                        lambda part: self._partial(peer, task.id, part),
+                    ),
                     lambda f: self.manager.progress(peer, task.id, f),
                 )
             except DriverError as e:
@@ -237,6 +245,10 @@ class WorkerService:
         if self.manager.finished(peer, task.id, output, error, self.clock()):
             self.completed += 1
         self._flush()
+
+    def _partial(self, peer: bytes, task_id: str, output: Any) -> None:
+        self.manager.partial(peer, task_id, output)
+        self._flush(kick=False)  # (a part sets no deadline)
 
     async def _timers(self) -> None:
         while True:

@@ -14,7 +14,7 @@ from p2psched.resources.profile import Profile
 from p2psched.scheduler.ads import WorkerAd
 from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
-from p2psched.scheduler.run import Close, Connect, JobRun, Send, Settled, TaskRun
+from p2psched.scheduler.run import Close, Connect, JobRun, Send, Settled, Streamed, TaskRun
 from p2psched.scheduler.strategy import Strategy
 from p2psched.wire import messages
 from p2psched.wire.codec import decode, encode
@@ -86,6 +86,7 @@ class Net:
     started: list[tuple[bytes, bytes, dict[str, Any]]] = field(default_factory=list)
     behave: dict[bytes, Any] = field(default_factory=dict)  # worker -> message rewriter
     settled: list[str] = field(default_factory=list)
+    streamed: list[tuple[str, Any]] = field(default_factory=list)  # partial results passed on
     closed: list[tuple[bytes, str]] = field(default_factory=list)
     relayed: set[bytes] = field(default_factory=set)  # workers reached through a gate
     refuse: set[bytes] = field(default_factory=set)  # workers a dial does not reach now
@@ -112,6 +113,8 @@ class Net:
                     self.drop(a.worker, tell_scheduler=False)
                 elif isinstance(a, Settled):
                     self.settled.append(a.task_id)
+                elif isinstance(a, Streamed):
+                    self.streamed.append((a.task_id, a.output))
             for wid, w in self.workers.items():
                 for b in w.actions():
                     moved = True

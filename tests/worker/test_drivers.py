@@ -489,8 +489,76 @@ async def serve_http(nursery: trio.Nursery, answer: Answer) -> tuple[str, list[R
     return f"http://127.0.0.1:{port}", seen
 
 
-def http(endpoints: dict[str, str], **settings: Any) -> HttpDriver:
-    return HttpDriver(HttpDriverConfig(endpoints=endpoints, **settings))
+class _OneTask:
+    """An http driver opened for each task it runs (as a worker opens it for all of them)."""
+
+    def __init__(self, driver: HttpDriver) -> None:
+        self.driver = driver
+
+    async def run(self, task: DriverTask, progress: Callable[[float], None]) -> Any:
+        async with self.driver.open():
+            return await self.driver.run(task, progress)
+
+
+def http(endpoints: dict[str, str], **settings: Any) -> _OneTask:
+    return _OneTask(HttpDriver(HttpDriverConfig(endpoints=endpoints, **settings)))
+
+
+def sse(*events: bytes) -> bytes:
+    """A server-sent event stream of `events` (each one `data:` line), as a model server
+    streams an answer: no length, and the end of the connection ends it."""
+    body = b"".join(b"data: " + e + b"\n\n" for e in events)
+    head = b"HTTP/1.1 200 X\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+    return head + body
+
+
+async def test_http_streams_each_event_as_a_partial_result_and_answers_them_all(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    chunks = [{"choices": [{"delta": {"content": w}}]} for w in ("Hel", "lo", "!")]
+    events = [json.dumps(c).encode() for c in chunks]
+    base, seen = await serve_http(nursery, sse(*events, b"[DONE]", b'{"after": "done"}'))
+    parts: list[Any] = []
+    body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+    task = DriverTask("t1", body, "m", 30.0, tmp_path, parts.append)
+    assert await http({"m": f"{base}/v1"}).run(task, ignore) == chunks
+    assert parts == chunks  # each as it came, and the same as the whole
+    [(line, headers, _)] = seen
+    assert line == "POST /v1/chat/completions HTTP/1.1"
+    assert headers["accept"] == "text/event-stream"
+
+
+async def test_http_a_stream_over_the_limit_fails(tmp_path: Path, nursery: trio.Nursery) -> None:
+    base, _ = await serve_http(nursery, sse(*[b'{"text": "' + b"x" * 500 + b'"}'] * 10))
+    task = DriverTask("t1", {"prompt": "p", "stream": True}, "m", 30.0, tmp_path)
+    with pytest.raises(DriverError, match=r"^response over 2000 bytes$"):
+        await http({"m": base}, max_response_bytes=2000).run(task, ignore)
+
+
+async def test_http_one_client_serves_every_task_while_the_driver_is_open(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    connections = []
+
+    async def keep_alive(stream: trio.SocketStream) -> None:
+        connections.append(stream)
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+            while b"\r\n\r\n" in data:  # (the bodies posted here are empty: {})
+                head, _, data = data.partition(b"\r\n\r\n")
+                data = data[2:]
+                await stream.send_all(b"HTTP/1.1 200 X\r\nContent-Length: 2\r\n\r\n[]")
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, keep_alive, 0))
+    port = listeners[0].socket.getsockname()[1]
+    driver = HttpDriver(HttpDriverConfig(endpoints={"m": f"http://127.0.0.1:{port}/x"}))
+    async with driver.open():
+        for _ in range(3):
+            assert await driver.run(make_task({}, tmp_path, model="m"), ignore) == []
+    assert len(connections) == 1
+    with pytest.raises(RuntimeError, match="only while it is open"):
+        await driver.run(make_task({}, tmp_path, model="m"), ignore)
 
 
 async def test_http_posts_the_input_and_returns_the_parsed_answer(

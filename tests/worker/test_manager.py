@@ -418,3 +418,19 @@ def test_the_grace_a_gone_scheduler_gets_is_a_minute_by_default() -> None:
     w, sched = running_t1(slots=1)
     w.disconnected(sched.node_id, 1.0)
     assert w.next_deadline() == 61.0
+
+
+def test_partial_results_go_out_only_while_the_task_runs_and_its_scheduler_is_there() -> None:
+    w, sched = running_t1()
+    w.partial(sched.node_id, "t1", {"delta": "Hel"})
+    w.partial(sched.node_id, "t2", {"delta": "not mine"})  # no such task here
+    [part] = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
+    assert part == {"t": "partial", "task": "t1", "output": {"delta": "Hel"}}
+    w.disconnected(sched.node_id, 1.0)  # gone: parts are not kept for it (the result is)
+    w.partial(sched.node_id, "t1", {"delta": "lo"})
+    assert not [a for a in w.actions() if isinstance(a, Send)]
+    w.connected(sched.node_id, sched.public_key, 2.0)
+    w.receive(sched.node_id, wire({"t": "cancel", "tasks": ["t1"]}), 2.0)
+    w.actions()
+    w.partial(sched.node_id, "t1", {"delta": "!"})  # stopping: nothing more of it goes
+    assert not [a for a in w.actions() if isinstance(a, Send)]

@@ -11,6 +11,7 @@ from p2psched.scheduler.run.actions import Connect as Connect
 from p2psched.scheduler.run.actions import Discover as Discover
 from p2psched.scheduler.run.actions import Send as Send
 from p2psched.scheduler.run.actions import Settled as Settled
+from p2psched.scheduler.run.actions import Streamed as Streamed
 from p2psched.scheduler.run.budget import MONEY_EPSILON as MONEY_EPSILON
 from p2psched.scheduler.run.config import DispatchConfig as DispatchConfig
 from p2psched.scheduler.run.job import JobRun as JobRun
@@ -35,6 +36,7 @@ __all__ = [
     "Send",
     "Settled",
     "Spooled",
+    "Streamed",
     "TaskRun",
     "WorkerState",
     "job_of",

@@ -1,9 +1,10 @@
 """What a job's run asks its shell to do: dial a worker, send it a message, drop it, record
-that a task ended, look for more workers."""
+that a task ended, pass on part of a task's output, look for more workers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from p2psched.wire.messages import Send
 
@@ -30,9 +31,18 @@ class Settled:
 
 
 @dataclass(frozen=True, slots=True)
+class Streamed:
+    """Part of a running task's output came from the worker that holds it (a streamed
+    answer's chunk): hand it to whoever watches that task. Not kept: the result has it all."""
+
+    task_id: str
+    output: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Discover:
     """Look for (more) workers: some tasks have no candidate left."""
 
 
-Action = Connect | Send | Close | Settled | Discover
-__all__ = ["Action", "Close", "Connect", "Discover", "Send", "Settled"]
+Action = Connect | Send | Close | Settled | Streamed | Discover
+__all__ = ["Action", "Close", "Connect", "Discover", "Send", "Settled", "Streamed"]

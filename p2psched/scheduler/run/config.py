@@ -7,6 +7,9 @@ node takes as `open_node(dispatch=...)`), and the fixed limits and ratios the ru
                                     # (outputs/<its SHA-256>), not in memory nor in the store's file
     receive_budget_bytes = 25174016 # results over 64 KiB all links may be receiving at once (at
                                     # least one result); a link waits its turn, reading nothing
+    max_partials = 32768            # partial results (a streamed answer's chunks) one task may
+                                    # send from one worker; one more fails the task there
+    max_partial_bytes = 12582912    # ... and their bytes in all (MessagePack), likewise
 """
 
 from __future__ import annotations
@@ -48,3 +51,7 @@ class DispatchConfig:
     max_result_bytes: int = MAX_RESULT_BYTES
     spool_result_bytes: int = SPOOL_RESULT_BYTES
     receive_budget_bytes: int = 2 * max_result_message(MAX_RESULT_BYTES)
+    # A stream is at most its whole output, chunk by chunk: these bound what a worker can make
+    # a scheduler decode and pass on for one try of a task.
+    max_partials: int = 32768
+    max_partial_bytes: int = MAX_RESULT_BYTES

@@ -50,6 +50,7 @@ from p2psched.wire.messages import (
     Decline,
     Lease,
     Message,
+    Partial,
     QuoteReply,
     Ready,
     Reject,
@@ -475,6 +476,7 @@ _HANDLERS: dict[type[Message], Callable[[JobRun, WorkerState, Any, float], None]
     Withdrawn: JobRun._on_withdrawn,
     Reject: JobRun._on_reject,
     Beat: JobRun._on_beat,
+    Partial: JobRun._on_partial,
     Result: JobRun._on_result,
 }
 # Steps of the deal, counted for the node's metrics by their names on the wire.

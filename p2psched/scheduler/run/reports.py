@@ -1,23 +1,29 @@
 """What workers report about the tasks they hold: heartbeats (which run, how far along, and,
-after a restart or a regain, which they dropped) and results with their receipts.
+after a restart or a regain, which they dropped), partial results (a streamed answer's chunks)
+and results with their receipts.
 
-Promises: a task completes once, only with a result whose receipt passes `check_receipt`,
-and is then paid and acknowledged; a result that fails the check drops the worker; a
-repeated result of a completed task is acknowledged again, and changes nothing; an output
-over `spool_result_bytes` is not kept in memory by a durable run (its store keeps it).
+Promises: a partial result is passed on only from the worker that holds its task, while the
+task is sent or running there, within the task's caps (`max_partials`, `max_partial_bytes`
+per try); one over them, or not MessagePack, fails the task there (a try counted, the worker
+told to stop it); one for a task the worker does not hold is dropped. A task completes once,
+only with a result whose receipt passes `check_receipt`, and is then paid and acknowledged;
+a result that fails the check drops the worker; a repeated result of a completed task is
+acknowledged again, and changes nothing; an output over `spool_result_bytes` is not kept in
+memory by a durable run (its store keeps it).
 """
 
 from __future__ import annotations
 
 from p2psched.scheduler.lifecycle import TaskState
-from p2psched.scheduler.run.actions import Send, Settled
+from p2psched.scheduler.run.actions import Send, Settled, Streamed
 from p2psched.scheduler.run.moves import TaskMoves
 from p2psched.scheduler.run.receipts import check_receipt
 from p2psched.scheduler.run.tasks import Spooled, model_of, worker_name
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.store.journal import Charged
+from p2psched.wire.codec import DecodeError
 from p2psched.wire.deal import Receipt
-from p2psched.wire.messages import Ack, Beat, Result
+from p2psched.wire.messages import Ack, Beat, Partial, Result, unpack
 
 S = TaskState
 
@@ -48,6 +54,35 @@ class Reports(TaskMoves):
         for tid, p in zip(m.running, m.progress):
             if tid in self.tasks and self.tasks[tid].worker == worker:
                 self.tasks[tid].progress = p
+
+    def _on_partial(self, w: WorkerState, m: Partial, now: float) -> None:
+        worker = w.ad.node_id
+        t = self.tasks.get(m.task)
+        if t is None or t.worker != worker or t.state not in (S.SENT, S.RUNNING):
+            # Not its task (another worker's, whose watchers it would feed made-up parts), or
+            # no longer: a part that crossed a cancel, say.
+            self.stats.partials["refused"] += 1
+            return
+        count, size = t.partials[0] + 1, t.partials[1] + len(m.output)
+        t.partials = (count, size)
+        c = self.config
+        problem = None
+        if count > c.max_partials:
+            problem = f"it sent more than {c.max_partials} partial results for the task"
+        elif size > c.max_partial_bytes:
+            problem = f"its partial results for the task came to over {c.max_partial_bytes} bytes"
+        else:
+            try:
+                output = unpack(m.output, c.max_partial_bytes)
+            except DecodeError as e:
+                problem = f"it sent a partial result that is not valid MessagePack ({e})"
+        if problem is not None:
+            self.stats.partials["refused"] += 1
+            self._stop_on_workers([t])
+            self._back(t, problem, now)
+            return
+        self.stats.partials["passed"] += 1
+        self._out.append(Streamed(t.spec.task_id, output))
 
     def _on_result(self, w: WorkerState, m: Result, now: float) -> None:
         worker = w.ad.node_id

@@ -19,5 +19,8 @@ class DispatchStats:
     # Final states reached (completed, failed, timed_out, aborted), and retried: a task put
     # back in the queue after a worker had it.
     outcomes: Counter[str] = field(default_factory=Counter)
+    # Partial results (a streamed answer's chunks) passed on to watchers, and refused: for a
+    # task the worker did not hold, or over a task's caps.
+    partials: Counter[str] = field(default_factory=Counter)
     # Seconds from entering the queue to being handed to a worker.
     queue_wait: Histogram = field(default_factory=lambda: Histogram(QUEUE_WAIT_BUCKETS))

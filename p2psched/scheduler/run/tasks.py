@@ -48,6 +48,7 @@ class TaskRun:
     input_bytes: int = 0  # its input, encoded
     due: float = math.inf  # its latest start, while queued
     sent_at: float = 0.0  # when it last went to a worker
+    partials: tuple[int, int] = (0, 0)  # parts of its output passed on from there, and bytes
     moving: bool = False  # asked back from its worker's queue, to go elsewhere
     # Why workers failed it, the last first: a task that ends because no worker is left to
     # try ends with the reason its workers gave, not only with why the others declined.

@@ -1,0 +1,238 @@
+"""The node's OpenAI-compatible gateway: `GET /v1/models`, `POST /v1/chat/completions` and
+`POST /v1/completions`, plain and streamed, so that any OpenAI client (base URL: the node's
+API plus /v1; API key: the node's token, `<data-dir>/api.token`) sends its prompts to the
+network. Each request becomes a one-task job for a worker whose http driver serves the model
+(`driver=http, model=<model>`), negotiated, committed and paid for as any job's tasks are,
+with the worker's signed receipt over the whole answer.
+
+Owns: the routes, what a request must hold before it becomes a task, the answers' and errors'
+shapes (OpenAI's: `{"error": {"message", "type", "param", "code"}}`), and how a task's end
+maps onto a status: 401 a wrong key, 400 a bad body, 404 a model no worker advertises (the
+ones they do named), 413 a body over `MAX_REQUEST_BYTES`, 502 a worker's model server failed,
+503 no worker took it, 504 it did not end within `TIMEOUT_S`.
+Promises: a streamed answer passes on each chunk as the worker's model server produced it,
+as soon as it reaches this node, and ends with `data: [DONE]`; a stream is never retried on
+another worker (its client has seen part of it), a plain answer once; a request whose client
+leaves, or that times out, has its task cancelled. The routes are OpenAI's, not in this API's
+own /openapi.json: OpenAI's API reference describes them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from p2psched.node.snapshots import TaskOutcome
+from p2psched.node.status import NodeFacade, Refusal
+
+PATHS = ("/v1/models", "/v1/chat/completions", "/v1/completions")
+MAX_REQUEST_BYTES = 1 << 20  # a request's body: prompts and messages, not files
+TIMEOUT_S = 120.0  # a request's task, at most (the http driver's default time limit)
+STREAM_RETRIES = 0  # a client that saw part of an answer cannot take another worker's whole
+PLAIN_RETRIES = 1
+_SSE = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class GatewayError(Exception):
+    """A request the gateway answers with an error, in OpenAI's shape."""
+
+    def __init__(
+        self, status: int, message: str, kind: str, code: str | None, param: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind  # OpenAI's `type`
+        self.code = code
+        self.param = param
+
+    def doc(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def serves(path: str) -> bool:
+    """Whether `path` is the gateway's (its errors take OpenAI's shape)."""
+    return path in PATHS or path.startswith("/v1/models/")
+
+
+def error(status: int, message: str, kind: str, code: str | None) -> JSONResponse:
+    return JSONResponse(GatewayError(status, message, kind, code).doc(), status_code=status)
+
+
+def install(app: FastAPI, facade: NodeFacade) -> None:
+    """Serve the gateway's routes on `app`, for the node behind `facade`."""
+
+    @app.exception_handler(GatewayError)
+    async def refused(request: Request, e: GatewayError) -> JSONResponse:
+        return JSONResponse(e.doc(), status_code=e.status)
+
+    app.include_router(_routes(facade))
+
+
+def _routes(facade: NodeFacade) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        """The models the network's workers serve through their http driver."""
+        served = await facade.served_models()
+        return {"object": "list", "data": [_model(m.model) for m in served]}
+
+    @router.get("/v1/models/{model:path}")
+    async def model(model: str) -> dict[str, Any]:
+        await _check_model(facade, model)
+        return _model(model)
+
+    @router.post("/v1/chat/completions", response_model=None)
+    async def chat(request: Request) -> JSONResponse | StreamingResponse:
+        body = await _body(request)
+        _check_list(body, "messages")
+        return await _answer(facade, body)
+
+    @router.post("/v1/completions", response_model=None)
+    async def completions(request: Request) -> JSONResponse | StreamingResponse:
+        body = await _body(request)
+        if not isinstance(body.get("prompt"), str | list):
+            raise _bad("'prompt' must be a string or a list", "prompt")
+        return await _answer(facade, body)
+
+    return router
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "p2psched"}
+
+
+def _bad(message: str, param: str | None = None) -> GatewayError:
+    return GatewayError(400, message, "invalid_request_error", None, param)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    """The request's JSON object, read up to `MAX_REQUEST_BYTES`."""
+    declared = request.headers.get("content-length", "")
+    too_big = GatewayError(
+        413,
+        f"the request body is over {MAX_REQUEST_BYTES} bytes",
+        "invalid_request_error",
+        "request_too_large",
+    )
+    if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        raise too_big
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_REQUEST_BYTES:
+            raise too_big
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        raise _bad("the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise _bad("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("'model' must name a model (GET /v1/models lists them)", "model")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise _bad("'stream' must be true or false", "stream")
+    return body
+
+
+def _check_list(body: dict[str, Any], field: str) -> None:
+    value = body.get(field)
+    if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
+        raise _bad(f"'{field}' must be a non-empty list of objects", field)
+
+
+async def _check_model(facade: NodeFacade, model: str) -> None:
+    served = [m.model for m in await facade.served_models()]
+    if model not in served:
+        known = ", ".join(served) or "none (no worker with the http driver was found)"
+        raise GatewayError(
+            404,
+            f"The model '{model[:128]}' does not exist here: no worker serves it. Models: {known}",
+            "invalid_request_error",
+            "model_not_found",
+            "model",
+        )
+
+
+async def _answer(facade: NodeFacade, body: dict[str, Any]) -> JSONResponse | StreamingResponse:
+    await _check_model(facade, body["model"])
+    if body.get("stream") is True:
+        events = _stream(facade, body)
+        return StreamingResponse(events, media_type="text/event-stream", headers=_SSE)
+    with trio.move_on_after(TIMEOUT_S):
+        try:
+            async with facade.model_task(
+                body["model"], body, timeout_s=TIMEOUT_S, retries=PLAIN_RETRIES
+            ) as (parts, outcome):
+                async for _ in parts:
+                    pass  # (a plain request asks for no parts: its answer is the whole)
+                ended = outcome()
+        except Refusal as e:
+            raise _bad(str(e)) from None
+        if ended.state == "completed":
+            return JSONResponse(ended.output)
+        raise _failed(ended)
+    raise _timed_out()
+
+
+async def _stream(facade: NodeFacade, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    """The task's parts as server-sent events as they come, then `[DONE]`; an error (the
+    status is sent already) as an event of OpenAI's error shape, which its clients raise.
+    (No cancel scope spans a `yield`: the server may leave this generator suspended there.)"""
+    deadline = trio.current_time() + TIMEOUT_S
+    problem: GatewayError | None = _timed_out()
+    try:
+        async with facade.model_task(
+            body["model"], body, timeout_s=TIMEOUT_S, retries=STREAM_RETRIES
+        ) as (parts, outcome):
+            while True:
+                with trio.move_on_at(deadline) as waited:
+                    try:
+                        part = await parts.receive()
+                    except trio.EndOfChannel:
+                        ended = outcome()
+                        problem = None if ended.state == "completed" else _failed(ended)
+                        break
+                if waited.cancelled_caught:
+                    break
+                yield _event(part)
+    except Refusal as e:
+        problem = _bad(str(e))
+    if problem is not None:
+        yield _event(problem.doc())
+    yield b"data: [DONE]\n\n"
+
+
+def _event(doc: Any) -> bytes:
+    return b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _failed(outcome: TaskOutcome) -> GatewayError:
+    if outcome.state == "timed_out":
+        return _timed_out(outcome.error)
+    if outcome.tries == 0:
+        return GatewayError(
+            503, f"no worker took the request: {outcome.error}", "server_error", "no_worker"
+        )
+    return GatewayError(
+        502, f"the worker's model server failed: {outcome.error}", "server_error", "worker_failed"
+    )
+
+
+def _timed_out(why: str | None = None) -> GatewayError:
+    said = f"the request did not end within {TIMEOUT_S:g} s" + (f": {why}" if why else "")
+    return GatewayError(504, said, "server_error", "timeout")

@@ -1,0 +1,151 @@
+"""The OpenAI-compatible gateway on a real devnet (a gate, two workers whose http driver
+points at the devnet's test model server, and a plain node), driven by the official `openai`
+client: models, chat and completions plain and streamed (the stream adds up to the plain
+answer, and the worker's receipt covers all of it), and errors in OpenAI's shape."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from p2psched.api.openai import MAX_REQUEST_BYTES
+from p2psched.wire.codec import encode
+from tests.harness.devnet import running_devnet
+from tests.harness.processes import gate_and_worker, running_node
+
+MODEL = "llama-3-8b"  # the first devnet worker's (and the first one's only)
+ASK = [{"role": "user", "content": "tell me about peer to peer scheduling"}]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The node's API base URL and its token."""
+    folder = tmp_path_factory.mktemp("gateway")
+    with running_devnet(folder / "net", 2) as net, running_node(net.gate, folder / "node") as data:
+        url = json.loads((data / "api.json").read_text())["url"]
+        yield url, (data / "api.token").read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def client(gateway: tuple[str, str]) -> Iterator[openai.OpenAI]:
+    url, token = gateway
+    with openai.OpenAI(base_url=f"{url}/v1", api_key=token, max_retries=0, timeout=60) as c:
+        yield c
+
+
+def test_models_lists_what_the_workers_serve(client: openai.OpenAI) -> None:
+    models = {m.id: m for m in client.models.list()}
+    assert set(models) == {"llama-3-8b", "llama-3-70b"}
+    assert models[MODEL].object == "model" and models[MODEL].owned_by == "p2psched"
+    assert client.models.retrieve(MODEL).id == MODEL
+
+
+def test_a_chat_completion_plain_and_streamed_says_the_same(client: openai.OpenAI) -> None:
+    plain = client.chat.completions.create(model=MODEL, messages=ASK)  # type: ignore[arg-type]
+    said = plain.choices[0].message.content
+    assert said == "echo: tell me about peer to peer scheduling"
+    assert plain.object == "chat.completion" and plain.choices[0].finish_reason == "stop"
+    stream = client.chat.completions.create(model=MODEL, messages=ASK, stream=True)  # type: ignore[arg-type]
+    chunks = list(stream)
+    assert len(chunks) > 3  # a word a chunk, as they came
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == said
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_a_completion_plain_and_streamed(client: openai.OpenAI) -> None:
+    plain = client.completions.create(model=MODEL, prompt="one two three", max_tokens=2)
+    assert plain.choices[0].text == "echo: one two"
+    streamed = client.completions.create(model=MODEL, prompt="one two three", stream=True)
+    assert "".join(c.choices[0].text for c in streamed) == "echo: one two three"
+
+
+def test_the_streamed_answer_is_one_task_whose_receipt_covers_every_chunk(
+    client: openai.OpenAI, gateway: tuple[str, str]
+) -> None:
+    url, token = gateway
+    ask = [{"role": "user", "content": "receipts cover streams"}]
+    stream = client.chat.completions.create(model=MODEL, messages=ask, stream=True)  # type: ignore[arg-type]
+    chunks = [c.model_dump() for c in stream]
+    ours = []
+    with httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}) as api:
+        for job in api.get("/v1/jobs").json()["jobs"]:
+            [result] = api.get(f"/v1/jobs/{job['job']}/results").json()["results"]
+            output = result["output"]
+            if isinstance(output, list) and output[-1]["id"] == chunks[-1]["id"]:
+                ours.append(result)
+    [result] = ours
+    assert result["state"] == "completed"
+    assert [c["choices"][0]["delta"].get("content") for c in result["output"]] == [
+        c["choices"][0]["delta"]["content"] for c in chunks
+    ]
+    digest = hashlib.sha256(encode(result["output"])).hexdigest()
+    assert result["receipt"]["result_hash"] == digest and result["receipt"]["ok"]
+    with httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}) as api:
+        metrics = api.get("/metrics").text
+    series = 'p2psched_partial_results_total{outcome="passed"}'
+    [passed] = [line for line in metrics.splitlines() if line.startswith(series)]
+    assert float(passed.split()[-1]) >= len(chunks)  # (and those of the other streams)
+
+
+def test_an_unknown_model_is_not_found_naming_the_known_ones(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="gpt-5", messages=ASK)  # type: ignore[arg-type]
+    error = e.value.body
+    assert isinstance(error, dict)
+    assert "'gpt-5'" in error["message"] and "llama-3-8b" in error["message"]
+    assert error["code"] == "model_not_found" and error["param"] == "model"
+
+
+def test_a_wrong_key_is_refused(gateway: tuple[str, str]) -> None:
+    url, _ = gateway
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0) as wrong:
+        with pytest.raises(openai.AuthenticationError) as e:
+            wrong.models.list()
+    assert isinstance(e.value.body, dict) and "api.token" in e.value.body["message"]
+
+
+def test_a_bad_body_is_refused_naming_the_field(
+    client: openai.OpenAI, gateway: tuple[str, str]
+) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=[])
+    assert isinstance(e.value.body, dict) and e.value.body["param"] == "messages"
+    url, token = gateway
+    big = {"model": MODEL, "prompt": "x" * MAX_REQUEST_BYTES}
+    r = httpx.post(f"{url}/v1/completions", json=big, headers={"authorization": f"Bearer {token}"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+def test_a_stream_whose_model_server_fails_ends_with_an_error_in_openais_shape(
+    tmp_path: Path,
+) -> None:
+    """A worker whose endpoint answers nothing: the stream is not tried elsewhere (its client
+    may have seen part of it), and ends with the worker's reason, which the client raises."""
+    config = (
+        '[worker]\ndrivers = ["http"]\nmodels = ["dead-model"]\n'
+        '[drivers.http]\nendpoints = { "dead-model" = "http://127.0.0.1:9/v1" }\n'
+    )
+    with gate_and_worker(tmp_path, config):
+        endpoint = tmp_path / "g" / "api.json"
+        deadline = time.monotonic() + 30
+        while not endpoint.exists():
+            assert time.monotonic() < deadline, "the gate's API did not start"
+            time.sleep(0.1)
+        url = json.loads(endpoint.read_text())["url"]
+        key = (tmp_path / "g" / "api.token").read_text().strip()
+        with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=60) as c:
+            while "dead-model" not in [m.id for m in c.models.list()]:
+                assert time.monotonic() < deadline, "the worker's ad did not show"
+                time.sleep(0.2)
+            with pytest.raises(openai.APIError) as e:
+                list(c.chat.completions.create(model="dead-model", messages=ASK, stream=True))  # type: ignore[arg-type]
+    assert isinstance(e.value.body, dict) and e.value.body["code"] == "worker_failed"
+    assert "no answer from the model server" in e.value.message

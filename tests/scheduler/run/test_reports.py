@@ -1,0 +1,78 @@
+"""What workers report, as the scheduler's core takes it, between the real cores
+(`tests.harness.net`): partial results (a streamed answer's chunks) passed on from the worker
+that holds the task, and refused from any other or beyond the task's caps."""
+
+from __future__ import annotations
+
+from p2psched.identity import Identity
+from p2psched.scheduler.lifecycle import TaskState
+from p2psched.scheduler.run import DispatchConfig, JobRun
+from p2psched.wire.messages import Partial, encode, parse, raw
+from p2psched.worker import manager as wm
+from tests.harness.net import Net, ad, make_net, spec
+
+S = TaskState
+
+
+def running(config: DispatchConfig | None = None, workers: int = 1) -> Net:
+    """A job of one task per worker, each held running on its own worker (one slot each)."""
+    net = make_net(0, 0)
+    ids = [Identity.generate() for _ in range(workers)]
+    net.workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=0) for i in ids}
+    tasks = [spec(k) for k in range(workers)]
+    net.run = JobRun(net.run.identity, "job", tasks, mtr=0, now=net.now, config=config)
+    net.hold = True
+    net.run.add_workers([ad(i) for i in ids], net.now)
+    net.pump()
+    assert len(net.started) == workers
+    return net
+
+
+def stream(net: Net, worker: bytes, task: str, *parts: object) -> None:
+    for part in parts:
+        net.workers[worker].partial(net.run.identity.node_id, task, part)
+    net.pump()
+
+
+def test_partials_pass_on_in_order_and_the_result_still_covers_the_whole() -> None:
+    net = running()
+    [(wid, peer, task)] = net.started
+    stream(net, wid, task["id"], "Hel", "lo", "!")
+    assert net.streamed == [(task["id"], "Hel"), (task["id"], "lo"), (task["id"], "!")]
+    net.workers[wid].finished(peer, task["id"], ["Hel", "lo", "!"], None, net.now)
+    net.pump()
+    t = net.run.tasks[task["id"]]
+    assert t.state == S.COMPLETED and t.output == ["Hel", "lo", "!"]
+    assert net.run.stats.partials == {"passed": 3}
+
+
+def test_a_worker_cannot_stream_into_a_task_another_worker_holds() -> None:
+    net = running(workers=2)
+    (a, _, a_task), (b, _, _) = net.started
+    forged = parse(encode(Partial(a_task["id"], raw("made up"))))
+    net.run.receive(b, forged, net.now)
+    net.pump()
+    assert net.streamed == []  # whoever watches A's task sees nothing of B's
+    assert net.run.stats.partials == {"refused": 1}
+    assert net.run.tasks[a_task["id"]].worker == a
+
+
+def test_more_partials_than_the_cap_fail_the_task_on_that_worker() -> None:
+    net = running(DispatchConfig(max_partials=3))
+    [(wid, _, task)] = net.started
+    stream(net, wid, task["id"], "a", "b", "c", "d")
+    assert [part for _, part in net.streamed] == ["a", "b", "c"]
+    t = net.run.tasks[task["id"]]
+    assert t.state == S.QUEUED and wid in t.excluded and t.attempts == 1
+    assert t.error == "it sent more than 3 partial results for the task"
+    assert net.workers[wid].running == 0  # told to stop it
+
+
+def test_partials_over_the_byte_cap_fail_the_task_on_that_worker() -> None:
+    net = running(DispatchConfig(max_partial_bytes=1000))
+    [(wid, _, task)] = net.started
+    stream(net, wid, task["id"], "x" * 600, "y" * 600)
+    assert [part for _, part in net.streamed] == ["x" * 600]
+    t = net.run.tasks[task["id"]]
+    assert t.state == S.QUEUED and wid in t.excluded
+    assert t.error == "its partial results for the task came to over 1000 bytes"
