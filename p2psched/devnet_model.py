@@ -1,6 +1,6 @@
 """The devnet's test model server: a small OpenAI-compatible endpoint on loopback that answers
-`/v1/completions` and `/v1/chat/completions` deterministically, so the http driver's examples
-run on a devnet with no model installed.
+`/v1/completions` and `/v1/chat/completions` deterministically (and lists its one model at
+`/v1/models`), so the http driver's examples run on a devnet with no model installed.
 
 Owns: the server (`serve`, run by `p2psched devnet serve-model` as a process of its own) and
 its answers (`answer`). Promises: the same request gets the same answer; a body over
@@ -69,7 +69,22 @@ def answer(path: str, body: Any) -> dict[str, Any]:
     }
 
 
+def models() -> dict[str, Any]:
+    """What `GET /v1/models` answers: the one model it stands in for, as OpenAI lists models."""
+    listed = {"id": MODEL_NAME, "object": "model", "created": 0, "owned_by": "p2psched"}
+    return {"object": "list", "data": [listed]}
+
+
 class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+        # What a worker checks when the server is registered with it (`/ti/register`).
+        if self.path == "/v1/models":
+            self._send(200, models())
+        elif self.path == "/health":
+            self._send(200, {"status": "ok"})
+        else:
+            self._send(404, _error(f"no such endpoint {self.path!r}: /v1/models, /health"))
+
     def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
         try:
             length = int(self.headers.get("content-length") or "0")

@@ -64,3 +64,14 @@ def test_what_it_does_not_take_is_refused_with_a_reason(server: str) -> None:
     assert status == 400 and "messages" in answer["error"]["message"]  # type: ignore[index]
     status, answer = _post(server + "/v1/embeddings", b"{}")
     assert status == 404 and "no such endpoint" in answer["error"]["message"]  # type: ignore[index]
+
+
+def test_it_lists_its_model_and_says_it_is_healthy(server: str) -> None:
+    with urllib.request.urlopen(server + "/v1/models", timeout=10) as answer:
+        assert json.loads(answer.read())["data"][0]["id"] == "devnet-test-model"
+    with urllib.request.urlopen(server + "/health", timeout=10) as answer:
+        assert answer.status == 200
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(server + "/v1/nothing", timeout=10).close()
+    with missing.value:
+        assert missing.value.code == 404

@@ -23,7 +23,15 @@ from p2psched.node.snapshots import (
     WorkerRecord,
     WorkerWait,
 )
-from p2psched.node.status import PREDICT_MODES, STRATEGIES
+from p2psched.node.status import (
+    PREDICT_MODES,
+    STRATEGIES,
+    Invalid,
+    NotFound,
+    Refusal,
+    Unavailable,
+    UnknownChoice,
+)
 
 # -- requests ------------------------------------------------------------------------------
 
@@ -173,9 +181,85 @@ class PeerList(Listing):
     peers: list[Peer]
 
 
+# -- the design documents' Scheduler API, at its own paths -------------------------------------
+
+
+class InstanceAddress(BaseModel):
+    host: str = Field(
+        min_length=1, max_length=253, description="the model server's IP address or host name"
+    )
+    port: int = Field(description="its HTTP port (1..65535)")
+
+
+class InstanceRef(BaseModel):
+    ti_uuid: str = Field(max_length=64, description="a Task Instance id, as /ti/register gave")
+
+
+class QueueQuery(BaseModel):
+    model_name: str | None = Field(None, max_length=128, description="none or empty: every model")
+
+
+class TaskRef(BaseModel):
+    task_id: str = Field(max_length=128, description="task-<uuid>, as /queue/submit gave")
+
+
+class ModelInstance(Answer):
+    model_name: str
+    ti_uuid: str
+
+
+class InstanceRegistered(Answer):
+    status: Literal["success"] = "success"
+    message: str
+    ti_uuid: str = Field(description="the Task Instance of its first model")
+    instances: list[ModelInstance] = Field(
+        description="(an addition to the document) one Task Instance per model it serves"
+    )
+
+
+class InstanceRemoved(Answer):
+    status: Literal["success"] = "success"
+    message: str
+    ti_uuid: str
+
+
+class TaskPlaced(Answer):
+    status: Literal["success"] = "success"
+    task_id: str = Field(description="task-<uuid>")
+    scheduled_ti: str = Field(description="the Task Instance chosen; empty: none yet")
+
+
+class InstanceQueue(Answer):
+    model_name: str
+    ti_uuid: str
+    waiting_time_expect: float = Field(description="milliseconds")
+    waiting_time_error: float = Field(description="milliseconds (a standard deviation)")
+
+
+class InstanceQueues(Answer):
+    status: Literal["success"] = "success"
+    queues: list[InstanceQueue]
+
+
+class TaskStatus(Answer):
+    task_id: str
+    task_status: str = Field(description="queued, scheduled, completed, failed or cancelled")
+    scheduled_ti: str = Field(description="its Task Instance; empty: none yet")
+    submit_time: float = Field(description="Unix seconds, to the millisecond")
+    result: Any = Field(description="the output once completed, the error once failed")
+
+
 def _hex(worker: bytes | None) -> str:
     return worker.hex() if worker else ""
 
+
+# How the API answers each refusal of the node's façade.
+REFUSAL_STATUS: dict[type[Refusal], int] = {
+    NotFound: 404,
+    Invalid: 422,
+    Unavailable: 409,
+    UnknownChoice: 400,
+}
 
 _REFUSALS = {
     400: "not one of the choices there are",

@@ -15,7 +15,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import trio
@@ -42,6 +42,7 @@ from p2psched.wire.deal import MAX_OPENING_MESSAGE
 from p2psched.worker.advert import Advert
 from p2psched.worker.config import WorkerConfig
 from p2psched.worker.drivers import disabled_reason, make_drivers
+from p2psched.worker.instances import InstanceBook, InstanceError, served
 from p2psched.worker.manager import TaskManager
 from p2psched.worker.policy import SchedulerPolicy, Terms
 from p2psched.worker.schedulers_file import follow_schedulers_file
@@ -66,12 +67,23 @@ class WorkerRole:
     detected: Detected
     reachability: str  # "public": schedulers dial it; "private": only through a gate
     why: str  # how it came to know that
+    instances: InstanceBook
+    configured: tuple[tuple[str, ...], tuple[str, ...]]  # its config's models: installed, loaded
     relay: RelayClient | None = None
 
     @property
     def address(self) -> str:
         """Where schedulers reach it, as its ad says (a relay address once it moved gates)."""
         return self.advert.profile.addresses[0]
+
+    async def advertise_models(self) -> None:
+        """Publish its ad with the models it serves now: its config's and its registered Task
+        Instances' (paced as every change of its ad is)."""
+        installed, loaded = self.configured
+        await self.advert.amend(
+            installed_models=served(installed, self.instances),
+            loaded_models=served(loaded, self.instances),
+        )
 
 
 @dataclass(slots=True)
@@ -229,6 +241,10 @@ async def _start_worker(
     reachability: str,
 ) -> WorkerRole:
     manager = _task_manager(node.identity, config, detected)
+    try:
+        instances = InstanceBook(node.data_dir, node.identity.node_id)
+    except InstanceError as e:
+        raise JoinError(str(e)) from None
     if config.schedulers_file is not None:
 
         def apply(policy: SchedulerPolicy) -> None:
@@ -240,7 +256,7 @@ async def _start_worker(
     service = WorkerService(
         node.identity,
         manager,
-        make_drivers(config),
+        make_drivers(config, instances.routes),
         clock=node.dht.now,
         record=node.store.record,
         max_message_bytes=config.max_message_bytes,
@@ -285,6 +301,12 @@ async def _start_worker(
         except RelayError as e:  # (raised before it started: as itself, not in a group)
             raise JoinError(str(e)) from None
     profile = config.profile(detected, addresses=(address,))
+    configured = (profile.installed_models, profile.loaded_models)
+    profile = replace(
+        profile,
+        installed_models=served(configured[0], instances),
+        loaded_models=served(configured[1], instances),
+    )
     advert = Advert(node.dht, profile, ttl=ad_ttl)
     await advert.publish()
     if relay is not None:
@@ -296,7 +318,7 @@ async def _start_worker(
         if relay.address is not None and relay.address != address:  # it moved meanwhile
             nursery.start_soon(moved, relay.address)
     nursery.start_soon(_keep_ad_current, advert, manager)
-    return WorkerRole(service, advert, detected, reachability, why, relay)
+    return WorkerRole(service, advert, detected, reachability, why, instances, configured, relay)
 
 
 def _task_manager(identity: Identity, config: WorkerConfig, detected: Detected) -> TaskManager:

@@ -19,7 +19,7 @@ import reprlib
 import signal
 import stat
 import subprocess
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -399,16 +399,19 @@ class HttpDriver:
     name = "http"
     uses_scratch = False
 
-    def __init__(self, config: HttpDriverConfig) -> None:
+    def __init__(self, config: HttpDriverConfig, routes: Mapping[str, str] | None = None) -> None:
         self._config = config
+        # The registered Task Instances' models (`worker.instances`), read at each task: they
+        # come before the config's endpoints.
+        self._routes: Mapping[str, str] = routes if routes is not None else {}
 
     def _endpoint(self, model: str | None) -> str:
         endpoints = self._config.endpoints
-        url = endpoints.get(model) if model is not None else None
+        url = None if model is None else self._routes.get(model) or endpoints.get(model)
         if url is None:
             url = endpoints.get(ANY_MODEL)
         if url is None:
-            served = ", ".join(sorted(m for m in endpoints if m != ANY_MODEL)) or "none"
+            served = ", ".join(sorted({*endpoints, *self._routes} - {ANY_MODEL})) or "none"
             asked = "a task without a model" if model is None else f"model {model[:64]!r}"
             raise DriverError(f"this worker serves no endpoint for {asked}; models: {served}")
         return url
@@ -485,17 +488,20 @@ async def _read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]
     return bytes(data[:cap]), len(data) > cap
 
 
-_MAKERS: dict[str, Callable[[WorkerConfig], Driver]] = {
-    "echo": lambda config: EchoDriver(),
-    "sleep": lambda config: SleepDriver(),
-    "command": lambda config: CommandDriver(config.command_driver),
-    "http": lambda config: HttpDriver(config.http_driver),
+_MAKERS: dict[str, Callable[[WorkerConfig, Mapping[str, str] | None], Driver]] = {
+    "echo": lambda config, routes: EchoDriver(),
+    "sleep": lambda config, routes: SleepDriver(),
+    "command": lambda config, routes: CommandDriver(config.command_driver),
+    "http": lambda config, routes: HttpDriver(config.http_driver, routes),
 }
 
 
-def make_drivers(config: WorkerConfig) -> dict[str, Driver]:
-    """The drivers the operator enabled, by name; a task naming any other gets `disabled_reason`."""
-    return {name: _MAKERS[name](config) for name in config.drivers}
+def make_drivers(
+    config: WorkerConfig, routes: Mapping[str, str] | None = None
+) -> dict[str, Driver]:
+    """The drivers the operator enabled, by name; a task naming any other gets `disabled_reason`.
+    `routes`: the http driver's registered models (model -> endpoint), read at each task."""
+    return {name: _MAKERS[name](config, routes) for name in config.drivers}
 
 
 def disabled_reason(name: str, config: WorkerConfig) -> str | None:
