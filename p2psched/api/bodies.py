@@ -53,8 +53,9 @@ class PredictMode(BaseModel):
     mode: str = Field(description=f"one of: {', '.join(PREDICT_MODES)}")
 
 
-class QueueSubmission(BaseModel):
-    """The design documents' task submission: one task for a model, placed by the node."""
+class TaskSubmission(BaseModel):
+    """The design documents' task submission (`/queue/submit`): one task for a model, placed
+    by the node on a worker whose http driver serves it."""
 
     model_name: str = Field(
         min_length=1, max_length=128, description="a model some worker serves (its ad lists it)"
@@ -67,6 +68,11 @@ class QueueSubmission(BaseModel):
         description="about the task, for the predictor; accepted, not used yet (it predicts from "
         "the model and the input's size)",
     )
+
+
+class QueueSubmission(TaskSubmission):
+    """`/v1/queue/submit`'s: the design documents' task submission, for any driver."""
+
     driver: str = Field("http", max_length=32, description="the driver that runs it: http, echo…")
     wait_s: float = Field(
         5.0, ge=0.0, le=60.0, description="how long to wait for the task to be placed"
@@ -241,6 +247,23 @@ class InstanceQueues(Answer):
     queues: list[InstanceQueue]
 
 
+class InstanceRefused(ErrorAnswer):
+    ti_uuid: str = Field(description="the Task Instance asked about; empty: none")
+
+
+class SubmissionRefused(ErrorAnswer):
+    task_id: Literal[""] = ""
+    scheduled_ti: Literal[""] = ""
+
+
+class QueuesRefused(ErrorAnswer):
+    queues: list[InstanceQueue] = Field(default_factory=list)
+
+
+class QueryRefused(ErrorAnswer):
+    task_id: str = Field(description="as asked")
+
+
 class TaskStatus(Answer):
     task_id: str
     task_status: str = Field(description="queued, scheduled, completed, failed or cancelled")
@@ -270,9 +293,15 @@ _REFUSALS = {
 }
 
 
-def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI description of a route's error answers: 401 and `statuses`."""
+def refusals(
+    *statuses: int, answer: type[ErrorAnswer] = ErrorAnswer
+) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI description of a route's error answers: 401 (the token's) and `statuses`
+    (as `answer`)."""
     return {
-        status: {"model": ErrorAnswer, "description": _REFUSALS[status]}
+        status: {
+            "model": ErrorAnswer if status == 401 else answer,
+            "description": _REFUSALS[status],
+        }
         for status in sorted({401, *statuses})
     }

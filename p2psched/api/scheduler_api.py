@@ -22,21 +22,26 @@ from pydantic import BaseModel, ValidationError
 
 from p2psched.api.bodies import (
     REFUSAL_STATUS,
+    ErrorAnswer,
     InstanceAddress,
     InstanceQueue,
     InstanceQueues,
     InstanceRef,
+    InstanceRefused,
     InstanceRegistered,
     InstanceRemoved,
     ModelInstance,
     PredictMode,
+    QueryRefused,
     QueueQuery,
-    QueueSubmission,
+    QueuesRefused,
     StrategyChoice,
+    SubmissionRefused,
     Switched,
     TaskPlaced,
     TaskRef,
     TaskStatus,
+    TaskSubmission,
     refusals,
 )
 from p2psched.node.instances import TaskInstances
@@ -97,176 +102,170 @@ async def _read(request: Request, model: type[Body]) -> Body:
         raise _Refused(422, f"{where}: {first['msg']}") from None
 
 
-async def _answer(
-    extra: dict[str, Any], make: Callable[[], Awaitable[BaseModel]]
-) -> BaseModel | JSONResponse:
-    """What `make` answers; a refusal as the document's error, with `extra` fields beside."""
-    try:
-        return await make()
-    except _Refused as e:
-        status, message = e.status, str(e)
-    except Refusal as e:
-        status, message = REFUSAL_STATUS.get(type(e), 400), str(e)
-    return JSONResponse({"status": "error", "message": message, **extra}, status_code=status)
-
-
 def _takes(model: type[BaseModel]) -> dict[str, Any]:
     """The OpenAPI description of a route's JSON body (read by `_read`, not by FastAPI)."""
     schema = {"content": {"application/json": {"schema": model.model_json_schema()}}}
     return {"requestBody": {**schema, "required": model is not QueueQuery}}
 
 
+def _post(
+    router: APIRouter,
+    path: str,
+    takes: type[Body],
+    answers: type[BaseModel],
+    refused: tuple[int, ...],
+    error: type[ErrorAnswer] = ErrorAnswer,
+    beside_error: Callable[[Body | None], dict[str, Any]] = lambda body: {},
+) -> Callable[[Callable[[Body], Awaitable[BaseModel]]], None]:
+    """Route POSTs of `path` to the decorated handler, which takes the body as `takes` and
+    answers `answers`; a refusal is answered as the document's error, an `error`, with the
+    fields `beside_error` gives (from the body, if it was read) beside `status` and `message`."""
+
+    def route(handle: Callable[[Body], Awaitable[BaseModel]]) -> None:
+        async def answer(request: Request) -> Any:
+            body = None
+            try:
+                body = await _read(request, takes)
+                return await handle(body)
+            except _Refused as e:
+                status, message = e.status, str(e)
+            except Refusal as e:
+                status, message = REFUSAL_STATUS.get(type(e), 400), str(e)
+            said = error(message=message, **beside_error(body))
+            return JSONResponse(said.model_dump(), status_code=status)
+
+        router.add_api_route(
+            path,
+            answer,
+            methods=["POST"],
+            name=handle.__name__,
+            description=handle.__doc__ or "",
+            response_model=answers,
+            responses=refusals(*refused, answer=error),
+            openapi_extra=_takes(takes),
+        )
+
+    return route
+
+
 def document_routes(facade: NodeFacade, instances: TaskInstances) -> APIRouter:
     router = APIRouter(tags=["design documents: Scheduler API"])
+    _switch_routes(router, facade)
+    _instance_routes(router, instances)
+    _task_routes(router, instances)
+    return router
 
-    @router.post(
-        "/scheduler/set",
-        responses=refusals(400, 422),
-        openapi_extra=_takes(StrategyChoice),
-        response_model=Switched,
-    )
-    async def set_strategy(request: Request) -> Any:
+
+def _switch_routes(router: APIRouter, facade: NodeFacade) -> None:
+    @_post(router, "/scheduler/set", StrategyChoice, Switched, (400, 422))
+    async def set_strategy(body: StrategyChoice) -> Switched:
         """Switch the scheduling strategy; it applies at once to every job of this node."""
+        facade.switch_strategy(body.name)
+        return Switched()
 
-        async def make() -> Switched:
-            facade.switch_strategy((await _read(request, StrategyChoice)).name)
-            return Switched()
-
-        return await _answer({}, make)
-
-    @router.post(
-        "/scheduler/predict_mode",
-        responses=refusals(400, 422),
-        openapi_extra=_takes(PredictMode),
-        response_model=Switched,
-    )
-    async def set_predict_mode(request: Request) -> Any:
+    @_post(router, "/scheduler/predict_mode", PredictMode, Switched, (400, 422))
+    async def set_predict_mode(body: PredictMode) -> Switched:
         """`default` learns from what this node observes; `lookup_table` answers from a table."""
+        facade.switch_predictor(body.mode)
+        return Switched()
 
-        async def make() -> Switched:
-            facade.switch_predictor((await _read(request, PredictMode)).mode)
-            return Switched()
 
-        return await _answer({}, make)
-
-    @router.post(
+def _instance_routes(router: APIRouter, instances: TaskInstances) -> None:
+    @_post(
+        router,
         "/ti/register",
-        responses=refusals(409, 422),
-        openapi_extra=_takes(InstanceAddress),
-        response_model=InstanceRegistered,
+        InstanceAddress,
+        InstanceRegistered,
+        (409, 422),
+        InstanceRefused,
+        lambda body: {"ti_uuid": ""},
     )
-    async def register(request: Request) -> Any:
+    async def register(body: InstanceAddress) -> InstanceRegistered:
         """Serve the models of the OpenAI-compatible server at host:port from this node's
         worker: checked first (`GET /v1/models`), then advertised, and kept across restarts."""
+        added = await instances.register(body.host, body.port)
+        served = [ModelInstance(model_name=m, ti_uuid=ti) for m, ti in added]
+        return InstanceRegistered(
+            message="TaskInstance registered successfully (serving "
+            + ", ".join(m for m, _ in added)
+            + ")",
+            ti_uuid=served[0].ti_uuid,
+            instances=served,
+        )
 
-        async def make() -> InstanceRegistered:
-            body = await _read(request, InstanceAddress)
-            added = await instances.register(body.host, body.port)
-            served = [ModelInstance(model_name=m, ti_uuid=ti) for m, ti in added]
-            names = ", ".join(m for m, _ in added)
-            return InstanceRegistered(
-                message=f"TaskInstance registered successfully (serving {names})",
-                ti_uuid=served[0].ti_uuid,
-                instances=served,
-            )
-
-        return await _answer({"ti_uuid": ""}, make)
-
-    @router.post(
+    @_post(
+        router,
         "/ti/remove",
-        responses=refusals(404, 409, 422),
-        openapi_extra=_takes(InstanceRef),
-        response_model=InstanceRemoved,
+        InstanceRef,
+        InstanceRemoved,
+        (404, 409, 422),
+        InstanceRefused,
+        lambda body: {"ti_uuid": body.ti_uuid if body else ""},
     )
-    async def remove(request: Request) -> Any:
+    async def remove(body: InstanceRef) -> InstanceRemoved:
         """Stop serving a Task Instance from this node's worker: no longer advertised, no new
         task; a task running there finishes."""
-        given: dict[str, Any] = {"ti_uuid": ""}
+        model = await instances.remove(body.ti_uuid)
+        return InstanceRemoved(
+            message=f"TaskInstance removed successfully ({model})", ti_uuid=body.ti_uuid
+        )
 
-        async def make() -> InstanceRemoved:
-            body = await _read(request, InstanceRef)
-            given["ti_uuid"] = body.ti_uuid
-            model = await instances.remove(body.ti_uuid)
-            return InstanceRemoved(
-                message=f"TaskInstance removed successfully ({model})", ti_uuid=body.ti_uuid
-            )
 
-        return await _answer(given, make)
-
-    @router.post(
+def _task_routes(router: APIRouter, instances: TaskInstances) -> None:
+    @_post(
+        router,
         "/queue/submit",
-        responses=refusals(404, 422),
-        openapi_extra=_takes(QueueSubmission),
-        response_model=TaskPlaced,
+        TaskSubmission,
+        TaskPlaced,
+        (404, 422),
+        SubmissionRefused,
     )
-    async def submit(request: Request) -> Any:
+    async def submit(body: TaskSubmission) -> TaskPlaced:
         """One task for a model, placed on a Task Instance that serves it (anywhere in the
         network); answered once placed, or after a few seconds (then `scheduled_ti` is empty
         and /task/query tells more)."""
+        try:
+            task = await instances.submit(body.model_name, body.task_input)
+        except NotFound:
+            raise NotFound(
+                f"no Task Instance serves model {body.model_name!r} (no worker's ad lists "
+                "it with the http driver; see /queue/info)"
+            ) from None
+        return TaskPlaced(task_id=task.task_id, scheduled_ti=task.ti_uuid)
 
-        async def make() -> TaskPlaced:
-            body = await _read(request, QueueSubmission)
-            try:
-                task = await instances.submit(body.model_name, body.task_input)
-            except NotFound:
-                raise NotFound(
-                    f"no Task Instance serves model {body.model_name!r} (no worker's ad lists "
-                    "it with the http driver; see /queue/info)"
-                ) from None
-            return TaskPlaced(task_id=task.task_id, scheduled_ti=task.ti_uuid)
-
-        return await _answer({"task_id": "", "scheduled_ti": ""}, make)
-
-    @router.post(
-        "/queue/info",
-        responses=refusals(422),
-        openapi_extra=_takes(QueueQuery),
-        response_model=InstanceQueues,
-    )
-    async def queue_info(request: Request) -> Any:
+    @_post(router, "/queue/info", QueueQuery, InstanceQueues, (422,), QueuesRefused)
+    async def queue_info(body: QueueQuery) -> InstanceQueues:
         """Every Task Instance the network's ads show (of `model_name`, if given), with the
         wait this node expects there, in milliseconds."""
-
-        async def make() -> InstanceQueues:
-            body = await _read(request, QueueQuery)
-            waits = await instances.queues(body.model_name or None)
-            return InstanceQueues(
-                queues=[
-                    InstanceQueue(
-                        model_name=w.model,
-                        ti_uuid=w.ti_uuid,
-                        waiting_time_expect=w.wait_mean * 1000.0,
-                        waiting_time_error=w.wait_err * 1000.0,
-                    )
-                    for w in waits
-                ]
+        waits = await instances.queues(body.model_name or None)
+        queues = [
+            InstanceQueue(
+                model_name=w.model,
+                ti_uuid=w.ti_uuid,
+                waiting_time_expect=w.wait_mean * 1000.0,
+                waiting_time_error=w.wait_err * 1000.0,
             )
+            for w in waits
+        ]
+        return InstanceQueues(queues=queues)
 
-        return await _answer({"queues": []}, make)
-
-    @router.post(
+    @_post(
+        router,
         "/task/query",
-        responses=refusals(404, 422),
-        openapi_extra=_takes(TaskRef),
-        response_model=TaskStatus,
+        TaskRef,
+        TaskStatus,
+        (404, 422),
+        QueryRefused,
+        lambda body: {"task_id": body.task_id if body else ""},
     )
-    async def task_query(request: Request) -> Any:
+    async def task_query(body: TaskRef) -> TaskStatus:
         """A task's state (queued, scheduled, completed; failed or cancelled with its error
         in `result`), Task Instance, submit time and result."""
-        given: dict[str, Any] = {"task_id": ""}
-
-        async def make() -> TaskStatus:
-            body = await _read(request, TaskRef)
-            given["task_id"] = body.task_id
-            task = instances.task(body.task_id)
-            return TaskStatus(
-                task_id=task.task_id,
-                task_status=task.status,
-                scheduled_ti=task.ti_uuid,
-                submit_time=task.submitted_at,
-                result=task.result,
-            )
-
-        return await _answer(given, make)
-
-    return router
+        task = instances.task(body.task_id)
+        return TaskStatus(
+            task_id=task.task_id,
+            task_status=task.status,
+            scheduled_ti=task.ti_uuid,
+            submit_time=task.submitted_at,
+            result=task.result,
+        )

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -68,7 +69,7 @@ class WorkerRole:
     reachability: str  # "public": schedulers dial it; "private": only through a gate
     why: str  # how it came to know that
     instances: InstanceBook
-    configured: tuple[tuple[str, ...], tuple[str, ...]]  # its config's models: installed, loaded
+    config: WorkerConfig
     relay: RelayClient | None = None
 
     @property
@@ -79,11 +80,7 @@ class WorkerRole:
     async def advertise_models(self) -> None:
         """Publish its ad with the models it serves now: its config's and its registered Task
         Instances' (paced as every change of its ad is)."""
-        installed, loaded = self.configured
-        await self.advert.amend(
-            installed_models=served(installed, self.instances),
-            loaded_models=served(loaded, self.instances),
-        )
+        await self.advert.amend(**_models_served(self.config, self.instances))
 
 
 @dataclass(slots=True)
@@ -241,10 +238,7 @@ async def _start_worker(
     reachability: str,
 ) -> WorkerRole:
     manager = _task_manager(node.identity, config, detected)
-    try:
-        instances = InstanceBook(node.data_dir, node.identity.node_id)
-    except InstanceError as e:
-        raise JoinError(str(e)) from None
+    instances = _instance_book(node)
     if config.schedulers_file is not None:
 
         def apply(policy: SchedulerPolicy) -> None:
@@ -301,13 +295,7 @@ async def _start_worker(
         except RelayError as e:  # (raised before it started: as itself, not in a group)
             raise JoinError(str(e)) from None
     profile = config.profile(detected, addresses=(address,))
-    configured = (profile.installed_models, profile.loaded_models)
-    profile = replace(
-        profile,
-        installed_models=served(configured[0], instances),
-        loaded_models=served(configured[1], instances),
-    )
-    advert = Advert(node.dht, profile, ttl=ad_ttl)
+    advert = Advert(node.dht, replace(profile, **_models_served(config, instances)), ttl=ad_ttl)
     await advert.publish()
     if relay is not None:
 
@@ -318,7 +306,24 @@ async def _start_worker(
         if relay.address is not None and relay.address != address:  # it moved meanwhile
             nursery.start_soon(moved, relay.address)
     nursery.start_soon(_keep_ad_current, advert, manager)
-    return WorkerRole(service, advert, detected, reachability, why, instances, configured, relay)
+    return WorkerRole(service, advert, detected, reachability, why, instances, config, relay)
+
+
+def _instance_book(node: Node) -> InstanceBook:
+    """The Task Instances registered with the worker on this data dir before."""
+    try:
+        return InstanceBook(node.data_dir, node.identity.node_id)
+    except InstanceError as e:
+        raise JoinError(str(e)) from None
+
+
+def _models_served(config: WorkerConfig, book: InstanceBook) -> dict[str, Any]:
+    """A worker's ad's models: its config's, then those of the Task Instances registered with
+    it (loaded too: they serve)."""
+    return {
+        "installed_models": served(config.models, book),
+        "loaded_models": served(config.loaded_models, book),
+    }
 
 
 def _task_manager(identity: Identity, config: WorkerConfig, detected: Detected) -> TaskManager:
