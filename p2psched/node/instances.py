@@ -48,13 +48,12 @@ class Rejected(Invalid):
 
 @dataclass(frozen=True, slots=True)
 class InstanceWait:
-    """What this node expects of one Task Instance, in seconds, and what that rests on."""
+    """What this node expects of one Task Instance: its wait, in seconds."""
 
     model: str
     ti_uuid: str
     wait_mean: float
     wait_err: float
-    source: str  # observed, worker (coarser observations), claimed (its quote), default
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +141,8 @@ class TaskInstances:
                     claimed_wait=quote.wait_mean if quote else None,
                     claimed_wait_err=quote.wait_err if quote else None,
                 )
-                waits.append(
-                    InstanceWait(
-                        served, instance_id(ad.node_id, served), e.wait_mean, e.wait_err, e.source
-                    )
-                )
+                ti = instance_id(ad.node_id, served)
+                waits.append(InstanceWait(served, ti, e.wait_mean, e.wait_err))
         return waits
 
     def _latest_quote(self, worker: bytes) -> Any:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,10 @@ import httpx
 import pytest
 
 from p2psched import devnet
+from p2psched.api.client import ControlClient
 from p2psched.resources.instance import instance_id
 from tests.harness.devnet import running_devnet
-from tests.harness.processes import p2psched, running_node
+from tests.harness.processes import EXE, p2psched, running_node
 
 MODEL = "ti-test-model"  # what the test's own model server serves: no devnet worker lists it
 
@@ -213,6 +216,50 @@ def test_the_devnets_model_server_registers(docnet: devnet.Devnet) -> None:
         assert registered["status"] == "success", registered
         assert [i["model_name"] for i in registered["instances"]] == ["devnet-test-model"]
         assert post(w, "/ti/remove", {"ti_uuid": registered["ti_uuid"]})["status"] == "success"
+
+
+def _answers(data: Path) -> bool:
+    found = ControlClient.find(data)
+    if found is not None:
+        found.close()
+    return found is not None
+
+
+@contextmanager
+def worker_on(net: devnet.Devnet, data: Path) -> Iterator[Path]:
+    """A worker of its own (a devnet worker's config), joined to the devnet, on `data`."""
+    config = data.parent / "worker.toml"
+    config.write_text((net.folder / "worker-1.toml").read_text())
+    argv = ["worker", "join", "--gate", net.gate, "--config", str(config), "--data-dir", str(data)]
+    with subprocess.Popen([*EXE, *argv], stdout=subprocess.DEVNULL) as proc:
+        try:
+            wait_for(lambda: _answers(data), "the worker's API")
+            yield data
+        finally:
+            proc.terminate()
+            assert proc.wait(timeout=20) == 0
+
+
+def test_registered_instances_are_served_again_after_a_restart(
+    docnet: devnet.Devnet, tmp_path: Path
+) -> None:
+    data = tmp_path / "worker"
+    with ModelServer() as server, client(docnet.folder / "gate") as gate:
+        with worker_on(docnet, data), client(data) as w:
+            ti = post(w, "/ti/register", {"host": "127.0.0.1", "port": server.port})["ti_uuid"]
+        with worker_on(docnet, data):  # the same node, started again
+            listed = post(gate, "/queue/info", {"model_name": MODEL})["queues"]
+            assert [q["ti_uuid"] for q in listed] == [ti]
+            asked = {"model_name": MODEL, "task_input": {"prompt": "again"}, "metadata": {}}
+            task = post(gate, "/queue/submit", asked)["task_id"]
+
+            def answered() -> bool:
+                return post(gate, "/task/query", {"task_id": task})["task_status"] == "completed"
+
+            wait_for(answered, "the task after the restart")
+            done = post(gate, "/task/query", {"task_id": task})
+            assert done["result"] == {"choices": [{"text": "registered: again"}]}
+            assert done["scheduled_ti"] == ti and server.completions == 1
 
 
 def test_queue_info_lists_instances_of_workers_the_node_never_used(
