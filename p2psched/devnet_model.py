@@ -1,7 +1,8 @@
 """The devnet's test model server: a small OpenAI-compatible endpoint on loopback that answers
 `/v1/completions` and `/v1/chat/completions` deterministically, plain or streamed (`stream:
-true`: server-sent events, a chunk a word, then `data: [DONE]`), so the http driver's examples
-and the node's OpenAI gateway run on a devnet with no model installed.
+true`: server-sent events, a chunk a word, then `data: [DONE]`), and lists its one model at
+`/v1/models`, so the http driver's examples and the node's OpenAI gateway run on a devnet with
+no model installed.
 
 Owns: the server (`serve`, run by `p2psched devnet serve-model` as a process of its own) and
 its answers (`answer`, `chunks`). Promises: the same request gets the same answer; a stream's
@@ -97,12 +98,27 @@ def chunks(path: str, body: Any) -> list[dict[str, Any]]:
     return [*(chunk(p, None) for p in pieces), chunk("", "stop")]
 
 
+def models() -> dict[str, Any]:
+    """What `GET /v1/models` answers: the one model it stands in for, as OpenAI lists models."""
+    listed = {"id": MODEL_NAME, "object": "model", "created": 0, "owned_by": "p2psched"}
+    return {"object": "list", "data": [listed]}
+
+
 class _Handler(BaseHTTPRequestHandler):
     # Keep-alive, as the model servers it stands in for: a plain answer has its length, a
     # stream comes chunked. Each write goes out at once: a body held back by Nagle's algorithm
     # until the client's delayed ACK of the head would add 40 ms to every answer.
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
+
+    def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+        # What a worker checks when the server is registered with it (`/ti/register`).
+        if self.path == "/v1/models":
+            self._send(200, models())
+        elif self.path == "/health":
+            self._send(200, {"status": "ok"})
+        else:
+            self._send(404, _error(f"no such endpoint {self.path!r}: /v1/models, /health"))
 
     def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
         try:

@@ -101,3 +101,14 @@ def test_a_stream_comes_as_server_sent_events_that_add_up_to_the_plain_answer(
     said = plain_choice["message"]["content"] if "message" in plain_choice else plain_choice["text"]
     assert "".join(text_of(e) for e in events) == said == "echo: say three words"
     assert events[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_it_lists_its_model_and_says_it_is_healthy(server: str) -> None:
+    with urllib.request.urlopen(server + "/v1/models", timeout=10) as answer:
+        assert json.loads(answer.read())["data"][0]["id"] == "devnet-test-model"
+    with urllib.request.urlopen(server + "/health", timeout=10) as answer:
+        assert answer.status == 200
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(server + "/v1/nothing", timeout=10).close()
+    with missing.value:
+        assert missing.value.code == 404

@@ -23,7 +23,15 @@ from p2psched.node.snapshots import (
     WorkerRecord,
     WorkerWait,
 )
-from p2psched.node.status import PREDICT_MODES, STRATEGIES
+from p2psched.node.status import (
+    PREDICT_MODES,
+    STRATEGIES,
+    Invalid,
+    NotFound,
+    Refusal,
+    Unavailable,
+    UnknownChoice,
+)
 
 # -- requests ------------------------------------------------------------------------------
 
@@ -45,8 +53,9 @@ class PredictMode(BaseModel):
     mode: str = Field(description=f"one of: {', '.join(PREDICT_MODES)}")
 
 
-class QueueSubmission(BaseModel):
-    """The design documents' task submission: one task for a model, placed by the node."""
+class TaskSubmission(BaseModel):
+    """The design documents' task submission (`/queue/submit`): one task for a model, placed
+    by the node on a worker whose http driver serves it."""
 
     model_name: str = Field(
         min_length=1, max_length=128, description="a model some worker serves (its ad lists it)"
@@ -59,6 +68,11 @@ class QueueSubmission(BaseModel):
         description="about the task, for the predictor; accepted, not used yet (it predicts from "
         "the model and the input's size)",
     )
+
+
+class QueueSubmission(TaskSubmission):
+    """`/v1/queue/submit`'s: the design documents' task submission, for any driver."""
+
     driver: str = Field("http", max_length=32, description="the driver that runs it: http, echo…")
     wait_s: float = Field(
         5.0, ge=0.0, le=60.0, description="how long to wait for the task to be placed"
@@ -173,9 +187,102 @@ class PeerList(Listing):
     peers: list[Peer]
 
 
+# -- the design documents' Scheduler API, at its own paths -------------------------------------
+
+
+class InstanceAddress(BaseModel):
+    host: str = Field(
+        min_length=1, max_length=253, description="the model server's IP address or host name"
+    )
+    port: int = Field(description="its HTTP port (1..65535)")
+
+
+class InstanceRef(BaseModel):
+    ti_uuid: str = Field(max_length=64, description="a Task Instance id, as /ti/register gave")
+
+
+class QueueQuery(BaseModel):
+    model_name: str | None = Field(None, max_length=128, description="none or empty: every model")
+
+
+class TaskRef(BaseModel):
+    task_id: str = Field(max_length=128, description="task-<uuid>, as /queue/submit gave")
+
+
+class ModelInstance(Answer):
+    model_name: str
+    ti_uuid: str
+
+
+class InstanceRegistered(Answer):
+    status: Literal["success"] = "success"
+    message: str
+    ti_uuid: str = Field(description="the Task Instance of its first model")
+    instances: list[ModelInstance] = Field(
+        description="(an addition to the document) one Task Instance per model it serves"
+    )
+
+
+class InstanceRemoved(Answer):
+    status: Literal["success"] = "success"
+    message: str
+    ti_uuid: str
+
+
+class TaskPlaced(Answer):
+    status: Literal["success"] = "success"
+    task_id: str = Field(description="task-<uuid>")
+    scheduled_ti: str = Field(description="the Task Instance chosen; empty: none yet")
+
+
+class InstanceQueue(Answer):
+    model_name: str
+    ti_uuid: str
+    waiting_time_expect: float = Field(description="milliseconds")
+    waiting_time_error: float = Field(description="milliseconds (a standard deviation)")
+
+
+class InstanceQueues(Answer):
+    status: Literal["success"] = "success"
+    queues: list[InstanceQueue]
+
+
+class InstanceRefused(ErrorAnswer):
+    ti_uuid: str = Field(description="the Task Instance asked about; empty: none")
+
+
+class SubmissionRefused(ErrorAnswer):
+    task_id: Literal[""] = ""
+    scheduled_ti: Literal[""] = ""
+
+
+class QueuesRefused(ErrorAnswer):
+    queues: list[InstanceQueue] = Field(default_factory=list)
+
+
+class QueryRefused(ErrorAnswer):
+    task_id: str = Field(description="as asked")
+
+
+class TaskStatus(Answer):
+    task_id: str
+    task_status: str = Field(description="queued, scheduled, completed, failed or cancelled")
+    scheduled_ti: str = Field(description="its Task Instance; empty: none yet")
+    submit_time: float = Field(description="Unix seconds, to the millisecond")
+    result: Any = Field(description="the output once completed, the error once failed")
+
+
 def _hex(worker: bytes | None) -> str:
     return worker.hex() if worker else ""
 
+
+# How the API answers each refusal of the node's façade.
+REFUSAL_STATUS: dict[type[Refusal], int] = {
+    NotFound: 404,
+    Invalid: 422,
+    Unavailable: 409,
+    UnknownChoice: 400,
+}
 
 _REFUSALS = {
     400: "not one of the choices there are",
@@ -186,9 +293,15 @@ _REFUSALS = {
 }
 
 
-def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI description of a route's error answers: 401 and `statuses`."""
+def refusals(
+    *statuses: int, answer: type[ErrorAnswer] = ErrorAnswer
+) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI description of a route's error answers: 401 (the token's) and `statuses`
+    (as `answer`)."""
     return {
-        status: {"model": ErrorAnswer, "description": _REFUSALS[status]}
+        status: {
+            "model": ErrorAnswer if status == 401 else answer,
+            "description": _REFUSALS[status],
+        }
         for status in sorted({401, *statuses})
     }

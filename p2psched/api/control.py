@@ -31,8 +31,9 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.exceptions import HTTPException
 
-from p2psched.api import docs, metrics, openai, ui
+from p2psched.api import docs, metrics, openai, scheduler_api, ui
 from p2psched.api.bodies import (
+    REFUSAL_STATUS,
     Cancelled,
     CancelRequest,
     FailureList,
@@ -65,6 +66,7 @@ from p2psched.api.endpoint import (
 )
 from p2psched.api.sessions import UNKNOWN_SESSION, Claim, SessionLimits, SignedSessions
 from p2psched.home import private_dir, write_private
+from p2psched.node.instances import TaskInstances
 from p2psched.node.node import Node
 from p2psched.node.snapshots import (
     DrainState,
@@ -79,19 +81,11 @@ from p2psched.node.snapshots import (
 )
 from p2psched.node.status import (
     JOBS_SHOWN,
-    Invalid,
     NodeFacade,
-    NotFound,
     Refusal,
-    Unavailable,
-    UnknownChoice,
 )
 
 _READ_AHEAD_BYTES = 64 << 10  # a body read before the route runs, at most
-
-# How the API answers each refusal of the node's façade.
-_REFUSED = {NotFound: 404, Invalid: 422, Unavailable: 409, UnknownChoice: 400}
-
 
 MSGPACK = "application/msgpack"
 _OUTPUT: dict[int | str, dict[str, Any]] = {  # a task's output: as it came, not as JSON
@@ -133,19 +127,21 @@ def make_app(node: Node, token: str, limits: SessionLimits | None = None) -> Fas
     _guard(app, token, SignedSessions(token, limits))
     for routes in (_job_routes, _operator_routes, _design_document_routes):
         app.include_router(routes(facade))
+    app.include_router(scheduler_api.document_routes(facade, TaskInstances(node, facade)))
     return app
 
 
 def _guard(app: FastAPI, token: str, sessions: SignedSessions) -> None:
     """The token, as a bearer or by a signed session, on every route but the documentation,
-    the page and a session's opening; errors as `{status, message}`."""
+    the page, a session's opening, and the design documents' paths asked from loopback
+    (`scheduler_api.open_to_loopback`); errors as `{status, message}`."""
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Any:
         # The path routing will use (the scope's), never one rebuilt from the Host header.
         path = request.scope["path"]
         public = path in ("/openapi.json", SESSION_PATH) or ui.serves(path) or docs.serves(path)
-        if not public:
+        if not public and not scheduler_api.open_to_loopback(request.scope):
             given = request.headers.get("authorization", "")
             if given.startswith(MAC_SCHEME + " "):
                 refusal = await _signed(sessions, request, given)
@@ -184,7 +180,7 @@ def _guard(app: FastAPI, token: str, sessions: SignedSessions) -> None:
 
     @app.exception_handler(Refusal)
     async def refused(request: Request, e: Refusal) -> JSONResponse:
-        return _error(_REFUSED.get(type(e), 400), str(e))
+        return _error(REFUSAL_STATUS.get(type(e), 400), str(e))
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, e: RequestValidationError) -> JSONResponse:

@@ -16,8 +16,9 @@ import shlex
 import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -43,6 +44,7 @@ from p2psched.wire.deal import MAX_OPENING_MESSAGE
 from p2psched.worker.advert import Advert
 from p2psched.worker.config import WorkerConfig
 from p2psched.worker.drivers import disabled_reason, make_drivers
+from p2psched.worker.instances import InstanceBook, InstanceError, served
 from p2psched.worker.manager import TaskManager
 from p2psched.worker.policy import SchedulerPolicy, Terms
 from p2psched.worker.schedulers_file import follow_schedulers_file
@@ -67,12 +69,19 @@ class WorkerRole:
     detected: Detected
     reachability: str  # "public": schedulers dial it; "private": only through a gate
     why: str  # how it came to know that
+    instances: InstanceBook
+    config: WorkerConfig
     relay: RelayClient | None = None
 
     @property
     def address(self) -> str:
         """Where schedulers reach it, as its ad says (a relay address once it moved gates)."""
         return self.advert.profile.addresses[0]
+
+    async def advertise_models(self) -> None:
+        """Publish its ad with the models it serves now: its config's and its registered Task
+        Instances' (paced as every change of its ad is)."""
+        await self.advert.amend(**_models_served(self.config, self.instances))
 
 
 @dataclass(slots=True)
@@ -230,6 +239,7 @@ async def _start_worker(
     reachability: str,
 ) -> WorkerRole:
     manager = _task_manager(node.identity, config, detected)
+    instances = _instance_book(node)
     if config.schedulers_file is not None:
 
         def apply(policy: SchedulerPolicy) -> None:
@@ -241,7 +251,7 @@ async def _start_worker(
     service = WorkerService(
         node.identity,
         manager,
-        make_drivers(config),
+        make_drivers(config, instances.routes),
         clock=node.dht.now,
         record=node.store.record,
         max_message_bytes=config.max_message_bytes,
@@ -286,7 +296,7 @@ async def _start_worker(
         except RelayError as e:  # (raised before it started: as itself, not in a group)
             raise JoinError(str(e)) from None
     profile = config.profile(detected, addresses=(address,))
-    advert = Advert(node.dht, profile, ttl=ad_ttl)
+    advert = Advert(node.dht, replace(profile, **_models_served(config, instances)), ttl=ad_ttl)
     await advert.publish()
     if relay is not None:
 
@@ -297,7 +307,24 @@ async def _start_worker(
         if relay.address is not None and relay.address != address:  # it moved meanwhile
             nursery.start_soon(moved, relay.address)
     nursery.start_soon(_keep_ad_current, advert, manager)
-    return WorkerRole(service, advert, detected, reachability, why, relay)
+    return WorkerRole(service, advert, detected, reachability, why, instances, config, relay)
+
+
+def _instance_book(node: Node) -> InstanceBook:
+    """The Task Instances registered with the worker on this data dir before."""
+    try:
+        return InstanceBook(node.data_dir, node.identity.node_id)
+    except InstanceError as e:
+        raise JoinError(str(e)) from None
+
+
+def _models_served(config: WorkerConfig, book: InstanceBook) -> dict[str, Any]:
+    """A worker's ad's models: its config's, then those of the Task Instances registered with
+    it (loaded too: they serve)."""
+    return {
+        "installed_models": served(config.models, book),
+        "loaded_models": served(config.loaded_models, book),
+    }
 
 
 def _task_manager(identity: Identity, config: WorkerConfig, detected: Detected) -> TaskManager:

@@ -409,10 +409,19 @@ class NodeFacade:
         return JobAccepted(job=job.job_id, tasks=len(job.run.tasks))
 
     async def submit_task(
-        self, model: str, task_input: dict[str, Any], driver: str, wait_s: float
+        self,
+        model: str,
+        task_input: dict[str, Any],
+        driver: str,
+        wait_s: float,
+        *,
+        job_id: str | None = None,
+        fresh: bool = False,
     ) -> TaskRecord:
         """Submit one task for `model` (the design documents' queue submission), placed as a
-        job's are; answers once a worker was chosen, or `wait_s` passed (then with none)."""
+        job's are; answers once a worker was chosen, or `wait_s` passed (then with none).
+        `job_id`: the job's id, if the caller made one (unique); `fresh`: find its workers
+        in the DHT, not in what discovery read last (which may be 30 s old)."""
         spec = {
             "name": "queue-" + re.sub(r"[^A-Za-z0-9._-]+", "-", model)[:48],
             "driver": driver,
@@ -424,9 +433,13 @@ class NodeFacade:
         except JobSpecError as e:
             raise Invalid(str(e)) from None
         need = derive_tasks(parsed)[0].need
-        if not await self._node.discovery.find(need):
+        discovery = self._node.discovery
+        found = await discovery.find(need, fresh=fresh)
+        if not found and not fresh:  # a worker may have begun to serve it since the last read
+            found = await discovery.find(need, fresh=True)
+        if not found:
             raise NotFound(f"no worker in the network serves model {model!r} ({need})")
-        job = self._node.jobs.submit(parsed, spec)
+        job = self._node.jobs.submit(parsed, spec, job_id=job_id)
         task = next(iter(job.run.tasks.values()))
         with trio.move_on_after(wait_s):
             while task.worker is None and not task.state.final:

@@ -175,13 +175,14 @@ class JobBook:
         doc: dict[str, Any] | None = None,
         *,
         found: list[WorkerAd] | None = None,
+        job_id: str | None = None,
     ) -> SubmittedJob:
         """Accept a job: `doc` is the mapping `spec` was parsed from (kept, to resume it);
-        `found`, workers just found for it (see `Dispatcher.add`)."""
+        `found`, workers just found for it (see `Dispatcher.add`); `job_id`, one the caller
+        made unique (the design documents' `task-<uuid>`)."""
         # Task ids travel to workers, which key them by scheduler: a job id unique on this
         # node keeps a resubmitted job's tasks apart from the first run's.
-        job_id = f"{spec.name}-{secrets.token_hex(4)}"
-        while job_id in self.jobs or self._stored(job_id):
+        while job_id is None or job_id in self.jobs or self._stored(job_id):
             job_id = f"{spec.name}-{secrets.token_hex(4)}"
         tasks = [replace(t, task_id=task_id_for(job_id, t.index)) for t in derive_tasks(spec)]
         now = self.dispatcher.clock()

@@ -413,45 +413,55 @@ class HttpDriver:
     name = "http"
     uses_scratch = False
 
-    def __init__(self, config: HttpDriverConfig) -> None:
+    def __init__(self, config: HttpDriverConfig, routes: Mapping[str, str] | None = None) -> None:
         self._config = config
+        # The registered Task Instances' models (`worker.instances`), read at each task: they
+        # come before the config's endpoints.
+        self._routes: Mapping[str, str] = routes if routes is not None else {}
         self._clients: dict[str, httpx.AsyncClient] | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
 
     @contextlib.asynccontextmanager
     async def open(self) -> AsyncIterator[None]:
-        """Its clients, open until the block ends; `run` needs them."""
+        """Its clients, open until the block ends; `run` needs them. Those of the config's
+        endpoints open now; a registered instance's, at its first task."""
         async with contextlib.AsyncExitStack() as stack:
-            clients: dict[str, httpx.AsyncClient] = {}
-            for url in self._config.endpoints.values():
-                if origin(url) not in clients:
-                    # One deadline for the whole exchange (set by `run`) rather than httpx's
-                    # per-phase timeouts, which a server trickling its answer would never trip;
-                    # and no proxy from the environment: the config alone says where requests go.
-                    client = httpx.AsyncClient(timeout=None, trust_env=False)
-                    clients[origin(url)] = await stack.enter_async_context(client)
-            self._clients = clients
+            self._clients, self._stack = {}, stack
             try:
+                for url in self._config.endpoints.values():
+                    await self._client(url)
                 yield
             finally:
-                self._clients = None
+                self._clients = self._stack = None
+
+    async def _client(self, url: str) -> httpx.AsyncClient:
+        """The open client for `url`'s server (one per scheme, host and port)."""
+        if self._clients is None or self._stack is None:
+            raise RuntimeError("the http driver runs tasks only while it is open (`open`)")
+        key = origin(url)
+        if key not in self._clients:
+            # One deadline for the whole exchange (set by `run`) rather than httpx's per-phase
+            # timeouts, which a server trickling its answer would never trip; and no proxy from
+            # the environment: the config alone says where requests go.
+            client = httpx.AsyncClient(timeout=None, trust_env=False)
+            self._clients[key] = await self._stack.enter_async_context(client)
+        return self._clients[key]
 
     def _endpoint(self, model: str | None) -> str:
         endpoints = self._config.endpoints
-        url = endpoints.get(model) if model is not None else None
+        url = None if model is None else self._routes.get(model) or endpoints.get(model)
         if url is None:
             url = endpoints.get(ANY_MODEL)
         if url is None:
-            served = ", ".join(sorted(m for m in endpoints if m != ANY_MODEL)) or "none"
+            served = ", ".join(sorted({*endpoints, *self._routes} - {ANY_MODEL})) or "none"
             asked = "a task without a model" if model is None else f"model {model[:64]!r}"
             raise DriverError(f"this worker serves no endpoint for {asked}; models: {served}")
         return url
 
     async def run(self, task: DriverTask, progress: Callable[[float], None]) -> Any:
         _check_input(self.name, task.input)
-        if self._clients is None:
-            raise RuntimeError("the http driver runs tasks only while it is open (`open`)")
         endpoint = self._endpoint(task.model)
-        client = self._clients[origin(endpoint)]
+        client = await self._client(endpoint)
         url = request_url(endpoint, task.input)
         try:
             body = json.dumps(task.input, allow_nan=False).encode()
@@ -506,11 +516,11 @@ class HttpDriver:
         return answer
 
 
-_MAKERS: dict[str, Callable[[WorkerConfig], Driver]] = {
-    "echo": lambda config: EchoDriver(),
-    "sleep": lambda config: SleepDriver(),
-    "command": lambda config: CommandDriver(config.command_driver),
-    "http": lambda config: HttpDriver(config.http_driver),
+_MAKERS: dict[str, Callable[[WorkerConfig, Mapping[str, str] | None], Driver]] = {
+    "echo": lambda config, routes: EchoDriver(),
+    "sleep": lambda config, routes: SleepDriver(),
+    "command": lambda config, routes: CommandDriver(config.command_driver),
+    "http": lambda config, routes: HttpDriver(config.http_driver, routes),
 }
 
 
@@ -525,9 +535,12 @@ async def open_drivers(drivers: Mapping[str, Driver]) -> AsyncIterator[None]:
         yield
 
 
-def make_drivers(config: WorkerConfig) -> dict[str, Driver]:
-    """The drivers the operator enabled, by name; a task naming any other gets `disabled_reason`."""
-    return {name: _MAKERS[name](config) for name in config.drivers}
+def make_drivers(
+    config: WorkerConfig, routes: Mapping[str, str] | None = None
+) -> dict[str, Driver]:
+    """The drivers the operator enabled, by name; a task naming any other gets `disabled_reason`.
+    `routes`: the http driver's registered models (model -> endpoint), read at each task."""
+    return {name: _MAKERS[name](config, routes) for name in config.drivers}
 
 
 def disabled_reason(name: str, config: WorkerConfig) -> str | None:

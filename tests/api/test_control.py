@@ -18,6 +18,7 @@ import msgpack
 import pytest
 
 from p2psched import devnet
+from p2psched.api.scheduler_api import DOCUMENT_PATHS
 
 TESTED: set[tuple[str, str]] = set()  # (method, path template) each test exercised
 
@@ -197,6 +198,24 @@ def test_every_endpoint_answers_through_a_real_http_client(apis: tuple[Api, Api]
     gate.refused(409, "POST", "/v1/worker/drain", body={})
     gate.refused(409, "POST", "/v1/worker/undrain", body={})
 
+    # The design documents' own paths, with the token as any client may send it (as the
+    # document's client sends them, without, in test_design_api.py).
+    assert gate.ok("POST", "/scheduler/set", body={"name": "cost"}) == answer
+    assert gate.ok("POST", "/scheduler/predict_mode", body={"mode": "default"}) == answer
+    listed = gate.ok("POST", "/queue/info", body={"model_name": model})["queues"]
+    assert [q["model_name"] for q in listed] == [model]
+    asked = {"model_name": model, "task_input": {"prompt": "one two"}, "metadata": {}}
+    task = gate.ok("POST", "/queue/submit", body=asked)["task_id"]
+    wait_for(
+        lambda: (
+            gate.ok("POST", "/task/query", body={"task_id": task})["task_status"] == "completed"
+        ),
+        "the document's task",
+    )
+    gate.refused(409, "POST", "/ti/register", body={"host": "127.0.0.1", "port": 1})
+    said = gate.refused(409, "POST", "/ti/remove", body={"ti_uuid": listed[0]["ti_uuid"]})
+    assert "not a worker" in said
+
     # Prometheus' view: text exposition, behind the same token.
     scraped = gate.call("GET", "/metrics")
     assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
@@ -227,6 +246,8 @@ def test_requests_without_the_token_are_refused(apis: tuple[Api, Api]) -> None:
     before = gate.ok("GET", "/v1/scheduler")["strategy"]
     for method, template in sorted(openapi_routes(gate)):
         path = template.replace("{job_id}", "x").replace("{index}", "0")
+        # (the document's paths go without it from loopback only when named so: not here)
+        named = {"host": "p2psched.example"} if template in DOCUMENT_PATHS else {}
         for headers in (
             {},
             {"authorization": "Bearer not-the-token"},
@@ -236,7 +257,8 @@ def test_requests_without_the_token_are_refused(apis: tuple[Api, Api]) -> None:
             {"authorization": f"Bearer {gate.token}x"},
             {"authorization": "Bearer"},
         ):
-            r = httpx.request(method, gate.url + path, headers=headers, json={"name": "weighted"})
+            given = {**headers, **named}
+            r = httpx.request(method, gate.url + path, headers=given, json={"name": "weighted"})
             assert r.status_code == 401, (method, path, headers, r.status_code)
             assert "api.token" in r.json()["message"]
     assert gate.ok("GET", "/v1/scheduler")["strategy"] == before  # nothing changed
