@@ -7,6 +7,7 @@ from __future__ import annotations
 from p2psched.identity import Identity
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import DispatchConfig, JobRun
+from p2psched.wire.codec import MAX_CONTAINERS
 from p2psched.wire.messages import Partial, encode, parse, raw
 from p2psched.worker import manager as wm
 from tests.harness.net import Net, ad, make_net, spec
@@ -76,3 +77,16 @@ def test_partials_over_the_byte_cap_fail_the_task_on_that_worker() -> None:
     t = net.run.tasks[task["id"]]
     assert t.state == S.QUEUED and wid in t.excluded
     assert t.error == "its partial results for the task came to over 1000 bytes"
+
+
+def test_the_partials_of_a_task_build_no_more_containers_than_one_message_may() -> None:
+    """Each partial under the codec's SMALL_BYTES is decoded with no container budget, and
+    the byte cap counts MessagePack bytes (an empty map: one byte, 64 in Python): 12 MiB of
+    partials of empty maps build ~900 MB, which the gateway's unbounded channel then holds
+    for a client that reads slowly. Together they must stay within one message's budget."""
+    net = running()
+    [(wid, _, task)] = net.started
+    part = [{}] * 60_000  # 60 KB of MessagePack, under SMALL_BYTES: decoded unbudgeted
+    stream(net, wid, task["id"], *[part] * 6)
+    built = sum(len(p) + 1 for _, p in net.streamed)  # the maps, and the list holding them
+    assert built <= MAX_CONTAINERS
