@@ -90,3 +90,17 @@ def test_the_partials_of_a_task_build_no_more_containers_than_one_message_may() 
     stream(net, wid, task["id"], *[part] * 6)
     built = sum(len(p) + 1 for _, p in net.streamed)  # the maps, and the list holding them
     assert built <= MAX_CONTAINERS
+
+
+def test_a_result_that_contradicts_the_partials_passed_on_does_not_complete_the_task() -> None:
+    """The README: the worker's signed receipt "covers all of" a streamed answer. A worker
+    that streams one text and signs another: its client was shown "YES", the task completed,
+    paid, with a verified receipt over "NO" (the gateway ends the stream with [DONE], no
+    error). The partials passed on must be what the result holds (the http driver's result
+    is the list of them), or the task does not complete on that worker."""
+    net = running()
+    [(wid, peer, task)] = net.started
+    stream(net, wid, task["id"], "The answer is YES")
+    net.workers[wid].finished(peer, task["id"], ["The answer is NO"], None, net.now)
+    net.pump()
+    assert net.run.tasks[task["id"]].state != S.COMPLETED
