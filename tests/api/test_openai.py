@@ -125,6 +125,22 @@ def test_a_bad_body_is_refused_naming_the_field(
     big = {"model": MODEL, "prompt": "x" * MAX_REQUEST_BYTES}
     r = httpx.post(f"{url}/v1/completions", json=big, headers={"authorization": f"Bearer {token}"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    deep = b'{"model": "m", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    r = httpx.post(f"{url}/v1/chat/completions", content=deep, headers=auth(token))
+    assert r.status_code == 400 and "nested too deeply" in r.json()["error"]["message"]
+
+
+def test_a_wrong_method_on_a_gateway_path_is_answered_in_openais_shape(
+    gateway: tuple[str, str],
+) -> None:
+    url, token = gateway
+    r = httpx.get(f"{url}/v1/chat/completions", headers=auth(token))
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert r.json()["error"]["message"] == "GET is not allowed on /v1/chat/completions (use POST)"
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
 
 
 def test_a_stream_whose_model_server_fails_ends_with_an_error_in_openais_shape(
