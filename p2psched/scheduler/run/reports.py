@@ -137,7 +137,6 @@ class Reports(TaskMoves):
             # Its watchers were shown parts that its signed result does not hold: not a
             # result for them (nor paid). (An honest worker's parts lost on a broken link
             # end here too: they were not shown either.)
-            self.stats.partials["contradicted"] += 1
             self._back(t, unlike, now)
             return
         if late:

@@ -126,7 +126,6 @@ def test_a_result_short_of_the_partials_fails_the_task_on_that_worker() -> None:
     t = net.run.tasks[task["id"]]
     assert t.state == S.QUEUED and wid in t.excluded and t.attempts == 1
     assert t.error == "its result is not the 2 partial results it sent"
-    assert net.run.stats.partials == {"passed": 2, "contradicted": 1}
 
 
 def test_a_partial_json_cannot_hold_fails_the_task_on_that_worker() -> None:
