@@ -268,7 +268,9 @@ def _chunk(part: Any) -> tuple[bytes, GatewayError | None]:
 def _unconfirmed(ended: TaskOutcome, passed: int) -> GatewayError | None:
     """Why a stream of `passed` parts is not the answer its task's receipt covers, or None."""
     if not ended.final:
-        return GatewayError(503, f"the stream was ended: {ended.error}", "server_error", "slow")
+        return GatewayError(
+            503, f"the stream was ended: {ended.error}", "server_error", "client_too_slow"
+        )
     if ended.state != "completed":
         return _failed(ended)
     if not isinstance(ended.output, list) or len(ended.output) != passed:
