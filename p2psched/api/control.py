@@ -176,7 +176,17 @@ def _guard(app: FastAPI, token: str, sessions: SignedSessions) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
-        return _error(e.status_code, str(e.detail))
+        path = request.scope["path"]
+        if not openai.serves(path):
+            return _error(e.status_code, str(e.detail))
+        # (The framework's own errors too, a wrong method say: an OpenAI client reads these.)
+        said = str(e.detail)
+        allowed = {k.lower(): v for k, v in (e.headers or {}).items()}.get("allow")
+        if e.status_code == 405 and allowed:
+            said = f"{request.method} is not allowed on {path} (use {allowed})"
+        answer = openai.error(e.status_code, said, "invalid_request_error", None)
+        answer.headers.update(e.headers or {})
+        return answer
 
     @app.exception_handler(Refusal)
     async def refused(request: Request, e: Refusal) -> JSONResponse:

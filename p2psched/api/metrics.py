@@ -148,7 +148,7 @@ def _scheduler(node: NodeFacade) -> Iterator[Metric]:
     yield _counter(
         "p2psched_partial_results",
         "Partial results (a streamed answer's chunks) workers sent, passed on to their task's "
-        "watcher or refused (not the worker's task, or over the task's caps)",
+        "watcher or refused (not the worker's task, over the task's caps, or not JSON)",
         "outcome",
         c.partials,
         _PARTIALS,

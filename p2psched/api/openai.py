@@ -10,10 +10,13 @@ shapes (OpenAI's: `{"error": {"message", "type", "param", "code"}}`), and how a 
 maps onto a status: 401 a wrong key, 400 a bad body, 404 a model no worker advertises (the
 ones they do named), 413 a body over `MAX_REQUEST_BYTES`, 502 a worker's model server failed,
 503 no worker took it, 504 it did not end within `TIMEOUT_S`.
-Promises: a streamed answer passes on each chunk as the worker's model server produced it,
-as soon as it reaches this node, and ends with `data: [DONE]`; a stream is never retried on
-another worker (its client has seen part of it), a plain answer once; a request whose client
-leaves, or that times out, has its task cancelled. The routes are OpenAI's, not in this API's
+Promises: a streamed answer passes on each chunk (a JSON object, not an error) as the worker's
+model server produced it, as soon as it reaches this node, and ends with `data: [DONE]`, with
+no error event before it only if the worker's verified result is exactly the chunks passed on
+(its receipt covers what the client was shown); a stream is never retried on another worker
+(its client has seen part of it), a plain answer once; a request whose client leaves, plain
+or streamed, or that times out, has its task cancelled. Errors on these paths, the
+framework's too (a wrong method), take OpenAI's shape. The routes are OpenAI's, not in this API's
 own /openapi.json: OpenAI's API reference describes them.
 """
 
@@ -99,14 +102,14 @@ def _routes(facade: NodeFacade) -> APIRouter:
     async def chat(request: Request) -> JSONResponse | StreamingResponse:
         body = await _body(request)
         _check_list(body, "messages")
-        return await _answer(facade, body)
+        return await _answer(facade, body, request)
 
     @router.post("/v1/completions", response_model=None)
     async def completions(request: Request) -> JSONResponse | StreamingResponse:
         body = await _body(request)
         if not isinstance(body.get("prompt"), str | list):
             raise _bad("'prompt' must be a string or a list", "prompt")
-        return await _answer(facade, body)
+        return await _answer(facade, body, request)
 
     return router
 
@@ -137,8 +140,10 @@ async def _body(request: Request) -> dict[str, Any]:
             raise too_big
     try:
         body = json.loads(data)
-    except (ValueError, RecursionError):
+    except ValueError:
         raise _bad("the request body is not JSON") from None
+    except RecursionError:
+        raise _bad("the request body is JSON nested too deeply") from None
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
     model = body.get("model")
@@ -168,33 +173,61 @@ async def _check_model(facade: NodeFacade, model: str) -> None:
         )
 
 
-async def _answer(facade: NodeFacade, body: dict[str, Any]) -> JSONResponse | StreamingResponse:
+async def _answer(
+    facade: NodeFacade, body: dict[str, Any], request: Request
+) -> JSONResponse | StreamingResponse:
     await _check_model(facade, body["model"])
     if body.get("stream") is True:
         events = _stream(facade, body)
         return StreamingResponse(events, media_type="text/event-stream", headers=_SSE)
-    with trio.move_on_after(TIMEOUT_S):
-        try:
-            async with facade.model_task(
-                body["model"], body, timeout_s=TIMEOUT_S, retries=PLAIN_RETRIES
-            ) as (parts, outcome):
-                async for _ in parts:
-                    pass  # (a plain request asks for no parts: its answer is the whole)
-                ended = outcome()
-        except Refusal as e:
-            raise _bad(str(e)) from None
-        if ended.state == "completed":
-            return JSONResponse(ended.output)
-        raise _failed(ended)
-    raise _timed_out()
+    ended: TaskOutcome | None = None
+    refused: Refusal | None = None
+    gone: list[bool] = []
+    # (Nothing raised inside the nursery: trio would wrap it in an exception group.)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_hang_up, request, nursery.cancel_scope, gone)
+        with trio.move_on_after(TIMEOUT_S):
+            try:
+                async with facade.model_task(
+                    body["model"], body, timeout_s=TIMEOUT_S, retries=PLAIN_RETRIES
+                ) as (parts, outcome):
+                    async for _ in parts:
+                        pass  # (a plain request asks for no parts: its answer is the whole)
+                    ended = outcome()
+            except Refusal as e:
+                refused = e
+        nursery.cancel_scope.cancel()
+    if refused is not None:
+        raise _bad(str(refused))
+    if gone:  # (its task was cancelled on leaving `model_task`; nobody reads this)
+        raise GatewayError(499, "the client hung up", "invalid_request_error", "client_gone")
+    if ended is None:
+        raise _timed_out()
+    if not ended.final:  # (an honest worker streams no parts for it: see `_stream`)
+        raise _worker_failed(f"it streamed parts the request did not ask for ({ended.error})")
+    if ended.state == "completed":
+        return JSONResponse(ended.output)
+    raise _failed(ended)
+
+
+async def _hang_up(request: Request, waiting: trio.CancelScope, gone: list[bool]) -> None:
+    """Cancel `waiting` once the client hangs up (its request's body is read already: what
+    comes next is that). Starlette and Hypercorn do not cancel a handler whose client left."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    gone.append(True)
+    waiting.cancel()
 
 
 async def _stream(facade: NodeFacade, body: dict[str, Any]) -> AsyncIterator[bytes]:
     """The task's parts as server-sent events as they come, then `[DONE]`; an error (the
-    status is sent already) as an event of OpenAI's error shape, which its clients raise.
-    (No cancel scope spans a `yield`: the server may leave this generator suspended there.)"""
+    status is sent already) as an event of OpenAI's error shape, which its clients raise, and
+    which comes before `[DONE]` unless the answer streamed is the one the worker's receipt
+    covers. (No cancel scope spans a `yield`: the server may leave this generator suspended
+    there.)"""
     deadline = trio.current_time() + TIMEOUT_S
     problem: GatewayError | None = _timed_out()
+    passed = 0
     try:
         async with facade.model_task(
             body["model"], body, timeout_s=TIMEOUT_S, retries=STREAM_RETRIES
@@ -204,12 +237,15 @@ async def _stream(facade: NodeFacade, body: dict[str, Any]) -> AsyncIterator[byt
                     try:
                         part = await parts.receive()
                     except trio.EndOfChannel:
-                        ended = outcome()
-                        problem = None if ended.state == "completed" else _failed(ended)
+                        problem = _unconfirmed(outcome(), passed)
                         break
                 if waited.cancelled_caught:
                     break
-                yield _event(part)
+                event, problem = _chunk(part)
+                if problem is not None:
+                    break  # (its task is cancelled on leaving `model_task`)
+                passed += 1
+                yield event
     except Refusal as e:
         problem = _bad(str(e))
     if problem is not None:
@@ -217,8 +253,33 @@ async def _stream(facade: NodeFacade, body: dict[str, Any]) -> AsyncIterator[byt
     yield b"data: [DONE]\n\n"
 
 
+def _chunk(part: Any) -> tuple[bytes, GatewayError | None]:
+    """A worker's part as an event, or why it cannot be one: a chunk is a JSON object, and
+    not an error (an event of the node's own shape, which a worker must not make up)."""
+    if not isinstance(part, dict) or "error" in part:
+        what = "an error" if isinstance(part, dict) else type(part).__name__
+        return b"", _worker_failed(f"it streamed a part that is not an answer's chunk ({what})")
+    try:
+        return _event(part), None
+    except (TypeError, ValueError, RecursionError) as e:
+        return b"", _worker_failed(f"it streamed a part JSON cannot hold ({type(e).__name__})")
+
+
+def _unconfirmed(ended: TaskOutcome, passed: int) -> GatewayError | None:
+    """Why a stream of `passed` parts is not the answer its task's receipt covers, or None."""
+    if not ended.final:
+        return GatewayError(
+            503, f"the stream was ended: {ended.error}", "server_error", "client_too_slow"
+        )
+    if ended.state != "completed":
+        return _failed(ended)
+    if not isinstance(ended.output, list) or len(ended.output) != passed:
+        return _worker_failed("its answer is not the parts it streamed")
+    return None
+
+
 def _event(doc: Any) -> bytes:
-    return b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + json.dumps(doc, separators=(",", ":"), allow_nan=False).encode() + b"\n\n"
 
 
 def _failed(outcome: TaskOutcome) -> GatewayError:
@@ -228,8 +289,12 @@ def _failed(outcome: TaskOutcome) -> GatewayError:
         return GatewayError(
             503, f"no worker took the request: {outcome.error}", "server_error", "no_worker"
         )
+    return _worker_failed(f"{outcome.error}")
+
+
+def _worker_failed(why: str) -> GatewayError:
     return GatewayError(
-        502, f"the worker's model server failed: {outcome.error}", "server_error", "worker_failed"
+        502, f"the worker's model server failed: {why}", "server_error", "worker_failed"
     )
 
 

@@ -384,3 +384,4 @@ class TaskOutcome:
     output: Any
     error: str | None
     tries: int
+    final: bool = True  # False: the channel of its parts was ended before it was (`error` why)

@@ -9,7 +9,6 @@ in one go, so it shows one moment; a refused command has changed nothing.
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -80,6 +79,9 @@ JOBS_MAX = 1000
 RESULTS_PAGE_MAX = 10_000
 RESULTS_PAGE_BYTES = 8 << 20  # of outputs on one page, about (one larger comes alone)
 FAILURES_MAX = 1000
+# A model task's streamed parts waiting for its client, at most (its parts in all are bounded
+# by the scheduler's caps on a task's partial results; these, by how far a client may lag).
+MAX_WAITING_PARTS = 4096
 
 
 class Refusal(Exception):
@@ -462,8 +464,10 @@ class NodeFacade:
         """Run `task_input` as a one-task job on a worker whose http driver serves `model`,
         placed as a job's tasks are. Yields the task's partial results as they come (a
         streamed answer's chunks; the channel ends once the task is final), and what tells
-        how it ended (or stands). A task not final when the block ends is cancelled: its asker
-        is gone."""
+        how it ended (or stands). At most `MAX_WAITING_PARTS` wait in the channel: one more
+        ends it at once, the task not final, its outcome's error saying why (the node holds no
+        more of a task than that for a client that reads slowly). A task not final when the
+        block ends is cancelled: its asker is gone."""
         spec = {
             "name": "model-" + re.sub(r"[^A-Za-z0-9._-]+", "-", model)[:48],
             "driver": "http",
@@ -479,17 +483,27 @@ class NodeFacade:
         # Workers the discovery cache holds for it, if any: a request saves the DHT's round
         # trips (the job looks there itself once they cannot take it).
         found = await self._node.discovery.find(derive_tasks(parsed)[0].need)
-        # (unbounded here: the caps on a task's partial results bound it)
-        send, receive = trio.open_memory_channel[Any](math.inf)
+        send, receive = trio.open_memory_channel[Any](MAX_WAITING_PARTS)
         job = self._node.jobs.submit(parsed, spec, found=found)
         task_id = next(iter(job.run.tasks))
         t = job.run.tasks[task_id]
+        cut: list[str] = []  # why the channel was ended before the task was final
+
+        def passed(part: Any) -> None:
+            if cut:
+                return
+            try:
+                send.send_nowait(part)
+            except trio.WouldBlock:
+                cut.append(f"its client read too slowly: {MAX_WAITING_PARTS} parts waited")
+                send.close()
 
         def outcome() -> TaskOutcome:
             output = to_json(job.output(task_id)) if t.state == TaskState.COMPLETED else None
-            return TaskOutcome(task_id, t.state.value, output, t.error, t.attempts)
+            error = cut[0] if cut and not t.state.final else t.error
+            return TaskOutcome(task_id, t.state.value, output, error, t.attempts, t.state.final)
 
-        with self._node.jobs.dispatcher.watch(task_id, send.send_nowait, send.close):
+        with self._node.jobs.dispatcher.watch(task_id, passed, send.close):
             try:
                 yield receive, outcome
             finally:

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from p2psched.wire.codec import decode
+from p2psched.wire.codec import Budget, decode
 from p2psched.wire.deal import (
     MAX_BATCH,
     MAX_TASK_ID,
@@ -185,9 +185,11 @@ class Beat(_Message, frozen=True, tag="beat"):
 
 class Partial(_Message, frozen=True, tag="partial"):
     """Part of a running task's output, as its driver produced it (a streamed answer's chunk):
-    sent at once, never again, and not signed; the task's `Result` carries its whole output,
-    and its receipt covers that. A scheduler takes a bounded number and size of them per task
-    (`DispatchConfig.max_partials`, `max_partial_bytes`), only for a task the worker holds."""
+    sent at once, never again, and not signed; the task's `Result` carries its whole output
+    (the list of its parts, one after the other), and its receipt covers that. A scheduler
+    takes a bounded number and size of them per task (`DispatchConfig.max_partials`,
+    `max_partial_bytes`, `max_partial_items`), only for a task the worker holds. (`output`
+    must be MessagePack: a frame whose part is not cannot be read, and breaks its link.)"""
 
     task: TaskId
     output: msgspec.Raw
@@ -275,10 +277,10 @@ def raw(value: Any) -> msgspec.Raw:
     return msgspec.Raw(_encoder.encode(value))
 
 
-def unpack(field: msgspec.Raw, max_size: int) -> Any:
-    """A Raw field's value, decoded within the codec's bounds (`DecodeError` otherwise),
-    from the message's own bytes (no copy of them)."""
-    return decode(memoryview(field), max_size=max_size)
+def unpack(field: msgspec.Raw, max_size: int, budget: Budget | None = None) -> Any:
+    """A Raw field's value, decoded within the codec's bounds (`DecodeError` otherwise), and
+    within `budget` if given, from the message's own bytes (no copy of them)."""
+    return decode(memoryview(field), max_size=max_size, budget=budget)
 
 
 # The messages that carry a signed document, and the field that holds it.

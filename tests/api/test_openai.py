@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -122,6 +125,22 @@ def test_a_bad_body_is_refused_naming_the_field(
     big = {"model": MODEL, "prompt": "x" * MAX_REQUEST_BYTES}
     r = httpx.post(f"{url}/v1/completions", json=big, headers={"authorization": f"Bearer {token}"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    deep = b'{"model": "m", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    r = httpx.post(f"{url}/v1/chat/completions", content=deep, headers=auth(token))
+    assert r.status_code == 400 and "nested too deeply" in r.json()["error"]["message"]
+
+
+def test_a_wrong_method_on_a_gateway_path_is_answered_in_openais_shape(
+    gateway: tuple[str, str],
+) -> None:
+    url, token = gateway
+    r = httpx.get(f"{url}/v1/chat/completions", headers=auth(token))
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert r.json()["error"]["message"] == "GET is not allowed on /v1/chat/completions (use POST)"
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
 
 
 def test_a_stream_whose_model_server_fails_ends_with_an_error_in_openais_shape(
@@ -149,3 +168,63 @@ def test_a_stream_whose_model_server_fails_ends_with_an_error_in_openais_shape(
                 list(c.chat.completions.create(model="dead-model", messages=ASK, stream=True))  # type: ignore[arg-type]
     assert isinstance(e.value.body, dict) and e.value.body["code"] == "worker_failed"
     assert "no answer from the model server" in e.value.message
+
+
+@contextmanager
+def silent_model_server() -> Iterator[int]:
+    """A model server on loopback that takes connections and requests and never answers:
+    the port it listens on."""
+    held: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0.2)
+        stop = threading.Event()
+
+        def accept() -> None:
+            while not stop.is_set():
+                with suppress(TimeoutError):
+                    held.append(server.accept()[0])
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        try:
+            yield server.getsockname()[1]
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+            for s in held:
+                s.close()
+
+
+def test_a_plain_request_whose_client_hangs_up_has_its_task_cancelled(tmp_path: Path) -> None:
+    """The README: "A client that hangs up has its task cancelled". A plain (not streamed)
+    request's handler does not hear its client leave: its task runs on, holding the worker's
+    slot until the model server answers or 120 s pass (and an OpenAI client that retries on
+    its timeout starts another one each time)."""
+    with silent_model_server() as port:
+        config = (
+            '[worker]\ndrivers = ["http"]\nmodels = ["slow-model"]\n'
+            f'[drivers.http]\nendpoints = {{ "slow-model" = "http://127.0.0.1:{port}/v1" }}\n'
+        )
+        with gate_and_worker(tmp_path, config):
+            endpoint = tmp_path / "g" / "api.json"
+            deadline = time.monotonic() + 30
+            while not endpoint.exists():
+                assert time.monotonic() < deadline, "the gate's API did not start"
+                time.sleep(0.1)
+            url = json.loads(endpoint.read_text())["url"]
+            key = (tmp_path / "g" / "api.token").read_text().strip()
+            auth = {"authorization": f"Bearer {key}"}
+            with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as c:
+                while "slow-model" not in [m.id for m in c.models.list()]:
+                    assert time.monotonic() < deadline, "the worker's ad did not show"
+                    time.sleep(0.2)
+            ask = {"model": "slow-model", "messages": ASK}
+            with pytest.raises(httpx.ReadTimeout):  # the client gives up, and leaves
+                httpx.post(f"{url}/v1/chat/completions", json=ask, headers=auth, timeout=3)
+            deadline = time.monotonic() + 15
+            while True:
+                [job] = httpx.get(f"{url}/v1/jobs", headers=auth).json()["jobs"]
+                if job["state"] == "cancelled":
+                    break
+                assert time.monotonic() < deadline, f"its task runs on: {job['counts']}"
+                time.sleep(0.5)

@@ -10,6 +10,9 @@ node takes as `open_node(dispatch=...)`), and the fixed limits and ratios the ru
     max_partials = 32768            # partial results (a streamed answer's chunks) one task may
                                     # send from one worker; one more fails the task there
     max_partial_bytes = 12582912    # ... and their bytes in all (MessagePack), likewise
+    max_partial_items = 2097152     # ... and the items in their maps and lists, decoded (what
+                                    # Python builds of them; their maps and lists count too,
+                                    # at most the codec's MAX_CONTAINERS)
 """
 
 from __future__ import annotations
@@ -55,3 +58,4 @@ class DispatchConfig:
     # a scheduler decode and pass on for one try of a task.
     max_partials: int = 32768
     max_partial_bytes: int = MAX_RESULT_BYTES
+    max_partial_items: int = 1 << 21

@@ -72,7 +72,7 @@ class TaskMoves(Candidates):
         """`t` is on a worker from `now`: it may wait in that worker's short queue before it
         starts, so it gets QUEUE_ALLOWANCE timeouts to be seen running."""
         t.sent_at = now
-        t.partials = (0, 0)
+        t.partials = None
         self._timer(t, now + t.spec.timeout_s * QUEUE_ALLOWANCE + self.config.timeout_grace_s)
 
     def _timer(self, t: TaskRun, deadline: float) -> None:

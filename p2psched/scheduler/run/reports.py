@@ -3,26 +3,36 @@ after a restart or a regain, which they dropped), partial results (a streamed an
 and results with their receipts.
 
 Promises: a partial result is passed on only from the worker that holds its task, while the
-task is sent or running there, within the task's caps (`max_partials`, `max_partial_bytes`
-per try); one over them, or not MessagePack, fails the task there (a try counted, the worker
-told to stop it); one for a task the worker does not hold is dropped. A task completes once,
-only with a result whose receipt passes `check_receipt`, and is then paid and acknowledged;
-a result that fails the check drops the worker; a repeated result of a completed task is
-acknowledged again, and changes nothing; an output over `spool_result_bytes` is not kept in
-memory by a durable run (its store keeps it).
+task is sent or running there, within the task's caps per try (`max_partials`,
+`max_partial_bytes`, `max_partial_items`, and the codec's `MAX_CONTAINERS` for all its parts
+decoded), and only if JSON can hold it (and, from the http driver, a model server's event:
+a JSON object that is not an error, no top-level "error" key); one that is not fails the
+task there (a try counted, the worker told to stop it). (One whose part is not MessagePack
+breaks its frame: the link drops, as for any malformed message.) One for a task the worker
+does not hold is dropped. A task completes once, only with a result whose receipt passes
+`check_receipt` and, once parts of it were passed on, whose output is the list of those
+parts, one after the other (else the task fails there, unpaid: whoever watched was shown
+what its receipt does not cover); it is then paid and acknowledged; a result that fails the
+check drops the worker; a repeated result of a completed task is acknowledged again, and
+changes nothing; an output over `spool_result_bytes` is not kept in memory by a durable run
+(its store keeps it).
 """
 
 from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
 
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run.actions import Send, Settled, Streamed
 from p2psched.scheduler.run.moves import TaskMoves
 from p2psched.scheduler.run.receipts import check_receipt
-from p2psched.scheduler.run.tasks import Spooled, model_of, worker_name
+from p2psched.scheduler.run.tasks import PassedOn, Spooled, model_of, worker_name
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.store.journal import Charged
-from p2psched.wire.codec import DecodeError
-from p2psched.wire.deal import Receipt
+from p2psched.wire.codec import MAX_CONTAINERS, Budget, DecodeError, OverBudget, array_items
+from p2psched.wire.deal import MAX_RESULT_DEPTH, Receipt
 from p2psched.wire.messages import Ack, Beat, Partial, Result, unpack
 
 S = TaskState
@@ -63,24 +73,32 @@ class Reports(TaskMoves):
             # no longer: a part that crossed a cancel, say.
             self.stats.partials["refused"] += 1
             return
-        count, size = t.partials[0] + 1, t.partials[1] + len(m.output)
-        t.partials = (count, size)
         c = self.config
+        if t.partials is None:
+            t.partials = PassedOn(Budget(MAX_CONTAINERS, c.max_partial_items))
+        passed = t.partials
+        passed.count += 1
+        passed.size += len(m.output)
         problem = None
-        if count > c.max_partials:
+        if passed.count > c.max_partials:
             problem = f"it sent more than {c.max_partials} partial results for the task"
-        elif size > c.max_partial_bytes:
+        elif passed.size > c.max_partial_bytes:
             problem = f"its partial results for the task came to over {c.max_partial_bytes} bytes"
         else:
             try:
-                output = unpack(m.output, c.max_partial_bytes)
+                output = unpack(m.output, c.max_partial_bytes, passed.budget)
+            except OverBudget as e:
+                problem = f"its partial results for the task build {e}"
             except DecodeError as e:
                 problem = f"it sent a partial result that is not valid MessagePack ({e})"
+            else:
+                problem = _chunk_problem(output, events=t.spec.driver == "http")
         if problem is not None:
             self.stats.partials["refused"] += 1
             self._stop_on_workers([t])
             self._back(t, problem, now)
             return
+        passed.digest.update(m.output)
         self.stats.partials["passed"] += 1
         self._out.append(Streamed(t.spec.task_id, output))
 
@@ -115,6 +133,12 @@ class Reports(TaskMoves):
             if not late:
                 self._back(t, m.error, now)
             return
+        if not late and (unlike := _unlike_parts(t.partials, packed)) is not None:
+            # Its watchers were shown parts that its signed result does not hold: not a
+            # result for them (nor paid). (An honest worker's parts lost on a broken link
+            # end here too: they were not shown either.)
+            self._back(t, unlike, now)
+            return
         if late:
             self._charge(w, r, packed, now)
             t.receipt = r
@@ -138,3 +162,43 @@ class Reports(TaskMoves):
         if self.durable:
             assert w.public_key is not None
             self.journal.append(Charged(r, w.public_key, packed, now))
+
+
+def _unlike_parts(passed: PassedOn | None, packed: bytes) -> str | None:
+    """Why a result (its MessagePack) is not the partial results passed on for its try, one
+    after the other, or None (also when none were)."""
+    if passed is None:
+        return None
+    items = array_items(packed)
+    if items is None or items[0] != passed.count:
+        return f"its result is not the {passed.count} partial results it sent"
+    if hashlib.sha256(items[1]).digest() != passed.digest.digest():
+        return "its result differs from the partial results it sent"
+    return None
+
+
+def _chunk_problem(part: Any, *, events: bool) -> str | None:
+    """Why `part` cannot be passed on as a streamed answer's chunk, or None: it must hold only
+    what JSON can; `events` (a model server's, through the http driver): a JSON object, and
+    not an error (a task's failure is its signed result's to tell, not its watchers')."""
+    if events and not isinstance(part, dict):
+        return f"it sent a partial result that is not a map ({type(part).__name__})"
+    if events and "error" in part:
+        return "it sent a partial result that is an error (a failure comes as the result)"
+    stack: list[tuple[Any, int]] = [(part, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth >= MAX_RESULT_DEPTH:
+                return f"it sent a partial result nested deeper than {MAX_RESULT_DEPTH} levels"
+            if isinstance(value, dict):
+                if not all(isinstance(k, str) for k in value):
+                    return "it sent a partial result with a map key that is not a string"
+                stack.extend((v, depth + 1) for v in value.values())
+            else:
+                stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            return "it sent a partial result holding a number JSON cannot (NaN or infinity)"
+        elif not isinstance(value, str | int | float | bool | None):
+            return f"it sent a partial result holding what JSON cannot ({type(value).__name__})"
+    return None

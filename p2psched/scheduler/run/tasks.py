@@ -5,6 +5,7 @@ kind (`Shape`: tasks of one kind share their candidates), its model, its form on
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
+from p2psched.wire.codec import Budget
 from p2psched.wire.deal import Receipt
 from p2psched.wire.messages import Task, raw
 
@@ -24,6 +26,18 @@ class Spooled(enum.Enum):
     `spool_result_bytes`): the node's store has it."""
 
     IN_STORE = "kept in the node's store"
+
+
+@dataclass(slots=True)
+class PassedOn:
+    """The partial results of a task's try passed on: how many, their bytes (as they came),
+    the SHA-256 of those bytes one after the other (which its result's items must match),
+    and what decoding more of them may still build."""
+
+    budget: Budget
+    count: int = 0
+    size: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
 
 
 @dataclass(slots=True)
@@ -48,7 +62,7 @@ class TaskRun:
     input_bytes: int = 0  # its input, encoded
     due: float = math.inf  # its latest start, while queued
     sent_at: float = 0.0  # when it last went to a worker
-    partials: tuple[int, int] = (0, 0)  # parts of its output passed on from there, and bytes
+    partials: PassedOn | None = None  # of its output from there, in parts
     moving: bool = False  # asked back from its worker's queue, to go elsewhere
     # Why workers failed it, the last first: a task that ends because no worker is left to
     # try ends with the reason its workers gave, not only with why the others declined.

@@ -7,6 +7,7 @@ from __future__ import annotations
 from p2psched.identity import Identity
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import DispatchConfig, JobRun
+from p2psched.wire.codec import MAX_CONTAINERS
 from p2psched.wire.messages import Partial, encode, parse, raw
 from p2psched.worker import manager as wm
 from tests.harness.net import Net, ad, make_net, spec
@@ -14,12 +15,12 @@ from tests.harness.net import Net, ad, make_net, spec
 S = TaskState
 
 
-def running(config: DispatchConfig | None = None, workers: int = 1) -> Net:
+def running(config: DispatchConfig | None = None, workers: int = 1, driver: str = "echo") -> Net:
     """A job of one task per worker, each held running on its own worker (one slot each)."""
     net = make_net(0, 0)
     ids = [Identity.generate() for _ in range(workers)]
     net.workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=0) for i in ids}
-    tasks = [spec(k) for k in range(workers)]
+    tasks = [spec(k, driver=driver) for k in range(workers)]
     net.run = JobRun(net.run.identity, "job", tasks, mtr=0, now=net.now, config=config)
     net.hold = True
     net.run.add_workers([ad(i) for i in ids], net.now)
@@ -76,3 +77,85 @@ def test_partials_over_the_byte_cap_fail_the_task_on_that_worker() -> None:
     t = net.run.tasks[task["id"]]
     assert t.state == S.QUEUED and wid in t.excluded
     assert t.error == "its partial results for the task came to over 1000 bytes"
+
+
+def test_the_partials_of_a_task_build_no_more_containers_than_one_message_may() -> None:
+    """Each partial under the codec's SMALL_BYTES is decoded with no container budget, and
+    the byte cap counts MessagePack bytes (an empty map: one byte, 64 in Python): 12 MiB of
+    partials of empty maps build ~900 MB, which the gateway's unbounded channel then holds
+    for a client that reads slowly. Together they must stay within one message's budget."""
+    net = running()
+    [(wid, _, task)] = net.started
+    part = [{}] * 60_000  # 60 KB of MessagePack, under SMALL_BYTES: decoded unbudgeted
+    stream(net, wid, task["id"], *[part] * 6)
+    built = sum(len(p) + 1 for _, p in net.streamed)  # the maps, and the list holding them
+    assert built <= MAX_CONTAINERS
+
+
+def test_a_result_that_contradicts_the_partials_passed_on_does_not_complete_the_task() -> None:
+    """The README: the worker's signed receipt "covers all of" a streamed answer. A worker
+    that streams one text and signs another: its client was shown "YES", the task completed,
+    paid, with a verified receipt over "NO" (the gateway ends the stream with [DONE], no
+    error). The partials passed on must be what the result holds (the http driver's result
+    is the list of them), or the task does not complete on that worker."""
+    net = running()
+    [(wid, peer, task)] = net.started
+    stream(net, wid, task["id"], "The answer is YES")
+    net.workers[wid].finished(peer, task["id"], ["The answer is NO"], None, net.now)
+    net.pump()
+    assert net.run.tasks[task["id"]].state != S.COMPLETED
+
+
+def test_a_result_that_is_the_partials_passed_on_completes() -> None:
+    net = running(driver="http")
+    [(wid, peer, task)] = net.started
+    chunks = [{"choices": [{"delta": {"content": w}}]} for w in ("The ", "answer ", "is YES")]
+    stream(net, wid, task["id"], *chunks)
+    net.workers[wid].finished(peer, task["id"], chunks, None, net.now)
+    net.pump()
+    t = net.run.tasks[task["id"]]
+    assert t.state == S.COMPLETED and t.output == chunks and t.receipt is not None
+
+
+def test_a_result_short_of_the_partials_fails_the_task_on_that_worker() -> None:
+    net = running()
+    [(wid, peer, task)] = net.started
+    stream(net, wid, task["id"], "YES", "!")
+    net.workers[wid].finished(peer, task["id"], ["YES"], None, net.now)  # one part short
+    net.pump()
+    t = net.run.tasks[task["id"]]
+    assert t.state == S.QUEUED and wid in t.excluded and t.attempts == 1
+    assert t.error == "its result is not the 2 partial results it sent"
+
+
+def test_a_partial_json_cannot_hold_fails_the_task_on_that_worker() -> None:
+    net = running()
+    [(wid, _, task)] = net.started
+    stream(net, wid, task["id"], "ok", {"b": b"x"})
+    assert [part for _, part in net.streamed] == ["ok"]
+    t = net.run.tasks[task["id"]]
+    assert t.state == S.QUEUED and wid in t.excluded
+    assert t.error == "it sent a partial result holding what JSON cannot (bytes)"
+
+
+def test_a_model_servers_partials_must_be_objects_and_not_errors() -> None:
+    for part, said in [
+        ("text", "it sent a partial result that is not a map (str)"),
+        ({"error": {"message": "from the node"}}, "it sent a partial result that is an error"),
+    ]:
+        net = running(driver="http")
+        [(wid, _, task)] = net.started
+        stream(net, wid, task["id"], part)
+        t = net.run.tasks[task["id"]]
+        assert net.streamed == [] and t.state == S.QUEUED and wid in t.excluded
+        assert t.error is not None and t.error.startswith(said)
+
+
+def test_partials_whose_items_are_over_the_cap_fail_the_task_on_that_worker() -> None:
+    net = running(DispatchConfig(max_partial_items=100))
+    [(wid, _, task)] = net.started
+    stream(net, wid, task["id"], [0] * 60, [0] * 60)
+    assert [len(part) for _, part in net.streamed] == [60]
+    t = net.run.tasks[task["id"]]
+    assert t.state == S.QUEUED and wid in t.excluded
+    assert t.error == "its partial results for the task build more than 100 items in maps and lists"
