@@ -40,10 +40,20 @@ def run_at_home(*args: str, home: Path, timeout: float = 60) -> subprocess.Compl
 
 
 def free_udp_port() -> int:
-    """A UDP port on 127.0.0.1 that nobody listens on (just now)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on 127.0.0.1 that nobody uses (just now) on UDP nor on TCP: a gate or node
+    takes both (its DHT and its relay), and a port free on UDP may be one end of some TCP
+    connection."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise AssertionError("no port free on both UDP and TCP in 100 tries")
 
 
 @contextmanager
