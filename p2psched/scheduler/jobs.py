@@ -166,7 +166,7 @@ class JobBook:
     ) -> None:
         self.dispatcher = dispatcher
         self.nursery = nursery
-        self.config = config
+        self.config = config or DispatchConfig()
         self.jobs: dict[str, SubmittedJob] = {}
 
     def submit(
@@ -253,7 +253,7 @@ class JobBook:
             mtr=opened.mtr,
             budget=opened.budget,
             now=now,
-            config=self.config,
+            config=replace(self.config, no_worker_s=spec.wait_for_worker),
             rids=self.dispatcher.rids,
             deadline=opened.deadline,
             strategy=self.dispatcher.strategy,

@@ -77,7 +77,7 @@ def test_a_job_no_worker_can_take_says_why_at_once(
         "name: h100\ndriver: echo\nresources: {gpu: H100}\ntasks: [{input: {a: 1}}]\n"
     )
     (home / "cheap.yaml").write_text(
-        "name: cheap\ndriver: command\nbudget: {max_price_per_task: 0.0001}\n"
+        "name: cheap\ndriver: command\nbudget: {max_price_per_task: 0.0001}\nwait_for_worker: 5s\n"
         "tasks: [{input: {program: wc, params: {}, stdin: x}}]\n"
     )
     submit = hints["submit"].replace("examples/hello.yaml", "h100.yaml")

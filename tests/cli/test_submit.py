@@ -145,14 +145,14 @@ def test_a_timestamp_deadline_survives_the_trip_to_a_running_node() -> None:
 
 def test_a_job_from_a_scheduler_the_worker_denies_fails_saying_so(tmp_path: Path) -> None:
     """The only worker's operator denies this scheduler: `submit` ends with the job failed,
-    and the reason is the worker's refusal (after the 30 s a task waits for a worker)."""
+    and the reason is the worker's refusal (after the 5 s the job lets a task wait for one)."""
     me = tmp_path / "me"
     out = p2psched("init", "--data-dir", str(me))
     assert out.returncode == 0, out.stderr
     my_id = p2psched("id", "--data-dir", str(me)).stdout.strip()
     config = f'[worker]\ndrivers = ["echo"]\n[schedulers]\ndeny = ["{my_id}"]\n'
     with gate_and_worker(tmp_path, config) as (gate, _, _, _):
-        job = matrix_job(tmp_path, "turned-away", "echo", "'{i}'", 2)
+        job = matrix_job(tmp_path, "turned-away", "echo", "'{i}'", 2, "wait_for_worker: 5s\n")
         out = submit_json(job, gate, tmp_path / "results", me)
     assert out.returncode == 1, out.stderr
     summary = json.loads(out.stdout)
@@ -163,7 +163,7 @@ def test_a_job_from_a_scheduler_the_worker_denies_fails_saying_so(tmp_path: Path
 
 def test_a_task_its_worker_failed_ends_with_the_workers_reason(tmp_path: Path) -> None:
     """The only worker has the http driver but no endpoint for the job's model: the task ends
-    (after the 30 s it waits for another worker) with that worker's reason, and how many
+    (after the 5 s it waits for another worker) with that worker's reason, and how many
     workers failed it so, in the summary, the results, `tasks` and the API alike."""
     config = (
         '[worker]\ndrivers = ["http"]\nmodels = ["llama-3-8b"]\n'
@@ -171,7 +171,8 @@ def test_a_task_its_worker_failed_ends_with_the_workers_reason(tmp_path: Path) -
     )
     job = write_job(
         tmp_path / "llm.yaml",
-        "name: llm\ndriver: http\nresources: {model: llama-3-8b}\ntasks: [{input: {prompt: hi}}]\n",
+        "name: llm\ndriver: http\nresources: {model: llama-3-8b}\nwait_for_worker: 5s\n"
+        "tasks: [{input: {prompt: hi}}]\n",
     )
     reason = "this worker serves no endpoint for model 'llama-3-8b'"
     me = tmp_path / "me"

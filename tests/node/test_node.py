@@ -61,3 +61,22 @@ async def test_the_grace_a_worker_gives_a_gone_scheduler_is_its_configs(
         assert manager.running == 1  # within the grace: it may come back
         await trio.sleep_until(gone + 6)
         assert manager.running == 0 and manager.free_slots == 1
+
+
+async def test_a_jobs_wait_for_worker_is_how_long_its_tasks_wait_for_one(tmp_path: Path) -> None:
+    """`wait_for_worker` in the job file: a task no worker can take fails after that long, not
+    after the default 30 s, and says why."""
+    async with network(tmp_path, [ECHO]) as (scheduler, _):
+        doc = {
+            "name": "nobody",
+            "driver": "echo",
+            "resources": {"gpu": "H100"},
+            "wait_for_worker": "1s",
+            "tasks": [{"input": {"a": 1}}],
+        }
+        job = scheduler.jobs.submit(parse_job(doc))
+        assert job.run.config.no_worker_s == 1.0
+        with trio.fail_after(25):  # (the default would take 30 s: a bound, not a measure)
+            await job.done.wait()
+    (task,) = job.run.tasks.values()
+    assert task.state.value == "failed" and "no worker" in (task.error or ""), task.error

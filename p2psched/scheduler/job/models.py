@@ -131,6 +131,7 @@ _GpuName = Annotated[str, AfterValidator(_need_text), AfterValidator(_gpu_name)]
 _LabelKey = Annotated[str, AfterValidator(_label_key)]
 _TaskName = Annotated[str, AfterValidator(_task_name)]
 _Duration = Annotated[float, BeforeValidator(_duration)]
+DEFAULT_WAIT_FOR_WORKER_S = 30.0
 _STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
@@ -193,6 +194,7 @@ class JobSpec(BaseModel):
                                     # expected to finish in time, scored by it
         retries: 2
         timeout: 10m                # per try of a task
+        wait_for_worker: 30s        # a task no worker can take this long fails, saying why
         priority: 5                 # 0..9, 9 most urgent
 
     In a template, "{p}" inside text is replaced by the value as text, a text that is exactly
@@ -214,6 +216,9 @@ class JobSpec(BaseModel):
     deadline: Annotated[float | datetime | None, BeforeValidator(_deadline)] = None
     retries: int = Field(default=2, ge=0, le=100)
     timeout: _Duration = 600.0
+    # Long enough for a worker to (re)join and be found: a task fails only once no worker
+    # could take it this long (workers all busy is not that: a busy worker is a candidate).
+    wait_for_worker: _Duration = DEFAULT_WAIT_FOR_WORKER_S
     priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=MAX_PRIORITY)
 
     @model_validator(mode="after")

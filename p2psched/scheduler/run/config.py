@@ -42,7 +42,7 @@ class DispatchConfig:
     max_quote_s: float = 30.0  # a quote is used at most this long, whatever it says
     silence_s: float = 5.0  # a worker holding tasks that says nothing this long is lost
     timeout_grace_s: float = 10.0  # beyond a task's own timeout, which the worker enforces
-    no_worker_s: float = 30.0  # a task with no candidate this long fails
+    no_worker_s: float = 30.0  # a task with no candidate this long fails (a job's wait_for_worker)
     rediscover_s: float = 5.0
     # A worker reached through a gate whose link broke: most likely the gate went, not the
     # worker, which moves to another gate and says so in a new ad. Its tasks stay its for
