@@ -290,6 +290,7 @@ _REFUSALS = {
     404: "no such job, task or role on this node",
     409: "this node cannot do that (it is no worker, or keeps no store)",
     422: "the request is invalid",
+    503: "the Task Instance's health check failed",
 }
 
 

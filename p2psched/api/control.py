@@ -31,7 +31,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.exceptions import HTTPException
 
-from p2psched.api import docs, metrics, openai, scheduler_api, ui
+from p2psched.api import docs, metrics, openai, rest_api, scheduler_api, ui
 from p2psched.api.bodies import (
     REFUSAL_STATUS,
     Cancelled,
@@ -127,7 +127,9 @@ def make_app(node: Node, token: str, limits: SessionLimits | None = None) -> Fas
     _guard(app, token, SignedSessions(token, limits))
     for routes in (_job_routes, _operator_routes, _design_document_routes):
         app.include_router(routes(facade))
-    app.include_router(scheduler_api.document_routes(facade, TaskInstances(node, facade)))
+    instances = TaskInstances(node, facade)
+    app.include_router(scheduler_api.document_routes(facade, instances))
+    app.include_router(rest_api.rest_routes(facade, instances))
     return app
 
 

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2psched.node.node import Node, WorkerRole
-from p2psched.node.status import Invalid, NodeFacade, NotFound, Unavailable
+from p2psched.node.status import JOBS_MAX, Invalid, NodeFacade, NotFound, Unavailable
 from p2psched.resources.instance import instance_id
 from p2psched.resources.need import Clause, Need
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.wire.deal import task_id_for
+from p2psched.wire.messages import DEFAULT_PRIORITY
 from p2psched.worker.instances import InstanceError, Registered, probe
 
 # The document's task states: queued until a worker committed to it, scheduled until it
@@ -63,6 +64,20 @@ class DocumentTask:
     ti_uuid: str  # empty: not placed yet
     submitted_at: float  # Unix seconds
     result: Any
+    name: str = ""  # its job's
+    model: str = ""
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerState:
+    """This node's worker as a heartbeat answers it."""
+
+    worker_id: str  # its node id, in hex
+    draining: bool
+    tasks_held: int
+    free_slots: int
+    instances: dict[str, str]  # Task Instance id -> model
 
 
 class TaskInstances:
@@ -156,14 +171,44 @@ class TaskInstances:
 
     # -- tasks ---------------------------------------------------------------------------------
 
-    async def submit(self, model: str, task_input: dict[str, Any]) -> DocumentTask:
+    async def submit(
+        self,
+        model: str,
+        task_input: dict[str, Any],
+        *,
+        wait_s: float = PLACEMENT_WAIT_S,
+        name: str | None = None,
+        priority: int | None = None,
+    ) -> DocumentTask:
         """One task for `model`, run by the http driver of a worker that serves it; answered
-        once it is placed, or after `PLACEMENT_WAIT_S` (then not placed yet)."""
+        once it is placed, or after `wait_s` (then not placed yet)."""
         job_id = f"task-{uuid.uuid4()}"
         placed = await self._facade.submit_task(
-            model, task_input, "http", PLACEMENT_WAIT_S, job_id=job_id, fresh=True
+            model,
+            task_input,
+            "http",
+            wait_s,
+            job_id=job_id,
+            fresh=True,
+            name=name,
+            priority=priority,
         )
         return self.task(placed.task.rpartition("/")[0])
+
+    def tasks(self) -> list[DocumentTask]:
+        """Every task submitted as `task-<uuid>` this node keeps (in memory, or in its store
+        from before it restarted), newest first."""
+        jobs = self._facade.jobs(JOBS_MAX)
+        return [self.task(j.job) for j in jobs if _TASK_ID.fullmatch(j.job)]
+
+    def cancel(self, task_id: str) -> DocumentTask:
+        """Cancel a task not yet final (the worker running it stops it); `Unavailable` if it
+        already ended."""
+        task = self.task(task_id)
+        if task.status in ("completed", "failed", "cancelled"):
+            raise Unavailable(f"task {task_id!r} already ended: {task.status}")
+        self._facade.cancel(task_id)
+        return self.task(task_id)
 
     def task(self, task_id: str) -> DocumentTask:
         """A task submitted as `task-<uuid>`, as the document shows it."""
@@ -173,7 +218,7 @@ class TaskInstances:
             record = self._facade.task(task_id_for(task_id, 0))
         except NotFound:
             raise NotFound(f"no task {task_id!r} on this node (see /queue/submit)") from None
-        model = self._model(task_id)
+        name, model, priority = self._described(task_id)
         worker = record.worker
         return DocumentTask(
             task_id=task_id,
@@ -181,12 +226,73 @@ class TaskInstances:
             ti_uuid=instance_id(worker, model) if worker and model else "",
             submitted_at=round(record.submitted_at, 3),
             result=record.result,
+            name=name,
+            model=model,
+            priority=priority,
         )
 
-    def _model(self, job_id: str) -> str | None:
+    def _described(self, job_id: str) -> tuple[str, str, int]:
+        """The job's name, model (empty if none) and priority."""
         job = self._node.jobs.jobs.get(job_id)
         if job is not None:
-            return job.spec.resources.model if job.spec.resources else None
+            resources = job.spec.resources
+            model = resources.model if resources and resources.model else ""
+            return job.spec.name, model, job.spec.priority
         spec = self._node.store.job_spec(job_id) or {}
-        model = (spec.get("resources") or {}).get("model")
-        return model if isinstance(model, str) else None
+        kept = (spec.get("resources") or {}).get("model")
+        priority = spec.get("priority", DEFAULT_PRIORITY)
+        return (
+            str(spec.get("name", "")),
+            kept if isinstance(kept, str) else "",
+            priority if isinstance(priority, int) else DEFAULT_PRIORITY,
+        )
+
+    # -- this worker, as the REST API's heartbeat and status see it ------------------------------
+
+    def worker_state(self, worker_id: str) -> WorkerState:
+        """This node's worker, if `worker_id` is its node id (hex) or one of its Task
+        Instances' ids."""
+        role = self._own_worker(worker_id)
+        manager = role.service.manager
+        book = role.instances
+        return WorkerState(
+            worker_id=self._node.node_id.hex(),
+            draining=manager.draining,
+            tasks_held=manager.tasks_held,
+            free_slots=manager.free_slots,
+            instances={book.id_of(r.model): r.model for r in book},
+        )
+
+    async def check(self, ti_uuid: str) -> str:
+        """Run a Task Instance's health check again (`GET /v1/models` of its server); its
+        model, or `Rejected` saying what failed."""
+        role = self._own_worker(ti_uuid)
+        found = role.instances.find(ti_uuid)
+        if found is None:
+            raise Invalid(f"{ti_uuid!r} is this worker's node id, not a Task Instance")
+        try:
+            models = await probe(found.host, found.port)
+        except InstanceError as e:
+            raise Rejected(str(e)) from None
+        if found.model not in models:
+            raise Rejected(f"the server at {found.server} no longer serves {found.model!r}")
+        return found.model
+
+    def drain(self, worker_id: str, on: bool) -> WorkerState:
+        """Drain this node's worker, or let it take tasks again."""
+        self._own_worker(worker_id)
+        self._facade.drain(on)
+        return self.worker_state(worker_id)
+
+    def _own_worker(self, worker_id: str) -> WorkerRole:
+        """This node's worker, if `worker_id` names it; `NotFound` otherwise."""
+        role = self._node.worker
+        if role is not None:
+            if worker_id == self._node.node_id.hex():
+                return role
+            if role.instances.find(worker_id) is not None:
+                return role
+        raise NotFound(
+            f"no worker {worker_id!r} on this node (a worker id is a worker's node id in hex, "
+            "or a Task Instance id; ask the node that is that worker)"
+        )

@@ -419,17 +419,23 @@ class NodeFacade:
         *,
         job_id: str | None = None,
         fresh: bool = False,
+        name: str | None = None,
+        priority: int | None = None,
     ) -> TaskRecord:
         """Submit one task for `model` (the design documents' queue submission), placed as a
         job's are; answers once a worker was chosen, or `wait_s` passed (then with none).
         `job_id`: the job's id, if the caller made one (unique); `fresh`: find its workers
-        in the DHT, not in what discovery read last (which may be 30 s old)."""
-        spec = {
-            "name": "queue-" + re.sub(r"[^A-Za-z0-9._-]+", "-", model)[:48],
+        in the DHT, not in what discovery read last (which may be 30 s old). `name`: the
+        job's (made a job name: other characters become "-"); `priority`: its, 0..9."""
+        named = re.sub(r"[^A-Za-z0-9._-]+", "-", name)[:64] if name else None
+        spec: dict[str, Any] = {
+            "name": named or "queue-" + re.sub(r"[^A-Za-z0-9._-]+", "-", model)[:48],
             "driver": driver,
             "resources": {"model": model},
             "tasks": [{"input": task_input}],
         }
+        if priority is not None:
+            spec["priority"] = priority
         try:
             parsed = parse_job(spec, source="queue/submit")
         except JobSpecError as e:
