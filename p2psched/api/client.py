@@ -149,6 +149,9 @@ class ControlClient:
     def post(self, path: str, body: Any) -> Any:
         return self._call("POST", path, json.dumps(body).encode())
 
+    def delete(self, path: str) -> Any:
+        return self._call("DELETE", path, None)
+
     def close(self) -> None:
         self._http.close()
 

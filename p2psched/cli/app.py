@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 
 from p2psched import logs
-from p2psched.cli import devnet, dht, jobs, operate, roles
+from p2psched.cli import admin, devnet, dht, jobs, operate, roles
 from p2psched.cli.args import HelpFormatter, common_options
 
-GROUPS = (roles, jobs, operate, dht, devnet)
+GROUPS = (roles, jobs, admin, operate, dht, devnet)
 
 # The errors a user causes and can fix, named by the module that defines each. A command imports
 # those modules only when it runs, and an error of a class whose module was never imported cannot
