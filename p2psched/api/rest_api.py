@@ -182,6 +182,7 @@ def _worker_routes(router: APIRouter, facade: NodeFacade, instances: TaskInstanc
 
     @router.put(
         "/api/v1/workers/{worker_id}/heartbeat",
+        response_model=WorkerHeartbeat,
         responses=refusals(404, 422, 503),
     )
     async def heartbeat(worker_id: str) -> Any:

@@ -216,6 +216,23 @@ def test_every_endpoint_answers_through_a_real_http_client(apis: tuple[Api, Api]
     said = gate.refused(409, "POST", "/ti/remove", body={"ti_uuid": listed[0]["ti_uuid"]})
     assert "not a worker" in said
 
+    # The design document 003's REST API (as a user meets it: tests/api/test_rest_api.py).
+    rest = gate.ok("POST", "/api/v1/tasks", body={"model": model, "input": {"prompt": "x"}})
+    one = {"task_id": rest["id"]}
+    assert gate.ok("GET", "/api/v1/tasks/{task_id}", path=one)["model"] == model
+    assert rest["id"] in [t["id"] for t in gate.ok("GET", "/api/v1/tasks")["tasks"]]
+    gone = {"task_id": "task-00000000-0000-4000-8000-000000000000"}
+    assert gone["task_id"] in gate.refused(404, "DELETE", "/api/v1/tasks/{task_id}", path=gone)
+    assert len(gate.ok("GET", "/api/v1/workers")["workers"]) == 2
+    me = {"worker_id": worker.ok("GET", "/v1/node")["node_id"]}
+    beat = worker.ok("PUT", "/api/v1/workers/{worker_id}/heartbeat", path=me)
+    assert beat["status"] == "active"
+    said = worker.ok(
+        "PUT", "/api/v1/workers/{worker_id}/status", path=me, body={"status": "active"}
+    )
+    assert said["worker"] == me["worker_id"]
+    gate.refused(409, "POST", "/api/v1/workers", body={"host": "127.0.0.1", "port": 1})
+
     # Prometheus' view: text exposition, behind the same token.
     scraped = gate.call("GET", "/metrics")
     assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
