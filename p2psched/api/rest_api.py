@@ -22,6 +22,7 @@ from p2psched.api.bodies import InstanceAddress, refusals
 from p2psched.node.instances import DOCUMENT_STATUS, DocumentTask, Rejected, TaskInstances
 from p2psched.node.status import Invalid, NodeFacade
 from p2psched.resources.instance import instance_id
+from p2psched.wire.messages import DEFAULT_PRIORITY
 
 PAGE_MAX = 1000  # tasks in one answer, at most
 TASK_STATES = sorted(set(DOCUMENT_STATUS.values()))
@@ -33,7 +34,7 @@ class TaskRequest(BaseModel):
     name: str = Field("", max_length=200, description="its job's name (empty: from the model)")
     model: str = Field(min_length=1)
     input: dict[str, Any]
-    priority: int = Field(5, ge=0, le=9, description="0..9, 9 most urgent")
+    priority: int = Field(DEFAULT_PRIORITY, ge=0, le=9, description="0..9, 9 most urgent")
 
 
 class RestTask(BaseModel):

@@ -66,7 +66,7 @@ class DocumentTask:
     result: Any
     name: str = ""  # its job's
     model: str = ""
-    priority: int = 0
+    priority: int = DEFAULT_PRIORITY
 
 
 @dataclass(frozen=True, slots=True)
