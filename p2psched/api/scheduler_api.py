@@ -12,6 +12,7 @@ it); any other needs the token, as every other path does.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
@@ -44,6 +45,7 @@ from p2psched.api.bodies import (
     TaskSubmission,
     refusals,
 )
+from p2psched.api.local_peer import owner_of
 from p2psched.node.instances import TaskInstances
 from p2psched.node.status import NodeFacade, NotFound, Refusal
 
@@ -64,9 +66,16 @@ _LOOPBACK_HOST = re.compile(r"(127\.0\.0\.1|\[::1\]|localhost)(:[0-9]{1,5})?", r
 Body = TypeVar("Body", bound=BaseModel)
 
 
-def open_to_loopback(scope: MutableMapping[str, Any]) -> bool:
+def open_to_loopback(
+    scope: MutableMapping[str, Any],
+    owner: Callable[[tuple[str, int], tuple[str, int]], int | None] = owner_of,
+) -> bool:
     """Whether a request may go without the token: one of the document's paths, from a
-    loopback peer over TCP, naming loopback in its one Host header, with no Origin header."""
+    loopback peer over TCP whose socket is this node's own user's (or root's, who can read
+    the token anyway), naming loopback in its one Host header, with no Origin header.
+
+    (Loopback alone would let every other user of the host in: they are who the token and the
+    data dir's Unix socket keep out; `owner` tells who a loopback peer is.)"""
     if scope["path"] not in DOCUMENT_PATHS:
         return False
     client = scope.get("client")
@@ -82,7 +91,12 @@ def open_to_loopback(scope: MutableMapping[str, Any]) -> bool:
     hosts = [value for name, value in headers if name == b"host"]
     if len(hosts) != 1 or not _LOOPBACK_HOST.fullmatch(hosts[0].decode("latin-1")):
         return False
-    return not any(name == b"origin" for name, _ in headers)
+    if any(name == b"origin" for name, _ in headers):
+        return False
+    server = scope.get("server")
+    if not server or client is None:
+        return False
+    return owner((client[0], client[1]), (server[0], server[1])) in (os.getuid(), 0)
 
 
 class _Refused(Exception):
