@@ -3,13 +3,22 @@ server per model, and a file that is not theirs refused with its path."""
 
 from __future__ import annotations
 
+import socket
 import stat
+import threading
 from pathlib import Path
 
 import pytest
+import trio
 
 from p2psched.resources.instance import instance_id
-from p2psched.worker.instances import INSTANCES_FILE, InstanceBook, InstanceError, check_address
+from p2psched.worker.instances import (
+    INSTANCES_FILE,
+    InstanceBook,
+    InstanceError,
+    check_address,
+    probe,
+)
 
 WORKER = bytes(range(32))
 
@@ -57,3 +66,27 @@ def test_an_address_that_is_no_address_is_refused(host: str, port: int, why: str
         check_address(host, port)
     check_address("worker1.example.com", 8100)
     check_address("192.168.1.100", 8100)
+
+
+async def test_a_server_that_answers_a_byte_at_a_time_is_refused_in_bounded_time() -> None:
+    # The probe's timeout is httpx's, per read: a server that sends a byte of its model list
+    # before each read would time out keeps /ti/register (and its request) open for good.
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            while not stop.wait(0.2):
+                conn.sendall(b"1\r\n \r\n")
+
+    threading.Thread(target=drip, daemon=True).start()
+    try:
+        with trio.fail_after(20):  # the probe's own 1 s, many times over
+            with pytest.raises(InstanceError, match="Health check failed"):
+                await probe("127.0.0.1", listener.getsockname()[1], timeout_s=1.0)
+    finally:
+        stop.set()
+        listener.close()
