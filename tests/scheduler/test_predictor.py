@@ -234,3 +234,10 @@ def test_eviction_drops_the_least_recently_observed() -> None:
     assert p.estimate(A, "m", 1).source == "observed"
     assert p.estimate(B, "m", 1).source == "default"
     assert p.last_observed(A) == 2.0 and p.last_observed(B) is None
+
+
+def test_an_unknown_mode_is_named_in_a_bounded_message() -> None:
+    # As /scheduler/predict_mode answers it, to anyone on loopback: not the whole name back.
+    with pytest.raises(ValueError) as refused:
+        Predictor(alpha_min=0.01).set_mode("a" * 100_000)
+    assert "lookup_table" in str(refused.value) and len(str(refused.value)) < 1000

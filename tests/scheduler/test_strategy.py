@@ -117,3 +117,11 @@ def test_every_strategy_completes_a_job_each_task_once(name: str) -> None:
     assert sorted(net.settled) == sorted(net.run.tasks)
     receipts_verify(net)
     assert len({t.worker for t in net.run.tasks.values()}) == 4  # all took part
+
+
+def test_an_unknown_strategy_is_named_in_a_bounded_message() -> None:
+    # /scheduler/set, open to any local user without the token, answered a 50 MB name with a
+    # 50 MB message: the name is quoted whole.
+    with pytest.raises(ValueError) as refused:
+        check_strategy("a" * 100_000)
+    assert "cost" in str(refused.value) and len(str(refused.value)) < 1000
