@@ -46,11 +46,11 @@ class CancelRequest(BaseModel):
 
 
 class StrategyChoice(BaseModel):
-    name: str = Field(description=f"one of: {', '.join(STRATEGIES)}")
+    name: str = Field(description=f"one of: {', '.join(STRATEGIES)}", max_length=64)
 
 
 class PredictMode(BaseModel):
-    mode: str = Field(description=f"one of: {', '.join(PREDICT_MODES)}")
+    mode: str = Field(description=f"one of: {', '.join(PREDICT_MODES)}", max_length=64)
 
 
 class TaskSubmission(BaseModel):

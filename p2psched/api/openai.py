@@ -22,6 +22,7 @@ own /openapi.json: OpenAI's API reference describes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -134,10 +135,11 @@ async def _body(request: Request) -> dict[str, Any]:
     if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
         raise too_big
     data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > MAX_REQUEST_BYTES:
-            raise too_big
+    async with contextlib.aclosing(request.stream()) as body:  # (closed when refused)
+        async for chunk in body:
+            data += chunk
+            if len(data) > MAX_REQUEST_BYTES:
+                raise too_big
     try:
         body = json.loads(data)
     except ValueError:

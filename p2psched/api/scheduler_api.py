@@ -11,6 +11,7 @@ it); any other needs the token, as every other path does.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -60,6 +61,8 @@ DOCUMENT_PATHS = frozenset(
         "/task/query",
     }
 )
+# A request's body, read at most: a task's input is at most 10 MiB on the wire.
+MAX_BODY_BYTES = 16 << 20
 # A Host header naming this machine's loopback, with any port: what a client on it sends.
 _LOOPBACK_HOST = re.compile(r"(127\.0\.0\.1|\[::1\]|localhost)(:[0-9]{1,5})?", re.IGNORECASE)
 
@@ -106,10 +109,19 @@ class _Refused(Exception):
 
 
 async def _read(request: Request, model: type[Body]) -> Body:
-    """The request's JSON body as `model`; `_Refused` naming the field that is wrong."""
-    raw = await request.body()
+    """The request's JSON body as `model`; `_Refused` naming the field that is wrong, or
+    saying the body is over `MAX_BODY_BYTES` (read no further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _Refused(413, f"the body is over {MAX_BODY_BYTES} bytes")
+    raw = bytearray()
+    async with contextlib.aclosing(request.stream()) as body:  # (closed when refused)
+        async for chunk in body:
+            raw += chunk
+            if len(raw) > MAX_BODY_BYTES:
+                raise _Refused(413, f"the body is over {MAX_BODY_BYTES} bytes")
     try:
-        return model.model_validate_json(raw or b"{}")
+        return model.model_validate_json(bytes(raw) or b"{}")
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ())) or "body"

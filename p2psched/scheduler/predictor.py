@@ -217,7 +217,7 @@ class Predictor:
             self._mode = "lookup_table"
         else:
             valid = ", ".join(repr(m) for m in MODES)
-            raise ValueError(f"unknown predictor mode {name!r}; valid modes: {valid}")
+            raise ValueError(f"unknown predictor mode {name[:64]!r}; valid modes: {valid}")
 
     @property
     def table(self) -> LookupTable | None:

@@ -35,7 +35,7 @@ def check_strategy(name: str) -> str:
     """`name` if it is a strategy, else ValueError naming the valid ones."""
     if name not in STRATEGIES:
         raise ValueError(
-            f"no scheduling strategy {name!r}; the strategies are: {', '.join(STRATEGIES)}"
+            f"no scheduling strategy {name[:64]!r}; the strategies are: {', '.join(STRATEGIES)}"
         )
     return name
 

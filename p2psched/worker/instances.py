@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import trio
 
 from p2psched.home import write_private
 from p2psched.resources.instance import instance_id
@@ -77,21 +78,32 @@ async def probe(host: str, port: int, timeout_s: float = PROBE_TIMEOUT_S) -> tup
     check_address(host, port)
     url = Registered(host, port, "").server + "/v1/models"
     # No proxy from the environment: the operator named the server, and only it is asked.
+    # `timeout_s` bounds the whole check, not each read: a server dripping its answer a byte
+    # at a time would otherwise hold the request for days.
     async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as client:
-        try:
-            async with client.stream("GET", url, headers={"accept": "application/json"}) as r:
-                if r.status_code != 200:
-                    raise InstanceError(
-                        f"Health check failed: GET /v1/models answered HTTP {r.status_code}"
-                    )
-                body = await _read_capped(r)
-        except httpx.ConnectError as e:
-            raise InstanceError(_why_not_connected(e)) from e
-        except httpx.TimeoutException:
-            raise InstanceError(f"Health check failed: no answer within {timeout_s:g}s") from None
-        except httpx.HTTPError as e:
-            raise InstanceError(f"Health check failed: {type(e).__name__}: {e}") from e
+        with trio.move_on_after(timeout_s) as whole:
+            body = await _ask(client, url, timeout_s)
+    if whole.cancelled_caught:
+        raise InstanceError(f"Health check failed: no whole answer within {timeout_s:g}s")
     return _listed_models(body)
+
+
+async def _ask(client: httpx.AsyncClient, url: str, timeout_s: float) -> bytes:
+    """The body of the server's `GET /v1/models`, read up to its cap; `InstanceError` saying
+    why not."""
+    try:
+        async with client.stream("GET", url, headers={"accept": "application/json"}) as r:
+            if r.status_code != 200:
+                raise InstanceError(
+                    f"Health check failed: GET /v1/models answered HTTP {r.status_code}"
+                )
+            return await _read_capped(r)
+    except httpx.ConnectError as e:
+        raise InstanceError(_why_not_connected(e)) from e
+    except httpx.TimeoutException:
+        raise InstanceError(f"Health check failed: no answer within {timeout_s:g}s") from None
+    except httpx.HTTPError as e:
+        raise InstanceError(f"Health check failed: {type(e).__name__}: {e}") from e
 
 
 def _why_not_connected(e: BaseException) -> str:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 
 from p2psched.api.control import api_token
@@ -75,3 +77,27 @@ def test_a_token_file_cut_short_is_replaced_and_kept_private(tmp_path: Path) -> 
     os.chmod(tmp_path / TOKEN_FILE, 0o644)
     assert api_token(tmp_path) == token
     assert stat.S_IMODE((tmp_path / TOKEN_FILE).stat().st_mode) == 0o600
+
+
+# (httpx's own upload generator is dropped unfinished when the server refuses it part way)
+@pytest.mark.filterwarnings("ignore:Async generator 'httpx:ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_design_document_path_reads_a_bounded_body(tmp_path: Path) -> None:
+    """A body over `MAX_BODY_BYTES` is refused (413) whether it says its length or not, and
+    an unknown name is not sent back whole."""
+    from p2psched.api.scheduler_api import MAX_BODY_BYTES
+
+    big = b'{"name": "' + b"a" * MAX_BODY_BYTES + b'"}'
+
+    async def chunks() -> Any:
+        for i in range(0, len(big), 1 << 20):
+            yield big[i : i + (1 << 20)]
+
+    async with relayed_network(tmp_path, workers=0) as (scheduler, _, _):
+        async with scraper(scheduler) as http:
+            told = await http.post("/scheduler/set", content=big)
+            assert told.status_code == 413, told.text[:200]
+            untold = await http.post("/scheduler/set", content=chunks())  # (chunked)
+            assert untold.status_code == 413, untold.text[:200]
+            long = await http.post("/scheduler/set", json={"name": "a" * 100_000})
+            assert long.json()["status"] == "error" and len(long.content) < 1000
