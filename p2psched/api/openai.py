@@ -22,7 +22,6 @@ own /openapi.json: OpenAI's API reference describes them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,6 +30,7 @@ import trio
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from p2psched.api.request_body import read_body
 from p2psched.node.snapshots import TaskOutcome
 from p2psched.node.status import NodeFacade, Refusal
 
@@ -125,21 +125,14 @@ def _bad(message: str, param: str | None = None) -> GatewayError:
 
 async def _body(request: Request) -> dict[str, Any]:
     """The request's JSON object, read up to `MAX_REQUEST_BYTES`."""
-    declared = request.headers.get("content-length", "")
-    too_big = GatewayError(
-        413,
-        f"the request body is over {MAX_REQUEST_BYTES} bytes",
-        "invalid_request_error",
-        "request_too_large",
-    )
-    if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
-        raise too_big
-    data = bytearray()
-    async with contextlib.aclosing(request.stream()) as body:  # (closed when refused)
-        async for chunk in body:
-            data += chunk
-            if len(data) > MAX_REQUEST_BYTES:
-                raise too_big
+    data = await read_body(request, MAX_REQUEST_BYTES)
+    if data is None:
+        raise GatewayError(
+            413,
+            f"the request body is over {MAX_REQUEST_BYTES} bytes",
+            "invalid_request_error",
+            "request_too_large",
+        )
     try:
         body = json.loads(data)
     except ValueError:

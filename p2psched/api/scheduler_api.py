@@ -11,7 +11,6 @@ it); any other needs the token, as every other path does.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import re
@@ -47,6 +46,7 @@ from p2psched.api.bodies import (
     refusals,
 )
 from p2psched.api.local_peer import owner_of
+from p2psched.api.request_body import read_body
 from p2psched.node.instances import TaskInstances
 from p2psched.node.status import NodeFacade, NotFound, Refusal
 
@@ -111,17 +111,11 @@ class _Refused(Exception):
 async def _read(request: Request, model: type[Body]) -> Body:
     """The request's JSON body as `model`; `_Refused` naming the field that is wrong, or
     saying the body is over `MAX_BODY_BYTES` (read no further)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    raw = await read_body(request, MAX_BODY_BYTES)
+    if raw is None:
         raise _Refused(413, f"the body is over {MAX_BODY_BYTES} bytes")
-    raw = bytearray()
-    async with contextlib.aclosing(request.stream()) as body:  # (closed when refused)
-        async for chunk in body:
-            raw += chunk
-            if len(raw) > MAX_BODY_BYTES:
-                raise _Refused(413, f"the body is over {MAX_BODY_BYTES} bytes")
     try:
-        return model.model_validate_json(bytes(raw) or b"{}")
+        return model.model_validate_json(raw or b"{}")
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ())) or "body"
