@@ -372,17 +372,13 @@ class _Following:
     def until_done(self, display: Display | None) -> dict[str, Any]:
         """Write results until the job is done and all its results are in; its last status."""
         while True:
-            status: dict[str, Any] = self.client.get(self.path)
-            page = self.client.get(f"{self.path}/results", after=self.after)
-            self.after = page["next"]
-            _collect(self.folder, self.failures, page["results"], self.fetch)
+            status = self.caught_up()
             if display is not None:
                 display.update(status)
                 _say_unmatched(status.get("unmatched", []), self.said)
             if status["state"] != "running" and self.after >= status["total"]:
                 return status
-            if len(page["results"]) < RESULTS_PAGE:  # caught up: wait for more to settle
-                time.sleep(POLL_S)
+            time.sleep(POLL_S)  # caught up: wait for more to settle
 
 
 def _embedded(
