@@ -143,6 +143,23 @@ def auth(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
+def gateway_serving(folder: Path, model: str) -> tuple[str, str]:
+    """The gateway of `gate_and_worker(folder, ...)`'s gate (its URL and key), once its API
+    answers and its models list `model` (within 30 s for both)."""
+    endpoint = folder / "g" / "api.json"
+    deadline = time.monotonic() + 30
+    while not endpoint.exists():
+        assert time.monotonic() < deadline, "the gate's API did not start"
+        time.sleep(0.1)
+    url = json.loads(endpoint.read_text())["url"]
+    key = (folder / "g" / "api.token").read_text().strip()
+    with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as c:
+        while model not in [m.id for m in c.models.list()]:
+            assert time.monotonic() < deadline, "the worker's ad did not show"
+            time.sleep(0.2)
+    return url, key
+
+
 def test_a_stream_whose_model_server_fails_ends_with_an_error_in_openais_shape(
     tmp_path: Path,
 ) -> None:
@@ -153,17 +170,8 @@ def test_a_stream_whose_model_server_fails_ends_with_an_error_in_openais_shape(
         '[drivers.http]\nendpoints = { "dead-model" = "http://127.0.0.1:9/v1" }\n'
     )
     with gate_and_worker(tmp_path, config):
-        endpoint = tmp_path / "g" / "api.json"
-        deadline = time.monotonic() + 30
-        while not endpoint.exists():
-            assert time.monotonic() < deadline, "the gate's API did not start"
-            time.sleep(0.1)
-        url = json.loads(endpoint.read_text())["url"]
-        key = (tmp_path / "g" / "api.token").read_text().strip()
+        url, key = gateway_serving(tmp_path, "dead-model")
         with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=60) as c:
-            while "dead-model" not in [m.id for m in c.models.list()]:
-                assert time.monotonic() < deadline, "the worker's ad did not show"
-                time.sleep(0.2)
             with pytest.raises(openai.APIError) as e:
                 list(c.chat.completions.create(model="dead-model", messages=ASK, stream=True))  # type: ignore[arg-type]
     assert isinstance(e.value.body, dict) and e.value.body["code"] == "worker_failed"
@@ -206,24 +214,13 @@ def test_a_plain_request_whose_client_hangs_up_has_its_task_cancelled(tmp_path: 
             f'[drivers.http]\nendpoints = {{ "slow-model" = "http://127.0.0.1:{port}/v1" }}\n'
         )
         with gate_and_worker(tmp_path, config):
-            endpoint = tmp_path / "g" / "api.json"
-            deadline = time.monotonic() + 30
-            while not endpoint.exists():
-                assert time.monotonic() < deadline, "the gate's API did not start"
-                time.sleep(0.1)
-            url = json.loads(endpoint.read_text())["url"]
-            key = (tmp_path / "g" / "api.token").read_text().strip()
-            auth = {"authorization": f"Bearer {key}"}
-            with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as c:
-                while "slow-model" not in [m.id for m in c.models.list()]:
-                    assert time.monotonic() < deadline, "the worker's ad did not show"
-                    time.sleep(0.2)
+            url, key = gateway_serving(tmp_path, "slow-model")
             ask = {"model": "slow-model", "messages": ASK}
             with pytest.raises(httpx.ReadTimeout):  # the client gives up, and leaves
-                httpx.post(f"{url}/v1/chat/completions", json=ask, headers=auth, timeout=3)
+                httpx.post(f"{url}/v1/chat/completions", json=ask, headers=auth(key), timeout=3)
             deadline = time.monotonic() + 15
             while True:
-                [job] = httpx.get(f"{url}/v1/jobs", headers=auth).json()["jobs"]
+                [job] = httpx.get(f"{url}/v1/jobs", headers=auth(key)).json()["jobs"]
                 if job["state"] == "cancelled":
                     break
                 assert time.monotonic() < deadline, f"its task runs on: {job['counts']}"
