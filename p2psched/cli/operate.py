@@ -118,6 +118,12 @@ def _workers_through_gate(args: argparse.Namespace, need: Need) -> list[dict[str
     return found
 
 
+def _load(workload: dict[str, float], gpus: bool) -> str:
+    """ "cpu 12% gpu 90%": what its ad last said of its load (the GPUs' only if it has some)."""
+    said = f"cpu {workload['cpu']:.0%}"
+    return f"{said} gpu {workload['gpu']:.0%}" if gpus else said
+
+
 def _show_workers(args: argparse.Namespace, need: str, ads: list[dict[str, Any]]) -> None:
     if args.json:
         for ad in ads:
@@ -125,7 +131,7 @@ def _show_workers(args: argparse.Namespace, need: str, ads: list[dict[str, Any]]
         return
     print(f"{len(ads)} worker(s) matching {need}")
     print_table(
-        ("NODE", "GPUS", "RAM", "CPUS", "PRICE", "SLOTS", "MODELS"),
+        ("NODE", "GPUS", "RAM", "CPUS", "PRICE", "SLOTS", "LOAD", "MODELS"),
         (
             (
                 ad["node_id"][:16],
@@ -134,6 +140,7 @@ def _show_workers(args: argparse.Namespace, need: str, ads: list[dict[str, Any]]
                 ad["cpu"]["cores"],
                 f"{ad['price']:g}",
                 ad["free_slots"],
+                _load(ad["workload"], bool(ad["gpus"])),
                 ", ".join(ad["models"]) or "-",
             )
             for ad in ads

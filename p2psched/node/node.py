@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import shlex
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from p2psched.gate.service import Gate
 from p2psched.home import running_in
 from p2psched.identity import Identity
 from p2psched.logs import naming_node
-from p2psched.resources.detect import Detected, detect
+from p2psched.resources.detect import Detected, detect, sample_load
 from p2psched.resources.need import AD_TTL
 from p2psched.scheduler.ads import check_ad_record
 from p2psched.scheduler.discovery import Discovery
@@ -43,12 +44,14 @@ from p2psched.wire.address import host_port
 from p2psched.wire.deal import MAX_OPENING_MESSAGE
 from p2psched.worker.advert import Advert
 from p2psched.worker.config import WorkerConfig
+from p2psched.worker.devices import Claims, Devices
 from p2psched.worker.drivers import disabled_reason, make_drivers
 from p2psched.worker.instances import InstanceBook, InstanceError, served
 from p2psched.worker.manager import TaskManager
 from p2psched.worker.policy import SchedulerPolicy, Terms
 from p2psched.worker.schedulers_file import follow_schedulers_file
 from p2psched.worker.service import WorkerService
+from p2psched.worker.workload import Sample, follow_load, loaded_models
 
 Addr = tuple[str, int]
 
@@ -117,6 +120,7 @@ async def open_node(
     ad_ttl: float = AD_TTL,
     dispatch: DispatchConfig | None = None,
     detected: Detected | None = None,
+    nvml: Any | None = None,
     resume: bool = False,
     reachability: str = "auto",
     relay_limits: RelayLimits | None = None,
@@ -126,6 +130,8 @@ async def open_node(
     `gate`: also relay for workers behind NAT, on TCP at the DHT's port number.
     `trusted`: the peers the DHT's per-/24 limits spare (LANs by default).
     `dht_settings`: the DHT's limits from the operator's config file (its [dht] table).
+    `detected`: what the worker has (else detected here); `nvml`: NVIDIA's library, or what
+    answers as it (else pynvml, if installed), for detection and the ad's GPU load.
     `reachability` (of a worker): "auto" asks a gate among the seeds to dial it back,
     "public" and "private" say so without asking; a private worker listens nowhere, runs the
     DHT as a client, and takes its channels through a relay reservation on a seed gate."""
@@ -164,9 +170,10 @@ async def open_node(
                         nursery,
                         advertise_host or dht.address[0],
                         ad_ttl,
-                        detected or detect(data_dir),
+                        detected or detect(data_dir, nvml=nvml),
                         list(seeds),
                         reachability,
+                        nvml,
                     )
                     node.roles = ("worker", *node.roles)
                 log.info(
@@ -237,6 +244,7 @@ async def _start_worker(
     detected: Detected,
     gates: list[Addr],
     reachability: str,
+    nvml: Any | None,
 ) -> WorkerRole:
     manager = _task_manager(node.identity, config, detected)
     instances = _instance_book(node)
@@ -307,6 +315,8 @@ async def _start_worker(
         if relay.address is not None and relay.address != address:  # it moved meanwhile
             nursery.start_soon(moved, relay.address)
     nursery.start_soon(_keep_ad_current, advert, manager)
+    sampler = _load_sampler(config, instances, nvml)
+    await nursery.start(follow_load, advert, sampler, config.workload)
     return WorkerRole(service, advert, detected, reachability, why, instances, config, relay)
 
 
@@ -327,11 +337,36 @@ def _models_served(config: WorkerConfig, book: InstanceBook) -> dict[str, Any]:
     }
 
 
+def _load_sampler(
+    config: WorkerConfig, book: InstanceBook, nvml: Any | None
+) -> Callable[[], Awaitable[Sample]]:
+    """How busy the worker is now, and (when it serves http) which of its models are loaded."""
+
+    async def sample() -> Sample:
+        load = await trio.to_thread.run_sync(partial(sample_load, nvml=nvml))
+        if "http" not in config.drivers:
+            return Sample(load)
+        installed = served(config.models, book)
+        return Sample(load, await loaded_models(config, installed, book.routes))
+
+    return sample
+
+
 def _task_manager(identity: Identity, config: WorkerConfig, detected: Detected) -> TaskManager:
-    """The worker's core, on the terms its config sets."""
+    """The worker's core, on the terms its config sets, with the GPUs detection found."""
+    slots = config.slot_count(detected)
+    bound = config.http_driver.devices
+    for model, indexes in bound.items():
+        if missing := [i for i in indexes if i >= len(detected.devices)]:
+            raise JoinError(
+                f"[drivers.http] devices.{model}: GPU {missing[0]} is not on this machine "
+                f"(NVML found {len(detected.devices)})"
+            )
     return TaskManager(
         identity,
-        slots=config.slot_count(detected),
+        slots=slots,
+        devices=Devices(detected.devices),
+        claim=Claims(len(detected.devices) // slots, bound),
         queue_depth=config.queue_depth,
         price=config.min_price,
         refusal=lambda driver: disabled_reason(driver, config),

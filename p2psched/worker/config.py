@@ -58,6 +58,11 @@ worker starts; an absent field keeps its default or what was detected.
     timeout_s = 120
     max_response_bytes = 4194304
 
+    [workload]                      # the ad's live load (CPU, RAM, GPU use and memory) and loaded
+    interval_s = 10                 # models, sampled this often (0.1..3600 s) and republished
+    threshold = 0.1                 # when a load moves this much (0..1 of capacity) or the
+                                    # models change; at most once per 5 s in any case
+
     [network]
     download_mbps = 1000
     upload_mbps = 100
@@ -179,6 +184,28 @@ _NodeIds = Annotated[frozenset[bytes], BeforeValidator(_node_ids)]
 _Multiplier = Annotated[float, BeforeValidator(_multiplier)]
 
 
+def _interval(v: Any) -> float:
+    if not 0.1 <= finite(v) <= 3600:
+        raise refuse(f"must be 0.1..3600 seconds, not {v!r}")
+    return float(v)
+
+
+def _share(v: Any) -> float:
+    if not finite(v) <= 1:
+        raise refuse(f"must be a fraction of capacity, 0..1, not {v!r}")
+    return float(v)
+
+
+class WorkloadSettings(BaseModel):
+    """[workload]: how often the ad's live load is sampled, and how far it must move to be
+    republished (`worker.workload`)."""
+
+    model_config = TABLE
+
+    interval_s: Annotated[float, BeforeValidator(_interval)] = 10.0
+    threshold: Annotated[float, BeforeValidator(_share)] = 0.1
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     """A worker's settings, checked: what its file said (`load_config`), else the defaults.
@@ -205,6 +232,7 @@ class WorkerConfig:
     command_driver: CommandDriverConfig = field(default_factory=CommandDriverConfig)
     http_driver: HttpDriverConfig = field(default_factory=HttpDriverConfig)
     dht: DhtSettings = field(default_factory=DhtSettings)  # the node's, which the worker runs
+    workload: WorkloadSettings = WorkloadSettings()  # the ad's live load: how it is followed
 
     def driver_caps(self) -> dict[str, DriverCaps]:
         """Each driver's caps on a task: its table's, or the defaults."""
@@ -376,6 +404,7 @@ class _WorkerFile(BaseModel):
     network: _NetworkTable = _NetworkTable()
     override: _OverrideTable = _OverrideTable()
     dht: DhtSettings = DhtSettings()
+    workload: WorkloadSettings = WorkloadSettings()
 
     @model_validator(mode="after")
     def _settings_are_for_enabled_drivers(self) -> _WorkerFile:
@@ -428,6 +457,7 @@ def load_config(path: Path) -> WorkerConfig:
         command_driver=file.drivers.command,
         http_driver=file.drivers.http,
         dht=file.dht,
+        workload=file.workload,
     )
     # What the worker will advertise must be what every asker accepts: check it now, against
     # the same schema and size limit, rather than be silently left out of every answer later.

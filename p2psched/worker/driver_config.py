@@ -51,6 +51,20 @@ def _endpoints(v: Any) -> Any:
     return v
 
 
+def _devices(v: Any) -> Any:
+    if not isinstance(v, dict):
+        raise refuse('must be a table of model = GPU index or list of them, like { "m" = 0 }')
+    out = {}
+    for model, said in v.items():
+        indexes = said if isinstance(said, list) else [said]
+        if not indexes or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 64 for i in indexes
+        ):
+            raise refuse(f"must be a GPU index 0..63 or a list of them, not {said!r}", model)
+        out[model] = tuple(sorted(set(indexes)))
+    return out
+
+
 def _program(name: str, v: Any) -> Any:
     if not _PROGRAM_NAME.fullmatch(name):
         raise refuse("a program's name is 1-64 letters, digits, '.', '_', '+', '-'", name)
@@ -196,5 +210,18 @@ class HttpDriverConfig(DriverTable):
     endpoints: Annotated[Mapping[str, str], BeforeValidator(_endpoints)] = Field(
         default_factory=dict
     )
+    # The GPUs (NVML's indexes, as nvidia-smi numbers them) each model's server runs on: its
+    # tasks count as using them, so no command task is given them meanwhile.
+    devices: Annotated[Mapping[str, tuple[int, ...]], BeforeValidator(_devices)] = Field(
+        default_factory=dict
+    )
+
+    @model_validator(mode="after")
+    def _devices_of_endpoints(self) -> HttpDriverConfig:
+        for model in self.devices:
+            if model not in self.endpoints:
+                raise refuse(f"{model!r} has no endpoint in this table", "devices", model)
+        return self
+
     timeout_s: Annotated[float, seconds(MAX_TASK_TIMEOUT_S)] = 120.0
     max_response_bytes: Annotated[int, byte_cap(_MAX_RESPONSE_BYTES, _FITS_RESULT)] = 4 << 20

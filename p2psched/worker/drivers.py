@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import httpx
 import trio
 
+from p2psched.resources.detect import Device
 from p2psched.resources.driver_inputs import KNOWN_DRIVERS, input_refusal, param_refusal
 from p2psched.worker import sandbox
 from p2psched.worker.config import (
@@ -70,6 +71,7 @@ class DriverTask:
     # Where parts of the output go as the driver produces them (a streamed answer's chunks),
     # ahead of the whole, which `run` returns.
     partial: Callable[[Any], None] = lambda output: None
+    devices: tuple[Device, ...] = ()  # the GPUs it runs on (`worker.devices`)
 
 
 class Driver(Protocol):
@@ -223,12 +225,17 @@ class CommandDriver:
         data = None if stdin is None else stdin.encode("utf-8", errors="replace")
 
         async def execute() -> Any:
-            return await self._execute(name, argv, data, task.scratch)
+            return await self._execute(name, argv, data, task.scratch, task.devices)
 
         return await _within_limits(self.name, task.timeout_s, execute)
 
     async def _execute(
-        self, program: str, argv: list[str], stdin: bytes | None, scratch: Path
+        self,
+        program: str,
+        argv: list[str],
+        stdin: bytes | None,
+        scratch: Path,
+        devices: tuple[Device, ...],
     ) -> dict[str, Any]:
         # bwrap says on this pipe which process is its sandbox's init (unsandboxed, no pipe: the
         # program would hold it open).
@@ -236,13 +243,13 @@ class CommandDriver:
         started = False
         try:
             process = await trio.lowlevel.open_process(
-                sandbox.command_line(self._config, scratch, argv, info_write),
+                sandbox.command_line(self._config, scratch, argv, info_write, devices),
                 pass_fds=(info_write,) if info_write >= 0 else (),
                 stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=scratch,
-                env=sandbox.environment(scratch),
+                env=sandbox.environment(scratch, devices),
                 # Its own process group: a kill then reaches whatever it started, too (in the
                 # sandbox, its PID namespace does).
                 start_new_session=True,

@@ -76,7 +76,11 @@ async def probe(host: str, port: int, timeout_s: float = PROBE_TIMEOUT_S) -> tup
     """The models the server at host:port serves, from its `GET /v1/models`; `InstanceError`
     if it does not answer, or answers anything but OpenAI's list of models."""
     check_address(host, port)
-    url = Registered(host, port, "").server + "/v1/models"
+    return await listed_models(Registered(host, port, "").server + "/v1/models", timeout_s)
+
+
+async def listed_models(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[str, ...]:
+    """The models a server's `GET /v1/models` at `url` lists; `InstanceError` as `probe`."""
     # No proxy from the environment: the operator named the server, and only it is asked.
     # `timeout_s` bounds the whole check, not each read: a server dripping its answer a byte
     # at a time would otherwise hold the request for days.

@@ -233,8 +233,9 @@ async def test_command_runs_in_its_sandbox_with_a_minimal_environment(scratch: P
     result = await command().run(make_task(py(code), scratch), ignore)
     seen = json.loads(result["stdout"])
     assert seen["cwd"] == "/task"
-    assert set(seen["env"]) - {"PWD"} == {"PATH", "HOME", "TMPDIR", "LANG"}
+    assert set(seen["env"]) - {"PWD"} == {"PATH", "HOME", "TMPDIR", "LANG", "CUDA_VISIBLE_DEVICES"}
     assert seen["env"]["HOME"] == "/task"
+    assert seen["env"]["CUDA_VISIBLE_DEVICES"] == ""  # given no GPU, it sees none
 
 
 async def test_command_refuses_a_program_that_is_not_declared(scratch: Path) -> None:
