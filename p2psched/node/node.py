@@ -130,8 +130,7 @@ async def open_node(
     `gate`: also relay for workers behind NAT, on TCP at the DHT's port number.
     `trusted`: the peers the DHT's per-/24 limits spare (LANs by default).
     `dht_settings`: the DHT's limits from the operator's config file (its [dht] table).
-    `detected`: what the worker has (else detected here); `nvml`: NVIDIA's library, or what
-    answers as it (else pynvml, if installed), for detection and the ad's GPU load.
+    `detected`: the worker's machine (else detected); `nvml`: NVML, else pynvml, also for its load.
     `reachability` (of a worker): "auto" asks a gate among the seeds to dial it back,
     "public" and "private" say so without asking; a private worker listens nowhere, runs the
     DHT as a client, and takes its channels through a relay reservation on a seed gate."""
@@ -176,12 +175,7 @@ async def open_node(
                         nvml,
                     )
                     node.roles = ("worker", *node.roles)
-                log.info(
-                    "node up: %s; DHT on %s",
-                    ", ".join(node.roles),
-                    host_port(*dht.address),
-                    extra={"dht_client": dht_client},
-                )
+                _say_up(node, dht_client)
                 try:
                     yield node
                 finally:
@@ -189,6 +183,15 @@ async def open_node(
                     if node.worker is not None:
                         with trio.CancelScope(shield=True), trio.move_on_after(10):
                             await node.worker.advert.withdraw()
+
+
+def _say_up(node: Node, dht_client: bool) -> None:
+    log.info(
+        "node up: %s; DHT on %s",
+        ", ".join(node.roles),
+        host_port(*node.dht.address),
+        extra={"dht_client": dht_client},
+    )
 
 
 async def _join(dht: DhtNode, seeds: Sequence[Addr]) -> None:
@@ -294,15 +297,7 @@ async def _start_worker(
             why = "no gate answered the reachability check: taken as reachable"
     relay = None
     if reachability == "private":
-        if not gates:
-            raise JoinError("a worker that cannot be reached needs a gate to relay for it")
-        node.dht.protocol.set_client(True)  # out of others' routing tables: they cannot reach it
-        # A scheduler that opens a circuit is a stranger until it says what it is.
-        relay = RelayClient(node.identity, gates, service.handle, max_frame=MAX_OPENING_MESSAGE)
-        try:
-            address = await nursery.start(relay.serve)
-        except RelayError as e:  # (raised before it started: as itself, not in a group)
-            raise JoinError(str(e)) from None
+        relay, address = await _relayed(node, service, gates, nursery)
     profile = config.profile(detected, addresses=(address,))
     advert = Advert(node.dht, replace(profile, **_models_served(config, instances)), ttl=ad_ttl)
     await advert.publish()
@@ -318,6 +313,23 @@ async def _start_worker(
     sampler = _load_sampler(config, instances, nvml)
     await nursery.start(follow_load, advert, sampler, config.workload)
     return WorkerRole(service, advert, detected, reachability, why, instances, config, relay)
+
+
+async def _relayed(
+    node: Node, service: WorkerService, gates: list[Addr], nursery: trio.Nursery
+) -> tuple[RelayClient, str]:
+    """A worker that cannot be reached takes its channels through a gate's relay: the client
+    of that relay, serving in `nursery`, and the address it got there."""
+    if not gates:
+        raise JoinError("a worker that cannot be reached needs a gate to relay for it")
+    node.dht.protocol.set_client(True)  # out of others' routing tables: they cannot reach it
+    # A scheduler that opens a circuit is a stranger until it says what it is.
+    relay = RelayClient(node.identity, gates, service.handle, max_frame=MAX_OPENING_MESSAGE)
+    try:
+        address = await nursery.start(relay.serve)
+    except RelayError as e:  # (raised before it started: as itself, not in a group)
+        raise JoinError(str(e)) from None
+    return relay, address
 
 
 def _instance_book(node: Node) -> InstanceBook:

@@ -55,6 +55,8 @@ worker starts; an absent field keeps its default or what was detected.
 
     [drivers.http]                  # only with "http" in [worker] drivers
     endpoints = { "llama-3-8b" = "http://127.0.0.1:8000/v1/completions" }  # model -> URL; "*" any
+    devices = { "llama-3-8b" = [0] } # the GPUs (NVML indexes) its server runs on: its tasks
+                                    # count as using them (commands are not given them)
     timeout_s = 120
     max_response_bytes = 4194304
 
