@@ -56,7 +56,7 @@ def _devices(v: Any) -> Any:
         raise refuse('must be a table of model = GPU index or list of them, like { "m" = 0 }')
     out = {}
     for model, said in v.items():
-        indexes = said if isinstance(said, list) else [said]
+        indexes = said if isinstance(said, list | tuple) else [said]
         if not indexes or not all(
             isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 64 for i in indexes
         ):

@@ -15,12 +15,18 @@ import pytest
 import trio
 
 from p2psched.identity import Identity
-from p2psched.node.node import Node
+from p2psched.node.node import JoinError, Node, open_node
 from p2psched.resources.detect import detect
 from p2psched.scheduler.job import parse_job
 from p2psched.wire.messages import Send
 from p2psched.worker import manager as wm
-from p2psched.worker.config import CommandDriverConfig, ConfigError, WorkerConfig, load_config
+from p2psched.worker.config import (
+    CommandDriverConfig,
+    ConfigError,
+    HttpDriverConfig,
+    WorkerConfig,
+    load_config,
+)
 from p2psched.worker.devices import Claims, Devices
 from p2psched.worker.manager import Start
 from tests.harness.net import commit, on_wire, wire
@@ -142,3 +148,18 @@ def test_a_device_binding_must_name_an_endpoint_of_the_file(tmp_path: Path) -> N
         load_config(path)
     path.write_text(path.read_text().replace('{ m = "0" }', "{ m = [1, 0] }"))
     assert load_config(path).http_driver.devices == {"m": (0, 1)}
+
+
+async def test_a_worker_bound_to_a_gpu_it_lacks_does_not_start(tmp_path: Path) -> None:
+    machine = detect(tmp_path, nvml=RecordedNvml(recording("nvml_dgx_a100.json")))
+    http = HttpDriverConfig(endpoints={"m": "http://127.0.0.1:9/v1"}, devices={"m": (1, 2)})
+    config = WorkerConfig(drivers=("http",), models=("m",), http_driver=http)
+    refused = []
+    try:
+        async with open_node(Identity.generate(), tmp_path / "w", worker=config, detected=machine):
+            pass
+    except* JoinError as group:  # (from inside the node's nurseries: the CLI shows it alone)
+        while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
+            group = group.exceptions[0]  # type: ignore[assignment]
+        refused = [str(group)]
+    assert refused == ["[drivers.http] devices.m: GPU 2 is not on this machine (NVML found 2)"]
