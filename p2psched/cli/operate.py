@@ -119,7 +119,7 @@ def _workers_through_gate(args: argparse.Namespace, need: Need) -> list[dict[str
 
 
 def _load(workload: dict[str, float], gpus: bool) -> str:
-    """ "cpu 12% gpu 90%": what its ad last said of its load (the GPUs' only if it has some)."""
+    """What its ad last said of its load, as "cpu 12% gpu 90%" (its GPUs' if it has some)."""
     said = f"cpu {workload['cpu']:.0%}"
     return f"{said} gpu {workload['gpu']:.0%}" if gpus else said
 

@@ -367,7 +367,8 @@ def _load_sampler(
 def _task_manager(identity: Identity, config: WorkerConfig, detected: Detected) -> TaskManager:
     """The worker's core, on the terms its config sets, with the GPUs detection found."""
     slots = config.slot_count(detected)
-    bound = config.http_driver.devices
+    http = config.http_driver
+    bound = http.devices
     for model, indexes in bound.items():
         if missing := [i for i in indexes if i >= len(detected.devices)]:
             raise JoinError(
@@ -378,7 +379,7 @@ def _task_manager(identity: Identity, config: WorkerConfig, detected: Detected) 
         identity,
         slots=slots,
         devices=Devices(detected.devices),
-        claim=Claims(len(detected.devices) // slots, bound),
+        claim=Claims(len(detected.devices) // slots, bound, frozenset(http.endpoints)),
         queue_depth=config.queue_depth,
         price=config.min_price,
         refusal=lambda driver: disabled_reason(driver, config),

@@ -152,6 +152,7 @@ def _fraction(v: Any, path: str) -> Any:
 
 
 _WORKLOAD: dict[str, schema.Check] = {"CPU": _fraction, "GPU": _fraction, "RAM": _fraction}
+_WITHOUT_VRAM = schema.mapping(_WORKLOAD)
 _WITH_VRAM = schema.mapping({**_WORKLOAD, "VRAM": _fraction})
 
 
@@ -159,7 +160,7 @@ def _workload(v: Any, path: str) -> Any:
     """CPU, GPU and RAM, and VRAM when the worker has GPU memory in use."""
     if type(v) is dict and "VRAM" in v:
         return _WITH_VRAM(v, path)
-    return schema.mapping(_WORKLOAD)(v, path)
+    return _WITHOUT_VRAM(v, path)
 
 
 def _version(v: Any, path: str) -> Any:

@@ -67,16 +67,17 @@ class Devices:
 @dataclass(frozen=True, slots=True)
 class Claims:
     """What each task asks of the GPUs: a command its `gpus`, or else its slot's `share` of
-    them; an http task, the devices its model's endpoint is bound to (by model, or "*");
-    the other drivers, none."""
+    them; an http task, the devices its model's endpoint is bound to (`http`: by the model's
+    name if `endpoints` has it, else the "*" endpoint's); the other drivers, none."""
 
     share: int = 0
     http: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    endpoints: frozenset[str] = frozenset()  # the models with an endpoint of their own
 
     def __call__(self, task: Task) -> Claim:
         if task.driver == "command":
             return Claim(task.gpus or self.share)
         if task.driver == "http":
-            bound = self.http.get(task.model or ANY_MODEL) or self.http.get(ANY_MODEL, ())
-            return Claim(0, bound)
+            model = task.model if task.model in self.endpoints else None
+            return Claim(0, self.http.get(model or ANY_MODEL, ()))
         return Claim()

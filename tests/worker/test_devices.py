@@ -112,7 +112,7 @@ def test_an_http_task_bound_to_a_gpu_keeps_commands_off_it_until_it_ends(tmp_pat
         slots=4,
         queue_depth=8,
         devices=Devices(machine.devices),
-        claim=Claims(1, {"llama": (0,)}),
+        claim=Claims(1, {"llama": (0,)}, frozenset({"llama"})),
     )
     sched = Identity.generate()
     w.connected(sched.node_id, sched.public_key, 0.0)
