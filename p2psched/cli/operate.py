@@ -264,7 +264,7 @@ def _register_scheduler(sub: Subcommands, common: argparse.ArgumentParser) -> No
     sp.add_argument(
         "--table",
         metavar="FILE",
-        help="with lookup_table: a JSON table to load and answer from (see README: Predictor)",
+        help="with lookup_table: a JSON table file to load and answer from",
     )
     sp.add_argument("--json", action="store_true", help="print the node's answer as JSON")
     sp.set_defaults(func=cmd_scheduler)

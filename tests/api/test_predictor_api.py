@@ -6,10 +6,8 @@ answers from it; a lookup table loaded through the Scheduler API and the CLI."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import pytest
 
 from p2psched import devnet
 from p2psched.resources.instance import instance_id
-from tests.api.test_design_api import client, post, wait_for
+from tests.api.test_design_api import ModelServer, client, post, wait_for
 from tests.harness.devnet import running_devnet
 from tests.harness.processes import p2psched
 
@@ -27,56 +25,25 @@ ASKED = "fit-by-request"  # requests through the gateway, their size asked by ma
 BASE_S, PER_TOKEN_S = 0.05, 0.001  # how long the server takes: BASE_S + PER_TOKEN_S · tokens
 
 
-class TimedModelServer:
-    """An OpenAI-compatible server that serves both models and takes a time linear in the
-    tokens it is to produce: `n_out` for a completion (a field only this server reads, so
-    only the metadata tells the scheduler), `max_tokens` for a chat request."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
-                models = [{"id": m, "object": "model"} for m in (SUBMITTED, ASKED)]
-                self._send({"object": "list", "data": models})
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                tokens = body["max_tokens"] if "messages" in body else body["n_out"]
-                time.sleep(BASE_S + PER_TOKEN_S * tokens)
-                message = {"role": "assistant", "content": "ok"}
-                self._send({"object": "chat.completion", "choices": [{"message": message}]})
-
-            def _send(self, doc: dict[str, Any]) -> None:
-                data = json.dumps(doc).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.http.server_address[1]
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
+def timed(body: dict[str, Any]) -> dict[str, Any]:
+    """A model server's answer after a time linear in the tokens it is to produce: `n_out`
+    for a completion (a field only this server reads, so only the metadata tells the
+    scheduler), `max_tokens` for a chat request."""
+    tokens = body["max_tokens"] if "messages" in body else body["n_out"]
+    time.sleep(BASE_S + PER_TOKEN_S * tokens)
+    message = {"role": "assistant", "content": "ok"}
+    return {"object": "chat.completion", "choices": [{"message": message}]}
 
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devnet.Devnet]:
-    """A devnet whose worker serves both models from a `TimedModelServer`."""
-    server = TimedModelServer()
-    try:
+    """A devnet whose worker serves both models from a server that answers in `timed`."""
+    with ModelServer(models=(SUBMITTED, ASKED), answer=timed) as server:
         with running_devnet(tmp_path_factory.mktemp("prednet"), 1) as started:
             with client(started.folder / "worker-0") as w:
                 registered = post(w, "/ti/register", {"host": "127.0.0.1", "port": server.port})
                 assert registered["status"] == "success", registered
             yield started
-    finally:
-        server.close()
 
 
 def worker_id(net: devnet.Devnet) -> bytes:

@@ -28,16 +28,19 @@ class TokenRun:
     input_bytes: int
     tokens: Tokens
     run_s: float
+    mean_s: float  # its line's, without the noise: what an oracle would predict
 
 
 @dataclass(frozen=True, slots=True)
 class Scores:
-    """Root mean square error (seconds) of each way on the same tasks, and the share of the
-    fit's misses within twice the error it gave (its spread's honesty)."""
+    """Root mean square error (seconds) of each way on the same tasks, and of an oracle that
+    knows each line (the noise: the least any way can miss by); and the share of the fit's
+    misses within twice the error it gave (its spread's honesty)."""
 
     tasks: int
     by_size: float
     by_tokens: float
+    oracle: float
     within_2_err: float
 
     @property
@@ -55,7 +58,7 @@ def token_runs(seed: int = 1, n: int = 4000, workers: int = 4) -> list[TokenRun]
             lines[(bytes([w + 1]) * 32, model)] = (
                 rng.uniform(0.05, 0.5),  # seconds, before the first token
                 speed * rng.uniform(0.05, 0.3) / 1000,  # per prompt token
-                speed * rng.uniform(8.0, 40.0) / 1000,  # per generated token: 25..125 tok/s
+                speed * rng.uniform(8.0, 40.0) / 1000,  # per generated token: 12..250 tok/s
             )
     keys = sorted(lines)
     runs = []
@@ -67,14 +70,14 @@ def token_runs(seed: int = 1, n: int = 4000, workers: int = 4) -> list[TokenRun]
         mean = a + b * prompt + c * asked
         run = max(0.0, rng.gauss(mean, 0.05 * mean + 0.02))
         size = 60 + int(prompt * rng.uniform(3.5, 4.5))  # JSON around ~4 characters a token
-        runs.append(TokenRun(worker, model, size, Tokens(prompt, asked), run))
+        runs.append(TokenRun(worker, model, size, Tokens(prompt, asked), run, mean))
     return runs
 
 
 def score(runs: list[TokenRun], warmup: int = 500, predictor: Predictor | None = None) -> Scores:
     """Both ways on `runs` after the first `warmup` (until then they learn only)."""
     p = Predictor() if predictor is None else predictor
-    sq_size = sq_tokens = 0.0
+    sq_size = sq_tokens = sq_oracle = 0.0
     within = scored = 0
     for i, r in enumerate(runs):
         if i >= warmup:
@@ -84,11 +87,11 @@ def score(runs: list[TokenRun], warmup: int = 500, predictor: Predictor | None =
             sq_size += (r.run_s - by_size.run_mean) ** 2
             miss = r.run_s - by_tokens.run_mean
             sq_tokens += miss**2
+            sq_oracle += (r.run_s - r.mean_s) ** 2
             within += abs(miss) <= 2 * by_tokens.run_err
             scored += 1
         p.observe(
             r.worker, r.model, r.input_bytes, wait_s=0.0, run_s=r.run_s, now=i, tokens=r.tokens
         )
-    return Scores(
-        scored, math.sqrt(sq_size / scored), math.sqrt(sq_tokens / scored), within / scored
-    )
+    rms = [math.sqrt(sq / scored) for sq in (sq_size, sq_tokens, sq_oracle)]
+    return Scores(scored, *rms, within / scored)

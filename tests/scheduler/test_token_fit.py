@@ -151,4 +151,5 @@ def test_on_the_test_set_the_fit_beats_the_model_and_size_predictor(seed: int) -
         f"({scores.ratio:.1f}x smaller); {scores.within_2_err:.0%} within 2 errors"
     )
     assert scores.by_tokens * 5 < scores.by_size
+    assert scores.by_tokens < 1.1 * scores.oracle  # within 10% of knowing every line
     assert 0.85 < scores.within_2_err  # the error it reports is about its real spread
