@@ -7,7 +7,7 @@ Owns: the learned statistics and token fits, and the `LookupTable` installed or 
 them. Promises: `estimate` always answers (fitted on tokens, observed, then coarser
 observations of the same worker, then the worker's claim, then a default) and says which in
 `source`; in `lookup_table` mode it answers from the table alone, while observations keep the
-learned model current; memory stays within `max_keys` learned statistics and `max_keys` fits.
+learned model current; memory stays within `max_keys` learned statistics and `max_fits` fits.
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ class Predictor:
         alpha_min: float = 0.05,
         forgetting: float = 0.99,
         max_keys: int = 100_000,
+        max_fits: int = 10_000,  # (a fit is about 800 bytes, a learned statistic 300)
         default_wait: float = 1.0,
         default_run: float = 10.0,
     ) -> None:
@@ -108,9 +109,12 @@ class Predictor:
             raise ValueError(f"max_keys must be >= 3, got {max_keys!r}")
         if not 0.0 < forgetting <= 1.0:
             raise ValueError(f"forgetting must be in (0, 1], got {forgetting!r}")
+        if max_fits < 1:
+            raise ValueError(f"max_fits must be >= 1, got {max_fits!r}")
         self.alpha_min = alpha_min
         self.forgetting = forgetting
         self.max_keys = max_keys
+        self.max_fits = max_fits
         # An unobserved default is as uncertain as its own size: the spread equals the mean.
         self.default = Estimate(default_wait, default_wait, default_run, default_run, 0, "default")
         # Least recently observed first, so eviction pops from the front. A coarser key is
@@ -160,7 +164,7 @@ class Predictor:
             else:
                 self._fits.move_to_end((worker, model))
             fit.add(tokens, run_s)
-            while len(self._fits) > self.max_keys:
+            while len(self._fits) > self.max_fits:
                 self._fits.popitem(last=False)
 
     def __len__(self) -> int:

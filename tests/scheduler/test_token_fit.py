@@ -133,8 +133,8 @@ def test_the_predictor_uses_the_fit_once_it_rests_on_enough_tasks() -> None:
     assert p.estimate(A, "m", 2000, tokens=asked).source == "table"
 
 
-def test_fits_are_bounded_by_max_keys() -> None:
-    p = Predictor(max_keys=6)
+def test_fits_are_bounded_by_max_fits() -> None:
+    p = Predictor(max_fits=6)
     for w in range(20):
         for i in range(MIN_FIT_SAMPLES):
             p.observe(bytes([w]) * 32, "m", 10, wait_s=0, run_s=1.0 + i, now=i, tokens=Tokens(i, i))
