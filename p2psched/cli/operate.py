@@ -68,9 +68,9 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
         if args.scheduler_command == "set":
             node.post("/v1/scheduler/set", {"name": args.name})
         elif args.scheduler_command == "predict-mode":
-            table = _table(args.table) if args.table else None
-            if table is not None and args.mode != "lookup_table":
+            if args.table and args.mode != "lookup_table":
                 raise UsageError(f"--table goes with lookup_table, not {args.mode!r}")
+            table = _table(args.table) if args.table else None
             node.post("/v1/scheduler/predict_mode", {"mode": args.mode, "table": table})
         now = node.get("/v1/scheduler")
     if args.json:
