@@ -45,7 +45,8 @@ from p2psched.wire.deal import MAX_OPENING_MESSAGE
 from p2psched.worker.advert import Advert
 from p2psched.worker.config import WorkerConfig
 from p2psched.worker.devices import Claims, Devices
-from p2psched.worker.drivers import disabled_reason, make_drivers
+from p2psched.worker.drivers import HttpDriver, disabled_reason, make_drivers
+from p2psched.worker.endpoint_health import EndpointHealth
 from p2psched.worker.instances import InstanceBook, InstanceError, served
 from p2psched.worker.manager import TaskManager
 from p2psched.worker.policy import SchedulerPolicy, Terms
@@ -75,6 +76,7 @@ class WorkerRole:
     instances: InstanceBook
     config: WorkerConfig
     relay: RelayClient | None = None
+    health: EndpointHealth | None = None  # of its http driver's endpoints, if it enables it
 
     @property
     def address(self) -> str:
@@ -82,9 +84,10 @@ class WorkerRole:
         return self.advert.profile.addresses[0]
 
     async def advertise_models(self) -> None:
-        """Publish its ad with the models it serves now: its config's and its registered Task
-        Instances' (paced as every change of its ad is)."""
-        await self.advert.amend(**_models_served(self.config, self.instances))
+        """Publish its ad with the models it serves now: its config's (those of endpoints that
+        pass their health check) and its registered Task Instances' (paced as every change of
+        its ad is)."""
+        await self.advert.amend(**_models_served(self.config, self.instances, self.health))
 
 
 @dataclass(slots=True)
@@ -259,10 +262,14 @@ async def _start_worker(
         await nursery.start(
             follow_schedulers_file, config.schedulers_file, config.schedulers, apply
         )
+    drivers = make_drivers(config, instances.routes)
+    http = drivers.get("http")
+    health = EndpointHealth(http) if isinstance(http, HttpDriver) else None
+    manager.refusal = _refusal(config, instances, health)
     service = WorkerService(
         node.identity,
         manager,
-        make_drivers(config, instances.routes),
+        drivers,
         clock=node.dht.now,
         record=node.store.record,
         max_message_bytes=config.max_message_bytes,
@@ -298,8 +305,11 @@ async def _start_worker(
     relay = None
     if reachability == "private":
         relay, address = await _relayed(node, service, gates, nursery)
+    if health is not None:  # (its driver is open now: the service opened it)
+        await health.check(config.http_driver.endpoints, config.models)
     profile = config.profile(detected, addresses=(address,))
-    advert = Advert(node.dht, replace(profile, **_models_served(config, instances)), ttl=ad_ttl)
+    served = _models_served(config, instances, health)
+    advert = Advert(node.dht, replace(profile, **served), ttl=ad_ttl)
     await advert.publish()
     if relay is not None:
 
@@ -312,7 +322,12 @@ async def _start_worker(
     nursery.start_soon(_keep_ad_current, advert, manager)
     sampler = _load_sampler(config, instances, nvml)
     await nursery.start(follow_load, advert, sampler, config.workload)
-    return WorkerRole(service, advert, detected, reachability, why, instances, config, relay)
+    role = WorkerRole(
+        service, advert, detected, reachability, why, instances, config, relay, health
+    )
+    if health is not None:
+        nursery.start_soon(health.watch, lambda: config.models, role.advertise_models)
+    return role
 
 
 async def _relayed(
@@ -340,12 +355,17 @@ def _instance_book(node: Node) -> InstanceBook:
         raise JoinError(str(e)) from None
 
 
-def _models_served(config: WorkerConfig, book: InstanceBook) -> dict[str, Any]:
-    """A worker's ad's models: its config's, then those of the Task Instances registered with
-    it (loaded too: they serve)."""
+def _models_served(
+    config: WorkerConfig, book: InstanceBook, health: EndpointHealth | None
+) -> dict[str, Any]:
+    """A worker's ad's models: its config's, but those whose endpoint fails its health check,
+    then those of the Task Instances registered with it (loaded too: they serve)."""
+    withheld = health.withheld(config.models) if health is not None else set()
+    installed = tuple(m for m in config.models if m not in withheld)
+    loaded = tuple(m for m in config.loaded_models if m not in withheld)
     return {
-        "installed_models": served(config.models, book),
-        "loaded_models": served(config.loaded_models, book),
+        "installed_models": served(installed, book),
+        "loaded_models": served(loaded, book),
     }
 
 
@@ -362,6 +382,27 @@ def _load_sampler(
         return Sample(load, await loaded_models(config, installed, book.routes))
 
     return sample
+
+
+def _refusal(
+    config: WorkerConfig, book: InstanceBook, health: EndpointHealth | None
+) -> Callable[[str, str | None], str | None]:
+    """Why this worker refuses a task for (driver, model): a driver it does not enable; for
+    the http driver, a model whose Task Instance was removed (schedulers may hold its old ad
+    for a while) or whose endpoint fails its health check."""
+
+    def refusal(driver: str, model: str | None) -> str | None:
+        reason = disabled_reason(driver, config)
+        if reason is not None or driver != "http" or (model is not None and model in book.routes):
+            return reason
+        if model is not None and model in book.removed and model not in config.models:
+            return (
+                f"Task Instance {book.removed[model]} serving model {model[:64]!r} was removed "
+                "from this worker: it takes no new tasks for it"
+            )
+        return health.refusal(model) if health is not None else None
+
+    return refusal
 
 
 def _task_manager(identity: Identity, config: WorkerConfig, detected: Detected) -> TaskManager:
@@ -382,7 +423,7 @@ def _task_manager(identity: Identity, config: WorkerConfig, detected: Detected) 
         claim=Claims(len(detected.devices) // slots, bound, frozenset(http.endpoints)),
         queue_depth=config.queue_depth,
         price=config.min_price,
-        refusal=lambda driver: disabled_reason(driver, config),
+        refusal=lambda driver, model: disabled_reason(driver, config),
         terms=Terms(config.driver_caps(), config.priority_prices, config.schedulers),
         scheduler_grace_s=config.scheduler_grace_s,
         durable=True,

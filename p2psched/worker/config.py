@@ -57,6 +57,10 @@ worker starts; an absent field keeps its default or what was detected.
     endpoints = { "llama-3-8b" = "http://127.0.0.1:8000/v1/completions" }  # model -> URL; "*" any
     devices = { "llama-3-8b" = [0] } # the GPUs (NVML indexes) its server runs on: its tasks
                                     # count as using them (commands are not given them)
+    # or a table per model, with its credentials (sent to it alone) and health check:
+    # [drivers.http.endpoints.gpt] url = "https://api.example/v1", api_key_env = "EXAMPLE_KEY"
+    # (or api_key_file = "secrets/key", mode 0600, relative to this file's folder),
+    # headers_env = { "OpenAI-Organization" = "EXAMPLE_ORG" }, health_path = "/health"
     timeout_s = 120
     max_response_bytes = 4194304
 
@@ -101,12 +105,14 @@ from p2psched.wire.codec import decode
 from p2psched.wire.deal import MAX_COMMIT_MESSAGE
 from p2psched.worker.config_values import REFUSED, TABLE, finite, refuse, seconds
 from p2psched.worker.driver_config import ANY_MODEL as ANY_MODEL
+from p2psched.worker.driver_config import CONFIG_FOLDER
 from p2psched.worker.driver_config import CommandDriverConfig as CommandDriverConfig
 from p2psched.worker.driver_config import CommandLimits as CommandLimits
 from p2psched.worker.driver_config import CommandParam as CommandParam
 from p2psched.worker.driver_config import CommandProgram as CommandProgram
 from p2psched.worker.driver_config import DriverTable as DriverTable
 from p2psched.worker.driver_config import HttpDriverConfig as HttpDriverConfig
+from p2psched.worker.driver_config import HttpEndpoint as HttpEndpoint
 from p2psched.worker.policy import DriverCaps, PriorityPrices, SchedulerPolicy, node_id_of_hex
 
 MAX_GRACE_S = 86400.0  # a scheduler gone a day is gone
@@ -433,7 +439,7 @@ def load_config(path: Path) -> WorkerConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     try:
-        file = _WorkerFile.model_validate(doc)
+        file = _WorkerFile.model_validate(doc, context={CONFIG_FOLDER: path.parent})
     except ValidationError as e:
         raise ConfigError(f"{path}: {_said(_first(e))}") from None
     w = file.worker

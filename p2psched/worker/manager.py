@@ -75,7 +75,8 @@ class TaskManager:
     slots: int = 1
     queue_depth: int = 4  # tasks accepted beyond the slots, so a slot never waits on the network
     price: float = 0.0  # asked per task of normal priority (the others: `terms.prices`)
-    refusal: Callable[[str], str | None] = lambda driver: None  # why a driver cannot run here
+    # Why a task for (driver, model) cannot run here: a driver not enabled, a model not served.
+    refusal: Callable[[str, str | None], str | None] = lambda driver, model: None
     terms: Terms = field(default_factory=Terms)  # caps, prices by priority, who and how much
     devices: Devices = field(default_factory=Devices)  # its GPUs, and which task has which
     claim: Callable[[Task], Claim] = lambda task: Claim()  # what a task asks of them
@@ -366,7 +367,7 @@ class TaskManager:
             lease = self._leases.pop(key, None)
             # Checked again, whatever its quote request said: a scheduler may lie there.
             reason = (
-                self._refuse(peer, task.driver, math.inf, 0.0)
+                self._refuse(peer, task.driver, task.model, math.inf, 0.0)
                 or self.terms.over_caps([task])
                 or self.devices.refusal(self.claim(task))
             )
@@ -445,7 +446,7 @@ class TaskManager:
         good (the scheduler, the driver, its caps, the price, draining), or for now (`busy`:
         why it or the scheduler's share of it is full). True if declined."""
         caps = self.terms.caps_of(m.driver).refusal(m.driver, m.timeout, m.input_bytes)
-        reason = self._refuse(peer, m.driver, m.max_price, price) or caps or busy
+        reason = self._refuse(peer, m.driver, m.model, m.max_price, price) or caps or busy
         if reason is not None:
             self._out.append(Send(peer, Decline(m.rid, said(reason), reason is busy)))
         return reason is not None
@@ -467,8 +468,10 @@ class TaskManager:
             else:
                 del until[:taken]
 
-    def _refuse(self, peer: bytes, driver: str, max_price: float, price: float) -> str | None:
-        reason = self.refusal(driver) or self.terms.policy.refusal(peer)
+    def _refuse(
+        self, peer: bytes, driver: str, model: str | None, max_price: float, price: float
+    ) -> str | None:
+        reason = self.refusal(driver, model) or self.terms.policy.refusal(peer)
         if reason is None and max_price < price:
             reason = f"price below its minimum: asks {price:g}, offered at most {max_price:g}"
         if reason is None and self.draining:

@@ -84,15 +84,21 @@ async def loaded_models(
     asked: dict[str, tuple[str, ...]] = {}  # models URL -> what it listed
     loaded = []
     for model in installed:
-        endpoint = routes.get(model) or endpoints.get(model) or endpoints.get(ANY_MODEL)
-        if endpoint is None:
+        route = routes.get(model)
+        endpoint = None if route else endpoints.get(model) or endpoints.get(ANY_MODEL)
+        if route is None and endpoint is None:
             if model in config.loaded_models:
                 loaded.append(model)
             continue
-        url = models_url(endpoint)
+        # A config's endpoint is asked with its credentials; a registered instance takes none.
+        if endpoint is not None:
+            url, headers = models_url(endpoint.url), endpoint.headers
+        else:
+            assert route is not None
+            url, headers = models_url(route), None
         if url not in asked:
             try:
-                asked[url] = await listed_models(url)
+                asked[url] = await listed_models(url, headers=headers)
             except InstanceError:
                 asked[url] = ()
         if model in asked[url]:
