@@ -22,7 +22,7 @@ _MODEL_LIST_BYTES = 256 << 10  # of a `GET /v1/models` answer, read at most
 _MODEL_NAME = 128  # as an ad's model names may be
 
 # What a check wants of the answer: OpenAI's list of models (its ids answered), any 2xx, or
-# only an answer (any but a server error or a refusal of the credentials).
+# only an answer (any but a server's failure or a refusal of the credentials).
 Expect = Literal["models", "ok", "answer"]
 
 
@@ -58,7 +58,8 @@ async def _ask(
     try:
         async with client.stream("GET", url, headers=headers, timeout=timeout_s) as r:
             status = r.status_code
-            refused = status >= 500 or status in (401, 403)
+            # (501, or a 405 below: a URL that takes only POSTs; it answered)
+            refused = (status >= 500 and status != 501) or status in (401, 403)
             if (expect == "answer" and refused) or (expect != "answer" and not r.is_success):
                 said = " (its credentials were refused)" if status in (401, 403) else ""
                 raise Unhealthy(f"Health check failed: GET {path} answered HTTP {status}{said}")
