@@ -45,7 +45,7 @@ from p2psched.wire.deal import MAX_OPENING_MESSAGE
 from p2psched.worker.advert import Advert
 from p2psched.worker.config import WorkerConfig
 from p2psched.worker.devices import Claims, Devices
-from p2psched.worker.drivers import HttpDriver, disabled_reason, make_drivers
+from p2psched.worker.drivers import Driver, HttpDriver, disabled_reason, make_drivers
 from p2psched.worker.endpoint_health import EndpointHealth
 from p2psched.worker.instances import InstanceBook, InstanceError, served
 from p2psched.worker.manager import TaskManager
@@ -262,10 +262,7 @@ async def _start_worker(
         await nursery.start(
             follow_schedulers_file, config.schedulers_file, config.schedulers, apply
         )
-    drivers = make_drivers(config, instances.routes)
-    http = drivers.get("http")
-    health = EndpointHealth(http) if isinstance(http, HttpDriver) else None
-    manager.refusal = _refusal(config, instances, health)
+    drivers, health = _drivers(config, instances, manager)
     service = WorkerService(
         node.identity,
         manager,
@@ -290,18 +287,8 @@ async def _start_worker(
     address = host_port(advertise_host, bound[1]) if bound is not None else ""
     why = "as configured"
     if reachability == "auto":
-        reachability, why = "public", "no gate to ask: taken as reachable"
         assert bound is not None
-        check = await check_reachability(gates, node.identity, bound[1]) if gates else None
-        if check is not None and check.reachable:
-            address, why = check.seen, f"the gate at {check.gate} dialed it back at {check.seen}"
-        elif check is not None:
-            reachability = "private"
-            why = f"the gate at {check.gate} could not dial it back at {check.seen}: {check.reason}"
-            if not check.seen:  # none would try: the relay works whether it could or not
-                why = f"{check.reason}; it takes tasks through a relay, which works either way"
-        elif gates:
-            why = "no gate answered the reachability check: taken as reachable"
+        reachability, why, address = await _dialed_back(node, gates, bound[1], address)
     relay = None
     if reachability == "private":
         relay, address = await _relayed(node, service, gates, nursery)
@@ -347,6 +334,25 @@ async def _relayed(
     return relay, address
 
 
+async def _dialed_back(
+    node: Node, gates: list[Addr], port: int, address: str
+) -> tuple[str, str, str]:
+    """Whether a worker listening on `port` can be reached, as a gate finds by dialing it
+    back: "public" or "private", why, and the address to advertise (`address` unless the gate
+    saw another)."""
+    check = await check_reachability(gates, node.identity, port) if gates else None
+    if check is not None and check.reachable:
+        return "public", f"the gate at {check.gate} dialed it back at {check.seen}", check.seen
+    if check is not None:
+        why = f"the gate at {check.gate} could not dial it back at {check.seen}: {check.reason}"
+        if not check.seen:  # none would try: the relay works whether it could or not
+            why = f"{check.reason}; it takes tasks through a relay, which works either way"
+        return "private", why, address
+    if gates:
+        return "public", "no gate answered the reachability check: taken as reachable", address
+    return "public", "no gate to ask: taken as reachable", address
+
+
 def _instance_book(node: Node) -> InstanceBook:
     """The Task Instances registered with the worker on this data dir before."""
     try:
@@ -382,6 +388,18 @@ def _load_sampler(
         return Sample(load, await loaded_models(config, installed, book.routes))
 
     return sample
+
+
+def _drivers(
+    config: WorkerConfig, book: InstanceBook, manager: TaskManager
+) -> tuple[dict[str, Driver], EndpointHealth | None]:
+    """The worker's drivers, and the health of its http driver's endpoints (if it enables
+    it), by which its manager refuses tasks too."""
+    drivers = make_drivers(config, book.routes)
+    http = drivers.get("http")
+    health = EndpointHealth(http) if isinstance(http, HttpDriver) else None
+    manager.refusal = _refusal(config, book, health)
+    return drivers, health
 
 
 def _refusal(

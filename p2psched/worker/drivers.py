@@ -422,12 +422,9 @@ class HttpDriver:
     `messages` at chat/completions and any other at completions (`request_url`). An input
     with `stream: true` is posted for server-sent events: each event's JSON goes to the
     scheduler as a partial result as it arrives, and the task's result is the list of them
-    all (what the receipt covers), the server's `[DONE]` left out.
-
-    An endpoint's credentials (`HttpEndpoint.headers`) go with its requests and its health
-    check, and nowhere else: not to a registered instance, not into a reason or a log line.
-    Redirects are not followed, so they cannot carry them to another server either.
-    """
+    all (what the receipt covers), the server's `[DONE]` left out. An endpoint's credentials
+    go with its requests and its health check alone (no redirect is followed), never into a
+    reason or a log line."""
 
     name = "http"
     uses_scratch = False

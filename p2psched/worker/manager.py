@@ -37,6 +37,7 @@ from p2psched.wire.messages import (
     Decline,
     Lease,
     Message,
+    Model,
     Partial,
     QuoteReply,
     QuoteRequest,
@@ -75,8 +76,7 @@ class TaskManager:
     slots: int = 1
     queue_depth: int = 4  # tasks accepted beyond the slots, so a slot never waits on the network
     price: float = 0.0  # asked per task of normal priority (the others: `terms.prices`)
-    # Why a task for (driver, model) cannot run here: a driver not enabled, a model not served.
-    refusal: Callable[[str, str | None], str | None] = lambda driver, model: None
+    refusal: Callable[[str, str | None], str | None] = lambda d, m: None  # (driver, model): why not
     terms: Terms = field(default_factory=Terms)  # caps, prices by priority, who and how much
     devices: Devices = field(default_factory=Devices)  # its GPUs, and which task has which
     claim: Callable[[Task], Claim] = lambda task: Claim()  # what a task asks of them
@@ -468,12 +468,10 @@ class TaskManager:
             else:
                 del until[:taken]
 
-    def _refuse(
-        self, peer: bytes, driver: str, model: str | None, max_price: float, price: float
-    ) -> str | None:
+    def _refuse(self, peer: bytes, driver: str, model: Model, bid: float, ask: float) -> str | None:
         reason = self.refusal(driver, model) or self.terms.policy.refusal(peer)
-        if reason is None and max_price < price:
-            reason = f"price below its minimum: asks {price:g}, offered at most {max_price:g}"
+        if reason is None and bid < ask:
+            reason = f"price below its minimum: asks {ask:g}, offered at most {bid:g}"
         if reason is None and self.draining:
             reason = DRAINING
         return reason
