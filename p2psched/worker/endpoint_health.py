@@ -61,7 +61,7 @@ class EndpointHealth:
                 self.failing[name] = str(e)
             else:
                 if self.failing.pop(name, None) is not None:
-                    _log.warning(
+                    _log.info(
                         "http endpoint %r (%s) passed its health check: its models are "
                         "advertised again",
                         name,

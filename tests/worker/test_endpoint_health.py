@@ -140,6 +140,13 @@ def test_credentials_reach_their_endpoint_alone_and_show_nowhere_else(
             tasks = p2psched("tasks", "--json", "--data-dir", str(tmp_path / "s"))
             workers = p2psched("workers", "--json", "--data-dir", str(tmp_path / "w"))
             shown += [tasks.stdout, tasks.stderr, workers.stdout, workers.stderr]
+            token = (tmp_path / "w" / "api.token").read_text().strip()
+            with worker_api(tmp_path / "w") as api:
+                for path in ("/v1/node", "/v1/workers", "/v1/peers", "/metrics"):
+                    answer = api.get(path, headers={"authorization": f"Bearer {token}"})
+                    assert answer.status_code == 200, path
+                    shown.append(answer.text)
+                shown.append(api.post("/queue/info", json={}).text)
             proc.terminate()
             _, log = proc.communicate(timeout=20)
     # Each server got its own credentials, and the keyless one none.
