@@ -21,9 +21,21 @@ from pathlib import Path
 from typing import Any
 
 MAX_BODY_BYTES = 1 << 20
+DRAIN_BYTES = 4 * MAX_BODY_BYTES  # a refused body read (and dropped) before answering, at most
 MAX_WORDS = 16  # words of the prompt an answer repeats, at most
 MODEL_NAME = "devnet-test-model"
 MAX_CHOICES = 128  # `n`, at most (OpenAI's limit)
+
+
+def _discard(stream: Any, length: int) -> None:
+    """Read and drop a refused body of up to `DRAIN_BYTES`, so that its client, still sending,
+    reads the refusal instead of a broken pipe; a larger one is not read (the connection closes)."""
+    left = length if 0 < length <= DRAIN_BYTES else 0
+    while left > 0:
+        chunk = stream.read(min(left, 1 << 16))
+        if not chunk:
+            return
+        left -= len(chunk)
 
 
 class RequestError(ValueError):
@@ -163,6 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("content-length") or "0")
             if not 0 <= length <= MAX_BODY_BYTES:
+                _discard(self.rfile, length)
                 raise RequestError(f"the body must be at most {MAX_BODY_BYTES} bytes")
             try:
                 body = json.loads(self.rfile.read(length))
