@@ -21,11 +21,12 @@ import pytest
 import trio
 
 from p2psched.identity import Identity
-from p2psched.wire.messages import Decline, QuoteReply
+from p2psched.wire.messages import Decline, QuoteReply, Result
 from p2psched.worker.config import ConfigError, HttpDriverConfig, load_config
 from p2psched.worker.drivers import HttpDriver
 from p2psched.worker.endpoint_health import EndpointHealth
 from tests.adversarial.test_scheduler_policy import said, scripted
+from tests.harness.http_server import serving
 from tests.harness.processes import gate_and_worker, matrix_job, p2psched, submit_json
 
 KEY = "sk-test-7f3a9c1e5b2d4086"  # the key file's
@@ -301,3 +302,66 @@ def test_credentials_are_in_no_repr_of_the_config(
     assert endpoint.headers == {"Authorization": f"Bearer {KEY}"}
     shown = [repr(loaded), str(loaded), repr(endpoint), endpoint.model_dump_json()]
     assert not any(KEY in s for s in shown)
+
+
+class _RevokedKeyHandler(BaseHTTPRequestHandler):
+    """A model server whose key was revoked after the worker joined: its model list still
+    answers, its completions refuse the key quoting the headers it was sent, as some servers'
+    and proxies' "Incorrect API key provided: ..." do."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+        self._send(200, {"object": "list", "data": [{"id": "revoked"}]})
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers["content-length"]))
+        said = f"Incorrect API key provided: {self.headers.get('authorization')}"
+        said += f" (organization {self.headers.get('openai-organization')})"
+        self._send(401, {"error": {"message": said}})
+
+    def _send(self, status: int, doc: dict[str, Any]) -> None:
+        data = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+def test_a_model_server_that_quotes_the_credentials_in_its_refusal_leaks_none_to_the_scheduler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REVOKED_KEY", KEY)
+    monkeypatch.setenv("REVOKED_ORG", ORG)
+    with serving(_RevokedKeyHandler) as url:
+        config = (
+            '[worker]\ndrivers = ["http"]\nmodels = ["revoked"]\n'
+            "[drivers.http.endpoints.revoked]\n"
+            f'url = "{url}/v1"\napi_key_env = "REVOKED_KEY"\n'
+            'headers_env = { "OpenAI-Organization" = "REVOKED_ORG" }\n'
+        )
+        with gate_and_worker(tmp_path, config) as (_, address, worker, proc):
+
+            async def run_one() -> list[Any]:
+                # A stranger's scheduler: whatever the worker tells it, it may publish.
+                async with scripted(address, worker, Identity.generate()) as stranger:
+                    asked = {"driver": "http", "model": "revoked"}
+                    quoted = await stranger.ask(**asked)
+                    assert isinstance(quoted, QuoteReply), said(quoted)
+                    task = {**asked, "id": "job/0", "input": {"prompt": "hi"}, "timeout": 30.0}
+                    answers = [await stranger.commit(["job/0"], [task])]
+                    while not isinstance(answers[-1], Result):
+                        answers.append(await stranger.answer())
+                    return answers
+
+            answers = trio.run(run_one)
+            proc.terminate()
+            _, log = proc.communicate(timeout=20)
+    failed = answers[-1]
+    assert isinstance(failed, Result) and "HTTP 401" in said(failed), answers
+    for text in [repr(answers), said(failed), log]:
+        assert KEY not in text and ORG not in text
