@@ -170,3 +170,38 @@ def test_the_workload_table_refuses_what_it_cannot_follow(
         load_config(path)
     path.write_text("[workload]\ninterval_s = 2.5\nthreshold = 0\n")
     assert load_config(path).workload == WorkloadSettings(interval_s=2.5, threshold=0.0)
+
+
+async def test_a_model_withheld_for_its_failing_health_check_is_not_sampled_back_into_the_ad(
+    tmp_path: Path,
+) -> None:
+    nvml = RecordedNvml(recording("nvml_4x_l4.json"))
+    machine = detect(tmp_path, nvml=nvml)
+    with model_server(["llama", "qwen"]) as url:
+        # llama's server lists it, but its health path fails (a server still loading, say):
+        # the worker withholds llama until it passes; qwen's endpoint is healthy.
+        sick = {"url": url, "health_path": "/health"}
+        config = WorkerConfig(
+            drivers=("http",),
+            models=("llama", "qwen"),
+            http_driver=HttpDriverConfig(endpoints={"llama": sick, "qwen": url}),
+            workload=WorkloadSettings(interval_s=0.2),
+        )
+        async with network(tmp_path, [config], detected=machine, nvml=nvml) as (scheduler, _):
+            scheduler.discovery.cache_for = 0
+            view = NodeFacade(scheduler)
+
+            async def seen() -> Any:
+                while not (ads := await view.workers()):
+                    await trio.sleep(0.2)
+                return ads[0]
+
+            with trio.fail_after(60):
+                while "qwen" not in (ad := await seen()).loaded_models:
+                    await trio.sleep(0.2)
+            # Its load moves: a sample is published, with the models loaded then.
+            nvml.busy(90, 0.5)
+            with trio.fail_after(60):
+                while (ad := await seen()).workload.gpu != 0.9:
+                    await trio.sleep(0.2)
+    assert "llama" not in ad.models and "llama" not in ad.loaded_models, ad
