@@ -307,7 +307,7 @@ async def _start_worker(
         if relay.address is not None and relay.address != address:  # it moved meanwhile
             nursery.start_soon(moved, relay.address)
     nursery.start_soon(_keep_ad_current, advert, manager)
-    sampler = _load_sampler(config, instances, nvml)
+    sampler = _load_sampler(config, instances, nvml, health)
     await nursery.start(follow_load, advert, sampler, config.workload)
     role = WorkerRole(
         service, advert, detected, reachability, why, instances, config, relay, health
@@ -376,15 +376,17 @@ def _models_served(
 
 
 def _load_sampler(
-    config: WorkerConfig, book: InstanceBook, nvml: Any | None
+    config: WorkerConfig, book: InstanceBook, nvml: Any | None, health: EndpointHealth | None
 ) -> Callable[[], Awaitable[Sample]]:
-    """How busy the worker is now, and (when it serves http) which of its models are loaded."""
+    """How busy the worker is now, and (when it serves http) which of its models are loaded:
+    of those it advertises, never one its endpoint's failing health check withholds (its
+    server may list it all the same)."""
 
     async def sample() -> Sample:
         load = await trio.to_thread.run_sync(partial(sample_load, nvml=nvml))
         if "http" not in config.drivers:
             return Sample(load)
-        installed = served(config.models, book)
+        installed = _models_served(config, book, health)["installed_models"]
         return Sample(load, await loaded_models(config, installed, book.routes))
 
     return sample
