@@ -177,10 +177,13 @@ def test_the_cli_loads_a_table_file_and_refuses_a_bad_one_naming_file_and_field(
 
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps({**table_for(worker_id(net), 1.0, 1.0), "sizes": [{}]}))
+        deep = tmp_path / "deep.json"  # JSON nested deeper than Python's parser recurses
+        deep.write_text("[" * 100_000 + "]" * 100_000)
         for written, said in (
             (bad, f"{bad}.sizes[0]: expected a map"),
             (tmp_path / "missing.json", "No such file"),
             (table.with_suffix(".txt"), "not a JSON table"),
+            (deep, f"--table {deep}: not a JSON table"),
         ):
             if written.suffix == ".txt":
                 written.write_text("{ not json")
