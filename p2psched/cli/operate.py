@@ -93,7 +93,7 @@ def _table(path: str) -> Any:
         raise UsageError(f"--table {path}: {e.strerror}") from None
     except SchemaError as e:
         raise UsageError(f"--table {e}") from None
-    except ValueError as e:  # (not JSON, or not UTF-8)
+    except (ValueError, RecursionError) as e:  # (not JSON, not UTF-8, or nested too deep)
         raise UsageError(f"--table {path}: not a JSON table ({e})") from None
     return doc
 
