@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -365,3 +366,16 @@ def test_a_model_server_that_quotes_the_credentials_in_its_refusal_leaks_none_to
     assert isinstance(failed, Result) and "HTTP 401" in said(failed), answers
     for text in [repr(answers), said(failed), log]:
         assert KEY not in text and ORG not in text
+
+
+@pytest.mark.timeout(30)
+def test_a_key_file_that_is_a_pipe_is_refused_rather_than_waited_on(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    os.mkfifo(key, 0o600)  # nobody writes it: opening it to read would wait for ever
+    config = tmp_path / "worker.toml"
+    config.write_text(
+        '[worker]\ndrivers = ["http"]\n[drivers.http.endpoints.m]\n'
+        'url = "http://127.0.0.1:8000/v1"\napi_key_file = "key"\n'
+    )
+    with pytest.raises(ConfigError, match=f"api_key_file: {key} is not a plain file"):
+        load_config(config)
