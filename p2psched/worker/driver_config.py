@@ -123,7 +123,8 @@ def _from_file(name: str, folder: Path | None) -> str:
     user may read or write: like ssh with a private key, a file others can read is refused."""
     path = Path(name) if folder is None else folder / name
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # (non-blocking: a named pipe would otherwise hold the worker's start until written)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as e:
         raise refuse(f"cannot read {path} ({e.strerror or e})", "api_key_file") from None
     with os.fdopen(fd, "rb") as f:
