@@ -66,6 +66,7 @@ from p2psched.api.endpoint import (
 )
 from p2psched.api.sessions import UNKNOWN_SESSION, Claim, SessionLimits, SignedSessions
 from p2psched.home import private_dir, write_private
+from p2psched.node.config import ServerTable
 from p2psched.node.instances import TaskInstances
 from p2psched.node.node import Node
 from p2psched.node.snapshots import (
@@ -116,14 +117,16 @@ def api_token(data_dir: Path) -> str:
     return token
 
 
-def make_app(node: Node, token: str, limits: SessionLimits | None = None) -> FastAPI:
+def make_app(
+    node: Node, token: str, limits: SessionLimits | None = None, server: ServerTable | None = None
+) -> FastAPI:
     # (FastAPI's own /docs would load Swagger UI from a CDN)
     app = FastAPI(title="p2psched node control API", version="1", docs_url=None, redoc_url=None)
     app.include_router(ui.router)
     app.include_router(docs.router)
     facade = NodeFacade(node)
     metrics.install(app, facade)
-    openai.install(app, facade)
+    openai.install(app, facade, server or ServerTable())
     _guard(app, token, SignedSessions(token, limits))
     for routes in (_job_routes, _operator_routes, _design_document_routes):
         app.include_router(routes(facade))
@@ -381,14 +384,20 @@ async def serve_api(
     port: int = 0,
     tls: ApiTls | None = None,
     sessions: SessionLimits | None = None,
+    server: ServerTable | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the control API on TCP (TLS if `tls`) and on `<data-dir>/api.sock` (mode 0600, in
     a 0700 directory: the owner's alone, for the CLI); `task_status` gets the TCP base URL.
-    `sessions` bounds the signed sessions TCP clients open. `<data-dir>/api.json` says where it
-    is for as long as it runs."""
+    `sessions` bounds the signed sessions TCP clients open; `server` is the config file's
+    [server] table (its connections' timeouts, the gateway's bounds). `<data-dir>/api.json`
+    says where it is for as long as it runs."""
+    server = server or ServerTable()
     token = api_token(node.data_dir)
     config = Config()
+    # (Hypercorn's hint says int; it takes any number of seconds)
+    config.read_timeout = server.read_timeout_s  # type: ignore[assignment]
+    config.keep_alive_timeout = server.keep_alive_s
     config.umask = 0o177  # the socket is created 0600
     if tls is not None:
         config.certfile, config.keyfile = str(tls.cert), str(tls.key)
@@ -403,7 +412,8 @@ async def serve_api(
         async with _endpoint_file(node.data_dir) as announce:
 
             async def started(task_status: trio.TaskStatus[list[str]]) -> None:
-                await serve(make_app(node, token, sessions), config, task_status=task_status)  # type: ignore[arg-type]
+                app = make_app(node, token, sessions, server)
+                await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
 
             async with trio.open_nursery() as nursery:
                 urls: list[str] = await nursery.start(started)

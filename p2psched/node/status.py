@@ -9,7 +9,6 @@ in one go, so it shows one moment; a refused command has changed nothing.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,6 +17,7 @@ from typing import Any
 
 import trio
 
+from p2psched.node.config import ModelTable, model_job
 from p2psched.node.node import Node
 from p2psched.node.snapshots import (
     DhtCounters,
@@ -429,13 +429,8 @@ class NodeFacade:
         in the DHT, not in what discovery read last (which may be 30 s old). `name`: the
         job's (made a job name: other characters become "-"); `priority`: its, 0..9;
         `metadata`: what it tells the predictor, as a job's task's."""
-        named = re.sub(r"[^A-Za-z0-9._-]+", "-", name)[:64] if name else None
-        spec: dict[str, Any] = {
-            "name": named or "queue-" + re.sub(r"[^A-Za-z0-9._-]+", "-", model)[:48],
-            "driver": driver,
-            "resources": {"model": model},
-            "tasks": [{"input": task_input, "metadata": metadata}],
-        }
+        wants = self.model_requirements(model)
+        spec = model_job(wants, "queue", model, driver, task_input, name, metadata)
         if priority is not None:
             spec["priority"] = priority
         try:
@@ -455,6 +450,11 @@ class NodeFacade:
             while task.worker is None and not task.state.final:
                 await trio.sleep(0.05)
         return self.task(task.spec.task_id)
+
+    def model_requirements(self, model: str) -> ModelTable | None:
+        """What a task for `model` needs and its limits, as the node's config says (None: it
+        says nothing of the model)."""
+        return self._node.models.get(model)
 
     async def served_models(self) -> list[ServedModel]:
         """The models the live workers with the http driver advertise (installed or loaded),
@@ -476,21 +476,21 @@ class NodeFacade:
         ends it at once, the task not final, its outcome's error saying why (the node holds no
         more of a task than that for a client that reads slowly). A task not final when the
         block ends is cancelled: its asker is gone."""
-        spec = {
-            "name": "model-" + re.sub(r"[^A-Za-z0-9._-]+", "-", model)[:48],
-            "driver": "http",
-            "resources": {"model": model},
-            "tasks": [{"input": task_input}],
-            "timeout": timeout_s,
-            "retries": retries,
-        }
+        wants = self.model_requirements(model)
+        spec = model_job(wants, "model", model, "http", task_input)
+        spec.update(timeout=timeout_s, retries=retries)
         try:
             parsed = parse_job(spec, source="model task")
         except JobSpecError as e:
             raise Invalid(str(e)) from None
         # Workers the discovery cache holds for it, if any: a request saves the DHT's round
         # trips (the job looks there itself once they cannot take it).
-        found = await self._node.discovery.find(derive_tasks(parsed)[0].need)
+        need = derive_tasks(parsed)[0].need
+        found = await self._node.discovery.find(need)
+        if not found and wants is not None:  # workers serve it (the gateway asked): with all
+            found = await self._node.discovery.find(need, fresh=True)  # that it needs?
+            if not found:
+                raise NotFound(f"no worker in the network has what model {model!r} needs ({need})")
         send, receive = trio.open_memory_channel[Any](MAX_WAITING_PARTS)
         job = self._node.jobs.submit(parsed, spec, found=found)
         task_id = next(iter(job.run.tasks))

@@ -19,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from p2psched.api.openai import MAX_REQUEST_BYTES
+from p2psched.node.config import GATEWAY_MAX_BYTES as MAX_REQUEST_BYTES
 from p2psched.wire.codec import encode
 from tests.harness.devnet import running_devnet
 from tests.harness.processes import gate_and_worker, running_node
