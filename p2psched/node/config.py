@@ -174,6 +174,18 @@ class _NodeTables(BaseModel):
     database: DatabaseTable = DatabaseTable()
     models: dict[str, ModelTable] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _names_a_job_can_ask_for(self) -> _NodeTables:
+        for name in self.models:
+            try:
+                Resources.model_validate({"model": name})
+            except ValidationError as e:
+                reason = e.errors()[0]["msg"].replace("Value error, ", "")
+                raise refuse(
+                    f"not a model name a task can ask for: {reason}", "models", name
+                ) from None
+        return self
+
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
