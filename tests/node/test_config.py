@@ -11,11 +11,13 @@ import json
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import pytest
@@ -32,7 +34,7 @@ SLOW = "slow-model"  # served by a server that never answers
 class Net:
     folder: Path
     gate: str  # its control API's URL
-    gate_said: str
+    worker: str
     node: str
     node_said: str
     token: str  # the node's
@@ -92,7 +94,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         model = stack.enter_context(serving(devnet_model._Handler))
         silent = stack.enter_context(serving(_Silent))
         (folder / "gate.toml").write_text(
-            f"[server]\nport = {gate_api}\nread_timeout_s = 8\nrequest_timeout_s = 1\n"
+            f"[server]\nport = {gate_api}\nkeep_alive_s = 60\nrequest_timeout_s = 1\n"
             "[relay]\ncircuits = 64\n"
         )
         (folder / "worker.toml").write_text(
@@ -107,6 +109,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             'gpus = [{ model = "NVIDIA A100-SXM4-80GB", vram_gb = 80 }]\n'
             "[database]\n"
             'path = "db/worker.db"\n'
+            "[server]\n"
+            "read_timeout_s = 2\n"
         )
         (folder / "node.toml").write_text(
             f"[server]\nport = {node_api}\nmax_request_bytes = 4096\n"
@@ -120,7 +124,9 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             running("gate", "--listen", gate, *config, data=folder / "g")
         )
         config = ("--config", str(folder / "worker.toml"))
-        stack.enter_context(running("worker", "join", "--gate", gate, *config, data=folder / "w"))
+        _, worker_said = stack.enter_context(
+            running("worker", "join", "--gate", gate, *config, data=folder / "w")
+        )
         config = ("--config", str(folder / "node.toml"))
         _, node_said = stack.enter_context(
             running("node", "--gate", gate, *config, data=folder / "n")
@@ -128,7 +134,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         yield Net(
             folder,
             url_of(gate_said),
-            gate_said,
+            url_of(worker_said),
             url_of(node_said),
             node_said,
             (folder / "n" / "api.token").read_text().strip(),
@@ -205,15 +211,36 @@ def test_the_gateways_timeouts_and_body_bound_take_effect(net: Net) -> None:
     assert r.status_code == 413 and "over 4096 bytes" in r.json()["error"]["message"], r.text
 
 
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=60)
+
+
 def test_a_connection_that_sends_nothing_is_closed_after_read_timeout(net: Net) -> None:
-    host, port = net.gate.removeprefix("http://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=60) as s:
+    with connect(net.worker) as s:  # (its [server] read_timeout_s = 2)
         s.sendall(b"GET /v1/node HTTP/1.1\r\nhost: 127.0.0.1\r\n")  # (and never the rest)
         try:
             got = s.recv(4096)
         except ConnectionResetError:
             got = b""
-    assert got == b""  # closed by the gate (its default would wait for ever)
+    assert got == b""  # closed by the worker (its default would wait for ever)
+
+
+def test_an_idle_connection_is_kept_for_keep_alive(net: Net) -> None:
+    with connect(net.gate) as s, s.makefile("rb") as answers:
+        assert openapi_on(s, answers)
+        time.sleep(6)  # idle past the default keep-alive, 5 s (the gate's is 60 s)
+        assert openapi_on(s, answers)  # the same connection still serves
+
+
+def openapi_on(s: socket.socket, answers: BinaryIO) -> bool:
+    """Whether GET /openapi.json (a public path) on the connection `s` is answered."""
+    s.sendall(b"GET /openapi.json HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+    if not answers.readline().startswith(b"HTTP/1.1 200"):
+        return False
+    head = list(iter(answers.readline, b"\r\n"))
+    length = next(int(h.split(b":")[1]) for h in head if h.lower().startswith(b"content-length"))
+    return answers.read(length).startswith(b"{")
 
 
 @pytest.mark.parametrize(
