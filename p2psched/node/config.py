@@ -14,8 +14,9 @@ refused naming the command that reads it; a file that says nothing changes nothi
     [server]
     host = "127.0.0.1"          # the control API's address (--api-host wins; beyond loopback
     port = 8080                 # only with --api-remote); its port (--api-port wins; 0: any)
-    read_timeout_s = 60         # a connection that sends nothing this long is closed (default:
-                                # never; also while its answer is streamed: keep it longer)
+    read_timeout_s = 300        # a connection that sends nothing this long is closed (default:
+                                # never; also while it waits for an answer: at least
+                                # request_timeout_s)
     keep_alive_s = 5            # an idle connection between requests is closed after this
     session_idle_s = 60         # a signed session unused this long ends (--api-session-idle)
     sessions = 1024             # signed sessions held at once (--api-sessions)
@@ -32,7 +33,7 @@ refused naming the command that reads it; a file that says nothing changes nothi
     ram_gb = 32                 # RAM in GiB, CPU cores (cpus = 8),
     driver = "http"             # the driver it runs with (the gateway's: http, always)
     timeout_s = 300             # its time limit (default: [server] request_timeout_s on the
-                                # gateway, 10 minutes elsewhere)
+                                # gateway, 10 minutes elsewhere; at most read_timeout_s)
     max_output_tokens = 512     # the gateway's max_tokens when a request gives none; more
                                 # is refused
 """
@@ -53,6 +54,7 @@ from p2psched.gate.config import GateConfig, GateConfigError, check_gate_config
 from p2psched.gate.relay import RelayLimits
 from p2psched.resources.driver_inputs import KNOWN_DRIVERS
 from p2psched.scheduler.job.models import Resources
+from p2psched.wire.messages import MAX_TASK_TIMEOUT_S
 from p2psched.worker.config import (
     WorkerConfig,
     check_config,
@@ -72,7 +74,6 @@ COMMANDS = {"gate": "p2psched gate", "node": "p2psched node", "worker": "p2psche
 NODE_TABLES = ("server", "database", "models")
 GATEWAY_TIMEOUT_S = 120.0  # a gateway request's task, at most (the http driver's time limit)
 GATEWAY_MAX_BYTES = 1 << 20  # a gateway request's body: prompts and messages, not files
-MAX_TIMEOUT_S = 7 * 86400.0
 
 
 class NodeConfigError(ValueError):
@@ -107,7 +108,7 @@ def _driver(v: Any) -> str:
     return str(v)
 
 
-_Seconds = Annotated[float, seconds(MAX_TIMEOUT_S)]
+_Seconds = Annotated[float, seconds(MAX_TASK_TIMEOUT_S)]
 
 
 class ServerTable(BaseModel):
@@ -126,6 +127,19 @@ class ServerTable(BaseModel):
     max_request_bytes: Annotated[int, byte_cap(64 << 20, "a prompt, not a file")] = (
         GATEWAY_MAX_BYTES
     )
+
+    @model_validator(mode="after")
+    def _reads_outlast_requests(self) -> ServerTable:
+        # Hypercorn's read timeout runs while a request waits for its answer too: a shorter
+        # one would cut every gateway request that takes longer.
+        read, request = self.read_timeout_s, self.request_timeout_s
+        if read is not None and read < request:
+            raise refuse(
+                f"{read:g} s would cut gateway requests short: make it at least "
+                f"request_timeout_s ({request:g} s)",
+                "read_timeout_s",
+            )
+        return self
 
 
 class DatabaseTable(BaseModel):
@@ -175,8 +189,9 @@ class _NodeTables(BaseModel):
     models: dict[str, ModelTable] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _names_a_job_can_ask_for(self) -> _NodeTables:
-        for name in self.models:
+    def _models_can_be_asked_for(self) -> _NodeTables:
+        read = self.server.read_timeout_s
+        for name, wants in self.models.items():
             try:
                 Resources.model_validate({"model": name})
             except ValidationError as e:
@@ -184,6 +199,14 @@ class _NodeTables(BaseModel):
                 raise refuse(
                     f"not a model name a task can ask for: {reason}", "models", name
                 ) from None
+            if read is not None and wants.timeout_s is not None and wants.timeout_s > read:
+                raise refuse(
+                    f"{wants.timeout_s:g} s: the gateway's requests for it would be cut at "
+                    f"[server] read_timeout_s ({read:g} s)",
+                    "models",
+                    name,
+                    "timeout_s",
+                )
         return self
 
 

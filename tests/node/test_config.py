@@ -111,6 +111,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             'path = "db/worker.db"\n'
             "[server]\n"
             "read_timeout_s = 2\n"
+            "request_timeout_s = 2\n"
         )
         (folder / "node.toml").write_text(
             f"[server]\nport = {node_api}\nmax_request_bytes = 4096\n"
@@ -249,6 +250,7 @@ def openapi_on(s: socket.socket, answers: BinaryIO) -> bool:
         ("node", "[server]\nport = 70000\n", "[server] port: must be a port number"),
         ("node", "[server]\nprot = 1\n", "[server] prot: unknown field; known: host"),
         ("node", "[server]\nread_timeout_s = true\n", "[server] read_timeout_s: must be a"),
+        ("gate", "[server]\nread_timeout_s = 60\n", "[server] read_timeout_s: 60 s would cut"),
         ("node", "[servr]\n", "[servr]: unknown table; known: [dht], [server]"),
         ("node", "[relay]\ncircuits = 2\n", "[relay] is read by p2psched gate, not by p2psched"),
         ("gate", "[worker]\nslots = 1\n", "[worker] is read by p2psched worker join"),
