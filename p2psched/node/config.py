@@ -2,7 +2,7 @@
 tables every node reads, [server] (its control API and OpenAI gateway), [database] (its state)
 and [models.NAME] (what a task for that model needs), beside its role's own tables, which are
 read as before: a gate's [relay] (`gate/config.py`), a worker's [worker], [schedulers],
-[drivers.*], [network], [override] (`worker/config.py`), and every node's [dht]
+[drivers.*], [network], [override], [workload] (`worker/config.py`), and every node's [dht]
 (`dht/config_file.py`).
 
 Owns: those three tables as strict pydantic models (a `true` is no number, an unknown table or
@@ -56,6 +56,7 @@ from p2psched.resources.driver_inputs import KNOWN_DRIVERS
 from p2psched.scheduler.job.models import Resources
 from p2psched.wire.messages import MAX_TASK_TIMEOUT_S
 from p2psched.worker.config import (
+    TABLES,
     WorkerConfig,
     check_config,
     first_error,
@@ -65,11 +66,7 @@ from p2psched.worker.config import (
 from p2psched.worker.config_values import TABLE, byte_cap, refuse, seconds
 
 # The tables each role's command reads beside the node's own, in the order errors list them.
-ROLE_TABLES = {
-    "gate": ("relay", "dht"),
-    "node": ("dht",),
-    "worker": ("worker", "schedulers", "drivers", "network", "override", "dht"),
-}
+ROLE_TABLES = {"gate": tuple(GateConfig.model_fields), "node": ("dht",), "worker": TABLES}
 COMMANDS = {"gate": "p2psched gate", "node": "p2psched node", "worker": "p2psched worker join"}
 NODE_TABLES = ("server", "database", "models")
 GATEWAY_TIMEOUT_S = 120.0  # a gateway request's task, at most (the http driver's time limit)

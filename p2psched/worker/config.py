@@ -117,11 +117,8 @@ from p2psched.worker.policy import DriverCaps, PriorityPrices, SchedulerPolicy, 
 
 MAX_GRACE_S = 86400.0  # a scheduler gone a day is gone
 # The wording of pydantic's own refusals, where a table's types refuse before our checks run.
-_REASONS = {
-    "model_type": "must be a table",
-    "dict_type": "must be a table",
-    "string_type": "must be text",
-}
+_REASONS = {"model_type": "must be a table", "string_type": "must be text"}
+_REASONS["dict_type"] = _REASONS["model_type"]  # (a table of named tables, like [models.NAME])
 
 
 class ConfigError(ValueError):
@@ -432,6 +429,9 @@ class _WorkerFile(BaseModel):
         return self
 
 
+TABLES = tuple(_WorkerFile.model_fields)  # the file's, as a node's config holds them too
+
+
 def load_config(path: Path) -> WorkerConfig:
     """The worker config at `path`, checked; `ConfigError` names the field and the reason."""
     return check_config(read_toml(path), path)
@@ -585,10 +585,8 @@ def _table_model(annotation: Any) -> type[BaseModel] | None:
 
 def _named_tables(annotation: Any) -> type[BaseModel] | None:
     """The model of the tables a `dict[str, Model]` field holds, one per name."""
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) is dict and len(args) == 2:
-        return _table_model(args[1])
-    return None
+    named = typing.get_origin(annotation) is dict  # (then its args are the key's and value's)
+    return _table_model(typing.get_args(annotation)[1]) if named else None
 
 
 def _holds_tables(model: type[BaseModel]) -> bool:
