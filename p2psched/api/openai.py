@@ -179,11 +179,12 @@ def _model_limits(facade: NodeFacade, body: dict[str, Any], server: ServerTable)
     most = wants.max_output_tokens if wants is not None else None
     if most is not None:
         for name in _TOKEN_LIMITS:
-            asked = body.get(name)
-            if name in body and (not isinstance(asked, int) or not 0 < asked <= most):
+            asked = body.get(name)  # (null: not said, as OpenAI takes it)
+            whole = isinstance(asked, int) and not isinstance(asked, bool)
+            if asked is not None and (not whole or not 0 < asked <= most):
                 said = f"'{name}' must be a whole number, 1..{most} for this model"
                 raise _bad(f"{said} (its max_output_tokens), not {asked!r}", name)
-        if not any(name in body for name in _TOKEN_LIMITS):
+        if all(body.get(name) is None for name in _TOKEN_LIMITS):
             body["max_tokens"] = most
     if wants is not None and wants.timeout_s is not None:
         return wants.timeout_s

@@ -196,6 +196,8 @@ def test_a_models_max_output_tokens_bounds_the_gateways_answers(net: Net) -> Non
     r = chat(net, SMALL, "one two three four five six")
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"] == "echo: one two three"
+    r = chat(net, SMALL, "one two three four", max_tokens=None)  # (null: not said)
+    assert r.json()["choices"][0]["message"]["content"] == "echo: one two three", r.text
     r = chat(net, SMALL, "one two", max_tokens=10)
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens", r.text
     assert "1..3" in r.json()["error"]["message"]
