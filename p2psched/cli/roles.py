@@ -81,8 +81,9 @@ def _api_bind(args: argparse.Namespace, server: ServerTable) -> ApiListen:
     except ValueError:
         raise UsageError(f"--api-host {host!r} is not an IP address") from None
     if not loopback and not args.api_remote:
+        said = "--api-host" if args.api_host else f"--config {args.config}: [server] host ="
         raise UsageError(
-            f"--api-host {host} would open the control API beyond this machine; add "
+            f"{said} {host} would open the control API beyond this machine; add "
             "--api-remote if that is meant (every request still needs the token in "
             f"{data_dir(args) / TOKEN_FILE})"
         )

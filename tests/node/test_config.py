@@ -253,6 +253,7 @@ def openapi_on(s: socket.socket, answers: BinaryIO) -> bool:
         ("node", "[server]\nprot = 1\n", "[server] prot: unknown field; known: host"),
         ("node", "[server]\nread_timeout_s = true\n", "[server] read_timeout_s: must be a"),
         ("gate", "[server]\nread_timeout_s = 60\n", "[server] read_timeout_s: 60 s would cut"),
+        ("gate", '[server]\nhost = "0.0.0.0"\n', "[server] host = 0.0.0.0 would open the control"),
         ("node", "[servr]\n", "[servr]: unknown table; known: [dht], [server]"),
         ("node", "[relay]\ncircuits = 2\n", "[relay] is read by p2psched gate, not by p2psched"),
         ("gate", "[worker]\nslots = 1\n", "[worker] is read by p2psched worker join"),
