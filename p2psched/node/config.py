@@ -288,6 +288,17 @@ def load_node_config(path: Path | None, role: str) -> NodeConfig:
     return replace(config, dht=dht)
 
 
+def database_of(path: Path) -> Path | None:
+    """The [database] path of the config at `path` (None: it gives none), for a command that
+    reads the state of a node that is not running; the file's other tables are its roles'."""
+    doc = read_toml(path)
+    try:
+        tables = _NodeTables.model_validate({"database": doc.get("database", {})})
+    except ValidationError as e:
+        raise NodeConfigError(f"{path}: {said(first_error(e), _NodeTables)}") from None
+    return _database(path, tables.database.path)
+
+
 def _database(config: Path, name: str | None) -> Path | None:
     """[database] path, found from the config's folder: its folder must be there when the
     node starts (a name mistyped would start a node with no past)."""

@@ -177,6 +177,12 @@ def test_the_state_is_where_database_says(net: Net) -> None:
     assert placed["task_id"] in jobs
     assert (net.folder / "db" / "worker.db").exists()
     assert not (net.folder / "w" / "state.db").exists()
+    stopped = ("--data-dir", str(net.folder / "no-node-here"))  # (as if the node were stopped)
+    config = ("--config", str(net.folder / "node.toml"))
+    out = p2psched("ledger", "--json", *config, *stopped)
+    assert out.returncode == 0 and placed["task_id"] in out.stdout, out.stdout + out.stderr
+    out = p2psched("ledger", *stopped)
+    assert out.returncode == 2 and "no ledger at" in out.stderr
 
 
 def test_a_models_requirements_choose_its_worker_and_the_refusal_names_them(net: Net) -> None:
