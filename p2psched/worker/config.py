@@ -514,8 +514,7 @@ def first_error(e: ValidationError) -> ErrorDetails:
 
 
 def said(err: ErrorDetails, root: type[BaseModel] | None = None) -> str:
-    """One error as the file shows it: "[drivers.http] endpoints.m: reason"; `root`: the model
-    of the file's tables (the worker's by default; a node's config's others are read alike)."""
+    """One error as the file shows it: "[drivers.http] endpoints.m: reason" (`root`: its model)."""
     if err["loc"][:1] == ("dht",):  # the node's table, said as a gate's config says it
         return describe({**err, "loc": err["loc"][1:]})
     ctx = err.get("ctx") or {}
@@ -541,8 +540,7 @@ def _place(
     """Where `loc` is in the file: its table, the key path within it, and the model of that
     table (for a table the file may not have: the model of the table that would hold it).
     A field that maps names to tables, like a node's [models.NAME], takes the name too."""
-    model, i = root, 0
-    table: tuple[str, ...] = ()
+    model, table, i = root, tuple[str, ...](), 0
     while i < len(loc):
         if not _holds_tables(model):
             return table, loc[i:], model
@@ -591,10 +589,8 @@ def _named_tables(annotation: Any) -> type[BaseModel] | None:
 
 def _holds_tables(model: type[BaseModel]) -> bool:
     """A table whose every field is a table: a name in it is a table's, like [drivers.http]."""
-    return all(
-        _table_model(f.annotation) is not None or _named_tables(f.annotation) is not None
-        for f in model.model_fields.values()
-    )
+    fields = model.model_fields.values()
+    return all(_table_model(f.annotation) or _named_tables(f.annotation) for f in fields)
 
 
 def _key_path(keys: tuple[str | int, ...]) -> str:
