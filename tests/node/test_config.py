@@ -76,7 +76,6 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
         try:
             yield int(server.server_address[1])
         finally:
-            _Silent.done.set()
             server.shutdown()
 
 
@@ -93,6 +92,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     with ExitStack() as stack:
         model = stack.enter_context(serving(devnet_model._Handler))
         silent = stack.enter_context(serving(_Silent))
+        stack.callback(_Silent.done.set)  # (its requests end before it shuts down)
         (folder / "gate.toml").write_text(
             f"[server]\nport = {gate_api}\nkeep_alive_s = 60\nrequest_timeout_s = 1\n"
             "[relay]\ncircuits = 64\n"
