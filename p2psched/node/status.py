@@ -155,14 +155,23 @@ class NodeFacade:
 
     # -- jobs and tasks ------------------------------------------------------------------------
 
-    def jobs(self, limit: int = JOBS_SHOWN) -> list[JobStatus]:
+    def jobs(self, limit: int = JOBS_SHOWN, *, gateway: bool = False) -> list[JobStatus]:
         """Its running jobs, and the newest others (those run before it restarted too) up to
-        `limit` in all: newest first."""
+        `limit` in all: newest first. `gateway`: the OpenAI gateway's requests instead (which
+        the others never list), running and the newest finished it keeps (`KEEP_EPHEMERAL`)."""
         if not 1 <= limit <= JOBS_MAX:
             raise Invalid(f"limit must be 1..{JOBS_MAX}")
         now = self._node.dht.now()
         live = self._node.jobs.jobs
-        shown = {job.job_id: job.status(now) for job in live.values() if job.finished_at is None}
+        if gateway:
+            requests = [job.status(now) for job in live.values() if job.ephemeral]
+            newest = sorted(requests, key=lambda j: (-j["submitted_at"], j["job"]))[:limit]
+            return [JobStatus.model_validate(j) for j in newest]
+        shown = {
+            job.job_id: job.status(now)
+            for job in live.values()
+            if job.finished_at is None and not job.ephemeral
+        }
         for kept in self._node.store.jobs(limit):
             if len(shown) >= limit:
                 break
@@ -490,7 +499,7 @@ class NodeFacade:
         # trips (the job looks there itself once they cannot take it).
         found = await self._node.discovery.find(derive_tasks(parsed)[0].need)
         send, receive = trio.open_memory_channel[Any](MAX_WAITING_PARTS)
-        job = self._node.jobs.submit(parsed, spec, found=found)
+        job = self._node.jobs.submit(parsed, spec, found=found, ephemeral=True)
         task_id = next(iter(job.run.tasks))
         t = job.run.tasks[task_id]
         cut: list[str] = []  # why the channel was ended before the task was final

@@ -84,6 +84,7 @@ class JobRun(LateBinding, Rebalancing, Reports):
         predictor: Predictor | None = None,
         views: WorkerViews | None = None,
         durable: bool = False,
+        paid_only: bool = False,
         rival: Callable[[str, WorkerState], float] | None = None,
         stats: DispatchStats | None = None,
     ) -> None:
@@ -114,6 +115,7 @@ class JobRun(LateBinding, Rebalancing, Reports):
         self._out = []
         self.journal = []
         self.durable = durable
+        self.paid_only = paid_only
         self.rival = rival
         self._reserved = 0
         self._by_price = None
