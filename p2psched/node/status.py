@@ -162,24 +162,16 @@ class NodeFacade:
         if not 1 <= limit <= JOBS_MAX:
             raise Invalid(f"limit must be 1..{JOBS_MAX}")
         now = self._node.dht.now()
-        live = self._node.jobs.jobs
-        if gateway:
-            requests = [job.status(now) for job in live.values() if job.ephemeral]
-            newest = sorted(requests, key=lambda j: (-j["submitted_at"], j["job"]))[:limit]
-            return [JobStatus.model_validate(j) for j in newest]
-        shown = {
-            job.job_id: job.status(now)
-            for job in live.values()
-            if job.finished_at is None and not job.ephemeral
-        }
-        for kept in self._node.store.jobs(limit):
+        live = [j for j in self._node.jobs.jobs.values() if j.ephemeral == gateway]
+        shown = {j.job_id: j.status(now) for j in live if gateway or j.finished_at is None}
+        for kept in [] if gateway else self._node.store.jobs(limit):  # (never has the gateway's)
             if len(shown) >= limit:
                 break
             if kept.job not in shown:
-                job = live.get(kept.job)
+                job = self._node.jobs.jobs.get(kept.job)
                 shown[kept.job] = job.status(now) if job else past_status(kept, now)
         newest = sorted(shown.values(), key=lambda j: (-j["submitted_at"], j["job"]))
-        return [JobStatus.model_validate(j) for j in newest]
+        return [JobStatus.model_validate(j) for j in (newest[:limit] if gateway else newest)]
 
     def job(self, job_id: str) -> JobStatus:
         now = self._node.dht.now()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import socket
 import threading
 import time
@@ -127,6 +128,33 @@ def test_gateway_requests_are_kept_apart_from_other_jobs_and_bounded(
         paid = {j["job"] for j in ledger["jobs"] if j["tasks_paid"] == 1}
         assert first["job"] in paid and {j["job"] for j in requests} <= paid
         assert ledger["problems"] == []
+
+
+def negotiations(api: httpx.Client) -> dict[str, float]:
+    """The node's `p2psched_negotiations_total` by outcome."""
+    series = re.findall(
+        r'^p2psched_negotiations_total\{outcome="(\w+)"\} (\S+)$', api.get("/metrics").text, re.M
+    )
+    return {outcome: float(n) for outcome, n in series}
+
+
+def test_a_stream_of_requests_asks_a_worker_for_a_quote_once(
+    client: openai.OpenAI, gateway: tuple[str, str]
+) -> None:
+    """The worker's quote to one request stands for the next ones of its kind (a quote is
+    used 30 s at most): each request's job still sends its own signed commitment, and has
+    its own receipt verified."""
+    url, token = gateway
+    with httpx.Client(base_url=url, headers=auth(token)) as api:
+        client.chat.completions.create(model=MODEL, messages=ASK)  # type: ignore[arg-type]
+        before = negotiations(api)
+        for _ in range(10):
+            client.chat.completions.create(model=MODEL, messages=ASK)  # type: ignore[arg-type]
+        after = negotiations(api)
+        assert after["commit"] - before["commit"] == 10
+        assert after["lease"] - before["lease"] == 10
+        assert after["asked"] - before["asked"] <= 1  # (the standing quote may have expired)
+        assert api.get("/v1/ledger", params={"verify": True}).json()["problems"] == []
 
 
 def test_a_busy_gateway_holds_one_channel_per_worker(gateway: tuple[str, str]) -> None:

@@ -308,6 +308,7 @@ class JobRun(LateBinding, Rebalancing, Reports):
         w.relink(UP)
         w.public_key, w.heard, w.relayed = public_key, now, relayed
         w.regain_by = w.redial_at = math.inf  # its first heartbeat tells what it still has
+        self._changed(w, now)  # (a quote adopted while it was being dialled counts now)
         self._pump(now)
 
     def disconnected(
