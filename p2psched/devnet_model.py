@@ -1,8 +1,9 @@
 """The devnet's test model server: a small OpenAI-compatible endpoint on loopback that answers
 `/v1/completions` and `/v1/chat/completions` deterministically, plain or streamed (`stream:
-true`: server-sent events, a chunk a word, then `data: [DONE]`), and lists its one model at
-`/v1/models`, so the http driver's examples and the node's OpenAI gateway run on a devnet with
-no model installed.
+true`: server-sent events, a chunk a word, then `data: [DONE]`), with `n` choices and, asked
+with `stream_options.include_usage`, a last chunk of usage, as OpenAI answers; and lists its
+one model at `/v1/models`, so the http driver's examples and the node's OpenAI gateway run on
+a devnet with no model installed.
 
 Owns: the server (`serve`, run by `p2psched devnet serve-model` as a process of its own) and
 its answers (`answer`, `chunks`). Promises: the same request gets the same answer; a stream's
@@ -20,8 +21,21 @@ from pathlib import Path
 from typing import Any
 
 MAX_BODY_BYTES = 1 << 20
+DRAIN_BYTES = 4 * MAX_BODY_BYTES  # a refused body read (and dropped) before answering, at most
 MAX_WORDS = 16  # words of the prompt an answer repeats, at most
 MODEL_NAME = "devnet-test-model"
+MAX_CHOICES = 128  # `n`, at most (OpenAI's limit)
+
+
+def _discard(stream: Any, length: int) -> None:
+    """Read and drop a refused body of up to `DRAIN_BYTES`, so that its client, still sending,
+    reads the refusal instead of a broken pipe; a larger one is not read (the connection closes)."""
+    left = length if 0 < length <= DRAIN_BYTES else 0
+    while left > 0:
+        chunk = stream.read(min(left, 1 << 16))
+        if not chunk:
+            return
+        left -= len(chunk)
 
 
 class RequestError(ValueError):
@@ -46,56 +60,93 @@ def answer(path: str, body: Any) -> dict[str, Any]:
         raise RequestError(f"no such endpoint {path!r}: /v1/completions, /v1/chat/completions")
     if not isinstance(body, dict):
         raise RequestError("the body must be a JSON object")
+    n = _choices(body)
+    _include_usage(body)  # (checked here too: a plain request may not ask for it)
     limit = body.get("max_tokens", MAX_WORDS)
     limit = limit if isinstance(limit, int) and limit > 0 else MAX_WORDS
     words = _prompt(path, body).split()[: min(limit, MAX_WORDS)]
     text = "echo: " + " ".join(words)
     model = str(body.get("model", MODEL_NAME))
     digest = hashlib.sha256(json.dumps([path, body], sort_keys=True).encode()).hexdigest()[:24]
-    usage = {"prompt_tokens": len(words), "completion_tokens": len(words) + 1}
+    # As OpenAI counts: the prompt once, the completion tokens of every choice.
+    usage = {"prompt_tokens": len(words), "completion_tokens": (len(words) + 1) * n}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    if path == "/v1/completions":
-        choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": None}
-        kind, prefix = "text_completion", "cmpl-"
-    else:
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}}
-        kind, prefix = "chat.completion", "chatcmpl-"
-    choice["finish_reason"] = "stop"
+    choices: list[dict[str, Any]] = []
+    for i in range(n):
+        if path == "/v1/completions":
+            choice: dict[str, Any] = {"index": i, "text": text, "logprobs": None}
+            kind, prefix = "text_completion", "cmpl-"
+        else:
+            choice = {"index": i, "message": {"role": "assistant", "content": text}}
+            kind, prefix = "chat.completion", "chatcmpl-"
+        choices.append({**choice, "finish_reason": "stop"})
     return {
         "id": prefix + digest,
         "object": kind,
         "created": 0,
         "model": model,
-        "choices": [choice],
+        "choices": choices,
         "usage": usage,
     }
 
 
+def _choices(body: dict[str, Any]) -> int:
+    """How many choices the request asks for (`n`, OpenAI's 1..128; 1 unless said)."""
+    n = body.get("n", 1)
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CHOICES:
+        raise RequestError(f"'n' must be a whole number 1..{MAX_CHOICES}, not {n!r}")
+    return n
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    """Whether a stream ends with a chunk of the whole request's usage (OpenAI's
+    `stream_options: {include_usage: true}`, allowed only with `stream: true`)."""
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if body.get("stream") is not True:
+        raise RequestError("'stream_options' is only allowed when 'stream' is true")
+    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
+        raise RequestError("'stream_options' must be an object like {\"include_usage\": true}")
+    return bool(options.get("include_usage", False))
+
+
 def chunks(path: str, body: Any) -> list[dict[str, Any]]:
-    """What the server streams for `body` (with `stream: true`): the answer's text a word a
+    """What the server streams for `body` (with `stream: true`): each choice's text a word a
     chunk (a chat's first chunk names the role), then a chunk that says why it stopped, in
-    the shapes OpenAI streams."""
+    the shapes OpenAI streams; with `stream_options.include_usage`, every chunk says
+    `usage: null` and a last one, of no choices, the whole request's usage."""
+    usage = _include_usage(body)
     whole = answer(path, body)
-    choice = whole["choices"][0]
     chat = path == "/v1/chat/completions"
-    text = choice["message"]["content"] if chat else choice["text"]
-    words = text.split(" ")
-    pieces = [words[0], *(" " + w for w in words[1:])]
     kind = "chat.completion.chunk" if chat else "text_completion"
     head = {"id": whole["id"], "object": kind, "created": 0, "model": whole["model"]}
+    if usage:
+        head["usage"] = None
 
-    def chunk(delta: dict[str, Any] | str, finish: str | None) -> dict[str, Any]:
+    def chunk(i: int, delta: dict[str, Any] | str, finish: str | None) -> dict[str, Any]:
         if chat:
-            said: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+            said: dict[str, Any] = {"index": i, "delta": delta, "finish_reason": finish}
         else:
-            said = {"index": 0, "text": delta, "logprobs": None, "finish_reason": finish}
+            said = {"index": i, "text": delta, "logprobs": None, "finish_reason": finish}
         return {**head, "choices": [said]}
 
-    if chat:
-        out = [chunk({"role": "assistant", "content": ""}, None)]
-        out += [chunk({"content": p}, None) for p in pieces]
-        return [*out, chunk({}, "stop")]
-    return [*(chunk(p, None) for p in pieces), chunk("", "stop")]
+    out = []
+    for i, choice in enumerate(whole["choices"]):
+        text = choice["message"]["content"] if chat else choice["text"]
+        words = text.split(" ")
+        pieces = [words[0], *(" " + w for w in words[1:])]
+        if chat:
+            out += [chunk(i, {"role": "assistant", "content": ""}, None)]
+            out += [chunk(i, {"content": p}, None) for p in pieces]
+            out += [chunk(i, {}, "stop")]
+        else:
+            out += [*(chunk(i, p, None) for p in pieces), chunk(i, "", "stop")]
+    if usage:
+        out.append({**head, "choices": [], "usage": whole["usage"]})
+    return out
 
 
 def models() -> dict[str, Any]:
@@ -124,6 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("content-length") or "0")
             if not 0 <= length <= MAX_BODY_BYTES:
+                _discard(self.rfile, length)
                 raise RequestError(f"the body must be at most {MAX_BODY_BYTES} bytes")
             try:
                 body = json.loads(self.rfile.read(length))

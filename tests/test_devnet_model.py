@@ -112,3 +112,20 @@ def test_it_lists_its_model_and_says_it_is_healthy(server: str) -> None:
         urllib.request.urlopen(server + "/v1/nothing", timeout=10).close()
     with missing.value:
         assert missing.value.code == 404
+
+
+@pytest.mark.parametrize(
+    ("asked", "says"),
+    [
+        ({"n": 0}, "'n' must be a whole number 1..128, not 0"),
+        ({"n": True}, "'n' must be a whole number 1..128, not True"),
+        ({"stream_options": {"include_usage": True}}, "only allowed when 'stream' is true"),
+        ({"stream": True, "stream_options": {"include_usage": 1}}, "must be an object like"),
+    ],
+)
+def test_choices_and_stream_options_out_of_openais_range_are_refused(
+    server: str, asked: dict[str, Any], says: str
+) -> None:
+    body = json.dumps({"model": "m", "prompt": "p", **asked}).encode()
+    status, answer = _post(server + "/v1/completions", body)
+    assert status == 400 and says in answer["error"]["message"]  # type: ignore[index]

@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,9 +300,28 @@ def toml_blocks(text: str) -> list[str]:
     return re.findall(r"^```toml\n(.*?)^```$", text, flags=re.M | re.S)
 
 
-def test_every_config_block_loads_as_copied(tmp_path: Path) -> None:
+def with_its_secrets(block: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an operator has in place for a worker's config block: the environment variables
+    and the key files (mode 0600) its http endpoints name."""
+    endpoints = tomllib.loads(block).get("drivers", {}).get("http", {}).get("endpoints", {})
+    for endpoint in endpoints.values():
+        if not isinstance(endpoint, dict):
+            continue
+        for variable in [endpoint.get("api_key_env"), *endpoint.get("headers_env", {}).values()]:
+            if variable is not None:
+                monkeypatch.setenv(variable, "sk-readme-example")
+        if (name := endpoint.get("api_key_file")) is not None:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text("sk-readme-example\n")
+            (folder / name).chmod(0o600)
+
+
+def test_every_config_block_loads_as_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each TOML block is a file its reader takes as it stands: a worker's config (`[worker]`,
-    its `[dht]`), a gate's (`[relay]`, `[dht]`); no placeholder a copy would be refused for."""
+    its `[dht]`), a gate's (`[relay]`, `[dht]`); no placeholder a copy would be refused for
+    (the secrets its endpoints name in place, as on the operator's machine)."""
     from p2psched.gate.config import load_gate_config
     from p2psched.worker.config import load_config
 
@@ -313,6 +333,7 @@ def test_every_config_block_loads_as_copied(tmp_path: Path) -> None:
         first = re.search(r"^\[([^\]]+)\]", block, flags=re.M)
         assert first is not None, block
         if first[1] == "worker":
+            with_its_secrets(block, tmp_path, monkeypatch)
             load_config(path)
         elif first[1] in ("relay", "dht"):
             load_gate_config(path)

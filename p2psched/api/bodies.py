@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from p2psched.node.instances import MAX_TOKENS
 from p2psched.node.snapshots import (
     Failure,
     JobStatus,
@@ -51,6 +52,31 @@ class StrategyChoice(BaseModel):
 
 class PredictMode(BaseModel):
     mode: str = Field(description=f"one of: {', '.join(PREDICT_MODES)}", max_length=64)
+    table: dict[str, Any] | None = Field(
+        None,
+        description="(an addition to the document) with mode lookup_table: the table to load "
+        "and answer from ({version, default, sizes, models, workers}, as a table file holds "
+        "it); none: the one loaded before, or the learned estimates frozen",
+    )
+
+
+class TaskMetadata(BaseModel):
+    """The design documents' `metadata` of a task, for the predictor: with both token counts,
+    its run time is predicted from them. Other fields are taken and not used."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    input_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS, description="the prompt's")
+    output_tokens: int | None = Field(
+        default=None, ge=0, le=MAX_TOKENS, description="those asked for (say, max_tokens)"
+    )
+    hardware: str | None = Field(
+        default=None, max_length=64, description="taken, not used: the worker chosen has its own"
+    )
+
+    def told(self) -> dict[str, Any]:
+        """The fields the predictor reads, as a job's task's `metadata`."""
+        return self.model_dump(include={"input_tokens", "output_tokens"}, exclude_none=True)
 
 
 class TaskSubmission(BaseModel):
@@ -63,10 +89,10 @@ class TaskSubmission(BaseModel):
     task_input: dict[str, Any] = Field(
         default_factory=dict, description="what the worker's driver is given"
     )
-    metadata: dict[str, Any] = Field(
-        default_factory=dict,
-        description="about the task, for the predictor; accepted, not used yet (it predicts from "
-        "the model and the input's size)",
+    metadata: TaskMetadata = Field(
+        default_factory=lambda: TaskMetadata(),
+        description="about the task, for the predictor: input_tokens and output_tokens (both) "
+        "predict its run time; without them it predicts from the model and the input's size",
     )
 
 
@@ -203,6 +229,11 @@ class InstanceRef(BaseModel):
 
 class QueueQuery(BaseModel):
     model_name: str | None = Field(None, max_length=128, description="none or empty: every model")
+    metadata: TaskMetadata = Field(
+        default_factory=lambda: TaskMetadata(),
+        description="(an addition to the document) a task's, as /queue/submit takes it: the "
+        "run time expected of such a task on each instance",
+    )
 
 
 class TaskRef(BaseModel):
@@ -240,6 +271,14 @@ class InstanceQueue(Answer):
     ti_uuid: str
     waiting_time_expect: float = Field(description="milliseconds")
     waiting_time_error: float = Field(description="milliseconds (a standard deviation)")
+    run_time_expect: float = Field(
+        description="(an addition to the document) milliseconds a task runs there once started"
+    )
+    run_time_error: float = Field(description="milliseconds (a standard deviation)")
+    predicted_from: str = Field(
+        description="fitted (on the tokens metadata tells), observed, worker, claimed, "
+        "default or table"
+    )
 
 
 class InstanceQueues(Answer):

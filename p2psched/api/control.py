@@ -340,8 +340,8 @@ def _operator_routes(facade: NodeFacade) -> APIRouter:
     @router.post("/v1/scheduler/predict_mode", responses=refusals(400, 422))
     async def set_predict_mode(body: PredictMode) -> Switched:
         """`default` learns from what this node observes; `lookup_table` answers from a table
-        frozen from it (or loaded), fast and fixed."""
-        facade.switch_predictor(body.mode)
+        frozen from it, or `table` if given (a bad one is refused naming its field)."""
+        facade.switch_predictor(body.mode, body.table)
         return Switched()
 
     @router.get("/v1/ledger", responses=refusals(409, 422))
@@ -390,7 +390,11 @@ def _design_document_routes(facade: NodeFacade) -> APIRouter:
         places it as it places a job's. Answers once a worker was chosen, or `wait_s` passed
         (then `scheduled_ti` is empty and `task/query` tells more later)."""
         placed = await facade.submit_task(
-            body.model_name, body.task_input, body.driver, body.wait_s
+            body.model_name,
+            body.task_input,
+            body.driver,
+            body.wait_s,
+            metadata=body.metadata.told(),
         )
         return QueuePlacement.of(placed)
 

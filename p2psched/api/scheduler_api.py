@@ -185,8 +185,9 @@ def _switch_routes(router: APIRouter, facade: NodeFacade) -> None:
 
     @_post(router, "/scheduler/predict_mode", PredictMode, Switched, (400, 422))
     async def set_predict_mode(body: PredictMode) -> Switched:
-        """`default` learns from what this node observes; `lookup_table` answers from a table."""
-        facade.switch_predictor(body.mode)
+        """`default` learns from what this node observes; `lookup_table` answers from a table:
+        `table`, if given (a bad one is refused naming its field, and changes nothing)."""
+        facade.switch_predictor(body.mode, body.table)
         return Switched()
 
 
@@ -245,7 +246,9 @@ def _task_routes(router: APIRouter, instances: TaskInstances) -> None:
         network); answered once placed, or after a few seconds (then `scheduled_ti` is empty
         and /task/query tells more)."""
         try:
-            task = await instances.submit(body.model_name, body.task_input)
+            task = await instances.submit(
+                body.model_name, body.task_input, metadata=body.metadata.told()
+            )
         except NotFound:
             raise NotFound(
                 f"no Task Instance serves model {body.model_name!r} (no worker's ad lists "
@@ -256,14 +259,18 @@ def _task_routes(router: APIRouter, instances: TaskInstances) -> None:
     @_post(router, "/queue/info", QueueQuery, InstanceQueues, (422,), QueuesRefused)
     async def queue_info(body: QueueQuery) -> InstanceQueues:
         """Every Task Instance the network's ads show (of `model_name`, if given), with the
-        wait this node expects there, in milliseconds."""
-        waits = await instances.queues(body.model_name or None)
+        wait this node expects there and the run time of a task (of `metadata`, if given:
+        predicted from its tokens), in milliseconds."""
+        waits = await instances.queues(body.model_name or None, body.metadata.told())
         queues = [
             InstanceQueue(
                 model_name=w.model,
                 ti_uuid=w.ti_uuid,
                 waiting_time_expect=w.wait_mean * 1000.0,
                 waiting_time_error=w.wait_err * 1000.0,
+                run_time_expect=w.run_mean * 1000.0,
+                run_time_error=w.run_err * 1000.0,
+                predicted_from=w.source,
             )
             for w in waits
         ]

@@ -68,13 +68,34 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
         if args.scheduler_command == "set":
             node.post("/v1/scheduler/set", {"name": args.name})
         elif args.scheduler_command == "predict-mode":
-            node.post("/v1/scheduler/predict_mode", {"mode": args.mode})
+            if args.table and args.mode != "lookup_table":
+                raise UsageError(f"--table goes with lookup_table, not {args.mode!r}")
+            table = _table(args.table) if args.table else None
+            node.post("/v1/scheduler/predict_mode", {"mode": args.mode, "table": table})
         now = node.get("/v1/scheduler")
     if args.json:
         print(json.dumps(now))
         return
     print(f"strategy {now['strategy']} (of {', '.join(now['strategies'])})")
     print(f"predict mode {now['predict_mode']} (of {', '.join(now['predict_modes'])})")
+
+
+def _table(path: str) -> Any:
+    """A lookup table file's JSON, checked here first, so that a refusal names the file."""
+    from p2psched.scheduler.lookup_table import LookupTable
+    from p2psched.wire.schema import SchemaError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        LookupTable.from_json(doc, path)
+    except OSError as e:
+        raise UsageError(f"--table {path}: {e.strerror}") from None
+    except SchemaError as e:
+        raise UsageError(f"--table {e}") from None
+    except ValueError as e:  # (not JSON, or not UTF-8)
+        raise UsageError(f"--table {path}: not a JSON table ({e})") from None
+    return doc
 
 
 def cmd_workers(args: argparse.Namespace) -> None:
@@ -118,6 +139,12 @@ def _workers_through_gate(args: argparse.Namespace, need: Need) -> list[dict[str
     return found
 
 
+def _load(workload: dict[str, float], gpus: bool) -> str:
+    """What its ad last said of its load, as "cpu 12% gpu 90%" (its GPUs' if it has some)."""
+    said = f"cpu {workload['cpu']:.0%}"
+    return f"{said} gpu {workload['gpu']:.0%}" if gpus else said
+
+
 def _show_workers(args: argparse.Namespace, need: str, ads: list[dict[str, Any]]) -> None:
     if args.json:
         for ad in ads:
@@ -125,7 +152,7 @@ def _show_workers(args: argparse.Namespace, need: str, ads: list[dict[str, Any]]
         return
     print(f"{len(ads)} worker(s) matching {need}")
     print_table(
-        ("NODE", "GPUS", "RAM", "CPUS", "PRICE", "SLOTS", "MODELS"),
+        ("NODE", "GPUS", "RAM", "CPUS", "PRICE", "SLOTS", "LOAD", "MODELS"),
         (
             (
                 ad["node_id"][:16],
@@ -134,6 +161,7 @@ def _show_workers(args: argparse.Namespace, need: str, ads: list[dict[str, Any]]
                 ad["cpu"]["cores"],
                 f"{ad['price']:g}",
                 ad["free_slots"],
+                _load(ad["workload"], bool(ad["gpus"])),
                 ", ".join(ad["models"]) or "-",
             )
             for ad in ads
@@ -232,10 +260,18 @@ def _register_scheduler(sub: Subcommands, common: argparse.ArgumentParser) -> No
         sched,
         "predict-mode",
         "switch the predictor's mode",
-        ["p2psched scheduler predict-mode lookup_table --data-dir .devnet/gate"],
+        [
+            "p2psched scheduler predict-mode lookup_table --data-dir .devnet/gate",
+            "p2psched scheduler predict-mode lookup_table --table t.json --data-dir .devnet/gate",
+        ],
         parents=[common],
         more=about,
     )
-    sp.add_argument("mode", help="default (learned) or lookup_table (frozen table)")
+    sp.add_argument("mode", help="default (learned) or lookup_table (a table, frozen or --table)")
+    sp.add_argument(
+        "--table",
+        metavar="FILE",
+        help="with lookup_table: a JSON table file to load and answer from",
+    )
     sp.add_argument("--json", action="store_true", help="print the node's answer as JSON")
     sp.set_defaults(func=cmd_scheduler)

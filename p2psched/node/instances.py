@@ -19,6 +19,8 @@ from p2psched.node.node import Node, WorkerRole
 from p2psched.node.status import JOBS_MAX, Invalid, NodeFacade, NotFound, Unavailable
 from p2psched.resources.instance import instance_id
 from p2psched.resources.need import Clause, Need
+from p2psched.scheduler.estimate import MAX_TOKENS as MAX_TOKENS  # (for the API's bodies)
+from p2psched.scheduler.estimate import Tokens
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.wire.deal import task_id_for
 from p2psched.wire.messages import DEFAULT_PRIORITY
@@ -49,12 +51,16 @@ class Rejected(Invalid):
 
 @dataclass(frozen=True, slots=True)
 class InstanceWait:
-    """What this node expects of one Task Instance: its wait, in seconds."""
+    """What this node expects of one Task Instance: its wait and a task's run time there, in
+    seconds, and what the run time rests on (the predictor's `source`)."""
 
     model: str
     ti_uuid: str
     wait_mean: float
     wait_err: float
+    run_mean: float
+    run_err: float
+    source: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +142,18 @@ class TaskInstances:
 
     # -- the network's instances -----------------------------------------------------------------
 
-    async def queues(self, model: str | None) -> list[InstanceWait]:
+    async def queues(
+        self, model: str | None, metadata: dict[str, Any] | None = None
+    ) -> list[InstanceWait]:
         """Every Task Instance the DHT knows (of `model`, if given), with the wait this node
-        expects there: from what it observed, else from the worker's latest quote to it."""
+        expects there: from what it observed, else from the worker's latest quote to it; and
+        the run time there of a task of `metadata` (its tokens, if it tells both)."""
+        told = metadata or {}
+        tokens = (
+            Tokens(told["input_tokens"], told["output_tokens"])
+            if "input_tokens" in told and "output_tokens" in told
+            else None
+        )
         need = Need((Clause("model", "=", model),) if model else ())
         ads = await self._node.discovery.find(need, fresh=True)
         predictor = self._node.jobs.dispatcher.predictor
@@ -155,9 +170,14 @@ class TaskInstances:
                     claimed_run=quote.run_mean if quote else None,
                     claimed_wait=quote.wait_mean if quote else None,
                     claimed_wait_err=quote.wait_err if quote else None,
+                    tokens=tokens,
                 )
                 ti = instance_id(ad.node_id, served)
-                waits.append(InstanceWait(served, ti, e.wait_mean, e.wait_err))
+                waits.append(
+                    InstanceWait(
+                        served, ti, e.wait_mean, e.wait_err, e.run_mean, e.run_err, e.source
+                    )
+                )
         return waits
 
     def _latest_quote(self, worker: bytes) -> Any:
@@ -179,9 +199,11 @@ class TaskInstances:
         wait_s: float = PLACEMENT_WAIT_S,
         name: str | None = None,
         priority: int | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> DocumentTask:
         """One task for `model`, run by the http driver of a worker that serves it; answered
-        once it is placed, or after `wait_s` (then not placed yet)."""
+        once it is placed, or after `wait_s` (then not placed yet). `metadata`: what it tells
+        the predictor (`input_tokens`, `output_tokens`)."""
         job_id = f"task-{uuid.uuid4()}"
         placed = await self._facade.submit_task(
             model,
@@ -192,6 +214,7 @@ class TaskInstances:
             fresh=True,
             name=name,
             priority=priority,
+            metadata=metadata,
         )
         return self.task(placed.task.rpartition("/")[0])
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import shlex
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from p2psched.gate.service import Gate
 from p2psched.home import running_in
 from p2psched.identity import Identity
 from p2psched.logs import naming_node
-from p2psched.resources.detect import Detected, detect
+from p2psched.resources.detect import Detected, detect, sample_load
 from p2psched.resources.need import AD_TTL
 from p2psched.scheduler.ads import check_ad_record
 from p2psched.scheduler.discovery import Discovery
@@ -43,12 +44,15 @@ from p2psched.wire.address import host_port
 from p2psched.wire.deal import MAX_OPENING_MESSAGE
 from p2psched.worker.advert import Advert
 from p2psched.worker.config import WorkerConfig
-from p2psched.worker.drivers import disabled_reason, make_drivers
+from p2psched.worker.devices import Claims, Devices
+from p2psched.worker.drivers import Driver, HttpDriver, disabled_reason, make_drivers
+from p2psched.worker.endpoint_health import EndpointHealth
 from p2psched.worker.instances import InstanceBook, InstanceError, served
 from p2psched.worker.manager import TaskManager
 from p2psched.worker.policy import SchedulerPolicy, Terms
 from p2psched.worker.schedulers_file import follow_schedulers_file
 from p2psched.worker.service import WorkerService
+from p2psched.worker.workload import Sample, follow_load, loaded_models
 
 Addr = tuple[str, int]
 
@@ -72,6 +76,7 @@ class WorkerRole:
     instances: InstanceBook
     config: WorkerConfig
     relay: RelayClient | None = None
+    health: EndpointHealth | None = None  # of its http driver's endpoints, if it enables it
 
     @property
     def address(self) -> str:
@@ -79,9 +84,10 @@ class WorkerRole:
         return self.advert.profile.addresses[0]
 
     async def advertise_models(self) -> None:
-        """Publish its ad with the models it serves now: its config's and its registered Task
-        Instances' (paced as every change of its ad is)."""
-        await self.advert.amend(**_models_served(self.config, self.instances))
+        """Publish its ad with the models it serves now: its config's (those of endpoints that
+        pass their health check) and its registered Task Instances' (paced as every change of
+        its ad is)."""
+        await self.advert.amend(**_models_served(self.config, self.instances, self.health))
 
 
 @dataclass(slots=True)
@@ -117,6 +123,7 @@ async def open_node(
     ad_ttl: float = AD_TTL,
     dispatch: DispatchConfig | None = None,
     detected: Detected | None = None,
+    nvml: Any | None = None,
     resume: bool = False,
     reachability: str = "auto",
     relay_limits: RelayLimits | None = None,
@@ -126,6 +133,7 @@ async def open_node(
     `gate`: also relay for workers behind NAT, on TCP at the DHT's port number.
     `trusted`: the peers the DHT's per-/24 limits spare (LANs by default).
     `dht_settings`: the DHT's limits from the operator's config file (its [dht] table).
+    `detected`: the worker's machine (else detected); `nvml`: NVML, else pynvml, also for its load.
     `reachability` (of a worker): "auto" asks a gate among the seeds to dial it back,
     "public" and "private" say so without asking; a private worker listens nowhere, runs the
     DHT as a client, and takes its channels through a relay reservation on a seed gate."""
@@ -164,17 +172,13 @@ async def open_node(
                         nursery,
                         advertise_host or dht.address[0],
                         ad_ttl,
-                        detected or detect(data_dir),
+                        detected or detect(data_dir, nvml=nvml),
                         list(seeds),
                         reachability,
+                        nvml,
                     )
                     node.roles = ("worker", *node.roles)
-                log.info(
-                    "node up: %s; DHT on %s",
-                    ", ".join(node.roles),
-                    host_port(*dht.address),
-                    extra={"dht_client": dht_client},
-                )
+                _say_up(node, dht_client)
                 try:
                     yield node
                 finally:
@@ -182,6 +186,15 @@ async def open_node(
                     if node.worker is not None:
                         with trio.CancelScope(shield=True), trio.move_on_after(10):
                             await node.worker.advert.withdraw()
+
+
+def _say_up(node: Node, dht_client: bool) -> None:
+    log.info(
+        "node up: %s; DHT on %s",
+        ", ".join(node.roles),
+        host_port(*node.dht.address),
+        extra={"dht_client": dht_client},
+    )
 
 
 async def _join(dht: DhtNode, seeds: Sequence[Addr]) -> None:
@@ -237,6 +250,7 @@ async def _start_worker(
     detected: Detected,
     gates: list[Addr],
     reachability: str,
+    nvml: Any | None,
 ) -> WorkerRole:
     manager = _task_manager(node.identity, config, detected)
     instances = _instance_book(node)
@@ -248,10 +262,11 @@ async def _start_worker(
         await nursery.start(
             follow_schedulers_file, config.schedulers_file, config.schedulers, apply
         )
+    drivers, health = _drivers(config, instances, manager)
     service = WorkerService(
         node.identity,
         manager,
-        make_drivers(config, instances.routes),
+        drivers,
         clock=node.dht.now,
         record=node.store.record,
         max_message_bytes=config.max_message_bytes,
@@ -272,31 +287,16 @@ async def _start_worker(
     address = host_port(advertise_host, bound[1]) if bound is not None else ""
     why = "as configured"
     if reachability == "auto":
-        reachability, why = "public", "no gate to ask: taken as reachable"
         assert bound is not None
-        check = await check_reachability(gates, node.identity, bound[1]) if gates else None
-        if check is not None and check.reachable:
-            address, why = check.seen, f"the gate at {check.gate} dialed it back at {check.seen}"
-        elif check is not None:
-            reachability = "private"
-            why = f"the gate at {check.gate} could not dial it back at {check.seen}: {check.reason}"
-            if not check.seen:  # none would try: the relay works whether it could or not
-                why = f"{check.reason}; it takes tasks through a relay, which works either way"
-        elif gates:
-            why = "no gate answered the reachability check: taken as reachable"
+        reachability, why, address = await _dialed_back(node, gates, bound[1], address)
     relay = None
     if reachability == "private":
-        if not gates:
-            raise JoinError("a worker that cannot be reached needs a gate to relay for it")
-        node.dht.protocol.set_client(True)  # out of others' routing tables: they cannot reach it
-        # A scheduler that opens a circuit is a stranger until it says what it is.
-        relay = RelayClient(node.identity, gates, service.handle, max_frame=MAX_OPENING_MESSAGE)
-        try:
-            address = await nursery.start(relay.serve)
-        except RelayError as e:  # (raised before it started: as itself, not in a group)
-            raise JoinError(str(e)) from None
+        relay, address = await _relayed(node, service, gates, nursery)
+    if health is not None:  # (its driver is open now: the service opened it)
+        await health.check(config.http_driver.endpoints, config.models)
     profile = config.profile(detected, addresses=(address,))
-    advert = Advert(node.dht, replace(profile, **_models_served(config, instances)), ttl=ad_ttl)
+    served = _models_served(config, instances, health)
+    advert = Advert(node.dht, replace(profile, **served), ttl=ad_ttl)
     await advert.publish()
     if relay is not None:
 
@@ -307,7 +307,50 @@ async def _start_worker(
         if relay.address is not None and relay.address != address:  # it moved meanwhile
             nursery.start_soon(moved, relay.address)
     nursery.start_soon(_keep_ad_current, advert, manager)
-    return WorkerRole(service, advert, detected, reachability, why, instances, config, relay)
+    sampler = _load_sampler(config, instances, nvml)
+    await nursery.start(follow_load, advert, sampler, config.workload)
+    role = WorkerRole(
+        service, advert, detected, reachability, why, instances, config, relay, health
+    )
+    if health is not None:
+        nursery.start_soon(health.watch, lambda: config.models, role.advertise_models)
+    return role
+
+
+async def _relayed(
+    node: Node, service: WorkerService, gates: list[Addr], nursery: trio.Nursery
+) -> tuple[RelayClient, str]:
+    """A worker that cannot be reached takes its channels through a gate's relay: the client
+    of that relay, serving in `nursery`, and the address it got there."""
+    if not gates:
+        raise JoinError("a worker that cannot be reached needs a gate to relay for it")
+    node.dht.protocol.set_client(True)  # out of others' routing tables: they cannot reach it
+    # A scheduler that opens a circuit is a stranger until it says what it is.
+    relay = RelayClient(node.identity, gates, service.handle, max_frame=MAX_OPENING_MESSAGE)
+    try:
+        address = await nursery.start(relay.serve)
+    except RelayError as e:  # (raised before it started: as itself, not in a group)
+        raise JoinError(str(e)) from None
+    return relay, address
+
+
+async def _dialed_back(
+    node: Node, gates: list[Addr], port: int, address: str
+) -> tuple[str, str, str]:
+    """Whether a worker listening on `port` can be reached, as a gate finds by dialing it
+    back: "public" or "private", why, and the address to advertise (`address` unless the gate
+    saw another)."""
+    check = await check_reachability(gates, node.identity, port) if gates else None
+    if check is not None and check.reachable:
+        return "public", f"the gate at {check.gate} dialed it back at {check.seen}", check.seen
+    if check is not None:
+        why = f"the gate at {check.gate} could not dial it back at {check.seen}: {check.reason}"
+        if not check.seen:  # none would try: the relay works whether it could or not
+            why = f"{check.reason}; it takes tasks through a relay, which works either way"
+        return "private", why, address
+    if gates:
+        return "public", "no gate answered the reachability check: taken as reachable", address
+    return "public", "no gate to ask: taken as reachable", address
 
 
 def _instance_book(node: Node) -> InstanceBook:
@@ -318,23 +361,87 @@ def _instance_book(node: Node) -> InstanceBook:
         raise JoinError(str(e)) from None
 
 
-def _models_served(config: WorkerConfig, book: InstanceBook) -> dict[str, Any]:
-    """A worker's ad's models: its config's, then those of the Task Instances registered with
-    it (loaded too: they serve)."""
+def _models_served(
+    config: WorkerConfig, book: InstanceBook, health: EndpointHealth | None
+) -> dict[str, Any]:
+    """A worker's ad's models: its config's, but those whose endpoint fails its health check,
+    then those of the Task Instances registered with it (loaded too: they serve)."""
+    withheld = health.withheld(config.models) if health is not None else set()
+    installed = tuple(m for m in config.models if m not in withheld)
+    loaded = tuple(m for m in config.loaded_models if m not in withheld)
     return {
-        "installed_models": served(config.models, book),
-        "loaded_models": served(config.loaded_models, book),
+        "installed_models": served(installed, book),
+        "loaded_models": served(loaded, book),
     }
 
 
+def _load_sampler(
+    config: WorkerConfig, book: InstanceBook, nvml: Any | None
+) -> Callable[[], Awaitable[Sample]]:
+    """How busy the worker is now, and (when it serves http) which of its models are loaded."""
+
+    async def sample() -> Sample:
+        load = await trio.to_thread.run_sync(partial(sample_load, nvml=nvml))
+        if "http" not in config.drivers:
+            return Sample(load)
+        installed = served(config.models, book)
+        return Sample(load, await loaded_models(config, installed, book.routes))
+
+    return sample
+
+
+def _drivers(
+    config: WorkerConfig, book: InstanceBook, manager: TaskManager
+) -> tuple[dict[str, Driver], EndpointHealth | None]:
+    """The worker's drivers, and the health of its http driver's endpoints (if it enables
+    it), by which its manager refuses tasks too."""
+    drivers = make_drivers(config, book.routes)
+    http = drivers.get("http")
+    health = EndpointHealth(http) if isinstance(http, HttpDriver) else None
+    manager.refusal = _refusal(config, book, health)
+    return drivers, health
+
+
+def _refusal(
+    config: WorkerConfig, book: InstanceBook, health: EndpointHealth | None
+) -> Callable[[str, str | None], str | None]:
+    """Why this worker refuses a task for (driver, model): a driver it does not enable; for
+    the http driver, a model whose Task Instance was removed (schedulers may hold its old ad
+    for a while) or whose endpoint fails its health check."""
+
+    def refusal(driver: str, model: str | None) -> str | None:
+        reason = disabled_reason(driver, config)
+        if reason is not None or driver != "http" or (model is not None and model in book.routes):
+            return reason
+        if model is not None and model in book.removed and model not in config.models:
+            return (
+                f"Task Instance {book.removed[model]} serving model {model[:64]!r} was removed "
+                "from this worker: it takes no new tasks for it"
+            )
+        return health.refusal(model) if health is not None else None
+
+    return refusal
+
+
 def _task_manager(identity: Identity, config: WorkerConfig, detected: Detected) -> TaskManager:
-    """The worker's core, on the terms its config sets."""
+    """The worker's core, on the terms its config sets, with the GPUs detection found."""
+    slots = config.slot_count(detected)
+    http = config.http_driver
+    bound = http.devices
+    for model, indexes in bound.items():
+        if missing := [i for i in indexes if i >= len(detected.devices)]:
+            raise JoinError(
+                f"[drivers.http] devices.{model}: GPU {missing[0]} is not on this machine "
+                f"(NVML found {len(detected.devices)})"
+            )
     return TaskManager(
         identity,
-        slots=config.slot_count(detected),
+        slots=slots,
+        devices=Devices(detected.devices),
+        claim=Claims(len(detected.devices) // slots, bound, frozenset(http.endpoints)),
         queue_depth=config.queue_depth,
         price=config.min_price,
-        refusal=lambda driver: disabled_reason(driver, config),
+        refusal=lambda driver, model: disabled_reason(driver, config),
         terms=Terms(config.driver_caps(), config.priority_prices, config.schedulers),
         scheduler_grace_s=config.scheduler_grace_s,
         durable=True,

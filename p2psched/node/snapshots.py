@@ -251,6 +251,16 @@ class Cpu(Snapshot):
     cores: int
 
 
+class Workload(Snapshot):
+    """How busy a worker said it was when it last republished its ad, each 0..1 of its
+    capacity: its CPU's load, its RAM and GPU memory in use, its GPUs' mean utilization."""
+
+    cpu: float
+    ram: float
+    gpu: float
+    vram: float
+
+
 class WorkerAdView(Snapshot):
     """A worker's ad, as found in the DHT."""
 
@@ -264,6 +274,7 @@ class WorkerAdView(Snapshot):
     price: float
     drivers: tuple[str, ...]
     free_slots: int
+    workload: Workload
     labels: dict[str, str]
     addresses: tuple[str, ...]
     expires_in: float

@@ -101,7 +101,7 @@ class Unavailable(Refusal):
 
 
 class UnknownChoice(Refusal):
-    """Not one of the scheduling strategies or predictor modes there are."""
+    """Not one of the scheduling strategies or predictor modes there are, or a bad table."""
 
 
 def ledger_view(store: Store, verify: bool) -> dict[str, Any]:
@@ -422,18 +422,20 @@ class NodeFacade:
         fresh: bool = False,
         name: str | None = None,
         priority: int | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> TaskRecord:
         """Submit one task for `model` (the design documents' queue submission), placed as a
         job's are; answers once a worker was chosen, or `wait_s` passed (then with none).
         `job_id`: the job's id, if the caller made one (unique); `fresh`: find its workers
         in the DHT, not in what discovery read last (which may be 30 s old). `name`: the
-        job's (made a job name: other characters become "-"); `priority`: its, 0..9."""
+        job's (made a job name: other characters become "-"); `priority`: its, 0..9;
+        `metadata`: what it tells the predictor, as a job's task's."""
         named = re.sub(r"[^A-Za-z0-9._-]+", "-", name)[:64] if name else None
         spec: dict[str, Any] = {
             "name": named or "queue-" + re.sub(r"[^A-Za-z0-9._-]+", "-", model)[:48],
             "driver": driver,
             "resources": {"model": model},
-            "tasks": [{"input": task_input}],
+            "tasks": [{"input": task_input, "metadata": metadata}],
         }
         if priority is not None:
             spec["priority"] = priority
@@ -540,9 +542,9 @@ class NodeFacade:
         except ValueError as e:
             raise UnknownChoice(str(e)) from None
 
-    def switch_predictor(self, mode: str) -> None:
+    def switch_predictor(self, mode: str, table: Any = None) -> None:
         try:
-            self._node.jobs.dispatcher.predictor.set_mode(mode)
+            self._node.jobs.dispatcher.predictor.set_mode(mode, table)
         except ValueError as e:
             raise UnknownChoice(str(e)) from None
 

@@ -67,6 +67,7 @@ class Profile:
     workload_cpu: float = 0.0  # fractions of capacity in use, 0..1
     workload_gpu: float = 0.0
     workload_ram: float = 0.0
+    workload_vram: float = 0.0  # of the GPUs' memory, the part in use
     min_price: float = 0.0  # per task, in the network's unit of money
     drivers: tuple[str, ...] = ()
     free_slots: int = 0
@@ -96,11 +97,13 @@ class Profile:
                 "disk": self.disk_gb,
             },
             "network": {"download": self.download_mbps, "upload": self.upload_mbps},
+            # "VRAM" only when there is some in use: an ad without it is read as before.
             "workload": {
                 "CPU": self.workload_cpu,
                 "GPU": self.workload_gpu,
                 "RAM": self.workload_ram,
-            },
+            }
+            | ({"VRAM": self.workload_vram} if self.workload_vram else {}),
             "min_cost": self.min_price,
             "drivers": list(self.drivers),
             "free_slots": self.free_slots,
@@ -135,6 +138,7 @@ class Profile:
             workload_cpu=v["workload"]["CPU"],
             workload_gpu=v["workload"]["GPU"],
             workload_ram=v["workload"]["RAM"],
+            workload_vram=v["workload"].get("VRAM", 0.0),
             min_price=v["min_cost"],
             drivers=tuple(v["drivers"]),
             free_slots=v["free_slots"],
@@ -145,6 +149,18 @@ class Profile:
 
 def _fraction(v: Any, path: str) -> Any:
     return schema.number(0.0, 1.0)(v, path)
+
+
+_WORKLOAD: dict[str, schema.Check] = {"CPU": _fraction, "GPU": _fraction, "RAM": _fraction}
+_WITHOUT_VRAM = schema.mapping(_WORKLOAD)
+_WITH_VRAM = schema.mapping({**_WORKLOAD, "VRAM": _fraction})
+
+
+def _workload(v: Any, path: str) -> Any:
+    """CPU, GPU and RAM, and VRAM when the worker has GPU memory in use."""
+    if type(v) is dict and "VRAM" in v:
+        return _WITH_VRAM(v, path)
+    return _WITHOUT_VRAM(v, path)
 
 
 def _version(v: Any, path: str) -> Any:
@@ -191,7 +207,7 @@ _PROFILE = schema.mapping(
             }
         ),
         "network": schema.mapping({"download": schema.number(), "upload": schema.number()}),
-        "workload": schema.mapping({"CPU": _fraction, "GPU": _fraction, "RAM": _fraction}),
+        "workload": _workload,
         "min_cost": schema.number(),
         "drivers": schema.list_of(schema.text(32), 16),
         "free_slots": schema.uint(1024),

@@ -42,6 +42,12 @@ def ad_json(ad: WorkerAd, now: float) -> dict[str, Any]:
         "price": p.min_price,
         "drivers": list(p.drivers),
         "free_slots": p.free_slots,
+        "workload": {
+            "cpu": p.workload_cpu,
+            "ram": p.workload_ram,
+            "gpu": p.workload_gpu,
+            "vram": p.workload_vram,
+        },
         "labels": dict(p.labels),
         "addresses": list(p.addresses),
         "expires_in": round(ad.expires - now, 1),

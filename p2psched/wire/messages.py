@@ -47,6 +47,7 @@ TimeoutS = Annotated[float, msgspec.Meta(ge=0.001, le=MAX_TASK_TIMEOUT_S)]
 MAX_PRIORITY = 9  # a job's priority: 0..9, 9 most urgent
 DEFAULT_PRIORITY = 5
 Priority = Annotated[int, msgspec.Meta(ge=0, le=MAX_PRIORITY)]
+GpuCount = Annotated[int, msgspec.Meta(ge=0, le=64)]  # as a job's resources.gpus may be
 # Any size: the worker judges it against its own cap.
 InputBytes = Annotated[int, msgspec.Meta(ge=0, le=1 << 40)]
 
@@ -55,15 +56,17 @@ class _Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_fiel
     pass
 
 
-class Task(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Task(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """A task as a worker gets it: its input is any MessagePack value, which its driver
-    checks (the channel's frame limit bounds it)."""
+    checks (the channel's frame limit bounds it); `gpus`, the GPUs it needs to itself
+    (0: its slot's share of the worker's, `worker.devices`; left off the wire)."""
 
     id: TaskId
     driver: Driver
     model: Model
     input: msgspec.Raw
     timeout: TimeoutS
+    gpus: GpuCount = 0
 
 
 # -- scheduler -> worker -------------------------------------------------------------------

@@ -55,8 +55,19 @@ worker starts; an absent field keeps its default or what was detected.
 
     [drivers.http]                  # only with "http" in [worker] drivers
     endpoints = { "llama-3-8b" = "http://127.0.0.1:8000/v1/completions" }  # model -> URL; "*" any
+    devices = { "llama-3-8b" = [0] } # the GPUs (NVML indexes) its server runs on: its tasks
+                                    # count as using them (commands are not given them)
+    # or a table per model, with its credentials (sent to it alone) and health check:
+    # [drivers.http.endpoints.gpt] url = "https://api.example/v1", api_key_env = "EXAMPLE_KEY"
+    # (or api_key_file = "secrets/key", mode 0600, relative to this file's folder),
+    # headers_env = { "OpenAI-Organization" = "EXAMPLE_ORG" }, health_path = "/health"
     timeout_s = 120
     max_response_bytes = 4194304
+
+    [workload]                      # the ad's live load (CPU, RAM, GPU use and memory) and loaded
+    interval_s = 10                 # models, sampled this often (0.1..3600 s) and republished
+    threshold = 0.1                 # when a load moves this much (0..1 of capacity) or the
+                                    # models change; at most once per 5 s in any case
 
     [network]
     download_mbps = 1000
@@ -94,12 +105,14 @@ from p2psched.wire.codec import decode
 from p2psched.wire.deal import MAX_COMMIT_MESSAGE
 from p2psched.worker.config_values import REFUSED, TABLE, finite, refuse, seconds
 from p2psched.worker.driver_config import ANY_MODEL as ANY_MODEL
+from p2psched.worker.driver_config import CONFIG_FOLDER
 from p2psched.worker.driver_config import CommandDriverConfig as CommandDriverConfig
 from p2psched.worker.driver_config import CommandLimits as CommandLimits
 from p2psched.worker.driver_config import CommandParam as CommandParam
 from p2psched.worker.driver_config import CommandProgram as CommandProgram
 from p2psched.worker.driver_config import DriverTable as DriverTable
 from p2psched.worker.driver_config import HttpDriverConfig as HttpDriverConfig
+from p2psched.worker.driver_config import HttpEndpoint as HttpEndpoint
 from p2psched.worker.policy import DriverCaps, PriorityPrices, SchedulerPolicy, node_id_of_hex
 
 MAX_GRACE_S = 86400.0  # a scheduler gone a day is gone
@@ -179,6 +192,28 @@ _NodeIds = Annotated[frozenset[bytes], BeforeValidator(_node_ids)]
 _Multiplier = Annotated[float, BeforeValidator(_multiplier)]
 
 
+def _interval(v: Any) -> float:
+    if not 0.1 <= finite(v) <= 3600:
+        raise refuse(f"must be 0.1..3600 seconds, not {v!r}")
+    return float(v)
+
+
+def _share(v: Any) -> float:
+    if not finite(v) <= 1:
+        raise refuse(f"must be a fraction of capacity, 0..1, not {v!r}")
+    return float(v)
+
+
+class WorkloadSettings(BaseModel):
+    """[workload]: how often the ad's live load is sampled, and how far it must move to be
+    republished (`worker.workload`)."""
+
+    model_config = TABLE
+
+    interval_s: Annotated[float, BeforeValidator(_interval)] = 10.0
+    threshold: Annotated[float, BeforeValidator(_share)] = 0.1
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     """A worker's settings, checked: what its file said (`load_config`), else the defaults.
@@ -205,6 +240,7 @@ class WorkerConfig:
     command_driver: CommandDriverConfig = field(default_factory=CommandDriverConfig)
     http_driver: HttpDriverConfig = field(default_factory=HttpDriverConfig)
     dht: DhtSettings = field(default_factory=DhtSettings)  # the node's, which the worker runs
+    workload: WorkloadSettings = WorkloadSettings()  # the ad's live load: how it is followed
 
     def driver_caps(self) -> dict[str, DriverCaps]:
         """Each driver's caps on a task: its table's, or the defaults."""
@@ -376,6 +412,7 @@ class _WorkerFile(BaseModel):
     network: _NetworkTable = _NetworkTable()
     override: _OverrideTable = _OverrideTable()
     dht: DhtSettings = DhtSettings()
+    workload: WorkloadSettings = WorkloadSettings()
 
     @model_validator(mode="after")
     def _settings_are_for_enabled_drivers(self) -> _WorkerFile:
@@ -402,7 +439,7 @@ def load_config(path: Path) -> WorkerConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     try:
-        file = _WorkerFile.model_validate(doc)
+        file = _WorkerFile.model_validate(doc, context={CONFIG_FOLDER: path.parent})
     except ValidationError as e:
         raise ConfigError(f"{path}: {_said(_first(e))}") from None
     w = file.worker
@@ -428,6 +465,7 @@ def load_config(path: Path) -> WorkerConfig:
         command_driver=file.drivers.command,
         http_driver=file.drivers.http,
         dht=file.dht,
+        workload=file.workload,
     )
     # What the worker will advertise must be what every asker accepts: check it now, against
     # the same schema and size limit, rather than be silently left out of every answer later.

@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from p2psched.resources.driver_inputs import ParamRule
 from p2psched.wire.deal import MAX_INPUT_BYTES, MAX_RESULT_BYTES
@@ -31,6 +40,21 @@ _PROGRAM_NAME = re.compile(r"[A-Za-z0-9._+-]{1,64}")
 _MAX_OUTPUT_BYTES = MAX_RESULT_BYTES // 3
 _MAX_RESPONSE_BYTES = MAX_RESULT_BYTES * 2 // 3
 _FITS_RESULT = "a result must fit one message"
+CONFIG_FOLDER = "config_folder"  # validation context: where a key file's relative name starts
+_MAX_SECRET_CHARS = 4096
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+# What the driver sets itself, or what would change where or how a request goes.
+_OWN_HEADERS = frozenset(
+    {
+        "host",
+        "content-type",
+        "content-length",
+        "accept",
+        "accept-encoding",
+        "transfer-encoding",
+        "connection",
+    }
+)
 
 
 def _endpoints(v: Any) -> Any:
@@ -38,17 +62,107 @@ def _endpoints(v: Any) -> Any:
         raise refuse(
             'must be a table of model = URL, like { "llama-3-8b" = "http://127.0.0.1:8000/" }'
         )
-    for model, url in v.items():
-        if not isinstance(url, str):
-            raise refuse(f"must be a URL, not {url!r}", model)
-        try:
-            parts = urlsplit(url)
-            _ = parts.port  # parsed lazily: a bad port must fail here, not on the first task
-        except ValueError as e:
-            raise refuse(f"{url!r} is not a URL ({e})", model) from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise refuse(f"{url!r} must be an http:// or https:// URL with a host", model)
+    # A model = "URL" is the short form of a table with only its url.
+    return {m: {"url": _url(e, m)} if not isinstance(e, dict) else e for m, e in v.items()}
+
+
+def _url(url: Any, *at: str) -> str:
+    if not isinstance(url, str):
+        raise refuse(f"must be a URL, not {url!r}", *at)
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # parsed lazily: a bad port must fail here, not on the first task
+    except ValueError as e:
+        raise refuse(f"{url!r} is not a URL ({e})", *at) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise refuse(f"{url!r} must be an http:// or https:// URL with a host", *at)
+    if parts.username is not None or parts.password is not None:
+        # A URL is logged and shown to the operator; a credential must not ride in it.
+        raise refuse(
+            "must hold no user or password: give a key as api_key_env or api_key_file", *at
+        )
+    return url
+
+
+def _header_name(name: str) -> str:
+    if not _HEADER_NAME.fullmatch(name) or name.lower() in _OWN_HEADERS:
+        raise refuse(
+            f"{name[:64]!r} is not a header an endpoint may be sent (a name of letters, digits "
+            f"and -, not one of {', '.join(sorted(_OWN_HEADERS))})"
+        )
+    return name
+
+
+def _secret_value(value: str, source: str) -> str:
+    """A credential as a header carries it: one line of visible ASCII (never quoted back)."""
+    value = value.strip()
+    if not value:
+        raise refuse(f"{source} is empty")
+    if len(value) > _MAX_SECRET_CHARS or not all(" " <= c <= "~" for c in value):
+        raise refuse(
+            f"{source} is not one line of at most {_MAX_SECRET_CHARS} printable ASCII "
+            "characters, as an HTTP header must be"
+        )
+    return value
+
+
+def _from_env(variable: str, *at: str) -> str:
+    value = os.environ.get(variable)
+    if value is None:
+        raise refuse(
+            f"the environment variable {variable} is not set in the worker's environment", *at
+        )
+    try:
+        return _secret_value(value, f"the environment variable {variable}")
+    except PydanticCustomError as e:
+        raise refuse(str(e), *at) from None
+
+
+def _from_file(name: str, folder: Path | None) -> str:
+    """The key in the file `name` (relative to the config's folder), which only the worker's
+    user may read or write: like ssh with a private key, a file others can read is refused."""
+    path = Path(name) if folder is None else folder / name
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise refuse(f"cannot read {path} ({e.strerror or e})", "api_key_file") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise refuse(f"{path} is not a plain file", "api_key_file")
+        if mode & 0o077:
+            raise refuse(
+                f"{path} is open to group or others (mode {stat.S_IMODE(mode):04o}); a key "
+                f"file must be the worker's user's alone: chmod 600 {path}",
+                "api_key_file",
+            )
+        data = f.read(_MAX_SECRET_CHARS + 2)
+    try:
+        return _secret_value(data.decode("ascii"), str(path))
+    except UnicodeDecodeError:
+        raise refuse(f"{path} is not ASCII text", "api_key_file") from None
+    except PydanticCustomError as e:
+        raise refuse(str(e), "api_key_file") from None
+
+
+def _health_path(v: Any) -> Any:
+    if v is not None and (not isinstance(v, str) or not re.fullmatch(r"/[!-~]{0,255}", v)):
+        raise refuse(f'must be a path on the endpoint\'s server, like "/health", not {v!r}')
     return v
+
+
+def _devices(v: Any) -> Any:
+    if not isinstance(v, dict):
+        raise refuse('must be a table of model = GPU index or list of them, like { "m" = 0 }')
+    out = {}
+    for model, said in v.items():
+        indexes = said if isinstance(said, list | tuple) else [said]
+        if not indexes or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 64 for i in indexes
+        ):
+            raise refuse(f"must be a GPU index 0..63 or a list of them, not {said!r}", model)
+        out[model] = tuple(sorted(set(indexes)))
+    return out
 
 
 def _program(name: str, v: Any) -> Any:
@@ -190,11 +304,68 @@ class CommandDriverConfig(DriverTable):
     max_output_bytes: Annotated[int, byte_cap(_MAX_OUTPUT_BYTES, _FITS_RESULT)] = 1 << 20
 
 
+class HttpEndpoint(BaseModel):
+    """[drivers.http.endpoints.NAME], or NAME = "URL": where a model is served, the
+    credentials sent there (from the worker's environment or a key file, read when the
+    config is), and what its health check asks (`health_path` on the URL's server; by default
+    an OpenAI-compatible URL's `models` list, and any other URL is only reached).
+
+    Its credentials are sent to this endpoint alone: they are kept out of the model's fields,
+    so no repr, dump or comparison of a config shows them (`headers` gives them)."""
+
+    model_config = TABLE
+
+    url: Annotated[str, BeforeValidator(lambda v: _url(v))]
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    headers_env: Mapping[Annotated[str, BeforeValidator(_header_name)], str] = Field(
+        default_factory=dict
+    )
+    health_path: Annotated[str | None, BeforeValidator(_health_path)] = None
+    _headers: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _credentials(self, info: ValidationInfo) -> HttpEndpoint:
+        if self.api_key_env is not None and self.api_key_file is not None:
+            raise refuse("give the key once: api_key_env or api_key_file, not both")
+        folder = (info.context or {}).get(CONFIG_FOLDER)
+        headers = {n: _from_env(v, "headers_env", n) for n, v in self.headers_env.items()}
+        key = None
+        if self.api_key_env is not None:
+            key = _from_env(self.api_key_env, "api_key_env")
+        elif self.api_key_file is not None:
+            key = _from_file(self.api_key_file, folder)
+        if key is not None:
+            if any(n.lower() == "authorization" for n in headers):
+                raise refuse("an api key is sent as Authorization: leave it out of headers_env")
+            headers["Authorization"] = f"Bearer {key}"
+        self._headers = headers
+        return self
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """What every request to this endpoint carries: its credentials (secret)."""
+        return self._headers
+
+
 class HttpDriverConfig(DriverTable):
     """[drivers.http]: where each model is served, and how long and large an answer may be."""
 
-    endpoints: Annotated[Mapping[str, str], BeforeValidator(_endpoints)] = Field(
+    endpoints: Annotated[Mapping[str, HttpEndpoint], BeforeValidator(_endpoints)] = Field(
         default_factory=dict
     )
+    # The GPUs (NVML's indexes, as nvidia-smi numbers them) each model's server runs on: its
+    # tasks count as using them, so no command task is given them meanwhile.
+    devices: Annotated[Mapping[str, tuple[int, ...]], BeforeValidator(_devices)] = Field(
+        default_factory=dict
+    )
+
+    @model_validator(mode="after")
+    def _devices_of_endpoints(self) -> HttpDriverConfig:
+        for model in self.devices:
+            if model not in self.endpoints:
+                raise refuse(f"{model!r} has no endpoint in this table", "devices", model)
+        return self
+
     timeout_s: Annotated[float, seconds(MAX_TASK_TIMEOUT_S)] = 120.0
     max_response_bytes: Annotated[int, byte_cap(_MAX_RESPONSE_BYTES, _FITS_RESULT)] = 4 << 20

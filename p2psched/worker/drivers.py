@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import httpx
 import trio
 
+from p2psched.resources.detect import Device
 from p2psched.resources.driver_inputs import KNOWN_DRIVERS, input_refusal, param_refusal
 from p2psched.worker import sandbox
 from p2psched.worker.config import (
@@ -36,7 +37,15 @@ from p2psched.worker.config import (
     HttpDriverConfig,
     WorkerConfig,
 )
-from p2psched.worker.model_http import origin, parsed, read_capped, read_events, request_url
+from p2psched.worker.health import check_server
+from p2psched.worker.model_http import (
+    health_url,
+    origin,
+    parsed,
+    read_capped,
+    read_events,
+    request_url,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -70,6 +79,7 @@ class DriverTask:
     # Where parts of the output go as the driver produces them (a streamed answer's chunks),
     # ahead of the whole, which `run` returns.
     partial: Callable[[Any], None] = lambda output: None
+    devices: tuple[Device, ...] = ()  # the GPUs it runs on (`worker.devices`)
 
 
 class Driver(Protocol):
@@ -223,12 +233,17 @@ class CommandDriver:
         data = None if stdin is None else stdin.encode("utf-8", errors="replace")
 
         async def execute() -> Any:
-            return await self._execute(name, argv, data, task.scratch)
+            return await self._execute(name, argv, data, task.scratch, task.devices)
 
         return await _within_limits(self.name, task.timeout_s, execute)
 
     async def _execute(
-        self, program: str, argv: list[str], stdin: bytes | None, scratch: Path
+        self,
+        program: str,
+        argv: list[str],
+        stdin: bytes | None,
+        scratch: Path,
+        devices: tuple[Device, ...],
     ) -> dict[str, Any]:
         # bwrap says on this pipe which process is its sandbox's init (unsandboxed, no pipe: the
         # program would hold it open).
@@ -236,13 +251,13 @@ class CommandDriver:
         started = False
         try:
             process = await trio.lowlevel.open_process(
-                sandbox.command_line(self._config, scratch, argv, info_write),
+                sandbox.command_line(self._config, scratch, argv, info_write, devices),
                 pass_fds=(info_write,) if info_write >= 0 else (),
                 stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=scratch,
-                env=sandbox.environment(scratch),
+                env=sandbox.environment(scratch, devices),
                 # Its own process group: a kill then reaches whatever it started, too (in the
                 # sandbox, its PID namespace does).
                 start_new_session=True,
@@ -407,8 +422,9 @@ class HttpDriver:
     `messages` at chat/completions and any other at completions (`request_url`). An input
     with `stream: true` is posted for server-sent events: each event's JSON goes to the
     scheduler as a partial result as it arrives, and the task's result is the list of them
-    all (what the receipt covers), the server's `[DONE]` left out.
-    """
+    all (what the receipt covers), the server's `[DONE]` left out. An endpoint's credentials
+    go with its requests and its health check alone (no redirect is followed), never into a
+    reason or a log line."""
 
     name = "http"
     uses_scratch = False
@@ -428,8 +444,8 @@ class HttpDriver:
         async with contextlib.AsyncExitStack() as stack:
             self._clients, self._stack = {}, stack
             try:
-                for url in self._config.endpoints.values():
-                    await self._client(url)
+                for endpoint in self._config.endpoints.values():
+                    await self._client(endpoint.url)
                 yield
             finally:
                 self._clients = self._stack = None
@@ -447,20 +463,45 @@ class HttpDriver:
             self._clients[key] = await self._stack.enter_async_context(client)
         return self._clients[key]
 
-    def _endpoint(self, model: str | None) -> str:
+    def endpoint_of(self, model: str | None) -> str | None:
+        """The name of the config's endpoint that serves `model` (ANY_MODEL for the catch-all),
+        or None: a registered instance serves it, or nothing does."""
         endpoints = self._config.endpoints
-        url = None if model is None else self._routes.get(model) or endpoints.get(model)
-        if url is None:
-            url = endpoints.get(ANY_MODEL)
-        if url is None:
+        if model is not None and model in self._routes:
+            return None
+        if model is not None and model in endpoints:
+            return model
+        return ANY_MODEL if ANY_MODEL in endpoints else None
+
+    def _endpoint(self, model: str | None) -> tuple[str, Mapping[str, str]]:
+        """Where `model`'s tasks go, and the credentials sent there (a registered instance
+        takes none)."""
+        if model is not None and model in self._routes:
+            return self._routes[model], {}
+        name = self.endpoint_of(model)
+        if name is None:
+            endpoints = self._config.endpoints
             served = ", ".join(sorted({*endpoints, *self._routes} - {ANY_MODEL})) or "none"
             asked = "a task without a model" if model is None else f"model {model[:64]!r}"
             raise DriverError(f"this worker serves no endpoint for {asked}; models: {served}")
-        return url
+        endpoint = self._config.endpoints[name]
+        return endpoint.url, endpoint.headers
+
+    def url_of(self, name: str) -> str:
+        """The URL of the config's endpoint `name` (which the operator may see)."""
+        return self._config.endpoints[name].url
+
+    async def check(self, name: str) -> None:
+        """The health check of the config's endpoint `name`, with its credentials, on its
+        client; `Unhealthy` saying why it failed."""
+        endpoint = self._config.endpoints[name]
+        client = await self._client(endpoint.url)
+        url, expect = health_url(endpoint.url, endpoint.health_path)
+        await check_server(client, url, expect, headers=endpoint.headers)
 
     async def run(self, task: DriverTask, progress: Callable[[float], None]) -> Any:
         _check_input(self.name, task.input)
-        endpoint = self._endpoint(task.model)
+        endpoint, credentials = self._endpoint(task.model)
         client = await self._client(endpoint)
         url = request_url(endpoint, task.input)
         try:
@@ -471,7 +512,8 @@ class HttpDriver:
         stream = task.input.get("stream") is True
 
         async def post() -> Any:
-            return await self._post(client, url, body, task.partial if stream else None)
+            partial = task.partial if stream else None
+            return await self._post(client, url, body, credentials, partial)
 
         return await _within_limits(self.name, timeout, post)
 
@@ -480,12 +522,14 @@ class HttpDriver:
         client: httpx.AsyncClient,
         url: str,
         body: bytes,
+        credentials: Mapping[str, str],
         partial: Callable[[Any], None] | None,
     ) -> Any:
         """The answer to one POST; with `partial`, read as server-sent events, each handed to
         `partial` as it comes, and the list of them answered."""
         cap = self._config.max_response_bytes
         headers = {
+            **credentials,
             "content-type": "application/json",
             "accept": "application/json" if partial is None else "text/event-stream",
             "accept-encoding": "identity",  # the cap counts what is held in memory

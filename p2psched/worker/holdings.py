@@ -8,15 +8,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from p2psched.resources.detect import Device
 from p2psched.wire.messages import Send, Task
 
 
 @dataclass(frozen=True, slots=True)
 class Start:
-    """Run this task now on `task.driver`; report with `TaskManager.finished`."""
+    """Run this task now on `task.driver`, on `devices` (its GPUs); report with
+    `TaskManager.finished`."""
 
     peer: bytes
     task: Task
+    devices: tuple[Device, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

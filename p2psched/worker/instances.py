@@ -2,12 +2,14 @@
 servers with an OpenAI-compatible API at host:port (vLLM, llama.cpp's server, Ollama, ...) whose
 models the worker serves through its http driver and advertises in its ad.
 
-Owns: the check a server passes before it is registered (it answers, and `GET /v1/models` lists
-what it serves), which server each registered model goes to (`routes`, which the http driver
-reads before its config's endpoints), and `<data-dir>/task_instances.json`, which keeps them
-across restarts. Promises: a model goes to one registered server at most; a refusal says why in
-the design document's words ("Connection refused", "Health check failed: ..."); the file is
-rewritten whole (mode 0600) on every change, so a restart finds what was registered last.
+Owns: the check a server passes before it is registered (`worker.health`: it answers, and
+`GET /v1/models` lists what it serves), which server each registered model goes to (`routes`,
+which the http driver reads before its config's endpoints), the models of instances removed
+while it runs (whose tasks it refuses at once: `removed`), and
+`<data-dir>/task_instances.json`, which keeps them across restarts. Promises: a model goes to
+one registered server at most; a refusal says why in the design document's words ("Connection
+refused", "Health check failed: ..."); the file is rewritten whole (mode 0600) on every
+change, so a restart finds what was registered last.
 """
 
 from __future__ import annotations
@@ -15,22 +17,18 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
-import trio
 
 from p2psched.home import write_private
 from p2psched.resources.instance import instance_id
+from p2psched.worker.health import CHECK_TIMEOUT_S, Unhealthy, check_server
 
 INSTANCES_FILE = "task_instances.json"
-PROBE_TIMEOUT_S = 5.0
 MAX_MODELS = 32  # registered on one worker: its ad holds at most 64 model names, in one record
-_MODEL_LIST_BYTES = 256 << 10  # of a `GET /v1/models` answer, read at most
-_MODEL_NAME = 128  # as an ad's model names may be
 # A DNS name (as the document allows "worker1.example.com"): letters, digits, hyphens, dots.
 _HOST_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+")
 
@@ -72,88 +70,24 @@ def check_address(host: str, port: int) -> None:
         raise InstanceError(f"port {port} is not 1..65535")
 
 
-async def probe(host: str, port: int, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[str, ...]:
+async def probe(host: str, port: int, timeout_s: float = CHECK_TIMEOUT_S) -> tuple[str, ...]:
     """The models the server at host:port serves, from its `GET /v1/models`; `InstanceError`
     if it does not answer, or answers anything but OpenAI's list of models."""
     check_address(host, port)
-    url = Registered(host, port, "").server + "/v1/models"
+    return await listed_models(Registered(host, port, "").server + "/v1/models", timeout_s)
+
+
+async def listed_models(
+    url: str, timeout_s: float = CHECK_TIMEOUT_S, headers: Mapping[str, str] | None = None
+) -> tuple[str, ...]:
+    """The models a server's `GET /v1/models` at `url` lists, asked with `headers` (an
+    endpoint's credentials); `InstanceError` as `probe`."""
     # No proxy from the environment: the operator named the server, and only it is asked.
-    # `timeout_s` bounds the whole check, not each read: a server dripping its answer a byte
-    # at a time would otherwise hold the request for days.
-    async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as client:
-        with trio.move_on_after(timeout_s) as whole:
-            body = await _ask(client, url, timeout_s)
-    if whole.cancelled_caught:
-        raise InstanceError(f"Health check failed: no whole answer within {timeout_s:g}s")
-    return _listed_models(body)
-
-
-async def _ask(client: httpx.AsyncClient, url: str, timeout_s: float) -> bytes:
-    """The body of the server's `GET /v1/models`, read up to its cap; `InstanceError` saying
-    why not."""
-    try:
-        async with client.stream("GET", url, headers={"accept": "application/json"}) as r:
-            if r.status_code != 200:
-                raise InstanceError(
-                    f"Health check failed: GET /v1/models answered HTTP {r.status_code}"
-                )
-            return await _read_capped(r)
-    except httpx.ConnectError as e:
-        raise InstanceError(_why_not_connected(e)) from e
-    except httpx.TimeoutException:
-        raise InstanceError(f"Health check failed: no answer within {timeout_s:g}s") from None
-    except httpx.HTTPError as e:
-        raise InstanceError(f"Health check failed: {type(e).__name__}: {e}") from e
-
-
-def _why_not_connected(e: BaseException) -> str:
-    """The document's "Connection refused" if that is what happened (to every address the
-    host has: trio tries them all and groups the errors), else what did."""
-    causes: list[BaseException] = []
-    seen: BaseException | None = e
-    while seen is not None and len(causes) < 16:
-        causes.append(seen)
-        seen = seen.__cause__ or seen.__context__
-    leaves = [
-        leaf
-        for cause in causes
-        for leaf in (cause.exceptions if isinstance(cause, BaseExceptionGroup) else (cause,))
-    ]
-    if any(isinstance(leaf, ConnectionRefusedError) for leaf in leaves):
-        return "Connection refused"
-    return f"Cannot connect: {causes[-1]}"
-
-
-async def _read_capped(response: httpx.Response) -> bytes:
-    data = bytearray()
-    async for chunk in response.aiter_bytes():
-        data += chunk
-        if len(data) > _MODEL_LIST_BYTES:
-            raise InstanceError(
-                f"Health check failed: GET /v1/models answered over {_MODEL_LIST_BYTES} bytes"
-            )
-    return bytes(data)
-
-
-def _listed_models(body: bytes) -> tuple[str, ...]:
-    shape = 'OpenAI\'s list of models, {"data": [{"id": MODEL}, ...]}'
-    try:
-        listed = json.loads(body)["data"]
-        ids = [m["id"] for m in listed]
-    except (ValueError, RecursionError, KeyError, TypeError):
-        raise InstanceError(f"Health check failed: GET /v1/models did not answer {shape}") from None
-    models = tuple(dict.fromkeys(m for m in ids if _fits_an_ad(m)))
-    if not models:
-        raise InstanceError("Health check failed: GET /v1/models lists no model")
-    return models
-
-
-def _fits_an_ad(model: Any) -> bool:
-    return (
-        isinstance(model, str)
-        and 0 < len(model) <= _MODEL_NAME
-        and not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in model)
-    )
+    async with httpx.AsyncClient(trust_env=False) as client:
+        try:
+            return await check_server(client, url, "models", headers=headers, timeout_s=timeout_s)
+        except Unhealthy as e:
+            raise InstanceError(str(e)) from None
 
 
 class InstanceBook:
@@ -166,6 +100,9 @@ class InstanceBook:
         # What the http driver reads: model -> endpoint, changed in place as instances come
         # and go (a task that started keeps the endpoint it was given).
         self.routes: dict[str, str] = {}
+        # Models whose instance was removed while the worker runs -> that instance's id:
+        # schedulers may still hold its old ad for a while, and their tasks are refused.
+        self.removed: dict[str, str] = {}
         if self.path.exists():
             for r in self._load():
                 self._put(r)
@@ -209,9 +146,11 @@ class InstanceBook:
 
     def remove(self, registered: Registered) -> None:
         self._drop(registered.model)
+        self.removed[registered.model] = self.id_of(registered.model)
         self._save()
 
     def _put(self, r: Registered) -> None:
+        self.removed.pop(r.model, None)
         self._by_model[r.model] = r
         self.routes[r.model] = r.endpoint
 

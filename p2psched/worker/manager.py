@@ -4,11 +4,13 @@ receipts. It takes messages from schedulers and `now`, and gives back actions fo
 Owns: what this worker has promised (leases), holds (its queue) and runs (its slots), the
 results it has not yet seen acknowledged, and its drivers' run times (plain histograms, which
 the node's metrics read).
-Promises: it never starts more tasks than it has slots; it runs a task only if the scheduler
-holds a lease for it, the task's driver is enabled, and the task is within its driver's caps
-(timeout, input size) and the operator's `SchedulerPolicy` (who, how many, how much); a lease
-not followed by a dispatch expires after `lease_s`; every result carries a `Receipt` signed
-by this worker, and is sent again when its scheduler reconnects, until acknowledged.
+Promises: it never starts more tasks than it has slots, nor a task before the GPUs it needs
+are free (`worker.devices`: they stay its own until it has ended); it runs a task only if
+the scheduler holds a lease for it, the task's driver is enabled, and the task is within its
+driver's caps (timeout, input size) and the operator's `SchedulerPolicy` (who, how many, how
+much); a lease not followed by a dispatch expires after `lease_s`; every result carries a
+`Receipt` signed by this worker, and is sent again when its scheduler reconnects, until
+acknowledged.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from p2psched.wire.messages import (
     Decline,
     Lease,
     Message,
+    Model,
     Partial,
     QuoteReply,
     QuoteRequest,
@@ -44,12 +47,14 @@ from p2psched.wire.messages import (
     Result,
     Run,
     Send,
+    Task,
     Unreserve,
     Withdraw,
     Withdrawn,
     kind,
 )
 from p2psched.wire.schema import SchemaError
+from p2psched.worker.devices import Claim, Devices
 from p2psched.worker.holdings import Abort as Abort
 from p2psched.worker.holdings import Action as Action
 from p2psched.worker.holdings import Held, Leased, Reservation, RunTimes, Scheduler
@@ -71,8 +76,10 @@ class TaskManager:
     slots: int = 1
     queue_depth: int = 4  # tasks accepted beyond the slots, so a slot never waits on the network
     price: float = 0.0  # asked per task of normal priority (the others: `terms.prices`)
-    refusal: Callable[[str], str | None] = lambda driver: None  # why a driver cannot run here
+    refusal: Callable[[str, str | None], str | None] = lambda d, m: None  # (driver, model): why not
     terms: Terms = field(default_factory=Terms)  # caps, prices by priority, who and how much
+    devices: Devices = field(default_factory=Devices)  # its GPUs, and which task has which
+    claim: Callable[[Task], Claim] = lambda task: Claim()  # what a task asks of them
     lease_s: float = 10.0
     heartbeat_s: float = 1.0
     quote_valid_s: float = 10.0
@@ -120,6 +127,10 @@ class TaskManager:
     @property
     def _busy_slots(self) -> int:
         return len(self._running) + sum(len(p) for p in self._pulling.values())
+
+    @property
+    def _free_slot(self) -> bool:
+        return self._busy_slots < self.slots
 
     @property
     def running(self) -> int:
@@ -233,6 +244,7 @@ class TaskManager:
         """A started task ended: `error` None means it ran to `output`. True if that output
         goes back as its result (it can be sent, and someone still wants it)."""
         key = (peer, task_id)
+        self.devices.give_back(key)
         if key in self._aborting:  # cancelled while it ran: nobody wants the result
             self._aborting.discard(key)
             self._start_next(now)
@@ -354,7 +366,11 @@ class TaskManager:
             key = (peer, task.id)
             lease = self._leases.pop(key, None)
             # Checked again, whatever its quote request said: a scheduler may lie there.
-            reason = self._refuse(peer, task.driver, math.inf, 0.0) or self.terms.over_caps([task])
+            reason = (
+                self._refuse(peer, task.driver, task.model, math.inf, 0.0)
+                or self.terms.over_caps([task])
+                or self.devices.refusal(self.claim(task))
+            )
             if lease is None:
                 reason = "no lease for this task here (it expired or was never granted)"
             if reason is not None:
@@ -430,7 +446,7 @@ class TaskManager:
         good (the scheduler, the driver, its caps, the price, draining), or for now (`busy`:
         why it or the scheduler's share of it is full). True if declined."""
         caps = self.terms.caps_of(m.driver).refusal(m.driver, m.timeout, m.input_bytes)
-        reason = self._refuse(peer, m.driver, m.max_price, price) or caps or busy
+        reason = self._refuse(peer, m.driver, m.model, m.max_price, price) or caps or busy
         if reason is not None:
             self._out.append(Send(peer, Decline(m.rid, said(reason), reason is busy)))
         return reason is not None
@@ -452,10 +468,10 @@ class TaskManager:
             else:
                 del until[:taken]
 
-    def _refuse(self, peer: bytes, driver: str, max_price: float, price: float) -> str | None:
-        reason = self.refusal(driver) or self.terms.policy.refusal(peer)
-        if reason is None and max_price < price:
-            reason = f"price below its minimum: asks {price:g}, offered at most {max_price:g}"
+    def _refuse(self, peer: bytes, driver: str, model: Model, bid: float, ask: float) -> str | None:
+        reason = self.refusal(driver, model) or self.terms.policy.refusal(peer)
+        if reason is None and bid < ask:
+            reason = f"price below its minimum: asks {ask:g}, offered at most {bid:g}"
         if reason is None and self.draining:
             reason = DRAINING
         return reason
@@ -474,15 +490,22 @@ class TaskManager:
 
     def _start_next(self, now: float) -> None:
         while self._queue and self._busy_slots < self.slots:
-            key = self._queue.popleft()
+            key = self._queue[0]
             held = self._held[key]
+            # In order: a task waiting for GPUs in use is not overtaken by smaller ones,
+            # which could keep it waiting for ever.
+            devices = self.devices.take(key, self.claim(held.task))
+            if devices is None:
+                break
+            self._queue.popleft()
             held.started = now
             self._running.add(key)
-            self._out.append(Start(key[0], held.task))
+            self._out.append(Start(key[0], held.task, devices))
         # Tasks sent are served first; then a free slot is offered to the oldest reservation
         # whose scheduler may take one more task.
         least = self.price * self.terms.prices.lowest
-        while self._reserved and not self.draining and self._busy_slots < self.slots:
+        # (none while a task waits here for GPUs: a slot it waits in is not free)
+        while self._reserved and not self._queue and not self.draining and self._free_slot:
             rkey = next(
                 (
                     k

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from p2psched.worker.health import Expect
+
 
 def parsed(data: bytes) -> Any:
     """An answer's JSON; text that is not JSON as `{"text": ...}`."""
@@ -33,23 +35,40 @@ _CHAT = "/chat/completions"
 _COMPLETIONS = "/completions"
 
 
+def _openai_base(endpoint: str) -> str | None:
+    """The path of an OpenAI-compatible server's API at `endpoint` (a base URL ending in /v1,
+    or either completions URL), or None for a URL of another kind."""
+    path = urlsplit(endpoint).path.rstrip("/")
+    if path.endswith(_CHAT):
+        return path.removesuffix(_CHAT)
+    if path.endswith(_COMPLETIONS):
+        return path.removesuffix(_COMPLETIONS)
+    return path if path.endswith("/v1") else None
+
+
 def request_url(endpoint: str, body: Any) -> str:
     """Where the http driver posts `body` for a model served at `endpoint`: on an
     OpenAI-compatible server (a base URL ending in /v1, or either completions URL), a chat
     request (one with `messages`) at chat/completions and any other at completions; any other
     URL takes every body as it is."""
-    parts = urlsplit(endpoint)
-    path = parts.path.rstrip("/")
-    if path.endswith(_CHAT):
-        base = path.removesuffix(_CHAT)
-    elif path.endswith(_COMPLETIONS):
-        base = path.removesuffix(_COMPLETIONS)
-    elif path.endswith("/v1"):
-        base = path
-    else:
+    base = _openai_base(endpoint)
+    if base is None:
         return endpoint
     wanted = _CHAT if isinstance(body, dict) and "messages" in body else _COMPLETIONS
-    return urlunsplit(parts._replace(path=base + wanted))
+    return urlunsplit(urlsplit(endpoint)._replace(path=base + wanted))
+
+
+def health_url(endpoint: str, health_path: str | None) -> tuple[str, Expect]:
+    """What the health check of `endpoint` asks, and what it expects back: `health_path` on
+    its server, answering 2xx; else, on an OpenAI-compatible server, its list of models; else
+    the endpoint itself, answering at all (it may take only POSTs)."""
+    parts = urlsplit(endpoint)._replace(query="", fragment="")
+    if health_path is not None:
+        return urlunsplit(parts._replace(path=health_path)), "ok"
+    base = _openai_base(endpoint)
+    if base is None:
+        return endpoint, "answer"
+    return urlunsplit(parts._replace(path=base + "/models")), "models"
 
 
 async def read_events(

@@ -5,10 +5,11 @@ Promises: in the sandbox the system is read-only (/usr, /lib*, /bin, /sbin and a
 /etc), its input files are in its cwd (`/task`, read-only), /task and /tmp are its only
 writable places, each a tmpfs of `disk_mb` (so what a task writes is bounded in all, not only
 per file, and leaves nothing on the host's disk), nothing else of the host exists (the
-worker's data dir and home are not there), every namespace is new (the network too, unless
-`network = true`), the environment is a fixed minimal one, and the sandbox dies with the
-worker. A task's processes run under its limits (CPU seconds, address space, processes, file
-size, open files), as `nobody` when the worker is root.
+worker's data dir and home are not there; of the GPUs, only the device nodes of those the
+task was given, which CUDA_VISIBLE_DEVICES names by UUID), every namespace is new (the network
+too, unless `network = true`), the environment is a fixed minimal one, and the sandbox dies
+with the worker. A task's processes run under its limits (CPU seconds, address space,
+processes, file size, open files), as `nobody` when the worker is root.
 `check` raises `SandboxError` (a `ConfigError`: the worker refuses to start) when bwrap is
 missing or cannot make its namespaces.
 """
@@ -26,6 +27,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+from p2psched.resources.detect import Device
 from p2psched.worker import launch
 from p2psched.worker.config import CommandDriverConfig, ConfigError
 
@@ -49,6 +51,9 @@ _ETC = (
     "locale.alias",
 )
 _ETC_NETWORK = ("resolv.conf", "hosts", "ssl", "ca-certificates", "gai.conf")
+# What CUDA opens besides a GPU's own /dev/nvidiaN: bound only for a task that has a GPU.
+_NVIDIA_SHARED = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
+VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
 _FIX_MISSING = "install bubblewrap (apt-get install bubblewrap)"
 _FIX_NAMESPACES = (
     "let it create namespaces (sysctl -w kernel.unprivileged_userns_clone=1, "
@@ -78,12 +83,16 @@ def bwrap_path() -> str | None:
 
 
 def command_line(
-    config: CommandDriverConfig, scratch: Path, argv: list[str], info_fd: int = -1
+    config: CommandDriverConfig,
+    scratch: Path,
+    argv: list[str],
+    info_fd: int = -1,
+    devices: tuple[Device, ...] = (),
 ) -> list[str]:
-    """What to start for `argv` (its files relative to the scratch directory): the launcher with
-    the limits, then the sandbox, then the program. bwrap writes its sandbox's init
-    (`child-pid`, as JSON) to `info_fd` (-1: not asked); killing that init kills every process
-    of the task, and the launcher ends once all of them are reaped."""
+    """What to start for `argv` (its files relative to the scratch directory) on `devices`
+    (its GPUs): the launcher with the limits, then the sandbox, then the program. bwrap writes
+    its sandbox's init (`child-pid`, as JSON) to `info_fd` (-1: not asked); killing that init
+    kills every process of the task, and the launcher ends once all of them are reaped."""
     lim = config.limits
     uid, gid = task_user()
     launcher = [
@@ -97,10 +106,29 @@ def command_line(
     if bwrap is None:
         raise SandboxError(f"bwrap is not installed: {_FIX_MISSING}")
     info = ["--info-fd", str(info_fd)] if info_fd >= 0 else []
-    return [*launcher, "reap", "--", bwrap, *info, *_bwrap_options(config, scratch), "--", *argv]
+    options = _bwrap_options(config, scratch, devices)
+    return [*launcher, "reap", "--", bwrap, *info, *options, "--", *argv]
 
 
-def _bwrap_options(config: CommandDriverConfig, scratch: Path) -> list[str]:
+def visible_devices(devices: tuple[Device, ...]) -> str:
+    """CUDA_VISIBLE_DEVICES for a task on `devices`: their UUIDs, since CUDA numbers GPUs
+    its own way (fastest first, unless CUDA_DEVICE_ORDER says otherwise), not as NVML does;
+    empty (no GPU at all) for a task given none."""
+    return ",".join(d.uuid for d in devices)
+
+
+def _gpu_options(devices: tuple[Device, ...]) -> list[str]:
+    """The device nodes of the task's GPUs (and what CUDA needs besides), none of the others."""
+    if not devices:
+        return []
+    nodes = [f"/dev/nvidia{d.minor}" for d in devices if d.minor is not None]
+    nodes += [f"/dev/{name}" for name in _NVIDIA_SHARED]
+    return [word for node in nodes for word in ("--dev-bind-try", node, node)]
+
+
+def _bwrap_options(
+    config: CommandDriverConfig, scratch: Path, devices: tuple[Device, ...]
+) -> list[str]:
     options: list[str] = []
     for path in _SYSTEM:
         if os.path.islink(path):
@@ -116,10 +144,11 @@ def _bwrap_options(config: CommandDriverConfig, scratch: Path) -> list[str]:
         if entry.is_file(follow_symlinks=False):
             options += ["--ro-bind", entry.path, f"{TASK_DIR}/{entry.name}"]
     options += [
-        "--proc", "/proc", "--dev", "/dev", "--chdir", TASK_DIR,
+        "--proc", "/proc", "--dev", "/dev", *_gpu_options(devices), "--chdir", TASK_DIR,
         "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
         "--clearenv", "--setenv", "PATH", PATH, "--setenv", "HOME", TASK_DIR,
         "--setenv", "TMPDIR", "/tmp", "--setenv", "LANG", "C.UTF-8",
+        "--setenv", VISIBLE_DEVICES, visible_devices(devices),
     ]  # fmt: skip
     if config.network:
         options.append("--share-net")
@@ -151,9 +180,15 @@ def init_pid(info: bytes) -> int | None:
     return pid if isinstance(pid, int) and pid > 0 else None
 
 
-def environment(scratch: Path) -> dict[str, str]:
+def environment(scratch: Path, devices: tuple[Device, ...] = ()) -> dict[str, str]:
     """The environment of an unsandboxed command (in the sandbox, bwrap sets its own)."""
-    return {"PATH": PATH, "HOME": str(scratch), "TMPDIR": str(scratch), "LANG": "C.UTF-8"}
+    return {
+        "PATH": PATH,
+        "HOME": str(scratch),
+        "TMPDIR": str(scratch),
+        "LANG": "C.UTF-8",
+        VISIBLE_DEVICES: visible_devices(devices),
+    }
 
 
 def check(config: CommandDriverConfig) -> None:

@@ -28,6 +28,7 @@ import trio
 
 from p2psched.identity import Identity
 from p2psched.logs import naming_task
+from p2psched.resources.detect import Device
 from p2psched.store.journal import Entry
 from p2psched.wire.channel import Doorkeeper, Outbox, SecureChannel, serve_channels
 from p2psched.wire.codec import DecodeError
@@ -175,7 +176,7 @@ class WorkerService:
                     session.scope.cancel()  # it does not read what it is sent
             elif isinstance(action, Start):
                 assert self._nursery is not None
-                self._nursery.start_soon(self._run, action.peer, action.task)
+                self._nursery.start_soon(self._run, action.peer, action.task, action.devices)
             elif isinstance(action, Abort):
                 scope = self._running.get((action.peer, action.task_id))
                 if scope is not None:
@@ -187,11 +188,11 @@ class WorkerService:
         if kick and self.manager.next_deadline() < self._waking_at:
             self._kick.set()
 
-    async def _run(self, peer: bytes, task: Task) -> None:
+    async def _run(self, peer: bytes, task: Task, devices: tuple[Device, ...]) -> None:
         with naming_task(job_of(task.id), task.id):
-            await self._run_task(peer, task)
+            await self._run_task(peer, task, devices)
 
-    async def _run_task(self, peer: bytes, task: Task) -> None:
+    async def _run_task(self, peer: bytes, task: Task, devices: tuple[Device, ...]) -> None:
         key = (peer, task.id)
         output: Any = None
         error: str | None = None
@@ -224,6 +225,7 @@ class WorkerService:
                         task.timeout,
                         scratch,
                         lambda part: self._partial(peer, task.id, part),
+                        devices,
                     ),
                     lambda f: self.manager.progress(peer, task.id, f),
                 )

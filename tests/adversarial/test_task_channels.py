@@ -12,7 +12,6 @@ import itertools
 import json
 import re
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
@@ -46,6 +45,7 @@ from p2psched.wire.deal import (
 from p2psched.wire.messages import Commit, QuoteRequest, Task, encode
 from p2psched.wire.noise import ChannelError
 from tests.harness.hostile import advertised, free_identity, result_of, take_commitment
+from tests.harness.http_server import serving
 from tests.harness.memory import BOMB, GROWTH_MB, empty_maps, peak_mb, small_lists
 from tests.harness.processes import EXE, running
 
@@ -372,14 +372,8 @@ ANSWER_BYTES = 3_000_000
 
 @contextmanager
 def model_server() -> Iterator[str]:
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Model) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}/"
-        finally:
-            server.shutdown()
-            thread.join()
+    with serving(_Model) as url:
+        yield url + "/"
 
 
 async def test_results_over_the_spool_size_go_to_files_not_the_schedulers_memory(

@@ -29,22 +29,33 @@ from tests.harness.processes import EXE, p2psched, running_node
 MODEL = "ti-test-model"  # what the test's own model server serves: no devnet worker lists it
 
 
-class ModelServer:
-    """An OpenAI-compatible server in this process that counts the completions it answers;
-    `healthy=False`: one that answers 503 to everything."""
+def echo_prompt(body: dict[str, Any]) -> dict[str, Any]:
+    return {"choices": [{"text": f"registered: {body['prompt']}"}]}
 
-    def __init__(self, healthy: bool = True) -> None:
+
+class ModelServer:
+    """An OpenAI-compatible server in this process that serves `models`, answers a request's
+    body with `answer`'s document, and counts the completions it answers; `healthy=False`:
+    one that answers 503 to everything."""
+
+    def __init__(
+        self,
+        healthy: bool = True,
+        models: tuple[str, ...] = (MODEL,),
+        answer: Callable[[dict[str, Any]], dict[str, Any]] = echo_prompt,
+    ) -> None:
         self.completions = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
-                self._send({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+                listed = [{"id": m, "object": "model"} for m in models]
+                self._send({"object": "list", "data": listed})
 
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 server.completions += 1
-                self._send({"choices": [{"text": f"registered: {body['prompt']}"}]})
+                self._send(answer(body))
 
             def _send(self, doc: dict[str, Any]) -> None:
                 data = json.dumps(doc if healthy else {"error": "loading"}).encode()

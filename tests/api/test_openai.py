@@ -8,12 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -71,6 +72,47 @@ def test_a_completion_plain_and_streamed(client: openai.OpenAI) -> None:
     assert plain.choices[0].text == "echo: one two"
     streamed = client.completions.create(model=MODEL, prompt="one two three", stream=True)
     assert "".join(c.choices[0].text for c in streamed) == "echo: one two three"
+
+
+def test_n_choices_and_a_streams_usage_come_through_as_openai_gives_them(
+    client: openai.OpenAI,
+) -> None:
+    plain = client.chat.completions.create(model=MODEL, messages=ASK, n=3)  # type: ignore[arg-type]
+    assert [c.index for c in plain.choices] == [0, 1, 2]
+    said = "echo: tell me about peer to peer scheduling"
+    assert all(c.message.content == said for c in plain.choices)
+    assert plain.usage is not None and plain.usage.completion_tokens == 3 * 8
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=ASK,  # type: ignore[arg-type]
+        n=2,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    for i in (0, 1):
+        text = "".join(
+            c.choices[0].delta.content or ""
+            for c in chunks
+            if c.choices and c.choices[0].index == i
+        )
+        assert text == said
+    *before, last = chunks
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.model_dump() == {
+        "prompt_tokens": 7,
+        "completion_tokens": 16,
+        "total_tokens": 23,
+        "completion_tokens_details": None,
+        "prompt_tokens_details": None,
+    }
+    assert all(c.usage is None for c in before)
+    completion = client.completions.create(
+        model=MODEL, prompt="a b", stream=True, stream_options={"include_usage": True}
+    )
+    *texts, usage = list(completion)
+    assert "".join(c.choices[0].text for c in texts) == "echo: a b"
+    assert usage.usage is not None and usage.usage.total_tokens == 2 + 3
 
 
 def test_the_streamed_answer_is_one_task_whose_receipt_covers_every_chunk(
@@ -248,44 +290,60 @@ def gateway_serving(folder: Path, model: str) -> tuple[str, str]:
 def test_a_stream_whose_model_server_fails_ends_with_an_error_in_openais_shape(
     tmp_path: Path,
 ) -> None:
-    """A worker whose endpoint answers nothing: the stream is not tried elsewhere (its client
-    may have seen part of it), and ends with the worker's reason, which the client raises."""
-    config = (
-        '[worker]\ndrivers = ["http"]\nmodels = ["dead-model"]\n'
-        '[drivers.http]\nendpoints = { "dead-model" = "http://127.0.0.1:9/v1" }\n'
-    )
-    with gate_and_worker(tmp_path, config):
-        url, key = gateway_serving(tmp_path, "dead-model")
-        with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=60) as c:
-            with pytest.raises(openai.APIError) as e:
-                list(c.chat.completions.create(model="dead-model", messages=ASK, stream=True))  # type: ignore[arg-type]
+    """A worker whose endpoint passed its health check and then answers no completion: the
+    stream is not tried elsewhere (its client may have seen part of it), and ends with the
+    worker's reason, which the client raises."""
+    with unanswering_model_server("dead-model", hang_up=True) as port:
+        config = (
+            '[worker]\ndrivers = ["http"]\nmodels = ["dead-model"]\n'
+            f'[drivers.http]\nendpoints = {{ "dead-model" = "http://127.0.0.1:{port}/v1" }}\n'
+        )
+        with gate_and_worker(tmp_path, config):
+            url, key = gateway_serving(tmp_path, "dead-model")
+            with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=60) as c:
+                with pytest.raises(openai.APIError) as e:
+                    asked = c.chat.completions.create(
+                        model="dead-model",
+                        messages=ASK,  # type: ignore[arg-type]
+                        stream=True,
+                    )
+                    list(asked)
     assert isinstance(e.value.body, dict) and e.value.body["code"] == "worker_failed"
     assert "no answer from the model server" in e.value.message
 
 
 @contextmanager
-def silent_model_server() -> Iterator[int]:
-    """A model server on loopback that takes connections and requests and never answers:
-    the port it listens on."""
-    held: list[socket.socket] = []
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        server.settimeout(0.2)
-        stop = threading.Event()
+def unanswering_model_server(model: str, *, hang_up: bool) -> Iterator[int]:
+    """A model server on loopback that lists `model` (so it passes the worker's health check)
+    and answers no completion: it hangs up on each (`hang_up`), or holds each unanswered until
+    it stops. The port it listens on."""
+    stop = threading.Event()
 
-        def accept() -> None:
-            while not stop.is_set():
-                with suppress(TimeoutError):
-                    held.append(server.accept()[0])
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+            data = json.dumps({"object": "list", "data": [{"id": model}]}).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
-        thread = threading.Thread(target=accept, daemon=True)
-        thread.start()
-        try:
-            yield server.getsockname()[1]
-        finally:
-            stop.set()
-            thread.join(timeout=5)
-            for s in held:
-                s.close()
+        def do_POST(self) -> None:  # noqa: N802
+            if not hang_up:
+                stop.wait()
+            self.close_connection = True  # (no answer at all)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_plain_request_whose_client_hangs_up_has_its_task_cancelled(tmp_path: Path) -> None:
@@ -293,7 +351,7 @@ def test_a_plain_request_whose_client_hangs_up_has_its_task_cancelled(tmp_path: 
     request's handler does not hear its client leave: its task runs on, holding the worker's
     slot until the model server answers or 120 s pass (and an OpenAI client that retries on
     its timeout starts another one each time)."""
-    with silent_model_server() as port:
+    with unanswering_model_server("slow-model", hang_up=False) as port:
         config = (
             '[worker]\ndrivers = ["http"]\nmodels = ["slow-model"]\n'
             f'[drivers.http]\nendpoints = {{ "slow-model" = "http://127.0.0.1:{port}/v1" }}\n'

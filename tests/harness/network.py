@@ -23,10 +23,11 @@ ECHO = WorkerConfig(slots=2, drivers=("echo", "sleep"))
 
 @asynccontextmanager
 async def network(
-    tmp_path: Path, configs: list[WorkerConfig]
+    tmp_path: Path, configs: list[WorkerConfig], **worker: Any
 ) -> AsyncIterator[tuple[Node, list[Node]]]:
-    """A seed node, a worker per config in `configs` (on a `MACHINE`) and a client
-    scheduler, on loopback, found through the DHT; yields (scheduler, workers)."""
+    """A seed node, a worker per config in `configs` (on a `MACHINE`, unless `worker` gives
+    another `detected`, or other settings of `open_node`) and a client scheduler, on
+    loopback, found through the DHT; yields (scheduler, workers)."""
     async with AsyncExitStack() as stack:
         gate = await stack.enter_async_context(open_node(Identity.generate(), tmp_path / "gate"))
         seeds = [gate.dht.address]
@@ -37,7 +38,7 @@ async def network(
                     tmp_path / f"w{i}",
                     seeds=seeds,
                     worker=config,
-                    detected=MACHINE,
+                    **({"detected": MACHINE} | worker),
                 )
             )
             for i, config in enumerate(configs)

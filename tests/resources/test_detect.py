@@ -3,67 +3,12 @@ leave a note, and the CPU and memory read from /proc."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
-from p2psched.resources.detect import detect, detect_gpus
+from p2psched.resources.detect import Device, detect, detect_gpus, sample_load
 from p2psched.resources.profile import Gpu
-
-DATA = Path(__file__).parent / "data"
-
-
-class NVMLError(Exception):
-    pass
-
-
-class RecordedNvml:
-    """Replays recorded NVML answers through pynvml's function names."""
-
-    def __init__(
-        self,
-        recording: dict[str, Any] | None,
-        *,
-        fail_init: str | None = None,
-        fail_at: int | None = None,
-    ) -> None:
-        self.rec = recording or {}
-        self.fail_init = fail_init
-        self.fail_at = fail_at
-        self.shut_down = False
-
-    def _out(self, value: str) -> str | bytes:
-        return value.encode() if self.rec.get("bytes") else value
-
-    def nvmlInit(self) -> None:
-        if self.fail_init:
-            raise NVMLError(self.fail_init)
-
-    def nvmlShutdown(self) -> None:
-        self.shut_down = True
-
-    def nvmlSystemGetDriverVersion(self) -> str | bytes:
-        return self._out(self.rec["nvmlSystemGetDriverVersion"])
-
-    def nvmlDeviceGetCount(self) -> int:
-        return len(self.rec["devices"])
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
-        if index == self.fail_at:
-            raise NVMLError("GPU is lost")
-        return index
-
-    def nvmlDeviceGetName(self, handle: int) -> str | bytes:
-        return self._out(self.rec["devices"][handle]["nvmlDeviceGetName"])
-
-    def nvmlDeviceGetMemoryInfo(self, handle: int) -> SimpleNamespace:
-        return SimpleNamespace(total=self.rec["devices"][handle]["nvmlDeviceGetMemoryInfo.total"])
-
-
-def recording(name: str) -> dict[str, Any]:
-    return json.loads((DATA / name).read_text())  # type: ignore[no-any-return]
+from tests.harness.nvml import RecordedNvml, recording
 
 
 def test_gpus_from_recorded_nvml_answers() -> None:
@@ -101,3 +46,27 @@ def test_detect_reads_proc_files(tmp_path: Path) -> None:
     assert found.cpu_model == "Test CPU 9000"
     assert found.ram_gb == 16.0 and found.workload_ram == 0.75
     assert len(found.gpus) == 2
+
+
+def test_each_gpu_is_a_device_by_its_uuid_and_minor_number(tmp_path: Path) -> None:
+    found = detect(tmp_path, nvml=RecordedNvml(recording("nvml_4x_l4.json")))
+    assert [d.index for d in found.devices] == [0, 1, 2, 3]
+    assert found.devices[1] == Device(1, "GPU-a93e7d14-2c6b-4f08-b5d2-7e8f9a0b1c21", 1)
+    assert len({d.uuid for d in found.devices}) == 4
+    (device,) = detect(tmp_path, nvml=RecordedNvml(recording("nvml_rtx4090_bytes.json"))).devices
+    assert device.uuid == "GPU-3e9a1d4c-5f6b-7c8d-0e1f-2a3b4c5d6e7f"  # from bytes
+
+
+def test_the_load_sampled_is_the_gpus_utilization_and_memory_in_use() -> None:
+    nvml = RecordedNvml(recording("nvml_4x_l4.json"))
+    idle = sample_load(nvml=nvml)
+    assert idle.gpu == 0.0 and idle.vram == 0.011  # 256 MiB of 22.5 GiB each
+    nvml.rec["devices"][0]["nvmlDeviceGetUtilizationRates.gpu"] = 80
+    nvml.rec["devices"][0]["nvmlDeviceGetMemoryInfo.used"] = 24152899584
+    busy = sample_load(nvml=nvml)
+    assert busy.gpu == 0.2 and busy.vram == 0.258  # one of four GPUs at 80%, full
+    assert 0 <= busy.cpu <= 1 and 0 < busy.ram <= 1
+    lost = sample_load(nvml=RecordedNvml(recording("nvml_4x_l4.json"), fail_at=2))
+    assert (lost.gpu, lost.vram) == (0.0, 0.0)
+    none = sample_load(nvml=RecordedNvml(None, fail_init="Driver Not Loaded"))
+    assert (none.gpu, none.vram) == (0.0, 0.0)

@@ -211,6 +211,24 @@ def test_a_bad_table_file_is_refused_naming_the_field() -> None:
         LookupTable.from_json(doc, "t.json")
 
 
+def test_a_mode_switch_may_bring_its_table_and_a_bad_one_changes_nothing() -> None:
+    p = Predictor()
+    feed(p, A, "m", 100, [2.0])
+    shipped = Predictor().freeze().to_json()
+    shipped["workers"] = [{"worker": B.hex(), **shipped["default"], "run_mean": 42.0}]
+    p.set_mode("lookup_table", shipped)
+    assert p.mode == "lookup_table" and p.estimate(B, "m", 5).run_mean == 42.0
+    assert p.estimate(A, "m", 100).source == "default"  # the table's, not what it learned
+    row = {**shipped["default"], "worker": B.hex(), "model": "m", "bucket": -1}
+    bad = {**shipped, "sizes": [row]}
+    p.set_mode("default")
+    with pytest.raises(SchemaError, match=r"table\.sizes\[0\]\.bucket"):
+        p.set_mode("lookup_table", bad)
+    with pytest.raises(ValueError, match="only with mode 'lookup_table'"):
+        p.set_mode("default", shipped)
+    assert p.mode == "default" and p.table is not None and p.table.workers[B].run_mean == 42.0
+
+
 @given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 3), st.integers(0, 1 << 20))))
 def test_learned_keys_stay_bounded_and_the_newest_survive(
     obs: list[tuple[int, int, int]],

@@ -233,8 +233,9 @@ async def test_command_runs_in_its_sandbox_with_a_minimal_environment(scratch: P
     result = await command().run(make_task(py(code), scratch), ignore)
     seen = json.loads(result["stdout"])
     assert seen["cwd"] == "/task"
-    assert set(seen["env"]) - {"PWD"} == {"PATH", "HOME", "TMPDIR", "LANG"}
+    assert set(seen["env"]) - {"PWD"} == {"PATH", "HOME", "TMPDIR", "LANG", "CUDA_VISIBLE_DEVICES"}
     assert seen["env"]["HOME"] == "/task"
+    assert seen["env"]["CUDA_VISIBLE_DEVICES"] == ""  # given no GPU, it sees none
 
 
 async def test_command_refuses_a_program_that_is_not_declared(scratch: Path) -> None:
@@ -559,6 +560,24 @@ async def test_http_one_client_serves_every_task_while_the_driver_is_open(
     assert len(connections) == 1
     with pytest.raises(RuntimeError, match="only while it is open"):
         await driver.run(make_task({}, tmp_path, model="m"), ignore)
+
+
+async def test_http_an_endpoints_credentials_go_to_it_alone(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("M_KEY", "sk-m-secret")
+    base, seen = await serve_http(nursery, http_response(200, b"{}"))
+    endpoints = {"m": {"url": f"{base}/v1", "api_key_env": "M_KEY"}, "plain": f"{base}/v1"}
+    # A registered Task Instance on the same server takes none either.
+    driver = HttpDriver(HttpDriverConfig(endpoints=endpoints), {"ti": f"{base}/v1/completions"})
+    async with driver.open():
+        for model in ("m", "plain", "ti"):
+            await driver.run(make_task({"prompt": "p"}, tmp_path, model=model), ignore)
+    assert [headers.get("authorization") for _, headers, _ in seen] == [
+        "Bearer sk-m-secret",
+        None,
+        None,
+    ]
 
 
 async def test_http_posts_the_input_and_returns_the_parsed_answer(

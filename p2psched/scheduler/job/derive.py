@@ -15,11 +15,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from p2psched.resources.need import Clause, Need
+from p2psched.scheduler.estimate import Tokens, request_tokens
 from p2psched.scheduler.job.problems import Loc, short
 from p2psched.scheduler.job.templates import KeyClash, as_text, copied, fill, name_part
 
 if TYPE_CHECKING:
-    from p2psched.scheduler.job.models import JobSpec, Resources
+    from p2psched.scheduler.job.models import JobSpec, Metadata, Resources
 
 # Resources field -> the Need clause it becomes, in the order a need is shown.
 _NEED_CLAUSES = (
@@ -48,6 +49,7 @@ class TaskSpec:
     max_price: float  # math.inf when unlimited
     retries: int
     priority: int
+    tokens: Tokens | None = None  # for the predictor: its metadata's, else its request's
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ class DerivedTask:
     input: Any  # a `KeyClash` for a template row whose keys clash (only while checking)
     loc: Loc  # where in the file this task's input was written
     origin: str  # for a problem found in a template's task: which task
+    tokens: Tokens | None = None
 
 
 def derive_tasks(spec: JobSpec) -> list[TaskSpec]:
@@ -88,6 +91,8 @@ def derive_tasks(spec: JobSpec) -> list[TaskSpec]:
                 max_price=price,
                 retries=spec.retries,
                 priority=spec.priority,
+                # (an http task's input is an OpenAI request: it tells its tokens itself)
+                tokens=d.tokens or (request_tokens(d.input) if d.driver == "http" else None),
             )
         )
     return tasks
@@ -126,6 +131,7 @@ def expanded(spec: JobSpec, *, own_inputs: bool = True) -> Iterator[DerivedTask]
                 input=copied(item.input) if own_inputs else item.input,
                 loc=("tasks", i, "input"),
                 origin="",
+                tokens=_tokens(item.metadata),
             )
         return
     assert spec.template is not None and spec.matrix is not None
@@ -149,6 +155,14 @@ def expanded(spec: JobSpec, *, own_inputs: bool = True) -> Iterator[DerivedTask]
             loc=("template", "input"),
             origin=f" (in task {i}: {short(name)})",
         )
+
+
+def _tokens(metadata: Metadata | None) -> Tokens | None:
+    """A task's token counts, if its metadata tells both (with one, a fit on both cannot use
+    it: a missing count is not a count of 0)."""
+    if metadata is None or metadata.input_tokens is None or metadata.output_tokens is None:
+        return None
+    return Tokens(metadata.input_tokens, metadata.output_tokens)
 
 
 def _merged(base: Resources, over: Resources | None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from pydantic import (
 
 from p2psched.resources.driver_inputs import KNOWN_DRIVERS
 from p2psched.resources.profile import gpu_family
+from p2psched.scheduler.estimate import MAX_TOKENS
 from p2psched.scheduler.job.checks import job_problems
 from p2psched.scheduler.job.problems import refuse, refuse_all
 from p2psched.wire.messages import DEFAULT_PRIORITY, MAX_PRIORITY
@@ -150,6 +151,18 @@ class Resources(BaseModel):
     labels: dict[_LabelKey, _NeedText] | None = None
 
 
+class Metadata(BaseModel):
+    """What a task tells the predictor of itself (the design documents' `metadata`): with
+    both token counts, its run time is predicted from them. `hardware` is taken and not used
+    (the worker the scheduler picks has its own)."""
+
+    model_config = _STRICT
+
+    input_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    output_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    hardware: str | None = Field(default=None, max_length=64)
+
+
 class TaskItem(BaseModel):
     model_config = _STRICT
 
@@ -157,6 +170,7 @@ class TaskItem(BaseModel):
     name: _TaskName | None = None
     driver: _Driver | None = None
     resources: Resources | None = None
+    metadata: Metadata | None = None
 
 
 class Template(BaseModel):
@@ -185,6 +199,7 @@ class JobSpec(BaseModel):
                     labels: {region: eu}}
         tasks:                      # either a list ...
           - {name: first, input: {seconds: 1}, driver: sleep, resources: {cpus: 4}}
+          - {input: {prompt: hi}, metadata: {input_tokens: 2, output_tokens: 64}}
         template: {input: {text: "size {size}", size: "{size}"}}   # ... or a template
         matrix: {size: [1, 2, 3]}   # over the cartesian product, the first parameter slowest
         budget: {max_price_per_task: 0.02, total: 5}   # default: no limit

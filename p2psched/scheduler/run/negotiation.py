@@ -226,6 +226,7 @@ class Negotiation(TaskMoves):
                 model_of(spec),
                 len(encode(spec.input)),
                 claimed_run=q.run_mean or None,
+                tokens=spec.tokens,
             )
             w.run_estimate = estimate.run_mean * self.views.penalty(w.ad.node_id, now)
         self._take_quote(w, q, until, now)

@@ -147,7 +147,15 @@ class Reports(TaskMoves):
         self._charge(w, r, packed, now)
         model = model_of(t.spec)
         wait = max(0.0, now - t.sent_at - r.duration)  # on its queue, and on the way
-        self.predictor.observe(worker, model, t.input_bytes, wait_s=wait, run_s=r.duration, now=now)
+        self.predictor.observe(
+            worker,
+            model,
+            t.input_bytes,
+            wait_s=wait,
+            run_s=r.duration,
+            now=now,
+            tokens=t.spec.tokens,
+        )
         self.views.succeeded(worker, model, r.duration, t.spec.task_id, now=now)
         if self.durable and not self.paid_only and len(packed) > self.config.spool_result_bytes:
             output = Spooled.IN_STORE  # `_charge` handed it to the store

@@ -108,6 +108,14 @@ def model_of(spec: TaskSpec) -> str | None:
     return None
 
 
+def gpus_of(spec: TaskSpec) -> int:
+    """The GPUs the task needs to itself (its job's resources.gpus), 0 if it does not say."""
+    said = [c.value for c in spec.need.clauses if c.field == "gpus" and c.op in (">=", "=")]
+    return int(max((v for v in said if isinstance(v, float)), default=0))
+
+
 def wire_task(t: TaskRun) -> Task:
     spec = t.spec
-    return Task(spec.task_id, spec.driver, model_of(spec), raw(spec.input), spec.timeout_s)
+    return Task(
+        spec.task_id, spec.driver, model_of(spec), raw(spec.input), spec.timeout_s, gpus_of(spec)
+    )

@@ -12,7 +12,15 @@ import pytest
 
 from p2psched.resources.need import Clause, Need
 from p2psched.resources.profile import Gpu, Profile
-from p2psched.scheduler.job import derive_tasks, job_deadline, job_mtr, load_job, parse_job
+from p2psched.scheduler.estimate import Tokens
+from p2psched.scheduler.job import (
+    JobSpecError,
+    derive_tasks,
+    job_deadline,
+    job_mtr,
+    load_job,
+    parse_job,
+)
 from tests.harness.jobspec import EXAMPLES, job_file
 
 
@@ -115,3 +123,43 @@ def test_a_deadline_is_absolute_or_from_submission_and_favours_speed() -> None:
     assert job_deadline(absolute, submitted_at=0.0) == expected
     cheap = parse_job({"name": "cheap", "mtr": 0.5, "tasks": [{"input": 1}]})
     assert job_mtr(cheap, now=0.0) == 0.5
+
+
+def test_a_task_tells_its_tokens_by_its_metadata_or_its_openai_request() -> None:
+    spec = parse_job(
+        {
+            "name": "chat",
+            "driver": "http",
+            "resources": {"model": "llama-3-8b"},
+            "tasks": [
+                {
+                    "input": {"prompt": "x" * 400},
+                    "metadata": {"input_tokens": 7, "output_tokens": 9},
+                },
+                {"input": {"messages": [{"role": "user", "content": "y" * 41}], "max_tokens": 64}},
+                {"input": {"prompt": "no limit asked"}},
+                {
+                    "input": {"prompt": "one count"},
+                    "metadata": {"input_tokens": 5, "hardware": "A100"},
+                },
+                {"input": {"prompt": "z" * 8, "max_tokens": 3}, "driver": "echo"},
+            ],
+        }
+    )
+    told = [t.tokens for t in derive_tasks(spec)]
+    assert told == [Tokens(7, 9), Tokens(11, 64), None, None, None]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "field"),
+    [
+        ({"input_tokens": -1, "output_tokens": 1}, "input_tokens"),
+        ({"input_tokens": 1, "output_tokens": "many"}, "output_tokens"),
+        ({"input_tokens": 1, "output_tokens": 1.5}, "output_tokens"),
+        ({"input_tokens": 1, "output_tokens": 10**12}, "output_tokens"),
+        ({"input_tokens": 1, "gpu": "A100"}, "gpu"),
+    ],
+)
+def test_bad_metadata_is_refused_naming_its_field(metadata: dict[str, object], field: str) -> None:
+    with pytest.raises(JobSpecError, match=rf"metadata\.{field}"):
+        parse_job({"name": "j", "tasks": [{"input": {}, "metadata": metadata}]})

@@ -66,6 +66,36 @@ def test_what_the_node_learned_of_a_worker_outweighs_its_claim() -> None:
     assert run.done and run.tasks["job-000000"].worker == fast.node_id
 
 
+@pytest.mark.parametrize(("output", "expected"), [(1000, "steady"), (10, "quick")])
+def test_a_task_that_tells_its_tokens_goes_where_the_token_fit_expects_it_done_first(
+    output: int, expected: str
+) -> None:
+    """`steady` starts slowly and decodes fast, `quick` the reverse; by input size (the same
+    for every task) `steady` is the faster on average, so only the fit on the tokens a task
+    tells sends a short answer to `quick`."""
+    from dataclasses import replace
+
+    from p2psched.scheduler.estimate import Tokens
+    from p2psched.scheduler.predictor import Predictor
+
+    sched = Identity.generate()
+    workers = {"steady": Identity.generate(), "quick": Identity.generate()}
+    predictor = Predictor()
+    size = len(b"\x81\xa1n\x00")
+    for out in range(0, 1000, 50):
+        told = Tokens(10, out)
+        for name, run_s in (("steady", 2.0 + 0.001 * out), ("quick", 0.1 + 0.01 * out)):
+            node = workers[name].node_id
+            predictor.observe(node, None, size, wait_s=0.0, run_s=run_s, now=0.0, tokens=told)
+    task = replace(spec(0), tokens=Tokens(10, output))
+    managers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=3) for i in workers.values()}
+    run = JobRun(sched, "job", [task], mtr=math.inf, now=1000.0, predictor=predictor)
+    net = Net(run, managers)
+    run.add_workers([ad(i) for i in workers.values()], net.now)
+    net.pump()
+    assert run.done and run.tasks["job-000000"].worker == workers[expected].node_id
+
+
 def test_a_worker_that_keeps_failing_is_skipped() -> None:
     from p2psched.scheduler.worker_views import WorkerViews
 
