@@ -155,22 +155,23 @@ class NodeFacade:
 
     # -- jobs and tasks ------------------------------------------------------------------------
 
-    def jobs(self, limit: int = JOBS_SHOWN) -> list[JobStatus]:
+    def jobs(self, limit: int = JOBS_SHOWN, *, gateway: bool = False) -> list[JobStatus]:
         """Its running jobs, and the newest others (those run before it restarted too) up to
-        `limit` in all: newest first."""
+        `limit` in all: newest first. `gateway`: the OpenAI gateway's requests instead (which
+        the others never list), running and the newest finished it keeps (`KEEP_EPHEMERAL`)."""
         if not 1 <= limit <= JOBS_MAX:
             raise Invalid(f"limit must be 1..{JOBS_MAX}")
         now = self._node.dht.now()
-        live = self._node.jobs.jobs
-        shown = {job.job_id: job.status(now) for job in live.values() if job.finished_at is None}
-        for kept in self._node.store.jobs(limit):
+        live = [j for j in self._node.jobs.jobs.values() if j.ephemeral == gateway]
+        shown = {j.job_id: j.status(now) for j in live if gateway or j.finished_at is None}
+        for kept in [] if gateway else self._node.store.jobs(limit):  # (never has the gateway's)
             if len(shown) >= limit:
                 break
             if kept.job not in shown:
-                job = live.get(kept.job)
+                job = self._node.jobs.jobs.get(kept.job)
                 shown[kept.job] = job.status(now) if job else past_status(kept, now)
         newest = sorted(shown.values(), key=lambda j: (-j["submitted_at"], j["job"]))
-        return [JobStatus.model_validate(j) for j in newest]
+        return [JobStatus.model_validate(j) for j in (newest[:limit] if gateway else newest)]
 
     def job(self, job_id: str) -> JobStatus:
         now = self._node.dht.now()
@@ -492,7 +493,7 @@ class NodeFacade:
             if not found:
                 raise NotFound(f"no worker in the network has what model {model!r} needs ({need})")
         send, receive = trio.open_memory_channel[Any](MAX_WAITING_PARTS)
-        job = self._node.jobs.submit(parsed, spec, found=found)
+        job = self._node.jobs.submit(parsed, spec, found=found, ephemeral=True)
         task_id = next(iter(job.run.tasks))
         t = job.run.tasks[task_id]
         cut: list[str] = []  # why the channel was ended before the task was final
