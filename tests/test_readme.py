@@ -320,9 +320,10 @@ def test_every_config_block_loads_as_copied(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each TOML block is a file its reader takes as it stands: a worker's config (`[worker]`,
-    its `[dht]`), a gate's (`[relay]`, `[dht]`); no placeholder a copy would be refused for
-    (the secrets its endpoints name in place, as on the operator's machine)."""
-    from p2psched.gate.config import load_gate_config
+    its `[dht]`), a gate's (`[relay]`, `[dht]`), any node's (`[server]`, `[database]`,
+    `[models.NAME]`); no placeholder a copy would be refused for (the secrets its endpoints
+    name in place, as on the operator's machine)."""
+    from p2psched.node.config import load_node_config
     from p2psched.worker.config import load_config
 
     blocks = toml_blocks(README.read_text())
@@ -336,6 +337,8 @@ def test_every_config_block_loads_as_copied(
             with_its_secrets(block, tmp_path, monkeypatch)
             load_config(path)
         elif first[1] in ("relay", "dht"):
-            load_gate_config(path)
+            load_node_config(path, "gate")
+        elif first[1] in ("server", "database") or first[1].startswith("models."):
+            load_node_config(path, "node")
         else:
             raise AssertionError(f"a config block of no known reader: [{first[1]}]")

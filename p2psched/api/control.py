@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from p2psched.api import docs, metrics, openai, rest_api, scheduler_api, ui
 from p2psched.api.bodies import (
@@ -66,6 +67,7 @@ from p2psched.api.endpoint import (
 )
 from p2psched.api.sessions import UNKNOWN_SESSION, Claim, SessionLimits, SignedSessions
 from p2psched.home import private_dir, write_private
+from p2psched.node.config import ServerTable
 from p2psched.node.instances import TaskInstances
 from p2psched.node.node import Node
 from p2psched.node.snapshots import (
@@ -116,14 +118,16 @@ def api_token(data_dir: Path) -> str:
     return token
 
 
-def make_app(node: Node, token: str, limits: SessionLimits | None = None) -> FastAPI:
+def make_app(
+    node: Node, token: str, limits: SessionLimits | None = None, server: ServerTable | None = None
+) -> FastAPI:
     # (FastAPI's own /docs would load Swagger UI from a CDN)
     app = FastAPI(title="p2psched node control API", version="1", docs_url=None, redoc_url=None)
     app.include_router(ui.router)
     app.include_router(docs.router)
     facade = NodeFacade(node)
     metrics.install(app, facade)
-    openai.install(app, facade)
+    openai.install(app, facade, server or ServerTable())
     _guard(app, token, SignedSessions(token, limits))
     for routes in (_job_routes, _operator_routes, _design_document_routes):
         app.include_router(routes(facade))
@@ -138,18 +142,18 @@ def _guard(app: FastAPI, token: str, sessions: SignedSessions) -> None:
     the page, a session's opening, and the design documents' paths asked from loopback
     (`scheduler_api.open_to_loopback`); errors as `{status, message}`."""
 
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next: Any) -> Any:
+    async def refusal(request: Request) -> Response | None:
+        """The answer that refuses `request`, or None to let it through."""
         # The path routing will use (the scope's), never one rebuilt from the Host header.
         path = request.scope["path"]
         public = path in ("/openapi.json", SESSION_PATH) or ui.serves(path) or docs.serves(path)
         if not public and not scheduler_api.open_to_loopback(request.scope):
             given = request.headers.get("authorization", "")
             if given.startswith(MAC_SCHEME + " "):
-                refusal = await _signed(sessions, request, given)
-                if refusal is not None:
-                    answer = _error(401, f"signed request refused: {refusal}")
-                    if refusal == UNKNOWN_SESSION:  # (proved ours: the client may ask again)
+                why = await _signed(sessions, request, given)
+                if why is not None:
+                    answer = _error(401, f"signed request refused: {why}")
+                    if why == UNKNOWN_SESSION:  # (proved ours: the client may ask again)
                         answer.headers[SESSION_GONE_HEADER] = session_gone_proof(token, given)
                     return answer
             elif not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
@@ -165,7 +169,9 @@ def _guard(app: FastAPI, token: str, sessions: SignedSessions) -> None:
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) <= _READ_AHEAD_BYTES:
                 await request.body()
-        return await call_next(request)
+        return None
+
+    app.add_middleware(_Guard, refusal=refusal)
 
     @app.get(SESSION_PATH, include_in_schema=False)
     async def open_session(nonce: str) -> dict[str, str]:
@@ -199,6 +205,40 @@ def _guard(app: FastAPI, token: str, sessions: SignedSessions) -> None:
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ()))
         return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+
+class _Guard:
+    """Lets a request through to `app` unless `refusal` answers it, handing `app` what
+    `refusal` read of its body first. (A plain ASGI middleware: Starlette's `@app.middleware`
+    runs each request's route in a task of its own, its answer passed on through a stream,
+    which cost a busy OpenAI gateway a tenth of its CPU.)"""
+
+    def __init__(
+        self, app: ASGIApp, refusal: Callable[[Request], Awaitable[Response | None]]
+    ) -> None:
+        self.app = app
+        self.refusal = refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        read: list[Message] = []
+
+        async def reading() -> Message:
+            message = await receive()
+            read.append(message)
+            return message
+
+        answer = await self.refusal(Request(scope, reading))
+        if answer is not None:
+            await answer(scope, receive, send)
+            return
+
+        async def replayed() -> Message:
+            return read.pop(0) if read else await receive()
+
+        await self.app(scope, replayed, send)
 
 
 async def _signed(sessions: SignedSessions, request: Request, authorization: str) -> str | None:
@@ -241,10 +281,12 @@ def _job_routes(facade: NodeFacade) -> APIRouter:
         return facade.submit(body.spec, body.source)
 
     @router.get("/v1/jobs", responses=refusals(422))
-    async def jobs(limit: int = JOBS_SHOWN) -> JobList:
+    async def jobs(limit: int = JOBS_SHOWN, gateway: bool = False) -> JobList:
         """Its running jobs, and the newest others up to `limit` in all (those it ran before
-        it restarted too, from its store), newest first."""
-        return JobList(jobs=facade.jobs(limit))
+        it restarted too, from its store), newest first. `gateway=true`: the OpenAI gateway's
+        requests instead (running, and the newest 100 finished: the store keeps only their
+        ledger), which are never listed with the others."""
+        return JobList(jobs=facade.jobs(limit, gateway=gateway))
 
     @router.get("/v1/jobs/{job_id}", responses=refusals(404, 422))
     async def job_status(job_id: str) -> JobStatus:
@@ -381,14 +423,20 @@ async def serve_api(
     port: int = 0,
     tls: ApiTls | None = None,
     sessions: SessionLimits | None = None,
+    server: ServerTable | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the control API on TCP (TLS if `tls`) and on `<data-dir>/api.sock` (mode 0600, in
     a 0700 directory: the owner's alone, for the CLI); `task_status` gets the TCP base URL.
-    `sessions` bounds the signed sessions TCP clients open. `<data-dir>/api.json` says where it
-    is for as long as it runs."""
+    `sessions` bounds the signed sessions TCP clients open; `server` is the config file's
+    [server] table (its connections' timeouts, the gateway's bounds). `<data-dir>/api.json`
+    says where it is for as long as it runs."""
+    server = server or ServerTable()
     token = api_token(node.data_dir)
     config = Config()
+    # (Hypercorn's hint says int; it takes any number of seconds)
+    config.read_timeout = server.read_timeout_s  # type: ignore[assignment]
+    config.keep_alive_timeout = server.keep_alive_s
     config.umask = 0o177  # the socket is created 0600
     if tls is not None:
         config.certfile, config.keyfile = str(tls.cert), str(tls.key)
@@ -403,7 +451,8 @@ async def serve_api(
         async with _endpoint_file(node.data_dir) as announce:
 
             async def started(task_status: trio.TaskStatus[list[str]]) -> None:
-                await serve(make_app(node, token, sessions), config, task_status=task_status)  # type: ignore[arg-type]
+                app = make_app(node, token, sessions, server)
+                await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
 
             async with trio.open_nursery() as nursery:
                 urls: list[str] = await nursery.start(started)

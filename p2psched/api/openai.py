@@ -7,9 +7,11 @@ with the worker's signed receipt over the whole answer.
 
 Owns: the routes, what a request must hold before it becomes a task, the answers' and errors'
 shapes (OpenAI's: `{"error": {"message", "type", "param", "code"}}`), and how a task's end
-maps onto a status: 401 a wrong key, 400 a bad body, 404 a model no worker advertises (the
-ones they do named), 413 a body over `MAX_REQUEST_BYTES`, 502 a worker's model server failed,
-503 no worker took it, 504 it did not end within `TIMEOUT_S`.
+maps onto a status: 401 a wrong key, 400 a bad body (or more tokens than the model's
+`max_output_tokens`), 404 a model no worker advertises (the ones they do named), 413 a body over
+the config's [server] `max_request_bytes`, 502 a worker's model server failed, 503 no worker
+took it, 504 it did not end within the model's `timeout_s`, else [server] `request_timeout_s`.
+A request without `max_tokens` gets the model's `max_output_tokens`, where the config gives one.
 Promises: a streamed answer passes on each chunk (a JSON object, not an error) as the worker's
 model server produced it, as soon as it reaches this node, and ends with `data: [DONE]`, with
 no error event before it only if the worker's verified result is exactly the chunks passed on
@@ -31,12 +33,13 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from p2psched.api.request_body import read_body
+from p2psched.node.config import ServerTable
 from p2psched.node.snapshots import TaskOutcome
-from p2psched.node.status import NodeFacade, Refusal
+from p2psched.node.status import NodeFacade, NotFound, Refusal
 
 PATHS = ("/v1/models", "/v1/chat/completions", "/v1/completions")
-MAX_REQUEST_BYTES = 1 << 20  # a request's body: prompts and messages, not files
-TIMEOUT_S = 120.0  # a request's task, at most (the http driver's default time limit)
+# A request's output, by the names OpenAI's APIs give it (chat's newer one, and the older).
+_TOKEN_LIMITS = ("max_completion_tokens", "max_tokens")
 STREAM_RETRIES = 0  # a client that saw part of an answer cannot take another worker's whole
 PLAIN_RETRIES = 1
 _SSE = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -75,17 +78,18 @@ def error(status: int, message: str, kind: str, code: str | None) -> JSONRespons
     return JSONResponse(GatewayError(status, message, kind, code).doc(), status_code=status)
 
 
-def install(app: FastAPI, facade: NodeFacade) -> None:
-    """Serve the gateway's routes on `app`, for the node behind `facade`."""
+def install(app: FastAPI, facade: NodeFacade, server: ServerTable) -> None:
+    """Serve the gateway's routes on `app`, for the node behind `facade`, within the bounds of
+    its config's [server] table."""
 
     @app.exception_handler(GatewayError)
     async def refused(request: Request, e: GatewayError) -> JSONResponse:
         return JSONResponse(e.doc(), status_code=e.status)
 
-    app.include_router(_routes(facade))
+    app.include_router(_routes(facade, server))
 
 
-def _routes(facade: NodeFacade) -> APIRouter:
+def _routes(facade: NodeFacade, server: ServerTable) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/v1/models")
@@ -101,16 +105,16 @@ def _routes(facade: NodeFacade) -> APIRouter:
 
     @router.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> JSONResponse | StreamingResponse:
-        body = await _body(request)
+        body = await _body(request, server.max_request_bytes)
         _check_list(body, "messages")
-        return await _answer(facade, body, request)
+        return await _answer(facade, body, request, server)
 
     @router.post("/v1/completions", response_model=None)
     async def completions(request: Request) -> JSONResponse | StreamingResponse:
-        body = await _body(request)
+        body = await _body(request, server.max_request_bytes)
         if not isinstance(body.get("prompt"), str | list):
             raise _bad("'prompt' must be a string or a list", "prompt")
-        return await _answer(facade, body, request)
+        return await _answer(facade, body, request, server)
 
     return router
 
@@ -123,13 +127,13 @@ def _bad(message: str, param: str | None = None) -> GatewayError:
     return GatewayError(400, message, "invalid_request_error", None, param)
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    """The request's JSON object, read up to `MAX_REQUEST_BYTES`."""
-    data = await read_body(request, MAX_REQUEST_BYTES)
+async def _body(request: Request, most: int) -> dict[str, Any]:
+    """The request's JSON object, read up to `most` bytes."""
+    data = await read_body(request, most)
     if data is None:
         raise GatewayError(
             413,
-            f"the request body is over {MAX_REQUEST_BYTES} bytes",
+            f"the request body is over {most} bytes",
             "invalid_request_error",
             "request_too_large",
         )
@@ -168,12 +172,32 @@ async def _check_model(facade: NodeFacade, model: str) -> None:
         )
 
 
+def _model_limits(facade: NodeFacade, body: dict[str, Any], server: ServerTable) -> float:
+    """The request's time limit, its model's or the server's; its output bounded by the
+    model's `max_output_tokens`, where the config gives one (filled in when it says none)."""
+    wants = facade.model_requirements(body["model"])
+    most = wants.max_output_tokens if wants is not None else None
+    if most is not None:
+        for name in _TOKEN_LIMITS:
+            asked = body.get(name)  # (null: not said, as OpenAI takes it)
+            whole = isinstance(asked, int) and not isinstance(asked, bool)
+            if asked is not None and (not whole or not 0 < asked <= most):
+                said = f"'{name}' must be a whole number, 1..{most} for this model"
+                raise _bad(f"{said} (its max_output_tokens), not {asked!r}", name)
+        if all(body.get(name) is None for name in _TOKEN_LIMITS):
+            body["max_tokens"] = most
+    if wants is not None and wants.timeout_s is not None:
+        return wants.timeout_s
+    return server.request_timeout_s
+
+
 async def _answer(
-    facade: NodeFacade, body: dict[str, Any], request: Request
+    facade: NodeFacade, body: dict[str, Any], request: Request, server: ServerTable
 ) -> JSONResponse | StreamingResponse:
     await _check_model(facade, body["model"])
+    timeout_s = _model_limits(facade, body, server)
     if body.get("stream") is True:
-        events = _stream(facade, body)
+        events = _stream(facade, body, timeout_s)
         return StreamingResponse(events, media_type="text/event-stream", headers=_SSE)
     ended: TaskOutcome | None = None
     refused: Refusal | None = None
@@ -181,10 +205,10 @@ async def _answer(
     # (Nothing raised inside the nursery: trio would wrap it in an exception group.)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_hang_up, request, nursery.cancel_scope, gone)
-        with trio.move_on_after(TIMEOUT_S):
+        with trio.move_on_after(timeout_s):
             try:
                 async with facade.model_task(
-                    body["model"], body, timeout_s=TIMEOUT_S, retries=PLAIN_RETRIES
+                    body["model"], body, timeout_s=timeout_s, retries=PLAIN_RETRIES
                 ) as (parts, outcome):
                     async for _ in parts:
                         pass  # (a plain request asks for no parts: its answer is the whole)
@@ -193,16 +217,16 @@ async def _answer(
                 refused = e
         nursery.cancel_scope.cancel()
     if refused is not None:
-        raise _bad(str(refused))
+        raise _refusal(refused)
     if gone:  # (its task was cancelled on leaving `model_task`; nobody reads this)
         raise GatewayError(499, "the client hung up", "invalid_request_error", "client_gone")
     if ended is None:
-        raise _timed_out()
+        raise _timed_out(timeout_s)
     if not ended.final:  # (an honest worker streams no parts for it: see `_stream`)
         raise _worker_failed(f"it streamed parts the request did not ask for ({ended.error})")
     if ended.state == "completed":
         return JSONResponse(ended.output)
-    raise _failed(ended)
+    raise _failed(ended, timeout_s)
 
 
 async def _hang_up(request: Request, waiting: trio.CancelScope, gone: list[bool]) -> None:
@@ -214,25 +238,27 @@ async def _hang_up(request: Request, waiting: trio.CancelScope, gone: list[bool]
     waiting.cancel()
 
 
-async def _stream(facade: NodeFacade, body: dict[str, Any]) -> AsyncIterator[bytes]:
+async def _stream(
+    facade: NodeFacade, body: dict[str, Any], timeout_s: float
+) -> AsyncIterator[bytes]:
     """The task's parts as server-sent events as they come, then `[DONE]`; an error (the
     status is sent already) as an event of OpenAI's error shape, which its clients raise, and
     which comes before `[DONE]` unless the answer streamed is the one the worker's receipt
     covers. (No cancel scope spans a `yield`: the server may leave this generator suspended
     there.)"""
-    deadline = trio.current_time() + TIMEOUT_S
-    problem: GatewayError | None = _timed_out()
+    deadline = trio.current_time() + timeout_s
+    problem: GatewayError | None = _timed_out(timeout_s)
     passed = 0
     try:
         async with facade.model_task(
-            body["model"], body, timeout_s=TIMEOUT_S, retries=STREAM_RETRIES
+            body["model"], body, timeout_s=timeout_s, retries=STREAM_RETRIES
         ) as (parts, outcome):
             while True:
                 with trio.move_on_at(deadline) as waited:
                     try:
                         part = await parts.receive()
                     except trio.EndOfChannel:
-                        problem = _unconfirmed(outcome(), passed)
+                        problem = _unconfirmed(outcome(), passed, timeout_s)
                         break
                 if waited.cancelled_caught:
                     break
@@ -242,7 +268,7 @@ async def _stream(facade: NodeFacade, body: dict[str, Any]) -> AsyncIterator[byt
                 passed += 1
                 yield event
     except Refusal as e:
-        problem = _bad(str(e))
+        problem = _refusal(e)
     if problem is not None:
         yield _event(problem.doc())
     yield b"data: [DONE]\n\n"
@@ -260,14 +286,14 @@ def _chunk(part: Any) -> tuple[bytes, GatewayError | None]:
         return b"", _worker_failed(f"it streamed a part JSON cannot hold ({type(e).__name__})")
 
 
-def _unconfirmed(ended: TaskOutcome, passed: int) -> GatewayError | None:
+def _unconfirmed(ended: TaskOutcome, passed: int, timeout_s: float) -> GatewayError | None:
     """Why a stream of `passed` parts is not the answer its task's receipt covers, or None."""
     if not ended.final:
         return GatewayError(
             503, f"the stream was ended: {ended.error}", "server_error", "client_too_slow"
         )
     if ended.state != "completed":
-        return _failed(ended)
+        return _failed(ended, timeout_s)
     if not isinstance(ended.output, list) or len(ended.output) != passed:
         return _worker_failed("its answer is not the parts it streamed")
     return None
@@ -277,14 +303,21 @@ def _event(doc: Any) -> bytes:
     return b"data: " + json.dumps(doc, separators=(",", ":"), allow_nan=False).encode() + b"\n\n"
 
 
-def _failed(outcome: TaskOutcome) -> GatewayError:
+def _failed(outcome: TaskOutcome, timeout_s: float) -> GatewayError:
     if outcome.state == "timed_out":
-        return _timed_out(outcome.error)
+        return _timed_out(timeout_s, outcome.error)
     if outcome.tries == 0:
         return GatewayError(
             503, f"no worker took the request: {outcome.error}", "server_error", "no_worker"
         )
     return _worker_failed(f"{outcome.error}")
+
+
+def _refusal(e: Refusal) -> GatewayError:
+    """The node's refusal of a request's task: 404 when no worker has what the model needs."""
+    if isinstance(e, NotFound):
+        return GatewayError(404, str(e), "invalid_request_error", "model_not_found", "model")
+    return _bad(str(e))
 
 
 def _worker_failed(why: str) -> GatewayError:
@@ -293,6 +326,6 @@ def _worker_failed(why: str) -> GatewayError:
     )
 
 
-def _timed_out(why: str | None = None) -> GatewayError:
-    said = f"the request did not end within {TIMEOUT_S:g} s" + (f": {why}" if why else "")
+def _timed_out(timeout_s: float, why: str | None = None) -> GatewayError:
+    said = f"the request did not end within {timeout_s:g} s" + (f": {why}" if why else "")
     return GatewayError(504, said, "server_error", "timeout")

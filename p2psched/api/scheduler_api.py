@@ -249,10 +249,9 @@ def _task_routes(router: APIRouter, instances: TaskInstances) -> None:
             task = await instances.submit(
                 body.model_name, body.task_input, metadata=body.metadata.told()
             )
-        except NotFound:
+        except NotFound as e:  # (naming the need: the model's, with the node's config's)
             raise NotFound(
-                f"no Task Instance serves model {body.model_name!r} (no worker's ad lists "
-                "it with the http driver; see /queue/info)"
+                f"no Task Instance serves model {body.model_name!r}: {e}; see /queue/info"
             ) from None
         return TaskPlaced(task_id=task.task_id, scheduled_ti=task.ti_uuid)
 

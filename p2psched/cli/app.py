@@ -27,6 +27,7 @@ USER_ERRORS = (
     ("p2psched.cli.args", "UsageError"),
     ("p2psched.identity", "IdentityError"),
     ("p2psched.worker.config", "ConfigError"),
+    ("p2psched.node.config", "NodeConfigError"),
     ("p2psched.scheduler.job.problems", "JobSpecError"),
     ("p2psched.cli.submit", "SubmitError"),
     ("p2psched.devnet", "DevnetError"),

@@ -204,14 +204,22 @@ def trusted_networks(args: argparse.Namespace) -> TrustedNetworks:
 
 
 def api_options(sp: argparse.ArgumentParser) -> None:
-    """Where a node the command runs serves its control API."""
+    """Where a node the command runs serves its control API, and its --config file (README:
+    A node's config file), whose [server] table these flags win over."""
+    sp.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the node's TOML config: [server], [database], [models.NAME], and its role's "
+        "tables (README: A node's config file)",
+    )
     sp.add_argument(
         "--api-port",
         type=port_number,
-        default=0,
-        help="control API port (default: 0, any free one)",
+        help="control API port (default: [server] port, else 0, any free one)",
     )
-    sp.add_argument("--api-host", default="127.0.0.1", help="control API address")
+    sp.add_argument(
+        "--api-host", help="control API address (default: [server] host, else 127.0.0.1)"
+    )
     sp.add_argument(
         "--api-remote",
         action="store_true",
@@ -227,14 +235,14 @@ def api_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument(
         "--api-sessions",
         type=count,
-        default=1024,
         metavar="N",
-        help="signed TCP sessions the API holds at once, the least recently used dropped",
+        help="signed TCP sessions the API holds at once, the least recently used dropped "
+        "(default: [server] sessions, else 1024)",
     )
     sp.add_argument(
         "--api-session-idle",
         type=positive,
-        default=60.0,
         metavar="S",
-        help="seconds a signed TCP session lives unused",
+        help="seconds a signed TCP session lives unused (default: [server] session_idle_s, "
+        "else 60)",
     )

@@ -159,7 +159,7 @@ def cmd_ledger(args: argparse.Namespace) -> None:
 
 def _ledger(args: argparse.Namespace) -> dict[str, Any]:
     """The ledger from the node running on --data-dir, else read from its store (SQLite lets
-    a reader in beside a writer)."""
+    a reader in beside a writer): the --config file's [database] path, else the data dir's."""
     from p2psched.api.client import ControlClient
 
     found = ControlClient.find(data_dir(args))
@@ -167,12 +167,15 @@ def _ledger(args: argparse.Namespace) -> dict[str, Any]:
         with found:
             got: dict[str, Any] = found.get("/v1/ledger", verify=str(args.verify).lower())
             return got
+    from p2psched.node.config import database_of
     from p2psched.node.node import STORE_FILE
     from p2psched.node.status import ledger_view
     from p2psched.store import Store
 
-    path = data_dir(args) / STORE_FILE
+    path = (database_of(Path(args.config)) if args.config else None) or data_dir(args) / STORE_FILE
     if not path.exists():
+        if args.config:
+            raise UsageError(f"no ledger at {path} ([database] path of {args.config}) yet")
         raise UsageError(f"no ledger at {path}: no node has run with --data-dir {path.parent}")
     with Store.open(path) as store:
         return ledger_view(store, args.verify)
@@ -304,7 +307,10 @@ def _register_following(sub: Subcommands, common: argparse.ArgumentParser) -> No
     )
     sp.add_argument("target", metavar="JOB|TASK", help="a job's id, or JOB/N for one task")
     sp.set_defaults(func=cmd_cancel)
+    _register_ledger(sub, common)
 
+
+def _register_ledger(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     sp = add_command(
         sub,
         "ledger",
@@ -316,4 +322,9 @@ def _register_following(sub: Subcommands, common: argparse.ArgumentParser) -> No
     )
     sp.add_argument("--verify", action="store_true", help="re-check every entry's signature")
     sp.add_argument("--json", action="store_true", help="print the ledger as JSON")
+    sp.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the node's config, whose [database] path is its store (README: A node's config file)",
+    )
     sp.set_defaults(func=cmd_ledger)

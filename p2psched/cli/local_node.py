@@ -13,12 +13,14 @@ from p2psched.api.endpoint import TOKEN_FILE
 if TYPE_CHECKING:
     from p2psched.api.endpoint import ApiTls
     from p2psched.api.sessions import SessionLimits
+    from p2psched.node.config import ServerTable
     from p2psched.node.node import Node
     from p2psched.resources.profile import Gpu
     from p2psched.worker.config import WorkerConfig
 
-    # The control API's host, port, TLS and bounds on signed sessions.
-    ApiListen = tuple[str, int, ApiTls | None, SessionLimits]
+    # The control API's host, port, TLS, bounds on signed sessions, and the rest of the
+    # config's [server] table (timeouts, the gateway's bounds).
+    ApiListen = tuple[str, int, ApiTls | None, SessionLimits, ServerTable]
 
 
 async def serve_node(node: Node, headline: str, api: ApiListen) -> None:
@@ -40,6 +42,7 @@ async def serve_node(node: Node, headline: str, api: ApiListen) -> None:
                     port=api[1],
                     tls=api[2],
                     sessions=api[3],
+                    server=api[4],
                     task_status=task_status,
                 )
             )

@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from p2psched.cli.args import Subcommands
     from p2psched.cli.local_node import ApiListen
     from p2psched.dht.config_file import DhtSettings
-    from p2psched.gate.config import GateConfig
     from p2psched.identity import Identity
+    from p2psched.node.config import NodeConfig, ServerTable
     from p2psched.node.node import Node
 
     OpenNode = Callable[[Identity, Path], AbstractAsyncContextManager[Node]]
@@ -61,17 +61,29 @@ def cmd_id(args: argparse.Namespace) -> None:
     print(load_identity(data_dir(args)).node_id.hex())
 
 
-def _api_bind(args: argparse.Namespace) -> ApiListen:
-    """Where the control API listens: loopback unless the operator says otherwise, twice, and
-    then over TLS only."""
-    host = args.api_host
+def _node_config(args: argparse.Namespace, role: str) -> NodeConfig:
+    """The --config file for a node in `role` (the defaults without one), its [dht] id_bits
+    taken as this network's unless --id-bits gave one."""
+    from p2psched.node.config import load_node_config
+
+    config = load_node_config(Path(args.config) if args.config else None, role)
+    _use_id_bits(args, config.dht)
+    return config
+
+
+def _api_bind(args: argparse.Namespace, server: ServerTable) -> ApiListen:
+    """Where the control API listens (the flags, else the config's [server], else loopback
+    and any free port): loopback unless the operator says otherwise, twice, and then over TLS
+    only."""
+    host = args.api_host or server.host or "127.0.0.1"
     try:
         loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         raise UsageError(f"--api-host {host!r} is not an IP address") from None
     if not loopback and not args.api_remote:
+        said = "--api-host" if args.api_host else f"--config {args.config}: [server] host ="
         raise UsageError(
-            f"--api-host {host} would open the control API beyond this machine; add "
+            f"{said} {host} would open the control API beyond this machine; add "
             "--api-remote if that is meant (every request still needs the token in "
             f"{data_dir(args) / TOKEN_FILE})"
         )
@@ -83,8 +95,13 @@ def _api_bind(args: argparse.Namespace) -> ApiListen:
         )
     from p2psched.api.sessions import SessionLimits
 
-    sessions = SessionLimits(most=args.api_sessions, idle_s=args.api_session_idle)
-    return host.strip("[]"), args.api_port, tls, sessions
+    defaults = SessionLimits()
+    sessions = SessionLimits(
+        most=args.api_sessions or server.sessions or defaults.most,
+        idle_s=args.api_session_idle or server.session_idle_s or defaults.idle_s,
+    )
+    port = args.api_port if args.api_port is not None else server.port or 0
+    return host.strip("[]"), port, tls, sessions, server
 
 
 def _api_tls(args: argparse.Namespace) -> ApiTls | None:
@@ -143,11 +160,10 @@ def cmd_gate(args: argparse.Namespace) -> None:
     from p2psched.cli.local_node import serve_node
     from p2psched.node.node import open_node
 
-    api = _api_bind(args)
+    config = _node_config(args, "gate")
+    api = _api_bind(args, config.server)
     host, port = parse_hostport(args.listen, "--listen")
     seeds = [parse_hostport(other, "--bootstrap") for other in args.bootstrap]
-    config = _gate_config(Path(args.config) if args.config else None)
-    _use_id_bits(args, config.dht)
     headline = (
         "gate {id} listening on {dht} (DHT on UDP, relay on TCP); Ctrl-C to stop\n"
         f"  workers join with: {_join_command(host, data_dir(args))}\n"
@@ -163,6 +179,8 @@ def cmd_gate(args: argparse.Namespace) -> None:
         relay_limits=config.relay,
         dht_settings=config.dht,
         trusted=trusted_networks(args),
+        store_path=config.database,
+        models=config.models,
     )
     _run(args, opened, lambda node: serve_node(node, headline, api))
 
@@ -202,18 +220,6 @@ def _braced(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-def _gate_config(path: Path | None) -> GateConfig:
-    """A gate's TOML config: its [relay] and [dht] tables (the defaults without one)."""
-    from p2psched.gate.config import GateConfig, GateConfigError, load_gate_config
-
-    if path is None:
-        return GateConfig()
-    try:
-        return load_gate_config(path)
-    except GateConfigError as e:
-        raise UsageError(f"--config {e}") from None
-
-
 def _use_id_bits(args: argparse.Namespace, dht: DhtSettings) -> None:
     """The config file's [dht] id_bits as this network's, unless --id-bits gave one (it wins
     over the file, which wins over $P2PSCHED_ID_BITS); before the identity is made or loaded."""
@@ -249,7 +255,8 @@ def cmd_node(args: argparse.Namespace) -> None:
     from p2psched.cli.local_node import serve_node
     from p2psched.node.node import open_node
 
-    api = _api_bind(args)
+    config = _node_config(args, "node")
+    api = _api_bind(args, config.server)
     gates = [parse_hostport(g, "--gate") for g in args.gate]
     host, port = parse_hostport(args.listen, "--listen") if args.listen else (near(gates[0]), 0)
     headline = (
@@ -265,6 +272,9 @@ def cmd_node(args: argparse.Namespace) -> None:
         dht_client=args.client,
         resume=True,
         trusted=trusted_networks(args),
+        dht_settings=config.dht,
+        store_path=config.database,
+        models=config.models,
     )
     _run(args, opened, lambda node: serve_node(node, headline, api))
 
@@ -272,12 +282,12 @@ def cmd_node(args: argparse.Namespace) -> None:
 def cmd_worker_join(args: argparse.Namespace) -> None:
     from p2psched.cli.local_node import serve_worker
     from p2psched.node.node import open_node
-    from p2psched.worker.config import WorkerConfig, load_config
 
-    api = _api_bind(args)
+    node_config = _node_config(args, "worker")
+    config = node_config.worker
+    assert config is not None  # (a worker's node config has one)
+    api = _api_bind(args, node_config.server)
     gates = [parse_hostport(g, "--gate") for g in args.gate]
-    config = load_config(Path(args.config)) if args.config else WorkerConfig()
-    _use_id_bits(args, config.dht)
     from p2psched.worker.coverage import warn_of_gaps
 
     warn_of_gaps(config)  # what it would advertise and fail: said before it joins
@@ -302,6 +312,8 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
         reachability=args.reachability,
         dht_settings=config.dht,
         trusted=trusted_networks(args),
+        store_path=node_config.database,
+        models=node_config.models,
     )
     _run(args, opened, lambda node: serve_worker(args, node, config, api))
 
@@ -381,10 +393,6 @@ def _register_gate(sub: Subcommands, common: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="another gate to join (repeatable)",
     )
-    sp.add_argument(
-        "--config",
-        help="TOML with [relay] and [dht] tables of limits (README: Running a gate)",
-    )
     trust_options(sp)
     api_options(sp)
     sp.add_argument(
@@ -432,10 +440,6 @@ def _register_worker(sub: Subcommands, common: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto (default): ask a gate to dial it back; private: behind NAT, take tasks "
         "through a gate's relay; public: schedulers can dial it",
-    )
-    sp.add_argument(
-        "--config",
-        help="the worker's TOML config: prices, drivers, models, labels (README: Running a worker)",
     )
     sp.add_argument("--listen", metavar="HOST:PORT", help="where to bind (default: any free port)")
     sp.add_argument(

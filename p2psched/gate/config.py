@@ -1,10 +1,11 @@
 """A gate's config file (TOML, `p2psched gate --config`): the limits of its relay, and of its
 DHT node (the [dht] table, `p2psched/dht/config_file.py`, where its fields are listed).
 
-Owns: reading the file and checking it against `GateConfig`, in the operator's words.
-Promises: a bad file raises `GateConfigError` naming the file, the table or limit and the
-reason, before the gate starts; an unknown table or limit is refused, never ignored (a
-misspelled one would leave the default in force without a word).
+Owns: checking the file's tables against `GateConfig`, in the operator's words (a node's config,
+`node/config.py`, reads the file, and hands a gate's tables here).
+Promises: a bad file raises `GateConfigError` naming the table or limit and the reason, before
+the gate starts; an unknown table or limit is refused, never ignored (a misspelled one would
+leave the default in force without a word).
 
     [relay]                     # every limit is optional; the defaults are RelayLimits'
     reservations = 1024         # whole numbers > 0: reservations*, circuits*, circuit_bytes
@@ -20,9 +21,7 @@ misspelled one would leave the default in force without a word).
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -41,20 +40,6 @@ class GateConfig(BaseModel):
 
     relay: RelayLimits = RelayLimits()
     dht: DhtSettings = DhtSettings()
-
-
-def load_gate_config(path: Path) -> GateConfig:
-    """The gate config at `path`, checked (the defaults where it says nothing)."""
-    try:
-        doc = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise GateConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise GateConfigError(f"{path}: {e}") from None
-    try:
-        return check_gate_config(doc)
-    except GateConfigError as e:
-        raise GateConfigError(f"{path}: {e}") from None
 
 
 def check_gate_config(doc: Mapping[str, Any]) -> GateConfig:

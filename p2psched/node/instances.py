@@ -208,7 +208,7 @@ class TaskInstances:
         placed = await self._facade.submit_task(
             model,
             task_input,
-            "http",
+            self._driver(model),
             wait_s,
             job_id=job_id,
             fresh=True,
@@ -217,6 +217,11 @@ class TaskInstances:
             metadata=metadata,
         )
         return self.task(placed.task.rpartition("/")[0])
+
+    def _driver(self, model: str) -> str:
+        """The driver a task for `model` runs with: its [models.NAME] driver, else http."""
+        wants = self._facade.model_requirements(model)
+        return wants.driver if wants is not None and wants.driver else "http"
 
     def tasks(self) -> list[DocumentTask]:
         """Every task submitted as `task-<uuid>` this node keeps (in memory, or in its store

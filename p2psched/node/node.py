@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import shlex
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from p2psched.gate.service import Gate
 from p2psched.home import running_in
 from p2psched.identity import Identity
 from p2psched.logs import naming_node
+from p2psched.node.config import ModelTable
 from p2psched.resources.detect import Detected, detect, sample_load
 from p2psched.resources.need import AD_TTL
 from p2psched.scheduler.ads import check_ad_record
@@ -101,6 +102,8 @@ class Node:
     roles: tuple[str, ...]
     worker: WorkerRole | None = None
     gate: Gate | None = None
+    # What a task for each model needs (its config's [models.NAME]), wherever it is submitted.
+    models: Mapping[str, ModelTable] = field(default_factory=dict)
 
     @property
     def node_id(self) -> bytes:
@@ -128,11 +131,14 @@ async def open_node(
     reachability: str = "auto",
     relay_limits: RelayLimits | None = None,
     dht_settings: DhtSettings | None = None,
+    store_path: Path | None = None,
+    models: Mapping[str, ModelTable] | None = None,
 ) -> AsyncIterator[Node]:
     """`resume`: take up the jobs this data dir's store has unfinished (a node restarted).
     `gate`: also relay for workers behind NAT, on TCP at the DHT's port number.
     `trusted`: the peers the DHT's per-/24 limits spare (LANs by default).
-    `dht_settings`: the DHT's limits from the operator's config file (its [dht] table).
+    `dht_settings`, `store_path`, `models`: the operator's config file's [dht] (the DHT's
+    limits), [database] path (default: `STORE_FILE` in the data dir) and [models.NAME] tables.
     `detected`: the worker's machine (else detected); `nvml`: NVML, else pynvml, also for its load.
     `reachability` (of a worker): "auto" asks a gate among the seeds to dial it back,
     "public" and "private" say so without asking; a private worker listens nowhere, runs the
@@ -145,11 +151,7 @@ async def open_node(
     with (
         running_in(data_dir, "a worker" if worker else "a gate" if gate else "a node"),
         naming_node(identity.node_id),
-        Store.open(
-            data_dir / STORE_FILE,
-            own_public_key=identity.public_key,
-            spool_over=dispatch.spool_result_bytes,
-        ) as store,
+        _open_store(identity, store_path or data_dir / STORE_FILE, dispatch) as store,
     ):
         if gate and port == 0:  # its relay takes the same number on TCP: pick one free there
             port = _free_tcp_port(host)
@@ -163,6 +165,7 @@ async def open_node(
                     _resume(jobs, data_dir)
                 roles = ("gate",) if gate else ()
                 node = Node(identity, data_dir, dht, discovery, jobs, store, roles + ("scheduler",))
+                node.models = models or {}
                 if gate:
                     node.gate = await _start_gate(identity, dht, nursery, relay_limits)
                 if worker is not None:
@@ -194,6 +197,12 @@ def _say_up(node: Node, dht_client: bool) -> None:
         ", ".join(node.roles),
         host_port(*node.dht.address),
         extra={"dht_client": dht_client},
+    )
+
+
+def _open_store(identity: Identity, path: Path, dispatch: DispatchConfig) -> Store:
+    return Store.open(
+        path, own_public_key=identity.public_key, spool_over=dispatch.spool_result_bytes
     )
 
 

@@ -9,7 +9,6 @@ in one go, so it shows one moment; a refused command has changed nothing.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,6 +17,7 @@ from typing import Any
 
 import trio
 
+from p2psched.node.config import ModelTable, model_job
 from p2psched.node.node import Node
 from p2psched.node.snapshots import (
     DhtCounters,
@@ -155,22 +155,23 @@ class NodeFacade:
 
     # -- jobs and tasks ------------------------------------------------------------------------
 
-    def jobs(self, limit: int = JOBS_SHOWN) -> list[JobStatus]:
+    def jobs(self, limit: int = JOBS_SHOWN, *, gateway: bool = False) -> list[JobStatus]:
         """Its running jobs, and the newest others (those run before it restarted too) up to
-        `limit` in all: newest first."""
+        `limit` in all: newest first. `gateway`: the OpenAI gateway's requests instead (which
+        the others never list), running and the newest finished it keeps (`KEEP_EPHEMERAL`)."""
         if not 1 <= limit <= JOBS_MAX:
             raise Invalid(f"limit must be 1..{JOBS_MAX}")
         now = self._node.dht.now()
-        live = self._node.jobs.jobs
-        shown = {job.job_id: job.status(now) for job in live.values() if job.finished_at is None}
-        for kept in self._node.store.jobs(limit):
+        live = [j for j in self._node.jobs.jobs.values() if j.ephemeral == gateway]
+        shown = {j.job_id: j.status(now) for j in live if gateway or j.finished_at is None}
+        for kept in [] if gateway else self._node.store.jobs(limit):  # (never has the gateway's)
             if len(shown) >= limit:
                 break
             if kept.job not in shown:
-                job = live.get(kept.job)
+                job = self._node.jobs.jobs.get(kept.job)
                 shown[kept.job] = job.status(now) if job else past_status(kept, now)
         newest = sorted(shown.values(), key=lambda j: (-j["submitted_at"], j["job"]))
-        return [JobStatus.model_validate(j) for j in newest]
+        return [JobStatus.model_validate(j) for j in (newest[:limit] if gateway else newest)]
 
     def job(self, job_id: str) -> JobStatus:
         now = self._node.dht.now()
@@ -429,13 +430,8 @@ class NodeFacade:
         in the DHT, not in what discovery read last (which may be 30 s old). `name`: the
         job's (made a job name: other characters become "-"); `priority`: its, 0..9;
         `metadata`: what it tells the predictor, as a job's task's."""
-        named = re.sub(r"[^A-Za-z0-9._-]+", "-", name)[:64] if name else None
-        spec: dict[str, Any] = {
-            "name": named or "queue-" + re.sub(r"[^A-Za-z0-9._-]+", "-", model)[:48],
-            "driver": driver,
-            "resources": {"model": model},
-            "tasks": [{"input": task_input, "metadata": metadata}],
-        }
+        wants = self.model_requirements(model)
+        spec = model_job(wants, "queue", model, driver, task_input, name, metadata)
         if priority is not None:
             spec["priority"] = priority
         try:
@@ -455,6 +451,11 @@ class NodeFacade:
             while task.worker is None and not task.state.final:
                 await trio.sleep(0.05)
         return self.task(task.spec.task_id)
+
+    def model_requirements(self, model: str) -> ModelTable | None:
+        """What a task for `model` needs and its limits, as the node's config says (None: it
+        says nothing of the model)."""
+        return self._node.models.get(model)
 
     async def served_models(self) -> list[ServedModel]:
         """The models the live workers with the http driver advertise (installed or loaded),
@@ -476,23 +477,23 @@ class NodeFacade:
         ends it at once, the task not final, its outcome's error saying why (the node holds no
         more of a task than that for a client that reads slowly). A task not final when the
         block ends is cancelled: its asker is gone."""
-        spec = {
-            "name": "model-" + re.sub(r"[^A-Za-z0-9._-]+", "-", model)[:48],
-            "driver": "http",
-            "resources": {"model": model},
-            "tasks": [{"input": task_input}],
-            "timeout": timeout_s,
-            "retries": retries,
-        }
+        wants = self.model_requirements(model)
+        spec = model_job(wants, "model", model, "http", task_input)
+        spec.update(timeout=timeout_s, retries=retries)
         try:
             parsed = parse_job(spec, source="model task")
         except JobSpecError as e:
             raise Invalid(str(e)) from None
         # Workers the discovery cache holds for it, if any: a request saves the DHT's round
         # trips (the job looks there itself once they cannot take it).
-        found = await self._node.discovery.find(derive_tasks(parsed)[0].need)
+        need = derive_tasks(parsed)[0].need
+        found = await self._node.discovery.find(need)
+        if not found and wants is not None:  # workers serve it (the gateway asked): with all
+            found = await self._node.discovery.find(need, fresh=True)  # that it needs?
+            if not found:
+                raise NotFound(f"no worker in the network has what model {model!r} needs ({need})")
         send, receive = trio.open_memory_channel[Any](MAX_WAITING_PARTS)
-        job = self._node.jobs.submit(parsed, spec, found=found)
+        job = self._node.jobs.submit(parsed, spec, found=found, ephemeral=True)
         task_id = next(iter(job.run.tasks))
         t = job.run.tasks[task_id]
         cut: list[str] = []  # why the channel was ended before the task was final

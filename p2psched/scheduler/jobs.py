@@ -14,6 +14,7 @@ import base64
 import logging
 import math
 import secrets
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -53,6 +54,7 @@ class SubmittedJob:
     done: trio.Event = field(default_factory=trio.Event)
     store: Store | None = None  # where outputs too large to keep in memory are
     resumed_at: float | None = None  # a node restarted on the data dir took it up then
+    ephemeral: bool = False  # an OpenAI gateway request's: see `JobBook.submit`
 
     def status(self, now: float) -> dict[str, Any]:
         total = len(self.run.tasks)
@@ -152,6 +154,9 @@ def stored_output(store: Store, job: str, task: str) -> Any:
 
 log = logging.getLogger(__name__)
 KEEP_FINISHED = 100
+# Finished jobs of the OpenAI gateway's requests kept in memory, apart from the others: a busy
+# gateway finishes hundreds a second, which would push every other job out of those kept.
+KEEP_EPHEMERAL = 100
 
 
 class JobBook:
@@ -168,6 +173,7 @@ class JobBook:
         self.nursery = nursery
         self.config = config or DispatchConfig()
         self.jobs: dict[str, SubmittedJob] = {}
+        self._ephemeral_finished: deque[str] = deque()  # oldest first
 
     def submit(
         self,
@@ -176,10 +182,15 @@ class JobBook:
         *,
         found: list[WorkerAd] | None = None,
         job_id: str | None = None,
+        ephemeral: bool = False,
     ) -> SubmittedJob:
         """Accept a job: `doc` is the mapping `spec` was parsed from (kept, to resume it);
         `found`, workers just found for it (see `Dispatcher.add`); `job_id`, one the caller
-        made unique (the design documents' `task-<uuid>`)."""
+        made unique (the design documents' `task-<uuid>`). `ephemeral`: a job whose asker
+        waits on a connection to this process (an OpenAI gateway request): the store keeps
+        only what it commits and pays (its ledger), not the job, which is never resumed (its
+        asker is gone with the process); the newest `KEEP_EPHEMERAL` finished are kept in
+        memory, apart from the other jobs."""
         # Task ids travel to workers, which key them by scheduler: a job id unique on this
         # node keeps a resubmitted job's tasks apart from the first run's.
         while job_id is None or job_id in self.jobs or self._stored(job_id):
@@ -198,9 +209,16 @@ class JobBook:
         if doc is None:
             doc = spec.model_dump(mode="python", by_alias=True, exclude_defaults=True)
         opened = JobOpened(job_id, spec.name, doc, now, mtr, spec.budget.total, deadline)
-        self.dispatcher.record([opened])
-        job = self._start(spec, opened, tasks, found=found)
-        log.info("job %s submitted: %d tasks", job_id, len(job.run.tasks), extra={"job": job_id})
+        if not ephemeral:
+            self.dispatcher.record([opened])
+        job = self._start(spec, opened, tasks, found=found, ephemeral=ephemeral)
+        log.log(
+            _level(job),
+            "job %s submitted: %d tasks",
+            job_id,
+            len(job.run.tasks),
+            extra={"job": job_id},
+        )
         return job
 
     def resume(self) -> list[SubmittedJob]:
@@ -243,6 +261,7 @@ class JobBook:
         restore: Callable[[JobRun], None] | None = None,
         *,
         found: list[WorkerAd] | None = None,
+        ephemeral: bool = False,
     ) -> SubmittedJob:
         now = self.dispatcher.clock()
         job_id = opened.job
@@ -260,10 +279,13 @@ class JobBook:
             predictor=self.dispatcher.predictor,
             views=self.dispatcher.views,
             durable=self.dispatcher.store is not None,
+            paid_only=ephemeral,
             rival=self.dispatcher.rival,
             stats=self.dispatcher.stats,
         )
-        job = SubmittedJob(job_id, spec, run, opened.submitted_at, store=self.dispatcher.store)
+        job = SubmittedJob(
+            job_id, spec, run, opened.submitted_at, store=self.dispatcher.store, ephemeral=ephemeral
+        )
         if restore is not None:
             job.resumed_at = now
             self.dispatcher.record([JobResumed(job_id, now)])  # (its status says so, after too)
@@ -272,7 +294,8 @@ class JobBook:
             done = [t for t in run.tasks.values() if t.state.final]
             job.settled = [t.spec.task_id for t in sorted(done, key=lambda t: t.since)]
         self.jobs[job_id] = job
-        self._forget_old()
+        if not ephemeral:
+            self._forget_old()
         dispatched = self.dispatcher.add(
             run, lambda _, task_id: job.settled.append(task_id), found=found
         )
@@ -280,7 +303,10 @@ class JobBook:
         async def finish() -> None:
             await dispatched.wait()
             job.finished_at = self.dispatcher.clock()
-            self.dispatcher.record([JobFinished(job_id, job.finished_at)])
+            if ephemeral:
+                self._keep_ephemeral(job_id)
+            else:
+                self.dispatcher.record([JobFinished(job_id, job.finished_at)])
             job.done.set()
             _log_finished(job)
 
@@ -293,19 +319,32 @@ class JobBook:
 
     def _forget_old(self) -> None:
         """A node runs for months: it keeps the last KEEP_FINISHED finished jobs, not all."""
-        finished = [j for j in self.jobs.values() if j.finished_at is not None]
+        finished = [j for j in self.jobs.values() if j.finished_at is not None and not j.ephemeral]
         for job in sorted(finished, key=lambda j: j.finished_at or 0.0)[:-KEEP_FINISHED]:
             del self.jobs[job.job_id]
 
+    def _keep_ephemeral(self, job_id: str) -> None:
+        """An ephemeral job finished: keep it, and forget the oldest beyond KEEP_EPHEMERAL."""
+        self._ephemeral_finished.append(job_id)
+        while len(self._ephemeral_finished) > KEEP_EPHEMERAL:
+            self.jobs.pop(self._ephemeral_finished.popleft(), None)
+
     def cancel(self, job_id: str, task_ids: list[str] | None = None) -> list[str]:
         return self.dispatcher.cancel(job_id, task_ids)
+
+
+def _level(job: SubmittedJob) -> int:
+    """An ephemeral job's start and end are not news: a busy gateway has hundreds a second
+    (a failed request is told to its client, and counted in the metrics)."""
+    return logging.DEBUG if job.ephemeral else logging.INFO
 
 
 def _log_finished(job: SubmittedJob) -> None:
     counts = job.run.counts()
     failed = [t for t in job.run.tasks.values() if t.state.final and t.state.value != "completed"]
     first = f"; first failure: {failed[0].spec.task_id}: {failed[0].error}" if failed else ""
-    log.info(
+    log.log(
+        _level(job),
         "job %s finished in %.1f s: %s%s",
         job.job_id,
         (job.finished_at or job.submitted_at) - job.submitted_at,

@@ -4,7 +4,8 @@ worker, finds workers in the DHT for them, and keeps their timers.
 Owns: the links (a channel to a worker, its reader and its writer, shared by every job that
 uses that worker, and kept `LINGER_S` after the last of them for the next), routing each
 answer to its job (by request id, by the job a quote names, by the job a task id names), the
-watchers of tasks' partial results, and the one timer loop.
+watchers of tasks' partial results, and the one timer loop; it keeps the standing quotes
+(`standing`), which its paid-only jobs adopt.
 Promises: a job's `done` event is set once all its tasks are final; a worker that breaks a
 rule, or does not read what it is sent, is disconnected, and every job using it hears so; an
 error on one link touches no other; a link takes messages of a few KiB until its worker has
@@ -42,6 +43,7 @@ from p2psched.scheduler.run import (
     Streamed,
     WorkerState,
 )
+from p2psched.scheduler.standing import StandingQuotes
 from p2psched.scheduler.strategy import Strategy
 from p2psched.scheduler.worker_views import RECENT_FAILURES, WorkerViews
 from p2psched.store import Store
@@ -173,6 +175,7 @@ class Dispatcher:
         self._closing: list[_Link] = []  # links going once what was queued for them is out
         # task id -> where its partial results go, and what to call once it is final
         self._watchers: dict[str, tuple[Callable[[Any], None], Callable[[], None]]] = {}
+        self.standing = StandingQuotes()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -205,7 +208,9 @@ class Dispatcher:
         job = _Job(run, on_settled)
         self._jobs[run.job] = job
         if found:
-            self._guarded(run.job, run.add_workers, found, self.clock())
+            now = self.clock()
+            self._guarded(run.job, run.add_workers, found, now)
+            self._guarded(run.job, functools.partial(self.standing.adopt, run), now)
         else:
             self._start_discovery(run.job)
         self._flush(run.job)
@@ -449,6 +454,7 @@ class Dispatcher:
         )
         if self._links.get(worker) is link:
             del self._links[worker]
+        self.standing.drop(worker)
         for key in [k for k in self._rid_owner if k[0] == worker]:
             del self._rid_owner[key]  # answers that can no longer come
         now = self.clock()
@@ -505,8 +511,14 @@ class Dispatcher:
                 return
             case QuoteReply():
                 self._rid_owner.pop((worker, m.rid), None)
-                job_id = m.quote.job
-            case Decline() | Lease() | Reject() | Withdrawn():
+                self._deliver(m.quote.job, worker, m, now)
+                if (asker := self._jobs.get(m.quote.job)) is not None:
+                    self.standing.keep(asker.run, worker, m.quote)
+                return
+            case Reject():
+                self.standing.drop(worker)
+                job_id = self._rid_owner.pop((worker, m.rid), "")
+            case Decline() | Lease() | Withdrawn():
                 job_id = self._rid_owner.pop((worker, m.rid), "")
             case Ready():  # a reservation stands until given up: its owner stays
                 job_id = self._rid_owner.get((worker, m.rid), "")

@@ -64,6 +64,7 @@ class Charged:
     worker_public_key: bytes
     output: bytes  # the task's output, MessagePack-encoded (what the receipt hashes)
     at: float
+    keep: bool = True  # False: the receipt goes to the ledger, no result row (a paid-only job)
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,11 +104,12 @@ class Batch:
         elif type(e) is Charged:
             r = e.receipt
             document = encode(r.to_wire())
-            output, name = e.output, None
-            if len(output) > self.spool_over:
-                name = packed_hash(output).hex()  # as its receipt says; one file per output
-                self.spooled[name], output = output, b""
-            self.results.append((r.job, r.task, output, document, e.worker_public_key, name))
+            if e.keep:
+                output, name = e.output, None
+                if len(output) > self.spool_over:
+                    name = packed_hash(output).hex()  # as its receipt says; one file per output
+                    self.spooled[name], output = output, b""
+                self.results.append((r.job, r.task, output, document, e.worker_public_key, name))
             self.ledger.append(
                 _receipt_row("paid", r, r.worker, document, e.worker_public_key, e.at)
             )

@@ -118,6 +118,7 @@ from p2psched.worker.policy import DriverCaps, PriorityPrices, SchedulerPolicy, 
 MAX_GRACE_S = 86400.0  # a scheduler gone a day is gone
 # The wording of pydantic's own refusals, where a table's types refuse before our checks run.
 _REASONS = {"model_type": "must be a table", "string_type": "must be text"}
+_REASONS["dict_type"] = _REASONS["model_type"]  # (a table of named tables, like [models.NAME])
 
 
 class ConfigError(ValueError):
@@ -428,20 +429,32 @@ class _WorkerFile(BaseModel):
         return self
 
 
+TABLES = tuple(_WorkerFile.model_fields)  # the file's, as a node's config holds them too
+
+
 def load_config(path: Path) -> WorkerConfig:
     """The worker config at `path`, checked; `ConfigError` names the field and the reason."""
+    return check_config(read_toml(path), path)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML document at `path`; `ConfigError` says why it cannot be read."""
     try:
-        doc = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file; pass the path of a worker's config") from None
+        raise ConfigError(f"{path}: no such file; pass the path of a node's config") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot be read ({e})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
+
+
+def check_config(doc: dict[str, Any], path: Path) -> WorkerConfig:
+    """A worker config read from `path` (its tables: a node's config's others left out)."""
     try:
         file = _WorkerFile.model_validate(doc, context={CONFIG_FOLDER: path.parent})
     except ValidationError as e:
-        raise ConfigError(f"{path}: {_said(_first(e))}") from None
+        raise ConfigError(f"{path}: {said(first_error(e))}") from None
     w = file.worker
     config = WorkerConfig(
         slots=w.slots,
@@ -493,19 +506,19 @@ def _schedulers_file(config: Path, name: str | None) -> Path | None:
 # -- pydantic's errors in the file's terms -----------------------------------------------------
 
 
-def _first(e: ValidationError) -> ErrorDetails:
+def first_error(e: ValidationError) -> ErrorDetails:
     """The one error shown: a name the file misspelled before any value (its value's check may
     be moot once the name is right)."""
     errors = e.errors()
     return next((err for err in errors if err["type"] == "extra_forbidden"), errors[0])
 
 
-def _said(err: ErrorDetails) -> str:
-    """One error as the file shows it: "[drivers.http] endpoints.m: reason"."""
+def said(err: ErrorDetails, root: type[BaseModel] | None = None) -> str:
+    """One error as the file shows it: "[drivers.http] endpoints.m: reason" (`root`: its model)."""
     if err["loc"][:1] == ("dht",):  # the node's table, said as a gate's config says it
         return describe({**err, "loc": err["loc"][1:]})
     ctx = err.get("ctx") or {}
-    table, keys, model = _place((*err["loc"], *ctx.get("at", ())))
+    table, keys, model = _place((*err["loc"], *ctx.get("at", ())), root or _WorkerFile)
     where = f"[{'.'.join(table)}]" + (f" {_key_path(keys)}" if keys else "")
     if err["type"] == REFUSED:
         reason = ctx["reason"]
@@ -522,21 +535,26 @@ def _said(err: ErrorDetails) -> str:
 
 
 def _place(
-    loc: tuple[str | int, ...],
+    loc: tuple[str | int, ...], root: type[BaseModel]
 ) -> tuple[tuple[str, ...], tuple[str | int, ...], type[BaseModel]]:
     """Where `loc` is in the file: its table, the key path within it, and the model of that
-    table (for a table the file may not have: the model of the table that would hold it)."""
-    model: type[BaseModel] = _WorkerFile
-    table: tuple[str, ...] = ()
-    for i, part in enumerate(loc):
+    table (for a table the file may not have: the model of the table that would hold it).
+    A field that maps names to tables, like a node's [models.NAME], takes the name too."""
+    model, table, i = root, tuple[str, ...](), 0
+    while i < len(loc):
         if not _holds_tables(model):
             return table, loc[i:], model
-        table += (str(part),)
-        known = model.model_fields.get(str(part))
-        inner = _table_model(known.annotation) if known is not None else None
+        table += (str(loc[i]),)
+        known = model.model_fields.get(str(loc[i]))
+        annotation = known.annotation if known is not None else None
+        named = _named_tables(annotation)
+        if named is not None and i + 1 < len(loc):
+            table, model, i = (*table, str(loc[i + 1])), named, i + 2
+            continue
+        inner = _table_model(annotation)
         if inner is None:
             return table, loc[i + 1 :], model
-        model = inner
+        model, i = inner, i + 1
     return table, (), model
 
 
@@ -563,9 +581,16 @@ def _table_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _named_tables(annotation: Any) -> type[BaseModel] | None:
+    """The model of the tables a `dict[str, Model]` field holds, one per name."""
+    named = typing.get_origin(annotation) is dict  # (then its args are the key's and value's)
+    return _table_model(typing.get_args(annotation)[1]) if named else None
+
+
 def _holds_tables(model: type[BaseModel]) -> bool:
     """A table whose every field is a table: a name in it is a table's, like [drivers.http]."""
-    return all(_table_model(f.annotation) is not None for f in model.model_fields.values())
+    fields = model.model_fields.values()
+    return all(_table_model(f.annotation) or _named_tables(f.annotation) for f in fields)
 
 
 def _key_path(keys: tuple[str | int, ...]) -> str:

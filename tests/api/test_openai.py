@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,9 @@ import httpx
 import openai
 import pytest
 
-from p2psched.api.openai import MAX_REQUEST_BYTES
+from p2psched.node.config import GATEWAY_MAX_BYTES as MAX_REQUEST_BYTES
+from p2psched.scheduler.jobs import KEEP_EPHEMERAL
+from p2psched.wire.channel import MAX_CHANNELS_PER_IP
 from p2psched.wire.codec import encode
 from tests.harness.devnet import running_devnet
 from tests.harness.processes import gate_and_worker, running_node
@@ -121,7 +124,7 @@ def test_the_streamed_answer_is_one_task_whose_receipt_covers_every_chunk(
     chunks = [c.model_dump() for c in stream]
     ours = []
     with httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}) as api:
-        for job in api.get("/v1/jobs").json()["jobs"]:
+        for job in api.get("/v1/jobs", params={"gateway": True}).json()["jobs"]:
             [result] = api.get(f"/v1/jobs/{job['job']}/results").json()["results"]
             output = result["output"]
             if isinstance(output, list) and output[-1]["id"] == chunks[-1]["id"]:
@@ -138,6 +141,88 @@ def test_the_streamed_answer_is_one_task_whose_receipt_covers_every_chunk(
     series = 'p2psched_partial_results_total{outcome="passed"}'
     [passed] = [line for line in metrics.splitlines() if line.startswith(series)]
     assert float(passed.split()[-1]) >= len(chunks)  # (and those of the other streams)
+
+
+def test_gateway_requests_are_kept_apart_from_other_jobs_and_bounded(
+    client: openai.OpenAI, gateway: tuple[str, str]
+) -> None:
+    """A busy gateway neither pushes the node's other jobs off `/v1/jobs` nor grows its
+    memory: its requests are listed only with `gateway=true`, the newest KEEP_EPHEMERAL
+    finished ones; what they paid stays in the ledger, every signature good."""
+    url, token = gateway
+    with httpx.Client(base_url=url, headers=auth(token), timeout=30) as api:
+        spec = {"name": "batch-job", "driver": "echo", "tasks": [{"input": {"n": 1}}]}
+        batch = api.post("/v1/jobs", json={"spec": spec}).json()["job"]
+        client.chat.completions.create(model=MODEL, messages=ASK)  # type: ignore[arg-type]
+        first = api.get("/v1/jobs", params={"gateway": True}).json()["jobs"][0]  # (newest)
+        for _ in range(KEEP_EPHEMERAL):
+            client.chat.completions.create(model=MODEL, messages=ASK)  # type: ignore[arg-type]
+        listed = api.get("/v1/jobs", params={"limit": 1}).json()["jobs"]
+        assert [j["job"] for j in listed] == [batch]
+        requests = api.get("/v1/jobs", params={"gateway": True, "limit": 1000}).json()["jobs"]
+        assert len(requests) == KEEP_EPHEMERAL
+        assert all(j["state"] == "completed" for j in requests)
+        assert first["job"] not in {j["job"] for j in requests}
+        assert api.get(f"/v1/jobs/{first['job']}").status_code == 404
+        others = {j["job"] for j in api.get("/v1/jobs", params={"limit": 1000}).json()["jobs"]}
+        assert not others & {j["job"] for j in requests}
+        ledger = api.get("/v1/ledger", params={"verify": True}).json()
+        paid = {j["job"] for j in ledger["jobs"] if j["tasks_paid"] == 1}
+        assert first["job"] in paid and {j["job"] for j in requests} <= paid
+        assert ledger["problems"] == []
+
+
+def negotiations(api: httpx.Client) -> dict[str, float]:
+    """The node's `p2psched_negotiations_total` by outcome."""
+    series = re.findall(
+        r'^p2psched_negotiations_total\{outcome="(\w+)"\} (\S+)$', api.get("/metrics").text, re.M
+    )
+    return {outcome: float(n) for outcome, n in series}
+
+
+def test_a_stream_of_requests_asks_a_worker_for_a_quote_once(
+    client: openai.OpenAI, gateway: tuple[str, str]
+) -> None:
+    """The worker's quote to one request stands for the next ones of its kind (a quote is
+    used 30 s at most): each request's job still sends its own signed commitment, and has
+    its own receipt verified."""
+    url, token = gateway
+    with httpx.Client(base_url=url, headers=auth(token)) as api:
+        client.chat.completions.create(model=MODEL, messages=ASK)  # type: ignore[arg-type]
+        before = negotiations(api)
+        for _ in range(10):
+            client.chat.completions.create(model=MODEL, messages=ASK)  # type: ignore[arg-type]
+        after = negotiations(api)
+        assert after["commit"] - before["commit"] == 10
+        assert after["lease"] - before["lease"] == 10
+        assert after["asked"] - before["asked"] <= 1  # (the standing quote may have expired)
+        assert api.get("/v1/ledger", params={"verify": True}).json()["problems"] == []
+
+
+def test_a_busy_gateway_holds_one_channel_per_worker(gateway: tuple[str, str]) -> None:
+    """More requests at once than a worker takes channels from one address (64): each is a
+    task on the one link per worker the node's jobs share, so none is refused for it."""
+    url, token = gateway
+    at_once = MAX_CHANNELS_PER_IP + 16
+    answers: list[int] = []
+    start = threading.Barrier(at_once)
+
+    def ask() -> None:
+        with httpx.Client(base_url=url, headers=auth(token), timeout=60) as api:
+            start.wait()
+            body = {"model": MODEL, "messages": ASK}
+            answers.append(api.post("/v1/chat/completions", json=body).status_code)
+
+    threads = [threading.Thread(target=ask) for _ in range(at_once)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert answers == [200] * at_once
+    with httpx.Client(base_url=url, headers=auth(token)) as api:
+        metrics = api.get("/metrics").text
+    [connected] = [x for x in metrics.splitlines() if x.startswith("p2psched_workers_connected ")]
+    assert float(connected.split()[-1]) <= 2  # the devnet's two workers, a link each
 
 
 def test_an_unknown_model_is_not_found_naming_the_known_ones(client: openai.OpenAI) -> None:
@@ -278,7 +363,9 @@ def test_a_plain_request_whose_client_hangs_up_has_its_task_cancelled(tmp_path: 
                 httpx.post(f"{url}/v1/chat/completions", json=ask, headers=auth(key), timeout=3)
             deadline = time.monotonic() + 15
             while True:
-                [job] = httpx.get(f"{url}/v1/jobs", headers=auth(key)).json()["jobs"]
+                [job] = httpx.get(
+                    f"{url}/v1/jobs", params={"gateway": True}, headers=auth(key)
+                ).json()["jobs"]
                 if job["state"] == "cancelled":
                     break
                 assert time.monotonic() < deadline, f"its task runs on: {job['counts']}"

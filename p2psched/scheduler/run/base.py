@@ -44,6 +44,10 @@ class RunBase:
     # step: a commitment is on record before it is sent, a result before it is acked.
     journal: list[JournalEntry]
     durable: bool  # keep a journal at all (a node with a store does)
+    # ... of what it commits and pays only (the ledger's), not of its tasks' moves or outputs:
+    # a job no restart takes up again (an OpenAI gateway request's, whose client waits on a
+    # connection to this process)
+    paid_only: bool
     # When the node's other jobs have a task due on a worker (their earliest latest
     # start, inf if none): a task of ours due later leaves that worker's room to them.
     rival: Callable[[str, WorkerState], float] | None

@@ -84,6 +84,7 @@ class JobRun(LateBinding, Rebalancing, Reports):
         predictor: Predictor | None = None,
         views: WorkerViews | None = None,
         durable: bool = False,
+        paid_only: bool = False,
         rival: Callable[[str, WorkerState], float] | None = None,
         stats: DispatchStats | None = None,
     ) -> None:
@@ -114,6 +115,7 @@ class JobRun(LateBinding, Rebalancing, Reports):
         self._out = []
         self.journal = []
         self.durable = durable
+        self.paid_only = paid_only
         self.rival = rival
         self._reserved = 0
         self._by_price = None
@@ -306,6 +308,7 @@ class JobRun(LateBinding, Rebalancing, Reports):
         w.relink(UP)
         w.public_key, w.heard, w.relayed = public_key, now, relayed
         w.regain_by = w.redial_at = math.inf  # its first heartbeat tells what it still has
+        self._changed(w, now)  # (a quote adopted while it was being dialled counts now)
         self._pump(now)
 
     def disconnected(

@@ -38,7 +38,7 @@ class TaskMoves(Candidates):
             self.stats.outcomes[new.value] += 1
         elif old == S.QUEUED and new == S.NEGOTIATING:
             self.stats.queue_wait.observe(now - queued_since)
-        if self.durable:
+        if self.durable and not self.paid_only:
             self.journal.append(
                 Moved(
                     t.spec.task_id,

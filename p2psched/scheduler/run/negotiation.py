@@ -3,7 +3,8 @@ the answers (quote, decline, lease, reject), and the commit round that places qu
 the candidates the strategy picks and sends each worker one signed commitment with its tasks.
 
 Promises: a quote counts only if signed by the worker on the channel, for this scheduler and
-job, and is used no longer than `max_quote_s`; money is held for a task from the moment it is
+job (or, for a paid-only job, adopted: see `adopt_quote`), and is used no longer than
+`max_quote_s` from when it came; money is held for a task from the moment it is
 placed; a commitment is journaled before it is sent; a worker that leases what it was not
 committed, or keeps rejecting, is dropped.
 """
@@ -35,9 +36,10 @@ from p2psched.scheduler.run.tasks import (
     worker_name,
 )
 from p2psched.scheduler.run.workers import WorkerState
+from p2psched.scheduler.strategy import LATE_BINDING
 from p2psched.store.journal import Committed
 from p2psched.wire.codec import encode
-from p2psched.wire.deal import MAX_BATCH, Commitment
+from p2psched.wire.deal import MAX_BATCH, Commitment, Quote
 from p2psched.wire.messages import (
     Commit,
     Decline,
@@ -213,11 +215,8 @@ class Negotiation(TaskMoves):
                 now + DECLINE_BACKOFF_S,
             )
             return
-        if q.price != w.price:  # (a quote may ask more than the ad, by the job's priority)
-            self._floors.clear()
-        w.quote, w.room, w.declined = q, q.capacity, None
         # Validity is judged by our clock, and never trusted for longer than a short while.
-        w.quote_until = min(q.valid_until, now + self.config.max_quote_s)
+        until = min(q.valid_until, now + self.config.max_quote_s)
         # What it ran for us before outweighs what it says; a worker that fails or stalls
         # looks slower by its penalty, so it ranks lower on time.
         spec = self._asked.pop(w.ad.node_id, None)
@@ -230,7 +229,39 @@ class Negotiation(TaskMoves):
                 tokens=spec.tokens,
             )
             w.run_estimate = estimate.run_mean * self.views.penalty(w.ad.node_id, now)
+        self._take_quote(w, q, until, now)
+
+    def _take_quote(self, w: WorkerState, q: Quote, until: float, now: float) -> None:
+        if q.price != w.price:  # (a quote may ask more than the ad, by the job's priority)
+            self._floors.clear()
+        w.quote, w.room, w.declined, w.quote_until = q, q.capacity, None, until
         self._changed(w, now)
+
+    def adopt_quote(
+        self, worker: bytes, q: Quote, until: float, run_estimate: float, now: float
+    ) -> None:
+        """Take `q`, which `worker` signed for this scheduler and another of its paid-only
+        jobs of this one's kind (its shell checked it then), as this job's own until `until`
+        (no later than that job would have used it): no round trip asks for it again, for
+        one request of a stream of small ones (the OpenAI gateway's). What the worker
+        checks of the commitment is the same either way; it takes it or rejects it. (Not
+        taken by a job that is not paid-only, nor in late binding, which places by other
+        means, nor once `until` has passed, nor from a worker already asked.)"""
+        w = self.workers.get(worker)
+        if (
+            not self.paid_only
+            or w is None
+            or until <= now
+            or self.strategy.name == LATE_BINDING
+            or w.rid is not None
+            or w.quote is not None
+            or w.banned
+            or q.scheduler != self.identity.node_id
+            or q.worker != worker
+        ):
+            return
+        w.run_estimate = run_estimate
+        self._take_quote(w, q, until, now)
 
     def _on_decline(self, w: WorkerState, m: Decline, now: float) -> None:
         """A quote request declined, or (late binding) places asked for."""

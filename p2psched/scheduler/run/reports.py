@@ -157,7 +157,7 @@ class Reports(TaskMoves):
             tokens=t.spec.tokens,
         )
         self.views.succeeded(worker, model, r.duration, t.spec.task_id, now=now)
-        if self.durable and len(packed) > self.config.spool_result_bytes:
+        if self.durable and not self.paid_only and len(packed) > self.config.spool_result_bytes:
             output = Spooled.IN_STORE  # `_charge` handed it to the store
         t.output, t.receipt, t.error, t.progress = output, r, None, 1.0
         ran = f"{worker_name(worker)} ran it in {r.duration:.3g} s"
@@ -169,7 +169,8 @@ class Reports(TaskMoves):
         self.money.pay(r.price)
         if self.durable:
             assert w.public_key is not None
-            self.journal.append(Charged(r, w.public_key, packed, now))
+            output = b"" if self.paid_only else packed  # (the receipt's hash still covers it)
+            self.journal.append(Charged(r, w.public_key, output, now, keep=not self.paid_only))
 
 
 def _unlike_parts(passed: PassedOn | None, packed: bytes) -> str | None:
