@@ -26,7 +26,6 @@ Kind = tuple[Shape, int]
 class _Standing:
     quote: Quote
     until: float  # as the job it came to would have used it, at most
-    run_estimate: float  # seconds a task is expected to take there, as that job judged
 
 
 def kind_of(run: JobRun) -> Kind | None:
@@ -54,14 +53,14 @@ class StandingQuotes:
             if standing.until <= now:
                 del self._kept[worker, kind]
                 continue
-            run.adopt_quote(worker, standing.quote, standing.until, standing.run_estimate, now)
+            run.adopt_quote(worker, standing.quote, standing.until, now)
 
     def keep(self, run: JobRun, worker: bytes, quote: Quote) -> None:
         """`quote` from `worker` was delivered to `run`: if `run` took it, it stands."""
         kind = kind_of(run)
         w = run.workers.get(worker)
         if kind is not None and w is not None and w.quote is quote:
-            self._kept[worker, kind] = _Standing(quote, w.quote_until, w.run_estimate)
+            self._kept[worker, kind] = _Standing(quote, w.quote_until)
 
     def drop(self, worker: bytes) -> None:
         """`worker` rejected a commitment, or its link ended: its quotes stand no more."""

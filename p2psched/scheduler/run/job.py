@@ -165,7 +165,8 @@ class JobRun(LateBinding, Rebalancing, Reports):
         times = [t + c.quote_timeout_s for t in asked]
         # Two deadlines only prompt a look at the quotes: once a tick has passed them, the
         # look was taken, and repeating them would spin.
-        soft = [min(asked) + c.quote_wait_s] if asked else []
+        awaited = self._awaited()
+        soft = [min(awaited) + c.quote_wait_s] if awaited else []
         times += [
             w.heard + c.silence_s for w in self.workers.values() if w.holding and w.link == UP
         ]

@@ -25,7 +25,7 @@ from p2psched.scheduler.run.config import (
     MAX_REJECTS,
     MAX_SCAN,
 )
-from p2psched.scheduler.run.links import DOWN, NONE, UP
+from p2psched.scheduler.run.links import CONNECTING, DOWN, NONE, UP
 from p2psched.scheduler.run.moves import IN_FLIGHT, TaskMoves
 from p2psched.scheduler.run.tasks import (
     Shape,
@@ -110,8 +110,18 @@ class Negotiation(TaskMoves):
     def _quotes_settled(self, now: float) -> bool:
         """Commit once the quotes asked for are in, or after a short wait for the slow ones:
         committing on the first answer would hand the batch to whoever is nearest, not best."""
-        asked = [w.asked_at for w in self.workers.values() if w.rid is not None]
+        asked = self._awaited()
         return not asked or min(asked) + self.config.quote_wait_s <= now
+
+    def _awaited(self) -> list[float]:
+        """When each quote still awaited was asked for: a quote requested, or one adopted
+        whose worker's link is still being opened (links come up one at a time, and the
+        first one up must not take the task before the others are seen)."""
+        return [
+            w.asked_at
+            for w in self.workers.values()
+            if w.rid is not None or (w.quote is not None and w.link == CONNECTING)
+        ]
 
     def _commit_round(self, now: float) -> None:
         self._now = now
@@ -217,19 +227,23 @@ class Negotiation(TaskMoves):
             return
         # Validity is judged by our clock, and never trusted for longer than a short while.
         until = min(q.valid_until, now + self.config.max_quote_s)
-        # What it ran for us before outweighs what it says; a worker that fails or stalls
-        # looks slower by its penalty, so it ranks lower on time.
         spec = self._asked.pop(w.ad.node_id, None)
         if spec is not None:
-            estimate = self.predictor.estimate(
-                w.ad.node_id,
-                model_of(spec),
-                len(encode(spec.input)),
-                claimed_run=q.run_mean or None,
-                tokens=spec.tokens,
-            )
-            w.run_estimate = estimate.run_mean * self.views.penalty(w.ad.node_id, now)
+            w.run_estimate = self._run_estimate(w, spec, q, now)
         self._take_quote(w, q, until, now)
+
+    def _run_estimate(self, w: WorkerState, spec: TaskSpec, q: Quote, now: float) -> float:
+        """How long a task of `spec` is expected to run on `w`, which quoted `q`. What it ran
+        for us before outweighs what it says; a worker that fails or stalls looks slower by
+        its penalty, so it ranks lower on time."""
+        estimate = self.predictor.estimate(
+            w.ad.node_id,
+            model_of(spec),
+            len(encode(spec.input)),
+            claimed_run=q.run_mean or None,
+            tokens=spec.tokens,
+        )
+        return estimate.run_mean * self.views.penalty(w.ad.node_id, now)
 
     def _take_quote(self, w: WorkerState, q: Quote, until: float, now: float) -> None:
         if q.price != w.price:  # (a quote may ask more than the ad, by the job's priority)
@@ -237,16 +251,16 @@ class Negotiation(TaskMoves):
         w.quote, w.room, w.declined, w.quote_until = q, q.capacity, None, until
         self._changed(w, now)
 
-    def adopt_quote(
-        self, worker: bytes, q: Quote, until: float, run_estimate: float, now: float
-    ) -> None:
+    def adopt_quote(self, worker: bytes, q: Quote, until: float, now: float) -> None:
         """Take `q`, which `worker` signed for this scheduler and another of its paid-only
         jobs of this one's kind (its shell checked it then), as this job's own until `until`
         (no later than that job would have used it): no round trip asks for it again, for
         one request of a stream of small ones (the OpenAI gateway's). What the worker
         checks of the commitment is the same either way; it takes it or rejects it. (Not
         taken by a job that is not paid-only, nor in late binding, which places by other
-        means, nor once `until` has passed, nor from a worker already asked.)"""
+        means, nor once `until` has passed, nor from a worker already asked.) The run time it
+        stands for is judged for this job's own task (its tokens may be another's), and the
+        task waits for it as for a quote asked for while the worker's link is being opened."""
         w = self.workers.get(worker)
         if (
             not self.paid_only
@@ -260,7 +274,11 @@ class Negotiation(TaskMoves):
             or q.worker != worker
         ):
             return
-        w.run_estimate = run_estimate
+        queued = next((t for t in self.tasks.values() if t.state == S.QUEUED), None)
+        if queued is None:
+            return
+        w.run_estimate = self._run_estimate(w, queued.spec, q, now)
+        w.asked_at = now
         self._take_quote(w, q, until, now)
 
     def _on_decline(self, w: WorkerState, m: Decline, now: float) -> None:

@@ -56,7 +56,7 @@ def test_a_paid_only_run_adopts_a_standing_quote_and_asks_for_none() -> None:
         net.run = run
         run.add_workers(found, net.now)
         if adopted is not None:
-            run.adopt_quote(worker, *adopted, 1.0, net.now)
+            run.adopt_quote(worker, *adopted, net.now)
         net.pump()
         [t] = run.tasks.values()
         assert t.state == TaskState.COMPLETED and t.receipt is not None
