@@ -260,6 +260,8 @@ def openapi_on(s: socket.socket, answers: BinaryIO) -> bool:
         ("node", "[server]\nread_timeout_s = true\n", "[server] read_timeout_s: must be a"),
         ("gate", "[server]\nread_timeout_s = 60\n", "[server] read_timeout_s: 60 s would cut"),
         ("gate", '[server]\nhost = "0.0.0.0"\n', "[server] host = 0.0.0.0 would open the control"),
+        ("node", "[server]\nhost = 0\n", "[server] host: must be an IP address, like"),
+        ("node", "[server]\nhost = true\n", "[server] host: must be an IP address, like"),
         ("node", "[servr]\n", "[servr]: unknown table; known: [dht], [server]"),
         ("node", "[relay]\ncircuits = 2\n", "[relay] is read by p2psched gate, not by p2psched"),
         ("gate", "[worker]\nslots = 1\n", "[worker] is read by p2psched worker join"),
