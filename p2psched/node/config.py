@@ -85,7 +85,10 @@ def _port(v: Any) -> int:
 
 def _host(v: Any) -> str:
     try:
-        return str(ipaddress.ip_address(v.strip("[]") if isinstance(v, str) else v))
+        # (text alone: ipaddress reads a number, or true, as an address: 0 is 0.0.0.0)
+        if not isinstance(v, str):
+            raise ValueError(v)
+        return str(ipaddress.ip_address(v.strip("[]")))
     except ValueError:
         raise refuse(f"must be an IP address, like 127.0.0.1, not {v!r}") from None
 
