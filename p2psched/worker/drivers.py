@@ -44,6 +44,7 @@ from p2psched.worker.model_http import (
     parsed,
     read_capped,
     read_events,
+    redacted,
     request_url,
 )
 
@@ -538,10 +539,9 @@ class HttpDriver:
             async with client.stream("POST", url, content=body, headers=headers) as response:
                 if not response.is_success:
                     head, _ = await read_capped(response, _ERROR_BODY_CHARS * 4)
-                    said = _redacted(head.decode("utf-8", errors="replace"), credentials)
+                    text = redacted(head.decode(errors="replace"), credentials)[:_ERROR_BODY_CHARS]
                     raise DriverError(
-                        f"the model server answered HTTP {response.status_code}: "
-                        f"{said[:_ERROR_BODY_CHARS]}"
+                        f"the model server answered HTTP {response.status_code}: {text}"
                     )
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > cap:
@@ -559,24 +559,6 @@ class HttpDriver:
             _log.warning("http driver: no answer from %s: %s: %s", url, type(e).__name__, e)
             raise DriverError(f"no answer from the model server ({type(e).__name__})") from e
         return answer
-
-
-_REDACTED = "[credential]"
-_SECRET_PART = 8  # a word of a header's value this long may be a key alone ("Bearer KEY")
-
-
-def _redacted(text: str, credentials: Mapping[str, str]) -> str:
-    """`text` (a model server's refusal, for the scheduler, a stranger) without the
-    credentials it was sent: a server may quote them ("Incorrect API key provided: ..."),
-    whole, as a key alone, or cut off where the text was cut."""
-    secrets = {*credentials.values()}
-    secrets |= {w for v in credentials.values() for w in v.split() if len(w) >= _SECRET_PART}
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, _REDACTED)
-        cut = next((n for n in range(len(secret) - 1, 3, -1) if text.endswith(secret[:n])), None)
-        if cut is not None:
-            text = text[:-cut] + _REDACTED
-    return text
 
 
 _MAKERS: dict[str, Callable[[WorkerConfig, Mapping[str, str] | None], Driver]] = {

@@ -2,13 +2,15 @@
 and answers read within a byte cap, whole or as server-sent events (a streamed answer).
 
 Promises: no more than about a cap's worth of an answer is ever held (one network read
-beyond it at most); a response is ended by closing it, never left to the garbage collector.
+beyond it at most); a response is ended by closing it, never left to the garbage collector;
+what a server says back in a refusal is passed on without the credentials it was sent
+(`redacted`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -129,3 +131,21 @@ async def read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
         if len(data) <= cap:
             raise
     return bytes(data[:cap]), len(data) > cap
+
+
+_REDACTED = "[credential]"
+_SECRET_PART = 8  # a word of a header's value this long may be a key alone ("Bearer KEY")
+
+
+def redacted(text: str, credentials: Mapping[str, str]) -> str:
+    """`text` (a model server's refusal, for the scheduler, a stranger) without the
+    credentials it was sent: a server may quote them ("Incorrect API key provided: ..."),
+    whole, as a key alone, or cut off where the text was cut."""
+    secrets = {*credentials.values()}
+    secrets |= {w for v in credentials.values() for w in v.split() if len(w) >= _SECRET_PART}
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, _REDACTED)
+        cut = next((n for n in range(len(secret) - 1, 3, -1) if text.endswith(secret[:n])), None)
+        if cut is not None:
+            text = text[:-cut] + _REDACTED
+    return text
