@@ -139,3 +139,55 @@ def test_an_adopted_quote_is_judged_by_the_tokens_of_the_job_adopting_it() -> No
         {"mtr": math.inf, "predictor": predictor, "output": 1000},
     ]
     assert _placed_in_turn(workers, ["quick", "steady"], jobs) == ["quick", "steady"]
+
+
+def test_a_standing_quote_does_not_send_the_next_request_to_a_worker_busy_with_the_last() -> None:
+    """Two like workers of one slot; the first request's task still runs on one of them. The
+    next request, asking quotes afresh, goes to the idle one (the busy one's quote says it
+    must wait): so must a request that adopts the quotes the first one was given."""
+
+    def second_placed(adopting: bool) -> tuple[bytes | None, bytes | None]:
+        workers = [Identity.generate(), Identity.generate()]
+        net = make_net(0, 0)
+        net.hold = True  # tasks started stay running
+        me = net.run.identity
+        net.workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=3) for i in workers}
+        predictor = Predictor()
+        for i in workers:
+            for _ in range(3):
+                predictor.observe(i.node_id, None, 4, wait_s=0.0, run_s=2.0, now=0.0)
+        # Each has run a task of 2 s before: its quotes tell the wait behind a running one.
+        warm = JobRun(me, "warm", [spec(0), spec(1)], mtr=math.inf, now=net.now)
+        net.run = warm
+        warm.add_workers([ad(i) for i in workers], net.now)
+        net.pump()
+        net.advance(2.0)
+        for wid, peer, task in net.started:
+            net.workers[wid].finished(peer, task["id"], {"out": 0}, None, net.now)
+        net.started.clear()
+        net.pump()
+        assert warm.done and {t.worker for t in warm.tasks.values()} == {i.node_id for i in workers}
+        standing = StandingQuotes()
+        placed = []
+        for n in range(2):
+            run = JobRun(
+                me, f"job{n}", [spec(n)], mtr=math.inf, now=net.now, predictor=predictor,
+                paid_only=True,
+            )  # fmt: skip
+            net.run = run
+            run.add_workers([ad(i) for i in workers], net.now)
+            if adopting:
+                standing.adopt(run, net.now)
+            net.pump()
+            net.advance(1.0)  # (the quotes asked for come in, and the round commits)
+            for worker, w in run.workers.items():
+                if w.quote is not None:
+                    standing.keep(run, worker, w.quote)
+            [t] = run.tasks.values()
+            placed.append(t.worker)
+        return placed[0], placed[1]
+
+    first, second = second_placed(adopting=False)
+    assert first is not None and second is not None and second != first
+    first, second = second_placed(adopting=True)
+    assert first is not None and second is not None and second != first
