@@ -210,7 +210,8 @@ class Dispatcher:
         if found:
             now = self.clock()
             self._guarded(run.job, run.add_workers, found, now)
-            self._guarded(run.job, functools.partial(self.standing.adopt, run), now)
+            others = [j.run for j in self._jobs.values()]
+            self._guarded(run.job, functools.partial(self.standing.adopt, run, others=others), now)
         else:
             self._start_discovery(run.job)
         self._flush(run.job)

@@ -12,6 +12,7 @@ verifies its own receipt: a standing quote saves a round trip, not a check.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from p2psched.scheduler.run import JobRun
@@ -41,14 +42,17 @@ class StandingQuotes:
     def __init__(self) -> None:
         self._kept: dict[tuple[bytes, Kind], _Standing] = {}
 
-    def adopt(self, run: JobRun, now: float) -> None:
-        """Hand `run` the quotes that stand for its kind from the workers it knows."""
+    def adopt(self, run: JobRun, now: float, others: Iterable[JobRun] = ()) -> None:
+        """Hand `run` the quotes that stand for its kind from the workers it knows, but for
+        those holding a task of the node's `others` (its running jobs): such a quote's wait
+        and room were said before that task came (a fresh quote tells the wait behind it)."""
         kind = kind_of(run)
         if kind is None:
             return
+        others = [o for o in others if o is not run]
         for worker in list(run.workers):
             standing = self._kept.get((worker, kind))
-            if standing is None:
+            if standing is None or _holds_any(worker, others):
                 continue
             if standing.until <= now:
                 del self._kept[worker, kind]
@@ -66,3 +70,8 @@ class StandingQuotes:
         """`worker` rejected a commitment, or its link ended: its quotes stand no more."""
         for key in [k for k in self._kept if k[0] == worker]:
             del self._kept[key]
+
+
+def _holds_any(worker: bytes, runs: Iterable[JobRun]) -> bool:
+    """Whether `worker` holds a task of any of `runs`."""
+    return any((w := run.workers.get(worker)) is not None and w.holding for run in runs)

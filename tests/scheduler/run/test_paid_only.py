@@ -168,7 +168,7 @@ def test_a_standing_quote_does_not_send_the_next_request_to_a_worker_busy_with_t
         net.pump()
         assert warm.done and {t.worker for t in warm.tasks.values()} == {i.node_id for i in workers}
         standing = StandingQuotes()
-        placed = []
+        placed, runs = [], []
         for n in range(2):
             run = JobRun(
                 me, f"job{n}", [spec(n)], mtr=math.inf, now=net.now, predictor=predictor,
@@ -176,8 +176,9 @@ def test_a_standing_quote_does_not_send_the_next_request_to_a_worker_busy_with_t
             )  # fmt: skip
             net.run = run
             run.add_workers([ad(i) for i in workers], net.now)
-            if adopting:
-                standing.adopt(run, net.now)
+            if adopting:  # (as the node's dispatcher does: its running jobs are the others)
+                standing.adopt(run, net.now, runs)
+            runs.append(run)
             net.pump()
             net.advance(1.0)  # (the quotes asked for come in, and the round commits)
             for worker, w in run.workers.items():
