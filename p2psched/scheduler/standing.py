@@ -43,13 +43,14 @@ class StandingQuotes:
         self._kept: dict[tuple[bytes, Kind], _Standing] = {}
 
     def adopt(self, run: JobRun, now: float, others: Iterable[JobRun] = ()) -> None:
-        """Hand `run` the quotes that stand for its kind from the workers it knows, but for
-        those holding a task of the node's `others` (its running jobs): such a quote's wait
-        and room were said before that task came (a fresh quote tells the wait behind it)."""
+        """Hand `run` the quotes that stand for its kind from the workers it knows; when it
+        knows more than one, not those of workers holding a task of the node's `others` (its
+        running jobs): such a quote's wait was said before that task came, and would mislead
+        the choice between them (a fresh quote tells the wait behind it)."""
         kind = kind_of(run)
         if kind is None:
             return
-        others = [o for o in others if o is not run]
+        others = [o for o in others if o is not run] if len(run.workers) > 1 else []
         for worker in list(run.workers):
             standing = self._kept.get((worker, kind))
             if standing is None or _holds_any(worker, others):
