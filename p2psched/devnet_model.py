@@ -219,10 +219,16 @@ def _error(message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "invalid_request_error"}}
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's backlog of 5 drops the SYNs of a burst of new connections (a client 16 at
+    # a time), which then wait a second for their retry: real model servers listen with ~2048.
+    request_queue_size = 1024
+
+
 def serve(port_file: Path, port: int = 0) -> None:
     """Listen on 127.0.0.1:`port` (0: any free one), write the port to `port_file` once
     listening (whole, by a rename), and serve until killed."""
-    with ThreadingHTTPServer(("127.0.0.1", port), _Handler) as server:
+    with _Server(("127.0.0.1", port), _Handler) as server:
         partial = port_file.with_suffix(".partial")
         partial.write_text(json.dumps({"port": server.server_address[1]}))
         os.replace(partial, port_file)

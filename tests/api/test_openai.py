@@ -272,9 +272,10 @@ def auth(token: str) -> dict[str, str]:
 
 def gateway_serving(folder: Path, model: str) -> tuple[str, str]:
     """The gateway of `gate_and_worker(folder, ...)`'s gate (its URL and key), once its API
-    answers and its models list `model` (within 30 s for both)."""
+    answers and its models list `model` (within 60 s for both: on a loaded machine the gate
+    and worker start, the endpoint is checked and the ad spreads in that time)."""
     endpoint = folder / "g" / "api.json"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while not endpoint.exists():
         assert time.monotonic() < deadline, "the gate's API did not start"
         time.sleep(0.1)

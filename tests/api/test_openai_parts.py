@@ -13,6 +13,7 @@ import trio
 from fastapi import FastAPI
 
 from p2psched.api import openai
+from p2psched.node.config import ServerTable
 from p2psched.node.snapshots import ServedModel, TaskOutcome
 
 
@@ -25,6 +26,9 @@ class _Facade:
 
     async def served_models(self) -> list[ServedModel]:
         return [ServedModel("evil", 1)]
+
+    def model_requirements(self, model: str) -> None:
+        return None  # (a node whose config says nothing of its models)
 
     @asynccontextmanager
     async def model_task(
@@ -52,7 +56,7 @@ BEFORE = {"choices": [{"delta": {"content": "before "}}]}
 
 async def streamed(facade: _Facade) -> str:
     app = FastAPI()
-    openai.install(app, facade)
+    openai.install(app, facade, ServerTable())
     body = {"model": "evil", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
