@@ -266,6 +266,7 @@ async def test_a_failing_endpoint_is_checked_again_until_it_passes(
         ('api_key_env = "K"\napi_key_file = "key"', "api_key_env or api_key_file, not both"),
         ('headers_env = { "Host" = "K" }', "'Host' is not a header an endpoint may be sent"),
         ('url = "http://me:pw@h/v1"', "must hold no user or password"),
+        ('url = "http://models..lan/v1"', "'models..lan' is not a host name"),
     ],
 )
 def test_credentials_that_cannot_be_had_safely_are_refused_naming_why(
