@@ -76,6 +76,10 @@ def _url(url: Any, *at: str) -> str:
         raise refuse(f"{url!r} is not a URL ({e})", *at) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise refuse(f"{url!r} must be an http:// or https:// URL with a host", *at)
+    try:
+        parts.hostname.encode("idna")  # as its name lookup will (an empty or long label fails)
+    except UnicodeError:
+        raise refuse(f"{parts.hostname[:80]!r} is not a host name", *at) from None
     if parts.username is not None or parts.password is not None:
         # A URL is logged and shown to the operator; a credential must not ride in it.
         raise refuse(
