@@ -157,6 +157,7 @@ KEEP_FINISHED = 100
 # Finished jobs of the OpenAI gateway's requests kept in memory, apart from the others: a busy
 # gateway finishes hundreds a second, which would push every other job out of those kept.
 KEEP_EPHEMERAL = 100
+KEEP_EPHEMERAL_BYTES = 16 << 20  # ... and their outputs (encoded), in all
 
 
 class JobBook:
