@@ -284,8 +284,9 @@ def _job_routes(facade: NodeFacade) -> APIRouter:
     async def jobs(limit: int = JOBS_SHOWN, gateway: bool = False) -> JobList:
         """Its running jobs, and the newest others up to `limit` in all (those it ran before
         it restarted too, from its store), newest first. `gateway=true`: the OpenAI gateway's
-        requests instead (running, and the newest 100 finished: the store keeps only their
-        ledger), which are never listed with the others."""
+        requests instead (running, and the newest 100 finished, fewer if their outputs come
+        to over 16 MiB: the store keeps only their ledger), which are never listed with the
+        others."""
         return JobList(jobs=facade.jobs(limit, gateway=gateway))
 
     @router.get("/v1/jobs/{job_id}", responses=refusals(404, 422))

@@ -158,7 +158,7 @@ class NodeFacade:
     def jobs(self, limit: int = JOBS_SHOWN, *, gateway: bool = False) -> list[JobStatus]:
         """Its running jobs, and the newest others (those run before it restarted too) up to
         `limit` in all: newest first. `gateway`: the OpenAI gateway's requests instead (which
-        the others never list), running and the newest finished it keeps (`KEEP_EPHEMERAL`)."""
+        the others never list), running and the newest finished it keeps (`JobBook`'s bounds)."""
         if not 1 <= limit <= JOBS_MAX:
             raise Invalid(f"limit must be 1..{JOBS_MAX}")
         now = self._node.dht.now()

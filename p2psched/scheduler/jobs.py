@@ -325,13 +325,24 @@ class JobBook:
             del self.jobs[job.job_id]
 
     def _keep_ephemeral(self, job_id: str) -> None:
-        """An ephemeral job finished: keep it, and forget the oldest beyond KEEP_EPHEMERAL."""
-        self._ephemeral_finished.append(job_id)
-        while len(self._ephemeral_finished) > KEEP_EPHEMERAL:
-            self.jobs.pop(self._ephemeral_finished.popleft(), None)
+        """An ephemeral job finished: keep it, and forget the oldest beyond KEEP_EPHEMERAL, or
+        while the outputs kept come to over KEEP_EPHEMERAL_BYTES (they are held in memory: a
+        worker may make each as large as a result may be). Its request, if it still reads the
+        output, holds the job itself."""
+        kept = self._ephemeral_finished
+        kept.append(job_id)
+        held = sum(_output_bytes(self.jobs[j]) for j in kept if j in self.jobs)
+        while len(kept) > KEEP_EPHEMERAL or held > KEEP_EPHEMERAL_BYTES:
+            gone = self.jobs.pop(kept.popleft(), None)
+            held -= _output_bytes(gone) if gone is not None else 0
 
     def cancel(self, job_id: str, task_ids: list[str] | None = None) -> list[str]:
         return self.dispatcher.cancel(job_id, task_ids)
+
+
+def _output_bytes(job: SubmittedJob) -> int:
+    """What a job's outputs came to (encoded)."""
+    return sum(t.output_bytes for t in job.run.tasks.values())
 
 
 def _level(job: SubmittedJob) -> int:

@@ -160,6 +160,7 @@ class Reports(TaskMoves):
         if self.durable and not self.paid_only and len(packed) > self.config.spool_result_bytes:
             output = Spooled.IN_STORE  # `_charge` handed it to the store
         t.output, t.receipt, t.error, t.progress = output, r, None, 1.0
+        t.output_bytes = len(packed)
         ran = f"{worker_name(worker)} ran it in {r.duration:.3g} s"
         self._move(t, S.COMPLETED, now, f"{ran}; its receipt verified, {r.price:g} paid")
         self._out.append(Settled(t.spec.task_id))

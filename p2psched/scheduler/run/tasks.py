@@ -55,6 +55,7 @@ class TaskRun:
     retry: bool = False
     error: str | None = None
     output: Any = None  # its value, or `Spooled.IN_STORE`
+    output_bytes: int = 0  # its output as its receipt hashes it (MessagePack), once completed
     receipt: Receipt | None = None
     progress: float = 0.0
     stranded_since: float = math.nan  # when it last had no candidate
