@@ -42,6 +42,8 @@ TaskIds = Annotated[list[TaskId], msgspec.Meta(max_length=MAX_BATCH)]
 Price = Annotated[float, msgspec.Meta(ge=0.0, le=1e15)]
 Time = Annotated[float, msgspec.Meta(ge=0.0, le=1e11)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_BATCH)]
+MAX_TASK_GPUS = 64  # as a job's resources.gpus may be
+GpuCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_TASK_GPUS)]
 
 # How large a deal's messages may be, by phase: until the other side has sent one deal message
 # (a quote request, a heartbeat), each side takes `MAX_OPENING_MESSAGE`; then a worker takes a
@@ -141,7 +143,8 @@ _BINARY = frozenset({"worker", "scheduler", "result_hash", "sig"})
 
 
 class Quote(_Signed, frozen=True, forbid_unknown_fields=True):
-    """A worker's offer for up to `capacity` tasks of one request, at `price` each."""
+    """A worker's offer for up to `capacity` tasks of one request, at `price` each: tasks
+    that need `gpus` GPUs to themselves (0: a slot's share), which the price is for."""
 
     worker: NodeId
     scheduler: NodeId
@@ -152,16 +155,19 @@ class Quote(_Signed, frozen=True, forbid_unknown_fields=True):
     run_mean: Time  # seconds a task like this has taken here (0: no history)
     capacity: Count
     valid_until: Time
+    gpus: GpuCount = 0
     sig: Signature = b""
 
-    TAG = b"p2psched/quote/1"
+    TAG = b"p2psched/quote/2"
 
     def signer(self) -> bytes:
         return self.worker
 
 
 class Commitment(_Signed, frozen=True, forbid_unknown_fields=True):
-    """A scheduler's promise to pay `price` per task for these tasks on this worker."""
+    """A scheduler's promise to pay `price` per task for these tasks on this worker, each
+    needing `gpus` GPUs to itself (0: a slot's share): the worker prices a task by the GPUs
+    it takes, and runs none that asks for more than its commitment says."""
 
     scheduler: NodeId
     worker: NodeId
@@ -169,9 +175,10 @@ class Commitment(_Signed, frozen=True, forbid_unknown_fields=True):
     tasks: TaskIds
     price: Price
     issued_at: Time
+    gpus: GpuCount = 0
     sig: Signature = b""
 
-    TAG = b"p2psched/commitment/1"
+    TAG = b"p2psched/commitment/2"
 
     def signer(self) -> bytes:
         return self.scheduler

@@ -24,7 +24,9 @@ from p2psched.wire.deal import (
     MAX_TASK_ID,
     Commitment,
     Count,
+    GpuCount,
     JobId,
+    Price,
     Quote,
     Receipt,
     TaskId,
@@ -47,7 +49,6 @@ TimeoutS = Annotated[float, msgspec.Meta(ge=0.001, le=MAX_TASK_TIMEOUT_S)]
 MAX_PRIORITY = 9  # a job's priority: 0..9, 9 most urgent
 DEFAULT_PRIORITY = 5
 Priority = Annotated[int, msgspec.Meta(ge=0, le=MAX_PRIORITY)]
-GpuCount = Annotated[int, msgspec.Meta(ge=0, le=64)]  # as a job's resources.gpus may be
 # Any size: the worker judges it against its own cap.
 InputBytes = Annotated[int, msgspec.Meta(ge=0, le=1 << 40)]
 
@@ -73,10 +74,11 @@ class Task(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_default
 
 
 class _Ask(_Message, frozen=True, omit_defaults=True):
-    """Up to `tasks` tasks of one kind (driver, model, price limit) for `job`, of its
-    `priority`; the longest `timeout` and the largest input (`input_bytes`, encoded) among
-    them, when the scheduler says. (A field at its default is left off the wire: a request
-    at the default priority, saying nothing of timeouts and inputs, is today's.)"""
+    """Up to `tasks` tasks of one kind (driver, model, price limit, `gpus` each needs to
+    itself) for `job`, of its `priority`; the longest `timeout` and the largest input
+    (`input_bytes`, encoded) among them, when the scheduler says. The worker prices a task
+    by its GPUs. (A field at its default is left off the wire: a request at the default
+    priority, saying nothing of timeouts and inputs, is today's.)"""
 
     rid: RequestId
     job: JobId
@@ -87,6 +89,7 @@ class _Ask(_Message, frozen=True, omit_defaults=True):
     priority: Priority = DEFAULT_PRIORITY
     timeout: TimeoutS | None = None
     input_bytes: InputBytes | None = None
+    gpus: GpuCount = 0
 
 
 class QuoteRequest(_Ask, frozen=True, tag="quote?"):
@@ -157,9 +160,12 @@ class Refusal(_Message, frozen=True, tag="error"):
 
 class Ready(_Message, frozen=True, tag="ready"):
     """A slot is free for one of the places `rid` reserved: a commitment for a task, or an
-    unreserve, is the answer."""
+    unreserve, is the answer. `price`: the least that commitment must offer for a task of
+    the `gpus` its places were reserved for."""
 
     rid: RequestId
+    price: Price
+    gpus: GpuCount
 
 
 class Withdrawn(_Message, frozen=True, tag="withdrawn"):
@@ -269,6 +275,12 @@ def result_task(frame: bytes) -> str | None:
     if head.t != "result" or not isinstance(task, str) or not 0 < len(task) <= MAX_TASK_ID:
         return None
     return task
+
+
+def said(reason: str) -> str:
+    """A reason as it may go on the wire: at most `MAX_REASON` characters (a longer one would
+    make the whole message malformed, and its receiver drop the link and every task on it)."""
+    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."
 
 
 def encode(message: Message) -> bytes:

@@ -41,6 +41,13 @@ class Devices:
             return f"the task needs {claim.count} GPUs; this worker has {have}"
         return None
 
+    def slots_held(self, gpus: int, slots: int) -> float:
+        """How many of this worker's `slots` a task needing `gpus` GPUs to itself takes, by
+        its part of the GPUs (all 4 of a 4-GPU, 4-slot worker: 4), never less than one (0
+        GPUs: its slot's share). The worker prices a task by it."""
+        have = len(self.devices)
+        return max(1.0, gpus * slots / have) if gpus and have else 1.0
+
     def take(self, key: Hashable, claim: Claim) -> tuple[Device, ...] | None:
         """The devices the task `key` runs on now (its own, then those it shares), or None if
         they are not free yet."""
@@ -81,3 +88,12 @@ class Claims:
             model = task.model if task.model in self.endpoints else None
             return Claim(0, self.http.get(model or ANY_MODEL, ()))
         return Claim()
+
+
+def gpus_unpaid(tasks: list[Task], gpus: int) -> str | None:
+    """Why one of these tasks may not run on a commitment for tasks of `gpus` GPUs: it asks
+    for other GPUs than those it was priced for (a scheduler may quote for 1, then send 4)."""
+    t = next((t for t in tasks if t.gpus != gpus), None)
+    if t is None:
+        return None
+    return f"task {t.id} asks for {t.gpus} GPUs, but its commitment is for tasks of {gpus} GPUs"

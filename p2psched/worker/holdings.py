@@ -36,6 +36,7 @@ class Leased:
     job: str
     price: float
     expires: float
+    gpus: int = 0  # each of its tasks', as its commitment says (what it was priced for)
 
 
 @dataclass(slots=True)
@@ -50,9 +51,11 @@ class Held:
 @dataclass(slots=True)
 class Reservation:
     """Places in this worker's queue for tasks its scheduler has not bound yet (late
-    binding): when one reaches a free slot, the scheduler is asked for a task."""
+    binding): when one reaches a free slot, the scheduler is asked for a task (of `gpus`
+    GPUs, at the least price for one)."""
 
     count: int
+    gpus: int = 0
 
 
 @dataclass(slots=True)

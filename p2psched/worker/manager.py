@@ -5,10 +5,11 @@ Owns: what this worker has promised (leases), holds (its queue) and runs (its sl
 results it has not yet seen acknowledged, and its drivers' run times (plain histograms, which
 the node's metrics read).
 Promises: it never starts more tasks than it has slots, nor a task before the GPUs it needs
-are free (`worker.devices`: they stay its own until it has ended); it runs a task only if
-the scheduler holds a lease for it, the task's driver is enabled, and the task is within its
-driver's caps (timeout, input size) and the operator's `SchedulerPolicy` (who, how many, how
-much); a lease not followed by a dispatch expires after `lease_s`; every result carries a
+are free (`worker.devices`: they stay its own until it has ended), and prices a task by the
+slots its GPUs take; it runs a task only if the scheduler holds a lease for it, committed
+for the GPUs it asks, the task's driver is enabled, and the task is within its driver's
+caps (timeout, input size) and the operator's `SchedulerPolicy` (who, how many, how much);
+a lease not followed by a dispatch expires after `lease_s`; every result carries a
 `Receipt` signed by this worker, and is sent again when its scheduler reconnects, until
 acknowledged.
 """
@@ -29,7 +30,6 @@ from p2psched.store.journal import Accepted, Entry, Issued
 from p2psched.wire.codec import encode
 from p2psched.wire.deal import MAX_RESERVED, Quote, Receipt, packed_hash, unsendable
 from p2psched.wire.messages import (
-    MAX_REASON,
     Ack,
     Beat,
     Cancel,
@@ -52,9 +52,10 @@ from p2psched.wire.messages import (
     Withdraw,
     Withdrawn,
     kind,
+    said,
 )
 from p2psched.wire.schema import SchemaError
-from p2psched.worker.devices import Claim, Devices
+from p2psched.worker.devices import Claim, Devices, gpus_unpaid
 from p2psched.worker.holdings import Abort as Abort
 from p2psched.worker.holdings import Action as Action
 from p2psched.worker.holdings import Held, Leased, Reservation, RunTimes, Scheduler
@@ -292,14 +293,20 @@ class TaskManager:
 
     # -- handlers -------------------------------------------------------------------------
 
+    def _price(self, gpus: int, priority: int | None = None) -> float:
+        """Asked of a task of `gpus` GPUs at `priority` (None: the least, at any priority)."""
+        held = self.devices.slots_held(gpus, self.slots)
+        return self.price * self.terms.prices.multiplier(priority) * held
+
     def _on_quote_request(self, peer: bytes, m: QuoteRequest, now: float) -> None:
-        price = self.price * self.terms.prices.multiplier(m.priority)
+        price = self._price(m.gpus, m.priority)
         busy = self.terms.over(peer, 1, self._standing(peer), price, now)
         if busy is None and self.capacity == 0:
             busy = f"too busy: {len(self._held)} tasks held and {self.slots} slots full"
         if self._declined(peer, m, price, busy):
             return
         times = self._run_times.get(m.driver, RunTimes())
+        room = self.terms.room(peer, self._standing(peer), price, now)
         ahead = max(0, len(self._held) + len(self._leases) - self.slots + 1)
         quote = Quote(
             worker=self.identity.node_id,
@@ -309,18 +316,16 @@ class TaskManager:
             wait_mean=ahead * times.mean / max(1, self.slots),
             wait_err=math.sqrt(ahead * times.var) / max(1, self.slots),
             run_mean=times.mean,
-            capacity=int(
-                min(self.capacity, m.tasks, self.terms.room(peer, self._standing(peer), price, now))
-            ),
+            capacity=int(min(self.capacity, m.tasks, room)),
             valid_until=now + self.quote_valid_s,
+            gpus=m.gpus,
         ).signed(self.identity)
         self._out.append(Send(peer, QuoteReply(m.rid, quote)))
 
     def _on_commit(self, peer: bytes, m: Commit, now: float) -> None:
         c = m.commitment
-        reason = None
-        busy = False
-        least = self.price * self.terms.prices.lowest  # any scheduler may ask at the cheapest
+        reason, busy = None, False
+        least = self._price(c.gpus)  # any scheduler may ask at the cheapest band
         if not c.verify(self._peers[peer].public_key) or c.scheduler != peer:
             reason = "the commitment is not signed by the scheduler on this channel"
         elif c.worker != self.identity.node_id:
@@ -328,7 +333,7 @@ class TaskManager:
         elif (refused := self.terms.policy.refusal(peer)) is not None:
             reason = refused
         elif c.price < least:
-            reason = f"price {c.price:g} is below this worker's minimum {least:g}"
+            reason = f"price {c.price:g} is below this worker's minimum {least:g} for its tasks"
         elif self.draining:
             reason = DRAINING
         elif len(c.tasks) > self.capacity + self._pulled(peer):
@@ -347,7 +352,7 @@ class TaskManager:
         elif not {t.id for t in m.run} <= set(c.tasks):
             reason = "tasks sent with a commitment must be among the tasks it names"
         else:
-            reason = self.terms.over_caps(m.run)
+            reason = self.terms.over_caps(m.run) or gpus_unpaid(m.run, c.gpus)
         if reason is not None:
             self._out.append(Send(peer, Reject(m.rid, said(reason), busy)))
             return
@@ -356,7 +361,7 @@ class TaskManager:
             self.journal.append(Accepted(c, self._peers[peer].public_key, now))
         self._bind(peer, len(c.tasks))
         for t in c.tasks:
-            self._leases[(peer, t)] = Leased(c.job, c.price, expires)
+            self._leases[(peer, t)] = Leased(c.job, c.price, expires, c.gpus)
         self._out.append(Send(peer, Lease(m.rid, c.tasks, expires)))
         if m.run:
             self._on_run(peer, Run(m.run), now)
@@ -370,6 +375,7 @@ class TaskManager:
                 self._refuse(peer, task.driver, task.model, math.inf, 0.0)
                 or self.terms.over_caps([task])
                 or self.devices.refusal(self.claim(task))
+                or (gpus_unpaid([task], lease.gpus) if lease else None)
             )
             if lease is None:
                 reason = "no lease for this task here (it expired or was never granted)"
@@ -408,7 +414,7 @@ class TaskManager:
 
     def _on_reserve(self, peer: bytes, m: Reserve, now: float) -> None:
         held = sum(r.count for k, r in self._reserved.items() if k[0] == peer)
-        price = self.price * self.terms.prices.multiplier(m.priority)
+        price = self._price(m.gpus, m.priority)
         busy = self.terms.over(peer, 1, self._standing(peer), price, now)
         if busy is None and held + m.tasks > MAX_RESERVED:
             busy = f"too many places reserved here: {held} of {MAX_RESERVED}"
@@ -416,7 +422,7 @@ class TaskManager:
             return
         if m.tasks:
             rkey = (peer, m.rid)
-            r = self._reserved.setdefault(rkey, Reservation(0))
+            r = self._reserved.setdefault(rkey, Reservation(0, m.gpus))
             r.count += m.tasks
         self._start_next(now)
 
@@ -503,7 +509,7 @@ class TaskManager:
             self._out.append(Start(key[0], held.task, devices))
         # Tasks sent are served first; then a free slot is offered to the oldest reservation
         # whose scheduler may take one more task.
-        least = self.price * self.terms.prices.lowest
+        least = self._price(0)
         # (none while a task waits here for GPUs: a slot it waits in is not free)
         while self._reserved and not self._queue and not self.draining and self._free_slot:
             rkey = next(
@@ -522,7 +528,7 @@ class TaskManager:
             if r.count <= 0:
                 del self._reserved[rkey]
             self._pulling.setdefault(rkey, []).append(now + self.lease_s)
-            self._out.append(Send(rkey[0], Ready(rkey[1])))
+            self._out.append(Send(rkey[0], Ready(rkey[1], self._price(r.gpus), r.gpus)))
 
     def _result(
         self,
@@ -592,9 +598,3 @@ _HANDLERS: dict[type[Message], Callable[[TaskManager, bytes, Any, float], None]]
     Unreserve: TaskManager._on_unreserve,
     Withdraw: TaskManager._on_withdraw,
 }
-
-
-def said(reason: str) -> str:
-    """A reason as it may go on the wire: at most `MAX_REASON` characters (a longer one would
-    make the whole message malformed, and its scheduler drop the link and every task on it)."""
-    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."

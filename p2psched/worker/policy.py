@@ -76,7 +76,10 @@ class PriorityPrices:
     normal: float = 1.0
     high: float = 1.0
 
-    def multiplier(self, priority: int) -> float:
+    def multiplier(self, priority: int | None) -> float:
+        """Of `priority`'s band; None: the lowest (a scheduler may ask at any priority)."""
+        if priority is None:
+            return self.lowest
         band = next((name for name, levels in BANDS if priority in levels), "normal")
         value: float = getattr(self, band)
         return value

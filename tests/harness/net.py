@@ -224,9 +224,11 @@ def nobody_at_fault(t: TaskRun) -> bool:
     return t.attempts == 0 and not t.excluded
 
 
-def commit(w: wm.TaskManager, sched: Identity, task_id: str, now: float) -> None:
-    """`sched` commits `task_id` to the worker `w`, as its scheduler core would."""
-    c = Commitment(sched.node_id, w.identity.node_id, "job", [task_id], 0.0, now).signed(sched)
+def commit(w: wm.TaskManager, sched: Identity, task_id: str, now: float, gpus: int = 0) -> None:
+    """`sched` commits `task_id` (needing `gpus` GPUs) to the worker `w`, as its scheduler
+    core would."""
+    c = Commitment(sched.node_id, w.identity.node_id, "job", [task_id], 0.0, now, gpus)
+    c = c.signed(sched)
     w.receive(
         sched.node_id,
         wire({"t": "commit", "rid": 1, "commitment": c.to_wire(), "run": []}),

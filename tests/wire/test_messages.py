@@ -27,6 +27,7 @@ def maps() -> list[dict]:
     ask = {"rid": 1, "job": "j", "tasks": 2, "driver": "echo", "model": "m", "max_price": 1.5}
     return [
         {"t": "quote?", **ask},
+        {"t": "quote?", **ask, "gpus": 4},
         {"t": "reserve", **ask, "max_price": float("inf")},
         {"t": "commit", "rid": 2, "commitment": commitment.to_wire(), "run": [TASK]},
         {"t": "unreserve", "rid": 3},
@@ -37,7 +38,7 @@ def maps() -> list[dict]:
         {"t": "quote", "rid": 1, "quote": quote.to_wire()},
         {"t": "decline", "rid": 1, "reason": "busy", "busy": True},
         {"t": "error", "reason": "no"},
-        {"t": "ready", "rid": 3},
+        {"t": "ready", "rid": 3, "price": 2.0, "gpus": 2},
         {"t": "withdrawn", "rid": 4, "tasks": []},
         {"t": "lease", "rid": 2, "tasks": ["j/0"], "expires": 9.0},
         {"t": "reject", "rid": 2, "reason": "full", "busy": True},
@@ -77,3 +78,18 @@ def test_what_a_peer_named_is_repeated_short_and_on_one_line() -> None:
         parse(msgpack.packb({"t": "ack", "tasks": [], name: 1}))
     assert "unknown field" in str(e.value) and "\n" not in str(e.value)
     assert len(str(e.value)) < 120
+
+
+@pytest.mark.parametrize("gpus", [True, -1, 65, 2**63, 1.5, "4"])
+def test_a_count_of_gpus_is_refused_naming_its_field_unless_a_small_whole_number(
+    gpus: object,
+) -> None:
+    ask = {"rid": 1, "job": "j", "tasks": 1, "driver": "command", "model": None, "max_price": 1.0}
+    with pytest.raises(SchemaError, match=r"^quote\?\.gpus: "):
+        parse(msgpack.packb({"t": "quote?", **ask, "gpus": gpus}))
+    commitment = Commitment(B.node_id, A.node_id, "j", ["j/0"], 0.5, 1.0).signed(B).to_wire()
+    commit = {"t": "commit", "rid": 2, "commitment": {**commitment, "gpus": gpus}, "run": []}
+    with pytest.raises(SchemaError, match=r"^commit\.commitment\.gpus: "):
+        parse(msgpack.packb(commit, use_bin_type=True))
+    with pytest.raises(SchemaError, match=r"^run\.tasks\[0\]\.gpus: "):
+        parse(msgpack.packb({"t": "run", "tasks": [{**TASK, "gpus": gpus}]}))

@@ -95,7 +95,7 @@ async def test_concurrent_commands_get_disjoint_gpus_by_uuid(tmp_path: Path) -> 
 
 
 def run(w: wm.TaskManager, sched: Identity, task_id: str, **task: Any) -> None:
-    commit(w, sched, task_id, 0.0)
+    commit(w, sched, task_id, 0.0, task.get("gpus", 0))
     sent = {"id": task_id, "model": None, "input": 1, "timeout": 5.0, **task}
     w.receive(sched.node_id, wire({"t": "run", "tasks": [sent]}), 0.0)
 
@@ -166,13 +166,13 @@ async def test_a_worker_bound_to_a_gpu_it_lacks_does_not_start(tmp_path: Path) -
     assert refused == ["[drivers.http] devices.m: GPU 2 is not on this machine (NVML found 2)"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a task's GPUs are not priced (the quote request does not carry them, "
-    "the commitment's price is per task): a scheduler takes a 4-slot worker's 4 GPUs for "
-    "one slot's price while its other slots wait behind the task",
-)
-def test_a_task_taking_every_gpu_is_not_run_for_one_slots_price(tmp_path: Path) -> None:
+def test_a_task_is_priced_by_the_slots_its_gpus_take_and_runs_only_as_committed(
+    tmp_path: Path,
+) -> None:
+    """On a 4-slot, 4-GPU worker at 1.0 a task, a task taking all four GPUs costs four
+    slots' price: it is quoted so, committed so, and a task committed for one slot's price
+    that then asks for four GPUs is refused (sent with its commitment, or after it), and
+    never started."""
     machine = detect(tmp_path, nvml=RecordedNvml(recording("nvml_4x_l4.json")))
     w = wm.TaskManager(
         Identity.generate(),
@@ -184,12 +184,50 @@ def test_a_task_taking_every_gpu_is_not_run_for_one_slots_price(tmp_path: Path) 
     sched = Identity.generate()
     w.connected(sched.node_id, sched.public_key, 0.0)
     w.actions()
-    one_slot = Commitment(sched.node_id, w.identity.node_id, "job", ["all"], 1.0, 0.0)
-    w.receive(
-        sched.node_id,
-        wire({"t": "commit", "rid": 1, "commitment": one_slot.signed(sched).to_wire(), "run": []}),
-        0.0,
+
+    starts: list[Start] = []
+
+    def answers(message: dict[str, Any]) -> list[Any]:
+        w.receive(sched.node_id, wire(message), 0.0)
+        done = w.actions()
+        starts.extend(a for a in done if isinstance(a, Start))
+        return [on_wire(a.message) for a in done if isinstance(a, Send)]
+
+    ask = {"t": "quote?", "job": "job", "tasks": 1, "driver": "command", "model": None}
+    quoted = {
+        gpus: answers({**ask, "rid": gpus, "max_price": 10.0, "gpus": gpus})[0]["quote"]
+        for gpus in (0, 1, 2, 4)
+    }
+    assert {g: (q["price"], q["gpus"]) for g, q in quoted.items()} == {
+        0: (1.0, 0),
+        1: (1.0, 1),
+        2: (2.0, 2),
+        4: (4.0, 4),
+    }
+    [declined] = answers({**ask, "rid": 9, "max_price": 3.0, "gpus": 4})
+    assert declined["reason"] == "price below its minimum: asks 4, offered at most 3"
+
+    def commit(ids: list[str], price: float, gpus: int, run: list[Any]) -> list[Any]:
+        c = Commitment(sched.node_id, w.identity.node_id, "job", ids, price, 0.0, gpus)
+        return answers(
+            {"t": "commit", "rid": 1, "commitment": c.signed(sched).to_wire(), "run": run}
+        )
+
+    sent = {"driver": "command", "model": None, "input": 1, "timeout": 5.0}
+    # Four GPUs at one slot's price: rejected.
+    [rejected] = commit(["a"], 1.0, 4, [])
+    assert rejected["reason"] == "price 1 is below this worker's minimum 4 for its tasks"
+    # One slot's commitment, then a task asking for all four GPUs: refused, with it or after.
+    [rejected] = commit(["b"], 1.0, 0, [{**sent, "id": "b", "gpus": 4}])
+    assert rejected["t"] == "reject" and not rejected["busy"]
+    assert rejected["reason"] == (
+        "task b asks for 4 GPUs, but its commitment is for tasks of 0 GPUs"
     )
-    sent = {"id": "all", "driver": "command", "model": None, "input": 1, "timeout": 5.0}
-    w.receive(sched.node_id, wire({"t": "run", "tasks": [{**sent, "gpus": 4}]}), 0.0)
-    assert started(w) == {}  # it would hold all four slots' GPUs, paying for one
+    assert [m["t"] for m in commit(["c"], 1.0, 0, [])] == ["lease"]
+    [result] = answers({"t": "run", "tasks": [{**sent, "id": "c", "gpus": 4}]})
+    assert result["error"] == "task c asks for 4 GPUs, but its commitment is for tasks of 0 GPUs"
+    assert result["receipt"]["price"] == 0.0
+    assert starts == []
+    # Paid for the four: it runs on all of them.
+    assert [m["t"] for m in commit(["d"], 4.0, 4, [{**sent, "id": "d", "gpus": 4}])] == ["lease"]
+    assert [(a.task.id, [d.index for d in a.devices]) for a in starts] == [("d", [0, 1, 2, 3])]

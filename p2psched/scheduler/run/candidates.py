@@ -18,7 +18,7 @@ from p2psched.scheduler.run.config import (
     MAX_REJECTS,
 )
 from p2psched.scheduler.run.links import DOWN, UP
-from p2psched.scheduler.run.tasks import Shape, TaskRun, shape_of, slots_of
+from p2psched.scheduler.run.tasks import Shape, TaskRun, gpus_of, shape_of, slots_of
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.scheduler.strategy import Candidate, Chooser
 from p2psched.wire.deal import COMMIT_BYTES
@@ -41,8 +41,15 @@ class Candidates(RunBase):
         return chooser
 
     def _serves(self, spec: TaskSpec, w: WorkerState) -> bool:
+        """Whether `w`'s quote serves tasks like `spec`: priced for their GPUs, within their
+        price limit, on a worker that meets their need."""
         q = w.quote
-        return q is not None and q.price <= spec.max_price and spec.need.matches(w.ad.profile)
+        return (
+            q is not None
+            and q.gpus == gpus_of(spec)
+            and q.price <= spec.max_price
+            and spec.need.matches(w.ad.profile)
+        )
 
     def _changed(self, w: WorkerState, now: float) -> None:
         """`w`'s quote, room or link changed: it becomes, stays or stops being a candidate.

@@ -21,7 +21,7 @@ from p2psched.scheduler.run.config import (
 )
 from p2psched.scheduler.run.links import DOWN, NONE, UP
 from p2psched.scheduler.run.negotiation import Negotiation
-from p2psched.scheduler.run.tasks import TaskRun, slots_of
+from p2psched.scheduler.run.tasks import TaskRun, gpus_of, slots_of
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.scheduler.strategy import PROBE_RATIO
 from p2psched.wire.deal import MAX_RESERVED
@@ -75,7 +75,9 @@ class LateBinding(Negotiation):
 
     def _on_ready(self, w: WorkerState, m: Ready, now: float) -> None:
         """A worker has a slot for one of our places: the task that is due first and that it
-        can take goes there now; if there is none, the places are given up."""
+        can take, of the GPUs the places were for, goes there now at the price the worker
+        says (within the task's limit and the budget); if there is none, the places are
+        given up."""
         rid = m.rid
         left = w.reserved.get(rid, 0)
         if left:
@@ -84,7 +86,7 @@ class LateBinding(Negotiation):
                 w.reserved[rid] = left - 1
             else:
                 del w.reserved[rid]
-        t = self._due_for(w) if left else None
+        t = self._due_for(w, m.price, m.gpus) if left else None
         if t is None:
             self._reserved -= w.reserved.pop(rid, 0)
             self._out.append(Send(w.ad.node_id, Unreserve(rid)))
@@ -92,21 +94,25 @@ class LateBinding(Negotiation):
             # places there again at once would come back just as empty.
             w.ask_after = now + DECLINE_BACKOFF_S
             return
-        price = w.ad.profile.min_price
-        self._assign(t, w, price, now)
-        self._commit(w, [t], price, now)
+        self._assign(t, w, m.price, now)
+        self._commit(w, [t], m.price, now)
 
-    def _due_for(self, w: WorkerState) -> TaskRun | None:
-        """The queued task due first that `w` may take (taken off the queue), or None."""
+    def _due_for(self, w: WorkerState, price: float, gpus: int) -> TaskRun | None:
+        """The queued task due first that `w` may take at `price`, needing `gpus` GPUs
+        (taken off the queue), or None."""
         queue, found = self._queue, None
         aside: list[Entry] = []
-        price = w.ad.profile.min_price
         while queue and len(aside) < MAX_SCAN:
             t = self.tasks[queue.head()[3]]
             if t.state != S.QUEUED:
                 queue.pop()
                 continue
-            if self._eligible(t, w) and price <= t.spec.max_price and self.money.affordable(price):
+            if (
+                self._eligible(t, w)
+                and gpus_of(t.spec) == gpus
+                and price <= t.spec.max_price
+                and self.money.affordable(price)
+            ):
                 queue.pop()
                 found = t
                 break

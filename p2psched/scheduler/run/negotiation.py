@@ -30,6 +30,7 @@ from p2psched.scheduler.run.moves import IN_FLIGHT, TaskMoves
 from p2psched.scheduler.run.tasks import (
     Shape,
     TaskRun,
+    gpus_of,
     model_of,
     shape_of,
     wire_task,
@@ -94,7 +95,7 @@ class Negotiation(TaskMoves):
 
     def _ask(self, kind: type[_A], rid: int, n: int, spec: TaskSpec) -> _A:
         """A request for a quote or for places: for `n` tasks of `spec`'s kind, saying their
-        priority, timeout and largest input, which the worker may refuse or price by."""
+        priority, timeout, largest input and GPUs, which the worker may refuse or price by."""
         return kind(
             rid,
             self.job,
@@ -105,6 +106,7 @@ class Negotiation(TaskMoves):
             priority=spec.priority,
             timeout=spec.timeout_s,
             input_bytes=self._shape_input.get(shape_of(spec)),
+            gpus=gpus_of(spec),
         )
 
     def _quotes_settled(self, now: float) -> bool:
@@ -185,6 +187,8 @@ class Negotiation(TaskMoves):
         self._move(t, S.NEGOTIATING, now, why)
 
     def _commit(self, w: WorkerState, runs: list[TaskRun], price: float, now: float) -> None:
+        """Commit `runs` to `w` at `price` each: tasks of one count of GPUs (its quote's, or
+        its free place's), which the worker prices by."""
         rid = next(self._rids)
         commitment = Commitment(
             scheduler=self.identity.node_id,
@@ -193,6 +197,7 @@ class Negotiation(TaskMoves):
             tasks=[t.spec.task_id for t in runs],
             price=price,
             issued_at=now,
+            gpus=gpus_of(runs[0].spec),
         ).signed(self.identity)
         w.pending[rid] = commitment.tasks
         if self.durable:
@@ -275,7 +280,7 @@ class Negotiation(TaskMoves):
         ):
             return
         queued = next((t for t in self.tasks.values() if t.state == S.QUEUED), None)
-        if queued is None:
+        if queued is None or q.gpus != gpus_of(queued.spec):  # priced for other tasks
             return
         w.run_estimate = self._run_estimate(w, queued.spec, q, now)
         w.asked_at = now
