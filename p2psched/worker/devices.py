@@ -92,8 +92,13 @@ class Claims:
 
 def gpus_unpaid(tasks: list[Task], gpus: int) -> str | None:
     """Why one of these tasks may not run on a commitment for tasks of `gpus` GPUs: it asks
-    for other GPUs than those it was priced for (a scheduler may quote for 1, then send 4)."""
+    for other GPUs than it was priced for (a scheduler may quote for 1 GPU, then send 4)."""
     t = next((t for t in tasks if t.gpus != gpus), None)
     if t is None:
         return None
-    return f"task {t.id} asks for {t.gpus} GPUs, but its commitment is for tasks of {gpus} GPUs"
+    return f"task {t.id} asks for {gpus_said(t.gpus)}, but its commitment is for {gpus_said(gpus)}"
+
+
+def gpus_said(gpus: int) -> str:
+    """A task's `gpus` in words (0: its slot's share)."""
+    return "a slot's share of GPUs" if gpus == 0 else f"{gpus} GPU{'s' * (gpus != 1)}"

@@ -55,7 +55,7 @@ from p2psched.wire.messages import (
     said,
 )
 from p2psched.wire.schema import SchemaError
-from p2psched.worker.devices import Claim, Devices, gpus_unpaid
+from p2psched.worker.devices import Claim, Devices, gpus_said, gpus_unpaid
 from p2psched.worker.holdings import Abort as Abort
 from p2psched.worker.holdings import Action as Action
 from p2psched.worker.holdings import Held, Leased, Reservation, RunTimes, Scheduler
@@ -325,15 +325,15 @@ class TaskManager:
     def _on_commit(self, peer: bytes, m: Commit, now: float) -> None:
         c = m.commitment
         reason, busy = None, False
-        least = self._price(c.gpus)  # any scheduler may ask at the cheapest band
         if not c.verify(self._peers[peer].public_key) or c.scheduler != peer:
             reason = "the commitment is not signed by the scheduler on this channel"
         elif c.worker != self.identity.node_id:
             reason = "the commitment names another worker"
         elif (refused := self.terms.policy.refusal(peer)) is not None:
             reason = refused
-        elif c.price < least:
-            reason = f"price {c.price:g} is below this worker's minimum {least:g} for its tasks"
+        elif c.price < (least := self._price(c.gpus)):  # the cheapest band, for its GPUs
+            reason = f"price {c.price:g} is below this worker's minimum {least:g} for a task"
+            reason += f" of {gpus_said(c.gpus)}" if c.gpus else ""
         elif self.draining:
             reason = DRAINING
         elif len(c.tasks) > self.capacity + self._pulled(peer):

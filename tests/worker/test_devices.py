@@ -216,16 +216,19 @@ def test_a_task_is_priced_by_the_slots_its_gpus_take_and_runs_only_as_committed(
     sent = {"driver": "command", "model": None, "input": 1, "timeout": 5.0}
     # Four GPUs at one slot's price: rejected.
     [rejected] = commit(["a"], 1.0, 4, [])
-    assert rejected["reason"] == "price 1 is below this worker's minimum 4 for its tasks"
+    assert rejected["reason"] == "price 1 is below this worker's minimum 4 for a task of 4 GPUs"
     # One slot's commitment, then a task asking for all four GPUs: refused, with it or after.
     [rejected] = commit(["b"], 1.0, 0, [{**sent, "id": "b", "gpus": 4}])
     assert rejected["t"] == "reject" and not rejected["busy"]
     assert rejected["reason"] == (
-        "task b asks for 4 GPUs, but its commitment is for tasks of 0 GPUs"
+        "task b asks for 4 GPUs, but its commitment is for a slot's share of GPUs"
     )
     assert [m["t"] for m in commit(["c"], 1.0, 0, [])] == ["lease"]
     [result] = answers({"t": "run", "tasks": [{**sent, "id": "c", "gpus": 4}]})
-    assert result["error"] == "task c asks for 4 GPUs, but its commitment is for tasks of 0 GPUs"
+    assert (
+        result["error"]
+        == "task c asks for 4 GPUs, but its commitment is for a slot's share of GPUs"
+    )
     assert result["receipt"]["price"] == 0.0
     assert starts == []
     # Paid for the four: it runs on all of them.

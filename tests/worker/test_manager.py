@@ -358,7 +358,7 @@ def test_a_scheduler_at_its_slots_is_offered_no_free_slot_for_its_places() -> No
     reserve = {"t": "reserve", "rid": 5, "job": "job", "tasks": 3, "driver": "echo"}
     w.receive(sched.node_id, wire({**reserve, "model": None, "max_price": 1e9}), 0.0)
     readies = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
-    assert readies == [{"t": "ready", "rid": 5}]  # one slot, not three
+    assert readies == [{"t": "ready", "rid": 5, "price": 0.0, "gpus": 0}]  # one slot, not three
     w.receive(sched.node_id, wire({**reserve, "rid": 6, "model": None, "max_price": 1e9}), 0.0)
     [answer] = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
     assert answer["t"] == "decline" and answer["busy"]

@@ -68,7 +68,7 @@ def test_a_ready_for_places_given_up_is_answered_with_unreserve() -> None:
     net.pump()
     assert net.run.done
     wid = next(iter(net.workers))
-    net.run.receive(wid, wire({"t": "ready", "rid": 999_999}), net.now)
+    net.run.receive(wid, wire({"t": "ready", "rid": 999_999, "price": 0.0, "gpus": 0}), net.now)
     out = [a for a in net.run.actions() if isinstance(a, Send)]
     assert out and on_wire(out[-1].message) == {"t": "unreserve", "rid": 999_999}
 
