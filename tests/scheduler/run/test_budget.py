@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2psched.identity import Identity
+from p2psched.resources.detect import Device
+from p2psched.resources.profile import Gpu
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import MONEY_EPSILON, JobRun
 from p2psched.scheduler.strategy import STRATEGIES, Strategy
 from p2psched.worker import manager as wm
+from p2psched.worker.devices import Devices
 from tests.harness.net import Net, ad, make_net, spec
 
 S = TaskState
@@ -109,3 +113,33 @@ def test_spent_plus_held_never_exceeds_the_budget(
     cheapest = min(prices)
     if cheapest > 0:
         assert completed <= budget / cheapest + 1e-9
+
+
+def gpu_net(n_tasks: int, *, budget: float = math.inf, max_price: float = math.inf) -> Net:
+    """`n_tasks` tasks needing 4 GPUs each, on one 4-GPU, 4-slot worker at 1.0 a slot."""
+    sched, wid = Identity.generate(), Identity.generate()
+    four = Devices(tuple(Device(i, f"GPU-{i}") for i in range(4)))
+    workers = {wid.node_id: wm.TaskManager(wid, slots=4, price=1.0, devices=four)}
+    tasks = [spec(k, need="gpus>=4", max_price=max_price) for k in range(n_tasks)]
+    run = JobRun(sched, "job", tasks, mtr=0.0, budget=budget, now=1000.0)
+    net = Net(run, workers)
+    a = ad(wid, 1.0)
+    gpus = (Gpu("NVIDIA L4", 22.5),) * 4
+    run.add_workers([replace(a, profile=replace(a.profile, gpus=gpus, free_slots=4))], net.now)
+    net.pump()
+    return net
+
+
+def test_a_task_taking_every_gpu_is_paid_and_limited_at_every_slots_price() -> None:
+    # Four slots' price each (all four GPUs): a budget of 8 pays for two of three.
+    net = gpu_net(3, budget=8.0)
+    net.advance(60)
+    assert net.run.counts() == {"completed": 2, "failed": 1}
+    assert [t.receipt.price for t in net.run.tasks.values() if t.receipt] == [4.0, 4.0]
+    assert net.run.spent == 8.0
+    # A limit of 3 a task is below what the four GPUs cost: nothing is placed.
+    net = gpu_net(1, max_price=3.0)
+    net.advance(60)
+    [t] = net.run.tasks.values()
+    assert t.state == S.FAILED and t.receipt is None and not net.started
+    assert "asks 4, offered at most 3" in (t.error or "")

@@ -7,10 +7,13 @@ import math
 from dataclasses import replace
 
 from p2psched.identity import Identity
+from p2psched.resources.detect import Device
+from p2psched.resources.profile import Gpu
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import JobRun, Send
 from p2psched.scheduler.strategy import Strategy
 from p2psched.worker import manager as wm
+from p2psched.worker.devices import Devices
 from tests.harness.net import Net, ad, net_with, on_wire, spec, wire
 
 S = TaskState
@@ -74,10 +77,21 @@ def test_a_ready_for_places_given_up_is_answered_with_unreserve() -> None:
 
 
 def late_net(
-    n_tasks: int, *, slots: int = 1, price: float = 0.0, budget: float = math.inf, **task: object
+    n_tasks: int,
+    *,
+    slots: int = 1,
+    price: float = 0.0,
+    budget: float = math.inf,
+    gpus: int = 0,
+    **task: object,
 ) -> Net:
+    """`n_tasks` tasks placed by late binding on one worker of `slots` slots and `gpus` GPUs,
+    at `price` a slot."""
     sched, wid = Identity.generate(), Identity.generate()
-    workers = {wid.node_id: wm.TaskManager(wid, slots=slots, queue_depth=2, price=price)}
+    devices = Devices(tuple(Device(i, f"GPU-{i}") for i in range(gpus)))
+    workers = {
+        wid.node_id: wm.TaskManager(wid, slots=slots, queue_depth=2, price=price, devices=devices)
+    }
     run = JobRun(
         sched,
         "job",
@@ -89,8 +103,23 @@ def late_net(
     )
     net = Net(run, workers)
     a = ad(wid, price)
-    run.add_workers([replace(a, profile=replace(a.profile, free_slots=slots))], net.now)
+    profile = replace(a.profile, free_slots=slots, gpus=(Gpu("NVIDIA L4", 22.5),) * gpus)
+    run.add_workers([replace(a, profile=profile)], net.now)
     return net
+
+
+def test_late_binding_pays_for_the_slots_a_tasks_gpus_take_as_its_ready_says() -> None:
+    # Two GPUs of a 4-GPU, 4-slot worker at 1.0 a slot: 2.0 a task, within the limit.
+    net = late_net(2, slots=4, price=1.0, gpus=4, need="gpus>=2", max_price=2.0)
+    net.advance(30)
+    assert net.run.counts() == {"completed": 2}
+    assert [t.receipt.price for t in net.run.tasks.values() if t.receipt] == [2.0, 2.0]
+    # Over the limit: the worker declines the places, and the task fails saying why.
+    net = late_net(1, slots=4, price=1.0, gpus=4, need="gpus>=2", max_price=1.5)
+    net.advance(200)
+    [t] = net.run.tasks.values()
+    assert not net.started and t.state == S.FAILED
+    assert "price below its minimum: asks 2, offered at most 1.5" in (t.error or "")
 
 
 def test_late_binding_backs_off_a_worker_nothing_queued_may_use() -> None:
