@@ -167,7 +167,7 @@ class Quote(_Signed, frozen=True, forbid_unknown_fields=True):
 class Commitment(_Signed, frozen=True, forbid_unknown_fields=True):
     """A scheduler's promise to pay `price` per task for these tasks on this worker, each
     needing `gpus` GPUs to itself (0: a slot's share): the worker prices a task by the GPUs
-    it takes, and runs none that asks for more than its commitment says."""
+    it takes, and runs none that asks for other GPUs than its commitment says."""
 
     scheduler: NodeId
     worker: NodeId

@@ -508,16 +508,15 @@ class TaskManager:
             self._running.add(key)
             self._out.append(Start(key[0], held.task, devices))
         # Tasks sent are served first; then a free slot is offered to the oldest reservation
-        # whose scheduler may take one more task.
-        least = self._price(0)
+        # whose scheduler may take one more task (at the least price for its GPUs).
         # (none while a task waits here for GPUs: a slot it waits in is not free)
         while self._reserved and not self._queue and not self.draining and self._free_slot:
             rkey = next(
                 (
                     k
-                    for k in self._reserved
+                    for k, r in self._reserved.items()
                     if not self.terms.policy.refusal(k[0])
-                    and not self.terms.over(k[0], 1, self._standing(k[0]), least, now)
+                    and not self.terms.over(k[0], 1, self._standing(k[0]), self._price(r.gpus), now)
                 ),
                 None,
             )
