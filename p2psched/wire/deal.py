@@ -142,7 +142,22 @@ class _Signed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 _BINARY = frozenset({"worker", "scheduler", "result_hash", "sig"})
 
 
-class Quote(_Signed, frozen=True, forbid_unknown_fields=True):
+class _PricedByGpus(_Signed, frozen=True, forbid_unknown_fields=True):
+    """A document that gained a `gpus` field (signed as `TAG`): one for no GPUs of its own is
+    signed as it was before it had the field (`TAG_BEFORE_GPUS`, without it), so that what
+    ledgers stored then still verifies and says the same; the tags keep the two forms apart."""
+
+    TAG_BEFORE_GPUS: ClassVar[bytes]
+
+    def body(self) -> bytes:
+        # (`gpus` is declared by each subclass, where its place among the fields is)
+        if getattr(self, "gpus") != 0:  # noqa: B009
+            return super().body()
+        values = [getattr(self, n) for n in self.__struct_fields__[:-1] if n != "gpus"]
+        return self.TAG_BEFORE_GPUS + encode(values)
+
+
+class Quote(_PricedByGpus, frozen=True, forbid_unknown_fields=True):
     """A worker's offer for up to `capacity` tasks of one request, at `price` each: tasks
     that need `gpus` GPUs to themselves (0: a slot's share), which the price is for."""
 
@@ -159,12 +174,13 @@ class Quote(_Signed, frozen=True, forbid_unknown_fields=True):
     sig: Signature = b""
 
     TAG = b"p2psched/quote/2"
+    TAG_BEFORE_GPUS = b"p2psched/quote/1"
 
     def signer(self) -> bytes:
         return self.worker
 
 
-class Commitment(_Signed, frozen=True, forbid_unknown_fields=True):
+class Commitment(_PricedByGpus, frozen=True, forbid_unknown_fields=True):
     """A scheduler's promise to pay `price` per task for these tasks on this worker, each
     needing `gpus` GPUs to itself (0: a slot's share): the worker prices a task by the GPUs
     it takes, and runs none that asks for other GPUs than its commitment says."""
@@ -179,6 +195,7 @@ class Commitment(_Signed, frozen=True, forbid_unknown_fields=True):
     sig: Signature = b""
 
     TAG = b"p2psched/commitment/2"
+    TAG_BEFORE_GPUS = b"p2psched/commitment/1"
 
     def signer(self) -> bytes:
         return self.scheduler
