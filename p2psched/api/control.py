@@ -388,7 +388,7 @@ def _design_document_routes(facade: NodeFacade) -> APIRouter:
     """The design documents' task submission, task query and queue info, under /v1."""
     router = APIRouter()
 
-    @router.post("/v1/queue/submit", responses=refusals(404, 422))
+    @router.post("/v1/queue/submit", responses=refusals(404, 422, 503))
     async def queue_submit(body: QueueSubmission) -> QueuePlacement:
         """Submit one task for a model (the design documents' `/queue/submit`): the node
         places it as it places a job's. Answers once a worker was chosen, or `wait_s` passed

@@ -10,7 +10,8 @@ shapes (OpenAI's: `{"error": {"message", "type", "param", "code"}}`), and how a 
 maps onto a status: 401 a wrong key, 400 a bad body (or more tokens than the model's
 `max_output_tokens`), 404 a model no worker advertises (the ones they do named), 413 a body over
 the config's [server] `max_request_bytes`, 502 a worker's model server failed, 503 no worker
-took it, 504 it did not end within the model's `timeout_s`, else [server] `request_timeout_s`.
+took it (`over_price_cap`: none asks within the model's `max_price`, else [server]'s), 504 it
+did not end within the model's `timeout_s`, else [server] `request_timeout_s`.
 A request without `max_tokens` gets the model's `max_output_tokens`, where the config gives one.
 Promises: a streamed answer passes on each chunk (a JSON object, not an error) as the worker's
 model server produced it, as soon as it reaches this node, and ends with `data: [DONE]`, with
@@ -35,7 +36,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from p2psched.api.request_body import read_body
 from p2psched.node.config import ServerTable
 from p2psched.node.snapshots import TaskOutcome
-from p2psched.node.status import NodeFacade, NotFound, Refusal
+from p2psched.node.status import NodeFacade, NotFound, OverPriceCap, Refusal
 
 PATHS = ("/v1/models", "/v1/chat/completions", "/v1/completions")
 # A request's output, by the names OpenAI's APIs give it (chat's newer one, and the older).
@@ -314,9 +315,12 @@ def _failed(outcome: TaskOutcome, timeout_s: float) -> GatewayError:
 
 
 def _refusal(e: Refusal) -> GatewayError:
-    """The node's refusal of a request's task: 404 when no worker has what the model needs."""
+    """The node's refusal of a request's task: 404 when no worker has what the model needs,
+    503 when those that have it all ask more than its price cap."""
     if isinstance(e, NotFound):
         return GatewayError(404, str(e), "invalid_request_error", "model_not_found", "model")
+    if isinstance(e, OverPriceCap):
+        return GatewayError(503, str(e), "server_error", "over_price_cap")
     return _bad(str(e))
 
 
