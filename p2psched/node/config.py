@@ -37,8 +37,8 @@ refused naming the command that reads it; a file that says nothing changes nothi
     driver = "http"             # the driver it runs with (the gateway's: http, always)
     timeout_s = 300             # its time limit (default: [server] request_timeout_s on the
                                 # gateway, 10 minutes elsewhere; at most read_timeout_s)
-    max_output_tokens = 512     # the gateway's max_tokens when a request gives none; more
-                                # is refused
+    max_output_tokens = 512     # the gateway's max_tokens when a request gives none; more,
+                                # in all its answers (n x max_tokens; best_of x), is refused
     max_price = 0.05            # what one of its tasks may pay (default: [server] max_price)
 """
 

@@ -257,6 +257,30 @@ def test_a_bad_body_is_refused_naming_the_field(
     assert r.status_code == 400 and "nested too deeply" in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("path", "more", "param", "said"),
+    [
+        ("/v1/chat/completions", {"n": 129}, "n", "'n' must be a whole number, 1..128, not 129"),
+        ("/v1/chat/completions", {"n": 0}, "n", "1..128, not 0"),
+        ("/v1/chat/completions", {"n": True}, "n", "1..128, not True"),
+        ("/v1/completions", {"n": 1000}, "n", "1..128, not 1000"),
+        ("/v1/completions", {"best_of": 21}, "best_of", "1..20, not 21"),
+        ("/v1/completions", {"n": 3, "best_of": 2}, "best_of", "at least 'n' (3), not 2"),
+    ],
+)
+def test_too_many_answers_are_refused_naming_the_field(
+    gateway: tuple[str, str], path: str, more: dict[str, Any], param: str, said: str
+) -> None:
+    """However many answers a request asks for, its worker writes each: `n` (and
+    /v1/completions' `best_of`) are bounded as OpenAI bounds them, model config or not."""
+    url, token = gateway
+    ask = {"model": MODEL, "messages": ASK, "prompt": "a b", **more}
+    r = httpx.post(f"{url}{path}", json=ask, headers=auth(token), timeout=60)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and said in error["message"], error
+
+
 def test_a_wrong_method_on_a_gateway_path_is_answered_in_openais_shape(
     gateway: tuple[str, str],
 ) -> None:

@@ -212,6 +212,27 @@ def test_a_models_max_output_tokens_bounds_the_gateways_answers(net: Net) -> Non
     assert "1..3" in r.json()["error"]["message"]
 
 
+def test_a_models_max_output_tokens_bounds_all_the_answers_a_request_asks_for(net: Net) -> None:
+    """`n` answers (or /v1/completions' `best_of`) of `max_tokens` each are n x max_tokens
+    tokens of the worker's: together within the model's max_output_tokens (3)."""
+    r = chat(net, SMALL, "one two three", n=3)  # (no max_tokens: a third of 3 each)
+    assert r.status_code == 200, r.text
+    said = [c["message"]["content"] for c in r.json()["choices"]]
+    assert said == ["echo: one"] * 3, said
+    r = chat(net, SMALL, "one two", n=2, max_tokens=2)
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "max_tokens", r.text
+    assert "1..1 for this model" in error["message"] and "n = 2" in error["message"], error
+    r = chat(net, SMALL, "one", n=4)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n", r.text
+    assert "max_output_tokens, 3" in r.json()["error"]["message"], r.text
+    with api(net.node, net.token) as http:
+        ask = {"model": SMALL, "prompt": "one two", "max_tokens": 2, "best_of": 2}
+        r = http.post("/v1/completions", json=ask)
+    error = r.json()["error"]
+    assert r.status_code == 400 and "best_of = 2" in error["message"], r.text
+
+
 def test_a_models_max_price_caps_what_its_tasks_may_pay(net: Net) -> None:
     r = chat(net, DEAR, "too dear")  # the worker asks 0.02; its [models] max_price is 0.01
     assert r.status_code == 503 and r.json()["error"]["code"] == "over_price_cap", r.text
