@@ -29,6 +29,7 @@ from p2psched.node.status import (
     STRATEGIES,
     Invalid,
     NotFound,
+    OverPriceCap,
     Refusal,
     Unavailable,
     UnknownChoice,
@@ -321,6 +322,7 @@ REFUSAL_STATUS: dict[type[Refusal], int] = {
     Invalid: 422,
     Unavailable: 409,
     UnknownChoice: 400,
+    OverPriceCap: 503,
 }
 
 _REFUSALS = {
@@ -329,7 +331,7 @@ _REFUSALS = {
     404: "no such job, task or role on this node",
     409: "this node cannot do that (it is no worker, or keeps no store)",
     422: "the request is invalid",
-    503: "the Task Instance's health check failed",
+    503: "no worker can take it now (a health check failed, or all ask over the price cap)",
 }
 
 

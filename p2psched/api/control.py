@@ -30,6 +30,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from p2psched.api import docs, metrics, openai, rest_api, scheduler_api, ui
@@ -171,7 +172,15 @@ def _guard(app: FastAPI, token: str, sessions: SignedSessions) -> None:
                 await request.body()
         return None
 
-    app.add_middleware(_Guard, refusal=refusal)
+    def socket_refusal(connection: HTTPConnection) -> Response | None:
+        """The answer that refuses a WebSocket's opening, or None: a bearer token only (a
+        signed session's MAC covers a body, which an opening has not)."""
+        given = connection.headers.get("authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return None
+        return _error(401, f"a WebSocket needs the bearer token (the node's {TOKEN_FILE})")
+
+    app.add_middleware(_Guard, refusal=refusal, socket_refusal=socket_refusal)
 
     @app.get(SESSION_PATH, include_in_schema=False)
     async def open_session(nonce: str) -> dict[str, str]:
@@ -209,19 +218,30 @@ def _guard(app: FastAPI, token: str, sessions: SignedSessions) -> None:
 
 class _Guard:
     """Lets a request through to `app` unless `refusal` answers it, handing `app` what
-    `refusal` read of its body first. (A plain ASGI middleware: Starlette's `@app.middleware`
-    runs each request's route in a task of its own, its answer passed on through a stream,
-    which cost a busy OpenAI gateway a tenth of its CPU.)"""
+    `refusal` read of its body first; a WebSocket only with the bearer token (no route serves
+    one: it is refused, as an HTTP answer, before the app sees it); the server's lifespan
+    events as they come. A client that hangs up while its body is read ends its request
+    there: it is gone, nothing is answered, and nothing is logged. (A plain ASGI middleware:
+    Starlette's `@app.middleware` runs each request's route in a task of its own, its answer
+    passed on through a stream, which cost a busy OpenAI gateway a tenth of its CPU.)"""
 
     def __init__(
-        self, app: ASGIApp, refusal: Callable[[Request], Awaitable[Response | None]]
+        self,
+        app: ASGIApp,
+        refusal: Callable[[Request], Awaitable[Response | None]],
+        socket_refusal: Callable[[HTTPConnection], Response | None],
     ) -> None:
         self.app = app
         self.refusal = refusal
+        self.socket_refusal = socket_refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # (a WebSocket's; ASGI has no other)
+            refused = self.socket_refusal(HTTPConnection(scope))
+            await (refused or self.app)(scope, receive, send)
             return
         read: list[Message] = []
 
@@ -230,15 +250,14 @@ class _Guard:
             read.append(message)
             return message
 
-        answer = await self.refusal(Request(scope, reading))
-        if answer is not None:
-            await answer(scope, receive, send)
-            return
-
         async def replayed() -> Message:
             return read.pop(0) if read else await receive()
 
-        await self.app(scope, replayed, send)
+        try:
+            answer = await self.refusal(Request(scope, reading))
+            await (answer or self.app)(scope, receive if answer else replayed, send)
+        except ClientDisconnect:
+            pass  # (its client left while its body was read: no one to answer)
 
 
 async def _signed(sessions: SignedSessions, request: Request, authorization: str) -> str | None:
@@ -388,7 +407,7 @@ def _design_document_routes(facade: NodeFacade) -> APIRouter:
     """The design documents' task submission, task query and queue info, under /v1."""
     router = APIRouter()
 
-    @router.post("/v1/queue/submit", responses=refusals(404, 422))
+    @router.post("/v1/queue/submit", responses=refusals(404, 422, 503))
     async def queue_submit(body: QueueSubmission) -> QueuePlacement:
         """Submit one task for a model (the design documents' `/queue/submit`): the node
         places it as it places a job's. Answers once a worker was chosen, or `wait_s` passed

@@ -7,11 +7,15 @@ with the worker's signed receipt over the whole answer.
 
 Owns: the routes, what a request must hold before it becomes a task, the answers' and errors'
 shapes (OpenAI's: `{"error": {"message", "type", "param", "code"}}`), and how a task's end
-maps onto a status: 401 a wrong key, 400 a bad body (or more tokens than the model's
-`max_output_tokens`), 404 a model no worker advertises (the ones they do named), 413 a body over
-the config's [server] `max_request_bytes`, 502 a worker's model server failed, 503 no worker
-took it, 504 it did not end within the model's `timeout_s`, else [server] `request_timeout_s`.
-A request without `max_tokens` gets the model's `max_output_tokens`, where the config gives one.
+maps onto a status: 401 a wrong key, 400 a bad body (or more tokens, in all its answers, than
+the model's `max_output_tokens`), 404 a model no worker advertises (the ones they do named),
+413 a body over the config's [server] `max_request_bytes`, 502 a worker's model server failed,
+503 no worker took it (`over_price_cap`: none asks within the model's `max_price`, else
+[server]'s), 504 it did not end within the model's `timeout_s`, else [server]
+`request_timeout_s`.
+A request without `max_tokens` gets the model's `max_output_tokens`, where the config gives one
+(shared among the answers it asks for: `n`, 1..128, or /v1/completions' `best_of`, 1..20, as
+OpenAI bounds them; else 400 naming the field).
 Promises: a streamed answer passes on each chunk (a JSON object, not an error) as the worker's
 model server produced it, as soon as it reaches this node, and ends with `data: [DONE]`, with
 no error event before it only if the worker's verified result is exactly the chunks passed on
@@ -35,13 +39,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from p2psched.api.request_body import read_body
 from p2psched.node.config import ServerTable
 from p2psched.node.snapshots import TaskOutcome
-from p2psched.node.status import NodeFacade, NotFound, Refusal
+from p2psched.node.status import NodeFacade, NotFound, OverPriceCap, Refusal
 
 PATHS = ("/v1/models", "/v1/chat/completions", "/v1/completions")
 # A request's output, by the names OpenAI's APIs give it (chat's newer one, and the older).
 _TOKEN_LIMITS = ("max_completion_tokens", "max_tokens")
 STREAM_RETRIES = 0  # a client that saw part of an answer cannot take another worker's whole
 PLAIN_RETRIES = 1
+MAX_CHOICES = 128  # a request's `n`, at most (OpenAI's bound)
+MAX_BEST_OF = 20  # /v1/completions' `best_of`, at most (OpenAI's bound)
 _SSE = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -172,20 +178,51 @@ async def _check_model(facade: NodeFacade, model: str) -> None:
         )
 
 
-def _model_limits(facade: NodeFacade, body: dict[str, Any], server: ServerTable) -> float:
-    """The request's time limit, its model's or the server's; its output bounded by the
-    model's `max_output_tokens`, where the config gives one (filled in when it says none)."""
+def _whole(body: dict[str, Any], name: str, most: int) -> int | None:
+    """The request's `name`, a whole number 1..`most`, or None when it says none (or null)."""
+    asked = body.get(name)
+    if asked is not None and (
+        isinstance(asked, bool) or not isinstance(asked, int) or not 0 < asked <= most
+    ):
+        raise _bad(f"'{name}' must be a whole number, 1..{most}, not {asked!r}", name)
+    return asked
+
+
+def _choices(body: dict[str, Any], completions: bool) -> tuple[int, str]:
+    """How many answers the request makes its worker write, and the field that says so:
+    `n`, or /v1/completions' `best_of` (it writes that many and returns the best `n`)."""
+    n = _whole(body, "n", MAX_CHOICES) or 1
+    best_of = _whole(body, "best_of", MAX_BEST_OF) if completions else None
+    if best_of is None:
+        return n, "n"
+    if best_of < n:
+        raise _bad(f"'best_of' must be at least 'n' ({n}), not {best_of}", "best_of")
+    return best_of, "best_of"
+
+
+def _model_limits(
+    facade: NodeFacade, body: dict[str, Any], server: ServerTable, completions: bool
+) -> float:
+    """The request's time limit, its model's or the server's; its output, in all the answers
+    it makes its worker write, bounded by the model's `max_output_tokens`, where the config
+    gives one (what each may write filled in when it says none)."""
+    copies, field = _choices(body, completions)
     wants = facade.model_requirements(body["model"])
     most = wants.max_output_tokens if wants is not None else None
     if most is not None:
+        if copies > most:
+            said = f"{copies} answers of a token at least are more than this model's"
+            raise _bad(f"'{field}': {said} max_output_tokens, {most}", field)
+        each = most // copies  # (each answer's share of the model's bound)
         for name in _TOKEN_LIMITS:
             asked = body.get(name)  # (null: not said, as OpenAI takes it)
             whole = isinstance(asked, int) and not isinstance(asked, bool)
-            if asked is not None and (not whole or not 0 < asked <= most):
-                said = f"'{name}' must be a whole number, 1..{most} for this model"
-                raise _bad(f"{said} (its max_output_tokens), not {asked!r}", name)
+            if asked is not None and (not whole or not 0 < asked <= each):
+                said = f"'{name}' must be a whole number, 1..{each} for this model"
+                per = f", with {field} = {copies}" if copies > 1 else ""
+                raise _bad(f"{said} (its max_output_tokens, {most}{per}), not {asked!r}", name)
         if all(body.get(name) is None for name in _TOKEN_LIMITS):
-            body["max_tokens"] = most
+            body["max_tokens"] = each
     if wants is not None and wants.timeout_s is not None:
         return wants.timeout_s
     return server.request_timeout_s
@@ -195,7 +232,8 @@ async def _answer(
     facade: NodeFacade, body: dict[str, Any], request: Request, server: ServerTable
 ) -> JSONResponse | StreamingResponse:
     await _check_model(facade, body["model"])
-    timeout_s = _model_limits(facade, body, server)
+    completions = request.url.path == "/v1/completions"
+    timeout_s = _model_limits(facade, body, server, completions)
     if body.get("stream") is True:
         events = _stream(facade, body, timeout_s)
         return StreamingResponse(events, media_type="text/event-stream", headers=_SSE)
@@ -314,9 +352,12 @@ def _failed(outcome: TaskOutcome, timeout_s: float) -> GatewayError:
 
 
 def _refusal(e: Refusal) -> GatewayError:
-    """The node's refusal of a request's task: 404 when no worker has what the model needs."""
+    """The node's refusal of a request's task: 404 when no worker has what the model needs,
+    503 when those that have it all ask more than its price cap."""
     if isinstance(e, NotFound):
         return GatewayError(404, str(e), "invalid_request_error", "model_not_found", "model")
+    if isinstance(e, OverPriceCap):
+        return GatewayError(503, str(e), "server_error", "over_price_cap")
     return _bad(str(e))
 
 

@@ -116,7 +116,7 @@ def rest_routes(facade: NodeFacade, instances: TaskInstances) -> APIRouter:
 
 
 def _task_routes(router: APIRouter, instances: TaskInstances) -> None:
-    @router.post("/api/v1/tasks", status_code=201, responses=refusals(404, 422))
+    @router.post("/api/v1/tasks", status_code=201, responses=refusals(404, 422, 503))
     async def create_task(body: TaskRequest) -> RestTask:
         """Create a task for a model, run by the http driver of a worker that serves it;
         answered at once (queued), `GET /api/v1/tasks/{id}` follows it."""

@@ -181,6 +181,7 @@ def cmd_gate(args: argparse.Namespace) -> None:
         trusted=trusted_networks(args),
         store_path=config.database,
         models=config.models,
+        max_price=config.server.max_price,
     )
     _run(args, opened, lambda node: serve_node(node, headline, api))
 
@@ -275,6 +276,7 @@ def cmd_node(args: argparse.Namespace) -> None:
         dht_settings=config.dht,
         store_path=config.database,
         models=config.models,
+        max_price=config.server.max_price,
     )
     _run(args, opened, lambda node: serve_node(node, headline, api))
 
@@ -314,6 +316,7 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
         trusted=trusted_networks(args),
         store_path=node_config.database,
         models=node_config.models,
+        max_price=node_config.server.max_price,
     )
     _run(args, opened, lambda node: serve_worker(args, node, config, api))
 

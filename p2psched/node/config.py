@@ -22,6 +22,9 @@ refused naming the command that reads it; a file that says nothing changes nothi
     sessions = 1024             # signed sessions held at once (--api-sessions)
     request_timeout_s = 120     # the OpenAI gateway: a request's task, at most
     max_request_bytes = 1048576 # ... and its body (413 above it)
+    max_price = 0.1             # what a task for a model (from the gateway, /queue/submit or
+                                # /api/v1/tasks) may pay its worker, at most, in the unit of
+                                # workers' min_price; a [models.NAME] max_price wins (inf: no cap)
 
     [database]
     path = "state.db"           # the node's state (SQLite): from this file's folder
@@ -34,13 +37,15 @@ refused naming the command that reads it; a file that says nothing changes nothi
     driver = "http"             # the driver it runs with (the gateway's: http, always)
     timeout_s = 300             # its time limit (default: [server] request_timeout_s on the
                                 # gateway, 10 minutes elsewhere; at most read_timeout_s)
-    max_output_tokens = 512     # the gateway's max_tokens when a request gives none; more
-                                # is refused
+    max_output_tokens = 512     # the gateway's max_tokens when a request gives none; more,
+                                # in all its answers (n x max_tokens; best_of x), is refused
+    max_price = 0.05            # what one of its tasks may pay (default: [server] max_price)
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -71,6 +76,9 @@ COMMANDS = {"gate": "p2psched gate", "node": "p2psched node", "worker": "p2psche
 NODE_TABLES = ("server", "database", "models")
 GATEWAY_TIMEOUT_S = 120.0  # a gateway request's task, at most (the http driver's time limit)
 GATEWAY_MAX_BYTES = 1 << 20  # a gateway request's body: prompts and messages, not files
+# What a task for a model may pay, unless the config says: 50 times a devnet worker's dearest
+# normal price, 10 times the README's worker's, and far below what a greedy worker may ask.
+GATEWAY_MAX_PRICE = 0.1
 
 
 class NodeConfigError(ValueError):
@@ -102,6 +110,14 @@ def _count(most: int) -> BeforeValidator:
     return BeforeValidator(check)
 
 
+def _price(v: Any) -> float:
+    if isinstance(v, str) and v.strip().lower() in ("inf", "infinity"):
+        return math.inf
+    if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0:
+        raise refuse(f'must be a price per task, a number >= 0 (or "inf": no cap), not {v!r}')
+    return float(v)
+
+
 def _driver(v: Any) -> str:
     if v not in KNOWN_DRIVERS:
         raise refuse(f"unknown driver {v!r}; known: {', '.join(KNOWN_DRIVERS)}")
@@ -127,6 +143,7 @@ class ServerTable(BaseModel):
     max_request_bytes: Annotated[int, byte_cap(64 << 20, "a prompt, not a file")] = (
         GATEWAY_MAX_BYTES
     )
+    max_price: Annotated[float, BeforeValidator(_price)] = GATEWAY_MAX_PRICE
 
     @model_validator(mode="after")
     def _reads_outlast_requests(self) -> ServerTable:
@@ -164,6 +181,7 @@ class ModelTable(BaseModel):
     driver: Annotated[str, BeforeValidator(_driver)] | None = None
     timeout_s: _Seconds | None = None
     max_output_tokens: Annotated[int, _count(1 << 24)] | None = None
+    max_price: Annotated[float, BeforeValidator(_price)] | None = None  # None: [server]'s
 
     @model_validator(mode="after")
     def _resources_as_a_job_gives_them(self) -> ModelTable:

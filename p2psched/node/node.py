@@ -32,7 +32,7 @@ from p2psched.gate.service import Gate
 from p2psched.home import running_in
 from p2psched.identity import Identity
 from p2psched.logs import naming_node
-from p2psched.node.config import ModelTable
+from p2psched.node.config import GATEWAY_MAX_PRICE, ModelTable
 from p2psched.resources.detect import Detected, detect, sample_load
 from p2psched.resources.need import AD_TTL
 from p2psched.scheduler.ads import check_ad_record
@@ -104,6 +104,8 @@ class Node:
     gate: Gate | None = None
     # What a task for each model needs (its config's [models.NAME]), wherever it is submitted.
     models: Mapping[str, ModelTable] = field(default_factory=dict)
+    # What a task for a model without its own [models.NAME] max_price may pay ([server]'s).
+    max_price: float = GATEWAY_MAX_PRICE
 
     @property
     def node_id(self) -> bytes:
@@ -133,12 +135,13 @@ async def open_node(
     dht_settings: DhtSettings | None = None,
     store_path: Path | None = None,
     models: Mapping[str, ModelTable] | None = None,
+    max_price: float = GATEWAY_MAX_PRICE,
 ) -> AsyncIterator[Node]:
     """`resume`: take up the jobs this data dir's store has unfinished (a node restarted).
     `gate`: also relay for workers behind NAT, on TCP at the DHT's port number.
     `trusted`: the peers the DHT's per-/24 limits spare (LANs by default).
-    `dht_settings`, `store_path`, `models`: the operator's config file's [dht] (the DHT's
-    limits), [database] path (default: `STORE_FILE` in the data dir) and [models.NAME] tables.
+    `dht_settings`, `store_path`, `models`, `max_price`: the operator's config file's [dht],
+    [database] path (default: `STORE_FILE` in the data dir), [models.NAME] and [server] max_price.
     `detected`: the worker's machine (else detected); `nvml`: NVML, else pynvml, also for its load.
     `reachability` (of a worker): "auto" asks a gate among the seeds to dial it back,
     "public" and "private" say so without asking; a private worker listens nowhere, runs the
@@ -166,6 +169,7 @@ async def open_node(
                 roles = ("gate",) if gate else ()
                 node = Node(identity, data_dir, dht, discovery, jobs, store, roles + ("scheduler",))
                 node.models = models or {}
+                node.max_price = max_price
                 if gate:
                     node.gate = await _start_gate(identity, dht, nursery, relay_limits)
                 if worker is not None:

@@ -10,15 +10,19 @@ in one go, so it shows one moment; a refused command has changed nothing.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import trio
-
-from p2psched.node.config import ModelTable, model_job
+from p2psched.node.model_requests import ModelRequests
 from p2psched.node.node import Node
+from p2psched.node.refusals import (
+    Invalid,
+    NotFound,
+    OverPriceCap,
+    Refusal,
+    Unavailable,
+    UnknownChoice,
+)
 from p2psched.node.snapshots import (
     DhtCounters,
     DrainState,
@@ -33,9 +37,7 @@ from p2psched.node.snapshots import (
     ResultsPage,
     SchedulerCounters,
     SchedulerSettings,
-    ServedModel,
     TaskHistory,
-    TaskOutcome,
     TaskRecord,
     TaskResult,
     TaskView,
@@ -46,7 +48,7 @@ from p2psched.node.snapshots import (
 )
 from p2psched.resources.need import Need, NeedError
 from p2psched.scheduler.ads import ad_json
-from p2psched.scheduler.job import JobSpecError, derive_tasks, parse_job
+from p2psched.scheduler.job import JobSpecError, parse_job
 from p2psched.scheduler.jobs import SubmittedJob, stored_output, to_json
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.past_jobs import PastTasks, past_status
@@ -67,6 +69,7 @@ __all__ = [
     "Invalid",
     "NodeFacade",
     "NotFound",
+    "OverPriceCap",
     "Refusal",
     "Unavailable",
     "UnknownChoice",
@@ -79,29 +82,6 @@ JOBS_MAX = 1000
 RESULTS_PAGE_MAX = 10_000
 RESULTS_PAGE_BYTES = 8 << 20  # of outputs on one page, about (one larger comes alone)
 FAILURES_MAX = 1000
-# A model task's streamed parts waiting for its client, at most (its parts in all are bounded
-# by the scheduler's caps on a task's partial results; these, by how far a client may lag).
-MAX_WAITING_PARTS = 4096
-
-
-class Refusal(Exception):
-    """The node will not do what was asked; the message says why, to whoever asked."""
-
-
-class NotFound(Refusal):
-    """No such job, task or role on this node, or no worker in the network for it."""
-
-
-class Invalid(Refusal):
-    """The request is wrong in itself: a job spec, a need, a task state, a page's bounds."""
-
-
-class Unavailable(Refusal):
-    """This node cannot do that: it is not a worker, or it keeps no store."""
-
-
-class UnknownChoice(Refusal):
-    """Not one of the scheduling strategies or predictor modes there are, or a bad table."""
 
 
 def ledger_view(store: Store, verify: bool) -> dict[str, Any]:
@@ -112,7 +92,7 @@ def ledger_view(store: Store, verify: bool) -> dict[str, Any]:
     return view
 
 
-class NodeFacade:
+class NodeFacade(ModelRequests):
     """One running node as its readers see it (snapshots) and may drive it (commands)."""
 
     def __init__(self, node: Node) -> None:
@@ -410,114 +390,6 @@ class NodeFacade:
         except JobSpecError as e:
             raise Invalid(str(e)) from None
         return JobAccepted(job=job.job_id, tasks=len(job.run.tasks))
-
-    async def submit_task(
-        self,
-        model: str,
-        task_input: dict[str, Any],
-        driver: str,
-        wait_s: float,
-        *,
-        job_id: str | None = None,
-        fresh: bool = False,
-        name: str | None = None,
-        priority: int | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> TaskRecord:
-        """Submit one task for `model` (the design documents' queue submission), placed as a
-        job's are; answers once a worker was chosen, or `wait_s` passed (then with none).
-        `job_id`: the job's id, if the caller made one (unique); `fresh`: find its workers
-        in the DHT, not in what discovery read last (which may be 30 s old). `name`: the
-        job's (made a job name: other characters become "-"); `priority`: its, 0..9;
-        `metadata`: what it tells the predictor, as a job's task's."""
-        wants = self.model_requirements(model)
-        spec = model_job(wants, "queue", model, driver, task_input, name, metadata)
-        if priority is not None:
-            spec["priority"] = priority
-        try:
-            parsed = parse_job(spec, source="queue/submit")
-        except JobSpecError as e:
-            raise Invalid(str(e)) from None
-        need = derive_tasks(parsed)[0].need
-        discovery = self._node.discovery
-        found = await discovery.find(need, fresh=fresh)
-        if not found and not fresh:  # a worker may have begun to serve it since the last read
-            found = await discovery.find(need, fresh=True)
-        if not found:
-            raise NotFound(f"no worker in the network serves model {model!r} ({need})")
-        job = self._node.jobs.submit(parsed, spec, job_id=job_id)
-        task = next(iter(job.run.tasks.values()))
-        with trio.move_on_after(wait_s):
-            while task.worker is None and not task.state.final:
-                await trio.sleep(0.05)
-        return self.task(task.spec.task_id)
-
-    def model_requirements(self, model: str) -> ModelTable | None:
-        """What a task for `model` needs and its limits, as the node's config says (None: it
-        says nothing of the model)."""
-        return self._node.models.get(model)
-
-    async def served_models(self) -> list[ServedModel]:
-        """The models the live workers with the http driver advertise (installed or loaded),
-        by name, each with how many of them serve it."""
-        ads = await self._node.discovery.find(Need.parse("driver=http"))
-        served: Counter[str] = Counter()
-        for ad in ads:
-            served.update(set(ad.profile.installed_models) | set(ad.profile.loaded_models))
-        return [ServedModel(model, n) for model, n in sorted(served.items())]
-
-    @asynccontextmanager
-    async def model_task(
-        self, model: str, task_input: dict[str, Any], *, timeout_s: float, retries: int
-    ) -> AsyncIterator[tuple[trio.MemoryReceiveChannel[Any], Callable[[], TaskOutcome]]]:
-        """Run `task_input` as a one-task job on a worker whose http driver serves `model`,
-        placed as a job's tasks are. Yields the task's partial results as they come (a
-        streamed answer's chunks; the channel ends once the task is final), and what tells
-        how it ended (or stands). At most `MAX_WAITING_PARTS` wait in the channel: one more
-        ends it at once, the task not final, its outcome's error saying why (the node holds no
-        more of a task than that for a client that reads slowly). A task not final when the
-        block ends is cancelled: its asker is gone."""
-        wants = self.model_requirements(model)
-        spec = model_job(wants, "model", model, "http", task_input)
-        spec.update(timeout=timeout_s, retries=retries)
-        try:
-            parsed = parse_job(spec, source="model task")
-        except JobSpecError as e:
-            raise Invalid(str(e)) from None
-        # Workers the discovery cache holds for it, if any: a request saves the DHT's round
-        # trips (the job looks there itself once they cannot take it).
-        need = derive_tasks(parsed)[0].need
-        found = await self._node.discovery.find(need)
-        if not found and wants is not None:  # workers serve it (the gateway asked): with all
-            found = await self._node.discovery.find(need, fresh=True)  # that it needs?
-            if not found:
-                raise NotFound(f"no worker in the network has what model {model!r} needs ({need})")
-        send, receive = trio.open_memory_channel[Any](MAX_WAITING_PARTS)
-        job = self._node.jobs.submit(parsed, spec, found=found, ephemeral=True)
-        task_id = next(iter(job.run.tasks))
-        t = job.run.tasks[task_id]
-        cut: list[str] = []  # why the channel was ended before the task was final
-
-        def passed(part: Any) -> None:
-            if cut:
-                return
-            try:
-                send.send_nowait(part)
-            except trio.WouldBlock:
-                cut.append(f"its client read too slowly: {MAX_WAITING_PARTS} parts waited")
-                send.close()
-
-        def outcome() -> TaskOutcome:
-            output = to_json(job.output(task_id)) if t.state == TaskState.COMPLETED else None
-            error = cut[0] if cut and not t.state.final else t.error
-            return TaskOutcome(task_id, t.state.value, output, error, t.attempts, t.state.final)
-
-        with self._node.jobs.dispatcher.watch(task_id, passed, send.close):
-            try:
-                yield receive, outcome
-            finally:
-                if not t.state.final:
-                    self._node.jobs.cancel(job.job_id, None)
 
     def cancel(self, job_id: str, tasks: list[str] | None = None) -> list[str]:
         """Cancel a job's tasks (None: all of them); the ids of those it aborted."""

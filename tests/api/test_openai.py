@@ -257,6 +257,30 @@ def test_a_bad_body_is_refused_naming_the_field(
     assert r.status_code == 400 and "nested too deeply" in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("path", "more", "param", "said"),
+    [
+        ("/v1/chat/completions", {"n": 129}, "n", "'n' must be a whole number, 1..128, not 129"),
+        ("/v1/chat/completions", {"n": 0}, "n", "1..128, not 0"),
+        ("/v1/chat/completions", {"n": True}, "n", "1..128, not True"),
+        ("/v1/completions", {"n": 1000}, "n", "1..128, not 1000"),
+        ("/v1/completions", {"best_of": 21}, "best_of", "1..20, not 21"),
+        ("/v1/completions", {"n": 3, "best_of": 2}, "best_of", "at least 'n' (3), not 2"),
+    ],
+)
+def test_too_many_answers_are_refused_naming_the_field(
+    gateway: tuple[str, str], path: str, more: dict[str, Any], param: str, said: str
+) -> None:
+    """However many answers a request asks for, its worker writes each: `n` (and
+    /v1/completions' `best_of`) are bounded as OpenAI bounds them, model config or not."""
+    url, token = gateway
+    ask = {"model": MODEL, "messages": ASK, "prompt": "a b", **more}
+    r = httpx.post(f"{url}{path}", json=ask, headers=auth(token), timeout=60)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and said in error["message"], error
+
+
 def test_a_wrong_method_on_a_gateway_path_is_answered_in_openais_shape(
     gateway: tuple[str, str],
 ) -> None:
@@ -371,3 +395,41 @@ def test_a_plain_request_whose_client_hangs_up_has_its_task_cancelled(tmp_path: 
                     break
                 assert time.monotonic() < deadline, f"its task runs on: {job['counts']}"
                 time.sleep(0.5)
+
+
+def test_a_greedy_worker_is_not_used_and_the_refusal_names_the_price_cap(tmp_path: Path) -> None:
+    """The only worker serving a model asks a million a task: a gateway request (and the
+    design documents' /queue/submit and /api/v1/tasks) may pay at most [server] max_price,
+    0.1 by default, so the worker is never committed to nor paid, and the answer names the cap
+    and the cheapest ask."""
+    config = (
+        '[worker]\ndrivers = ["http"]\nmodels = ["greedy-model"]\nmin_price = 1000000\n'
+        '[drivers.http]\nendpoints = { "*" = "http://127.0.0.1:9/v1" }\n'
+    )
+    with unanswering_model_server("greedy-model", hang_up=True) as port:
+        config = config.replace("127.0.0.1:9", f"127.0.0.1:{port}")
+        with gate_and_worker(tmp_path, config):
+            url, key = gateway_serving(tmp_path, "greedy-model")
+            ask = {"model": "greedy-model", "messages": ASK}
+            with httpx.Client(base_url=url, headers=auth(key), timeout=60) as api:
+                chat = api.post("/v1/chat/completions", json=ask)
+                streamed = api.post("/v1/chat/completions", json={**ask, "stream": True})
+                queued = api.post(
+                    "/v1/queue/submit", json={"model_name": "greedy-model", "task_input": {}}
+                )
+                rest = api.post("/api/v1/tasks", json={"model": "greedy-model", "input": {}})
+                jobs = [
+                    *api.get("/v1/jobs", params={"gateway": True}).json()["jobs"],
+                    *api.get("/v1/jobs").json()["jobs"],
+                ]
+                ledger = api.get("/v1/ledger").json()
+    assert chat.status_code == 503, chat.text
+    error = chat.json()["error"]
+    assert error["code"] == "over_price_cap" and error["type"] == "server_error", error
+    assert "price cap of 0.1" in error["message"] and "asks 1e+06" in error["message"]
+    assert "data: [DONE]" in streamed.text and "price cap of 0.1" in streamed.text
+    for refused in (queued, rest):
+        assert refused.status_code == 503, refused.text
+        assert "price cap of 0.1" in refused.json()["message"], refused.text
+    assert jobs == [], jobs  # (no task was made, so none was committed to it)
+    assert ledger["spent"] == 0 and ledger["jobs"] == [] and ledger["peers"] == [], ledger

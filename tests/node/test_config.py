@@ -28,6 +28,7 @@ from tests.harness.processes import free_udp_port, p2psched, running
 SMALL = "small-model"  # what the worker has: an A100 with 80 GiB, 64 GiB of RAM
 BIG = "big-model"  # needs a GPU larger than it has
 SLOW = "slow-model"  # served by a server that never answers
+DEAR = "dear-model"  # may pay less than the worker asks (0.02 a task)
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         (folder / "worker.toml").write_text(
             "[worker]\n"
             'drivers = ["http"]\n'
-            f'models = ["{SMALL}", "{BIG}", "{SLOW}"]\n'
+            f'models = ["{SMALL}", "{BIG}", "{SLOW}", "{DEAR}"]\n'
+            "min_price = 0.02\n"
             "[drivers.http]\n"
             f'endpoints = {{ "{SLOW}" = "http://127.0.0.1:{silent}/v1/chat/completions", '
             f'"*" = "http://127.0.0.1:{model}/v1/chat/completions" }}\n'
@@ -119,6 +121,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             f'[models."{SMALL}"]\nvram_gb = 40\ngpus = 1\nram_gb = 32\nmax_output_tokens = 3\n'
             f'[models."{BIG}"]\nvram_gb = 100\n'
             f'[models."{SLOW}"]\ntimeout_s = 1\n'
+            f'[models."{DEAR}"]\nmax_price = 0.01\n'
         )
         config = ("--config", str(folder / "gate.toml"), "--api-port", str(gate_flag))
         _, gate_said = stack.enter_context(
@@ -209,6 +212,39 @@ def test_a_models_max_output_tokens_bounds_the_gateways_answers(net: Net) -> Non
     assert "1..3" in r.json()["error"]["message"]
 
 
+def test_a_models_max_output_tokens_bounds_all_the_answers_a_request_asks_for(net: Net) -> None:
+    """`n` answers (or /v1/completions' `best_of`) of `max_tokens` each are n x max_tokens
+    tokens of the worker's: together within the model's max_output_tokens (3)."""
+    r = chat(net, SMALL, "one two three", n=3)  # (no max_tokens: a third of 3 each)
+    assert r.status_code == 200, r.text
+    said = [c["message"]["content"] for c in r.json()["choices"]]
+    assert said == ["echo: one"] * 3, said
+    r = chat(net, SMALL, "one two", n=2, max_tokens=2)
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "max_tokens", r.text
+    assert "1..1 for this model" in error["message"] and "n = 2" in error["message"], error
+    r = chat(net, SMALL, "one", n=4)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n", r.text
+    assert "max_output_tokens, 3" in r.json()["error"]["message"], r.text
+    with api(net.node, net.token) as http:
+        ask = {"model": SMALL, "prompt": "one two", "max_tokens": 2, "best_of": 2}
+        r = http.post("/v1/completions", json=ask)
+    error = r.json()["error"]
+    assert r.status_code == 400 and "best_of = 2" in error["message"], r.text
+
+
+def test_a_models_max_price_caps_what_its_tasks_may_pay(net: Net) -> None:
+    r = chat(net, DEAR, "too dear")  # the worker asks 0.02; its [models] max_price is 0.01
+    assert r.status_code == 503 and r.json()["error"]["code"] == "over_price_cap", r.text
+    said = r.json()["error"]["message"]
+    assert "price cap of 0.01" in said and "asks 0.02" in said, said
+    with api(net.node, net.token) as http:
+        refused = http.post("/api/v1/tasks", json={"model": DEAR, "input": {}})
+    assert refused.status_code == 503 and "price cap of 0.01" in refused.text, refused.text
+    r = chat(net, SMALL, "within the cap")  # [server] max_price's default, 0.1, pays 0.02
+    assert r.status_code == 200, r.text
+
+
 def test_the_gateways_timeouts_and_body_bound_take_effect(net: Net) -> None:
     r = chat(net, SLOW, "never answered")  # its [models] timeout_s
     assert r.status_code == 504 and "within 1 s" in r.json()["error"]["message"], r.text
@@ -270,6 +306,9 @@ def openapi_on(s: socket.socket, answers: BinaryIO) -> bool:
         ("node", '[models.m]\ngpu = "4090"\n', "[models.m] gpu: names no GPU family"),
         ("node", '[models."a,b"]\ngpus = 1\n', "[models.a,b]: not a model name a task"),
         ("node", "[models.m]\nmax_output_tokens = 0\n", "[models.m] max_output_tokens: must"),
+        ("node", "[server]\nmax_price = -1\n", "[server] max_price: must be a price per task"),
+        ("node", '[models.m]\nmax_price = "a lot"\n', "[models.m] max_price: must be a price"),
+        ("node", "[models.m]\nmax_price = nan\n", "[models.m] max_price: must be a price"),
         ("worker", "[models.m]\ntimeuot_s = 1\n", "[models.m] timeuot_s: unknown field"),
         ("worker", "[worker]\nslots = 0\n", "[worker] slots: must be a whole number"),
     ],
