@@ -58,7 +58,14 @@ def gate(tmp_path: Path, *flags: str) -> tuple[str, str]:
         else:
             pytest.fail(f"the gate exited before its API was up: {proc.stderr.read()}")
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            # (Seen once in a clean CI run: said here with what it logged, rather than a wait
+            # on it until pytest-timeout and a ResourceWarning failing a later test.)
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"the gate did not stop within 30 s of SIGINT; it logged: {err}")
     assert proc.returncode == 0, err
     return first.split()[1], err
 
