@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from p2psched import devnet
 from p2psched.api.client import ControlClient
 from p2psched.resources.instance import instance_id
 from tests.harness.devnet import running_devnet
+from tests.harness.http_server import JsonHandler
 from tests.harness.processes import EXE, p2psched, running_node
 
 MODEL = "ti-test-model"  # what the test's own model server serves: no devnet worker lists it
@@ -47,7 +48,7 @@ class ModelServer:
         self.completions = 0
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
                 listed = [{"id": m, "object": "model"} for m in models]
                 self._send({"object": "list", "data": listed})
@@ -58,15 +59,10 @@ class ModelServer:
                 self._send(answer(body))
 
             def _send(self, doc: dict[str, Any]) -> None:
-                data = json.dumps(doc if healthy else {"error": "loading"}).encode()
-                self.send_response(200 if healthy else 503)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
+                if healthy:
+                    self.send_json(200, doc)
+                else:
+                    self.send_json(503, {"error": "loading"})
 
         self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.http.server_address[1]

@@ -4,44 +4,30 @@ stay bounded. Real nodes in this process, a real model server on loopback."""
 
 from __future__ import annotations
 
-import json
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import trio
 
 from p2psched.node.status import NodeFacade
 from p2psched.scheduler.jobs import KEEP_EPHEMERAL_BYTES
 from p2psched.worker.config import HttpDriverConfig, WorkerConfig
-from tests.harness.http_server import serving
+from tests.harness.http_server import JsonHandler, serving
 from tests.harness.network import network
 
 ANSWER_BYTES = 3 << 20  # under the http driver's default max_response_bytes (4 MiB)
 
 
-class LargeAnswers(BaseHTTPRequestHandler):
+class LargeAnswers(JsonHandler):
     """A model server whose every completion is ANSWER_BYTES of text."""
 
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
-        self._send({"object": "list", "data": [{"id": "big"}]})
+        self.send_json(200, {"object": "list", "data": [{"id": "big"}]})
 
     def do_POST(self) -> None:  # noqa: N802
         self.rfile.read(int(self.headers["content-length"]))
-        self._send({"choices": [{"text": "x" * ANSWER_BYTES}]})
-
-    def _send(self, doc: dict[str, Any]) -> None:
-        data = json.dumps(doc).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
+        self.send_json(200, {"choices": [{"text": "x" * ANSWER_BYTES}]})
 
 
 async def test_finished_gateway_requests_keep_a_bounded_total_of_output(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from p2psched.scheduler.jobs import KEEP_EPHEMERAL
 from p2psched.wire.channel import MAX_CHANNELS_PER_IP
 from p2psched.wire.codec import encode
 from tests.harness.devnet import running_devnet
+from tests.harness.http_server import JsonHandler
 from tests.harness.processes import gate_and_worker, running_node
 
 MODEL = "llama-3-8b"  # the first devnet worker's (and the first one's only)
@@ -344,21 +345,14 @@ def unanswering_model_server(model: str, *, hang_up: bool) -> Iterator[int]:
     it stops. The port it listens on."""
     stop = threading.Event()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
-            data = json.dumps({"object": "list", "data": [{"id": model}]}).encode()
-            self.send_response(200)
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(200, {"object": "list", "data": [{"id": model}]})
 
         def do_POST(self) -> None:  # noqa: N802
             if not hang_up:
                 stop.wait()
             self.close_connection = True  # (no answer at all)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True

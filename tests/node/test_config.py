@@ -7,7 +7,6 @@ refused before the node starts, naming the file, the table and the key."""
 
 from __future__ import annotations
 
-import json
 import socket
 import sqlite3
 import threading
@@ -15,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 from p2psched import devnet_model
+from tests.harness.http_server import JsonHandler, serving
 from tests.harness.processes import free_udp_port, p2psched, running
 
 SMALL = "small-model"  # what the worker has: an A100 with 80 GiB, 64 GiB of RAM
@@ -48,36 +48,24 @@ def free_tcp_port() -> int:
         return int(s.getsockname()[1])
 
 
-class _Silent(BaseHTTPRequestHandler):
+class _Silent(JsonHandler):
     """A model server that lists its model and answers no prompt (until the test ends)."""
 
     protocol_version = "HTTP/1.1"
     done = threading.Event()
 
     def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
-        data = json.dumps(devnet_model.models()).encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(200, devnet_model.models())
 
     def do_POST(self) -> None:  # noqa: N802
         self.done.wait(120)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
 
 @contextmanager
-def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
-    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield int(server.server_address[1])
-        finally:
-            server.shutdown()
+def serving_port(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """`serving`, its port."""
+    with serving(handler) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 def url_of(said: str) -> str:
@@ -91,8 +79,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     gate = f"127.0.0.1:{free_udp_port()}"
     gate_api, gate_flag, node_api = free_tcp_port(), free_tcp_port(), free_tcp_port()
     with ExitStack() as stack:
-        model = stack.enter_context(serving(devnet_model._Handler))
-        silent = stack.enter_context(serving(_Silent))
+        model = stack.enter_context(serving_port(devnet_model._Handler))
+        silent = stack.enter_context(serving_port(_Silent))
         stack.callback(_Silent.done.set)  # (its requests end before it shuts down)
         (folder / "gate.toml").write_text(
             f"[server]\nport = {gate_api}\nkeep_alive_s = 60\nrequest_timeout_s = 1\n"

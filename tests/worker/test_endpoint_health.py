@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from p2psched.worker.config import ConfigError, HttpDriverConfig, load_config
 from p2psched.worker.drivers import HttpDriver
 from p2psched.worker.endpoint_health import EndpointHealth
 from tests.adversarial.test_scheduler_policy import said, scripted
-from tests.harness.http_server import serving
+from tests.harness.http_server import JsonHandler, serving
 from tests.harness.processes import gate_and_worker, matrix_job, p2psched, submit_json
 
 KEY = "sk-test-7f3a9c1e5b2d4086"  # the key file's
@@ -44,36 +44,25 @@ class KeyedServer:
         self.posted = 0
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
                 if self._allowed():
-                    self._send(200, {"object": "list", "data": [{"id": model}]})
+                    self.send_json(200, {"object": "list", "data": [{"id": model}]})
 
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 outer.posted += 1
                 if self._allowed():
-                    self._send(200, {"choices": [{"text": f"{model} says {body['prompt']}"}]})
+                    self.send_json(200, {"choices": [{"text": f"{model} says {body['prompt']}"}]})
 
             def _allowed(self) -> bool:
                 outer.seen.append({k.lower(): v for k, v in self.headers.items()})
                 if key is None or self.headers.get("authorization") == f"Bearer {key}":
                     return True
-                self._send(401, {"error": {"message": "Incorrect API key provided"}})
+                self.send_json(401, {"error": {"message": "Incorrect API key provided"}})
                 return False
-
-            def _send(self, status: int, doc: dict[str, Any]) -> None:
-                data = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
 
         self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
@@ -306,7 +295,7 @@ def test_credentials_are_in_no_repr_of_the_config(
     assert not any(KEY in s for s in shown)
 
 
-class _RevokedKeyHandler(BaseHTTPRequestHandler):
+class _RevokedKeyHandler(JsonHandler):
     """A model server whose key was revoked after the worker joined: its model list still
     answers, its completions refuse the key quoting the headers it was sent, as some servers'
     and proxies' "Incorrect API key provided: ..." do."""
@@ -314,24 +303,13 @@ class _RevokedKeyHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
-        self._send(200, {"object": "list", "data": [{"id": "revoked"}]})
+        self.send_json(200, {"object": "list", "data": [{"id": "revoked"}]})
 
     def do_POST(self) -> None:  # noqa: N802
         self.rfile.read(int(self.headers["content-length"]))
         said = f"Incorrect API key provided: {self.headers.get('authorization')}"
         said += f" (organization {self.headers.get('openai-organization')})"
-        self._send(401, {"error": {"message": said}})
-
-    def _send(self, status: int, doc: dict[str, Any]) -> None:
-        data = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
+        self.send_json(401, {"error": {"message": said}})
 
 
 def test_a_model_server_that_quotes_the_credentials_in_its_refusal_leaks_none_to_the_scheduler(

@@ -5,10 +5,8 @@ and whose model server loads another model, as a scheduler's `workers` shows it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from p2psched.worker.config import (
     load_config,
 )
 from p2psched.worker.workload import Sample, follow_load
-from tests.harness.http_server import serving
+from tests.harness.http_server import JsonHandler, serving
 from tests.harness.network import network
 from tests.harness.nvml import RecordedNvml, recording
 
@@ -92,21 +90,16 @@ async def test_a_load_past_the_threshold_is_republished_and_bursts_are_paced(
     assert all(b - a >= 5 for a, b in zip(flapping, flapping[1:], strict=False))
 
 
-class ModelServer(BaseHTTPRequestHandler):
+class ModelServer(JsonHandler):
     """A model server whose `GET /v1/models` lists what `loaded` holds now."""
 
     loaded: list[str] = []
 
     def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
         listed = [{"id": m, "object": "model"} for m in self.loaded]
-        data = json.dumps({"object": "list", "data": listed}).encode()
-        self.send_response(200 if self.path == "/v1/models" else 404)
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
+        self.send_json(
+            200 if self.path == "/v1/models" else 404, {"object": "list", "data": listed}
+        )
 
 
 @contextmanager
