@@ -30,17 +30,21 @@ import trio
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.scheduler.ads import WorkerAd
+from p2psched.scheduler.compare import compare_results
 from p2psched.scheduler.discovery import Discovery
 from p2psched.scheduler.predictor import Predictor
 from p2psched.scheduler.run import (
     Close,
+    Compare,
     Connect,
     Discover,
     DispatchStats,
     JobRun,
     Send,
     Settled,
+    Spooled,
     Streamed,
+    TaskRun,
     WorkerState,
 )
 from p2psched.scheduler.standing import StandingQuotes
@@ -304,6 +308,8 @@ class Dispatcher:
                         watcher[0](action.output)
                 elif isinstance(action, Discover):
                     self._start_discovery(job_id)
+                elif isinstance(action, Compare) and self._nursery is not None:
+                    self._nursery.start_soon(self._compare, job_id, action)
         self.record(job.run.journal)  # moves that asked for no action (a task seen running)
         if job.run.done:
             del self._jobs[job_id]
@@ -321,6 +327,25 @@ class Dispatcher:
         # sleeps until: waking it for every message would tick every job for every message.
         if kick and (job.run.done or job.run.next_deadline() < self._waking_at):
             self._kick.set()
+
+    async def _compare(self, job_id: str, action: Compare) -> None:
+        """Run the job's compare command on two of its results, and tell its run."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return
+        values = [self._output(job_id, job.run.tasks[tid]) for tid in (action.a, action.b)]
+        same, error = await compare_results(action.command, *values)
+        job = self._jobs.get(job_id)
+        if job is not None:
+            job.run.compared(action.a, action.b, same, self.clock(), error)
+            self._flush(job_id)
+
+    def _output(self, job_id: str, t: TaskRun) -> Any:
+        """A task's output: in memory, or (too large to keep there) in the store."""
+        if t.output is not Spooled.IN_STORE:
+            return t.output
+        assert self.store is not None  # (a run without one keeps every output)
+        return self.store.stored_value(job_id, t.spec.task_id)
 
     def _send(self, worker: bytes, message: Message) -> None:
         link = self._links.get(worker)
