@@ -1,6 +1,7 @@
 """The commands about jobs: `submit` one, and, against the node running on --data-dir, list
 them (`jobs`), follow one (`status`, `tasks`, `history`), fetch its `results`, `cancel` one, and
-read the `ledger` (from the node's store when no node runs there).
+read the `ledger` (from the node's store when no node runs there), and `verify` a job's results
+from the store.
 
 Promises: --json prints the node's answer as it is; a job or task named wrongly on the command
 line is refused before the node is asked.
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from p2psched.cli.args import UsageError, add_command, data_dir, hint, parse_hostport
-from p2psched.cli.show import client, print_table, view
+from p2psched.cli.show import client, print_table, verification_line, view
 
 if TYPE_CHECKING:
     from p2psched.cli.args import Subcommands
@@ -79,6 +80,8 @@ def cmd_status(args: argparse.Namespace) -> None:
         f"spent {status['spent']:g}, committed {status['committed']:g}, "
         f"{status['workers']} worker(s), {status['elapsed_s']:.1f}s"
     )
+    if status.get("verification") is not None:
+        print(verification_line(status["verification"]))
     for u in status.get("unmatched", []):
         print(f"no worker found meets {u['need']} ({u['tasks']} tasks wait): {u['why']}")
 
@@ -167,18 +170,31 @@ def _ledger(args: argparse.Namespace) -> dict[str, Any]:
         with found:
             got: dict[str, Any] = found.get("/v1/ledger", verify=str(args.verify).lower())
             return got
-    from p2psched.node.config import database_of
-    from p2psched.node.node import STORE_FILE
     from p2psched.node.status import ledger_view
     from p2psched.store import Store
+
+    with Store.open(_store_path(args, "ledger")) as store:
+        return ledger_view(store, args.verify)
+
+
+def _store_path(args: argparse.Namespace, what: str) -> Path:
+    """The node's store (its `what` is read from there): the --config file's [database] path,
+    else the data dir's; a UsageError if no node has made it yet."""
+    from p2psched.node.config import database_of
+    from p2psched.node.node import STORE_FILE
 
     path = (database_of(Path(args.config)) if args.config else None) or data_dir(args) / STORE_FILE
     if not path.exists():
         if args.config:
-            raise UsageError(f"no ledger at {path} ([database] path of {args.config}) yet")
-        raise UsageError(f"no ledger at {path}: no node has run with --data-dir {path.parent}")
-    with Store.open(path) as store:
-        return ledger_view(store, args.verify)
+            raise UsageError(f"no {what} at {path} ([database] path of {args.config}) yet")
+        raise UsageError(f"no {what} at {path}: no node has run with --data-dir {path.parent}")
+    return path
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from p2psched.cli.audit import run_verify
+
+    sys.exit(run_verify(_store_path(args, "store"), args.job, args.json))
 
 
 # A job's id as examples give it: a real one is its name and 8 hex digits of its own.
@@ -322,9 +338,30 @@ def _register_ledger(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     )
     sp.add_argument("--verify", action="store_true", help="re-check every entry's signature")
     sp.add_argument("--json", action="store_true", help="print the ledger as JSON")
+    _store_option(sp)
+    sp.set_defaults(func=cmd_ledger)
+    sp = add_command(
+        sub,
+        "verify",
+        "re-check a job's results offline: each kept result against its receipt and its copies",
+        [f"p2psched verify {JOB} --data-dir .devnet/gate"],
+        parents=[common],
+        more="Read from the store of the node on --data-dir (running or not): each receipt's "
+        "signature, the scheduler, job and task it names and the hash of the output stored; for "
+        "a job whose job.yaml has verify:, the copies' results compared again by its rule. "
+        "Exits 1 naming each problem found. (README: Verified results)",
+        where=WHERE_JOB,
+    )
+    sp.add_argument("job", help="the job's id (see p2psched jobs)")
+    sp.add_argument("--json", action="store_true", help="print what was checked as JSON")
+    _store_option(sp)
+    sp.set_defaults(func=cmd_verify)
+
+
+def _store_option(sp: argparse.ArgumentParser) -> None:
+    """--config, for a command that reads the node's store (`_store_path`)."""
     sp.add_argument(
         "--config",
         metavar="FILE",
         help="the node's config, whose [database] path is its store (README: A node's config file)",
     )
-    sp.set_defaults(func=cmd_ledger)

@@ -70,3 +70,13 @@ def print_table(
         console.print(table)
     # rich pads every cell to its column's width; on a pipe a line ends where its text does
     print("\n".join(line.rstrip() for line in drawn.get().splitlines()))
+
+
+def verification_line(cost: dict[str, Any]) -> str:
+    """What verifying a job's results cost (its status's `verification`), in one line."""
+    return (
+        f"verification: {cost['copies']} copies run beyond one per task, "
+        f"{cost['disputed']} result(s) disputed (not paid), "
+        f"{cost['no_quorum']} task(s) with no quorum, {cost['extra_paid']:g} paid for "
+        "agreeing copies"
+    )

@@ -32,6 +32,7 @@ from rich.table import Table
 
 from p2psched.api.client import ControlClient
 from p2psched.cli.args import hint
+from p2psched.cli.show import verification_line
 from p2psched.home import private_dir, write_private
 from p2psched.scheduler.job import load_job
 
@@ -221,6 +222,8 @@ def _finish(
                 f"back is in {folder.path}"
             )
         console.print(summary_table(status, folder.path))
+        if status.get("verification") is not None:
+            console.print(verification_line(status["verification"]), markup=False)
         for f in failures[:10]:
             console.print(f"  {f['task']} ({f['name']}): {f['state']}: {f['error']}", markup=False)
         if len(failures) > 10:
@@ -406,7 +409,7 @@ def _embedded(
             job = node.jobs.submit(spec)
             folder = ResultsFolder(results, spec.name)  # only once the job is taken
             folders.append(folder)
-            display = Display(len(job.run.tasks), as_json)
+            display = Display(job.run.total, as_json)
 
             async def cancel_on_ctrl_c() -> None:
                 async for _ in ctrl_c:

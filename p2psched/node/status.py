@@ -389,7 +389,7 @@ class NodeFacade(ModelRequests):
             job = self._node.jobs.submit(parse_job(spec, source=source), spec)
         except JobSpecError as e:
             raise Invalid(str(e)) from None
-        return JobAccepted(job=job.job_id, tasks=len(job.run.tasks))
+        return JobAccepted(job=job.job_id, tasks=job.run.total)  # (a task's copies not counted)
 
     def cancel(self, job_id: str, tasks: list[str] | None = None) -> list[str]:
         """Cancel a job's tasks (None: all of them); the ids of those it aborted."""

@@ -78,12 +78,15 @@ class SubmittedJob:
         }
 
     def task_view(self, t: TaskRun) -> dict[str, Any]:
+        # A copy whose result waits for (or got) its verdict is no longer held by its worker:
+        # its receipt names who ran it.
+        worker = t.worker or (t.receipt.worker if t.receipt is not None else None)
         return {
             "task": t.spec.task_id,
             "index": t.spec.index,
             "name": t.spec.name,
             "state": t.state.value,
-            "worker": t.worker.hex() if t.worker else None,
+            "worker": worker.hex() if worker else None,
             "attempts": t.attempts,
             "error": t.error,
             "progress": t.progress,

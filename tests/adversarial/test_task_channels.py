@@ -11,7 +11,6 @@ import http.server
 import itertools
 import json
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
@@ -47,35 +46,10 @@ from p2psched.wire.noise import ChannelError
 from tests.harness.hostile import advertised, free_identity, result_of, take_commitment
 from tests.harness.http_server import serving
 from tests.harness.memory import BOMB, GROWTH_MB, empty_maps, peak_mb, small_lists
-from tests.harness.processes import EXE, running
+from tests.harness.processes import EXE, gate_process, running, worker_of
 
 HELD_MB = 8  # a frame refused at its length was never held: far less than its 16 MiB
 REACH = ["public", "private"]  # a worker's own listener; a gate's relay to a worker behind NAT
-
-
-@contextmanager
-def gate_at(folder: Path) -> Iterator[str]:
-    """A gate's process; its address."""
-    with running("gate", "--listen", "127.0.0.1:0", data=folder) as (_, said):
-        yield said.split()[4]
-
-
-@contextmanager
-def worker_of(
-    gate: str, folder: Path, reachability: str = "public", config: str = ""
-) -> Iterator[tuple[subprocess.Popen[str], bytes, str]]:
-    """A worker's process joined through `gate` (with `config`, TOML, if given): the process,
-    its node id and the address its ad gives (its own, or its gate's relay)."""
-    args = ["worker", "join", "--gate", gate, "--reachability", reachability]
-    if config:  # (beside its data dir: a data dir it did not make must hold its identity)
-        path = folder.with_suffix(".toml")
-        path.write_text(config)
-        args += ["--config", str(path)]
-    with running(*args, data=folder) as (proc, said):
-        found = re.search(r"worker ([0-9a-f]{64}) joined", said)
-        address = re.search(r"tasks on (\S+)", said)
-        assert found is not None and address is not None, said
-        yield proc, bytes.fromhex(found.group(1)), address.group(1)
 
 
 async def honest_job(gate: str, folder: Path, tasks: int = 2) -> dict[str, Any]:
@@ -167,7 +141,7 @@ async def test_a_strangers_first_message_of_16_mib_is_refused_at_its_length(
     a worker takes a few KiB from a scheduler that has not said what it is, so it refuses each
     at its length, never holding it; then it serves an honest scheduler."""
     with (
-        gate_at(tmp_path / "gate") as gate,
+        gate_process(tmp_path / "gate") as gate,
         worker_of(gate, tmp_path / "worker", reachability) as (proc, worker, address),
     ):
         before = peak_mb(proc.pid)
@@ -189,7 +163,7 @@ async def test_a_scheduler_whose_id_cost_nothing_is_refused_with_the_reason(
     the handshake, saying why, and quotes nothing; then it serves an honest scheduler."""
     asked = encode(QuoteRequest(1, "job", 1, "echo", None, 1.0))
     with (
-        gate_at(tmp_path / "gate") as gate,
+        gate_process(tmp_path / "gate") as gate,
         worker_of(gate, tmp_path / "worker", reachability) as (_, worker, address),
     ):
         for _ in range(3):
@@ -214,7 +188,7 @@ async def test_frames_at_a_workers_limit_keep_it_within_64_mb(
     scheduler."""
     asked = encode(QuoteRequest(1, "job", 1, "echo", None, 1.0))
     with (
-        gate_at(tmp_path / "gate") as gate,
+        gate_process(tmp_path / "gate") as gate,
         # Room for a commitment's worth of tasks (16 inputs of 512 KiB) at once.
         worker_of(gate, tmp_path / "worker", reachability, config=ROOMY) as (proc, worker, address),
     ):
@@ -277,7 +251,7 @@ async def test_strangers_holding_large_messages_keep_a_worker_within_64_mb(
     honest scheduler meanwhile; its metrics count the channels that waited for room."""
     size = MAX_COMMIT_MESSAGE - (64 << 10)
     with (
-        gate_at(tmp_path / "gate") as gate,
+        gate_process(tmp_path / "gate") as gate,
         worker_of(gate, tmp_path / "worker") as (proc, worker, address),
     ):
         before = peak_mb(proc.pid)
@@ -328,7 +302,7 @@ async def test_a_hostile_workers_frames_keep_a_scheduler_within_64_mb(tmp_path: 
 
     honest = "[worker]\nmin_price = 0.01\n"  # dearer than the hostile one: it is chosen first
     with (
-        gate_at(tmp_path / "gate") as gate,
+        gate_process(tmp_path / "gate") as gate,
         worker_of(gate, tmp_path / "worker", config=honest),
         running("node", "--gate", gate, data=tmp_path / "scheduler") as (proc, _),
     ):
@@ -396,7 +370,7 @@ async def test_results_over_the_spool_size_go_to_files_not_the_schedulers_memory
             f'[drivers.http]\nendpoints = {{ "*" = "{url}" }}\n'
         )
         with (
-            gate_at(tmp_path / "gate") as gate,
+            gate_process(tmp_path / "gate") as gate,
             worker_of(gate, tmp_path / "worker", config=config),
             running("node", "--gate", gate, data=tmp_path / "scheduler") as (proc, _),
         ):
@@ -446,7 +420,7 @@ async def test_one_address_opening_many_connections_is_shed_and_an_honest_schedu
     the others; a scheduler from another address is served all the while."""
     stranger = "127.0.0.2"  # loopback has many addresses: the honest scheduler uses 127.0.0.1
     with (
-        gate_at(tmp_path / "gate") as gate,
+        gate_process(tmp_path / "gate") as gate,
         worker_of(gate, tmp_path / "worker") as (_, worker, address),
     ):
         host, port = split_host_port(address)

@@ -57,11 +57,16 @@ def result_of(commit: Commit, rogue: Identity, output: bytes) -> bytes:
 
 @asynccontextmanager
 async def advertised(
-    gate: str, handle: Callable[[SecureChannel, Identity], Awaitable[None]]
+    gate: str,
+    handle: Callable[[SecureChannel, Identity], Awaitable[None]],
+    *,
+    price: float = 0.0,
+    drivers: tuple[str, ...] = ("echo",),
 ) -> AsyncIterator[Identity]:
-    """A worker of the echo driver, free (`harness.net.ad`), joined to the DHT through `gate`
-    with a signed ad like any other's, whose channels `handle` serves (with its identity):
-    it is what it says to schedulers that find it. Yields its identity."""
+    """A worker of the echo driver (or `drivers`), free (or at `price`: `harness.net.ad`),
+    joined to the DHT through `gate` with a signed ad like any other's, whose channels `handle`
+    serves (with its identity): it is what it says to schedulers that find it. Yields its
+    identity."""
     rogue = Identity.generate()
     async with trio.open_nursery() as nursery:
 
@@ -71,7 +76,7 @@ async def advertised(
         host, port = await nursery.start(serve_channels, rogue, serve)
         async with open_dht_node(rogue) as dht:
             assert await dht.bootstrap([split_host_port(gate)]) > 0
-            profile = replace(ad(rogue).profile, addresses=(host_port(host, port),))
+            profile = replace(ad(rogue, price, drivers).profile, addresses=(host_port(host, port),))
             await Advert(dht, profile).publish()
             yield rogue
         nursery.cancel_scope.cancel()

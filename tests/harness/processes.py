@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -94,6 +95,31 @@ def running(*args: str, data: Path) -> Iterator[tuple[subprocess.Popen[str], str
         finally:
             proc.terminate()
             proc.wait(timeout=20)
+
+
+@contextmanager
+def gate_process(folder: Path) -> Iterator[str]:
+    """A gate's process (`p2psched gate`) on loopback, stopped on leaving; its address."""
+    with running("gate", "--listen", "127.0.0.1:0", data=folder) as (_, said):
+        yield said.split()[4]
+
+
+@contextmanager
+def worker_of(
+    gate: str, folder: Path, reachability: str = "public", config: str = ""
+) -> Iterator[tuple[subprocess.Popen[str], bytes, str]]:
+    """A worker's process joined through `gate` (with `config`, TOML, if given): the process,
+    its node id and the address its ad gives (its own, or its gate's relay)."""
+    args = ["worker", "join", "--gate", gate, "--reachability", reachability]
+    if config:  # (beside its data dir: a data dir it did not make must hold its identity)
+        path = folder.with_suffix(".toml")
+        path.write_text(config)
+        args += ["--config", str(path)]
+    with running(*args, data=folder) as (proc, said):
+        found = re.search(r"worker ([0-9a-f]{64}) joined", said)
+        address = re.search(r"tasks on (\S+)", said)
+        assert found is not None and address is not None, said
+        yield proc, bytes.fromhex(found.group(1)), address.group(1)
 
 
 @contextmanager
