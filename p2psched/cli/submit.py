@@ -222,8 +222,8 @@ def _finish(
                 f"back is in {folder.path}"
             )
         console.print(summary_table(status, folder.path))
-        if status.get("verification") is not None:
-            console.print(verification_line(status["verification"]), markup=False)
+        if status.get("verification") is not None:  # one line, for a script to grep
+            print(verification_line(status["verification"]), flush=True)
         for f in failures[:10]:
             console.print(f"  {f['task']} ({f['name']}): {f['state']}: {f['error']}", markup=False)
         if len(failures) > 10:

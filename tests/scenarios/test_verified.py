@@ -15,6 +15,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import trio
 import yaml
 
@@ -84,21 +85,20 @@ def test_liars_are_outvoted_unpaid_and_found_out_by_verify(tmp_path: Path) -> No
         slow_talker = stack.enter_context(false_durations(gate, 0.008))
         node = stack.enter_context(running_node(gate, tmp_path / "me"))
         job = squares_job(tmp_path, "{replicas: 2, quorum: 2}")
-        done = p2psched(
-            "submit",
-            str(job),
-            "--json",
-            "--results",
-            str(tmp_path / "out"),
-            "--data-dir",
-            str(node),
+        out = tmp_path / "out"
+        done = p2psched("submit", str(job), "--results", str(out), "--data-dir", str(node))
+        summary = json.loads((out / "squares" / "summary.json").read_text())
+        assert done.returncode == 0 and summary["completed"] == TASKS, (summary, done.stderr)
+        cost = summary["verification"]
+        said = (
+            f"verification: {cost['copies']} copies run beyond one per task, "
+            f"{cost['disputed']} result(s) disputed (not paid), 0 task(s) with no quorum"
         )
-        summary = json.loads(done.stdout)
-        assert summary["completed"] == TASKS, (summary, done.stderr)
+        assert said in done.stdout, done.stdout
         job_id = summary["job"]
 
         # Every result the job keeps is right, one per task.
-        kept = sorted((tmp_path / "out" / "squares").glob("0*[0-9].json"))
+        kept = sorted((out / "squares").glob("0*[0-9].json"))
         assert len(kept) == TASKS
         for path in kept:
             r = json.loads(path.read_text())
@@ -112,7 +112,6 @@ def test_liars_are_outvoted_unpaid_and_found_out_by_verify(tmp_path: Path) -> No
         disputed = by_state.get("disputed", [])
         assert disputed, tasks
         assert {t["worker"] for t in disputed} == {liar.hex()}
-        cost = summary["verification"]
         assert cost["disputed"] == len(disputed) and cost["no_quorum"] == 0
         assert cost["copies"] == len(tasks) - TASKS
         paid = by_state["completed"]
@@ -130,11 +129,7 @@ def test_liars_are_outvoted_unpaid_and_found_out_by_verify(tmp_path: Path) -> No
         ran = [t["task"] for t in paid if t["worker"] == slow_talker.hex()]
         assert ran, tasks
 
-        said = p2psched("status", job_id, "--data-dir", str(node)).stdout
-        assert (
-            f"verification: {cost['copies']} copies run beyond one per task, "
-            f"{len(disputed)} result(s) disputed (not paid), 0 task(s) with no quorum"
-        ) in said, said
+        assert said in p2psched("status", job_id, "--data-dir", str(node)).stdout
 
         # `p2psched verify` re-checks the job from the store: all is well ...
         done = p2psched("verify", job_id, "--data-dir", str(node))
@@ -163,21 +158,25 @@ def test_liars_are_outvoted_unpaid_and_found_out_by_verify(tmp_path: Path) -> No
     ]
     assert len(measured) == len(ran) and max(measured) < CLAIMED_S / 10, reasons
 
-    # ... and `p2psched verify` fails once a kept output is edited on disk (offline: the node
-    # stopped).
-    first = min(paid, key=lambda t: t["task"])["task"]
+    # ... and `p2psched verify` fails, naming each, once a kept output is edited on disk and
+    # a receipt is rewritten (offline: the node stopped).
+    first, last = sorted(t["task"] for t in paid)[:: len(paid) - 1]
     with sqlite3.connect(store) as db:
-        (packed,) = db.execute(
-            "SELECT output FROM results WHERE job = ? AND task = ?", (job_id, first)
-        ).fetchone()
+        where = "WHERE job = ? AND task = ?"
+        (packed,) = db.execute(f"SELECT output FROM results {where}", (job_id, first)).fetchone()
         forged = packed.replace(b"\n", b"1\n")
+        db.execute(f"UPDATE results SET output = ? {where}", (forged, job_id, first))
+        (signed,) = db.execute(f"SELECT receipt FROM results {where}", (job_id, last)).fetchone()
+        receipt = msgpack.unpackb(signed)
+        receipt["duration"] = 1.0
         db.execute(
-            "UPDATE results SET output = ? WHERE job = ? AND task = ?", (forged, job_id, first)
+            f"UPDATE results SET receipt = ? {where}", (msgpack.packb(receipt), job_id, last)
         )
     done = p2psched("verify", job_id, "--data-dir", str(tmp_path / "me"))
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"problem: {first}: its stored output" in done.stderr
-    assert "1 problem(s)" in done.stdout
+    assert f"problem: {last}: its receipt's signature does not verify" in done.stderr
+    assert "2 problem(s)" in done.stdout
 
 
 # Each run salts its answer, so no two copies' results are the same bytes: only the job's judge
