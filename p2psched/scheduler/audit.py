@@ -13,6 +13,7 @@ its tasks have settled.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,7 +94,7 @@ async def audit_job(
         audit = TaskAudit(base, group[0].stored.state, copies=len(group))
         for c in group:
             _check_result(store, job, own, c, audit.problems)
-        await _check_group(policy, group, audit, compare)
+        await _check_group(policy, _by_arrival(store, job, group), audit, compare)
         audits.append(audit)
     return JobAudit(job, _rule(policy), audits)
 
@@ -147,11 +148,25 @@ def _check_result(store: Store, job: str, own: bytes | None, c: _Copy, problems:
         problems.append(f"{name}: its stored output does not decode ({e})")
 
 
+def _by_arrival(store: Store, job: str, group: list[_Copy]) -> list[_Copy]:
+    """A task's copies in the order their results came (as the run kept the first of those
+    that agree), those with no result last, in their own order."""
+    if sum(c.stored.state == "completed" for c in group) < 2:
+        return group  # (the order matters only to tell which of several agreeing was kept)
+
+    def came(c: _Copy) -> float:
+        moves = store.transitions(job, c.stored.task)
+        return next((m["at"] for m in moves if m["to"] == "verifying"), math.inf)
+
+    return sorted(group, key=came)
+
+
 async def _check_group(
     policy: VerifyPolicy, group: list[_Copy], audit: TaskAudit, compare: CompareCommand
 ) -> None:
-    """The copies of one task: the first completed is kept; the other completed ones must
-    agree with it (and be enough for its quorum), the disputed ones must not."""
+    """The copies of one task, in the order their results came: the first completed is kept;
+    the other completed ones must agree with it (and be enough for its quorum), the disputed
+    ones must not."""
     completed = [c for c in group if c.stored.state == "completed"]
     disputed = [c for c in group if c.stored.state == "disputed"]
     audit.agreed, audit.disputed = len(completed), len(disputed)
@@ -175,11 +190,14 @@ async def _check_group(
         name = other.stored.task
         if same is None:
             audit.problems.append(f"{name}: cannot compare with {audit.kept}: {why}")
-        elif same != should:
-            said = "paid as agreeing with" if should else "disputed, yet agrees with"
+        elif same and not should:
             audit.problems.append(
-                f"{name}: {said} {audit.kept}, but its result "
-                + ("differs" if should else "is the same by the job's rule")
+                f"{name}: disputed, yet its result agrees with {audit.kept}'s by the job's rule"
+            )
+        elif should and not same:
+            audit.problems.append(
+                f"{name}: paid as agreeing with {audit.kept}, yet its result differs by the "
+                "job's rule"
             )
 
 
