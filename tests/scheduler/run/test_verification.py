@@ -271,3 +271,61 @@ def test_measured_run_times_and_a_false_claim_noted() -> None:
     assert view["performance"]["models"][0]["mean_run"] < 10  # the measure, not the claim
     assert run.views._views[a].duration_mismatches == 1
     assert math.isfinite(run.workers[a].rtt)
+
+
+def test_a_restarted_scheduler_judges_the_results_that_waited() -> None:
+    """Two of three copies in (verifying) and the third's worker gone: restarted from its
+    store, the job holds their money again, runs the third copy anew, and keeps the result
+    once it agrees; a copy beyond the replicas (from a disagreement) comes back too."""
+    from p2psched.store import StoredTask
+    from p2psched.wire.codec import encode
+
+    sched = Identity.generate()
+    ids = [Identity.generate() for _ in range(4)]
+    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1, price=0.01) for i in ids}
+    policy = VerifyPolicy(replicas=3, quorum=3)
+    run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=policy, durable=True)
+    net = Net(run, workers, hold=True)
+    run.add_workers([ad(i, 0.01) for i in ids[:3]], net.now)
+    net.pump()
+    for wid, peer, task in net.started[:2]:
+        net.workers[wid].finished(peer, task["id"], {"out": task["input"]}, None, net.now)
+    net.pump()
+    assert sorted(t.state.value for t in run.tasks.values()) == ["sent", "verifying", "verifying"]
+    stored = {
+        k: StoredTask(
+            k,
+            t.state.value,
+            t.worker,
+            t.price,
+            t.attempts,
+            t.error,
+            t.since,
+            encode(t.output) if t.receipt is not None else None,
+            t.receipt,
+            None,
+        )
+        for k, t in run.tasks.items()
+    }
+    again = JobRun(sched, "job", [spec(0)], mtr=1.0, now=net.now, verify=policy, durable=True)
+    again.journal.clear()
+    again.restore(stored, lambda w: ("127.0.0.1:1",), net.now)
+    assert sorted(t.state.value for t in again.tasks.values()) == [
+        "sent",
+        "verifying",
+        "verifying",
+    ]
+    assert again.held == pytest.approx(0.03) and again.spent == 0
+    assert again.counts() == {"sent": 1}
+    net.run = again
+    net.hold = False
+    net.started = []
+    # the third copy's worker is gone: lost, it is run elsewhere, and the quorum is met
+    net.workers.pop(ids[2].node_id)
+    again.add_workers([ad(ids[3], 0.01)], net.now)
+    again.disconnected(ids[2].node_id, "gone", net.now)
+    run_out(net)
+    assert again.counts() == {"completed": 1}
+    assert again.spent == pytest.approx(0.03) and again.held == 0
+    kept = again.kept("job-000000")
+    assert kept is not None and kept.output == {"out": {"n": 0}}
