@@ -329,3 +329,52 @@ def test_a_restarted_scheduler_judges_the_results_that_waited() -> None:
     assert again.spent == pytest.approx(0.03) and again.held == 0
     kept = again.kept("job-000000")
     assert kept is not None and kept.output == {"out": {"n": 0}}
+
+
+def test_a_job_that_wants_capacity_proved_waits_for_the_challenge() -> None:
+    from p2psched.scheduler.run import Challenge
+
+    sched = Identity.generate()
+    ids = [Identity.generate() for _ in range(2)]
+    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1) for i in ids}
+    run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=VerifyPolicy(challenge=True))
+    net = Net(run, workers)
+    challenges: list[bytes] = []
+    real = run.actions
+
+    def actions() -> list[Any]:
+        out = real()
+        challenges.extend(a.worker for a in out if isinstance(a, Challenge))
+        return [a for a in out if not isinstance(a, Challenge)]
+
+    run.actions = actions  # type: ignore[method-assign]
+    run.add_workers([ad(i) for i in ids], net.now)
+    net.pump()
+    net.advance(3)
+    assert sorted(challenges) == sorted(w.node_id for w in ids)  # each asked once
+    assert run.tasks["job-000000"].state == S.QUEUED  # no task before a capacity is proved
+    a, b = ids
+    run.views.challenged(a.node_id, False, "5x slower than its ad", now=net.now)
+    run.challenged(a.node_id, net.now)
+    net.pump()
+    net.advance(2)
+    assert run.tasks["job-000000"].state == S.QUEUED  # one that failed gets none
+    run.views.challenged(b.node_id, True, None, now=net.now)
+    run.challenged(b.node_id, net.now)
+    net.pump()
+    run_out(net)
+    kept = run.kept("job-000000")
+    assert kept is not None and kept.receipt is not None and kept.receipt.worker == b.node_id
+    assert len(challenges) == 2  # (a reconnect would not ask again: the record has it)
+
+
+def test_workers_with_a_long_clean_record_are_checked_at_the_jobs_rate() -> None:
+    net, ids = verified_net(0, 4, VerifyPolicy(sample=0.1, quorum=2), seed=7)
+    for w in ids:
+        for k in range(50):
+            net.run.views.verified(w, f"earlier-{k}", now=net.now)
+    net.run.add_tasks([spec(k) for k in range(200)], net.now)
+    run_out(net, 600)
+    checked = sum(g.checked for g in net.run.groups.values())
+    assert 5 <= checked <= 40  # about a tenth of 200, not every one as for new workers
+    assert net.run.counts() == {"completed": 200}
