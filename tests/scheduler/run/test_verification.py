@@ -378,3 +378,15 @@ def test_workers_with_a_long_clean_record_are_checked_at_the_jobs_rate() -> None
     checked = sum(g.checked for g in net.run.groups.values())
     assert 5 <= checked <= 40  # about a tenth of 200, not every one as for new workers
     assert net.run.counts() == {"completed": 200}
+
+
+def test_late_binding_keeps_copies_apart_too() -> None:
+    op = (("operator", "acme"),)
+    net, ids = verified_net(0, 3, VerifyPolicy(replicas=2, quorum=2), labels={0: op, 1: op})
+    net.run.strategy.set("late_binding")
+    net.run.add_tasks([spec(k) for k in range(6)], net.now)
+    run_out(net)
+    assert net.run.counts() == {"completed": 6}
+    for g in net.run.groups.values():
+        ran = [net.run.tasks[c].receipt.worker for c in g.copies if net.run.tasks[c].receipt]
+        assert len(ran) == len(set(ran)) and not {ids[0], ids[1]} <= set(ran)
