@@ -159,7 +159,7 @@ class Verification(Reports):
         t.price = t.receipt.price
         self.money.hold(t.price)  # (`_release` gave back what was held at its commitment)
         t.worker = None  # its worker holds it no longer; its receipt names who ran it
-        ran = f"{worker_name(worker)} ran it in {run:.3g} s (measured)"
+        ran = f"{worker_name(worker)} ran it in {run:.3g} s"
         why = f"{ran}; its receipt verified; held until {g.need} results agree"
         self._move(t, S.VERIFYING, now, why)
         g.unplaced.append(t.spec.task_id)
