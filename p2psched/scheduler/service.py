@@ -145,6 +145,7 @@ class Dispatcher:
         max_result_bytes: int = MAX_RESULT_BYTES,
         receive_budget_bytes: int = 2 * max_result_message(MAX_RESULT_BYTES),
         explain: ExplainMisses = lambda need: f"no worker found that meets {need}",
+        views: WorkerViews | None = None,
     ) -> None:
         self.identity = identity
         self.explain = explain
@@ -160,7 +161,7 @@ class Dispatcher:
         # The node's scheduling policy, shared by its jobs and switchable while they run.
         self.strategy = Strategy()
         self.predictor = Predictor()
-        self.views = WorkerViews()
+        self.views = WorkerViews() if views is None else views
         # For whoever watches the node (API, dashboard): the latest ad found of each worker,
         # and the latest tasks that ended failed (job, task, when), both bounded.
         self.ads: OrderedDict[bytes, WorkerAd] = OrderedDict()
@@ -218,7 +219,9 @@ class Dispatcher:
         return job.done
 
     def record(self, entries: list[Entry]) -> None:
-        """Make `entries` durable (then empty the list), before what they caused goes out."""
+        """Make `entries` durable (then empty the list), before what they caused goes out;
+        with them, the workers' reputations that changed since (one row each at most)."""
+        entries.extend(self.views.changed())
         if self.store is not None:
             self.store.record(entries)
         entries.clear()
