@@ -181,6 +181,7 @@ class Dispatcher:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._record_when_stopped)
             task_status.started()
             while True:
                 deadline = min(
@@ -194,6 +195,14 @@ class Dispatcher:
                 for job_id, job in list(self._jobs.items()):
                     self._guarded(job_id, job.run.tick, now)
                     self._flush(job_id, kick=False)
+
+    async def _record_when_stopped(self) -> None:
+        """Write what changed of workers' records since the last write as the node stops (a
+        step outside any job's, such as a capacity challenge, may have changed them)."""
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.record([])
 
     def add(
         self,
