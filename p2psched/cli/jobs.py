@@ -144,7 +144,7 @@ def cmd_ledger(args: argparse.Namespace) -> None:
                     j["tasks_paid"],
                     j["pending"],
                     j["disputed"],
-                )  # fmt: skip
+                )
                 for j in ledger["jobs"]
             ),
             right={"COMMITTED", "SPENT", "TASKS PAID", "PENDING", "DISPUTED"},

@@ -164,7 +164,7 @@ def _show_workers(args: argparse.Namespace, need: str, ads: list[dict[str, Any]]
             "MODELS",
             "VERIFIED/DISPUTED",
             "CAPACITY",
-        ),  # fmt: skip
+        ),
         (
             (
                 ad["node_id"][:16],

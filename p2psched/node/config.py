@@ -273,7 +273,7 @@ class NodeConfig:
     server: ServerTable = ServerTable()
     database: Path | None = None  # None: state.db in the data dir
     models: Mapping[str, ModelTable] = field(default_factory=dict)
-    reputation: ReputationRules = ReputationRules()
+    reputation: ReputationRules = DEFAULT_RULES
     dht: DhtSettings = DhtSettings()
     relay: RelayLimits = RelayLimits()
     worker: WorkerConfig | None = None

@@ -19,6 +19,7 @@ from p2psched.store.journal import Forgotten, Reputation
 
 Outcome = Literal["ok", "failed", "stalled"]
 Capacity = Literal["passed", "failed", "unknown"]
+_CAPACITIES: dict[str, Capacity] = {"passed": "passed", "failed": "failed"}  # else "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,8 +283,8 @@ class WorkerViews:
         return "unknown" if v is None else v.capacity
 
     def barred(self, worker: bytes, now: float) -> str | None:
-        """Why `worker` is skipped for its reputation until a time ("skipped until ...: its
-        result for task t was disputed: ..."), or None while it is not."""
+        """Why `worker` is skipped for its reputation, and how much longer ("skipped for 6 d 23 h
+        more: its result for task t was disputed: ..."), or None while it is not."""
         v = self._views.get(worker)
         if v is None or v.barred_until is None or now >= v.barred_until:
             return None
@@ -307,13 +308,7 @@ class WorkerViews:
             v.verified, v.disputed, v.clean = r.verified, r.disputed, r.clean
             v.duration_mismatches = r.duration_mismatches
             v.challenges_passed, v.challenges_failed = r.challenges_passed, r.challenges_failed
-            v.capacity = (
-                "passed"
-                if r.capacity == "passed"
-                else "failed"
-                if r.capacity == "failed"
-                else "unknown"
-            )
+            v.capacity = _CAPACITIES.get(r.capacity, "unknown")
             v.strikes, v.challenge_strikes = r.strikes, r.challenge_strikes
             v.barred_until, v.barred_for = r.skip_until, r.skip_reason
             v.updated_at = r.updated_at
@@ -423,4 +418,4 @@ def _span(seconds: float) -> str:
         return f"{seconds // 86_400:.0f} d {seconds % 86_400 // 3600:.0f} h"
     if seconds >= 3600:
         return f"{seconds // 3600:.0f} h {seconds % 3600 // 60:.0f} min"
-    return f"{max(seconds, 1) // 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+    return f"{seconds // 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"

@@ -4,8 +4,8 @@ anything they caused leaves the node (a commitment sent, a result acknowledged).
 Owns: the entry types. On the scheduler's side the job book (`scheduler.jobs`) emits
 `JobOpened`, `JobResumed` and `JobFinished`, each `JobRun` emits `Moved`, `Committed`, `Charged`
 and `Judged`, and the scheduler's `WorkerViews` `Reputation` and `Forgotten`; the worker's
-`TaskManager` emits `Accepted` and `Issued`. `Store.record` writes a
-batch of them in one transaction; `Store`'s reads give back what a restarted scheduler resumes.
+`TaskManager` emits `Accepted` and `Issued`. `Store.record` writes a batch of them in one
+transaction; `Store`'s reads give back what a restarted scheduler resumes.
 Promises: entries are plain values (no references into a live core), so a batch can be written
 after the step that made it; replaying a job's entries in order rebuilds its tasks' states.
 """

@@ -224,21 +224,20 @@ class Batch:
                 f"batch not written to {path}: its entries name jobs with no JobOpened "
                 f"before them: {', '.join(unknown)}"
             )
-        pending = {
-            (row[0], row[1])
-            for row in db.execute(
-                "SELECT job, task FROM ledger WHERE role = 'paid' AND kind = 'receipt' "
-                "AND verdict IS NOT NULL"
-            )
-        } | {(r[2], r[3]) for r in self.ledger if r[0] == "paid" and r[10] is not None}
-        unjudged = sorted(
-            f"{job}/{task}" for _, job, task in self.judged if (job, task) not in pending
-        )
-        if unjudged:
-            return (
-                f"batch not written to {path}: a verdict names no receipt charged pending: "
-                + ", ".join(unjudged)
-            )
+        if self.judged:
+            pending = {
+                (row[0], row[1])
+                for row in db.execute(
+                    "SELECT job, task FROM ledger WHERE role = 'paid' AND kind = 'receipt' "
+                    "AND verdict IS NOT NULL"
+                )
+            } | {(r[2], r[3]) for r in self.ledger if r[0] == "paid" and r[10] is not None}
+            unjudged = sorted(f"{j}/{t}" for _, j, t in self.judged if (j, t) not in pending)
+            if unjudged:
+                return (
+                    f"batch not written to {path}: a verdict names no receipt charged pending: "
+                    + ", ".join(unjudged)
+                )
         charged = Counter((r[0], r[1]) for r in self.results)
         twice = {k for k, n in charged.items() if n > 1} | {
             (row[0], row[1])
