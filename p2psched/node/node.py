@@ -40,7 +40,7 @@ from p2psched.scheduler.discovery import Discovery
 from p2psched.scheduler.jobs import JobBook
 from p2psched.scheduler.run import DispatchConfig
 from p2psched.scheduler.service import Dispatcher, dht_finder
-from p2psched.scheduler.worker_views import DEFAULT_RULES, ReputationRules, WorkerViews
+from p2psched.scheduler.worker_views import DEFAULT_RULES, ReputationRules
 from p2psched.store import Store
 from p2psched.wire.address import host_port
 from p2psched.wire.deal import MAX_OPENING_MESSAGE
@@ -225,8 +225,6 @@ async def _start_scheduler(
     """The scheduler role, serving in `nursery`: how it finds workers, and its jobs; the
     workers' records it kept before a restart taken back (it remembers who lied)."""
     discovery = Discovery(dht)
-    views = WorkerViews()
-    views.load(store.reputations(views.max_workers))
     dispatcher = Dispatcher(
         identity,
         dht_finder(discovery),
@@ -236,10 +234,21 @@ async def _start_scheduler(
         max_result_bytes=config.max_result_bytes,
         receive_budget_bytes=config.receive_budget_bytes,
         explain=discovery.explain,
-        views=views,
     )
+    views = dispatcher.views
+    views.load(store.reputations(views.max_workers))
+    nursery.start_soon(_record_when_stopped, dispatcher)
     await nursery.start(dispatcher.serve)
     return discovery, JobBook(dispatcher, nursery, config=config)
+
+
+async def _record_when_stopped(dispatcher: Dispatcher) -> None:
+    """Write what changed of the workers' records since the scheduler last wrote, as the node
+    stops (a step outside any job's, such as a capacity challenge, may have changed them)."""
+    try:
+        await trio.sleep_forever()
+    finally:
+        dispatcher.record([])
 
 
 async def _start_gate(

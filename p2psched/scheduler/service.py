@@ -30,17 +30,21 @@ import trio
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.scheduler.ads import WorkerAd
+from p2psched.scheduler.compare import compare_results
 from p2psched.scheduler.discovery import Discovery
 from p2psched.scheduler.predictor import Predictor
 from p2psched.scheduler.run import (
     Close,
+    Compare,
     Connect,
     Discover,
     DispatchStats,
     JobRun,
     Send,
     Settled,
+    Spooled,
     Streamed,
+    TaskRun,
     WorkerState,
 )
 from p2psched.scheduler.standing import StandingQuotes
@@ -145,7 +149,6 @@ class Dispatcher:
         max_result_bytes: int = MAX_RESULT_BYTES,
         receive_budget_bytes: int = 2 * max_result_message(MAX_RESULT_BYTES),
         explain: ExplainMisses = lambda need: f"no worker found that meets {need}",
-        views: WorkerViews | None = None,
     ) -> None:
         self.identity = identity
         self.explain = explain
@@ -161,7 +164,7 @@ class Dispatcher:
         # The node's scheduling policy, shared by its jobs and switchable while they run.
         self.strategy = Strategy()
         self.predictor = Predictor()
-        self.views = WorkerViews() if views is None else views
+        self.views = WorkerViews()
         # For whoever watches the node (API, dashboard): the latest ad found of each worker,
         # and the latest tasks that ended failed (job, task, when), both bounded.
         self.ads: OrderedDict[bytes, WorkerAd] = OrderedDict()
@@ -181,7 +184,6 @@ class Dispatcher:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(self._record_when_stopped)
             task_status.started()
             while True:
                 deadline = min(
@@ -195,14 +197,6 @@ class Dispatcher:
                 for job_id, job in list(self._jobs.items()):
                     self._guarded(job_id, job.run.tick, now)
                     self._flush(job_id, kick=False)
-
-    async def _record_when_stopped(self) -> None:
-        """Write what changed of workers' records since the last write as the node stops (a
-        step outside any job's, such as a capacity challenge, may have changed them)."""
-        try:
-            await trio.sleep_forever()
-        finally:
-            self.record([])
 
     def add(
         self,
@@ -228,11 +222,9 @@ class Dispatcher:
         return job.done
 
     def record(self, entries: list[Entry]) -> None:
-        """Make `entries` durable (then empty the list), before what they caused goes out;
-        with them, the workers' reputations that changed since (one row each at most)."""
-        entries.extend(self.views.changed())
-        if self.store is not None:
-            self.store.record(entries)
+        """Make `entries` durable (then empty the list), before what they caused goes out."""
+        if self.store is not None:  # (with the workers' records changed since: a row each)
+            self.store.record([*entries, *self.views.changed()])
         entries.clear()
 
     def rival(self, job_id: str, worker: WorkerState) -> float:
@@ -316,6 +308,8 @@ class Dispatcher:
                         watcher[0](action.output)
                 elif isinstance(action, Discover):
                     self._start_discovery(job_id)
+                elif isinstance(action, Compare) and self._nursery is not None:
+                    self._nursery.start_soon(self._compare, job_id, action)
         self.record(job.run.journal)  # moves that asked for no action (a task seen running)
         if job.run.done:
             del self._jobs[job_id]
@@ -333,6 +327,25 @@ class Dispatcher:
         # sleeps until: waking it for every message would tick every job for every message.
         if kick and (job.run.done or job.run.next_deadline() < self._waking_at):
             self._kick.set()
+
+    async def _compare(self, job_id: str, action: Compare) -> None:
+        """Run the job's compare command on two of its results, and tell its run."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return
+        values = [self._output(job_id, job.run.tasks[tid]) for tid in (action.a, action.b)]
+        same, error = await compare_results(action.command, *values)
+        job = self._jobs.get(job_id)
+        if job is not None:
+            job.run.compared(action.a, action.b, same, self.clock(), error)
+            self._flush(job_id)
+
+    def _output(self, job_id: str, t: TaskRun) -> Any:
+        """A task's output: in memory, or (too large to keep there) in the store."""
+        if t.output is not Spooled.IN_STORE:
+            return t.output
+        assert self.store is not None  # (a run without one keeps every output)
+        return self.store.stored_value(job_id, t.spec.task_id)
 
     def _send(self, worker: bytes, message: Message) -> None:
         link = self._links.get(worker)

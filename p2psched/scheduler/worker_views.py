@@ -140,7 +140,7 @@ class WorkerViews:
         # Workers whose `Reputation` changed since `changed` last handed them out, and those
         # dropped from memory since (their rows go too: the store holds what memory holds).
         self._dirty: set[bytes] = set()
-        self._dropped: set[bytes] = set()
+        self._dropped: dict[bytes, None] = {}  # (an ordered set, bounded as the records are)
 
     def __len__(self) -> int:
         return len(self._views)
@@ -156,11 +156,13 @@ class WorkerViews:
         v = self._views.get(worker)
         if v is None:
             v = self._views[worker] = WorkerView(worker)
-            self._dropped.discard(worker)
+            self._dropped.pop(worker, None)
             while len(self._views) > self.max_workers:
                 dropped, _ = self._views.popitem(last=False)
                 self._dirty.discard(dropped)
-                self._dropped.add(dropped)
+                self._dropped[dropped] = None
+                if len(self._dropped) > self.max_workers:  # (nobody takes them: no store)
+                    del self._dropped[next(iter(self._dropped))]
         else:
             self._views.move_to_end(worker)
         return v

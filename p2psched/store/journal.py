@@ -78,7 +78,7 @@ VERDICTS = ("agreed", "disputed", "unsettled")
 class Judged:
     """The verdict on a task's pending receipt (`Charged` with verdict "pending"): "agreed"
     (it counts as spent), "disputed" (its result disagreed with the canonical one: never paid)
-    or "unsettled" (no quorum was reached: never paid)."""
+    or "unsettled" (no quorum was reached, or its job was cancelled first: never paid)."""
 
     job: str
     task: str

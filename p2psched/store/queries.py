@@ -21,7 +21,9 @@ from typing import Any
 
 from p2psched.store.journal import Reputation
 from p2psched.store.schema import document, limit_out
+from p2psched.wire.codec import decode
 from p2psched.wire.deal import Receipt
+from p2psched.wire.noise import MAX_FRAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +150,13 @@ class StoreReads:
             return None
         output: bytes = row[0]
         return output if row[1] is None else self.outputs / row[1]
+
+    def stored_value(self, job: str, task: str) -> Any:
+        """A task's output, decoded, from its row or its file; None if it has no result."""
+        kept = self.stored_output(job, task)
+        if isinstance(kept, Path):
+            kept = kept.read_bytes()
+        return None if kept is None else decode(kept, MAX_FRAME)
 
     def spent(self, job: str) -> float:
         """What this node has paid for `job`: its ok receipts, plain or agreed (not those

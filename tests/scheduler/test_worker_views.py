@@ -175,3 +175,12 @@ def test_changes_are_handed_out_once_each_and_load_back_the_same() -> None:
     assert again.skipped(A, 20.0) and again.disputes(A) == 1 and again.changed() == []
     views.failed(b"\xcc" * 32, "t", "x", now=13.0)  # past max_workers: A, the oldest, goes
     assert Forgotten(A) in views.changed()
+
+
+def test_changes_nobody_takes_stay_within_max_workers() -> None:
+    views = WorkerViews(max_workers=2)  # (a scheduler with no store never takes them)
+    for i in range(50):
+        views.verified(bytes([i]) * 32, "t", now=float(i))
+    changed = views.changed()
+    assert sum(isinstance(c, Forgotten) for c in changed) == 2
+    assert sum(isinstance(c, Reputation) for c in changed) == 2
