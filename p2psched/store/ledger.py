@@ -15,14 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2psched.identity import node_id_of
-from p2psched.store.schema import document
+from p2psched.store.schema import SPENT, document
 from p2psched.wire.codec import DecodeError
 from p2psched.wire.deal import Commitment, Receipt
 from p2psched.wire.schema import SchemaError
 
-# A paid receipt counts as spent when ok and plain (no verdict) or agreed; never when its
-# result awaits verification, disagreed with the canonical one, or no quorum settled it.
-_SPENT = "ok AND (verdict IS NULL OR verdict = 'agreed')"
 _UNPAID = "('disputed', 'unsettled')"
 DISPUTED_LISTED = 100  # the disputed receipts a summary lists (all are counted)
 
@@ -61,8 +58,8 @@ class StoreLedger:
             for r in self._db.execute(
                 "SELECT job, "
                 "TOTAL(CASE WHEN kind = 'commitment' THEN amount END), "
-                f"TOTAL(CASE WHEN kind = 'receipt' AND {_SPENT} THEN amount END), "
-                f"COUNT(CASE WHEN kind = 'receipt' AND {_SPENT} THEN 1 END), "
+                f"TOTAL(CASE WHEN kind = 'receipt' AND {SPENT} THEN amount END), "
+                f"COUNT(CASE WHEN kind = 'receipt' AND {SPENT} THEN 1 END), "
                 "COUNT(CASE WHEN verdict = 'pending' THEN 1 END), "
                 f"COUNT(CASE WHEN verdict IN {_UNPAID} THEN 1 END) "
                 "FROM ledger WHERE role = 'paid' GROUP BY job ORDER BY job"
@@ -72,7 +69,7 @@ class StoreLedger:
             {"peer": r[0].hex(), "spent": r[1], "earned": r[2], "disputed": r[3]}
             for r in self._db.execute(
                 "SELECT peer, "
-                f"TOTAL(CASE WHEN role = 'paid' AND {_SPENT} THEN amount END), "
+                f"TOTAL(CASE WHEN role = 'paid' AND {SPENT} THEN amount END), "
                 "TOTAL(CASE WHEN role = 'earned' AND ok THEN amount END), "
                 f"COUNT(CASE WHEN verdict IN {_UNPAID} THEN 1 END) "
                 "FROM ledger WHERE kind = 'receipt' GROUP BY peer ORDER BY peer"

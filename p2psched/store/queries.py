@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from p2psched.store.journal import Reputation
-from p2psched.store.schema import document, limit_out
+from p2psched.store.schema import SPENT, document, limit_out
 from p2psched.wire.codec import decode
 from p2psched.wire.deal import Receipt
 from p2psched.wire.noise import MAX_FRAME
@@ -163,7 +163,7 @@ class StoreReads:
         awaiting verification, disputed or unsettled)."""
         row = self._db.execute(
             "SELECT TOTAL(amount) FROM ledger WHERE job = ? AND role = 'paid' "
-            "AND kind = 'receipt' AND ok AND (verdict IS NULL OR verdict = 'agreed')",
+            f"AND kind = 'receipt' AND {SPENT}",
             (job,),
         ).fetchone()
         return float(row[0])
@@ -230,7 +230,7 @@ class StoreReads:
         spent = dict(
             db.execute(
                 "SELECT job, TOTAL(amount) FROM ledger WHERE job IN "
-                f"({ids}) AND role = 'paid' AND kind = 'receipt' AND ok GROUP BY job",
+                f"({ids}) AND role = 'paid' AND kind = 'receipt' AND {SPENT} GROUP BY job",
                 (arg,),
             ).fetchall()
         )

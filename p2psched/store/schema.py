@@ -257,6 +257,11 @@ def json_value(v: Any) -> Any:
     raise TypeError(f"a job spec value of type {type(v).__name__} cannot be stored: {v!r}")
 
 
+# A paid receipt's row counts as spent when ok and plain (no verdict) or agreed; never while its
+# result awaits verification, nor once disputed or left unsettled (schema version 4).
+SPENT = "ok AND (verdict IS NULL OR verdict = 'agreed')"
+
+
 def limit_in(v: float) -> float | None:
     """A limit (MTR, budget) as its column keeps it: NULL for unlimited."""
     return None if math.isinf(v) else v

@@ -161,6 +161,7 @@ def test_receipts_pending_disputed_or_unsettled_are_not_spent_and_are_listed(
         {"peer": WORKER.node_id.hex(), "spent": 4.0, "earned": 0.0, "disputed": 2}
     ]
     assert summary["spent"] == 4.0 and store.spent("a-1") == 4.0
+    assert [j.spent for j in store.jobs()] == [4.0]  # as `jobs` lists it
     assert [(d["task"], d["verdict"], d["amount"]) for d in summary["disputed"]] == [
         ("t1~2", "unsettled", 2.0),
         ("t1", "disputed", 2.0),
