@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from p2psched.api.endpoint import TOKEN_FILE
@@ -152,7 +153,18 @@ def _show_workers(args: argparse.Namespace, need: str, ads: list[dict[str, Any]]
         return
     print(f"{len(ads)} worker(s) matching {need}")
     print_table(
-        ("NODE", "GPUS", "RAM", "CPUS", "PRICE", "SLOTS", "LOAD", "MODELS"),
+        (
+            "NODE",
+            "GPUS",
+            "RAM",
+            "CPUS",
+            "PRICE",
+            "SLOTS",
+            "LOAD",
+            "MODELS",
+            "VERIFIED/DISPUTED",
+            "CAPACITY",
+        ),
         (
             (
                 ad["node_id"][:16],
@@ -163,11 +175,24 @@ def _show_workers(args: argparse.Namespace, need: str, ads: list[dict[str, Any]]
                 ad["free_slots"],
                 _load(ad["workload"], bool(ad["gpus"])),
                 ", ".join(ad["models"]) or "-",
+                *_reputation(ad.get("reputation")),
             )
             for ad in ads
         ),
-        right={"RAM", "CPUS", "PRICE", "SLOTS"},
+        right={"RAM", "CPUS", "PRICE", "SLOTS", "VERIFIED/DISPUTED"},
     )
+    for ad in ads:
+        if (r := ad.get("reputation")) and r["barred"]:
+            until = datetime.fromtimestamp(r["barred_until"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+            print(f"{ad['node_id'][:16]} is skipped until {until}: {r['barred_for']}")
+
+
+def _reputation(r: dict[str, Any] | None) -> tuple[str, str]:
+    """This node's record of a worker's results and capacity ("-": none, asked through a
+    gate or never used)."""
+    if r is None:
+        return "-", "-"
+    return f"{r['verified']}/{r['disputed']}", r["capacity"]
 
 
 def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
@@ -205,7 +230,7 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     sp = add_command(
         sub,
         "workers",
-        "list the workers that match a need",
+        "list the workers that match a need, with this node's record of their results",
         ["p2psched workers --need 'gpu=A100,vram>=40' --data-dir .devnet/gate"],
         parents=[common],
         more="Asks the node running on --data-dir, or with --gate the network itself.",

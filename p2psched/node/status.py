@@ -309,14 +309,22 @@ class NodeFacade(ModelRequests):
         return waits
 
     async def workers(self, need: str = "") -> list[WorkerAdView]:
-        """The ads of the live workers that match `need` (as `Need.parse` reads it)."""
+        """The ads of the live workers that match `need` (as `Need.parse` reads it), each with
+        this node's record of its reputation (None: none)."""
         try:
             parsed = Need.parse(need)
         except NeedError as e:
             raise Invalid(f"need: {e}") from None
         ads = await self._node.discovery.find(parsed)
         now = self._node.dht.now()
-        return [WorkerAdView.model_validate(ad_json(ad, now)) for ad in ads]
+        views = []
+        for ad in ads:
+            record = self._record(ad.node_id, now)
+            reputation = None if record is None else record.reputation
+            views.append(
+                WorkerAdView.model_validate({**ad_json(ad, now), "reputation": reputation})
+            )
+        return views
 
     # -- counters, for the metrics ---------------------------------------------------------------
 

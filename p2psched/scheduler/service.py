@@ -223,8 +223,8 @@ class Dispatcher:
 
     def record(self, entries: list[Entry]) -> None:
         """Make `entries` durable (then empty the list), before what they caused goes out."""
-        if self.store is not None:
-            self.store.record(entries)
+        if self.store is not None:  # (with the workers' records changed since: a row each)
+            self.store.record([*entries, *self.views.changed()])
         entries.clear()
 
     def rival(self, job_id: str, worker: WorkerState) -> float:
