@@ -390,3 +390,19 @@ def test_late_binding_keeps_copies_apart_too() -> None:
     for g in net.run.groups.values():
         ran = [net.run.tasks[c].receipt.worker for c in g.copies if net.run.tasks[c].receipt]
         assert len(ran) == len(set(ran)) and not {ids[0], ids[1]} <= set(ran)
+
+
+def test_a_task_no_worker_takes_for_a_dispute_says_so() -> None:
+    from p2psched.scheduler.run import DispatchConfig
+
+    sched = Identity.generate()
+    a = Identity.generate()
+    run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, config=DispatchConfig(no_worker_s=5))
+    net = Net(run, {a.node_id: wm.TaskManager(a)})
+    run.views.disputed(a.node_id, "job-earlier", "its result disagreed", now=net.now)
+    run.add_workers([ad(a)], net.now)
+    net.pump()
+    net.advance(10)
+    t = run.tasks["job-000000"]
+    assert t.state == S.FAILED
+    assert t.error is not None and "skipped for 6 d" in t.error and "disputed" in t.error
