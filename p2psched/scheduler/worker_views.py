@@ -49,6 +49,10 @@ class WorkerView:
     models: OrderedDict[str | None, ModelRecord] = field(default_factory=OrderedDict)
     # The breaker: None while closed; when open, skipped until then; past it, half-open.
     skip_until: float | None = None
+    # Its capacity challenges (proof of the capacity its ad claims): "unknown" until one ends.
+    challenges_passed: int = 0
+    challenges_failed: int = 0
+    capacity: Literal["passed", "failed", "unknown"] = "unknown"
 
     @property
     def tasks(self) -> int:
@@ -164,6 +168,19 @@ class WorkerViews:
             or (v.tasks >= self.trip_after and bad_rate > self.trip_ratio)
         ):
             v.skip_until = now + self.cool_off
+
+    def challenged(self, worker: bytes, passed: bool, reason: str | None, *, now: float) -> None:
+        """A capacity challenge of `worker` ended: it proved what its ad claims, or not
+        (`reason`: why not)."""
+        v = self._touch(worker)
+        v.challenges_passed += int(passed)
+        v.challenges_failed += int(not passed)
+        v.capacity = "passed" if passed else "failed"
+
+    def capacity(self, worker: bytes) -> str:
+        """Its last capacity challenge's outcome: "passed", "failed" or "unknown"."""
+        v = self._views.get(worker)
+        return "unknown" if v is None else v.capacity
 
     def penalty(self, worker: bytes, now: float) -> float:
         """A multiplier >= 1 on the worker's cost or time when ranking it (1: nothing against

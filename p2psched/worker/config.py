@@ -20,6 +20,7 @@ worker starts; an absent field keeps its default or what was detected.
     # any scheduler may ask at the cheapest band, and the ad shows that band's price.
     priority_multipliers = { low = 0.8, normal = 1.0, high = 1.5 }
     scheduler_grace_s = 60          # a scheduler gone this long has its running tasks stopped
+    challenge_interval_s = 600      # one capacity challenge per scheduler this often, at most
     models = ["llama-3-8b"]         # installed models it serves
     loaded_models = ["llama-3-8b"]  # of those, the ones in memory now
     labels = { region = "eu", owner = "ana" }
@@ -233,6 +234,7 @@ class WorkerConfig:
     upload_mbps: float = 0.0
     override: dict[str, Any] = field(default_factory=dict)
     scheduler_grace_s: float = 60.0
+    challenge_interval_s: float = 600.0  # (`worker.challenge.INTERVAL_S`)
     priority_prices: PriorityPrices = PriorityPrices()
     schedulers: SchedulerPolicy = SchedulerPolicy()  # as the file says inline
     schedulers_file: Path | None = None  # and what this file lists, read while it runs
@@ -306,6 +308,7 @@ class _WorkerTable(BaseModel):
     min_price: _Amount = 0.0
     priority_multipliers: _Multipliers = _Multipliers()
     scheduler_grace_s: Annotated[float, seconds(MAX_GRACE_S)] = 60.0
+    challenge_interval_s: Annotated[float, seconds(MAX_GRACE_S)] = 600.0
     models: _Names = ()
     loaded_models: _Names = ()
     labels: Annotated[dict[str, str], BeforeValidator(_labels)] = Field(default_factory=dict)
@@ -470,6 +473,7 @@ def check_config(doc: dict[str, Any], path: Path) -> WorkerConfig:
         upload_mbps=file.network.upload_mbps,
         override=file.override.model_dump(exclude_unset=True),
         scheduler_grace_s=w.scheduler_grace_s,
+        challenge_interval_s=w.challenge_interval_s,
         priority_prices=PriorityPrices(**w.priority_multipliers.model_dump()),
         schedulers=file.schedulers.policy(),
         schedulers_file=_schedulers_file(path, file.schedulers.file),
