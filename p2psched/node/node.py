@@ -286,10 +286,7 @@ async def _start_worker(
         max_message_bytes=config.max_message_bytes,
         receive_budget_bytes=config.receive_budget_bytes,
         challenges=ChallengeDesk(
-            node.identity,
-            price=config.min_price,
-            interval_s=config.challenge_interval_s,
-            durable=True,
+            node.identity, config.min_price, config.challenge_interval_s, durable=True
         ),
         gpu=bool(config.gpus(detected)),
     )

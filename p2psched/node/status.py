@@ -49,13 +49,13 @@ from p2psched.node.snapshots import (
 )
 from p2psched.resources.need import Need, NeedError
 from p2psched.scheduler.ads import ad_json
+from p2psched.scheduler.challenges import UnknownWorker
 from p2psched.scheduler.job import JobSpecError, parse_job
 from p2psched.scheduler.jobs import SubmittedJob, stored_output, to_json
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.past_jobs import PastTasks, past_status
 from p2psched.scheduler.predictor import MODES as PREDICT_MODES
 from p2psched.scheduler.run import TaskRun
-from p2psched.scheduler.service import UnknownWorker
 from p2psched.scheduler.strategy import STRATEGIES
 from p2psched.scheduler.worker_views import MAX_REASON
 from p2psched.store import Store

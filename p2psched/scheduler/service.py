@@ -28,10 +28,9 @@ from typing import Any, Protocol
 import trio
 
 from p2psched.identity import Identity
-from p2psched.resources.challenge import size_for
 from p2psched.resources.need import Need
 from p2psched.scheduler.ads import WorkerAd
-from p2psched.scheduler.challenge import DEFAULT_ROWS, CapacityChallenge, CapacityVerdict
+from p2psched.scheduler.challenges import CapacityChallenges, Underway
 from p2psched.scheduler.discovery import Discovery
 from p2psched.scheduler.predictor import Predictor
 from p2psched.scheduler.run import (
@@ -57,9 +56,6 @@ from p2psched.wire.deal import MAX_OPENING_MESSAGE, MAX_RESULT_BYTES, job_of, ma
 from p2psched.wire.frame_budget import FrameBudget
 from p2psched.wire.messages import (
     CHALLENGE_MESSAGES,
-    MAX_CHALLENGE_N,
-    MAX_CHALLENGE_ROWS,
-    MIN_CHALLENGE_N,
     Beat,
     Commit,
     Decline,
@@ -98,13 +94,11 @@ class Dial(Protocol):
 
 
 log = logging.getLogger(__name__)
-MAX_ADS_KEPT = 10_000  # workers' ads kept for watchers, the least recently refreshed dropped
 _UNNEEDED = "no job needs it now"
 FLUSH_S = 5.0  # a link no job needs any more closes once its last messages are out, or then
 # ... after staying open this long for the next job (one of a stream of small ones, such as the
 # OpenAI gateway's requests, would otherwise pay a TCP and Noise handshake each)
 LINGER_S = 10.0
-TARGET_S = 3.0  # what a capacity challenge's product should take, by the worker's ad
 # Requests a worker answers by their request id: the answer goes to the job that asked.
 _ANSWERED = (QuoteRequest, Commit, Reserve, Withdraw)
 
@@ -138,22 +132,7 @@ class _Link:
     ended: str | None = None  # why it went, once it has
 
 
-@dataclass(slots=True)
-class _Challenge:
-    """A capacity challenge under way on a worker's link (one at a time per worker)."""
-
-    core: CapacityChallenge | None = None  # None while its link comes up
-    kick: trio.Event = field(default_factory=trio.Event)  # an answer came, or the link went
-    done: trio.Event = field(default_factory=trio.Event)
-    verdict: CapacityVerdict | None = None
-
-
-class UnknownWorker(LookupError):
-    """A worker to challenge whose ad this node has not seen (so neither where it is nor
-    what it claims)."""
-
-
-class Dispatcher:
+class Dispatcher(CapacityChallenges):
     """The scheduler role of a node: runs its jobs (`add`) over one link per worker shared by
     all of them, finds workers for them in the DHT, records what they journal before it acts
     on it, and ticks them on one timer loop. Serve it with `nursery.start(dispatcher.serve)`."""
@@ -200,7 +179,7 @@ class Dispatcher:
         # task id -> where its partial results go, and what to call once it is final
         self._watchers: dict[str, tuple[Callable[[Any], None], Callable[[], None]]] = {}
         self.standing = StandingQuotes()
-        self._challenges: dict[bytes, _Challenge] = {}
+        self._challenges: dict[bytes, Underway] = {}
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -423,127 +402,6 @@ class Dispatcher:
         link.idle_since = None
         return link
 
-    # -- capacity challenges --------------------------------------------------------------
-
-    async def challenge(
-        self,
-        worker: bytes,
-        *,
-        n: int | None = None,
-        rows: int = DEFAULT_ROWS,
-        connect_s: float = 30.0,
-    ) -> CapacityVerdict:
-        """Challenge the capacity `worker`'s ad claims (`scheduler.challenge`), over its link
-        (dialled for it if no job has one): an n x n product (`n` None: sized from the ad),
-        `rows` rows opened. One at a time per worker: a call while one runs gets its
-        verdict. A verdict that says anything of its capacity (not a refusal) goes into its
-        record (`views.challenged`), which all the node's jobs read. `UnknownWorker` if no ad
-        of it was found; `ValueError` for `n` or `rows` out of bounds."""
-        running = self._challenges.get(worker)
-        if running is not None:
-            await running.done.wait()
-            assert running.verdict is not None
-            return running.verdict
-        ad = self.ads.get(worker)
-        if ad is None:
-            raise UnknownWorker(
-                f"no ad of worker {worker.hex()} has been found by this node "
-                "(`p2psched workers` lists those it knows)"
-            )
-        n = n if n is not None else size_for(ad.profile, TARGET_S)
-        if not MIN_CHALLENGE_N <= n <= MAX_CHALLENGE_N or not 1 <= rows <= min(
-            n, MAX_CHALLENGE_ROWS
-        ):
-            raise ValueError(
-                f"n must be {MIN_CHALLENGE_N}..{MAX_CHALLENGE_N} and rows 1..min(n, "
-                f"{MAX_CHALLENGE_ROWS}), not n={n}, rows={rows}"
-            )
-        entry = self._challenges[worker] = _Challenge()
-        try:
-            entry.verdict = await self._challenge(worker, ad, n, rows, connect_s, entry)
-        finally:
-            del self._challenges[worker]
-            entry.done.set()
-            if (link := self._links.get(worker)) is not None:
-                self._idle(worker, link)
-        verdict = entry.verdict
-        now = self.clock()
-        if not verdict.refused:
-            self.views.challenged(worker, verdict.passed, verdict.reason, now=now)
-        self._tell_jobs(worker, now)
-        log.log(
-            logging.INFO if verdict.passed else logging.WARNING,
-            "capacity challenge of worker %s: %s",
-            worker.hex()[:16],
-            "passed" if verdict.passed else verdict.reason,
-            extra={"worker": worker.hex()},
-        )
-        return verdict
-
-    async def _challenge(
-        self, worker: bytes, ad: WorkerAd, n: int, rows: int, connect_s: float, entry: _Challenge
-    ) -> CapacityVerdict:
-        link = self._open_link(worker, ad.profile.addresses)
-        with trio.move_on_after(connect_s):
-            await link.settled.wait()
-        if link.public_key is None or link.ended is not None:
-            why = link.ended or f"not reached within {connect_s:g} s"
-            return _unreached(worker, n, rows, f"the worker could not be reached: {why}")
-        core = entry.core = CapacityChallenge(
-            self.identity, worker, link.public_key, ad.profile, next(self.rids), self.clock(),
-            n=n, rows=rows,
-        )  # fmt: skip
-        while True:
-            self.record(core.journal)
-            for send in core.actions():
-                self._send(worker, send.message)
-            if core.verdict is not None:
-                return core.verdict
-            if link.ended is not None:
-                core.abandon(f"the channel to it ended: {link.ended}")
-                continue
-            deadline = core.next_deadline()
-            with trio.move_on_at(trio.current_time() + deadline - self.clock()):
-                await entry.kick.wait()
-            entry.kick = trio.Event()
-            core.tick(self.clock())
-
-    def challenge_for_jobs(self, worker: bytes) -> None:
-        """A job's run needs `worker`'s capacity checked before it gives it tasks (its
-        `Challenge` action): a challenge starts unless one runs, and every run hears
-        (`challenged`) when it ends."""
-        if worker not in self._challenges and self._nursery is not None:
-            self._nursery.start_soon(self._challenge_for_jobs, worker)
-
-    async def _challenge_for_jobs(self, worker: bytes) -> None:
-        try:
-            await self.challenge(worker)
-        except (UnknownWorker, ValueError) as e:
-            log.warning("cannot challenge worker %s: %s", worker.hex()[:16], e)
-            self._tell_jobs(worker, self.clock())
-
-    def _tell_jobs(self, worker: bytes, now: float) -> None:
-        """Each job's run hears that a challenge of `worker` ended (the verdict is in
-        `views`, which they read)."""
-        for job_id, job in list(self._jobs.items()):
-            # (`JobRun.challenged`, the runs' side of issue 18's hook, may not be there yet)
-            if (heard := getattr(job.run, "challenged", None)) is not None:
-                self._guarded(job_id, heard, worker, now)
-                self._flush(job_id)
-
-    def _challenge_takes(self, worker: bytes, m: Message) -> bool:
-        challenge = self._challenges.get(worker)
-        return challenge is not None and challenge.core is not None and challenge.core.takes(m)
-
-    def saw(self, ads: list[WorkerAd]) -> None:
-        """Keep the newest of these ads of each worker (for watchers, and for challenges)."""
-        for ad in ads:
-            if ad.node_id not in self.ads or self.ads[ad.node_id].seq < ad.seq:
-                self.ads[ad.node_id] = ad
-                self.ads.move_to_end(ad.node_id)
-        while len(self.ads) > MAX_ADS_KEPT:
-            self.ads.popitem(last=False)
-
     def _start_discovery(self, job_id: str) -> None:
         job = self._jobs.get(job_id)
         if job is None or job.discovering or self._nursery is None:
@@ -609,8 +467,7 @@ class Dispatcher:
             del self._links[worker]
         link.ended = reason
         link.settled.set()
-        if (challenge := self._challenges.get(worker)) is not None:
-            challenge.kick.set()
+        self._challenge_heard(worker, None, 0.0)
         self.standing.drop(worker)
         for key in [k for k in self._rid_owner if k[0] == worker]:
             del self._rid_owner[key]  # answers that can no longer come
@@ -661,12 +518,7 @@ class Dispatcher:
         names, by the request it answers, or (a heartbeat) to each job, about its tasks."""
         now = self.clock()
         if isinstance(m, CHALLENGE_MESSAGES) or self._challenge_takes(worker, m):
-            # (a challenge's answer no challenge waits for is dropped: a job's run would
-            # drop the worker for a message it does not know)
-            challenge = self._challenges.get(worker)
-            if challenge is not None and challenge.core is not None:
-                challenge.core.receive(m, now)
-                challenge.kick.set()
+            self._challenge_heard(worker, m, now)  # (never a job's: it would drop the worker)
             return
         match m:
             case Beat():
@@ -719,10 +571,6 @@ class Dispatcher:
             self._jobs[job_id].run.abandon(
                 f"internal error in the scheduler: {e!r}"[:300], args[-1]
             )
-
-
-def _unreached(worker: bytes, n: int, rows: int, reason: str) -> CapacityVerdict:
-    return CapacityVerdict(worker, False, reason, n, rows, 0.0, 0.0, None, None, 0.0, True)
 
 
 def _log_settled(run: JobRun, task_id: str) -> None:

@@ -104,7 +104,15 @@ from p2psched.resources.driver_inputs import KNOWN_DRIVERS as KNOWN_DRIVERS
 from p2psched.resources.profile import Gpu, Profile
 from p2psched.wire.codec import decode
 from p2psched.wire.deal import MAX_COMMIT_MESSAGE
-from p2psched.worker.config_values import REFUSED, TABLE, finite, refuse, seconds
+from p2psched.worker.config_values import (
+    REFUSED,
+    TABLE,
+    finite,
+    interval,
+    refuse,
+    seconds,
+    share,
+)
 from p2psched.worker.driver_config import ANY_MODEL as ANY_MODEL
 from p2psched.worker.driver_config import CONFIG_FOLDER
 from p2psched.worker.driver_config import CommandDriverConfig as CommandDriverConfig
@@ -194,26 +202,14 @@ _NodeIds = Annotated[frozenset[bytes], BeforeValidator(_node_ids)]
 _Multiplier = Annotated[float, BeforeValidator(_multiplier)]
 
 
-def _interval(v: Any) -> float:
-    if not 0.1 <= finite(v) <= 3600:
-        raise refuse(f"must be 0.1..3600 seconds, not {v!r}")
-    return float(v)
-
-
-def _share(v: Any) -> float:
-    if not finite(v) <= 1:
-        raise refuse(f"must be a fraction of capacity, 0..1, not {v!r}")
-    return float(v)
-
-
 class WorkloadSettings(BaseModel):
     """[workload]: how often the ad's live load is sampled, and how far it must move to be
     republished (`worker.workload`)."""
 
     model_config = TABLE
 
-    interval_s: Annotated[float, BeforeValidator(_interval)] = 10.0
-    threshold: Annotated[float, BeforeValidator(_share)] = 0.1
+    interval_s: Annotated[float, BeforeValidator(interval)] = 10.0
+    threshold: Annotated[float, BeforeValidator(share)] = 0.1
 
 
 @dataclass(frozen=True, slots=True)
