@@ -212,3 +212,39 @@ def test_a_user_challenges_a_worker_from_the_cli_and_both_ledgers_show_it(
         p2psched("ledger", "--json", "--verify", "--data-dir", str(tmp_path / "w")).stdout
     )
     assert earned["earned"] == 0.25 and earned["problems"] == []
+
+
+class HearingRun(JobRun):
+    """A job's run that notes each challenge it hears of (`JobRun.challenged`, issue 18),
+    with the capacity the node's record then says."""
+
+    heard: list[tuple[bytes, str]]
+
+    def challenged(self, worker: bytes, now: float) -> None:
+        self.heard.append((worker, self.views.capacity(worker)))
+
+
+async def test_a_challenge_jobs_ask_for_runs_once_and_every_job_hears_its_outcome() -> None:
+    async with honest_worker() as (dispatcher, worker):
+        runs = []
+        for name in ("one", "two"):  # jobs that wait: no worker serves their model
+            task = replace(spec(0, need="model=none-here"), task_id=task_id_for(name, 0))
+            run = HearingRun(
+                dispatcher.identity,
+                name,
+                [task],
+                mtr=0,
+                now=dispatcher.clock(),
+                rids=dispatcher.rids,
+                views=dispatcher.views,
+            )
+            run.heard = []
+            dispatcher.add(run)
+            runs.append(run)
+        dispatcher.challenge_for_jobs(worker.node_id)
+        dispatcher.challenge_for_jobs(worker.node_id)  # one at a time: this one starts none
+        with trio.fail_after(30):
+            while not all(run.heard for run in runs):
+                await trio.sleep(0.01)
+        await trio.sleep(0.1)  # (a second challenge would have been refused by now)
+        assert [run.heard for run in runs] == [[(worker.node_id, "passed")]] * 2
