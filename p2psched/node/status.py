@@ -80,6 +80,7 @@ __all__ = [
 ]
 
 CONNECT_S = 10.0  # for a worker challenged by hand to be reached
+BY_HAND_S = 15.0  # the most its product may take by its ad (a request waits for the verdict)
 JOBS_SHOWN = 100  # jobs listed unless asked for more
 JOBS_MAX = 1000
 RESULTS_PAGE_MAX = 10_000
@@ -436,7 +437,7 @@ class NodeFacade(ModelRequests):
         if node_id not in d.ads:
             d.saw(await self._node.discovery.find(Need.parse("")))
         try:
-            v = await d.challenge(node_id, n=n, rows=rows, connect_s=CONNECT_S)
+            v = await d.challenge(node_id, n=n, rows=rows, connect_s=CONNECT_S, most_s=BY_HAND_S)
         except UnknownWorker as e:
             raise NotFound(str(e)) from None
         except ValueError as e:

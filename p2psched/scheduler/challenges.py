@@ -13,6 +13,7 @@ is sent.
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,9 +22,14 @@ from typing import Any, Protocol
 import trio
 
 from p2psched.identity import Identity
-from p2psched.resources.challenge import size_for
+from p2psched.resources.challenge import SLOW_FACTOR, expected_seconds, size_for
 from p2psched.scheduler.ads import WorkerAd
-from p2psched.scheduler.challenge import DEFAULT_ROWS, CapacityChallenge, CapacityVerdict
+from p2psched.scheduler.challenge import (
+    DEFAULT_ROWS,
+    GRACE_S,
+    CapacityChallenge,
+    CapacityVerdict,
+)
 from p2psched.scheduler.worker_views import WorkerViews
 from p2psched.store.journal import Entry
 from p2psched.wire.messages import MAX_CHALLENGE_N, MAX_CHALLENGE_ROWS, MIN_CHALLENGE_N, Message
@@ -84,7 +90,13 @@ class _Dispatcher(Protocol):
     def _guarded(self, job_id: str, step: Callable[..., None], *args: Any) -> None: ...
     def _tell_jobs(self, worker: bytes, now: float) -> None: ...
     async def challenge(
-        self, worker: bytes, *, n: int | None = None, rows: int = ..., connect_s: float = ...
+        self,
+        worker: bytes,
+        *,
+        n: int | None = None,
+        rows: int = ...,
+        connect_s: float = ...,
+        most_s: float = ...,
     ) -> CapacityVerdict: ...
 
 
@@ -107,13 +119,15 @@ class CapacityChallenges:
         n: int | None = None,
         rows: int = DEFAULT_ROWS,
         connect_s: float = 30.0,
+        most_s: float = math.inf,
     ) -> CapacityVerdict:
         """Challenge the capacity `worker`'s ad claims (`scheduler.challenge`), over its link
         (dialled for it if no job has one): an n x n product (`n` None: sized from the ad),
         `rows` rows opened. One at a time per worker: a call while one runs gets its
         verdict. A verdict that says anything of its capacity (not a refusal) goes into its
         record (`views.challenged`), which all the node's jobs read. `UnknownWorker` if no ad
-        of it was found; `ValueError` for `n` or `rows` out of bounds."""
+        of it was found; `ValueError` for `n` or `rows` out of bounds, or an `n` whose product
+        its ad gives more than `most_s` seconds."""
         running = self._challenges.get(worker)
         if running is not None:
             await running.done.wait()
@@ -132,6 +146,11 @@ class CapacityChallenges:
             raise ValueError(
                 f"n must be {MIN_CHALLENGE_N}..{MAX_CHALLENGE_N} and rows 1..min(n, "
                 f"{MAX_CHALLENGE_ROWS}), not n={n}, rows={rows}"
+            )
+        if (limit := SLOW_FACTOR * expected_seconds(ad.profile, n) + GRACE_S) > most_s:
+            raise ValueError(
+                f"n={n}: its ad gives this worker up to {limit:.0f} s for the product, over "
+                f"the {most_s:g} s a challenge may take here: ask for a smaller n"
             )
         entry = self._challenges[worker] = Underway()
         try:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import msgpack
+import pytest
 import trio
 
 from p2psched.gate.client import open_worker_channel
@@ -110,6 +111,11 @@ async def test_an_honest_worker_passes_then_refuses_a_second_challenge_too_soon(
         assert again.refused and not again.passed
         assert "one capacity challenge per 3600 s" in str(again.reason)
         assert dispatcher.views.capacity(worker.node_id) == "passed"  # a refusal says nothing
+        # A product its one core would take over a minute for is not asked while one waits.
+        with pytest.raises(
+            ValueError, match=r"up to 71 s for the product, over the 15 s .*: ask for a smaller n"
+        ):
+            await dispatcher.challenge(worker.node_id, n=4096, most_s=15.0)
 
 
 async def test_a_worker_running_a_task_refuses_to_be_challenged() -> None:
