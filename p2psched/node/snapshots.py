@@ -78,6 +78,17 @@ class Unmatched(Snapshot):
     why: str = Field(description="the nearest misses: which clause each worker found fails")
 
 
+class VerificationCost(Snapshot):
+    """What verifying a job's results (its `verify:`) cost so far."""
+
+    copies: int = Field(description="copies run beyond one per task")
+    checked: int = Field(description="tasks whose result was compared with another's")
+    disputed: int = Field(description="results that disagreed with the one kept: not paid")
+    no_quorum: int = Field(description="tasks whose results never agreed enough: none kept")
+    extra_paid: float = Field(description="paid for agreeing copies beyond the kept one")
+    copies_by_state: dict[str, int] = Field(description="the copies beyond the first, by state")
+
+
 class JobStatus(Snapshot):
     job: str
     name: str
@@ -106,6 +117,9 @@ class JobStatus(Snapshot):
         default=None,
         description="when a node started on its data dir took it up again, unfinished; "
         "null if it has run since it was submitted",
+    )
+    verification: VerificationCost | None = Field(
+        default=None, description="its `verify:`'s cost; null if it verifies nothing"
     )
 
 
@@ -143,6 +157,11 @@ class TaskResult(TaskView):
         "GET /v1/jobs/{job}/tasks/{index}/output has it, as MessagePack"
     )
     receipt: ReceiptView | None
+    kept: str | None = Field(
+        default=None,
+        description="a task run in copies: the copy whose result is kept, when not the task "
+        "itself (its output and receipt are that copy's)",
+    )
 
 
 class ResultsPage(Snapshot):

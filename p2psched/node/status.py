@@ -49,14 +49,14 @@ from p2psched.node.snapshots import (
 )
 from p2psched.resources.need import Need, NeedError
 from p2psched.scheduler.ads import ad_json
-from p2psched.scheduler.challenges import UnknownWorker
 from p2psched.scheduler.job import JobSpecError, parse_job
-from p2psched.scheduler.jobs import SubmittedJob, stored_output, to_json
+from p2psched.scheduler.jobs import SubmittedJob, to_json
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.past_jobs import PastTasks, past_status
 from p2psched.scheduler.predictor import MODES as PREDICT_MODES
 from p2psched.scheduler.run import TaskRun
 from p2psched.scheduler.strategy import STRATEGIES
+from p2psched.scheduler.verifying import UnknownWorker
 from p2psched.scheduler.worker_views import MAX_REASON
 from p2psched.store import Store
 from p2psched.wire.address import host_port
@@ -241,7 +241,7 @@ class NodeFacade(ModelRequests):
         if found is None:
             raise NotFound(f"no task {task_id!r} on this node (a task id is JOB/N)")
         submitted, stored = found
-        output = stored_output(self._node.store, job_id, task_id)
+        output = self._node.store.stored_value(job_id, task_id)
         result = to_json(output) if stored.state == "completed" else stored.error
         return TaskRecord(task_id, stored.state, stored.worker, submitted, result)
 

@@ -10,20 +10,19 @@ the store only when asked for, one at a time (a results view names it instead).
 
 from __future__ import annotations
 
-import base64
 import logging
-import math
 import secrets
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import trio
 
 from p2psched.scheduler.ads import WorkerAd
+from p2psched.scheduler.as_json import json_number as json_number
+from p2psched.scheduler.as_json import to_json as to_json
 from p2psched.scheduler.job import (
     JobSpec,
     JobSpecError,
@@ -34,13 +33,11 @@ from p2psched.scheduler.job import (
     parse_job,
 )
 from p2psched.scheduler.lifecycle import TaskState
-from p2psched.scheduler.run import DispatchConfig, JobRun, Spooled, TaskRun
+from p2psched.scheduler.run import DispatchConfig, JobRun, Spooled, TaskRun, VerifyPolicy
 from p2psched.scheduler.service import Dispatcher
 from p2psched.store import Store
 from p2psched.store.journal import JobFinished, JobOpened, JobResumed
-from p2psched.wire.codec import decode
 from p2psched.wire.deal import Receipt, task_id_for
-from p2psched.wire.noise import MAX_FRAME
 
 
 @dataclass(slots=True)
@@ -57,7 +54,7 @@ class SubmittedJob:
     ephemeral: bool = False  # an OpenAI gateway request's: see `JobBook.submit`
 
     def status(self, now: float) -> dict[str, Any]:
-        total = len(self.run.tasks)
+        total = self.run.total
         tally = tally_of(self.run.counts(), total, self.finished_at is not None)
         final = tally["completed"] + tally["failed"]
         elapsed = (self.finished_at or now) - self.submitted_at
@@ -77,6 +74,7 @@ class SubmittedJob:
             "workers": len({t.placed_on for t in self.run.tasks.values()} - {None}),
             "unmatched": self.run.unmatched_report(),
             "resumed_at": self.resumed_at,
+            "verification": self.run.verification_report(),
         }
 
     def task_view(self, t: TaskRun) -> dict[str, Any]:
@@ -94,8 +92,13 @@ class SubmittedJob:
     def result_view(self, task_id: str, *, whole: bool = False) -> dict[str, Any]:
         """A settled task with its output, unless that is kept in the store (too large to
         show in a page of them) and not asked for `whole`: then `output_spooled`."""
-        t = self.run.tasks[task_id]
-        view = self.task_view(t)
+        # A task run in copies (its job verifies results) shows the copy its job kept, if any.
+        t = self.run.kept(task_id) or self.run.tasks[task_id]
+        view = self.task_view(self.run.tasks[task_id])
+        view["state"] = self.run.group_state(task_id).value
+        if t is not self.run.tasks[task_id]:
+            view["kept"] = t.spec.task_id
+        task_id = t.spec.task_id
         spooled = t.output is Spooled.IN_STORE and not whole
         view["output"] = None if spooled else to_json(self.output(task_id))
         view["output_spooled"] = spooled
@@ -110,7 +113,7 @@ class SubmittedJob:
         if output is not Spooled.IN_STORE:
             return output
         assert self.store is not None  # (a run without one keeps every output)
-        return stored_output(self.store, self.job_id, task_id)
+        return self.store.stored_value(self.job_id, task_id)
 
 
 FINAL = tuple(s.value for s in TaskState if s.final)  # the states a task never leaves
@@ -142,14 +145,6 @@ def receipt_view(receipt: Receipt, worker_public_key: bytes | None) -> dict[str,
     """A worker's signed receipt as JSON, with the key that checks its signature."""
     key = worker_public_key.hex() if worker_public_key else None
     return {**receipt.to_json(), "worker_public_key": key}
-
-
-def stored_output(store: Store, job: str, task: str) -> Any:
-    """A task's output as the store keeps it (in its file or in its row); None if none."""
-    kept = store.stored_output(job, task)
-    if isinstance(kept, Path):
-        kept = kept.read_bytes()
-    return None if kept is None else decode(kept, MAX_FRAME)
 
 
 log = logging.getLogger(__name__)
@@ -283,6 +278,7 @@ class JobBook:
             paid_only=ephemeral,
             rival=self.dispatcher.rival,
             stats=self.dispatcher.stats,
+            verify=VerifyPolicy.of(spec.verify),
         )
         job = SubmittedJob(
             job_id, spec, run, opened.submitted_at, store=self.dispatcher.store, ephemeral=ephemeral
@@ -292,8 +288,7 @@ class JobBook:
             self.dispatcher.record([JobResumed(job_id, now)])  # (its status says so, after too)
             run.journal.clear()  # the queueing of a restarted job's tasks is not news
             restore(run)
-            done = [t for t in run.tasks.values() if t.state.final]
-            job.settled = [t.spec.task_id for t in sorted(done, key=lambda t: t.since)]
+            job.settled = run.settled()
         self.jobs[job_id] = job
         if not ephemeral:
             self._forget_old()
@@ -364,20 +359,3 @@ def _log_finished(job: SubmittedJob) -> None:
         first,
         extra={"job": job.job_id, "counts": dict(counts), "spent": job.run.spent},
     )
-
-
-def to_json(value: Any) -> Any:
-    """MessagePack values as JSON: bytes become {"base64": ...}; infinities become strings."""
-    if isinstance(value, bytes):
-        return {"base64": base64.b64encode(value).decode()}
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    if isinstance(value, float):
-        return json_number(value)
-    return value
-
-
-def json_number(x: float) -> float | str:
-    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf" if x < 0 else "nan")

@@ -2,8 +2,9 @@
 between them. Everything that changes a task's state goes through `TaskState.to`.
 
 Promises: a move the table does not list raises `IllegalTransition`; the three final states
-(completed, failed, aborted; timed out counts as failed unless retried) have no way out, so a
-task done is never run or counted again.
+(completed, failed, aborted, disputed; timed out counts as failed unless retried) have no way
+out, so a task done is never run or counted again. A task whose job verifies results waits in
+`verifying` after its result came, until enough copies agree (completed) or disagree (disputed).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ class TaskState(StrEnum):
     SCHEDULED = "scheduled"  # committed: a worker leased it a slot
     SENT = "sent"  # dispatched on the channel
     RUNNING = "running"  # the worker said it started
-    COMPLETED = "completed"  # result in, receipt verified
+    VERIFYING = "verifying"  # result in, receipt verified; waiting for its copies' verdict
+    COMPLETED = "completed"  # result in, receipt verified (and, verified, agreed with)
+    DISPUTED = "disputed"  # its result disagreed with the one its job kept: not paid
     FAILED = "failed"  # out of retries, or no worker can take it
     ABORTED = "aborted"  # cancelled by its owner
     TIMED_OUT = "timed_out"  # ran past its timeout and is out of retries
@@ -45,9 +48,14 @@ _MOVES: dict[TaskState, frozenset[TaskState]] = {
     S.QUEUED: frozenset({S.NEGOTIATING, S.FAILED, S.ABORTED}),
     S.NEGOTIATING: frozenset({S.SCHEDULED, S.QUEUED, S.FAILED, S.ABORTED}),
     S.SCHEDULED: frozenset({S.SENT, S.QUEUED, S.FAILED, S.ABORTED}),
-    S.SENT: frozenset({S.RUNNING, S.COMPLETED, S.QUEUED, S.FAILED, S.TIMED_OUT, S.ABORTED}),
-    S.RUNNING: frozenset({S.COMPLETED, S.QUEUED, S.FAILED, S.TIMED_OUT, S.ABORTED}),
+    S.SENT: frozenset(
+        {S.RUNNING, S.COMPLETED, S.VERIFYING, S.QUEUED, S.FAILED, S.TIMED_OUT, S.ABORTED}
+    ),
+    S.RUNNING: frozenset({S.COMPLETED, S.VERIFYING, S.QUEUED, S.FAILED, S.TIMED_OUT, S.ABORTED}),
+    # Failed: no quorum could be reached (its result is neither kept nor paid).
+    S.VERIFYING: frozenset({S.COMPLETED, S.DISPUTED, S.FAILED, S.ABORTED}),
     S.COMPLETED: frozenset(),
+    S.DISPUTED: frozenset(),
     S.FAILED: frozenset(),
     S.ABORTED: frozenset(),
     S.TIMED_OUT: frozenset(),

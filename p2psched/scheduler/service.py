@@ -30,11 +30,12 @@ import trio
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.scheduler.ads import WorkerAd
-from p2psched.scheduler.challenges import CapacityChallenges, Underway
 from p2psched.scheduler.discovery import Discovery
 from p2psched.scheduler.predictor import Predictor
 from p2psched.scheduler.run import (
+    Challenge,
     Close,
+    Compare,
     Connect,
     Discover,
     DispatchStats,
@@ -46,6 +47,7 @@ from p2psched.scheduler.run import (
 )
 from p2psched.scheduler.standing import StandingQuotes
 from p2psched.scheduler.strategy import Strategy
+from p2psched.scheduler.verifying import Underway, Verifying
 from p2psched.scheduler.worker_views import RECENT_FAILURES, WorkerViews
 from p2psched.store import Store
 from p2psched.store.journal import Entry
@@ -132,7 +134,7 @@ class _Link:
     ended: str | None = None  # why it went, once it has
 
 
-class Dispatcher(CapacityChallenges):
+class Dispatcher(Verifying):
     """The scheduler role of a node: runs its jobs (`add`) over one link per worker shared by
     all of them, finds workers for them in the DHT, records what they journal before it acts
     on it, and ticks them on one timer loop. Serve it with `nursery.start(dispatcher.serve)`."""
@@ -308,6 +310,10 @@ class Dispatcher(CapacityChallenges):
                         watcher[0](action.output)
                 elif isinstance(action, Discover):
                     self._start_discovery(job_id)
+                elif isinstance(action, Compare) and self._nursery is not None:
+                    self._nursery.start_soon(self._compare, job_id, action)
+                elif isinstance(action, Challenge):
+                    self.challenge_for_jobs(action.worker)
         self.record(job.run.journal)  # moves that asked for no action (a task seen running)
         if job.run.done:
             del self._jobs[job_id]

@@ -39,6 +39,13 @@ class WorkerView:
     succeeded: int = 0
     failed: int = 0  # stalls included
     stalls: int = 0  # went silent or timed out
+    verified: int = 0  # results that agreed with another worker's
+    disputed: int = 0  # results that disagreed with the one kept
+    clean: int = 0  # results verified since its last dispute
+    duration_mismatches: int = 0  # receipts claiming a run time far from the one measured
+    challenges_passed: int = 0
+    challenges_failed: int = 0
+    disputed_until: float | None = None  # skipped for its disputes until then: no success ends it
     consecutive_bad: int = 0  # failures and stalls since the last success
     # Recent rates of failures and stalls per task, weighted max(1/n, RATE_ALPHA) per outcome and
     # decaying with time since `rates_at`; successes pull them down.
@@ -49,10 +56,6 @@ class WorkerView:
     models: OrderedDict[str | None, ModelRecord] = field(default_factory=OrderedDict)
     # The breaker: None while closed; when open, skipped until then; past it, half-open.
     skip_until: float | None = None
-    # Its capacity challenges (proof of the capacity its ad claims): "unknown" until one ends.
-    challenges_passed: int = 0
-    challenges_failed: int = 0
-    capacity: Literal["passed", "failed", "unknown"] = "unknown"
 
     @property
     def tasks(self) -> int:
@@ -169,19 +172,6 @@ class WorkerViews:
         ):
             v.skip_until = now + self.cool_off
 
-    def challenged(self, worker: bytes, passed: bool, reason: str | None, *, now: float) -> None:
-        """A capacity challenge of `worker` ended: it proved what its ad claims, or not
-        (`reason`: why not)."""
-        v = self._touch(worker)
-        v.challenges_passed += int(passed)
-        v.challenges_failed += int(not passed)
-        v.capacity = "passed" if passed else "failed"
-
-    def capacity(self, worker: bytes) -> str:
-        """Its last capacity challenge's outcome: "passed", "failed" or "unknown"."""
-        v = self._views.get(worker)
-        return "unknown" if v is None else v.capacity
-
     def penalty(self, worker: bytes, now: float) -> float:
         """A multiplier >= 1 on the worker's cost or time when ranking it (1: nothing against
         it, or never seen)."""
@@ -194,6 +184,8 @@ class WorkerViews:
     def skipped(self, worker: bytes, now: float) -> bool:
         """Whether to leave `worker` out: its breaker is open and the cool-off not over."""
         v = self._views.get(worker)
+        if v is not None and v.disputed_until is not None and now < v.disputed_until:
+            return True
         return v is not None and v.skip_until is not None and now < v.skip_until
 
     def state(self, worker: bytes, now: float) -> Literal["closed", "open", "half-open"]:
@@ -230,3 +222,42 @@ class WorkerViews:
             out["state"] = self.state(worker, now)
             out["penalty"] = self.penalty(worker, now)
         return out
+
+    # -- verified results (a minimal record; the reputation's full rules come with its store)
+
+    def verified(self, worker: bytes, task: str, *, now: float) -> None:
+        v = self._touch(worker)
+        v.verified += 1
+        v.clean += 1
+
+    def disputed(self, worker: bytes, task: str, reason: str, *, now: float) -> None:
+        v = self._touch(worker)
+        v.disputed += 1
+        v.clean = 0
+        v.disputed_until = now + self.cool_off
+
+    def duration_mismatch(
+        self, worker: bytes, task: str, claimed_s: float, measured_s: float, *, now: float
+    ) -> None:
+        self._touch(worker).duration_mismatches += 1
+
+    def challenged(self, worker: bytes, passed: bool, reason: str | None, *, now: float) -> None:
+        v = self._touch(worker)
+        if passed:
+            v.challenges_passed += 1
+        else:
+            v.challenges_failed += 1
+
+    def clean(self, worker: bytes) -> int:
+        v = self._views.get(worker)
+        return 0 if v is None else v.clean
+
+    def disputes(self, worker: bytes) -> int:
+        v = self._views.get(worker)
+        return 0 if v is None else v.disputed
+
+    def capacity(self, worker: bytes) -> str:
+        v = self._views.get(worker)
+        if v is None or not (v.challenges_passed or v.challenges_failed):
+            return "unknown"
+        return "failed" if v.challenges_failed else "passed"

@@ -65,6 +65,21 @@ class Charged:
     output: bytes  # the task's output, MessagePack-encoded (what the receipt hashes)
     at: float
     keep: bool = True  # False: the receipt goes to the ledger, no result row (a paid-only job)
+    # None: paid. "pending": a result its job verifies, waiting for the verdict (`Judged`):
+    # on record, not paid yet.
+    verdict: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """The verdict on a result that waited for its copies: "agreed" (paid), "disputed" (its
+    result disagreed with the one kept: never paid) or "unsettled" (no quorum was reached, or
+    its job was cancelled first: not paid)."""
+
+    job: str
+    task: str
+    verdict: str
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,4 +113,6 @@ class Issued:
     at: float
 
 
-Entry = JobOpened | JobResumed | Moved | Committed | Charged | JobFinished | Accepted | Issued
+Entry = (
+    JobOpened | JobResumed | Moved | Committed | Charged | Judged | JobFinished | Accepted | Issued
+)

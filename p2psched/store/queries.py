@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from p2psched.store.schema import document, limit_out
+from p2psched.wire.codec import decode
 from p2psched.wire.deal import Receipt
+from p2psched.wire.noise import MAX_FRAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,14 @@ _TASK_COLUMNS = (
     "r.output, r.receipt, r.worker_public_key, r.output_file"
 )
 _TASK_FROM = "tasks t LEFT JOIN results r ON r.job = t.job AND r.task = t.id"
+# A task (`t`) as its job's status counts it: a task run in copies ("<id>~2", ...: its job
+# verified results) is completed if one of them is (a result was kept), else as it ended
+# itself; a copy is not a task of its own. (The range finds its copies on the primary key.)
+_TASK_OUTCOME = (
+    "CASE WHEN t.state = 'completed' OR EXISTS (SELECT 1 FROM tasks c WHERE c.job = t.job "
+    "AND c.id > t.id || '~' AND c.id < t.id || '~:' AND c.state = 'completed') "
+    "THEN 'completed' WHEN t.state = 'disputed' THEN 'failed' ELSE t.state END"
+)
 
 
 def _stored_task(row: tuple[Any, ...]) -> StoredTask:
@@ -148,6 +158,13 @@ class StoreReads:
         output: bytes = row[0]
         return output if row[1] is None else self.outputs / row[1]
 
+    def stored_value(self, job: str, task: str) -> Any:
+        """A task's output, decoded, from its row or its file; None if it has no result."""
+        kept = self.stored_output(job, task)
+        if isinstance(kept, Path):
+            kept = kept.read_bytes()
+        return None if kept is None else decode(kept, MAX_FRAME)
+
     def spent(self, job: str) -> float:
         """What this node has paid for `job`: its ok receipts."""
         row = self._db.execute(
@@ -193,7 +210,8 @@ class StoreReads:
         ).fetchall()
         counts: dict[str, dict[str, int]] = {r[0]: {} for r in rows}
         for job, state, n in db.execute(
-            f"SELECT job, state, COUNT(*) FROM tasks WHERE job IN ({ids}) GROUP BY job, state",
+            f"SELECT t.job, {_TASK_OUTCOME}, COUNT(*) FROM tasks t WHERE t.job IN ({ids}) "
+            f"AND t.id NOT GLOB '*~[0-9]*' GROUP BY t.job, 2",
             (arg,),
         ):
             counts[job][state] = n

@@ -14,7 +14,16 @@ from p2psched.resources.profile import Profile
 from p2psched.scheduler.ads import WorkerAd
 from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
-from p2psched.scheduler.run import Close, Connect, JobRun, Send, Settled, Streamed, TaskRun
+from p2psched.scheduler.run import (
+    Close,
+    Compare,
+    Connect,
+    JobRun,
+    Send,
+    Settled,
+    Streamed,
+    TaskRun,
+)
 from p2psched.scheduler.strategy import Strategy
 from p2psched.wire import messages
 from p2psched.wire.codec import decode, encode
@@ -59,7 +68,14 @@ def spec(
     )
 
 
-def ad(identity: Identity, price: float = 0.0, drivers: tuple[str, ...] = ("echo",)) -> WorkerAd:
+def ad(
+    identity: Identity,
+    price: float = 0.0,
+    drivers: tuple[str, ...] = ("echo",),
+    *,
+    address: str = "127.0.0.1:1",
+    labels: tuple[tuple[str, str], ...] = (),
+) -> WorkerAd:
     """`identity`'s ad as a scheduler reads it: a small worker at `price`, one slot free."""
     profile = Profile(
         cpu_model="cpu",
@@ -68,7 +84,8 @@ def ad(identity: Identity, price: float = 0.0, drivers: tuple[str, ...] = ("echo
         min_price=price,
         drivers=drivers,
         free_slots=1,
-        addresses=("127.0.0.1:1",),
+        addresses=(address,),
+        labels=labels,
     )
     return WorkerAd(identity.node_id, profile, seq=1, expires=1e12)
 
@@ -92,6 +109,9 @@ class Net:
     refuse: set[bytes] = field(default_factory=set)  # workers a dial does not reach now
     stall: set[bytes] = field(default_factory=set)  # ... nor fail yet: it hangs
     dials: list[bytes] = field(default_factory=list)  # every Connect, in order
+    # worker -> what it answers a task (its input given) when it runs it at once: a liar's
+    answers: dict[bytes, Any] = field(default_factory=dict)
+    compares: list[Any] = field(default_factory=list)  # Compare actions, for the test to answer
 
     def pump(self, rounds: int = 10_000) -> None:
         for _ in range(rounds):
@@ -115,6 +135,8 @@ class Net:
                     self.settled.append(a.task_id)
                 elif isinstance(a, Streamed):
                     self.streamed.append((a.task_id, a.output))
+                elif isinstance(a, Compare):
+                    self.compares.append(a)
             for wid, w in self.workers.items():
                 for b in w.actions():
                     moved = True
@@ -128,7 +150,8 @@ class Net:
                         if self.hold:
                             self.started.append((wid, b.peer, task))
                         else:
-                            w.finished(b.peer, task["id"], {"out": task["input"]}, None, self.now)
+                            answer = self.answers.get(wid, lambda x: {"out": x})
+                            w.finished(b.peer, task["id"], answer(task["input"]), None, self.now)
             if not moved:
                 return
         raise AssertionError("no quiescence")

@@ -322,3 +322,23 @@ def test_a_spec_with_a_timestamp_is_kept_and_reads_back_as_the_same_job(store: S
     (job,) = store.unfinished_jobs()
     assert job.spec["deadline"] == "2030-06-01T18:00:00+00:00"  # YAML's datetime, as ISO text
     assert parse_job(job.spec) == parse_job(doc)
+
+
+def test_a_listed_job_counts_a_task_run_in_copies_once(store: Store) -> None:
+    """A job that verified its results: each task is counted once, completed if one of its
+    copies was (its result kept), and its copies are not tasks of their own."""
+    store.write(
+        [
+            opened("v-1"),
+            moved("v-1", "v-1/0", "verifying", "disputed", 2),  # lost to its two copies
+            moved("v-1", "v-1/0~2", "verifying", "completed", 2),
+            moved("v-1", "v-1/0~3", "verifying", "completed", 2),
+            moved("v-1", "v-1/1", "verifying", "completed", 2),
+            moved("v-1", "v-1/1~2", "queued", "aborted", 2),
+            moved("v-1", "v-1/2", "verifying", "failed", 2),  # no quorum
+            moved("v-1", "v-1/2~2", "verifying", "failed", 2),
+            moved("v-1", "v-1/10", "sent", "running", 2),  # (its id starts as v-1/1's)
+        ]
+    )
+    (listed,) = store.jobs()
+    assert listed.counts == {"completed": 2, "failed": 1, "running": 1}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -190,6 +190,62 @@ class Budget(BaseModel):
     total: Annotated[float, _amount("no limit")] = math.inf
 
 
+MAX_REPLICAS = 9
+MAX_COMPARE_ARGS = 64
+
+
+class Verify(BaseModel):
+    """How a job's results are checked before one is kept and paid for: each task run on
+    `replicas` different workers, kept once `quorum` results agree; or (`sample`) a second
+    worker re-running a fraction of the tasks, more of a new or suspected worker's. `compare`
+    says when two results agree: `exact` (their hashes), `json` (numbers within `tolerance`),
+    or `command`, a program the scheduler runs on the two results (exit 0: they agree).
+    `challenge`: a worker proves the capacity its ad claims before it gets a task."""
+
+    model_config = _STRICT
+
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    quorum: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)  # default: a majority
+    sample: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    compare: Literal["exact", "json", "command"] = "exact"
+    tolerance: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    command: list[Annotated[str, Field(min_length=1, max_length=4096)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_COMPARE_ARGS
+    )
+    challenge: bool = False
+
+    @model_validator(mode="after")
+    def _together(self) -> Verify:
+        if self.quorum is not None and self.quorum > self.replicas and self.sample == 0:
+            raise refuse(
+                f"quorum {self.quorum} is more than replicas {self.replicas}: at most as many "
+                "results can agree as there are copies"
+            )
+        if self.sample > 0 and self.replicas > 1:
+            raise refuse(
+                "give replicas (every task on several workers) or sample (a fraction re-run), "
+                "not both"
+            )
+        if self.sample > 0 and self.quorum not in (None, 2):
+            raise refuse("with sample, a result and its one check must agree: quorum is 2")
+        if self.tolerance is not None and self.compare != "json":
+            raise refuse("tolerance is for compare: json (numbers within it agree)")
+        if (self.command is None) != (self.compare != "command"):
+            raise refuse(
+                "compare: command needs command (the program and its arguments, a list)"
+                if self.command is None
+                else "command is for compare: command"
+            )
+        return self
+
+    @property
+    def agreeing(self) -> int:
+        """How many results must agree for one to be kept."""
+        if self.sample > 0:
+            return 2
+        return self.quorum if self.quorum is not None else self.replicas // 2 + 1
+
+
 class JobSpec(BaseModel):
     """A checked job. The file, with every field but name and the tasks optional:
 
@@ -211,6 +267,7 @@ class JobSpec(BaseModel):
         timeout: 10m                # per try of a task
         wait_for_worker: 30s        # a task no worker can take this long fails, saying why
         priority: 5                 # 0..9, 9 most urgent
+        verify: {replicas: 2, quorum: 2, compare: exact}   # or {sample: 0.1}; see `Verify`
 
     In a template, "{p}" inside text is replaced by the value as text, a text that is exactly
     "{p}" becomes the value itself (a number stays a number), and "{{p}}" is the text "{p}".
@@ -235,6 +292,7 @@ class JobSpec(BaseModel):
     # could take it this long (workers all busy is not that: a busy worker is a candidate).
     wait_for_worker: _Duration = DEFAULT_WAIT_FOR_WORKER_S
     priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=MAX_PRIORITY)
+    verify: Verify = Verify()
 
     @model_validator(mode="after")
     def _whole_job(self) -> JobSpec:

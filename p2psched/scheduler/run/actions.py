@@ -1,5 +1,6 @@
 """What a job's run asks its shell to do: dial a worker, send it a message, drop it, record
-that a task ended, pass on part of a task's output, look for more workers."""
+that a task ended, pass on part of a task's output, look for more workers, judge whether two
+results agree (a job's compare command), have a worker prove its capacity."""
 
 from __future__ import annotations
 
@@ -44,5 +45,33 @@ class Discover:
     """Look for (more) workers: some tasks have no candidate left."""
 
 
-Action = Connect | Send | Close | Settled | Streamed | Discover
-__all__ = ["Action", "Close", "Connect", "Discover", "Send", "Settled", "Streamed"]
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """Run the job's compare command on the results of tasks `a` and `b` (copies of one
+    task), and tell the run with `JobRun.compared` whether they agree."""
+
+    a: str
+    b: str
+    command: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """Have this worker prove the capacity its ad claims (the job verifies it before giving it
+    a task); tell the run with `JobRun.challenged` once the outcome is on its record."""
+
+    worker: bytes
+
+
+Action = Connect | Send | Close | Settled | Streamed | Discover | Compare | Challenge
+__all__ = [
+    "Action",
+    "Challenge",
+    "Close",
+    "Compare",
+    "Connect",
+    "Discover",
+    "Send",
+    "Settled",
+    "Streamed",
+]

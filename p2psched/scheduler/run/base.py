@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from random import Random
 
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
@@ -16,6 +17,7 @@ from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.predictor import Predictor
 from p2psched.scheduler.queue import TaskQueue
 from p2psched.scheduler.run.actions import Action, Connect, Discover
+from p2psched.scheduler.run.agreement import Group, VerifyPolicy
 from p2psched.scheduler.run.budget import Budget
 from p2psched.scheduler.run.config import DispatchConfig
 from p2psched.scheduler.run.links import CONNECTING
@@ -52,6 +54,14 @@ class RunBase:
     # start, inf if none): a task of ours due later leaves that worker's room to them.
     rival: Callable[[str, WorkerState], float] | None
     started: float
+    # -- verified results (`verification`): a task and its copies, by the task's id; each
+    # copy's task id -> the task's; tasks whose end (their group's) is to be told the shell
+    verify: VerifyPolicy
+    groups: dict[str, Group]
+    _group_of: dict[str, str]
+    _announced: set[str]
+    _rng: Random  # which results are sampled for a check
+    _ending: bool  # tasks being ended on purpose: none asks for another copy
     # Needs the last look in the DHT found no worker for, and why (the nearest misses):
     # said at once in the job's status, and in the error its tasks fail with.
     unmatched: dict[Need, str]
@@ -102,6 +112,10 @@ class RunBase:
     @property
     def budget(self) -> float:
         return self.money.total
+
+    def _pump(self, now: float) -> None:
+        """Ask for quotes, commit what they allow (`JobRun`'s, the part on top)."""
+        raise NotImplementedError
 
     def _dial(self, w: WorkerState) -> None:
         """Open a link to `w` at the addresses its ad gives (a redial due is then moot)."""

@@ -1,7 +1,8 @@
 """Which workers may take which tasks now: the candidate index (a chooser per kind of task
 over the workers whose quotes serve it, kept current as quotes, room and links change), and
 the rules a task and a worker must both meet (need, exclusions, price, budget, deadline, the
-node's other jobs, and at MTR 0 the cheapest worker only).
+node's other jobs, at MTR 0 the cheapest worker only, copies of a task apart, and when the job
+says so a capacity proved).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run.base import RunBase
 from p2psched.scheduler.run.budget import MONEY_EPSILON
 from p2psched.scheduler.run.config import (
+    APART_WAIT_S,
     DEADLINE_MARGIN,
     MAX_BUSY_REJECTS,
     MAX_REJECTS,
@@ -21,6 +23,7 @@ from p2psched.scheduler.run.links import DOWN, UP
 from p2psched.scheduler.run.tasks import Shape, TaskRun, gpus_of, shape_of, slots_of
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.scheduler.strategy import Candidate, Chooser
+from p2psched.wire.address import ip_of, is_relayed, prefix, split_host_port
 from p2psched.wire.deal import COMMIT_BYTES
 
 S = TaskState
@@ -63,11 +66,9 @@ class Candidates(RunBase):
             or w.link != UP
             or w.quote_until <= now
             or (c is None and self.views.skipped(key, now if now == now else w.heard))
+            or (self.verify.challenge and self.views.capacity(key) != "passed")
         ):
-            if c is not None:
-                del self._cands[key]
-                for chooser in self._choosers.values():
-                    chooser.discard(c)
+            self._uncandidate(key)
             return
         ahead = max(0, q.capacity - w.room)  # placed under this quote already
         if c is None:
@@ -94,6 +95,13 @@ class Candidates(RunBase):
             else:
                 chooser.discard(c)
 
+    def _uncandidate(self, key: bytes) -> None:
+        """`key` is no candidate (any more): none of the choosers offers it."""
+        c = self._cands.pop(key, None)
+        if c is not None:
+            for chooser in self._choosers.values():
+                chooser.discard(c)
+
     @property
     def _in_time_only(self) -> bool:
         """A job with both a deadline and a finite MTR scores only the workers expected to
@@ -110,6 +118,7 @@ class Candidates(RunBase):
             return False  # this round's commitment to it is full: next round
         return (
             c.worker not in t.excluded
+            and (t.apart is None or self._apart(t, w))
             and self.money.affordable(c.price)
             and (self.rival is None or t.due <= self.rival(self.job, w))
             and (
@@ -122,6 +131,26 @@ class Candidates(RunBase):
             # (tested here, not in a helper: this runs for every candidate of every pick)
             and (self.mtr != 0.0 or self.deadline is not None or self._at_floor(t, c.price))
         )
+
+    def _apart(self, t: TaskRun, w: WorkerState) -> bool:
+        """Whether `w` is apart enough from the workers `t`'s other copies went to: never one
+        of their operators (its label `operator`), and not on their /16 networks while `t` has
+        waited less than APART_WAIT_S (after that, where there was no other to be had)."""
+        assert t.apart is not None
+        marks = marks_of(w)
+        return not any(
+            m in t.apart and (m.startswith("op:") or self._now - t.since < APART_WAIT_S)
+            for m in marks
+        )
+
+    def _keep_apart(self, t: TaskRun, w: WorkerState) -> None:
+        """`t` goes to `w`: its other copies keep away from `w`, its operator and its network."""
+        marks = marks_of(w)
+        for tid in self.groups[self._group_of[t.spec.task_id]].copies:
+            other = self.tasks[tid]
+            if other is not t:
+                other.excluded.add(w.ad.node_id)
+                other.apart = (other.apart or set()) | marks
 
     def _at_floor(self, t: TaskRun, price: float) -> bool:
         """At MTR 0 without a deadline only the cheapest worker that could take `t` may."""
@@ -188,8 +217,31 @@ class Candidates(RunBase):
         return (
             (t.spec.need.matches(w.ad.profile) if for_any else self._eligible(t, w))
             and w.link != DOWN
+            and not (self.verify.challenge and self.views.capacity(w.ad.node_id) == "failed")
             and (w.declined is None or bool(w.holding))
             and (bool(w.holding) or not self.views.skipped(w.ad.node_id, now))
             and price <= t.spec.max_price
             and self.money.may_come(price)
         )
+
+
+def marks_of(w: WorkerState) -> set[str]:
+    """What copies of a task keep apart by: the worker's operator (its label `operator`, if it
+    gives one) and the /16 (IPv4) or /48 (IPv6) networks of its direct addresses (but
+    loopback: a devnet's workers share one machine, and no network)."""
+    marks = set()
+    operator = w.ad.profile.label("operator")
+    if operator is not None:
+        marks.add(f"op:{operator}")
+    for address in w.ad.profile.addresses:
+        if is_relayed(address):
+            continue
+        try:
+            host = split_host_port(address)[0]
+        except ValueError:
+            continue
+        ip = ip_of(host)
+        net = prefix(host, 16, 48)
+        if net is not None and ip is not None and not ip.is_loopback:  # (one machine's devnet)
+            marks.add(f"net:{net}")
+    return marks

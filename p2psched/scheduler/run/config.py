@@ -33,6 +33,13 @@ REBALANCE_GAIN = 0.5  # ... and moves if another worker would have it done in ha
 MAX_MOVES = 64  # tasks moved per sweep, at most
 DEADLINE_MARGIN = 1.5  # a worker makes a deadline if it would with its expected time x this
 QUEUE_ALLOWANCE = 5  # a sent task may take this many timeouts before it is seen running
+APART_WAIT_S = 10.0  # a copy of a task waits this long for a worker on another /16 network
+# Measured run times: a task ran at most from dispatch to result less the round trip, and, once
+# a heartbeat said it started, at least from that beat to its result and at most a beat's
+# interval (BEAT_S, a worker's default) more. A receipt claiming a run outside those bounds by
+# more than DURATION_SLACK_S is noted in its worker's record.
+BEAT_S = 1.0
+DURATION_SLACK_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from random import Random
 from typing import Any
 
 from p2psched.identity import Identity
@@ -29,15 +30,16 @@ from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.predictor import Predictor
 from p2psched.scheduler.queue import TaskQueue
-from p2psched.scheduler.run.actions import Action, Close
+from p2psched.scheduler.run.actions import Action, Close, Settled
+from p2psched.scheduler.run.agreement import VerifyPolicy
 from p2psched.scheduler.run.budget import Budget
 from p2psched.scheduler.run.config import DispatchConfig
 from p2psched.scheduler.run.late import LateBinding
 from p2psched.scheduler.run.links import CONNECTING, DOWN, NONE, UP
 from p2psched.scheduler.run.rebalance import Rebalancing
-from p2psched.scheduler.run.reports import Reports
 from p2psched.scheduler.run.stats import DispatchStats
 from p2psched.scheduler.run.tasks import Spooled, TaskRun
+from p2psched.scheduler.run.verification import Verification
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.scheduler.strategy import LATE_BINDING, Strategy
 from p2psched.scheduler.worker_views import WorkerViews
@@ -63,7 +65,7 @@ from p2psched.wire.messages import (
 S = TaskState
 
 
-class JobRun(LateBinding, Rebalancing, Reports):
+class JobRun(LateBinding, Rebalancing, Verification):
     """One job on its scheduler: the façade its shell (and `bench/quality.py`) drive. Events
     go in (`add_workers`, `connected`, `disconnected`, `receive`, `tick`, `cancel`, ...);
     `actions()` gives what to do; `next_deadline()` says when to `tick` next."""
@@ -87,6 +89,8 @@ class JobRun(LateBinding, Rebalancing, Reports):
         paid_only: bool = False,
         rival: Callable[[str, WorkerState], float] | None = None,
         stats: DispatchStats | None = None,
+        verify: VerifyPolicy | None = None,
+        rng: Random | None = None,
     ) -> None:
         self.identity = identity
         self.stats = DispatchStats() if stats is None else stats
@@ -124,14 +128,28 @@ class JobRun(LateBinding, Rebalancing, Reports):
         self._now = now
         self._granted = {}
         self._next_rebalance = self._last_discover = self.started = now
-        for run in self.tasks.values():
+        self.verify = VerifyPolicy() if verify is None else verify
+        self.groups, self._group_of, self._announced = {}, {}, set()
+        self._rng = Random() if rng is None else rng
+        self._ending = False
+        for run in list(self.tasks.values()):
             self._enqueue(run, now, "submitted")
+        if self.verify.copies:
+            self._open_groups(list(self.tasks), now)
 
     # -- what the shell reads -------------------------------------------------------------
 
     def actions(self) -> list[Action]:
         out, self._out = self._out, []
+        if self.groups:  # a task settles once, with its group: not for each of its copies
+            out = [a for a in out if not isinstance(a, Settled) or self._settles(a.task_id)]
         return out
+
+    def _settles(self, task_id: str) -> bool:
+        if task_id in self._announced:
+            self._announced.discard(task_id)
+            return True
+        return task_id not in self._group_of
 
     @property
     def done(self) -> bool:
@@ -148,7 +166,15 @@ class JobRun(LateBinding, Rebalancing, Reports):
         return w is not None and (w.public_key is not None or bool(w.holding))
 
     def counts(self) -> Counter[str]:
-        return Counter(t.state.value for t in self.tasks.values())
+        """Its tasks by state; a task run in copies counted once, by `group_state`."""
+        if not self.groups:
+            return Counter(t.state.value for t in self.tasks.values())
+        return Counter(self.group_state(tid).value for tid in self.groups)
+
+    @property
+    def total(self) -> int:
+        """Its tasks (the copies of a task that a job verifies not counted)."""
+        return len(self.groups) if self.groups else len(self.tasks)
 
     def unmatched_report(self) -> list[dict[str, Any]]:
         """Per need no worker was found for: its tasks still queued, and why none matched."""
@@ -229,7 +255,10 @@ class JobRun(LateBinding, Rebalancing, Reports):
         Tasks a worker held are still its: we reconnect, and it delivers what it finished
         meanwhile, or its first heartbeat shows it dropped them (then they are queued again,
         with no attempt counted). The rest are queued. Loading a state is not a transition:
-        nothing here is journaled (it is on record already)."""
+        nothing here is journaled (it is on record already). A task run in copies gets back
+        the copies it had, results waiting for a verdict are judged again."""
+        if self.groups:
+            self._restore_copies(tasks, now)
         for tid, st in tasks.items():
             t = self.tasks.get(tid)
             if t is None:
@@ -242,8 +271,12 @@ class JobRun(LateBinding, Rebalancing, Reports):
                     self._queue.push(tid, t.due, t.spec.index, retry=True)
             elif state.final:
                 self._restore_final(t, st, state)
+            elif state == S.VERIFYING:
+                self._restore_verifying(t, st)
             elif st.worker is not None:  # (one never sent stays queued)
                 self._restore_held(t, st, addresses, now)
+        if self.groups:
+            self._restore_verdicts(now)
         for w in self.workers.values():
             if w.restored and w.link == NONE:
                 if any(is_relayed(a) for a in w.ad.profile.addresses):
@@ -254,15 +287,28 @@ class JobRun(LateBinding, Rebalancing, Reports):
 
     def _restore_final(self, t: TaskRun, st: StoredTask, state: TaskState) -> None:
         self._load(t, state, st.since)
+        self._restore_result(t, st)
+        # (disputed, or failed with no quorum: its result was not paid)
+        if st.receipt is not None and st.receipt.ok and state not in (S.DISPUTED, S.FAILED):
+            self.money.pay(st.receipt.price)
+            t.progress = 1.0
+
+    def _restore_result(self, t: TaskRun, st: StoredTask) -> None:
         t.worker, t.price = st.worker, st.price
         t.receipt = st.receipt
         if st.output_file is not None:
             t.output = Spooled.IN_STORE
         elif st.output is not None:
             t.output = decode(st.output, self.config.max_result_bytes)
-        if st.receipt is not None and st.receipt.ok:
-            self.money.pay(st.receipt.price)
-            t.progress = 1.0
+
+    def _restore_verifying(self, t: TaskRun, st: StoredTask) -> None:
+        """A result that waited for its copies' verdict: held again, judged again."""
+        self._load(t, S.VERIFYING, st.since)
+        self._restore_result(t, st)
+        if st.receipt is None:  # (its result row is written with its move: never so)
+            return
+        t.worker, t.price, t.progress = None, st.receipt.price, 1.0
+        self.money.hold(t.price)
 
     def _restore_held(
         self,
@@ -299,6 +345,8 @@ class JobRun(LateBinding, Rebalancing, Reports):
         for spec in new:
             run = self.tasks[spec.task_id] = TaskRun(spec, input_bytes=len(encode(spec.input)))
             self._enqueue(run, now, "added to the running job")
+        if self.verify.copies:
+            self._open_groups(ids, now)
         self._pump(now)
 
     def connected(
@@ -310,6 +358,7 @@ class JobRun(LateBinding, Rebalancing, Reports):
         w.public_key, w.heard, w.relayed = public_key, now, relayed
         w.regain_by = w.redial_at = math.inf  # its first heartbeat tells what it still has
         self._changed(w, now)  # (a quote adopted while it was being dialled counts now)
+        self._challenge_if_needed(w)
         self._pump(now)
 
     def disconnected(
@@ -394,7 +443,11 @@ class JobRun(LateBinding, Rebalancing, Reports):
         self._pump(now)
 
     def cancel(self, task_ids: Iterable[str] | None, now: float) -> list[str]:
-        """Abort these tasks (all when None) wherever they are; returns those aborted."""
+        """Abort these tasks (all when None) wherever they are, with their copies; returns
+        those aborted."""
+        if task_ids is not None and self.groups:
+            bases = {self._group_of.get(i, i) for i in task_ids}
+            task_ids = [c for b in bases for c in self._copies_of(b)]
         chosen = self.tasks.values() if task_ids is None else [self.tasks[i] for i in task_ids]
         ended = self._end(chosen, "cancelled", S.ABORTED, S.ABORTED, now)
         self._queue.prune(lambda tid: self.tasks[tid].state == S.QUEUED)

@@ -64,6 +64,7 @@ class TaskMoves(Candidates):
         if new == S.SENT:
             self._sent(t, now)
         elif new == S.RUNNING:
+            t.running_at = now
             self._timer(t, now + t.spec.timeout_s + self.config.timeout_grace_s)
         else:
             t.deadline = math.inf
@@ -72,6 +73,7 @@ class TaskMoves(Candidates):
         """`t` is on a worker from `now`: it may wait in that worker's short queue before it
         starts, so it gets QUEUE_ALLOWANCE timeouts to be seen running."""
         t.sent_at = now
+        t.running_at = math.nan
         t.partials = None
         self._timer(t, now + t.spec.timeout_s * QUEUE_ALLOWANCE + self.config.timeout_grace_s)
 

@@ -183,6 +183,8 @@ class Negotiation(TaskMoves):
         if not w.holding:  # silence is counted from when it holds something of ours
             w.heard = now
         w.holding.add(t.spec.task_id)
+        if t.spec.task_id in self._group_of:
+            self._keep_apart(t, w)
         why = f"chose {worker_name(w.ad.node_id)} at {price:g} ({self.strategy.name} strategy)"
         self._move(t, S.NEGOTIATING, now, why)
 
@@ -219,6 +221,7 @@ class Negotiation(TaskMoves):
         if m.rid != w.rid:
             return
         w.rid = None
+        w.rtt = min(w.rtt, max(0.0, now - w.asked_at))
         assert w.public_key is not None
         if not q.verify(w.public_key) or q.scheduler != self.identity.node_id or q.job != self.job:
             self._ban(w, "sent a quote it did not sign, or one for someone else", now)

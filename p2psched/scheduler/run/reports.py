@@ -26,9 +26,10 @@ from typing import Any
 
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run.actions import Send, Settled, Streamed
+from p2psched.scheduler.run.config import BEAT_S, DURATION_SLACK_S
 from p2psched.scheduler.run.moves import TaskMoves
 from p2psched.scheduler.run.receipts import check_receipt
-from p2psched.scheduler.run.tasks import PassedOn, Spooled, model_of, worker_name
+from p2psched.scheduler.run.tasks import PassedOn, Spooled, TaskRun, model_of, worker_name
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.store.journal import Charged
 from p2psched.wire.codec import MAX_CONTAINERS, Budget, DecodeError, OverBudget, array_items
@@ -36,6 +37,7 @@ from p2psched.wire.deal import MAX_RESULT_DEPTH, Receipt
 from p2psched.wire.messages import Ack, Beat, Partial, Result, unpack
 
 S = TaskState
+_RESULT_IN = (S.COMPLETED, S.VERIFYING, S.DISPUTED)  # a result was taken: another changes nothing
 
 
 class Reports(TaskMoves):
@@ -105,12 +107,15 @@ class Reports(TaskMoves):
     def _on_result(self, w: WorkerState, m: Result, now: float) -> None:
         worker = w.ad.node_id
         t = self.tasks.get(m.task)
-        if t is None or t.worker != worker:
-            return  # a late answer for a task since placed elsewhere
-        if t.state == S.COMPLETED:
-            if t.receipt is not None and m.receipt.sig == t.receipt.sig:
+        if t is None:
+            return
+        if t.state in _RESULT_IN:
+            r = t.receipt
+            if r is not None and (r.worker, r.sig) == (worker, m.receipt.sig):
                 self._out.append(Send(worker, Ack([m.task])))  # it did not hear our ack
             return
+        if t.worker != worker:
+            return  # a late answer for a task since placed elsewhere
         # Cancelled while it ran there, and done before the cancel reached it: the signed
         # commitment stands, so a good receipt for it is paid, as the worker records it.
         late = t.state == S.ABORTED and t.receipt is None
@@ -143,35 +148,69 @@ class Reports(TaskMoves):
             self._charge(w, r, packed, now)
             t.receipt = r
             return
+        run = self._measure(w, t, r, now)
         self._release(t)
-        self._charge(w, r, packed, now)
+        if self.durable and not self.paid_only and len(packed) > self.config.spool_result_bytes:
+            output = Spooled.IN_STORE  # `_charge` hands it to the store
+        t.output, t.receipt, t.error, t.progress = output, r, None, 1.0
+        t.output_bytes = len(packed)
+        self._accept(w, t, packed, run, now)
+
+    def _measure(self, w: WorkerState, t: TaskRun, r: Receipt, now: float) -> float:
+        """How long `t` ran on `w` as this scheduler measured it: from dispatch to result,
+        less the channel's round trip and the time it was seen waiting in the worker's queue
+        (from its heartbeat saying it started). The predictor and the worker's record learn
+        this, not what the receipt claims; a claim far from it is noted in the record."""
+        rtt = w.rtt if w.rtt < math.inf else 0.0
+        total = max(0.0, now - t.sent_at - rtt)
+        if math.isnan(t.running_at):  # it may have waited in its queue all along
+            lo, hi = 0.0, total
+        else:  # its beat said it started: at most a beat's interval after it did
+            lo = min(total, max(0.0, now - t.running_at))
+            hi = min(total, lo + BEAT_S)
+        slack = DURATION_SLACK_S
+        if not lo - slack <= r.duration <= hi + slack:
+            self.views.duration_mismatch(
+                w.ad.node_id, t.spec.task_id, r.duration, min(max(r.duration, lo), hi), now=now
+            )
+        run = min(max(r.duration, lo), hi)  # the claim, as far as the measure bears it out
         model = model_of(t.spec)
-        wait = max(0.0, now - t.sent_at - r.duration)  # on its queue, and on the way
         self.predictor.observe(
-            worker,
+            w.ad.node_id,
             model,
             t.input_bytes,
-            wait_s=wait,
-            run_s=r.duration,
+            wait_s=total - run,  # on its queue, as measured
+            run_s=run,
             now=now,
             tokens=t.spec.tokens,
         )
-        self.views.succeeded(worker, model, r.duration, t.spec.task_id, now=now)
-        if self.durable and not self.paid_only and len(packed) > self.config.spool_result_bytes:
-            output = Spooled.IN_STORE  # `_charge` handed it to the store
-        t.output, t.receipt, t.error, t.progress = output, r, None, 1.0
-        t.output_bytes = len(packed)
-        ran = f"{worker_name(worker)} ran it in {r.duration:.3g} s"
+        self.views.succeeded(w.ad.node_id, model, run, t.spec.task_id, now=now)
+        return run
+
+    def _accept(self, w: WorkerState, t: TaskRun, packed: bytes, run: float, now: float) -> None:
+        """`t`'s result came with its receipt checked: it is done, and paid for. (A job that
+        verifies results first compares it with its copies': `Verification._accept`.)"""
+        assert t.receipt is not None
+        r = t.receipt
+        self._charge(w, r, packed, now)
+        ran = f"{worker_name(w.ad.node_id)} ran it in {run:.3g} s (measured)"
         self._move(t, S.COMPLETED, now, f"{ran}; its receipt verified, {r.price:g} paid")
         self._out.append(Settled(t.spec.task_id))
 
-    def _charge(self, w: WorkerState, r: Receipt, packed: bytes, now: float) -> None:
-        """Pay what `r` charges, and record it (with the result, as it came)."""
-        self.money.pay(r.price)
+    def _charge(
+        self, w: WorkerState, r: Receipt, packed: bytes, now: float, *, pending: bool = False
+    ) -> None:
+        """Pay what `r` charges, and record it (with the result, as it came). `pending`: a
+        result waiting for its copies' verdict: recorded, its money still held, not paid."""
+        if not pending:
+            self.money.pay(r.price)
         if self.durable:
             assert w.public_key is not None
             output = b"" if self.paid_only else packed  # (the receipt's hash still covers it)
-            self.journal.append(Charged(r, w.public_key, output, now, keep=not self.paid_only))
+            verdict = "pending" if pending else None
+            self.journal.append(
+                Charged(r, w.public_key, output, now, keep=not self.paid_only, verdict=verdict)
+            )
 
 
 def _unlike_parts(passed: PassedOn | None, packed: bytes) -> str | None:

@@ -63,6 +63,10 @@ class TaskRun:
     input_bytes: int = 0  # its input, encoded
     due: float = math.inf  # its latest start, while queued
     sent_at: float = 0.0  # when it last went to a worker
+    running_at: float = math.nan  # when its worker said it started it (this try)
+    # A copy of a task (its job verifies results): networks and operators of the workers its
+    # other copies went to ("net:<prefix>", "op:<label>"), which it keeps away from.
+    apart: set[str] | None = None
     partials: PassedOn | None = None  # of its output from there, in parts
     moving: bool = False  # asked back from its worker's queue, to go elsewhere
     # Why workers failed it, the last first: a task that ends because no worker is left to

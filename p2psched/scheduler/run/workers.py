@@ -37,6 +37,9 @@ class WorkerState:
     redial_at: float = math.inf  # ... and while its link is down, we dial it again then
     relayed: bool = False  # its link (when up) goes through a gate's circuit
     withdrawing: dict[int, list[str]] = field(default_factory=dict)  # rid -> tasks asked back
+    # The channel's round trip, the least seen from a quote request to its answer (inf until
+    # one came): what a run time measured from dispatch to result is net of.
+    rtt: float = math.inf
 
     @property
     def node_id(self) -> bytes:

@@ -1,6 +1,7 @@
-"""Capacity challenges in the scheduler's trio shell: the part of `Dispatcher` (which is made of
-it) that runs a `scheduler.challenge.CapacityChallenge` over a worker's link, dialling one if
-no job has it, and shares the verdict with the node's jobs.
+"""Verification in the scheduler's trio shell: the part of `Dispatcher` (which is made of it)
+that carries out what a job's verified results ask of it: the compare command run on two
+results (`Compare`), and capacity challenges (`Challenge`, or by hand): a
+`scheduler.challenge.CapacityChallenge` over a worker's link, dialled if no job has it.
 
 Owns: the challenges under way (one per worker at a time: a second ask waits for the first's
 verdict), their timers, and what a verdict changes (the worker's record in `views`, each job
@@ -30,7 +31,10 @@ from p2psched.scheduler.challenge import (
     CapacityChallenge,
     CapacityVerdict,
 )
+from p2psched.scheduler.compare import compare_results
+from p2psched.scheduler.run import Compare, Spooled, TaskRun
 from p2psched.scheduler.worker_views import WorkerViews
+from p2psched.store import Store
 from p2psched.store.journal import Entry
 from p2psched.wire.messages import MAX_CHALLENGE_N, MAX_CHALLENGE_ROWS, MIN_CHALLENGE_N, Message
 
@@ -80,6 +84,8 @@ class _Dispatcher(Protocol):
     @property
     def _jobs(self) -> dict[str, Any]: ...
     @property
+    def store(self) -> Store | None: ...
+    @property
     def _links(self) -> dict[bytes, Any]: ...
 
     def record(self, entries: list[Entry]) -> None: ...
@@ -89,6 +95,7 @@ class _Dispatcher(Protocol):
     def _flush(self, job_id: str, *, kick: bool = True) -> None: ...
     def _guarded(self, job_id: str, step: Callable[..., None], *args: Any) -> None: ...
     def _tell_jobs(self, worker: bytes, now: float) -> None: ...
+    def _output(self, job_id: str, t: TaskRun) -> Any: ...
     async def challenge(
         self,
         worker: bytes,
@@ -100,8 +107,27 @@ class _Dispatcher(Protocol):
     ) -> CapacityVerdict: ...
 
 
-class CapacityChallenges:
-    """The challenges of a `Dispatcher` (its base: `self` is the dispatcher)."""
+class Verifying:
+    """A `Dispatcher`'s verification (its base: `self` is the dispatcher)."""
+
+    async def _compare(self: _Dispatcher, job_id: str, action: Compare) -> None:
+        """Run the job's compare command on two of its results, and tell its run."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return
+        values = [self._output(job_id, job.run.tasks[tid]) for tid in (action.a, action.b)]
+        same, error = await compare_results(action.command, *values)
+        job = self._jobs.get(job_id)
+        if job is not None:
+            job.run.compared(action.a, action.b, same, self.clock(), error)
+            self._flush(job_id)
+
+    def _output(self: _Dispatcher, job_id: str, t: TaskRun) -> Any:
+        """A task's output: in memory, or (too large to keep there) in the store."""
+        if t.output is not Spooled.IN_STORE:
+            return t.output
+        assert self.store is not None  # (a run without one keeps every output)
+        return self.store.stored_value(job_id, t.spec.task_id)
 
     def saw(self: _Dispatcher, ads: list[WorkerAd]) -> None:
         """Keep the newest of these ads of each worker (for watchers, and for challenges)."""
@@ -185,10 +211,8 @@ class CapacityChallenges:
         """Each job's run hears that a challenge of `worker` ended (the verdict is in
         `views`, which they read)."""
         for job_id, job in list(self._jobs.items()):
-            # (`JobRun.challenged`, the runs' side of issue 18's hook, may not be there yet)
-            if (heard := getattr(job.run, "challenged", None)) is not None:
-                self._guarded(job_id, heard, worker, now)
-                self._flush(job_id)
+            self._guarded(job_id, job.run.challenged, worker, now)
+            self._flush(job_id)
 
     def _challenge_takes(self: _Dispatcher, worker: bytes, m: Message) -> bool:
         """Whether `m` answers the challenge under way on `worker`."""
