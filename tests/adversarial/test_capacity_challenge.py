@@ -1,8 +1,9 @@
 """Capacity challenges over real channels on loopback: a scheduler's node (its `Dispatcher`)
 challenges a real worker (`WorkerService`), which passes, refuses while busy and when asked
-again too soon; and hostile workers, one that computes only some rows and one that answers
-with rows larger than any product has, which are caught and dropped with the reason. Then as a
-user runs it: `p2psched challenge` against a worker process, and both ledgers."""
+again too soon; hostile workers, one that computes only some rows and one that answers with
+rows larger than any product has, are caught and dropped with the reason; jobs that ask for a
+worker's challenge share one. Then as a user runs it: `p2psched challenge` against a worker
+process, a job with `verify: {challenge: true}`, and both ledgers."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from p2psched.worker.drivers import EchoDriver, SleepDriver
 from p2psched.worker.manager import TaskManager
 from p2psched.worker.service import WorkerService
 from tests.harness.net import spec
-from tests.harness.processes import gate_and_worker, p2psched, running_node
+from tests.harness.processes import gate_and_worker, p2psched, running_node, submit_json, write_job
 
 Handle = Callable[[SecureChannel, Identity], Awaitable[None]]
 
@@ -254,3 +255,23 @@ async def test_a_challenge_jobs_ask_for_runs_once_and_every_job_hears_its_outcom
                 await trio.sleep(0.01)
         await trio.sleep(0.1)  # (a second challenge would have been refused by now)
         assert [run.heard for run in runs] == [[(worker.node_id, "passed")]] * 2
+
+
+def test_a_job_that_wants_capacity_proved_runs_once_the_worker_passed(tmp_path: Path) -> None:
+    """`verify: {challenge: true}`, as a user submits it: the worker is challenged (and paid
+    for it) before it gets the job's tasks, which then complete."""
+    job = write_job(
+        tmp_path / "proved.yaml",
+        "name: proved\ndriver: echo\nverify: {challenge: true}\n"
+        "template: {input: '{i}'}\nmatrix: {i: [1, 2]}\n",
+    )
+    with gate_and_worker(tmp_path, worker_config(0.25)) as (gate, _, worker, _proc):
+        done = submit_json(job, gate, tmp_path / "results", tmp_path / "me")
+        assert done.returncode == 0, done.stdout + done.stderr
+    ledger = first_json(
+        p2psched("ledger", "--json", "--verify", "--data-dir", str(tmp_path / "me")).stdout
+    )
+    paid = {j["job"]: (j["spent"], j["tasks_paid"]) for j in ledger["jobs"]}
+    assert paid[f"challenge-{worker.hex()[:16]}"] == (0.25, 1)
+    assert [v for k, v in paid.items() if k.startswith("proved-")] == [(0.5, 2)]
+    assert ledger["problems"] == []
