@@ -65,7 +65,7 @@ class _Link(Protocol):
 
 
 class _Dispatcher(Protocol):
-    """What of the `Dispatcher` its challenges use."""
+    """What of the `Dispatcher` its verification uses."""
 
     @property
     def identity(self) -> Identity: ...
