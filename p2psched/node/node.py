@@ -45,6 +45,7 @@ from p2psched.store import Store
 from p2psched.wire.address import host_port
 from p2psched.wire.deal import MAX_OPENING_MESSAGE
 from p2psched.worker.advert import Advert
+from p2psched.worker.challenge import ChallengeDesk
 from p2psched.worker.config import WorkerConfig
 from p2psched.worker.devices import Claims, Devices
 from p2psched.worker.drivers import Driver, HttpDriver, disabled_reason, make_drivers
@@ -298,6 +299,10 @@ async def _start_worker(
         record=node.store.record,
         max_message_bytes=config.max_message_bytes,
         receive_budget_bytes=config.receive_budget_bytes,
+        challenges=ChallengeDesk(
+            node.identity, config.min_price, config.challenge_interval_s, durable=True
+        ),
+        gpu=bool(config.gpus(detected)),
     )
     host, udp_port = node.dht.address
     listen = reachability != "private"

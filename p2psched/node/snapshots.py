@@ -381,6 +381,22 @@ class DrainState(Snapshot):
     held: int = Field(description="tasks it still holds (leased, queued or running)")
 
 
+class CapacityCheck(Snapshot):
+    """How a capacity challenge of a worker ended (`p2psched challenge`)."""
+
+    worker: str = Field(description="its node id, hex")
+    passed: bool
+    refused: bool = Field(description="it declined, or was not reached: nothing is known")
+    reason: str | None = Field(description="why it failed or was refused")
+    n: int = Field(description="the matrices' size (n x n)")
+    rows: int = Field(description="rows of the product opened and checked")
+    expected_s: float = Field(description="what the worker's ad implies the product takes")
+    limit_s: float = Field(description="the most its product's root could take to pass")
+    measured_s: float | None = Field(description="from the ask to the root, as seen here")
+    claimed_s: float | None = Field(description="what the worker said the product took")
+    price: float = Field(description="paid for it (only if it passed)")
+
+
 # -- counters, for the metrics ----------------------------------------------------------------
 
 

@@ -368,6 +368,31 @@ def test_a_job_that_wants_capacity_proved_waits_for_the_challenge() -> None:
     assert len(challenges) == 2  # (a reconnect would not ask again: the record has it)
 
 
+def test_a_worker_that_refused_its_challenge_is_asked_again_later() -> None:
+    from p2psched.scheduler.run import Challenge
+    from p2psched.scheduler.run.verification import CHALLENGE_AGAIN_S
+
+    sched = Identity.generate()
+    a = Identity.generate()
+    run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=VerifyPolicy(challenge=True))
+    net = Net(run, {a.node_id: wm.TaskManager(a)})
+    asked: list[float] = []
+    real = run.actions
+
+    def actions() -> list[Any]:
+        out = real()
+        asked.extend(net.now for x in out if isinstance(x, Challenge))
+        return [x for x in out if not isinstance(x, Challenge)]
+
+    run.actions = actions  # type: ignore[method-assign]
+    run.add_workers([ad(a)], net.now)
+    net.pump()
+    net.advance(CHALLENGE_AGAIN_S - 5)
+    assert len(asked) == 1  # it refused (busy): no verdict, not asked again at once
+    net.advance(10)
+    assert len(asked) == 2 and asked[1] - asked[0] >= CHALLENGE_AGAIN_S
+
+
 def test_workers_with_a_long_clean_record_are_checked_at_the_jobs_rate() -> None:
     net, ids = verified_net(0, 4, VerifyPolicy(sample=0.1, quorum=2), seed=7)
     for w in ids:
