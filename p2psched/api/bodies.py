@@ -47,6 +47,15 @@ class CancelRequest(BaseModel):
     tasks: list[str] | None = Field(None, description="task ids; none or null: the whole job")
 
 
+class ChallengeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n: int | None = Field(
+        None, description="the matrices' size, n x n (16..4096; none: sized from its ad)"
+    )
+    rows: int = Field(8, description="rows of the product to open and check (1..64)")
+
+
 class StrategyChoice(BaseModel):
     name: str = Field(description=f"one of: {', '.join(STRATEGIES)}", max_length=64)
 

@@ -38,6 +38,7 @@ from p2psched.api.bodies import (
     REFUSAL_STATUS,
     Cancelled,
     CancelRequest,
+    ChallengeRequest,
     FailureList,
     JobList,
     JobSubmission,
@@ -72,6 +73,7 @@ from p2psched.node.config import ServerTable
 from p2psched.node.instances import TaskInstances
 from p2psched.node.node import Node
 from p2psched.node.snapshots import (
+    CapacityCheck,
     DrainState,
     GateStatus,
     JobAccepted,
@@ -372,6 +374,14 @@ def _operator_routes(facade: NodeFacade) -> APIRouter:
         """Spent and earned, per job and per peer, from the signed commitments and receipts
         this node keeps; `verify` re-checks every entry's signature."""
         return facade.ledger(verify)
+
+    @router.post("/v1/workers/{worker}/challenge", responses=refusals(404, 422))
+    async def challenge(worker: str, body: ChallengeRequest) -> CapacityCheck:
+        """Challenge the capacity a worker's ad claims: it multiplies two n x n matrices from
+        a seed sent now, commits to the product's Merkle root, then opens rows picked at
+        random; each is checked, and the time against its ad. Paid at its price if it
+        passes; the outcome goes into its record here."""
+        return await facade.challenge(worker, body.n, body.rows)
 
     @router.post("/v1/worker/drain", responses=refusals(409))
     async def drain() -> DrainState:

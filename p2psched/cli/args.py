@@ -209,8 +209,8 @@ def api_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument(
         "--config",
         metavar="FILE",
-        help="the node's TOML config: [server], [database], [models.NAME], and its role's "
-        "tables (README: A node's config file)",
+        help="the node's TOML config: [server], [database], [models.NAME], [reputation], and "
+        "its role's tables (README: A node's config file)",
     )
     sp.add_argument(
         "--api-port",

@@ -138,19 +138,39 @@ def cmd_ledger(args: argparse.Namespace) -> None:
         print(json.dumps(ledger))
     else:
         print_table(
-            ("JOB", "COMMITTED", "SPENT", "TASKS PAID"),
+            ("JOB", "COMMITTED", "SPENT", "TASKS PAID", "PENDING", "DISPUTED"),
             (
-                (j["job"], f"{j['committed']:g}", f"{j['spent']:g}", j["tasks_paid"])
+                (
+                    j["job"],
+                    f"{j['committed']:g}",
+                    f"{j['spent']:g}",
+                    j["tasks_paid"],
+                    j["pending"],
+                    j["disputed"],
+                )
                 for j in ledger["jobs"]
             ),
-            right={"COMMITTED", "SPENT", "TASKS PAID"},
+            right={"COMMITTED", "SPENT", "TASKS PAID", "PENDING", "DISPUTED"},
         )
         print_table(
-            ("PEER", "SPENT", "EARNED"),
-            ((p["peer"][:32], f"{p['spent']:g}", f"{p['earned']:g}") for p in ledger["peers"]),
-            right={"SPENT", "EARNED"},
+            ("PEER", "SPENT", "EARNED", "DISPUTED"),
+            (
+                (p["peer"][:32], f"{p['spent']:g}", f"{p['earned']:g}", p["disputed"])
+                for p in ledger["peers"]
+            ),
+            right={"SPENT", "EARNED", "DISPUTED"},
         )
         print(f"total spent {ledger['spent']:g}, earned {ledger['earned']:g}")
+        if ledger["disputed"]:
+            print("receipts not paid (their results disputed, or no quorum settled them):")
+            print_table(
+                ("JOB", "TASK", "PEER", "ASKED", "VERDICT"),
+                (
+                    (d["job"], d["task"], d["peer"][:32], f"{d['amount']:g}", d["verdict"])
+                    for d in ledger["disputed"]
+                ),
+                right={"ASKED"},
+            )
     if args.verify:
         problems = ledger["problems"]
         for line in problems:

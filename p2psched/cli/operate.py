@@ -1,6 +1,7 @@
 """The operator's commands against the node running on --data-dir: `top`, `ui`, `peers`,
-`scheduler show|set|predict-mode`; and `workers`, which asks that node, or the network itself
-through a gate, which workers match a need.
+`scheduler show|set|predict-mode`; `workers`, which asks that node, or the network itself
+through a gate, which workers match a need; and `challenge`, which has that node check the
+capacity a worker's ad claims.
 
 Promises: --json prints what the node (or the DHT) answered, one document (one line per worker
 for `workers`); a need that does not parse is refused before anything is asked.
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from p2psched.api.endpoint import TOKEN_FILE
 from p2psched.cli.args import (
@@ -27,6 +31,8 @@ from p2psched.cli.show import client, print_table, view
 if TYPE_CHECKING:
     from p2psched.cli.args import Subcommands
     from p2psched.resources.need import Need
+
+WORKER = "9f3c0a" + "0" * 58  # a worker's node id, in the examples
 
 
 def cmd_peers(args: argparse.Namespace) -> None:
@@ -113,6 +119,31 @@ def cmd_workers(args: argparse.Namespace) -> None:
     _show_workers(args, str(need), ads)
 
 
+def cmd_challenge(args: argparse.Namespace) -> None:
+    worker = args.worker.strip().lower()
+    with client(args) as node:
+        path = f"/v1/workers/{quote(worker, safe='')}/challenge"
+        got = node.post(path, {"n": args.n, "rows": args.rows})
+    if args.json:
+        print(json.dumps(got))
+    else:
+        verdict = "passed" if got["passed"] else "refused" if got["refused"] else "FAILED"
+        print(
+            f"worker {got['worker'][:16]}: {verdict}"
+            + (f": {got['reason']}" if got["reason"] else "")
+        )
+        measured, claimed = got["measured_s"], got["claimed_s"]
+        print(
+            f"{got['n']}x{got['n']} product, {got['rows']} rows checked; its ad implies "
+            f"{got['expected_s']:.3g} s (limit {got['limit_s']:.3g} s)"
+            + (f", root after {measured:.3g} s" if measured is not None else "")
+            + (f" (it says {claimed:.3g} s)" if claimed is not None else "")
+            + (f"; paid {got['price']:g}" if got["passed"] else "")
+        )
+    if not got["passed"]:
+        sys.exit(1)
+
+
 def _workers_through_gate(args: argparse.Namespace, need: Need) -> list[dict[str, Any]]:
     """Ask the DHT itself, as a short-lived client joined through --gate."""
     import trio
@@ -152,7 +183,18 @@ def _show_workers(args: argparse.Namespace, need: str, ads: list[dict[str, Any]]
         return
     print(f"{len(ads)} worker(s) matching {need}")
     print_table(
-        ("NODE", "GPUS", "RAM", "CPUS", "PRICE", "SLOTS", "LOAD", "MODELS"),
+        (
+            "NODE",
+            "GPUS",
+            "RAM",
+            "CPUS",
+            "PRICE",
+            "SLOTS",
+            "LOAD",
+            "MODELS",
+            "VERIFIED/DISPUTED",
+            "CAPACITY",
+        ),
         (
             (
                 ad["node_id"][:16],
@@ -163,11 +205,24 @@ def _show_workers(args: argparse.Namespace, need: str, ads: list[dict[str, Any]]
                 ad["free_slots"],
                 _load(ad["workload"], bool(ad["gpus"])),
                 ", ".join(ad["models"]) or "-",
+                *_reputation(ad.get("reputation")),
             )
             for ad in ads
         ),
-        right={"RAM", "CPUS", "PRICE", "SLOTS"},
+        right={"RAM", "CPUS", "PRICE", "SLOTS", "VERIFIED/DISPUTED"},
     )
+    for ad in ads:
+        if (r := ad.get("reputation")) and r["barred"]:
+            until = datetime.fromtimestamp(r["barred_until"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+            print(f"{ad['node_id'][:16]} is skipped until {until}: {r['barred_for']}")
+
+
+def _reputation(r: dict[str, Any] | None) -> tuple[str, str]:
+    """This node's record of a worker's results and capacity ("-": none, asked through a
+    gate or never used)."""
+    if r is None:
+        return "-", "-"
+    return f"{r['verified']}/{r['disputed']}", r["capacity"]
 
 
 def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
@@ -205,7 +260,7 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     sp = add_command(
         sub,
         "workers",
-        "list the workers that match a need",
+        "list the workers that match a need, with this node's record of their results",
         ["p2psched workers --need 'gpu=A100,vram>=40' --data-dir .devnet/gate"],
         parents=[common],
         more="Asks the node running on --data-dir, or with --gate the network itself.",
@@ -223,6 +278,30 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     sp.add_argument("--json", action="store_true", help="one JSON object per worker")
     trust_options(sp)
     sp.set_defaults(func=cmd_workers)
+
+    sp = add_command(
+        sub,
+        "challenge",
+        "check that a worker has the capacity its ad claims (a timed matrix product)",
+        [
+            f"p2psched challenge {WORKER} --data-dir .devnet/gate",
+            f"p2psched challenge {WORKER} --n 1024 --rows 16 --data-dir .devnet/gate",
+        ],
+        parents=[common],
+        more=f"{WORKER} stands for a worker's node id (64 hex digits, as `p2psched workers "
+        "--json` shows it). The node running on --data-dir sends it a seed; it multiplies two "
+        "n x n matrices made from it, commits to the product's Merkle root, then opens --rows "
+        "rows picked at random, each checked with its proof, and its time against what its "
+        "ad claims. Paid at its price if it passes; exit status 1 if it did not. "
+        "(README: Proof of claimed capacity)",
+    )
+    sp.add_argument("worker", metavar="WORKER", help="the worker's node id (64 hex digits)")
+    sp.add_argument(
+        "--n", type=int, default=None, help="the matrices' size, 16..4096 (default: from its ad)"
+    )
+    sp.add_argument("--rows", type=int, default=8, help="rows to open and check, 1..64")
+    sp.add_argument("--json", action="store_true", help="print the node's answer as JSON")
+    sp.set_defaults(func=cmd_challenge)
 
 
 def _register_scheduler(sub: Subcommands, common: argparse.ArgumentParser) -> None:

@@ -182,6 +182,7 @@ def cmd_gate(args: argparse.Namespace) -> None:
         store_path=config.database,
         models=config.models,
         max_price=config.server.max_price,
+        reputation=config.reputation,
     )
     _run(args, opened, lambda node: serve_node(node, headline, api))
 
@@ -277,6 +278,7 @@ def cmd_node(args: argparse.Namespace) -> None:
         store_path=config.database,
         models=config.models,
         max_price=config.server.max_price,
+        reputation=config.reputation,
     )
     _run(args, opened, lambda node: serve_node(node, headline, api))
 
@@ -317,6 +319,7 @@ def cmd_worker_join(args: argparse.Namespace) -> None:
         store_path=node_config.database,
         models=node_config.models,
         max_price=node_config.server.max_price,
+        reputation=node_config.reputation,
     )
     _run(args, opened, lambda node: serve_worker(args, node, config, api))
 

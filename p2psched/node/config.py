@@ -1,6 +1,7 @@
 """A node's config file (TOML, `--config` of `p2psched gate`, `node` and `worker join`): the
-tables every node reads, [server] (its control API and OpenAI gateway), [database] (its state)
-and [models.NAME] (what a task for that model needs), beside its role's own tables, which are
+tables every node reads, [server] (its control API and OpenAI gateway), [database] (its state),
+[models.NAME] (what a task for that model needs) and [reputation] (when its scheduler stops
+using a worker whose results or claims did not hold), beside its role's own tables, which are
 read as before: a gate's [relay] (`gate/config.py`), a worker's [worker], [schedulers],
 [drivers.*], [network], [override], [workload] (`worker/config.py`), and every node's [dht]
 (`dht/config_file.py`).
@@ -40,6 +41,11 @@ refused naming the command that reads it; a file that says nothing changes nothi
     max_output_tokens = 512     # the gateway's max_tokens when a request gives none; more,
                                 # in all its answers (n x max_tokens; best_of x), is refused
     max_price = 0.05            # what one of its tasks may pay (default: [server] max_price)
+
+    [reputation]                # a worker whose results or claims did not hold is skipped:
+    max_disputes = 1            # after this many disputed results (0: never skipped for them),
+    max_failed_challenges = 1   # or this many failed capacity challenges (0: never),
+    skip_s = 604800             # for this long (a week), counted again from then
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from p2psched.gate.config import GateConfig, GateConfigError, check_gate_config
 from p2psched.gate.relay import RelayLimits
 from p2psched.resources.driver_inputs import KNOWN_DRIVERS
 from p2psched.scheduler.job.models import Resources
+from p2psched.scheduler.worker_views import DEFAULT_RULES, ReputationRules
 from p2psched.wire.messages import MAX_TASK_TIMEOUT_S
 from p2psched.worker.config import (
     TABLES,
@@ -73,7 +80,7 @@ from p2psched.worker.config_values import TABLE, byte_cap, refuse, seconds
 # The tables each role's command reads beside the node's own, in the order errors list them.
 ROLE_TABLES = {"gate": tuple(GateConfig.model_fields), "node": ("dht",), "worker": TABLES}
 COMMANDS = {"gate": "p2psched gate", "node": "p2psched node", "worker": "p2psched worker join"}
-NODE_TABLES = ("server", "database", "models")
+NODE_TABLES = ("server", "database", "models", "reputation")
 GATEWAY_TIMEOUT_S = 120.0  # a gateway request's task, at most (the http driver's time limit)
 GATEWAY_MAX_BYTES = 1 << 20  # a gateway request's body: prompts and messages, not files
 # What a task for a model may pay, unless the config says: 50 times a devnet worker's dearest
@@ -167,6 +174,35 @@ class DatabaseTable(BaseModel):
     path: str | None = None  # None: state.db in the data dir
 
 
+def _strikes(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1_000_000:
+        raise refuse(f"must be a whole number, 0..1000000 (0: never skipped for it), not {v!r}")
+    return v
+
+
+def _skip_s(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 10 * 365 * 86400:
+        raise refuse(f"must be seconds, 0..315360000 (ten years), not {v!r}")
+    return float(v)
+
+
+_Strikes = Annotated[int, BeforeValidator(_strikes)]
+
+
+class ReputationTable(BaseModel):
+    """[reputation]: after how many disputed results, or failed capacity challenges, the
+    scheduler skips a worker, and for how long."""
+
+    model_config = TABLE
+
+    max_disputes: _Strikes = DEFAULT_RULES.max_disputes
+    max_failed_challenges: _Strikes = DEFAULT_RULES.max_failed_challenges
+    skip_s: Annotated[float, BeforeValidator(_skip_s)] = DEFAULT_RULES.skip_s
+
+    def rules(self) -> ReputationRules:
+        return ReputationRules(self.max_disputes, self.skip_s, self.max_failed_challenges)
+
+
 class ModelTable(BaseModel):
     """[models.NAME]: what a worker must have to take a task for the model, and the limits of
     such a task. Its resources are checked as a job spec's `resources` are."""
@@ -205,6 +241,7 @@ class _NodeTables(BaseModel):
     server: ServerTable = ServerTable()
     database: DatabaseTable = DatabaseTable()
     models: dict[str, ModelTable] = Field(default_factory=dict)
+    reputation: ReputationTable = ReputationTable()
 
     @model_validator(mode="after")
     def _models_can_be_asked_for(self) -> _NodeTables:
@@ -236,6 +273,7 @@ class NodeConfig:
     server: ServerTable = ServerTable()
     database: Path | None = None  # None: state.db in the data dir
     models: Mapping[str, ModelTable] = field(default_factory=dict)
+    reputation: ReputationRules = DEFAULT_RULES
     dht: DhtSettings = DhtSettings()
     relay: RelayLimits = RelayLimits()
     worker: WorkerConfig | None = None
@@ -292,6 +330,7 @@ def load_node_config(path: Path | None, role: str) -> NodeConfig:
         server=tables.server,
         database=_database(path, tables.database.path),
         models=tables.models,
+        reputation=tables.reputation.rules(),
     )
     if role == "worker":
         worker = check_config(rest, path)

@@ -40,10 +40,12 @@ from p2psched.scheduler.discovery import Discovery
 from p2psched.scheduler.jobs import JobBook
 from p2psched.scheduler.run import DispatchConfig
 from p2psched.scheduler.service import Dispatcher, dht_finder
+from p2psched.scheduler.worker_views import DEFAULT_RULES, ReputationRules
 from p2psched.store import Store
 from p2psched.wire.address import host_port
 from p2psched.wire.deal import MAX_OPENING_MESSAGE
 from p2psched.worker.advert import Advert
+from p2psched.worker.challenge import ChallengeDesk
 from p2psched.worker.config import WorkerConfig
 from p2psched.worker.devices import Claims, Devices
 from p2psched.worker.drivers import Driver, HttpDriver, disabled_reason, make_drivers
@@ -136,12 +138,13 @@ async def open_node(
     store_path: Path | None = None,
     models: Mapping[str, ModelTable] | None = None,
     max_price: float = GATEWAY_MAX_PRICE,
+    reputation: ReputationRules = DEFAULT_RULES,
 ) -> AsyncIterator[Node]:
     """`resume`: take up the jobs this data dir's store has unfinished (a node restarted).
     `gate`: also relay for workers behind NAT, on TCP at the DHT's port number.
     `trusted`: the peers the DHT's per-/24 limits spare (LANs by default).
-    `dht_settings`, `store_path`, `models`, `max_price`: the operator's config file's [dht],
-    [database] path (default: `STORE_FILE` in the data dir), [models.NAME] and [server] max_price.
+    `dht_settings`, `store_path`, `models`, `max_price`, `reputation`: the config file's [dht],
+    [database] (else `STORE_FILE` in the data dir), [models.NAME], [server] max_price, [reputation].
     `detected`: the worker's machine (else detected); `nvml`: NVML, else pynvml, also for its load.
     `reachability` (of a worker): "auto" asks a gate among the seeds to dial it back,
     "public" and "private" say so without asking; a private worker listens nowhere, runs the
@@ -150,10 +153,9 @@ async def open_node(
         raise ValueError(f"reachability {reachability!r}: choose one of {', '.join(REACHABILITY)}")
     config = (dht_settings or DhtSettings()).dht_config(client=dht_client, trusted=trusted)
     dispatch = dispatch or DispatchConfig()
-    # (every task the node starts inherits its id, for its log events)
     with (
         running_in(data_dir, "a worker" if worker else "a gate" if gate else "a node"),
-        naming_node(identity.node_id),
+        naming_node(identity.node_id),  # (every task the node starts inherits it, for its logs)
         _open_store(identity, store_path or data_dir / STORE_FILE, dispatch) as store,
     ):
         if gate and port == 0:  # its relay takes the same number on TCP: pick one free there
@@ -168,8 +170,8 @@ async def open_node(
                     _resume(jobs, data_dir)
                 roles = ("gate",) if gate else ()
                 node = Node(identity, data_dir, dht, discovery, jobs, store, roles + ("scheduler",))
-                node.models = models or {}
-                node.max_price = max_price
+                node.models, node.max_price = models or {}, max_price
+                jobs.dispatcher.views.rules = reputation
                 if gate:
                     node.gate = await _start_gate(identity, dht, nursery, relay_limits)
                 if worker is not None:
@@ -221,7 +223,8 @@ async def _join(dht: DhtNode, seeds: Sequence[Addr]) -> None:
 async def _start_scheduler(
     identity: Identity, dht: DhtNode, store: Store, nursery: trio.Nursery, config: DispatchConfig
 ) -> tuple[Discovery, JobBook]:
-    """The scheduler role, serving in `nursery`: how it finds workers, and its jobs."""
+    """The scheduler role, serving in `nursery`: how it finds workers, and its jobs; the
+    workers' records it kept before a restart taken back (it remembers who lied)."""
     discovery = Discovery(dht)
     dispatcher = Dispatcher(
         identity,
@@ -233,8 +236,20 @@ async def _start_scheduler(
         receive_budget_bytes=config.receive_budget_bytes,
         explain=discovery.explain,
     )
+    views = dispatcher.views
+    views.load(store.reputations(views.max_workers))
+    nursery.start_soon(_record_when_stopped, dispatcher)
     await nursery.start(dispatcher.serve)
     return discovery, JobBook(dispatcher, nursery, config=config)
+
+
+async def _record_when_stopped(dispatcher: Dispatcher) -> None:
+    """Write what changed of the workers' records since the scheduler last wrote, as the node
+    stops (a step outside any job's, such as a capacity challenge, may have changed them)."""
+    try:
+        await trio.sleep_forever()
+    finally:
+        dispatcher.record([])
 
 
 async def _start_gate(
@@ -284,6 +299,10 @@ async def _start_worker(
         record=node.store.record,
         max_message_bytes=config.max_message_bytes,
         receive_budget_bytes=config.receive_budget_bytes,
+        challenges=ChallengeDesk(
+            node.identity, config.min_price, config.challenge_interval_s, durable=True
+        ),
+        gpu=bool(config.gpus(detected)),
     )
     host, udp_port = node.dht.address
     listen = reachability != "private"

@@ -230,8 +230,27 @@ class Performance(Snapshot):
     models: tuple[ModelRuns, ...]
 
 
+class Reputation(Snapshot):
+    """What checking a worker's results and claims found (this node's own record, kept
+    across restarts)."""
+
+    verified: int = Field(description="results that agreed with the canonical one")
+    disputed: int = Field(description="results that disagreed with it (not paid)")
+    clean: int = Field(description="results verified since its last dispute")
+    duration_mismatches: int = Field(description="receipts whose run time was far from measured")
+    challenges_passed: int
+    challenges_failed: int
+    capacity: Literal["passed", "failed", "unknown"] = Field(
+        description="its last capacity challenge"
+    )
+    barred_until: float | None = Field(description="skipped for its reputation until then")
+    barred_for: str | None
+    barred: bool = Field(description="skipped for its reputation now")
+
+
 class WorkerRecord(Snapshot):
-    """This node's own record of a worker: its outcomes, run times and circuit breaker."""
+    """This node's own record of a worker: its outcomes, run times, circuit breaker and
+    reputation."""
 
     worker: str
     succeeded_tasks: int
@@ -241,6 +260,7 @@ class WorkerRecord(Snapshot):
     last_task: LastTask | None
     performance: Performance
     skipped_until: float | None
+    reputation: Reputation
     state: Literal["closed", "open", "half-open"]
     penalty: float = Field(description=">= 1: how much worse it ranks for its record")
 
@@ -297,6 +317,9 @@ class WorkerAdView(Snapshot):
     labels: dict[str, str]
     addresses: tuple[str, ...]
     expires_in: float
+    reputation: Reputation | None = Field(
+        default=None, description="this node's record of its results and claims, if any"
+    )
 
 
 class Peer(Snapshot):
@@ -314,12 +337,27 @@ class LedgerJob(Snapshot):
     committed: float
     spent: float
     tasks_paid: int
+    pending: int = Field(description="receipts whose results await verification (not spent)")
+    disputed: int = Field(description="receipts disputed or left unsettled (never spent)")
 
 
 class LedgerPeer(Snapshot):
     peer: str
     spent: float = Field(description="this node paid them")
     earned: float = Field(description="they paid this node")
+    disputed: int = Field(description="their receipts this node disputed or left unsettled")
+
+
+class DisputedReceipt(Snapshot):
+    """A receipt not paid: its result disagreed with the canonical one ("disputed"), or no
+    quorum settled it ("unsettled")."""
+
+    job: str
+    task: str
+    peer: str
+    amount: float = Field(description="what it asked for")
+    verdict: Literal["disputed", "unsettled"]
+    at: float
 
 
 class Ledger(Snapshot):
@@ -327,6 +365,7 @@ class Ledger(Snapshot):
     peers: tuple[LedgerPeer, ...]
     spent: float
     earned: float
+    disputed: tuple[DisputedReceipt, ...] = Field(description="the newest 100, newest first")
     problems: tuple[str, ...] | None = Field(
         None,
         exclude_if=lambda problems: problems is None,
@@ -340,6 +379,22 @@ class Ledger(Snapshot):
 class DrainState(Snapshot):
     draining: bool
     held: int = Field(description="tasks it still holds (leased, queued or running)")
+
+
+class CapacityCheck(Snapshot):
+    """How a capacity challenge of a worker ended (`p2psched challenge`)."""
+
+    worker: str = Field(description="its node id, hex")
+    passed: bool
+    refused: bool = Field(description="it declined, or was not reached: nothing is known")
+    reason: str | None = Field(description="why it failed or was refused")
+    n: int = Field(description="the matrices' size (n x n)")
+    rows: int = Field(description="rows of the product opened and checked")
+    expected_s: float = Field(description="what the worker's ad implies the product takes")
+    limit_s: float = Field(description="the most its product's root could take to pass")
+    measured_s: float | None = Field(description="from the ask to the root, as seen here")
+    claimed_s: float | None = Field(description="what the worker said the product took")
+    price: float = Field(description="paid for it (only if it passed)")
 
 
 # -- counters, for the metrics ----------------------------------------------------------------

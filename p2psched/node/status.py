@@ -24,6 +24,7 @@ from p2psched.node.refusals import (
     UnknownChoice,
 )
 from p2psched.node.snapshots import (
+    CapacityCheck,
     DhtCounters,
     DrainState,
     Failure,
@@ -55,6 +56,7 @@ from p2psched.scheduler.past_jobs import PastTasks, past_status
 from p2psched.scheduler.predictor import MODES as PREDICT_MODES
 from p2psched.scheduler.run import TaskRun
 from p2psched.scheduler.strategy import STRATEGIES
+from p2psched.scheduler.verifying import UnknownWorker
 from p2psched.scheduler.worker_views import MAX_REASON
 from p2psched.store import Store
 from p2psched.wire.address import host_port
@@ -77,6 +79,8 @@ __all__ = [
     "to_json",
 ]
 
+CONNECT_S = 10.0  # for a worker challenged by hand to be reached
+BY_HAND_S = 15.0  # the most its product may take by its ad (a request waits for the verdict)
 JOBS_SHOWN = 100  # jobs listed unless asked for more
 JOBS_MAX = 1000
 RESULTS_PAGE_MAX = 10_000
@@ -309,14 +313,22 @@ class NodeFacade(ModelRequests):
         return waits
 
     async def workers(self, need: str = "") -> list[WorkerAdView]:
-        """The ads of the live workers that match `need` (as `Need.parse` reads it)."""
+        """The ads of the live workers that match `need` (as `Need.parse` reads it), each with
+        this node's record of its reputation (None: none)."""
         try:
             parsed = Need.parse(need)
         except NeedError as e:
             raise Invalid(f"need: {e}") from None
         ads = await self._node.discovery.find(parsed)
         now = self._node.dht.now()
-        return [WorkerAdView.model_validate(ad_json(ad, now)) for ad in ads]
+        views = []
+        for ad in ads:
+            record = self._record(ad.node_id, now)
+            reputation = None if record is None else record.reputation
+            views.append(
+                WorkerAdView.model_validate({**ad_json(ad, now), "reputation": reputation})
+            )
+        return views
 
     # -- counters, for the metrics ---------------------------------------------------------------
 
@@ -419,6 +431,38 @@ class NodeFacade(ModelRequests):
             self._node.jobs.dispatcher.predictor.set_mode(mode, table)
         except ValueError as e:
             raise UnknownChoice(str(e)) from None
+
+    async def challenge(self, worker: str, n: int | None, rows: int) -> CapacityCheck:
+        """Challenge the capacity a worker's ad claims (`scheduler.challenge`): `n` None sizes
+        the product from its ad. Its ad is looked up in the DHT if no job found it."""
+        try:
+            node_id = bytes.fromhex(worker)
+        except ValueError:
+            node_id = b""
+        if len(node_id) != 32:
+            raise Invalid(f"worker: expected a node id of 64 hex digits, not {worker[:80]!r}")
+        d = self._node.jobs.dispatcher
+        if node_id not in d.ads:
+            d.saw(await self._node.discovery.find(Need.parse("")))
+        try:
+            v = await d.challenge(node_id, n=n, rows=rows, connect_s=CONNECT_S, most_s=BY_HAND_S)
+        except UnknownWorker as e:
+            raise NotFound(str(e)) from None
+        except ValueError as e:
+            raise Invalid(str(e)) from None
+        return CapacityCheck(
+            worker=worker.lower(),
+            passed=v.passed,
+            refused=v.refused,
+            reason=v.reason,
+            n=v.n,
+            rows=v.rows,
+            expected_s=v.expected_s,
+            limit_s=v.limit_s,
+            measured_s=v.measured_s,
+            claimed_s=v.claimed_s,
+            price=v.price if v.passed else 0.0,
+        )
 
     def drain(self, on: bool = True) -> DrainState:
         """A draining worker finishes what it holds and takes nothing new (its quotes and

@@ -30,10 +30,10 @@ import trio
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.scheduler.ads import WorkerAd
-from p2psched.scheduler.compare import compare_results
 from p2psched.scheduler.discovery import Discovery
 from p2psched.scheduler.predictor import Predictor
 from p2psched.scheduler.run import (
+    Challenge,
     Close,
     Compare,
     Connect,
@@ -42,13 +42,12 @@ from p2psched.scheduler.run import (
     JobRun,
     Send,
     Settled,
-    Spooled,
     Streamed,
-    TaskRun,
     WorkerState,
 )
 from p2psched.scheduler.standing import StandingQuotes
 from p2psched.scheduler.strategy import Strategy
+from p2psched.scheduler.verifying import Underway, Verifying
 from p2psched.scheduler.worker_views import RECENT_FAILURES, WorkerViews
 from p2psched.store import Store
 from p2psched.store.journal import Entry
@@ -58,6 +57,7 @@ from p2psched.wire.codec import DecodeError
 from p2psched.wire.deal import MAX_OPENING_MESSAGE, MAX_RESULT_BYTES, job_of, max_result_message
 from p2psched.wire.frame_budget import FrameBudget
 from p2psched.wire.messages import (
+    CHALLENGE_MESSAGES,
     Beat,
     Commit,
     Decline,
@@ -96,7 +96,6 @@ class Dial(Protocol):
 
 
 log = logging.getLogger(__name__)
-MAX_ADS_KEPT = 10_000  # workers' ads kept for watchers, the least recently refreshed dropped
 _UNNEEDED = "no job needs it now"
 FLUSH_S = 5.0  # a link no job needs any more closes once its last messages are out, or then
 # ... after staying open this long for the next job (one of a stream of small ones, such as the
@@ -131,9 +130,11 @@ class _Link:
     relayed: bool = False  # its channel goes through a gate's circuit
     idle_since: float | None = None  # when its last job ended, while no job needs it
     lingering: bool = False  # a task waits to close it once it has been idle `LINGER_S`
+    settled: trio.Event = field(default_factory=trio.Event)  # set once it is up, or gone
+    ended: str | None = None  # why it went, once it has
 
 
-class Dispatcher:
+class Dispatcher(Verifying):
     """The scheduler role of a node: runs its jobs (`add`) over one link per worker shared by
     all of them, finds workers for them in the DHT, records what they journal before it acts
     on it, and ticks them on one timer loop. Serve it with `nursery.start(dispatcher.serve)`."""
@@ -180,6 +181,7 @@ class Dispatcher:
         # task id -> where its partial results go, and what to call once it is final
         self._watchers: dict[str, tuple[Callable[[Any], None], Callable[[], None]]] = {}
         self.standing = StandingQuotes()
+        self._challenges: dict[bytes, Underway] = {}
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -223,8 +225,8 @@ class Dispatcher:
 
     def record(self, entries: list[Entry]) -> None:
         """Make `entries` durable (then empty the list), before what they caused goes out."""
-        if self.store is not None:
-            self.store.record(entries)
+        if self.store is not None:  # (with the workers' records changed since: a row each)
+            self.store.record([*entries, *self.views.changed()])
         entries.clear()
 
     def rival(self, job_id: str, worker: WorkerState) -> float:
@@ -310,6 +312,8 @@ class Dispatcher:
                     self._start_discovery(job_id)
                 elif isinstance(action, Compare) and self._nursery is not None:
                     self._nursery.start_soon(self._compare, job_id, action)
+                elif isinstance(action, Challenge):
+                    self.challenge_for_jobs(action.worker)
         self.record(job.run.journal)  # moves that asked for no action (a task seen running)
         if job.run.done:
             del self._jobs[job_id]
@@ -318,34 +322,11 @@ class Dispatcher:
                 del self._rid_owner[key]
             for worker, link in list(self._links.items()):
                 link.jobs.discard(job_id)
-                if not link.jobs and link.idle_since is None:
-                    link.idle_since = trio.current_time()
-                    if not link.lingering and self._nursery is not None:
-                        link.lingering = True
-                        self._nursery.start_soon(self._close_when_idle, worker, link)
+                self._idle(worker, link)
         # The timer loop looks again only if this job's next deadline comes before the time it
         # sleeps until: waking it for every message would tick every job for every message.
         if kick and (job.run.done or job.run.next_deadline() < self._waking_at):
             self._kick.set()
-
-    async def _compare(self, job_id: str, action: Compare) -> None:
-        """Run the job's compare command on two of its results, and tell its run."""
-        job = self._jobs.get(job_id)
-        if job is None:
-            return
-        values = [self._output(job_id, job.run.tasks[tid]) for tid in (action.a, action.b)]
-        same, error = await compare_results(action.command, *values)
-        job = self._jobs.get(job_id)
-        if job is not None:
-            job.run.compared(action.a, action.b, same, self.clock(), error)
-            self._flush(job_id)
-
-    def _output(self, job_id: str, t: TaskRun) -> Any:
-        """A task's output: in memory, or (too large to keep there) in the store."""
-        if t.output is not Spooled.IN_STORE:
-            return t.output
-        assert self.store is not None  # (a run without one keeps every output)
-        return self.store.stored_value(job_id, t.spec.task_id)
 
     def _send(self, worker: bytes, message: Message) -> None:
         link = self._links.get(worker)
@@ -369,6 +350,16 @@ class Dispatcher:
             self._nursery.start_soon(self._close_when_written, link)
         else:
             link.scope.cancel()
+
+    def _idle(self, worker: bytes, link: _Link) -> None:
+        """`link` may be idle now: if no job and no challenge needs it, it closes after
+        `LINGER_S` (unless one comes)."""
+        if link.jobs or worker in self._challenges or link.idle_since is not None:
+            return
+        link.idle_since = trio.current_time()
+        if not link.lingering and self._nursery is not None:
+            link.lingering = True
+            self._nursery.start_soon(self._close_when_idle, worker, link)
 
     async def _close_when_idle(self, worker: bytes, link: _Link) -> None:
         """Close `link` once no job has needed it for `LINGER_S` (a job that joins it in the
@@ -400,17 +391,22 @@ class Dispatcher:
                 await link.outbox.written()
 
     def _connect(self, job_id: str, worker: bytes, addresses: tuple[str, ...]) -> None:
+        link = self._open_link(worker, addresses)
+        link.jobs.add(job_id)
+        if link.public_key is not None:  # already up: this job joins it
+            run = self._jobs[job_id].run
+            step = functools.partial(run.connected, relayed=link.relayed)
+            self._guarded(job_id, step, worker, link.public_key, self.clock())
+
+    def _open_link(self, worker: bytes, addresses: tuple[str, ...]) -> _Link:
+        """The link to `worker`, dialled now if there is none; it is needed (not idle)."""
         link = self._links.get(worker)
         if link is None:
             link = self._links[worker] = _Link()
             assert self._nursery is not None
             self._nursery.start_soon(self._link, worker, addresses, link)
-        link.jobs.add(job_id)
         link.idle_since = None
-        if link.public_key is not None:  # already up: this job joins it
-            run = self._jobs[job_id].run
-            step = functools.partial(run.connected, relayed=link.relayed)
-            self._guarded(job_id, step, worker, link.public_key, self.clock())
+        return link
 
     def _start_discovery(self, job_id: str) -> None:
         job = self._jobs.get(job_id)
@@ -424,12 +420,7 @@ class Dispatcher:
             needs = {str(t.spec.need): t.spec.need for t in job.run.tasks.values()}
             for need in needs.values():
                 ads = await self.find(need)
-                for ad in ads:
-                    if ad.node_id not in self.ads or self.ads[ad.node_id].seq < ad.seq:
-                        self.ads[ad.node_id] = ad
-                        self.ads.move_to_end(ad.node_id)
-                while len(self.ads) > MAX_ADS_KEPT:
-                    self.ads.popitem(last=False)
+                self.saw(ads)
                 if job_id in self._jobs:
                     if not ads:
                         job.run.no_worker_found(need, self.explain(need))
@@ -480,6 +471,9 @@ class Dispatcher:
         )
         if self._links.get(worker) is link:
             del self._links[worker]
+        link.ended = reason
+        link.settled.set()
+        self._challenge_heard(worker, None, 0.0)
         self.standing.drop(worker)
         for key in [k for k in self._rid_owner if k[0] == worker]:
             del self._rid_owner[key]  # answers that can no longer come
@@ -493,6 +487,7 @@ class Dispatcher:
 
     async def _session(self, worker: bytes, channel: SecureChannel, link: _Link) -> str:
         link.outbox, link.public_key = Outbox(channel), channel.peer.public_key
+        link.settled.set()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(link.outbox.run)
             now = self.clock()
@@ -528,6 +523,9 @@ class Dispatcher:
         """Hand a worker's message to the job it is for: by the job its quote or task
         names, by the request it answers, or (a heartbeat) to each job, about its tasks."""
         now = self.clock()
+        if isinstance(m, CHALLENGE_MESSAGES) or self._challenge_takes(worker, m):
+            self._challenge_heard(worker, m, now)  # (never a job's: it would drop the worker)
+            return
         match m:
             case Beat():
                 for job_id in list(link.jobs):

@@ -1,9 +1,12 @@
 """The node's private record of each worker, `WorkerViews`: outcomes, per-model run times, stalls,
-a rank penalty, and a circuit breaker that skips a worker that keeps failing. Sans-I/O: time
-comes in as `now`.
+a rank penalty, a circuit breaker that skips a worker that keeps failing, and its reputation:
+results verified and disputed, run times it misreported, capacity challenges passed and failed,
+which bar it for `ReputationRules.skip_s` past a threshold. Sans-I/O: time comes in as `now`.
 
 Promises: a record holds only what this node saw (never what the worker says of itself); memory
-stays within `max_workers` records, MAX_MODELS models each and RECENT_FAILURES failures.
+stays within `max_workers` records, MAX_MODELS models each and RECENT_FAILURES failures; what
+must outlive the process (`Reputation`, the store's row of it) is handed out by `changed` once
+per change and taken back by `load`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,11 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from p2psched.store.journal import Forgotten, Reputation
+
 Outcome = Literal["ok", "failed", "stalled"]
+Capacity = Literal["passed", "failed", "unknown"]
+_CAPACITIES: dict[str, Capacity] = {"passed": "passed", "failed": "failed"}  # else "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +46,6 @@ class WorkerView:
     succeeded: int = 0
     failed: int = 0  # stalls included
     stalls: int = 0  # went silent or timed out
-    verified: int = 0  # results that agreed with another worker's
-    disputed: int = 0  # results that disagreed with the one kept
-    clean: int = 0  # results verified since its last dispute
-    duration_mismatches: int = 0  # receipts claiming a run time far from the one measured
-    challenges_passed: int = 0
-    challenges_failed: int = 0
-    disputed_until: float | None = None  # skipped for its disputes until then: no success ends it
     consecutive_bad: int = 0  # failures and stalls since the last success
     # Recent rates of failures and stalls per task, weighted max(1/n, RATE_ALPHA) per outcome and
     # decaying with time since `rates_at`; successes pull them down.
@@ -56,6 +56,20 @@ class WorkerView:
     models: OrderedDict[str | None, ModelRecord] = field(default_factory=OrderedDict)
     # The breaker: None while closed; when open, skipped until then; past it, half-open.
     skip_until: float | None = None
+    # Its reputation: what checking its results and its claims found.
+    verified: int = 0  # results that agreed with the canonical one
+    disputed: int = 0  # ... that disagreed
+    clean: int = 0  # verified since its last dispute
+    duration_mismatches: int = 0  # receipts whose run time was far from the one measured
+    challenges_passed: int = 0
+    challenges_failed: int = 0
+    capacity: Capacity = "unknown"  # its last capacity challenge
+    strikes: int = 0  # disputes since it was last barred
+    challenge_strikes: int = 0  # failed challenges since it was last barred
+    # Barred (skipped, whatever its breaker says) until then, for `barred_for`.
+    barred_until: float | None = None
+    barred_for: str | None = None
+    updated_at: float = 0.0  # when any of the above last changed
 
     @property
     def tasks(self) -> int:
@@ -67,6 +81,27 @@ STALL_WEIGHT = 2.0  # a stall costs a timeout on top of the retry, so it ranks a
 MAX_MODELS = 64  # per worker
 MAX_REASON = 300
 RECENT_FAILURES = 200  # failures kept for the node's watchers (API, dashboard)
+# A dispute adds DISPUTE_WEIGHT to the penalty, a failed capacity challenge (its last one)
+# CHALLENGE_WEIGHT, a misreported run time MISMATCH_WEIGHT; disputes and mismatches weigh less
+# as clean results accrue after them: × FORGIVE / (FORGIVE + results verified since).
+DISPUTE_WEIGHT = 2.0
+CHALLENGE_WEIGHT = 2.0
+MISMATCH_WEIGHT = 0.1
+FORGIVE = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ReputationRules:
+    """When a worker's reputation bars it (the operator's [reputation] table): after
+    `max_disputes` disputed results, or `max_failed_challenges` failed capacity challenges,
+    since it was last barred, for `skip_s` seconds (0 of either: never barred for it)."""
+
+    max_disputes: int = 1
+    skip_s: float = 604_800.0  # a week
+    max_failed_challenges: int = 1
+
+
+DEFAULT_RULES = ReputationRules()
 
 
 class WorkerViews:
@@ -88,9 +123,11 @@ class WorkerViews:
         trip_ratio: float = 0.5,
         trip_after: int = 5,
         rate_half_life: float = 3600.0,
+        rules: ReputationRules = DEFAULT_RULES,
     ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be >= 1, got {max_workers!r}")
+        self.rules = rules
         self.max_workers = max_workers
         self.cool_off = cool_off
         self.trip_consecutive = trip_consecutive
@@ -100,6 +137,10 @@ class WorkerViews:
         self._views: OrderedDict[bytes, WorkerView] = OrderedDict()  # least recently seen first
         # The latest failures on any worker, newest last, for whoever watches the node.
         self.recent_failures: deque[tuple[bytes, LastTask]] = deque(maxlen=RECENT_FAILURES)
+        # Workers whose `Reputation` changed since `changed` last handed them out, and those
+        # dropped from memory since (their rows go too: the store holds what memory holds).
+        self._dirty: set[bytes] = set()
+        self._dropped: dict[bytes, None] = {}  # (an ordered set, bounded as the records are)
 
     def __len__(self) -> int:
         return len(self._views)
@@ -115,8 +156,13 @@ class WorkerViews:
         v = self._views.get(worker)
         if v is None:
             v = self._views[worker] = WorkerView(worker)
+            self._dropped.pop(worker, None)
             while len(self._views) > self.max_workers:
-                self._views.popitem(last=False)
+                dropped, _ = self._views.popitem(last=False)
+                self._dirty.discard(dropped)
+                self._dropped[dropped] = None
+                if len(self._dropped) > self.max_workers:  # (nobody takes them: no store)
+                    del self._dropped[next(iter(self._dropped))]
         else:
             self._views.move_to_end(worker)
         return v
@@ -138,6 +184,7 @@ class WorkerViews:
     ) -> None:
         """`worker` ran `task` (of `model`) to a verified result in `run_s` seconds."""
         v = self._touch(worker)
+        self._changed(v, now)
         v.succeeded += 1
         v.consecutive_bad = 0
         v.skip_until = None
@@ -158,6 +205,7 @@ class WorkerViews:
     ) -> None:
         """`task` failed on `worker` (`stalled`: it went silent or timed out)."""
         v = self._touch(worker)
+        self._changed(v, now)
         v.failed += 1
         v.stalls += int(stalled)
         v.consecutive_bad += 1
@@ -172,21 +220,130 @@ class WorkerViews:
         ):
             v.skip_until = now + self.cool_off
 
+    # -- its reputation: what checking its results and claims found --------------------------
+
+    def _changed(self, v: WorkerView, now: float) -> None:
+        self._dirty.add(v.worker)
+        v.updated_at = max(v.updated_at, now)
+
+    def _bar(self, v: WorkerView, why: str, now: float) -> None:
+        v.strikes = v.challenge_strikes = 0
+        v.barred_until = max(v.barred_until or 0.0, now + self.rules.skip_s)
+        v.barred_for = why[:MAX_REASON]
+
+    def verified(self, worker: bytes, task: str, *, now: float) -> None:
+        """`worker`'s result for `task` agreed with the canonical one."""
+        v = self._touch(worker)
+        self._changed(v, now)
+        v.verified += 1
+        v.clean += 1
+
+    def disputed(self, worker: bytes, task: str, reason: str, *, now: float) -> None:
+        """`worker`'s result for `task` disagreed with the canonical one (`reason`: how)."""
+        v = self._touch(worker)
+        self._changed(v, now)
+        v.disputed += 1
+        v.clean = 0
+        v.strikes += 1
+        if 0 < self.rules.max_disputes <= v.strikes:
+            self._bar(v, f"its result for task {task} was disputed: {reason}", now)
+
+    def duration_mismatch(
+        self, worker: bytes, task: str, claimed_s: float, measured_s: float, *, now: float
+    ) -> None:
+        """`worker`'s receipt for `task` claimed a run time far from the one measured."""
+        v = self._touch(worker)
+        self._changed(v, now)
+        v.duration_mismatches += 1
+
+    def challenged(self, worker: bytes, passed: bool, reason: str | None, *, now: float) -> None:
+        """`worker` passed or failed a capacity challenge (`reason`: why it failed)."""
+        v = self._touch(worker)
+        self._changed(v, now)
+        v.capacity = "passed" if passed else "failed"
+        if passed:
+            v.challenges_passed += 1
+            return
+        v.challenges_failed += 1
+        v.challenge_strikes += 1
+        if 0 < self.rules.max_failed_challenges <= v.challenge_strikes:
+            self._bar(v, f"it failed a capacity challenge: {reason or 'no reason given'}", now)
+
+    def clean(self, worker: bytes) -> int:
+        """Results of `worker` verified since its last dispute (0 if unknown)."""
+        v = self._views.get(worker)
+        return 0 if v is None else v.clean
+
+    def disputes(self, worker: bytes) -> int:
+        """Disputed results of `worker` on record."""
+        v = self._views.get(worker)
+        return 0 if v is None else v.disputed
+
+    def capacity(self, worker: bytes) -> Capacity:
+        """How `worker`'s last capacity challenge went ("unknown": none on record)."""
+        v = self._views.get(worker)
+        return "unknown" if v is None else v.capacity
+
+    def barred(self, worker: bytes, now: float) -> str | None:
+        """Why `worker` is skipped for its reputation, and how much longer ("skipped for 6 d 23 h
+        more: its result for task t was disputed: ..."), or None while it is not."""
+        v = self._views.get(worker)
+        if v is None or v.barred_until is None or now >= v.barred_until:
+            return None
+        return f"skipped for {_span(v.barred_until - now)} more: {v.barred_for}"
+
+    def changed(self) -> list[Reputation | Forgotten]:
+        """What changed of the workers' reputations since the last call, as the store keeps
+        it: one entry per worker however many times it changed."""
+        out: list[Reputation | Forgotten] = [Forgotten(w) for w in self._dropped]
+        out += [_reputation(self._views[w]) for w in self._dirty]
+        self._dirty.clear()
+        self._dropped.clear()
+        return out
+
+    def load(self, records: list[Reputation]) -> None:
+        """Take back what the store kept (a node restarted), the least recently updated first;
+        not marked changed."""
+        for r in sorted(records, key=lambda r: r.updated_at):
+            v = self._touch(r.worker)
+            v.succeeded, v.failed, v.stalls = r.succeeded, r.failed, r.stalls
+            v.verified, v.disputed, v.clean = r.verified, r.disputed, r.clean
+            v.duration_mismatches = r.duration_mismatches
+            v.challenges_passed, v.challenges_failed = r.challenges_passed, r.challenges_failed
+            v.capacity = _CAPACITIES.get(r.capacity, "unknown")
+            v.strikes, v.challenge_strikes = r.strikes, r.challenge_strikes
+            v.barred_until, v.barred_for = r.skip_until, r.skip_reason
+            v.updated_at = r.updated_at
+        self._dirty.clear()
+        self._dropped.clear()
+
+    # -- ranking ------------------------------------------------------------------------------
+
     def penalty(self, worker: bytes, now: float) -> float:
         """A multiplier >= 1 on the worker's cost or time when ranking it (1: nothing against
-        it, or never seen)."""
+        it, or never seen): its recent failures and stalls, its disputes and misreported run
+        times (weighing less as verified results accrue after them), and a failed last
+        capacity challenge."""
         v = self._views.get(worker)
         if v is None:
             return 1.0
         keep = self._decay(v, now)
-        return 1.0 + keep * (v.fail_rate + STALL_WEIGHT * v.stall_rate)
+        forgive = FORGIVE / (FORGIVE + v.clean)
+        return (
+            1.0
+            + keep * (v.fail_rate + STALL_WEIGHT * v.stall_rate)
+            + forgive * (DISPUTE_WEIGHT * v.disputed + MISMATCH_WEIGHT * v.duration_mismatches)
+            + (CHALLENGE_WEIGHT if v.capacity == "failed" else 0.0)
+        )
 
     def skipped(self, worker: bytes, now: float) -> bool:
-        """Whether to leave `worker` out: its breaker is open and the cool-off not over."""
+        """Whether to leave `worker` out: its breaker is open and the cool-off not over, or its
+        reputation bars it (see `barred`)."""
         v = self._views.get(worker)
-        if v is not None and v.disputed_until is not None and now < v.disputed_until:
-            return True
-        return v is not None and v.skip_until is not None and now < v.skip_until
+        return v is not None and (
+            (v.skip_until is not None and now < v.skip_until)
+            or (v.barred_until is not None and now < v.barred_until)
+        )
 
     def state(self, worker: bytes, now: float) -> Literal["closed", "open", "half-open"]:
         v = self._views.get(worker)
@@ -217,47 +374,50 @@ class WorkerViews:
                 ]
             },
             "skipped_until": v.skip_until,
+            "reputation": {
+                "verified": v.verified,
+                "disputed": v.disputed,
+                "clean": v.clean,
+                "duration_mismatches": v.duration_mismatches,
+                "challenges_passed": v.challenges_passed,
+                "challenges_failed": v.challenges_failed,
+                "capacity": v.capacity,
+                "barred_until": v.barred_until,
+                "barred_for": v.barred_for,
+            },
         }
         if now is not None:
             out["state"] = self.state(worker, now)
             out["penalty"] = self.penalty(worker, now)
+            out["reputation"]["barred"] = self.barred(worker, now) is not None
         return out
 
-    # -- verified results (a minimal record; the reputation's full rules come with its store)
 
-    def verified(self, worker: bytes, task: str, *, now: float) -> None:
-        v = self._touch(worker)
-        v.verified += 1
-        v.clean += 1
+def _reputation(v: WorkerView) -> Reputation:
+    return Reputation(
+        worker=v.worker,
+        succeeded=v.succeeded,
+        failed=v.failed,
+        stalls=v.stalls,
+        verified=v.verified,
+        disputed=v.disputed,
+        clean=v.clean,
+        duration_mismatches=v.duration_mismatches,
+        challenges_passed=v.challenges_passed,
+        challenges_failed=v.challenges_failed,
+        capacity=v.capacity,
+        strikes=v.strikes,
+        challenge_strikes=v.challenge_strikes,
+        skip_until=v.barred_until,
+        skip_reason=v.barred_for,
+        updated_at=v.updated_at,
+    )
 
-    def disputed(self, worker: bytes, task: str, reason: str, *, now: float) -> None:
-        v = self._touch(worker)
-        v.disputed += 1
-        v.clean = 0
-        v.disputed_until = now + self.cool_off
 
-    def duration_mismatch(
-        self, worker: bytes, task: str, claimed_s: float, measured_s: float, *, now: float
-    ) -> None:
-        self._touch(worker).duration_mismatches += 1
-
-    def challenged(self, worker: bytes, passed: bool, reason: str | None, *, now: float) -> None:
-        v = self._touch(worker)
-        if passed:
-            v.challenges_passed += 1
-        else:
-            v.challenges_failed += 1
-
-    def clean(self, worker: bytes) -> int:
-        v = self._views.get(worker)
-        return 0 if v is None else v.clean
-
-    def disputes(self, worker: bytes) -> int:
-        v = self._views.get(worker)
-        return 0 if v is None else v.disputed
-
-    def capacity(self, worker: bytes) -> str:
-        v = self._views.get(worker)
-        if v is None or not (v.challenges_passed or v.challenges_failed):
-            return "unknown"
-        return "failed" if v.challenges_failed else "passed"
+def _span(seconds: float) -> str:
+    """A length of time as people say it: "6 d 23 h", "12 min"."""
+    if seconds >= 86_400:
+        return f"{seconds // 86_400:.0f} d {seconds % 86_400 // 3600:.0f} h"
+    if seconds >= 3600:
+        return f"{seconds // 3600:.0f} h {seconds % 3600 // 60:.0f} min"
+    return f"{seconds // 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"

@@ -2,9 +2,10 @@
 anything they caused leaves the node (a commitment sent, a result acknowledged).
 
 Owns: the entry types. On the scheduler's side the job book (`scheduler.jobs`) emits
-`JobOpened`, `JobResumed` and `JobFinished`, and each `JobRun` emits `Moved`, `Committed` and
-`Charged`; the worker's `TaskManager` emits `Accepted` and `Issued`. `Store.record` writes a
-batch of them in one transaction; `Store`'s reads give back what a restarted scheduler resumes.
+`JobOpened`, `JobResumed` and `JobFinished`, each `JobRun` emits `Moved`, `Committed`, `Charged`
+and `Judged`, and the scheduler's `WorkerViews` `Reputation` and `Forgotten`; the worker's
+`TaskManager` emits `Accepted` and `Issued`. `Store.record` writes a batch of them in one
+transaction; `Store`'s reads give back what a restarted scheduler resumes.
 Promises: entries are plain values (no references into a live core), so a batch can be written
 after the step that made it; replaying a job's entries in order rebuilds its tasks' states.
 """
@@ -58,28 +59,62 @@ class Committed:
 
 @dataclass(frozen=True, slots=True)
 class Charged:
-    """A verified receipt for a completed task: the money is spent, the result is kept."""
+    """A verified receipt for a completed task: the money is spent, the result is kept. With
+    `verdict` "pending", its result awaits verification against other copies: the result row
+    is kept, the receipt recorded but not counted as spent until `Judged` says "agreed"."""
 
     receipt: Receipt
     worker_public_key: bytes
     output: bytes  # the task's output, MessagePack-encoded (what the receipt hashes)
     at: float
     keep: bool = True  # False: the receipt goes to the ledger, no result row (a paid-only job)
-    # None: paid. "pending": a result its job verifies, waiting for the verdict (`Judged`):
-    # on record, not paid yet.
-    verdict: str | None = None
+    verdict: str | None = None  # None: a plain paid receipt; "pending": awaiting verification
+
+
+VERDICTS = ("agreed", "disputed", "unsettled")
 
 
 @dataclass(frozen=True, slots=True)
 class Judged:
-    """The verdict on a result that waited for its copies: "agreed" (paid), "disputed" (its
-    result disagreed with the one kept: never paid) or "unsettled" (no quorum was reached, or
-    its job was cancelled first: not paid)."""
+    """The verdict on a task's pending receipt (`Charged` with verdict "pending"): "agreed"
+    (it counts as spent), "disputed" (its result disagreed with the canonical one: never paid)
+    or "unsettled" (no quorum was reached, or its job was cancelled first: never paid)."""
 
     job: str
     task: str
     verdict: str
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reputation:
+    """What this node keeps of a worker's record across restarts (see `WorkerViews`):
+    `skip_until`/`skip_reason`: barred for its reputation until then, and why."""
+
+    worker: bytes
+    succeeded: int
+    failed: int
+    stalls: int
+    verified: int
+    disputed: int
+    clean: int  # verified since its last dispute
+    duration_mismatches: int
+    challenges_passed: int
+    challenges_failed: int
+    capacity: str  # "passed" | "failed" | "unknown": its last capacity challenge
+    strikes: int  # disputes since it was last barred
+    challenge_strikes: int  # failed challenges since it was last barred
+    skip_until: float | None
+    skip_reason: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """A worker's record dropped from memory (the least recently seen, past the views'
+    bound): its `Reputation` row goes too."""
+
+    worker: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,5 +149,15 @@ class Issued:
 
 
 Entry = (
-    JobOpened | JobResumed | Moved | Committed | Charged | Judged | JobFinished | Accepted | Issued
+    JobOpened
+    | JobResumed
+    | Moved
+    | Committed
+    | Charged
+    | Judged
+    | JobFinished
+    | Accepted
+    | Issued
+    | Reputation
+    | Forgotten
 )

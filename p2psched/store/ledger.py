@@ -1,7 +1,8 @@
 """The ledger's views: what each job and each peer cost or earned, and its verification.
 
-Owns: `StoreLedger` (which `Store` is made of): the money summary, and `verify_ledger`, which
-re-checks every entry of the `ledger` table from its signed document.
+Owns: `StoreLedger` (which `Store` is made of): the money summary (what was spent, what awaits
+verification, what was disputed), and `verify_ledger`, which re-checks every entry of the
+`ledger` table from its signed document.
 Promises: `verify_ledger` trusts no column it can re-derive: every entry is re-checked from its
 signed document and the public key that signed it, and every problem is named by its entry.
 """
@@ -14,10 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2psched.identity import node_id_of
-from p2psched.store.schema import document
+from p2psched.store.schema import SPENT, document
 from p2psched.wire.codec import DecodeError
 from p2psched.wire.deal import Commitment, Receipt
 from p2psched.wire.schema import SchemaError
+
+_UNPAID = "('disputed', 'unsettled')"
+DISPUTED_LISTED = 100  # the disputed receipts a summary lists (all are counted)
 
 # (role, job, task, worker, scheduler): whose deal over which task.
 _TaskDeal = tuple[str, str, str, bytes, bytes]
@@ -32,28 +36,59 @@ class StoreLedger:
     def ledger_summary(self) -> dict[str, Any]:
         """Money by job (what this node committed and spent on its own jobs) and by peer.
 
-        {"jobs": [{"job", "committed", "spent", "tasks_paid"}], "peers": [{"peer" (hex node id),
-        "spent" (we paid them), "earned" (they paid us)}], "spent": total, "earned": total}.
+        {"jobs": [{"job", "committed", "spent", "tasks_paid", "pending", "disputed"}],
+        "peers": [{"peer" (hex node id), "spent" (we paid them), "earned" (they paid us),
+        "disputed"}], "spent": total, "earned": total, "disputed": [{"job", "task", "peer",
+        "amount", "verdict", "at"}] (the newest `DISPUTED_LISTED`, newest first)}.
         `committed` adds up every commitment made, including money released when a task was
-        retried elsewhere: it is what was held, not what is still held.
+        retried elsewhere: it is what was held, not what is still held. A receipt counts as
+        spent when it is ok and plain or agreed: one pending verification, disputed or left
+        unsettled (no quorum) is counted by `pending` or `disputed` ("disputed" and
+        "unsettled" both), never as spent.
         """
         jobs = [
-            {"job": r[0], "committed": r[1], "spent": r[2], "tasks_paid": r[3]}
+            {
+                "job": r[0],
+                "committed": r[1],
+                "spent": r[2],
+                "tasks_paid": r[3],
+                "pending": r[4],
+                "disputed": r[5],
+            }
             for r in self._db.execute(
                 "SELECT job, "
                 "TOTAL(CASE WHEN kind = 'commitment' THEN amount END), "
-                "TOTAL(CASE WHEN kind = 'receipt' AND ok THEN amount END), "
-                "COUNT(CASE WHEN kind = 'receipt' AND ok THEN 1 END) "
+                f"TOTAL(CASE WHEN kind = 'receipt' AND {SPENT} THEN amount END), "
+                f"COUNT(CASE WHEN kind = 'receipt' AND {SPENT} THEN 1 END), "
+                "COUNT(CASE WHEN verdict = 'pending' THEN 1 END), "
+                f"COUNT(CASE WHEN verdict IN {_UNPAID} THEN 1 END) "
                 "FROM ledger WHERE role = 'paid' GROUP BY job ORDER BY job"
             )
         ]
         peers = [
-            {"peer": r[0].hex(), "spent": r[1], "earned": r[2]}
+            {"peer": r[0].hex(), "spent": r[1], "earned": r[2], "disputed": r[3]}
             for r in self._db.execute(
                 "SELECT peer, "
-                "TOTAL(CASE WHEN role = 'paid' AND ok THEN amount END), "
-                "TOTAL(CASE WHEN role = 'earned' AND ok THEN amount END) "
+                f"TOTAL(CASE WHEN role = 'paid' AND {SPENT} THEN amount END), "
+                "TOTAL(CASE WHEN role = 'earned' AND ok THEN amount END), "
+                f"COUNT(CASE WHEN verdict IN {_UNPAID} THEN 1 END) "
                 "FROM ledger WHERE kind = 'receipt' GROUP BY peer ORDER BY peer"
+            )
+        ]
+        disputed = [
+            {
+                "job": r[0],
+                "task": r[1],
+                "peer": r[2].hex(),
+                "amount": r[3],
+                "verdict": r[4],
+                "at": r[5],
+            }
+            for r in self._db.execute(
+                "SELECT job, task, peer, amount, verdict, at FROM ledger "
+                f"WHERE role = 'paid' AND kind = 'receipt' AND verdict IN {_UNPAID} "
+                "ORDER BY seq DESC LIMIT ?",
+                (DISPUTED_LISTED,),
             )
         ]
         return {
@@ -61,6 +96,7 @@ class StoreLedger:
             "peers": peers,
             "spent": math.fsum(p["spent"] for p in peers),
             "earned": math.fsum(p["earned"] for p in peers),
+            "disputed": disputed,
         }
 
     def verify_ledger(self) -> list[str]:

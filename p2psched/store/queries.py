@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from p2psched.store.schema import document, limit_out
+from p2psched.store.journal import Reputation
+from p2psched.store.schema import SPENT, document, limit_out
 from p2psched.wire.codec import decode
 from p2psched.wire.deal import Receipt
 from p2psched.wire.noise import MAX_FRAME
@@ -74,6 +75,14 @@ _TASK_COLUMNS = (
     "r.output, r.receipt, r.worker_public_key, r.output_file"
 )
 _TASK_FROM = "tasks t LEFT JOIN results r ON r.job = t.job AND r.task = t.id"
+# A task (`t`) as its job's status counts it: a task run in copies ("<id>~2", ...: its job
+# verified results) is completed if one of them is (a result was kept), else as it ended
+# itself; a copy is not a task of its own. (The range finds its copies on the primary key.)
+_TASK_OUTCOME = (
+    "CASE WHEN t.state = 'completed' OR EXISTS (SELECT 1 FROM tasks c WHERE c.job = t.job "
+    "AND c.id > t.id || '~' AND c.id < t.id || '~:' AND c.state = 'completed') "
+    "THEN 'completed' WHEN t.state = 'disputed' THEN 'failed' ELSE t.state END"
+)
 
 
 def _stored_task(row: tuple[Any, ...]) -> StoredTask:
@@ -158,13 +167,26 @@ class StoreReads:
         return None if kept is None else decode(kept, MAX_FRAME)
 
     def spent(self, job: str) -> float:
-        """What this node has paid for `job`: its ok receipts."""
+        """What this node has paid for `job`: its ok receipts, plain or agreed (not those
+        awaiting verification, disputed or unsettled)."""
         row = self._db.execute(
-            "SELECT TOTAL(amount) FROM ledger "
-            "WHERE job = ? AND role = 'paid' AND kind = 'receipt' AND ok",
+            "SELECT TOTAL(amount) FROM ledger WHERE job = ? AND role = 'paid' "
+            f"AND kind = 'receipt' AND {SPENT}",
             (job,),
         ).fetchone()
         return float(row[0])
+
+    def reputations(self, limit: int) -> list[Reputation]:
+        """The workers' records the scheduler kept, the `limit` most recently updated (oldest
+        first), for a restarted node to take back."""
+        rows = self._db.execute(
+            "SELECT worker, succeeded, failed, stalls, verified, disputed, clean, "
+            "duration_mismatches, challenges_passed, challenges_failed, capacity, strikes, "
+            "challenge_strikes, skip_until, skip_reason, updated_at FROM reputation "
+            "ORDER BY updated_at DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [Reputation(*row) for row in reversed(rows)]
 
     def transitions(self, job: str, task: str) -> list[dict[str, Any]]:
         """A task's every move, oldest first: from, to, when, why."""
@@ -202,7 +224,8 @@ class StoreReads:
         ).fetchall()
         counts: dict[str, dict[str, int]] = {r[0]: {} for r in rows}
         for job, state, n in db.execute(
-            f"SELECT job, state, COUNT(*) FROM tasks WHERE job IN ({ids}) GROUP BY job, state",
+            f"SELECT t.job, {_TASK_OUTCOME}, COUNT(*) FROM tasks t WHERE t.job IN ({ids}) "
+            f"AND t.id NOT GLOB '*~[0-9]*' GROUP BY t.job, 2",
             (arg,),
         ):
             counts[job][state] = n
@@ -216,7 +239,7 @@ class StoreReads:
         spent = dict(
             db.execute(
                 "SELECT job, TOTAL(amount) FROM ledger WHERE job IN "
-                f"({ids}) AND role = 'paid' AND kind = 'receipt' AND ok GROUP BY job",
+                f"({ids}) AND role = 'paid' AND kind = 'receipt' AND {SPENT} GROUP BY job",
                 (arg,),
             ).fetchall()
         )

@@ -141,12 +141,42 @@ ALTER TABLE jobs ADD COLUMN resumed_at REAL;
 CREATE INDEX jobs_by_submission ON jobs (submitted_at);
 """
 
+# Version 4: what checking workers' results found. A paid receipt's `verdict`: NULL (a plain
+# receipt, spent), 'pending' (its result awaits verification: not spent yet), 'agreed' (spent),
+# 'disputed' or 'unsettled' (never spent). `reputation`: each worker's record as this node's
+# scheduler keeps it across restarts (see `journal.Reputation`), at most as many rows as it
+# keeps records in memory.
+_SCHEMA_V4 = """
+ALTER TABLE ledger ADD COLUMN verdict TEXT
+    CHECK (verdict IN ('pending', 'agreed', 'disputed', 'unsettled'));
+CREATE TABLE reputation (
+    worker BLOB PRIMARY KEY,
+    succeeded INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    stalls INTEGER NOT NULL,
+    verified INTEGER NOT NULL,
+    disputed INTEGER NOT NULL,
+    clean INTEGER NOT NULL,
+    duration_mismatches INTEGER NOT NULL,
+    challenges_passed INTEGER NOT NULL,
+    challenges_failed INTEGER NOT NULL,
+    capacity TEXT NOT NULL CHECK (capacity IN ('passed', 'failed', 'unknown')),
+    strikes INTEGER NOT NULL,
+    challenge_strikes INTEGER NOT NULL,
+    skip_until REAL,
+    skip_reason TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX reputation_by_update ON reputation (updated_at);
+"""
+
 # Append to change the schema; never edit a migration that has shipped: stores out there
 # are at its version already.
 MIGRATIONS: tuple[Migration, ...] = (
     sql_script(_SCHEMA_V1),
     sql_script(_SCHEMA_V2),
     sql_script(_SCHEMA_V3),
+    sql_script(_SCHEMA_V4),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -225,6 +255,11 @@ def json_value(v: Any) -> Any:
     if isinstance(v, datetime | date):
         return v.isoformat()
     raise TypeError(f"a job spec value of type {type(v).__name__} cannot be stored: {v!r}")
+
+
+# A paid receipt's row counts as spent when ok and plain (no verdict) or agreed; never while its
+# result awaits verification, nor once disputed or left unsettled (schema version 4).
+SPENT = "ok AND (verdict IS NULL OR verdict = 'agreed')"
 
 
 def limit_in(v: float) -> float | None:

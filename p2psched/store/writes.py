@@ -3,7 +3,8 @@
 Owns: which table each entry type lands in and with what columns, the order tables are written
 in (jobs first, finished jobs last), which results are too large for their row (`spooled`), and
 why SQLite refused a batch, told in the journal's terms.
-Promises: a task's row takes only its last move in a batch (one upsert per task, not per move);
+Promises: a task's row takes only its last move in a batch (one upsert per task, not per move),
+a worker's reputation row only its last record;
 an empty address list never erases addresses that worked; a result over `spool_over` bytes is
 named in its row by the file it goes to (its SHA-256, as its receipt says) and left out of
 it; nothing here commits or writes files: the caller holds the transaction, and writes
@@ -21,16 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from p2psched.store.journal import (
+    VERDICTS,
     Accepted,
     Charged,
     Committed,
     Entry,
+    Forgotten,
     Issued,
     JobFinished,
     JobOpened,
     JobResumed,
     Judged,
     Moved,
+    Reputation,
 )
 from p2psched.store.schema import json_value, limit_in
 from p2psched.wire.codec import encode
@@ -50,9 +54,22 @@ _UPSERT_TASK = (
     "attempts = excluded.attempts, error = excluded.error, since = excluded.since"
 )
 _INSERT_LEDGER = (
-    "INSERT INTO ledger (role, kind, job, task, peer, amount, ok, document, signer_public_key, at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO ledger "
+    "(role, kind, job, task, peer, amount, ok, document, signer_public_key, at, verdict) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# A verdict on a receipt charged pending (a later verdict, on one judged already, replaces it).
+_JUDGE = (
+    "UPDATE ledger SET verdict = ? WHERE role = 'paid' AND kind = 'receipt' AND job = ? "
+    "AND task = ? AND verdict IS NOT NULL"
+)
+_UPSERT_REPUTATION = (
+    "INSERT OR REPLACE INTO reputation (worker, succeeded, failed, stalls, verified, disputed, "
+    "clean, duration_mismatches, challenges_passed, challenges_failed, capacity, strikes, "
+    "challenge_strikes, skip_until, skip_reason, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_FORGET_REPUTATION = "DELETE FROM reputation WHERE worker = ?"
 # An empty address list (a worker reached some other way) never erases addresses that worked.
 _UPSERT_PEER = (
     "INSERT INTO peers (worker, addresses, last_seen) VALUES (?, ?, ?) "
@@ -80,6 +97,8 @@ class Batch:
     ledger: list[Row] = field(default_factory=list)
     peers: list[Row] = field(default_factory=list)
     results: list[Row] = field(default_factory=list)
+    judged: list[Row] = field(default_factory=list)
+    reputation: dict[bytes, Row | None] = field(default_factory=dict)  # None: forgotten
     resumed: list[Row] = field(default_factory=list)
     finished: list[Row] = field(default_factory=list)
     spooled: dict[str, bytes] = field(default_factory=dict)  # file name -> the output
@@ -91,6 +110,8 @@ class Batch:
             or self.transitions
             or self.ledger
             or self.results
+            or self.judged
+            or self.reputation
             or self.resumed
             or self.finished
         )
@@ -111,9 +132,23 @@ class Batch:
                     name = packed_hash(output).hex()  # as its receipt says; one file per output
                     self.spooled[name], output = output, b""
                 self.results.append((r.job, r.task, output, document, e.worker_public_key, name))
+            if e.verdict not in (None, "pending"):
+                raise TypeError(f"Charged.verdict is None or 'pending', not {e.verdict!r}")
             self.ledger.append(
-                _receipt_row("paid", r, r.worker, document, e.worker_public_key, e.at)
+                _receipt_row("paid", r, r.worker, document, e.worker_public_key, e.at, e.verdict)
             )
+        elif type(e) is Reputation:
+            self.reputation[e.worker] = (
+                e.worker, e.succeeded, e.failed, e.stalls, e.verified, e.disputed, e.clean,
+                e.duration_mismatches, e.challenges_passed, e.challenges_failed, e.capacity,
+                e.strikes, e.challenge_strikes, e.skip_until, e.skip_reason, e.updated_at,
+            )  # fmt: skip
+        elif type(e) is Judged:
+            if e.verdict not in VERDICTS:
+                raise TypeError(f"Judged.verdict is one of {VERDICTS}, not {e.verdict!r}")
+            self.judged.append((e.verdict, e.job, e.task))
+        elif type(e) is Forgotten:
+            self.reputation[e.worker] = None
         elif type(e) is Committed:
             c = e.commitment
             self.ledger.append(_commitment_row("paid", c, c.worker, None, e.at))
@@ -162,6 +197,13 @@ class Batch:
             db.executemany(_INSERT_LEDGER, self.ledger)
         if self.peers:
             db.executemany(_UPSERT_PEER, self.peers)
+        for row in self.judged:  # (one by one: a verdict on no pending receipt is refused)
+            if db.execute(_JUDGE, row).rowcount == 0:
+                raise sqlite3.IntegrityError("Judged names no receipt charged pending")
+        if self.reputation:
+            forgotten = [(w,) for w, row in self.reputation.items() if row is None]
+            db.executemany(_FORGET_REPUTATION, forgotten)
+            db.executemany(_UPSERT_REPUTATION, [r for r in self.reputation.values() if r])
         if self.resumed:
             if db.executemany(_RESUME_JOB, self.resumed).rowcount != len(self.resumed):
                 raise sqlite3.IntegrityError("JobResumed for an unknown job")
@@ -184,6 +226,20 @@ class Batch:
                 f"batch not written to {path}: its entries name jobs with no JobOpened "
                 f"before them: {', '.join(unknown)}"
             )
+        if self.judged:
+            pending = {
+                (row[0], row[1])
+                for row in db.execute(
+                    "SELECT job, task FROM ledger WHERE role = 'paid' AND kind = 'receipt' "
+                    "AND verdict IS NOT NULL"
+                )
+            } | {(r[2], r[3]) for r in self.ledger if r[0] == "paid" and r[10] is not None}
+            unjudged = sorted(f"{j}/{t}" for _, j, t in self.judged if (j, t) not in pending)
+            if unjudged:
+                return (
+                    f"batch not written to {path}: a verdict names no receipt charged pending: "
+                    + ", ".join(unjudged)
+                )
         charged = Counter((r[0], r[1]) for r in self.results)
         twice = {k for k, n in charged.items() if n > 1} | {
             (row[0], row[1])
@@ -209,14 +265,20 @@ def _commitment_row(
 ) -> Row:
     return (
         role, "commitment", c.job, None, peer, c.price * len(c.tasks), None,
-        encode(c.to_wire()), signer_key, at,
+        encode(c.to_wire()), signer_key, at, None,
     )  # fmt: skip
 
 
 def _receipt_row(
-    role: str, r: Receipt, peer: bytes, document: bytes | None, signer_key: bytes | None, at: float
+    role: str,
+    r: Receipt,
+    peer: bytes,
+    document: bytes | None,
+    signer_key: bytes | None,
+    at: float,
+    verdict: str | None = None,
 ) -> Row:
     return (
         role, "receipt", r.job, r.task, peer, r.price if r.ok else 0.0, r.ok,
-        document if document is not None else encode(r.to_wire()), signer_key, at,
+        document if document is not None else encode(r.to_wire()), signer_key, at, verdict,
     )  # fmt: skip

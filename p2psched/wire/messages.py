@@ -25,6 +25,7 @@ from p2psched.wire.deal import (
     Commitment,
     Count,
     GpuCount,
+    Hash,
     JobId,
     Price,
     Quote,
@@ -51,6 +52,16 @@ DEFAULT_PRIORITY = 5
 Priority = Annotated[int, msgspec.Meta(ge=0, le=MAX_PRIORITY)]
 # Any size: the worker judges it against its own cap.
 InputBytes = Annotated[int, msgspec.Meta(ge=0, le=1 << 40)]
+# The capacity challenge's bounds (its mathematics: `resources.challenge`).
+MIN_CHALLENGE_N = 16
+MAX_CHALLENGE_N = 4096  # three float32 matrices of 64 MiB each on the worker, at most
+MAX_CHALLENGE_ROWS = 64  # rows one challenge opens
+MAX_CHALLENGE_PROOF = (MAX_CHALLENGE_N - 1).bit_length()  # hashes from a row to the root
+ChallengeSize = Annotated[int, msgspec.Meta(ge=MIN_CHALLENGE_N, le=MAX_CHALLENGE_N)]
+Seed = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+RowIndex = Annotated[int, msgspec.Meta(ge=0, lt=MAX_CHALLENGE_N)]
+ProductRow = Annotated[bytes, msgspec.Meta(max_length=4 * MAX_CHALLENGE_N)]
+Proof = Annotated[list[Hash], msgspec.Meta(max_length=MAX_CHALLENGE_PROOF)]
 
 
 class _Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="t"):
@@ -123,6 +134,25 @@ class Withdraw(_Message, frozen=True, tag="withdraw"):
 
 class Run(_Message, frozen=True, tag="run"):
     tasks: Annotated[list[Task], msgspec.Meta(max_length=MAX_BATCH)]
+
+
+class ChallengeAsk(_Message, frozen=True, tag="challenge?"):
+    """Prove your capacity: multiply the two `n` x `n` matrices of `seed` and answer with
+    the product's Merkle root (`ChallengeRoot`), or decline (`Decline`, busy or not). The
+    `commitment` names one task (the challenge) at the worker's price: it is paid once the
+    rows it opens hold."""
+
+    rid: RequestId
+    seed: Seed
+    n: ChallengeSize
+    commitment: Commitment
+
+
+class ChallengeOpen(_Message, frozen=True, tag="challenge-open"):
+    """Open these rows of the product committed to (picked once its root came)."""
+
+    rid: RequestId
+    rows: Annotated[list[RowIndex], msgspec.Meta(min_length=1, max_length=MAX_CHALLENGE_ROWS)]
 
 
 class Ack(_Message, frozen=True, tag="ack"):
@@ -213,10 +243,37 @@ class Result(_Message, frozen=True, tag="result"):
     receipt: Receipt
 
 
-SchedulerMessage = QuoteRequest | Commit | Reserve | Unreserve | Withdraw | Run | Ack | Cancel
+class ChallengeRoot(_Message, frozen=True, tag="challenge-root"):
+    """The Merkle root of the product a `ChallengeAsk` asked for, and the seconds the worker
+    says it took (the scheduler times it itself)."""
+
+    rid: RequestId
+    root: Hash
+    seconds: Time
+
+
+class ChallengeRows(_Message, frozen=True, tag="challenge-rows"):
+    """The rows a `ChallengeOpen` named, in its order, each with its proof (the sibling
+    hashes up to the root), and the worker's receipt for the challenge (its `result_hash`:
+    the root)."""
+
+    rid: RequestId
+    rows: Annotated[list[ProductRow], msgspec.Meta(max_length=MAX_CHALLENGE_ROWS)]
+    proofs: Annotated[list[Proof], msgspec.Meta(max_length=MAX_CHALLENGE_ROWS)]
+    receipt: Receipt
+
+
+SchedulerMessage = (
+    QuoteRequest | Commit | Reserve | Unreserve | Withdraw | Run | Ack | Cancel
+    | ChallengeAsk | ChallengeOpen
+)  # fmt: skip
 WorkerMessage = (
     QuoteReply | Decline | Refusal | Ready | Withdrawn | Lease | Reject | Beat | Partial | Result
-)
+    | ChallengeRoot | ChallengeRows
+)  # fmt: skip
+# A capacity challenge's own messages: its shells hand them to it, never to a job's run or
+# the task manager.
+CHALLENGE_MESSAGES = (ChallengeAsk, ChallengeOpen, ChallengeRoot, ChallengeRows)
 Message = SchedulerMessage | WorkerMessage
 
 _KINDS: dict[str, type[_Message]] = {
@@ -303,6 +360,8 @@ _DOCUMENTS: dict[type[_Message], str] = {
     QuoteReply: "quote",
     Commit: "commitment",
     Result: "receipt",
+    ChallengeAsk: "commitment",
+    ChallengeRows: "receipt",
 }
 
 

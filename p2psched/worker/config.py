@@ -20,6 +20,7 @@ worker starts; an absent field keeps its default or what was detected.
     # any scheduler may ask at the cheapest band, and the ad shows that band's price.
     priority_multipliers = { low = 0.8, normal = 1.0, high = 1.5 }
     scheduler_grace_s = 60          # a scheduler gone this long has its running tasks stopped
+    challenge_interval_s = 600      # one capacity challenge per scheduler this often, at most
     models = ["llama-3-8b"]         # installed models it serves
     loaded_models = ["llama-3-8b"]  # of those, the ones in memory now
     labels = { region = "eu", owner = "ana" }
@@ -103,7 +104,15 @@ from p2psched.resources.driver_inputs import KNOWN_DRIVERS as KNOWN_DRIVERS
 from p2psched.resources.profile import Gpu, Profile
 from p2psched.wire.codec import decode
 from p2psched.wire.deal import MAX_COMMIT_MESSAGE
-from p2psched.worker.config_values import REFUSED, TABLE, finite, refuse, seconds
+from p2psched.worker.config_values import (
+    REFUSED,
+    TABLE,
+    finite,
+    interval,
+    refuse,
+    seconds,
+    share,
+)
 from p2psched.worker.driver_config import ANY_MODEL as ANY_MODEL
 from p2psched.worker.driver_config import CONFIG_FOLDER
 from p2psched.worker.driver_config import CommandDriverConfig as CommandDriverConfig
@@ -193,26 +202,14 @@ _NodeIds = Annotated[frozenset[bytes], BeforeValidator(_node_ids)]
 _Multiplier = Annotated[float, BeforeValidator(_multiplier)]
 
 
-def _interval(v: Any) -> float:
-    if not 0.1 <= finite(v) <= 3600:
-        raise refuse(f"must be 0.1..3600 seconds, not {v!r}")
-    return float(v)
-
-
-def _share(v: Any) -> float:
-    if not finite(v) <= 1:
-        raise refuse(f"must be a fraction of capacity, 0..1, not {v!r}")
-    return float(v)
-
-
 class WorkloadSettings(BaseModel):
     """[workload]: how often the ad's live load is sampled, and how far it must move to be
     republished (`worker.workload`)."""
 
     model_config = TABLE
 
-    interval_s: Annotated[float, BeforeValidator(_interval)] = 10.0
-    threshold: Annotated[float, BeforeValidator(_share)] = 0.1
+    interval_s: Annotated[float, BeforeValidator(interval)] = 10.0
+    threshold: Annotated[float, BeforeValidator(share)] = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +230,7 @@ class WorkerConfig:
     upload_mbps: float = 0.0
     override: dict[str, Any] = field(default_factory=dict)
     scheduler_grace_s: float = 60.0
+    challenge_interval_s: float = 600.0  # (`worker.challenge.INTERVAL_S`)
     priority_prices: PriorityPrices = PriorityPrices()
     schedulers: SchedulerPolicy = SchedulerPolicy()  # as the file says inline
     schedulers_file: Path | None = None  # and what this file lists, read while it runs
@@ -306,6 +304,7 @@ class _WorkerTable(BaseModel):
     min_price: _Amount = 0.0
     priority_multipliers: _Multipliers = _Multipliers()
     scheduler_grace_s: Annotated[float, seconds(MAX_GRACE_S)] = 60.0
+    challenge_interval_s: Annotated[float, seconds(MAX_GRACE_S)] = 600.0
     models: _Names = ()
     loaded_models: _Names = ()
     labels: Annotated[dict[str, str], BeforeValidator(_labels)] = Field(default_factory=dict)
@@ -470,6 +469,7 @@ def check_config(doc: dict[str, Any], path: Path) -> WorkerConfig:
         upload_mbps=file.network.upload_mbps,
         override=file.override.model_dump(exclude_unset=True),
         scheduler_grace_s=w.scheduler_grace_s,
+        challenge_interval_s=w.challenge_interval_s,
         priority_prices=PriorityPrices(**w.priority_multipliers.model_dump()),
         schedulers=file.schedulers.policy(),
         schedulers_file=_schedulers_file(path, file.schedulers.file),

@@ -52,3 +52,17 @@ def byte_cap(most: int, why: str) -> BeforeValidator:
         return v
 
     return BeforeValidator(check)
+
+
+def interval(v: Any) -> float:
+    """How often something is sampled: 0.1..3600 seconds."""
+    if not 0.1 <= finite(v) <= 3600:
+        raise refuse(f"must be 0.1..3600 seconds, not {v!r}")
+    return float(v)
+
+
+def share(v: Any) -> float:
+    """A fraction of capacity, 0..1."""
+    if not finite(v) <= 1:
+        raise refuse(f"must be a fraction of capacity, 0..1, not {v!r}")
+    return float(v)

@@ -14,6 +14,7 @@ and one over its limit is refused unread.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import shutil
@@ -34,9 +35,20 @@ from p2psched.wire.channel import Doorkeeper, Outbox, SecureChannel, serve_chann
 from p2psched.wire.codec import DecodeError
 from p2psched.wire.deal import MAX_COMMIT_MESSAGE, MAX_OPENING_MESSAGE, job_of
 from p2psched.wire.frame_budget import FrameBudget
-from p2psched.wire.messages import MAX_REASON, Refusal, Send, Task, encode, parse, unpack
+from p2psched.wire.messages import (
+    CHALLENGE_MESSAGES,
+    MAX_REASON,
+    Message,
+    Refusal,
+    Send,
+    Task,
+    encode,
+    parse,
+    unpack,
+)
 from p2psched.wire.noise import ChannelError, FrameTooLarge
 from p2psched.wire.schema import SchemaError
+from p2psched.worker.challenge import ChallengeDesk, Compute, compute_product
 from p2psched.worker.drivers import Driver, DriverError, DriverTask, open_drivers
 from p2psched.worker.manager import Abort, Start, TaskManager
 
@@ -61,6 +73,8 @@ class WorkerService:
         record: Callable[[list[Entry]], None] | None = None,
         max_message_bytes: int = MAX_COMMIT_MESSAGE,
         receive_budget_bytes: int = 2 * MAX_COMMIT_MESSAGE,
+        challenges: ChallengeDesk | None = None,
+        gpu: bool = False,
     ) -> None:
         self.identity = identity
         # The largest message a scheduler may send once it said what it is: a commitment
@@ -72,6 +86,9 @@ class WorkerService:
         self.doorkeeper = Doorkeeper()
         self.record = record  # makes the manager's journal durable (and empties it)
         self.manager = manager
+        # Capacity challenges: taken apart from tasks, computed on a GPU when the ad claims one.
+        self.challenges = challenges or ChallengeDesk(identity, price=manager.price)
+        self.gpu = gpu
         self.drivers = drivers
         self.scratch_root = scratch_root
         self.clock = clock
@@ -141,7 +158,10 @@ class WorkerService:
                             # whatever it sends, and keeps a stranger's limit.
                             if self.manager.terms.policy.refusal(peer) is None:
                                 channel.set_max_frame(self.max_message_bytes, self.frame_budget)
-                            self.manager.receive(peer, message, self.clock())
+                            if isinstance(message, CHALLENGE_MESSAGES):
+                                self._challenged(peer, channel.peer.public_key, message)
+                            else:
+                                self.manager.receive(peer, message, self.clock())
                             self._flush()
                     except (SchemaError, FrameTooLarge) as e:
                         refusal = str(e)
@@ -160,15 +180,17 @@ class WorkerService:
             )
             if self._sessions.get(peer) is session:
                 del self._sessions[peer]
+                self.challenges.disconnected(peer)
                 self.manager.disconnected(peer, self.clock())
                 self._flush()
 
     def _flush(self, *, kick: bool = True) -> None:
         """Carry out the manager's actions; never waits on a peer's socket (a scheduler that
         does not read is dropped, rather than stall the others and the timers)."""
-        actions = self.manager.actions()
+        actions = [*self.manager.actions(), *self.challenges.actions()]
         if self.record is not None:
             self.record(self.manager.journal)
+            self.record(self.challenges.journal)
         for action in actions:
             if isinstance(action, Send):
                 session = self._sessions.get(action.peer)
@@ -183,9 +205,12 @@ class WorkerService:
                     scope.cancel()
                 else:  # started, but its trio task has not run yet
                     self._aborted.add((action.peer, action.task_id))
+            elif isinstance(action, Compute):
+                assert self._nursery is not None
+                self._nursery.start_soon(self._compute, action)
         # The timer loop looks again only if a deadline now comes before the time it sleeps
         # until: waking it for every message would cost a tick per message.
-        if kick and self.manager.next_deadline() < self._waking_at:
+        if kick and self._next_deadline() < self._waking_at:
             self._kick.set()
 
     async def _run(self, peer: bytes, task: Task, devices: tuple[Device, ...]) -> None:
@@ -254,9 +279,30 @@ class WorkerService:
 
     async def _timers(self) -> None:
         while True:
-            self._waking_at = min(self.manager.next_deadline(), self.clock() + 3600.0)
+            self._waking_at = min(self._next_deadline(), self.clock() + 3600.0)
             with trio.move_on_at(trio.current_time() + self._waking_at - self.clock()):
                 await self._kick.wait()
             self._kick = trio.Event()
             self.manager.tick(self.clock())
+            self.challenges.tick(self.clock())
             self._flush(kick=False)
+
+    def _next_deadline(self) -> float:
+        return min(self.manager.next_deadline(), self.challenges.next_deadline())
+
+    def _challenged(self, peer: bytes, public_key: bytes, message: Message) -> None:
+        """A capacity challenge's message: declined while this worker holds tasks (a
+        challenge would slow them, and they would slow it)."""
+        held = self.manager.tasks_held
+        busy = f"busy: {held} tasks held here" if held else None
+        refusal = self.manager.terms.policy.refusal(peer)
+        self.challenges.receive(peer, public_key, message, self.clock(), refusal=refusal, busy=busy)
+
+    async def _compute(self, ask: Compute) -> None:
+        # (in a thread: seconds of numpy must not stall the channels and the timers)
+        rows, seconds = await trio.to_thread.run_sync(
+            functools.partial(compute_product, ask.seed, ask.n, gpu=self.gpu),
+            abandon_on_cancel=True,
+        )
+        self.challenges.computed(ask.peer, ask.rid, rows, seconds)
+        self._flush()

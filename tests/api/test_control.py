@@ -198,6 +198,19 @@ def test_every_endpoint_answers_through_a_real_http_client(apis: tuple[Api, Api]
     gate.refused(409, "POST", "/v1/worker/drain", body={})
     gate.refused(409, "POST", "/v1/worker/undrain", body={})
 
+    # A capacity challenge of a worker, by hand: its verdict and times; what is wrong, named.
+    wid = {"worker": worker.ok("GET", "/v1/node")["node_id"]}
+    challenge = "/v1/workers/{worker}/challenge"
+    checked = gate.ok("POST", challenge, path=wid, body={"n": 64, "rows": 4})
+    assert (checked["worker"], checked["n"], checked["rows"]) == (wid["worker"], 64, 4)
+    assert checked["passed"] or checked["reason"]
+    assert "64 hex digits" in gate.refused(422, "POST", challenge, path={"worker": "x"}, body={})
+    nobody = {"worker": "0" * 64}
+    assert "no ad of worker" in gate.refused(404, "POST", challenge, path=nobody, body={})
+    assert "rows 1..min(n, 64)" in gate.refused(
+        422, "POST", challenge, path=wid, body={"n": 16, "rows": 17}
+    )
+
     # The design documents' own paths, with the token as any client may send it (as the
     # document's client sends them, without, in test_design_api.py).
     assert gate.ok("POST", "/scheduler/set", body={"name": "cost"}) == answer

@@ -133,6 +133,9 @@ def test_the_dashboard_shows_workers_progress_and_failures(
         expect(row.locator("td.state")).to_have_text("running")
         page.screenshot(path=ARTIFACTS / "ui.png", full_page=True)
         second = completed_beyond(page, naps, first)
+        # the node's record of a worker it used: its verified / disputed results, its capacity
+        expect(page.locator("#workers thead")).to_contain_text("verified / disputed")
+        expect(workers).to_contain_text("0 / 0")
         assert first < second  # the progress advances on its own, live
 
         expect(row.locator("td.state")).to_have_text("completed", timeout=60_000)

@@ -16,6 +16,8 @@ import pytest
 
 from p2psched import devnet
 from p2psched.api.client import ControlClient
+from p2psched.store import Store
+from p2psched.store.journal import Committed, Judged
 from tests.harness.processes import (
     EXE,
     matrix_job,
@@ -25,6 +27,7 @@ from tests.harness.processes import (
     running_node,
     write_job,
 )
+from tests.harness.store import ME, charged, commitment, opened
 
 
 @pytest.mark.parametrize("net", [2], indirect=True)
@@ -405,3 +408,36 @@ def _comparable(text: str) -> str:
         if isinstance(t, dict) and t.get("state") not in (None, "completed"):
             t.pop("progress", None)
     return json.dumps(doc, sort_keys=True)
+
+
+def test_ledger_leaves_receipts_not_paid_out_of_spent_and_lists_them(tmp_path: Path) -> None:
+    """A receipt whose result disagreed with the canonical one, or that no quorum settled, is
+    recorded and never spent; one awaiting its verdict is not spent yet: `ledger` says which."""
+    data = tmp_path / "node"
+    data.mkdir(mode=0o700)
+    tasks = ["t0", "t0~2", "t1", "t1~2"]
+    with Store.open(data / "state.db", own_public_key=ME.public_key) as store:
+        store.write(
+            [
+                opened("a-1"),
+                Committed(commitment("a-1", tasks, 2.0), ("w:1",), 1.0),
+                *(charged("a-1", t, 2.0, "r", verdict="pending") for t in tasks),
+                Judged("a-1", "t0", "agreed", 20.0),
+                Judged("a-1", "t0~2", "disputed", 20.0),
+                Judged("a-1", "t1", "unsettled", 20.0),
+            ]
+        )
+    shown = json.loads(p2psched("ledger", "--json", "--data-dir", str(data)).stdout)
+    (job,) = shown["jobs"]
+    assert (job["spent"], job["tasks_paid"], job["pending"], job["disputed"]) == (2.0, 1, 1, 2)
+    assert shown["spent"] == 2.0 and shown["peers"][0]["disputed"] == 2
+    out = p2psched("ledger", "--verify", "--data-dir", str(data))
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"PENDING\s+DISPUTED", out.stdout)
+    assert re.search(r"a-1\s+8\s+2\s+1\s+1\s+2", out.stdout)  # committed 8, spent 2
+    assert "total spent 2, earned 0" in out.stdout
+    not_paid = out.stdout.split("receipts not paid")[1]
+    assert re.search(r"a-1\s+t0~2\s+\S+\s+2\s+disputed", not_paid)
+    assert re.search(r"a-1\s+t1\s+\S+\s+2\s+unsettled", not_paid)
+    assert "t1~2" not in not_paid  # still pending: not listed as unpaid
+    assert "0 problem(s)" in out.stdout  # every signature still verifies

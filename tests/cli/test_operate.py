@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from p2psched import devnet
-from tests.harness.processes import p2psched
+from p2psched.store import Store
+from tests.harness.processes import p2psched, running_node
+from tests.harness.store import reputation
 
 
 @pytest.mark.parametrize("net", [2], indirect=True)
@@ -52,3 +55,39 @@ def test_top_peers_and_ui_show_the_running_node(net: devnet.Devnet, tmp_path: Pa
     ui = p2psched("ui", "--data-dir", gate)
     token = (net.folder / "gate" / "api.token").read_text().strip()
     assert ui.returncode == 0 and ui.stdout.strip().endswith(f"/ui#token={token}")
+
+
+@pytest.mark.parametrize("net", [1], indirect=True)
+def test_a_restarted_node_still_shows_a_workers_disputes_in_workers(
+    net: devnet.Devnet, tmp_path: Path
+) -> None:
+    """The scheduler's record of a worker lives in the node's state: a node started again on
+    its data dir shows the disputes it recorded before (seeded here through the store, as the
+    node's scheduler writes them), and that the worker is skipped, until when and why."""
+    worker = json.loads((net.folder / "worker-0" / "api.json").read_text())["node_id"]
+    data = tmp_path / "node"
+    assert p2psched("init", "--data-dir", str(data)).returncode == 0
+    why = "its result for task t3 was disputed: result differs from the canonical one"
+    record = reputation(
+        bytes.fromhex(worker),
+        time.time(),
+        verified=5,
+        disputed=2,
+        capacity="failed",
+        skip_until=time.time() + 86_400,
+        skip_reason=why,
+    )
+    with Store.open(data / "state.db") as store:
+        store.write([record])
+    for _ in range(2):  # started, then started again on the same data dir
+        with running_node(net.gate, data):
+            table = p2psched("workers", "--need", "driver=echo", "--data-dir", str(data))
+            assert table.returncode == 0, table.stderr
+            lines = table.stdout.splitlines()
+            head, row = lines[1], lines[3]  # (a rule between them)
+            assert "VERIFIED/DISPUTED" in head and "CAPACITY" in head
+            assert row.startswith(worker[:16]) and "5/2" in row and "failed" in row
+            assert f"{worker[:16]} is skipped until " in table.stdout and why in table.stdout
+            asked = p2psched("workers", "--json", "--need", "driver=echo", "--data-dir", str(data))
+            (ad,) = [json.loads(line) for line in asked.stdout.splitlines()]
+            assert ad["reputation"]["disputed"] == 2 and ad["reputation"]["barred"] is True

@@ -4,11 +4,13 @@ receipts signed by real identities, and SQL run on a store's file from outside."
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from p2psched.identity import Identity
-from p2psched.store import Store
-from p2psched.store.journal import Charged, Committed, Entry, JobOpened, Moved
+from p2psched.store import Store, schema
+from p2psched.store.journal import Charged, Committed, Entry, JobOpened, Moved, Reputation
 from p2psched.wire.codec import encode
 from p2psched.wire.deal import Commitment, Receipt, packed_hash
 
@@ -87,15 +89,26 @@ def receipt(
 
 
 def charged(
-    job: str, task: str, price: float, value: object, *, ok: bool = True, worker: Identity = WORKER
+    job: str,
+    task: str,
+    price: float,
+    value: object,
+    *,
+    ok: bool = True,
+    worker: Identity = WORKER,
+    verdict: str | None = None,
 ) -> Charged:
-    """A result paid for: `worker`'s receipt for `value`, with the value and its key."""
+    """A result paid for: `worker`'s receipt for `value`, with the value and its key
+    (`verdict` "pending": not paid until judged)."""
     output = encode(value)
-    return Charged(
-        receipt=receipt(job, task, price, output, ok=ok, worker=worker),
-        worker_public_key=worker.public_key,
-        output=output,
-        at=1010.0,
+    return replace(
+        Charged(
+            receipt=receipt(job, task, price, output, ok=ok, worker=worker),
+            worker_public_key=worker.public_key,
+            output=output,
+            at=1010.0,
+        ),
+        verdict=verdict,
     )
 
 
@@ -125,3 +138,43 @@ def sql(store: Store, statement: str, params: tuple[object, ...] = ()) -> list[t
         return db.execute(statement, params).fetchall()
     finally:
         db.close()
+
+
+def reputation(worker: bytes, at: float = 1000.0, **counts: Any) -> Reputation:
+    """A worker's record as the scheduler keeps it: nothing on record but `counts` (and
+    `skip_until`, `skip_reason`, `capacity` if given), updated at `at`."""
+    record: dict[str, Any] = {
+        "succeeded": 0, "failed": 0, "stalls": 0, "verified": 0, "disputed": 0, "clean": 0,
+        "duration_mismatches": 0, "challenges_passed": 0, "challenges_failed": 0,
+        "capacity": "unknown", "strikes": 0, "challenge_strikes": 0, "skip_until": None,
+        "skip_reason": None,
+    }  # fmt: skip
+    return Reputation(worker=worker, updated_at=at, **{**record, **counts})
+
+
+def older_store(path: Path, version: int, entries: list[Entry]) -> None:
+    """A store at schema `version` at `path`, holding `entries` as that version kept them:
+    written by this p2psched to a store aside, then copied over, the columns that version has."""
+    aside = path.with_name(path.name + ".current")
+    with Store.open(aside, own_public_key=ME.public_key) as current:
+        current.write(entries)
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        for migration in schema.MIGRATIONS[:version]:
+            migration(db)
+        db.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
+        db.execute(f"PRAGMA user_version = {version}")
+        db.execute("ATTACH ? AS current", (str(aside),))
+        tables = db.execute(
+            "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+        for (table,) in tables:
+            columns = ", ".join(row[1] for row in db.execute(f"PRAGMA main.table_info({table})"))
+            db.execute(
+                f"INSERT INTO main.{table} ({columns}) SELECT {columns} FROM current.{table}"
+            )
+        db.execute("DETACH current")
+    finally:
+        db.close()
+    for leftover in aside.parent.glob(aside.name + "*"):
+        leftover.unlink()

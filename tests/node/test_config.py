@@ -22,6 +22,8 @@ import httpx
 import pytest
 
 from p2psched import devnet_model
+from p2psched.node.config import load_node_config
+from p2psched.scheduler.worker_views import ReputationRules
 from tests.harness.http_server import JsonHandler, serving
 from tests.harness.processes import free_udp_port, p2psched, running
 
@@ -298,6 +300,8 @@ def openapi_on(s: socket.socket, answers: BinaryIO) -> bool:
         ("node", '[models.m]\nmax_price = "a lot"\n', "[models.m] max_price: must be a price"),
         ("node", "[models.m]\nmax_price = nan\n", "[models.m] max_price: must be a price"),
         ("worker", "[models.m]\ntimeuot_s = 1\n", "[models.m] timeuot_s: unknown field"),
+        ("node", "[reputation]\nmax_disputes = true\n", "[reputation] max_disputes: must be a"),
+        ("worker", "[reputation]\nskip_s = -1\n", "[reputation] skip_s: must be seconds"),
         ("worker", "[worker]\nslots = 0\n", "[worker] slots: must be a whole number"),
     ],
 )
@@ -314,3 +318,13 @@ def test_a_bad_file_is_refused_before_the_node_starts_naming_file_table_and_key(
     assert out.returncode == 2, out.stderr
     assert f"{config}: {said}" in out.stderr, out.stderr
     assert not (tmp_path / "d" / "state.db").exists()  # refused before the node started
+
+
+def test_reputation_sets_when_the_scheduler_skips_a_worker_and_for_how_long(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text("[reputation]\nmax_disputes = 3\nskip_s = 3600\n")
+    rules = load_node_config(config, "gate").reputation
+    assert (rules.max_disputes, rules.skip_s, rules.max_failed_challenges) == (3, 3600.0, 1)
+    assert load_node_config(None, "node").reputation == ReputationRules(1, 604_800.0, 1)

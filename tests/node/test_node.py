@@ -1,5 +1,6 @@
 """The node as one process composes it: a worker whose TCP port is taken listens on
-another; a worker's config sets the terms its core serves on."""
+another; a worker's config sets the terms its core serves on; its scheduler's records of
+workers outlive a restart."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import trio
 from p2psched.identity import Identity
 from p2psched.node.node import open_node
 from p2psched.scheduler.job import parse_job
+from p2psched.scheduler.worker_views import ReputationRules
 from p2psched.worker.config import load_config
 from tests.harness.network import ECHO, MACHINE, network
 
@@ -80,3 +82,22 @@ async def test_a_jobs_wait_for_worker_is_how_long_its_tasks_wait_for_one(tmp_pat
             await job.done.wait()
     (task,) = job.run.tasks.values()
     assert task.state.value == "failed" and "no worker" in (task.error or ""), task.error
+
+
+async def test_a_node_remembers_the_workers_records_its_scheduler_kept_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    me, liar, honest = Identity.generate(), b"\x11" * 32, b"\x22" * 32
+    rules = ReputationRules(max_disputes=1, skip_s=3600.0)
+    async with open_node(me, tmp_path / "n", reputation=rules) as node:
+        dispatcher = node.jobs.dispatcher
+        now = node.dht.now()
+        dispatcher.views.disputed(liar, "t1", "result differs from the canonical one", now=now)
+        dispatcher.record([])  # as each step of a job's is written: the change goes with it
+        assert [r.worker for r in node.store.reputations(10)] == [liar]
+        dispatcher.views.challenged(honest, True, None, now=now)  # written as the node stops
+    async with open_node(me, tmp_path / "n", reputation=rules) as again:
+        views, now = again.jobs.dispatcher.views, again.dht.now()
+        assert views.disputes(liar) == 1 and views.skipped(liar, now)
+        assert "t1 was disputed" in (views.barred(liar, now) or "")
+        assert views.capacity(honest) == "passed" and not views.skipped(honest, now)

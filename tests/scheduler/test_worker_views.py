@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from p2psched.scheduler.worker_views import WorkerViews
+from p2psched.scheduler.worker_views import ReputationRules, WorkerViews
+from p2psched.store.journal import Forgotten, Reputation
 
 A = b"\xaa" * 32
 B = b"\xbb" * 32
@@ -108,3 +109,78 @@ def test_views_keep_at_most_max_workers_dropping_the_longest_unseen() -> None:
     views.succeeded(b"\xcc" * 32, "m", 1.0, "t", now=3.0)
     assert len(views) == 2
     assert A in views and B not in views
+
+
+def test_a_dispute_ranks_a_worker_lower_and_bars_it_for_skip_s() -> None:
+    views = WorkerViews(rules=ReputationRules(max_disputes=2, skip_s=1000.0))
+    for i in range(3):
+        views.verified(A, f"t{i}", now=float(i))
+        views.verified(B, f"t{i}", now=float(i))
+    assert (views.clean(A), views.disputes(A), views.penalty(A, 3.0)) == (3, 0, 1.0)
+    views.disputed(A, "t3", "result differs from the canonical one", now=10.0)
+    assert (views.clean(A), views.disputes(A)) == (0, 1)
+    assert views.penalty(A, 10.0) > views.penalty(B, 10.0) == 1.0  # ranked lower...
+    assert not views.skipped(A, 10.0) and views.barred(A, 10.0) is None  # ... not barred yet
+    views.succeeded(A, "m", 1.0, "t4", now=11.0)  # a success changes none of it
+    views.disputed(A, "t5", "result differs from the canonical one", now=20.0)
+    assert views.skipped(A, 20.0) and views.skipped(A, 1019.9)
+    reason = views.barred(A, 20.0)
+    assert reason is not None and "t5 was disputed: result differs" in reason and "16 min" in reason
+    assert views.view(A, 20.0)["reputation"]["barred"] is True
+    views.succeeded(A, "m", 1.0, "t6", now=30.0)  # nor does a success lift the bar
+    assert views.skipped(A, 30.0)
+    assert not views.skipped(A, 1020.0) and views.barred(A, 1020.0) is None  # served its time
+    assert views.penalty(A, 1020.0) > 1.0  # its disputes still rank it lower...
+    before = views.penalty(A, 1020.0)
+    for i in range(20):
+        views.verified(A, f"ok{i}", now=1021.0 + i)
+    assert 1.0 < views.penalty(A, 1041.0) < before  # ... less, as clean results accrue
+
+
+def test_a_failed_capacity_challenge_ranks_lower_and_bars_past_its_threshold() -> None:
+    views = WorkerViews(rules=ReputationRules(max_failed_challenges=1, skip_s=600.0))
+    assert views.capacity(A) == "unknown"
+    views.challenged(A, True, None, now=0.0)
+    assert views.capacity(A) == "passed" and views.penalty(A, 0.0) == 1.0
+    views.challenged(A, False, "row 17 of the product is wrong", now=5.0)
+    assert views.capacity(A) == "failed" and views.penalty(A, 5.0) > 1.0
+    assert views.skipped(A, 5.0) and not views.skipped(A, 605.0)
+    assert "row 17 of the product is wrong" in (views.barred(A, 5.0) or "")
+    record = views.view(A, 5.0)["reputation"]
+    assert (record["challenges_passed"], record["challenges_failed"]) == (1, 1)
+
+
+def test_zero_thresholds_never_bar_and_a_mismatch_is_only_noted() -> None:
+    views = WorkerViews(rules=ReputationRules(max_disputes=0, max_failed_challenges=0))
+    views.disputed(A, "t", "differs", now=0.0)
+    views.challenged(A, False, "too slow", now=0.0)
+    assert not views.skipped(A, 0.0) and views.penalty(A, 0.0) > 1.0
+    views.duration_mismatch(B, "t", claimed_s=1.0, measured_s=9.0, now=0.0)
+    assert views.view(B)["reputation"]["duration_mismatches"] == 1
+    assert not views.skipped(B, 0.0) and views.penalty(B, 0.0) > 1.0
+
+
+def test_changes_are_handed_out_once_each_and_load_back_the_same() -> None:
+    views = WorkerViews(max_workers=2)
+    assert views.changed() == []
+    views.disputed(A, "t1", "differs", now=10.0)
+    views.verified(A, "t2", now=11.0)
+    views.succeeded(B, "m", 1.0, "t", now=12.0)
+    changed = views.changed()
+    assert sorted(r.worker for r in changed if isinstance(r, Reputation)) == [A, B]  # once each
+    assert views.changed() == []  # until something changes again
+    again = WorkerViews(max_workers=2)
+    again.load([r for r in changed if isinstance(r, Reputation)])
+    assert again.view(A, 20.0)["reputation"] == views.view(A, 20.0)["reputation"]
+    assert again.skipped(A, 20.0) and again.disputes(A) == 1 and again.changed() == []
+    views.failed(b"\xcc" * 32, "t", "x", now=13.0)  # past max_workers: A, the oldest, goes
+    assert Forgotten(A) in views.changed()
+
+
+def test_changes_nobody_takes_stay_within_max_workers() -> None:
+    views = WorkerViews(max_workers=2)  # (a scheduler with no store never takes them)
+    for i in range(50):
+        views.verified(bytes([i]) * 32, "t", now=float(i))
+    changed = views.changed()
+    assert sum(isinstance(c, Forgotten) for c in changed) == 2
+    assert sum(isinstance(c, Reputation) for c in changed) == 2

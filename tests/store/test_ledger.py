@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from p2psched.store import Store
-from p2psched.store.journal import Accepted, Committed, Issued
+from p2psched.store.journal import Accepted, Committed, Issued, Judged
 from p2psched.wire.codec import encode
 from tests.harness.store import (
     ME,
@@ -46,9 +48,11 @@ def test_ledger_summary_adds_up_by_job_and_by_peer_for_both_roles(store: Store) 
 
     summary = store.ledger_summary()
     assert summary["jobs"] == [
-        {"job": "a-1", "committed": 4.0, "spent": 2.0, "tasks_paid": 1},
-        {"job": "b-1", "committed": 3.0, "spent": 3.0, "tasks_paid": 1},
-    ]
+        {"job": "a-1", "committed": 4.0, "spent": 2.0, "tasks_paid": 1, "pending": 0,
+         "disputed": 0},
+        {"job": "b-1", "committed": 3.0, "spent": 3.0, "tasks_paid": 1, "pending": 0,
+         "disputed": 0},
+    ]  # fmt: skip
     peers = {p["peer"]: (p["spent"], p["earned"]) for p in summary["peers"]}
     assert peers == {
         WORKER.node_id.hex(): (2.0, 0.0),
@@ -125,3 +129,49 @@ def test_an_own_signed_entry_cannot_be_checked_without_the_own_key(tmp_path: Pat
     assert "no public key to check the signature with" in problem
     with Store.open(tmp_path / "node.db", own_public_key=ME.public_key) as store:
         assert store.verify_ledger() == []
+
+
+def test_receipts_pending_disputed_or_unsettled_are_not_spent_and_are_listed(
+    store: Store,
+) -> None:
+    tasks = ["t0", "t0~2", "t1", "t1~2", "t2"]
+    store.write(
+        [
+            opened("a-1"),
+            Committed(commitment("a-1", tasks, 2.0), ("w:1",), 1.0),
+            charged("a-1", "t0", 2.0, "r"),  # a plain receipt: spent
+            *(charged("a-1", t, 2.0, "r", verdict="pending") for t in tasks[1:]),
+        ]
+    )
+    assert store.ledger_summary()["spent"] == 2.0  # pending receipts are not spent yet
+    store.write(
+        [
+            Judged("a-1", "t0~2", "agreed", 20.0),
+            Judged("a-1", "t1", "disputed", 20.0),
+            Judged("a-1", "t1~2", "unsettled", 20.0),
+        ]
+    )  # t2 still pending
+
+    summary = store.ledger_summary()
+    assert summary["jobs"] == [
+        {"job": "a-1", "committed": 10.0, "spent": 4.0, "tasks_paid": 2, "pending": 1,
+         "disputed": 2},
+    ]  # fmt: skip
+    assert summary["peers"] == [
+        {"peer": WORKER.node_id.hex(), "spent": 4.0, "earned": 0.0, "disputed": 2}
+    ]
+    assert summary["spent"] == 4.0 and store.spent("a-1") == 4.0
+    assert [j.spent for j in store.jobs()] == [4.0]  # as `jobs` lists it
+    assert [(d["task"], d["verdict"], d["amount"]) for d in summary["disputed"]] == [
+        ("t1~2", "unsettled", 2.0),
+        ("t1", "disputed", 2.0),
+    ]
+    assert store.verify_ledger() == []  # the verdict is ours: every signature still holds
+
+
+def test_a_verdict_on_no_pending_receipt_is_refused_naming_it(store: Store) -> None:
+    store.write([opened("a-1"), Committed(commitment("a-1", ["t0"], 2.0), ("w:1",), 1.0)])
+    store.write([charged("a-1", "t0", 2.0, "r")])  # a plain receipt: nothing to judge
+    with pytest.raises(ValueError, match="a verdict names no receipt charged pending: a-1/t0"):
+        store.write([Judged("a-1", "t0", "disputed", 20.0)])
+    assert store.ledger_summary()["spent"] == 2.0

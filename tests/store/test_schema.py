@@ -12,7 +12,16 @@ import pytest
 
 from p2psched.store import Store, StoreError, schema
 from p2psched.store.schema import SCHEMA_VERSION
-from tests.harness.store import ME, honest_ledger, opened, sql
+from tests.harness.store import (
+    ME,
+    WORKER,
+    honest_ledger,
+    older_store,
+    opened,
+    reputation,
+    run_to_completion,
+    sql,
+)
 
 
 def test_a_file_that_is_not_a_database_is_refused_untouched(tmp_path: Path) -> None:
@@ -164,19 +173,30 @@ def test_a_migration_another_process_ran_meanwhile_is_not_run_again(tmp_path: Pa
 
 
 def test_a_store_of_schema_2_keeps_its_jobs_and_lists_them_after_migrating(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """Version 3 adds when a job was resumed, and an index to list the newest jobs: a store
     written before it lists its jobs as they were, resumed never."""
     path = tmp_path / "node.db"
-    with monkeypatch.context() as v2:
-        v2.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
-        with Store.open(path, own_public_key=ME.public_key) as store:
-            store.write([opened("a-1")])
-            honest_ledger(store)
+    older_store(path, 2, [opened("a-1"), *run_to_completion("a-1", "a-1-000000", 0.5, [1])])
     assert header(path) == (schema.APPLICATION_ID, 2)
     with Store.open(path, own_public_key=ME.public_key) as store:
         (listed,) = store.jobs()
         assert (listed.job, listed.counts, listed.spent) == ("a-1", {"completed": 1}, 0.5)
         assert listed.resumed_at is None
-    assert header(path) == (schema.APPLICATION_ID, 3)
+    assert header(path) == (schema.APPLICATION_ID, SCHEMA_VERSION)
+
+
+def test_a_store_of_schema_3_is_migrated_to_verdicts_and_reputations(tmp_path: Path) -> None:
+    """Version 4 adds a receipt's verdict and the workers' reputations: a store written
+    before it keeps its receipts as plain ones (spent, verified by their signatures) and
+    starts with no reputation, then keeps one."""
+    path = tmp_path / "node.db"
+    older_store(path, 3, [opened("a-1"), *run_to_completion("a-1", "a-1-000000", 0.5, [1])])
+    with Store.open(path, own_public_key=ME.public_key) as store:
+        assert header(path) == (schema.APPLICATION_ID, SCHEMA_VERSION)
+        assert sql(store, "SELECT verdict FROM ledger WHERE kind = 'receipt'") == [(None,)]
+        assert store.spent("a-1") == 0.5 and store.verify_ledger() == []
+        assert store.reputations(10) == []
+        store.write([reputation(WORKER.node_id, disputed=1)])
+        assert [r.disputed for r in store.reputations(10)] == [1]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from p2psched.store import Store, StoreError
-from p2psched.store.journal import JobFinished, JobOpened, JobResumed
+from p2psched.store.journal import Forgotten, JobFinished, JobOpened, JobResumed
 from p2psched.wire.codec import encode
 from p2psched.wire.deal import packed_hash
 from tests.harness.store import (
@@ -27,6 +27,7 @@ from tests.harness.store import (
     honest_ledger,
     moved,
     opened,
+    reputation,
     run_to_completion,
     sql,
 )
@@ -322,3 +323,36 @@ def test_a_spec_with_a_timestamp_is_kept_and_reads_back_as_the_same_job(store: S
     (job,) = store.unfinished_jobs()
     assert job.spec["deadline"] == "2030-06-01T18:00:00+00:00"  # YAML's datetime, as ISO text
     assert parse_job(job.spec) == parse_job(doc)
+
+
+def test_a_listed_job_counts_a_task_run_in_copies_once(store: Store) -> None:
+    """A job that verified its results: each task is counted once, completed if one of its
+    copies was (its result kept), and its copies are not tasks of their own."""
+    store.write(
+        [
+            opened("v-1"),
+            moved("v-1", "v-1/0", "verifying", "disputed", 2),  # lost to its two copies
+            moved("v-1", "v-1/0~2", "verifying", "completed", 2),
+            moved("v-1", "v-1/0~3", "verifying", "completed", 2),
+            moved("v-1", "v-1/1", "verifying", "completed", 2),
+            moved("v-1", "v-1/1~2", "queued", "aborted", 2),
+            moved("v-1", "v-1/2", "verifying", "failed", 2),  # no quorum
+            moved("v-1", "v-1/2~2", "verifying", "failed", 2),
+            moved("v-1", "v-1/10", "sent", "running", 2),  # (its id starts as v-1/1's)
+        ]
+    )
+    (listed,) = store.jobs()
+    assert listed.counts == {"completed": 2, "failed": 1, "running": 1}
+
+
+def test_a_workers_reputation_survives_a_reopen_one_row_each_newest_kept(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    liar = reputation(WORKER.node_id, 2000.0, disputed=1, skip_until=9000.0, skip_reason="lied")
+    with Store.open(path, own_public_key=ME.public_key) as store:
+        store.write([reputation(WORKER.node_id, 1000.0, verified=3), liar])  # the last one wins
+        store.write([reputation(OTHER_WORKER.node_id, 1500.0, verified=7)])
+    with Store.open(path, own_public_key=ME.public_key) as store:
+        assert store.reputations(10) == [reputation(OTHER_WORKER.node_id, 1500.0, verified=7), liar]
+        assert store.reputations(1) == [liar]  # the most recently updated, within the bound
+        store.write([Forgotten(OTHER_WORKER.node_id)])  # dropped from memory: from the store too
+        assert store.reputations(10) == [liar]

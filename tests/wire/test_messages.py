@@ -44,6 +44,22 @@ def maps() -> list[dict]:
         {"t": "reject", "rid": 2, "reason": "full", "busy": True},
         {"t": "beat", "running": ["j/0"], "progress": [0.5]},
         {"t": "result", "task": "j/0", "output": 7, "error": None, "receipt": signed},
+        {
+            "t": "challenge?",
+            "rid": 5,
+            "seed": b"s" * 32,
+            "n": 512,
+            "commitment": commitment.to_wire(),
+        },
+        {"t": "challenge-open", "rid": 5, "rows": [0, 511]},
+        {"t": "challenge-root", "rid": 5, "root": b"r" * 32, "seconds": 0.5},
+        {
+            "t": "challenge-rows",
+            "rid": 5,
+            "rows": [b"\0" * 8],
+            "proofs": [[b"h" * 32]],
+            "receipt": signed,
+        },
     ]
 
 
@@ -93,3 +109,53 @@ def test_a_count_of_gpus_is_refused_naming_its_field_unless_a_small_whole_number
         parse(msgpack.packb(commit, use_bin_type=True))
     with pytest.raises(SchemaError, match=r"^run\.tasks\[0\]\.gpus: "):
         parse(msgpack.packb({"t": "run", "tasks": [{**TASK, "gpus": gpus}]}))
+
+
+def challenge_ask(**fields: object) -> dict:
+    commitment = Commitment(B.node_id, A.node_id, "c", ["c/1"], 0.5, 1.0).signed(B).to_wire()
+    return {"t": "challenge?", "rid": 1, "seed": b"s" * 32, "n": 64, "commitment": commitment} | (
+        fields
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "named"),
+    [
+        (challenge_ask(n=4097), r"^challenge\?\.n: Expected `int` <= 4096"),
+        (challenge_ask(n=8), r"^challenge\?\.n: Expected `int` >= 16"),
+        (challenge_ask(seed=b"short"), r"^challenge\?\.seed: Expected `bytes` of length >= 32"),
+        (
+            {"t": "challenge-open", "rid": 1, "rows": list(range(65))},
+            r"^challenge-open\.rows: Expected `array` of length <= 64",
+        ),
+        ({"t": "challenge-open", "rid": 1, "rows": []}, r"^challenge-open\.rows: .* >= 1"),
+        (
+            {"t": "challenge-open", "rid": 1, "rows": [4096]},
+            r"^challenge-open\.rows\[0\]: Expected `int` <= 4095",
+        ),
+        (
+            {"t": "challenge-root", "rid": 1, "root": b"r" * 31, "seconds": 1.0},
+            r"^challenge-root\.root: ",
+        ),
+    ],
+    ids=["n-too-big", "n-too-small", "seed", "rows-too-many", "no-rows", "row-past-n", "root"],
+)
+def test_a_challenge_message_out_of_its_bounds_is_refused_naming_its_field(
+    message: dict, named: str
+) -> None:
+    with pytest.raises(SchemaError, match=named):
+        parse(msgpack.packb(message, use_bin_type=True))
+
+
+def test_opened_rows_larger_than_the_largest_product_row_are_refused() -> None:
+    receipt = Receipt(A.node_id, B.node_id, "c", "c/1", True, result_hash(7), 1.0, 0.5, 2.0)
+    rows = {"t": "challenge-rows", "rid": 1, "receipt": receipt.signed(A).to_wire()}
+    too_long = rows | {"rows": [b"\0" * (4 * 4096 + 1)], "proofs": [[]]}
+    with pytest.raises(SchemaError, match=r"^challenge-rows\.rows\[0\]: .* length <= 16384"):
+        parse(msgpack.packb(too_long, use_bin_type=True))
+    deep_proof = rows | {"rows": [b""], "proofs": [[b"h" * 32] * 13]}
+    with pytest.raises(SchemaError, match=r"^challenge-rows\.proofs\[0\]: .* length <= 12"):
+        parse(msgpack.packb(deep_proof, use_bin_type=True))
+    unsigned = rows | {"rows": [], "proofs": [], "receipt": receipt.to_wire()}
+    with pytest.raises(SchemaError, match=r"challenge-rows\.receipt\.sig"):
+        parse(msgpack.packb(unsigned, use_bin_type=True))

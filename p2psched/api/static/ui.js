@@ -374,7 +374,11 @@ const HEALTH = {
 function drawWorkers() {
   const rows = workerRows().map(({ id, ad, queue, peer }) => {
     const view = queue?.view;
-    const [health, hcls, hwhy] = HEALTH[view?.state] ?? [ad ? "new" : "—", "", undefined];
+    // This node's record of its results and claims: with its wait, or with its ad.
+    const rep = view?.reputation ?? ad?.reputation;
+    const [health, hcls, hwhy] = rep?.barred
+      ? ["barred", "bad", rep.barred_for]
+      : (HEALTH[view?.state] ?? [ad ? "new" : "—", "", undefined]);
     const last = view?.last_task;
     const lastCell = last
       ? el(
@@ -405,6 +409,11 @@ function drawWorkers() {
       num(queue ? millis(queue.run_time_expect) : "—"),
       num(view ? count(view.succeeded_tasks) : "—"),
       num(view ? count(view.failed_tasks) : "—", view?.failed_tasks ? "bad-text" : ""),
+      num(
+        rep ? `${count(rep.verified)} / ${count(rep.disputed)}` : "—",
+        rep?.disputed ? "bad-text" : "",
+      ),
+      td(rep ? rep.capacity : "—", rep?.capacity === "failed" ? "bad-text" : ""),
       td(el("span", { class: `badge ${hcls}`, title: hwhy }, health)),
       td(lastCell),
     );
@@ -513,7 +522,9 @@ function drawKpis() {
   const running = jobs.filter((j) => j.state === "running");
   const failed = sum((j) => j.failed);
   const free = seen.workers.reduce((s, w) => s + (w.free_slots ?? 0), 0);
-  const skipped = seen.queue.filter((q) => q.view?.state === "open").length;
+  const skipped = seen.queue.filter(
+    (q) => q.view?.state === "open" || q.view?.reputation?.barred,
+  ).length;
   byId("kpis").replaceChildren(
     kpi("workers", count(seen.workers.length), "", `${count(free)} free slots`),
     kpi("jobs running", count(running.length), "", `${count(jobs.length)} in all`),

@@ -62,6 +62,7 @@ class RunBase:
     _announced: set[str]
     _rng: Random  # which results are sampled for a check
     _ending: bool  # tasks being ended on purpose: none asks for another copy
+    _challenged_at: dict[bytes, float]  # when the shell was last asked to challenge a worker
     # Needs the last look in the DHT found no worker for, and why (the nearest misses):
     # said at once in the job's status, and in the error its tasks fail with.
     unmatched: dict[Need, str]

@@ -207,7 +207,11 @@ class Candidates(RunBase):
         return math.inf
 
     def _eligible(self, t: TaskRun, w: WorkerState) -> bool:
-        return w.ad.node_id not in t.excluded and t.spec.need.matches(w.ad.profile)
+        return (
+            w.ad.node_id not in t.excluded
+            and t.spec.need.matches(w.ad.profile)
+            and (t.apart is None or self._apart(t, w))
+        )
 
     def _candidate(self, t: TaskRun, w: WorkerState, now: float, *, for_any: bool = False) -> bool:
         """Whether `w` may still take `t` (`for_any`: any task of its shape): it matches, is

@@ -132,6 +132,7 @@ class JobRun(LateBinding, Rebalancing, Verification):
         self.groups, self._group_of, self._announced = {}, {}, set()
         self._rng = Random() if rng is None else rng
         self._ending = False
+        self._challenged_at = {}
         for run in list(self.tasks.values()):
             self._enqueue(run, now, "submitted")
         if self.verify.copies:
@@ -358,7 +359,7 @@ class JobRun(LateBinding, Rebalancing, Verification):
         w.public_key, w.heard, w.relayed = public_key, now, relayed
         w.regain_by = w.redial_at = math.inf  # its first heartbeat tells what it still has
         self._changed(w, now)  # (a quote adopted while it was being dialled counts now)
-        self._challenge_if_needed(w)
+        self._challenge_if_needed(w, now)
         self._pump(now)
 
     def disconnected(
@@ -465,6 +466,8 @@ class JobRun(LateBinding, Rebalancing, Verification):
             self._end(self.tasks.values(), reason, S.TIMED_OUT, S.FAILED, now)
         for w in self.workers.values():
             self._tick_worker(w, now)
+            if self.verify.challenge and w.link == UP:
+                self._challenge_if_needed(w, now)
         self._expire(now)
         if self._queued and self._next_sweep <= now:
             self._next_sweep = now + 1.0

@@ -259,6 +259,7 @@ class TaskMoves(Candidates):
         # (those that failed it are told of by their own reason, below)
         reasons = Counter(
             w.declined
+            or self.views.barred(w.ad.node_id, now)
             or (skipped if self.views.skipped(w.ad.node_id, now) else None)
             or "unreachable"
             for w in self.workers.values()

@@ -193,7 +193,7 @@ class Reports(TaskMoves):
         assert t.receipt is not None
         r = t.receipt
         self._charge(w, r, packed, now)
-        ran = f"{worker_name(w.ad.node_id)} ran it in {run:.3g} s (measured)"
+        ran = f"{worker_name(w.ad.node_id)} ran it in {run:.3g} s"
         self._move(t, S.COMPLETED, now, f"{ran}; its receipt verified, {r.price:g} paid")
         self._out.append(Settled(t.spec.task_id))
 

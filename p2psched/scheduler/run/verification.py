@@ -17,6 +17,7 @@ none; a compare command is asked one pair at a time; the shell is told a task se
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -32,6 +33,7 @@ from p2psched.scheduler.run.workers import WorkerState
 from p2psched.store.journal import Judged
 
 S = TaskState
+CHALLENGE_AGAIN_S = 60.0  # a worker's capacity still unknown (it refused): asked again then
 # What an undecided group shows as its state: its copy furthest along.
 _FURTHEST = (S.RUNNING, S.SENT, S.SCHEDULED, S.NEGOTIATING, S.QUEUED, S.UNSCHEDULED)
 
@@ -159,7 +161,7 @@ class Verification(Reports):
         t.price = t.receipt.price
         self.money.hold(t.price)  # (`_release` gave back what was held at its commitment)
         t.worker = None  # its worker holds it no longer; its receipt names who ran it
-        ran = f"{worker_name(worker)} ran it in {run:.3g} s (measured)"
+        ran = f"{worker_name(worker)} ran it in {run:.3g} s"
         why = f"{ran}; its receipt verified; held until {g.need} results agree"
         self._move(t, S.VERIFYING, now, why)
         g.unplaced.append(t.spec.task_id)
@@ -374,11 +376,16 @@ class Verification(Reports):
 
     # -- capacity ---------------------------------------------------------------------------
 
-    def _challenge_if_needed(self, w: WorkerState) -> None:
-        """A worker just linked: if the job has workers prove their capacity and this one's
-        is not on record, ask the shell to challenge it (the record is the node's: one
-        challenge serves every job)."""
-        if self.verify.challenge and self.views.capacity(w.ad.node_id) == "unknown":
+    def _challenge_if_needed(self, w: WorkerState, now: float) -> None:
+        """A worker linked (or, refused before, CHALLENGE_AGAIN_S later): if the job has
+        workers prove their capacity and this one's is not on record, ask the shell to
+        challenge it (the record is the node's: one challenge serves every job). A worker
+        that was busy, or had answered another scheduler's challenge just before, refuses
+        without a verdict: it is asked again later, and gets no task meanwhile."""
+        if not self.verify.challenge or self.views.capacity(w.ad.node_id) != "unknown":
+            return
+        if now >= self._challenged_at.get(w.ad.node_id, -math.inf) + CHALLENGE_AGAIN_S:
+            self._challenged_at[w.ad.node_id] = now
             self._out.append(Challenge(w.ad.node_id))
 
     def challenged(self, worker: bytes, now: float) -> None:

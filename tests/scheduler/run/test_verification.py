@@ -271,3 +271,163 @@ def test_measured_run_times_and_a_false_claim_noted() -> None:
     assert view["performance"]["models"][0]["mean_run"] < 10  # the measure, not the claim
     assert run.views._views[a].duration_mismatches == 1
     assert math.isfinite(run.workers[a].rtt)
+
+
+def test_a_restarted_scheduler_judges_the_results_that_waited() -> None:
+    """Two of three copies in (verifying) and the third's worker gone: restarted from its
+    store, the job holds their money again, runs the third copy anew, and keeps the result
+    once it agrees; a copy beyond the replicas (from a disagreement) comes back too."""
+    from p2psched.store import StoredTask
+    from p2psched.wire.codec import encode
+
+    sched = Identity.generate()
+    ids = [Identity.generate() for _ in range(4)]
+    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1, price=0.01) for i in ids}
+    policy = VerifyPolicy(replicas=3, quorum=3)
+    run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=policy, durable=True)
+    net = Net(run, workers, hold=True)
+    run.add_workers([ad(i, 0.01) for i in ids[:3]], net.now)
+    net.pump()
+    for wid, peer, task in net.started[:2]:
+        net.workers[wid].finished(peer, task["id"], {"out": task["input"]}, None, net.now)
+    net.pump()
+    assert sorted(t.state.value for t in run.tasks.values()) == ["sent", "verifying", "verifying"]
+    stored = {
+        k: StoredTask(
+            k,
+            t.state.value,
+            t.worker,
+            t.price,
+            t.attempts,
+            t.error,
+            t.since,
+            encode(t.output) if t.receipt is not None else None,
+            t.receipt,
+            None,
+        )
+        for k, t in run.tasks.items()
+    }
+    again = JobRun(sched, "job", [spec(0)], mtr=1.0, now=net.now, verify=policy, durable=True)
+    again.journal.clear()
+    again.restore(stored, lambda w: ("127.0.0.1:1",), net.now)
+    assert sorted(t.state.value for t in again.tasks.values()) == [
+        "sent",
+        "verifying",
+        "verifying",
+    ]
+    assert again.held == pytest.approx(0.03) and again.spent == 0
+    assert again.counts() == {"sent": 1}
+    net.run = again
+    net.hold = False
+    net.started = []
+    # the third copy's worker is gone: lost, it is run elsewhere, and the quorum is met
+    net.workers.pop(ids[2].node_id)
+    again.add_workers([ad(ids[3], 0.01)], net.now)
+    again.disconnected(ids[2].node_id, "gone", net.now)
+    run_out(net)
+    assert again.counts() == {"completed": 1}
+    assert again.spent == pytest.approx(0.03) and again.held == 0
+    kept = again.kept("job-000000")
+    assert kept is not None and kept.output == {"out": {"n": 0}}
+
+
+def test_a_job_that_wants_capacity_proved_waits_for_the_challenge() -> None:
+    from p2psched.scheduler.run import Challenge
+
+    sched = Identity.generate()
+    ids = [Identity.generate() for _ in range(2)]
+    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1) for i in ids}
+    run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=VerifyPolicy(challenge=True))
+    net = Net(run, workers)
+    challenges: list[bytes] = []
+    real = run.actions
+
+    def actions() -> list[Any]:
+        out = real()
+        challenges.extend(a.worker for a in out if isinstance(a, Challenge))
+        return [a for a in out if not isinstance(a, Challenge)]
+
+    run.actions = actions  # type: ignore[method-assign]
+    run.add_workers([ad(i) for i in ids], net.now)
+    net.pump()
+    net.advance(3)
+    assert sorted(challenges) == sorted(w.node_id for w in ids)  # each asked once
+    assert run.tasks["job-000000"].state == S.QUEUED  # no task before a capacity is proved
+    a, b = ids
+    run.views.challenged(a.node_id, False, "5x slower than its ad", now=net.now)
+    run.challenged(a.node_id, net.now)
+    net.pump()
+    net.advance(2)
+    assert run.tasks["job-000000"].state == S.QUEUED  # one that failed gets none
+    run.views.challenged(b.node_id, True, None, now=net.now)
+    run.challenged(b.node_id, net.now)
+    net.pump()
+    run_out(net)
+    kept = run.kept("job-000000")
+    assert kept is not None and kept.receipt is not None and kept.receipt.worker == b.node_id
+    assert len(challenges) == 2  # (a reconnect would not ask again: the record has it)
+
+
+def test_a_worker_that_refused_its_challenge_is_asked_again_later() -> None:
+    from p2psched.scheduler.run import Challenge
+    from p2psched.scheduler.run.verification import CHALLENGE_AGAIN_S
+
+    sched = Identity.generate()
+    a = Identity.generate()
+    run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=VerifyPolicy(challenge=True))
+    net = Net(run, {a.node_id: wm.TaskManager(a)})
+    asked: list[float] = []
+    real = run.actions
+
+    def actions() -> list[Any]:
+        out = real()
+        asked.extend(net.now for x in out if isinstance(x, Challenge))
+        return [x for x in out if not isinstance(x, Challenge)]
+
+    run.actions = actions  # type: ignore[method-assign]
+    run.add_workers([ad(a)], net.now)
+    net.pump()
+    net.advance(CHALLENGE_AGAIN_S - 5)
+    assert len(asked) == 1  # it refused (busy): no verdict, not asked again at once
+    net.advance(10)
+    assert len(asked) == 2 and asked[1] - asked[0] >= CHALLENGE_AGAIN_S
+
+
+def test_workers_with_a_long_clean_record_are_checked_at_the_jobs_rate() -> None:
+    net, ids = verified_net(0, 4, VerifyPolicy(sample=0.1, quorum=2), seed=7)
+    for w in ids:
+        for k in range(50):
+            net.run.views.verified(w, f"earlier-{k}", now=net.now)
+    net.run.add_tasks([spec(k) for k in range(200)], net.now)
+    run_out(net, 600)
+    checked = sum(g.checked for g in net.run.groups.values())
+    assert 5 <= checked <= 40  # about a tenth of 200, not every one as for new workers
+    assert net.run.counts() == {"completed": 200}
+
+
+def test_late_binding_keeps_copies_apart_too() -> None:
+    op = (("operator", "acme"),)
+    net, ids = verified_net(0, 3, VerifyPolicy(replicas=2, quorum=2), labels={0: op, 1: op})
+    net.run.strategy.set("late_binding")
+    net.run.add_tasks([spec(k) for k in range(6)], net.now)
+    run_out(net)
+    assert net.run.counts() == {"completed": 6}
+    for g in net.run.groups.values():
+        ran = [net.run.tasks[c].receipt.worker for c in g.copies if net.run.tasks[c].receipt]
+        assert len(ran) == len(set(ran)) and not {ids[0], ids[1]} <= set(ran)
+
+
+def test_a_task_no_worker_takes_for_a_dispute_says_so() -> None:
+    from p2psched.scheduler.run import DispatchConfig
+
+    sched = Identity.generate()
+    a = Identity.generate()
+    run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, config=DispatchConfig(no_worker_s=5))
+    net = Net(run, {a.node_id: wm.TaskManager(a)})
+    run.views.disputed(a.node_id, "job-earlier", "its result disagreed", now=net.now)
+    run.add_workers([ad(a)], net.now)
+    net.pump()
+    net.advance(10)
+    t = run.tasks["job-000000"]
+    assert t.state == S.FAILED
+    assert t.error is not None and "skipped for 6 d" in t.error and "disputed" in t.error

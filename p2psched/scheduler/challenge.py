@@ -1,0 +1,217 @@
+"""A capacity challenge, the scheduler's side, sans-I/O: asks a worker to multiply two n x n
+matrices from a fresh seed, times its Merkle root against what its ad claims, opens k rows
+picked at random once the root is in, and checks each in O(n^2) with its proof.
+
+Owns: one challenge's seed, its commitment (one task, at the worker's price, signed), its
+deadlines, the rows it picks, and its `CapacityVerdict`.
+Promises: it passes only if the root came within `SLOW_FACTOR` times what the ad implies
+(plus `grace_s` for the network and the hashing), every opened row is that row of the product
+and proves its way to the root, and the receipt is the worker's, for this challenge, over that
+root, at no more than was committed; only then is the receipt journaled as paid (`Charged`,
+no result kept). Messages and `now` in; `actions()` and `next_deadline()` out.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import secrets
+from dataclasses import dataclass, field
+
+from p2psched.identity import Identity
+from p2psched.resources.challenge import SLOW_FACTOR, Matrices, expected_seconds
+from p2psched.resources.profile import Profile
+from p2psched.store.journal import Charged, Committed, Entry
+from p2psched.wire.deal import Commitment, Receipt, task_id_for
+from p2psched.wire.messages import (
+    MAX_CHALLENGE_ROWS,
+    ChallengeAsk,
+    ChallengeOpen,
+    ChallengeRoot,
+    ChallengeRows,
+    Decline,
+    Message,
+    Send,
+    kind,
+)
+
+DEFAULT_N = 512
+DEFAULT_ROWS = 8
+GRACE_S = 2.0  # added to the time limit: the network, deriving the matrices, hashing the rows
+OPEN_S = 10.0  # for the opened rows to come back (no computing: sending, at most 1 MiB)
+
+
+def challenge_job(worker: bytes) -> str:
+    """The job a worker's challenges are booked under in the ledger (by no real job's name:
+    those end in 8 hex digits, this in 16)."""
+    return f"challenge-{worker.hex()[:16]}"
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityVerdict:
+    """How a challenge ended. `refused`: the worker declined it (busy, rate-limited, its
+    policy): nothing is known of its capacity then, and `passed` is False."""
+
+    worker: bytes
+    passed: bool
+    reason: str | None  # why it failed or was refused
+    n: int
+    rows: int
+    expected_s: float  # what the worker's ad implies the product takes
+    limit_s: float  # the most its root could take to pass
+    measured_s: float | None  # from the ask to the root, as this scheduler saw it
+    claimed_s: float | None  # what the worker said the product took
+    price: float
+    refused: bool = False
+
+
+@dataclass(slots=True)
+class CapacityChallenge:
+    """One challenge of one worker, started at `now` (its ask is the first action)."""
+
+    identity: Identity
+    worker: bytes
+    worker_public_key: bytes
+    profile: Profile  # the worker's ad: what it claims, and its price
+    rid: int
+    now: float
+    n: int = DEFAULT_N
+    rows: int = DEFAULT_ROWS
+    grace_s: float = GRACE_S
+    rng: random.Random = field(default_factory=random.SystemRandom)
+    seed: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    journal: list[Entry] = field(default_factory=list)
+    verdict: CapacityVerdict | None = None
+    _out: list[Send] = field(default_factory=list)
+    _root: bytes | None = None
+    _opened: list[int] = field(default_factory=list)
+    _measured: float | None = None
+    _claimed: float | None = None
+    _deadline: float = math.inf
+    expected_s: float = field(init=False)
+    limit_s: float = field(init=False)
+    commitment: Commitment = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.rows <= min(self.n, MAX_CHALLENGE_ROWS):
+            raise ValueError(f"rows: between 1 and {min(self.n, MAX_CHALLENGE_ROWS)}")
+        self.expected_s = expected_seconds(self.profile, self.n)
+        self.limit_s = SLOW_FACTOR * self.expected_s + self.grace_s
+        job = challenge_job(self.worker)
+        self.commitment = Commitment(
+            scheduler=self.identity.node_id,
+            worker=self.worker,
+            job=job,
+            tasks=[task_id_for(job, int(self.now * 1000))],
+            price=self.profile.min_price,
+            issued_at=self.now,
+        ).signed(self.identity)
+        self.journal.append(Committed(self.commitment, (), self.now))
+        self._deadline = self.now + self.limit_s
+        self._out.append(
+            Send(self.worker, ChallengeAsk(self.rid, self.seed, self.n, self.commitment))
+        )
+
+    def actions(self) -> list[Send]:
+        out, self._out = self._out, []
+        return out
+
+    def next_deadline(self) -> float:
+        return math.inf if self.verdict is not None else self._deadline
+
+    def takes(self, message: Message) -> bool:
+        """Whether `message` (from this worker) answers this challenge."""
+        return isinstance(message, ChallengeRoot | ChallengeRows | Decline) and (
+            message.rid == self.rid
+        )
+
+    def receive(self, message: Message, now: float) -> None:
+        if self.verdict is not None:
+            return
+        if isinstance(message, Decline):
+            self._end(False, f"it declined the challenge: {message.reason}", refused=True)
+        elif isinstance(message, ChallengeRoot) and self._root is None:
+            self._on_root(message, now)
+        elif isinstance(message, ChallengeRows) and self._root is not None:
+            self._on_rows(message, now)
+        else:
+            self._end(False, f"it sent {kind(message)!r} out of turn")
+
+    def tick(self, now: float) -> None:
+        if self.verdict is None and now >= self._deadline:
+            if self._root is None:
+                self._end(
+                    False,
+                    f"no product root within {self.limit_s:.3g} s: its ad implies "
+                    f"{self.expected_s:.3g} s for a {self.n}x{self.n} product",
+                )
+            else:
+                self._end(False, f"the opened rows did not come within {OPEN_S:g} s")
+
+    def abandon(self, reason: str) -> None:
+        """The channel went (or the node stops): the challenge ends unanswered."""
+        if self.verdict is None:
+            self._end(False, reason, refused=True)
+
+    def _on_root(self, m: ChallengeRoot, now: float) -> None:
+        self._measured, self._claimed = now - self.now, m.seconds
+        if self._measured > self.limit_s:
+            self._end(False, self._slow(self._measured, "took"))
+            return
+        if m.seconds > self.limit_s:
+            self._end(False, self._slow(m.seconds, "says it took"))
+            return
+        self._root = m.root
+        # Picked only now: a worker that knew them could compute those rows alone.
+        self._opened = self.rng.sample(range(self.n), self.rows)
+        self._deadline = now + OPEN_S
+        self._out.append(Send(self.worker, ChallengeOpen(self.rid, self._opened)))
+
+    def _slow(self, seconds: float, verb: str) -> str:
+        return (
+            f"it {verb} {seconds:.3g} s for a {self.n}x{self.n} product; its ad implies "
+            f"{self.expected_s:.3g} s (limit {self.limit_s:.3g} s): it overstates its capacity"
+        )
+
+    def _on_rows(self, m: ChallengeRows, now: float) -> None:
+        assert self._root is not None
+        if len(m.rows) != len(self._opened) or len(m.proofs) != len(self._opened):
+            self._end(False, f"it opened {len(m.rows)} rows, not the {len(self._opened)} asked")
+            return
+        matrices = Matrices.of(self.seed, self.n)
+        for index, row, proof in zip(self._opened, m.rows, m.proofs):
+            if (problem := matrices.problem(self._root, index, row, proof)) is not None:
+                self._end(False, f"{problem}: it did not compute the product it committed to")
+                return
+        if (problem := self._receipt_problem(m.receipt)) is not None:
+            self._end(False, f"its receipt {problem}")
+            return
+        self.journal.append(Charged(m.receipt, self.worker_public_key, b"", now, keep=False))
+        self._end(True, None)
+
+    def _receipt_problem(self, r: Receipt) -> str | None:
+        c = self.commitment
+        if not r.verify(self.worker_public_key) or r.worker != self.worker:
+            return "is not signed by the worker"
+        if r.scheduler != self.identity.node_id or r.job != c.job or r.task != c.tasks[0]:
+            return "is not for this challenge"
+        if not r.ok or r.result_hash != self._root:
+            return "does not name the root it committed to"
+        if r.price > c.price:
+            return f"charges {r.price:g}, over the {c.price:g} committed"
+        return None
+
+    def _end(self, passed: bool, reason: str | None, *, refused: bool = False) -> None:
+        self.verdict = CapacityVerdict(
+            self.worker,
+            passed,
+            reason,
+            self.n,
+            self.rows,
+            self.expected_s,
+            self.limit_s,
+            self._measured,
+            self._claimed,
+            self.commitment.price,
+            refused,
+        )
