@@ -177,6 +177,7 @@ def _load(workload: dict[str, float], gpus: bool) -> str:
 
 
 def _show_workers(args: argparse.Namespace, need: str, ads: list[dict[str, Any]]) -> None:
+    ads = sorted(ads, key=_standing)  # (stable: the equals as the network found them)
     if args.json:
         for ad in ads:
             print(json.dumps(ad))
@@ -215,6 +216,15 @@ def _show_workers(args: argparse.Namespace, need: str, ads: list[dict[str, Any]]
         if (r := ad.get("reputation")) and r["barred"]:
             until = datetime.fromtimestamp(r["barred_until"], UTC).strftime("%Y-%m-%d %H:%M UTC")
             print(f"{ad['node_id'][:16]} is skipped until {until}: {r['barred_for']}")
+
+
+def _standing(ad: dict[str, Any]) -> tuple[int, ...]:
+    """Where a worker ranks by this node's record of it, the best first: skipped for its
+    reputation last, then by its disputed results, failed capacity challenges and run times
+    claimed far from those measured."""
+    r = ad.get("reputation") or {}
+    keys = ("barred", "disputed", "challenges_failed", "duration_mismatches")
+    return tuple(int(r.get(k) or 0) for k in keys)
 
 
 def _reputation(r: dict[str, Any] | None) -> tuple[str, str]:

@@ -125,11 +125,31 @@ def test_liars_are_outvoted_unpaid_and_found_out_by_verify(tmp_path: Path) -> No
         status = api(node, "status", job_id)
         assert abs(status["spent"] - spent) < 1e-9, (status, paid)
         assert abs(summary["spent"] - spent) < 1e-9
+        assert said in p2psched("status", job_id, "--data-dir", str(node)).stdout
+        checked = p2psched("ledger", "--json", "--verify", "--data-dir", str(node))
+        ledger = json.loads(checked.stdout.splitlines()[0])  # (then the line --verify adds)
+        (paid_for,) = [j for j in ledger["jobs"] if j["job"] == job_id]
+        assert abs(paid_for["spent"] - spent) < 1e-9 and paid_for["tasks_paid"] == len(paid)
+        assert sorted(d["task"] for d in ledger["disputed"] if d["verdict"] == "disputed") == (
+            sorted(t["task"] for t in disputed)
+        )
+        assert ledger["problems"] == []
 
+        # The liars rank last in `workers`: the one that lied about results below the one that
+        # lied about run times, whose claims did not become its run times (the scheduler
+        # measured them: its record counts each claim far from them).
         ran = [t["task"] for t in paid if t["worker"] == slow_talker.hex()]
         assert ran, tasks
-
-        assert said in p2psched("status", job_id, "--data-dir", str(node)).stdout
+        ranked = [json.loads(line) for line in p2psched(
+            "workers", "--json", "--data-dir", str(node)
+        ).stdout.splitlines()]  # fmt: skip
+        order = [ad["node_id"] for ad in ranked]
+        assert order[-2:] == [slow_talker.hex(), liar.hex()], ranked
+        assert sorted(order[:-2]) == sorted(map(bytes.hex, honest))
+        record = {ad["node_id"]: ad["reputation"] for ad in ranked}
+        assert record[liar.hex()]["disputed"] == len(disputed)
+        assert record[slow_talker.hex()]["duration_mismatches"] >= len(ran)
+        assert record[slow_talker.hex()]["disputed"] == 0
 
         # `p2psched verify` re-checks the job from the store: all is well ...
         done = p2psched("verify", job_id, "--data-dir", str(node))
@@ -139,8 +159,7 @@ def test_liars_are_outvoted_unpaid_and_found_out_by_verify(tmp_path: Path) -> No
         )
         assert "0 problem(s)" in done.stdout
 
-    # The false-durations worker's claims did not become its run times: the scheduler measured
-    # them, as each of its tasks' history says (its record's duration mismatches are rep's).
+    # Each of the false-durations worker's tasks' history gives the run time measured.
     store = tmp_path / "me" / "state.db"
     with sqlite3.connect(store) as db:
         reasons = [
@@ -152,9 +171,7 @@ def test_liars_are_outvoted_unpaid_and_found_out_by_verify(tmp_path: Path) -> No
             )
         ]
     measured = [
-        float(m.group(1))
-        for r in reasons
-        if (m := re.search(r"ran it in (\S+) s \(measured\)", r or ""))
+        float(m.group(1)) for r in reasons if (m := re.search(r"ran it in (\S+) s;", r or ""))
     ]
     assert len(measured) == len(ran) and max(measured) < CLAIMED_S / 10, reasons
 
