@@ -7,8 +7,9 @@ against the key stored with it (its signature, the worker it names), against thi
 scheduler it names), its job and task, and against the stored output (its hash); each result is
 compared again (exact, json within the tolerance, or the job's compare command run here), so a
 kept result must agree with the other copies paid for it and a disputed one must disagree with
-it. Every problem names its task. Reads never write; a job still running is checked as far as
-its tasks have settled.
+it; and the ledger must count each completed copy's receipt as paid and each disputed one's as
+disputed, not paid. Every problem names its task. Reads never write; a job still running is
+checked as far as its tasks have settled.
 """
 
 from __future__ import annotations
@@ -89,11 +90,13 @@ async def audit_job(
     for stored in _results(store, job):
         if stored.task in copies:
             copies[stored.task].stored = stored
+    paid = store.receipts_paid(job)
     audits = []
     for base, group in groups.items():
         audit = TaskAudit(base, group[0].stored.state, copies=len(group))
         for c in group:
             _check_result(store, job, own, c, audit.problems)
+            _check_paid(c.stored, paid.get(c.stored.task, []), audit.problems)
         await _check_group(policy, _by_arrival(store, job, group), audit, compare)
         audits.append(audit)
     return JobAudit(job, _rule(policy), audits)
@@ -159,6 +162,19 @@ def _by_arrival(store: Store, job: str, group: list[_Copy]) -> list[_Copy]:
         return next((m["at"] for m in moves if m["to"] == "verifying"), math.inf)
 
     return sorted(group, key=came)
+
+
+def _check_paid(
+    t: StoredTask, receipts: list[tuple[str | None, bool]], problems: list[str]
+) -> None:
+    """What the ledger says of a copy's receipt against what the copy became: a completed one
+    is paid, a disputed one is on record as disputed and not paid."""
+    if t.state == "completed" and not any(spent for _, spent in receipts):
+        problems.append(f"{t.task}: completed, but the ledger counts no receipt for it as paid")
+    elif t.state == "disputed" and any(spent for _, spent in receipts):
+        problems.append(f"{t.task}: disputed, yet the ledger counts its receipt as paid")
+    elif t.state == "disputed" and ("disputed", False) not in receipts:
+        problems.append(f"{t.task}: disputed, but the ledger has no receipt for it marked so")
 
 
 async def _check_group(

@@ -99,6 +99,18 @@ class StoreLedger:
             "disputed": disputed,
         }
 
+    def receipts_paid(self, job: str) -> dict[str, list[tuple[str | None, bool]]]:
+        """The receipts this node holds for its job `job`, by task: each one's verdict (None:
+        a plain receipt) and whether it counts as spent."""
+        found: dict[str, list[tuple[str | None, bool]]] = {}
+        for task, verdict, spent in self._db.execute(
+            f"SELECT task, verdict, {SPENT} FROM ledger "
+            "WHERE job = ? AND role = 'paid' AND kind = 'receipt' ORDER BY seq",
+            (job,),
+        ):
+            found.setdefault(task, []).append((verdict, bool(spent)))
+        return found
+
     def verify_ledger(self) -> list[str]:
         """Every problem found by re-checking each ledger entry from its document alone: the
         signature, the signer's key against the id the document names, the columns against the

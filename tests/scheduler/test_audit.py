@@ -1,6 +1,7 @@
 """`audit_job` (what `p2psched verify` runs) on a store written as a verifying run writes it:
 copies compared again by the job's rule, json within its tolerance here, and each copy paid
-against the kept one that should not be, or each disputed one that should have been, named."""
+against the kept one that should not be, or each disputed one that should have been (or that
+the ledger counts as paid), named."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from pathlib import Path
 
 from p2psched.scheduler.audit import audit_job
 from p2psched.store import Store
-from p2psched.store.journal import Entry, JobOpened
+from p2psched.store.journal import Entry, JobOpened, Judged
 from tests.harness.store import ME, OTHER_WORKER, WORKER, charged, moved
 
 JOB = "j-1a2b3c4d"
 SPEC = {
     "name": "j",
     "driver": "echo",
-    "tasks": [{"input": i} for i in range(5)],
+    "tasks": [{"input": i} for i in range(6)],
     "verify": {"replicas": 2, "quorum": 2, "compare": "json", "tolerance": 0.01},
 }
 
@@ -28,7 +29,9 @@ async def test_copies_are_compared_again_by_the_jobs_rule(tmp_path: Path) -> Non
         [({"x": 3.001}, "disputed"), ({"x": 3.0}, "completed"), ({"x": 3.0}, "completed")],
         [({"x": 9.0}, "completed"), ({"x": 4.0}, "completed")],
         [(None, "failed"), ({"x": 5.0}, "completed")],
+        [({"x": 6.5}, "disputed"), ({"x": 6.0}, "completed"), ({"x": 6.0}, "completed")],
     ]
+    paid_anyway = f"{JOB}/5~2"  # its ledger entry says agreed: paid
     at = 1001.0
     for i, copies in enumerate(tasks):
         # The task itself is recorded first; its copy ~2 (another worker's) came first.
@@ -41,10 +44,12 @@ async def test_copies_are_compared_again_by_the_jobs_rule(tmp_path: Path) -> Non
                 entries.append(moved(JOB, task, "queued", "failed", at))
                 continue
             worker = OTHER_WORKER if task == order[1] else WORKER
+            verdict = "agreed" if state == "completed" or task == paid_anyway else state
             entries += [
                 moved(JOB, task, "queued", "verifying", at),
-                charged(JOB, task, 0.5, value, worker=worker),
+                charged(JOB, task, 0.5, value, worker=worker, verdict="pending"),
                 moved(JOB, task, "verifying", state, at + 100),
+                Judged(JOB, task, verdict, at + 100),
             ]
     with Store.open(tmp_path / "state.db", ME.public_key) as store:
         store.write(entries)
@@ -56,9 +61,11 @@ async def test_copies_are_compared_again_by_the_jobs_rule(tmp_path: Path) -> Non
         (f"{JOB}/2", "completed", f"{JOB}/2", 3, 2, 1),
         (f"{JOB}/3", "completed", f"{JOB}/3~2", 2, 2, 0),
         (f"{JOB}/4", "completed", f"{JOB}/4", 2, 1, 0),
+        (f"{JOB}/5", "completed", f"{JOB}/5", 3, 2, 1),
     ]
     assert audit.problems == [
         f"{JOB}/2~2: disputed, yet its result agrees with {JOB}/2's by the job's rule",
         f"{JOB}/3: paid as agreeing with {JOB}/3~2, yet its result differs by the job's rule",
         f"{JOB}/4: 1 result(s) paid for, 2 must agree to keep one",
+        f"{JOB}/5~2: disputed, yet the ledger counts its receipt as paid",
     ]
