@@ -241,8 +241,11 @@ async def test_a_compare_command_judges_copies_on_the_scheduler(tmp_path: Path) 
 
         # `p2psched verify` runs the judge again on what the store kept.
         done = await trio.to_thread.run_sync(
-            lambda: p2psched("verify", job.job_id, "--data-dir", str(scheduler.data_dir))
+            lambda: p2psched("verify", job.job_id, "--json", "--data-dir", str(scheduler.data_dir))
         )
         assert done.returncode == 0, done.stdout + done.stderr
-        assert f"compare by {' '.join(command)}" in done.stdout
+        checked = json.loads(done.stdout)
+        assert checked["rule"].endswith(f"compare by {' '.join(command)}")
+        assert checked["problems"] == [] and len(checked["tasks"]) == TASKS
+        assert sum(t["disputed"] for t in checked["tasks"]) == len(disputed)
         assert len(judged.read_text().splitlines()) > asked
