@@ -145,8 +145,7 @@ class Reports(TaskMoves):
             self._back(t, unlike, now)
             return
         if late:
-            self._charge(w, r, packed, now)
-            t.receipt = r
+            self._late(w, t, r, packed, output, now)
             return
         run = self._measure(w, t, r, now)
         self._release(t)
@@ -186,6 +185,14 @@ class Reports(TaskMoves):
         )
         self.views.succeeded(w.ad.node_id, model, run, t.spec.task_id, now=now)
         return run
+
+    def _late(
+        self, w: WorkerState, t: TaskRun, r: Receipt, packed: bytes, output: Any, now: float
+    ) -> None:
+        """The result of `t`, cancelled while it ran, done before the cancel reached it: paid.
+        (`Verification._late`: a copy's, only if it agrees with the result kept.)"""
+        self._charge(w, r, packed, now)
+        t.receipt = r
 
     def _accept(self, w: WorkerState, t: TaskRun, packed: bytes, run: float, now: float) -> None:
         """`t`'s result came with its receipt checked: it is done, and paid for. (A job that

@@ -31,6 +31,7 @@ from p2psched.scheduler.run.reports import Reports
 from p2psched.scheduler.run.tasks import Spooled, TaskRun, worker_name
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.store.journal import Judged
+from p2psched.wire.deal import Receipt
 
 S = TaskState
 CHALLENGE_AGAIN_S = 60.0  # a worker's capacity still unknown (it refused): asked again then
@@ -166,6 +167,30 @@ class Verification(Reports):
         self._move(t, S.VERIFYING, now, why)
         g.unplaced.append(t.spec.task_id)
         self._judge(g, now)
+
+    def _late(
+        self, w: WorkerState, t: TaskRun, r: Receipt, packed: bytes, output: Any, now: float
+    ) -> None:
+        """A copy's result that came after it was stopped (not needed, or cancelled): it was
+        not judged with its group, so it is paid only if it agrees with the result kept (by
+        the hashes or the job's rules; a compare command is not asked); one that disagrees
+        with it is disputed, and one with none kept to agree with is unsettled."""
+        g = self.groups.get(self._group_of.get(t.spec.task_id, ""))
+        if g is None:
+            super()._late(w, t, r, packed, output, now)
+            return
+        t.receipt, t.output = r, output
+        same = None if g.kept is None else self._same(g.kept, t.spec.task_id)
+        if same:
+            self._charge(w, r, packed, now)
+            return
+        self._charge(w, r, packed, now, pending=True)
+        if same is None:
+            self._judged(t, "unsettled", now)
+            return
+        reason = f"its result, late, disagreed with the one kept ({g.kept})"
+        self._judged(t, "disputed", now)
+        self.views.disputed(r.worker, t.spec.task_id, reason, now=now)
 
     def compared(self, a: str, b: str, same: bool | None, now: float, error: str = "") -> None:
         """The job's compare command judged the results of copies `a` and `b` (`same`), or

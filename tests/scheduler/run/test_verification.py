@@ -431,3 +431,33 @@ def test_a_task_no_worker_takes_for_a_dispute_says_so() -> None:
     t = run.tasks["job-000000"]
     assert t.state == S.FAILED
     assert t.error is not None and "skipped for 6 d" in t.error and "disputed" in t.error
+
+
+@pytest.mark.parametrize("third", [{"made": "up"}, None])
+def test_a_copy_not_needed_whose_result_comes_late_is_paid_only_if_it_agrees(third: Any) -> None:
+    """Two results agree and the third copy is stopped (not needed); its worker's result,
+    sent before the cancel reached it, is paid only if it agrees with the one kept: a made-up
+    one is recorded, not paid, and its worker's record shows the dispute."""
+    sched = Identity.generate()
+    ids = [Identity.generate() for _ in range(3)]
+    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1, price=0.01) for i in ids}
+    policy = VerifyPolicy(replicas=3, quorum=2)
+    run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=policy)
+    net = Net(run, workers, hold=True)
+    run.add_workers([ad(i, 0.01) for i in ids], net.now)
+    net.pump()
+    assert len(net.started) == 3
+    for k, (wid, peer, task) in enumerate(net.started):  # all three answer at once
+        answer = third if k == 2 and third is not None else {"out": task["input"]}
+        net.workers[wid].finished(peer, task["id"], answer, None, net.now)
+    net.pump()
+    copies = [run.tasks[c] for c in run.groups["job-000000"].copies]
+    assert sorted(c.state.value for c in copies) == ["aborted", "completed", "completed"]
+    assert run.done and run.held == pytest.approx(0.0, abs=1e-9)
+    late = net.started[2][0]
+    if third is None:
+        assert run.spent == pytest.approx(0.03)  # its signed commitment stands
+        assert run.views.disputes(late) == 0
+    else:
+        assert run.spent == pytest.approx(0.02)  # the two that agree, not the made-up one
+        assert run.views.disputes(late) == 1
