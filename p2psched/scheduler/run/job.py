@@ -289,8 +289,10 @@ class JobRun(LateBinding, Rebalancing, Verification):
     def _restore_final(self, t: TaskRun, st: StoredTask, state: TaskState) -> None:
         self._load(t, state, st.since)
         self._restore_result(t, st)
-        # (disputed, or failed with no quorum: its result was not paid)
-        if st.receipt is not None and st.receipt.ok and state not in (S.DISPUTED, S.FAILED):
+        # (disputed, or failed with no quorum: its result was not paid; a copy stopped with a
+        # result, only if that agrees with the one kept: `_restore_verdicts` says)
+        unpaid = (S.DISPUTED, S.FAILED, *((S.ABORTED,) if t.spec.task_id in self._group_of else ()))
+        if st.receipt is not None and st.receipt.ok and state not in unpaid:
             self.money.pay(st.receipt.price)
             t.progress = 1.0
 

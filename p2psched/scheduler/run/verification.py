@@ -390,6 +390,10 @@ class Verification(Reports):
             states = [self.tasks[c].state for c in g.copies]
             if S.COMPLETED in states:
                 g.decided, g.kept = True, g.copies[states.index(S.COMPLETED)]
+                for c in g.copies:  # a result that came after its copy was stopped (`_late`)
+                    t = self.tasks[c]
+                    if t.state == S.ABORTED and t.receipt is not None and self._same(g.kept, c):
+                        self.money.pay(t.receipt.price)
                 continue
             if self.verify.sample > 0 and len(g.copies) > 1:
                 g.need, g.checked = 2, True

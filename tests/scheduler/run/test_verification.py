@@ -461,3 +461,66 @@ def test_a_copy_not_needed_whose_result_comes_late_is_paid_only_if_it_agrees(thi
     else:
         assert run.spent == pytest.approx(0.02)  # the two that agree, not the made-up one
         assert run.views.disputes(late) == 1
+
+
+def stored_of(run: JobRun) -> dict[str, Any]:
+    """What a store holds of `run`'s tasks (a result row with each receipt)."""
+    from p2psched.store import StoredTask
+    from p2psched.wire.codec import encode
+
+    return {
+        k: StoredTask(
+            k,
+            t.state.value,
+            t.worker,
+            t.price,
+            t.attempts,
+            t.error,
+            t.since,
+            encode(t.output) if t.receipt is not None else None,
+            t.receipt,
+            None,
+        )
+        for k, t in run.tasks.items()
+    }
+
+
+def test_a_restart_pays_no_result_that_was_cancelled_while_it_waited_for_its_copies() -> None:
+    """Two results wait for a third (verifying) when the task is cancelled: not paid; nor
+    after a restart, which finds them aborted with their receipts. A late result that agreed
+    with the one kept stays paid after it, a late made-up one unpaid."""
+    sched = Identity.generate()
+    ids = [Identity.generate() for _ in range(3)]
+    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1, price=0.01) for i in ids}
+    policy = VerifyPolicy(replicas=3, quorum=3)
+    run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=policy, durable=True)
+    net = Net(run, workers, hold=True)
+    run.add_workers([ad(i, 0.01) for i in ids], net.now)
+    net.pump()
+    for wid, peer, task in net.started[:2]:
+        net.workers[wid].finished(peer, task["id"], {"out": task["input"]}, None, net.now)
+    net.pump()
+    run.cancel(None, net.now)
+    net.pump()
+    assert run.spent == 0 and run.held == 0 and run.counts() == {"aborted": 1}
+    again = JobRun(sched, "job", [spec(0)], mtr=1.0, now=net.now, verify=policy, durable=True)
+    again.restore(stored_of(run), lambda w: ("127.0.0.1:1",), net.now)
+    assert again.counts() == {"aborted": 1} and again.done
+    assert again.spent == 0 and again.held == 0
+
+    # replicas 3, quorum 2: two agree, the third's result comes late
+    for third, paid in (({"made": "up"}, 0.02), (None, 0.03)):
+        policy = VerifyPolicy(replicas=3, quorum=2)
+        run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=policy, durable=True)
+        net = Net(run, {i.node_id: wm.TaskManager(i, slots=1, price=0.01) for i in ids}, hold=True)
+        run.add_workers([ad(i, 0.01) for i in ids], net.now)
+        net.pump()
+        for k, (wid, peer, task) in enumerate(net.started):
+            answer = third if k == 2 and third is not None else {"out": task["input"]}
+            net.workers[wid].finished(peer, task["id"], answer, None, net.now)
+        net.pump()
+        assert run.spent == pytest.approx(paid)
+        again = JobRun(sched, "job", [spec(0)], mtr=1.0, now=net.now, verify=policy, durable=True)
+        again.restore(stored_of(run), lambda w: ("127.0.0.1:1",), net.now)
+        assert again.counts() == {"completed": 1}
+        assert again.spent == pytest.approx(paid) and again.held == 0
