@@ -236,6 +236,11 @@ class Verify(BaseModel):
                 if self.command is None
                 else "command is for compare: command"
             )
+        if self.compare != "exact" and self.replicas == 1 and self.sample == 0:
+            raise refuse(
+                f"compare: {self.compare} compares a task's copies: give replicas (2 or more) "
+                "or sample, or there is nothing to compare"
+            )
         return self
 
     @property
