@@ -385,8 +385,19 @@ class Verification(Reports):
 
     def _restore_verdicts(self, now: float) -> None:
         """Each group as its copies were left: decided if one was kept, else its results
-        waiting for a verdict judged again (a sampled task with a second copy was checked)."""
+        waiting for a verdict judged again (a sampled task with a second copy was checked);
+        its copies kept apart again from the workers the others went to (those known yet by
+        their ads, from their operators and networks too)."""
         for g in self.groups.values():
+            for tid in g.copies:
+                went = self.tasks[tid].placed_on
+                if went is None:
+                    continue
+                marks = marks_of(self.workers[went]) if went in self.workers else set()
+                for other in (self.tasks[c] for c in g.copies if c != tid):
+                    other.excluded.add(went)
+                    if marks:
+                        other.apart = (other.apart or set()) | marks
             states = [self.tasks[c].state for c in g.copies]
             if S.COMPLETED in states:
                 g.decided, g.kept = True, g.copies[states.index(S.COMPLETED)]

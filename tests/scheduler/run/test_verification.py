@@ -524,3 +524,33 @@ def test_a_restart_pays_no_result_that_was_cancelled_while_it_waited_for_its_cop
         again.restore(stored_of(run), lambda w: ("127.0.0.1:1",), net.now)
         assert again.counts() == {"completed": 1}
         assert again.spent == pytest.approx(paid) and again.held == 0
+
+
+def test_a_restarted_scheduler_keeps_a_tasks_copies_off_the_worker_that_ran_one() -> None:
+    """One worker's result waits for its copy's (verifying) when the scheduler restarts; the
+    copy's worker then goes: the copy runs again, but never on the worker whose result it is
+    to check (its two results would agree with each other: one worker a quorum)."""
+    sched = Identity.generate()
+    ids = [Identity.generate() for _ in range(2)]
+    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1, price=0.01) for i in ids}
+    policy = VerifyPolicy(replicas=2, quorum=2)
+    run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=policy, durable=True)
+    net = Net(run, workers, hold=True)
+    run.add_workers([ad(i, 0.01) for i in ids], net.now)
+    net.pump()
+    ((liar, peer, task),) = [s for s in net.started if s[2]["id"] == "job-000000"]
+    net.workers[liar].finished(peer, task["id"], {"made": "up"}, None, net.now)
+    net.pump()
+    assert run.tasks["job-000000"].state == S.VERIFYING
+    other = next(i.node_id for i in ids if i.node_id != liar)
+    again = JobRun(sched, "job", [spec(0)], mtr=1.0, now=net.now, verify=policy, durable=True)
+    again.restore(stored_of(run), lambda w: ("127.0.0.1:1",), net.now)
+    net.run, net.hold, net.started = again, False, []
+    net.answers[liar] = lambda x: {"made": "up"}
+    net.workers.pop(other)
+    again.add_workers([ad(i, 0.01) for i in ids if i.node_id == liar], net.now)
+    again.disconnected(other, "gone", net.now)
+    net.advance(5)
+    copy = again.tasks["job-000000~2"]
+    assert copy.placed_on != liar, copy.state
+    assert again.kept("job-000000") is None and again.spent == 0
