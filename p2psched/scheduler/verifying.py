@@ -87,6 +87,8 @@ class _Dispatcher(Protocol):
     def store(self) -> Store | None: ...
     @property
     def _links(self) -> dict[bytes, Any]: ...
+    @property
+    def _compares(self) -> trio.CapacityLimiter: ...
 
     def record(self, entries: list[Entry]) -> None: ...
     def _send(self, worker: bytes, message: Message) -> None: ...
@@ -115,8 +117,9 @@ class Verifying:
         job = self._jobs.get(job_id)
         if job is None:
             return
-        values = [self._output(job_id, job.run.tasks[tid]) for tid in (action.a, action.b)]
-        same, error = await compare_results(action.command, *values)
+        async with self._compares:  # (each reads two results, and starts a program)
+            values = [self._output(job_id, job.run.tasks[tid]) for tid in (action.a, action.b)]
+            same, error = await compare_results(action.command, *values)
         job = self._jobs.get(job_id)
         if job is not None:
             job.run.compared(action.a, action.b, same, self.clock(), error)
