@@ -31,6 +31,16 @@ async def compare_results(
 ) -> tuple[bool | None, str]:
     """(whether `a` and `b` agree by `command`, "") or (None, why it could not tell)."""
     program = command[0]
+    try:
+        return await _compare(command, a, b, timeout_s)
+    except OSError as e:  # (its folder or files: a full disk, say; not the program's fault)
+        return None, f"could not write the results for {program!r} to compare: {e.strerror or e}"
+
+
+async def _compare(
+    command: tuple[str, ...], a: Any, b: Any, timeout_s: float
+) -> tuple[bool | None, str]:
+    program = command[0]
     with tempfile.TemporaryDirectory(prefix="p2psched-compare-") as folder:
         paths = [Path(folder) / "a.json", Path(folder) / "b.json"]
         for path, value in zip(paths, (a, b), strict=True):

@@ -73,3 +73,11 @@ async def test_a_node_runs_a_few_compare_commands_at_once(tmp_path: Path) -> Non
         nursery.cancel_scope.cancel()
     at_once = [int(x) for x in log.read_text().split()]
     assert max(at_once) <= COMPARES_AT_ONCE, at_once
+
+
+async def test_no_room_for_its_files_is_an_error_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))  # (a full disk, say)
+    same, error = await compare_results((sys.executable, "-c", SAME), 1, 1)
+    assert same is None and "could not write the results for" in error
