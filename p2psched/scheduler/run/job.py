@@ -330,6 +330,7 @@ class JobRun(LateBinding, Rebalancing, Verification):
             self._floors.clear()
         self._load(t, S.SENT, now)
         self._sent(t, now)
+        t.sent_at = math.nan  # sent before the restart: its run time is not ours to measure
         t.worker, t.price = st.worker, st.price
         self.money.hold(st.price)
         w.holding.add(t.spec.task_id)

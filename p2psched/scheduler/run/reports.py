@@ -159,7 +159,14 @@ class Reports(TaskMoves):
         """How long `t` ran on `w` as this scheduler measured it: from dispatch to result,
         less the channel's round trip and the time it was seen waiting in the worker's queue
         (from its heartbeat saying it started). The predictor and the worker's record learn
-        this, not what the receipt claims; a claim far from it is noted in the record."""
+        this, not what the receipt claims; a claim far from it is noted in the record. (A
+        task sent before this scheduler restarted was not measured: its claim is taken, for
+        the record only.)"""
+        if math.isnan(t.sent_at):
+            self.views.succeeded(
+                w.ad.node_id, model_of(t.spec), r.duration, t.spec.task_id, now=now
+            )
+            return r.duration
         rtt = w.rtt if w.rtt < math.inf else 0.0
         total = max(0.0, now - t.sent_at - rtt)
         if math.isnan(t.running_at):  # it may have waited in its queue all along
