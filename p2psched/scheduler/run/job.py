@@ -311,7 +311,7 @@ class JobRun(LateBinding, Rebalancing, Verification):
         if st.receipt is None:  # (its result row is written with its move: never so)
             return
         t.worker, t.price, t.progress = None, st.receipt.price, 1.0
-        self.money.hold(t.price)
+        self.money.hold(t.price, awaiting=True)
 
     def _restore_held(
         self,

@@ -160,7 +160,9 @@ class Verification(Reports):
         assert t.receipt is not None
         self._charge(w, t.receipt, packed, now, pending=True)
         t.price = t.receipt.price
-        self.money.hold(t.price)  # (`_release` gave back what was held at its commitment)
+        self.money.hold(
+            t.price, awaiting=True
+        )  # (`_release` gave back what was held at its commitment)
         t.worker = None  # its worker holds it no longer; its receipt names who ran it
         ran = f"{worker_name(worker)} ran it in {run:.3g} s"
         why = f"{ran}; its receipt verified; held until {g.need} results agree"
@@ -230,10 +232,12 @@ class Verification(Reports):
             return
         if len(g.copies) + missing > g.max_copies:
             n = sum(len(c) for c in g.clusters)
+            ended = [self.tasks[c] for c in g.copies if self.tasks[c].state != S.VERIFYING]
+            why = max(ended, key=lambda t: t.since).error if n < g.need and ended else None
             self._fail_group(
                 g,
                 f"no {g.need} of its results agreed: {n} results, at most {len(best)} alike, "
-                f"after {len(g.copies)} copies",
+                f"after {len(g.copies)} copies" + (f" (the last failed: {why})" if why else ""),
                 now,
             )
             return
@@ -290,7 +294,7 @@ class Verification(Reports):
                 continue
             assert t.receipt is not None
             worker = t.receipt.worker
-            self.money.release(t.price)
+            self.money.release(t.price, awaiting=True)
             if tid in agreed:
                 self.money.pay(t.price)
                 self._judged(t, "agreed", now)
@@ -316,7 +320,7 @@ class Verification(Reports):
         for tid in g.copies:
             t = self.tasks[tid]
             if t.state == S.VERIFYING:
-                self.money.release(t.price)
+                self.money.release(t.price, awaiting=True)
                 t.error = reason
                 self._judged(t, "unsettled", now)
                 self._move(t, S.FAILED, now, f"{reason}: not paid")
@@ -360,7 +364,7 @@ class Verification(Reports):
         ending = list(tasks)
         for t in ending:
             if t.state == S.VERIFYING:
-                self.money.release(t.price)
+                self.money.release(t.price, awaiting=True)
                 self._judged(t, "unsettled", now)
         self._ending = True
         try:

@@ -12,7 +12,7 @@ import pytest
 
 from p2psched.identity import Identity
 from p2psched.scheduler.lifecycle import TaskState
-from p2psched.scheduler.run import JobRun, VerifyPolicy
+from p2psched.scheduler.run import DispatchConfig, JobRun, VerifyPolicy
 from p2psched.scheduler.run.agreement import json_agree, sample_rate
 from p2psched.worker import manager as wm
 from tests.harness.net import Net, ad, spec
@@ -554,3 +554,31 @@ def test_a_restarted_scheduler_keeps_a_tasks_copies_off_the_worker_that_ran_one(
     copy = again.tasks["job-000000~2"]
     assert copy.placed_on != liar, copy.state
     assert again.kept("job-000000") is None and again.spent == 0
+
+
+def test_a_budget_that_cannot_pay_for_a_copy_ends_its_task_not_the_job_forever() -> None:
+    """Budget for three results, two tasks run in two copies each: the fourth copy can never
+    be paid for (the money held for the result waiting on it comes back only once it ran).
+    Its task fails, saying the budget is spent; the job ends, within its budget."""
+    sched = Identity.generate()
+    ids = [Identity.generate() for _ in range(4)]
+    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1, price=0.01) for i in ids}
+    policy = VerifyPolicy(replicas=2, quorum=2)
+    run = JobRun(
+        sched,
+        "job",
+        [spec(0), spec(1)],
+        mtr=1.0,
+        now=1000.0,
+        verify=policy,
+        budget=0.03,
+        config=DispatchConfig(no_worker_s=5.0),
+    )
+    net = Net(run, workers)
+    run.add_workers([ad(i, 0.01) for i in ids], net.now)
+    net.pump()
+    run_out(net, 120)
+    assert run.counts() == {"completed": 1, "failed": 1}
+    assert run.spent == pytest.approx(0.02) and run.held == 0
+    failed = next(t for t in run.tasks.values() if t.state == S.FAILED and t.error)
+    assert "budget is spent" in str(failed.error)
