@@ -81,3 +81,35 @@ async def test_no_room_for_its_files_is_an_error_not_a_crash(
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))  # (a full disk, say)
     same, error = await compare_results((sys.executable, "-c", SAME), 1, 1)
     assert same is None and "could not write the results for" in error
+
+
+async def test_json_results_too_large_to_hold_are_compared_by_the_dispatcher() -> None:
+    """A json compare the run could not make (an output in the store only) is made in the
+    shell by the json rule, within the job's tolerance."""
+    me = Identity.generate()
+
+    async def find(need: object) -> list[object]:
+        return []
+
+    policy = VerifyPolicy(replicas=2, quorum=2, compare="json", tolerance=0.01)
+    run = JobRun(me, "job", [spec(0), spec(1)], mtr=1.0, now=0.0, verify=policy)
+    told: list[tuple[str, str, bool | None]] = []
+    run.compared = lambda a, b, same, now, error="": told.append((a, b, same))  # type: ignore[method-assign]
+    for k, x in ((0, 1.001), (1, 1.5)):
+        run.tasks[f"job-{k:06d}"].output = {"x": 1.0}
+        run.tasks[f"job-{k:06d}~2"].output = {"x": x}
+    dispatcher = Dispatcher(me, find, None, clock=trio.current_time)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(dispatcher.serve)
+        dispatcher.add(run)
+        for k in range(2):
+            run._out.append(Compare(f"job-{k:06d}", f"job-{k:06d}~2", None))
+        dispatcher._flush("job")
+        with trio.fail_after(10):
+            while len(told) < 2:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert sorted(told) == [
+        ("job-000000", "job-000000~2", True),
+        ("job-000001", "job-000001~2", False),
+    ]

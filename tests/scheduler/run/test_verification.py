@@ -582,3 +582,34 @@ def test_a_budget_that_cannot_pay_for_a_copy_ends_its_task_not_the_job_forever()
     assert run.spent == pytest.approx(0.02) and run.held == 0
     failed = next(t for t in run.tasks.values() if t.state == S.FAILED and t.error)
     assert "budget is spent" in str(failed.error)
+
+
+def test_json_results_too_large_to_hold_are_compared_by_the_json_rule_not_exactly() -> None:
+    """A durable run keeps outputs over `spool_result_bytes` in its store only: two of them
+    within the tolerance still agree (the shell compares them from the store, asked as for a
+    compare command); an honest worker is not disputed for the size of its result."""
+    sched = Identity.generate()
+    ids = [Identity.generate() for _ in range(3)]
+    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1, price=0.01) for i in ids}
+    policy = VerifyPolicy(replicas=3, quorum=2, compare="json", tolerance=0.01)
+    config = DispatchConfig(spool_result_bytes=100)
+    run = JobRun(
+        sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=policy, durable=True, config=config
+    )
+    net = Net(run, workers, hold=True)
+    run.add_workers([ad(i, 0.01) for i in ids], net.now)
+    net.pump()
+    outputs: dict[str, Any] = {}
+    for k, (wid, peer, task) in enumerate(net.started):
+        outputs[task["id"]] = {"x": 1.001 if k == 0 else 1.0, "pad": "a" * 500}
+        net.workers[wid].finished(peer, task["id"], outputs[task["id"]], None, net.now)
+        net.pump()
+        for ask in net.compares:  # as the shell answers, the outputs read from the store
+            assert ask.command is None
+            same = json_agree(outputs[ask.a], outputs[ask.b], policy.tolerance)
+            run.compared(ask.a, ask.b, same, net.now)
+        net.compares.clear()
+        net.pump()
+    assert run.counts() == {"completed": 1}
+    assert not any(t.state == S.DISPUTED for t in run.tasks.values())
+    assert sum(run.views.disputes(w.node_id) for w in ids) == 0
