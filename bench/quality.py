@@ -94,7 +94,7 @@ from p2psched.scheduler.lichao import Line, LowerEnvelope
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.strategy import STRATEGIES, Strategy
 from p2psched.wire.codec import decode
-from p2psched.wire.messages import Message, Send, encode, parse
+from p2psched.wire.messages import Message, Send, Task, encode, parse
 from p2psched.worker import manager as wm
 
 LATENCY_S = 0.001
@@ -214,6 +214,131 @@ class _Timer:
         setattr(obj, name, timed)
 
 
+class Network:
+    """One `JobRun` and its workers' `TaskManager`s on an event heap of virtual time: each
+    message takes LATENCY_S, a channel opens at once, a worker's started task finishes
+    `run_time(worker, task)` later with `output(worker, task)`; the run and every worker tick
+    each TICK_S. `play` hands the run its tasks as they arrive and goes on until the run is
+    done with all of them. `on_start` and `on_settled` let a benchmark watch."""
+
+    def __init__(
+        self,
+        run: sd.JobRun,
+        workers: dict[bytes, wm.TaskManager],
+        *,
+        run_time: Callable[[bytes, Task], float],
+        output: Callable[[bytes, Task], Any] = lambda _worker, task: decode(bytes(task.input)),
+        codec: bool = False,
+        on_start: Callable[[bytes, Task, float], None] | None = None,
+        on_settled: Callable[[sd.Settled, float], None] | None = None,
+    ) -> None:
+        self.run, self.workers = run, workers
+        self.run_time, self.output = run_time, output
+        self.on_start, self.on_settled = on_start, on_settled
+        self.wire: Callable[[Message], Message] = (
+            (lambda m: parse(encode(m))) if codec else (lambda m: m)
+        )
+        self.heap: list[tuple[float, int, int, Any, Any]] = []
+        self.seq = 0
+        self.messages = 0
+        self.closed: list[tuple[bytes, str]] = []
+
+    def push(self, t: float, kind: int, a: Any = None, b: Any = None) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, self.seq, kind, a, b))
+
+    def drain_worker(self, wid: bytes, w: wm.TaskManager, now: float) -> None:
+        for b in w.actions():
+            if isinstance(b, Send):
+                self.messages += 1
+                self.push(now + LATENCY_S, TO_SCHED, wid, self.wire(b.message))
+            elif isinstance(b, wm.Start):
+                if self.on_start is not None:
+                    self.on_start(wid, b.task, now)
+                self.push(now + self.run_time(wid, b.task), FINISH, wid, b.task)
+            # Abort: the task's FINISH event still comes, and `finished` drops it.
+
+    def drain(self, now: float) -> None:
+        me, run = self.run.identity, self.run
+        while True:
+            acts = run.actions()
+            if not acts:
+                return
+            for a in acts:
+                if isinstance(a, Send):
+                    self.messages += 1
+                    self.push(now + LATENCY_S, TO_WORKER, a.peer, self.wire(a.message))
+                elif isinstance(a, sd.Connect):
+                    w = self.workers[a.worker]
+                    w.connected(me.node_id, me.public_key, now)
+                    run.connected(a.worker, w.identity.public_key, now)
+                    self.drain_worker(a.worker, w, now)
+                elif isinstance(a, sd.Settled):
+                    if self.on_settled is not None:
+                        self.on_settled(a, now)
+                elif isinstance(a, sd.Close):
+                    self.closed.append((a.worker, a.reason))
+                    self.workers[a.worker].disconnected(me.node_id, now)
+                # Discover: every worker is known from the start.
+
+    def play(
+        self, ads: list[WorkerAd], arrivals: list[tuple[float, TaskSpec]], *, batch_s: float
+    ) -> None:
+        """The run finds `ads` a second before the first arrival; then each task of
+        `arrivals` (time, task; in time order) is handed over as it arrives, or with the
+        others of its `batch_s` window; until the run is done with every one."""
+        run, me = self.run, self.run.identity.node_id
+        t0, last = arrivals[0][0], arrivals[-1][0]
+        now = t0 - 1.0
+        run.add_workers(ads, now)
+        self.drain(now)
+        for t, task in arrivals:
+            self.push(t, ARRIVE, task)
+        self.push(t0, TICK)
+        if batch_s > 0:
+            self.push(t0, BATCH)
+        arrived: list[TaskSpec] = []
+        handed = 0
+        while self.heap:
+            now, _, kind, a, b = heapq.heappop(self.heap)
+            if kind == TO_SCHED:
+                run.receive(a, b, now)
+            elif kind == TO_WORKER:
+                w = self.workers[a]
+                w.receive(me, b, now)
+                self.drain_worker(a, w, now)
+            elif kind == FINISH:
+                w = self.workers[a]
+                w.finished(me, b.id, self.output(a, b), None, now)
+                self.drain_worker(a, w, now)
+            elif kind == ARRIVE:
+                if batch_s > 0:
+                    arrived.append(a)
+                else:
+                    run.add_tasks([a], now)
+                    handed += 1
+            elif kind == BATCH:
+                if arrived:
+                    run.add_tasks(arrived, now)
+                    handed += len(arrived)
+                    arrived = []
+                if now < last:
+                    self.push(now + batch_s, BATCH)
+            else:  # TICK
+                run.tick(now)
+                for wid, w in self.workers.items():
+                    w.tick(now)
+                    self.drain_worker(wid, w, now)
+                if not (run.done and handed == len(arrivals)):
+                    self.push(now + TICK_S, TICK)
+            self.drain(now)
+
+
+def task_index(task_id: str) -> int:
+    """The index of a task of JOB (`sd.task_id_for`)."""
+    return int(task_id.rpartition("/")[2])
+
+
 def simulate(
     sc: Scenario,
     strategy: str,
@@ -226,14 +351,13 @@ def simulate(
 ) -> Result:
     n = len(sc.arrivals)
     wall = time.perf_counter()
-    me = sc.scheduler
     index_of = {ident.node_id: k for k, ident in enumerate(sc.identities)}
     workers = {
         ident.node_id: wm.TaskManager(ident, slots=1, price=price)
         for ident, price in zip(sc.identities, sc.prices)
     }
     run = sd.JobRun(
-        me,
+        sc.scheduler,
         JOB,
         [],
         mtr=mtr,
@@ -249,118 +373,39 @@ def simulate(
     timer.wrap(run, "_commit", "commit")
     timer.wrap(run, "_assign", "assign")
 
-    heap: list[tuple[float, int, int, Any, Any]] = []
-    seq = 0
-
-    def push(t: float, kind: int, a: Any = None, b: Any = None) -> None:
-        nonlocal seq
-        seq += 1
-        heapq.heappush(heap, (t, seq, kind, a, b))
-
-    wire: Callable[[Message], Message]
-    if codec:
-
-        def wire(m: Message) -> Message:
-            return parse(encode(m))
-    else:
-
-        def wire(m: Message) -> Message:
-            return m
-
     started = [math.nan] * n
     finished = [math.nan] * n
     late: list[int] = []  # the deadline run: tasks ended by the deadline
     starts = [0] * n
     settled = [0] * n
-    closed: list[tuple[bytes, str]] = []
-    messages = 0
 
-    def task_index(task_id: str) -> int:
-        return int(task_id.rpartition("/")[2])
+    def run_time(wid: bytes, task: Task) -> float:
+        return sc.sizes[task_index(task.id)] / sc.speeds[index_of[wid]]
 
-    def drain_worker(wid: bytes, w: wm.TaskManager, now: float) -> None:
-        nonlocal messages
-        for b in w.actions():
-            if isinstance(b, Send):
-                messages += 1
-                push(now + LATENCY_S, TO_SCHED, wid, wire(b.message))
-            elif isinstance(b, wm.Start):
-                i = task_index(b.task.id)
-                started[i] = now
-                starts[i] += 1
-                push(now + sc.sizes[i] / sc.speeds[index_of[wid]], FINISH, wid, b.task)
-            # Abort: the task's FINISH event still comes, and `finished` drops it.
+    def on_start(wid: bytes, task: Task, now: float) -> None:
+        i = task_index(task.id)
+        started[i] = now
+        starts[i] += 1
 
-    def drain(now: float) -> None:
-        nonlocal messages
-        while True:
-            acts = run.actions()
-            if not acts:
-                return
-            for a in acts:
-                if isinstance(a, Send):
-                    messages += 1
-                    push(now + LATENCY_S, TO_WORKER, a.peer, wire(a.message))
-                elif isinstance(a, sd.Connect):
-                    w = workers[a.worker]
-                    w.connected(me.node_id, me.public_key, now)
-                    run.connected(a.worker, w.identity.public_key, now)
-                    drain_worker(a.worker, w, now)
-                elif isinstance(a, sd.Settled):
-                    i = task_index(a.task_id)
-                    settled[i] += 1
-                    t = run.tasks[a.task_id]
-                    if deadline is not None and t.error == DEADLINE_PASSED:
-                        late.append(i)  # the deadline run: a task not done in time, counted
-                        continue
-                    if t.state != TaskState.COMPLETED:
-                        raise AssertionError(f"{a.task_id} ended {t.state.value}: {t.error}")
-                    finished[i] = now
-                elif isinstance(a, sd.Close):
-                    closed.append((a.worker, a.reason))
-                    workers[a.worker].disconnected(me.node_id, now)
-                # Discover: every worker is known from the start.
+    def on_settled(a: sd.Settled, now: float) -> None:
+        i = task_index(a.task_id)
+        settled[i] += 1
+        t = run.tasks[a.task_id]
+        if deadline is not None and t.error == DEADLINE_PASSED:
+            late.append(i)  # the deadline run: a task not done in time, counted
+            return
+        if t.state != TaskState.COMPLETED:
+            raise AssertionError(f"{a.task_id} ended {t.state.value}: {t.error}")
+        finished[i] = now
 
-    now = T0 - 1.0
-    run.add_workers([_ad(i, p) for i, p in zip(sc.identities, sc.prices)], now)
-    drain(now)
-    for i, t in enumerate(sc.arrivals):
-        push(t, ARRIVE, i)
-    push(T0, TICK)
-    arrived: list[TaskSpec] = []
-    if batch_s > 0:
-        push(T0, BATCH)
-    while heap:
-        now, _, kind, a, b = heapq.heappop(heap)
-        if kind == TO_SCHED:
-            run.receive(a, b, now)
-        elif kind == TO_WORKER:
-            w = workers[a]
-            w.receive(me.node_id, b, now)
-            drain_worker(a, w, now)
-        elif kind == FINISH:
-            w = workers[a]
-            w.finished(me.node_id, b.id, decode(bytes(b.input)), None, now)
-            drain_worker(a, w, now)
-        elif kind == ARRIVE:
-            if batch_s > 0:
-                arrived.append(_spec(a))
-            else:
-                run.add_tasks([_spec(a)], now)
-        elif kind == BATCH:
-            if arrived:
-                run.add_tasks(arrived, now)
-                arrived = []
-            if now < sc.arrivals[-1]:
-                push(now + batch_s, BATCH)
-        else:  # TICK
-            run.tick(now)
-            for wid, w in workers.items():
-                w.tick(now)
-                drain_worker(wid, w, now)
-            if not (run.done and len(run.tasks) == n):
-                push(now + TICK_S, TICK)
-        drain(now)
+    net = Network(
+        run, workers, run_time=run_time, codec=codec, on_start=on_start, on_settled=on_settled
+    )
+    net.play(
+        [_ad(i, p) for i, p in zip(sc.identities, sc.prices)],
+        [(t, _spec(i)) for i, t in enumerate(sc.arrivals)],
+        batch_s=batch_s,
+    )
 
     # Every task completed exactly once, with a receipt, and was paid for once.
     bad = [i for i in range(n) if settled[i] != 1]
@@ -389,8 +434,8 @@ def simulate(
         core_s=timer.seconds["core"],
         wall_s=time.perf_counter() - wall,
         reruns=sum(starts) - n,
-        messages=messages,
-        closed=closed,
+        messages=net.messages,
+        closed=net.closed,
         late=late,
     )
 
