@@ -15,6 +15,7 @@ Workers. `--workers` of them, one slot each, the worker's default queue depth. S
 log-uniform over [1, 10] (work units per second). Price per task is 0.01 × 10^(0.7·u + 0.3·u'),
 where v = 10^u and u' is an independent uniform: prices spread over 10× (0.01 .. 0.1) and rise
 loosely with speed (correlation ≈ 0.9), so the cheapest workers are mostly the slow ones.
+Their keys (and the scheduler's) are drawn from the seed too, so a seed's schedule repeats.
 
 Tasks. `--tasks` of them, one long-lived job fed by `JobRun.add_tasks` as each task arrives
 (Poisson arrivals). A task's size is lognormal (σ = 0.3, mean 10 work units): its run time on a
@@ -74,6 +75,7 @@ lichao_speedup_100k=<w>
 from __future__ import annotations
 
 import argparse
+import hashlib
 import heapq
 import math
 import random
@@ -83,6 +85,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
@@ -138,9 +142,16 @@ class Scenario:
             if i:
                 t += rng.expovariate(rate)
             arrivals.append(t)
-        # The cores on a virtual clock check no id's work (channels do): ids free of it here.
-        identities = [Identity.generate(id_bits=0) for _ in range(n_workers)]
-        return cls(speeds, prices, arrivals, sizes, identities, Identity.generate(id_bits=0))
+        identities = [seeded_identity(f"{seed}/worker/{k}") for k in range(n_workers)]
+        return cls(speeds, prices, arrivals, sizes, identities, seeded_identity(f"{seed}/sched"))
+
+
+def seeded_identity(name: str) -> Identity:
+    """A key pair drawn from `name`, so a seed's run is the same every time (ties between
+    workers are broken by their ids). The cores on a virtual clock check no id's work
+    (channels do): these need none."""
+    key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(name.encode()).digest())
+    return Identity.from_private_key(key)
 
 
 @dataclass
@@ -282,11 +293,17 @@ class Network:
                 # Discover: every worker is known from the start.
 
     def play(
-        self, ads: list[WorkerAd], arrivals: list[tuple[float, TaskSpec]], *, batch_s: float
+        self,
+        ads: list[WorkerAd],
+        arrivals: list[tuple[float, TaskSpec]],
+        *,
+        batch_s: float,
+        until: Callable[[], bool] | None = None,
     ) -> None:
         """The run finds `ads` a second before the first arrival; then each task of
         `arrivals` (time, task; in time order) is handed over as it arrives, or with the
-        others of its `batch_s` window; until the run is done with every one."""
+        others of its `batch_s` window; until the run is done with every one, or `until`
+        says so at a tick."""
         run, me = self.run, self.run.identity.node_id
         t0, last = arrivals[0][0], arrivals[-1][0]
         now = t0 - 1.0
@@ -325,6 +342,8 @@ class Network:
                 if now < last:
                     self.push(now + batch_s, BATCH)
             else:  # TICK
+                if until is not None and until():
+                    return
                 run.tick(now)
                 for wid, w in self.workers.items():
                     w.tick(now)
