@@ -81,6 +81,7 @@ import math
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,7 @@ LATENCY_S = 0.001
 TICK_S = 0.25
 BATCH_S = 0.1
 TIMEOUT_S = 3600.0
+STUCK_S = 4 * TIMEOUT_S  # a run not done this long after its last arrival is stuck: a bug
 MEAN_SIZE = 10.0
 SIZE_SIGMA = 0.3
 LOAD = 0.8
@@ -349,6 +351,11 @@ class Network:
                     w.tick(now)
                     self.drain_worker(wid, w, now)
                 if not (run.done and handed == len(arrivals)):
+                    if now > last + STUCK_S:
+                        states = Counter(t.state.value for t in run.tasks.values())
+                        raise AssertionError(
+                            f"not done {STUCK_S:g} s after the last arrival: {states}"
+                        )
                     self.push(now + TICK_S, TICK)
             self.drain(now)
 
