@@ -147,6 +147,20 @@ class Scenario:
         identities = [seeded_identity(f"{seed}/worker/{k}") for k in range(n_workers)]
         return cls(speeds, prices, arrivals, sizes, identities, seeded_identity(f"{seed}/sched"))
 
+    def index_of(self) -> dict[bytes, int]:
+        """Each worker's index, by its node id."""
+        return {ident.node_id: k for k, ident in enumerate(self.identities)}
+
+    def managers(self) -> dict[bytes, wm.TaskManager]:
+        """A fresh worker core for each worker: one slot, at its price."""
+        return {
+            ident.node_id: wm.TaskManager(ident, slots=1, price=price)
+            for ident, price in zip(self.identities, self.prices)
+        }
+
+    def ads(self) -> list[WorkerAd]:
+        return [_ad(i, p) for i, p in zip(self.identities, self.prices)]
+
 
 def seeded_identity(name: str) -> Identity:
     """A key pair drawn from `name`, so a seed's run is the same every time (ties between
@@ -232,7 +246,7 @@ class Network:
     message takes LATENCY_S, a channel opens at once, a worker's started task finishes
     `run_time(worker, task)` later with `output(worker, task)`; the run and every worker tick
     each TICK_S. `play` hands the run its tasks as they arrive and goes on until the run is
-    done with all of them. `on_start` and `on_settled` let a benchmark watch."""
+    done with all of them. `on_start`, `on_abort` and `on_settled` let a benchmark watch."""
 
     def __init__(
         self,
@@ -243,11 +257,12 @@ class Network:
         output: Callable[[bytes, Task], Any] = lambda _worker, task: decode(bytes(task.input)),
         codec: bool = False,
         on_start: Callable[[bytes, Task, float], None] | None = None,
+        on_abort: Callable[[bytes, str, float], None] | None = None,
         on_settled: Callable[[sd.Settled, float], None] | None = None,
     ) -> None:
         self.run, self.workers = run, workers
         self.run_time, self.output = run_time, output
-        self.on_start, self.on_settled = on_start, on_settled
+        self.on_start, self.on_abort, self.on_settled = on_start, on_abort, on_settled
         self.wire: Callable[[Message], Message] = (
             (lambda m: parse(encode(m))) if codec else (lambda m: m)
         )
@@ -269,7 +284,9 @@ class Network:
                 if self.on_start is not None:
                     self.on_start(wid, b.task, now)
                 self.push(now + self.run_time(wid, b.task), FINISH, wid, b.task)
-            # Abort: the task's FINISH event still comes, and `finished` drops it.
+            elif isinstance(b, wm.Abort) and self.on_abort is not None:
+                # (the task's FINISH event still comes, and `finished` drops it)
+                self.on_abort(wid, b.task_id, now)
 
     def drain(self, now: float) -> None:
         me, run = self.run.identity, self.run
@@ -377,11 +394,7 @@ def simulate(
 ) -> Result:
     n = len(sc.arrivals)
     wall = time.perf_counter()
-    index_of = {ident.node_id: k for k, ident in enumerate(sc.identities)}
-    workers = {
-        ident.node_id: wm.TaskManager(ident, slots=1, price=price)
-        for ident, price in zip(sc.identities, sc.prices)
-    }
+    index_of, workers = sc.index_of(), sc.managers()
     run = sd.JobRun(
         sc.scheduler,
         JOB,
@@ -428,7 +441,7 @@ def simulate(
         run, workers, run_time=run_time, codec=codec, on_start=on_start, on_settled=on_settled
     )
     net.play(
-        [_ad(i, p) for i, p in zip(sc.identities, sc.prices)],
+        sc.ads(),
         [(t, _spec(i)) for i, t in enumerate(sc.arrivals)],
         batch_s=batch_s,
     )
