@@ -137,7 +137,8 @@ def simulate(
     run.views.disputed = on_disputed  # type: ignore[method-assign]
 
     def run_time(wid: bytes, task: Task) -> float:
-        return sc.sizes[decode(bytes(task.input))] / sc.speeds[index_of[wid]]
+        i: int = decode(bytes(task.input))
+        return sc.sizes[i] / sc.speeds[index_of[wid]]
 
     running: dict[tuple[bytes, str], float] = {}  # (worker, task) -> when it will finish
 

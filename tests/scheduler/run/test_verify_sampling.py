@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bench.verify import Scenario, simulate
+from bench.quality import Scenario
+from bench.verify import simulate
 from p2psched.scheduler.run import VerifyPolicy
 
 SEEDS = range(200)
