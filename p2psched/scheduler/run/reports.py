@@ -26,7 +26,7 @@ from typing import Any
 
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run.actions import Send, Settled, Streamed
-from p2psched.scheduler.run.config import BEAT_S, DURATION_SLACK_S
+from p2psched.scheduler.run.config import BEAT_S, DURATION_SLACK_S, MAX_RTT_S
 from p2psched.scheduler.run.moves import TaskMoves
 from p2psched.scheduler.run.receipts import check_receipt
 from p2psched.scheduler.run.tasks import PassedOn, Spooled, TaskRun, model_of, worker_name
@@ -167,7 +167,8 @@ class Reports(TaskMoves):
                 w.ad.node_id, model_of(t.spec), r.duration, t.spec.task_id, now=now
             )
             return r.duration
-        rtt = w.rtt if w.rtt < math.inf else 0.0
+        # (at most MAX_RTT_S: a worker slow to answer quotes on purpose would look fast)
+        rtt = min(w.rtt, MAX_RTT_S) if w.rtt < math.inf else 0.0
         total = max(0.0, now - t.sent_at - rtt)
         if math.isnan(t.running_at):  # it may have waited in its queue all along
             lo, hi = 0.0, total

@@ -230,6 +230,11 @@ class Verification(Reports):
         if g.need == 1:  # a task not checked whose one try failed: it failed, as unverified
             self._announce(g)
             return
+        if self._no_checker(g):
+            # A sampled result whose check found no worker to run it at all (none other
+            # could take it): it stands unchecked, as one not sampled does.
+            self._decide(g, best, now, checked=False)
+            return
         if len(g.copies) + missing > g.max_copies:
             n = sum(len(c) for c in g.clusters)
             ended = [self.tasks[c] for c in g.copies if self.tasks[c].state != S.VERIFYING]
@@ -282,10 +287,19 @@ class Verification(Reports):
             return json_agree(x.output, y.output, v.tolerance)
         return None
 
-    def _decide(self, g: Group, agreed: list[str], now: float) -> None:
+    def _no_checker(self, g: Group) -> bool:
+        """A sampled task with one result (or only results that agree) whose latest check
+        copy ended without a worker ever failing it: no other worker could take it."""
+        if self.verify.sample <= 0 or len(g.clusters) != 1:
+            return False
+        ended = [self.tasks[c] for c in g.copies if self.tasks[c].state.final]
+        return bool(ended) and max(ended, key=lambda t: t.since).last_failure is None
+
+    def _decide(self, g: Group, agreed: list[str], now: float, *, checked: bool = True) -> None:
         """Keep the first of the results that agree: pay those, dispute the rest, cancel the
-        copies still under way."""
-        g.decided, g.kept = True, agreed[0]
+        copies still under way (`checked`: they agreed with another worker's, which counts
+        in their workers' records; else a result kept unchecked)."""
+        g.decided, g.kept, g.checked = True, agreed[0], g.checked and checked
         n = len(agreed)
         for tid in g.copies:
             t = self.tasks[tid]
@@ -297,9 +311,11 @@ class Verification(Reports):
             if tid in agreed:
                 self.money.pay(t.price)
                 self._judged(t, "agreed", now)
-                self.views.verified(worker, tid, now=now)
+                if checked:
+                    self.views.verified(worker, tid, now=now)
                 kept = "kept" if tid == g.kept else f"agrees with {g.kept}, kept"
-                self._move(t, S.COMPLETED, now, f"{n} results agree ({kept}); {t.price:g} paid")
+                why = f"{n} results agree ({kept})" if checked else "no other worker could check it"
+                self._move(t, S.COMPLETED, now, f"{why}; {t.price:g} paid")
             else:
                 reason = f"its result disagreed with the {n} that agree ({g.kept} kept)"
                 t.error = reason

@@ -613,3 +613,53 @@ def test_json_results_too_large_to_hold_are_compared_by_the_json_rule_not_exactl
     assert run.counts() == {"completed": 1}
     assert not any(t.state == S.DISPUTED for t in run.tasks.values())
     assert sum(run.views.disputes(w.node_id) for w in ids) == 0
+
+
+def test_a_sampled_result_no_other_worker_could_check_stands_unchecked() -> None:
+    from p2psched.scheduler.run import DispatchConfig
+
+    sched = Identity.generate()
+    a = Identity.generate()
+    run = JobRun(
+        sched,
+        "job",
+        [spec(0)],
+        mtr=1.0,
+        now=1000.0,
+        config=DispatchConfig(no_worker_s=5),
+        verify=VerifyPolicy(sample=0.1, quorum=2),
+    )
+    net = Net(run, {a.node_id: wm.TaskManager(a, price=0.01)})
+    run.add_workers([ad(a, 0.01)], net.now)
+    net.pump()
+    run_out(net)
+    assert run.counts() == {"completed": 1} and run.spent == pytest.approx(0.01)
+    assert run.views.clean(a.node_id) == 0  # not credited: nobody checked it
+    assert len(run.groups["job-000000"].copies) == 2  # one check was tried, and found no one
+
+
+def test_quorum_one_with_replicas_is_refused() -> None:
+    from p2psched.scheduler.job import JobSpecError, parse_job
+
+    doc = {"name": "q", "tasks": [{"input": 1}], "verify": {"replicas": 3, "quorum": 1}}
+    with pytest.raises(JobSpecError, match="quorum 1 with replicas 3 keeps whichever"):
+        parse_job(doc)
+
+
+def test_a_worker_slow_to_quote_on_purpose_does_not_look_fast() -> None:
+    """The round trip subtracted from a measured run is at most MAX_RTT_S: a worker that
+    answers quotes late (which makes its round trip look long) gains nothing by it."""
+    from p2psched.scheduler.run.config import MAX_RTT_S
+
+    net, ids = verified_net(0, 1, VerifyPolicy())
+    run = net.run
+    net.hold = True
+    run.add_tasks([spec(0)], net.now)
+    net.pump()
+    run.workers[ids[0]].rtt = 30.0  # as if it sat on every quote request for 30 s
+    net.advance(10)
+    ((wid, peer, task),) = net.started
+    net.workers[wid].finished(peer, task["id"], {"out": task["input"]}, None, net.now)
+    net.pump()
+    mean_run = run.views.view(ids[0])["performance"]["models"][0]["mean_run"]
+    assert mean_run >= 10 - MAX_RTT_S - 1.0  # (a beat's interval of doubt)
