@@ -15,6 +15,7 @@ Workers. `--workers` of them, one slot each, the worker's default queue depth. S
 log-uniform over [1, 10] (work units per second). Price per task is 0.01 × 10^(0.7·u + 0.3·u'),
 where v = 10^u and u' is an independent uniform: prices spread over 10× (0.01 .. 0.1) and rise
 loosely with speed (correlation ≈ 0.9), so the cheapest workers are mostly the slow ones.
+Their keys (and the scheduler's) are drawn from the seed too, so a seed's schedule repeats.
 
 Tasks. `--tasks` of them, one long-lived job fed by `JobRun.add_tasks` as each task arrives
 (Poisson arrivals). A task's size is lognormal (σ = 0.3, mean 10 work units): its run time on a
@@ -74,15 +75,19 @@ lichao_speedup_100k=<w>
 from __future__ import annotations
 
 import argparse
+import hashlib
 import heapq
 import math
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
@@ -94,13 +99,14 @@ from p2psched.scheduler.lichao import Line, LowerEnvelope
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.strategy import STRATEGIES, Strategy
 from p2psched.wire.codec import decode
-from p2psched.wire.messages import Message, Send, encode, parse
+from p2psched.wire.messages import Message, Send, Task, encode, parse
 from p2psched.worker import manager as wm
 
 LATENCY_S = 0.001
 TICK_S = 0.25
 BATCH_S = 0.1
 TIMEOUT_S = 3600.0
+STUCK_S = 4 * TIMEOUT_S  # a run not done this long after its last arrival is stuck: a bug
 MEAN_SIZE = 10.0
 SIZE_SIGMA = 0.3
 LOAD = 0.8
@@ -138,9 +144,30 @@ class Scenario:
             if i:
                 t += rng.expovariate(rate)
             arrivals.append(t)
-        # The cores on a virtual clock check no id's work (channels do): ids free of it here.
-        identities = [Identity.generate(id_bits=0) for _ in range(n_workers)]
-        return cls(speeds, prices, arrivals, sizes, identities, Identity.generate(id_bits=0))
+        identities = [seeded_identity(f"{seed}/worker/{k}") for k in range(n_workers)]
+        return cls(speeds, prices, arrivals, sizes, identities, seeded_identity(f"{seed}/sched"))
+
+    def index_of(self) -> dict[bytes, int]:
+        """Each worker's index, by its node id."""
+        return {ident.node_id: k for k, ident in enumerate(self.identities)}
+
+    def managers(self) -> dict[bytes, wm.TaskManager]:
+        """A fresh worker core for each worker: one slot, at its price."""
+        return {
+            ident.node_id: wm.TaskManager(ident, slots=1, price=price)
+            for ident, price in zip(self.identities, self.prices)
+        }
+
+    def ads(self) -> list[WorkerAd]:
+        return [_ad(i, p) for i, p in zip(self.identities, self.prices)]
+
+
+def seeded_identity(name: str) -> Identity:
+    """A key pair drawn from `name`, so a seed's run is the same every time (ties between
+    workers are broken by their ids). The cores on a virtual clock check no id's work
+    (channels do): these need none."""
+    key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(name.encode()).digest())
+    return Identity.from_private_key(key)
 
 
 @dataclass
@@ -214,6 +241,147 @@ class _Timer:
         setattr(obj, name, timed)
 
 
+class Network:
+    """One `JobRun` and its workers' `TaskManager`s on an event heap of virtual time: each
+    message takes LATENCY_S, a channel opens at once, a worker's started task finishes
+    `run_time(worker, task)` later with `output(worker, task)`; the run and every worker tick
+    each TICK_S. `play` hands the run its tasks as they arrive and goes on until the run is
+    done with all of them. `on_start`, `on_abort` and `on_settled` let a benchmark watch."""
+
+    def __init__(
+        self,
+        run: sd.JobRun,
+        workers: dict[bytes, wm.TaskManager],
+        *,
+        run_time: Callable[[bytes, Task], float],
+        output: Callable[[bytes, Task], Any] = lambda _worker, task: decode(bytes(task.input)),
+        codec: bool = False,
+        on_start: Callable[[bytes, Task, float], None] | None = None,
+        on_abort: Callable[[bytes, str, float], None] | None = None,
+        on_settled: Callable[[sd.Settled, float], None] | None = None,
+    ) -> None:
+        self.run, self.workers = run, workers
+        self.run_time, self.output = run_time, output
+        self.on_start, self.on_abort, self.on_settled = on_start, on_abort, on_settled
+        self.wire: Callable[[Message], Message] = (
+            (lambda m: parse(encode(m))) if codec else (lambda m: m)
+        )
+        self.heap: list[tuple[float, int, int, Any, Any]] = []
+        self.seq = 0
+        self.messages = 0
+        self.closed: list[tuple[bytes, str]] = []
+
+    def push(self, t: float, kind: int, a: Any = None, b: Any = None) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, self.seq, kind, a, b))
+
+    def drain_worker(self, wid: bytes, w: wm.TaskManager, now: float) -> None:
+        for b in w.actions():
+            if isinstance(b, Send):
+                self.messages += 1
+                self.push(now + LATENCY_S, TO_SCHED, wid, self.wire(b.message))
+            elif isinstance(b, wm.Start):
+                if self.on_start is not None:
+                    self.on_start(wid, b.task, now)
+                self.push(now + self.run_time(wid, b.task), FINISH, wid, b.task)
+            elif isinstance(b, wm.Abort) and self.on_abort is not None:
+                # (the task's FINISH event still comes, and `finished` drops it)
+                self.on_abort(wid, b.task_id, now)
+
+    def drain(self, now: float) -> None:
+        me, run = self.run.identity, self.run
+        while True:
+            acts = run.actions()
+            if not acts:
+                return
+            for a in acts:
+                if isinstance(a, Send):
+                    self.messages += 1
+                    self.push(now + LATENCY_S, TO_WORKER, a.peer, self.wire(a.message))
+                elif isinstance(a, sd.Connect):
+                    w = self.workers[a.worker]
+                    w.connected(me.node_id, me.public_key, now)
+                    run.connected(a.worker, w.identity.public_key, now)
+                    self.drain_worker(a.worker, w, now)
+                elif isinstance(a, sd.Settled):
+                    if self.on_settled is not None:
+                        self.on_settled(a, now)
+                elif isinstance(a, sd.Close):
+                    self.closed.append((a.worker, a.reason))
+                    self.workers[a.worker].disconnected(me.node_id, now)
+                # Discover: every worker is known from the start.
+
+    def play(
+        self,
+        ads: list[WorkerAd],
+        arrivals: list[tuple[float, TaskSpec]],
+        *,
+        batch_s: float,
+        until: Callable[[], bool] | None = None,
+    ) -> None:
+        """The run finds `ads` a second before the first arrival; then each task of
+        `arrivals` (time, task; in time order) is handed over as it arrives, or with the
+        others of its `batch_s` window; until the run is done with every one, or `until`
+        says so at a tick."""
+        run, me = self.run, self.run.identity.node_id
+        t0, last = arrivals[0][0], arrivals[-1][0]
+        now = t0 - 1.0
+        run.add_workers(ads, now)
+        self.drain(now)
+        for t, task in arrivals:
+            self.push(t, ARRIVE, task)
+        self.push(t0, TICK)
+        if batch_s > 0:
+            self.push(t0, BATCH)
+        arrived: list[TaskSpec] = []
+        handed = 0
+        while self.heap:
+            now, _, kind, a, b = heapq.heappop(self.heap)
+            if kind == TO_SCHED:
+                run.receive(a, b, now)
+            elif kind == TO_WORKER:
+                w = self.workers[a]
+                w.receive(me, b, now)
+                self.drain_worker(a, w, now)
+            elif kind == FINISH:
+                w = self.workers[a]
+                w.finished(me, b.id, self.output(a, b), None, now)
+                self.drain_worker(a, w, now)
+            elif kind == ARRIVE:
+                if batch_s > 0:
+                    arrived.append(a)
+                else:
+                    run.add_tasks([a], now)
+                    handed += 1
+            elif kind == BATCH:
+                if arrived:
+                    run.add_tasks(arrived, now)
+                    handed += len(arrived)
+                    arrived = []
+                if now < last:
+                    self.push(now + batch_s, BATCH)
+            else:  # TICK
+                if until is not None and until():
+                    return
+                run.tick(now)
+                for wid, w in self.workers.items():
+                    w.tick(now)
+                    self.drain_worker(wid, w, now)
+                if not (run.done and handed == len(arrivals)):
+                    if now > last + STUCK_S:
+                        states = Counter(t.state.value for t in run.tasks.values())
+                        raise AssertionError(
+                            f"not done {STUCK_S:g} s after the last arrival: {states}"
+                        )
+                    self.push(now + TICK_S, TICK)
+            self.drain(now)
+
+
+def task_index(task_id: str) -> int:
+    """The index of a task of JOB (`sd.task_id_for`)."""
+    return int(task_id.rpartition("/")[2])
+
+
 def simulate(
     sc: Scenario,
     strategy: str,
@@ -226,14 +394,9 @@ def simulate(
 ) -> Result:
     n = len(sc.arrivals)
     wall = time.perf_counter()
-    me = sc.scheduler
-    index_of = {ident.node_id: k for k, ident in enumerate(sc.identities)}
-    workers = {
-        ident.node_id: wm.TaskManager(ident, slots=1, price=price)
-        for ident, price in zip(sc.identities, sc.prices)
-    }
+    index_of, workers = sc.index_of(), sc.managers()
     run = sd.JobRun(
-        me,
+        sc.scheduler,
         JOB,
         [],
         mtr=mtr,
@@ -249,118 +412,39 @@ def simulate(
     timer.wrap(run, "_commit", "commit")
     timer.wrap(run, "_assign", "assign")
 
-    heap: list[tuple[float, int, int, Any, Any]] = []
-    seq = 0
-
-    def push(t: float, kind: int, a: Any = None, b: Any = None) -> None:
-        nonlocal seq
-        seq += 1
-        heapq.heappush(heap, (t, seq, kind, a, b))
-
-    wire: Callable[[Message], Message]
-    if codec:
-
-        def wire(m: Message) -> Message:
-            return parse(encode(m))
-    else:
-
-        def wire(m: Message) -> Message:
-            return m
-
     started = [math.nan] * n
     finished = [math.nan] * n
     late: list[int] = []  # the deadline run: tasks ended by the deadline
     starts = [0] * n
     settled = [0] * n
-    closed: list[tuple[bytes, str]] = []
-    messages = 0
 
-    def task_index(task_id: str) -> int:
-        return int(task_id.rpartition("/")[2])
+    def run_time(wid: bytes, task: Task) -> float:
+        return sc.sizes[task_index(task.id)] / sc.speeds[index_of[wid]]
 
-    def drain_worker(wid: bytes, w: wm.TaskManager, now: float) -> None:
-        nonlocal messages
-        for b in w.actions():
-            if isinstance(b, Send):
-                messages += 1
-                push(now + LATENCY_S, TO_SCHED, wid, wire(b.message))
-            elif isinstance(b, wm.Start):
-                i = task_index(b.task.id)
-                started[i] = now
-                starts[i] += 1
-                push(now + sc.sizes[i] / sc.speeds[index_of[wid]], FINISH, wid, b.task)
-            # Abort: the task's FINISH event still comes, and `finished` drops it.
+    def on_start(wid: bytes, task: Task, now: float) -> None:
+        i = task_index(task.id)
+        started[i] = now
+        starts[i] += 1
 
-    def drain(now: float) -> None:
-        nonlocal messages
-        while True:
-            acts = run.actions()
-            if not acts:
-                return
-            for a in acts:
-                if isinstance(a, Send):
-                    messages += 1
-                    push(now + LATENCY_S, TO_WORKER, a.peer, wire(a.message))
-                elif isinstance(a, sd.Connect):
-                    w = workers[a.worker]
-                    w.connected(me.node_id, me.public_key, now)
-                    run.connected(a.worker, w.identity.public_key, now)
-                    drain_worker(a.worker, w, now)
-                elif isinstance(a, sd.Settled):
-                    i = task_index(a.task_id)
-                    settled[i] += 1
-                    t = run.tasks[a.task_id]
-                    if deadline is not None and t.error == DEADLINE_PASSED:
-                        late.append(i)  # the deadline run: a task not done in time, counted
-                        continue
-                    if t.state != TaskState.COMPLETED:
-                        raise AssertionError(f"{a.task_id} ended {t.state.value}: {t.error}")
-                    finished[i] = now
-                elif isinstance(a, sd.Close):
-                    closed.append((a.worker, a.reason))
-                    workers[a.worker].disconnected(me.node_id, now)
-                # Discover: every worker is known from the start.
+    def on_settled(a: sd.Settled, now: float) -> None:
+        i = task_index(a.task_id)
+        settled[i] += 1
+        t = run.tasks[a.task_id]
+        if deadline is not None and t.error == DEADLINE_PASSED:
+            late.append(i)  # the deadline run: a task not done in time, counted
+            return
+        if t.state != TaskState.COMPLETED:
+            raise AssertionError(f"{a.task_id} ended {t.state.value}: {t.error}")
+        finished[i] = now
 
-    now = T0 - 1.0
-    run.add_workers([_ad(i, p) for i, p in zip(sc.identities, sc.prices)], now)
-    drain(now)
-    for i, t in enumerate(sc.arrivals):
-        push(t, ARRIVE, i)
-    push(T0, TICK)
-    arrived: list[TaskSpec] = []
-    if batch_s > 0:
-        push(T0, BATCH)
-    while heap:
-        now, _, kind, a, b = heapq.heappop(heap)
-        if kind == TO_SCHED:
-            run.receive(a, b, now)
-        elif kind == TO_WORKER:
-            w = workers[a]
-            w.receive(me.node_id, b, now)
-            drain_worker(a, w, now)
-        elif kind == FINISH:
-            w = workers[a]
-            w.finished(me.node_id, b.id, decode(bytes(b.input)), None, now)
-            drain_worker(a, w, now)
-        elif kind == ARRIVE:
-            if batch_s > 0:
-                arrived.append(_spec(a))
-            else:
-                run.add_tasks([_spec(a)], now)
-        elif kind == BATCH:
-            if arrived:
-                run.add_tasks(arrived, now)
-                arrived = []
-            if now < sc.arrivals[-1]:
-                push(now + batch_s, BATCH)
-        else:  # TICK
-            run.tick(now)
-            for wid, w in workers.items():
-                w.tick(now)
-                drain_worker(wid, w, now)
-            if not (run.done and len(run.tasks) == n):
-                push(now + TICK_S, TICK)
-        drain(now)
+    net = Network(
+        run, workers, run_time=run_time, codec=codec, on_start=on_start, on_settled=on_settled
+    )
+    net.play(
+        sc.ads(),
+        [(t, _spec(i)) for i, t in enumerate(sc.arrivals)],
+        batch_s=batch_s,
+    )
 
     # Every task completed exactly once, with a receipt, and was paid for once.
     bad = [i for i in range(n) if settled[i] != 1]
@@ -389,8 +473,8 @@ def simulate(
         core_s=timer.seconds["core"],
         wall_s=time.perf_counter() - wall,
         reruns=sum(starts) - n,
-        messages=messages,
-        closed=closed,
+        messages=net.messages,
+        closed=net.closed,
         late=late,
     )
 

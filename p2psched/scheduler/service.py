@@ -30,6 +30,7 @@ import trio
 from p2psched.identity import Identity
 from p2psched.resources.need import Need
 from p2psched.scheduler.ads import WorkerAd
+from p2psched.scheduler.compare import COMPARES_AT_ONCE
 from p2psched.scheduler.discovery import Discovery
 from p2psched.scheduler.predictor import Predictor
 from p2psched.scheduler.run import (
@@ -182,6 +183,7 @@ class Dispatcher(Verifying):
         self._watchers: dict[str, tuple[Callable[[Any], None], Callable[[], None]]] = {}
         self.standing = StandingQuotes()
         self._challenges: dict[bytes, Underway] = {}
+        self._compares = trio.CapacityLimiter(COMPARES_AT_ONCE)  # job's compare commands
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

@@ -221,6 +221,11 @@ class Verify(BaseModel):
                 f"quorum {self.quorum} is more than replicas {self.replicas}: at most as many "
                 "results can agree as there are copies"
             )
+        if self.replicas > 1 and self.quorum == 1:
+            raise refuse(
+                f"quorum 1 with replicas {self.replicas} keeps whichever result comes first, "
+                "checking nothing: give quorum 2 or more"
+            )
         if self.sample > 0 and self.replicas > 1:
             raise refuse(
                 "give replicas (every task on several workers) or sample (a fraction re-run), "
@@ -235,6 +240,11 @@ class Verify(BaseModel):
                 "compare: command needs command (the program and its arguments, a list)"
                 if self.command is None
                 else "command is for compare: command"
+            )
+        if self.compare != "exact" and self.replicas == 1 and self.sample == 0:
+            raise refuse(
+                f"compare: {self.compare} compares a task's copies: give replicas (2 or more) "
+                "or sample, or there is nothing to compare"
             )
         return self
 

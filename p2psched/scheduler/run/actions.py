@@ -48,11 +48,13 @@ class Discover:
 @dataclass(frozen=True, slots=True)
 class Compare:
     """Run the job's compare command on the results of tasks `a` and `b` (copies of one
-    task), and tell the run with `JobRun.compared` whether they agree."""
+    task), and tell the run with `JobRun.compared` whether they agree. `command` None: the
+    job compares json, and one of the two is kept in the store only (too large to hold): the
+    shell reads them and applies the json rule (`agreement.json_agree`)."""
 
     a: str
     b: str
-    command: tuple[str, ...]
+    command: tuple[str, ...] | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,9 @@ class Budget:
     total: float = math.inf
     spent: float = 0.0
     held: float = 0.0  # for tasks placed on workers, until paid or given back
+    # Of `held`, for results awaiting their copies' verdict (`Verification`): it comes back
+    # only once those copies ran, so no copy waits for it.
+    awaiting: float = 0.0
 
     def affordable(self, price: float) -> bool:
         """Whether one more task at `price` stays within the budget, with what is held."""
@@ -25,16 +28,24 @@ class Budget:
 
     def may_come(self, price: float) -> bool:
         """Whether a task at `price` may still be paid for some day: money held comes back
-        if those tasks fail, so while any is held, wait for it."""
-        return self.held > MONEY_EPSILON or self.spent + price <= self.total + MONEY_EPSILON
+        if those tasks fail, so while any is held, wait for it (not for what results awaiting
+        a verdict hold: that is as good as spent until the copies that wait for it ran)."""
+        if self.held - self.awaiting > MONEY_EPSILON:
+            return True
+        return self.spent + self.awaiting + price <= self.total + MONEY_EPSILON
 
-    def hold(self, price: float) -> None:
+    def hold(self, price: float, *, awaiting: bool = False) -> None:
         self.held += price
+        self.awaiting += price if awaiting else 0.0
 
-    def release(self, price: float) -> None:
+    def release(self, price: float, *, awaiting: bool = False) -> None:
         self.held -= price
         if abs(self.held) < MONEY_EPSILON:
             self.held = 0.0
+        if awaiting:
+            self.awaiting -= price
+            if abs(self.awaiting) < MONEY_EPSILON:
+                self.awaiting = 0.0
 
     def pay(self, price: float) -> None:
         self.spent += price

@@ -39,6 +39,7 @@ APART_WAIT_S = 10.0  # a copy of a task waits this long for a worker on another 
 # interval (BEAT_S, a worker's default) more. A receipt claiming a run outside those bounds by
 # more than DURATION_SLACK_S is noted in its worker's record.
 BEAT_S = 1.0
+MAX_RTT_S = 0.5  # a channel's round trip, as subtracted from a measured run, at most
 DURATION_SLACK_S = 1.0
 
 

@@ -289,8 +289,10 @@ class JobRun(LateBinding, Rebalancing, Verification):
     def _restore_final(self, t: TaskRun, st: StoredTask, state: TaskState) -> None:
         self._load(t, state, st.since)
         self._restore_result(t, st)
-        # (disputed, or failed with no quorum: its result was not paid)
-        if st.receipt is not None and st.receipt.ok and state not in (S.DISPUTED, S.FAILED):
+        # (disputed, or failed with no quorum: its result was not paid; a copy stopped with a
+        # result, only if that agrees with the one kept: `_restore_verdicts` says)
+        unpaid = (S.DISPUTED, S.FAILED, *((S.ABORTED,) if t.spec.task_id in self._group_of else ()))
+        if st.receipt is not None and st.receipt.ok and state not in unpaid:
             self.money.pay(st.receipt.price)
             t.progress = 1.0
 
@@ -309,7 +311,7 @@ class JobRun(LateBinding, Rebalancing, Verification):
         if st.receipt is None:  # (its result row is written with its move: never so)
             return
         t.worker, t.price, t.progress = None, st.receipt.price, 1.0
-        self.money.hold(t.price)
+        self.money.hold(t.price, awaiting=True)
 
     def _restore_held(
         self,
@@ -328,6 +330,7 @@ class JobRun(LateBinding, Rebalancing, Verification):
             self._floors.clear()
         self._load(t, S.SENT, now)
         self._sent(t, now)
+        t.sent_at = math.nan  # sent before the restart: its run time is not ours to measure
         t.worker, t.price = st.worker, st.price
         self.money.hold(st.price)
         w.holding.add(t.spec.task_id)

@@ -26,7 +26,7 @@ from typing import Any
 
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run.actions import Send, Settled, Streamed
-from p2psched.scheduler.run.config import BEAT_S, DURATION_SLACK_S
+from p2psched.scheduler.run.config import BEAT_S, DURATION_SLACK_S, MAX_RTT_S
 from p2psched.scheduler.run.moves import TaskMoves
 from p2psched.scheduler.run.receipts import check_receipt
 from p2psched.scheduler.run.tasks import PassedOn, Spooled, TaskRun, model_of, worker_name
@@ -145,8 +145,7 @@ class Reports(TaskMoves):
             self._back(t, unlike, now)
             return
         if late:
-            self._charge(w, r, packed, now)
-            t.receipt = r
+            self._late(w, t, r, packed, output, now)
             return
         run = self._measure(w, t, r, now)
         self._release(t)
@@ -160,8 +159,16 @@ class Reports(TaskMoves):
         """How long `t` ran on `w` as this scheduler measured it: from dispatch to result,
         less the channel's round trip and the time it was seen waiting in the worker's queue
         (from its heartbeat saying it started). The predictor and the worker's record learn
-        this, not what the receipt claims; a claim far from it is noted in the record."""
-        rtt = w.rtt if w.rtt < math.inf else 0.0
+        this, not what the receipt claims; a claim far from it is noted in the record. (A
+        task sent before this scheduler restarted was not measured: its claim is taken, for
+        the record only.)"""
+        if math.isnan(t.sent_at):
+            self.views.succeeded(
+                w.ad.node_id, model_of(t.spec), r.duration, t.spec.task_id, now=now
+            )
+            return r.duration
+        # (at most MAX_RTT_S: a worker slow to answer quotes on purpose would look fast)
+        rtt = min(w.rtt, MAX_RTT_S) if w.rtt < math.inf else 0.0
         total = max(0.0, now - t.sent_at - rtt)
         if math.isnan(t.running_at):  # it may have waited in its queue all along
             lo, hi = 0.0, total
@@ -186,6 +193,14 @@ class Reports(TaskMoves):
         )
         self.views.succeeded(w.ad.node_id, model, run, t.spec.task_id, now=now)
         return run
+
+    def _late(
+        self, w: WorkerState, t: TaskRun, r: Receipt, packed: bytes, output: Any, now: float
+    ) -> None:
+        """The result of `t`, cancelled while it ran, done before the cancel reached it: paid.
+        (`Verification._late`: a copy's, only if it agrees with the result kept.)"""
+        self._charge(w, r, packed, now)
+        t.receipt = r
 
     def _accept(self, w: WorkerState, t: TaskRun, packed: bytes, run: float, now: float) -> None:
         """`t`'s result came with its receipt checked: it is done, and paid for. (A job that

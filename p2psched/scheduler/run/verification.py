@@ -31,6 +31,7 @@ from p2psched.scheduler.run.reports import Reports
 from p2psched.scheduler.run.tasks import Spooled, TaskRun, worker_name
 from p2psched.scheduler.run.workers import WorkerState
 from p2psched.store.journal import Judged
+from p2psched.wire.deal import Receipt
 
 S = TaskState
 CHALLENGE_AGAIN_S = 60.0  # a worker's capacity still unknown (it refused): asked again then
@@ -159,13 +160,39 @@ class Verification(Reports):
         assert t.receipt is not None
         self._charge(w, t.receipt, packed, now, pending=True)
         t.price = t.receipt.price
-        self.money.hold(t.price)  # (`_release` gave back what was held at its commitment)
+        self.money.hold(
+            t.price, awaiting=True
+        )  # (`_release` gave back what was held at its commitment)
         t.worker = None  # its worker holds it no longer; its receipt names who ran it
         ran = f"{worker_name(worker)} ran it in {run:.3g} s"
         why = f"{ran}; its receipt verified; held until {g.need} results agree"
         self._move(t, S.VERIFYING, now, why)
         g.unplaced.append(t.spec.task_id)
         self._judge(g, now)
+
+    def _late(
+        self, w: WorkerState, t: TaskRun, r: Receipt, packed: bytes, output: Any, now: float
+    ) -> None:
+        """A copy's result that came after it was stopped (not needed, or cancelled): it was
+        not judged with its group, so it is paid only if it agrees with the result kept (by
+        the hashes or the job's rules; a compare command is not asked); one that disagrees
+        with it is disputed, and one with none kept to agree with is unsettled."""
+        g = self.groups.get(self._group_of.get(t.spec.task_id, ""))
+        if g is None:
+            super()._late(w, t, r, packed, output, now)
+            return
+        t.receipt, t.output = r, output
+        same = None if g.kept is None else self._same(g.kept, t.spec.task_id)
+        if same:
+            self._charge(w, r, packed, now)
+            return
+        self._charge(w, r, packed, now, pending=True)
+        if same is None:
+            self._judged(t, "unsettled", now)
+            return
+        reason = f"its result, late, disagreed with the one kept ({g.kept})"
+        self._judged(t, "disputed", now)
+        self.views.disputed(r.worker, t.spec.task_id, reason, now=now)
 
     def compared(self, a: str, b: str, same: bool | None, now: float, error: str = "") -> None:
         """The job's compare command judged the results of copies `a` and `b` (`same`), or
@@ -203,12 +230,19 @@ class Verification(Reports):
         if g.need == 1:  # a task not checked whose one try failed: it failed, as unverified
             self._announce(g)
             return
+        if self._no_checker(g):
+            # A sampled result whose check found no worker to run it at all (none other
+            # could take it): it stands unchecked, as one not sampled does.
+            self._decide(g, best, now, checked=False)
+            return
         if len(g.copies) + missing > g.max_copies:
             n = sum(len(c) for c in g.clusters)
+            ended = [self.tasks[c] for c in g.copies if self.tasks[c].state != S.VERIFYING]
+            why = max(ended, key=lambda t: t.since).error if n < g.need and ended else None
             self._fail_group(
                 g,
                 f"no {g.need} of its results agreed: {n} results, at most {len(best)} alike, "
-                f"after {len(g.copies)} copies",
+                f"after {len(g.copies)} copies" + (f" (the last failed: {why})" if why else ""),
                 now,
             )
             return
@@ -229,7 +263,6 @@ class Verification(Reports):
             same = self._same(g.clusters[g.probe][0], new)
             if same is None:
                 g.asking = True
-                assert self.verify.command is not None
                 self._out.append(Compare(g.clusters[g.probe][0], new, self.verify.command))
                 return False
             if same:
@@ -250,14 +283,23 @@ class Verification(Reports):
             return False
         if v.compare == "json":
             if x.output is Spooled.IN_STORE or y.output is Spooled.IN_STORE:
-                return False  # too large to hold: compared exactly
+                return None  # too large to hold here: the shell compares them from the store
             return json_agree(x.output, y.output, v.tolerance)
         return None
 
-    def _decide(self, g: Group, agreed: list[str], now: float) -> None:
+    def _no_checker(self, g: Group) -> bool:
+        """A sampled task with one result (or only results that agree) whose latest check
+        copy ended without a worker ever failing it: no other worker could take it."""
+        if self.verify.sample <= 0 or len(g.clusters) != 1:
+            return False
+        ended = [self.tasks[c] for c in g.copies if self.tasks[c].state.final]
+        return bool(ended) and max(ended, key=lambda t: t.since).last_failure is None
+
+    def _decide(self, g: Group, agreed: list[str], now: float, *, checked: bool = True) -> None:
         """Keep the first of the results that agree: pay those, dispute the rest, cancel the
-        copies still under way."""
-        g.decided, g.kept = True, agreed[0]
+        copies still under way (`checked`: they agreed with another worker's, which counts
+        in their workers' records; else a result kept unchecked)."""
+        g.decided, g.kept, g.checked = True, agreed[0], g.checked and checked
         n = len(agreed)
         for tid in g.copies:
             t = self.tasks[tid]
@@ -265,13 +307,15 @@ class Verification(Reports):
                 continue
             assert t.receipt is not None
             worker = t.receipt.worker
-            self.money.release(t.price)
+            self.money.release(t.price, awaiting=True)
             if tid in agreed:
                 self.money.pay(t.price)
                 self._judged(t, "agreed", now)
-                self.views.verified(worker, tid, now=now)
+                if checked:
+                    self.views.verified(worker, tid, now=now)
                 kept = "kept" if tid == g.kept else f"agrees with {g.kept}, kept"
-                self._move(t, S.COMPLETED, now, f"{n} results agree ({kept}); {t.price:g} paid")
+                why = f"{n} results agree ({kept})" if checked else "no other worker could check it"
+                self._move(t, S.COMPLETED, now, f"{why}; {t.price:g} paid")
             else:
                 reason = f"its result disagreed with the {n} that agree ({g.kept} kept)"
                 t.error = reason
@@ -291,7 +335,7 @@ class Verification(Reports):
         for tid in g.copies:
             t = self.tasks[tid]
             if t.state == S.VERIFYING:
-                self.money.release(t.price)
+                self.money.release(t.price, awaiting=True)
                 t.error = reason
                 self._judged(t, "unsettled", now)
                 self._move(t, S.FAILED, now, f"{reason}: not paid")
@@ -335,7 +379,7 @@ class Verification(Reports):
         ending = list(tasks)
         for t in ending:
             if t.state == S.VERIFYING:
-                self.money.release(t.price)
+                self.money.release(t.price, awaiting=True)
                 self._judged(t, "unsettled", now)
         self._ending = True
         try:
@@ -360,11 +404,26 @@ class Verification(Reports):
 
     def _restore_verdicts(self, now: float) -> None:
         """Each group as its copies were left: decided if one was kept, else its results
-        waiting for a verdict judged again (a sampled task with a second copy was checked)."""
+        waiting for a verdict judged again (a sampled task with a second copy was checked);
+        its copies kept apart again from the workers the others went to (those known yet by
+        their ads, from their operators and networks too)."""
         for g in self.groups.values():
+            for tid in g.copies:
+                went = self.tasks[tid].placed_on
+                if went is None:
+                    continue
+                marks = marks_of(self.workers[went]) if went in self.workers else set()
+                for other in (self.tasks[c] for c in g.copies if c != tid):
+                    other.excluded.add(went)
+                    if marks:
+                        other.apart = (other.apart or set()) | marks
             states = [self.tasks[c].state for c in g.copies]
             if S.COMPLETED in states:
                 g.decided, g.kept = True, g.copies[states.index(S.COMPLETED)]
+                for c in g.copies:  # a result that came after its copy was stopped (`_late`)
+                    t = self.tasks[c]
+                    if t.state == S.ABORTED and t.receipt is not None and self._same(g.kept, c):
+                        self.money.pay(t.receipt.price)
                 continue
             if self.verify.sample > 0 and len(g.copies) > 1:
                 g.need, g.checked = 2, True

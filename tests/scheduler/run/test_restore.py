@@ -156,3 +156,27 @@ def test_an_output_the_store_keeps_in_a_file_is_not_read_back_on_a_restart() -> 
     assert run.tasks["job-000000"].output == {"out": {"n": 0}}
     assert run.tasks["job-000001"].output is Spooled.IN_STORE
     assert run.done and run.counts() == {"completed": 2}
+
+
+def test_a_task_that_ran_across_a_restart_is_not_taken_for_a_false_duration() -> None:
+    """A task runs 20 s on an honest worker, the scheduler restarting meanwhile: its receipt
+    says 20 s, which is right. The restarted scheduler did not see it dispatched nor started:
+    it notes no mismatch in the worker's record, nor learns a run time it did not measure."""
+    net = make_net(0, 0)
+    a = Identity.generate()
+    net.workers = {a.node_id: wm.TaskManager(a, slots=1, queue_depth=0)}
+    net.run = JobRun(net.run.identity, "job", [spec(0)], mtr=0.0, now=net.now, durable=True)
+    net.hold = True
+    net.run.add_workers([ad(a)], net.now)
+    net.pump()
+    ((wid, peer, task),) = net.started
+    net.advance(10)  # seen running
+    net.up.discard(wid)  # the scheduler is gone; the worker has not noticed
+    run = restarted(net, 1)
+    net.pump()  # reconnect; its beat says it runs the task
+    net.advance(10)
+    net.workers[wid].finished(peer, task["id"], "ok", None, net.now)
+    net.pump()
+    t = run.tasks["job-000000"]
+    assert t.state == S.COMPLETED and t.receipt is not None and t.receipt.duration >= 19
+    assert run.views._views[a.node_id].duration_mismatches == 0

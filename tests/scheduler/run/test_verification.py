@@ -12,7 +12,7 @@ import pytest
 
 from p2psched.identity import Identity
 from p2psched.scheduler.lifecycle import TaskState
-from p2psched.scheduler.run import JobRun, VerifyPolicy
+from p2psched.scheduler.run import DispatchConfig, JobRun, VerifyPolicy
 from p2psched.scheduler.run.agreement import json_agree, sample_rate
 from p2psched.worker import manager as wm
 from tests.harness.net import Net, ad, spec
@@ -431,3 +431,235 @@ def test_a_task_no_worker_takes_for_a_dispute_says_so() -> None:
     t = run.tasks["job-000000"]
     assert t.state == S.FAILED
     assert t.error is not None and "skipped for 6 d" in t.error and "disputed" in t.error
+
+
+@pytest.mark.parametrize("third", [{"made": "up"}, None])
+def test_a_copy_not_needed_whose_result_comes_late_is_paid_only_if_it_agrees(third: Any) -> None:
+    """Two results agree and the third copy is stopped (not needed); its worker's result,
+    sent before the cancel reached it, is paid only if it agrees with the one kept: a made-up
+    one is recorded, not paid, and its worker's record shows the dispute."""
+    sched = Identity.generate()
+    ids = [Identity.generate() for _ in range(3)]
+    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1, price=0.01) for i in ids}
+    policy = VerifyPolicy(replicas=3, quorum=2)
+    run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=policy)
+    net = Net(run, workers, hold=True)
+    run.add_workers([ad(i, 0.01) for i in ids], net.now)
+    net.pump()
+    assert len(net.started) == 3
+    for k, (wid, peer, task) in enumerate(net.started):  # all three answer at once
+        answer = third if k == 2 and third is not None else {"out": task["input"]}
+        net.workers[wid].finished(peer, task["id"], answer, None, net.now)
+    net.pump()
+    copies = [run.tasks[c] for c in run.groups["job-000000"].copies]
+    assert sorted(c.state.value for c in copies) == ["aborted", "completed", "completed"]
+    assert run.done and run.held == pytest.approx(0.0, abs=1e-9)
+    late = net.started[2][0]
+    if third is None:
+        assert run.spent == pytest.approx(0.03)  # its signed commitment stands
+        assert run.views.disputes(late) == 0
+    else:
+        assert run.spent == pytest.approx(0.02)  # the two that agree, not the made-up one
+        assert run.views.disputes(late) == 1
+
+
+def stored_of(run: JobRun) -> dict[str, Any]:
+    """What a store holds of `run`'s tasks (a result row with each receipt)."""
+    from p2psched.store import StoredTask
+    from p2psched.wire.codec import encode
+
+    return {
+        k: StoredTask(
+            k,
+            t.state.value,
+            t.worker,
+            t.price,
+            t.attempts,
+            t.error,
+            t.since,
+            encode(t.output) if t.receipt is not None else None,
+            t.receipt,
+            None,
+        )
+        for k, t in run.tasks.items()
+    }
+
+
+def test_a_restart_pays_no_result_that_was_cancelled_while_it_waited_for_its_copies() -> None:
+    """Two results wait for a third (verifying) when the task is cancelled: not paid; nor
+    after a restart, which finds them aborted with their receipts. A late result that agreed
+    with the one kept stays paid after it, a late made-up one unpaid."""
+    sched = Identity.generate()
+    ids = [Identity.generate() for _ in range(3)]
+    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1, price=0.01) for i in ids}
+    policy = VerifyPolicy(replicas=3, quorum=3)
+    run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=policy, durable=True)
+    net = Net(run, workers, hold=True)
+    run.add_workers([ad(i, 0.01) for i in ids], net.now)
+    net.pump()
+    for wid, peer, task in net.started[:2]:
+        net.workers[wid].finished(peer, task["id"], {"out": task["input"]}, None, net.now)
+    net.pump()
+    run.cancel(None, net.now)
+    net.pump()
+    assert run.spent == 0 and run.held == 0 and run.counts() == {"aborted": 1}
+    again = JobRun(sched, "job", [spec(0)], mtr=1.0, now=net.now, verify=policy, durable=True)
+    again.restore(stored_of(run), lambda w: ("127.0.0.1:1",), net.now)
+    assert again.counts() == {"aborted": 1} and again.done
+    assert again.spent == 0 and again.held == 0
+
+    # replicas 3, quorum 2: two agree, the third's result comes late
+    for third, paid in (({"made": "up"}, 0.02), (None, 0.03)):
+        policy = VerifyPolicy(replicas=3, quorum=2)
+        run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=policy, durable=True)
+        net = Net(run, {i.node_id: wm.TaskManager(i, slots=1, price=0.01) for i in ids}, hold=True)
+        run.add_workers([ad(i, 0.01) for i in ids], net.now)
+        net.pump()
+        for k, (wid, peer, task) in enumerate(net.started):
+            answer = third if k == 2 and third is not None else {"out": task["input"]}
+            net.workers[wid].finished(peer, task["id"], answer, None, net.now)
+        net.pump()
+        assert run.spent == pytest.approx(paid)
+        again = JobRun(sched, "job", [spec(0)], mtr=1.0, now=net.now, verify=policy, durable=True)
+        again.restore(stored_of(run), lambda w: ("127.0.0.1:1",), net.now)
+        assert again.counts() == {"completed": 1}
+        assert again.spent == pytest.approx(paid) and again.held == 0
+
+
+def test_a_restarted_scheduler_keeps_a_tasks_copies_off_the_worker_that_ran_one() -> None:
+    """One worker's result waits for its copy's (verifying) when the scheduler restarts; the
+    copy's worker then goes: the copy runs again, but never on the worker whose result it is
+    to check (its two results would agree with each other: one worker a quorum)."""
+    sched = Identity.generate()
+    ids = [Identity.generate() for _ in range(2)]
+    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1, price=0.01) for i in ids}
+    policy = VerifyPolicy(replicas=2, quorum=2)
+    run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=policy, durable=True)
+    net = Net(run, workers, hold=True)
+    run.add_workers([ad(i, 0.01) for i in ids], net.now)
+    net.pump()
+    ((liar, peer, task),) = [s for s in net.started if s[2]["id"] == "job-000000"]
+    net.workers[liar].finished(peer, task["id"], {"made": "up"}, None, net.now)
+    net.pump()
+    assert run.tasks["job-000000"].state == S.VERIFYING
+    other = next(i.node_id for i in ids if i.node_id != liar)
+    again = JobRun(sched, "job", [spec(0)], mtr=1.0, now=net.now, verify=policy, durable=True)
+    again.restore(stored_of(run), lambda w: ("127.0.0.1:1",), net.now)
+    net.run, net.hold, net.started = again, False, []
+    net.answers[liar] = lambda x: {"made": "up"}
+    net.workers.pop(other)
+    again.add_workers([ad(i, 0.01) for i in ids if i.node_id == liar], net.now)
+    again.disconnected(other, "gone", net.now)
+    net.advance(5)
+    copy = again.tasks["job-000000~2"]
+    assert copy.placed_on != liar, copy.state
+    assert again.kept("job-000000") is None and again.spent == 0
+
+
+def test_a_budget_that_cannot_pay_for_a_copy_ends_its_task_not_the_job_forever() -> None:
+    """Budget for three results, two tasks run in two copies each: the fourth copy can never
+    be paid for (the money held for the result waiting on it comes back only once it ran).
+    Its task fails, saying the budget is spent; the job ends, within its budget."""
+    sched = Identity.generate()
+    ids = [Identity.generate() for _ in range(4)]
+    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1, price=0.01) for i in ids}
+    policy = VerifyPolicy(replicas=2, quorum=2)
+    run = JobRun(
+        sched,
+        "job",
+        [spec(0), spec(1)],
+        mtr=1.0,
+        now=1000.0,
+        verify=policy,
+        budget=0.03,
+        config=DispatchConfig(no_worker_s=5.0),
+    )
+    net = Net(run, workers)
+    run.add_workers([ad(i, 0.01) for i in ids], net.now)
+    net.pump()
+    run_out(net, 120)
+    assert run.counts() == {"completed": 1, "failed": 1}
+    assert run.spent == pytest.approx(0.02) and run.held == 0
+    failed = next(t for t in run.tasks.values() if t.state == S.FAILED and t.error)
+    assert "budget is spent" in str(failed.error)
+
+
+def test_json_results_too_large_to_hold_are_compared_by_the_json_rule_not_exactly() -> None:
+    """A durable run keeps outputs over `spool_result_bytes` in its store only: two of them
+    within the tolerance still agree (the shell compares them from the store, asked as for a
+    compare command); an honest worker is not disputed for the size of its result."""
+    sched = Identity.generate()
+    ids = [Identity.generate() for _ in range(3)]
+    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1, price=0.01) for i in ids}
+    policy = VerifyPolicy(replicas=3, quorum=2, compare="json", tolerance=0.01)
+    config = DispatchConfig(spool_result_bytes=100)
+    run = JobRun(
+        sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=policy, durable=True, config=config
+    )
+    net = Net(run, workers, hold=True)
+    run.add_workers([ad(i, 0.01) for i in ids], net.now)
+    net.pump()
+    outputs: dict[str, Any] = {}
+    for k, (wid, peer, task) in enumerate(net.started):
+        outputs[task["id"]] = {"x": 1.001 if k == 0 else 1.0, "pad": "a" * 500}
+        net.workers[wid].finished(peer, task["id"], outputs[task["id"]], None, net.now)
+        net.pump()
+        for ask in net.compares:  # as the shell answers, the outputs read from the store
+            assert ask.command is None
+            same = json_agree(outputs[ask.a], outputs[ask.b], policy.tolerance)
+            run.compared(ask.a, ask.b, same, net.now)
+        net.compares.clear()
+        net.pump()
+    assert run.counts() == {"completed": 1}
+    assert not any(t.state == S.DISPUTED for t in run.tasks.values())
+    assert sum(run.views.disputes(w.node_id) for w in ids) == 0
+
+
+def test_a_sampled_result_no_other_worker_could_check_stands_unchecked() -> None:
+    from p2psched.scheduler.run import DispatchConfig
+
+    sched = Identity.generate()
+    a = Identity.generate()
+    run = JobRun(
+        sched,
+        "job",
+        [spec(0)],
+        mtr=1.0,
+        now=1000.0,
+        config=DispatchConfig(no_worker_s=5),
+        verify=VerifyPolicy(sample=0.1, quorum=2),
+    )
+    net = Net(run, {a.node_id: wm.TaskManager(a, price=0.01)})
+    run.add_workers([ad(a, 0.01)], net.now)
+    net.pump()
+    run_out(net)
+    assert run.counts() == {"completed": 1} and run.spent == pytest.approx(0.01)
+    assert run.views.clean(a.node_id) == 0  # not credited: nobody checked it
+    assert len(run.groups["job-000000"].copies) == 2  # one check was tried, and found no one
+
+
+def test_quorum_one_with_replicas_is_refused() -> None:
+    from p2psched.scheduler.job import JobSpecError, parse_job
+
+    doc = {"name": "q", "tasks": [{"input": 1}], "verify": {"replicas": 3, "quorum": 1}}
+    with pytest.raises(JobSpecError, match="quorum 1 with replicas 3 keeps whichever"):
+        parse_job(doc)
+
+
+def test_a_worker_slow_to_quote_on_purpose_does_not_look_fast() -> None:
+    """The round trip subtracted from a measured run is at most MAX_RTT_S: a worker that
+    answers quotes late (which makes its round trip look long) gains nothing by it."""
+    from p2psched.scheduler.run.config import MAX_RTT_S
+
+    net, ids = verified_net(0, 1, VerifyPolicy())
+    run = net.run
+    net.hold = True
+    run.add_tasks([spec(0)], net.now)
+    net.pump()
+    run.workers[ids[0]].rtt = 30.0  # as if it sat on every quote request for 30 s
+    net.advance(10)
+    ((wid, peer, task),) = net.started
+    net.workers[wid].finished(peer, task["id"], {"out": task["input"]}, None, net.now)
+    net.pump()
+    mean_run = run.views.view(ids[0])["performance"]["models"][0]["mean_run"]
+    assert mean_run >= 10 - MAX_RTT_S - 1.0  # (a beat's interval of doubt)
