@@ -194,7 +194,9 @@ async def _check_group(
     audit.state = "completed"
     kept = completed[0]
     audit.kept = kept.stored.task
-    need = policy.quorum if policy.replicas > 1 else (2 if len(group) > 1 else 1)
+    # (A sampled result may stand unchecked, even with a check copy: when no other worker
+    # could take that copy.)
+    need = policy.quorum if policy.replicas > 1 else 1
     if len(completed) < need:
         audit.problems.append(
             f"{audit.task}: {len(completed)} result(s) paid for, {need} must agree to keep one"
