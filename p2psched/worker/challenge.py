@@ -74,6 +74,9 @@ class ChallengeDesk:
     journal: list[Entry] = field(default_factory=list)
     _last: dict[bytes, float] = field(default_factory=dict)  # scheduler -> when it last asked
     _taken: dict[tuple[bytes, int], _Taken] = field(default_factory=dict)
+    # Products whose thread runs: until `computed`, whatever became of their challenge (its
+    # scheduler gone, kept too long), so that leaving never frees the worker for another.
+    _computing: set[tuple[bytes, int]] = field(default_factory=set)
     _out: list[Send | Compute] = field(default_factory=list)
 
     def actions(self) -> list[Send | Compute]:
@@ -83,7 +86,7 @@ class ChallengeDesk:
     @property
     def computing(self) -> bool:
         """Whether a challenge's product is being computed here."""
-        return any(t.tree is None for t in self._taken.values())
+        return bool(self._computing)
 
     def next_deadline(self) -> float:
         return min((t.since + self.keep_s for t in self._taken.values()), default=math.inf)
@@ -117,6 +120,7 @@ class ChallengeDesk:
     def computed(self, peer: bytes, rid: int, rows: list[bytes], seconds: float) -> None:
         """The product of a challenge taken from `peer` as `rid`: its rows, and how long it
         took. Its root goes back."""
+        self._computing.discard((peer, rid))
         taken = self._taken.get((peer, rid))
         if taken is None:  # kept too long (or its scheduler left)
             return
@@ -165,6 +169,7 @@ class ChallengeDesk:
             return
         self._last[peer] = now
         self._taken[(peer, m.rid)] = _Taken(m, now)
+        self._computing.add((peer, m.rid))
         if self.durable:
             self.journal.append(Accepted(c, public_key, now))
         self._out.append(Compute(peer, m.rid, m.seed, m.n))

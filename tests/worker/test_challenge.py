@@ -81,6 +81,24 @@ def test_one_product_is_computed_at_a_time() -> None:
     assert d.busy and "computing another capacity challenge" in d.reason
 
 
+def test_a_product_still_computing_counts_after_its_scheduler_left_or_it_expired() -> None:
+    # A scheduler that asks then hangs up (or whose product outlives keep_s) leaves the thread
+    # computing: another ask must wait for it, or a crowd of identities asking and hanging up
+    # runs as many products at once (each up to three 64 MiB matrices).
+    desk = ChallengeDesk(WORKER, keep_s=60.0)
+    assert isinstance(receive(desk, ask(1), 0.0)[0], Compute)
+    desk.disconnected(SCHEDULER.node_id)
+    d = declined(receive(desk, ask(2, by=OTHER), 1.0, by=OTHER))
+    assert d.busy and "computing another capacity challenge" in d.reason
+    desk.computed(SCHEDULER.node_id, 1, [b""] * 32, 0.1)  # its thread ends: no root for it
+    assert desk.actions() == []
+    assert isinstance(receive(desk, ask(3, by=OTHER), 2.0, by=OTHER)[0], Compute)
+    desk.tick(100.0)  # kept past keep_s, still computing
+    third = Identity.generate()
+    d = declined(receive(desk, ask(4, by=third), 100.0, by=third))
+    assert d.busy and "computing another capacity challenge" in d.reason
+
+
 @pytest.mark.parametrize(
     ("m", "kw", "said"),
     [
