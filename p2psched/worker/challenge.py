@@ -131,6 +131,14 @@ class ChallengeDesk:
             del self._taken[key]
         self._out.append(Send(peer, ChallengeRoot(rid, taken.tree.root, seconds)))
 
+    def not_computed(self, peer: bytes, rid: int, why: str) -> None:
+        """The product of a challenge taken from `peer` as `rid` could not be computed (out of
+        memory, a device error): the challenge is declined, saying why."""
+        self._computing.discard((peer, rid))
+        if self._taken.pop((peer, rid), None) is not None:
+            why = said(f"busy: it could not compute the product: {why}")
+            self._out.append(Send(peer, Decline(rid, why, True)))
+
     def disconnected(self, peer: bytes) -> None:
         for key in [k for k in self._taken if k[0] == peer]:
             del self._taken[key]

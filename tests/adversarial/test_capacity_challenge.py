@@ -275,3 +275,30 @@ def test_a_job_that_wants_capacity_proved_runs_once_the_worker_passed(tmp_path: 
     assert paid[f"challenge-{worker.hex()[:16]}"] == (0.25, 1)
     assert [v for k, v in paid.items() if k.startswith("proved-")] == [(0.5, 2)]
     assert ledger["problems"] == []
+
+
+async def test_a_product_the_worker_cannot_compute_is_declined_and_the_worker_serves_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # compute_product raising (a MemoryError for n=4096's three 64 MiB matrices on a small
+    # machine) escaped the worker's nursery: any scheduler's ask stopped the worker.
+    def no_memory(seed: bytes, n: int, *, gpu: bool) -> tuple[list[bytes], float]:
+        raise MemoryError()
+
+    worker = Identity.generate()
+    manager = TaskManager(worker, slots=1, price=0.5)
+    service = WorkerService(
+        worker, manager, {"echo": EchoDriver()}, challenges=ChallengeDesk(worker)
+    )
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(service.serve)
+        first = await dispatcher_for(nursery, worker, address)
+        with monkeypatch.context() as patch, trio.fail_after(30):
+            patch.setattr("p2psched.worker.service.compute_product", no_memory)
+            v = await first.challenge(worker.node_id, n=64)
+        assert v.refused and not v.passed and "could not compute the product" in str(v.reason), v
+        second = await dispatcher_for(nursery, worker, address)
+        with trio.fail_after(30):
+            again = await second.challenge(worker.node_id, n=64)
+        assert again.passed, again
+        nursery.cancel_scope.cancel()
