@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -20,7 +21,7 @@ import trio
 
 from p2psched.gate.client import open_worker_channel
 from p2psched.identity import Identity
-from p2psched.resources.challenge import MerkleTree
+from p2psched.resources.challenge import Matrices, MerkleTree
 from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.ads import WorkerAd
@@ -301,4 +302,34 @@ async def test_a_product_the_worker_cannot_compute_is_declined_and_the_worker_se
         with trio.fail_after(30):
             again = await second.challenge(worker.node_id, n=64)
         assert again.passed, again
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_scheduler_serves_on_while_it_checks_the_opened_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Checking rows derives both matrices (about a second at n=4096) and a product row per
+    # row opened: done on the trio thread, it stalled the whole node (every job's channels,
+    # the DHT, the API) for each challenge, which any worker ad claiming a GPU brings about.
+    checking, served = threading.Event(), threading.Event()
+    of, waited = Matrices.of, []
+
+    def watched(seed: bytes, n: int) -> Matrices:
+        checking.set()
+        waited.append(served.wait(5))  # (at once True when the node goes on serving meanwhile)
+        return of(seed, n)
+
+    async def serving() -> None:
+        while True:
+            await trio.sleep(0.01)
+            if checking.is_set():
+                served.set()
+
+    async with honest_worker() as (dispatcher, worker), trio.open_nursery() as nursery:
+        nursery.start_soon(serving)
+        monkeypatch.setattr(Matrices, "of", watched)
+        with trio.fail_after(30):
+            v = await dispatcher.challenge(worker.node_id, n=64)
+        assert v.passed, v
+        assert waited == [True]
         nursery.cancel_scope.cancel()
