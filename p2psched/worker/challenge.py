@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from p2psched.identity import Identity
-from p2psched.resources.challenge import MerkleTree, matrix, row_bytes
+from p2psched.resources.challenge import MerkleTree, matrix, row_bytes, worker_seed
 from p2psched.store.journal import Accepted, Entry, Issued
 from p2psched.wire.deal import Receipt
 from p2psched.wire.messages import (
@@ -45,7 +45,8 @@ MAX_KEPT = 4  # products waiting for their rows (up to 64 MiB each), the oldest 
 
 @dataclass(frozen=True, slots=True)
 class Compute:
-    """Multiply the matrices of `seed` (n x n), then call `ChallengeDesk.computed`."""
+    """Multiply the matrices of `seed` (n x n; the ask's, bound to this worker: `worker_seed`),
+    then call `ChallengeDesk.computed`."""
 
     peer: bytes
     rid: int
@@ -180,7 +181,8 @@ class ChallengeDesk:
         self._computing.add((peer, m.rid))
         if self.durable:
             self.journal.append(Accepted(c, public_key, now))
-        self._out.append(Compute(peer, m.rid, m.seed, m.n))
+        seed = worker_seed(m.seed, self.identity.node_id)  # (this worker's, none other's)
+        self._out.append(Compute(peer, m.rid, seed, m.n))
 
     def _on_open(self, peer: bytes, m: ChallengeOpen, now: float) -> None:
         taken = self._taken.get((peer, m.rid))

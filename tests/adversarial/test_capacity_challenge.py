@@ -21,7 +21,7 @@ import trio
 
 from p2psched.gate.client import open_worker_channel
 from p2psched.identity import Identity
-from p2psched.resources.challenge import Matrices, MerkleTree
+from p2psched.resources.challenge import Matrices, MerkleTree, worker_seed
 from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.ads import WorkerAd
@@ -143,7 +143,7 @@ async def test_a_worker_that_computes_only_some_rows_is_caught_over_a_real_chann
         while True:
             m = parse(await channel.receive_frame())
             if isinstance(m, ChallengeAsk):
-                rows, _ = compute_product(m.seed, m.n, gpu=False)
+                rows, _ = compute_product(worker_seed(m.seed, me.node_id), m.n, gpu=False)
                 kept = [r if i % 10 == 0 else bytes(len(r)) for i, r in enumerate(rows)]
                 root = MerkleTree(kept).root
                 await channel.send_encoded([encode(ChallengeRoot(m.rid, root, 0.01))])

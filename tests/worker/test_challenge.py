@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from p2psched.identity import Identity
-from p2psched.resources.challenge import Matrices, MerkleTree
+from p2psched.resources.challenge import Matrices, MerkleTree, worker_seed
 from p2psched.wire.deal import Commitment
 from p2psched.wire.messages import (
     ChallengeAsk,
@@ -130,7 +130,7 @@ def test_it_opens_the_rows_asked_with_proofs_and_a_receipt_over_its_root() -> No
     (answer,) = receive(desk, ChallengeOpen(1, [5, 0, 31]), 1.0)
     m = answer.message
     assert isinstance(m, ChallengeRows)
-    checks = Matrices.of(SEED, 32)
+    checks = Matrices.of(worker_seed(SEED, WORKER.node_id), 32)  # (bound to this worker)
     for i, row, proof in zip([5, 0, 31], m.rows, m.proofs):
         assert checks.problem(root.message.root, i, row, proof) is None
     assert m.receipt.verify(WORKER.public_key) and m.receipt.result_hash == root.message.root
