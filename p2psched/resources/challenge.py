@@ -2,9 +2,9 @@
 that answers: two n x n matrices from a seed, the Merkle tree over their product's rows, the
 check of one opened row, and the time a worker's ad says the product should take.
 
-Owns: how the matrices follow from the seed (SHAKE-256, so any two nodes derive the same ones
-whatever their numpy), the rows' byte form, the tree's hashing, and the table of conservative
-compute rates by CPU and GPU model.
+Owns: how the matrices follow from the seed and the challenged worker's id (SHAKE-256, so any
+two nodes derive the same ones whatever their numpy), the rows' byte form, the tree's hashing,
+and the table of conservative compute rates by CPU and GPU model.
 Promises: every entry is a small integer (-8..7), so every product entry is an integer of
 magnitude at most 64 n, exact in float32 (and in TF32 inputs with float32 sums) on any device
 and in any summation order: an honest product matches the check bit for bit.
@@ -40,6 +40,13 @@ def matrix(seed: bytes, n: int, which: bytes) -> Matrix:
     nibbles[0::2] = octets >> 4
     nibbles[1::2] = octets & 0x0F
     return (nibbles[: n * n].reshape(n, n) - 8).astype(np.float32)
+
+
+def worker_seed(seed: bytes, worker: bytes) -> bytes:
+    """The seed a challenge's matrices come from: the scheduler's fresh `seed` bound to the
+    challenged worker's id, so that no other worker's product (one the challenged worker got
+    computed elsewhere, asking another as a scheduler with the same seed) answers it."""
+    return hashlib.sha256(_DOMAIN + b"/worker" + worker + seed).digest()
 
 
 def row_bytes(row: npt.NDArray[np.generic]) -> bytes:

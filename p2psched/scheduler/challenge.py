@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from p2psched.identity import Identity
-from p2psched.resources.challenge import SLOW_FACTOR, Matrices, expected_seconds
+from p2psched.resources.challenge import SLOW_FACTOR, Matrices, expected_seconds, worker_seed
 from p2psched.resources.profile import Profile
 from p2psched.store.journal import Charged, Committed, Entry
 from p2psched.wire.deal import Commitment, Receipt, task_id_for
@@ -178,7 +178,7 @@ class CapacityChallenge:
         if len(m.rows) != len(self._opened) or len(m.proofs) != len(self._opened):
             self._end(False, f"it opened {len(m.rows)} rows, not the {len(self._opened)} asked")
             return
-        matrices = Matrices.of(self.seed, self.n)
+        matrices = Matrices.of(worker_seed(self.seed, self.worker), self.n)
         for index, row, proof in zip(self._opened, m.rows, m.proofs):
             if (problem := matrices.problem(self._root, index, row, proof)) is not None:
                 self._end(False, f"{problem}: it did not compute the product it committed to")

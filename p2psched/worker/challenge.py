@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from p2psched.identity import Identity
-from p2psched.resources.challenge import MerkleTree, matrix, row_bytes
+from p2psched.resources.challenge import MerkleTree, matrix, row_bytes, worker_seed
 from p2psched.store.journal import Accepted, Entry, Issued
 from p2psched.wire.deal import Receipt
 from p2psched.wire.messages import (
@@ -45,7 +45,8 @@ MAX_KEPT = 4  # products waiting for their rows (up to 64 MiB each), the oldest 
 
 @dataclass(frozen=True, slots=True)
 class Compute:
-    """Multiply the matrices of `seed` (n x n), then call `ChallengeDesk.computed`."""
+    """Multiply the matrices of `seed` (n x n; the ask's, bound to this worker: `worker_seed`),
+    then call `ChallengeDesk.computed`."""
 
     peer: bytes
     rid: int
@@ -74,6 +75,9 @@ class ChallengeDesk:
     journal: list[Entry] = field(default_factory=list)
     _last: dict[bytes, float] = field(default_factory=dict)  # scheduler -> when it last asked
     _taken: dict[tuple[bytes, int], _Taken] = field(default_factory=dict)
+    # Products whose thread runs: until `computed`, whatever became of their challenge (its
+    # scheduler gone, kept too long), so that leaving never frees the worker for another.
+    _computing: set[tuple[bytes, int]] = field(default_factory=set)
     _out: list[Send | Compute] = field(default_factory=list)
 
     def actions(self) -> list[Send | Compute]:
@@ -83,7 +87,7 @@ class ChallengeDesk:
     @property
     def computing(self) -> bool:
         """Whether a challenge's product is being computed here."""
-        return any(t.tree is None for t in self._taken.values())
+        return bool(self._computing)
 
     def next_deadline(self) -> float:
         return min((t.since + self.keep_s for t in self._taken.values()), default=math.inf)
@@ -117,6 +121,7 @@ class ChallengeDesk:
     def computed(self, peer: bytes, rid: int, rows: list[bytes], seconds: float) -> None:
         """The product of a challenge taken from `peer` as `rid`: its rows, and how long it
         took. Its root goes back."""
+        self._computing.discard((peer, rid))
         taken = self._taken.get((peer, rid))
         if taken is None:  # kept too long (or its scheduler left)
             return
@@ -126,6 +131,14 @@ class ChallengeDesk:
         for key in kept[: max(0, len(kept) - MAX_KEPT)]:  # (in the order they were taken)
             del self._taken[key]
         self._out.append(Send(peer, ChallengeRoot(rid, taken.tree.root, seconds)))
+
+    def not_computed(self, peer: bytes, rid: int, why: str) -> None:
+        """The product of a challenge taken from `peer` as `rid` could not be computed (out of
+        memory, a device error): the challenge is declined, saying why."""
+        self._computing.discard((peer, rid))
+        if self._taken.pop((peer, rid), None) is not None:
+            why = said(f"busy: it could not compute the product: {why}")
+            self._out.append(Send(peer, Decline(rid, why, True)))
 
     def disconnected(self, peer: bytes) -> None:
         for key in [k for k in self._taken if k[0] == peer]:
@@ -165,9 +178,11 @@ class ChallengeDesk:
             return
         self._last[peer] = now
         self._taken[(peer, m.rid)] = _Taken(m, now)
+        self._computing.add((peer, m.rid))
         if self.durable:
             self.journal.append(Accepted(c, public_key, now))
-        self._out.append(Compute(peer, m.rid, m.seed, m.n))
+        seed = worker_seed(m.seed, self.identity.node_id)  # (this worker's, none other's)
+        self._out.append(Compute(peer, m.rid, seed, m.n))
 
     def _on_open(self, peer: bytes, m: ChallengeOpen, now: float) -> None:
         taken = self._taken.get((peer, m.rid))

@@ -15,7 +15,7 @@ from p2psched.resources.challenge import SLOW_FACTOR
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.challenge import CapacityChallenge, challenge_job
 from p2psched.store.journal import Accepted, Charged, Committed, Issued
-from p2psched.wire.deal import Receipt
+from p2psched.wire.deal import Commitment, Receipt
 from p2psched.wire.messages import (
     ChallengeAsk,
     ChallengeOpen,
@@ -251,3 +251,51 @@ def test_rows_to_open_are_within_the_product_and_the_bound() -> None:
 
 def replace_rows(m: ChallengeRows, **fields: object) -> ChallengeRows:
     return msgspec.structs.replace(m, **fields)
+
+
+def test_a_worker_cannot_pass_on_another_workers_product() -> None:
+    # A liar (no GPU, or no time) challenges an honest worker itself, as a scheduler, with
+    # the seed and n it was sent, opens the rows it is asked for there, and answers with the
+    # honest worker's root, rows and proofs under a receipt of its own: it passed, as having
+    # computed what someone else did. The matrices now follow from the seed and the
+    # challenged worker's id, so the honest worker computes a product of its own.
+    liar, honest_worker = WORKER, Identity.generate()
+    core = start()
+    (ask,) = [wire(s.message) for s in core.actions()]
+    assert isinstance(ask, ChallengeAsk)
+    desk = ChallengeDesk(honest_worker)
+    relayed = Commitment(
+        scheduler=liar.node_id,
+        worker=honest_worker.node_id,
+        job="relay",
+        tasks=["relay/1"],
+        price=1.0,
+        issued_at=T0,
+    ).signed(liar)
+    desk.receive(liar.node_id, liar.public_key, ChallengeAsk(1, ask.seed, ask.n, relayed), T0)
+    (compute,) = desk.actions()
+    assert isinstance(compute, Compute)
+    desk.computed(liar.node_id, 1, honest(compute.seed, compute.n), 0.01)
+    (root,) = desk.actions()
+    assert isinstance(root.message, ChallengeRoot)
+    core.receive(wire(ChallengeRoot(ask.rid, root.message.root, 0.01)), T0 + 0.1)
+    (opened,) = [wire(s.message) for s in core.actions()]
+    assert isinstance(opened, ChallengeOpen)
+    desk.receive(liar.node_id, liar.public_key, ChallengeOpen(1, opened.rows), T0 + 0.2)
+    (answer,) = desk.actions()
+    assert isinstance(answer.message, ChallengeRows)
+    receipt = Receipt(
+        worker=liar.node_id,
+        scheduler=SCHEDULER.node_id,
+        job=core.commitment.job,
+        task=core.commitment.tasks[0],
+        ok=True,
+        result_hash=root.message.root,
+        duration=0.01,
+        price=core.commitment.price,
+        finished_at=T0 + 0.2,
+    ).signed(liar)
+    rows = ChallengeRows(ask.rid, answer.message.rows, answer.message.proofs, receipt)
+    core.receive(wire(rows), T0 + 0.3)
+    v = core.verdict
+    assert v is not None and not v.passed and "did not compute the product" in str(v.reason), v
