@@ -222,8 +222,9 @@ class NodeFacade(ModelRequests):
 
     def task_output(self, job_id: str, index: int) -> bytes | Path:
         """A completed task's output as its receipt hashes it (MessagePack): the bytes, or
-        the file that holds them."""
-        kept = self._node.store.stored_output(job_id, task_id_for(job_id, index))
+        the file that holds them (of a task run in copies, the copy its job kept)."""
+        task_id = self._kept_as(job_id, task_id_for(job_id, index))
+        kept = self._node.store.stored_output(job_id, task_id)
         if kept is None:
             raise NotFound(f"task {index} of job {job_id!r} has no output on this node")
         return kept
@@ -234,16 +235,30 @@ class NodeFacade(ModelRequests):
         job = self._node.jobs.jobs.get(job_id)
         t = job.run.tasks.get(task_id) if job is not None else None
         if job is not None and t is not None:
-            state = t.state.value
-            result = to_json(job.output(task_id)) if state == "completed" else t.error
-            return TaskRecord(task_id, state, t.placed_on, job.submitted_at, result)
+            state = job.run.group_state(task_id).value
+            kept = job.run.kept(task_id) or t
+            result = to_json(job.output(kept.spec.task_id)) if state == "completed" else t.error
+            return TaskRecord(task_id, state, kept.placed_on, job.submitted_at, result)
         found = self._node.store.task(job_id, task_id)
         if found is None:
             raise NotFound(f"no task {task_id!r} on this node (a task id is JOB/N)")
         submitted, stored = found
-        output = self._node.store.stored_value(job_id, task_id)
+        kept_as = self._kept_as(job_id, task_id)
+        if kept_as != task_id and (copy := self._node.store.task(job_id, kept_as)) is not None:
+            stored = copy[1]  # run in copies: the one its job kept stands for it
+        output = self._node.store.stored_value(job_id, kept_as)
         result = to_json(output) if stored.state == "completed" else stored.error
         return TaskRecord(task_id, stored.state, stored.worker, submitted, result)
+
+    def _kept_as(self, job_id: str, task_id: str) -> str:
+        """Whose output stands for `task_id`: its own, or (run in copies and not kept itself)
+        the copy its job kept."""
+        found = self._node.store.task(job_id, task_id)
+        if found is not None and found[1].state != "completed":
+            copy = self._node.store.kept_copy(job_id, task_id)
+            if copy is not None:
+                return copy.task
+        return task_id
 
     def failures(self, limit: int = 50) -> list[Failure]:
         """The latest failures, newest first: each try that failed on a worker (with the

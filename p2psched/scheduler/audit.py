@@ -105,7 +105,7 @@ async def audit_job(
 def _results(store: Store, job: str) -> list[StoredTask]:
     """Every settled task of `job` with its result, read a page at a time."""
     found: list[StoredTask] = []
-    while page := store.settled_tasks(job, FINAL, len(found), PAGE, PAGE_BYTES):
+    while page := store.settled_tasks(job, FINAL, len(found), PAGE, PAGE_BYTES, copies=True):
         found.extend(page)
     return found
 

@@ -70,7 +70,13 @@ class PastTasks:
         }
 
     def _result(self, t: StoredTask) -> dict[str, Any]:
-        view = self._view(t)
+        # A task run in copies shows the one its job kept (as a live job shows it).
+        kept = self.store.kept_copy(self.job_id, t.task) if t.state != "completed" else None
+        if kept is not None:
+            view = {**self._view(t), "state": "completed", "progress": 1.0, "kept": kept.task}
+            t = kept
+        else:
+            view = self._view(t)
         spooled = t.output_file is not None
         shown = t.state == "completed" and not spooled  # (as a live job shows it)
         output = t.output if shown else None

@@ -75,6 +75,7 @@ _TASK_COLUMNS = (
     "r.output, r.receipt, r.worker_public_key, r.output_file"
 )
 _TASK_FROM = "tasks t LEFT JOIN results r ON r.job = t.job AND r.task = t.id"
+_COPY_GLOB = "*~[0-9]*"  # a task's copy: "<task id>~2", ...
 # A task (`t`) as its job's status counts it: a task run in copies ("<id>~2", ...: its job
 # verified results) is completed if one of them is (a result was kept), else as it ended
 # itself; a copy is not a task of its own. (The range finds its copies on the primary key.)
@@ -242,7 +243,7 @@ class StoreReads:
         counts: dict[str, dict[str, int]] = {r[0]: {} for r in rows}
         for job, state, n in db.execute(
             f"SELECT t.job, {_TASK_OUTCOME}, COUNT(*) FROM tasks t WHERE t.job IN ({ids}) "
-            f"AND t.id NOT GLOB '*~[0-9]*' GROUP BY t.job, 2",
+            f"AND t.id NOT GLOB '{_COPY_GLOB}' GROUP BY t.job, 2",
             (arg,),
         ):
             counts[job][state] = n
@@ -295,16 +296,35 @@ class StoreReads:
             )
         ]
 
+    def kept_copy(self, job: str, task: str) -> StoredTask | None:
+        """The copy of `task` whose result its job kept (the first completed), with its
+        result; None if none was (or the job ran no copies of it)."""
+        row = self._db.execute(
+            f"SELECT {_TASK_COLUMNS} FROM {_TASK_FROM} WHERE t.job = ? AND t.id > ? || '~' "
+            "AND t.id < ? || '~:' AND t.state = 'completed' ORDER BY t.since, t.rowid LIMIT 1",
+            (job, task, task),
+        ).fetchone()
+        return None if row is None else _stored_task(row)
+
     def settled_tasks(
-        self, job: str, final: Collection[str], after: int, limit: int, max_bytes: int
+        self,
+        job: str,
+        final: Collection[str],
+        after: int,
+        limit: int,
+        max_bytes: int,
+        *,
+        copies: bool = False,
     ) -> list[StoredTask]:
         """A job's tasks in `final` states, in the order they settled, with their results:
         from the `after`-th, at most `limit`, and no more once the outputs read (those kept
-        in their rows) pass `max_bytes` (the first is read whatever its size)."""
+        in their rows) pass `max_bytes` (the first is read whatever its size). A task's copies
+        (its job verified results) only with `copies` (`kept_copy` gives the one kept)."""
         marks = ", ".join("?" * len(final))
+        some = "" if copies else f"AND t.id NOT GLOB '{_COPY_GLOB}' "
         rows = self._db.execute(
             f"SELECT {_TASK_COLUMNS} FROM {_TASK_FROM} WHERE t.job = ? AND t.state IN ({marks}) "
-            "ORDER BY t.since, t.rowid LIMIT ? OFFSET ?",
+            f"{some}ORDER BY t.since, t.rowid LIMIT ? OFFSET ?",
             (job, *final, limit, after),
         )
         page: list[StoredTask] = []

@@ -356,3 +356,35 @@ def test_a_workers_reputation_survives_a_reopen_one_row_each_newest_kept(tmp_pat
         assert store.reputations(1) == [liar]  # the most recently updated, within the bound
         store.write([Forgotten(OTHER_WORKER.node_id)])  # dropped from memory: from the store too
         assert store.reputations(10) == [liar]
+
+
+def test_a_task_run_in_copies_settles_once_with_the_copy_its_job_kept(store: Store) -> None:
+    """A stored job that verified results: its settled tasks leave the copies out, and a task
+    whose own result lost shows the kept copy's (what `results` of a past job reads)."""
+    from p2psched.scheduler.past_jobs import PastTasks
+    from tests.harness.store import charged
+
+    store.write(
+        [
+            opened("v-1"),
+            moved("v-1", "v-1/0", "sent", "verifying", 1001),
+            charged("v-1", "v-1/0", 0.5, "wrong", verdict="pending"),
+            moved("v-1", "v-1/0~2", "sent", "verifying", 1002),
+            charged("v-1", "v-1/0~2", 0.5, "right", verdict="pending"),
+            moved("v-1", "v-1/0~3", "sent", "verifying", 1003),
+            charged("v-1", "v-1/0~3", 0.5, "right", verdict="pending"),
+            moved("v-1", "v-1/0", "verifying", "disputed", 1004),
+            moved("v-1", "v-1/0~2", "verifying", "completed", 1004),
+            moved("v-1", "v-1/0~3", "verifying", "completed", 1004),
+            *run_to_completion("v-1", "v-1/1", 0.5, "one"),
+        ]
+    )
+    settled = store.settled_tasks("v-1", ("completed", "disputed"), 0, 10, 1 << 20)
+    assert sorted(t.task for t in settled) == ["v-1/0", "v-1/1"]
+    kept = store.kept_copy("v-1", "v-1/0")
+    assert kept is not None and kept.task == "v-1/0~2"
+    assert store.kept_copy("v-1", "v-1/1") is None
+    views = {v["task"]: v for v in PastTasks(store, "v-1", {}).settled(0, 10, 1 << 20)}
+    assert views["v-1/0"]["output"] == "right" and views["v-1/0"]["kept"] == "v-1/0~2"
+    assert views["v-1/0"]["state"] == "completed"
+    assert views["v-1/1"]["output"] == "one" and "kept" not in views["v-1/1"]
