@@ -25,6 +25,7 @@ from p2psched.scheduler.run import (
     TaskRun,
 )
 from p2psched.scheduler.strategy import Strategy
+from p2psched.store import StoredTask
 from p2psched.wire import messages
 from p2psched.wire.codec import decode, encode
 from p2psched.wire.deal import Commitment
@@ -263,3 +264,23 @@ def dispatch(w: wm.TaskManager, sched: Identity, task_id: str, now: float) -> No
     """`sched` sends `w` task `task_id` to run: an echo of 1, within 5 s."""
     task = {"id": task_id, "driver": "echo", "model": None, "input": 1, "timeout": 5.0}
     w.receive(sched.node_id, wire({"t": "run", "tasks": [task]}), now)
+
+
+def stored_of(run: JobRun) -> dict[str, StoredTask]:
+    """What a store holds of `run`'s tasks: states, workers, prices, and each result (its
+    output, as MessagePack, with its receipt)."""
+    return {
+        k: StoredTask(
+            k,
+            t.state.value,
+            t.worker,
+            t.price,
+            t.attempts,
+            t.error,
+            t.since,
+            encode(t.output) if t.receipt is not None else None,
+            t.receipt,
+            None,
+        )
+        for k, t in run.tasks.items()
+    }

@@ -10,30 +10,12 @@ from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import JobRun, Spooled
 from p2psched.store import StoredTask
 from p2psched.worker import manager as wm
-from tests.harness.net import Net, ad, make_net, spec
+from tests.harness.net import Net, ad, make_net, spec, stored_of
 
 S = TaskState
 
 
-def snapshot(run: JobRun) -> dict[str, StoredTask]:
-    """The tasks as the store would hold them (states, workers, prices, results)."""
-    from p2psched.wire.codec import encode
-
-    return {
-        k: StoredTask(
-            k,
-            t.state.value,
-            t.worker,
-            t.price,
-            t.attempts,
-            t.error,
-            t.since,
-            encode(t.output) if t.state == S.COMPLETED else None,
-            t.receipt,
-            None,
-        )
-        for k, t in run.tasks.items()
-    }
+snapshot = stored_of
 
 
 def restarted(

@@ -15,7 +15,7 @@ from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import DispatchConfig, JobRun, VerifyPolicy
 from p2psched.scheduler.run.agreement import json_agree, sample_rate
 from p2psched.worker import manager as wm
-from tests.harness.net import Net, ad, spec
+from tests.harness.net import Net, ad, spec, stored_of
 
 S = TaskState
 
@@ -277,8 +277,6 @@ def test_a_restarted_scheduler_judges_the_results_that_waited() -> None:
     """Two of three copies in (verifying) and the third's worker gone: restarted from its
     store, the job holds their money again, runs the third copy anew, and keeps the result
     once it agrees; a copy beyond the replicas (from a disagreement) comes back too."""
-    from p2psched.store import StoredTask
-    from p2psched.wire.codec import encode
 
     sched = Identity.generate()
     ids = [Identity.generate() for _ in range(4)]
@@ -292,21 +290,7 @@ def test_a_restarted_scheduler_judges_the_results_that_waited() -> None:
         net.workers[wid].finished(peer, task["id"], {"out": task["input"]}, None, net.now)
     net.pump()
     assert sorted(t.state.value for t in run.tasks.values()) == ["sent", "verifying", "verifying"]
-    stored = {
-        k: StoredTask(
-            k,
-            t.state.value,
-            t.worker,
-            t.price,
-            t.attempts,
-            t.error,
-            t.since,
-            encode(t.output) if t.receipt is not None else None,
-            t.receipt,
-            None,
-        )
-        for k, t in run.tasks.items()
-    }
+    stored = stored_of(run)
     again = JobRun(sched, "job", [spec(0)], mtr=1.0, now=net.now, verify=policy, durable=True)
     again.journal.clear()
     again.restore(stored, lambda w: ("127.0.0.1:1",), net.now)
@@ -461,28 +445,6 @@ def test_a_copy_not_needed_whose_result_comes_late_is_paid_only_if_it_agrees(thi
     else:
         assert run.spent == pytest.approx(0.02)  # the two that agree, not the made-up one
         assert run.views.disputes(late) == 1
-
-
-def stored_of(run: JobRun) -> dict[str, Any]:
-    """What a store holds of `run`'s tasks (a result row with each receipt)."""
-    from p2psched.store import StoredTask
-    from p2psched.wire.codec import encode
-
-    return {
-        k: StoredTask(
-            k,
-            t.state.value,
-            t.worker,
-            t.price,
-            t.attempts,
-            t.error,
-            t.since,
-            encode(t.output) if t.receipt is not None else None,
-            t.receipt,
-            None,
-        )
-        for k, t in run.tasks.items()
-    }
 
 
 def test_a_restart_pays_no_result_that_was_cancelled_while_it_waited_for_its_copies() -> None:
