@@ -50,7 +50,7 @@ from p2psched.wire.schema import SchemaError
 
 INTERVAL_S = 600.0  # one challenge per scheduler this often, at most (`[worker]` may say)
 KEEP_S = 120.0  # a product waits this long for its rows to be opened
-MAX_KEPT = 4  # trees waiting for their rows to be opened (up to 17 MiB each), the oldest dropped
+MAX_KEPT = 4  # trees waiting for rows to be opened (up to ~40 MB each), the oldest dropped
 
 
 @dataclass(frozen=True, slots=True)

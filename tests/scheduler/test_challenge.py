@@ -13,10 +13,13 @@ import pytest
 from p2psched.identity import Identity
 from p2psched.resources.challenge import (
     SLOW_FACTOR,
+    TARGET_S,
     Matrices,
     MerkleTree,
     fixed_seconds,
+    flops,
     row_bytes,
+    size_for,
 )
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.challenge import CapacityChallenge, challenge_job
@@ -312,3 +315,23 @@ def test_rows_to_open_are_within_the_product_and_the_bound() -> None:
 
 def replace_rows(m: ChallengeRows, **fields: object) -> ChallengeRows:
     return msgspec.structs.replace(m, **fields)
+
+
+def test_a_64_core_claim_is_sized_in_rounds_and_fails_at_the_pace_of_2_cores() -> None:
+    """Sized by the claim (`Dispatcher.challenge`'s rule): 64 cores at 16 GFLOP/s get 22
+    rounds of 4096 x 4096 (~3 s by the ad, 24 s allowed); a root at 2 cores' pace (32 GFLOP/s:
+    4.3 s a round, 94 s) fails on time, at the pace of what it claims it passes."""
+    many = Profile(cpu_model="x", cpu_cores=64, ram_gb=1.0, min_price=0.25)
+    n, rounds = size_for(many, TARGET_S)
+    assert (n, rounds) == (4096, 22)
+    at_2_cores = rounds * flops(n) / 32e9
+    slow = start(n=n, rows=8, profile=many, rounds=rounds)
+    assert slow.limit_s < at_2_cores / 3
+    slow.tick(T0 + slow.limit_s)
+    v = slow.verdict
+    assert v is not None and not v.passed and not v.refused and v.rounds == 22
+    assert "for 22 4096x4096 products: it overstates its capacity" in str(v.reason)
+    honest = start(n=n, rows=8, profile=many, rounds=rounds)
+    honest.receive(ChallengeRoot(7, b"r" * 32, honest.expected_s), T0 + honest.expected_s)
+    assert honest.verdict is None  # (its rows opened next)
+    assert isinstance(honest.actions()[-1].message, ChallengeOpen)
