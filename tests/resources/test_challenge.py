@@ -120,15 +120,20 @@ def test_the_size_for_a_target_time_stays_within_bounds() -> None:
 
 
 def test_a_claim_beyond_one_largest_product_is_sized_in_rounds_of_it() -> None:
-    """64 cores claimed: one 4096 x 4096 product is 0.13 s of it, so 22 rounds make ~3 s; the
-    limit counts each round's fixed work once, not `SLOW_FACTOR` times."""
+    """64 cores claimed: one 4096 x 4096 product is 0.13 s of it, so 22 rounds make ~3 s; a
+    CPU ad's limit leaves the rounds' fixed work in the factor's slack, a GPU ad's counts it
+    once, not `SLOW_FACTOR` times."""
     many = Profile(cpu_model="x", cpu_cores=64, ram_gb=1.0)
     n, rounds = size_for(many, 3.0)
     assert (n, rounds) == (4096, 22)
     assert expected_seconds(many, n, rounds) == pytest.approx(3.0, rel=0.05)
     expected = rounds * flops(n) / (64 * CPU_CORE_GFLOPS * 1e9)
-    assert time_limit(many, n, rounds, 1.0) == pytest.approx(
-        SLOW_FACTOR * expected + fixed_seconds(n, rounds) + 1.0
+    assert time_limit(many, n, rounds, 1.0) == pytest.approx(SLOW_FACTOR * expected + 1.0)
+    gpu = Profile(cpu_model="x", cpu_cores=1, ram_gb=1.0, gpus=(Gpu("NVIDIA A100", 80),))
+    n, rounds = size_for(gpu, 3.0)
+    assert (n, rounds) == (4096, MAX_CHALLENGE_ROUNDS)  # (its fixed work: ~34 s of them)
+    assert time_limit(gpu, n, rounds, 1.0) == pytest.approx(
+        SLOW_FACTOR * expected_seconds(gpu, n, rounds) + fixed_seconds(n, rounds) + 1.0
     )
     assert fixed_seconds(n, 2) == 2 * fixed_seconds(n, 1) > 0
 
