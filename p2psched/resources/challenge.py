@@ -3,9 +3,10 @@ that answers: `rounds` products of n x n matrices from a seed (round j: A_j x B)
 tree over all their rows, the check of one opened row, and the time a worker's ad says the
 products should take.
 
-Owns: how the matrices follow from the seed (SHAKE-256, so any two nodes derive the same ones
-whatever their numpy), the rows' byte form, the tree's hashing, the table of conservative
-compute rates by CPU and GPU model, and how a challenge is sized from an ad.
+Owns: how the matrices follow from the seed and the challenged worker's id (SHAKE-256, so any
+two nodes derive the same ones whatever their numpy), the rows' byte form, the tree's hashing,
+the table of conservative compute rates by CPU and GPU model, and how a challenge is sized
+from an ad.
 Promises: every entry is a small integer (-8..7), so every product entry is an integer of
 magnitude at most 64 n, exact in float32 (and in TF32 inputs with float32 sums) on any device
 and in any summation order: an honest product matches the check bit for bit. Each round's A_j
@@ -55,6 +56,13 @@ def matrix(seed: bytes, n: int, which: bytes, round_: int | None = None) -> Matr
     round's). Each byte of a SHAKE-256 stream gives two entries, its high and its low four
     bits, less 8."""
     return _stream(seed, n, _name(which, round_), n * n).reshape(n, n)
+
+
+def worker_seed(seed: bytes, worker: bytes) -> bytes:
+    """The seed a challenge's matrices come from: the scheduler's fresh `seed` bound to the
+    challenged worker's id, so that no other worker's product (one the challenged worker got
+    computed elsewhere, asking another as a scheduler with the same seed) answers it."""
+    return hashlib.sha256(_DOMAIN + b"/worker" + worker + seed).digest()
 
 
 def row_bytes(row: npt.NDArray[np.generic]) -> bytes:

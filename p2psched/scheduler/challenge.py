@@ -20,7 +20,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from p2psched.identity import Identity
-from p2psched.resources.challenge import Matrices, expected_seconds, time_limit
+from p2psched.resources.challenge import Matrices, expected_seconds, time_limit, worker_seed
 from p2psched.resources.profile import Profile
 from p2psched.store.journal import Charged, Committed, Entry
 from p2psched.wire.deal import Commitment, Receipt, task_id_for
@@ -205,7 +205,7 @@ class CapacityChallenge:
         if len(m.rows) != len(self._opened) or len(m.proofs) != len(self._opened):
             self._end(False, f"it opened {len(m.rows)} rows, not the {len(self._opened)} asked")
             return
-        matrices = Matrices(self.seed, self.n, self.rounds)
+        matrices = Matrices(worker_seed(self.seed, self.worker), self.n, self.rounds)
         for index, row, proof in zip(self._opened, m.rows, m.proofs):
             if (problem := matrices.problem(self._root, index, row, proof)) is not None:
                 self._end(False, f"{problem}: it did not compute the product it committed to")

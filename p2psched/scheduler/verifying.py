@@ -8,7 +8,7 @@ verdict), their timers, and what a verdict changes (the worker's record in `view
 run told).
 Promises: a challenge's messages go to it and to no job's run; a challenge ends (passed, failed
 or refused) by its deadline, or when its link goes; the commitment is journaled before the ask
-is sent.
+is sent; opened rows are checked in a thread, one challenge's at a time, never on the node's.
 """
 
 from __future__ import annotations
@@ -37,10 +37,18 @@ from p2psched.scheduler.run.agreement import json_agree
 from p2psched.scheduler.worker_views import WorkerViews
 from p2psched.store import Store
 from p2psched.store.journal import Entry
-from p2psched.wire.messages import MAX_CHALLENGE_N, MAX_CHALLENGE_ROWS, MIN_CHALLENGE_N, Message
+from p2psched.wire.messages import (
+    MAX_CHALLENGE_N,
+    MAX_CHALLENGE_ROWS,
+    MIN_CHALLENGE_N,
+    ChallengeRows,
+    Message,
+)
 
 log = logging.getLogger(__name__)
 MAX_ADS_KEPT = 10_000  # workers' ads kept for watchers, the least recently refreshed dropped
+# Challenges' opened rows checked at once in the process (two n x n matrices each, in a thread).
+_ROW_CHECKS: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("row_checks")
 
 
 class UnknownWorker(LookupError):
@@ -54,6 +62,7 @@ class Underway:
 
     core: CapacityChallenge | None = None  # None while its link comes up
     kick: trio.Event = field(default_factory=trio.Event)  # an answer came, or the link went
+    heard: list[tuple[Message, float]] = field(default_factory=list)  # answers, when they came
     done: trio.Event = field(default_factory=trio.Event)
     verdict: CapacityVerdict | None = None
 
@@ -240,7 +249,7 @@ class Verifying:
         if underway is None:
             return
         if m is not None and underway.core is not None and underway.core.takes(m):
-            underway.core.receive(m, now)
+            underway.heard.append((m, now))  # (taken by its challenge's task, in turn)
         underway.kick.set()
 
 
@@ -286,7 +295,23 @@ async def _run(
         with trio.move_on_at(trio.current_time() + core.next_deadline() - d.clock()):
             await entry.kick.wait()
         entry.kick = trio.Event()
+        heard, entry.heard = entry.heard, []
+        for m, at in heard:
+            if isinstance(m, ChallengeRows):  # (the matrices and rows: seconds of numpy at n=4096)
+                async with _row_checks():
+                    await trio.to_thread.run_sync(core.receive, m, at)
+            else:
+                core.receive(m, at)
         core.tick(d.clock())
+
+
+def _row_checks() -> trio.CapacityLimiter:
+    """The process's limiter of row checks (one per trio run: a test's runs each have theirs)."""
+    try:
+        return _ROW_CHECKS.get()
+    except LookupError:
+        _ROW_CHECKS.set(limiter := trio.CapacityLimiter(1))
+        return limiter
 
 
 async def _for_jobs(d: _Dispatcher, worker: bytes) -> None:

@@ -152,20 +152,32 @@ class WorkerViews:
         """The workers this node has a record of, least recently seen first."""
         return list(self._views)
 
-    def _touch(self, worker: bytes) -> WorkerView:
+    def _touch(self, worker: bytes, now: float) -> WorkerView:
         v = self._views.get(worker)
         if v is None:
-            v = self._views[worker] = WorkerView(worker)
             self._dropped.pop(worker, None)
-            while len(self._views) > self.max_workers:
-                dropped, _ = self._views.popitem(last=False)
+            while len(self._views) >= self.max_workers:  # (room made before it comes in)
+                dropped = self._drop_one(now)
                 self._dirty.discard(dropped)
                 self._dropped[dropped] = None
                 if len(self._dropped) > self.max_workers:  # (nobody takes them: no store)
                     del self._dropped[next(iter(self._dropped))]
+            v = self._views[worker] = WorkerView(worker)
         else:
             self._views.move_to_end(worker)
         return v
+
+    def _drop_one(self, now: float) -> bytes:
+        """Drop the longest unseen record, passing over those barred (each then counts as
+        seen): forgetting one would lift its bar, and a barred worker, given no tasks, is
+        never seen. The oldest goes if all are barred."""
+        for _ in range(len(self._views)):
+            oldest, v = next(iter(self._views.items()))
+            if v.barred_until is None or now >= v.barred_until:
+                break
+            self._views.move_to_end(oldest)
+        dropped, _ = self._views.popitem(last=False)
+        return dropped
 
     def _decay(self, v: WorkerView, now: float) -> float:
         if self.rate_half_life <= 0 or now <= v.rates_at:
@@ -183,7 +195,7 @@ class WorkerViews:
         self, worker: bytes, model: str | None, run_s: float, task: str, *, now: float
     ) -> None:
         """`worker` ran `task` (of `model`) to a verified result in `run_s` seconds."""
-        v = self._touch(worker)
+        v = self._touch(worker, now)
         self._changed(v, now)
         v.succeeded += 1
         v.consecutive_bad = 0
@@ -204,7 +216,7 @@ class WorkerViews:
         self, worker: bytes, task: str, reason: str, *, now: float, stalled: bool = False
     ) -> None:
         """`task` failed on `worker` (`stalled`: it went silent or timed out)."""
-        v = self._touch(worker)
+        v = self._touch(worker, now)
         self._changed(v, now)
         v.failed += 1
         v.stalls += int(stalled)
@@ -233,14 +245,14 @@ class WorkerViews:
 
     def verified(self, worker: bytes, task: str, *, now: float) -> None:
         """`worker`'s result for `task` agreed with the canonical one."""
-        v = self._touch(worker)
+        v = self._touch(worker, now)
         self._changed(v, now)
         v.verified += 1
         v.clean += 1
 
     def disputed(self, worker: bytes, task: str, reason: str, *, now: float) -> None:
         """`worker`'s result for `task` disagreed with the canonical one (`reason`: how)."""
-        v = self._touch(worker)
+        v = self._touch(worker, now)
         self._changed(v, now)
         v.disputed += 1
         v.clean = 0
@@ -252,13 +264,13 @@ class WorkerViews:
         self, worker: bytes, task: str, claimed_s: float, measured_s: float, *, now: float
     ) -> None:
         """`worker`'s receipt for `task` claimed a run time far from the one measured."""
-        v = self._touch(worker)
+        v = self._touch(worker, now)
         self._changed(v, now)
         v.duration_mismatches += 1
 
     def challenged(self, worker: bytes, passed: bool, reason: str | None, *, now: float) -> None:
         """`worker` passed or failed a capacity challenge (`reason`: why it failed)."""
-        v = self._touch(worker)
+        v = self._touch(worker, now)
         self._changed(v, now)
         v.capacity = "passed" if passed else "failed"
         if passed:
@@ -305,7 +317,7 @@ class WorkerViews:
         """Take back what the store kept (a node restarted), the least recently updated first;
         not marked changed."""
         for r in sorted(records, key=lambda r: r.updated_at):
-            v = self._touch(r.worker)
+            v = self._touch(r.worker, r.updated_at)
             v.succeeded, v.failed, v.stalls = r.succeeded, r.failed, r.stalls
             v.verified, v.disputed, v.clean = r.verified, r.disputed, r.clean
             v.duration_mismatches = r.duration_mismatches

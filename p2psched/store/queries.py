@@ -102,6 +102,22 @@ def _stored_task(row: tuple[Any, ...]) -> StoredTask:
     )
 
 
+# The types of a reputation row as `writes.Batch` writes it (SQLite keeps any type in a column).
+_COUNTS = (
+    "succeeded failed stalls verified disputed clean duration_mismatches challenges_passed "
+    "challenges_failed strikes challenge_strikes"
+).split()
+_REPUTATION_TYPES = " AND ".join(
+    [
+        "typeof(worker) = 'blob'",
+        *(f"typeof({c}) = 'integer'" for c in _COUNTS),
+        "typeof(skip_until) IN ('real', 'integer', 'null')",
+        "typeof(skip_reason) IN ('text', 'null')",
+        "typeof(updated_at) IN ('real', 'integer')",
+    ]
+)
+
+
 class StoreReads:
     """The read side of `Store`, over its connection."""
 
@@ -178,12 +194,13 @@ class StoreReads:
 
     def reputations(self, limit: int) -> list[Reputation]:
         """The workers' records the scheduler kept, the `limit` most recently updated (oldest
-        first), for a restarted node to take back."""
+        first), for a restarted node to take back. A row whose values are not of the types
+        the node writes (edited by hand, damaged) is left out, not taken back to fail later."""
         rows = self._db.execute(
             "SELECT worker, succeeded, failed, stalls, verified, disputed, clean, "
             "duration_mismatches, challenges_passed, challenges_failed, capacity, strikes, "
             "challenge_strikes, skip_until, skip_reason, updated_at FROM reputation "
-            "ORDER BY updated_at DESC LIMIT ?",
+            f"WHERE {_REPUTATION_TYPES} ORDER BY updated_at DESC LIMIT ?",
             (limit,),
         ).fetchall()
         return [Reputation(*row) for row in reversed(rows)]

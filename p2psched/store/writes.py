@@ -178,8 +178,6 @@ class Batch:
         elif type(e) is Issued:
             r = e.receipt
             self.ledger.append(_receipt_row("earned", r, r.scheduler, None, None, e.at))
-        elif type(e) is Judged:
-            pass  # the ledger's verdict column comes with its migration (issue 18's store part)
         else:
             raise TypeError(f"not a journal entry: {e!r}")
 

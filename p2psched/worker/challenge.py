@@ -32,6 +32,7 @@ from p2psched.resources.challenge import (
     flops,
     leaf_hash,
     row_bytes,
+    worker_seed,
 )
 from p2psched.store.journal import Accepted, Entry, Issued
 from p2psched.wire.deal import Receipt
@@ -55,7 +56,8 @@ MAX_KEPT = 4  # trees waiting for rows to be opened (up to ~40 MB each), the old
 
 @dataclass(frozen=True, slots=True)
 class Compute:
-    """Compute the `rounds` products of `seed` (n x n), then call `ChallengeDesk.computed`."""
+    """Compute the `rounds` products of `seed` (n x n; the ask's, bound to this worker:
+    `worker_seed`), then call `ChallengeDesk.computed`."""
 
     peer: bytes
     rid: int
@@ -85,6 +87,9 @@ class ChallengeDesk:
     journal: list[Entry] = field(default_factory=list)
     _last: dict[bytes, float] = field(default_factory=dict)  # scheduler -> when it last asked
     _taken: dict[tuple[bytes, int], _Taken] = field(default_factory=dict)
+    # Products whose thread runs: until `computed`, whatever became of their challenge (its
+    # scheduler gone, kept too long), so that leaving never frees the worker for another.
+    _computing: set[tuple[bytes, int]] = field(default_factory=set)
     _out: list[Send | Compute] = field(default_factory=list)
 
     def actions(self) -> list[Send | Compute]:
@@ -94,7 +99,7 @@ class ChallengeDesk:
     @property
     def computing(self) -> bool:
         """Whether a challenge's product is being computed here."""
-        return any(t.tree is None for t in self._taken.values())
+        return bool(self._computing)
 
     def next_deadline(self) -> float:
         return min((t.since + self.keep_s for t in self._taken.values()), default=math.inf)
@@ -128,6 +133,7 @@ class ChallengeDesk:
     def computed(self, peer: bytes, rid: int, tree: MerkleTree, seconds: float) -> None:
         """The products of a challenge taken from `peer` as `rid`: the tree over their rows,
         and how long they took. Its root goes back."""
+        self._computing.discard((peer, rid))
         taken = self._taken.get((peer, rid))
         if taken is None:  # kept too long (or its scheduler left)
             return
@@ -136,6 +142,14 @@ class ChallengeDesk:
         for key in kept[: max(0, len(kept) - MAX_KEPT)]:  # (in the order they were taken)
             del self._taken[key]
         self._out.append(Send(peer, ChallengeRoot(rid, taken.tree.root, seconds)))
+
+    def not_computed(self, peer: bytes, rid: int, why: str) -> None:
+        """The products of a challenge taken from `peer` as `rid` could not be computed (out
+        of memory, a device error): the challenge is declined, saying why."""
+        self._computing.discard((peer, rid))
+        if self._taken.pop((peer, rid), None) is not None:
+            why = said(f"busy: it could not compute the product: {why}")
+            self._out.append(Send(peer, Decline(rid, why, True)))
 
     def disconnected(self, peer: bytes) -> None:
         for key in [k for k in self._taken if k[0] == peer]:
@@ -180,9 +194,11 @@ class ChallengeDesk:
             return
         self._last[peer] = now
         self._taken[(peer, m.rid)] = _Taken(m, now)
+        self._computing.add((peer, m.rid))
         if self.durable:
             self.journal.append(Accepted(c, public_key, now))
-        self._out.append(Compute(peer, m.rid, m.seed, m.n, m.rounds))
+        seed = worker_seed(m.seed, self.identity.node_id)  # (this worker's, none other's)
+        self._out.append(Compute(peer, m.rid, seed, m.n, m.rounds))
 
     def _on_open(self, peer: bytes, m: ChallengeOpen, now: float) -> None:
         taken = self._taken.get((peer, m.rid))
@@ -210,7 +226,8 @@ class ChallengeDesk:
         ).signed(self.identity)
         if self.durable:
             self.journal.append(Issued(receipt, now))
-        matrices = Matrices(taken.ask.seed, n, rounds)  # (each row again, in O(n^2))
+        seed = worker_seed(taken.ask.seed, self.identity.node_id)
+        matrices = Matrices(seed, n, rounds)  # (each row again, in O(n^2))
         rows = [matrices.row(i) for i in m.rows]
         proofs = [taken.tree.proof(i) for i in m.rows]
         self._out.append(Send(peer, ChallengeRows(m.rid, rows, proofs, receipt)))

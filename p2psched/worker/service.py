@@ -300,9 +300,14 @@ class WorkerService:
 
     async def _compute(self, ask: Compute) -> None:
         # (in a thread: seconds of numpy must not stall the channels and the timers)
-        tree, seconds = await trio.to_thread.run_sync(
-            functools.partial(compute_products, ask.seed, ask.n, ask.rounds, gpu=self.gpu),
-            abandon_on_cancel=True,
-        )
-        self.challenges.computed(ask.peer, ask.rid, tree, seconds)
+        try:
+            tree, seconds = await trio.to_thread.run_sync(
+                functools.partial(compute_products, ask.seed, ask.n, ask.rounds, gpu=self.gpu),
+                abandon_on_cancel=True,
+            )
+        except Exception as e:  # (out of memory, a GPU's error: the challenge's, not the worker's)
+            log.warning("capacity challenge %d: product not computed: %r", ask.rid, e)
+            self.challenges.not_computed(ask.peer, ask.rid, repr(e))
+        else:
+            self.challenges.computed(ask.peer, ask.rid, tree, seconds)
         self._flush()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -20,7 +21,7 @@ import trio
 
 from p2psched.gate.client import open_worker_channel
 from p2psched.identity import Identity
-from p2psched.resources.challenge import Matrices, MerkleTree, row_bytes
+from p2psched.resources.challenge import Matrices, MerkleTree, row_bytes, worker_seed
 from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.ads import WorkerAd
@@ -142,7 +143,7 @@ async def test_a_worker_that_computes_only_some_rows_is_caught_over_a_real_chann
         while True:
             m = parse(await channel.receive_frame())
             if isinstance(m, ChallengeAsk):
-                matrices = Matrices(m.seed, m.n, m.rounds)
+                matrices = Matrices(worker_seed(m.seed, me.node_id), m.n, m.rounds)
                 rows = [row_bytes(r) for j in range(m.rounds) for r in matrices.a(j) @ matrices.b]
                 kept = [r if i % 10 == 0 else bytes(len(r)) for i, r in enumerate(rows)]
                 root = MerkleTree.of_rows(kept).root
@@ -312,3 +313,61 @@ def test_a_job_that_wants_capacity_proved_runs_once_the_worker_passed(tmp_path: 
     assert paid[f"challenge-{worker.hex()[:16]}"] == (0.25, 1)
     assert [v for k, v in paid.items() if k.startswith("proved-")] == [(0.5, 2)]
     assert ledger["problems"] == []
+
+
+async def test_a_product_the_worker_cannot_compute_is_declined_and_the_worker_serves_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # compute_products raising (a MemoryError for n=4096's three 64 MiB matrices on a small
+    # machine) escaped the worker's nursery: any scheduler's ask stopped the worker.
+    def no_memory(seed: bytes, n: int, rounds: int, *, gpu: bool) -> tuple[MerkleTree, float]:
+        raise MemoryError()
+
+    worker = Identity.generate()
+    manager = TaskManager(worker, slots=1, price=0.5)
+    service = WorkerService(
+        worker, manager, {"echo": EchoDriver()}, challenges=ChallengeDesk(worker)
+    )
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(service.serve)
+        first = await dispatcher_for(nursery, worker, address)
+        with monkeypatch.context() as patch, trio.fail_after(30):
+            patch.setattr("p2psched.worker.service.compute_products", no_memory)
+            v = await first.challenge(worker.node_id, n=64)
+        assert v.refused and not v.passed and "could not compute the product" in str(v.reason), v
+        second = await dispatcher_for(nursery, worker, address)
+        with trio.fail_after(30):
+            again = await second.challenge(worker.node_id, n=64)
+        assert again.passed, again
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_scheduler_serves_on_while_it_checks_the_opened_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Checking rows derives both matrices (about a second at n=4096) and a product row per
+    # row opened: done on the trio thread, it stalled the whole node (every job's channels,
+    # the DHT, the API) for each challenge, which any worker ad claiming a GPU brings about.
+    checking, served = threading.Event(), threading.Event()
+    problem, waited = Matrices.problem, []
+
+    def watched(m: Matrices, root: bytes, index: int, row: bytes, proof: list[bytes]) -> str | None:
+        # (the scheduler's check of each row: the worker recomputes rows, checks none)
+        checking.set()
+        waited.append(served.wait(5))  # (at once True when the node goes on serving meanwhile)
+        return problem(m, root, index, row, proof)
+
+    async def serving() -> None:
+        while True:
+            await trio.sleep(0.01)
+            if checking.is_set():
+                served.set()
+
+    async with honest_worker() as (dispatcher, worker), trio.open_nursery() as nursery:
+        nursery.start_soon(serving)
+        monkeypatch.setattr(Matrices, "problem", watched)
+        with trio.fail_after(30):
+            v = await dispatcher.challenge(worker.node_id, n=64)
+        assert v.passed, v
+        assert waited == [True] * 8  # (a row each)
+        nursery.cancel_scope.cancel()

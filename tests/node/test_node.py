@@ -4,6 +4,7 @@ workers outlive a restart."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import trio
@@ -101,3 +102,28 @@ async def test_a_node_remembers_the_workers_records_its_scheduler_kept_across_a_
         assert views.disputes(liar) == 1 and views.skipped(liar, now)
         assert "t1 was disputed" in (views.barred(liar, now) or "")
         assert views.capacity(honest) == "passed" and not views.skipped(honest, now)
+
+
+async def test_a_node_starts_with_a_damaged_reputation_row_and_keeps_the_others(
+    tmp_path: Path,
+) -> None:
+    # A row no node writes (a value of another type: edited by hand, or damaged) was taken
+    # back as it was: a text among the times made sorting them fail, and the node with it.
+    me, liar = Identity.generate(), b"\x11" * 32
+    async with open_node(me, tmp_path / "n") as node:
+        node.jobs.dispatcher.views.disputed(liar, "t1", "differs", now=node.dht.now())
+        node.jobs.dispatcher.record([])
+        path = node.store.path
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        for worker, updated_at, skip_until in ((b"\x22" * 32, "x", None), (b"\x33" * 32, 1.0, "y")):
+            db.execute(
+                "INSERT INTO reputation VALUES (?, 0, 0, 0, 0, 0, 0, 0, 0, 0, 'unknown', 0, 0, ?, "
+                "NULL, ?)",
+                (worker, skip_until, updated_at),
+            )
+    finally:
+        db.close()
+    async with open_node(me, tmp_path / "n") as again:
+        views, now = again.jobs.dispatcher.views, again.dht.now()
+        assert views.skipped(liar, now) and views.workers() == [liar]

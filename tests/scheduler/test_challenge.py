@@ -23,7 +23,7 @@ from p2psched.resources.challenge import (
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.challenge import CapacityChallenge, challenge_job
 from p2psched.store.journal import Accepted, Charged, Committed, Issued
-from p2psched.wire.deal import Receipt
+from p2psched.wire.deal import Commitment, Receipt
 from p2psched.wire.messages import (
     ChallengeAsk,
     ChallengeOpen,
@@ -334,3 +334,52 @@ def test_a_64_core_claim_is_sized_in_rounds_and_fails_at_the_pace_of_2_cores() -
     honest.receive(ChallengeRoot(7, b"r" * 32, honest.expected_s), T0 + honest.expected_s)
     assert honest.verdict is None  # (its rows opened next)
     assert isinstance(honest.actions()[-1].message, ChallengeOpen)
+
+
+def test_a_worker_cannot_pass_on_another_workers_product() -> None:
+    # A liar (no GPU, or no time) challenges an honest worker itself, as a scheduler, with
+    # the seed and n it was sent, opens the rows it is asked for there, and answers with the
+    # honest worker's root, rows and proofs under a receipt of its own: it passed, as having
+    # computed what someone else did. The matrices now follow from the seed and the
+    # challenged worker's id, so the honest worker computes a product of its own.
+    liar, honest_worker = WORKER, Identity.generate()
+    core = start()
+    (ask,) = [wire(s.message) for s in core.actions()]
+    assert isinstance(ask, ChallengeAsk)
+    desk = ChallengeDesk(honest_worker)
+    relayed = Commitment(
+        scheduler=liar.node_id,
+        worker=honest_worker.node_id,
+        job="relay",
+        tasks=["relay/1"],
+        price=1.0,
+        issued_at=T0,
+    ).signed(liar)
+    desk.receive(liar.node_id, liar.public_key, ChallengeAsk(1, ask.seed, ask.n, relayed), T0)
+    (compute,) = desk.actions()
+    assert isinstance(compute, Compute)
+    rows = honest(compute.seed, compute.n, compute.rounds)
+    desk.computed(liar.node_id, 1, MerkleTree.of_rows(rows), 0.01)
+    (root,) = desk.actions()
+    assert isinstance(root.message, ChallengeRoot)
+    core.receive(wire(ChallengeRoot(ask.rid, root.message.root, 0.01)), T0 + 0.1)
+    (opened,) = [wire(s.message) for s in core.actions()]
+    assert isinstance(opened, ChallengeOpen)
+    desk.receive(liar.node_id, liar.public_key, ChallengeOpen(1, opened.rows), T0 + 0.2)
+    (answer,) = desk.actions()
+    assert isinstance(answer.message, ChallengeRows)
+    receipt = Receipt(
+        worker=liar.node_id,
+        scheduler=SCHEDULER.node_id,
+        job=core.commitment.job,
+        task=core.commitment.tasks[0],
+        ok=True,
+        result_hash=root.message.root,
+        duration=0.01,
+        price=core.commitment.price,
+        finished_at=T0 + 0.2,
+    ).signed(liar)
+    rows = ChallengeRows(ask.rid, answer.message.rows, answer.message.proofs, receipt)
+    core.receive(wire(rows), T0 + 0.3)
+    v = core.verdict
+    assert v is not None and not v.passed and "did not compute the product" in str(v.reason), v

@@ -173,8 +173,8 @@ def test_changes_are_handed_out_once_each_and_load_back_the_same() -> None:
     again.load([r for r in changed if isinstance(r, Reputation)])
     assert again.view(A, 20.0)["reputation"] == views.view(A, 20.0)["reputation"]
     assert again.skipped(A, 20.0) and again.disputes(A) == 1 and again.changed() == []
-    views.failed(b"\xcc" * 32, "t", "x", now=13.0)  # past max_workers: A, the oldest, goes
-    assert Forgotten(A) in views.changed()
+    views.failed(b"\xcc" * 32, "t", "x", now=13.0)  # past max_workers: B goes (A is barred)
+    assert Forgotten(B) in views.changed()
 
 
 def test_changes_nobody_takes_stay_within_max_workers() -> None:
@@ -184,3 +184,26 @@ def test_changes_nobody_takes_stay_within_max_workers() -> None:
     changed = views.changed()
     assert sum(isinstance(c, Forgotten) for c in changed) == 2
     assert sum(isinstance(c, Reputation) for c in changed) == 2
+
+
+def test_new_workers_do_not_push_a_barred_one_out_of_the_records_while_its_bar_runs() -> None:
+    # Dropping the longest-unseen record forgot its bar: a barred worker is never seen (it
+    # gets no tasks), so enough other workers (fresh identities cost nothing) lifted it early.
+    views = WorkerViews(max_workers=3, rules=ReputationRules(max_disputes=1, skip_s=1000.0))
+    views.disputed(A, "t", "differs", now=0.0)
+    for i in range(10):
+        views.failed(bytes([i]) * 32, "t", "x", now=1.0 + i)
+    assert len(views) == 3
+    assert views.skipped(A, 20.0) and "t was disputed" in (views.barred(A, 20.0) or "")
+    assert all(not isinstance(c, Forgotten) or c.worker != A for c in views.changed())
+    views.failed(B, "t", "x", now=1000.0)  # its bar over: it may go like any other
+    views.failed(b"\xcc" * 32, "t", "x", now=1001.0)
+    assert A not in views and len(views) == 3
+
+
+def test_when_every_record_is_barred_the_oldest_still_goes() -> None:
+    views = WorkerViews(max_workers=2, rules=ReputationRules(max_disputes=1, skip_s=1000.0))
+    views.disputed(A, "t", "differs", now=0.0)
+    views.disputed(B, "t", "differs", now=1.0)
+    views.failed(b"\xcc" * 32, "t", "x", now=2.0)
+    assert A not in views and B in views and b"\xcc" * 32 in views

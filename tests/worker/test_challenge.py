@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from p2psched.identity import Identity
-from p2psched.resources.challenge import Matrices, MerkleTree
+from p2psched.resources.challenge import Matrices, MerkleTree, worker_seed
 from p2psched.wire.deal import Commitment
 from p2psched.wire.messages import (
     ChallengeAsk,
@@ -85,6 +85,24 @@ def test_one_product_is_computed_at_a_time() -> None:
     assert d.busy and "computing another capacity challenge" in d.reason
 
 
+def test_a_product_still_computing_counts_after_its_scheduler_left_or_it_expired() -> None:
+    # A scheduler that asks then hangs up (or whose product outlives keep_s) leaves the thread
+    # computing: another ask must wait for it, or a crowd of identities asking and hanging up
+    # runs as many products at once (each up to three 64 MiB matrices).
+    desk = ChallengeDesk(WORKER, keep_s=60.0)
+    assert isinstance(receive(desk, ask(1), 0.0)[0], Compute)
+    desk.disconnected(SCHEDULER.node_id)
+    d = declined(receive(desk, ask(2, by=OTHER), 1.0, by=OTHER))
+    assert d.busy and "computing another capacity challenge" in d.reason
+    desk.computed(SCHEDULER.node_id, 1, NO_ROWS, 0.1)  # its thread ends: no root for it
+    assert desk.actions() == []
+    assert isinstance(receive(desk, ask(3, by=OTHER), 2.0, by=OTHER)[0], Compute)
+    desk.tick(100.0)  # kept past keep_s, still computing
+    third = Identity.generate()
+    d = declined(receive(desk, ask(4, by=third), 100.0, by=third))
+    assert d.busy and "computing another capacity challenge" in d.reason
+
+
 @pytest.mark.parametrize(
     ("m", "kw", "said"),
     [
@@ -118,7 +136,7 @@ def test_it_opens_the_rows_asked_with_proofs_and_a_receipt_over_its_root() -> No
     (answer,) = receive(desk, ChallengeOpen(1, opened), 1.0)
     m = answer.message
     assert isinstance(m, ChallengeRows)
-    checks = Matrices(SEED, 32, rounds=3)
+    checks = Matrices(worker_seed(SEED, WORKER.node_id), 32, rounds=3)  # (bound to this worker)
     for i, row, proof in zip(opened, m.rows, m.proofs):
         assert checks.problem(root.message.root, i, row, proof) is None
     assert m.receipt.verify(WORKER.public_key) and m.receipt.result_hash == root.message.root
