@@ -134,7 +134,9 @@ def cmd_challenge(args: argparse.Namespace) -> None:
         )
         measured, claimed = got["measured_s"], got["claimed_s"]
         print(
-            f"{got['n']}x{got['n']} product, {got['rows']} rows checked; its ad implies "
+            (f"{got['rounds']} " if got["rounds"] > 1 else "")
+            + f"{got['n']}x{got['n']} product{'s' if got['rounds'] > 1 else ''}, "
+            f"{got['rows']} rows checked; its ad implies "
             f"{got['expected_s']:.3g} s (limit {got['limit_s']:.3g} s)"
             + (f", root after {measured:.3g} s" if measured is not None else "")
             + (f" (it says {claimed:.3g} s)" if claimed is not None else "")
@@ -299,8 +301,9 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
         ],
         parents=[common],
         more=f"{WORKER} stands for a worker's node id (64 hex digits, as `p2psched workers "
-        "--json` shows it). The node running on --data-dir sends it a seed; it multiplies two "
-        "n x n matrices made from it, commits to the product's Merkle root, then opens --rows "
+        "--json` shows it). The node running on --data-dir sends it a seed; it multiplies "
+        "n x n matrices made from it (in rounds, as many as its claim needs, without --n), "
+        "commits to the products' Merkle root, then opens --rows "
         "rows picked at random, each checked with its proof, and its time against what its "
         "ad claims. Paid at its price if it passes; exit status 1 if it did not. "
         "(README: Proof of claimed capacity)",

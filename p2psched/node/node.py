@@ -33,6 +33,7 @@ from p2psched.home import running_in
 from p2psched.identity import Identity
 from p2psched.logs import naming_node
 from p2psched.node.config import GATEWAY_MAX_PRICE, ModelTable
+from p2psched.resources.challenge import claimed_gflops
 from p2psched.resources.detect import Detected, detect, sample_load
 from p2psched.resources.need import AD_TTL
 from p2psched.scheduler.ads import check_ad_record
@@ -304,6 +305,7 @@ async def _start_worker(
         ),
         gpu=bool(config.gpus(detected)),
     )
+    service.challenges.gflops = claimed_gflops(config.profile(detected))  # (none it cannot do)
     host, udp_port = node.dht.address
     listen = reachability != "private"
     try:  # the same port number as the DHT's, for operators who open one port in a firewall

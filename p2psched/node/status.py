@@ -471,6 +471,7 @@ class NodeFacade(ModelRequests):
             refused=v.refused,
             reason=v.reason,
             n=v.n,
+            rounds=v.rounds,
             rows=v.rows,
             expected_s=v.expected_s,
             limit_s=v.limit_s,

@@ -1,14 +1,15 @@
-"""A capacity challenge, the scheduler's side, sans-I/O: asks a worker to multiply two n x n
-matrices from a fresh seed, times its Merkle root against what its ad claims, opens k rows
-picked at random once the root is in, and checks each in O(n^2) with its proof.
+"""A capacity challenge, the scheduler's side, sans-I/O: asks a worker for `rounds` products of
+n x n matrices from a fresh seed, times its Merkle root against what its ad claims, opens k
+rows picked at random once the root is in (spread over the rounds: every round when k is at
+least their number), and checks each in O(n^2) with its proof.
 
 Owns: one challenge's seed, its commitment (one task, at the worker's price, signed), its
 deadlines, the rows it picks, and its `CapacityVerdict`.
 Promises: it passes only if the root came within `SLOW_FACTOR` times what the ad implies
-(plus `grace_s` for the network and the hashing), every opened row is that row of the product
-and proves its way to the root, and the receipt is the worker's, for this challenge, over that
-root, at no more than was committed; only then is the receipt journaled as paid (`Charged`,
-no result kept). Messages and `now` in; `actions()` and `next_deadline()` out.
+(plus the rounds' fixed work, and `grace_s` for the network), every opened row is that row of
+its round's product and proves its way to the root, and the receipt is the worker's, for this
+challenge, over that root, at no more than was committed; only then is the receipt journaled
+as paid (`Charged`, no result kept). Messages and `now` in; `actions()` and `next_deadline()` out.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import secrets
 from dataclasses import dataclass, field
 
 from p2psched.identity import Identity
-from p2psched.resources.challenge import SLOW_FACTOR, Matrices, expected_seconds, worker_seed
+from p2psched.resources.challenge import Matrices, expected_seconds, time_limit, worker_seed
 from p2psched.resources.profile import Profile
 from p2psched.store.journal import Charged, Committed, Entry
 from p2psched.wire.deal import Commitment, Receipt, task_id_for
 from p2psched.wire.messages import (
+    MAX_CHALLENGE_ROUNDS,
     MAX_CHALLENGE_ROWS,
     ChallengeAsk,
     ChallengeOpen,
@@ -37,7 +39,7 @@ from p2psched.wire.messages import (
 
 DEFAULT_N = 512
 DEFAULT_ROWS = 8
-GRACE_S = 2.0  # added to the time limit: the network, deriving the matrices, hashing the rows
+GRACE_S = 1.0  # added to the time limit for the network (the fixed work is counted apart)
 OPEN_S = 10.0  # for the opened rows to come back (no computing: sending, at most 1 MiB)
 
 
@@ -57,12 +59,13 @@ class CapacityVerdict:
     reason: str | None  # why it failed or was refused
     n: int
     rows: int
-    expected_s: float  # what the worker's ad implies the product takes
+    expected_s: float  # what the worker's ad implies the products take
     limit_s: float  # the most its root could take to pass
     measured_s: float | None  # from the ask to the root, as this scheduler saw it
-    claimed_s: float | None  # what the worker said the product took
+    claimed_s: float | None  # what the worker said the products took
     price: float
     refused: bool = False
+    rounds: int = 1
 
 
 @dataclass(slots=True)
@@ -77,6 +80,7 @@ class CapacityChallenge:
     now: float
     n: int = DEFAULT_N
     rows: int = DEFAULT_ROWS
+    rounds: int = 1
     grace_s: float = GRACE_S
     rng: random.Random = field(default_factory=random.SystemRandom)
     seed: bytes = field(default_factory=lambda: secrets.token_bytes(32))
@@ -93,10 +97,12 @@ class CapacityChallenge:
     commitment: Commitment = field(init=False)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.rows <= min(self.n, MAX_CHALLENGE_ROWS):
-            raise ValueError(f"rows: between 1 and {min(self.n, MAX_CHALLENGE_ROWS)}")
-        self.expected_s = expected_seconds(self.profile, self.n)
-        self.limit_s = SLOW_FACTOR * self.expected_s + self.grace_s
+        if not 1 <= self.rounds <= MAX_CHALLENGE_ROUNDS:
+            raise ValueError(f"rounds: between 1 and {MAX_CHALLENGE_ROUNDS}")
+        if not 1 <= self.rows <= min(self.rounds * self.n, MAX_CHALLENGE_ROWS):
+            raise ValueError(f"rows: between 1 and {min(self.rounds * self.n, MAX_CHALLENGE_ROWS)}")
+        self.expected_s = expected_seconds(self.profile, self.n, self.rounds)
+        self.limit_s = time_limit(self.profile, self.n, self.rounds, self.grace_s)
         job = challenge_job(self.worker)
         self.commitment = Commitment(
             scheduler=self.identity.node_id,
@@ -109,7 +115,10 @@ class CapacityChallenge:
         self.journal.append(Committed(self.commitment, (), self.now))
         self._deadline = self.now + self.limit_s
         self._out.append(
-            Send(self.worker, ChallengeAsk(self.rid, self.seed, self.n, self.commitment))
+            Send(
+                self.worker,
+                ChallengeAsk(self.rid, self.seed, self.n, self.commitment, self.rounds),
+            )
         )
 
     def actions(self) -> list[Send]:
@@ -143,7 +152,7 @@ class CapacityChallenge:
                 self._end(
                     False,
                     f"no product root within {self.limit_s:.3g} s: its ad implies "
-                    f"{self.expected_s:.3g} s for a {self.n}x{self.n} product",
+                    f"{self.expected_s:.3g} s for {self._products}: it overstates its capacity",
                 )
             else:
                 self._end(False, f"the opened rows did not come within {OPEN_S:g} s")
@@ -163,13 +172,31 @@ class CapacityChallenge:
             return
         self._root = m.root
         # Picked only now: a worker that knew them could compute those rows alone.
-        self._opened = self.rng.sample(range(self.n), self.rows)
+        self._opened = self._pick()
         self._deadline = now + OPEN_S
         self._out.append(Send(self.worker, ChallengeOpen(self.rid, self._opened)))
 
+    def _pick(self) -> list[int]:
+        """`rows` distinct rows, one in each of as many distinct rounds as there are rows (so
+        a round skipped is opened for sure when rows >= rounds), the rest anywhere."""
+        n, rounds = self.n, self.rounds
+        spread = self.rng.sample(range(rounds), min(self.rows, rounds))
+        picked = [j * n + self.rng.randrange(n) for j in spread]
+        chosen = set(picked)
+        while len(picked) < self.rows:
+            if (index := self.rng.randrange(rounds * n)) not in chosen:
+                chosen.add(index)
+                picked.append(index)
+        return picked
+
+    @property
+    def _products(self) -> str:
+        size = f"{self.n}x{self.n}"
+        return f"a {size} product" if self.rounds == 1 else f"{self.rounds} {size} products"
+
     def _slow(self, seconds: float, verb: str) -> str:
         return (
-            f"it {verb} {seconds:.3g} s for a {self.n}x{self.n} product; its ad implies "
+            f"it {verb} {seconds:.3g} s for {self._products}; its ad implies "
             f"{self.expected_s:.3g} s (limit {self.limit_s:.3g} s): it overstates its capacity"
         )
 
@@ -178,7 +205,7 @@ class CapacityChallenge:
         if len(m.rows) != len(self._opened) or len(m.proofs) != len(self._opened):
             self._end(False, f"it opened {len(m.rows)} rows, not the {len(self._opened)} asked")
             return
-        matrices = Matrices.of(worker_seed(self.seed, self.worker), self.n)
+        matrices = Matrices(worker_seed(self.seed, self.worker), self.n, self.rounds)
         for index, row, proof in zip(self._opened, m.rows, m.proofs):
             if (problem := matrices.problem(self._root, index, row, proof)) is not None:
                 self._end(False, f"{problem}: it did not compute the product it committed to")
@@ -214,4 +241,5 @@ class CapacityChallenge:
             self._claimed,
             self.commitment.price,
             refused,
+            self.rounds,
         )

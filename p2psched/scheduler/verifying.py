@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import trio
 
 from p2psched.identity import Identity
-from p2psched.resources.challenge import SLOW_FACTOR, expected_seconds, size_for
+from p2psched.resources.challenge import TARGET_S, size_for, time_limit
 from p2psched.scheduler.ads import WorkerAd
 from p2psched.scheduler.challenge import (
     DEFAULT_ROWS,
@@ -46,7 +46,6 @@ from p2psched.wire.messages import (
 )
 
 log = logging.getLogger(__name__)
-TARGET_S = 3.0  # what a challenge's product should take, by the worker's ad, when n is not given
 MAX_ADS_KEPT = 10_000  # workers' ads kept for watchers, the least recently refreshed dropped
 # Challenges' opened rows checked at once in the process (two n x n matrices each, in a thread).
 _ROW_CHECKS: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("row_checks")
@@ -165,12 +164,14 @@ class Verifying:
         most_s: float = math.inf,
     ) -> CapacityVerdict:
         """Challenge the capacity `worker`'s ad claims (`scheduler.challenge`), over its link
-        (dialled for it if no job has one): an n x n product (`n` None: sized from the ad),
-        `rows` rows opened. One at a time per worker: a call while one runs gets its
-        verdict. A verdict that says anything of its capacity (not a refusal) goes into its
-        record (`views.challenged`), which all the node's jobs read. `UnknownWorker` if no ad
-        of it was found; `ValueError` for `n` or `rows` out of bounds, or an `n` whose product
-        its ad gives more than `most_s` seconds."""
+        (dialled for it if no job has one): one n x n product, or (`n` None) products sized
+        from the ad (`size_for`: n up to 4096, then as many rounds as its claim needs, fewer
+        if their time limit would pass `most_s`), `rows` rows opened. One at a time per
+        worker: a call while one runs gets its verdict. A verdict that says anything of its
+        capacity (not a refusal) goes into its record (`views.challenged`), which all the
+        node's jobs read. `UnknownWorker` if no ad of it was found; `ValueError` for `n` or
+        `rows` out of bounds, or an `n` whose product its ad gives more than `most_s`
+        seconds."""
         running = self._challenges.get(worker)
         if running is not None:
             await running.done.wait()
@@ -182,7 +183,11 @@ class Verifying:
                 f"no ad of worker {worker.hex()} has been found by this node "
                 "(`p2psched workers` lists those it knows)"
             )
-        n = n if n is not None else size_for(ad.profile, TARGET_S)
+        rounds = 1
+        if n is None:
+            n, rounds = size_for(ad.profile, TARGET_S)
+            while rounds > 1 and time_limit(ad.profile, n, rounds, GRACE_S) > most_s:
+                rounds -= 1
         if not MIN_CHALLENGE_N <= n <= MAX_CHALLENGE_N or not 1 <= rows <= min(
             n, MAX_CHALLENGE_ROWS
         ):
@@ -190,14 +195,14 @@ class Verifying:
                 f"n must be {MIN_CHALLENGE_N}..{MAX_CHALLENGE_N} and rows 1..min(n, "
                 f"{MAX_CHALLENGE_ROWS}), not n={n}, rows={rows}"
             )
-        if (limit := SLOW_FACTOR * expected_seconds(ad.profile, n) + GRACE_S) > most_s:
+        if (limit := time_limit(ad.profile, n, rounds, GRACE_S)) > most_s:
             raise ValueError(
                 f"n={n}: its ad gives this worker up to {limit:.0f} s for the product, over "
                 f"the {most_s:g} s a challenge may take here: ask for a smaller n"
             )
         entry = self._challenges[worker] = Underway()
         try:
-            entry.verdict = await _run(self, worker, ad, n, rows, connect_s, entry)
+            entry.verdict = await _run(self, worker, ad, (n, rounds), rows, connect_s, entry)
         finally:
             del self._challenges[worker]
             entry.done.set()
@@ -252,20 +257,31 @@ async def _run(
     d: _Dispatcher,
     worker: bytes,
     ad: WorkerAd,
-    n: int,
+    size: tuple[int, int],  # n, rounds
     rows: int,
     connect_s: float,
     entry: Underway,
 ) -> CapacityVerdict:
+    n, rounds = size
     link: _Link = d._open_link(worker, ad.profile.addresses)
     with trio.move_on_after(connect_s):
         await link.settled.wait()
     if link.public_key is None or link.ended is not None:
         why = link.ended or f"not reached within {connect_s:g} s"
         reason = f"the worker could not be reached: {why}"
-        return CapacityVerdict(worker, False, reason, n, rows, 0.0, 0.0, None, None, 0.0, True)
+        return CapacityVerdict(
+            worker, False, reason, n, rows, 0.0, 0.0, None, None, 0.0, True, rounds
+        )
     core = entry.core = CapacityChallenge(
-        d.identity, worker, link.public_key, ad.profile, next(d.rids), d.clock(), n=n, rows=rows
+        d.identity,
+        worker,
+        link.public_key,
+        ad.profile,
+        next(d.rids),
+        d.clock(),
+        n=n,
+        rows=rows,
+        rounds=rounds,
     )
     while True:
         d.record(core.journal)  # (the commitment before the ask that carries it)

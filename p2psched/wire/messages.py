@@ -55,11 +55,14 @@ InputBytes = Annotated[int, msgspec.Meta(ge=0, le=1 << 40)]
 # The capacity challenge's bounds (its mathematics: `resources.challenge`).
 MIN_CHALLENGE_N = 16
 MAX_CHALLENGE_N = 4096  # three float32 matrices of 64 MiB each on the worker, at most
+MAX_CHALLENGE_ROUNDS = 64  # products one challenge asks for (the worker keeps one at a time)
 MAX_CHALLENGE_ROWS = 64  # rows one challenge opens
-MAX_CHALLENGE_PROOF = (MAX_CHALLENGE_N - 1).bit_length()  # hashes from a row to the root
+MAX_CHALLENGE_LEAVES = MAX_CHALLENGE_ROUNDS * MAX_CHALLENGE_N  # rows of all its products
+MAX_CHALLENGE_PROOF = (MAX_CHALLENGE_LEAVES - 1).bit_length()  # hashes from a row to the root
 ChallengeSize = Annotated[int, msgspec.Meta(ge=MIN_CHALLENGE_N, le=MAX_CHALLENGE_N)]
+ChallengeRounds = Annotated[int, msgspec.Meta(ge=1, le=MAX_CHALLENGE_ROUNDS)]
 Seed = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
-RowIndex = Annotated[int, msgspec.Meta(ge=0, lt=MAX_CHALLENGE_N)]
+RowIndex = Annotated[int, msgspec.Meta(ge=0, lt=MAX_CHALLENGE_LEAVES)]  # round j's row i: j n + i
 ProductRow = Annotated[bytes, msgspec.Meta(max_length=4 * MAX_CHALLENGE_N)]
 Proof = Annotated[list[Hash], msgspec.Meta(max_length=MAX_CHALLENGE_PROOF)]
 
@@ -137,19 +140,21 @@ class Run(_Message, frozen=True, tag="run"):
 
 
 class ChallengeAsk(_Message, frozen=True, tag="challenge?"):
-    """Prove your capacity: multiply the two `n` x `n` matrices of `seed` and answer with
-    the product's Merkle root (`ChallengeRoot`), or decline (`Decline`, busy or not). The
-    `commitment` names one task (the challenge) at the worker's price: it is paid once the
-    rows it opens hold."""
+    """Prove your capacity: compute the `rounds` products of `n` x `n` matrices of `seed`
+    and answer with the Merkle root over all their rows (`ChallengeRoot`), or decline
+    (`Decline`, busy or not). The `commitment` names one task (the challenge) at the worker's
+    price: it is paid once the rows it opens hold."""
 
     rid: RequestId
     seed: Seed
     n: ChallengeSize
     commitment: Commitment
+    rounds: ChallengeRounds = 1
 
 
 class ChallengeOpen(_Message, frozen=True, tag="challenge-open"):
-    """Open these rows of the product committed to (picked once its root came)."""
+    """Open these rows of the products committed to (picked once their root came): row i of
+    round j's product is row j n + i."""
 
     rid: RequestId
     rows: Annotated[list[RowIndex], msgspec.Meta(min_length=1, max_length=MAX_CHALLENGE_ROWS)]

@@ -1,11 +1,13 @@
 """A capacity challenge, the worker's side: `ChallengeDesk` (sans-I/O) decides whether to take
-one, keeps the product's Merkle tree until its rows are opened, and signs the receipt;
-`compute_product` multiplies (numpy on the CPU, or CuPy or PyTorch on a GPU when the ad claims
-one and either is installed with a device).
+one, keeps the products' Merkle tree until their rows are opened (recomputing an opened row
+then), and signs the receipt; `compute_products` multiplies, round by round (numpy on the CPU,
+or CuPy or PyTorch on a GPU when the ad claims one and either is installed with a device).
 
 Owns: which challenges this worker takes (not while it holds tasks, one computed at a time, at
 most one per scheduler per `interval_s`, only under a commitment signed by the scheduler at
-this worker's price), and the products it committed to (`MAX_KEPT`, each for `keep_s`).
+this worker's price, and none its own ad gives over `MOST_WORK_S`), and the trees of the
+products it committed to (`MAX_KEPT`, each for `keep_s`: hashes only, one product's matrices
+in memory at a time).
 Promises: every challenge it takes is journaled (`Accepted`, then `Issued` with its receipt,
 whose `result_hash` is the root it sent), as a task's deal is, so the ledger shows what it
 earned; a declined one is answered with a `Decline` that says why.
@@ -22,7 +24,16 @@ from typing import Any
 import numpy as np
 
 from p2psched.identity import Identity
-from p2psched.resources.challenge import MerkleTree, matrix, row_bytes, worker_seed
+from p2psched.resources.challenge import (
+    CPU_CORE_GFLOPS,
+    MOST_WORK_S,
+    Matrices,
+    MerkleTree,
+    flops,
+    leaf_hash,
+    row_bytes,
+    worker_seed,
+)
 from p2psched.store.journal import Accepted, Entry, Issued
 from p2psched.wire.deal import Receipt
 from p2psched.wire.messages import (
@@ -40,18 +51,19 @@ from p2psched.wire.schema import SchemaError
 
 INTERVAL_S = 600.0  # one challenge per scheduler this often, at most (`[worker]` may say)
 KEEP_S = 120.0  # a product waits this long for its rows to be opened
-MAX_KEPT = 4  # products waiting for their rows (up to 64 MiB each), the oldest dropped
+MAX_KEPT = 4  # trees waiting for rows to be opened (up to ~40 MB each), the oldest dropped
 
 
 @dataclass(frozen=True, slots=True)
 class Compute:
-    """Multiply the matrices of `seed` (n x n; the ask's, bound to this worker: `worker_seed`),
-    then call `ChallengeDesk.computed`."""
+    """Compute the `rounds` products of `seed` (n x n; the ask's, bound to this worker:
+    `worker_seed`), then call `ChallengeDesk.computed`."""
 
     peer: bytes
     rid: int
     seed: bytes
     n: int
+    rounds: int = 1
 
 
 @dataclass(slots=True)
@@ -59,7 +71,6 @@ class _Taken:
     ask: ChallengeAsk
     since: float
     tree: MerkleTree | None = None
-    rows: list[bytes] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -72,6 +83,7 @@ class ChallengeDesk:
     interval_s: float = INTERVAL_S
     keep_s: float = KEEP_S
     durable: bool = False
+    gflops: float = CPU_CORE_GFLOPS  # what this worker's ad implies it computes at
     journal: list[Entry] = field(default_factory=list)
     _last: dict[bytes, float] = field(default_factory=dict)  # scheduler -> when it last asked
     _taken: dict[tuple[bytes, int], _Taken] = field(default_factory=dict)
@@ -118,23 +130,22 @@ class ChallengeDesk:
         else:
             raise SchemaError("t", f"a worker does not take {kind(message)!r} messages")
 
-    def computed(self, peer: bytes, rid: int, rows: list[bytes], seconds: float) -> None:
-        """The product of a challenge taken from `peer` as `rid`: its rows, and how long it
-        took. Its root goes back."""
+    def computed(self, peer: bytes, rid: int, tree: MerkleTree, seconds: float) -> None:
+        """The products of a challenge taken from `peer` as `rid`: the tree over their rows,
+        and how long they took. Its root goes back."""
         self._computing.discard((peer, rid))
         taken = self._taken.get((peer, rid))
         if taken is None:  # kept too long (or its scheduler left)
             return
-        taken.rows, taken.seconds = rows, seconds
-        taken.tree = MerkleTree(rows)
+        taken.tree, taken.seconds = tree, seconds
         kept = [k for k, t in self._taken.items() if t.tree is not None]
         for key in kept[: max(0, len(kept) - MAX_KEPT)]:  # (in the order they were taken)
             del self._taken[key]
         self._out.append(Send(peer, ChallengeRoot(rid, taken.tree.root, seconds)))
 
     def not_computed(self, peer: bytes, rid: int, why: str) -> None:
-        """The product of a challenge taken from `peer` as `rid` could not be computed (out of
-        memory, a device error): the challenge is declined, saying why."""
+        """The products of a challenge taken from `peer` as `rid` could not be computed (out
+        of memory, a device error): the challenge is declined, saying why."""
         self._computing.discard((peer, rid))
         if self._taken.pop((peer, rid), None) is not None:
             why = said(f"busy: it could not compute the product: {why}")
@@ -163,6 +174,11 @@ class ChallengeDesk:
             reason = f"a challenge's commitment names one task, not {len(c.tasks)}"
         elif reason is None and c.price < self.price:
             reason = f"price {c.price:g} is below this worker's minimum {self.price:g}"
+        elif reason is None and (s := m.rounds * flops(m.n) / (self.gflops * 1e9)) > MOST_WORK_S:
+            reason = (
+                f"{m.rounds} products of {m.n}x{m.n} take {s:.0f} s at the rate this worker's "
+                f"ad claims, over the {MOST_WORK_S:g} s it gives a challenge"
+            )
         if reason is None and busy is None:
             if self.computing:
                 busy = "busy: it is computing another capacity challenge"
@@ -182,7 +198,7 @@ class ChallengeDesk:
         if self.durable:
             self.journal.append(Accepted(c, public_key, now))
         seed = worker_seed(m.seed, self.identity.node_id)  # (this worker's, none other's)
-        self._out.append(Compute(peer, m.rid, seed, m.n))
+        self._out.append(Compute(peer, m.rid, seed, m.n, m.rounds))
 
     def _on_open(self, peer: bytes, m: ChallengeOpen, now: float) -> None:
         taken = self._taken.get((peer, m.rid))
@@ -190,9 +206,9 @@ class ChallengeDesk:
             why = "no product of that challenge is kept here (never asked, or kept too long)"
             self._out.append(Send(peer, Decline(m.rid, why, False)))
             return
-        n = taken.ask.n
-        if (bad := next((i for i in m.rows if i >= n), None)) is not None:
-            why = f"row {bad} is out of range: the product has {n} rows"
+        n, rounds = taken.ask.n, taken.ask.rounds
+        if (bad := next((i for i in m.rows if i >= rounds * n), None)) is not None:
+            why = f"row {bad} is out of range: the {rounds} products have {rounds * n} rows"
             self._out.append(Send(peer, Decline(m.rid, why, False)))
             return
         del self._taken[(peer, m.rid)]
@@ -210,22 +226,29 @@ class ChallengeDesk:
         ).signed(self.identity)
         if self.durable:
             self.journal.append(Issued(receipt, now))
-        rows = [taken.rows[i] for i in m.rows]
+        seed = worker_seed(taken.ask.seed, self.identity.node_id)
+        matrices = Matrices(seed, n, rounds)  # (each row again, in O(n^2))
+        rows = [matrices.row(i) for i in m.rows]
         proofs = [taken.tree.proof(i) for i in m.rows]
         self._out.append(Send(peer, ChallengeRows(m.rid, rows, proofs, receipt)))
 
 
-def compute_product(seed: bytes, n: int, *, gpu: bool) -> tuple[list[bytes], float]:
-    """The product's rows (as `resources.challenge.row_bytes`) and the seconds the product
-    took: on a GPU when `gpu` and CuPy or PyTorch finds one, else with numpy. Blocking: run it
-    in a thread."""
-    a, b = matrix(seed, n, b"A"), matrix(seed, n, b"B")
+def compute_products(seed: bytes, n: int, rounds: int, *, gpu: bool) -> tuple[MerkleTree, float]:
+    """The tree over the rows (as `resources.challenge.row_bytes`) of the `rounds` products
+    of `seed`, and the seconds they took with their fixed work: on a GPU when `gpu` and CuPy
+    or PyTorch finds one, else with numpy. Only one product is held at a time: its rows'
+    hashes are kept, not its rows. Blocking: run it in a thread."""
     started = time.perf_counter()
-    product = _on_gpu(a, b) if gpu else None
-    if product is None:
-        product = a @ b
-    seconds = time.perf_counter() - started
-    return [row_bytes(r) for r in product], seconds
+    matrices = Matrices(seed, n, rounds)
+    leaves: list[bytes] = []
+    for j in range(rounds):
+        a = matrices.a(j)
+        product = _on_gpu(a, matrices.b) if gpu else None
+        if product is None:
+            product = a @ matrices.b
+        leaves.extend(leaf_hash(row_bytes(r)) for r in product)
+    tree = MerkleTree(leaves)
+    return tree, time.perf_counter() - started
 
 
 def _on_gpu(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> np.ndarray[Any, Any] | None:

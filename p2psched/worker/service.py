@@ -48,7 +48,7 @@ from p2psched.wire.messages import (
 )
 from p2psched.wire.noise import ChannelError, FrameTooLarge
 from p2psched.wire.schema import SchemaError
-from p2psched.worker.challenge import ChallengeDesk, Compute, compute_product
+from p2psched.worker.challenge import ChallengeDesk, Compute, compute_products
 from p2psched.worker.drivers import Driver, DriverError, DriverTask, open_drivers
 from p2psched.worker.manager import Abort, Start, TaskManager
 
@@ -301,13 +301,13 @@ class WorkerService:
     async def _compute(self, ask: Compute) -> None:
         # (in a thread: seconds of numpy must not stall the channels and the timers)
         try:
-            rows, seconds = await trio.to_thread.run_sync(
-                functools.partial(compute_product, ask.seed, ask.n, gpu=self.gpu),
+            tree, seconds = await trio.to_thread.run_sync(
+                functools.partial(compute_products, ask.seed, ask.n, ask.rounds, gpu=self.gpu),
                 abandon_on_cancel=True,
             )
         except Exception as e:  # (out of memory, a GPU's error: the challenge's, not the worker's)
             log.warning("capacity challenge %d: product not computed: %r", ask.rid, e)
             self.challenges.not_computed(ask.peer, ask.rid, repr(e))
         else:
-            self.challenges.computed(ask.peer, ask.rid, rows, seconds)
+            self.challenges.computed(ask.peer, ask.rid, tree, seconds)
         self._flush()

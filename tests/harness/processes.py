@@ -139,9 +139,11 @@ def gate_and_worker(
         args = ("worker", "join", "--gate", gate, "--config", str(folder / "worker.toml"))
         w = stack.enter_context(process(*args, "--data-dir", str(folder / "w"), home=folder))
         assert w.stdout is not None and w.stderr is not None
-        lines = [w.stdout.readline() for _ in range(6)]  # what it says of itself as it joins
+        lines = [w.stdout.readline()]  # what it says of itself as it joins, to its address
         assert lines[0].startswith("worker "), "".join(lines) + w.stderr.read()
-        address = next(line for line in lines if "tasks on " in line).rsplit("tasks on ", 1)[1]
+        while "tasks on " not in lines[-1] and len(lines) < 12:  # (overrides add a line)
+            lines.append(w.stdout.readline())
+        address = lines[-1].rsplit("tasks on ", 1)[1]
         yield gate, address.strip(), bytes.fromhex(lines[0].split()[1]), w
 
 

@@ -50,6 +50,7 @@ def maps() -> list[dict]:
             "seed": b"s" * 32,
             "n": 512,
             "commitment": commitment.to_wire(),
+            "rounds": 3,
         },
         {"t": "challenge-open", "rid": 5, "rows": [0, 511]},
         {"t": "challenge-root", "rid": 5, "root": b"r" * 32, "seconds": 0.5},
@@ -130,15 +131,29 @@ def challenge_ask(**fields: object) -> dict:
         ),
         ({"t": "challenge-open", "rid": 1, "rows": []}, r"^challenge-open\.rows: .* >= 1"),
         (
-            {"t": "challenge-open", "rid": 1, "rows": [4096]},
-            r"^challenge-open\.rows\[0\]: Expected `int` <= 4095",
+            {"t": "challenge-open", "rid": 1, "rows": [64 * 4096]},
+            r"^challenge-open\.rows\[0\]: Expected `int` <= 262143",
         ),
+        (challenge_ask(rounds=65), r"^challenge\?\.rounds: Expected `int` <= 64"),
+        (challenge_ask(rounds=0), r"^challenge\?\.rounds: Expected `int` >= 1"),
+        (challenge_ask(rounds="2"), r"^challenge\?\.rounds: Expected `int`, got `str`"),
         (
             {"t": "challenge-root", "rid": 1, "root": b"r" * 31, "seconds": 1.0},
             r"^challenge-root\.root: ",
         ),
     ],
-    ids=["n-too-big", "n-too-small", "seed", "rows-too-many", "no-rows", "row-past-n", "root"],
+    ids=[
+        "n-too-big",
+        "n-too-small",
+        "seed",
+        "rows-too-many",
+        "no-rows",
+        "row-past-all-rounds",
+        "rounds-too-many",
+        "no-rounds",
+        "rounds-not-int",
+        "root",
+    ],
 )
 def test_a_challenge_message_out_of_its_bounds_is_refused_naming_its_field(
     message: dict, named: str
@@ -153,8 +168,8 @@ def test_opened_rows_larger_than_the_largest_product_row_are_refused() -> None:
     too_long = rows | {"rows": [b"\0" * (4 * 4096 + 1)], "proofs": [[]]}
     with pytest.raises(SchemaError, match=r"^challenge-rows\.rows\[0\]: .* length <= 16384"):
         parse(msgpack.packb(too_long, use_bin_type=True))
-    deep_proof = rows | {"rows": [b""], "proofs": [[b"h" * 32] * 13]}
-    with pytest.raises(SchemaError, match=r"^challenge-rows\.proofs\[0\]: .* length <= 12"):
+    deep_proof = rows | {"rows": [b""], "proofs": [[b"h" * 32] * 19]}  # 64 rounds of 4096: 18
+    with pytest.raises(SchemaError, match=r"^challenge-rows\.proofs\[0\]: .* length <= 18"):
         parse(msgpack.packb(deep_proof, use_bin_type=True))
     unsigned = rows | {"rows": [], "proofs": [], "receipt": receipt.to_wire()}
     with pytest.raises(SchemaError, match=r"challenge-rows\.receipt\.sig"):
