@@ -137,7 +137,10 @@ class CapacityChallenge:
     def receive(self, message: Message, now: float) -> None:
         if self.verdict is not None:
             return
-        if isinstance(message, Decline):
+        if isinstance(message, Decline) and self._root is not None:
+            # Committed to a root, then would not open it: as good as a made-up root.
+            self._end(False, f"it declined to open the rows of its root: {message.reason}")
+        elif isinstance(message, Decline):
             self._end(False, f"it declined the challenge: {message.reason}", refused=True)
         elif isinstance(message, ChallengeRoot) and self._root is None:
             self._on_root(message, now)

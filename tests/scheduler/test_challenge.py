@@ -295,6 +295,19 @@ def test_a_declined_challenge_is_a_refusal_that_says_nothing_of_capacity() -> No
     assert v is not None and v.refused and not v.passed and busy in str(v.reason)
 
 
+def test_a_decline_after_its_root_is_a_failure_not_a_refusal() -> None:
+    """A worker that commits to a root, then will not open it, fails (else a made-up root,
+    then a decline, would cost it nothing on its record)."""
+    from p2psched.wire.messages import Decline
+
+    core = start()
+    core.receive(ChallengeRoot(7, b"r" * 32, 0.0), T0 + 0.1)
+    core.receive(wire(Decline(7, "busy", True)), T0 + 0.2)
+    v = core.verdict
+    assert v is not None and not v.refused and not v.passed
+    assert "declined to open the rows of its root" in str(v.reason)
+
+
 def test_a_message_out_of_turn_fails_the_challenge() -> None:
     core = start()
     receipt = Receipt(WORKER.node_id, SCHEDULER.node_id, "j", "j/1", True, bytes(32), 0, 0, 0)
