@@ -81,6 +81,7 @@ class Group:
     decided: bool = False
     kept: str | None = None  # the copy whose result the job keeps
     checked: bool = False  # sampled for a check (or replicated): its result was compared
+    no_quorum: bool = False  # it failed because its results never agreed enough
 
 
 def copy_id(base: str, k: int) -> str:

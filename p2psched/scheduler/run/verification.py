@@ -135,7 +135,7 @@ class Verification(Reports):
             "copies": len(extra),
             "checked": sum(g.checked for g in self.groups.values()),
             "disputed": sum(t.state == S.DISPUTED for t in self.tasks.values()),
-            "no_quorum": sum(g.decided and g.kept is None for g in self.groups.values()),
+            "no_quorum": sum(g.no_quorum for g in self.groups.values()),
             "extra_paid": paid_extra,
             "copies_by_state": dict(ended),
         }
@@ -239,6 +239,7 @@ class Verification(Reports):
             n = sum(len(c) for c in g.clusters)
             ended = [self.tasks[c] for c in g.copies if self.tasks[c].state != S.VERIFYING]
             why = max(ended, key=lambda t: t.since).error if n < g.need and ended else None
+            g.no_quorum = True
             self._fail_group(
                 g,
                 f"no {g.need} of its results agreed: {n} results, at most {len(best)} alike, "

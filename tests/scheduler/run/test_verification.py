@@ -127,6 +127,8 @@ def test_no_quorum_fails_the_task_and_pays_none() -> None:
     assert first.error is not None and "no 2 of its results agreed" in first.error
     assert not any(run.views.disputes(w) for w in ids)  # no one is blamed without a quorum
     assert net.settled == ["job-000000"]
+    report = run.verification_report()
+    assert report is not None and report["no_quorum"] == 1
 
 
 def test_a_disagreement_runs_another_copy_that_breaks_the_tie() -> None:
@@ -249,6 +251,7 @@ def test_cancel_ends_a_task_with_its_copies_and_pays_no_unverified_result() -> N
     net.pump()
     assert {t.state for t in run.tasks.values()} == {S.ABORTED}
     assert run.spent == 0 and run.held == 0
+    assert run.verification_report()["no_quorum"] == 0  # type: ignore[index]  # cancelled
     assert run.counts() == {"aborted": 1} and net.settled == ["job-000000"]
     assert run.done
 
