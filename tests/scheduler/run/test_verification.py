@@ -31,9 +31,12 @@ def verified_net(
     seed: int = 1,
     labels: dict[int, tuple[tuple[str, str], ...]] | None = None,
     addresses: dict[int, str] | None = None,
+    hold: bool = False,
+    **run_options: Any,
 ) -> tuple[Net, list[bytes]]:
     """A job of `n_tasks` echo tasks verified by `policy` over `n_workers` workers (one slot
-    each); `liars`: worker index -> what it answers instead of the echo."""
+    each); `liars`: worker index -> what it answers instead of the echo; `hold`: started
+    tasks wait for the test to finish them; `run_options`: more of `JobRun`'s."""
     sched = Identity.generate()
     ids = [Identity.generate() for _ in range(n_workers)]
     prices = prices or [0.01] * n_workers
@@ -42,8 +45,17 @@ def verified_net(
         for i, p in zip(ids, prices, strict=True)
     }
     tasks = [spec(k, retries=retries) for k in range(n_tasks)]
-    run = JobRun(sched, "job", tasks, mtr=1.0, now=1000.0, verify=policy, rng=random.Random(seed))
-    net = Net(run, workers)
+    run = JobRun(
+        sched,
+        "job",
+        tasks,
+        mtr=1.0,
+        now=1000.0,
+        verify=policy,
+        rng=random.Random(seed),
+        **run_options,
+    )
+    net = Net(run, workers, hold=hold)
     for k, answer in (liars or {}).items():
         net.answers[ids[k].node_id] = answer
     ads = [
@@ -233,14 +245,8 @@ def test_sample_rate_falls_with_a_clean_record() -> None:
 
 
 def test_cancel_ends_a_task_with_its_copies_and_pays_no_unverified_result() -> None:
-    sched = Identity.generate()
-    ids = [Identity.generate() for _ in range(3)]
-    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1, price=0.01) for i in ids}
-    policy = VerifyPolicy(replicas=3, quorum=3)
-    run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=policy)
-    net = Net(run, workers, hold=True)
-    run.add_workers([ad(i, 0.01) for i in ids], net.now)
-    net.pump()
+    net, _ = verified_net(1, 3, VerifyPolicy(replicas=3, quorum=3), hold=True)
+    run = net.run
     assert len(net.started) == 3
     for wid, peer, task in net.started[:2]:  # two results in; they wait for the third
         net.workers[wid].finished(peer, task["id"], {"out": task["input"]}, None, net.now)
@@ -425,14 +431,8 @@ def test_a_copy_not_needed_whose_result_comes_late_is_paid_only_if_it_agrees(thi
     """Two results agree and the third copy is stopped (not needed); its worker's result,
     sent before the cancel reached it, is paid only if it agrees with the one kept: a made-up
     one is recorded, not paid, and its worker's record shows the dispute."""
-    sched = Identity.generate()
-    ids = [Identity.generate() for _ in range(3)]
-    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1, price=0.01) for i in ids}
-    policy = VerifyPolicy(replicas=3, quorum=2)
-    run = JobRun(sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=policy)
-    net = Net(run, workers, hold=True)
-    run.add_workers([ad(i, 0.01) for i in ids], net.now)
-    net.pump()
+    net, _ = verified_net(1, 3, VerifyPolicy(replicas=3, quorum=2), hold=True)
+    run = net.run
     assert len(net.started) == 3
     for k, (wid, peer, task) in enumerate(net.started):  # all three answer at once
         answer = third if k == 2 and third is not None else {"out": task["input"]}
@@ -525,23 +525,10 @@ def test_a_budget_that_cannot_pay_for_a_copy_ends_its_task_not_the_job_forever()
     """Budget for three results, two tasks run in two copies each: the fourth copy can never
     be paid for (the money held for the result waiting on it comes back only once it ran).
     Its task fails, saying the budget is spent; the job ends, within its budget."""
-    sched = Identity.generate()
-    ids = [Identity.generate() for _ in range(4)]
-    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1, price=0.01) for i in ids}
     policy = VerifyPolicy(replicas=2, quorum=2)
-    run = JobRun(
-        sched,
-        "job",
-        [spec(0), spec(1)],
-        mtr=1.0,
-        now=1000.0,
-        verify=policy,
-        budget=0.03,
-        config=DispatchConfig(no_worker_s=5.0),
-    )
-    net = Net(run, workers)
-    run.add_workers([ad(i, 0.01) for i in ids], net.now)
-    net.pump()
+    config = DispatchConfig(no_worker_s=5.0)
+    net, _ = verified_net(2, 4, policy, budget=0.03, config=config)
+    run = net.run
     run_out(net, 120)
     assert run.counts() == {"completed": 1, "failed": 1}
     assert run.spent == pytest.approx(0.02) and run.held == 0
@@ -553,17 +540,10 @@ def test_json_results_too_large_to_hold_are_compared_by_the_json_rule_not_exactl
     """A durable run keeps outputs over `spool_result_bytes` in its store only: two of them
     within the tolerance still agree (the shell compares them from the store, asked as for a
     compare command); an honest worker is not disputed for the size of its result."""
-    sched = Identity.generate()
-    ids = [Identity.generate() for _ in range(3)]
-    workers = {i.node_id: wm.TaskManager(i, slots=1, queue_depth=1, price=0.01) for i in ids}
     policy = VerifyPolicy(replicas=3, quorum=2, compare="json", tolerance=0.01)
     config = DispatchConfig(spool_result_bytes=100)
-    run = JobRun(
-        sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=policy, durable=True, config=config
-    )
-    net = Net(run, workers, hold=True)
-    run.add_workers([ad(i, 0.01) for i in ids], net.now)
-    net.pump()
+    net, ids = verified_net(1, 3, policy, hold=True, durable=True, config=config)
+    run = net.run
     outputs: dict[str, Any] = {}
     for k, (wid, peer, task) in enumerate(net.started):
         outputs[task["id"]] = {"x": 1.001 if k == 0 else 1.0, "pad": "a" * 500}
@@ -577,7 +557,7 @@ def test_json_results_too_large_to_hold_are_compared_by_the_json_rule_not_exactl
         net.pump()
     assert run.counts() == {"completed": 1}
     assert not any(t.state == S.DISPUTED for t in run.tasks.values())
-    assert sum(run.views.disputes(w.node_id) for w in ids) == 0
+    assert sum(run.views.disputes(w) for w in ids) == 0
 
 
 def test_a_sampled_result_no_other_worker_could_check_stands_unchecked() -> None:
