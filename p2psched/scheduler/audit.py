@@ -23,7 +23,7 @@ from p2psched.identity import node_id_of
 from p2psched.scheduler.compare import compare_results
 from p2psched.scheduler.job import parse_job
 from p2psched.scheduler.lifecycle import TaskState
-from p2psched.scheduler.run.agreement import COPY_MARK, VerifyPolicy, json_agree
+from p2psched.scheduler.run.agreement import VerifyPolicy, copy_of, json_agree
 from p2psched.store import Store, StoredTask
 from p2psched.wire.codec import DecodeError, decode
 from p2psched.wire.deal import packed_hash
@@ -84,8 +84,8 @@ async def audit_job(
     own = None if store.own_public_key is None else node_id_of(store.own_public_key)
     groups: dict[str, list[_Copy]] = {}
     for t in store.job_tasks(job):
-        base, mark, nth = t.task.rpartition(COPY_MARK)
-        groups.setdefault(base if mark and nth.isdigit() else t.task, []).append(_Copy(t))
+        copy = copy_of(t.task)
+        groups.setdefault(t.task if copy is None else copy[0], []).append(_Copy(t))
     copies = {c.stored.task: c for group in groups.values() for c in group}
     for stored in _results(store, job):
         if stored.task in copies:

@@ -89,6 +89,12 @@ def copy_id(base: str, k: int) -> str:
     return f"{base}{COPY_MARK}{k}"
 
 
+def copy_of(task_id: str) -> tuple[str, int] | None:
+    """(the task, k) of its `k`-th copy's id; None for an id that names no copy."""
+    base, mark, nth = task_id.rpartition(COPY_MARK)
+    return (base, int(nth)) if mark and nth.isdigit() else None
+
+
 def sample_rate(sample: float, clean: int, disputes: int) -> float:
     """The chance a result of a worker with this record is checked by a second worker."""
     if sample <= 0:

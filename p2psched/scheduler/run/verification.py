@@ -25,7 +25,13 @@ from typing import Any
 
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run.actions import Challenge, Compare, Settled
-from p2psched.scheduler.run.agreement import COPY_MARK, Group, copy_id, json_agree, sample_rate
+from p2psched.scheduler.run.agreement import (
+    Group,
+    copy_id,
+    copy_of,
+    json_agree,
+    sample_rate,
+)
 from p2psched.scheduler.run.candidates import marks_of
 from p2psched.scheduler.run.reports import Reports
 from p2psched.scheduler.run.tasks import Spooled, TaskRun, worker_name
@@ -64,7 +70,8 @@ class Verification(Reports):
         the copies of one task run together and its verdict comes early."""
         first = self.tasks[g.base]
         k = len(g.copies) + 1
-        spec = replace(first.spec, task_id=copy_id(g.base, k), name=f"{first.spec.name}~{k}")
+        # (named as its id is: "<the task's name>~k")
+        spec = replace(first.spec, task_id=copy_id(g.base, k), name=copy_id(first.spec.name, k))
         run = self.tasks[spec.task_id] = TaskRun(spec, input_bytes=first.input_bytes)
         g.copies.append(spec.task_id)
         self._group_of[spec.task_id] = g.base
@@ -395,9 +402,8 @@ class Verification(Reports):
         then loads what each had become)."""
         wanted: dict[str, int] = {}
         for tid in stored:
-            base, mark, nth = tid.rpartition(COPY_MARK)
-            if mark and nth.isdigit() and base in self.groups:
-                wanted[base] = max(wanted.get(base, 0), int(nth))
+            if (copy := copy_of(tid)) is not None and copy[0] in self.groups:
+                wanted[copy[0]] = max(wanted.get(copy[0], 0), copy[1])
         for base, last in wanted.items():
             g = self.groups[base]
             while len(g.copies) < last:
