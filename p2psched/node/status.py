@@ -243,10 +243,9 @@ class NodeFacade(ModelRequests):
         if found is None:
             raise NotFound(f"no task {task_id!r} on this node (a task id is JOB/N)")
         submitted, stored = found
-        kept_as = self._kept_as(job_id, task_id)
-        if kept_as != task_id and (copy := self._node.store.task(job_id, kept_as)) is not None:
-            stored = copy[1]  # run in copies: the one its job kept stands for it
-        output = self._node.store.stored_value(job_id, kept_as)
+        if stored.state != "completed" and (copy := self._node.store.kept_copy(job_id, task_id)):
+            stored = copy  # run in copies: the one its job kept stands for it
+        output = self._node.store.stored_value(job_id, stored.task)
         result = to_json(output) if stored.state == "completed" else stored.error
         return TaskRecord(task_id, stored.state, stored.worker, submitted, result)
 
