@@ -608,3 +608,25 @@ def test_a_worker_slow_to_quote_on_purpose_does_not_look_fast() -> None:
     net.pump()
     mean_run = run.views.view(ids[0])["performance"]["models"][0]["mean_run"]
     assert mean_run >= 10 - MAX_RTT_S - 1.0  # (a beat's interval of doubt)
+
+
+def test_a_worker_never_gets_both_copies_of_a_task_even_when_it_is_the_only_one() -> None:
+    """With one worker known, a task's second copy waits for another rather than going to
+    the worker that ran the first (excluded the moment it was chosen); once another worker
+    comes, it runs there."""
+    sched = Identity.generate()
+    a, b = Identity.generate(), Identity.generate()
+    workers = {i.node_id: wm.TaskManager(i, slots=2, queue_depth=2) for i in (a, b)}
+    run = JobRun(
+        sched, "job", [spec(0)], mtr=1.0, now=1000.0, verify=VerifyPolicy(replicas=2, quorum=2)
+    )
+    net = Net(run, workers)
+    run.add_workers([ad(a)], net.now)
+    net.pump()
+    net.advance(5)
+    first, second = (run.tasks[c] for c in run.groups["job-000000"].copies)
+    assert first.state == S.VERIFYING and second.state == S.QUEUED
+    run.add_workers([ad(b)], net.now)
+    run_out(net)
+    assert run.counts() == {"completed": 1}
+    assert {first.receipt.worker, second.receipt.worker} == {a.node_id, b.node_id}  # type: ignore[union-attr]
