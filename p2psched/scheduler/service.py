@@ -34,6 +34,7 @@ from p2psched.scheduler.compare import COMPARES_AT_ONCE
 from p2psched.scheduler.discovery import Discovery
 from p2psched.scheduler.predictor import Predictor
 from p2psched.scheduler.run import (
+    Action,
     Challenge,
     Close,
     Compare,
@@ -176,6 +177,10 @@ class Dispatcher(Verifying):
         self._links: dict[bytes, _Link] = {}
         self._rid_owner: dict[tuple[bytes, int], str] = {}  # (worker, rid) -> job
         self._kick = trio.Event()
+        # Jobs whose runs were stepped since the last end of a step: what they asked for is
+        # carried out then, one transaction for all (True: it may wake the timer loop).
+        self._dirty: dict[str, bool] = {}
+        self._step_end = trio.Event()
         self._waking_at = -math.inf  # when the timer loop wakes by itself
         self._nursery: trio.Nursery | None = None
         self._closing: list[_Link] = []  # links going once what was queued for them is out
@@ -188,6 +193,7 @@ class Dispatcher(Verifying):
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._step_ends)
             task_status.started()
             while True:
                 deadline = min(
@@ -200,7 +206,18 @@ class Dispatcher(Verifying):
                 now = self.clock()
                 for job_id, job in list(self._jobs.items()):
                     self._guarded(job_id, job.run.tick, now)
-                    self._flush(job_id, kick=False)
+                    self._dirty.setdefault(job_id, False)
+                self._carry_out()  # (all the jobs' ticks in one transaction)
+
+    async def _step_ends(self) -> None:
+        """Group commit: the end of each step of the shell. Every reader whose worker's
+        message came in one poll of the sockets hands it to its job, then this carries out
+        what they asked for at once, their journals in one transaction (trio runs a task
+        woken during a batch of runnable tasks after that batch)."""
+        while True:
+            await self._step_end.wait()
+            self._step_end = trio.Event()
+            self._carry_out()
 
     def add(
         self,
@@ -223,6 +240,7 @@ class Dispatcher(Verifying):
         else:
             self._start_discovery(run.job)
         self._flush(run.job)
+        self._carry_out()
         return job.done
 
     def record(self, entries: list[Entry]) -> None:
@@ -275,48 +293,76 @@ class Dispatcher(Verifying):
             return []
         aborted = job.run.cancel(task_ids, self.clock())
         self._flush(job_id)
+        self._carry_out()  # (on disk before the caller is told)
         return aborted
 
     # -- actions --------------------------------------------------------------------------
 
     def _flush(self, job_id: str, *, kick: bool = True) -> None:
-        """Carry out what a job's run asks for (which may make it ask for more)."""
-        job = self._jobs.get(job_id)
-        if job is None:
+        """Have what a job's run asks for carried out at the end of this step of the shell
+        (`_step_ends`), or now if the dispatcher is not serving."""
+        if job_id not in self._jobs:
             return
-        while actions := job.run.actions():
-            self.record(job.run.journal)
-            for action in actions:
-                if isinstance(action, Send):
-                    sent = action.message
-                    if isinstance(sent, Unreserve):  # no answer comes to a give-up
-                        self._rid_owner.pop((action.peer, sent.rid), None)
-                    elif isinstance(sent, _ANSWERED):
-                        self._rid_owner[(action.peer, sent.rid)] = job_id
-                    self._send(action.peer, sent)
-                elif isinstance(action, Connect):
-                    self._connect(job_id, action.worker, action.addresses)
-                elif isinstance(action, Close):
-                    self._close(action.worker, action.reason)
-                elif isinstance(action, Settled):
-                    _log_settled(job.run, action.task_id)
-                    ended = job.run.tasks[action.task_id]
-                    if ended.state.value in ("failed", "timed_out"):
-                        self.ended_failures.append((job_id, ended.spec.task_id, ended.since))
-                    if job.on_settled is not None:
-                        job.on_settled(job.run, action.task_id)
-                    if (watcher := self._watchers.get(action.task_id)) is not None:
-                        watcher[1]()
-                elif isinstance(action, Streamed):
-                    if (watcher := self._watchers.get(action.task_id)) is not None:
-                        watcher[0](action.output)
-                elif isinstance(action, Discover):
-                    self._start_discovery(job_id)
-                elif isinstance(action, Compare) and self._nursery is not None:
-                    self._nursery.start_soon(self._compare, job_id, action)
-                elif isinstance(action, Challenge):
-                    self.challenge_for_jobs(action.worker)
-        self.record(job.run.journal)  # moves that asked for no action (a task seen running)
+        self._dirty[job_id] = self._dirty.get(job_id, False) or kick
+        if self._nursery is None:
+            self._carry_out()
+        else:
+            self._step_end.set()
+
+    def _carry_out(self) -> None:
+        """What the stepped jobs' runs ask for (which may make them ask for more): each round
+        of their journals made durable in one transaction before any of what it caused goes
+        out (group commit: one write per step, however many messages came in it)."""
+        while self._dirty:
+            dirty, self._dirty = self._dirty, {}
+            asked = [
+                (job_id, job, job.run.actions(), kick)
+                for job_id, kick in dirty.items()
+                if (job := self._jobs.get(job_id)) is not None
+            ]
+            self.record([e for _, job, _, _ in asked for e in job.run.journal])
+            for job_id, job, actions, kick in asked:
+                job.run.journal.clear()
+                if actions:
+                    self._act(job_id, job, actions)
+                    self._dirty[job_id] = self._dirty.get(job_id, False) or kick
+                else:
+                    self._quiet(job_id, job, kick)
+
+    def _act(self, job_id: str, job: _Job, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                sent = action.message
+                if isinstance(sent, Unreserve):  # no answer comes to a give-up
+                    self._rid_owner.pop((action.peer, sent.rid), None)
+                elif isinstance(sent, _ANSWERED):
+                    self._rid_owner[(action.peer, sent.rid)] = job_id
+                self._send(action.peer, sent)
+            elif isinstance(action, Connect):
+                self._connect(job_id, action.worker, action.addresses)
+            elif isinstance(action, Close):
+                self._close(action.worker, action.reason)
+            elif isinstance(action, Settled):
+                _log_settled(job.run, action.task_id)
+                ended = job.run.tasks[action.task_id]
+                if ended.state.value in ("failed", "timed_out"):
+                    self.ended_failures.append((job_id, ended.spec.task_id, ended.since))
+                if job.on_settled is not None:
+                    job.on_settled(job.run, action.task_id)
+                if (watcher := self._watchers.get(action.task_id)) is not None:
+                    watcher[1]()
+            elif isinstance(action, Streamed):
+                if (watcher := self._watchers.get(action.task_id)) is not None:
+                    watcher[0](action.output)
+            elif isinstance(action, Discover):
+                self._start_discovery(job_id)
+            elif isinstance(action, Compare) and self._nursery is not None:
+                self._nursery.start_soon(self._compare, job_id, action)
+            elif isinstance(action, Challenge):
+                self.challenge_for_jobs(action.worker)
+
+    def _quiet(self, job_id: str, job: _Job, kick: bool) -> None:
+        """A job that asks for nothing more this step: gone if it is done."""
         if job.run.done:
             del self._jobs[job_id]
             job.done.set()
@@ -501,21 +547,22 @@ class Dispatcher(Verifying):
                     self._flush(job_id)
             try:
                 while True:
-                    frame = await channel.receive_frame()
-                    try:
-                        message = parse(frame)
-                    except SchemaError as e:
-                        task = result_task(frame)
-                        if task is None:
-                            return f"sent a malformed message ({e})"
-                        self._refused_result(worker, task, str(e))
-                        continue
-                    except DecodeError as e:
-                        return f"peer sent a message that is not valid: {e}"
-                    channel.set_max_frame(self.max_message_bytes, self.frame_budget)  # it said
-                    if isinstance(message, Refusal):
-                        return f"it refused the channel: {message.reason}"
-                    self._route(worker, link, message)
+                    # (what came in one read, in one step: one transaction for all of it)
+                    for frame in await channel.receive_frames():
+                        try:
+                            message = parse(frame)
+                        except SchemaError as e:
+                            task = result_task(frame)
+                            if task is None:
+                                return f"sent a malformed message ({e})"
+                            self._refused_result(worker, task, str(e))
+                            continue
+                        except DecodeError as e:
+                            return f"peer sent a message that is not valid: {e}"
+                        channel.set_max_frame(self.max_message_bytes, self.frame_budget)  # said
+                        if isinstance(message, Refusal):
+                            return f"it refused the channel: {message.reason}"
+                        self._route(worker, link, message)
             except ChannelError as e:
                 return str(e)
             finally:

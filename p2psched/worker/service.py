@@ -98,6 +98,10 @@ class WorkerService:
         self._aborted: set[tuple[bytes, str]] = set()
         self._kick = trio.Event()
         self._waking_at = -math.inf  # when the timer loop wakes by itself
+        # Messages waiting for the end of this step of the shell: they go once the journal
+        # entries that caused them are on disk, all of the step's in one transaction.
+        self._outgoing: list[Send] = []
+        self._step_end = trio.Event()
         self._nursery: trio.Nursery | None = None
 
     async def serve(
@@ -116,6 +120,7 @@ class WorkerService:
         async with open_drivers(self.drivers), trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._timers)
+            nursery.start_soon(self._step_ends)
             bound = None
             if listeners is not None:
                 bound = await nursery.start(
@@ -153,16 +158,9 @@ class WorkerService:
                     self._flush()
                     try:
                         while True:
-                            message = parse(await channel.receive_frame())
-                            # It said what it is; but one its operator refuses is declined
-                            # whatever it sends, and keeps a stranger's limit.
-                            if self.manager.terms.policy.refusal(peer) is None:
-                                channel.set_max_frame(self.max_message_bytes, self.frame_budget)
-                            if isinstance(message, CHALLENGE_MESSAGES):
-                                self._challenged(peer, channel.peer.public_key, message)
-                            else:
-                                self.manager.receive(peer, message, self.clock())
-                            self._flush()
+                            # (what came in one read, in one step: one transaction for it)
+                            for frame in await channel.receive_frames():
+                                self._heard(peer, channel, parse(frame))
                     except (SchemaError, FrameTooLarge) as e:
                         refusal = str(e)
                     except (ChannelError, DecodeError):
@@ -184,18 +182,24 @@ class WorkerService:
                 self.manager.disconnected(peer, self.clock())
                 self._flush()
 
+    def _heard(self, peer: bytes, channel: SecureChannel, message: Message) -> None:
+        # It said what it is; but one its operator refuses is declined whatever it sends,
+        # and keeps a stranger's limit.
+        if self.manager.terms.policy.refusal(peer) is None:
+            channel.set_max_frame(self.max_message_bytes, self.frame_budget)
+        if isinstance(message, CHALLENGE_MESSAGES):
+            self._challenged(peer, channel.peer.public_key, message)
+        else:
+            self.manager.receive(peer, message, self.clock())
+        self._flush()
+
     def _flush(self, *, kick: bool = True) -> None:
-        """Carry out the manager's actions; never waits on a peer's socket (a scheduler that
-        does not read is dropped, rather than stall the others and the timers)."""
-        actions = [*self.manager.actions(), *self.challenges.actions()]
-        if self.record is not None:
-            self.record(self.manager.journal)
-            self.record(self.challenges.journal)
-        for action in actions:
+        """Carry out the manager's actions: a task starts now (its slot does not wait on the
+        disk); what is sent goes at the end of this step, once what caused it is durable
+        (`_step_ends`). Never waits on a peer's socket."""
+        for action in [*self.manager.actions(), *self.challenges.actions()]:
             if isinstance(action, Send):
-                session = self._sessions.get(action.peer)
-                if session is not None and not session.outbox.put_frame(encode(action.message)):
-                    session.scope.cancel()  # it does not read what it is sent
+                self._outgoing.append(action)
             elif isinstance(action, Start):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._run, action.peer, action.task, action.devices)
@@ -208,10 +212,36 @@ class WorkerService:
             elif isinstance(action, Compute):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._compute, action)
+        if self._nursery is None:
+            self._carry_out()
+        elif self._outgoing or self.manager.journal or self.challenges.journal:
+            self._step_end.set()
         # The timer loop looks again only if a deadline now comes before the time it sleeps
         # until: waking it for every message would cost a tick per message.
         if kick and self._next_deadline() < self._waking_at:
             self._kick.set()
+
+    async def _step_ends(self) -> None:
+        """Group commit: every channel's reader and task that ended in one batch of trio's
+        runnable tasks has stepped the manager before this runs (a task woken during a batch
+        runs after it), so the step's journal is one transaction."""
+        while True:
+            await self._step_end.wait()
+            self._step_end = trio.Event()
+            self._carry_out()
+
+    def _carry_out(self) -> None:
+        """The step's journal made durable, then what it caused sent (a scheduler that does
+        not read what it is sent is dropped, rather than stall the others and the timers)."""
+        if self.record is not None:
+            self.record([*self.manager.journal, *self.challenges.journal])
+        self.manager.journal.clear()
+        self.challenges.journal.clear()
+        outgoing, self._outgoing = self._outgoing, []
+        for action in outgoing:
+            session = self._sessions.get(action.peer)
+            if session is not None and not session.outbox.put_frame(encode(action.message)):
+                session.scope.cancel()  # it does not read what it is sent
 
     async def _run(self, peer: bytes, task: Task, devices: tuple[Device, ...]) -> None:
         with naming_task(job_of(task.id), task.id):
