@@ -37,7 +37,7 @@ from p2psched.scheduler.run import DispatchConfig, JobRun, Spooled, TaskRun, Ver
 from p2psched.scheduler.service import Dispatcher
 from p2psched.store import Store
 from p2psched.store.journal import JobFinished, JobOpened, JobResumed
-from p2psched.wire.deal import Receipt, task_id_for
+from p2psched.wire.deal import Receipt
 
 
 @dataclass(slots=True)
@@ -194,7 +194,7 @@ class JobBook:
         # node keeps a resubmitted job's tasks apart from the first run's.
         while job_id is None or job_id in self.jobs or self._stored(job_id):
             job_id = f"{spec.name}-{secrets.token_hex(4)}"
-        tasks = [replace(t, task_id=task_id_for(job_id, t.index)) for t in derive_tasks(spec)]
+        tasks = derive_tasks(spec, job_id)
         now = self.dispatcher.clock()
         deadline = job_deadline(spec, now)
         if deadline is not None and deadline <= now:
@@ -230,9 +230,7 @@ class JobBook:
             except JobSpecError as e:
                 log.error("cannot resume job %s: %s", stored.job, e, extra={"job": stored.job})
                 continue
-            tasks = [
-                replace(t, task_id=task_id_for(stored.job, t.index)) for t in derive_tasks(spec)
-            ]
+            tasks = derive_tasks(spec, stored.job)
             opened = JobOpened(
                 stored.job,
                 stored.name,
