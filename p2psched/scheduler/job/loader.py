@@ -9,7 +9,7 @@ refused); whatever is wrong raises `JobSpecError` naming the file, and nothing e
 from __future__ import annotations
 
 import gc
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -92,15 +92,6 @@ class _StrictConstruction(yaml.constructor.SafeConstructor):
     keep the last silently, and a doubled `resources:` loses the first; and a value its tag
     cannot take (`2030-13-01`, `!!int abc`) is refused where it is written."""
 
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep)
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
-            # PyYAML lets these out bare (a ValueError "month must be in 1..12", no line)
-            why = f" ({e})" if type(e) is ValueError else ""
-            what = f"{shown(node.value)} is not a valid {node.tag.rpartition(':')[2]}{why}"
-            raise yaml.constructor.ConstructorError(None, None, what, node.start_mark) from None
-
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: set[tuple[str, str]] = set()
         for key, _ in node.value:
@@ -111,6 +102,29 @@ class _StrictConstruction(yaml.constructor.SafeConstructor):
                     )
                 seen.add((key.tag, key.value))
         return super().construct_mapping(node, deep)
+
+
+def _marked(construct: Callable[[Any, yaml.Node], Any]) -> Callable[[Any, yaml.Node], Any]:
+    """`construct` (of a scalar), refusing what it cannot read where it is written: PyYAML lets
+    these out bare (a ValueError "month must be in 1..12", no line)."""
+
+    def marked(self: Any, node: yaml.Node) -> Any:
+        try:
+            return construct(self, node)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
+            why = f" ({e})" if type(e) is ValueError else ""
+            what = f"{shown(node.value)} is not a valid {node.tag.rpartition(':')[2]}{why}"
+            raise yaml.constructor.ConstructorError(None, None, what, node.start_mark) from None
+
+    return marked
+
+
+# The scalars that can fail (text cannot): only these pay for the check.
+for _tag in ("bool", "int", "float", "timestamp"):
+    _StrictConstruction.add_constructor(
+        f"tag:yaml.org,2002:{_tag}",
+        _marked(yaml.constructor.SafeConstructor.yaml_constructors[f"tag:yaml.org,2002:{_tag}"]),
+    )
 
 
 class _PythonLoader(_StrictConstruction, yaml.SafeLoader):
