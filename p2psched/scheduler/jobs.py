@@ -27,6 +27,7 @@ from p2psched.scheduler.job import (
     JobSpec,
     JobSpecError,
     TaskSpec,
+    collector_paused,
     derive_tasks,
     job_deadline,
     job_mtr,
@@ -174,6 +175,7 @@ class JobBook:
         self.jobs: dict[str, SubmittedJob] = {}
         self._ephemeral_finished: deque[str] = deque()  # oldest first
 
+    @collector_paused()  # (a job's tasks, its run: all live on)
     def submit(
         self,
         spec: JobSpec,
@@ -220,6 +222,7 @@ class JobBook:
         )
         return job
 
+    @collector_paused()
     def resume(self) -> list[SubmittedJob]:
         """Take up the jobs the store has unfinished (this node stopped, or was killed)."""
         store = self.dispatcher.store

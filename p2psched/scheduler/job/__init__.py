@@ -15,6 +15,7 @@ from p2psched.scheduler.job.derive import TaskSpec as TaskSpec
 from p2psched.scheduler.job.derive import derive_tasks as derive_tasks
 from p2psched.scheduler.job.derive import job_deadline as job_deadline
 from p2psched.scheduler.job.derive import job_mtr as job_mtr
+from p2psched.scheduler.job.loader import collector_paused as collector_paused
 from p2psched.scheduler.job.loader import load_job as load_job
 from p2psched.scheduler.job.loader import parse_job as parse_job
 from p2psched.scheduler.job.loader import read_job as read_job
@@ -30,6 +31,7 @@ __all__ = [
     "JobSpecError",
     "Resources",
     "TaskSpec",
+    "collector_paused",
     "derive_tasks",
     "job_deadline",
     "job_mtr",

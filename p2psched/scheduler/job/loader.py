@@ -74,7 +74,8 @@ def parse_job(doc: Any, *, source: str = "<job>") -> JobSpec:
         reason = f"{what}: a job is a mapping with name: and tasks: (or template: and matrix:)"
         raise JobSpecError([Problem((), shown(doc), reason).line(source)])
     try:
-        return JobSpec.model_validate(doc)
+        with collector_paused():
+            return JobSpec.model_validate(doc)
     except ValidationError as e:
         problems = [p for err in e.errors() for p in from_pydantic(err, JobSpec)]
         lines = [p.line(source) for p in problems[:MAX_PROBLEMS]]
@@ -145,7 +146,7 @@ def read_yaml(text: str, source: str, *, libyaml: bool = LIBYAML) -> Any:
     """The one document in `text`, read with libyaml's parser if `libyaml` (and it is
     installed), else with PyYAML's own; either way the same values, or the same refusal."""
     try:
-        with _collector_paused():
+        with collector_paused():
             return _read(_LibyamlLoader if libyaml and _LibyamlLoader else _PythonLoader, text)
     except yaml.MarkedYAMLError as e:
         if _too_deep(e):
@@ -255,9 +256,11 @@ def _too_deep(e: yaml.YAMLError) -> bool:
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Reading makes millions of objects that all live on: each full pass of Python's cycle
-    collector walks all of them, and a 20,000-task file took 4 times as long with it on."""
+def collector_paused() -> Iterator[None]:
+    """Python's cycle collector off for a while (a decorator too): reading a large job, or
+    taking it on, makes millions of objects that all live on, and each full pass walks all of
+    them and the rest of the heap (reading a 20,000-task file took 4 times as long with it on;
+    of submitting it to a node, a third of the time went to it)."""
     was = gc.isenabled()
     gc.disable()
     try:
