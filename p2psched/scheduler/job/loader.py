@@ -2,8 +2,12 @@
 checked `JobSpec`.
 
 Promises: a file is read at most MAX_JOB_FILE_BYTES, as UTF-8, with YAML's safe loader made
-stricter (a key given twice, an alias to itself, or aliases past MAX_DOCUMENT_VALUES values are
-refused); whatever is wrong raises `JobSpecError` naming the file, and nothing else escapes.
+stricter (a key given twice, an alias to itself, aliases past MAX_DOCUMENT_VALUES values,
+nesting past MAX_NESTING, a value its tag cannot take are refused); whatever is wrong raises
+`JobSpecError` naming the file, and nothing else escapes. libyaml's parser reads it where
+PyYAML has libyaml, else PyYAML's own: the same values, and the same errors in the same words
+(but for the few texts libyaml alone refuses: a byte-order mark inside a document, an escape
+of half a UTF-16 pair).
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ MAX_DOCUMENT_VALUES = 1 << 24  # in a job file, each use of an alias counted ane
 # Levels of lists and mappings in a job file: fewer than either parser reaches (libyaml 1,000,
 # PyYAML's own some 490 by Python's recursion limit), so both refuse the same files.
 MAX_NESTING = 200
-# How far into a file libyaml's syntax error may be for PyYAML's parser to read it again,
-# to word it as it does (slower: about 2 s a MiB).
+# How far into a file libyaml's syntax error may be for PyYAML's parser to read it again, to
+# word it as it does (which takes it seconds a MiB).
 REWORD_BYTES = 4 << 20
 _KINDS = {str: "text", list: "a list", bool: "true or false", int: "a number", float: "a number"}
 
@@ -136,7 +140,7 @@ _LibyamlLoader: type[_StrictConstruction] | None = None
 if yaml.__with_libyaml__:
 
     class _LibyamlLoader(_StrictConstruction, yaml.CSafeLoader):  # type: ignore[no-redef]
-        """libyaml's parser, in C (about 4 times as fast), under the same construction."""
+        """libyaml's parser, in C (5 to 9 times as fast), under the same construction."""
 
 
 LIBYAML = _LibyamlLoader is not None  # whether job files are parsed by libyaml
