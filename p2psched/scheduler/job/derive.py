@@ -36,9 +36,9 @@ _NEED_CLAUSES = (
 
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
-    """One task of a job. `derive_tasks` names it `<job name>-<index:06d>`; a scheduler that
-    takes the job on renames each task `task_id_for(job id, index)`, `<job id>/<index>`, the id
-    its deals and its store know it by."""
+    """One task of a job. `derive_tasks` names it `<job name>-<index:06d>`; for a scheduler that
+    takes the job on, `task_id_for(job id, index)`, `<job id>/<index>`, the id its deals and its
+    store know it by."""
 
     task_id: str
     index: int
