@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
@@ -34,7 +33,7 @@ from p2psched.api.client import ControlClient
 from p2psched.cli.args import hint
 from p2psched.cli.show import verification_line
 from p2psched.home import private_dir, write_private
-from p2psched.scheduler.job import load_job
+from p2psched.scheduler.job import parse_job, read_job
 
 if TYPE_CHECKING:
     from p2psched.scheduler.job import JobSpec
@@ -171,7 +170,8 @@ def run_submit(
     """Submit the job at `job_path`; the exit status. A node run here for the job keeps its
     state (identity, store) in `data_dir` if `keep_state`, else in a temporary directory,
     removed when the job ends."""
-    spec = load_job(job_path)
+    doc = read_job(job_path)  # once: a large file takes seconds to read
+    spec = parse_job(doc, source=str(job_path))
     client = ControlClient.find(data_dir)
     if detach and client is None:
         raise SubmitError(
@@ -180,7 +180,7 @@ def run_submit(
         )
     if client is not None:
         # As JSON for the API; YAML's own types (a deadline's timestamp) become ISO text.
-        doc = json.loads(json.dumps(yaml.safe_load(job_path.read_text()), default=_iso))
+        doc = json.loads(json.dumps(doc, default=_iso))
         with client:
             return _remote(client, doc, spec, str(job_path), results, as_json, detach, data_dir)
     if gate is None:

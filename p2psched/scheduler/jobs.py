@@ -27,6 +27,7 @@ from p2psched.scheduler.job import (
     JobSpec,
     JobSpecError,
     TaskSpec,
+    collector_paused,
     derive_tasks,
     job_deadline,
     job_mtr,
@@ -37,7 +38,7 @@ from p2psched.scheduler.run import DispatchConfig, JobRun, Spooled, TaskRun, Ver
 from p2psched.scheduler.service import Dispatcher
 from p2psched.store import Store
 from p2psched.store.journal import JobFinished, JobOpened, JobResumed
-from p2psched.wire.deal import Receipt, task_id_for
+from p2psched.wire.deal import Receipt
 
 
 @dataclass(slots=True)
@@ -174,6 +175,7 @@ class JobBook:
         self.jobs: dict[str, SubmittedJob] = {}
         self._ephemeral_finished: deque[str] = deque()  # oldest first
 
+    @collector_paused()  # (a job's tasks, its run: all live on)
     def submit(
         self,
         spec: JobSpec,
@@ -194,7 +196,7 @@ class JobBook:
         # node keeps a resubmitted job's tasks apart from the first run's.
         while job_id is None or job_id in self.jobs or self._stored(job_id):
             job_id = f"{spec.name}-{secrets.token_hex(4)}"
-        tasks = [replace(t, task_id=task_id_for(job_id, t.index)) for t in derive_tasks(spec)]
+        tasks = derive_tasks(spec, job_id)
         now = self.dispatcher.clock()
         deadline = job_deadline(spec, now)
         if deadline is not None and deadline <= now:
@@ -220,6 +222,7 @@ class JobBook:
         )
         return job
 
+    @collector_paused()
     def resume(self) -> list[SubmittedJob]:
         """Take up the jobs the store has unfinished (this node stopped, or was killed)."""
         store = self.dispatcher.store
@@ -230,9 +233,7 @@ class JobBook:
             except JobSpecError as e:
                 log.error("cannot resume job %s: %s", stored.job, e, extra={"job": stored.job})
                 continue
-            tasks = [
-                replace(t, task_id=task_id_for(stored.job, t.index)) for t in derive_tasks(spec)
-            ]
+            tasks = derive_tasks(spec, stored.job)
             opened = JobOpened(
                 stored.job,
                 stored.name,

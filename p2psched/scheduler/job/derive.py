@@ -18,6 +18,7 @@ from p2psched.resources.need import Clause, Need
 from p2psched.scheduler.estimate import Tokens, request_tokens
 from p2psched.scheduler.job.problems import Loc, short
 from p2psched.scheduler.job.templates import KeyClash, as_text, copied, fill, name_part
+from p2psched.wire.deal import task_id_for
 
 if TYPE_CHECKING:
     from p2psched.scheduler.job.models import JobSpec, Metadata, Resources
@@ -35,9 +36,9 @@ _NEED_CLAUSES = (
 
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
-    """One task of a job. `derive_tasks` names it `<job name>-<index:06d>`; a scheduler that
-    takes the job on renames each task `task_id_for(job id, index)`, `<job id>/<index>`, the id
-    its deals and its store know it by."""
+    """One task of a job. `derive_tasks` names it `<job name>-<index:06d>`; for a scheduler that
+    takes the job on, `task_id_for(job id, index)`, `<job id>/<index>`, the id its deals and its
+    store know it by."""
 
     task_id: str
     index: int
@@ -66,8 +67,9 @@ class DerivedTask:
     tokens: Tokens | None = None
 
 
-def derive_tasks(spec: JobSpec) -> list[TaskSpec]:
-    """The job's tasks in order, each with its driver, input, need and limits."""
+def derive_tasks(spec: JobSpec, job_id: str | None = None) -> list[TaskSpec]:
+    """The job's tasks in order, each with its driver, input, need and limits; named as a
+    scheduler that took the job on as `job_id` names them, if given."""
     price = spec.budget.max_price_per_task
     needs: dict[Hashable, Need] = {}  # tasks that ask for the same share one Need
     tasks: list[TaskSpec] = []
@@ -81,7 +83,9 @@ def derive_tasks(spec: JobSpec) -> list[TaskSpec]:
             last = (d.driver, d.resources, needs[key])
         tasks.append(
             TaskSpec(
-                task_id=f"{spec.name}-{d.index:06d}",
+                task_id=(
+                    f"{spec.name}-{d.index:06d}" if job_id is None else task_id_for(job_id, d.index)
+                ),
                 index=d.index,
                 name=d.name,
                 driver=d.driver,

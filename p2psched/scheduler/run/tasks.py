@@ -5,12 +5,14 @@ kind (`Shape`: tasks of one kind share their candidates), its model, its form on
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
@@ -103,7 +105,13 @@ def slots_of(profile: Profile) -> int:
 
 
 def shape_of(spec: TaskSpec) -> Shape:
-    return (spec.driver, model_of(spec), str(spec.need), spec.max_price)
+    return (spec.driver, model_of(spec), _need_text(spec.need), spec.max_price)
+
+
+@functools.lru_cache(maxsize=4096)
+def _need_text(need: Need) -> str:
+    # A job's tasks share a few needs: its text once for each, not once per task queued.
+    return str(need)
 
 
 def model_of(spec: TaskSpec) -> str | None:

@@ -44,6 +44,8 @@ tasks:
 """,
         ),
     )
+    # as a scheduler that took the job on as mixed-1 names them
+    assert [t.task_id for t in derive_tasks(spec, "mixed-1")] == ["mixed-1/0", "mixed-1/1"]
     first, nap = derive_tasks(spec)
     assert (first.task_id, first.index, first.name, first.driver) == (
         "mixed-000000",
