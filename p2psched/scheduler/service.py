@@ -34,20 +34,12 @@ from p2psched.scheduler.compare import COMPARES_AT_ONCE
 from p2psched.scheduler.discovery import Discovery
 from p2psched.scheduler.predictor import Predictor
 from p2psched.scheduler.run import (
-    Action,
-    Challenge,
-    Close,
-    Compare,
-    Connect,
-    Discover,
     DispatchStats,
     JobRun,
-    Send,
-    Settled,
-    Streamed,
     WorkerState,
 )
 from p2psched.scheduler.standing import StandingQuotes
+from p2psched.scheduler.steps import Steps
 from p2psched.scheduler.strategy import Strategy
 from p2psched.scheduler.verifying import Underway, Verifying
 from p2psched.scheduler.worker_views import RECENT_FAILURES, WorkerViews
@@ -61,20 +53,15 @@ from p2psched.wire.frame_budget import FrameBudget
 from p2psched.wire.messages import (
     CHALLENGE_MESSAGES,
     Beat,
-    Commit,
     Decline,
     Lease,
     Message,
     Partial,
     QuoteReply,
-    QuoteRequest,
     Ready,
     Refusal,
     Reject,
-    Reserve,
     Result,
-    Unreserve,
-    Withdraw,
     Withdrawn,
     encode,
     parse,
@@ -103,8 +90,6 @@ FLUSH_S = 5.0  # a link no job needs any more closes once its last messages are 
 # ... after staying open this long for the next job (one of a stream of small ones, such as the
 # OpenAI gateway's requests, would otherwise pay a TCP and Noise handshake each)
 LINGER_S = 10.0
-# Requests a worker answers by their request id: the answer goes to the job that asked.
-_ANSWERED = (QuoteRequest, Commit, Reserve, Withdraw)
 
 
 def dht_finder(discovery: Discovery) -> FindWorkers:
@@ -136,7 +121,7 @@ class _Link:
     ended: str | None = None  # why it went, once it has
 
 
-class Dispatcher(Verifying):
+class Dispatcher(Verifying, Steps):
     """The scheduler role of a node: runs its jobs (`add`) over one link per worker shared by
     all of them, finds workers for them in the DHT, records what they journal before it acts
     on it, and ticks them on one timer loop. Serve it with `nursery.start(dispatcher.serve)`."""
@@ -208,16 +193,6 @@ class Dispatcher(Verifying):
                     self._guarded(job_id, job.run.tick, now)
                     self._dirty.setdefault(job_id, False)
                 self._carry_out()  # (all the jobs' ticks in one transaction)
-
-    async def _step_ends(self) -> None:
-        """Group commit: the end of each step of the shell. Every reader whose worker's
-        message came in one poll of the sockets hands it to its job, then this carries out
-        what they asked for at once, their journals in one transaction (trio runs a task
-        woken during a batch of runnable tasks after that batch)."""
-        while True:
-            await self._step_end.wait()
-            self._step_end = trio.Event()
-            self._carry_out()
 
     def add(
         self,
@@ -297,84 +272,6 @@ class Dispatcher(Verifying):
         return aborted
 
     # -- actions --------------------------------------------------------------------------
-
-    def _flush(self, job_id: str, *, kick: bool = True) -> None:
-        """Have what a job's run asks for carried out at the end of this step of the shell
-        (`_step_ends`), or now if the dispatcher is not serving."""
-        if job_id not in self._jobs:
-            return
-        self._dirty[job_id] = self._dirty.get(job_id, False) or kick
-        if self._nursery is None:
-            self._carry_out()
-        else:
-            self._step_end.set()
-
-    def _carry_out(self) -> None:
-        """What the stepped jobs' runs ask for (which may make them ask for more): each round
-        of their journals made durable in one transaction before any of what it caused goes
-        out (group commit: one write per step, however many messages came in it)."""
-        while self._dirty:
-            dirty, self._dirty = self._dirty, {}
-            asked = [
-                (job_id, job, job.run.actions(), kick)
-                for job_id, kick in dirty.items()
-                if (job := self._jobs.get(job_id)) is not None
-            ]
-            self.record([e for _, job, _, _ in asked for e in job.run.journal])
-            for job_id, job, actions, kick in asked:
-                job.run.journal.clear()
-                if actions:
-                    self._act(job_id, job, actions)
-                    self._dirty[job_id] = self._dirty.get(job_id, False) or kick
-                else:
-                    self._quiet(job_id, job, kick)
-
-    def _act(self, job_id: str, job: _Job, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, Send):
-                sent = action.message
-                if isinstance(sent, Unreserve):  # no answer comes to a give-up
-                    self._rid_owner.pop((action.peer, sent.rid), None)
-                elif isinstance(sent, _ANSWERED):
-                    self._rid_owner[(action.peer, sent.rid)] = job_id
-                self._send(action.peer, sent)
-            elif isinstance(action, Connect):
-                self._connect(job_id, action.worker, action.addresses)
-            elif isinstance(action, Close):
-                self._close(action.worker, action.reason)
-            elif isinstance(action, Settled):
-                _log_settled(job.run, action.task_id)
-                ended = job.run.tasks[action.task_id]
-                if ended.state.value in ("failed", "timed_out"):
-                    self.ended_failures.append((job_id, ended.spec.task_id, ended.since))
-                if job.on_settled is not None:
-                    job.on_settled(job.run, action.task_id)
-                if (watcher := self._watchers.get(action.task_id)) is not None:
-                    watcher[1]()
-            elif isinstance(action, Streamed):
-                if (watcher := self._watchers.get(action.task_id)) is not None:
-                    watcher[0](action.output)
-            elif isinstance(action, Discover):
-                self._start_discovery(job_id)
-            elif isinstance(action, Compare) and self._nursery is not None:
-                self._nursery.start_soon(self._compare, job_id, action)
-            elif isinstance(action, Challenge):
-                self.challenge_for_jobs(action.worker)
-
-    def _quiet(self, job_id: str, job: _Job, kick: bool) -> None:
-        """A job that asks for nothing more this step: gone if it is done."""
-        if job.run.done:
-            del self._jobs[job_id]
-            job.done.set()
-            for key in [k for k, owner in self._rid_owner.items() if owner == job_id]:
-                del self._rid_owner[key]
-            for worker, link in list(self._links.items()):
-                link.jobs.discard(job_id)
-                self._idle(worker, link)
-        # The timer loop looks again only if this job's next deadline comes before the time it
-        # sleeps until: waking it for every message would tick every job for every message.
-        if kick and (job.run.done or job.run.next_deadline() < self._waking_at):
-            self._kick.set()
 
     def _send(self, worker: bytes, message: Message) -> None:
         link = self._links.get(worker)
@@ -626,22 +523,3 @@ class Dispatcher(Verifying):
             self._jobs[job_id].run.abandon(
                 f"internal error in the scheduler: {e!r}"[:300], args[-1]
             )
-
-
-def _log_settled(run: JobRun, task_id: str) -> None:
-    if not log.isEnabledFor(logging.DEBUG):
-        return
-    t = run.tasks[task_id]
-    worker = t.receipt.worker if t.receipt is not None else t.worker
-    log.debug(
-        "task %s %s%s",
-        task_id,
-        t.state.value,
-        f": {t.error}" if t.error else "",
-        extra={
-            "job": run.job,
-            "task": task_id,
-            "worker": worker.hex() if worker is not None else None,
-            "attempts": t.attempts,
-        },
-    )
