@@ -32,9 +32,10 @@ Measured per strategy. Makespan, from the first arrival to the last completion. 
 task: from its arrival until its worker starts it (p50, p99). Total cost: `JobRun.spent`, the sum
 of the prices on verified receipts. Decisions per second: tasks placed (moved to negotiating, by
 `_assign`) per second of CPU inside `JobRun._commit_round` and `JobRun._on_ready` (late binding),
-the methods that place tasks; the table gives it with the signing of each batch's commitment
-(`_commit`, Ed25519) and without it; the summary line's decisions_per_s is without (the choice
-of a worker; the signature is the negotiation that follows). Core µs per task: all CPU inside
+the methods that place tasks, commitments included: the table gives it with them (each commit
+round's commitments made, signed under one Ed25519 signature, journaled and sent: `_sign` and
+`_commit`) and without them (-sig, the choice of workers alone); the summary line's
+decisions_per_s is with them. Core µs per task: all CPU inside
 `JobRun`'s entry points (add_tasks, receive, connected, tick, ...) per task: what one scheduler
 pays per task. Every task must complete exactly once, with a receipt: the run is refused (an
 exception) if not; in the MTR 0 run, which has a deadline, a task the deadline ends is counted
@@ -725,7 +726,8 @@ def main() -> None:
         "/min = cost over the relaxation's bound at that run's makespan (tasks divisible, "
         "arrivals ignored); /ref = cost over the reference schedule (arrivals and run times "
         "kept) finishing by that run's makespan, or the MTR 0 run's deadline; dec/s = tasks "
-        "placed per CPU second in _commit_round/_on_ready, '-sig' without signing commitments)"
+        "placed per CPU second in _commit_round/_on_ready, '-sig' without making, signing and "
+        "sending the commitments)"
     )
 
     best = min(results, key=lambda r: r.makespan)
@@ -748,18 +750,13 @@ def main() -> None:
             f"makespan of {cost0.makespan:.1f} s (earlier bound: {least:.2f}, "
             f"{cost0.cost / least:.3f} x)"
         )
-    # The decision is the choice of a worker; signing the commitment that carries it (one
-    # Ed25519 signature per batch, per task when tasks come one by one) is the negotiation
-    # that follows, shown in the table's dec/s column.
-    rate = (
-        main_cost.placed / max(1e-12, main_cost.decide_s - main_cost.commit_s)
-        if main_cost
-        else math.nan
-    )
+    # A decision is the choice of a worker and the signed commitment that carries it (one
+    # Ed25519 signature a commit round, over all of its commitments).
+    rate = main_cost.placed / main_cost.decide_s if main_cost else math.nan
     if main_cost is not None:
         print(
-            f"decisions_per_s below: the cost strategy at MTR {args.mtr:g}, the choice of "
-            "workers alone (dec/s -sig); with the commitments signed: dec/s"
+            f"decisions_per_s below: the cost strategy at MTR {args.mtr:g}, with the "
+            "commitments made and signed (dec/s)"
         )
     if not args.no_lichao:
         print(
