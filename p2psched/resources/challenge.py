@@ -1,10 +1,10 @@
 """The capacity challenge's mathematics, shared by the scheduler that checks and the worker
 that answers: `rounds` products of n x n matrices from a seed (round j: A_j x B), the Merkle
-tree over all their rows, the check of one opened row, and the time a worker's ad says the
-products should take.
+tree over all their rows (`wire.merkle`), the check of one opened row, and the time a worker's
+ad says the products should take.
 
 Owns: how the matrices follow from the seed and the challenged worker's id (SHAKE-256, so any
-two nodes derive the same ones whatever their numpy), the rows' byte form, the tree's hashing,
+two nodes derive the same ones whatever their numpy), the rows' byte form,
 the table of conservative compute rates by CPU and GPU model, and how a challenge is sized
 from an ad.
 Promises: every entry is a small integer (-8..7), so every product entry is an integer of
@@ -25,6 +25,9 @@ import numpy as np
 import numpy.typing as npt
 
 from p2psched.resources.profile import Profile, gpu_family
+from p2psched.wire.merkle import MerkleTree as MerkleTree
+from p2psched.wire.merkle import leaf_hash as leaf_hash
+from p2psched.wire.merkle import proof_holds
 from p2psched.wire.messages import MAX_CHALLENGE_N as MAX_N
 from p2psched.wire.messages import MAX_CHALLENGE_ROUNDS as MAX_ROUNDS
 from p2psched.wire.messages import MIN_CHALLENGE_N as MIN_N
@@ -69,63 +72,6 @@ def row_bytes(row: npt.NDArray[np.generic]) -> bytes:
     """A product row as it is hashed and sent: its entries as little-endian int32."""
     packed: bytes = np.rint(row).astype("<i4").tobytes()
     return packed
-
-
-def leaf_hash(row: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + row).digest()
-
-
-def _node_hash(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
-
-
-class MerkleTree:
-    """The SHA-256 tree over the products' rows, given by their leaf hashes (`leaf_hash`;
-    leaves tagged 0, nodes 1, so a node never passes for a leaf); an odd node at the end of a
-    level goes up unpaired. It keeps the hashes, not the rows."""
-
-    def __init__(self, leaves: Sequence[bytes]) -> None:
-        level = list(leaves)
-        self.levels = [level]
-        while len(level) > 1:
-            up = [_node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-            if len(level) % 2:
-                up.append(level[-1])
-            self.levels.append(up)
-            level = up
-
-    @classmethod
-    def of_rows(cls, rows: Sequence[bytes]) -> MerkleTree:
-        return cls([leaf_hash(r) for r in rows])
-
-    @property
-    def root(self) -> bytes:
-        return self.levels[-1][0]
-
-    def proof(self, index: int) -> list[bytes]:
-        """The sibling hashes from row `index` up to the root."""
-        out = []
-        for level in self.levels[:-1]:
-            sibling = index ^ 1
-            if sibling < len(level):
-                out.append(level[sibling])
-            index //= 2
-        return out
-
-
-def proof_holds(root: bytes, size: int, index: int, row: bytes, proof: Sequence[bytes]) -> bool:
-    """Whether `proof` leads from row `index` (of `size`, all rounds') to `root`."""
-    node, used = leaf_hash(row), 0
-    while size > 1:
-        if index ^ 1 < size:
-            if used >= len(proof):
-                return False
-            sibling = proof[used]
-            used += 1
-            node = _node_hash(sibling, node) if index % 2 else _node_hash(node, sibling)
-        index //= 2
-        size = (size + 1) // 2
-    return used == len(proof) and node == root
 
 
 @dataclass(slots=True)

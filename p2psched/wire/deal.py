@@ -22,9 +22,11 @@ import msgspec
 
 from p2psched.identity import Identity, node_id_of, verify
 from p2psched.wire.codec import MAX_MESSAGE_BYTES, DecodeError, encode
+from p2psched.wire.merkle import MerkleTree, leaf_hash, root_from
 from p2psched.wire.schema import SchemaError
 
-MAX_BATCH = 4096  # tasks in one quote request, commitment or dispatch
+MAX_BATCH = 4096  # tasks in one quote request, commitment or dispatch; commitments a round
+MAX_ROUND_DEPTH = 12  # levels of a round's Merkle tree: 2^12 = MAX_BATCH leaves
 MAX_RESULT_BYTES = 12 << 20  # a task's output, within the channel's 16 MiB frame
 # A task's input, encoded: it travels inside one message together with its envelope.
 MAX_INPUT_BYTES = MAX_MESSAGE_BYTES // 2
@@ -153,7 +155,8 @@ class _PricedByGpus(_Signed, frozen=True, forbid_unknown_fields=True):
         # (`gpus` is declared by each subclass, where its place among the fields is)
         if getattr(self, "gpus") != 0:  # noqa: B009
             return super().body()
-        values = [getattr(self, n) for n in self.__struct_fields__[:-1] if n != "gpus"]
+        values = self.values()[:-1]
+        del values[self.__struct_fields__.index("gpus")]
         return self.TAG_BEFORE_GPUS + encode(values)
 
 
@@ -180,10 +183,25 @@ class Quote(_PricedByGpus, frozen=True, forbid_unknown_fields=True):
         return self.worker
 
 
+class RoundProof(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where a commitment sits among those of its commit round, signed together: leaf
+    `index` of `size` in their Merkle tree, and the sibling hashes from it up to the root."""
+
+    index: Count
+    size: Annotated[int, msgspec.Meta(ge=2, le=MAX_BATCH)]
+    path: Annotated[list[Hash], msgspec.Meta(max_length=MAX_ROUND_DEPTH)]
+
+
 class Commitment(_PricedByGpus, frozen=True, forbid_unknown_fields=True):
     """A scheduler's promise to pay `price` per task for these tasks on this worker, each
     needing `gpus` GPUs to itself (0: a slot's share): the worker prices a task by the GPUs
-    it takes, and runs none that asks for other GPUs than its commitment says."""
+    it takes, and runs none that asks for other GPUs than its commitment says.
+
+    Signed alone (no `round`, and none in its wire form, which stays as it was), or with the
+    other commitments of its commit round (one a worker, see `signed_together`): then `sig`
+    signs ROUND_TAG and the Merkle root of their bodies, and `round` leads from this one's
+    body to that root, so each still verifies on its own (the worker, the ledger,
+    `--verify`). `round` is not part of the body."""
 
     scheduler: NodeId
     worker: NodeId
@@ -193,12 +211,58 @@ class Commitment(_PricedByGpus, frozen=True, forbid_unknown_fields=True):
     issued_at: Time
     gpus: GpuCount = 0
     sig: Signature = b""
+    round: RoundProof | msgspec.UnsetType = msgspec.UNSET
 
     TAG = b"p2psched/commitment/2"
     TAG_BEFORE_GPUS = b"p2psched/commitment/1"
+    ROUND_TAG = b"p2psched/commitment-round/1"  # (not a prefix of the tags: no body is a root's)
 
     def signer(self) -> bytes:
         return self.scheduler
+
+    def values(self) -> list[Any]:
+        """The fields in order, signature last (`round` is no field of the signed document)."""
+        return [getattr(self, name) for name in self.__struct_fields__[:-1]]
+
+    def verify(self, public_key: bytes) -> bool:
+        r = self.round
+        if r is msgspec.UNSET:
+            return super().verify(public_key)
+        root = root_from(leaf_hash(self.body()), r.size, r.index, r.path)
+        return (
+            root is not None
+            and node_id_of(public_key) == self.signer()
+            and verify(public_key, self.sig, self.ROUND_TAG + root)
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = super().to_wire()
+        if self.round is msgspec.UNSET:
+            del wire["round"]
+        else:
+            wire["round"] = msgspec.structs.asdict(self.round)
+        return wire
+
+
+def signed_together(commitments: list[Commitment], identity: Identity) -> list[Commitment]:
+    """`commitments` (unsigned, to different workers) signed by `identity`: one alone as it
+    is, several with one signature over the Merkle root of their bodies (`Commitment.round`),
+    up to MAX_BATCH a signature."""
+    if len(commitments) == 1:
+        return [commitments[0].signed(identity)]
+    out: list[Commitment] = []
+    for at in range(0, len(commitments), MAX_BATCH):
+        chunk = commitments[at : at + MAX_BATCH]
+        if len(chunk) == 1:
+            out.append(chunk[0].signed(identity))
+            continue
+        tree = MerkleTree([leaf_hash(c.body()) for c in chunk])
+        sig = identity.sign(Commitment.ROUND_TAG + tree.root)
+        out.extend(
+            msgspec.structs.replace(c, sig=sig, round=RoundProof(i, len(chunk), tree.proof(i)))
+            for i, c in enumerate(chunk)
+        )
+    return out
 
 
 class Receipt(_Signed, frozen=True, forbid_unknown_fields=True):

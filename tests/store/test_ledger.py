@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from p2psched.store import Store
 from p2psched.store.journal import Accepted, Committed, Issued, Judged
 from p2psched.wire.codec import encode
+from p2psched.wire.deal import Commitment, signed_together
 from tests.harness.store import (
     ME,
     OTHER_WORKER,
@@ -175,3 +177,22 @@ def test_a_verdict_on_no_pending_receipt_is_refused_naming_it(store: Store) -> N
     with pytest.raises(ValueError, match="a verdict names no receipt charged pending: a-1/t0"):
         store.write([Judged("a-1", "t0", "disputed", 20.0)])
     assert store.ledger_summary()["spent"] == 2.0
+
+
+def test_commitments_signed_with_their_round_verify_in_the_ledger_and_a_swapped_proof_does_not(
+    store: Store,
+) -> None:
+    """A commit round's commitments share one signature: each, kept in the ledger with its
+    proof, verifies on its own; one stored with the other's proof is named."""
+    a, b = signed_together(
+        [
+            Commitment(ME.node_id, w.node_id, "a-1", [f"a-1-00000{i}"], 0.5, 1001.0)
+            for i, w in enumerate((WORKER, OTHER_WORKER))
+        ],
+        ME,
+    )
+    store.write([opened("a-1"), Committed(a, (), 1001.0), Committed(b, (), 1001.0)])
+    assert store.verify_ledger() == []
+    store.write([Committed(msgspec.structs.replace(a, round=b.round), (), 1002.0)])
+    [problem] = store.verify_ledger()
+    assert "(paid commitment, job 'a-1'): the signature does not verify" in problem

@@ -95,7 +95,7 @@ class LateBinding(Negotiation):
             w.ask_after = now + DECLINE_BACKOFF_S
             return
         self._assign(t, w, m.price, now)
-        self._commit(w, [t], m.price, now)
+        self._commit(w, [t], self._commitment(w, [t], m.price, now).signed(self.identity), now)
 
     def _due_for(self, w: WorkerState, price: float, gpus: int) -> TaskRun | None:
         """The queued task due first that `w` may take at `price`, needing `gpus` GPUs

@@ -1,6 +1,7 @@
 """The deal with workers: asking for quotes (cheapest first, a bounded number at once), taking
 the answers (quote, decline, lease, reject), and the commit round that places queued tasks on
-the candidates the strategy picks and sends each worker one signed commitment with its tasks.
+the candidates the strategy picks and sends each worker one commitment with its tasks, the
+round's commitments under one signature.
 
 Promises: a quote counts only if signed by the worker on the channel, for this scheduler and
 job (or, for a paid-only job, adopted: see `adopt_quote`), and is used no longer than
@@ -40,7 +41,7 @@ from p2psched.scheduler.run.workers import WorkerState
 from p2psched.scheduler.strategy import LATE_BINDING
 from p2psched.store.journal import Committed
 from p2psched.wire.codec import encode
-from p2psched.wire.deal import MAX_BATCH, Commitment, Quote
+from p2psched.wire.deal import MAX_BATCH, Commitment, Quote, signed_together
 from p2psched.wire.messages import (
     Commit,
     Decline,
@@ -171,10 +172,16 @@ class Negotiation(TaskMoves):
         queue.put_back(aside)
         for w in self.workers.values():
             w.batch_bytes = 0
+        # One signature for the round's commitments (one a worker), over their Merkle root.
+        unsigned = []
         for worker, runs in batches.items():
             w = self.workers[worker]
             assert w.quote is not None
-            self._commit(w, runs, w.quote.price, now)
+            unsigned.append(self._commitment(w, runs, w.quote.price, now))
+        if unsigned:
+            signed = self._sign(unsigned)
+            for (worker, runs), commitment in zip(batches.items(), signed, strict=True):
+                self._commit(self.workers[worker], runs, commitment, now)
 
     def _assign(self, t: TaskRun, w: WorkerState, price: float, now: float) -> None:
         """`t` goes to `w` at `price`: the money is held from now."""
@@ -188,11 +195,12 @@ class Negotiation(TaskMoves):
         why = f"chose {worker_name(w.ad.node_id)} at {price:g} ({self.strategy.name} strategy)"
         self._move(t, S.NEGOTIATING, now, why)
 
-    def _commit(self, w: WorkerState, runs: list[TaskRun], price: float, now: float) -> None:
-        """Commit `runs` to `w` at `price` each: tasks of one count of GPUs (its quote's, or
-        its free place's), which the worker prices by."""
-        rid = next(self._rids)
-        commitment = Commitment(
+    def _commitment(
+        self, w: WorkerState, runs: list[TaskRun], price: float, now: float
+    ) -> Commitment:
+        """The commitment of `runs` to `w` at `price` each, unsigned: tasks of one count of
+        GPUs (its quote's, or its free place's), which the worker prices by."""
+        return Commitment(
             scheduler=self.identity.node_id,
             worker=w.ad.node_id,
             job=self.job,
@@ -200,7 +208,17 @@ class Negotiation(TaskMoves):
             price=price,
             issued_at=now,
             gpus=gpus_of(runs[0].spec),
-        ).signed(self.identity)
+        )
+
+    def _sign(self, commitments: list[Commitment]) -> list[Commitment]:
+        return signed_together(commitments, self.identity)
+
+    def _commit(
+        self, w: WorkerState, runs: list[TaskRun], commitment: Commitment, now: float
+    ) -> None:
+        """Send `w` its signed `commitment` of `runs`, with the tasks."""
+        price = commitment.price
+        rid = next(self._rids)
         w.pending[rid] = commitment.tasks
         if self.durable:
             self.journal.append(Committed(commitment, w.ad.profile.addresses, now))

@@ -1,7 +1,8 @@
 """The deal with workers, between the real cores: a price over the task's budget declined,
 a lease that never comes, busy workers waited for, an expired quote, workers that keep
-rejecting or are always busy given up in the end, and what a quote request tells a worker
-(the tasks' timeout, input size and priority) refused or priced by."""
+rejecting or are always busy given up in the end, what a quote request tells a worker
+(the tasks' timeout, input size and priority) refused or priced by, and a round's
+commitments under one signature."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import pytest
 from p2psched.identity import Identity
 from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
-from p2psched.scheduler.run import JobRun
+from p2psched.scheduler.run import JobRun, Send
+from p2psched.wire.deal import RoundProof
+from p2psched.wire.messages import Commit
 from p2psched.worker import manager as wm
 from p2psched.worker.policy import DriverCaps, PriorityPrices, Terms
-from tests.harness.net import Net, ad, commit, dispatch, make_net, spec
+from tests.harness.net import Net, ad, commit, dispatch, make_net, net_with, spec
 
 S = TaskState
 
@@ -187,3 +190,27 @@ def test_at_mtr_0_a_quote_above_the_ad_leaves_the_cheapest_place_to_the_next_wor
     net.pump()
     net.advance(3)
     assert {(t.state, t.worker) for t in net.run.tasks.values()} == {(S.COMPLETED, plain.node_id)}
+
+
+def test_a_rounds_commitments_to_several_workers_go_under_one_signature_and_all_are_taken() -> None:
+    """Eight tasks placed in one round over four workers: four commitments, one signature
+    (over their Merkle root, each with its proof); every worker takes its own and runs it."""
+    net = net_with("round_robin", 8, 4)
+    commits: list[Commit] = []
+    actions = net.run.actions
+
+    def recorded() -> list[Any]:
+        out = actions()
+        for a in out:
+            if isinstance(a, Send) and isinstance(a.message, Commit):
+                commits.append(a.message)
+        return out
+
+    net.run.actions = recorded  # type: ignore[method-assign]
+    net.advance(10)
+    assert all(t.state == S.COMPLETED for t in net.run.tasks.values())
+    assert {c.commitment.worker for c in commits} == set(net.workers)
+    assert len(commits) == 4 and len({c.commitment.sig for c in commits}) == 1
+    key = net.run.identity.public_key
+    for c in commits:
+        assert isinstance(c.commitment.round, RoundProof) and c.commitment.verify(key)
