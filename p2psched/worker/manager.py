@@ -11,7 +11,7 @@ for the GPUs it asks, the task's driver is enabled, and the task is within its d
 caps (timeout, input size) and the operator's `SchedulerPolicy` (who, how many, how much);
 a lease not followed by a dispatch expires after `lease_s`; every result carries a
 `Receipt` signed by this worker, and is sent again when its scheduler reconnects, until
-acknowledged.
+acknowledged (signed at the end of the step that made it, in a batch: `worker.receipts`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from p2psched.histogram import RUN_TIME_BUCKETS, Histogram
 from p2psched.identity import Identity
 from p2psched.store.journal import Accepted, Entry, Issued
 from p2psched.wire.codec import encode
-from p2psched.wire.deal import MAX_RESERVED, Quote, Receipt, packed_hash, unsendable
+from p2psched.wire.deal import MAX_RESERVED, Quote, unsendable
 from p2psched.wire.messages import (
     Ack,
     Beat,
@@ -61,6 +61,7 @@ from p2psched.worker.holdings import Action as Action
 from p2psched.worker.holdings import Held, Leased, Reservation, RunTimes, Scheduler
 from p2psched.worker.holdings import Start as Start
 from p2psched.worker.policy import Standing, Terms
+from p2psched.worker.receipts import StepResults
 
 DRAINING = "this worker is draining and takes no new tasks"
 TaskKey = tuple[bytes, str]  # (scheduler's node id, task id): task ids are only unique per job
@@ -113,10 +114,12 @@ class TaskManager:
     # before it sends what they answer (a lease, a result).
     durable: bool = False
     journal: list[Entry] = field(default_factory=list)
+    _unsigned: StepResults = field(default_factory=StepResults)
 
     # -- what the shell reads -------------------------------------------------------------
 
     def actions(self) -> list[Action]:
+        self._sign_results()
         out, self._out = self._out, []
         return out
 
@@ -182,6 +185,7 @@ class TaskManager:
             # crashed, so no reset came). What it queued here is not its now: drop it, as its
             # first heartbeat back tells it.
             self.disconnected(peer, now)
+        self._sign_results()  # (any finished while it was away are among those sent now)
         self._peers[peer] = Scheduler(public_key)
         for (p, _), (_, message, _) in self._unacked.items():
             if p == peer:  # finished while the scheduler was away
@@ -212,7 +216,8 @@ class TaskManager:
 
     def holds_for(self, peer: bytes) -> bool:
         """Whether this worker holds tasks of `peer`'s, or results it has not acknowledged."""
-        return any(k[0] == peer for k in (*self._held, *self._unacked))
+        mine = any(k[0] == peer for k in (*self._held, *self._unacked))
+        return mine or self._unsigned.owed_to(peer)
 
     def receive(self, peer: bytes, message: Message, now: float) -> None:
         """A checked message (see `wire.messages.parse`) from a connected scheduler. Raises
@@ -540,28 +545,23 @@ class TaskManager:
     ) -> None:
         """Send (and keep, if it succeeded) a result: `packed` is its output, encoded (None
         encoded, on an error)."""
-        receipt = Receipt(
-            worker=self.identity.node_id,
-            scheduler=peer,
-            job=held.job,
-            task=held.task.id,
-            ok=error is None,
-            result_hash=packed_hash(packed),
-            duration=duration,
-            price=held.price if error is None else 0.0,
-            finished_at=now,
-        ).signed(self.identity)
-        if self.durable:
-            self.journal.append(Issued(receipt, now))
-        # The output goes as it was hashed: the bytes the receipt names.
-        message = Result(
-            held.task.id, msgspec.Raw(packed), error if error is None else said(error), receipt
-        )
         if error is None:
-            self._keep(peer, held.task.id, message, len(packed), now)
             self.terms.spending.charge(peer, held.price, now)
-        if self._peers.get(peer, Scheduler(b"", connected=False)).connected:
+        connected = self._peers.get(peer, Scheduler(b"", connected=False)).connected
+        at = len(self._out) if connected else None  # (its place, filled once it is signed)
+        message = self._unsigned.add(self.identity, peer, held, at, packed, error, duration, now)
+        if at is not None:
             self._out.append(Send(peer, message))
+
+    def _sign_results(self) -> None:
+        """Sign the step's results, then journal, keep and send them."""
+        for u, message in self._unsigned.signed(self.identity):
+            if self.durable:
+                self.journal.append(Issued(message.receipt, u.made_at))
+            if message.receipt.ok:
+                self._keep(u.peer, message.task, message, u.size, u.made_at)
+            if u.at is not None:
+                self._out[u.at] = Send(u.peer, message)
 
     def _keep(self, peer: bytes, task_id: str, message: Result, size: int, now: float) -> None:
         """Hold a result until its scheduler acknowledges it, within bounds: a scheduler that

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from p2psched.identity import Identity
+from p2psched.store.journal import Issued
 from p2psched.wire.deal import MAX_INPUT_BYTES, Commitment, Receipt
 from p2psched.wire.messages import Ready, Send
 from p2psched.worker import manager as wm
@@ -434,3 +435,47 @@ def test_partial_results_go_out_only_while_the_task_runs_and_its_scheduler_is_th
     w.actions()
     w.partial(sched.node_id, "t1", {"delta": "!"})  # stopping: nothing more of it goes
     assert not [a for a in w.actions() if isinstance(a, Send)]
+
+
+def test_results_of_one_step_go_signed_once_per_scheduler_each_in_its_place() -> None:
+    """Results that end in one step are signed at its end: one signature over each
+    scheduler's batch (each receipt with its own proof), the results sent where they were
+    made among the actions; a result alone is signed alone, as before batches."""
+    w = wm.TaskManager(Identity.generate(), slots=4, queue_depth=0)
+    a, b = Identity.generate(), Identity.generate()
+    for sched, tasks in ((a, ["a1", "a2", "a3"]), (b, ["b1"])):
+        w.connected(sched.node_id, sched.public_key, 0.0)
+        for t in tasks:
+            commit(w, sched, t, 0.0)
+            dispatch(w, sched, t, 0.0)
+    w.actions()
+    for sched, t in ((a, "a1"), (b, "b1"), (a, "a2"), (a, "a3")):
+        w.finished(sched.node_id, t, t, None, 1.0)
+    sent = [x.message for x in w.actions() if isinstance(x, Send)]
+    assert [m.task for m in sent] == ["a1", "b1", "a2", "a3"]
+    ours = [m.receipt for m in sent if m.task.startswith("a")]
+    assert len({r.sig for r in ours}) == 1
+    assert [r.batch.index for r in ours if r.batch] == [0, 1, 2]
+    assert all(r.verify(w.identity.public_key) for r in ours)
+    [alone] = [m.receipt for m in sent if m.task == "b1"]
+    assert alone.batch is None and alone.verify(w.identity.public_key)
+    # The next step's result is a batch of its own: alone.
+    dispatch(w, a, "a4", 2.0)  # (never leased: refused)
+    [late] = [x.message.receipt for x in w.actions() if isinstance(x, Send)]
+    assert late.batch is None and late.verify(w.identity.public_key)
+
+
+def test_a_result_made_while_its_scheduler_was_away_is_signed_and_sent_when_it_is_back() -> None:
+    w = wm.TaskManager(Identity.generate(), durable=True)
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    commit(w, sched, "t1", 0.0)
+    dispatch(w, sched, "t1", 0.0)
+    w.actions()
+    w.disconnected(sched.node_id, 1.0)
+    w.finished(sched.node_id, "t1", 42, None, 2.0)
+    assert w.holds_for(sched.node_id)  # (it owes that scheduler the result)
+    w.connected(sched.node_id, sched.public_key, 3.0)
+    again, _ = [a.message for a in w.actions() if isinstance(a, Send)]
+    assert again.task == "t1" and again.receipt.verify(w.identity.public_key)
+    assert [e.receipt for e in w.journal if isinstance(e, Issued)] == [again.receipt]
