@@ -31,7 +31,8 @@ WORKERS = 4
 
 
 def p2psched_run(gate: str, doc: dict[str, Any]) -> tuple[float, dict[str, int]]:
-    """Seconds from submission until every task is final; and the tasks' final states."""
+    """Seconds from submission until every task is final; and the tasks' final states, with
+    "receipts" and "signatures": how many receipts came, under how many signatures."""
     host, _, port = gate.rpartition(":")
     out: dict[str, Any] = {}
 
@@ -46,6 +47,9 @@ def p2psched_run(gate: str, doc: dict[str, Any]) -> tuple[float, dict[str, int]]
                 await job.done.wait()
                 out["seconds"] = time.perf_counter() - t0
                 out["counts"] = dict(job.run.counts())
+                receipts = [t.receipt for t in job.run.tasks.values() if t.receipt is not None]
+                out["counts"]["receipts"] = len(receipts)
+                out["counts"]["signatures"] = len({(r.worker, r.sig) for r in receipts})
 
     trio.run(main)
     return out["seconds"], out["counts"]

@@ -11,7 +11,7 @@ for the GPUs it asks, the task's driver is enabled, and the task is within its d
 caps (timeout, input size) and the operator's `SchedulerPolicy` (who, how many, how much);
 a lease not followed by a dispatch expires after `lease_s`; every result carries a
 `Receipt` signed by this worker, and is sent again when its scheduler reconnects, until
-acknowledged (signed at the end of the step that made it, in a batch: `worker.receipts`).
+acknowledged (signed in a batch of its scheduler's: `worker.receipts`).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from p2psched.worker.holdings import Action as Action
 from p2psched.worker.holdings import Held, Leased, Reservation, RunTimes, Scheduler
 from p2psched.worker.holdings import Start as Start
 from p2psched.worker.policy import Standing, Terms
-from p2psched.worker.receipts import StepResults
+from p2psched.worker.receipts import ResultsToSign
 
 DRAINING = "this worker is draining and takes no new tasks"
 TaskKey = tuple[bytes, str]  # (scheduler's node id, task id): task ids are only unique per job
@@ -114,12 +114,12 @@ class TaskManager:
     # before it sends what they answer (a lease, a result).
     durable: bool = False
     journal: list[Entry] = field(default_factory=list)
-    _unsigned: StepResults = field(default_factory=StepResults)
+    # Results waiting unsigned, to share a signature with their scheduler's next ones.
+    _unsigned: ResultsToSign = field(default_factory=ResultsToSign)
 
     # -- what the shell reads -------------------------------------------------------------
 
     def actions(self) -> list[Action]:
-        self._sign_results()
         out, self._out = self._out, []
         return out
 
@@ -157,12 +157,12 @@ class TaskManager:
         return max(0, self.slots + self.queue_depth - len(self._leases) - len(self._held))
 
     def next_deadline(self) -> float:
-        times = [lease.expires for lease in self._leases.values()]
+        times = [self._unsigned.next_deadline(), *(x.expires for x in self._leases.values())]
         times += [p.next_beat for p in self._peers.values() if p.connected]
         times += [t + self.keep_results_s for t, _, _ in self._unacked.values()]
         times += [min(p) for p in self._pulling.values()]
         times += [self._grace_end(peer) for peer in self._gone_running()]
-        return min(times, default=math.inf)
+        return min(times)
 
     def _gone_running(self) -> set[bytes]:
         """Schedulers gone while tasks of theirs run here."""
@@ -185,7 +185,7 @@ class TaskManager:
             # crashed, so no reset came). What it queued here is not its now: drop it, as its
             # first heartbeat back tells it.
             self.disconnected(peer, now)
-        self._sign_results()  # (any finished while it was away are among those sent now)
+        self._sign_results(math.inf)  # (any finished while it was away are sent now)
         self._peers[peer] = Scheduler(public_key)
         for (p, _), (_, message, _) in self._unacked.items():
             if p == peer:  # finished while the scheduler was away
@@ -273,6 +273,7 @@ class TaskManager:
         return error is None
 
     def tick(self, now: float) -> None:
+        self._sign_results(now)
         for key in [k for k, lease in self._leases.items() if lease.expires <= now]:
             del self._leases[key]
         for key in [k for k, (t, _, _) in self._unacked.items() if t + self.keep_results_s <= now]:
@@ -547,21 +548,19 @@ class TaskManager:
         encoded, on an error)."""
         if error is None:
             self.terms.spending.charge(peer, held.price, now)
-        connected = self._peers.get(peer, Scheduler(b"", connected=False)).connected
-        at = len(self._out) if connected else None  # (its place, filled once it is signed)
-        message = self._unsigned.add(self.identity, peer, held, at, packed, error, duration, now)
-        if at is not None:
-            self._out.append(Send(peer, message))
+        more = any(k[0] == peer for k in self._held)
+        self._unsigned.add(self.identity, peer, held, packed, error, duration, now, more)
+        self._sign_results(now)  # (its batch, if it is due)
 
-    def _sign_results(self) -> None:
-        """Sign the step's results, then journal, keep and send them."""
-        for u, message in self._unsigned.signed(self.identity):
+    def _sign_results(self, now: float) -> None:
+        """Sign the results due by `now`, then journal, keep and send them."""
+        for u, message in self._unsigned.signed(self.identity, now):
             if self.durable:
                 self.journal.append(Issued(message.receipt, u.made_at))
             if message.receipt.ok:
                 self._keep(u.peer, message.task, message, u.size, u.made_at)
-            if u.at is not None:
-                self._out[u.at] = Send(u.peer, message)
+            if self._peers.get(u.peer, Scheduler(b"", connected=False)).connected:
+                self._out.append(Send(u.peer, message))
 
     def _keep(self, peer: bytes, task_id: str, message: Result, size: int, now: float) -> None:
         """Hold a result until its scheduler acknowledges it, within bounds: a scheduler that

@@ -1,13 +1,17 @@
-"""The receipts a worker signs, a step at a time: each result of a step is made with its
-receipt unsigned (`StepResults.add`), and the step's are signed at its end (`signed`): one
-signature per scheduler's batch (`wire.deal.signed_batch`; one result alone is signed alone).
+"""The receipts a worker signs, in batches: each result is made with its receipt unsigned
+(`ResultsToSign.add`), and a scheduler's results made meanwhile are signed together when they
+are due (`signed`): one signature per batch (`wire.deal.signed_batch`; one result alone is
+signed alone). A short task's result (it succeeded, in less than `hold_s`) waits up to
+`hold_s` while more of its scheduler's tasks run or wait here, so that their results share its
+signature; any other is due at once, and takes those waiting with it.
 
 Promises: each result comes out of `signed` once, its receipt signed by this worker, in the
-order the results were made.
+order its scheduler's results were made; none waits past `next_deadline()`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -21,32 +25,34 @@ from p2psched.worker.holdings import Held
 
 @dataclass(frozen=True, slots=True)
 class Unsigned:
-    """A result made in this step, its receipt not signed yet."""
+    """A result made, its receipt not signed yet."""
 
     peer: bytes
     message: Result
     size: int  # its output's bytes
-    at: int | None  # its place among the manager's actions (None: its scheduler is away)
     made_at: float
 
 
 @dataclass(slots=True)
-class StepResults:
-    made: list[Unsigned] = field(default_factory=list)
+class ResultsToSign:
+    hold_s: float = 0.005
+    _made: dict[bytes, list[Unsigned]] = field(default_factory=dict)  # by scheduler
+    _due: dict[bytes, float] = field(default_factory=dict)  # when its batch is signed
 
     def add(
         self,
         identity: Identity,
         peer: bytes,
         held: Held,
-        at: int | None,
         packed: bytes,
         error: str | None,
         duration: float,
         now: float,
-    ) -> Result:
+        more_coming: bool,
+    ) -> None:
         """A result for `peer` (`packed`: its output, encoded; None encoded, on an error),
-        its receipt unsigned till `signed`; `at`: its place among the manager's actions."""
+        its receipt unsigned till `signed`; `more_coming`: more of `peer`'s tasks run or
+        wait here."""
         receipt = Receipt(
             worker=identity.node_id,
             scheduler=peer,
@@ -62,19 +68,25 @@ class StepResults:
         message = Result(
             held.task.id, msgspec.Raw(packed), error if error is None else said(error), receipt
         )
-        self.made.append(Unsigned(peer, message, len(packed), at, now))
-        return message
+        made = self._made.setdefault(peer, [])
+        made.append(Unsigned(peer, message, len(packed), now))
+        short = error is None and duration < self.hold_s  # (a failure goes at once)
+        wait = more_coming and short and len(made) < MAX_BATCH
+        due = now + self.hold_s if wait else -math.inf
+        self._due[peer] = min(self._due.get(peer, math.inf), due)
 
     def owed_to(self, peer: bytes) -> bool:
-        return any(u.peer == peer for u in self.made)
+        return peer in self._made
 
-    def signed(self, identity: Identity) -> Iterator[tuple[Unsigned, Result]]:
-        """The results made since the last call, each with its receipt signed by `identity`."""
-        batches: dict[bytes, list[Unsigned]] = {}
-        for u in self.made:
-            batches.setdefault(u.peer, []).append(u)
-        self.made = []
-        for made in batches.values():
+    def next_deadline(self) -> float:
+        return min(self._due.values(), default=math.inf)
+
+    def signed(self, identity: Identity, now: float) -> Iterator[tuple[Unsigned, Result]]:
+        """The results due by `now` (all: `math.inf`), each with its receipt signed by
+        `identity`."""
+        for peer in [p for p, due in self._due.items() if due <= now]:
+            del self._due[peer]
+            made = self._made.pop(peer)
             for start in range(0, len(made), MAX_BATCH):
                 chunk = made[start : start + MAX_BATCH]
                 receipts = signed_batch(identity, [u.message.receipt for u in chunk])

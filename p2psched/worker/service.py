@@ -103,7 +103,6 @@ class WorkerService:
         self._outgoing: list[Send] = []
         self._step_end = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self._flush_due = False  # a flush is started for the results of this pass
 
     async def serve(
         self,
@@ -302,18 +301,6 @@ class WorkerService:
         )
         if self.manager.finished(peer, task.id, output, error, self.clock()):
             self.completed += 1
-        self._flush_soon()
-
-    def _flush_soon(self) -> None:
-        """Flush once the other tasks trio runs in this pass have: results that end together
-        (a slot's worth of short tasks, say) are signed together, as one batch."""
-        if not self._flush_due:
-            assert self._nursery is not None
-            self._flush_due = True
-            self._nursery.start_soon(self._flush_due_results)
-
-    async def _flush_due_results(self) -> None:
-        self._flush_due = False
         self._flush()
 
     def _partial(self, peer: bytes, task_id: str, output: Any) -> None:
