@@ -137,7 +137,14 @@ def main() -> None:
     )
     for name, n, p, d in rows:
         print(f"{name:<22} {n:>6} {p:>11.2f} {d:>8.2f} {n / p:>11.0f} {n / d:>8.0f}")
+    signed = [(c.pop("receipts"), c.pop("signatures")) for c in (noop_counts, sleep_counts)]
     print(f"p2psched final states: noop {noop_counts}, sleep {sleep_counts}")
+    print(
+        "p2psched receipts per worker signature: "
+        + ", ".join(
+            f"{w} {r / max(1, s):.2f} ({r}/{s})" for w, (r, s) in zip(("noop", "sleep"), signed)
+        )
+    )
     ratio = (args.noop / p_noop) / (args.noop / d_noop)
     print(
         f"dispatch noop_tasks_per_s_ratio={ratio:.2f} "
