@@ -31,7 +31,8 @@ WORKERS = 4
 
 
 def p2psched_run(gate: str, doc: dict[str, Any]) -> tuple[float, dict[str, int]]:
-    """Seconds from submission until every task is final; and the tasks' final states."""
+    """Seconds from submission until every task is final; and the tasks' final states, with
+    "receipts" and "signatures": how many receipts came, under how many signatures."""
     host, _, port = gate.rpartition(":")
     out: dict[str, Any] = {}
 
@@ -46,6 +47,9 @@ def p2psched_run(gate: str, doc: dict[str, Any]) -> tuple[float, dict[str, int]]
                 await job.done.wait()
                 out["seconds"] = time.perf_counter() - t0
                 out["counts"] = dict(job.run.counts())
+                receipts = [t.receipt for t in job.run.tasks.values() if t.receipt is not None]
+                out["counts"]["receipts"] = len(receipts)
+                out["counts"]["signatures"] = len({(r.worker, r.sig) for r in receipts})
 
     trio.run(main)
     return out["seconds"], out["counts"]
@@ -133,7 +137,14 @@ def main() -> None:
     )
     for name, n, p, d in rows:
         print(f"{name:<22} {n:>6} {p:>11.2f} {d:>8.2f} {n / p:>11.0f} {n / d:>8.0f}")
+    signed = [(c.pop("receipts"), c.pop("signatures")) for c in (noop_counts, sleep_counts)]
     print(f"p2psched final states: noop {noop_counts}, sleep {sleep_counts}")
+    print(
+        "p2psched receipts per worker signature: "
+        + ", ".join(
+            f"{w} {r / max(1, s):.2f} ({r}/{s})" for w, (r, s) in zip(("noop", "sleep"), signed)
+        )
+    )
     ratio = (args.noop / p_noop) / (args.noop / d_noop)
     print(
         f"dispatch noop_tasks_per_s_ratio={ratio:.2f} "

@@ -134,6 +134,13 @@ class TaskView(Snapshot):
     progress: float
 
 
+class BatchProofView(Snapshot):
+    """Where a receipt sits in the batch its worker signed at once (hashes in hex)."""
+
+    index: int
+    path: list[str] = Field(description="the sibling hashes from its leaf up to the root")
+
+
 class ReceiptView(Snapshot):
     """The worker's signed receipt, bytes in hex, with the key that checks its signature."""
 
@@ -147,6 +154,9 @@ class ReceiptView(Snapshot):
     price: float
     finished_at: float
     sig: str
+    batch: BatchProofView | None = Field(
+        default=None, description="signed in a batch: `sig` signs the root this leads to"
+    )
     worker_public_key: str | None
 
 

@@ -7,14 +7,18 @@ tag plus the MessagePack of its fields, so a signature made for one kind of docu
 verifies as another), and the form of a task id.
 Promises: `from_wire` and `from_packed` return a document only if it is well-formed, else raise
 `SchemaError` naming the field; `verify()` is true only for a document signed by the key whose
-node id it names.
+node id it names. A receipt is signed alone, or as a leaf of a batch (`BatchProof`): its worker
+signs the root of a SHA-256 Merkle tree over the batch's receipts once, and each receipt carries
+its own path to that root, so each is provable on its own; the leaf, its path and its index
+all lead to the root signed, or it does not verify.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any, ClassVar, TypeVar
 
@@ -25,8 +29,9 @@ from p2psched.wire.codec import MAX_MESSAGE_BYTES, DecodeError, encode
 from p2psched.wire.merkle import MerkleTree, leaf_hash, root_from
 from p2psched.wire.schema import SchemaError
 
-MAX_BATCH = 4096  # tasks in one quote request, commitment or dispatch; commitments a round
+MAX_BATCH = 4096  # tasks in one quote request, commitment or dispatch; commitments a round; receipts a batch
 MAX_ROUND_DEPTH = 12  # levels of a round's Merkle tree: 2^12 = MAX_BATCH leaves
+MAX_BATCH_LEVELS = MAX_ROUND_DEPTH  # a receipt batch's tree
 MAX_RESULT_BYTES = 12 << 20  # a task's output, within the channel's 16 MiB frame
 # A task's input, encoded: it travels inside one message together with its envelope.
 MAX_INPUT_BYTES = MAX_MESSAGE_BYTES // 2
@@ -265,9 +270,30 @@ def signed_together(commitments: list[Commitment], identity: Identity) -> list[C
     return out
 
 
-class Receipt(_Signed, frozen=True, forbid_unknown_fields=True):
+class BatchProof(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where a receipt sits in the batch its worker signed at once: its leaf's index, and the
+    sibling hashes from its leaf up to the root (the index's bit at each level says on which
+    side the leaf's branch is)."""
+
+    index: Annotated[int, msgspec.Meta(ge=0, lt=MAX_BATCH)]
+    path: Annotated[list[Hash], msgspec.Meta(max_length=MAX_BATCH_LEVELS)]
+
+    def root(self, leaf: bytes) -> bytes | None:
+        """The root this proof leads to from `leaf`; None if its index is past its tree."""
+        if self.index >> len(self.path):
+            return None
+        node, at = leaf, self.index
+        for sibling in self.path:
+            node = _node(sibling, node) if at & 1 else _node(node, sibling)
+            at >>= 1
+        return node
+
+
+class Receipt(_Signed, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """A worker's statement that it ran `task` for `scheduler`: what came out (its hash), how
-    long it took and what it costs. `ok` false: the task failed and costs nothing."""
+    long it took and what it costs. `ok` false: the task failed and costs nothing. Signed
+    alone (`batch` None: its form before batches, byte for byte), or in a batch: then `sig`
+    signs the batch's root, and `batch` leads there from this receipt's leaf."""
 
     worker: NodeId
     scheduler: NodeId
@@ -279,11 +305,130 @@ class Receipt(_Signed, frozen=True, forbid_unknown_fields=True):
     price: Price
     finished_at: Time
     sig: Signature = b""
+    batch: BatchProof | None = None  # (not signed: the root's signature covers it)
 
     TAG = b"p2psched/receipt/1"
 
     def signer(self) -> bytes:
         return self.worker
+
+    def values(self) -> list[Any]:
+        return [getattr(self, name) for name in self.__struct_fields__[:-1]]
+
+    def leaf(self) -> bytes:
+        """This receipt's leaf in a batch: a hash of what it signs alone, tagged as a leaf."""
+        return hashlib.sha256(_LEAF + self.body()).digest()
+
+    def verify(self, public_key: bytes, roots: VerifiedRoots | None = None) -> bool:
+        return self.problem(public_key, roots) is None
+
+    def problem(self, public_key: bytes, roots: VerifiedRoots | None = None) -> str | None:
+        """Why this is not a receipt signed by the worker whose key is `public_key` (None: it
+        is). `roots`: batch roots checked already (one signature check per batch)."""
+        if node_id_of(public_key) != self.worker:
+            return "is not signed by the worker (it names another)"
+        if self.batch is None:
+            signed = verify(public_key, self.sig, self.body())
+            return None if signed else "is not signed by the worker"
+        root = self.batch.root(self.leaf())
+        if root is None:
+            return (
+                f"has a batch proof whose index ({self.batch.index}) is past its tree "
+                f"({len(self.batch.path)} levels)"
+            )
+        if not (roots or VerifiedRoots(1)).verify(public_key, root, self.sig):
+            return (
+                "is not in a batch signed by the worker (its fields, path or index lead to a "
+                "root it did not sign)"
+            )
+        return None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = super().to_wire()
+        del wire["batch"]
+        if self.batch is not None:
+            wire["batch"] = {"index": self.batch.index, "path": list(self.batch.path)}
+        return wire
+
+    def to_json(self) -> dict[str, Any]:
+        doc = super().to_json()
+        if self.batch is not None:
+            doc["batch"] = {"index": self.batch.index, "path": [h.hex() for h in self.batch.path]}
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Any, path: str = "document") -> Receipt:
+        batch = doc.get("batch") if isinstance(doc, dict) else None
+        if isinstance(batch, dict) and isinstance(batch.get("path"), list):
+            try:
+                hashes = [bytes.fromhex(h) if isinstance(h, str) else h for h in batch["path"]]
+            except ValueError:
+                raise SchemaError(f"{path}.batch.path", "expected hex") from None
+            doc = {**doc, "batch": {**batch, "path": hashes}}
+        return super().from_json(doc, path)
+
+
+# A batch's tree: leaves, inner nodes and the root signed each under their own tag, apart from
+# each other and from every document a node signs. An empty place in a batch whose size is not
+# a power of two is `_PAD[0]`, a subtree of only such places `_PAD[level]`: the tree is always
+# full, so a leaf's index says its side at every level, and a leaf proven at one index never
+# proves at another.
+_LEAF = b"p2psched/receipt-leaf/1"
+_NODE = b"p2psched/receipt-node/1"
+_ROOT = b"p2psched/receipt-root/1"
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(_NODE + left + right).digest()
+
+
+_PAD = [hashlib.sha256(b"p2psched/receipt-pad/1").digest()]
+for _ in range(MAX_BATCH_LEVELS):
+    _PAD.append(_node(_PAD[-1], _PAD[-1]))
+
+
+def signed_batch(identity: Identity, receipts: Sequence[Receipt]) -> list[Receipt]:
+    """`receipts` (unsigned, at most `MAX_BATCH`) signed with one signature: the root of their
+    tree's, each with its own proof. One alone is signed alone, as before batches."""
+    if len(receipts) == 1:
+        return [receipts[0].signed(identity)]
+    assert 1 < len(receipts) <= MAX_BATCH
+    levels = [[r.leaf() for r in receipts]]
+    while len(level := levels[-1]) > 1:
+        if len(level) % 2:
+            level.append(_PAD[len(levels) - 1])
+        levels.append([_node(level[i], level[i + 1]) for i in range(0, len(level), 2)])
+    sig = identity.sign(_ROOT + levels[-1][0])
+    return [
+        msgspec.structs.replace(
+            r, sig=sig, batch=BatchProof(i, [lv[(i >> k) ^ 1] for k, lv in enumerate(levels[:-1])])
+        )
+        for i, r in enumerate(receipts)
+    ]
+
+
+class VerifiedRoots:
+    """Batch roots whose signatures this node checked, by signer key, root and signature: the
+    newest `size` of them. A batch's receipts come one by one; the first one's check of its
+    root's signature stands for the others'."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._seen: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
+        self.signatures = 0  # root signatures checked (not found here)
+
+    def verify(self, public_key: bytes, root: bytes, sig: bytes) -> bool:
+        key = (public_key, root, sig)
+        if key in self._seen:
+            self._seen.move_to_end(key)
+            return True
+        self.signatures += 1
+        if not verify(public_key, sig, _ROOT + root):
+            return False
+        self._seen[key] = None
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return True
 
 
 @contextmanager

@@ -11,7 +11,7 @@ for the GPUs it asks, the task's driver is enabled, and the task is within its d
 caps (timeout, input size) and the operator's `SchedulerPolicy` (who, how many, how much);
 a lease not followed by a dispatch expires after `lease_s`; every result carries a
 `Receipt` signed by this worker, and is sent again when its scheduler reconnects, until
-acknowledged.
+acknowledged (signed in a batch of its scheduler's: `worker.receipts`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from p2psched.histogram import RUN_TIME_BUCKETS, Histogram
 from p2psched.identity import Identity
 from p2psched.store.journal import Accepted, Entry, Issued
 from p2psched.wire.codec import encode
-from p2psched.wire.deal import MAX_RESERVED, Quote, Receipt, packed_hash, unsendable
+from p2psched.wire.deal import MAX_RESERVED, Quote, unsendable
 from p2psched.wire.messages import (
     Ack,
     Beat,
@@ -61,6 +61,7 @@ from p2psched.worker.holdings import Action as Action
 from p2psched.worker.holdings import Held, Leased, Reservation, RunTimes, Scheduler
 from p2psched.worker.holdings import Start as Start
 from p2psched.worker.policy import Standing, Terms
+from p2psched.worker.receipts import ResultsToSign
 
 DRAINING = "this worker is draining and takes no new tasks"
 TaskKey = tuple[bytes, str]  # (scheduler's node id, task id): task ids are only unique per job
@@ -113,6 +114,8 @@ class TaskManager:
     # before it sends what they answer (a lease, a result).
     durable: bool = False
     journal: list[Entry] = field(default_factory=list)
+    # Results waiting unsigned, to share a signature with their scheduler's next ones.
+    _unsigned: ResultsToSign = field(default_factory=ResultsToSign)
 
     # -- what the shell reads -------------------------------------------------------------
 
@@ -154,12 +157,12 @@ class TaskManager:
         return max(0, self.slots + self.queue_depth - len(self._leases) - len(self._held))
 
     def next_deadline(self) -> float:
-        times = [lease.expires for lease in self._leases.values()]
+        times = [self._unsigned.next_deadline(), *(x.expires for x in self._leases.values())]
         times += [p.next_beat for p in self._peers.values() if p.connected]
         times += [t + self.keep_results_s for t, _, _ in self._unacked.values()]
         times += [min(p) for p in self._pulling.values()]
         times += [self._grace_end(peer) for peer in self._gone_running()]
-        return min(times, default=math.inf)
+        return min(times)
 
     def _gone_running(self) -> set[bytes]:
         """Schedulers gone while tasks of theirs run here."""
@@ -182,6 +185,7 @@ class TaskManager:
             # crashed, so no reset came). What it queued here is not its now: drop it, as its
             # first heartbeat back tells it.
             self.disconnected(peer, now)
+        self._sign_results(math.inf)  # (any finished while it was away are sent now)
         self._peers[peer] = Scheduler(public_key)
         for (p, _), (_, message, _) in self._unacked.items():
             if p == peer:  # finished while the scheduler was away
@@ -212,7 +216,8 @@ class TaskManager:
 
     def holds_for(self, peer: bytes) -> bool:
         """Whether this worker holds tasks of `peer`'s, or results it has not acknowledged."""
-        return any(k[0] == peer for k in (*self._held, *self._unacked))
+        mine = any(k[0] == peer for k in (*self._held, *self._unacked))
+        return mine or self._unsigned.owed_to(peer)
 
     def receive(self, peer: bytes, message: Message, now: float) -> None:
         """A checked message (see `wire.messages.parse`) from a connected scheduler. Raises
@@ -268,6 +273,7 @@ class TaskManager:
         return error is None
 
     def tick(self, now: float) -> None:
+        self._sign_results(now)
         for key in [k for k, lease in self._leases.items() if lease.expires <= now]:
             del self._leases[key]
         for key in [k for k, (t, _, _) in self._unacked.items() if t + self.keep_results_s <= now]:
@@ -540,28 +546,21 @@ class TaskManager:
     ) -> None:
         """Send (and keep, if it succeeded) a result: `packed` is its output, encoded (None
         encoded, on an error)."""
-        receipt = Receipt(
-            worker=self.identity.node_id,
-            scheduler=peer,
-            job=held.job,
-            task=held.task.id,
-            ok=error is None,
-            result_hash=packed_hash(packed),
-            duration=duration,
-            price=held.price if error is None else 0.0,
-            finished_at=now,
-        ).signed(self.identity)
-        if self.durable:
-            self.journal.append(Issued(receipt, now))
-        # The output goes as it was hashed: the bytes the receipt names.
-        message = Result(
-            held.task.id, msgspec.Raw(packed), error if error is None else said(error), receipt
-        )
         if error is None:
-            self._keep(peer, held.task.id, message, len(packed), now)
             self.terms.spending.charge(peer, held.price, now)
-        if self._peers.get(peer, Scheduler(b"", connected=False)).connected:
-            self._out.append(Send(peer, message))
+        more = any(k[0] == peer for k in self._held)
+        self._unsigned.add(self.identity, peer, held, packed, error, duration, now, more)
+        self._sign_results(now)  # (its batch, if it is due)
+
+    def _sign_results(self, now: float) -> None:
+        """Sign the results due by `now`, then journal, keep and send them."""
+        for u, message in self._unsigned.signed(self.identity, now):
+            if self.durable:
+                self.journal.append(Issued(message.receipt, u.made_at))
+            if message.receipt.ok:
+                self._keep(u.peer, message.task, message, u.size, u.made_at)
+            if self._peers.get(u.peer, Scheduler(b"", connected=False)).connected:
+                self._out.append(Send(u.peer, message))
 
     def _keep(self, peer: bytes, task_id: str, message: Result, size: int, now: float) -> None:
         """Hold a result until its scheduler acknowledges it, within bounds: a scheduler that

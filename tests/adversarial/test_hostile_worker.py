@@ -134,9 +134,9 @@ async def test_one_malformed_result_fails_that_task_and_no_other(
     """A worker that puts a reason longer than the wire allows into one result (as workers
     before the cut at the source did): that task fails there; the link stays, and the
     worker's other task completes."""
-    from p2psched.worker import manager as manager_module
+    from p2psched.worker import receipts
 
-    monkeypatch.setattr(manager_module, "said", lambda reason: reason)  # no cut: 400 chars
+    monkeypatch.setattr(receipts, "said", lambda reason: reason)  # no cut: 400 chars
 
     class Failing:
         name = "fail"

@@ -3,15 +3,17 @@ names each entry someone altered, from the signatures alone."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import msgspec
 import pytest
+from msgspec.structs import replace as restruct
 
 from p2psched.store import Store
 from p2psched.store.journal import Accepted, Committed, Issued, Judged
 from p2psched.wire.codec import encode
-from p2psched.wire.deal import Commitment, signed_together
+from p2psched.wire.deal import BatchProof, Commitment, Receipt, signed_batch, signed_together
 from tests.harness.store import (
     ME,
     OTHER_WORKER,
@@ -196,3 +198,29 @@ def test_commitments_signed_with_their_round_verify_in_the_ledger_and_a_swapped_
     store.write([Committed(msgspec.structs.replace(a, round=b.round), (), 1002.0)])
     [problem] = store.verify_ledger()
     assert "(paid commitment, job 'a-1'): the signature does not verify" in problem
+
+
+def test_receipts_signed_in_a_batch_each_verify_from_their_rows_and_an_edited_proof_does_not(
+    store: Store,
+) -> None:
+    """A batch's receipts are paid each in its own row, receipt and proof: each verifies on
+    its own; a row whose proof (its index) was edited names that entry alone."""
+    paid = [charged("a-1", f"t{i}", 1.0, i) for i in range(3)]
+    batch = signed_batch(WORKER, [restruct(c.receipt, sig=b"") for c in paid])
+    store.write(
+        [
+            opened("a-1"),
+            Committed(commitment("a-1", ["t0", "t1", "t2"], 1.0), (), 1.0),
+            *(replace(c, receipt=r) for c, r in zip(paid, batch, strict=True)),
+        ]
+    )
+    assert store.verify_ledger() == []
+    rows = sql(store, "SELECT seq, document FROM ledger WHERE kind = 'receipt' ORDER BY seq")
+    assert [Receipt.from_packed(doc, "r") for _, doc in rows] == batch
+    seq, doc = rows[1]
+    moved = restruct(batch[1], batch=BatchProof(0, batch[1].batch.path))  # type: ignore[union-attr]
+    sql(store, "UPDATE ledger SET document = ? WHERE seq = ?", (encode(moved.to_wire()), seq))
+
+    assert store.verify_ledger() == [
+        f"ledger entry {seq} (paid receipt, job 'a-1'): the signature does not verify"
+    ]

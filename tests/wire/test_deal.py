@@ -1,19 +1,35 @@
 """Signed documents across the change that gave quotes and commitments a `gpus` field: what
 ledgers stored before it still verifies and says the same, and neither form of a document can
 be passed off as the other. Commitments of one commit round under one signature: each
-verifies alone, none altered does."""
+verifies alone, none altered does. Receipts signed in batches: each provable on its own under one
+signature, a receipt signed alone as it always was, and each forgery within a batch refused."""
 
 from __future__ import annotations
 
 import time
 
 import msgspec
+import pytest
 
 from p2psched.identity import Identity, verify
+from p2psched.wire import messages
 from p2psched.wire.codec import decode, encode
-from p2psched.wire.deal import Commitment, Quote, RoundProof, signed_together
-from p2psched.wire.messages import Commit, parse
+from p2psched.wire.deal import (
+    MAX_BATCH,
+    MAX_BATCH_LEVELS,
+    Commitment,
+    Quote,
+    Receipt,
+    RoundProof,
+    VerifiedRoots,
+    packed_hash,
+    signed_batch,
+    signed_together,
+)
+from p2psched.wire.messages import Commit, Result, parse
 from p2psched.wire.messages import encode as encode_message
+from p2psched.wire.schema import SchemaError
+from tests.harness.net import BATCH_FORGERIES
 
 SCHEDULER = Identity.generate()
 WORKER = Identity.generate()
@@ -93,3 +109,81 @@ def test_a_commitment_signed_alone_keeps_its_form() -> None:
     assert c.sig and verify(SCHEDULER.public_key, c.sig, c.body())
     assert "round" not in c.to_wire()
     assert b"round" not in encode_message(Commit(1, c, []))
+
+
+# -- receipts signed in batches -------------------------------------------------------------
+
+
+def unsigned_receipts(n: int, worker: Identity = WORKER) -> list[Receipt]:
+    return [
+        Receipt(
+            worker.node_id, SCHEDULER.node_id, "job", f"job/{i}", True, packed_hash(encode(i)),
+            0.01, 0.5, 1000.0 + i,
+        )
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_a_receipt_stored_before_batches_still_verifies_and_is_written_the_same() -> None:
+    """Signed as the code before batches did (its tag, its fields), stored as it wrote it (a
+    map of its fields): read back, it verifies, and is written again byte for byte; one
+    signed alone today is that form, and its message carries no batch."""
+    fields = [WORKER.node_id, SCHEDULER.node_id, "job", "job/1", True, bytes(32), 0.5, 1.0, 2.0]
+    sig = WORKER.sign(b"p2psched/receipt/1" + encode(fields))
+    names = (
+        "worker", "scheduler", "job", "task", "ok", "result_hash", "duration", "price",
+        "finished_at",
+    )  # fmt: skip
+    stored = encode({**dict(zip(names, fields, strict=True)), "sig": sig})
+    r = Receipt.from_packed(stored, "receipt")
+    assert r.batch is None and r.verify(WORKER.public_key)
+    assert encode(r.to_wire()) == stored
+    [alone] = signed_batch(WORKER, [Receipt(*fields)])  # type: ignore[arg-type]
+    assert alone == r
+    message = messages.encode(Result("job/1", msgspec.Raw(encode(None)), None, alone))
+    assert b"batch" not in message
+    assert msgspec.msgpack.decode(message)["receipt"] == msgspec.msgpack.decode(stored)
+
+
+@pytest.mark.parametrize("n", [2, 5, 8, MAX_BATCH])
+def test_each_receipt_of_a_batch_verifies_on_its_own_under_one_signature(n: int) -> None:
+    batch = signed_batch(WORKER, unsigned_receipts(n))
+    assert len({r.sig for r in batch}) == 1
+    assert [r.batch.index for r in batch if r.batch] == list(range(n))
+    assert {len(r.batch.path) for r in batch if r.batch} == {(n - 1).bit_length()}
+    roots = VerifiedRoots()
+    assert all(r.verify(WORKER.public_key, roots) for r in batch)
+    assert roots.signatures == 1  # one signature checked, the rest hashes only
+    # Each on its own, as a ledger or `verify JOB` reads it back: from its stored form.
+    for r in (batch[0], batch[-1]):
+        stored = Receipt.from_packed(encode(r.to_wire()), "receipt")
+        assert stored == r and stored.verify(WORKER.public_key)
+        assert Receipt.from_json(r.to_json()) == r
+
+
+@pytest.mark.parametrize("forgery", BATCH_FORGERIES)
+def test_a_receipt_forged_within_a_batch_is_refused_naming_why(forgery: str) -> None:
+    stranger = Identity.generate()
+    batch = signed_batch(WORKER, unsigned_receipts(3))
+    roots = VerifiedRoots()
+    assert batch[0].verify(WORKER.public_key, roots)  # its root is known good from now on
+    forged = BATCH_FORGERIES[forgery](batch[1], stranger)
+    problem = forged.problem(WORKER.public_key, roots)
+    if forgery == "past_tree":
+        assert problem == "has a batch proof whose index (5) is past its tree (2 levels)"
+    else:
+        assert problem is not None and problem.startswith("is not in a batch signed by the worker")
+    assert not forged.verify(WORKER.public_key)  # and without the roots known
+
+
+def test_a_batch_proof_longer_than_a_full_batch_needs_does_not_parse() -> None:
+    r = signed_batch(WORKER, unsigned_receipts(2))[0]
+    assert r.batch is not None
+    for batch, field in (
+        ({"index": 0, "path": [bytes(32)] * (MAX_BATCH_LEVELS + 1)}, "path"),
+        ({"index": MAX_BATCH, "path": [bytes(32)] * MAX_BATCH_LEVELS}, "index"),
+        ({"index": 0, "path": [bytes(31)]}, "path[0]"),
+    ):
+        with pytest.raises(SchemaError) as e:
+            Receipt.from_wire({**r.to_wire(), "batch": batch}, "receipt")
+        assert e.value.path == f"receipt.batch.{field}"

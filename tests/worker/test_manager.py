@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from p2psched.identity import Identity
+from p2psched.store.journal import Issued
 from p2psched.wire.deal import MAX_INPUT_BYTES, Commitment, Receipt
 from p2psched.wire.messages import Ready, Send
 from p2psched.worker import manager as wm
@@ -434,3 +435,81 @@ def test_partial_results_go_out_only_while_the_task_runs_and_its_scheduler_is_th
     w.actions()
     w.partial(sched.node_id, "t1", {"delta": "!"})  # stopping: nothing more of it goes
     assert not [a for a in w.actions() if isinstance(a, Send)]
+
+
+def holding(ids: list[str], **manager: Any) -> tuple[wm.TaskManager, Identity]:
+    """A worker (`manager` its settings) holding tasks `ids` (running, or queued behind) for
+    a scheduler, whose earlier actions are read; and that scheduler."""
+    w = wm.TaskManager(Identity.generate(), **manager)
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    for t in ids:
+        commit(w, sched, t, 0.0)
+        dispatch(w, sched, t, 0.0)
+    w.actions()
+    return w, sched
+
+
+def test_short_results_wait_for_their_schedulers_next_to_share_one_signature() -> None:
+    """A short task's result waits while more of its scheduler's tasks run or wait here: the
+    last of them takes the batch out, under one signature (each receipt with its proof); a
+    result with nothing more coming goes at once, alone, signed as before batches."""
+    w, a = holding(["a1", "a2", "a3"], slots=4, queue_depth=0)
+    b = Identity.generate()
+    w.connected(b.node_id, b.public_key, 0.0)
+    commit(w, b, "b1", 0.0)
+    dispatch(w, b, "b1", 0.0)
+    w.actions()
+    for sched, t in ((a, "a1"), (b, "b1"), (a, "a2")):
+        w.finished(sched.node_id, t, t, None, 0.001)
+    assert [x.message.task for x in w.actions() if isinstance(x, Send)] == ["b1"]
+    assert w.next_deadline() == 0.001 + w._unsigned.hold_s
+    w.finished(a.node_id, "a3", "a3", None, 0.002)
+    sent = [x.message for x in w.actions() if isinstance(x, Send)]
+    assert [m.task for m in sent] == ["a1", "a2", "a3"]
+    receipts = [m.receipt for m in sent]
+    assert len({r.sig for r in receipts}) == 1
+    assert [r.batch.index for r in receipts if r.batch] == [0, 1, 2]
+    assert all(r.verify(w.identity.public_key) for r in receipts)
+    assert w.next_deadline() >= 1.0  # (its next heartbeat)
+
+
+def test_a_short_result_waits_no_longer_than_its_hold_and_a_long_one_not_at_all() -> None:
+    w, sched = holding(["t1", "t2", "t3"], slots=2, queue_depth=1)
+    w.finished(sched.node_id, "t1", 1, None, 0.001)  # t2 runs, t3 waits: held
+    hold = w._unsigned.hold_s
+    w.tick(0.001 + hold * 0.99)
+    assert not [x for x in w.actions() if isinstance(x, Send)]
+    w.tick(0.001 + hold)
+    [alone] = [x.message.receipt for x in w.actions() if isinstance(x, Send)]
+    assert alone.task == "t1" and alone.batch is None
+    w.finished(sched.node_id, "t2", 2, None, 1.0)  # it ran for a second: it goes at once
+    [long] = [x.message.receipt for x in w.actions() if isinstance(x, Send)]
+    assert long.task == "t2" and long.verify(w.identity.public_key)
+
+
+def test_a_result_made_while_its_scheduler_was_away_is_signed_and_sent_when_it_is_back() -> None:
+    w = wm.TaskManager(Identity.generate(), durable=True)
+    sched = Identity.generate()
+    w.connected(sched.node_id, sched.public_key, 0.0)
+    commit(w, sched, "t1", 0.0)
+    dispatch(w, sched, "t1", 0.0)
+    w.actions()
+    w.disconnected(sched.node_id, 1.0)
+    w.finished(sched.node_id, "t1", 42, None, 2.0)
+    assert w.holds_for(sched.node_id)  # (it owes that scheduler the result)
+    w.connected(sched.node_id, sched.public_key, 3.0)
+    again, _ = [a.message for a in w.actions() if isinstance(a, Send)]
+    assert again.task == "t1" and again.receipt.verify(w.identity.public_key)
+    assert [e.receipt for e in w.journal if isinstance(e, Issued)] == [again.receipt]
+
+
+def test_a_result_held_for_a_batch_goes_before_the_beat_a_restarted_scheduler_reads() -> None:
+    """A restarted scheduler takes the tasks its first beat does not name as dropped: a result
+    waiting for a batch goes before that beat, not after (its task would run twice)."""
+    w, sched = holding(["t1", "t2"], slots=2, queue_depth=0)
+    w.finished(sched.node_id, "t1", 1, None, 0.001)  # (t2 runs on: held)
+    w.actions()
+    w.connected(sched.node_id, sched.public_key, 0.002)  # a new channel: it restarted
+    said = [on_wire(a.message) for a in w.actions() if isinstance(a, Send)]
+    assert [(m["t"], m.get("task")) for m in said] == [("result", "t1"), ("beat", None)]

@@ -1,10 +1,11 @@
 """The worker's shell over real channels on loopback: what a scheduler's channel takes before
-and after the scheduler has said what it is, and what it is told when it sends more."""
+and after the scheduler has said what it is, and what it is told when it sends more; short
+results of one scheduler's signed as one batch."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,7 +13,7 @@ import trio
 
 from p2psched.identity import Identity
 from p2psched.wire.channel import SecureChannel, open_channel
-from p2psched.wire.deal import MAX_OPENING_MESSAGE, Commitment, task_id_for
+from p2psched.wire.deal import MAX_OPENING_MESSAGE, Commitment, Receipt, task_id_for
 from p2psched.wire.messages import Ack, Commit, QuoteRequest, Task, encode, raw
 from p2psched.wire.noise import ChannelError
 from p2psched.worker.drivers import EchoDriver
@@ -26,10 +27,12 @@ BIG_ACK = encode(Ack([f"job/{i}" for i in range(MAX_OPENING_MESSAGE // 6)]))
 
 
 @asynccontextmanager
-async def serving(terms: Terms | None = None) -> AsyncIterator[tuple[Identity, tuple[str, int]]]:
+async def serving(
+    terms: Terms | None = None, slots: int = 1, clock: Callable[[], float] = time.time
+) -> AsyncIterator[tuple[Identity, tuple[str, int]]]:
     worker = Identity.generate()
-    manager = TaskManager(worker, slots=1, terms=terms or Terms())
-    service = WorkerService(worker, manager, {"echo": EchoDriver()})
+    manager = TaskManager(worker, slots=slots, terms=terms or Terms())
+    service = WorkerService(worker, manager, {"echo": EchoDriver()}, clock=clock)
     async with trio.open_nursery() as nursery:
         address = await nursery.start(service.serve)
         yield worker, address
@@ -91,6 +94,31 @@ async def test_a_scheduler_it_owes_a_result_may_open_with_more() -> None:
             assert [(m["t"], m.get("task")) for m in heard] == [("result", task), ("beat", None)]
             await ch.send_encoded([BIG_ACK, ASK])
             assert [m["t"] for m in await heard_until(ch, "quote")] == ["quote"]
+
+
+async def test_results_that_end_together_come_signed_once_as_a_batch() -> None:
+    """Four short tasks started at once: the results of the first three wait for the last,
+    and the four receipts come under one signature, each provable on its own. (The worker's
+    clock stands still: however loaded the machine, each task took no time.)"""
+    me = Identity.generate()
+    async with serving(slots=4, clock=lambda: 1000.0) as (worker, (host, port)):
+        tasks = [task_id_for("job", i) for i in range(4)]
+        async with open_channel(host, port, me, expected_peer=worker.node_id) as ch:
+            await ch.send_encoded([ASK])
+            quote = (await heard_until(ch, "quote"))[-1]["quote"]
+            commitment = Commitment(
+                me.node_id, worker.node_id, "job", tasks, quote["price"], time.time()
+            ).signed(me)
+            run = [Task(t, "echo", None, raw(i), 60.0) for i, t in enumerate(tasks)]
+            await ch.send_encoded([encode(Commit(2, commitment, run))])
+            heard: list[Any] = []
+            while len(heard) < len(tasks):
+                heard += [m for m in await heard_until(ch, "result") if m["t"] == "result"]
+    receipts = [Receipt.from_wire(m["receipt"], "receipt") for m in heard]
+    assert sorted(r.task for r in receipts) == tasks
+    assert len({r.sig for r in receipts}) == 1
+    assert sorted(r.batch.index for r in receipts if r.batch) == [0, 1, 2, 3]
+    assert all(r.verify(worker.public_key) for r in receipts)
 
 
 async def test_a_scheduler_its_operator_refuses_never_gets_more_than_a_few_kib() -> None:

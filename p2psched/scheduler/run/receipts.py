@@ -1,7 +1,8 @@
 """The check a result must pass before its task counts as done and its worker is paid.
 
 Promises: `check_receipt` gives one reason for the first thing wrong, or None only when the
-receipt is signed by the worker it names, names this scheduler, job and task, agrees with
+receipt is signed by the worker it names (alone, or in a batch whose root's signature is checked
+once: `VerifiedRoots`, then hashes only), names this scheduler, job and task, agrees with
 the result about success, hashes the output received, charges no more than was committed,
 and the output is MessagePack within the size and nesting limits.
 """
@@ -11,7 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from p2psched.wire.codec import DecodeError, encode
-from p2psched.wire.deal import MAX_RESULT_DEPTH, Receipt, depth_over, packed_hash
+from p2psched.wire.deal import (
+    MAX_RESULT_DEPTH,
+    Receipt,
+    VerifiedRoots,
+    depth_over,
+    packed_hash,
+)
 from p2psched.wire.messages import Result, unpack
 
 
@@ -22,14 +29,15 @@ def check_receipt(
     *,
     committed: float,
     max_bytes: int,
+    roots: VerifiedRoots | None = None,
 ) -> tuple[str | None, bytes, Any]:
     """What is wrong with this result and its receipt (None: nothing), the output as it came
     (for the record; empty when something is wrong), and its value. `expected`: (scheduler,
-    job, task)."""
+    job, task); `roots`: the worker's batch roots checked already."""
     r: Receipt = m.receipt
     task = expected[2]
-    if not r.verify(public_key):
-        return f"receipt for {task} is not signed by the worker", b"", None
+    if (unsigned := r.problem(public_key, roots)) is not None:
+        return f"receipt for {task} {unsigned}", b"", None
     if (r.scheduler, r.job, r.task) != expected:
         return f"receipt for {task} names another scheduler, job or task", b"", None
     if r.ok != (m.error is None):

@@ -129,6 +129,7 @@ class Reports(TaskMoves):
             (self.identity.node_id, self.job, t.spec.task_id),
             committed=t.price,
             max_bytes=self.config.max_result_bytes,
+            roots=w.roots,
         )
         if problem is not None:
             self._ban(w, problem, now)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from p2psched.scheduler.ads import WorkerAd
 from p2psched.scheduler.run.links import NONE, Link
-from p2psched.wire.deal import Quote
+from p2psched.wire.deal import Quote, VerifiedRoots
 
 
 @dataclass(slots=True)
@@ -40,6 +40,8 @@ class WorkerState:
     # The channel's round trip, the least seen from a quote request to its answer (inf until
     # one came): what a run time measured from dispatch to result is net of.
     rtt: float = math.inf
+    # Its batches of receipts whose root's signature was checked: once per batch, not per task.
+    roots: VerifiedRoots = field(default_factory=VerifiedRoots)
 
     @property
     def node_id(self) -> bytes:

@@ -1,8 +1,10 @@
 """The check a result must pass before its task counts as done and its worker is paid: a
-forged receipt of each kind is not counted, and the task runs elsewhere."""
+forged receipt of each kind is not counted, and the task runs elsewhere; receipts signed in a
+batch cost one signature check per batch, and one forged within a batch is refused the same."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +18,7 @@ from p2psched.store.journal import Charged
 from p2psched.wire.codec import decode, encode
 from p2psched.wire.deal import Receipt
 from p2psched.worker import manager as wm
-from tests.harness.net import ad, make_net, spec
+from tests.harness.net import BATCH_FORGERIES, Net, ad, make_net, receipts_verify, spec
 
 S = TaskState
 
@@ -117,3 +119,51 @@ def test_an_output_over_the_spool_size_is_handed_to_the_store_not_kept(durable: 
     assert [decode(e.output) for e in charged] == (
         [{"out": {"n": 0}}, {"out": 0}] if durable else []
     )
+
+
+def batched_net(forge: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Net:
+    """Four tasks on a worker of four slots, whose results end in one step (so their
+    receipts come in one batch), `forge` rewriting what it sends; an honest worker besides."""
+    net = make_net(0, 0)
+    liar, honest = Identity.generate(), Identity.generate()
+    net.workers = {
+        liar.node_id: wm.TaskManager(liar, slots=4, queue_depth=0, price=0.5),
+        honest.node_id: wm.TaskManager(honest, slots=4, queue_depth=0, price=0.9),
+    }
+    net.run = JobRun(net.run.identity, "job", [spec(k) for k in range(4)], mtr=0, now=net.now)
+    if forge is not None:
+        net.behave[liar.node_id] = forge
+    net.run.add_workers([ad(liar, 0.5), ad(honest, 0.9)], net.now)
+    net.pump()
+    return net
+
+
+def test_a_batch_of_receipts_costs_the_scheduler_one_signature_check() -> None:
+    net = batched_net()
+    receipts_verify(net)
+    liar = next(w for w in net.run.workers.values() if w.ad.profile.min_price == 0.5)
+    receipts = [t.receipt for t in net.run.tasks.values() if t.receipt is not None]
+    assert {r.worker for r in receipts} == {liar.node_id}  # (the cheaper one took them all)
+    assert [r.batch.index for r in receipts if r.batch] == [0, 1, 2, 3]
+    assert liar.roots.signatures == 1
+
+
+@pytest.mark.parametrize("forgery", BATCH_FORGERIES)
+def test_a_receipt_forged_within_a_batch_drops_its_worker_naming_why(forgery: str) -> None:
+    """The batch's first receipt is good (its root's signature checked, and known from then
+    on); its second is forged: refused, its worker dropped, the task run elsewhere."""
+    stranger = Identity.generate()
+
+    def forge(m: dict[str, Any]) -> dict[str, Any]:
+        if m["t"] != "result" or m["receipt"].get("batch", {}).get("index") != 1:
+            return m
+        r = Receipt.from_wire(m["receipt"], "r")
+        return {**m, "receipt": BATCH_FORGERIES[forgery](r, stranger).to_wire()}
+
+    net = batched_net(forge)
+    [(liar, reason)] = net.closed
+    why = "has a batch proof whose index" if forgery == "past_tree" else "is not in a batch signed"
+    assert reason.startswith(f"receipt for job-000001 {why}")
+    forged = net.run.tasks["job-000001"]
+    assert forged.state == S.COMPLETED and forged.receipt is not None
+    assert forged.receipt.worker != liar

@@ -55,12 +55,13 @@ def test_restart_keeps_the_done_and_takes_back_what_the_worker_dropped() -> None
     net.hold = True
     net.run.add_workers([ad(a)], net.now)
     net.pump()
-    # Two run, two wait in the worker's queue; one finishes: it is completed here.
+    # Two run, two wait in the worker's queue; one finishes: it is completed here (once its
+    # result stops waiting for the others' to share a signature).
     running = list(net.started)
     assert len(running) == 2
     wid, peer, task = running[0]
     net.workers[wid].finished(peer, task["id"], "ok", None, net.now)
-    net.pump()
+    net.advance(0.01, step=0.01)
     done_before = {k for k, t in net.run.tasks.items() if t.state == S.COMPLETED}
     assert len(done_before) == 1
     # The scheduler dies without the worker noticing (no reset); the second running task
