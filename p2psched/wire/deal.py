@@ -29,7 +29,7 @@ from p2psched.wire.codec import MAX_MESSAGE_BYTES, DecodeError, encode
 from p2psched.wire.merkle import MerkleTree, leaf_hash, root_from
 from p2psched.wire.schema import SchemaError
 
-MAX_BATCH = 4096  # tasks in one quote, commitment or dispatch; commitments a round; receipts a batch
+MAX_BATCH = 4096  # tasks in one quote, commitment or dispatch; commitments (and a round, receipts)
 MAX_ROUND_DEPTH = 12  # levels of a round's Merkle tree: 2^12 = MAX_BATCH leaves
 MAX_BATCH_LEVELS = MAX_ROUND_DEPTH  # a receipt batch's tree
 MAX_RESULT_BYTES = 12 << 20  # a task's output, within the channel's 16 MiB frame
