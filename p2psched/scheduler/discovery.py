@@ -7,15 +7,16 @@ over unexpired records with their signatures unchecked, every version holders ga
 withdrawn, malformed and oversized ads are dropped (and counted), the need is applied to every
 profile as read, and only an ad that matches has its signature checked, once per ad (not per
 copy: holders' copies are one record), and never again while it is in `VerifiedAds` by its
-signature. An ad is used for nothing before its signature checks: a match is listed only then,
-and where holders gave a worker's ad in several versions, the newest whose signature checks is
-its ad (a forged "newer" one does not hide the genuine one). An ad's loopback or private
-addresses are kept only where this node sees peers in that kind of range (a devnet, a lab's LAN):
-the holders that checked them against the publisher may lie, and an internet node must not dial
-into someone's private network because an ad said so; an ad left with no address is dropped. What
-was read is cached per capability for `cache_for` seconds (never past an ad's own expiry), so a
-similar need soon after costs no network round trip; a worker that withdrew within that time may
-still be listed from the cache (`fresh=True` reads anew). `explain` says why a need found no
+signature. An unchecked ad decides nothing: a match is listed only once its signature checks, it
+sets no cache time, and where holders gave a worker's ad in several versions, the newest whose
+signature checks is its ad (a forged "newer" one does not hide the genuine one). An ad's
+loopback or private addresses are kept only where this node sees peers in that kind of range (a
+devnet, a lab's LAN): the holders that checked them against the publisher may lie, and an
+internet node must not dial into someone's private network because an ad said so; an ad left
+with no address is dropped. What was read is cached per capability for `cache_for` seconds
+(never past a checked ad's expiry), so a similar need soon after costs no network round trip; a
+worker that withdrew within that time may still be listed from the cache (`fresh=True` reads
+anew). `explain` says why a need found no
 worker, from the workers read under its capability that miss it (the nearest misses), their
 ads checked first.
 """
@@ -46,6 +47,19 @@ class _Read:
     checked: bool
 
 
+@dataclass(slots=True)
+class _Cached:
+    """What was read under one capability, and until when it may answer: `cache_for`, or the
+    first expiry of an ad checked among them (an unchecked one sets no time: it may be forged)."""
+
+    until: float
+    reads: dict[bytes, _Read]
+
+    def checked(self, read: _Read) -> None:
+        read.checked = True
+        self.until = min(self.until, read.ad.expires)
+
+
 class Discovery:
     def __init__(
         self,
@@ -64,26 +78,26 @@ class Discovery:
         self.quorum = quorum
         self.rejected: Counter[str] = Counter()
         self.verified = VerifiedAds(verified_ads)
-        self._cache: dict[str, tuple[float, dict[bytes, _Read]]] = {}
+        self._cache: dict[str, _Cached] = {}
 
     async def find(self, need: Need, *, fresh: bool = False) -> list[WorkerAd]:
         """The live workers that match `need`, by node id."""
         capability, keys = need.search_keys()
         now = self.node.now()
         cached = self._cache.get(capability)
-        if fresh or cached is None or cached[0] <= now:
-            reads = await self._read(keys)
-            # Good until `cache_for` is up or its first ad expires, whichever comes first: an
-            # expired ad may well have been renewed since, and must be read again.
-            expiries = [r.ad.expires for r in reads.values()]
-            self._cache[capability] = (min([now + self.cache_for, *expiries]), reads)
-        else:
-            reads = cached[1]
+        if fresh or cached is None or cached.until <= now:
+            # Good until `cache_for` is up or its first checked ad expires, whichever comes
+            # first: an expired ad may well have been renewed since, and must be read again.
+            cached = self._cache[capability] = _Cached(now + self.cache_for, {})
+            for worker, read in (await self._read(keys)).items():
+                cached.reads[worker] = read
+                if read.checked:
+                    cached.checked(read)
         now = self.node.now()
         found = [
             r.shown
-            for worker, r in list(reads.items())
-            if r.ad.expires > now and need.matches(r.ad.profile) and self._checked(worker, r, reads)
+            for worker, r in list(cached.reads.items())
+            if r.ad.expires > now and need.matches(r.ad.profile) and self._checked(cached, worker)
         ]
         return sorted(found, key=lambda a: a.node_id)
 
@@ -91,23 +105,25 @@ class Discovery:
         """Why `find(need)` found no worker, from what it read last: the live workers under
         the need's capability and the clauses each fails."""
         cached = self._cache.get(need.search_keys()[0])
+        if cached is None:
+            return nearest_misses(need, [])
         now = self.node.now()
-        reads = cached[1] if cached is not None else {}
         profiles = [
             r.ad.profile
-            for worker, r in list(reads.items())
-            if r.ad.expires > now and self._checked(worker, r, reads)
+            for worker, r in list(cached.reads.items())
+            if r.ad.expires > now and self._checked(cached, worker)
         ]
         return nearest_misses(need, profiles)
 
-    def _checked(self, worker: bytes, read: _Read, reads: dict[bytes, _Read]) -> bool:
-        """Whether `read`'s signature checks; a forgery is dropped from `reads` (and counted)."""
+    def _checked(self, cached: _Cached, worker: bytes) -> bool:
+        """Whether the signature of `worker`'s ad checks; a forgery is dropped (and counted)."""
+        read = cached.reads[worker]
         if not read.checked:
             if not self.verified.check(read.record, read.ad):
                 self.rejected["bad_signature"] += 1
-                del reads[worker]
+                del cached.reads[worker]
                 return False
-            read.checked = True
+            cached.checked(read)
         return True
 
     async def _read(self, keys: list[bytes]) -> dict[bytes, _Read]:

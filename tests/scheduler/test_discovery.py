@@ -195,6 +195,7 @@ class _Holders:
     def __init__(self, records: list[Record], now: float = 1_800_000_000.0) -> None:
         self.records = records
         self.t = now
+        self.reads = 0  # shard reads
 
     def now(self) -> float:
         return self.t
@@ -203,6 +204,7 @@ class _Holders:
         return {"loopback"}
 
     async def get_unverified(self, key: bytes, quorum: int | None = None) -> list[list[Record]]:
+        self.reads += 1
         by_publisher: dict[bytes, dict[Record, None]] = {}
         for r in self.records:  # expired ones too: a lying holder may hand them over
             if r.key == key:
@@ -313,6 +315,24 @@ async def test_a_cached_ad_is_listed_only_for_needs_it_matches_and_never_once_ex
     holders.t += 21.0  # past both ads' expiry; a lying holder still hands them over
     assert await _ids(discovery, "", fresh=False) == []
     assert await _ids(discovery, "") == []
+
+
+async def test_an_unchecked_ad_does_not_cut_the_cache_short() -> None:
+    """A forged ad that expires at once, under the same capability as a genuine one, does not
+    make every later need read the DHT anew; a checked one that expires does."""
+    worker, victim = Identity.generate(), Identity.generate()
+    genuine = _ad(worker, ram_gb=64.0, ttl=10.0)
+    forged = _forged(_ad(victim, ram_gb=32.0, ttl=1.0))
+    holders = _Holders([genuine, forged])
+    discovery = Discovery(holders, cache_for=60.0)  # type: ignore[arg-type]
+    assert await _ids(discovery, "ram>=64", fresh=False) == [worker.node_id]
+    reads = holders.reads
+    holders.t += 2.0
+    assert await _ids(discovery, "ram>=64", fresh=False) == [worker.node_id]
+    assert holders.reads == reads  # from the cache
+    holders.t += 9.0  # past the checked ad's expiry, not yet past cache_for
+    await discovery.find(Need.parse("ram>=64"))
+    assert holders.reads == 2 * reads
 
 
 async def test_a_verified_ads_cache_keeps_its_bound() -> None:
