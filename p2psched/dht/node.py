@@ -167,8 +167,15 @@ class DhtNode:
         The lookup ends once `quorum` holders (default: the config's, 2) have given all their
         pages; pass a larger one to merge what several holders have."""
         lookup = await self._get(key, quorum)
+
+        def verified(record: Record) -> bool:
+            if self.protocol.verified(record):
+                return True
+            self.protocol.stats["dropped_bad_records"] += 1
+            return False
+
         now = self.now()
-        live = (r for r in lookup.newest(self.protocol.verified).values() if not r.expired(now))
+        live = (r for r in lookup.newest(verified).values() if not r.expired(now))
         return sorted(live, key=lambda r: r.publisher_id)
 
     async def get_unverified(self, key: bytes, quorum: int | None = None) -> list[list[Record]]:
