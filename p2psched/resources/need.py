@@ -187,7 +187,7 @@ def _capability_name(kind: str, value: str) -> str:
     return f"{kind}:{gpu_family(value) if kind == 'gpu' else value}"
 
 
-@lru_cache(maxsize=4096)  # every ad read is checked against its keys: a hash each, else
+@lru_cache(maxsize=4096)  # checking each ad read names its keys: the same few, again and again
 def _shard_key(capability: str, shard: int) -> bytes:
     digest = hashlib.sha256(f"p2psched/capability/2/{capability}/{shard}".encode()).digest()
     return digest[: 32 - len(AD_KEY_MARK)] + AD_KEY_MARK
