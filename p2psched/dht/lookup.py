@@ -3,16 +3,19 @@
 Owns: one lookup's candidates, what was asked of whom, and when the lookup is done.
 Promises: never more than `alpha` queries outstanding; done exactly when the `k` closest
 candidates not known to have failed have all answered (or nobody is left to ask). A value lookup
-also collects records: per publisher the newest version, and ends early once `quorum` holders have
-given all their pages. It performs no I/O; `p2psched.dht.traverse` drives it with any network
-call, real or an in-memory graph.
+also collects records, unchecked: per publisher every distinct version (`versions`; `newest` is
+the newest whose signature checks), and ends early once `quorum` holders have given all their
+pages. It performs no I/O; `p2psched.dht.traverse` drives it with any network call, real or an
+in-memory graph.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from operator import attrgetter
 
 from p2psched.dht.records import Record
 from p2psched.dht.routing import Contact, as_int
@@ -166,7 +169,9 @@ class ValueLookup(Lookup):
         super().__init__(target, seeds, k=k, alpha=alpha, own_id=own_id, max_queries=max_queries)
         self.quorum = quorum
         self.max_pages = max_pages  # per holder
-        self.records: dict[bytes, Record] = {}
+        # Every distinct version, not only the newest: when records come unchecked, a forged
+        # "newer" one must not hide the genuine one another holder gave.
+        self.versions: dict[bytes, dict[Record, None]] = {}
         self.holders: list[Contact] = []  # nodes that gave all their pages
         self._pages: list[Query] = []  # further pages to ask for
         self._pages_asked: dict[bytes, int] = {}
@@ -174,14 +179,22 @@ class ValueLookup(Lookup):
         self._failed = False  # a query went unanswered
 
     def merge(self, records: list[Record]) -> None:
-        """Keep, per publisher, the newest version among `records` and those already held."""
+        """Keep, per publisher, every distinct version among `records` and those already held
+        (the same record from several holders is kept once)."""
         for r in records:
             if r.key != self.target:
                 continue  # a holder answering for another key is ignored, not trusted
-            pid = r.publisher_id
-            held = self.records.get(pid)
-            if held is None or r.version > held.version:
-                self.records[pid] = r
+            self.versions.setdefault(r.publisher_id, {})[r] = None
+
+    def newest(self, verified: Callable[[Record], bool]) -> dict[bytes, Record]:
+        """Per publisher, the newest version received whose signature checks (`verified`)."""
+        out = {}
+        for pid, held in self.versions.items():
+            for r in sorted(held, key=attrgetter("version"), reverse=True):
+                if verified(r):
+                    out[pid] = r
+                    break
+        return out
 
     def held_here(self, own: Contact, records: list[Record]) -> None:
         """The records the looking node holds itself: merged, and if there are any, it counts

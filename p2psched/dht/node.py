@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from operator import attrgetter
 from typing import Any
 
 import trio
@@ -165,18 +166,44 @@ class DhtNode:
 
         The lookup ends once `quorum` holders (default: the config's, 2) have given all their
         pages; pass a larger one to merge what several holders have."""
+        lookup = await self._get(key, quorum)
+
+        def verified(record: Record) -> bool:
+            if self.protocol.verified(record):
+                return True
+            self.protocol.stats["dropped_bad_records"] += 1
+            return False
+
+        now = self.now()
+        live = (r for r in lookup.newest(verified).values() if not r.expired(now))
+        return sorted(live, key=lambda r: r.publisher_id)
+
+    async def get_unverified(self, key: bytes, quorum: int | None = None) -> list[list[Record]]:
+        """Every live record under `key` with its signature NOT checked (the publisher's id
+        puzzle is): per publisher, in order of publisher id, every distinct version the holders
+        gave, newest first. For a caller that checks only the records it will use (discovery
+        checks the ads that match its need); any of them may be forged."""
+        lookup = await self._get(key, quorum)
+        now = self.now()
+        out = []
+        for _, held in sorted(lookup.versions.items()):
+            live = sorted(
+                (r for r in held if not r.expired(now)), key=attrgetter("version"), reverse=True
+            )
+            if live:
+                out.append(live)
+        return out
+
+    async def _get(self, key: bytes, quorum: int | None) -> ValueLookup:
         lookup = ValueLookup(
             key,
             **self._lookup_args(key),
             quorum=quorum if quorum is not None else self.protocol.config.quorum,
             max_pages=self.protocol.config.max_pages_per_holder,
         )
+        # This node's own store holds only records whose signature it checked.
         lookup.held_here(self.contact, self.protocol.store.get(key, self.now()))
-
-        await self._traverse(lookup, lambda query: m.FindValue(key, query.cursor))
-        now = self.now()
-        live = (r for r in lookup.records.values() if not r.expired(now))
-        return sorted(live, key=lambda r: r.publisher_id)
+        return await self._traverse(lookup, lambda query: m.FindValue(key, query.cursor))
 
     # -- internals -------------------------------------------------------------------------
 

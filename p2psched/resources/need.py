@@ -17,6 +17,7 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from p2psched.resources.profile import Profile, gpu_family
 
@@ -186,6 +187,7 @@ def _capability_name(kind: str, value: str) -> str:
     return f"{kind}:{gpu_family(value) if kind == 'gpu' else value}"
 
 
+@lru_cache(maxsize=4096)  # checking each ad read names its keys: the same few, again and again
 def _shard_key(capability: str, shard: int) -> bytes:
     digest = hashlib.sha256(f"p2psched/capability/2/{capability}/{shard}".encode()).digest()
     return digest[: 32 - len(AD_KEY_MARK)] + AD_KEY_MARK

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from p2psched.wire import schema
@@ -24,6 +25,7 @@ _VENDOR_WORDS = {"nvidia", "geforce", "tesla", "quadro", "amd", "radeon", "intel
 _SUFFIXES = {"TI", "ADA", "SUPER"}
 
 
+@lru_cache(maxsize=4096)  # a swarm has a few hundred GPU models; every ad read names some
 def gpu_family(model: str) -> str:
     """The family a GPU model name belongs to, as needs and capability keys name it:
     "NVIDIA A100-SXM4-40GB" and "A100" give "A100"; "NVIDIA GeForce RTX 4090" gives "RTX4090".
@@ -147,10 +149,7 @@ class Profile:
         )
 
 
-def _fraction(v: Any, path: str) -> Any:
-    return schema.number(0.0, 1.0)(v, path)
-
-
+_fraction = schema.number(0.0, 1.0)
 _WORKLOAD: dict[str, schema.Check] = {"CPU": _fraction, "GPU": _fraction, "RAM": _fraction}
 _WITHOUT_VRAM = schema.mapping(_WORKLOAD)
 _WITH_VRAM = schema.mapping({**_WORKLOAD, "VRAM": _fraction})
@@ -169,19 +168,25 @@ def _version(v: Any, path: str) -> Any:
     return v
 
 
+_label_key = schema.text(32)
+_text = schema.text(_NAME)
+# C0 and C1 control characters, and DEL: one search per name rather than a loop per character.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _labels(v: Any, path: str) -> Any:
     if type(v) is not dict or len(v) > 16:
         raise SchemaError(path, "expected a map of at most 16 labels")
     for k, val in v.items():
-        schema.text(32)(k, f"{path}.{k}")
-        schema.text(_NAME)(val, f"{path}.{k}")
+        _label_key(k, f"{path}.{k}")
+        _text(val, f"{path}.{k}")
     return v
 
 
 def _name(v: Any, path: str) -> Any:
     """Text a peer sends that ends up on an operator's screen: no control characters."""
-    schema.text(_NAME)(v, path)
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in v):
+    _text(v, path)
+    if _CONTROL.search(v) is not None:
         raise SchemaError(path, "control characters are not allowed")
     return v
 

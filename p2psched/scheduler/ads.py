@@ -7,11 +7,13 @@ its publisher's profile is really published under, whose addresses are IP litera
 addresses (None for a withdrawal), else raises ValueError saying why.
 `check_ad_record` is the same check as a DHT holder makes it (the node injects it into its
 record store): plus a lifetime of at most `MAX_AD_LIFETIME`, and private addresses only from a
-publisher seen in the same kind of range.
+publisher seen in the same kind of range. `VerifiedAds` holds ads whose signature checked, by
+that signature: a hit is the very record that was checked, and nothing unchecked gets in.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,10 @@ from p2psched.resources.profile import MAX_PROFILE_BYTES, Profile
 from p2psched.wire.address import ad_address_problem
 from p2psched.wire.codec import DecodeError, decode
 from p2psched.wire.schema import SchemaError
+
+# Ads a scheduler keeps after their signature checked: enough for every worker of a large
+# swarm (about 100 bytes each besides the record it holds anyway).
+VERIFIED_ADS = 4096
 
 
 def ad_json(ad: WorkerAd, now: float) -> dict[str, Any]:
@@ -64,7 +70,8 @@ class WorkerAd:
     @classmethod
     def from_record(cls, record: Record) -> WorkerAd | None:
         """The ad a record carries; None for a withdrawal. Raises ValueError for a bad one."""
-        if not id_has_work(record.publisher_id, network_id_bits()):
+        publisher_id = record.publisher_id
+        if not id_has_work(publisher_id, network_id_bits()):
             # The shard an ad lands in is a hash of its publisher's id: free ids would grind it.
             raise ValueError("publisher's id shows no work (id puzzle)")
         if not record.value:
@@ -75,12 +82,12 @@ class WorkerAd:
             profile = Profile.from_wire(decode(record.value, MAX_PROFILE_BYTES))
         except (DecodeError, SchemaError) as e:
             raise ValueError(f"malformed ({e})") from None
-        if record.key not in capability_keys(profile, record.publisher_id).values():
+        if record.key not in capability_keys(profile, publisher_id).values():
             raise ValueError("misplaced: not a key this profile is published under")
         for address in profile.addresses:
             if (problem := ad_address_problem(address, None)) is not None:
                 raise ValueError(f"address: {problem}")
-        return cls(record.publisher_id, profile, record.seq, record.expires_ms / 1000)
+        return cls(publisher_id, profile, record.seq, record.expires_ms / 1000)
 
 
 def check_ad_record(record: Record, source: str | None, now: float) -> str | None:
@@ -99,3 +106,39 @@ def check_ad_record(record: Record, source: str | None, now: float) -> str | Non
             if (problem := ad_address_problem(address, source)) is not None:
                 return problem[:200]
     return None
+
+
+class VerifiedAds:
+    """Ads whose record's signature checked, by that signature; past `size` the least recently
+    used goes. A hit needs the whole record equal to the one checked, so a record that reuses a
+    genuine signature over other fields misses it; only a record that verifies is added, so a
+    forgery neither becomes an entry nor displaces one. A changed ad has a new signature: it is
+    checked anew."""
+
+    def __init__(self, size: int = VERIFIED_ADS) -> None:
+        if size < 1:
+            raise ValueError(f"verified ads cache size {size}: give at least 1")
+        self.size = size
+        self._ads: OrderedDict[bytes, tuple[Record, WorkerAd]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._ads)
+
+    def get(self, record: Record) -> WorkerAd | None:
+        """The ad `record` carries, if this very record was checked before; else None."""
+        held = self._ads.get(record.signature)
+        if held is None or held[0] != record:
+            return None
+        self._ads.move_to_end(record.signature)
+        return held[1]
+
+    def check(self, record: Record, ad: WorkerAd) -> bool:
+        """Whether `record`, which carries `ad`, is signed by its publisher (kept if it is)."""
+        if self.get(record) is not None:
+            return True
+        if not record.verify():
+            return False
+        self._ads[record.signature] = (record, ad)
+        if len(self._ads) > self.size:
+            self._ads.popitem(last=False)
+        return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from collections.abc import Callable
@@ -151,10 +152,15 @@ def test_value_lookup_pages_through_a_holder_and_keeps_the_newest_versions() -> 
     lookup = ValueLookup(key, [holder, stale_holder], k=K, alpha=3, quorum=2)
     drive(lookup, answer)
     assert lookup.finished
-    got = lookup.records
+    got = lookup.newest(Record.verify)
     assert {r.value for r in got.values()} == {r.value for r in records} | {b"new"}
     assert other_key.publisher_id not in got  # a record for another key is not taken
     assert holder in lookup.holders and stale_holder in lookup.holders
+    # Every distinct version is kept, unchecked: a "newer" one that is forged hides nothing.
+    assert set(lookup.versions[ident.node_id]) == {old, new}
+    forged = dataclasses.replace(new, seq=3, signature=ident.sign(b"another record"))
+    lookup.merge([forged])
+    assert lookup.newest(Record.verify)[ident.node_id] == new
 
 
 def _asked_until_done(alpha: int, held_here: bool) -> int:

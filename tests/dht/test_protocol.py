@@ -9,6 +9,7 @@ import msgpack
 import pytest
 
 from p2psched.dht import messages as m
+from p2psched.dht.lookup import ValueLookup
 from p2psched.dht.proof import AddressProofs
 from p2psched.dht.protocol import (
     Answered,
@@ -125,15 +126,17 @@ def test_a_forged_record_is_refused_on_store_and_dropped_on_fetch() -> None:
     link.run()
     (answer,) = link.answers(A)
     assert answer.message == m.Stored(False, "bad signature")
-    # A malicious holder answers a FIND_VALUE with the forged record: the asker drops it.
+    # A malicious holder answers a FIND_VALUE with the forged record: the asker hands it to
+    # its caller unchecked (a get checks the newest per publisher, discovery only the ads that
+    # match its need), and its check fails, from the cache too.
     c = link.add(C)
     rid = c.request(link.contact(A), m.FindValue(key), NOW)
     c.take_outgoing()  # the request never reaches A: A answers as it likes
     body = encode(m.to_wire(m.Values([forged], None, []), rid))
     events = c.datagram_received(a.auth.seal(body, c.identity.public_key, NOW), A, NOW)
     (got,) = events
-    assert isinstance(got, Answered) and got.message == m.Values([], None, [])
-    assert c.stats["dropped_bad_records"] == 1
+    assert isinstance(got, Answered) and got.message == m.Values([forged], None, [])
+    assert not c.verified(forged) and not c.verified(forged)
 
 
 def test_unanswered_request_times_out_exactly_at_its_deadline() -> None:
@@ -343,8 +346,12 @@ def test_a_forgery_reusing_a_genuine_signature_is_dropped_even_after_the_genuine
     c.take_outgoing()
     body = encode(m.to_wire(m.Values([genuine, forged], None, []), rid))
     (got,) = c.datagram_received(a.auth.seal(body, c.identity.public_key, NOW), A, NOW)
-    assert isinstance(got, Answered) and got.message == m.Values([genuine], None, [])
-    assert c.stats["dropped_bad_records"] == 1
+    assert isinstance(got, Answered) and got.message == m.Values([genuine, forged], None, [])
+    # Checked (and cached) after the genuine one, the "newer" forgery still fails its check.
+    assert c.verified(genuine) and not c.verified(forged)
+    lookup = ValueLookup(key, [], quorum=1)
+    lookup.merge(got.message.records)
+    assert lookup.newest(c.verified) == {genuine.publisher_id: genuine}
 
 
 def test_hostile_contacts_in_an_answer_cannot_hurt_the_asker() -> None:

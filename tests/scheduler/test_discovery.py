@@ -5,17 +5,20 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+from typing import Any
 
+import pytest
 import trio
 
 from p2psched.dht import messages as m
 from p2psched.dht.records import Record
 from p2psched.dht.swarm import open_swarm
+from p2psched.identity import Identity
 from p2psched.resources.need import Need, capability_keys
 from p2psched.resources.profile import MAX_PROFILE_BYTES, Profile
 from p2psched.scheduler.discovery import Discovery
 from p2psched.worker.advert import Advert
-from tests.harness.profiles import NEEDS, random_profile
+from tests.harness.profiles import NEEDS, profile, random_profile
 
 
 async def test_a_swarm_of_100_workers_answers_each_need_exactly() -> None:
@@ -180,3 +183,162 @@ async def test_private_ad_addresses_are_kept_only_where_such_peers_are_seen(
         assert ad.node_id == mixed.node_id
         assert ad.profile.addresses == ("127.0.0.1:4001", "93.184.216.34:4000")
         assert discovery.rejected["unreachable_address"] == 3
+
+
+# -- signatures: checked only for ads that match, once each, and never trusted before --------
+
+
+class _Holders:
+    """Discovery's view of a DHT whose holders give `records` as they are, signatures
+    unchecked (liars among them), on a clock the test moves."""
+
+    def __init__(self, records: list[Record], now: float = 1_800_000_000.0) -> None:
+        self.records = records
+        self.t = now
+        self.reads = 0  # shard reads
+
+    def now(self) -> float:
+        return self.t
+
+    def kinds_seen(self) -> set[str]:
+        return {"loopback"}
+
+    async def get_unverified(self, key: bytes, quorum: int | None = None) -> list[list[Record]]:
+        self.reads += 1
+        by_publisher: dict[bytes, dict[Record, None]] = {}
+        for r in self.records:  # expired ones too: a lying holder may hand them over
+            if r.key == key:
+                by_publisher.setdefault(r.publisher_id, {})[r] = None
+        return [
+            sorted(held, key=lambda r: r.version, reverse=True)
+            for _, held in sorted(by_publisher.items())
+        ]
+
+
+_T0 = 1_800_000_000.0
+
+
+def _ad(ident: Identity, seq: int = 1, ttl: float = 120.0, **kw: Any) -> Record:
+    p = profile(addresses=("127.0.0.1:4000",), **kw)
+    key = capability_keys(p, ident.node_id)["any"]
+    return Record.create(ident, key, p.encode(), seq=seq, expires_ms=int((_T0 + ttl) * 1000))
+
+
+def _forged(genuine: Record, signature: bytes | None = None, **kw: Any) -> Record:
+    """`genuine`'s fields, with `kw` changed, under a signature that is not its publisher's
+    over them (by default one made by another key)."""
+    signature = signature or Identity.generate().sign(b"not this record")
+    return dataclasses.replace(genuine, signature=signature, **kw)
+
+
+async def _ids(discovery: Discovery, text: str, *, fresh: bool = True) -> list[bytes]:
+    return [a.node_id for a in await discovery.find(Need.parse(text), fresh=fresh)]
+
+
+async def test_only_ads_that_match_are_checked_once_each_however_many_copies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    workers = [Identity.generate() for _ in range(6)]
+    records = [_ad(w, ram_gb=64.0 if i % 2 else 32.0) for i, w in enumerate(workers)]
+    checked: list[Record] = []
+    real_verify = Record.verify
+
+    def counting(record: Record) -> bool:
+        checked.append(record)
+        return real_verify(record)
+
+    monkeypatch.setattr(Record, "verify", counting)
+    # Every ad from two holders: the same record twice.
+    discovery = Discovery(_Holders(records + records))  # type: ignore[arg-type]
+    big = sorted(w.node_id for i, w in enumerate(workers) if i % 2)
+    assert await _ids(discovery, "ram>=64") == big
+    assert sorted(r.publisher_id for r in checked) == big  # the three that match, once each
+    # A fresh read of the same ads checks none again: they are known by their signature.
+    assert await _ids(discovery, "ram>=16") == sorted(w.node_id for w in workers)
+    assert len(checked) == 6 and len(discovery.verified) == 6
+
+
+async def test_a_forged_ad_that_matches_is_refused() -> None:
+    worker, liar = Identity.generate(), Identity.generate()
+    genuine = _ad(worker, ram_gb=32.0)
+    # In the worker's name, the need's match, signed by someone else: alone, or as a "newer"
+    # version beside the genuine one, which it must not hide.
+    forged = _forged(genuine, value=profile(ram_gb=512.0, addresses=("127.0.0.1:9",)).encode())
+    alone = Discovery(_Holders([forged]))  # type: ignore[arg-type]
+    assert await _ids(alone, "ram>=64") == []
+    assert alone.rejected["bad_signature"] == 1
+    newer = _forged(forged, seq=2)
+    beside = Discovery(_Holders([genuine, newer]))  # type: ignore[arg-type]
+    (ad,) = await beside.find(Need(), fresh=True)
+    assert ad.node_id == worker.node_id and ad.profile.ram_gb == 32.0
+    assert beside.rejected["bad_signature"] == 1
+    assert await _ids(beside, "ram>=64") == []
+    # A forged withdrawal hides no one either.
+    withdrawal = _forged(genuine, seq=3, value=b"")
+    assert await _ids(Discovery(_Holders([genuine, withdrawal])), "") == [worker.node_id]  # type: ignore[arg-type]
+    assert liar.node_id not in {genuine.publisher_id}
+
+
+async def test_a_forged_copy_of_a_checked_ad_does_not_poison_the_cache() -> None:
+    worker = Identity.generate()
+    genuine = _ad(worker, ram_gb=64.0, min_price=0.02)
+    holders = _Holders([genuine])
+    discovery = Discovery(holders)  # type: ignore[arg-type]
+    assert await _ids(discovery, "ram>=64") == [worker.node_id]
+    assert discovery.verified.get(genuine) is not None
+    # Its genuine signature over other fields (a lower price), and its fields under a bad
+    # signature: neither passes for the ad that was checked, and neither is kept as checked.
+    cheaper = _forged(
+        genuine,
+        genuine.signature,
+        value=profile(ram_gb=64.0, min_price=0.0, addresses=("127.0.0.1:4000",)).encode(),
+    )
+    copy = _forged(genuine)
+    for fake in (cheaper, copy, cheaper):
+        holders.records = [fake]
+        assert await _ids(discovery, "ram>=64") == []
+        assert discovery.verified.get(fake) is None
+    assert discovery.rejected["bad_signature"] == 3
+    holders.records = [genuine]
+    assert discovery.verified.get(genuine) is not None  # still there
+    assert await _ids(discovery, "ram>=64") == [worker.node_id]
+
+
+async def test_a_cached_ad_is_listed_only_for_needs_it_matches_and_never_once_expired() -> None:
+    small, big = Identity.generate(), Identity.generate()
+    holders = _Holders([_ad(small, ram_gb=32.0, ttl=20.0), _ad(big, ram_gb=64.0, ttl=20.0)])
+    discovery = Discovery(holders, cache_for=60.0)  # type: ignore[arg-type]
+    assert await _ids(discovery, "") == sorted([small.node_id, big.node_id])
+    assert len(discovery.verified) == 2
+    assert await _ids(discovery, "ram>=64", fresh=False) == [big.node_id]
+    assert await _ids(discovery, "ram<64", fresh=False) == [small.node_id]
+    holders.t += 21.0  # past both ads' expiry; a lying holder still hands them over
+    assert await _ids(discovery, "", fresh=False) == []
+    assert await _ids(discovery, "") == []
+
+
+async def test_an_unchecked_ad_does_not_cut_the_cache_short() -> None:
+    """A forged ad that expires at once, under the same capability as a genuine one, does not
+    make every later need read the DHT anew; a checked one that expires does."""
+    worker, victim = Identity.generate(), Identity.generate()
+    genuine = _ad(worker, ram_gb=64.0, ttl=10.0)
+    forged = _forged(_ad(victim, ram_gb=32.0, ttl=1.0))
+    holders = _Holders([genuine, forged])
+    discovery = Discovery(holders, cache_for=60.0)  # type: ignore[arg-type]
+    assert await _ids(discovery, "ram>=64", fresh=False) == [worker.node_id]
+    reads = holders.reads
+    holders.t += 2.0
+    assert await _ids(discovery, "ram>=64", fresh=False) == [worker.node_id]
+    assert holders.reads == reads  # from the cache
+    holders.t += 9.0  # past the checked ad's expiry, not yet past cache_for
+    await discovery.find(Need.parse("ram>=64"))
+    assert holders.reads == 2 * reads
+
+
+async def test_a_verified_ads_cache_keeps_its_bound() -> None:
+    workers = [Identity.generate() for _ in range(5)]
+    discovery = Discovery(_Holders([_ad(w) for w in workers]), verified_ads=3)  # type: ignore[arg-type]
+    assert len(await discovery.find(Need())) == 5
+    assert len(discovery.verified) == 3
+    with pytest.raises(ValueError, match="at least 1"):
+        Discovery(_Holders([]), verified_ads=0)  # type: ignore[arg-type]
