@@ -98,6 +98,7 @@ class RunBase:
     _floors: dict[Shape, tuple[float, bytes]]
     _now: float  # of the commit round under way
     _granted: dict[bytes, int]  # rebalancing: tasks sent each worker's way
+    _soonest: float  # rebalancing: the soonest any candidate would have a task done
     _next_rebalance: float
     _last_discover: float
 

@@ -125,6 +125,7 @@ class JobRun(LateBinding, Rebalancing, Verification):
         self._by_price = None
         self._cands, self._choosers, self._choosing = {}, {}, self.strategy.name
         self._asked, self._seek, self._seeking, self._floors = {}, {}, 0, {}
+        self._soonest = math.inf
         self._now = now
         self._granted = {}
         self._next_rebalance = self._last_discover = self.started = now

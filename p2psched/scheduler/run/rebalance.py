@@ -35,6 +35,10 @@ class Rebalancing(TaskMoves):
             return
         moves = 0
         self._granted = {}
+        # No worker would have anything done sooner than this: where even that is not clearly
+        # sooner than a queue's last task there, its tasks stay without a look at each
+        # candidate (one pass over the candidates a sweep, not one per worker).
+        self._soonest = min(map(self._done_by, self._cands.values()), default=math.inf)
         for w in list(self.workers.values()):
             waiting = [
                 self.tasks[tid]
@@ -67,6 +71,8 @@ class Rebalancing(TaskMoves):
         while waiting and len(asking) < most:
             # When the last waiting there would be done: its turn, then its run.
             there = (-(-len(waiting) // slots) + 1) * w.run_estimate
+            if self._soonest > REBALANCE_GAIN * there:
+                break
             sooner = partial(self._sooner, t, w.ad.node_id, there)
             to = self._chooser(shape, t.spec).pick(sooner)
             if to is None:
@@ -85,13 +91,17 @@ class Rebalancing(TaskMoves):
         would be done in `there` seconds; at a finite MTR, also for a better score."""
         if c.worker == worker or not self._fits(t, c) or self._granted.get(c.worker, 0) >= c.room:
             return False  # (no more moved its way than it has room for)
-        # Its quote may predate tasks of ours placed there since: count those we know of,
-        # so that tasks never move back and forth between two equals.
-        ours = len(self.workers[c.worker].holding)
-        done_by = max(c.time, (-(-(ours + 1) // c.slots)) * c.run + c.wait)
+        done_by = self._done_by(c)
         if done_by > REBALANCE_GAIN * there:
             return False
         return math.isinf(self.mtr) or c.price + self.mtr * done_by <= t.price + self.mtr * there
+
+    def _done_by(self, c: Candidate) -> float:
+        """When a task moved to `c` would be done there. Its quote may predate tasks of ours
+        placed there since: count those we know of, so that tasks never move back and forth
+        between two equals."""
+        ours = len(self.workers[c.worker].holding)
+        return max(c.time, (-(-(ours + 1) // c.slots)) * c.run + c.wait)
 
     def _on_withdrawn(self, w: WorkerState, m: Withdrawn, now: float) -> None:
         """The tasks it gave back (those it had not started) go back to the queue, no try
