@@ -25,15 +25,15 @@ import numpy as np
 import numpy.typing as npt
 
 from p2psched.resources.profile import Profile, gpu_family
+from p2psched.wire.merkle import Domain
 from p2psched.wire.merkle import MerkleTree as MerkleTree
-from p2psched.wire.merkle import leaf_hash as leaf_hash
-from p2psched.wire.merkle import proof_holds
 from p2psched.wire.messages import MAX_CHALLENGE_N as MAX_N
 from p2psched.wire.messages import MAX_CHALLENGE_ROUNDS as MAX_ROUNDS
 from p2psched.wire.messages import MIN_CHALLENGE_N as MIN_N
 
 SEED_BYTES = 32
 _DOMAIN = b"p2psched/challenge/2"
+ROWS = Domain(b"p2psched/challenge-rows")  # the tree over a challenge's rows
 
 Matrix = npt.NDArray[np.float32]
 
@@ -106,7 +106,7 @@ class Matrices:
             return f"row {i} of round {j} has {len(row)} bytes, not {4 * self.n}"
         if row != self.row(index):
             return f"row {i} of round {j} is not row {i} of that round's product"
-        if not proof_holds(root, self.rounds * self.n, index, row, proof):
+        if not ROWS.holds(root, self.rounds * self.n, index, row, proof):
             return f"row {i} of round {j}'s proof does not lead to the committed root"
         return None
 

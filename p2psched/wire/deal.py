@@ -7,10 +7,11 @@ tag plus the MessagePack of its fields, so a signature made for one kind of docu
 verifies as another), and the form of a task id.
 Promises: `from_wire` and `from_packed` return a document only if it is well-formed, else raise
 `SchemaError` naming the field; `verify()` is true only for a document signed by the key whose
-node id it names. A receipt is signed alone, or as a leaf of a batch (`BatchProof`): its worker
-signs the root of a SHA-256 Merkle tree over the batch's receipts once, and each receipt carries
-its own path to that root, so each is provable on its own; the leaf, its path and its index
-all lead to the root signed, or it does not verify.
+node id it names. A commitment or a receipt is signed alone, or in a batch (`signed_batch`):
+its signer signs once the root of a Merkle tree (`wire.merkle`, under the document's own tags)
+over the batch's documents, and each carries its own path to that root (`BatchProof`), so each
+is provable on its own; the document, its path and its index all lead to the root signed, or
+it does not verify.
 """
 
 from __future__ import annotations
@@ -26,12 +27,11 @@ import msgspec
 
 from p2psched.identity import Identity, node_id_of, verify
 from p2psched.wire.codec import MAX_MESSAGE_BYTES, DecodeError, encode
-from p2psched.wire.merkle import MerkleTree, leaf_hash, root_from
+from p2psched.wire.merkle import Domain
 from p2psched.wire.schema import SchemaError
 
-MAX_BATCH = 4096  # tasks in one quote, commitment or dispatch; commitments (and a round, receipts)
-MAX_ROUND_DEPTH = 12  # levels of a round's Merkle tree: 2^12 = MAX_BATCH leaves
-MAX_BATCH_LEVELS = MAX_ROUND_DEPTH  # a receipt batch's tree
+MAX_BATCH = 4096  # tasks in one quote, commitment or dispatch; documents signed in one batch
+MAX_BATCH_LEVELS = 12  # of a batch's Merkle tree: 2^12 = MAX_BATCH leaves
 MAX_RESULT_BYTES = 12 << 20  # a task's output, within the channel's 16 MiB frame
 # A task's input, encoded: it travels inside one message together with its envelope.
 MAX_INPUT_BYTES = MAX_MESSAGE_BYTES // 2
@@ -80,16 +80,32 @@ def job_of(task_id: str) -> str:
     return task_id.rpartition("/")[0]
 
 
+class BatchProof(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where a document sits in the batch its signer signed at once: its leaf's index, and the
+    sibling hashes from its leaf up to the root (the index's bit at each level says on which
+    side the leaf's branch is)."""
+
+    index: Annotated[int, msgspec.Meta(ge=0, lt=MAX_BATCH)]
+    path: Annotated[list[Hash], msgspec.Meta(max_length=MAX_BATCH_LEVELS)]
+
+
 class _Signed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Fields in declaration order; the last one is the signature over all the others. A
     document is made unsigned (`sig` empty) and then `signed`; on the wire it must carry its
-    signature (`wire.messages` refuses one without)."""
+    signature (`wire.messages` refuses one without).
+
+    A kind that may be signed in a batch (`signed_batch`) has its tree's tags (`BATCH`) and
+    declares `batch` after `sig`: no field of the signed document, absent (and absent from
+    its wire form, which stays as it was) when it is signed alone."""
 
     TAG: ClassVar[bytes]
+    SIGNER: ClassVar[str]  # who signs it, as its problems name them
+    BATCH: ClassVar[Domain | None] = None
 
     def values(self) -> list[Any]:
-        """The fields in order, signature last."""
-        return [getattr(self, name) for name in self.__struct_fields__]
+        """The fields in order, signature last (`batch` is not one of them)."""
+        names = self.__struct_fields__ if self.BATCH is None else self.__struct_fields__[:-1]
+        return [getattr(self, name) for name in names]
 
     def body(self) -> bytes:
         return self.TAG + encode(self.values()[:-1])
@@ -97,15 +113,42 @@ class _Signed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def signer(self) -> bytes:
         raise NotImplementedError
 
-    def verify(self, public_key: bytes) -> bool:
+    def verify(self, public_key: bytes, roots: VerifiedRoots | None = None) -> bool:
+        return self.problem(public_key, roots) is None
+
+    def problem(self, public_key: bytes, roots: VerifiedRoots | None = None) -> str | None:
+        """Why this is not a document signed by the key `public_key` of the node it names as
+        its signer (None: it is). `roots`: batch roots checked already (one signature check
+        per batch)."""
+        if node_id_of(public_key) != self.signer():
+            return f"is not signed by the {self.SIGNER} (it names another)"
         sig: bytes = self.values()[-1]
-        return node_id_of(public_key) == self.signer() and verify(public_key, sig, self.body())
+        batch: BatchProof | msgspec.UnsetType = getattr(self, "batch", msgspec.UNSET)
+        if batch is msgspec.UNSET or self.BATCH is None:
+            signed = verify(public_key, sig, self.body())
+            return None if signed else f"is not signed by the {self.SIGNER}"
+        root = self.BATCH.root_from(self.BATCH.leaf(self.body()), batch.index, batch.path)
+        if root is None:
+            return (
+                f"has a batch proof whose index ({batch.index}) is past its tree "
+                f"({len(batch.path)} levels)"
+            )
+        if not (roots or VerifiedRoots(1)).verify(self.BATCH, public_key, root, sig):
+            return (
+                f"is not in a batch signed by the {self.SIGNER} (its fields, path or index "
+                "lead to a root it did not sign)"
+            )
+        return None
 
     def signed(self: _D, identity: Identity) -> _D:
         return msgspec.structs.replace(self, sig=identity.sign(self.body()))
 
     def to_wire(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__struct_fields__}
+        wire = {name: getattr(self, name) for name in self.__struct_fields__}
+        batch = wire.pop("batch", msgspec.UNSET)
+        if batch is not msgspec.UNSET:
+            wire["batch"] = {"index": batch.index, "path": list(batch.path)}
+        return wire
 
     @classmethod
     def from_packed(cls: type[_D], packed: bytes, path: str) -> _D:
@@ -130,13 +173,25 @@ class _Signed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def to_json(self) -> dict[str, Any]:
         """For files people keep: bytes as hex."""
-        return {k: v.hex() if isinstance(v, bytes) else v for k, v in self.to_wire().items()}
+        doc: dict[str, Any] = {}
+        for k, v in self.to_wire().items():
+            doc[k] = v.hex() if isinstance(v, bytes) else v
+        if "batch" in doc:
+            doc["batch"] = {**doc["batch"], "path": [h.hex() for h in doc["batch"]["path"]]}
+        return doc
 
     @classmethod
     def from_json(cls: type[_D], doc: Any, path: str = "document") -> _D:
         if not isinstance(doc, dict):
             raise SchemaError(path, "expected a JSON object")
         raw = dict(doc)
+        batch = raw.get("batch")
+        if isinstance(batch, dict) and isinstance(batch.get("path"), list):
+            try:
+                hashes = [bytes.fromhex(h) if isinstance(h, str) else h for h in batch["path"]]
+            except ValueError:
+                raise SchemaError(f"{path}.batch.path", "expected hex") from None
+            raw["batch"] = {**batch, "path": hashes}
         for name in cls.__struct_fields__:
             if name in _BINARY and isinstance(raw.get(name), str):
                 try:
@@ -183,18 +238,10 @@ class Quote(_PricedByGpus, frozen=True, forbid_unknown_fields=True):
 
     TAG = b"p2psched/quote/2"
     TAG_BEFORE_GPUS = b"p2psched/quote/1"
+    SIGNER = "worker"
 
     def signer(self) -> bytes:
         return self.worker
-
-
-class RoundProof(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Where a commitment sits among those of its commit round, signed together: leaf
-    `index` of `size` in their Merkle tree, and the sibling hashes from it up to the root."""
-
-    index: Count
-    size: Annotated[int, msgspec.Meta(ge=2, le=MAX_BATCH)]
-    path: Annotated[list[Hash], msgspec.Meta(max_length=MAX_ROUND_DEPTH)]
 
 
 class Commitment(_PricedByGpus, frozen=True, forbid_unknown_fields=True):
@@ -202,11 +249,9 @@ class Commitment(_PricedByGpus, frozen=True, forbid_unknown_fields=True):
     needing `gpus` GPUs to itself (0: a slot's share): the worker prices a task by the GPUs
     it takes, and runs none that asks for other GPUs than its commitment says.
 
-    Signed alone (no `round`, and none in its wire form, which stays as it was), or with the
-    other commitments of its commit round (one a worker, see `signed_together`): then `sig`
-    signs ROUND_TAG and the Merkle root of their bodies, and `round` leads from this one's
-    body to that root, so each still verifies on its own (the worker, the ledger,
-    `--verify`). `round` is not part of the body."""
+    Signed alone, or in a batch with the other commitments of its commit round (one a
+    worker): then `batch` leads from this one's body to the root signed, so each still
+    verifies on its own (the worker, the ledger, `--verify`)."""
 
     scheduler: NodeId
     worker: NodeId
@@ -216,84 +261,22 @@ class Commitment(_PricedByGpus, frozen=True, forbid_unknown_fields=True):
     issued_at: Time
     gpus: GpuCount = 0
     sig: Signature = b""
-    round: RoundProof | msgspec.UnsetType = msgspec.UNSET
+    batch: BatchProof | msgspec.UnsetType = msgspec.UNSET
 
     TAG = b"p2psched/commitment/2"
     TAG_BEFORE_GPUS = b"p2psched/commitment/1"
-    ROUND_TAG = b"p2psched/commitment-round/1"  # (not a prefix of the tags: no body is a root's)
+    SIGNER = "scheduler"
+    BATCH = Domain(b"p2psched/commitment")  # (its tags: no prefix of the documents', nor theirs)
 
     def signer(self) -> bytes:
         return self.scheduler
-
-    def values(self) -> list[Any]:
-        """The fields in order, signature last (`round` is no field of the signed document)."""
-        return [getattr(self, name) for name in self.__struct_fields__[:-1]]
-
-    def verify(self, public_key: bytes) -> bool:
-        r = self.round
-        if r is msgspec.UNSET:
-            return super().verify(public_key)
-        root = root_from(leaf_hash(self.body()), r.size, r.index, r.path)
-        return (
-            root is not None
-            and node_id_of(public_key) == self.signer()
-            and verify(public_key, self.sig, self.ROUND_TAG + root)
-        )
-
-    def to_wire(self) -> dict[str, Any]:
-        wire = super().to_wire()
-        if self.round is msgspec.UNSET:
-            del wire["round"]
-        else:
-            wire["round"] = msgspec.structs.asdict(self.round)
-        return wire
-
-
-def signed_together(commitments: list[Commitment], identity: Identity) -> list[Commitment]:
-    """`commitments` (unsigned, to different workers) signed by `identity`: one alone as it
-    is, several with one signature over the Merkle root of their bodies (`Commitment.round`),
-    up to MAX_BATCH a signature."""
-    if len(commitments) == 1:
-        return [commitments[0].signed(identity)]
-    out: list[Commitment] = []
-    for at in range(0, len(commitments), MAX_BATCH):
-        chunk = commitments[at : at + MAX_BATCH]
-        if len(chunk) == 1:
-            out.append(chunk[0].signed(identity))
-            continue
-        tree = MerkleTree([leaf_hash(c.body()) for c in chunk])
-        sig = identity.sign(Commitment.ROUND_TAG + tree.root)
-        out.extend(
-            msgspec.structs.replace(c, sig=sig, round=RoundProof(i, len(chunk), tree.proof(i)))
-            for i, c in enumerate(chunk)
-        )
-    return out
-
-
-class BatchProof(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Where a receipt sits in the batch its worker signed at once: its leaf's index, and the
-    sibling hashes from its leaf up to the root (the index's bit at each level says on which
-    side the leaf's branch is)."""
-
-    index: Annotated[int, msgspec.Meta(ge=0, lt=MAX_BATCH)]
-    path: Annotated[list[Hash], msgspec.Meta(max_length=MAX_BATCH_LEVELS)]
-
-    def root(self, leaf: bytes) -> bytes | None:
-        """The root this proof leads to from `leaf`; None if its index is past its tree."""
-        if self.index >> len(self.path):
-            return None
-        node, at = leaf, self.index
-        for sibling in self.path:
-            node = _node(sibling, node) if at & 1 else _node(node, sibling)
-            at >>= 1
-        return node
 
 
 class Receipt(_Signed, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """A worker's statement that it ran `task` for `scheduler`: what came out (its hash), how
     long it took and what it costs. `ok` false: the task failed and costs nothing. Signed
-    alone (`batch` None: its form before batches, byte for byte), or in a batch: then `sig`
-    signs the batch's root, and `batch` leads there from this receipt's leaf."""
+    alone (its form before batches, byte for byte), or in a batch of the worker's receipts
+    for one scheduler: then `batch` leads from this receipt to the root signed."""
 
     worker: NodeId
     scheduler: NodeId
@@ -305,125 +288,54 @@ class Receipt(_Signed, frozen=True, forbid_unknown_fields=True, omit_defaults=Tr
     price: Price
     finished_at: Time
     sig: Signature = b""
-    batch: BatchProof | None = None  # (not signed: the root's signature covers it)
+    batch: BatchProof | msgspec.UnsetType = msgspec.UNSET
 
     TAG = b"p2psched/receipt/1"
+    SIGNER = "worker"
+    BATCH = Domain(b"p2psched/receipt")
 
     def signer(self) -> bytes:
         return self.worker
 
-    def values(self) -> list[Any]:
-        return [getattr(self, name) for name in self.__struct_fields__[:-1]]
 
-    def leaf(self) -> bytes:
-        """This receipt's leaf in a batch: a hash of what it signs alone, tagged as a leaf."""
-        return hashlib.sha256(_LEAF + self.body()).digest()
-
-    def verify(self, public_key: bytes, roots: VerifiedRoots | None = None) -> bool:
-        return self.problem(public_key, roots) is None
-
-    def problem(self, public_key: bytes, roots: VerifiedRoots | None = None) -> str | None:
-        """Why this is not a receipt signed by the worker whose key is `public_key` (None: it
-        is). `roots`: batch roots checked already (one signature check per batch)."""
-        if node_id_of(public_key) != self.worker:
-            return "is not signed by the worker (it names another)"
-        if self.batch is None:
-            signed = verify(public_key, self.sig, self.body())
-            return None if signed else "is not signed by the worker"
-        root = self.batch.root(self.leaf())
-        if root is None:
-            return (
-                f"has a batch proof whose index ({self.batch.index}) is past its tree "
-                f"({len(self.batch.path)} levels)"
-            )
-        if not (roots or VerifiedRoots(1)).verify(public_key, root, self.sig):
-            return (
-                "is not in a batch signed by the worker (its fields, path or index lead to a "
-                "root it did not sign)"
-            )
-        return None
-
-    def to_wire(self) -> dict[str, Any]:
-        wire = super().to_wire()
-        del wire["batch"]
-        if self.batch is not None:
-            wire["batch"] = {"index": self.batch.index, "path": list(self.batch.path)}
-        return wire
-
-    def to_json(self) -> dict[str, Any]:
-        doc = super().to_json()
-        if self.batch is not None:
-            doc["batch"] = {"index": self.batch.index, "path": [h.hex() for h in self.batch.path]}
-        return doc
-
-    @classmethod
-    def from_json(cls, doc: Any, path: str = "document") -> Receipt:
-        batch = doc.get("batch") if isinstance(doc, dict) else None
-        if isinstance(batch, dict) and isinstance(batch.get("path"), list):
-            try:
-                hashes = [bytes.fromhex(h) if isinstance(h, str) else h for h in batch["path"]]
-            except ValueError:
-                raise SchemaError(f"{path}.batch.path", "expected hex") from None
-            doc = {**doc, "batch": {**batch, "path": hashes}}
-        return super().from_json(doc, path)
-
-
-# A batch's tree: leaves, inner nodes and the root signed each under their own tag, apart from
-# each other and from every document a node signs. An empty place in a batch whose size is not
-# a power of two is `_PAD[0]`, a subtree of only such places `_PAD[level]`: the tree is always
-# full, so a leaf's index says its side at every level, and a leaf proven at one index never
-# proves at another.
-_LEAF = b"p2psched/receipt-leaf/1"
-_NODE = b"p2psched/receipt-node/1"
-_ROOT = b"p2psched/receipt-root/1"
-
-
-def _node(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(_NODE + left + right).digest()
-
-
-_PAD = [hashlib.sha256(b"p2psched/receipt-pad/1").digest()]
-for _ in range(MAX_BATCH_LEVELS):
-    _PAD.append(_node(_PAD[-1], _PAD[-1]))
-
-
-def signed_batch(identity: Identity, receipts: Sequence[Receipt]) -> list[Receipt]:
-    """`receipts` (unsigned, at most `MAX_BATCH`) signed with one signature: the root of their
-    tree's, each with its own proof. One alone is signed alone, as before batches."""
-    if len(receipts) == 1:
-        return [receipts[0].signed(identity)]
-    assert 1 < len(receipts) <= MAX_BATCH
-    levels = [[r.leaf() for r in receipts]]
-    while len(level := levels[-1]) > 1:
-        if len(level) % 2:
-            level.append(_PAD[len(levels) - 1])
-        levels.append([_node(level[i], level[i + 1]) for i in range(0, len(level), 2)])
-    sig = identity.sign(_ROOT + levels[-1][0])
-    return [
-        msgspec.structs.replace(
-            r, sig=sig, batch=BatchProof(i, [lv[(i >> k) ^ 1] for k, lv in enumerate(levels[:-1])])
+def signed_batch(identity: Identity, documents: Sequence[_D]) -> list[_D]:
+    """`documents` (unsigned, of one kind that may be signed in a batch) signed by `identity`:
+    one alone as it is, several with one signature a `MAX_BATCH` of them, over the root of
+    their tree, each with its own proof (`batch`)."""
+    out: list[_D] = []
+    for at in range(0, len(documents), MAX_BATCH):
+        chunk = documents[at : at + MAX_BATCH]
+        if len(chunk) == 1:
+            out.append(chunk[0].signed(identity))
+            continue
+        domain = chunk[0].BATCH
+        assert domain is not None and all(type(d) is type(chunk[0]) for d in chunk)
+        tree = domain.tree([domain.leaf(d.body()) for d in chunk])
+        sig = identity.sign(domain.signed_root(tree.root))
+        out.extend(
+            msgspec.structs.replace(d, sig=sig, batch=BatchProof(i, tree.proof(i)))
+            for i, d in enumerate(chunk)
         )
-        for i, r in enumerate(receipts)
-    ]
+    return out
 
 
 class VerifiedRoots:
-    """Batch roots whose signatures this node checked, by signer key, root and signature: the
-    newest `size` of them. A batch's receipts come one by one; the first one's check of its
-    root's signature stands for the others'."""
+    """Batch roots whose signatures this node checked, by their tree's tags, signer key, root
+    and signature: the newest `size` of them. A batch's documents come one by one; the first
+    one's check of its root's signature stands for the others'."""
 
     def __init__(self, size: int = 16) -> None:
         self.size = size
-        self._seen: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
+        self._seen: OrderedDict[tuple[bytes, bytes, bytes, bytes], None] = OrderedDict()
         self.signatures = 0  # root signatures checked (not found here)
 
-    def verify(self, public_key: bytes, root: bytes, sig: bytes) -> bool:
-        key = (public_key, root, sig)
+    def verify(self, domain: Domain, public_key: bytes, root: bytes, sig: bytes) -> bool:
+        key = (domain.root_tag, public_key, root, sig)
         if key in self._seen:
             self._seen.move_to_end(key)
             return True
         self.signatures += 1
-        if not verify(public_key, sig, _ROOT + root):
+        if not verify(public_key, sig, domain.signed_root(root)):
             return False
         self._seen[key] = None
         if len(self._seen) > self.size:

@@ -1,10 +1,15 @@
-"""The SHA-256 Merkle tree that signs or commits to many items at once: the capacity
-challenge's rows, and the commitments of one commit round under one signature.
+"""The SHA-256 Merkle tree that commits to many items at once, for every use of one: the
+commitments of a commit round and the receipts of a batch, each batch signed once (`wire.deal`),
+and the capacity challenge's rows (`resources.challenge`).
 
-Owns: the hashing (leaves tagged 0, nodes 1, so a node never passes for a leaf; an odd node
-at the end of a level goes up unpaired), a leaf's proof, and the root a proof leads to.
-Promises: `root_from` gives the tree's root only for a leaf and proof taken from that tree
-(at that index, of that size), else another value or None.
+Owns: the hashing, under the tags of its use (`Domain`): leaves, inner nodes, padding and the
+root a signature signs each under their own tag, so that no hash of one use or one level passes
+for another's, nor a signed root for any signed document (no tag is a prefix of another); the
+tree, a leaf's proof and the root a proof leads to.
+Promises: the tree is full: a level of odd length is padded with the domain's `pad` of that
+level (a subtree of only empty places), so a leaf's index says its side at every level, and
+`root_from` leads to the tree's root only from a leaf at the index it was proven at, by that
+leaf's own proof.
 """
 
 from __future__ import annotations
@@ -12,32 +17,77 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-
-def leaf_hash(data: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + data).digest()
+MAX_LEVELS = 32  # levels of any tree here (2^32 leaves): the pads are made up to it
 
 
-def _node_hash(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
+class Domain:
+    """The tags one use of the tree hashes under: `name` + `-leaf/1`, `-node/1`, `-pad/1`,
+    `-root/1` (the message a root's signature signs)."""
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        self._leaf = name + b"-leaf/1"
+        self._node = name + b"-node/1"
+        self.root_tag = name + b"-root/1"
+        self.pads = [hashlib.sha256(name + b"-pad/1").digest()]
+        for _ in range(MAX_LEVELS):
+            self.pads.append(self.node(self.pads[-1], self.pads[-1]))
+
+    def leaf(self, item: bytes) -> bytes:
+        return hashlib.sha256(self._leaf + item).digest()
+
+    def node(self, left: bytes, right: bytes) -> bytes:
+        return hashlib.sha256(self._node + left + right).digest()
+
+    def signed_root(self, root: bytes) -> bytes:
+        """What a signature over the root `root` signs."""
+        return self.root_tag + root
+
+    def tree(self, leaves: Sequence[bytes]) -> MerkleTree:
+        """The tree over leaves given by their hashes (`leaf`)."""
+        return MerkleTree(self, leaves)
+
+    def tree_of(self, items: Sequence[bytes]) -> MerkleTree:
+        return MerkleTree(self, [self.leaf(item) for item in items])
+
+    def root_from(self, leaf: bytes, index: int, path: Sequence[bytes]) -> bytes | None:
+        """The root that `path` (sibling hashes, leaf upwards) leads to from the leaf hash
+        `leaf` at `index`; None if the index is past a tree of that many levels."""
+        if index >> len(path):
+            return None
+        node = leaf
+        for sibling in path:
+            node = self.node(sibling, node) if index & 1 else self.node(node, sibling)
+            index >>= 1
+        return node
+
+    def holds(self, root: bytes, size: int, index: int, item: bytes, path: Sequence[bytes]) -> bool:
+        """Whether `path` leads from `item` at `index` of a tree of `size` leaves to `root`."""
+        return (
+            0 <= index < size
+            and len(path) == levels(size)
+            and self.root_from(self.leaf(item), index, path) == root
+        )
+
+
+def levels(size: int) -> int:
+    """The levels above the leaves of a tree of `size` leaves: the length of every proof."""
+    return (size - 1).bit_length()
 
 
 class MerkleTree:
-    """The tree over leaves given by their hashes (`leaf_hash`). It keeps the hashes, not
-    the items."""
+    """The tree over leaves given by their hashes. It keeps the hashes, not the items."""
 
-    def __init__(self, leaves: Sequence[bytes]) -> None:
+    def __init__(self, domain: Domain, leaves: Sequence[bytes]) -> None:
+        if not leaves:
+            raise ValueError("a Merkle tree needs at least one leaf")
         level = list(leaves)
         self.levels = [level]
         while len(level) > 1:
-            up = [_node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
             if len(level) % 2:
-                up.append(level[-1])
-            self.levels.append(up)
-            level = up
-
-    @classmethod
-    def of_rows(cls, rows: Sequence[bytes]) -> MerkleTree:
-        return cls([leaf_hash(r) for r in rows])
+                level.append(domain.pads[len(self.levels) - 1])
+            level = [domain.node(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+            self.levels.append(level)
 
     @property
     def root(self) -> bytes:
@@ -45,33 +95,4 @@ class MerkleTree:
 
     def proof(self, index: int) -> list[bytes]:
         """The sibling hashes from leaf `index` up to the root."""
-        out = []
-        for level in self.levels[:-1]:
-            sibling = index ^ 1
-            if sibling < len(level):
-                out.append(level[sibling])
-            index //= 2
-        return out
-
-
-def root_from(leaf: bytes, size: int, index: int, proof: Sequence[bytes]) -> bytes | None:
-    """The root that `proof` leads to from the leaf hash `leaf` at `index` of `size`; None if
-    the proof has the wrong length for that place."""
-    if not 0 <= index < size:
-        return None
-    node, used = leaf, 0
-    while size > 1:
-        if index ^ 1 < size:
-            if used >= len(proof):
-                return None
-            sibling = proof[used]
-            used += 1
-            node = _node_hash(sibling, node) if index % 2 else _node_hash(node, sibling)
-        index //= 2
-        size = (size + 1) // 2
-    return node if used == len(proof) else None
-
-
-def proof_holds(root: bytes, size: int, index: int, row: bytes, proof: Sequence[bytes]) -> bool:
-    """Whether `proof` leads from item `row` at `index` (of `size`) to `root`."""
-    return root_from(leaf_hash(row), size, index, proof) == root
+        return [level[(index >> k) ^ 1] for k, level in enumerate(self.levels[:-1])]

@@ -27,10 +27,10 @@ from p2psched.identity import Identity
 from p2psched.resources.challenge import (
     CPU_CORE_GFLOPS,
     MOST_WORK_S,
+    ROWS,
     Matrices,
     MerkleTree,
     flops,
-    leaf_hash,
     row_bytes,
     worker_seed,
 )
@@ -246,8 +246,8 @@ def compute_products(seed: bytes, n: int, rounds: int, *, gpu: bool) -> tuple[Me
         product = _on_gpu(a, matrices.b) if gpu else None
         if product is None:
             product = a @ matrices.b
-        leaves.extend(leaf_hash(row_bytes(r)) for r in product)
-    tree = MerkleTree(leaves)
+        leaves.extend(ROWS.leaf(row_bytes(r)) for r in product)
+    tree = ROWS.tree(leaves)
     return tree, time.perf_counter() - started
 
 

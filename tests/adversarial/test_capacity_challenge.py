@@ -21,7 +21,7 @@ import trio
 
 from p2psched.gate.client import open_worker_channel
 from p2psched.identity import Identity
-from p2psched.resources.challenge import Matrices, MerkleTree, row_bytes, worker_seed
+from p2psched.resources.challenge import ROWS, Matrices, MerkleTree, row_bytes, worker_seed
 from p2psched.resources.need import Need
 from p2psched.resources.profile import Profile
 from p2psched.scheduler.ads import WorkerAd
@@ -146,11 +146,11 @@ async def test_a_worker_that_computes_only_some_rows_is_caught_over_a_real_chann
                 matrices = Matrices(worker_seed(m.seed, me.node_id), m.n, m.rounds)
                 rows = [row_bytes(r) for j in range(m.rounds) for r in matrices.a(j) @ matrices.b]
                 kept = [r if i % 10 == 0 else bytes(len(r)) for i, r in enumerate(rows)]
-                root = MerkleTree.of_rows(kept).root
+                root = ROWS.tree_of(kept).root
                 await channel.send_encoded([encode(ChallengeRoot(m.rid, root, 0.01))])
                 ask = m
             elif isinstance(m, ChallengeOpen):
-                tree = MerkleTree.of_rows(kept)
+                tree = ROWS.tree_of(kept)
                 c = ask.commitment
                 receipt = Receipt(
                     me.node_id, c.scheduler, c.job, c.tasks[0], True, tree.root, 0.01, c.price, 1.0

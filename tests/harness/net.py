@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from msgspec.structs import replace as restruct
 
 from p2psched.identity import Identity
@@ -31,7 +32,7 @@ from p2psched.scheduler.strategy import Strategy
 from p2psched.store import StoredTask
 from p2psched.wire import messages
 from p2psched.wire.codec import decode, encode
-from p2psched.wire.deal import Commitment, Receipt, signed_batch
+from p2psched.wire.deal import Commitment, signed_batch
 from p2psched.wire.messages import Message, parse
 from p2psched.worker import manager as wm
 
@@ -246,34 +247,28 @@ def receipts_verify(net: Net) -> None:
         assert r.task == t.spec.task_id
 
 
-def _resigned_by(r: Receipt, stranger: Identity) -> Receipt:
-    """`r` (naming its worker still) in a batch of two whose root `stranger` signed."""
-    alone = restruct(r, sig=b"", batch=None)
-    return signed_batch(stranger, [alone, restruct(alone, task=alone.task + "x")])[0]
+def _resigned_by(doc: Any, stranger: Identity) -> Any:
+    """`doc` (naming its signer still) in a batch of two whose root `stranger` signed."""
+    alone = restruct(doc, sig=b"", batch=msgspec.UNSET)
+    return signed_batch(stranger, [alone, restruct(alone, price=alone.price + 1)])[0]
 
 
-# Receipts of a batch forged, each in one way; (receipt, a stranger) -> the forgery.
-BATCH_FORGERIES: dict[str, Callable[[Receipt, Identity], Receipt]] = {
+# Documents of a batch (receipts, commitments) forged, each in one way; (document, a stranger)
+# -> the forgery.
+BATCH_FORGERIES: dict[str, Callable[[Any, Identity], Any]] = {
     # a sibling hash on its path made up
-    "path": lambda r, _: restruct(
-        r,
-        batch=restruct(r.batch, path=[bytes(32), *r.batch.path[1:]]),  # type: ignore[union-attr]
-    ),
+    "path": lambda r, _: restruct(r, batch=restruct(r.batch, path=[bytes(32), *r.batch.path[1:]])),
     # the leaf moved to its neighbour's place, path and all
-    "moved": lambda r, _: restruct(
-        r,
-        batch=restruct(r.batch, index=r.batch.index ^ 1),  # type: ignore[union-attr]
-    ),
+    "moved": lambda r, _: restruct(r, batch=restruct(r.batch, index=r.batch.index ^ 1)),
     # ... or to a place past its tree, whose low bits are its own
     "past_tree": lambda r, _: restruct(
-        r,
-        batch=restruct(r.batch, index=r.batch.index + (1 << len(r.batch.path))),  # type: ignore[union-attr]
+        r, batch=restruct(r.batch, index=r.batch.index + (1 << len(r.batch.path)))
     ),
-    # naming this worker, its batch's root signed by another
-    "other_worker": _resigned_by,
+    # naming this signer, its batch's root signed by another
+    "other_signer": _resigned_by,
     # its proof valid, one of its fields edited after
-    "fields": lambda r, _: restruct(r, duration=r.duration + 1),
-    # a batch's root known good, under a signature that is not the worker's
+    "fields": lambda r, _: restruct(r, price=r.price + 1),
+    # a batch's root known good, under a signature that is not the signer's
     "signature": lambda r, _: restruct(r, sig=bytes(64)),
 }
 

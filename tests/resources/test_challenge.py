@@ -12,14 +12,13 @@ import pytest
 
 from p2psched.resources.challenge import (
     CPU_CORE_GFLOPS,
+    ROWS,
     SLOW_FACTOR,
     Matrices,
-    MerkleTree,
     expected_seconds,
     fixed_seconds,
     flops,
     matrix,
-    proof_holds,
     row_bytes,
     size_for,
     time_limit,
@@ -63,7 +62,7 @@ def test_the_float32_product_is_exact_as_integers() -> None:
 @pytest.mark.parametrize("n", [16, 17, 31, 64, 100])
 def test_every_row_proves_its_way_to_the_root(n: int) -> None:
     rows = rows_of(Matrices(SEED, n))
-    tree = MerkleTree.of_rows(rows)
+    tree = ROWS.tree_of(rows)
     m = Matrices(SEED, n)
     for i in range(n):
         assert m.problem(tree.root, i, rows[i], tree.proof(i)) is None
@@ -73,8 +72,8 @@ def test_tampering_with_a_row_or_its_proof_is_caught() -> None:
     n = 37
     m = Matrices(SEED, n)
     rows = rows_of(m)
-    tree = MerkleTree.of_rows(rows)
-    i = 36  # the last row of an odd count: it goes up unpaired once
+    tree = ROWS.tree_of(rows)
+    i = 36  # the last row of an odd count: padding is its pair
     proof = tree.proof(i)
     flipped = bytes([rows[i][0] ^ 1]) + rows[i][1:]
     assert m.problem(tree.root, i, flipped, proof) == (
@@ -84,10 +83,10 @@ def test_tampering_with_a_row_or_its_proof_is_caught() -> None:
         m.problem(tree.root, i, rows[i][:-4], proof)
         == f"row {i} of round 0 has {4 * n - 4} bytes, not {4 * n}"
     )
-    assert not proof_holds(tree.root, n, i, rows[i], [proof[0][::-1], *proof[1:]])
-    assert not proof_holds(tree.root, n, i, rows[i], proof[:-1])
-    assert not proof_holds(tree.root, n, i, rows[i], [*proof, proof[0]])
-    assert not proof_holds(tree.root, n, 3, rows[i], proof)  # another row's place
+    assert not ROWS.holds(tree.root, n, i, rows[i], [proof[0][::-1], *proof[1:]])
+    assert not ROWS.holds(tree.root, n, i, rows[i], proof[:-1])
+    assert not ROWS.holds(tree.root, n, i, rows[i], [*proof, proof[0]])
+    assert not ROWS.holds(tree.root, n, 3, rows[i], proof)  # another row's place
     assert "proof does not lead to the committed root" in str(
         m.problem(tree.root, 3, rows[3], tree.proof(4))
     )
@@ -96,7 +95,7 @@ def test_tampering_with_a_row_or_its_proof_is_caught() -> None:
 def test_a_product_that_is_right_but_a_root_over_other_rows_fails_the_proof() -> None:
     m = Matrices(SEED, 32)
     rows = rows_of(m)
-    forged = MerkleTree.of_rows([rows[0]] * 32)  # a root over rows the worker did not compute
+    forged = ROWS.tree_of([rows[0]] * 32)  # a root over rows the worker did not compute
     assert m.problem(forged.root, 5, rows[5], forged.proof(5)) is not None
 
 
@@ -142,7 +141,7 @@ def test_rows_prove_their_way_to_one_root_across_rounds() -> None:
     n, rounds = 20, 5
     m = Matrices(SEED, n, rounds)
     rows = rows_of(m)
-    tree = MerkleTree.of_rows(rows)
+    tree = ROWS.tree_of(rows)
     for index in (0, n - 1, n, 2 * n + 7, rounds * n - 1):
         assert m.problem(tree.root, index, rows[index], tree.proof(index)) is None
         assert m.row(index) == rows[index]
@@ -159,10 +158,10 @@ def test_rows_prove_their_way_to_one_root_across_rounds() -> None:
     moved = m.problem(tree.root, 3 * n + i, rows[2 * n + i], tree.proof(2 * n + i))
     assert moved == "row 7 of round 3 is not row 7 of that round's product"
     # The tree is over all rounds: one round's tree alone does not pass.
-    alone = MerkleTree.of_rows(rows[:n])
+    alone = ROWS.tree_of(rows[:n])
     assert m.problem(alone.root, 5, rows[5], alone.proof(5)) is not None
 
 
 def test_the_longest_proof_fits_the_messages_bound() -> None:
     leaves = [bytes(32)] * (MAX_CHALLENGE_ROUNDS * 4096)
-    assert len(MerkleTree(leaves).proof(len(leaves) - 1)) <= MAX_CHALLENGE_PROOF == 18
+    assert len(ROWS.tree(leaves).proof(len(leaves) - 1)) <= MAX_CHALLENGE_PROOF == 18

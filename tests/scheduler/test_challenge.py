@@ -12,10 +12,10 @@ import pytest
 
 from p2psched.identity import Identity
 from p2psched.resources.challenge import (
+    ROWS,
     SLOW_FACTOR,
     TARGET_S,
     Matrices,
-    MerkleTree,
     flops,
     row_bytes,
     size_for,
@@ -90,7 +90,7 @@ def play(
                     tree, _ = compute_products(action.seed, action.n, action.rounds, gpu=False)
                 else:
                     rows = product(action.seed, action.n, action.rounds)
-                    tree = MerkleTree.of_rows(rows)
+                    tree = ROWS.tree_of(rows)
                 now += took
                 core.tick(now)
                 desk.computed(action.peer, action.rid, tree, took)
@@ -372,7 +372,7 @@ def test_a_worker_cannot_pass_on_another_workers_product() -> None:
     (compute,) = desk.actions()
     assert isinstance(compute, Compute)
     rows = honest(compute.seed, compute.n, compute.rounds)
-    desk.computed(liar.node_id, 1, MerkleTree.of_rows(rows), 0.01)
+    desk.computed(liar.node_id, 1, ROWS.tree_of(rows), 0.01)
     (root,) = desk.actions()
     assert isinstance(root.message, ChallengeRoot)
     core.receive(wire(ChallengeRoot(ask.rid, root.message.root, 0.01)), T0 + 0.1)

@@ -13,7 +13,7 @@ from msgspec.structs import replace as restruct
 from p2psched.store import Store
 from p2psched.store.journal import Accepted, Committed, Issued, Judged
 from p2psched.wire.codec import encode
-from p2psched.wire.deal import BatchProof, Commitment, Receipt, signed_batch, signed_together
+from p2psched.wire.deal import BatchProof, Commitment, Receipt, signed_batch
 from tests.harness.store import (
     ME,
     OTHER_WORKER,
@@ -186,16 +186,16 @@ def test_commitments_signed_with_their_round_verify_in_the_ledger_and_a_swapped_
 ) -> None:
     """A commit round's commitments share one signature: each, kept in the ledger with its
     proof, verifies on its own; one stored with the other's proof is named."""
-    a, b = signed_together(
+    a, b = signed_batch(
+        ME,
         [
             Commitment(ME.node_id, w.node_id, "a-1", [f"a-1-00000{i}"], 0.5, 1001.0)
             for i, w in enumerate((WORKER, OTHER_WORKER))
         ],
-        ME,
     )
     store.write([opened("a-1"), Committed(a, (), 1001.0), Committed(b, (), 1001.0)])
     assert store.verify_ledger() == []
-    store.write([Committed(msgspec.structs.replace(a, round=b.round), (), 1002.0)])
+    store.write([Committed(msgspec.structs.replace(a, batch=b.batch), (), 1002.0)])
     [problem] = store.verify_ledger()
     assert "(paid commitment, job 'a-1'): the signature does not verify" in problem
 

@@ -17,14 +17,13 @@ from p2psched.wire.codec import decode, encode
 from p2psched.wire.deal import (
     MAX_BATCH,
     MAX_BATCH_LEVELS,
+    BatchProof,
     Commitment,
     Quote,
     Receipt,
-    RoundProof,
     VerifiedRoots,
     packed_hash,
     signed_batch,
-    signed_together,
 )
 from p2psched.wire.messages import Commit, Result, parse
 from p2psched.wire.messages import encode as encode_message
@@ -64,12 +63,12 @@ def test_a_quote_for_gpus_cannot_be_passed_off_as_one_for_none() -> None:
 def round_of(n: int) -> list[Commitment]:
     """`n` commitments of one commit round, to `n` workers, signed together."""
     workers = [Identity.generate() for _ in range(n)]
-    return signed_together(
+    return signed_batch(
+        SCHEDULER,
         [
             Commitment(SCHEDULER.node_id, w.node_id, "job", [f"job/{i}"], 0.5, 100.0)
             for i, w in enumerate(workers)
         ],
-        SCHEDULER,
     )
 
 
@@ -78,7 +77,7 @@ def test_a_rounds_commitments_share_one_signature_and_each_verifies_alone() -> N
     also after the wire (the `Commit` message) and after the ledger's form of it."""
     signed = round_of(5)
     assert len({c.sig for c in signed}) == 1
-    assert all(isinstance(c.round, RoundProof) and c.round.size == 5 for c in signed)
+    assert [c.batch.index for c in signed if isinstance(c.batch, BatchProof)] == list(range(5))
     for c in signed:
         assert c.verify(SCHEDULER.public_key)
         sent = parse(encode_message(Commit(1, c, [])))
@@ -90,25 +89,56 @@ def test_a_rounds_commitments_share_one_signature_and_each_verifies_alone() -> N
 
 def test_a_round_signed_commitment_altered_or_given_anothers_proof_does_not_verify() -> None:
     a, b, *_ = round_of(3)
-    assert isinstance(a.round, RoundProof)
+    assert isinstance(a.batch, BatchProof)
     for forged in (
         msgspec.structs.replace(a, price=0.25),
         msgspec.structs.replace(a, tasks=["job/1", "job/9"]),
-        msgspec.structs.replace(a, round=b.round),  # its own body, another's place
-        msgspec.structs.replace(a, round=msgspec.structs.replace(a.round, index=1)),
-        msgspec.structs.replace(a, round=msgspec.structs.replace(a.round, path=[])),
-        msgspec.structs.replace(a, round=msgspec.UNSET),  # the root's signature is no body's
+        msgspec.structs.replace(a, batch=b.batch),  # its own body, another's place
+        msgspec.structs.replace(a, batch=msgspec.structs.replace(a.batch, index=1)),
+        msgspec.structs.replace(a, batch=msgspec.structs.replace(a.batch, path=[])),
+        msgspec.structs.replace(a, batch=msgspec.UNSET),  # the root's signature is no body's
     ):
         assert not forged.verify(SCHEDULER.public_key)
+
+
+@pytest.mark.parametrize("forgery", BATCH_FORGERIES)
+def test_a_commitment_forged_within_its_round_is_refused_naming_why(forgery: str) -> None:
+    """The forgeries a receipt's batch is tried with, on a commit round: named alike."""
+    stranger = Identity.generate()
+    a, b, _ = round_of(3)
+    roots = VerifiedRoots()
+    assert a.verify(SCHEDULER.public_key, roots)
+    forged = BATCH_FORGERIES[forgery](b, stranger)
+    problem = forged.problem(SCHEDULER.public_key, roots)
+    if forgery == "past_tree":
+        assert problem == "has a batch proof whose index (5) is past its tree (2 levels)"
+    else:
+        assert problem is not None
+        assert problem.startswith("is not in a batch signed by the scheduler")
+    assert not forged.verify(SCHEDULER.public_key)
+
+
+def test_a_batch_root_signed_for_one_kind_of_document_is_no_root_of_another() -> None:
+    """The same signer, the same leaves: a receipt batch's root is not a commitment round's,
+    and a root verified for one kind does not pass for the other from the cache."""
+    assert Receipt.BATCH is not None and Commitment.BATCH is not None
+    leaves = [bytes(32), bytes(31) + b"\x01"]
+    receipts_root = Receipt.BATCH.tree(leaves).root
+    assert Commitment.BATCH.tree(leaves).root != receipts_root
+    sig = WORKER.sign(Receipt.BATCH.signed_root(receipts_root))
+    roots = VerifiedRoots()
+    assert roots.verify(Receipt.BATCH, WORKER.public_key, receipts_root, sig)
+    assert not roots.verify(Commitment.BATCH, WORKER.public_key, receipts_root, sig)
+    assert not verify(WORKER.public_key, sig, Receipt.TAG + receipts_root)
 
 
 def test_a_commitment_signed_alone_keeps_its_form() -> None:
     """A round of one is signed as before: over its body, no proof, none on the wire."""
     [c] = round_of(1)
-    assert c.round is msgspec.UNSET
+    assert c.batch is msgspec.UNSET
     assert c.sig and verify(SCHEDULER.public_key, c.sig, c.body())
-    assert "round" not in c.to_wire()
-    assert b"round" not in encode_message(Commit(1, c, []))
+    assert "batch" not in c.to_wire()
+    assert b"batch" not in encode_message(Commit(1, c, []))
 
 
 # -- receipts signed in batches -------------------------------------------------------------
@@ -136,7 +166,7 @@ def test_a_receipt_stored_before_batches_still_verifies_and_is_written_the_same(
     )  # fmt: skip
     stored = encode({**dict(zip(names, fields, strict=True)), "sig": sig})
     r = Receipt.from_packed(stored, "receipt")
-    assert r.batch is None and r.verify(WORKER.public_key)
+    assert r.batch is msgspec.UNSET and r.verify(WORKER.public_key)
     assert encode(r.to_wire()) == stored
     [alone] = signed_batch(WORKER, [Receipt(*fields)])  # type: ignore[arg-type]
     assert alone == r

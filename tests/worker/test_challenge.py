@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from p2psched.identity import Identity
-from p2psched.resources.challenge import Matrices, MerkleTree, worker_seed
+from p2psched.resources.challenge import ROWS, Matrices, worker_seed
 from p2psched.wire.deal import Commitment
 from p2psched.wire.messages import (
     ChallengeAsk,
@@ -24,7 +24,7 @@ from p2psched.worker.challenge import MAX_KEPT, ChallengeDesk, Compute, compute_
 
 SCHEDULER, OTHER, WORKER = Identity.generate(), Identity.generate(), Identity.generate()
 SEED = b"s" * 32
-NO_ROWS = MerkleTree([bytes(32)] * 32)  # a tree for a challenge whose rows are never opened
+NO_ROWS = ROWS.tree([bytes(32)] * 32)  # a tree for a challenge whose rows are never opened
 
 
 def ask(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 from p2psched.identity import Identity
@@ -482,7 +483,7 @@ def test_a_short_result_waits_no_longer_than_its_hold_and_a_long_one_not_at_all(
     assert not [x for x in w.actions() if isinstance(x, Send)]
     w.tick(0.001 + hold)
     [alone] = [x.message.receipt for x in w.actions() if isinstance(x, Send)]
-    assert alone.task == "t1" and alone.batch is None
+    assert alone.task == "t1" and alone.batch is msgspec.UNSET
     w.finished(sched.node_id, "t2", 2, None, 1.0)  # it ran for a second: it goes at once
     [long] = [x.message.receipt for x in w.actions() if isinstance(x, Send)]
     assert long.task == "t2" and long.verify(w.identity.public_key)

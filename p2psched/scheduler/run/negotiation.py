@@ -41,7 +41,7 @@ from p2psched.scheduler.run.workers import WorkerState
 from p2psched.scheduler.strategy import LATE_BINDING
 from p2psched.store.journal import Committed
 from p2psched.wire.codec import encode
-from p2psched.wire.deal import MAX_BATCH, Commitment, Quote, signed_together
+from p2psched.wire.deal import MAX_BATCH, Commitment, Quote, signed_batch
 from p2psched.wire.messages import (
     Commit,
     Decline,
@@ -211,7 +211,7 @@ class Negotiation(TaskMoves):
         )
 
     def _sign(self, commitments: list[Commitment]) -> list[Commitment]:
-        return signed_together(commitments, self.identity)
+        return signed_batch(self.identity, commitments)
 
     def _commit(
         self, w: WorkerState, runs: list[TaskRun], commitment: Commitment, now: float

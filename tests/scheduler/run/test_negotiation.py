@@ -15,7 +15,7 @@ from p2psched.identity import Identity
 from p2psched.scheduler.job import TaskSpec
 from p2psched.scheduler.lifecycle import TaskState
 from p2psched.scheduler.run import JobRun, Send
-from p2psched.wire.deal import RoundProof
+from p2psched.wire.deal import BatchProof
 from p2psched.wire.messages import Commit
 from p2psched.worker import manager as wm
 from p2psched.worker.policy import DriverCaps, PriorityPrices, Terms
@@ -213,4 +213,4 @@ def test_a_rounds_commitments_to_several_workers_go_under_one_signature_and_all_
     assert len(commits) == 4 and len({c.commitment.sig for c in commits}) == 1
     key = net.run.identity.public_key
     for c in commits:
-        assert isinstance(c.commitment.round, RoundProof) and c.commitment.verify(key)
+        assert isinstance(c.commitment.batch, BatchProof) and c.commitment.verify(key)
