@@ -152,13 +152,16 @@ def _signal_snapshot(folder: Path, pids: list[int]) -> list[dict[str, Any]]:
 
 
 def _spent(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, float]:
-    """Seconds per stage (and "cpu", the processes' whole) between two snapshots, added up
-    over the processes."""
+    """Seconds per stage (and "cpu", the processes' whole), and calls per stage (as "calls
+    <stage>"), between two snapshots, added up over the processes."""
     total: dict[str, float] = {}
     for b, a in zip(before, after, strict=True):
         total["cpu"] = total.get("cpu", 0.0) + a["cpu"] - b["cpu"]
         for stage, seconds in a["seconds"].items():
             total[stage] = total.get(stage, 0.0) + seconds - b["seconds"].get(stage, 0.0)
+        for stage, calls in a["calls"].items():
+            key = f"calls {stage}"
+            total[key] = total.get(key, 0) + calls - b["calls"].get(stage, 0)
     return total
 
 
@@ -198,13 +201,22 @@ def cpu_table(tasks: int) -> list[str]:
         cells = []
         for side in ("scheduler", "worker"):
             spent = sides[side]
-            staged = sum(v for k, v in spent.items() if k != "cpu")
+            staged = sum(v for k, v in spent.items() if k != "cpu" and not k.startswith("calls"))
             if stages is not None:
                 seconds = sum(spent.get(s, 0.0) for s in stages)
             else:
                 seconds = spent["cpu"] - staged if name.startswith("other") else spent["cpu"]
             cells.append(f"{seconds * 1e6 / tasks:>10.1f}")
         lines.append(f"  {name:<38} {' '.join(cells)}")
+    sched, work = sides["scheduler"], sides["worker"]
+    per_task = [
+        ("commitments signed", sched.get("calls commitment sign", 0)),
+        ("checked", work.get("calls commitment check", 0)),
+        ("receipts signed", work.get("calls receipt sign", 0)),
+        ("checked", sched.get("calls receipt check", 0)),
+    ]
+    said = ", ".join(f"{what} {n / tasks:.2f}" for what, n in per_task)
+    lines.append(f"  signatures per task: {said}")
     return lines
 
 

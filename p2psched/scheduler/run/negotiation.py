@@ -34,7 +34,6 @@ from p2psched.scheduler.run.tasks import (
     gpus_of,
     model_of,
     shape_of,
-    slots_of,
     wire_task,
     worker_name,
 )
@@ -162,12 +161,8 @@ class Negotiation(TaskMoves):
                     stuck += 1
                 aside.append(queue.pop())
                 continue
-            w = self.workers[best.worker]
-            if not t.retry and best.worker not in batches and not self._wants_batch(w, shape):
-                waiting.add(shape)  # it is its task: it waits for the next batch there
-                aside.append(queue.pop())
-                continue
             queue.pop()
+            w = self.workers[best.worker]
             assert w.quote is not None
             w.room -= 1
             w.batch_bytes += t.input_bytes
@@ -187,15 +182,6 @@ class Negotiation(TaskMoves):
             signed = self._sign(unsigned)
             for (worker, runs), commitment in zip(batches.items(), signed, strict=True):
                 self._commit(self.workers[worker], runs, commitment, now)
-
-    def _wants_batch(self, w: WorkerState, shape: Shape) -> bool:
-        """Whether `w` takes a commitment now: once its room is back to half of what it
-        quoted (a low-water mark: one signature for several tasks, not one per slot freed),
-        or sooner when it would run dry (it holds no more than it runs) or when every task
-        of this kind left fits. (A retry, served first, does not wait for a batch.)"""
-        assert w.quote is not None
-        half = min((w.quote.capacity + 1) // 2, self._shapes[shape])
-        return w.room >= half or len(w.holding) <= slots_of(w.ad.profile)
 
     def _assign(self, t: TaskRun, w: WorkerState, price: float, now: float) -> None:
         """`t` goes to `w` at `price`: the money is held from now."""
