@@ -127,8 +127,8 @@ def dask_runs(n_noop: int, n_sleep: int, sleep_s: float) -> tuple[float, float]:
 ROWS = [
     ("receive: decrypt, decode", ["decrypt", "decode"]),
     ("core (job run / task manager)", ["scheduler core", "worker core"]),
-    ("commitment sign / check (Ed25519)", ["commitment sign", "commitment check"]),
-    ("receipt check / sign (Ed25519)", ["receipt check", "receipt sign"]),
+    ("Ed25519 sign (commitments / receipts)", ["sign"]),
+    ("Ed25519 verify (receipts / commitments)", ["verify"]),
     ("store write (SQLite)", ["store write"]),
     ("send: encode, encrypt", ["encode", "encrypt"]),
 ]
@@ -210,10 +210,10 @@ def cpu_table(tasks: int) -> list[str]:
         lines.append(f"  {name:<38} {' '.join(cells)}")
     sched, work = sides["scheduler"], sides["worker"]
     per_task = [
-        ("commitments signed", sched.get("calls commitment sign", 0)),
-        ("checked", work.get("calls commitment check", 0)),
-        ("receipts signed", work.get("calls receipt sign", 0)),
-        ("checked", sched.get("calls receipt check", 0)),
+        ("scheduler signs", sched.get("calls sign", 0)),
+        ("verifies", sched.get("calls verify", 0)),
+        ("workers sign", work.get("calls sign", 0)),
+        ("verify", work.get("calls verify", 0)),
     ]
     said = ", ".join(f"{what} {n / tasks:.2f}" for what, n in per_task)
     lines.append(f"  signatures per task: {said}")

@@ -1,5 +1,5 @@
-"""Where a process's CPU goes, stage by stage (decrypting, decoding, the cores, signing and
-checking signatures, the store, encoding and encrypting), for the per-task table that
+"""Where a process's CPU goes, stage by stage (decrypting, decoding, the cores, Ed25519 signing
+and checking, the store, encoding and encrypting), for the per-task table that
 `bench/dispatch.py` prints. Opt-in: `P2PSCHED_PROFILE=DIR` makes each node a process opens
 time its stages while it is open (`process_time`, so another process's load does not count),
 and write them to `DIR/<role>-<pid>-<n>.json` when it closes and whenever it gets SIGUSR1.
@@ -40,10 +40,10 @@ STAGES: dict[str, list[str]] = {
         f"p2psched.worker.manager:TaskManager.{step}"
         for step in ("receive", "finished", "tick", "connected", "disconnected")
     ],
-    "commitment sign": ["p2psched.wire.deal:Commitment.signed"],
-    "commitment check": ["p2psched.wire.deal:Commitment.verify"],
-    "receipt sign": ["p2psched.wire.deal:Receipt.signed"],
-    "receipt check": ["p2psched.wire.deal:Receipt.verify"],
+    # Ed25519 itself, whatever it covers: a deal's signature (a commitment's, a receipt's, a
+    # batch's root; a quote's) or a handshake's.
+    "sign": ["p2psched.identity:Identity.sign"],
+    "verify": ["p2psched.wire.deal:verify"],  # (a deal's: a handshake's is the channel's)
     "store write": ["p2psched.store.store:Store.write"],
     "encode": ["p2psched.scheduler.service:encode", "p2psched.worker.service:encode"],
     "encrypt": ["p2psched.wire.noise:SecureSession.seal"],
