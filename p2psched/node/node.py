@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import shlex
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -33,6 +33,7 @@ from p2psched.home import running_in
 from p2psched.identity import Identity
 from p2psched.logs import naming_node
 from p2psched.node.config import GATEWAY_MAX_PRICE, ModelTable
+from p2psched.node.profiling import profiled
 from p2psched.resources.challenge import claimed_gflops
 from p2psched.resources.detect import Detected, detect, sample_load
 from p2psched.resources.need import AD_TTL
@@ -155,7 +156,7 @@ async def open_node(
     config = (dht_settings or DhtSettings()).dht_config(client=dht_client, trusted=trusted)
     dispatch = dispatch or DispatchConfig()
     with (
-        running_in(data_dir, "a worker" if worker else "a gate" if gate else "a node"),
+        _running(data_dir, "worker" if worker else "gate" if gate else "node"),
         naming_node(identity.node_id),  # (every task the node starts inherits it, for its logs)
         _open_store(identity, store_path or data_dir / STORE_FILE, dispatch) as store,
     ):
@@ -196,6 +197,14 @@ async def open_node(
                     if node.worker is not None:
                         with trio.CancelScope(shield=True), trio.move_on_after(10):
                             await node.worker.advert.withdraw()
+
+
+@contextmanager
+def _running(data_dir: Path, role: str) -> Iterator[None]:
+    """This process runs a node of `role` in `data_dir` (timing its stages, if asked to:
+    `P2PSCHED_PROFILE`)."""
+    with running_in(data_dir, f"a {role}"), profiled(role):
+        yield
 
 
 def _say_up(node: Node, dht_client: bool) -> None:

@@ -29,7 +29,7 @@ import trio
 
 from p2psched.resources.detect import Device
 from p2psched.resources.driver_inputs import KNOWN_DRIVERS, input_refusal, param_refusal
-from p2psched.worker import sandbox
+from p2psched.worker import sandbox, timer
 from p2psched.worker.config import (
     ANY_MODEL,
     CommandDriverConfig,
@@ -156,7 +156,7 @@ class SleepDriver:
             start = trio.current_time()
             for i in range(1, reports + 1):
                 # Deadlines from one start, so the reports do not add up their own delays.
-                await trio.sleep_until(start + seconds * i / reports)
+                await timer.sleep_until(start + seconds * i / reports)
                 progress(i / reports)
             return {"slept": seconds}
 

@@ -116,6 +116,8 @@ class Candidates(RunBase):
         w = self.workers[c.worker]
         if w.batch_bytes and w.batch_bytes + t.input_bytes > COMMIT_BYTES:
             return False  # this round's commitment to it is full: next round
+        if not (w.batch_bytes or t.retry or self._wants_batch(w)):
+            return False  # below its low-water mark: a batch later (a retry goes first)
         return (
             c.worker not in t.excluded
             and (t.apart is None or self._apart(t, w))
@@ -131,6 +133,15 @@ class Candidates(RunBase):
             # (tested here, not in a helper: this runs for every candidate of every pick)
             and (self.mtr != 0.0 or self.deadline is not None or self._at_floor(t, c.price))
         )
+
+    def _wants_batch(self, w: WorkerState) -> bool:
+        """Whether `w` takes a commitment now: once its room is back to half of what it
+        quoted (a low-water mark: one signature and one lease for several tasks, not one per
+        slot freed), or sooner when it would run dry (it holds no more than it runs) or all
+        the tasks left fit."""
+        assert w.quote is not None
+        half = min((w.quote.capacity + 1) // 2, self._queued)
+        return w.room >= half or len(w.holding) <= slots_of(w.ad.profile)
 
     def _apart(self, t: TaskRun, w: WorkerState) -> bool:
         """Whether `w` is apart enough from the workers `t`'s other copies went to: never one
