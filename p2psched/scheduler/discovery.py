@@ -88,11 +88,13 @@ class Discovery:
         if fresh or cached is None or cached.until <= now:
             # Good until `cache_for` is up or its first checked ad expires, whichever comes
             # first: an expired ad may well have been renewed since, and must be read again.
-            cached = self._cache[capability] = _Cached(now + self.cache_for, {})
+            # (cached once read: a find for it meanwhile reads too, rather than find nothing)
+            cached = _Cached(now + self.cache_for, {})
             for worker, read in (await self._read(keys)).items():
                 cached.reads[worker] = read
                 if read.checked:
                     cached.checked(read)
+            self._cache[capability] = cached
         now = self.node.now()
         found = [
             r.shown

@@ -342,3 +342,25 @@ async def test_a_verified_ads_cache_keeps_its_bound() -> None:
     assert len(discovery.verified) == 3
     with pytest.raises(ValueError, match="at least 1"):
         Discovery(_Holders([]), verified_ads=0)  # type: ignore[arg-type]
+
+
+async def test_a_need_asked_while_it_is_being_read_waits_for_the_read_not_an_empty_answer() -> None:
+    """Many requests for one model at once (a busy gateway's): each finds its workers, none
+    an empty list from a read still under way."""
+    worker = Identity.generate()
+
+    class _Slow(_Holders):
+        async def get_unverified(self, key: bytes, quorum: int | None = None) -> list[list[Record]]:
+            await trio.sleep(0.01)  # (a DHT read takes round trips)
+            return await super().get_unverified(key, quorum)
+
+    discovery = Discovery(_Slow([_ad(worker, ram_gb=64.0)]), cache_for=60.0)  # type: ignore[arg-type]
+    found: list[list[bytes]] = []
+
+    async def ask() -> None:
+        found.append(await _ids(discovery, "ram>=64", fresh=False))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(ask)
+    assert found == [[worker.node_id]] * 3
