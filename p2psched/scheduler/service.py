@@ -444,22 +444,21 @@ class Dispatcher(Verifying, Steps):
                     self._flush(job_id)
             try:
                 while True:
-                    # (what came in one read, in one step: one transaction for all of it)
-                    for frame in await channel.receive_frames():
-                        try:
-                            message = parse(frame)
-                        except SchemaError as e:
-                            task = result_task(frame)
-                            if task is None:
-                                return f"sent a malformed message ({e})"
-                            self._refused_result(worker, task, str(e))
-                            continue
-                        except DecodeError as e:
-                            return f"peer sent a message that is not valid: {e}"
-                        channel.set_max_frame(self.max_message_bytes, self.frame_budget)  # said
-                        if isinstance(message, Refusal):
-                            return f"it refused the channel: {message.reason}"
-                        self._route(worker, link, message)
+                    frame = await channel.receive_frame()
+                    try:
+                        message = parse(frame)
+                    except SchemaError as e:
+                        task = result_task(frame)
+                        if task is None:
+                            return f"sent a malformed message ({e})"
+                        self._refused_result(worker, task, str(e))
+                        continue
+                    except DecodeError as e:
+                        return f"peer sent a message that is not valid: {e}"
+                    channel.set_max_frame(self.max_message_bytes, self.frame_budget)  # said
+                    if isinstance(message, Refusal):
+                        return f"it refused the channel: {message.reason}"
+                    self._route(worker, link, message)
             except ChannelError as e:
                 return str(e)
             finally:

@@ -94,24 +94,9 @@ class SecureChannel:
         """The next message as it came (for a reader that decodes it to a type itself);
         raises as `receive` does."""
         try:
-            return self._taken(await self._inbox.receive())
+            frame, held = await self._inbox.receive()
         except trio.EndOfChannel:
             raise self._error or ChannelClosed("the peer closed the connection") from None
-
-    async def receive_frames(self) -> list[bytes]:
-        """The next message, and every one already here after it (those of one read of the
-        socket come together): a reader handles them in one step. Raises as `receive` does
-        when none is left."""
-        frames = [await self.receive_frame()]
-        while len(frames) < INBOX:
-            try:
-                frames.append(self._taken(self._inbox.receive_nowait()))
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-        return frames
-
-    def _taken(self, item: tuple[bytes, int]) -> bytes:
-        frame, held = item
         if held:
             assert self._budget is not None
             self._budget.give_back(held)
@@ -191,10 +176,7 @@ class SecureChannel:
             self._buffered += len(frame)
             # The message the room was held for is the first to come whole.
             held, self._holding, self._due = self._holding, 0, math.inf
-            try:  # (no checkpoint between the frames of one read: they reach the reader together)
-                self._inbox_send.send_nowait((frame, held))
-            except trio.WouldBlock:
-                await self._inbox_send.send((frame, held))
+            await self._inbox_send.send((frame, held))
 
 
 class Outbox:

@@ -158,9 +158,8 @@ class WorkerService:
                     self._flush()
                     try:
                         while True:
-                            # (what came in one read, in one step: one transaction for it)
-                            for frame in await channel.receive_frames():
-                                self._heard(peer, channel, parse(frame))
+                            frame = await channel.receive_frame()
+                            self._heard(peer, channel, parse(frame))
                     except (SchemaError, FrameTooLarge) as e:
                         refusal = str(e)
                     except (ChannelError, DecodeError):
