@@ -10,14 +10,16 @@ Promises: `from_wire` and `from_packed` return a document only if it is well-for
 node id it names. A commitment or a receipt is signed alone, or in a batch (`signed_batch`):
 its signer signs once the root of a Merkle tree (`wire.merkle`, under the document's own tags)
 over the batch's documents, and each carries its own path to that root (`BatchProof`), so each
-is provable on its own; the document, its path and its index all lead to the root signed, or
-it does not verify.
+is provable on its own; the document, its path, its index and its leaf's salt all lead to the
+root signed, or it does not verify. A commitment's leaf is salted (its path goes to rival
+workers): a proof shows nothing of the other documents of its batch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +34,7 @@ from p2psched.wire.schema import SchemaError
 
 MAX_BATCH = 4096  # tasks in one quote, commitment or dispatch; documents signed in one batch
 MAX_BATCH_LEVELS = 12  # of a batch's Merkle tree: 2^12 = MAX_BATCH leaves
+SALT_BYTES = 16  # of the random salt a commitment's leaf is hashed with (`BatchProof.salt`)
 MAX_RESULT_BYTES = 12 << 20  # a task's output, within the channel's 16 MiB frame
 # A task's input, encoded: it travels inside one message together with its envelope.
 MAX_INPUT_BYTES = MAX_MESSAGE_BYTES // 2
@@ -87,6 +90,17 @@ class BatchProof(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     index: Annotated[int, msgspec.Meta(ge=0, lt=MAX_BATCH)]
     path: Annotated[list[Hash], msgspec.Meta(max_length=MAX_BATCH_LEVELS)]
+    # Random bytes hashed into its leaf with the document (none: the document alone). Each
+    # document's path carries its neighbours' leaves: a commitment's goes to a rival worker,
+    # which could otherwise confirm guesses of that rival's deal (tasks, price) one hash each.
+    salt: Annotated[bytes, msgspec.Meta(max_length=2 * SALT_BYTES)] = b""
+
+
+def _leaf_item(body: bytes, salt: bytes) -> bytes:
+    # The salt's length first: a salted item cannot pass for an unsalted one (a document's body
+    # starts with its tag, b"p2psched/", whose first byte no salt's length is) nor for another
+    # split of salt and body.
+    return bytes([len(salt)]) + salt + body if salt else body
 
 
 class _Signed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -101,6 +115,7 @@ class _Signed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     TAG: ClassVar[bytes]
     SIGNER: ClassVar[str]  # who signs it, as its problems name them
     BATCH: ClassVar[Domain | None] = None
+    SALTED: ClassVar[bool] = False  # its batches go to several parties: each leaf is salted
 
     def values(self) -> list[Any]:
         """The fields in order, signature last (`batch` is not one of them)."""
@@ -127,7 +142,8 @@ class _Signed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if batch is msgspec.UNSET or self.BATCH is None:
             signed = verify(public_key, sig, self.body())
             return None if signed else f"is not signed by the {self.SIGNER}"
-        root = self.BATCH.root_from(self.BATCH.leaf(self.body()), batch.index, batch.path)
+        leaf = self.BATCH.leaf(_leaf_item(self.body(), batch.salt))
+        root = self.BATCH.root_from(leaf, batch.index, batch.path)
         if root is None:
             return (
                 f"has a batch proof whose index ({batch.index}) is past its tree "
@@ -148,6 +164,8 @@ class _Signed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         batch = wire.pop("batch", msgspec.UNSET)
         if batch is not msgspec.UNSET:
             wire["batch"] = {"index": batch.index, "path": list(batch.path)}
+            if batch.salt:
+                wire["batch"]["salt"] = batch.salt
         return wire
 
     @classmethod
@@ -178,6 +196,8 @@ class _Signed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             doc[k] = v.hex() if isinstance(v, bytes) else v
         if "batch" in doc:
             doc["batch"] = {**doc["batch"], "path": [h.hex() for h in doc["batch"]["path"]]}
+            if "salt" in doc["batch"]:
+                doc["batch"]["salt"] = doc["batch"]["salt"].hex()
         return doc
 
     @classmethod
@@ -192,6 +212,11 @@ class _Signed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             except ValueError:
                 raise SchemaError(f"{path}.batch.path", "expected hex") from None
             raw["batch"] = {**batch, "path": hashes}
+            if isinstance(batch.get("salt"), str):
+                try:
+                    raw["batch"]["salt"] = bytes.fromhex(batch["salt"])
+                except ValueError:
+                    raise SchemaError(f"{path}.batch.salt", "expected hex") from None
         for name in cls.__struct_fields__:
             if name in _BINARY and isinstance(raw.get(name), str):
                 try:
@@ -267,6 +292,7 @@ class Commitment(_PricedByGpus, frozen=True, forbid_unknown_fields=True):
     TAG_BEFORE_GPUS = b"p2psched/commitment/1"
     SIGNER = "scheduler"
     BATCH = Domain(b"p2psched/commitment")  # (its tags: no prefix of the documents', nor theirs)
+    SALTED = True  # (a round's commitments go to rival workers)
 
     def signer(self) -> bytes:
         return self.scheduler
@@ -310,10 +336,17 @@ def signed_batch(identity: Identity, documents: Sequence[_D]) -> list[_D]:
             continue
         domain = chunk[0].BATCH
         assert domain is not None and all(type(d) is type(chunk[0]) for d in chunk)
-        tree = domain.tree([domain.leaf(d.body()) for d in chunk])
+        if chunk[0].SALTED:  # (one call for the randomness of all)
+            pool = secrets.token_bytes(SALT_BYTES * len(chunk))
+            salts = [pool[k : k + SALT_BYTES] for k in range(0, len(pool), SALT_BYTES)]
+        else:
+            salts = [b""] * len(chunk)
+        tree = domain.tree(
+            [domain.leaf(_leaf_item(d.body(), s)) for d, s in zip(chunk, salts, strict=True)]
+        )
         sig = identity.sign(domain.signed_root(tree.root))
         out.extend(
-            msgspec.structs.replace(d, sig=sig, batch=BatchProof(i, tree.proof(i)))
+            msgspec.structs.replace(d, sig=sig, batch=BatchProof(i, tree.proof(i), salts[i]))
             for i, d in enumerate(chunk)
         )
     return out

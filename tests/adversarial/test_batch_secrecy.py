@@ -11,6 +11,7 @@ list, and issued_at is the same for the whole round."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from typing import Any
 
@@ -18,6 +19,7 @@ import msgspec
 
 from p2psched.identity import Identity
 from p2psched.scheduler.run import JobRun
+from p2psched.wire.codec import decode, encode
 from p2psched.wire.deal import BatchProof, Commitment
 from p2psched.wire.messages import Commit
 from p2psched.worker import manager as wm
@@ -76,3 +78,19 @@ def test_a_worker_cannot_confirm_a_guess_of_a_rivals_commitment_from_its_batch_p
                     confirmed.append((tasks, price))
     # The rival's deal (its tasks and the price it is paid) must not be recoverable.
     assert confirmed == [], f"worker learned its rival's commitment: {confirmed}"
+
+
+def test_a_round_commitment_verifies_after_its_wire_json_and_ledger_forms() -> None:
+    """Whatever a leaf is hashed with travels with its proof: a commitment of a round still
+    verifies on its own after each form it is kept in."""
+    net, got = _first_round([0.5, 0.75], tasks=6)
+    key = net.run.identity.public_key
+    for c in got.values():
+        assert isinstance(c.batch, BatchProof)
+        for kept in (
+            Commitment.from_json(json.loads(json.dumps(c.to_json()))),
+            Commitment.from_wire(decode(encode(c.to_wire())), "commitment"),
+        ):
+            assert kept == c and kept.verify(key)
+        moved = msgspec.structs.replace(c, batch=msgspec.structs.replace(c.batch, salt=b""))
+        assert not moved.verify(key)  # (nor without what its leaf was hashed with)
